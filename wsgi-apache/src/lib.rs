@@ -1,0 +1,1 @@
+//! The Apache httpd 2.4 module.

@@ -1,0 +1,90 @@
+//! The `wsgi` command: thin glue over the wsgi-rs libraries.
+
+mod check;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// wsgi-rs: Apache mod_wsgi, rebuilt in Rust.
+#[derive(Debug, Parser)]
+#[command(name = "wsgi", version = check::version_text(), about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// For people.
+    Text,
+    /// For tools.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Read and validate an Apache mod_wsgi configuration, inspect every virtual environment it
+    /// names, and print the routing table and every problem (exit status 1 on any error).
+    Check {
+        /// The configuration file (Apache httpd syntax, with its Includes).
+        config: PathBuf,
+        /// Also check that this user (the one Apache or the daemons run as) can read the
+        /// virtual environments.
+        #[arg(long)]
+        user: Option<String>,
+        /// The ServerRoot relative paths resolve against (default: the file's folder).
+        #[arg(long)]
+        server_root: Option<PathBuf>,
+        /// Define a name for <IfDefine>, as `httpd -D NAME`.
+        #[arg(short = 'D', value_name = "NAME")]
+        define: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Inspect a virtual environment: what made it, its Python, whether this build of wsgi-rs
+    /// can use it, and the python-home line to use.
+    Venv {
+        /// The virtual environment's root (what `python -c 'import sys; print(sys.prefix)'`
+        /// prints).
+        path: PathBuf,
+        /// Also check that this user can read it.
+        #[arg(long)]
+        user: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check {
+            config,
+            user,
+            server_root,
+            define,
+            format,
+        } => check::run_check(
+            &config,
+            user.as_deref(),
+            server_root,
+            define,
+            format == Format::Json,
+        ),
+        Command::Venv { path, user, format } => {
+            check::run_venv(&path, user.as_deref(), format == Format::Json)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("wsgi: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,1127 @@
+//! Stage 2: the builder, fed one directive at a time with its context.
+//!
+//! The file loader ([`crate::load`]) walks the reader's tree and calls
+//! [`ConfigBuilder::directive`] for each directive with the sections around it; the Apache module
+//! calls the same method from its directive callbacks. Both therefore accept and refuse the same
+//! configurations, with the same messages.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use regex::Regex;
+
+use crate::daemon::parse_daemon_options;
+use crate::directives::{self, Arity, DirectiveDef, Scope, Status};
+use crate::error::{ConfigError, ConfigWarning, ErrorKind, closest};
+use crate::model::*;
+use crate::options::{parse_flag, parse_path_list, parse_python_home, split_option};
+use crate::reader::{Directive, Span};
+
+/// The `<VirtualHost>` a directive is in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VirtualHostDecl {
+    /// The addresses, as written (`*:8080`).
+    pub addresses: Vec<String>,
+    /// Where the section opens: it identifies the virtual host.
+    pub span: Span,
+}
+
+/// A per-directory section a directive is in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerDecl {
+    /// The section name as written (`Directory`, `LocationMatch`, `IfVersion`, ...).
+    pub kind: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Where it opens: it identifies the section.
+    pub span: Span,
+}
+
+/// Where a directive sits.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Context {
+    /// The enclosing `<VirtualHost>`, if any.
+    pub virtual_host: Option<VirtualHostDecl>,
+    /// The enclosing per-directory sections, outermost first.
+    pub containers: Vec<ContainerDecl>,
+    /// Whether the directive comes from an `.htaccess` file.
+    pub htaccess: bool,
+}
+
+/// A reference to a literal process group, checked when the configuration is complete (groups
+/// may be defined after they are named).
+#[derive(Debug, Clone)]
+struct GroupRef {
+    name: String,
+    host: Option<usize>,
+    span: Span,
+    subject: String,
+}
+
+/// Builds a [`Config`] from directives.
+#[derive(Debug)]
+pub struct ConfigBuilder {
+    config: Config,
+    hosts: HashMap<Span, usize>,
+    sections: HashMap<(Option<usize>, Span), usize>,
+    group_refs: Vec<GroupRef>,
+}
+
+impl ConfigBuilder {
+    /// A builder for a server whose `ServerRoot` is `server_root`.
+    pub fn new(server_root: impl Into<PathBuf>) -> Self {
+        ConfigBuilder {
+            config: Config {
+                server_root: server_root.into(),
+                ..Config::default()
+            },
+            hosts: HashMap::new(),
+            sections: HashMap::new(),
+            group_refs: Vec::new(),
+        }
+    }
+
+    /// Applies one directive. Directives that are not mod_wsgi's are kept where they matter
+    /// (`ServerName`, `ServerAlias`, `Listen`, `ServerRoot`, `User`, `Group`, `SetEnv`,
+    /// `Require all ...`) and never refused.
+    pub fn directive(&mut self, ctx: &Context, d: &Directive) -> Result<(), ConfigError> {
+        let host = self.host_index(ctx)?;
+        match directives::lookup(&d.name) {
+            Some(def) => {
+                let subject = match def.name {
+                    "WSGIDaemonProcess" => match d.args.first() {
+                        Some(name) => format!("WSGIDaemonProcess {name}"),
+                        None => def.name.to_string(),
+                    },
+                    _ => def.name.to_string(),
+                };
+                let err = |kind| ConfigError::new(Some(&d.span), subject.clone(), kind);
+                check_scope(def, ctx).map_err(err)?;
+                check_arity(def, &d.args).map_err(err)?;
+                if let Status::Ignored(why) = def.status {
+                    self.warn(&d.span, def.name, format!("is ignored: {why}"));
+                    return Ok(());
+                }
+                self.wsgi_directive(def, ctx, host, d).map_err(err)
+            }
+            None if directives::is_wsgi_name(&d.name) => Err(ConfigError::new(
+                Some(&d.span),
+                d.name.clone(),
+                ErrorKind::UnknownDirective {
+                    suggestion: closest(&d.name, directives::DIRECTIVES.iter().map(|d| d.name)),
+                },
+            )),
+            None => {
+                self.context_directive(ctx, host, d);
+                Ok(())
+            }
+        }
+    }
+
+    /// Checks what can only be checked once every directive is in (process groups named before
+    /// they are defined, and their visibility) and returns the configuration.
+    pub fn finish(self) -> Result<Config, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let config = self.config;
+        for r in &self.group_refs {
+            let Some(group) = config.daemon(&r.name) else {
+                errors.push(ConfigError::new(
+                    Some(&r.span),
+                    r.subject.clone(),
+                    ErrorKind::UndefinedProcessGroup {
+                        name: r.name.clone(),
+                        defined: config
+                            .daemons
+                            .iter()
+                            .map(|d| format!("{} at {}", d.name, d.span))
+                            .collect(),
+                    },
+                ));
+                continue;
+            };
+            if let Some(group_host) = group.host {
+                let same_host = r.host == Some(group_host);
+                let group_server = config.server_name(Some(group_host));
+                let here_server = config.server_name(r.host);
+                let same_name =
+                    r.host.is_some() && group_server.is_some() && group_server == here_server;
+                if !same_host && !same_name {
+                    errors.push(ConfigError::new(
+                        Some(&r.span),
+                        r.subject.clone(),
+                        ErrorKind::InaccessibleProcessGroup {
+                            name: r.name.clone(),
+                            defined_at: group.span.clone(),
+                            group_server: group_server.unwrap_or("(none)").to_string(),
+                            here_server: match r.host {
+                                None => "the main server".to_string(),
+                                Some(_) => here_server.unwrap_or("(none)").to_string(),
+                            },
+                        },
+                    ));
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Adds a warning.
+    fn warn(&mut self, span: &Span, subject: &str, message: String) {
+        self.config.warnings.push(ConfigWarning {
+            span: Some(span.clone()),
+            subject: subject.to_string(),
+            message,
+        });
+    }
+
+    fn host_index(&mut self, ctx: &Context) -> Result<Option<usize>, ConfigError> {
+        let Some(vhost) = &ctx.virtual_host else {
+            return Ok(None);
+        };
+        if let Some(&i) = self.hosts.get(&vhost.span) {
+            return Ok(Some(i));
+        }
+        let mut addresses = Vec::new();
+        for a in &vhost.addresses {
+            addresses.push(parse_host_address(a).ok_or_else(|| {
+                ConfigError::new(
+                    Some(&vhost.span),
+                    "<VirtualHost>",
+                    ErrorKind::BadValue {
+                        option: "address".into(),
+                        value: a.clone(),
+                        expected: "use `*:PORT`, `IP:PORT`, `[IPv6]:PORT`, `_default_:PORT` or `*`"
+                            .into(),
+                    },
+                )
+            })?);
+        }
+        let i = self.config.virtual_hosts.len();
+        self.config.virtual_hosts.push(Host {
+            span: Some(vhost.span.clone()),
+            addresses,
+            ..Host::default()
+        });
+        self.hosts.insert(vhost.span.clone(), i);
+        Ok(Some(i))
+    }
+
+    fn host_mut(&mut self, host: Option<usize>) -> &mut Host {
+        match host {
+            None => &mut self.config.main,
+            Some(i) => &mut self.config.virtual_hosts[i],
+        }
+    }
+
+    /// The section the directive is in, created on first use; None at host level. Unknown
+    /// sections (`<IfVersion>`, `<Limit>` ...) are transparent.
+    fn section_index(
+        &mut self,
+        ctx: &Context,
+        host: Option<usize>,
+    ) -> Result<Option<usize>, ErrorKind> {
+        let mut current = None;
+        for c in &ctx.containers {
+            let Some((kind, regex_form)) = section_kind(&c.kind) else {
+                continue;
+            };
+            if let Some(&i) = self.sections.get(&(host, c.span.clone())) {
+                current = Some(i);
+                continue;
+            }
+            let (pattern, regex) = section_pattern(c, regex_form)?;
+            let sections = &mut self.host_mut(host).sections;
+            sections.push(DirSection {
+                span: c.span.clone(),
+                kind,
+                pattern,
+                regex,
+                parent: current,
+                settings: WsgiSettings::default(),
+                env: Vec::new(),
+            });
+            let i = sections.len() - 1;
+            self.sections.insert((host, c.span.clone()), i);
+            current = Some(i);
+        }
+        Ok(current)
+    }
+
+    fn settings_mut(
+        &mut self,
+        ctx: &Context,
+        host: Option<usize>,
+    ) -> Result<&mut WsgiSettings, ErrorKind> {
+        let section = self.section_index(ctx, host)?;
+        let h = self.host_mut(host);
+        Ok(match section {
+            Some(i) => &mut h.sections[i].settings,
+            None => &mut h.settings,
+        })
+    }
+
+    fn resolve(&self, path: &str) -> PathBuf {
+        let p = Path::new(path);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.config.server_root.join(p)
+        }
+    }
+
+    fn refer(&mut self, spec: &GroupSpec, host: Option<usize>, span: &Span, subject: &str) {
+        if let Some(name) = spec.literal() {
+            self.group_refs.push(GroupRef {
+                name: name.to_string(),
+                host,
+                span: span.clone(),
+                subject: subject.to_string(),
+            });
+        }
+    }
+
+    fn context_directive(&mut self, ctx: &Context, host: Option<usize>, d: &Directive) {
+        let name = d.name.to_ascii_lowercase();
+        let first = d.args.first().map(String::as_str).unwrap_or("");
+        match name.as_str() {
+            "servername" if ctx.containers.is_empty() && !first.is_empty() => {
+                let (name, port) = parse_server_name(first);
+                let h = self.host_mut(host);
+                h.server_name = Some(name);
+                h.server_name_port = port;
+            }
+            "serveralias" if ctx.containers.is_empty() => {
+                self.host_mut(host)
+                    .server_aliases
+                    .extend(d.args.iter().cloned());
+            }
+            "listen" if host.is_none() => match parse_listen(first) {
+                Some(l) => self.config.listen.push(l),
+                None => self.warn(
+                    &d.span,
+                    "Listen",
+                    format!("`{first}` is not an address and port: ignored"),
+                ),
+            },
+            "serverroot" if host.is_none() && !first.is_empty() => {
+                self.config.server_root = PathBuf::from(first);
+            }
+            "user" if host.is_none() && !first.is_empty() => {
+                self.config.user = Some(first.to_string())
+            }
+            "group" if host.is_none() && !first.is_empty() => {
+                self.config.group = Some(first.to_string())
+            }
+            "setenv" if !first.is_empty() => {
+                let value = d.args.get(1).cloned().unwrap_or_default();
+                let pair = (first.to_string(), value);
+                match self.section_index(ctx, host) {
+                    Ok(Some(i)) => self.host_mut(host).sections[i].env.push(pair),
+                    Ok(None) => self.host_mut(host).env.push(pair),
+                    Err(_) => {}
+                }
+            }
+            "require" if d.args.len() == 2 && first.eq_ignore_ascii_case("all") => {
+                let access = if d.args[1].eq_ignore_ascii_case("granted") {
+                    Some(Access::Granted)
+                } else if d.args[1].eq_ignore_ascii_case("denied") {
+                    Some(Access::Denied)
+                } else {
+                    None
+                };
+                if let (Some(access), Ok(settings)) = (access, self.settings_mut(ctx, host)) {
+                    settings.access = Some(access);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn wsgi_directive(
+        &mut self,
+        def: &DirectiveDef,
+        ctx: &Context,
+        host: Option<usize>,
+        d: &Directive,
+    ) -> Result<(), ErrorKind> {
+        let args = &d.args;
+        let one = args.first().map(String::as_str).unwrap_or("");
+        let flag = || parse_flag(one);
+        match def.name {
+            "WSGIScriptAlias" | "WSGIScriptAliasMatch" => {
+                let regex = if def.name == "WSGIScriptAliasMatch" {
+                    Some(compile(&args[0])?)
+                } else {
+                    if !args[0].starts_with('/') {
+                        return Err(ErrorKind::BadValue {
+                            option: "URL-path".into(),
+                            value: args[0].clone(),
+                            expected: "a URL path starts with / (for example /myapp)".into(),
+                        });
+                    }
+                    None
+                };
+                let options = parse_alias_options(&args[2..], true)?;
+                let target = if regex.is_some() && args[1].contains('$') {
+                    args[1].clone()
+                } else {
+                    let resolved = self.resolve(&args[1]).to_string_lossy().into_owned();
+                    if args[1].ends_with('/') && !resolved.ends_with('/') {
+                        format!("{resolved}/")
+                    } else {
+                        resolved
+                    }
+                };
+                if let Some(pg) = &options.process_group {
+                    self.refer(pg, host, &d.span, def.name);
+                }
+                self.host_mut(host).script_aliases.push(ScriptAlias {
+                    span: d.span.clone(),
+                    url: args[0].clone(),
+                    regex,
+                    target,
+                    options,
+                });
+            }
+            "WSGIDaemonProcess" => {
+                let name = args[0].clone();
+                if name.is_empty() || name.starts_with('%') {
+                    return Err(ErrorKind::BadValue {
+                        option: "name".into(),
+                        value: name,
+                        expected: "name the daemon process group with a plain word such as myapp"
+                            .into(),
+                    });
+                }
+                if let Some(first) = self.config.daemon(&name) {
+                    return Err(ErrorKind::DuplicateDaemonGroup {
+                        name,
+                        first: first.span.clone(),
+                    });
+                }
+                let mut notes = Vec::new();
+                let options = parse_daemon_options(&args[1..], &mut notes)?;
+                for note in notes {
+                    self.warn(&d.span, &format!("WSGIDaemonProcess {name}"), note.0);
+                }
+                self.config.daemons.push(DaemonGroup {
+                    name,
+                    span: d.span.clone(),
+                    host,
+                    options,
+                });
+            }
+            "WSGIProcessGroup" => {
+                let spec = GroupSpec::parse(one);
+                self.refer(&spec, host, &d.span, def.name);
+                self.settings_mut(ctx, host)?.process_group = Some(Located {
+                    value: spec,
+                    span: Some(d.span.clone()),
+                });
+            }
+            "WSGIApplicationGroup" => {
+                self.settings_mut(ctx, host)?.application_group = Some(GroupSpec::parse(one));
+            }
+            "WSGICallableObject" => {
+                check_callable(one)?;
+                self.settings_mut(ctx, host)?.callable_object = Some(one.to_string());
+            }
+            "WSGIPassAuthorization" => {
+                self.settings_mut(ctx, host)?.pass_authorization = Some(flag()?)
+            }
+            "WSGIScriptReloading" => self.settings_mut(ctx, host)?.script_reloading = Some(flag()?),
+            "WSGIErrorOverride" => self.settings_mut(ctx, host)?.error_override = Some(flag()?),
+            "WSGIChunkedRequest" => self.settings_mut(ctx, host)?.chunked_request = Some(flag()?),
+            "WSGIIgnoreActivity" => self.settings_mut(ctx, host)?.ignore_activity = Some(flag()?),
+            "WSGIEnableSendfile" => self.settings_mut(ctx, host)?.enable_sendfile = Some(flag()?),
+            "WSGIPassApacheRequest" => {
+                self.settings_mut(ctx, host)?.pass_apache_request = Some(flag()?)
+            }
+            "WSGIMapHEADToGET" => {
+                let mode = if one.eq_ignore_ascii_case("auto") {
+                    MapHeadToGet::Auto
+                } else {
+                    match parse_flag(one) {
+                        Ok(true) => MapHeadToGet::On,
+                        Ok(false) => MapHeadToGet::Off,
+                        Err(_) => {
+                            return Err(ErrorKind::BadFlag {
+                                value: one.to_string(),
+                                allowed: "On, Off or Auto",
+                            });
+                        }
+                    }
+                };
+                self.settings_mut(ctx, host)?.map_head_to_get = Some(mode);
+            }
+            "WSGITrustedProxyHeaders" => {
+                for h in args {
+                    if h.is_empty() || !h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                        return Err(ErrorKind::BadValue {
+                            option: "header".into(),
+                            value: h.clone(),
+                            expected: "a header name holds only letters, digits and `-` (for example X-Forwarded-For)".into(),
+                        });
+                    }
+                }
+                self.settings_mut(ctx, host)?
+                    .trusted_proxy_headers
+                    .extend(args.iter().cloned());
+            }
+            "WSGITrustedProxies" => {
+                let mut nets = Vec::new();
+                for a in args {
+                    nets.push(IpNet::parse(a).ok_or_else(|| ErrorKind::BadValue {
+                        option: "proxy".into(),
+                        value: a.clone(),
+                        expected: "use an IP address or a network such as 10.0.0.0/8 (host names are not accepted)".into(),
+                    })?);
+                }
+                self.settings_mut(ctx, host)?.trusted_proxies.extend(nets);
+            }
+            "WSGIRestrictProcess" => {
+                self.settings_mut(ctx, host)?.restrict_process = Some(args.clone());
+            }
+            "WSGIDispatchScript"
+            | "WSGIAccessScript"
+            | "WSGIAuthUserScript"
+            | "WSGIAuthGroupScript" => {
+                let path = self.resolve(one);
+                let options = parse_alias_options(&args[1..], false)?;
+                let script = AuxScript {
+                    path,
+                    application_group: options.application_group,
+                };
+                let s = self.settings_mut(ctx, host)?;
+                match def.name {
+                    "WSGIDispatchScript" => s.dispatch_script = Some(script),
+                    "WSGIAccessScript" => s.access_script = Some(script),
+                    "WSGIAuthUserScript" => s.auth_user_script = Some(script),
+                    _ => s.auth_group_script = Some(script),
+                }
+            }
+            "WSGIHandlerScript" => {
+                let path = self.resolve(&args[1]);
+                let options = parse_alias_options(&args[2..], true)?;
+                if let Some(pg) = &options.process_group {
+                    self.refer(pg, host, &d.span, def.name);
+                }
+                self.settings_mut(ctx, host)?
+                    .handler_scripts
+                    .push(HandlerScript {
+                        handler: args[0].clone(),
+                        path,
+                        options,
+                    });
+            }
+            "WSGIImportScript" => {
+                let path = self.resolve(one);
+                let options = parse_alias_options(&args[1..], false)?;
+                let process_group = options.process_group.ok_or(ErrorKind::MissingOption {
+                    option: "process-group",
+                    fix: "write `process-group=NAME`, or `process-group=%{GLOBAL}` for embedded mode",
+                })?;
+                let application_group = options.application_group.ok_or(ErrorKind::MissingOption {
+                    option: "application-group",
+                    fix: "write `application-group=NAME`, or `application-group=%{GLOBAL}` for the main interpreter",
+                })?;
+                self.refer(&process_group, host, &d.span, def.name);
+                self.config.import_scripts.push(ImportScript {
+                    span: d.span.clone(),
+                    host,
+                    path,
+                    process_group,
+                    application_group,
+                });
+            }
+            "WSGIPythonHome" => {
+                let home = parse_python_home(one)?;
+                self.config.python.home = Some(Located {
+                    value: home,
+                    span: Some(d.span.clone()),
+                });
+            }
+            "WSGIPythonPath" => self.config.python.path.extend(parse_path_list(one)),
+            "WSGIPythonOptimize" => {
+                self.config.python.optimize = crate::options::parse_int("level", one, 0, 2)? as u8;
+            }
+            "WSGIPythonHashSeed" => {
+                self.config.python.hash_seed = if one.eq_ignore_ascii_case("random") {
+                    None
+                } else {
+                    Some(
+                        crate::options::parse_int("seed", one, 0, u64::from(u32::MAX)).map_err(
+                            |_| ErrorKind::BadValue {
+                                option: "seed".into(),
+                                value: one.to_string(),
+                                expected: "use `random` or a whole number from 0 to 4294967295"
+                                    .into(),
+                            },
+                        )? as u32,
+                    )
+                };
+            }
+            "WSGIPythonWarnings" => self.config.python.warnings.push(one.to_string()),
+            "WSGIPythonEggs" => self.config.python.eggs = Some(self.resolve(one)),
+            "WSGIDontWriteBytecode" => self.config.python.dont_write_bytecode = flag()?,
+            "WSGIDestroyInterpreter" => self.config.python.destroy_interpreter = flag()?,
+            "WSGISwitchInterval" => {
+                let s: f64 = one
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| *s > 0.0 && s.is_finite())
+                    .ok_or_else(|| ErrorKind::BadValue {
+                        option: "interval".into(),
+                        value: one.to_string(),
+                        expected: "use a positive number of seconds, such as 0.005".into(),
+                    })?;
+                self.config.python.switch_interval = Some(s);
+            }
+            "WSGIPerInterpreterGIL" => self.config.python.per_interpreter_gil = flag()?,
+            "WSGIFreeThreading" => self.config.python.free_threading = flag()?,
+            "WSGIRestrictStdin" => self.config.python.restrict_stdin = flag()?,
+            "WSGIRestrictStdout" => self.config.python.restrict_stdout = flag()?,
+            "WSGIRestrictSignal" => self.config.python.restrict_signal = flag()?,
+            "WSGIRestrictEmbedded" => self.config.server.restrict_embedded = flag()?,
+            "WSGISocketPrefix" => self.config.server.socket_prefix = Some(self.resolve(one)),
+            "WSGISocketRotation" => self.config.server.socket_rotation = flag()?,
+            "WSGIAcceptMutex" => {
+                const MECHANISMS: [&str; 6] = [
+                    "default", "flock", "fcntl", "sysvsem", "posixsem", "pthread",
+                ];
+                if !MECHANISMS.iter().any(|m| m.eq_ignore_ascii_case(one)) {
+                    return Err(ErrorKind::BadValue {
+                        option: "mechanism".into(),
+                        value: one.to_string(),
+                        expected: format!("use one of {}", MECHANISMS.join(", ")),
+                    });
+                }
+                self.config.server.accept_mutex = Some(one.to_ascii_lowercase());
+            }
+            "WSGICaseSensitivity" => self.config.server.case_sensitive = flag()?,
+            "WSGIServerMetrics" => self.config.server.server_metrics = flag()?,
+            other => unreachable!("directive {other} is in the table but not handled"),
+        }
+        Ok(())
+    }
+}
+
+fn compile(pattern: &str) -> Result<Regex, ErrorKind> {
+    Regex::new(pattern).map_err(|e| ErrorKind::BadRegex {
+        regex: pattern.to_string(),
+        error: e
+            .to_string()
+            .lines()
+            .last()
+            .unwrap_or("")
+            .trim()
+            .to_string(),
+    })
+}
+
+fn check_callable(name: &str) -> Result<(), ErrorKind> {
+    let is_env = name.starts_with("%{ENV:") && name.ends_with('}');
+    let is_identifier = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_alphanumeric() || c == '_');
+    if is_env || is_identifier {
+        Ok(())
+    } else {
+        Err(ErrorKind::BadValue {
+            option: "callable-object".into(),
+            value: name.to_string(),
+            expected: "name a module-level callable of the script, such as application (not a dotted path)".into(),
+        })
+    }
+}
+
+/// The options of `WSGIScriptAlias`, `WSGIImportScript`, `WSGIHandlerScript` and the auth
+/// scripts. `full` allows `callable-object=` and `pass-authorization=`.
+fn parse_alias_options(words: &[String], full: bool) -> Result<AliasOptions, ErrorKind> {
+    let valid: &[&'static str] = if full {
+        &[
+            "process-group",
+            "application-group",
+            "callable-object",
+            "pass-authorization",
+        ]
+    } else {
+        &["process-group", "application-group"]
+    };
+    let mut o = AliasOptions::default();
+    for word in words {
+        let (name, value) = split_option(word)?;
+        let key = name.to_ascii_lowercase();
+        if !valid.contains(&key.as_str()) {
+            return Err(ErrorKind::UnknownOption {
+                option: name.to_string(),
+                suggestion: closest(name, valid.iter().copied()),
+                valid: valid.to_vec(),
+            });
+        }
+        let nonempty = |what: &str| {
+            if value.is_empty() {
+                Err(ErrorKind::BadValue {
+                    option: key.clone(),
+                    value: String::new(),
+                    expected: format!("give {what}"),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        match key.as_str() {
+            "process-group" => {
+                nonempty("a daemon process group name, or %{GLOBAL} for embedded mode")?;
+                o.process_group = Some(GroupSpec::parse(value));
+            }
+            "application-group" => {
+                nonempty("an application group name, or %{GLOBAL} for the main interpreter")?;
+                o.application_group = Some(GroupSpec::parse(value));
+            }
+            "callable-object" => {
+                check_callable(value)?;
+                o.callable_object = Some(value.to_string());
+            }
+            _ => o.pass_authorization = Some(parse_flag(value)?),
+        }
+    }
+    Ok(o)
+}
+
+/// `Directory`, `DirectoryMatch`, ...: the kind and whether the pattern is a regex.
+fn section_kind(name: &str) -> Option<(SectionKind, bool)> {
+    Some(match name.to_ascii_lowercase().as_str() {
+        "directory" => (SectionKind::Directory, false),
+        "directorymatch" => (SectionKind::Directory, true),
+        "location" => (SectionKind::Location, false),
+        "locationmatch" => (SectionKind::Location, true),
+        "files" => (SectionKind::Files, false),
+        "filesmatch" => (SectionKind::Files, true),
+        _ => return None,
+    })
+}
+
+fn section_pattern(
+    c: &ContainerDecl,
+    regex_form: bool,
+) -> Result<(String, Option<Regex>), ErrorKind> {
+    let (pattern, is_regex) = match c.args.as_slice() {
+        [tilde, pattern] if tilde == "~" => (pattern.clone(), true),
+        [pattern] => (pattern.clone(), regex_form),
+        _ => {
+            return Err(ErrorKind::BadValue {
+                option: format!("<{}>", c.kind),
+                value: c.args.join(" "),
+                expected: "the section takes one path or pattern".into(),
+            });
+        }
+    };
+    let regex = if is_regex {
+        Some(compile(&pattern)?)
+    } else {
+        None
+    };
+    Ok((pattern, regex))
+}
+
+fn check_scope(def: &DirectiveDef, ctx: &Context) -> Result<(), ErrorKind> {
+    let innermost = ctx
+        .containers
+        .iter()
+        .rev()
+        .find(|c| section_kind(&c.kind).is_some());
+    let foreign = ctx
+        .containers
+        .iter()
+        .rev()
+        .find(|c| section_kind(&c.kind).is_none() && !c.kind.eq_ignore_ascii_case("IfVersion"));
+    let name = def.name;
+    if ctx.htaccess && !matches!(def.scope, Scope::FileInfo | Scope::AuthConfig) {
+        return Err(ErrorKind::WrongContext {
+            inside: ".htaccess files".into(),
+            fix: format!("move {name} to the server configuration"),
+        });
+    }
+    if let Some(c) = foreign {
+        return Err(ErrorKind::WrongContext {
+            inside: format!("<{}> section", c.kind),
+            fix: format!(
+                "wsgi-rs reads {name} only at the server level, in <VirtualHost>, or in <Directory>, <Location> and <Files> sections: move it there"
+            ),
+        });
+    }
+    match (def.scope, innermost, &ctx.virtual_host) {
+        (Scope::ServerOnly, Some(c), _) => Err(ErrorKind::WrongContext {
+            inside: format!("<{}> section", c.kind),
+            fix: format!("{name} applies to the whole server: move it to the server-config level, outside any section"),
+        }),
+        (Scope::ServerOnly, None, Some(_)) => Err(ErrorKind::WrongContext {
+            inside: "<VirtualHost> section".into(),
+            fix: match name {
+                "WSGIPythonHome" => "WSGIPythonHome applies to the whole server: move it to the server-config level, outside any <VirtualHost> block; to give this site its own virtual environment, use `WSGIDaemonProcess NAME python-home=/path/to/venv` with `WSGIProcessGroup NAME`".to_string(),
+                "WSGIPythonPath" => "WSGIPythonPath applies to the whole server: move it to the server-config level, outside any <VirtualHost> block; for this site's daemon processes use `WSGIDaemonProcess NAME python-path=...`".to_string(),
+                _ => format!("{name} applies to the whole server: move it to the server-config level, outside any <VirtualHost> block"),
+            },
+        }),
+        (Scope::ServerOrVirtualHost, Some(c), _) => Err(ErrorKind::WrongContext {
+            inside: format!("<{}> section", c.kind),
+            fix: format!("move {name} out of the section, to the server level or into the <VirtualHost>"),
+        }),
+        (Scope::AuthConfig, None, _) => Err(ErrorKind::WrongContext {
+            inside: if ctx.virtual_host.is_some() { "<VirtualHost> section, outside a <Directory>".into() } else { "the server config, outside a <Directory>".into() },
+            fix: format!("put {name} inside the <Directory>, <Location> or <Files> section it protects"),
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn check_arity(def: &DirectiveDef, args: &[String]) -> Result<(), ErrorKind> {
+    let problem = match def.arity {
+        Arity::Flag | Arity::FlagOrAuto | Arity::One if args.len() != 1 => "takes one argument",
+        Arity::OneOrMore if args.is_empty() => "takes at least one argument",
+        Arity::AtLeast(1) if args.is_empty() => "takes at least one argument",
+        Arity::AtLeast(n) if args.len() < n => "takes at least two arguments",
+        _ => {
+            if matches!(def.arity, Arity::Flag) {
+                parse_flag(&args[0])?;
+            }
+            return Ok(());
+        }
+    };
+    Err(ErrorKind::Arguments {
+        problem: format!("{problem}, {} given", args.len()),
+        usage: def.usage,
+    })
+}
+
+/// `ServerName [scheme://]host[:port]`.
+fn parse_server_name(value: &str) -> (String, Option<u16>) {
+    let rest = value.split_once("://").map_or(value, |(_, r)| r);
+    if let Some(stripped) = rest.strip_prefix('[') {
+        if let Some((ip, tail)) = stripped.split_once(']') {
+            let port = tail.strip_prefix(':').and_then(|p| p.parse().ok());
+            return (format!("[{ip}]"), port);
+        }
+    }
+    match rest.rsplit_once(':') {
+        Some((host, port)) if port.parse::<u16>().is_ok() => (host.to_string(), port.parse().ok()),
+        _ => (rest.to_string(), None),
+    }
+}
+
+/// `Listen [addr:]port [protocol]`.
+fn parse_listen(value: &str) -> Option<Listen> {
+    if let Ok(port) = value.parse::<u16>() {
+        return Some(Listen { ip: None, port });
+    }
+    let (addr, port) = if let Some(stripped) = value.strip_prefix('[') {
+        let (ip, tail) = stripped.split_once(']')?;
+        (ip, tail.strip_prefix(':')?)
+    } else {
+        value.rsplit_once(':')?
+    };
+    Some(Listen {
+        ip: Some(addr.parse().ok()?),
+        port: port.parse().ok()?,
+    })
+}
+
+/// One `<VirtualHost>` address.
+fn parse_host_address(value: &str) -> Option<HostAddress> {
+    let (host, port) = if let Some(stripped) = value.strip_prefix('[') {
+        let (ip, tail) = stripped.split_once(']')?;
+        (ip, tail.strip_prefix(':'))
+    } else {
+        match value.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (value, None),
+        }
+    };
+    let port = match port {
+        None | Some("*") => None,
+        Some(p) => Some(p.parse::<u16>().ok()?),
+    };
+    if host.is_empty() {
+        return None;
+    }
+    let (ip, name) = if host == "*" || host.eq_ignore_ascii_case("_default_") {
+        (None, None)
+    } else if let Ok(ip) = host.parse() {
+        (Some(ip), None)
+    } else {
+        (None, Some(host.to_ascii_lowercase()))
+    };
+    Some(HostAddress { ip, name, port })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn span(line: u32) -> Span {
+        Span {
+            file: Arc::from(Path::new("site.conf")),
+            line,
+        }
+    }
+
+    fn directive(line: u32, text: &str) -> Directive {
+        let mut words = text.split_whitespace().map(str::to_string);
+        Directive {
+            name: words.next().unwrap(),
+            args: words.collect(),
+            span: span(line),
+        }
+    }
+
+    fn vhost(line: u32) -> Context {
+        Context {
+            virtual_host: Some(VirtualHostDecl {
+                addresses: vec!["*:8080".into()],
+                span: span(line),
+            }),
+            ..Context::default()
+        }
+    }
+
+    fn in_directory(mut ctx: Context, line: u32, path: &str) -> Context {
+        ctx.containers.push(ContainerDecl {
+            kind: "Directory".into(),
+            args: vec![path.into()],
+            span: span(line),
+        });
+        ctx
+    }
+
+    fn error(ctx: &Context, text: &str) -> String {
+        let mut b = ConfigBuilder::new("/etc/apache2");
+        b.directive(ctx, &directive(12, text))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn python_home_in_a_virtual_host_is_refused_with_the_fix() {
+        assert_eq!(
+            error(&vhost(10), "WSGIPythonHome /usr/local/venvs/myapp"),
+            "site.conf:12: WSGIPythonHome: cannot occur within <VirtualHost> section: WSGIPythonHome applies to the whole server: move it to the server-config level, outside any <VirtualHost> block; to give this site its own virtual environment, use `WSGIDaemonProcess NAME python-home=/path/to/venv` with `WSGIProcessGroup NAME`"
+        );
+    }
+
+    #[test]
+    fn script_alias_in_a_directory_is_refused() {
+        assert_eq!(
+            error(
+                &in_directory(Context::default(), 3, "/srv"),
+                "WSGIScriptAlias / /srv/app.wsgi"
+            ),
+            "site.conf:12: WSGIScriptAlias: cannot occur within <Directory> section: move WSGIScriptAlias out of the section, to the server level or into the <VirtualHost>"
+        );
+    }
+
+    #[test]
+    fn auth_scripts_need_a_directory() {
+        assert_eq!(
+            error(&Context::default(), "WSGIAuthUserScript /srv/auth.wsgi"),
+            "site.conf:12: WSGIAuthUserScript: cannot occur within the server config, outside a <Directory>: put WSGIAuthUserScript inside the <Directory>, <Location> or <Files> section it protects"
+        );
+    }
+
+    #[test]
+    fn the_bin_python_mistake_names_the_root() {
+        assert_eq!(
+            error(
+                &Context::default(),
+                "WSGIDaemonProcess myapp python-home=/usr/local/venvs/myapp/bin/python"
+            ),
+            "site.conf:12: WSGIDaemonProcess myapp: python-home must be the virtual environment's root (the folder holding bin/ and lib/, what `python -c 'import sys; print(sys.prefix)'` prints), not its python executable: use /usr/local/venvs/myapp"
+        );
+    }
+
+    #[test]
+    fn unknown_directive_suggests_the_closest() {
+        assert_eq!(
+            error(&Context::default(), "WSGIScriptAlis / /srv/app.wsgi"),
+            "site.conf:12: WSGIScriptAlis: unknown mod_wsgi directive (did you mean `WSGIScriptAlias`?)"
+        );
+    }
+
+    #[test]
+    fn arguments_are_counted() {
+        assert_eq!(
+            error(&Context::default(), "WSGIScriptAlias /"),
+            "site.conf:12: WSGIScriptAlias: takes at least two arguments, 1 given: the syntax is `WSGIScriptAlias URL-path file-or-directory [process-group=NAME] [application-group=NAME] [callable-object=NAME] [pass-authorization=On|Off]`"
+        );
+        assert_eq!(
+            error(&Context::default(), "WSGIPassAuthorization Yes"),
+            "site.conf:12: WSGIPassAuthorization: `Yes` is not a valid value: use On or Off"
+        );
+    }
+
+    #[test]
+    fn alias_options_are_checked() {
+        assert_eq!(
+            error(
+                &Context::default(),
+                "WSGIScriptAlias / /srv/app.wsgi proces-group=x"
+            ),
+            "site.conf:12: WSGIScriptAlias: unknown option `proces-group` (did you mean `process-group`?): valid options are process-group, application-group, callable-object, pass-authorization"
+        );
+        assert_eq!(
+            error(
+                &Context::default(),
+                "WSGIImportScript /srv/app.wsgi process-group=x"
+            ),
+            "site.conf:12: WSGIImportScript: the `application-group=` option is required: write `application-group=NAME`, or `application-group=%{GLOBAL}` for the main interpreter"
+        );
+    }
+
+    #[test]
+    fn duplicate_daemon_groups_name_the_first() {
+        let mut b = ConfigBuilder::new("/");
+        b.directive(&Context::default(), &directive(3, "WSGIDaemonProcess a"))
+            .unwrap();
+        let e = b
+            .directive(&vhost(5), &directive(7, "WSGIDaemonProcess a threads=2"))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "site.conf:7: WSGIDaemonProcess a: a daemon process group named `a` is already defined at site.conf:3: daemon group names are unique across the whole server; rename one of them"
+        );
+    }
+
+    #[test]
+    fn undefined_process_group_is_refused_at_finish() {
+        let mut b = ConfigBuilder::new("/");
+        b.directive(
+            &Context::default(),
+            &directive(1, "WSGIDaemonProcess myapp"),
+        )
+        .unwrap();
+        b.directive(&Context::default(), &directive(2, "WSGIProcessGroup myap"))
+            .unwrap();
+        let errors = b.finish().unwrap_err();
+        assert_eq!(
+            errors[0].to_string(),
+            "site.conf:2: WSGIProcessGroup: no daemon process group named `myap` is defined (defined: myapp at site.conf:1): add `WSGIDaemonProcess myap` at the server level or in this virtual host, or fix the name"
+        );
+    }
+
+    #[test]
+    fn groups_defined_after_use_and_in_a_named_host_are_fine() {
+        let mut b = ConfigBuilder::new("/");
+        let v = vhost(4);
+        b.directive(&v, &directive(5, "ServerName example.com"))
+            .unwrap();
+        b.directive(&v, &directive(6, "WSGIProcessGroup site"))
+            .unwrap();
+        b.directive(&v, &directive(7, "WSGIDaemonProcess site"))
+            .unwrap();
+        // Another virtual host with the same ServerName (port 443) shares the group.
+        let v2 = vhost(20);
+        b.directive(&v2, &directive(21, "ServerName example.com"))
+            .unwrap();
+        b.directive(
+            &v2,
+            &directive(22, "WSGIScriptAlias / /srv/app.wsgi process-group=site"),
+        )
+        .unwrap();
+        let config = b.finish().unwrap();
+        assert_eq!(config.daemons[0].host, Some(0));
+    }
+
+    #[test]
+    fn groups_in_another_virtual_host_are_inaccessible() {
+        let mut b = ConfigBuilder::new("/");
+        let v = vhost(4);
+        b.directive(&v, &directive(5, "ServerName a.example.com"))
+            .unwrap();
+        b.directive(&v, &directive(7, "WSGIDaemonProcess site"))
+            .unwrap();
+        let v2 = vhost(20);
+        b.directive(&v2, &directive(21, "ServerName b.example.com"))
+            .unwrap();
+        b.directive(&v2, &directive(22, "WSGIProcessGroup site"))
+            .unwrap();
+        let errors = b.finish().unwrap_err();
+        assert_eq!(
+            errors[0].to_string(),
+            "site.conf:22: WSGIProcessGroup: daemon process group `site` is defined inside the <VirtualHost> at site.conf:7 (ServerName a.example.com), so only requests to that ServerName may use it, and this one is for b.example.com: define the group at the server level, outside any <VirtualHost>, to share it"
+        );
+    }
+
+    #[test]
+    fn directory_settings_land_in_their_section() {
+        let mut b = ConfigBuilder::new("/");
+        let d = in_directory(Context::default(), 3, "/srv/project");
+        b.directive(&d, &directive(4, "WSGIApplicationGroup %{GLOBAL}"))
+            .unwrap();
+        b.directive(&d, &directive(5, "Require all granted"))
+            .unwrap();
+        b.directive(&d, &directive(6, "SetEnv APP one")).unwrap();
+        let c = b.finish().unwrap();
+        let s = &c.main.sections[0];
+        assert_eq!(s.pattern, "/srv/project");
+        assert_eq!(s.settings.application_group, Some(GroupSpec::Global));
+        assert_eq!(s.settings.access, Some(Access::Granted));
+        assert_eq!(s.env, vec![("APP".to_string(), "one".to_string())]);
+    }
+
+    #[test]
+    fn context_directives_are_kept() {
+        let mut b = ConfigBuilder::new("/");
+        let c = Context::default();
+        for (i, line) in [
+            "Listen 8080",
+            "Listen 127.0.0.1:8081",
+            "Listen [::1]:8082",
+            "ServerName https://www.example.com:8443",
+            "User www-data",
+            "KeepAlive On",
+        ]
+        .iter()
+        .enumerate()
+        {
+            b.directive(&c, &directive(i as u32 + 1, line)).unwrap();
+        }
+        let config = b.finish().unwrap();
+        assert_eq!(config.listen.len(), 3);
+        assert_eq!(config.listen[1].ip, Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(config.main.server_name.as_deref(), Some("www.example.com"));
+        assert_eq!(config.main.server_name_port, Some(8443));
+        assert_eq!(config.user.as_deref(), Some("www-data"));
+    }
+
+    #[test]
+    fn host_addresses() {
+        assert_eq!(
+            parse_host_address("*:8080").unwrap(),
+            HostAddress {
+                ip: None,
+                name: None,
+                port: Some(8080)
+            }
+        );
+        assert_eq!(parse_host_address("*").unwrap().port, None);
+        assert_eq!(
+            parse_host_address("[::1]:80").unwrap().ip,
+            Some("::1".parse().unwrap())
+        );
+        assert_eq!(
+            parse_host_address("example.com:80")
+                .unwrap()
+                .name
+                .as_deref(),
+            Some("example.com")
+        );
+        assert!(parse_host_address("*:http").is_none());
+    }
+}

@@ -1,0 +1,163 @@
+//! What `wsgi check` reports: the routing table of a configuration, and every problem with it.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::model::*;
+use crate::route::ProcessGroup;
+
+/// One mount of the routing table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Mount {
+    /// The virtual host (`*:8080 example.com`) or `main server`.
+    pub host: String,
+    /// The URL path or pattern.
+    pub mount: String,
+    /// The script, or `DIR/*.wsgi|*.py` for a directory mount.
+    pub script: String,
+    /// `embedded`, or the daemon process group's name.
+    pub process_group: String,
+    /// The application group: `%{GLOBAL}` (the main interpreter) or the sub-interpreter name.
+    pub application_group: String,
+    /// The venv the processes start with, if any.
+    pub python_home: Option<PathBuf>,
+    /// Where the mount is configured.
+    pub at: String,
+}
+
+/// The port a host serves on, for the group names shown in the table.
+fn display_port(config: &Config, host: &Host) -> u16 {
+    host.addresses
+        .iter()
+        .find_map(|a| a.port)
+        .or(host.server_name_port)
+        .or(config.listen.first().map(|l| l.port))
+        .unwrap_or(80)
+}
+
+fn host_label(config: &Config, index: Option<usize>) -> String {
+    let host = config.host(index);
+    let name = config.server_name(index).unwrap_or("(no ServerName)");
+    match index {
+        None => format!("main server ({name})"),
+        Some(_) => {
+            let addresses: Vec<String> = host
+                .addresses
+                .iter()
+                .map(|a| {
+                    let addr =
+                        a.ip.map(|ip| ip.to_string())
+                            .or(a.name.clone())
+                            .unwrap_or_else(|| "*".into());
+                    match a.port {
+                        Some(p) => format!("{addr}:{p}"),
+                        None => addr,
+                    }
+                })
+                .collect();
+            format!("<VirtualHost {}> {name}", addresses.join(" "))
+        }
+    }
+}
+
+/// The routing table: every `WSGIScriptAlias`/`WSGIScriptAliasMatch`, with the process group,
+/// application group and venv a request to it gets (for `%{ENV:...}` and the like, the spec).
+pub fn routing_table(config: &Config) -> Vec<Mount> {
+    let mut rows = Vec::new();
+    let indices = std::iter::once(None).chain((0..config.virtual_hosts.len()).map(Some));
+    for index in indices {
+        let host = config.host(index);
+        let port = display_port(config, host);
+        let server = config.server_name(index).unwrap_or("localhost");
+        let server_id = if port == 80 || port == 443 {
+            server.to_string()
+        } else {
+            format!("{server}:{port}")
+        };
+        for alias in &host.script_aliases {
+            let directory = alias.is_directory();
+            let script_path = if directory {
+                Path::new(&alias.target).join("_.wsgi")
+            } else {
+                PathBuf::from(&alias.target)
+            };
+            let (settings, _) = config.settings_for(index, &script_path, alias.url.as_bytes());
+            let process_spec = alias
+                .options
+                .process_group
+                .clone()
+                .or(settings.process_group.map(|l| l.value))
+                .unwrap_or(GroupSpec::Global);
+            let process_group = match &process_spec {
+                GroupSpec::Global => ProcessGroup::Embedded,
+                GroupSpec::Named(n) => ProcessGroup::Daemon(n.clone()),
+                other => ProcessGroup::Daemon(other.to_string()),
+            };
+            let app_spec = alias
+                .options
+                .application_group
+                .clone()
+                .or(settings.application_group)
+                .unwrap_or(GroupSpec::Resource);
+            let script_name = if alias.regex.is_some() {
+                "<matched path>".to_string()
+            } else {
+                alias.url.trim_end_matches('/').to_string()
+            };
+            let application_group = match &app_spec {
+                GroupSpec::Global => "%{GLOBAL} (main interpreter)".to_string(),
+                GroupSpec::Resource if directory => format!("{server_id}|{script_name}/<script>"),
+                GroupSpec::Resource => format!("{server_id}|{script_name}"),
+                GroupSpec::Server => server_id.clone(),
+                GroupSpec::Named(n) => n.clone(),
+                other => other.to_string(),
+            };
+            let python_home = match &process_group {
+                ProcessGroup::Embedded => config.python.home.as_ref().map(|h| h.value.clone()),
+                ProcessGroup::Daemon(name) => config
+                    .daemon(name)
+                    .and_then(|d| d.python_home(&config.python).cloned()),
+            };
+            rows.push(Mount {
+                host: host_label(config, index),
+                mount: alias.url.clone(),
+                script: if directory {
+                    format!("{}/*.wsgi|*.py", alias.target.trim_end_matches('/'))
+                } else {
+                    alias.target.clone()
+                },
+                process_group: match process_group {
+                    ProcessGroup::Embedded => "embedded".to_string(),
+                    ProcessGroup::Daemon(n) => n,
+                },
+                application_group,
+                python_home,
+                at: alias.span.to_string(),
+            });
+        }
+    }
+    rows
+}
+
+/// Every venv root the configuration names, with the directive that names it.
+pub fn python_homes(config: &Config) -> Vec<(PathBuf, String)> {
+    let mut homes = Vec::new();
+    if let Some(h) = &config.python.home {
+        let at = h
+            .span
+            .as_ref()
+            .map(|s| format!("{s}: WSGIPythonHome"))
+            .unwrap_or_default();
+        homes.push((h.value.clone(), at));
+    }
+    for d in &config.daemons {
+        if let Some(h) = &d.options.python_home {
+            homes.push((
+                h.clone(),
+                format!("{}: WSGIDaemonProcess {}", d.span, d.name),
+            ));
+        }
+    }
+    homes
+}

@@ -1,0 +1,556 @@
+//! `WSGIDaemonProcess NAME option=value ...`: every option mod_wsgi has, with its default and
+//! its value checks.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::{ErrorKind, closest};
+use crate::options::{
+    parse_absolute, parse_buffer_size, parse_flag, parse_int, parse_path_list, parse_python_home,
+    parse_seconds, parse_signed, split_option,
+};
+
+/// Every option `WSGIDaemonProcess` takes.
+pub const DAEMON_OPTIONS: &[&str] = &[
+    "processes",
+    "threads",
+    "user",
+    "group",
+    "supplementary-groups",
+    "umask",
+    "chroot",
+    "home",
+    "lang",
+    "locale",
+    "python-home",
+    "python-path",
+    "python-eggs",
+    "switch-interval",
+    "display-name",
+    "stack-size",
+    "maximum-requests",
+    "startup-timeout",
+    "shutdown-timeout",
+    "deadlock-timeout",
+    "inactivity-timeout",
+    "request-timeout",
+    "interrupt-timeout",
+    "graceful-timeout",
+    "eviction-timeout",
+    "restart-interval",
+    "connect-timeout",
+    "socket-timeout",
+    "queue-timeout",
+    "listen-backlog",
+    "socket-user",
+    "send-buffer-size",
+    "receive-buffer-size",
+    "header-buffer-size",
+    "response-buffer-size",
+    "response-socket-timeout",
+    "response-flush-delay",
+    "script-user",
+    "script-group",
+    "cpu-time-limit",
+    "cpu-priority",
+    "memory-limit",
+    "virtual-memory-limit",
+    "server-metrics",
+    "newrelic-config-file",
+    "newrelic-environment",
+];
+
+/// The options of one daemon process group, with mod_wsgi's defaults.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DaemonOptions {
+    /// Number of processes (`processes=`, default 1).
+    pub processes: u32,
+    /// Whether `processes=` was given at all: mod_wsgi then sets `wsgi.multiprocess` to True,
+    /// even for `processes=1`.
+    pub processes_given: bool,
+    /// Request threads per process (`threads=`, default 15; 0 is "service script" mode).
+    pub threads: u32,
+    /// The user the processes run as (`user=name` or `#uid`); default Apache's `User`.
+    pub user: Option<String>,
+    /// The group the processes run as (`group=name` or `#gid`); default Apache's `Group`.
+    pub group: Option<String>,
+    /// Supplementary groups (`supplementary-groups=a,b`); default the user's groups.
+    pub supplementary_groups: Vec<String>,
+    /// The process umask (`umask=0nnn`, octal); default inherited.
+    pub umask: Option<u32>,
+    /// Deprecated `chroot=`.
+    pub chroot: Option<PathBuf>,
+    /// Working directory, also put at `sys.path[0]` (`home=`).
+    pub home: Option<PathBuf>,
+    /// `lang=`: sets `LANG`.
+    pub lang: Option<String>,
+    /// `locale=`: sets `LC_ALL` and the C locale.
+    pub locale: Option<String>,
+    /// The venv root (`python-home=`); default `WSGIPythonHome`.
+    pub python_home: Option<PathBuf>,
+    /// Folders put at the front of `sys.path` (`python-path=a:b`), with `.pth` processing.
+    pub python_path: Vec<PathBuf>,
+    /// `python-eggs=`: `PYTHON_EGG_CACHE`.
+    pub python_eggs: Option<PathBuf>,
+    /// `switch-interval=`: Python's thread switch interval, seconds.
+    pub switch_interval: Option<f64>,
+    /// `display-name=`: the process title (`%{GROUP}` becomes `(wsgi:NAME)`).
+    pub display_name: Option<String>,
+    /// `stack-size=`: thread stack size in bytes.
+    pub stack_size: Option<u64>,
+    /// `maximum-requests=`: recycle a process after this many requests (0: never).
+    pub maximum_requests: u64,
+    /// `startup-timeout=`: restart if the script has not loaded in time (0: off).
+    pub startup_timeout: Duration,
+    /// `shutdown-timeout=`: hard cutoff when a process stops (default 5 s).
+    pub shutdown_timeout: Duration,
+    /// `deadlock-timeout=`: restart when the GIL cannot be had for this long (default 300 s).
+    pub deadlock_timeout: Duration,
+    /// `inactivity-timeout=`: restart when idle this long (0: off).
+    pub inactivity_timeout: Duration,
+    /// `request-timeout=`: a request running this long gets 504 and its process is replaced
+    /// (0: off).
+    pub request_timeout: Duration,
+    /// `interrupt-timeout=`: time given to a request interrupted by request-timeout (0: off).
+    pub interrupt_timeout: Duration,
+    /// `graceful-timeout=`: how long a recycling process may drain (default 15 s).
+    pub graceful_timeout: Duration,
+    /// `eviction-timeout=`: drain time on an explicit graceful restart (0: graceful-timeout).
+    pub eviction_timeout: Duration,
+    /// `restart-interval=`: recycle after this long (0: never).
+    pub restart_interval: Duration,
+    /// `connect-timeout=`: how long the front retries connecting (default 15 s).
+    pub connect_timeout: Duration,
+    /// `socket-timeout=`: per read/write on the daemon socket (0: the server's `Timeout`).
+    pub socket_timeout: Duration,
+    /// `queue-timeout=`: a request waiting longer for a thread gets 503 (0: off).
+    pub queue_timeout: Duration,
+    /// `listen-backlog=`: the daemon socket's backlog (default 100).
+    pub listen_backlog: u32,
+    /// `socket-user=`: owner of the daemon socket.
+    pub socket_user: Option<String>,
+    /// `send-buffer-size=` (0: the system's).
+    pub send_buffer_size: u64,
+    /// `receive-buffer-size=` (0: the system's).
+    pub receive_buffer_size: u64,
+    /// `header-buffer-size=` (0: 32 KiB).
+    pub header_buffer_size: u64,
+    /// `response-buffer-size=` (0: 8 MiB).
+    pub response_buffer_size: u64,
+    /// `response-socket-timeout=` (0: socket-timeout).
+    pub response_socket_timeout: Duration,
+    /// `response-flush-delay=` in milliseconds (default 5).
+    pub response_flush_delay_ms: u64,
+    /// `script-user=`: scripts must be owned by this user.
+    pub script_user: Option<String>,
+    /// `script-group=`: scripts must be owned by this group.
+    pub script_group: Option<String>,
+    /// `cpu-time-limit=` seconds (0: none).
+    pub cpu_time_limit: u64,
+    /// `cpu-priority=` nice value.
+    pub cpu_priority: i32,
+    /// `memory-limit=` bytes (0: none).
+    pub memory_limit: u64,
+    /// `virtual-memory-limit=` bytes (0: none).
+    pub virtual_memory_limit: u64,
+    /// `server-metrics=On|Off`.
+    pub server_metrics: bool,
+}
+
+impl Default for DaemonOptions {
+    fn default() -> Self {
+        DaemonOptions {
+            processes: 1,
+            processes_given: false,
+            threads: 15,
+            user: None,
+            group: None,
+            supplementary_groups: Vec::new(),
+            umask: None,
+            chroot: None,
+            home: None,
+            lang: None,
+            locale: None,
+            python_home: None,
+            python_path: Vec::new(),
+            python_eggs: None,
+            switch_interval: None,
+            display_name: None,
+            stack_size: None,
+            maximum_requests: 0,
+            startup_timeout: Duration::ZERO,
+            shutdown_timeout: Duration::from_secs(5),
+            deadlock_timeout: Duration::from_secs(300),
+            inactivity_timeout: Duration::ZERO,
+            request_timeout: Duration::ZERO,
+            interrupt_timeout: Duration::ZERO,
+            graceful_timeout: Duration::from_secs(15),
+            eviction_timeout: Duration::ZERO,
+            restart_interval: Duration::ZERO,
+            connect_timeout: Duration::from_secs(15),
+            socket_timeout: Duration::ZERO,
+            queue_timeout: Duration::ZERO,
+            listen_backlog: 100,
+            socket_user: None,
+            send_buffer_size: 0,
+            receive_buffer_size: 0,
+            header_buffer_size: 0,
+            response_buffer_size: 0,
+            response_socket_timeout: Duration::ZERO,
+            response_flush_delay_ms: 5,
+            script_user: None,
+            script_group: None,
+            cpu_time_limit: 0,
+            cpu_priority: 0,
+            memory_limit: 0,
+            virtual_memory_limit: 0,
+            server_metrics: false,
+        }
+    }
+}
+
+impl DaemonOptions {
+    /// `wsgi.multithread` for applications in this group (mod_wsgi: `threads != 1`).
+    pub fn multithread(&self) -> bool {
+        self.threads != 1
+    }
+
+    /// `wsgi.multiprocess` (mod_wsgi: whether `processes=` was given).
+    pub fn multiprocess(&self) -> bool {
+        self.processes_given
+    }
+
+    /// `wsgi.run_once` (mod_wsgi: one thread and `maximum-requests=1`).
+    pub fn run_once(&self) -> bool {
+        self.threads == 1 && self.maximum_requests == 1
+    }
+
+    /// The process title for group `name`, if one is set.
+    pub fn process_title(&self, name: &str) -> Option<String> {
+        self.display_name
+            .as_ref()
+            .map(|d| d.replace("%{GROUP}", &format!("(wsgi:{name})")))
+    }
+}
+
+/// A non-fatal finding while reading the options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptionNote(pub String);
+
+/// Reads the `option=value` words of `WSGIDaemonProcess`. Warnings for accepted-but-odd options
+/// are pushed to `notes`.
+pub fn parse_daemon_options(
+    words: &[String],
+    notes: &mut Vec<OptionNote>,
+) -> Result<DaemonOptions, ErrorKind> {
+    let mut o = DaemonOptions::default();
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for word in words {
+        let (name, value) = split_option(word)?;
+        let key = name.to_ascii_lowercase();
+        let Some(&canonical) = DAEMON_OPTIONS.iter().find(|k| **k == key) else {
+            return Err(ErrorKind::UnknownOption {
+                option: name.to_string(),
+                suggestion: closest(name, DAEMON_OPTIONS.iter().copied()),
+                valid: DAEMON_OPTIONS.to_vec(),
+            });
+        };
+        if let Some((_, first)) = seen.iter().find(|(k, _)| *k == canonical) {
+            if canonical == "python-home" {
+                return Err(ErrorKind::DuplicateOption {
+                    option: "python-home",
+                    first: first.to_string(),
+                    second: value.to_string(),
+                    fix: "a daemon process group has one python-home; to give each application its own virtual environment, give each its own WSGIDaemonProcess (recommended), or activate the venv in each .wsgi script (activate_this.py or site.addsitedir) with python-home pointing at an empty venv",
+                });
+            }
+            notes.push(OptionNote(format!(
+                "{canonical} is given more than once (`{first}` and `{value}`): the last one, `{value}`, is used"
+            )));
+        }
+        seen.push((canonical, value));
+        apply_option(&mut o, canonical, value, notes)?;
+    }
+    if o.script_user.is_some() && o.script_group.is_some() {
+        return Err(ErrorKind::BadValue {
+            option: "script-group".into(),
+            value: o.script_group.clone().unwrap_or_default(),
+            expected: "only one of script-user and script-group may be set: keep one".into(),
+        });
+    }
+    Ok(o)
+}
+
+fn non_empty(option: &str, value: &str, what: &str) -> Result<String, ErrorKind> {
+    if value.is_empty() {
+        Err(ErrorKind::BadValue {
+            option: option.to_string(),
+            value: String::new(),
+            expected: format!("give {what}"),
+        })
+    } else {
+        Ok(value.to_string())
+    }
+}
+
+fn apply_option(
+    o: &mut DaemonOptions,
+    name: &str,
+    value: &str,
+    notes: &mut Vec<OptionNote>,
+) -> Result<(), ErrorKind> {
+    const U32: u64 = u32::MAX as u64;
+    match name {
+        "processes" => {
+            o.processes = parse_int(name, value, 1, 1024)? as u32;
+            o.processes_given = true;
+        }
+        "threads" => o.threads = parse_int(name, value, 0, 65533)? as u32,
+        "user" => {
+            let user = non_empty(name, value, "a user name or #uid")?;
+            if user == "root" || user == "#0" {
+                return Err(ErrorKind::BadValue {
+                    option: name.into(),
+                    value: user,
+                    expected: "daemon processes never run as root: name an unprivileged user such as www-data".into(),
+                });
+            }
+            o.user = Some(user);
+        }
+        "group" => o.group = Some(non_empty(name, value, "a group name or #gid")?),
+        "supplementary-groups" => {
+            o.supplementary_groups = value
+                .split(',')
+                .filter(|g| !g.is_empty())
+                .map(str::to_string)
+                .collect();
+            if o.supplementary_groups.len() > 64 {
+                return Err(ErrorKind::BadValue {
+                    option: name.into(),
+                    value: value.into(),
+                    expected: "name at most 64 groups".into(),
+                });
+            }
+        }
+        "umask" => {
+            let mask = u32::from_str_radix(value, 8)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .ok_or_else(|| ErrorKind::BadValue {
+                    option: name.into(),
+                    value: value.into(),
+                    expected: "use an octal mask from 0000 to 0777, such as 0007".into(),
+                })?;
+            o.umask = Some(mask);
+        }
+        "chroot" => {
+            o.chroot = Some(parse_absolute("chroot", value, "give the absolute path of the new root")?);
+            notes.push(OptionNote(
+                "chroot is deprecated in mod_wsgi and needs the server to start as root".into(),
+            ));
+        }
+        "home" => {
+            o.home = Some(parse_absolute(
+                "home",
+                value,
+                "give the absolute path of the working directory",
+            )?)
+        }
+        "lang" => o.lang = Some(non_empty(name, value, "a locale name such as en_US.UTF-8")?),
+        "locale" => o.locale = Some(non_empty(name, value, "a locale name such as en_US.UTF-8")?),
+        "python-home" => o.python_home = Some(parse_python_home(value)?),
+        "python-path" => o.python_path = parse_path_list(value),
+        "python-eggs" => {
+            o.python_eggs = Some(parse_absolute(
+                "python-eggs",
+                value,
+                "give the absolute path of the egg cache folder",
+            )?)
+        }
+        "switch-interval" => {
+            let seconds: f64 = value.parse().ok().filter(|s: &f64| *s > 0.0 && s.is_finite()).ok_or_else(
+                || ErrorKind::BadValue {
+                    option: name.into(),
+                    value: value.into(),
+                    expected: "use a positive number of seconds, such as 0.005".into(),
+                },
+            )?;
+            o.switch_interval = Some(seconds);
+        }
+        "display-name" => o.display_name = Some(non_empty(name, value, "a process title or %{GROUP}")?),
+        "stack-size" => o.stack_size = Some(parse_int(name, value, 1, u64::MAX)?),
+        "maximum-requests" => o.maximum_requests = parse_int(name, value, 0, u64::MAX)?,
+        "startup-timeout" => o.startup_timeout = parse_seconds(name, value)?,
+        "shutdown-timeout" => o.shutdown_timeout = parse_seconds(name, value)?,
+        "deadlock-timeout" => o.deadlock_timeout = parse_seconds(name, value)?,
+        "inactivity-timeout" => o.inactivity_timeout = parse_seconds(name, value)?,
+        "request-timeout" => o.request_timeout = parse_seconds(name, value)?,
+        "interrupt-timeout" => o.interrupt_timeout = parse_seconds(name, value)?,
+        "graceful-timeout" => o.graceful_timeout = parse_seconds(name, value)?,
+        "eviction-timeout" => o.eviction_timeout = parse_seconds(name, value)?,
+        "restart-interval" => o.restart_interval = parse_seconds(name, value)?,
+        "connect-timeout" => o.connect_timeout = parse_seconds(name, value)?,
+        "socket-timeout" => o.socket_timeout = parse_seconds(name, value)?,
+        "queue-timeout" => o.queue_timeout = parse_seconds(name, value)?,
+        "response-socket-timeout" => o.response_socket_timeout = parse_seconds(name, value)?,
+        "listen-backlog" => o.listen_backlog = parse_int(name, value, 1, U32)? as u32,
+        "socket-user" => o.socket_user = Some(non_empty(name, value, "a user name or #uid")?),
+        "send-buffer-size" => o.send_buffer_size = parse_buffer_size(name, value, 512)?,
+        "receive-buffer-size" => o.receive_buffer_size = parse_buffer_size(name, value, 512)?,
+        "header-buffer-size" => o.header_buffer_size = parse_buffer_size(name, value, 8192)?,
+        "response-buffer-size" => o.response_buffer_size = parse_buffer_size(name, value, 65536)?,
+        "response-flush-delay" => o.response_flush_delay_ms = parse_int(name, value, 0, 60_000)?,
+        "script-user" => o.script_user = Some(non_empty(name, value, "a user name or #uid")?),
+        "script-group" => o.script_group = Some(non_empty(name, value, "a group name or #gid")?),
+        "cpu-time-limit" => o.cpu_time_limit = parse_int(name, value, 0, u64::MAX)?,
+        "cpu-priority" => o.cpu_priority = parse_signed(name, value, -20, 19)? as i32,
+        "memory-limit" => o.memory_limit = parse_int(name, value, 0, u64::MAX)?,
+        "virtual-memory-limit" => o.virtual_memory_limit = parse_int(name, value, 0, u64::MAX)?,
+        "server-metrics" => o.server_metrics = parse_flag(value)?,
+        "newrelic-config-file" | "newrelic-environment" => notes.push(OptionNote(format!(
+            "{name} was removed from mod_wsgi and is ignored: load the New Relic agent from the WSGI script instead"
+        ))),
+        other => unreachable!("option {other} is listed in DAEMON_OPTIONS but not handled"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(words: &[&str]) -> Result<DaemonOptions, ErrorKind> {
+        let words: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+        parse_daemon_options(&words, &mut Vec::new())
+    }
+
+    #[test]
+    fn defaults_are_mod_wsgi_defaults() {
+        let o = parse(&[]).unwrap();
+        assert_eq!((o.processes, o.threads), (1, 15));
+        assert!(!o.multiprocess());
+        assert!(o.multithread());
+        assert_eq!(o.graceful_timeout, Duration::from_secs(15));
+        assert_eq!(o.shutdown_timeout, Duration::from_secs(5));
+        assert_eq!(o.deadlock_timeout, Duration::from_secs(300));
+        assert_eq!(o.connect_timeout, Duration::from_secs(15));
+        assert_eq!(o.listen_backlog, 100);
+    }
+
+    #[test]
+    fn explicit_processes_one_is_multiprocess() {
+        let o = parse(&["processes=1"]).unwrap();
+        assert_eq!(o.processes, 1);
+        assert!(o.multiprocess());
+    }
+
+    #[test]
+    fn every_listed_option_is_handled() {
+        let sample = |name: &str| match name {
+            "umask" => "0022",
+            "user" | "group" | "socket-user" | "script-user" | "script-group" => "www-data",
+            "supplementary-groups" => "adm,staff",
+            "chroot" | "home" | "python-home" | "python-eggs" => "/srv/x",
+            "python-path" => "/a:/b",
+            "lang" | "locale" => "C.UTF-8",
+            "display-name" => "%{GROUP}",
+            "switch-interval" => "0.01",
+            "server-metrics" => "On",
+            "send-buffer-size" | "receive-buffer-size" | "response-buffer-size" => "65536",
+            "header-buffer-size" => "8192",
+            "cpu-priority" => "5",
+            _ => "3",
+        };
+        for name in DAEMON_OPTIONS {
+            let word = format!("{name}={}", sample(name));
+            let mut notes = Vec::new();
+            parse_daemon_options(std::slice::from_ref(&word), &mut notes)
+                .unwrap_or_else(|e| panic!("{word}: {e}"));
+        }
+    }
+
+    #[test]
+    fn python_path_is_split_on_colons() {
+        let o = parse(&["python-path=/a:/b"]).unwrap();
+        assert_eq!(
+            o.python_path,
+            vec![PathBuf::from("/a"), PathBuf::from("/b")]
+        );
+    }
+
+    #[test]
+    fn display_name_group_placeholder() {
+        let o = parse(&["display-name=%{GROUP}"]).unwrap();
+        assert_eq!(o.process_title("site").as_deref(), Some("(wsgi:site)"));
+    }
+
+    #[test]
+    fn unknown_option_names_it_and_lists_valid_ones() {
+        let e = parse(&["proceses=2"]).unwrap_err().to_string();
+        assert!(
+            e.starts_with("unknown option `proceses` (did you mean `processes`?): valid options are processes, threads, user,"),
+            "{e}"
+        );
+        assert!(
+            e.ends_with("server-metrics, newrelic-config-file, newrelic-environment"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_values_say_what_is_accepted() {
+        assert_eq!(
+            parse(&["threads=many"]).unwrap_err().to_string(),
+            "threads=`many` is not valid: use a whole number from 0 to 65533"
+        );
+        assert_eq!(
+            parse(&["processes=0"]).unwrap_err().to_string(),
+            "processes=`0` is not valid: use a whole number from 1 to 1024"
+        );
+        assert_eq!(
+            parse(&["umask=999"]).unwrap_err().to_string(),
+            "umask=`999` is not valid: use an octal mask from 0000 to 0777, such as 0007"
+        );
+        assert_eq!(
+            parse(&["header-buffer-size=100"]).unwrap_err().to_string(),
+            "header-buffer-size=`100` is not valid: use 0 for the default, or a number of bytes of at least 8192"
+        );
+        assert_eq!(
+            parse(&["user=root"]).unwrap_err().to_string(),
+            "user=`root` is not valid: daemon processes never run as root: name an unprivileged user such as www-data"
+        );
+        assert_eq!(
+            parse(&["threads"]).unwrap_err().to_string(),
+            "`threads` is not an option: options are written `name=value`, with no spaces around `=`"
+        );
+    }
+
+    #[test]
+    fn python_home_once_and_at_the_root() {
+        let e = parse(&["python-home=/a", "python-home=/b"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("python-home is given more than once (`/a` and `/b`): a daemon process group has one python-home;"), "{e}");
+        assert_eq!(
+            parse(&["python-home=/usr/local/venvs/myapp/bin/python"])
+                .unwrap_err()
+                .to_string(),
+            "python-home must be the virtual environment's root (the folder holding bin/ and lib/, what `python -c 'import sys; print(sys.prefix)'` prints), not its python executable: use /usr/local/venvs/myapp"
+        );
+        assert_eq!(
+            parse(&["python-home=venvs/x"]).unwrap_err().to_string(),
+            "python-home `venvs/x` must be an absolute path (starting with /): use the virtual environment's root, what `python -c 'import sys; print(sys.prefix)'` prints"
+        );
+    }
+
+    #[test]
+    fn repeated_options_warn_and_the_last_wins() {
+        let mut notes = Vec::new();
+        let o =
+            parse_daemon_options(&["threads=2".into(), "threads=4".into()], &mut notes).unwrap();
+        assert_eq!(o.threads, 4);
+        assert_eq!(notes.len(), 1);
+    }
+}

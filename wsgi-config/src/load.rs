@@ -1,0 +1,102 @@
+//! Reading a configuration file into a [`Config`]: the reader's tree walked through the
+//! [`ConfigBuilder`], collecting every error rather than stopping at the first.
+
+use std::path::Path;
+
+use crate::builder::{ConfigBuilder, ContainerDecl, Context, VirtualHostDecl};
+use crate::error::{ConfigError, ConfigWarning, ErrorKind};
+use crate::model::Config;
+use crate::reader::{self, ConfigTree, Item, ReadOptions};
+
+/// Reads and validates the configuration in `path` (with its includes).
+/// Without a `server_root` in `opts`, relative paths resolve against the file's folder, made
+/// absolute.
+pub fn load_file(path: &Path, opts: &ReadOptions) -> Result<Config, Vec<ConfigError>> {
+    let mut opts = opts.clone();
+    if opts.server_root.is_none() {
+        let folder = path.parent().unwrap_or(Path::new("."));
+        let folder = if folder.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            folder
+        };
+        opts.server_root = std::path::absolute(folder).ok();
+    }
+    let tree = reader::read_file(path, &opts).map_err(|e| vec![ConfigError::from(e)])?;
+    build(&tree)
+}
+
+/// Reads and validates configuration text; `file` names it in messages.
+pub fn load_str(text: &str, file: &Path, opts: &ReadOptions) -> Result<Config, Vec<ConfigError>> {
+    let tree = reader::read_str(text, file, opts).map_err(|e| vec![ConfigError::from(e)])?;
+    build(&tree)
+}
+
+/// Builds the configuration a reader's tree describes.
+pub fn build(tree: &ConfigTree) -> Result<Config, Vec<ConfigError>> {
+    let mut builder = ConfigBuilder::new(tree.server_root.clone());
+    let mut errors = Vec::new();
+    walk(&mut builder, &Context::default(), &tree.items, &mut errors);
+    match builder.finish() {
+        Ok(mut config) if errors.is_empty() => {
+            let read_warnings = tree.warnings.iter().map(|w| ConfigWarning {
+                span: Some(w.span.clone()),
+                subject: String::new(),
+                message: w.message.clone(),
+            });
+            config.warnings.splice(0..0, read_warnings);
+            Ok(config)
+        }
+        Ok(_) => Err(errors),
+        Err(more) => {
+            errors.extend(more);
+            errors.sort_by(|a, b| {
+                let key = |e: &ConfigError| e.span.as_ref().map(|s| (s.file.to_path_buf(), s.line));
+                key(a).cmp(&key(b))
+            });
+            Err(errors)
+        }
+    }
+}
+
+fn walk(builder: &mut ConfigBuilder, ctx: &Context, items: &[Item], errors: &mut Vec<ConfigError>) {
+    for item in items {
+        match item {
+            Item::Directive(d) => {
+                if let Err(e) = builder.directive(ctx, d) {
+                    errors.push(e);
+                }
+            }
+            Item::Section(s) if s.kind.eq_ignore_ascii_case("VirtualHost") => {
+                if ctx.virtual_host.is_some() || !ctx.containers.is_empty() {
+                    errors.push(ConfigError::new(
+                        Some(&s.span),
+                        "<VirtualHost>",
+                        ErrorKind::WrongContext {
+                            inside: "another section".into(),
+                            fix: "<VirtualHost> sections go at the server level: close the enclosing section first".into(),
+                        },
+                    ));
+                    continue;
+                }
+                let inner = Context {
+                    virtual_host: Some(VirtualHostDecl {
+                        addresses: s.args.clone(),
+                        span: s.span.clone(),
+                    }),
+                    ..ctx.clone()
+                };
+                walk(builder, &inner, &s.children, errors);
+            }
+            Item::Section(s) => {
+                let mut inner = ctx.clone();
+                inner.containers.push(ContainerDecl {
+                    kind: s.kind.clone(),
+                    args: s.args.clone(),
+                    span: s.span.clone(),
+                });
+                walk(builder, &inner, &s.children, errors);
+            }
+        }
+    }
+}

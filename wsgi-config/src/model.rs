@@ -1,0 +1,601 @@
+//! The typed configuration: what a set of Apache/mod_wsgi directives means.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use regex::Regex;
+use serde::Serialize;
+
+use crate::daemon::DaemonOptions;
+use crate::error::ConfigWarning;
+use crate::reader::Span;
+
+/// A whole server's configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// `ServerRoot`: relative paths resolve against it.
+    pub server_root: PathBuf,
+    /// The Python settings that apply to the whole server (`WSGIPythonHome` and friends).
+    pub python: PythonSettings,
+    /// Server-wide mod_wsgi settings that are not about Python.
+    pub server: ServerSettings,
+    /// The main server: directives outside any `<VirtualHost>`.
+    pub main: Host,
+    /// Every `<VirtualHost>`, in configuration order.
+    pub virtual_hosts: Vec<Host>,
+    /// Every `WSGIDaemonProcess`, in configuration order (mod_wsgi's group ids are 1-based
+    /// positions in this list).
+    pub daemons: Vec<DaemonGroup>,
+    /// Every `WSGIImportScript`, in configuration order.
+    pub import_scripts: Vec<ImportScript>,
+    /// `Listen` directives.
+    pub listen: Vec<Listen>,
+    /// Apache's `User`, the default user of daemon processes.
+    pub user: Option<String>,
+    /// Apache's `Group`.
+    pub group: Option<String>,
+    /// Accepted things worth a look.
+    pub warnings: Vec<ConfigWarning>,
+}
+
+impl Config {
+    /// The host at `index`: `None` is the main server.
+    pub fn host(&self, index: Option<usize>) -> &Host {
+        match index {
+            None => &self.main,
+            Some(i) => &self.virtual_hosts[i],
+        }
+    }
+
+    /// The daemon group named `name` (names are unique).
+    pub fn daemon(&self, name: &str) -> Option<&DaemonGroup> {
+        self.daemons.iter().find(|d| d.name == name)
+    }
+
+    /// The `ServerName` that applies to a host: its own, else the main server's.
+    pub fn server_name(&self, host: Option<usize>) -> Option<&str> {
+        self.host(host)
+            .server_name
+            .as_deref()
+            .or(self.main.server_name.as_deref())
+    }
+}
+
+/// A value with the directive it came from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Located<T> {
+    /// The value.
+    pub value: T,
+    /// Where it was set (None when it came from outside a file, such as a command-line flag).
+    #[serde(serialize_with = "serialize_span")]
+    pub span: Option<Span>,
+}
+
+fn serialize_span<S: serde::Serializer>(span: &Option<Span>, s: S) -> Result<S::Ok, S::Error> {
+    match span {
+        Some(span) => s.serialize_str(&span.to_string()),
+        None => s.serialize_none(),
+    }
+}
+
+/// Python start-up settings for the whole server.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PythonSettings {
+    /// `WSGIPythonHome`: the venv root for embedded mode and for daemon groups without
+    /// `python-home`.
+    pub home: Option<Located<PathBuf>>,
+    /// `WSGIPythonPath`: folders put at the front of `sys.path` in embedded mode.
+    pub path: Vec<PathBuf>,
+    /// `WSGIPythonOptimize`.
+    pub optimize: u8,
+    /// `WSGIPythonHashSeed`: `None` is `random`.
+    pub hash_seed: Option<u32>,
+    /// `WSGIPythonWarnings`, in order.
+    pub warnings: Vec<String>,
+    /// `WSGIPythonEggs`.
+    pub eggs: Option<PathBuf>,
+    /// `WSGIDontWriteBytecode`.
+    pub dont_write_bytecode: bool,
+    /// `WSGIDestroyInterpreter`.
+    pub destroy_interpreter: bool,
+    /// `WSGISwitchInterval`, seconds.
+    pub switch_interval: Option<f64>,
+    /// `WSGIPerInterpreterGIL`.
+    pub per_interpreter_gil: bool,
+    /// `WSGIFreeThreading`.
+    pub free_threading: bool,
+    /// `WSGIRestrictStdin`.
+    pub restrict_stdin: bool,
+    /// `WSGIRestrictStdout`.
+    pub restrict_stdout: bool,
+    /// `WSGIRestrictSignal`.
+    pub restrict_signal: bool,
+}
+
+impl Default for PythonSettings {
+    fn default() -> Self {
+        PythonSettings {
+            home: None,
+            path: Vec::new(),
+            optimize: 0,
+            hash_seed: None,
+            warnings: Vec::new(),
+            eggs: None,
+            dont_write_bytecode: false,
+            destroy_interpreter: true,
+            switch_interval: None,
+            per_interpreter_gil: false,
+            free_threading: false,
+            restrict_stdin: false,
+            restrict_stdout: false,
+            restrict_signal: true,
+        }
+    }
+}
+
+/// Server-wide settings that are not about Python start-up.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServerSettings {
+    /// `WSGIRestrictEmbedded`.
+    pub restrict_embedded: bool,
+    /// `WSGISocketPrefix` (relative to ServerRoot when relative).
+    pub socket_prefix: Option<PathBuf>,
+    /// `WSGISocketRotation`.
+    pub socket_rotation: bool,
+    /// `WSGIAcceptMutex`.
+    pub accept_mutex: Option<String>,
+    /// `WSGICaseSensitivity`.
+    pub case_sensitive: bool,
+    /// `WSGIServerMetrics`.
+    pub server_metrics: bool,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            restrict_embedded: false,
+            socket_prefix: None,
+            socket_rotation: true,
+            accept_mutex: None,
+            case_sensitive: true,
+            server_metrics: false,
+        }
+    }
+}
+
+/// The main server or one `<VirtualHost>`.
+#[derive(Debug, Clone, Default)]
+pub struct Host {
+    /// The `<VirtualHost>` line (None for the main server).
+    pub span: Option<Span>,
+    /// The addresses of `<VirtualHost addr ...>` (empty for the main server).
+    pub addresses: Vec<HostAddress>,
+    /// `ServerName` (host part).
+    pub server_name: Option<String>,
+    /// The port of `ServerName host:port`, if given.
+    pub server_name_port: Option<u16>,
+    /// `ServerAlias` names (may hold `*` and `?` wildcards).
+    pub server_aliases: Vec<String>,
+    /// `WSGIScriptAlias` and `WSGIScriptAliasMatch`, in configuration order.
+    pub script_aliases: Vec<ScriptAlias>,
+    /// WSGI settings at this host's level (outside any `<Directory>`/`<Location>`).
+    pub settings: WsgiSettings,
+    /// `<Directory>`, `<Location>` and `<Files>` sections with WSGI settings or access rules.
+    pub sections: Vec<DirSection>,
+    /// `SetEnv NAME value` at this host's level (for `%{ENV:NAME}`).
+    pub env: Vec<(String, String)>,
+}
+
+/// One address of `<VirtualHost ...>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostAddress {
+    /// The IP address, or None for `*`, `_default_` or a host name.
+    pub ip: Option<IpAddr>,
+    /// The host name when one was written instead of an address.
+    pub name: Option<String>,
+    /// The port, or None for any port.
+    pub port: Option<u16>,
+}
+
+/// `Listen [address:]port`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Listen {
+    /// The address, None for every address.
+    pub ip: Option<IpAddr>,
+    /// The port.
+    pub port: u16,
+}
+
+/// How a group name (process or application) is chosen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum GroupSpec {
+    /// `%{GLOBAL}`: the main interpreter, or embedded mode for a process group.
+    Global,
+    /// `%{SERVER}`: `servername[:port]`.
+    Server,
+    /// `%{RESOURCE}`: `servername[:port]|script-name`.
+    Resource,
+    /// `%{HOST}`: the request's host name.
+    Host,
+    /// `%{ENV:NAME}`: an environment variable, or the literal text when it is unset.
+    Env(String),
+    /// A literal name.
+    Named(String),
+}
+
+impl GroupSpec {
+    /// Reads a `WSGIProcessGroup`/`WSGIApplicationGroup` value.
+    pub fn parse(value: &str) -> GroupSpec {
+        match value {
+            "%{GLOBAL}" => GroupSpec::Global,
+            "%{SERVER}" => GroupSpec::Server,
+            "%{RESOURCE}" => GroupSpec::Resource,
+            "%{HOST}" => GroupSpec::Host,
+            _ => match value
+                .strip_prefix("%{ENV:")
+                .and_then(|v| v.strip_suffix('}'))
+            {
+                Some(var) => GroupSpec::Env(var.to_string()),
+                None => GroupSpec::Named(value.to_string()),
+            },
+        }
+    }
+
+    /// The literal name, if this is one.
+    pub fn literal(&self) -> Option<&str> {
+        match self {
+            GroupSpec::Named(n) => Some(n),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for GroupSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GroupSpec::Global => f.write_str("%{GLOBAL}"),
+            GroupSpec::Server => f.write_str("%{SERVER}"),
+            GroupSpec::Resource => f.write_str("%{RESOURCE}"),
+            GroupSpec::Host => f.write_str("%{HOST}"),
+            GroupSpec::Env(v) => write!(f, "%{{ENV:{v}}}"),
+            GroupSpec::Named(n) => f.write_str(n),
+        }
+    }
+}
+
+/// `WSGIMapHEADToGET`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum MapHeadToGet {
+    /// Never.
+    Off,
+    /// Always.
+    On,
+    /// When an output filter needs the body (always, for `wsgi serve`, which has none).
+    Auto,
+}
+
+/// WSGI settings that `<Directory>`, `<Location>`, `<Files>`, a virtual host or the server
+/// may set. `None` means "inherit".
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct WsgiSettings {
+    /// `WSGIProcessGroup`.
+    pub process_group: Option<Located<GroupSpec>>,
+    /// `WSGIApplicationGroup`.
+    pub application_group: Option<GroupSpec>,
+    /// `WSGICallableObject`.
+    pub callable_object: Option<String>,
+    /// `WSGIPassAuthorization`.
+    pub pass_authorization: Option<bool>,
+    /// `WSGIScriptReloading`.
+    pub script_reloading: Option<bool>,
+    /// `WSGIErrorOverride`.
+    pub error_override: Option<bool>,
+    /// `WSGIChunkedRequest`.
+    pub chunked_request: Option<bool>,
+    /// `WSGIMapHEADToGET`.
+    pub map_head_to_get: Option<MapHeadToGet>,
+    /// `WSGIIgnoreActivity`.
+    pub ignore_activity: Option<bool>,
+    /// `WSGITrustedProxyHeaders` (additive).
+    pub trusted_proxy_headers: Vec<String>,
+    /// `WSGITrustedProxies` (additive).
+    pub trusted_proxies: Vec<IpNet>,
+    /// `WSGIEnableSendfile`.
+    pub enable_sendfile: Option<bool>,
+    /// `WSGIPassApacheRequest`.
+    pub pass_apache_request: Option<bool>,
+    /// `WSGIRestrictProcess`.
+    pub restrict_process: Option<Vec<String>>,
+    /// `WSGIDispatchScript`.
+    pub dispatch_script: Option<AuxScript>,
+    /// `WSGIAccessScript`.
+    pub access_script: Option<AuxScript>,
+    /// `WSGIAuthUserScript`.
+    pub auth_user_script: Option<AuxScript>,
+    /// `WSGIAuthGroupScript`.
+    pub auth_group_script: Option<AuxScript>,
+    /// `WSGIHandlerScript` handlers.
+    pub handler_scripts: Vec<HandlerScript>,
+    /// `Require all granted` / `Require all denied`, the only access rules interpreted here.
+    pub access: Option<Access>,
+}
+
+impl WsgiSettings {
+    /// Lays `inner` over `self`: what `inner` sets wins, lists add up.
+    pub fn merge(&mut self, inner: &WsgiSettings) {
+        macro_rules! over {
+            ($($field:ident),*) => { $( if inner.$field.is_some() { self.$field = inner.$field.clone(); } )* };
+        }
+        over!(
+            process_group,
+            application_group,
+            callable_object,
+            pass_authorization,
+            script_reloading,
+            error_override,
+            chunked_request,
+            map_head_to_get,
+            ignore_activity,
+            enable_sendfile,
+            pass_apache_request,
+            restrict_process,
+            dispatch_script,
+            access_script,
+            auth_user_script,
+            auth_group_script,
+            access
+        );
+        self.trusted_proxy_headers
+            .extend(inner.trusted_proxy_headers.iter().cloned());
+        self.trusted_proxies
+            .extend(inner.trusted_proxies.iter().cloned());
+        self.handler_scripts
+            .extend(inner.handler_scripts.iter().cloned());
+    }
+}
+
+/// `Require all granted|denied`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Access {
+    /// `Require all granted`.
+    Granted,
+    /// `Require all denied`.
+    Denied,
+}
+
+/// An address or a network (`WSGITrustedProxies`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IpNet {
+    /// The network address.
+    pub addr: IpAddr,
+    /// The prefix length.
+    pub prefix: u8,
+}
+
+impl IpNet {
+    /// Reads `1.2.3.4`, `10.0.0.0/8` or `::1/128`.
+    pub fn parse(text: &str) -> Option<IpNet> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max)?,
+            None => max,
+        };
+        Some(IpNet { addr, prefix })
+    }
+
+    /// Whether `ip` is in this network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A script named by `WSGIDispatchScript`, `WSGIAccessScript` and the auth script directives.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuxScript {
+    /// The script.
+    pub path: PathBuf,
+    /// Its `application-group=` (default `%{GLOBAL}` for the auth scripts).
+    pub application_group: Option<GroupSpec>,
+}
+
+/// `WSGIHandlerScript name path ...`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HandlerScript {
+    /// The Apache handler name.
+    pub handler: String,
+    /// The script.
+    pub path: PathBuf,
+    /// Its options.
+    pub options: AliasOptions,
+}
+
+/// A `<Directory>`, `<DirectoryMatch>`, `<Location>`, `<LocationMatch>`, `<Files>` or
+/// `<FilesMatch>` section.
+#[derive(Debug, Clone)]
+pub struct DirSection {
+    /// Where it opens.
+    pub span: Span,
+    /// Which kind of section.
+    pub kind: SectionKind,
+    /// The path, URL or file pattern as written.
+    pub pattern: String,
+    /// The compiled pattern of a `...Match` section (or `<Directory ~ ...>`).
+    pub regex: Option<Regex>,
+    /// The enclosing section (a `<Files>` inside a `<Directory>`), as an index into the host's
+    /// sections.
+    pub parent: Option<usize>,
+    /// Its settings.
+    pub settings: WsgiSettings,
+    /// `SetEnv` inside it.
+    pub env: Vec<(String, String)>,
+}
+
+/// The kind of a per-directory section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum SectionKind {
+    /// `<Directory>` / `<DirectoryMatch>`.
+    Directory,
+    /// `<Location>` / `<LocationMatch>`.
+    Location,
+    /// `<Files>` / `<FilesMatch>`.
+    Files,
+}
+
+/// `WSGIScriptAlias` or `WSGIScriptAliasMatch`.
+#[derive(Debug, Clone)]
+pub struct ScriptAlias {
+    /// Where it is.
+    pub span: Span,
+    /// The URL path (or the regular expression, for `WSGIScriptAliasMatch`).
+    pub url: String,
+    /// The compiled regular expression of `WSGIScriptAliasMatch`.
+    pub regex: Option<Regex>,
+    /// The script file or directory (for `WSGIScriptAliasMatch`, may hold `$N`).
+    pub target: String,
+    /// Its options.
+    pub options: AliasOptions,
+}
+
+impl ScriptAlias {
+    /// Whether the target is a directory of scripts (ends in `/`, or is a directory on disk).
+    pub fn is_directory(&self) -> bool {
+        self.regex.is_none()
+            && (self.target.ends_with('/') || std::path::Path::new(&self.target).is_dir())
+    }
+}
+
+/// The options of `WSGIScriptAlias` and friends, which override the directory settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AliasOptions {
+    /// `process-group=`.
+    pub process_group: Option<GroupSpec>,
+    /// `application-group=`.
+    pub application_group: Option<GroupSpec>,
+    /// `callable-object=`.
+    pub callable_object: Option<String>,
+    /// `pass-authorization=`.
+    pub pass_authorization: Option<bool>,
+}
+
+/// One `WSGIDaemonProcess`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DaemonGroup {
+    /// The group name.
+    pub name: String,
+    /// Where it is defined.
+    #[serde(serialize_with = "serialize_required_span")]
+    pub span: Span,
+    /// The virtual host it is defined in (None: server level, visible everywhere).
+    pub host: Option<usize>,
+    /// Its options.
+    pub options: DaemonOptions,
+}
+
+fn serialize_required_span<S: serde::Serializer>(span: &Span, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&span.to_string())
+}
+
+impl DaemonGroup {
+    /// The venv root this group's processes start with: `python-home=`, else
+    /// `WSGIPythonHome`.
+    pub fn python_home<'a>(&'a self, python: &'a PythonSettings) -> Option<&'a PathBuf> {
+        self.options
+            .python_home
+            .as_ref()
+            .or(python.home.as_ref().map(|h| &h.value))
+    }
+}
+
+/// `WSGIImportScript path process-group=X application-group=Y`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImportScript {
+    /// Where it is.
+    #[serde(serialize_with = "serialize_required_span")]
+    pub span: Span,
+    /// The host it is in.
+    pub host: Option<usize>,
+    /// The script.
+    pub path: PathBuf,
+    /// The process group (`%{GLOBAL}`: embedded).
+    pub process_group: GroupSpec,
+    /// The application group.
+    pub application_group: GroupSpec,
+}
+
+/// How long a duration reads in `wsgi check` output.
+pub fn seconds(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{}", s as u64)
+    } else {
+        format!("{s}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_specs() {
+        assert_eq!(GroupSpec::parse("%{GLOBAL}"), GroupSpec::Global);
+        assert_eq!(GroupSpec::parse("%{ENV:APP}"), GroupSpec::Env("APP".into()));
+        assert_eq!(GroupSpec::parse("myapp"), GroupSpec::Named("myapp".into()));
+        assert_eq!(GroupSpec::parse("%{ENV:APP}").to_string(), "%{ENV:APP}");
+    }
+
+    #[test]
+    fn networks() {
+        let net = IpNet::parse("10.0.0.0/8").unwrap();
+        assert!(net.contains("10.2.3.4".parse().unwrap()));
+        assert!(!net.contains("11.0.0.1".parse().unwrap()));
+        assert!(
+            IpNet::parse("::1")
+                .unwrap()
+                .contains("::1".parse().unwrap())
+        );
+        assert!(
+            IpNet::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert!(IpNet::parse("example.com").is_none());
+        assert!(IpNet::parse("10.0.0.0/33").is_none());
+    }
+
+    #[test]
+    fn settings_merge_inner_wins() {
+        let mut outer = WsgiSettings {
+            callable_object: Some("app".into()),
+            script_reloading: Some(true),
+            ..Default::default()
+        };
+        let inner = WsgiSettings {
+            callable_object: Some("application2".into()),
+            ..Default::default()
+        };
+        outer.merge(&inner);
+        assert_eq!(outer.callable_object.as_deref(), Some("application2"));
+        assert_eq!(outer.script_reloading, Some(true));
+    }
+}

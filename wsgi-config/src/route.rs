@@ -1,0 +1,707 @@
+//! Request routing: (local address, port, Host header, URL path) to the script, `SCRIPT_NAME`,
+//! `PATH_INFO`, process group, application group and callable object, as mod_wsgi maps them,
+//! with these differences on purpose:
+//!
+//! * the port in `%{SERVER}`/`%{RESOURCE}` names (and so in the default application group) is
+//!   the port the connection arrived on, never the client's `Host` header, so a client cannot
+//!   make the server load an application again in a new sub-interpreter per port it names;
+//! * a directory mount runs only `.wsgi` and `.py` files (404 for anything else), and never
+//!   resolves outside its directory (`..`, `%2e%2e`, symlinks out).
+
+use std::ffi::OsStr;
+use std::net::IpAddr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::model::*;
+
+/// What the router needs to know about a request.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteRequest<'a> {
+    /// The local address the connection arrived on, if known.
+    pub local_ip: Option<IpAddr>,
+    /// The local port the connection arrived on.
+    pub local_port: u16,
+    /// The `Host` header (may hold a port), if any.
+    pub host: Option<&'a str>,
+    /// The URL path as sent, still percent-encoded, without the query string.
+    pub path: &'a str,
+}
+
+/// Where a request runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum ProcessGroup {
+    /// In the serving process itself.
+    Embedded,
+    /// In the named daemon process group.
+    Daemon(String),
+}
+
+/// The outcome of routing a request to a WSGI application.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Route {
+    /// The virtual host (None: the main server).
+    pub host: Option<usize>,
+    /// The server name (`SERVER_NAME`).
+    pub server_name: String,
+    /// The port the request arrived on (`SERVER_PORT`).
+    pub port: u16,
+    /// The script file to run.
+    pub script: PathBuf,
+    /// `SCRIPT_NAME`, decoded, as a PEP 3333 native string (bytes as latin-1).
+    pub script_name: String,
+    /// `PATH_INFO`, decoded, as a PEP 3333 native string.
+    pub path_info: String,
+    /// Where it runs.
+    pub process_group: ProcessGroup,
+    /// The application group: `""` is the main interpreter.
+    pub application_group: String,
+    /// The name of the WSGI callable in the script.
+    pub callable_object: String,
+    /// The effective WSGI settings for the request.
+    pub settings: WsgiSettings,
+}
+
+/// Why a request cannot be served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// 400: the path is malformed.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// 403: access denied by configuration.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// 404: no such script.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// 500: the configuration routes the request somewhere it cannot run.
+    #[error("{0}")]
+    Misconfigured(String),
+}
+
+impl RouteError {
+    /// The HTTP status to answer with.
+    pub fn status(&self) -> u16 {
+        match self {
+            RouteError::BadRequest(_) => 400,
+            RouteError::Forbidden(_) => 403,
+            RouteError::NotFound(_) => 404,
+            RouteError::Misconfigured(_) => 500,
+        }
+    }
+}
+
+/// The machine's host name, the server name when the configuration gives none (as Apache).
+fn default_server_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// Bytes as a PEP 3333 native string.
+fn latin1(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| char::from(b)).collect()
+}
+
+/// Decodes `%XX`, then resolves `.` and `..` segments and collapses runs of `/`.
+pub fn normalize_path(raw: &str) -> Result<Vec<u8>, RouteError> {
+    if !raw.starts_with('/') {
+        return Err(RouteError::BadRequest(format!(
+            "the path `{raw}` does not start with /"
+        )));
+    }
+    let decoded: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
+    if decoded.contains(&0) {
+        return Err(RouteError::BadRequest("the path holds a NUL byte".into()));
+    }
+    // Apache's AllowEncodedSlashes Off: an encoded slash is refused.
+    let lower = raw.to_ascii_lowercase();
+    if lower.contains("%2f") {
+        return Err(RouteError::NotFound(
+            "the path holds an encoded slash (%2F)".into(),
+        ));
+    }
+    let mut segments: Vec<&[u8]> = Vec::new();
+    for segment in decoded.split(|&b| b == b'/') {
+        match segment {
+            b"" | b"." => {}
+            b".." => {
+                if segments.pop().is_none() {
+                    return Err(RouteError::BadRequest("the path climbs above /".into()));
+                }
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = Vec::with_capacity(decoded.len());
+    for s in &segments {
+        out.push(b'/');
+        out.extend_from_slice(s);
+    }
+    let trailing = decoded.ends_with(b"/") || decoded.ends_with(b"/.") || decoded.ends_with(b"/..");
+    if out.is_empty() || (trailing && !segments.is_empty()) {
+        out.push(b'/');
+    }
+    Ok(out)
+}
+
+/// The length of the URI prefix that `alias` matches, mod_alias style: runs of `/` in the alias
+/// match runs of `/` in the URI, and the match ends on a segment boundary.
+fn alias_match(alias: &[u8], uri: &[u8]) -> Option<usize> {
+    let (mut a, mut u) = (0, 0);
+    while a < alias.len() {
+        if alias[a] == b'/' {
+            if u >= uri.len() || uri[u] != b'/' {
+                return None;
+            }
+            while a < alias.len() && alias[a] == b'/' {
+                a += 1;
+            }
+            while u < uri.len() && uri[u] == b'/' {
+                u += 1;
+            }
+        } else {
+            if u >= uri.len() || uri[u] != alias[a] {
+                return None;
+            }
+            a += 1;
+            u += 1;
+        }
+    }
+    // The match must end at a segment boundary.
+    if alias.last() != Some(&b'/') && u < uri.len() && uri[u] != b'/' {
+        return None;
+    }
+    Some(u)
+}
+
+fn is_script_file(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(OsStr::to_str),
+        Some("wsgi" | "py")
+    )
+}
+
+impl Config {
+    /// The virtual host a request is for: among the `<VirtualHost>`s whose addresses match the
+    /// connection (IP-specific ones before `*`), the first whose `ServerName`/`ServerAlias`
+    /// matches the Host header, else the first of them; None (the main server) when none match.
+    pub fn select_host(
+        &self,
+        local_ip: Option<IpAddr>,
+        local_port: u16,
+        host: Option<&str>,
+    ) -> Option<usize> {
+        let matches = |exact: bool| -> Vec<usize> {
+            self.virtual_hosts
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| {
+                    h.addresses.iter().any(|a| {
+                        let port_ok = a.port.is_none_or(|p| p == local_port);
+                        let ip_ok = match (a.ip, exact) {
+                            (Some(ip), true) => local_ip == Some(ip),
+                            (Some(_), false) => false,
+                            (None, true) => false,
+                            (None, false) => true,
+                        };
+                        port_ok && ip_ok
+                    })
+                })
+                .map(|(i, _)| i)
+                .collect()
+        };
+        let mut candidates = matches(true);
+        if candidates.is_empty() {
+            candidates = matches(false);
+        }
+        let first = *candidates.first()?;
+        let Some(name) = host.map(host_name) else {
+            return Some(first);
+        };
+        candidates
+            .into_iter()
+            .find(|&i| {
+                let h = &self.virtual_hosts[i];
+                h.server_name
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(&name))
+                    || h.server_aliases
+                        .iter()
+                        .any(|a| wildcard_match(&a.to_ascii_lowercase(), &name))
+            })
+            .or(Some(first))
+    }
+
+    /// Routes a request. `Ok(None)`: no `WSGIScriptAlias` covers the path (the caller serves it
+    /// otherwise, or answers 404).
+    pub fn route(&self, req: &RouteRequest<'_>) -> Result<Option<Route>, RouteError> {
+        let host = self.select_host(req.local_ip, req.local_port, req.host);
+        let uri = normalize_path(req.path)?;
+        let aliases = self.host(host).script_aliases.iter().chain(
+            host.is_some()
+                .then_some(self.main.script_aliases.iter())
+                .into_iter()
+                .flatten(),
+        );
+        for alias in aliases {
+            if let Some(found) = self.resolve_alias(alias, &uri)? {
+                return self.finish_route(req, host, &uri, alias, found).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// The script, SCRIPT_NAME length and PATH_INFO start for `uri` under `alias`, if it
+    /// matches.
+    fn resolve_alias(
+        &self,
+        alias: &ScriptAlias,
+        uri: &[u8],
+    ) -> Result<Option<(PathBuf, usize)>, RouteError> {
+        let (matched, target) = match &alias.regex {
+            Some(regex) => {
+                let text = latin1(uri);
+                let Some(caps) = regex.captures(&text) else {
+                    return Ok(None);
+                };
+                let end = caps.get(0).map_or(0, |m| m.end());
+                let mut expanded = String::new();
+                caps.expand(&apache_template(&alias.target), &mut expanded);
+                // Byte length of the matched prefix: `text` maps one char per byte.
+                (text[..end].chars().count(), expanded)
+            }
+            None => match alias_match(alias.url.as_bytes(), uri) {
+                Some(n) => (n, alias.target.clone()),
+                None => return Ok(None),
+            },
+        };
+        let rest = &uri[matched..];
+        let templated = alias.regex.is_some() && alias.target.contains('$');
+        if alias.is_directory() || templated || Path::new(&target).is_dir() {
+            let base = if templated {
+                let fixed = &alias.target[..alias.target.find('$').unwrap_or(0)];
+                PathBuf::from(&fixed[..fixed.rfind('/').map_or(0, |i| i + 1)])
+            } else {
+                PathBuf::from(&target)
+            };
+            return self
+                .walk_directory(&base, Path::new(&target), uri, matched, rest)
+                .map(Some);
+        }
+        // A file target: the script is the target; PATH_INFO is the rest of the URI.
+        let script_name_len = if alias.regex.is_none() && alias.url.trim_end_matches('/').is_empty()
+        {
+            0
+        } else {
+            matched
+        };
+        Ok(Some((PathBuf::from(target), script_name_len)))
+    }
+
+    /// Walks `rest` below `start` until the first file, which must be a `.wsgi`/`.py` script
+    /// inside `base`.
+    fn walk_directory(
+        &self,
+        base: &Path,
+        start: &Path,
+        uri: &[u8],
+        matched: usize,
+        rest: &[u8],
+    ) -> Result<(PathBuf, usize), RouteError> {
+        let mut path = start.to_path_buf();
+        if !path.is_dir() {
+            // A templated target that names a file directly.
+            return self.checked_script(base, path, matched);
+        }
+        let mut offset = 0;
+        for segment in rest.split(|&b| b == b'/') {
+            offset += segment.len() + 1;
+            if segment.is_empty() {
+                continue;
+            }
+            path.push(OsStr::from_bytes(segment));
+            let consumed = (matched + offset - 1).min(uri.len());
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_dir() => continue,
+                Ok(_) => return self.checked_script(base, path, consumed),
+                Err(_) => {
+                    return Err(RouteError::NotFound(format!(
+                        "{} does not exist",
+                        path.display()
+                    )));
+                }
+            }
+        }
+        Err(RouteError::Forbidden(format!(
+            "{} is a directory, not a WSGI script",
+            path.display()
+        )))
+    }
+
+    fn checked_script(
+        &self,
+        base: &Path,
+        script: PathBuf,
+        consumed: usize,
+    ) -> Result<(PathBuf, usize), RouteError> {
+        if !is_script_file(&script) {
+            return Err(RouteError::NotFound(format!(
+                "{} is not a .wsgi or .py script",
+                script.display()
+            )));
+        }
+        let real = script
+            .canonicalize()
+            .map_err(|_| RouteError::NotFound(format!("{} does not exist", script.display())))?;
+        let real_base = base.canonicalize().unwrap_or_else(|_| base.to_path_buf());
+        if !real.starts_with(&real_base) {
+            return Err(RouteError::NotFound(format!(
+                "{} resolves outside {}",
+                script.display(),
+                base.display()
+            )));
+        }
+        Ok((script, consumed))
+    }
+
+    fn finish_route(
+        &self,
+        req: &RouteRequest<'_>,
+        host: Option<usize>,
+        uri: &[u8],
+        alias: &ScriptAlias,
+        (script, script_name_len): (PathBuf, usize),
+    ) -> Result<Route, RouteError> {
+        let mut script_name = latin1(&uri[..script_name_len]);
+        while script_name.ends_with('/') {
+            script_name.pop();
+        }
+        let path_info = latin1(&uri[script_name_len..]);
+        let (settings, env) = self.settings_for(host, &script, uri);
+        if settings.access == Some(Access::Denied) {
+            return Err(RouteError::Forbidden(format!(
+                "`Require all denied` covers {}",
+                script.display()
+            )));
+        }
+        let server_name = self
+            .server_name(host)
+            .map(str::to_string)
+            .unwrap_or_else(default_server_name);
+        let names = Names {
+            server_name: &server_name,
+            port: req.local_port,
+            script_name: if self.server.case_sensitive {
+                script_name.clone()
+            } else {
+                script_name.to_lowercase()
+            },
+            host_header: req.host.map(host_name),
+            host: self.host(host),
+            env: &env,
+        };
+        let process_spec = alias
+            .options
+            .process_group
+            .clone()
+            .or_else(|| settings.process_group.as_ref().map(|l| l.value.clone()))
+            .unwrap_or(GroupSpec::Global);
+        let process_group = match names.expand(&process_spec) {
+            name if name.is_empty() => ProcessGroup::Embedded,
+            name => ProcessGroup::Daemon(name),
+        };
+        match &process_group {
+            ProcessGroup::Embedded if self.server.restrict_embedded => {
+                return Err(RouteError::Misconfigured(
+                    "embedded mode is disabled by WSGIRestrictEmbedded On, and this request selects no daemon process group".into(),
+                ));
+            }
+            ProcessGroup::Daemon(name) => {
+                if self.daemon(name).is_none() {
+                    return Err(RouteError::Misconfigured(format!(
+                        "no WSGI daemon process called `{name}` has been configured"
+                    )));
+                }
+                if let Some(allowed) = &settings.restrict_process {
+                    if !allowed.iter().any(|a| a == name) {
+                        return Err(RouteError::Misconfigured(format!(
+                            "daemon process `{name}` cannot be used here: WSGIRestrictProcess allows only {}",
+                            allowed.join(", ")
+                        )));
+                    }
+                }
+            }
+            ProcessGroup::Embedded => {}
+        }
+        let app_spec = alias
+            .options
+            .application_group
+            .clone()
+            .or_else(|| settings.application_group.clone())
+            .unwrap_or(GroupSpec::Resource);
+        let application_group = names.expand(&app_spec);
+        let callable_object = match alias
+            .options
+            .callable_object
+            .as_ref()
+            .or(settings.callable_object.as_ref())
+        {
+            Some(c) => match c.strip_prefix("%{ENV:").and_then(|v| v.strip_suffix('}')) {
+                Some(var) => names
+                    .lookup_env(var)
+                    .unwrap_or_else(|| "application".to_string()),
+                None => c.clone(),
+            },
+            None => "application".to_string(),
+        };
+        let mut settings = settings;
+        if alias.options.pass_authorization.is_some() {
+            settings.pass_authorization = alias.options.pass_authorization;
+        }
+        Ok(Route {
+            host,
+            server_name,
+            port: req.local_port,
+            script,
+            script_name,
+            path_info,
+            process_group,
+            application_group,
+            callable_object,
+            settings,
+        })
+    }
+
+    /// The WSGI settings and `SetEnv` variables for a script: server level, then the virtual
+    /// host, then `<Directory>` sections (shortest first), `<DirectoryMatch>`, `<Files>`, and
+    /// `<Location>` last, as Apache merges them.
+    pub fn settings_for(
+        &self,
+        host: Option<usize>,
+        script: &Path,
+        uri: &[u8],
+    ) -> (WsgiSettings, Vec<(String, String)>) {
+        let mut settings = self.main.settings.clone();
+        let mut env = self.main.env.clone();
+        let mut hosts = vec![&self.main];
+        if let Some(i) = host {
+            settings.merge(&self.virtual_hosts[i].settings);
+            env.extend(self.virtual_hosts[i].env.iter().cloned());
+            hosts.push(&self.virtual_hosts[i]);
+        }
+        let dir = script.parent().unwrap_or(Path::new("/"));
+        let file_name = script
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let uri_text = latin1(uri);
+        let mut matching: Vec<(u8, usize, &DirSection)> = Vec::new();
+        for h in &hosts {
+            for s in &h.sections {
+                let applies = match (s.kind, &s.regex) {
+                    (SectionKind::Directory, None) => {
+                        dir.starts_with(s.pattern.trim_end_matches('/'))
+                            || glob_dir_match(&s.pattern, dir)
+                    }
+                    (SectionKind::Directory, Some(r)) => r.is_match(&dir.to_string_lossy()),
+                    (SectionKind::Files, None) => wildcard_match(&s.pattern, &file_name),
+                    (SectionKind::Files, Some(r)) => r.is_match(&file_name),
+                    (SectionKind::Location, None) => {
+                        alias_match(s.pattern.as_bytes(), uri).is_some()
+                    }
+                    (SectionKind::Location, Some(r)) => r.is_match(&uri_text),
+                };
+                let parent_ok = s.parent.is_none_or(|p| {
+                    let parent = &h.sections[p];
+                    parent.kind != SectionKind::Directory
+                        || dir.starts_with(parent.pattern.trim_end_matches('/'))
+                });
+                if applies && parent_ok {
+                    let order = match (s.kind, s.regex.is_some()) {
+                        (SectionKind::Directory, false) => 0,
+                        (SectionKind::Directory, true) => 1,
+                        (SectionKind::Files, _) => 2,
+                        (SectionKind::Location, _) => 3,
+                    };
+                    let depth = Path::new(&s.pattern).components().count();
+                    matching.push((order, if order == 0 { depth } else { 0 }, s));
+                }
+            }
+        }
+        matching.sort_by_key(|(order, depth, _)| (*order, *depth));
+        for (_, _, s) in matching {
+            settings.merge(&s.settings);
+            env.extend(s.env.iter().cloned());
+        }
+        (settings, env)
+    }
+}
+
+/// Apache's `$N` substitutions in the regex crate's `${N}` form (so `$1_x` stays group 1).
+fn apache_template(target: &str) -> String {
+    let mut out = String::with_capacity(target.len() + 8);
+    let mut chars = target.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek()) {
+            ('$', Some(d)) if d.is_ascii_digit() => {
+                out.push_str(&format!("${{{d}}}"));
+                chars.next();
+            }
+            ('$', _) => out.push_str("$$"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// `<Directory /srv/*/app>` wildcards.
+fn glob_dir_match(pattern: &str, dir: &Path) -> bool {
+    if !pattern.contains(['*', '?', '[']) {
+        return false;
+    }
+    let depth = Path::new(pattern).components().count();
+    let prefix: PathBuf = dir.components().take(depth).collect();
+    glob::Pattern::new(pattern.trim_end_matches('/')).is_ok_and(|p| p.matches_path(&prefix))
+}
+
+/// Shell-style `*` and `?` matching (ServerAlias, `<Files>`).
+fn wildcard_match(pattern: &str, text: &str) -> bool {
+    glob::Pattern::new(pattern).is_ok_and(|p| p.matches(text))
+}
+
+/// The host name of a Host header (without port, lowercased).
+fn host_name(header: &str) -> String {
+    let h = header.trim();
+    let name = if let Some(stripped) = h.strip_prefix('[') {
+        stripped
+            .split(']')
+            .next()
+            .map(|ip| format!("[{ip}]"))
+            .unwrap_or_default()
+    } else {
+        h.split(':').next().unwrap_or("").to_string()
+    };
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// What group names are made of.
+struct Names<'a> {
+    server_name: &'a str,
+    port: u16,
+    script_name: String,
+    host_header: Option<String>,
+    host: &'a Host,
+    env: &'a [(String, String)],
+}
+
+impl Names<'_> {
+    fn with_port(&self, name: &str) -> String {
+        if self.port == 80 || self.port == 443 {
+            name.to_string()
+        } else {
+            format!("{name}:{}", self.port)
+        }
+    }
+
+    fn lookup_env(&self, var: &str) -> Option<String> {
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == var)
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var(var).ok())
+    }
+
+    /// The group name a spec gives for this request (`""` is `%{GLOBAL}`).
+    fn expand(&self, spec: &GroupSpec) -> String {
+        self.expand_depth(spec, 0)
+    }
+
+    fn expand_depth(&self, spec: &GroupSpec, depth: u8) -> String {
+        match spec {
+            GroupSpec::Global => String::new(),
+            GroupSpec::Server => self.with_port(self.server_name),
+            GroupSpec::Resource => {
+                format!("{}|{}", self.with_port(self.server_name), self.script_name)
+            }
+            GroupSpec::Host => {
+                // Only names this host answers to: a client cannot mint new groups.
+                let name = self
+                    .host_header
+                    .as_deref()
+                    .filter(|h| {
+                        self.host
+                            .server_name
+                            .as_deref()
+                            .is_some_and(|n| n.eq_ignore_ascii_case(h))
+                            || self
+                                .host
+                                .server_aliases
+                                .iter()
+                                .any(|a| wildcard_match(&a.to_ascii_lowercase(), h))
+                    })
+                    .unwrap_or(self.server_name);
+                self.with_port(name)
+            }
+            GroupSpec::Env(var) => match self.lookup_env(var) {
+                Some(value)
+                    if value.starts_with('%') && !value.starts_with("%{ENV:") && depth < 4 =>
+                {
+                    self.expand_depth(&GroupSpec::parse(&value), depth + 1)
+                }
+                Some(value) => value,
+                None => format!("%{{ENV:{var}}}"),
+            },
+            GroupSpec::Named(n) => n.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_normalized() {
+        let n = |p: &str| normalize_path(p).map(|b| String::from_utf8(b).unwrap());
+        assert_eq!(n("/a//b/./c").unwrap(), "/a/b/c");
+        assert_eq!(n("/a/b/../c/").unwrap(), "/a/c/");
+        assert_eq!(n("/").unwrap(), "/");
+        assert_eq!(n("/%61pp").unwrap(), "/app");
+        assert_eq!(n("/x/%2e%2e/y").unwrap(), "/y");
+        assert!(matches!(
+            n("/../etc/passwd"),
+            Err(RouteError::BadRequest(_))
+        ));
+        assert!(matches!(n("/%2e%2e/etc"), Err(RouteError::BadRequest(_))));
+        assert!(matches!(n("/a%2fb"), Err(RouteError::NotFound(_))));
+        assert!(matches!(n("/a%00b"), Err(RouteError::BadRequest(_))));
+    }
+
+    #[test]
+    fn aliases_match_on_segment_boundaries() {
+        assert_eq!(alias_match(b"/myapp", b"/myapp/x"), Some(6));
+        assert_eq!(alias_match(b"/myapp", b"/myapp"), Some(6));
+        assert_eq!(alias_match(b"/myapp", b"/myapp2"), None);
+        assert_eq!(alias_match(b"/", b"/anything"), Some(1));
+        assert_eq!(alias_match(b"/a//b", b"/a/b/c"), Some(4));
+        assert_eq!(alias_match(b"/wsgi/", b"/wsgi/x"), Some(6));
+    }
+
+    #[test]
+    fn templates_keep_group_numbers_apart() {
+        assert_eq!(apache_template("/web/$1_x.wsgi"), "/web/${1}_x.wsgi");
+        assert_eq!(apache_template("/a$"), "/a$$");
+    }
+
+    #[test]
+    fn host_names() {
+        assert_eq!(host_name("Example.COM:8080"), "example.com");
+        assert_eq!(host_name("[::1]:80"), "[::1]");
+    }
+}

@@ -1,0 +1,196 @@
+//! One configuration per error class, with the whole message: `file:line`, the directive, what
+//! is wrong and how to fix it.
+
+use std::path::Path;
+
+use wsgi_config::load_str;
+use wsgi_config::reader::ReadOptions;
+
+fn errors(text: &str) -> Vec<String> {
+    match load_str(text, Path::new("site.conf"), &ReadOptions::default()) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+fn error(text: &str) -> String {
+    let all = errors(text);
+    assert_eq!(all.len(), 1, "{all:#?}");
+    all.into_iter().next().unwrap()
+}
+
+#[test]
+fn python_home_inside_a_virtual_host() {
+    assert_eq!(
+        error(
+            "<VirtualHost *:80>\n  ServerName example.com\n  WSGIPythonHome /usr/local/venvs/myapp\n</VirtualHost>\n"
+        ),
+        "site.conf:3: WSGIPythonHome: cannot occur within <VirtualHost> section: WSGIPythonHome applies to the whole server: move it to the server-config level, outside any <VirtualHost> block; to give this site its own virtual environment, use `WSGIDaemonProcess NAME python-home=/path/to/venv` with `WSGIProcessGroup NAME`"
+    );
+}
+
+#[test]
+fn python_home_is_the_python_executable() {
+    assert_eq!(
+        error(
+            "\n\n\n\n\n\n\n\n\n\n\nWSGIDaemonProcess myapp python-home=/usr/local/venvs/myapp/bin/python\n"
+        ),
+        "site.conf:12: WSGIDaemonProcess myapp: python-home must be the virtual environment's root (the folder holding bin/ and lib/, what `python -c 'import sys; print(sys.prefix)'` prints), not its python executable: use /usr/local/venvs/myapp"
+    );
+    assert_eq!(
+        error("WSGIPythonHome /usr/local/venvs/myapp/lib/python3.11/site-packages\n"),
+        "site.conf:1: WSGIPythonHome: python-home must be the virtual environment's root (the folder holding bin/ and lib/, what `python -c 'import sys; print(sys.prefix)'` prints), not its site-packages folder: use /usr/local/venvs/myapp"
+    );
+}
+
+#[test]
+fn unknown_daemon_option() {
+    let e = error("WSGIDaemonProcess myapp proceses=2\n");
+    assert!(
+        e.starts_with("site.conf:1: WSGIDaemonProcess myapp: unknown option `proceses` (did you mean `processes`?): valid options are processes, threads, user, group, supplementary-groups, umask, chroot, home, lang, locale, python-home, python-path,"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_daemon_option_value() {
+    assert_eq!(
+        error("WSGIDaemonProcess myapp threads=lots\n"),
+        "site.conf:1: WSGIDaemonProcess myapp: threads=`lots` is not valid: use a whole number from 0 to 65533"
+    );
+    assert_eq!(
+        error("WSGIDaemonProcess myapp request-timeout=soon\n"),
+        "site.conf:1: WSGIDaemonProcess myapp: request-timeout=`soon` is not valid: use a number of seconds, 0 or more (for example 60)"
+    );
+}
+
+#[test]
+fn duplicate_daemon_group() {
+    assert_eq!(
+        error(
+            "WSGIDaemonProcess myapp\n<VirtualHost *:80>\nWSGIDaemonProcess myapp\n</VirtualHost>\n"
+        ),
+        "site.conf:3: WSGIDaemonProcess myapp: a daemon process group named `myapp` is already defined at site.conf:1: daemon group names are unique across the whole server; rename one of them"
+    );
+}
+
+#[test]
+fn two_python_homes_for_one_group() {
+    assert_eq!(
+        error("WSGIDaemonProcess myapps python-home=/venvs/a python-home=/venvs/b\n"),
+        "site.conf:1: WSGIDaemonProcess myapps: python-home is given more than once (`/venvs/a` and `/venvs/b`): a daemon group has one python-home; to give each application its own virtual environment, give each its own WSGIDaemonProcess (recommended), or activate the venv in each .wsgi script (activate_this.py or site.addsitedir) with python-home pointing at an empty venv"
+            .replace("a daemon group has", "a daemon process group has")
+    );
+}
+
+#[test]
+fn process_group_not_defined() {
+    assert_eq!(
+        error("WSGIDaemonProcess myapp\nWSGIProcessGroup myap\nWSGIScriptAlias / /srv/app.wsgi\n"),
+        "site.conf:2: WSGIProcessGroup: no daemon process group named `myap` is defined (defined: myapp at site.conf:1): add `WSGIDaemonProcess myap` at the server level or in this virtual host, or fix the name"
+    );
+    assert_eq!(
+        error("WSGIScriptAlias / /srv/app.wsgi process-group=site\n"),
+        "site.conf:1: WSGIScriptAlias: no daemon process group named `site` is defined (this configuration defines no daemon process groups): add `WSGIDaemonProcess site` at the server level or in this virtual host, or fix the name"
+    );
+}
+
+#[test]
+fn process_group_of_another_virtual_host() {
+    assert_eq!(
+        error(
+            "<VirtualHost *:80>\nServerName a.example.com\nWSGIDaemonProcess a\n</VirtualHost>\n<VirtualHost *:80>\nServerName b.example.com\nWSGIProcessGroup a\n</VirtualHost>\n"
+        ),
+        "site.conf:7: WSGIProcessGroup: daemon process group `a` is defined inside the <VirtualHost> at site.conf:3 (ServerName a.example.com), so only requests to that ServerName may use it, and this one is for b.example.com: define the group at the server level, outside any <VirtualHost>, to share it"
+    );
+}
+
+#[test]
+fn unknown_wsgi_directive() {
+    assert_eq!(
+        error("WSGIProcesGroup x\n"),
+        "site.conf:1: WSGIProcesGroup: unknown mod_wsgi directive (did you mean `WSGIProcessGroup`?)"
+    );
+}
+
+#[test]
+fn wrong_argument_count() {
+    assert_eq!(
+        error("WSGIApplicationGroup\n"),
+        "site.conf:1: WSGIApplicationGroup: takes one argument, 0 given: the syntax is `WSGIApplicationGroup NAME|%{GLOBAL}|%{SERVER}|%{RESOURCE}|%{HOST}|%{ENV:variable}`"
+    );
+}
+
+#[test]
+fn bad_flag() {
+    assert_eq!(
+        error("WSGIScriptReloading maybe\n"),
+        "site.conf:1: WSGIScriptReloading: `maybe` is not a valid value: use On or Off"
+    );
+    assert_eq!(
+        error("WSGIMapHEADToGET sometimes\n"),
+        "site.conf:1: WSGIMapHEADToGET: `sometimes` is not a valid value: use On, Off or Auto"
+    );
+}
+
+#[test]
+fn bad_regex() {
+    assert_eq!(
+        error("WSGIScriptAliasMatch ^/(app /srv/$1.wsgi\n"),
+        "site.conf:1: WSGIScriptAliasMatch: the regular expression `^/(app` does not compile (error: unclosed group): fix the pattern"
+    );
+}
+
+#[test]
+fn script_alias_in_a_directory() {
+    assert_eq!(
+        error("<Directory /srv>\nWSGIScriptAlias / /srv/app.wsgi\n</Directory>\n"),
+        "site.conf:2: WSGIScriptAlias: cannot occur within <Directory> section: move WSGIScriptAlias out of the section, to the server level or into the <VirtualHost>"
+    );
+}
+
+#[test]
+fn trusted_proxy_that_is_a_host_name() {
+    assert_eq!(
+        error("WSGITrustedProxies proxy.example.com\n"),
+        "site.conf:1: WSGITrustedProxies: proxy=`proxy.example.com` is not valid: use an IP address or a network such as 10.0.0.0/8 (host names are not accepted)"
+    );
+}
+
+#[test]
+fn every_error_is_reported_not_just_the_first() {
+    let all =
+        errors("WSGIDaemonProcess a threads=x\nWSGIPythonOptimize 3\nWSGIProcessGroup nothere\n");
+    assert_eq!(all.len(), 3, "{all:#?}");
+    assert!(all[0].starts_with("site.conf:1:"));
+    assert!(all[1].starts_with("site.conf:2: WSGIPythonOptimize: level=`3` is not valid"));
+    assert!(
+        all[2]
+            .starts_with("site.conf:3: WSGIProcessGroup: no daemon process group named `nothere`")
+    );
+}
+
+#[test]
+fn other_modules_directives_are_never_errors() {
+    let config = load_str(
+        "LoadModule rewrite_module modules/mod_rewrite.so\nRewriteEngine On\nKeepAlive On\n<Location /x>\nProxyPass http://127.0.0.1:9000/\n</Location>\nWSGIRestrictEmbedded On\n",
+        Path::new("site.conf"),
+        &ReadOptions::default(),
+    )
+    .unwrap();
+    assert!(config.server.restrict_embedded);
+}
+
+#[test]
+fn removed_directives_warn_and_are_ignored() {
+    let config = load_str(
+        "WSGILazyInitialization On\n",
+        Path::new("site.conf"),
+        &ReadOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        config.warnings[0].to_string(),
+        "site.conf:1: WSGILazyInitialization: is ignored: Python is never started in the root-owned parent process"
+    );
+}

@@ -1,0 +1,1 @@
+//! Daemon process groups (`WSGIDaemonProcess`): supervision and dispatch.

@@ -1,0 +1,2 @@
+//! Embedded CPython for WSGI hosting.
+pub mod embedded;

@@ -1,0 +1,2 @@
+//! Scenarios (being written).
+fn main() {}
