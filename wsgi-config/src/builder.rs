@@ -379,12 +379,15 @@ impl ConfigBuilder {
                 if let Some(pg) = &options.process_group {
                     self.refer(pg, host, &d.span, def.name);
                 }
+                let directory =
+                    regex.is_none() && (target.ends_with('/') || Path::new(&target).is_dir());
                 self.host_mut(host).script_aliases.push(ScriptAlias {
                     span: d.span.clone(),
                     url: args[0].clone(),
                     regex,
                     target,
                     options,
+                    directory,
                 });
             }
             "WSGIDaemonProcess" => {

@@ -474,13 +474,15 @@ pub struct ScriptAlias {
     pub target: String,
     /// Its options.
     pub options: AliasOptions,
+    /// Whether the target is a directory of scripts (it ends in `/`, or was a directory when
+    /// the configuration was read), decided once so routing does not stat it per request.
+    pub directory: bool,
 }
 
 impl ScriptAlias {
-    /// Whether the target is a directory of scripts (ends in `/`, or is a directory on disk).
+    /// Whether the target is a directory of scripts.
     pub fn is_directory(&self) -> bool {
-        self.regex.is_none()
-            && (self.target.ends_with('/') || std::path::Path::new(&self.target).is_dir())
+        self.directory
     }
 }
 

@@ -282,7 +282,10 @@ impl Config {
         };
         let rest = &uri[matched..];
         let templated = alias.regex.is_some() && alias.target.contains('$');
-        if alias.is_directory() || templated || Path::new(&target).is_dir() {
+        if alias.is_directory()
+            || templated
+            || (alias.regex.is_some() && Path::new(&target).is_dir())
+        {
             let base = if templated {
                 let fixed = &alias.target[..alias.target.find('$').unwrap_or(0)];
                 PathBuf::from(&fixed[..fixed.rfind('/').map_or(0, |i| i + 1)])

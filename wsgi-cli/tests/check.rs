@@ -1,0 +1,282 @@
+//! `wsgi check`, `wsgi venv` and `wsgi --version`, run as the real binary against real
+//! configuration files and real virtual environments.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn wsgi(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wsgi"))
+        .args(args)
+        .output()
+        .expect("the wsgi binary runs")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A world-readable scratch folder under /var/tmp (Apache's user must be able to read it).
+fn scratch() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("wsgi-cli-test-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    dir
+}
+
+fn make_venv(python: &str, path: &Path) {
+    let status = Command::new(python)
+        .args(["-m", "venv", "--without-pip"])
+        .arg(path)
+        .status()
+        .unwrap_or_else(|e| panic!("{python}: {e}"));
+    assert!(status.success(), "{python} -m venv {}", path.display());
+}
+
+fn write(path: &Path, text: &str) -> PathBuf {
+    std::fs::write(path, text).unwrap();
+    path.to_path_buf()
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+#[test]
+fn version_names_the_embedded_python() {
+    let out = wsgi(&["--version"]);
+    assert!(out.status.success());
+    let t = text(&out);
+    assert!(
+        t.starts_with(&format!(
+            "wsgi {}\nembeds CPython 3.11.",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{t}"
+    );
+    assert!(
+        t.contains("installation: /usr (/usr/bin/python3.11)"),
+        "{t}"
+    );
+    assert!(
+        t.contains("libpython: /usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0"),
+        "{t}"
+    );
+}
+
+#[test]
+fn check_prints_the_routing_table_of_the_example() {
+    let conf = examples().join("hello/site.conf");
+    let out = wsgi(&["check", conf.to_str().unwrap()]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("main server (localhost)"), "{t}");
+    assert!(t.contains("/ -> "), "{t}");
+    assert!(t.contains("examples/hello/hello.wsgi"), "{t}");
+    assert!(
+        t.contains("process group: embedded   application group: %{GLOBAL} (main interpreter)"),
+        "{t}"
+    );
+    assert!(t.ends_with("configuration OK\n"), "{t}");
+}
+
+#[test]
+fn check_reports_every_error_with_file_and_line_and_exits_1() {
+    let dir = scratch();
+    let conf = write(
+        &dir.path().join("site.conf"),
+        "<VirtualHost *:80>\n  WSGIPythonHome /usr/local/venvs/myapp\n  WSGIProcessGroup nothere\n</VirtualHost>\nWSGIDaemonProcess x proceses=2\n",
+    );
+    let out = wsgi(&["check", conf.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let t = text(&out);
+    let shown = conf.display().to_string();
+    assert!(
+        t.contains(&format!(
+            "error: {shown}:2: WSGIPythonHome: cannot occur within <VirtualHost> section"
+        )),
+        "{t}"
+    );
+    assert!(t.contains(&format!("error: {shown}:5: WSGIDaemonProcess x: unknown option `proceses` (did you mean `processes`?)")), "{t}");
+    assert!(
+        t.contains(&format!(
+            "error: {shown}:3: WSGIProcessGroup: no daemon process group named `nothere`"
+        )),
+        "{t}"
+    );
+    assert!(t.contains("3 error(s)"), "{t}");
+}
+
+#[test]
+fn check_json_is_for_tools() {
+    let dir = scratch();
+    let script = write(
+        &dir.path().join("app.wsgi"),
+        "def application(e, s): pass\n",
+    );
+    let conf = write(
+        &dir.path().join("site.conf"),
+        &format!(
+            "WSGIDaemonProcess site processes=2 threads=4\nWSGIScriptAlias /app {} process-group=site\n",
+            script.display()
+        ),
+    );
+    let out = wsgi(&["check", conf.to_str().unwrap(), "--format", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["mounts"][0]["mount"], "/app");
+    assert_eq!(v["mounts"][0]["process_group"], "site");
+    assert_eq!(v["errors"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn check_refuses_a_venv_from_another_python() {
+    let dir = scratch();
+    let venv = dir.path().join("v312");
+    make_venv("/root/.pyenv/versions/3.12.1/bin/python3.12", &venv);
+    let conf = write(
+        &dir.path().join("site.conf"),
+        &format!("WSGIDaemonProcess app python-home={}\n", venv.display()),
+    );
+    let out = wsgi(&["check", conf.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let t = text(&out);
+    assert!(
+        t.contains(&format!(
+            "site.conf:1: WSGIDaemonProcess app: python-home {v}: {v} was created by Python 3.12.1",
+            v = venv.display()
+        )),
+        "{t}"
+    );
+    assert!(t.contains("but this wsgi-rs embeds Python 3.11."), "{t}");
+}
+
+#[test]
+fn check_accepts_a_venv_of_the_embedded_python_and_checks_the_user() {
+    let dir = scratch();
+    let venv = dir.path().join("ok");
+    make_venv("/usr/bin/python3.11", &venv);
+    let conf = write(
+        &dir.path().join("site.conf"),
+        &format!("User www-data\nWSGIPythonHome {}\n", venv.display()),
+    );
+    let out = wsgi(&["check", conf.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // The same venv under /root, which www-data cannot enter.
+    let hidden = tempfile::Builder::new()
+        .prefix("wsgi-cli-test-")
+        .tempdir_in("/root")
+        .unwrap();
+    let venv = hidden.path().join("app");
+    make_venv("/usr/bin/python3.11", &venv);
+    let conf = write(
+        &dir.path().join("root.conf"),
+        &format!("WSGIPythonHome {}\n", venv.display()),
+    );
+    let out = wsgi(&["check", conf.to_str().unwrap(), "--user", "www-data"]);
+    assert_eq!(out.status.code(), Some(1));
+    let t = text(&out);
+    assert!(
+        t.contains("/root is not searchable by user www-data (mode 0700"),
+        "{t}"
+    );
+    assert!(t.contains("move it outside /root"), "{t}");
+}
+
+#[test]
+fn venv_reports_and_gives_the_line_to_use() {
+    let dir = scratch();
+    let venv = dir.path().join("myapp");
+    make_venv("/usr/bin/python3.11", &venv);
+    let out = wsgi(&["venv", venv.to_str().unwrap(), "--user", "www-data"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("a virtual environment made by `python -m venv`"),
+        "{t}"
+    );
+    assert!(t.contains("activate_this.py: no"), "{t}");
+    assert!(
+        t.contains(&format!(
+            "WSGIDaemonProcess NAME python-home={}",
+            venv.display()
+        )),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!("WSGIPythonHome {}", venv.display())),
+        "{t}"
+    );
+
+    let out = wsgi(&["venv", venv.join("bin/python").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let t = text(&out);
+    assert!(
+        t.contains(&format!(
+            "not its python executable; use {}",
+            venv.display()
+        )),
+        "{t}"
+    );
+
+    let out = wsgi(&["venv", venv.to_str().unwrap(), "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["report"]["kind"], "venv");
+    assert_eq!(v["embedded"]["executable"], "/usr/bin/python3.11");
+}
+
+#[test]
+fn venv_knows_uv_and_virtualenv() {
+    let tools = PathBuf::from(
+        std::env::var("WSGI_RS_TEST_TOOLS").unwrap_or("/var/tmp/wsgi-rs-test/tools/bin".into()),
+    );
+    assert!(
+        tools.join("uv").exists() && tools.join("virtualenv").exists(),
+        "uv and virtualenv are missing from {}: run scripts/setup-test-env.sh",
+        tools.display()
+    );
+    let dir = scratch();
+    let uv = dir.path().join("uv");
+    let status = Command::new(tools.join("uv"))
+        .args(["venv", "-q", "--python", "/usr/bin/python3.11"])
+        .arg(&uv)
+        .env("UV_PYTHON_DOWNLOADS", "never")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let t = text(&wsgi(&["venv", uv.to_str().unwrap()]));
+    assert!(t.contains("a virtual environment made by uv "), "{t}");
+    assert!(t.contains("activate_this.py: yes"), "{t}");
+
+    let ve = dir.path().join("ve");
+    let status = Command::new(tools.join("virtualenv"))
+        .args([
+            "-q",
+            "--no-pip",
+            "--no-setuptools",
+            "--no-wheel",
+            "-p",
+            "/usr/bin/python3.11",
+        ])
+        .arg(&ve)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let t = text(&wsgi(&["venv", ve.to_str().unwrap()]));
+    assert!(
+        t.contains("a virtual environment made by virtualenv "),
+        "{t}"
+    );
+    assert!(t.contains("usable: yes"), "{t}");
+}
