@@ -1,1 +1,17 @@
-//! The Apache httpd 2.4 module.
+//! mod_wsgi_rs: a thin Apache httpd 2.4 module that runs mod_wsgi configurations on wsgi-rs.
+//!
+//! Load it with `LoadModule wsgi_rs_module /path/to/mod_wsgi_rs.so` (the built
+//! `libwsgi_apache.so`, renamed or not). The C side (`src/shim.c`, compiled against Debian's
+//! `apache2-dev` headers) declares every mod_wsgi directive to Apache from wsgi-config's
+//! directive table and forwards each one to the same builder `wsgi check` uses, so Apache refuses
+//! a bad configuration with the same messages. All logic lives in the other crates.
+//!
+//! Every function Apache calls into Rust goes through [`guard`], which catches panics: since
+//! Rust 1.81 a panic escaping an `extern "C"` function aborts the process, which in an Apache
+//! child would kill every request in flight.
+
+mod config;
+mod guard;
+mod module;
+
+pub use module::wsgi_rs_module;

@@ -2236,3 +2236,28 @@ Include sub.conf
         }
     }
 }
+
+/// Splits a directive's argument text into words as Apache's `ap_getword_conf` does (quotes
+/// group words, `\"` escapes inside them), for callers that receive raw argument text (Apache's
+/// own directive callbacks). An unterminated quote is an error naming the quote character.
+pub fn split_arguments(text: &str) -> Result<Vec<String>, String> {
+    lexer::split_words(text)
+        .map_err(|quote| format!("unterminated {quote} quote: add the closing {quote}"))
+}
+
+#[cfg(test)]
+mod split_arguments_tests {
+    use super::split_arguments;
+
+    #[test]
+    fn words_and_quotes() {
+        assert_eq!(
+            split_arguments(r#"/app "/srv/my app.wsgi" process-group=x"#).unwrap(),
+            vec!["/app", "/srv/my app.wsgi", "process-group=x"]
+        );
+        assert_eq!(
+            split_arguments(r#""open"#).unwrap_err(),
+            r#"unterminated " quote: add the closing ""#
+        );
+    }
+}

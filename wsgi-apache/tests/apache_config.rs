@@ -1,0 +1,179 @@
+//! Debian's real Apache httpd loads the built module and checks configurations with it
+//! (`apache2 -t`): wsgi-rs's messages, from the same builder as `wsgi check`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The module cargo built for this test run (`target/<profile>/libwsgi_apache.so`).
+fn module() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let module = profile_dir.join("libwsgi_apache.so");
+    assert!(module.exists(), "{} was not built", module.display());
+    module
+}
+
+fn apache2() -> &'static str {
+    let apache = "/usr/sbin/apache2";
+    assert!(
+        Path::new(apache).exists(),
+        "{apache} is missing: run scripts/setup-test-env.sh (it installs apache2 and apache2-dev)"
+    );
+    apache
+}
+
+/// A server root with `httpd.conf` = the preamble that loads the module, then `site`. The
+/// `Listen` port is never bound: these tests only run `apache2 -t`.
+fn server_root(site: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix("wsgi-apache-test-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let root = dir.path();
+    let conf = root.join("httpd.conf");
+    let text = format!(
+        "ServerRoot {root}
+LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so
+LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
+LoadModule wsgi_rs_module {module}
+PidFile {root}/httpd.pid
+ErrorLog {root}/error.log
+Listen 127.0.0.1:18080
+ServerName localhost
+{site}",
+        root = root.display(),
+        module = module().display(),
+    );
+    std::fs::write(&conf, text).unwrap();
+    (dir, conf)
+}
+
+/// `apache2 -t` on a site: (exit code, stdout + stderr).
+fn syntax_check(site: &str) -> (i32, String, PathBuf) {
+    let (dir, conf) = server_root(site);
+    let out = Command::new(apache2())
+        .arg("-t")
+        .arg("-f")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Keep the folder alive only as long as the check.
+    drop(dir);
+    (out.status.code().unwrap_or(-1), text, conf)
+}
+
+#[test]
+fn a_good_configuration_is_accepted() {
+    let (code, text, _) = syntax_check(
+        "WSGIDaemonProcess myapps processes=2 threads=4 python-path=/srv/a:/srv/b
+<VirtualHost *:80>
+  ServerName example.com
+  WSGIProcessGroup myapps
+  WSGIScriptAlias /myapp2 \"/srv/project/my app2.wsgi\"
+  WSGIScriptAlias / /srv/project/myapp1.wsgi application-group=%{GLOBAL}
+  <Directory /srv/project>
+    WSGIApplicationGroup %{RESOURCE}
+    WSGIPassAuthorization On
+    Require all granted
+  </Directory>
+</VirtualHost>
+",
+    );
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("Syntax OK"), "{text}");
+}
+
+#[test]
+fn python_home_inside_a_virtual_host_is_refused_with_our_message() {
+    let (code, text, conf) = syntax_check(
+        "<VirtualHost *:80>
+  ServerName example.com
+  WSGIPythonHome /usr/local/venvs/myapp
+</VirtualHost>
+",
+    );
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains(&format!("Syntax error on line 11 of {}:", conf.display())),
+        "{text}"
+    );
+    assert!(
+        text.contains("WSGIPythonHome: cannot occur within <VirtualHost> section: WSGIPythonHome applies to the whole server: move it to the server-config level, outside any <VirtualHost> block; to give this site its own virtual environment, use `WSGIDaemonProcess NAME python-home=/path/to/venv` with `WSGIProcessGroup NAME`"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_undefined_process_group_is_refused() {
+    let (code, text, conf) = syntax_check("WSGIDaemonProcess site\nWSGIProcessGroup stie\n");
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains(&format!(
+            "{c}:10: WSGIProcessGroup: no daemon process group named `stie` is defined (defined: site at {c}:9): add `WSGIDaemonProcess stie` at the server level or in this virtual host, or fix the name",
+            c = conf.display()
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("Syntax OK"), "{text}");
+}
+
+#[test]
+fn bad_options_and_homes_are_refused() {
+    let (code, text, _) = syntax_check("WSGIDaemonProcess site proceses=2\n");
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("WSGIDaemonProcess site: unknown option `proceses` (did you mean `processes`?): valid options are processes, threads,"), "{text}");
+
+    let (code, text, _) =
+        syntax_check("WSGIDaemonProcess site python-home=/usr/local/venvs/site/bin/python\n");
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("not its python executable: use /usr/local/venvs/site"),
+        "{text}"
+    );
+}
+
+#[test]
+fn groups_are_visible_only_to_the_same_server_name() {
+    let site = "<VirtualHost *:80>
+  ServerName a.example.com
+  WSGIDaemonProcess a
+</VirtualHost>
+<VirtualHost *:443>
+  ServerName a.example.com
+  WSGIProcessGroup a
+</VirtualHost>
+<VirtualHost *:80>
+  ServerName b.example.com
+  WSGIProcessGroup a
+</VirtualHost>
+";
+    let (code, text, _) = syntax_check(site);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains(
+            ":19: WSGIProcessGroup: daemon process group `a` is defined inside the <VirtualHost>"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("and this one is for b.example.com"), "{text}");
+    assert!(
+        !text.contains(":15: WSGIProcessGroup"),
+        "the 443 host shares the ServerName: {text}"
+    );
+}
+
+#[test]
+fn apache_checks_contexts_for_directory_sections() {
+    let (code, text, _) =
+        syntax_check("<Directory /srv>\n  WSGIScriptAlias / /srv/app.wsgi\n</Directory>\n");
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("WSGIScriptAlias not allowed in <Directory> context"),
+        "{text}"
+    );
+}
