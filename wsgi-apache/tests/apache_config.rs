@@ -3,14 +3,33 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
-/// The module cargo built for this test run (`target/<profile>/libwsgi_apache.so`).
+/// The module, built once per test run by cargo into its own target folder (a test cannot rely
+/// on `cargo test` having built the cdylib, and the outer cargo holds the main target folder).
 fn module() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let module = profile_dir.join("libwsgi_apache.so");
-    assert!(module.exists(), "{} was not built", module.display());
-    module
+    static MODULE: OnceLock<PathBuf> = OnceLock::new();
+    MODULE
+        .get_or_init(|| {
+            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+            let target = std::env::current_exe()
+                .unwrap()
+                .ancestors()
+                .nth(3)
+                .unwrap()
+                .join("apache-module");
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "-q", "-p", "wsgi-apache", "--target-dir"])
+                .arg(&target)
+                .current_dir(workspace)
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building the Apache module failed");
+            let module = target.join("debug/libwsgi_apache.so");
+            assert!(module.exists(), "{} was not built", module.display());
+            module
+        })
+        .clone()
 }
 
 fn apache2() -> &'static str {
