@@ -123,8 +123,9 @@ fn print_check(out: &CheckOutput<'_>) {
     }
 }
 
-/// Inspects every venv the configuration names, as the user each one is read by.
-fn check_python_homes(
+/// Inspects every venv the configuration names, as the user each one is read by, adding each
+/// problem to `errors` or `warnings` as `wsgi check` reports it.
+pub fn check_python_homes(
     config: &Config,
     user: Option<&str>,
     errors: &mut Vec<String>,
@@ -165,8 +166,8 @@ fn check_python_homes(
     Ok(())
 }
 
-/// Scripts that do not exist get 404 at request time: say so now.
-fn check_scripts(config: &Config, warnings: &mut Vec<String>) {
+/// Scripts that do not exist get 404 at request time: adds a warning for each.
+pub fn check_scripts(config: &Config, warnings: &mut Vec<String>) {
     let hosts = std::iter::once(&config.main).chain(&config.virtual_hosts);
     for host in hosts {
         for alias in &host.script_aliases {

@@ -1,11 +1,10 @@
 //! The `wsgi` command: thin glue over the wsgi-rs libraries.
 
-mod check;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use wsgi_cli::{check, serve};
 
 /// wsgi-rs: Apache mod_wsgi, rebuilt in Rust.
 #[derive(Debug, Parser)]
@@ -58,6 +57,11 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
+    /// Serve WSGI applications over HTTP/1.1: one script (`wsgi serve app.wsgi`), several
+    /// (`--mount /api=api.wsgi`), or everything an Apache mod_wsgi configuration describes
+    /// (`wsgi serve --config site.conf`). Stops on SIGTERM/SIGINT after in-flight requests
+    /// finish; SIGHUP reloads the configuration.
+    Serve(Box<serve::ServeArgs>),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +83,13 @@ fn main() -> ExitCode {
         Command::Venv { path, user, format } => {
             check::run_venv(&path, user.as_deref(), format == Format::Json)
         }
+        Command::Serve(args) => match serve::run(*args) {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e) => {
+                eprintln!("wsgi serve: error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
     };
     match result {
         Ok(code) => code,

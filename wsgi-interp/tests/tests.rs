@@ -1,1 +1,785 @@
-//! Integration tests (being written).
+//! In-process integration tests against the real embedded CPython (one Runtime shared by
+//! every test of this binary). Scenarios needing their own start-up config are in
+//! `scenarios.rs`.
+
+mod util;
+
+use std::io;
+use std::sync::Arc;
+
+use util::{Generated, VecSink, get, head, runtime, script};
+use wsgi_interp::{CallOptions, LoadStatus, Outcome, ReloadMode, ScriptError};
+
+const HELLO: &str = r#"
+def application(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [b'hello ', environ['mod_wsgi.application_group'].encode()]
+"#;
+
+#[test]
+fn hello_in_main_and_sub() {
+    let spec = script("hello.wsgi", HELLO);
+    for group in ["", "hello-sub"] {
+        let interp = runtime().interpreter(group).unwrap();
+        let (out, sink) = get(&interp, &spec);
+        assert!(
+            matches!(out, Outcome::Complete { status: 200, body_bytes } if body_bytes == 6 + group.len() as u64),
+            "{out:?}"
+        );
+        assert_eq!(sink.body, format!("hello {group}").as_bytes());
+        assert_eq!(sink.status, Some((200, "OK".into())));
+        assert_eq!(sink.header("content-type").as_deref(), Some("text/plain"));
+    }
+}
+
+#[test]
+fn interpreters_are_isolated() {
+    let rt = runtime();
+    let handles: Vec<_> = ["", "iso-a", "iso-b"]
+        .iter()
+        .map(|g| rt.interpreter(g).unwrap())
+        .collect();
+    let mut ids = Vec::new();
+    for (i, h) in handles.iter().enumerate() {
+        let id = h
+            .run(|py| {
+                py.exec(&format!("import sys\nCOUNT = globals().get('COUNT', 0) + {}\nsys.modules.setdefault('iso_marker', type(sys)('iso_marker')).tag = {i}", i + 1))
+                    .unwrap();
+                py.eval("(id(sys.modules), COUNT, sys.modules['iso_marker'].tag)").unwrap()
+            })
+            .unwrap();
+        ids.push(id);
+    }
+    let parsed: Vec<(String, String, String)> = ids
+        .iter()
+        .map(|s| {
+            let parts: Vec<String> = s
+                .trim_matches(|c| c == '(' || c == ')')
+                .split(", ")
+                .map(str::to_string)
+                .collect();
+            (parts[0].clone(), parts[1].clone(), parts[2].clone())
+        })
+        .collect();
+    assert_ne!(parsed[0].0, parsed[1].0);
+    assert_ne!(parsed[1].0, parsed[2].0);
+    for (i, p) in parsed.iter().enumerate() {
+        assert_eq!(p.2, i.to_string(), "{ids:?}");
+    }
+    // Same group again: same module state.
+    let again = handles[1]
+        .run(|py| py.eval("sys.modules['iso_marker'].tag").unwrap())
+        .unwrap();
+    assert_eq!(again, "1");
+    assert_eq!(
+        rt.interpreter("iso-a")
+            .unwrap()
+            .run(|py| py.group().to_string())
+            .unwrap(),
+        "iso-a"
+    );
+}
+
+#[test]
+fn nested_attach_to_another_interpreter_is_refused() {
+    let rt = runtime();
+    let a = rt.interpreter("nest-a").unwrap();
+    let b = rt.interpreter("nest-b").unwrap();
+    let r = a.run(|_| b.run(|_| ()).map_err(|e| e.to_string())).unwrap();
+    assert!(
+        r.unwrap_err()
+            .contains("already running Python in application group `nest-a`")
+    );
+    // Same interpreter nests fine.
+    assert_eq!(
+        a.run(|_| a.run(|py| py.eval("1+1").unwrap()).unwrap())
+            .unwrap(),
+        "2"
+    );
+    assert!(
+        a.run(|_| rt.interpreter("nest-c").map(|_| ()))
+            .unwrap()
+            .is_err()
+    );
+}
+
+#[test]
+fn environ_is_complete() {
+    let spec = script(
+        "environ.wsgi",
+        r#"
+def application(environ, start_response):
+    keys = ['REQUEST_METHOD', 'SCRIPT_NAME', 'PATH_INFO', 'QUERY_STRING', 'SERVER_NAME', 'SERVER_PORT',
+            'SERVER_PROTOCOL', 'REMOTE_ADDR', 'REMOTE_PORT', 'HTTP_HOST', 'HTTP_X_MULTI', 'HTTP_COOKIE',
+            'CONTENT_TYPE', 'wsgi.url_scheme', 'mod_wsgi.process_group', 'mod_wsgi.application_group',
+            'mod_wsgi.callable_object', 'mod_wsgi.script_reloading', 'mod_wsgi.path_info']
+    out = ['%s=%s' % (k, environ.get(k)) for k in keys]
+    out.append('version=%r' % (environ['wsgi.version'],))
+    out.append('mversion=%r' % (environ['mod_wsgi.version'],))
+    out.append('flags=%r' % ((environ['wsgi.multithread'], environ['wsgi.multiprocess'], environ['wsgi.run_once'], environ['wsgi.input_terminated']),))
+    out.append('types=%s' % sorted(set(type(v).__name__ for k, v in environ.items() if k.isupper())))
+    out.append('nounderscore=%s' % ('HTTP_X_BAD' not in environ and 'HTTP_X_BAD_NAME' not in environ))
+    environ['wsgi.errors'].write('hello from wsgi.errors\n')
+    start_response('200 OK', [])
+    return ['\n'.join(out).encode('utf-8')]
+"#,
+    );
+    let interp = runtime().interpreter("environ").unwrap();
+    let mut h = head();
+    h.path_info = b"/caf\xe9".to_vec();
+    h.headers.extend([
+        ("X-Multi".to_string(), b"1".to_vec()),
+        ("X-Multi".to_string(), b"2".to_vec()),
+        ("Cookie".to_string(), b"a=1".to_vec()),
+        ("Cookie".to_string(), b"b=2".to_vec()),
+        ("X_Bad_Name".to_string(), b"evil".to_vec()),
+        ("Content-Type".to_string(), b"text/plain".to_vec()),
+    ]);
+    let opts = CallOptions {
+        process_group: "pg".into(),
+        multithread: true,
+        ..Default::default()
+    };
+    let mut sink = VecSink::default();
+    let out = interp.call(&spec, &h, &opts, &mut io::empty(), &mut sink);
+    assert!(
+        matches!(out, Outcome::Complete { status: 200, .. }),
+        "{out:?}"
+    );
+    let body = String::from_utf8(sink.body).unwrap();
+    for expected in [
+        "REQUEST_METHOD=GET",
+        "SCRIPT_NAME=/app",
+        "PATH_INFO=/café",
+        "QUERY_STRING=a=1",
+        "SERVER_PORT=8080",
+        "HTTP_X_MULTI=1, 2",
+        "HTTP_COOKIE=a=1; b=2",
+        "CONTENT_TYPE=text/plain",
+        "wsgi.url_scheme=http",
+        "mod_wsgi.process_group=pg",
+        "mod_wsgi.application_group=environ",
+        "mod_wsgi.callable_object=application",
+        "mod_wsgi.script_reloading=1",
+        "mod_wsgi.path_info=/café",
+        "version=(1, 0)",
+        "mversion=(6, 0, 0)",
+        "flags=(True, False, False, True)",
+        "types=['str']",
+        "nounderscore=True",
+    ] {
+        assert!(
+            body.lines().any(|l| l == expected),
+            "missing {expected:?} in\n{body}"
+        );
+    }
+}
+
+#[test]
+fn wsgiref_validator_accepts_us() {
+    let spec = script(
+        "validated.wsgi",
+        r#"
+from wsgiref.validate import validator
+
+def app(environ, start_response):
+    data = environ['wsgi.input'].read(int(environ['CONTENT_LENGTH']))
+    lines = environ['wsgi.input'].readlines()
+    environ['wsgi.errors'].write('validated\n')
+    environ['wsgi.errors'].flush()
+    start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(data) + 3))])
+    return [b'ok:', data]
+
+application = validator(app)
+"#,
+    );
+    let interp = runtime().interpreter("validated").unwrap();
+    let mut h = head();
+    h.headers.push(("Content-Length".into(), b"5".to_vec()));
+    let mut sink = VecSink::default();
+    let out = interp.call(
+        &spec,
+        &h,
+        &CallOptions::default(),
+        &mut b"hello".as_slice(),
+        &mut sink,
+    );
+    assert!(
+        matches!(
+            out,
+            Outcome::Complete {
+                status: 200,
+                body_bytes: 8
+            }
+        ),
+        "{out:?}"
+    );
+    assert_eq!(sink.body, b"ok:hello");
+}
+
+#[test]
+fn input_stream_methods() {
+    let spec = script(
+        "input.wsgi",
+        r#"
+def application(environ, start_response):
+    inp = environ['wsgi.input']
+    parts = [inp.readline(), inp.readline(3), inp.readline(), inp.read(4)]
+    parts += list(inp.readlines(1))
+    parts += [line for line in inp]
+    parts.append(inp.read())
+    parts.append(inp.read(10))
+    start_response('200 OK', [])
+    return [repr(parts).encode()]
+"#,
+    );
+    let interp = runtime().interpreter("").unwrap();
+    let mut sink = VecSink::default();
+    let body = b"line1\nabcdef\nxyz0123\nr1\nr2\nr3\ntail";
+    let out = interp.call(
+        &spec,
+        &head(),
+        &CallOptions::default(),
+        &mut body.as_slice(),
+        &mut sink,
+    );
+    assert!(matches!(out, Outcome::Complete { .. }), "{out:?}");
+    assert_eq!(
+        String::from_utf8(sink.body).unwrap(),
+        "[b'line1\\n', b'abc', b'def\\n', b'xyz0', b'123\\n', b'r1\\n', b'r2\\n', b'r3\\n', b'tail', b'', b'']"
+    );
+}
+
+#[test]
+fn upload_of_64_mib_streams_in_bounded_chunks() {
+    let spec = script(
+        "upload.wsgi",
+        r#"
+import hashlib
+def application(environ, start_response):
+    inp = environ['wsgi.input']
+    total = 0
+    h = hashlib.md5()
+    biggest = 0
+    while True:
+        chunk = inp.read(65536)
+        if not chunk:
+            break
+        biggest = max(biggest, len(chunk))
+        total += len(chunk)
+        h.update(chunk)
+    start_response('200 OK', [])
+    return [('%d %d %s' % (total, biggest, h.hexdigest())).encode()]
+"#,
+    );
+    const SIZE: u64 = 64 * 1024 * 1024;
+    let rss = || -> u64 {
+        let s = std::fs::read_to_string("/proc/self/statm").unwrap();
+        s.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4096
+    };
+    let interp = runtime().interpreter("upload").unwrap();
+    let before = rss();
+    let mut body = Generated {
+        left: SIZE,
+        max_ask: 0,
+        total: 0,
+    };
+    let mut sink = VecSink::default();
+    let out = interp.call(
+        &spec,
+        &head(),
+        &CallOptions::default(),
+        &mut body,
+        &mut sink,
+    );
+    let grew = rss().saturating_sub(before);
+    assert!(matches!(out, Outcome::Complete { .. }), "{out:?}");
+    let text = String::from_utf8(sink.body).unwrap();
+    let mut fields = text.split(' ');
+    assert_eq!(fields.next().unwrap(), SIZE.to_string());
+    assert_eq!(fields.next().unwrap(), "65536");
+    assert_eq!(body.total, SIZE);
+    assert!(
+        body.max_ask <= 64 * 1024,
+        "a read asked for {} bytes",
+        body.max_ask
+    );
+    assert!(
+        grew < 32 * 1024 * 1024,
+        "RSS grew by {grew} bytes for a 64 MiB upload"
+    );
+}
+
+#[test]
+fn sixteen_threads_three_groups() {
+    let spec = Arc::new(script(
+        "counter.wsgi",
+        r#"
+import threading
+COUNT = 0
+LOCK = threading.Lock()
+def application(environ, start_response):
+    global COUNT
+    with LOCK:
+        COUNT += 1
+    start_response('200 OK', [])
+    return [environ['mod_wsgi.application_group'].encode(), b':', environ['QUERY_STRING'].encode()]
+"#,
+    ));
+    let groups = ["conc-a", "conc-b", ""];
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            let spec = spec.clone();
+            std::thread::spawn(move || {
+                for i in 0..60 {
+                    let group = groups[(t + i) % 3];
+                    let interp = runtime().interpreter(group).unwrap();
+                    let mut h = head();
+                    h.query_string = format!("{t}-{i}").into_bytes();
+                    let mut sink = VecSink::default();
+                    let out = interp.call(
+                        &spec,
+                        &h,
+                        &CallOptions::default(),
+                        &mut io::empty(),
+                        &mut sink,
+                    );
+                    assert!(
+                        matches!(out, Outcome::Complete { status: 200, .. }),
+                        "{out:?}"
+                    );
+                    assert_eq!(sink.body, format!("{group}:{t}-{i}").into_bytes());
+                }
+                wsgi_interp::Runtime::release_thread();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    for g in ["conc-a", "conc-b"] {
+        let n = runtime()
+            .interpreter(g)
+            .unwrap()
+            .run(|py| py.eval(&format!("__import__('sys').modules['_mod_wsgi_' + __import__('hashlib').md5({:?}.encode()).hexdigest()].COUNT", spec.path.display().to_string())).unwrap())
+            .unwrap();
+        assert_eq!(n, "320", "group {g}");
+    }
+}
+
+#[test]
+fn close_is_called_when_the_client_goes_away() {
+    let spec = script(
+        "closing.wsgi",
+        r#"
+import builtins
+class Body:
+    def __init__(self):
+        self.closed = False
+    def __iter__(self):
+        for i in range(100):
+            yield b'chunk%d ' % i
+    def close(self):
+        builtins.CLOSED_BY_SERVER = getattr(builtins, 'CLOSED_BY_SERVER', 0) + 1
+
+def application(environ, start_response):
+    start_response('200 OK', [])
+    return Body()
+"#,
+    );
+    let interp = runtime().interpreter("closing").unwrap();
+    let mut sink = VecSink {
+        fail_on_write: Some(3),
+        ..Default::default()
+    };
+    let out = interp.call(
+        &spec,
+        &head(),
+        &CallOptions::default(),
+        &mut io::empty(),
+        &mut sink,
+    );
+    assert!(matches!(out, Outcome::ClientGone { .. }), "{out:?}");
+    assert_eq!(sink.writes, 3);
+    assert_eq!(
+        interp
+            .run(|py| py.eval("__import__('builtins').CLOSED_BY_SERVER").unwrap())
+            .unwrap(),
+        "1"
+    );
+}
+
+#[test]
+fn app_raising_mid_iterable_aborts_and_closes() {
+    let spec = script(
+        "midfail.wsgi",
+        r#"
+import builtins
+class Body:
+    def __iter__(self):
+        yield b'first'
+        raise RuntimeError('boom in the middle')
+    def close(self):
+        builtins.MID_CLOSED = True
+
+def application(environ, start_response):
+    start_response('200 OK', [])
+    return Body()
+"#,
+    );
+    let interp = runtime().interpreter("midfail").unwrap();
+    let (out, sink) = get(&interp, &spec);
+    match out {
+        Outcome::Aborted {
+            status: 200,
+            sent: 5,
+            error,
+        } => {
+            assert!(error.message.contains("boom in the middle"), "{error:?}");
+            assert!(
+                error.traceback.contains("midfail.wsgi"),
+                "{}",
+                error.traceback
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sink.body, b"first");
+    assert_eq!(
+        interp
+            .run(|py| py.eval("__import__('builtins').MID_CLOSED").unwrap())
+            .unwrap(),
+        "True"
+    );
+}
+
+#[test]
+fn start_response_rules() {
+    let interp = runtime().interpreter("sr-rules").unwrap();
+    let twice = script(
+        "twice.wsgi",
+        "def application(e, sr):\n    sr('200 OK', [])\n    sr('500 Oops', [])\n    return [b'x']\n",
+    );
+    match get(&interp, &twice).0 {
+        Outcome::Error(e) => assert!(
+            e.message.contains("AssertionError") && e.message.contains("second time"),
+            "{e:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let replaced = script(
+        "excinfo.wsgi",
+        r#"
+import sys
+def application(e, sr):
+    sr('200 OK', [])
+    try:
+        raise ValueError('x')
+    except ValueError:
+        sr('500 Internal Server Error', [('Content-Type', 'text/plain')], sys.exc_info())
+    return [b'error page']
+"#,
+    );
+    let (out, sink) = get(&interp, &replaced);
+    assert!(
+        matches!(out, Outcome::Complete { status: 500, .. }),
+        "{out:?}"
+    );
+    assert_eq!(sink.body, b"error page");
+    let late = script(
+        "late.wsgi",
+        r#"
+import sys
+def application(e, sr):
+    write = sr('200 OK', [])
+    write(b'started')
+    try:
+        raise KeyError('late failure')
+    except KeyError:
+        sr('500 Internal Server Error', [], sys.exc_info())
+    return [b'never']
+"#,
+    );
+    match get(&interp, &late).0 {
+        Outcome::Aborted {
+            status: 200,
+            sent: 7,
+            error,
+        } => assert!(error.message.contains("late failure"), "{error:?}"),
+        other => panic!("{other:?}"),
+    }
+    for (name, src, needle) in [
+        (
+            "badstatus.wsgi",
+            "def application(e, sr):\n    sr('OK', [])\n    return []\n",
+            "3-digit",
+        ),
+        (
+            "crlf.wsgi",
+            "def application(e, sr):\n    sr('200 OK', [('X', 'a\\r\\nSet-Cookie: x')])\n    return []\n",
+            "control character",
+        ),
+        (
+            "nonlatin.wsgi",
+            "def application(e, sr):\n    sr('200 OK', [('X', '\\u20ac')])\n    return []\n",
+            "latin-1",
+        ),
+        (
+            "bytesstatus.wsgi",
+            "def application(e, sr):\n    sr(b'200 OK', [])\n    return []\n",
+            "must be of type str",
+        ),
+        (
+            "tuplehdrs.wsgi",
+            "def application(e, sr):\n    sr('200 OK', (('a', 'b'),))\n    return []\n",
+            "must be a list",
+        ),
+        (
+            "nosr.wsgi",
+            "def application(e, sr):\n    return [b'x']\n",
+            "before calling start_response",
+        ),
+        (
+            "strbody.wsgi",
+            "def application(e, sr):\n    sr('200 OK', [])\n    return ['text']\n",
+            "needs bytes",
+        ),
+        (
+            "raises.wsgi",
+            "def application(e, sr):\n    raise ZeroDivisionError('early')\n",
+            "early",
+        ),
+    ] {
+        let spec = script(name, src);
+        match get(&interp, &spec) {
+            (Outcome::Error(e), sink) => {
+                assert!(e.message.contains(needle), "{name}: {e:?}");
+                assert!(sink.status.is_none(), "{name}");
+            }
+            (other, _) => panic!("{name}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn content_length_is_enforced() {
+    let interp = runtime().interpreter("cl").unwrap();
+    let long = script(
+        "long.wsgi",
+        "def application(e, sr):\n    sr('200 OK', [('Content-Length', '4')])\n    return [b'ab', b'cdef', b'never']\n",
+    );
+    let (out, sink) = get(&interp, &long);
+    assert!(
+        matches!(
+            out,
+            Outcome::Complete {
+                status: 200,
+                body_bytes: 4
+            }
+        ),
+        "{out:?}"
+    );
+    assert_eq!(sink.body, b"abcd");
+    let short = script(
+        "short.wsgi",
+        "def application(e, sr):\n    sr('200 OK', [('Content-Length', '10')])\n    return [b'abc']\n",
+    );
+    let (out, _) = get(&interp, &short);
+    assert!(
+        matches!(
+            out,
+            Outcome::Incomplete {
+                status: 200,
+                declared: 10,
+                sent: 3
+            }
+        ),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn write_callable_and_empty_body() {
+    let interp = runtime().interpreter("").unwrap();
+    let spec = script(
+        "write.wsgi",
+        "def application(e, sr):\n    w = sr('201 Created', [])\n    w(b'one ')\n    w(b'')\n    return iter([b'two'])\n",
+    );
+    let (out, sink) = get(&interp, &spec);
+    assert!(
+        matches!(
+            out,
+            Outcome::Complete {
+                status: 201,
+                body_bytes: 7
+            }
+        ),
+        "{out:?}"
+    );
+    assert_eq!(sink.body, b"one two");
+    let empty = script(
+        "empty.wsgi",
+        "def application(e, sr):\n    sr('204 No Content', [])\n    return []\n",
+    );
+    let (out, sink) = get(&interp, &empty);
+    assert!(
+        matches!(
+            out,
+            Outcome::Complete {
+                status: 204,
+                body_bytes: 0
+            }
+        ),
+        "{out:?}"
+    );
+    assert_eq!(sink.status, Some((204, "No Content".into())));
+}
+
+#[test]
+fn file_wrapper_uses_sendfile_or_iterates() {
+    let data_path = util::workdir().join("data.bin");
+    std::fs::write(&data_path, b"0123456789abcdef").unwrap();
+    let spec = script(
+        "file.wsgi",
+        &format!(
+            "def application(e, sr):\n    f = open({:?}, 'rb')\n    f.seek(3)\n    sr('200 OK', [])\n    return e['wsgi.file_wrapper'](f, 4)\n",
+            data_path.display().to_string()
+        ),
+    );
+    let interp = runtime().interpreter("files").unwrap();
+    let mut sink = VecSink {
+        sendfile: true,
+        ..Default::default()
+    };
+    let out = interp.call(
+        &spec,
+        &head(),
+        &CallOptions::default(),
+        &mut io::empty(),
+        &mut sink,
+    );
+    assert!(
+        matches!(
+            out,
+            Outcome::Complete {
+                status: 200,
+                body_bytes: 13
+            }
+        ),
+        "{out:?}"
+    );
+    assert_eq!(sink.files, vec![(3, 13)]);
+    assert_eq!(sink.header("Content-Length").as_deref(), Some("13"));
+    assert_eq!(sink.body, b"3456789abcdef");
+    let (out, sink) = get(&interp, &spec);
+    assert!(
+        matches!(
+            out,
+            Outcome::Complete {
+                status: 200,
+                body_bytes: 13
+            }
+        ),
+        "{out:?}"
+    );
+    assert!(sink.files.is_empty());
+    assert_eq!(sink.writes, 4);
+    assert_eq!(sink.body, b"3456789abcdef");
+}
+
+#[test]
+fn script_errors_and_reloading() {
+    let interp = runtime().interpreter("scripts").unwrap();
+    let spec = script("reload.wsgi", "raise ImportError('broken on purpose')\n");
+    match interp.load_script(&spec) {
+        Err(ScriptError::Raised { path, error }) => {
+            assert_eq!(path, spec.path);
+            assert!(
+                error.traceback.contains("broken on purpose")
+                    && error.traceback.contains("reload.wsgi"),
+                "{error:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    std::fs::write(&spec.path, "x = 1\n").unwrap();
+    assert!(matches!(
+        interp.load_script(&spec),
+        Err(ScriptError::MissingCallable { .. })
+    ));
+    let mut named = spec.clone();
+    named.callable = "app".into();
+    std::fs::write(
+        &spec.path,
+        "def app(e, sr):\n    sr('200 OK', [])\n    return [b'v1 ' + __name__.encode()]\n",
+    )
+    .unwrap();
+    assert_eq!(interp.load_script(&named).unwrap(), LoadStatus::Loaded);
+    assert_eq!(interp.load_script(&named).unwrap(), LoadStatus::Unchanged);
+    let (_, sink) = get(&interp, &named);
+    let body = String::from_utf8(sink.body).unwrap();
+    assert!(
+        body.starts_with("v1 _mod_wsgi_") && body.len() == 3 + 10 + 32,
+        "{body}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(
+        &spec.path,
+        "def app(e, sr):\n    sr('200 OK', [])\n    return [b'v2']\n",
+    )
+    .unwrap();
+    let mut report = named.clone();
+    report.reload = ReloadMode::Report;
+    assert_eq!(interp.load_script(&report).unwrap(), LoadStatus::Changed);
+    assert!(matches!(get(&interp, &report).0, Outcome::ScriptChanged));
+    assert_eq!(get(&interp, &named).1.body, b"v2");
+    let missing = wsgi_interp::ScriptSpec::new("/var/tmp/wsgi-rs-test/no/such.wsgi");
+    assert!(matches!(
+        get(&interp, &missing).0,
+        Outcome::Script(ScriptError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn panicking_sink_becomes_a_python_exception() {
+    #[derive(Default)]
+    struct PanicSink {
+        panicked: bool,
+        body: Vec<u8>,
+    }
+    impl wsgi_interp::ResponseSink for PanicSink {
+        fn start(&mut self, _: u16, _: &str, _: Vec<(String, Vec<u8>)>) -> io::Result<()> {
+            Ok(())
+        }
+        fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+            if !self.panicked {
+                self.panicked = true;
+                panic!("sink exploded");
+            }
+            self.body.extend_from_slice(chunk);
+            Ok(())
+        }
+    }
+    let spec = script(
+        "panic.wsgi",
+        "def application(e, sr):\n    w = sr('200 OK', [])\n    try:\n        w(b'x')\n    except RuntimeError as exc:\n        return [str(exc).encode()]\n    return [b'no exception']\n",
+    );
+    let interp = runtime().interpreter("panics").unwrap();
+    let mut sink = PanicSink::default();
+    let out = interp.call(
+        &spec,
+        &head(),
+        &CallOptions::default(),
+        &mut io::empty(),
+        &mut sink,
+    );
+    assert!(
+        matches!(out, Outcome::Complete { status: 200, .. }),
+        "{out:?}"
+    );
+    assert_eq!(
+        String::from_utf8(sink.body).unwrap(),
+        "wsgi-rs internal error in write: sink exploded"
+    );
+    assert_eq!(interp.run(|py| py.eval("1 + 1").unwrap()).unwrap(), "2");
+}

@@ -1,0 +1,388 @@
+//! The streams between the tokio side and a Python worker thread, both ways bounded so a slow
+//! reader holds back the writer:
+//!
+//! * request body: a tokio task ([`pump_request_body`]) polls hyper's body only once the app
+//!   first reads `wsgi.input` (so `Expect: 100-continue` is answered only then), and feeds a
+//!   bounded channel that [`ChannelBody`] reads from, blocking, on the worker thread;
+//! * response: [`ChannelSink`] hands the status and headers over a oneshot and the body
+//!   chunks over a bounded channel that [`ResponseStream`] (the hyper response body) drains.
+//!   When hyper drops the body (the client left), the next `write` fails, and the call
+//!   ends with the iterable's `close()`.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::os::unix::fs::FileExt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::sync::{mpsc, oneshot};
+use wsgi_interp::{RequestBody, ResponseSink};
+
+/// Request body chunks in flight between hyper and the app, per request.
+const REQUEST_CHUNKS: usize = 4;
+/// Response body chunks in flight between the app and hyper, per request.
+const RESPONSE_CHUNKS: usize = 8;
+/// The read size for `wsgi.file_wrapper` files.
+const FILE_CHUNK: usize = 256 * 1024;
+
+/// The status line and headers the app started the response with.
+#[derive(Debug)]
+pub struct ResponseHead {
+    /// The status code.
+    pub status: u16,
+    /// The reason phrase the app gave.
+    pub reason: String,
+    /// The headers, as the app gave them (validated by the WSGI layer).
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// The worker side of a request body: blocking reads from the pump's channel.
+pub struct ChannelBody {
+    start: Option<oneshot::Sender<()>>,
+    chunks: Option<mpsc::Receiver<io::Result<Bytes>>>,
+    current: Bytes,
+}
+
+impl ChannelBody {
+    /// A body with nothing in it (no `Content-Length`, no chunked encoding).
+    pub fn empty() -> ChannelBody {
+        ChannelBody {
+            start: None,
+            chunks: None,
+            current: Bytes::new(),
+        }
+    }
+}
+
+impl RequestBody for ChannelBody {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(start) = self.start.take() {
+            // The pump may be gone already (the client left); the receive below says so.
+            let _ = start.send(());
+        }
+        loop {
+            if !self.current.is_empty() {
+                let n = buf.len().min(self.current.len());
+                buf[..n].copy_from_slice(&self.current.split_to(n));
+                return Ok(n);
+            }
+            let Some(chunks) = self.chunks.as_mut() else {
+                return Ok(0);
+            };
+            match chunks.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => {
+                    self.chunks = None;
+                    return Err(e);
+                }
+                None => {
+                    self.chunks = None;
+                    return Ok(0);
+                }
+            }
+        }
+    }
+}
+
+/// Shared by the pump and the front: the request body was malformed (bad chunked encoding,
+/// shorter than its `Content-Length`), so a response not yet started is a 400.
+#[derive(Debug, Default, Clone)]
+pub struct BodyFailure(Arc<AtomicBool>);
+
+impl BodyFailure {
+    /// Whether reading the request body failed.
+    pub fn failed(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn set(&self) {
+        self.0.store(true, Ordering::Release)
+    }
+}
+
+/// Makes the two ends of a request body: the worker's [`ChannelBody`] and the pump task to
+/// spawn on the tokio side.
+pub fn request_body(
+    body: Incoming,
+    failure: BodyFailure,
+) -> (ChannelBody, impl Future<Output = ()> + Send + 'static) {
+    let (start_tx, start_rx) = oneshot::channel();
+    let (tx, rx) = mpsc::channel(REQUEST_CHUNKS);
+    let reader = ChannelBody {
+        start: Some(start_tx),
+        chunks: Some(rx),
+        current: Bytes::new(),
+    };
+    (reader, pump_request_body(body, start_rx, tx, failure))
+}
+
+/// Polls hyper's request body into the channel, once the app starts reading it.
+async fn pump_request_body(
+    mut body: Incoming,
+    start: oneshot::Receiver<()>,
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    failure: BodyFailure,
+) {
+    if start.await.is_err() {
+        // The app never read its input: leave the body to hyper (it closes the connection
+        // rather than reading an unread body).
+        return;
+    }
+    loop {
+        let frame = tokio::select! {
+            frame = body.frame() => frame,
+            () = tx.closed() => return,
+        };
+        match frame {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    if !data.is_empty() && tx.send(Ok(data)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                failure.set();
+                tracing::info!("malformed request body: {e}");
+                let _ = tx
+                    .send(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("the request body is malformed: {e}"),
+                    )))
+                    .await;
+                return;
+            }
+            None => return,
+        }
+    }
+}
+
+/// The worker side of a response.
+pub struct ChannelSink {
+    head: Option<oneshot::Sender<ResponseHead>>,
+    chunks: mpsc::Sender<io::Result<Bytes>>,
+    discard_body: bool,
+}
+
+/// The tokio side of a response: the head, then the body stream.
+pub struct ResponseReceiver {
+    /// The status and headers, when the app starts the response (dropped unsent when the
+    /// call ends before `start`).
+    pub head: oneshot::Receiver<ResponseHead>,
+    /// The body.
+    pub body: ResponseStream,
+}
+
+/// Makes both ends of a response. With `discard_body` (a HEAD request the app saw as GET) the
+/// body is run and thrown away, as Apache does.
+pub fn response_channel(discard_body: bool) -> (ChannelSink, ResponseReceiver) {
+    let (head_tx, head_rx) = oneshot::channel();
+    let (tx, rx) = mpsc::channel(RESPONSE_CHUNKS);
+    (
+        ChannelSink {
+            head: Some(head_tx),
+            chunks: tx,
+            discard_body,
+        },
+        ResponseReceiver {
+            head: head_rx,
+            body: ResponseStream { chunks: rx },
+        },
+    )
+}
+
+fn client_gone() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::BrokenPipe,
+        "the client closed the connection",
+    )
+}
+
+impl ChannelSink {
+    /// Whether the client is already gone (the request was dropped while queued).
+    pub fn client_gone(&self) -> bool {
+        match &self.head {
+            Some(head) => head.is_closed(),
+            None => self.chunks.is_closed(),
+        }
+    }
+
+    /// Ends the response body with an error, so hyper resets the connection instead of
+    /// finishing the response cleanly (the app failed after the body started).
+    pub fn abort(&self, why: String) {
+        let _ = self
+            .chunks
+            .blocking_send(Err(io::Error::new(io::ErrorKind::Interrupted, why)));
+    }
+
+    fn send(&self, chunk: Bytes) -> io::Result<()> {
+        self.chunks
+            .blocking_send(Ok(chunk))
+            .map_err(|_| client_gone())
+    }
+}
+
+impl ResponseSink for ChannelSink {
+    fn start(
+        &mut self,
+        status: u16,
+        reason: &str,
+        headers: Vec<(String, Vec<u8>)>,
+    ) -> io::Result<()> {
+        let head = self.head.take().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the response was already started",
+            )
+        })?;
+        head.send(ResponseHead {
+            status,
+            reason: reason.to_string(),
+            headers,
+        })
+        .map_err(|_| client_gone())
+    }
+
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        if self.discard_body {
+            return if self.chunks.is_closed() {
+                Err(client_gone())
+            } else {
+                Ok(())
+            };
+        }
+        self.send(Bytes::copy_from_slice(chunk))
+    }
+
+    /// hyper owns the socket, so there is no `sendfile(2)`: the file is read here with
+    /// positional reads of 256 KiB (the GIL is released), through a descriptor of its own so
+    /// the app's file offset is left alone.
+    fn file(&mut self, fd: RawFd, offset: u64, len: u64) -> io::Result<bool> {
+        if self.discard_body {
+            return Ok(true);
+        }
+        // A new open file description for the same file: no unsafe code, and the app's
+        // descriptor (and its offset) is left alone. Where /proc is missing, iterate instead.
+        let Ok(file) = std::fs::File::open(format!("/proc/self/fd/{fd}")) else {
+            return Ok(false);
+        };
+        let mut position = offset;
+        let end = offset.saturating_add(len);
+        while position < end {
+            let want = usize::try_from(end - position).map_or(FILE_CHUNK, |n| n.min(FILE_CHUNK));
+            let mut buf = vec![0u8; want];
+            let n = file.read_at(&mut buf, position)?;
+            if n == 0 {
+                break;
+            }
+            buf.truncate(n);
+            self.send(Bytes::from(buf))?;
+            position += n as u64;
+        }
+        Ok(true)
+    }
+}
+
+/// The hyper response body: chunks from the worker; an error item aborts the connection.
+pub struct ResponseStream {
+    chunks: mpsc::Receiver<io::Result<Bytes>>,
+}
+
+impl Body for ResponseStream {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match self.chunks.poll_recv(cx) {
+            Poll::Ready(Some(Ok(chunk))) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sink_reports_a_departed_client() {
+        let (mut sink, receiver) = response_channel(false);
+        drop(receiver);
+        assert!(sink.client_gone());
+        let err = sink.start(200, "OK", Vec::new()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+        let err = sink.write(b"x").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+    }
+
+    #[test]
+    fn head_requests_run_the_body_but_send_none() {
+        let (mut sink, mut receiver) = response_channel(true);
+        sink.start(200, "OK", vec![("Content-Length".into(), b"5".to_vec())])
+            .unwrap();
+        sink.write(b"hello").unwrap();
+        drop(sink);
+        let head = receiver.head.try_recv().unwrap();
+        assert_eq!(head.status, 200);
+        // Nothing went into the body channel: it is empty and closed.
+        assert_eq!(
+            receiver.body.chunks.try_recv().err(),
+            Some(mpsc::error::TryRecvError::Disconnected)
+        );
+    }
+
+    #[test]
+    fn file_is_read_from_its_offset_without_moving_the_apps() {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        use std::os::fd::AsRawFd;
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(b"0123456789").unwrap();
+        f.seek(SeekFrom::Start(1)).unwrap();
+        let (mut sink, mut receiver) = response_channel(false);
+        let worker = std::thread::spawn(move || {
+            let sent = sink.file(f.as_raw_fd(), 2, 5).unwrap();
+            let mut rest = String::new();
+            f.read_to_string(&mut rest).unwrap();
+            (sent, rest)
+        });
+        let chunk = receiver.body.chunks.blocking_recv().unwrap().unwrap();
+        assert_eq!(&chunk[..], b"23456");
+        let (sent, rest) = worker.join().unwrap();
+        assert!(sent);
+        assert_eq!(rest, "123456789");
+    }
+
+    #[test]
+    fn body_reads_in_pieces_then_ends() {
+        let (tx, rx) = mpsc::channel(4);
+        let mut body = ChannelBody {
+            start: None,
+            chunks: Some(rx),
+            current: Bytes::new(),
+        };
+        tx.blocking_send(Ok(Bytes::from_static(b"hello"))).unwrap();
+        drop(tx);
+        let mut buf = [0u8; 3];
+        assert_eq!(body.read(&mut buf).unwrap(), 3);
+        assert_eq!(&buf, b"hel");
+        assert_eq!(body.read(&mut buf).unwrap(), 2);
+        assert_eq!(&buf[..2], b"lo");
+        assert_eq!(body.read(&mut buf).unwrap(), 0);
+        assert_eq!(ChannelBody::empty().read(&mut buf).unwrap(), 0);
+    }
+}

@@ -1,0 +1,97 @@
+//! Why `wsgi serve` cannot start, each message saying what to do.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// A reason `wsgi serve` refuses to start (nothing is served when one is returned).
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Neither an app file nor `--config` was given.
+    #[error(
+        "nothing to serve: give a WSGI script (`wsgi serve app.wsgi`), `--mount /path=app.wsgi`, or an Apache configuration (`wsgi serve --config site.conf`)"
+    )]
+    NothingToServe,
+    /// The app file does not exist or cannot be read.
+    #[error("WSGI script `{}` cannot be read: {reason}: give the path of an existing .wsgi or .py file", .path.display())]
+    ScriptUnreadable {
+        /// The script as given.
+        path: PathBuf,
+        /// The OS error.
+        reason: String,
+    },
+    /// A `--mount` value is not `/url=file`.
+    #[error(
+        "--mount `{0}` is not of the form /url/path=file.wsgi: for example --mount /api=api.wsgi"
+    )]
+    BadMount(String),
+    /// A `--url-alias` URL does not start with `/`.
+    #[error(
+        "--url-alias `{0}`: the URL must start with /, for example --url-alias /static ./static"
+    )]
+    BadAliasUrl(String),
+    /// A `--url-alias` directory does not exist.
+    #[error("--url-alias {url}: `{}` is not a directory: give an existing folder of static files", .dir.display())]
+    BadAliasDir {
+        /// The URL prefix.
+        url: String,
+        /// The folder given.
+        dir: PathBuf,
+    },
+    /// A path cannot be written into the generated configuration.
+    #[error("path `{}` holds a newline or `${{`, which wsgi serve cannot pass to the configuration reader: rename it", .0.display())]
+    UnquotablePath(PathBuf),
+    /// The configuration has errors (the same messages `wsgi check` prints).
+    #[error("{} error(s) in the configuration:\n{}", .0.len(), .0.iter().map(|e| format!("error: {e}")).collect::<Vec<_>>().join("\n"))]
+    Config(Vec<String>),
+    /// The configuration names several python-homes, but one process runs one Python.
+    #[error(
+        "the configuration names more than one python-home ({}), and `wsgi serve` runs every application in one process with one Python: serve each group with its own `wsgi serve`, or give them the same venv",
+        .0.iter().map(|p| format!("`{}`", p.display())).collect::<Vec<_>>().join(", ")
+    )]
+    SeveralPythonHomes(Vec<PathBuf>),
+    /// `--host` is not an IP address.
+    #[error("--host `{0}` is not an IP address: use for example 127.0.0.1, 0.0.0.0 or ::1")]
+    BadHost(String),
+    /// A listening socket could not be opened.
+    #[error("cannot listen on {addr}: {source}: {}", bind_hint(.source))]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The access log file cannot be opened.
+    #[error("cannot open the access log `{}`: {source}: check that its folder exists and is writable", .path.display())]
+    AccessLog {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// CPython could not be started.
+    #[error("cannot start Python: {0}")]
+    Python(#[from] wsgi_interp::StartError),
+    /// `--reload-on-changes` could not start the server again.
+    #[error("cannot restart `wsgi serve` after a source change: {0}: start it again by hand")]
+    Restart(#[source] std::io::Error),
+    /// A thread or the I/O runtime could not be started.
+    #[error("cannot start the server's threads: {0}: the system is out of threads or memory")]
+    Threads(#[source] std::io::Error),
+}
+
+fn bind_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "another program is using that port: stop it or choose another --port"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "ports below 1024 need root or CAP_NET_BIND_SERVICE: choose a port of 1024 or more"
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "that address is not on this machine: use 127.0.0.1, 0.0.0.0 or one of its addresses"
+        }
+        _ => "check the address and port",
+    }
+}

@@ -1,0 +1,380 @@
+//! The Python worker threads: N OS threads fed through a bounded crossbeam channel. The tokio
+//! threads never touch Python; they hand a [`Job`] over and await its [`JobResult`].
+//!
+//! Admission: a request takes one of `threads + queue_size` slots (a tokio semaphore, awaited
+//! for at most the queue timeout, so a full queue never blocks an I/O thread), and a worker
+//! refuses a job that waited longer than the queue timeout in all. Either way the client gets
+//! 503.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use wsgi_interp::{
+    CallOptions, InterpError, Outcome, RequestBody, RequestHead, ResponseSink, ScriptSpec,
+};
+
+use super::bridge::{ChannelBody, ChannelSink};
+
+/// Which application a request runs, and how.
+#[derive(Debug, Clone)]
+pub struct AppCall {
+    /// The script and callable.
+    pub script: ScriptSpec,
+    /// The application group (`""`: the main interpreter).
+    pub application_group: String,
+    /// Per-call settings from configuration.
+    pub options: CallOptions,
+}
+
+/// Whatever runs WSGI calls on a worker thread: the embedded Python in production.
+pub trait AppHost: Send + Sync + 'static {
+    /// Runs one request to the end (blocking; the GIL is taken and released inside).
+    fn call(
+        &self,
+        app: &AppCall,
+        head: &RequestHead,
+        body: &mut dyn RequestBody,
+        sink: &mut dyn ResponseSink,
+    ) -> Outcome;
+
+    /// Called by each worker thread just before it exits.
+    fn release_thread(&self) {}
+}
+
+/// The embedded CPython as an [`AppHost`].
+pub struct PythonHost(pub Arc<wsgi_interp::Runtime>);
+
+impl AppHost for PythonHost {
+    fn call(
+        &self,
+        app: &AppCall,
+        head: &RequestHead,
+        body: &mut dyn RequestBody,
+        sink: &mut dyn ResponseSink,
+    ) -> Outcome {
+        match self.0.interpreter(&app.application_group) {
+            Ok(interp) => interp.call(&app.script, head, &app.options, body, sink),
+            Err(e) => Outcome::Unavailable(e),
+        }
+    }
+
+    fn release_thread(&self) {
+        wsgi_interp::Runtime::release_thread();
+    }
+}
+
+/// One request for a worker.
+pub struct Job {
+    /// What to run.
+    pub app: AppCall,
+    /// The request.
+    pub head: RequestHead,
+    /// Its body.
+    pub body: ChannelBody,
+    /// Where the response goes.
+    pub sink: ChannelSink,
+    /// When the request arrived (the queue timeout counts from here).
+    pub arrived: Instant,
+    /// Where the worker reports how it ended.
+    pub done: oneshot::Sender<JobResult>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("app", &self.app)
+            .field("method", &self.head.method)
+            .field("arrived", &self.arrived)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a job ended.
+#[derive(Debug)]
+pub enum JobResult {
+    /// The app ran.
+    Ran(Outcome),
+    /// The job waited longer than the queue timeout before a worker was free: 503.
+    Expired,
+    /// The client left before a worker took the job; nothing ran.
+    Abandoned,
+}
+
+/// Why a job was not queued.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// Every slot stayed taken for the whole queue timeout.
+    Busy,
+    /// The pool is stopping.
+    Stopping,
+}
+
+struct Queued {
+    job: Job,
+    _slot: OwnedSemaphorePermit,
+}
+
+/// The worker threads and their queue.
+pub struct WorkerPool {
+    jobs: Mutex<Option<crossbeam_channel::Sender<Queued>>>,
+    slots: Arc<Semaphore>,
+    queue_timeout: Duration,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl WorkerPool {
+    /// Starts `threads` workers (at least 1) with room for `queue_size` waiting requests.
+    pub fn start(
+        host: Arc<dyn AppHost>,
+        threads: usize,
+        queue_size: usize,
+        queue_timeout: Duration,
+    ) -> std::io::Result<WorkerPool> {
+        let threads = threads.max(1);
+        let capacity = threads + queue_size;
+        let (tx, rx) = crossbeam_channel::bounded::<Queued>(capacity);
+        let mut handles = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let rx = rx.clone();
+            let host = host.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("wsgi-worker-{i}"))
+                .spawn(move || worker(&*host, rx, queue_timeout))?;
+            handles.push(handle);
+        }
+        Ok(WorkerPool {
+            jobs: Mutex::new(Some(tx)),
+            slots: Arc::new(Semaphore::new(capacity)),
+            queue_timeout,
+            threads: Mutex::new(handles),
+        })
+    }
+
+    /// Queues a job, waiting up to the queue timeout for room. On refusal the job is given back.
+    pub async fn submit(&self, job: Job) -> Result<(), (Refused, Job)> {
+        let Some(jobs) = self.jobs.lock().clone() else {
+            return Err((Refused::Stopping, job));
+        };
+        let wait = self.queue_timeout.saturating_sub(job.arrived.elapsed());
+        let slot = match tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(_)) => return Err((Refused::Stopping, job)),
+            Err(_) => return Err((Refused::Busy, job)),
+        };
+        jobs.try_send(Queued { job, _slot: slot }).map_err(|e| {
+            let refused = match &e {
+                crossbeam_channel::TrySendError::Full(_) => Refused::Busy,
+                crossbeam_channel::TrySendError::Disconnected(_) => Refused::Stopping,
+            };
+            (refused, e.into_inner().job)
+        })
+    }
+
+    /// Stops taking jobs, lets the workers finish what is queued, and waits for them (up to
+    /// `timeout`; workers still busy after it are left to the process exit). Returns whether
+    /// every worker finished.
+    pub fn stop(&self, timeout: Duration) -> bool {
+        self.jobs.lock().take();
+        self.slots.close();
+        let mut threads = self.threads.lock();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline && threads.iter().any(|t| !t.is_finished()) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let all = threads.iter().all(|t| t.is_finished());
+        if all {
+            for t in threads.drain(..) {
+                let _ = t.join();
+            }
+        }
+        all
+    }
+}
+
+fn worker(host: &dyn AppHost, jobs: crossbeam_channel::Receiver<Queued>, queue_timeout: Duration) {
+    for Queued { job, _slot } in jobs.iter() {
+        let Job {
+            app,
+            head,
+            mut body,
+            mut sink,
+            arrived,
+            done,
+        } = job;
+        if sink.client_gone() || done.is_closed() {
+            let _ = done.send(JobResult::Abandoned);
+            continue;
+        }
+        if arrived.elapsed() > queue_timeout {
+            let _ = done.send(JobResult::Expired);
+            continue;
+        }
+        let outcome = host.call(&app, &head, &mut body, &mut sink);
+        match &outcome {
+            Outcome::Aborted { error, .. } => sink.abort(format!(
+                "the application failed after the response started: {}",
+                error.message
+            )),
+            Outcome::Incomplete { declared, sent, .. } => sink.abort(format!(
+                "the application sent {sent} of the {declared} bytes its Content-Length declared"
+            )),
+            _ => {}
+        }
+        drop(sink);
+        drop(body);
+        let _ = done.send(JobResult::Ran(outcome));
+    }
+    host.release_thread();
+}
+
+/// The status to answer with when the app never started a response.
+pub fn error_status(result: &JobResult) -> u16 {
+    match result {
+        JobResult::Ran(outcome) => match outcome {
+            Outcome::Script(wsgi_interp::ScriptError::NotFound { .. }) => 404,
+            Outcome::Unavailable(InterpError::ShuttingDown) | Outcome::ScriptChanged => 503,
+            Outcome::Unavailable(_) => 500,
+            // Complete/Incomplete/Aborted without a start cannot happen; a gone client gets
+            // nothing anyway.
+            _ => 500,
+        },
+        JobResult::Expired => 503,
+        JobResult::Abandoned => 503,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serve::bridge::response_channel;
+
+    /// An app that answers with its request body, after an optional pause.
+    struct Echo(Duration);
+
+    impl AppHost for Echo {
+        fn call(
+            &self,
+            _app: &AppCall,
+            _head: &RequestHead,
+            body: &mut dyn RequestBody,
+            sink: &mut dyn ResponseSink,
+        ) -> Outcome {
+            std::thread::sleep(self.0);
+            let mut all = Vec::new();
+            let mut buf = [0u8; 16];
+            loop {
+                match body.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => all.extend_from_slice(&buf[..n]),
+                    Err(e) => return Outcome::ClientGone { error: e },
+                }
+            }
+            if let Err(error) = sink.start(200, "OK", Vec::new()) {
+                return Outcome::ClientGone { error };
+            }
+            if !all.is_empty() {
+                if let Err(error) = sink.write(&all) {
+                    return Outcome::ClientGone { error };
+                }
+            }
+            Outcome::Complete {
+                status: 200,
+                body_bytes: all.len() as u64,
+            }
+        }
+    }
+
+    fn job(
+        arrived: Instant,
+    ) -> (
+        Job,
+        oneshot::Receiver<JobResult>,
+        super::super::bridge::ResponseReceiver,
+    ) {
+        let (sink, receiver) = response_channel(false);
+        let (done, done_rx) = oneshot::channel();
+        (
+            Job {
+                app: AppCall {
+                    script: ScriptSpec::new("/x.wsgi"),
+                    application_group: String::new(),
+                    options: CallOptions::default(),
+                },
+                head: RequestHead::default(),
+                body: ChannelBody::empty(),
+                sink,
+                arrived,
+                done,
+            },
+            done_rx,
+            receiver,
+        )
+    }
+
+    #[tokio::test]
+    async fn full_queue_is_refused_after_the_timeout() {
+        let pool = WorkerPool::start(
+            Arc::new(Echo(Duration::from_millis(400))),
+            1,
+            0,
+            Duration::from_millis(100),
+        )
+        .unwrap();
+        let (first, first_done, _r1) = job(Instant::now());
+        pool.submit(first).await.unwrap();
+        let (second, _d2, _r2) = job(Instant::now());
+        let started = Instant::now();
+        let (refused, _) = pool.submit(second).await.unwrap_err();
+        assert_eq!(refused, Refused::Busy);
+        assert!(started.elapsed() >= Duration::from_millis(90));
+        assert!(matches!(
+            first_done.await.unwrap(),
+            JobResult::Ran(Outcome::Complete { .. })
+        ));
+        assert!(
+            tokio::task::spawn_blocking(move || pool.stop(Duration::from_secs(5)))
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_job_that_waited_too_long_is_not_run() {
+        let pool = WorkerPool::start(
+            Arc::new(Echo(Duration::ZERO)),
+            1,
+            4,
+            Duration::from_millis(50),
+        )
+        .unwrap();
+        let (old, done, _r) = job(Instant::now() - Duration::from_secs(1));
+        // Submitting an old job still queues it (a slot is free at once); the worker refuses it.
+        pool.submit(old).await.unwrap();
+        let result = done.await.unwrap();
+        assert!(matches!(result, JobResult::Expired));
+        assert_eq!(error_status(&result), 503);
+        assert!(
+            tokio::task::spawn_blocking(move || pool.stop(Duration::from_secs(5)))
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_departed_client_is_not_run() {
+        let pool = WorkerPool::start(Arc::new(Echo(Duration::ZERO)), 1, 4, Duration::from_secs(5))
+            .unwrap();
+        let (j, done, receiver) = job(Instant::now());
+        drop(receiver);
+        pool.submit(j).await.unwrap();
+        assert!(matches!(done.await.unwrap(), JobResult::Abandoned));
+        assert!(
+            tokio::task::spawn_blocking(move || pool.stop(Duration::from_secs(5)))
+                .await
+                .unwrap()
+        );
+    }
+}

@@ -1,0 +1,375 @@
+//! What is served: the routing [`Config`] (read from an Apache file, or generated from the
+//! command line so both ways share `Config::route`), the static `--url-alias` folders, and the
+//! Python the process starts with.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use wsgi_config::Config;
+use wsgi_config::check::{Mount, routing_table};
+use wsgi_config::reader::ReadOptions;
+
+use super::error::ServeError;
+
+/// How the site is described: everything needed to build it again on SIGHUP.
+#[derive(Debug, Clone)]
+pub enum SiteSource {
+    /// `wsgi serve --config FILE`.
+    ConfigFile {
+        /// The Apache configuration file.
+        path: PathBuf,
+        /// Its read options (`--server-root`, `-D`).
+        options: ReadOptions,
+    },
+    /// `wsgi serve [APP] [--mount ...]`: a configuration generated from flags.
+    CommandLine(AppFlags),
+}
+
+/// The flags that describe the applications when there is no configuration file.
+#[derive(Debug, Clone, Default)]
+pub struct AppFlags {
+    /// The script served at `/`.
+    pub app: Option<PathBuf>,
+    /// `--mount /url=file`, as given.
+    pub mounts: Vec<String>,
+    /// `--python-home`.
+    pub python_home: Option<PathBuf>,
+    /// `--python-path`.
+    pub python_path: Vec<PathBuf>,
+    /// `--application-group` (default `%{GLOBAL}`, the main interpreter, as mod_wsgi-express).
+    pub application_group: Option<String>,
+    /// `--callable-object`.
+    pub callable_object: Option<String>,
+}
+
+/// A static folder served under a URL prefix (`--url-alias /static DIR`).
+#[derive(Debug, Clone)]
+pub struct UrlAlias {
+    /// The URL prefix, without a trailing `/` (except for `/` itself).
+    pub url: String,
+    /// The folder, absolute.
+    pub dir: PathBuf,
+}
+
+impl UrlAlias {
+    /// Reads one `--url-alias URL DIR` pair.
+    pub fn new(url: &str, dir: &Path) -> Result<UrlAlias, ServeError> {
+        if !url.starts_with('/') {
+            return Err(ServeError::BadAliasUrl(url.to_string()));
+        }
+        let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        if !absolute.is_dir() {
+            return Err(ServeError::BadAliasDir {
+                url: url.to_string(),
+                dir: dir.to_path_buf(),
+            });
+        }
+        let trimmed = url.trim_end_matches('/');
+        Ok(UrlAlias {
+            url: if trimmed.is_empty() { "/" } else { trimmed }.to_string(),
+            dir: absolute,
+        })
+    }
+
+    /// The rest of `path` below this alias (starting with `/`), if the alias covers it.
+    pub fn strip<'p>(&self, path: &'p str) -> Option<&'p str> {
+        if self.url == "/" {
+            return Some(path);
+        }
+        let rest = path.strip_prefix(self.url.as_str())?;
+        (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+    }
+}
+
+/// Everything a request is routed against.
+#[derive(Debug)]
+pub struct Site {
+    /// Where it came from.
+    pub source: SiteSource,
+    /// The routing configuration.
+    pub config: Config,
+    /// Static folders, longest URL first.
+    pub aliases: Vec<UrlAlias>,
+    /// The python-home the process runs (one Python per process).
+    pub python_home: Option<PathBuf>,
+    /// Folders put at the front of `sys.path`.
+    pub python_path: Vec<PathBuf>,
+    /// Non-fatal findings (configuration warnings, daemon groups served embedded).
+    pub warnings: Vec<String>,
+}
+
+impl Site {
+    /// Reads or generates the configuration, checks it as `wsgi check` does (the same messages
+    /// stop the start), and decides the Python the process starts with.
+    pub fn load(source: SiteSource, aliases: Vec<UrlAlias>) -> Result<Site, ServeError> {
+        let config = match &source {
+            SiteSource::ConfigFile { path, options } => {
+                wsgi_config::load_file(path, options).map_err(config_errors)?
+            }
+            SiteSource::CommandLine(flags) => {
+                let text = generate_config(flags)?;
+                let opts = ReadOptions {
+                    server_root: Some(std::env::current_dir().unwrap_or_else(|_| "/".into())),
+                    ..ReadOptions::default()
+                };
+                wsgi_config::load_str(&text, Path::new("(command line)"), &opts)
+                    .map_err(config_errors)?
+            }
+        };
+        let mut errors = Vec::new();
+        let mut warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
+        crate::check::check_python_homes(&config, None, &mut errors, &mut warnings)
+            .map_err(|e| ServeError::Config(vec![format!("{e:#}")]))?;
+        crate::check::check_scripts(&config, &mut warnings);
+        if !errors.is_empty() {
+            return Err(ServeError::Config(errors));
+        }
+        if !config.daemons.is_empty() {
+            warnings.push(format!(
+                "daemon process groups ({}) are served in this process (embedded mode): `wsgi serve` has no daemon processes yet",
+                config
+                    .daemons
+                    .iter()
+                    .map(|d| d.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        let (python_home, python_path) = process_python(&config)?;
+        let mut aliases = aliases;
+        aliases.sort_by_key(|a| std::cmp::Reverse(a.url.len()));
+        Ok(Site {
+            source,
+            config,
+            aliases,
+            python_home,
+            python_path,
+            warnings,
+        })
+    }
+
+    /// The mounts, for the banner.
+    pub fn mounts(&self) -> Vec<Mount> {
+        routing_table(&self.config)
+    }
+
+    /// The static alias covering `path`, with the rest of the path.
+    pub fn alias_for<'p>(&self, path: &'p str) -> Option<(&UrlAlias, &'p str)> {
+        self.aliases
+            .iter()
+            .find_map(|a| a.strip(path).map(|rest| (a, rest)))
+    }
+}
+
+fn config_errors(errors: Vec<wsgi_config::ConfigError>) -> ServeError {
+    ServeError::Config(errors.iter().map(ToString::to_string).collect())
+}
+
+/// One process runs one Python: the server-wide `WSGIPythonHome`, or the daemon groups' shared
+/// `python-home` when the server names none; python-path folders of all of them.
+fn process_python(config: &Config) -> Result<(Option<PathBuf>, Vec<PathBuf>), ServeError> {
+    let homes: BTreeSet<PathBuf> = config
+        .python
+        .home
+        .iter()
+        .map(|h| h.value.clone())
+        .chain(
+            config
+                .daemons
+                .iter()
+                .filter_map(|d| d.options.python_home.clone()),
+        )
+        .collect();
+    if homes.len() > 1 {
+        return Err(ServeError::SeveralPythonHomes(homes.into_iter().collect()));
+    }
+    let mut path = config.python.path.clone();
+    for d in &config.daemons {
+        for p in &d.options.python_path {
+            if !path.contains(p) {
+                path.push(p.clone());
+            }
+        }
+    }
+    Ok((homes.into_iter().next(), path))
+}
+
+/// `"..."` with the reader's escapes, refusing what it would expand or split.
+fn quote(path: &Path) -> Result<String, ServeError> {
+    let text = path.to_string_lossy();
+    if text.contains('\n') || text.contains('\r') || text.contains("${") {
+        return Err(ServeError::UnquotablePath(path.to_path_buf()));
+    }
+    Ok(format!(
+        "\"{}\"",
+        text.replace('\\', "\\\\").replace('"', "\\\"")
+    ))
+}
+
+/// A script given on the command line, made absolute and checked to be a readable file.
+fn script_path(path: &Path) -> Result<PathBuf, ServeError> {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match std::fs::File::open(&absolute) {
+        Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => Ok(absolute),
+        Ok(_) => Err(ServeError::ScriptUnreadable {
+            path: path.to_path_buf(),
+            reason: "it is not a regular file".into(),
+        }),
+        Err(e) => Err(ServeError::ScriptUnreadable {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// The mod_wsgi directives the flags stand for, as mod_wsgi-express generates them: every app
+/// in the main interpreter unless `--application-group` says otherwise.
+pub fn generate_config(flags: &AppFlags) -> Result<String, ServeError> {
+    let mut mounts: Vec<(String, PathBuf)> = Vec::new();
+    for m in &flags.mounts {
+        let (url, file) = m
+            .split_once('=')
+            .filter(|(u, f)| u.starts_with('/') && !f.is_empty())
+            .ok_or_else(|| ServeError::BadMount(m.clone()))?;
+        let url = match url.trim_end_matches('/') {
+            "" => "/".to_string(),
+            u => u.to_string(),
+        };
+        mounts.push((url, script_path(Path::new(file))?));
+    }
+    if let Some(app) = &flags.app {
+        mounts.push(("/".to_string(), script_path(app)?));
+    }
+    if mounts.is_empty() {
+        return Err(ServeError::NothingToServe);
+    }
+    // Apache takes the first alias that matches: longest URL first, `/` last.
+    mounts.sort_by_key(|(url, _)| std::cmp::Reverse(url.len()));
+    let mut text = String::new();
+    if let Some(home) = &flags.python_home {
+        let home = std::path::absolute(home).unwrap_or_else(|_| home.clone());
+        let _ = writeln!(text, "WSGIPythonHome {}", quote(&home)?);
+    }
+    for p in &flags.python_path {
+        let p = std::path::absolute(p).unwrap_or_else(|_| p.clone());
+        let _ = writeln!(text, "WSGIPythonPath {}", quote(&p)?);
+    }
+    let group = flags.application_group.as_deref().unwrap_or("%{GLOBAL}");
+    let _ = writeln!(text, "WSGIApplicationGroup {}", quote(Path::new(group))?);
+    if let Some(callable) = &flags.callable_object {
+        let _ = writeln!(text, "WSGICallableObject {}", quote(Path::new(callable))?);
+    }
+    for (url, script) in &mounts {
+        let _ = writeln!(
+            text,
+            "WSGIScriptAlias {} {}",
+            quote(Path::new(url))?,
+            quote(script)?
+        );
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wsgi_config::route::RouteRequest;
+
+    fn route(config: &Config, path: &str) -> Option<wsgi_config::route::Route> {
+        config
+            .route(&RouteRequest {
+                local_ip: None,
+                local_port: 8000,
+                host: Some("localhost:8000"),
+                path,
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn generated_config_routes_mounts_longest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = dir.path().join("app.wsgi");
+        let api = dir.path().join("api.wsgi");
+        std::fs::write(&app, "").unwrap();
+        std::fs::write(&api, "").unwrap();
+        let flags = AppFlags {
+            app: Some(app.clone()),
+            mounts: vec![format!("/api={}", api.display())],
+            callable_object: Some("app".into()),
+            ..AppFlags::default()
+        };
+        let site = Site::load(SiteSource::CommandLine(flags), Vec::new()).unwrap();
+        let r = route(&site.config, "/api/users").unwrap();
+        assert_eq!(r.script, api);
+        assert_eq!(r.script_name, "/api");
+        assert_eq!(r.path_info, "/users");
+        assert_eq!(r.application_group, "");
+        assert_eq!(r.callable_object, "app");
+        let r = route(&site.config, "/other").unwrap();
+        assert_eq!(r.script, app);
+        assert_eq!(r.script_name, "");
+        assert_eq!(r.path_info, "/other");
+    }
+
+    #[test]
+    fn named_application_group_and_quoted_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = dir.path().join("my \"app\".wsgi");
+        std::fs::write(&app, "").unwrap();
+        let flags = AppFlags {
+            app: Some(app.clone()),
+            application_group: Some("site one".into()),
+            ..AppFlags::default()
+        };
+        let site = Site::load(SiteSource::CommandLine(flags), Vec::new()).unwrap();
+        let r = route(&site.config, "/").unwrap();
+        assert_eq!(r.script, app);
+        assert_eq!(r.application_group, "site one");
+    }
+
+    #[test]
+    fn bad_flags_say_what_to_do() {
+        let err = generate_config(&AppFlags::default()).unwrap_err();
+        assert!(err.to_string().contains("nothing to serve"), "{err}");
+        let err = generate_config(&AppFlags {
+            mounts: vec!["api=x.wsgi".into()],
+            ..AppFlags::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("--mount `api=x.wsgi`"), "{err}");
+        let err = generate_config(&AppFlags {
+            app: Some("/no/such/app.wsgi".into()),
+            ..AppFlags::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("cannot be read"), "{err}");
+    }
+
+    #[test]
+    fn url_alias_prefixes_end_on_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = UrlAlias::new("/static/", dir.path()).unwrap();
+        assert_eq!(a.url, "/static");
+        assert_eq!(a.strip("/static/x.css"), Some("/x.css"));
+        assert_eq!(a.strip("/static"), Some(""));
+        assert_eq!(a.strip("/staticfiles/x"), None);
+        assert!(UrlAlias::new("static", dir.path()).is_err());
+        assert!(UrlAlias::new("/s", &dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn one_python_per_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("site.conf");
+        std::fs::write(
+            &conf,
+            "WSGIDaemonProcess a python-home=/opt/a\nWSGIDaemonProcess b python-home=/opt/b\n",
+        )
+        .unwrap();
+        let config = wsgi_config::load_file(&conf, &ReadOptions::default()).unwrap();
+        let err = process_python(&config).unwrap_err();
+        assert!(err.to_string().contains("`/opt/a`, `/opt/b`"), "{err}");
+    }
+}

@@ -1,0 +1,1013 @@
+//! `wsgi serve`, run as the real binary on 127.0.0.1 with a port it picks (reported in its
+//! banner), spoken to over real TCP sockets, with raw bytes where the request is malformed.
+//! Every wait is bounded; only the child this test started is signalled or killed.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The test app: one script, behaviours chosen by PATH_INFO.
+const APP: &str = r#"
+import json, os, time
+
+def application(environ, start_response):
+    path = environ['PATH_INFO']
+    query = environ['QUERY_STRING']
+    method = [('X-Request-Method', environ['REQUEST_METHOD'])]
+    if path == '/hello':
+        body = b'Hello, world!\n'
+        start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))] + method)
+        return [body]
+    if path == '/environ':
+        keys = ['REQUEST_METHOD', 'SCRIPT_NAME', 'PATH_INFO', 'QUERY_STRING', 'SERVER_PORT',
+                'SERVER_NAME', 'HTTP_HOST', 'CONTENT_LENGTH', 'wsgi.input_terminated',
+                'mod_wsgi.application_group', 'REQUEST_URI']
+        body = json.dumps({k: environ.get(k) for k in keys}).encode()
+        start_response('200 OK', [('Content-Type', 'application/json'), ('Content-Length', str(len(body)))] + method)
+        return [body]
+    if path == '/echo':
+        data = environ['wsgi.input'].read()
+        body = b'%d:' % len(data) + data[:16] + b':' + data[-16:]
+        start_response('200 OK', [('Content-Type', 'text/plain')] + method)
+        return [body]
+    if path == '/stream':
+        n = int(query or '4')
+        start_response('200 OK', [('Content-Type', 'application/octet-stream')] + method)
+        return (bytes([65 + i % 26]) * 65536 for i in range(n))
+    if path == '/sleep':
+        time.sleep(float(query or '1'))
+        start_response('200 OK', [('Content-Type', 'text/plain')] + method)
+        return [b'slept']
+    if path == '/fail-mid':
+        def gen():
+            yield b'part one '
+            raise RuntimeError('failed in the middle of the body')
+        start_response('200 OK', [('Content-Type', 'text/plain')] + method)
+        return gen()
+    if path == '/file':
+        start_response('200 OK', [('Content-Type', 'text/plain')] + method)
+        return environ['wsgi.file_wrapper'](open(__file__, 'rb'))
+    if path == '/endless':
+        marker = query
+        class Endless:
+            def __iter__(self):
+                while True:
+                    time.sleep(0.01)
+                    yield b'x' * 65536
+            def close(self):
+                with open(marker, 'w') as f:
+                    f.write('closed')
+        start_response('200 OK', [('Content-Type', 'application/octet-stream')] + method)
+        return Endless()
+    start_response('404 Not Found', [('Content-Type', 'text/plain')])
+    return [b'no such test path']
+"#;
+
+/// A scratch folder the server (running as us) can read.
+fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("wsgi-serve-test-")
+        .tempdir_in("/var/tmp")
+        .unwrap()
+}
+
+fn write(path: &Path, text: &str) -> PathBuf {
+    std::fs::write(path, text).unwrap();
+    path.to_path_buf()
+}
+
+/// A running `wsgi serve`, killed (by its own pid) when dropped.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    /// Lines the server printed after its banner (the access log with `--access-log -`).
+    stdout: mpsc::Receiver<String>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Server {
+        Self::try_start(args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_start(args: &[&str]) -> Result<Server, String> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wsgi"))
+            .arg("serve")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the wsgi binary starts");
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let err = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("listening on http://") {
+                        let addr = rest.trim_end_matches('/').parse().unwrap();
+                        return Ok(Server {
+                            child,
+                            addr,
+                            stdout: rx,
+                            stderr,
+                        });
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let status = child.wait().unwrap();
+                    std::thread::sleep(Duration::from_millis(100));
+                    return Err(format!(
+                        "no banner from wsgi serve {args:?} ({status}); stderr:\n{}",
+                        stderr.lock().unwrap()
+                    ));
+                }
+            }
+        }
+    }
+
+    fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s
+    }
+
+    /// Sends raw bytes on a new connection and reads until the server closes it.
+    fn raw(&self, request: &[u8]) -> Vec<u8> {
+        let mut s = self.connect();
+        s.write_all(request).unwrap();
+        read_to_close(&mut s)
+    }
+
+    fn get(&self, path: &str) -> Response {
+        let raw = self.raw(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
+        Response::parse(&raw)
+    }
+
+    fn sigterm(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("reading the response: {e}"),
+        }
+    }
+    out
+}
+
+/// One parsed response (the test's own minimal reading of HTTP/1.1, chunked included).
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    /// Bytes after this response (pipelined ones).
+    rest: Vec<u8>,
+    /// A chunked body ended with its terminating chunk.
+    complete: bool,
+}
+
+impl Response {
+    fn parse(raw: &[u8]) -> Response {
+        Self::parse_for(raw, false)
+    }
+
+    fn parse_for(raw: &[u8], head_request: bool) -> Response {
+        let end = find(raw, b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("no end of headers in {:?}", String::from_utf8_lossy(raw)));
+        let head = String::from_utf8_lossy(&raw[..end]).to_string();
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap();
+        let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let mut rest = &raw[end + 4..];
+        let header = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let mut body = Vec::new();
+        let mut complete = true;
+        if head_request || status == 304 || status == 100 {
+        } else if header("transfer-encoding").as_deref() == Some("chunked") {
+            complete = false;
+            while let Some(line_end) = find(rest, b"\r\n") {
+                let size_text = String::from_utf8_lossy(&rest[..line_end]).to_string();
+                let Ok(size) = usize::from_str_radix(size_text.trim(), 16) else {
+                    break;
+                };
+                rest = &rest[line_end + 2..];
+                if size == 0 {
+                    if rest.starts_with(b"\r\n") {
+                        rest = &rest[2..];
+                        complete = true;
+                    }
+                    break;
+                }
+                if rest.len() < size + 2 {
+                    body.extend_from_slice(&rest[..size.min(rest.len())]);
+                    rest = &[];
+                    break;
+                }
+                body.extend_from_slice(&rest[..size]);
+                rest = &rest[size + 2..];
+            }
+        } else if let Some(len) = header("content-length") {
+            let len: usize = len.parse().unwrap();
+            let take = len.min(rest.len());
+            body = rest[..take].to_vec();
+            complete = take == len;
+            rest = &rest[take..];
+        } else {
+            body = rest.to_vec();
+            rest = &[];
+        }
+        Response {
+            status,
+            headers,
+            body,
+            rest: rest.to_vec(),
+            complete,
+        }
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).to_string()
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The app written to a scratch folder, served with extra flags.
+fn serve_app(dir: &Path, extra: &[&str]) -> Server {
+    let app = write(&dir.join("app.wsgi"), APP);
+    let app = app.to_str().unwrap().to_string();
+    let mut args = vec![app.as_str(), "--port", "0", "--log-level", "warn"];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+#[test]
+fn hello_keep_alive_and_pipelining() {
+    let dir = scratch();
+    let server = serve_app(dir.path(), &[]);
+    let r = server.get("/hello");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "Hello, world!\n");
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+
+    // Keep-alive: two requests, one after the other, on one connection.
+    let mut s = server.connect();
+    for _ in 0..2 {
+        s.write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while find(&got, b"Hello, world!\n").is_none() {
+            assert!(Instant::now() < deadline);
+            let n = s.read(&mut buf).unwrap();
+            assert!(
+                n > 0,
+                "the connection was closed between keep-alive requests"
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(Response::parse(&got).status, 200);
+    }
+
+    // Pipelining: three requests in one write, three answers in order.
+    let raw = server.raw(
+        b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /environ?second HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let first = Response::parse(&raw);
+    assert_eq!(first.text(), "Hello, world!\n");
+    let second = Response::parse(&first.rest);
+    assert!(
+        second.text().contains("\"QUERY_STRING\": \"second\""),
+        "{}",
+        second.text()
+    );
+    let third = Response::parse(&second.rest);
+    assert_eq!(third.text(), "Hello, world!\n");
+    assert!(third.rest.is_empty());
+}
+
+#[test]
+fn malformed_requests_get_4xx_and_the_server_keeps_serving() {
+    let dir = scratch();
+    let server = serve_app(dir.path(), &["--max-header-size", "8192"]);
+    let cases: [(&str, Vec<u8>, u16); 5] = [
+        ("bad request line", b"GARBAGE\r\n\r\n".to_vec(), 400),
+        (
+            "oversize headers",
+            format!("GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(20000)).into_bytes(),
+            431,
+        ),
+        (
+            "too many headers",
+            format!(
+                "GET /hello HTTP/1.1\r\nHost: x\r\n{}\r\n",
+                (0..150).map(|i| format!("X-H{i}: v\r\n")).collect::<String>()
+            )
+            .into_bytes(),
+            431,
+        ),
+        (
+            "bad Content-Length",
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\nhello".to_vec(),
+            400,
+        ),
+        (
+            "bad chunk encoding",
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n".to_vec(),
+            400,
+        ),
+    ];
+    for (what, request, status) in cases {
+        let raw = server.raw(&request);
+        let r = Response::parse(&raw);
+        assert_eq!(
+            r.status,
+            status,
+            "{what}: {}",
+            String::from_utf8_lossy(&raw)
+        );
+        // The server still answers.
+        assert_eq!(server.get("/hello").status, 200, "after {what}");
+    }
+}
+
+#[test]
+fn slow_clients_are_timed_out() {
+    let dir = scratch();
+    let server = serve_app(dir.path(), &["--header-timeout", "1"]);
+    let mut s = server.connect();
+    s.write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let started = Instant::now();
+    let raw = read_to_close(&mut s);
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    assert!(
+        raw.is_empty() || raw.starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    assert_eq!(server.get("/hello").status, 200);
+}
+
+#[test]
+fn head_runs_the_app_as_get_and_sends_no_body() {
+    let dir = scratch();
+    let server = serve_app(dir.path(), &[]);
+    let raw = server.raw(b"HEAD /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let r = Response::parse_for(&raw, true);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-request-method"), Some("GET"));
+    assert_eq!(r.header("content-length"), Some("14"));
+    assert!(
+        r.rest.is_empty(),
+        "HEAD got a body: {:?}",
+        String::from_utf8_lossy(&r.rest)
+    );
+
+    // WSGIMapHEADToGET Off: the app sees HEAD; the body is still not sent.
+    let conf = write(
+        &dir.path().join("head.conf"),
+        &format!(
+            "WSGIMapHEADToGET Off\nWSGIScriptAlias / {}\n",
+            dir.path().join("app.wsgi").display()
+        ),
+    );
+    let server = Server::start(&[
+        "--config",
+        conf.to_str().unwrap(),
+        "--port",
+        "0",
+        "--log-level",
+        "warn",
+    ]);
+    let raw = server.raw(b"HEAD /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let r = Response::parse_for(&raw, true);
+    assert_eq!(r.header("x-request-method"), Some("HEAD"));
+    assert!(r.rest.is_empty());
+}
+
+#[test]
+fn streaming_upload_download_and_100_continue() {
+    let dir = scratch();
+    let server = serve_app(dir.path(), &[]);
+
+    // A chunked upload of 2 MiB, sent in pieces.
+    let mut s = server.connect();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let piece = vec![b'u'; 65536];
+    for _ in 0..32 {
+        s.write_all(format!("{:x}\r\n", piece.len()).as_bytes())
+            .unwrap();
+        s.write_all(&piece).unwrap();
+        s.write_all(b"\r\n").unwrap();
+    }
+    s.write_all(b"0\r\n\r\n").unwrap();
+    let r = Response::parse(&read_to_close(&mut s));
+    assert_eq!(r.status, 200);
+    assert!(r.text().starts_with("2097152:uuuu"), "{}", r.text());
+
+    // Expect: 100-continue: the interim answer comes first, then the body is read.
+    let mut s = server.connect();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 100 Continue\r\n"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    s.write_all(b"hello").unwrap();
+    let mut rest = buf[..n].to_vec();
+    rest.extend(read_to_close(&mut s));
+    let after = &rest[find(&rest, b"\r\n\r\n").unwrap() + 4..];
+    let r = Response::parse(after);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "5:hello:hello");
+
+    // A streamed download of 8 MiB in 128 chunks.
+    let r = server.get("/stream?128");
+    assert_eq!(r.status, 200);
+    assert!(r.complete);
+    assert_eq!(r.body.len(), 128 * 65536);
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+
+    // wsgi.file_wrapper: the whole script comes back.
+    let r = server.get("/file");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), APP);
+}
+
+#[test]
+fn failure_mid_body_aborts_the_connection() {
+    let dir = scratch();
+    let server = serve_app(dir.path(), &[]);
+    let raw = server.raw(b"GET /fail-mid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let r = Response::parse(&raw);
+    assert_eq!(r.status, 200);
+    assert!(r.text().starts_with("part one"), "{}", r.text());
+    assert!(
+        !r.complete,
+        "a failed body was ended cleanly: {}",
+        String::from_utf8_lossy(&raw)
+    );
+    assert_eq!(server.get("/hello").status, 200);
+}
+
+#[test]
+fn client_leaving_runs_close() {
+    let dir = scratch();
+    let server = serve_app(dir.path(), &[]);
+    let marker = dir.path().join("closed.txt");
+    let mut s = server.connect();
+    s.write_all(
+        format!(
+            "GET /endless?{} HTTP/1.1\r\nHost: x\r\n\r\n",
+            marker.display()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut buf = [0u8; 65536];
+    let mut got = 0;
+    while got < 200_000 {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0);
+        got += n;
+    }
+    drop(s);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !marker.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "close() did not run after the client left"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "closed");
+    assert_eq!(server.get("/hello").status, 200);
+}
+
+#[test]
+fn full_queue_answers_503() {
+    let dir = scratch();
+    let server = serve_app(
+        dir.path(),
+        &[
+            "--threads",
+            "1",
+            "--queue-size",
+            "0",
+            "--queue-timeout",
+            "0.5",
+        ],
+    );
+    let addr = server.addr;
+    let busy = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(b"GET /sleep?3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        Response::parse(&read_to_close(&mut s)).status
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    let started = Instant::now();
+    let r = server.get("/hello");
+    assert_eq!(r.status, 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(busy.join().unwrap(), 200);
+    assert_eq!(server.get("/hello").status, 200);
+}
+
+#[test]
+fn sigterm_finishes_accepted_requests_then_exits_0() {
+    let dir = scratch();
+    // Two workers for four requests: two run, two wait in the queue when SIGTERM comes.
+    let mut server = serve_app(dir.path(), &["--threads", "2"]);
+    let addr = server.addr;
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                s.write_all(b"GET /sleep?1.5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .unwrap();
+                let r = Response::parse(&read_to_close(&mut s));
+                (r.status, r.text())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    server.sigterm();
+    for c in clients {
+        assert_eq!(c.join().unwrap(), (200, "slept".to_string()));
+    }
+    let status = server.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status}; stderr:\n{}", server.stderr());
+    // Nothing listens any more.
+    assert!(TcpStream::connect(addr).is_err());
+}
+
+#[test]
+fn static_files_with_types_ranges_and_conditionals() {
+    let dir = scratch();
+    let assets = dir.path().join("assets");
+    std::fs::create_dir_all(assets.join("css")).unwrap();
+    write(&assets.join("css/site.css"), "body { color: black; }\n");
+    let assets_arg = assets.to_str().unwrap().to_string();
+    let server = serve_app(dir.path(), &["--url-alias", "/static", &assets_arg]);
+
+    let r = server.get("/static/css/site.css");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "body { color: black; }\n");
+    assert!(r.header("content-type").unwrap().starts_with("text/css"));
+    let modified = r.header("last-modified").unwrap().to_string();
+
+    let raw = server.raw(
+        format!("GET /static/css/site.css HTTP/1.1\r\nHost: x\r\nIf-Modified-Since: {modified}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    );
+    assert_eq!(Response::parse(&raw).status, 304);
+
+    let raw = server.raw(b"GET /static/css/site.css HTTP/1.1\r\nHost: x\r\nRange: bytes=0-3\r\nConnection: close\r\n\r\n");
+    let r = Response::parse(&raw);
+    assert_eq!(r.status, 206);
+    assert_eq!(r.text(), "body");
+
+    let r = server.get("/static/css");
+    assert_eq!(r.status, 301);
+    assert_eq!(r.header("location"), Some("/static/css/"));
+    assert_eq!(server.get("/static/missing.js").status, 404);
+    let raw = server.raw(b"POST /static/css/site.css HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    assert_eq!(Response::parse(&raw).status, 405);
+    // Outside the alias, the app answers.
+    assert_eq!(server.get("/hello").status, 200);
+}
+
+#[test]
+fn mounts_route_and_unrouted_paths_are_404() {
+    let dir = scratch();
+    let app = write(&dir.path().join("app.wsgi"), APP);
+    let mount = format!("/api={}", app.display());
+    let server = Server::start(&["--mount", &mount, "--port", "0", "--log-level", "warn"]);
+    let r = server.get("/api/environ?x=1");
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    assert!(text.contains("\"SCRIPT_NAME\": \"/api\""), "{text}");
+    assert!(text.contains("\"PATH_INFO\": \"/environ\""), "{text}");
+    assert!(
+        text.contains("\"REQUEST_URI\": \"/api/environ?x=1\""),
+        "{text}"
+    );
+    assert!(text.contains("\"wsgi.input_terminated\": true"), "{text}");
+    assert!(
+        text.contains("\"mod_wsgi.application_group\": \"\""),
+        "{text}"
+    );
+    assert_eq!(server.get("/elsewhere").status, 404);
+    // A path that climbs above / is refused by the router.
+    let raw =
+        server.raw(b"GET /api/../../etc/passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(Response::parse(&raw).status, 400);
+}
+
+#[test]
+fn apache_config_virtual_hosts_and_listen_port() {
+    let dir = scratch();
+    let app = write(&dir.path().join("app.wsgi"), APP);
+    let conf = write(
+        &dir.path().join("site.conf"),
+        &format!(
+            "Listen 8123\n\
+             <VirtualHost *:8123>\n  ServerName one.example\n  WSGIScriptAlias /one {app}\n</VirtualHost>\n\
+             <VirtualHost *:8123>\n  ServerName two.example\n  WSGIScriptAlias /two {app} application-group=two\n</VirtualHost>\n",
+            app = app.display()
+        ),
+    );
+    let server = Server::start(&[
+        "--config",
+        conf.to_str().unwrap(),
+        "--port",
+        "0",
+        "--log-level",
+        "warn",
+    ]);
+    let ask = |host: &str, path: &str| {
+        Response::parse(&server.raw(
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        ))
+    };
+    let r = ask("one.example", "/one/environ");
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    assert!(text.contains("\"SERVER_PORT\": \"8123\""), "{text}");
+    assert!(text.contains("\"SERVER_NAME\": \"one.example\""), "{text}");
+    assert!(
+        text.contains("\"mod_wsgi.application_group\": \"one.example:8123|/one\""),
+        "{text}"
+    );
+    let r = ask("two.example", "/two/environ");
+    assert!(
+        r.text().contains("\"mod_wsgi.application_group\": \"two\""),
+        "{}",
+        r.text()
+    );
+    // /two is not configured for one.example.
+    assert_eq!(ask("one.example", "/two/environ").status, 404);
+}
+
+#[test]
+fn config_errors_stop_the_start_with_the_check_messages() {
+    let dir = scratch();
+    let conf = write(&dir.path().join("bad.conf"), "WSGIScriptAlias /app\n");
+    let serve = Command::new(env!("CARGO_BIN_EXE_wsgi"))
+        .args(["serve", "--config", conf.to_str().unwrap(), "--port", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(serve.status.code(), Some(1));
+    let check = Command::new(env!("CARGO_BIN_EXE_wsgi"))
+        .args(["check", conf.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let check_text = String::from_utf8_lossy(&check.stdout);
+    let error_line = check_text
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .expect("wsgi check reports an error");
+    let serve_text = String::from_utf8_lossy(&serve.stderr);
+    assert!(
+        serve_text.contains(error_line),
+        "{serve_text}\nvs\n{check_text}"
+    );
+    assert!(serve.stdout.is_empty(), "nothing is served");
+
+    let missing = Command::new(env!("CARGO_BIN_EXE_wsgi"))
+        .args(["serve", "/no/such/app.wsgi", "--port", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("`/no/such/app.wsgi` cannot be read")
+    );
+}
+
+#[test]
+fn access_log_in_combined_format() {
+    let dir = scratch();
+    let server = serve_app(dir.path(), &["--access-log", "-"]);
+    let raw = server.raw(
+        b"GET /hello?x=1 HTTP/1.1\r\nHost: x\r\nReferer: http://ref.example/\r\nUser-Agent: test-agent/1.0\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(Response::parse(&raw).status, 200);
+    assert_eq!(server.get("/missing").status, 404);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut lines = Vec::new();
+    while lines.len() < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = server
+            .stdout
+            .recv_timeout(left)
+            .expect("an access log line");
+        // The rest of the banner comes first.
+        if line.starts_with("127.0.0.1 ") {
+            lines.push(line);
+        }
+    }
+    assert!(lines[0].starts_with("127.0.0.1 - - ["), "{}", lines[0]);
+    assert!(
+        lines[0].ends_with(
+            "] \"GET /hello?x=1 HTTP/1.1\" 200 14 \"http://ref.example/\" \"test-agent/1.0\""
+        ),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains("\"GET /missing HTTP/1.1\" 404 "),
+        "{}",
+        lines[1]
+    );
+}
+
+/// GET over a fresh connection; None while nothing listens (a restart in progress).
+fn try_get(addr: SocketAddr, path: &str, host: &str) -> Option<Response> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    (!raw.is_empty()).then(|| Response::parse(&raw))
+}
+
+/// Polls until `check` holds for the response, at most 30 s.
+fn eventually(
+    addr: SocketAddr,
+    path: &str,
+    host: &str,
+    what: &str,
+    check: impl Fn(&Response) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if try_get(addr, path, host).is_some_and(|r| check(&r)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn touch_later(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(2))
+        .unwrap();
+}
+
+#[test]
+fn sighup_reloads_the_configuration_and_keeps_it_when_broken() {
+    let dir = scratch();
+    let app = write(&dir.path().join("app.wsgi"), APP);
+    let conf_path = dir.path().join("site.conf");
+    let one = format!("WSGIScriptAlias /one {}\n", app.display());
+    write(&conf_path, &one);
+    let server = Server::start(&[
+        "--config",
+        conf_path.to_str().unwrap(),
+        "--port",
+        "0",
+        "--log-level",
+        "info",
+    ]);
+    assert_eq!(server.get("/one/hello").status, 200);
+    assert_eq!(server.get("/two/hello").status, 404);
+    let hup = || {
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &server.child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    write(
+        &conf_path,
+        &format!("{one}WSGIScriptAlias /two {}\n", app.display()),
+    );
+    hup();
+    eventually(
+        server.addr,
+        "/two/hello",
+        "x",
+        "/two served after SIGHUP",
+        |r| r.status == 200,
+    );
+
+    write(&conf_path, "WSGIScriptAlias /broken\n");
+    hup();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !server.stderr().contains("reload refused") {
+        assert!(
+            Instant::now() < deadline,
+            "no refusal logged: {}",
+            server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(server.get("/one/hello").status, 200);
+    assert_eq!(server.get("/two/hello").status, 200);
+}
+
+#[test]
+fn reload_on_changes_restarts_on_the_same_port() {
+    let dir = scratch();
+    let lib = dir.path().join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    write(&lib.join("helper.py"), "MESSAGE = b'one'\n");
+    let app = write(
+        &dir.path().join("app.wsgi"),
+        "import helper\n\ndef application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [helper.MESSAGE]\n",
+    );
+    let server = Server::start(&[
+        app.to_str().unwrap(),
+        "--python-path",
+        lib.to_str().unwrap(),
+        "--reload-on-changes",
+        "--port",
+        "0",
+        "--log-level",
+        "info",
+    ]);
+    assert_eq!(server.get("/").text(), "one");
+    // Let the watcher take its first snapshot.
+    std::thread::sleep(Duration::from_millis(1500));
+    touch_later(&lib.join("helper.py"), "MESSAGE = b'two'\n");
+    eventually(
+        server.addr,
+        "/",
+        "x",
+        "the changed module served after the restart",
+        |r| r.text() == "two",
+    );
+    assert!(
+        server.stderr().contains("helper.py changed: restarting"),
+        "{}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn python_home_and_python_path() {
+    let dir = scratch();
+    // The Python that venvs must be made with, as `wsgi --version` names it.
+    let version = Command::new(env!("CARGO_BIN_EXE_wsgi"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let version = String::from_utf8_lossy(&version.stdout).to_string();
+    let python = version
+        .lines()
+        .find_map(|l| l.strip_prefix("virtual environments must be made by this Python: "))
+        .and_then(|l| l.split(' ').next())
+        .expect("--version names the venv Python")
+        .to_string();
+    let venv = dir.path().join("venv");
+    let made = Command::new(&python)
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let lib = dir.path().join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    write(&lib.join("helper.py"), "WHERE = 'lib'\n");
+    let app = write(
+        &dir.path().join("app.wsgi"),
+        "import sys, helper\n\ndef application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [('%s|%s|%s' % (sys.prefix, helper.WHERE, sys.path[0])).encode()]\n",
+    );
+    let server = Server::start(&[
+        app.to_str().unwrap(),
+        "--python-home",
+        venv.to_str().unwrap(),
+        "--python-path",
+        lib.to_str().unwrap(),
+        "--port",
+        "0",
+        "--log-level",
+        "warn",
+    ]);
+    let r = server.get("/");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.text(),
+        format!("{}|lib|{}", venv.display(), lib.display())
+    );
+
+    // A venv root given as its python binary is refused before anything is served.
+    let bad = Command::new(env!("CARGO_BIN_EXE_wsgi"))
+        .args([
+            "serve",
+            app.to_str().unwrap(),
+            "--port",
+            "0",
+            "--python-home",
+        ])
+        .arg(venv.join("bin/python"))
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(bad.stdout.is_empty());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("error:"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}

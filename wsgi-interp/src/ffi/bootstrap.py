@@ -1,0 +1,274 @@
+# The `_wsgi_rs` helper module, executed once in every interpreter (main and each
+# sub-interpreter) by wsgi-interp. `_native_log(tag, level, text)` is injected by the host
+# before this runs. Everything here is per interpreter: no object crosses interpreters.
+
+import os
+import sys
+import threading
+import time
+import traceback
+
+LEVEL_INFO = 0
+LEVEL_ERROR = 1
+
+
+class LogWriter:
+    """A text file that sends each complete line to the host's log, tagged."""
+
+    encoding = 'utf-8'
+    errors = 'backslashreplace'
+    closed = False
+
+    def __init__(self, tag, level):
+        self._tag = tag
+        self._level = level
+        self._pending = ''
+        self._lock = threading.Lock()
+
+    def write(self, text):
+        if not isinstance(text, str):
+            raise TypeError('write() argument must be str, not %s' % type(text).__name__)
+        with self._lock:
+            lines = (self._pending + text).split('\n')
+            self._pending = lines.pop()
+        for line in lines:
+            _native_log(self._tag, self._level, line)
+        return len(text)
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def flush(self):
+        with self._lock:
+            pending, self._pending = self._pending, ''
+        if pending:
+            _native_log(self._tag, self._level, pending)
+
+    def isatty(self):
+        return False
+
+    def readable(self):
+        return False
+
+    def writable(self):
+        return True
+
+    def seekable(self):
+        return False
+
+
+class Input:
+    """`wsgi.input`: a stream over the request body, read in bounded chunks."""
+
+    __slots__ = ('_raw', '_buf', '_pos', '_eof')
+    CHUNK = 65536
+
+    def __init__(self, raw):
+        self._raw = raw
+        self._buf = b''
+        self._pos = 0
+        self._eof = False
+
+    def _take(self, limit):
+        end = len(self._buf) if limit < 0 else min(len(self._buf), self._pos + limit)
+        piece = self._buf[self._pos:end]
+        self._pos = end
+        return piece
+
+    def read(self, size=-1):
+        if size is None or size < 0:
+            parts = [self._take(-1)]
+            while not self._eof:
+                data = self._raw(self.CHUNK)
+                if not data:
+                    self._eof = True
+                    break
+                parts.append(data)
+            return b''.join(parts)
+        parts = [self._take(size)]
+        need = size - len(parts[0])
+        while need > 0 and not self._eof:
+            data = self._raw(min(need, self.CHUNK))
+            if not data:
+                self._eof = True
+                break
+            parts.append(data)
+            need -= len(data)
+        return b''.join(parts)
+
+    def readline(self, size=-1):
+        if size is None:
+            size = -1
+        parts = []
+        have = 0
+        while size < 0 or have < size:
+            if self._pos >= len(self._buf):
+                if self._eof:
+                    break
+                data = self._raw(self.CHUNK)
+                if not data:
+                    self._eof = True
+                    break
+                self._buf = data
+                self._pos = 0
+            nl = self._buf.find(b'\n', self._pos)
+            end = len(self._buf) if nl < 0 else nl + 1
+            if size >= 0:
+                end = min(end, self._pos + size - have)
+            piece = self._buf[self._pos:end]
+            self._pos = end
+            parts.append(piece)
+            have += len(piece)
+            if piece.endswith(b'\n'):
+                break
+        return b''.join(parts)
+
+    def readlines(self, hint=-1):
+        lines = []
+        total = 0
+        while True:
+            line = self.readline()
+            if not line:
+                break
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+
+class FileWrapper:
+    """`wsgi.file_wrapper`: the host sends the file with sendfile when it can."""
+
+    def __init__(self, filelike, blksize=8192):
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, 'close'):
+            self.close = filelike.close
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        data = self.filelike.read(self.blksize)
+        if data:
+            return data
+        raise StopIteration
+
+
+def file_range(wrapper):
+    """(fd, offset, size) of a wrapped regular file, or None to iterate instead."""
+    filelike = wrapper.filelike
+    try:
+        fd = filelike.fileno()
+        offset = filelike.tell()
+        st = os.fstat(fd)
+    except Exception:
+        return None
+    import stat
+    if not stat.S_ISREG(st.st_mode) or offset > st.st_size:
+        return None
+    return (fd, offset, st.st_size - offset)
+
+
+def format_exc(exc):
+    return ''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+def setup(tag, environ, python_path):
+    if environ is not None:
+        # Start from the process's original environment (no putenv: the C environ is shared
+        # by all interpreters and is left alone).
+        os.environ._data.clear()
+        os.environ._data.update(environ)
+    if python_path:
+        import site
+        before = list(sys.path)
+        for folder in python_path:
+            site.addsitedir(folder)
+        added = [p for p in sys.path if p not in before]
+        sys.path[:] = added + [p for p in sys.path if p not in added]
+    sys.stdout = LogWriter(tag + ' stdout', LEVEL_INFO)
+    sys.stderr = LogWriter(tag + ' stderr', LEVEL_ERROR)
+
+
+def load_script(path, callable_name):
+    import hashlib
+    import types
+    name = '_mod_wsgi_' + hashlib.md5(os.fsencode(path), usedforsecurity=False).hexdigest()
+    sys.modules.pop(name, None)
+    module = types.ModuleType(name)
+    module.__file__ = path
+    sys.modules[name] = module
+    try:
+        with open(path, 'rb') as f:
+            source = f.read()
+        exec(compile(source, path, 'exec', dont_inherit=True), module.__dict__)
+    except BaseException:
+        if sys.modules.get(name) is module:
+            del sys.modules[name]
+        raise
+    app = getattr(module, callable_name, None)
+    if app is None:
+        del sys.modules[name]
+    return (module, app)
+
+
+def join_threads(timeout, include_daemon):
+    """Joins this interpreter's threads for at most `timeout` seconds in total; returns the
+    names of those still alive."""
+    me = threading.current_thread()
+    end = time.monotonic() + max(0.0, timeout)
+    alive = []
+    for t in threading.enumerate():
+        if t is me or isinstance(t, threading._DummyThread):
+            continue
+        if t.daemon and not include_daemon:
+            continue
+        t.join(max(0.0, end - time.monotonic()))
+        if t.is_alive():
+            alive.append(t)
+    forget = getattr(threading, '_shutdown_locks', None)
+    if forget is not None and alive:
+        # threading._shutdown must not wait for them (CPython gh-122517, mod_wsgi #923).
+        with threading._shutdown_locks_lock:
+            for t in alive:
+                if t._tstate_lock is not None:
+                    forget.discard(t._tstate_lock)
+    return [t.name for t in alive]
+
+
+def guard_shutdown():
+    """Makes threading._shutdown unable to wait for a thread other than the caller."""
+    original = threading._shutdown
+
+    def _shutdown():
+        locks = getattr(threading, '_shutdown_locks', None)
+        main = threading._main_thread
+        if locks is not None and main.ident != threading.get_ident():
+            with threading._shutdown_locks_lock:
+                if main._tstate_lock is not None:
+                    locks.discard(main._tstate_lock)
+        original()
+
+    threading._shutdown = _shutdown
+
+
+def run_atexit():
+    import atexit
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass

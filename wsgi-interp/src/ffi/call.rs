@@ -1,0 +1,393 @@
+//! Loading WSGI scripts and the PEP 3333 call itself.
+
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+
+use pyo3::ffi;
+
+use super::host::{CallState, EmitError, call_functions, without_gil};
+use super::interp::{Attached, Objects, ScriptEntry};
+use super::{Obj, Stored, bytes_of, call, fs_str, latin1_str, new_str, take_error};
+use crate::environ::{Key, cgi_variables, k};
+use crate::wsgi::{
+    AppError, CallOptions, LoadStatus, Outcome, PyErrorInfo, ReloadMode, RequestHead, ScriptError,
+    ScriptSpec,
+};
+
+/// A loaded script's callable and its `wsgi.errors` log, referenced for one call.
+pub(crate) struct App {
+    pub app: Obj,
+    pub errors: Obj,
+}
+
+/// Loads (or reloads, or just checks) a script in the attached interpreter.
+pub(crate) fn load_script(
+    py: &Attached<'_>,
+    spec: &ScriptSpec,
+) -> Result<(LoadStatus, App), ScriptError> {
+    let interp = py.interp();
+    if !spec.path.is_absolute() {
+        return Err(ScriptError::NotAbsolute(spec.path.clone()));
+    }
+    let mtime = std::fs::metadata(&spec.path)
+        .and_then(|m| m.modified())
+        .map_err(|e| ScriptError::NotFound {
+            path: spec.path.clone(),
+            reason: e.to_string(),
+        })?;
+    let objects = interp.objects().ok_or(crate::InterpError::ShuttingDown)?;
+    // Lock order: never wait for this mutex while holding the GIL.
+    let mut table = match interp.scripts.try_lock() {
+        Some(t) => t,
+        // SAFETY: `py` proves we are attached.
+        None => unsafe { without_gil(|| interp.scripts.lock()) },
+    };
+    // SAFETY: attached (`py`); every object touched belongs to this interpreter.
+    unsafe {
+        let mut status = LoadStatus::Loaded;
+        if let Some(entry) = table.get(&spec.path) {
+            let unchanged = entry.mtime == Some(mtime);
+            if unchanged || spec.reload != ReloadMode::Reexecute {
+                let app = App {
+                    app: Obj::borrowed(entry.app.ptr()),
+                    errors: Obj::borrowed(entry.errors.ptr()),
+                };
+                let status = match (unchanged, spec.reload) {
+                    (false, ReloadMode::Report) => LoadStatus::Changed,
+                    _ => LoadStatus::Unchanged,
+                };
+                return Ok((status, app));
+            }
+            status = LoadStatus::Reloaded;
+            if let Some(old) = table.remove(&spec.path) {
+                old.release();
+            }
+        }
+        let raised = |objects: &Objects| ScriptError::Raised {
+            path: spec.path.clone(),
+            error: take_error(objects.format_exc.ptr()),
+        };
+        let path = fs_str(spec.path.as_os_str().as_bytes()).ok_or_else(|| raised(&objects))?;
+        let name = new_str(&spec.callable).ok_or_else(|| raised(&objects))?;
+        let pair =
+            call(objects.load_script.ptr(), &[path.as_ptr(), name.as_ptr()]).ok_or_else(|| {
+                let e = raised(&objects);
+                tracing::error!(group = %interp.name, script = %spec.path.display(), "{e}");
+                e
+            })?;
+        let module = Obj::borrowed(ffi::PyTuple_GetItem(pair.as_ptr(), 0));
+        let app = ffi::PyTuple_GetItem(pair.as_ptr(), 1);
+        if app == ffi::Py_None() {
+            let e = ScriptError::MissingCallable {
+                path: spec.path.clone(),
+                callable: spec.callable.clone(),
+            };
+            tracing::error!(group = %interp.name, "{e}");
+            return Err(e);
+        }
+        let app = Obj::borrowed(app);
+        let tag = new_str(&format!("{} {}", interp.display(), spec.path.display()))
+            .ok_or_else(|| raised(&objects))?;
+        let level = Obj::own(ffi::PyLong_FromLong(1)).ok_or_else(|| raised(&objects))?;
+        let errors = call(objects.log_writer.ptr(), &[tag.as_ptr(), level.as_ptr()])
+            .ok_or_else(|| raised(&objects))?;
+        table.insert(
+            spec.path.clone(),
+            ScriptEntry {
+                module: Stored::new(module),
+                app: Stored::new(Obj::borrowed(app.as_ptr())),
+                errors: Stored::new(Obj::borrowed(errors.as_ptr())),
+                mtime: Some(mtime),
+            },
+        );
+        tracing::debug!(group = %interp.name, script = %spec.path.display(), ?status, "WSGI script loaded");
+        Ok((status, App { app, errors }))
+    }
+}
+
+/// Builds the environ dict.
+///
+/// # Safety
+/// Attached to the interpreter owning `objects`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn build_environ(
+    objects: &Objects,
+    head: &RequestHead,
+    opts: &CallOptions,
+    callable: &str,
+    reloading: bool,
+    input: &Obj,
+    errors: &Obj,
+) -> Option<Obj> {
+    // SAFETY: attached (caller's contract); keys are this interpreter's interned strings.
+    unsafe {
+        let env = Obj::own(ffi::PyDict_New())?;
+        let set = |key: *mut ffi::PyObject, value: *mut ffi::PyObject| {
+            ffi::PyDict_SetItem(env.as_ptr(), key, value) == 0
+        };
+        let key = |i: usize| objects.keys[i].ptr();
+        for (name, value) in cgi_variables(head, opts) {
+            let value = latin1_str(&value)?;
+            let ok = match name {
+                Key::Known(i) => set(key(i), value.as_ptr()),
+                Key::Other(s) => set(new_str(&s)?.as_ptr(), value.as_ptr()),
+            };
+            if !ok {
+                return None;
+            }
+        }
+        let boolean = |b: bool| if b { ffi::Py_True() } else { ffi::Py_False() };
+        let scheme = match head.scheme {
+            crate::Scheme::Http => "http",
+            crate::Scheme::Https => "https",
+        };
+        let scheme = new_str(scheme)?;
+        let process_group = new_str(&opts.process_group)?;
+        let callable = new_str(callable)?;
+        let reloading = new_str(if reloading { "1" } else { "0" })?;
+        let pairs: [(usize, *mut ffi::PyObject); 14] = [
+            (k::WSGI_VERSION, objects.wsgi_version.ptr()),
+            (k::URL_SCHEME, scheme.as_ptr()),
+            (k::INPUT, input.as_ptr()),
+            (k::ERRORS, errors.as_ptr()),
+            (k::MULTITHREAD, boolean(opts.multithread)),
+            (k::MULTIPROCESS, boolean(opts.multiprocess)),
+            (k::RUN_ONCE, boolean(opts.run_once)),
+            (k::INPUT_TERMINATED, ffi::Py_True()),
+            (k::FILE_WRAPPER, objects.file_wrapper.ptr()),
+            (k::PROCESS_GROUP, process_group.as_ptr()),
+            (k::APPLICATION_GROUP, objects.group_name.ptr()),
+            (k::CALLABLE_OBJECT, callable.as_ptr()),
+            (k::SCRIPT_RELOADING, reloading.as_ptr()),
+            (k::MOD_WSGI_VERSION, objects.mod_wsgi_version.ptr()),
+        ];
+        for (i, v) in pairs {
+            if !set(key(i), v) {
+                return None;
+            }
+        }
+        Some(env)
+    }
+}
+
+fn app_error(e: PyErrorInfo) -> AppError {
+    AppError {
+        message: e.to_string(),
+        traceback: e.traceback,
+    }
+}
+
+/// Runs one PEP 3333 call: environ, app, streaming iteration, `close()`.
+pub(crate) fn call_app(
+    py: &Attached<'_>,
+    app: &App,
+    spec: &ScriptSpec,
+    head: &RequestHead,
+    opts: &CallOptions,
+    state: &Arc<CallState>,
+) -> Outcome {
+    let interp = py.interp();
+    let Some(objects) = interp.objects() else {
+        return Outcome::Unavailable(crate::InterpError::ShuttingDown);
+    };
+    let fmt = objects.format_exc.ptr();
+    let log_failure = |error: &AppError, after_start: bool| {
+        tracing::error!(
+            group = %interp.name,
+            script = %spec.path.display(),
+            "{} {}: {}\n{}",
+            if after_start { "response aborted after its body started:" } else { "request failed:" },
+            spec.path.display(),
+            error.message,
+            error.traceback
+        );
+    };
+    // The outcome for a failure now: 500 before the headers, a reset after, or a gone client.
+    let failure = |error: AppError| {
+        let r = state.resp.lock();
+        if let Some((kind, msg)) = &r.failed {
+            return Outcome::ClientGone {
+                error: std::io::Error::new(*kind, msg.clone()),
+            };
+        }
+        let (sent_headers, status, sent) = (r.headers_sent, r.status, r.sent);
+        drop(r);
+        log_failure(&error, sent_headers);
+        if sent_headers {
+            Outcome::Aborted {
+                status,
+                sent,
+                error,
+            }
+        } else {
+            Outcome::Error(error)
+        }
+    };
+    // SAFETY: attached (`py`); all objects belong to this interpreter and are owned by Obj.
+    unsafe {
+        let Some((start_response, raw_read)) = call_functions(state) else {
+            return failure(app_error(take_error(fmt)));
+        };
+        let Some(input) = call(objects.input_type.ptr(), &[raw_read.as_ptr()]) else {
+            return failure(app_error(take_error(fmt)));
+        };
+        let reloading = spec.reload != ReloadMode::Off;
+        let Some(environ) = build_environ(
+            &objects,
+            head,
+            opts,
+            &spec.callable,
+            reloading,
+            &input,
+            &app.errors,
+        ) else {
+            return failure(app_error(take_error(fmt)));
+        };
+        let Some(result) = call(
+            app.app.as_ptr(),
+            &[environ.as_ptr(), start_response.as_ptr()],
+        ) else {
+            return failure(app_error(take_error(fmt)));
+        };
+        drop(environ);
+        let outcome = iterate(&objects, &result, state, &failure);
+        // close() is always called, whatever happened above.
+        let has_close = ffi::PyObject_HasAttrString(result.as_ptr(), c"close".as_ptr()) == 1;
+        if has_close {
+            let closed =
+                super::getattr(result.as_ptr(), c"close").and_then(|c| call(c.as_ptr(), &[]));
+            if closed.is_none() {
+                let e = app_error(take_error(fmt));
+                tracing::error!(group = %interp.name, script = %spec.path.display(), "close() of the response iterable raised: {}\n{}", e.message, e.traceback);
+                if let Outcome::Complete { status, body_bytes } = outcome {
+                    return Outcome::Aborted {
+                        status,
+                        sent: body_bytes,
+                        error: e,
+                    };
+                }
+            }
+        }
+        outcome
+    }
+}
+
+/// Streams the response iterable to the sink.
+///
+/// # Safety
+/// Attached to the interpreter owning `objects` and `result`.
+unsafe fn iterate(
+    objects: &Objects,
+    result: &Obj,
+    state: &Arc<CallState>,
+    failure: &dyn Fn(AppError) -> Outcome,
+) -> Outcome {
+    let fmt = objects.format_exc.ptr();
+    let emit_failed = |e: EmitError| match e {
+        EmitError::Sink(error) => Outcome::ClientGone { error },
+        EmitError::NotStarted => failure(AppError {
+            message: "the application returned body data before calling start_response()".into(),
+            traceback: String::new(),
+        }),
+        EmitError::Finished => failure(AppError {
+            message: "the response ended while the application was still sending".into(),
+            traceback: String::new(),
+        }),
+    };
+    // SAFETY: attached (caller's contract).
+    unsafe {
+        let mut done = false;
+        if ffi::Py_TYPE(result.as_ptr()).cast() == objects.file_wrapper.ptr() {
+            let Some(range) = call(objects.file_range.ptr(), &[result.as_ptr()]) else {
+                return failure(app_error(take_error(fmt)));
+            };
+            if range.as_ptr() != ffi::Py_None() {
+                let fd = ffi::PyLong_AsLong(ffi::PyTuple_GetItem(range.as_ptr(), 0));
+                let offset =
+                    ffi::PyLong_AsUnsignedLongLong(ffi::PyTuple_GetItem(range.as_ptr(), 1));
+                let size = ffi::PyLong_AsUnsignedLongLong(ffi::PyTuple_GetItem(range.as_ptr(), 2));
+                if !ffi::PyErr_Occurred().is_null() {
+                    return failure(app_error(take_error(fmt)));
+                }
+                // The wrapper (held by `result`) keeps the file, hence the fd, open.
+                match without_gil(|| state.send_file(fd as i32, offset, size)) {
+                    Ok(true) => done = true,
+                    Ok(false) => {}
+                    Err(e) => return emit_failed(e),
+                }
+            }
+        }
+        if !done {
+            let Some(iter) = Obj::own(ffi::PyObject_GetIter(result.as_ptr())) else {
+                return failure(app_error(take_error(fmt)));
+            };
+            loop {
+                let Some(item) = Obj::own(ffi::PyIter_Next(iter.as_ptr())) else {
+                    if !ffi::PyErr_Occurred().is_null() {
+                        return failure(app_error(take_error(fmt)));
+                    }
+                    break;
+                };
+                let Some(chunk) = bytes_of(item.as_ptr()) else {
+                    let name = std::ffi::CStr::from_ptr((*ffi::Py_TYPE(item.as_ptr())).tp_name)
+                        .to_string_lossy()
+                        .into_owned();
+                    return failure(AppError {
+                        message: format!(
+                            "TypeError: the response iterable yielded {name}, but PEP 3333 needs bytes"
+                        ),
+                        traceback: String::new(),
+                    });
+                };
+                if chunk.is_empty() {
+                    continue;
+                }
+                // `item` keeps the bytes alive while the GIL is released.
+                if let Err(e) = without_gil(|| state.emit(chunk)) {
+                    return emit_failed(e);
+                }
+                if state.length_reached() {
+                    break;
+                }
+            }
+        }
+        if let Err(e) = without_gil(|| state.emit(&[])) {
+            return match e {
+                EmitError::NotStarted => failure(AppError {
+                    message: "the application returned without calling start_response()".into(),
+                    traceback: String::new(),
+                }),
+                e => emit_failed(e),
+            };
+        }
+        let r = state.resp.lock();
+        match r.content_length {
+            Some(cl) if r.sent < cl => {
+                tracing::warn!(
+                    status = r.status,
+                    declared = cl,
+                    sent = r.sent,
+                    "response body shorter than its Content-Length ({} of {cl} bytes): the connection must be closed",
+                    r.sent
+                );
+                Outcome::Incomplete {
+                    status: r.status,
+                    declared: cl,
+                    sent: r.sent,
+                }
+            }
+            _ => {
+                if r.truncated {
+                    tracing::debug!(
+                        status = r.status,
+                        "response body longer than its Content-Length: truncated"
+                    );
+                }
+                Outcome::Complete {
+                    status: r.status,
+                    body_bytes: r.sent,
+                }
+            }
+        }
+    }
+}

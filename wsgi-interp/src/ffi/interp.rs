@@ -1,0 +1,1057 @@
+//! CPython start-up and finalisation on a dedicated "python main" thread, sub-interpreters,
+//! per-(thread, interpreter) thread states and attaching (interp.md 1.1, 2.1, 2.2).
+//!
+//! Lock order, everywhere: a Rust mutex may be held while waiting for the GIL, never the
+//! reverse; code that holds the GIL and needs a contended mutex releases the GIL first.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::marker::PhantomData;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::ptr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::{Condvar, Mutex};
+use pyo3::ffi;
+
+use super::{
+    Obj, Stored, call, cstring, fs_str, getattr, new_bytes, new_str, str_text, take_error,
+};
+use crate::config::StartError;
+use crate::environ::{KEYS, MOD_WSGI_VERSION};
+use crate::wsgi::{InterpError, PyErrorInfo};
+
+/// The `_wsgi_rs` helper module's source, run in every interpreter.
+const BOOTSTRAP: &str = concat!(include_str!("bootstrap.py"), "\0");
+
+/// A thread state pointer. CPython owns the memory; the protocol in this module decides
+/// which thread may use it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct TsPtr(*mut ffi::PyThreadState);
+// SAFETY: only the thread that created a tstate attaches with it; other threads only compare
+// the pointer or delete it while that thread provably cannot use it (gate closed, see shutdown).
+unsafe impl Send for TsPtr {}
+// SAFETY: as for Send.
+unsafe impl Sync for TsPtr {}
+
+#[derive(Clone, Copy)]
+struct RawInterp(*mut ffi::PyInterpreterState);
+// SAFETY: the pointer is only handed to CPython functions documented as callable from any
+// thread (PyThreadState_New) or used while attached to that interpreter.
+unsafe impl Send for RawInterp {}
+// SAFETY: as for Send.
+unsafe impl Sync for RawInterp {}
+
+/// Admission of work into Python: shutdown closes it and waits for the calls inside to leave.
+pub(crate) struct Gate {
+    state: Mutex<GateState>,
+    idle: Condvar,
+}
+
+struct GateState {
+    closing: bool,
+    active: usize,
+}
+
+/// One admitted unit of work; leaving decrements the count.
+pub(crate) struct GateGuard<'a>(&'a Gate);
+
+impl Drop for GateGuard<'_> {
+    fn drop(&mut self) {
+        let mut s = self.0.state.lock();
+        s.active -= 1;
+        if s.active == 0 {
+            self.0.idle.notify_all();
+        }
+    }
+}
+
+impl Gate {
+    fn new() -> Gate {
+        Gate {
+            state: Mutex::new(GateState {
+                closing: false,
+                active: 0,
+            }),
+            idle: Condvar::new(),
+        }
+    }
+
+    fn enter(&self) -> Option<GateGuard<'_>> {
+        let mut s = self.state.lock();
+        if s.closing {
+            return None;
+        }
+        s.active += 1;
+        Some(GateGuard(self))
+    }
+
+    /// Refuses new work and waits until `deadline` for running work; returns how many calls
+    /// are still inside.
+    fn close(&self, deadline: Instant) -> usize {
+        let mut s = self.state.lock();
+        s.closing = true;
+        while s.active > 0 {
+            if self.idle.wait_until(&mut s, deadline).timed_out() {
+                break;
+            }
+        }
+        s.active
+    }
+}
+
+/// Objects made in one interpreter by the bootstrap, used on every request there.
+pub(crate) struct Objects {
+    pub keys: Vec<Stored>,
+    pub input_type: Stored,
+    pub file_wrapper: Stored,
+    pub file_range: Stored,
+    pub format_exc: Stored,
+    pub load_script: Stored,
+    pub log_writer: Stored,
+    pub join_threads: Stored,
+    pub guard_shutdown: Stored,
+    pub run_atexit: Stored,
+    pub wsgi_version: Stored,
+    pub mod_wsgi_version: Stored,
+    pub group_name: Stored,
+}
+
+impl Objects {
+    /// # Safety
+    /// Attached to the owning interpreter.
+    unsafe fn release(self) {
+        // SAFETY: attached to the owner (caller's contract).
+        unsafe {
+            for k in self.keys {
+                k.release();
+            }
+            for s in [
+                self.input_type,
+                self.file_wrapper,
+                self.file_range,
+                self.format_exc,
+                self.load_script,
+                self.log_writer,
+                self.join_threads,
+                self.guard_shutdown,
+                self.run_atexit,
+                self.wsgi_version,
+                self.mod_wsgi_version,
+                self.group_name,
+            ] {
+                s.release();
+            }
+        }
+    }
+}
+
+/// A loaded WSGI script.
+pub(crate) struct ScriptEntry {
+    pub module: Stored,
+    pub app: Stored,
+    pub errors: Stored,
+    pub mtime: Option<std::time::SystemTime>,
+}
+
+impl ScriptEntry {
+    /// # Safety
+    /// Attached to the owning interpreter.
+    pub(crate) unsafe fn release(self) {
+        // SAFETY: attached to the owner (caller's contract).
+        unsafe {
+            self.module.release();
+            self.app.release();
+            self.errors.release();
+        }
+    }
+}
+
+struct Registry {
+    ended: bool,
+    worker_tstates: Vec<TsPtr>,
+}
+
+/// One interpreter: the main one (`""`) or a sub-interpreter for an application group.
+pub(crate) struct Interp {
+    pub name: String,
+    raw: RawInterp,
+    pub is_main: bool,
+    main: Option<Arc<Interp>>,
+    gate: Arc<Gate>,
+    registry: Mutex<Registry>,
+    objects: Mutex<Option<Arc<Objects>>>,
+    pub scripts: Mutex<HashMap<PathBuf, ScriptEntry>>,
+    creation_ts: TsPtr,
+}
+
+impl Interp {
+    /// The log name: "main interpreter" or "application group 'x'".
+    pub fn display(&self) -> String {
+        display_name(&self.name)
+    }
+
+    /// This interpreter's object table (`None` once it ended).
+    pub(crate) fn objects(&self) -> Option<Arc<Objects>> {
+        self.objects.lock().clone()
+    }
+
+    fn new_tstate(&self) -> Result<TsPtr, InterpError> {
+        let mut reg = self.registry.lock();
+        if reg.ended {
+            return Err(InterpError::ShuttingDown);
+        }
+        // SAFETY: the interpreter is alive (not ended, and ending needs the registry lock we
+        // hold); PyThreadState_New does not need the GIL (interp.md 2.1).
+        let ts = unsafe { ffi::PyThreadState_New(self.raw.0) };
+        if ts.is_null() {
+            return Err(InterpError::ThreadState(self.name.clone()));
+        }
+        reg.worker_tstates.push(TsPtr(ts));
+        Ok(TsPtr(ts))
+    }
+
+    /// Runs `f` attached to this interpreter on the calling thread.
+    pub(crate) fn run<R>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Attached<'_>) -> R,
+    ) -> Result<R, InterpError> {
+        let me = Arc::as_ptr(self);
+        let current = ATTACHED.with(Cell::get);
+        if current == me {
+            return Ok(f(&Attached::new(self)));
+        }
+        if !current.is_null() {
+            // SAFETY: the interpreter we are attached to is kept alive by the outer run frame.
+            let other = unsafe { &*current };
+            return Err(InterpError::NestedAttach(other.name.clone()));
+        }
+        let _admitted = self.gate.enter().ok_or(InterpError::ShuttingDown)?;
+        let ts = tstate_for(self)?;
+        // SAFETY: ts was created on this thread for this interpreter, which cannot end while we
+        // are admitted by the gate; this thread holds no GIL (ATTACHED is null).
+        unsafe { ffi::PyEval_RestoreThread(ts.0) };
+        ATTACHED.with(|a| a.set(me));
+        let _detach = DetachOnDrop;
+        Ok(f(&Attached::new(self)))
+    }
+}
+
+fn display_name(name: &str) -> String {
+    if name.is_empty() {
+        "main interpreter".to_string()
+    } else {
+        format!("application group '{name}'")
+    }
+}
+
+struct DetachOnDrop;
+
+impl Drop for DetachOnDrop {
+    fn drop(&mut self) {
+        ATTACHED.with(|a| a.set(ptr::null()));
+        // SAFETY: created right after PyEval_RestoreThread in `run`, so this thread is attached.
+        unsafe {
+            if std::thread::panicking() {
+                ffi::PyErr_Clear();
+            }
+            ffi::PyEval_SaveThread();
+        }
+    }
+}
+
+thread_local! {
+    /// The interpreter this thread is attached to through `Interp::run`, or null.
+    static ATTACHED: Cell<*const Interp> = const { Cell::new(ptr::null()) };
+    /// This thread's thread states, one per interpreter it has used.
+    static STATES: RefCell<ThreadStates> = const { RefCell::new(ThreadStates(Vec::new())) };
+}
+
+struct ThreadStates(Vec<(Arc<Interp>, TsPtr)>);
+
+impl Drop for ThreadStates {
+    fn drop(&mut self) {
+        release_states(std::mem::take(&mut self.0));
+    }
+}
+
+fn tstate_for(interp: &Arc<Interp>) -> Result<TsPtr, InterpError> {
+    STATES
+        .try_with(|states| {
+            let mut states = states.borrow_mut();
+            if let Some((_, ts)) = states.0.iter().find(|(i, _)| Arc::ptr_eq(i, interp)) {
+                return Ok(*ts);
+            }
+            // The thread's first tstate is a main-interpreter one, so that on 3.11
+            // PyGILState_Ensure (C extensions) finds the main interpreter (interp.md 2.3).
+            if let Some(main) = &interp.main {
+                if !states.0.iter().any(|(i, _)| i.is_main) {
+                    let ts = main.new_tstate()?;
+                    states.0.push((main.clone(), ts));
+                }
+            }
+            let ts = interp.new_tstate()?;
+            states.0.push((interp.clone(), ts));
+            Ok(ts)
+        })
+        .unwrap_or_else(|_| Err(InterpError::ThreadState(interp.name.clone())))
+}
+
+/// The group the calling thread is attached to through `Interp::run`, if any.
+pub(crate) fn attached_group() -> Option<String> {
+    let current = ATTACHED.with(Cell::get);
+    // SAFETY: a non-null mark points at the interpreter of an enclosing `run` frame on this
+    // thread, which keeps it alive.
+    (!current.is_null()).then(|| unsafe { &*current }.name.clone())
+}
+
+/// Marks the calling thread attached to `p` (or detached for null); returns the previous mark.
+pub(crate) fn set_attached(p: *const Interp) -> *const Interp {
+    ATTACHED.with(|a| a.replace(p))
+}
+
+/// Deletes the calling thread's thread states (worker pools call this before a thread
+/// exits; the thread-local destructor does it otherwise).
+pub(crate) fn release_current_thread() {
+    if ATTACHED.with(Cell::get).is_null() {
+        let taken = STATES
+            .try_with(|s| std::mem::take(&mut s.borrow_mut().0))
+            .unwrap_or_default();
+        release_states(taken);
+    }
+}
+
+fn release_states(states: Vec<(Arc<Interp>, TsPtr)>) {
+    for (interp, ts) in states.into_iter().rev() {
+        let Some(_admitted) = interp.gate.enter() else {
+            continue;
+        };
+        let mut reg = interp.registry.lock();
+        if reg.ended {
+            continue;
+        }
+        reg.worker_tstates.retain(|t| *t != ts);
+        // SAFETY: ts was made on this thread for this live interpreter (registry not ended,
+        // and shutdown waits for the gate), and this thread is not attached.
+        unsafe {
+            ffi::PyEval_RestoreThread(ts.0);
+            ffi::PyThreadState_Clear(ts.0);
+            ffi::PyThreadState_DeleteCurrent();
+        }
+    }
+}
+
+/// Proof that the calling thread is attached to an interpreter (holds its GIL through its own
+/// thread state). It cannot leave the thread.
+pub struct Attached<'a> {
+    interp: &'a Arc<Interp>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl<'a> Attached<'a> {
+    fn new(interp: &'a Arc<Interp>) -> Self {
+        Attached {
+            interp,
+            _not_send: PhantomData,
+        }
+    }
+
+    pub(crate) fn interp(&self) -> &'a Arc<Interp> {
+        self.interp
+    }
+
+    /// The application group name (`""` for the main interpreter).
+    pub fn group(&self) -> &str {
+        &self.interp.name
+    }
+
+    /// Executes statements in this interpreter's `__main__` module.
+    pub fn exec(&self, code: &str) -> Result<(), PyErrorInfo> {
+        self.run_main(code, ffi::Py_file_input).map(|_| ())
+    }
+
+    /// Evaluates an expression in `__main__` and returns its `str()`.
+    pub fn eval(&self, expr: &str) -> Result<String, PyErrorInfo> {
+        self.run_main(expr, ffi::Py_eval_input)
+    }
+
+    fn format_exc(&self) -> *mut ffi::PyObject {
+        self.interp
+            .objects()
+            .map_or(ptr::null_mut(), |o| o.format_exc.ptr())
+    }
+
+    fn run_main(&self, code: &str, mode: std::ffi::c_int) -> Result<String, PyErrorInfo> {
+        let code = cstring(code);
+        // SAFETY: `self` proves we are attached to this interpreter; the module and dict are
+        // borrowed references owned by sys.modules; results are owned via Obj.
+        unsafe {
+            let module = ffi::PyImport_AddModule(c"__main__".as_ptr());
+            if module.is_null() {
+                return Err(take_error(self.format_exc()));
+            }
+            let dict = ffi::PyModule_GetDict(module);
+            match Obj::own(ffi::PyRun_StringFlags(
+                code.as_ptr(),
+                mode,
+                dict,
+                dict,
+                ptr::null_mut(),
+            )) {
+                Some(r) => Ok(super::display(r.as_ptr())),
+                None => Err(take_error(self.format_exc())),
+            }
+        }
+    }
+}
+
+/// What the Python main thread is asked to do.
+enum Command {
+    Create {
+        name: String,
+        reply: Sender<Result<Arc<Interp>, InterpError>>,
+    },
+    Shutdown {
+        join_timeout: Duration,
+        reply: Sender<crate::ShutdownReport>,
+    },
+}
+
+/// What CPython is started with, prepared by `Runtime::start`.
+pub(crate) struct StartParams {
+    pub program_name: CString,
+    pub home: Option<CString>,
+    pub optimize: i32,
+    pub write_bytecode: bool,
+    pub python_path: Vec<PathBuf>,
+    pub environ: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// The running CPython: its main interpreter and the thread that owns start and finalisation.
+pub(crate) struct Core {
+    pub main: Arc<Interp>,
+    gate: Arc<Gate>,
+    commands: Sender<Command>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Core {
+    /// Starts CPython on a new "wsgi-python-main" thread and waits until it is ready.
+    pub(crate) fn start(params: StartParams) -> Result<Core, StartError> {
+        let gate = Arc::new(Gate::new());
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+        let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
+        let thread_gate = gate.clone();
+        let thread = std::thread::Builder::new()
+            .name("wsgi-python-main".into())
+            .spawn(move || python_main(params, thread_gate, ready_tx, cmd_rx))
+            .map_err(StartError::Thread)?;
+        match ready_rx.recv() {
+            Ok(Ok(main)) => Ok(Core {
+                main,
+                gate,
+                commands: cmd_tx,
+                thread: Mutex::new(Some(thread)),
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => Err(StartError::Init {
+                func: "wsgi-python-main".into(),
+                message: "the Python main thread exited during start-up".into(),
+            }),
+        }
+    }
+
+    /// Creates a sub-interpreter on the Python main thread.
+    pub(crate) fn create(&self, name: &str) -> Result<Arc<Interp>, InterpError> {
+        if let Some(current) = attached_group() {
+            return Err(InterpError::NestedAttach(current));
+        }
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.commands
+            .send(Command::Create {
+                name: name.to_string(),
+                reply: tx,
+            })
+            .map_err(|_| InterpError::ShuttingDown)?;
+        rx.recv().map_err(|_| InterpError::ShuttingDown)?
+    }
+
+    /// Bounded shutdown (see `Runtime::shutdown`).
+    pub(crate) fn shutdown(
+        &self,
+        drain: Duration,
+        join_timeout: Duration,
+    ) -> crate::ShutdownReport {
+        let start = Instant::now();
+        let busy = self.gate.close(start + drain);
+        if busy > 0 {
+            tracing::error!(
+                calls = busy,
+                "Python shutdown skipped: {busy} call(s) still running after {drain:?}; the process can still exit"
+            );
+            return crate::ShutdownReport {
+                busy_calls: busy,
+                elapsed: start.elapsed(),
+                ..Default::default()
+            };
+        }
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let mut report = if self
+            .commands
+            .send(Command::Shutdown {
+                join_timeout,
+                reply: tx,
+            })
+            .is_ok()
+        {
+            rx.recv().unwrap_or_default()
+        } else {
+            crate::ShutdownReport::default()
+        };
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+        report.elapsed = start.elapsed();
+        report
+    }
+}
+
+fn python_main(
+    params: StartParams,
+    gate: Arc<Gate>,
+    ready: Sender<Result<Arc<Interp>, StartError>>,
+    commands: Receiver<Command>,
+) {
+    // SAFETY: Runtime::start lets this happen once per process, and this thread is the one
+    // that will finalise (interp.md 1.4).
+    let main_ts = match unsafe { initialize(&params) } {
+        Ok(ts) => ts,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let main = Arc::new(Interp {
+        name: String::new(),
+        // SAFETY: CPython is initialised.
+        raw: RawInterp(unsafe { ffi::PyInterpreterState_Main() }),
+        is_main: true,
+        main: None,
+        gate: gate.clone(),
+        registry: Mutex::new(Registry {
+            ended: false,
+            worker_tstates: Vec::new(),
+        }),
+        objects: Mutex::new(None),
+        scripts: Mutex::new(HashMap::new()),
+        creation_ts: main_ts,
+    });
+    // SAFETY: attach the initialising tstate (detached by `initialize`) on its own thread.
+    unsafe { ffi::PyEval_RestoreThread(main_ts.0) };
+    // SAFETY: attached to the main interpreter.
+    let objects = unsafe { bootstrap("", None, &params.python_path) };
+    // SAFETY: attached; release the GIL for the workers.
+    unsafe { ffi::PyEval_SaveThread() };
+    match objects {
+        Ok(o) => *main.objects.lock() = Some(Arc::new(o)),
+        Err(e) => {
+            let _ = ready.send(Err(StartError::Setup(e)));
+            return;
+        }
+    }
+    if ready.send(Ok(main.clone())).is_err() {
+        return;
+    }
+    let mut subs: Vec<Arc<Interp>> = Vec::new();
+    for command in commands.iter() {
+        match command {
+            Command::Create { name, reply } => {
+                // SAFETY: main_ts is this thread's detached main tstate.
+                let created = unsafe { create_sub(main_ts, &name, &params, &gate, &main) };
+                if let Ok(i) = &created {
+                    subs.push(i.clone());
+                }
+                let _ = reply.send(created);
+            }
+            Command::Shutdown {
+                join_timeout,
+                reply,
+            } => {
+                // SAFETY: on the initialising thread, with the gate closed and drained.
+                let report = unsafe { finish(main_ts, &main, &subs, join_timeout) };
+                let _ = reply.send(report);
+                return;
+            }
+        }
+    }
+}
+
+/// `Py_InitializeFromConfig` with mod_wsgi's settings; returns the detached main tstate.
+///
+/// # Safety
+/// Called once per process, on the thread that will finalise.
+unsafe fn initialize(p: &StartParams) -> Result<TsPtr, StartError> {
+    let status_err = |st: ffi::PyStatus| {
+        let text = |c: *const std::ffi::c_char| {
+            if c.is_null() {
+                String::new()
+            } else {
+                // SAFETY: CPython status strings are static NUL-terminated strings.
+                unsafe { std::ffi::CStr::from_ptr(c) }
+                    .to_string_lossy()
+                    .into_owned()
+            }
+        };
+        StartError::Init {
+            func: text(st.func),
+            message: text(st.err_msg),
+        }
+    };
+    let mut cfg = std::mem::MaybeUninit::<ffi::PyConfig>::uninit();
+    // SAFETY: PyConfig_InitPythonConfig fully initialises the struct; every later call gets a
+    // valid config pointer and NUL-terminated strings that outlive the call; the config is
+    // cleared on every path.
+    unsafe {
+        ffi::PyConfig_InitPythonConfig(cfg.as_mut_ptr());
+        let cfg = cfg.assume_init_mut();
+        cfg.install_signal_handlers = 0;
+        // PYTHONHOME/PYTHONPATH (and every PYTHON*) of the server environment are ignored on
+        // purpose: python-home and python-path are the configuration.
+        cfg.use_environment = 0;
+        cfg.user_site_directory = 0;
+        cfg.parse_argv = 0;
+        cfg.optimization_level = p.optimize;
+        cfg.write_bytecode = i32::from(p.write_bytecode);
+        let mut result = Ok(());
+        let st = ffi::PyConfig_SetBytesString(cfg, &mut cfg.program_name, p.program_name.as_ptr());
+        if ffi::PyStatus_Exception(st) != 0 {
+            result = Err(status_err(st));
+        }
+        if let (Ok(()), Some(home)) = (&result, &p.home) {
+            let st = ffi::PyConfig_SetBytesString(cfg, &mut cfg.home, home.as_ptr());
+            if ffi::PyStatus_Exception(st) != 0 {
+                result = Err(status_err(st));
+            }
+        }
+        if result.is_ok() {
+            let mut argv = [c"mod_wsgi".as_ptr()];
+            let st = ffi::PyConfig_SetBytesArgv(cfg, 1, argv.as_mut_ptr());
+            if ffi::PyStatus_Exception(st) != 0 {
+                result = Err(status_err(st));
+            }
+        }
+        if result.is_ok() {
+            let st = ffi::Py_InitializeFromConfig(cfg);
+            if ffi::PyStatus_Exception(st) != 0 {
+                result = Err(status_err(st));
+            }
+        }
+        ffi::PyConfig_Clear(cfg);
+        result?;
+        Ok(TsPtr(ffi::PyEval_SaveThread()))
+    }
+}
+
+/// Creates and sets up a sub-interpreter.
+///
+/// # Safety
+/// On the Python main thread, detached; `main_ts` its main tstate.
+unsafe fn create_sub(
+    main_ts: TsPtr,
+    name: &str,
+    params: &StartParams,
+    gate: &Arc<Gate>,
+    main: &Arc<Interp>,
+) -> Result<Arc<Interp>, InterpError> {
+    let started = Instant::now();
+    let fail = |reason: String| InterpError::Create {
+        group: name.to_string(),
+        reason,
+    };
+    // SAFETY: main_ts belongs to this thread and is detached (caller's contract).
+    unsafe { ffi::PyEval_RestoreThread(main_ts.0) };
+    // SAFETY: attached to main, as Py_NewInterpreter* requires.
+    let ts = match unsafe { new_interpreter() } {
+        Ok(ts) => ts,
+        Err(reason) => {
+            // SAFETY: on failure the main tstate is current again (interp.md 2.1).
+            unsafe { ffi::PyEval_SaveThread() };
+            return Err(fail(reason));
+        }
+    };
+    // SAFETY: ts is the new interpreter's current tstate.
+    let raw = RawInterp(unsafe { ffi::PyThreadState_GetInterpreter(ts.0) });
+    // SAFETY: attached to the new interpreter.
+    match unsafe { bootstrap(name, Some(&params.environ), &params.python_path) } {
+        Ok(objects) => {
+            // SAFETY: attached; release the (shared) GIL.
+            unsafe { ffi::PyEval_SaveThread() };
+            tracing::debug!(group = name, elapsed = ?started.elapsed(), "sub-interpreter created");
+            Ok(Arc::new(Interp {
+                name: name.to_string(),
+                raw,
+                is_main: false,
+                main: Some(main.clone()),
+                gate: gate.clone(),
+                registry: Mutex::new(Registry {
+                    ended: false,
+                    worker_tstates: Vec::new(),
+                }),
+                objects: Mutex::new(Some(Arc::new(objects))),
+                scripts: Mutex::new(HashMap::new()),
+                creation_ts: ts,
+            }))
+        }
+        Err(e) => {
+            // SAFETY: attached with ts, the only tstate of the new interpreter.
+            unsafe { end_interpreter(ts, main_ts) };
+            Err(fail(e.traceback))
+        }
+    }
+}
+
+/// # Safety
+/// Attached to the main interpreter.
+#[cfg(not(Py_3_12))]
+unsafe fn new_interpreter() -> Result<TsPtr, String> {
+    // SAFETY: attached to main (caller's contract).
+    let ts = unsafe { ffi::Py_NewInterpreter() };
+    if ts.is_null() {
+        // SAFETY: the main tstate is current again and holds the error.
+        return Err(unsafe { take_error(ptr::null_mut()) }.to_string());
+    }
+    Ok(TsPtr(ts))
+}
+
+/// # Safety
+/// Attached to the main interpreter.
+#[cfg(Py_3_12)]
+unsafe fn new_interpreter() -> Result<TsPtr, String> {
+    let mut ts = ptr::null_mut();
+    let config = ffi::_PyInterpreterConfig_LEGACY_INIT;
+    // SAFETY: attached to main (caller's contract); config is a valid legacy config.
+    let st = unsafe { ffi::Py_NewInterpreterFromConfig(&mut ts, &config) };
+    // SAFETY: reading a status returned by CPython.
+    if unsafe { ffi::PyStatus_Exception(st) } != 0 || ts.is_null() {
+        let msg = if st.err_msg.is_null() {
+            "Py_NewInterpreterFromConfig failed".to_string()
+        } else {
+            // SAFETY: CPython status strings are static NUL-terminated strings.
+            unsafe { std::ffi::CStr::from_ptr(st.err_msg) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        return Err(msg);
+    }
+    Ok(TsPtr(ts))
+}
+
+/// `Py_EndInterpreter`, then leaves the thread detached.
+///
+/// # Safety
+/// Attached with `ts`, the interpreter's only remaining tstate; `main_ts` this thread's
+/// detached main tstate.
+unsafe fn end_interpreter(ts: TsPtr, main_ts: TsPtr) {
+    // SAFETY: caller's contract.
+    unsafe { ffi::Py_EndInterpreter(ts.0) };
+    // 3.11: the shared GIL is still held after Py_EndInterpreter (interp.md 2.1).
+    #[cfg(not(Py_3_12))]
+    // SAFETY: make our main tstate current (it is ours and detached), then release the GIL.
+    unsafe {
+        ffi::PyThreadState_Swap(main_ts.0);
+        ffi::PyEval_SaveThread();
+    }
+    #[cfg(Py_3_12)]
+    let _ = main_ts;
+}
+
+/// Runs `_wsgi_rs` in the current interpreter and collects its objects.
+///
+/// # Safety
+/// Attached to the interpreter being set up.
+unsafe fn bootstrap(
+    name: &str,
+    environ: Option<&[(Vec<u8>, Vec<u8>)]>,
+    python_path: &[PathBuf],
+) -> Result<Objects, PyErrorInfo> {
+    // SAFETY: attached (caller's contract). Every new reference is owned by an Obj; borrowed
+    // ones (module dict, sys.modules, builtins) are only used while their owner lives.
+    unsafe {
+        let err = || take_error(ptr::null_mut());
+        let module = Obj::own(ffi::PyModule_New(c"_wsgi_rs".as_ptr())).ok_or_else(err)?;
+        let dict = ffi::PyModule_GetDict(module.as_ptr());
+        if ffi::PyDict_SetItemString(dict, c"__builtins__".as_ptr(), ffi::PyEval_GetBuiltins()) != 0
+        {
+            return Err(err());
+        }
+        let log = super::host::native_log_function().ok_or_else(err)?;
+        if ffi::PyDict_SetItemString(dict, c"_native_log".as_ptr(), log.as_ptr()) != 0 {
+            return Err(err());
+        }
+        let src = std::ffi::CStr::from_bytes_with_nul(BOOTSTRAP.as_bytes())
+            .expect("bootstrap source has exactly one NUL, at the end");
+        Obj::own(ffi::PyRun_StringFlags(
+            src.as_ptr(),
+            ffi::Py_file_input,
+            dict,
+            dict,
+            ptr::null_mut(),
+        ))
+        .ok_or_else(err)?;
+        if ffi::PyDict_SetItemString(
+            ffi::PyImport_GetModuleDict(),
+            c"_wsgi_rs".as_ptr(),
+            module.as_ptr(),
+        ) != 0
+        {
+            return Err(err());
+        }
+        let format_exc = getattr(module.as_ptr(), c"format_exc").ok_or_else(err)?;
+        let err = || take_error(format_exc.as_ptr());
+        let env_obj = match environ {
+            None => Obj::borrowed(ffi::Py_None()),
+            Some(vars) => {
+                let d = Obj::own(ffi::PyDict_New()).ok_or_else(err)?;
+                for (k, v) in vars {
+                    let k = new_bytes(k).ok_or_else(err)?;
+                    let v = new_bytes(v).ok_or_else(err)?;
+                    if ffi::PyDict_SetItem(d.as_ptr(), k.as_ptr(), v.as_ptr()) != 0 {
+                        return Err(err());
+                    }
+                }
+                d
+            }
+        };
+        let paths = Obj::own(ffi::PyList_New(0)).ok_or_else(err)?;
+        for p in python_path {
+            let s = fs_str(p.as_os_str().as_bytes()).ok_or_else(err)?;
+            if ffi::PyList_Append(paths.as_ptr(), s.as_ptr()) != 0 {
+                return Err(err());
+            }
+        }
+        let tag = new_str(&display_name(name)).ok_or_else(err)?;
+        let setup = getattr(module.as_ptr(), c"setup").ok_or_else(err)?;
+        call(
+            setup.as_ptr(),
+            &[tag.as_ptr(), env_obj.as_ptr(), paths.as_ptr()],
+        )
+        .ok_or_else(err)?;
+        let attr =
+            |n: &std::ffi::CStr| getattr(module.as_ptr(), n).map(Stored::new).ok_or_else(err);
+        let mut keys = Vec::with_capacity(KEYS.len());
+        for k in KEYS {
+            let c = cstring(k);
+            keys.push(Stored::new(
+                Obj::own(ffi::PyUnicode_InternFromString(c.as_ptr())).ok_or_else(err)?,
+            ));
+        }
+        let one = Obj::own(ffi::PyLong_FromLong(1)).ok_or_else(err)?;
+        let zero = Obj::own(ffi::PyLong_FromLong(0)).ok_or_else(err)?;
+        let wsgi_version =
+            Obj::own(ffi::PyTuple_Pack(2, one.as_ptr(), zero.as_ptr())).ok_or_else(err)?;
+        let (a, b, c) = MOD_WSGI_VERSION;
+        let va = Obj::own(ffi::PyLong_FromLong(a.into())).ok_or_else(err)?;
+        let vb = Obj::own(ffi::PyLong_FromLong(b.into())).ok_or_else(err)?;
+        let vc = Obj::own(ffi::PyLong_FromLong(c.into())).ok_or_else(err)?;
+        let mod_wsgi_version =
+            Obj::own(ffi::PyTuple_Pack(3, va.as_ptr(), vb.as_ptr(), vc.as_ptr()))
+                .ok_or_else(err)?;
+        let group_name = new_str(name).ok_or_else(err)?;
+        Ok(Objects {
+            keys,
+            input_type: attr(c"Input")?,
+            file_wrapper: attr(c"FileWrapper")?,
+            file_range: attr(c"file_range")?,
+            log_writer: attr(c"LogWriter")?,
+            load_script: attr(c"load_script")?,
+            join_threads: attr(c"join_threads")?,
+            guard_shutdown: attr(c"guard_shutdown")?,
+            run_atexit: attr(c"run_atexit")?,
+            wsgi_version: Stored::new(wsgi_version),
+            mod_wsgi_version: Stored::new(mod_wsgi_version),
+            group_name: Stored::new(group_name),
+            format_exc: Stored::new(format_exc),
+        })
+    }
+}
+
+/// Joins the current interpreter's threads within `timeout`; returns the names still alive.
+///
+/// # Safety
+/// Attached to the interpreter owning `objects`.
+unsafe fn join_threads(objects: &Objects, timeout: Duration, include_daemon: bool) -> Vec<String> {
+    // SAFETY: attached (caller's contract).
+    unsafe {
+        let secs = Obj::own(ffi::PyFloat_FromDouble(timeout.as_secs_f64()));
+        let flag = Obj::borrowed(if include_daemon {
+            ffi::Py_True()
+        } else {
+            ffi::Py_False()
+        });
+        let Some(secs) = secs else {
+            ffi::PyErr_Clear();
+            return Vec::new();
+        };
+        match call(objects.join_threads.ptr(), &[secs.as_ptr(), flag.as_ptr()]) {
+            Some(list) => {
+                let n = ffi::PyList_Size(list.as_ptr()).max(0);
+                (0..n)
+                    .filter_map(|i| str_text(ffi::PyList_GetItem(list.as_ptr(), i)))
+                    .collect()
+            }
+            None => {
+                let e = take_error(objects.format_exc.ptr());
+                tracing::warn!("joining Python threads at shutdown failed: {}", e.traceback);
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// Calls a no-argument helper, logging a failure.
+///
+/// # Safety
+/// Attached to the interpreter owning `objects` and `f`.
+unsafe fn call_helper(objects: &Objects, f: &Stored, what: &str) {
+    // SAFETY: attached (caller's contract).
+    unsafe {
+        if call(f.ptr(), &[]).is_none() {
+            let e = take_error(objects.format_exc.ptr());
+            tracing::warn!("{what} failed: {}", e.traceback);
+        }
+    }
+}
+
+/// Ends every sub-interpreter and finalises CPython, within `join_timeout` for app threads.
+///
+/// # Safety
+/// On the Python main thread, detached, with the gate closed and no call inside Python.
+unsafe fn finish(
+    main_ts: TsPtr,
+    main: &Arc<Interp>,
+    subs: &[Arc<Interp>],
+    join_timeout: Duration,
+) -> crate::ShutdownReport {
+    let deadline = Instant::now() + join_timeout;
+    let remaining = || deadline.saturating_duration_since(Instant::now());
+    let mut report = crate::ShutdownReport::default();
+    for sub in subs.iter().rev() {
+        let ts = sub.creation_ts;
+        // SAFETY: ts is this thread's tstate for sub, detached.
+        unsafe { ffi::PyEval_RestoreThread(ts.0) };
+        {
+            let mut reg = sub.registry.lock();
+            reg.ended = true;
+            for t in reg.worker_tstates.drain(..) {
+                // SAFETY: the gate is closed and drained, so the owning worker threads are not
+                // in Python and never will be again; we hold the GIL (interp.md 2.1 loop).
+                unsafe {
+                    ffi::PyThreadState_Clear(t.0);
+                    ffi::PyThreadState_Delete(t.0);
+                }
+            }
+        }
+        let Some(objects) = sub.objects.lock().take() else {
+            // SAFETY: attached above.
+            unsafe { ffi::PyEval_SaveThread() };
+            continue;
+        };
+        // SAFETY: attached to sub, which owns objects.
+        let alive = unsafe { join_threads(&objects, remaining(), true) };
+        // SAFETY: attached; reading the interpreter's thread list under its GIL.
+        let only_us = unsafe {
+            ffi::PyInterpreterState_ThreadHead(sub.raw.0) == ts.0
+                && ffi::PyThreadState_Next(ts.0).is_null()
+        };
+        if !alive.is_empty() || !only_us {
+            tracing::warn!(
+                group = %sub.name,
+                threads = ?alive,
+                "{}: thread(s) {:?} still running after the {:?} shutdown wait; the interpreter is left running and Python is not finalised (the process exits without waiting for them)",
+                sub.display(),
+                alive,
+                join_timeout
+            );
+            // SAFETY: attached to sub.
+            unsafe { call_helper(&objects, &objects.run_atexit, "running atexit handlers") };
+            report.left_running.push((sub.name.clone(), alive));
+            *sub.objects.lock() = Some(objects);
+            // SAFETY: attached; detach.
+            unsafe { ffi::PyEval_SaveThread() };
+            continue;
+        }
+        // SAFETY: attached to sub; every object below belongs to it.
+        unsafe {
+            call_helper(
+                &objects,
+                &objects.guard_shutdown,
+                "guarding threading._shutdown",
+            );
+            for (_, entry) in sub.scripts.lock().drain() {
+                entry.release();
+            }
+            match Arc::try_unwrap(objects) {
+                Ok(o) => o.release(),
+                Err(shared) => std::mem::forget(shared),
+            }
+            let t0 = Instant::now();
+            end_interpreter(ts, main_ts);
+            tracing::debug!(group = %sub.name, elapsed = ?t0.elapsed(), "sub-interpreter ended");
+        }
+        report.ended.push(sub.name.clone());
+    }
+    // SAFETY: main_ts is this thread's main tstate, detached.
+    unsafe { ffi::PyEval_RestoreThread(main_ts.0) };
+    main.registry.lock().ended = true;
+    let objects = main.objects.lock().take();
+    if let Some(objects) = &objects {
+        // SAFETY: attached to main, which owns objects.
+        let alive = unsafe { join_threads(objects, remaining(), false) };
+        if !alive.is_empty() {
+            tracing::warn!(
+                threads = ?alive,
+                "main interpreter: non-daemon thread(s) {alive:?} still running after the {join_timeout:?} shutdown wait; finalising without them"
+            );
+        }
+    }
+    if !report.left_running.is_empty() {
+        if let Some(objects) = &objects {
+            // SAFETY: attached to main.
+            unsafe { call_helper(objects, &objects.run_atexit, "running atexit handlers") };
+        }
+        // SAFETY: attached; detach and leave CPython running until the process exits.
+        unsafe { ffi::PyEval_SaveThread() };
+        return report;
+    }
+    // SAFETY: attached to main; the objects are main's; then finalise on the initialising
+    // thread with every sub-interpreter ended (interp.md 2.1 shutdown order).
+    unsafe {
+        if let Some(objects) = objects {
+            call_helper(
+                &objects,
+                &objects.guard_shutdown,
+                "guarding threading._shutdown",
+            );
+            for (_, entry) in main.scripts.lock().drain() {
+                entry.release();
+            }
+            match Arc::try_unwrap(objects) {
+                Ok(o) => o.release(),
+                Err(shared) => std::mem::forget(shared),
+            }
+        }
+        let rc = ffi::Py_FinalizeEx();
+        report.finalized = true;
+        if rc != 0 {
+            tracing::warn!("Py_FinalizeEx reported an error flushing buffered data ({rc})");
+        }
+    }
+    report
+}

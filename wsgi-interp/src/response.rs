@@ -1,0 +1,97 @@
+//! Validation of what the app hands to `start_response` (latin-1 bytes, already encoded).
+
+/// Checks a status line: three digits, a space, then a reason without control characters.
+/// Returns the code and the reason.
+pub(crate) fn parse_status(status: &[u8]) -> Result<(u16, String), String> {
+    let shown = String::from_utf8_lossy(status);
+    if status.len() < 4
+        || !status[..3].iter().all(u8::is_ascii_digit)
+        || status[3] != b' '
+        || status[0] == b'0'
+    {
+        return Err(format!(
+            "status {shown:?} must be a 3-digit code, a space and a reason phrase, like '200 OK'"
+        ));
+    }
+    if status.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        return Err(format!("status {shown:?} contains a control character"));
+    }
+    let code = (status[0] - b'0') as u16 * 100
+        + (status[1] - b'0') as u16 * 10
+        + (status[2] - b'0') as u16;
+    let reason: String = status[4..].iter().map(|&b| b as char).collect();
+    Ok((code, reason))
+}
+
+/// Checks a header: the name an RFC 9110 token, the value free of CR, LF and other control
+/// characters except tab.
+pub(crate) fn check_header(name: &[u8], value: &[u8]) -> Result<(), String> {
+    const TOKEN_EXTRA: &[u8] = b"!#$%&'*+-.^_`|~";
+    if name.is_empty()
+        || !name
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || TOKEN_EXTRA.contains(b))
+    {
+        return Err(format!(
+            "header name {:?} is not a valid HTTP token",
+            String::from_utf8_lossy(name)
+        ));
+    }
+    if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(format!(
+            "value of header {:?} contains a control character (CR/LF are not allowed)",
+            String::from_utf8_lossy(name)
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a Content-Length value.
+pub(crate) fn parse_content_length(value: &[u8]) -> Result<u64, String> {
+    let text = std::str::from_utf8(value).unwrap_or("").trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "Content-Length {:?} is not a number",
+            String::from_utf8_lossy(value)
+        ));
+    }
+    text.parse::<u64>()
+        .map_err(|_| format!("Content-Length {text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_rules() {
+        assert_eq!(parse_status(b"200 OK").unwrap(), (200, "OK".to_string()));
+        assert_eq!(
+            parse_status(b"404 Not \xe9").unwrap(),
+            (404, "Not \u{e9}".to_string())
+        );
+        assert!(parse_status(b"200").is_err());
+        assert!(parse_status(b"20 OK").is_err());
+        assert!(parse_status(b"2000 OK").is_err());
+        assert!(parse_status(b"200 OK\r\nX: y").is_err());
+        assert!(parse_status(b"abc OK").is_err());
+    }
+
+    #[test]
+    fn header_rules() {
+        assert!(check_header(b"Content-Type", b"text/plain; a=\tb").is_ok());
+        assert!(check_header(b"Bad Name", b"x").is_err());
+        assert!(check_header(b"", b"x").is_err());
+        assert!(check_header(b"X", b"a\r\nSet-Cookie: evil").is_err());
+        assert!(check_header(b"X", b"a\nb").is_err());
+    }
+
+    #[test]
+    fn content_length_rules() {
+        assert_eq!(parse_content_length(b"12").unwrap(), 12);
+        assert_eq!(parse_content_length(b" 7 ").unwrap(), 7);
+        assert!(parse_content_length(b"-1").is_err());
+        assert!(parse_content_length(b"1e3").is_err());
+        assert!(parse_content_length(b"").is_err());
+    }
+}

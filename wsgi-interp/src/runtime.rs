@@ -1,0 +1,216 @@
+//! The safe face of the embedded CPython: [`Runtime`] and [`InterpreterHandle`].
+
+use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::config::{StartConfig, StartError, choose_home};
+use crate::ffi;
+use crate::ffi::interp::{Core, Interp, StartParams};
+use crate::wsgi::{
+    CallOptions, InterpError, LoadStatus, Outcome, RequestBody, RequestHead, ResponseSink,
+    ScriptError, ScriptSpec,
+};
+
+pub use crate::ffi::interp::Attached;
+
+static STARTED: AtomicBool = AtomicBool::new(false);
+
+/// How long [`Runtime::shutdown`] waits, by default, for calls still running in Python.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(5);
+/// How long [`Runtime::shutdown`] waits, by default and in total, for threads apps started.
+pub const DEFAULT_THREAD_JOIN: Duration = Duration::from_millis(300);
+
+/// The process's embedded CPython: the main interpreter plus one sub-interpreter per
+/// application group, created on first use. One per process (CPython can start only once).
+pub struct Runtime {
+    core: Core,
+    groups: RwLock<HashMap<String, Arc<Interp>>>,
+    create: Mutex<()>,
+    version: (u8, u8, u8),
+    shut_down: AtomicBool,
+}
+
+/// What [`Runtime::shutdown`] did.
+#[derive(Debug, Default, Clone)]
+pub struct ShutdownReport {
+    /// Sub-interpreters ended cleanly (their atexit handlers ran).
+    pub ended: Vec<String>,
+    /// Sub-interpreters left running because app threads outlived the wait, with those
+    /// threads' names (their atexit handlers were run by hand; CPython was not finalised).
+    pub left_running: Vec<(String, Vec<String>)>,
+    /// `Py_FinalizeEx` ran (main interpreter atexit handlers included).
+    pub finalized: bool,
+    /// Calls still inside Python when the drain wait ended (then nothing else was done).
+    pub busy_calls: usize,
+    /// Wall time of the shutdown.
+    pub elapsed: Duration,
+}
+
+impl Runtime {
+    /// Starts CPython as mod_wsgi does (interp.md 1.1): a venv python-home becomes
+    /// `program_name = <home>/bin/python`, an installation prefix becomes `home`, and with
+    /// no home `program_name` is the build Python, so `$PATH` is never consulted;
+    /// `sys.argv == ['mod_wsgi']`, no signal handlers, the server's `PYTHON*` variables are
+    /// ignored, python-path folders go to the front of `sys.path`. The GIL is released on
+    /// return.
+    pub fn start(config: &StartConfig) -> Result<Runtime, StartError> {
+        let version = ffi::runtime_version();
+        let choice = choose_home(config.python_home.as_deref(), (version.0, version.1))?;
+        let cstr = |p: &std::path::Path| {
+            std::ffi::CString::new(p.as_os_str().as_bytes())
+                .map_err(|_| StartError::NulInPath(p.to_path_buf()))
+        };
+        let params = StartParams {
+            program_name: cstr(&choice.program_name)?,
+            home: choice.home.as_deref().map(cstr).transpose()?,
+            optimize: i32::from(config.optimize.min(2)),
+            write_bytecode: !config.dont_write_bytecode,
+            python_path: config.python_path.clone(),
+            environ: std::env::vars_os()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect(),
+        };
+        if STARTED.swap(true, Ordering::SeqCst) {
+            return Err(StartError::AlreadyStarted);
+        }
+        let core = Core::start(params)?;
+        tracing::info!(
+            program_name = %choice.program_name.display(),
+            home = ?choice.home,
+            "Python {}.{}.{} started",
+            version.0,
+            version.1,
+            version.2
+        );
+        Ok(Runtime {
+            core,
+            groups: RwLock::new(HashMap::new()),
+            create: Mutex::new(()),
+            version,
+            shut_down: AtomicBool::new(false),
+        })
+    }
+
+    /// The embedded Python's version (major, minor, micro).
+    pub fn python_version(&self) -> (u8, u8, u8) {
+        self.version
+    }
+
+    /// The interpreter for an application group: `""` (`%{GLOBAL}`) is the main interpreter;
+    /// any other name gets its own sub-interpreter, created on first use (serialised) and
+    /// started from the process's original environment.
+    pub fn interpreter(&self, group: &str) -> Result<InterpreterHandle, InterpError> {
+        if group.is_empty() {
+            return Ok(InterpreterHandle(self.core.main.clone()));
+        }
+        if let Some(i) = self.groups.read().get(group) {
+            return Ok(InterpreterHandle(i.clone()));
+        }
+        // Creating needs the GIL on the Python main thread: never wait for it while attached.
+        if let Some(current) = ffi::interp::attached_group() {
+            return Err(InterpError::NestedAttach(current));
+        }
+        let _one_at_a_time = self.create.lock();
+        if let Some(i) = self.groups.read().get(group) {
+            return Ok(InterpreterHandle(i.clone()));
+        }
+        let created = self.core.create(group)?;
+        self.groups
+            .write()
+            .insert(group.to_string(), created.clone());
+        Ok(InterpreterHandle(created))
+    }
+
+    /// Deletes the calling thread's thread states. Worker pools call this before a worker
+    /// exits (a thread-local destructor does it otherwise).
+    pub fn release_thread() {
+        ffi::interp::release_current_thread();
+    }
+
+    /// Stops running Python and finalises it, bounded in time:
+    /// refuses new calls and waits up to `drain` for running ones; then, on the thread that
+    /// started CPython, ends every sub-interpreter (its threads get a share of
+    /// `thread_join`, and `threading._shutdown` is made unable to hang: CPython gh-122517) and
+    /// runs `Py_FinalizeEx`. A sub-interpreter whose threads are still alive is left running
+    /// (logged with their names) and CPython is then not finalised, so the process can exit.
+    /// Calling it again returns an empty report.
+    pub fn shutdown(&self, drain: Duration, thread_join: Duration) -> ShutdownReport {
+        if self.shut_down.swap(true, Ordering::SeqCst) {
+            return ShutdownReport::default();
+        }
+        let report = self.core.shutdown(drain, thread_join);
+        tracing::info!(
+            ended = ?report.ended,
+            left_running = ?report.left_running,
+            finalized = report.finalized,
+            elapsed = ?report.elapsed,
+            "Python shut down"
+        );
+        report
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.shutdown(DEFAULT_DRAIN, DEFAULT_THREAD_JOIN);
+    }
+}
+
+/// A cheap, cloneable, thread-safe handle on one interpreter.
+#[derive(Clone)]
+pub struct InterpreterHandle(Arc<Interp>);
+
+impl std::fmt::Debug for InterpreterHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("InterpreterHandle")
+            .field(&self.0.name)
+            .finish()
+    }
+}
+
+impl InterpreterHandle {
+    /// The application group name (`""` for the main interpreter).
+    pub fn group(&self) -> &str {
+        &self.0.name
+    }
+
+    /// Runs `f` with the calling thread attached to this interpreter (its own thread state,
+    /// created on first use), then detaches. Re-entering the same interpreter from inside `f`
+    /// runs directly; entering another one is refused.
+    pub fn run<R>(&self, f: impl FnOnce(&Attached<'_>) -> R) -> Result<R, InterpError> {
+        self.0.run(f)
+    }
+
+    /// Loads the script if needed; reloads it per [`ScriptSpec::reload`]. A failure is logged
+    /// with the traceback and the next call tries again.
+    pub fn load_script(&self, spec: &ScriptSpec) -> Result<LoadStatus, ScriptError> {
+        self.0
+            .run(|py| ffi::call::load_script(py, spec).map(|(status, _)| status))?
+    }
+
+    /// Serves one request: loads the script as needed, then runs the whole PEP 3333 call,
+    /// streaming the body from `body` and the response to `sink` (the GIL is released whenever
+    /// either blocks).
+    pub fn call(
+        &self,
+        spec: &ScriptSpec,
+        head: &RequestHead,
+        opts: &CallOptions,
+        body: &mut dyn RequestBody,
+        sink: &mut dyn ResponseSink,
+    ) -> Outcome {
+        ffi::host::with_call_state(body, sink, |state| {
+            let ran = self.0.run(|py| match ffi::call::load_script(py, spec) {
+                Err(e) => Outcome::Script(e),
+                Ok((LoadStatus::Changed, _)) => Outcome::ScriptChanged,
+                Ok((_, app)) => ffi::call::call_app(py, &app, spec, head, opts, state),
+            });
+            ran.unwrap_or_else(Outcome::Unavailable)
+        })
+    }
+}

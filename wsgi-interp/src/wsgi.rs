@@ -1,0 +1,287 @@
+//! The boundary between the WSGI call and whatever carries HTTP (the hyper front, the daemon
+//! wire protocol): a request description, a streaming body, a streaming sink and the outcome.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+
+/// Everything the environ is built from, as the front parsed it.
+///
+/// Path-like fields are raw bytes: PEP 3333 hands them to the app decoded as latin-1.
+#[derive(Debug, Clone, Default)]
+pub struct RequestHead {
+    /// `REQUEST_METHOD`.
+    pub method: String,
+    /// `SCRIPT_NAME` (the mount point; `""` at `/`).
+    pub script_name: Vec<u8>,
+    /// `PATH_INFO` (the rest of the path, percent-decoded).
+    pub path_info: Vec<u8>,
+    /// `QUERY_STRING`, raw; empty when the URL had none.
+    pub query_string: Vec<u8>,
+    /// `REQUEST_URI`, raw as on the request line.
+    pub request_uri: Vec<u8>,
+    /// `SERVER_PROTOCOL`, e.g. `HTTP/1.1`.
+    pub protocol: String,
+    /// `wsgi.url_scheme`.
+    pub scheme: Scheme,
+    /// `SERVER_NAME` (from configuration, not the Host header).
+    pub server_name: String,
+    /// `SERVER_PORT`.
+    pub server_port: u16,
+    /// `REMOTE_ADDR`.
+    pub remote_addr: String,
+    /// `REMOTE_PORT`.
+    pub remote_port: u16,
+    /// Request headers in arrival order; names as sent, values as raw bytes.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Extra CGI variables (e.g. `SCRIPT_FILENAME`, `DOCUMENT_ROOT`, `REMOTE_USER`); they
+    /// override computed ones of the same name.
+    pub extra: Vec<(String, Vec<u8>)>,
+}
+
+/// `wsgi.url_scheme`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Scheme {
+    /// Plain HTTP.
+    #[default]
+    Http,
+    /// TLS.
+    Https,
+}
+
+/// Per-call settings that come from configuration rather than from the request.
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    /// `mod_wsgi.process_group` (`""` in embedded mode).
+    pub process_group: String,
+    /// `wsgi.multithread`.
+    pub multithread: bool,
+    /// `wsgi.multiprocess`.
+    pub multiprocess: bool,
+    /// `wsgi.run_once`.
+    pub run_once: bool,
+    /// Pass `Authorization` as `HTTP_AUTHORIZATION` (`WSGIPassAuthorization On`).
+    pub pass_authorization: bool,
+}
+
+/// A blocking reader over the request body. It is called with the GIL released, in chunks of
+/// at most 64 KiB, so the body is never held whole. `Ok(0)` means the body ended.
+pub trait RequestBody: Send {
+    /// Reads up to `buf.len()` bytes, like [`std::io::Read::read`].
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+impl RequestBody for io::Empty {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        io::Read::read(self, buf)
+    }
+}
+
+impl RequestBody for &[u8] {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        io::Read::read(self, buf)
+    }
+}
+
+/// Where the response goes. Every method is called with the GIL released; an error means the
+/// client is gone, and the call stops, calls the iterable's `close()` and reports it.
+pub trait ResponseSink: Send {
+    /// Sends the status line and headers; called once, before the first body byte (or at the
+    /// end for an empty body). Header values are latin-1 bytes, names validated tokens.
+    fn start(
+        &mut self,
+        status: u16,
+        reason: &str,
+        headers: Vec<(String, Vec<u8>)>,
+    ) -> io::Result<()>;
+    /// Sends one body chunk (never empty).
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()>;
+    /// Sends `len` bytes of the regular file `fd` from `offset` (sendfile). Return `Ok(false)`
+    /// to have the body iterated instead. `fd` stays open for the duration of the call.
+    fn file(&mut self, fd: RawFd, offset: u64, len: u64) -> io::Result<bool> {
+        let _ = (fd, offset, len);
+        Ok(false)
+    }
+}
+
+/// A Python exception, rendered for logs and error pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PyErrorInfo {
+    /// The exception's class name, e.g. `ValueError`.
+    pub type_name: String,
+    /// `str(exception)`.
+    pub message: String,
+    /// The formatted traceback (`traceback.format_exception`), ending in the exception line.
+    pub traceback: String,
+}
+
+impl std::fmt::Display for PyErrorInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.type_name, self.message)
+    }
+}
+
+/// A WSGI script file and the callable to take from it.
+#[derive(Debug, Clone)]
+pub struct ScriptSpec {
+    /// Absolute path of the `.wsgi`/`.py` file.
+    pub path: PathBuf,
+    /// The callable's name (`WSGICallableObject`, default `application`).
+    pub callable: String,
+    /// What to do when the file changed since it was loaded.
+    pub reload: ReloadMode,
+}
+
+impl ScriptSpec {
+    /// A spec for `path` with callable `application` and embedded-mode reloading.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        ScriptSpec {
+            path: path.into(),
+            callable: "application".to_string(),
+            reload: ReloadMode::Reexecute,
+        }
+    }
+}
+
+/// `WSGIScriptReloading` behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadMode {
+    /// Never look at the file again once loaded.
+    Off,
+    /// Embedded mode: re-execute a changed file on the next request.
+    Reexecute,
+    /// Daemon mode: report the change ([`LoadStatus::Changed`], [`Outcome::ScriptChanged`])
+    /// so the process can be restarted; the loaded code keeps running.
+    Report,
+}
+
+/// What [`crate::InterpreterHandle::load_script`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadStatus {
+    /// The script was executed for the first time (or after a failed attempt).
+    Loaded,
+    /// Already loaded and unchanged.
+    Unchanged,
+    /// The file changed and was executed again.
+    Reloaded,
+    /// The file changed and [`ReloadMode::Report`] is set: restart the process.
+    Changed,
+}
+
+/// Why a WSGI script could not provide its callable. The next request tries again.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ScriptError {
+    /// The path is not absolute.
+    #[error("WSGI script path `{}` is not absolute", .0.display())]
+    NotAbsolute(PathBuf),
+    /// The file does not exist or cannot be read (the caller answers 404).
+    #[error("WSGI script `{}` cannot be read: {reason}", .path.display())]
+    NotFound {
+        /// The script.
+        path: PathBuf,
+        /// The OS error.
+        reason: String,
+    },
+    /// Executing the file raised.
+    #[error("WSGI script `{}` raised {error} while being loaded:\n{}", .path.display(), .error.traceback)]
+    Raised {
+        /// The script.
+        path: PathBuf,
+        /// The exception.
+        error: PyErrorInfo,
+    },
+    /// The file ran but defines no callable of that name.
+    #[error("WSGI script `{}` does not contain WSGI application `{callable}`: define it or set WSGICallableObject", .path.display())]
+    MissingCallable {
+        /// The script.
+        path: PathBuf,
+        /// The name looked for.
+        callable: String,
+    },
+    /// The interpreter could not be entered.
+    #[error(transparent)]
+    Interp(#[from] InterpError),
+}
+
+/// Why an interpreter could not be used.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InterpError {
+    /// Shutdown has begun; no Python runs any more.
+    #[error("the Python runtime is shutting down; no new requests are accepted")]
+    ShuttingDown,
+    /// The calling thread is already inside another interpreter's closure.
+    #[error(
+        "this thread is already running Python in application group `{0}`; leave it before entering another"
+    )]
+    NestedAttach(String),
+    /// CPython refused to create the sub-interpreter, or its set-up failed.
+    #[error("creating the sub-interpreter for application group `{group}` failed: {reason}")]
+    Create {
+        /// The application group.
+        group: String,
+        /// CPython's error.
+        reason: String,
+    },
+    /// CPython could not allocate a thread state.
+    #[error("CPython could not create a thread state for application group `{0}`")]
+    ThreadState(String),
+}
+
+/// An app failure, with the traceback for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppError {
+    /// What went wrong, one line.
+    pub message: String,
+    /// The Python traceback when a Python exception was the cause, else empty.
+    pub traceback: String,
+}
+
+impl std::fmt::Display for AppError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// How a WSGI call ended, which tells the front how to finish the HTTP exchange.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The whole response went to the sink.
+    Complete {
+        /// The status code sent.
+        status: u16,
+        /// Body bytes sent (after Content-Length truncation).
+        body_bytes: u64,
+    },
+    /// The body ended before its declared Content-Length (logged): close the connection.
+    Incomplete {
+        /// The status code sent.
+        status: u16,
+        /// The declared length.
+        declared: u64,
+        /// Bytes sent.
+        sent: u64,
+    },
+    /// The app failed before anything was sent (logged with its traceback): answer 500.
+    Error(AppError),
+    /// The app failed after the headers were sent (logged): reset the connection, never
+    /// end the response cleanly.
+    Aborted {
+        /// The status code already sent.
+        status: u16,
+        /// Body bytes already sent.
+        sent: u64,
+        /// The failure.
+        error: AppError,
+    },
+    /// The sink failed (the client went away); the iterable's `close()` was called.
+    ClientGone {
+        /// The sink's error.
+        error: io::Error,
+    },
+    /// The script could not be loaded: 404 for [`ScriptError::NotFound`], else 500.
+    Script(ScriptError),
+    /// [`ReloadMode::Report`]: the script changed; restart the process and retry.
+    ScriptChanged,
+    /// The interpreter could not be entered (shutdown): answer 503.
+    Unavailable(InterpError),
+}
