@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use wsgi_config::venv::{self, VenvKind};
+
 /// What the process-wide CPython is started with (`WSGIPythonHome` / `python-home`,
 /// `WSGIPythonPath` / `python-path`, `WSGIPythonOptimize`).
 ///
@@ -34,37 +36,16 @@ pub enum StartError {
     )]
     AlreadyStarted,
     /// The python-home does not exist.
-    #[error("python-home `{}` does not exist: give the venv root (what `sys.prefix` prints in the venv)", .0.display())]
-    HomeMissing(PathBuf),
-    /// The python-home is a file, typically `<venv>/bin/python`.
-    #[error("python-home `{}` is a file, not a directory: python-home must be the venv root, the directory holding `pyvenv.cfg`{}", .path.display(), .suggestion.as_ref().map(|s| format!("; did you mean `{}`?", s.display())).unwrap_or_default())]
-    HomeNotDirectory {
-        /// The configured path.
-        path: PathBuf,
-        /// `<x>` when the path looks like `<x>/bin/<file>`.
-        suggestion: Option<PathBuf>,
-    },
-    /// The venv was made by another Python X.Y.
-    #[error("venv `{}` was created by Python {venv_version} but this server embeds Python {runtime_version}: recreate the venv with the Python this server was built against", .home.display())]
-    VersionMismatch {
-        /// The venv root.
+    /// The python-home cannot be used with the embedded Python (missing, not a venv root, made
+    /// by another Python or installation, ...); the same inspection as `wsgi venv`.
+    #[error("python-home `{}` cannot be used: {problems}", .home.display())]
+    UnusableHome {
+        /// The python-home as configured.
         home: PathBuf,
-        /// X.Y from `pyvenv.cfg`.
-        venv_version: String,
-        /// X.Y of the loaded libpython.
-        runtime_version: String,
+        /// What is wrong with it and how to fix it, one problem per line.
+        problems: String,
     },
-    /// The venv or installation has no `lib/pythonX.Y` for the embedded version.
-    #[error("python-home `{}` has no `{}`: it is not a venv or installation of Python {version}", .home.display(), .missing.display())]
-    NotForThisPython {
-        /// The configured home.
-        home: PathBuf,
-        /// The path that should exist.
-        missing: PathBuf,
-        /// X.Y of the loaded libpython.
-        version: String,
-    },
-    /// A path holds a NUL byte and cannot be given to CPython.
+    /// A configured path holds a NUL byte, which CPython cannot take.
     #[error("path `{}` contains a NUL byte", .0.display())]
     NulInPath(PathBuf),
     /// `Py_InitializeFromConfig` failed.
@@ -96,85 +77,37 @@ pub(crate) struct HomeChoice {
 /// CPython never looks `python3` up on `$PATH`.
 pub(crate) const BUILD_PYTHON_EXECUTABLE: &str = env!("WSGI_BUILD_PYTHON_EXECUTABLE");
 
-/// Checks the python-home against the running libpython's `major.minor` and decides what to
-/// put in `PyConfig` (interp.md 1.2 and 6.2: a venv root goes into `program_name`, never `home`).
-pub(crate) fn choose_home(
-    home: Option<&Path>,
-    runtime_version: (u8, u8),
-) -> Result<HomeChoice, StartError> {
-    let xy = format!("{}.{}", runtime_version.0, runtime_version.1);
+/// How CPython is told about `home`: mod_wsgi's rule (a venv root becomes the program name
+/// `<home>/bin/python`; an installation prefix becomes `PyConfig.home`), after the same
+/// inspection `wsgi venv` prints, so a venv made by another Python is refused before start.
+pub(crate) fn choose_home(home: Option<&Path>) -> Result<HomeChoice, StartError> {
     let Some(home) = home else {
         return Ok(HomeChoice {
             program_name: PathBuf::from(BUILD_PYTHON_EXECUTABLE),
             home: None,
         });
     };
-    let meta = std::fs::metadata(home).map_err(|_| StartError::HomeMissing(home.to_path_buf()))?;
-    if !meta.is_dir() {
-        let suggestion = home
-            .parent()
-            .filter(|p| p.file_name().is_some_and(|n| n == "bin"))
-            .and_then(Path::parent)
-            .map(Path::to_path_buf);
-        return Err(StartError::HomeNotDirectory {
-            path: home.to_path_buf(),
-            suggestion,
+    let report = venv::inspect(home, &crate::embedded::embedded_python());
+    if !report.is_usable() {
+        return Err(StartError::UnusableHome {
+            home: home.to_path_buf(),
+            problems: report
+                .errors()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
         });
     }
-    let lib = home.join("lib").join(format!("python{xy}"));
-    let cfg_path = home.join("pyvenv.cfg");
-    if let Ok(text) = std::fs::read_to_string(&cfg_path) {
-        if let Some(v) = pyvenv_version(&text) {
-            let venv_xy: Vec<&str> = v.split('.').take(2).collect();
-            if venv_xy.join(".") != xy {
-                return Err(StartError::VersionMismatch {
-                    home: home.to_path_buf(),
-                    venv_version: v,
-                    runtime_version: xy,
-                });
-            }
-        }
-        let site = lib.join("site-packages");
-        if !site.is_dir() {
-            return Err(StartError::NotForThisPython {
-                home: home.to_path_buf(),
-                missing: site,
-                version: xy,
-            });
-        }
-        return Ok(HomeChoice {
+    Ok(match report.kind {
+        VenvKind::Installation => HomeChoice {
+            program_name: PathBuf::from(BUILD_PYTHON_EXECUTABLE),
+            home: Some(home.to_path_buf()),
+        },
+        _ => HomeChoice {
             program_name: home.join("bin").join("python"),
             home: None,
-        });
-    }
-    let os_py = lib.join("os.py");
-    if !os_py.is_file() {
-        return Err(StartError::NotForThisPython {
-            home: home.to_path_buf(),
-            missing: os_py,
-            version: xy,
-        });
-    }
-    Ok(HomeChoice {
-        program_name: PathBuf::from(BUILD_PYTHON_EXECUTABLE),
-        home: Some(home.to_path_buf()),
+        },
     })
-}
-
-/// The Python version recorded in a `pyvenv.cfg` (`version`, or `version_info` for uv).
-fn pyvenv_version(text: &str) -> Option<String> {
-    let mut info = None;
-    for line in text.lines() {
-        let Some((key, value)) = line.split_once('=') else {
-            continue;
-        };
-        match key.trim() {
-            "version" => return Some(value.trim().to_string()),
-            "version_info" => info = Some(value.trim().to_string()),
-            _ => {}
-        }
-    }
-    info
 }
 
 #[cfg(test)]
@@ -182,64 +115,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pyvenv_version_prefers_version_and_accepts_uv() {
-        assert_eq!(
-            pyvenv_version("home = /usr/bin\nversion = 3.11.2\n").as_deref(),
-            Some("3.11.2")
-        );
-        assert_eq!(
-            pyvenv_version("home = /usr/bin\nversion_info = 3.12.1\n").as_deref(),
-            Some("3.12.1")
-        );
-        assert_eq!(pyvenv_version("home = /usr/bin\n"), None);
-    }
-
-    #[test]
-    fn home_errors_name_the_fix() {
+    fn homes_are_inspected_before_start() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope");
-        assert!(matches!(
-            choose_home(Some(&missing), (3, 11)),
-            Err(StartError::HomeMissing(_))
-        ));
-        std::fs::create_dir_all(dir.path().join("venv/bin")).unwrap();
-        std::fs::write(dir.path().join("venv/bin/python"), "").unwrap();
-        let err = choose_home(Some(&dir.path().join("venv/bin/python")), (3, 11)).unwrap_err();
-        let msg = err.to_string();
-        assert!(msg.contains("did you mean"), "{msg}");
+        let err = choose_home(Some(&missing)).unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+
+        let venv = dir.path().join("venv");
+        let status = std::process::Command::new(BUILD_PYTHON_EXECUTABLE)
+            .args(["-m", "venv", "--without-pip"])
+            .arg(&venv)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let err = choose_home(Some(&venv.join("bin/python")))
+            .unwrap_err()
+            .to_string();
         assert!(
-            msg.contains(&dir.path().join("venv").display().to_string()),
-            "{msg}"
+            err.contains(&format!(
+                "not its python executable; use {}",
+                venv.display()
+            )),
+            "{err}"
         );
+        let choice = choose_home(Some(&venv)).unwrap();
+        assert_eq!(choice.program_name, venv.join("bin/python"));
+        assert_eq!(choice.home, None);
+
         std::fs::write(
-            dir.path().join("venv/pyvenv.cfg"),
+            venv.join("pyvenv.cfg"),
             "home = /x/bin\nversion_info = 3.12.1\n",
         )
         .unwrap();
-        let err = choose_home(Some(&dir.path().join("venv")), (3, 11)).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("created by Python 3.12.1 but this server embeds Python 3.11"),
-            "{err}"
-        );
-        std::fs::write(
-            dir.path().join("venv/pyvenv.cfg"),
-            "home = /x/bin\nversion = 3.11.9\n",
-        )
-        .unwrap();
-        assert!(matches!(
-            choose_home(Some(&dir.path().join("venv")), (3, 11)),
-            Err(StartError::NotForThisPython { .. })
-        ));
-        std::fs::create_dir_all(dir.path().join("venv/lib/python3.11/site-packages")).unwrap();
-        let choice = choose_home(Some(&dir.path().join("venv")), (3, 11)).unwrap();
-        assert_eq!(choice.program_name, dir.path().join("venv/bin/python"));
-        assert_eq!(choice.home, None);
+        let err = choose_home(Some(&venv)).unwrap_err().to_string();
+        assert!(err.contains("was created by Python 3.12.1"), "{err}");
     }
 
     #[test]
     fn no_home_always_sets_program_name() {
-        let choice = choose_home(None, (3, 11)).unwrap();
+        let choice = choose_home(None).unwrap();
         assert_eq!(choice.program_name, PathBuf::from(BUILD_PYTHON_EXECUTABLE));
         assert!(choice.home.is_none());
     }

@@ -60,7 +60,7 @@ impl Runtime {
     /// return.
     pub fn start(config: &StartConfig) -> Result<Runtime, StartError> {
         let version = ffi::runtime_version();
-        let choice = choose_home(config.python_home.as_deref(), (version.0, version.1))?;
+        let choice = choose_home(config.python_home.as_deref())?;
         let cstr = |p: &std::path::Path| {
             std::ffi::CString::new(p.as_os_str().as_bytes())
                 .map_err(|_| StartError::NulInPath(p.to_path_buf()))
