@@ -29,6 +29,8 @@ fn c_string(text: &str) -> String {
 }
 
 fn main() {
+    // The module embeds CPython: load the libpython it was built against (interp.md §6.3).
+    pyo3_build_config::add_libpython_rpath_link_args();
     println!("cargo:rerun-if-changed=src/shim.c");
     println!("cargo:rerun-if-env-changed=WSGI_APACHE_INCLUDE");
     let include = std::env::var("WSGI_APACHE_INCLUDE")

@@ -220,6 +220,10 @@ pub extern "C" fn wsgi_rs_finish() -> *mut c_char {
         };
         match builder.finish() {
             Ok(config) => {
+                let errors = python_home_errors(&config);
+                if !errors.is_empty() {
+                    return to_c(errors.join("\n"));
+                }
                 *lock(&CONFIG) = Some(Arc::new(config));
                 std::ptr::null_mut()
             }
@@ -232,6 +236,25 @@ pub extern "C" fn wsgi_rs_finish() -> *mut c_char {
             ),
         }
     })
+}
+
+/// The configuration of the last complete read, for request handling.
+pub(crate) fn current_config() -> Option<Arc<Config>> {
+    lock(&CONFIG).clone()
+}
+
+/// Every python-home the configuration names, inspected as `wsgi check` does: a venv made by
+/// another Python, or `.../bin/python` given as the home, refuses the start, before any request.
+fn python_home_errors(config: &Config) -> Vec<String> {
+    let embedded = wsgi_interp::embedded::embedded_python();
+    let mut errors = Vec::new();
+    for (home, at) in wsgi_config::check::python_homes(config) {
+        let report = wsgi_config::venv::inspect(&home, &embedded);
+        for problem in report.errors() {
+            errors.push(format!("{at}: python-home {}: {problem}", home.display()));
+        }
+    }
+    errors
 }
 
 /// Frees a string returned by this module.

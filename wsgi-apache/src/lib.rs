@@ -13,5 +13,6 @@
 mod config;
 mod guard;
 mod module;
+mod request;
 
 pub use module::wsgi_rs_module;

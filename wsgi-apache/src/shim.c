@@ -8,13 +8,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
 #include "httpd.h"
 #include "http_config.h"
 #include "http_core.h"
 #include "http_log.h"
 #include "http_main.h"
+#include "http_protocol.h"
+#include "http_request.h"
+#include "ap_mpm.h"
 #include "apr_strings.h"
+#include "util_filter.h"
 
 /* The layout the Rust mirror of `module` (src/module.rs) assumes, checked on both sides. */
 _Static_assert(offsetof(module, cmds) == 88, "module.cmds offset");
@@ -38,6 +44,10 @@ extern void wsgi_rs_server_name(const char *vhost_file, int vhost_line, const ch
                                 const char *const *aliases, int alias_count);
 extern char *wsgi_rs_finish(void);
 extern void wsgi_rs_free(char *text);
+extern int wsgi_rs_translate(request_rec *r);
+extern int wsgi_rs_handle(request_rec *r);
+extern void wsgi_rs_child_init(void);
+extern void wsgi_rs_child_exit(void);
 
 #define WSGI_RS_MAX_DEPTH 64
 
@@ -140,9 +150,222 @@ static int wsgi_rs_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *
     return OK;
 }
 
+/* ---- Requests: plain accessors for src/request.rs ---- */
+
+/* What the environ and the router need from a request. */
+struct wsgi_rs_request {
+    const char *method;
+    const char *path;          /* the URL path as sent (still percent-encoded) */
+    const char *unparsed_uri;
+    const char *args;
+    const char *protocol;
+    const char *hostname;
+    const char *vhost_file;
+    int vhost_line;
+    const char *local_ip;
+    int local_port;
+    const char *remote_ip;
+    int remote_port;
+    const char *scheme;
+    const char *document_root;
+    const char *server_software;
+    const char *server_admin;
+    const char *user;
+    const char *auth_type;
+    int multithread;
+    int multiprocess;
+};
+
+void wsgi_rs_request_info(request_rec *r, struct wsgi_rs_request *out)
+{
+    int threads = 1, daemons = 1;
+    memset(out, 0, sizeof(*out));
+    out->method = r->method;
+    out->path = r->parsed_uri.path ? r->parsed_uri.path : r->uri;
+    out->unparsed_uri = r->unparsed_uri;
+    out->args = r->args;
+    out->protocol = r->protocol;
+    out->hostname = r->hostname;
+    if (r->server->is_virtual) {
+        out->vhost_file = r->server->defn_name;
+        out->vhost_line = (int)r->server->defn_line_number;
+    }
+    out->local_ip = r->connection->local_ip;
+    out->local_port = r->connection->local_addr ? r->connection->local_addr->port : 0;
+    out->remote_ip = r->useragent_ip;
+    out->remote_port = r->useragent_addr ? r->useragent_addr->port : 0;
+    out->scheme = ap_http_scheme(r);
+    out->document_root = ap_document_root(r);
+    out->server_software = ap_get_server_banner();
+    out->server_admin = r->server->server_admin;
+    out->user = r->user;
+    out->auth_type = r->ap_auth_type;
+    ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads);
+    ap_mpm_query(AP_MPMQ_MAX_DAEMONS, &daemons);
+    out->multithread = threads > 1;
+    out->multiprocess = daemons > 1;
+}
+
+typedef void (*wsgi_rs_pair_cb)(void *ctx, const char *key, const char *value);
+
+struct wsgi_rs_pairs {
+    wsgi_rs_pair_cb cb;
+    void *ctx;
+};
+
+static int wsgi_rs_pair(void *data, const char *key, const char *value)
+{
+    struct wsgi_rs_pairs *pairs = data;
+    pairs->cb(pairs->ctx, key, value ? value : "");
+    return 1;
+}
+
+/* The request headers, in arrival order. */
+void wsgi_rs_request_headers(request_rec *r, wsgi_rs_pair_cb cb, void *ctx)
+{
+    struct wsgi_rs_pairs pairs = { cb, ctx };
+    apr_table_do(wsgi_rs_pair, &pairs, r->headers_in, NULL);
+}
+
+/* SetEnv/SetEnvIf/RewriteRule [E=] variables (r->subprocess_env). */
+void wsgi_rs_request_env(request_rec *r, wsgi_rs_pair_cb cb, void *ctx)
+{
+    struct wsgi_rs_pairs pairs = { cb, ctx };
+    apr_table_do(wsgi_rs_pair, &pairs, r->subprocess_env, NULL);
+}
+
+/* Up to len bytes of the (de-chunked) request body: 0 at the end, -1 on error. */
+long wsgi_rs_read_body(request_rec *r, char *buf, apr_size_t len)
+{
+    return ap_get_client_block(r, buf, len);
+}
+
+/* Status and headers; sent with the first body write (or at the end). */
+void wsgi_rs_send_head(request_rec *r, int status, const char *reason,
+                       const char *const *names, const char *const *values,
+                       const apr_size_t *value_lens, int count)
+{
+    int i;
+    r->status = status;
+    r->status_line = apr_psprintf(r->pool, "%d %s", status, reason);
+    for (i = 0; i < count; i++) {
+        const char *value = apr_pstrmemdup(r->pool, values[i], value_lens[i]);
+        if (strcasecmp(names[i], "Content-Type") == 0) {
+            ap_set_content_type(r, value);
+        } else if (strcasecmp(names[i], "WWW-Authenticate") == 0) {
+            apr_table_add(r->err_headers_out, names[i], value);
+        } else {
+            apr_table_add(r->headers_out, apr_pstrdup(r->pool, names[i]), value);
+        }
+    }
+}
+
+/* One body chunk, flushed so responses stream: 0, or -1 when the client is gone. */
+int wsgi_rs_write(request_rec *r, const char *buf, apr_size_t len)
+{
+    if (ap_rwrite(buf, (int)len, r) < 0 || ap_rflush(r) < 0) {
+        return -1;
+    }
+    return r->connection->aborted ? -1 : 0;
+}
+
+static apr_status_t wsgi_rs_close_fd(void *data)
+{
+    return apr_file_close((apr_file_t *)data);
+}
+
+/* len bytes of the file `fd` from `offset`, through Apache's sendfile path. The descriptor is
+ * duplicated: Apache may send the file bucket after the handler has returned. */
+int wsgi_rs_sendfile(request_rec *r, int fd, apr_off_t offset, apr_size_t len)
+{
+    apr_file_t *file = NULL;
+    apr_size_t sent = 0;
+    int copy = dup(fd);
+    if (copy < 0) {
+        return -1;
+    }
+    if (apr_os_file_put(&file, &copy, APR_FOPEN_READ | APR_FOPEN_SENDFILE_ENABLED, r->pool)
+        != APR_SUCCESS) {
+        close(copy);
+        return -1;
+    }
+    apr_pool_cleanup_register(r->pool, file, wsgi_rs_close_fd, apr_pool_cleanup_null);
+    if (ap_send_fd(file, r, offset, len, &sent) != APR_SUCCESS || r->connection->aborted) {
+        return -1;
+    }
+    return 0;
+}
+
+/* Ends a response whose body already started without a clean end (the app failed, or sent
+ * less than its Content-Length): the client must be able to tell. */
+void wsgi_rs_abort(request_rec *r)
+{
+    conn_rec *c = r->connection;
+    apr_bucket_brigade *bb = apr_brigade_create(r->pool, c->bucket_alloc);
+    APR_BRIGADE_INSERT_TAIL(bb, ap_bucket_error_create(HTTP_BAD_GATEWAY, NULL, r->pool,
+                                                       c->bucket_alloc));
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(c->bucket_alloc));
+    ap_pass_brigade(r->output_filters, bb);
+    c->keepalive = AP_CONN_CLOSE;
+    c->aborted = 1;
+}
+
+/* A line in the error log, for the request (or the server when r is NULL). */
+void wsgi_rs_log(request_rec *r, int level, const char *message)
+{
+    if (r != NULL) {
+        ap_log_rerror(APLOG_MARK, level, 0, r, "mod_wsgi_rs: %s", message);
+    } else {
+        ap_log_error(APLOG_MARK, level, 0, NULL, "mod_wsgi_rs: %s", message);
+    }
+}
+
+/* translate_name found a WSGI script: Apache's directory walk then splits `filename` into the
+ * script and PATH_INFO and applies the script folder's <Directory> sections (Require, auth). */
+void wsgi_rs_set_target(request_rec *r, const char *filename)
+{
+    r->filename = apr_pstrdup(r->pool, filename);
+    r->handler = "wsgi-rs-script";
+}
+
+static int wsgi_rs_translate_name(request_rec *r)
+{
+    return wsgi_rs_translate(r);
+}
+
+static int wsgi_rs_handler(request_rec *r)
+{
+    int status;
+    if (r->handler == NULL || strcmp(r->handler, "wsgi-rs-script") != 0) {
+        return DECLINED;
+    }
+    status = ap_setup_client_block(r, REQUEST_CHUNKED_DECHUNK);
+    if (status != OK) {
+        return status;
+    }
+    return wsgi_rs_handle(r);
+}
+
+static apr_status_t wsgi_rs_child_cleanup(void *data)
+{
+    wsgi_rs_child_exit();
+    return APR_SUCCESS;
+}
+
+static void wsgi_rs_child_init_hook(apr_pool_t *pchild, server_rec *s)
+{
+    wsgi_rs_child_init();
+    apr_pool_cleanup_register(pchild, NULL, wsgi_rs_child_cleanup, apr_pool_cleanup_null);
+}
+
 void wsgi_rs_register_hooks(apr_pool_t *p)
 {
+    /* Before mod_alias, as mod_wsgi: a WSGIScriptAlias wins over an Alias of the same URL. */
+    static const char *const after_us[] = { "mod_alias.c", NULL };
     ap_hook_pre_config(wsgi_rs_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_test_config(wsgi_rs_test_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(wsgi_rs_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_init(wsgi_rs_child_init_hook, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_translate_name(wsgi_rs_translate_name, NULL, after_us, APR_HOOK_MIDDLE);
+    ap_hook_handler(wsgi_rs_handler, NULL, NULL, APR_HOOK_MIDDLE);
 }

@@ -1,45 +1,12 @@
 //! Debian's real Apache httpd loads the built module and checks configurations with it
 //! (`apache2 -t`): wsgi-rs's messages, from the same builder as `wsgi check`.
 
-use std::path::{Path, PathBuf};
+mod util;
+
+use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 
-/// The module, built once per test run by cargo into its own target folder (a test cannot rely
-/// on `cargo test` having built the cdylib, and the outer cargo holds the main target folder).
-fn module() -> PathBuf {
-    static MODULE: OnceLock<PathBuf> = OnceLock::new();
-    MODULE
-        .get_or_init(|| {
-            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-            let target = std::env::current_exe()
-                .unwrap()
-                .ancestors()
-                .nth(3)
-                .unwrap()
-                .join("apache-module");
-            let status = Command::new(env!("CARGO"))
-                .args(["build", "-q", "-p", "wsgi-apache", "--target-dir"])
-                .arg(&target)
-                .current_dir(workspace)
-                .status()
-                .expect("cargo runs");
-            assert!(status.success(), "building the Apache module failed");
-            let module = target.join("debug/libwsgi_apache.so");
-            assert!(module.exists(), "{} was not built", module.display());
-            module
-        })
-        .clone()
-}
-
-fn apache2() -> &'static str {
-    let apache = "/usr/sbin/apache2";
-    assert!(
-        Path::new(apache).exists(),
-        "{apache} is missing: run scripts/setup-test-env.sh (it installs apache2 and apache2-dev)"
-    );
-    apache
-}
+use util::{apache2, module};
 
 /// A server root with `httpd.conf` = the preamble that loads the module, then `site`. The
 /// `Listen` port is never bound: these tests only run `apache2 -t`.

@@ -241,6 +241,16 @@ impl Config {
     /// otherwise, or answers 404).
     pub fn route(&self, req: &RouteRequest<'_>) -> Result<Option<Route>, RouteError> {
         let host = self.select_host(req.local_ip, req.local_port, req.host);
+        self.route_in(host, req)
+    }
+
+    /// Routes a request within a virtual host the caller has already chosen (Apache selects
+    /// virtual hosts itself); `None` is the main server.
+    pub fn route_in(
+        &self,
+        host: Option<usize>,
+        req: &RouteRequest<'_>,
+    ) -> Result<Option<Route>, RouteError> {
         let uri = normalize_path(req.path)?;
         let aliases = self.host(host).script_aliases.iter().chain(
             host.is_some()

@@ -1,0 +1,631 @@
+//! Serving a request in the Apache child (embedded mode): `translate_name` maps a
+//! `WSGIScriptAlias` URL to its script (so Apache's own `<Directory>` access checks and auth run
+//! on the script's folder), and the handler runs the PEP 3333 call through wsgi-interp,
+//! streaming the body from Apache's input filters and the response into its output filters.
+
+use std::ffi::{CStr, CString, c_char, c_int, c_long, c_void};
+use std::io;
+use std::os::fd::RawFd;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use wsgi_config::Config;
+use wsgi_config::route::{ProcessGroup, Route, RouteRequest};
+use wsgi_interp::{
+    CallOptions, Outcome, ReloadMode, RequestBody, RequestHead, ResponseSink, Runtime, Scheme,
+    ScriptSpec, StartConfig,
+};
+
+use crate::config::current_config;
+use crate::guard::guard;
+
+/// Apache's `request_rec`, opaque here.
+#[repr(C)]
+pub struct RequestRec {
+    _private: [u8; 0],
+}
+
+/// `struct wsgi_rs_request` of `src/shim.c`.
+#[repr(C)]
+struct RawRequest {
+    method: *const c_char,
+    path: *const c_char,
+    unparsed_uri: *const c_char,
+    args: *const c_char,
+    protocol: *const c_char,
+    hostname: *const c_char,
+    vhost_file: *const c_char,
+    vhost_line: c_int,
+    local_ip: *const c_char,
+    local_port: c_int,
+    remote_ip: *const c_char,
+    remote_port: c_int,
+    scheme: *const c_char,
+    document_root: *const c_char,
+    server_software: *const c_char,
+    server_admin: *const c_char,
+    user: *const c_char,
+    auth_type: *const c_char,
+    multithread: c_int,
+    multiprocess: c_int,
+}
+
+type PairCallback = unsafe extern "C" fn(*mut c_void, *const c_char, *const c_char);
+
+unsafe extern "C" {
+    fn wsgi_rs_request_info(r: *mut RequestRec, out: *mut RawRequest);
+    fn wsgi_rs_request_headers(r: *mut RequestRec, cb: PairCallback, ctx: *mut c_void);
+    fn wsgi_rs_request_env(r: *mut RequestRec, cb: PairCallback, ctx: *mut c_void);
+    fn wsgi_rs_read_body(r: *mut RequestRec, buf: *mut c_char, len: usize) -> c_long;
+    fn wsgi_rs_send_head(
+        r: *mut RequestRec,
+        status: c_int,
+        reason: *const c_char,
+        names: *const *const c_char,
+        values: *const *const c_char,
+        value_lens: *const usize,
+        count: c_int,
+    );
+    fn wsgi_rs_write(r: *mut RequestRec, buf: *const c_char, len: usize) -> c_int;
+    fn wsgi_rs_sendfile(r: *mut RequestRec, fd: c_int, offset: i64, len: usize) -> c_int;
+    fn wsgi_rs_abort(r: *mut RequestRec);
+    fn wsgi_rs_log(r: *mut RequestRec, level: c_int, message: *const c_char);
+    fn wsgi_rs_set_target(r: *mut RequestRec, filename: *const c_char);
+}
+
+const OK: c_int = 0;
+const DECLINED: c_int = -1;
+const APLOG_ERR: c_int = 3;
+const APLOG_WARNING: c_int = 4;
+const APLOG_INFO: c_int = 6;
+const APLOG_DEBUG: c_int = 7;
+
+/// The embedded Python of this Apache child, started in `child_init`.
+static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
+
+/// Writes to Apache's error log (for the request, or the server when `r` is NULL), one log
+/// line per line of `message` (Apache would escape the newlines of a traceback).
+pub(crate) fn log(r: *mut RequestRec, level: c_int, message: &str) {
+    for line in message.lines().filter(|l| !l.trim().is_empty()) {
+        let text = CString::new(line.replace('\0', " ")).expect("NULs were replaced");
+        // SAFETY: `r` is NULL or the live request Apache is serving on this thread; the line
+        // is a valid C string for the call.
+        unsafe { wsgi_rs_log(r, level, text.as_ptr()) };
+    }
+}
+
+/// A C string as bytes (NULL: empty).
+///
+/// # Safety
+/// `ptr` is NULL or a NUL-terminated string valid for the call.
+unsafe fn bytes(ptr: *const c_char) -> Vec<u8> {
+    if ptr.is_null() {
+        Vec::new()
+    } else {
+        // SAFETY: guaranteed by the caller.
+        unsafe { CStr::from_ptr(ptr) }.to_bytes().to_vec()
+    }
+}
+
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes)
+        .unwrap_or_else(|e| e.into_bytes().iter().map(|&b| char::from(b)).collect())
+}
+
+/// What Apache knows about a request, copied out of its structures.
+struct RequestInfo {
+    method: String,
+    path: String,
+    unparsed_uri: Vec<u8>,
+    args: Vec<u8>,
+    protocol: String,
+    hostname: Option<String>,
+    vhost: Option<(String, u32)>,
+    local_ip: String,
+    local_port: u16,
+    remote_ip: String,
+    remote_port: u16,
+    scheme: String,
+    document_root: Vec<u8>,
+    server_software: Vec<u8>,
+    server_admin: Vec<u8>,
+    user: Vec<u8>,
+    auth_type: Vec<u8>,
+    multithread: bool,
+    multiprocess: bool,
+}
+
+/// Reads the request's fields.
+///
+/// # Safety
+/// `r` is the live request Apache is serving on this thread.
+unsafe fn request_info(r: *mut RequestRec) -> RequestInfo {
+    let mut raw = std::mem::MaybeUninit::<RawRequest>::zeroed();
+    // SAFETY: `r` is live; the shim fills every field of `raw` (pointers into the request's
+    // pool, valid while the request lives, or NULL).
+    let raw = unsafe {
+        wsgi_rs_request_info(r, raw.as_mut_ptr());
+        raw.assume_init()
+    };
+    // SAFETY: each pointer is NULL or a NUL-terminated string from the request's pool.
+    unsafe {
+        let vhost_file = text(bytes(raw.vhost_file));
+        RequestInfo {
+            method: text(bytes(raw.method)),
+            path: text(bytes(raw.path)),
+            unparsed_uri: bytes(raw.unparsed_uri),
+            args: bytes(raw.args),
+            protocol: text(bytes(raw.protocol)),
+            hostname: (!raw.hostname.is_null()).then(|| text(bytes(raw.hostname))),
+            vhost: (!vhost_file.is_empty())
+                .then(|| (vhost_file, u32::try_from(raw.vhost_line).unwrap_or(0))),
+            local_ip: text(bytes(raw.local_ip)),
+            local_port: u16::try_from(raw.local_port).unwrap_or(0),
+            remote_ip: text(bytes(raw.remote_ip)),
+            remote_port: u16::try_from(raw.remote_port).unwrap_or(0),
+            scheme: text(bytes(raw.scheme)),
+            document_root: bytes(raw.document_root),
+            server_software: bytes(raw.server_software),
+            server_admin: bytes(raw.server_admin),
+            user: bytes(raw.user),
+            auth_type: bytes(raw.auth_type),
+            multithread: raw.multithread != 0,
+            multiprocess: raw.multiprocess != 0,
+        }
+    }
+}
+
+unsafe extern "C" fn collect_pair(ctx: *mut c_void, key: *const c_char, value: *const c_char) {
+    // SAFETY: `ctx` is the `Vec` passed by `pairs` below, alive for the iteration; key and value
+    // are strings from the request's tables.
+    let (pairs, key, value) = unsafe {
+        (
+            &mut *(ctx as *mut Vec<(String, Vec<u8>)>),
+            bytes(key),
+            bytes(value),
+        )
+    };
+    pairs.push((text(key), value));
+}
+
+/// A table of the request (headers or environment variables), in order.
+///
+/// # Safety
+/// `r` is the live request Apache is serving on this thread.
+unsafe fn pairs(
+    r: *mut RequestRec,
+    which: unsafe extern "C" fn(*mut RequestRec, PairCallback, *mut c_void),
+) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+    // SAFETY: `r` is live; the callback only touches `out`, which outlives the call; a panic
+    // cannot happen in it (push and a UTF-8 check).
+    unsafe {
+        which(
+            r,
+            collect_pair,
+            (&mut out as *mut Vec<(String, Vec<u8>)>).cast(),
+        )
+    };
+    out
+}
+
+/// The latin-1 native string of a route back to bytes.
+fn native_bytes(s: &str) -> Vec<u8> {
+    s.chars()
+        .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
+        .collect()
+}
+
+fn route(
+    config: &Config,
+    info: &RequestInfo,
+) -> Result<Option<Route>, wsgi_config::route::RouteError> {
+    let host = info.vhost.as_ref().and_then(|(file, line)| {
+        config.virtual_hosts.iter().position(|h| {
+            h.span
+                .as_ref()
+                .is_some_and(|s| s.line == *line && s.file.as_ref() == Path::new(file))
+        })
+    });
+    let request = RouteRequest {
+        local_ip: info.local_ip.parse().ok(),
+        local_port: info.local_port,
+        host: info.hostname.as_deref(),
+        path: &info.path,
+    };
+    config.route_in(host, &request)
+}
+
+/// The `translate_name` hook: claims `WSGIScriptAlias` URLs.
+///
+/// # Safety
+/// `r` is the live request Apache is serving on this thread.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn wsgi_rs_translate(r: *mut RequestRec) -> c_int {
+    guard(
+        "translate_name",
+        |message| {
+            log(r, APLOG_ERR, &message);
+            500
+        },
+        || {
+            let Some(config) = current_config() else {
+                return DECLINED;
+            };
+            // SAFETY: forwarded from the caller's contract.
+            let info = unsafe { request_info(r) };
+            match route(&config, &info) {
+                Ok(None) => DECLINED,
+                Ok(Some(route)) => {
+                    let mut filename = route.script.as_os_str().as_encoded_bytes().to_vec();
+                    filename.extend(native_bytes(&route.path_info));
+                    match CString::new(filename) {
+                        // SAFETY: `r` is live and the filename a valid C string for the call (the
+                        // shim copies it into the request pool).
+                        Ok(f) => unsafe { wsgi_rs_set_target(r, f.as_ptr()) },
+                        Err(_) => return 404,
+                    }
+                    OK
+                }
+                Err(e) => {
+                    log(r, APLOG_INFO, &format!("{}: {e}", info.path));
+                    c_int::from(e.status())
+                }
+            }
+        },
+    )
+}
+
+/// The request body, read through Apache's input filters (de-chunked).
+struct ApacheBody(*mut RequestRec);
+
+// SAFETY: wsgi-interp calls the body only on the thread that called `InterpreterHandle::call`,
+// the Apache thread serving the request, while the request lives.
+unsafe impl Send for ApacheBody {}
+
+impl RequestBody for ApacheBody {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: the request is live (see the Send impl) and `buf` is writable for its length.
+        let n = unsafe { wsgi_rs_read_body(self.0, buf.as_mut_ptr().cast(), buf.len()) };
+        usize::try_from(n).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "reading the request body failed (client gone or timed out)",
+            )
+        })
+    }
+}
+
+/// The response, written into Apache's output filters.
+struct ApacheSink {
+    r: *mut RequestRec,
+    started: bool,
+}
+
+// SAFETY: as for ApacheBody: used only on the request's own Apache thread.
+unsafe impl Send for ApacheSink {}
+
+fn gone() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::BrokenPipe,
+        "the client closed the connection",
+    )
+}
+
+impl ResponseSink for ApacheSink {
+    fn start(
+        &mut self,
+        status: u16,
+        reason: &str,
+        headers: Vec<(String, Vec<u8>)>,
+    ) -> io::Result<()> {
+        let reason = CString::new(reason).map_err(|_| io::Error::other("NUL in reason"))?;
+        let names: Vec<CString> = headers
+            .iter()
+            .map(|(n, _)| {
+                CString::new(n.as_str()).map_err(|_| io::Error::other("NUL in header name"))
+            })
+            .collect::<io::Result<_>>()?;
+        let name_ptrs: Vec<*const c_char> = names.iter().map(|n| n.as_ptr()).collect();
+        let value_ptrs: Vec<*const c_char> =
+            headers.iter().map(|(_, v)| v.as_ptr().cast()).collect();
+        let lens: Vec<usize> = headers.iter().map(|(_, v)| v.len()).collect();
+        // SAFETY: the request is live; the arrays hold `headers.len()` entries valid for the
+        // call (the shim copies the values, with their lengths, into the request pool).
+        unsafe {
+            wsgi_rs_send_head(
+                self.r,
+                c_int::from(status),
+                reason.as_ptr(),
+                name_ptrs.as_ptr(),
+                value_ptrs.as_ptr(),
+                lens.as_ptr(),
+                c_int::try_from(headers.len()).unwrap_or(0),
+            )
+        };
+        self.started = true;
+        Ok(())
+    }
+
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        // SAFETY: the request is live and `chunk` readable for its length.
+        match unsafe { wsgi_rs_write(self.r, chunk.as_ptr().cast(), chunk.len()) } {
+            0 => Ok(()),
+            _ => Err(gone()),
+        }
+    }
+
+    fn file(&mut self, fd: RawFd, offset: u64, len: u64) -> io::Result<bool> {
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), usize::try_from(len)) else {
+            return Ok(false);
+        };
+        // SAFETY: the request is live and `fd` open for the call; the shim duplicates it.
+        match unsafe { wsgi_rs_sendfile(self.r, fd, offset, len) } {
+            0 => Ok(true),
+            _ => Err(gone()),
+        }
+    }
+}
+
+/// Starts the embedded Python of this child, when the configuration can route requests to
+/// embedded mode.
+#[unsafe(no_mangle)]
+pub extern "C" fn wsgi_rs_child_init() {
+    guard(
+        "child_init",
+        |m| log(std::ptr::null_mut(), APLOG_ERR, &m),
+        || {
+            let Some(config) = current_config() else {
+                return;
+            };
+            if config.server.restrict_embedded || !has_embedded_mounts(&config) {
+                return;
+            }
+            RUNTIME.get_or_init(|| {
+                let start = StartConfig {
+                    python_home: config.python.home.as_ref().map(|h| h.value.clone()),
+                    python_path: config.python.path.clone(),
+                    optimize: config.python.optimize,
+                    dont_write_bytecode: config.python.dont_write_bytecode,
+                    ..StartConfig::default()
+                };
+                Runtime::start(&start).map_err(|e| {
+                    let message = format!("Python did not start in this Apache child: {e}");
+                    log(std::ptr::null_mut(), APLOG_ERR, &message);
+                    message
+                })
+            });
+        },
+    );
+}
+
+fn has_embedded_mounts(config: &Config) -> bool {
+    std::iter::once(&config.main)
+        .chain(&config.virtual_hosts)
+        .any(|h| !h.script_aliases.is_empty())
+}
+
+/// Ends the embedded Python when the child exits: interpreters ended, atexit run, promptly.
+#[unsafe(no_mangle)]
+pub extern "C" fn wsgi_rs_child_exit() {
+    guard(
+        "child_exit",
+        |m| log(std::ptr::null_mut(), APLOG_ERR, &m),
+        || {
+            if let Some(Ok(runtime)) = RUNTIME.get() {
+                let report = runtime.shutdown(Duration::from_secs(2), Duration::from_millis(300));
+                if !report.left_running.is_empty() {
+                    log(
+                        std::ptr::null_mut(),
+                        APLOG_WARNING,
+                        &format!("threads still running at exit: {:?}", report.left_running),
+                    );
+                }
+            }
+        },
+    );
+}
+
+/// The handler: runs the WSGI application of a request `translate_name` claimed.
+///
+/// # Safety
+/// `r` is the live request Apache is serving on this thread.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn wsgi_rs_handle(r: *mut RequestRec) -> c_int {
+    guard(
+        "handler",
+        |message| {
+            log(r, APLOG_ERR, &message);
+            500
+        },
+        || {
+            let Some(config) = current_config() else {
+                return DECLINED;
+            };
+            // SAFETY: forwarded from the caller's contract.
+            let info = unsafe { request_info(r) };
+            let route = match route(&config, &info) {
+                Ok(Some(route)) => route,
+                Ok(None) => return DECLINED,
+                Err(e) => return c_int::from(e.status()),
+            };
+            if let ProcessGroup::Daemon(name) = &route.process_group {
+                log(
+                    r,
+                    APLOG_ERR,
+                    &format!(
+                        "{}: daemon process group `{name}` cannot be reached: this build of mod_wsgi_rs serves embedded mode only; remove WSGIProcessGroup/process-group= to run the application in the Apache children",
+                        info.path
+                    ),
+                );
+                return 503;
+            }
+            let runtime = match RUNTIME.get() {
+                Some(Ok(runtime)) => runtime,
+                Some(Err(message)) => {
+                    log(r, APLOG_ERR, message);
+                    return 500;
+                }
+                None => {
+                    log(
+                        r,
+                        APLOG_ERR,
+                        "embedded mode is off in this process (WSGIRestrictEmbedded On)",
+                    );
+                    return 500;
+                }
+            };
+            // SAFETY: forwarded from the caller's contract.
+            let head = unsafe { request_head(r, &info, &route) };
+            let spec = ScriptSpec {
+                path: route.script.clone(),
+                callable: route.callable_object.clone(),
+                reload: if route.settings.script_reloading == Some(false) {
+                    ReloadMode::Off
+                } else {
+                    ReloadMode::Reexecute
+                },
+            };
+            let options = CallOptions {
+                process_group: String::new(),
+                multithread: info.multithread,
+                multiprocess: info.multiprocess,
+                run_once: false,
+                pass_authorization: route.settings.pass_authorization == Some(true),
+            };
+            let interpreter = match runtime.interpreter(&route.application_group) {
+                Ok(i) => i,
+                Err(e) => {
+                    log(
+                        r,
+                        APLOG_ERR,
+                        &format!("application group {:?}: {e}", route.application_group),
+                    );
+                    return 503;
+                }
+            };
+            let mut body = ApacheBody(r);
+            let mut sink = ApacheSink { r, started: false };
+            let outcome = interpreter.call(&spec, &head, &options, &mut body, &mut sink);
+            finish(r, &route, outcome, sink.started)
+        },
+    )
+}
+
+fn finish(r: *mut RequestRec, route: &Route, outcome: Outcome, started: bool) -> c_int {
+    let script = route.script.display();
+    let abort = || {
+        // SAFETY: the request is live on this thread.
+        unsafe { wsgi_rs_abort(r) };
+        OK
+    };
+    match outcome {
+        Outcome::Complete { .. } => OK,
+        Outcome::Incomplete { declared, sent, .. } => {
+            log(
+                r,
+                APLOG_ERR,
+                &format!(
+                    "{script}: the response declared Content-Length {declared} but the application sent {sent} bytes: the connection is closed so the client can tell"
+                ),
+            );
+            abort()
+        }
+        Outcome::Error(e) => {
+            log(
+                r,
+                APLOG_ERR,
+                &format!("{script}: {}\n{}", e.message, e.traceback),
+            );
+            if started { abort() } else { 500 }
+        }
+        Outcome::Aborted { error, sent, .. } => {
+            log(
+                r,
+                APLOG_ERR,
+                &format!(
+                    "{script}: failed after {sent} body bytes: {}\n{}",
+                    error.message, error.traceback
+                ),
+            );
+            abort()
+        }
+        Outcome::ClientGone { error } => {
+            log(r, APLOG_DEBUG, &format!("{script}: client gone: {error}"));
+            OK
+        }
+        Outcome::Script(e) => {
+            log(r, APLOG_ERR, &format!("{e}"));
+            if matches!(e, wsgi_interp::ScriptError::NotFound { .. }) {
+                404
+            } else {
+                500
+            }
+        }
+        Outcome::ScriptChanged => {
+            log(
+                r,
+                APLOG_ERR,
+                &format!(
+                    "{script} changed and script reloading reports changes only in daemon mode"
+                ),
+            );
+            500
+        }
+        Outcome::Unavailable(e) => {
+            log(r, APLOG_ERR, &format!("{script}: {e}"));
+            503
+        }
+    }
+}
+
+/// The environ's source, from the request and its route.
+///
+/// # Safety
+/// `r` is the live request Apache is serving on this thread.
+unsafe fn request_head(r: *mut RequestRec, info: &RequestInfo, route: &Route) -> RequestHead {
+    // SAFETY: forwarded from the caller's contract.
+    let (headers, env) = unsafe {
+        (
+            pairs(r, wsgi_rs_request_headers),
+            pairs(r, wsgi_rs_request_env),
+        )
+    };
+    let mut extra: Vec<(String, Vec<u8>)> = env;
+    let mut add = |k: &str, v: Vec<u8>| {
+        if !v.is_empty() {
+            extra.push((k.to_string(), v));
+        }
+    };
+    add(
+        "SCRIPT_FILENAME",
+        route.script.as_os_str().as_encoded_bytes().to_vec(),
+    );
+    add("DOCUMENT_ROOT", info.document_root.clone());
+    add("SERVER_SOFTWARE", info.server_software.clone());
+    add("SERVER_ADDR", info.local_ip.clone().into_bytes());
+    add("SERVER_ADMIN", info.server_admin.clone());
+    add("REQUEST_SCHEME", info.scheme.clone().into_bytes());
+    add("REMOTE_USER", info.user.clone());
+    add("AUTH_TYPE", info.auth_type.clone());
+    RequestHead {
+        method: info.method.clone(),
+        script_name: native_bytes(&route.script_name),
+        path_info: native_bytes(&route.path_info),
+        query_string: info.args.clone(),
+        request_uri: info.unparsed_uri.clone(),
+        protocol: info.protocol.clone(),
+        scheme: if info.scheme == "https" {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        },
+        server_name: route.server_name.clone(),
+        server_port: route.port,
+        remote_addr: info.remote_ip.clone(),
+        remote_port: info.remote_port,
+        headers,
+        extra,
+    }
+}

@@ -1,0 +1,270 @@
+//! Embedded mode in a real Apache (Debian's apache2, mpm_event, children as www-data): the
+//! user's spec scenarios and PEP 3333 behaviour over real HTTP.
+
+mod util;
+
+use std::path::Path;
+use std::process::Command;
+
+use util::{Apache, apache2, dechunk, parse, scratch};
+
+/// An app that answers with facts about its interpreter and request.
+const INFO_APP: &str = r#"
+import sys
+COUNT = 0
+
+def application(environ, start_response):
+    global COUNT
+    COUNT += 1
+    if environ['PATH_INFO'] == '/fail':
+        raise ValueError('failing on purpose')
+    if environ['PATH_INFO'] == '/midway':
+        start_response('200 OK', [('Content-Type', 'text/plain')])
+        def body():
+            yield b'first part\n'
+            raise RuntimeError('failing in the middle of the body')
+        return body()
+    if environ['REQUEST_METHOD'] == 'POST':
+        data = environ['wsgi.input'].read()
+        body = b'%d %d' % (len(data), sum(data) % 65521)
+    else:
+        body = '\n'.join([
+            'prefix=' + sys.prefix,
+            'group=' + environ['mod_wsgi.application_group'],
+            'script_name=' + environ['SCRIPT_NAME'],
+            'path_info=' + environ['PATH_INFO'],
+            'count=%d' % COUNT,
+            'multithread=%s' % environ['wsgi.multithread'],
+        ]).encode()
+    start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])
+    return [body]
+"#;
+
+fn write_app(dir: &Path, name: &str) {
+    std::fs::write(dir.join(name), INFO_APP).unwrap();
+}
+
+fn field(body: &[u8], name: &str) -> String {
+    let text = String::from_utf8_lossy(body);
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}=")).map(str::to_string))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+fn make_venv(python: &str, path: &Path) {
+    let status = Command::new(python)
+        .args(["-m", "venv", "--without-pip"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "{python} -m venv {}", path.display());
+}
+
+#[test]
+fn single_application_in_the_main_interpreter_with_python_home() {
+    let dir = scratch("wsgi-apache-embedded-");
+    let project = dir.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    write_app(&project, "myapp.wsgi");
+    let venv = dir.path().join("venv");
+    make_venv("/usr/bin/python3.11", &venv);
+    let site = format!(
+        "WSGIPythonHome {venv}
+WSGIScriptAlias / {project}/myapp.wsgi
+WSGIApplicationGroup %{{GLOBAL}}
+<Directory {project}>
+    Require all granted
+</Directory>
+",
+        venv = venv.display(),
+        project = project.display()
+    );
+    let mut apache = Apache::start(dir.path(), &site);
+    let (status, _, body) = apache.get("/some/page");
+    assert_eq!(status, 200, "{}", apache.error_log());
+    assert_eq!(field(&body, "prefix"), venv.display().to_string());
+    assert_eq!(field(&body, "group"), "");
+    assert_eq!(field(&body, "script_name"), "");
+    assert_eq!(field(&body, "path_info"), "/some/page");
+    assert_eq!(field(&body, "multithread"), "True");
+    let took = apache.stop();
+    assert!(took.as_secs() < 5, "stopping took {took:?}");
+}
+
+#[test]
+fn many_applications_each_in_its_own_sub_interpreter() {
+    let dir = scratch("wsgi-apache-embedded-");
+    let project = dir.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    for app in ["myapp1.wsgi", "myapp2.wsgi", "myapp3.wsgi"] {
+        write_app(&project, app);
+    }
+    let site = format!(
+        "WSGIScriptAlias /myapp3 {p}/myapp3.wsgi
+WSGIScriptAlias /myapp2 {p}/myapp2.wsgi
+WSGIScriptAlias / {p}/myapp1.wsgi
+<Directory {p}>
+    Require all granted
+</Directory>
+",
+        p = project.display()
+    );
+    let mut apache = Apache::start(dir.path(), &site);
+    let port = apache.port;
+    let (status, _, body) = apache.get("/myapp3/x");
+    assert_eq!(status, 200, "{}", apache.error_log());
+    assert_eq!(field(&body, "group"), format!("localhost:{port}|/myapp3"));
+    assert_eq!(field(&body, "script_name"), "/myapp3");
+    assert_eq!(field(&body, "path_info"), "/x");
+    let (_, _, body) = apache.get("/myapp2");
+    assert_eq!(field(&body, "group"), format!("localhost:{port}|/myapp2"));
+    let (_, _, body) = apache.get("/other");
+    assert_eq!(field(&body, "group"), format!("localhost:{port}|"));
+    // Module state is per interpreter (one child process, see util::preamble): the three apps
+    // run the same code, and each counts only its own requests.
+    let count = |path: &str| -> u32 { field(&apache.get(path).2, "count").parse().unwrap() };
+    let first = count("/myapp2");
+    assert_eq!(count("/myapp2"), first + 1);
+    assert_eq!(count("/myapp2"), first + 2);
+    assert_eq!(
+        count("/myapp3"),
+        2,
+        "/myapp3 saw one request before this one"
+    );
+    assert_eq!(count("/"), 2, "/ saw one request (/other) before this one");
+    let took = apache.stop();
+    assert!(
+        took.as_secs() < 5,
+        "stopping after using sub-interpreters took {took:?}"
+    );
+}
+
+#[test]
+fn directory_mounts_run_only_wsgi_scripts() {
+    let dir = scratch("wsgi-apache-embedded-");
+    let project = dir.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    write_app(&project, "app1.wsgi");
+    std::fs::write(project.join("notes.txt"), "print('not python')\n").unwrap();
+    let site = format!(
+        "WSGIScriptAlias / {p}/
+<Directory {p}>
+    Require all granted
+</Directory>
+",
+        p = project.display()
+    );
+    let apache = Apache::start(dir.path(), &site);
+    let (status, _, body) = apache.get("/app1.wsgi/rest/of/path");
+    assert_eq!(status, 200, "{}", apache.error_log());
+    assert_eq!(field(&body, "script_name"), "/app1.wsgi");
+    assert_eq!(field(&body, "path_info"), "/rest/of/path");
+    assert_eq!(apache.get("/notes.txt").0, 404);
+    assert_eq!(apache.get("/missing.wsgi").0, 404);
+}
+
+#[test]
+fn request_bodies_errors_and_access() {
+    let dir = scratch("wsgi-apache-embedded-");
+    let open = dir.path().join("open");
+    let closed = dir.path().join("closed");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::create_dir(&closed).unwrap();
+    write_app(&open, "app.wsgi");
+    write_app(&closed, "app.wsgi");
+    let site = format!(
+        "WSGIScriptAlias /app {o}/app.wsgi
+WSGIScriptAlias /closed {c}/app.wsgi
+<Directory {o}>
+    Require all granted
+</Directory>
+<Directory {c}>
+    Require all denied
+</Directory>
+",
+        o = open.display(),
+        c = closed.display()
+    );
+    let apache = Apache::start(dir.path(), &site);
+
+    // A 64 KiB body with Content-Length, and a chunked one.
+    let data: Vec<u8> = (0..65536u32).map(|i| (i * 7 % 251) as u8).collect();
+    let checksum = data.iter().map(|&b| u32::from(b)).sum::<u32>() % 65521;
+    let mut request = format!(
+        "POST /app HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        data.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&data);
+    let (status, _, body) = parse(&apache.raw(&request));
+    assert_eq!(status, 200, "{}", apache.error_log());
+    assert_eq!(String::from_utf8_lossy(&body), format!("65536 {checksum}"));
+    let mut chunked = b"POST /app HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for part in data.chunks(10_000) {
+        chunked.extend(format!("{:x}\r\n", part.len()).bytes());
+        chunked.extend_from_slice(part);
+        chunked.extend(b"\r\n");
+    }
+    chunked.extend(b"0\r\n\r\n");
+    let (status, _, body) = parse(&apache.raw(&chunked));
+    assert_eq!(status, 200);
+    assert_eq!(String::from_utf8_lossy(&body), format!("65536 {checksum}"));
+
+    // An exception before the response: 500, and the traceback in the error log.
+    assert_eq!(apache.get("/app/fail").0, 500);
+    let log = apache.error_log();
+    assert!(log.contains("ValueError: failing on purpose"), "{log}");
+    assert!(log.contains("Traceback (most recent call last):"), "{log}");
+
+    // An exception in the middle of the body: the client can tell (no final chunk).
+    let raw = apache.raw(b"GET /app/midway HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    assert!(String::from_utf8_lossy(&raw[split..]).contains("first part"));
+    assert!(
+        dechunk(&raw[split + 4..]).is_none(),
+        "the body ended cleanly: {:?}",
+        String::from_utf8_lossy(&raw)
+    );
+
+    // Apache's own access control runs first.
+    assert_eq!(apache.get("/closed").0, 403);
+}
+
+#[test]
+fn a_venv_from_another_python_refuses_the_start() {
+    let dir = scratch("wsgi-apache-embedded-");
+    let venv = dir.path().join("v312");
+    make_venv("/root/.pyenv/versions/3.12.1/bin/python3.12", &venv);
+    let conf = dir.path().join("httpd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "{}WSGIPythonHome {}\n",
+            util::preamble(dir.path(), "127.0.0.1:18082"),
+            venv.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(apache2())
+        .arg("-t")
+        .arg("-f")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "WSGIPythonHome: python-home {v}: {v} was created by Python 3.12.1",
+            v = venv.display()
+        )),
+        "{text}"
+    );
+}

@@ -1,0 +1,259 @@
+//! Shared by the Apache tests: the built module, Debian's apache2, and a server started on
+//! 127.0.0.1 that the tests stop themselves (by the pid they started).
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The module, built once per test run by cargo into its own target folder (a test cannot rely
+/// on `cargo test` having built the cdylib, and the outer cargo holds the main target folder).
+pub fn module() -> PathBuf {
+    static MODULE: OnceLock<PathBuf> = OnceLock::new();
+    MODULE
+        .get_or_init(|| {
+            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+            let target = std::env::current_exe()
+                .unwrap()
+                .ancestors()
+                .nth(3)
+                .unwrap()
+                .join("apache-module");
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "-q", "-p", "wsgi-apache", "--target-dir"])
+                .arg(&target)
+                .current_dir(workspace)
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building the Apache module failed");
+            let module = target.join("debug/libwsgi_apache.so");
+            assert!(module.exists(), "{} was not built", module.display());
+            module
+        })
+        .clone()
+}
+
+/// Debian's Apache httpd.
+pub fn apache2() -> &'static str {
+    let apache = "/usr/sbin/apache2";
+    assert!(
+        Path::new(apache).exists(),
+        "{apache} is missing: run scripts/setup-test-env.sh (it installs apache2 and apache2-dev)"
+    );
+    apache
+}
+
+/// A world-readable scratch folder (Apache's children run as www-data).
+pub fn scratch(prefix: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    dir
+}
+
+/// The lines that load the MPM, mod_authz_core and our module, with logs in `root`.
+pub fn preamble(root: &Path, listen: &str) -> String {
+    format!(
+        "ServerRoot {root}
+LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so
+LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
+LoadModule wsgi_rs_module {module}
+PidFile {root}/httpd.pid
+ErrorLog {root}/error.log
+LogLevel info
+User www-data
+Group www-data
+Listen {listen}
+ServerName localhost
+# One child process, so per-process state (module globals, sub-interpreters) is observable.
+StartServers 1
+ServerLimit 1
+ThreadsPerChild 16
+MaxRequestWorkers 16
+MinSpareThreads 1
+MaxSpareThreads 16
+",
+        root = root.display(),
+        module = module().display(),
+    )
+}
+
+/// A running Apache, stopped (SIGTERM to the parent we started) when dropped.
+pub struct Apache {
+    /// The server root with httpd.conf and the logs.
+    pub root: PathBuf,
+    /// The port it listens on.
+    pub port: u16,
+    child: Child,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Apache {
+    /// Starts Apache in the foreground on a free loopback port with `site` after the preamble,
+    /// and waits (bounded) until it answers.
+    pub fn start(root: &Path, site: &str) -> Apache {
+        for _attempt in 0..3 {
+            let port = free_port();
+            let conf = root.join("httpd.conf");
+            std::fs::write(
+                &conf,
+                format!("{}{site}", preamble(root, &format!("127.0.0.1:{port}"))),
+            )
+            .unwrap();
+            let _ = std::fs::remove_file(root.join("error.log"));
+            let mut child = Command::new(apache2())
+                .args(["-DFOREGROUND", "-f"])
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let mut err = String::new();
+                    child
+                        .stderr
+                        .take()
+                        .unwrap()
+                        .read_to_string(&mut err)
+                        .unwrap();
+                    if err.contains("Address already in use") {
+                        break;
+                    }
+                    panic!(
+                        "apache2 exited with {status}: {err}\n{}",
+                        std::fs::read_to_string(root.join("error.log")).unwrap_or_default()
+                    );
+                }
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Apache {
+                        root: root.to_path_buf(),
+                        port,
+                        child,
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("apache2 did not start listening");
+    }
+
+    /// The error log so far.
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.root.join("error.log")).unwrap_or_default()
+    }
+
+    /// Stops the server and returns how long it took to be gone.
+    pub fn stop(&mut self) -> Duration {
+        let start = Instant::now();
+        // SIGTERM to the one process this test started.
+        let _ = nix_kill(self.child.id());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return start.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        start.elapsed()
+    }
+
+    /// A raw HTTP/1.1 exchange: sends `request`, returns everything read until the server
+    /// closes (bounded by a 10 s read timeout).
+    pub fn raw(&self, request: &[u8]) -> Vec<u8> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(request).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        out
+    }
+
+    /// GET `path` with `Connection: close`: (status, headers text, body).
+    pub fn get(&self, path: &str) -> (u16, String, Vec<u8>) {
+        let raw = self.raw(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
+        parse(&raw)
+    }
+}
+
+impl Drop for Apache {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+fn nix_kill(pid: u32) -> std::io::Result<()> {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("kill failed"))
+    }
+}
+
+/// Splits a raw response: (status, head, body with chunked encoding removed when complete).
+pub fn parse(raw: &[u8]) -> (u16, String, Vec<u8>) {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut body = raw[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body).unwrap_or(body);
+    }
+    (status, head, body)
+}
+
+/// Removes chunked framing; None when the body does not end with the final `0` chunk.
+pub fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&data[..line_end]).ok()?.trim(), 16).ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        if data.len() < size + 2 {
+            return None;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
