@@ -49,6 +49,12 @@ struct RawRequest {
     auth_type: *const c_char,
     multithread: c_int,
     multiprocess: c_int,
+    server_name: *const c_char,
+    server_port: c_int,
+    context_prefix: *const c_char,
+    context_document_root: *const c_char,
+    log_id: *const c_char,
+    request_time_us: i64,
 }
 
 type PairCallback = unsafe extern "C" fn(*mut c_void, *const c_char, *const c_char);
@@ -134,6 +140,12 @@ struct RequestInfo {
     auth_type: Vec<u8>,
     multithread: bool,
     multiprocess: bool,
+    server_name: String,
+    server_port: u16,
+    context_prefix: Vec<u8>,
+    context_document_root: Vec<u8>,
+    log_id: Vec<u8>,
+    request_time_us: i64,
 }
 
 /// Reads the request's fields.
@@ -172,6 +184,12 @@ unsafe fn request_info(r: *mut RequestRec) -> RequestInfo {
             auth_type: bytes(raw.auth_type),
             multithread: raw.multithread != 0,
             multiprocess: raw.multiprocess != 0,
+            server_name: text(bytes(raw.server_name)),
+            server_port: u16::try_from(raw.server_port).unwrap_or(0),
+            context_prefix: bytes(raw.context_prefix),
+            context_document_root: bytes(raw.context_document_root),
+            log_id: bytes(raw.log_id),
+            request_time_us: raw.request_time_us,
         }
     }
 }
@@ -366,6 +384,22 @@ impl ResponseSink for ApacheSink {
             _ => Err(gone()),
         }
     }
+}
+
+/// `mod_wsgi_rs/VERSION Python/X.Y` for Apache's `Server` banner and `SERVER_SOFTWARE`.
+#[unsafe(no_mangle)]
+pub extern "C" fn wsgi_rs_version_component() -> *const c_char {
+    static COMPONENT: OnceLock<CString> = OnceLock::new();
+    COMPONENT
+        .get_or_init(|| {
+            CString::new(format!(
+                "mod_wsgi_rs/{} Python/{}",
+                env!("CARGO_PKG_VERSION"),
+                wsgi_interp::embedded::BUILD_PYTHON_VERSION
+            ))
+            .expect("no NUL in versions")
+        })
+        .as_ptr()
 }
 
 /// Starts the embedded Python of this child, when the configuration can route requests to
@@ -586,12 +620,21 @@ fn finish(r: *mut RequestRec, route: &Route, outcome: Outcome, started: bool) ->
 /// `r` is the live request Apache is serving on this thread.
 unsafe fn request_head(r: *mut RequestRec, info: &RequestInfo, route: &Route) -> RequestHead {
     // SAFETY: forwarded from the caller's contract.
-    let (headers, env) = unsafe {
+    let (mut headers, env) = unsafe {
         (
             pairs(r, wsgi_rs_request_headers),
             pairs(r, wsgi_rs_request_env),
         )
     };
+    // Apache has already merged repeated headers with ", ". For Cookie that is unsplittable, so
+    // it becomes "; " as wsgi-rs gives it elsewhere (a valid cookie value holds no comma).
+    for (name, value) in &mut headers {
+        if name.eq_ignore_ascii_case("cookie") {
+            *value = String::from_utf8_lossy(value)
+                .replace(", ", "; ")
+                .into_bytes();
+        }
+    }
     let mut extra: Vec<(String, Vec<u8>)> = env;
     let mut add = |k: &str, v: Vec<u8>| {
         if !v.is_empty() {
@@ -609,6 +652,29 @@ unsafe fn request_head(r: *mut RequestRec, info: &RequestInfo, route: &Route) ->
     add("REQUEST_SCHEME", info.scheme.clone().into_bytes());
     add("REMOTE_USER", info.user.clone());
     add("AUTH_TYPE", info.auth_type.clone());
+    extra.push(("CONTEXT_PREFIX".into(), info.context_prefix.clone()));
+    extra.push((
+        "CONTEXT_DOCUMENT_ROOT".into(),
+        info.context_document_root.clone(),
+    ));
+    // The mod_wsgi.* keys apps and middleware read (mod_wsgi 6 names and forms).
+    extra.push(("mod_wsgi.request_handler".into(), b"wsgi-script".to_vec()));
+    extra.push(("mod_wsgi.handler_script".into(), Vec::new()));
+    extra.push((
+        "mod_wsgi.listener_host".into(),
+        info.local_ip.clone().into_bytes(),
+    ));
+    extra.push((
+        "mod_wsgi.listener_port".into(),
+        info.local_port.to_string().into_bytes(),
+    ));
+    if !info.log_id.is_empty() {
+        extra.push(("mod_wsgi.request_id".into(), info.log_id.clone()));
+    }
+    extra.push((
+        "mod_wsgi.request_start".into(),
+        format!("{:.6}", info.request_time_us as f64 / 1e6).into_bytes(),
+    ));
     RequestHead {
         method: info.method.clone(),
         script_name: native_bytes(&route.script_name),
@@ -621,8 +687,10 @@ unsafe fn request_head(r: *mut RequestRec, info: &RequestInfo, route: &Route) ->
         } else {
             Scheme::Http
         },
-        server_name: route.server_name.clone(),
-        server_port: route.port,
+        // As Apache gives them to CGI (UseCanonicalName): the application group name stays
+        // derived from configuration.
+        server_name: info.server_name.clone(),
+        server_port: info.server_port,
         remote_addr: info.remote_ip.clone(),
         remote_port: info.remote_port,
         headers,

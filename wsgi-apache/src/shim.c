@@ -138,10 +138,13 @@ static void wsgi_rs_test_config(apr_pool_t *pconf, server_rec *s)
     }
 }
 
+extern const char *wsgi_rs_version_component(void);
+
 static int wsgi_rs_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
                                server_rec *s)
 {
     char *errors = wsgi_rs_complete(s);
+    ap_add_version_component(pconf, wsgi_rs_version_component());
     if (errors != NULL) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "mod_wsgi_rs: %s", errors);
         wsgi_rs_free(errors);
@@ -174,6 +177,12 @@ struct wsgi_rs_request {
     const char *auth_type;
     int multithread;
     int multiprocess;
+    const char *server_name;   /* SERVER_NAME as Apache gives it (UseCanonicalName) */
+    int server_port;
+    const char *context_prefix;
+    const char *context_document_root;
+    const char *log_id;
+    long long request_time_us;
 };
 
 void wsgi_rs_request_info(request_rec *r, struct wsgi_rs_request *out)
@@ -204,6 +213,12 @@ void wsgi_rs_request_info(request_rec *r, struct wsgi_rs_request *out)
     ap_mpm_query(AP_MPMQ_MAX_DAEMONS, &daemons);
     out->multithread = threads > 1;
     out->multiprocess = daemons > 1;
+    out->server_name = ap_get_server_name(r);
+    out->server_port = (int)ap_get_server_port(r);
+    out->context_prefix = ap_context_prefix(r);
+    out->context_document_root = ap_context_document_root(r);
+    out->log_id = r->log_id;
+    out->request_time_us = (long long)r->request_time;
 }
 
 typedef void (*wsgi_rs_pair_cb)(void *ctx, const char *key, const char *value);

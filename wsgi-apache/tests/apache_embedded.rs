@@ -268,3 +268,112 @@ fn a_venv_from_another_python_refuses_the_start() {
         "{text}"
     );
 }
+
+/// Dumps the environ: one `key=type repr` line per key.
+const ENVIRON_APP: &str = r#"
+def application(environ, start_response):
+    lines = []
+    for k in sorted(environ):
+        v = environ[k]
+        shown = v if isinstance(v, (str, bool, int, tuple, float)) else ''
+        lines.append('%s=%s %r' % (k, type(v).__name__, shown))
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return ['\n'.join(lines).encode()]
+"#;
+
+/// Keys that differ by design or by server identity, with the reason.
+const EXPECTED_DIFFERENCES: &[(&str, &str)] = &[
+    ("GATEWAY_INTERFACE", "dropped by mod_wsgi 6.0"),
+    ("PATH_TRANSLATED", "dropped by mod_wsgi 6.0"),
+    ("SERVER_SIGNATURE", "dropped by mod_wsgi 6.0"),
+    ("LD_LIBRARY_PATH", "library paths dropped by mod_wsgi 6.0"),
+    ("PATH", "dropped by mod_wsgi 6.0"),
+    ("HTTP_HOST", "server identity (port)"),
+    ("SERVER_PORT", "server identity"),
+    ("REMOTE_PORT", "client identity"),
+    ("SERVER_SOFTWARE", "names the module"),
+    ("HTTP_COOKIE", "joined with \"; \" (mod_wsgi: \", \")"),
+    ("apache.version", "not provided"),
+    ("mod_wsgi.application_group", "server identity (port)"),
+    ("mod_wsgi.listener_port", "server identity"),
+    ("mod_wsgi.enable_sendfile", "wire-only (x-) in mod_wsgi 6.0"),
+    ("mod_wsgi.ignore_activity", "wire-only (x-) in mod_wsgi 6.0"),
+    ("mod_wsgi.request_id", "per request"),
+    (
+        "mod_wsgi.request_start",
+        "per request (6.0 form: float seconds)",
+    ),
+    ("mod_wsgi.script_start", "renamed in mod_wsgi 6.0"),
+    ("mod_wsgi.thread_id", "mod_wsgi internals"),
+    ("mod_wsgi.thread_requests", "mod_wsgi internals"),
+    ("mod_wsgi.total_requests", "mod_wsgi internals"),
+    ("mod_wsgi.version", "the module's own version"),
+    ("wsgi.errors", "a log writer of another class"),
+];
+
+#[test]
+fn the_environ_matches_debians_mod_wsgi() {
+    let dir = scratch("wsgi-apache-environ-");
+    std::fs::write(dir.path().join("env.wsgi"), ENVIRON_APP).unwrap();
+    let site = format!(
+        "WSGIScriptAlias /app {d}/env.wsgi
+<Directory {d}>
+    Require all granted
+</Directory>
+",
+        d = dir.path().display()
+    );
+    let ours_root = dir.path().join("ours");
+    let theirs_root = dir.path().join("theirs");
+    std::fs::create_dir(&ours_root).unwrap();
+    std::fs::create_dir(&theirs_root).unwrap();
+    let ours = Apache::start(&ours_root, &site);
+    let theirs = Apache::start_with_module(
+        &theirs_root,
+        "LoadModule wsgi_module /usr/lib/apache2/modules/mod_wsgi.so",
+        &site,
+    );
+    let request = "GET /app/p%20x/y?q=1&r=%20 HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: a=1\r\nCookie: b=2\r\nX-Dup: 1\r\nX-Dup: 2\r\nX_Under: dropped\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n";
+    let parse_env = |apache: &Apache| -> Vec<(String, String)> {
+        let (status, _, body) = parse(&apache.raw(request.as_bytes()));
+        assert_eq!(status, 200, "{}", apache.error_log());
+        String::from_utf8(body)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let (k, v) = l.split_once('=').unwrap();
+                (k.to_string(), v.to_string())
+            })
+            .collect()
+    };
+    let ours_env = parse_env(&ours);
+    let theirs_env = parse_env(&theirs);
+    let expected = |k: &str| EXPECTED_DIFFERENCES.iter().any(|(key, _)| *key == k);
+    let lookup = |env: &[(String, String)], k: &str| {
+        env.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone())
+    };
+    let mut differences = Vec::new();
+    for (k, v) in &theirs_env {
+        if !expected(k) && lookup(&ours_env, k).as_ref() != Some(v) {
+            differences.push(format!(
+                "{k}: mod_wsgi {v} / ours {:?}",
+                lookup(&ours_env, k)
+            ));
+        }
+    }
+    for (k, v) in &ours_env {
+        if !expected(k) && lookup(&theirs_env, k).is_none() {
+            differences.push(format!("{k}: only ours ({v})"));
+        }
+    }
+    assert!(differences.is_empty(), "{differences:#?}");
+    assert_eq!(
+        lookup(&ours_env, "HTTP_COOKIE").as_deref(),
+        Some("str 'a=1; b=2'")
+    );
+    assert_eq!(
+        lookup(&theirs_env, "HTTP_X_DUP").as_deref(),
+        Some("str '1, 2'")
+    );
+    assert!(lookup(&ours_env, "HTTP_X_UNDER").is_none());
+}

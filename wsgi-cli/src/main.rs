@@ -62,11 +62,18 @@ enum Command {
     /// (`wsgi serve --config site.conf`). Stops on SIGTERM/SIGINT after in-flight requests
     /// finish; SIGHUP reloads the configuration.
     Serve(Box<serve::ServeArgs>),
+    /// One daemon process of a `WSGIDaemonProcess` group, exec'd by the wsgi-rs supervisor
+    /// (`wsgi_daemon::Supervisor`), never run by hand: its stdin is the control socket.
+    #[command(hide = true)]
+    DaemonProcess,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::DaemonProcess => {
+            return ExitCode::from(wsgi_daemon::process::main().clamp(0, 255) as u8);
+        }
         Command::Check {
             config,
             user,

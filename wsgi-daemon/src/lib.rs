@@ -1,1 +1,35 @@
 //! Daemon process groups (`WSGIDaemonProcess`): supervision and dispatch.
+//!
+//! * [`supervisor`]: one listening unix socket per group (in a private directory, mode 0600)
+//!   and `processes` daemon processes per group, started by **exec** of the `wsgi` (or
+//!   `wsgi-daemon`) program, never by fork of the threaded server; restarted with backoff when
+//!   they crash, replaced gracefully when they recycle, all stopped on shutdown.
+//! * [`process`]: the daemon process itself: privileges dropped before Python starts, then
+//!   `threads` workers running requests through `wsgi-interp`, and the recycling triggers
+//!   (maximum-requests, restart-interval, inactivity-timeout, request-timeout, script changes,
+//!   SIGUSR1).
+//! * [`client`]: the front's side, [`DaemonClient::dispatch`], with the same body, sink and
+//!   outcome types as an embedded call.
+//! * [`protocol`]: the framed wire protocol between the two.
+//! * [`spec`]: the start-up hand-over from supervisor to daemon process.
+
+pub mod client;
+pub mod process;
+pub mod protocol;
+pub mod spec;
+pub mod supervisor;
+
+pub use client::{ClientOptions, DaemonClient, DispatchError, Endpoint};
+pub use protocol::DaemonRequest;
+pub use supervisor::{GroupStatus, ProcessStatus, Supervisor, SupervisorError, SupervisorOptions};
+
+/// Logging for a daemon process or the stand-alone supervisor: `RUST_LOG` (default `info`),
+/// to stderr. Does nothing if a subscriber is already set.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -63,11 +63,17 @@ pub fn scratch(prefix: &str) -> tempfile::TempDir {
 
 /// The lines that load the MPM, mod_authz_core and our module, with logs in `root`.
 pub fn preamble(root: &Path, listen: &str) -> String {
+    let load = format!("LoadModule wsgi_rs_module {}", module().display());
+    preamble_with(root, listen, &load)
+}
+
+/// The preamble with another module line (Debian's mod_wsgi, to compare with).
+pub fn preamble_with(root: &Path, listen: &str, load_module: &str) -> String {
     format!(
         "ServerRoot {root}
 LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so
 LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
-LoadModule wsgi_rs_module {module}
+{load_module}
 PidFile {root}/httpd.pid
 ErrorLog {root}/error.log
 LogLevel info
@@ -84,7 +90,6 @@ MinSpareThreads 1
 MaxSpareThreads 16
 ",
         root = root.display(),
-        module = module().display(),
     )
 }
 
@@ -109,12 +114,21 @@ impl Apache {
     /// Starts Apache in the foreground on a free loopback port with `site` after the preamble,
     /// and waits (bounded) until it answers.
     pub fn start(root: &Path, site: &str) -> Apache {
+        let load = format!("LoadModule wsgi_rs_module {}", module().display());
+        Apache::start_with_module(root, &load, site)
+    }
+
+    /// [`Apache::start`] with another module line.
+    pub fn start_with_module(root: &Path, load_module: &str, site: &str) -> Apache {
         for _attempt in 0..3 {
             let port = free_port();
             let conf = root.join("httpd.conf");
             std::fs::write(
                 &conf,
-                format!("{}{site}", preamble(root, &format!("127.0.0.1:{port}"))),
+                format!(
+                    "{}{site}",
+                    preamble_with(root, &format!("127.0.0.1:{port}"), load_module)
+                ),
             )
             .unwrap();
             let _ = std::fs::remove_file(root.join("error.log"));

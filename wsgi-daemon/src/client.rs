@@ -1,0 +1,460 @@
+//! The front's side: [`DaemonClient::dispatch`] runs one request in a daemon process group
+//! with the same [`RequestBody`] / [`ResponseSink`] / [`Outcome`] as an embedded call, so a
+//! front treats both modes alike; what only daemon mode can produce is a [`DispatchError`]
+//! with its HTTP status.
+//!
+//! Connections are pooled per group and reused. A reused connection that turns out closed
+//! before the daemon said ACCEPTED is retried on a fresh one (the daemon closes idle
+//! connections when it stops); a request a daemon rejected (script changed, draining) is
+//! retried up to `2 × processes + 1` times, as mod_wsgi does.
+
+use std::collections::HashMap;
+use std::io::{self, BufWriter, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use wsgi_config::daemon::DaemonOptions;
+use wsgi_interp::{AppError, Outcome, RequestBody, RequestHead, ResponseSink, ScriptSpec};
+
+use crate::protocol::{
+    self, CHUNK, DaemonRequest, End, FrameReader, ProtocolError, RejectReason, kind, write_raw,
+};
+
+/// The per-group settings the front needs.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// `processes=` (the reject retry cap is `2 × processes + 1`).
+    pub processes: u32,
+    /// `connect-timeout=`: how long to keep retrying a refused connect.
+    pub connect_timeout: Duration,
+    /// `request-timeout=`: the response headers must come within this (zero: no limit).
+    pub request_timeout: Duration,
+    /// Per read on the daemon socket (`socket-timeout=`, or the server's timeout).
+    pub socket_timeout: Duration,
+    /// Idle connections kept per group.
+    pub max_idle: usize,
+}
+
+impl ClientOptions {
+    /// The settings of a `WSGIDaemonProcess`; `default_socket_timeout` applies when
+    /// `socket-timeout=` is 0.
+    pub fn from_daemon(o: &DaemonOptions, default_socket_timeout: Duration) -> Self {
+        ClientOptions {
+            processes: o.processes,
+            connect_timeout: o.connect_timeout,
+            request_timeout: o.request_timeout,
+            socket_timeout: if o.socket_timeout.is_zero() {
+                default_socket_timeout
+            } else {
+                o.socket_timeout
+            },
+            max_idle: 64,
+        }
+    }
+}
+
+/// Where a group listens and how to talk to it.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// The group's name.
+    pub group: String,
+    /// Its socket.
+    pub socket: PathBuf,
+    /// Timeouts and limits.
+    pub options: ClientOptions,
+}
+
+/// Why a request could not be run in its daemon process group. [`DispatchError::status`] is
+/// the HTTP status to answer; the message names the group, for the error log.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// No such group.
+    #[error("no daemon process group `{0}` is running: define it with WSGIDaemonProcess")]
+    UnknownGroup(String),
+    /// The socket could not be reached (503).
+    #[error("cannot connect to daemon process group `{group}` at `{}` (waited {:.1}s): {source}; is the group running, and may this user connect to the socket?", .socket.display(), .waited.as_secs_f64())]
+    Connect {
+        /// The group.
+        group: String,
+        /// Its socket.
+        socket: PathBuf,
+        /// How long connecting was retried.
+        waited: Duration,
+        /// The last OS error.
+        source: io::Error,
+    },
+    /// Every attempt was turned away by restarting processes (503).
+    #[error(
+        "daemon process group `{group}` kept rejecting the request while restarting ({attempts} attempts)"
+    )]
+    Restarting {
+        /// The group.
+        group: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The request waited longer than queue-timeout (503).
+    #[error(
+        "the request waited longer than queue-timeout for a worker in daemon process group `{0}`"
+    )]
+    QueueTimeout(String),
+    /// The daemon process ended or broke the protocol before the response headers (502).
+    #[error(
+        "daemon process group `{group}` closed the connection before sending response headers ({detail}); the process probably crashed: see its exit status in the log"
+    )]
+    DaemonGone {
+        /// The group.
+        group: String,
+        /// What happened.
+        detail: String,
+    },
+    /// No response headers within request-timeout, or a socket read timed out (504).
+    #[error("daemon process group `{group}` sent no response headers within {:.1}s (request-timeout/socket-timeout)", .after.as_secs_f64())]
+    Timeout {
+        /// The group.
+        group: String,
+        /// The limit that ran out.
+        after: Duration,
+    },
+}
+
+impl DispatchError {
+    /// The HTTP status the front answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            DispatchError::UnknownGroup(_) => 500,
+            DispatchError::Connect { .. }
+            | DispatchError::Restarting { .. }
+            | DispatchError::QueueTimeout(_) => 503,
+            DispatchError::DaemonGone { .. } => 502,
+            DispatchError::Timeout { .. } => 504,
+        }
+    }
+}
+
+impl DaemonRequest {
+    /// A request for `script` in `application_group`, arrived now.
+    pub fn new(head: RequestHead, script: &ScriptSpec, application_group: &str) -> Self {
+        DaemonRequest {
+            queued_at_us: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or(0),
+            script: script.path.clone(),
+            callable: script.callable.clone(),
+            script_reloading: script.reload != wsgi_interp::ReloadMode::Off,
+            application_group: application_group.to_string(),
+            pass_authorization: false,
+            head,
+        }
+    }
+}
+
+struct GroupClient {
+    endpoint: Endpoint,
+    idle: Mutex<Vec<UnixStream>>,
+}
+
+/// Sends requests to daemon process groups. Cheap to share between threads.
+pub struct DaemonClient {
+    groups: HashMap<String, GroupClient>,
+}
+
+enum Attempt {
+    Done(Result<Outcome, DispatchError>),
+    /// Nothing ran: try again on a fresh connection.
+    Retry {
+        rejected: bool,
+    },
+}
+
+impl DaemonClient {
+    /// A client for these groups.
+    pub fn new(endpoints: Vec<Endpoint>) -> Self {
+        DaemonClient {
+            groups: endpoints
+                .into_iter()
+                .map(|e| {
+                    (
+                        e.group.clone(),
+                        GroupClient {
+                            endpoint: e,
+                            idle: Mutex::new(Vec::new()),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Runs `request` in daemon process group `group`: streams `body` to it as the app reads
+    /// it and the response to `sink`. Blocking; call it from a worker thread.
+    ///
+    /// `Ok` outcomes are handled as in embedded mode (`Aborted`: reset the client
+    /// connection). A daemon that dies after the headers gives `Ok(Outcome::Aborted)`; before
+    /// them, [`DispatchError::DaemonGone`] (502).
+    pub fn dispatch(
+        &self,
+        group: &str,
+        request: &DaemonRequest,
+        body: &mut dyn RequestBody,
+        sink: &mut dyn ResponseSink,
+    ) -> Result<Outcome, DispatchError> {
+        let g = self
+            .groups
+            .get(group)
+            .ok_or_else(|| DispatchError::UnknownGroup(group.to_string()))?;
+        let max_rejects = 2 * g.endpoint.options.processes + 1;
+        let mut rejects = 0;
+        let mut fresh_retries = 0;
+        let frame = protocol::encode_request(request, Vec::with_capacity(1024));
+        loop {
+            // After a failed attempt only fresh connections: pooled ones may all lead to the
+            // process that is going away.
+            let pooled = if fresh_retries == 0 && rejects == 0 {
+                g.idle.lock().pop()
+            } else {
+                None
+            };
+            let (conn, reused) = match pooled {
+                Some(c) => (c, true),
+                None => (g.connect()?, false),
+            };
+            match g.attempt(conn, reused, &frame, body, sink) {
+                Attempt::Done(r) => return r,
+                Attempt::Retry { rejected: true } => {
+                    rejects += 1;
+                    if rejects >= max_rejects {
+                        return Err(DispatchError::Restarting {
+                            group: group.to_string(),
+                            attempts: rejects,
+                        });
+                    }
+                }
+                Attempt::Retry { rejected: false } => {
+                    fresh_retries += 1;
+                    if fresh_retries > 2 {
+                        return Err(DispatchError::DaemonGone {
+                            group: group.to_string(),
+                            detail: "fresh connections were closed before the request was taken"
+                                .into(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// The groups this client knows.
+    pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        self.groups.values().map(|g| &g.endpoint)
+    }
+}
+
+impl GroupClient {
+    /// Connects, retrying refusals (backlog full) every 0.125 s for 2 s, then every second,
+    /// until connect-timeout; other errors fail at once.
+    fn connect(&self) -> Result<UnixStream, DispatchError> {
+        let start = Instant::now();
+        let limit = self.endpoint.options.connect_timeout;
+        loop {
+            match UnixStream::connect(&self.endpoint.socket) {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    let waited = start.elapsed();
+                    let retryable = matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionRefused | io::ErrorKind::WouldBlock
+                    );
+                    if !retryable || waited >= limit {
+                        return Err(DispatchError::Connect {
+                            group: self.endpoint.group.clone(),
+                            socket: self.endpoint.socket.clone(),
+                            waited,
+                            source: e,
+                        });
+                    }
+                    let pause = if waited < Duration::from_secs(2) {
+                        Duration::from_millis(125)
+                    } else {
+                        Duration::from_secs(1)
+                    };
+                    std::thread::sleep(pause.min(limit - waited));
+                }
+            }
+        }
+    }
+
+    fn give_back(&self, conn: UnixStream) {
+        let mut idle = self.idle.lock();
+        if idle.len() < self.endpoint.options.max_idle {
+            idle.push(conn);
+        }
+    }
+
+    fn attempt(
+        &self,
+        conn: UnixStream,
+        reused: bool,
+        frame: &[u8],
+        body: &mut dyn RequestBody,
+        sink: &mut dyn ResponseSink,
+    ) -> Attempt {
+        let group = &self.endpoint.group;
+        let o = &self.endpoint.options;
+        let sent_at = Instant::now();
+        let header_deadline = (!o.request_timeout.is_zero()).then(|| sent_at + o.request_timeout);
+        if (&conn).write_all(frame).is_err() {
+            return if reused {
+                Attempt::Retry { rejected: false }
+            } else {
+                Attempt::Done(Err(DispatchError::DaemonGone {
+                    group: group.clone(),
+                    detail: "sending the request failed".into(),
+                }))
+            };
+        }
+        let mut reader = FrameReader::new(&conn);
+        let mut out = BufWriter::with_capacity(CHUNK + 16, &conn);
+        let mut accepted = false;
+        let mut started: Option<u16> = None;
+        let mut sent: u64 = 0;
+        let mut chunk = vec![0u8; CHUNK];
+        loop {
+            // Before the headers, reads are bounded by what is left of request-timeout.
+            let mut limit = o.socket_timeout;
+            let mut by_deadline = false;
+            if let (None, Some(deadline)) = (started, header_deadline) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left <= limit || limit.is_zero() {
+                    limit = left;
+                    by_deadline = true;
+                }
+            }
+            if limit.is_zero() && by_deadline {
+                return Attempt::Done(Err(DispatchError::Timeout {
+                    group: group.clone(),
+                    after: o.request_timeout,
+                }));
+            }
+            let _ = conn.set_read_timeout((!limit.is_zero()).then_some(limit));
+            let frame = reader.next_frame();
+            let failure = match frame {
+                Ok(Some((kind::ACCEPTED, _))) => {
+                    accepted = true;
+                    continue;
+                }
+                Ok(Some((kind::BODY_WANTED, p))) => {
+                    let want = match protocol::decode_body_wanted(p) {
+                        Ok(n) => (n as usize).min(CHUNK),
+                        Err(e) => return self.broken(started, sent, e.to_string()),
+                    };
+                    let sent_ok = match body.read(&mut chunk[..want]) {
+                        Ok(0) => write_raw(&mut out, kind::BODY_END, &[]),
+                        Ok(n) => write_raw(&mut out, kind::BODY, &chunk[..n]),
+                        Err(e) => write_raw(&mut out, kind::BODY_ERROR, e.to_string().as_bytes()),
+                    }
+                    .and_then(|()| out.flush());
+                    if let Err(e) = sent_ok {
+                        return self.broken(started, sent, format!("sending the body failed: {e}"));
+                    }
+                    continue;
+                }
+                Ok(Some((kind::START, p))) => {
+                    let s = match protocol::decode_start(p) {
+                        Ok(s) => s,
+                        Err(e) => return self.broken(started, sent, e.to_string()),
+                    };
+                    started = Some(s.status);
+                    if let Err(error) = sink.start(s.status, &s.reason, s.headers) {
+                        return Attempt::Done(Ok(Outcome::ClientGone { error }));
+                    }
+                    continue;
+                }
+                Ok(Some((kind::DATA, p))) => {
+                    sent += p.len() as u64;
+                    if let Err(error) = sink.write(p) {
+                        return Attempt::Done(Ok(Outcome::ClientGone { error }));
+                    }
+                    continue;
+                }
+                Ok(Some((kind::END, p))) => {
+                    let end = match protocol::decode_end(p) {
+                        Ok(e) => e,
+                        Err(e) => return self.broken(started, sent, e.to_string()),
+                    };
+                    drop(out);
+                    return match end {
+                        End::Ran(outcome) => {
+                            self.give_back(conn);
+                            Attempt::Done(Ok(outcome))
+                        }
+                        End::QueueTimeout => {
+                            self.give_back(conn);
+                            Attempt::Done(Err(DispatchError::QueueTimeout(group.clone())))
+                        }
+                        End::Rejected(RejectReason::ScriptChanged | RejectReason::Draining) => {
+                            Attempt::Retry { rejected: true }
+                        }
+                    };
+                }
+                Ok(Some((other, _))) => ProtocolError::Unexpected {
+                    got: other,
+                    expected: "a daemon frame",
+                }
+                .to_string(),
+                Ok(None) => "end of stream".to_string(),
+                Err(ProtocolError::Io(e))
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if started.is_none() {
+                        return Attempt::Done(Err(DispatchError::Timeout {
+                            group: group.clone(),
+                            after: if by_deadline {
+                                o.request_timeout
+                            } else {
+                                limit
+                            },
+                        }));
+                    }
+                    format!("no data for {:.1}s (socket-timeout)", limit.as_secs_f64())
+                }
+                Err(e) => e.to_string(),
+            };
+            if !accepted && reused && started.is_none() {
+                return Attempt::Retry { rejected: false };
+            }
+            if started.is_none()
+                && header_deadline.is_some_and(|d| Instant::now() + Duration::from_millis(50) >= d)
+            {
+                return Attempt::Done(Err(DispatchError::Timeout {
+                    group: group.clone(),
+                    after: o.request_timeout,
+                }));
+            }
+            return self.broken(started, sent, failure);
+        }
+    }
+
+    fn broken(&self, started: Option<u16>, sent: u64, detail: String) -> Attempt {
+        let group = self.endpoint.group.clone();
+        Attempt::Done(match started {
+            None => Err(DispatchError::DaemonGone { group, detail }),
+            Some(status) => Ok(Outcome::Aborted {
+                status,
+                sent,
+                error: AppError {
+                    message: format!(
+                        "daemon process group `{group}` ended the response early ({detail}): the process probably crashed"
+                    ),
+                    traceback: String::new(),
+                },
+            }),
+        })
+    }
+}

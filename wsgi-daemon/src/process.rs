@@ -1,0 +1,879 @@
+//! One daemon process: started by exec (`wsgi daemon-process`, `wsgi-daemon process`), it
+//! takes its [`ProcessSpec`] and the group's listening socket from the supervisor, drops
+//! privileges, starts CPython and serves requests on `threads` worker threads until it is
+//! told to stop or decides to recycle.
+//!
+//! Threads:
+//! * the **reactor** polls (epoll) the listening socket and every idle front connection; a
+//!   connection with a request waiting is handed to a worker. Connections are never pinned to
+//!   a thread, so a front may keep any number of them open. The listener is polled only while
+//!   a worker is idle, so a busy process leaves new connections to its siblings.
+//! * **workers** (`threads=`) run one request at a time through `wsgi-interp`, then give the
+//!   connection back to the reactor;
+//! * the **signal** thread turns SIGTERM/SIGINT into a stop and SIGUSR1 into a graceful
+//!   restart (signals are blocked in every other thread);
+//! * the **GIL probe** enters the main interpreter every second (deadlock-timeout);
+//! * the main thread is the **monitor**: maximum-requests, restart-interval,
+//!   inactivity-timeout, request-timeout, script changes and signals all end in
+//!   [`Drain`]: stop accepting, tell the supervisor (which starts the replacement at once),
+//!   finish what is running, exit.
+
+use std::collections::HashMap;
+use std::io::{self, BufWriter, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::unistd::{Gid, Uid};
+use parking_lot::Mutex;
+use wsgi_interp::{
+    CallOptions, Outcome, ReloadMode, RequestBody, ResponseSink, Runtime, ScriptSpec, StartConfig,
+};
+
+use crate::protocol::{
+    self, CHUNK, End, FrameReader, ProtocolError, RejectReason, encode_body_wanted, encode_end,
+    encode_start, kind, write_raw,
+};
+use crate::spec::{HandoverError, Identity, ProcessSpec, Report, receive_spec};
+
+/// Why a daemon process could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The hand-over from the supervisor failed.
+    #[error(transparent)]
+    Handover(#[from] HandoverError),
+    /// Switching user or group failed.
+    #[error(
+        "cannot switch daemon process group `{group}` to {what}: {source} (the server must start as root to use user=/group=)"
+    )]
+    Privileges {
+        /// The daemon group.
+        group: String,
+        /// What was being set.
+        what: String,
+        /// The OS error.
+        source: nix::Error,
+    },
+    /// The process would run as root.
+    #[error(
+        "daemon process group `{0}` would run as root: set user= on its WSGIDaemonProcess (or a User directive) to an unprivileged user such as www-data"
+    )]
+    Root(String),
+    /// `home=` cannot be entered.
+    #[error("cannot change daemon process group `{group}` to home `{}`: {source}; make it exist and readable by the daemon user", .home.display())]
+    Home {
+        /// The daemon group.
+        group: String,
+        /// The directory.
+        home: std::path::PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// CPython did not start.
+    #[error("Python did not start in daemon process group `{group}`: {source}")]
+    Python {
+        /// The daemon group.
+        group: String,
+        /// Why.
+        source: wsgi_interp::StartError,
+    },
+    /// A thread or the poller could not be created.
+    #[error("daemon process group `{group}` could not start: {source}")]
+    Setup {
+        /// The daemon group.
+        group: String,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+/// The daemon-process entry point for a binary: the control socket is stdin. Returns the
+/// process exit status (0 after a clean stop or recycle).
+pub fn main() -> i32 {
+    crate::init_logging();
+    let control = match io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => UnixStream::from(fd),
+        Err(e) => {
+            tracing::error!("wsgi daemon process: stdin is unusable: {e}");
+            return 2;
+        }
+    };
+    match run(control) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e}");
+            3
+        }
+    }
+}
+
+/// Runs a daemon process over `control` (the supervisor's end of the control socket must be
+/// on the other side). Returns the exit status.
+pub fn run(control: UnixStream) -> Result<i32, ProcessError> {
+    // Signals first, before any thread exists, so every thread inherits the mask.
+    let mut signals = SigSet::empty();
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGUSR1,
+        Signal::SIGHUP,
+    ] {
+        signals.add(s);
+    }
+    signals
+        .thread_block()
+        .map_err(|e| setup_err("", io::Error::from(e)))?;
+
+    let (spec, listener) = receive_spec(&control)?;
+    let report = Reporter::new(control);
+    let fatal = report.control.try_clone().ok();
+    match start(&spec, listener, report) {
+        Ok(process) => Ok(process.serve(signals)),
+        Err(e) => {
+            if let Some(control) = fatal {
+                Reporter { control }.send(&Report::Fatal(e.to_string()));
+            }
+            Err(e)
+        }
+    }
+}
+
+fn setup_err(group: &str, source: io::Error) -> ProcessError {
+    ProcessError::Setup {
+        group: group.to_string(),
+        source,
+    }
+}
+
+/// Sends reports to the supervisor without ever blocking the process on it.
+struct Reporter {
+    control: UnixStream,
+}
+
+impl Reporter {
+    fn new(control: UnixStream) -> Self {
+        let _ = control.set_nonblocking(true);
+        Reporter { control }
+    }
+
+    fn send(&self, report: &Report) {
+        let _ = (&self.control).write_all(report.to_line().as_bytes());
+    }
+
+    /// True once the supervisor's end is closed (it died or dropped us).
+    fn supervisor_gone(&self) -> bool {
+        let mut buf = [0u8; 64];
+        matches!(io::Read::read(&mut &self.control, &mut buf), Ok(0))
+    }
+}
+
+/// Process-wide set-up in mod_wsgi's order: process title, groups, user, cwd, umask, then
+/// Python.
+fn start(
+    spec: &ProcessSpec,
+    listener: OwnedFd,
+    report: Reporter,
+) -> Result<Arc<Shared>, ProcessError> {
+    let group = spec.group.clone();
+    if let Some(title) = &spec.display_name {
+        // The kernel keeps 15 bytes; argv[0] already carries the full title (set by exec).
+        let short: Vec<u8> = title.bytes().filter(|b| *b != 0).take(15).collect();
+        if let Ok(name) = std::ffi::CString::new(short) {
+            let _ = nix::sys::prctl::set_name(&name);
+        }
+    }
+    if let Some(id) = &spec.identity {
+        drop_privileges(&group, id)?;
+    }
+    if Uid::effective().is_root() {
+        return Err(ProcessError::Root(group));
+    }
+    // After the credential change (which clears it): die with the supervisor.
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
+    if nix::unistd::getppid().as_raw() != spec.supervisor_pid {
+        return Err(setup_err(
+            &group,
+            io::Error::other("the supervisor exited while this process started"),
+        ));
+    }
+    if let Some(home) = &spec.home {
+        std::env::set_current_dir(home).map_err(|source| ProcessError::Home {
+            group: group.clone(),
+            home: home.clone(),
+            source,
+        })?;
+    }
+    if let Some(mask) = spec.umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    }
+    let mut python_path = Vec::new();
+    if let Some(home) = &spec.home {
+        python_path.push(home.clone());
+    }
+    python_path.extend(spec.python_path.iter().cloned());
+    let runtime = Runtime::start(&StartConfig {
+        python_home: spec.python_home.clone(),
+        python_path,
+        optimize: spec.optimize,
+        dont_write_bytecode: spec.dont_write_bytecode,
+        process_group: group.clone(),
+    })
+    .map_err(|source| ProcessError::Python {
+        group: group.clone(),
+        source,
+    })?;
+
+    let listener = UnixListener::from(listener);
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| setup_err(&group, e))?;
+    let epoll =
+        Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| setup_err(&group, e.into()))?;
+    epoll
+        .add(&listener, EpollEvent::new(listener_flags(), LISTENER))
+        .map_err(|e| setup_err(&group, e.into()))?;
+    let threads = spec.threads.max(1) as usize;
+    let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
+    let shared = Arc::new(Shared {
+        spec: spec.clone(),
+        runtime,
+        epoll,
+        listener: Mutex::new(Some(listener)),
+        listener_armed: AtomicBool::new(true),
+        idle: Mutex::new(HashMap::new()),
+        next_token: AtomicU64::new(FIRST_CONN),
+        jobs: jobs_tx,
+        free: AtomicIsize::new(threads as isize),
+        report,
+        draining: AtomicBool::new(false),
+        served: AtomicU64::new(0),
+        in_flight: AtomicUsize::new(0),
+        running: (0..threads).map(|_| Mutex::new(None)).collect(),
+        last_activity: Mutex::new(Instant::now()),
+        gil_seen: Mutex::new(Instant::now()),
+        recycle: Mutex::new(None),
+    });
+    let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(f)
+            .map(drop)
+            .map_err(|e| setup_err(&group, e))
+    };
+    for i in 0..threads {
+        let s = shared.clone();
+        let rx = jobs_rx.clone();
+        spawn(
+            format!("wsgi-worker-{i}"),
+            Box::new(move || s.worker(i, rx)),
+        )?;
+    }
+    let s = shared.clone();
+    spawn("wsgi-reactor".into(), Box::new(move || s.reactor()))?;
+    if !spec.deadlock_timeout.is_zero() {
+        let s = shared.clone();
+        spawn("wsgi-gil-probe".into(), Box::new(move || s.gil_probe()))?;
+    }
+    shared.report.send(&Report::Ready);
+    tracing::info!(
+        group = %spec.group,
+        pid = std::process::id(),
+        threads,
+        "daemon process ready"
+    );
+    Ok(shared)
+}
+
+fn drop_privileges(group: &str, id: &Identity) -> Result<(), ProcessError> {
+    let fail = |what: String, source: nix::Error| ProcessError::Privileges {
+        group: group.to_string(),
+        what,
+        source,
+    };
+    if id.uid == 0 {
+        return Err(ProcessError::Root(group.to_string()));
+    }
+    let gid = Gid::from_raw(id.gid);
+    nix::unistd::setgid(gid).map_err(|e| fail(format!("group id {}", id.gid), e))?;
+    match &id.supplementary {
+        Some(gids) => {
+            let gids: Vec<Gid> = gids.iter().map(|g| Gid::from_raw(*g)).collect();
+            nix::unistd::setgroups(&gids)
+                .map_err(|e| fail(format!("supplementary groups {gids:?}"), e))?
+        }
+        None => {
+            let name =
+                std::ffi::CString::new(id.user_name.trim_start_matches('#')).unwrap_or_default();
+            if id.user_name.starts_with('#') {
+                nix::unistd::setgroups(&[gid])
+                    .map_err(|e| fail(format!("supplementary groups [{gid}]"), e))?
+            } else {
+                nix::unistd::initgroups(&name, gid)
+                    .map_err(|e| fail(format!("the groups of user {}", id.user_name), e))?
+            }
+        }
+    }
+    nix::unistd::setuid(Uid::from_raw(id.uid))
+        .map_err(|e| fail(format!("user {} (uid {})", id.user_name, id.uid), e))?;
+    if Uid::effective().is_root() || Uid::current().is_root() {
+        return Err(ProcessError::Root(group.to_string()));
+    }
+    Ok(())
+}
+
+const LISTENER: u64 = 0;
+const FIRST_CONN: u64 = 1;
+
+fn listener_flags() -> EpollFlags {
+    EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT
+}
+
+fn conn_flags() -> EpollFlags {
+    EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLONESHOT
+}
+
+/// Why a process is draining.
+#[derive(Debug, Clone)]
+struct Drain {
+    reason: String,
+    /// How long running requests get.
+    grace: Duration,
+}
+
+struct Shared {
+    spec: ProcessSpec,
+    runtime: Runtime,
+    epoll: Epoll,
+    listener: Mutex<Option<UnixListener>>,
+    listener_armed: AtomicBool,
+    /// Idle connections, registered (one-shot) with the poller, by token.
+    idle: Mutex<HashMap<u64, (UnixStream, bool)>>,
+    next_token: AtomicU64,
+    jobs: crossbeam_channel::Sender<(u64, UnixStream, bool)>,
+    /// Workers not busy and not promised to a freshly accepted connection (negative: work
+    /// is queued). The listener is polled only while this is positive.
+    free: AtomicIsize,
+    report: Reporter,
+    draining: AtomicBool,
+    served: AtomicU64,
+    in_flight: AtomicUsize,
+    /// Per worker: when its current request started.
+    running: Vec<Mutex<Option<Instant>>>,
+    last_activity: Mutex<Instant>,
+    gil_seen: Mutex<Instant>,
+    recycle: Mutex<Option<Drain>>,
+}
+
+enum After {
+    Keep(UnixStream),
+    Close,
+}
+
+impl Shared {
+    fn reactor(self: Arc<Self>) {
+        let mut events = vec![EpollEvent::empty(); 64];
+        loop {
+            let n = match self.epoll.wait(&mut events, EpollTimeout::from(100u16)) {
+                Ok(n) => n,
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => {
+                    tracing::error!(group = %self.spec.group, "poller failed: {e}; stopping");
+                    self.request_drain("poller failure", Duration::ZERO);
+                    return;
+                }
+            };
+            for ev in &events[..n] {
+                if ev.data() == LISTENER {
+                    self.accept_ready();
+                } else if let Some((conn, reserved)) = self.idle.lock().remove(&ev.data()) {
+                    // A worker picks it up (a closed connection reads as end of stream).
+                    let _ = self.jobs.send((ev.data(), conn, reserved));
+                }
+            }
+        }
+    }
+
+    /// Accepts as many connections as there are idle workers, then re-arms the listener
+    /// only if a worker is still idle (a worker re-arms it when it becomes idle).
+    fn accept_ready(&self) {
+        let guard = self.listener.lock();
+        let Some(listener) = guard.as_ref() else {
+            return;
+        };
+        while self.free.load(Ordering::SeqCst) > 0 {
+            match listener.accept() {
+                Ok((conn, _)) => {
+                    // This connection's first request has a worker promised to it.
+                    self.free.fetch_sub(1, Ordering::SeqCst);
+                    let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+                    if !self.register(token, conn, true) {
+                        self.free.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::warn!(group = %self.spec.group, "accept failed: {e}");
+                    break;
+                }
+            }
+        }
+        self.listener_armed.store(false, Ordering::SeqCst);
+        if self.free.load(Ordering::SeqCst) > 0 {
+            self.arm_listener(&guard);
+        }
+    }
+
+    fn arm_listener(&self, guard: &Option<UnixListener>) {
+        if self.draining.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Some(listener) = guard.as_ref() {
+            if !self.listener_armed.swap(true, Ordering::SeqCst) {
+                let mut ev = EpollEvent::new(listener_flags(), LISTENER);
+                let _ = self.epoll.modify(listener, &mut ev);
+            }
+        }
+    }
+
+    /// Hands `conn` to the poller; false if it was dropped instead.
+    fn register(&self, token: u64, conn: UnixStream, new: bool) -> bool {
+        if self.draining.load(Ordering::SeqCst) {
+            return false;
+        }
+        let mut idle = self.idle.lock();
+        let mut ev = EpollEvent::new(conn_flags(), token);
+        let ok = if new {
+            self.epoll.add(&conn, ev).is_ok()
+        } else {
+            self.epoll.modify(&conn, &mut ev).is_ok()
+        };
+        if ok {
+            idle.insert(token, (conn, new));
+        }
+        ok
+    }
+
+    fn worker(
+        self: Arc<Self>,
+        index: usize,
+        jobs: crossbeam_channel::Receiver<(u64, UnixStream, bool)>,
+    ) {
+        while let Ok((token, conn, reserved)) = jobs.recv() {
+            if !reserved {
+                self.free.fetch_sub(1, Ordering::SeqCst);
+            }
+            if let After::Keep(conn) = self.serve_connection(index, conn) {
+                self.register(token, conn, false);
+            }
+            let free = self.free.fetch_add(1, Ordering::SeqCst) + 1;
+            if free > 0 && !self.listener_armed.load(Ordering::SeqCst) {
+                let guard = self.listener.lock();
+                self.arm_listener(&guard);
+            }
+        }
+        Runtime::release_thread();
+    }
+
+    /// Serves the one request waiting on `conn`.
+    fn serve_connection(&self, index: usize, conn: UnixStream) -> After {
+        let group = &self.spec.group;
+        let timeout = (!self.spec.socket_timeout.is_zero()).then_some(self.spec.socket_timeout);
+        let _ = conn.set_read_timeout(timeout);
+        let mut reader = FrameReader::new(&conn);
+        let request = match reader.next_frame() {
+            Ok(None) => return After::Close,
+            Ok(Some((kind::REQUEST, payload))) => match protocol::decode_request(payload) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(%group, "refusing a request from the front: {e}");
+                    return After::Close;
+                }
+            },
+            Ok(Some((other, _))) => {
+                tracing::warn!(
+                    %group,
+                    "{}",
+                    ProtocolError::Unexpected {
+                        got: other,
+                        expected: "REQUEST"
+                    }
+                );
+                return After::Close;
+            }
+            Err(e) => {
+                tracing::debug!(%group, "front connection ended: {e}");
+                return After::Close;
+            }
+        };
+        let send_end = |end: &End| (&conn).write_all(&encode_end(end)).is_ok();
+        if self.draining.load(Ordering::SeqCst) {
+            send_end(&End::Rejected(RejectReason::Draining));
+            return After::Close;
+        }
+        if !self.spec.queue_timeout.is_zero() {
+            let waited = now_us().saturating_sub(request.queued_at_us);
+            if waited > self.spec.queue_timeout.as_micros() as u64 {
+                tracing::warn!(
+                    %group,
+                    "request waited {:.3}s for a worker, more than queue-timeout: 503",
+                    waited as f64 / 1e6
+                );
+                return if send_end(&End::QueueTimeout) {
+                    After::Keep(conn)
+                } else {
+                    After::Close
+                };
+            }
+        }
+        if write_raw(&mut &conn, kind::ACCEPTED, &[]).is_err() {
+            return After::Close;
+        }
+        let started = Instant::now();
+        *self.running[index].lock() = Some(started);
+        *self.last_activity.lock() = started;
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+
+        let spec = ScriptSpec {
+            path: request.script.clone(),
+            callable: request.callable.clone(),
+            reload: if request.script_reloading {
+                ReloadMode::Report
+            } else {
+                ReloadMode::Off
+            },
+        };
+        let opts = CallOptions {
+            process_group: group.clone(),
+            multithread: self.spec.threads != 1,
+            multiprocess: self.spec.processes_given,
+            run_once: self.spec.threads == 1 && self.spec.maximum_requests == 1,
+            pass_authorization: request.pass_authorization,
+        };
+        let keep = {
+            let mut body = WireBody {
+                conn: &conn,
+                reader: FrameReader::new(&conn),
+                pending: Vec::new(),
+                pos: 0,
+                ended: false,
+                broken: false,
+            };
+            let mut sink = WireSink {
+                out: BufWriter::with_capacity(CHUNK + 64, &conn),
+            };
+            let outcome = match self.runtime.interpreter(&request.application_group) {
+                Ok(interp) => interp.call(&spec, &request.head, &opts, &mut body, &mut sink),
+                Err(e) => Outcome::Unavailable(e),
+            };
+            let broken = body.broken;
+            let mut out = sink.out;
+            match outcome {
+                Outcome::ClientGone { .. } => false,
+                Outcome::ScriptChanged => {
+                    tracing::info!(%group, script = %spec.path.display(), "WSGI script changed: restarting this process");
+                    self.request_drain("script changed", self.spec.graceful_timeout);
+                    let _ = out.write_all(&encode_end(&End::Rejected(RejectReason::ScriptChanged)));
+                    let _ = out.flush();
+                    false
+                }
+                outcome => {
+                    let end = End::Ran(outcome);
+                    out.write_all(&encode_end(&end)).is_ok() && out.flush().is_ok() && !broken
+                }
+            }
+        };
+        *self.running[index].lock() = None;
+        *self.last_activity.lock() = Instant::now();
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let served = self.served.fetch_add(1, Ordering::SeqCst) + 1;
+        let max = self.spec.maximum_requests;
+        if max > 0 && served >= max {
+            self.request_drain(
+                &format!("maximum-requests ({max}) reached"),
+                self.spec.graceful_timeout,
+            );
+        }
+        if keep && !self.draining.load(Ordering::SeqCst) {
+            After::Keep(conn)
+        } else {
+            After::Close
+        }
+    }
+
+    /// Stops taking requests at once (idle connections are closed, new requests on busy
+    /// ones rejected), tells the supervisor to start the replacement, and leaves the rest
+    /// of the drain to the monitor.
+    fn request_drain(&self, reason: &str, grace: Duration) {
+        let mut r = self.recycle.lock();
+        if r.is_some() {
+            return;
+        }
+        *r = Some(Drain {
+            reason: reason.to_string(),
+            grace,
+        });
+        drop(r);
+        self.draining.store(true, Ordering::SeqCst);
+        if let Some(listener) = self.listener.lock().take() {
+            let _ = self.epoll.delete(&listener);
+        }
+        self.report.send(&Report::Recycling(reason.to_string()));
+        // Idle front connections are closed; a front retries them elsewhere (no ACCEPTED).
+        self.idle.lock().clear();
+    }
+
+    fn gil_probe(self: Arc<Self>) {
+        let Ok(main) = self.runtime.interpreter("") else {
+            return;
+        };
+        loop {
+            if main.run(|_| ()).is_err() {
+                return;
+            }
+            *self.gil_seen.lock() = Instant::now();
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    /// The monitor loop on the main thread; returns the exit status.
+    fn serve(self: Arc<Self>, signals: SigSet) -> i32 {
+        let report = &self.report;
+        let group = self.spec.group.clone();
+        let sig_state = Arc::new(Mutex::new(None::<Signal>));
+        {
+            let state = sig_state.clone();
+            let _ = std::thread::Builder::new()
+                .name("wsgi-signals".into())
+                .spawn(move || {
+                    while let Ok(sig) = signals.wait() {
+                        let mut s = state.lock();
+                        // A stop wins over a graceful restart.
+                        if *s != Some(Signal::SIGTERM) {
+                            *s = Some(if sig == Signal::SIGUSR1 {
+                                Signal::SIGUSR1
+                            } else {
+                                Signal::SIGTERM
+                            });
+                        }
+                    }
+                });
+        }
+        let born = Instant::now();
+        let mut last_stats = (u64::MAX, usize::MAX);
+        let drain = loop {
+            std::thread::sleep(Duration::from_millis(25));
+            let now = Instant::now();
+            let stats = (
+                self.served.load(Ordering::SeqCst),
+                self.in_flight.load(Ordering::SeqCst),
+            );
+            if stats != last_stats {
+                report.send(&Report::Stats {
+                    served: stats.0,
+                    in_flight: stats.1 as u64,
+                });
+                last_stats = stats;
+            }
+            match sig_state.lock().take() {
+                Some(Signal::SIGUSR1) => {
+                    let grace = if self.spec.graceful_timeout.is_zero() {
+                        Duration::ZERO
+                    } else {
+                        self.spec.graceful_timeout
+                    };
+                    self.request_drain("SIGUSR1 (graceful restart)", grace);
+                }
+                Some(_) => {
+                    self.request_drain("stop requested (SIGTERM)", self.spec.shutdown_timeout);
+                }
+                None => {}
+            }
+            if report.supervisor_gone() {
+                self.request_drain("the supervisor exited", self.spec.shutdown_timeout);
+            }
+            let t = self.spec.restart_interval;
+            if !t.is_zero() && now.duration_since(born) >= t {
+                self.request_drain("restart-interval expired", self.spec.graceful_timeout);
+            }
+            let t = self.spec.inactivity_timeout;
+            if !t.is_zero() && stats.1 == 0 && now.duration_since(*self.last_activity.lock()) >= t {
+                self.request_drain("inactivity-timeout expired", Duration::ZERO);
+            }
+            let t = self.spec.request_timeout;
+            if !t.is_zero() && self.timed_out(now, t) > 0 {
+                tracing::error!(
+                    %group,
+                    pid = std::process::id(),
+                    "a request has run longer than request-timeout ({:.1}s): the front answered 504; replacing this process",
+                    t.as_secs_f64()
+                );
+                self.request_drain("request-timeout", self.spec.shutdown_timeout);
+            }
+            let t = self.spec.deadlock_timeout;
+            if !t.is_zero() && now.duration_since(*self.gil_seen.lock()) >= t {
+                tracing::error!(%group, pid = std::process::id(), "the Python GIL could not be acquired for deadlock-timeout ({:.0}s): exiting", t.as_secs_f64());
+                report.send(&Report::Recycling("deadlock-timeout".into()));
+                return 4;
+            }
+            if let Some(d) = self.recycle.lock().clone() {
+                break d;
+            }
+        };
+        self.drain(&drain)
+    }
+
+    fn timed_out(&self, now: Instant, limit: Duration) -> usize {
+        self.running
+            .iter()
+            .filter(|r| r.lock().is_some_and(|s| now.duration_since(s) >= limit))
+            .count()
+    }
+
+    fn drain(&self, drain: &Drain) -> i32 {
+        let group = &self.spec.group;
+        let report = &self.report;
+        tracing::info!(%group, pid = std::process::id(), reason = %drain.reason, "daemon process stopping");
+        let deadline = Instant::now() + drain.grace;
+        let limit = self.spec.request_timeout;
+        let stuck = |now: Instant| {
+            if limit.is_zero() {
+                0
+            } else {
+                self.timed_out(now, limit)
+            }
+        };
+        loop {
+            let now = Instant::now();
+            let running = self.in_flight.load(Ordering::SeqCst);
+            if running <= stuck(now) || now >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let left = self.in_flight.load(Ordering::SeqCst);
+        report.send(&Report::Stats {
+            served: self.served.load(Ordering::SeqCst),
+            in_flight: left as u64,
+        });
+        if left > 0 {
+            tracing::warn!(%group, pid = std::process::id(), "exiting with {left} request(s) still running");
+            // Python is not finalised under a running call: exit now.
+            return 0;
+        }
+        let r = self
+            .runtime
+            .shutdown(Duration::from_millis(200), Duration::from_millis(300));
+        tracing::info!(%group, pid = std::process::id(), elapsed = ?r.elapsed, "daemon process stopped");
+        0
+    }
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// The request body, pulled from the front one BODY_WANTED at a time.
+struct WireBody<'a> {
+    conn: &'a UnixStream,
+    reader: FrameReader<&'a UnixStream>,
+    pending: Vec<u8>,
+    pos: usize,
+    ended: bool,
+    broken: bool,
+}
+
+impl RequestBody for WireBody<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.pos < self.pending.len() {
+            let n = buf.len().min(self.pending.len() - self.pos);
+            buf[..n].copy_from_slice(&self.pending[self.pos..self.pos + n]);
+            self.pos += n;
+            return Ok(n);
+        }
+        if self.ended {
+            return Ok(0);
+        }
+        if self.broken {
+            return Err(io::Error::other("the front connection failed"));
+        }
+        let want = buf.len().min(CHUNK) as u32;
+        let result = (|| {
+            let mut conn = self.conn;
+            conn.write_all(&encode_body_wanted(want))?;
+            match self.reader.next_frame() {
+                Ok(Some((kind::BODY, chunk))) if !chunk.is_empty() => {
+                    let n = buf.len().min(chunk.len());
+                    buf[..n].copy_from_slice(&chunk[..n]);
+                    self.pending.clear();
+                    self.pending.extend_from_slice(&chunk[n..]);
+                    self.pos = 0;
+                    Ok(n)
+                }
+                Ok(Some((kind::BODY_END, _))) => {
+                    self.ended = true;
+                    Ok(0)
+                }
+                Ok(Some((kind::BODY_ERROR, msg))) => {
+                    self.ended = true;
+                    Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        format!(
+                            "reading the request body failed: {}",
+                            String::from_utf8_lossy(msg)
+                        ),
+                    ))
+                }
+                Ok(Some((other, _))) => Err(io::Error::other(ProtocolError::Unexpected {
+                    got: other,
+                    expected: "BODY, BODY_END or BODY_ERROR",
+                })),
+                Ok(None) => Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the front closed the connection during the request body",
+                )),
+                Err(ProtocolError::Io(e)) => Err(e),
+                Err(e) => Err(io::Error::other(e)),
+            }
+        })();
+        if let Err(e) = &result {
+            if e.kind() != io::ErrorKind::ConnectionAborted {
+                self.broken = true;
+            }
+        }
+        result
+    }
+}
+
+/// The response, as START/DATA frames (START is sent with the first DATA or the END).
+struct WireSink<'a> {
+    out: BufWriter<&'a UnixStream>,
+}
+
+impl ResponseSink for WireSink<'_> {
+    fn start(
+        &mut self,
+        status: u16,
+        reason: &str,
+        headers: Vec<(String, Vec<u8>)>,
+    ) -> io::Result<()> {
+        self.out.write_all(&encode_start(status, reason, &headers))
+    }
+
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        for part in chunk.chunks(CHUNK) {
+            write_raw(&mut self.out, kind::DATA, part)?;
+        }
+        self.out.flush()
+    }
+}

@@ -1,0 +1,931 @@
+//! The wire protocol between a front (the `wsgi serve` process, an Apache child) and a daemon
+//! process, over a unix stream socket.
+//!
+//! Every message is a frame: a one-byte kind, a little-endian `u32` payload length, then the
+//! payload (at most [`MAX_PAYLOAD`] bytes). Strings are `u32` length + UTF-8, byte strings
+//! `u32` length + bytes, lists `u32` count + items.
+//!
+//! One exchange, with the body *pulled* by the daemon so that neither side can deadlock on a
+//! full socket buffer and no unread body is ever left on the connection:
+//!
+//! ```text
+//! front                                   daemon
+//! REQUEST (head, script, app group)  -->
+//!                                    <--  ACCEPTED            (a worker took it: no retry now)
+//!                                    <--  BODY_WANTED max     (the app reads wsgi.input)
+//! BODY chunk | BODY_END | BODY_ERROR -->
+//!                                    <--  START status, reason, headers (repeats kept apart)
+//!                                    <--  DATA chunk ...
+//!                                    <--  END outcome          (complete, aborted, error, ...)
+//! ```
+//!
+//! After END both sides are at a frame boundary and the connection carries the next request.
+//! A daemon may answer REQUEST with END `Rejected` (script changed, draining) or
+//! `QueueTimeout` *instead of* ACCEPTED: nothing ran, the front may retry elsewhere. A front
+//! that sees the connection close before ACCEPTED on a reused connection may retry too (the
+//! daemon closes idle connections when it stops); after ACCEPTED it never retries.
+
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use wsgi_interp::{AppError, InterpError, Outcome, PyErrorInfo, RequestHead, Scheme, ScriptError};
+
+/// The largest payload a frame may carry (16 MiB); anything larger is a protocol error.
+pub const MAX_PAYLOAD: usize = 16 << 20;
+
+/// The size of a frame header (kind + length).
+pub const HEADER_LEN: usize = 5;
+
+/// The largest body chunk either side sends in one frame.
+pub const CHUNK: usize = 64 * 1024;
+
+/// Frame kinds.
+pub mod kind {
+    /// Front → daemon: the request ([`super::DaemonRequest`]).
+    pub const REQUEST: u8 = 0x01;
+    /// Front → daemon: one request body chunk.
+    pub const BODY: u8 = 0x02;
+    /// Front → daemon: the request body ended.
+    pub const BODY_END: u8 = 0x03;
+    /// Front → daemon: reading the request body from the client failed (message).
+    pub const BODY_ERROR: u8 = 0x04;
+    /// Daemon → front: a worker took the request; from here on it must not be retried.
+    pub const ACCEPTED: u8 = 0x10;
+    /// Daemon → front: send at most this many body bytes (`u32`).
+    pub const BODY_WANTED: u8 = 0x11;
+    /// Daemon → front: status line and headers.
+    pub const START: u8 = 0x12;
+    /// Daemon → front: one response body chunk.
+    pub const DATA: u8 = 0x13;
+    /// Daemon → front: how the request ended ([`super::End`]).
+    pub const END: u8 = 0x14;
+}
+
+/// Why bytes could not be read as protocol frames.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    /// The socket failed.
+    #[error("daemon socket I/O failed: {0}")]
+    Io(#[from] io::Error),
+    /// The peer closed the connection in the middle of a frame.
+    #[error("the peer closed the daemon connection in the middle of a frame")]
+    Truncated,
+    /// A frame announced more than [`MAX_PAYLOAD`] bytes.
+    #[error(
+        "a frame announced {0} bytes, more than the 16 MiB limit: the peer is not speaking the wsgi-rs daemon protocol"
+    )]
+    TooLarge(usize),
+    /// An unknown frame kind.
+    #[error(
+        "unknown frame kind {0:#04x}: the front and the daemon come from different wsgi-rs builds; restart both"
+    )]
+    UnknownKind(u8),
+    /// A frame arrived where the protocol does not allow it.
+    #[error("unexpected frame kind {got:#04x} while waiting for {expected}")]
+    Unexpected {
+        /// The kind that arrived.
+        got: u8,
+        /// What was allowed.
+        expected: &'static str,
+    },
+    /// A payload does not decode.
+    #[error("malformed {frame} frame: {what}")]
+    Malformed {
+        /// The frame.
+        frame: &'static str,
+        /// What is wrong.
+        what: &'static str,
+    },
+}
+
+/// What a front sends to have one request run.
+#[derive(Debug, Clone, Default)]
+pub struct DaemonRequest {
+    /// When the front received the request, microseconds since the Unix epoch (the daemon's
+    /// queue-timeout counts from here).
+    pub queued_at_us: u64,
+    /// The WSGI script.
+    pub script: PathBuf,
+    /// The callable in it.
+    pub callable: String,
+    /// `WSGIScriptReloading`: when false the daemon never looks at the file again.
+    pub script_reloading: bool,
+    /// The application group (`""`: the main interpreter).
+    pub application_group: String,
+    /// `WSGIPassAuthorization`.
+    pub pass_authorization: bool,
+    /// The request itself.
+    pub head: RequestHead,
+}
+
+/// How a request ended, as the daemon reports it in the END frame.
+#[derive(Debug)]
+pub enum End {
+    /// The app ran; here is its [`Outcome`] (never `ClientGone`, which the daemon cannot
+    /// report, nor `ScriptChanged`, which is [`End::Rejected`]).
+    Ran(Outcome),
+    /// Nothing ran; the front should retry on another connection.
+    Rejected(RejectReason),
+    /// The request waited longer than queue-timeout before a worker took it.
+    QueueTimeout,
+}
+
+/// Why a daemon turned a request away without running it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// The WSGI script changed: this process restarts.
+    ScriptChanged,
+    /// The process is stopping.
+    Draining,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding
+
+/// Appends little-endian scalars, byte strings and strings to a payload.
+#[derive(Debug, Default)]
+pub struct Encoder {
+    buf: Vec<u8>,
+}
+
+impl Encoder {
+    /// Starts a frame of `kind` in `buf` (cleared): the length is filled in by
+    /// [`Encoder::finish`].
+    pub fn frame(kind: u8, mut buf: Vec<u8>) -> Encoder {
+        buf.clear();
+        buf.push(kind);
+        buf.extend_from_slice(&[0; 4]);
+        Encoder { buf }
+    }
+
+    /// The finished frame, header and payload.
+    pub fn finish(mut self) -> Vec<u8> {
+        let len = (self.buf.len() - HEADER_LEN) as u32;
+        self.buf[1..HEADER_LEN].copy_from_slice(&len.to_le_bytes());
+        self.buf
+    }
+
+    fn u8(&mut self, v: u8) {
+        self.buf.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+    fn bytes(&mut self, v: &[u8]) {
+        self.u32(v.len() as u32);
+        self.buf.extend_from_slice(v);
+    }
+    fn str(&mut self, v: &str) {
+        self.bytes(v.as_bytes());
+    }
+    fn pairs<V: AsRef<[u8]>>(&mut self, v: &[(String, V)]) {
+        self.u32(v.len() as u32);
+        for (name, value) in v {
+            self.str(name);
+            self.bytes(value.as_ref());
+        }
+    }
+}
+
+/// Writes a frame with a raw payload (BODY, DATA, BODY_END...).
+pub fn write_raw(w: &mut impl Write, kind: u8, payload: &[u8]) -> io::Result<()> {
+    let mut header = [0u8; HEADER_LEN];
+    header[0] = kind;
+    header[1..].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    w.write_all(&header)?;
+    w.write_all(payload)
+}
+
+/// Encodes a REQUEST frame.
+pub fn encode_request(req: &DaemonRequest, buf: Vec<u8>) -> Vec<u8> {
+    let mut e = Encoder::frame(kind::REQUEST, buf);
+    e.u64(req.queued_at_us);
+    e.bytes(req.script.as_os_str().as_bytes());
+    e.str(&req.callable);
+    e.u8(u8::from(req.script_reloading));
+    e.str(&req.application_group);
+    e.u8(u8::from(req.pass_authorization));
+    let h = &req.head;
+    e.str(&h.method);
+    e.bytes(&h.script_name);
+    e.bytes(&h.path_info);
+    e.bytes(&h.query_string);
+    e.bytes(&h.request_uri);
+    e.str(&h.protocol);
+    e.u8(match h.scheme {
+        Scheme::Http => 0,
+        Scheme::Https => 1,
+    });
+    e.str(&h.server_name);
+    e.u16(h.server_port);
+    e.str(&h.remote_addr);
+    e.u16(h.remote_port);
+    e.pairs(&h.headers);
+    e.pairs(&h.extra);
+    e.finish()
+}
+
+/// Encodes a START frame: the headers stay separate entries, in the app's order.
+pub fn encode_start(status: u16, reason: &str, headers: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut e = Encoder::frame(kind::START, Vec::with_capacity(256));
+    e.u16(status);
+    e.str(reason);
+    e.pairs(headers);
+    e.finish()
+}
+
+/// Encodes a BODY_WANTED frame.
+pub fn encode_body_wanted(max: u32) -> [u8; HEADER_LEN + 4] {
+    let mut out = [0u8; HEADER_LEN + 4];
+    out[0] = kind::BODY_WANTED;
+    out[1..5].copy_from_slice(&4u32.to_le_bytes());
+    out[5..].copy_from_slice(&max.to_le_bytes());
+    out
+}
+
+const END_COMPLETE: u8 = 0;
+const END_INCOMPLETE: u8 = 1;
+const END_ERROR: u8 = 2;
+const END_ABORTED: u8 = 3;
+const END_CLIENT_GONE: u8 = 4;
+const END_SCRIPT: u8 = 5;
+const END_UNAVAILABLE: u8 = 6;
+const END_REJECTED: u8 = 7;
+const END_QUEUE_TIMEOUT: u8 = 8;
+
+/// Encodes an END frame.
+pub fn encode_end(end: &End) -> Vec<u8> {
+    let mut e = Encoder::frame(kind::END, Vec::with_capacity(64));
+    match end {
+        End::Ran(Outcome::Complete { status, body_bytes }) => {
+            e.u8(END_COMPLETE);
+            e.u16(*status);
+            e.u64(*body_bytes);
+        }
+        End::Ran(Outcome::Incomplete {
+            status,
+            declared,
+            sent,
+        }) => {
+            e.u8(END_INCOMPLETE);
+            e.u16(*status);
+            e.u64(*declared);
+            e.u64(*sent);
+        }
+        End::Ran(Outcome::Error(err)) => {
+            e.u8(END_ERROR);
+            app_error(&mut e, err);
+        }
+        End::Ran(Outcome::Aborted {
+            status,
+            sent,
+            error,
+        }) => {
+            e.u8(END_ABORTED);
+            e.u16(*status);
+            e.u64(*sent);
+            app_error(&mut e, error);
+        }
+        End::Ran(Outcome::ClientGone { error }) => {
+            e.u8(END_CLIENT_GONE);
+            e.str(&error.to_string());
+        }
+        End::Ran(Outcome::Script(err)) => {
+            e.u8(END_SCRIPT);
+            script_error(&mut e, err);
+        }
+        End::Ran(Outcome::Unavailable(err)) => {
+            e.u8(END_UNAVAILABLE);
+            interp_error(&mut e, err);
+        }
+        End::Ran(Outcome::ScriptChanged) | End::Rejected(RejectReason::ScriptChanged) => {
+            e.u8(END_REJECTED);
+            e.u8(0);
+        }
+        End::Rejected(RejectReason::Draining) => {
+            e.u8(END_REJECTED);
+            e.u8(1);
+        }
+        End::QueueTimeout => e.u8(END_QUEUE_TIMEOUT),
+    }
+    e.finish()
+}
+
+fn app_error(e: &mut Encoder, err: &AppError) {
+    e.str(&err.message);
+    e.str(&err.traceback);
+}
+
+fn script_error(e: &mut Encoder, err: &ScriptError) {
+    match err {
+        ScriptError::NotAbsolute(path) => {
+            e.u8(0);
+            e.bytes(path.as_os_str().as_bytes());
+        }
+        ScriptError::NotFound { path, reason } => {
+            e.u8(1);
+            e.bytes(path.as_os_str().as_bytes());
+            e.str(reason);
+        }
+        ScriptError::Raised { path, error } => {
+            e.u8(2);
+            e.bytes(path.as_os_str().as_bytes());
+            e.str(&error.type_name);
+            e.str(&error.message);
+            e.str(&error.traceback);
+        }
+        ScriptError::MissingCallable { path, callable } => {
+            e.u8(3);
+            e.bytes(path.as_os_str().as_bytes());
+            e.str(callable);
+        }
+        ScriptError::Interp(err) => {
+            e.u8(4);
+            interp_error(e, err);
+        }
+    }
+}
+
+fn interp_error(e: &mut Encoder, err: &InterpError) {
+    match err {
+        InterpError::ShuttingDown => e.u8(0),
+        InterpError::NestedAttach(group) => {
+            e.u8(1);
+            e.str(group);
+        }
+        InterpError::Create { group, reason } => {
+            e.u8(2);
+            e.str(group);
+            e.str(reason);
+        }
+        InterpError::ThreadState(group) => {
+            e.u8(3);
+            e.str(group);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding
+
+/// Reads scalars and strings out of a payload; every read is bounds-checked.
+#[derive(Debug)]
+pub struct Decoder<'a> {
+    buf: &'a [u8],
+    frame: &'static str,
+}
+
+impl<'a> Decoder<'a> {
+    /// A decoder over the payload of a `frame` frame (the name is for error messages).
+    pub fn new(frame: &'static str, buf: &'a [u8]) -> Self {
+        Decoder { buf, frame }
+    }
+
+    fn bad(&self, what: &'static str) -> ProtocolError {
+        ProtocolError::Malformed {
+            frame: self.frame,
+            what,
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ProtocolError> {
+        if self.buf.len() < n {
+            return Err(self.bad("payload ends early"));
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, ProtocolError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, ProtocolError> {
+        Ok(u16::from_le_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
+    }
+    fn u32(&mut self) -> Result<u32, ProtocolError> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn u64(&mut self) -> Result<u64, ProtocolError> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+    fn bool(&mut self) -> Result<bool, ProtocolError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(self.bad("a flag is neither 0 nor 1")),
+        }
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], ProtocolError> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    fn str(&mut self) -> Result<String, ProtocolError> {
+        let b = self.bytes()?;
+        std::str::from_utf8(b)
+            .map(str::to_string)
+            .map_err(|_| self.bad("a string is not UTF-8"))
+    }
+    fn path(&mut self) -> Result<PathBuf, ProtocolError> {
+        Ok(PathBuf::from(std::ffi::OsStr::from_bytes(self.bytes()?)))
+    }
+    fn pairs(&mut self) -> Result<Vec<(String, Vec<u8>)>, ProtocolError> {
+        let n = self.u32()? as usize;
+        // Each pair takes at least 8 bytes: never allocate for more than could be there.
+        if n > self.buf.len() / 8 {
+            return Err(self.bad("a list is longer than its frame"));
+        }
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let name = self.str()?;
+            let value = self.bytes()?.to_vec();
+            out.push((name, value));
+        }
+        Ok(out)
+    }
+    fn done(&self) -> Result<(), ProtocolError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(self.bad("bytes left over after the last field"))
+        }
+    }
+}
+
+/// Decodes the payload of a REQUEST frame.
+pub fn decode_request(payload: &[u8]) -> Result<DaemonRequest, ProtocolError> {
+    let mut d = Decoder::new("REQUEST", payload);
+    let queued_at_us = d.u64()?;
+    let script = d.path()?;
+    let callable = d.str()?;
+    let script_reloading = d.bool()?;
+    let application_group = d.str()?;
+    let pass_authorization = d.bool()?;
+    let method = d.str()?;
+    let script_name = d.bytes()?.to_vec();
+    let path_info = d.bytes()?.to_vec();
+    let query_string = d.bytes()?.to_vec();
+    let request_uri = d.bytes()?.to_vec();
+    let protocol = d.str()?;
+    let scheme = match d.u8()? {
+        0 => Scheme::Http,
+        1 => Scheme::Https,
+        _ => return Err(d.bad("unknown URL scheme")),
+    };
+    let server_name = d.str()?;
+    let server_port = d.u16()?;
+    let remote_addr = d.str()?;
+    let remote_port = d.u16()?;
+    let headers = d.pairs()?;
+    let extra = d.pairs()?;
+    d.done()?;
+    Ok(DaemonRequest {
+        queued_at_us,
+        script,
+        callable,
+        script_reloading,
+        application_group,
+        pass_authorization,
+        head: RequestHead {
+            method,
+            script_name,
+            path_info,
+            query_string,
+            request_uri,
+            protocol,
+            scheme,
+            server_name,
+            server_port,
+            remote_addr,
+            remote_port,
+            headers,
+            extra,
+        },
+    })
+}
+
+/// A decoded START frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Start {
+    /// The status code.
+    pub status: u16,
+    /// The reason phrase.
+    pub reason: String,
+    /// The headers, repeated names as separate entries in the app's order.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Decodes the payload of a START frame.
+pub fn decode_start(payload: &[u8]) -> Result<Start, ProtocolError> {
+    let mut d = Decoder::new("START", payload);
+    let status = d.u16()?;
+    if !(100..=999).contains(&status) {
+        return Err(d.bad("the status code is not 3 digits"));
+    }
+    let reason = d.str()?;
+    let headers = d.pairs()?;
+    d.done()?;
+    Ok(Start {
+        status,
+        reason,
+        headers,
+    })
+}
+
+/// Decodes the payload of a BODY_WANTED frame.
+pub fn decode_body_wanted(payload: &[u8]) -> Result<u32, ProtocolError> {
+    let mut d = Decoder::new("BODY_WANTED", payload);
+    let max = d.u32()?;
+    d.done()?;
+    if max == 0 {
+        return Err(d.bad("asks for 0 bytes"));
+    }
+    Ok(max)
+}
+
+/// Decodes the payload of an END frame.
+pub fn decode_end(payload: &[u8]) -> Result<End, ProtocolError> {
+    let mut d = Decoder::new("END", payload);
+    let end = match d.u8()? {
+        END_COMPLETE => End::Ran(Outcome::Complete {
+            status: d.u16()?,
+            body_bytes: d.u64()?,
+        }),
+        END_INCOMPLETE => End::Ran(Outcome::Incomplete {
+            status: d.u16()?,
+            declared: d.u64()?,
+            sent: d.u64()?,
+        }),
+        END_ERROR => End::Ran(Outcome::Error(decode_app_error(&mut d)?)),
+        END_ABORTED => End::Ran(Outcome::Aborted {
+            status: d.u16()?,
+            sent: d.u64()?,
+            error: decode_app_error(&mut d)?,
+        }),
+        END_CLIENT_GONE => End::Ran(Outcome::ClientGone {
+            error: io::Error::new(io::ErrorKind::BrokenPipe, d.str()?),
+        }),
+        END_SCRIPT => End::Ran(Outcome::Script(decode_script_error(&mut d)?)),
+        END_UNAVAILABLE => End::Ran(Outcome::Unavailable(decode_interp_error(&mut d)?)),
+        END_REJECTED => End::Rejected(match d.u8()? {
+            0 => RejectReason::ScriptChanged,
+            1 => RejectReason::Draining,
+            _ => return Err(d.bad("unknown reject reason")),
+        }),
+        END_QUEUE_TIMEOUT => End::QueueTimeout,
+        _ => return Err(d.bad("unknown outcome")),
+    };
+    d.done()?;
+    Ok(end)
+}
+
+fn decode_app_error(d: &mut Decoder<'_>) -> Result<AppError, ProtocolError> {
+    Ok(AppError {
+        message: d.str()?,
+        traceback: d.str()?,
+    })
+}
+
+fn decode_script_error(d: &mut Decoder<'_>) -> Result<ScriptError, ProtocolError> {
+    Ok(match d.u8()? {
+        0 => ScriptError::NotAbsolute(d.path()?),
+        1 => ScriptError::NotFound {
+            path: d.path()?,
+            reason: d.str()?,
+        },
+        2 => ScriptError::Raised {
+            path: d.path()?,
+            error: PyErrorInfo {
+                type_name: d.str()?,
+                message: d.str()?,
+                traceback: d.str()?,
+            },
+        },
+        3 => ScriptError::MissingCallable {
+            path: d.path()?,
+            callable: d.str()?,
+        },
+        4 => ScriptError::Interp(decode_interp_error(d)?),
+        _ => return Err(d.bad("unknown script error")),
+    })
+}
+
+fn decode_interp_error(d: &mut Decoder<'_>) -> Result<InterpError, ProtocolError> {
+    Ok(match d.u8()? {
+        0 => InterpError::ShuttingDown,
+        1 => InterpError::NestedAttach(d.str()?),
+        2 => InterpError::Create {
+            group: d.str()?,
+            reason: d.str()?,
+        },
+        3 => InterpError::ThreadState(d.str()?),
+        _ => return Err(d.bad("unknown interpreter error")),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Frame reading
+
+/// Reads frames from a byte stream into one reused buffer.
+#[derive(Debug)]
+pub struct FrameReader<R> {
+    inner: R,
+    buf: Vec<u8>,
+}
+
+impl<R: Read> FrameReader<R> {
+    /// Wraps a (preferably buffered) reader.
+    pub fn new(inner: R) -> Self {
+        FrameReader {
+            inner,
+            buf: Vec::with_capacity(CHUNK),
+        }
+    }
+
+    /// The wrapped reader.
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
+    /// The wrapped reader, mutably.
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
+    /// The next frame's kind and payload; `Ok(None)` when the stream ends cleanly between
+    /// frames.
+    pub fn next_frame(&mut self) -> Result<Option<(u8, &[u8])>, ProtocolError> {
+        let mut header = [0u8; HEADER_LEN];
+        let mut got = 0;
+        while got < HEADER_LEN {
+            match self.inner.read(&mut header[got..]) {
+                Ok(0) if got == 0 => return Ok(None),
+                Ok(0) => return Err(ProtocolError::Truncated),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let kind = header[0];
+        if !matches!(
+            kind,
+            kind::REQUEST
+                | kind::BODY
+                | kind::BODY_END
+                | kind::BODY_ERROR
+                | kind::ACCEPTED
+                | kind::BODY_WANTED
+                | kind::START
+                | kind::DATA
+                | kind::END
+        ) {
+            return Err(ProtocolError::UnknownKind(kind));
+        }
+        let len = u32::from_le_bytes(header[1..].try_into().expect("4 bytes")) as usize;
+        if len > MAX_PAYLOAD {
+            return Err(ProtocolError::TooLarge(len));
+        }
+        self.buf.clear();
+        self.buf.resize(len, 0);
+        match self.inner.read_exact(&mut self.buf) {
+            Ok(()) => Ok(Some((kind, &self.buf))),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(ProtocolError::Truncated),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_request() -> DaemonRequest {
+        DaemonRequest {
+            queued_at_us: 1_700_000_000_123_456,
+            script: PathBuf::from("/srv/app/app.wsgi"),
+            callable: "application".into(),
+            script_reloading: true,
+            application_group: "example.com|/app".into(),
+            pass_authorization: true,
+            head: RequestHead {
+                method: "POST".into(),
+                script_name: b"/app".to_vec(),
+                path_info: b"/x\xe9".to_vec(),
+                query_string: b"a=1&b=%20".to_vec(),
+                request_uri: b"/app/x%E9?a=1&b=%20".to_vec(),
+                protocol: "HTTP/1.1".into(),
+                scheme: Scheme::Https,
+                server_name: "example.com".into(),
+                server_port: 8443,
+                remote_addr: "10.0.0.7".into(),
+                remote_port: 51234,
+                headers: vec![
+                    ("Host".into(), b"example.com".to_vec()),
+                    ("Cookie".into(), b"a=1".to_vec()),
+                    ("Cookie".into(), b"b=2".to_vec()),
+                ],
+                extra: vec![("SCRIPT_FILENAME".into(), b"/srv/app/app.wsgi".to_vec())],
+            },
+        }
+    }
+
+    fn read_one(bytes: &[u8]) -> Result<Option<(u8, Vec<u8>)>, ProtocolError> {
+        let mut r = FrameReader::new(bytes);
+        r.next_frame().map(|f| f.map(|(k, p)| (k, p.to_vec())))
+    }
+
+    #[test]
+    fn request_round_trips() {
+        let req = sample_request();
+        let frame = encode_request(&req, Vec::new());
+        let (k, payload) = read_one(&frame).unwrap().unwrap();
+        assert_eq!(k, kind::REQUEST);
+        let back = decode_request(&payload).unwrap();
+        assert_eq!(back.queued_at_us, req.queued_at_us);
+        assert_eq!(back.script, req.script);
+        assert_eq!(back.application_group, req.application_group);
+        assert!(back.script_reloading && back.pass_authorization);
+        assert_eq!(back.head.path_info, req.head.path_info);
+        assert_eq!(back.head.headers, req.head.headers);
+        assert_eq!(back.head.extra, req.head.extra);
+        assert_eq!(back.head.scheme, Scheme::Https);
+        assert_eq!(
+            (back.head.server_port, back.head.remote_port),
+            (8443, 51234)
+        );
+    }
+
+    #[test]
+    fn repeated_response_headers_stay_separate() {
+        let headers = vec![
+            ("Set-Cookie".to_string(), b"a=1".to_vec()),
+            ("X-Many".to_string(), b"one".to_vec()),
+            ("X-Many".to_string(), b"two".to_vec()),
+            ("Set-Cookie".to_string(), b"b=2".to_vec()),
+        ];
+        let frame = encode_start(200, "OK", &headers);
+        let (k, payload) = read_one(&frame).unwrap().unwrap();
+        assert_eq!(k, kind::START);
+        let start = decode_start(&payload).unwrap();
+        assert_eq!(start.status, 200);
+        assert_eq!(start.reason, "OK");
+        assert_eq!(start.headers, headers);
+    }
+
+    #[test]
+    fn every_end_round_trips() {
+        let ends = vec![
+            End::Ran(Outcome::Complete {
+                status: 200,
+                body_bytes: 12,
+            }),
+            End::Ran(Outcome::Incomplete {
+                status: 200,
+                declared: 10,
+                sent: 3,
+            }),
+            End::Ran(Outcome::Error(AppError {
+                message: "boom".into(),
+                traceback: "Traceback...".into(),
+            })),
+            End::Ran(Outcome::Aborted {
+                status: 200,
+                sent: 5,
+                error: AppError {
+                    message: "mid-body".into(),
+                    traceback: String::new(),
+                },
+            }),
+            End::Ran(Outcome::Script(ScriptError::NotFound {
+                path: "/x.wsgi".into(),
+                reason: "No such file".into(),
+            })),
+            End::Ran(Outcome::Script(ScriptError::Raised {
+                path: "/x.wsgi".into(),
+                error: PyErrorInfo {
+                    type_name: "ImportError".into(),
+                    message: "no".into(),
+                    traceback: "tb".into(),
+                },
+            })),
+            End::Ran(Outcome::Script(ScriptError::MissingCallable {
+                path: "/x.wsgi".into(),
+                callable: "app".into(),
+            })),
+            End::Ran(Outcome::Script(ScriptError::Interp(InterpError::Create {
+                group: "g".into(),
+                reason: "r".into(),
+            }))),
+            End::Ran(Outcome::Unavailable(InterpError::ShuttingDown)),
+            End::Rejected(RejectReason::ScriptChanged),
+            End::Rejected(RejectReason::Draining),
+            End::QueueTimeout,
+        ];
+        for end in ends {
+            let frame = encode_end(&end);
+            let (k, payload) = read_one(&frame).unwrap().unwrap();
+            assert_eq!(k, kind::END);
+            let back = decode_end(&payload).unwrap();
+            assert_eq!(format!("{back:?}"), format!("{end:?}"));
+        }
+    }
+
+    #[test]
+    fn raw_frames_and_clean_eof() {
+        let mut out = Vec::new();
+        write_raw(&mut out, kind::DATA, b"hello").unwrap();
+        write_raw(&mut out, kind::BODY_END, b"").unwrap();
+        out.extend_from_slice(&encode_body_wanted(65536));
+        let mut r = FrameReader::new(&out[..]);
+        assert_eq!(
+            r.next_frame().unwrap().unwrap(),
+            (kind::DATA, &b"hello"[..])
+        );
+        assert_eq!(r.next_frame().unwrap().unwrap(), (kind::BODY_END, &b""[..]));
+        let (k, p) = r.next_frame().unwrap().unwrap();
+        assert_eq!(
+            (k, decode_body_wanted(p).unwrap()),
+            (kind::BODY_WANTED, 65536)
+        );
+        assert!(r.next_frame().unwrap().is_none());
+    }
+
+    #[test]
+    fn truncated_frames_are_errors_not_eof() {
+        let frame = encode_request(&sample_request(), Vec::new());
+        for cut in 1..frame.len() {
+            let err = read_one(&frame[..cut]).unwrap_err();
+            assert!(matches!(err, ProtocolError::Truncated), "cut {cut}: {err}");
+        }
+    }
+
+    #[test]
+    fn malformed_frames_are_refused() {
+        assert!(matches!(
+            read_one(&[0x7f, 0, 0, 0, 0]),
+            Err(ProtocolError::UnknownKind(0x7f))
+        ));
+        assert!(matches!(
+            read_one(&[kind::DATA, 0xff, 0xff, 0xff, 0xff]),
+            Err(ProtocolError::TooLarge(_))
+        ));
+        // A payload with a byte too many, or a truncated field inside the payload.
+        let frame = encode_start(200, "OK", &[]);
+        let mut longer = frame[HEADER_LEN..].to_vec();
+        longer.push(0);
+        assert!(decode_start(&longer).is_err());
+        assert!(decode_start(&frame[HEADER_LEN..frame.len() - 1]).is_err());
+        assert!(decode_start(&[0x63, 0x00, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        // A header count far beyond the payload does not allocate or panic.
+        let mut huge = vec![200, 0, 0, 0, 0, 0];
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_start(&huge).is_err());
+        assert!(decode_body_wanted(&0u32.to_le_bytes()).is_err());
+        assert!(decode_end(&[99]).is_err());
+        // Non-UTF-8 where a string is required.
+        let mut bad = vec![200, 0, 2, 0, 0, 0, 0xff, 0xfe];
+        bad.extend_from_slice(&0u32.to_le_bytes());
+        assert!(decode_start(&bad).is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let mut r = FrameReader::new(&bytes[..]);
+            while let Ok(Some((k, payload))) = r.next_frame() {
+                let _ = match k {
+                    kind::REQUEST => decode_request(payload).map(|_| ()),
+                    kind::START => decode_start(payload).map(|_| ()),
+                    kind::END => decode_end(payload).map(|_| ()),
+                    kind::BODY_WANTED => decode_body_wanted(payload).map(|_| ()),
+                    _ => Ok(()),
+                };
+            }
+            let _ = decode_request(&bytes);
+            let _ = decode_start(&bytes);
+            let _ = decode_end(&bytes);
+        }
+
+        #[test]
+        fn headers_round_trip(headers in proptest::collection::vec(("[A-Za-z-]{1,12}", proptest::collection::vec(proptest::prelude::any::<u8>(), 0..24)), 0..12), status in 100u16..600) {
+            let frame = encode_start(status, "Reason", &headers);
+            let start = decode_start(&frame[HEADER_LEN..]).unwrap();
+            proptest::prop_assert_eq!(start.status, status);
+            proptest::prop_assert_eq!(start.headers, headers);
+        }
+    }
+}
