@@ -51,7 +51,8 @@ fn span(file: &str, line: c_int) -> Span {
     }
 }
 
-fn to_c(message: String) -> *mut c_char {
+/// A message as a C string for Apache (freed with `wsgi_rs_free`).
+pub(crate) fn to_c(message: String) -> *mut c_char {
     CString::new(message.replace('\0', " "))
         .expect("NULs were replaced")
         .into_raw()
@@ -205,6 +206,37 @@ pub unsafe extern "C" fn wsgi_rs_server_name(
             feed("ServerName", vec![name.clone()]);
             if !alias_names.is_empty() {
                 feed("ServerAlias", alias_names.clone());
+            }
+        },
+    );
+}
+
+/// Apache's `User` and `Group` (read by its unixd module, not by us).
+///
+/// # Safety
+/// Strings are NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn wsgi_rs_server_user(user: *const c_char, group: *const c_char) {
+    // SAFETY: the caller's contract.
+    let (user, group) = unsafe { (text(user), text(group)) };
+    guard(
+        "server user",
+        |_| (),
+        || {
+            let mut builder = lock(&BUILDER);
+            let Some(builder) = builder.as_mut() else {
+                return;
+            };
+            for (name, value) in [("User", user), ("Group", group)] {
+                if !value.is_empty() && !value.starts_with('#') {
+                    let d = Directive {
+                        name: name.to_string(),
+                        args: vec![value],
+                        span: span("(server)", 0),
+                    };
+                    // Non-mod_wsgi directives are never refused.
+                    let _ = builder.directive(&Context::default(), &d);
+                }
             }
         },
     );

@@ -11,6 +11,7 @@
 //! child would kill every request in flight.
 
 mod config;
+mod daemons;
 mod guard;
 mod module;
 mod request;

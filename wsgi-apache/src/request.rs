@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use wsgi_config::Config;
 use wsgi_config::route::{ProcessGroup, Route, RouteRequest};
+use wsgi_daemon::DaemonRequest;
 use wsgi_interp::{
     CallOptions, Outcome, ReloadMode, RequestBody, RequestHead, ResponseSink, Runtime, Scheme,
     ScriptSpec, StartConfig,
@@ -434,10 +435,44 @@ pub extern "C" fn wsgi_rs_child_init() {
     );
 }
 
+/// Whether a mount can run in embedded mode (else Python never starts in the children).
 fn has_embedded_mounts(config: &Config) -> bool {
-    std::iter::once(&config.main)
-        .chain(&config.virtual_hosts)
-        .any(|h| !h.script_aliases.is_empty())
+    wsgi_config::check::routing_table(config)
+        .iter()
+        .any(|m| m.process_group == "embedded")
+}
+
+/// Runs a request in its daemon process group, over the group's socket.
+fn in_daemon(r: *mut RequestRec, info: &RequestInfo, route: &Route, group: &str) -> c_int {
+    // SAFETY: `r` is the live request this handler runs for.
+    let head = unsafe { request_head(r, info, route) };
+    let spec = ScriptSpec {
+        path: route.script.clone(),
+        callable: route.callable_object.clone(),
+        // Daemon mode: a changed script restarts the daemon process (mod_wsgi's rule).
+        reload: if route.settings.script_reloading == Some(false) {
+            ReloadMode::Off
+        } else {
+            ReloadMode::Report
+        },
+    };
+    let mut request = DaemonRequest::new(head, &spec, &route.application_group);
+    request.pass_authorization = route.settings.pass_authorization == Some(true);
+    let mut body = ApacheBody(r);
+    let mut sink = ApacheSink { r, started: false };
+    match crate::daemons::client().dispatch(group, &request, &mut body, &mut sink) {
+        Ok(outcome) => finish(r, route, outcome, sink.started),
+        Err(e) => {
+            log(r, APLOG_ERR, &format!("{}: {e}", info.path));
+            if sink.started {
+                // SAFETY: the request is live on this thread.
+                unsafe { wsgi_rs_abort(r) };
+                OK
+            } else {
+                c_int::from(e.status())
+            }
+        }
+    }
 }
 
 /// Ends the embedded Python when the child exits: interpreters ended, atexit run, promptly.
@@ -485,15 +520,7 @@ pub unsafe extern "C" fn wsgi_rs_handle(r: *mut RequestRec) -> c_int {
                 Err(e) => return c_int::from(e.status()),
             };
             if let ProcessGroup::Daemon(name) = &route.process_group {
-                log(
-                    r,
-                    APLOG_ERR,
-                    &format!(
-                        "{}: daemon process group `{name}` cannot be reached: this build of mod_wsgi_rs serves embedded mode only; remove WSGIProcessGroup/process-group= to run the application in the Apache children",
-                        info.path
-                    ),
-                );
-                return 503;
+                return in_daemon(r, &info, &route, name);
             }
             let runtime = match RUNTIME.get() {
                 Some(Ok(runtime)) => runtime,

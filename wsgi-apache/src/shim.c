@@ -21,6 +21,7 @@
 #include "ap_mpm.h"
 #include "apr_strings.h"
 #include "util_filter.h"
+#include "unixd.h"
 
 /* The layout the Rust mirror of `module` (src/module.rs) assumes, checked on both sides. */
 _Static_assert(offsetof(module, cmds) == 88, "module.cmds offset");
@@ -48,6 +49,9 @@ extern int wsgi_rs_translate(request_rec *r);
 extern int wsgi_rs_handle(request_rec *r);
 extern void wsgi_rs_child_init(void);
 extern void wsgi_rs_child_exit(void);
+extern void wsgi_rs_server_user(const char *user, const char *group);
+extern char *wsgi_rs_start_daemons(void);
+extern void wsgi_rs_stop_daemons(void);
 
 #define WSGI_RS_MAX_DEPTH 64
 
@@ -124,7 +128,16 @@ static int wsgi_rs_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *p
 static char *wsgi_rs_complete(server_rec *s)
 {
     wsgi_rs_feed_server_names(s);
+    /* Apache's User/Group: daemon processes run as them unless user=/group= say otherwise,
+     * and their sockets belong to them so the children can connect. */
+    wsgi_rs_server_user(ap_unixd_config.user_name, ap_unixd_config.group_name);
     return wsgi_rs_finish();
+}
+
+static apr_status_t wsgi_rs_daemons_cleanup(void *data)
+{
+    wsgi_rs_stop_daemons();
+    return APR_SUCCESS;
 }
 
 static void wsgi_rs_test_config(apr_pool_t *pconf, server_rec *s)
@@ -149,6 +162,18 @@ static int wsgi_rs_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "mod_wsgi_rs: %s", errors);
         wsgi_rs_free(errors);
         return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    /* Daemon processes start on the real configuration pass only (Apache reads its
+     * configuration once more before that, to check it), and stop when it is cleared
+     * (restart, graceful restart, stop). */
+    if (ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_CREATE_PRE_CONFIG) {
+        errors = wsgi_rs_start_daemons();
+        if (errors != NULL) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "mod_wsgi_rs: %s", errors);
+            wsgi_rs_free(errors);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        apr_pool_cleanup_register(pconf, NULL, wsgi_rs_daemons_cleanup, apr_pool_cleanup_null);
     }
     return OK;
 }

@@ -24,7 +24,15 @@ pub fn module() -> PathBuf {
                 .unwrap()
                 .join("apache-module");
             let status = Command::new(env!("CARGO"))
-                .args(["build", "-q", "-p", "wsgi-apache", "--target-dir"])
+                .args([
+                    "build",
+                    "-q",
+                    "-p",
+                    "wsgi-apache",
+                    "-p",
+                    "wsgi-daemon",
+                    "--target-dir",
+                ])
                 .arg(&target)
                 .current_dir(workspace)
                 .status()

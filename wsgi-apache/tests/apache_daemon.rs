@@ -1,0 +1,162 @@
+//! Daemon mode under a real Apache: `WSGIDaemonProcess` groups started by the Apache parent,
+//! requests forwarded by the children over the groups' sockets.
+
+mod util;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use util::{Apache, dechunk, scratch};
+
+const APP: &str = r#"
+import os, sys, time
+
+def application(environ, start_response):
+    path = environ['PATH_INFO']
+    if path == '/exit':
+        os._exit(1)
+    if path == '/slow':
+        time.sleep(0.5)
+    if path == '/midway':
+        start_response('200 OK', [('Content-Type', 'text/plain')])
+        def body():
+            yield b'first part\n'
+            raise RuntimeError('failing in the middle of the body')
+        return body()
+    body = ('pid=%d\nuid=%d\nprefix=%s\ngroup=%s\nprocess_group=%s\nmultiprocess=%s\n' % (
+        os.getpid(), os.getuid(), sys.prefix, environ['mod_wsgi.application_group'],
+        environ['mod_wsgi.process_group'], environ['wsgi.multiprocess'])).encode()
+    start_response('200 OK', [('Content-Type', 'text/plain'),
+                              ('Set-Cookie', 'a=1'), ('Set-Cookie', 'b=2')])
+    return [body]
+"#;
+
+fn field(body: &[u8], name: &str) -> String {
+    let text = String::from_utf8_lossy(body);
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}=")).map(str::to_string))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+fn site(dir: &Path, daemon: &str) -> String {
+    std::fs::write(dir.join("app.wsgi"), APP).unwrap();
+    format!(
+        "WSGIDaemonProcess site {daemon}
+WSGIProcessGroup site
+WSGIScriptAlias / {d}/app.wsgi
+<Directory {d}>
+    Require all granted
+</Directory>
+",
+        d = dir.display()
+    )
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn a_group_of_two_processes_serves_as_the_apache_user() {
+    let dir = scratch("wsgi-apache-daemon-");
+    let root = dir.path().join("server");
+    std::fs::create_dir(&root).unwrap();
+    let mut apache = Apache::start(
+        &root,
+        &site(dir.path(), "processes=2 threads=4 display-name=%{GROUP}"),
+    );
+    // Slow requests in parallel: both processes answer.
+    let pids: BTreeSet<u32> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| field(&apache.get("/slow").2, "pid").parse::<u32>().unwrap()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(pids.len(), 2, "{pids:?}\n{}", apache.error_log());
+    let (status, head, body) = apache.get("/x");
+    assert_eq!(status, 200);
+    assert_eq!(
+        field(&body, "uid"),
+        "33",
+        "daemons run as Apache's User www-data"
+    );
+    assert_eq!(field(&body, "process_group"), "site");
+    assert_eq!(field(&body, "multiprocess"), "True");
+    assert_eq!(
+        head.matches("Set-Cookie:").count(),
+        2,
+        "repeated headers stay separate: {head}"
+    );
+    for pid in &pids {
+        let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+        assert!(cmdline.starts_with("(wsgi:site)"), "{cmdline:?}");
+    }
+    // An app failing mid-body: the client can tell, in daemon mode too.
+    let raw = apache.raw(b"GET /midway HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    assert!(String::from_utf8_lossy(&raw[..split]).starts_with("HTTP/1.1 200"));
+    assert!(
+        dechunk(&raw[split + 4..]).is_none(),
+        "{:?}",
+        String::from_utf8_lossy(&raw)
+    );
+
+    let took = apache.stop();
+    assert!(took < Duration::from_secs(5), "stopping took {took:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !pids.iter().any(|p| alive(*p)),
+        "daemon processes outlived Apache"
+    );
+}
+
+#[test]
+fn a_crashed_daemon_costs_its_request_only() {
+    let dir = scratch("wsgi-apache-daemon-");
+    let root = dir.path().join("server");
+    std::fs::create_dir(&root).unwrap();
+    let apache = Apache::start(&root, &site(dir.path(), "threads=2"));
+    let before = field(&apache.get("/x").2, "pid");
+    assert_eq!(apache.get("/exit").0, 502);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let after = loop {
+        let (status, _, body) = apache.get("/x");
+        if status == 200 {
+            break field(&body, "pid");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recovery within a second: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_ne!(before, after);
+    let log = apache.error_log();
+    assert!(log.contains("daemon process exited with status 1"), "{log}");
+}
+
+#[test]
+fn the_daemon_starts_with_its_python_home() {
+    let dir = scratch("wsgi-apache-daemon-");
+    let root = dir.path().join("server");
+    std::fs::create_dir(&root).unwrap();
+    let venv = dir.path().join("venv");
+    let status = Command::new("/usr/bin/python3.11")
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let apache = Apache::start(
+        &root,
+        &site(dir.path(), &format!("python-home={}", venv.display())),
+    );
+    let (status, _, body) = apache.get("/x");
+    assert_eq!(status, 200, "{}", apache.error_log());
+    assert_eq!(field(&body, "prefix"), venv.display().to_string());
+}
