@@ -30,3 +30,19 @@ if [ ! -x "$TOOLS_ROOT/tools/bin/uv" ] || [ ! -x "$TOOLS_ROOT/tools/bin/virtuale
 fi
 chmod -R a+rX "$TOOLS_ROOT"
 echo "setup: ok ($TOOLS_ROOT/tools/bin has virtualenv and uv)"
+
+# The frameworks venv (wsgi-cli/tests/frameworks.rs serves examples/flask and examples/django
+# with it as python-home): Debian's python3.11, Flask 3 and Django 5 (both support 3.11).
+# Skipped when it already holds exactly these requirements; remade when they change.
+FRAMEWORKS="$TOOLS_ROOT/frameworks"
+FRAMEWORK_SPECS="flask>=3.1,<4 django>=5.2,<6"
+if [ ! -x "$FRAMEWORKS/bin/python" ] || [ "$(cat "$FRAMEWORKS/.wsgi-rs-specs" 2>/dev/null)" != "$FRAMEWORK_SPECS" ]; then
+    echo "setup: creating the frameworks venv in $FRAMEWORKS ($FRAMEWORK_SPECS)"
+    rm -rf "$FRAMEWORKS"
+    "$PY" -m venv "$FRAMEWORKS"
+    # shellcheck disable=SC2086 # the specs are separate words on purpose
+    "$FRAMEWORKS/bin/pip" install -q --disable-pip-version-check $FRAMEWORK_SPECS
+    printf '%s' "$FRAMEWORK_SPECS" > "$FRAMEWORKS/.wsgi-rs-specs"
+    chmod -R a+rX "$FRAMEWORKS"
+fi
+echo "setup: ok ($FRAMEWORKS has $("$FRAMEWORKS/bin/python" -c 'import flask, django; from importlib.metadata import version; print("flask", version("flask"), "django", django.get_version())'))"

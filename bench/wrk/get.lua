@@ -1,0 +1,1 @@
+-- A plain GET of the URL given to wrk; bench/compare appends result.lua.

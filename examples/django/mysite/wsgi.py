@@ -1,0 +1,8 @@
+"""WSGI callable of the project (Django's standard module; app.wsgi imports it)."""
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
+application = get_wsgi_application()
