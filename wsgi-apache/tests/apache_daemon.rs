@@ -160,3 +160,56 @@ fn the_daemon_starts_with_its_python_home() {
     assert_eq!(status, 200, "{}", apache.error_log());
     assert_eq!(field(&body, "prefix"), venv.display().to_string());
 }
+
+#[test]
+fn graceful_restarts_under_load_lose_no_request() {
+    let dir = scratch("wsgi-apache-daemon-");
+    let root = dir.path().join("server");
+    std::fs::create_dir(&root).unwrap();
+    let apache = Apache::start(&root, &site(dir.path(), "processes=2 threads=4"));
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (ok, failed) = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    let (mut ok, mut failed) = (0u32, Vec::new());
+                    let deadline = Instant::now() + Duration::from_secs(20);
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                        && Instant::now() < deadline
+                    {
+                        match apache.get("/x").0 {
+                            200 => ok += 1,
+                            other => failed.push(other),
+                        }
+                    }
+                    (ok, failed)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        for _ in 0..2 {
+            // apachectl graceful: SIGUSR1 to the parent this test started.
+            let status = Command::new("kill")
+                .args(["-USR1", &apache.pid().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        workers.into_iter().map(|w| w.join().unwrap()).fold(
+            (0, Vec::new()),
+            |(a, mut f), (o, g)| {
+                f.extend(g);
+                (a + o, f)
+            },
+        )
+    });
+    assert!(ok > 50, "only {ok} requests went through");
+    assert!(
+        failed.is_empty(),
+        "{} failed: {failed:?}\n{}",
+        failed.len(),
+        apache.error_log()
+    );
+}

@@ -2,5 +2,6 @@
 //! standalone server `wsgi serve` ([`serve`]). The binary only parses arguments and calls in.
 #![forbid(unsafe_code)]
 
+pub mod apache_config;
 pub mod check;
 pub mod serve;

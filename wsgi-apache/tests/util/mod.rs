@@ -180,6 +180,11 @@ impl Apache {
         panic!("apache2 did not start listening");
     }
 
+    /// The parent process's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The error log so far.
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.root.join("error.log")).unwrap_or_default()
