@@ -26,6 +26,21 @@ pub struct StartConfig {
     pub process_group: String,
 }
 
+/// Process-wide choices about the sub-interpreters, given to [`crate::Runtime::start_with`].
+///
+/// Kept apart from [`StartConfig`] so that callers building a `StartConfig` literal do not
+/// change when an option is added here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InterpreterOptions {
+    /// `WSGIPerInterpreterGIL On` (mod_wsgi 6.0): every sub-interpreter gets its own GIL
+    /// (`Py_NewInterpreterFromConfig` with `_PyInterpreterConfig_INIT`), so application groups
+    /// run Python in parallel. Needs Python 3.12 or newer. Such interpreters are isolated:
+    /// no fork, exec or daemon threads, and extension modules that do not declare support
+    /// (numpy, Cython and PyO3 modules, `_ctypes` and `_decimal` on 3.12) refuse to import,
+    /// with an error that names the module. The main interpreter (`%{GLOBAL}`) is unchanged.
+    pub per_interpreter_gil: bool,
+}
+
 /// Why CPython could not be started. Nothing was started when this is returned, except for
 /// [`StartError::Init`], after which this process cannot start CPython again.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +50,6 @@ pub enum StartError {
         "CPython was already started in this process; start one `Runtime` per process and share it"
     )]
     AlreadyStarted,
-    /// The python-home does not exist.
     /// The python-home cannot be used with the embedded Python (missing, not a venv root, made
     /// by another Python or installation, ...); the same inspection as `wsgi venv`.
     #[error("python-home `{}` cannot be used: {problems}", .home.display())]
@@ -59,6 +73,14 @@ pub enum StartError {
     /// Setting up the main interpreter after start-up failed (python-path, bootstrap).
     #[error("setting up the main interpreter failed: {0}")]
     Setup(crate::PyErrorInfo),
+    /// `WSGIPerInterpreterGIL On` was asked of a build embedding Python older than 3.12.
+    #[error(
+        "WSGIPerInterpreterGIL On needs Python 3.12 or newer, but this build embeds Python {version}; rebuild wsgi-rs against a newer Python (PYO3_PYTHON=/path/to/python3.12 cargo build), or set WSGIPerInterpreterGIL Off"
+    )]
+    PerInterpreterGilUnsupported {
+        /// The embedded Python's version, `X.Y.Z`.
+        version: String,
+    },
     /// The OS refused to start the Python main thread.
     #[error("cannot start the Python main thread: {0}")]
     Thread(#[source] std::io::Error),
@@ -142,13 +164,22 @@ mod tests {
         assert_eq!(choice.program_name, venv.join("bin/python"));
         assert_eq!(choice.home, None);
 
+        // A version other than the embedded one.
+        let other = if crate::embedded::BUILD_PYTHON_VERSION == "3.12" {
+            "3.13.0"
+        } else {
+            "3.12.1"
+        };
         std::fs::write(
             venv.join("pyvenv.cfg"),
-            "home = /x/bin\nversion_info = 3.12.1\n",
+            format!("home = /x/bin\nversion_info = {other}\n"),
         )
         .unwrap();
         let err = choose_home(Some(&venv)).unwrap_err().to_string();
-        assert!(err.contains("was created by Python 3.12.1"), "{err}");
+        assert!(
+            err.contains(&format!("was created by Python {other}")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -11,8 +11,20 @@
 //!
 //! Limitations to know: C extensions built with PyO3 or Cython (numpy, rpds, msgpack) load
 //! only into the first interpreter that imports them; run such apps in the main interpreter
-//! (`%{GLOBAL}`, group `""`). On Python 3.11/3.12 a CPU-bound call in one group can delay
-//! other groups until it blocks (the shared GIL does not hand over between interpreters).
+//! (`%{GLOBAL}`, group `""`). On Python 3.11/3.12 the shared GIL is not handed over between
+//! interpreters at the switch interval, so a CPU-bound call in one group used to hold off
+//! every other group until it returned; attaching here waits as a thread of the interpreter
+//! holding the GIL, then switches, so another group waits about one switch interval (5 ms).
+//!
+//! Own GIL (`WSGIPerInterpreterGIL On`, [`InterpreterOptions`], Python 3.12+): groups run
+//! Python in parallel. Extension modules that refuse such interpreters fail the import with
+//! an error naming the module and the remedy (`WSGIApplicationGroup %{GLOBAL}`, or turn it
+//! off). On 3.12.1 importing some standard modules (`datetime`, `decimal`, `ctypes`, `hashlib`,
+//! `pyexpat`, ...) first in an own-GIL group corrupts the heap at the next import elsewhere or
+//! at finalisation (CPython runs a single-phase module's init before refusing it); the
+//! runtime therefore imports those into the main interpreter at start when the option is on.
+//! A third-party single-phase C extension can do the same: run apps that need one in
+//! `%{GLOBAL}`.
 #![deny(missing_docs)]
 
 mod config;
@@ -23,7 +35,7 @@ mod response;
 mod runtime;
 mod wsgi;
 
-pub use config::{StartConfig, StartError};
+pub use config::{InterpreterOptions, StartConfig, StartError};
 pub use environ::MOD_WSGI_VERSION;
 pub use runtime::{
     Attached, DEFAULT_DRAIN, DEFAULT_THREAD_JOIN, InterpreterHandle, Runtime, ShutdownReport,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::config::{StartConfig, StartError, choose_home};
+use crate::config::{InterpreterOptions, StartConfig, StartError, choose_home};
 use crate::ffi;
 use crate::ffi::interp::{Core, Interp, StartParams};
 use crate::wsgi::{
@@ -32,6 +32,7 @@ pub struct Runtime {
     groups: RwLock<HashMap<String, Arc<Interp>>>,
     create: Mutex<()>,
     version: (u8, u8, u8),
+    options: InterpreterOptions,
     shut_down: AtomicBool,
 }
 
@@ -57,9 +58,24 @@ impl Runtime {
     /// no home `program_name` is the build Python, so `$PATH` is never consulted;
     /// `sys.argv == ['mod_wsgi']`, no signal handlers, the server's `PYTHON*` variables are
     /// ignored, python-path folders go to the front of `sys.path`. The GIL is released on
-    /// return.
+    /// return. Sub-interpreters share the main interpreter's GIL (see [`Runtime::start_with`]).
     pub fn start(config: &StartConfig) -> Result<Runtime, StartError> {
+        Runtime::start_with(config, &InterpreterOptions::default())
+    }
+
+    /// [`Runtime::start`] with process-wide interpreter options, such as
+    /// [`InterpreterOptions::per_interpreter_gil`] (refused, before anything starts, when the
+    /// embedded Python is older than 3.12).
+    pub fn start_with(
+        config: &StartConfig,
+        options: &InterpreterOptions,
+    ) -> Result<Runtime, StartError> {
         let version = ffi::runtime_version();
+        if options.per_interpreter_gil && !(cfg!(Py_3_12) && version >= (3, 12, 0)) {
+            return Err(StartError::PerInterpreterGilUnsupported {
+                version: format!("{}.{}.{}", version.0, version.1, version.2),
+            });
+        }
         let choice = choose_home(config.python_home.as_deref())?;
         let cstr = |p: &std::path::Path| {
             std::ffi::CString::new(p.as_os_str().as_bytes())
@@ -74,6 +90,7 @@ impl Runtime {
             environ: std::env::vars_os()
                 .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
                 .collect(),
+            own_gil: options.per_interpreter_gil,
         };
         if STARTED.swap(true, Ordering::SeqCst) {
             return Err(StartError::AlreadyStarted);
@@ -82,6 +99,7 @@ impl Runtime {
         tracing::info!(
             program_name = %choice.program_name.display(),
             home = ?choice.home,
+            per_interpreter_gil = options.per_interpreter_gil,
             "Python {}.{}.{} started",
             version.0,
             version.1,
@@ -92,8 +110,14 @@ impl Runtime {
             groups: RwLock::new(HashMap::new()),
             create: Mutex::new(()),
             version,
+            options: *options,
             shut_down: AtomicBool::new(false),
         })
+    }
+
+    /// The interpreter options this runtime was started with.
+    pub fn options(&self) -> InterpreterOptions {
+        self.options
     }
 
     /// The embedded Python's version (major, minor, micro).

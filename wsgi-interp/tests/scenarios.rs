@@ -6,15 +6,42 @@
 //! variable set, it is that child.
 
 use std::collections::HashMap;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use wsgi_interp::{Runtime, StartConfig};
+use wsgi_interp::embedded::{BUILD_PYTHON_EXECUTABLE, BUILD_PYTHON_VERSION};
+use wsgi_interp::{
+    CallOptions, InterpreterOptions, Outcome, RequestHead, Runtime, ScriptError, ScriptSpec,
+    StartConfig,
+};
 
-const PY: &str = "/usr/bin/python3.11";
+/// The venvs are made by the Python this build embeds (a venv of another X.Y is refused).
+const PY: &str = BUILD_PYTHON_EXECUTABLE;
 const TOOLS: &str = "/var/tmp/wsgi-rs-test/tools/bin";
-const ROOT: &str = "/var/tmp/wsgi-rs-test/interp-scenarios-v1";
+
+fn root() -> PathBuf {
+    PathBuf::from(format!(
+        "/var/tmp/wsgi-rs-test/interp-scenarios-v2-py{BUILD_PYTHON_VERSION}"
+    ))
+}
+
+/// `lib/pythonX.Y/site-packages` of a venv of the embedded Python.
+fn site_packages(venv: &Path) -> PathBuf {
+    venv.join(format!("lib/python{BUILD_PYTHON_VERSION}/site-packages"))
+}
+
+/// The embedded Python's installation prefix (`sys.base_prefix`).
+fn base_prefix() -> PathBuf {
+    Path::new(PY)
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
 
 fn main() {
     if let Ok(name) = std::env::var("WSGI_INTERP_SCENARIO") {
@@ -38,6 +65,8 @@ fn main() {
         ("venv_groups_empty_home", check_groups_empty),
         ("prompt_exit_with_stuck_thread", check_prompt_exit),
         ("clean_exit_runs_atexit", check_clean_exit),
+        ("own_gil_parallel_and_refusals", check_own_gil),
+        ("own_gil_datetime_shutdown", check_own_gil_shutdown),
     ] {
         if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
             continue;
@@ -86,13 +115,13 @@ fn sh(cmd: &mut Command) {
 
 /// Writes package `vpkg` saying `who` into a venv's site-packages.
 fn add_pkg(venv: &Path, who: &str) {
-    let dir = venv.join("lib/python3.11/site-packages/vpkg");
+    let dir = site_packages(venv).join("vpkg");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("__init__.py"), format!("WHO = {who:?}\n")).unwrap();
 }
 
 fn prepare_venvs() -> Venvs {
-    let root = PathBuf::from(ROOT);
+    let root = root();
     let v = Venvs {
         empty: root.join("empty"),
         base: root.join("base"),
@@ -269,8 +298,8 @@ fn child(name: &str) {
             );
             println!("uv={}", eval(&rt, "app-uv", &act(&uv), report));
             let addsite = format!(
-                "import sys, os, site\nsite.addsitedir({:?} + '/lib/python3.11/site-packages')",
-                venv
+                "import sys, os, site\nsite.addsitedir({:?})",
+                site_packages(Path::new(&venv)).display().to_string()
             );
             println!("venv={}", eval(&rt, "app-venv", &addsite, report));
             println!(
@@ -339,24 +368,242 @@ fn child(name: &str) {
             println!("finalized={}", r.finalized);
             println!("ended={}", r.ended.join(","));
         }
+        "own_gil_parallel_and_refusals" => {
+            let Some(rt) = start_own_gil() else { return };
+            if std::env::var_os("SC_SKIP_PAR").is_none() {
+                own_gil_parallel(&rt);
+            }
+            if std::env::var_os("SC_SKIP_REF").is_none() {
+                own_gil_refusal(&rt);
+            }
+            let r = rt.shutdown(Duration::from_secs(1), Duration::from_millis(300));
+            println!("finalized={}", r.finalized);
+        }
+        "own_gil_datetime_shutdown" => {
+            let markers = env_path("SC_MARKERS");
+            let Some(rt) = start_own_gil() else { return };
+            // interp.md 3.3: several own-GIL interpreters importing datetime (also through
+            // email) corrupted the heap on 3.12.1: `_datetime`'s init ran in the first one, then
+            // was refused, and the next import crashed. The main interpreter imports it last.
+            for g in ["dt-1", "dt-2", "dt-3", ""] {
+                let v = eval(
+                    &rt,
+                    g,
+                    &format!(
+                        "import atexit, datetime, email.message, json, decimal\natexit.register(lambda: open({:?}, 'w').write('x'))\nm = email.message.EmailMessage()\nm['Date'] = 'Mon, 01 Jan 2024 00:00:00 +0000'\nd = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc).isoformat() + '|' + str(m['Date'].datetime.year)",
+                        markers.join(format!("dt-atexit-{g}")).display().to_string()
+                    ),
+                    "d",
+                );
+                println!("dt{g}={v}");
+            }
+            let started = Instant::now();
+            let r = rt.shutdown(Duration::from_secs(1), Duration::from_millis(300));
+            println!("shutdown_ms={}", started.elapsed().as_millis());
+            println!("finalized={}", r.finalized);
+            println!("ended={}", r.ended.join(","));
+        }
         other => panic!("unknown scenario {other}"),
     }
+}
+
+/// Starts with `WSGIPerInterpreterGIL On` (`SC_GIL_SHARED` set: without it, to show that the
+/// parallelism check fails on a shared GIL); prints the refusal and returns `None` when the
+/// embedded Python is too old.
+fn start_own_gil() -> Option<Runtime> {
+    let options = InterpreterOptions {
+        per_interpreter_gil: std::env::var_os("SC_GIL_SHARED").is_none(),
+    };
+    match Runtime::start_with(&StartConfig::default(), &options) {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            println!("start_error={e}");
+            None
+        }
+    }
+}
+
+/// Two groups spin the CPU at once, each from its own thread: with their own GILs the
+/// two attached spans overlap; on a shared GIL (3.11/3.12) the second waits for the first.
+fn own_gil_parallel(rt: &Runtime) {
+    let spin = "def spin(n):\n    x = 0\n    for i in range(n):\n        x += i\n    return x\n";
+    let handles: Vec<_> = ["cpu-a", "cpu-b"]
+        .iter()
+        .map(|g| {
+            let h = rt.interpreter(g).unwrap();
+            h.run(|py| py.exec(spin).unwrap()).unwrap();
+            h
+        })
+        .collect();
+    let mut best = 0.0f64;
+    for _ in 0..3 {
+        let barrier = Arc::new(Barrier::new(handles.len()));
+        let spans: Vec<(Instant, Instant)> = std::thread::scope(|s| {
+            let threads: Vec<_> = handles
+                .iter()
+                .map(|h| {
+                    let barrier = barrier.clone();
+                    s.spawn(move || {
+                        barrier.wait();
+                        let span = h
+                            .run(|py| {
+                                let t0 = Instant::now();
+                                py.eval("spin(2000000)").unwrap();
+                                (t0, Instant::now())
+                            })
+                            .unwrap();
+                        Runtime::release_thread();
+                        span
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let start = spans.iter().map(|s| s.0).max().unwrap();
+        let end = spans.iter().map(|s| s.1).min().unwrap();
+        let shortest = spans.iter().map(|s| s.1 - s.0).min().unwrap();
+        let overlap = end.saturating_duration_since(start);
+        println!(
+            "spans_ms={:?}",
+            spans
+                .iter()
+                .map(|s| (s.1 - s.0).as_millis())
+                .collect::<Vec<_>>()
+        );
+        best = best.max(overlap.as_secs_f64() / shortest.as_secs_f64());
+    }
+    println!("overlap={best:.2}");
+}
+
+/// An extension that refuses own-GIL interpreters fails the script with an error naming it
+/// and the remedy; the same script works in the main interpreter.
+fn own_gil_refusal(rt: &Runtime) {
+    // `_ctypes` (and `_decimal`) refuse on 3.12 only; `_curses` refuses on 3.12 and 3.13.
+    let (stmt, module) = if BUILD_PYTHON_VERSION == "3.12" {
+        ("ctypes", "_ctypes")
+    } else {
+        ("_curses", "_curses")
+    };
+    println!("module={module}");
+    let path = env_path("SC_MARKERS").join("ext.wsgi");
+    std::fs::write(
+        &path,
+        format!("import {stmt}\ndef application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'ok']\n"),
+    )
+    .unwrap();
+    let spec = ScriptSpec::new(path);
+    let only = std::env::var("SC_ONLY").unwrap_or_default();
+    for (key, group) in [("ext_sub", "ext"), ("ext_main", "")] {
+        if !only.is_empty() && only != key {
+            continue;
+        }
+        let interp = rt.interpreter(group).unwrap();
+        let mut sink = Collect(None);
+        let out = interp.call(
+            &spec,
+            &RequestHead::default(),
+            &CallOptions::default(),
+            &mut io::empty(),
+            &mut sink,
+        );
+        let shown = match out {
+            Outcome::Script(ScriptError::Raised { error, .. }) => error.message,
+            Outcome::Complete { status, .. } => status.to_string(),
+            other => format!("{other:?}"),
+        };
+        println!("{key}={}", shown.replace('\n', " "));
+    }
+}
+
+struct Collect(Option<u16>);
+
+impl wsgi_interp::ResponseSink for Collect {
+    fn start(&mut self, status: u16, _: &str, _: Vec<(String, Vec<u8>)>) -> io::Result<()> {
+        self.0 = Some(status);
+        Ok(())
+    }
+    fn write(&mut self, _: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn check_too_old(r: &Run) -> bool {
+    if BUILD_PYTHON_VERSION != "3.11" {
+        return false;
+    }
+    let e = r.get("start_error");
+    assert!(e.contains("needs Python 3.12 or newer"), "{e}");
+    assert!(e.contains("PYO3_PYTHON="), "{e}");
+    true
+}
+
+fn check_own_gil(r: &Run, _: &Venvs) {
+    if check_too_old(r) {
+        return;
+    }
+    let overlap: f64 = r.get("overlap").parse().unwrap();
+    assert!(
+        overlap > 0.5,
+        "own-GIL groups did not run in parallel: {overlap}"
+    );
+    let module = r.get("module");
+    let e = r.get("ext_sub");
+    assert!(
+        e.contains(&format!(
+            "module {module} does not support loading in subinterpreters"
+        )),
+        "{e}"
+    );
+    assert!(e.contains(&format!("`{module}`")), "{e}");
+    assert!(e.contains("WSGIApplicationGroup %{GLOBAL}"), "{e}");
+    assert!(e.contains("WSGIPerInterpreterGIL Off"), "{e}");
+    // The log line names the module and the remedy too.
+    assert!(
+        r.stderr
+            .contains(&format!("the extension module `{module}` cannot be loaded")),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.get("ext_main"), "200");
+    assert_eq!(r.get("finalized"), "true");
+}
+
+fn check_own_gil_shutdown(r: &Run, v: &Venvs) {
+    if check_too_old(r) {
+        return;
+    }
+    for g in ["", "dt-1", "dt-2", "dt-3"] {
+        assert_eq!(r.get(&format!("dt{g}")), "2024-01-01T00:00:00+00:00|2024");
+        assert!(
+            v.markers.join(format!("dt-atexit-{g}")).exists(),
+            "atexit of group {g:?} did not run"
+        );
+    }
+    assert!(r.get("shutdown_ms").parse::<u64>().unwrap() < 700);
+    assert!(
+        r.elapsed < Duration::from_secs(2),
+        "child took {:?}",
+        r.elapsed
+    );
+    assert_eq!(r.get("finalized"), "true");
+    assert_eq!(r.get("ended"), "dt-3,dt-2,dt-1");
 }
 
 fn check_python_home(r: &Run, v: &Venvs) {
     let empty = v.empty.display().to_string();
     assert_eq!(r.get("prefix"), empty);
     assert_eq!(r.get("sub_prefix"), empty);
-    assert_eq!(r.get("base_prefix"), "/usr");
+    assert_eq!(r.get("base_prefix"), base_prefix().display().to_string());
     assert_eq!(r.get("argv"), "['mod_wsgi']");
     assert_eq!(r.get("json"), "[1]");
     assert_eq!(r.get("flags"), "(1, 1)");
     let path = r.get("path");
     assert!(
-        path.contains(&format!("{empty}/lib/python3.11/site-packages")),
+        path.contains(&site_packages(&v.empty).display().to_string()),
         "{path}"
     );
-    assert!(path.contains("/usr/lib/python3.11"), "{path}");
+    let stdlib = base_prefix().join(format!("lib/python{BUILD_PYTHON_VERSION}"));
+    assert!(path.contains(&stdlib.display().to_string()), "{path}");
     assert!(!path.contains("nonexistent-pythonpath"), "{path}");
     assert!(
         !path.contains("dist-packages"),

@@ -1,6 +1,11 @@
 //! The Python worker threads: N OS threads fed through a bounded crossbeam channel. The tokio
 //! threads never touch Python; they hand a [`Job`] over and await its [`JobResult`].
 //!
+//! Two hosts run the calls: [`PythonHost`] (embedded mode, this process's CPython) and
+//! [`DaemonHost`] (one pool per `WSGIDaemonProcess` group, whose threads block in
+//! `DaemonClient::dispatch` while a daemon process runs the request). A pool per daemon group
+//! keeps a stuck group from taking the threads of the others.
+//!
 //! Admission: a request takes one of `threads + queue_size` slots (a tokio semaphore, awaited
 //! for at most the queue timeout, so a full queue never blocks an I/O thread), and a worker
 //! refuses a job that waited longer than the queue timeout in all. Either way the client gets
@@ -12,6 +17,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use wsgi_daemon::{DaemonClient, DaemonRequest, DispatchError};
 use wsgi_interp::{
     CallOptions, InterpError, Outcome, RequestBody, RequestHead, ResponseSink, ScriptSpec,
 };
@@ -29,16 +35,18 @@ pub struct AppCall {
     pub options: CallOptions,
 }
 
-/// Whatever runs WSGI calls on a worker thread: the embedded Python in production.
+/// Whatever runs WSGI calls on a worker thread: the embedded Python or a daemon process
+/// group.
 pub trait AppHost: Send + Sync + 'static {
-    /// Runs one request to the end (blocking; the GIL is taken and released inside).
+    /// Runs one request to the end (blocking). `Err` only in daemon mode, when the request
+    /// could not be run in its daemon process group (its status is the answer).
     fn call(
         &self,
         app: &AppCall,
         head: &RequestHead,
         body: &mut dyn RequestBody,
         sink: &mut dyn ResponseSink,
-    ) -> Outcome;
+    ) -> Result<Outcome, DispatchError>;
 
     /// Called by each worker thread just before it exits.
     fn release_thread(&self) {}
@@ -54,15 +62,37 @@ impl AppHost for PythonHost {
         head: &RequestHead,
         body: &mut dyn RequestBody,
         sink: &mut dyn ResponseSink,
-    ) -> Outcome {
-        match self.0.interpreter(&app.application_group) {
+    ) -> Result<Outcome, DispatchError> {
+        Ok(match self.0.interpreter(&app.application_group) {
             Ok(interp) => interp.call(&app.script, head, &app.options, body, sink),
             Err(e) => Outcome::Unavailable(e),
-        }
+        })
     }
 
     fn release_thread(&self) {
         wsgi_interp::Runtime::release_thread();
+    }
+}
+
+/// A daemon process group as an [`AppHost`]: each call is sent to the group's processes.
+pub struct DaemonHost {
+    /// The client of every group of the running supervisor.
+    pub client: Arc<DaemonClient>,
+    /// The group this host's pool serves.
+    pub group: String,
+}
+
+impl AppHost for DaemonHost {
+    fn call(
+        &self,
+        app: &AppCall,
+        head: &RequestHead,
+        body: &mut dyn RequestBody,
+        sink: &mut dyn ResponseSink,
+    ) -> Result<Outcome, DispatchError> {
+        let mut request = DaemonRequest::new(head.clone(), &app.script, &app.application_group);
+        request.pass_authorization = app.options.pass_authorization;
+        self.client.dispatch(&self.group, &request, body, sink)
     }
 }
 
@@ -97,6 +127,8 @@ impl std::fmt::Debug for Job {
 pub enum JobResult {
     /// The app ran.
     Ran(Outcome),
+    /// The request could not be run in its daemon process group (503, 502 or 504).
+    Daemon(DispatchError),
     /// The job waited longer than the queue timeout before a worker was free: 503.
     Expired,
     /// The client left before a worker took the job; nothing ran.
@@ -212,7 +244,15 @@ fn worker(host: &dyn AppHost, jobs: crossbeam_channel::Receiver<Queued>, queue_t
             let _ = done.send(JobResult::Expired);
             continue;
         }
-        let outcome = host.call(&app, &head, &mut body, &mut sink);
+        let outcome = match host.call(&app, &head, &mut body, &mut sink) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                drop(sink);
+                drop(body);
+                let _ = done.send(JobResult::Daemon(e));
+                continue;
+            }
+        };
         match &outcome {
             Outcome::Aborted { error, .. } => sink.abort(format!(
                 "the application failed after the response started: {}",
@@ -241,6 +281,7 @@ pub fn error_status(result: &JobResult) -> u16 {
             // nothing anyway.
             _ => 500,
         },
+        JobResult::Daemon(e) => e.status(),
         JobResult::Expired => 503,
         JobResult::Abandoned => 503,
     }
@@ -261,7 +302,7 @@ mod tests {
             _head: &RequestHead,
             body: &mut dyn RequestBody,
             sink: &mut dyn ResponseSink,
-        ) -> Outcome {
+        ) -> Result<Outcome, DispatchError> {
             std::thread::sleep(self.0);
             let mut all = Vec::new();
             let mut buf = [0u8; 16];
@@ -269,21 +310,21 @@ mod tests {
                 match body.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => all.extend_from_slice(&buf[..n]),
-                    Err(e) => return Outcome::ClientGone { error: e },
+                    Err(e) => return Ok(Outcome::ClientGone { error: e }),
                 }
             }
             if let Err(error) = sink.start(200, "OK", Vec::new()) {
-                return Outcome::ClientGone { error };
+                return Ok(Outcome::ClientGone { error });
             }
             if !all.is_empty() {
                 if let Err(error) = sink.write(&all) {
-                    return Outcome::ClientGone { error };
+                    return Ok(Outcome::ClientGone { error });
                 }
             }
-            Outcome::Complete {
+            Ok(Outcome::Complete {
                 status: 200,
                 body_bytes: all.len() as u64,
-            }
+            })
         }
     }
 
@@ -312,6 +353,92 @@ mod tests {
             done_rx,
             receiver,
         )
+    }
+
+    /// Cross-group starvation (interp.md 3.2): on Python 3.11/3.12 a CPU-bound request in one
+    /// application group used to hold off a request for another group until it returned,
+    /// because the shared GIL is not handed over between interpreters at the switch interval.
+    /// Through the real pool and the embedded Python: a 400 ms CPU-bound request in group
+    /// `cpu`, then a hello-world request for group `fast` 50 ms later; the hello must not wait
+    /// for the CPU-bound one (~350 ms before wsgi-interp's fair `acquire`, ~5-15 ms after).
+    #[tokio::test]
+    async fn a_cpu_bound_group_does_not_starve_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, src: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, src).unwrap();
+            ScriptSpec::new(p)
+        };
+        let cpu = write(
+            "cpu.wsgi",
+            "import time\ndef application(environ, start_response):\n    end = time.perf_counter() + 0.4\n    n = 0\n    while time.perf_counter() < end:\n        n += 1\n    start_response('200 OK', [])\n    return [str(n).encode()]\n",
+        );
+        let fast = write(
+            "fast.wsgi",
+            "def application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'hello']\n",
+        );
+        let runtime = Arc::new(wsgi_interp::Runtime::start(&Default::default()).unwrap());
+        let pool = WorkerPool::start(
+            Arc::new(PythonHost(runtime.clone())),
+            2,
+            4,
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        let submit = |script: &ScriptSpec, group: &str| {
+            let (sink, receiver) = response_channel(false);
+            let (done, done_rx) = oneshot::channel();
+            let job = Job {
+                app: AppCall {
+                    script: script.clone(),
+                    application_group: group.to_string(),
+                    options: CallOptions::default(),
+                },
+                head: RequestHead::default(),
+                body: ChannelBody::empty(),
+                sink,
+                arrived: Instant::now(),
+                done,
+            };
+            (job, done_rx, receiver)
+        };
+        let complete = |r: JobResult| {
+            assert!(
+                matches!(r, JobResult::Ran(Outcome::Complete { status: 200, .. })),
+                "{r:?}"
+            )
+        };
+        // Load both scripts (and create both groups) first.
+        for (script, group) in [(&fast, "fast"), (&cpu, "cpu")] {
+            let (job, done, _r) = submit(script, group);
+            pool.submit(job).await.unwrap();
+            complete(done.await.unwrap());
+        }
+        let mut waits = Vec::new();
+        for _ in 0..3 {
+            let (job, cpu_done, _r1) = submit(&cpu, "cpu");
+            pool.submit(job).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let (job, done, _r2) = submit(&fast, "fast");
+            let asked = Instant::now();
+            pool.submit(job).await.unwrap();
+            complete(done.await.unwrap());
+            waits.push(asked.elapsed());
+            complete(cpu_done.await.unwrap());
+        }
+        println!("hello beside a 400 ms CPU-bound group: {waits:?}");
+        let worst = waits.iter().max().unwrap();
+        assert!(
+            *worst < Duration::from_millis(150),
+            "a request for another group waited {worst:?} behind a CPU-bound one: {waits:?}"
+        );
+        assert!(
+            tokio::task::spawn_blocking(move || pool.stop(Duration::from_secs(5)))
+                .await
+                .unwrap()
+        );
+        let report = runtime.shutdown(Duration::from_secs(1), Duration::from_millis(300));
+        assert!(report.finalized, "{report:?}");
     }
 
     #[tokio::test]

@@ -185,6 +185,32 @@ def format_exc(exc):
     return ''.join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 
+# The standard library's single-phase-init extension modules that Python 3.12 refuses in
+# interpreters with their own GIL, less those with import side effects (readline, _tkinter)
+# or deprecation warnings (nis, ossaudiodev). CPython 3.12 runs such a module's init function
+# *before* refusing it, so its static types get readied in the refusing interpreter's own
+# allocator; a later import elsewhere then uses memory that dies with that interpreter (heap
+# corruption: interp.md 3.3, the datetime crash). Imported first in the main interpreter,
+# the module is cached, and own-GIL interpreters are refused before its init runs.
+# `hashlib` is here for a measured reason, cause not found: on 3.12.1 an own-GIL interpreter
+# that imports hashlib before the main interpreter did makes `Py_FinalizeEx` abort (free():
+# invalid pointer in the main tuple freelist), in plain CPython too (_xxsubinterpreters).
+OWN_GIL_PRELOAD = ('_ctypes', '_curses', '_curses_panel', '_datetime', '_decimal',
+                   '_elementtree', '_lsprof', 'pyexpat', 'hashlib')
+
+
+def preload_for_own_gil():
+    import importlib
+    loaded = []
+    for name in OWN_GIL_PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue
+        loaded.append(name)
+    return loaded
+
+
 def setup(tag, environ, python_path):
     if environ is not None:
         # Start from the process's original environment (no putenv: the C environ is shared

@@ -65,7 +65,7 @@ pub(crate) fn load_script(
         }
         let raised = |objects: &Objects| ScriptError::Raised {
             path: spec.path.clone(),
-            error: take_error(objects.format_exc.ptr()),
+            error: interp.explain(take_error(objects.format_exc.ptr())),
         };
         let path = fs_str(spec.path.as_os_str().as_bytes()).ok_or_else(|| raised(&objects))?;
         let name = new_str(&spec.callable).ok_or_else(|| raised(&objects))?;
@@ -170,7 +170,27 @@ unsafe fn build_environ(
     }
 }
 
+/// Builds (and drops) one request's environ, as a call does, with `None` for `wsgi.input` and
+/// `wsgi.errors`; returns its size. For benchmarks.
+pub(crate) fn environ_size(py: &Attached<'_>, head: &RequestHead, opts: &CallOptions) -> usize {
+    let Some(objects) = py.interp().objects() else {
+        return 0;
+    };
+    // SAFETY: attached (`py`); the objects belong to this interpreter.
+    unsafe {
+        let none = Obj::borrowed(ffi::Py_None());
+        match build_environ(&objects, head, opts, "application", true, &none, &none) {
+            Some(env) => ffi::PyDict_Size(env.as_ptr()).max(0) as usize,
+            None => {
+                ffi::PyErr_Clear();
+                0
+            }
+        }
+    }
+}
+
 fn app_error(e: PyErrorInfo) -> AppError {
+    let e = super::interp::explain_attached(e);
     AppError {
         message: e.to_string(),
         traceback: e.traceback,

@@ -94,8 +94,17 @@ pub(crate) unsafe fn without_gil<R>(f: impl FnOnce() -> R) -> R {
     struct Reattach(*mut ffi::PyThreadState, *const super::interp::Interp);
     impl Drop for Reattach {
         fn drop(&mut self) {
-            // SAFETY: self.0 is the tstate this thread saved below.
-            unsafe { ffi::PyEval_RestoreThread(self.0) };
+            if self.1.is_null() {
+                // SAFETY: self.0 is the tstate this thread saved below.
+                unsafe { ffi::PyEval_RestoreThread(self.0) };
+            } else {
+                // SAFETY: self.1 is the interpreter of the enclosing `run` frame, which keeps
+                // it alive; self.0 is this thread's tstate for it, saved below.
+                unsafe {
+                    let interp = &*self.1;
+                    super::interp::reacquire(interp, self.0);
+                }
+            }
             super::interp::set_attached(self.1);
         }
     }
@@ -497,18 +506,30 @@ unsafe fn start_response_impl(
                     let t = ffi::PyTuple_GetItem(exc_info, 0);
                     let v = ffi::PyTuple_GetItem(exc_info, 1);
                     let tb = ffi::PyTuple_GetItem(exc_info, 2);
-                    ffi::Py_IncRef(t);
-                    ffi::Py_IncRef(v);
-                    ffi::Py_IncRef(tb);
-                    ffi::PyErr_Restore(
-                        t,
-                        v,
-                        if tb == ffi::Py_None() {
-                            ptr::null_mut()
-                        } else {
-                            tb
-                        },
-                    );
+                    let tb = if tb == ffi::Py_None() {
+                        ptr::null_mut()
+                    } else {
+                        tb
+                    };
+                    #[cfg(not(Py_3_12))]
+                    {
+                        ffi::Py_IncRef(t);
+                        ffi::Py_IncRef(v);
+                        ffi::Py_XINCREF(tb);
+                        ffi::PyErr_Restore(t, v, tb);
+                    }
+                    // 3.12+: the exception object is the whole state (PyErr_Restore is
+                    // deprecated); a non-exception value is raised as an instance of `t`.
+                    #[cfg(Py_3_12)]
+                    if ffi::PyExceptionInstance_Check(v) != 0 {
+                        if !tb.is_null() {
+                            ffi::PyException_SetTraceback(v, tb);
+                        }
+                        ffi::Py_IncRef(v);
+                        ffi::PyErr_SetRaisedException(v);
+                    } else {
+                        ffi::PyErr_SetObject(t, v);
+                    }
                 } else {
                     raise(
                         ffi::PyExc_TypeError,

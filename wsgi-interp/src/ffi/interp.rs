@@ -181,6 +181,8 @@ pub(crate) struct Interp {
     pub name: String,
     raw: RawInterp,
     pub is_main: bool,
+    /// A sub-interpreter with its own GIL (`WSGIPerInterpreterGIL On`, Python 3.12+).
+    pub own_gil: bool,
     main: Option<Arc<Interp>>,
     gate: Arc<Gate>,
     registry: Mutex<Registry>,
@@ -193,6 +195,20 @@ impl Interp {
     /// The log name: "main interpreter" or "application group 'x'".
     pub fn display(&self) -> String {
         display_name(&self.name)
+    }
+
+    /// Adds what to do to an error caused by an extension module that refuses interpreters
+    /// with their own GIL (CPython's ImportError names the module, but not the remedy).
+    pub(crate) fn explain(&self, mut e: PyErrorInfo) -> PyErrorInfo {
+        if let Some(hint) = self.own_gil.then(|| own_gil_hint(&e)).flatten() {
+            e.message = format!("{}; {hint}", e.message);
+            if !e.traceback.ends_with('\n') && !e.traceback.is_empty() {
+                e.traceback.push('\n');
+            }
+            e.traceback.push_str(&hint);
+            e.traceback.push('\n');
+        }
+        e
     }
 
     /// This interpreter's object table (`None` once it ended).
@@ -234,10 +250,103 @@ impl Interp {
         let ts = tstate_for(self)?;
         // SAFETY: ts was created on this thread for this interpreter, which cannot end while we
         // are admitted by the gate; this thread holds no GIL (ATTACHED is null).
-        unsafe { ffi::PyEval_RestoreThread(ts.0) };
+        unsafe { acquire(self, ts) };
         ATTACHED.with(|a| a.set(me));
         let _detach = DetachOnDrop;
         Ok(f(&Attached::new(self)))
+    }
+}
+
+/// CPython's refusal (3.12+: `_PyImport_CheckSubinterpIncompatibleExtensionAllowed`).
+const REFUSED: &str = " does not support loading in subinterpreters";
+
+/// The remedy for an extension refusing own-GIL interpreters, naming the module, if `e` (or
+/// an exception chained in its traceback) is that refusal.
+pub(crate) fn own_gil_hint(e: &PyErrorInfo) -> Option<String> {
+    let text = if e.message.contains(REFUSED) {
+        &e.message
+    } else {
+        &e.traceback
+    };
+    let end = text.find(REFUSED)?;
+    let module = text[..end].rsplit("module ").next()?.trim();
+    (!module.is_empty() && !module.contains(char::is_whitespace)).then(|| {
+        format!(
+            "the extension module `{module}` cannot be loaded into a sub-interpreter with its own GIL (WSGIPerInterpreterGIL On): run this application in the main interpreter with `WSGIApplicationGroup %{{GLOBAL}}`, or set `WSGIPerInterpreterGIL Off`"
+        )
+    })
+}
+
+/// The shared-GIL interpreter that last took the shared GIL (a hint, see [`acquire`]).
+#[cfg(not(Py_3_13))]
+static HOLDER: Mutex<Option<std::sync::Weak<Interp>>> = Mutex::new(None);
+
+/// Attaches the calling thread with `ts`, its thread state for `interp`: `PyEval_RestoreThread`,
+/// but on Python 3.11/3.12 fair between interpreters that share the GIL.
+///
+/// There, a thread waiting for the shared GIL posts its "drop the GIL" request to *its own*
+/// interpreter, which a thread running CPU-bound code in another interpreter never looks at:
+/// it keeps the GIL until it blocks or returns, 80-130 ms or more (interp.md 3.2; fixed in
+/// 3.13). So when another shared-GIL interpreter holds it, we wait as a thread of *that*
+/// interpreter (our own thread state for it), which makes its running thread hand over after
+/// the switch interval as between threads of one interpreter, then switch to `ts` with
+/// `PyThreadState_Swap` while holding the shared GIL (the documented way to change
+/// interpreters under one GIL).
+///
+/// # Safety
+/// `ts` was created on this thread for `interp`, which is alive and admitted by the gate; the
+/// thread holds no GIL.
+pub(crate) unsafe fn acquire(interp: &Arc<Interp>, ts: TsPtr) {
+    #[cfg(not(Py_3_13))]
+    if !interp.own_gil {
+        let holder = HOLDER.lock().as_ref().and_then(std::sync::Weak::upgrade);
+        let other = holder.filter(|h| !Arc::ptr_eq(h, interp) && !h.own_gil);
+        // Only while the gate admits us: every interpreter is then alive, and `tstate_for`
+        // refuses one whose registry ended.
+        if let Some(via) = other.and_then(|h| tstate_for(&h).ok()) {
+            // SAFETY: `via` is this thread's tstate for the holder interpreter, alive (gate);
+            // once it returns we hold the shared GIL, under which switching to our tstate for
+            // another shared-GIL interpreter is allowed; `via` is left detached.
+            unsafe {
+                ffi::PyEval_RestoreThread(via.0);
+                ffi::PyThreadState_Swap(ts.0);
+            }
+            *HOLDER.lock() = Some(Arc::downgrade(interp));
+            return;
+        }
+    }
+    // SAFETY: the caller's contract.
+    unsafe { ffi::PyEval_RestoreThread(ts.0) };
+    #[cfg(not(Py_3_13))]
+    if !interp.own_gil {
+        *HOLDER.lock() = Some(Arc::downgrade(interp));
+    }
+}
+
+/// [`acquire`] for re-attaching after `without_gil`, from the interpreter pointer the enclosing
+/// `run` frame marked.
+///
+/// # Safety
+/// `interp` is the interpreter of an enclosing `run` frame on this thread and `ts` this
+/// thread's tstate for it, detached; the thread holds no GIL.
+pub(crate) unsafe fn reacquire(interp: *const Interp, ts: *mut ffi::PyThreadState) {
+    let found = STATES
+        .try_with(|s| {
+            s.borrow()
+                .0
+                .iter()
+                .find(|(i, t)| Arc::as_ptr(i) == interp && t.0 == ts)
+                .map(|(i, _)| i.clone())
+        })
+        .ok()
+        .flatten();
+    match found {
+        // SAFETY: the caller's contract; the Arc is the one `run` attached with.
+        Some(arc) => unsafe { acquire(&arc, TsPtr(ts)) },
+        // SAFETY: the caller's contract.
+        None => unsafe {
+            ffi::PyEval_RestoreThread(ts);
+        },
     }
 }
 
@@ -309,6 +418,18 @@ pub(crate) fn attached_group() -> Option<String> {
     (!current.is_null()).then(|| unsafe { &*current }.name.clone())
 }
 
+/// [`Interp::explain`] for the interpreter the calling thread is attached to (unchanged when
+/// not attached).
+pub(crate) fn explain_attached(e: PyErrorInfo) -> PyErrorInfo {
+    let current = ATTACHED.with(Cell::get);
+    if current.is_null() {
+        return e;
+    }
+    // SAFETY: a non-null mark points at the interpreter of an enclosing `run` frame on this
+    // thread, which keeps it alive.
+    unsafe { &*current }.explain(e)
+}
+
 /// Marks the calling thread attached to `p` (or detached for null); returns the previous mark.
 pub(crate) fn set_attached(p: *const Interp) -> *const Interp {
     ATTACHED.with(|a| a.replace(p))
@@ -346,7 +467,37 @@ fn release_states(states: Vec<(Arc<Interp>, TsPtr)>) {
 }
 
 /// Proof that the calling thread is attached to an interpreter (holds its GIL through its own
-/// thread state). It cannot leave the thread.
+/// thread state). It cannot leave the thread: it is neither `Send` nor `Sync`, so neither it
+/// nor a reference to it can reach another thread, which holds no GIL.
+///
+/// ```compile_fail
+/// fn send<T: Send>() {}
+/// send::<wsgi_interp::Attached<'static>>();
+/// ```
+///
+/// ```compile_fail
+/// fn share<T: Sync>() {}
+/// share::<wsgi_interp::Attached<'static>>();
+/// ```
+///
+/// ```compile_fail
+/// // Smuggling it out of `run` into a thread does not compile either.
+/// fn leak(h: &wsgi_interp::InterpreterHandle) {
+///     h.run(|py| std::thread::scope(|s| { s.spawn(|| py.eval("1")); })).unwrap();
+/// }
+/// ```
+///
+/// The handle itself is what crosses threads (this compiles):
+///
+/// ```no_run
+/// fn send<T: Send + Sync>() {}
+/// send::<wsgi_interp::InterpreterHandle>();
+/// fn ok(h: &wsgi_interp::InterpreterHandle) {
+///     std::thread::scope(|s| {
+///         s.spawn(|| h.run(|py| py.eval("1")));
+///     });
+/// }
+/// ```
 pub struct Attached<'a> {
     interp: &'a Arc<Interp>,
     _not_send: PhantomData<*const ()>,
@@ -367,6 +518,13 @@ impl<'a> Attached<'a> {
     /// The application group name (`""` for the main interpreter).
     pub fn group(&self) -> &str {
         &self.interp.name
+    }
+
+    /// Builds and drops the environ of a request; returns its number of keys. A benchmark
+    /// hook, not an API.
+    #[doc(hidden)]
+    pub fn bench_environ(&self, head: &crate::RequestHead, opts: &crate::CallOptions) -> usize {
+        call::environ_size(self, head, opts)
     }
 
     /// Executes statements in this interpreter's `__main__` module.
@@ -403,7 +561,7 @@ impl<'a> Attached<'a> {
                 ptr::null_mut(),
             )) {
                 Some(r) => Ok(super::display(r.as_ptr())),
-                None => Err(take_error(self.format_exc())),
+                None => Err(self.interp.explain(take_error(self.format_exc()))),
             }
         }
     }
@@ -429,6 +587,8 @@ pub(crate) struct StartParams {
     pub write_bytecode: bool,
     pub python_path: Vec<PathBuf>,
     pub environ: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Sub-interpreters get their own GIL (checked: only on Python 3.12+).
+    pub own_gil: bool,
 }
 
 /// The running CPython: its main interpreter and the thread that owns start and finalisation.
@@ -543,6 +703,7 @@ fn python_main(
         // SAFETY: CPython is initialised.
         raw: RawInterp(unsafe { ffi::PyInterpreterState_Main() }),
         is_main: true,
+        own_gil: false,
         main: None,
         gate: gate.clone(),
         registry: Mutex::new(Registry {
@@ -557,6 +718,10 @@ fn python_main(
     unsafe { ffi::PyEval_RestoreThread(main_ts.0) };
     // SAFETY: attached to the main interpreter.
     let objects = unsafe { bootstrap("", None, &params.python_path) };
+    if let (Ok(o), true) = (&objects, params.own_gil) {
+        // SAFETY: attached to the main interpreter, which owns `o`.
+        unsafe { preload_for_own_gil(o) };
+    }
     // SAFETY: attached; release the GIL for the workers.
     unsafe { ffi::PyEval_SaveThread() };
     match objects {
@@ -678,7 +843,7 @@ unsafe fn create_sub(
     // SAFETY: main_ts belongs to this thread and is detached (caller's contract).
     unsafe { ffi::PyEval_RestoreThread(main_ts.0) };
     // SAFETY: attached to main, as Py_NewInterpreter* requires.
-    let ts = match unsafe { new_interpreter() } {
+    let ts = match unsafe { new_interpreter(params.own_gil) } {
         Ok(ts) => ts,
         Err(reason) => {
             // SAFETY: on failure the main tstate is current again (interp.md 2.1).
@@ -693,11 +858,12 @@ unsafe fn create_sub(
         Ok(objects) => {
             // SAFETY: attached; release the (shared) GIL.
             unsafe { ffi::PyEval_SaveThread() };
-            tracing::debug!(group = name, elapsed = ?started.elapsed(), "sub-interpreter created");
+            tracing::debug!(group = name, own_gil = params.own_gil, elapsed = ?started.elapsed(), "sub-interpreter created");
             Ok(Arc::new(Interp {
                 name: name.to_string(),
                 raw,
                 is_main: false,
+                own_gil: params.own_gil,
                 main: Some(main.clone()),
                 gate: gate.clone(),
                 registry: Mutex::new(Registry {
@@ -720,7 +886,9 @@ unsafe fn create_sub(
 /// # Safety
 /// Attached to the main interpreter.
 #[cfg(not(Py_3_12))]
-unsafe fn new_interpreter() -> Result<TsPtr, String> {
+unsafe fn new_interpreter(own_gil: bool) -> Result<TsPtr, String> {
+    // Runtime::start_with refuses own-GIL options before 3.12.
+    debug_assert!(!own_gil, "own GIL needs Python 3.12");
     // SAFETY: attached to main (caller's contract).
     let ts = unsafe { ffi::Py_NewInterpreter() };
     if ts.is_null() {
@@ -733,10 +901,16 @@ unsafe fn new_interpreter() -> Result<TsPtr, String> {
 /// # Safety
 /// Attached to the main interpreter.
 #[cfg(Py_3_12)]
-unsafe fn new_interpreter() -> Result<TsPtr, String> {
+unsafe fn new_interpreter(own_gil: bool) -> Result<TsPtr, String> {
     let mut ts = ptr::null_mut();
-    let config = ffi::_PyInterpreterConfig_LEGACY_INIT;
-    // SAFETY: attached to main (caller's contract); config is a valid legacy config.
+    // Own GIL: its own allocator, multi-phase-init extensions that declare support only, no
+    // fork/exec/daemon threads (interp.md 3). Legacy: shares the main GIL, as Py_NewInterpreter.
+    let config = if own_gil {
+        ffi::_PyInterpreterConfig_INIT
+    } else {
+        ffi::_PyInterpreterConfig_LEGACY_INIT
+    };
+    // SAFETY: attached to main (caller's contract); config is one of CPython's two presets.
     let st = unsafe { ffi::Py_NewInterpreterFromConfig(&mut ts, &config) };
     // SAFETY: reading a status returned by CPython.
     if unsafe { ffi::PyStatus_Exception(st) } != 0 || ts.is_null() {
@@ -879,6 +1053,40 @@ unsafe fn bootstrap(
             group_name: Stored::new(group_name),
             format_exc: Stored::new(format_exc),
         })
+    }
+}
+
+/// Imports, in the main interpreter, the standard library's extension modules that own-GIL
+/// interpreters refuse (see `OWN_GIL_PRELOAD` in bootstrap.py for why).
+///
+/// # Safety
+/// Attached to the main interpreter, which owns `objects`.
+unsafe fn preload_for_own_gil(objects: &Objects) {
+    // SAFETY: attached (caller's contract); the module and its helper belong to main.
+    unsafe {
+        let Some(module) = Obj::own(ffi::PyImport_ImportModule(c"_wsgi_rs".as_ptr())) else {
+            let e = take_error(objects.format_exc.ptr());
+            tracing::warn!("preloading extension modules failed: {}", e.traceback);
+            return;
+        };
+        let loaded = getattr(module.as_ptr(), c"preload_for_own_gil")
+            .and_then(|f| call(f.as_ptr(), &[]))
+            .map(|list| {
+                let n = ffi::PyList_Size(list.as_ptr()).max(0);
+                (0..n)
+                    .filter_map(|i| str_text(ffi::PyList_GetItem(list.as_ptr(), i)))
+                    .collect::<Vec<_>>()
+            });
+        match loaded {
+            Some(names) => tracing::debug!(
+                modules = ?names,
+                "extension modules own-GIL interpreters refuse were imported into the main interpreter first"
+            ),
+            None => {
+                let e = take_error(objects.format_exc.ptr());
+                tracing::warn!("preloading extension modules failed: {}", e.traceback);
+            }
+        }
     }
 }
 
