@@ -702,7 +702,7 @@ unsafe fn request_head(r: *mut RequestRec, info: &RequestInfo, route: &Route) ->
         "mod_wsgi.request_start".into(),
         format!("{:.6}", info.request_time_us as f64 / 1e6).into_bytes(),
     ));
-    RequestHead {
+    let mut head = RequestHead {
         method: info.method.clone(),
         script_name: native_bytes(&route.script_name),
         path_info: native_bytes(&route.path_info),
@@ -722,5 +722,42 @@ unsafe fn request_head(r: *mut RequestRec, info: &RequestInfo, route: &Route) ->
         remote_port: info.remote_port,
         headers,
         extra,
+    };
+    apply_trusted_proxies(&mut head, route);
+    head
+}
+
+/// `WSGITrustedProxyHeaders`/`WSGITrustedProxies`: the environ rewrites a trusted proxy's
+/// headers call for, and the removal of spoofable synonyms (mod_wsgi's rules).
+fn apply_trusted_proxies(head: &mut RequestHead, route: &Route) {
+    let peer = head.remote_addr.parse().ok();
+    let Some(rewrite) = wsgi_config::proxy::proxy_rewrite(&route.settings, peer, &head.headers)
+    else {
+        return;
+    };
+    rewrite.filter_headers(&mut head.headers);
+    if let Some(addr) = rewrite.remote_addr {
+        head.remote_addr = addr;
+    }
+    if let Some(host) = rewrite.host {
+        head.headers
+            .retain(|(n, _)| !n.eq_ignore_ascii_case("host"));
+        head.headers.push(("Host".into(), host.into_bytes()));
+    }
+    if let Some(name) = rewrite.server_name {
+        head.server_name = name;
+    }
+    if let Some(port) = rewrite.server_port.and_then(|p| p.parse().ok()) {
+        head.server_port = port;
+    }
+    if let Some(script_name) = rewrite.script_name {
+        head.script_name = script_name.into_bytes();
+    }
+    if let Some(scheme) = rewrite.scheme {
+        head.scheme = if scheme == "https" {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        };
     }
 }

@@ -377,3 +377,54 @@ fn the_environ_matches_debians_mod_wsgi() {
     );
     assert!(lookup(&ours_env, "HTTP_X_UNDER").is_none());
 }
+
+const PROXY_APP: &str = r#"
+def application(environ, start_response):
+    keys = ['REMOTE_ADDR', 'wsgi.url_scheme', 'HTTP_HOST', 'HTTP_X_FORWARDED_FOR', 'HTTP_X_REAL_IP']
+    body = '\n'.join('%s=%s' % (k, environ.get(k, '-')) for k in keys).encode()
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [body]
+"#;
+
+#[test]
+fn trusted_proxy_headers_as_mod_wsgi() {
+    let dir = scratch("wsgi-apache-proxy-");
+    std::fs::write(dir.path().join("proxy.wsgi"), PROXY_APP).unwrap();
+    let site = |proxies: &str| {
+        format!(
+            "WSGIScriptAlias /app {d}/proxy.wsgi
+WSGITrustedProxyHeaders X-Forwarded-For X-Forwarded-Proto X-Forwarded-Host
+WSGITrustedProxies {proxies}
+<Directory {d}>
+    Require all granted
+</Directory>
+",
+            d = dir.path().display()
+        )
+    };
+    let request = b"GET /app HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 203.0.113.9, 127.0.0.1\r\nX-Real-IP: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: www.example.com\r\nConnection: close\r\n\r\n";
+    // From a trusted proxy (the test runs on loopback).
+    let trusted_root = dir.path().join("trusted");
+    std::fs::create_dir(&trusted_root).unwrap();
+    let apache = Apache::start(&trusted_root, &site("127.0.0.1"));
+    let (_, _, body) = parse(&apache.raw(request));
+    assert_eq!(field(&body, "REMOTE_ADDR"), "203.0.113.9");
+    assert_eq!(field(&body, "wsgi.url_scheme"), "https");
+    assert_eq!(field(&body, "HTTP_HOST"), "www.example.com");
+    assert_eq!(
+        field(&body, "HTTP_X_REAL_IP"),
+        "-",
+        "a synonym of a trusted header is removed"
+    );
+    drop(apache);
+    // From a peer outside WSGITrustedProxies: nothing is believed, the spoofable headers go.
+    let untrusted_root = dir.path().join("untrusted");
+    std::fs::create_dir(&untrusted_root).unwrap();
+    let apache = Apache::start(&untrusted_root, &site("10.0.0.0/8"));
+    let (_, _, body) = parse(&apache.raw(request));
+    assert_eq!(field(&body, "REMOTE_ADDR"), "127.0.0.1");
+    assert_eq!(field(&body, "wsgi.url_scheme"), "http");
+    assert_eq!(field(&body, "HTTP_HOST"), "localhost");
+    assert_eq!(field(&body, "HTTP_X_FORWARDED_FOR"), "-");
+    assert_eq!(field(&body, "HTTP_X_REAL_IP"), "-");
+}

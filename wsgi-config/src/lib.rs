@@ -19,6 +19,7 @@ pub mod error;
 pub mod load;
 pub mod model;
 pub mod options;
+pub mod proxy;
 pub mod reader;
 pub mod route;
 pub mod venv;
