@@ -279,7 +279,9 @@ pub(crate) fn current_config() -> Option<Arc<Config>> {
 /// another Python, or `.../bin/python` given as the home, refuses the start, before any request.
 fn python_home_errors(config: &Config) -> Vec<String> {
     let embedded = wsgi_interp::embedded::embedded_python();
-    let mut errors = Vec::new();
+    let mut errors: Vec<String> = wsgi_config::check::per_interpreter_gil_error(config, &embedded)
+        .into_iter()
+        .collect();
     for (home, at) in wsgi_config::check::python_homes(config) {
         let report = wsgi_config::venv::inspect(&home, &embedded);
         for problem in report.errors() {

@@ -14,8 +14,8 @@ use wsgi_config::Config;
 use wsgi_config::route::{ProcessGroup, Route, RouteRequest};
 use wsgi_daemon::DaemonRequest;
 use wsgi_interp::{
-    CallOptions, Outcome, ReloadMode, RequestBody, RequestHead, ResponseSink, Runtime, Scheme,
-    ScriptSpec, StartConfig,
+    CallOptions, InterpreterOptions, Outcome, ReloadMode, RequestBody, RequestHead, ResponseSink,
+    Runtime, Scheme, ScriptSpec, StartConfig,
 };
 
 use crate::config::current_config;
@@ -425,7 +425,10 @@ pub extern "C" fn wsgi_rs_child_init() {
                     dont_write_bytecode: config.python.dont_write_bytecode,
                     ..StartConfig::default()
                 };
-                Runtime::start(&start).map_err(|e| {
+                let options = InterpreterOptions {
+                    per_interpreter_gil: config.python.per_interpreter_gil,
+                };
+                Runtime::start_with(&start, &options).map_err(|e| {
                     let message = format!("Python did not start in this Apache child: {e}");
                     log(std::ptr::null_mut(), APLOG_ERR, &message);
                     message

@@ -161,3 +161,19 @@ pub fn python_homes(config: &Config) -> Vec<(PathBuf, String)> {
     }
     homes
 }
+
+/// `WSGIPerInterpreterGIL On` needs an embedded Python 3.12 or newer: the error to refuse the
+/// configuration with, if the embedded one is older.
+pub fn per_interpreter_gil_error(
+    config: &Config,
+    embedded: &crate::venv::EmbeddedPython,
+) -> Option<String> {
+    let v = &embedded.version;
+    if !config.python.per_interpreter_gil || (v.major, v.minor) >= (3, 12) {
+        return None;
+    }
+    Some(format!(
+        "WSGIPerInterpreterGIL On needs Python 3.12 or newer, and this build embeds Python {v} ({}): set it Off, or rebuild wsgi-rs against a newer Python with PYO3_PYTHON=/path/to/python3.12",
+        embedded.executable.display()
+    ))
+}
