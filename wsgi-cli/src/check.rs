@@ -132,6 +132,9 @@ pub fn check_python_homes(
     warnings: &mut Vec<String>,
 ) -> Result<()> {
     let embedded = embedded_python();
+    errors.extend(wsgi_config::check::per_interpreter_gil_error(
+        config, &embedded,
+    ));
     for (home, at) in python_homes(config) {
         let report = venv::inspect(&home, &embedded);
         for problem in &report.problems {

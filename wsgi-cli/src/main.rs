@@ -62,6 +62,47 @@ enum Command {
     /// (`wsgi serve --config site.conf`). Stops on SIGTERM/SIGINT after in-flight requests
     /// finish; SIGHUP reloads the configuration.
     Serve(Box<serve::ServeArgs>),
+    /// Show the daemon process groups of a running `wsgi serve` (processes, pids, requests
+    /// served, in flight, restarts), read from its `--status-addr` endpoint.
+    Status {
+        /// The address the server was started with (`wsgi serve --status-addr IP:PORT`).
+        #[arg(long, value_name = "IP:PORT")]
+        status_addr: std::net::SocketAddr,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: serve::status::StatusFormat,
+    },
+    /// Print the lines that load mod_wsgi_rs into Apache httpd (`LoadModule ...`), or with
+    /// `--site app.wsgi` a whole working site for one application in a daemon process group.
+    ApacheConfig {
+        /// The module file (default: `libwsgi_apache.so` next to this program).
+        #[arg(long)]
+        module: Option<PathBuf>,
+        /// Make a whole site serving this WSGI script.
+        #[arg(long, value_name = "SCRIPT")]
+        site: Option<PathBuf>,
+        /// The virtual environment's root (what `sys.prefix` prints in it).
+        #[arg(long)]
+        python_home: Option<PathBuf>,
+        /// A folder for the front of `sys.path` (repeatable).
+        #[arg(long)]
+        python_path: Vec<PathBuf>,
+        /// Daemon processes (default 1).
+        #[arg(long)]
+        processes: Option<u32>,
+        /// Threads per daemon process (default 15).
+        #[arg(long)]
+        threads: Option<u32>,
+        /// The virtual host's port.
+        #[arg(long, default_value_t = 80)]
+        port: u16,
+        /// The virtual host's ServerName (default localhost).
+        #[arg(long)]
+        server_name: Option<String>,
+        /// The URL path to mount the application at.
+        #[arg(long, default_value = "/")]
+        mount: String,
+    },
     /// One daemon process of a `WSGIDaemonProcess` group, exec'd by the wsgi-rs supervisor
     /// (`wsgi_daemon::Supervisor`), never run by hand: its stdin is the control socket.
     #[command(hide = true)]
@@ -89,6 +130,52 @@ fn main() -> ExitCode {
         ),
         Command::Venv { path, user, format } => {
             check::run_venv(&path, user.as_deref(), format == Format::Json)
+        }
+        Command::Status {
+            status_addr,
+            format,
+        } => match serve::status::fetch(status_addr, format) {
+            Ok(text) => {
+                print!("{text}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("wsgi status: error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Command::ApacheConfig {
+            module,
+            site,
+            python_home,
+            python_path,
+            processes,
+            threads,
+            port,
+            server_name,
+            mount,
+        } => {
+            let request = wsgi_cli::apache_config::ApacheConfigRequest {
+                module,
+                site,
+                python_home,
+                python_path,
+                processes,
+                threads,
+                port,
+                server_name,
+                mount,
+            };
+            match wsgi_cli::apache_config::apache_config(&request) {
+                Ok(text) => {
+                    print!("{text}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("wsgi apache-config: error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
         }
         Command::Serve(args) => match serve::run(*args) {
             Ok(()) => Ok(ExitCode::SUCCESS),

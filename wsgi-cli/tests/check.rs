@@ -280,3 +280,71 @@ fn venv_knows_uv_and_virtualenv() {
     );
     assert!(t.contains("usable: yes"), "{t}");
 }
+
+#[test]
+fn per_interpreter_gil_needs_python_3_12() {
+    let dir = scratch();
+    let conf = write(&dir.path().join("site.conf"), "WSGIPerInterpreterGIL On\n");
+    let out = wsgi(&["check", conf.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let t = text(&out);
+    assert!(
+        t.contains("error: WSGIPerInterpreterGIL On needs Python 3.12 or newer, and this build embeds Python 3.11."),
+        "{t}"
+    );
+}
+
+#[test]
+fn apache_config_prints_a_site_that_passes_check() {
+    let dir = scratch();
+    let module = write(&dir.path().join("libwsgi_apache.so"), "");
+    let script = write(
+        &dir.path().join("app.wsgi"),
+        "def application(e, s): pass\n",
+    );
+    let venv = dir.path().join("venv");
+    make_venv("/usr/bin/python3.11", &venv);
+    let out = wsgi(&[
+        "apache-config",
+        "--module",
+        module.to_str().unwrap(),
+        "--site",
+        script.to_str().unwrap(),
+        "--python-home",
+        venv.to_str().unwrap(),
+        "--port",
+        "8080",
+    ]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains(&format!("LoadModule wsgi_rs_module {}", module.display())),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!("python-home={}", venv.display())),
+        "{t}"
+    );
+    let conf = write(
+        &dir.path().join("generated.conf"),
+        &String::from_utf8_lossy(&out.stdout),
+    );
+    let check = wsgi(&["check", conf.to_str().unwrap()]);
+    assert!(check.status.success(), "{}", text(&check));
+
+    let bad = wsgi(&[
+        "apache-config",
+        "--module",
+        module.to_str().unwrap(),
+        "--site",
+        script.to_str().unwrap(),
+        "--python-home",
+        venv.join("bin/python").to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad).contains("not its python executable"),
+        "{}",
+        text(&bad)
+    );
+}

@@ -215,13 +215,18 @@ fn start(
         python_path.push(home.clone());
     }
     python_path.extend(spec.python_path.iter().cloned());
-    let runtime = Runtime::start(&StartConfig {
-        python_home: spec.python_home.clone(),
-        python_path,
-        optimize: spec.optimize,
-        dont_write_bytecode: spec.dont_write_bytecode,
-        process_group: group.clone(),
-    })
+    let runtime = Runtime::start_with(
+        &StartConfig {
+            python_home: spec.python_home.clone(),
+            python_path,
+            optimize: spec.optimize,
+            dont_write_bytecode: spec.dont_write_bytecode,
+            process_group: group.clone(),
+        },
+        &wsgi_interp::InterpreterOptions {
+            per_interpreter_gil: spec.per_interpreter_gil,
+        },
+    )
     .map_err(|source| ProcessError::Python {
         group: group.clone(),
         source,

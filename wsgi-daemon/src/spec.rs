@@ -53,6 +53,9 @@ pub struct ProcessSpec {
     pub optimize: u8,
     /// `WSGIDontWriteBytecode`.
     pub dont_write_bytecode: bool,
+    /// `WSGIPerInterpreterGIL`: sub-interpreters with their own GIL (Python 3.12+).
+    #[serde(default)]
+    pub per_interpreter_gil: bool,
     /// Who to become, when started as root.
     pub identity: Option<Identity>,
     /// `umask=`.
@@ -262,6 +265,7 @@ mod tests {
             python_path: vec!["/srv/lib".into()],
             optimize: 0,
             dont_write_bytecode: false,
+            per_interpreter_gil: false,
             identity: None,
             umask: Some(0o007),
             home: None,

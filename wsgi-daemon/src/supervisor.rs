@@ -664,6 +664,7 @@ impl Supervisor {
                 python_path: o.python_path.clone(),
                 optimize: config.python.optimize,
                 dont_write_bytecode: config.python.dont_write_bytecode,
+                per_interpreter_gil: config.python.per_interpreter_gil,
                 identity,
                 umask: o.umask,
                 home: o.home.clone(),

@@ -43,12 +43,24 @@ pub enum ServeError {
     /// The configuration has errors (the same messages `wsgi check` prints).
     #[error("{} error(s) in the configuration:\n{}", .0.len(), .0.iter().map(|e| format!("error: {e}")).collect::<Vec<_>>().join("\n"))]
     Config(Vec<String>),
-    /// The configuration names several python-homes, but one process runs one Python.
+    /// A `--python-path` folder holds `:`, which cannot go into a daemon group's
+    /// `python-path=` list.
+    #[error("--python-path `{}` holds a `:`, which separates python-path= folders in daemon mode: rename the folder or link it from a path without `:`", .0.display())]
+    PythonPathColon(PathBuf),
+    /// The daemon process groups could not be started.
+    #[error("cannot start the daemon process groups: {source}{hint}")]
+    Daemons {
+        /// Why.
+        #[source]
+        source: wsgi_daemon::SupervisorError,
+        /// What to do in this mode (empty, or `; ...`).
+        hint: &'static str,
+    },
+    /// `--status-addr` is not a loopback address.
     #[error(
-        "the configuration names more than one python-home ({}), and `wsgi serve` runs every application in one process with one Python: serve each group with its own `wsgi serve`, or give them the same venv",
-        .0.iter().map(|p| format!("`{}`", p.display())).collect::<Vec<_>>().join(", ")
+        "--status-addr {0}: the status endpoint serves only on loopback (127.0.0.1 or ::1), as it is unauthenticated: use for example --status-addr 127.0.0.1:9090"
     )]
-    SeveralPythonHomes(Vec<PathBuf>),
+    StatusNotLoopback(SocketAddr),
     /// `--host` is not an IP address.
     #[error("--host `{0}` is not an IP address: use for example 127.0.0.1, 0.0.0.0 or ::1")]
     BadHost(String),

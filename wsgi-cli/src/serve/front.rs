@@ -31,6 +31,7 @@ use wsgi_interp::{CallOptions, ReloadMode, RequestHead, Scheme, ScriptSpec};
 
 use super::access_log::{AccessLog, LoggedBody, RequestRecord};
 use super::bridge::{BodyFailure, ChannelBody, ResponseReceiver, request_body, response_channel};
+use super::daemons::DaemonSet;
 use super::pool::{AppCall, Job, JobResult, Refused, WorkerPool, error_status};
 use super::site::{Site, UrlAlias};
 
@@ -52,8 +53,14 @@ pub struct Limits {
 pub struct Front {
     /// What is served; replaced whole on reload.
     pub site: RwLock<Arc<Site>>,
-    /// The Python workers.
-    pub pool: WorkerPool,
+    /// The embedded Python's workers (None when every mount runs in a daemon process group,
+    /// so this process starts no Python).
+    pub pool: Option<WorkerPool>,
+    /// The daemon process groups and their front pools; replaced whole on a reload that
+    /// changes them.
+    pub daemons: RwLock<Option<Arc<DaemonSet>>>,
+    /// Daemon group sets replaced by a reload and not stopped yet.
+    pub retired: parking_lot::Mutex<Vec<Arc<DaemonSet>>>,
     /// The access log, if any.
     pub access_log: Option<AccessLog>,
     /// `wsgi.multithread`.
@@ -269,9 +276,29 @@ async fn run_app(
         || parts.uri.path().to_string(),
         |pq| pq.as_str().to_string(),
     );
-    if matches!(route.process_group, ProcessGroup::Daemon(_)) {
-        tracing::debug!(script = %route.script.display(), "daemon process group served embedded");
-    }
+    // The pool that runs the request: the embedded workers, or the daemon group's front pool
+    // (the set is held until the request ends, so a reload stops it only after).
+    let daemons = front.daemons.read().clone();
+    let pool = match &route.process_group {
+        ProcessGroup::Embedded => match &front.pool {
+            Some(pool) => pool,
+            None => {
+                tracing::error!(script = %route.script.display(), "500: this request runs embedded, but the server started without embedded Python (every mount was in a daemon process group when it started): restart `wsgi serve` to serve it");
+                return error_response(StatusCode::INTERNAL_SERVER_ERROR);
+            }
+        },
+        ProcessGroup::Daemon(group) => match daemons.as_ref().and_then(|d| d.pool(group)) {
+            Some(pool) => pool,
+            None => {
+                tracing::error!(script = %route.script.display(), "503: daemon process group `{group}` is not running: define it with WSGIDaemonProcess (a reload that adds one starts it)");
+                return error_response(StatusCode::SERVICE_UNAVAILABLE);
+            }
+        },
+    };
+    let group_label = match &route.process_group {
+        ProcessGroup::Embedded => "embedded".to_string(),
+        ProcessGroup::Daemon(g) => format!("daemon process group `{g}`"),
+    };
     let head = RequestHead {
         method,
         script_name: latin1_bytes(&route.script_name),
@@ -337,10 +364,10 @@ async fn run_app(
         arrived,
         done,
     };
-    if let Err((refused, _job)) = front.pool.submit(job).await {
+    if let Err((refused, _job)) = pool.submit(job).await {
         return match refused {
             Refused::Busy => {
-                tracing::warn!(script = %route.script.display(), "503: every worker thread stayed busy for the whole queue timeout");
+                tracing::warn!(script = %route.script.display(), "503: every worker thread ({group_label}) stayed busy for the whole queue timeout");
                 error_response(StatusCode::SERVICE_UNAVAILABLE)
             }
             Refused::Stopping => error_response(StatusCode::SERVICE_UNAVAILABLE),
@@ -385,8 +412,17 @@ async fn run_app(
             } else {
                 error_status(&result)
             };
-            if let JobResult::Expired = result {
-                tracing::warn!(script = %route.script.display(), "503: the request waited longer than the queue timeout for a worker thread");
+            match &result {
+                JobResult::Expired => {
+                    tracing::warn!(script = %route.script.display(), "503: the request waited longer than the queue timeout for a worker thread ({group_label})");
+                }
+                JobResult::Daemon(e) if e.status() == 502 => {
+                    tracing::error!(script = %route.script.display(), "{status}: {e}");
+                }
+                JobResult::Daemon(e) => {
+                    tracing::warn!(script = %route.script.display(), "{status}: {e}");
+                }
+                _ => {}
             }
             error_response(
                 StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),

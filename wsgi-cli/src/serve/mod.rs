@@ -1,4 +1,4 @@
-//! `wsgi serve`: the standalone HTTP server, embedded mode.
+//! `wsgi serve`: the standalone HTTP server, in embedded and daemon mode.
 //!
 //! Architecture:
 //!
@@ -11,19 +11,33 @@
 //! * [`bridge`]: the request and response bodies stream between the two sides through bounded
 //!   channels (backpressure both ways); a client that leaves makes the app's next write fail,
 //!   so its `close()` runs; an app failing mid-body aborts the connection.
+//! * [`daemons`]: daemon mode. Routes that name a `WSGIDaemonProcess` group (from
+//!   `--config`, or the group `wsgi serve --processes N` generates) go to a front pool of
+//!   that group, whose threads run them in the group's daemon processes through
+//!   `wsgi_daemon::DaemonClient`; the processes are started (by exec of this program as
+//!   `wsgi daemon-process`) and kept running by a `wsgi_daemon::Supervisor`. This process
+//!   starts its own Python only when some mount runs embedded.
+//! * [`status`]: the opt-in `--status-addr` endpoint `wsgi status` reads.
 //! * [`access_log`]: Apache combined format, from a thread of its own.
 //!
 //! Signals: SIGTERM/SIGINT stop accepting, let in-flight requests finish (up to
-//! `--graceful-timeout`), stop the workers, shut Python down (atexit) and exit 0. SIGHUP
-//! re-reads the configuration and swaps it in between requests.
+//! `--graceful-timeout`), stop the workers, stop the daemon processes (none is left, nor any
+//! socket file), shut Python down (atexit) and exit 0. SIGHUP re-reads the configuration and
+//! swaps it in between requests; when the daemon sections changed (`WSGIDaemonProcess`, and
+//! the `WSGIPythonHome`, `User`, `Group`, `WSGISocketPrefix` they inherit) a new set of
+//! daemon groups is started first, requests move to it, and the old set is stopped once the
+//! requests it runs are done (at most `--graceful-timeout`). A reload that cannot start the
+//! new daemons is refused and the previous configuration stays.
 
 pub mod access_log;
 pub mod bridge;
+pub mod daemons;
 pub mod error;
 pub mod front;
 pub mod pool;
 pub mod reload;
 pub mod site;
+pub mod status;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -35,10 +49,11 @@ use clap::{Args, ValueEnum};
 use parking_lot::RwLock;
 use wsgi_config::reader::ReadOptions;
 
+use daemons::DaemonSet;
 pub use error::ServeError;
 use front::{Front, Limits, Listener};
 use pool::{AppHost, PythonHost, WorkerPool};
-use site::{AppFlags, Site, SiteSource, UrlAlias};
+use site::{AppFlags, DaemonFlags, Site, SiteSource, UrlAlias};
 
 /// `--log-level`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -73,8 +88,8 @@ pub struct ServeArgs {
     /// The WSGI script to serve at `/` (a .wsgi or .py file defining `application`).
     pub app: Option<PathBuf>,
     /// Serve an Apache mod_wsgi configuration instead: its `Listen` ports, virtual hosts,
-    /// `WSGIScriptAlias` mounts and application groups (daemon groups run in this process).
-    #[arg(long, conflicts_with_all = ["app", "mount", "python_home", "python_path", "application_group", "callable_object"])]
+    /// `WSGIScriptAlias` mounts, application groups and `WSGIDaemonProcess` groups.
+    #[arg(long, conflicts_with_all = ["app", "mount", "python_home", "python_path", "application_group", "callable_object", "processes", "user", "group"])]
     pub config: Option<PathBuf>,
     /// With --config: the ServerRoot relative paths resolve against (default: the file's folder).
     #[arg(long, requires = "config")]
@@ -90,9 +105,26 @@ pub struct ServeArgs {
     /// the configuration's first `Listen` port.
     #[arg(long, overrides_with = "port")]
     pub port: Option<u16>,
-    /// Python worker threads (requests running at once).
+    /// Python worker threads (requests running at once); with --processes, the threads of
+    /// each daemon process.
     #[arg(long, default_value_t = 5)]
     pub threads: usize,
+    /// Daemon mode: run the applications in this many daemon processes (a generated
+    /// `WSGIDaemonProcess` group with --threads threads each and the --python-home and
+    /// --python-path), as mod_wsgi-express does. Without it, they run in this process.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub processes: Option<u32>,
+    /// With --processes: the user the daemon processes run as (needed when the server
+    /// starts as root, which daemons never stay), for example `nobody` or `www-data`.
+    #[arg(long, requires = "processes")]
+    pub user: Option<String>,
+    /// With --processes: the daemon processes' group (default: the user's).
+    #[arg(long, requires = "processes")]
+    pub group: Option<String>,
+    /// Serve the daemon groups' status on this loopback address (`/status`, `/status.json`,
+    /// Prometheus `/metrics`), for `wsgi status --status-addr ADDR`. Off by default.
+    #[arg(long, value_name = "IP:PORT")]
+    pub status_addr: Option<SocketAddr>,
     /// Requests that may wait for a worker thread beyond those running.
     #[arg(long, default_value_t = 100)]
     pub queue_size: usize,
@@ -161,6 +193,12 @@ impl ServeArgs {
                 python_path: self.python_path.clone(),
                 application_group: self.application_group.clone(),
                 callable_object: self.callable_object.clone(),
+                daemon: self.processes.map(|processes| DaemonFlags {
+                    processes,
+                    threads: u32::try_from(self.threads.max(1)).unwrap_or(u32::MAX),
+                    user: self.user.clone(),
+                    group: self.group.clone(),
+                }),
             }),
         }
     }
@@ -172,6 +210,9 @@ impl ServeArgs {
             .collect()
     }
 }
+
+/// How long the start waits for the daemon processes to report ready before the banner.
+const DAEMON_READY_WAIT: Duration = Duration::from_secs(20);
 
 fn seconds(value: f64) -> Duration {
     Duration::try_from_secs_f64(value.max(0.0)).unwrap_or(Duration::MAX)
@@ -241,13 +282,36 @@ fn init_tracing(level: LogLevel) {
         .try_init();
 }
 
-/// The start-up banner: addresses, then each mount with its script, application group and
-/// python-home, and the static folders.
-fn banner(site: &Site, addresses: &[SocketAddr], threads: usize, python: &str) -> String {
+/// The start-up banner: the mode, the daemon process groups with their pids, the addresses,
+/// then each mount with its script, process group, application group and python-home, and
+/// the static folders.
+fn banner(
+    site: &Site,
+    addresses: &[SocketAddr],
+    embedded_threads: Option<usize>,
+    daemons: Option<&DaemonSet>,
+    status_addr: Option<SocketAddr>,
+    python: &str,
+) -> String {
+    let mode = match (embedded_threads, daemons) {
+        (Some(t), None) => format!("embedded mode with {t} worker thread(s)"),
+        (Some(t), Some(_)) => {
+            format!("daemon mode, and embedded mode with {t} worker thread(s),")
+        }
+        (None, _) => "daemon mode".to_string(),
+    };
     let mut out = format!(
-        "wsgi-rs {} serving in embedded mode with Python {python} and {threads} worker thread(s)\n",
+        "wsgi-rs {} serving in {mode} with Python {python}\n",
         env!("CARGO_PKG_VERSION")
     );
+    if let Some(d) = daemons {
+        out.push_str(&d.banner());
+    }
+    if let Some(a) = status_addr {
+        out.push_str(&format!(
+            "status on http://{a}/status (and /status.json, /metrics): wsgi status --status-addr {a}\n"
+        ));
+    }
     for a in addresses {
         out.push_str(&format!("listening on http://{a}/\n"));
     }
@@ -264,8 +328,8 @@ fn banner(site: &Site, addresses: &[SocketAddr], threads: usize, python: &str) -
             |h| h.display().to_string(),
         );
         out.push_str(&format!(
-            "  {} -> {}\n      application group: {}   python-home: {}\n",
-            m.mount, m.script, m.application_group, home
+            "  {} -> {}\n      process group: {}   application group: {}   python-home: {}\n",
+            m.mount, m.script, m.process_group, m.application_group, home
         ));
     }
     for a in &site.aliases {
@@ -308,24 +372,69 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
         }
         None => None,
     };
-    let runtime = Arc::new(wsgi_interp::Runtime::start(&wsgi_interp::StartConfig {
-        python_home: site.python_home.clone(),
-        python_path: site.python_path.clone(),
-        ..Default::default()
-    })?);
-    let (major, minor, micro) = runtime.python_version();
-    let host: Arc<dyn AppHost> = Arc::new(PythonHost(runtime.clone()));
+    let status_listener = args.status_addr.map(status::bind).transpose()?;
+    let graceful = seconds(args.graceful_timeout);
+    // Daemon process groups first (exec'd while this process runs few threads), then this
+    // process's own Python only when some mount runs embedded.
+    let daemon_set = DaemonSet::start(&site, args.queue_size, seconds(args.queue_timeout))?;
+    let runtime = if site.needs_embedded() {
+        Some(Arc::new(wsgi_interp::Runtime::start_with(
+            &wsgi_interp::StartConfig {
+                python_home: site.python_home.clone(),
+                python_path: site.python_path.clone(),
+                optimize: site.config.python.optimize,
+                dont_write_bytecode: site.config.python.dont_write_bytecode,
+                ..Default::default()
+            },
+            &wsgi_interp::InterpreterOptions {
+                per_interpreter_gil: site.config.python.per_interpreter_gil,
+            },
+        )?))
+    } else {
+        None
+    };
+    let python = match &runtime {
+        Some(rt) => {
+            let (major, minor, micro) = rt.python_version();
+            format!("{major}.{minor}.{micro}")
+        }
+        None => wsgi_interp::embedded::BUILD_PYTHON_VERSION.to_string(),
+    };
     let threads = args.threads.max(1);
-    let pool = WorkerPool::start(host, threads, args.queue_size, seconds(args.queue_timeout))
-        .map_err(ServeError::Threads)?;
+    let pool = match &runtime {
+        Some(rt) => {
+            let host: Arc<dyn AppHost> = Arc::new(PythonHost(rt.clone()));
+            Some(
+                WorkerPool::start(host, threads, args.queue_size, seconds(args.queue_timeout))
+                    .map_err(ServeError::Threads)?,
+            )
+        }
+        None => None,
+    };
+    if let Some(d) = &daemon_set {
+        if !d.wait_ready(DAEMON_READY_WAIT) {
+            tracing::warn!(
+                "some daemon processes were not ready within {DAEMON_READY_WAIT:?}: serving anyway (their requests wait for them up to connect-timeout)"
+            );
+        }
+    }
     let actual: Vec<SocketAddr> = sockets.iter().map(|(_, a, _)| *a).collect();
     print!(
         "{}",
-        banner(&site, &actual, threads, &format!("{major}.{minor}.{micro}"))
+        banner(
+            &site,
+            &actual,
+            pool.as_ref().map(|_| threads),
+            daemon_set.as_ref(),
+            status_listener.as_ref().and_then(|l| l.local_addr().ok()),
+            &python
+        )
     );
     let front = Arc::new(Front {
         site: RwLock::new(Arc::new(site)),
         pool,
+        daemons: RwLock::new(daemon_set.map(Arc::new)),
+        retired: parking_lot::Mutex::new(Vec::new()),
         access_log: access_log.as_ref().map(|(log, _)| log.clone()),
         multithread: threads > 1,
         limits: Limits {
@@ -341,7 +450,6 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
         .enable_all()
         .build()
         .map_err(ServeError::Threads)?;
-    let graceful = seconds(args.graceful_timeout);
     let watch_roots = args
         .reload_on_changes
         .then(|| reload::SourceWatch::roots(&front.site.read()));
@@ -356,38 +464,58 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(ServeError::Threads)?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        if let Some(listener) = status_listener {
+            let listener =
+                tokio::net::TcpListener::from_std(listener).map_err(ServeError::Threads)?;
+            tokio::spawn(status::serve(front.clone(), listener, stop_rx.clone()));
+        }
         if let Some(roots) = watch_roots {
             tokio::spawn(watch_sources(roots, restart.clone(), stop_tx.clone()));
         }
-        let signals = tokio::spawn(signal_loop(front.clone(), args.clone(), aliases, stop_tx));
+        let signals = tokio::spawn(signal_loop(
+            front.clone(),
+            args.clone(),
+            aliases,
+            stop_tx,
+            graceful,
+        ));
         let finished = front::serve(front.clone(), listeners, stop_rx, graceful).await;
         signals.abort();
         Ok::<_, ServeError>((finished, Instant::now()))
     })?;
     let (finished, stop_began) = started;
-    // In-flight requests are done (or the graceful time is up): stop the workers, then Python.
+    // In-flight requests are done (or the graceful time is up): stop the workers, the daemon
+    // processes, then Python.
     let left = graceful
         .saturating_sub(stop_began.elapsed())
         .max(Duration::from_millis(100));
-    let workers_done = front.pool.stop(if finished {
+    let left = if finished {
         left
     } else {
         Duration::from_millis(100)
-    });
+    };
+    let workers_done = front.pool.as_ref().is_none_or(|p| p.stop(left));
+    let current = front.daemons.write().take();
+    let retired: Vec<Arc<DaemonSet>> = front.retired.lock().clone();
+    for d in current.iter().chain(&retired) {
+        d.stop(left);
+    }
     tokio.shutdown_timeout(Duration::from_millis(200));
-    let report = runtime.shutdown(
-        if workers_done {
-            wsgi_interp::DEFAULT_DRAIN
-        } else {
-            Duration::from_millis(100)
-        },
-        wsgi_interp::DEFAULT_THREAD_JOIN,
-    );
-    if report.busy_calls > 0 {
-        tracing::warn!(
-            "{} request(s) were still running in Python at exit",
-            report.busy_calls
+    if let Some(runtime) = runtime {
+        let report = runtime.shutdown(
+            if workers_done {
+                wsgi_interp::DEFAULT_DRAIN
+            } else {
+                Duration::from_millis(100)
+            },
+            wsgi_interp::DEFAULT_THREAD_JOIN,
         );
+        if report.busy_calls > 0 {
+            tracing::warn!(
+                "{} request(s) were still running in Python at exit",
+                report.busy_calls
+            );
+        }
     }
     drop(front);
     if let Some((log, thread)) = access_log {
@@ -447,12 +575,36 @@ fn restart_self(args: &ServeArgs, listening: &[SocketAddr]) -> ServeError {
     ServeError::Restart(command.exec())
 }
 
-/// SIGTERM/SIGINT: stop. SIGHUP: reload the site (configuration, mounts, static folders).
+/// Stops a replaced set of daemon groups once the requests that took it have their response
+/// heads (at most `graceful`), then lets its pools finish streaming (the rest of `graceful`),
+/// then stops its processes. Until then it stays in `front.retired`, so a server stop waits
+/// for it too.
+fn retire(front: Arc<Front>, old: Arc<DaemonSet>, graceful: Duration) {
+    front.retired.lock().push(old.clone());
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + graceful;
+        // This task and the retired list hold two references; requests hold the others.
+        while Arc::strong_count(&old) > 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        old.stop(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_secs(1)),
+        );
+        front.retired.lock().retain(|d| !Arc::ptr_eq(d, &old));
+        tracing::info!("the replaced daemon process groups have stopped");
+    });
+}
+
+/// SIGTERM/SIGINT: stop. SIGHUP: reload the site (configuration, mounts, static folders,
+/// and the daemon process groups when their sections changed).
 async fn signal_loop(
     front: Arc<Front>,
     args: ServeArgs,
     aliases: Vec<UrlAlias>,
     stop: tokio::sync::watch::Sender<bool>,
+    graceful: Duration,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
@@ -479,11 +631,44 @@ async fn signal_loop(
                         if site.config.listen != old.config.listen {
                             tracing::warn!("SIGHUP: the Listen addresses changed; that needs a restart (still listening on the old ones)");
                         }
+                        if front.pool.is_none() && site.needs_embedded() {
+                            tracing::warn!("SIGHUP: some mounts now run embedded, but this server started without embedded Python: they answer 500 until `wsgi serve` is restarted");
+                        }
                         for w in &site.warnings {
                             tracing::warn!("{w}");
                         }
-                        *front.site.write() = Arc::new(site);
-                        tracing::info!("SIGHUP: configuration reloaded; changed scripts are reloaded on their next request");
+                        let running = front.daemons.read().as_ref().map(|d| d.fingerprint().to_string());
+                        let wanted = (!site.config.daemons.is_empty()).then(|| site.daemon_fingerprint());
+                        if running == wanted {
+                            *front.site.write() = Arc::new(site);
+                            tracing::info!("SIGHUP: configuration reloaded (daemon process groups unchanged, kept running); changed scripts are reloaded on their next request");
+                            continue;
+                        }
+                        let (queue_size, queue_timeout) = (args.queue_size, seconds(args.queue_timeout));
+                        let started = tokio::task::spawn_blocking(move || {
+                            let set = DaemonSet::start(&site, queue_size, queue_timeout)?;
+                            if let Some(d) = &set {
+                                d.wait_ready(DAEMON_READY_WAIT);
+                            }
+                            Ok::<_, ServeError>((site, set))
+                        })
+                        .await;
+                        match started {
+                            Ok(Ok((site, set))) => {
+                                if let Some(d) = &set {
+                                    tracing::info!("SIGHUP: new daemon process groups:\n{}", d.banner().trim_end());
+                                }
+                                let set = set.map(Arc::new);
+                                let previous = std::mem::replace(&mut *front.daemons.write(), set);
+                                *front.site.write() = Arc::new(site);
+                                if let Some(previous) = previous {
+                                    retire(front.clone(), previous, graceful);
+                                }
+                                tracing::info!("SIGHUP: configuration reloaded; the daemon process groups changed and were restarted");
+                            }
+                            Ok(Err(e)) => tracing::error!("SIGHUP: reload refused, still serving the previous configuration: {e}"),
+                            Err(e) => tracing::error!("SIGHUP: reload failed: {e}"),
+                        }
                     }
                     Ok(Err(e)) => tracing::error!("SIGHUP: reload refused, still serving the previous configuration: {e}"),
                     Err(e) => tracing::error!("SIGHUP: reload failed: {e}"),

@@ -2,7 +2,6 @@
 //! command line so both ways share `Config::route`), the static `--url-alias` folders, and the
 //! Python the process starts with.
 
-use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -41,7 +40,27 @@ pub struct AppFlags {
     pub application_group: Option<String>,
     /// `--callable-object`.
     pub callable_object: Option<String>,
+    /// Daemon mode (`--processes N`): the apps run in one generated daemon process group
+    /// instead of this process.
+    pub daemon: Option<DaemonFlags>,
 }
+
+/// `--processes N --threads M [--user U] [--group G]`: the daemon process group generated
+/// for `wsgi serve app.wsgi`, as mod_wsgi-express does.
+#[derive(Debug, Clone, Default)]
+pub struct DaemonFlags {
+    /// `processes=`.
+    pub processes: u32,
+    /// `threads=`.
+    pub threads: u32,
+    /// `user=`: who the daemons run as (needed when the server starts as root).
+    pub user: Option<String>,
+    /// `group=`.
+    pub group: Option<String>,
+}
+
+/// The name of the daemon process group `wsgi serve --processes` generates.
+pub const SERVE_GROUP: &str = "wsgi-serve";
 
 /// A static folder served under a URL prefix (`--url-alias /static DIR`).
 #[derive(Debug, Clone)]
@@ -95,7 +114,7 @@ pub struct Site {
     pub python_home: Option<PathBuf>,
     /// Folders put at the front of `sys.path`.
     pub python_path: Vec<PathBuf>,
-    /// Non-fatal findings (configuration warnings, daemon groups served embedded).
+    /// Non-fatal findings (configuration warnings).
     pub warnings: Vec<String>,
 }
 
@@ -125,18 +144,7 @@ impl Site {
         if !errors.is_empty() {
             return Err(ServeError::Config(errors));
         }
-        if !config.daemons.is_empty() {
-            warnings.push(format!(
-                "daemon process groups ({}) are served in this process (embedded mode): `wsgi serve` has no daemon processes yet",
-                config
-                    .daemons
-                    .iter()
-                    .map(|d| d.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-        let (python_home, python_path) = process_python(&config)?;
+        let (python_home, python_path) = process_python(&config);
         let mut aliases = aliases;
         aliases.sort_by_key(|a| std::cmp::Reverse(a.url.len()));
         Ok(Site {
@@ -154,6 +162,39 @@ impl Site {
         routing_table(&self.config)
     }
 
+    /// Whether any mount may run in this process (embedded mode), so the server must start
+    /// its own Python. False when every mount names a defined daemon process group, or
+    /// `WSGIRestrictEmbedded On` forbids embedded mode.
+    pub fn needs_embedded(&self) -> bool {
+        if self.config.server.restrict_embedded {
+            return false;
+        }
+        self.mounts()
+            .iter()
+            .any(|m| self.config.daemon(&m.process_group).is_none())
+    }
+
+    /// What the daemon processes depend on: when this is unchanged by a reload, the running
+    /// daemon process groups are kept.
+    pub fn daemon_fingerprint(&self) -> String {
+        let c = &self.config;
+        let groups: Vec<_> = c
+            .daemons
+            .iter()
+            .map(|d| format!("{}|{:?}|{:?}", d.name, d.host, d.options))
+            .collect();
+        format!(
+            "{groups:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{:?}",
+            c.python.home.as_ref().map(|h| &h.value),
+            c.user,
+            c.group,
+            c.server.socket_prefix,
+            c.python.optimize,
+            c.python.dont_write_bytecode,
+            c.python.eggs,
+        )
+    }
+
     /// The static alias covering `path`, with the rest of the path.
     pub fn alias_for<'p>(&self, path: &'p str) -> Option<(&UrlAlias, &'p str)> {
         self.aliases
@@ -166,33 +207,14 @@ fn config_errors(errors: Vec<wsgi_config::ConfigError>) -> ServeError {
     ServeError::Config(errors.iter().map(ToString::to_string).collect())
 }
 
-/// One process runs one Python: the server-wide `WSGIPythonHome`, or the daemon groups' shared
-/// `python-home` when the server names none; python-path folders of all of them.
-fn process_python(config: &Config) -> Result<(Option<PathBuf>, Vec<PathBuf>), ServeError> {
-    let homes: BTreeSet<PathBuf> = config
-        .python
-        .home
-        .iter()
-        .map(|h| h.value.clone())
-        .chain(
-            config
-                .daemons
-                .iter()
-                .filter_map(|d| d.options.python_home.clone()),
-        )
-        .collect();
-    if homes.len() > 1 {
-        return Err(ServeError::SeveralPythonHomes(homes.into_iter().collect()));
-    }
-    let mut path = config.python.path.clone();
-    for d in &config.daemons {
-        for p in &d.options.python_path {
-            if !path.contains(p) {
-                path.push(p.clone());
-            }
-        }
-    }
-    Ok((homes.into_iter().next(), path))
+/// The Python of this process (embedded mode), as mod_wsgi's: `WSGIPythonHome` and
+/// `WSGIPythonPath`. Daemon process groups start their own Python with their own
+/// python-home and python-path.
+fn process_python(config: &Config) -> (Option<PathBuf>, Vec<PathBuf>) {
+    (
+        config.python.home.as_ref().map(|h| h.value.clone()),
+        config.python.path.clone(),
+    )
 }
 
 /// `"..."` with the reader's escapes, refusing what it would expand or split.
@@ -205,6 +227,11 @@ fn quote(path: &Path) -> Result<String, ServeError> {
         "\"{}\"",
         text.replace('\\', "\\\\").replace('"', "\\\"")
     ))
+}
+
+/// `"key=value"`, quoted as one word.
+fn quote_option(key: &str, value: &Path) -> Result<String, ServeError> {
+    quote(Path::new(&format!("{key}={}", value.to_string_lossy())))
 }
 
 /// A script given on the command line, made absolute and checked to be a readable file.
@@ -247,13 +274,56 @@ pub fn generate_config(flags: &AppFlags) -> Result<String, ServeError> {
     // Apache takes the first alias that matches: longest URL first, `/` last.
     mounts.sort_by_key(|(url, _)| std::cmp::Reverse(url.len()));
     let mut text = String::new();
-    if let Some(home) = &flags.python_home {
-        let home = std::path::absolute(home).unwrap_or_else(|_| home.clone());
-        let _ = writeln!(text, "WSGIPythonHome {}", quote(&home)?);
-    }
-    for p in &flags.python_path {
-        let p = std::path::absolute(p).unwrap_or_else(|_| p.clone());
-        let _ = writeln!(text, "WSGIPythonPath {}", quote(&p)?);
+    let home = flags
+        .python_home
+        .as_ref()
+        .map(|h| std::path::absolute(h).unwrap_or_else(|_| h.clone()));
+    let python_path: Vec<PathBuf> = flags
+        .python_path
+        .iter()
+        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+        .collect();
+    match &flags.daemon {
+        None => {
+            if let Some(home) = &home {
+                let _ = writeln!(text, "WSGIPythonHome {}", quote(home)?);
+            }
+            for p in &python_path {
+                let _ = writeln!(text, "WSGIPythonPath {}", quote(p)?);
+            }
+        }
+        Some(d) => {
+            // One daemon process group with the app's Python, as mod_wsgi-express generates.
+            let mut line = format!(
+                "WSGIDaemonProcess {SERVE_GROUP} processes={} threads={} display-name=%{{GROUP}}",
+                d.processes.max(1),
+                d.threads.max(1)
+            );
+            if let Some(home) = &home {
+                line.push(' ');
+                line.push_str(&quote_option("python-home", home)?);
+            }
+            if !python_path.is_empty() {
+                if let Some(bad) = python_path
+                    .iter()
+                    .find(|p| p.to_string_lossy().contains(':'))
+                {
+                    return Err(ServeError::PythonPathColon(bad.clone()));
+                }
+                let joined = std::env::join_paths(&python_path)
+                    .map_err(|_| ServeError::PythonPathColon(python_path[0].clone()))?;
+                line.push(' ');
+                line.push_str(&quote_option("python-path", Path::new(&joined))?);
+            }
+            for (key, value) in [("user", &d.user), ("group", &d.group)] {
+                if let Some(v) = value {
+                    line.push(' ');
+                    line.push_str(&quote_option(key, Path::new(v))?);
+                }
+            }
+            let _ = writeln!(text, "{line}");
+            let _ = writeln!(text, "WSGIProcessGroup {SERVE_GROUP}");
+        }
     }
     let group = flags.application_group.as_deref().unwrap_or("%{GLOBAL}");
     let _ = writeln!(text, "WSGIApplicationGroup {}", quote(Path::new(group))?);
@@ -360,16 +430,61 @@ mod tests {
     }
 
     #[test]
-    fn one_python_per_process() {
+    fn daemon_homes_are_not_the_front_python() {
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("site.conf");
         std::fs::write(
             &conf,
-            "WSGIDaemonProcess a python-home=/opt/a\nWSGIDaemonProcess b python-home=/opt/b\n",
+            "WSGIPythonPath /srv/lib\nWSGIDaemonProcess a python-home=/opt/a python-path=/opt/pa\nWSGIDaemonProcess b python-home=/opt/b\n",
         )
         .unwrap();
         let config = wsgi_config::load_file(&conf, &ReadOptions::default()).unwrap();
-        let err = process_python(&config).unwrap_err();
-        assert!(err.to_string().contains("`/opt/a`, `/opt/b`"), "{err}");
+        let (home, path) = process_python(&config);
+        assert_eq!(home, None);
+        assert_eq!(path, vec![PathBuf::from("/srv/lib")]);
+    }
+
+    #[test]
+    fn processes_flag_generates_one_daemon_group_with_the_apps_python() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = dir.path().join("app.wsgi");
+        std::fs::write(&app, "").unwrap();
+        let flags = AppFlags {
+            app: Some(app.clone()),
+            python_home: Some(dir.path().join("venv")),
+            python_path: vec![dir.path().join("lib one"), dir.path().join("lib2")],
+            daemon: Some(DaemonFlags {
+                processes: 3,
+                threads: 7,
+                user: Some("nobody".into()),
+                group: None,
+            }),
+            ..AppFlags::default()
+        };
+        let text = generate_config(&flags).unwrap();
+        assert!(!text.contains("WSGIPythonHome"), "{text}");
+        let opts = ReadOptions::default();
+        let config = wsgi_config::load_str(&text, Path::new("(command line)"), &opts).unwrap();
+        let d = config.daemon(SERVE_GROUP).expect("the generated group");
+        assert_eq!((d.options.processes, d.options.threads), (3, 7));
+        assert_eq!(d.options.python_home, Some(dir.path().join("venv")));
+        assert_eq!(
+            d.options.python_path,
+            vec![dir.path().join("lib one"), dir.path().join("lib2")]
+        );
+        assert_eq!(d.options.user.as_deref(), Some("nobody"));
+        let r = route(&config, "/x").unwrap();
+        assert_eq!(
+            r.process_group,
+            wsgi_config::route::ProcessGroup::Daemon(SERVE_GROUP.into())
+        );
+        assert_eq!(r.application_group, "");
+
+        let bad = AppFlags {
+            python_path: vec!["/a:b".into()],
+            ..flags
+        };
+        let err = generate_config(&bad).unwrap_err();
+        assert!(err.to_string().contains("holds a `:`"), "{err}");
     }
 }

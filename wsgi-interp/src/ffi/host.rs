@@ -109,6 +109,7 @@ pub(crate) unsafe fn without_gil<R>(f: impl FnOnce() -> R) -> R {
         }
     }
     let prev = super::interp::set_attached(ptr::null());
+    super::interp::before_release(prev);
     // SAFETY: attached (caller's contract).
     let ts = unsafe { ffi::PyEval_SaveThread() };
     let _reattach = Reattach(ts, prev);

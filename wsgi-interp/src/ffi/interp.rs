@@ -281,6 +281,41 @@ pub(crate) fn own_gil_hint(e: &PyErrorInfo) -> Option<String> {
 #[cfg(not(Py_3_13))]
 static HOLDER: Mutex<Option<std::sync::Weak<Interp>>> = Mutex::new(None);
 
+#[cfg(not(Py_3_13))]
+thread_local! {
+    /// The shared-GIL interpreter this thread last waited through in [`acquire`]. When this
+    /// thread lets the GIL go again (blocking I/O, end of the call), the thread it took the GIL
+    /// from most likely takes it back inside CPython, which [`acquire`] never sees: the hint
+    /// must point at that interpreter again, or the next waiter would queue behind it unfairly.
+    static WAITED_VIA: RefCell<Option<std::sync::Weak<Interp>>> = const { RefCell::new(None) };
+}
+
+/// Keeps [`HOLDER`] right when the calling thread is about to release the shared GIL it holds
+/// for `interp` (null: not attached through `run`).
+pub(crate) fn before_release(interp: *const Interp) {
+    #[cfg(not(Py_3_13))]
+    {
+        if interp.is_null() {
+            return;
+        }
+        let via = WAITED_VIA
+            .try_with(|v| v.borrow().as_ref().and_then(std::sync::Weak::upgrade))
+            .ok()
+            .flatten();
+        if let Some(via) = via {
+            let mut holder = HOLDER.lock();
+            if holder
+                .as_ref()
+                .is_some_and(|h| std::ptr::eq(h.as_ptr(), interp))
+            {
+                *holder = Some(Arc::downgrade(&via));
+            }
+        }
+    }
+    #[cfg(Py_3_13)]
+    let _ = interp;
+}
+
 /// Attaches the calling thread with `ts`, its thread state for `interp`: `PyEval_RestoreThread`,
 /// but on Python 3.11/3.12 fair between interpreters that share the GIL.
 ///
@@ -303,7 +338,7 @@ pub(crate) unsafe fn acquire(interp: &Arc<Interp>, ts: TsPtr) {
         let other = holder.filter(|h| !Arc::ptr_eq(h, interp) && !h.own_gil);
         // Only while the gate admits us: every interpreter is then alive, and `tstate_for`
         // refuses one whose registry ended.
-        if let Some(via) = other.and_then(|h| tstate_for(&h).ok()) {
+        if let Some((holder, via)) = other.and_then(|h| tstate_for(&h).ok().map(|t| (h, t))) {
             // SAFETY: `via` is this thread's tstate for the holder interpreter, alive (gate);
             // once it returns we hold the shared GIL, under which switching to our tstate for
             // another shared-GIL interpreter is allowed; `via` is left detached.
@@ -312,8 +347,10 @@ pub(crate) unsafe fn acquire(interp: &Arc<Interp>, ts: TsPtr) {
                 ffi::PyThreadState_Swap(ts.0);
             }
             *HOLDER.lock() = Some(Arc::downgrade(interp));
+            let _ = WAITED_VIA.try_with(|v| *v.borrow_mut() = Some(Arc::downgrade(&holder)));
             return;
         }
+        let _ = WAITED_VIA.try_with(|v| *v.borrow_mut() = None);
     }
     // SAFETY: the caller's contract.
     unsafe { ffi::PyEval_RestoreThread(ts.0) };
@@ -362,6 +399,7 @@ struct DetachOnDrop;
 
 impl Drop for DetachOnDrop {
     fn drop(&mut self) {
+        before_release(ATTACHED.with(Cell::get));
         ATTACHED.with(|a| a.set(ptr::null()));
         // SAFETY: created right after PyEval_RestoreThread in `run`, so this thread is attached.
         unsafe {

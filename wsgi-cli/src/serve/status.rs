@@ -1,0 +1,192 @@
+//! The status view of a running `wsgi serve`: an opt-in HTTP endpoint on a loopback address
+//! (`wsgi serve --status-addr 127.0.0.1:9090`), read by `wsgi status --status-addr ...` or a
+//! Prometheus scraper.
+//!
+//! Why HTTP on loopback rather than a unix socket: Prometheus scrapes HTTP, `curl` reads it,
+//! and it needs no file to clean up. It is unauthenticated, so it only binds loopback
+//! addresses. Paths:
+//!
+//! * `/metrics`: [`wsgi_daemon::supervisor::prometheus_text`] (per group: processes,
+//!   requests served, in flight, restarts, recycles);
+//! * `/status`: a text table, one block per group with its processes (pid, slot, state,
+//!   requests served, in flight, uptime);
+//! * `/status.json`: the same snapshot as JSON.
+//!
+//! The snapshot is the supervisor's: each daemon process reports its counters to it whenever
+//! they change (checked every 25 ms).
+
+use std::convert::Infallible;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::sync::watch;
+
+use super::daemons::status_table;
+use super::error::ServeError;
+use super::front::Front;
+
+/// `wsgi status --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusFormat {
+    /// A table for people (`/status`).
+    Text,
+    /// JSON (`/status.json`).
+    Json,
+    /// Prometheus text format (`/metrics`).
+    Prometheus,
+}
+
+impl StatusFormat {
+    fn path(self) -> &'static str {
+        match self {
+            StatusFormat::Text => "/status",
+            StatusFormat::Json => "/status.json",
+            StatusFormat::Prometheus => "/metrics",
+        }
+    }
+}
+
+/// Why `wsgi status` could not read the status.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// Nothing answers at the address.
+    #[error(
+        "cannot reach the status endpoint at {addr}: {source}; start the server with `wsgi serve --status-addr {addr} ...` (it is off by default)"
+    )]
+    Connect {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The answer was not a successful HTTP response.
+    #[error(
+        "the status endpoint at {addr} answered unexpectedly ({what}): is it a `wsgi serve --status-addr` endpoint?"
+    )]
+    BadAnswer {
+        /// The address.
+        addr: SocketAddr,
+        /// What was wrong.
+        what: String,
+    },
+}
+
+/// Checks and binds `--status-addr` (loopback only).
+pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
+    if !addr.ip().is_loopback() {
+        return Err(ServeError::StatusNotLoopback(addr));
+    }
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    Ok(listener)
+}
+
+/// Serves the status endpoint until `stop` turns true.
+pub async fn serve(
+    front: Arc<Front>,
+    listener: tokio::net::TcpListener,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let Ok((stream, _)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let front = front.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| answer(front.clone(), req));
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn answer(
+    front: Arc<Front>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let daemons = front.daemons.read().clone();
+    let groups = daemons.map(|d| d.status()).unwrap_or_default();
+    let (status, kind, body) = match req.uri().path() {
+        "/metrics" => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            wsgi_daemon::supervisor::prometheus_text(&groups),
+        ),
+        "/status" | "/" => (
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            status_table(&groups),
+        ),
+        "/status.json" => (
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_string_pretty(&groups)
+                .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "not found: try /status, /status.json or /metrics\n".to_string(),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(v) = header::HeaderValue::from_str(kind) {
+        response.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    Ok(response)
+}
+
+/// `wsgi status`: reads the status of the server listening at `addr` in `format`.
+pub fn fetch(addr: SocketAddr, format: StatusFormat) -> Result<String, StatusError> {
+    let connect = |source| StatusError::Connect { addr, source };
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(connect)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(connect)?;
+    write!(
+        s,
+        "GET {} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n",
+        format.path()
+    )
+    .map_err(connect)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(connect)?;
+    let bad = |what: &str| StatusError::BadAnswer {
+        addr,
+        what: what.to_string(),
+    };
+    let text = String::from_utf8(raw).map_err(|_| bad("not UTF-8"))?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| bad("no end of headers"))?;
+    let status_line = head.lines().next().unwrap_or("");
+    if status_line.split(' ').nth(1) != Some("200") {
+        return Err(bad(status_line));
+    }
+    if head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    }) {
+        return Err(bad("a chunked body"));
+    }
+    Ok(body.to_string())
+}

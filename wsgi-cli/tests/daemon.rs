@@ -1,0 +1,744 @@
+//! `wsgi serve` in daemon mode, as the real binary: `--processes N --threads M` and
+//! `--config` files with `WSGIDaemonProcess`, the daemon processes exec'd by its supervisor,
+//! spoken to over real TCP sockets on 127.0.0.1. Apps live in world-readable folders under
+//! /var/tmp so daemons running as `nobody` (when the tests run as root) can read them.
+//! Every wait is bounded; only the server this test started is signalled or killed (its
+//! daemon processes are checked by the pids the server reported, never signalled, except the
+//! one SIGKILL test that kills a daemon pid the server reported).
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+const APP: &str = r#"
+import os, time
+
+def application(environ, start_response):
+    path = environ['PATH_INFO']
+    body = str(os.getpid()).encode()
+    if path == '/sleep':
+        time.sleep(float(environ['QUERY_STRING'] or '0.5'))
+    elif path == '/exit':
+        os._exit(1)
+    elif path == '/hang':
+        time.sleep(3600)
+    elif path == '/whoami':
+        body = ('%d %d %s' % (os.getpid(), os.getuid(), environ['mod_wsgi.process_group'])).encode()
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [body]
+"#;
+
+const TOOLS: &str = "/var/tmp/wsgi-rs-test/tools/bin";
+
+fn root() -> bool {
+    // The owner of /proc/self is this process's effective user.
+    std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0
+}
+
+/// The uid the daemons run as: `nobody` when the tests run as root, else ours.
+fn daemon_uid() -> u32 {
+    if root() {
+        65534
+    } else {
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap())
+    }
+}
+
+/// `user=nobody ` when root (daemons never run as root), else nothing.
+fn user_option() -> &'static str {
+    if root() { "user=nobody " } else { "" }
+}
+
+/// A world-readable scratch folder under /var/tmp.
+fn scratch() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("wsgi-daemon-serve-test-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+fn write(path: &Path, text: &str) -> PathBuf {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    path.to_path_buf()
+}
+
+fn sh(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A running `wsgi serve`, stopped with SIGTERM when dropped (so it removes its daemon
+/// sockets), or killed by its own pid if it does not exit within 20 s.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    /// The banner lines before `listening on`.
+    banner: Vec<String>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wsgi"))
+            .arg("serve")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the wsgi binary starts");
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let err = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut banner = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("listening on http://") {
+                        let addr = rest.trim_end_matches('/').parse().unwrap();
+                        return Server {
+                            child,
+                            addr,
+                            banner,
+                            stderr,
+                        };
+                    }
+                    banner.push(line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let status = child.wait().unwrap();
+                    std::thread::sleep(Duration::from_millis(100));
+                    panic!(
+                        "no banner from wsgi serve {args:?} ({status}); stdout so far {banner:?}; stderr:\n{}",
+                        stderr.lock().unwrap()
+                    );
+                }
+            }
+        }
+    }
+
+    /// The pids the banner gave for group `group`.
+    fn banner_pids(&self, group: &str) -> Vec<u32> {
+        let prefix = format!("daemon process group {group}: ");
+        let line = self
+            .banner
+            .iter()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no line for {group} in {:?}", self.banner));
+        let pids = line.split("; pids: ").nth(1).unwrap();
+        pids.split(' ')
+            .map(|p| {
+                p.parse()
+                    .unwrap_or_else(|_| panic!("{p:?} is not a ready pid: {line}"))
+            })
+            .collect()
+    }
+
+    fn status_addr(&self) -> String {
+        let line = self
+            .banner
+            .iter()
+            .find(|l| l.starts_with("status on http://"))
+            .unwrap_or_else(|| panic!("no status line in {:?}", self.banner));
+        line.split("--status-addr ").nth(1).unwrap().to_string()
+    }
+
+    fn get(&self, path: &str) -> Response {
+        get(self.addr, path)
+    }
+
+    fn sigterm(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    fn sighup(&self) {
+        let ok = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    body: String,
+}
+
+/// One request on a new connection (`Connection: close`); the body is read to the close.
+fn get(addr: SocketAddr, path: &str) -> Response {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head in {text:?}"));
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        unchunk(body)
+    } else {
+        body.to_string()
+    };
+    Response { status, body }
+}
+
+fn unchunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie still has /proc/PID; its state is Z.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let after = &stat[stat.rfind(')').unwrap() + 2..];
+            !after.starts_with('Z')
+        }
+        Err(_) => false,
+    }
+}
+
+fn wsgi_status(addr: &str, format: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_wsgi"))
+        .args(["status", "--status-addr", addr, "--format", format])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "wsgi status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn serve_processes(dir: &Path, extra: &[&str]) -> Server {
+    let app = write(&dir.join("app.wsgi"), APP);
+    let mut args = vec![
+        app.to_str().unwrap().to_string(),
+        "--port".into(),
+        "0".into(),
+        "--log-level".into(),
+        "info".into(),
+    ];
+    if root() {
+        args.extend(["--user".into(), "nobody".into()]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::start(&args)
+}
+
+#[test]
+fn processes_2_threads_4_two_pids_answer_status_and_sigterm_leaves_nothing() {
+    let dir = scratch();
+    let mut server = serve_processes(
+        dir.path(),
+        &[
+            "--processes",
+            "2",
+            "--threads",
+            "4",
+            "--status-addr",
+            "127.0.0.1:0",
+        ],
+    );
+    assert!(
+        server.banner[0].contains("serving in daemon mode"),
+        "{:?}",
+        server.banner
+    );
+    let pids = server.banner_pids("wsgi-serve");
+    assert_eq!(pids.len(), 2, "{:?}", server.banner);
+    let server_pid = server.child.id();
+    for pid in &pids {
+        assert_ne!(*pid, server_pid);
+        assert!(alive(*pid));
+    }
+    // 8 requests of 0.6 s at once: both processes answer, concurrently (2 × 4 threads).
+    let addr = server.addr;
+    let start = Instant::now();
+    let handles: Vec<_> = (0..8)
+        .map(|_| std::thread::spawn(move || get(addr, "/sleep?0.6")))
+        .collect();
+    let mut answered = BTreeSet::new();
+    for h in handles {
+        let r = h.join().unwrap();
+        assert_eq!(r.status, 200, "{r:?}");
+        answered.insert(r.body.parse::<u32>().unwrap());
+    }
+    let elapsed = start.elapsed();
+    assert_eq!(
+        answered,
+        pids.iter().copied().collect::<BTreeSet<_>>(),
+        "the banner's two pids answered"
+    );
+    assert!(elapsed < Duration::from_millis(2500), "{elapsed:?}");
+    let who = server.get("/whoami").body;
+    let fields: Vec<&str> = who.split(' ').collect();
+    assert_eq!(fields[1], daemon_uid().to_string(), "{who}");
+    assert_eq!(fields[2], "wsgi-serve", "{who}");
+
+    // `wsgi status`: the table, JSON and Prometheus text.
+    let status_addr = server.status_addr();
+    assert!(
+        eventually(Duration::from_secs(3), || wsgi_status(&status_addr, "text")
+            .contains("9 request(s) served")),
+        "{}",
+        wsgi_status(&status_addr, "text")
+    );
+    let table = wsgi_status(&status_addr, "text");
+    assert!(
+        table.starts_with(
+            "group wsgi-serve: 2 process(es), 9 request(s) served, 0 in flight, 0 restart(s)"
+        ),
+        "{table}"
+    );
+    for pid in &pids {
+        assert!(table.contains(&format!("  {pid:<8} ")), "{table}");
+    }
+    let metrics = wsgi_status(&status_addr, "prometheus");
+    assert!(
+        metrics.contains("wsgi_daemon_requests_total{group=\"wsgi-serve\"} 9\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("wsgi_daemon_processes{group=\"wsgi-serve\"} 2\n"),
+        "{metrics}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&wsgi_status(&status_addr, "json")).unwrap();
+    let socket = PathBuf::from(json[0]["socket"].as_str().unwrap());
+    let socket_dir = socket.parent().unwrap().to_path_buf();
+    assert!(socket.exists());
+
+    // SIGTERM: exit 0, no daemon left, no socket or socket folder left.
+    server.sigterm();
+    let status = server.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status}\n{}", server.stderr());
+    for pid in &pids {
+        assert!(!alive(*pid), "daemon {pid} survived the server");
+    }
+    assert!(!socket.exists(), "socket {} left behind", socket.display());
+    assert!(!socket_dir.exists(), "{} left behind", socket_dir.display());
+    // And `wsgi status` says the endpoint is gone, with what to do.
+    let out = Command::new(env!("CARGO_BIN_EXE_wsgi"))
+        .args(["status", "--status-addr", &status_addr])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--status-addr"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_crash_answers_502_and_the_next_requests_succeed() {
+    let dir = scratch();
+    let server = serve_processes(dir.path(), &["--processes", "1", "--threads", "2"]);
+    let first = server.banner_pids("wsgi-serve")[0];
+    assert_eq!(server.get("/").body, first.to_string());
+
+    // os._exit mid-request.
+    let r = server.get("/exit");
+    assert_eq!(r.status, 502, "{r:?}");
+    let crashed = Instant::now();
+    let r = server.get("/");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        crashed.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        crashed.elapsed()
+    );
+    let second: u32 = r.body.parse().unwrap();
+    assert_ne!(second, first);
+    assert!(!alive(first));
+
+    // SIGKILL of the daemon (a pid the server reported) in the middle of a request.
+    let addr = server.addr;
+    let hanging = std::thread::spawn(move || get(addr, "/hang"));
+    std::thread::sleep(Duration::from_millis(400));
+    let ok = Command::new("kill")
+        .args(["-KILL", &second.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let r = hanging.join().unwrap();
+    assert_eq!(r.status, 502, "{r:?}");
+    let killed = Instant::now();
+    let r = server.get("/");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        killed.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        killed.elapsed()
+    );
+    assert_ne!(r.body, second.to_string());
+    let log = server.stderr();
+    assert!(
+        log.contains("502: daemon process group `wsgi-serve`"),
+        "{log}"
+    );
+    assert!(log.contains("was killed by signal 9 (SIGKILL)"), "{log}");
+}
+
+#[test]
+fn a_full_group_answers_503_and_a_stuck_request_504_naming_the_group() {
+    let dir = scratch();
+    let app = write(&dir.path().join("app.wsgi"), APP);
+    let conf = write(
+        &dir.path().join("site.conf"),
+        &format!(
+            "WSGIDaemonProcess slow {}processes=1 threads=1 request-timeout=3 queue-timeout=1\n\
+             WSGIScriptAlias / {} process-group=slow application-group=%{{GLOBAL}}\n",
+            user_option(),
+            app.display()
+        ),
+    );
+    let server = Server::start(&[
+        "--config",
+        conf.to_str().unwrap(),
+        "--port",
+        "0",
+        "--log-level",
+        "info",
+    ]);
+    assert_eq!(server.banner_pids("slow").len(), 1);
+    // The only worker is busy for 2 s: the next request waits queue-timeout (1 s), then 503.
+    let addr = server.addr;
+    let busy = std::thread::spawn(move || get(addr, "/sleep?2"));
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    let r = server.get("/");
+    assert_eq!(r.status, 503, "{r:?}");
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_millis(1800),
+        "{waited:?}"
+    );
+    assert_eq!(busy.join().unwrap().status, 200);
+    // A stuck request: 504 at about request-timeout, then a fresh process answers.
+    let before = server.get("/").body;
+    let start = Instant::now();
+    let r = server.get("/hang");
+    let took = start.elapsed();
+    assert_eq!(r.status, 504, "{r:?}");
+    assert!(
+        took >= Duration::from_millis(2900) && took < Duration::from_millis(4500),
+        "{took:?}"
+    );
+    assert!(eventually(Duration::from_secs(5), || {
+        let r = server.get("/");
+        r.status == 200 && r.body != before
+    }));
+    let log = server.stderr();
+    assert!(
+        log.contains("503: the request waited longer than the queue timeout for a worker thread (daemon process group `slow`)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("504: daemon process group `slow` sent no response headers"),
+        "{log}"
+    );
+}
+
+/// The seed's "Daemon Mode (Multiple Applications)" with one venv per application: one
+/// group whose python-home is an empty venv, three mounts in their own sub-interpreters,
+/// each activating its own venv from its WSGI script (`activate_this.py` for uv and
+/// virtualenv venvs, `site.addsitedir` for a `python -m venv` one).
+#[test]
+fn multi_app_daemon_group_with_a_venv_per_app() {
+    let version = Command::new(env!("CARGO_BIN_EXE_wsgi"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let version = String::from_utf8_lossy(&version.stdout).to_string();
+    let python = version
+        .lines()
+        .find_map(|l| l.strip_prefix("virtual environments must be made by this Python: "))
+        .and_then(|l| l.split(' ').next())
+        .expect("--version names the venv Python")
+        .to_string();
+    let dir = scratch();
+    let d = dir.path();
+    let (empty, uv, ve, venv) = (
+        d.join("empty"),
+        d.join("ve-uv"),
+        d.join("ve-virtualenv"),
+        d.join("ve-venv"),
+    );
+    sh(Command::new(&python)
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&empty));
+    sh(Command::new(&python)
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv));
+    sh(Command::new(format!("{TOOLS}/uv"))
+        .args(["venv", "-q", "-p", &python])
+        .arg(&uv));
+    sh(Command::new(format!("{TOOLS}/virtualenv"))
+        .args(["-q", "--no-seed", "-p", &python])
+        .arg(&ve));
+    let xy = python.rsplit("python").next().unwrap().to_string();
+    // A package `vpkg` with a different VERSION in each app's venv (none in the empty one).
+    for (v, tag) in [
+        (&uv, "1.0-uv"),
+        (&ve, "2.0-virtualenv"),
+        (&venv, "3.0-venv"),
+    ] {
+        let pkg = v.join(format!("lib/python{xy}/site-packages/vpkg"));
+        std::fs::create_dir_all(&pkg).unwrap();
+        write(&pkg.join("__init__.py"), &format!("VERSION = {tag:?}\n"));
+    }
+    let report = "\ndef application(environ, start_response):\n    import vpkg\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [('%s\\n%s\\n%s\\n%d' % (vpkg.VERSION, sys.prefix, environ['mod_wsgi.application_group'], os.getpid())).encode()]\n";
+    let activate = |v: &Path| {
+        format!(
+            "import os, sys\npython_home = {:?}\nactivate_this = python_home + '/bin/activate_this.py'\nexec(open(activate_this).read(), dict(__file__=activate_this))\n{report}",
+            v.display().to_string()
+        )
+    };
+    let app1 = write(&d.join("myapp1.wsgi"), &activate(&uv));
+    let app2 = write(&d.join("myapp2.wsgi"), &activate(&ve));
+    let app3 = write(
+        &d.join("myapp3.wsgi"),
+        &format!(
+            "import os, sys, site\npython_home = {:?}\npython_version = '.'.join(map(str, sys.version_info[:2]))\nsite_packages = python_home + '/lib/python%s/site-packages' % python_version\nsite.addsitedir(site_packages)\n{report}",
+            venv.display().to_string()
+        ),
+    );
+    sh(Command::new("chmod").args(["-R", "a+rX"]).arg(d));
+    let conf = write(
+        &d.join("site.conf"),
+        &format!(
+            "WSGIDaemonProcess myapps {}python-home={} processes=1 threads=2\n\
+             WSGIProcessGroup myapps\n\
+             WSGIScriptAlias /myapp3 {}\n\
+             WSGIScriptAlias /myapp2 {}\n\
+             WSGIScriptAlias / {}\n\
+             <Directory {}>\n    Require all granted\n</Directory>\n",
+            user_option(),
+            empty.display(),
+            app3.display(),
+            app2.display(),
+            app1.display(),
+            d.display()
+        ),
+    );
+    let server = Server::start(&[
+        "--config",
+        conf.to_str().unwrap(),
+        "--port",
+        "0",
+        "--log-level",
+        "info",
+    ]);
+    let pid = server.banner_pids("myapps")[0];
+    assert!(
+        server
+            .banner
+            .iter()
+            .any(|l| l.contains(&format!("python-home {}", empty.display()))),
+        "{:?}",
+        server.banner
+    );
+    let parse = |path: &str| {
+        let r = server.get(path);
+        assert_eq!(r.status, 200, "{path}: {r:?}\n{}", server.stderr());
+        r.body
+            .split('\n')
+            .map(str::to_string)
+            .collect::<Vec<String>>()
+    };
+    let one = parse("/");
+    let two = parse("/myapp2/");
+    let three = parse("/myapp3");
+    // Each app imports its own package version...
+    assert_eq!(one[0], "1.0-uv");
+    assert_eq!(two[0], "2.0-virtualenv");
+    assert_eq!(three[0], "3.0-venv");
+    // ...sees its own sys.prefix (activate_this sets it; site.addsitedir leaves the group's
+    // python-home, the empty venv, as the seed describes)...
+    assert_eq!(one[1], uv.display().to_string());
+    assert_eq!(two[1], ve.display().to_string());
+    assert_eq!(three[1], empty.display().to_string());
+    // ...in a sub-interpreter of its own, all in the one daemon process.
+    let groups: BTreeSet<&String> = [&one[2], &two[2], &three[2]].into_iter().collect();
+    assert_eq!(groups.len(), 3, "{one:?} {two:?} {three:?}");
+    for r in [&one, &two, &three] {
+        assert_eq!(r[3], pid.to_string());
+    }
+    // Repeated requests stay isolated (the activations do not leak between interpreters).
+    assert_eq!(parse("/")[0], "1.0-uv");
+    assert_eq!(parse("/myapp3")[1], empty.display().to_string());
+}
+
+#[test]
+fn sighup_restarts_daemon_groups_only_when_their_sections_change() {
+    let dir = scratch();
+    let app = write(&dir.path().join("app.wsgi"), APP);
+    let conf_text = |processes: u32| {
+        format!(
+            "WSGIDaemonProcess site {}processes={processes} threads=2\n\
+             WSGIScriptAlias / {} process-group=site application-group=%{{GLOBAL}}\n",
+            user_option(),
+            app.display()
+        )
+    };
+    let conf = write(&dir.path().join("site.conf"), &conf_text(1));
+    let mut server = Server::start(&[
+        "--config",
+        conf.to_str().unwrap(),
+        "--port",
+        "0",
+        "--log-level",
+        "info",
+        "--status-addr",
+        "127.0.0.1:0",
+    ]);
+    let first = server.banner_pids("site");
+    let status_addr = server.status_addr();
+    // Unchanged daemon sections (a comment added): the same process keeps serving.
+    write(&conf, &format!("# reloaded\n{}", conf_text(1)));
+    server.sighup();
+    assert!(eventually(Duration::from_secs(10), || server
+        .stderr()
+        .contains("daemon process groups unchanged, kept running")));
+    assert_eq!(server.get("/").body, first[0].to_string());
+    // processes=2: a new set starts, requests move to it, the old process stops.
+    write(&conf, &conf_text(2));
+    server.sighup();
+    assert!(
+        eventually(Duration::from_secs(30), || server
+            .stderr()
+            .contains("the replaced daemon process groups have stopped")),
+        "{}",
+        server.stderr()
+    );
+    assert!(!alive(first[0]));
+    let table = wsgi_status(&status_addr, "text");
+    assert!(table.starts_with("group site: 2 process(es)"), "{table}");
+    let mut answered = BTreeSet::new();
+    for _ in 0..20 {
+        let r = server.get("/sleep?0.05");
+        assert_eq!(r.status, 200, "{r:?}");
+        answered.insert(r.body);
+    }
+    assert!(!answered.contains(&first[0].to_string()));
+    let json: serde_json::Value = serde_json::from_str(&wsgi_status(&status_addr, "json")).unwrap();
+    let now: Vec<u64> = json[0]["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["pid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(now.len(), 2);
+    server.sigterm();
+    assert!(server.wait_exit(Duration::from_secs(20)).success());
+    for pid in now {
+        assert!(!alive(pid as u32), "daemon {pid} survived the server");
+    }
+}
