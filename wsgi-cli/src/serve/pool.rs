@@ -415,7 +415,7 @@ mod tests {
             complete(done.await.unwrap());
         }
         let mut waits = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..5 {
             let (job, cpu_done, _r1) = submit(&cpu, "cpu");
             pool.submit(job).await.unwrap();
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -427,10 +427,14 @@ mod tests {
             complete(cpu_done.await.unwrap());
         }
         println!("hello beside a 400 ms CPU-bound group: {waits:?}");
-        let worst = waits.iter().max().unwrap();
+        // The median, so one unlucky hand-over on a loaded machine does not fail the test;
+        // without the fair hand-over every wait is ~350 ms.
+        let mut sorted = waits.clone();
+        sorted.sort();
+        let median = sorted[sorted.len() / 2];
         assert!(
-            *worst < Duration::from_millis(150),
-            "a request for another group waited {worst:?} behind a CPU-bound one: {waits:?}"
+            median < Duration::from_millis(150),
+            "a request for another group waited {median:?} (median) behind a CPU-bound one: {waits:?}"
         );
         assert!(
             tokio::task::spawn_blocking(move || pool.stop(Duration::from_secs(5)))
