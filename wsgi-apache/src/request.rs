@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use wsgi_config::Config;
+use wsgi_config::model::MapHeadToGet;
 use wsgi_config::route::{ProcessGroup, Route, RouteRequest};
 use wsgi_daemon::DaemonRequest;
 use wsgi_interp::{
@@ -79,6 +80,7 @@ unsafe extern "C" {
     fn wsgi_rs_abort(r: *mut RequestRec);
     fn wsgi_rs_log(r: *mut RequestRec, level: c_int, message: *const c_char);
     fn wsgi_rs_set_target(r: *mut RequestRec, filename: *const c_char);
+    fn wsgi_rs_has_content_filters(r: *mut RequestRec) -> c_int;
 }
 
 const OK: c_int = 0;
@@ -320,6 +322,22 @@ impl RequestBody for ApacheBody {
 struct ApacheSink {
     r: *mut RequestRec,
     started: bool,
+    /// `WSGIErrorOverride On` (daemon mode): an error status from the app is answered by
+    /// Apache itself (its `ErrorDocument`), and the app's body is dropped.
+    override_errors: bool,
+    /// The error status taken over from the app.
+    overridden: Option<u16>,
+}
+
+impl ApacheSink {
+    fn new(r: *mut RequestRec) -> Self {
+        ApacheSink {
+            r,
+            started: false,
+            override_errors: false,
+            overridden: None,
+        }
+    }
 }
 
 // SAFETY: as for ApacheBody: used only on the request's own Apache thread.
@@ -339,6 +357,10 @@ impl ResponseSink for ApacheSink {
         reason: &str,
         headers: Vec<(String, Vec<u8>)>,
     ) -> io::Result<()> {
+        if self.override_errors && status >= 400 {
+            self.overridden = Some(status);
+            return Ok(());
+        }
         let reason = CString::new(reason).map_err(|_| io::Error::other("NUL in reason"))?;
         let names: Vec<CString> = headers
             .iter()
@@ -368,6 +390,9 @@ impl ResponseSink for ApacheSink {
     }
 
     fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        if self.overridden.is_some() {
+            return Ok(());
+        }
         // SAFETY: the request is live and `chunk` readable for its length.
         match unsafe { wsgi_rs_write(self.r, chunk.as_ptr().cast(), chunk.len()) } {
             0 => Ok(()),
@@ -376,6 +401,9 @@ impl ResponseSink for ApacheSink {
     }
 
     fn file(&mut self, fd: RawFd, offset: u64, len: u64) -> io::Result<bool> {
+        if self.overridden.is_some() {
+            return Ok(true);
+        }
         let (Ok(offset), Ok(len)) = (i64::try_from(offset), usize::try_from(len)) else {
             return Ok(false);
         };
@@ -462,9 +490,13 @@ fn in_daemon(r: *mut RequestRec, info: &RequestInfo, route: &Route, group: &str)
     let mut request = DaemonRequest::new(head, &spec, &route.application_group);
     request.pass_authorization = route.settings.pass_authorization == Some(true);
     let mut body = ApacheBody(r);
-    let mut sink = ApacheSink { r, started: false };
+    let mut sink = ApacheSink::new(r);
+    sink.override_errors = route.settings.error_override == Some(true);
     match crate::daemons::client().dispatch(group, &request, &mut body, &mut sink) {
-        Ok(outcome) => finish(r, route, outcome, sink.started),
+        Ok(outcome) => match sink.overridden {
+            Some(status) => c_int::from(status),
+            None => finish(r, route, outcome, sink.started),
+        },
         Err(e) => {
             log(r, APLOG_ERR, &format!("{}: {e}", info.path));
             if sink.started {
@@ -570,7 +602,7 @@ pub unsafe extern "C" fn wsgi_rs_handle(r: *mut RequestRec) -> c_int {
                 }
             };
             let mut body = ApacheBody(r);
-            let mut sink = ApacheSink { r, started: false };
+            let mut sink = ApacheSink::new(r);
             let outcome = interpreter.call(&spec, &head, &options, &mut body, &mut sink);
             finish(r, &route, outcome, sink.started)
         },
@@ -705,8 +737,21 @@ unsafe fn request_head(r: *mut RequestRec, info: &RequestInfo, route: &Route) ->
         "mod_wsgi.request_start".into(),
         format!("{:.6}", info.request_time_us as f64 / 1e6).into_bytes(),
     ));
+    // WSGIMapHEADToGET: Auto (the default) shows HEAD as GET when an output filter that needs
+    // the whole body (mod_deflate, mod_cache, ...) is in the chain, as mod_wsgi does.
+    let map_head = match route.settings.map_head_to_get {
+        Some(MapHeadToGet::On) => true,
+        Some(MapHeadToGet::Off) => false,
+        // SAFETY: forwarded from the caller's contract.
+        Some(MapHeadToGet::Auto) | None => unsafe { wsgi_rs_has_content_filters(r) != 0 },
+    };
+    let method = if map_head && info.method == "HEAD" {
+        "GET".to_string()
+    } else {
+        info.method.clone()
+    };
     let mut head = RequestHead {
-        method: info.method.clone(),
+        method,
         script_name: native_bytes(&route.script_name),
         path_info: native_bytes(&route.path_info),
         query_string: info.args.clone(),

@@ -360,6 +360,19 @@ void wsgi_rs_log(request_rec *r, int level, const char *message)
     }
 }
 
+/* Whether an output filter that transforms content (below AP_FTYPE_PROTOCOL: mod_deflate,
+ * mod_cache's, ...) is in the chain: then a HEAD must produce the body it would for GET. */
+int wsgi_rs_has_content_filters(request_rec *r)
+{
+    ap_filter_t *f;
+    for (f = r->output_filters; f != NULL; f = f->next) {
+        if (f->frec != NULL && f->frec->ftype < AP_FTYPE_PROTOCOL) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* translate_name found a WSGI script: Apache's directory walk then splits `filename` into the
  * script and PATH_INFO and applies the script folder's <Directory> sections (Require, auth). */
 void wsgi_rs_set_target(request_rec *r, const char *filename)

@@ -213,3 +213,46 @@ fn graceful_restarts_under_load_lose_no_request() {
         apache.error_log()
     );
 }
+
+const NOT_FOUND_APP: &str = r#"
+def application(environ, start_response):
+    body = b'the application says: no such page'
+    start_response('404 Not Found', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])
+    return [body]
+"#;
+
+#[test]
+fn error_override_lets_apache_answer_errors() {
+    let dir = scratch("wsgi-apache-daemon-");
+    std::fs::write(dir.path().join("nf.wsgi"), NOT_FOUND_APP).unwrap();
+    let site = |override_flag: &str| {
+        format!(
+            "WSGIDaemonProcess site threads=2
+WSGIProcessGroup site
+WSGIErrorOverride {override_flag}
+ErrorDocument 404 \"Apache's own page\"
+WSGIScriptAlias / {d}/nf.wsgi
+<Directory {d}>
+    Require all granted
+</Directory>
+",
+            d = dir.path().display()
+        )
+    };
+    let on = dir.path().join("on");
+    std::fs::create_dir(&on).unwrap();
+    let apache = Apache::start(&on, &site("On"));
+    let (status, _, body) = apache.get("/missing");
+    assert_eq!(status, 404);
+    assert_eq!(String::from_utf8_lossy(&body), "Apache's own page");
+    drop(apache);
+    let off = dir.path().join("off");
+    std::fs::create_dir(&off).unwrap();
+    let apache = Apache::start(&off, &site("Off"));
+    let (status, _, body) = apache.get("/missing");
+    assert_eq!(status, 404);
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        "the application says: no such page"
+    );
+}

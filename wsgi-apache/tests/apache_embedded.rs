@@ -428,3 +428,43 @@ WSGITrustedProxies {proxies}
     assert_eq!(field(&body, "HTTP_X_FORWARDED_FOR"), "-");
     assert_eq!(field(&body, "HTTP_X_REAL_IP"), "-");
 }
+
+const METHOD_APP: &str = r#"
+def application(environ, start_response):
+    body = ('method=' + environ['REQUEST_METHOD']).encode()
+    start_response('200 OK', [('Content-Type', 'text/plain'), ('X-Seen-Method', environ['REQUEST_METHOD'])])
+    return [body]
+"#;
+
+#[test]
+fn head_requests_follow_wsgi_map_head_to_get() {
+    let dir = scratch("wsgi-apache-head-");
+    std::fs::write(dir.path().join("m.wsgi"), METHOD_APP).unwrap();
+    let site = |mode: &str| {
+        format!(
+            "WSGIScriptAlias /m {d}/m.wsgi
+WSGIMapHEADToGET {mode}
+<Directory {d}>
+    Require all granted
+</Directory>
+",
+            d = dir.path().display()
+        )
+    };
+    for (mode, seen) in [("Auto", "HEAD"), ("On", "GET"), ("Off", "HEAD")] {
+        let root = dir.path().join(mode);
+        std::fs::create_dir(&root).unwrap();
+        let apache = Apache::start(&root, &site(mode));
+        let raw = apache.raw(b"HEAD /m HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let text = String::from_utf8_lossy(&raw);
+        assert!(text.starts_with("HTTP/1.1 200"), "{mode}: {text}");
+        assert!(
+            text.contains(&format!("X-Seen-Method: {seen}")),
+            "{mode}: {text}"
+        );
+        assert!(
+            !text.contains("method="),
+            "{mode}: a HEAD response has no body: {text}"
+        );
+    }
+}
