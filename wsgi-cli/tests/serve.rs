@@ -525,14 +525,18 @@ fn failure_mid_body_aborts_the_connection() {
     let dir = scratch();
     let server = serve_app(dir.path(), &[]);
     let raw = server.raw(b"GET /fail-mid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let r = Response::parse(&raw);
-    assert_eq!(r.status, 200);
-    assert!(r.text().starts_with("part one"), "{}", r.text());
-    assert!(
-        !r.complete,
-        "a failed body was ended cleanly: {}",
-        String::from_utf8_lossy(&raw)
-    );
+    // The connection is reset. Depending on when hyper last flushed, the client saw the head
+    // and "part one" then no final chunk, or nothing at all: never a clean end.
+    if !raw.is_empty() {
+        let r = Response::parse(&raw);
+        assert_eq!(r.status, 200);
+        assert!(r.text().starts_with("part one"), "{}", r.text());
+        assert!(
+            !r.complete,
+            "a failed body was ended cleanly: {}",
+            String::from_utf8_lossy(&raw)
+        );
+    }
     assert_eq!(server.get("/hello").status, 200);
 }
 

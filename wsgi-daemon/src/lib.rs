@@ -7,13 +7,15 @@
 //! * [`process`]: the daemon process itself: privileges dropped before Python starts, then
 //!   `threads` workers running requests through `wsgi-interp`, and the recycling triggers
 //!   (maximum-requests, restart-interval, inactivity-timeout, request-timeout, script changes,
-//!   SIGUSR1).
+//!   SIGUSR1, SIGXCPU from cpu-time-limit); resource limits, CPU priority and the switch
+//!   interval are applied before any request runs.
 //! * [`client`]: the front's side, [`DaemonClient::dispatch`], with the same body, sink and
 //!   outcome types as an embedded call.
 //! * [`protocol`]: the framed wire protocol between the two.
 //! * [`spec`]: the start-up hand-over from supervisor to daemon process.
 
 pub mod client;
+mod limits;
 pub mod process;
 pub mod protocol;
 pub mod spec;

@@ -10,7 +10,8 @@
 //!   a worker is idle, so a busy process leaves new connections to its siblings.
 //! * **workers** (`threads=`) run one request at a time through `wsgi-interp`, then give the
 //!   connection back to the reactor;
-//! * the **signal** thread turns SIGTERM/SIGINT into a stop and SIGUSR1 into a graceful
+//! * the **signal** thread turns SIGTERM/SIGINT into a stop, and SIGUSR1 (drain for
+//!   eviction-timeout, else graceful-timeout) and SIGXCPU (cpu-time-limit) into a graceful
 //!   restart (signals are blocked in every other thread);
 //! * the **GIL probe** enters the main interpreter every second (deadlock-timeout);
 //! * the main thread is the **monitor**: maximum-requests, restart-interval,
@@ -18,7 +19,7 @@
 //!   [`Drain`]: stop accepting, tell the supervisor (which starts the replacement at once),
 //!   finish what is running, exit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, BufWriter, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -31,7 +32,8 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::{Gid, Uid};
 use parking_lot::Mutex;
 use wsgi_interp::{
-    CallOptions, Outcome, ReloadMode, RequestBody, ResponseSink, Runtime, ScriptSpec, StartConfig,
+    CallOptions, InterpreterHandle, Outcome, ReloadMode, RequestBody, ResponseSink, Runtime,
+    ScriptSpec, StartConfig,
 };
 
 use crate::protocol::{
@@ -121,6 +123,7 @@ pub fn run(control: UnixStream) -> Result<i32, ProcessError> {
         Signal::SIGINT,
         Signal::SIGUSR1,
         Signal::SIGHUP,
+        Signal::SIGXCPU,
     ] {
         signals.add(s);
     }
@@ -171,14 +174,15 @@ impl Reporter {
     }
 }
 
-/// Process-wide set-up in mod_wsgi's order: process title, groups, user, cwd, umask, then
-/// Python.
+/// Process-wide set-up in mod_wsgi's order: process title, CPU priority, groups, user, cwd,
+/// umask, resource limits, then Python.
 fn start(
     spec: &ProcessSpec,
     listener: OwnedFd,
     report: Reporter,
 ) -> Result<Arc<Shared>, ProcessError> {
     let group = spec.group.clone();
+    let born = Instant::now();
     if let Some(title) = &spec.display_name {
         // The kernel keeps 15 bytes; argv[0] already carries the full title (set by exec).
         let short: Vec<u8> = title.bytes().filter(|b| *b != 0).take(15).collect();
@@ -186,6 +190,8 @@ fn start(
             let _ = nix::sys::prctl::set_name(&name);
         }
     }
+    // Before the identity switch: only root may raise the priority (a negative nice value).
+    crate::limits::apply_priority(&group, spec.cpu_priority);
     if let Some(id) = &spec.identity {
         drop_privileges(&group, id)?;
     }
@@ -210,6 +216,7 @@ fn start(
     if let Some(mask) = spec.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
+    crate::limits::apply_rlimits(spec);
     let mut python_path = Vec::new();
     if let Some(home) = &spec.home {
         python_path.push(home.clone());
@@ -261,28 +268,53 @@ fn start(
         last_activity: Mutex::new(Instant::now()),
         gil_seen: Mutex::new(Instant::now()),
         recycle: Mutex::new(None),
+        prepared: Mutex::new(HashSet::new()),
+        script_loaded: AtomicBool::new(false),
+        serving: AtomicBool::new(false),
     });
-    let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
+    // The main interpreter exists already: set it up now (the GIL probe uses it).
+    if let Ok(main) = shared.runtime.interpreter("") {
+        shared.prepare(&main);
+    }
+    let spawn_startup_watch = |s: Arc<Shared>| {
         std::thread::Builder::new()
-            .name(name)
-            .spawn(f)
+            .name("wsgi-startup-watch".into())
+            .spawn(move || s.startup_watch(born))
             .map(drop)
             .map_err(|e| setup_err(&group, e))
+    };
+    if !spec.startup_timeout.is_zero() {
+        spawn_startup_watch(shared.clone())?;
+    }
+    // mod_wsgi loads these on the main thread before any request is accepted.
+    shared.preload();
+    let spawn = |name: String, stack: Option<u64>, f: Box<dyn FnOnce() + Send>| {
+        let mut builder = std::thread::Builder::new().name(name);
+        if let Some(size) = stack {
+            builder = builder.stack_size(size as usize);
+        }
+        builder.spawn(f).map(drop).map_err(|e| setup_err(&group, e))
     };
     for i in 0..threads {
         let s = shared.clone();
         let rx = jobs_rx.clone();
         spawn(
             format!("wsgi-worker-{i}"),
+            spec.stack_size,
             Box::new(move || s.worker(i, rx)),
         )?;
     }
     let s = shared.clone();
-    spawn("wsgi-reactor".into(), Box::new(move || s.reactor()))?;
+    spawn("wsgi-reactor".into(), None, Box::new(move || s.reactor()))?;
     if !spec.deadlock_timeout.is_zero() {
         let s = shared.clone();
-        spawn("wsgi-gil-probe".into(), Box::new(move || s.gil_probe()))?;
+        spawn(
+            "wsgi-gil-probe".into(),
+            None,
+            Box::new(move || s.gil_probe()),
+        )?;
     }
+    shared.serving.store(true, Ordering::SeqCst);
     shared.report.send(&Report::Ready);
     tracing::info!(
         group = %spec.group,
@@ -371,6 +403,12 @@ struct Shared {
     last_activity: Mutex<Instant>,
     gil_seen: Mutex<Instant>,
     recycle: Mutex<Option<Drain>>,
+    /// Interpreters (by application group) already given the per-interpreter settings.
+    prepared: Mutex<HashSet<String>>,
+    /// A WSGI script has loaded (preloaded or for a request): startup-timeout is satisfied.
+    script_loaded: AtomicBool,
+    /// Preloading is over and the workers are running.
+    serving: AtomicBool,
 }
 
 enum After {
@@ -572,7 +610,15 @@ impl Shared {
                 out: BufWriter::with_capacity(CHUNK + 64, &conn),
             };
             let outcome = match self.runtime.interpreter(&request.application_group) {
-                Ok(interp) => interp.call(&spec, &request.head, &opts, &mut body, &mut sink),
+                Ok(interp) => {
+                    self.prepare(&interp);
+                    let outcome = interp.call(&spec, &request.head, &opts, &mut body, &mut sink);
+                    // A missing file (404) says nothing about whether the app can load.
+                    if !matches!(outcome, Outcome::Script(_) | Outcome::Unavailable(_)) {
+                        self.script_loaded.store(true, Ordering::SeqCst);
+                    }
+                    outcome
+                }
                 Err(e) => Outcome::Unavailable(e),
             };
             let broken = body.broken;
@@ -632,6 +678,103 @@ impl Shared {
         self.idle.lock().clear();
     }
 
+    /// Applies the per-interpreter settings (`switch-interval`) to an interpreter the first
+    /// time it is used.
+    fn prepare(&self, interp: &InterpreterHandle) {
+        let Some(interval) = self.spec.switch_interval else {
+            return;
+        };
+        if self.prepared.lock().contains(interp.group()) {
+            return;
+        }
+        let code = format!("__import__('sys').setswitchinterval({interval:?})");
+        match interp.run(|py| py.exec(&code)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(
+                group = %self.spec.group,
+                application_group = %interp.group(),
+                "switch-interval={interval} was not applied: {e}"
+            ),
+            // The interpreter is unusable: the request that follows reports it.
+            Err(_) => return,
+        }
+        self.prepared.lock().insert(interp.group().to_string());
+    }
+
+    /// Loads the [`ProcessSpec::preload`] scripts, in order, stopping early if the process
+    /// is told to stop.
+    fn preload(&self) {
+        let group = &self.spec.group;
+        for p in &self.spec.preload {
+            if self.draining.load(Ordering::SeqCst) {
+                return;
+            }
+            let mut script = ScriptSpec::new(p.script.clone());
+            if let Some(callable) = &p.callable {
+                script.callable = callable.clone();
+            }
+            let loaded = self
+                .runtime
+                .interpreter(&p.application_group)
+                .map_err(|e| e.to_string())
+                .and_then(|interp| {
+                    self.prepare(&interp);
+                    match interp.load_script(&script) {
+                        Ok(_) => Ok(()),
+                        // An import script needs no WSGI callable: it ran.
+                        Err(wsgi_interp::ScriptError::MissingCallable { .. })
+                            if p.callable.is_none() =>
+                        {
+                            Ok(())
+                        }
+                        Err(e) => Err(e.to_string()),
+                    }
+                });
+            match loaded {
+                Ok(()) => {
+                    self.script_loaded.store(true, Ordering::SeqCst);
+                    tracing::info!(%group, script = %p.script.display(), application_group = %p.application_group, "preloaded");
+                }
+                Err(e) => tracing::error!(
+                    %group,
+                    script = %p.script.display(),
+                    application_group = %p.application_group,
+                    "preloading failed: {e}"
+                ),
+            }
+        }
+    }
+
+    /// startup-timeout: if no script has loaded `startup_timeout` after the process started,
+    /// replace it: gracefully once it serves, at once while it is still preloading (a script
+    /// that hangs at import).
+    fn startup_watch(self: Arc<Self>, born: Instant) {
+        let deadline = born + self.spec.startup_timeout;
+        while Instant::now() < deadline {
+            if self.script_loaded.load(Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20).min(deadline - Instant::now()));
+        }
+        if self.script_loaded.load(Ordering::SeqCst) {
+            return;
+        }
+        let group = &self.spec.group;
+        let t = self.spec.startup_timeout.as_secs_f64();
+        if self.serving.load(Ordering::SeqCst) {
+            tracing::error!(%group, pid = std::process::id(), "no WSGI script loaded within startup-timeout ({t:.1}s): restarting this process");
+            self.request_drain("startup-timeout", self.spec.graceful_timeout);
+        } else {
+            tracing::error!(%group, pid = std::process::id(), "preloading did not finish within startup-timeout ({t:.1}s): restarting this process");
+            self.report
+                .send(&Report::Recycling("startup-timeout".into()));
+            // SAFETY: `_exit` ends the process at once without running exit handlers, so
+            // nothing touches Python, which the main thread is still running (no request
+            // has been accepted yet, so none is lost).
+            unsafe { nix::libc::_exit(5) };
+        }
+    }
+
     fn gil_probe(self: Arc<Self>) {
         let Ok(main) = self.runtime.interpreter("") else {
             return;
@@ -659,10 +802,9 @@ impl Shared {
                         let mut s = state.lock();
                         // A stop wins over a graceful restart.
                         if *s != Some(Signal::SIGTERM) {
-                            *s = Some(if sig == Signal::SIGUSR1 {
-                                Signal::SIGUSR1
-                            } else {
-                                Signal::SIGTERM
+                            *s = Some(match sig {
+                                Signal::SIGUSR1 | Signal::SIGXCPU => sig,
+                                _ => Signal::SIGTERM,
                             });
                         }
                     }
@@ -686,12 +828,25 @@ impl Shared {
             }
             match sig_state.lock().take() {
                 Some(Signal::SIGUSR1) => {
-                    let grace = if self.spec.graceful_timeout.is_zero() {
-                        Duration::ZERO
-                    } else {
+                    // eviction-timeout, else graceful-timeout (zero: at once).
+                    let grace = if self.spec.eviction_timeout.is_zero() {
                         self.spec.graceful_timeout
+                    } else {
+                        self.spec.eviction_timeout
                     };
                     self.request_drain("SIGUSR1 (graceful restart)", grace);
+                }
+                Some(Signal::SIGXCPU) => {
+                    tracing::warn!(
+                        %group,
+                        pid = std::process::id(),
+                        "cpu-time-limit ({}s of CPU) reached: restarting this process gracefully",
+                        self.spec.cpu_time_limit
+                    );
+                    self.request_drain(
+                        "cpu-time-limit reached (SIGXCPU)",
+                        self.spec.graceful_timeout,
+                    );
                 }
                 Some(_) => {
                     self.request_drain("stop requested (SIGTERM)", self.spec.shutdown_timeout);

@@ -30,6 +30,20 @@ pub struct Identity {
     pub supplementary: Option<Vec<u32>>,
 }
 
+/// A script a daemon process loads at start, before it takes requests: a `WSGIImportScript`
+/// for its group, or a `WSGIScriptAlias` naming both its group and a literal application group
+/// (mod_wsgi's preloading).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preload {
+    /// The script file.
+    pub script: PathBuf,
+    /// The application group (`""`: the main interpreter).
+    pub application_group: String,
+    /// The WSGI callable it must define (a script alias's), or `None` for an import script,
+    /// which needs none.
+    pub callable: Option<String>,
+}
+
 /// Everything one daemon process needs, sent by the supervisor as JSON.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProcessSpec {
@@ -82,6 +96,35 @@ pub struct ProcessSpec {
     pub deadlock_timeout: Duration,
     /// `socket-timeout=` for reads of the request body from the front (zero: none).
     pub socket_timeout: Duration,
+    /// `cpu-time-limit=` seconds (`RLIMIT_CPU`; 0: none). SIGXCPU starts a graceful restart.
+    #[serde(default)]
+    pub cpu_time_limit: u64,
+    /// `cpu-priority=`: the nice value (0: unchanged).
+    #[serde(default)]
+    pub cpu_priority: i32,
+    /// `memory-limit=` bytes (`RLIMIT_DATA`; 0: none).
+    #[serde(default)]
+    pub memory_limit: u64,
+    /// `virtual-memory-limit=` bytes (`RLIMIT_AS`; 0: none).
+    #[serde(default)]
+    pub virtual_memory_limit: u64,
+    /// `stack-size=`: the worker threads' stack size in bytes (`None`: the default).
+    #[serde(default)]
+    pub stack_size: Option<u64>,
+    /// `switch-interval=`, else `WSGISwitchInterval`: `sys.setswitchinterval` in every
+    /// interpreter (`None`: Python's default).
+    #[serde(default)]
+    pub switch_interval: Option<f64>,
+    /// `eviction-timeout=`: drain time on SIGUSR1 (zero: graceful-timeout).
+    #[serde(default)]
+    pub eviction_timeout: Duration,
+    /// `startup-timeout=`: restart the process if no script has loaded this long after it
+    /// started (zero: off).
+    #[serde(default)]
+    pub startup_timeout: Duration,
+    /// Scripts loaded at start, in configuration order.
+    #[serde(default)]
+    pub preload: Vec<Preload>,
 }
 
 /// A one-line report from a daemon process to its supervisor.
@@ -279,11 +322,26 @@ mod tests {
             queue_timeout: Duration::ZERO,
             deadlock_timeout: Duration::from_secs(300),
             socket_timeout: Duration::ZERO,
+            cpu_time_limit: 0,
+            cpu_priority: 0,
+            memory_limit: 0,
+            virtual_memory_limit: 0,
+            stack_size: None,
+            switch_interval: Some(0.002),
+            eviction_timeout: Duration::ZERO,
+            startup_timeout: Duration::from_secs(15),
+            preload: vec![Preload {
+                script: "/srv/app.wsgi".into(),
+                application_group: String::new(),
+                callable: Some("application".into()),
+            }],
         };
         send_spec(&a, &spec, &listener).unwrap();
         let (back, fd) = receive_spec(&b).unwrap();
         assert_eq!(back.group, "site");
         assert_eq!(back.request_timeout, Duration::from_millis(1500));
+        assert_eq!(back.switch_interval, Some(0.002));
+        assert_eq!(back.preload, spec.preload);
         // The received descriptor is the same listening socket: a client connects through it.
         let received = UnixListener::from(fd);
         let _client = UnixStream::connect(&path).unwrap();

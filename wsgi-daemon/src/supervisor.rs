@@ -42,10 +42,10 @@ use nix::sys::socket::{AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
 use nix::unistd::{Gid, Group, Uid, User};
 use parking_lot::Mutex;
 use serde::Serialize;
-use wsgi_config::{Config, DaemonGroup};
+use wsgi_config::{Config, DaemonGroup, GroupSpec};
 
 use crate::client::{ClientOptions, DaemonClient, Endpoint};
-use crate::spec::{Identity, ProcessSpec, Report, send_spec};
+use crate::spec::{Identity, Preload, ProcessSpec, Report, send_spec};
 
 /// Why the supervisor could not start.
 #[derive(Debug, thiserror::Error)]
@@ -678,6 +678,15 @@ impl Supervisor {
                 queue_timeout: o.queue_timeout,
                 deadlock_timeout: o.deadlock_timeout,
                 socket_timeout: o.socket_timeout,
+                cpu_time_limit: o.cpu_time_limit,
+                cpu_priority: o.cpu_priority,
+                memory_limit: o.memory_limit,
+                virtual_memory_limit: o.virtual_memory_limit,
+                stack_size: o.stack_size,
+                switch_interval: o.switch_interval.or(config.python.switch_interval),
+                eviction_timeout: o.eviction_timeout,
+                startup_timeout: o.startup_timeout,
+                preload: preloads(config, &group.name),
             };
             let mut env = Vec::new();
             if let Some(lang) = &o.lang {
@@ -695,7 +704,10 @@ impl Supervisor {
             plans.push(GroupPlan {
                 name: group.name.clone(),
                 processes: o.processes,
-                retire_allowance: o.graceful_timeout.max(o.request_timeout)
+                retire_allowance: o
+                    .graceful_timeout
+                    .max(o.eviction_timeout)
+                    .max(o.request_timeout)
                     + o.shutdown_timeout
                     + Duration::from_secs(1),
                 stop_allowance: o.shutdown_timeout + Duration::from_secs(1),
@@ -802,6 +814,55 @@ impl Drop for Supervisor {
     fn drop(&mut self) {
         self.stop_now();
     }
+}
+
+/// What daemon process group `group` loads at start (mod_wsgi 5.3/5.4): every
+/// `WSGIImportScript` with `process-group=group`, and every `WSGIScriptAlias` whose options
+/// name both this process group and a literal application group (`%{GLOBAL}` or a name), with
+/// a single-file target. Configuration order when they are all in one file; across included
+/// files, import scripts first.
+fn preloads(config: &Config, group: &str) -> Vec<Preload> {
+    let literal = |g: &GroupSpec| match g {
+        GroupSpec::Global => Some(String::new()),
+        GroupSpec::Named(n) => Some(n.clone()),
+        _ => None,
+    };
+    let ours = |g: &GroupSpec| matches!(g, GroupSpec::Named(n) if n == group);
+    let mut found = Vec::new();
+    for s in &config.import_scripts {
+        if let (true, Some(app)) = (ours(&s.process_group), literal(&s.application_group)) {
+            let preload = Preload {
+                script: s.path.clone(),
+                application_group: app,
+                callable: None,
+            };
+            found.push((s.span.file.clone(), s.span.line, preload));
+        }
+    }
+    let hosts = std::iter::once(&config.main).chain(config.virtual_hosts.iter());
+    for alias in hosts.flat_map(|h| h.script_aliases.iter()) {
+        let o = &alias.options;
+        let (Some(process), Some(app)) = (&o.process_group, &o.application_group) else {
+            continue;
+        };
+        let single_file = alias.regex.is_none() && !alias.is_directory();
+        if let (true, true, Some(app)) = (ours(process), single_file, literal(app)) {
+            let preload = Preload {
+                script: PathBuf::from(&alias.target),
+                application_group: app,
+                callable: Some(
+                    o.callable_object
+                        .clone()
+                        .unwrap_or_else(|| "application".into()),
+                ),
+            };
+            found.push((alias.span.file.clone(), alias.span.line, preload));
+        }
+    }
+    if found.iter().all(|(file, ..)| *file == found[0].0) {
+        found.sort_by_key(|(_, line, _)| *line);
+    }
+    found.into_iter().map(|(.., p)| p).collect()
 }
 
 fn lookup_user(group: &str, spec: &str) -> Result<(u32, u32, String), SupervisorError> {
@@ -1023,6 +1084,44 @@ mod tests {
             .iter()
             .map(|p| (p.pid, p.state))
             .collect()
+    }
+
+    #[test]
+    fn preloads_are_import_scripts_and_aliases_with_both_literal_groups_in_order() {
+        let text = "WSGIDaemonProcess site\n\
+                    WSGIDaemonProcess other\n\
+                    WSGIScriptAlias /a /srv/a.wsgi process-group=site application-group=%{GLOBAL} callable-object=app\n\
+                    WSGIImportScript /srv/i.py process-group=site application-group=sub\n\
+                    WSGIScriptAlias /b /srv/b.wsgi process-group=site\n\
+                    WSGIScriptAlias /c /srv/c.wsgi process-group=site application-group=%{RESOURCE}\n\
+                    WSGIScriptAlias /d /srv/d.wsgi process-group=other application-group=x\n\
+                    WSGIImportScript /srv/j.py process-group=other application-group=%{GLOBAL}\n";
+        let config = wsgi_config::load_str(
+            text,
+            Path::new("site.conf"),
+            &wsgi_config::reader::ReadOptions::default(),
+        )
+        .unwrap();
+        let site = preloads(&config, "site");
+        let expect = |script: &str, app: &str, callable: Option<&str>| Preload {
+            script: script.into(),
+            application_group: app.into(),
+            callable: callable.map(String::from),
+        };
+        assert_eq!(
+            site,
+            vec![
+                expect("/srv/a.wsgi", "", Some("app")),
+                expect("/srv/i.py", "sub", None),
+            ]
+        );
+        assert_eq!(
+            preloads(&config, "other"),
+            vec![
+                expect("/srv/d.wsgi", "x", Some("application")),
+                expect("/srv/j.py", "", None),
+            ]
+        );
     }
 
     #[test]

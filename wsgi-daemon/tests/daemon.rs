@@ -15,7 +15,9 @@ use wsgi_daemon::{ClientOptions, DaemonClient, DaemonRequest, DispatchError, End
 use wsgi_interp::{Outcome, RequestHead, ResponseSink, ScriptSpec};
 
 const APP: &str = r#"
-import os, time
+import ctypes, os, sys, time
+
+LOADED_AT = time.time()
 
 def application(environ, start_response):
     path = environ['PATH_INFO']
@@ -26,6 +28,27 @@ def application(environ, start_response):
         os._exit(1)
     elif path == '/hang':
         time.sleep(3600)
+    elif path == '/spin':
+        start = time.process_time()
+        while time.process_time() - start < float(environ['QUERY_STRING']):
+            pass
+    elif path == '/alloc':
+        block = bytearray(int(environ['QUERY_STRING']))
+        body = str(len(block)).encode()
+    elif path == '/loaded':
+        body = ('%r %r' % (LOADED_AT, getattr(sys, 'preloaded_at', None))).encode()
+    elif path == '/switch':
+        body = repr(sys.getswitchinterval()).encode()
+    elif path == '/stack':
+        # This worker thread's stack size, as the C library sees it.
+        libc = ctypes.CDLL(None)
+        attr = ctypes.create_string_buffer(256)
+        size = ctypes.c_size_t()
+        libc.pthread_self.restype = ctypes.c_ulong
+        assert libc.pthread_getattr_np(ctypes.c_ulong(libc.pthread_self()), attr) == 0
+        assert libc.pthread_attr_getstacksize(attr, ctypes.byref(size)) == 0
+        libc.pthread_attr_destroy(attr)
+        body = str(size.value).encode()
     elif path == '/echo':
         body = environ['wsgi.input'].read()
     elif path == '/whoami':
@@ -54,17 +77,36 @@ struct Server {
 
 impl Server {
     fn start(options: &str, request_timeout: Duration) -> Server {
+        Server::start_with("", options, request_timeout)
+    }
+
+    /// Like [`Server::start`], with server-wide directives (`prelude`) before the group.
+    fn start_with(prelude: &str, options: &str, request_timeout: Duration) -> Server {
+        Server::start_full(prelude, options, "", &[], request_timeout)
+    }
+
+    /// Like [`Server::start_with`], with directives after the group (`{APP}` is the app
+    /// folder) and more files in the app folder.
+    fn start_full(
+        prelude: &str,
+        options: &str,
+        after: &str,
+        files: &[(&str, &str)],
+        request_timeout: Duration,
+    ) -> Server {
         let app = tempfile::Builder::new()
             .prefix("wsgi-daemon-test.")
             .tempdir_in("/var/tmp")
             .unwrap();
         std::fs::set_permissions(app.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::write(app.path().join("app.wsgi"), APP).unwrap();
-        std::fs::set_permissions(
-            app.path().join("app.wsgi"),
-            std::fs::Permissions::from_mode(0o644),
-        )
-        .unwrap();
+        for (name, text) in [("app.wsgi", APP)].iter().chain(files) {
+            std::fs::write(app.path().join(name), text).unwrap();
+            std::fs::set_permissions(
+                app.path().join(name),
+                std::fs::Permissions::from_mode(0o644),
+            )
+            .unwrap();
+        }
         let user = if Uid::effective().is_root() {
             "user=nobody "
         } else {
@@ -74,8 +116,9 @@ impl Server {
         std::fs::write(
             &conf,
             format!(
-                "WSGIDaemonProcess site {user}home={} display-name=%{{GROUP}} {options}\n",
-                app.path().display()
+                "{prelude}WSGIDaemonProcess site {user}home={} display-name=%{{GROUP}} {options}\n{}\n",
+                app.path().display(),
+                after.replace("{APP}", &app.path().display().to_string()),
             ),
         )
         .unwrap();
@@ -124,6 +167,17 @@ impl Server {
     }
 
     fn send(&self, path: &str, query: &str, body: &[u8]) -> Result<Response, DispatchError> {
+        self.send_to("", path, query, body)
+    }
+
+    /// A request for application group `app_group` (`""`: the main interpreter).
+    fn send_to(
+        &self,
+        app_group: &str,
+        path: &str,
+        query: &str,
+        body: &[u8],
+    ) -> Result<Response, DispatchError> {
         let head = RequestHead {
             method: if body.is_empty() { "GET" } else { "POST" }.into(),
             path_info: path.as_bytes().to_vec(),
@@ -137,7 +191,7 @@ impl Server {
             ..Default::default()
         };
         let script = ScriptSpec::new(self.app.path().join("app.wsgi"));
-        let request = DaemonRequest::new(head, &script, "");
+        let request = DaemonRequest::new(head, &script, app_group);
         let mut sink = Response::default();
         let mut body = body;
         let outcome = self
@@ -158,6 +212,39 @@ impl Drop for Server {
         let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
         let _ = self.child.wait();
     }
+}
+
+/// Whether `pid` is running (not gone, not a zombie waiting for the supervisor).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| !stat[stat.rfind(')').unwrap() + 2..].starts_with('Z'))
+        .unwrap_or(false)
+}
+
+/// The nice value of a process or thread, from its `stat` file.
+fn nice_of(stat_path: &str) -> i32 {
+    let stat = std::fs::read_to_string(stat_path).unwrap();
+    // Fields after the command: state is field 3, nice is field 19.
+    stat[stat.rfind(')').unwrap() + 2..]
+        .split(' ')
+        .nth(16)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A line of `/proc/<pid>/limits`, e.g. `Max cpu time`, as its soft and hard values.
+fn limit_of(pid: i32, name: &str) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with(name))
+        .unwrap_or_else(|| panic!("no {name:?} in {limits}"));
+    let mut values = line[name.len()..].split_whitespace();
+    (
+        values.next().unwrap().to_string(),
+        values.next().unwrap().to_string(),
+    )
 }
 
 fn children_of(parent: i32) -> Vec<i32> {
@@ -502,4 +589,313 @@ fn touching_the_script_restarts_the_group_under_load_with_zero_failed_requests()
     assert_ne!(before, after, "the process was replaced");
     let st: Vec<String> = results.into_iter().flatten().collect();
     assert!(st.iter().any(|p| *p != before));
+}
+
+#[test]
+fn resource_limits_priority_and_stack_size_are_applied_before_python_starts() {
+    let server = Server::start(
+        "processes=1 threads=2 cpu-time-limit=30 memory-limit=3000000000 \
+         virtual-memory-limit=1500000000 cpu-priority=5 stack-size=524288",
+        Duration::ZERO,
+    );
+    let pid: i32 = server.get("/", "").unwrap().text().parse().unwrap();
+    // Soft limit as set; the CPU hard limit leaves graceful-timeout (15) + shutdown-timeout
+    // (5) + 1 s for the graceful restart SIGXCPU starts.
+    assert_eq!(limit_of(pid, "Max cpu time"), ("30".into(), "51".into()));
+    assert_eq!(
+        limit_of(pid, "Max data size"),
+        ("3000000000".into(), "3000000000".into())
+    );
+    assert_eq!(
+        limit_of(pid, "Max address space"),
+        ("1500000000".into(), "1500000000".into())
+    );
+    // The nice value is set before any thread exists, so every thread has it.
+    assert_eq!(nice_of(&format!("/proc/{pid}/stat")), 5);
+    let tasks: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(tasks.len() > 3, "{} threads", tasks.len());
+    for t in tasks {
+        let stat = t.path().join("stat");
+        assert_eq!(nice_of(stat.to_str().unwrap()), 5, "{}", stat.display());
+    }
+    // The worker threads run on stacks of stack-size (glibc may add its guard page).
+    let r = server.get("/stack", "").unwrap();
+    assert!(r.complete(), "{:?}", r.outcome);
+    let stack: u64 = r.text().parse().unwrap();
+    assert!((524_288..=524_288 + 65_536).contains(&stack), "{stack}");
+    // Allocating past virtual-memory-limit is a MemoryError (500), and the process lives on.
+    let r = server.get("/alloc", "2000000000").unwrap();
+    match &r.outcome {
+        Some(Outcome::Error(e)) => assert!(e.message.contains("MemoryError"), "{e}"),
+        other => panic!("expected a MemoryError, got {other:?}"),
+    }
+    let r = server.get("/alloc", "1000000").unwrap();
+    assert_eq!(r.text(), "1000000");
+    assert_eq!(server.get("/", "").unwrap().text(), pid.to_string());
+}
+
+#[test]
+fn cpu_time_limit_restarts_the_process_gracefully() {
+    let server = Server::start("processes=1 threads=2 cpu-time-limit=1", Duration::ZERO);
+    let before: i32 = server.get("/", "").unwrap().text().parse().unwrap();
+    // 1.5 s of CPU: SIGXCPU arrives at 1 s; the request still finishes (graceful drain).
+    let r = server.get("/spin", "1.5").unwrap();
+    assert!(r.complete(), "{:?}", r.outcome);
+    assert_eq!(r.text(), before.to_string());
+    assert!(
+        wait_until(Duration::from_secs(3), || !alive(before)),
+        "the process that reached cpu-time-limit still runs"
+    );
+    let after = server.get("/", "").unwrap();
+    assert!(after.complete());
+    assert_ne!(after.text(), before.to_string());
+}
+
+#[test]
+fn switch_interval_is_set_in_every_interpreter() {
+    // WSGISwitchInterval is the default for groups without switch-interval=.
+    let server = Server::start_with("WSGISwitchInterval 0.02\n", "threads=2", Duration::ZERO);
+    for app_group in ["", "other"] {
+        let r = server.send_to(app_group, "/switch", "", b"").unwrap();
+        assert!(r.complete(), "{:?}", r.outcome);
+        assert_eq!(r.text(), "0.02", "application group {app_group:?}");
+    }
+    drop(server);
+    let server = Server::start_with(
+        "WSGISwitchInterval 0.02\n",
+        "threads=2 switch-interval=0.0123",
+        Duration::ZERO,
+    );
+    for app_group in ["", "other"] {
+        let r = server.send_to(app_group, "/switch", "", b"").unwrap();
+        assert_eq!(r.text(), "0.0123", "application group {app_group:?}");
+    }
+}
+
+#[test]
+fn sigusr1_drains_for_eviction_timeout_not_graceful_timeout() {
+    // graceful-timeout is 15 s by default: eviction-timeout=1 governs SIGUSR1.
+    let server = Arc::new(Server::start(
+        "processes=1 threads=2 eviction-timeout=1",
+        Duration::ZERO,
+    ));
+    let pid: i32 = server.get("/", "").unwrap().text().parse().unwrap();
+    let s = server.clone();
+    let slow = std::thread::spawn(move || s.get("/sleep", "6"));
+    std::thread::sleep(Duration::from_millis(300));
+    let signalled = Instant::now();
+    kill(Pid::from_raw(pid), Signal::SIGUSR1).unwrap();
+    // A replacement takes requests (the signal is seen within the monitor's tick).
+    assert!(wait_until(Duration::from_millis(800), || {
+        server
+            .get("/", "")
+            .map(|r| r.complete() && r.text() != pid.to_string())
+            .unwrap_or(false)
+    }));
+    assert!(wait_until(Duration::from_secs(4), || !alive(pid)));
+    let gone = signalled.elapsed();
+    assert!(
+        gone >= Duration::from_millis(900) && gone < Duration::from_millis(2500),
+        "the old process exited {gone:?} after SIGUSR1"
+    );
+    // The request still running at the eviction deadline is lost.
+    let err = slow.join().unwrap().err().expect("the slow request fails");
+    assert_eq!(err.status(), 502, "{err}");
+}
+
+#[test]
+fn inactivity_timeout_replaces_an_idle_process() {
+    let server = Server::start("processes=1 threads=2 inactivity-timeout=1", Duration::ZERO);
+    let before: i32 = server.get("/", "").unwrap().text().parse().unwrap();
+    // A request longer than the timeout is activity, not idleness.
+    let r = server.get("/sleep", "1.3").unwrap();
+    assert_eq!(r.text(), before.to_string());
+    assert!(alive(before));
+    let idle = Instant::now();
+    assert!(wait_until(Duration::from_secs(4), || !alive(before)));
+    assert!(
+        idle.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        idle.elapsed()
+    );
+    assert!(wait_until(Duration::from_secs(3), || {
+        let pids = server.daemon_pids();
+        pids.len() == 1 && pids[0] != before
+    }));
+    let after = server.get("/", "").unwrap();
+    assert!(after.complete());
+    assert_ne!(after.text(), before.to_string());
+}
+
+#[test]
+fn restart_interval_replaces_processes_with_zero_failed_requests() {
+    let server = Arc::new(Server::start(
+        "processes=1 threads=2 restart-interval=1",
+        Duration::ZERO,
+    ));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let s = server.clone();
+            std::thread::spawn(move || {
+                let mut results = Vec::new();
+                while start.elapsed() < Duration::from_millis(2800) {
+                    results.push(match s.get("/sleep", "0.05") {
+                        Ok(r) if r.complete() => Ok(r.text()),
+                        Ok(r) => Err(format!("{:?}", r.outcome)),
+                        Err(e) => Err(e.to_string()),
+                    });
+                }
+                results
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let failures: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} failed: {:?}",
+        failures.len(),
+        results.len(),
+        &failures[..failures.len().min(5)]
+    );
+    let mut pids: Vec<String> = results.into_iter().flatten().collect();
+    pids.dedup();
+    // Python starts in well under a second, so ~2.8 s see at least two replacements.
+    assert!(pids.len() >= 3, "pids in order: {pids:?}");
+}
+
+#[test]
+fn supplementary_groups_are_set_when_started_as_root() {
+    let server = Server::start(
+        "processes=1 threads=1 supplementary-groups=daemon,adm",
+        Duration::ZERO,
+    );
+    let pid: i32 = server.get("/", "").unwrap().text().parse().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let groups_of = |status: &str| -> Vec<u32> {
+        let line = status.lines().find(|l| l.starts_with("Groups:")).unwrap();
+        let mut g: Vec<u32> = line["Groups:".len()..]
+            .split_whitespace()
+            .map(|g| g.parse().unwrap())
+            .collect();
+        g.sort();
+        g
+    };
+    if Uid::effective().is_root() {
+        // daemon (1) and adm (4) replace the user's own groups.
+        assert_eq!(groups_of(&status), vec![1, 4], "{status}");
+    } else {
+        // Without root the groups cannot change: the daemon has the server's.
+        let own = std::fs::read_to_string("/proc/self/status").unwrap();
+        assert_eq!(groups_of(&status), groups_of(&own));
+    }
+}
+
+#[test]
+fn import_scripts_and_script_aliases_with_both_groups_are_preloaded() {
+    let server = Server::start_full(
+        "",
+        "processes=1 threads=2 startup-timeout=1",
+        "WSGIImportScript {APP}/preload.py process-group=site application-group=%{GLOBAL}\n\
+         WSGIScriptAlias /app {APP}/app.wsgi process-group=site application-group=%{GLOBAL}\n\
+         WSGIScriptAlias /slow {APP}/slow.wsgi process-group=site",
+        &[
+            (
+                "preload.py",
+                "import sys, time\nsys.preloaded_at = time.time()\n",
+            ),
+            // Without a literal application group it is loaded on first request only: were
+            // it preloaded, the process would not take requests for 3 s.
+            (
+                "slow.wsgi",
+                "import time\ntime.sleep(3)\napplication = None\n",
+            ),
+        ],
+        Duration::ZERO,
+    );
+    assert!(wait_until(Duration::from_secs(3), || !server
+        .daemon_pids()
+        .is_empty()));
+    let pid = server.daemon_pids()[0];
+    // Past startup-timeout: the process has loaded its script, so it is not restarted.
+    std::thread::sleep(Duration::from_millis(1500));
+    let asked = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let r = server.get("/loaded", "").unwrap();
+    assert!(r.complete(), "{:?}", r.outcome);
+    let took = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        - asked;
+    assert!(took < 0.5, "the first request took {took}s");
+    let text = r.text();
+    let (app, import) = text.split_once(' ').unwrap();
+    let app: f64 = app.parse().unwrap();
+    let import: f64 = import
+        .parse()
+        .unwrap_or_else(|_| panic!("the import script did not run: {text}"));
+    // Both ran at start (import script first, in configuration order), not on this request.
+    assert!(import <= app, "{text}");
+    assert!(
+        app < asked - 1.0,
+        "app.wsgi loaded at {app}, asked at {asked}"
+    );
+    assert_eq!(server.daemon_pids(), vec![pid]);
+    assert!(alive(pid));
+}
+
+#[test]
+fn startup_timeout_restarts_a_process_whose_script_does_not_load() {
+    // An import script that fails: the process serves, but is replaced at startup-timeout.
+    let server = Server::start_full(
+        "",
+        "processes=1 threads=2 startup-timeout=1",
+        "WSGIImportScript {APP}/broken.py process-group=site application-group=%{GLOBAL}",
+        &[("broken.py", "raise RuntimeError('not today')\n")],
+        Duration::ZERO,
+    );
+    assert!(wait_until(Duration::from_secs(3), || !server
+        .daemon_pids()
+        .is_empty()));
+    let first = server.daemon_pids()[0];
+    let started = Instant::now();
+    assert!(wait_until(Duration::from_secs(4), || !alive(first)));
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(wait_until(Duration::from_secs(3), || server
+        .daemon_pids()
+        .iter()
+        .any(|p| *p != first)));
+    drop(server);
+
+    // An import script that hangs: the process never serves and is replaced all the same.
+    let server = Server::start_full(
+        "",
+        "processes=1 threads=2 startup-timeout=1",
+        "WSGIImportScript {APP}/hang.py process-group=site application-group=%{GLOBAL}",
+        &[("hang.py", "import time\ntime.sleep(3600)\n")],
+        Duration::ZERO,
+    );
+    assert!(wait_until(Duration::from_secs(3), || !server
+        .daemon_pids()
+        .is_empty()));
+    let first = server.daemon_pids()[0];
+    assert!(wait_until(Duration::from_secs(4), || !alive(first)));
+    assert!(wait_until(Duration::from_secs(3), || server
+        .daemon_pids()
+        .iter()
+        .any(|p| *p != first)));
 }

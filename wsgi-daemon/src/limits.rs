@@ -1,0 +1,79 @@
+//! Resource limits and scheduling priority of a daemon process (`cpu-time-limit`,
+//! `memory-limit`, `virtual-memory-limit`, `cpu-priority`), applied in the child before
+//! Python starts, in mod_wsgi's order (priority first, rlimits after the identity switch).
+//!
+//! As in mod_wsgi, a limit that cannot be set is logged and the process goes on.
+
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+
+use crate::spec::ProcessSpec;
+
+/// `cpu-priority=`: `setpriority(PRIO_PROCESS, 0, n)`. Called while the process has one
+/// thread, so every thread created later inherits it (Linux nice values are per thread).
+pub fn apply_priority(group: &str, priority: i32) {
+    if priority == 0 {
+        return;
+    }
+    // SAFETY: setpriority takes plain integers and touches no memory of ours; `0` means the
+    // calling process (thread on Linux). Errors are reported through errno, read just below.
+    let rc =
+        unsafe { nix::libc::setpriority(nix::libc::PRIO_PROCESS, 0, priority as nix::libc::c_int) };
+    if rc == -1 {
+        tracing::error!(
+            %group,
+            "cannot set the CPU priority of the daemon process to {priority}: {} (only root may lower the nice value below 0)",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// `cpu-time-limit=` (`RLIMIT_CPU`), `memory-limit=` (`RLIMIT_DATA`) and
+/// `virtual-memory-limit=` (`RLIMIT_AS`).
+///
+/// The CPU limit's soft value sends SIGXCPU (a graceful restart); its hard value, where the
+/// kernel kills the process, leaves room for that restart: graceful-timeout plus
+/// shutdown-timeout plus a second of CPU time.
+pub fn apply_rlimits(spec: &ProcessSpec) {
+    if spec.cpu_time_limit > 0 {
+        let hard = spec.cpu_time_limit
+            + spec.graceful_timeout.as_secs()
+            + spec.shutdown_timeout.as_secs()
+            + 1;
+        set(
+            &spec.group,
+            Resource::RLIMIT_CPU,
+            "cpu-time-limit",
+            spec.cpu_time_limit,
+            hard,
+        );
+    }
+    if spec.memory_limit > 0 {
+        set(
+            &spec.group,
+            Resource::RLIMIT_DATA,
+            "memory-limit",
+            spec.memory_limit,
+            spec.memory_limit,
+        );
+    }
+    if spec.virtual_memory_limit > 0 {
+        set(
+            &spec.group,
+            Resource::RLIMIT_AS,
+            "virtual-memory-limit",
+            spec.virtual_memory_limit,
+            spec.virtual_memory_limit,
+        );
+    }
+}
+
+fn set(group: &str, resource: Resource, option: &str, soft: u64, hard: u64) {
+    // An unprivileged process cannot raise its hard limit: stay within the current one.
+    let (soft, hard) = match getrlimit(resource) {
+        Ok((_, current_hard)) => (soft.min(current_hard), hard.min(current_hard)),
+        Err(_) => (soft, hard),
+    };
+    if let Err(e) = setrlimit(resource, soft, hard) {
+        tracing::error!(%group, "cannot set {option}={soft} on the daemon process: {e}");
+    }
+}
