@@ -5,6 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -77,10 +78,65 @@ pub fn preamble(root: &Path, listen: &str) -> String {
 
 /// The preamble with another module line (Debian's mod_wsgi, to compare with).
 pub fn preamble_with(root: &Path, listen: &str, load_module: &str) -> String {
+    preamble_mpm(root, listen, load_module, Mpm::Event)
+}
+
+/// Apache's multi-processing modules, as Debian ships them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mpm {
+    /// Threaded children with an event loop for idle connections (Debian's default).
+    Event,
+    /// Threaded children, one thread per connection.
+    Worker,
+    /// Single-threaded children, one process per concurrent request.
+    Prefork,
+}
+
+impl Mpm {
+    /// The `LoadModule` line and the process/thread settings of this MPM.
+    fn config(self) -> &'static str {
+        match self {
+            // One child process, so per-process state (module globals, sub-interpreters) is
+            // observable.
+            Mpm::Event => {
+                "LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so
+StartServers 1
+ServerLimit 1
+ThreadsPerChild 16
+MaxRequestWorkers 16
+MinSpareThreads 1
+MaxSpareThreads 16
+"
+            }
+            Mpm::Worker => {
+                "LoadModule mpm_worker_module /usr/lib/apache2/modules/mod_mpm_worker.so
+StartServers 1
+ServerLimit 1
+ThreadsPerChild 16
+MaxRequestWorkers 16
+MinSpareThreads 1
+MaxSpareThreads 16
+"
+            }
+            // No threads: concurrency comes from processes, so allow a few.
+            Mpm::Prefork => {
+                "LoadModule mpm_prefork_module /usr/lib/apache2/modules/mod_mpm_prefork.so
+StartServers 2
+MinSpareServers 1
+MaxSpareServers 4
+ServerLimit 4
+MaxRequestWorkers 4
+"
+            }
+        }
+    }
+}
+
+/// The preamble for a chosen MPM.
+pub fn preamble_mpm(root: &Path, listen: &str, load_module: &str, mpm: Mpm) -> String {
     format!(
         "ServerRoot {root}
-LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so
-LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
+{mpm}LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
 {load_module}
 PidFile {root}/httpd.pid
 ErrorLog {root}/error.log
@@ -89,15 +145,9 @@ User www-data
 Group www-data
 Listen {listen}
 ServerName localhost
-# One child process, so per-process state (module globals, sub-interpreters) is observable.
-StartServers 1
-ServerLimit 1
-ThreadsPerChild 16
-MaxRequestWorkers 16
-MinSpareThreads 1
-MaxSpareThreads 16
 ",
         root = root.display(),
+        mpm = mpm.config(),
     )
 }
 
@@ -128,6 +178,17 @@ impl Apache {
 
     /// [`Apache::start`] with another module line.
     pub fn start_with_module(root: &Path, load_module: &str, site: &str) -> Apache {
+        Apache::start_full(root, Mpm::Event, load_module, site)
+    }
+
+    /// [`Apache::start`] under another MPM.
+    pub fn start_mpm(root: &Path, mpm: Mpm, site: &str) -> Apache {
+        let load = format!("LoadModule wsgi_rs_module {}", module().display());
+        Apache::start_full(root, mpm, &load, site)
+    }
+
+    /// [`Apache::start`] with every choice: the MPM and the module line.
+    pub fn start_full(root: &Path, mpm: Mpm, load_module: &str, site: &str) -> Apache {
         for _attempt in 0..3 {
             let port = free_port();
             let conf = root.join("httpd.conf");
@@ -135,14 +196,17 @@ impl Apache {
                 &conf,
                 format!(
                     "{}{site}",
-                    preamble_with(root, &format!("127.0.0.1:{port}"), load_module)
+                    preamble_mpm(root, &format!("127.0.0.1:{port}"), load_module, mpm)
                 ),
             )
             .unwrap();
             let _ = std::fs::remove_file(root.join("error.log"));
+            // A process group of its own: mpm_prefork's parent stops its children with
+            // killpg(getpgrp(), SIGTERM), which in ours would hit this test process too.
             let mut child = Command::new(apache2())
                 .args(["-DFOREGROUND", "-f"])
                 .arg(&conf)
+                .process_group(0)
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -218,6 +282,31 @@ impl Apache {
         out
     }
 
+    /// A request with `Connection: close`, `Host: localhost` unless `headers` has a Host, and
+    /// a Content-Length when there is a body: (status, headers text, body).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, String, Vec<u8>) {
+        let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            head.push_str("Host: localhost\r\n");
+        }
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if !body.is_empty() {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        head.push_str("\r\n");
+        let mut raw = head.into_bytes();
+        raw.extend_from_slice(body);
+        parse(&self.raw(&raw))
+    }
+
     /// GET `path` with `Connection: close`: (status, headers text, body).
     pub fn get(&self, path: &str) -> (u16, String, Vec<u8>) {
         let raw = self.raw(
@@ -283,4 +372,12 @@ pub fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
         out.extend_from_slice(&data[..size]);
         data = &data[size + 2..];
     }
+}
+
+/// The value of the response header `name` (case-insensitive) in a head from [`parse`].
+pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
 }
