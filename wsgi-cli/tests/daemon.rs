@@ -6,14 +6,14 @@
 //! daemon processes are checked by the pids the server reported, never signalled, except the
 //! one SIGKILL test that kills a daemon pid the server reported).
 
+mod util;
+
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use util::{DAEMON, Server, get_text};
 
 const APP: &str = r#"
 import os, time
@@ -56,18 +56,11 @@ fn user_option() -> &'static str {
 
 /// A world-readable scratch folder under /var/tmp.
 fn scratch() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("wsgi-daemon-serve-test-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
+    util::scratch_world_readable("wsgi-daemon-serve-test-")
 }
 
 fn write(path: &Path, text: &str) -> PathBuf {
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    path.to_path_buf()
+    util::write_world_readable(path, text)
 }
 
 fn sh(cmd: &mut Command) {
@@ -77,206 +70,6 @@ fn sh(cmd: &mut Command) {
         "{cmd:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// A running `wsgi serve`, stopped with SIGTERM when dropped (so it removes its daemon
-/// sockets), or killed by its own pid if it does not exit within 20 s.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    /// The banner lines before `listening on`.
-    banner: Vec<String>,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Server {
-    fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wsgi"))
-            .arg("serve")
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the wsgi binary starts");
-        let (tx, rx) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let err = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut banner = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(rest) = line.strip_prefix("listening on http://") {
-                        let addr = rest.trim_end_matches('/').parse().unwrap();
-                        return Server {
-                            child,
-                            addr,
-                            banner,
-                            stderr,
-                        };
-                    }
-                    banner.push(line);
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let status = child.wait().unwrap();
-                    std::thread::sleep(Duration::from_millis(100));
-                    panic!(
-                        "no banner from wsgi serve {args:?} ({status}); stdout so far {banner:?}; stderr:\n{}",
-                        stderr.lock().unwrap()
-                    );
-                }
-            }
-        }
-    }
-
-    /// The pids the banner gave for group `group`.
-    fn banner_pids(&self, group: &str) -> Vec<u32> {
-        let prefix = format!("daemon process group {group}: ");
-        let line = self
-            .banner
-            .iter()
-            .find(|l| l.starts_with(&prefix))
-            .unwrap_or_else(|| panic!("no line for {group} in {:?}", self.banner));
-        let pids = line.split("; pids: ").nth(1).unwrap();
-        pids.split(' ')
-            .map(|p| {
-                p.parse()
-                    .unwrap_or_else(|_| panic!("{p:?} is not a ready pid: {line}"))
-            })
-            .collect()
-    }
-
-    fn status_addr(&self) -> String {
-        let line = self
-            .banner
-            .iter()
-            .find(|l| l.starts_with("status on http://"))
-            .unwrap_or_else(|| panic!("no status line in {:?}", self.banner));
-        line.split("--status-addr ").nth(1).unwrap().to_string()
-    }
-
-    fn get(&self, path: &str) -> Response {
-        get(self.addr, path)
-    }
-
-    fn sigterm(&self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    }
-
-    fn sighup(&self) {
-        let ok = Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    }
-
-    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not exit within {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[derive(Debug)]
-struct Response {
-    status: u16,
-    body: String,
-}
-
-/// One request on a new connection (`Connection: close`); the body is read to the close.
-fn get(addr: SocketAddr, path: &str) -> Response {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no response head in {text:?}"));
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    let body = if chunked {
-        unchunk(body)
-    } else {
-        body.to_string()
-    };
-    Response { status, body }
-}
-
-fn unchunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || after.len() < n {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = after[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 fn alive(pid: u32) -> bool {
@@ -328,7 +121,7 @@ fn serve_processes(dir: &Path, extra: &[&str]) -> Server {
     }
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Server::start(&args)
+    Server::start_with(&DAEMON, &args)
 }
 
 #[test]
@@ -361,7 +154,7 @@ fn processes_2_threads_4_two_pids_answer_status_and_sigterm_leaves_nothing() {
     let addr = server.addr;
     let start = Instant::now();
     let handles: Vec<_> = (0..8)
-        .map(|_| std::thread::spawn(move || get(addr, "/sleep?0.6")))
+        .map(|_| std::thread::spawn(move || get_text(addr, "/sleep?0.6")))
         .collect();
     let mut answered = BTreeSet::new();
     for h in handles {
@@ -376,7 +169,7 @@ fn processes_2_threads_4_two_pids_answer_status_and_sigterm_leaves_nothing() {
         "the banner's two pids answered"
     );
     assert!(elapsed < Duration::from_millis(2500), "{elapsed:?}");
-    let who = server.get("/whoami").body;
+    let who = server.get_text("/whoami").body;
     let fields: Vec<&str> = who.split(' ').collect();
     assert_eq!(fields[1], daemon_uid().to_string(), "{who}");
     assert_eq!(fields[2], "wsgi-serve", "{who}");
@@ -440,13 +233,13 @@ fn a_crash_answers_502_and_the_next_requests_succeed() {
     let dir = scratch();
     let server = serve_processes(dir.path(), &["--processes", "1", "--threads", "2"]);
     let first = server.banner_pids("wsgi-serve")[0];
-    assert_eq!(server.get("/").body, first.to_string());
+    assert_eq!(server.get_text("/").body, first.to_string());
 
     // os._exit mid-request.
-    let r = server.get("/exit");
+    let r = server.get_text("/exit");
     assert_eq!(r.status, 502, "{r:?}");
     let crashed = Instant::now();
-    let r = server.get("/");
+    let r = server.get_text("/");
     assert_eq!(r.status, 200, "{r:?}");
     assert!(
         crashed.elapsed() < Duration::from_secs(2),
@@ -459,7 +252,7 @@ fn a_crash_answers_502_and_the_next_requests_succeed() {
 
     // SIGKILL of the daemon (a pid the server reported) in the middle of a request.
     let addr = server.addr;
-    let hanging = std::thread::spawn(move || get(addr, "/hang"));
+    let hanging = std::thread::spawn(move || get_text(addr, "/hang"));
     std::thread::sleep(Duration::from_millis(400));
     let ok = Command::new("kill")
         .args(["-KILL", &second.to_string()])
@@ -470,7 +263,7 @@ fn a_crash_answers_502_and_the_next_requests_succeed() {
     let r = hanging.join().unwrap();
     assert_eq!(r.status, 502, "{r:?}");
     let killed = Instant::now();
-    let r = server.get("/");
+    let r = server.get_text("/");
     assert_eq!(r.status, 200, "{r:?}");
     assert!(
         killed.elapsed() < Duration::from_secs(2),
@@ -499,21 +292,24 @@ fn a_full_group_answers_503_and_a_stuck_request_504_naming_the_group() {
             app.display()
         ),
     );
-    let server = Server::start(&[
-        "--config",
-        conf.to_str().unwrap(),
-        "--port",
-        "0",
-        "--log-level",
-        "info",
-    ]);
+    let server = Server::start_with(
+        &DAEMON,
+        &[
+            "--config",
+            conf.to_str().unwrap(),
+            "--port",
+            "0",
+            "--log-level",
+            "info",
+        ],
+    );
     assert_eq!(server.banner_pids("slow").len(), 1);
     // The only worker is busy for 2 s: the next request waits queue-timeout (1 s), then 503.
     let addr = server.addr;
-    let busy = std::thread::spawn(move || get(addr, "/sleep?2"));
+    let busy = std::thread::spawn(move || get_text(addr, "/sleep?2"));
     std::thread::sleep(Duration::from_millis(300));
     let start = Instant::now();
-    let r = server.get("/");
+    let r = server.get_text("/");
     assert_eq!(r.status, 503, "{r:?}");
     let waited = start.elapsed();
     assert!(
@@ -522,9 +318,9 @@ fn a_full_group_answers_503_and_a_stuck_request_504_naming_the_group() {
     );
     assert_eq!(busy.join().unwrap().status, 200);
     // A stuck request: 504 at about request-timeout, then a fresh process answers.
-    let before = server.get("/").body;
+    let before = server.get_text("/").body;
     let start = Instant::now();
-    let r = server.get("/hang");
+    let r = server.get_text("/hang");
     let took = start.elapsed();
     assert_eq!(r.status, 504, "{r:?}");
     assert!(
@@ -532,7 +328,7 @@ fn a_full_group_answers_503_and_a_stuck_request_504_naming_the_group() {
         "{took:?}"
     );
     assert!(eventually(Duration::from_secs(5), || {
-        let r = server.get("/");
+        let r = server.get_text("/");
         r.status == 200 && r.body != before
     }));
     let log = server.stderr();
@@ -628,14 +424,17 @@ fn multi_app_daemon_group_with_a_venv_per_app() {
             d.display()
         ),
     );
-    let server = Server::start(&[
-        "--config",
-        conf.to_str().unwrap(),
-        "--port",
-        "0",
-        "--log-level",
-        "info",
-    ]);
+    let server = Server::start_with(
+        &DAEMON,
+        &[
+            "--config",
+            conf.to_str().unwrap(),
+            "--port",
+            "0",
+            "--log-level",
+            "info",
+        ],
+    );
     let pid = server.banner_pids("myapps")[0];
     assert!(
         server
@@ -646,7 +445,7 @@ fn multi_app_daemon_group_with_a_venv_per_app() {
         server.banner
     );
     let parse = |path: &str| {
-        let r = server.get(path);
+        let r = server.get_text(path);
         assert_eq!(r.status, 200, "{path}: {r:?}\n{}", server.stderr());
         r.body
             .split('\n')
@@ -689,25 +488,32 @@ fn sighup_restarts_daemon_groups_only_when_their_sections_change() {
         )
     };
     let conf = write(&dir.path().join("site.conf"), &conf_text(1));
-    let mut server = Server::start(&[
-        "--config",
-        conf.to_str().unwrap(),
-        "--port",
-        "0",
-        "--log-level",
-        "info",
-        "--status-addr",
-        "127.0.0.1:0",
-    ]);
+    let mut server = Server::start_with(
+        &DAEMON,
+        &[
+            "--config",
+            conf.to_str().unwrap(),
+            "--port",
+            "0",
+            "--log-level",
+            "info",
+            "--status-addr",
+            "127.0.0.1:0",
+        ],
+    );
     let first = server.banner_pids("site");
     let status_addr = server.status_addr();
     // Unchanged daemon sections (a comment added): the same process keeps serving.
     write(&conf, &format!("# reloaded\n{}", conf_text(1)));
     server.sighup();
-    assert!(eventually(Duration::from_secs(10), || server
-        .stderr()
-        .contains("daemon process groups unchanged, kept running")));
-    assert_eq!(server.get("/").body, first[0].to_string());
+    assert!(
+        eventually(Duration::from_secs(10), || server
+            .stderr()
+            .contains("daemon process groups unchanged, kept running")),
+        "{}",
+        server.stderr()
+    );
+    assert_eq!(server.get_text("/").body, first[0].to_string());
     // processes=2: a new set starts, requests move to it, the old process stops.
     write(&conf, &conf_text(2));
     server.sighup();
@@ -723,7 +529,7 @@ fn sighup_restarts_daemon_groups_only_when_their_sections_change() {
     assert!(table.starts_with("group site: 2 process(es)"), "{table}");
     let mut answered = BTreeSet::new();
     for _ in 0..20 {
-        let r = server.get("/sleep?0.05");
+        let r = server.get_text("/sleep?0.05");
         assert_eq!(r.status, 200, "{r:?}");
         answered.insert(r.body);
     }

@@ -4,12 +4,12 @@
 //! pages over real HTTP/1.1. Every wait is bounded; only the children these tests start are
 //! killed (by their own pid).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+mod util;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant};
+use std::process::Command;
+
+use util::{FRAMEWORKS, Server};
 
 /// Where `scripts/setup-test-env.sh` puts the venv with Flask and Django.
 const FRAMEWORKS_VENV: &str = "/var/tmp/wsgi-rs-test/frameworks";
@@ -48,207 +48,6 @@ fn example(name: &str) -> PathBuf {
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// A running `wsgi serve`, killed (by its own pid) when dropped.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Server {
-    fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wsgi"))
-            .arg("serve")
-            .args(args)
-            .args(["--port", "0", "--log-level", "warn"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the wsgi binary starts");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        let (tx, rx) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut banner = String::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    banner.push_str(&line);
-                    banner.push('\n');
-                    if let Some(rest) = line.strip_prefix("listening on http://") {
-                        let addr = rest.trim_end_matches('/').parse().unwrap();
-                        // Keep draining stdout so the server never blocks on a full pipe.
-                        std::thread::spawn(move || while rx.recv().is_ok() {});
-                        return Server {
-                            child,
-                            addr,
-                            stderr,
-                        };
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let status = child.wait().unwrap();
-                    std::thread::sleep(Duration::from_millis(100));
-                    panic!(
-                        "no banner from wsgi serve {args:?} ({status}); stdout:\n{banner}stderr:\n{}",
-                        stderr.lock().unwrap()
-                    );
-                }
-            }
-        }
-    }
-
-    /// One request on a new connection (`Connection: close`), the whole response read.
-    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
-        let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
-        if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
-            head.push_str(&format!("Host: {}\r\n", self.addr));
-        }
-        for (name, value) in headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        if !body.is_empty() || method == "POST" {
-            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        head.push_str("\r\n");
-        let mut s = TcpStream::connect(self.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        s.write_all(head.as_bytes()).unwrap();
-        s.write_all(body).unwrap();
-        let mut raw = Vec::new();
-        let mut buf = [0u8; 65536];
-        loop {
-            match s.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => raw.extend_from_slice(&buf[..n]),
-                Err(e) => panic!(
-                    "reading the response to {method} {path}: {e}; server stderr:\n{}",
-                    self.stderr()
-                ),
-            }
-        }
-        Response::parse(&raw)
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}; server stderr:\n{}", self.stderr()))
-    }
-
-    fn get(&self, path: &str) -> Response {
-        self.request("GET", path, &[], b"")
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[derive(Debug)]
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn parse(raw: &[u8]) -> Result<Response, String> {
-        let end = find(raw, b"\r\n\r\n").ok_or_else(|| {
-            format!(
-                "no end of headers in {:?}",
-                String::from_utf8_lossy(&raw[..raw.len().min(2000)])
-            )
-        })?;
-        let head = String::from_utf8_lossy(&raw[..end]).to_string();
-        let mut lines = head.split("\r\n");
-        let status = lines
-            .next()
-            .and_then(|l| l.split(' ').nth(1))
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("bad status line in {head:?}"))?;
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        let mut rest = &raw[end + 4..];
-        let chunked = headers
-            .iter()
-            .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-        let mut body = Vec::new();
-        if chunked {
-            loop {
-                let line_end = find(rest, b"\r\n").ok_or("a chunk size line is cut short")?;
-                let size_text = String::from_utf8_lossy(&rest[..line_end]).to_string();
-                let size = usize::from_str_radix(size_text.trim(), 16)
-                    .map_err(|_| format!("bad chunk size {size_text:?}"))?;
-                rest = &rest[line_end + 2..];
-                if size == 0 {
-                    break;
-                }
-                if rest.len() < size + 2 {
-                    return Err("a chunk is cut short".into());
-                }
-                body.extend_from_slice(&rest[..size]);
-                rest = &rest[size + 2..];
-            }
-        } else if let Some((_, len)) = headers.iter().find(|(n, _)| n == "content-length") {
-            let len: usize = len
-                .parse()
-                .map_err(|_| format!("bad Content-Length {len}"))?;
-            if rest.len() < len {
-                return Err(format!("body cut short: {} of {len} bytes", rest.len()));
-            }
-            body = rest[..len].to_vec();
-        } else {
-            body = rest.to_vec();
-        }
-        Ok(Response {
-            status,
-            headers,
-            body,
-        })
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).to_string()
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
 /// Asserts that `text` contains every one of `parts`, showing the text when it does not.
 #[track_caller]
 fn assert_contains(what: &str, text: &str, parts: &[&str]) {
@@ -259,7 +58,7 @@ fn assert_contains(what: &str, text: &str, parts: &[&str]) {
 
 /// The Flask example's pages, with `prefix` its mount ("" at the root).
 fn check_flask(server: &Server, prefix: &str, home: &Path, group: &str) {
-    let r = server.get(&format!("{prefix}/"));
+    let r = server.get_strict(&format!("{prefix}/"));
     assert_eq!(r.status, 200, "{}\n{}", r.text(), server.stderr());
     assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
     assert_contains(
@@ -273,7 +72,7 @@ fn check_flask(server: &Server, prefix: &str, home: &Path, group: &str) {
         ],
     );
 
-    let r = server.get(&format!("{prefix}/hello/wsgi-rs"));
+    let r = server.get_strict(&format!("{prefix}/hello/wsgi-rs"));
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
     assert_eq!(r.text(), "Hello, wsgi-rs!\n");
@@ -303,7 +102,7 @@ fn check_flask(server: &Server, prefix: &str, home: &Path, group: &str) {
     );
     assert_eq!(r.status, 400);
     assert_contains("Flask 400", &r.text(), &["the form needs a name"]);
-    let r = server.get(&format!("{prefix}/greet"));
+    let r = server.get_strict(&format!("{prefix}/greet"));
     assert_eq!(r.status, 405);
     // Flask lists the methods from a set: their order changes from run to run.
     let mut allow: Vec<&str> = r.header("allow").unwrap_or("").split(", ").collect();
@@ -311,7 +110,7 @@ fn check_flask(server: &Server, prefix: &str, home: &Path, group: &str) {
     assert_eq!(allow, ["OPTIONS", "POST"]);
 
     // JSON out: what Python, venv, mount and application group the app runs in.
-    let r = server.get(&format!("{prefix}/api/info"));
+    let r = server.get_strict(&format!("{prefix}/api/info"));
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("application/json"));
     let text = r.text();
@@ -356,14 +155,14 @@ fn check_flask(server: &Server, prefix: &str, home: &Path, group: &str) {
     assert_eq!(r.status, 415);
 
     // A path the app does not route: Flask's own 404 page (not the server's).
-    let r = server.get(&format!("{prefix}/no/such/page"));
+    let r = server.get_strict(&format!("{prefix}/no/such/page"));
     assert_eq!(r.status, 404);
     assert_contains("Flask 404", &r.text(), &["<h1>Not Found</h1>"]);
 }
 
 /// The Django example's pages, with `prefix` its mount ("" at the root).
 fn check_django(server: &Server, prefix: &str, group: &str) {
-    let r = server.get(&format!("{prefix}/"));
+    let r = server.get_strict(&format!("{prefix}/"));
     assert_eq!(r.status, 200, "{}\n{}", r.text(), server.stderr());
     assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
     // Middleware ran (clickjacking protection) and reverse() knows the mount (SCRIPT_NAME).
@@ -382,7 +181,7 @@ fn check_django(server: &Server, prefix: &str, group: &str) {
     );
 
     // Django's production 404 page (DEBUG is off).
-    let r = server.get(&format!("{prefix}/no/such/page/"));
+    let r = server.get_strict(&format!("{prefix}/no/such/page/"));
     assert_eq!(r.status, 404);
     assert_contains(
         "Django 404",
@@ -405,11 +204,14 @@ fn check_django(server: &Server, prefix: &str, group: &str) {
 fn flask_example_serves_its_pages() {
     let home = frameworks_home();
     let app = example("flask");
-    let server = Server::start(&[
-        app.to_str().unwrap(),
-        "--python-home",
-        home.to_str().unwrap(),
-    ]);
+    let server = Server::start_with(
+        &FRAMEWORKS,
+        &[
+            app.to_str().unwrap(),
+            "--python-home",
+            home.to_str().unwrap(),
+        ],
+    );
     // `wsgi serve app.wsgi` runs in the main interpreter (%{GLOBAL}: the group name is "").
     check_flask(&server, "", &home, "");
 }
@@ -418,11 +220,14 @@ fn flask_example_serves_its_pages() {
 fn django_example_serves_its_pages() {
     let home = frameworks_home();
     let app = example("django");
-    let server = Server::start(&[
-        app.to_str().unwrap(),
-        "--python-home",
-        home.to_str().unwrap(),
-    ]);
+    let server = Server::start_with(
+        &FRAMEWORKS,
+        &[
+            app.to_str().unwrap(),
+            "--python-home",
+            home.to_str().unwrap(),
+        ],
+    );
     check_django(&server, "", "(none)");
 }
 
@@ -468,13 +273,16 @@ fn flask_and_django_side_by_side_in_two_sub_interpreters() {
         ),
     )
     .unwrap();
-    let server = Server::start(&["--config", conf.to_str().unwrap()]);
+    let server = Server::start_with(&FRAMEWORKS, &["--config", conf.to_str().unwrap()]);
     check_flask(&server, "/flask", &home, "flask-group");
     check_django(&server, "/django", "django-group");
     // Interleaved again after both are loaded: each keeps answering from its own interpreter.
     for _ in 0..3 {
-        assert_eq!(server.get("/flask/hello/again").text(), "Hello, again!\n");
-        let r = server.get("/django/");
+        assert_eq!(
+            server.get_strict("/flask/hello/again").text(),
+            "Hello, again!\n"
+        );
+        let r = server.get_strict("/django/");
         assert_eq!(r.status, 200);
         assert_contains(
             "Django again",
@@ -484,13 +292,13 @@ fn flask_and_django_side_by_side_in_two_sub_interpreters() {
     }
     // Two interpreters: each has loaded its own framework and not the other one.
     assert_eq!(
-        server.get("/probe-flask").text(),
+        server.get_strict("/probe-flask").text(),
         "group=flask-group flask=True django=False"
     );
     assert_eq!(
-        server.get("/probe-django").text(),
+        server.get_strict("/probe-django").text(),
         "group=django-group flask=False django=True"
     );
     // Outside both mounts: the server's own 404.
-    assert_eq!(server.get("/elsewhere").status, 404);
+    assert_eq!(server.get_strict("/elsewhere").status, 404);
 }

@@ -2,12 +2,15 @@
 //! banner), spoken to over real TCP sockets, with raw bytes where the request is malformed.
 //! Every wait is bounded; only the child this test started is signalled or killed.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod util;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use util::{Response, Server, find, read_to_close, write};
 
 /// The test app: one script, behaviours chosen by PATH_INFO.
 const APP: &str = r#"
@@ -68,248 +71,7 @@ def application(environ, start_response):
 
 /// A scratch folder the server (running as us) can read.
 fn scratch() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("wsgi-serve-test-")
-        .tempdir_in("/var/tmp")
-        .unwrap()
-}
-
-fn write(path: &Path, text: &str) -> PathBuf {
-    std::fs::write(path, text).unwrap();
-    path.to_path_buf()
-}
-
-/// A running `wsgi serve`, killed (by its own pid) when dropped.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    /// Lines the server printed after its banner (the access log with `--access-log -`).
-    stdout: mpsc::Receiver<String>,
-    stderr: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl Server {
-    fn start(args: &[&str]) -> Server {
-        Self::try_start(args).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    fn try_start(args: &[&str]) -> Result<Server, String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wsgi"))
-            .arg("serve")
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the wsgi binary starts");
-        let (tx, rx) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let err = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(rest) = line.strip_prefix("listening on http://") {
-                        let addr = rest.trim_end_matches('/').parse().unwrap();
-                        return Ok(Server {
-                            child,
-                            addr,
-                            stdout: rx,
-                            stderr,
-                        });
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let status = child.wait().unwrap();
-                    std::thread::sleep(Duration::from_millis(100));
-                    return Err(format!(
-                        "no banner from wsgi serve {args:?} ({status}); stderr:\n{}",
-                        stderr.lock().unwrap()
-                    ));
-                }
-            }
-        }
-    }
-
-    fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(self.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        s
-    }
-
-    /// Sends raw bytes on a new connection and reads until the server closes it.
-    fn raw(&self, request: &[u8]) -> Vec<u8> {
-        let mut s = self.connect();
-        s.write_all(request).unwrap();
-        read_to_close(&mut s)
-    }
-
-    fn get(&self, path: &str) -> Response {
-        let raw = self.raw(
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        );
-        Response::parse(&raw)
-    }
-
-    fn sigterm(&self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    }
-
-    /// Waits for the process to exit, at most `limit`.
-    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not exit within {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 65536];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
-            Err(e) => panic!("reading the response: {e}"),
-        }
-    }
-    out
-}
-
-/// One parsed response (the test's own minimal reading of HTTP/1.1, chunked included).
-#[derive(Debug)]
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    /// Bytes after this response (pipelined ones).
-    rest: Vec<u8>,
-    /// A chunked body ended with its terminating chunk.
-    complete: bool,
-}
-
-impl Response {
-    fn parse(raw: &[u8]) -> Response {
-        Self::parse_for(raw, false)
-    }
-
-    fn parse_for(raw: &[u8], head_request: bool) -> Response {
-        let end = find(raw, b"\r\n\r\n")
-            .unwrap_or_else(|| panic!("no end of headers in {:?}", String::from_utf8_lossy(raw)));
-        let head = String::from_utf8_lossy(&raw[..end]).to_string();
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap();
-        let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        let mut rest = &raw[end + 4..];
-        let header = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
-        let mut body = Vec::new();
-        let mut complete = true;
-        if head_request || status == 304 || status == 100 {
-        } else if header("transfer-encoding").as_deref() == Some("chunked") {
-            complete = false;
-            while let Some(line_end) = find(rest, b"\r\n") {
-                let size_text = String::from_utf8_lossy(&rest[..line_end]).to_string();
-                let Ok(size) = usize::from_str_radix(size_text.trim(), 16) else {
-                    break;
-                };
-                rest = &rest[line_end + 2..];
-                if size == 0 {
-                    if rest.starts_with(b"\r\n") {
-                        rest = &rest[2..];
-                        complete = true;
-                    }
-                    break;
-                }
-                if rest.len() < size + 2 {
-                    body.extend_from_slice(&rest[..size.min(rest.len())]);
-                    rest = &[];
-                    break;
-                }
-                body.extend_from_slice(&rest[..size]);
-                rest = &rest[size + 2..];
-            }
-        } else if let Some(len) = header("content-length") {
-            let len: usize = len.parse().unwrap();
-            let take = len.min(rest.len());
-            body = rest[..take].to_vec();
-            complete = take == len;
-            rest = &rest[take..];
-        } else {
-            body = rest.to_vec();
-            rest = &[];
-        }
-        Response {
-            status,
-            headers,
-            body,
-            rest: rest.to_vec(),
-            complete,
-        }
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).to_string()
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    util::scratch("wsgi-serve-test-")
 }
 
 /// The app written to a scratch folder, served with extra flags.
@@ -526,11 +288,15 @@ fn failure_mid_body_aborts_the_connection() {
     let server = serve_app(dir.path(), &[]);
     let raw = server.raw(b"GET /fail-mid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     // The connection is reset. Depending on when hyper last flushed, the client saw the head
-    // and "part one" then no final chunk, or nothing at all: never a clean end.
+    // and part of the body then no final chunk, or nothing at all: never a clean end.
     if !raw.is_empty() {
         let r = Response::parse(&raw);
         assert_eq!(r.status, 200);
-        assert!(r.text().starts_with("part one"), "{}", r.text());
+        let text = r.text();
+        assert!(
+            "part one".starts_with(text.as_str()) || text.starts_with("part one"),
+            "{text}"
+        );
         assert!(
             !r.complete,
             "a failed body was ended cleanly: {}",

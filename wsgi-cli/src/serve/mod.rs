@@ -418,6 +418,16 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
             );
         }
     }
+    let io_threads = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(io_threads)
+        .thread_name("wsgi-io")
+        .enable_all()
+        .build()
+        .map_err(ServeError::Threads)?;
+    // The signal handlers go in before the banner: whoever reads the banner may signal at once
+    // (SIGHUP's default action would end the server).
+    let stop_signals = tokio.block_on(async { StopSignals::install() });
     let actual: Vec<SocketAddr> = sockets.iter().map(|(_, a, _)| *a).collect();
     print!(
         "{}",
@@ -443,13 +453,6 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
             max_headers: args.max_headers,
         },
     });
-    let io_threads = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(io_threads)
-        .thread_name("wsgi-io")
-        .enable_all()
-        .build()
-        .map_err(ServeError::Threads)?;
     let watch_roots = args
         .reload_on_changes
         .then(|| reload::SourceWatch::roots(&front.site.read()));
@@ -473,6 +476,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
             tokio::spawn(watch_sources(roots, restart.clone(), stop_tx.clone()));
         }
         let signals = tokio::spawn(signal_loop(
+            stop_signals,
             front.clone(),
             args.clone(),
             aliases,
@@ -597,21 +601,41 @@ fn retire(front: Arc<Front>, old: Arc<DaemonSet>, graceful: Duration) {
     });
 }
 
+/// The server's signal streams, installed before the banner is printed.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Installs the handlers (inside the runtime); None when the system refuses.
+    fn install() -> Option<StopSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Some(StopSignals {
+            term: signal(SignalKind::terminate()).ok()?,
+            int: signal(SignalKind::interrupt()).ok()?,
+            hup: signal(SignalKind::hangup()).ok()?,
+        })
+    }
+}
+
 /// SIGTERM/SIGINT: stop. SIGHUP: reload the site (configuration, mounts, static folders,
 /// and the daemon process groups when their sections changed).
 async fn signal_loop(
+    signals: Option<StopSignals>,
     front: Arc<Front>,
     args: ServeArgs,
     aliases: Vec<UrlAlias>,
     stop: tokio::sync::watch::Sender<bool>,
     graceful: Duration,
 ) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
+    let Some(StopSignals {
+        mut term,
+        mut int,
+        mut hup,
+    }) = signals
+    else {
         tracing::error!("cannot install signal handlers: stop the server with SIGKILL");
         return;
     };

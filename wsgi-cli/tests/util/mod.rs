@@ -1,0 +1,536 @@
+//! Helpers shared by the `wsgi serve` integration tests (`serve.rs`, `daemon.rs`,
+//! `frameworks.rs`): the real `wsgi` binary started with a port it picks (read from its
+//! banner), requests over real TCP sockets, and a minimal HTTP/1.1 response reader.
+//! Every wait is bounded; only the child a test started is signalled or killed.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+/// A scratch folder under /var/tmp the server (running as us) can read.
+pub fn scratch(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/var/tmp")
+        .unwrap()
+}
+
+/// A world-readable (0755) scratch folder under /var/tmp.
+pub fn scratch_world_readable(prefix: &str) -> tempfile::TempDir {
+    let dir = scratch(prefix);
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+pub fn write(path: &Path, text: &str) -> PathBuf {
+    std::fs::write(path, text).unwrap();
+    path.to_path_buf()
+}
+
+/// `write`, then the file made world-readable (0644).
+pub fn write_world_readable(path: &Path, text: &str) -> PathBuf {
+    write(path, text);
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    path.to_path_buf()
+}
+
+/// How a test file starts its server.
+pub struct Launch {
+    /// Arguments added after the test's own.
+    pub extra_args: &'static [&'static str],
+    /// stdin from /dev/null instead of inherited.
+    pub null_stdin: bool,
+    /// How long to wait for the `listening on` banner line.
+    pub banner_timeout: Duration,
+    /// On drop, SIGTERM first (so the server removes its daemon sockets) and wait up to
+    /// 20 s, then kill; otherwise kill straight away.
+    pub term_on_drop: bool,
+}
+
+/// `serve.rs`: 30 s for the banner, killed when dropped.
+pub const PLAIN: Launch = Launch {
+    extra_args: &[],
+    null_stdin: false,
+    banner_timeout: Duration::from_secs(30),
+    term_on_drop: false,
+};
+
+/// `daemon.rs`: 60 s for the banner, SIGTERM then kill when dropped.
+pub const DAEMON: Launch = Launch {
+    extra_args: &[],
+    null_stdin: false,
+    banner_timeout: Duration::from_secs(60),
+    term_on_drop: true,
+};
+
+/// `frameworks.rs`: port 0 and warn level added, stdin null, 60 s for the banner, killed
+/// when dropped.
+pub const FRAMEWORKS: Launch = Launch {
+    extra_args: &["--port", "0", "--log-level", "warn"],
+    null_stdin: true,
+    banner_timeout: Duration::from_secs(60),
+    term_on_drop: false,
+};
+
+/// A running `wsgi serve`, stopped (by its own pid) when dropped.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    /// The banner lines before `listening on`.
+    pub banner: Vec<String>,
+    /// Lines the server printed after its banner (the access log with `--access-log -`).
+    /// Read on a thread into this unbounded channel, so the server never blocks on a full pipe.
+    pub stdout: mpsc::Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+    term_on_drop: bool,
+}
+
+impl Server {
+    /// `wsgi serve ARGS` started as `serve.rs` does ([`PLAIN`]).
+    pub fn start(args: &[&str]) -> Server {
+        Self::start_with(&PLAIN, args)
+    }
+
+    pub fn start_with(launch: &Launch, args: &[&str]) -> Server {
+        Self::try_start_with(launch, args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn try_start_with(launch: &Launch, args: &[&str]) -> Result<Server, String> {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsgi"));
+        cmd.arg("serve").args(args).args(launch.extra_args);
+        if launch.null_stdin {
+            cmd.stdin(Stdio::null());
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the wsgi binary starts");
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let err = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let deadline = Instant::now() + launch.banner_timeout;
+        let mut banner = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("listening on http://") {
+                        let addr = rest.trim_end_matches('/').parse().unwrap();
+                        return Ok(Server {
+                            child,
+                            addr,
+                            banner,
+                            stdout: rx,
+                            stderr,
+                            term_on_drop: launch.term_on_drop,
+                        });
+                    }
+                    banner.push(line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let status = child.wait().unwrap();
+                    std::thread::sleep(Duration::from_millis(100));
+                    return Err(format!(
+                        "no banner from wsgi serve {args:?} ({status}); stdout so far {banner:?}; stderr:\n{}",
+                        stderr.lock().unwrap()
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The pids the banner gave for group `group`.
+    pub fn banner_pids(&self, group: &str) -> Vec<u32> {
+        let prefix = format!("daemon process group {group}: ");
+        let line = self
+            .banner
+            .iter()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no line for {group} in {:?}", self.banner));
+        let pids = line.split("; pids: ").nth(1).unwrap();
+        pids.split(' ')
+            .map(|p| {
+                p.parse()
+                    .unwrap_or_else(|_| panic!("{p:?} is not a ready pid: {line}"))
+            })
+            .collect()
+    }
+
+    /// The `--status-addr` the banner's status line gave.
+    pub fn status_addr(&self) -> String {
+        let line = self
+            .banner
+            .iter()
+            .find(|l| l.starts_with("status on http://"))
+            .unwrap_or_else(|| panic!("no status line in {:?}", self.banner));
+        line.split("--status-addr ").nth(1).unwrap().to_string()
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s
+    }
+
+    /// Sends raw bytes on a new connection and reads until the server closes it.
+    pub fn raw(&self, request: &[u8]) -> Vec<u8> {
+        let mut s = self.connect();
+        s.write_all(request).unwrap();
+        read_to_close(&mut s)
+    }
+
+    /// GET on a new connection (`Connection: close`), read to the close, parsed leniently.
+    pub fn get(&self, path: &str) -> Response {
+        let raw = self.raw(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
+        Response::parse(&raw)
+    }
+
+    /// [`get_text`] to this server.
+    pub fn get_text(&self, path: &str) -> TextResponse {
+        get_text(self.addr, path)
+    }
+
+    /// One request on a new connection (`Connection: close`), the whole response read and
+    /// parsed strictly (a cut-short response fails, showing the server's stderr).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+        if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+            head.push_str(&format!("Host: {}\r\n", self.addr));
+        }
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if !body.is_empty() || method == "POST" {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        head.push_str("\r\n");
+        let mut s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 65536];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+                Err(e) => panic!(
+                    "reading the response to {method} {path}: {e}; server stderr:\n{}",
+                    self.stderr()
+                ),
+            }
+        }
+        Response::try_parse(&raw)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}; server stderr:\n{}", self.stderr()))
+    }
+
+    /// [`Server::request`] with GET, no headers and no body.
+    pub fn get_strict(&self, path: &str) -> Response {
+        self.request("GET", path, &[], b"")
+    }
+
+    fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    pub fn sigterm(&self) {
+        self.signal("-TERM");
+    }
+
+    pub fn sighup(&self) {
+        self.signal("-HUP");
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.term_on_drop
+            && let Ok(None) = self.child.try_wait()
+        {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("reading the response: {e}"),
+        }
+    }
+    out
+}
+
+/// One parsed response (the test's own minimal reading of HTTP/1.1, chunked included).
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// Bytes after this response (pipelined ones).
+    pub rest: Vec<u8>,
+    /// A chunked body ended with its terminating chunk.
+    pub complete: bool,
+}
+
+impl Response {
+    /// Lenient: a cut-short body is kept and marked incomplete.
+    pub fn parse(raw: &[u8]) -> Response {
+        Self::parse_for(raw, false)
+    }
+
+    pub fn parse_for(raw: &[u8], head_request: bool) -> Response {
+        let end = find(raw, b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("no end of headers in {:?}", String::from_utf8_lossy(raw)));
+        let head = String::from_utf8_lossy(&raw[..end]).to_string();
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap();
+        let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let mut rest = &raw[end + 4..];
+        let header = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let mut body = Vec::new();
+        let mut complete = true;
+        if head_request || status == 304 || status == 100 {
+        } else if header("transfer-encoding").as_deref() == Some("chunked") {
+            complete = false;
+            while let Some(line_end) = find(rest, b"\r\n") {
+                let size_text = String::from_utf8_lossy(&rest[..line_end]).to_string();
+                let Ok(size) = usize::from_str_radix(size_text.trim(), 16) else {
+                    break;
+                };
+                rest = &rest[line_end + 2..];
+                if size == 0 {
+                    if rest.starts_with(b"\r\n") {
+                        rest = &rest[2..];
+                        complete = true;
+                    }
+                    break;
+                }
+                if rest.len() < size + 2 {
+                    body.extend_from_slice(&rest[..size.min(rest.len())]);
+                    rest = &[];
+                    break;
+                }
+                body.extend_from_slice(&rest[..size]);
+                rest = &rest[size + 2..];
+            }
+        } else if let Some(len) = header("content-length") {
+            let len: usize = len.parse().unwrap();
+            let take = len.min(rest.len());
+            body = rest[..take].to_vec();
+            complete = take == len;
+            rest = &rest[take..];
+        } else {
+            body = rest.to_vec();
+            rest = &[];
+        }
+        Response {
+            status,
+            headers,
+            body,
+            rest: rest.to_vec(),
+            complete,
+        }
+    }
+
+    /// Strict: a bad status line, chunk or Content-Length, or a cut-short body, is an error.
+    pub fn try_parse(raw: &[u8]) -> Result<Response, String> {
+        let end = find(raw, b"\r\n\r\n").ok_or_else(|| {
+            format!(
+                "no end of headers in {:?}",
+                String::from_utf8_lossy(&raw[..raw.len().min(2000)])
+            )
+        })?;
+        let head = String::from_utf8_lossy(&raw[..end]).to_string();
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("bad status line in {head:?}"))?;
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let mut rest = &raw[end + 4..];
+        let chunked = headers
+            .iter()
+            .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+        let mut body = Vec::new();
+        if chunked {
+            loop {
+                let line_end = find(rest, b"\r\n").ok_or("a chunk size line is cut short")?;
+                let size_text = String::from_utf8_lossy(&rest[..line_end]).to_string();
+                let size = usize::from_str_radix(size_text.trim(), 16)
+                    .map_err(|_| format!("bad chunk size {size_text:?}"))?;
+                rest = &rest[line_end + 2..];
+                if size == 0 {
+                    break;
+                }
+                if rest.len() < size + 2 {
+                    return Err("a chunk is cut short".into());
+                }
+                body.extend_from_slice(&rest[..size]);
+                rest = &rest[size + 2..];
+            }
+        } else if let Some((_, len)) = headers.iter().find(|(n, _)| n == "content-length") {
+            let len: usize = len
+                .parse()
+                .map_err(|_| format!("bad Content-Length {len}"))?;
+            if rest.len() < len {
+                return Err(format!("body cut short: {} of {len} bytes", rest.len()));
+            }
+            body = rest[..len].to_vec();
+            rest = &rest[len..];
+        } else {
+            body = rest.to_vec();
+            rest = &[];
+        }
+        Ok(Response {
+            status,
+            headers,
+            body,
+            rest: rest.to_vec(),
+            complete: true,
+        })
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).to_string()
+    }
+}
+
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A response read as text: the status and the body (unchunked), everything after the head.
+#[derive(Debug)]
+pub struct TextResponse {
+    pub status: u16,
+    pub body: String,
+}
+
+/// One GET on a new connection (`Connection: close`); the body is read to the close, read
+/// errors ending the read (a daemon that dies mid-response).
+pub fn get_text(addr: SocketAddr, path: &str) -> TextResponse {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head in {text:?}"));
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        unchunk(body)
+    } else {
+        body.to_string()
+    };
+    TextResponse { status, body }
+}
+
+fn unchunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
