@@ -49,6 +49,23 @@ pub(crate) const KEYS: &[&str] = &[
     "HTTP_CACHE_CONTROL",
     "HTTP_X_FORWARDED_FOR",
     "HTTP_AUTHORIZATION",
+    "HTTP_UPGRADE_INSECURE_REQUESTS",
+    "HTTP_SEC_FETCH_DEST",
+    "HTTP_SEC_FETCH_MODE",
+    "HTTP_SEC_FETCH_SITE",
+    "HTTP_SEC_FETCH_USER",
+    "HTTP_SEC_CH_UA",
+    "HTTP_SEC_CH_UA_MOBILE",
+    "HTTP_SEC_CH_UA_PLATFORM",
+    "HTTP_ORIGIN",
+    "HTTP_PRAGMA",
+    "HTTP_DNT",
+    "HTTP_IF_NONE_MATCH",
+    "HTTP_IF_MODIFIED_SINCE",
+    "HTTP_X_FORWARDED_PROTO",
+    "HTTP_X_FORWARDED_HOST",
+    "HTTP_X_REAL_IP",
+    "HTTP_X_REQUESTED_WITH",
 ];
 
 /// Indices into [`KEYS`] for the keys the ffi layer sets itself.
@@ -75,28 +92,116 @@ pub const MOD_WSGI_VERSION: (u8, u8, u8) = (6, 0, 0);
 /// `SERVER_SOFTWARE`.
 const SERVER_SOFTWARE: &str = concat!("wsgi-rs/", env!("CARGO_PKG_VERSION"));
 
-/// An environ key: one of [`KEYS`] or a computed name (an uncommon `HTTP_*`, an extra).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Key {
-    Known(usize),
-    Other(String),
+/// Constant values the ffi layer keeps as one `str` per interpreter (all ASCII, so decoding
+/// them as latin-1 or UTF-8 gives the same text). The index is the value's identity.
+pub(crate) const VALUES: &[&str] = &[
+    "http",
+    "https",
+    "on",
+    SERVER_SOFTWARE,
+    "0",
+    "1",
+    "application",
+    "",
+    "GET",
+    "POST",
+    "HEAD",
+    "HTTP/1.1",
+    "HTTP/1.0",
+];
+
+/// Indices into [`VALUES`].
+pub(crate) mod v {
+    pub const HTTP: usize = 0;
+    pub const HTTPS: usize = 1;
+    pub const ON: usize = 2;
+    pub const SERVER_SOFTWARE: usize = 3;
+    pub const ZERO: usize = 4;
+    pub const ONE: usize = 5;
+    pub const APPLICATION: usize = 6;
+    pub const EMPTY: usize = 7;
+    pub const GET: usize = 8;
+    pub const POST: usize = 9;
+    pub const HEAD: usize = 10;
+    pub const HTTP_1_1: usize = 11;
+    pub const HTTP_1_0: usize = 12;
 }
 
-impl Key {
-    fn named(name: &str) -> Key {
+/// Where the `HTTP_*` keys start in [`KEYS`] (they are last).
+const HTTP_KEYS: usize = 31;
+
+/// An environ key: one of [`KEYS`] or a computed name (an uncommon `HTTP_*`, an extra).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Key<'a> {
+    Known(usize),
+    Other(&'a str),
+}
+
+impl Key<'_> {
+    fn named(name: &str) -> Key<'_> {
         match KEYS.iter().position(|k| *k == name) {
             Some(i) => Key::Known(i),
-            None => Key::Other(name.to_string()),
+            None => Key::Other(name),
         }
     }
 
-    #[cfg(test)]
     fn name(&self) -> &str {
         match self {
             Key::Known(i) => KEYS[*i],
             Key::Other(s) => s,
         }
     }
+}
+
+/// An environ value: one of [`VALUES`] or bytes to decode as latin-1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Value<'a> {
+    Known(usize),
+    Bytes(&'a [u8]),
+}
+
+impl Value<'_> {
+    #[cfg(test)]
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Value::Known(i) => VALUES[*i].as_bytes(),
+            Value::Bytes(b) => b,
+        }
+    }
+}
+
+/// The cached value for a method, when it is a common one.
+fn method_value(method: &str) -> Value<'_> {
+    match method {
+        "GET" => Value::Known(v::GET),
+        "POST" => Value::Known(v::POST),
+        "HEAD" => Value::Known(v::HEAD),
+        m => Value::Bytes(m.as_bytes()),
+    }
+}
+
+/// The cached value for a protocol, when it is a common one.
+fn protocol_value(protocol: &str) -> Value<'_> {
+    match protocol {
+        "HTTP/1.1" => Value::Known(v::HTTP_1_1),
+        "HTTP/1.0" => Value::Known(v::HTTP_1_0),
+        p => Value::Bytes(p.as_bytes()),
+    }
+}
+
+/// Writes `n` in decimal into `buf`, returning the digits.
+fn decimal(n: u16, buf: &mut [u8; 5]) -> &[u8] {
+    let mut n = n;
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
 }
 
 /// Collapses runs of `/` into one, as mod_wsgi does for SCRIPT_NAME and PATH_INFO.
@@ -114,98 +219,145 @@ fn collapse_slashes(p: &[u8]) -> Cow<'_, [u8]> {
     Cow::Owned(out)
 }
 
-/// The `HTTP_*` name of a request header, or `None` when the header must not reach the app:
-/// names with anything but ASCII alphanumerics and `-` (Apache drops them, anti-spoofing),
-/// `Proxy` (httpoxy), `Authorization` unless passed on purpose, and the `Content-*` pair
-/// (which become `CONTENT_TYPE` / `CONTENT_LENGTH`).
-fn header_key(name: &str, pass_authorization: bool) -> Option<String> {
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        return None;
-    }
-    if name.eq_ignore_ascii_case("proxy")
-        || (!pass_authorization && name.eq_ignore_ascii_case("authorization"))
-    {
-        return None;
-    }
-    if name.eq_ignore_ascii_case("content-type") {
-        return Some("CONTENT_TYPE".to_string());
-    }
-    if name.eq_ignore_ascii_case("content-length") {
-        return Some("CONTENT_LENGTH".to_string());
-    }
-    let mut key = String::with_capacity(5 + name.len());
-    key.push_str("HTTP_");
-    for c in name.chars() {
-        key.push(if c == '-' {
-            '_'
-        } else {
-            c.to_ascii_uppercase()
-        });
-    }
-    Some(key)
+/// Whether a request header may reach the app: names with anything but ASCII alphanumerics
+/// and `-` are dropped (Apache does, anti-spoofing), and so are `Proxy` (httpoxy) and
+/// `Authorization` unless passed on purpose. Names equal but for case get the same answer.
+fn header_passes(name: &str, pass_authorization: bool) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !name.eq_ignore_ascii_case("proxy")
+        && (pass_authorization || !name.eq_ignore_ascii_case("authorization"))
 }
 
-/// The CGI variables of the environ, in a stable order, with values as bytes (the ffi layer
-/// decodes them as latin-1). Repeated headers are joined with `", "`, except `Cookie`, joined
-/// with `"; "` so cookie parsers can split it.
-pub(crate) fn cgi_variables<'a>(
-    req: &'a RequestHead,
+/// Calls `f` with the `HTTP_*` key of a passing header name (the `Content-*` pair become
+/// `CONTENT_TYPE` / `CONTENT_LENGTH`), built on the stack when short.
+fn with_header_key<R>(name: &str, f: impl FnOnce(Key<'_>) -> R) -> R {
+    if name.eq_ignore_ascii_case("content-type") {
+        return f(Key::Known(12));
+    }
+    if name.eq_ignore_ascii_case("content-length") {
+        return f(Key::Known(13));
+    }
+    let mut stack = [0u8; 64];
+    let mut heap = Vec::new();
+    let buf: &mut [u8] = if 5 + name.len() <= stack.len() {
+        &mut stack[..5 + name.len()]
+    } else {
+        heap.resize(5 + name.len(), 0);
+        &mut heap
+    };
+    buf[..5].copy_from_slice(b"HTTP_");
+    for (d, &c) in buf[5..].iter_mut().zip(name.as_bytes()) {
+        *d = if c == b'-' {
+            b'_'
+        } else {
+            c.to_ascii_uppercase()
+        };
+    }
+    let buf: &[u8] = buf;
+    match KEYS[HTTP_KEYS..].iter().position(|k| k.as_bytes() == buf) {
+        Some(i) => f(Key::Known(HTTP_KEYS + i)),
+        // The name passed `header_passes`: ASCII alphanumerics, `-` and `_` only.
+        None => f(Key::Other(
+            std::str::from_utf8(buf).expect("header keys are ASCII"),
+        )),
+    }
+}
+
+/// Feeds the CGI variables of the environ to `f`, in a stable order, without collecting them.
+/// Values are bytes (the ffi layer decodes them as latin-1) or known constants. Repeated
+/// headers are joined with `", "`, except `Cookie`, joined with `"; "` so cookie parsers can
+/// split it; a repeated header takes the place of its first occurrence. Extras come last and
+/// override (remove) any earlier variable of the same name; of repeated extras the last wins.
+pub(crate) fn for_each_cgi<E>(
+    req: &RequestHead,
     opts: &CallOptions,
-) -> Vec<(Key, Cow<'a, [u8]>)> {
+    mut f: impl FnMut(Key<'_>, Value<'_>) -> Result<(), E>,
+) -> Result<(), E> {
+    let shadowed =
+        |key: Key<'_>| !req.extra.is_empty() && req.extra.iter().any(|(n, _)| n == key.name());
+    let mut emit = |key: Key<'_>, value: Value<'_>| {
+        if shadowed(key) { Ok(()) } else { f(key, value) }
+    };
     let script_name = collapse_slashes(&req.script_name);
     let path_info = collapse_slashes(&req.path_info);
-    let mut vars: Vec<(Key, Cow<'a, [u8]>)> = vec![
-        (Key::Known(0), Cow::Borrowed(req.method.as_bytes())),
-        (Key::Known(1), script_name.clone()),
-        (Key::Known(2), path_info.clone()),
-        (Key::Known(3), Cow::Borrowed(&req.query_string)),
-        (Key::Known(4), Cow::Borrowed(&req.request_uri)),
-        (Key::Known(5), Cow::Borrowed(req.protocol.as_bytes())),
-        (Key::Known(6), Cow::Borrowed(req.server_name.as_bytes())),
+    let mut server_port = [0u8; 5];
+    let mut remote_port = [0u8; 5];
+    let fixed: [(usize, Value<'_>); 14] = [
+        (0, method_value(&req.method)),
+        (1, Value::Bytes(&script_name)),
+        (2, Value::Bytes(&path_info)),
+        (3, Value::Bytes(&req.query_string)),
+        (4, Value::Bytes(&req.request_uri)),
+        (5, protocol_value(&req.protocol)),
+        (6, Value::Bytes(req.server_name.as_bytes())),
+        (7, Value::Bytes(decimal(req.server_port, &mut server_port))),
+        (8, Value::Bytes(req.remote_addr.as_bytes())),
+        (9, Value::Bytes(decimal(req.remote_port, &mut remote_port))),
         (
-            Key::Known(7),
-            Cow::Owned(req.server_port.to_string().into_bytes()),
-        ),
-        (Key::Known(8), Cow::Borrowed(req.remote_addr.as_bytes())),
-        (
-            Key::Known(9),
-            Cow::Owned(req.remote_port.to_string().into_bytes()),
-        ),
-        (
-            Key::Known(10),
-            Cow::Borrowed(match req.scheme {
-                Scheme::Http => b"http".as_slice(),
-                Scheme::Https => b"https".as_slice(),
+            10,
+            Value::Known(match req.scheme {
+                Scheme::Http => v::HTTP,
+                Scheme::Https => v::HTTPS,
             }),
         ),
-        (Key::Known(11), Cow::Borrowed(SERVER_SOFTWARE.as_bytes())),
-        (Key::Known(15), script_name),
-        (Key::Known(16), path_info),
+        (11, Value::Known(v::SERVER_SOFTWARE)),
+        (15, Value::Bytes(&script_name)),
+        (16, Value::Bytes(&path_info)),
     ];
+    for (i, value) in fixed {
+        emit(Key::Known(i), value)?;
+    }
     if req.scheme == Scheme::Https {
-        vars.push((Key::Known(14), Cow::Borrowed(b"on")));
+        emit(Key::Known(14), Value::Known(v::ON))?;
     }
-    let mut headers: Vec<(String, Vec<u8>)> = Vec::new();
-    for (name, value) in &req.headers {
-        let Some(key) = header_key(name, opts.pass_authorization) else {
+    let pass_auth = opts.pass_authorization;
+    for (i, (name, value)) in req.headers.iter().enumerate() {
+        if !header_passes(name, pass_auth)
+            || req.headers[..i]
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
             continue;
-        };
-        match headers.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, joined)) => {
-                joined.extend_from_slice(if key == "HTTP_COOKIE" { b"; " } else { b", " });
-                joined.extend_from_slice(value);
-            }
-            None => headers.push((key, value.clone())),
         }
+        let mut repeats = req.headers[i + 1..]
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .peekable();
+        if repeats.peek().is_none() {
+            with_header_key(name, |key| emit(key, Value::Bytes(value)))?;
+            continue;
+        }
+        let sep: &[u8] = if name.eq_ignore_ascii_case("cookie") {
+            b"; "
+        } else {
+            b", "
+        };
+        let mut joined = value.clone();
+        for (_, more) in repeats {
+            joined.extend_from_slice(sep);
+            joined.extend_from_slice(more);
+        }
+        with_header_key(name, |key| emit(key, Value::Bytes(&joined)))?;
     }
-    for (key, value) in headers {
-        vars.push((Key::named(&key), Cow::Owned(value)));
+    for (i, (name, value)) in req.extra.iter().enumerate() {
+        if req.extra[i + 1..].iter().any(|(n, _)| n == name) {
+            continue;
+        }
+        f(Key::named(name), Value::Bytes(value))?;
     }
-    for (name, value) in &req.extra {
-        let key = Key::named(name);
-        vars.retain(|(k, _)| *k != key);
-        vars.push((key, Cow::Borrowed(value)));
-    }
+    Ok(())
+}
+
+/// The CGI variables collected (for tests).
+#[cfg(test)]
+pub(crate) fn cgi_variables(req: &RequestHead, opts: &CallOptions) -> Vec<(String, Vec<u8>)> {
+    let mut vars = Vec::new();
+    for_each_cgi::<()>(req, opts, |k, v| {
+        vars.push((k.name().to_string(), v.bytes().to_vec()));
+        Ok(())
+    })
+    .unwrap();
     vars
 }
 
@@ -213,10 +365,10 @@ pub(crate) fn cgi_variables<'a>(
 mod tests {
     use super::*;
 
-    fn get<'a>(vars: &'a [(Key, Cow<'_, [u8]>)], name: &str) -> Option<&'a [u8]> {
+    fn get<'a>(vars: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
         vars.iter()
-            .find(|(k, _)| k.name() == name)
-            .map(|(_, v)| v.as_ref())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
     }
 
     fn head(headers: &[(&str, &str)]) -> RequestHead {
@@ -253,6 +405,30 @@ mod tests {
         assert_eq!(KEYS[k::RUN_ONCE], "wsgi.run_once");
         assert_eq!(KEYS[k::INPUT_TERMINATED], "wsgi.input_terminated");
         assert_eq!(KEYS[k::FILE_WRAPPER], "wsgi.file_wrapper");
+        assert_eq!(KEYS[12], "CONTENT_TYPE");
+        assert_eq!(KEYS[13], "CONTENT_LENGTH");
+        assert_eq!(KEYS[14], "HTTPS");
+        assert_eq!(KEYS[HTTP_KEYS], "HTTP_HOST");
+        assert!(KEYS[HTTP_KEYS..].iter().all(|k| k.starts_with("HTTP_")));
+        assert!(KEYS[..HTTP_KEYS].iter().all(|k| !k.starts_with("HTTP_")));
+        assert_eq!(VALUES[v::HTTP], "http");
+        assert_eq!(VALUES[v::HTTPS], "https");
+        assert_eq!(VALUES[v::ON], "on");
+        assert_eq!(VALUES[v::SERVER_SOFTWARE], SERVER_SOFTWARE);
+        assert_eq!(VALUES[v::ZERO], "0");
+        assert_eq!(VALUES[v::ONE], "1");
+        assert_eq!(VALUES[v::APPLICATION], "application");
+        assert_eq!(VALUES[v::EMPTY], "");
+        assert_eq!(VALUES[v::GET], "GET");
+        assert_eq!(VALUES[v::POST], "POST");
+        assert_eq!(VALUES[v::HEAD], "HEAD");
+        assert_eq!(VALUES[v::HTTP_1_1], "HTTP/1.1");
+        assert_eq!(VALUES[v::HTTP_1_0], "HTTP/1.0");
+        assert!(VALUES.iter().all(|v| v.is_ascii()));
+        let mut buf = [0u8; 5];
+        for n in [0u16, 7, 10, 443, 8080, 65535] {
+            assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes());
+        }
     }
 
     #[test]
@@ -306,12 +482,7 @@ mod tests {
         ];
         let vars = cgi_variables(&req, &CallOptions::default());
         assert_eq!(get(&vars, "SERVER_NAME"), Some(b"other".as_slice()));
-        assert_eq!(
-            vars.iter()
-                .filter(|(k, _)| k.name() == "SERVER_NAME")
-                .count(),
-            1
-        );
+        assert_eq!(vars.iter().filter(|(k, _)| k == "SERVER_NAME").count(), 1);
         assert_eq!(get(&vars, "REMOTE_USER"), Some(b"bob".as_slice()));
     }
 }

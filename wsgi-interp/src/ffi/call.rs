@@ -7,8 +7,8 @@ use pyo3::ffi;
 
 use super::host::{CallState, EmitError, call_functions, without_gil};
 use super::interp::{Attached, Objects, ScriptEntry};
-use super::{Obj, Stored, bytes_of, call, fs_str, latin1_str, new_str, take_error};
-use crate::environ::{Key, cgi_variables, k};
+use super::{Obj, Stored, bytes_of, call, fs_str, latin1_str, new_dict, new_str, take_error};
+use crate::environ::{Key, Value, for_each_cgi, k, v};
 use crate::wsgi::{
     AppError, CallOptions, LoadStatus, Outcome, PyErrorInfo, ReloadMode, RequestHead, ScriptError,
     ScriptSpec,
@@ -119,35 +119,56 @@ unsafe fn build_environ(
     input: &Obj,
     errors: &Obj,
 ) -> Option<Obj> {
-    // SAFETY: attached (caller's contract); keys are this interpreter's interned strings.
+    // SAFETY: attached (caller's contract); keys and cached values are this interpreter's
+    // own objects (`objects`), and PyDict_SetItem takes its own references.
     unsafe {
-        let env = Obj::own(ffi::PyDict_New())?;
+        // The fixed CGI variables, HTTPS, the headers, the extras and the 14 set below.
+        let size = 15 + head.headers.len() + head.extra.len() + 14;
+        let env = new_dict(size)?;
         let set = |key: *mut ffi::PyObject, value: *mut ffi::PyObject| {
             ffi::PyDict_SetItem(env.as_ptr(), key, value) == 0
         };
         let key = |i: usize| objects.keys[i].ptr();
-        for (name, value) in cgi_variables(head, opts) {
-            let value = latin1_str(&value)?;
-            let ok = match name {
-                Key::Known(i) => set(key(i), value.as_ptr()),
-                Key::Other(s) => set(new_str(&s)?.as_ptr(), value.as_ptr()),
+        let value = |i: usize| objects.values[i].ptr();
+        for_each_cgi(head, opts, |name, val| {
+            let owned;
+            let val = match val {
+                Value::Known(i) => value(i),
+                Value::Bytes(b) => {
+                    owned = latin1_str(b).ok_or(())?;
+                    owned.as_ptr()
+                }
             };
-            if !ok {
-                return None;
-            }
-        }
+            let ok = match name {
+                Key::Known(i) => set(key(i), val),
+                Key::Other(s) => set(new_str(s).ok_or(())?.as_ptr(), val),
+            };
+            if ok { Ok(()) } else { Err(()) }
+        })
+        .ok()?;
         let boolean = |b: bool| if b { ffi::Py_True() } else { ffi::Py_False() };
-        let scheme = match head.scheme {
-            crate::Scheme::Http => "http",
-            crate::Scheme::Https => "https",
+        let scheme = value(match head.scheme {
+            crate::Scheme::Http => v::HTTP,
+            crate::Scheme::Https => v::HTTPS,
+        });
+        let process_group_owned;
+        let process_group = if opts.process_group.is_empty() {
+            value(v::EMPTY)
+        } else {
+            process_group_owned = new_str(&opts.process_group)?;
+            process_group_owned.as_ptr()
         };
-        let scheme = new_str(scheme)?;
-        let process_group = new_str(&opts.process_group)?;
-        let callable = new_str(callable)?;
-        let reloading = new_str(if reloading { "1" } else { "0" })?;
+        let callable_owned;
+        let callable = if callable == "application" {
+            value(v::APPLICATION)
+        } else {
+            callable_owned = new_str(callable)?;
+            callable_owned.as_ptr()
+        };
+        let reloading = value(if reloading { v::ONE } else { v::ZERO });
         let pairs: [(usize, *mut ffi::PyObject); 14] = [
             (k::WSGI_VERSION, objects.wsgi_version.ptr()),
-            (k::URL_SCHEME, scheme.as_ptr()),
+            (k::URL_SCHEME, scheme),
             (k::INPUT, input.as_ptr()),
             (k::ERRORS, errors.as_ptr()),
             (k::MULTITHREAD, boolean(opts.multithread)),
@@ -155,10 +176,10 @@ unsafe fn build_environ(
             (k::RUN_ONCE, boolean(opts.run_once)),
             (k::INPUT_TERMINATED, ffi::Py_True()),
             (k::FILE_WRAPPER, objects.file_wrapper.ptr()),
-            (k::PROCESS_GROUP, process_group.as_ptr()),
+            (k::PROCESS_GROUP, process_group),
             (k::APPLICATION_GROUP, objects.group_name.ptr()),
-            (k::CALLABLE_OBJECT, callable.as_ptr()),
-            (k::SCRIPT_RELOADING, reloading.as_ptr()),
+            (k::CALLABLE_OBJECT, callable),
+            (k::SCRIPT_RELOADING, reloading),
             (k::MOD_WSGI_VERSION, objects.mod_wsgi_version.ptr()),
         ];
         for (i, v) in pairs {
@@ -272,7 +293,12 @@ pub(crate) fn call_app(
         drop(environ);
         let outcome = iterate(&objects, &result, state, &failure);
         // close() is always called, whatever happened above.
-        let has_close = ffi::PyObject_HasAttrString(result.as_ptr(), c"close".as_ptr()) == 1;
+        // A plain list or tuple (the usual hello-world answer) has no `close`, and builtin
+        // types cannot gain one: skip the lookup, which raises and clears an AttributeError.
+        let r = result.as_ptr();
+        let has_close = ffi::PyList_CheckExact(r) == 0
+            && ffi::PyTuple_CheckExact(r) == 0
+            && ffi::PyObject_HasAttrString(r, c"close".as_ptr()) == 1;
         if has_close {
             let closed =
                 super::getattr(result.as_ptr(), c"close").and_then(|c| call(c.as_ptr(), &[]));

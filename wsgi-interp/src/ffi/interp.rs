@@ -22,7 +22,7 @@ use super::{
     Obj, Stored, call, cstring, fs_str, getattr, new_bytes, new_str, str_text, take_error,
 };
 use crate::config::StartError;
-use crate::environ::{KEYS, MOD_WSGI_VERSION};
+use crate::environ::{KEYS, MOD_WSGI_VERSION, VALUES};
 use crate::wsgi::{InterpError, PyErrorInfo};
 
 /// The `_wsgi_rs` helper module's source, run in every interpreter.
@@ -107,6 +107,8 @@ impl Gate {
 /// Objects made in one interpreter by the bootstrap, used on every request there.
 pub(crate) struct Objects {
     pub keys: Vec<Stored>,
+    /// Constant environ values (`environ::VALUES`), this interpreter's own.
+    pub values: Vec<Stored>,
     pub input_type: Stored,
     pub file_wrapper: Stored,
     pub file_range: Stored,
@@ -127,7 +129,7 @@ impl Objects {
     unsafe fn release(self) {
         // SAFETY: attached to the owner (caller's contract).
         unsafe {
-            for k in self.keys {
+            for k in self.keys.into_iter().chain(self.values) {
                 k.release();
             }
             for s in [
@@ -1064,6 +1066,12 @@ unsafe fn bootstrap(
                 Obj::own(ffi::PyUnicode_InternFromString(c.as_ptr())).ok_or_else(err)?,
             ));
         }
+        let mut values = Vec::with_capacity(VALUES.len());
+        for v in VALUES {
+            // Not interned: values are never hashed, and a fresh object is surely this
+            // interpreter's own.
+            values.push(Stored::new(new_str(v).ok_or_else(err)?));
+        }
         let one = Obj::own(ffi::PyLong_FromLong(1)).ok_or_else(err)?;
         let zero = Obj::own(ffi::PyLong_FromLong(0)).ok_or_else(err)?;
         let wsgi_version =
@@ -1078,6 +1086,7 @@ unsafe fn bootstrap(
         let group_name = new_str(name).ok_or_else(err)?;
         Ok(Objects {
             keys,
+            values,
             input_type: attr(c"Input")?,
             file_wrapper: attr(c"FileWrapper")?,
             file_range: attr(c"file_range")?,

@@ -104,6 +104,21 @@ pub(crate) fn cstring(text: &str) -> CString {
     CString::new(text.replace('\0', "\\0")).expect("NULs were replaced")
 }
 
+unsafe extern "C" {
+    // Public in CPython's `cpython/dictobject.h` (3.11 to 3.13), though underscored; pyo3-ffi
+    // leaves it out.
+    fn _PyDict_NewPresized(minused: ffi::Py_ssize_t) -> *mut ffi::PyObject;
+}
+
+/// An empty `dict` with room for `n` items without resizing.
+///
+/// # Safety
+/// Attached.
+pub(crate) unsafe fn new_dict(n: usize) -> Option<Obj> {
+    // SAFETY: attached (caller's contract); any size is valid (CPython caps it).
+    unsafe { Obj::own(_PyDict_NewPresized(n as ffi::Py_ssize_t)) }
+}
+
 /// `str` from a UTF-8 Rust string.
 ///
 /// # Safety
