@@ -15,8 +15,8 @@ use wsgi_config::model::MapHeadToGet;
 use wsgi_config::route::{ProcessGroup, Route, RouteRequest};
 use wsgi_daemon::DaemonRequest;
 use wsgi_interp::{
-    CallOptions, InterpreterOptions, Outcome, ReloadMode, RequestBody, RequestHead, ResponseSink,
-    Runtime, Scheme, ScriptSpec, StartConfig,
+    CallOptions, InterpreterOptions, Outcome, RequestBody, RequestHead, ResponseSink, Runtime,
+    Scheme, ScriptSpec, StartConfig,
 };
 
 use crate::config::current_config;
@@ -477,16 +477,8 @@ fn has_embedded_mounts(config: &Config) -> bool {
 fn in_daemon(r: *mut RequestRec, info: &RequestInfo, route: &Route, group: &str) -> c_int {
     // SAFETY: `r` is the live request this handler runs for.
     let head = unsafe { request_head(r, info, route) };
-    let spec = ScriptSpec {
-        path: route.script.clone(),
-        callable: route.callable_object.clone(),
-        // Daemon mode: a changed script restarts the daemon process (mod_wsgi's rule).
-        reload: if route.settings.script_reloading == Some(false) {
-            ReloadMode::Off
-        } else {
-            ReloadMode::Report
-        },
-    };
+    // Daemon mode: a changed script restarts the daemon process (mod_wsgi's rule).
+    let spec = ScriptSpec::for_route(route, true);
     let mut request = DaemonRequest::new(head, &spec, &route.application_group);
     request.pass_authorization = route.settings.pass_authorization == Some(true);
     let mut body = ApacheBody(r);
@@ -574,15 +566,7 @@ pub unsafe extern "C" fn wsgi_rs_handle(r: *mut RequestRec) -> c_int {
             };
             // SAFETY: forwarded from the caller's contract.
             let head = unsafe { request_head(r, &info, &route) };
-            let spec = ScriptSpec {
-                path: route.script.clone(),
-                callable: route.callable_object.clone(),
-                reload: if route.settings.script_reloading == Some(false) {
-                    ReloadMode::Off
-                } else {
-                    ReloadMode::Reexecute
-                },
-            };
+            let spec = ScriptSpec::for_route(&route, false);
             let options = CallOptions {
                 process_group: String::new(),
                 multithread: info.multithread,

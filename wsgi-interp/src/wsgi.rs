@@ -141,6 +141,22 @@ impl ScriptSpec {
             reload: ReloadMode::Reexecute,
         }
     }
+
+    /// The script a routed request runs, with mod_wsgi's `WSGIScriptReloading` rule: a changed
+    /// script is re-executed in embedded mode and reported (to restart the process) in daemon
+    /// mode, unless reloading is Off.
+    pub fn for_route(route: &wsgi_config::route::Route, daemon: bool) -> Self {
+        let reload = match (route.settings.script_reloading, daemon) {
+            (Some(false), _) => ReloadMode::Off,
+            (_, true) => ReloadMode::Report,
+            (_, false) => ReloadMode::Reexecute,
+        };
+        ScriptSpec {
+            path: route.script.clone(),
+            callable: route.callable_object.clone(),
+            reload,
+        }
+    }
 }
 
 /// `WSGIScriptReloading` behaviour.
@@ -284,4 +300,45 @@ pub enum Outcome {
     ScriptChanged,
     /// The interpreter could not be entered (shutdown): answer 503.
     Unavailable(InterpError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(extra: &str) -> wsgi_config::route::Route {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("app.wsgi");
+        std::fs::write(&script, "").unwrap();
+        let text = format!(
+            "WSGIScriptAlias / {} callable-object=app\n{extra}",
+            script.display()
+        );
+        let config = wsgi_config::load_str(
+            &text,
+            std::path::Path::new("x.conf"),
+            &wsgi_config::reader::ReadOptions::default(),
+        )
+        .unwrap();
+        let request = wsgi_config::route::RouteRequest {
+            local_ip: None,
+            local_port: 80,
+            host: None,
+            path: "/",
+        };
+        config.route(&request).unwrap().unwrap()
+    }
+
+    #[test]
+    fn scripts_follow_the_reloading_rule_of_their_mode() {
+        let on = route("");
+        let spec = ScriptSpec::for_route(&on, false);
+        assert_eq!(spec.callable, "app");
+        assert_eq!(spec.path, on.script);
+        assert_eq!(spec.reload, ReloadMode::Reexecute);
+        assert_eq!(ScriptSpec::for_route(&on, true).reload, ReloadMode::Report);
+        let off = route("WSGIScriptReloading Off\n");
+        assert_eq!(ScriptSpec::for_route(&off, false).reload, ReloadMode::Off);
+        assert_eq!(ScriptSpec::for_route(&off, true).reload, ReloadMode::Off);
+    }
 }

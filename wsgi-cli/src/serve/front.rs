@@ -27,7 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use wsgi_config::MapHeadToGet;
 use wsgi_config::route::{ProcessGroup, Route, RouteRequest};
-use wsgi_interp::{CallOptions, ReloadMode, RequestHead, Scheme, ScriptSpec};
+use wsgi_interp::{CallOptions, RequestHead, Scheme, ScriptSpec};
 
 use super::access_log::{AccessLog, LoggedBody, RequestRecord};
 use super::bridge::{BodyFailure, ChannelBody, ResponseReceiver, request_body, response_channel};
@@ -322,15 +322,7 @@ async fn run_app(
         )],
     };
     let app = AppCall {
-        script: ScriptSpec {
-            path: route.script.clone(),
-            callable: route.callable_object.clone(),
-            reload: if route.settings.script_reloading == Some(false) {
-                ReloadMode::Off
-            } else {
-                ReloadMode::Reexecute
-            },
-        },
+        script: ScriptSpec::for_route(&route, false),
         application_group: route.application_group.clone(),
         options: CallOptions {
             process_group: String::new(),
