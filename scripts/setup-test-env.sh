@@ -32,10 +32,12 @@ chmod -R a+rX "$TOOLS_ROOT"
 echo "setup: ok ($TOOLS_ROOT/tools/bin has virtualenv and uv)"
 
 # The frameworks venv (wsgi-cli/tests/frameworks.rs serves examples/flask and examples/django
-# with it as python-home): Debian's python3.11, Flask 3 and Django 5 (both support 3.11).
+# with it as python-home): Debian's python3.11, Flask 3 and Django 5 (both support 3.11), and
+# numpy, an extension that loads into only one interpreter per process (the tests show the hint
+# wsgi-interp adds to its import error).
 # Skipped when it already holds exactly these requirements; remade when they change.
 FRAMEWORKS="$TOOLS_ROOT/frameworks"
-FRAMEWORK_SPECS="flask>=3.1,<4 django>=5.2,<6"
+FRAMEWORK_SPECS="flask>=3.1,<4 django>=5.2,<6 numpy<3"
 if [ ! -x "$FRAMEWORKS/bin/python" ] || [ "$(cat "$FRAMEWORKS/.wsgi-rs-specs" 2>/dev/null)" != "$FRAMEWORK_SPECS" ]; then
     echo "setup: creating the frameworks venv in $FRAMEWORKS ($FRAMEWORK_SPECS)"
     rm -rf "$FRAMEWORKS"

@@ -302,3 +302,54 @@ fn flask_and_django_side_by_side_in_two_sub_interpreters() {
     // Outside both mounts: the server's own 404.
     assert_eq!(server.get_strict("/elsewhere").status, 404);
 }
+
+/// numpy (in the frameworks venv) loads into only one interpreter per process: the second
+/// application group that imports it gets a 500, and the log says why and points to
+/// `%{GLOBAL}`.
+#[test]
+fn a_single_interpreter_extension_in_a_second_group_is_explained() {
+    let home = frameworks_home();
+    let dir = tempfile::Builder::new()
+        .prefix("wsgi-frameworks-test-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let app = dir.path().join("numpy_app.wsgi");
+    std::fs::write(
+        &app,
+        "import warnings\nwarnings.simplefilter('ignore')\nimport numpy\n\ndef application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [str(numpy.arange(3).sum()).encode()]\n",
+    )
+    .unwrap();
+    let conf = dir.path().join("site.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "WSGIPythonHome {home}\n\
+             WSGIScriptAlias /first {app} application-group=first\n\
+             WSGIScriptAlias /second {app} application-group=second\n",
+            home = home.display(),
+            app = app.display(),
+        ),
+    )
+    .unwrap();
+    let server = Server::start_with(&FRAMEWORKS, &["--config", conf.to_str().unwrap()]);
+    let first = server.get_strict("/first");
+    assert_eq!(first.status, 200, "{}", server.stderr());
+    assert_eq!(first.text(), "3");
+    let second = server.get_strict("/second");
+    assert_eq!(second.status, 500);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !server.stderr().contains("WSGIApplicationGroup %{GLOBAL}")
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let log = server.stderr();
+    assert_contains(
+        "the error log",
+        &log,
+        &[
+            "loads into only one Python interpreter per process",
+            "WSGIApplicationGroup %{GLOBAL}",
+        ],
+    );
+}

@@ -202,7 +202,12 @@ impl Interp {
     /// Adds what to do to an error caused by an extension module that refuses interpreters
     /// with their own GIL (CPython's ImportError names the module, but not the remedy).
     pub(crate) fn explain(&self, mut e: PyErrorInfo) -> PyErrorInfo {
-        if let Some(hint) = self.own_gil.then(|| own_gil_hint(&e)).flatten() {
+        let hint = self
+            .own_gil
+            .then(|| own_gil_hint(&e))
+            .flatten()
+            .or_else(|| one_interpreter_hint(&e));
+        if let Some(hint) = hint {
             e.message = format!("{}; {hint}", e.message);
             if !e.traceback.ends_with('\n') && !e.traceback.is_empty() {
                 e.traceback.push('\n');
@@ -276,6 +281,25 @@ pub(crate) fn own_gil_hint(e: &PyErrorInfo) -> Option<String> {
         format!(
             "the extension module `{module}` cannot be loaded into a sub-interpreter with its own GIL (WSGIPerInterpreterGIL On): run this application in the main interpreter with `WSGIApplicationGroup %{{GLOBAL}}`, or set `WSGIPerInterpreterGIL Off`"
         )
+    })
+}
+
+/// What CPython and the extension frameworks say when a module that loads into only one
+/// interpreter per process (PyO3 and Cython modules, numpy) is imported into a second one.
+const ONE_INTERPRETER_ONLY: [&str; 4] = [
+    "PyO3 modules do not yet support subinterpreters",
+    "cannot load module more than once per process",
+    "this module can only be loaded into one interpreter per process",
+    "does not properly support sub-interpreters",
+];
+
+/// The remedy when `e` is an extension module refusing a second interpreter.
+pub(crate) fn one_interpreter_hint(e: &PyErrorInfo) -> Option<String> {
+    let refused = ONE_INTERPRETER_ONLY
+        .iter()
+        .any(|m| e.message.contains(m) || e.traceback.contains(m));
+    refused.then(|| {
+        "this extension module (built with PyO3 or Cython, or like numpy) loads into only one Python interpreter per process, and another application group loaded it first: run the applications that use it in the main interpreter with `WSGIApplicationGroup %{GLOBAL}` (each in its own daemon process group if several need it)".to_string()
     })
 }
 
