@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use wsgi_config::Config;
-use wsgi_config::model::MapHeadToGet;
+use wsgi_config::model::{GroupSpec, MapHeadToGet};
 use wsgi_config::route::{ProcessGroup, Route, RouteRequest};
 use wsgi_daemon::DaemonRequest;
 use wsgi_interp::{
@@ -442,10 +442,16 @@ pub extern "C" fn wsgi_rs_child_init() {
             let Some(config) = current_config() else {
                 return;
             };
-            if config.server.restrict_embedded || !has_embedded_mounts(&config) {
+            let embedded_imports = config
+                .import_scripts
+                .iter()
+                .any(|i| i.process_group == GroupSpec::Global);
+            if config.server.restrict_embedded
+                || !(has_embedded_mounts(&config) || embedded_imports)
+            {
                 return;
             }
-            RUNTIME.get_or_init(|| {
+            let runtime = RUNTIME.get_or_init(|| {
                 let start = StartConfig {
                     python_home: config.python.home.as_ref().map(|h| h.value.clone()),
                     python_path: config.python.path.clone(),
@@ -462,8 +468,64 @@ pub extern "C" fn wsgi_rs_child_init() {
                     message
                 })
             });
+            if let Ok(runtime) = runtime {
+                preload(&config, runtime);
+            }
         },
     );
+}
+
+/// `WSGIImportScript path process-group=%{GLOBAL} application-group=NAME`: loaded in every
+/// Apache child when it starts, before it serves a request (mod_wsgi's embedded preloading).
+fn preload(config: &Config, runtime: &Runtime) {
+    for import in &config.import_scripts {
+        if import.process_group != GroupSpec::Global {
+            continue;
+        }
+        let group = match &import.application_group {
+            GroupSpec::Global => String::new(),
+            GroupSpec::Named(name) => name.clone(),
+            other => {
+                log(
+                    std::ptr::null_mut(),
+                    APLOG_WARNING,
+                    &format!(
+                        "{}: WSGIImportScript application-group={other} depends on the request and cannot be preloaded: use a literal name or %{{GLOBAL}}",
+                        import.span
+                    ),
+                );
+                continue;
+            }
+        };
+        let spec = ScriptSpec::new(&import.path);
+        let loaded = runtime
+            .interpreter(&group)
+            .map_err(|e| e.to_string())
+            .and_then(|handle| match handle.load_script(&spec) {
+                // An import script need not define an application.
+                Ok(_) | Err(wsgi_interp::ScriptError::MissingCallable { .. }) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            });
+        match loaded {
+            Ok(()) => log(
+                std::ptr::null_mut(),
+                APLOG_INFO,
+                &format!(
+                    "preloaded {} into application group {group:?}",
+                    import.path.display()
+                ),
+            ),
+            Err(e) => log(
+                std::ptr::null_mut(),
+                APLOG_ERR,
+                &format!(
+                    "{}: WSGIImportScript {}: {e}",
+                    import.span,
+                    import.path.display()
+                ),
+            ),
+        }
+    }
 }
 
 /// Whether a mount can run in embedded mode (else Python never starts in the children).

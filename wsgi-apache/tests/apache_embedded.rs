@@ -468,3 +468,52 @@ WSGIMapHEADToGET {mode}
         );
     }
 }
+
+#[test]
+fn import_scripts_are_preloaded_before_any_request() {
+    let dir = scratch("wsgi-apache-import-");
+    let marks = dir.path().join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    // The children run as www-data: they must be able to write the marker.
+    std::fs::set_permissions(&marks, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let marker = marks.join("preloaded");
+    std::fs::write(
+        dir.path().join("preload.py"),
+        format!(
+            "import builtins, os\nbuiltins.PRELOADED_BY = os.getpid()\nwith open({:?}, 'a') as f:\n    f.write('%d\\n' % os.getpid())\n",
+            marker.display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("app.wsgi"),
+        "import builtins\n\ndef application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [str(getattr(builtins, 'PRELOADED_BY', 'not preloaded')).encode()]\n",
+    )
+    .unwrap();
+    let site = format!(
+        "WSGIImportScript {d}/preload.py process-group=%{{GLOBAL}} application-group=shared
+WSGIScriptAlias /app {d}/app.wsgi application-group=shared
+<Directory {d}>
+    Require all granted
+</Directory>
+",
+        d = dir.path().display()
+    );
+    let root = dir.path().join("server");
+    std::fs::create_dir(&root).unwrap();
+    let apache = Apache::start(&root, &site);
+    // Loaded at child start, before any request.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !marker.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let preloaded_by = std::fs::read_to_string(&marker)
+        .unwrap_or_else(|_| panic!("no child preloaded the script\n{}", apache.error_log()));
+    let (status, _, body) = apache.get("/app");
+    assert_eq!(status, 200, "{}", apache.error_log());
+    let pid = String::from_utf8_lossy(&body).to_string();
+    assert!(
+        preloaded_by.lines().any(|l| l == pid),
+        "the app's interpreter was not the preloaded one: {pid} not in {preloaded_by:?}"
+    );
+}
