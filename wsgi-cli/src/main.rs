@@ -60,7 +60,7 @@ enum Command {
     /// Serve WSGI applications over HTTP/1.1: one script (`wsgi serve app.wsgi`), several
     /// (`--mount /api=api.wsgi`), or everything an Apache mod_wsgi configuration describes
     /// (`wsgi serve --config site.conf`). Stops on SIGTERM/SIGINT after in-flight requests
-    /// finish; SIGHUP reloads the configuration.
+    /// finish; SIGHUP reloads the configuration and the applications.
     Serve(Box<serve::ServeArgs>),
     /// Show the daemon process groups of a running `wsgi serve` (processes, pids, requests
     /// served, in flight, restarts), read from its `--status-addr` endpoint.

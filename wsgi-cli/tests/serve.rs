@@ -8,6 +8,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use util::{Response, Server, find, read_to_close, write};
@@ -53,6 +55,11 @@ def application(environ, start_response):
     if path == '/file':
         start_response('200 OK', [('Content-Type', 'text/plain')] + method)
         return environ['wsgi.file_wrapper'](open(__file__, 'rb'))
+    if path == '/file-from':
+        f = open(query, 'rb')
+        f.seek(1000)
+        start_response('200 OK', [('Content-Type', 'application/octet-stream')] + method)
+        return environ['wsgi.file_wrapper'](f)
     if path == '/endless':
         marker = query
         class Endless:
@@ -440,6 +447,72 @@ fn static_files_with_types_ranges_and_conditionals() {
     assert_eq!(server.get("/hello").status, 200);
 }
 
+/// `wsgi.file_wrapper` responses and static files leave through `sendfile(2)`: the debug log
+/// counts the bytes each mapped range sent that way.
+#[test]
+fn file_wrapper_and_static_files_go_out_with_sendfile() {
+    let dir = scratch();
+    let assets = dir.path().join("assets");
+    std::fs::create_dir_all(&assets).unwrap();
+    let content: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let big = assets.join("big.bin");
+    std::fs::write(&big, &content).unwrap();
+    let assets_arg = assets.to_str().unwrap().to_string();
+    let app = write(&dir.path().join("app.wsgi"), APP);
+    let server = Server::start(&[
+        app.to_str().unwrap(),
+        "--port",
+        "0",
+        "--log-level",
+        "debug",
+        "--url-alias",
+        "/static",
+        &assets_arg,
+    ]);
+
+    // From where the app left the file's offset, to the end.
+    let r = server.get(&format!("/file-from?{}", big.display()));
+    assert_eq!(r.status, 200);
+    assert!(r.complete);
+    assert_eq!(r.header("content-length"), Some("3144728"));
+    assert!(r.body == content[1000..], "file_wrapper body differs");
+
+    let r = server.get("/static/big.bin");
+    assert_eq!(r.status, 200);
+    assert!(r.body == content, "static body differs");
+
+    let raw = server.raw(b"GET /static/big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=100000-1099999\r\nConnection: close\r\n\r\n");
+    let r = Response::parse(&raw);
+    assert_eq!(r.status, 206);
+    assert!(r.body == content[100_000..1_100_000], "range body differs");
+
+    // HEAD sends no body, hence nothing through sendfile.
+    let raw = server.raw(b"HEAD /static/big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let r = Response::parse_for(&raw, true);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some("3145728"));
+
+    let wanted = [
+        "sendfile: sent 3144728 of 3144728 bytes from offset 1000",
+        "sendfile: sent 3145728 of 3145728 bytes from offset 0",
+        "sendfile: sent 1000000 of 1000000 bytes from offset 100000",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = server.stderr();
+        let missing: Vec<_> = wanted.iter().filter(|w| !log.contains(*w)).collect();
+        if missing.is_empty() {
+            assert_eq!(log.matches("sendfile: sent").count(), 3, "{log}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "missing {missing:?} in the log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn mounts_route_and_unrouted_paths_are_404() {
     let dir = scratch();
@@ -676,27 +749,113 @@ fn sighup_reloads_the_configuration_and_keeps_it_when_broken() {
     assert_eq!(server.get("/two/hello").status, 200);
 }
 
-#[test]
-fn reload_on_changes_restarts_on_the_same_port() {
-    let dir = scratch();
-    let lib = dir.path().join("lib");
+/// Serves an app answering `MESSAGE PID` from `lib/helper.py` (`MESSAGE = b'one'`), with
+/// `lib` on the python-path and `extra` flags; returns the server and `lib`.
+fn serve_app_importing_helper(dir: &Path, extra: &[&str]) -> (Server, std::path::PathBuf) {
+    let lib = dir.join("lib");
     std::fs::create_dir_all(&lib).unwrap();
     write(&lib.join("helper.py"), "MESSAGE = b'one'\n");
     let app = write(
-        &dir.path().join("app.wsgi"),
-        "import helper\n\ndef application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [helper.MESSAGE]\n",
+        &dir.join("app.wsgi"),
+        "import helper, os\n\ndef application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [helper.MESSAGE, b' ', str(os.getpid()).encode()]\n",
     );
-    let server = Server::start(&[
+    let mut args = vec![
         app.to_str().unwrap(),
         "--python-path",
         lib.to_str().unwrap(),
-        "--reload-on-changes",
         "--port",
         "0",
         "--log-level",
         "info",
-    ]);
-    assert_eq!(server.get("/").text(), "one");
+    ];
+    args.extend_from_slice(extra);
+    (Server::start(&args), lib)
+}
+
+/// SIGHUP reloads the applications (a module they import changed: fresh Python), in place:
+/// the same process id, and clients sending requests all along, each on a new connection,
+/// see every one answered.
+#[test]
+fn sighup_reloads_the_apps_in_place_without_dropping_a_request() {
+    let dir = scratch();
+    let (server, lib) = serve_app_importing_helper(dir.path(), &["--threads", "4"]);
+    let pid = server.child.id().to_string();
+    assert_eq!(server.get("/").text(), format!("one {pid}"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (addr, stop) = (server.addr, stop.clone());
+            std::thread::spawn(move || {
+                let mut answers = Vec::new();
+                while !stop.load(Ordering::Acquire) {
+                    let mut s = TcpStream::connect(addr).expect("connect");
+                    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                        .unwrap();
+                    let raw = read_to_close(&mut s);
+                    answers.push(Response::try_parse(&raw).map(|r| (r.status, r.text())));
+                }
+                answers
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // (a later mtime: the same size in the same second would leave the .pyc looking fresh)
+    touch_later(&lib.join("helper.py"), "MESSAGE = b'two'\n");
+    server.sighup();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !try_get(server.addr, "/", "x").is_some_and(|r| r.text().starts_with("two")) {
+        assert!(
+            Instant::now() < deadline,
+            "never reloaded: {}",
+            server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Release);
+    let answers: Vec<_> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    let failed: Vec<_> = answers
+        .iter()
+        .filter(|a| !matches!(a, Ok((200, text)) if text == &format!("one {pid}") || text == &format!("two {pid}")))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {failed:?}\n{}",
+        failed.len(),
+        answers.len(),
+        server
+            .stderr()
+            .lines()
+            .filter(|l| !l.contains("sendfile"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let after = answers
+        .iter()
+        .filter(|a| matches!(a, Ok((_, t)) if t.starts_with("two")))
+        .count();
+    assert!(
+        after > 0 && after < answers.len(),
+        "{after} of {}",
+        answers.len()
+    );
+    assert!(
+        server.stderr().contains("restarting in place"),
+        "{}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn reload_on_changes_restarts_on_the_same_port() {
+    let dir = scratch();
+    let (server, lib) = serve_app_importing_helper(dir.path(), &["--reload-on-changes"]);
+    let pid = server.child.id();
+    assert_eq!(server.get("/").text(), format!("one {pid}"));
     // Let the watcher take its first snapshot.
     std::thread::sleep(Duration::from_millis(1500));
     touch_later(&lib.join("helper.py"), "MESSAGE = b'two'\n");
@@ -705,7 +864,7 @@ fn reload_on_changes_restarts_on_the_same_port() {
         "/",
         "x",
         "the changed module served after the restart",
-        |r| r.text() == "two",
+        |r| r.text() == format!("two {pid}"),
     );
     assert!(
         server.stderr().contains("helper.py changed: restarting"),

@@ -11,7 +11,6 @@
 
 use std::io;
 use std::os::fd::RawFd;
-use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,8 +27,6 @@ use wsgi_interp::{RequestBody, ResponseSink};
 const REQUEST_CHUNKS: usize = 4;
 /// Response body chunks in flight between the app and hyper, per request.
 const RESPONSE_CHUNKS: usize = 8;
-/// The read size for `wsgi.file_wrapper` files.
-const FILE_CHUNK: usize = 256 * 1024;
 
 /// The status line and headers the app started the response with.
 #[derive(Debug)]
@@ -260,9 +257,9 @@ impl ResponseSink for ChannelSink {
         self.send(Bytes::copy_from_slice(chunk))
     }
 
-    /// hyper owns the socket, so there is no `sendfile(2)`: the file is read here with
-    /// positional reads of 256 KiB (the GIL is released), through a descriptor of its own so
-    /// the app's file offset is left alone.
+    /// The file goes to hyper as one mapped range that the connection sends with
+    /// `sendfile(2)` ([`super::sendfile`]), through a descriptor of its own (the app closes its
+    /// file when the call ends, before the bytes are out) that leaves the app's offset alone.
     fn file(&mut self, fd: RawFd, offset: u64, len: u64) -> io::Result<bool> {
         if self.discard_body {
             return Ok(true);
@@ -272,18 +269,9 @@ impl ResponseSink for ChannelSink {
         let Ok(file) = std::fs::File::open(format!("/proc/self/fd/{fd}")) else {
             return Ok(false);
         };
-        let mut position = offset;
-        let end = offset.saturating_add(len);
-        while position < end {
-            let want = usize::try_from(end - position).map_or(FILE_CHUNK, |n| n.min(FILE_CHUNK));
-            let mut buf = vec![0u8; want];
-            let n = file.read_at(&mut buf, position)?;
-            if n == 0 {
-                break;
-            }
-            buf.truncate(n);
-            self.send(Bytes::from(buf))?;
-            position += n as u64;
+        let bytes = super::sendfile::file_bytes(file, offset, len)?;
+        if !bytes.is_empty() {
+            self.send(bytes)?;
         }
         Ok(true)
     }

@@ -11,8 +11,9 @@
 //! * Stop ([`DaemonSet::stop`]): the pools finish what they run (bounded), then the
 //!   supervisor stops every process (SIGTERM, SIGKILL after shutdown-timeout + 1 s) and
 //!   removes the sockets and their folders.
-//! * SIGHUP: the whole set is replaced only when [`Site::daemon_fingerprint`] changed; the old
-//!   set is stopped once the requests it runs are done (see `mod.rs`).
+//! * SIGHUP: the whole set is replaced (fresh processes load the apps anew, as Apache's
+//!   graceful restart does); the old set is stopped once the requests it runs are done (see
+//!   `mod.rs`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -50,7 +51,6 @@ pub struct DaemonSet {
     stopping: Mutex<()>,
     pools: HashMap<String, WorkerPool>,
     groups: Vec<GroupInfo>,
-    fingerprint: String,
 }
 
 impl DaemonSet {
@@ -110,18 +110,12 @@ impl DaemonSet {
             stopping: Mutex::new(()),
             pools,
             groups,
-            fingerprint: site.daemon_fingerprint(),
         }))
     }
 
     /// The front pool of group `name`.
     pub fn pool(&self, name: &str) -> Option<&WorkerPool> {
         self.pools.get(name)
-    }
-
-    /// The fingerprint of the configuration these groups were started from.
-    pub fn fingerprint(&self) -> &str {
-        &self.fingerprint
     }
 
     /// A status snapshot of every group (empty once stopped).

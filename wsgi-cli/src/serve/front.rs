@@ -33,7 +33,11 @@ use super::access_log::{AccessLog, LoggedBody, RequestRecord};
 use super::bridge::{BodyFailure, ChannelBody, ResponseReceiver, request_body, response_channel};
 use super::daemons::DaemonSet;
 use super::pool::{AppCall, Job, JobResult, Refused, WorkerPool, error_status};
+use super::sendfile::{SendfileStream, file_bytes};
 use super::site::{Site, UrlAlias};
+
+/// At a stop, how long connections accepted just before get to start their first request.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(100);
 
 /// The response body type every handler produces.
 pub type ResponseBody = UnsyncBoxBody<Bytes, io::Error>;
@@ -105,6 +109,9 @@ pub async fn serve(
         .max_header_size(front.limits.max_header_size)
         .max_buf_size(front.limits.max_header_size.max(8192) + 64 * 1024)
         .max_headers(front.limits.max_headers)
+        // Body buffers are queued as they are, never copied: what `SendfileStream` needs to
+        // recognise a mapped file range.
+        .writev(true)
         .keep_alive(true);
     // Every acceptor hands its connections to this one loop, which owns the builder and the
     // graceful-shutdown tracker.
@@ -116,6 +123,10 @@ pub async fn serve(
         acceptors.push(tokio::spawn(async move {
             loop {
                 tokio::select! {
+                    // Once stopped, accept nothing more (the backlog stays for whoever
+                    // listens next: a restart in place hands the socket on).
+                    biased;
+                    () = stopped(&mut stop) => return,
                     accepted = listener.socket.accept() => match accepted {
                         Ok((stream, peer)) => {
                             let Ok(local) = stream.local_addr() else { continue };
@@ -129,34 +140,47 @@ pub async fn serve(
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
                     },
-                    () = stopped(&mut stop) => return,
                 }
             }
         }));
     }
     drop(conn_tx);
+    let start = |(stream, peer, local, route_port): Accepted| {
+        let _ = stream.set_nodelay(true);
+        let info = Arc::new(ConnInfo {
+            peer,
+            local,
+            route_port,
+        });
+        let front = front.clone();
+        let service = service_fn(move |req| handle(front.clone(), info.clone(), req));
+        let conn = builder.serve_connection(TokioIo::new(SendfileStream::new(stream)), service);
+        let conn = shutdown.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+        });
+    };
     loop {
         tokio::select! {
             next = conn_rx.recv() => {
-                let Some((stream, peer, local, route_port)) = next else { break };
-                let _ = stream.set_nodelay(true);
-                let info = Arc::new(ConnInfo { peer, local, route_port });
-                let front = front.clone();
-                let service = service_fn(move |req| handle(front.clone(), info.clone(), req));
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                let conn = shutdown.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, "connection ended: {e}");
-                    }
-                });
+                let Some(accepted) = next else { break };
+                start(accepted);
             }
             () = stopped(&mut stop) => break,
         }
     }
-    for a in acceptors {
-        a.abort();
+    // Every connection already accepted is served too (the acceptors stop on their own, and
+    // the channel closes when the last one has), and its first request gets a moment to
+    // arrive: a graceful shutdown closes a connection that has not started a request.
+    while let Some(accepted) = conn_rx.recv().await {
+        start(accepted);
     }
+    for a in acceptors {
+        let _ = a.await;
+    }
+    tokio::time::sleep(FIRST_REQUEST_GRACE).await;
     let open = shutdown.count();
     if open > 0 {
         tracing::info!("waiting up to {graceful:?} for {open} open connection(s) to finish");
@@ -465,21 +489,85 @@ async fn serve_static(
         Ok(hyper_staticfile::ResolveResult::PermissionDenied) => {
             error_response(StatusCode::FORBIDDEN)
         }
-        Ok(result) => match hyper_staticfile::ResponseBuilder::new()
-            .request_parts(req.method(), req.uri(), req.headers())
-            .build(result)
-        {
-            Ok(response) => response.map(UnsyncBoxBody::new),
-            Err(e) => {
-                tracing::error!(dir = %alias.dir.display(), "building a static response failed: {e}");
-                error_response(StatusCode::INTERNAL_SERVER_ERROR)
+        Ok(result) => {
+            // A second handle on the file, for sendfile (hyper-staticfile would read it).
+            let file = match &result {
+                hyper_staticfile::ResolveResult::Found(found) => {
+                    match found.handle.try_clone().await {
+                        Ok(file) => Some(file.into_std().await),
+                        Err(_) => None,
+                    }
+                }
+                _ => None,
+            };
+            match hyper_staticfile::ResponseBuilder::new()
+                .request_parts(req.method(), req.uri(), req.headers())
+                .build(result)
+            {
+                Ok(response) => with_sendfile_body(response, file, req.method()),
+                Err(e) => {
+                    tracing::error!(dir = %alias.dir.display(), "building a static response failed: {e}");
+                    error_response(StatusCode::INTERNAL_SERVER_ERROR)
+                }
             }
-        },
+        }
         Err(e) => {
             tracing::error!(dir = %alias.dir.display(), path = rest, "reading a static file failed: {e}");
             error_response(StatusCode::INTERNAL_SERVER_ERROR)
         }
     }
+}
+
+/// A static response whose body is the whole file (200) or one range of it (206) goes out
+/// with sendfile; other bodies (a multipart range response, HEAD, 304) stay as built.
+fn with_sendfile_body(
+    response: Response<hyper_staticfile::Body>,
+    file: Option<std::fs::File>,
+    method: &Method,
+) -> Response<ResponseBody> {
+    let range = match (file.as_ref(), response.status(), method) {
+        (Some(_), _, &Method::HEAD) | (None, _, _) => None,
+        (Some(_), StatusCode::OK, _) => content_length(response.headers()).map(|len| (0, len)),
+        (Some(_), StatusCode::PARTIAL_CONTENT, _) => single_range(response.headers())
+            .filter(|&(_, len)| content_length(response.headers()) == Some(len)),
+        _ => None,
+    };
+    let (Some(file), Some((offset, len))) = (file, range) else {
+        return response.map(UnsyncBoxBody::new);
+    };
+    match file_bytes(file, offset, len) {
+        Ok(bytes) => response.map(|_| full(bytes)),
+        Err(e) => {
+            tracing::error!("mapping a static file for sendfile failed: {e}");
+            error_response(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+    }
+}
+
+/// A body of one buffer.
+fn full(bytes: Bytes) -> ResponseBody {
+    UnsyncBoxBody::new(Full::new(bytes).map_err(|never: Infallible| match never {}))
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// `(offset, length)` of a `Content-Range: bytes FIRST-LAST/SIZE` header.
+fn single_range(headers: &http::HeaderMap) -> Option<(u64, u64)> {
+    let value = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
+    let (first, last) = value
+        .strip_prefix("bytes ")?
+        .split_once('/')?
+        .0
+        .split_once('-')?;
+    let (first, last): (u64, u64) = (first.parse().ok()?, last.parse().ok()?);
+    (last >= first).then(|| (first, last - first + 1))
 }
 
 /// A small HTML error page, in the spirit of Apache's (no internal detail: that goes to the
@@ -498,9 +586,7 @@ pub fn error_response(status: StatusCode) -> Response<ResponseBody> {
         "<!DOCTYPE html>\n<html><head><title>{code} {reason}</title></head>\n<body><h1>{reason}</h1>\n<p>{sentence}</p>\n</body></html>\n",
         code = status.as_u16()
     );
-    let mut response = Response::new(UnsyncBoxBody::new(
-        Full::new(Bytes::from(html)).map_err(|never: Infallible| match never {}),
-    ));
+    let mut response = Response::new(full(Bytes::from(html)));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

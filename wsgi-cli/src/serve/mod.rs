@@ -22,20 +22,30 @@
 //!
 //! Signals: SIGTERM/SIGINT stop accepting, let in-flight requests finish (up to
 //! `--graceful-timeout`), stop the workers, stop the daemon processes (none is left, nor any
-//! socket file), shut Python down (atexit) and exit 0. SIGHUP re-reads the configuration and
-//! swaps it in between requests; when the daemon sections changed (`WSGIDaemonProcess`, and
-//! the `WSGIPythonHome`, `User`, `Group`, `WSGISocketPrefix` they inherit) a new set of
-//! daemon groups is started first, requests move to it, and the old set is stopped once the
-//! requests it runs are done (at most `--graceful-timeout`). A reload that cannot start the
-//! new daemons is refused and the previous configuration stays.
+//! socket file), shut Python down (atexit) and exit 0. SIGHUP re-reads the configuration
+//! and, when it is valid, reloads it and every application without dropping a request:
+//! * with embedded mounts (or changed `Listen` addresses), by a restart in place: in-flight
+//!   requests finish, then the program execs itself (same process id) keeping its listening
+//!   sockets open ([`inherit`]), so connections made meanwhile wait in the listen queue;
+//! * in daemon mode only, a new set of daemon groups is started first, requests move to it,
+//!   and the old set is stopped once the requests it runs are done (at most
+//!   `--graceful-timeout`). A reload that cannot start the new daemons is refused and the
+//!   previous configuration stays.
+//!
+//! An invalid configuration is refused with `wsgi check`'s messages, and the server keeps
+//! serving the previous one.
 
 pub mod access_log;
 pub mod bridge;
 pub mod daemons;
 pub mod error;
 pub mod front;
+#[allow(unsafe_code)]
+pub mod inherit;
 pub mod pool;
 pub mod reload;
+#[allow(unsafe_code)]
+pub mod sendfile;
 pub mod site;
 pub mod status;
 
@@ -352,14 +362,30 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
         tracing::warn!("{w}");
     }
     let addresses = listen_addresses(&args, &site)?;
+    // After a restart in place, the sockets the previous program listened on.
+    let mut inherited = inherit::take();
     let mut sockets = Vec::new();
     for (addr, route_as) in &addresses {
-        let socket = bind(*addr)?;
+        let socket = match inherit::claim(&mut inherited, *addr) {
+            Some(socket) => {
+                socket
+                    .set_nonblocking(true)
+                    .map_err(|source| ServeError::Bind {
+                        addr: *addr,
+                        source,
+                    })?;
+                socket
+            }
+            None => bind(*addr)?,
+        };
         let actual = socket.local_addr().map_err(|source| ServeError::Bind {
             addr: *addr,
             source,
         })?;
         sockets.push((socket, actual, route_as.unwrap_or(actual.port())));
+    }
+    for (addr, _) in inherited {
+        tracing::info!("no longer listening on {addr}: the configuration stopped naming it");
     }
     let access_log = match &args.access_log {
         Some(path) => {
@@ -457,6 +483,12 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
         .reload_on_changes
         .then(|| reload::SourceWatch::roots(&front.site.read()));
     let restart = Arc::new(AtomicBool::new(false));
+    // Copies of the listening sockets, held open through a restart in place.
+    let kept = sockets
+        .iter()
+        .map(|(socket, _, _)| socket.try_clone())
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(ServeError::Threads)?;
     let started = tokio.block_on(async {
         let listeners = sockets
             .into_iter()
@@ -482,6 +514,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
             aliases,
             stop_tx,
             graceful,
+            restart.clone(),
         ));
         let finished = front::serve(front.clone(), listeners, stop_rx, graceful).await;
         signals.abort();
@@ -527,7 +560,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
         let _ = thread.join();
     }
     if restart.load(Ordering::Acquire) {
-        return Err(restart_self(&args, &actual));
+        return Err(restart_self(&args, &actual, &kept));
     }
     tracing::info!("stopped");
     Ok(())
@@ -563,9 +596,13 @@ async fn watch_sources(
     }
 }
 
-/// Replaces this process with the same command (keeping a port picked with `--port 0`).
-/// Returns only if `exec` failed.
-fn restart_self(args: &ServeArgs, listening: &[SocketAddr]) -> ServeError {
+/// Replaces this process with the same command (keeping a port picked with `--port 0`),
+/// handing it the listening sockets. Returns only if `exec` failed.
+fn restart_self(
+    args: &ServeArgs,
+    listening: &[SocketAddr],
+    sockets: &[std::net::TcpListener],
+) -> ServeError {
     use std::os::unix::process::CommandExt as _;
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
@@ -576,6 +613,10 @@ fn restart_self(args: &ServeArgs, listening: &[SocketAddr]) -> ServeError {
     if let (Some(0), Some(addr)) = (args.port, listening.first()) {
         command.args(["--port", &addr.port().to_string()]);
     }
+    if let Err(e) = inherit::pass_on(&mut command, sockets) {
+        tracing::warn!("cannot keep the listening sockets open through the restart: {e}");
+    }
+    tracing::info!("restarting in place (same process id)");
     ServeError::Restart(command.exec())
 }
 
@@ -629,6 +670,7 @@ async fn signal_loop(
     aliases: Vec<UrlAlias>,
     stop: tokio::sync::watch::Sender<bool>,
     graceful: Duration,
+    restart: Arc<AtomicBool>,
 ) {
     let Some(StopSignals {
         mut term,
@@ -647,26 +689,21 @@ async fn signal_loop(
                 let (source, aliases_now) = (args.source(), aliases.clone());
                 let loaded = tokio::task::spawn_blocking(move || Site::load(source, aliases_now)).await;
                 match loaded {
+                    Ok(Ok(site)) if front.pool.is_some() || site.needs_embedded() || site.config.listen != front.site.read().config.listen => {
+                        // Python cannot be restarted inside a process, nor listening sockets
+                        // changed under tokio: reload the apps (and everything else) by a
+                        // restart in place.
+                        drop(site);
+                        tracing::info!("SIGHUP: the configuration is valid; restarting in place to reload it and the applications (in-flight requests finish first, new connections wait in the listen queue)");
+                        restart.store(true, Ordering::Release);
+                        let _ = stop.send(true);
+                        break;
+                    }
                     Ok(Ok(site)) => {
-                        let old = front.site.read().clone();
-                        if site.python_home != old.python_home || site.python_path != old.python_path {
-                            tracing::warn!("SIGHUP: the python-home or python-path changed; that needs a restart (the running Python keeps the old ones)");
-                        }
-                        if site.config.listen != old.config.listen {
-                            tracing::warn!("SIGHUP: the Listen addresses changed; that needs a restart (still listening on the old ones)");
-                        }
-                        if front.pool.is_none() && site.needs_embedded() {
-                            tracing::warn!("SIGHUP: some mounts now run embedded, but this server started without embedded Python: they answer 500 until `wsgi serve` is restarted");
-                        }
+                        // Daemon mode only: a new set of daemon groups (fresh processes, so
+                        // the apps are loaded anew) takes the requests, the old set drains.
                         for w in &site.warnings {
                             tracing::warn!("{w}");
-                        }
-                        let running = front.daemons.read().as_ref().map(|d| d.fingerprint().to_string());
-                        let wanted = (!site.config.daemons.is_empty()).then(|| site.daemon_fingerprint());
-                        if running == wanted {
-                            *front.site.write() = Arc::new(site);
-                            tracing::info!("SIGHUP: configuration reloaded (daemon process groups unchanged, kept running); changed scripts are reloaded on their next request");
-                            continue;
                         }
                         let (queue_size, queue_timeout) = (args.queue_size, seconds(args.queue_timeout));
                         let started = tokio::task::spawn_blocking(move || {
@@ -688,7 +725,7 @@ async fn signal_loop(
                                 if let Some(previous) = previous {
                                     retire(front.clone(), previous, graceful);
                                 }
-                                tracing::info!("SIGHUP: configuration reloaded; the daemon process groups changed and were restarted");
+                                tracing::info!("SIGHUP: configuration reloaded; the daemon process groups were restarted with it");
                             }
                             Ok(Err(e)) => tracing::error!("SIGHUP: reload refused, still serving the previous configuration: {e}"),
                             Err(e) => tracing::error!("SIGHUP: reload failed: {e}"),

@@ -174,27 +174,6 @@ impl Site {
             .any(|m| self.config.daemon(&m.process_group).is_none())
     }
 
-    /// What the daemon processes depend on: when this is unchanged by a reload, the running
-    /// daemon process groups are kept.
-    pub fn daemon_fingerprint(&self) -> String {
-        let c = &self.config;
-        let groups: Vec<_> = c
-            .daemons
-            .iter()
-            .map(|d| format!("{}|{:?}|{:?}", d.name, d.host, d.options))
-            .collect();
-        format!(
-            "{groups:?}|{:?}|{:?}|{:?}|{:?}|{}|{}|{:?}",
-            c.python.home.as_ref().map(|h| &h.value),
-            c.user,
-            c.group,
-            c.server.socket_prefix,
-            c.python.optimize,
-            c.python.dont_write_bytecode,
-            c.python.eggs,
-        )
-    }
-
     /// The static alias covering `path`, with the rest of the path.
     pub fn alias_for<'p>(&self, path: &'p str) -> Option<(&UrlAlias, &'p str)> {
         self.aliases

@@ -1,0 +1,354 @@
+//! `sendfile(2)` under hyper, which owns the socket and writes only bytes it is given.
+//!
+//! A file to send becomes [`file_bytes`]: `Bytes` whose memory is a read-only mapping of the
+//! file's range, registered here while it lives. hyper queues body buffers as they are (the
+//! connection is built with `writev(true)`, so it never copies them) and hands them to the
+//! connection's [`SendfileStream`] as `IoSlice`s; the stream recognises a slice that lies in a
+//! registered mapping and sends that part with `sendfile` from the file instead. The mapping's
+//! pages are never read by this process on that path: the kernel copies from the page cache,
+//! exactly as with Apache's `EnableSendfile`. Were anything to read the bytes instead, they are
+//! still the file's (the mapping makes the fallback correct, not just the fast path).
+
+use std::fs::File;
+use std::io::{self, IoSlice};
+use std::os::fd::AsFd;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::TcpStream;
+
+/// A live mapping: the address range of its bytes, and where they come from.
+struct Region {
+    id: u64,
+    start: usize,
+    end: usize,
+    file: Arc<File>,
+    offset: u64,
+    /// Bytes sent from it with `sendfile` so far.
+    sent: u64,
+}
+
+/// Every live mapping, and how many there are (read without the lock on the hot path: a
+/// server sending no file pays one atomic load per write).
+static REGIONS: Mutex<Vec<Region>> = Mutex::new(Vec::new());
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// The owner of a mapping: unregisters it before it is unmapped.
+struct Mapping {
+    id: u64,
+    map: memmap2::Mmap,
+}
+
+impl AsRef<[u8]> for Mapping {
+    fn as_ref(&self) -> &[u8] {
+        &self.map
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        let mut regions = REGIONS.lock();
+        if let Some(i) = regions.iter().position(|r| r.id == self.id) {
+            let region = regions.swap_remove(i);
+            LIVE.fetch_sub(1, Ordering::Release);
+            drop(regions);
+            tracing::debug!(
+                "sendfile: sent {} of {} bytes from offset {}",
+                region.sent,
+                region.end - region.start,
+                region.offset
+            );
+        }
+    }
+}
+
+/// `len` bytes of the regular file `file` from `offset`, as `Bytes` a [`SendfileStream`] sends
+/// with `sendfile`. `len` is not checked against the file's size: when the file is shorter
+/// (or shrinks before it is sent) the write fails and hyper closes the connection, since the
+/// response can no longer be what its headers said.
+pub fn file_bytes(file: File, offset: u64, len: u64) -> io::Result<Bytes> {
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    let len = usize::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file range too large"))?;
+    // SAFETY: the mapping is read-only and private to this process; its bytes are handed only
+    // to hyper, which (with writev on) passes them to `SendfileStream` without reading them,
+    // and the stream sends them from the file. Nothing here reads the mapped pages, so a file
+    // truncated meanwhile (memmap2's caveat: reading past the new end raises SIGBUS) makes
+    // `sendfile` return short instead, which ends the connection with an error.
+    let map = unsafe {
+        memmap2::MmapOptions::new()
+            .offset(offset)
+            .len(len)
+            .map(&file)?
+    };
+    let start = map.as_ptr() as usize;
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    {
+        let mut regions = REGIONS.lock();
+        regions.push(Region {
+            id,
+            start,
+            end: start + len,
+            file: Arc::new(file),
+            offset,
+            sent: 0,
+        });
+        LIVE.fetch_add(1, Ordering::Release);
+    }
+    Ok(Bytes::from_owner(Mapping { id, map }))
+}
+
+/// A part of a live mapping to send: its region's id, the file, and the offset in it.
+struct FileRange {
+    id: u64,
+    file: Arc<File>,
+    offset: u64,
+}
+
+/// The file range behind `slice`, if it lies in a live mapping.
+fn region_of(slice: &[u8]) -> Option<FileRange> {
+    let start = slice.as_ptr() as usize;
+    let end = start + slice.len();
+    let regions = REGIONS.lock();
+    regions
+        .iter()
+        .find(|r| r.start <= start && end <= r.end)
+        .map(|r| FileRange {
+            id: r.id,
+            file: r.file.clone(),
+            offset: r.offset + (start - r.start) as u64,
+        })
+}
+
+/// Counts `n` bytes sent from region `id`.
+fn count_sent(id: u64, n: usize) {
+    if let Some(r) = REGIONS.lock().iter_mut().find(|r| r.id == id) {
+        r.sent += n as u64;
+    }
+}
+
+/// A TCP connection that writes mapped file bytes with `sendfile`.
+pub struct SendfileStream {
+    tcp: TcpStream,
+}
+
+impl SendfileStream {
+    /// Wraps an accepted connection.
+    pub fn new(tcp: TcpStream) -> SendfileStream {
+        SendfileStream { tcp }
+    }
+
+    /// One `sendfile` of up to `len` bytes of `file` from `offset`, once the socket can take
+    /// them.
+    fn poll_sendfile(
+        &self,
+        cx: &mut Context<'_>,
+        range: FileRange,
+        len: usize,
+    ) -> Poll<io::Result<usize>> {
+        let FileRange { id, file, offset } = range;
+        loop {
+            ready!(self.tcp.poll_write_ready(cx))?;
+            let sent = self.tcp.try_io(Interest::WRITABLE, || {
+                let mut at = i64::try_from(offset)
+                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+                nix::sys::sendfile::sendfile64(self.tcp.as_fd(), file.as_fd(), Some(&mut at), len)
+                    .map_err(io::Error::from)
+            });
+            match sent {
+                Ok(0) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the file being sent got shorter than the response says",
+                    )));
+                }
+                Ok(n) => {
+                    count_sent(id, n);
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncRead for SendfileStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SendfileStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if LIVE.load(Ordering::Acquire) > 0 {
+            if let Some(range) = region_of(buf) {
+                return self.poll_sendfile(cx, range, buf.len());
+            }
+        }
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if LIVE.load(Ordering::Acquire) > 0 {
+            // Plain slices before the first mapped one go out with writev; the mapped one
+            // (when it is first) with sendfile; the caller comes back for the rest.
+            for (i, slice) in bufs.iter().enumerate() {
+                if slice.is_empty() {
+                    continue;
+                }
+                if let Some(range) = region_of(slice) {
+                    if bufs[..i].iter().all(|b| b.is_empty()) {
+                        return self.poll_sendfile(cx, range, slice.len());
+                    }
+                    return Pin::new(&mut self.tcp).poll_write_vectored(cx, &bufs[..i]);
+                }
+            }
+        }
+        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use tokio::io::AsyncWriteExt;
+
+    fn temp_file(content: &[u8]) -> File {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(content).unwrap();
+        f
+    }
+
+    fn registered(id: u64) -> bool {
+        REGIONS.lock().iter().any(|r| r.id == id)
+    }
+
+    #[test]
+    fn mapped_bytes_are_the_files_and_unregister_when_dropped() {
+        let id = NEXT_ID.load(Ordering::Relaxed);
+        let bytes = file_bytes(temp_file(b"0123456789"), 3, 4).unwrap();
+        assert_eq!(&bytes[..], b"3456");
+        let range = region_of(&bytes[1..3]).unwrap();
+        assert_eq!(range.offset, 4);
+        assert_eq!(range.file.metadata().unwrap().len(), 10);
+        assert!(region_of(b"elsewhere").is_none());
+        // Other tests map files concurrently: find ours by its range.
+        let id = (id..NEXT_ID.load(Ordering::Relaxed))
+            .find(|&id| {
+                REGIONS
+                    .lock()
+                    .iter()
+                    .any(|r| r.id == id && r.start == bytes.as_ptr() as usize)
+            })
+            .unwrap();
+        let clone = bytes.slice(1..);
+        drop(bytes);
+        assert!(registered(id), "a clone keeps the mapping alive");
+        drop(clone);
+        assert!(!registered(id));
+        assert!(file_bytes(temp_file(b""), 0, 0).unwrap().is_empty());
+    }
+
+    /// Plain and mapped slices written together arrive in order, the mapped part through
+    /// `sendfile` (the file's content reaches the peer even where its pages were never read).
+    #[tokio::test]
+    async fn writes_mix_plain_bytes_and_file_ranges() {
+        let content: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut peer = std::net::TcpStream::connect(addr).unwrap();
+            let mut got = Vec::new();
+            peer.read_to_end(&mut got).unwrap();
+            got
+        });
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut stream = SendfileStream::new(tcp);
+        let mapped = file_bytes(temp_file(&content), 1000, 200_000).unwrap();
+        let head = b"HTTP/1.1 200 OK\r\n\r\n";
+        let mut parts: Vec<&[u8]> = vec![head, &mapped, b"tail"];
+        while !parts.is_empty() {
+            let slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+            let mut n = stream.write_vectored(&slices).await.unwrap();
+            assert!(n > 0);
+            while n > 0 {
+                let first = parts[0].len().min(n);
+                parts[0] = &parts[0][first..];
+                n -= first;
+                if parts[0].is_empty() {
+                    parts.remove(0);
+                }
+            }
+        }
+        let sent = REGIONS
+            .lock()
+            .iter()
+            .find(|r| r.start == mapped.as_ptr() as usize)
+            .map(|r| r.sent);
+        assert_eq!(sent, Some(200_000), "the file range went out with sendfile");
+        stream.shutdown().await.unwrap();
+        drop(stream);
+        let got = reader.join().unwrap();
+        let mut want = head.to_vec();
+        want.extend_from_slice(&content[1000..201_000]);
+        want.extend_from_slice(b"tail");
+        assert_eq!(got.len(), want.len());
+        assert!(got == want);
+    }
+
+    #[tokio::test]
+    async fn a_file_shorter_than_promised_fails_the_write() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = std::net::TcpStream::connect(addr).unwrap();
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut stream = SendfileStream::new(tcp);
+        let file = temp_file(b"short");
+        let promised = file_bytes(file.try_clone().unwrap(), 0, 5).unwrap();
+        file.set_len(2).unwrap();
+        let mut sent = 0;
+        let err = loop {
+            match stream.write(&promised[sent..]).await {
+                Ok(n) => sent += n,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(sent, 2);
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        drop(peer);
+    }
+}
