@@ -6,6 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use wsgi_cli::{check, serve};
 
+/// mimalloc for the server's own allocations (many small, short-lived, across threads: the
+/// request and response of every call); Python keeps its own allocators.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// wsgi-rs: Apache mod_wsgi, rebuilt in Rust.
 #[derive(Debug, Parser)]
 #[command(name = "wsgi", version = check::version_text(), about)]

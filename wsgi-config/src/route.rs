@@ -93,13 +93,17 @@ impl RouteError {
     }
 }
 
-/// The machine's host name, the server name when the configuration gives none (as Apache).
-fn default_server_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
+/// The machine's host name, the server name when the configuration gives none (as Apache,
+/// which also reads it once, at start).
+fn default_server_name() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "localhost".to_string())
+    })
 }
 
 /// Bytes as a PEP 3333 native string.
@@ -402,10 +406,10 @@ impl Config {
                 script.display()
             )));
         }
-        let server_name = self
-            .server_name(host)
-            .map(str::to_string)
-            .unwrap_or_else(default_server_name);
+        let server_name = match self.server_name(host) {
+            Some(name) => name.to_string(),
+            None => default_server_name().to_string(),
+        };
         let names = Names {
             server_name: &server_name,
             port: req.local_port,

@@ -160,37 +160,47 @@ async fn pump_request_body(
     }
 }
 
-/// The worker side of a response.
+/// How a response reaches the tokio side.
+#[derive(Debug)]
+pub enum ResponseStart {
+    /// The whole response at once: the head and the complete body (the app's first body
+    /// write completed its `Content-Length`, or the body is empty). One hand-off, and no
+    /// stream to set up: the common case of an app returning `[body]`.
+    Whole(ResponseHead, Bytes),
+    /// The head; the body follows on the stream.
+    Streamed(ResponseHead, ResponseStream),
+}
+
+/// The worker side of a response. The head is held until the first body write, so a body
+/// that fits its `Content-Length` in one write goes over with it, in one message.
 pub struct ChannelSink {
-    head: Option<oneshot::Sender<ResponseHead>>,
-    chunks: mpsc::Sender<io::Result<Bytes>>,
+    start: Option<oneshot::Sender<ResponseStart>>,
+    pending: Option<ResponseHead>,
+    content_length: Option<u64>,
+    chunks: Option<mpsc::Sender<io::Result<Bytes>>>,
     discard_body: bool,
 }
 
-/// The tokio side of a response: the head, then the body stream.
+/// The tokio side of a response: how it starts (dropped unsent when the call ends before
+/// `start`).
 pub struct ResponseReceiver {
-    /// The status and headers, when the app starts the response (dropped unsent when the
-    /// call ends before `start`).
-    pub head: oneshot::Receiver<ResponseHead>,
-    /// The body.
-    pub body: ResponseStream,
+    /// The head, with the whole body or its stream.
+    pub start: oneshot::Receiver<ResponseStart>,
 }
 
 /// Makes both ends of a response. With `discard_body` (a HEAD request the app saw as GET) the
 /// body is run and thrown away, as Apache does.
 pub fn response_channel(discard_body: bool) -> (ChannelSink, ResponseReceiver) {
-    let (head_tx, head_rx) = oneshot::channel();
-    let (tx, rx) = mpsc::channel(RESPONSE_CHUNKS);
+    let (start_tx, start_rx) = oneshot::channel();
     (
         ChannelSink {
-            head: Some(head_tx),
-            chunks: tx,
+            start: Some(start_tx),
+            pending: None,
+            content_length: None,
+            chunks: None,
             discard_body,
         },
-        ResponseReceiver {
-            head: head_rx,
-            body: ResponseStream { chunks: rx },
-        },
+        ResponseReceiver { start: start_rx },
     )
 }
 
@@ -204,24 +214,69 @@ fn client_gone() -> io::Error {
 impl ChannelSink {
     /// Whether the client is already gone (the request was dropped while queued).
     pub fn client_gone(&self) -> bool {
-        match &self.head {
-            Some(head) => head.is_closed(),
-            None => self.chunks.is_closed(),
+        match (&self.start, &self.chunks) {
+            (Some(start), _) => start.is_closed(),
+            (None, Some(chunks)) => chunks.is_closed(),
+            (None, None) => true,
         }
     }
 
     /// Ends the response body with an error, so hyper resets the connection instead of
-    /// finishing the response cleanly (the app failed after the body started).
-    pub fn abort(&self, why: String) {
-        let _ = self
-            .chunks
-            .blocking_send(Err(io::Error::new(io::ErrorKind::Interrupted, why)));
+    /// finishing the response cleanly (the app failed after the body started, or sent less
+    /// than its `Content-Length`).
+    pub fn abort(&mut self, why: String) {
+        if self.open_stream().is_ok() {
+            if let Some(chunks) = &self.chunks {
+                let _ = chunks.blocking_send(Err(io::Error::new(io::ErrorKind::Interrupted, why)));
+            }
+        }
     }
 
-    fn send(&self, chunk: Bytes) -> io::Result<()> {
-        self.chunks
-            .blocking_send(Ok(chunk))
+    /// Sends the held head with `body` as the whole response.
+    fn send_whole(&mut self, body: Bytes) -> io::Result<()> {
+        let (Some(start), Some(head)) = (self.start.take(), self.pending.take()) else {
+            return Err(client_gone());
+        };
+        start
+            .send(ResponseStart::Whole(head, body))
             .map_err(|_| client_gone())
+    }
+
+    /// Sends the held head with a stream for the body, once.
+    fn open_stream(&mut self) -> io::Result<()> {
+        if self.chunks.is_some() {
+            return Ok(());
+        }
+        let (Some(start), Some(head)) = (self.start.take(), self.pending.take()) else {
+            return Err(client_gone());
+        };
+        let (tx, rx) = mpsc::channel(RESPONSE_CHUNKS);
+        self.chunks = Some(tx);
+        start
+            .send(ResponseStart::Streamed(head, ResponseStream { chunks: rx }))
+            .map_err(|_| client_gone())
+    }
+
+    /// Sends a body chunk: with the head when it completes the response, else on the stream.
+    fn send(&mut self, chunk: Bytes) -> io::Result<()> {
+        if self.pending.is_some() && self.content_length == Some(chunk.len() as u64) {
+            return self.send_whole(chunk);
+        }
+        self.open_stream()?;
+        match &self.chunks {
+            Some(chunks) => chunks.blocking_send(Ok(chunk)).map_err(|_| client_gone()),
+            None => Err(client_gone()),
+        }
+    }
+}
+
+impl Drop for ChannelSink {
+    /// A head still held when the call ends: the response has no body (or, for HEAD, the body
+    /// was thrown away).
+    fn drop(&mut self) {
+        if self.pending.is_some() {
+            let _ = self.send_whole(Bytes::new());
+        }
     }
 }
 
@@ -232,23 +287,30 @@ impl ResponseSink for ChannelSink {
         reason: &str,
         headers: Vec<(String, Vec<u8>)>,
     ) -> io::Result<()> {
-        let head = self.head.take().ok_or_else(|| {
-            io::Error::new(
+        if self.pending.is_some() || self.start.is_none() {
+            return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "the response was already started",
-            )
-        })?;
-        head.send(ResponseHead {
+            ));
+        }
+        if self.client_gone() {
+            return Err(client_gone());
+        }
+        self.content_length = headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, value)| std::str::from_utf8(value).ok()?.trim().parse().ok());
+        self.pending = Some(ResponseHead {
             status,
             reason: reason.to_string(),
             headers,
-        })
-        .map_err(|_| client_gone())
+        });
+        Ok(())
     }
 
     fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
         if self.discard_body {
-            return if self.chunks.is_closed() {
+            return if self.client_gone() {
                 Err(client_gone())
             } else {
                 Ok(())
@@ -278,6 +340,7 @@ impl ResponseSink for ChannelSink {
 }
 
 /// The hyper response body: chunks from the worker; an error item aborts the connection.
+#[derive(Debug)]
 pub struct ResponseStream {
     chunks: mpsc::Receiver<io::Result<Bytes>>,
 }
@@ -318,20 +381,76 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
     }
 
+    fn cl(n: usize) -> Vec<(String, Vec<u8>)> {
+        vec![("Content-Length".into(), n.to_string().into_bytes())]
+    }
+
+    fn whole(receiver: ResponseReceiver) -> (ResponseHead, Bytes) {
+        match receiver.start.blocking_recv().unwrap() {
+            ResponseStart::Whole(head, body) => (head, body),
+            ResponseStart::Streamed(..) => panic!("streamed, not whole"),
+        }
+    }
+
+    fn streamed(receiver: ResponseReceiver) -> (ResponseHead, ResponseStream) {
+        match receiver.start.blocking_recv().unwrap() {
+            ResponseStart::Streamed(head, body) => (head, body),
+            ResponseStart::Whole(..) => panic!("whole, not streamed"),
+        }
+    }
+
     #[test]
     fn head_requests_run_the_body_but_send_none() {
-        let (mut sink, mut receiver) = response_channel(true);
-        sink.start(200, "OK", vec![("Content-Length".into(), b"5".to_vec())])
-            .unwrap();
+        let (mut sink, receiver) = response_channel(true);
+        sink.start(200, "OK", cl(5)).unwrap();
         sink.write(b"hello").unwrap();
         drop(sink);
-        let head = receiver.head.try_recv().unwrap();
+        let (head, body) = whole(receiver);
         assert_eq!(head.status, 200);
-        // Nothing went into the body channel: it is empty and closed.
-        assert_eq!(
-            receiver.body.chunks.try_recv().err(),
-            Some(mpsc::error::TryRecvError::Disconnected)
-        );
+        assert!(body.is_empty());
+    }
+
+    #[test]
+    fn a_body_that_fills_its_content_length_goes_with_the_head() {
+        let (mut sink, receiver) = response_channel(false);
+        sink.start(200, "OK", cl(5)).unwrap();
+        sink.write(b"hello").unwrap();
+        let (head, body) = whole(receiver);
+        assert_eq!((head.status, &body[..]), (200, &b"hello"[..]));
+        // The response is complete: a further write finds no one to take it.
+        assert!(sink.write(b"more").is_err());
+    }
+
+    #[test]
+    fn an_empty_body_is_sent_when_the_call_ends() {
+        let (mut sink, receiver) = response_channel(false);
+        sink.start(204, "No Content", Vec::new()).unwrap();
+        drop(sink);
+        let (head, body) = whole(receiver);
+        assert_eq!(head.status, 204);
+        assert!(body.is_empty());
+    }
+
+    #[test]
+    fn other_bodies_stream_in_order_and_an_abort_ends_them_with_an_error() {
+        let (mut sink, receiver) = response_channel(false);
+        sink.start(200, "OK", Vec::new()).unwrap();
+        let worker = std::thread::spawn(move || {
+            sink.write(b"one").unwrap();
+            sink.write(b"two").unwrap();
+            sink.abort("failed".into());
+        });
+        let (_, mut body) = streamed(receiver);
+        assert_eq!(&body.chunks.blocking_recv().unwrap().unwrap()[..], b"one");
+        assert_eq!(&body.chunks.blocking_recv().unwrap().unwrap()[..], b"two");
+        assert!(body.chunks.blocking_recv().unwrap().is_err());
+        worker.join().unwrap();
+        // Declared 10 bytes, sent none: the head goes out, then the error.
+        let (mut sink, receiver) = response_channel(false);
+        sink.start(200, "OK", cl(10)).unwrap();
+        sink.abort("short".into());
+        let (_, mut body) = streamed(receiver);
+        assert!(body.chunks.blocking_recv().unwrap().is_err());
     }
 
     #[test]
@@ -341,18 +460,15 @@ mod tests {
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(b"0123456789").unwrap();
         f.seek(SeekFrom::Start(1)).unwrap();
-        let (mut sink, mut receiver) = response_channel(false);
-        let worker = std::thread::spawn(move || {
-            let sent = sink.file(f.as_raw_fd(), 2, 5).unwrap();
-            let mut rest = String::new();
-            f.read_to_string(&mut rest).unwrap();
-            (sent, rest)
-        });
-        let chunk = receiver.body.chunks.blocking_recv().unwrap().unwrap();
-        assert_eq!(&chunk[..], b"23456");
-        let (sent, rest) = worker.join().unwrap();
+        let (mut sink, receiver) = response_channel(false);
+        sink.start(200, "OK", cl(5)).unwrap();
+        let sent = sink.file(f.as_raw_fd(), 2, 5).unwrap();
+        let mut rest = String::new();
+        f.read_to_string(&mut rest).unwrap();
         assert!(sent);
         assert_eq!(rest, "123456789");
+        let (_, body) = whole(receiver);
+        assert_eq!(&body[..], b"23456");
     }
 
     #[test]

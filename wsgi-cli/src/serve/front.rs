@@ -30,7 +30,9 @@ use wsgi_config::route::{ProcessGroup, Route, RouteRequest};
 use wsgi_interp::{CallOptions, RequestHead, Scheme, ScriptSpec};
 
 use super::access_log::{AccessLog, LoggedBody, RequestRecord};
-use super::bridge::{BodyFailure, ChannelBody, ResponseReceiver, request_body, response_channel};
+use super::bridge::{
+    BodyFailure, ChannelBody, ResponseReceiver, ResponseStart, request_body, response_channel,
+};
 use super::daemons::DaemonSet;
 use super::pool::{AppCall, Job, JobResult, Refused, WorkerPool, error_status};
 use super::sendfile::{SendfileStream, file_bytes};
@@ -364,13 +366,7 @@ async fn run_app(
         tokio::spawn(pump);
         reader
     };
-    let (
-        sink,
-        ResponseReceiver {
-            head: head_rx,
-            body: stream,
-        },
-    ) = response_channel(is_head);
+    let (sink, ResponseReceiver { start }) = response_channel(is_head);
     let (done, done_rx) = oneshot::channel();
     let job = Job {
         app,
@@ -389,9 +385,13 @@ async fn run_app(
             Refused::Stopping => error_response(StatusCode::SERVICE_UNAVAILABLE),
         };
     }
-    match head_rx.await {
-        Ok(head) => {
-            let mut response = Response::new(UnsyncBoxBody::new(stream));
+    match start.await {
+        Ok(start) => {
+            let (head, body) = match start {
+                ResponseStart::Whole(head, body) => (head, full(body)),
+                ResponseStart::Streamed(head, stream) => (head, UnsyncBoxBody::new(stream)),
+            };
+            let mut response = Response::new(body);
             *response.status_mut() =
                 StatusCode::from_u16(head.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             if response.status().canonical_reason() != Some(head.reason.as_str()) {
