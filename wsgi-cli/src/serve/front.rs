@@ -94,6 +94,47 @@ struct ConnInfo {
     route_port: u16,
 }
 
+/// hyper's HTTP/1.1 settings for every connection.
+fn http1_builder(limits: &Limits) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_header_size(limits.max_header_size)
+        .max_buf_size(limits.max_header_size.max(8192) + 64 * 1024)
+        .max_headers(limits.max_headers)
+        // Body buffers are queued as they are, never copied: what `SendfileStream` needs to
+        // recognise a mapped file range.
+        .writev(true)
+        .keep_alive(true);
+    builder
+}
+
+/// Serves one connection over any byte stream (a socket, or an in-memory pipe for the
+/// benchmarks of the whole dispatch path), until the client closes it. `peer` and `local`
+/// are the addresses the app sees; `route_port` the port requests are routed as.
+pub async fn serve_stream<S>(
+    front: Arc<Front>,
+    stream: S,
+    peer: SocketAddr,
+    local: SocketAddr,
+    route_port: u16,
+) -> Result<(), hyper::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let builder = http1_builder(&front.limits);
+    let info = Arc::new(ConnInfo {
+        peer,
+        local,
+        route_port,
+    });
+    let service = service_fn(move |req| handle(front.clone(), info.clone(), req));
+    builder
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+}
+
 /// Accepts on every listener until `stop` turns true, then stops accepting and lets open
 /// connections finish their in-flight request for up to `graceful` (idle ones close at once).
 /// Returns whether every connection finished in time.
@@ -104,17 +145,7 @@ pub async fn serve(
     graceful: Duration,
 ) -> bool {
     let shutdown = GracefulShutdown::new();
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(front.limits.header_timeout)
-        .max_header_size(front.limits.max_header_size)
-        .max_buf_size(front.limits.max_header_size.max(8192) + 64 * 1024)
-        .max_headers(front.limits.max_headers)
-        // Body buffers are queued as they are, never copied: what `SendfileStream` needs to
-        // recognise a mapped file range.
-        .writev(true)
-        .keep_alive(true);
+    let builder = http1_builder(&front.limits);
     // Every acceptor hands its connections to this one loop, which owns the builder and the
     // graceful-shutdown tracker.
     let (conn_tx, mut conn_rx) = tokio::sync::mpsc::channel::<Accepted>(64);

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, oneshot};
 use wsgi_daemon::{DaemonClient, DaemonRequest, DispatchError};
 use wsgi_interp::{
     CallOptions, InterpError, Outcome, RequestBody, RequestHead, ResponseSink, ScriptSpec,
@@ -187,14 +187,22 @@ impl WorkerPool {
 
     /// Queues a job, waiting up to the queue timeout for room. On refusal the job is given back.
     pub async fn submit(&self, job: Job) -> Result<(), (Refused, Job)> {
-        let Some(jobs) = self.jobs.lock().clone() else {
-            return Err((Refused::Stopping, job));
+        // A free slot is taken at once; only a full pool sets up the timed wait.
+        let slot = match self.slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(TryAcquireError::Closed) => return Err((Refused::Stopping, job)),
+            Err(TryAcquireError::NoPermits) => {
+                let wait = self.queue_timeout.saturating_sub(job.arrived.elapsed());
+                match tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await {
+                    Ok(Ok(slot)) => slot,
+                    Ok(Err(_)) => return Err((Refused::Stopping, job)),
+                    Err(_) => return Err((Refused::Busy, job)),
+                }
+            }
         };
-        let wait = self.queue_timeout.saturating_sub(job.arrived.elapsed());
-        let slot = match tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await {
-            Ok(Ok(slot)) => slot,
-            Ok(Err(_)) => return Err((Refused::Stopping, job)),
-            Err(_) => return Err((Refused::Busy, job)),
+        let jobs = self.jobs.lock();
+        let Some(jobs) = jobs.as_ref() else {
+            return Err((Refused::Stopping, job));
         };
         jobs.try_send(Queued { job, _slot: slot }).map_err(|e| {
             let refused = match &e {
