@@ -97,8 +97,23 @@ fn write_command_table(path: &Path) {
             Scope::FileInfo => "OR_FILEINFO",
             Scope::AuthConfig => "OR_AUTHCFG",
         };
+        // The access and auth scripts are also kept in Apache's per-directory configuration
+        // (they apply to any request, and may come from .htaccess): their own callback, told
+        // which slot of `struct wsgi_rs_dir_config` (src/shim.c) to fill.
+        let (callback, slot) = match d.name {
+            "WSGIAccessScript" => ("wsgi_rs_aux_cmd", "(void *)(intptr_t)WSGI_RS_ACCESS_SCRIPT"),
+            "WSGIAuthUserScript" => (
+                "wsgi_rs_aux_cmd",
+                "(void *)(intptr_t)WSGI_RS_AUTH_USER_SCRIPT",
+            ),
+            "WSGIAuthGroupScript" => (
+                "wsgi_rs_aux_cmd",
+                "(void *)(intptr_t)WSGI_RS_AUTH_GROUP_SCRIPT",
+            ),
+            _ => ("wsgi_rs_cmd", "NULL"),
+        };
         text.push_str(&format!(
-            "    AP_INIT_RAW_ARGS({}, wsgi_rs_cmd, NULL, {flags}, {}),\n",
+            "    AP_INIT_RAW_ARGS({}, {callback}, {slot}, {flags}, {}),\n",
             c_string(d.name),
             c_string(d.usage)
         ));

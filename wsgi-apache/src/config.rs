@@ -17,6 +17,9 @@ static BUILDER: Mutex<Option<ConfigBuilder>> = Mutex::new(None);
 /// The configuration of the last complete read.
 static CONFIG: Mutex<Option<Arc<Config>>> = Mutex::new(None);
 
+/// Apache's `ServerRoot` (relative script paths resolve against it, `.htaccess` ones too).
+static SERVER_ROOT: Mutex<Option<PathBuf>> = Mutex::new(None);
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -70,6 +73,7 @@ pub unsafe extern "C" fn wsgi_rs_reset(server_root: *const c_char) {
         "pre_config",
         |_| (),
         || {
+            *lock(&SERVER_ROOT) = Some(PathBuf::from(&root));
             *lock(&BUILDER) = Some(ConfigBuilder::new(PathBuf::from(root)));
         },
     );
@@ -268,6 +272,13 @@ pub extern "C" fn wsgi_rs_finish() -> *mut c_char {
             ),
         }
     })
+}
+
+/// Apache's `ServerRoot`, as the configuration read began.
+pub(crate) fn server_root() -> PathBuf {
+    lock(&SERVER_ROOT)
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/"))
 }
 
 /// The configuration of the last complete read, for request handling.

@@ -13,6 +13,8 @@
 mod config;
 mod daemons;
 mod guard;
+mod handlers;
+mod hooks;
 mod module;
 mod request;
 

@@ -52,6 +52,14 @@ unsafe extern "C" {
     static wsgi_rs_cmds: CommandTable;
     /// Registers the configuration hooks (`src/shim.c`).
     fn wsgi_rs_register_hooks(pool: *mut AprPool);
+    /// A directory configuration: which access and auth scripts apply (`src/shim.c`).
+    fn wsgi_rs_create_dir_config(pool: *mut AprPool, dir: *mut c_char) -> *mut c_void;
+    /// Merges two directory configurations, the inner one winning (`src/shim.c`).
+    fn wsgi_rs_merge_dir_config(
+        pool: *mut AprPool,
+        base: *mut c_void,
+        add: *mut c_void,
+    ) -> *mut c_void;
 }
 
 /// The module Apache loads. Apache writes into it (`module_index`, `next`, the load handle) while
@@ -66,8 +74,8 @@ pub static mut wsgi_rs_module: Module = Module {
     next: std::ptr::null_mut(),
     magic: MAGIC_COOKIE as c_ulong,
     rewrite_args: None,
-    create_dir_config: None,
-    merge_dir_config: None,
+    create_dir_config: Some(wsgi_rs_create_dir_config),
+    merge_dir_config: Some(wsgi_rs_merge_dir_config),
     create_server_config: None,
     merge_server_config: None,
     cmds: &raw const wsgi_rs_cmds,

@@ -57,6 +57,9 @@ struct RawRequest {
     context_document_root: *const c_char,
     log_id: *const c_char,
     request_time_us: i64,
+    uri: *const c_char,
+    path_info: *const c_char,
+    filename: *const c_char,
 }
 
 type PairCallback = unsafe extern "C" fn(*mut c_void, *const c_char, *const c_char);
@@ -83,12 +86,12 @@ unsafe extern "C" {
     fn wsgi_rs_has_content_filters(r: *mut RequestRec) -> c_int;
 }
 
-const OK: c_int = 0;
-const DECLINED: c_int = -1;
-const APLOG_ERR: c_int = 3;
-const APLOG_WARNING: c_int = 4;
-const APLOG_INFO: c_int = 6;
-const APLOG_DEBUG: c_int = 7;
+pub(crate) const OK: c_int = 0;
+pub(crate) const DECLINED: c_int = -1;
+pub(crate) const APLOG_ERR: c_int = 3;
+pub(crate) const APLOG_WARNING: c_int = 4;
+pub(crate) const APLOG_INFO: c_int = 6;
+pub(crate) const APLOG_DEBUG: c_int = 7;
 
 /// The embedded Python of this Apache child, started in `child_init`.
 static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
@@ -123,39 +126,45 @@ fn text(bytes: Vec<u8>) -> String {
 }
 
 /// What Apache knows about a request, copied out of its structures.
-struct RequestInfo {
-    method: String,
-    path: String,
-    unparsed_uri: Vec<u8>,
-    args: Vec<u8>,
-    protocol: String,
-    hostname: Option<String>,
-    vhost: Option<(String, u32)>,
-    local_ip: String,
-    local_port: u16,
-    remote_ip: String,
-    remote_port: u16,
-    scheme: String,
-    document_root: Vec<u8>,
-    server_software: Vec<u8>,
-    server_admin: Vec<u8>,
-    user: Vec<u8>,
-    auth_type: Vec<u8>,
-    multithread: bool,
-    multiprocess: bool,
-    server_name: String,
-    server_port: u16,
-    context_prefix: Vec<u8>,
-    context_document_root: Vec<u8>,
-    log_id: Vec<u8>,
-    request_time_us: i64,
+pub(crate) struct RequestInfo {
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) unparsed_uri: Vec<u8>,
+    pub(crate) args: Vec<u8>,
+    pub(crate) protocol: String,
+    pub(crate) hostname: Option<String>,
+    pub(crate) vhost: Option<(String, u32)>,
+    pub(crate) local_ip: String,
+    pub(crate) local_port: u16,
+    pub(crate) remote_ip: String,
+    pub(crate) remote_port: u16,
+    pub(crate) scheme: String,
+    pub(crate) document_root: Vec<u8>,
+    pub(crate) server_software: Vec<u8>,
+    pub(crate) server_admin: Vec<u8>,
+    pub(crate) user: Vec<u8>,
+    pub(crate) auth_type: Vec<u8>,
+    pub(crate) multithread: bool,
+    pub(crate) multiprocess: bool,
+    pub(crate) server_name: String,
+    pub(crate) server_port: u16,
+    pub(crate) context_prefix: Vec<u8>,
+    pub(crate) context_document_root: Vec<u8>,
+    pub(crate) log_id: Vec<u8>,
+    pub(crate) request_time_us: i64,
+    /// `r->uri`: the decoded path Apache maps.
+    pub(crate) uri: Vec<u8>,
+    /// `r->path_info`, once Apache has walked the file system.
+    pub(crate) path_info: Vec<u8>,
+    /// `r->filename`.
+    pub(crate) filename: Vec<u8>,
 }
 
 /// Reads the request's fields.
 ///
 /// # Safety
 /// `r` is the live request Apache is serving on this thread.
-unsafe fn request_info(r: *mut RequestRec) -> RequestInfo {
+pub(crate) unsafe fn request_info(r: *mut RequestRec) -> RequestInfo {
     let mut raw = std::mem::MaybeUninit::<RawRequest>::zeroed();
     // SAFETY: `r` is live; the shim fills every field of `raw` (pointers into the request's
     // pool, valid while the request lives, or NULL).
@@ -193,6 +202,9 @@ unsafe fn request_info(r: *mut RequestRec) -> RequestInfo {
             context_document_root: bytes(raw.context_document_root),
             log_id: bytes(raw.log_id),
             request_time_us: raw.request_time_us,
+            uri: bytes(raw.uri),
+            path_info: bytes(raw.path_info),
+            filename: bytes(raw.filename),
         }
     }
 }
@@ -238,17 +250,22 @@ fn native_bytes(s: &str) -> Vec<u8> {
         .collect()
 }
 
-fn route(
-    config: &Config,
-    info: &RequestInfo,
-) -> Result<Option<Route>, wsgi_config::route::RouteError> {
-    let host = info.vhost.as_ref().and_then(|(file, line)| {
+/// The index of the virtual host Apache chose for the request (None: the main server).
+pub(crate) fn host_index(config: &Config, info: &RequestInfo) -> Option<usize> {
+    info.vhost.as_ref().and_then(|(file, line)| {
         config.virtual_hosts.iter().position(|h| {
             h.span
                 .as_ref()
                 .is_some_and(|s| s.line == *line && s.file.as_ref() == Path::new(file))
         })
-    });
+    })
+}
+
+fn route(
+    config: &Config,
+    info: &RequestInfo,
+) -> Result<Option<Route>, wsgi_config::route::RouteError> {
+    let host = host_index(config, info);
     let request = RouteRequest {
         local_ip: info.local_ip.parse().ok(),
         local_port: info.local_port,
@@ -446,33 +463,43 @@ pub extern "C" fn wsgi_rs_child_init() {
                 .import_scripts
                 .iter()
                 .any(|i| i.process_group == GroupSpec::Global);
-            if config.server.restrict_embedded
-                || !(has_embedded_mounts(&config) || embedded_imports)
-            {
+            let embedded = !config.server.restrict_embedded
+                && (has_embedded_mounts(&config) || embedded_imports);
+            // Access, auth and dispatch scripts always run here, even when every application
+            // runs in a daemon process (or embedded mode is restricted), as in mod_wsgi.
+            if !(embedded || crate::hooks::configured(&config)) {
                 return;
             }
-            let runtime = RUNTIME.get_or_init(|| {
-                let start = StartConfig {
-                    python_home: config.python.home.as_ref().map(|h| h.value.clone()),
-                    python_path: config.python.path.clone(),
-                    optimize: config.python.optimize,
-                    dont_write_bytecode: config.python.dont_write_bytecode,
-                    ..StartConfig::default()
-                };
-                let options = InterpreterOptions {
-                    per_interpreter_gil: config.python.per_interpreter_gil,
-                };
-                Runtime::start_with(&start, &options).map_err(|e| {
-                    let message = format!("Python did not start in this Apache child: {e}");
-                    log(std::ptr::null_mut(), APLOG_ERR, &message);
-                    message
-                })
-            });
-            if let Ok(runtime) = runtime {
+            if let Ok(runtime) = start_runtime(&config) {
                 preload(&config, runtime);
             }
         },
     );
+}
+
+/// The embedded Python of this child, started on first need: in `child_init` when the
+/// configuration can use it, else by the first hook script of an `.htaccess` file.
+pub(crate) fn start_runtime(config: &Config) -> Result<&'static Runtime, String> {
+    RUNTIME
+        .get_or_init(|| {
+            let start = StartConfig {
+                python_home: config.python.home.as_ref().map(|h| h.value.clone()),
+                python_path: config.python.path.clone(),
+                optimize: config.python.optimize,
+                dont_write_bytecode: config.python.dont_write_bytecode,
+                ..StartConfig::default()
+            };
+            let options = InterpreterOptions {
+                per_interpreter_gil: config.python.per_interpreter_gil,
+            };
+            Runtime::start_with(&start, &options).map_err(|e| {
+                let message = format!("Python did not start in this Apache child: {e}");
+                log(std::ptr::null_mut(), APLOG_ERR, &message);
+                message
+            })
+        })
+        .as_ref()
+        .map_err(Clone::clone)
 }
 
 /// `WSGIImportScript path process-group=%{GLOBAL} application-group=NAME`: loaded in every
@@ -536,9 +563,15 @@ fn has_embedded_mounts(config: &Config) -> bool {
 }
 
 /// Runs a request in its daemon process group, over the group's socket.
-fn in_daemon(r: *mut RequestRec, info: &RequestInfo, route: &Route, group: &str) -> c_int {
+fn in_daemon(
+    r: *mut RequestRec,
+    info: &RequestInfo,
+    route: &Route,
+    group: &str,
+    handler: Option<&HandlerTarget>,
+) -> c_int {
     // SAFETY: `r` is the live request this handler runs for.
-    let head = unsafe { request_head(r, info, route) };
+    let head = unsafe { request_head(r, info, route, handler) };
     // Daemon mode: a changed script restarts the daemon process (mod_wsgi's rule).
     let spec = ScriptSpec::for_route(route, true);
     let mut request = DaemonRequest::new(head, &spec, &route.application_group);
@@ -608,51 +641,82 @@ pub unsafe extern "C" fn wsgi_rs_handle(r: *mut RequestRec) -> c_int {
                 Ok(None) => return DECLINED,
                 Err(e) => return c_int::from(e.status()),
             };
-            if let ProcessGroup::Daemon(name) = &route.process_group {
-                return in_daemon(r, &info, &route, name);
-            }
-            let runtime = match RUNTIME.get() {
-                Some(Ok(runtime)) => runtime,
-                Some(Err(message)) => {
-                    log(r, APLOG_ERR, message);
-                    return 500;
-                }
-                None => {
-                    log(
-                        r,
-                        APLOG_ERR,
-                        "embedded mode is off in this process (WSGIRestrictEmbedded On)",
-                    );
-                    return 500;
-                }
-            };
             // SAFETY: forwarded from the caller's contract.
-            let head = unsafe { request_head(r, &info, &route) };
-            let spec = ScriptSpec::for_route(&route, false);
-            let options = CallOptions {
-                process_group: String::new(),
-                multithread: info.multithread,
-                multiprocess: info.multiprocess,
-                run_once: false,
-                pass_authorization: route.settings.pass_authorization == Some(true),
-            };
-            let interpreter = match runtime.interpreter(&route.application_group) {
-                Ok(i) => i,
-                Err(e) => {
-                    log(
-                        r,
-                        APLOG_ERR,
-                        &format!("application group {:?}: {e}", route.application_group),
-                    );
-                    return 503;
-                }
-            };
-            let mut body = ApacheBody(r);
-            let mut sink = ApacheSink::new(r);
-            let outcome = interpreter.call(&spec, &head, &options, &mut body, &mut sink);
-            finish(r, &route, outcome, sink.started)
+            unsafe { serve(r, &info, &config, route, None) }
         },
     )
+}
+
+/// A request served by a `WSGIHandlerScript` rather than a `WSGIScriptAlias`.
+pub(crate) struct HandlerTarget {
+    /// The Apache handler name.
+    pub(crate) name: String,
+    /// The requested file (`SCRIPT_FILENAME`), which the script handles.
+    pub(crate) filename: Vec<u8>,
+}
+
+/// Runs a routed request: the `WSGIDispatchScript` first, if any, then the application in a
+/// daemon process or here.
+///
+/// # Safety
+/// `r` is the live request Apache is serving on this thread.
+pub(crate) unsafe fn serve(
+    r: *mut RequestRec,
+    info: &RequestInfo,
+    config: &Config,
+    mut route: Route,
+    handler: Option<&HandlerTarget>,
+) -> c_int {
+    if route.settings.dispatch_script.is_some() {
+        let host = host_index(config, info);
+        // SAFETY: forwarded from the caller's contract.
+        if let Err(status) = unsafe { crate::hooks::dispatch(r, info, config, host, &mut route) } {
+            return status;
+        }
+    }
+    if let ProcessGroup::Daemon(name) = &route.process_group {
+        return in_daemon(r, info, &route, name, handler);
+    }
+    if config.server.restrict_embedded {
+        log(
+            r,
+            APLOG_ERR,
+            "embedded mode is off in this process (WSGIRestrictEmbedded On)",
+        );
+        return 500;
+    }
+    let runtime = match start_runtime(config) {
+        Ok(runtime) => runtime,
+        Err(message) => {
+            log(r, APLOG_ERR, &message);
+            return 500;
+        }
+    };
+    // SAFETY: forwarded from the caller's contract.
+    let head = unsafe { request_head(r, info, &route, handler) };
+    let spec = ScriptSpec::for_route(&route, false);
+    let options = CallOptions {
+        process_group: String::new(),
+        multithread: info.multithread,
+        multiprocess: info.multiprocess,
+        run_once: false,
+        pass_authorization: route.settings.pass_authorization == Some(true),
+    };
+    let interpreter = match runtime.interpreter(&route.application_group) {
+        Ok(i) => i,
+        Err(e) => {
+            log(
+                r,
+                APLOG_ERR,
+                &format!("application group {:?}: {e}", route.application_group),
+            );
+            return 503;
+        }
+    };
+    let mut body = ApacheBody(r);
+    let mut sink = ApacheSink::new(r);
+    let outcome = interpreter.call(&spec, &head, &options, &mut body, &mut sink);
+    finish(r, &route, outcome, sink.started)
 }
 
 fn finish(r: *mut RequestRec, route: &Route, outcome: Outcome, started: bool) -> c_int {
@@ -726,7 +790,12 @@ fn finish(r: *mut RequestRec, route: &Route, outcome: Outcome, started: bool) ->
 ///
 /// # Safety
 /// `r` is the live request Apache is serving on this thread.
-unsafe fn request_head(r: *mut RequestRec, info: &RequestInfo, route: &Route) -> RequestHead {
+pub(crate) unsafe fn request_head(
+    r: *mut RequestRec,
+    info: &RequestInfo,
+    route: &Route,
+    handler: Option<&HandlerTarget>,
+) -> RequestHead {
     // SAFETY: forwarded from the caller's contract.
     let (mut headers, env) = unsafe {
         (
@@ -751,7 +820,11 @@ unsafe fn request_head(r: *mut RequestRec, info: &RequestInfo, route: &Route) ->
     };
     add(
         "SCRIPT_FILENAME",
-        route.script.as_os_str().as_encoded_bytes().to_vec(),
+        match handler {
+            // A handler script handles the requested file.
+            Some(h) => h.filename.clone(),
+            None => route.script.as_os_str().as_encoded_bytes().to_vec(),
+        },
     );
     add("DOCUMENT_ROOT", info.document_root.clone());
     add("SERVER_SOFTWARE", info.server_software.clone());
@@ -766,8 +839,22 @@ unsafe fn request_head(r: *mut RequestRec, info: &RequestInfo, route: &Route) ->
         info.context_document_root.clone(),
     ));
     // The mod_wsgi.* keys apps and middleware read (mod_wsgi 6 names and forms).
-    extra.push(("mod_wsgi.request_handler".into(), b"wsgi-script".to_vec()));
-    extra.push(("mod_wsgi.handler_script".into(), Vec::new()));
+    match handler {
+        Some(h) => {
+            extra.push((
+                "mod_wsgi.request_handler".into(),
+                h.name.clone().into_bytes(),
+            ));
+            extra.push((
+                "mod_wsgi.handler_script".into(),
+                route.script.as_os_str().as_encoded_bytes().to_vec(),
+            ));
+        }
+        None => {
+            extra.push(("mod_wsgi.request_handler".into(), b"wsgi-script".to_vec()));
+            extra.push(("mod_wsgi.handler_script".into(), Vec::new()));
+        }
+    }
     extra.push((
         "mod_wsgi.listener_host".into(),
         info.local_ip.clone().into_bytes(),
@@ -819,6 +906,76 @@ unsafe fn request_head(r: *mut RequestRec, info: &RequestInfo, route: &Route) ->
     };
     apply_trusted_proxies(&mut head, route);
     head
+}
+
+/// The environ's source for an access or auth script, as the request stands when Apache asks
+/// (before any handler, whatever it will be): `SCRIPT_NAME`/`PATH_INFO` split from `r->uri` at
+/// `r->path_info`, `SCRIPT_FILENAME` the mapped file, and, as mod_wsgi does, neither the
+/// `SetEnv` variables (an `.htaccess` file must not be able to feed the script) nor the
+/// `Authorization` header.
+///
+/// # Safety
+/// `r` is the live request Apache is serving on this thread.
+pub(crate) unsafe fn hook_head(r: *mut RequestRec, info: &RequestInfo) -> RequestHead {
+    // SAFETY: forwarded from the caller's contract.
+    let headers = unsafe { pairs(r, wsgi_rs_request_headers) };
+    let (script_name, path_info) = split_path_info(&info.uri, &info.path_info);
+    let mut extra: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut add = |k: &str, v: &[u8]| {
+        if !v.is_empty() {
+            extra.push((k.to_string(), v.to_vec()));
+        }
+    };
+    add("SCRIPT_FILENAME", &info.filename);
+    add("DOCUMENT_ROOT", &info.document_root);
+    add("SERVER_SOFTWARE", &info.server_software);
+    add("SERVER_ADDR", info.local_ip.as_bytes());
+    add("SERVER_ADMIN", &info.server_admin);
+    add("REQUEST_SCHEME", info.scheme.as_bytes());
+    add("REMOTE_USER", &info.user);
+    add("AUTH_TYPE", &info.auth_type);
+    if !info.log_id.is_empty() {
+        extra.push(("mod_wsgi.request_id".into(), info.log_id.clone()));
+    }
+    RequestHead {
+        method: info.method.clone(),
+        script_name,
+        path_info,
+        query_string: info.args.clone(),
+        request_uri: info.unparsed_uri.clone(),
+        protocol: info.protocol.clone(),
+        scheme: if info.scheme == "https" {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        },
+        server_name: info.server_name.clone(),
+        server_port: info.server_port,
+        remote_addr: info.remote_ip.clone(),
+        remote_port: info.remote_port,
+        headers,
+        extra,
+    }
+}
+
+/// `SCRIPT_NAME` and `PATH_INFO` from Apache's `r->uri` and `r->path_info`: the path info is
+/// the tail of the URI (after the file Apache found); without it the whole URI is the script.
+pub(crate) fn split_path_info(uri: &[u8], path_info: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    if !path_info.is_empty() && uri.ends_with(path_info) {
+        let cut = uri.len() - path_info.len();
+        (uri[..cut].to_vec(), path_info.to_vec())
+    } else {
+        (uri.to_vec(), Vec::new())
+    }
+}
+
+/// A request's environment variables (`SetEnv`, `SetEnvIf`, `RewriteRule [E=]`), in order.
+///
+/// # Safety
+/// `r` is the live request Apache is serving on this thread.
+pub(crate) unsafe fn request_env(r: *mut RequestRec) -> Vec<(String, Vec<u8>)> {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { pairs(r, wsgi_rs_request_env) }
 }
 
 /// `WSGITrustedProxyHeaders`/`WSGITrustedProxies`: the environ rewrites a trusted proxy's

@@ -1,10 +1,13 @@
 /*
- * The C face of mod_wsgi_rs: Apache's command table, its one directive callback and the
- * configuration hooks. It only reads Apache's structures and hands plain values to Rust, where
- * wsgi-config's builder (the same code `wsgi check` runs) accepts or refuses each directive.
- * The module structure itself is defined in Rust (src/module.rs), which exports it.
+ * The C face of mod_wsgi_rs: Apache's command table, its directive callbacks, the
+ * configuration hooks, the per-directory configuration of the access and auth scripts, and the
+ * access checker and auth providers that run them. It only reads Apache's structures and hands
+ * plain values to Rust, where wsgi-config's builder (the same code `wsgi check` runs) accepts
+ * or refuses each directive and the hooks decide. The module structure itself is defined in
+ * Rust (src/module.rs), which exports it.
  */
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +22,9 @@
 #include "http_protocol.h"
 #include "http_request.h"
 #include "ap_mpm.h"
+#include "ap_provider.h"
 #include "apr_strings.h"
+#include "mod_auth.h"
 #include "util_filter.h"
 #include "unixd.h"
 
@@ -27,6 +32,16 @@
 _Static_assert(offsetof(module, cmds) == 88, "module.cmds offset");
 _Static_assert(offsetof(module, register_hooks) == 96, "module.register_hooks offset");
 _Static_assert(sizeof(module) == 112, "module size");
+
+/* The status values src/hooks.rs returns, as mod_auth.h numbers them. */
+_Static_assert(AUTH_DENIED == 0 && AUTH_GRANTED == 1 && AUTH_USER_FOUND == 2
+               && AUTH_USER_NOT_FOUND == 3 && AUTH_GENERAL_ERROR == 4, "authn_status values");
+_Static_assert(AUTHZ_DENIED == 0 && AUTHZ_GRANTED == 1 && AUTHZ_NEUTRAL == 2
+               && AUTHZ_GENERAL_ERROR == 3 && AUTHZ_DENIED_NO_USER == 4, "authz_status values");
+_Static_assert(OK == 0 && DECLINED == -1, "hook return values");
+
+/* Defined in Rust (src/module.rs). */
+extern module AP_MODULE_DECLARE_DATA wsgi_rs_module;
 
 /* One enclosing section, outermost first. */
 struct wsgi_rs_section {
@@ -52,6 +67,18 @@ extern void wsgi_rs_child_exit(void);
 extern void wsgi_rs_server_user(const char *user, const char *group);
 extern char *wsgi_rs_start_daemons(void);
 extern void wsgi_rs_stop_daemons(void);
+/* src/hooks.rs */
+extern char *wsgi_rs_aux_script(const char *name, const char *args, int *id);
+extern int wsgi_rs_hook_access(request_rec *r, int script, const char *host);
+extern int wsgi_rs_hook_password(request_rec *r, int script, const char *user,
+                                 const char *password);
+extern int wsgi_rs_hook_realm_hash(request_rec *r, int script, const char *user,
+                                   const char *realm, char **hash);
+extern int wsgi_rs_hook_groups(request_rec *r, int script, const char *user,
+                               const char *require_args);
+/* src/handlers.rs */
+extern int wsgi_rs_is_script_handler(const char *name);
+extern int wsgi_rs_handle_script_handler(request_rec *r, const char *name);
 
 #define WSGI_RS_MAX_DEPTH 64
 
@@ -91,6 +118,141 @@ static const char *wsgi_rs_cmd(cmd_parms *cmd, void *mconfig, const char *args)
     copy = apr_pstrdup(cmd->pool, error);
     wsgi_rs_free(error);
     return copy;
+}
+
+/* ---- WSGIAccessScript, WSGIAuthUserScript, WSGIAuthGroupScript ---- */
+
+/* Which script each slot of the per-directory configuration holds (the command table passes
+ * the slot as cmd->info). */
+enum { WSGI_RS_ACCESS_SCRIPT, WSGI_RS_AUTH_USER_SCRIPT, WSGI_RS_AUTH_GROUP_SCRIPT,
+       WSGI_RS_SCRIPT_SLOTS };
+
+/* Per-directory: the scripts in force, as ids of Rust's script table (src/hooks.rs), -1 unset.
+ * Apache merges them like any directory configuration, .htaccess files included. */
+struct wsgi_rs_dir_config {
+    int scripts[WSGI_RS_SCRIPT_SLOTS];
+};
+
+void *wsgi_rs_create_dir_config(apr_pool_t *p, char *dir)
+{
+    struct wsgi_rs_dir_config *conf = apr_palloc(p, sizeof(*conf));
+    int i;
+    for (i = 0; i < WSGI_RS_SCRIPT_SLOTS; i++) {
+        conf->scripts[i] = -1;
+    }
+    return conf;
+}
+
+void *wsgi_rs_merge_dir_config(apr_pool_t *p, void *base_conf, void *add_conf)
+{
+    const struct wsgi_rs_dir_config *base = base_conf;
+    const struct wsgi_rs_dir_config *add = add_conf;
+    struct wsgi_rs_dir_config *conf = apr_palloc(p, sizeof(*conf));
+    int i;
+    for (i = 0; i < WSGI_RS_SCRIPT_SLOTS; i++) {
+        conf->scripts[i] = add->scripts[i] >= 0 ? add->scripts[i] : base->scripts[i];
+    }
+    return conf;
+}
+
+/* The script id of a slot for a request (-1: none applies). */
+static int wsgi_rs_dir_script(request_rec *r, int slot)
+{
+    const struct wsgi_rs_dir_config *conf =
+        ap_get_module_config(r->per_dir_config, &wsgi_rs_module);
+    return conf != NULL ? conf->scripts[slot] : -1;
+}
+
+/* An access or auth script directive: checked by the builder like every directive (except in
+ * .htaccess files, read per request once the configuration is complete), then recorded in the
+ * directory configuration. */
+static const char *wsgi_rs_aux_cmd(cmd_parms *cmd, void *mconfig, const char *args)
+{
+    struct wsgi_rs_dir_config *conf = mconfig;
+    int slot = (int)(intptr_t)cmd->info;
+    int htaccess = (cmd->override & (RSRC_CONF | ACCESS_CONF)) == 0;
+    int id = -1;
+    const char *error;
+    char *message;
+
+    if (!htaccess) {
+        error = wsgi_rs_cmd(cmd, mconfig, args);
+        if (error != NULL) {
+            return error;
+        }
+    }
+    message = wsgi_rs_aux_script(cmd->cmd->name, args ? args : "", &id);
+    if (message != NULL) {
+        error = apr_pstrdup(cmd->pool, message);
+        wsgi_rs_free(message);
+        return error;
+    }
+    if (conf != NULL && slot >= 0 && slot < WSGI_RS_SCRIPT_SLOTS) {
+        conf->scripts[slot] = id;
+    }
+    return NULL;
+}
+
+static int wsgi_rs_access_checker(request_rec *r)
+{
+    int script = wsgi_rs_dir_script(r, WSGI_RS_ACCESS_SCRIPT);
+    const char *host;
+    if (script < 0) {
+        return DECLINED;
+    }
+    /* The client's host name when HostnameLookups gives one, else its address (mod_wsgi's
+     * `host` argument). */
+    host = ap_get_remote_host(r->connection, r->per_dir_config, REMOTE_HOST, NULL);
+    if (host == NULL) {
+        host = r->useragent_ip;
+    }
+    return wsgi_rs_hook_access(r, script, host);
+}
+
+static authn_status wsgi_rs_check_password(request_rec *r, const char *user,
+                                           const char *password)
+{
+    return (authn_status)wsgi_rs_hook_password(
+        r, wsgi_rs_dir_script(r, WSGI_RS_AUTH_USER_SCRIPT), user, password);
+}
+
+static authn_status wsgi_rs_get_realm_hash(request_rec *r, const char *user, const char *realm,
+                                           char **rethash)
+{
+    char *hash = NULL;
+    int status = wsgi_rs_hook_realm_hash(r, wsgi_rs_dir_script(r, WSGI_RS_AUTH_USER_SCRIPT),
+                                         user, realm, &hash);
+    if (hash != NULL) {
+        *rethash = apr_pstrdup(r->pool, hash);
+        wsgi_rs_free(hash);
+    }
+    return (authn_status)status;
+}
+
+static const authn_provider wsgi_rs_authn_provider = {
+    wsgi_rs_check_password,
+    wsgi_rs_get_realm_hash,
+};
+
+static authz_status wsgi_rs_check_groups(request_rec *r, const char *require_args,
+                                         const void *parsed_require_args)
+{
+    if (r->user == NULL) {
+        return AUTHZ_DENIED_NO_USER;
+    }
+    return (authz_status)wsgi_rs_hook_groups(
+        r, wsgi_rs_dir_script(r, WSGI_RS_AUTH_GROUP_SCRIPT), r->user, require_args);
+}
+
+static const authz_provider wsgi_rs_authz_provider = {
+    wsgi_rs_check_groups,
+    NULL,
+};
+
+/* check_password() returned another name for the user: it is the user from now on. */
+void wsgi_rs_set_user(request_rec *r, const char *user)
+{
+    r->user = apr_pstrdup(r->pool, user);
 }
 
 #include "wsgi_rs_cmds.h"
@@ -208,6 +370,9 @@ struct wsgi_rs_request {
     const char *context_document_root;
     const char *log_id;
     long long request_time_us;
+    const char *uri;           /* decoded path, as Apache maps it */
+    const char *path_info;
+    const char *filename;
 };
 
 void wsgi_rs_request_info(request_rec *r, struct wsgi_rs_request *out)
@@ -244,6 +409,9 @@ void wsgi_rs_request_info(request_rec *r, struct wsgi_rs_request *out)
     out->context_document_root = ap_context_document_root(r);
     out->log_id = r->log_id;
     out->request_time_us = (long long)r->request_time;
+    out->uri = r->uri;
+    out->path_info = r->path_info;
+    out->filename = r->filename;
 }
 
 typedef void (*wsgi_rs_pair_cb)(void *ctx, const char *key, const char *value);
@@ -386,17 +554,24 @@ static int wsgi_rs_translate_name(request_rec *r)
     return wsgi_rs_translate(r);
 }
 
+/* WSGIScriptAlias requests (claimed in translate_name), and the handler names of
+ * WSGIHandlerScript (src/handlers.rs). */
 static int wsgi_rs_handler(request_rec *r)
 {
     int status;
-    if (r->handler == NULL || strcmp(r->handler, "wsgi-rs-script") != 0) {
+    int script_handler;
+    if (r->handler == NULL) {
+        return DECLINED;
+    }
+    script_handler = strcmp(r->handler, "wsgi-rs-script") != 0;
+    if (script_handler && !wsgi_rs_is_script_handler(r->handler)) {
         return DECLINED;
     }
     status = ap_setup_client_block(r, REQUEST_CHUNKED_DECHUNK);
     if (status != OK) {
         return status;
     }
-    return wsgi_rs_handle(r);
+    return script_handler ? wsgi_rs_handle_script_handler(r, r->handler) : wsgi_rs_handle(r);
 }
 
 static apr_status_t wsgi_rs_child_cleanup(void *data)
@@ -421,4 +596,10 @@ void wsgi_rs_register_hooks(apr_pool_t *p)
     ap_hook_child_init(wsgi_rs_child_init_hook, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_translate_name(wsgi_rs_translate_name, NULL, after_us, APR_HOOK_MIDDLE);
     ap_hook_handler(wsgi_rs_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_check_access(wsgi_rs_access_checker, NULL, NULL, APR_HOOK_MIDDLE,
+                         AP_AUTH_INTERNAL_PER_CONF);
+    ap_register_auth_provider(p, AUTHN_PROVIDER_GROUP, "wsgi", AUTHN_PROVIDER_VERSION,
+                              &wsgi_rs_authn_provider, AP_AUTH_INTERNAL_PER_CONF);
+    ap_register_auth_provider(p, AUTHZ_PROVIDER_GROUP, "wsgi-group", AUTHZ_PROVIDER_VERSION,
+                              &wsgi_rs_authz_provider, AP_AUTH_INTERNAL_PER_CONF);
 }

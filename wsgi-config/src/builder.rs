@@ -493,12 +493,7 @@ impl ConfigBuilder {
             | "WSGIAccessScript"
             | "WSGIAuthUserScript"
             | "WSGIAuthGroupScript" => {
-                let path = self.resolve(one);
-                let options = parse_alias_options(&args[1..], false)?;
-                let script = AuxScript {
-                    path,
-                    application_group: options.application_group,
-                };
+                let script = parse_aux_script(args, &self.config.server_root)?;
                 let s = self.settings_mut(ctx, host)?;
                 match def.name {
                     "WSGIDispatchScript" => s.dispatch_script = Some(script),
@@ -642,6 +637,30 @@ fn check_callable(name: &str) -> Result<(), ErrorKind> {
             expected: "name a module-level callable of the script, such as application (not a dotted path)".into(),
         })
     }
+}
+
+/// The arguments of `WSGIDispatchScript`, `WSGIAccessScript`, `WSGIAuthUserScript` and
+/// `WSGIAuthGroupScript` (`path [application-group=NAME]`), with a relative path resolved
+/// against `server_root`. The Apache module also reads `.htaccess` copies of the auth scripts
+/// with it, at request time.
+pub fn parse_aux_script(args: &[String], server_root: &Path) -> Result<AuxScript, ErrorKind> {
+    let Some(path) = args.first() else {
+        return Err(ErrorKind::BadValue {
+            option: "path".into(),
+            value: String::new(),
+            expected: "name the script file".into(),
+        });
+    };
+    let options = parse_alias_options(&args[1..], false)?;
+    let path = Path::new(path);
+    Ok(AuxScript {
+        path: if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            server_root.join(path)
+        },
+        application_group: options.application_group,
+    })
 }
 
 /// The options of `WSGIScriptAlias`, `WSGIImportScript`, `WSGIHandlerScript` and the auth
@@ -928,6 +947,20 @@ mod tests {
             ),
             "site.conf:12: WSGIScriptAlias: cannot occur within <Directory> section: move WSGIScriptAlias out of the section, to the server level or into the <VirtualHost>"
         );
+    }
+
+    #[test]
+    fn aux_scripts_resolve_against_the_server_root() {
+        let words = |t: &str| t.split_whitespace().map(String::from).collect::<Vec<_>>();
+        let root = Path::new("/etc/apache2");
+        let s = parse_aux_script(&words("auth.wsgi application-group=auth"), root).unwrap();
+        assert_eq!(s.path, Path::new("/etc/apache2/auth.wsgi"));
+        assert_eq!(s.application_group, Some(GroupSpec::Named("auth".into())));
+        let s = parse_aux_script(&words("/srv/access.wsgi"), root).unwrap();
+        assert_eq!(s.path, Path::new("/srv/access.wsgi"));
+        assert_eq!(s.application_group, None);
+        assert!(parse_aux_script(&words("/srv/a.wsgi colour=blue"), root).is_err());
+        assert!(parse_aux_script(&[], root).is_err());
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod check;
 pub mod daemon;
 pub mod directives;
 pub mod error;
+pub mod groups;
 pub mod load;
 pub mod model;
 pub mod options;

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::groups::GroupNames;
 use crate::model::*;
 
 /// What the router needs to know about a request.
@@ -410,17 +411,26 @@ impl Config {
             Some(name) => name.to_string(),
             None => default_server_name().to_string(),
         };
-        let names = Names {
+        let group_script_name = if self.server.case_sensitive {
+            script_name.clone()
+        } else {
+            script_name.to_lowercase()
+        };
+        let host_header = req.host.map(host_name);
+        let lookup_env = |var: &str| {
+            env.iter()
+                .rev()
+                .find(|(k, _)| k == var)
+                .map(|(_, v)| v.clone())
+                .or_else(|| std::env::var(var).ok())
+        };
+        let names = GroupNames {
             server_name: &server_name,
             port: req.local_port,
-            script_name: if self.server.case_sensitive {
-                script_name.clone()
-            } else {
-                script_name.to_lowercase()
-            },
-            host_header: req.host.map(host_name),
+            script_name: &group_script_name,
+            host_header: host_header.as_deref(),
             host: self.host(host),
-            env: &env,
+            env: &lookup_env,
         };
         let process_spec = alias
             .options
@@ -468,12 +478,7 @@ impl Config {
             .as_ref()
             .or(settings.callable_object.as_ref())
         {
-            Some(c) => match c.strip_prefix("%{ENV:").and_then(|v| v.strip_suffix('}')) {
-                Some(var) => names
-                    .lookup_env(var)
-                    .unwrap_or_else(|| "application".to_string()),
-                None => c.clone(),
-            },
+            Some(c) => names.callable(c),
             None => "application".to_string(),
         };
         let mut settings = settings;
@@ -587,7 +592,7 @@ fn glob_dir_match(pattern: &str, dir: &Path) -> bool {
 }
 
 /// Shell-style `*` and `?` matching (ServerAlias, `<Files>`).
-fn wildcard_match(pattern: &str, text: &str) -> bool {
+pub(crate) fn wildcard_match(pattern: &str, text: &str) -> bool {
     glob::Pattern::new(pattern).is_ok_and(|p| p.matches(text))
 }
 
@@ -604,79 +609,6 @@ fn host_name(header: &str) -> String {
         h.split(':').next().unwrap_or("").to_string()
     };
     name.trim_end_matches('.').to_ascii_lowercase()
-}
-
-/// What group names are made of.
-struct Names<'a> {
-    server_name: &'a str,
-    port: u16,
-    script_name: String,
-    host_header: Option<String>,
-    host: &'a Host,
-    env: &'a [(String, String)],
-}
-
-impl Names<'_> {
-    fn with_port(&self, name: &str) -> String {
-        if self.port == 80 || self.port == 443 {
-            name.to_string()
-        } else {
-            format!("{name}:{}", self.port)
-        }
-    }
-
-    fn lookup_env(&self, var: &str) -> Option<String> {
-        self.env
-            .iter()
-            .rev()
-            .find(|(k, _)| k == var)
-            .map(|(_, v)| v.clone())
-            .or_else(|| std::env::var(var).ok())
-    }
-
-    /// The group name a spec gives for this request (`""` is `%{GLOBAL}`).
-    fn expand(&self, spec: &GroupSpec) -> String {
-        self.expand_depth(spec, 0)
-    }
-
-    fn expand_depth(&self, spec: &GroupSpec, depth: u8) -> String {
-        match spec {
-            GroupSpec::Global => String::new(),
-            GroupSpec::Server => self.with_port(self.server_name),
-            GroupSpec::Resource => {
-                format!("{}|{}", self.with_port(self.server_name), self.script_name)
-            }
-            GroupSpec::Host => {
-                // Only names this host answers to: a client cannot mint new groups.
-                let name = self
-                    .host_header
-                    .as_deref()
-                    .filter(|h| {
-                        self.host
-                            .server_name
-                            .as_deref()
-                            .is_some_and(|n| n.eq_ignore_ascii_case(h))
-                            || self
-                                .host
-                                .server_aliases
-                                .iter()
-                                .any(|a| wildcard_match(&a.to_ascii_lowercase(), h))
-                    })
-                    .unwrap_or(self.server_name);
-                self.with_port(name)
-            }
-            GroupSpec::Env(var) => match self.lookup_env(var) {
-                Some(value)
-                    if value.starts_with('%') && !value.starts_with("%{ENV:") && depth < 4 =>
-                {
-                    self.expand_depth(&GroupSpec::parse(&value), depth + 1)
-                }
-                Some(value) => value,
-                None => format!("%{{ENV:{var}}}"),
-            },
-            GroupSpec::Named(n) => n.clone(),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! ([`Runtime`]), a main interpreter plus one sub-interpreter per application group
 //! ([`InterpreterHandle`]), venv-aware start-up ([`StartConfig`]), WSGI script loading and
 //! reloading, and the whole PEP 3333 call streamed between a [`RequestBody`] and a
-//! [`ResponseSink`].
+//! [`ResponseSink`]. [`hooks`] calls the other scripts mod_wsgi runs (access, auth, dispatch)
+//! through [`InterpreterHandle::call_hook`].
 //!
 //! Threads: any thread may call into any interpreter; each (thread, interpreter) pair gets
 //! its own CPython thread state, and the GIL is held only while Python runs. Everything that
@@ -31,6 +32,7 @@ mod config;
 pub mod embedded;
 mod environ;
 mod ffi;
+pub mod hooks;
 mod response;
 mod runtime;
 mod wsgi;

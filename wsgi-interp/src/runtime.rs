@@ -11,6 +11,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::config::{InterpreterOptions, StartConfig, StartError, choose_home};
 use crate::ffi;
 use crate::ffi::interp::{Core, Interp, StartParams};
+use crate::hooks::{HookArg, HookError, HookFunction, HookScript, HookValue};
 use crate::wsgi::{
     CallOptions, InterpError, LoadStatus, Outcome, RequestBody, RequestHead, ResponseSink,
     ScriptError, ScriptSpec,
@@ -215,6 +216,23 @@ impl InterpreterHandle {
     pub fn load_script(&self, spec: &ScriptSpec) -> Result<LoadStatus, ScriptError> {
         self.0
             .run(|py| ffi::call::load_script(py, spec).map(|(status, _)| status))?
+    }
+
+    /// Calls `function(environ, *args)` of a hook script (access, auth or dispatch) in this
+    /// interpreter: loads the script on first use and executes it again when the file changed
+    /// (if [`HookScript::reload`]), builds the environ from `head` and `opts` without
+    /// `wsgi.input` (the body is not read yet) and returns what the function returned. The
+    /// `*_from_hook` conversions of [`crate::hooks`] give the value mod_wsgi's meaning.
+    pub fn call_hook(
+        &self,
+        script: &HookScript,
+        function: HookFunction,
+        head: &RequestHead,
+        opts: &CallOptions,
+        args: &[HookArg],
+    ) -> Result<HookValue, HookError> {
+        self.0
+            .run(|py| ffi::hook::call_hook(py, script, function, head, opts, args))?
     }
 
     /// Serves one request: loads the script as needed, then runs the whole PEP 3333 call,

@@ -783,3 +783,191 @@ fn panicking_sink_becomes_a_python_exception() {
     );
     assert_eq!(interp.run(|py| py.eval("1 + 1").unwrap()).unwrap(), "2");
 }
+
+const AUTH_HOOKS: &str = r#"
+CALLS = []
+
+def allow_access(environ, host):
+    CALLS.append('access')
+    if 'wsgi.input' in environ or 'wsgi.file_wrapper' in environ:
+        raise AssertionError('hooks get no wsgi.input')
+    if host == 'raise':
+        raise RuntimeError('access check failed on purpose')
+    if host == 'odd':
+        return 1
+    return {'good': True, 'bad': False}.get(host)
+
+def check_password(environ, user, password):
+    if user == 'alice':
+        return password == 'secret'
+    if user == 'bob':
+        return 'robert'
+    return None
+
+def get_realm_hash(environ, user, realm):
+    return b'0123abcd' if user == 'alice' else None
+
+def groups_for_user(environ, user):
+    environ['wsgi.errors'].write('groups for %s' % user)
+    return (g for g in ['admin', b'staff'])
+
+def process_group(environ):
+    return environ['mod_wsgi.application_group'] + '|' + environ['PATH_INFO'] + '|' + str('mod_wsgi.callable_object' in environ)
+"#;
+
+#[test]
+fn hook_scripts_answer_with_typed_values() {
+    use wsgi_interp::hooks::{
+        AccessDecision, HookArg, HookError, HookFunction, HookScript, HookValue, PasswordDecision,
+        RealmHash, groups_from_hook, override_from_hook,
+    };
+    let spec = script("hooks.wsgi", AUTH_HOOKS);
+    let hooks = HookScript {
+        path: spec.path.clone(),
+        directive: "WSGIAuthUserScript",
+        reload: true,
+    };
+    let interp = runtime().interpreter("hooks").unwrap();
+    let opts = CallOptions::default();
+    let call =
+        |f: HookFunction, args: &[HookArg]| interp.call_hook(&hooks, f, &head(), &opts, args);
+    let host = |h: &str| call(HookFunction::ALLOW_ACCESS, &[HookArg::Str(h.into())]);
+    let access = |h: &str| AccessDecision::from_hook(&hooks, host(h).unwrap());
+    assert_eq!(access("good").unwrap(), AccessDecision::Allow);
+    assert_eq!(access("bad").unwrap(), AccessDecision::Deny);
+    assert_eq!(access("other").unwrap(), AccessDecision::Decline);
+    assert_eq!(host("odd").unwrap(), HookValue::Other("int".into()));
+    assert!(access("odd").is_err());
+    match host("raise") {
+        Err(HookError::Raised {
+            error, function, ..
+        }) => {
+            assert_eq!(function, HookFunction::ALLOW_ACCESS);
+            assert_eq!(error.type_name, "RuntimeError");
+            assert!(
+                error.traceback.contains("access check failed on purpose")
+                    && error.traceback.contains("hooks.wsgi"),
+                "{error:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let password = |user: &str, pw: &str| {
+        PasswordDecision::from_hook(
+            &hooks,
+            call(
+                HookFunction::CHECK_PASSWORD,
+                &[
+                    HookArg::Latin1(user.as_bytes().to_vec()),
+                    HookArg::Latin1(pw.as_bytes().to_vec()),
+                ],
+            )
+            .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(password("alice", "secret"), PasswordDecision::Granted);
+    assert_eq!(password("alice", "wrong"), PasswordDecision::Denied);
+    assert_eq!(
+        password("bob", "x"),
+        PasswordDecision::GrantedAs("robert".into())
+    );
+    assert_eq!(password("carol", "x"), PasswordDecision::UnknownUser);
+    let realm = call(
+        HookFunction::GET_REALM_HASH,
+        &[HookArg::Str("alice".into()), HookArg::Str("r".into())],
+    )
+    .unwrap();
+    assert_eq!(
+        RealmHash::from_hook(&hooks, realm).unwrap(),
+        RealmHash::Found("0123abcd".into())
+    );
+    let groups = call(
+        HookFunction::GROUPS_FOR_USER,
+        &[HookArg::Str("alice".into())],
+    )
+    .unwrap();
+    assert_eq!(
+        groups_from_hook(&hooks, groups).unwrap(),
+        vec!["admin".to_string(), "staff".to_string()]
+    );
+    // The environ: the interpreter's group, the request's PATH_INFO, no callable object.
+    let pg = call(HookFunction::PROCESS_GROUP, &[]).unwrap();
+    assert_eq!(
+        override_from_hook(&hooks, HookFunction::PROCESS_GROUP, pg).unwrap(),
+        Some("hooks|/x|False".into())
+    );
+    // Optional functions are reported as missing, with the fix.
+    let missing = call(HookFunction::APPLICATION_GROUP, &[]).unwrap_err();
+    assert!(missing.is_missing_function(), "{missing}");
+    assert!(
+        missing
+            .to_string()
+            .contains("has no application_group(environ) function"),
+        "{missing}"
+    );
+    // The module was executed once: its state persists between calls (six access checks).
+    let calls = interp
+        .run(|py| {
+            py.eval("len(__import__('sys').modules['_mod_wsgi_' + __import__('hashlib').md5(b'''PATH''').hexdigest()].CALLS)".replace("PATH", &hooks.path.display().to_string()).as_str())
+                .unwrap()
+        })
+        .unwrap();
+    assert_eq!(calls, "6");
+}
+
+#[test]
+fn hook_scripts_reload_when_changed_and_report_load_errors() {
+    use wsgi_interp::hooks::{HookArg, HookError, HookFunction, HookScript, HookValue};
+    let spec = script(
+        "reloading-hooks.wsgi",
+        "def allow_access(environ, host):\n    return True\n",
+    );
+    let mut hooks = HookScript {
+        path: spec.path.clone(),
+        directive: "WSGIAccessScript",
+        reload: true,
+    };
+    let interp = runtime().interpreter("").unwrap();
+    let opts = CallOptions::default();
+    let ask = |h: &HookScript| {
+        interp.call_hook(
+            h,
+            HookFunction::ALLOW_ACCESS,
+            &head(),
+            &opts,
+            &[HookArg::Str("h".into())],
+        )
+    };
+    assert_eq!(ask(&hooks).unwrap(), HookValue::Bool(true));
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(
+        &spec.path,
+        "def allow_access(environ, host):\n    return False\n",
+    )
+    .unwrap();
+    hooks.reload = false;
+    assert_eq!(ask(&hooks).unwrap(), HookValue::Bool(true), "reloading off");
+    hooks.reload = true;
+    assert_eq!(ask(&hooks).unwrap(), HookValue::Bool(false), "reloaded");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&spec.path, "raise ImportError('hook broken on purpose')\n").unwrap();
+    match ask(&hooks) {
+        Err(e @ HookError::Load { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("hook broken on purpose"), "{text}");
+            assert!(text.starts_with("the WSGIAccessScript "), "{text}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let gone = HookScript {
+        path: "/var/tmp/wsgi-rs-test/no/such-hook.wsgi".into(),
+        ..hooks.clone()
+    };
+    assert!(matches!(ask(&gone), Err(HookError::NotFound { .. })));
+    let relative = HookScript {
+        path: "hook.wsgi".into(),
+        ..hooks
+    };
+    assert!(matches!(ask(&relative), Err(HookError::NotAbsolute { .. })));
+}

@@ -250,6 +250,30 @@ def load_script(path, callable_name):
     return (module, app)
 
 
+def load_module(path):
+    """Executes a hook script (access, auth, dispatch) as the module mod_wsgi would name it,
+    and returns the module; it stays in sys.modules."""
+    import hashlib
+    import types
+    name = '_mod_wsgi_' + hashlib.md5(os.fsencode(path), usedforsecurity=False).hexdigest()
+    module = types.ModuleType(name)
+    module.__file__ = path
+    previous = sys.modules.get(name)
+    sys.modules[name] = module
+    try:
+        with open(path, 'rb') as f:
+            source = f.read()
+        exec(compile(source, path, 'exec', dont_inherit=True), module.__dict__)
+    except BaseException:
+        if sys.modules.get(name) is module:
+            if previous is None:
+                del sys.modules[name]
+            else:
+                sys.modules[name] = previous
+        raise
+    return module
+
+
 def join_threads(timeout, include_daemon):
     """Joins this interpreter's threads for at most `timeout` seconds in total; returns the
     names of those still alive."""

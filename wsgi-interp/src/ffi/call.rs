@@ -1,6 +1,7 @@
 //! Loading WSGI scripts and the PEP 3333 call itself.
 
 use std::os::unix::ffi::OsStrExt;
+use std::ptr;
 use std::sync::Arc;
 
 use pyo3::ffi;
@@ -105,18 +106,20 @@ pub(crate) fn load_script(
     }
 }
 
-/// Builds the environ dict.
+/// Builds the environ dict. A hook's environ (`input` None) has no `wsgi.input`,
+/// `wsgi.input_terminated` or `wsgi.file_wrapper`, and no `mod_wsgi.callable_object` when
+/// `callable` is None.
 ///
 /// # Safety
 /// Attached to the interpreter owning `objects`.
 #[allow(clippy::too_many_arguments)]
-unsafe fn build_environ(
+pub(crate) unsafe fn build_environ(
     objects: &Objects,
     head: &RequestHead,
     opts: &CallOptions,
-    callable: &str,
+    callable: Option<&str>,
     reloading: bool,
-    input: &Obj,
+    input: Option<&Obj>,
     errors: &Obj,
 ) -> Option<Obj> {
     // SAFETY: attached (caller's contract); keys and cached values are this interpreter's
@@ -159,23 +162,37 @@ unsafe fn build_environ(
             process_group_owned.as_ptr()
         };
         let callable_owned;
-        let callable = if callable == "application" {
-            value(v::APPLICATION)
-        } else {
-            callable_owned = new_str(callable)?;
-            callable_owned.as_ptr()
+        let callable = match callable {
+            None => ptr::null_mut(),
+            Some("application") => value(v::APPLICATION),
+            Some(name) => {
+                callable_owned = new_str(name)?;
+                callable_owned.as_ptr()
+            }
         };
         let reloading = value(if reloading { v::ONE } else { v::ZERO });
+        let input = input.map_or(ptr::null_mut(), Obj::as_ptr);
+        let file_wrapper = if input.is_null() {
+            ptr::null_mut()
+        } else {
+            objects.file_wrapper.ptr()
+        };
+        let terminated = if input.is_null() {
+            ptr::null_mut()
+        } else {
+            ffi::Py_True()
+        };
+        // A NULL value leaves the key out.
         let pairs: [(usize, *mut ffi::PyObject); 14] = [
             (k::WSGI_VERSION, objects.wsgi_version.ptr()),
             (k::URL_SCHEME, scheme),
-            (k::INPUT, input.as_ptr()),
+            (k::INPUT, input),
             (k::ERRORS, errors.as_ptr()),
             (k::MULTITHREAD, boolean(opts.multithread)),
             (k::MULTIPROCESS, boolean(opts.multiprocess)),
             (k::RUN_ONCE, boolean(opts.run_once)),
-            (k::INPUT_TERMINATED, ffi::Py_True()),
-            (k::FILE_WRAPPER, objects.file_wrapper.ptr()),
+            (k::INPUT_TERMINATED, terminated),
+            (k::FILE_WRAPPER, file_wrapper),
             (k::PROCESS_GROUP, process_group),
             (k::APPLICATION_GROUP, objects.group_name.ptr()),
             (k::CALLABLE_OBJECT, callable),
@@ -183,7 +200,7 @@ unsafe fn build_environ(
             (k::MOD_WSGI_VERSION, objects.mod_wsgi_version.ptr()),
         ];
         for (i, v) in pairs {
-            if !set(key(i), v) {
+            if !v.is_null() && !set(key(i), v) {
                 return None;
             }
         }
@@ -200,7 +217,15 @@ pub(crate) fn environ_size(py: &Attached<'_>, head: &RequestHead, opts: &CallOpt
     // SAFETY: attached (`py`); the objects belong to this interpreter.
     unsafe {
         let none = Obj::borrowed(ffi::Py_None());
-        match build_environ(&objects, head, opts, "application", true, &none, &none) {
+        match build_environ(
+            &objects,
+            head,
+            opts,
+            Some("application"),
+            true,
+            Some(&none),
+            &none,
+        ) {
             Some(env) => ffi::PyDict_Size(env.as_ptr()).max(0) as usize,
             None => {
                 ffi::PyErr_Clear();
@@ -277,9 +302,9 @@ pub(crate) fn call_app(
             &objects,
             head,
             opts,
-            &spec.callable,
+            Some(&spec.callable),
             reloading,
-            &input,
+            Some(&input),
             &app.errors,
         ) else {
             return failure(app_error(take_error(fmt)));

@@ -114,6 +114,7 @@ pub(crate) struct Objects {
     pub file_range: Stored,
     pub format_exc: Stored,
     pub load_script: Stored,
+    pub load_module: Stored,
     pub log_writer: Stored,
     pub join_threads: Stored,
     pub guard_shutdown: Stored,
@@ -138,6 +139,7 @@ impl Objects {
                 self.file_range,
                 self.format_exc,
                 self.load_script,
+                self.load_module,
                 self.log_writer,
                 self.join_threads,
                 self.guard_shutdown,
@@ -173,6 +175,25 @@ impl ScriptEntry {
     }
 }
 
+/// A loaded hook script (access, auth, dispatch): its module and its `wsgi.errors` log.
+pub(crate) struct HookEntry {
+    pub module: Stored,
+    pub errors: Stored,
+    pub mtime: Option<std::time::SystemTime>,
+}
+
+impl HookEntry {
+    /// # Safety
+    /// Attached to the owning interpreter.
+    pub(crate) unsafe fn release(self) {
+        // SAFETY: attached to the owner (caller's contract).
+        unsafe {
+            self.module.release();
+            self.errors.release();
+        }
+    }
+}
+
 struct Registry {
     ended: bool,
     worker_tstates: Vec<TsPtr>,
@@ -190,6 +211,8 @@ pub(crate) struct Interp {
     registry: Mutex<Registry>,
     objects: Mutex<Option<Arc<Objects>>>,
     pub scripts: Mutex<HashMap<PathBuf, ScriptEntry>>,
+    /// Hook scripts, apart from WSGI scripts: one file may be both, with other functions.
+    pub hooks: Mutex<HashMap<PathBuf, HookEntry>>,
     creation_ts: TsPtr,
 }
 
@@ -776,6 +799,7 @@ fn python_main(
         }),
         objects: Mutex::new(None),
         scripts: Mutex::new(HashMap::new()),
+        hooks: Mutex::new(HashMap::new()),
         creation_ts: main_ts,
     });
     // SAFETY: attach the initialising tstate (detached by `initialize`) on its own thread.
@@ -936,6 +960,7 @@ unsafe fn create_sub(
                 }),
                 objects: Mutex::new(Some(Arc::new(objects))),
                 scripts: Mutex::new(HashMap::new()),
+                hooks: Mutex::new(HashMap::new()),
                 creation_ts: ts,
             }))
         }
@@ -1116,6 +1141,7 @@ unsafe fn bootstrap(
             file_range: attr(c"file_range")?,
             log_writer: attr(c"LogWriter")?,
             load_script: attr(c"load_script")?,
+            load_module: attr(c"load_module")?,
             join_threads: attr(c"join_threads")?,
             guard_shutdown: attr(c"guard_shutdown")?,
             run_atexit: attr(c"run_atexit")?,
@@ -1276,6 +1302,9 @@ unsafe fn finish(
             for (_, entry) in sub.scripts.lock().drain() {
                 entry.release();
             }
+            for (_, entry) in sub.hooks.lock().drain() {
+                entry.release();
+            }
             match Arc::try_unwrap(objects) {
                 Ok(o) => o.release(),
                 Err(shared) => std::mem::forget(shared),
@@ -1319,6 +1348,9 @@ unsafe fn finish(
                 "guarding threading._shutdown",
             );
             for (_, entry) in main.scripts.lock().drain() {
+                entry.release();
+            }
+            for (_, entry) in main.hooks.lock().drain() {
                 entry.release();
             }
             match Arc::try_unwrap(objects) {

@@ -13,6 +13,7 @@
 //!   panic into a Python exception (`host::trampoline`).
 
 pub(crate) mod call;
+pub(crate) mod hook;
 pub(crate) mod host;
 pub(crate) mod interp;
 

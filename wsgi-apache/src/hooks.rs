@@ -1,0 +1,646 @@
+//! The scripts mod_wsgi runs beside the application, always in the Apache child (never in a
+//! daemon process), through wsgi-interp's hook calls:
+//!
+//! * `WSGIAccessScript`: the access checker calls `allow_access(environ, host)`; True lets the
+//!   request through, False answers 403, None leaves it to the other rules.
+//! * `WSGIAuthUserScript`: the authn provider `wsgi` (`AuthBasicProvider wsgi`,
+//!   `AuthDigestProvider wsgi`) calls `check_password(environ, user, password)` or
+//!   `get_realm_hash(environ, user, realm)`.
+//! * `WSGIAuthGroupScript`: the authz provider `wsgi-group` (`Require wsgi-group a b`) calls
+//!   `groups_for_user(environ, user)`.
+//! * `WSGIDispatchScript`: before a `WSGIScriptAlias` request runs (here or in a daemon), its
+//!   `process_group`, `application_group` and `callable_object` functions may override the
+//!   routed values.
+//!
+//! The first three live in Apache's per-directory configuration (`src/shim.c`), which holds
+//! ids into [`SCRIPTS`], so Apache merges them for any request, `.htaccess` files included.
+//! A failing script (an exception, a wrong return value, a missing function) is logged with
+//! its traceback and the fix, and the request gets 500: never a silent allow, nor a deny that
+//! hides the bug.
+
+use std::ffi::{CString, c_char, c_int};
+use std::sync::Mutex;
+
+use wsgi_config::groups::GroupNames;
+use wsgi_config::model::{AuxScript, GroupSpec};
+use wsgi_config::route::{ProcessGroup, Route};
+use wsgi_config::{Config, Host, WsgiSettings};
+use wsgi_interp::hooks::{
+    AccessDecision, HookArg, HookError, HookFunction, HookScript, HookValue, PasswordDecision,
+    RealmHash, groups_from_hook, override_from_hook,
+};
+use wsgi_interp::{CallOptions, InterpreterHandle, RequestHead};
+
+use crate::config::{current_config, to_c};
+use crate::guard::guard;
+use crate::request::{
+    APLOG_ERR, APLOG_INFO, DECLINED, OK, RequestInfo, RequestRec, hook_head, host_index, log,
+    request_env, request_head, request_info, start_runtime,
+};
+
+unsafe extern "C" {
+    fn wsgi_rs_set_user(r: *mut RequestRec, user: *const c_char);
+}
+
+/// `authn_status` of `mod_auth.h` (checked by `src/shim.c`).
+const AUTH_DENIED: c_int = 0;
+const AUTH_GRANTED: c_int = 1;
+const AUTH_USER_FOUND: c_int = 2;
+const AUTH_USER_NOT_FOUND: c_int = 3;
+const AUTH_GENERAL_ERROR: c_int = 4;
+/// `authz_status` of `mod_auth.h` (checked by `src/shim.c`).
+const AUTHZ_DENIED: c_int = 0;
+const AUTHZ_GRANTED: c_int = 1;
+const AUTHZ_GENERAL_ERROR: c_int = 3;
+
+const HTTP_FORBIDDEN: c_int = 403;
+const HTTP_INTERNAL_SERVER_ERROR: c_int = 500;
+
+/// Every access and auth script the configuration (and the `.htaccess` files read so far)
+/// named; the per-directory configuration holds indices into it. Equal entries share one
+/// index, so re-reading an `.htaccess` file on every request does not grow it.
+static SCRIPTS: Mutex<Vec<AuxScript>> = Mutex::new(Vec::new());
+
+fn scripts() -> std::sync::MutexGuard<'static, Vec<AuxScript>> {
+    SCRIPTS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The script with id `id`, if any.
+fn script(id: c_int) -> Option<AuxScript> {
+    usize::try_from(id)
+        .ok()
+        .and_then(|i| scripts().get(i).cloned())
+}
+
+/// Whether the child needs Python for these scripts: some access, auth, dispatch or handler
+/// script is configured.
+pub(crate) fn configured(config: &Config) -> bool {
+    if !scripts().is_empty() {
+        return true;
+    }
+    all_settings(config).any(|s| s.dispatch_script.is_some() || !s.handler_scripts.is_empty())
+}
+
+/// The WSGI settings of every level of the configuration (server, virtual hosts, sections).
+pub(crate) fn all_settings(config: &Config) -> impl Iterator<Item = &WsgiSettings> {
+    std::iter::once(&config.main)
+        .chain(&config.virtual_hosts)
+        .flat_map(|h| std::iter::once(&h.settings).chain(h.sections.iter().map(|s| &s.settings)))
+}
+
+/// `WSGIAccessScript`, `WSGIAuthUserScript` or `WSGIAuthGroupScript`: reads `path
+/// [application-group=NAME]` and stores it in [`SCRIPTS`]. Returns NULL and sets `*id`, or the
+/// error message (to free with `wsgi_rs_free`).
+///
+/// # Safety
+/// `name` and `args` are NULL or NUL-terminated; `id` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn wsgi_rs_aux_script(
+    name: *const c_char,
+    args: *const c_char,
+    id: *mut c_int,
+) -> *mut c_char {
+    // SAFETY: the caller's contract.
+    let (name, args) = unsafe { (text(name), text(args)) };
+    let found = guard(&name, Err, || {
+        let words = wsgi_config::reader::split_arguments(&args)?;
+        let parsed = wsgi_config::builder::parse_aux_script(&words, &crate::config::server_root())
+            .map_err(|e| format!("{name}: {e}"))?;
+        let mut table = scripts();
+        let index = match table.iter().position(|s| *s == parsed) {
+            Some(i) => i,
+            None => {
+                table.push(parsed);
+                table.len() - 1
+            }
+        };
+        c_int::try_from(index).map_err(|_| format!("{name}: too many scripts"))
+    });
+    match found {
+        Ok(index) => {
+            if !id.is_null() {
+                // SAFETY: `id` is writable (caller's contract).
+                unsafe { *id = index };
+            }
+            std::ptr::null_mut()
+        }
+        Err(message) => to_c(message),
+    }
+}
+
+/// A C string as text (NULL: empty; invalid UTF-8 replaced).
+///
+/// # Safety
+/// `ptr` is NULL or a NUL-terminated string valid for the call.
+unsafe fn text(ptr: *const c_char) -> String {
+    // SAFETY: forwarded from the caller's contract.
+    String::from_utf8_lossy(&unsafe { c_bytes(ptr) }).into_owned()
+}
+
+/// A C string as bytes (NULL: empty).
+///
+/// # Safety
+/// `ptr` is NULL or a NUL-terminated string valid for the call.
+unsafe fn c_bytes(ptr: *const c_char) -> Vec<u8> {
+    if ptr.is_null() {
+        Vec::new()
+    } else {
+        // SAFETY: a NUL-terminated string valid for the call (caller's contract).
+        unsafe { std::ffi::CStr::from_ptr(ptr) }.to_bytes().to_vec()
+    }
+}
+
+/// The group names of a request.
+pub(crate) fn group_names<'a>(
+    config: &'a Config,
+    info: &'a RequestInfo,
+    host: Option<usize>,
+    script_name: &'a str,
+    env: &'a dyn Fn(&str) -> Option<String>,
+) -> GroupNames<'a> {
+    let host_ref: &Host = config.host(host);
+    GroupNames {
+        server_name: config.server_name(host).unwrap_or(&info.server_name),
+        port: info.local_port,
+        script_name,
+        host_header: info
+            .hostname
+            .as_deref()
+            .map(|h| h.split(':').next().unwrap_or(h)),
+        host: host_ref,
+        env,
+    }
+}
+
+/// A hook script ready to call for one request.
+struct Prepared {
+    interp: InterpreterHandle,
+    script: HookScript,
+    head: RequestHead,
+    opts: CallOptions,
+}
+
+impl Prepared {
+    fn call(&self, function: HookFunction, args: &[HookArg]) -> Result<HookValue, HookError> {
+        self.interp
+            .call_hook(&self.script, function, &self.head, &self.opts, args)
+    }
+}
+
+/// Everything an access or auth hook needs: the script, its interpreter (Python starts here if
+/// it has not yet), and the environ's source.
+///
+/// # Safety
+/// `r` is the live request Apache is serving on this thread.
+unsafe fn prepare(
+    r: *mut RequestRec,
+    aux: &AuxScript,
+    directive: &'static str,
+) -> Result<Prepared, String> {
+    let config = current_config().ok_or("mod_wsgi_rs has no configuration")?;
+    // SAFETY: forwarded from the caller's contract.
+    let info = unsafe { request_info(r) };
+    let host = host_index(&config, &info);
+    let no_env = |_: &str| -> Option<String> { None };
+    let group =
+        group_names(&config, &info, host, "", &no_env).script_group(aux.application_group.as_ref());
+    let runtime = start_runtime(&config)?;
+    let interp = runtime
+        .interpreter(&group)
+        .map_err(|e| format!("{directive} {}: {e}", aux.path.display()))?;
+    let filename = std::path::PathBuf::from(String::from_utf8_lossy(&info.filename).as_ref());
+    let (settings, _) = config.settings_for(host, &filename, &info.uri);
+    let script = HookScript {
+        path: aux.path.clone(),
+        directive,
+        reload: settings.script_reloading != Some(false),
+    };
+    let opts = CallOptions {
+        process_group: String::new(),
+        multithread: info.multithread,
+        multiprocess: info.multiprocess,
+        run_once: false,
+        pass_authorization: false,
+    };
+    // SAFETY: forwarded from the caller's contract.
+    let head = unsafe { hook_head(r, &info) };
+    Ok(Prepared {
+        interp,
+        script,
+        head,
+        opts,
+    })
+}
+
+/// The request path, for messages.
+///
+/// # Safety
+/// `r` is the live request Apache is serving on this thread.
+unsafe fn uri(r: *mut RequestRec) -> String {
+    // SAFETY: forwarded from the caller's contract.
+    String::from_utf8_lossy(&unsafe { request_info(r) }.uri).into_owned()
+}
+
+/// The access checker: `allow_access(environ, host)` of the `WSGIAccessScript` with id
+/// `script`. Returns OK, DECLINED, 403 or 500.
+///
+/// # Safety
+/// `r` is the live request Apache is serving on this thread; `host` is NULL or a
+/// NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn wsgi_rs_hook_access(
+    r: *mut RequestRec,
+    script: c_int,
+    host: *const c_char,
+) -> c_int {
+    // SAFETY: the caller's contract.
+    let host = unsafe { text(host) };
+    guard(
+        "WSGIAccessScript",
+        |message| {
+            log(r, APLOG_ERR, &message);
+            HTTP_INTERNAL_SERVER_ERROR
+        },
+        || {
+            let Some(aux) = self::script(script) else {
+                return DECLINED;
+            };
+            // SAFETY: forwarded from the caller's contract.
+            let prepared = match unsafe { prepare(r, &aux, "WSGIAccessScript") } {
+                Ok(p) => p,
+                Err(message) => {
+                    log(r, APLOG_ERR, &message);
+                    return HTTP_INTERNAL_SERVER_ERROR;
+                }
+            };
+            let decision = prepared
+                .call(HookFunction::ALLOW_ACCESS, &[HookArg::Str(host.clone())])
+                .and_then(|v| AccessDecision::from_hook(&prepared.script, v));
+            match decision {
+                Ok(AccessDecision::Allow) => OK,
+                Ok(AccessDecision::Decline) => DECLINED,
+                Ok(AccessDecision::Deny) => {
+                    // SAFETY: forwarded from the caller's contract.
+                    let path = unsafe { uri(r) };
+                    log(
+                        r,
+                        APLOG_ERR,
+                        &format!(
+                            "client {host} denied by the WSGIAccessScript {}: allow_access() returned False for {path}",
+                            aux.path.display(),
+                        ),
+                    );
+                    HTTP_FORBIDDEN
+                }
+                Err(e) => {
+                    log(r, APLOG_ERR, &e.to_string());
+                    HTTP_INTERNAL_SERVER_ERROR
+                }
+            }
+        },
+    )
+}
+
+/// The message when `AuthBasicProvider wsgi` (or `Require wsgi-group`) applies where no
+/// script does.
+///
+/// # Safety
+/// `r` is the live request Apache is serving on this thread.
+unsafe fn no_script(r: *mut RequestRec, what: &str, directive: &str) {
+    // SAFETY: forwarded from the caller's contract.
+    let path = unsafe { uri(r) };
+    log(
+        r,
+        APLOG_ERR,
+        &format!(
+            "{what} applies to {path} but no {directive} does: add `{directive} /path/to/auth.wsgi` to the same <Directory> or <Location> section"
+        ),
+    );
+}
+
+/// The authn provider's Basic check: `check_password(environ, user, password)` of the
+/// `WSGIAuthUserScript` with id `script`. Returns an `authn_status`.
+///
+/// # Safety
+/// `r` is the live request Apache is serving on this thread; `user` and `password` are NULL
+/// or NUL-terminated strings.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn wsgi_rs_hook_password(
+    r: *mut RequestRec,
+    script: c_int,
+    user: *const c_char,
+    password: *const c_char,
+) -> c_int {
+    // SAFETY: the caller's contract.
+    let (user, password) = unsafe { (c_bytes(user), c_bytes(password)) };
+    guard(
+        "WSGIAuthUserScript",
+        |message| {
+            log(r, APLOG_ERR, &message);
+            AUTH_GENERAL_ERROR
+        },
+        || {
+            let Some(aux) = self::script(script) else {
+                // SAFETY: forwarded from the caller's contract.
+                unsafe { no_script(r, "AuthBasicProvider wsgi", "WSGIAuthUserScript") };
+                return AUTH_GENERAL_ERROR;
+            };
+            // SAFETY: forwarded from the caller's contract.
+            let prepared = match unsafe { prepare(r, &aux, "WSGIAuthUserScript") } {
+                Ok(p) => p,
+                Err(message) => {
+                    log(r, APLOG_ERR, &message);
+                    return AUTH_GENERAL_ERROR;
+                }
+            };
+            let decision = prepared
+                .call(
+                    HookFunction::CHECK_PASSWORD,
+                    &[HookArg::Latin1(user.clone()), HookArg::Latin1(password)],
+                )
+                .and_then(|v| PasswordDecision::from_hook(&prepared.script, v));
+            match decision {
+                Ok(PasswordDecision::Granted) => AUTH_GRANTED,
+                Ok(PasswordDecision::GrantedAs(name)) => {
+                    let name = CString::new(name).expect("names with NUL are refused");
+                    // SAFETY: the request is live; the shim copies the name into its pool.
+                    unsafe { wsgi_rs_set_user(r, name.as_ptr()) };
+                    AUTH_GRANTED
+                }
+                Ok(PasswordDecision::Denied) => AUTH_DENIED,
+                Ok(PasswordDecision::UnknownUser) => AUTH_USER_NOT_FOUND,
+                Err(e) => {
+                    log(r, APLOG_ERR, &e.to_string());
+                    AUTH_GENERAL_ERROR
+                }
+            }
+        },
+    )
+}
+
+/// The authn provider's Digest lookup: `get_realm_hash(environ, user, realm)` of the
+/// `WSGIAuthUserScript` with id `script`. Returns an `authn_status`; on `AUTH_USER_FOUND`,
+/// `*hash` is the hash (to free with `wsgi_rs_free`).
+///
+/// # Safety
+/// `r` is the live request Apache is serving on this thread; `user` and `realm` are NULL or
+/// NUL-terminated strings; `hash` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn wsgi_rs_hook_realm_hash(
+    r: *mut RequestRec,
+    script: c_int,
+    user: *const c_char,
+    realm: *const c_char,
+    hash: *mut *mut c_char,
+) -> c_int {
+    // SAFETY: the caller's contract.
+    let (user, realm) = unsafe { (c_bytes(user), c_bytes(realm)) };
+    guard(
+        "WSGIAuthUserScript",
+        |message| {
+            log(r, APLOG_ERR, &message);
+            AUTH_GENERAL_ERROR
+        },
+        || {
+            let Some(aux) = self::script(script) else {
+                // SAFETY: forwarded from the caller's contract.
+                unsafe { no_script(r, "AuthDigestProvider wsgi", "WSGIAuthUserScript") };
+                return AUTH_GENERAL_ERROR;
+            };
+            // SAFETY: forwarded from the caller's contract.
+            let prepared = match unsafe { prepare(r, &aux, "WSGIAuthUserScript") } {
+                Ok(p) => p,
+                Err(message) => {
+                    log(r, APLOG_ERR, &message);
+                    return AUTH_GENERAL_ERROR;
+                }
+            };
+            let found = prepared
+                .call(
+                    HookFunction::GET_REALM_HASH,
+                    &[HookArg::Latin1(user), HookArg::Latin1(realm)],
+                )
+                .and_then(|v| RealmHash::from_hook(&prepared.script, v));
+            match found {
+                Ok(RealmHash::Found(h)) => {
+                    if !hash.is_null() {
+                        // SAFETY: `hash` is writable (caller's contract); the shim frees it.
+                        unsafe { *hash = to_c(h) };
+                    }
+                    AUTH_USER_FOUND
+                }
+                Ok(RealmHash::UnknownUser) => AUTH_USER_NOT_FOUND,
+                Err(e) => {
+                    log(r, APLOG_ERR, &e.to_string());
+                    AUTH_GENERAL_ERROR
+                }
+            }
+        },
+    )
+}
+
+/// Whether any of the groups a user is in is one `Require wsgi-group` names.
+fn in_required_group(groups: &[String], require_args: &str) -> Result<bool, String> {
+    let required = wsgi_config::reader::split_arguments(require_args)?;
+    Ok(required.iter().any(|g| groups.contains(g)))
+}
+
+/// The authz provider `wsgi-group`: `groups_for_user(environ, user)` of the
+/// `WSGIAuthGroupScript` with id `script`, against the groups the `Require` line names.
+/// Returns an `authz_status`.
+///
+/// # Safety
+/// `r` is the live request Apache is serving on this thread; `user` and `require_args` are
+/// NULL or NUL-terminated strings.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn wsgi_rs_hook_groups(
+    r: *mut RequestRec,
+    script: c_int,
+    user: *const c_char,
+    require_args: *const c_char,
+) -> c_int {
+    // SAFETY: the caller's contract.
+    let (user, require_args) = unsafe { (c_bytes(user), text(require_args)) };
+    guard(
+        "WSGIAuthGroupScript",
+        |message| {
+            log(r, APLOG_ERR, &message);
+            AUTHZ_GENERAL_ERROR
+        },
+        || {
+            let Some(aux) = self::script(script) else {
+                // SAFETY: forwarded from the caller's contract.
+                unsafe { no_script(r, "Require wsgi-group", "WSGIAuthGroupScript") };
+                return AUTHZ_GENERAL_ERROR;
+            };
+            // SAFETY: forwarded from the caller's contract.
+            let prepared = match unsafe { prepare(r, &aux, "WSGIAuthGroupScript") } {
+                Ok(p) => p,
+                Err(message) => {
+                    log(r, APLOG_ERR, &message);
+                    return AUTHZ_GENERAL_ERROR;
+                }
+            };
+            let groups = prepared
+                .call(
+                    HookFunction::GROUPS_FOR_USER,
+                    &[HookArg::Latin1(user.clone())],
+                )
+                .and_then(|v| groups_from_hook(&prepared.script, v));
+            let groups = match groups {
+                Ok(g) => g,
+                Err(e) => {
+                    log(r, APLOG_ERR, &e.to_string());
+                    return AUTHZ_GENERAL_ERROR;
+                }
+            };
+            match in_required_group(&groups, &require_args) {
+                Ok(true) => AUTHZ_GRANTED,
+                Ok(false) => {
+                    // SAFETY: forwarded from the caller's contract.
+                    let path = unsafe { uri(r) };
+                    log(
+                        r,
+                        APLOG_INFO,
+                        &format!(
+                            "user {:?} is in none of the groups `Require wsgi-group {require_args}` names for {path} (groups_for_user() gave {groups:?})",
+                            String::from_utf8_lossy(&user),
+                        ),
+                    );
+                    AUTHZ_DENIED
+                }
+                Err(e) => {
+                    log(
+                        r,
+                        APLOG_ERR,
+                        &format!("Require wsgi-group {require_args}: {e}"),
+                    );
+                    AUTHZ_GENERAL_ERROR
+                }
+            }
+        },
+    )
+}
+
+/// `WSGIDispatchScript`: calls the script's `process_group(environ)`,
+/// `application_group(environ)` and `callable_object(environ)` (each optional) and applies
+/// what they return to the route, last of all the ways these are chosen. Runs here, before
+/// the request goes to a daemon process. `Err` is the status to answer with (logged).
+///
+/// # Safety
+/// `r` is the live request Apache is serving on this thread.
+pub(crate) unsafe fn dispatch(
+    r: *mut RequestRec,
+    info: &RequestInfo,
+    config: &Config,
+    host: Option<usize>,
+    route: &mut Route,
+) -> Result<(), c_int> {
+    let Some(aux) = route.settings.dispatch_script.clone() else {
+        return Ok(());
+    };
+    let fail = |message: String| {
+        log(r, APLOG_ERR, &message);
+        HTTP_INTERNAL_SERVER_ERROR
+    };
+    // SAFETY: forwarded from the caller's contract.
+    let env_pairs = unsafe { request_env(r) };
+    let env = |name: &str| {
+        env_pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .or_else(|| std::env::var(name).ok())
+    };
+    let script_name = if config.server.case_sensitive {
+        route.script_name.clone()
+    } else {
+        route.script_name.to_lowercase()
+    };
+    let names = group_names(config, info, host, &script_name, &env);
+    let group = names.script_group(aux.application_group.as_ref());
+    let runtime = start_runtime(config).map_err(fail)?;
+    let interp = runtime
+        .interpreter(&group)
+        .map_err(|e| fail(format!("WSGIDispatchScript {}: {e}", aux.path.display())))?;
+    let prepared = Prepared {
+        interp,
+        script: HookScript {
+            path: aux.path.clone(),
+            directive: "WSGIDispatchScript",
+            reload: route.settings.script_reloading != Some(false),
+        },
+        // SAFETY: forwarded from the caller's contract.
+        head: unsafe { request_head(r, info, route, None) },
+        opts: CallOptions {
+            process_group: String::new(),
+            multithread: info.multithread,
+            multiprocess: info.multiprocess,
+            run_once: false,
+            pass_authorization: route.settings.pass_authorization == Some(true),
+        },
+    };
+    let ask = |function: HookFunction| -> Result<Option<String>, c_int> {
+        match prepared.call(function, &[]) {
+            Ok(value) => override_from_hook(&prepared.script, function, value)
+                .map_err(|e| fail(e.to_string())),
+            Err(e) if e.is_missing_function() => Ok(None),
+            Err(e) => Err(fail(e.to_string())),
+        }
+    };
+    let process_group = ask(HookFunction::PROCESS_GROUP)?;
+    let application_group = ask(HookFunction::APPLICATION_GROUP)?;
+    let callable_object = ask(HookFunction::CALLABLE_OBJECT)?;
+    if let Some(value) = process_group {
+        let name = names.expand(&GroupSpec::parse(&value));
+        route.process_group = if name.is_empty() {
+            if config.server.restrict_embedded {
+                return Err(fail(format!(
+                    "process_group() of the WSGIDispatchScript {} chose embedded mode, which WSGIRestrictEmbedded On disables: return the name of a WSGIDaemonProcess group",
+                    aux.path.display()
+                )));
+            }
+            ProcessGroup::Embedded
+        } else {
+            check_daemon(config, route, &name).map_err(|why| {
+                fail(format!(
+                    "process_group() of the WSGIDispatchScript {} returned {value:?}: {why}",
+                    aux.path.display()
+                ))
+            })?;
+            ProcessGroup::Daemon(name)
+        };
+    }
+    if let Some(value) = application_group {
+        route.application_group = names.expand(&GroupSpec::parse(&value));
+    }
+    if let Some(value) = callable_object {
+        route.callable_object = names.callable(&value);
+    }
+    Ok(())
+}
+
+/// Whether a request may go to the daemon group `name`.
+pub(crate) fn check_daemon(config: &Config, route: &Route, name: &str) -> Result<(), String> {
+    if config.daemon(name).is_none() {
+        let defined: Vec<&str> = config.daemons.iter().map(|d| d.name.as_str()).collect();
+        return Err(format!(
+            "no WSGIDaemonProcess `{name}` is configured (defined: {})",
+            if defined.is_empty() {
+                "none".to_string()
+            } else {
+                defined.join(", ")
+            }
+        ));
+    }
+    if let Some(allowed) = &route.settings.restrict_process {
+        if !allowed.iter().any(|a| a == name) {
+            return Err(format!(
+                "WSGIRestrictProcess allows only {} here",
+                allowed.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
