@@ -185,6 +185,9 @@ pub struct Host {
     pub sections: Vec<DirSection>,
     /// `SetEnv NAME value` at this host's level (for `%{ENV:NAME}`).
     pub env: Vec<(String, String)>,
+    /// `script_aliases` by the first segment of their URL, built on the first request routed
+    /// (a configuration with thousands of mounts is not scanned whole per request).
+    pub(crate) alias_index: crate::route::AliasIndex,
 }
 
 /// One address of `<VirtualHost ...>`.

@@ -107,6 +107,83 @@ fn default_server_name() -> &'static str {
     })
 }
 
+/// A host's `WSGIScriptAlias`es by the first segment of their URL, so routing looks only at
+/// those that can match a path (plus those that can match any: `/`, and the regex ones), still
+/// in configuration order. Small configurations are scanned as they are.
+#[derive(Debug, Clone, Default)]
+pub struct AliasIndex(std::sync::OnceLock<AliasBuckets>);
+
+#[derive(Debug, Clone)]
+struct AliasBuckets {
+    /// How many aliases it was built from (a host still being built is scanned instead).
+    count: usize,
+    by_segment: std::collections::HashMap<Vec<u8>, Vec<usize>>,
+    anywhere: Vec<usize>,
+}
+
+/// Below this many aliases a scan is as fast as a lookup.
+const INDEX_FROM: usize = 16;
+
+/// The first segment of a path: `/app/x` and `//app` give `app`, `/` gives nothing.
+fn first_segment(path: &[u8]) -> &[u8] {
+    let start = path.iter().position(|&b| b != b'/').unwrap_or(path.len());
+    let rest = &path[start..];
+    &rest[..rest.iter().position(|&b| b == b'/').unwrap_or(rest.len())]
+}
+
+impl AliasIndex {
+    /// The aliases that can match `uri`, in configuration order.
+    fn candidates<'a>(
+        &'a self,
+        aliases: &'a [ScriptAlias],
+        uri: &[u8],
+    ) -> Box<dyn Iterator<Item = &'a ScriptAlias> + 'a> {
+        if aliases.len() < INDEX_FROM {
+            return Box::new(aliases.iter());
+        }
+        let buckets = self.0.get_or_init(|| AliasBuckets::new(aliases));
+        if buckets.count != aliases.len() {
+            return Box::new(aliases.iter());
+        }
+        let named = buckets
+            .by_segment
+            .get(first_segment(uri))
+            .map_or(&[][..], Vec::as_slice);
+        let (mut a, mut b) = (named.iter().peekable(), buckets.anywhere.iter().peekable());
+        // Merge the two ordered lists back into configuration order.
+        Box::new(std::iter::from_fn(move || {
+            let next = match (a.peek(), b.peek()) {
+                (Some(&&x), Some(&&y)) if x < y => a.next(),
+                (Some(_), Some(_)) | (None, Some(_)) => b.next(),
+                (Some(_), None) => a.next(),
+                (None, None) => None,
+            }?;
+            Some(&aliases[*next])
+        }))
+    }
+}
+
+impl AliasBuckets {
+    fn new(aliases: &[ScriptAlias]) -> AliasBuckets {
+        let mut by_segment: std::collections::HashMap<Vec<u8>, Vec<usize>> =
+            std::collections::HashMap::new();
+        let mut anywhere = Vec::new();
+        for (i, alias) in aliases.iter().enumerate() {
+            let segment = first_segment(alias.url.as_bytes());
+            if alias.regex.is_some() || segment.is_empty() {
+                anywhere.push(i);
+            } else {
+                by_segment.entry(segment.to_vec()).or_default().push(i);
+            }
+        }
+        AliasBuckets {
+            count: aliases.len(),
+            by_segment,
+            anywhere,
+        }
+    }
+}
+
 /// Bytes as a PEP 3333 native string.
 fn latin1(bytes: &[u8]) -> String {
     bytes.iter().map(|&b| char::from(b)).collect()
@@ -257,15 +334,13 @@ impl Config {
         req: &RouteRequest<'_>,
     ) -> Result<Option<Route>, RouteError> {
         let uri = normalize_path(req.path)?;
-        let aliases = self.host(host).script_aliases.iter().chain(
-            host.is_some()
-                .then_some(self.main.script_aliases.iter())
-                .into_iter()
-                .flatten(),
-        );
-        for alias in aliases {
-            if let Some(found) = self.resolve_alias(alias, &uri)? {
-                return self.finish_route(req, host, &uri, alias, found).map(Some);
+        let own = self.host(host);
+        let inherited = host.is_some().then_some(&self.main);
+        for h in std::iter::once(own).chain(inherited) {
+            for alias in h.alias_index.candidates(&h.script_aliases, &uri) {
+                if let Some(found) = self.resolve_alias(alias, &uri)? {
+                    return self.finish_route(req, host, &uri, alias, found).map(Some);
+                }
             }
         }
         Ok(None)
@@ -646,6 +721,55 @@ mod tests {
     fn templates_keep_group_numbers_apart() {
         assert_eq!(apache_template("/web/$1_x.wsgi"), "/web/${1}_x.wsgi");
         assert_eq!(apache_template("/a$"), "/a$$");
+    }
+
+    /// With enough aliases to be indexed, routing still takes the first match in
+    /// configuration order, across same-segment, catch-all and regex aliases.
+    #[test]
+    fn indexed_aliases_keep_configuration_order() {
+        let mut text = String::from("ServerName bench.example.com\n");
+        for i in 0..40 {
+            text.push_str(&format!("WSGIScriptAlias /app{i} /srv/app{i}.wsgi\n"));
+        }
+        text.push_str("WSGIScriptAlias /shop/admin /srv/admin.wsgi\n");
+        text.push_str("WSGIScriptAlias /shop /srv/shop.wsgi\n");
+        text.push_str("WSGIScriptAlias /shop/late /srv/never.wsgi\n");
+        text.push_str("WSGIScriptAliasMatch ^/api/v(\\d+) /srv/api.wsgi\n");
+        text.push_str("WSGIScriptAlias /api /srv/api-rest.wsgi\n");
+        text.push_str("WSGIScriptAlias / /srv/root.wsgi\n");
+        text.push_str("WSGIScriptAlias /after-root /srv/never.wsgi\n");
+        let config = crate::load_str(
+            &text,
+            Path::new("t.conf"),
+            &crate::reader::ReadOptions::default(),
+        )
+        .unwrap();
+        assert!(config.main.script_aliases.len() >= INDEX_FROM);
+        let script = |path: &str| {
+            let request = RouteRequest {
+                local_ip: None,
+                local_port: 80,
+                host: None,
+                path,
+            };
+            let route = config.route(&request).unwrap().unwrap();
+            (route.script.display().to_string(), route.script_name)
+        };
+        for _ in 0..2 {
+            assert_eq!(script("/app7/x"), ("/srv/app7.wsgi".into(), "/app7".into()));
+            assert_eq!(
+                script("//app39"),
+                ("/srv/app39.wsgi".into(), "/app39".into())
+            );
+            assert_eq!(script("/app4x"), ("/srv/root.wsgi".into(), "".into()));
+            assert_eq!(script("/shop/admin/users").0, "/srv/admin.wsgi");
+            assert_eq!(script("/shop/late").0, "/srv/shop.wsgi");
+            assert_eq!(script("/api/v2/items").0, "/srv/api.wsgi");
+            assert_eq!(script("/api/other").0, "/srv/api-rest.wsgi");
+            assert_eq!(script("/after-root").0, "/srv/root.wsgi");
+        }
+        assert_eq!(first_segment(b"//a/b"), b"a");
+        assert_eq!(first_segment(b"/"), b"");
     }
 
     #[test]
