@@ -33,11 +33,11 @@ pub struct RawSection {
     line: c_int,
 }
 
-/// A C string as text; NULL is empty.
+/// A C string as text; NULL is empty (invalid UTF-8 replaced).
 ///
 /// # Safety
 /// `ptr` is NULL or a NUL-terminated string valid for the call.
-unsafe fn text(ptr: *const c_char) -> String {
+pub(crate) unsafe fn text(ptr: *const c_char) -> String {
     if ptr.is_null() {
         return String::new();
     }

@@ -3,34 +3,21 @@
 //! run the script's `handle_request` as a WSGI application, with `SCRIPT_FILENAME` the
 //! requested file, in embedded mode or in a daemon process group.
 
-use std::ffi::{CStr, c_char, c_int};
+use std::ffi::{c_char, c_int};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use wsgi_config::Config;
 use wsgi_config::model::GroupSpec;
 use wsgi_config::route::{ProcessGroup, Route};
 
-use crate::config::current_config;
+use crate::config::{current_config, text};
 use crate::guard::guard;
-use crate::hooks::{all_settings, check_daemon, group_names};
+use crate::hooks::{all_settings, check_daemon, env_var, group_names, resource_name};
 use crate::request::{
-    APLOG_ERR, DECLINED, HandlerTarget, RequestRec, host_index, log, request_env, request_info,
-    serve, split_path_info,
+    APLOG_ERR, DECLINED, HandlerTarget, RequestInfo, RequestRec, host_index, log, request_env,
+    request_hook, serve, split_path_info,
 };
-
-/// A C string as text (NULL: empty).
-///
-/// # Safety
-/// `ptr` is NULL or a NUL-terminated string valid for the call.
-unsafe fn text(ptr: *const c_char) -> String {
-    if ptr.is_null() {
-        return String::new();
-    }
-    // SAFETY: a NUL-terminated string valid for the call (caller's contract).
-    unsafe { CStr::from_ptr(ptr) }
-        .to_string_lossy()
-        .into_owned()
-}
 
 /// Bytes as a PEP 3333 native string (latin-1).
 fn latin1(bytes: &[u8]) -> String {
@@ -73,99 +60,78 @@ pub unsafe extern "C" fn wsgi_rs_handle_script_handler(
 ) -> c_int {
     // SAFETY: the caller's contract.
     let name = unsafe { text(name) };
-    guard(
-        "WSGIHandlerScript",
-        |message| {
-            log(r, APLOG_ERR, &message);
-            500
-        },
-        || {
-            let Some(config) = current_config() else {
-                return DECLINED;
-            };
-            // SAFETY: forwarded from the caller's contract.
-            let info = unsafe { request_info(r) };
-            let host = host_index(&config, &info);
-            let filename = Path::new(std::ffi::OsStr::from_bytes(&info.filename));
-            let (settings, _) = config.settings_for(host, filename, &info.uri);
-            let Some(script) = settings
-                .handler_scripts
-                .iter()
-                .rev()
-                .find(|h| h.handler == name)
-                .cloned()
-            else {
-                return DECLINED;
-            };
-            // As mod_wsgi: the script decides what a missing file means (it may serve
-            // content that no file holds).
-            let (script_name, path_info) = split_path_info(&info.uri, &info.path_info);
-            let (script_name, path_info) = (latin1(&script_name), latin1(&path_info));
-            // SAFETY: forwarded from the caller's contract.
-            let env_pairs = unsafe { request_env(r) };
-            let env = |var: &str| {
-                env_pairs
-                    .iter()
-                    .rev()
-                    .find(|(k, _)| k == var)
-                    .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-                    .or_else(|| std::env::var(var).ok())
-            };
-            let resource = if config.server.case_sensitive {
-                script_name.clone()
-            } else {
-                script_name.to_lowercase()
-            };
-            let names = group_names(&config, &info, host, &resource, &env);
-            let process_spec = script
-                .options
-                .process_group
-                .clone()
-                .or_else(|| settings.process_group.as_ref().map(|l| l.value.clone()))
-                .unwrap_or(GroupSpec::Global);
-            let app_spec = script
-                .options
-                .application_group
-                .clone()
-                .or_else(|| settings.application_group.clone())
-                .unwrap_or(GroupSpec::Resource);
-            let mut route_settings = settings.clone();
-            if script.options.pass_authorization.is_some() {
-                route_settings.pass_authorization = script.options.pass_authorization;
+    let handle = |config: &Config, info: &RequestInfo| {
+        let host = host_index(config, info);
+        let filename = Path::new(std::ffi::OsStr::from_bytes(&info.filename));
+        let (settings, _) = config.settings_for(host, filename, &info.uri);
+        let Some(script) = settings
+            .handler_scripts
+            .iter()
+            .rev()
+            .find(|h| h.handler == name)
+            .cloned()
+        else {
+            return DECLINED;
+        };
+        // As mod_wsgi: the script decides what a missing file means (it may serve
+        // content that no file holds).
+        let (script_name, path_info) = split_path_info(&info.uri, &info.path_info);
+        let (script_name, path_info) = (latin1(&script_name), latin1(&path_info));
+        // SAFETY: forwarded from the caller's contract.
+        let env_pairs = unsafe { request_env(r) };
+        let env = |var: &str| env_var(&env_pairs, var);
+        let resource = resource_name(config, &script_name);
+        let names = group_names(config, info, host, &resource, &env);
+        let process_spec = script
+            .options
+            .process_group
+            .clone()
+            .or_else(|| settings.process_group.as_ref().map(|l| l.value.clone()))
+            .unwrap_or(GroupSpec::Global);
+        let app_spec = script
+            .options
+            .application_group
+            .clone()
+            .or_else(|| settings.application_group.clone())
+            .unwrap_or(GroupSpec::Resource);
+        let mut route_settings = settings.clone();
+        if script.options.pass_authorization.is_some() {
+            route_settings.pass_authorization = script.options.pass_authorization;
+        }
+        let mut route = Route {
+            host,
+            server_name: names.server_name.to_string(),
+            port: info.local_port,
+            script: script.path.clone(),
+            script_name,
+            path_info,
+            process_group: ProcessGroup::Embedded,
+            application_group: names.expand(&app_spec),
+            callable_object: "handle_request".to_string(),
+            settings: route_settings,
+        };
+        let process_group = names.expand(&process_spec);
+        if !process_group.is_empty() {
+            if let Err(why) = check_daemon(config, &route, &process_group) {
+                log(
+                    r,
+                    APLOG_ERR,
+                    &format!(
+                        "WSGIHandlerScript {name} {}: process group {process_group:?}: {why}",
+                        script.path.display()
+                    ),
+                );
+                return 500;
             }
-            let mut route = Route {
-                host,
-                server_name: names.server_name.to_string(),
-                port: info.local_port,
-                script: script.path.clone(),
-                script_name,
-                path_info,
-                process_group: ProcessGroup::Embedded,
-                application_group: names.expand(&app_spec),
-                callable_object: "handle_request".to_string(),
-                settings: route_settings,
-            };
-            let process_group = names.expand(&process_spec);
-            if !process_group.is_empty() {
-                if let Err(why) = check_daemon(&config, &route, &process_group) {
-                    log(
-                        r,
-                        APLOG_ERR,
-                        &format!(
-                            "WSGIHandlerScript {name} {}: process group {process_group:?}: {why}",
-                            script.path.display()
-                        ),
-                    );
-                    return 500;
-                }
-                route.process_group = ProcessGroup::Daemon(process_group);
-            }
-            let target = HandlerTarget {
-                name: name.clone(),
-                filename: info.filename.clone(),
-            };
-            // SAFETY: forwarded from the caller's contract.
-            unsafe { serve(r, &info, &config, route, Some(&target)) }
-        },
-    )
+            route.process_group = ProcessGroup::Daemon(process_group);
+        }
+        let target = HandlerTarget {
+            name: name.clone(),
+            filename: info.filename.clone(),
+        };
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { serve(r, info, config, route, Some(&target)) }
+    };
+    // SAFETY: the caller's contract.
+    unsafe { request_hook(r, "WSGIHandlerScript", handle) }
 }

@@ -31,11 +31,11 @@ use wsgi_interp::hooks::{
 };
 use wsgi_interp::{CallOptions, InterpreterHandle, RequestHead};
 
-use crate::config::{current_config, to_c};
+use crate::config::{current_config, text, to_c};
 use crate::guard::guard;
 use crate::request::{
-    APLOG_ERR, APLOG_INFO, DECLINED, OK, RequestInfo, RequestRec, hook_head, host_index, log,
-    request_env, request_head, request_info, start_runtime,
+    APLOG_ERR, APLOG_INFO, DECLINED, OK, RequestInfo, RequestRec, bytes, call_options, hook_head,
+    host_index, log, request_env, request_head, request_info, start_runtime,
 };
 
 unsafe extern "C" {
@@ -128,26 +128,24 @@ pub unsafe extern "C" fn wsgi_rs_aux_script(
     }
 }
 
-/// A C string as text (NULL: empty; invalid UTF-8 replaced).
-///
-/// # Safety
-/// `ptr` is NULL or a NUL-terminated string valid for the call.
-unsafe fn text(ptr: *const c_char) -> String {
-    // SAFETY: forwarded from the caller's contract.
-    String::from_utf8_lossy(&unsafe { c_bytes(ptr) }).into_owned()
+/// `SCRIPT_NAME` as `%{RESOURCE}` group names see it: lowercased under
+/// `WSGICaseSensitivity Off`.
+pub(crate) fn resource_name(config: &Config, script_name: &str) -> String {
+    if config.server.case_sensitive {
+        script_name.to_string()
+    } else {
+        script_name.to_lowercase()
+    }
 }
 
-/// A C string as bytes (NULL: empty).
-///
-/// # Safety
-/// `ptr` is NULL or a NUL-terminated string valid for the call.
-unsafe fn c_bytes(ptr: *const c_char) -> Vec<u8> {
-    if ptr.is_null() {
-        Vec::new()
-    } else {
-        // SAFETY: a NUL-terminated string valid for the call (caller's contract).
-        unsafe { std::ffi::CStr::from_ptr(ptr) }.to_bytes().to_vec()
-    }
+/// A variable for `%{ENV:NAME}` in group names: the request's own (`env`, the last one set
+/// wins), else the process's.
+pub(crate) fn env_var(env: &[(String, Vec<u8>)], name: &str) -> Option<String> {
+    env.iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .or_else(|| std::env::var(name).ok())
 }
 
 /// The group names of a request.
@@ -181,6 +179,34 @@ struct Prepared {
 }
 
 impl Prepared {
+    /// `aux` run as `directive` in the interpreter of the application group `group` (Python
+    /// starts here if it has not yet), reloaded when it changed unless `settings` say not, for
+    /// the request `head`.
+    fn new(
+        config: &Config,
+        aux: &AuxScript,
+        directive: &'static str,
+        group: &str,
+        settings: &WsgiSettings,
+        head: RequestHead,
+        opts: CallOptions,
+    ) -> Result<Prepared, String> {
+        let interp = start_runtime(config)?
+            .interpreter(group)
+            .map_err(|e| format!("{directive} {}: {e}", aux.path.display()))?;
+        let script = HookScript {
+            path: aux.path.clone(),
+            directive,
+            reload: settings.script_reloading != Some(false),
+        };
+        Ok(Prepared {
+            interp,
+            script,
+            head,
+            opts,
+        })
+    }
+
     fn call(&self, function: HookFunction, args: &[HookArg]) -> Result<HookValue, HookError> {
         self.interp
             .call_hook(&self.script, function, &self.head, &self.opts, args)
@@ -204,32 +230,12 @@ unsafe fn prepare(
     let no_env = |_: &str| -> Option<String> { None };
     let group =
         group_names(&config, &info, host, "", &no_env).script_group(aux.application_group.as_ref());
-    let runtime = start_runtime(&config)?;
-    let interp = runtime
-        .interpreter(&group)
-        .map_err(|e| format!("{directive} {}: {e}", aux.path.display()))?;
     let filename = std::path::PathBuf::from(String::from_utf8_lossy(&info.filename).as_ref());
     let (settings, _) = config.settings_for(host, &filename, &info.uri);
-    let script = HookScript {
-        path: aux.path.clone(),
-        directive,
-        reload: settings.script_reloading != Some(false),
-    };
-    let opts = CallOptions {
-        process_group: String::new(),
-        multithread: info.multithread,
-        multiprocess: info.multiprocess,
-        run_once: false,
-        pass_authorization: false,
-    };
     // SAFETY: forwarded from the caller's contract.
     let head = unsafe { hook_head(r, &info) };
-    Ok(Prepared {
-        interp,
-        script,
-        head,
-        opts,
-    })
+    let opts = call_options(&info, false);
+    Prepared::new(&config, aux, directive, &group, &settings, head, opts)
 }
 
 /// The request path, for messages.
@@ -239,6 +245,49 @@ unsafe fn prepare(
 unsafe fn uri(r: *mut RequestRec) -> String {
     // SAFETY: forwarded from the caller's contract.
     String::from_utf8_lossy(&unsafe { request_info(r) }.uri).into_owned()
+}
+
+/// Runs an access or auth hook under [`guard`]: prepares the script with id `id` and lets
+/// `decide` call it and choose the status. A panic, a script that cannot be prepared and a
+/// [`HookError`] are logged and answered with `error`. Where no script applies, the hook
+/// declines; or, when `required_by` names what needs one here (`AuthBasicProvider wsgi`,
+/// ...), that is logged as a configuration error and answered with `error`.
+///
+/// # Safety
+/// `r` is the live request Apache is serving on this thread.
+unsafe fn run_hook(
+    r: *mut RequestRec,
+    id: c_int,
+    directive: &'static str,
+    required_by: Option<&str>,
+    error: c_int,
+    decide: impl FnOnce(&Prepared) -> Result<c_int, HookError>,
+) -> c_int {
+    let fail = |message: &str| {
+        log(r, APLOG_ERR, message);
+        error
+    };
+    guard(
+        directive,
+        |message| fail(&message),
+        || {
+            let Some(aux) = script(id) else {
+                let Some(what) = required_by else {
+                    return DECLINED;
+                };
+                // SAFETY: forwarded from the caller's contract.
+                let path = unsafe { uri(r) };
+                return fail(&format!(
+                    "{what} applies to {path} but no {directive} does: add `{directive} /path/to/auth.wsgi` to the same <Directory> or <Location> section"
+                ));
+            };
+            // SAFETY: forwarded from the caller's contract.
+            match unsafe { prepare(r, &aux, directive) } {
+                Ok(prepared) => decide(&prepared).unwrap_or_else(|e| fail(&e.to_string())),
+                Err(message) => fail(&message),
+            }
+        },
+    )
 }
 
 /// The access checker: `allow_access(environ, host)` of the `WSGIAccessScript` with id
@@ -255,67 +304,39 @@ pub unsafe extern "C" fn wsgi_rs_hook_access(
 ) -> c_int {
     // SAFETY: the caller's contract.
     let host = unsafe { text(host) };
-    guard(
-        "WSGIAccessScript",
-        |message| {
-            log(r, APLOG_ERR, &message);
-            HTTP_INTERNAL_SERVER_ERROR
-        },
-        || {
-            let Some(aux) = self::script(script) else {
-                return DECLINED;
-            };
-            // SAFETY: forwarded from the caller's contract.
-            let prepared = match unsafe { prepare(r, &aux, "WSGIAccessScript") } {
-                Ok(p) => p,
-                Err(message) => {
-                    log(r, APLOG_ERR, &message);
-                    return HTTP_INTERNAL_SERVER_ERROR;
-                }
-            };
-            let decision = prepared
-                .call(HookFunction::ALLOW_ACCESS, &[HookArg::Str(host.clone())])
-                .and_then(|v| AccessDecision::from_hook(&prepared.script, v));
-            match decision {
-                Ok(AccessDecision::Allow) => OK,
-                Ok(AccessDecision::Decline) => DECLINED,
-                Ok(AccessDecision::Deny) => {
-                    // SAFETY: forwarded from the caller's contract.
-                    let path = unsafe { uri(r) };
-                    log(
-                        r,
-                        APLOG_ERR,
-                        &format!(
-                            "client {host} denied by the WSGIAccessScript {}: allow_access() returned False for {path}",
-                            aux.path.display(),
-                        ),
-                    );
-                    HTTP_FORBIDDEN
-                }
-                Err(e) => {
-                    log(r, APLOG_ERR, &e.to_string());
-                    HTTP_INTERNAL_SERVER_ERROR
-                }
+    let decide = |prepared: &Prepared| {
+        let decision = prepared
+            .call(HookFunction::ALLOW_ACCESS, &[HookArg::Str(host.clone())])
+            .and_then(|v| AccessDecision::from_hook(&prepared.script, v))?;
+        Ok(match decision {
+            AccessDecision::Allow => OK,
+            AccessDecision::Decline => DECLINED,
+            AccessDecision::Deny => {
+                // SAFETY: forwarded from the caller's contract.
+                let path = unsafe { uri(r) };
+                log(
+                    r,
+                    APLOG_ERR,
+                    &format!(
+                        "client {host} denied by the WSGIAccessScript {}: allow_access() returned False for {path}",
+                        prepared.script.path.display(),
+                    ),
+                );
+                HTTP_FORBIDDEN
             }
-        },
-    )
-}
-
-/// The message when `AuthBasicProvider wsgi` (or `Require wsgi-group`) applies where no
-/// script does.
-///
-/// # Safety
-/// `r` is the live request Apache is serving on this thread.
-unsafe fn no_script(r: *mut RequestRec, what: &str, directive: &str) {
-    // SAFETY: forwarded from the caller's contract.
-    let path = unsafe { uri(r) };
-    log(
-        r,
-        APLOG_ERR,
-        &format!(
-            "{what} applies to {path} but no {directive} does: add `{directive} /path/to/auth.wsgi` to the same <Directory> or <Location> section"
-        ),
-    );
+        })
+    };
+    // SAFETY: the caller's contract.
+    unsafe {
+        run_hook(
+            r,
+            script,
+            "WSGIAccessScript",
+            None,
+            HTTP_INTERNAL_SERVER_ERROR,
+            decide,
+        )
+    }
 }
 
 /// The authn provider's Basic check: `check_password(environ, user, password)` of the
@@ -332,50 +353,37 @@ pub unsafe extern "C" fn wsgi_rs_hook_password(
     password: *const c_char,
 ) -> c_int {
     // SAFETY: the caller's contract.
-    let (user, password) = unsafe { (c_bytes(user), c_bytes(password)) };
-    guard(
-        "WSGIAuthUserScript",
-        |message| {
-            log(r, APLOG_ERR, &message);
-            AUTH_GENERAL_ERROR
-        },
-        || {
-            let Some(aux) = self::script(script) else {
-                // SAFETY: forwarded from the caller's contract.
-                unsafe { no_script(r, "AuthBasicProvider wsgi", "WSGIAuthUserScript") };
-                return AUTH_GENERAL_ERROR;
-            };
-            // SAFETY: forwarded from the caller's contract.
-            let prepared = match unsafe { prepare(r, &aux, "WSGIAuthUserScript") } {
-                Ok(p) => p,
-                Err(message) => {
-                    log(r, APLOG_ERR, &message);
-                    return AUTH_GENERAL_ERROR;
-                }
-            };
-            let decision = prepared
-                .call(
-                    HookFunction::CHECK_PASSWORD,
-                    &[HookArg::Latin1(user.clone()), HookArg::Latin1(password)],
-                )
-                .and_then(|v| PasswordDecision::from_hook(&prepared.script, v));
-            match decision {
-                Ok(PasswordDecision::Granted) => AUTH_GRANTED,
-                Ok(PasswordDecision::GrantedAs(name)) => {
-                    let name = CString::new(name).expect("names with NUL are refused");
-                    // SAFETY: the request is live; the shim copies the name into its pool.
-                    unsafe { wsgi_rs_set_user(r, name.as_ptr()) };
-                    AUTH_GRANTED
-                }
-                Ok(PasswordDecision::Denied) => AUTH_DENIED,
-                Ok(PasswordDecision::UnknownUser) => AUTH_USER_NOT_FOUND,
-                Err(e) => {
-                    log(r, APLOG_ERR, &e.to_string());
-                    AUTH_GENERAL_ERROR
-                }
+    let (user, password) = unsafe { (bytes(user), bytes(password)) };
+    let decide = |prepared: &Prepared| {
+        let decision = prepared
+            .call(
+                HookFunction::CHECK_PASSWORD,
+                &[HookArg::Latin1(user), HookArg::Latin1(password)],
+            )
+            .and_then(|v| PasswordDecision::from_hook(&prepared.script, v))?;
+        Ok(match decision {
+            PasswordDecision::Granted => AUTH_GRANTED,
+            PasswordDecision::GrantedAs(name) => {
+                let name = CString::new(name).expect("names with NUL are refused");
+                // SAFETY: the request is live; the shim copies the name into its pool.
+                unsafe { wsgi_rs_set_user(r, name.as_ptr()) };
+                AUTH_GRANTED
             }
-        },
-    )
+            PasswordDecision::Denied => AUTH_DENIED,
+            PasswordDecision::UnknownUser => AUTH_USER_NOT_FOUND,
+        })
+    };
+    // SAFETY: the caller's contract.
+    unsafe {
+        run_hook(
+            r,
+            script,
+            "WSGIAuthUserScript",
+            Some("AuthBasicProvider wsgi"),
+            AUTH_GENERAL_ERROR,
+            decide,
+        )
+    }
 }
 
 /// The authn provider's Digest lookup: `get_realm_hash(environ, user, realm)` of the
@@ -394,49 +402,36 @@ pub unsafe extern "C" fn wsgi_rs_hook_realm_hash(
     hash: *mut *mut c_char,
 ) -> c_int {
     // SAFETY: the caller's contract.
-    let (user, realm) = unsafe { (c_bytes(user), c_bytes(realm)) };
-    guard(
-        "WSGIAuthUserScript",
-        |message| {
-            log(r, APLOG_ERR, &message);
-            AUTH_GENERAL_ERROR
-        },
-        || {
-            let Some(aux) = self::script(script) else {
-                // SAFETY: forwarded from the caller's contract.
-                unsafe { no_script(r, "AuthDigestProvider wsgi", "WSGIAuthUserScript") };
-                return AUTH_GENERAL_ERROR;
-            };
-            // SAFETY: forwarded from the caller's contract.
-            let prepared = match unsafe { prepare(r, &aux, "WSGIAuthUserScript") } {
-                Ok(p) => p,
-                Err(message) => {
-                    log(r, APLOG_ERR, &message);
-                    return AUTH_GENERAL_ERROR;
+    let (user, realm) = unsafe { (bytes(user), bytes(realm)) };
+    let decide = |prepared: &Prepared| {
+        let found = prepared
+            .call(
+                HookFunction::GET_REALM_HASH,
+                &[HookArg::Latin1(user), HookArg::Latin1(realm)],
+            )
+            .and_then(|v| RealmHash::from_hook(&prepared.script, v))?;
+        Ok(match found {
+            RealmHash::Found(h) => {
+                if !hash.is_null() {
+                    // SAFETY: `hash` is writable (caller's contract); the shim frees it.
+                    unsafe { *hash = to_c(h) };
                 }
-            };
-            let found = prepared
-                .call(
-                    HookFunction::GET_REALM_HASH,
-                    &[HookArg::Latin1(user), HookArg::Latin1(realm)],
-                )
-                .and_then(|v| RealmHash::from_hook(&prepared.script, v));
-            match found {
-                Ok(RealmHash::Found(h)) => {
-                    if !hash.is_null() {
-                        // SAFETY: `hash` is writable (caller's contract); the shim frees it.
-                        unsafe { *hash = to_c(h) };
-                    }
-                    AUTH_USER_FOUND
-                }
-                Ok(RealmHash::UnknownUser) => AUTH_USER_NOT_FOUND,
-                Err(e) => {
-                    log(r, APLOG_ERR, &e.to_string());
-                    AUTH_GENERAL_ERROR
-                }
+                AUTH_USER_FOUND
             }
-        },
-    )
+            RealmHash::UnknownUser => AUTH_USER_NOT_FOUND,
+        })
+    };
+    // SAFETY: the caller's contract.
+    unsafe {
+        run_hook(
+            r,
+            script,
+            "WSGIAuthUserScript",
+            Some("AuthDigestProvider wsgi"),
+            AUTH_GENERAL_ERROR,
+            decide,
+        )
+    }
 }
 
 /// Whether any of the groups a user is in is one `Require wsgi-group` names.
@@ -460,66 +455,50 @@ pub unsafe extern "C" fn wsgi_rs_hook_groups(
     require_args: *const c_char,
 ) -> c_int {
     // SAFETY: the caller's contract.
-    let (user, require_args) = unsafe { (c_bytes(user), text(require_args)) };
-    guard(
-        "WSGIAuthGroupScript",
-        |message| {
-            log(r, APLOG_ERR, &message);
-            AUTHZ_GENERAL_ERROR
-        },
-        || {
-            let Some(aux) = self::script(script) else {
+    let (user, require_args) = unsafe { (bytes(user), text(require_args)) };
+    let decide = |prepared: &Prepared| {
+        let groups = prepared
+            .call(
+                HookFunction::GROUPS_FOR_USER,
+                &[HookArg::Latin1(user.clone())],
+            )
+            .and_then(|v| groups_from_hook(&prepared.script, v))?;
+        Ok(match in_required_group(&groups, &require_args) {
+            Ok(true) => AUTHZ_GRANTED,
+            Ok(false) => {
                 // SAFETY: forwarded from the caller's contract.
-                unsafe { no_script(r, "Require wsgi-group", "WSGIAuthGroupScript") };
-                return AUTHZ_GENERAL_ERROR;
-            };
-            // SAFETY: forwarded from the caller's contract.
-            let prepared = match unsafe { prepare(r, &aux, "WSGIAuthGroupScript") } {
-                Ok(p) => p,
-                Err(message) => {
-                    log(r, APLOG_ERR, &message);
-                    return AUTHZ_GENERAL_ERROR;
-                }
-            };
-            let groups = prepared
-                .call(
-                    HookFunction::GROUPS_FOR_USER,
-                    &[HookArg::Latin1(user.clone())],
-                )
-                .and_then(|v| groups_from_hook(&prepared.script, v));
-            let groups = match groups {
-                Ok(g) => g,
-                Err(e) => {
-                    log(r, APLOG_ERR, &e.to_string());
-                    return AUTHZ_GENERAL_ERROR;
-                }
-            };
-            match in_required_group(&groups, &require_args) {
-                Ok(true) => AUTHZ_GRANTED,
-                Ok(false) => {
-                    // SAFETY: forwarded from the caller's contract.
-                    let path = unsafe { uri(r) };
-                    log(
-                        r,
-                        APLOG_INFO,
-                        &format!(
-                            "user {:?} is in none of the groups `Require wsgi-group {require_args}` names for {path} (groups_for_user() gave {groups:?})",
-                            String::from_utf8_lossy(&user),
-                        ),
-                    );
-                    AUTHZ_DENIED
-                }
-                Err(e) => {
-                    log(
-                        r,
-                        APLOG_ERR,
-                        &format!("Require wsgi-group {require_args}: {e}"),
-                    );
-                    AUTHZ_GENERAL_ERROR
-                }
+                let path = unsafe { uri(r) };
+                log(
+                    r,
+                    APLOG_INFO,
+                    &format!(
+                        "user {:?} is in none of the groups `Require wsgi-group {require_args}` names for {path} (groups_for_user() gave {groups:?})",
+                        String::from_utf8_lossy(&user),
+                    ),
+                );
+                AUTHZ_DENIED
             }
-        },
-    )
+            Err(e) => {
+                log(
+                    r,
+                    APLOG_ERR,
+                    &format!("Require wsgi-group {require_args}: {e}"),
+                );
+                AUTHZ_GENERAL_ERROR
+            }
+        })
+    };
+    // SAFETY: the caller's contract.
+    unsafe {
+        run_hook(
+            r,
+            script,
+            "WSGIAuthGroupScript",
+            Some("Require wsgi-group"),
+            AUTHZ_GENERAL_ERROR,
+            decide,
+        )
+    }
 }
 
 /// `WSGIDispatchScript`: calls the script's `process_group(environ)`,
@@ -545,42 +524,23 @@ pub(crate) unsafe fn dispatch(
     };
     // SAFETY: forwarded from the caller's contract.
     let env_pairs = unsafe { request_env(r) };
-    let env = |name: &str| {
-        env_pairs
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-            .or_else(|| std::env::var(name).ok())
-    };
-    let script_name = if config.server.case_sensitive {
-        route.script_name.clone()
-    } else {
-        route.script_name.to_lowercase()
-    };
+    let env = |name: &str| env_var(&env_pairs, name);
+    let script_name = resource_name(config, &route.script_name);
     let names = group_names(config, info, host, &script_name, &env);
     let group = names.script_group(aux.application_group.as_ref());
-    let runtime = start_runtime(config).map_err(fail)?;
-    let interp = runtime
-        .interpreter(&group)
-        .map_err(|e| fail(format!("WSGIDispatchScript {}: {e}", aux.path.display())))?;
-    let prepared = Prepared {
-        interp,
-        script: HookScript {
-            path: aux.path.clone(),
-            directive: "WSGIDispatchScript",
-            reload: route.settings.script_reloading != Some(false),
-        },
-        // SAFETY: forwarded from the caller's contract.
-        head: unsafe { request_head(r, info, route, None) },
-        opts: CallOptions {
-            process_group: String::new(),
-            multithread: info.multithread,
-            multiprocess: info.multiprocess,
-            run_once: false,
-            pass_authorization: route.settings.pass_authorization == Some(true),
-        },
-    };
+    // SAFETY: forwarded from the caller's contract.
+    let head = unsafe { request_head(r, info, route, None) };
+    let opts = call_options(info, route.settings.pass_authorization == Some(true));
+    let prepared = Prepared::new(
+        config,
+        &aux,
+        "WSGIDispatchScript",
+        &group,
+        &route.settings,
+        head,
+        opts,
+    )
+    .map_err(fail)?;
     let ask = |function: HookFunction| -> Result<Option<String>, c_int> {
         match prepared.call(function, &[]) {
             Ok(value) => override_from_hook(&prepared.script, function, value)

@@ -111,7 +111,7 @@ pub(crate) fn log(r: *mut RequestRec, level: c_int, message: &str) {
 ///
 /// # Safety
 /// `ptr` is NULL or a NUL-terminated string valid for the call.
-unsafe fn bytes(ptr: *const c_char) -> Vec<u8> {
+pub(crate) unsafe fn bytes(ptr: *const c_char) -> Vec<u8> {
     if ptr.is_null() {
         Vec::new()
     } else {
@@ -281,8 +281,40 @@ fn route(
 /// `r` is the live request Apache is serving on this thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn wsgi_rs_translate(r: *mut RequestRec) -> c_int {
+    let translate = |config: &Config, info: &RequestInfo| match route(config, info) {
+        Ok(None) => DECLINED,
+        Ok(Some(route)) => {
+            let mut filename = route.script.as_os_str().as_encoded_bytes().to_vec();
+            filename.extend(native_bytes(&route.path_info));
+            match CString::new(filename) {
+                // SAFETY: `r` is live and the filename a valid C string for the call (the shim
+                // copies it into the request pool).
+                Ok(f) => unsafe { wsgi_rs_set_target(r, f.as_ptr()) },
+                Err(_) => return 404,
+            }
+            OK
+        }
+        Err(e) => {
+            log(r, APLOG_INFO, &format!("{}: {e}", info.path));
+            c_int::from(e.status())
+        }
+    };
+    // SAFETY: the caller's contract.
+    unsafe { request_hook(r, "translate_name", translate) }
+}
+
+/// Runs one of the request hooks under [`guard`] (a panic is logged and answered 500) with
+/// the configuration and the request's fields. DECLINED when there is no configuration.
+///
+/// # Safety
+/// `r` is the live request Apache is serving on this thread.
+pub(crate) unsafe fn request_hook(
+    r: *mut RequestRec,
+    what: &str,
+    f: impl FnOnce(&Config, &RequestInfo) -> c_int,
+) -> c_int {
     guard(
-        "translate_name",
+        what,
         |message| {
             log(r, APLOG_ERR, &message);
             500
@@ -293,24 +325,7 @@ pub unsafe extern "C" fn wsgi_rs_translate(r: *mut RequestRec) -> c_int {
             };
             // SAFETY: forwarded from the caller's contract.
             let info = unsafe { request_info(r) };
-            match route(&config, &info) {
-                Ok(None) => DECLINED,
-                Ok(Some(route)) => {
-                    let mut filename = route.script.as_os_str().as_encoded_bytes().to_vec();
-                    filename.extend(native_bytes(&route.path_info));
-                    match CString::new(filename) {
-                        // SAFETY: `r` is live and the filename a valid C string for the call (the
-                        // shim copies it into the request pool).
-                        Ok(f) => unsafe { wsgi_rs_set_target(r, f.as_ptr()) },
-                        Err(_) => return 404,
-                    }
-                    OK
-                }
-                Err(e) => {
-                    log(r, APLOG_INFO, &format!("{}: {e}", info.path));
-                    c_int::from(e.status())
-                }
-            }
+            f(&config, &info)
         },
     )
 }
@@ -624,27 +639,17 @@ pub extern "C" fn wsgi_rs_child_exit() {
 /// `r` is the live request Apache is serving on this thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn wsgi_rs_handle(r: *mut RequestRec) -> c_int {
-    guard(
-        "handler",
-        |message| {
-            log(r, APLOG_ERR, &message);
-            500
-        },
-        || {
-            let Some(config) = current_config() else {
-                return DECLINED;
-            };
-            // SAFETY: forwarded from the caller's contract.
-            let info = unsafe { request_info(r) };
-            let route = match route(&config, &info) {
-                Ok(Some(route)) => route,
-                Ok(None) => return DECLINED,
-                Err(e) => return c_int::from(e.status()),
-            };
-            // SAFETY: forwarded from the caller's contract.
-            unsafe { serve(r, &info, &config, route, None) }
-        },
-    )
+    let handle = |config: &Config, info: &RequestInfo| {
+        let route = match route(config, info) {
+            Ok(Some(route)) => route,
+            Ok(None) => return DECLINED,
+            Err(e) => return c_int::from(e.status()),
+        };
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { serve(r, info, config, route, None) }
+    };
+    // SAFETY: the caller's contract.
+    unsafe { request_hook(r, "handler", handle) }
 }
 
 /// A request served by a `WSGIHandlerScript` rather than a `WSGIScriptAlias`.
@@ -695,13 +700,7 @@ pub(crate) unsafe fn serve(
     // SAFETY: forwarded from the caller's contract.
     let head = unsafe { request_head(r, info, &route, handler) };
     let spec = ScriptSpec::for_route(&route, false);
-    let options = CallOptions {
-        process_group: String::new(),
-        multithread: info.multithread,
-        multiprocess: info.multiprocess,
-        run_once: false,
-        pass_authorization: route.settings.pass_authorization == Some(true),
-    };
+    let options = call_options(info, route.settings.pass_authorization == Some(true));
     let interpreter = match runtime.interpreter(&route.application_group) {
         Ok(i) => i,
         Err(e) => {
@@ -717,6 +716,17 @@ pub(crate) unsafe fn serve(
     let mut sink = ApacheSink::new(r);
     let outcome = interpreter.call(&spec, &head, &options, &mut body, &mut sink);
     finish(r, &route, outcome, sink.started)
+}
+
+/// The options of a call in this Apache child (embedded mode, or a hook script).
+pub(crate) fn call_options(info: &RequestInfo, pass_authorization: bool) -> CallOptions {
+    CallOptions {
+        process_group: String::new(),
+        multithread: info.multithread,
+        multiprocess: info.multiprocess,
+        run_once: false,
+        pass_authorization,
+    }
 }
 
 fn finish(r: *mut RequestRec, route: &Route, outcome: Outcome, started: bool) -> c_int {
@@ -813,26 +823,12 @@ pub(crate) unsafe fn request_head(
         }
     }
     let mut extra: Vec<(String, Vec<u8>)> = env;
-    let mut add = |k: &str, v: Vec<u8>| {
-        if !v.is_empty() {
-            extra.push((k.to_string(), v));
-        }
+    let script_filename = match handler {
+        // A handler script handles the requested file.
+        Some(h) => &h.filename[..],
+        None => route.script.as_os_str().as_encoded_bytes(),
     };
-    add(
-        "SCRIPT_FILENAME",
-        match handler {
-            // A handler script handles the requested file.
-            Some(h) => h.filename.clone(),
-            None => route.script.as_os_str().as_encoded_bytes().to_vec(),
-        },
-    );
-    add("DOCUMENT_ROOT", info.document_root.clone());
-    add("SERVER_SOFTWARE", info.server_software.clone());
-    add("SERVER_ADDR", info.local_ip.clone().into_bytes());
-    add("SERVER_ADMIN", info.server_admin.clone());
-    add("REQUEST_SCHEME", info.scheme.clone().into_bytes());
-    add("REMOTE_USER", info.user.clone());
-    add("AUTH_TYPE", info.auth_type.clone());
+    add_server_vars(&mut extra, info, script_filename);
     extra.push(("CONTEXT_PREFIX".into(), info.context_prefix.clone()));
     extra.push((
         "CONTEXT_DOCUMENT_ROOT".into(),
@@ -883,27 +879,11 @@ pub(crate) unsafe fn request_head(
     } else {
         info.method.clone()
     };
-    let mut head = RequestHead {
-        method,
-        script_name: native_bytes(&route.script_name),
-        path_info: native_bytes(&route.path_info),
-        query_string: info.args.clone(),
-        request_uri: info.unparsed_uri.clone(),
-        protocol: info.protocol.clone(),
-        scheme: if info.scheme == "https" {
-            Scheme::Https
-        } else {
-            Scheme::Http
-        },
-        // As Apache gives them to CGI (UseCanonicalName): the application group name stays
-        // derived from configuration.
-        server_name: info.server_name.clone(),
-        server_port: info.server_port,
-        remote_addr: info.remote_ip.clone(),
-        remote_port: info.remote_port,
-        headers,
-        extra,
-    };
+    let split = (
+        native_bytes(&route.script_name),
+        native_bytes(&route.path_info),
+    );
+    let mut head = head_of(info, method, split, headers, extra);
     apply_trusted_proxies(&mut head, route);
     head
 }
@@ -919,42 +899,69 @@ pub(crate) unsafe fn request_head(
 pub(crate) unsafe fn hook_head(r: *mut RequestRec, info: &RequestInfo) -> RequestHead {
     // SAFETY: forwarded from the caller's contract.
     let headers = unsafe { pairs(r, wsgi_rs_request_headers) };
-    let (script_name, path_info) = split_path_info(&info.uri, &info.path_info);
     let mut extra: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut add = |k: &str, v: &[u8]| {
-        if !v.is_empty() {
-            extra.push((k.to_string(), v.to_vec()));
-        }
-    };
-    add("SCRIPT_FILENAME", &info.filename);
-    add("DOCUMENT_ROOT", &info.document_root);
-    add("SERVER_SOFTWARE", &info.server_software);
-    add("SERVER_ADDR", info.local_ip.as_bytes());
-    add("SERVER_ADMIN", &info.server_admin);
-    add("REQUEST_SCHEME", info.scheme.as_bytes());
-    add("REMOTE_USER", &info.user);
-    add("AUTH_TYPE", &info.auth_type);
+    add_server_vars(&mut extra, info, &info.filename);
     if !info.log_id.is_empty() {
         extra.push(("mod_wsgi.request_id".into(), info.log_id.clone()));
     }
+    let split = split_path_info(&info.uri, &info.path_info);
+    head_of(info, info.method.clone(), split, headers, extra)
+}
+
+/// The environ's source from the request's fields, with the method, the `SCRIPT_NAME` and
+/// `PATH_INFO`, the headers and the other variables the caller chose.
+fn head_of(
+    info: &RequestInfo,
+    method: String,
+    (script_name, path_info): (Vec<u8>, Vec<u8>),
+    headers: Vec<(String, Vec<u8>)>,
+    extra: Vec<(String, Vec<u8>)>,
+) -> RequestHead {
     RequestHead {
-        method: info.method.clone(),
+        method,
         script_name,
         path_info,
         query_string: info.args.clone(),
         request_uri: info.unparsed_uri.clone(),
         protocol: info.protocol.clone(),
-        scheme: if info.scheme == "https" {
-            Scheme::Https
-        } else {
-            Scheme::Http
-        },
+        scheme: scheme(&info.scheme),
+        // As Apache gives them to CGI (UseCanonicalName): the application group name stays
+        // derived from configuration.
         server_name: info.server_name.clone(),
         server_port: info.server_port,
         remote_addr: info.remote_ip.clone(),
         remote_port: info.remote_port,
         headers,
         extra,
+    }
+}
+
+/// The variables Apache gives CGI beside the headers, each when it is not empty:
+/// `SCRIPT_FILENAME` as given, then the server's and the authenticated user's.
+fn add_server_vars(extra: &mut Vec<(String, Vec<u8>)>, info: &RequestInfo, script_filename: &[u8]) {
+    let vars: [(&str, &[u8]); 8] = [
+        ("SCRIPT_FILENAME", script_filename),
+        ("DOCUMENT_ROOT", &info.document_root),
+        ("SERVER_SOFTWARE", &info.server_software),
+        ("SERVER_ADDR", info.local_ip.as_bytes()),
+        ("SERVER_ADMIN", &info.server_admin),
+        ("REQUEST_SCHEME", info.scheme.as_bytes()),
+        ("REMOTE_USER", &info.user),
+        ("AUTH_TYPE", &info.auth_type),
+    ];
+    for (name, value) in vars {
+        if !value.is_empty() {
+            extra.push((name.to_string(), value.to_vec()));
+        }
+    }
+}
+
+/// `https`, or else `http`.
+fn scheme(name: &str) -> Scheme {
+    if name == "https" {
+        Scheme::Https
+    } else {
+        Scheme::Http
     }
 }
 
@@ -1004,11 +1011,7 @@ fn apply_trusted_proxies(head: &mut RequestHead, route: &Route) {
     if let Some(script_name) = rewrite.script_name {
         head.script_name = script_name.into_bytes();
     }
-    if let Some(scheme) = rewrite.scheme {
-        head.scheme = if scheme == "https" {
-            Scheme::Https
-        } else {
-            Scheme::Http
-        };
+    if let Some(name) = rewrite.scheme {
+        head.scheme = scheme(&name);
     }
 }

@@ -7,7 +7,7 @@ mod util;
 
 use std::path::Path;
 
-use util::{Apache, header, scratch};
+use util::{Apache, field, have_debian_mod_wsgi, header, scratch};
 
 /// Apache's auth modules: `AuthType`, Basic auth, `Require valid-user`.
 const AUTH_MODULES: &str = "LoadModule authn_core_module /usr/lib/apache2/modules/mod_authn_core.so
@@ -123,13 +123,6 @@ def application_group(environ):
 def callable_object(environ):
     return 'other' if environ['PATH_INFO'] == '/other' else None
 "#;
-
-fn field(body: &[u8], name: &str) -> String {
-    let text = String::from_utf8_lossy(body);
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}=")).map(str::to_string))
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
-}
 
 fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -471,99 +464,95 @@ fn require_wsgi_group() {
 
 #[test]
 fn status_codes_match_debians_mod_wsgi() {
-    if !Path::new("/usr/lib/apache2/modules/mod_wsgi.so").exists() {
-        eprintln!("Debian's mod_wsgi is not installed: nothing to compare with");
+    if !have_debian_mod_wsgi() {
         return;
     }
     let dir = scratch("wsgi-apache-auth-compare-");
     write_scripts(dir.path());
     let site = format!("{}{}", auth_site(dir.path()), access_site(dir.path()));
-    let ours_root = dir.path().join("ours");
-    let theirs_root = dir.path().join("theirs");
-    std::fs::create_dir(&ours_root).unwrap();
-    std::fs::create_dir(&theirs_root).unwrap();
-    let ours = Apache::start(&ours_root, &site);
-    let theirs = Apache::start_with_module(
-        &theirs_root,
-        "LoadModule wsgi_module /usr/lib/apache2/modules/mod_wsgi.so",
-        &site,
-    );
-    type Probe = fn(&Apache) -> u16;
+    let (ours, theirs) = Apache::ours_and_debians(dir.path(), &site);
+    /// A request both servers answer.
+    #[derive(Clone, Copy)]
+    enum Probe {
+        /// GET without credentials.
+        Get(&'static str),
+        /// GET with Basic credentials: path, user, password.
+        Login(&'static str, &'static str, &'static str),
+        /// GET /app/x with this X-Access header.
+        Access(&'static str),
+    }
+    let send = |apache: &Apache, probe: Probe| match probe {
+        Probe::Get(path) => apache.get(path).0,
+        Probe::Login(path, user, password) => login(apache, path, user, password).0,
+        Probe::Access(mode) => access(apache, "/app/x", mode),
+    };
     // (what, probe, mod_wsgi's status when ours differs on purpose)
     let probes: &[(&str, Probe, Option<u16>)] = &[
-        ("no credentials", |a| a.get("/members").0, None),
+        ("no credentials", Probe::Get("/members"), None),
         (
             "right password",
-            |a| login(a, "/members", "alice", "secret").0,
+            Probe::Login("/members", "alice", "secret"),
             None,
         ),
         (
             "wrong password",
-            |a| login(a, "/members", "alice", "no").0,
+            Probe::Login("/members", "alice", "no"),
             None,
         ),
-        (
-            "unknown user",
-            |a| login(a, "/members", "carol", "x").0,
-            None,
-        ),
+        ("unknown user", Probe::Login("/members", "carol", "x"), None),
         (
             "renamed user",
-            |a| login(a, "/members", "bob", "builder").0,
+            Probe::Login("/members", "bob", "builder"),
             None,
         ),
         (
             "check_password raises",
-            |a| login(a, "/members", "crash", "x").0,
+            Probe::Login("/members", "crash", "x"),
             None,
         ),
         (
             "check_password returns an int",
-            |a| login(a, "/members", "odd", "x").0,
+            Probe::Login("/members", "odd", "x"),
             None,
         ),
         (
             "in a required group",
-            |a| login(a, "/admins", "alice", "secret").0,
+            Probe::Login("/admins", "alice", "secret"),
             None,
         ),
         (
             "group given as bytes",
-            |a| login(a, "/admins", "bob", "builder").0,
+            Probe::Login("/admins", "bob", "builder"),
             None,
         ),
         (
             "in no required group",
-            |a| login(a, "/admins", "dave", "x").0,
+            Probe::Login("/admins", "dave", "x"),
             None,
         ),
         // mod_wsgi treats a failing group script as "not a member" (401, asking for other
         // credentials); we answer 500 so the broken script shows.
         (
             "groups_for_user raises",
-            |a| login(a, "/admins", "grouperr", "x").0,
+            Probe::Login("/admins", "grouperr", "x"),
             Some(401),
         ),
-        ("access allowed", |a| access(a, "/app/x", "allow"), None),
-        ("access denied", |a| access(a, "/app/x", "deny"), None),
-        ("access declined", |a| access(a, "/app/x", ""), None),
-        ("access by host", |a| access(a, "/app/x", "elsewhere"), None),
+        ("access allowed", Probe::Access("allow"), None),
+        ("access denied", Probe::Access("deny"), None),
+        ("access declined", Probe::Access(""), None),
+        ("access by host", Probe::Access("elsewhere"), None),
         // mod_wsgi denies (403) when allow_access raises or returns a non-bool; we answer 500
         // with the traceback or the fix in the log.
-        (
-            "allow_access raises",
-            |a| access(a, "/app/x", "raise"),
-            Some(403),
-        ),
+        ("allow_access raises", Probe::Access("raise"), Some(403)),
         (
             "allow_access returns an int",
-            |a| access(a, "/app/x", "odd"),
+            Probe::Access("odd"),
             Some(403),
         ),
     ];
     let mut differences = Vec::new();
     for (what, probe, theirs_differs) in probes {
-        let (o, t) = (probe(&ours), probe(&theirs));
+        let (o, t) = (send(&ours, *probe), send(&theirs, *probe));
         eprintln!("{what}: ours {o}, mod_wsgi {t}");
         let expected = theirs_differs.unwrap_or(o);
         if t != expected || (theirs_differs.is_some() && o != 500) {

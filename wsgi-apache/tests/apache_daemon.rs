@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use util::{Apache, dechunk, scratch};
+use util::{Apache, dechunk, field, scratch};
 
 const APP: &str = r#"
 import os, sys, time
@@ -32,13 +32,6 @@ def application(environ, start_response):
                               ('Set-Cookie', 'a=1'), ('Set-Cookie', 'b=2')])
     return [body]
 "#;
-
-fn field(body: &[u8], name: &str) -> String {
-    let text = String::from_utf8_lossy(body);
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}=")).map(str::to_string))
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
-}
 
 fn site(dir: &Path, daemon: &str) -> String {
     std::fs::write(dir.join("app.wsgi"), APP).unwrap();
@@ -177,8 +170,8 @@ fn graceful_restarts_under_load_lose_no_request() {
                     while !stop.load(std::sync::atomic::Ordering::Relaxed)
                         && Instant::now() < deadline
                     {
-                        match apache.get("/x").0 {
-                            200 => ok += 1,
+                        match apache.try_get_status("/x") {
+                            Ok(200) => ok += 1,
                             other => failed.push(other),
                         }
                     }

@@ -6,7 +6,7 @@ mod util;
 use std::path::Path;
 use std::process::Command;
 
-use util::{Apache, apache2, dechunk, parse, scratch};
+use util::{Apache, apache2, dechunk, field, parse, scratch};
 
 /// An app that answers with facts about its interpreter and request.
 const INFO_APP: &str = r#"
@@ -42,13 +42,6 @@ def application(environ, start_response):
 
 fn write_app(dir: &Path, name: &str) {
     std::fs::write(dir.join(name), INFO_APP).unwrap();
-}
-
-fn field(body: &[u8], name: &str) -> String {
-    let text = String::from_utf8_lossy(body);
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}=")).map(str::to_string))
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
 
 fn make_venv(python: &str, path: &Path) {
@@ -323,16 +316,7 @@ fn the_environ_matches_debians_mod_wsgi() {
 ",
         d = dir.path().display()
     );
-    let ours_root = dir.path().join("ours");
-    let theirs_root = dir.path().join("theirs");
-    std::fs::create_dir(&ours_root).unwrap();
-    std::fs::create_dir(&theirs_root).unwrap();
-    let ours = Apache::start(&ours_root, &site);
-    let theirs = Apache::start_with_module(
-        &theirs_root,
-        "LoadModule wsgi_module /usr/lib/apache2/modules/mod_wsgi.so",
-        &site,
-    );
+    let (ours, theirs) = Apache::ours_and_debians(dir.path(), &site);
     let request = "GET /app/p%20x/y?q=1&r=%20 HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: a=1\r\nCookie: b=2\r\nX-Dup: 1\r\nX-Dup: 2\r\nX_Under: dropped\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n";
     let parse_env = |apache: &Apache| -> Vec<(String, String)> {
         let (status, _, body) = parse(&apache.raw(request.as_bytes()));

@@ -6,7 +6,7 @@ mod util;
 
 use std::path::Path;
 
-use util::{Apache, scratch};
+use util::{Apache, field, have_debian_mod_wsgi, scratch};
 
 const HANDLER: &str = r#"
 import os
@@ -29,13 +29,6 @@ def handle_request(environ, start_response):
     start_response('200 OK', [('Content-Type', 'text/plain')])
     return [body]
 "#;
-
-fn field(body: &[u8], name: &str) -> String {
-    let text = String::from_utf8_lossy(body);
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}=")).map(str::to_string))
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
-}
 
 /// The handler script, and a folder of pages it serves (`.page` files) next to a plain file.
 fn site(dir: &Path, options: &str) -> String {
@@ -127,22 +120,12 @@ fn a_handler_script_runs_in_its_daemon_process_group() {
 
 #[test]
 fn handler_scripts_match_debians_mod_wsgi() {
-    if !Path::new("/usr/lib/apache2/modules/mod_wsgi.so").exists() {
-        eprintln!("Debian's mod_wsgi is not installed: nothing to compare with");
+    if !have_debian_mod_wsgi() {
         return;
     }
     let dir = scratch("wsgi-apache-handler-compare-");
     let site = site(dir.path(), "");
-    let ours_root = dir.path().join("ours");
-    let theirs_root = dir.path().join("theirs");
-    std::fs::create_dir(&ours_root).unwrap();
-    std::fs::create_dir(&theirs_root).unwrap();
-    let ours = Apache::start(&ours_root, &site);
-    let theirs = Apache::start_with_module(
-        &theirs_root,
-        "LoadModule wsgi_module /usr/lib/apache2/modules/mod_wsgi.so",
-        &site,
-    );
+    let (ours, theirs) = Apache::ours_and_debians(dir.path(), &site);
     for path in ["/hello.page", "/missing.page", "/plain.txt"] {
         let (o, _, ob) = ours.get(path);
         let (t, _, tb) = theirs.get(path);

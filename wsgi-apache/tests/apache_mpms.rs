@@ -5,7 +5,7 @@ mod util;
 
 use std::collections::BTreeSet;
 
-use util::{Apache, Mpm, scratch};
+use util::{Apache, Mpm, field, scratch};
 
 const APP: &str = r#"
 import os, time
@@ -23,13 +23,6 @@ def application(environ, start_response):
     start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])
     return [body]
 "#;
-
-fn field(body: &[u8], name: &str) -> String {
-    let text = String::from_utf8_lossy(body);
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}=")).map(str::to_string))
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
-}
 
 /// Serves the app under `mpm` and checks it answers (GET, a POST body, concurrent slow
 /// requests); returns the GET's body and the pids that answered the concurrent requests.

@@ -290,23 +290,17 @@ pub enum RealmHash {
 impl RealmHash {
     /// mod_wsgi's reading of the value: `None`, or the hash as `str` or `bytes`.
     pub fn from_hook(script: &HookScript, value: HookValue) -> Result<Self, HookError> {
-        match value {
-            HookValue::None => Ok(RealmHash::UnknownUser),
-            ref v @ (HookValue::Str(_) | HookValue::Bytes(_)) => match v.name() {
-                Some(hash) if !hash.is_empty() && hash.is_ascii() && !hash.contains('\0') => {
-                    Ok(RealmHash::Found(hash))
-                }
-                _ => Err(bad_return(
-                    script,
-                    HookFunction::GET_REALM_HASH,
-                    v,
-                    "None (no such user) or the hexadecimal md5 of \"user:realm:password\"",
-                )),
-            },
-            other => Err(bad_return(
+        if value == HookValue::None {
+            return Ok(RealmHash::UnknownUser);
+        }
+        match value.name() {
+            Some(hash) if !hash.is_empty() && hash.is_ascii() && !hash.contains('\0') => {
+                Ok(RealmHash::Found(hash))
+            }
+            _ => Err(bad_return(
                 script,
                 HookFunction::GET_REALM_HASH,
-                &other,
+                &value,
                 "None (no such user) or the hexadecimal md5 of \"user:realm:password\"",
             )),
         }

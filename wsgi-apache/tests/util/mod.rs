@@ -151,6 +151,18 @@ ServerName localhost
     )
 }
 
+/// Debian's mod_wsgi, which the comparison tests run beside ours.
+pub const DEBIAN_MOD_WSGI: &str = "/usr/lib/apache2/modules/mod_wsgi.so";
+
+/// Whether Debian's mod_wsgi is installed; says so when it is not (nothing to compare with).
+pub fn have_debian_mod_wsgi() -> bool {
+    let found = Path::new(DEBIAN_MOD_WSGI).exists();
+    if !found {
+        eprintln!("Debian's mod_wsgi is not installed: nothing to compare with");
+    }
+    found
+}
+
 /// A running Apache, stopped (SIGTERM to the parent we started) when dropped.
 pub struct Apache {
     /// The server root with httpd.conf and the logs.
@@ -244,6 +256,22 @@ impl Apache {
         panic!("apache2 did not start listening");
     }
 
+    /// Ours and Debian's mod_wsgi serving the same `site`, with their server roots in the
+    /// folders `ours` and `theirs` of `dir`.
+    pub fn ours_and_debians(dir: &Path, site: &str) -> (Apache, Apache) {
+        let ours_root = dir.join("ours");
+        let theirs_root = dir.join("theirs");
+        std::fs::create_dir(&ours_root).unwrap();
+        std::fs::create_dir(&theirs_root).unwrap();
+        let ours = Apache::start(&ours_root, site);
+        let theirs = Apache::start_with_module(
+            &theirs_root,
+            &format!("LoadModule wsgi_module {DEBIAN_MOD_WSGI}"),
+            site,
+        );
+        (ours, theirs)
+    }
+
     /// The parent process's pid.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -307,6 +335,29 @@ impl Apache {
         parse(&self.raw(&raw))
     }
 
+    /// GET `path` with `Connection: close`, for tests that count failures rather than stop at
+    /// the first: the status, or what went wrong (refused, reset, timed out, no head) and after
+    /// how long.
+    pub fn try_get_status(&self, path: &str) -> Result<u16, String> {
+        let started = std::time::Instant::now();
+        let fail = |what: String| format!("{what} after {:?}", started.elapsed());
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))
+            .map_err(|e| fail(format!("connect: {e}")))?;
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .map_err(|e| fail(format!("write: {e}")))?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out)
+            .map_err(|e| fail(format!("read ({} bytes so far): {e}", out.len())))?;
+        if !out.windows(4).any(|w| w == b"\r\n\r\n") {
+            return Err(fail(format!("no response head in {} bytes", out.len())));
+        }
+        Ok(parse(&out).0)
+    }
+
     /// GET `path` with `Connection: close`: (status, headers text, body).
     pub fn get(&self, path: &str) -> (u16, String, Vec<u8>) {
         let raw = self.raw(
@@ -335,6 +386,15 @@ fn nix_kill(pid: u32) -> std::io::Result<()> {
     } else {
         Err(std::io::Error::other("kill failed"))
     }
+}
+
+/// The value of the `name=value` line of a text body (what the test applications report);
+/// panics, with the body, when there is none.
+pub fn field(body: &[u8], name: &str) -> String {
+    let text = String::from_utf8_lossy(body);
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}=")).map(str::to_string))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
 
 /// Splits a raw response: (status, head, body with chunked encoding removed when complete).

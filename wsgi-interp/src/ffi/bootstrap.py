@@ -228,11 +228,15 @@ def setup(tag, environ, python_path):
     sys.stderr = LogWriter(tag + ' stderr', LEVEL_ERROR)
 
 
-def load_script(path, callable_name):
+def _exec_module(path, restore_previous):
+    """Executes the file at `path` as a module named as mod_wsgi names script modules
+    (`_mod_wsgi_` + md5 of the path), in sys.modules while it runs. On an error the module is
+    taken out again, and with `restore_previous` the module it was replacing is put back.
+    Returns (name, module)."""
     import hashlib
     import types
     name = '_mod_wsgi_' + hashlib.md5(os.fsencode(path), usedforsecurity=False).hexdigest()
-    sys.modules.pop(name, None)
+    previous = sys.modules.pop(name, None)
     module = types.ModuleType(name)
     module.__file__ = path
     sys.modules[name] = module
@@ -242,8 +246,16 @@ def load_script(path, callable_name):
         exec(compile(source, path, 'exec', dont_inherit=True), module.__dict__)
     except BaseException:
         if sys.modules.get(name) is module:
-            del sys.modules[name]
+            if restore_previous and previous is not None:
+                sys.modules[name] = previous
+            else:
+                del sys.modules[name]
         raise
+    return (name, module)
+
+
+def load_script(path, callable_name):
+    name, module = _exec_module(path, False)
     app = getattr(module, callable_name, None)
     if app is None:
         del sys.modules[name]
@@ -253,25 +265,7 @@ def load_script(path, callable_name):
 def load_module(path):
     """Executes a hook script (access, auth, dispatch) as the module mod_wsgi would name it,
     and returns the module; it stays in sys.modules."""
-    import hashlib
-    import types
-    name = '_mod_wsgi_' + hashlib.md5(os.fsencode(path), usedforsecurity=False).hexdigest()
-    module = types.ModuleType(name)
-    module.__file__ = path
-    previous = sys.modules.get(name)
-    sys.modules[name] = module
-    try:
-        with open(path, 'rb') as f:
-            source = f.read()
-        exec(compile(source, path, 'exec', dont_inherit=True), module.__dict__)
-    except BaseException:
-        if sys.modules.get(name) is module:
-            if previous is None:
-                del sys.modules[name]
-            else:
-                sys.modules[name] = previous
-        raise
-    return module
+    return _exec_module(path, True)[1]
 
 
 def join_threads(timeout, include_daemon):
