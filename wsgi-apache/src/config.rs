@@ -47,7 +47,7 @@ pub(crate) unsafe fn text(ptr: *const c_char) -> String {
         .into_owned()
 }
 
-fn span(file: &str, line: c_int) -> Span {
+pub(crate) fn span(file: &str, line: c_int) -> Span {
     Span {
         file: Arc::from(Path::new(file)),
         line: u32::try_from(line).unwrap_or(0),

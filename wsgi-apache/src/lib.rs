@@ -15,6 +15,7 @@ mod daemons;
 mod guard;
 mod handlers;
 mod hooks;
+mod htaccess;
 mod module;
 mod request;
 

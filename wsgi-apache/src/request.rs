@@ -672,6 +672,8 @@ pub(crate) unsafe fn serve(
     mut route: Route,
     handler: Option<&HandlerTarget>,
 ) -> c_int {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { crate::htaccess::apply(r, &mut route) };
     if route.settings.dispatch_script.is_some() {
         let host = host_index(config, info);
         // SAFETY: forwarded from the caller's contract.

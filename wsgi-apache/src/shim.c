@@ -76,11 +76,28 @@ extern int wsgi_rs_hook_realm_hash(request_rec *r, int script, const char *user,
                                    const char *realm, char **hash);
 extern int wsgi_rs_hook_groups(request_rec *r, int script, const char *user,
                                const char *require_args);
+/* src/htaccess.rs */
+extern char *wsgi_rs_htaccess_directive(const char *name, const char *args, const char *file,
+                                        int line, int current, int *id);
+extern int wsgi_rs_merge_settings(int base, int add);
 /* src/handlers.rs */
 extern int wsgi_rs_is_script_handler(const char *name);
 extern int wsgi_rs_handle_script_handler(request_rec *r, const char *name);
 
 #define WSGI_RS_MAX_DEPTH 64
+
+/* Which script each slot of the per-directory configuration holds (the command table passes
+ * the slot as cmd->info). */
+enum { WSGI_RS_ACCESS_SCRIPT, WSGI_RS_AUTH_USER_SCRIPT, WSGI_RS_AUTH_GROUP_SCRIPT,
+       WSGI_RS_SCRIPT_SLOTS };
+
+/* Per-directory: the scripts in force, as ids of Rust's script table (src/hooks.rs), -1 unset.
+ * Apache merges them like any directory configuration, .htaccess files included. */
+struct wsgi_rs_dir_config {
+    int scripts[WSGI_RS_SCRIPT_SLOTS];
+    /* The WSGI settings of .htaccess lines, as an id of src/htaccess.rs's table (-1: none). */
+    int settings;
+};
 
 static const char *wsgi_rs_cmd(cmd_parms *cmd, void *mconfig, const char *args)
 {
@@ -94,6 +111,21 @@ static const char *wsgi_rs_cmd(cmd_parms *cmd, void *mconfig, const char *args)
     char *error;
     const char *copy;
 
+    if (htaccess && mconfig != NULL) {
+        /* Read per request: the line becomes this directory's settings (src/htaccess.rs). */
+        struct wsgi_rs_dir_config *conf = mconfig;
+        int id = conf->settings;
+        error = wsgi_rs_htaccess_directive(cmd->cmd->name, args ? args : "",
+                                           d && d->filename ? d->filename : "",
+                                           d ? d->line_num : 0, conf->settings, &id);
+        if (error == NULL) {
+            conf->settings = id;
+            return NULL;
+        }
+        copy = apr_pstrdup(cmd->pool, error);
+        wsgi_rs_free(error);
+        return copy;
+    }
     for (p = d ? d->parent : NULL; p != NULL && depth < WSGI_RS_MAX_DEPTH; p = p->parent) {
         chain[depth++] = p;
     }
@@ -122,17 +154,6 @@ static const char *wsgi_rs_cmd(cmd_parms *cmd, void *mconfig, const char *args)
 
 /* ---- WSGIAccessScript, WSGIAuthUserScript, WSGIAuthGroupScript ---- */
 
-/* Which script each slot of the per-directory configuration holds (the command table passes
- * the slot as cmd->info). */
-enum { WSGI_RS_ACCESS_SCRIPT, WSGI_RS_AUTH_USER_SCRIPT, WSGI_RS_AUTH_GROUP_SCRIPT,
-       WSGI_RS_SCRIPT_SLOTS };
-
-/* Per-directory: the scripts in force, as ids of Rust's script table (src/hooks.rs), -1 unset.
- * Apache merges them like any directory configuration, .htaccess files included. */
-struct wsgi_rs_dir_config {
-    int scripts[WSGI_RS_SCRIPT_SLOTS];
-};
-
 void *wsgi_rs_create_dir_config(apr_pool_t *p, char *dir)
 {
     struct wsgi_rs_dir_config *conf = apr_palloc(p, sizeof(*conf));
@@ -140,6 +161,7 @@ void *wsgi_rs_create_dir_config(apr_pool_t *p, char *dir)
     for (i = 0; i < WSGI_RS_SCRIPT_SLOTS; i++) {
         conf->scripts[i] = -1;
     }
+    conf->settings = -1;
     return conf;
 }
 
@@ -152,6 +174,11 @@ void *wsgi_rs_merge_dir_config(apr_pool_t *p, void *base_conf, void *add_conf)
     for (i = 0; i < WSGI_RS_SCRIPT_SLOTS; i++) {
         conf->scripts[i] = add->scripts[i] >= 0 ? add->scripts[i] : base->scripts[i];
     }
+    if (add->settings >= 0 && base->settings >= 0) {
+        conf->settings = wsgi_rs_merge_settings(base->settings, add->settings);
+    } else {
+        conf->settings = add->settings >= 0 ? add->settings : base->settings;
+    }
     return conf;
 }
 
@@ -161,6 +188,14 @@ static int wsgi_rs_dir_script(request_rec *r, int slot)
     const struct wsgi_rs_dir_config *conf =
         ap_get_module_config(r->per_dir_config, &wsgi_rs_module);
     return conf != NULL ? conf->scripts[slot] : -1;
+}
+
+/* The request's .htaccess settings id (src/htaccess.rs), -1 when none. */
+int wsgi_rs_request_settings(request_rec *r)
+{
+    const struct wsgi_rs_dir_config *conf =
+        ap_get_module_config(r->per_dir_config, &wsgi_rs_module);
+    return conf != NULL ? conf->settings : -1;
 }
 
 /* An access or auth script directive: checked by the builder like every directive (except in

@@ -501,3 +501,86 @@ WSGIScriptAlias /app {d}/app.wsgi application-group=shared
         "the app's interpreter was not the preloaded one: {pid} not in {preloaded_by:?}"
     );
 }
+
+/// An app with two callables, each saying which it is and whether it saw the credentials.
+const TWO_CALLABLES_APP: &str = r#"
+def answer(name, environ, start_response):
+    body = ('callable=%s\nauthorization=%s' % (name, environ.get('HTTP_AUTHORIZATION', 'none'))).encode()
+    start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])
+    return [body]
+
+def application(environ, start_response):
+    return answer('application', environ, start_response)
+
+def other(environ, start_response):
+    return answer('other', environ, start_response)
+"#;
+
+/// `.htaccess` files (`AllowOverride FileInfo`) set WSGI settings for their directory, read
+/// per request, as with mod_wsgi: a file that names another callable and passes the
+/// credentials changes that directory only; a directive `.htaccess` may not hold is a 500.
+/// Debian's mod_wsgi, serving the same tree, answers the same.
+#[test]
+fn htaccess_files_set_wsgi_settings_per_directory() {
+    let dir = scratch("wsgi-apache-htaccess-");
+    let tree = dir.path().join("tree");
+    for sub in ["open", "private", "wrong"] {
+        std::fs::create_dir_all(tree.join(sub)).unwrap();
+        std::fs::write(tree.join(sub).join("app.wsgi"), TWO_CALLABLES_APP).unwrap();
+    }
+    std::fs::write(
+        tree.join("private/.htaccess"),
+        "WSGICallableObject other\nWSGIPassAuthorization On\n",
+    )
+    .unwrap();
+    std::fs::write(tree.join("wrong/.htaccess"), "WSGIProcessGroup shop\n").unwrap();
+    let site = format!(
+        "WSGIScriptAlias / {t}/
+<Directory {t}>
+    AllowOverride FileInfo
+    Require all granted
+</Directory>
+",
+        t = tree.display()
+    );
+    let credentials = [("Authorization", "Basic dXNlcjpwYXNz")];
+    let probe = |apache: &Apache| {
+        let get = |path: &str| {
+            let (status, _, body) = apache.request("GET", path, &credentials, b"");
+            (status, String::from_utf8_lossy(&body).into_owned())
+        };
+        (
+            get("/open/app.wsgi"),
+            get("/private/app.wsgi"),
+            get("/wrong/app.wsgi").0,
+        )
+    };
+    let alone = dir.path().join("alone");
+    std::fs::create_dir(&alone).unwrap();
+    let ours = Apache::start(&alone, &site);
+    let (open, private, wrong) = probe(&ours);
+    assert_eq!(
+        open,
+        (200, "callable=application\nauthorization=none".into()),
+        "{}",
+        ours.error_log()
+    );
+    assert_eq!(
+        private,
+        (
+            200,
+            "callable=other\nauthorization=Basic dXNlcjpwYXNz".into()
+        )
+    );
+    assert_eq!(wrong, 500);
+    assert!(
+        ours.error_log().contains("WSGIProcessGroup"),
+        "{}",
+        ours.error_log()
+    );
+    drop(ours);
+    if util::have_debian_mod_wsgi() {
+        let (ours, theirs) = Apache::ours_and_debians(dir.path(), &site);
+        assert_eq!(probe(&ours), probe(&theirs));
+    }
+}

@@ -118,6 +118,27 @@ impl ConfigBuilder {
         }
     }
 
+    /// The WSGI settings an `.htaccess` line sets (`AllowOverride FileInfo` directives such as
+    /// `WSGICallableObject` or `WSGIPassAuthorization`), laid over `base` (what the earlier
+    /// lines of the file set). Apache reads `.htaccess` files per request, so their settings
+    /// never enter a [`Config`]: the Apache module keeps them per directory and lays them over
+    /// the routed settings. Errors are the ones the file reader gives.
+    pub fn htaccess_settings(
+        server_root: &Path,
+        base: &WsgiSettings,
+        d: &Directive,
+    ) -> Result<WsgiSettings, ConfigError> {
+        let mut builder = ConfigBuilder::new(server_root);
+        let ctx = Context {
+            htaccess: true,
+            ..Context::default()
+        };
+        builder.directive(&ctx, d)?;
+        let mut settings = base.clone();
+        settings.merge(&builder.config.main.settings);
+        Ok(settings)
+    }
+
     /// Checks what can only be checked once every directive is in (process groups named before
     /// they are defined, and their visibility) and returns the configuration.
     pub fn finish(self) -> Result<Config, Vec<ConfigError>> {
@@ -928,6 +949,26 @@ mod tests {
         b.directive(ctx, &directive(12, text))
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn htaccess_lines_build_settings_one_over_another() {
+        let root = Path::new("/etc/apache2");
+        let line = |base: &WsgiSettings, text: &str| {
+            ConfigBuilder::htaccess_settings(root, base, &directive(3, text))
+        };
+        let one = line(&WsgiSettings::default(), "WSGICallableObject app2").unwrap();
+        let two = line(&one, "WSGIPassAuthorization On").unwrap();
+        assert_eq!(two.callable_object.as_deref(), Some("app2"));
+        assert_eq!(two.pass_authorization, Some(true));
+        let three = line(&two, "WSGITrustedProxyHeaders X-Forwarded-For").unwrap();
+        let four = line(&three, "WSGITrustedProxyHeaders X-Real-IP").unwrap();
+        assert_eq!(four.trusted_proxy_headers, ["X-Forwarded-For", "X-Real-IP"]);
+        let refused = line(&four, "WSGIProcessGroup shop")
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains(".htaccess"), "{refused}");
+        assert!(line(&four, "WSGIPassAuthorization Maybe").is_err());
     }
 
     #[test]
