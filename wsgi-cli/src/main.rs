@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use wsgi_cli::{check, serve};
 
 /// mimalloc for the server's own allocations (many small, short-lived, across threads: the
-/// request and response of every call); Python keeps its own allocators.
+/// request and response of every call); Python keeps its own allocators. Built without
+/// transparent huge pages (`no_thp`): with them, each thread's heap would hold 2 MiB pages and
+/// a 16-thread server's resident memory would grow by half.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
