@@ -71,6 +71,8 @@ pub extern "C" fn wsgi_rs_start_daemons() -> *mut c_char {
         // The supervisor logs crashes and restarts (with the real exit status or signal)
         // through tracing: to stderr, which is the Apache parent's error log.
         wsgi_daemon::init_logging();
+        // Apache forks its children while the supervisor's thread may be logging.
+        wsgi_daemon::forklog::register_fork_handlers();
         let program = match daemon_program() {
             Ok(p) => p,
             Err(e) => return crate::config::to_c(e),

@@ -15,6 +15,7 @@
 //! * [`spec`]: the start-up hand-over from supervisor to daemon process.
 
 pub mod client;
+pub mod forklog;
 mod limits;
 pub mod process;
 pub mod protocol;
@@ -26,13 +27,14 @@ pub use protocol::DaemonRequest;
 pub use supervisor::{GroupStatus, ProcessStatus, Supervisor, SupervisorError, SupervisorOptions};
 
 /// Logging for a daemon process or the stand-alone supervisor: `RUST_LOG` (default `info`),
-/// to stderr. Does nothing if a subscriber is already set.
+/// to stderr, each event written under [`forklog`]'s lock. Does nothing if a subscriber is
+/// already set.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(forklog::ForkSafeStderr)
         // Colours only on a terminal: under Apache, stderr is the error log.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
