@@ -5,8 +5,10 @@
 //!
 //! Connections are pooled per group and reused. A reused connection that turns out closed
 //! before the daemon said ACCEPTED is retried on a fresh one (the daemon closes idle
-//! connections when it stops); a request a daemon rejected (script changed, draining) is
-//! retried up to `2 × processes + 1` times, as mod_wsgi does.
+//! connections when it stops), and so is any connection the request head could not even be
+//! written to (a process stopping for replacement may accept a connection and close it); a
+//! request a daemon rejected (script changed, draining) is retried up to `2 × processes + 1`
+//! times, as mod_wsgi does.
 
 use std::collections::HashMap;
 use std::io::{self, BufWriter, Write};
@@ -307,14 +309,10 @@ impl GroupClient {
         let sent_at = Instant::now();
         let header_deadline = (!o.request_timeout.is_zero()).then(|| sent_at + o.request_timeout);
         if (&conn).write_all(frame).is_err() {
-            return if reused {
-                Attempt::Retry { rejected: false }
-            } else {
-                Attempt::Done(Err(DispatchError::DaemonGone {
-                    group: group.clone(),
-                    detail: "sending the request failed".into(),
-                }))
-            };
+            // Nothing of the request was taken (its body is not read yet), so another
+            // connection may carry it: a pooled one to a process that has since gone, or a
+            // fresh one that a process stopping for replacement accepted and closed.
+            return Attempt::Retry { rejected: false };
         }
         let mut reader = FrameReader::new(&conn);
         let mut out = BufWriter::with_capacity(CHUNK + 16, &conn);
