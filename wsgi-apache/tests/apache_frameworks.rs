@@ -8,7 +8,7 @@ mod util;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use util::{Apache, header, scratch};
+use util::{Apache, Mpm, header, scratch};
 
 const FRAMEWORKS_VENV: &str = "/var/tmp/wsgi-rs-test/frameworks";
 
@@ -328,6 +328,38 @@ fn flask_and_django_embedded_in_two_sub_interpreters() {
     );
     let took = apache.stop();
     assert!(took.as_secs() < 5, "stopping took {took:?}");
+}
+
+/// The same apps under the other MPMs Debian ships: mpm_prefork (single-threaded children, each
+/// with its own pair of sub-interpreters) and mpm_worker (threaded children, no event loop).
+#[test]
+fn flask_and_django_embedded_under_prefork_and_worker() {
+    let home = frameworks_home();
+    let (flask, django) = (example("flask"), example("django"));
+    for mpm in [Mpm::Prefork, Mpm::Worker] {
+        let dir = scratch("wsgi-apache-frameworks-mpm-");
+        let config = format!(
+            "WSGIPythonHome {}\n{}",
+            home.display(),
+            site(&flask, &django, "")
+        );
+        let mut apache = Apache::start_mpm(dir.path(), mpm, &config);
+        let port = apache.port;
+        check_flask(
+            &apache,
+            "/flask",
+            &home,
+            &format!("localhost:{port}|/flask"),
+        );
+        check_django(&apache, "/django", &format!("localhost:{port}|/django"));
+        assert!(
+            !apache.error_log().contains("Traceback"),
+            "{mpm:?}: {}",
+            apache.error_log()
+        );
+        let took = apache.stop();
+        assert!(took.as_secs() < 5, "{mpm:?}: stopping took {took:?}");
+    }
 }
 
 #[test]
