@@ -289,25 +289,29 @@ WSGIScriptAlias /django {d}/app.wsgi
     )
 }
 
+/// Both examples embedded, each in its own sub-interpreter, with the frameworks venv as home.
+fn embedded_site(home: &Path) -> String {
+    format!(
+        "WSGIPythonHome {}\n{}",
+        home.display(),
+        site(&example("flask"), &example("django"), "")
+    )
+}
+
+/// The Flask and Django pages of [`embedded_site`], each in its default application group.
+fn check_both_embedded(apache: &Apache, home: &Path) {
+    let port = apache.port;
+    check_flask(apache, "/flask", home, &format!("localhost:{port}|/flask"));
+    check_django(apache, "/django", &format!("localhost:{port}|/django"));
+}
+
 #[test]
 fn flask_and_django_embedded_in_two_sub_interpreters() {
     let home = frameworks_home();
-    let (flask, django) = (example("flask"), example("django"));
     let dir = scratch("wsgi-apache-frameworks-");
-    let config = format!(
-        "WSGIPythonHome {}\n{}",
-        home.display(),
-        site(&flask, &django, "")
-    );
-    let mut apache = Apache::start(dir.path(), &config);
+    let mut apache = Apache::start(dir.path(), &embedded_site(&home));
     let port = apache.port;
-    check_flask(
-        &apache,
-        "/flask",
-        &home,
-        &format!("localhost:{port}|/flask"),
-    );
-    check_django(&apache, "/django", &format!("localhost:{port}|/django"));
+    check_both_embedded(&apache, &home);
     // Interleaved once more: each interpreter still serves its own framework.
     check_flask(
         &apache,
@@ -335,23 +339,10 @@ fn flask_and_django_embedded_in_two_sub_interpreters() {
 #[test]
 fn flask_and_django_embedded_under_prefork_and_worker() {
     let home = frameworks_home();
-    let (flask, django) = (example("flask"), example("django"));
     for mpm in [Mpm::Prefork, Mpm::Worker] {
         let dir = scratch("wsgi-apache-frameworks-mpm-");
-        let config = format!(
-            "WSGIPythonHome {}\n{}",
-            home.display(),
-            site(&flask, &django, "")
-        );
-        let mut apache = Apache::start_mpm(dir.path(), mpm, &config);
-        let port = apache.port;
-        check_flask(
-            &apache,
-            "/flask",
-            &home,
-            &format!("localhost:{port}|/flask"),
-        );
-        check_django(&apache, "/django", &format!("localhost:{port}|/django"));
+        let mut apache = Apache::start_mpm(dir.path(), mpm, &embedded_site(&home));
+        check_both_embedded(&apache, &home);
         assert!(
             !apache.error_log().contains("Traceback"),
             "{mpm:?}: {}",
