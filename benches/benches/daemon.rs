@@ -134,6 +134,8 @@ fn round_trip(c: &mut Criterion) {
                 request_timeout: Duration::ZERO,
                 socket_timeout: Duration::from_secs(5),
                 max_idle: 4,
+                send_buffer_size: 0,
+                receive_buffer_size: 0,
             },
         }]);
         let req = request();

@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, BufWriter, Write};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -37,6 +38,10 @@ pub struct ClientOptions {
     pub socket_timeout: Duration,
     /// Idle connections kept per group.
     pub max_idle: usize,
+    /// `send-buffer-size=`: `SO_SNDBUF` of each connection to the group (0: the system's).
+    pub send_buffer_size: u64,
+    /// `receive-buffer-size=`: `SO_RCVBUF` of each connection to the group (0: the system's).
+    pub receive_buffer_size: u64,
 }
 
 impl ClientOptions {
@@ -53,6 +58,26 @@ impl ClientOptions {
                 o.socket_timeout
             },
             max_idle: 64,
+            send_buffer_size: o.send_buffer_size,
+            receive_buffer_size: o.receive_buffer_size,
+        }
+    }
+}
+
+/// Sets a connection's socket buffer sizes (`send-buffer-size=`, `receive-buffer-size=`); 0
+/// leaves the system's. The kernel may round (Linux doubles the value for its bookkeeping); a
+/// refusal is logged, never fatal.
+pub(crate) fn set_buffer_sizes(conn: &impl AsFd, send: u64, receive: u64) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    if send > 0 {
+        if let Err(e) = setsockopt(conn, sockopt::SndBuf, &size(send)) {
+            tracing::warn!("send-buffer-size={send}: {e}");
+        }
+    }
+    if receive > 0 {
+        if let Err(e) = setsockopt(conn, sockopt::RcvBuf, &size(receive)) {
+            tracing::warn!("receive-buffer-size={receive}: {e}");
         }
     }
 }
@@ -263,7 +288,11 @@ impl GroupClient {
         let limit = self.endpoint.options.connect_timeout;
         loop {
             match UnixStream::connect(&self.endpoint.socket) {
-                Ok(c) => return Ok(c),
+                Ok(c) => {
+                    let o = &self.endpoint.options;
+                    set_buffer_sizes(&c, o.send_buffer_size, o.receive_buffer_size);
+                    return Ok(c);
+                }
                 Err(e) => {
                     let waited = start.elapsed();
                     let retryable = matches!(
@@ -454,5 +483,27 @@ impl GroupClient {
                 },
             }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffer_sizes_are_set_when_given() {
+        use nix::sys::socket::{getsockopt, sockopt};
+        let (a, _b) = UnixStream::pair().unwrap();
+        let (send0, recv0) = (
+            getsockopt(&a, sockopt::SndBuf).unwrap(),
+            getsockopt(&a, sockopt::RcvBuf).unwrap(),
+        );
+        set_buffer_sizes(&a, 0, 0);
+        assert_eq!(getsockopt(&a, sockopt::SndBuf).unwrap(), send0);
+        assert_eq!(getsockopt(&a, sockopt::RcvBuf).unwrap(), recv0);
+        set_buffer_sizes(&a, 4096, 8192);
+        // Linux keeps twice the value asked for (its bookkeeping share).
+        assert_eq!(getsockopt(&a, sockopt::SndBuf).unwrap(), 2 * 4096);
+        assert_eq!(getsockopt(&a, sockopt::RcvBuf).unwrap(), 2 * 8192);
     }
 }

@@ -450,6 +450,11 @@ impl Shared {
         while self.free.load(Ordering::SeqCst) > 0 {
             match listener.accept() {
                 Ok((conn, _)) => {
+                    crate::client::set_buffer_sizes(
+                        &conn,
+                        self.spec.send_buffer_size,
+                        self.spec.receive_buffer_size,
+                    );
                     // This connection's first request has a worker promised to it.
                     self.free.fetch_sub(1, Ordering::SeqCst);
                     let token = self.next_token.fetch_add(1, Ordering::Relaxed);

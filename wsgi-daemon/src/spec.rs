@@ -96,6 +96,12 @@ pub struct ProcessSpec {
     pub deadlock_timeout: Duration,
     /// `socket-timeout=` for reads of the request body from the front (zero: none).
     pub socket_timeout: Duration,
+    /// `send-buffer-size=`: `SO_SNDBUF` of each connection from the front (0: the system's).
+    #[serde(default)]
+    pub send_buffer_size: u64,
+    /// `receive-buffer-size=`: `SO_RCVBUF` of each connection from the front (0: the system's).
+    #[serde(default)]
+    pub receive_buffer_size: u64,
     /// `cpu-time-limit=` seconds (`RLIMIT_CPU`; 0: none). SIGXCPU starts a graceful restart.
     #[serde(default)]
     pub cpu_time_limit: u64,
@@ -322,6 +328,8 @@ mod tests {
             queue_timeout: Duration::ZERO,
             deadlock_timeout: Duration::from_secs(300),
             socket_timeout: Duration::ZERO,
+            send_buffer_size: 0,
+            receive_buffer_size: 0,
             cpu_time_limit: 0,
             cpu_priority: 0,
             memory_limit: 0,
