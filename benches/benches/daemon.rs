@@ -136,6 +136,7 @@ fn round_trip(c: &mut Criterion) {
                 max_idle: 4,
                 send_buffer_size: 0,
                 receive_buffer_size: 0,
+                header_buffer_size: 0,
             },
         }]);
         let req = request();

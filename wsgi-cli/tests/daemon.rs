@@ -29,6 +29,9 @@ def application(environ, start_response):
         time.sleep(3600)
     elif path == '/whoami':
         body = ('%d %d %s' % (os.getpid(), os.getuid(), environ['mod_wsgi.process_group'])).encode()
+    elif path == '/big-headers':
+        start_response('200 OK', [('X-Filler-%d' % i, 'x' * 100) for i in range(int(environ['QUERY_STRING']))])
+        return [body]
     start_response('200 OK', [('Content-Type', 'text/plain')])
     return [body]
 "#;
@@ -105,6 +108,36 @@ fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     false
+}
+
+/// `wsgi serve --config CONF EXTRA...` (daemon launch settings, info log).
+fn serve_config(conf: &Path, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--config",
+        conf.to_str().unwrap(),
+        "--port",
+        "0",
+        "--log-level",
+        "info",
+    ];
+    args.extend_from_slice(extra);
+    Server::start_with(&DAEMON, &args)
+}
+
+/// `wsgi serve --config` of one daemon group `name` with `options`, serving the app at `/` in
+/// its main interpreter.
+fn serve_one_group(dir: &Path, name: &str, options: &str) -> Server {
+    let app = write(&dir.join("app.wsgi"), APP);
+    let conf = write(
+        &dir.join("site.conf"),
+        &format!(
+            "WSGIDaemonProcess {name} {}{options}\n\
+             WSGIScriptAlias / {} process-group={name} application-group=%{{GLOBAL}}\n",
+            user_option(),
+            app.display()
+        ),
+    );
+    serve_config(&conf, &[])
 }
 
 fn serve_processes(dir: &Path, extra: &[&str]) -> Server {
@@ -282,26 +315,10 @@ fn a_crash_answers_502_and_the_next_requests_succeed() {
 #[test]
 fn a_full_group_answers_503_and_a_stuck_request_504_naming_the_group() {
     let dir = scratch();
-    let app = write(&dir.path().join("app.wsgi"), APP);
-    let conf = write(
-        &dir.path().join("site.conf"),
-        &format!(
-            "WSGIDaemonProcess slow {}processes=1 threads=1 request-timeout=3 queue-timeout=1\n\
-             WSGIScriptAlias / {} process-group=slow application-group=%{{GLOBAL}}\n",
-            user_option(),
-            app.display()
-        ),
-    );
-    let server = Server::start_with(
-        &DAEMON,
-        &[
-            "--config",
-            conf.to_str().unwrap(),
-            "--port",
-            "0",
-            "--log-level",
-            "info",
-        ],
+    let server = serve_one_group(
+        dir.path(),
+        "slow",
+        "processes=1 threads=1 request-timeout=3 queue-timeout=1",
     );
     assert_eq!(server.banner_pids("slow").len(), 1);
     // The only worker is busy for 2 s: the next request waits queue-timeout (1 s), then 503.
@@ -340,6 +357,29 @@ fn a_full_group_answers_503_and_a_stuck_request_504_naming_the_group() {
         log.contains("504: daemon process group `slow` sent no response headers"),
         "{log}"
     );
+}
+
+/// `header-buffer-size=` caps the response headers a daemon may send: above it the front
+/// answers 500 naming the option, as mod_wsgi does; below it the headers pass.
+#[test]
+fn response_headers_above_header_buffer_size_are_a_500() {
+    let dir = scratch();
+    let server = serve_one_group(dir.path(), "site", "threads=2 header-buffer-size=8192");
+    // 40 headers of ~115 bytes: under 8 KiB.
+    let r = server.get_text("/big-headers?40");
+    assert_eq!(r.status, 200, "{r:?}");
+    // 100 of them: over.
+    let r = server.get_text("/big-headers?100");
+    assert_eq!(r.status, 500, "{r:?}");
+    assert!(
+        eventually(Duration::from_secs(5), || server
+            .stderr()
+            .contains("more than its header-buffer-size of 8192")),
+        "{}",
+        server.stderr()
+    );
+    // The group keeps serving.
+    assert_eq!(server.get_text("/").status, 200);
 }
 
 /// The seed's "Daemon Mode (Multiple Applications)" with one venv per application: one
@@ -424,17 +464,7 @@ fn multi_app_daemon_group_with_a_venv_per_app() {
             d.display()
         ),
     );
-    let server = Server::start_with(
-        &DAEMON,
-        &[
-            "--config",
-            conf.to_str().unwrap(),
-            "--port",
-            "0",
-            "--log-level",
-            "info",
-        ],
-    );
+    let server = serve_config(&conf, &[]);
     let pid = server.banner_pids("myapps")[0];
     assert!(
         server
@@ -488,19 +518,7 @@ fn sighup_restarts_every_daemon_group_with_fresh_processes() {
         )
     };
     let conf = write(&dir.path().join("site.conf"), &conf_text(1));
-    let mut server = Server::start_with(
-        &DAEMON,
-        &[
-            "--config",
-            conf.to_str().unwrap(),
-            "--port",
-            "0",
-            "--log-level",
-            "info",
-            "--status-addr",
-            "127.0.0.1:0",
-        ],
-    );
+    let mut server = serve_config(&conf, &["--status-addr", "127.0.0.1:0"]);
     let first = server.banner_pids("site");
     let status_addr = server.status_addr();
     let replaced = |times: usize| {

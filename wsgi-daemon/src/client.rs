@@ -42,6 +42,9 @@ pub struct ClientOptions {
     pub send_buffer_size: u64,
     /// `receive-buffer-size=`: `SO_RCVBUF` of each connection to the group (0: the system's).
     pub receive_buffer_size: u64,
+    /// `header-buffer-size=`: the most bytes of response headers taken from the group (0:
+    /// 32 KiB, mod_wsgi's effective default).
+    pub header_buffer_size: u64,
 }
 
 impl ClientOptions {
@@ -60,6 +63,15 @@ impl ClientOptions {
             max_idle: 64,
             send_buffer_size: o.send_buffer_size,
             receive_buffer_size: o.receive_buffer_size,
+            header_buffer_size: o.header_buffer_size,
+        }
+    }
+
+    /// The response header limit in bytes.
+    fn header_limit(&self) -> usize {
+        match self.header_buffer_size {
+            0 => 32 * 1024,
+            n => usize::try_from(n).unwrap_or(usize::MAX),
         }
     }
 }
@@ -145,13 +157,25 @@ pub enum DispatchError {
         /// The limit that ran out.
         after: Duration,
     },
+    /// The response headers were larger than `header-buffer-size=` (500, as mod_wsgi).
+    #[error(
+        "daemon process group `{group}` sent {size} bytes of response headers, more than its header-buffer-size of {limit}: raise header-buffer-size= or send fewer or shorter headers"
+    )]
+    HeadersTooLarge {
+        /// The group.
+        group: String,
+        /// The size of the headers (status line included).
+        size: usize,
+        /// `header-buffer-size=` (32 KiB when 0).
+        limit: usize,
+    },
 }
 
 impl DispatchError {
     /// The HTTP status the front answers with.
     pub fn status(&self) -> u16 {
         match self {
-            DispatchError::UnknownGroup(_) => 500,
+            DispatchError::UnknownGroup(_) | DispatchError::HeadersTooLarge { .. } => 500,
             DispatchError::Connect { .. }
             | DispatchError::Restarting { .. }
             | DispatchError::QueueTimeout(_) => 503,
@@ -390,6 +414,15 @@ impl GroupClient {
                     continue;
                 }
                 Ok(Some((kind::START, p))) => {
+                    let limit = o.header_limit();
+                    if p.len() > limit {
+                        // Not given back: the daemon is still sending this response.
+                        return Attempt::Done(Err(DispatchError::HeadersTooLarge {
+                            group: group.clone(),
+                            size: p.len(),
+                            limit,
+                        }));
+                    }
                     let s = match protocol::decode_start(p) {
                         Ok(s) => s,
                         Err(e) => return self.broken(started, sent, e.to_string()),

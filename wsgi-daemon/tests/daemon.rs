@@ -154,6 +154,7 @@ impl Server {
                 max_idle: 16,
                 send_buffer_size: 0,
                 receive_buffer_size: 0,
+                header_buffer_size: 0,
             },
         }]);
         Server {
