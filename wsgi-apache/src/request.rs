@@ -756,7 +756,11 @@ fn finish(r: *mut RequestRec, route: &Route, outcome: Outcome, started: bool) ->
                 APLOG_ERR,
                 &format!("{script}: {}\n{}", e.message, e.traceback),
             );
-            if started { abort() } else { 500 }
+            match (started, e.is_request_timeout()) {
+                (true, _) => abort(),
+                (false, true) => 504,
+                (false, false) => 500,
+            }
         }
         Outcome::Aborted { error, sent, .. } => {
             log(

@@ -381,6 +381,16 @@ struct Drain {
     grace: Duration,
 }
 
+/// A request a worker runs: since when, on which thread (its pthread id, Python's
+/// `threading.get_ident()`), in which application group, and when `RequestTimeout` was raised
+/// in it (interrupt-timeout).
+struct Running {
+    started: Instant,
+    thread: u64,
+    group: String,
+    interrupted: Option<Instant>,
+}
+
 struct Shared {
     spec: ProcessSpec,
     runtime: Runtime,
@@ -399,7 +409,7 @@ struct Shared {
     served: AtomicU64,
     in_flight: AtomicUsize,
     /// Per worker: when its current request started.
-    running: Vec<Mutex<Option<Instant>>>,
+    running: Vec<Mutex<Option<Running>>>,
     last_activity: Mutex<Instant>,
     gil_seen: Mutex<Instant>,
     recycle: Mutex<Option<Drain>>,
@@ -582,7 +592,13 @@ impl Shared {
             return After::Close;
         }
         let started = Instant::now();
-        *self.running[index].lock() = Some(started);
+        *self.running[index].lock() = Some(Running {
+            started,
+            // SAFETY: pthread_self has no preconditions.
+            thread: unsafe { libc::pthread_self() } as u64,
+            group: request.application_group.clone(),
+            interrupted: None,
+        });
         *self.last_activity.lock() = started;
         self.in_flight.fetch_add(1, Ordering::SeqCst);
 
@@ -870,7 +886,20 @@ impl Shared {
                 self.request_drain("inactivity-timeout expired", Duration::ZERO);
             }
             let t = self.spec.request_timeout;
-            if !t.is_zero() && self.timed_out(now, t) > 0 {
+            let grace = self.spec.interrupt_timeout;
+            if !t.is_zero() && !grace.is_zero() {
+                self.interrupt_overdue(now, t);
+                if self.timed_out(now, t + grace) > 0 {
+                    tracing::error!(
+                        %group,
+                        pid = std::process::id(),
+                        "a request interrupted at request-timeout ({:.1}s) did not end within interrupt-timeout ({:.1}s): replacing this process",
+                        t.as_secs_f64(),
+                        grace.as_secs_f64()
+                    );
+                    self.request_drain("request-timeout", self.spec.shutdown_timeout);
+                }
+            } else if !t.is_zero() && self.timed_out(now, t) > 0 {
                 tracing::error!(
                     %group,
                     pid = std::process::id(),
@@ -892,10 +921,51 @@ impl Shared {
         self.drain(&drain)
     }
 
+    /// Raises `RequestTimeout` once in every request that has run longer than `limit`
+    /// (interrupt-timeout, as mod_wsgi 6): the app unwinds, the front has answered 504, and
+    /// the process lives on.
+    fn interrupt_overdue(&self, now: Instant, limit: Duration) {
+        for slot in &self.running {
+            let target = {
+                let mut r = slot.lock();
+                match r.as_mut() {
+                    Some(run)
+                        if run.interrupted.is_none()
+                            && now.duration_since(run.started) >= limit =>
+                    {
+                        run.interrupted = Some(now);
+                        Some((run.thread, run.group.clone()))
+                    }
+                    _ => None,
+                }
+            };
+            let Some((thread, app_group)) = target else {
+                continue;
+            };
+            let raised = self
+                .runtime
+                .interpreter(&app_group)
+                .and_then(|interp| interp.run(|py| py.interrupt_thread(thread)));
+            tracing::warn!(
+                group = %self.spec.group,
+                application_group = %app_group,
+                pid = std::process::id(),
+                raised = ?raised,
+                "a request has run longer than request-timeout ({:.1}s): RequestTimeout raised in it; the process is replaced only if it does not end within interrupt-timeout ({:.1}s)",
+                limit.as_secs_f64(),
+                self.spec.interrupt_timeout.as_secs_f64()
+            );
+        }
+    }
+
     fn timed_out(&self, now: Instant, limit: Duration) -> usize {
         self.running
             .iter()
-            .filter(|r| r.lock().is_some_and(|s| now.duration_since(s) >= limit))
+            .filter(|r| {
+                r.lock()
+                    .as_ref()
+                    .is_some_and(|s| now.duration_since(s.started) >= limit)
+            })
             .count()
     }
 

@@ -96,6 +96,10 @@ pub struct ProcessSpec {
     pub deadlock_timeout: Duration,
     /// `socket-timeout=` for reads of the request body from the front (zero: none).
     pub socket_timeout: Duration,
+    /// `interrupt-timeout=` (zero: off): a request past request-timeout gets `RequestTimeout`
+    /// raised in it, and the process is replaced only if it does not end within this.
+    #[serde(default)]
+    pub interrupt_timeout: Duration,
     /// `send-buffer-size=`: `SO_SNDBUF` of each connection from the front (0: the system's).
     #[serde(default)]
     pub send_buffer_size: u64,
@@ -328,6 +332,7 @@ mod tests {
             queue_timeout: Duration::ZERO,
             deadlock_timeout: Duration::from_secs(300),
             socket_timeout: Duration::ZERO,
+            interrupt_timeout: Duration::ZERO,
             send_buffer_size: 0,
             receive_buffer_size: 0,
             cpu_time_limit: 0,

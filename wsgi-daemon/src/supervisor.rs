@@ -678,6 +678,7 @@ impl Supervisor {
                 queue_timeout: o.queue_timeout,
                 deadlock_timeout: o.deadlock_timeout,
                 socket_timeout: o.socket_timeout,
+                interrupt_timeout: o.interrupt_timeout,
                 send_buffer_size: o.send_buffer_size,
                 receive_buffer_size: o.receive_buffer_size,
                 cpu_time_limit: o.cpu_time_limit,

@@ -916,3 +916,26 @@ fn small_socket_buffers_still_carry_large_bodies() {
     assert!(r.complete());
     assert!(r.body == big, "the echoed body differs");
 }
+
+/// `interrupt-timeout=` (mod_wsgi 6): a request past request-timeout gets `RequestTimeout`
+/// raised in it; it unwinds, the call ends as that error (504 at the front), and the same
+/// process goes on serving.
+#[test]
+fn interrupt_timeout_unwinds_a_runaway_request_and_keeps_the_process() {
+    let server = Server::start(
+        "threads=2 request-timeout=1 interrupt-timeout=5",
+        Duration::ZERO,
+    );
+    let pid = server.get("/", "").unwrap().text();
+    let start = Instant::now();
+    // A pure-Python busy loop of 60 s: interruptible between bytecodes.
+    let r = server.get("/spin", "60").unwrap();
+    let took = start.elapsed();
+    match &r.outcome {
+        Some(Outcome::Error(e)) => assert!(e.is_request_timeout(), "{e:?}"),
+        other => panic!("not a RequestTimeout: {other:?}"),
+    }
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // Not replaced: the same process answers.
+    assert_eq!(server.get("/", "").unwrap().text(), pid);
+}

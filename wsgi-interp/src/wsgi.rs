@@ -252,6 +252,14 @@ pub struct AppError {
     pub traceback: String,
 }
 
+impl AppError {
+    /// Whether the app was stopped by `RequestTimeout` (request-timeout with
+    /// interrupt-timeout): answered 504, as mod_wsgi does.
+    pub fn is_request_timeout(&self) -> bool {
+        self.message.starts_with("RequestTimeout")
+    }
+}
+
 impl std::fmt::Display for AppError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)

@@ -285,6 +285,7 @@ pub fn error_status(result: &JobResult) -> u16 {
             Outcome::Script(wsgi_interp::ScriptError::NotFound { .. }) => 404,
             Outcome::Unavailable(InterpError::ShuttingDown) | Outcome::ScriptChanged => 503,
             Outcome::Unavailable(_) => 500,
+            Outcome::Error(e) if e.is_request_timeout() => 504,
             // Complete/Incomplete/Aborted without a start cannot happen; a gone client gets
             // nothing anyway.
             _ => 500,

@@ -147,6 +147,11 @@ class Input:
         return line
 
 
+class RequestTimeout(BaseException):
+    """Raised inside a request that ran past request-timeout, when interrupt-timeout is set
+    (mod_wsgi 6): a BaseException, so `except Exception` in the app does not swallow it."""
+
+
 class FileWrapper:
     """`wsgi.file_wrapper`: the host sends the file with sendfile when it can."""
 

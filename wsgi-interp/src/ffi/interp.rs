@@ -122,6 +122,7 @@ pub(crate) struct Objects {
     pub wsgi_version: Stored,
     pub mod_wsgi_version: Stored,
     pub group_name: Stored,
+    pub request_timeout: Stored,
 }
 
 impl Objects {
@@ -147,6 +148,7 @@ impl Objects {
                 self.wsgi_version,
                 self.mod_wsgi_version,
                 self.group_name,
+                self.request_timeout,
             ] {
                 s.release();
             }
@@ -612,6 +614,24 @@ impl<'a> Attached<'a> {
     #[doc(hidden)]
     pub fn bench_environ(&self, head: &crate::RequestHead, opts: &crate::CallOptions) -> usize {
         call::environ_size(self, head, opts)
+    }
+
+    /// Raises `RequestTimeout` (a `BaseException`) in this interpreter's thread `thread` (its
+    /// `threading.get_ident()`, the thread's pthread id) the next time that thread runs Python
+    /// code; a thread blocked in C (a `sleep`, a socket read) sees it only when it returns to
+    /// Python. Returns whether such a thread runs in this interpreter.
+    pub fn interrupt_thread(&self, thread: u64) -> bool {
+        let Some(objects) = self.interp.objects() else {
+            return false;
+        };
+        // SAFETY: `self` proves we are attached to this interpreter, which owns the exception
+        // type; CPython only looks the thread up and stores a new reference for it.
+        unsafe {
+            ffi::PyThreadState_SetAsyncExc(
+                thread as std::ffi::c_long,
+                objects.request_timeout.ptr(),
+            ) == 1
+        }
     }
 
     /// Executes statements in this interpreter's `__main__` module.
@@ -1133,6 +1153,7 @@ unsafe fn bootstrap(
             Obj::own(ffi::PyTuple_Pack(3, va.as_ptr(), vb.as_ptr(), vc.as_ptr()))
                 .ok_or_else(err)?;
         let group_name = new_str(name).ok_or_else(err)?;
+        let request_timeout = attr(c"RequestTimeout")?;
         Ok(Objects {
             keys,
             values,
@@ -1149,6 +1170,7 @@ unsafe fn bootstrap(
             mod_wsgi_version: Stored::new(mod_wsgi_version),
             group_name: Stored::new(group_name),
             format_exc: Stored::new(format_exc),
+            request_timeout,
         })
     }
 }
