@@ -238,9 +238,14 @@ def _exec_module(path, restore_previous):
     (`_mod_wsgi_` + md5 of the path), in sys.modules while it runs. On an error the module is
     taken out again, and with `restore_previous` the module it was replacing is put back.
     Returns (name, module)."""
-    import hashlib
     import types
-    name = '_mod_wsgi_' + hashlib.md5(os.fsencode(path), usedforsecurity=False).hexdigest()
+    try:
+        # CPython's own MD5: `hashlib` would load OpenSSL's libcrypto (3 MiB resident) into
+        # every process just to name a module.
+        from _md5 import md5
+    except ImportError:
+        from hashlib import md5
+    name = '_mod_wsgi_' + md5(os.fsencode(path)).hexdigest()
     previous = sys.modules.pop(name, None)
     module = types.ModuleType(name)
     module.__file__ = path
