@@ -8,7 +8,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use wsgi_config::Config;
-use wsgi_config::model::GroupSpec;
 use wsgi_config::route::{ProcessGroup, Route};
 
 use crate::config::{current_config, text};
@@ -82,18 +81,8 @@ pub unsafe extern "C" fn wsgi_rs_handle_script_handler(
         let env = |var: &str| env_var(&env_pairs, var);
         let resource = resource_name(config, &script_name);
         let names = group_names(config, info, host, &resource, &env);
-        let process_spec = script
-            .options
-            .process_group
-            .clone()
-            .or_else(|| settings.process_group.as_ref().map(|l| l.value.clone()))
-            .unwrap_or(GroupSpec::Global);
-        let app_spec = script
-            .options
-            .application_group
-            .clone()
-            .or_else(|| settings.application_group.clone())
-            .unwrap_or(GroupSpec::Resource);
+        let process_spec = script.options.process_spec(&settings);
+        let app_spec = script.options.application_spec(&settings);
         let mut route_settings = settings.clone();
         if script.options.pass_authorization.is_some() {
             route_settings.pass_authorization = script.options.pass_authorization;

@@ -83,23 +83,13 @@ pub fn routing_table(config: &Config) -> Vec<Mount> {
                 PathBuf::from(&alias.target)
             };
             let (settings, _) = config.settings_for(index, &script_path, alias.url.as_bytes());
-            let process_spec = alias
-                .options
-                .process_group
-                .clone()
-                .or(settings.process_group.map(|l| l.value))
-                .unwrap_or(GroupSpec::Global);
+            let process_spec = alias.options.process_spec(&settings);
             let process_group = match &process_spec {
                 GroupSpec::Global => ProcessGroup::Embedded,
                 GroupSpec::Named(n) => ProcessGroup::Daemon(n.clone()),
                 other => ProcessGroup::Daemon(other.to_string()),
             };
-            let app_spec = alias
-                .options
-                .application_group
-                .clone()
-                .or(settings.application_group)
-                .unwrap_or(GroupSpec::Resource);
+            let app_spec = alias.options.application_spec(&settings);
             let script_name = if alias.regex.is_some() {
                 "<matched path>".to_string()
             } else {

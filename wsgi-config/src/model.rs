@@ -502,6 +502,26 @@ pub struct AliasOptions {
     pub pass_authorization: Option<bool>,
 }
 
+impl AliasOptions {
+    /// The process group in force under these options: `process-group=`, else
+    /// `WSGIProcessGroup`, else `%{GLOBAL}` (embedded mode).
+    pub fn process_spec(&self, settings: &WsgiSettings) -> GroupSpec {
+        self.process_group
+            .clone()
+            .or_else(|| settings.process_group.as_ref().map(|l| l.value.clone()))
+            .unwrap_or(GroupSpec::Global)
+    }
+
+    /// The application group in force under these options: `application-group=`, else
+    /// `WSGIApplicationGroup`, else `%{RESOURCE}` (mod_wsgi's default).
+    pub fn application_spec(&self, settings: &WsgiSettings) -> GroupSpec {
+        self.application_group
+            .clone()
+            .or_else(|| settings.application_group.clone())
+            .unwrap_or(GroupSpec::Resource)
+    }
+}
+
 /// One `WSGIDaemonProcess`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DaemonGroup {

@@ -507,12 +507,7 @@ impl Config {
             host: self.host(host),
             env: &lookup_env,
         };
-        let process_spec = alias
-            .options
-            .process_group
-            .clone()
-            .or_else(|| settings.process_group.as_ref().map(|l| l.value.clone()))
-            .unwrap_or(GroupSpec::Global);
+        let process_spec = alias.options.process_spec(&settings);
         let process_group = match names.expand(&process_spec) {
             name if name.is_empty() => ProcessGroup::Embedded,
             name => ProcessGroup::Daemon(name),
@@ -540,12 +535,7 @@ impl Config {
             }
             ProcessGroup::Embedded => {}
         }
-        let app_spec = alias
-            .options
-            .application_group
-            .clone()
-            .or_else(|| settings.application_group.clone())
-            .unwrap_or(GroupSpec::Resource);
+        let app_spec = alias.options.application_spec(&settings);
         let application_group = names.expand(&app_spec);
         let callable_object = match alias
             .options

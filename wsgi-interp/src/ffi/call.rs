@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use pyo3::ffi;
 
-use super::host::{CallState, EmitError, call_functions, without_gil};
+use super::host::{CallState, EmitError, call_functions, lock_attached, without_gil};
 use super::interp::{Attached, Objects, ScriptEntry};
 use super::{Obj, Stored, bytes_of, call, fs_str, latin1_str, new_dict, new_str, take_error};
 use crate::environ::{Key, Value, for_each_cgi, k, v};
@@ -37,12 +37,7 @@ pub(crate) fn load_script(
             reason: e.to_string(),
         })?;
     let objects = interp.objects().ok_or(crate::InterpError::ShuttingDown)?;
-    // Lock order: never wait for this mutex while holding the GIL.
-    let mut table = match interp.scripts.try_lock() {
-        Some(t) => t,
-        // SAFETY: `py` proves we are attached.
-        None => unsafe { without_gil(|| interp.scripts.lock()) },
-    };
+    let mut table = lock_attached(py, &interp.scripts);
     // SAFETY: attached (`py`); every object touched belongs to this interpreter.
     unsafe {
         let mut status = LoadStatus::Loaded;

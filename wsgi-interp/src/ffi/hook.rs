@@ -5,7 +5,7 @@ use std::os::unix::ffi::OsStrExt;
 
 use pyo3::ffi;
 
-use super::host::without_gil;
+use super::host::lock_attached;
 use super::interp::{Attached, HookEntry};
 use super::{Obj, Stored, bytes_of, call, cstring, fs_str, latin1_str, new_str, str_text};
 use super::{getattr, take_error};
@@ -29,12 +29,7 @@ fn load(py: &Attached<'_>, script: &HookScript) -> Result<(Obj, Obj), HookError>
             reason: e.to_string(),
         })?;
     let objects = interp.objects().ok_or(crate::InterpError::ShuttingDown)?;
-    // Lock order: never wait for this mutex while holding the GIL.
-    let mut table = match interp.hooks.try_lock() {
-        Some(t) => t,
-        // SAFETY: `py` proves we are attached.
-        None => unsafe { without_gil(|| interp.hooks.lock()) },
-    };
+    let mut table = lock_attached(py, &interp.hooks);
     // SAFETY: attached (`py`); every object touched belongs to this interpreter.
     unsafe {
         if let Some(entry) = table.get(&script.path) {

@@ -85,6 +85,19 @@ fn trampoline(name: &str, body: impl FnOnce() -> *mut ffi::PyObject) -> *mut ffi
     }
 }
 
+/// Locks a mutex of the attached interpreter's (its script tables) without ever waiting for it
+/// while holding the GIL: the holder may itself be waiting for the GIL.
+pub(crate) fn lock_attached<'m, T>(
+    _py: &super::interp::Attached<'_>,
+    m: &'m parking_lot::Mutex<T>,
+) -> parking_lot::MutexGuard<'m, T> {
+    match m.try_lock() {
+        Some(guard) => guard,
+        // SAFETY: `_py` proves the calling thread is attached.
+        None => unsafe { without_gil(|| m.lock()) },
+    }
+}
+
 /// Runs `f` with the GIL released (and this thread marked detached), re-attaching after, also
 /// when `f` panics.
 ///
