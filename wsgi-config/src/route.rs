@@ -132,26 +132,32 @@ fn first_segment(path: &[u8]) -> &[u8] {
 }
 
 impl AliasIndex {
-    /// The aliases that can match `uri`, in configuration order.
+    /// The aliases that can match `uri`, in configuration order (no allocation: this runs on
+    /// every request).
     fn candidates<'a>(
         &'a self,
         aliases: &'a [ScriptAlias],
         uri: &[u8],
-    ) -> Box<dyn Iterator<Item = &'a ScriptAlias> + 'a> {
-        if aliases.len() < INDEX_FROM {
-            return Box::new(aliases.iter());
-        }
-        let buckets = self.0.get_or_init(|| AliasBuckets::new(aliases));
-        if buckets.count != aliases.len() {
-            return Box::new(aliases.iter());
-        }
-        let named = buckets
-            .by_segment
-            .get(first_segment(uri))
-            .map_or(&[][..], Vec::as_slice);
-        let (mut a, mut b) = (named.iter().peekable(), buckets.anywhere.iter().peekable());
-        // Merge the two ordered lists back into configuration order.
-        Box::new(std::iter::from_fn(move || {
+    ) -> impl Iterator<Item = &'a ScriptAlias> + 'a {
+        let buckets = (aliases.len() >= INDEX_FROM)
+            .then(|| self.0.get_or_init(|| AliasBuckets::new(aliases)))
+            .filter(|b| b.count == aliases.len());
+        // Unindexed: every alias. Indexed: the two ordered lists merged back into order.
+        let mut all = buckets.is_none().then(|| aliases.iter());
+        let (named, anywhere) = match buckets {
+            Some(b) => (
+                b.by_segment
+                    .get(first_segment(uri))
+                    .map_or(&[][..], Vec::as_slice),
+                b.anywhere.as_slice(),
+            ),
+            None => (&[][..], &[][..]),
+        };
+        let (mut a, mut b) = (named.iter().peekable(), anywhere.iter().peekable());
+        std::iter::from_fn(move || {
+            if let Some(all) = all.as_mut() {
+                return all.next();
+            }
             let next = match (a.peek(), b.peek()) {
                 (Some(&&x), Some(&&y)) if x < y => a.next(),
                 (Some(_), Some(_)) | (None, Some(_)) => b.next(),
@@ -159,7 +165,7 @@ impl AliasIndex {
                 (None, None) => None,
             }?;
             Some(&aliases[*next])
-        }))
+        })
     }
 }
 

@@ -213,7 +213,9 @@ pub async fn serve(
     for a in acceptors {
         let _ = a.await;
     }
-    tokio::time::sleep(FIRST_REQUEST_GRACE).await;
+    if shutdown.count() > 0 {
+        tokio::time::sleep(FIRST_REQUEST_GRACE).await;
+    }
     let open = shutdown.count();
     if open > 0 {
         tracing::info!("waiting up to {graceful:?} for {open} open connection(s) to finish");
