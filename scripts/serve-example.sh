@@ -12,6 +12,10 @@
 #     requirements and runs on the embedded Python itself;
 #   * cargo build --release -p wsgi-cli (into $CARGO_TARGET_DIR, default target/);
 # then execs: wsgi serve examples/<name>/app.wsgi --python-home examples/<name>/.venv --port 8000
+#
+# As root, wsgi serve runs the application as www-data (it keeps root only in its master
+# process); when www-data cannot read this checkout (a clone under /root, say), the script
+# says so and adds --allow-root, so the example still runs. Give --user NAME to choose.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -76,4 +80,17 @@ fi
 WSGI="${CARGO_TARGET_DIR:-$ROOT/target}/release/wsgi"
 case "$WSGI" in /*) ;; *) WSGI="$ROOT/$WSGI" ;; esac
 
-exec "$WSGI" serve "$SCRIPT" "${VENV_ARGS[@]}" --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}" "$@"
+# 4. As root: the application runs as www-data unless told otherwise; it must be able to read
+# the example (and its venv).
+PRIVILEGE_ARGS=()
+if [ "$(id -u)" = 0 ] && ! printf '%s\n' "$@" | grep -qx -e --user -e --allow-root; then
+    if ! runuser -u www-data -- sh -c 'test -r "$1" && { test -z "$2" || test -r "$2/pyvenv.cfg"; }' \
+        _ "$SCRIPT" "${VENV:-}" 2>/dev/null; then
+        echo "serve-example: www-data cannot read $EXAMPLE (is the checkout under a private folder such as /root?);" >&2
+        echo "serve-example: running the example as root with --allow-root. In production, put the application where" >&2
+        echo "serve-example: its user can read it and let wsgi serve switch to that user (--user NAME)." >&2
+        PRIVILEGE_ARGS=(--allow-root)
+    fi
+fi
+
+exec "$WSGI" serve "$SCRIPT" "${VENV_ARGS[@]}" "${PRIVILEGE_ARGS[@]}" --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}" "$@"

@@ -50,20 +50,21 @@ fn front(threads: usize) -> Arc<Front> {
         threads,
         100,
         Duration::from_secs(10),
+        503,
     )
     .expect("worker threads start");
     Arc::new(Front {
-        site: parking_lot::RwLock::new(Arc::new(site)),
+        site: Arc::new(site),
         pool: Some(pool),
-        daemons: parking_lot::RwLock::new(None),
-        retired: parking_lot::Mutex::new(Vec::new()),
+        daemons: None,
         access_log: None,
         multithread: threads > 1,
         limits: Limits {
             header_timeout: Duration::from_secs(60),
-            max_header_size: 8190,
-            max_headers: 100,
+            ..Limits::default()
         },
+        control: None,
+        draining: std::sync::atomic::AtomicBool::new(false),
     })
 }
 

@@ -114,6 +114,10 @@ enum Command {
     /// (`wsgi_daemon::Supervisor`), never run by hand: its stdin is the control socket.
     #[command(hide = true)]
     DaemonProcess,
+    /// The process of `wsgi serve` that serves the clients, started by its master process
+    /// with the listening sockets, never run by hand.
+    #[command(hide = true)]
+    FrontProcess(Box<serve::ServeArgs>),
 }
 
 fn main() -> ExitCode {
@@ -188,6 +192,13 @@ fn main() -> ExitCode {
             Ok(()) => Ok(ExitCode::SUCCESS),
             Err(e) => {
                 eprintln!("wsgi serve: error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Command::FrontProcess(args) => match serve::run_front(*args) {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e) => {
+                eprintln!("wsgi serve: front process: error: {e}");
                 return ExitCode::FAILURE;
             }
         },

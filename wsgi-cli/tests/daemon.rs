@@ -313,7 +313,7 @@ fn a_crash_answers_502_and_the_next_requests_succeed() {
 }
 
 #[test]
-fn a_full_group_answers_503_and_a_stuck_request_504_naming_the_group() {
+fn a_full_group_answers_504_at_its_queue_timeout_and_a_stuck_request_504_naming_the_group() {
     let dir = scratch();
     let server = serve_one_group(
         dir.path(),
@@ -321,13 +321,14 @@ fn a_full_group_answers_503_and_a_stuck_request_504_naming_the_group() {
         "processes=1 threads=1 request-timeout=3 queue-timeout=1",
     );
     assert_eq!(server.banner_pids("slow").len(), 1);
-    // The only worker is busy for 2 s: the next request waits queue-timeout (1 s), then 503.
+    // The only worker is busy for 2 s: the next request waits the group's queue-timeout
+    // (1 s), then gets 504, as mod_wsgi answers its queue-timeout.
     let addr = server.addr;
     let busy = std::thread::spawn(move || get_text(addr, "/sleep?2"));
     std::thread::sleep(Duration::from_millis(300));
     let start = Instant::now();
     let r = server.get_text("/");
-    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.status, 504, "{r:?}");
     let waited = start.elapsed();
     assert!(
         waited >= Duration::from_millis(900) && waited < Duration::from_millis(1800),
@@ -350,7 +351,7 @@ fn a_full_group_answers_503_and_a_stuck_request_504_naming_the_group() {
     }));
     let log = server.stderr();
     assert!(
-        log.contains("503: the request waited longer than the queue timeout for a worker thread (daemon process group `slow`)"),
+        log.contains("504: the request waited longer than the queue timeout (1s) for a worker thread (daemon process group `slow`)"),
         "{log}"
     );
     assert!(

@@ -195,16 +195,35 @@ fn latin1(bytes: &[u8]) -> String {
     bytes.iter().map(|&b| char::from(b)).collect()
 }
 
-/// Decodes `%XX`, then resolves `.` and `..` segments and collapses runs of `/`.
+/// Where `raw` holds a `%` not followed by two hex digits (Apache answers 400 to it).
+fn bad_percent_escape(raw: &[u8]) -> Option<usize> {
+    raw.iter().enumerate().find_map(|(i, &b)| {
+        let ok = b != b'%'
+            || (raw.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && raw.get(i + 2).is_some_and(u8::is_ascii_hexdigit));
+        (!ok).then_some(i)
+    })
+}
+
+/// Decodes `%XX` (refusing a bad escape), then resolves `.` and `..` segments and collapses runs of `/`.
 pub fn normalize_path(raw: &str) -> Result<Vec<u8>, RouteError> {
     if !raw.starts_with('/') {
         return Err(RouteError::BadRequest(format!(
             "the path `{raw}` does not start with /"
         )));
     }
+    if let Some(at) = bad_percent_escape(raw.as_bytes()) {
+        return Err(RouteError::BadRequest(format!(
+            "the path holds a bad percent-escape `{}`",
+            String::from_utf8_lossy(&raw.as_bytes()[at..(at + 3).min(raw.len())])
+        )));
+    }
     let decoded: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
     if decoded.contains(&0) {
-        return Err(RouteError::BadRequest("the path holds a NUL byte".into()));
+        // Apache answers 404 (AllowEncodedSlashes Off refuses %00 with %2F).
+        return Err(RouteError::NotFound(
+            "the path holds an encoded NUL (%00)".into(),
+        ));
     }
     // Apache's AllowEncodedSlashes Off: an encoded slash is refused.
     let lower = raw.to_ascii_lowercase();
@@ -700,7 +719,14 @@ mod tests {
         ));
         assert!(matches!(n("/%2e%2e/etc"), Err(RouteError::BadRequest(_))));
         assert!(matches!(n("/a%2fb"), Err(RouteError::NotFound(_))));
-        assert!(matches!(n("/a%00b"), Err(RouteError::BadRequest(_))));
+        assert!(matches!(n("/a%00b"), Err(RouteError::NotFound(_))));
+        for bad in ["/a%zz", "/a%2", "/a%", "/%g1/x", "/a%%41"] {
+            assert!(
+                matches!(n(bad), Err(RouteError::BadRequest(ref m)) if m.contains("percent-escape")),
+                "{bad}"
+            );
+        }
+        assert_eq!(n("/a%41%62%2D").unwrap(), "/aAb-");
     }
 
     #[test]

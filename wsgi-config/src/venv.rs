@@ -20,7 +20,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
 
-pub use access::{UserIdentity, UserLookupError, check_readable};
+pub use access::{UserIdentity, UserLookupError, check_path_readable, check_readable};
 pub use cfg::{PyvenvCfg, VersionKey};
 pub use problem::{Access, AccessFix, Problem, ProblemKind, Severity};
 

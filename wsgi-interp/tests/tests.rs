@@ -278,35 +278,45 @@ def application(environ, start_response):
         s.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4096
     };
     let interp = runtime().interpreter("upload").unwrap();
-    let before = rss();
-    let mut body = Generated {
-        left: SIZE,
-        max_ask: 0,
-        total: 0,
-    };
-    let mut sink = VecSink::default();
-    let out = interp.call(
-        &spec,
-        &head(),
-        &CallOptions::default(),
-        &mut body,
-        &mut sink,
-    );
-    let grew = rss().saturating_sub(before);
-    assert!(matches!(out, Outcome::Complete { .. }), "{out:?}");
-    let text = String::from_utf8(sink.body).unwrap();
-    let mut fields = text.split(' ');
-    assert_eq!(fields.next().unwrap(), SIZE.to_string());
-    assert_eq!(fields.next().unwrap(), "65536");
-    assert_eq!(body.total, SIZE);
-    assert!(
-        body.max_ask <= 64 * 1024,
-        "a read asked for {} bytes",
-        body.max_ask
-    );
+    // The process's RSS also moves with the tests running beside this one (each starts
+    // interpreters): an upload buffered whole grows it by 64 MiB every time, so take the
+    // smaller growth of two uploads.
+    let mut growth = Vec::new();
+    for _ in 0..2 {
+        let before = rss();
+        let mut body = Generated {
+            left: SIZE,
+            max_ask: 0,
+            total: 0,
+        };
+        let mut sink = VecSink::default();
+        let out = interp.call(
+            &spec,
+            &head(),
+            &CallOptions::default(),
+            &mut body,
+            &mut sink,
+        );
+        growth.push(rss().saturating_sub(before));
+        assert!(matches!(out, Outcome::Complete { .. }), "{out:?}");
+        let text = String::from_utf8(sink.body).unwrap();
+        let mut fields = text.split(' ');
+        assert_eq!(fields.next().unwrap(), SIZE.to_string());
+        assert_eq!(fields.next().unwrap(), "65536");
+        assert_eq!(body.total, SIZE);
+        assert!(
+            body.max_ask <= 64 * 1024,
+            "a read asked for {} bytes",
+            body.max_ask
+        );
+        if growth[0] < 32 * 1024 * 1024 {
+            break;
+        }
+    }
+    let grew = growth.iter().copied().min().unwrap();
     assert!(
         grew < 32 * 1024 * 1024,
-        "RSS grew by {grew} bytes for a 64 MiB upload"
+        "RSS grew by {growth:?} bytes for 64 MiB uploads"
     );
 }
 

@@ -22,16 +22,24 @@ pub struct AccessLog {
 impl AccessLog {
     /// Opens `target`: `-` is standard output, anything else a file opened for appending.
     pub fn open(target: &Path) -> io::Result<(AccessLog, std::thread::JoinHandle<()>)> {
-        let out: Box<dyn Write + Send> = if target == Path::new("-") {
-            Box::new(io::stdout())
-        } else {
-            Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(target)?,
-            )
-        };
+        if target == Path::new("-") {
+            return Self::writing_to(Box::new(io::stdout()));
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(target)?;
+        Self::from_file(file)
+    }
+
+    /// Writes to `file`, already open for appending (the master opens it, as root).
+    pub fn from_file(file: std::fs::File) -> io::Result<(AccessLog, std::thread::JoinHandle<()>)> {
+        Self::writing_to(Box::new(file))
+    }
+
+    fn writing_to(
+        out: Box<dyn Write + Send>,
+    ) -> io::Result<(AccessLog, std::thread::JoinHandle<()>)> {
         let (tx, rx) = crossbeam_channel::unbounded::<String>();
         let thread = std::thread::Builder::new()
             .name("wsgi-access-log".into())
@@ -50,7 +58,8 @@ impl AccessLog {
         Ok((AccessLog { lines: tx }, thread))
     }
 
-    fn write(&self, line: String) {
+    /// Queues one line (with its newline) for the log.
+    pub fn write_line(&self, line: String) {
         let _ = self.lines.send(line);
     }
 }
@@ -62,8 +71,8 @@ pub struct RequestRecord {
     pub remote: IpAddr,
     /// `%t`: when the request was received.
     pub time: DateTime<Local>,
-    /// `%r`: method, target and protocol.
-    pub request_line: String,
+    /// `%r`: method, target and protocol, as received.
+    pub request_line: Vec<u8>,
     /// `%{Referer}i`.
     pub referer: Option<Vec<u8>>,
     /// `%{User-agent}i`.
@@ -93,7 +102,7 @@ impl RequestRecord {
             "{} - - [{}] \"{}\" {} {} \"{}\" \"{}\"\n",
             self.remote,
             self.time.format("%d/%b/%Y:%H:%M:%S %z"),
-            escape(self.request_line.as_bytes()),
+            escape(&self.request_line),
             status,
             if bytes == 0 {
                 "-".to_string()
@@ -129,7 +138,7 @@ impl<B> LoggedBody<B> {
 impl<B> Drop for LoggedBody<B> {
     fn drop(&mut self) {
         if let Some((log, record)) = self.log.take() {
-            log.write(record.line(self.status, self.bytes));
+            log.write_line(record.line(self.status, self.bytes));
         }
     }
 }
@@ -173,7 +182,7 @@ mod tests {
         let record = RequestRecord {
             remote: "127.0.0.1".parse().unwrap(),
             time: Local.with_ymd_and_hms(2000, 10, 10, 13, 55, 36).unwrap(),
-            request_line: "GET /apache_pb.gif HTTP/1.0".into(),
+            request_line: b"GET /apache_pb.gif HTTP/1.0".to_vec(),
             referer: Some(b"http://www.example.com/start.html".to_vec()),
             user_agent: Some(b"Mozilla/4.08 \"x\"\x01".to_vec()),
         };

@@ -1,27 +1,36 @@
 //! The streams between the tokio side and a Python worker thread, both ways bounded so a slow
-//! reader holds back the writer:
+//! peer holds back the other side, and neither side waits on a client forever:
 //!
-//! * request body: a tokio task ([`pump_request_body`]) polls hyper's body only once the app
-//!   first reads `wsgi.input` (so `Expect: 100-continue` is answered only then), and feeds a
-//!   bounded channel that [`ChannelBody`] reads from, blocking, on the worker thread;
+//! * request body: a body of up to `--request-buffer-size` bytes is read whole by the front
+//!   ([`collect_body`]) before the request is given to a worker, so a client sending it slowly
+//!   holds no thread. A larger one streams: a tokio task ([`pump_request_body`]) polls hyper's
+//!   body once the app first reads `wsgi.input` (so `Expect: 100-continue` is answered only
+//!   then) and feeds a bounded channel that [`ChannelBody`] reads from, blocking, on the
+//!   worker thread. Both count the time spent waiting for the client against `--body-timeout`
+//!   plus one second per `--body-min-rate` bytes received (Apache's `RequestReadTimeout
+//!   body=15,MinRate=500`); past it the app's read raises `OSError` and the client gets 408.
 //! * response: [`ChannelSink`] hands the status and headers over a oneshot and the body
 //!   chunks over a bounded channel that [`ResponseStream`] (the hyper response body) drains.
-//!   When hyper drops the body (the client left), the next `write` fails, and the call
-//!   ends with the iterable's `close()`.
+//!   When hyper drops the body (the client left, or read too slowly: see [`super::conn`]),
+//!   the next `write` fails, and the call ends with the iterable's `close()`. A response that
+//!   must end with an error is flushed to the client first.
 
 use std::io;
 use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::{mpsc, oneshot};
 use wsgi_interp::{RequestBody, ResponseSink};
+
+use super::conn::ConnShared;
 
 /// Request body chunks in flight between hyper and the app, per request.
 const REQUEST_CHUNKS: usize = 4;
@@ -49,10 +58,15 @@ pub struct ChannelBody {
 impl ChannelBody {
     /// A body with nothing in it (no `Content-Length`, no chunked encoding).
     pub fn empty() -> ChannelBody {
+        ChannelBody::buffered(Bytes::new())
+    }
+
+    /// A body read whole by the front.
+    pub fn buffered(body: Bytes) -> ChannelBody {
         ChannelBody {
             start: None,
             chunks: None,
-            current: Bytes::new(),
+            current: body,
         }
     }
 }
@@ -87,75 +101,245 @@ impl RequestBody for ChannelBody {
     }
 }
 
-/// Shared by the pump and the front: the request body was malformed (bad chunked encoding,
-/// shorter than its `Content-Length`), so a response not yet started is a 400.
+/// Shared by the pump and the front: reading the request body failed, so a response not yet
+/// started answers this status (400 malformed, 408 too slow, 413 too large).
 #[derive(Debug, Default, Clone)]
-pub struct BodyFailure(Arc<AtomicBool>);
+pub struct BodyFailure(Arc<AtomicU16>);
 
 impl BodyFailure {
-    /// Whether reading the request body failed.
-    pub fn failed(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+    /// The status reading the body failed with, if it did.
+    pub fn status(&self) -> Option<u16> {
+        match self.0.load(Ordering::Acquire) {
+            0 => None,
+            status => Some(status),
+        }
     }
 
-    fn set(&self) {
-        self.0.store(true, Ordering::Release)
+    fn set(&self, status: u16) {
+        self.0.store(status, Ordering::Release)
     }
 }
 
-/// Makes the two ends of a request body: the worker's [`ChannelBody`] and the pump task to
-/// spawn on the tokio side.
-pub fn request_body(
+/// How request bodies are read (`--request-buffer-size`, `--body-timeout`,
+/// `--body-min-rate`, `--limit-request-body`).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// Bodies up to this many bytes are read whole before a worker takes the request.
+    pub buffer_size: usize,
+    /// The time a client may make the server wait for body bytes, before the rate credit.
+    pub timeout: Duration,
+    /// Each `min_rate` bytes received earn one more second of waiting (0: none).
+    pub min_rate: u64,
+    /// The largest body accepted (413 beyond; 0: no limit).
+    pub max_size: u64,
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The client sent it too slowly: 408.
+    #[error(
+        "the client sent the request body too slowly ({received} bytes in {waited:.1}s of waiting; the limit is --body-timeout plus 1s per --body-min-rate bytes)"
+    )]
+    TooSlow {
+        /// Bytes received.
+        received: u64,
+        /// Seconds spent waiting for the client.
+        waited: f64,
+    },
+    /// The body is larger than `--limit-request-body`: 413.
+    #[error("the request body is larger than --limit-request-body ({limit} bytes)")]
+    TooLarge {
+        /// The limit.
+        limit: u64,
+    },
+    /// Bad chunked encoding, or shorter than its `Content-Length`: 400.
+    #[error("the request body is malformed: {0}")]
+    Malformed(hyper::Error),
+}
+
+impl BodyError {
+    /// The status to answer when no response has started.
+    pub fn status(&self) -> u16 {
+        match self {
+            BodyError::TooSlow { .. } => 408,
+            BodyError::TooLarge { .. } => 413,
+            BodyError::Malformed(_) => 400,
+        }
+    }
+
+    fn into_io(self) -> io::Error {
+        let kind = match &self {
+            BodyError::TooSlow { .. } => io::ErrorKind::TimedOut,
+            BodyError::TooLarge { .. } | BodyError::Malformed(_) => io::ErrorKind::InvalidData,
+        };
+        io::Error::new(kind, self.to_string())
+    }
+}
+
+/// hyper's request body with the client's time counted (see the module docs).
+pub struct BodyReader {
     body: Incoming,
+    limits: BodyLimits,
+    received: u64,
+    waited: Duration,
+}
+
+impl BodyReader {
+    /// Starts reading `body`.
+    pub fn new(body: Incoming, limits: BodyLimits) -> BodyReader {
+        BodyReader {
+            body,
+            limits,
+            received: 0,
+            waited: Duration::ZERO,
+        }
+    }
+
+    /// The time the client may still make us wait.
+    fn time_left(&self) -> Duration {
+        let earned = match self.limits.min_rate {
+            0 => Duration::ZERO,
+            rate => Duration::from_secs_f64(self.received as f64 / rate as f64),
+        };
+        self.limits
+            .timeout
+            .saturating_add(earned)
+            .saturating_sub(self.waited)
+    }
+
+    /// The next piece of the body (None at its end).
+    pub async fn next(&mut self) -> Result<Option<Bytes>, BodyError> {
+        loop {
+            let began = Instant::now();
+            let frame = tokio::time::timeout(self.time_left(), self.body.frame()).await;
+            self.waited += began.elapsed();
+            match frame {
+                Err(_) => {
+                    return Err(BodyError::TooSlow {
+                        received: self.received,
+                        waited: self.waited.as_secs_f64(),
+                    });
+                }
+                Ok(None) => return Ok(None),
+                Ok(Some(Err(e))) => return Err(BodyError::Malformed(e)),
+                Ok(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue; // trailers
+                    };
+                    self.received += data.len() as u64;
+                    if self.limits.max_size > 0 && self.received > self.limits.max_size {
+                        return Err(BodyError::TooLarge {
+                            limit: self.limits.max_size,
+                        });
+                    }
+                    if !data.is_empty() {
+                        return Ok(Some(data));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What [`collect_body`] read.
+pub enum Collected {
+    /// The whole body.
+    Whole(Bytes),
+    /// More than `--request-buffer-size` (or a `Content-Length` above it, then nothing read
+    /// yet): the rest streams to the worker.
+    Streaming(BodyReader, Bytes),
+}
+
+/// Reads a request body whole when it fits `--request-buffer-size`; otherwise reads nothing
+/// (a `Content-Length` above it) or up to the buffer size (chunked), and leaves the rest to
+/// stream. Refuses a `Content-Length` above `--limit-request-body` before reading any of it.
+pub async fn collect_body(body: Incoming, limits: BodyLimits) -> Result<Collected, BodyError> {
+    let declared = body.size_hint().exact();
+    if let Some(n) = declared {
+        if limits.max_size > 0 && n > limits.max_size {
+            return Err(BodyError::TooLarge {
+                limit: limits.max_size,
+            });
+        }
+        if n > limits.buffer_size as u64 {
+            return Ok(Collected::Streaming(
+                BodyReader::new(body, limits),
+                Bytes::new(),
+            ));
+        }
+    }
+    let mut reader = BodyReader::new(body, limits);
+    let Some(first) = reader.next().await? else {
+        return Ok(Collected::Whole(Bytes::new()));
+    };
+    if declared == Some(first.len() as u64) {
+        // The common case: the whole body in one piece, kept as it came.
+        return Ok(Collected::Whole(first));
+    }
+    let mut all = BytesMut::with_capacity(declared.map_or(first.len() * 2, |n| n as usize));
+    all.extend_from_slice(&first);
+    while all.len() <= limits.buffer_size {
+        match reader.next().await? {
+            Some(more) => all.extend_from_slice(&more),
+            None => return Ok(Collected::Whole(all.freeze())),
+        }
+    }
+    Ok(Collected::Streaming(reader, all.freeze()))
+}
+
+/// Makes the two ends of a streamed request body: the worker's [`ChannelBody`] (starting
+/// with `prefix`, bytes already read) and the pump task to spawn on the tokio side. With
+/// `wait_for_app`, the pump reads nothing until the app first reads (`100-continue`).
+pub fn request_body(
+    reader: BodyReader,
+    prefix: Bytes,
+    wait_for_app: bool,
     failure: BodyFailure,
 ) -> (ChannelBody, impl Future<Output = ()> + Send + 'static) {
     let (start_tx, start_rx) = oneshot::channel();
     let (tx, rx) = mpsc::channel(REQUEST_CHUNKS);
-    let reader = ChannelBody {
+    let body = ChannelBody {
         start: Some(start_tx),
         chunks: Some(rx),
-        current: Bytes::new(),
+        current: prefix,
     };
-    (reader, pump_request_body(body, start_rx, tx, failure))
+    let start = wait_for_app.then_some(start_rx);
+    (body, pump_request_body(reader, start, tx, failure))
 }
 
-/// Polls hyper's request body into the channel, once the app starts reading it.
+/// Polls hyper's request body into the channel (once the app starts reading it, if `start`).
 async fn pump_request_body(
-    mut body: Incoming,
-    start: oneshot::Receiver<()>,
+    mut reader: BodyReader,
+    start: Option<oneshot::Receiver<()>>,
     tx: mpsc::Sender<io::Result<Bytes>>,
     failure: BodyFailure,
 ) {
-    if start.await.is_err() {
-        // The app never read its input: leave the body to hyper (it closes the connection
-        // rather than reading an unread body).
-        return;
+    if let Some(start) = start {
+        if start.await.is_err() {
+            // The app never read its input: leave the body to hyper (it closes the connection
+            // rather than reading an unread body).
+            return;
+        }
     }
     loop {
-        let frame = tokio::select! {
-            frame = body.frame() => frame,
+        let next = tokio::select! {
+            next = reader.next() => next,
             () = tx.closed() => return,
         };
-        match frame {
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    if !data.is_empty() && tx.send(Ok(data)).await.is_err() {
-                        return;
-                    }
+        match next {
+            Ok(Some(data)) => {
+                if tx.send(Ok(data)).await.is_err() {
+                    return;
                 }
             }
-            Some(Err(e)) => {
-                failure.set();
-                tracing::info!("malformed request body: {e}");
-                let _ = tx
-                    .send(Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("the request body is malformed: {e}"),
-                    )))
-                    .await;
+            Ok(None) => return,
+            Err(e) => {
+                failure.set(e.status());
+                tracing::info!("{e}");
+                let _ = tx.send(Err(e.into_io())).await;
                 return;
             }
-            None => return,
         }
     }
 }
@@ -174,6 +358,7 @@ pub enum ResponseStart {
 /// The worker side of a response. The head is held until the first body write, so a body
 /// that fits its `Content-Length` in one write goes over with it, in one message.
 pub struct ChannelSink {
+    conn: Arc<ConnShared>,
     start: Option<oneshot::Sender<ResponseStart>>,
     pending: Option<ResponseHead>,
     content_length: Option<u64>,
@@ -188,12 +373,16 @@ pub struct ResponseReceiver {
     pub start: oneshot::Receiver<ResponseStart>,
 }
 
-/// Makes both ends of a response. With `discard_body` (a HEAD request the app saw as GET) the
-/// body is run and thrown away, as Apache does.
-pub fn response_channel(discard_body: bool) -> (ChannelSink, ResponseReceiver) {
+/// Makes both ends of a response on connection `conn`. With `discard_body` (a HEAD request)
+/// the body the app produces is thrown away, as Apache does.
+pub fn response_channel(
+    discard_body: bool,
+    conn: Arc<ConnShared>,
+) -> (ChannelSink, ResponseReceiver) {
     let (start_tx, start_rx) = oneshot::channel();
     (
         ChannelSink {
+            conn,
             start: Some(start_tx),
             pending: None,
             content_length: None,
@@ -253,7 +442,14 @@ impl ChannelSink {
         let (tx, rx) = mpsc::channel(RESPONSE_CHUNKS);
         self.chunks = Some(tx);
         start
-            .send(ResponseStart::Streamed(head, ResponseStream { chunks: rx }))
+            .send(ResponseStart::Streamed(
+                head,
+                ResponseStream {
+                    chunks: rx,
+                    conn: self.conn.clone(),
+                    failing: None,
+                },
+            ))
             .map_err(|_| client_gone())
     }
 
@@ -339,10 +535,14 @@ impl ResponseSink for ChannelSink {
     }
 }
 
-/// The hyper response body: chunks from the worker; an error item aborts the connection.
+/// The hyper response body: chunks from the worker. An error item aborts the connection,
+/// once everything before it has been flushed to the client (status line, headers and the
+/// bytes the app did send reach it before the close).
 #[derive(Debug)]
 pub struct ResponseStream {
     chunks: mpsc::Receiver<io::Result<Bytes>>,
+    conn: Arc<ConnShared>,
+    failing: Option<io::Error>,
 }
 
 impl Body for ResponseStream {
@@ -353,12 +553,16 @@ impl Body for ResponseStream {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        match self.chunks.poll_recv(cx) {
-            Poll::Ready(Some(Ok(chunk))) => Poll::Ready(Some(Ok(Frame::data(chunk)))),
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+        if self.failing.is_none() {
+            match self.chunks.poll_recv(cx) {
+                Poll::Ready(Some(Ok(chunk))) => return Poll::Ready(Some(Ok(Frame::data(chunk)))),
+                Poll::Ready(Some(Err(e))) => self.failing = Some(e),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
         }
+        std::task::ready!(self.conn.wait_flush(cx));
+        Poll::Ready(self.failing.take().map(Err))
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -372,7 +576,7 @@ mod tests {
 
     #[test]
     fn sink_reports_a_departed_client() {
-        let (mut sink, receiver) = response_channel(false);
+        let (mut sink, receiver) = response_channel(false, Arc::default());
         drop(receiver);
         assert!(sink.client_gone());
         let err = sink.start(200, "OK", Vec::new()).unwrap_err();
@@ -401,7 +605,7 @@ mod tests {
 
     #[test]
     fn head_requests_run_the_body_but_send_none() {
-        let (mut sink, receiver) = response_channel(true);
+        let (mut sink, receiver) = response_channel(true, Arc::default());
         sink.start(200, "OK", cl(5)).unwrap();
         sink.write(b"hello").unwrap();
         drop(sink);
@@ -412,7 +616,7 @@ mod tests {
 
     #[test]
     fn a_body_that_fills_its_content_length_goes_with_the_head() {
-        let (mut sink, receiver) = response_channel(false);
+        let (mut sink, receiver) = response_channel(false, Arc::default());
         sink.start(200, "OK", cl(5)).unwrap();
         sink.write(b"hello").unwrap();
         let (head, body) = whole(receiver);
@@ -423,7 +627,7 @@ mod tests {
 
     #[test]
     fn an_empty_body_is_sent_when_the_call_ends() {
-        let (mut sink, receiver) = response_channel(false);
+        let (mut sink, receiver) = response_channel(false, Arc::default());
         sink.start(204, "No Content", Vec::new()).unwrap();
         drop(sink);
         let (head, body) = whole(receiver);
@@ -433,7 +637,7 @@ mod tests {
 
     #[test]
     fn other_bodies_stream_in_order_and_an_abort_ends_them_with_an_error() {
-        let (mut sink, receiver) = response_channel(false);
+        let (mut sink, receiver) = response_channel(false, Arc::default());
         sink.start(200, "OK", Vec::new()).unwrap();
         let worker = std::thread::spawn(move || {
             sink.write(b"one").unwrap();
@@ -446,7 +650,7 @@ mod tests {
         assert!(body.chunks.blocking_recv().unwrap().is_err());
         worker.join().unwrap();
         // Declared 10 bytes, sent none: the head goes out, then the error.
-        let (mut sink, receiver) = response_channel(false);
+        let (mut sink, receiver) = response_channel(false, Arc::default());
         sink.start(200, "OK", cl(10)).unwrap();
         sink.abort("short".into());
         let (_, mut body) = streamed(receiver);
@@ -460,7 +664,7 @@ mod tests {
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(b"0123456789").unwrap();
         f.seek(SeekFrom::Start(1)).unwrap();
-        let (mut sink, receiver) = response_channel(false);
+        let (mut sink, receiver) = response_channel(false, Arc::default());
         sink.start(200, "OK", cl(5)).unwrap();
         let sent = sink.file(f.as_raw_fd(), 2, 5).unwrap();
         let mut rest = String::new();

@@ -1,19 +1,18 @@
-//! Daemon mode for `wsgi serve`: the configuration's `WSGIDaemonProcess` groups run by a
-//! [`wsgi_daemon::Supervisor`] (daemon processes exec'd as `wsgi daemon-process`), each group
-//! with a front [`WorkerPool`] of its own whose threads block in `DaemonClient::dispatch`.
+//! Daemon mode for `wsgi serve`, split as Apache splits it between its parent and its
+//! children:
 //!
-//! * Start: [`DaemonSet::start`] creates the sockets, starts the processes and the pools;
-//!   [`DaemonSet::wait_ready`] waits (bounded) for every process to report ready, so the
-//!   banner shows the pids that will answer.
-//! * Pool size per group: `processes × threads`, one front thread per daemon worker thread;
-//!   requests beyond that queue in the pool for `queue-timeout` (the group's, else
-//!   `--queue-timeout`), then get 503.
-//! * Stop ([`DaemonSet::stop`]): the pools finish what they run (bounded), then the
-//!   supervisor stops every process (SIGTERM, SIGKILL after shutdown-timeout + 1 s) and
-//!   removes the sockets and their folders.
-//! * SIGHUP: the whole set is replaced (fresh processes load the apps anew, as Apache's
-//!   graceful restart does); the old set is stopped once the requests it runs are done (see
-//!   `mod.rs`).
+//! * [`DaemonGroups`], in the master process (root when the server started as root): the
+//!   configuration's `WSGIDaemonProcess` groups run by a [`wsgi_daemon::Supervisor`] (daemon
+//!   processes exec'd as `wsgi daemon-process`, each becoming its group's user), their sockets
+//!   owned by the front's user so it can connect. [`DaemonGroups::wait_ready`] waits (bounded)
+//!   for every process to report ready, so the banner shows the pids that will answer.
+//! * [`DaemonPools`], in the front process (never root): one [`WorkerPool`] per group whose
+//!   threads block in `DaemonClient::dispatch`, `processes × threads` of them, one per daemon
+//!   worker thread; requests beyond that queue for `queue-timeout` (the group's, else
+//!   `--queue-timeout`), then get 504 (the group's, as mod_wsgi answers) or 503.
+//!
+//! A reload starts a new set of groups beside the old one; the old set is stopped once the
+//! front that used it has finished its requests (see `master.rs`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -21,6 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use wsgi_config::Config;
+use wsgi_daemon::client::{ClientOptions, DaemonClient, Endpoint};
 use wsgi_daemon::{GroupStatus, Supervisor, SupervisorOptions};
 
 use super::error::ServeError;
@@ -43,25 +44,24 @@ pub struct GroupInfo {
     pub user: Option<String>,
 }
 
-/// The running daemon process groups of a site, and the front pools that feed them.
-pub struct DaemonSet {
+/// The running daemon process groups of a site (in the master process).
+pub struct DaemonGroups {
     supervisor: Mutex<Option<Supervisor>>,
-    /// Held for the whole of [`DaemonSet::stop`], so a second caller returns only once the
-    /// processes are gone.
+    /// Held for the whole of [`DaemonGroups::stop`], so a second caller returns only once
+    /// the processes are gone.
     stopping: Mutex<()>,
-    pools: HashMap<String, WorkerPool>,
     groups: Vec<GroupInfo>,
+    sockets: HashMap<String, PathBuf>,
 }
 
-impl DaemonSet {
-    /// Starts every `WSGIDaemonProcess` group of `site` (None when it has none).
-    /// `queue_size` and `queue_timeout` are the front pools' (`--queue-size`,
-    /// `--queue-timeout`); a group's own `queue-timeout=` wins over the latter.
+impl DaemonGroups {
+    /// Starts every `WSGIDaemonProcess` group of `site` (None when it has none). `front_user`
+    /// is who the front process connects to the groups' sockets as (their owner when running
+    /// as root, unless a group says `socket-user=`).
     pub fn start(
         site: &Site,
-        queue_size: usize,
-        queue_timeout: Duration,
-    ) -> Result<Option<DaemonSet>, ServeError> {
+        front_user: Option<&str>,
+    ) -> Result<Option<DaemonGroups>, ServeError> {
         let config = &site.config;
         if config.daemons.is_empty() {
             return Ok(None);
@@ -77,45 +77,44 @@ impl DaemonSet {
             hint: " (cannot find the wsgi program to exec for the daemon processes)",
         })?;
         let options = SupervisorOptions::new(program, &["daemon-process"]);
-        let supervisor = Supervisor::start(config, &options)
-            .map_err(|source| ServeError::Daemons { source, hint })?;
-        let client = Arc::new(supervisor.client());
-        let mut pools = HashMap::new();
-        let mut groups = Vec::new();
-        for d in &config.daemons {
-            let o = &d.options;
-            let host: Arc<dyn AppHost> = Arc::new(DaemonHost {
-                client: client.clone(),
-                group: d.name.clone(),
-            });
-            let threads = (o.processes.max(1) as usize).saturating_mul(o.threads.max(1) as usize);
-            let wait = if o.queue_timeout.is_zero() {
-                queue_timeout
-            } else {
-                o.queue_timeout
-            };
-            let pool =
-                WorkerPool::start(host, threads, queue_size, wait).map_err(ServeError::Threads)?;
-            pools.insert(d.name.clone(), pool);
-            groups.push(GroupInfo {
-                name: d.name.clone(),
-                processes: o.processes,
-                threads: o.threads,
-                python_home: d.python_home(&config.python).cloned(),
-                user: o.user.clone().or(config.user.clone()),
-            });
+        let mut config = config.clone();
+        if let Some(user) = front_user {
+            for group in &mut config.daemons {
+                group
+                    .options
+                    .socket_user
+                    .get_or_insert_with(|| user.to_string());
+            }
         }
-        Ok(Some(DaemonSet {
+        let supervisor = Supervisor::start(&config, &options)
+            .map_err(|source| ServeError::Daemons { source, hint })?;
+        let sockets = supervisor
+            .endpoints()
+            .iter()
+            .map(|e| (e.group.clone(), e.socket.clone()))
+            .collect();
+        let groups = config
+            .daemons
+            .iter()
+            .map(|d| GroupInfo {
+                name: d.name.clone(),
+                processes: d.options.processes,
+                threads: d.options.threads,
+                python_home: d.python_home(&config.python).cloned(),
+                user: d.options.user.clone().or(config.user.clone()),
+            })
+            .collect();
+        Ok(Some(DaemonGroups {
             supervisor: Mutex::new(Some(supervisor)),
             stopping: Mutex::new(()),
-            pools,
             groups,
+            sockets,
         }))
     }
 
-    /// The front pool of group `name`.
-    pub fn pool(&self, name: &str) -> Option<&WorkerPool> {
-        self.pools.get(name)
+    /// Each group's socket, for the front process.
+    pub fn sockets(&self) -> &HashMap<String, PathBuf> {
+        &self.sockets
     }
 
     /// A status snapshot of every group (empty once stopped).
@@ -189,26 +188,85 @@ impl DaemonSet {
         out
     }
 
-    /// Front threads across all groups.
-    pub fn front_threads(&self) -> usize {
-        self.groups
+    /// Stops every daemon process and removes the sockets. Blocking; later calls do nothing.
+    pub fn stop(&self) {
+        let _one_at_a_time = self.stopping.lock();
+        let supervisor = self.supervisor.lock().take();
+        if let Some(s) = supervisor {
+            s.shutdown();
+        }
+    }
+}
+
+/// The front process's side of the daemon groups: a pool per group feeding its processes.
+pub struct DaemonPools {
+    pools: HashMap<String, WorkerPool>,
+}
+
+impl DaemonPools {
+    /// Pools for every `WSGIDaemonProcess` group of `config`, reaching each at its socket in
+    /// `sockets` (None when it has none). `queue_size` and `queue_timeout` are the front pools'
+    /// (`--queue-size`, `--queue-timeout`); a group's own `queue-timeout=` wins over the
+    /// latter.
+    pub fn start(
+        config: &Config,
+        sockets: &HashMap<String, PathBuf>,
+        queue_size: usize,
+        queue_timeout: Duration,
+    ) -> Result<Option<DaemonPools>, ServeError> {
+        if config.daemons.is_empty() {
+            return Ok(None);
+        }
+        let default_socket_timeout = SupervisorOptions::new("", &[]).default_socket_timeout;
+        let endpoints = config
+            .daemons
             .iter()
-            .map(|g| (g.processes.max(1) * g.threads.max(1)) as usize)
-            .sum()
+            .filter_map(|d| {
+                Some(Endpoint {
+                    group: d.name.clone(),
+                    socket: sockets.get(&d.name)?.clone(),
+                    options: ClientOptions::from_daemon(&d.options, default_socket_timeout),
+                })
+            })
+            .collect();
+        let client = Arc::new(DaemonClient::new(endpoints));
+        let mut pools = HashMap::new();
+        for d in &config.daemons {
+            let o = &d.options;
+            let host: Arc<dyn AppHost> = Arc::new(DaemonHost {
+                client: client.clone(),
+                group: d.name.clone(),
+            });
+            let threads = (o.processes.max(1) as usize).saturating_mul(o.threads.max(1) as usize);
+            // The group's own queue-timeout= answers 504, as mod_wsgi's; the server's 503.
+            let (wait, expired_status) = if o.queue_timeout.is_zero() {
+                (queue_timeout, 503)
+            } else {
+                (o.queue_timeout, 504)
+            };
+            let pool = WorkerPool::start(host, threads, queue_size, wait, expired_status)
+                .map_err(ServeError::Threads)?;
+            pools.insert(d.name.clone(), pool);
+        }
+        Ok(Some(DaemonPools { pools }))
     }
 
-    /// Stops the pools (waiting up to `graceful` for the requests they run), then every daemon
-    /// process, and removes the sockets. Blocking; later calls do nothing.
+    /// The front pool of group `name`.
+    pub fn pool(&self, name: &str) -> Option<&WorkerPool> {
+        self.pools.get(name)
+    }
+
+    /// Front threads across all groups.
+    pub fn front_threads(&self) -> usize {
+        self.pools.values().map(WorkerPool::threads).sum()
+    }
+
+    /// Stops the pools, waiting up to `graceful` for the requests they run.
     pub fn stop(&self, graceful: Duration) {
-        let _one_at_a_time = self.stopping.lock();
         let deadline = Instant::now() + graceful;
         for pool in self.pools.values() {
             let left = deadline.saturating_duration_since(Instant::now());
             pool.stop(left.max(Duration::from_millis(50)));
-        }
-        let supervisor = self.supervisor.lock().take();
-        if let Some(s) = supervisor {
-            s.shutdown();
         }
     }
 }

@@ -73,6 +73,12 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// The privileges the server was started with do not fit (a user, root, what it can read).
+    #[error(transparent)]
+    Privileges(#[from] super::privileges::PrivilegeError),
+    /// The front process could not be started.
+    #[error("the front process did not start: {0}")]
+    Front(String),
     /// The access log file cannot be opened.
     #[error("cannot open the access log `{}`: {source}: check that its folder exists and is writable", .path.display())]
     AccessLog {
@@ -85,9 +91,6 @@ pub enum ServeError {
     /// CPython could not be started.
     #[error("cannot start Python: {0}")]
     Python(#[from] wsgi_interp::StartError),
-    /// `--reload-on-changes` could not start the server again.
-    #[error("cannot restart `wsgi serve` after a source change: {0}: start it again by hand")]
-    Restart(#[source] std::io::Error),
     /// A thread or the I/O runtime could not be started.
     #[error("cannot start the server's threads: {0}: the system is out of threads or memory")]
     Threads(#[source] std::io::Error),

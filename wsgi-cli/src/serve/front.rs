@@ -1,14 +1,21 @@
-//! The HTTP/1.1 front: hyper connections on tokio, each request routed by `Config::route` and
-//! handed to the worker pool, or served from a static `--url-alias` folder.
+//! The HTTP/1.1 front: hyper connections on tokio, each request checked ([`super::strict`]),
+//! routed by `Config::route` and handed to the worker pool, or served from a static
+//! `--url-alias` folder.
 //!
 //! hyper does the protocol: keep-alive, pipelining, chunked bodies both ways,
-//! `Expect: 100-continue` (answered when the app first reads `wsgi.input`), the header size
-//! and count limits (431), malformed requests (400) and the header read timeout.
+//! `Expect: 100-continue`, the header size and count limits (431), malformed requests (400)
+//! and the header read timeout (a total for the head, so a head sent slowly ends at the
+//! deadline). Around it: at most `--max-connections` connections are open (beyond it new ones
+//! wait in the listen backlog), request bodies are read by the front before a worker takes
+//! them ([`super::bridge`]), a request waits for a worker at most the queue timeout, and a
+//! client that reads its response too slowly is dropped ([`super::conn`]). Every refused
+//! request is logged at info with the reason, and written to the access log with its status.
 
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,24 +29,30 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use parking_lot::RwLock;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{Semaphore, oneshot, watch};
 use wsgi_config::MapHeadToGet;
 use wsgi_config::route::{ProcessGroup, Route, RouteRequest};
 use wsgi_interp::{CallOptions, RequestHead, Scheme, ScriptSpec};
 
 use super::access_log::{AccessLog, LoggedBody, RequestRecord};
 use super::bridge::{
-    BodyFailure, ChannelBody, ResponseReceiver, ResponseStart, request_body, response_channel,
+    BodyFailure, BodyLimits, ChannelBody, Collected, ResponseReceiver, ResponseStart, collect_body,
+    request_body, response_channel,
 };
-use super::daemons::DaemonSet;
+use super::conn::{ConnIo, ConnShared, WriteLimits};
+use super::control::FrontControl;
+use super::daemons::DaemonPools;
+use super::head::{HeadTap, Heads};
 use super::pool::{AppCall, Job, JobResult, Refused, WorkerPool, error_status};
 use super::sendfile::{SendfileStream, file_bytes};
 use super::site::{Site, UrlAlias};
+use super::strict::{self, HeadLimits, Verdict};
 
-/// At a stop, how long connections accepted just before get to start their first request.
-const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(100);
+/// At a stop, how long open connections get to send their next request (answered with
+/// `Connection: close`) before the idle ones are closed: a keep-alive client is then told to
+/// go elsewhere between requests instead of finding its connection gone.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// The response body type every handler produces.
 pub type ResponseBody = UnsyncBoxBody<Bytes, io::Error>;
@@ -47,32 +60,68 @@ pub type ResponseBody = UnsyncBoxBody<Bytes, io::Error>;
 /// Protocol limits and timeouts.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// How long a client may take to send a request's headers (also the keep-alive idle time).
+    /// How long a client may take to send a request's headers, in all (also the keep-alive
+    /// idle time).
     pub header_timeout: Duration,
     /// The most header bytes (request line included) a request may have.
     pub max_header_size: usize,
     /// The most header fields a request may have.
     pub max_headers: usize,
+    /// The request line and header field limits.
+    pub head: HeadLimits,
+    /// How request bodies are read.
+    pub body: BodyLimits,
+    /// How slowly a client may read a response.
+    pub write: WriteLimits,
+    /// The most connections open at once.
+    pub max_connections: usize,
 }
 
-/// Shared by every connection.
+impl Default for Limits {
+    /// `wsgi serve`'s defaults (those of mod_wsgi-express and Apache where they have one).
+    fn default() -> Self {
+        Limits {
+            header_timeout: Duration::from_secs(15),
+            max_header_size: 65536,
+            max_headers: 100,
+            head: HeadLimits {
+                max_request_line: 8190,
+                max_field_size: 8190,
+            },
+            body: BodyLimits {
+                buffer_size: 256 * 1024,
+                timeout: Duration::from_secs(15),
+                min_rate: 500,
+                max_size: 1 << 30,
+            },
+            write: WriteLimits {
+                timeout: Duration::from_secs(60),
+                min_rate: 500,
+            },
+            max_connections: 1024,
+        }
+    }
+}
+
+/// Shared by every connection of a front process.
 pub struct Front {
-    /// What is served; replaced whole on reload.
-    pub site: RwLock<Arc<Site>>,
+    /// What is served.
+    pub site: Arc<Site>,
     /// The embedded Python's workers (None when every mount runs in a daemon process group,
     /// so this process starts no Python).
     pub pool: Option<WorkerPool>,
-    /// The daemon process groups and their front pools; replaced whole on a reload that
-    /// changes them.
-    pub daemons: RwLock<Option<Arc<DaemonSet>>>,
-    /// Daemon group sets replaced by a reload and not stopped yet.
-    pub retired: parking_lot::Mutex<Vec<Arc<DaemonSet>>>,
+    /// The daemon process groups' front pools.
+    pub daemons: Option<DaemonPools>,
     /// The access log, if any.
     pub access_log: Option<AccessLog>,
     /// `wsgi.multithread`.
     pub multithread: bool,
     /// Protocol limits.
     pub limits: Limits,
+    /// The channel to the master process (None when there is none: benchmarks).
+    pub control: Option<Arc<FrontControl>>,
+    /// The front is stopping: every response closes its connection.
+    pub draining: AtomicBool,
 }
 
 /// A listening socket and the port requests on it are routed as.
@@ -84,14 +133,49 @@ pub struct Listener {
     pub route_port: u16,
 }
 
-/// A connection from an acceptor: the stream, peer and local addresses, and the route port.
-type Accepted = (tokio::net::TcpStream, SocketAddr, SocketAddr, u16);
+/// A connection from an acceptor: the stream, peer and local addresses, the route port, and
+/// its place among `--max-connections`.
+type Accepted = (
+    tokio::net::TcpStream,
+    SocketAddr,
+    SocketAddr,
+    u16,
+    tokio::sync::OwnedSemaphorePermit,
+);
 
 /// What a connection knows about itself.
 struct ConnInfo {
     peer: SocketAddr,
     local: SocketAddr,
     route_port: u16,
+    shared: Arc<ConnShared>,
+    /// The raw request heads, as the client sent them.
+    heads: Heads,
+}
+
+/// The byte stream hyper serves: the socket with the response write timeout
+/// ([`ConnIo`]), under the pre-parse that lets raw request targets through ([`HeadTap`]).
+type ConnStream<S> = HeadTap<ConnIo<S>>;
+
+/// Wraps a connection's byte stream for hyper, with what its requests share.
+fn conn_stream<S>(
+    stream: S,
+    limits: &Limits,
+    peer: SocketAddr,
+    local: SocketAddr,
+    route_port: u16,
+) -> (ConnStream<S>, Arc<ConnInfo>) {
+    let shared = Arc::new(ConnShared::default());
+    let io = ConnIo::new(stream, shared.clone(), limits.write);
+    let (tap, heads) = HeadTap::new(io, limits.max_header_size, limits.max_headers);
+    let info = Arc::new(ConnInfo {
+        peer,
+        local,
+        route_port,
+        shared,
+        heads,
+    });
+    (tap, info)
 }
 
 /// hyper's HTTP/1.1 settings for every connection.
@@ -124,20 +208,15 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let builder = http1_builder(&front.limits);
-    let info = Arc::new(ConnInfo {
-        peer,
-        local,
-        route_port,
-    });
+    let (io, info) = conn_stream(stream, &front.limits, peer, local, route_port);
     let service = service_fn(move |req| handle(front.clone(), info.clone(), req));
-    builder
-        .serve_connection(TokioIo::new(stream), service)
-        .await
+    builder.serve_connection(TokioIo::new(io), service).await
 }
 
 /// Accepts on every listener until `stop` turns true, then stops accepting and lets open
 /// connections finish their in-flight request for up to `graceful` (idle ones close at once).
-/// Returns whether every connection finished in time.
+/// At most `--max-connections` are open: beyond it the acceptors wait, and new connections
+/// queue in the listen backlog. Returns whether every connection finished in time.
 pub async fn serve(
     front: Arc<Front>,
     listeners: Vec<Listener>,
@@ -146,6 +225,7 @@ pub async fn serve(
 ) -> bool {
     let shutdown = GracefulShutdown::new();
     let builder = http1_builder(&front.limits);
+    let open = Arc::new(Semaphore::new(front.limits.max_connections.max(1)));
     // Every acceptor hands its connections to this one loop, which owns the builder and the
     // graceful-shutdown tracker.
     let (conn_tx, mut conn_rx) = tokio::sync::mpsc::channel::<Accepted>(64);
@@ -153,17 +233,48 @@ pub async fn serve(
     for listener in listeners {
         let tx = conn_tx.clone();
         let mut stop = stop.clone();
+        let open = open.clone();
         acceptors.push(tokio::spawn(async move {
+            let mut full_since: Option<Instant> = None;
             loop {
+                let permit = match open.clone().try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(_) => {
+                        if full_since.is_none() {
+                            full_since = Some(Instant::now());
+                            tracing::warn!(
+                                "--max-connections reached: new connections wait in the listen backlog until one closes"
+                            );
+                        }
+                        tokio::select! {
+                            biased;
+                            () = stopped(&mut stop) => return,
+                            permit = open.clone().acquire_owned() => match permit {
+                                Ok(permit) => permit,
+                                Err(_) => return,
+                            },
+                        }
+                    }
+                };
+                if let Some(since) = full_since.take() {
+                    tracing::info!(
+                        "accepting connections again after {:.1}s at --max-connections",
+                        since.elapsed().as_secs_f64()
+                    );
+                }
                 tokio::select! {
-                    // Once stopped, accept nothing more (the backlog stays for whoever
-                    // listens next: a restart in place hands the socket on).
+                    // Once stopped: take what the backlog holds, then close this copy of the
+                    // listening socket (new connections go to another front process, or are
+                    // refused once the last copy is closed).
                     biased;
-                    () = stopped(&mut stop) => return,
+                    () = stopped(&mut stop) => {
+                        drain_backlog(listener, &tx, permit, &open).await;
+                        return;
+                    }
                     accepted = listener.socket.accept() => match accepted {
                         Ok((stream, peer)) => {
                             let Ok(local) = stream.local_addr() else { continue };
-                            if tx.send((stream, peer, local, listener.route_port)).await.is_err() {
+                            if tx.send((stream, peer, local, listener.route_port, permit)).await.is_err() {
                                 return;
                             }
                         }
@@ -178,21 +289,27 @@ pub async fn serve(
         }));
     }
     drop(conn_tx);
-    let start = |(stream, peer, local, route_port): Accepted| {
+    let start = |(stream, peer, local, route_port, permit): Accepted| {
         let _ = stream.set_nodelay(true);
-        let info = Arc::new(ConnInfo {
+        let (io, info) = conn_stream(
+            SendfileStream::new(stream),
+            &front.limits,
             peer,
             local,
             route_port,
-        });
+        );
         let front = front.clone();
-        let service = service_fn(move |req| handle(front.clone(), info.clone(), req));
-        let conn = builder.serve_connection(TokioIo::new(SendfileStream::new(stream)), service);
+        let service = {
+            let (front, info) = (front.clone(), info.clone());
+            service_fn(move |req| handle(front.clone(), info.clone(), req))
+        };
+        let conn = builder.serve_connection(TokioIo::new(io), service);
         let conn = shutdown.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                tracing::debug!(%peer, "connection ended: {e}");
+                refused_by_hyper(&front, &info, &e);
             }
+            drop(permit);
         });
     };
     loop {
@@ -205,21 +322,27 @@ pub async fn serve(
         }
     }
     // Every connection already accepted is served too (the acceptors stop on their own, and
-    // the channel closes when the last one has), and its first request gets a moment to
-    // arrive: a graceful shutdown closes a connection that has not started a request.
+    // the channel closes when the last one has).
     while let Some(accepted) = conn_rx.recv().await {
         start(accepted);
     }
     for a in acceptors {
         let _ = a.await;
     }
-    if shutdown.count() > 0 {
-        tokio::time::sleep(FIRST_REQUEST_GRACE).await;
+    // Every response from now on closes its connection; connections get a moment to send
+    // their next request (a keep-alive client is told to go elsewhere between requests),
+    // then the idle ones are closed and the busy ones finish.
+    front.draining.store(true, Ordering::Relaxed);
+    let began = Instant::now();
+    let grace = DRAIN_GRACE.min(graceful);
+    while shutdown.count() > 0 && began.elapsed() < grace {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let open = shutdown.count();
     if open > 0 {
         tracing::info!("waiting up to {graceful:?} for {open} open connection(s) to finish");
     }
+    let graceful = graceful.saturating_sub(began.elapsed());
     match tokio::time::timeout(graceful, shutdown.shutdown()).await {
         Ok(()) => true,
         Err(_) => {
@@ -228,6 +351,79 @@ pub async fn serve(
             );
             false
         }
+    }
+}
+
+/// Accepts what a stopping listener's backlog holds (without waiting), then drops the
+/// listener: connections the kernel accepted for it are served, not reset.
+async fn drain_backlog(
+    listener: Listener,
+    tx: &tokio::sync::mpsc::Sender<Accepted>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    open: &Arc<Semaphore>,
+) {
+    let route_port = listener.route_port;
+    let Ok(socket) = listener.socket.into_std() else {
+        return;
+    };
+    let mut permit = Some(permit);
+    while let Ok((stream, peer)) = socket.accept() {
+        let permit = match permit.take() {
+            Some(p) => p,
+            None => match open.clone().acquire_owned().await {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let accepted = stream.set_nonblocking(true).and_then(|()| {
+            let local = stream.local_addr()?;
+            Ok((tokio::net::TcpStream::from_std(stream)?, local))
+        });
+        if let Ok((stream, local)) = accepted {
+            if tx
+                .send((stream, peer, local, route_port, permit))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// A connection hyper ended with an error. When it refused a request head (hyper answered
+/// it: 400 malformed, 408 too slow, 414/431 too large), the refusal is logged at info with the
+/// request line as far as it came, and written to the access log with its status.
+fn refused_by_hyper(front: &Front, conn: &ConnInfo, e: &hyper::Error) {
+    let status = if e.is_timeout() {
+        408
+    } else if e.is_parse_too_large() {
+        if e.to_string().contains("URI") {
+            414
+        } else {
+            431
+        }
+    } else if e.is_parse() || e.is_parse_status() {
+        400
+    } else {
+        tracing::debug!(peer = %conn.peer, "connection ended: {e}");
+        return;
+    };
+    let line = conn.heads.last_request_line().unwrap_or_default();
+    tracing::info!(
+        peer = %conn.peer,
+        request = %String::from_utf8_lossy(&line).escape_debug(),
+        "{status}: {e}"
+    );
+    if let Some(log) = &front.access_log {
+        let record = RequestRecord {
+            remote: conn.peer.ip(),
+            time: chrono::Local::now(),
+            request_line: line.to_vec(),
+            referer: None,
+            user_agent: None,
+        };
+        log.write_line(record.line(status, 0));
     }
 }
 
@@ -242,6 +438,22 @@ async fn handle(
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Result<Response<LoggedBody<ResponseBody>>, Infallible> {
+    // The raw head as the client sent it (the pre-parse may have percent-encoded bytes of
+    // the target that hyper refuses); hyper's own parse when the pre-parse stood aside.
+    let seen = target_of(&req);
+    let raw = conn.heads.next(req.method().as_str(), &seen);
+    let (target, request_line) = match raw {
+        Some(raw) => (raw.target, raw.request_line),
+        None => {
+            let mut line = Vec::with_capacity(seen.len() + 20);
+            line.extend_from_slice(req.method().as_str().as_bytes());
+            line.push(b' ');
+            line.extend_from_slice(&seen);
+            line.push(b' ');
+            line.extend_from_slice(protocol(req.version()).as_bytes());
+            (seen, Bytes::from(line))
+        }
+    };
     let record = front.access_log.as_ref().map(|log| {
         let header =
             |name: header::HeaderName| req.headers().get(name).map(|v| v.as_bytes().to_vec());
@@ -250,15 +462,61 @@ async fn handle(
             RequestRecord {
                 remote: conn.peer.ip(),
                 time: chrono::Local::now(),
-                request_line: format!("{} {} {}", req.method(), req.uri(), protocol(req.version())),
+                request_line: request_line.to_vec(),
                 referer: header(header::REFERER),
                 user_agent: header(header::USER_AGENT),
             },
         )
     });
-    let response = dispatch(&front, &conn, req).await;
+    let verdict = strict::check(
+        req.method(),
+        &target,
+        req.version(),
+        req.headers(),
+        request_line.len(),
+        &front.limits.head,
+    );
+    let mut response = match verdict {
+        Verdict::Pass => dispatch(&front, &conn, req, target).await,
+        Verdict::ServerOptions => server_options(),
+        Verdict::Refuse(refusal) => {
+            tracing::info!(
+                peer = %conn.peer,
+                method = %req.method(),
+                "{}: {}",
+                refusal.status,
+                refusal.reason
+            );
+            refuse(refusal.status)
+        }
+    };
+    if front.draining.load(Ordering::Relaxed) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    conn.shared.response_started();
     let status = response.status().as_u16();
     Ok(response.map(|body| LoggedBody::new(body, record, status)))
+}
+
+/// The request target as received (hyper's parse of it; the same bytes).
+fn target_of(req: &Request<Incoming>) -> Bytes {
+    let uri = req.uri();
+    match uri.path_and_query() {
+        Some(pq) if uri.scheme().is_none() => Bytes::copy_from_slice(pq.as_str().as_bytes()),
+        _ => Bytes::from(uri.to_string()),
+    }
+}
+
+/// `OPTIONS *`: what the server allows, as Apache answers it.
+fn server_options() -> Response<ResponseBody> {
+    let mut response = Response::new(full(Bytes::new()));
+    response.headers_mut().insert(
+        header::ALLOW,
+        HeaderValue::from_static("GET,POST,OPTIONS,HEAD"),
+    );
+    response
 }
 
 fn protocol(version: Version) -> &'static str {
@@ -275,18 +533,20 @@ async fn dispatch(
     front: &Front,
     conn: &ConnInfo,
     req: Request<Incoming>,
+    target: Bytes,
 ) -> Response<ResponseBody> {
-    let site = front.site.read().clone();
+    let site = &front.site;
     let path = req.uri().path().to_string();
     if let Some((alias, rest)) = site.alias_for(&path) {
         return serve_static(alias, rest, &req).await;
     }
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    // An absolute-form target's authority replaces the Host header, as in Apache.
+    let host = req.uri().authority().map(|a| a.to_string()).or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+    });
     let routed = site.config.route(&RouteRequest {
         local_ip: Some(conn.local.ip()),
         local_port: conn.route_port,
@@ -294,16 +554,14 @@ async fn dispatch(
         path: &path,
     });
     match routed {
-        Ok(Some(route)) => run_app(front, conn, route, req).await,
+        Ok(Some(route)) => run_app(front, conn, route, req, target).await,
         Ok(None) => {
             tracing::info!(method = %req.method(), path, "404: no WSGIScriptAlias or --url-alias covers the path");
             error_response(StatusCode::NOT_FOUND)
         }
         Err(e) => {
             tracing::info!(method = %req.method(), path, "{}: {e}", e.status());
-            error_response(
-                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            )
+            refuse(e.status())
         }
     }
 }
@@ -315,29 +573,61 @@ fn latin1_bytes(text: &str) -> Vec<u8> {
         .collect()
 }
 
+/// The query string of a raw target (after the first `?`, before any `#`).
+fn query_of(target: &[u8]) -> &[u8] {
+    match target.iter().position(|&b| b == b'?') {
+        Some(at) => {
+            let query = &target[at + 1..];
+            let end = query.iter().position(|&b| b == b'#').unwrap_or(query.len());
+            &query[..end]
+        }
+        None => b"",
+    }
+}
+
+/// Reads the request body as the limits say: whole when it fits the buffer, else as a
+/// stream for the worker. `Err` is the response to answer instead (the body was refused).
+async fn read_body(
+    front: &Front,
+    body: Incoming,
+    failure: &BodyFailure,
+    script: &std::path::Path,
+) -> Result<ChannelBody, Response<ResponseBody>> {
+    if body.is_end_stream() {
+        return Ok(ChannelBody::empty());
+    }
+    match collect_body(body, front.limits.body).await {
+        Ok(Collected::Whole(bytes)) => Ok(ChannelBody::buffered(bytes)),
+        Ok(Collected::Streaming(reader, prefix)) => {
+            let wait_for_app = prefix.is_empty();
+            let (body, pump) = request_body(reader, prefix, wait_for_app, failure.clone());
+            tokio::spawn(pump);
+            Ok(body)
+        }
+        Err(e) => {
+            tracing::info!(script = %script.display(), "{}: {e}", e.status());
+            Err(refuse(e.status()))
+        }
+    }
+}
+
 async fn run_app(
     front: &Front,
     conn: &ConnInfo,
     route: Route,
     req: Request<Incoming>,
+    target: Bytes,
 ) -> Response<ResponseBody> {
-    let arrived = Instant::now();
     let (parts, body) = req.into_parts();
     let is_head = parts.method == Method::HEAD;
-    // mod_wsgi 6: Auto maps HEAD to GET when an output filter needs the body; `wsgi serve`
-    // has no filters that could see a difference, so Auto behaves as On, as the model says.
-    let method = if is_head && route.settings.map_head_to_get != Some(MapHeadToGet::Off) {
+    // mod_wsgi's WSGIMapHEADToGET: Auto (the default) maps HEAD to GET only when an Apache
+    // output filter needs the body; `wsgi serve` has none, so the app sees HEAD unless On.
+    let method = if is_head && route.settings.map_head_to_get == Some(MapHeadToGet::On) {
         "GET".to_string()
     } else {
         parts.method.as_str().to_string()
     };
-    let request_uri = parts.uri.path_and_query().map_or_else(
-        || parts.uri.path().to_string(),
-        |pq| pq.as_str().to_string(),
-    );
-    // The pool that runs the request: the embedded workers, or the daemon group's front pool
-    // (the set is held until the request ends, so a reload stops it only after).
-    let daemons = front.daemons.read().clone();
+    // The pool that runs the request: the embedded workers, or the daemon group's front pool.
     let pool = match &route.process_group {
         ProcessGroup::Embedded => match &front.pool {
             Some(pool) => pool,
@@ -346,7 +636,7 @@ async fn run_app(
                 return error_response(StatusCode::INTERNAL_SERVER_ERROR);
             }
         },
-        ProcessGroup::Daemon(group) => match daemons.as_ref().and_then(|d| d.pool(group)) {
+        ProcessGroup::Daemon(group) => match front.daemons.as_ref().and_then(|d| d.pool(group)) {
             Some(pool) => pool,
             None => {
                 tracing::error!(script = %route.script.display(), "503: daemon process group `{group}` is not running: define it with WSGIDaemonProcess (a reload that adds one starts it)");
@@ -358,23 +648,29 @@ async fn run_app(
         ProcessGroup::Embedded => "embedded".to_string(),
         ProcessGroup::Daemon(g) => format!("daemon process group `{g}`"),
     };
+    // Both Transfer-Encoding and Content-Length: the body is read as chunked (RFC 9112
+    // §6.3), the app sees no CONTENT_LENGTH, and the connection closes after the response,
+    // as in Apache.
+    let framing_conflict = parts.headers.contains_key(header::TRANSFER_ENCODING)
+        && parts.headers.contains_key(header::CONTENT_LENGTH);
+    let failure = BodyFailure::default();
+    let body = match read_body(front, body, &failure, &route.script).await {
+        Ok(body) => body,
+        Err(refused) => return refused,
+    };
     let head = RequestHead {
         method,
         script_name: latin1_bytes(&route.script_name),
         path_info: latin1_bytes(&route.path_info),
-        query_string: parts.uri.query().unwrap_or("").as_bytes().to_vec(),
-        request_uri: request_uri.into_bytes(),
+        query_string: query_of(&target).to_vec(),
+        request_uri: target.to_vec(),
         protocol: protocol(parts.version).to_string(),
         scheme: Scheme::Http,
         server_name: route.server_name.clone(),
         server_port: route.port,
         remote_addr: conn.peer.ip().to_string(),
         remote_port: conn.peer.port(),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
-            .collect(),
+        headers: app_headers(&parts),
         extra: vec![(
             "SCRIPT_FILENAME".to_string(),
             route.script.as_os_str().as_encoded_bytes().to_vec(),
@@ -391,22 +687,17 @@ async fn run_app(
             pass_authorization: route.settings.pass_authorization == Some(true),
         },
     };
-    let failure = BodyFailure::default();
-    let reader = if body.is_end_stream() {
-        ChannelBody::empty()
-    } else {
-        let (reader, pump) = request_body(body, failure.clone());
-        tokio::spawn(pump);
-        reader
-    };
-    let (sink, ResponseReceiver { start }) = response_channel(is_head);
+    let (sink, ResponseReceiver { mut start }) = response_channel(is_head, conn.shared.clone());
     let (done, done_rx) = oneshot::channel();
+    let arrived = Instant::now();
+    let ticket = Arc::default();
     let job = Job {
         app,
         head,
-        body: reader,
+        body,
         sink,
         arrived,
+        ticket: Arc::clone(&ticket),
         done,
     };
     if let Err((refused, _job)) = pool.submit(job).await {
@@ -418,7 +709,25 @@ async fn run_app(
             Refused::Stopping => error_response(StatusCode::SERVICE_UNAVAILABLE),
         };
     }
-    match start.await {
+    // Wait for the response; at the queue timeout, a job no worker took yet is withdrawn
+    // and answered at once.
+    let queue_deadline = tokio::time::Instant::from_std(arrived + pool.queue_timeout());
+    let mut taken = false;
+    let started = loop {
+        tokio::select! {
+            biased;
+            started = &mut start => break started,
+            () = tokio::time::sleep_until(queue_deadline), if !taken => {
+                if ticket.withdraw() {
+                    let status = pool.expired_status();
+                    tracing::warn!(script = %route.script.display(), "{status}: the request waited longer than the queue timeout ({:?}) for a worker thread ({group_label})", pool.queue_timeout());
+                    return error_response(StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE));
+                }
+                taken = true;
+            }
+        }
+    };
+    match started {
         Ok(start) => {
             let (head, body) = match start {
                 ResponseStart::Whole(head, body) => (head, full(body)),
@@ -433,6 +742,9 @@ async fn run_app(
                 }
             }
             let headers = response.headers_mut();
+            if framing_conflict {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             for (name, value) in head.headers {
                 // hyper frames the body itself; a Transfer-Encoding from the app would clash.
                 if name.eq_ignore_ascii_case("transfer-encoding")
@@ -456,14 +768,13 @@ async fn run_app(
         }
         Err(_) => {
             let result = done_rx.await.unwrap_or(JobResult::Abandoned);
-            let status = if failure.failed() {
-                400
-            } else {
-                error_status(&result)
-            };
+            if let Some(status) = failure.status() {
+                return refuse(status);
+            }
+            let status = error_status(&result);
             match &result {
                 JobResult::Expired => {
-                    tracing::warn!(script = %route.script.display(), "503: the request waited longer than the queue timeout for a worker thread ({group_label})");
+                    tracing::warn!(script = %route.script.display(), "{status}: the request waited longer than the queue timeout for a worker thread ({group_label})");
                 }
                 JobResult::Daemon(e) if e.status() == 502 => {
                     tracing::error!(script = %route.script.display(), "{status}: {e}");
@@ -478,6 +789,45 @@ async fn run_app(
             )
         }
     }
+}
+
+/// The request headers the application sees: as sent, but for the Host of an absolute-form
+/// target (its authority, as Apache) and a Content-Length beside a Transfer-Encoding (dropped:
+/// the body is chunked).
+fn app_headers(parts: &http::request::Parts) -> Vec<(String, Vec<u8>)> {
+    let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
+    let authority = parts.uri.authority();
+    let mut headers = Vec::with_capacity(parts.headers.len());
+    for (name, value) in &parts.headers {
+        if chunked && name == header::CONTENT_LENGTH {
+            continue;
+        }
+        if name == header::HOST {
+            if let Some(authority) = authority {
+                headers.push((
+                    name.as_str().to_string(),
+                    authority.as_str().as_bytes().to_vec(),
+                ));
+                continue;
+            }
+        }
+        headers.push((name.as_str().to_string(), value.as_bytes().to_vec()));
+    }
+    headers
+}
+
+/// The answer to a request refused for what the client sent: the error page, and the
+/// connection closed after it (what follows on it cannot be trusted to be framed as the
+/// server thinks).
+fn refuse(status: u16) -> Response<ResponseBody> {
+    let mut response =
+        error_response(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST));
+    if response.status().is_client_error() || response.status().is_server_error() {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 async fn serve_static(
@@ -612,7 +962,16 @@ pub fn error_response(status: StatusCode) -> Response<ResponseBody> {
         403 => "You don't have permission to access this resource.",
         404 => "The requested URL was not found on this server.",
         405 => "The requested method is not allowed for this URL.",
+        408 => "Server timeout waiting for the HTTP request from the client.",
+        413 => "The request body is larger than this server accepts.",
+        414 => "The requested URL's length exceeds the capacity limit for this server.",
+        431 => "The request's header fields are larger than this server accepts.",
+        501 => "The server does not support the action requested by the browser.",
+        502 => "The proxy server received an invalid response from an upstream server.",
         503 => "The server is temporarily unable to service your request. Please try again later.",
+        504 => {
+            "The gateway did not receive a timely response from the upstream server or application."
+        }
         _ => "The server encountered an internal error and was unable to complete your request.",
     };
     let html = format!(

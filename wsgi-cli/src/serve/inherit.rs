@@ -1,75 +1,124 @@
-//! Listening sockets kept open across a restart in place (`exec` of this program, for SIGHUP
-//! and `--reload-on-changes`): the kernel goes on queueing connections on them while the
-//! new program starts Python and loads the apps, so a client arriving then waits instead of
-//! being refused. The sockets are named, by descriptor, in one environment variable.
+//! Descriptors the master process hands to a front process it starts: the listening sockets
+//! (bound as root), the control socket, the access log (opened as root). Each is named, by
+//! descriptor number, in an environment variable of the child, and kept open across its
+//! `exec` only in that child: the master's copies stay close-on-exec, so the daemon processes
+//! it starts never inherit them (a listening socket held by a daemon would keep accepting after
+//! the server stopped).
 
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::process::Command;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::socket::{getsockopt, sockopt};
 use nix::sys::stat::{SFlag, fstat};
 
-/// The variable naming the inherited descriptors: `3,4`.
-const VARIABLE: &str = "WSGI_RS_LISTEN_FDS";
+/// The variable naming the listening sockets: `3,4`.
+pub const LISTEN_FDS: &str = "WSGI_RS_LISTEN_FDS";
+/// The variable naming the control socket.
+pub const CONTROL_FD: &str = "WSGI_RS_CONTROL_FD";
+/// The variable naming the access log file.
+pub const ACCESS_LOG_FD: &str = "WSGI_RS_ACCESS_LOG_FD";
 
-/// Takes the listening sockets a restarting predecessor left open, each with its address.
-/// Descriptors that are not listening TCP sockets are left alone. Call it once, at start,
-/// before any thread is started (it removes the variable from the environment).
-pub fn take() -> Vec<(SocketAddr, TcpListener)> {
-    let Some(named) = std::env::var_os(VARIABLE) else {
+/// Makes `command`'s child keep `fds` open across its `exec` (they stay close-on-exec in this
+/// process).
+pub fn keep_in_child(command: &mut tokio::process::Command, fds: Vec<RawFd>) {
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe functions may be called: it calls fcntl(2) (F_GETFD/F_SETFD) on
+    // descriptors the parent holds open for the whole spawn, allocates nothing and takes no
+    // lock.
+    unsafe {
+        command.pre_exec(move || {
+            for &fd in &fds {
+                let flags = nix::libc::fcntl(fd, nix::libc::F_GETFD);
+                if flags < 0
+                    || nix::libc::fcntl(fd, nix::libc::F_SETFD, flags & !nix::libc::FD_CLOEXEC) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The descriptors named in `variable` (comma-separated), removed from the environment. Call
+/// at start, before any thread is started.
+fn named(variable: &str) -> Vec<RawFd> {
+    let Some(value) = std::env::var_os(variable) else {
         return Vec::new();
     };
-    // SAFETY: called at the start of `wsgi serve`, before it starts any thread, so no other
-    // thread reads the environment meanwhile.
-    unsafe { std::env::remove_var(VARIABLE) };
-    let mut taken = Vec::new();
-    for fd in named.to_string_lossy().split(',') {
-        let Ok(fd) = fd.trim().parse::<i32>() else {
-            continue;
-        };
-        if fd <= 2 || !is_listening_socket(fd) {
-            tracing::warn!("{VARIABLE}: descriptor {fd} is not a listening socket: ignored");
-            continue;
-        }
-        // SAFETY: the descriptor is open (fstat succeeded), is a listening socket, and was
-        // passed to this program for it to own: nothing else in this process uses it.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        // Not to be inherited again by the daemon processes this server starts.
-        if fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).is_err() {
-            continue;
-        }
-        let listener = TcpListener::from(owned);
-        if let Ok(addr) = listener.local_addr() {
-            taken.push((addr, listener));
-        }
-    }
-    taken
+    // SAFETY: called at the start of the front process, before it starts any thread, so no
+    // other thread reads the environment meanwhile.
+    unsafe { std::env::remove_var(variable) };
+    value
+        .to_string_lossy()
+        .split(',')
+        .filter_map(|fd| fd.trim().parse::<RawFd>().ok())
+        .filter(|&fd| fd > 2)
+        .collect()
 }
 
-/// Whether `fd` is an open socket that listens.
-fn is_listening_socket(fd: i32) -> bool {
-    // SAFETY: the borrow lives only for the two queries below; fstat fails (EBADF) on a
+/// Takes ownership of an inherited descriptor that `check` accepts (marked close-on-exec
+/// again, so the front's own children never inherit it).
+fn own(fd: RawFd, check: impl Fn(BorrowedFd<'_>) -> bool) -> Option<OwnedFd> {
+    // SAFETY: the borrow lives only for the queries below; fstat fails (EBADF) on a
     // descriptor that is not open, and nothing closes descriptors concurrently at start-up.
-    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    fstat(borrowed)
-        .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFSOCK)
-        && getsockopt(&borrowed, sockopt::AcceptConn).unwrap_or(false)
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    if fstat(borrowed).is_err() || !check(borrowed) {
+        tracing::warn!("inherited descriptor {fd} is not what it was named as: ignored");
+        return None;
+    }
+    // SAFETY: the descriptor is open (fstat succeeded), of the expected kind, and was passed
+    // to this program for it to own: nothing else in this process uses it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).ok()?;
+    Some(owned)
 }
 
-/// Hands `sockets` to the program `command` will exec: they stay open across the exec and
-/// are named in its environment.
-pub fn pass_on(command: &mut Command, sockets: &[TcpListener]) -> std::io::Result<()> {
-    let mut fds = Vec::new();
-    for socket in sockets {
-        fcntl(socket.as_fd(), FcntlArg::F_SETFD(FdFlag::empty()))?;
-        fds.push(socket.as_raw_fd().to_string());
-    }
-    if !fds.is_empty() {
-        command.env(VARIABLE, fds.join(","));
-    }
-    Ok(())
+/// Whether `fd` is a socket that listens.
+fn is_listening_socket(fd: BorrowedFd<'_>) -> bool {
+    is_kind(fd, SFlag::S_IFSOCK) && getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false)
+}
+
+fn is_kind(fd: BorrowedFd<'_>, kind: SFlag) -> bool {
+    fstat(fd).is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == kind)
+}
+
+/// Takes the listening sockets the master handed over, each with its address.
+pub fn take_listeners() -> Vec<(SocketAddr, TcpListener)> {
+    named(LISTEN_FDS)
+        .into_iter()
+        .filter_map(|fd| own(fd, is_listening_socket))
+        .filter_map(|fd| {
+            let listener = TcpListener::from(fd);
+            Some((listener.local_addr().ok()?, listener))
+        })
+        .collect()
+}
+
+/// Takes the control socket the master handed over.
+pub fn take_control() -> Option<std::os::unix::net::UnixStream> {
+    let fd = named(CONTROL_FD).into_iter().next()?;
+    own(fd, |fd| is_kind(fd, SFlag::S_IFSOCK)).map(std::os::unix::net::UnixStream::from)
+}
+
+/// Takes the access log file the master opened.
+pub fn take_access_log() -> Option<std::fs::File> {
+    let fd = named(ACCESS_LOG_FD).into_iter().next()?;
+    own(fd, |fd| !is_kind(fd, SFlag::S_IFSOCK)).map(std::fs::File::from)
+}
+
+/// `fds` as the value of a variable naming them.
+pub fn list(fds: &[RawFd]) -> String {
+    fds.iter()
+        .map(RawFd::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The raw descriptor of each listener.
+pub fn raw_fds(listeners: &[TcpListener]) -> Vec<RawFd> {
+    listeners.iter().map(AsRawFd::as_raw_fd).collect()
 }
 
 /// The inherited socket for `addr`, if there is one (taken out of `inherited`). A wildcard
@@ -87,16 +136,16 @@ pub fn claim(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
 
     #[test]
     fn only_listening_sockets_qualify() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        assert!(is_listening_socket(listener.as_raw_fd()));
+        assert!(is_listening_socket(listener.as_fd()));
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        assert!(!is_listening_socket(client.as_raw_fd()));
+        assert!(!is_listening_socket(client.as_fd()));
         let file = tempfile::tempfile().unwrap();
-        assert!(!is_listening_socket(file.as_raw_fd()));
-        assert!(!is_listening_socket(1_000_000));
+        assert!(!is_listening_socket(file.as_fd()));
     }
 
     #[test]
@@ -108,5 +157,22 @@ mod tests {
         assert!(claim(&mut inherited, other).is_none());
         assert!(claim(&mut inherited, addr).is_some());
         assert!(inherited.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_child_keeps_only_the_descriptors_it_is_given() {
+        let given = tempfile::tempfile().unwrap();
+        let not_given = tempfile::tempfile().unwrap();
+        let (g, n) = (given.as_raw_fd(), not_given.as_raw_fd());
+        let mut command = tokio::process::Command::new("sh");
+        command.args([
+            "-c",
+            &format!("test -e /proc/self/fd/{g} && ! test -e /proc/self/fd/{n}"),
+        ]);
+        keep_in_child(&mut command, vec![g]);
+        assert!(command.status().await.unwrap().success());
+        // Still close-on-exec here.
+        let flags = fcntl(given.as_fd(), FcntlArg::F_GETFD).unwrap();
+        assert!(FdFlag::from_bits_truncate(flags).contains(FdFlag::FD_CLOEXEC));
     }
 }

@@ -1,68 +1,62 @@
 //! `wsgi serve`: the standalone HTTP server, in embedded and daemon mode.
 //!
-//! Architecture:
+//! Processes, as Apache's: the **master** ([`master`]) is the one started (root, to bind port
+//! 80, when started as root); it reads and checks the configuration, binds the sockets, runs
+//! the daemon process groups and starts a **front process** ([`front_process`]) that becomes
+//! the unprivileged user ([`privileges`]) and serves the clients. SIGHUP starts a new front
+//! beside the old one, which finishes its requests and stops: nothing is refused or lost.
 //!
-//! * [`front`]: hyper 1 HTTP/1.1 connections on a small tokio runtime. Each request is routed
-//!   by `wsgi_config::Config::route` (one code path for `--config site.conf` and for
-//!   `wsgi serve app.wsgi`, whose flags are turned into mod_wsgi directives by [`site`]) or
-//!   served from a static `--url-alias` folder.
-//! * [`pool`]: N Python worker threads fed through a bounded crossbeam channel; admission waits
-//!   at most the queue timeout, then 503. tokio threads never touch Python.
-//! * [`bridge`]: the request and response bodies stream between the two sides through bounded
-//!   channels (backpressure both ways); a client that leaves makes the app's next write fail,
-//!   so its `close()` runs; an app failing mid-body aborts the connection.
-//! * [`daemons`]: daemon mode. Routes that name a `WSGIDaemonProcess` group (from
-//!   `--config`, or the group `wsgi serve --processes N` generates) go to a front pool of
-//!   that group, whose threads run them in the group's daemon processes through
-//!   `wsgi_daemon::DaemonClient`; the processes are started (by exec of this program as
-//!   `wsgi daemon-process`) and kept running by a `wsgi_daemon::Supervisor`. This process
-//!   starts its own Python only when some mount runs embedded.
-//! * [`status`]: the opt-in `--status-addr` endpoint `wsgi status` reads.
+//! In the front process:
+//!
+//! * [`front`]: hyper 1 HTTP/1.1 connections on a small tokio runtime, behind [`head`] (raw
+//!   request targets Apache accepts) and [`conn`] (the response write timeout). Each request
+//!   is checked as Apache checks it ([`strict`]), routed by `wsgi_config::Config::route` (one
+//!   code path for `--config site.conf` and for `wsgi serve app.wsgi`, whose flags are turned
+//!   into mod_wsgi directives by [`site`]) or served from a static `--url-alias` folder.
+//! * [`pool`]: N Python worker threads fed through a bounded crossbeam channel; a request
+//!   waits for one at most the queue timeout, then 503. tokio threads never touch Python.
+//! * [`bridge`]: request bodies up to `--request-buffer-size` are read whole before a worker
+//!   takes the request; larger ones, and responses, stream between the two sides through
+//!   bounded channels, with body and write timeouts so no client holds a worker.
+//! * [`daemons`]: daemon mode. Routes that name a `WSGIDaemonProcess` group go to a front pool
+//!   of that group, whose threads run them in the group's daemon processes through
+//!   `wsgi_daemon::DaemonClient`. The front starts its own Python only when some mount runs
+//!   embedded.
+//! * [`status`]: the opt-in `--status-addr` endpoint `wsgi status` reads (the state comes
+//!   from the master over [`control`]).
 //! * [`access_log`]: Apache combined format, from a thread of its own.
-//!
-//! Signals: SIGTERM/SIGINT stop accepting, let in-flight requests finish (up to
-//! `--graceful-timeout`), stop the workers, stop the daemon processes (none is left, nor any
-//! socket file), shut Python down (atexit) and exit 0. SIGHUP re-reads the configuration
-//! and, when it is valid, reloads it and every application without dropping a request:
-//! * with embedded mounts (or changed `Listen` addresses), by a restart in place: in-flight
-//!   requests finish, then the program execs itself (same process id) keeping its listening
-//!   sockets open ([`inherit`]), so connections made meanwhile wait in the listen queue;
-//! * in daemon mode only, a new set of daemon groups is started first, requests move to it,
-//!   and the old set is stopped once the requests it runs are done (at most
-//!   `--graceful-timeout`). A reload that cannot start the new daemons is refused and the
-//!   previous configuration stays.
-//!
-//! An invalid configuration is refused with `wsgi check`'s messages, and the server keeps
-//! serving the previous one.
 
 pub mod access_log;
 pub mod bridge;
+pub mod conn;
+pub mod control;
 pub mod daemons;
 pub mod error;
 pub mod front;
 #[allow(unsafe_code)]
+pub mod front_process;
+pub mod head;
+#[allow(unsafe_code)]
 pub mod inherit;
+pub mod master;
 pub mod pool;
+pub mod privileges;
 pub mod reload;
 #[allow(unsafe_code)]
 pub mod sendfile;
 pub mod site;
 pub mod status;
+pub mod strict;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use parking_lot::RwLock;
 use wsgi_config::reader::ReadOptions;
 
-use daemons::DaemonSet;
 pub use error::ServeError;
-use front::{Front, Limits, Listener};
-use pool::{AppHost, PythonHost, WorkerPool};
+use front::Limits;
 use site::{AppFlags, DaemonFlags, Site, SiteSource, UrlAlias};
 
 /// `--log-level`.
@@ -124,13 +118,19 @@ pub struct ServeArgs {
     /// --python-path), as mod_wsgi-express does. Without it, they run in this process.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub processes: Option<u32>,
-    /// With --processes: the user the daemon processes run as (needed when the server
-    /// starts as root, which daemons never stay), for example `nobody` or `www-data`.
-    #[arg(long, requires = "processes")]
+    /// When started as root: the user that serves the clients and runs the applications
+    /// (the front process, and the daemon processes of --processes). Default: www-data where
+    /// it exists, else nobody. With --config, the configuration's `User` says it.
+    #[arg(long)]
     pub user: Option<String>,
-    /// With --processes: the daemon processes' group (default: the user's).
-    #[arg(long, requires = "processes")]
+    /// When started as root: the group to run with (default: the user's own). With
+    /// --config, the configuration's `Group` says it.
+    #[arg(long)]
     pub group: Option<String>,
+    /// When started as root, serve clients and run the applications as root if no user is
+    /// named (or the one named is root). Never do this on a network.
+    #[arg(long)]
+    pub allow_root: bool,
     /// Serve the daemon groups' status on this loopback address (`/status`, `/status.json`,
     /// Prometheus `/metrics`), for `wsgi status --status-addr ADDR`. Off by default.
     #[arg(long, value_name = "IP:PORT")]
@@ -141,14 +141,54 @@ pub struct ServeArgs {
     /// Seconds a request may wait for a worker thread before it gets 503.
     #[arg(long, default_value_t = 45.0)]
     pub queue_timeout: f64,
-    /// Seconds a client may take to send its request headers (and to stay idle between
-    /// keep-alive requests).
+    /// Seconds a client may take to send its request headers, in all, however it trickles
+    /// them (also how long a keep-alive connection may stay idle between requests).
     #[arg(long, default_value_t = 15.0)]
     pub header_timeout: f64,
+    /// Request bodies up to this many bytes are read whole by the server before a worker
+    /// thread takes the request, so a client sending slowly holds no thread; larger ones
+    /// stream to the application as it reads them.
+    #[arg(long, default_value_t = 256 * 1024, value_name = "BYTES")]
+    pub request_buffer_size: usize,
+    /// Seconds a client may make the server wait for request body bytes, plus one second
+    /// per --body-min-rate bytes it sent (Apache's `RequestReadTimeout body=15,MinRate=500`).
+    /// Past it: 408, or `OSError` in the application's `wsgi.input.read()`.
+    #[arg(long, default_value_t = 15.0)]
+    pub body_timeout: f64,
+    /// Bytes per second a request body must arrive at to earn more time (see --body-timeout);
+    /// 0: the body timeout is a total.
+    #[arg(long, default_value_t = 500, value_name = "BYTES")]
+    pub body_min_rate: u64,
+    /// The largest request body accepted (413 beyond); 0: no limit. Apache's
+    /// `LimitRequestBody` default.
+    #[arg(long, default_value_t = 1 << 30, value_name = "BYTES")]
+    pub limit_request_body: u64,
+    /// Seconds a client may leave a response unread (its socket full), plus one second per
+    /// --response-min-rate bytes it read; past it the connection is dropped and the worker
+    /// writing the response is released.
+    #[arg(long, default_value_t = 60.0)]
+    pub socket_timeout: f64,
+    /// Bytes per second a client must read a response at to earn more time (see
+    /// --socket-timeout); 0: only the timeout.
+    #[arg(long, default_value_t = 500, value_name = "BYTES")]
+    pub response_min_rate: u64,
+    /// The most client connections open at once; beyond it new connections wait in the
+    /// listen backlog while the open ones are served. Default: half the open-file limit
+    /// (raised to its hard limit at start) less a reserve.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// The longest request line accepted, in bytes (414 beyond), as Apache's
+    /// `LimitRequestLine`.
+    #[arg(long, default_value_t = 8190, value_name = "BYTES")]
+    pub limit_request_line: usize,
+    /// The longest request header field (`Name: value`) accepted, in bytes (400 beyond), as
+    /// Apache's `LimitRequestFieldSize`.
+    #[arg(long, default_value_t = 8190, value_name = "BYTES")]
+    pub limit_request_field_size: usize,
     /// Seconds in-flight requests get to finish on SIGTERM/SIGINT.
     #[arg(long, default_value_t = 15.0)]
     pub graceful_timeout: f64,
-    /// The most bytes of request line and headers a request may have (431 beyond).
+    /// The most bytes of request line and headers a request may have, in all (431 beyond).
     #[arg(long, default_value_t = 65536)]
     pub max_header_size: usize,
     /// The most header fields a request may have (431 beyond).
@@ -228,6 +268,56 @@ fn seconds(value: f64) -> Duration {
     Duration::try_from_secs_f64(value.max(0.0)).unwrap_or(Duration::MAX)
 }
 
+/// Descriptors kept back from `--max-connections`' default (Python, log files, daemon
+/// sockets, files being sent).
+const RESERVED_FDS: u64 = 256;
+
+/// Raises the open-file limit to its hard limit, and derives `--max-connections`' default
+/// from it: half of what is left after [`RESERVED_FDS`] (each connection may also hold a file
+/// being sent, or a daemon socket), at least 16.
+fn default_max_connections() -> usize {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 512;
+    };
+    let limit = if hard > soft && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    let connections = limit.saturating_sub(RESERVED_FDS) / 2;
+    usize::try_from(connections.clamp(16, 1 << 20)).unwrap_or(1 << 20)
+}
+
+impl ServeArgs {
+    /// The protocol limits the flags describe.
+    fn limits(&self) -> Limits {
+        Limits {
+            header_timeout: seconds(self.header_timeout),
+            max_header_size: self.max_header_size,
+            max_headers: self.max_headers,
+            head: strict::HeadLimits {
+                max_request_line: self.limit_request_line,
+                max_field_size: self.limit_request_field_size,
+            },
+            body: bridge::BodyLimits {
+                buffer_size: self.request_buffer_size,
+                timeout: seconds(self.body_timeout),
+                min_rate: self.body_min_rate,
+                max_size: self.limit_request_body,
+            },
+            write: conn::WriteLimits {
+                timeout: seconds(self.socket_timeout),
+                min_rate: self.response_min_rate,
+            },
+            max_connections: self
+                .max_connections
+                .unwrap_or_else(default_max_connections)
+                .max(1),
+        }
+    }
+}
+
 /// The addresses to listen on, each with the port requests on it are routed as.
 fn listen_addresses(
     args: &ServeArgs,
@@ -292,450 +382,35 @@ fn init_tracing(level: LogLevel) {
         .try_init();
 }
 
-/// The start-up banner: the mode, the daemon process groups with their pids, the addresses,
-/// then each mount with its script, process group, application group and python-home, and
-/// the static folders.
-fn banner(
-    site: &Site,
-    addresses: &[SocketAddr],
-    embedded_threads: Option<usize>,
-    daemons: Option<&DaemonSet>,
-    status_addr: Option<SocketAddr>,
-    python: &str,
-) -> String {
-    let mode = match (embedded_threads, daemons) {
-        (Some(t), None) => format!("embedded mode with {t} worker thread(s)"),
-        (Some(t), Some(_)) => {
-            format!("daemon mode, and embedded mode with {t} worker thread(s),")
-        }
-        (None, _) => "daemon mode".to_string(),
-    };
-    let mut out = format!(
-        "wsgi-rs {} serving in {mode} with Python {python}\n",
-        env!("CARGO_PKG_VERSION")
-    );
-    if let Some(d) = daemons {
-        out.push_str(&d.banner());
-    }
-    if let Some(a) = status_addr {
-        out.push_str(&format!(
-            "status on http://{a}/status (and /status.json, /metrics): wsgi status --status-addr {a}\n"
-        ));
-    }
-    for a in addresses {
-        out.push_str(&format!("listening on http://{a}/\n"));
-    }
-    let mounts = site.mounts();
-    let show_hosts = !site.config.virtual_hosts.is_empty();
-    let mut host = "";
-    for m in &mounts {
-        if show_hosts && m.host != host {
-            out.push_str(&format!("{}\n", m.host));
-            host = &m.host;
-        }
-        let home = m.python_home.as_ref().map_or_else(
-            || "(the embedded Python itself)".to_string(),
-            |h| h.display().to_string(),
-        );
-        out.push_str(&format!(
-            "  {} -> {}\n      process group: {}   application group: {}   python-home: {}\n",
-            m.mount, m.script, m.process_group, m.application_group, home
-        ));
-    }
-    for a in &site.aliases {
-        out.push_str(&format!(
-            "  {} -> {} (static files)\n",
-            a.url,
-            a.dir.display()
-        ));
-    }
-    out
-}
-
-/// Runs `wsgi serve` until SIGTERM/SIGINT. Start-up problems are returned before anything is
-/// served; after that the server only stops on a signal.
-pub fn run(args: ServeArgs) -> Result<(), ServeError> {
-    init_tracing(args.log_level);
-    let aliases = args.aliases()?;
-    let site = Site::load(args.source(), aliases.clone())?;
-    for w in &site.warnings {
-        tracing::warn!("{w}");
-    }
-    let addresses = listen_addresses(&args, &site)?;
-    // After a restart in place, the sockets the previous program listened on.
-    let mut inherited = inherit::take();
-    let mut sockets = Vec::new();
-    for (addr, route_as) in &addresses {
-        let socket = match inherit::claim(&mut inherited, *addr) {
-            Some(socket) => {
-                socket
-                    .set_nonblocking(true)
-                    .map_err(|source| ServeError::Bind {
-                        addr: *addr,
-                        source,
-                    })?;
-                socket
-            }
-            None => bind(*addr)?,
-        };
-        let actual = socket.local_addr().map_err(|source| ServeError::Bind {
-            addr: *addr,
-            source,
-        })?;
-        sockets.push((socket, actual, route_as.unwrap_or(actual.port())));
-    }
-    for (addr, _) in inherited {
-        tracing::info!("no longer listening on {addr}: the configuration stopped naming it");
-    }
-    let access_log = match &args.access_log {
-        Some(path) => {
-            Some(
-                access_log::AccessLog::open(path).map_err(|source| ServeError::AccessLog {
-                    path: path.clone(),
-                    source,
-                })?,
-            )
-        }
-        None => None,
-    };
-    let status_listener = args.status_addr.map(status::bind).transpose()?;
-    let graceful = seconds(args.graceful_timeout);
-    // Daemon process groups first (exec'd while this process runs few threads), then this
-    // process's own Python only when some mount runs embedded.
-    let daemon_set = DaemonSet::start(&site, args.queue_size, seconds(args.queue_timeout))?;
-    let runtime = if site.needs_embedded() {
-        Some(Arc::new(wsgi_interp::Runtime::start_with(
-            &wsgi_interp::StartConfig {
-                python_home: site.python_home.clone(),
-                python_path: site.python_path.clone(),
-                optimize: site.config.python.optimize,
-                dont_write_bytecode: site.config.python.dont_write_bytecode,
-                ..Default::default()
-            },
-            &wsgi_interp::InterpreterOptions {
-                per_interpreter_gil: site.config.python.per_interpreter_gil,
-            },
-        )?))
-    } else {
-        None
-    };
-    let python = match &runtime {
-        Some(rt) => {
-            let (major, minor, micro) = rt.python_version();
-            format!("{major}.{minor}.{micro}")
-        }
-        None => wsgi_interp::embedded::BUILD_PYTHON_VERSION.to_string(),
-    };
-    let threads = args.threads.max(1);
-    let pool = match &runtime {
-        Some(rt) => {
-            let host: Arc<dyn AppHost> = Arc::new(PythonHost(rt.clone()));
-            Some(
-                WorkerPool::start(host, threads, args.queue_size, seconds(args.queue_timeout))
-                    .map_err(ServeError::Threads)?,
-            )
-        }
-        None => None,
-    };
-    if let Some(d) = &daemon_set {
-        if !d.wait_ready(DAEMON_READY_WAIT) {
-            tracing::warn!(
-                "some daemon processes were not ready within {DAEMON_READY_WAIT:?}: serving anyway (their requests wait for them up to connect-timeout)"
-            );
-        }
-    }
-    let io_threads = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(io_threads)
-        .thread_name("wsgi-io")
-        .enable_all()
-        .build()
-        .map_err(ServeError::Threads)?;
-    // The signal handlers go in before the banner: whoever reads the banner may signal at once
-    // (SIGHUP's default action would end the server).
-    let stop_signals = tokio.block_on(async { StopSignals::install() });
-    let actual: Vec<SocketAddr> = sockets.iter().map(|(_, a, _)| *a).collect();
-    print!(
-        "{}",
-        banner(
-            &site,
-            &actual,
-            pool.as_ref().map(|_| threads),
-            daemon_set.as_ref(),
-            status_listener.as_ref().and_then(|l| l.local_addr().ok()),
-            &python
-        )
-    );
-    let front = Arc::new(Front {
-        site: RwLock::new(Arc::new(site)),
-        pool,
-        daemons: RwLock::new(daemon_set.map(Arc::new)),
-        retired: parking_lot::Mutex::new(Vec::new()),
-        access_log: access_log.as_ref().map(|(log, _)| log.clone()),
-        multithread: threads > 1,
-        limits: Limits {
-            header_timeout: seconds(args.header_timeout),
-            max_header_size: args.max_header_size,
-            max_headers: args.max_headers,
-        },
-    });
-    let watch_roots = args
-        .reload_on_changes
-        .then(|| reload::SourceWatch::roots(&front.site.read()));
-    let restart = Arc::new(AtomicBool::new(false));
-    // Copies of the listening sockets, held open through a restart in place.
-    let kept = sockets
-        .iter()
-        .map(|(socket, _, _)| socket.try_clone())
-        .collect::<std::io::Result<Vec<_>>>()
-        .map_err(ServeError::Threads)?;
-    let started = tokio.block_on(async {
-        let listeners = sockets
-            .into_iter()
-            .map(|(socket, _, route_port)| {
-                tokio::net::TcpListener::from_std(socket)
-                    .map(|socket| Listener { socket, route_port })
-            })
-            .collect::<std::io::Result<Vec<_>>>()
-            .map_err(ServeError::Threads)?;
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        if let Some(listener) = status_listener {
-            let listener =
-                tokio::net::TcpListener::from_std(listener).map_err(ServeError::Threads)?;
-            tokio::spawn(status::serve(front.clone(), listener, stop_rx.clone()));
-        }
-        if let Some(roots) = watch_roots {
-            tokio::spawn(watch_sources(roots, restart.clone(), stop_tx.clone()));
-        }
-        let signals = tokio::spawn(signal_loop(
-            stop_signals,
-            front.clone(),
-            args.clone(),
-            aliases,
-            stop_tx,
-            graceful,
-            restart.clone(),
-        ));
-        let finished = front::serve(front.clone(), listeners, stop_rx, graceful).await;
-        signals.abort();
-        Ok::<_, ServeError>((finished, Instant::now()))
-    })?;
-    let (finished, stop_began) = started;
-    // In-flight requests are done (or the graceful time is up): stop the workers, the daemon
-    // processes, then Python.
-    let left = graceful
-        .saturating_sub(stop_began.elapsed())
-        .max(Duration::from_millis(100));
-    let left = if finished {
-        left
-    } else {
-        Duration::from_millis(100)
-    };
-    let workers_done = front.pool.as_ref().is_none_or(|p| p.stop(left));
-    let current = front.daemons.write().take();
-    let retired: Vec<Arc<DaemonSet>> = front.retired.lock().clone();
-    for d in current.iter().chain(&retired) {
-        d.stop(left);
-    }
-    tokio.shutdown_timeout(Duration::from_millis(200));
-    if let Some(runtime) = runtime {
-        let report = runtime.shutdown(
-            if workers_done {
-                wsgi_interp::DEFAULT_DRAIN
-            } else {
-                Duration::from_millis(100)
-            },
-            wsgi_interp::DEFAULT_THREAD_JOIN,
-        );
-        if report.busy_calls > 0 {
-            tracing::warn!(
-                "{} request(s) were still running in Python at exit",
-                report.busy_calls
-            );
-        }
-    }
-    drop(front);
-    if let Some((log, thread)) = access_log {
-        drop(log);
-        let _ = thread.join();
-    }
-    if restart.load(Ordering::Acquire) {
-        return Err(restart_self(&args, &actual, &kept));
-    }
-    tracing::info!("stopped");
-    Ok(())
-}
-
-/// Polls the sources once a second; on a change, asks for a graceful stop and a restart.
-async fn watch_sources(
-    roots: Vec<PathBuf>,
-    restart: Arc<AtomicBool>,
-    stop: tokio::sync::watch::Sender<bool>,
-) {
-    let Ok(mut watch) = tokio::task::spawn_blocking(move || reload::SourceWatch::new(roots)).await
-    else {
-        return;
-    };
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let Ok((again, changed)) = tokio::task::spawn_blocking(move || {
-            let changed = watch.changed();
-            (watch, changed)
-        })
-        .await
-        else {
-            return;
-        };
-        watch = again;
-        if let Some(path) = changed {
-            tracing::info!("{} changed: restarting", path.display());
-            restart.store(true, Ordering::Release);
-            let _ = stop.send(true);
-            return;
-        }
-    }
-}
-
-/// Replaces this process with the same command (keeping a port picked with `--port 0`),
-/// handing it the listening sockets. Returns only if `exec` failed.
-fn restart_self(
-    args: &ServeArgs,
-    listening: &[SocketAddr],
-    sockets: &[std::net::TcpListener],
-) -> ServeError {
-    use std::os::unix::process::CommandExt as _;
-    let exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(e) => return ServeError::Restart(e),
-    };
-    let mut command = std::process::Command::new(exe);
-    command.args(std::env::args_os().skip(1));
-    if let (Some(0), Some(addr)) = (args.port, listening.first()) {
-        command.args(["--port", &addr.port().to_string()]);
-    }
-    if let Err(e) = inherit::pass_on(&mut command, sockets) {
-        tracing::warn!("cannot keep the listening sockets open through the restart: {e}");
-    }
-    tracing::info!("restarting in place (same process id)");
-    ServeError::Restart(command.exec())
-}
-
-/// Stops a replaced set of daemon groups once the requests that took it have their response
-/// heads (at most `graceful`), then lets its pools finish streaming (the rest of `graceful`),
-/// then stops its processes. Until then it stays in `front.retired`, so a server stop waits
-/// for it too.
-fn retire(front: Arc<Front>, old: Arc<DaemonSet>, graceful: Duration) {
-    front.retired.lock().push(old.clone());
-    tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + graceful;
-        // This task and the retired list hold two references; requests hold the others.
-        while Arc::strong_count(&old) > 2 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        old.stop(
-            deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_secs(1)),
-        );
-        front.retired.lock().retain(|d| !Arc::ptr_eq(d, &old));
-        tracing::info!("the replaced daemon process groups have stopped");
-    });
-}
-
-/// The server's signal streams, installed before the banner is printed.
-struct StopSignals {
+/// A process's signal streams (SIGTERM, SIGINT, SIGHUP), installed before anyone who could
+/// send them learns the pid.
+struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
 }
 
-impl StopSignals {
-    /// Installs the handlers (inside the runtime); None when the system refuses.
-    fn install() -> Option<StopSignals> {
+impl Signals {
+    /// Installs the handlers (inside a tokio runtime).
+    fn install() -> Result<Signals, ServeError> {
         use tokio::signal::unix::{SignalKind, signal};
-        Some(StopSignals {
-            term: signal(SignalKind::terminate()).ok()?,
-            int: signal(SignalKind::interrupt()).ok()?,
-            hup: signal(SignalKind::hangup()).ok()?,
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).map_err(ServeError::Threads)?,
+            int: signal(SignalKind::interrupt()).map_err(ServeError::Threads)?,
+            hup: signal(SignalKind::hangup()).map_err(ServeError::Threads)?,
         })
     }
 }
 
-/// SIGTERM/SIGINT: stop. SIGHUP: reload the site (configuration, mounts, static folders,
-/// and the daemon process groups when their sections changed).
-async fn signal_loop(
-    signals: Option<StopSignals>,
-    front: Arc<Front>,
-    args: ServeArgs,
-    aliases: Vec<UrlAlias>,
-    stop: tokio::sync::watch::Sender<bool>,
-    graceful: Duration,
-    restart: Arc<AtomicBool>,
-) {
-    let Some(StopSignals {
-        mut term,
-        mut int,
-        mut hup,
-    }) = signals
-    else {
-        tracing::error!("cannot install signal handlers: stop the server with SIGKILL");
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM: finishing in-flight requests, then stopping"); break; }
-            _ = int.recv() => { tracing::info!("SIGINT: finishing in-flight requests, then stopping"); break; }
-            _ = hup.recv() => {
-                let (source, aliases_now) = (args.source(), aliases.clone());
-                let loaded = tokio::task::spawn_blocking(move || Site::load(source, aliases_now)).await;
-                match loaded {
-                    Ok(Ok(site)) if front.pool.is_some() || site.needs_embedded() || site.config.listen != front.site.read().config.listen => {
-                        // Python cannot be restarted inside a process, nor listening sockets
-                        // changed under tokio: reload the apps (and everything else) by a
-                        // restart in place.
-                        drop(site);
-                        tracing::info!("SIGHUP: the configuration is valid; restarting in place to reload it and the applications (in-flight requests finish first, new connections wait in the listen queue)");
-                        restart.store(true, Ordering::Release);
-                        let _ = stop.send(true);
-                        break;
-                    }
-                    Ok(Ok(site)) => {
-                        // Daemon mode only: a new set of daemon groups (fresh processes, so
-                        // the apps are loaded anew) takes the requests, the old set drains.
-                        for w in &site.warnings {
-                            tracing::warn!("{w}");
-                        }
-                        let (queue_size, queue_timeout) = (args.queue_size, seconds(args.queue_timeout));
-                        let started = tokio::task::spawn_blocking(move || {
-                            let set = DaemonSet::start(&site, queue_size, queue_timeout)?;
-                            if let Some(d) = &set {
-                                d.wait_ready(DAEMON_READY_WAIT);
-                            }
-                            Ok::<_, ServeError>((site, set))
-                        })
-                        .await;
-                        match started {
-                            Ok(Ok((site, set))) => {
-                                if let Some(d) = &set {
-                                    tracing::info!("SIGHUP: new daemon process groups:\n{}", d.banner().trim_end());
-                                }
-                                let set = set.map(Arc::new);
-                                let previous = std::mem::replace(&mut *front.daemons.write(), set);
-                                *front.site.write() = Arc::new(site);
-                                if let Some(previous) = previous {
-                                    retire(front.clone(), previous, graceful);
-                                }
-                                tracing::info!("SIGHUP: configuration reloaded; the daemon process groups were restarted with it");
-                            }
-                            Ok(Err(e)) => tracing::error!("SIGHUP: reload refused, still serving the previous configuration: {e}"),
-                            Err(e) => tracing::error!("SIGHUP: reload failed: {e}"),
-                        }
-                    }
-                    Ok(Err(e)) => tracing::error!("SIGHUP: reload refused, still serving the previous configuration: {e}"),
-                    Err(e) => tracing::error!("SIGHUP: reload failed: {e}"),
-                }
-            }
-        }
-    }
-    let _ = stop.send(true);
+/// Runs `wsgi serve` until SIGTERM/SIGINT (the master process). Start-up problems are
+/// returned before anything is served; after that the server only stops on a signal.
+pub fn run(args: ServeArgs) -> Result<(), ServeError> {
+    init_tracing(args.log_level);
+    master::run(args)
+}
+
+/// Runs a front process (`wsgi front-process`, started by the master only).
+pub fn run_front(args: ServeArgs) -> Result<(), ServeError> {
+    init_tracing(args.log_level);
+    front_process::run(args)
 }

@@ -7,11 +7,14 @@
 //! keeps a stuck group from taking the threads of the others.
 //!
 //! Admission: a request takes one of `threads + queue_size` slots (a tokio semaphore, awaited
-//! for at most the queue timeout, so a full queue never blocks an I/O thread), and a worker
-//! refuses a job that waited longer than the queue timeout in all. Either way the client gets
-//! 503.
+//! for at most the queue timeout, so a full queue never blocks an I/O thread). Once queued,
+//! the front keeps a timer from the request's arrival: at the queue timeout a job no worker
+//! has taken yet is withdrawn ([`Ticket`]) and answered at once, whatever the workers are
+//! doing: 503, or 504 for a daemon process group with its own `queue-timeout=` (mod_wsgi's
+//! answer for it).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -108,8 +111,35 @@ pub struct Job {
     pub sink: ChannelSink,
     /// When the request arrived (the queue timeout counts from here).
     pub arrived: Instant,
+    /// Taken by the worker that runs the job, or withdrawn by the front at the queue timeout.
+    pub ticket: Arc<Ticket>,
     /// Where the worker reports how it ended.
     pub done: oneshot::Sender<JobResult>,
+}
+
+/// Who a queued job belongs to: still waiting, taken by a worker, or withdrawn at the queue
+/// timeout (exactly one of the last two happens).
+#[derive(Debug, Default)]
+pub struct Ticket(AtomicU8);
+
+const WAITING: u8 = 0;
+const TAKEN: u8 = 1;
+const WITHDRAWN: u8 = 2;
+
+impl Ticket {
+    /// A worker takes the job; false if it was withdrawn.
+    pub fn take(&self) -> bool {
+        self.0
+            .compare_exchange(WAITING, TAKEN, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Withdraws the job; false if a worker took it.
+    pub fn withdraw(&self) -> bool {
+        self.0
+            .compare_exchange(WAITING, WITHDRAWN, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
 }
 
 impl std::fmt::Debug for Job {
@@ -154,16 +184,19 @@ pub struct WorkerPool {
     jobs: Mutex<Option<crossbeam_channel::Sender<Queued>>>,
     slots: Arc<Semaphore>,
     queue_timeout: Duration,
+    expired_status: u16,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl WorkerPool {
-    /// Starts `threads` workers (at least 1) with room for `queue_size` waiting requests.
+    /// Starts `threads` workers (at least 1) with room for `queue_size` waiting requests; a
+    /// request that waits longer than `queue_timeout` is answered `expired_status`.
     pub fn start(
         host: Arc<dyn AppHost>,
         threads: usize,
         queue_size: usize,
         queue_timeout: Duration,
+        expired_status: u16,
     ) -> std::io::Result<WorkerPool> {
         let threads = threads.max(1);
         let capacity = threads + queue_size;
@@ -181,8 +214,24 @@ impl WorkerPool {
             jobs: Mutex::new(Some(tx)),
             slots: Arc::new(Semaphore::new(capacity)),
             queue_timeout,
+            expired_status,
             threads: Mutex::new(handles),
         })
+    }
+
+    /// The number of worker threads.
+    pub fn threads(&self) -> usize {
+        self.threads.lock().len()
+    }
+
+    /// How long a request may wait for a worker.
+    pub fn queue_timeout(&self) -> Duration {
+        self.queue_timeout
+    }
+
+    /// The status of a request that waited longer than the queue timeout.
+    pub fn expired_status(&self) -> u16 {
+        self.expired_status
     }
 
     /// Queues a job, waiting up to the queue timeout for room. On refusal the job is given back.
@@ -242,6 +291,7 @@ fn worker(host: &dyn AppHost, jobs: crossbeam_channel::Receiver<Queued>, queue_t
             mut body,
             mut sink,
             arrived,
+            ticket,
             done,
         } = job;
         if sink.client_gone() || done.is_closed() {
@@ -249,7 +299,13 @@ fn worker(host: &dyn AppHost, jobs: crossbeam_channel::Receiver<Queued>, queue_t
             continue;
         }
         if arrived.elapsed() > queue_timeout {
-            let _ = done.send(JobResult::Expired);
+            // The front's timer should have withdrawn it; whoever is first answers.
+            if ticket.withdraw() {
+                let _ = done.send(JobResult::Expired);
+            }
+            continue;
+        }
+        if !ticket.take() {
             continue;
         }
         let outcome = match host.call(&app, &head, &mut body, &mut sink) {
@@ -344,7 +400,7 @@ mod tests {
         oneshot::Receiver<JobResult>,
         super::super::bridge::ResponseReceiver,
     ) {
-        let (sink, receiver) = response_channel(false);
+        let (sink, receiver) = response_channel(false, Arc::default());
         let (done, done_rx) = oneshot::channel();
         (
             Job {
@@ -357,6 +413,7 @@ mod tests {
                 body: ChannelBody::empty(),
                 sink,
                 arrived,
+                ticket: Arc::default(),
                 done,
             },
             done_rx,
@@ -392,10 +449,11 @@ mod tests {
             2,
             4,
             Duration::from_secs(10),
+            503,
         )
         .unwrap();
         let submit = |script: &ScriptSpec, group: &str| {
-            let (sink, receiver) = response_channel(false);
+            let (sink, receiver) = response_channel(false, Arc::default());
             let (done, done_rx) = oneshot::channel();
             let job = Job {
                 app: AppCall {
@@ -407,6 +465,7 @@ mod tests {
                 body: ChannelBody::empty(),
                 sink,
                 arrived: Instant::now(),
+                ticket: Arc::default(),
                 done,
             };
             (job, done_rx, receiver)
@@ -461,6 +520,7 @@ mod tests {
             1,
             0,
             Duration::from_millis(100),
+            503,
         )
         .unwrap();
         let (first, first_done, _r1) = job(Instant::now());
@@ -488,6 +548,7 @@ mod tests {
             1,
             4,
             Duration::from_millis(50),
+            503,
         )
         .unwrap();
         let (old, done, _r) = job(Instant::now() - Duration::from_secs(1));
@@ -505,12 +566,52 @@ mod tests {
 
     #[tokio::test]
     async fn a_departed_client_is_not_run() {
-        let pool = WorkerPool::start(Arc::new(Echo(Duration::ZERO)), 1, 4, Duration::from_secs(5))
-            .unwrap();
+        let pool = WorkerPool::start(
+            Arc::new(Echo(Duration::ZERO)),
+            1,
+            4,
+            Duration::from_secs(5),
+            503,
+        )
+        .unwrap();
         let (j, done, receiver) = job(Instant::now());
         drop(receiver);
         pool.submit(j).await.unwrap();
         assert!(matches!(done.await.unwrap(), JobResult::Abandoned));
+        assert!(
+            tokio::task::spawn_blocking(move || pool.stop(Duration::from_secs(5)))
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_withdrawn_job_is_never_run() {
+        let pool = WorkerPool::start(
+            Arc::new(Echo(Duration::from_millis(300))),
+            1,
+            4,
+            Duration::from_secs(5),
+            503,
+        )
+        .unwrap();
+        let (busy, busy_done, _r1) = job(Instant::now());
+        pool.submit(busy).await.unwrap();
+        let (queued, queued_done, _r2) = job(Instant::now());
+        let ticket = queued.ticket.clone();
+        pool.submit(queued).await.unwrap();
+        // The front's queue timer fires while the only worker is busy: the job is withdrawn,
+        // and the worker, once free, neither runs it nor reports it.
+        assert!(ticket.withdraw());
+        assert!(!ticket.take());
+        assert!(matches!(
+            busy_done.await.unwrap(),
+            JobResult::Ran(Outcome::Complete { .. })
+        ));
+        assert!(
+            queued_done.await.is_err(),
+            "a withdrawn job reports nothing"
+        );
         assert!(
             tokio::task::spawn_blocking(move || pool.stop(Duration::from_secs(5)))
                 .await

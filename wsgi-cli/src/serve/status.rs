@@ -12,8 +12,9 @@
 //!   requests served, in flight, uptime);
 //! * `/status.json`: the same snapshot as JSON.
 //!
-//! The snapshot is the supervisor's: each daemon process reports its counters to it whenever
-//! they change (checked every 25 ms).
+//! The snapshot is the supervisor's, in the master process: each daemon process reports its
+//! counters to it whenever they change (checked every 25 ms); the front process that serves
+//! the endpoint asks the master for it over their control channel.
 
 use std::convert::Infallible;
 use std::io::{Read, Write};
@@ -30,7 +31,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
-use super::daemons::status_table;
 use super::error::ServeError;
 use super::front::Front;
 
@@ -123,25 +123,30 @@ async fn answer(
     front: Arc<Front>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let daemons = front.daemons.read().clone();
-    let groups = daemons.map(|d| d.status()).unwrap_or_default();
-    let (status, kind, body) = match req.uri().path() {
-        "/metrics" => (
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            wsgi_daemon::supervisor::prometheus_text(&groups),
-        ),
-        "/status" | "/" => (
-            StatusCode::OK,
+    let ask = |format: &'static str| {
+        let control = front.control.clone();
+        async move {
+            match control {
+                Some(control) => control.status(format).await.map_err(|e| e.to_string()),
+                None => Err("no master process".to_string()),
+            }
+        }
+    };
+    let answer = |kind: &'static str, body: Result<String, String>| match body {
+        Ok(body) => (StatusCode::OK, kind, body),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
             "text/plain; charset=utf-8",
-            status_table(&groups),
+            format!("the status is not available: {e}\n"),
         ),
-        "/status.json" => (
-            StatusCode::OK,
-            "application/json",
-            serde_json::to_string_pretty(&groups)
-                .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")),
+    };
+    let (status, kind, body) = match req.uri().path() {
+        "/metrics" => answer(
+            "text/plain; version=0.0.4; charset=utf-8",
+            ask("prometheus").await,
         ),
+        "/status" | "/" => answer("text/plain; charset=utf-8", ask("text").await),
+        "/status.json" => answer("application/json", ask("json").await),
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",

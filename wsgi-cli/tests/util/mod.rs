@@ -12,6 +12,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+/// Whether the tests run as root.
+pub fn is_root() -> bool {
+    // The owner of /proc/self is this process's effective user.
+    std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0
+}
+
 /// A scratch folder under /var/tmp the server (running as us) can read.
 pub fn scratch(prefix: &str) -> tempfile::TempDir {
     tempfile::Builder::new()
@@ -50,6 +56,10 @@ pub struct Launch {
     /// On drop, SIGTERM first (so the server removes its daemon sockets) and wait up to
     /// 20 s, then kill; otherwise kill straight away.
     pub term_on_drop: bool,
+    /// When the tests run as root and name no `--user`: add `--allow-root`, so the server
+    /// serves as root and reads the tests' private scratch folders (the privilege tests
+    /// turn this off to see the switch to an unprivileged user).
+    pub allow_root: bool,
 }
 
 /// `serve.rs`: 30 s for the banner, killed when dropped.
@@ -58,6 +68,7 @@ pub const PLAIN: Launch = Launch {
     null_stdin: false,
     banner_timeout: Duration::from_secs(30),
     term_on_drop: false,
+    allow_root: true,
 };
 
 /// `daemon.rs`: 60 s for the banner, SIGTERM then kill when dropped.
@@ -66,6 +77,7 @@ pub const DAEMON: Launch = Launch {
     null_stdin: false,
     banner_timeout: Duration::from_secs(60),
     term_on_drop: true,
+    allow_root: true,
 };
 
 /// `frameworks.rs`: port 0 and warn level added, stdin null, 60 s for the banner, killed
@@ -75,6 +87,7 @@ pub const FRAMEWORKS: Launch = Launch {
     null_stdin: true,
     banner_timeout: Duration::from_secs(60),
     term_on_drop: false,
+    allow_root: true,
 };
 
 /// A running `wsgi serve`, stopped (by its own pid) when dropped.
@@ -103,6 +116,9 @@ impl Server {
     pub fn try_start_with(launch: &Launch, args: &[&str]) -> Result<Server, String> {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsgi"));
         cmd.arg("serve").args(args).args(launch.extra_args);
+        if launch.allow_root && is_root() && !args.contains(&"--user") {
+            cmd.arg("--allow-root");
+        }
         if launch.null_stdin {
             cmd.stdin(Stdio::null());
         }

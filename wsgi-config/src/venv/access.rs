@@ -387,62 +387,87 @@ pub fn check_readable(path: &Path, user: &UserIdentity) -> Vec<Problem> {
     }
 
     for (item, item_want) in items {
-        match walk(user, &item, item_want) {
-            Ok(()) => {}
-            Err(Blocked::Failed { path, error }) => {
-                return vec![Problem::new(ProblemKind::CannotCheckAccess {
-                    path,
-                    user: user.name.clone(),
-                    error: error.to_string(),
-                })];
-            }
-            Err(Blocked::Denied {
-                path,
-                owner: stat,
-                want,
-                denied,
-            }) => {
-                let fix = if path.starts_with(&canonical_root) || path.starts_with(&root) {
-                    AccessFix::Chmod {
-                        command: format!("chmod -R a+rX {}", root.display()),
-                    }
-                } else if is_home_directory(&path, stat.uid) {
-                    let name = root
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_else(|| "NAME".to_owned());
-                    AccessFix::MoveOutOfHome {
-                        home: path.clone(),
-                        suggestion: Path::new("/usr/local/venvs").join(name),
-                    }
-                } else {
-                    let who = if stat.uid == user.uid {
-                        "u"
-                    } else if user.groups.contains(&stat.gid) {
-                        "g"
-                    } else {
-                        "o"
-                    };
-                    let perms = match (want.read, want.search) {
-                        (true, true) => "rx",
-                        (true, false) => "r",
-                        _ => "x",
-                    };
-                    AccessFix::Chmod {
-                        command: format!("chmod {who}+{perms} {}", path.display()),
-                    }
-                };
-                return vec![Problem::new(ProblemKind::AccessDenied {
-                    user: user.name.clone(),
-                    denied,
-                    mode: stat.mode,
-                    owner: owner_name(stat.uid),
-                    group: group_name(stat.gid),
-                    path,
-                    fix,
-                })];
-            }
+        if let Err(blocked) = walk(user, &item, item_want) {
+            return vec![blocked_problem(blocked, user, &root, &canonical_root)];
         }
     }
     Vec::new()
+}
+
+/// Checks that `user` can open `path` for reading (a file) or list it (a folder, read and
+/// search), as the kernel would: search permission on every folder on the way. Returns the
+/// component that blocks with the fix, or nothing when all is readable.
+pub fn check_path_readable(path: &Path, user: &UserIdentity) -> Vec<Problem> {
+    let path = absolute_path(path);
+    let want = if path.is_dir() { READ_SEARCH } else { READ };
+    match walk(user, &path, want) {
+        Ok(()) => Vec::new(),
+        Err(blocked) => {
+            let canonical = fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            vec![blocked_problem(blocked, user, &path, &canonical)]
+        }
+    }
+}
+
+/// The problem a blocked walk is, with its fix: `chmod -R a+rX ROOT` inside `root`, moving
+/// `root` out of a home folder, or the one `chmod` the blocking folder needs.
+fn blocked_problem(
+    blocked: Blocked,
+    user: &UserIdentity,
+    root: &Path,
+    canonical_root: &Path,
+) -> Problem {
+    match blocked {
+        Blocked::Failed { path, error } => Problem::new(ProblemKind::CannotCheckAccess {
+            path,
+            user: user.name.clone(),
+            error: error.to_string(),
+        }),
+        Blocked::Denied {
+            path,
+            owner: stat,
+            want,
+            denied,
+        } => {
+            let fix = if path.starts_with(canonical_root) || path.starts_with(root) {
+                AccessFix::Chmod {
+                    command: format!("chmod -R a+rX {}", root.display()),
+                }
+            } else if is_home_directory(&path, stat.uid) {
+                let name = root
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "NAME".to_owned());
+                AccessFix::MoveOutOfHome {
+                    home: path.clone(),
+                    suggestion: Path::new("/usr/local/venvs").join(name),
+                }
+            } else {
+                let who = if stat.uid == user.uid {
+                    "u"
+                } else if user.groups.contains(&stat.gid) {
+                    "g"
+                } else {
+                    "o"
+                };
+                let perms = match (want.read, want.search) {
+                    (true, true) => "rx",
+                    (true, false) => "r",
+                    _ => "x",
+                };
+                AccessFix::Chmod {
+                    command: format!("chmod {who}+{perms} {}", path.display()),
+                }
+            };
+            Problem::new(ProblemKind::AccessDenied {
+                user: user.name.clone(),
+                denied,
+                mode: stat.mode,
+                owner: owner_name(stat.uid),
+                group: group_name(stat.gid),
+                path,
+                fix,
+            })
+        }
+    }
 }

@@ -444,9 +444,10 @@ unsafe fn iterate(
             }
             _ => {
                 if r.truncated {
-                    tracing::debug!(
+                    tracing::warn!(
                         status = r.status,
-                        "response body longer than its Content-Length: truncated"
+                        declared = r.content_length,
+                        "response body longer than its Content-Length: the surplus was dropped"
                     );
                 }
                 Outcome::Complete {

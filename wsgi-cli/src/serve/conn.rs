@@ -1,0 +1,338 @@
+//! The client connection under hyper: [`ConnIo`] wraps the socket to enforce the response
+//! write timeout, and shares a [`ConnShared`] with the requests on the connection.
+//!
+//! * **Write timeout with a minimum rate** (the response side of Apache's `RequestReadTimeout
+//!   body=...,MinRate=...`): while a response is written, the time the socket stays full
+//!   (writes pending) is counted, and a client may keep it full for at most
+//!   `socket-timeout + bytes it read / min-rate`, where the bytes it read are those the socket
+//!   took after it first filled up (what the kernel buffered at once earns nothing: a client
+//!   that reads nothing must not be paid for the size of the socket buffers). A client that
+//!   reads slower than the minimum rate is dropped once it is past that allowance: the write
+//!   fails, hyper closes the connection, the response body is dropped, and the worker thread
+//!   writing it gets an error at its next write, so it is released instead of being held by
+//!   the client. The allowance starts again with each response.
+//! * **Flush before an abort**: a response that must end with an error (shorter than its
+//!   `Content-Length`, or the app failed mid-body) first lets hyper write out everything it
+//!   holds (status line, headers, the bytes the app did send), then fails: the body asks
+//!   [`ConnShared::wait_flush`] and hyper's next flush of the socket wakes it.
+
+use std::future::Future as _;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// How slowly a client may read a response.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteLimits {
+    /// The time the socket may stay full before the client must have read anything
+    /// (`--socket-timeout`).
+    pub timeout: Duration,
+    /// Bytes per second: each `min_rate` bytes the client accepts earns it one more second
+    /// (`--response-min-rate`; 0: no rate, only the timeout per stall).
+    pub min_rate: u64,
+}
+
+const FLUSH_IDLE: u8 = 0;
+const FLUSH_WAITING: u8 = 1;
+const FLUSH_DONE: u8 = 2;
+
+/// What a connection's requests share with its socket wrapper.
+#[derive(Debug, Default)]
+pub struct ConnShared {
+    /// Bumped when a response starts: the write allowance starts again.
+    response_epoch: AtomicU64,
+    /// [`FLUSH_IDLE`], [`FLUSH_WAITING`] (a body waits for the next flush), [`FLUSH_DONE`].
+    flush_state: AtomicU8,
+    flush_waker: Mutex<Option<Waker>>,
+}
+
+impl ConnShared {
+    /// Marks the start of a response (its write allowance starts from zero).
+    pub fn response_started(&self) {
+        self.response_epoch.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Ready once hyper has flushed everything it held to the socket after this was first
+    /// called (the first call registers the wait and returns pending).
+    pub fn wait_flush(&self, cx: &mut Context<'_>) -> Poll<()> {
+        match self.flush_state.load(Ordering::Acquire) {
+            FLUSH_DONE => {
+                self.flush_state.store(FLUSH_IDLE, Ordering::Release);
+                Poll::Ready(())
+            }
+            _ => {
+                *self.flush_waker.lock() = Some(cx.waker().clone());
+                self.flush_state.store(FLUSH_WAITING, Ordering::Release);
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Called by the socket wrapper when a flush completed.
+    fn flushed(&self) {
+        if self.flush_state.load(Ordering::Acquire) == FLUSH_WAITING {
+            self.flush_state.store(FLUSH_DONE, Ordering::Release);
+            if let Some(waker) = self.flush_waker.lock().take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// The write clock of the response being written.
+#[derive(Debug, Default)]
+struct WriteClock {
+    epoch: u64,
+    /// Whether the socket filled up during this response.
+    filled: bool,
+    /// Bytes the socket took during this response since it first filled up.
+    accepted: u64,
+    /// Time the socket stayed full during this response, stalls that ended.
+    stalled: Duration,
+    /// When the current stall began.
+    stall_began: Option<Instant>,
+}
+
+/// A client connection's socket, with the response write timeout (see the module docs).
+pub struct ConnIo<S> {
+    inner: S,
+    shared: std::sync::Arc<ConnShared>,
+    limits: WriteLimits,
+    clock: WriteClock,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> ConnIo<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, shared: std::sync::Arc<ConnShared>, limits: WriteLimits) -> Self {
+        ConnIo {
+            inner,
+            shared,
+            limits,
+            clock: WriteClock::default(),
+            timer: None,
+        }
+    }
+
+    /// The stall the client is allowed in all, given what it accepted.
+    fn allowance(&self) -> Duration {
+        let earned = match self.limits.min_rate {
+            0 => Duration::ZERO,
+            rate => Duration::from_secs_f64(self.clock.accepted as f64 / rate as f64),
+        };
+        self.limits.timeout.saturating_add(earned)
+    }
+
+    /// Before a write: a new response resets the clock.
+    fn begin_write(&mut self) {
+        let epoch = self.shared.response_epoch.load(Ordering::Relaxed);
+        if epoch != self.clock.epoch {
+            self.clock = WriteClock {
+                epoch,
+                ..WriteClock::default()
+            };
+        }
+    }
+
+    /// After a write: counts what was accepted, or checks the stall against the allowance.
+    fn after_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match result {
+            Poll::Ready(Ok(n)) => {
+                if let Some(began) = self.clock.stall_began.take() {
+                    self.clock.stalled += began.elapsed();
+                }
+                if self.clock.filled {
+                    self.clock.accepted += n as u64;
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending => {
+                self.clock.filled = true;
+                let now = Instant::now();
+                let began = *self.clock.stall_began.get_or_insert(now);
+                let stalled = self.clock.stalled + now.saturating_duration_since(began);
+                let allowance = self.allowance();
+                if stalled >= allowance {
+                    self.clock.stall_began = None;
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "the client read the response too slowly ({} bytes in {:.1}s of waiting; the limit is --socket-timeout {}s plus 1s per {} bytes): connection dropped",
+                            self.clock.accepted,
+                            stalled.as_secs_f64(),
+                            self.limits.timeout.as_secs(),
+                            self.limits.min_rate
+                        ),
+                    )));
+                }
+                let deadline = tokio::time::Instant::from_std(now + (allowance - stalled));
+                let timer = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                timer.as_mut().reset(deadline);
+                if timer.as_mut().poll(cx).is_ready() {
+                    // Already due: come back at once to fail the write.
+                    cx.waker().wake_by_ref();
+                }
+                Poll::Pending
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ConnIo<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ConnIo<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.begin_write();
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.after_write(cx, result)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.begin_write();
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.after_write(cx, result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = result {
+            self.shared.flushed();
+        }
+        result
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn limits(timeout_ms: u64, min_rate: u64) -> WriteLimits {
+        WriteLimits {
+            timeout: Duration::from_millis(timeout_ms),
+            min_rate,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_reads_is_dropped_after_the_timeout() {
+        let (server, _client) = tokio::io::duplex(1024);
+        let shared = Arc::new(ConnShared::default());
+        let mut io = ConnIo::new(server, shared.clone(), limits(200, 500));
+        shared.response_started();
+        let began = Instant::now();
+        let mut sent = 0usize;
+        let err = loop {
+            match io.write(&[b'x'; 512]).await {
+                Ok(n) => sent += n,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert!(sent <= 1024, "{sent}");
+        let waited = began.elapsed();
+        // 200 ms: the bytes the pipe took before it filled earn nothing.
+        assert!(
+            waited >= Duration::from_millis(200) && waited < Duration::from_secs(2),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_reading_at_the_minimum_rate_keeps_its_connection() {
+        let (server, mut client) = tokio::io::duplex(256);
+        let shared = Arc::new(ConnShared::default());
+        let mut io = ConnIo::new(server, shared.clone(), limits(300, 1_000));
+        shared.response_started();
+        // The client reads 256 bytes every 100 ms: 2,560 B/s, above the 1,000 B/s minimum.
+        let reader = tokio::spawn(async move {
+            let mut total = 0;
+            let mut buf = [0u8; 256];
+            while total < 8 * 1024 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                total += client.read(&mut buf).await.unwrap();
+            }
+            total
+        });
+        io.write_all(&[b'y'; 8 * 1024]).await.unwrap();
+        assert_eq!(reader.await.unwrap(), 8 * 1024);
+    }
+
+    #[tokio::test]
+    async fn a_new_response_starts_a_new_allowance() {
+        let (server, mut client) = tokio::io::duplex(64);
+        let shared = Arc::new(ConnShared::default());
+        let mut io = ConnIo::new(server, shared.clone(), limits(150, 0));
+        // Response 1: the pipe fills, the client drains it within the timeout.
+        shared.response_started();
+        io.write_all(&[1u8; 64]).await.unwrap();
+        let write = tokio::spawn(async move { io.write_all(&[2u8; 64]).await.map(|()| io) });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut buf = [0u8; 128];
+        client.read_exact(&mut buf[..64]).await.unwrap();
+        let mut io = write.await.unwrap().unwrap();
+        client.read_exact(&mut buf[..64]).await.unwrap();
+        // Response 2: 100 ms of stall again is fine, because the clock started over.
+        shared.response_started();
+        io.write_all(&[3u8; 64]).await.unwrap();
+        let write = tokio::spawn(async move { io.write_all(&[4u8; 64]).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        client.read_exact(&mut buf[..64]).await.unwrap();
+        write.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn wait_flush_is_woken_by_the_next_flush() {
+        let (server, _client) = tokio::io::duplex(64);
+        let shared = Arc::new(ConnShared::default());
+        let mut io = ConnIo::new(server, shared.clone(), limits(1_000, 0));
+        let waiter = {
+            let shared = shared.clone();
+            tokio::spawn(std::future::poll_fn(move |cx| shared.wait_flush(cx)))
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        io.flush().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}

@@ -1,0 +1,250 @@
+//! The front process of `wsgi serve` (`wsgi front-process`, started only by the master, see
+//! [`super::master`]): it takes the listening sockets, control socket and access log the
+//! master hands over, reads the configuration, becomes the unprivileged user (before it
+//! starts a thread, reads a client byte or starts Python), then serves HTTP: embedded
+//! applications in its own Python, daemon-mode ones through the daemon groups' sockets.
+//!
+//! It stops on SIGTERM/SIGINT, or when the master goes away (the control socket closes):
+//! the listening sockets close at once, in-flight requests finish (up to
+//! `--graceful-timeout`), keep-alive connections close between requests.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use super::access_log::AccessLog;
+use super::control::FrontControl;
+use super::daemons::DaemonPools;
+use super::error::ServeError;
+use super::front::{self, Front, Listener};
+use super::master::{DAEMON_SOCKETS, FRONT_IDENTITY};
+use super::pool::{AppHost, PythonHost, WorkerPool};
+use super::privileges::{self, Account};
+use super::site::Site;
+use super::{ServeArgs, Signals, inherit, listen_addresses, seconds};
+
+/// Takes the environment variable `name` (removed from the environment). Call before any
+/// thread starts.
+fn take_env(name: &str) -> Option<String> {
+    let value = std::env::var(name).ok();
+    // SAFETY: called at the start of the front process, before it starts any thread, so no
+    // other thread reads the environment meanwhile.
+    unsafe { std::env::remove_var(name) };
+    value
+}
+
+/// Runs the front process until it is told to stop.
+pub fn run(args: ServeArgs) -> Result<(), ServeError> {
+    let mut inherited = inherit::take_listeners();
+    let control = inherit::take_control().ok_or_else(|| {
+        ServeError::Front(
+            "`wsgi front-process` is started by `wsgi serve` only: run `wsgi serve` instead".into(),
+        )
+    })?;
+    let access_file = inherit::take_access_log();
+    let sockets: HashMap<String, PathBuf> = take_env(DAEMON_SOCKETS)
+        .and_then(|json| serde_json::from_str(&json).ok())
+        .unwrap_or_default();
+    let identity = take_env(FRONT_IDENTITY);
+    let site = Site::load(args.source(), args.aliases()?)?;
+    // From here on, never root (unless --allow-root): the configuration is read, nothing else
+    // needs the privileges.
+    match identity.as_deref() {
+        Some("root") | None => {}
+        Some(encoded) => {
+            let account = Account::decode(encoded).ok_or_else(|| {
+                ServeError::Front(format!("{FRONT_IDENTITY} is not name:uid:gid: {encoded}"))
+            })?;
+            privileges::become_account(&account)?;
+        }
+    }
+    // A front never outlives its master (set after the identity change, which clears it).
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
+    let mut listeners = Vec::new();
+    for (addr, route_as) in listen_addresses(&args, &site)? {
+        let socket = inherit::claim(&mut inherited, addr).ok_or_else(|| {
+            ServeError::Front(format!("the master handed over no socket for {addr}"))
+        })?;
+        socket
+            .set_nonblocking(true)
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let port = socket.local_addr().map(|a| a.port()).unwrap_or(addr.port());
+        listeners.push((socket, route_as.unwrap_or(port)));
+    }
+    let status_listener = args
+        .status_addr
+        .and_then(|addr| inherit::claim(&mut inherited, addr));
+    let access_log = match (&args.access_log, access_file) {
+        (_, Some(file)) => Some(AccessLog::from_file(file).map_err(ServeError::Threads)?),
+        (Some(path), None) if path.as_os_str() == "-" => Some(AccessLog::open(path).map_err(
+            |source| ServeError::AccessLog {
+                path: path.clone(),
+                source,
+            },
+        )?),
+        _ => None,
+    };
+    let graceful = seconds(args.graceful_timeout);
+    let daemons = DaemonPools::start(
+        &site.config,
+        &sockets,
+        args.queue_size,
+        seconds(args.queue_timeout),
+    )?;
+    let runtime = if site.needs_embedded() {
+        Some(Arc::new(wsgi_interp::Runtime::start_with(
+            &wsgi_interp::StartConfig {
+                python_home: site.python_home.clone(),
+                python_path: site.python_path.clone(),
+                optimize: site.config.python.optimize,
+                dont_write_bytecode: site.config.python.dont_write_bytecode,
+                ..Default::default()
+            },
+            &wsgi_interp::InterpreterOptions {
+                per_interpreter_gil: site.config.python.per_interpreter_gil,
+            },
+        )?))
+    } else {
+        None
+    };
+    let python = match &runtime {
+        Some(rt) => {
+            let (major, minor, micro) = rt.python_version();
+            format!("{major}.{minor}.{micro}")
+        }
+        None => wsgi_interp::embedded::BUILD_PYTHON_VERSION.to_string(),
+    };
+    let threads = args.threads.max(1);
+    let pool = match &runtime {
+        Some(rt) => {
+            let host: Arc<dyn AppHost> = Arc::new(PythonHost(rt.clone()));
+            Some(
+                WorkerPool::start(
+                    host,
+                    threads,
+                    args.queue_size,
+                    seconds(args.queue_timeout),
+                    503,
+                )
+                .map_err(ServeError::Threads)?,
+            )
+        }
+        None => None,
+    };
+    let io_threads = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(io_threads)
+        .thread_name("wsgi-io")
+        .enable_all()
+        .build()
+        .map_err(ServeError::Threads)?;
+    let (control, control_input) = {
+        let _entered = tokio.enter();
+        control.set_nonblocking(true).map_err(ServeError::Threads)?;
+        let stream = tokio::net::UnixStream::from_std(control).map_err(ServeError::Threads)?;
+        let (control, input) = FrontControl::new(stream);
+        (Arc::new(control), input)
+    };
+    let front = Arc::new(Front {
+        site: Arc::new(site),
+        pool,
+        daemons,
+        access_log: access_log.as_ref().map(|(log, _)| log.clone()),
+        multithread: threads > 1,
+        limits: args.limits(),
+        control: Some(control.clone()),
+        draining: AtomicBool::new(false),
+    });
+    let embedded_threads = front.pool.as_ref().map(|_| threads);
+    let finished = tokio.block_on(async {
+        let signals = Signals::install()?;
+        let listeners = listeners
+            .into_iter()
+            .map(|(socket, route_port)| {
+                tokio::net::TcpListener::from_std(socket)
+                    .map(|socket| Listener { socket, route_port })
+            })
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(ServeError::Threads)?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        if let Some(listener) = status_listener {
+            listener
+                .set_nonblocking(true)
+                .map_err(ServeError::Threads)?;
+            let listener =
+                tokio::net::TcpListener::from_std(listener).map_err(ServeError::Threads)?;
+            tokio::spawn(super::status::serve(
+                front.clone(),
+                listener,
+                stop_rx.clone(),
+            ));
+        }
+        let serving = tokio::spawn(front::serve(front.clone(), listeners, stop_rx, graceful));
+        control
+            .ready(python, embedded_threads)
+            .await
+            .map_err(ServeError::Threads)?;
+        let master_gone = {
+            let control = control.clone();
+            async move { control.read_until_closed(control_input).await }
+        };
+        let why = signals.wait(master_gone).await;
+        tracing::debug!("front process: {why}: stopping");
+        let _ = stop_tx.send(true);
+        Ok::<_, ServeError>(serving.await.unwrap_or(false))
+    })?;
+    let stop_began = Instant::now();
+    // In-flight requests are done (or the graceful time is up): stop the workers, then Python.
+    let left = if finished {
+        graceful
+            .saturating_sub(stop_began.elapsed())
+            .max(Duration::from_millis(100))
+    } else {
+        Duration::from_millis(100)
+    };
+    let workers_done = front.pool.as_ref().is_none_or(|p| p.stop(left));
+    if let Some(d) = &front.daemons {
+        d.stop(left);
+    }
+    tokio.shutdown_timeout(Duration::from_millis(200));
+    if let Some(runtime) = runtime {
+        let report = runtime.shutdown(
+            if workers_done {
+                wsgi_interp::DEFAULT_DRAIN
+            } else {
+                Duration::from_millis(100)
+            },
+            wsgi_interp::DEFAULT_THREAD_JOIN,
+        );
+        if report.busy_calls > 0 {
+            tracing::warn!(
+                "{} request(s) were still running in Python at exit",
+                report.busy_calls
+            );
+        }
+    }
+    drop(front);
+    if let Some((log, thread)) = access_log {
+        drop(log);
+        let _ = thread.join();
+    }
+    Ok(())
+}
+
+impl Signals {
+    /// The front's wait: SIGTERM and SIGINT stop it, or `master_gone` resolving; SIGHUP is
+    /// the master's (a terminal hang-up reaches the whole process group) and is ignored here.
+    async fn wait(mut self, master_gone: impl Future<Output = ()>) -> &'static str {
+        tokio::pin!(master_gone);
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return "SIGTERM",
+                _ = self.int.recv() => return "SIGINT",
+                _ = self.hup.recv() => continue,
+                () = &mut master_gone => return "the master process is gone",
+            }
+        }
+    }
+}

@@ -1,0 +1,637 @@
+//! The master process of `wsgi serve`: the one the operator started (and signals), as Apache's
+//! parent. It reads and checks the configuration, binds the listening sockets and opens the
+//! access log (as root, when started as root), starts the daemon process groups, and starts a
+//! **front process** that serves the clients: exec'd from this program, handed the sockets,
+//! it becomes the unprivileged user before it reads a byte from a client or starts Python
+//! (see [`super::privileges`]). The master never reads client bytes and never runs Python.
+//!
+//! * SIGHUP (and `--reload-on-changes`): the configuration is read and checked again; if it
+//!   is valid, a new generation starts *beside* the running one (new daemon groups, then a new
+//!   front process on the same listening sockets) and, once the new front accepts, the old
+//!   front is told to stop: it stops accepting, finishes its in-flight requests and closes its
+//!   keep-alive connections between requests (`Connection: close` on their last response),
+//!   then its daemon groups are stopped. No connection is refused and no request is lost, as
+//!   in nginx's and gunicorn's binary upgrade. A configuration that fails the check, or a new
+//!   generation that cannot start, is logged and the running one goes on.
+//! * SIGTERM/SIGINT: the master closes its copies of the listening sockets and stops the front
+//!   processes, which close theirs at once (new connections are refused, so a load balancer
+//!   fails over) and finish their in-flight requests within `--graceful-timeout`; then the
+//!   daemon groups are stopped and the master exits 0.
+//! * A front process that dies is started again (with back-off), as Apache replaces a child.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::BufReader;
+use tokio::process::Child;
+use tokio::sync::oneshot;
+
+use super::control::{self, ToFront, ToMaster};
+use super::daemons::{DaemonGroups, status_table};
+use super::error::ServeError;
+use super::privileges::{self, Account, Identity};
+use super::site::{Site, UrlAlias};
+use super::{DAEMON_READY_WAIT, ServeArgs, Signals, bind, inherit, listen_addresses, seconds};
+
+/// The variable naming the daemon groups' sockets for a front process (JSON object).
+pub const DAEMON_SOCKETS: &str = "WSGI_RS_DAEMON_SOCKETS";
+/// The variable saying who a front process becomes: `name:uid:gid`, or `root`.
+pub const FRONT_IDENTITY: &str = "WSGI_RS_FRONT_IDENTITY";
+
+/// How long a new front process may take to accept connections.
+const FRONT_READY_WAIT: Duration = Duration::from_secs(60);
+/// Beyond `--graceful-timeout`, how long a stopping front process has before SIGKILL.
+const FRONT_KILL_MARGIN: Duration = Duration::from_secs(5);
+
+/// Who the front process runs as, decided once per configuration, and checked against what
+/// it must read.
+fn front_identity(args: &ServeArgs, site: &Site) -> Result<Identity, ServeError> {
+    let config = &site.config;
+    let identity = privileges::decide(
+        args.user.as_deref(),
+        args.group.as_deref(),
+        config.user.as_deref(),
+        config.group.as_deref(),
+        args.allow_root,
+    )?;
+    match &identity {
+        Identity::Account(account) => {
+            let why = if args.user.is_some() {
+                "--user".to_string()
+            } else if config.user.is_some() {
+                "the configuration's User".to_string()
+            } else {
+                format!(
+                    "the default when started as root: {} where it exists, else {}",
+                    privileges::DEFAULT_USERS[0],
+                    privileges::DEFAULT_USERS[1]
+                )
+            };
+            privileges::check_readable(account, &why, &front_paths(site))?;
+            tracing::info!(
+                "started as root: the front process serves as {} (uid {}, gid {}); the master process keeps root only to start the daemon processes",
+                account.name,
+                account.uid,
+                account.gid
+            );
+        }
+        Identity::Root => tracing::warn!(
+            "--allow-root: the front process reads client bytes and runs the applications as root"
+        ),
+        Identity::Unchanged => {}
+    }
+    Ok(identity)
+}
+
+/// What the front process must read: the embedded applications' scripts and their folders,
+/// the embedded Python's python-home and python-path, the static folders.
+fn front_paths(site: &Site) -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    for mount in site.mounts() {
+        if mount.process_group != "embedded" && site.config.daemon(&mount.process_group).is_some() {
+            continue;
+        }
+        match mount.script.strip_suffix("/*.wsgi|*.py") {
+            Some(dir) => paths.push(PathBuf::from(dir)),
+            None => paths.push(PathBuf::from(&mount.script)),
+        }
+    }
+    paths.extend(site.python_home.iter().cloned());
+    paths.extend(site.python_path.iter().cloned());
+    paths.extend(site.aliases.iter().map(|a| a.dir.clone()));
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+/// The listening sockets, bound by the master and kept across reloads.
+struct Sockets {
+    /// Each address asked for, with its socket.
+    bound: Vec<(SocketAddr, TcpListener)>,
+    status: Option<TcpListener>,
+}
+
+impl Sockets {
+    /// Binds what `site` needs, reusing what is already bound for the same address.
+    fn bind(
+        args: &ServeArgs,
+        site: &Site,
+        previous: Option<&Sockets>,
+    ) -> Result<Sockets, ServeError> {
+        let mut bound = Vec::new();
+        for (addr, _) in listen_addresses(args, site)? {
+            let reused = previous.and_then(|p| {
+                p.bound
+                    .iter()
+                    .find(|(a, _)| *a == addr)
+                    .and_then(|(_, s)| s.try_clone().ok())
+            });
+            let socket = match reused {
+                Some(socket) => socket,
+                None => bind(addr)?,
+            };
+            bound.push((addr, socket));
+        }
+        let status = match previous.and_then(|p| p.status.as_ref()) {
+            Some(s) => Some(s.try_clone().map_err(ServeError::Threads)?),
+            None => args.status_addr.map(super::status::bind).transpose()?,
+        };
+        Ok(Sockets { bound, status })
+    }
+
+    fn fds(&self) -> Vec<RawFd> {
+        self.bound
+            .iter()
+            .map(|(_, s)| s.as_raw_fd())
+            .chain(self.status.iter().map(AsRawFd::as_raw_fd))
+            .collect()
+    }
+
+    fn addresses(&self) -> Vec<SocketAddr> {
+        self.bound
+            .iter()
+            .filter_map(|(_, s)| s.local_addr().ok())
+            .collect()
+    }
+}
+
+/// One configuration being served: its site, daemon groups, and the front process serving it.
+struct Generation {
+    site: Arc<Site>,
+    identity: Identity,
+    daemons: Option<Arc<DaemonGroups>>,
+    front: Child,
+    /// What the front reported when ready.
+    python: String,
+    threads: Option<usize>,
+    /// When its front last started (for the back-off of restarts).
+    started: Instant,
+    restarts: u32,
+}
+
+/// Answers a front's status requests from its daemon groups, and hands over its ready
+/// message; ends when the front's end closes.
+async fn serve_control(
+    stream: tokio::net::UnixStream,
+    daemons: Option<Arc<DaemonGroups>>,
+    ready: oneshot::Sender<(String, Option<usize>)>,
+) {
+    let (input, mut out) = stream.into_split();
+    let mut input = BufReader::new(input);
+    let mut ready = Some(ready);
+    loop {
+        match control::receive::<ToMaster>(&mut input).await {
+            Ok(Some(ToMaster::Ready { python, threads })) => {
+                if let Some(tx) = ready.take() {
+                    let _ = tx.send((python, threads));
+                }
+            }
+            Ok(Some(ToMaster::Status { format })) => {
+                let daemons = daemons.clone();
+                let body = tokio::task::spawn_blocking(move || {
+                    let groups = daemons.map(|d| d.status()).unwrap_or_default();
+                    match format.as_str() {
+                        "json" => serde_json::to_string_pretty(&groups)
+                            .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")),
+                        "prometheus" => wsgi_daemon::supervisor::prometheus_text(&groups),
+                        _ => status_table(&groups),
+                    }
+                })
+                .await
+                .unwrap_or_default();
+                if control::send(&mut out, &ToFront::Status { body })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Ok(None) | Err(_) => return,
+        }
+    }
+}
+
+/// Starts a front process for `site` on `sockets`, and waits until it accepts connections.
+async fn start_front(
+    sockets: &Sockets,
+    access_log: Option<&std::fs::File>,
+    identity: &Identity,
+    daemons: Option<&Arc<DaemonGroups>>,
+) -> Result<(Child, String, Option<usize>), ServeError> {
+    let exe = std::env::current_exe().map_err(ServeError::Threads)?;
+    let (mine, theirs) = std::os::unix::net::UnixStream::pair().map_err(ServeError::Threads)?;
+    mine.set_nonblocking(true).map_err(ServeError::Threads)?;
+    let mut command = tokio::process::Command::new(exe);
+    command.arg("front-process");
+    command.args(std::env::args_os().skip(2));
+    let mut keep = sockets.fds();
+    command.env(inherit::LISTEN_FDS, inherit::list(&keep));
+    command.env(inherit::CONTROL_FD, theirs.as_raw_fd().to_string());
+    keep.push(theirs.as_raw_fd());
+    if let Some(file) = access_log {
+        command.env(inherit::ACCESS_LOG_FD, file.as_raw_fd().to_string());
+        keep.push(file.as_raw_fd());
+    }
+    let sockets_map: HashMap<&String, &PathBuf> = daemons
+        .map(|d| d.sockets().iter().collect())
+        .unwrap_or_default();
+    command.env(
+        DAEMON_SOCKETS,
+        serde_json::to_string(&sockets_map).unwrap_or_default(),
+    );
+    match identity {
+        Identity::Account(account) => {
+            command.env(FRONT_IDENTITY, account.encode());
+        }
+        Identity::Root => {
+            command.env(FRONT_IDENTITY, "root");
+        }
+        Identity::Unchanged => {
+            command.env_remove(FRONT_IDENTITY);
+        }
+    }
+    inherit::keep_in_child(&mut command, keep);
+    command.kill_on_drop(false);
+    let mut child = command.spawn().map_err(ServeError::Threads)?;
+    drop(theirs);
+    let stream = tokio::net::UnixStream::from_std(mine).map_err(ServeError::Threads)?;
+    let (ready_tx, ready_rx) = oneshot::channel();
+    tokio::spawn(serve_control(stream, daemons.cloned(), ready_tx));
+    let pid = child.id().unwrap_or(0);
+    tokio::select! {
+        ready = ready_rx => match ready {
+            Ok((python, threads)) => {
+                tracing::debug!(pid, "front process ready");
+                Ok((child, python, threads))
+            }
+            Err(_) => {
+                let status = child.wait().await.map_err(ServeError::Threads)?;
+                Err(ServeError::Front(format!("it exited ({status}) before accepting connections; its error is above")))
+            }
+        },
+        status = child.wait() => {
+            let status = status.map_err(ServeError::Threads)?;
+            Err(ServeError::Front(format!("it exited ({status}) before accepting connections; its error is above")))
+        }
+        () = tokio::time::sleep(FRONT_READY_WAIT) => {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            Err(ServeError::Front(format!("it did not accept connections within {FRONT_READY_WAIT:?}")))
+        }
+    }
+}
+
+/// Asks a front process to stop (SIGTERM), waits for it for `graceful` plus a margin, then
+/// kills it.
+async fn stop_front(mut child: Child, graceful: Duration) {
+    let Some(pid) = child.id() else { return };
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    match tokio::time::timeout(graceful + FRONT_KILL_MARGIN, child.wait()).await {
+        Ok(Ok(status)) if !status.success() => {
+            tracing::warn!(pid, "the front process ended with {status}")
+        }
+        Ok(_) => {}
+        Err(_) => {
+            tracing::warn!(pid, "the front process did not stop in time: killed");
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+}
+
+/// Starts a whole generation: daemon groups, then the front process.
+async fn start_generation(
+    args: &ServeArgs,
+    site: Site,
+    sockets: &Sockets,
+    access_log: Option<&std::fs::File>,
+) -> Result<Generation, ServeError> {
+    let mut site = site;
+    let identity = front_identity(args, &site)?;
+    // Daemon groups run as the front's user unless they (or the configuration) name theirs.
+    if let (Identity::Account(account), None) = (&identity, &site.config.user) {
+        site.config.user = Some(account.name.clone());
+    }
+    let front_user = match &identity {
+        Identity::Account(Account { name, .. }) => Some(name.clone()),
+        _ => None,
+    };
+    let site = Arc::new(site);
+    let daemons = {
+        let site = site.clone();
+        tokio::task::spawn_blocking(move || {
+            let daemons = DaemonGroups::start(&site, front_user.as_deref())?;
+            if let Some(d) = &daemons {
+                if !d.wait_ready(DAEMON_READY_WAIT) {
+                    tracing::warn!(
+                        "some daemon processes were not ready within {DAEMON_READY_WAIT:?}: serving anyway (their requests wait for them up to connect-timeout)"
+                    );
+                }
+            }
+            Ok::<_, ServeError>(daemons.map(Arc::new))
+        })
+        .await
+        .map_err(|e| ServeError::Front(e.to_string()))??
+    };
+    match start_front(sockets, access_log, &identity, daemons.as_ref()).await {
+        Ok((front, python, threads)) => Ok(Generation {
+            site,
+            identity,
+            daemons,
+            front,
+            python,
+            threads,
+            started: Instant::now(),
+            restarts: 0,
+        }),
+        Err(e) => {
+            if let Some(d) = daemons {
+                let _ = tokio::task::spawn_blocking(move || d.stop()).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Stops a replaced generation: its front first (it finishes its requests), then its daemon
+/// groups.
+fn retire(generation: Generation, graceful: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Generation { front, daemons, .. } = generation;
+        stop_front(front, graceful).await;
+        if let Some(d) = daemons {
+            let _ = tokio::task::spawn_blocking(move || d.stop()).await;
+            tracing::info!("the replaced daemon process groups have stopped");
+        }
+    })
+}
+
+/// What woke the master.
+enum Event {
+    Stop(&'static str),
+    Reload(String),
+    FrontExited(std::io::Result<std::process::ExitStatus>),
+}
+
+/// Runs `wsgi serve`'s master process until SIGTERM/SIGINT.
+pub fn run(args: ServeArgs) -> Result<(), ServeError> {
+    let aliases = args.aliases()?;
+    let site = Site::load(args.source(), aliases.clone())?;
+    for w in &site.warnings {
+        tracing::warn!("{w}");
+    }
+    let sockets = Sockets::bind(&args, &site, None)?;
+    let access_log = match &args.access_log {
+        Some(path) if path.as_os_str() != "-" => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| ServeError::AccessLog {
+                    path: path.clone(),
+                    source,
+                })?,
+        ),
+        _ => None,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ServeError::Threads)?;
+    runtime.block_on(serve(args, aliases, site, sockets, access_log))
+}
+
+async fn serve(
+    args: ServeArgs,
+    aliases: Vec<UrlAlias>,
+    site: Site,
+    mut sockets: Sockets,
+    access_log: Option<std::fs::File>,
+) -> Result<(), ServeError> {
+    let graceful = seconds(args.graceful_timeout);
+    // Before the banner: whoever reads it may signal at once.
+    let mut signals = Signals::install()?;
+    let mut current = start_generation(&args, site, &sockets, access_log.as_ref()).await?;
+    print!("{}", banner(&args, &current, &sockets));
+    let mut watch = args
+        .reload_on_changes
+        .then(|| super::reload::SourceWatch::new(super::reload::SourceWatch::roots(&current.site)));
+    let mut retiring: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    loop {
+        let event = tokio::select! {
+            _ = signals.term.recv() => Event::Stop("SIGTERM"),
+            _ = signals.int.recv() => Event::Stop("SIGINT"),
+            _ = signals.hup.recv() => Event::Reload("SIGHUP".into()),
+            status = current.front.wait() => Event::FrontExited(status),
+            changed = poll_sources(&mut watch) => Event::Reload(format!("{} changed", changed.display())),
+        };
+        retiring.retain(|r| !r.is_finished());
+        match event {
+            Event::Stop(signal) => {
+                tracing::info!("{signal}: stopping (in-flight requests finish first)");
+                break;
+            }
+            Event::Reload(why) => {
+                let loaded = {
+                    let (source, aliases) = (args.source(), aliases.clone());
+                    tokio::task::spawn_blocking(move || Site::load(source, aliases)).await
+                };
+                let site = match loaded {
+                    Ok(Ok(site)) => site,
+                    Ok(Err(e)) => {
+                        tracing::error!(
+                            "{why}: reload refused, still serving the previous configuration: {e}"
+                        );
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!("{why}: reload failed: {e}");
+                        continue;
+                    }
+                };
+                for w in &site.warnings {
+                    tracing::warn!("{w}");
+                }
+                let new_sockets = match Sockets::bind(&args, &site, Some(&sockets)) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(
+                            "{why}: reload refused, still serving the previous configuration: {e}"
+                        );
+                        continue;
+                    }
+                };
+                tracing::info!(
+                    "{why}: the configuration is valid; starting a new front process beside the running one"
+                );
+                match start_generation(&args, site, &new_sockets, access_log.as_ref()).await {
+                    Ok(next) => {
+                        let old = std::mem::replace(&mut current, next);
+                        sockets = new_sockets;
+                        if let Some(w) = watch.as_mut() {
+                            *w = super::reload::SourceWatch::new(
+                                super::reload::SourceWatch::roots(&current.site),
+                            );
+                        }
+                        if let Some(d) = &current.daemons {
+                            tracing::info!("new daemon process groups:\n{}", d.banner().trim_end());
+                        }
+                        tracing::info!(
+                            pid = current.front.id().unwrap_or(0),
+                            "{why}: reloaded; the previous front process finishes its requests and stops"
+                        );
+                        retiring.push(retire(old, graceful));
+                    }
+                    Err(e) => tracing::error!(
+                        "{why}: reload failed, still serving the previous configuration: {e}"
+                    ),
+                }
+            }
+            Event::FrontExited(status) => {
+                let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                // Back-off: at once after a long run, then up to 30 s between attempts.
+                let backoff = if current.started.elapsed() > Duration::from_secs(60) {
+                    current.restarts = 0;
+                    Duration::ZERO
+                } else {
+                    Duration::from_secs(1 << current.restarts.min(5)).min(Duration::from_secs(30))
+                };
+                tracing::error!(
+                    "the front process ended unexpectedly ({status}): starting another in {backoff:?}"
+                );
+                tokio::select! {
+                    _ = signals.term.recv() => break,
+                    _ = signals.int.recv() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                match start_front(
+                    &sockets,
+                    access_log.as_ref(),
+                    &current.identity,
+                    current.daemons.as_ref(),
+                )
+                .await
+                {
+                    Ok((front, python, threads)) => {
+                        current.front = front;
+                        current.python = python;
+                        current.threads = threads;
+                        current.started = Instant::now();
+                        current.restarts += 1;
+                        tracing::info!(
+                            pid = current.front.id().unwrap_or(0),
+                            "a new front process serves"
+                        );
+                    }
+                    Err(e) => {
+                        current.restarts += 1;
+                        current.started = Instant::now();
+                        tracing::error!("the front process could not be started again: {e}");
+                        // Wait for the next event with a front that has exited: its `wait`
+                        // returns at once, so the loop retries after the back-off.
+                    }
+                }
+            }
+        }
+    }
+    // Stop: the master's copies of the listening sockets close first, then each front closes
+    // its own at once and finishes its requests; then the daemon groups stop.
+    drop(sockets);
+    let Generation { front, daemons, .. } = current;
+    stop_front(front, graceful).await;
+    for r in retiring {
+        let _ = r.await;
+    }
+    if let Some(d) = daemons {
+        let _ = tokio::task::spawn_blocking(move || d.stop()).await;
+    }
+    drop(access_log);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// With `--reload-on-changes`, resolves when a watched source changes (polled once a
+/// second); never otherwise.
+async fn poll_sources(watch: &mut Option<super::reload::SourceWatch>) -> PathBuf {
+    let Some(watch) = watch.as_mut() else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Some(path) = watch.changed() {
+            return path;
+        }
+    }
+}
+
+/// The start-up banner: the mode, the daemon process groups with their pids, the addresses,
+/// then each mount with its script, process group, application group and python-home, and
+/// the static folders.
+fn banner(args: &ServeArgs, generation: &Generation, sockets: &Sockets) -> String {
+    let site = &generation.site;
+    let mode = match (generation.threads, &generation.daemons) {
+        (Some(t), None) => format!("embedded mode with {t} worker thread(s)"),
+        (Some(t), Some(_)) => {
+            format!("daemon mode, and embedded mode with {t} worker thread(s),")
+        }
+        (None, _) => "daemon mode".to_string(),
+    };
+    let mut out = format!(
+        "wsgi-rs {} serving in {mode} with Python {}\n",
+        env!("CARGO_PKG_VERSION"),
+        generation.python
+    );
+    match &generation.identity {
+        Identity::Account(a) => out.push_str(&format!(
+            "serving as user {} (the master process {} keeps root to manage the daemon processes)\n",
+            a.name,
+            std::process::id()
+        )),
+        Identity::Root => out.push_str("serving as root (--allow-root)\n"),
+        Identity::Unchanged => {}
+    }
+    if let Some(d) = &generation.daemons {
+        out.push_str(&d.banner());
+    }
+    if let Some(a) = sockets.status.as_ref().and_then(|s| s.local_addr().ok()) {
+        out.push_str(&format!(
+            "status on http://{a}/status (and /status.json, /metrics): wsgi status --status-addr {a}\n"
+        ));
+    }
+    let _ = args;
+    for a in sockets.addresses() {
+        out.push_str(&format!("listening on http://{a}/\n"));
+    }
+    let mounts = site.mounts();
+    let show_hosts = !site.config.virtual_hosts.is_empty();
+    let mut host = "";
+    for m in &mounts {
+        if show_hosts && m.host != host {
+            out.push_str(&format!("{}\n", m.host));
+            host = &m.host;
+        }
+        let home = m.python_home.as_ref().map_or_else(
+            || "(the embedded Python itself)".to_string(),
+            |h| h.display().to_string(),
+        );
+        out.push_str(&format!(
+            "  {} -> {}\n      process group: {}   application group: {}   python-home: {}\n",
+            m.mount, m.script, m.process_group, m.application_group, home
+        ));
+    }
+    for a in &site.aliases {
+        out.push_str(&format!(
+            "  {} -> {} (static files)\n",
+            a.url,
+            a.dir.display()
+        ));
+    }
+    out
+}

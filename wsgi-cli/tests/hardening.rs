@@ -1,0 +1,910 @@
+//! `wsgi serve` on an open network: slow and hostile clients, strict request heads, responses
+//! that do not match their Content-Length. The real binary on 127.0.0.1 over real sockets;
+//! every wait is bounded, and only the server a test started is signalled or killed.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use util::{Response, Server, read_to_close, write};
+
+/// The test app: behaviours chosen by PATH_INFO.
+const APP: &str = r#"
+import json, time
+
+def application(environ, start_response):
+    path = environ['PATH_INFO']
+    if path == '/hello':
+        body = b'Hello, world!\n'
+        start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])
+        return [body]
+    if path == '/short':
+        start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', '10')])
+        return [b'abcd']
+    if path == '/long':
+        start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', '4')])
+        return [b'abcdefghij']
+    if path == '/echo':
+        try:
+            data = environ['wsgi.input'].read()
+        except OSError as e:
+            with open(environ['QUERY_STRING'] or '/dev/null', 'w') as f:
+                f.write('OSError: %s' % e)
+            raise
+        body = b'%d' % len(data)
+        start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])
+        return [body]
+    if path == '/big':
+        # N x 64 KiB: with N = 1024, more than the sockets and the front's buffer hold.
+        n = int(environ['QUERY_STRING'] or '64')
+        start_response('200 OK', [('Content-Type', 'application/octet-stream')])
+        return (b'x' * 65536 for _ in range(n))
+    if path.startswith('/environ'):
+        keys = ['REQUEST_METHOD', 'PATH_INFO', 'REQUEST_URI', 'QUERY_STRING', 'HTTP_HOST']
+        body = json.dumps({k: environ.get(k) for k in keys}).encode('latin-1')
+        start_response('200 OK', [('Content-Type', 'application/json'), ('Content-Length', str(len(body)))])
+        return [body]
+    if path == '/sleep':
+        time.sleep(float(environ['QUERY_STRING'] or '1'))
+        start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', '5')])
+        return [b'slept']
+    start_response('404 Not Found', [('Content-Type', 'text/plain')])
+    return [b'no such test path']
+"#;
+
+fn serve_app(dir: &Path, extra: &[&str]) -> Server {
+    let app = write(&dir.join("app.wsgi"), APP);
+    let app = app.to_str().unwrap().to_string();
+    let mut args = vec![app.as_str(), "--port", "0", "--log-level", "info"];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+/// A GET on a fresh connection: the status, or None when the server did not answer within
+/// `limit`.
+fn timed_get(addr: SocketAddr, path: &str, limit: Duration) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&addr, limit).ok()?;
+    s.set_read_timeout(Some(limit)).ok()?;
+    s.set_write_timeout(Some(limit)).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    Response::try_parse(&raw).ok().map(|r| r.status)
+}
+
+/// A response shorter than its Content-Length: the status, headers and the bytes the app
+/// sent reach the client every time, then the connection closes; the mismatch is logged at
+/// warn. A longer one: the surplus is dropped (and logged), the response is clean.
+#[test]
+fn content_length_mismatches_are_deterministic() {
+    let dir = util::scratch("wsgi-hardening-");
+    let server = serve_app(dir.path(), &[]);
+    for _ in 0..40 {
+        let raw = server.raw(b"GET /short HTTP/1.1\r\nHost: x\r\n\r\n");
+        let r = Response::parse(&raw);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&raw));
+        assert_eq!(r.header("content-length"), Some("10"));
+        assert_eq!(r.body, b"abcd");
+        assert!(!r.complete);
+    }
+    for _ in 0..10 {
+        let mut s = server.connect();
+        s.write_all(b"GET /long HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let raw = read_to_close(&mut s);
+        let r = Response::parse(&raw);
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"abcd"[..]));
+        // The connection stays usable: the pipelined request is answered.
+        let next = Response::parse(&r.rest);
+        assert_eq!(next.body, b"Hello, world!\n");
+    }
+    let log = server.stderr();
+    assert!(
+        log.contains("WARN") && log.contains("shorter than its Content-Length"),
+        "{log}"
+    );
+    assert!(log.contains("longer than its Content-Length"), "{log}");
+}
+
+/// What one attacker does to hold the server.
+#[derive(Clone, Copy, Debug)]
+enum SlowClient {
+    /// A POST within the request buffer, its body sent a byte at a time.
+    SmallBody,
+    /// A POST larger than the request buffer (so it streams to a worker), sent slowly.
+    LargeBody,
+    /// A GET of a large response, read a byte at a time.
+    Reader,
+}
+
+/// Runs `attack` over and over on fresh connections until `stop`.
+fn attacker(addr: SocketAddr, attack: SlowClient, stop: Arc<AtomicBool>, rounds: Arc<AtomicUsize>) {
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(mut s) = TcpStream::connect(addr) else {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+        let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
+        let head = match attack {
+            SlowClient::SmallBody => {
+                "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n".to_string()
+            }
+            SlowClient::LargeBody => {
+                "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n".to_string()
+            }
+            SlowClient::Reader => "GET /big?1024 HTTP/1.1\r\nHost: x\r\n\r\n".to_string(),
+        };
+        if s.write_all(head.as_bytes()).is_err() {
+            continue;
+        }
+        // Each round lasts until the server drops the connection or 3 s, whichever is
+        // first, then the attacker comes back on a new connection.
+        let round = Instant::now();
+        let mut byte = [0u8; 1];
+        while !stop.load(Ordering::Relaxed) && round.elapsed() < Duration::from_secs(3) {
+            std::thread::sleep(Duration::from_millis(300));
+            let alive = match attack {
+                SlowClient::SmallBody | SlowClient::LargeBody => {
+                    s.write_all(b"x").is_ok()
+                        && matches!(s.read(&mut byte), Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock)
+                }
+                SlowClient::Reader => match s.read(&mut byte) {
+                    Ok(0) => false,
+                    Ok(_) => true,
+                    Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+                },
+            };
+            if !alive {
+                break;
+            }
+        }
+        rounds.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Six attackers against four worker threads, each attack in turn: ordinary requests keep
+/// being answered, each within a bound, because no attacker holds a worker for longer than
+/// the body or write timeouts (2 s here), and small bodies are read without one.
+#[test]
+fn slow_clients_never_starve_the_workers() {
+    let dir = util::scratch_world_readable("wsgi-hardening-");
+    let marker = dir.path().join("oserror.txt");
+    let server = serve_app(
+        dir.path(),
+        &[
+            "--threads",
+            "4",
+            "--request-buffer-size",
+            "65536",
+            "--body-timeout",
+            "2",
+            "--socket-timeout",
+            "2",
+            "--queue-timeout",
+            "30",
+        ],
+    );
+    for attack in [
+        SlowClient::SmallBody,
+        SlowClient::LargeBody,
+        SlowClient::Reader,
+    ] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let rounds = Arc::new(AtomicUsize::new(0));
+        let attackers: Vec<_> = (0..6)
+            .map(|_| {
+                let (stop, rounds) = (stop.clone(), rounds.clone());
+                let addr = server.addr;
+                std::thread::spawn(move || attacker(addr, attack, stop, rounds))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        let mut latencies = Vec::new();
+        let began = Instant::now();
+        while began.elapsed() < Duration::from_secs(8) {
+            let sent = Instant::now();
+            let status = timed_get(server.addr, "/hello", Duration::from_secs(15));
+            latencies.push((status, sent.elapsed()));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        stop.store(true, Ordering::Relaxed);
+        for a in attackers {
+            a.join().unwrap();
+        }
+        let answered = latencies.iter().filter(|(s, _)| *s == Some(200)).count();
+        let worst = latencies.iter().map(|(_, d)| *d).max().unwrap();
+        eprintln!(
+            "{attack:?}: {answered}/{} ordinary requests answered, worst {worst:?}, {} attack rounds",
+            latencies.len(),
+            rounds.load(Ordering::Relaxed)
+        );
+        assert_eq!(answered, latencies.len(), "{attack:?}: {latencies:?}");
+        assert!(worst < Duration::from_secs(6), "{attack:?}: {latencies:?}");
+    }
+    let _ = marker;
+    let log = server.stderr();
+    assert!(log.contains("too slowly"), "{log}");
+}
+
+/// A streamed request body sent too slowly: the application's read raises OSError, and the
+/// client gets 408.
+#[test]
+fn a_slow_streamed_body_raises_oserror_in_the_app_and_answers_408() {
+    let dir = util::scratch_world_readable("wsgi-hardening-");
+    let marker = dir.path().join("oserror.txt");
+    let server = serve_app(
+        dir.path(),
+        &[
+            "--request-buffer-size",
+            "1024",
+            "--body-timeout",
+            "1",
+            "--body-min-rate",
+            "100000",
+        ],
+    );
+    let mut s = server.connect();
+    s.write_all(
+        format!(
+            "POST /echo?{} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n",
+            marker.display()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    s.write_all(&[b'y'; 2000]).unwrap();
+    let began = Instant::now();
+    let raw = read_to_close(&mut s);
+    let r = Response::parse(&raw);
+    assert_eq!(r.status, 408, "{}", String::from_utf8_lossy(&raw));
+    assert!(began.elapsed() < Duration::from_secs(10));
+    let text = std::fs::read_to_string(&marker).unwrap();
+    assert!(text.starts_with("OSError"), "{text}");
+    assert!(text.contains("too slowly"), "{text}");
+    // A small body sent too slowly never reaches the app: 408 from the front.
+    let mut s = server.connect();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        .unwrap();
+    let r = Response::parse(&read_to_close(&mut s));
+    assert_eq!(r.status, 408);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(server.get("/hello").status, 200);
+}
+
+/// A request that waits for a worker is answered 503 at the queue timeout, while the worker
+/// is still busy (not when it frees up).
+#[test]
+fn queue_timeout_fires_while_waiting() {
+    let dir = util::scratch("wsgi-hardening-");
+    let server = serve_app(dir.path(), &["--threads", "1", "--queue-timeout", "1"]);
+    let addr = server.addr;
+    let busy = std::thread::spawn(move || timed_get(addr, "/sleep?6", Duration::from_secs(20)));
+    std::thread::sleep(Duration::from_millis(500));
+    let began = Instant::now();
+    let status = timed_get(addr, "/hello", Duration::from_secs(20));
+    let waited = began.elapsed();
+    assert_eq!(status, Some(503));
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    assert_eq!(busy.join().unwrap(), Some(200));
+    assert_eq!(server.get("/hello").status, 200);
+}
+
+/// A head sent a byte at a time ends at --header-timeout, however long the trickle goes on.
+#[test]
+fn header_timeout_is_a_total_for_the_head() {
+    let dir = util::scratch("wsgi-hardening-");
+    let server = serve_app(dir.path(), &["--header-timeout", "2"]);
+    let mut s = server.connect();
+    let began = Instant::now();
+    let trickle = b"GET /hello HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+    let mut closed_after = None;
+    for &b in trickle.iter() {
+        if s.write_all(&[b]).is_err() {
+            closed_after = Some(began.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        s.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 64];
+        let gone = matches!(s.read(&mut buf), Ok(0))
+            || matches!(s.read(&mut buf), Err(ref e) if e.kind() != std::io::ErrorKind::WouldBlock);
+        s.set_nonblocking(false).unwrap();
+        if gone {
+            closed_after = Some(began.elapsed());
+            break;
+        }
+    }
+    let closed_after = closed_after.expect("the trickle went on to the end of the head");
+    assert!(
+        closed_after >= Duration::from_millis(1900) && closed_after < Duration::from_secs(4),
+        "{closed_after:?}"
+    );
+    assert_eq!(server.get("/hello").status, 200);
+}
+
+/// Beyond --max-connections, new connections wait in the backlog (not refused, not
+/// answered) until an open one closes.
+#[test]
+fn max_connections_holds_new_ones_in_the_backlog() {
+    let dir = util::scratch("wsgi-hardening-");
+    let server = serve_app(dir.path(), &["--max-connections", "3"]);
+    let open: Vec<TcpStream> = (0..3).map(|_| server.connect()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut waiting = server.connect();
+    waiting
+        .write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    waiting
+        .set_read_timeout(Some(Duration::from_millis(800)))
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let early = waiting.read(&mut buf);
+    assert!(
+        matches!(&early, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "answered beyond the limit: {early:?}"
+    );
+    drop(open);
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let r = Response::parse(&read_to_close(&mut waiting));
+    assert_eq!(r.status, 200);
+    let log = Mutex::new(server.stderr());
+    assert!(log.lock().unwrap().contains("--max-connections reached"));
+}
+
+/// The request's status and, for a 200 from `/environ`, what the app saw.
+fn probe(server: &Server, request: &[u8]) -> (u16, Option<serde_json::Value>, Vec<u8>) {
+    let raw = server.raw(request);
+    let r = Response::parse(&raw);
+    let seen =
+        (r.status == 200 && r.header("content-type") == Some("application/json")).then(|| {
+            let text: String = r.body.iter().map(|&b| char::from(b)).collect();
+            serde_json::from_str(&text).unwrap()
+        });
+    (r.status, seen, raw)
+}
+
+/// Request heads as Apache 2.4 (with Debian's mod_wsgi 4.9.4, probed on this machine) takes
+/// them: refused where it refuses them, accepted (with the raw bytes in REQUEST_URI and their
+/// latin-1 decoding in PATH_INFO) where it accepts them.
+#[test]
+fn request_heads_are_checked_as_apache_does() {
+    let dir = util::scratch("wsgi-hardening-");
+    let log = dir.path().join("access.log");
+    let server = serve_app(dir.path(), &["--access-log", log.to_str().unwrap()]);
+    let get = |target: &[u8], headers: &[u8]| {
+        let mut r = b"GET ".to_vec();
+        r.extend_from_slice(target);
+        r.extend_from_slice(b" HTTP/1.1\r\n");
+        r.extend_from_slice(headers);
+        r.extend_from_slice(b"Connection: close\r\n\r\n");
+        r
+    };
+    let host = b"Host: localhost\r\n";
+    // Refused, with Apache's status.
+    let refused: Vec<(Vec<u8>, u16)> = vec![
+        (b"GET /environ HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec(), 400),
+        (get(b"/environ", b"Host: \r\n"), 400),
+        (get(b"/environ", b"Host: a\r\nHost: a\r\n"), 400),
+        (get(b"/environ", b"Host: x\r\nHost: evil.example\r\n"), 400),
+        (get(b"/environ", b"Host: a b\r\n"), 400),
+        (get(b"/environ", b"Host: ex/ample\r\n"), 400),
+        (get(b"/environ", b"Host: a..b\r\n"), 400),
+        (get(b"/environ", b"Host: example.com:80x\r\n"), 400),
+        (get(b"/environ", b"Host: example.com:99999\r\n"), 400),
+        (get(b"/environ", b"Host: caf\xc3\xa9\r\n"), 400),
+        (get(b"/a%zz", host), 400),
+        (get(b"/a%2", host), 400),
+        (get(b"/../x", host), 400),
+        (get(b"/a%2Fb", host), 404),
+        (get(b"/a%00b", host), 404),
+        (get(b"/a#frag", host), 400),
+        (get(b"/a\x01b", host), 400),
+        (b"GET * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(), 400),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec(),
+            501,
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec(),
+            400,
+        ),
+        (get(&[b"/?".as_slice(), &[b'a'; 8200]].concat(), host), 414),
+        (
+            get(
+                b"/environ",
+                &[host.as_slice(), b"X-Big: ", &[b'a'; 8185], b"\r\n"].concat(),
+            ),
+            400,
+        ),
+    ];
+    for (request, status) in &refused {
+        let (got, _, raw) = probe(&server, request);
+        assert_eq!(
+            got,
+            *status,
+            "{:?} -> {}",
+            String::from_utf8_lossy(request),
+            String::from_utf8_lossy(&raw)
+        );
+    }
+    // Accepted: raw bytes reach the app as Apache hands them over.
+    let accepted: Vec<(&[u8], &str, &str)> = vec![
+        (
+            b"/environ/caf\xc3\xa9/x",
+            "/environ/caf\u{c3}\u{a9}/x",
+            "/environ/caf\u{c3}\u{a9}/x",
+        ),
+        (
+            b"/environ/caf\xe9/x",
+            "/environ/caf\u{e9}/x",
+            "/environ/caf\u{e9}/x",
+        ),
+        (b"/environ/a\"b", "/environ/a\"b", "/environ/a\"b"),
+        (
+            b"/environ/a<b>{c}|^`",
+            "/environ/a<b>{c}|^`",
+            "/environ/a<b>{c}|^`",
+        ),
+        (b"/environ/a%41b", "/environ/aAb", "/environ/a%41b"),
+        (
+            b"/environ?q=\xe9&r=\"y\"",
+            "/environ",
+            "/environ?q=\u{e9}&r=\"y\"",
+        ),
+        (b"/environ?q=%zz", "/environ", "/environ?q=%zz"),
+    ];
+    for (target, path_info, request_uri) in accepted {
+        let (status, seen, raw) = probe(&server, &get(target, host));
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&raw));
+        let seen = seen.unwrap();
+        assert_eq!(seen["PATH_INFO"], path_info, "{seen}");
+        assert_eq!(seen["REQUEST_URI"], request_uri, "{seen}");
+    }
+    // HTTP/1.0 needs no Host; a line of 8,191 bytes is within LimitRequestLine.
+    let (status, _, _) = probe(&server, b"GET /environ HTTP/1.0\r\n\r\n");
+    assert_eq!(status, 200);
+    let line = [b"/environ?".as_slice(), &[b'a'; 8191 - 13 - 9]].concat();
+    let (status, _, raw) = probe(&server, &get(&line, host));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&raw[..200]));
+    // OPTIONS * is answered by the server.
+    let raw = server.raw(b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let r = Response::parse(&raw);
+    assert_eq!(r.status, 200);
+    assert!(r.header("allow").unwrap().contains("GET"));
+    assert_eq!(r.header("content-length"), Some("0"));
+    // Absolute form: the authority is the host the app sees.
+    let (status, seen, _) = probe(
+        &server,
+        b"GET http://other.example/environ?y=1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200);
+    let seen = seen.unwrap();
+    assert_eq!(seen["HTTP_HOST"], "other.example");
+    assert_eq!(seen["PATH_INFO"], "/environ");
+    // Refusals are logged at info with the reason, and in the access log with their status.
+    std::thread::sleep(Duration::from_millis(300));
+    let access = std::fs::read_to_string(&log).unwrap();
+    assert!(access.contains("\"GET /a%zz HTTP/1.1\" 400"), "{access}");
+    assert!(
+        access.contains("\"GET /environ/caf\\xc3\\xa9/x HTTP/1.1\" 200"),
+        "{access}"
+    );
+    assert!(access.contains(" 414 "), "{access}");
+    // Refused by hyper itself (a control byte in the target): logged just the same.
+    assert!(access.contains("\"GET /a\\x01b HTTP/1.1\" 400"), "{access}");
+    let errors = server.stderr();
+    assert!(errors.contains("more than one Host header"), "{errors}");
+    assert!(
+        errors.contains("chunked may be applied only once"),
+        "{errors}"
+    );
+}
+
+/// The processes of the server tree rooted at `pid` (it and all its descendants).
+fn process_tree(pid: u32) -> Vec<u32> {
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+                continue;
+            };
+            let after = &stat[stat.rfind(')').unwrap() + 2..];
+            let ppid: u32 = after.split(' ').nth(1).unwrap().parse().unwrap();
+            if ppid == parent && !tree.contains(&child) {
+                tree.push(child);
+            }
+        }
+        i += 1;
+    }
+    tree
+}
+
+/// `Uid`, `Gid` (real, effective, saved, fs) and `Groups` of a process, and its command.
+fn credentials(pid: u32) -> (Vec<u32>, Vec<u32>, Vec<u32>, String) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> Vec<u32> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or("")
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect()
+    };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    (field("Uid:"), field("Gid:"), field("Groups:"), cmdline)
+}
+
+fn uid_of(name: &str) -> (u32, u32) {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    let line = passwd
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}:")))
+        .unwrap();
+    let fields: Vec<&str> = line.split(':').collect();
+    (fields[2].parse().unwrap(), fields[3].parse().unwrap())
+}
+
+/// Started as root, every process that reads client bytes or runs Python runs as the
+/// unprivileged user (its real, effective, saved and file-system ids, no supplementary
+/// groups); only the master keeps root. Checked from /proc for every process of the tree, in
+/// embedded mode (default user, --user, a configuration's User) and daemon mode.
+#[test]
+fn started_as_root_nothing_that_serves_clients_stays_root() {
+    if !util::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let dir = util::scratch_world_readable("wsgi-hardening-");
+    let app = util::write_world_readable(
+        &dir.path().join("app.wsgi"),
+        "import os\ndef application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'%d %d %d' % (os.getuid(), os.geteuid(), os.getpid())]\n",
+    );
+    let app = app.to_str().unwrap();
+    let conf = util::write_world_readable(
+        &dir.path().join("site.conf"),
+        &format!("User nobody\nWSGIScriptAlias / {app}\n"),
+    );
+    let conf = conf.to_str().unwrap();
+    let no_allow = util::Launch {
+        allow_root: false,
+        ..util::PLAIN
+    };
+    let cases: Vec<(Vec<&str>, &str, usize)> = vec![
+        (vec![app], "www-data", 2),
+        (vec![app, "--user", "nobody"], "nobody", 2),
+        (vec!["--config", conf], "nobody", 2),
+        (
+            vec![
+                app,
+                "--processes",
+                "2",
+                "--threads",
+                "2",
+                "--user",
+                "nobody",
+            ],
+            "nobody",
+            4,
+        ),
+    ];
+    for (args, user, processes) in cases {
+        let mut all = args.clone();
+        all.extend(["--port", "0"]);
+        let server = Server::start_with(&no_allow, &all);
+        let (uid, gid) = uid_of(user);
+        let answer = server.get("/").text();
+        let ids: Vec<u32> = answer.split(' ').map(|n| n.parse().unwrap()).collect();
+        assert_eq!(
+            (ids[0], ids[1]),
+            (uid, uid),
+            "{args:?}: the app runs as {answer}"
+        );
+        assert!(
+            server
+                .banner
+                .iter()
+                .any(|l| l.contains(&format!("serving as user {user}")))
+        );
+        let tree = process_tree(server.child.id());
+        assert_eq!(tree.len(), processes, "{args:?}: {tree:?}");
+        for pid in tree {
+            let (uids, gids, groups, cmd) = credentials(pid);
+            if pid == server.child.id() {
+                assert_eq!(uids, vec![0, 0, 0, 0], "the master: {cmd}");
+                continue;
+            }
+            assert_eq!(uids, vec![uid; 4], "{args:?}: {pid} {cmd}");
+            assert_eq!(gids, vec![gid; 4], "{args:?}: {pid} {cmd}");
+            let allowed_groups: &[u32] = if cmd.contains("daemon-process") {
+                &[gid]
+            } else {
+                &[]
+            };
+            assert!(
+                groups.iter().all(|g| allowed_groups.contains(g)),
+                "{args:?}: {pid} {cmd} keeps groups {groups:?}"
+            );
+        }
+    }
+}
+
+/// Started as root: refused (before serving) when the user would be root without
+/// --allow-root, or cannot read the application, with what to do.
+#[test]
+fn started_as_root_refuses_what_would_run_as_root_or_cannot_be_read() {
+    if !util::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let private = util::scratch("wsgi-hardening-");
+    std::fs::set_permissions(
+        private.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let app = write(&private.path().join("app.wsgi"), APP);
+    let no_allow = util::Launch {
+        allow_root: false,
+        ..util::PLAIN
+    };
+    let err = Server::try_start_with(&no_allow, &[app.to_str().unwrap(), "--port", "0"])
+        .err()
+        .expect("refused");
+    assert!(err.contains("www-data cannot read"), "{err}");
+    assert!(err.contains("chmod"), "{err}");
+    assert!(err.contains("--allow-root"), "{err}");
+    let open = util::scratch_world_readable("wsgi-hardening-");
+    let app = util::write_world_readable(&open.path().join("app.wsgi"), APP);
+    let conf = util::write_world_readable(
+        &open.path().join("site.conf"),
+        &format!("User root\nWSGIScriptAlias / {}\n", app.display()),
+    );
+    let err = Server::try_start_with(
+        &no_allow,
+        &["--config", conf.to_str().unwrap(), "--port", "0"],
+    )
+    .err()
+    .expect("refused");
+    assert!(
+        err.contains("User `root` would run the applications as root"),
+        "{err}"
+    );
+    // With --allow-root, as asked.
+    let server = Server::start_with(
+        &no_allow,
+        &[
+            "--config",
+            conf.to_str().unwrap(),
+            "--port",
+            "0",
+            "--allow-root",
+        ],
+    );
+    assert_eq!(server.get("/hello").status, 200);
+    assert!(server.stderr().contains("--allow-root"));
+}
+
+/// A keep-alive client that reconnects when the server closes between requests; every
+/// request that does not get a whole 200 is a failure.
+fn keep_alive_client(
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    failures: Arc<Mutex<Vec<String>>>,
+    answered: Arc<AtomicUsize>,
+) {
+    let mut conn: Option<TcpStream> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let mut s = match conn.take() {
+            Some(s) => s,
+            None => match TcpStream::connect(addr) {
+                Ok(s) => {
+                    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                    s
+                }
+                Err(e) => {
+                    failures.lock().unwrap().push(format!("connect: {e}"));
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = s.write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n") {
+            failures.lock().unwrap().push(format!("write: {e}"));
+            continue;
+        }
+        // Read one whole response (Content-Length framed).
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 4096];
+        let outcome = loop {
+            match s.read(&mut buf) {
+                Ok(0) => break Err(format!("closed after {} bytes", raw.len())),
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+                Err(e) => break Err(format!("read: {e} after {} bytes", raw.len())),
+            }
+            if let Ok(r) = Response::try_parse(&raw) {
+                break Ok(r);
+            }
+        };
+        match outcome {
+            Ok(r) if r.status == 200 => {
+                answered.fetch_add(1, Ordering::Relaxed);
+                if r.header("connection") != Some("close") {
+                    conn = Some(s);
+                }
+            }
+            Ok(r) => failures
+                .lock()
+                .unwrap()
+                .push(format!("status {}", r.status)),
+            Err(e) => failures.lock().unwrap().push(e),
+        }
+    }
+}
+
+/// SIGHUP under keep-alive load: three reloads while 16 keep-alive clients send requests
+/// without pause; not one request fails (the old front closes each connection between
+/// requests with `Connection: close`, the clients reconnect to the new one), and a long
+/// request in flight at the reload finishes in the old front while new ones are answered
+/// at once by the new one.
+#[test]
+fn sighup_under_keep_alive_load_loses_nothing() {
+    let dir = util::scratch("wsgi-hardening-");
+    let server = serve_app(dir.path(), &["--threads", "8"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..16)
+        .map(|_| {
+            let (addr, stop, failures, answered) = (
+                server.addr,
+                stop.clone(),
+                failures.clone(),
+                answered.clone(),
+            );
+            std::thread::spawn(move || keep_alive_client(addr, stop, failures, answered))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    for round in 0..3 {
+        let addr = server.addr;
+        let long = std::thread::spawn(move || timed_get(addr, "/sleep?3", Duration::from_secs(30)));
+        std::thread::sleep(Duration::from_millis(300));
+        server.sighup();
+        // New requests are answered while the old front still runs the long one.
+        let reloaded = Instant::now();
+        let mut fast = 0;
+        while reloaded.elapsed() < Duration::from_millis(2500) {
+            let sent = Instant::now();
+            assert_eq!(
+                timed_get(server.addr, "/hello", Duration::from_secs(10)),
+                Some(200)
+            );
+            if sent.elapsed() < Duration::from_millis(500) {
+                fast += 1;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            fast >= 15,
+            "round {round}: only {fast} quick answers during the reload"
+        );
+        assert_eq!(long.join().unwrap(), Some(200), "round {round}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    let answered = answered.load(Ordering::Relaxed);
+    eprintln!(
+        "{answered} keep-alive requests answered across 3 reloads, {} failed",
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failed of {}: {:?}",
+        failures.len(),
+        answered,
+        &failures[..failures.len().min(20)]
+    );
+    assert!(answered > 1000, "{answered}");
+    let log = server.stderr();
+    assert_eq!(
+        log.matches("reloaded; the previous front process").count(),
+        3,
+        "{log}"
+    );
+}
+
+/// SIGTERM: the listening sockets close first (a new connection is refused at once, so a
+/// load balancer fails over) while the request in flight finishes, then the server exits 0.
+#[test]
+fn sigterm_refuses_new_connections_and_finishes_in_flight_ones() {
+    let dir = util::scratch("wsgi-hardening-");
+    let mut server = serve_app(dir.path(), &[]);
+    let addr = server.addr;
+    let long = std::thread::spawn(move || timed_get(addr, "/sleep?2", Duration::from_secs(20)));
+    std::thread::sleep(Duration::from_millis(300));
+    server.sigterm();
+    std::thread::sleep(Duration::from_millis(300));
+    let refused = TcpStream::connect_timeout(&addr, Duration::from_secs(2));
+    assert!(
+        matches!(&refused, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+        "{refused:?}"
+    );
+    assert_eq!(long.join().unwrap(), Some(200));
+    let status = server.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status}");
+}
+
+/// Daemon mode: HEAD reaches the app as HEAD (WSGIMapHEADToGET's default), and a response
+/// shorter than its Content-Length reaches the client as sent, then the connection closes,
+/// every time.
+#[test]
+fn daemon_mode_passes_head_and_short_responses_through() {
+    let dir = util::scratch_world_readable("wsgi-hardening-");
+    let app = util::write_world_readable(
+        &dir.path().join("app.wsgi"),
+        &APP.replace(
+            "def application(environ, start_response):\n    path = environ['PATH_INFO']\n",
+            "def application(environ, start_response):\n    path = environ['PATH_INFO']\n    if path == '/method':\n        start_response('200 OK', [('X-Method', environ['REQUEST_METHOD']), ('Content-Length', '5')])\n        return [b'hello']\n",
+        ),
+    );
+    let mut args = vec![
+        app.to_str().unwrap(),
+        "--port",
+        "0",
+        "--processes",
+        "1",
+        "--threads",
+        "2",
+    ];
+    if util::is_root() {
+        args.extend(["--user", "nobody"]);
+    }
+    let server = Server::start_with(&util::DAEMON, &args);
+    let raw = server.raw(b"HEAD /method HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let r = Response::parse_for(&raw, true);
+    assert_eq!(r.header("x-method"), Some("HEAD"));
+    assert_eq!(r.header("content-length"), Some("5"));
+    assert!(r.rest.is_empty(), "{}", String::from_utf8_lossy(&raw));
+    for _ in 0..20 {
+        let raw = server.raw(b"GET /short HTTP/1.1\r\nHost: x\r\n\r\n");
+        let r = Response::parse(&raw);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&raw));
+        assert_eq!(r.body, b"abcd");
+        assert!(!r.complete);
+    }
+}
