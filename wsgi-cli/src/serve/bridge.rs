@@ -126,7 +126,8 @@ impl BodyFailure {
 pub struct BodyLimits {
     /// Bodies up to this many bytes are read whole before a worker takes the request.
     pub buffer_size: usize,
-    /// The time a client may make the server wait for body bytes, before the rate credit.
+    /// The time a client may make the server wait for body bytes, before the rate credit
+    /// (zero: no limit).
     pub timeout: Duration,
     /// Each `min_rate` bytes received earn one more second of waiting (0: none).
     pub min_rate: u64,
@@ -212,7 +213,11 @@ impl BodyReader {
     pub async fn next(&mut self) -> Result<Option<Bytes>, BodyError> {
         loop {
             let began = Instant::now();
-            let frame = tokio::time::timeout(self.time_left(), self.body.frame()).await;
+            let frame = if self.limits.timeout.is_zero() {
+                Ok(self.body.frame().await)
+            } else {
+                tokio::time::timeout(self.time_left(), self.body.frame()).await
+            };
             self.waited += began.elapsed();
             match frame {
                 Err(_) => {

@@ -30,10 +30,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 #[derive(Debug, Clone, Copy)]
 pub struct WriteLimits {
     /// The time the socket may stay full before the client must have read anything
-    /// (`--socket-timeout`).
+    /// (`--socket-timeout`; zero: no limit at all).
     pub timeout: Duration,
-    /// Bytes per second: each `min_rate` bytes the client accepts earns it one more second
-    /// (`--response-min-rate`; 0: no rate, only the timeout per stall).
+    /// Bytes per second: each `min_rate` bytes the client reads earns it one more second
+    /// (`--response-min-rate`; 0: no rate, the timeout applies to each stall alone).
     pub min_rate: u64,
 }
 
@@ -150,11 +150,16 @@ impl<S> ConnIo<S> {
                 if let Some(began) = self.clock.stall_began.take() {
                     self.clock.stalled += began.elapsed();
                 }
+                if self.limits.min_rate == 0 {
+                    // No rate: the timeout applies to each stall alone.
+                    self.clock.stalled = Duration::ZERO;
+                }
                 if self.clock.filled {
                     self.clock.accepted += n as u64;
                 }
                 Poll::Ready(Ok(n))
             }
+            Poll::Pending if self.limits.timeout.is_zero() => Poll::Pending,
             Poll::Pending => {
                 self.clock.filled = true;
                 let now = Instant::now();
@@ -174,7 +179,10 @@ impl<S> ConnIo<S> {
                         ),
                     )));
                 }
-                let deadline = tokio::time::Instant::from_std(now + (allowance - stalled));
+                let deadline = now
+                    .checked_add(allowance - stalled)
+                    .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
+                let deadline = tokio::time::Instant::from_std(deadline);
                 let timer = self
                     .timer
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
@@ -334,5 +342,23 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn without_a_rate_the_timeout_applies_to_each_stall_alone() {
+        let (server, mut client) = tokio::io::duplex(64);
+        let shared = Arc::new(ConnShared::default());
+        let mut io = ConnIo::new(server, shared.clone(), limits(200, 0));
+        shared.response_started();
+        // Five stalls of 120 ms each: 600 ms in all, each under the 200 ms timeout.
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            for _ in 0..6 {
+                tokio::time::sleep(Duration::from_millis(120)).await;
+                client.read_exact(&mut buf).await.unwrap();
+            }
+        });
+        io.write_all(&[7u8; 6 * 64]).await.unwrap();
+        reader.await.unwrap();
     }
 }

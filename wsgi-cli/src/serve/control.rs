@@ -12,7 +12,7 @@
 use std::io;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Mutex, oneshot};
@@ -54,15 +54,43 @@ pub async fn send<T: Serialize>(out: &mut OwnedWriteHalf, message: &T) -> io::Re
     out.write_all(&line).await
 }
 
-/// Reads one message; None at the end of the stream.
+/// The longest message line read (a status page is far shorter).
+pub const MAX_LINE: usize = 4 << 20;
+
+/// Reads one message; None at the end of the stream. A line longer than [`MAX_LINE`] or one
+/// that is not a message is an `InvalidData` error after which the channel can be read on
+/// (the rest of a long line is skipped, a piece at a time): the master never holds more than
+/// one bounded line of what a front process sends.
 pub async fn receive<T: for<'de> Deserialize<'de>>(
     input: &mut BufReader<OwnedReadHalf>,
 ) -> io::Result<Option<T>> {
-    let mut line = String::new();
-    if input.read_line(&mut line).await? == 0 {
+    let mut line = Vec::new();
+    let n = (&mut *input)
+        .take(MAX_LINE as u64)
+        .read_until(b'\n', &mut line)
+        .await?;
+    if n == 0 {
         return Ok(None);
     }
-    serde_json::from_str(&line)
+    if line.last() != Some(&b'\n') && line.len() >= MAX_LINE {
+        // Skip the rest of the line without keeping it.
+        let mut rest = Vec::new();
+        loop {
+            rest.clear();
+            let n = (&mut *input)
+                .take(64 * 1024)
+                .read_until(b'\n', &mut rest)
+                .await?;
+            if n == 0 || rest.last() == Some(&b'\n') {
+                break;
+            }
+        }
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a control message longer than {MAX_LINE} bytes"),
+        ));
+    }
+    serde_json::from_slice(&line)
         .map(Some)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }

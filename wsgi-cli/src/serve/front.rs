@@ -226,15 +226,15 @@ pub async fn serve(
     let shutdown = GracefulShutdown::new();
     let builder = http1_builder(&front.limits);
     let open = Arc::new(Semaphore::new(front.limits.max_connections.max(1)));
-    // Every acceptor hands its connections to this one loop, which owns the builder and the
-    // graceful-shutdown tracker.
+    // One acceptor over every listener hands its connections to this one loop, which owns
+    // the builder and the graceful-shutdown tracker. It takes a place among
+    // --max-connections first, then waits for a connection on any listener.
     let (conn_tx, mut conn_rx) = tokio::sync::mpsc::channel::<Accepted>(64);
-    let mut acceptors = Vec::new();
-    for listener in listeners {
+    let acceptor = {
         let tx = conn_tx.clone();
         let mut stop = stop.clone();
         let open = open.clone();
-        acceptors.push(tokio::spawn(async move {
+        tokio::spawn(async move {
             let mut full_since: Option<Instant> = None;
             loop {
                 let permit = match open.clone().try_acquire_owned() {
@@ -248,10 +248,10 @@ pub async fn serve(
                         }
                         tokio::select! {
                             biased;
-                            () = stopped(&mut stop) => return,
+                            () = stopped(&mut stop) => break,
                             permit = open.clone().acquire_owned() => match permit {
                                 Ok(permit) => permit,
-                                Err(_) => return,
+                                Err(_) => break,
                             },
                         }
                     }
@@ -262,32 +262,40 @@ pub async fn serve(
                         since.elapsed().as_secs_f64()
                     );
                 }
-                tokio::select! {
-                    // Once stopped: take what the backlog holds, then close this copy of the
-                    // listening socket (new connections go to another front process, or are
-                    // refused once the last copy is closed).
+                let accepted = tokio::select! {
+                    // Once stopped, accept nothing more.
                     biased;
-                    () = stopped(&mut stop) => {
-                        drain_backlog(listener, &tx, permit, &open).await;
-                        return;
+                    () = stopped(&mut stop) => break,
+                    accepted = accept_any(&listeners) => accepted,
+                };
+                match accepted {
+                    Ok((stream, peer, route_port)) => {
+                        let Ok(local) = stream.local_addr() else {
+                            continue;
+                        };
+                        if tx
+                            .send((stream, peer, local, route_port, permit))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
                     }
-                    accepted = listener.socket.accept() => match accepted {
-                        Ok((stream, peer)) => {
-                            let Ok(local) = stream.local_addr() else { continue };
-                            if tx.send((stream, peer, local, listener.route_port, permit)).await.is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            // EMFILE and friends: wait a little rather than spin.
-                            tracing::warn!("accept failed: {e}");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    },
+                    Err(e) => {
+                        // EMFILE and friends: wait a little rather than spin.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
                 }
             }
-        }));
-    }
+            // Stopped: take what the backlogs hold while there is room, then close this
+            // process's copies of the listening sockets (new connections go to another front
+            // process, or are refused once the last copy is closed).
+            for listener in listeners {
+                drain_backlog(listener, &tx, &open).await;
+            }
+        })
+    };
     drop(conn_tx);
     let start = |(stream, peer, local, route_port, permit): Accepted| {
         let _ = stream.set_nodelay(true);
@@ -326,9 +334,7 @@ pub async fn serve(
     while let Some(accepted) = conn_rx.recv().await {
         start(accepted);
     }
-    for a in acceptors {
-        let _ = a.await;
-    }
+    let _ = acceptor.await;
     // Every response from now on closes its connection; connections get a moment to send
     // their next request (a keep-alive client is told to go elsewhere between requests),
     // then the idle ones are closed and the busy ones finish.
@@ -354,26 +360,38 @@ pub async fn serve(
     }
 }
 
-/// Accepts what a stopping listener's backlog holds (without waiting), then drops the
-/// listener: connections the kernel accepted for it are served, not reset.
+/// The next connection on any of `listeners`, with the port its requests are routed as.
+async fn accept_any(
+    listeners: &[Listener],
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr, u16)> {
+    std::future::poll_fn(|cx| {
+        for listener in listeners {
+            if let std::task::Poll::Ready(accepted) = listener.socket.poll_accept(cx) {
+                return std::task::Poll::Ready(
+                    accepted.map(|(stream, peer)| (stream, peer, listener.route_port)),
+                );
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// Accepts what a stopping listener's backlog holds, without waiting and while there is room
+/// among --max-connections, then drops the listener: connections the kernel accepted for it
+/// are served, not reset.
 async fn drain_backlog(
     listener: Listener,
     tx: &tokio::sync::mpsc::Sender<Accepted>,
-    permit: tokio::sync::OwnedSemaphorePermit,
     open: &Arc<Semaphore>,
 ) {
     let route_port = listener.route_port;
     let Ok(socket) = listener.socket.into_std() else {
         return;
     };
-    let mut permit = Some(permit);
-    while let Ok((stream, peer)) = socket.accept() {
-        let permit = match permit.take() {
-            Some(p) => p,
-            None => match open.clone().acquire_owned().await {
-                Ok(p) => p,
-                Err(_) => return,
-            },
+    while let Ok(permit) = open.clone().try_acquire_owned() {
+        let Ok((stream, peer)) = socket.accept() else {
+            return;
         };
         let accepted = stream.set_nonblocking(true).and_then(|()| {
             let local = stream.local_addr()?;
@@ -392,10 +410,26 @@ async fn drain_backlog(
 }
 
 /// A connection hyper ended with an error. When it refused a request head (hyper answered
-/// it: 400 malformed, 408 too slow, 414/431 too large), the refusal is logged at info with the
-/// request line as far as it came, and written to the access log with its status.
+/// it: 400 malformed, 414/431 too large; or closed it: a head that had begun to arrive when
+/// the header timeout struck, logged as Apache logs it, 408), the refusal is logged at info
+/// with the request line as far as it came, and written to the access log with its status.
+/// A client dropped for reading its response too slowly is logged at info.
 fn refused_by_hyper(front: &Front, conn: &ConnInfo, e: &hyper::Error) {
+    if let Some(io) = std::error::Error::source(e).and_then(|s| s.downcast_ref::<std::io::Error>())
+    {
+        if io.kind() == std::io::ErrorKind::TimedOut {
+            tracing::info!(peer = %conn.peer, "{io}");
+            return;
+        }
+    }
+    let line = conn.heads.last_request_line();
     let status = if e.is_timeout() {
+        // A header timeout on an idle keep-alive connection is no refusal: only a head that
+        // had begun to arrive is.
+        if line.is_none() {
+            tracing::debug!(peer = %conn.peer, "idle connection closed: {e}");
+            return;
+        }
         408
     } else if e.is_parse_too_large() {
         if e.to_string().contains("URI") {
@@ -409,7 +443,7 @@ fn refused_by_hyper(front: &Front, conn: &ConnInfo, e: &hyper::Error) {
         tracing::debug!(peer = %conn.peer, "connection ended: {e}");
         return;
     };
-    let line = conn.heads.last_request_line().unwrap_or_default();
+    let line = line.unwrap_or_default();
     tracing::info!(
         peer = %conn.peer,
         request = %String::from_utf8_lossy(&line).escape_debug(),
@@ -440,18 +474,26 @@ async fn handle(
 ) -> Result<Response<LoggedBody<ResponseBody>>, Infallible> {
     // The raw head as the client sent it (the pre-parse may have percent-encoded bytes of
     // the target that hyper refuses); hyper's own parse when the pre-parse stood aside.
-    let seen = target_of(&req);
-    let raw = conn.heads.next(req.method().as_str(), &seen);
-    let (target, request_line) = match raw {
-        Some(raw) => (raw.target, raw.request_line),
+    let uri = req.uri();
+    let absolute;
+    let seen: &[u8] = match uri.path_and_query() {
+        Some(pq) if uri.scheme().is_none() => pq.as_str().as_bytes(),
+        _ => {
+            absolute = uri.to_string();
+            absolute.as_bytes()
+        }
+    };
+    let raw = conn.heads.next(req.method().as_str(), seen);
+    let (target, request_line, head_len) = match raw {
+        Some(raw) => (raw.target(), raw.request_line(), Some(raw.len())),
         None => {
             let mut line = Vec::with_capacity(seen.len() + 20);
             line.extend_from_slice(req.method().as_str().as_bytes());
             line.push(b' ');
-            line.extend_from_slice(&seen);
+            line.extend_from_slice(seen);
             line.push(b' ');
             line.extend_from_slice(protocol(req.version()).as_bytes());
-            (seen, Bytes::from(line))
+            (Bytes::copy_from_slice(seen), Bytes::from(line), None)
         }
     };
     let record = front.access_log.as_ref().map(|log| {
@@ -469,11 +511,15 @@ async fn handle(
         )
     });
     let verdict = strict::check(
-        req.method(),
-        &target,
-        req.version(),
-        req.headers(),
-        request_line.len(),
+        &strict::Head {
+            method: req.method(),
+            target: &target,
+            version: req.version(),
+            headers: req.headers(),
+            has_body: !req.body().is_end_stream(),
+            request_line_len: request_line.len(),
+            head_len,
+        },
         &front.limits.head,
     );
     let mut response = match verdict {
@@ -498,15 +544,6 @@ async fn handle(
     conn.shared.response_started();
     let status = response.status().as_u16();
     Ok(response.map(|body| LoggedBody::new(body, record, status)))
-}
-
-/// The request target as received (hyper's parse of it; the same bytes).
-fn target_of(req: &Request<Incoming>) -> Bytes {
-    let uri = req.uri();
-    match uri.path_and_query() {
-        Some(pq) if uri.scheme().is_none() => Bytes::copy_from_slice(pq.as_str().as_bytes()),
-        _ => Bytes::from(uri.to_string()),
-    }
 }
 
 /// `OPTIONS *`: what the server allows, as Apache answers it.
@@ -648,11 +685,6 @@ async fn run_app(
         ProcessGroup::Embedded => "embedded".to_string(),
         ProcessGroup::Daemon(g) => format!("daemon process group `{g}`"),
     };
-    // Both Transfer-Encoding and Content-Length: the body is read as chunked (RFC 9112
-    // §6.3), the app sees no CONTENT_LENGTH, and the connection closes after the response,
-    // as in Apache.
-    let framing_conflict = parts.headers.contains_key(header::TRANSFER_ENCODING)
-        && parts.headers.contains_key(header::CONTENT_LENGTH);
     let failure = BodyFailure::default();
     let body = match read_body(front, body, &failure, &route.script).await {
         Ok(body) => body,
@@ -700,32 +732,37 @@ async fn run_app(
         ticket: Arc::clone(&ticket),
         done,
     };
-    if let Err((refused, _job)) = pool.submit(job).await {
-        return match refused {
-            Refused::Busy => {
-                tracing::warn!(script = %route.script.display(), "503: every worker thread ({group_label}) stayed busy for the whole queue timeout");
-                error_response(StatusCode::SERVICE_UNAVAILABLE)
-            }
-            Refused::Stopping => error_response(StatusCode::SERVICE_UNAVAILABLE),
-        };
-    }
+    let may_wait = match pool.submit(job).await {
+        Ok(may_wait) => may_wait,
+        Err((refused, _job)) => {
+            return match refused {
+                Refused::Busy => {
+                    tracing::warn!(script = %route.script.display(), "503: every worker thread ({group_label}) stayed busy for the whole queue timeout");
+                    error_response(StatusCode::SERVICE_UNAVAILABLE)
+                }
+                Refused::Stopping => error_response(StatusCode::SERVICE_UNAVAILABLE),
+            };
+        }
+    };
     // Wait for the response; at the queue timeout, a job no worker took yet is withdrawn
-    // and answered at once.
-    let queue_deadline = tokio::time::Instant::from_std(arrived + pool.queue_timeout());
-    let mut taken = false;
-    let started = loop {
+    // and answered at once. (When a worker was free for it, no timer is set: the worker
+    // takes it at once, and still refuses it were it somehow older than the timeout.)
+    let started = if may_wait {
         tokio::select! {
             biased;
-            started = &mut start => break started,
-            () = tokio::time::sleep_until(queue_deadline), if !taken => {
+            started = &mut start => started,
+            () = tokio::time::sleep_until(deadline_after(arrived, pool.queue_timeout())) => {
                 if ticket.withdraw() {
                     let status = pool.expired_status();
                     tracing::warn!(script = %route.script.display(), "{status}: the request waited longer than the queue timeout ({:?}) for a worker thread ({group_label})", pool.queue_timeout());
                     return error_response(StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE));
                 }
-                taken = true;
+                // A worker took it just in time.
+                start.await
             }
         }
+    } else {
+        start.await
     };
     match started {
         Ok(start) => {
@@ -742,9 +779,6 @@ async fn run_app(
                 }
             }
             let headers = response.headers_mut();
-            if framing_conflict {
-                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
             for (name, value) in head.headers {
                 // hyper frames the body itself; a Transfer-Encoding from the app would clash.
                 if name.eq_ignore_ascii_case("transfer-encoding")
@@ -791,27 +825,29 @@ async fn run_app(
     }
 }
 
+/// `start + wait` as a timer deadline; a wait too long for the clock means a year.
+fn deadline_after(start: Instant, wait: Duration) -> tokio::time::Instant {
+    let at = start
+        .checked_add(wait)
+        .unwrap_or_else(|| start + Duration::from_secs(365 * 24 * 3600));
+    tokio::time::Instant::from_std(at)
+}
+
 /// The request headers the application sees: as sent, but for the Host of an absolute-form
-/// target (its authority, as Apache) and a Content-Length beside a Transfer-Encoding (dropped:
-/// the body is chunked).
+/// target (its authority, as Apache). (hyper itself drops a Content-Length sent beside a
+/// Transfer-Encoding, and closes the connection after such a request.)
 fn app_headers(parts: &http::request::Parts) -> Vec<(String, Vec<u8>)> {
-    let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
-    let authority = parts.uri.authority();
-    let mut headers = Vec::with_capacity(parts.headers.len());
-    for (name, value) in &parts.headers {
-        if chunked && name == header::CONTENT_LENGTH {
-            continue;
-        }
-        if name == header::HOST {
-            if let Some(authority) = authority {
-                headers.push((
-                    name.as_str().to_string(),
-                    authority.as_str().as_bytes().to_vec(),
-                ));
-                continue;
+    let mut headers: Vec<(String, Vec<u8>)> = parts
+        .headers
+        .iter()
+        .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
+        .collect();
+    if let Some(authority) = parts.uri.authority() {
+        for (name, value) in &mut headers {
+            if name == header::HOST.as_str() {
+                *value = authority.as_str().as_bytes().to_vec();
             }
         }
-        headers.push((name.as_str().to_string(), value.as_bytes().to_vec()));
     }
     headers
 }

@@ -98,6 +98,8 @@ pub const MAX_QUEUED: usize = 64;
 
 /// How many bytes the tap asks for when it reads into its own buffer.
 const READ_SIZE: usize = 8 * 1024;
+/// The least room a read into the tap's buffer is made with.
+const MIN_READ: usize = 1024;
 
 /// Header slots on the stack; a larger `max_headers` takes a heap vector per head.
 const STACK_HEADERS: usize = 128;
@@ -270,25 +272,55 @@ fn split_request_line(line: &[u8]) -> Option<(usize, usize)> {
 /// A request head the tap saw, as the client sent it and as hyper got it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawHead {
-    /// The raw request line, without its line end.
-    pub request_line: Bytes,
-    /// The raw request target.
-    pub target: Bytes,
-    /// The target hyper parsed (equal to `target` unless `rewritten`).
-    pub rewritten_target: Bytes,
-    /// Whether the tap percent-encoded some bytes of the target.
-    pub rewritten: bool,
+    /// The head as sent.
+    head: Bytes,
+    /// The request line in `head`, without its line end.
+    line: std::ops::Range<usize>,
+    /// The target in `head`.
+    target: std::ops::Range<usize>,
+    /// The head as hyper got it and the target in it, when the tap rewrote the target.
+    rewritten: Option<(Bytes, std::ops::Range<usize>)>,
 }
 
 impl RawHead {
+    /// The raw request line, without its line end.
+    pub fn request_line(&self) -> Bytes {
+        self.head.slice(self.line.clone())
+    }
+
+    /// The raw request target.
+    pub fn target(&self) -> Bytes {
+        self.head.slice(self.target.clone())
+    }
+
+    /// The target hyper parsed (the raw one unless [`RawHead::rewritten`]).
+    pub fn rewritten_target(&self) -> &[u8] {
+        match &self.rewritten {
+            Some((head, range)) => &head[range.clone()],
+            None => &self.head[self.target.clone()],
+        }
+    }
+
+    /// The length of the head as sent (request line, fields and the empty line).
+    pub fn len(&self) -> usize {
+        self.head.len()
+    }
+
+    /// Whether the head is empty (never, for a head the tap recorded).
+    pub fn is_empty(&self) -> bool {
+        self.head.is_empty()
+    }
+
+    /// Whether the tap percent-encoded some bytes of the target.
+    pub fn rewritten(&self) -> bool {
+        self.rewritten.is_some()
+    }
+
     /// The request method, as sent.
     pub fn method(&self) -> &[u8] {
-        let end = self
-            .request_line
-            .iter()
-            .position(|&b| b == b' ')
-            .unwrap_or(self.request_line.len());
-        &self.request_line[..end]
+        let line = &self.head[self.line.clone()];
+        let end = line.iter().position(|&b| b == b' ').unwrap_or(line.len());
+        &line[..end]
     }
 }
 
@@ -338,22 +370,28 @@ impl Heads {
         let mut shared = self.shared.lock();
         let head = shared.queue.pop_front()?;
         if head.method() == method.as_bytes()
-            && target_matches(&head.rewritten_target, target_seen_by_hyper)
+            && target_matches(head.rewritten_target(), target_seen_by_hyper)
         {
             Some(head)
         } else {
+            // Out of sync: the tap records nothing more on this connection (a later record
+            // could otherwise be taken for another request's).
             shared.queue.clear();
+            shared.passthrough = true;
             None
         }
     }
 
-    /// The raw request line (without line end) of the latest head the tap saw, complete or
-    /// not (a partial line holds what has arrived): for logging a request hyper refused.
+    /// The raw request line (without line end) of the latest head the tap saw that has not
+    /// reached the service, complete or not (a partial line holds what has arrived): for
+    /// logging a request hyper refused. None when every head went through (an idle
+    /// connection).
     pub fn last_request_line(&self) -> Option<Bytes> {
         let shared = self.shared.lock();
-        shared
-            .has_line
-            .then(|| Bytes::copy_from_slice(&shared.last_line))
+        if shared.has_line {
+            return Some(Bytes::copy_from_slice(&shared.last_line));
+        }
+        shared.queue.back().map(RawHead::request_line)
     }
 
     /// Whether the tap has switched this connection to passthrough (it records nothing more).
@@ -440,7 +478,7 @@ fn find_head(buf: &[u8], scan: usize) -> HeadScan {
             }
         }
     }
-    let Some(q) = buf[p..].iter().position(|&b| b == b'\n').map(|i| p + i) else {
+    let Some(q) = memchr::memchr(b'\n', &buf[p..]).map(|i| p + i) else {
         return HeadScan::More {
             line: Some((p, None)),
             scan: 0,
@@ -451,7 +489,7 @@ fn find_head(buf: &[u8], scan: usize) -> HeadScan {
     // The first empty line: LF LF or LF CR LF (the request line's LF included).
     let mut i = scan.max(q);
     loop {
-        let Some(j) = buf[i..].iter().position(|&b| b == b'\n').map(|k| i + k) else {
+        let Some(j) = memchr::memchr(b'\n', &buf[i..]).map(|k| i + k) else {
             return HeadScan::More {
                 line,
                 scan: buf.len(),
@@ -662,13 +700,10 @@ impl<S> HeadTap<S> {
     /// Releases the complete head `..end` (request line `start..line_end`), rewritten if need
     /// be, records it and moves on to what follows it; or goes passthrough.
     fn take_head(&mut self, start: usize, line_end: usize, end: usize) -> Step {
-        if !self.line_noted {
-            self.heads.note_line(&self.buf[start..line_end]);
-        }
         self.line_noted = false;
         self.scan = 0;
         if end > self.max_head {
-            return self.go_passthrough();
+            return self.refuse_head(start, line_end);
         }
         let split =
             split_request_line(&self.buf[start..line_end]).map(|(a, b)| (start + a, start + b));
@@ -693,32 +728,32 @@ impl<S> HeadTap<S> {
             None => &self.buf[..end],
         };
         let Some(next) = analyze(seen, self.max_headers) else {
-            return self.go_passthrough();
+            return self.refuse_head(start, line_end);
         };
         // httparse took the line, so it is METHOD SP TARGET SP VERSION; kept as a guard.
         let Some((target_start, target_end)) = split else {
-            return self.go_passthrough();
+            return self.refuse_head(start, line_end);
         };
         let mut shared = self.heads.shared.lock();
-        if shared.queue.len() >= MAX_QUEUED {
+        if shared.queue.len() >= MAX_QUEUED || shared.passthrough {
             drop(shared);
-            return self.go_passthrough();
+            return self.refuse_head(start, line_end);
         }
         let raw = self.buf.split_to(end).freeze();
-        let target = raw.slice(target_start..target_end);
-        let (out, rewritten_target, was_rewritten) = match rewritten {
+        let (out, rewritten) = match rewritten {
             Some((head, new_target_end)) => {
                 let head = head.freeze();
-                let rewritten_target = head.slice(target_start..new_target_end);
-                (head, rewritten_target, true)
+                (head.clone(), Some((head, target_start..new_target_end)))
             }
-            None => (raw.clone(), target.clone(), false),
+            None => (raw.clone(), None),
         };
+        // The record stands for this head from now on (a partial line noted is superseded).
+        shared.has_line = false;
         shared.queue.push_back(RawHead {
-            request_line: raw.slice(start..line_end),
-            target,
-            rewritten_target,
-            rewritten: was_rewritten,
+            head: raw,
+            line: start..line_end,
+            target: target_start..target_end,
+            rewritten,
         });
         if next == State::Passthrough {
             shared.passthrough = true;
@@ -727,6 +762,13 @@ impl<S> HeadTap<S> {
         self.out = out;
         self.state = next;
         Step::Go
+    }
+
+    /// A complete head the tap will not record: its line is noted (for the log, should hyper
+    /// refuse it) and the connection goes passthrough.
+    fn refuse_head(&mut self, start: usize, line_end: usize) -> Step {
+        self.heads.note_line(&self.buf[start..line_end]);
+        self.go_passthrough()
     }
 
     /// In [`State::ChunkLine`]: releases a chunk size line, or goes passthrough.
@@ -780,15 +822,15 @@ impl<S> HeadTap<S> {
 }
 
 impl<S: AsyncRead + Unpin> HeadTap<S> {
-    /// Reads into the tap's buffer; `Ok(0)` at the end of the stream.
+    /// Reads into the tap's buffer (its spare capacity, never zeroed first); `Ok(0)` at the
+    /// end of the stream.
     fn fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let len = self.buf.len();
-        self.buf.resize(len + READ_SIZE, 0);
-        let mut read = ReadBuf::new(&mut self.buf[len..]);
-        let polled = Pin::new(&mut self.inner).poll_read(cx, &mut read);
-        let n = read.filled().len();
-        self.buf.truncate(len + n);
-        polled.map_ok(|()| n)
+        // Heads handed out keep sharing the buffer's allocation: a new one is made only when
+        // little room is left (about one per 8 KiB of heads, not one per request).
+        if self.buf.capacity() - self.buf.len() < MIN_READ {
+            self.buf.reserve(READ_SIZE);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.inner), cx, &mut self.buf)
     }
 }
 
@@ -1164,12 +1206,12 @@ mod tests {
                 let head = heads
                     .next(method, rewritten)
                     .unwrap_or_else(|| panic!("no record for {}", target.escape_ascii()));
-                assert_eq!(head.target, target[..]);
-                assert_eq!(head.rewritten_target, rewritten[..]);
-                assert_eq!(head.rewritten, target != rewritten);
+                assert_eq!(head.target(), target[..]);
+                assert_eq!(head.rewritten_target(), &rewritten[..]);
+                assert_eq!(head.rewritten(), target != rewritten);
                 assert_eq!(head.method(), method.as_bytes());
-                assert!(head.request_line.starts_with(method.as_bytes()));
-                assert!(!head.request_line.ends_with(b"\r"));
+                assert!(head.request_line().starts_with(method.as_bytes()));
+                assert!(!head.request_line().ends_with(b"\r"));
             }
             assert_eq!(heads.is_passthrough(), passthrough, "reads {reads:?}");
             assert_eq!(tap.is_passthrough(), passthrough);
@@ -1412,28 +1454,28 @@ mod tests {
         drain(&mut tap, &[4096]);
         assert_eq!(heads.queued(), 4);
         let a = heads.next("GET", b"/a%E9").unwrap();
-        assert_eq!(&a.request_line[..], b"GET /a\xe9 HTTP/1.1");
-        assert_eq!(&a.target[..], b"/a\xe9");
-        assert!(a.rewritten);
-        // Out of sync: the record is not for this request, and the queue is dropped.
+        assert_eq!(&a.request_line()[..], b"GET /a\xe9 HTTP/1.1");
+        assert_eq!(&a.target()[..], b"/a\xe9");
+        assert!(a.rewritten());
+        // Out of sync: the record is not for this request, the queue is dropped and the tap
+        // records nothing more.
         assert_eq!(heads.next("POST", b"/b"), None);
         assert_eq!(heads.queued(), 0);
         assert_eq!(heads.next("GET", b"/b"), None);
+        assert!(heads.is_passthrough());
 
         let (mut tap, heads) = HeadTap::new(Feed::new(input, &[usize::MAX], false), 8192, 100);
         drain(&mut tap, &[4096]);
         heads.next("GET", b"/a%E9").unwrap();
-        assert!(!heads.next("GET", b"/b").unwrap().rewritten);
+        assert!(!heads.next("GET", b"/b").unwrap().rewritten());
         // hyper drops the fragment; an absolute-form target may be given by its path.
-        assert_eq!(&heads.next("PUT", b"/c").unwrap().target[..], b"/c#f");
+        assert_eq!(&heads.next("PUT", b"/c").unwrap().target()[..], b"/c#f");
         assert_eq!(
-            &heads.next("GET", b"/d?x").unwrap().target[..],
+            &heads.next("GET", b"/d?x").unwrap().target()[..],
             b"http://h/d?x"
         );
-        assert_eq!(
-            heads.last_request_line().as_deref(),
-            Some(&b"GET http://h/d?x HTTP/1.1"[..])
-        );
+        // Every head reached the service: none is left to log as refused.
+        assert_eq!(heads.last_request_line(), None);
     }
 
     #[test]
@@ -1598,8 +1640,8 @@ mod tests {
             let (target, head) = &seen[i];
             assert_eq!(target.as_bytes(), *rewritten);
             let head = head.as_ref().expect("a record for every request");
-            assert_eq!(&head.target[..], *raw);
-            assert_eq!(head.rewritten, raw != rewritten);
+            assert_eq!(&head.target()[..], *raw);
+            assert_eq!(head.rewritten(), raw != rewritten);
         }
     }
 

@@ -210,7 +210,11 @@ async fn serve_control(
                     return;
                 }
             }
-            Ok(None) | Err(_) => return,
+            Ok(None) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                tracing::warn!("ignored a malformed message from the front process: {e}");
+            }
+            Err(_) => return,
         }
     }
 }
@@ -222,10 +226,19 @@ async fn start_front(
     identity: &Identity,
     daemons: Option<&Arc<DaemonGroups>>,
 ) -> Result<(Child, String, Option<usize>), ServeError> {
-    let exe = std::env::current_exe().map_err(ServeError::Threads)?;
     let (mine, theirs) = std::os::unix::net::UnixStream::pair().map_err(ServeError::Threads)?;
     mine.set_nonblocking(true).map_err(ServeError::Threads)?;
+    // This very program: its path, or, when its file was replaced since (a package
+    // upgrade), the program still running, so the master and the front speak the same
+    // control protocol.
+    let exe = std::env::current_exe()
+        .ok()
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
     let mut command = tokio::process::Command::new(exe);
+    if let Some(name) = std::env::args_os().next() {
+        command.arg0(name);
+    }
     command.arg("front-process");
     command.args(std::env::args_os().skip(2));
     let mut keep = sockets.fds();
@@ -439,40 +452,8 @@ async fn serve(
                 break;
             }
             Event::Reload(why) => {
-                let loaded = {
-                    let (source, aliases) = (args.source(), aliases.clone());
-                    tokio::task::spawn_blocking(move || Site::load(source, aliases)).await
-                };
-                let site = match loaded {
-                    Ok(Ok(site)) => site,
-                    Ok(Err(e)) => {
-                        tracing::error!(
-                            "{why}: reload refused, still serving the previous configuration: {e}"
-                        );
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::error!("{why}: reload failed: {e}");
-                        continue;
-                    }
-                };
-                for w in &site.warnings {
-                    tracing::warn!("{w}");
-                }
-                let new_sockets = match Sockets::bind(&args, &site, Some(&sockets)) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::error!(
-                            "{why}: reload refused, still serving the previous configuration: {e}"
-                        );
-                        continue;
-                    }
-                };
-                tracing::info!(
-                    "{why}: the configuration is valid; starting a new front process beside the running one"
-                );
-                match start_generation(&args, site, &new_sockets, access_log.as_ref()).await {
-                    Ok(next) => {
+                match next_generation(&args, &aliases, &sockets, access_log.as_ref(), &why).await {
+                    Ok((next, new_sockets)) => {
                         let old = std::mem::replace(&mut current, next);
                         sockets = new_sockets;
                         if let Some(w) = watch.as_mut() {
@@ -480,28 +461,26 @@ async fn serve(
                                 super::reload::SourceWatch::roots(&current.site),
                             );
                         }
-                        if let Some(d) = &current.daemons {
-                            tracing::info!("new daemon process groups:\n{}", d.banner().trim_end());
-                        }
                         tracing::info!(
                             pid = current.front.id().unwrap_or(0),
                             "{why}: reloaded; the previous front process finishes its requests and stops"
                         );
                         retiring.push(retire(old, graceful));
                     }
-                    Err(e) => tracing::error!(
-                        "{why}: reload failed, still serving the previous configuration: {e}"
-                    ),
+                    Err(e) => {
+                        tracing::error!("{why}: {e}; still serving the previous configuration")
+                    }
                 }
             }
             Event::FrontExited(status) => {
                 let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
                 // Back-off: at once after a long run, then up to 30 s between attempts.
-                let backoff = if current.started.elapsed() > Duration::from_secs(60) {
+                if current.started.elapsed() > Duration::from_secs(60) {
                     current.restarts = 0;
-                    Duration::ZERO
-                } else {
-                    Duration::from_secs(1 << current.restarts.min(5)).min(Duration::from_secs(30))
+                }
+                let backoff = match current.restarts {
+                    0 => Duration::ZERO,
+                    n => Duration::from_secs(1 << n.min(5)).min(Duration::from_secs(30)),
                 };
                 tracing::error!(
                     "the front process ended unexpectedly ({status}): starting another in {backoff:?}"
@@ -511,31 +490,26 @@ async fn serve(
                     _ = signals.int.recv() => break,
                     () = tokio::time::sleep(backoff) => {}
                 }
-                match start_front(
-                    &sockets,
-                    access_log.as_ref(),
-                    &current.identity,
-                    current.daemons.as_ref(),
-                )
-                .await
-                {
-                    Ok((front, python, threads)) => {
-                        current.front = front;
-                        current.python = python;
-                        current.threads = threads;
-                        current.started = Instant::now();
-                        current.restarts += 1;
+                // The configuration is read and checked again, as for a reload: a front process
+                // never serves what the master did not check.
+                let why = "restarting the front process".to_string();
+                match next_generation(&args, &aliases, &sockets, access_log.as_ref(), &why).await {
+                    Ok((next, new_sockets)) => {
+                        let old = std::mem::replace(&mut current, next);
+                        current.restarts = old.restarts + 1;
+                        sockets = new_sockets;
                         tracing::info!(
                             pid = current.front.id().unwrap_or(0),
                             "a new front process serves"
                         );
+                        retiring.push(retire(old, graceful));
                     }
                     Err(e) => {
                         current.restarts += 1;
                         current.started = Instant::now();
-                        tracing::error!("the front process could not be started again: {e}");
-                        // Wait for the next event with a front that has exited: its `wait`
-                        // returns at once, so the loop retries after the back-off.
+                        tracing::error!("{why}: {e}");
+                        // The exited front's `wait` returns at once: the loop tries again
+                        // after a longer back-off.
                     }
                 }
             }
@@ -555,6 +529,40 @@ async fn serve(
     drop(access_log);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Reads and checks the configuration again and starts a generation for it beside the
+/// running one (on the same sockets where the addresses did not change). `Err` says why not.
+async fn next_generation(
+    args: &ServeArgs,
+    aliases: &[UrlAlias],
+    sockets: &Sockets,
+    access_log: Option<&std::fs::File>,
+    why: &str,
+) -> Result<(Generation, Sockets), String> {
+    let loaded = {
+        let (source, aliases) = (args.source(), aliases.to_vec());
+        tokio::task::spawn_blocking(move || Site::load(source, aliases)).await
+    };
+    let site = match loaded {
+        Ok(Ok(site)) => site,
+        Ok(Err(e)) => return Err(format!("the configuration was refused: {e}")),
+        Err(e) => return Err(format!("reading the configuration failed: {e}")),
+    };
+    for w in &site.warnings {
+        tracing::warn!("{w}");
+    }
+    let new_sockets = Sockets::bind(args, &site, Some(sockets)).map_err(|e| e.to_string())?;
+    tracing::info!(
+        "{why}: the configuration is valid; starting a new front process beside the running one"
+    );
+    let next = start_generation(args, site, &new_sockets, access_log)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(d) = &next.daemons {
+        tracing::info!("new daemon process groups:\n{}", d.banner().trim_end());
+    }
+    Ok((next, new_sockets))
 }
 
 /// With `--reload-on-changes`, resolves when a watched source changes (polled once a

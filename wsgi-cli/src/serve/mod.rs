@@ -152,7 +152,7 @@ pub struct ServeArgs {
     pub request_buffer_size: usize,
     /// Seconds a client may make the server wait for request body bytes, plus one second
     /// per --body-min-rate bytes it sent (Apache's `RequestReadTimeout body=15,MinRate=500`).
-    /// Past it: 408, or `OSError` in the application's `wsgi.input.read()`.
+    /// Past it: 408, or `OSError` in the application's `wsgi.input.read()`. 0: no limit.
     #[arg(long, default_value_t = 15.0)]
     pub body_timeout: f64,
     /// Bytes per second a request body must arrive at to earn more time (see --body-timeout);
@@ -165,7 +165,7 @@ pub struct ServeArgs {
     pub limit_request_body: u64,
     /// Seconds a client may leave a response unread (its socket full), plus one second per
     /// --response-min-rate bytes it read; past it the connection is dropped and the worker
-    /// writing the response is released.
+    /// writing the response is released. 0: no limit.
     #[arg(long, default_value_t = 60.0)]
     pub socket_timeout: f64,
     /// Bytes per second a client must read a response at to earn more time (see

@@ -183,6 +183,8 @@ struct Queued {
 pub struct WorkerPool {
     jobs: Mutex<Option<crossbeam_channel::Sender<Queued>>>,
     slots: Arc<Semaphore>,
+    /// How many jobs may wait beyond those running.
+    queue_size: usize,
     queue_timeout: Duration,
     expired_status: u16,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
@@ -213,6 +215,7 @@ impl WorkerPool {
         Ok(WorkerPool {
             jobs: Mutex::new(Some(tx)),
             slots: Arc::new(Semaphore::new(capacity)),
+            queue_size,
             queue_timeout,
             expired_status,
             threads: Mutex::new(handles),
@@ -235,7 +238,9 @@ impl WorkerPool {
     }
 
     /// Queues a job, waiting up to the queue timeout for room. On refusal the job is given back.
-    pub async fn submit(&self, job: Job) -> Result<(), (Refused, Job)> {
+    /// `Ok(true)`: it may have to wait for a worker (every one was taken when it was queued),
+    /// so the caller should keep the queue timer; `Ok(false)`: a worker is free for it.
+    pub async fn submit(&self, job: Job) -> Result<bool, (Refused, Job)> {
         // A free slot is taken at once; only a full pool sets up the timed wait.
         let slot = match self.slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
@@ -249,17 +254,21 @@ impl WorkerPool {
                 }
             }
         };
+        // Slots in use (this one included) beyond the thread count are jobs waiting.
+        let may_wait = self.slots.available_permits() < self.queue_size;
         let jobs = self.jobs.lock();
         let Some(jobs) = jobs.as_ref() else {
             return Err((Refused::Stopping, job));
         };
-        jobs.try_send(Queued { job, _slot: slot }).map_err(|e| {
-            let refused = match &e {
-                crossbeam_channel::TrySendError::Full(_) => Refused::Busy,
-                crossbeam_channel::TrySendError::Disconnected(_) => Refused::Stopping,
-            };
-            (refused, e.into_inner().job)
-        })
+        jobs.try_send(Queued { job, _slot: slot })
+            .map(|()| may_wait)
+            .map_err(|e| {
+                let refused = match &e {
+                    crossbeam_channel::TrySendError::Full(_) => Refused::Busy,
+                    crossbeam_channel::TrySendError::Disconnected(_) => Refused::Stopping,
+                };
+                (refused, e.into_inner().job)
+            })
     }
 
     /// Stops taking jobs, lets the workers finish what is queued, and waits for them (up to

@@ -48,16 +48,38 @@ pub enum Verdict {
     Refuse(Refusal),
 }
 
-/// Checks a request head. `request_line_len` is the length of the request line as received
-/// (method, target, protocol and the two spaces).
-pub fn check(
-    method: &Method,
-    target: &[u8],
-    version: Version,
-    headers: &HeaderMap,
-    request_line_len: usize,
-    limits: &HeadLimits,
-) -> Verdict {
+/// What the checks look at in a request head hyper parsed.
+#[derive(Debug, Clone, Copy)]
+pub struct Head<'a> {
+    /// The method.
+    pub method: &'a Method,
+    /// The target, as received.
+    pub target: &'a [u8],
+    /// The protocol version.
+    pub version: Version,
+    /// The header fields.
+    pub headers: &'a HeaderMap,
+    /// Whether hyper found a body (a Transfer-Encoding, or a Content-Length above 0): only
+    /// then is there framing to check.
+    pub has_body: bool,
+    /// The length of the request line as received (method, target, protocol, two spaces).
+    pub request_line_len: usize,
+    /// The whole head's length, when known (no field can be longer, so a short head's fields
+    /// are not measured one by one).
+    pub head_len: Option<usize>,
+}
+
+/// Checks a request head.
+pub fn check(head: &Head<'_>, limits: &HeadLimits) -> Verdict {
+    let Head {
+        method,
+        target,
+        version,
+        headers,
+        has_body,
+        request_line_len,
+        head_len,
+    } = *head;
     if request_line_len > limits.max_request_line + 1 {
         return Verdict::Refuse(Refusal::new(
             414,
@@ -67,7 +89,11 @@ pub fn check(
             ),
         ));
     }
-    for (name, value) in headers {
+    let fields = match head_len {
+        Some(len) if len <= limits.max_field_size + 1 => None,
+        _ => Some(headers),
+    };
+    for (name, value) in fields.into_iter().flatten() {
         let size = name.as_str().len() + 2 + value.len();
         if size > limits.max_field_size + 1 {
             return Verdict::Refuse(Refusal::new(
@@ -82,8 +108,10 @@ pub fn check(
     if let Err(refusal) = check_host(version, headers) {
         return Verdict::Refuse(refusal);
     }
-    if let Err(refusal) = check_transfer_encoding(headers) {
-        return Verdict::Refuse(refusal);
+    if has_body {
+        if let Err(refusal) = check_transfer_encoding(headers) {
+            return Verdict::Refuse(refusal);
+        }
     }
     if target.contains(&b'#') {
         return Verdict::Refuse(Refusal::new(
@@ -278,8 +306,30 @@ mod tests {
         map
     }
 
+    fn head<'a>(
+        method: &'a Method,
+        target: &'a [u8],
+        headers: &'a HeaderMap,
+        request_line_len: usize,
+    ) -> Head<'a> {
+        Head {
+            method,
+            target,
+            version: Version::HTTP_11,
+            headers,
+            has_body: true,
+            request_line_len,
+            head_len: None,
+        }
+    }
+
     fn verdict(version: Version, pairs: &[(&str, &[u8])]) -> Verdict {
-        check(&Method::GET, b"/", version, &headers(pairs), 14, &LIMITS)
+        let map = headers(pairs);
+        let h = Head {
+            version,
+            ..head(&Method::GET, b"/", &map, 14)
+        };
+        check(&h, &LIMITS)
     }
 
     fn status(v: Verdict) -> u16 {
@@ -357,49 +407,38 @@ mod tests {
 
     #[test]
     fn limits_and_options_star() {
+        let get = Method::GET;
         // `X-Long: ` + value: 8,191 bytes pass, 8,192 do not (Apache's own boundary).
         let field = |n: usize| {
             let value = vec![b'a'; n - "x-long: ".len()];
-            let v = check(
-                &Method::GET,
-                b"/",
-                Version::HTTP_11,
-                &headers(&[("host", b"a"), ("x-long", &value)]),
-                14,
-                &LIMITS,
-            );
-            status(v)
+            let map = headers(&[("host", b"a"), ("x-long", &value)]);
+            status(check(&head(&get, b"/", &map, 14), &LIMITS))
         };
         assert_eq!(field(8191), 0);
         assert_eq!(field(8192), 400);
-        let long = vec![b'a'; 8200];
-        let v = check(
-            &Method::GET,
-            b"/",
-            Version::HTTP_11,
-            &headers(&[("host", b"a"), ("x-long", &long)]),
-            14,
-            &LIMITS,
-        );
-        assert_eq!(status(v), 400);
-        let v = check(
-            &Method::GET,
-            b"/",
-            Version::HTTP_11,
-            &headers(&[("host", b"a")]),
-            8192,
-            &LIMITS,
-        );
-        assert_eq!(status(v), 414);
+        // The fields of a head whose length is known are measured only when it could hold
+        // one over the limit.
+        let value = vec![b'a'; 9000];
+        let map = headers(&[("host", b"a"), ("x-long", &value)]);
+        let long = Head {
+            head_len: Some(9100),
+            ..head(&get, b"/", &map, 14)
+        };
+        assert_eq!(status(check(&long, &LIMITS)), 400);
+        let map = headers(&[("host", b"a"), ("x-short", b"b")]);
+        let short = Head {
+            head_len: Some(40),
+            ..head(&get, b"/", &map, 14)
+        };
+        assert_eq!(status(check(&short, &LIMITS)), 0);
         let h = headers(&[("host", b"a")]);
-        let v = check(&Method::GET, b"/a", Version::HTTP_11, &h, 8191, &LIMITS);
-        assert_eq!(status(v), 0);
-        let v = check(&Method::GET, b"/a#b", Version::HTTP_11, &h, 18, &LIMITS);
-        assert_eq!(status(v), 400);
-        let h = headers(&[("host", b"a")]);
-        let v = check(&Method::OPTIONS, b"*", Version::HTTP_11, &h, 18, &LIMITS);
-        assert_eq!(v, Verdict::ServerOptions);
-        let v = check(&Method::GET, b"*", Version::HTTP_11, &h, 14, &LIMITS);
-        assert_eq!(status(v), 400);
+        assert_eq!(status(check(&head(&get, b"/", &h, 8192), &LIMITS)), 414);
+        assert_eq!(status(check(&head(&get, b"/a", &h, 8191), &LIMITS)), 0);
+        assert_eq!(status(check(&head(&get, b"/a#b", &h, 18), &LIMITS)), 400);
+        assert_eq!(
+            check(&head(&Method::OPTIONS, b"*", &h, 18), &LIMITS),
+            Verdict::ServerOptions
+        );
+        assert_eq!(status(check(&head(&get, b"*", &h, 14), &LIMITS)), 400);
     }
 }
