@@ -3,12 +3,12 @@
 //!
 //! * request body: a body of up to `--request-buffer-size` bytes is read whole by the front
 //!   ([`collect_body`]) before the request is given to a worker, so a client sending it slowly
-//!   holds no thread. A larger one streams: a tokio task ([`pump_request_body`]) polls hyper's
-//!   body once the app first reads `wsgi.input` (so `Expect: 100-continue` is answered only
-//!   then) and feeds a bounded channel that [`ChannelBody`] reads from, blocking, on the
-//!   worker thread. Both count the time spent waiting for the client against `--body-timeout`
-//!   plus one second per `--body-min-rate` bytes received (Apache's `RequestReadTimeout
-//!   body=15,MinRate=500`); past it the app's read raises `OSError` and the client gets 408.
+//!   holds no thread; of a larger one that much is read first, and the rest streams: a tokio
+//!   task ([`pump_request_body`]) polls hyper's body and feeds a bounded channel that
+//!   [`ChannelBody`] reads from, blocking, on the worker thread. Both count the time spent
+//!   waiting for the client against `--body-timeout` plus one second per `--body-min-rate`
+//!   bytes received (Apache's `RequestReadTimeout body=15,MinRate=500`), no single wait longer
+//!   than `--body-timeout`; past it the app's read raises `OSError` and the client gets 408.
 //! * response: [`ChannelSink`] hands the status and headers over a oneshot and the body
 //!   chunks over a bounded channel that [`ResponseStream`] (the hyper response body) drains.
 //!   When hyper drops the body (the client left, or read too slowly: see [`super::conn`]),
@@ -213,10 +213,14 @@ impl BodyReader {
     pub async fn next(&mut self) -> Result<Option<Bytes>, BodyError> {
         loop {
             let began = Instant::now();
+            // However much time the rate earned, no single wait for the client may be longer
+            // than the timeout itself (Apache's per-read `Timeout`): a client that sent fast
+            // and then stalls does not hold its request for long.
             let frame = if self.limits.timeout.is_zero() {
                 Ok(self.body.frame().await)
             } else {
-                tokio::time::timeout(self.time_left(), self.body.frame()).await
+                let wait = self.time_left().min(self.limits.timeout);
+                tokio::time::timeout(wait, self.body.frame()).await
             };
             self.waited += began.elapsed();
             match frame {
@@ -256,9 +260,11 @@ pub enum Collected {
     Streaming(BodyReader, Bytes),
 }
 
-/// Reads a request body whole when it fits `--request-buffer-size`; otherwise reads nothing
-/// (a `Content-Length` above it) or up to the buffer size (chunked), and leaves the rest to
-/// stream. Refuses a `Content-Length` above `--limit-request-body` before reading any of it.
+/// Reads a request body whole when it fits `--request-buffer-size`; a larger one up to the
+/// buffer size, the rest left to stream: a client must send that much (within the body
+/// timeout) before its request takes a worker. Refuses a `Content-Length` above
+/// `--limit-request-body` before reading any of it. With a buffer size of 0 nothing is read
+/// here (the body streams, and `100-continue` waits for the application's first read).
 pub async fn collect_body(body: Incoming, limits: BodyLimits) -> Result<Collected, BodyError> {
     let declared = body.size_hint().exact();
     if let Some(n) = declared {
@@ -267,12 +273,12 @@ pub async fn collect_body(body: Incoming, limits: BodyLimits) -> Result<Collecte
                 limit: limits.max_size,
             });
         }
-        if n > limits.buffer_size as u64 {
-            return Ok(Collected::Streaming(
-                BodyReader::new(body, limits),
-                Bytes::new(),
-            ));
-        }
+    }
+    if limits.buffer_size == 0 {
+        return Ok(Collected::Streaming(
+            BodyReader::new(body, limits),
+            Bytes::new(),
+        ));
     }
     let mut reader = BodyReader::new(body, limits);
     let Some(first) = reader.next().await? else {
@@ -282,9 +288,11 @@ pub async fn collect_body(body: Incoming, limits: BodyLimits) -> Result<Collecte
         // The common case: the whole body in one piece, kept as it came.
         return Ok(Collected::Whole(first));
     }
-    let mut all = BytesMut::with_capacity(declared.map_or(first.len() * 2, |n| n as usize));
+    let room = limits.buffer_size.saturating_add(64 * 1024);
+    let capacity = declared.map_or(first.len() * 2, |n| n.min(room as u64) as usize);
+    let mut all = BytesMut::with_capacity(capacity.max(first.len()));
     all.extend_from_slice(&first);
-    while all.len() <= limits.buffer_size {
+    while all.len() < limits.buffer_size {
         match reader.next().await? {
             Some(more) => all.extend_from_slice(&more),
             None => return Ok(Collected::Whole(all.freeze())),
