@@ -73,7 +73,7 @@ fn front_identity(args: &ServeArgs, site: &Site) -> Result<Identity, ServeError>
             };
             privileges::check_readable(account, &why, &front_paths(site))?;
             tracing::info!(
-                "started as root: the front process serves as {} (uid {}, gid {}); the master process keeps root only to start the daemon processes",
+                "started as root: the front process serves as {} (uid {}, gid {}); the master process keeps root only to start and replace the processes that serve",
                 account.name,
                 account.uid,
                 account.gid
@@ -598,7 +598,7 @@ fn banner(args: &ServeArgs, generation: &Generation, sockets: &Sockets) -> Strin
     );
     match &generation.identity {
         Identity::Account(a) => out.push_str(&format!(
-            "serving as user {} (the master process {} keeps root to manage the daemon processes)\n",
+            "serving as user {} (the master process {} keeps root, to start and replace the processes that serve)\n",
             a.name,
             std::process::id()
         )),
