@@ -41,12 +41,14 @@ struct CheckOutput<'a> {
     warnings: Vec<String>,
 }
 
-/// `wsgi check CONFIG`.
+/// `wsgi check CONFIG`. Unless `for_apache`, the configuration is checked for
+/// `wsgi serve --config` too: every line it would refuse is an error.
 pub fn run_check(
     path: &Path,
     user: Option<&str>,
     server_root: Option<PathBuf>,
     defines: Vec<String>,
+    for_apache: bool,
     json: bool,
 ) -> Result<ExitCode> {
     let opts = ReadOptions {
@@ -61,6 +63,13 @@ pub fn run_check(
                 config.warnings.iter().map(ToString::to_string).collect();
             check_python_homes(&config, user, &mut errors, &mut warnings)?;
             check_scripts(&config, &mut warnings);
+            if !for_apache {
+                errors.extend(
+                    wsgi_config::serve_support::unserved(&config)
+                        .iter()
+                        .map(|u| format!("wsgi serve --config refuses {u} (or check it for Apache with --apache)")),
+                );
+            }
             (routing_table(&config), errors, warnings)
         }
         Err(errors) => (

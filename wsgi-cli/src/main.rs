@@ -47,6 +47,11 @@ enum Command {
         /// Define a name for <IfDefine>, as `httpd -D NAME`.
         #[arg(short = 'D', value_name = "NAME")]
         define: Vec<String>,
+        /// Check the configuration for Apache with mod_wsgi_rs only: Apache's own directives
+        /// (Require, SSL, logs...) are Apache's business. Without it, every line
+        /// `wsgi serve --config` would refuse is an error too.
+        #[arg(long)]
+        apache: bool,
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
@@ -131,12 +136,14 @@ fn main() -> ExitCode {
             user,
             server_root,
             define,
+            apache,
             format,
         } => check::run_check(
             &config,
             user.as_deref(),
             server_root,
             define,
+            apache,
             format == Format::Json,
         ),
         Command::Venv { path, user, format } => {

@@ -348,3 +348,42 @@ fn apache_config_prints_a_site_that_passes_check() {
         text(&bad)
     );
 }
+
+/// Lines `wsgi serve --config` does not implement are errors of `wsgi check`, each with its
+/// file and line, what it does and what to do; `--apache` checks for Apache, where they are
+/// Apache's business.
+#[test]
+fn check_reports_what_wsgi_serve_would_refuse_unless_for_apache() {
+    let dir = scratch();
+    let app = write(
+        &dir.path().join("app.wsgi"),
+        "def application(e, s):\n    s('200 OK', [])\n    return [b'']\n",
+    );
+    let conf = write(
+        &dir.path().join("site.conf"),
+        &format!(
+            "WSGIScriptAlias / {}\nKeepAliveTimeout 5\n<Location /private>\n    Require ip 192.0.2.1\n</Location>\nRewriteEngine On\n",
+            app.display()
+        ),
+    );
+    let shown = conf.display().to_string();
+    let out = wsgi(&["check", conf.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains(&format!(
+            "error: wsgi serve --config refuses {shown}:4: `Require ip 192.0.2.1`: access control (who may see what) is not implemented by wsgi serve yet: serve this site with Apache and mod_wsgi_rs (`wsgi apache-config` prints the LoadModule line), or remove the line"
+        )),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!(
+            "{shown}:6: `RewriteEngine On`: mod_rewrite is not implemented by wsgi serve"
+        )),
+        "{t}"
+    );
+    assert!(!t.contains("KeepAliveTimeout"), "{t}");
+    assert!(t.contains("2 error(s)"), "{t}");
+    let out = wsgi(&["check", "--apache", conf.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+}

@@ -960,3 +960,87 @@ fn python_home_and_python_path() {
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+/// `wsgi serve --config` serves a site only when it implements every line: a line it does not
+/// (here access control) stops the start with its file, line and what to do, instead of
+/// serving the protected path to anyone.
+#[test]
+fn config_lines_wsgi_serve_does_not_implement_stop_the_start() {
+    let dir = scratch();
+    let app = write(&dir.path().join("app.wsgi"), APP);
+    let conf = write(
+        &dir.path().join("site.conf"),
+        &format!(
+            "ServerAdmin webmaster@example.com\nWSGIScriptAlias / {}\n<Location /private>\n    AuthType Basic\n    Require valid-user\n</Location>\n",
+            app.display()
+        ),
+    );
+    let err = Server::try_start_with(
+        &util::PLAIN,
+        &["--config", conf.to_str().unwrap(), "--port", "0"],
+    )
+    .err()
+    .expect("refused");
+    let shown = conf.display().to_string();
+    assert!(
+        err.contains("2 line(s) of the configuration are not implemented by wsgi serve"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("error: {shown}:4: `AuthType Basic`: authentication is not implemented by wsgi serve yet")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("error: {shown}:5: `Require valid-user`")),
+        "{err}"
+    );
+    assert!(err.contains("or remove the line"), "{err}");
+    // Without those lines it serves, and says what it accepted without effect.
+    let conf = write(
+        &dir.path().join("site.conf"),
+        &format!(
+            "ServerAdmin webmaster@example.com\nWSGIScriptAlias / {}\n",
+            app.display()
+        ),
+    );
+    let server = Server::start(&["--config", conf.to_str().unwrap(), "--port", "0"]);
+    assert_eq!(server.get("/hello").status, 200);
+    assert!(
+        server
+            .stderr()
+            .contains("ServerAdmin has no effect under wsgi serve"),
+        "{}",
+        server.stderr()
+    );
+}
+
+/// The embedded Python runs the `WSGIImportScript`s of `process-group=%{GLOBAL}` before it
+/// serves (as mod_wsgi's children do), in their application group, and applies
+/// `WSGISwitchInterval` to each interpreter.
+#[test]
+fn embedded_import_scripts_and_switch_interval() {
+    let dir = scratch();
+    let marker = dir.path().join("preloaded.txt");
+    let preload = write(
+        &dir.path().join("preload.py"),
+        &format!(
+            "import sys\nsys.preloaded_marker = True\nopen({:?}, 'w').write('yes')\n",
+            marker.display().to_string()
+        ),
+    );
+    let app = write(
+        &dir.path().join("app.wsgi"),
+        "import sys\ndef application(environ, start_response):\n    body = ('%s %s' % (getattr(sys, 'preloaded_marker', False), sys.getswitchinterval())).encode()\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [body]\n",
+    );
+    let conf = write(
+        &dir.path().join("site.conf"),
+        &format!(
+            "WSGISwitchInterval 0.002\nWSGIImportScript {} process-group=%{{GLOBAL}} application-group=%{{GLOBAL}}\nWSGIApplicationGroup %{{GLOBAL}}\nWSGIScriptAlias / {}\n",
+            preload.display(),
+            app.display()
+        ),
+    );
+    let server = Server::start(&["--config", conf.to_str().unwrap(), "--port", "0"]);
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "yes");
+    assert_eq!(server.get("/").text(), "True 0.002");
+}

@@ -23,6 +23,7 @@ pub mod options;
 pub mod proxy;
 pub mod reader;
 pub mod route;
+pub mod serve_support;
 pub mod venv;
 
 pub use builder::{ConfigBuilder, Context};

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::builder::{ConfigBuilder, ContainerDecl, Context, VirtualHostDecl};
 use crate::error::{ConfigError, ConfigWarning, ErrorKind};
-use crate::model::Config;
+use crate::model::{Config, DirectiveUse};
 use crate::reader::{self, ConfigTree, Item, ReadOptions};
 
 /// Reads and validates the configuration in `path` (with its includes).
@@ -39,6 +39,7 @@ pub fn build(tree: &ConfigTree) -> Result<Config, Vec<ConfigError>> {
     walk(&mut builder, &Context::default(), &tree.items, &mut errors);
     match builder.finish() {
         Ok(mut config) if errors.is_empty() => {
+            record_uses(&tree.items, &mut config.uses);
             let read_warnings = tree.warnings.iter().map(|w| ConfigWarning {
                 span: Some(w.span.clone()),
                 subject: String::new(),
@@ -55,6 +56,29 @@ pub fn build(tree: &ConfigTree) -> Result<Config, Vec<ConfigError>> {
                 key(a).cmp(&key(b))
             });
             Err(errors)
+        }
+    }
+}
+
+/// Every directive and section of `items`, depth first, in order.
+fn record_uses(items: &[Item], uses: &mut Vec<DirectiveUse>) {
+    for item in items {
+        match item {
+            Item::Directive(d) => uses.push(DirectiveUse {
+                name: d.name.clone(),
+                args: d.args.clone(),
+                section: false,
+                span: d.span.clone(),
+            }),
+            Item::Section(s) => {
+                uses.push(DirectiveUse {
+                    name: s.kind.clone(),
+                    args: s.args.clone(),
+                    section: true,
+                    span: s.span.clone(),
+                });
+                record_uses(&s.children, uses);
+            }
         }
     }
 }

@@ -37,6 +37,23 @@ pub struct Config {
     pub group: Option<String>,
     /// Accepted things worth a look.
     pub warnings: Vec<ConfigWarning>,
+    /// Every directive and section the file held (after `Include`s and conditionals), in
+    /// order: what `wsgi serve` checks it implements. Empty when Apache built the
+    /// configuration.
+    pub uses: Vec<DirectiveUse>,
+}
+
+/// A directive or section as it appears in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectiveUse {
+    /// Its name as written (`Require`, `Location` for a `<Location>` section).
+    pub name: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Whether it opens a section.
+    pub section: bool,
+    /// Where it is.
+    pub span: Span,
 }
 
 impl Config {

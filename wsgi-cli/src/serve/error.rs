@@ -40,6 +40,9 @@ pub enum ServeError {
     /// A path cannot be written into the generated configuration.
     #[error("path `{}` holds a newline or `${{`, which wsgi serve cannot pass to the configuration reader: rename it", .0.display())]
     UnquotablePath(PathBuf),
+    /// The configuration holds directives `wsgi serve` does not implement.
+    #[error("{} line(s) of the configuration are not implemented by wsgi serve, and serving the site without them would answer differently than Apache:\n{}", .0.len(), .0.iter().map(|e| format!("error: {e}")).collect::<Vec<_>>().join("\n"))]
+    Unserved(Vec<String>),
     /// The configuration has errors (the same messages `wsgi check` prints).
     #[error("{} error(s) in the configuration:\n{}", .0.len(), .0.iter().map(|e| format!("error: {e}")).collect::<Vec<_>>().join("\n"))]
     Config(Vec<String>),

@@ -93,6 +93,11 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
         args.queue_size,
         seconds(args.queue_timeout),
     )?;
+    if let Some(eggs) = &site.config.python.eggs {
+        // SAFETY: the front process has started no thread yet (the runtime, the workers and
+        // Python come below), so nothing reads the environment meanwhile.
+        unsafe { std::env::set_var("PYTHON_EGG_CACHE", eggs) };
+    }
     let runtime = if site.needs_embedded() {
         Some(Arc::new(wsgi_interp::Runtime::start_with(
             &wsgi_interp::StartConfig {
@@ -116,10 +121,16 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
         }
         None => wsgi_interp::embedded::BUILD_PYTHON_VERSION.to_string(),
     };
+    if let Some(rt) = &runtime {
+        preload_import_scripts(rt, &site);
+    }
     let threads = args.threads.max(1);
     let pool = match &runtime {
         Some(rt) => {
-            let host: Arc<dyn AppHost> = Arc::new(PythonHost(rt.clone()));
+            let host: Arc<dyn AppHost> = Arc::new(PythonHost::new(
+                rt.clone(),
+                site.config.python.switch_interval,
+            ));
             Some(
                 WorkerPool::start(
                     host,
@@ -231,6 +242,43 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
         let _ = thread.join();
     }
     Ok(())
+}
+
+/// Runs the `WSGIImportScript`s of the embedded Python (`process-group=%{GLOBAL}`), in
+/// configuration order, each in its application group, as mod_wsgi does in its children.
+fn preload_import_scripts(runtime: &wsgi_interp::Runtime, site: &Site) {
+    use wsgi_config::GroupSpec;
+    for import in &site.config.import_scripts {
+        if import.process_group != GroupSpec::Global {
+            continue;
+        }
+        let group = match &import.application_group {
+            GroupSpec::Global => String::new(),
+            GroupSpec::Named(name) => name.clone(),
+            other => {
+                tracing::warn!(script = %import.path.display(), "WSGIImportScript at {}: application-group={other} names no group before a request: not preloaded", import.span);
+                continue;
+            }
+        };
+        let loaded = runtime
+            .interpreter(&group)
+            .map_err(|e| e.to_string())
+            .and_then(|interp| {
+                match interp.load_script(&wsgi_interp::ScriptSpec::new(import.path.clone())) {
+                    // An import script needs no WSGI callable: it ran.
+                    Ok(_) | Err(wsgi_interp::ScriptError::MissingCallable { .. }) => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                }
+            });
+        match loaded {
+            Ok(()) => {
+                tracing::info!(script = %import.path.display(), application_group = %group, "preloaded")
+            }
+            Err(e) => {
+                tracing::error!(script = %import.path.display(), "WSGIImportScript at {} failed: {e}", import.span)
+            }
+        }
+    }
 }
 
 impl Signals {

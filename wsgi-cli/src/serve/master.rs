@@ -400,6 +400,9 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
     for w in &site.warnings {
         tracing::warn!("{w}");
     }
+    for n in &site.notes {
+        tracing::info!("{n}");
+    }
     let sockets = Sockets::bind(&args, &site, None)?;
     let access_log = match &args.access_log {
         Some(path) if path.as_os_str() != "-" => Some(

@@ -56,7 +56,36 @@ pub trait AppHost: Send + Sync + 'static {
 }
 
 /// The embedded CPython as an [`AppHost`].
-pub struct PythonHost(pub Arc<wsgi_interp::Runtime>);
+pub struct PythonHost {
+    runtime: Arc<wsgi_interp::Runtime>,
+    /// `WSGISwitchInterval`, applied to each interpreter before its first request.
+    switch_interval: Option<f64>,
+    /// The application groups it was applied to.
+    prepared: Mutex<std::collections::HashSet<String>>,
+}
+
+impl PythonHost {
+    /// Runs calls in `runtime`'s interpreters, with `switch_interval` (seconds) applied.
+    pub fn new(runtime: Arc<wsgi_interp::Runtime>, switch_interval: Option<f64>) -> PythonHost {
+        PythonHost {
+            runtime,
+            switch_interval,
+            prepared: Mutex::new(std::collections::HashSet::new()),
+        }
+    }
+
+    /// `sys.setswitchinterval` in `interp`, once.
+    fn prepare(&self, interp: &wsgi_interp::InterpreterHandle, interval: f64) {
+        if self.prepared.lock().contains(interp.group()) {
+            return;
+        }
+        let code = format!("__import__('sys').setswitchinterval({interval:?})");
+        if let Ok(Err(e)) = interp.run(|py| py.exec(&code)) {
+            tracing::error!(application_group = %interp.group(), "WSGISwitchInterval {interval} was not applied: {e}");
+        }
+        self.prepared.lock().insert(interp.group().to_string());
+    }
+}
 
 impl AppHost for PythonHost {
     fn call(
@@ -66,8 +95,13 @@ impl AppHost for PythonHost {
         body: &mut dyn RequestBody,
         sink: &mut dyn ResponseSink,
     ) -> Result<Outcome, DispatchError> {
-        Ok(match self.0.interpreter(&app.application_group) {
-            Ok(interp) => interp.call(&app.script, head, &app.options, body, sink),
+        Ok(match self.runtime.interpreter(&app.application_group) {
+            Ok(interp) => {
+                if let Some(interval) = self.switch_interval {
+                    self.prepare(&interp, interval);
+                }
+                interp.call(&app.script, head, &app.options, body, sink)
+            }
             Err(e) => Outcome::Unavailable(e),
         })
     }
@@ -454,7 +488,7 @@ mod tests {
         );
         let runtime = Arc::new(wsgi_interp::Runtime::start(&Default::default()).unwrap());
         let pool = WorkerPool::start(
-            Arc::new(PythonHost(runtime.clone())),
+            Arc::new(PythonHost::new(runtime.clone(), None)),
             2,
             4,
             Duration::from_secs(10),

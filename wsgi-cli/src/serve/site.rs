@@ -116,6 +116,8 @@ pub struct Site {
     pub python_path: Vec<PathBuf>,
     /// Non-fatal findings (configuration warnings).
     pub warnings: Vec<String>,
+    /// Directives accepted with no effect, each once, with what applies instead.
+    pub notes: Vec<String>,
 }
 
 impl Site {
@@ -124,7 +126,14 @@ impl Site {
     pub fn load(source: SiteSource, aliases: Vec<UrlAlias>) -> Result<Site, ServeError> {
         let config = match &source {
             SiteSource::ConfigFile { path, options } => {
-                wsgi_config::load_file(path, options).map_err(config_errors)?
+                let config = wsgi_config::load_file(path, options).map_err(config_errors)?;
+                let refused = wsgi_config::serve_support::unserved(&config);
+                if !refused.is_empty() {
+                    return Err(ServeError::Unserved(
+                        refused.iter().map(ToString::to_string).collect(),
+                    ));
+                }
+                config
             }
             SiteSource::CommandLine(flags) => {
                 let text = generate_config(flags)?;
@@ -138,6 +147,13 @@ impl Site {
         };
         let mut errors = Vec::new();
         let mut warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
+        let mut notes: Vec<String> = Vec::new();
+        for a in wsgi_config::serve_support::accepted(&config) {
+            let note = format!("{} has no effect under wsgi serve: {}", a.directive, a.note);
+            if !notes.contains(&note) {
+                notes.push(note);
+            }
+        }
         crate::check::check_python_homes(&config, None, &mut errors, &mut warnings)
             .map_err(|e| ServeError::Config(vec![format!("{e:#}")]))?;
         crate::check::check_scripts(&config, &mut warnings);
@@ -154,6 +170,7 @@ impl Site {
             python_home,
             python_path,
             warnings,
+            notes,
         })
     }
 

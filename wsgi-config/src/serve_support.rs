@@ -1,0 +1,716 @@
+//! What `wsgi serve --config` does with each directive of an Apache configuration: it is
+//! **implemented** with Apache's semantics, **accepted** because it does not change what is
+//! served or to whom (with a note of what applies instead), or **refused**, with the file and
+//! line, because serving the site without it would answer differently than Apache, perhaps
+//! to people Apache would turn away. One table, read by `wsgi serve --config`, by `wsgi check`
+//! and by the README's test.
+//!
+//! A directive that is not in the table is refused: a configuration is served only when every
+//! line of it is understood.
+
+use crate::directives::{self, Status};
+use crate::model::{Config, DirectiveUse};
+use crate::reader::Span;
+
+/// How `wsgi serve` treats a directive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Support {
+    /// Implemented with Apache's (and mod_wsgi's) semantics.
+    Implemented,
+    /// Accepted with no effect: it does not change what is served or to whom. The note says
+    /// what applies instead.
+    NoEffect(&'static str),
+    /// Refused: serving without it would answer differently than Apache. The text says what
+    /// it does that `wsgi serve` does not.
+    Refused(&'static str),
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, Copy)]
+pub struct Rule {
+    /// The directive (or section) name as Apache spells it.
+    pub name: &'static str,
+    /// Whether it is a section (`<Location>`).
+    pub section: bool,
+    /// How it is treated, when that depends on nothing else.
+    pub support: Support,
+    /// When the treatment depends on the arguments: decides from them (the row's `support` is
+    /// then what the README shows for the common case, and `detail` says the rest).
+    pub by_args: Option<fn(&[String]) -> Support>,
+    /// For rows decided by their arguments: which arguments are refused.
+    pub detail: &'static str,
+}
+
+const fn fixed(name: &'static str, support: Support) -> Rule {
+    Rule {
+        name,
+        section: false,
+        support,
+        by_args: None,
+        detail: "",
+    }
+}
+
+const fn section(name: &'static str, support: Support) -> Rule {
+    Rule {
+        name,
+        section: true,
+        support,
+        by_args: None,
+        detail: "",
+    }
+}
+
+const IMPLEMENTED: Support = Support::Implemented;
+const SIZING: Support = Support::NoEffect(
+    "Apache's process and thread sizing: wsgi serve sizes itself with --threads and --max-connections",
+);
+const KEEPALIVE: Support =
+    Support::NoEffect("keep-alive is always on; an idle connection closes after --header-timeout");
+const ACCESS: Support =
+    Support::Refused("access control (who may see what) is not implemented by wsgi serve yet");
+const AUTH: Support = Support::Refused("authentication is not implemented by wsgi serve yet");
+const LOGS: Support = Support::Refused(
+    "Apache's log files are not implemented by wsgi serve yet (it logs to standard error, and --access-log)",
+);
+const TLS: Support = Support::Refused("TLS is not implemented by wsgi serve yet");
+const REWRITE: Support = Support::Refused("mod_rewrite is not implemented by wsgi serve");
+const PROXY: Support = Support::Refused("mod_proxy is not implemented by wsgi serve");
+const HEADERS: Support = Support::Refused(
+    "changing request or response headers (mod_headers) is not implemented by wsgi serve",
+);
+const HANDLERS: Support = Support::Refused(
+    "Apache handlers (CGI, other modules' handlers) are not implemented by wsgi serve",
+);
+const ENV: Support = Support::Refused(
+    "environment variables for the application are not implemented by wsgi serve yet",
+);
+const STATIC: Support =
+    Support::Refused("serving files outside WSGIScriptAlias is not implemented by wsgi serve yet");
+const REDIRECT: Support = Support::Refused("redirects are not implemented by wsgi serve yet");
+const ERRORS: Support = Support::Refused("custom error pages are not implemented by wsgi serve");
+const EXPIRES: Support =
+    Support::Refused("response caching headers (mod_expires) are not implemented by wsgi serve");
+
+/// `Require all granted` and `Require all denied` are implemented; anything else is access
+/// control wsgi serve does not do yet.
+fn require(args: &[String]) -> Support {
+    match args {
+        [all, what]
+            if all.eq_ignore_ascii_case("all")
+                && (what.eq_ignore_ascii_case("granted")
+                    || what.eq_ignore_ascii_case("denied")) =>
+        {
+            Support::Implemented
+        }
+        _ => ACCESS,
+    }
+}
+
+/// `AllowOverride None`: no `.htaccess` file is read, as in wsgi serve. Anything else would
+/// have Apache read `.htaccess` files that wsgi serve does not.
+fn allow_override(args: &[String]) -> Support {
+    match args {
+        [none] if none.eq_ignore_ascii_case("none") => {
+            Support::NoEffect("wsgi serve reads no .htaccess files, as with AllowOverride None")
+        }
+        _ => Support::Refused(
+            "wsgi serve reads no .htaccess files, which Apache would read here: move their directives into the configuration",
+        ),
+    }
+}
+
+/// `Options`: only what concerns static files matters, and only `Indexes` (directory
+/// listings) and `MultiViews` (content negotiation) change what is served.
+fn options(args: &[String]) -> Support {
+    let changes = args.iter().any(|a| {
+        let a = a.trim_start_matches(['+', '-']);
+        a.eq_ignore_ascii_case("Indexes")
+            || a.eq_ignore_ascii_case("MultiViews")
+            || a.eq_ignore_ascii_case("All")
+    }) && !args.iter().all(|a| a.starts_with('-'));
+    if changes {
+        Support::Refused(
+            "directory listings (Indexes) and content negotiation (MultiViews) are not implemented by wsgi serve",
+        )
+    } else {
+        Support::NoEffect("symbolic links are followed; CGI and includes do not apply")
+    }
+}
+
+/// `AddDefaultCharset Off` is Apache's default; a charset would be added to responses.
+fn add_default_charset(args: &[String]) -> Support {
+    match args {
+        [off] if off.eq_ignore_ascii_case("off") => Support::NoEffect("Apache's default"),
+        _ => {
+            Support::Refused("adding a charset to text responses is not implemented by wsgi serve")
+        }
+    }
+}
+
+/// `HostnameLookups Off` is Apache's default.
+fn hostname_lookups(args: &[String]) -> Support {
+    match args {
+        [off] if off.eq_ignore_ascii_case("off") => Support::NoEffect("Apache's default"),
+        _ => Support::Refused("REMOTE_HOST from DNS lookups is not implemented by wsgi serve"),
+    }
+}
+
+/// The table. Every name Apache matches case-insensitively, and so does this.
+pub static RULES: &[Rule] = &[
+    // Core: the server, its addresses and names.
+    fixed("ServerName", IMPLEMENTED),
+    fixed("ServerAlias", IMPLEMENTED),
+    fixed("Listen", IMPLEMENTED),
+    fixed("ServerRoot", IMPLEMENTED),
+    fixed("User", IMPLEMENTED),
+    fixed("Group", IMPLEMENTED),
+    fixed("Define", IMPLEMENTED),
+    fixed("UnDefine", IMPLEMENTED),
+    section("VirtualHost", IMPLEMENTED),
+    section("Directory", IMPLEMENTED),
+    section("DirectoryMatch", IMPLEMENTED),
+    section("Location", IMPLEMENTED),
+    section("LocationMatch", IMPLEMENTED),
+    section("Files", IMPLEMENTED),
+    section("FilesMatch", IMPLEMENTED),
+    Rule {
+        name: "Require",
+        section: false,
+        support: IMPLEMENTED,
+        by_args: Some(require),
+        detail: "`all granted` and `all denied`; other forms refused",
+    },
+    // Accepted: they do not change what is served or to whom.
+    fixed(
+        "LoadModule",
+        Support::NoEffect(
+            "wsgi serve has what it implements built in; each module's directives are checked one by one",
+        ),
+    ),
+    fixed("LoadFile", Support::NoEffect("no modules are loaded")),
+    fixed(
+        "ServerAdmin",
+        Support::NoEffect("only shown on Apache's own error pages"),
+    ),
+    fixed(
+        "ServerTokens",
+        Support::NoEffect("no Server header is sent"),
+    ),
+    fixed(
+        "ServerSignature",
+        Support::NoEffect("error pages carry no server signature"),
+    ),
+    fixed("LogLevel", Support::NoEffect("use --log-level")),
+    fixed(
+        "PidFile",
+        Support::NoEffect("the master's pid is the one started"),
+    ),
+    fixed("Mutex", Support::NoEffect("no Apache mutexes")),
+    fixed(
+        "DefaultRuntimeDir",
+        Support::NoEffect("daemon sockets follow WSGISocketPrefix"),
+    ),
+    fixed(
+        "TypesConfig",
+        Support::NoEffect("static files get wsgi serve's own MIME types"),
+    ),
+    fixed(
+        "Timeout",
+        Support::NoEffect("use --socket-timeout and --body-timeout"),
+    ),
+    fixed("KeepAlive", KEEPALIVE),
+    fixed("KeepAliveTimeout", KEEPALIVE),
+    fixed("MaxKeepAliveRequests", KEEPALIVE),
+    fixed("StartServers", SIZING),
+    fixed("MinSpareServers", SIZING),
+    fixed("MaxSpareServers", SIZING),
+    fixed("MinSpareThreads", SIZING),
+    fixed("MaxSpareThreads", SIZING),
+    fixed("ThreadsPerChild", SIZING),
+    fixed("ThreadLimit", SIZING),
+    fixed("ServerLimit", SIZING),
+    fixed("MaxRequestWorkers", SIZING),
+    fixed("MaxClients", SIZING),
+    fixed("MaxConnectionsPerChild", SIZING),
+    fixed("MaxRequestsPerChild", SIZING),
+    fixed("AsyncRequestWorkerFactor", SIZING),
+    fixed("ListenBacklog", SIZING),
+    fixed(
+        "EnableSendfile",
+        Support::NoEffect("files always go out with sendfile(2)"),
+    ),
+    fixed("EnableMMAP", Support::NoEffect("no effect on what is sent")),
+    fixed(
+        "AccessFileName",
+        Support::NoEffect("wsgi serve reads no .htaccess files"),
+    ),
+    Rule {
+        name: "AllowOverride",
+        section: false,
+        support: Support::NoEffect("wsgi serve reads no .htaccess files"),
+        by_args: Some(allow_override),
+        detail: "`None` accepted; anything else refused (Apache would read .htaccess files)",
+    },
+    Rule {
+        name: "Options",
+        section: false,
+        support: Support::NoEffect("symbolic links are followed; CGI and includes do not apply"),
+        by_args: Some(options),
+        detail: "`Indexes`, `MultiViews`, `All` refused",
+    },
+    Rule {
+        name: "AddDefaultCharset",
+        section: false,
+        support: Support::NoEffect("Apache's default"),
+        by_args: Some(add_default_charset),
+        detail: "`Off` accepted, a charset refused",
+    },
+    Rule {
+        name: "HostnameLookups",
+        section: false,
+        support: Support::NoEffect("Apache's default"),
+        by_args: Some(hostname_lookups),
+        detail: "`Off` accepted, `On`/`Double` refused",
+    },
+    // Refused, until implemented.
+    fixed("Alias", STATIC),
+    fixed("AliasMatch", STATIC),
+    fixed("DocumentRoot", STATIC),
+    fixed("DirectoryIndex", STATIC),
+    fixed("Redirect", REDIRECT),
+    fixed("RedirectMatch", REDIRECT),
+    fixed("RedirectPermanent", REDIRECT),
+    fixed("RedirectTemp", REDIRECT),
+    fixed("SetEnv", ENV),
+    fixed("UnsetEnv", ENV),
+    fixed("PassEnv", ENV),
+    fixed("SetEnvIf", ENV),
+    fixed("SetEnvIfNoCase", ENV),
+    fixed("BrowserMatch", ENV),
+    fixed("BrowserMatchNoCase", ENV),
+    section("RequireAll", ACCESS),
+    section("RequireAny", ACCESS),
+    section("RequireNone", ACCESS),
+    section("Limit", ACCESS),
+    section("LimitExcept", ACCESS),
+    fixed("Order", ACCESS),
+    fixed("Allow", ACCESS),
+    fixed("Deny", ACCESS),
+    fixed("Satisfy", ACCESS),
+    fixed("AuthType", AUTH),
+    fixed("AuthName", AUTH),
+    fixed("AuthUserFile", AUTH),
+    fixed("AuthGroupFile", AUTH),
+    fixed("AuthBasicProvider", AUTH),
+    fixed("AuthDigestProvider", AUTH),
+    fixed("CustomLog", LOGS),
+    fixed("TransferLog", LOGS),
+    fixed("LogFormat", LOGS),
+    fixed("ErrorLog", LOGS),
+    fixed("SSLEngine", TLS),
+    fixed("SSLCertificateFile", TLS),
+    fixed("SSLCertificateKeyFile", TLS),
+    fixed("SSLCertificateChainFile", TLS),
+    fixed("SSLProtocol", TLS),
+    fixed("SSLCipherSuite", TLS),
+    fixed("RewriteEngine", REWRITE),
+    fixed("RewriteRule", REWRITE),
+    fixed("RewriteCond", REWRITE),
+    fixed("RewriteBase", REWRITE),
+    fixed("ProxyPass", PROXY),
+    fixed("ProxyPassReverse", PROXY),
+    fixed("ProxyPreserveHost", PROXY),
+    section("Proxy", PROXY),
+    fixed("Header", HEADERS),
+    fixed("RequestHeader", HEADERS),
+    fixed("ScriptAlias", HANDLERS),
+    fixed("ScriptAliasMatch", HANDLERS),
+    fixed("AddHandler", HANDLERS),
+    fixed("SetHandler", HANDLERS),
+    fixed("Action", HANDLERS),
+    fixed("ErrorDocument", ERRORS),
+    fixed(
+        "AddType",
+        Support::Refused("MIME types of static files follow wsgi serve's own table"),
+    ),
+    fixed("ExpiresActive", EXPIRES),
+    fixed("ExpiresByType", EXPIRES),
+    fixed("ExpiresDefault", EXPIRES),
+    section(
+        "If",
+        Support::Refused("<If> expressions are not implemented by wsgi serve"),
+    ),
+    section(
+        "ElseIf",
+        Support::Refused("<ElseIf> expressions are not implemented by wsgi serve"),
+    ),
+    section(
+        "Else",
+        Support::Refused("<Else> expressions are not implemented by wsgi serve"),
+    ),
+];
+
+/// `On`/`Off` as the first argument.
+fn on(args: &[String]) -> bool {
+    args.first().is_some_and(|a| a.eq_ignore_ascii_case("on"))
+}
+
+/// How `wsgi serve` treats the mod_wsgi directive `name` (every current directive of
+/// [`directives::DIRECTIVES`]) with `args`.
+fn wsgi_support(name: &str, args: &[String]) -> Support {
+    match name {
+        "WSGIDispatchScript"
+        | "WSGIAccessScript"
+        | "WSGIAuthUserScript"
+        | "WSGIAuthGroupScript"
+        | "WSGIHandlerScript" => Support::Refused(
+            "mod_wsgi's access, authentication, dispatch and handler scripts are run by the Apache module only, not by wsgi serve yet",
+        ),
+        "WSGITrustedProxyHeaders" | "WSGITrustedProxies" => {
+            Support::Refused("trusted proxy headers are not implemented by wsgi serve yet")
+        }
+        "WSGIDaemonProcess" => {
+            let option = |key: &str| {
+                args.iter().skip(1).any(|a| {
+                    a.split_once('=')
+                        .is_some_and(|(k, _)| k.eq_ignore_ascii_case(key))
+                })
+            };
+            if option("script-user") || option("script-group") {
+                Support::Refused(
+                    "script-user=/script-group= (refusing scripts other users own) are not checked by wsgi serve yet",
+                )
+            } else if option("chroot") {
+                Support::Refused("chroot= is not applied by wsgi serve's daemon processes")
+            } else {
+                Support::Implemented
+            }
+        }
+        "WSGIPassApacheRequest" => Support::NoEffect("there is no Apache request object to pass"),
+        "WSGIErrorOverride" => Support::NoEffect("there are no Apache error documents"),
+        "WSGIChunkedRequest" => Support::NoEffect(
+            "chunked request bodies are always accepted (mod_wsgi answers 411 without On)",
+        ),
+        "WSGIEnableSendfile" => Support::NoEffect("files always go out with sendfile(2)"),
+        "WSGIAcceptMutex" => Support::NoEffect("no Apache accept mutex"),
+        "WSGISocketRotation" => {
+            Support::NoEffect("daemon sockets are made anew, in a private folder, at each start")
+        }
+        "WSGIDestroyInterpreter" => {
+            Support::NoEffect("interpreters are always finalized at exit, without hanging")
+        }
+        "WSGIRestrictStdin" | "WSGIRestrictStdout" | "WSGIRestrictSignal" if on(args) => {
+            Support::Refused(
+                "restricting sys.stdin, sys.stdout or signal.signal() is not implemented by wsgi serve yet",
+            )
+        }
+        "WSGIRestrictStdin" | "WSGIRestrictStdout" | "WSGIRestrictSignal" => {
+            Support::NoEffect("not restricted, as with Off")
+        }
+        "WSGIIgnoreActivity" if on(args) => Support::Refused(
+            "requests that leave inactivity-timeout running are not implemented by wsgi serve yet",
+        ),
+        "WSGIServerMetrics" | "WSGIFreeThreading" if on(args) => {
+            Support::Refused("not implemented by wsgi serve yet")
+        }
+        "WSGIIgnoreActivity" | "WSGIServerMetrics" | "WSGIFreeThreading" => {
+            Support::NoEffect("as with Off")
+        }
+        "WSGIPythonHashSeed"
+            if !args
+                .first()
+                .is_some_and(|a| a.eq_ignore_ascii_case("random")) =>
+        {
+            Support::Refused("a fixed hash seed is not implemented by wsgi serve yet")
+        }
+        "WSGIPythonHashSeed" => Support::NoEffect("the seed is random, as with random"),
+        "WSGIPythonWarnings" => {
+            Support::Refused("Python warning options are not implemented by wsgi serve yet")
+        }
+        _ => Support::Implemented,
+    }
+}
+
+/// The README row of a mod_wsgi directive whose treatment depends on its arguments.
+fn wsgi_detail(name: &str) -> &'static str {
+    match name {
+        "WSGIDaemonProcess" => {
+            "`chroot=`, `script-user=`, `script-group=` refused; `response-buffer-size=`, `response-socket-timeout=`, `response-flush-delay=` have no effect"
+        }
+        "WSGIRestrictStdin" | "WSGIRestrictStdout" | "WSGIRestrictSignal"
+        | "WSGIIgnoreActivity" | "WSGIServerMetrics" | "WSGIFreeThreading" => {
+            "`Off` accepted (no effect), `On` refused"
+        }
+        "WSGIPythonHashSeed" => "`random` accepted (no effect), a number refused",
+        _ => "",
+    }
+}
+
+/// How `wsgi serve` treats the directive (or section) `name` with `args`.
+pub fn support(name: &str, section: bool, args: &[String]) -> Support {
+    if let Some(def) = directives::lookup(name) {
+        if section {
+            return Support::Refused("not a section");
+        }
+        return match def.status {
+            Status::Ignored(why) => Support::NoEffect(why),
+            Status::Current => wsgi_support(def.name, args),
+        };
+    }
+    match RULES
+        .iter()
+        .find(|r| r.section == section && r.name.eq_ignore_ascii_case(name))
+    {
+        Some(rule) => match rule.by_args {
+            Some(decide) => decide(args),
+            None => rule.support,
+        },
+        None => Support::Refused("this directive is not implemented by wsgi serve"),
+    }
+}
+
+/// A line `wsgi serve` will not serve, with why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unserved {
+    /// Where it is.
+    pub span: Span,
+    /// The directive as written, with its arguments (`Require ip 192.0.2.1`).
+    pub directive: String,
+    /// What it does that `wsgi serve` does not.
+    pub why: &'static str,
+}
+
+impl std::fmt::Display for Unserved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: `{}`: {}: serve this site with Apache and mod_wsgi_rs (`wsgi apache-config` prints the LoadModule line), or remove the line",
+            self.span, self.directive, self.why
+        )
+    }
+}
+
+/// A line accepted with no effect, with the note.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// Where it is.
+    pub span: Span,
+    /// The directive name.
+    pub directive: String,
+    /// What applies instead.
+    pub note: &'static str,
+}
+
+fn written(u: &DirectiveUse) -> String {
+    let mut text = if u.section {
+        format!("<{}", u.name)
+    } else {
+        u.name.clone()
+    };
+    for a in &u.args {
+        text.push(' ');
+        if a.contains(char::is_whitespace) || a.is_empty() {
+            text.push('"');
+            text.push_str(a);
+            text.push('"');
+        } else {
+            text.push_str(a);
+        }
+    }
+    if u.section {
+        text.push('>');
+    }
+    text
+}
+
+/// The lines of `config` that `wsgi serve` refuses to serve.
+pub fn unserved(config: &Config) -> Vec<Unserved> {
+    config
+        .uses
+        .iter()
+        .filter_map(|u| match support(&u.name, u.section, &u.args) {
+            Support::Refused(why) => Some(Unserved {
+                span: u.span.clone(),
+                directive: written(u),
+                why,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The lines of `config` accepted with no effect, each with its note.
+pub fn accepted(config: &Config) -> Vec<Accepted> {
+    config
+        .uses
+        .iter()
+        .filter_map(|u| match support(&u.name, u.section, &u.args) {
+            Support::NoEffect(note) => Some(Accepted {
+                span: u.span.clone(),
+                directive: u.name.clone(),
+                note,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The README's table of every directive and section named here and every mod_wsgi
+/// directive: Markdown, one row each, grouped implemented / accepted / refused.
+pub fn markdown_table() -> String {
+    let mut rows: Vec<(u8, String, String)> = Vec::new();
+    let cell = |s: Support| match s {
+        Support::Implemented => (0, "implemented".to_string(), String::new()),
+        Support::NoEffect(note) => (1, "accepted, no effect".to_string(), note.to_string()),
+        Support::Refused(why) => (2, "refused".to_string(), why.to_string()),
+    };
+    for d in directives::DIRECTIVES {
+        let detail = wsgi_detail(d.name);
+        let s = match d.status {
+            Status::Ignored(why) => Support::NoEffect(why),
+            // The common case: no argument, or `Off`.
+            Status::Current => wsgi_support(d.name, &[]),
+        };
+        let (order, what, note) = cell(s);
+        let note = match (detail, note.is_empty()) {
+            ("", _) => note,
+            (detail, true) => detail.to_string(),
+            (detail, false) => format!("{detail}; {note}"),
+        };
+        rows.push((order, format!("`{}`", d.name), format!("{what} | {note}")));
+    }
+    for r in RULES {
+        let (order, what, mut note) = cell(r.support);
+        if !r.detail.is_empty() {
+            note = if note.is_empty() {
+                r.detail.to_string()
+            } else {
+                format!("{}; {note}", r.detail)
+            };
+        }
+        let name = if r.section {
+            format!("`<{}>`", r.name)
+        } else {
+            format!("`{}`", r.name)
+        };
+        rows.push((order, name, format!("{what} | {note}")));
+    }
+    rows.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    let mut out = String::from("| directive | `wsgi serve --config` | note |\n|---|---|---|\n");
+    for (_, name, rest) in rows {
+        out.push_str(&format!("| {name} | {rest} |\n"));
+    }
+    out.push_str("| any other | refused | not implemented by wsgi serve |\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reader::ReadOptions;
+
+    fn load(text: &str) -> Config {
+        crate::load_str(
+            text,
+            std::path::Path::new("site.conf"),
+            &ReadOptions::default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn every_line_is_classified_and_unknown_ones_are_refused() {
+        let config = load(
+            "ServerName example.com\n\
+             LoadModule wsgi_module modules/mod_wsgi.so\n\
+             KeepAliveTimeout 5\n\
+             WSGIScriptAlias / /srv/app.wsgi\n\
+             <Location /private>\n\
+             \x20   Require ip 192.0.2.1\n\
+             </Location>\n\
+             <Directory /srv>\n\
+             \x20   Require all granted\n\
+             \x20   AllowOverride None\n\
+             \x20   Options FollowSymLinks\n\
+             </Directory>\n\
+             FrobnicateEverything On\n\
+             <Location /x>\n\
+             \x20   WSGIAccessScript /srv/access.py\n\
+             </Location>\n",
+        );
+        let refused: Vec<String> = unserved(&config).iter().map(ToString::to_string).collect();
+        assert_eq!(refused.len(), 3, "{refused:#?}");
+        assert!(
+            refused[0].starts_with("site.conf:6: `Require ip 192.0.2.1`: access control"),
+            "{}",
+            refused[0]
+        );
+        assert!(
+            refused[1].starts_with(
+                "site.conf:13: `FrobnicateEverything On`: this directive is not implemented"
+            ),
+            "{}",
+            refused[1]
+        );
+        assert!(
+            refused[2].starts_with("site.conf:15: `WSGIAccessScript /srv/access.py`"),
+            "{}",
+            refused[2]
+        );
+        assert!(refused[0].ends_with("or remove the line"));
+        let accepted: Vec<String> = accepted(&config)
+            .iter()
+            .map(|a| a.directive.clone())
+            .collect();
+        assert_eq!(
+            accepted,
+            ["LoadModule", "KeepAliveTimeout", "AllowOverride", "Options"]
+        );
+    }
+
+    #[test]
+    fn arguments_decide_some_rows() {
+        let s = |name: &str, args: &[&str]| {
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            support(name, false, &args)
+        };
+        assert_eq!(s("require", &["all", "denied"]), Support::Implemented);
+        assert!(matches!(s("Require", &["valid-user"]), Support::Refused(_)));
+        assert!(matches!(
+            s("Require", &["not", "ip", "1.2.3.4"]),
+            Support::Refused(_)
+        ));
+        assert!(matches!(s("AllowOverride", &["All"]), Support::Refused(_)));
+        assert!(matches!(s("Options", &["+Indexes"]), Support::Refused(_)));
+        assert!(matches!(
+            s("Options", &["-Indexes", "-MultiViews"]),
+            Support::NoEffect(_)
+        ));
+        assert!(matches!(
+            s("Options", &["FollowSymLinks", "MultiViews"]),
+            Support::Refused(_)
+        ));
+        assert!(matches!(s("WSGIPythonHome", &["/x"]), Support::Implemented));
+        assert!(matches!(s("Alias", &["/s", "/x"]), Support::Refused(_)));
+        assert!(matches!(
+            support("Directory", true, &[]),
+            Support::Implemented
+        ));
+        assert!(matches!(support("Limit", true, &[]), Support::Refused(_)));
+    }
+
+    #[test]
+    fn the_table_names_every_mod_wsgi_directive_once() {
+        let table = markdown_table();
+        for d in directives::DIRECTIVES {
+            assert_eq!(
+                table.matches(&format!("| `{}` |", d.name)).count(),
+                1,
+                "{}",
+                d.name
+            );
+        }
+        assert!(table.ends_with("| any other | refused | not implemented by wsgi serve |\n"));
+    }
+}
