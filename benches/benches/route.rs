@@ -31,6 +31,7 @@ fn route(c: &mut Criterion) {
                     local_port: 8080,
                     host: Some("bench.example.com"),
                     path: black_box(path),
+                    facts: None,
                 };
                 black_box(config.route(&request).expect("routes").expect("matches"))
             })

@@ -98,6 +98,8 @@ pub unsafe extern "C" fn wsgi_rs_handle_script_handler(
             application_group: names.expand(&app_spec),
             callable_object: "handle_request".to_string(),
             settings: route_settings,
+            // Apache gives the request its environment itself.
+            env: Vec::new(),
         };
         let process_group = names.expand(&process_spec);
         if !process_group.is_empty() {

@@ -271,6 +271,7 @@ fn route(
         local_port: info.local_port,
         host: info.hostname.as_deref(),
         path: &info.path,
+        facts: None,
     };
     config.route_in(host, &request)
 }
@@ -890,7 +891,7 @@ pub(crate) unsafe fn request_head(
         native_bytes(&route.path_info),
     );
     let mut head = head_of(info, method, split, headers, extra);
-    apply_trusted_proxies(&mut head, route);
+    head.apply_trusted_proxies(&route.settings);
     head
 }
 
@@ -989,35 +990,4 @@ pub(crate) fn split_path_info(uri: &[u8], path_info: &[u8]) -> (Vec<u8>, Vec<u8>
 pub(crate) unsafe fn request_env(r: *mut RequestRec) -> Vec<(String, Vec<u8>)> {
     // SAFETY: forwarded from the caller's contract.
     unsafe { pairs(r, wsgi_rs_request_env) }
-}
-
-/// `WSGITrustedProxyHeaders`/`WSGITrustedProxies`: the environ rewrites a trusted proxy's
-/// headers call for, and the removal of spoofable synonyms (mod_wsgi's rules).
-fn apply_trusted_proxies(head: &mut RequestHead, route: &Route) {
-    let peer = head.remote_addr.parse().ok();
-    let Some(rewrite) = wsgi_config::proxy::proxy_rewrite(&route.settings, peer, &head.headers)
-    else {
-        return;
-    };
-    rewrite.filter_headers(&mut head.headers);
-    if let Some(addr) = rewrite.remote_addr {
-        head.remote_addr = addr;
-    }
-    if let Some(host) = rewrite.host {
-        head.headers
-            .retain(|(n, _)| !n.eq_ignore_ascii_case("host"));
-        head.headers.push(("Host".into(), host.into_bytes()));
-    }
-    if let Some(name) = rewrite.server_name {
-        head.server_name = name;
-    }
-    if let Some(port) = rewrite.server_port.and_then(|p| p.parse().ok()) {
-        head.server_port = port;
-    }
-    if let Some(script_name) = rewrite.script_name {
-        head.script_name = script_name.into_bytes();
-    }
-    if let Some(name) = rewrite.scheme {
-        head.scheme = scheme(&name);
-    }
 }

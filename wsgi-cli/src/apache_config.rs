@@ -212,6 +212,7 @@ mod tests {
                 local_port: 8080,
                 host: Some("localhost"),
                 path: "/app/x",
+                facts: None,
             })
             .unwrap()
             .unwrap();

@@ -1044,3 +1044,56 @@ fn embedded_import_scripts_and_switch_interval() {
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "yes");
     assert_eq!(server.get("/").text(), "True 0.002");
 }
+
+/// `--trust-proxy-header`/`--trust-proxy` (and their directives): a trusted peer's
+/// X-Forwarded-For/-Proto set REMOTE_ADDR and wsgi.url_scheme; an untrusted peer's are
+/// removed, as mod_wsgi does.
+#[test]
+fn trusted_proxy_headers() {
+    let dir = scratch();
+    let app = write(
+        &dir.path().join("proxy.wsgi"),
+        "import json\ndef application(environ, start_response):\n    keys = ['REMOTE_ADDR', 'wsgi.url_scheme', 'HTTP_X_FORWARDED_FOR', 'HTTP_X_REAL_IP']\n    body = json.dumps({k: environ.get(k) for k in keys}).encode()\n    start_response('200 OK', [('Content-Type', 'application/json')])\n    return [body]\n",
+    );
+    let ask = |server: &Server| {
+        server
+            .request(
+                "GET",
+                "/",
+                &[
+                    ("X-Forwarded-For", "203.0.113.9"),
+                    ("X-Forwarded-Proto", "https"),
+                    ("X-Real-IP", "198.51.100.1"),
+                ],
+                b"",
+            )
+            .text()
+    };
+    let trusted = Server::start(&[
+        app.to_str().unwrap(),
+        "--port",
+        "0",
+        "--trust-proxy-header",
+        "X-Forwarded-For",
+        "--trust-proxy-header",
+        "X-Forwarded-Proto",
+        "--trust-proxy",
+        "127.0.0.1",
+    ]);
+    assert_eq!(
+        ask(&trusted),
+        r#"{"REMOTE_ADDR": "203.0.113.9", "wsgi.url_scheme": "https", "HTTP_X_FORWARDED_FOR": "203.0.113.9", "HTTP_X_REAL_IP": null}"#
+    );
+    let conf = write(
+        &dir.path().join("site.conf"),
+        &format!(
+            "WSGITrustedProxyHeaders X-Forwarded-For X-Forwarded-Proto\nWSGITrustedProxies 10.0.0.1\nWSGIScriptAlias / {}\n",
+            app.display()
+        ),
+    );
+    let untrusted = Server::start(&["--config", conf.to_str().unwrap(), "--port", "0"]);
+    assert_eq!(
+        ask(&untrusted),
+        r#"{"REMOTE_ADDR": "127.0.0.1", "wsgi.url_scheme": "http", "HTTP_X_FORWARDED_FOR": null, "HTTP_X_REAL_IP": null}"#
+    );
+}

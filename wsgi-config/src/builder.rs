@@ -12,6 +12,7 @@ use regex::Regex;
 
 use crate::daemon::parse_daemon_options;
 use crate::directives::{self, Arity, DirectiveDef, Scope, Status};
+use crate::env::{EnvOp, SetEnvIf};
 use crate::error::{ConfigError, ConfigWarning, ErrorKind, closest};
 use crate::model::*;
 use crate::options::{parse_flag, parse_path_list, parse_python_home, split_option};
@@ -111,10 +112,7 @@ impl ConfigBuilder {
                     suggestion: closest(&d.name, directives::DIRECTIVES.iter().map(|d| d.name)),
                 },
             )),
-            None => {
-                self.context_directive(ctx, host, d);
-                Ok(())
-            }
+            None => self.context_directive(ctx, host, d),
         }
     }
 
@@ -305,7 +303,21 @@ impl ConfigBuilder {
         }
     }
 
-    fn context_directive(&mut self, ctx: &Context, host: Option<usize>, d: &Directive) {
+    /// Adds an environment line at the level it is at.
+    fn env_op(&mut self, ctx: &Context, host: Option<usize>, op: EnvOp) {
+        match self.section_index(ctx, host) {
+            Ok(Some(i)) => self.host_mut(host).sections[i].env.push(op),
+            Ok(None) => self.host_mut(host).env.push(op),
+            Err(_) => {}
+        }
+    }
+
+    fn context_directive(
+        &mut self,
+        ctx: &Context,
+        host: Option<usize>,
+        d: &Directive,
+    ) -> Result<(), ConfigError> {
         let name = d.name.to_ascii_lowercase();
         let first = d.args.first().map(String::as_str).unwrap_or("");
         match name.as_str() {
@@ -339,11 +351,33 @@ impl ConfigBuilder {
             }
             "setenv" if !first.is_empty() => {
                 let value = d.args.get(1).cloned().unwrap_or_default();
-                let pair = (first.to_string(), value);
-                match self.section_index(ctx, host) {
-                    Ok(Some(i)) => self.host_mut(host).sections[i].env.push(pair),
-                    Ok(None) => self.host_mut(host).env.push(pair),
-                    Err(_) => {}
+                self.env_op(ctx, host, EnvOp::Set(first.to_string(), value));
+            }
+            "unsetenv" if !first.is_empty() => {
+                self.env_op(ctx, host, EnvOp::Unset(d.args.clone()));
+            }
+            "passenv" if !first.is_empty() => {
+                self.env_op(ctx, host, EnvOp::Pass(d.args.clone()));
+            }
+            "setenvif" | "setenvifnocase" | "browsermatch" | "browsermatchnocase" => {
+                let nocase = name.ends_with("nocase");
+                let browser = name.starts_with("browsermatch");
+                match SetEnvIf::parse(&d.args, nocase, browser) {
+                    Ok(rule) => self.env_op(ctx, host, EnvOp::SetIf(rule)),
+                    Err(e) => {
+                        return Err(ConfigError::new(
+                            Some(&d.span),
+                            d.name.clone(),
+                            ErrorKind::BadValue {
+                                option: "arguments".into(),
+                                value: d.args.join(" "),
+                                expected: format!(
+                                    "{e}: `{} attribute regex [!]env[=value] ...`",
+                                    d.name
+                                ),
+                            },
+                        ));
+                    }
                 }
             }
             "require" if d.args.len() == 2 && first.eq_ignore_ascii_case("all") => {
@@ -360,6 +394,7 @@ impl ConfigBuilder {
             }
             _ => {}
         }
+        Ok(())
     }
 
     fn wsgi_directive(
@@ -1149,7 +1184,7 @@ mod tests {
         assert_eq!(s.pattern, "/srv/project");
         assert_eq!(s.settings.application_group, Some(GroupSpec::Global));
         assert_eq!(s.settings.access, Some(Access::Granted));
-        assert_eq!(s.env, vec![("APP".to_string(), "one".to_string())]);
+        assert!(matches!(&s.env[..], [crate::env::EnvOp::Set(k, v)] if k == "APP" && v == "one"));
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod builder;
 pub mod check;
 pub mod daemon;
 pub mod directives;
+pub mod env;
 pub mod error;
 pub mod groups;
 pub mod load;

@@ -200,8 +200,8 @@ pub struct Host {
     pub settings: WsgiSettings,
     /// `<Directory>`, `<Location>` and `<Files>` sections with WSGI settings or access rules.
     pub sections: Vec<DirSection>,
-    /// `SetEnv NAME value` at this host's level (for `%{ENV:NAME}`).
-    pub env: Vec<(String, String)>,
+    /// `SetEnv`, `UnsetEnv`, `PassEnv`, `SetEnvIf`... at this host's level, in order.
+    pub env: Vec<crate::env::EnvOp>,
     /// `script_aliases` by the first segment of their URL, built on the first request routed
     /// (a configuration with thousands of mounts is not scanned whole per request).
     pub(crate) alias_index: crate::route::AliasIndex,
@@ -466,8 +466,8 @@ pub struct DirSection {
     pub parent: Option<usize>,
     /// Its settings.
     pub settings: WsgiSettings,
-    /// `SetEnv` inside it.
-    pub env: Vec<(String, String)>,
+    /// `SetEnv`, `UnsetEnv`, `PassEnv`, `SetEnvIf`... inside it, in order.
+    pub env: Vec<crate::env::EnvOp>,
 }
 
 /// The kind of a per-directory section.

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::env::EnvOp;
 use crate::groups::GroupNames;
 use crate::model::*;
 
@@ -29,6 +30,9 @@ pub struct RouteRequest<'a> {
     pub host: Option<&'a str>,
     /// The URL path as sent, still percent-encoded, without the query string.
     pub path: &'a str,
+    /// What `SetEnvIf` tests, when the front knows it (without it, only `SetEnv`,
+    /// `PassEnv` and `UnsetEnv` give the request variables).
+    pub facts: Option<&'a crate::env::RequestFacts<'a>>,
 }
 
 /// Where a request runs.
@@ -63,6 +67,9 @@ pub struct Route {
     pub callable_object: String,
     /// The effective WSGI settings for the request.
     pub settings: WsgiSettings,
+    /// The environment variables the configuration gives the request (`SetEnv`, `SetEnvIf`,
+    /// `PassEnv`, `UnsetEnv`), in order: mod_wsgi puts them in the WSGI environ.
+    pub env: Vec<(String, String)>,
 }
 
 /// Why a request cannot be served.
@@ -517,9 +524,9 @@ impl Config {
             script_name.to_lowercase()
         };
         let host_header = req.host.map(host_name);
+        let env = crate::env::evaluate(&env, req.facts);
         let lookup_env = |var: &str| {
             env.iter()
-                .rev()
                 .find(|(k, _)| k == var)
                 .map(|(_, v)| v.clone())
                 .or_else(|| std::env::var(var).ok())
@@ -586,6 +593,7 @@ impl Config {
             application_group,
             callable_object,
             settings,
+            env,
         })
     }
 
@@ -597,13 +605,13 @@ impl Config {
         host: Option<usize>,
         script: &Path,
         uri: &[u8],
-    ) -> (WsgiSettings, Vec<(String, String)>) {
+    ) -> (WsgiSettings, Vec<&[EnvOp]>) {
         let mut settings = self.main.settings.clone();
-        let mut env = self.main.env.clone();
+        let mut env: Vec<&[EnvOp]> = vec![&self.main.env];
         let mut hosts = vec![&self.main];
         if let Some(i) = host {
             settings.merge(&self.virtual_hosts[i].settings);
-            env.extend(self.virtual_hosts[i].env.iter().cloned());
+            env.push(&self.virtual_hosts[i].env);
             hosts.push(&self.virtual_hosts[i]);
         }
         let dir = script.parent().unwrap_or(Path::new("/"));
@@ -648,7 +656,9 @@ impl Config {
         matching.sort_by_key(|(order, depth, _)| (*order, *depth));
         for (_, _, s) in matching {
             settings.merge(&s.settings);
-            env.extend(s.env.iter().cloned());
+            if !s.env.is_empty() {
+                env.push(&s.env);
+            }
         }
         (settings, env)
     }
@@ -773,6 +783,7 @@ mod tests {
                 local_port: 80,
                 host: None,
                 path,
+                facts: None,
             };
             let route = config.route(&request).unwrap().unwrap();
             (route.script.display().to_string(), route.script_name)

@@ -82,9 +82,6 @@ const HEADERS: Support = Support::Refused(
 const HANDLERS: Support = Support::Refused(
     "Apache handlers (CGI, other modules' handlers) are not implemented by wsgi serve",
 );
-const ENV: Support = Support::Refused(
-    "environment variables for the application are not implemented by wsgi serve yet",
-);
 const STATIC: Support =
     Support::Refused("serving files outside WSGIScriptAlias is not implemented by wsgi serve yet");
 const REDIRECT: Support = Support::Refused("redirects are not implemented by wsgi serve yet");
@@ -282,13 +279,13 @@ pub static RULES: &[Rule] = &[
     fixed("RedirectMatch", REDIRECT),
     fixed("RedirectPermanent", REDIRECT),
     fixed("RedirectTemp", REDIRECT),
-    fixed("SetEnv", ENV),
-    fixed("UnsetEnv", ENV),
-    fixed("PassEnv", ENV),
-    fixed("SetEnvIf", ENV),
-    fixed("SetEnvIfNoCase", ENV),
-    fixed("BrowserMatch", ENV),
-    fixed("BrowserMatchNoCase", ENV),
+    fixed("SetEnv", IMPLEMENTED),
+    fixed("UnsetEnv", IMPLEMENTED),
+    fixed("PassEnv", IMPLEMENTED),
+    fixed("SetEnvIf", IMPLEMENTED),
+    fixed("SetEnvIfNoCase", IMPLEMENTED),
+    fixed("BrowserMatch", IMPLEMENTED),
+    fixed("BrowserMatchNoCase", IMPLEMENTED),
     section("RequireAll", ACCESS),
     section("RequireAny", ACCESS),
     section("RequireNone", ACCESS),
@@ -367,9 +364,6 @@ fn wsgi_support(name: &str, args: &[String]) -> Support {
         | "WSGIHandlerScript" => Support::Refused(
             "mod_wsgi's access, authentication, dispatch and handler scripts are run by the Apache module only, not by wsgi serve yet",
         ),
-        "WSGITrustedProxyHeaders" | "WSGITrustedProxies" => {
-            Support::Refused("trusted proxy headers are not implemented by wsgi serve yet")
-        }
         "WSGIDaemonProcess" => {
             let option = |key: &str| {
                 args.iter().skip(1).any(|a| {

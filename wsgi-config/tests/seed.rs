@@ -55,6 +55,7 @@ fn route(config: &Config, port: u16, path: &str) -> Route {
             local_port: port,
             host: Some("example.com"),
             path,
+            facts: None,
         })
         .unwrap_or_else(|e| panic!("{path}: {e}"))
         .unwrap_or_else(|| panic!("{path}: no route"))
@@ -67,6 +68,7 @@ fn route_err(config: &Config, path: &str) -> RouteError {
             local_port: 80,
             host: None,
             path,
+            facts: None,
         })
         .expect_err(path)
 }
@@ -271,6 +273,7 @@ WSGIScriptAlias / /some/path/project/myapp1.wsgi
             local_port: 8080,
             host: Some("example.com:9999"),
             path: "/myapp3",
+            facts: None,
         })
         .unwrap()
         .unwrap();
@@ -426,6 +429,7 @@ WSGIScriptAlias / /some/path/project/myapp3.wsgi
         local_port: port,
         host,
         path,
+        facts: None,
     };
     let script = |r: RouteRequest| c.route(&r).unwrap().unwrap().script;
     assert_eq!(
@@ -484,6 +488,7 @@ fn no_alias_no_route() {
             local_port: 80,
             host: None,
             path: "/static/x.css",
+            facts: None,
         })
         .unwrap();
     assert!(r.is_none());

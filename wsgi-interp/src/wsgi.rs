@@ -39,6 +39,44 @@ pub struct RequestHead {
     pub extra: Vec<(String, Vec<u8>)>,
 }
 
+impl RequestHead {
+    /// `WSGITrustedProxyHeaders`/`WSGITrustedProxies` of `settings`: the environ rewrites a
+    /// trusted proxy's headers call for (`REMOTE_ADDR`, `HTTP_HOST`, `SERVER_NAME`,
+    /// `SERVER_PORT`, `SCRIPT_NAME`, `wsgi.url_scheme`), and the removal of the spoofable
+    /// synonyms (mod_wsgi's rules, [`wsgi_config::proxy`]). Both fronts call it.
+    pub fn apply_trusted_proxies(&mut self, settings: &wsgi_config::WsgiSettings) {
+        let peer = self.remote_addr.parse().ok();
+        let Some(rewrite) = wsgi_config::proxy::proxy_rewrite(settings, peer, &self.headers) else {
+            return;
+        };
+        rewrite.filter_headers(&mut self.headers);
+        if let Some(addr) = rewrite.remote_addr {
+            self.remote_addr = addr;
+        }
+        if let Some(host) = rewrite.host {
+            self.headers
+                .retain(|(n, _)| !n.eq_ignore_ascii_case("host"));
+            self.headers.push(("Host".into(), host.into_bytes()));
+        }
+        if let Some(name) = rewrite.server_name {
+            self.server_name = name;
+        }
+        if let Some(port) = rewrite.server_port.and_then(|p| p.parse().ok()) {
+            self.server_port = port;
+        }
+        if let Some(script_name) = rewrite.script_name {
+            self.script_name = script_name.into_bytes();
+        }
+        if let Some(name) = rewrite.scheme {
+            self.scheme = if name == "https" {
+                Scheme::Https
+            } else {
+                Scheme::Http
+            };
+        }
+    }
+}
+
 /// `wsgi.url_scheme`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Scheme {
@@ -333,6 +371,7 @@ mod tests {
             local_port: 80,
             host: None,
             path: "/",
+            facts: None,
         };
         config.route(&request).unwrap().unwrap()
     }

@@ -584,12 +584,37 @@ async fn dispatch(
             .and_then(|h| h.to_str().ok())
             .map(str::to_string)
     });
-    let routed = site.config.route(&RouteRequest {
-        local_ip: Some(conn.local.ip()),
-        local_port: conn.route_port,
-        host: host.as_deref(),
-        path: &path,
-    });
+    let routed = {
+        // What SetEnvIf tests: Request_URI is the decoded path (Apache's r->uri).
+        let uri = wsgi_config::route::normalize_path(&path)
+            .map(|decoded| decoded.iter().map(|&b| char::from(b)).collect::<String>())
+            .unwrap_or_else(|_| path.clone());
+        let header = |name: &str| {
+            let mut values = req.headers().get_all(name).iter();
+            let first = values.next()?;
+            let mut joined = String::from_utf8_lossy(first.as_bytes()).into_owned();
+            for more in values {
+                joined.push_str(", ");
+                joined.push_str(&String::from_utf8_lossy(more.as_bytes()));
+            }
+            Some(joined)
+        };
+        let facts = wsgi_config::env::RequestFacts {
+            method: req.method().as_str(),
+            protocol: protocol(req.version()),
+            uri: &uri,
+            remote_addr: conn.peer.ip(),
+            server_addr: conn.local.ip(),
+            header: &header,
+        };
+        site.config.route(&RouteRequest {
+            local_ip: Some(conn.local.ip()),
+            local_port: conn.route_port,
+            host: host.as_deref(),
+            path: &path,
+            facts: Some(&facts),
+        })
+    };
     match routed {
         Ok(Some(route)) => run_app(front, conn, route, req, target).await,
         Ok(None) => {
@@ -690,7 +715,7 @@ async fn run_app(
         Ok(body) => body,
         Err(refused) => return refused,
     };
-    let head = RequestHead {
+    let mut head = RequestHead {
         method,
         script_name: latin1_bytes(&route.script_name),
         path_info: latin1_bytes(&route.path_info),
@@ -703,11 +728,9 @@ async fn run_app(
         remote_addr: conn.peer.ip().to_string(),
         remote_port: conn.peer.port(),
         headers: app_headers(&parts),
-        extra: vec![(
-            "SCRIPT_FILENAME".to_string(),
-            route.script.as_os_str().as_encoded_bytes().to_vec(),
-        )],
+        extra: environ_extra(&route, &parts.headers),
     };
+    head.apply_trusted_proxies(&route.settings);
     let app = AppCall {
         script: ScriptSpec::for_route(&route, false),
         application_group: route.application_group.clone(),
@@ -823,6 +846,55 @@ async fn run_app(
             )
         }
     }
+}
+
+/// The environ's variables that come from the configuration rather than the request:
+/// `SCRIPT_FILENAME`, and the `SetEnv`/`SetEnvIf`/`PassEnv` variables, as mod_wsgi passes
+/// them, but for the names the environ computes itself from the request (which win, as in
+/// Apache, where the CGI variables are added after mod_env ran): its CGI variables, and the
+/// `HTTP_*` of the headers the request has.
+fn environ_extra(route: &Route, headers: &http::HeaderMap) -> Vec<(String, Vec<u8>)> {
+    const CGI: &[&str] = &[
+        "REQUEST_METHOD",
+        "SCRIPT_NAME",
+        "PATH_INFO",
+        "QUERY_STRING",
+        "REQUEST_URI",
+        "CONTENT_TYPE",
+        "CONTENT_LENGTH",
+        "SERVER_NAME",
+        "SERVER_PORT",
+        "SERVER_PROTOCOL",
+        "REMOTE_ADDR",
+        "REMOTE_PORT",
+        "SCRIPT_FILENAME",
+    ];
+    let from_request = |name: &str| {
+        if CGI.contains(&name) || name.starts_with("wsgi.") || name.starts_with("mod_wsgi.") {
+            return true;
+        }
+        let Some(header) = name.strip_prefix("HTTP_") else {
+            return false;
+        };
+        headers.keys().any(|k| {
+            k.as_str().len() == header.len()
+                && k.as_str()
+                    .bytes()
+                    .zip(header.bytes())
+                    .all(|(a, b)| a.to_ascii_uppercase() == b || (a == b'-' && b == b'_'))
+        })
+    };
+    let mut extra = Vec::with_capacity(1 + route.env.len());
+    for (name, value) in &route.env {
+        if !from_request(name) {
+            extra.push((name.clone(), value.as_bytes().to_vec()));
+        }
+    }
+    extra.push((
+        "SCRIPT_FILENAME".to_string(),
+        route.script.as_os_str().as_encoded_bytes().to_vec(),
+    ));
+    extra
 }
 
 /// `start + wait` as a timer deadline; a wait too long for the clock means a year.

@@ -93,7 +93,7 @@ pub struct ServeArgs {
     pub app: Option<PathBuf>,
     /// Serve an Apache mod_wsgi configuration instead: its `Listen` ports, virtual hosts,
     /// `WSGIScriptAlias` mounts, application groups and `WSGIDaemonProcess` groups.
-    #[arg(long, conflicts_with_all = ["app", "mount", "python_home", "python_path", "application_group", "callable_object", "processes", "user", "group"])]
+    #[arg(long, conflicts_with_all = ["app", "mount", "python_home", "python_path", "application_group", "callable_object", "processes", "user", "group", "trust_proxy_header", "trust_proxy"])]
     pub config: Option<PathBuf>,
     /// With --config: the ServerRoot relative paths resolve against (default: the file's folder).
     #[arg(long, requires = "config")]
@@ -207,6 +207,15 @@ pub struct ServeArgs {
     /// The name of the WSGI callable in the scripts (default `application`).
     #[arg(long)]
     pub callable_object: Option<String>,
+    /// A proxy header to trust, as mod_wsgi-express's flag and `WSGITrustedProxyHeaders`
+    /// (repeatable): `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host`, ... Its value
+    /// then sets REMOTE_ADDR, wsgi.url_scheme, HTTP_HOST ...; untrusted synonyms are removed.
+    #[arg(long, value_name = "HEADER")]
+    pub trust_proxy_header: Vec<String>,
+    /// With --trust-proxy-header: only requests from these addresses (IP or CIDR,
+    /// repeatable) may use them, as `WSGITrustedProxies` (default: any peer).
+    #[arg(long, value_name = "IP[/BITS]", requires = "trust_proxy_header")]
+    pub trust_proxy: Vec<String>,
     /// Serve another script under a URL prefix: `/api=api.wsgi` (repeatable).
     #[arg(long, value_name = "URL=SCRIPT")]
     pub mount: Vec<String>,
@@ -243,6 +252,8 @@ impl ServeArgs {
                 python_path: self.python_path.clone(),
                 application_group: self.application_group.clone(),
                 callable_object: self.callable_object.clone(),
+                trusted_proxy_headers: self.trust_proxy_header.clone(),
+                trusted_proxies: self.trust_proxy.clone(),
                 daemon: self.processes.map(|processes| DaemonFlags {
                     processes,
                     threads: u32::try_from(self.threads.max(1)).unwrap_or(u32::MAX),

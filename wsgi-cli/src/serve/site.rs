@@ -40,6 +40,10 @@ pub struct AppFlags {
     pub application_group: Option<String>,
     /// `--callable-object`.
     pub callable_object: Option<String>,
+    /// `--trust-proxy-header` (mod_wsgi-express's name): `WSGITrustedProxyHeaders`.
+    pub trusted_proxy_headers: Vec<String>,
+    /// `--trust-proxy`: `WSGITrustedProxies`.
+    pub trusted_proxies: Vec<String>,
     /// Daemon mode (`--processes N`): the apps run in one generated daemon process group
     /// instead of this process.
     pub daemon: Option<DaemonFlags>,
@@ -326,6 +330,18 @@ pub fn generate_config(flags: &AppFlags) -> Result<String, ServeError> {
     if let Some(callable) = &flags.callable_object {
         let _ = writeln!(text, "WSGICallableObject {}", quote(Path::new(callable))?);
     }
+    for (directive, values) in [
+        ("WSGITrustedProxyHeaders", &flags.trusted_proxy_headers),
+        ("WSGITrustedProxies", &flags.trusted_proxies),
+    ] {
+        if !values.is_empty() {
+            let quoted = values
+                .iter()
+                .map(|v| quote(Path::new(v)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let _ = writeln!(text, "{directive} {}", quoted.join(" "));
+        }
+    }
     for (url, script) in &mounts {
         let _ = writeln!(
             text,
@@ -349,6 +365,7 @@ mod tests {
                 local_port: 8000,
                 host: Some("localhost:8000"),
                 path,
+                facts: None,
             })
             .unwrap()
     }
