@@ -117,3 +117,129 @@ WSGIScriptAlias /app {app}
         );
     }
 }
+
+/// What the test compares of a response: the status, the Location (with the server's own
+/// port written PORT), the Content-Type's type, and the body unless it is an error page.
+fn summary(status: u16, head: &str, body: &[u8], port: u16) -> String {
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    };
+    let location = header("location")
+        .map(|l| l.replace(&format!(":{port}"), ":PORT"))
+        .unwrap_or_default();
+    let kind = header("content-type")
+        .map(|t| t.split(';').next().unwrap_or("").trim().to_string())
+        .unwrap_or_default();
+    let body = if status == 200 {
+        String::from_utf8_lossy(body).into_owned()
+    } else {
+        String::new()
+    };
+    format!("{status} location={location} type={kind} body={body:?}")
+}
+
+/// mod_alias (`Alias`, `AliasMatch`, `Redirect` and its forms, in precedence over
+/// `WSGIScriptAlias` whatever their order), `DocumentRoot`, and static files with mod_mime's
+/// types and mod_dir's folder rules, as Apache serves them.
+#[test]
+fn aliases_redirects_and_static_files_as_apache() {
+    if !apache::have_debian_mod_wsgi() {
+        return;
+    }
+    let dir = util::scratch_world_readable("wsgi-oracle-");
+    let root = dir.path();
+    let file = |rel: &str, text: &str| {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        for d in path.ancestors().skip(1).take_while(|d| d.starts_with(root)) {
+            std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+        }
+        util::write_world_readable(&path, text);
+    };
+    file("static/site.css", "body { color: red }\n");
+    file("static/index.html", "<p>static index</p>\n");
+    file("static/sub/page.txt", "a page\n");
+    file("static/secret/x.txt", "hidden\n");
+    file("robots.txt", "User-agent: *\n");
+    file("files/abc.txt", "abc file\n");
+    file("docs/readme.txt", "from the document root\n");
+    let app = util::write_world_readable(
+        &root.join("app.wsgi"),
+        "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [('app %s' % environ['PATH_INFO']).encode()]\n",
+    );
+    let d = root.display();
+    let site = format!(
+        r#"LoadModule alias_module /usr/lib/apache2/modules/mod_alias.so
+LoadModule mime_module /usr/lib/apache2/modules/mod_mime.so
+LoadModule dir_module /usr/lib/apache2/modules/mod_dir.so
+TypesConfig /etc/mime.types
+DirectoryIndex index.html
+DocumentRoot {d}/docs
+WSGIScriptAlias /app {app}
+Alias /static/ {d}/static/
+Alias /robots.txt {d}/robots.txt
+Alias /assets {d}/static
+AliasMatch ^/files/(\w+)\.txt$ {d}/files/$1.txt
+Redirect /old /new
+Redirect permanent /moved http://example.com/target
+RedirectMatch 301 ^/r/(\d+)$ /app/item/$1
+Redirect gone /gone
+<Directory {d}>
+    Require all granted
+</Directory>
+<Directory {d}/static/secret>
+    Require all denied
+</Directory>
+"#,
+        app = app.display()
+    );
+    let theirs_root = root.join("apache");
+    std::fs::create_dir(&theirs_root).unwrap();
+    std::fs::set_permissions(
+        &theirs_root,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let theirs = apache::Apache::start_with_module(&theirs_root, &debian_mod_wsgi(), &site);
+    let ours = serve(root, &site);
+    let paths = [
+        "/static/site.css",
+        "/static/",
+        "/static",
+        "/static/sub/page.txt",
+        "/static/missing.css",
+        "/static/secret/x.txt",
+        "/robots.txt",
+        "/assets",
+        "/assets/sub",
+        "/assets/sub/page.txt",
+        "/files/abc.txt",
+        "/files/nope.txt",
+        "/old/x?q=1",
+        "/moved/y",
+        "/r/42",
+        "/gone",
+        "/app/hello",
+        "/readme.txt",
+        "/nothing-here",
+    ];
+    for path in paths {
+        let host = [("Host", "localhost")];
+        let (status, head, body) = theirs.request("GET", path, &host, b"");
+        let expected = summary(status, &head, &body, theirs.port);
+        let got = ours.request("GET", path, &host, b"");
+        let head: String = got
+            .headers
+            .iter()
+            .map(|(n, v)| format!("{n}: {v}\n"))
+            .collect();
+        let ours_summary = summary(got.status, &head, &got.body, ours.addr.port());
+        assert_eq!(ours_summary, expected, "GET {path}");
+    }
+}

@@ -380,6 +380,93 @@ impl ConfigBuilder {
                     }
                 }
             }
+            "alias" | "aliasmatch" | "redirect" | "redirectmatch" | "redirectpermanent"
+            | "redirecttemp"
+                if !ctx.containers.is_empty() =>
+            {
+                self.config.unserved_forms.push((
+                    d.span.clone(),
+                    "mod_alias's one-argument form inside a section is not implemented by wsgi serve",
+                ));
+            }
+            "alias" | "aliasmatch" => {
+                let regex_form = name == "aliasmatch";
+                let [url, target] = d.args.as_slice() else {
+                    return Err(bad_alias(
+                        d,
+                        "a URL path and a file path",
+                        "Alias URL-path file-path",
+                    ));
+                };
+                let regex = regex_form.then(|| compile_match(d, url)).transpose()?;
+                let target = if regex_form {
+                    target.clone()
+                } else {
+                    self.resolve(target).to_string_lossy().into_owned()
+                };
+                self.host_mut(host).path_aliases.push(PathAlias {
+                    span: d.span.clone(),
+                    url: url.clone(),
+                    regex,
+                    target,
+                });
+            }
+            "redirect" | "redirectmatch" | "redirectpermanent" | "redirecttemp" => {
+                let usage = "Redirect [status] URL-path URL";
+                let mut args = d.args.as_slice();
+                let status = match name.as_str() {
+                    "redirectpermanent" => 301,
+                    "redirecttemp" => 302,
+                    _ => match args.first().map(|a| a.to_ascii_lowercase()) {
+                        Some(s) if s == "permanent" => {
+                            args = &args[1..];
+                            301
+                        }
+                        Some(s) if s == "temp" => {
+                            args = &args[1..];
+                            302
+                        }
+                        Some(s) if s == "seeother" => {
+                            args = &args[1..];
+                            303
+                        }
+                        Some(s) if s == "gone" => {
+                            args = &args[1..];
+                            410
+                        }
+                        Some(s) if s.len() == 3 && s.bytes().all(|b| b.is_ascii_digit()) => {
+                            args = &args[1..];
+                            s.parse().unwrap_or(302)
+                        }
+                        _ => 302,
+                    },
+                };
+                let (url, target) = match (args, (300..400).contains(&status)) {
+                    ([url, target], true) => (url.clone(), Some(target.clone())),
+                    ([url], false) => (url.clone(), None),
+                    _ => {
+                        return Err(bad_alias(
+                            d,
+                            "a URL path, and a URL for a 3xx status (none for another)",
+                            usage,
+                        ));
+                    }
+                };
+                let regex = (name == "redirectmatch")
+                    .then(|| compile_match(d, &url))
+                    .transpose()?;
+                self.host_mut(host).redirects.push(Redirect {
+                    span: d.span.clone(),
+                    status,
+                    url,
+                    regex,
+                    target,
+                });
+            }
+            "documentroot" if ctx.containers.is_empty() && !first.is_empty() => {
+                let root = self.resolve(first);
+                self.host_mut(host).document_root = Some(root);
+            }
             "require" if d.args.len() == 2 && first.eq_ignore_ascii_case("all") => {
                 let access = if d.args[1].eq_ignore_ascii_case("granted") {
                     Some(Access::Granted)
@@ -937,6 +1024,24 @@ fn parse_host_address(value: &str) -> Option<HostAddress> {
         (None, Some(host.to_ascii_lowercase()))
     };
     Some(HostAddress { ip, name, port })
+}
+
+/// A mod_alias line with the wrong arguments.
+fn bad_alias(d: &Directive, expected: &str, usage: &str) -> ConfigError {
+    ConfigError::new(
+        Some(&d.span),
+        d.name.clone(),
+        ErrorKind::BadValue {
+            option: "arguments".into(),
+            value: d.args.join(" "),
+            expected: format!("{expected}: `{usage}`"),
+        },
+    )
+}
+
+/// The expression of a `...Match` line.
+fn compile_match(d: &Directive, pattern: &str) -> Result<Regex, ConfigError> {
+    compile(pattern).map_err(|kind| ConfigError::new(Some(&d.span), d.name.clone(), kind))
 }
 
 #[cfg(test)]

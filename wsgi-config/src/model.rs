@@ -41,6 +41,10 @@ pub struct Config {
     /// order: what `wsgi serve` checks it implements. Empty when Apache built the
     /// configuration.
     pub uses: Vec<DirectiveUse>,
+    /// Lines whose form `wsgi serve` does not implement although it implements the
+    /// directive (an `Alias` inside `<Location>`), with why: refused like the directives of
+    /// [`crate::serve_support`].
+    pub unserved_forms: Vec<(Span, &'static str)>,
 }
 
 /// A directive or section as it appears in a configuration file.
@@ -202,9 +206,45 @@ pub struct Host {
     pub sections: Vec<DirSection>,
     /// `SetEnv`, `UnsetEnv`, `PassEnv`, `SetEnvIf`... at this host's level, in order.
     pub env: Vec<crate::env::EnvOp>,
+    /// mod_alias's `Alias` and `AliasMatch`, in configuration order.
+    pub path_aliases: Vec<PathAlias>,
+    /// `DocumentRoot`: where URLs nothing else maps are served from.
+    pub document_root: Option<PathBuf>,
+    /// mod_alias's `Redirect`, `RedirectMatch`, `RedirectPermanent`, `RedirectTemp`, in
+    /// configuration order.
+    pub redirects: Vec<Redirect>,
     /// `script_aliases` by the first segment of their URL, built on the first request routed
     /// (a configuration with thousands of mounts is not scanned whole per request).
     pub(crate) alias_index: crate::route::AliasIndex,
+}
+
+/// `Alias URL-path file-path` or `AliasMatch regex file-path`: URLs served from the file
+/// system (as static files by `wsgi serve`).
+#[derive(Debug, Clone)]
+pub struct PathAlias {
+    /// Where it is.
+    pub span: Span,
+    /// The URL path (`Alias`) or the expression as written (`AliasMatch`).
+    pub url: String,
+    /// The compiled expression of `AliasMatch`.
+    pub regex: Option<Regex>,
+    /// The file or folder (with `$N` for `AliasMatch`).
+    pub target: String,
+}
+
+/// `Redirect [status] URL-path [URL]` and its forms.
+#[derive(Debug, Clone)]
+pub struct Redirect {
+    /// Where it is.
+    pub span: Span,
+    /// The status: 301, 302, 303, 410 or another 3xx.
+    pub status: u16,
+    /// The URL path (`Redirect`) or the expression as written (`RedirectMatch`).
+    pub url: String,
+    /// The compiled expression of `RedirectMatch`.
+    pub regex: Option<Regex>,
+    /// Where to (none for 410 and other non-3xx statuses).
+    pub target: Option<String>,
 }
 
 /// One address of `<VirtualHost ...>`.

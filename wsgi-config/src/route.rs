@@ -72,6 +72,27 @@ pub struct Route {
     pub env: Vec<(String, String)>,
 }
 
+/// What mod_alias makes of a request ([`Config::map_alias`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AliasTarget {
+    /// Answer with a redirect: the status, and the `Location` (none for 410 Gone and other
+    /// statuses that are not redirects). A target starting with `/` is made absolute by the
+    /// front, with the request's scheme and host.
+    Redirect {
+        /// The status.
+        status: u16,
+        /// Where to.
+        location: Option<String>,
+    },
+    /// Serve this file or folder (as Apache's default handler and mod_dir do).
+    File {
+        /// The path.
+        path: PathBuf,
+        /// `Require all denied` covers it: 403.
+        denied: bool,
+    },
+}
+
 /// Why a request cannot be served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
@@ -356,6 +377,101 @@ impl Config {
     pub fn route(&self, req: &RouteRequest<'_>) -> Result<Option<Route>, RouteError> {
         let host = self.select_host(req.local_ip, req.local_port, req.host);
         self.route_in(host, req)
+    }
+
+    /// What mod_alias does with a request, which it does before mod_wsgi looks at
+    /// `WSGIScriptAlias` (mod_wsgi's translate hook runs after mod_alias's): a `Redirect` or
+    /// `RedirectMatch` that matches answers with a redirect; else an `Alias` or `AliasMatch`
+    /// maps the URL to a file or folder. The virtual host's lines come first, then the main
+    /// server's, each in configuration order; redirects before aliases. `query` is the
+    /// request's query string (appended to a redirect's target that has none).
+    pub fn map_alias(
+        &self,
+        req: &RouteRequest<'_>,
+        query: Option<&str>,
+    ) -> Result<Option<AliasTarget>, RouteError> {
+        let host = self.select_host(req.local_ip, req.local_port, req.host);
+        let own = self.host(host);
+        let inherited = host.is_some().then_some(&self.main);
+        if own.redirects.is_empty()
+            && own.path_aliases.is_empty()
+            && inherited.is_none_or(|h| h.redirects.is_empty() && h.path_aliases.is_empty())
+        {
+            return Ok(None);
+        }
+        let uri = normalize_path(req.path)?;
+        let text = latin1(&uri);
+        for h in std::iter::once(own).chain(inherited) {
+            for r in &h.redirects {
+                let target = match &r.regex {
+                    Some(regex) => regex.captures(&text).map(|caps| {
+                        let mut out = String::new();
+                        caps.expand(
+                            &apache_template(r.target.as_deref().unwrap_or("")),
+                            &mut out,
+                        );
+                        out
+                    }),
+                    None => alias_match(r.url.as_bytes(), req.path.as_bytes()).map(|l| {
+                        format!("{}{}", r.target.as_deref().unwrap_or(""), &req.path[l..])
+                    }),
+                };
+                let Some(target) = target else { continue };
+                let location = r.target.as_ref().map(|_| match query {
+                    Some(q) if !target.contains('?') => format!("{target}?{q}"),
+                    _ => target.clone(),
+                });
+                return Ok(Some(AliasTarget::Redirect {
+                    status: r.status,
+                    location,
+                }));
+            }
+        }
+        for h in std::iter::once(own).chain(inherited) {
+            for a in &h.path_aliases {
+                let path = match &a.regex {
+                    Some(regex) => regex.captures(&text).map(|caps| {
+                        let mut out = String::new();
+                        caps.expand(&apache_template(&a.target), &mut out);
+                        out
+                    }),
+                    None => alias_match(a.url.as_bytes(), &uri)
+                        .map(|l| format!("{}{}", a.target, latin1(&uri[l..]))),
+                };
+                if let Some(path) = path {
+                    let path = PathBuf::from(path);
+                    let (settings, _) = self.settings_for(host, &path, &uri);
+                    return Ok(Some(AliasTarget::File {
+                        path,
+                        denied: settings.access == Some(Access::Denied),
+                    }));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The file or folder a request nothing else maps is served from: its virtual host's
+    /// `DocumentRoot` (else the main server's) joined with the decoded path; None without one.
+    pub fn document_file(&self, req: &RouteRequest<'_>) -> Result<Option<AliasTarget>, RouteError> {
+        let host = self.select_host(req.local_ip, req.local_port, req.host);
+        let Some(root) = self
+            .host(host)
+            .document_root
+            .as_ref()
+            .or(self.main.document_root.as_ref())
+        else {
+            return Ok(None);
+        };
+        let uri = normalize_path(req.path)?;
+        let mut path = root.clone().into_os_string();
+        path.push(OsStr::from_bytes(&uri));
+        let path = PathBuf::from(path);
+        let (settings, _) = self.settings_for(host, &path, &uri);
+        Ok(Some(AliasTarget::File {
+            path,
+            denied: settings.access == Some(Access::Denied),
+        }))
     }
 
     /// Routes a request within a virtual host the caller has already chosen (Apache selects

@@ -82,9 +82,6 @@ const HEADERS: Support = Support::Refused(
 const HANDLERS: Support = Support::Refused(
     "Apache handlers (CGI, other modules' handlers) are not implemented by wsgi serve",
 );
-const STATIC: Support =
-    Support::Refused("serving files outside WSGIScriptAlias is not implemented by wsgi serve yet");
-const REDIRECT: Support = Support::Refused("redirects are not implemented by wsgi serve yet");
 const ERRORS: Support = Support::Refused("custom error pages are not implemented by wsgi serve");
 const EXPIRES: Support =
     Support::Refused("response caching headers (mod_expires) are not implemented by wsgi serve");
@@ -142,6 +139,16 @@ fn add_default_charset(args: &[String]) -> Support {
         _ => {
             Support::Refused("adding a charset to text responses is not implemented by wsgi serve")
         }
+    }
+}
+
+/// `DirectoryIndex index.html` (Apache's default) is what wsgi serve does.
+fn directory_index(args: &[String]) -> Support {
+    match args {
+        [index] if index == "index.html" => Support::NoEffect("a folder serves its index.html"),
+        _ => Support::Refused(
+            "folder index files other than index.html are not implemented by wsgi serve",
+        ),
     }
 }
 
@@ -271,14 +278,20 @@ pub static RULES: &[Rule] = &[
         detail: "`Off` accepted, `On`/`Double` refused",
     },
     // Refused, until implemented.
-    fixed("Alias", STATIC),
-    fixed("AliasMatch", STATIC),
-    fixed("DocumentRoot", STATIC),
-    fixed("DirectoryIndex", STATIC),
-    fixed("Redirect", REDIRECT),
-    fixed("RedirectMatch", REDIRECT),
-    fixed("RedirectPermanent", REDIRECT),
-    fixed("RedirectTemp", REDIRECT),
+    fixed("Alias", IMPLEMENTED),
+    fixed("AliasMatch", IMPLEMENTED),
+    fixed("DocumentRoot", IMPLEMENTED),
+    Rule {
+        name: "DirectoryIndex",
+        section: false,
+        support: Support::NoEffect("a folder serves its index.html"),
+        by_args: Some(directory_index),
+        detail: "`index.html` accepted; other names refused",
+    },
+    fixed("Redirect", IMPLEMENTED),
+    fixed("RedirectMatch", IMPLEMENTED),
+    fixed("RedirectPermanent", IMPLEMENTED),
+    fixed("RedirectTemp", IMPLEMENTED),
     fixed("SetEnv", IMPLEMENTED),
     fixed("UnsetEnv", IMPLEMENTED),
     fixed("PassEnv", IMPLEMENTED),
@@ -523,13 +536,20 @@ pub fn unserved(config: &Config) -> Vec<Unserved> {
     config
         .uses
         .iter()
-        .filter_map(|u| match support(&u.name, u.section, &u.args) {
-            Support::Refused(why) => Some(Unserved {
+        .filter_map(|u| {
+            let why = match support(&u.name, u.section, &u.args) {
+                Support::Refused(why) => why,
+                _ => config
+                    .unserved_forms
+                    .iter()
+                    .find(|(span, _)| *span == u.span)
+                    .map(|(_, why)| *why)?,
+            };
+            Some(Unserved {
                 span: u.span.clone(),
                 directive: written(u),
                 why,
-            }),
-            _ => None,
+            })
         })
         .collect()
 }
@@ -686,7 +706,8 @@ mod tests {
             Support::Refused(_)
         ));
         assert!(matches!(s("WSGIPythonHome", &["/x"]), Support::Implemented));
-        assert!(matches!(s("Alias", &["/s", "/x"]), Support::Refused(_)));
+        assert!(matches!(s("Alias", &["/s", "/x"]), Support::Implemented));
+        assert!(matches!(s("DirectoryIndex", &["index.php"]), Support::Refused(_)));
         assert!(matches!(
             support("Directory", true, &[]),
             Support::Implemented

@@ -32,7 +32,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot, watch};
 use wsgi_config::MapHeadToGet;
-use wsgi_config::route::{ProcessGroup, Route, RouteRequest};
+use wsgi_config::route::{AliasTarget, ProcessGroup, Route, RouteRequest};
 use wsgi_interp::{CallOptions, RequestHead, Scheme, ScriptSpec};
 
 use super::access_log::{AccessLog, LoggedBody, RequestRecord};
@@ -584,6 +584,34 @@ async fn dispatch(
             .and_then(|h| h.to_str().ok())
             .map(str::to_string)
     });
+    // mod_alias first (mod_wsgi's WSGIScriptAlias yields to it): Redirect, then Alias.
+    let mapped = site.config.map_alias(
+        &RouteRequest {
+            local_ip: Some(conn.local.ip()),
+            local_port: conn.route_port,
+            host: host.as_deref(),
+            path: &path,
+            facts: None,
+        },
+        req.uri().query(),
+    );
+    match mapped {
+        Ok(Some(AliasTarget::Redirect { status, location })) => {
+            return redirect(status, location, host.as_deref(), conn);
+        }
+        Ok(Some(AliasTarget::File { path: file, denied })) => {
+            if denied {
+                tracing::info!(method = %req.method(), path, "403: `Require all denied` covers {}", file.display());
+                return error_response(StatusCode::FORBIDDEN);
+            }
+            return serve_file(&file, &req, host.as_deref(), conn).await;
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::info!(method = %req.method(), path, "{}: {e}", e.status());
+            return refuse(e.status());
+        }
+    }
     let routed = {
         // What SetEnvIf tests: Request_URI is the decoded path (Apache's r->uri).
         let uri = wsgi_config::route::normalize_path(&path)
@@ -618,8 +646,24 @@ async fn dispatch(
     match routed {
         Ok(Some(route)) => run_app(front, conn, route, req, target).await,
         Ok(None) => {
-            tracing::info!(method = %req.method(), path, "404: no WSGIScriptAlias or --url-alias covers the path");
-            error_response(StatusCode::NOT_FOUND)
+            let document = site.config.document_file(&RouteRequest {
+                local_ip: Some(conn.local.ip()),
+                local_port: conn.route_port,
+                host: host.as_deref(),
+                path: &path,
+                facts: None,
+            });
+            match document {
+                Ok(Some(AliasTarget::File {
+                    path: file,
+                    denied: false,
+                })) => serve_file(&file, &req, host.as_deref(), conn).await,
+                Ok(Some(_)) => error_response(StatusCode::FORBIDDEN),
+                _ => {
+                    tracing::info!(method = %req.method(), path, "404: no WSGIScriptAlias, Alias, DocumentRoot or --url-alias covers the path");
+                    error_response(StatusCode::NOT_FOUND)
+                }
+            }
         }
         Err(e) => {
             tracing::info!(method = %req.method(), path, "{}: {e}", e.status());
@@ -936,6 +980,122 @@ fn refuse(status: u16) -> Response<ResponseBody> {
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
+}
+
+/// `target` made absolute as Apache's `ap_construct_url` does: a path gets the scheme and
+/// the request's host (its `Host` header, else the address it came in on).
+fn absolute_url(target: &str, host: Option<&str>, conn: &ConnInfo) -> String {
+    if !target.starts_with('/') {
+        return target.to_string();
+    }
+    match host {
+        Some(host) => format!("http://{host}{target}"),
+        None => format!("http://{}{target}", conn.local),
+    }
+}
+
+/// A mod_alias redirect: the status with its `Location` and Apache's little page (410 Gone
+/// and other statuses without a target: the error page).
+fn redirect(
+    status: u16,
+    location: Option<String>,
+    host: Option<&str>,
+    conn: &ConnInfo,
+) -> Response<ResponseBody> {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FOUND);
+    let Some(location) = location else {
+        return error_response(status);
+    };
+    let location = absolute_url(&location, host, conn);
+    let reason = status.canonical_reason().unwrap_or("Redirect");
+    let html = format!(
+        "<!DOCTYPE html>\n<html><head><title>{code} {reason}</title></head>\n<body><h1>{reason}</h1>\n<p>The document has moved <a href=\"{href}\">here</a>.</p>\n</body></html>\n",
+        code = status.as_u16(),
+        href = location
+            .replace('&', "&amp;")
+            .replace('"', "&quot;")
+            .replace('<', "&lt;")
+    );
+    let mut response = Response::new(full(Bytes::from(html)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    match HeaderValue::from_str(&location) {
+        Ok(v) => {
+            headers.insert(header::LOCATION, v);
+        }
+        Err(_) => {
+            tracing::error!(
+                location,
+                "500: a redirect target that is not a valid header value"
+            );
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR);
+        }
+    }
+    response
+}
+
+/// A file or folder an `Alias` maps a request to, served as Apache's default handler and
+/// mod_dir do: a folder without its trailing `/` is redirected to it (301), a folder with it
+/// serves its `index.html` or is forbidden (no listings), a missing path is 404, an
+/// unreadable one 403; files with types, ETag, conditionals and ranges (and sendfile).
+async fn serve_file(
+    file: &std::path::Path,
+    req: &Request<Incoming>,
+    host: Option<&str>,
+    conn: &ConnInfo,
+) -> Response<ResponseBody> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut response = error_response(StatusCode::METHOD_NOT_ALLOWED);
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    let meta = match tokio::fs::metadata(file).await {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            return error_response(StatusCode::FORBIDDEN);
+        }
+        Err(_) => return error_response(StatusCode::NOT_FOUND),
+    };
+    let (dir, name) = if meta.is_dir() {
+        let path = req.uri().path();
+        if !path.ends_with('/') {
+            let mut target = format!("{path}/");
+            if let Some(q) = req.uri().query() {
+                target.push('?');
+                target.push_str(q);
+            }
+            return redirect(301, Some(target), host, conn);
+        }
+        if !file.join("index.html").is_file() {
+            return error_response(StatusCode::FORBIDDEN);
+        }
+        (file.to_path_buf(), "index.html".to_string())
+    } else {
+        match (file.parent(), file.file_name()) {
+            (Some(dir), Some(name)) => (dir.to_path_buf(), name.to_string_lossy().into_owned()),
+            _ => return error_response(StatusCode::NOT_FOUND),
+        }
+    };
+    let alias = UrlAlias {
+        url: "/".to_string(),
+        dir,
+    };
+    // hyper-staticfile takes a URL path (it percent-decodes it).
+    let mut encoded = String::from("/");
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-') {
+            encoded.push(char::from(b));
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    serve_static(&alias, &encoded, req).await
 }
 
 async fn serve_static(
