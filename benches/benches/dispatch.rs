@@ -57,7 +57,7 @@ fn front(threads: usize) -> Arc<Front> {
         site: Arc::new(site),
         pool: Some(pool),
         daemons: None,
-        access_log: None,
+        logs: None,
         multithread: threads > 1,
         limits: Limits {
             header_timeout: Duration::from_secs(60),

@@ -387,3 +387,60 @@ fn check_reports_what_wsgi_serve_would_refuse_unless_for_apache() {
     let out = wsgi(&["check", "--apache", conf.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// Logs `wsgi serve` does not write as Apache would are refused line by line: to a program or
+/// syslog, a condition other than `env=`, a format item it does not implement, a log inside a
+/// `<Location>`.
+#[test]
+fn check_refuses_the_log_forms_wsgi_serve_does_not_write() {
+    let dir = scratch();
+    let app = write(
+        &dir.path().join("app.wsgi"),
+        "def application(e, s):\n    s('200 OK', [])\n    return [b'']\n",
+    );
+    let d = dir.path().display();
+    let conf = write(
+        &dir.path().join("site.conf"),
+        &format!(
+            "WSGIScriptAlias / {app}\n\
+             LogFormat \"%h %t %{{cookie}}C\" withcookie\n\
+             CustomLog \"|/usr/bin/rotatelogs {d}/a.%Y 86400\" combined\n\
+             ErrorLog syslog:local1\n\
+             CustomLog {d}/ok.log combined\n\
+             CustomLog {d}/expr.log combined \"expr=%{{REQUEST_STATUS}} >= 400\"\n\
+             CustomLog {d}/cookie.log withcookie\n\
+             <Location /x>\n    CustomLog {d}/x.log combined\n</Location>\n",
+            app = app.display()
+        ),
+    );
+    let shown = conf.display().to_string();
+    let out = wsgi(&["check", conf.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    for (line, what) in [
+        (
+            3,
+            "piped and syslog logs are not implemented by wsgi serve: log to a file (and rotate it with SIGUSR1)",
+        ),
+        (
+            4,
+            "piped and syslog logs are not implemented by wsgi serve: log to a file (and rotate it with SIGUSR1)",
+        ),
+        (
+            6,
+            "the log condition `expr=%{REQUEST_STATUS} >= 400` is not implemented by wsgi serve (only env=VAR and env=!VAR)",
+        ),
+        (7, "`%{cookie}C` is not implemented by wsgi serve"),
+        (
+            9,
+            "CustomLog belongs in the server or a <VirtualHost>, not in a <Directory>, <Files> or <Location> (Apache refuses it there too)",
+        ),
+    ] {
+        assert!(
+            t.contains(&format!("{shown}:{line}: `")) && t.contains(what),
+            "line {line}: {what}\n{t}"
+        );
+    }
+    assert!(!t.contains(&format!("{shown}:5:")), "{t}");
+    assert!(t.contains("5 error(s)"), "{t}");
+}

@@ -243,3 +243,128 @@ Redirect gone /gone
         assert_eq!(ours_summary, expected, "GET {path}");
     }
 }
+
+/// Reads the lines of a log file, waiting (bounded) until it has `count` of them.
+fn log_lines(path: &Path, count: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        if lines.len() >= count || std::time::Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// `LogFormat` (with and without a nickname), `CustomLog` with a nickname, an inline format
+/// and an `env=!VAR` condition, and `TransferLog`: the same lines as Apache writes (times and
+/// durations compared by their shape).
+#[test]
+fn access_logs_as_apache() {
+    if !apache::have_debian_mod_wsgi() {
+        return;
+    }
+    let dir = util::scratch_world_readable("wsgi-oracle-");
+    let root = dir.path();
+    let static_dir = root.join("static");
+    std::fs::create_dir(&static_dir).unwrap();
+    std::fs::set_permissions(
+        &static_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    util::write_world_readable(&static_dir.join("site.css"), "body { color: red }\n");
+    let app = util::write_world_readable(
+        &root.join("app.wsgi"),
+        "def application(environ, start_response):\n    body = environ['wsgi.input'].read()\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'app ', environ['PATH_INFO'].encode(), body]\n",
+    );
+    let site = |logs: &Path| {
+        let l = logs.display();
+        format!(
+            r#"LoadModule alias_module /usr/lib/apache2/modules/mod_alias.so
+LoadModule mime_module /usr/lib/apache2/modules/mod_mime.so
+LoadModule setenvif_module /usr/lib/apache2/modules/mod_setenvif.so
+TypesConfig /etc/mime.types
+LogFormat "%h %l %u \"%r\" %>s %b %B %m %U%q %H \"%{{User-Agent}}i\" \"%{{Referer}}i\" [%{{SECTION}}e] %f %k %X %{{Content-Type}}o %I" probe
+LogFormat "%m %U %>s"
+SetEnvIf Request_URI "\.css$" dontlog
+SetEnvIf Request_URI "^/app/(\w+)" SECTION=$1
+CustomLog {l}/pages.log probe env=!dontlog
+CustomLog {l}/times.log "%>s %D %T %{{ms}}T %{{%Y-%m-%d}}t %t"
+TransferLog {l}/transfer.log
+WSGIScriptAlias /app {app}
+Alias /static/ {d}/static/
+<Directory {d}>
+    Require all granted
+</Directory>
+"#,
+            app = app.display(),
+            d = root.display()
+        )
+    };
+    let theirs_root = root.join("apache");
+    let ours_logs = root.join("ours");
+    for d in [&theirs_root, &ours_logs] {
+        std::fs::create_dir(d).unwrap();
+        std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let theirs =
+        apache::Apache::start_with_module(&theirs_root, &debian_mod_wsgi(), &site(&theirs_root));
+    let ours = serve(root, &site(&ours_logs));
+    type Request<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a [u8]);
+    let requests: [Request; 4] = [
+        (
+            "GET",
+            "/app/inner/x?q=1&r=%41",
+            &[
+                ("User-Agent", "probe \"quoted\"/1"),
+                ("Referer", "http://example.com/"),
+            ],
+            b"",
+        ),
+        ("GET", "/static/site.css", &[], b""),
+        ("HEAD", "/app/head", &[], b""),
+        (
+            "POST",
+            "/app/post",
+            &[("Content-Type", "text/plain")],
+            b"posted body",
+        ),
+    ];
+    for (method, path, headers, body) in requests {
+        let mut headers = headers.to_vec();
+        headers.push(("Host", "localhost"));
+        let (status, _, _) = theirs.request(method, path, &headers, body);
+        let got = ours.request(method, path, &headers, body);
+        assert_eq!(got.status, status, "{method} {path}");
+    }
+    // Times and durations by their shape: each run of digits as N.
+    let shape = |line: &str| {
+        let mut out = String::new();
+        for c in line.chars() {
+            if c.is_ascii_digit() {
+                if !out.ends_with('N') {
+                    out.push('N');
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    };
+    for (log, count) in [("pages.log", 3), ("times.log", 4), ("transfer.log", 4)] {
+        let expected = log_lines(&theirs_root.join(log), count);
+        let got = log_lines(&ours_logs.join(log), count);
+        assert_eq!(expected.len(), count, "Apache's {log}: {expected:#?}");
+        let (expected, got): (Vec<String>, Vec<String>) = if log == "times.log" {
+            (
+                expected.iter().map(|l| shape(l)).collect(),
+                got.iter().map(|l| shape(l)).collect(),
+            )
+        } else {
+            (expected, got)
+        };
+        assert_eq!(got, expected, "{log}");
+    }
+}

@@ -66,6 +66,20 @@ pub struct ConfigBuilder {
     hosts: HashMap<Span, usize>,
     sections: HashMap<(Option<usize>, Span), usize>,
     group_refs: Vec<GroupRef>,
+    /// `LogFormat` without a nickname: `TransferLog`'s format.
+    default_log_format: Option<String>,
+    /// `CustomLog` lines, their nicknames resolved once every `LogFormat` is in.
+    pending_logs: Vec<PendingLog>,
+}
+
+/// A `CustomLog` waiting for its format's nickname to be resolved.
+#[derive(Debug)]
+struct PendingLog {
+    span: Span,
+    host: Option<usize>,
+    path: PathBuf,
+    format: String,
+    condition: Option<String>,
 }
 
 impl ConfigBuilder {
@@ -79,6 +93,8 @@ impl ConfigBuilder {
             hosts: HashMap::new(),
             sections: HashMap::new(),
             group_refs: Vec::new(),
+            default_log_format: None,
+            pending_logs: Vec::new(),
         }
     }
 
@@ -141,7 +157,47 @@ impl ConfigBuilder {
     /// they are defined, and their visibility) and returns the configuration.
     pub fn finish(self) -> Result<Config, Vec<ConfigError>> {
         let mut errors = Vec::new();
-        let config = self.config;
+        let mut config = self.config;
+        for log in self.pending_logs {
+            // A nickname names the last LogFormat that defined it; anything else is a format.
+            let format = config
+                .log_formats
+                .iter()
+                .rev()
+                .find(|(nickname, _)| *nickname == log.format)
+                .map_or(log.format.clone(), |(_, format)| format.clone());
+            let condition = match log.condition.as_deref() {
+                None => None,
+                Some(c) => match c.strip_prefix("env=") {
+                    Some(var) => Some(match var.strip_prefix('!') {
+                        Some(var) => (true, var.to_string()),
+                        None => (false, var.to_string()),
+                    }),
+                    None => {
+                        config.unserved_forms.push((
+                            log.span.clone(),
+                            format!("the log condition `{c}` is not implemented by wsgi serve (only env=VAR and env=!VAR)"),
+                        ));
+                        continue;
+                    }
+                },
+            };
+            match crate::logformat::parse(&format) {
+                Ok(format) => {
+                    let host = match log.host {
+                        None => &mut config.main,
+                        Some(i) => &mut config.virtual_hosts[i],
+                    };
+                    host.custom_logs.push(CustomLog {
+                        span: log.span,
+                        path: log.path,
+                        format,
+                        condition,
+                    });
+                }
+                Err(why) => config.unserved_forms.push((log.span, why)),
+            }
+        }
         for r in &self.group_refs {
             let Some(group) = config.daemon(&r.name) else {
                 errors.push(ConfigError::new(
@@ -303,6 +359,15 @@ impl ConfigBuilder {
         }
     }
 
+    /// A log file target, absolute; None for piped and syslog targets (which
+    /// [`crate::serve_support`] refuses).
+    fn log_target(&mut self, target: &str) -> Option<PathBuf> {
+        if target.starts_with('|') || target.starts_with("syslog") {
+            return None;
+        }
+        Some(self.resolve(target))
+    }
+
     /// Adds an environment line at the level it is at.
     fn env_op(&mut self, ctx: &Context, host: Option<usize>, op: EnvOp) {
         match self.section_index(ctx, host) {
@@ -386,7 +451,7 @@ impl ConfigBuilder {
             {
                 self.config.unserved_forms.push((
                     d.span.clone(),
-                    "mod_alias's one-argument form inside a section is not implemented by wsgi serve",
+                    "mod_alias's one-argument form inside a section is not implemented by wsgi serve".into(),
                 ));
             }
             "alias" | "aliasmatch" => {
@@ -462,6 +527,61 @@ impl ConfigBuilder {
                     regex,
                     target,
                 });
+            }
+            "customlog" | "transferlog" | "errorlog" | "logformat"
+                if !ctx.containers.is_empty() =>
+            {
+                self.config.unserved_forms.push((
+                    d.span.clone(),
+                    format!("{} belongs in the server or a <VirtualHost>, not in a <Directory>, <Files> or <Location> (Apache refuses it there too)", d.name),
+                ));
+            }
+            "logformat" => match d.args.as_slice() {
+                [format, nickname] => {
+                    self.config
+                        .log_formats
+                        .push((nickname.clone(), format.clone()));
+                }
+                [format] => self.default_log_format = Some(format.clone()),
+                _ => {}
+            },
+            "customlog" | "transferlog" if ctx.containers.is_empty() => {
+                let (target, format, condition) = match (name.as_str(), d.args.as_slice()) {
+                    ("transferlog", [target]) => (target, None, None),
+                    ("customlog", [target, format]) => (target, Some(format.clone()), None),
+                    ("customlog", [target, format, condition]) => {
+                        (target, Some(format.clone()), Some(condition.clone()))
+                    }
+                    _ => {
+                        return Err(bad_alias(
+                            d,
+                            "a file and a format",
+                            "CustomLog file format|nickname [env=[!]VAR]",
+                        ));
+                    }
+                };
+                let format = format.unwrap_or_else(|| {
+                    self.default_log_format
+                        .clone()
+                        .unwrap_or_else(|| crate::logformat::DEFAULT_FORMAT.to_string())
+                });
+                if let Some(path) = self.log_target(target) {
+                    self.pending_logs.push(PendingLog {
+                        span: d.span.clone(),
+                        host,
+                        path,
+                        format,
+                        condition,
+                    });
+                }
+            }
+            "errorlog" if ctx.containers.is_empty() => {
+                if let Some(path) = self.log_target(first) {
+                    match host {
+                        None => self.config.error_log = Some(path),
+                        Some(_) => self.host_mut(host).error_log = Some(path),
+                    }
+                }
             }
             "documentroot" if ctx.containers.is_empty() && !first.is_empty() => {
                 let root = self.resolve(first);

@@ -19,6 +19,7 @@ pub mod env;
 pub mod error;
 pub mod groups;
 pub mod load;
+pub mod logformat;
 pub mod model;
 pub mod options;
 pub mod proxy;

@@ -44,7 +44,11 @@ pub struct Config {
     /// Lines whose form `wsgi serve` does not implement although it implements the
     /// directive (an `Alias` inside `<Location>`), with why: refused like the directives of
     /// [`crate::serve_support`].
-    pub unserved_forms: Vec<(Span, &'static str)>,
+    pub unserved_forms: Vec<(Span, String)>,
+    /// `LogFormat format nickname` definitions, in order (a later one wins).
+    pub log_formats: Vec<(String, String)>,
+    /// The main server's `ErrorLog` file.
+    pub error_log: Option<PathBuf>,
 }
 
 /// A directive or section as it appears in a configuration file.
@@ -208,6 +212,10 @@ pub struct Host {
     pub env: Vec<crate::env::EnvOp>,
     /// mod_alias's `Alias` and `AliasMatch`, in configuration order.
     pub path_aliases: Vec<PathAlias>,
+    /// mod_log_config's `CustomLog` and `TransferLog` lines of this host.
+    pub custom_logs: Vec<CustomLog>,
+    /// A `<VirtualHost>`'s own `ErrorLog` file.
+    pub error_log: Option<PathBuf>,
     /// `DocumentRoot`: where URLs nothing else maps are served from.
     pub document_root: Option<PathBuf>,
     /// mod_alias's `Redirect`, `RedirectMatch`, `RedirectPermanent`, `RedirectTemp`, in
@@ -230,6 +238,19 @@ pub struct PathAlias {
     pub regex: Option<Regex>,
     /// The file or folder (with `$N` for `AliasMatch`).
     pub target: String,
+}
+
+/// `CustomLog file format [env=[!]VAR]` (or `TransferLog file`).
+#[derive(Debug, Clone)]
+pub struct CustomLog {
+    /// Where it is.
+    pub span: Span,
+    /// The file, absolute.
+    pub path: PathBuf,
+    /// The format, parsed (a nickname already resolved).
+    pub format: Vec<crate::logformat::LogItem>,
+    /// `env=VAR` (log only when set) or `env=!VAR` (only when not): (negated, VAR).
+    pub condition: Option<(bool, String)>,
 }
 
 /// `Redirect [status] URL-path [URL]` and its forms.

@@ -90,6 +90,9 @@ pub enum AliasTarget {
         path: PathBuf,
         /// `Require all denied` covers it: 403.
         denied: bool,
+        /// The request's environment variables (`SetEnv`, and `SetEnvIf` when the request's
+        /// facts were given), for the access log's `%{VAR}e` and `env=` conditions.
+        env: Vec<(String, String)>,
     },
 }
 
@@ -322,6 +325,15 @@ fn is_script_file(path: &Path) -> bool {
 }
 
 impl Config {
+    /// A host's canonical name (`SERVER_NAME`, `%v`): its `ServerName`, else the main
+    /// server's, else the machine's host name, as Apache.
+    pub fn canonical_name(&self, host: Option<usize>) -> &str {
+        match self.server_name(host) {
+            Some(name) => name,
+            None => default_server_name(),
+        }
+    }
+
     /// The virtual host a request is for: among the `<VirtualHost>`s whose addresses match the
     /// connection (IP-specific ones before `*`), the first whose `ServerName`/`ServerAlias`
     /// matches the Host header, else the first of them; None (the main server) when none match.
@@ -440,10 +452,11 @@ impl Config {
                 };
                 if let Some(path) = path {
                     let path = PathBuf::from(path);
-                    let (settings, _) = self.settings_for(host, &path, &uri);
+                    let (settings, levels) = self.settings_for(host, &path, &uri);
                     return Ok(Some(AliasTarget::File {
                         path,
                         denied: settings.access == Some(Access::Denied),
+                        env: crate::env::evaluate(&levels, req.facts),
                     }));
                 }
             }
@@ -467,10 +480,11 @@ impl Config {
         let mut path = root.clone().into_os_string();
         path.push(OsStr::from_bytes(&uri));
         let path = PathBuf::from(path);
-        let (settings, _) = self.settings_for(host, &path, &uri);
+        let (settings, levels) = self.settings_for(host, &path, &uri);
         Ok(Some(AliasTarget::File {
             path,
             denied: settings.access == Some(Access::Denied),
+            env: crate::env::evaluate(&levels, req.facts),
         }))
     }
 
@@ -630,10 +644,7 @@ impl Config {
                 script.display()
             )));
         }
-        let server_name = match self.server_name(host) {
-            Some(name) => name.to_string(),
-            None => default_server_name().to_string(),
-        };
+        let server_name = self.canonical_name(host).to_string();
         let group_script_name = if self.server.case_sensitive {
             script_name.clone()
         } else {
@@ -813,7 +824,7 @@ pub(crate) fn wildcard_match(pattern: &str, text: &str) -> bool {
 }
 
 /// The host name of a Host header (without port, lowercased).
-fn host_name(header: &str) -> String {
+pub fn host_name(header: &str) -> String {
     let h = header.trim();
     let name = if let Some(stripped) = h.strip_prefix('[') {
         stripped

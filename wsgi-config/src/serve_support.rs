@@ -70,8 +70,8 @@ const KEEPALIVE: Support =
 const ACCESS: Support =
     Support::Refused("access control (who may see what) is not implemented by wsgi serve yet");
 const AUTH: Support = Support::Refused("authentication is not implemented by wsgi serve yet");
-const LOGS: Support = Support::Refused(
-    "Apache's log files are not implemented by wsgi serve yet (it logs to standard error, and --access-log)",
+const PIPED_LOG: Support = Support::Refused(
+    "piped and syslog logs are not implemented by wsgi serve: log to a file (and rotate it with SIGUSR1)",
 );
 const TLS: Support = Support::Refused("TLS is not implemented by wsgi serve yet");
 const REWRITE: Support = Support::Refused("mod_rewrite is not implemented by wsgi serve");
@@ -98,6 +98,15 @@ fn require(args: &[String]) -> Support {
             Support::Implemented
         }
         _ => ACCESS,
+    }
+}
+
+/// `CustomLog`, `TransferLog`, `ErrorLog` to a file are implemented; to a program (`|...`)
+/// or syslog they are refused.
+fn log_target(args: &[String]) -> Support {
+    match args.first() {
+        Some(target) if target.starts_with('|') || target.starts_with("syslog") => PIPED_LOG,
+        _ => Support::Implemented,
     }
 }
 
@@ -314,10 +323,28 @@ pub static RULES: &[Rule] = &[
     fixed("AuthGroupFile", AUTH),
     fixed("AuthBasicProvider", AUTH),
     fixed("AuthDigestProvider", AUTH),
-    fixed("CustomLog", LOGS),
-    fixed("TransferLog", LOGS),
-    fixed("LogFormat", LOGS),
-    fixed("ErrorLog", LOGS),
+    Rule {
+        name: "CustomLog",
+        section: false,
+        support: IMPLEMENTED,
+        by_args: Some(log_target),
+        detail: "to a file, with `env=[!]VAR`; piped, syslog and `expr=` refused",
+    },
+    Rule {
+        name: "TransferLog",
+        section: false,
+        support: IMPLEMENTED,
+        by_args: Some(log_target),
+        detail: "to a file; piped and syslog refused",
+    },
+    fixed("LogFormat", IMPLEMENTED),
+    Rule {
+        name: "ErrorLog",
+        section: false,
+        support: IMPLEMENTED,
+        by_args: Some(log_target),
+        detail: "to a file; piped and syslog refused",
+    },
     fixed("SSLEngine", TLS),
     fixed("SSLCertificateFile", TLS),
     fixed("SSLCertificateKeyFile", TLS),
@@ -485,7 +512,7 @@ pub struct Unserved {
     /// The directive as written, with its arguments (`Require ip 192.0.2.1`).
     pub directive: String,
     /// What it does that `wsgi serve` does not.
-    pub why: &'static str,
+    pub why: String,
 }
 
 impl std::fmt::Display for Unserved {
@@ -538,12 +565,12 @@ pub fn unserved(config: &Config) -> Vec<Unserved> {
         .iter()
         .filter_map(|u| {
             let why = match support(&u.name, u.section, &u.args) {
-                Support::Refused(why) => why,
+                Support::Refused(why) => why.to_string(),
                 _ => config
                     .unserved_forms
                     .iter()
                     .find(|(span, _)| *span == u.span)
-                    .map(|(_, why)| *why)?,
+                    .map(|(_, why)| why.clone())?,
             };
             Some(Unserved {
                 span: u.span.clone(),
@@ -707,7 +734,10 @@ mod tests {
         ));
         assert!(matches!(s("WSGIPythonHome", &["/x"]), Support::Implemented));
         assert!(matches!(s("Alias", &["/s", "/x"]), Support::Implemented));
-        assert!(matches!(s("DirectoryIndex", &["index.php"]), Support::Refused(_)));
+        assert!(matches!(
+            s("DirectoryIndex", &["index.php"]),
+            Support::Refused(_)
+        ));
         assert!(matches!(
             support("Directory", true, &[]),
             Support::Implemented

@@ -93,6 +93,16 @@ pub enum SupervisorError {
     /// The supervisor thread could not start.
     #[error("cannot start the supervisor thread: {0}")]
     Thread(io::Error),
+    /// The `ErrorLog` of the virtual host a group is defined in cannot be opened.
+    #[error("daemon process group `{group}`: cannot open its virtual host's ErrorLog `{}`: {source}; check that its folder exists and is writable", .path.display())]
+    ErrorLog {
+        /// The daemon group.
+        group: String,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
 }
 
 /// How to run the daemon processes.
@@ -523,6 +533,9 @@ struct ExecPlan {
     spec: ProcessSpec,
     listener: UnixListener,
     env: Vec<(String, OsString)>,
+    /// The processes' stderr: the `ErrorLog` of the virtual host the group is defined in, as
+    /// mod_wsgi connects it (None: the supervisor's own stderr).
+    stderr: Option<std::fs::File>,
 }
 
 struct ExecLauncher {
@@ -539,6 +552,9 @@ impl Launcher for ExecLauncher {
         cmd.args(&self.args)
             .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
             .envs(plan.env.iter().map(|(k, v)| (k, v)));
+        if let Some(log) = &plan.stderr {
+            cmd.stderr(log.try_clone()?);
+        }
         if let Some(title) = &plan.spec.display_name {
             cmd.arg0(title);
         }
@@ -650,6 +666,23 @@ impl Supervisor {
                 (_, Some(id)) => Some(id.uid),
                 _ => None,
             };
+            let stderr = match group
+                .host
+                .and_then(|h| config.virtual_hosts.get(h)?.error_log.as_ref())
+            {
+                Some(path) => Some(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .map_err(|source| SupervisorError::ErrorLog {
+                            group: group.name.clone(),
+                            path: path.clone(),
+                            source,
+                        })?,
+                ),
+                None => None,
+            };
             let (dir, socket, listener) =
                 create_socket(config, options, group, index + 1, pid, socket_owner)?;
             dirs.push(dir);
@@ -725,6 +758,7 @@ impl Supervisor {
                 spec,
                 listener,
                 env,
+                stderr,
             });
         }
         let launcher = ExecLauncher {

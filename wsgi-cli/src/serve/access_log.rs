@@ -1,88 +1,301 @@
-//! The access log in Apache's combined format
-//! (`%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i"`), written by a thread of its own
-//! so no I/O thread waits on the disk. A line is written when the response body is finished or
-//! dropped, so `%b` counts the body bytes actually handed to the connection.
+//! Access logs: `--access-log` (Apache's combined format) and a configuration's `CustomLog`
+//! and `TransferLog` lines (mod_log_config's formats, [`wsgi_config::logformat`]), each request
+//! logged to its virtual host's logs (the main server's when it has none). The files are
+//! opened by the master process (as root, as Apache opens them) and handed over; one thread
+//! writes every line, so no I/O thread waits on a disk. A line is written when the response
+//! body is finished or dropped, so byte counts are what was handed to the connection.
 
+use std::fs::File;
 use std::io::{self, Write};
-use std::net::IpAddr;
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Buf;
 use chrono::{DateTime, Local};
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
+use wsgi_config::Config;
+use wsgi_config::logformat::{DurationUnit, LogItem};
 
-/// Where access log lines go.
+use super::error::ServeError;
+
+/// Apache's combined format, what `--access-log` writes.
+pub const COMBINED: &str = "%h %l %u %t \"%r\" %>s %b \"%{Referer}i\" \"%{User-agent}i\"";
+
+/// Where a log line goes: a file of the list the writer thread holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sink(usize);
+
+/// The thread that writes every log line to its file.
 #[derive(Clone)]
-pub struct AccessLog {
-    lines: crossbeam_channel::Sender<String>,
+pub struct LogWriter {
+    lines: crossbeam_channel::Sender<(Sink, String)>,
 }
 
-impl AccessLog {
-    /// Opens `target`: `-` is standard output, anything else a file opened for appending.
-    pub fn open(target: &Path) -> io::Result<(AccessLog, std::thread::JoinHandle<()>)> {
-        if target == Path::new("-") {
-            return Self::writing_to(Box::new(io::stdout()));
-        }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(target)?;
-        Self::from_file(file)
-    }
-
-    /// Writes to `file`, already open for appending (the master opens it, as root).
-    pub fn from_file(file: std::fs::File) -> io::Result<(AccessLog, std::thread::JoinHandle<()>)> {
-        Self::writing_to(Box::new(file))
-    }
-
-    fn writing_to(
-        out: Box<dyn Write + Send>,
-    ) -> io::Result<(AccessLog, std::thread::JoinHandle<()>)> {
-        let (tx, rx) = crossbeam_channel::unbounded::<String>();
+impl LogWriter {
+    /// Starts the thread over `outputs` (sink `i` writes to `outputs[i]`).
+    pub fn start(
+        outputs: Vec<Box<dyn Write + Send>>,
+    ) -> io::Result<(LogWriter, std::thread::JoinHandle<()>)> {
+        let (tx, rx) = crossbeam_channel::unbounded::<(Sink, String)>();
         let thread = std::thread::Builder::new()
             .name("wsgi-access-log".into())
             .spawn(move || {
-                let mut out = io::BufWriter::new(out);
-                while let Ok(line) = rx.recv() {
-                    let _ = out.write_all(line.as_bytes());
-                    while let Ok(more) = rx.try_recv() {
-                        let _ = out.write_all(more.as_bytes());
+                let mut outs: Vec<io::BufWriter<Box<dyn Write + Send>>> =
+                    outputs.into_iter().map(io::BufWriter::new).collect();
+                let mut dirty = vec![false; outs.len()];
+                while let Ok((sink, line)) = rx.recv() {
+                    let mut write = |sink: Sink, line: String| {
+                        if let Some(out) = outs.get_mut(sink.0) {
+                            let _ = out.write_all(line.as_bytes());
+                            dirty[sink.0] = true;
+                        }
+                    };
+                    write(sink, line);
+                    while let Ok((sink, line)) = rx.try_recv() {
+                        write(sink, line);
                     }
-                    if let Err(e) = out.flush() {
-                        tracing::error!("cannot write the access log: {e}");
+                    for (out, dirty) in outs.iter_mut().zip(dirty.iter_mut()) {
+                        if std::mem::take(dirty) {
+                            if let Err(e) = out.flush() {
+                                tracing::error!("cannot write an access log: {e}");
+                            }
+                        }
                     }
                 }
             })?;
-        Ok((AccessLog { lines: tx }, thread))
+        Ok((LogWriter { lines: tx }, thread))
     }
 
-    /// Queues one line (with its newline) for the log.
-    pub fn write_line(&self, line: String) {
-        let _ = self.lines.send(line);
+    /// Queues one line (with its newline) for `sink`.
+    pub fn write_line(&self, sink: Sink, line: String) {
+        let _ = self.lines.send((sink, line));
     }
 }
 
-/// What is known about a request when it arrives.
+/// One access log: where it goes, its format and its condition.
 #[derive(Debug, Clone)]
-pub struct RequestRecord {
-    /// `%h`.
-    pub remote: IpAddr,
-    /// `%t`: when the request was received.
+pub struct AccessLog {
+    /// The file.
+    pub sink: Sink,
+    /// The format.
+    pub format: Arc<Vec<LogItem>>,
+    /// `env=VAR` / `env=!VAR`: (negated, VAR).
+    pub condition: Option<(bool, String)>,
+}
+
+impl AccessLog {
+    /// A log to file `index` of the writer's list.
+    pub fn new(index: usize, format: Vec<LogItem>, condition: Option<(bool, String)>) -> Self {
+        AccessLog {
+            sink: Sink(index),
+            format: Arc::new(format),
+            condition,
+        }
+    }
+}
+
+/// Every access log of a front process, by host: `hosts[0]` the main server's, `hosts[i + 1]`
+/// virtual host `i`'s own (empty: the main server's apply); `everywhere` (`--access-log`) for
+/// every request.
+#[derive(Clone)]
+pub struct AccessLogs {
+    /// The writer thread.
+    pub writer: LogWriter,
+    /// The logs of each host.
+    pub hosts: Vec<Vec<AccessLog>>,
+    /// `--access-log`.
+    pub everywhere: Option<AccessLog>,
+}
+
+impl AccessLogs {
+    /// The logs a request to host `host` (None: the main server) goes to.
+    pub fn for_host(&self, host: Option<usize>) -> Vec<AccessLog> {
+        let own = host
+            .and_then(|i| self.hosts.get(i + 1))
+            .filter(|logs| !logs.is_empty())
+            .or_else(|| self.hosts.first());
+        own.into_iter()
+            .flatten()
+            .chain(self.everywhere.iter())
+            .cloned()
+            .collect()
+    }
+
+    /// Whether any request is logged at all.
+    pub fn any(&self) -> bool {
+        self.everywhere.is_some() || self.hosts.iter().any(|h| !h.is_empty())
+    }
+}
+
+/// Every log file a front process writes, in the order the master opens them and the front
+/// takes them over: `--access-log`, then each host's `CustomLog`/`TransferLog` files and a
+/// virtual host's own `ErrorLog` (the main server's is the master's stderr), each once.
+pub fn log_files(access_log: Option<&Path>, config: &Config) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = Vec::new();
+    let mut add = |path: &Path| {
+        if !paths.iter().any(|p| p == path) {
+            paths.push(path.to_path_buf());
+        }
+    };
+    if let Some(path) = access_log.filter(|p| p.as_os_str() != "-") {
+        add(path);
+    }
+    for host in std::iter::once(&config.main).chain(&config.virtual_hosts) {
+        for log in &host.custom_logs {
+            add(&log.path);
+        }
+        if let Some(path) = &host.error_log {
+            add(path);
+        }
+    }
+    paths
+}
+
+/// A front process's logs, built from the files the master opened ([`log_files`] order).
+pub struct FrontLogs {
+    /// The access logs (None: no request is logged).
+    pub access: Option<AccessLogs>,
+    /// Each virtual host's own `ErrorLog`.
+    pub host_errors: Vec<Option<File>>,
+    /// The writer thread, joined once every [`AccessLogs`] is dropped.
+    pub thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FrontLogs {
+    /// Sorts `files` (opened by the master for `paths`, in [`log_files`] order) into the
+    /// access logs of each host and the virtual hosts' error logs.
+    pub fn new(
+        access_log: Option<&Path>,
+        config: &Config,
+        files: Vec<File>,
+    ) -> Result<FrontLogs, ServeError> {
+        let paths = log_files(access_log, config);
+        if paths.len() != files.len() {
+            return Err(ServeError::Front(format!(
+                "the master opened {} log file(s), this configuration names {}: it changed while the front process started; reload again",
+                files.len(),
+                paths.len()
+            )));
+        }
+        let sink_of = |path: &Path| paths.iter().position(|p| p == path).unwrap_or(0);
+        let host_errors = config
+            .virtual_hosts
+            .iter()
+            .map(|host| {
+                let file = &files[sink_of(host.error_log.as_ref()?)];
+                file.try_clone().ok()
+            })
+            .collect();
+        let hosts: Vec<Vec<AccessLog>> = std::iter::once(&config.main)
+            .chain(&config.virtual_hosts)
+            .map(|host| {
+                host.custom_logs
+                    .iter()
+                    .map(|log| {
+                        AccessLog::new(
+                            sink_of(&log.path),
+                            log.format.clone(),
+                            log.condition.clone(),
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut outputs: Vec<Box<dyn Write + Send>> = files
+            .into_iter()
+            .map(|f| Box::new(f) as Box<dyn Write + Send>)
+            .collect();
+        let combined = || wsgi_config::logformat::parse(COMBINED).unwrap_or_default();
+        let everywhere = match access_log {
+            Some(path) if path.as_os_str() == "-" => {
+                outputs.push(Box::new(io::stdout()));
+                Some(AccessLog::new(outputs.len() - 1, combined(), None))
+            }
+            Some(path) => Some(AccessLog::new(sink_of(path), combined(), None)),
+            None => None,
+        };
+        if everywhere.is_none() && hosts.iter().all(Vec::is_empty) {
+            return Ok(FrontLogs {
+                access: None,
+                host_errors,
+                thread: None,
+            });
+        }
+        let (writer, thread) = LogWriter::start(outputs).map_err(ServeError::Threads)?;
+        Ok(FrontLogs {
+            access: Some(AccessLogs {
+                writer,
+                hosts,
+                everywhere,
+            }),
+            host_errors,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// What is known about a request for its log lines; the response's part is filled in as it
+/// goes.
+#[derive(Debug, Clone)]
+pub struct LogRecord {
+    /// When the request's head was read.
+    pub start: Instant,
+    /// The same, on the wall clock.
     pub time: DateTime<Local>,
-    /// `%r`: method, target and protocol, as received.
+    /// The client.
+    pub peer: SocketAddr,
+    /// The address it came in on.
+    pub local: SocketAddr,
+    /// The request line, as received.
     pub request_line: Vec<u8>,
-    /// `%{Referer}i`.
-    pub referer: Option<Vec<u8>>,
-    /// `%{User-agent}i`.
-    pub user_agent: Option<Vec<u8>>,
+    /// The method.
+    pub method: String,
+    /// The protocol (`HTTP/1.1`).
+    pub protocol: &'static str,
+    /// The URL path, as received, without the query.
+    pub path: Vec<u8>,
+    /// The query string, if any.
+    pub query: Option<Vec<u8>>,
+    /// The request headers.
+    pub request_headers: HeaderMap,
+    /// The server's canonical name (`%v`).
+    pub server_name: String,
+    /// The host the request asked for (`%V`).
+    pub host: String,
+    /// The head's size as received.
+    pub head_len: usize,
+    /// Requests served on the connection before this one.
+    pub keepalives: u64,
+    /// The status.
+    pub status: u16,
+    /// The response headers.
+    pub response_headers: HeaderMap,
+    /// The script (`%f`).
+    pub filename: Option<std::path::PathBuf>,
+    /// The request's environment variables (`%{VAR}e`).
+    pub env: Vec<(String, String)>,
+    /// Whether the connection is closed after the response.
+    pub closes: bool,
+}
+
+/// What the routing of a request adds to its log record, carried back to the logging layer
+/// in the response's extensions.
+#[derive(Debug, Clone, Default)]
+pub struct LogExtras {
+    /// The script run.
+    pub filename: Option<std::path::PathBuf>,
+    /// The environment variables of the request.
+    pub env: Vec<(String, String)>,
 }
 
 /// Apache's escaping of logged strings: `"` and `\` backslashed, control and non-ASCII bytes as
 /// `\xhh`.
-fn escape(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
+fn escape_into(out: &mut String, bytes: &[u8]) {
     for &b in bytes {
         match b {
             b'"' => out.push_str("\\\""),
@@ -91,45 +304,220 @@ fn escape(bytes: &[u8]) -> String {
             _ => out.push_str(&format!("\\x{b:02x}")),
         }
     }
-    out
 }
 
-impl RequestRecord {
-    /// The combined-format line for this request.
-    pub fn line(&self, status: u16, bytes: u64) -> String {
-        let header = |v: &Option<Vec<u8>>| v.as_deref().map_or("-".to_string(), escape);
-        format!(
-            "{} - - [{}] \"{}\" {} {} \"{}\" \"{}\"\n",
-            self.remote,
-            self.time.format("%d/%b/%Y:%H:%M:%S %z"),
-            escape(&self.request_line),
+impl LogRecord {
+    /// A record of a request as its head arrived (`target` is the raw request target); the
+    /// response's part is filled in later.
+    pub fn new(
+        peer: SocketAddr,
+        local: SocketAddr,
+        request_line: &[u8],
+        method: &str,
+        protocol: &'static str,
+        target: &[u8],
+    ) -> Self {
+        let (path, query) = match target.iter().position(|&b| b == b'?') {
+            Some(at) => (&target[..at], Some(target[at + 1..].to_vec())),
+            None => (target, None),
+        };
+        LogRecord {
+            start: Instant::now(),
+            time: Local::now(),
+            peer,
+            local,
+            request_line: request_line.to_vec(),
+            method: method.to_string(),
+            protocol,
+            path: path.to_vec(),
+            query,
+            request_headers: HeaderMap::new(),
+            server_name: String::new(),
+            host: String::new(),
+            head_len: request_line.len() + 2,
+            keepalives: 0,
+            status: 0,
+            response_headers: HeaderMap::new(),
+            filename: None,
+            env: Vec::new(),
+            closes: false,
+        }
+    }
+
+    /// The record of a request head refused before it was parsed (`line`: the request line
+    /// as far as it came).
+    pub fn refused(peer: SocketAddr, local: SocketAddr, line: &[u8], status: u16) -> Self {
+        let mut words = line.split(|&b| b == b' ');
+        let method = String::from_utf8_lossy(words.next().unwrap_or_default()).into_owned();
+        let target = words.next().unwrap_or_default();
+        LogRecord {
             status,
-            if bytes == 0 {
-                "-".to_string()
-            } else {
-                bytes.to_string()
-            },
-            header(&self.referer),
-            header(&self.user_agent),
-        )
+            closes: true,
+            ..LogRecord::new(peer, local, line, &method, "HTTP/1.1", target)
+        }
+    }
+
+    fn header_value(headers: &HeaderMap, name: &str) -> Option<Vec<u8>> {
+        let mut values = headers.get_all(name).iter();
+        let first = values.next()?;
+        let mut out = first.as_bytes().to_vec();
+        for more in values {
+            out.extend_from_slice(b", ");
+            out.extend_from_slice(more.as_bytes());
+        }
+        Some(out)
+    }
+
+    /// The line `format` gives for this request, `bytes` body bytes sent.
+    pub fn line(&self, format: &[LogItem], bytes: u64) -> String {
+        let mut out = String::with_capacity(160);
+        let elapsed = self.start.elapsed();
+        let dash_or = |out: &mut String, value: Option<Vec<u8>>| match value {
+            Some(v) if !v.is_empty() => escape_into(out, &v),
+            _ => out.push('-'),
+        };
+        for item in format {
+            match item {
+                LogItem::Text(t) => out.push_str(t),
+                LogItem::RemoteAddr => out.push_str(&self.peer.ip().to_string()),
+                LogItem::LocalAddr => out.push_str(&self.local.ip().to_string()),
+                LogItem::BytesClf if bytes == 0 => out.push('-'),
+                LogItem::BytesClf | LogItem::Bytes => out.push_str(&bytes.to_string()),
+                LogItem::Micros => out.push_str(&elapsed.as_micros().to_string()),
+                LogItem::Env(var) => dash_or(
+                    &mut out,
+                    self.env
+                        .iter()
+                        .find(|(k, _)| k == var)
+                        .map(|(_, v)| v.as_bytes().to_vec()),
+                ),
+                LogItem::Filename => dash_or(
+                    &mut out,
+                    self.filename
+                        .as_ref()
+                        .map(|f| f.as_os_str().as_encoded_bytes().to_vec()),
+                ),
+                LogItem::Protocol => out.push_str(self.protocol),
+                LogItem::RequestHeader(name) => {
+                    dash_or(&mut out, Self::header_value(&self.request_headers, name))
+                }
+                LogItem::KeepAlives => out.push_str(&self.keepalives.to_string()),
+                LogItem::Dash | LogItem::User | LogItem::LogId => out.push('-'),
+                LogItem::Method => escape_into(&mut out, self.method.as_bytes()),
+                LogItem::ResponseHeader(name) => {
+                    dash_or(&mut out, Self::header_value(&self.response_headers, name))
+                }
+                LogItem::Port { remote: true } => out.push_str(&self.peer.port().to_string()),
+                LogItem::Port { remote: false } => out.push_str(&self.local.port().to_string()),
+                LogItem::Pid => out.push_str(&std::process::id().to_string()),
+                LogItem::Query => {
+                    if let Some(q) = &self.query {
+                        out.push('?');
+                        escape_into(&mut out, q);
+                    }
+                }
+                LogItem::RequestLine => escape_into(&mut out, &self.request_line),
+                LogItem::Status => out.push_str(&self.status.to_string()),
+                LogItem::Time(None) => {
+                    out.push_str(&self.time.format("[%d/%b/%Y:%H:%M:%S %z]").to_string())
+                }
+                LogItem::Time(Some(f)) => {
+                    let since = self
+                        .time
+                        .signed_duration_since(DateTime::UNIX_EPOCH)
+                        .to_std()
+                        .unwrap_or_default();
+                    match f.as_str() {
+                        "sec" => out.push_str(&since.as_secs().to_string()),
+                        "msec" => out.push_str(&since.as_millis().to_string()),
+                        "usec" => out.push_str(&since.as_micros().to_string()),
+                        "msec_frac" => out.push_str(&format!("{:03}", since.subsec_millis())),
+                        "usec_frac" => out.push_str(&format!("{:06}", since.subsec_micros())),
+                        f => out.push_str(&self.time.format(f).to_string()),
+                    }
+                }
+                LogItem::Duration(DurationUnit::Seconds) => {
+                    out.push_str(&elapsed.as_secs().to_string())
+                }
+                LogItem::Duration(DurationUnit::Millis) => {
+                    out.push_str(&elapsed.as_millis().to_string())
+                }
+                LogItem::Duration(DurationUnit::Micros) => {
+                    out.push_str(&elapsed.as_micros().to_string())
+                }
+                LogItem::UrlPath => escape_into(&mut out, &self.path),
+                LogItem::ServerName => out.push_str(&self.server_name),
+                LogItem::Host => escape_into(&mut out, self.host.as_bytes()),
+                LogItem::ConnStatus => out.push(if self.closes { '-' } else { '+' }),
+                LogItem::BytesIn => {
+                    let body: u64 = Self::header_value(&self.request_headers, "content-length")
+                        .and_then(|v| String::from_utf8(v).ok()?.trim().parse().ok())
+                        .unwrap_or(0);
+                    out.push_str(&(self.head_len as u64 + body).to_string())
+                }
+                LogItem::BytesOut => {
+                    // The head as hyper writes it: the status line, Date, the headers, CRLF.
+                    let reason = http::StatusCode::from_u16(self.status)
+                        .ok()
+                        .and_then(|s| s.canonical_reason())
+                        .unwrap_or("");
+                    let status_line = "HTTP/1.1 200 ".len() + reason.len() + 2;
+                    let date = "date: Sat, 05 Dec 2026 01:49:57 GMT\r\n".len();
+                    let headers: usize = self
+                        .response_headers
+                        .iter()
+                        .map(|(n, v)| n.as_str().len() + 2 + v.len() + 2)
+                        .sum();
+                    let head = status_line + date + headers + 2;
+                    out.push_str(&(head as u64 + bytes).to_string())
+                }
+            }
+        }
+        out.push('\n');
+        out
+    }
+}
+
+/// The logs a finished response is written to, with its record.
+pub struct LogJob {
+    /// The writer.
+    pub writer: LogWriter,
+    /// The logs.
+    pub logs: Vec<AccessLog>,
+    /// The record.
+    pub record: LogRecord,
+}
+
+impl LogJob {
+    /// Writes the request's line to each log whose condition holds; `bytes` body bytes were
+    /// sent.
+    pub fn write(self, bytes: u64) {
+        for log in &self.logs {
+            if let Some((negated, var)) = &log.condition {
+                let set = self.record.env.iter().any(|(k, _)| k == var);
+                if set == *negated {
+                    continue;
+                }
+            }
+            self.writer
+                .write_line(log.sink, self.record.line(&log.format, bytes));
+        }
     }
 }
 
 /// A response body that counts what it yields and logs the request when it is dropped.
 pub struct LoggedBody<B> {
     inner: B,
-    log: Option<(AccessLog, RequestRecord)>,
-    status: u16,
+    log: Option<Box<LogJob>>,
     bytes: u64,
 }
 
 impl<B> LoggedBody<B> {
     /// Wraps `inner`; with no log it only passes through.
-    pub fn new(inner: B, log: Option<(AccessLog, RequestRecord)>, status: u16) -> Self {
+    pub fn new(inner: B, log: Option<Box<LogJob>>) -> Self {
         LoggedBody {
             inner,
             log,
-            status,
             bytes: 0,
         }
     }
@@ -137,8 +525,8 @@ impl<B> LoggedBody<B> {
 
 impl<B> Drop for LoggedBody<B> {
     fn drop(&mut self) {
-        if let Some((log, record)) = self.log.take() {
-            log.write_line(record.line(self.status, self.bytes));
+        if let Some(job) = self.log.take() {
+            job.write(self.bytes);
         }
     }
 }
@@ -177,31 +565,72 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
+    fn record() -> LogRecord {
+        let mut request_headers = HeaderMap::new();
+        request_headers.insert(
+            "referer",
+            "http://www.example.com/start.html".parse().unwrap(),
+        );
+        request_headers.insert(
+            "user-agent",
+            http::HeaderValue::from_bytes(b"Mozilla/4.08 \"x\"").unwrap(),
+        );
+        let mut response_headers = HeaderMap::new();
+        response_headers.insert("x-id", "abc".parse().unwrap());
+        LogRecord {
+            start: Instant::now(),
+            time: Local.with_ymd_and_hms(2000, 10, 10, 13, 55, 36).unwrap(),
+            peer: "127.0.0.1:50000".parse().unwrap(),
+            local: "127.0.0.1:8080".parse().unwrap(),
+            request_line: b"GET /apache_pb.gif?x=1 HTTP/1.0".to_vec(),
+            method: "GET".into(),
+            protocol: "HTTP/1.0",
+            path: b"/apache_pb.gif".to_vec(),
+            query: Some(b"x=1".to_vec()),
+            request_headers,
+            server_name: "example.com".into(),
+            host: "www.example.com".into(),
+            head_len: 100,
+            keepalives: 2,
+            status: 200,
+            response_headers,
+            filename: None,
+            env: vec![("APP".into(), "one".into())],
+            closes: false,
+        }
+    }
+
     #[test]
     fn combined_format() {
-        let record = RequestRecord {
-            remote: "127.0.0.1".parse().unwrap(),
-            time: Local.with_ymd_and_hms(2000, 10, 10, 13, 55, 36).unwrap(),
-            request_line: b"GET /apache_pb.gif HTTP/1.0".to_vec(),
-            referer: Some(b"http://www.example.com/start.html".to_vec()),
-            user_agent: Some(b"Mozilla/4.08 \"x\"\x01".to_vec()),
-        };
-        let line = record.line(200, 2326);
+        let format = wsgi_config::logformat::parse(COMBINED).unwrap();
+        let line = record().line(&format, 2326);
         assert!(
             line.starts_with("127.0.0.1 - - [10/Oct/2000:13:55:36 "),
             "{line}"
         );
         assert!(
             line.ends_with(
-                "] \"GET /apache_pb.gif HTTP/1.0\" 200 2326 \"http://www.example.com/start.html\" \"Mozilla/4.08 \\\"x\\\"\\x01\"\n"
+                "] \"GET /apache_pb.gif?x=1 HTTP/1.0\" 200 2326 \"http://www.example.com/start.html\" \"Mozilla/4.08 \\\"x\\\"\"\n"
             ),
             "{line}"
         );
-        let empty = RequestRecord {
-            referer: None,
-            user_agent: None,
-            ..record
+        let empty = LogRecord {
+            request_headers: HeaderMap::new(),
+            status: 304,
+            ..record()
         };
-        assert!(empty.line(304, 0).ends_with("304 - \"-\" \"-\"\n"));
+        assert!(empty.line(&format, 0).ends_with("304 - \"-\" \"-\"\n"));
+    }
+
+    #[test]
+    fn other_directives() {
+        let format = wsgi_config::logformat::parse(
+            "%v:%p %A %m %U%q %H %{x-id}o %{APP}e %{NONE}e %k %X %f %B",
+        )
+        .unwrap();
+        assert_eq!(
+            record().line(&format, 0),
+            "example.com:8080 127.0.0.1 GET /apache_pb.gif?x=1 HTTP/1.0 abc one - 2 + - 0\n"
+        );
     }
 }

@@ -52,6 +52,11 @@ pub struct ConnShared {
 }
 
 impl ConnShared {
+    /// How many responses were started on the connection.
+    pub fn responses(&self) -> u64 {
+        self.response_epoch.load(Ordering::Relaxed)
+    }
+
     /// Marks the start of a response (its write allowance starts from zero).
     pub fn response_started(&self) {
         self.response_epoch.fetch_add(1, Ordering::Relaxed);

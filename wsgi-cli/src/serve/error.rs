@@ -82,9 +82,9 @@ pub enum ServeError {
     /// The front process could not be started.
     #[error("the front process did not start: {0}")]
     Front(String),
-    /// The access log file cannot be opened.
-    #[error("cannot open the access log `{}`: {source}: check that its folder exists and is writable", .path.display())]
-    AccessLog {
+    /// A log file (`--access-log`, `CustomLog`, `ErrorLog`) cannot be opened.
+    #[error("cannot open the log file `{}`: {source}: check that its folder exists and is writable", .path.display())]
+    LogFile {
         /// The file.
         path: PathBuf,
         /// The OS error.

@@ -35,7 +35,7 @@ use wsgi_config::MapHeadToGet;
 use wsgi_config::route::{AliasTarget, ProcessGroup, Route, RouteRequest};
 use wsgi_interp::{CallOptions, RequestHead, Scheme, ScriptSpec};
 
-use super::access_log::{AccessLog, LoggedBody, RequestRecord};
+use super::access_log::{AccessLogs, LogExtras, LogJob, LogRecord, LoggedBody};
 use super::bridge::{
     BodyFailure, BodyLimits, ChannelBody, Collected, ResponseReceiver, ResponseStart, collect_body,
     request_body, response_channel,
@@ -43,6 +43,7 @@ use super::bridge::{
 use super::conn::{ConnIo, ConnShared, WriteLimits};
 use super::control::FrontControl;
 use super::daemons::DaemonPools;
+use super::error_log::{self, InHost};
 use super::head::{HeadTap, Heads};
 use super::pool::{AppCall, Job, JobResult, Refused, WorkerPool, error_status};
 use super::sendfile::{SendfileStream, file_bytes};
@@ -112,8 +113,8 @@ pub struct Front {
     pub pool: Option<WorkerPool>,
     /// The daemon process groups' front pools.
     pub daemons: Option<DaemonPools>,
-    /// The access log, if any.
-    pub access_log: Option<AccessLog>,
+    /// The access logs (`--access-log`, `CustomLog`), if any.
+    pub logs: Option<AccessLogs>,
     /// `wsgi.multithread`.
     pub multithread: bool,
     /// Protocol limits.
@@ -449,15 +450,21 @@ fn refused_by_hyper(front: &Front, conn: &ConnInfo, e: &hyper::Error) {
         request = %String::from_utf8_lossy(&line).escape_debug(),
         "{status}: {e}"
     );
-    if let Some(log) = &front.access_log {
-        let record = RequestRecord {
-            remote: conn.peer.ip(),
-            time: chrono::Local::now(),
-            request_line: line.to_vec(),
-            referer: None,
-            user_agent: None,
+    if let Some(logs) = &front.logs {
+        let host = front
+            .site
+            .config
+            .select_host(Some(conn.local.ip()), conn.route_port, None);
+        let record = LogRecord::refused(conn.peer, conn.local, &line, status);
+        let job = LogJob {
+            writer: logs.writer.clone(),
+            logs: logs.for_host(host),
+            record: LogRecord {
+                server_name: front.site.config.canonical_name(host).to_string(),
+                ..record
+            },
         };
-        log.write_line(record.line(status, 0));
+        job.write(0);
     }
 }
 
@@ -496,19 +503,44 @@ async fn handle(
             (Bytes::copy_from_slice(seen), Bytes::from(line), None)
         }
     };
-    let record = front.access_log.as_ref().map(|log| {
-        let header =
-            |name: header::HeaderName| req.headers().get(name).map(|v| v.as_bytes().to_vec());
-        (
-            log.clone(),
-            RequestRecord {
-                remote: conn.peer.ip(),
-                time: chrono::Local::now(),
-                request_line: request_line.to_vec(),
-                referer: header(header::REFERER),
-                user_agent: header(header::USER_AGENT),
-            },
-        )
+    // An absolute-form target's authority replaces the Host header, as in Apache.
+    let host = req.uri().authority().map(|a| a.to_string()).or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+    });
+    let host_logs = error_log::any_host_logs();
+    let vhost = if front.logs.is_some() || host_logs {
+        front
+            .site
+            .config
+            .select_host(Some(conn.local.ip()), conn.route_port, host.as_deref())
+    } else {
+        None
+    };
+    let record = front.logs.as_ref().map(|logs| {
+        let server_name = front.site.config.canonical_name(vhost).to_string();
+        let record = LogRecord {
+            host: host
+                .as_deref()
+                .map(wsgi_config::route::host_name)
+                .unwrap_or_else(|| server_name.clone()),
+            server_name,
+            head_len: head_len.unwrap_or(request_line.len() + 2),
+            keepalives: conn.shared.responses(),
+            closes: wants_close(&req),
+            request_headers: req.headers().clone(),
+            ..LogRecord::new(
+                conn.peer,
+                conn.local,
+                &request_line,
+                req.method().as_str(),
+                protocol(req.version()),
+                &target,
+            )
+        };
+        (logs, record)
     });
     let verdict = strict::check(
         &strict::Head {
@@ -523,7 +555,10 @@ async fn handle(
         &front.limits.head,
     );
     let mut response = match verdict {
-        Verdict::Pass => dispatch(&front, &conn, req, target).await,
+        Verdict::Pass if host_logs => {
+            InHost::new(vhost, Box::pin(dispatch(&front, &conn, req, target, host))).await
+        }
+        Verdict::Pass => dispatch(&front, &conn, req, target, host).await,
         Verdict::ServerOptions => server_options(),
         Verdict::Refuse(refusal) => {
             tracing::info!(
@@ -542,8 +577,57 @@ async fn handle(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     conn.shared.response_started();
-    let status = response.status().as_u16();
-    Ok(response.map(|body| LoggedBody::new(body, record, status)))
+    let job = record.map(|(logs, mut record)| {
+        record.status = response.status().as_u16();
+        record.response_headers = response.headers().clone();
+        record.closes = record.closes
+            || response
+                .headers()
+                .get(header::CONNECTION)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        if let Some(extras) = response.extensions_mut().remove::<LogExtras>() {
+            record.filename = extras.filename;
+            record.env = extras.env;
+        }
+        Box::new(LogJob {
+            writer: logs.writer.clone(),
+            logs: logs.for_host(vhost),
+            record,
+        })
+    });
+    Ok(response.map(|body| LoggedBody::new(body, job)))
+}
+
+/// Whether the client asked for its connection to close after this request (HTTP/1.0
+/// without keep-alive, or `Connection: close`).
+fn wants_close<B>(req: &Request<B>) -> bool {
+    let has = |token: &[u8]| {
+        req.headers().get_all(header::CONNECTION).iter().any(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+        })
+    };
+    if req.version() == Version::HTTP_10 {
+        !has(b"keep-alive")
+    } else {
+        has(b"close")
+    }
+}
+
+/// Adds what the access log's `%f` and `%{VAR}e` show to a response (when there are logs).
+fn with_log_extras(
+    mut response: Response<ResponseBody>,
+    front: &Front,
+    filename: Option<std::path::PathBuf>,
+    env: Vec<(String, String)>,
+) -> Response<ResponseBody> {
+    if front.logs.is_some() {
+        response
+            .extensions_mut()
+            .insert(LogExtras { filename, env });
+    }
+    response
 }
 
 /// `OPTIONS *`: what the server allows, as Apache answers it.
@@ -566,53 +650,32 @@ fn protocol(version: Version) -> &'static str {
     }
 }
 
+/// Answers a request that passed the head checks: `host` is its Host (or absolute-form
+/// authority).
 async fn dispatch(
     front: &Front,
     conn: &ConnInfo,
     req: Request<Incoming>,
     target: Bytes,
+    host: Option<String>,
 ) -> Response<ResponseBody> {
     let site = &front.site;
     let path = req.uri().path().to_string();
     if let Some((alias, rest)) = site.alias_for(&path) {
         return serve_static(alias, rest, &req).await;
     }
-    // An absolute-form target's authority replaces the Host header, as in Apache.
-    let host = req.uri().authority().map(|a| a.to_string()).or_else(|| {
-        req.headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
-    });
-    // mod_alias first (mod_wsgi's WSGIScriptAlias yields to it): Redirect, then Alias.
-    let mapped = site.config.map_alias(
-        &RouteRequest {
-            local_ip: Some(conn.local.ip()),
-            local_port: conn.route_port,
-            host: host.as_deref(),
-            path: &path,
-            facts: None,
-        },
-        req.uri().query(),
-    );
-    match mapped {
-        Ok(Some(AliasTarget::Redirect { status, location })) => {
-            return redirect(status, location, host.as_deref(), conn);
-        }
-        Ok(Some(AliasTarget::File { path: file, denied })) => {
-            if denied {
-                tracing::info!(method = %req.method(), path, "403: `Require all denied` covers {}", file.display());
-                return error_response(StatusCode::FORBIDDEN);
-            }
-            return serve_file(&file, &req, host.as_deref(), conn).await;
-        }
-        Ok(None) => {}
-        Err(e) => {
-            tracing::info!(method = %req.method(), path, "{}: {e}", e.status());
-            return refuse(e.status());
-        }
+    /// Where a request goes, decided before anything is awaited. (A stack temporary,
+    /// consumed at once: boxing the route would cost an allocation per request.)
+    #[allow(clippy::large_enum_variant)]
+    enum Decision {
+        /// mod_alias's `Redirect`, `Alias` (or a refusal of the path).
+        Alias(Result<AliasTarget, wsgi_config::route::RouteError>),
+        /// A `WSGIScriptAlias`.
+        App(Route),
+        /// The `DocumentRoot`, if any.
+        Document(Result<Option<AliasTarget>, wsgi_config::route::RouteError>),
     }
-    let routed = {
+    let decision = {
         // What SetEnvIf tests: Request_URI is the decoded path (Apache's r->uri).
         let uri = wsgi_config::route::normalize_path(&path)
             .map(|decoded| decoded.iter().map(|&b| char::from(b)).collect::<String>())
@@ -635,39 +698,59 @@ async fn dispatch(
             server_addr: conn.local.ip(),
             header: &header,
         };
-        site.config.route(&RouteRequest {
+        let request = RouteRequest {
             local_ip: Some(conn.local.ip()),
             local_port: conn.route_port,
             host: host.as_deref(),
             path: &path,
             facts: Some(&facts),
-        })
-    };
-    match routed {
-        Ok(Some(route)) => run_app(front, conn, route, req, target).await,
-        Ok(None) => {
-            let document = site.config.document_file(&RouteRequest {
-                local_ip: Some(conn.local.ip()),
-                local_port: conn.route_port,
-                host: host.as_deref(),
-                path: &path,
-                facts: None,
-            });
-            match document {
-                Ok(Some(AliasTarget::File {
-                    path: file,
-                    denied: false,
-                })) => serve_file(&file, &req, host.as_deref(), conn).await,
-                Ok(Some(_)) => error_response(StatusCode::FORBIDDEN),
-                _ => {
-                    tracing::info!(method = %req.method(), path, "404: no WSGIScriptAlias, Alias, DocumentRoot or --url-alias covers the path");
-                    error_response(StatusCode::NOT_FOUND)
-                }
-            }
+        };
+        // mod_alias first (mod_wsgi's WSGIScriptAlias yields to it): Redirect, then Alias.
+        match site.config.map_alias(&request, req.uri().query()) {
+            Ok(Some(target)) => Decision::Alias(Ok(target)),
+            Err(e) => Decision::Alias(Err(e)),
+            Ok(None) => match site.config.route(&request) {
+                Ok(Some(route)) => Decision::App(route),
+                Ok(None) => Decision::Document(site.config.document_file(&request)),
+                Err(e) => Decision::Alias(Err(e)),
+            },
         }
-        Err(e) => {
+    };
+    match decision {
+        Decision::Alias(Ok(AliasTarget::Redirect { status, location })) => {
+            redirect(status, location, host.as_deref(), conn)
+        }
+        Decision::Alias(Ok(AliasTarget::File {
+            path: file,
+            denied,
+            env,
+        }))
+        | Decision::Document(Ok(Some(AliasTarget::File {
+            path: file,
+            denied,
+            env,
+        }))) => {
+            let response = if denied {
+                tracing::info!(method = %req.method(), path, "403: `Require all denied` covers {}", file.display());
+                error_response(StatusCode::FORBIDDEN)
+            } else {
+                serve_file(&file, &req, host.as_deref(), conn).await
+            };
+            with_log_extras(response, front, Some(file), env)
+        }
+        Decision::Alias(Err(e)) => {
             tracing::info!(method = %req.method(), path, "{}: {e}", e.status());
             refuse(e.status())
+        }
+        Decision::App(route) if front.logs.is_some() => {
+            let (script, env) = (route.script.clone(), route.env.clone());
+            let response = run_app(front, conn, route, req, target).await;
+            with_log_extras(response, front, Some(script), env)
+        }
+        Decision::App(route) => run_app(front, conn, route, req, target).await,
+        Decision::Document(_) => {
+            tracing::info!(method = %req.method(), path, "404: no WSGIScriptAlias, Alias, DocumentRoot or --url-alias covers the path");
+            error_response(StatusCode::NOT_FOUND)
         }
     }
 }
@@ -798,6 +881,7 @@ async fn run_app(
         arrived,
         ticket: Arc::clone(&ticket),
         done,
+        host: route.host,
     };
     let may_wait = match pool.submit(job).await {
         Ok(may_wait) => may_wait,

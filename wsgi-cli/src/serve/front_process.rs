@@ -1,5 +1,5 @@
 //! The front process of `wsgi serve` (`wsgi front-process`, started only by the master, see
-//! [`super::master`]): it takes the listening sockets, control socket and access log the
+//! [`super::master`]): it takes the listening sockets, control socket and log files the
 //! master hands over, reads the configuration, becomes the unprivileged user (before it
 //! starts a thread, reads a client byte or starts Python), then serves HTTP: embedded
 //! applications in its own Python, daemon-mode ones through the daemon groups' sockets.
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use super::access_log::AccessLog;
+use super::access_log::FrontLogs;
 use super::control::FrontControl;
 use super::daemons::DaemonPools;
 use super::error::ServeError;
@@ -43,12 +43,19 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
             "`wsgi front-process` is started by `wsgi serve` only: run `wsgi serve` instead".into(),
         )
     })?;
-    let access_file = inherit::take_access_log();
+    let log_files = inherit::take_log_files();
     let sockets: HashMap<String, PathBuf> = take_env(DAEMON_SOCKETS)
         .and_then(|json| serde_json::from_str(&json).ok())
         .unwrap_or_default();
     let identity = take_env(FRONT_IDENTITY);
     let site = Site::load(args.source(), args.aliases()?)?;
+    let FrontLogs {
+        access: access_logs,
+        host_errors,
+        thread: log_thread,
+    } = FrontLogs::new(args.access_log.as_deref(), &site.config, log_files)?;
+    super::error_log::set_host_logs(host_errors);
+    super::init_tracing(args.log_level);
     // From here on, never root (unless --allow-root): the configuration is read, nothing else
     // needs the privileges.
     match identity.as_deref() {
@@ -76,16 +83,6 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
     let status_listener = args
         .status_addr
         .and_then(|addr| inherit::claim(&mut inherited, addr));
-    let access_log = match (&args.access_log, access_file) {
-        (_, Some(file)) => Some(AccessLog::from_file(file).map_err(ServeError::Threads)?),
-        (Some(path), None) if path.as_os_str() == "-" => Some(AccessLog::open(path).map_err(
-            |source| ServeError::AccessLog {
-                path: path.clone(),
-                source,
-            },
-        )?),
-        _ => None,
-    };
     let graceful = seconds(args.graceful_timeout);
     let daemons = DaemonPools::start(
         &site.config,
@@ -162,7 +159,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
         site: Arc::new(site),
         pool,
         daemons,
-        access_log: access_log.as_ref().map(|(log, _)| log.clone()),
+        logs: access_logs,
         multithread: threads > 1,
         limits: args.limits(),
         control: Some(control.clone()),
@@ -237,8 +234,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
         }
     }
     drop(front);
-    if let Some((log, thread)) = access_log {
-        drop(log);
+    if let Some(thread) = log_thread {
         let _ = thread.join();
     }
     Ok(())
@@ -282,8 +278,9 @@ fn preload_import_scripts(runtime: &wsgi_interp::Runtime, site: &Site) {
 }
 
 impl Signals {
-    /// The front's wait: SIGTERM and SIGINT stop it, or `master_gone` resolving; SIGHUP is
-    /// the master's (a terminal hang-up reaches the whole process group) and is ignored here.
+    /// The front's wait: SIGTERM and SIGINT stop it, or `master_gone` resolving; SIGHUP and
+    /// SIGUSR1 are the master's (a terminal hang-up, or a `kill` of the whole process group)
+    /// and are ignored here.
     async fn wait(mut self, master_gone: impl Future<Output = ()>) -> &'static str {
         tokio::pin!(master_gone);
         loop {
@@ -291,6 +288,7 @@ impl Signals {
                 _ = self.term.recv() => return "SIGTERM",
                 _ = self.int.recv() => return "SIGINT",
                 _ = self.hup.recv() => continue,
+                _ = self.usr1.recv() => continue,
                 () = &mut master_gone => return "the master process is gone",
             }
         }

@@ -1,5 +1,5 @@
 //! Descriptors the master process hands to a front process it starts: the listening sockets
-//! (bound as root), the control socket, the access log (opened as root). Each is named, by
+//! (bound as root), the control socket, the log files (opened as root). Each is named, by
 //! descriptor number, in an environment variable of the child, and kept open across its
 //! `exec` only in that child: the master's copies stay close-on-exec, so the daemon processes
 //! it starts never inherit them (a listening socket held by a daemon would keep accepting after
@@ -16,8 +16,8 @@ use nix::sys::stat::{SFlag, fstat};
 pub const LISTEN_FDS: &str = "WSGI_RS_LISTEN_FDS";
 /// The variable naming the control socket.
 pub const CONTROL_FD: &str = "WSGI_RS_CONTROL_FD";
-/// The variable naming the access log file.
-pub const ACCESS_LOG_FD: &str = "WSGI_RS_ACCESS_LOG_FD";
+/// The variable naming the log files (`access_log::log_files` order).
+pub const LOG_FDS: &str = "WSGI_RS_LOG_FDS";
 
 /// Makes `command`'s child keep `fds` open across its `exec` (they stay close-on-exec in this
 /// process).
@@ -102,10 +102,13 @@ pub fn take_control() -> Option<std::os::unix::net::UnixStream> {
     own(fd, |fd| is_kind(fd, SFlag::S_IFSOCK)).map(std::os::unix::net::UnixStream::from)
 }
 
-/// Takes the access log file the master opened.
-pub fn take_access_log() -> Option<std::fs::File> {
-    let fd = named(ACCESS_LOG_FD).into_iter().next()?;
-    own(fd, |fd| !is_kind(fd, SFlag::S_IFSOCK)).map(std::fs::File::from)
+/// Takes the log files the master opened, in its order (a descriptor that is not a file
+/// ends the list short, which the front reports).
+pub fn take_log_files() -> Vec<std::fs::File> {
+    named(LOG_FDS)
+        .into_iter()
+        .map_while(|fd| own(fd, |fd| !is_kind(fd, SFlag::S_IFSOCK)).map(std::fs::File::from))
+        .collect()
 }
 
 /// `fds` as the value of a variable naming them.

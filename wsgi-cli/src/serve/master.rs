@@ -20,6 +20,7 @@
 //! * A front process that dies is started again (with back-off), as Apache replaces a child.
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
@@ -30,9 +31,11 @@ use tokio::io::BufReader;
 use tokio::process::Child;
 use tokio::sync::oneshot;
 
+use super::access_log::log_files;
 use super::control::{self, ToFront, ToMaster};
 use super::daemons::{DaemonGroups, status_table};
 use super::error::ServeError;
+use super::error_log;
 use super::privileges::{self, Account, Identity};
 use super::site::{Site, UrlAlias};
 use super::{DAEMON_READY_WAIT, ServeArgs, Signals, bind, inherit, listen_addresses, seconds};
@@ -222,7 +225,7 @@ async fn serve_control(
 /// Starts a front process for `site` on `sockets`, and waits until it accepts connections.
 async fn start_front(
     sockets: &Sockets,
-    access_log: Option<&std::fs::File>,
+    log_files: &[std::fs::File],
     identity: &Identity,
     daemons: Option<&Arc<DaemonGroups>>,
 ) -> Result<(Child, String, Option<usize>), ServeError> {
@@ -245,9 +248,10 @@ async fn start_front(
     command.env(inherit::LISTEN_FDS, inherit::list(&keep));
     command.env(inherit::CONTROL_FD, theirs.as_raw_fd().to_string());
     keep.push(theirs.as_raw_fd());
-    if let Some(file) = access_log {
-        command.env(inherit::ACCESS_LOG_FD, file.as_raw_fd().to_string());
-        keep.push(file.as_raw_fd());
+    if !log_files.is_empty() {
+        let fds: Vec<_> = log_files.iter().map(AsRawFd::as_raw_fd).collect();
+        command.env(inherit::LOG_FDS, inherit::list(&fds));
+        keep.extend(fds);
     }
     let sockets_map: HashMap<&String, &PathBuf> = daemons
         .map(|d| d.sockets().iter().collect())
@@ -324,9 +328,13 @@ async fn start_generation(
     args: &ServeArgs,
     site: Site,
     sockets: &Sockets,
-    access_log: Option<&std::fs::File>,
 ) -> Result<Generation, ServeError> {
     let mut site = site;
+    // Opened as root, for this front only: a reload opens them again (log rotation).
+    let log_files = log_files(args.access_log.as_deref(), &site.config)
+        .iter()
+        .map(|path| error_log::open_log(path))
+        .collect::<Result<Vec<_>, _>>()?;
     let identity = front_identity(args, &site)?;
     // Daemon groups run as the front's user unless they (or the configuration) name theirs.
     if let (Identity::Account(account), None) = (&identity, &site.config.user) {
@@ -353,7 +361,7 @@ async fn start_generation(
         .await
         .map_err(|e| ServeError::Front(e.to_string()))??
     };
-    match start_front(sockets, access_log, &identity, daemons.as_ref()).await {
+    match start_front(sockets, &log_files, &identity, daemons.as_ref()).await {
         Ok((front, python, threads)) => Ok(Generation {
             site,
             identity,
@@ -397,31 +405,32 @@ enum Event {
 pub fn run(args: ServeArgs) -> Result<(), ServeError> {
     let aliases = args.aliases()?;
     let site = Site::load(args.source(), aliases.clone())?;
-    for w in &site.warnings {
-        tracing::warn!("{w}");
-    }
-    for n in &site.notes {
-        tracing::info!("{n}");
-    }
-    let sockets = Sockets::bind(&args, &site, None)?;
-    let access_log = match &args.access_log {
-        Some(path) if path.as_os_str() != "-" => Some(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|source| ServeError::AccessLog {
-                    path: path.clone(),
-                    source,
-                })?,
-        ),
-        _ => None,
+    // The main ErrorLog, opened as Apache opens it (before privileges go): this process's
+    // stderr from now on, and its children's.
+    let terminal = match &site.config.error_log {
+        Some(path) => Some(error_log::redirect_stderr(path)?),
+        None => None,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(ServeError::Threads)?;
-    runtime.block_on(serve(args, aliases, site, sockets, access_log))
+    super::init_tracing(args.log_level);
+    let started = (|| {
+        for w in &site.warnings {
+            tracing::warn!("{w}");
+        }
+        for n in &site.notes {
+            tracing::info!("{n}");
+        }
+        let sockets = Sockets::bind(&args, &site, None)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(ServeError::Threads)?;
+        runtime.block_on(serve(args, aliases, site, sockets))
+    })();
+    if let (Err(e), Some(mut terminal)) = (&started, terminal) {
+        // Shown where `wsgi serve` was started too, not only in the ErrorLog.
+        let _ = writeln!(terminal, "wsgi serve: error: {e}");
+    }
+    started
 }
 
 async fn serve(
@@ -429,12 +438,11 @@ async fn serve(
     aliases: Vec<UrlAlias>,
     site: Site,
     mut sockets: Sockets,
-    access_log: Option<std::fs::File>,
 ) -> Result<(), ServeError> {
     let graceful = seconds(args.graceful_timeout);
     // Before the banner: whoever reads it may signal at once.
     let mut signals = Signals::install()?;
-    let mut current = start_generation(&args, site, &sockets, access_log.as_ref()).await?;
+    let mut current = start_generation(&args, site, &sockets).await?;
     print!("{}", banner(&args, &current, &sockets));
     let mut watch = args
         .reload_on_changes
@@ -445,6 +453,7 @@ async fn serve(
             _ = signals.term.recv() => Event::Stop("SIGTERM"),
             _ = signals.int.recv() => Event::Stop("SIGINT"),
             _ = signals.hup.recv() => Event::Reload("SIGHUP".into()),
+            _ = signals.usr1.recv() => Event::Reload("SIGUSR1".into()),
             status = current.front.wait() => Event::FrontExited(status),
             changed = poll_sources(&mut watch) => Event::Reload(format!("{} changed", changed.display())),
         };
@@ -454,27 +463,25 @@ async fn serve(
                 tracing::info!("{signal}: stopping (in-flight requests finish first)");
                 break;
             }
-            Event::Reload(why) => {
-                match next_generation(&args, &aliases, &sockets, access_log.as_ref(), &why).await {
-                    Ok((next, new_sockets)) => {
-                        let old = std::mem::replace(&mut current, next);
-                        sockets = new_sockets;
-                        if let Some(w) = watch.as_mut() {
-                            *w = super::reload::SourceWatch::new(
-                                super::reload::SourceWatch::roots(&current.site),
-                            );
-                        }
-                        tracing::info!(
-                            pid = current.front.id().unwrap_or(0),
-                            "{why}: reloaded; the previous front process finishes its requests and stops"
-                        );
-                        retiring.push(retire(old, graceful));
+            Event::Reload(why) => match next_generation(&args, &aliases, &sockets, &why).await {
+                Ok((next, new_sockets)) => {
+                    let old = std::mem::replace(&mut current, next);
+                    sockets = new_sockets;
+                    if let Some(w) = watch.as_mut() {
+                        *w = super::reload::SourceWatch::new(super::reload::SourceWatch::roots(
+                            &current.site,
+                        ));
                     }
-                    Err(e) => {
-                        tracing::error!("{why}: {e}; still serving the previous configuration")
-                    }
+                    tracing::info!(
+                        pid = current.front.id().unwrap_or(0),
+                        "{why}: reloaded; the previous front process finishes its requests and stops"
+                    );
+                    retiring.push(retire(old, graceful));
                 }
-            }
+                Err(e) => {
+                    tracing::error!("{why}: {e}; still serving the previous configuration")
+                }
+            },
             Event::FrontExited(status) => {
                 let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
                 // Back-off: at once after a long run, then up to 30 s between attempts.
@@ -496,7 +503,7 @@ async fn serve(
                 // The configuration is read and checked again, as for a reload: a front process
                 // never serves what the master did not check.
                 let why = "restarting the front process".to_string();
-                match next_generation(&args, &aliases, &sockets, access_log.as_ref(), &why).await {
+                match next_generation(&args, &aliases, &sockets, &why).await {
                     Ok((next, new_sockets)) => {
                         let old = std::mem::replace(&mut current, next);
                         current.restarts = old.restarts + 1;
@@ -529,7 +536,6 @@ async fn serve(
     if let Some(d) = daemons {
         let _ = tokio::task::spawn_blocking(move || d.stop()).await;
     }
-    drop(access_log);
     tracing::info!("stopped");
     Ok(())
 }
@@ -540,7 +546,6 @@ async fn next_generation(
     args: &ServeArgs,
     aliases: &[UrlAlias],
     sockets: &Sockets,
-    access_log: Option<&std::fs::File>,
     why: &str,
 ) -> Result<(Generation, Sockets), String> {
     let loaded = {
@@ -559,7 +564,11 @@ async fn next_generation(
     tracing::info!(
         "{why}: the configuration is valid; starting a new front process beside the running one"
     );
-    let next = start_generation(args, site, &new_sockets, access_log)
+    if let Some(path) = &site.config.error_log {
+        // Opened again, as the access logs are: what rotates the main error log.
+        error_log::redirect_stderr(path).map_err(|e| e.to_string())?;
+    }
+    let next = start_generation(args, site, &new_sockets)
         .await
         .map_err(|e| e.to_string())?;
     if let Some(d) = &next.daemons {

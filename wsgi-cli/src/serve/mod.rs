@@ -24,7 +24,9 @@
 //!   embedded.
 //! * [`status`]: the opt-in `--status-addr` endpoint `wsgi status` reads (the state comes
 //!   from the master over [`control`]).
-//! * [`access_log`]: Apache combined format, from a thread of its own.
+//! * [`access_log`]: `--access-log` (Apache's combined format) and `CustomLog`, from a thread
+//!   of its own; [`error_log`]: `ErrorLog`, the main one as the master's stderr, a virtual
+//!   host's for the lines about its requests.
 
 pub mod access_log;
 pub mod bridge;
@@ -32,6 +34,7 @@ pub mod conn;
 pub mod control;
 pub mod daemons;
 pub mod error;
+pub mod error_log;
 pub mod front;
 #[allow(unsafe_code)]
 pub mod front_process;
@@ -380,6 +383,9 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
     Ok(listener)
 }
 
+/// Starts logging to stderr, or to a virtual host's `ErrorLog` for the lines about its
+/// requests ([`error_log::Writer`]). Called once the main `ErrorLog` is the process's stderr
+/// and the virtual hosts' logs are known (colours only for a terminal).
 fn init_tracing(level: LogLevel) {
     let filter = tracing_subscriber::EnvFilter::new(format!(
         "{level},hyper=warn,hyper_util=warn",
@@ -387,18 +393,21 @@ fn init_tracing(level: LogLevel) {
     ));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()) && !error_log::any_host_logs(),
+        )
+        .with_writer(error_log::Writer)
         .with_target(false)
         .try_init();
 }
 
-/// A process's signal streams (SIGTERM, SIGINT, SIGHUP), installed before anyone who could
-/// send them learns the pid.
+/// A process's signal streams (SIGTERM, SIGINT, SIGHUP, SIGUSR1), installed before anyone
+/// who could send them learns the pid.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -409,6 +418,7 @@ impl Signals {
             term: signal(SignalKind::terminate()).map_err(ServeError::Threads)?,
             int: signal(SignalKind::interrupt()).map_err(ServeError::Threads)?,
             hup: signal(SignalKind::hangup()).map_err(ServeError::Threads)?,
+            usr1: signal(SignalKind::user_defined1()).map_err(ServeError::Threads)?,
         })
     }
 }
@@ -416,12 +426,10 @@ impl Signals {
 /// Runs `wsgi serve` until SIGTERM/SIGINT (the master process). Start-up problems are
 /// returned before anything is served; after that the server only stops on a signal.
 pub fn run(args: ServeArgs) -> Result<(), ServeError> {
-    init_tracing(args.log_level);
     master::run(args)
 }
 
 /// Runs a front process (`wsgi front-process`, started by the master only).
 pub fn run_front(args: ServeArgs) -> Result<(), ServeError> {
-    init_tracing(args.log_level);
     front_process::run(args)
 }

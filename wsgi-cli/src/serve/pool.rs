@@ -149,6 +149,9 @@ pub struct Job {
     pub ticket: Arc<Ticket>,
     /// Where the worker reports how it ended.
     pub done: oneshot::Sender<JobResult>,
+    /// The virtual host of the request: the lines logged while it runs (its application's
+    /// output too) go to that host's `ErrorLog`, if it has one.
+    pub host: Option<usize>,
 }
 
 /// Who a queued job belongs to: still waiting, taken by a worker, or withdrawn at the queue
@@ -336,6 +339,7 @@ fn worker(host: &dyn AppHost, jobs: crossbeam_channel::Receiver<Queued>, queue_t
             arrived,
             ticket,
             done,
+            host: log_host,
         } = job;
         if sink.client_gone() || done.is_closed() {
             let _ = done.send(JobResult::Abandoned);
@@ -351,7 +355,9 @@ fn worker(host: &dyn AppHost, jobs: crossbeam_channel::Receiver<Queued>, queue_t
         if !ticket.take() {
             continue;
         }
-        let outcome = match host.call(&app, &head, &mut body, &mut sink) {
+        let called =
+            super::error_log::in_host(log_host, || host.call(&app, &head, &mut body, &mut sink));
+        let outcome = match called {
             Ok(outcome) => outcome,
             Err(e) => {
                 drop(sink);
@@ -458,6 +464,7 @@ mod tests {
                 arrived,
                 ticket: Arc::default(),
                 done,
+                host: None,
             },
             done_rx,
             receiver,
@@ -510,6 +517,7 @@ mod tests {
                 arrived: Instant::now(),
                 ticket: Arc::default(),
                 done,
+                host: None,
             };
             (job, done_rx, receiver)
         };

@@ -296,6 +296,10 @@ impl Server {
         self.signal("-HUP");
     }
 
+    pub fn sigusr1(&self) {
+        self.signal("-USR1");
+    }
+
     /// Waits for the process to exit, at most `limit`.
     pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + limit;
