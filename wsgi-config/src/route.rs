@@ -325,6 +325,16 @@ fn is_script_file(path: &Path) -> bool {
 }
 
 impl Config {
+    /// Whether any `SetEnvIf`/`BrowserMatch` line tests requests: without one, routing needs
+    /// no [`crate::env::RequestFacts`].
+    pub fn tests_requests(&self) -> bool {
+        std::iter::once(&self.main)
+            .chain(&self.virtual_hosts)
+            .flat_map(|h| std::iter::once(&h.env).chain(h.sections.iter().map(|s| &s.env)))
+            .flatten()
+            .any(|op| matches!(op, crate::env::EnvOp::SetIf(_)))
+    }
+
     /// A host's canonical name (`SERVER_NAME`, `%v`): its `ServerName`, else the main
     /// server's, else the machine's host name, as Apache.
     pub fn canonical_name(&self, host: Option<usize>) -> &str {

@@ -677,9 +677,13 @@ async fn dispatch(
     }
     let decision = {
         // What SetEnvIf tests: Request_URI is the decoded path (Apache's r->uri).
-        let uri = wsgi_config::route::normalize_path(&path)
-            .map(|decoded| decoded.iter().map(|&b| char::from(b)).collect::<String>())
-            .unwrap_or_else(|_| path.clone());
+        let uri = if site.tests_requests {
+            wsgi_config::route::normalize_path(&path)
+                .map(|decoded| decoded.iter().map(|&b| char::from(b)).collect::<String>())
+                .unwrap_or_else(|_| path.clone())
+        } else {
+            String::new()
+        };
         let header = |name: &str| {
             let mut values = req.headers().get_all(name).iter();
             let first = values.next()?;
@@ -703,7 +707,7 @@ async fn dispatch(
             local_port: conn.route_port,
             host: host.as_deref(),
             path: &path,
-            facts: Some(&facts),
+            facts: site.tests_requests.then_some(&facts),
         };
         // mod_alias first (mod_wsgi's WSGIScriptAlias yields to it): Redirect, then Alias.
         match site.config.map_alias(&request, req.uri().query()) {

@@ -122,6 +122,8 @@ pub struct Site {
     pub warnings: Vec<String>,
     /// Directives accepted with no effect, each once, with what applies instead.
     pub notes: Vec<String>,
+    /// Whether routing tests requests (`SetEnvIf`): else no request's facts are gathered.
+    pub tests_requests: bool,
 }
 
 impl Site {
@@ -169,6 +171,7 @@ impl Site {
         aliases.sort_by_key(|a| std::cmp::Reverse(a.url.len()));
         Ok(Site {
             source,
+            tests_requests: config.tests_requests(),
             config,
             aliases,
             python_home,
