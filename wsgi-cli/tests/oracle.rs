@@ -368,3 +368,305 @@ Alias /static/ {d}/static/
         assert_eq!(got, expected, "{log}");
     }
 }
+
+/// `Require` (all, ip, local, host, env, method, valid-user, user, group, with `not`),
+/// `<RequireAll>`/`<RequireAny>`/`<RequireNone>`, `AuthType Basic` with an htpasswd file in
+/// bcrypt, MD5 and SHA1 (made by Apache's own `htpasswd`) and `AuthGroupFile`: the same
+/// statuses, challenges, `REMOTE_USER`/`AUTH_TYPE` and access log users as Apache.
+#[test]
+fn access_control_and_basic_authentication_as_apache() {
+    if !apache::have_debian_mod_wsgi() {
+        return;
+    }
+    let dir = util::scratch_world_readable("wsgi-oracle-");
+    let root = dir.path();
+    let d = root.display().to_string();
+    let htpasswd = root.join("htpasswd");
+    for (i, (flag, user)) in [("-B", "alice"), ("-m", "bob"), ("-s", "carol")]
+        .iter()
+        .enumerate()
+    {
+        let create = if i == 0 { "-c" } else { "" };
+        let mut cmd = std::process::Command::new("htpasswd");
+        if !create.is_empty() {
+            cmd.arg(create);
+        }
+        let ok = cmd
+            .args([
+                "-b",
+                flag,
+                htpasswd.to_str().unwrap(),
+                user,
+                &format!("{user}-pw"),
+            ])
+            .status()
+            .expect("Apache's htpasswd (apache2-utils) runs")
+            .success();
+        assert!(ok);
+    }
+    std::fs::set_permissions(
+        &htpasswd,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    util::write_world_readable(&root.join("groups"), "admins: alice dave\nstaff: bob\n");
+    for sub in ["files", "files/secret"] {
+        let p = root.join(sub);
+        std::fs::create_dir(&p).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    util::write_world_readable(&root.join("files/open.txt"), "open file\n");
+    util::write_world_readable(&root.join("files/secret/x.txt"), "secret file\n");
+    let app = util::write_world_readable(
+        &root.join("app.wsgi"),
+        "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [('%s user=%s type=%s' % (environ['PATH_INFO'], environ.get('REMOTE_USER'), environ.get('AUTH_TYPE'))).encode()]\n",
+    );
+    let basic = |realm: &str| {
+        format!("    AuthType Basic\n    AuthName \"{realm}\"\n    AuthUserFile {d}/htpasswd\n")
+    };
+    let site = |logs: &Path| {
+        format!(
+            r#"LoadModule alias_module /usr/lib/apache2/modules/mod_alias.so
+LoadModule setenvif_module /usr/lib/apache2/modules/mod_setenvif.so
+LoadModule authz_host_module /usr/lib/apache2/modules/mod_authz_host.so
+LoadModule authz_user_module /usr/lib/apache2/modules/mod_authz_user.so
+LoadModule authz_groupfile_module /usr/lib/apache2/modules/mod_authz_groupfile.so
+LoadModule authn_core_module /usr/lib/apache2/modules/mod_authn_core.so
+LoadModule authn_file_module /usr/lib/apache2/modules/mod_authn_file.so
+LoadModule auth_basic_module /usr/lib/apache2/modules/mod_auth_basic.so
+CustomLog {logs}/access.log "%u %>s %U"
+WSGIScriptAlias /app {app}
+Alias /files/ {d}/files/
+SetEnvIf X-Trusted "^yes$" TRUSTED
+<Directory {d}>
+    Require all granted
+</Directory>
+<Directory {d}/files/secret>
+{secret}    Require valid-user
+</Directory>
+<Location /app/ip-other>
+    Require ip 192.0.2.1 10.1
+</Location>
+<Location /app/ip-local>
+    Require ip 127.0.0.0/255.0.0.0
+</Location>
+<Location /app/local>
+    Require local
+</Location>
+<Location /app/not-local>
+    <RequireAll>
+        Require all granted
+        Require not ip 127.0.0.1
+    </RequireAll>
+</Location>
+<Location /app/env>
+    Require env TRUSTED
+</Location>
+<Location /app/method>
+    Require method GET HEAD
+</Location>
+<Location /app/host>
+    Require host localhost
+</Location>
+<Location /app/user>
+{members}    Require valid-user
+</Location>
+<Location /app/alice>
+{alice}    Require user alice
+</Location>
+<Location /app/group>
+{group}    AuthGroupFile {d}/groups
+    Require group admins
+</Location>
+<Location /app/either>
+{either}    <RequireAny>
+        Require ip 192.0.2.1
+        Require valid-user
+    </RequireAny>
+</Location>
+<Location /app/none>
+    <RequireAll>
+        Require all granted
+        <RequireNone>
+            Require ip 127.0.0.1
+            Require env TRUSTED
+        </RequireNone>
+    </RequireAll>
+</Location>
+<Location /app/no-auth-type>
+    Require valid-user
+</Location>
+<Location /app/no-realm>
+    AuthType Basic
+    AuthUserFile {d}/htpasswd
+    Require valid-user
+</Location>
+<Location /app/both>
+{both}    <RequireAll>
+        Require valid-user
+        Require not user bob
+    </RequireAll>
+</Location>
+"#,
+            logs = logs.display(),
+            app = app.display(),
+            secret = basic("Secret files"),
+            members = basic("Members only"),
+            alice = basic("Alice"),
+            group = basic("Admins"),
+            either = basic("Either"),
+            both = basic("Not bob"),
+        )
+    };
+    let theirs_root = root.join("apache");
+    let ours_logs = root.join("ours");
+    for p in [&theirs_root, &ours_logs] {
+        std::fs::create_dir(p).unwrap();
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let theirs =
+        apache::Apache::start_with_module(&theirs_root, &debian_mod_wsgi(), &site(&theirs_root));
+    let ours = serve(root, &site(&ours_logs));
+    let auth = |user: &str, password: &str| {
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        format!("Basic {token}")
+    };
+    /// A method, a path and extra headers.
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, String)>);
+    let cases: Vec<Case> = vec![
+        ("GET", "/app/ip-other", vec![]),
+        ("GET", "/app/ip-local", vec![]),
+        ("GET", "/app/local", vec![]),
+        ("GET", "/app/not-local", vec![]),
+        ("GET", "/app/env", vec![]),
+        ("GET", "/app/env", vec![("X-Trusted", "yes".into())]),
+        ("GET", "/app/method", vec![]),
+        ("POST", "/app/method", vec![]),
+        ("GET", "/app/host", vec![]),
+        ("GET", "/app/user", vec![]),
+        (
+            "GET",
+            "/app/user",
+            vec![("Authorization", auth("alice", "wrong"))],
+        ),
+        (
+            "GET",
+            "/app/user",
+            vec![("Authorization", auth("nobody", "x"))],
+        ),
+        (
+            "GET",
+            "/app/user",
+            vec![("Authorization", auth("alice", "alice-pw"))],
+        ),
+        (
+            "GET",
+            "/app/user",
+            vec![("Authorization", auth("bob", "bob-pw"))],
+        ),
+        (
+            "GET",
+            "/app/user",
+            vec![("Authorization", auth("carol", "carol-pw"))],
+        ),
+        (
+            "GET",
+            "/app/user",
+            vec![("Authorization", "Bearer abc".into())],
+        ),
+        (
+            "GET",
+            "/app/alice",
+            vec![("Authorization", auth("bob", "bob-pw"))],
+        ),
+        (
+            "GET",
+            "/app/alice",
+            vec![("Authorization", auth("alice", "alice-pw"))],
+        ),
+        (
+            "GET",
+            "/app/group",
+            vec![("Authorization", auth("bob", "bob-pw"))],
+        ),
+        (
+            "GET",
+            "/app/group",
+            vec![("Authorization", auth("alice", "alice-pw"))],
+        ),
+        ("GET", "/app/either", vec![]),
+        (
+            "GET",
+            "/app/either",
+            vec![("Authorization", auth("carol", "carol-pw"))],
+        ),
+        ("GET", "/app/none", vec![]),
+        (
+            "GET",
+            "/app/both",
+            vec![("Authorization", auth("bob", "bob-pw"))],
+        ),
+        (
+            "GET",
+            "/app/both",
+            vec![("Authorization", auth("carol", "carol-pw"))],
+        ),
+        ("GET", "/app/no-auth-type", vec![]),
+        (
+            "GET",
+            "/app/no-auth-type",
+            vec![("Authorization", auth("bob", "bob-pw"))],
+        ),
+        (
+            "GET",
+            "/app/no-realm",
+            vec![("Authorization", auth("bob", "bob-pw"))],
+        ),
+        ("GET", "/files/open.txt", vec![]),
+        ("GET", "/files/secret/x.txt", vec![]),
+        (
+            "GET",
+            "/files/secret/x.txt",
+            vec![("Authorization", auth("bob", "bob-pw"))],
+        ),
+    ];
+    let summarize = |status: u16, head: &str, body: &[u8]| {
+        let challenge = head
+            .lines()
+            .find_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.trim()
+                    .eq_ignore_ascii_case("www-authenticate")
+                    .then(|| v.trim().to_string())
+            })
+            .unwrap_or_default();
+        let body = if status == 200 {
+            String::from_utf8_lossy(body).into_owned()
+        } else {
+            String::new()
+        };
+        format!("{status} challenge={challenge:?} body={body:?}")
+    };
+    for (method, path, headers) in &cases {
+        let mut headers: Vec<(&str, &str)> =
+            headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        headers.push(("Host", "localhost"));
+        let (status, head, body) = theirs.request(method, path, &headers, b"");
+        let expected = summarize(status, &head, &body);
+        let got = ours.request(method, path, &headers, b"");
+        let got_head: String = got
+            .headers
+            .iter()
+            .map(|(n, v)| format!("{n}: {v}\n"))
+            .collect();
+        assert_eq!(
+            summarize(got.status, &got_head, &got.body),
+            expected,
+            "{method} {path} {headers:?}"
+        );
+    }
+    let expected = log_lines(&theirs_root.join("access.log"), cases.len());
+    let got = log_lines(&ours_logs.join("access.log"), cases.len());
+    assert_eq!(got, expected);
+}

@@ -971,7 +971,7 @@ fn config_lines_wsgi_serve_does_not_implement_stop_the_start() {
     let conf = write(
         &dir.path().join("site.conf"),
         &format!(
-            "ServerAdmin webmaster@example.com\nWSGIScriptAlias / {}\n<Location /private>\n    AuthType Basic\n    Require valid-user\n</Location>\n",
+            "ServerAdmin webmaster@example.com\nWSGIScriptAlias / {}\n<Location /private>\n    AuthType Digest\n    Require expr true\n</Location>\n",
             app.display()
         ),
     );
@@ -987,11 +987,11 @@ fn config_lines_wsgi_serve_does_not_implement_stop_the_start() {
         "{err}"
     );
     assert!(
-        err.contains(&format!("error: {shown}:4: `AuthType Basic`: authentication is not implemented by wsgi serve yet")),
+        err.contains(&format!("error: {shown}:4: `AuthType Digest`: only AuthType Basic with the file provider is implemented by wsgi serve")),
         "{err}"
     );
     assert!(
-        err.contains(&format!("error: {shown}:5: `Require valid-user`")),
+        err.contains(&format!("error: {shown}:5: `Require expr true`")),
         "{err}"
     );
     assert!(err.contains("or remove the line"), "{err}");

@@ -587,16 +587,52 @@ impl ConfigBuilder {
                 let root = self.resolve(first);
                 self.host_mut(host).document_root = Some(root);
             }
-            "require" if d.args.len() == 2 && first.eq_ignore_ascii_case("all") => {
-                let access = if d.args[1].eq_ignore_ascii_case("granted") {
-                    Some(Access::Granted)
-                } else if d.args[1].eq_ignore_ascii_case("denied") {
-                    Some(Access::Denied)
-                } else {
-                    None
-                };
-                if let (Some(access), Ok(settings)) = (access, self.settings_mut(ctx, host)) {
-                    settings.access = Some(access);
+            "require" => match crate::authz::parse_require(&d.args) {
+                Ok((negated, requirement)) => {
+                    // The Require containers the line is in, inside its section.
+                    let mut path = Vec::new();
+                    for c in &ctx.containers {
+                        let logic = match c.kind.to_ascii_lowercase().as_str() {
+                            "requireall" => crate::authz::Logic::All,
+                            "requireany" => crate::authz::Logic::Any,
+                            "requirenone" => crate::authz::Logic::None,
+                            _ => {
+                                if section_kind(&c.kind).is_some() {
+                                    path.clear();
+                                }
+                                continue;
+                            }
+                        };
+                        path.push((c.span.clone(), logic));
+                    }
+                    if let Ok(settings) = self.settings_mut(ctx, host) {
+                        let root = settings.authz.get_or_insert_with(|| {
+                            std::sync::Arc::new(crate::authz::AuthzNode::section_root())
+                        });
+                        std::sync::Arc::make_mut(root).insert(
+                            &path,
+                            crate::authz::AuthzNode::Require {
+                                negated,
+                                requirement,
+                                span: d.span.clone(),
+                            },
+                        );
+                    }
+                }
+                Err(why) => self.config.unserved_forms.push((d.span.clone(), why)),
+            },
+            "authtype" | "authname" | "authuserfile" | "authgroupfile" | "authbasicprovider"
+                if !first.is_empty() =>
+            {
+                let resolved = self.resolve(first);
+                if let Ok(settings) = self.settings_mut(ctx, host) {
+                    match name.as_str() {
+                        "authtype" => settings.auth_type = Some(first.to_string()),
+                        "authname" => settings.auth_name = Some(first.to_string()),
+                        "authuserfile" => settings.auth_user_file = Some(resolved),
+                        "authgroupfile" => settings.auth_group_file = Some(resolved),
+                        _ => settings.auth_basic_provider = Some(d.args.clone()),
+                    }
                 }
             }
             _ => {}
@@ -1408,7 +1444,14 @@ mod tests {
         let s = &c.main.sections[0];
         assert_eq!(s.pattern, "/srv/project");
         assert_eq!(s.settings.application_group, Some(GroupSpec::Global));
-        assert_eq!(s.settings.access, Some(Access::Granted));
+        assert!(matches!(
+            s.settings.authz.as_deref(),
+            Some(crate::authz::AuthzNode::Container { children, .. })
+                if matches!(&children[..], [crate::authz::AuthzNode::Require {
+                    requirement: crate::authz::Requirement::All(true),
+                    ..
+                }])
+        ));
         assert!(matches!(&s.env[..], [crate::env::EnvOp::Set(k, v)] if k == "APP" && v == "one"));
     }
 

@@ -11,6 +11,7 @@
 // directive, never on a request path, so their size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod authz;
 pub mod builder;
 pub mod check;
 pub mod daemon;

@@ -398,8 +398,19 @@ pub struct WsgiSettings {
     pub auth_group_script: Option<AuxScript>,
     /// `WSGIHandlerScript` handlers.
     pub handler_scripts: Vec<HandlerScript>,
-    /// `Require all granted` / `Require all denied`, the only access rules interpreted here.
-    pub access: Option<Access>,
+    /// The section's `Require` lines, as a tree (AuthMerging Off: the innermost section
+    /// with any wins whole).
+    pub authz: Option<std::sync::Arc<crate::authz::AuthzNode>>,
+    /// `AuthType` (`Basic`, or `None`).
+    pub auth_type: Option<String>,
+    /// `AuthName`: the realm.
+    pub auth_name: Option<String>,
+    /// `AuthUserFile`: the htpasswd file.
+    pub auth_user_file: Option<PathBuf>,
+    /// `AuthGroupFile`: `group: user user...` lines.
+    pub auth_group_file: Option<PathBuf>,
+    /// `AuthBasicProvider`, in order.
+    pub auth_basic_provider: Option<Vec<String>>,
 }
 
 impl WsgiSettings {
@@ -425,7 +436,12 @@ impl WsgiSettings {
             access_script,
             auth_user_script,
             auth_group_script,
-            access
+            authz,
+            auth_type,
+            auth_name,
+            auth_user_file,
+            auth_group_file,
+            auth_basic_provider
         );
         self.trusted_proxy_headers
             .extend(inner.trusted_proxy_headers.iter().cloned());
@@ -434,15 +450,6 @@ impl WsgiSettings {
         self.handler_scripts
             .extend(inner.handler_scripts.iter().cloned());
     }
-}
-
-/// `Require all granted|denied`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Access {
-    /// `Require all granted`.
-    Granted,
-    /// `Require all denied`.
-    Denied,
 }
 
 /// An address or a network (`WSGITrustedProxies`).

@@ -73,7 +73,7 @@ pub struct Route {
 }
 
 /// What mod_alias makes of a request ([`Config::map_alias`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum AliasTarget {
     /// Answer with a redirect: the status, and the `Location` (none for 410 Gone and other
     /// statuses that are not redirects). A target starting with `/` is made absolute by the
@@ -88,8 +88,8 @@ pub enum AliasTarget {
     File {
         /// The path.
         path: PathBuf,
-        /// `Require all denied` covers it: 403.
-        denied: bool,
+        /// Its section's settings: who may see it (`authz`, `auth_*`).
+        settings: Box<WsgiSettings>,
         /// The request's environment variables (`SetEnv`, and `SetEnvIf` when the request's
         /// facts were given), for the access log's `%{VAR}e` and `env=` conditions.
         env: Vec<(String, String)>,
@@ -465,7 +465,7 @@ impl Config {
                     let (settings, levels) = self.settings_for(host, &path, &uri);
                     return Ok(Some(AliasTarget::File {
                         path,
-                        denied: settings.access == Some(Access::Denied),
+                        settings: Box::new(settings),
                         env: crate::env::evaluate(&levels, req.facts),
                     }));
                 }
@@ -493,7 +493,7 @@ impl Config {
         let (settings, levels) = self.settings_for(host, &path, &uri);
         Ok(Some(AliasTarget::File {
             path,
-            denied: settings.access == Some(Access::Denied),
+            settings: Box::new(settings),
             env: crate::env::evaluate(&levels, req.facts),
         }))
     }
@@ -647,13 +647,9 @@ impl Config {
             script_name.pop();
         }
         let path_info = latin1(&uri[script_name_len..]);
+        // Who may see it (`settings.authz`) is the front's to check: Apache checks it before
+        // mod_wsgi runs, `wsgi serve` before the request reaches a worker.
         let (settings, env) = self.settings_for(host, &script, uri);
-        if settings.access == Some(Access::Denied) {
-            return Err(RouteError::Forbidden(format!(
-                "`Require all denied` covers {}",
-                script.display()
-            )));
-        }
         let server_name = self.canonical_name(host).to_string();
         let group_script_name = if self.server.case_sensitive {
             script_name.clone()

@@ -67,9 +67,17 @@ const SIZING: Support = Support::NoEffect(
 );
 const KEEPALIVE: Support =
     Support::NoEffect("keep-alive is always on; an idle connection closes after --header-timeout");
-const ACCESS: Support =
-    Support::Refused("access control (who may see what) is not implemented by wsgi serve yet");
-const AUTH: Support = Support::Refused("authentication is not implemented by wsgi serve yet");
+const ACCESS: Support = Support::Refused(
+    "this access control form is not implemented by wsgi serve (Require all, ip, local, host, env, method, valid-user, user and group are)",
+);
+const COMPAT: Support = Support::Refused(
+    "mod_access_compat's Order/Allow/Deny/Satisfy are not implemented by wsgi serve: write them as Require lines",
+);
+const LIMIT: Support = Support::Refused(
+    "per-method sections are not implemented by wsgi serve: use `Require method` inside <RequireAll>",
+);
+const AUTH: Support =
+    Support::Refused("only AuthType Basic with the file provider is implemented by wsgi serve");
 const PIPED_LOG: Support = Support::Refused(
     "piped and syslog logs are not implemented by wsgi serve: log to a file (and rotate it with SIGUSR1)",
 );
@@ -86,18 +94,32 @@ const ERRORS: Support = Support::Refused("custom error pages are not implemented
 const EXPIRES: Support =
     Support::Refused("response caching headers (mod_expires) are not implemented by wsgi serve");
 
-/// `Require all granted` and `Require all denied` are implemented; anything else is access
-/// control wsgi serve does not do yet.
+/// `Require` with the providers [`crate::authz`] evaluates is implemented; another provider
+/// (`expr`, `ldap-*`, `dbd-*` ...) is refused.
 fn require(args: &[String]) -> Support {
+    match crate::authz::parse_require(args) {
+        Ok(_) => Support::Implemented,
+        Err(_) => ACCESS,
+    }
+}
+
+/// `AuthType Basic` (or `None`) is implemented; Digest and Form are refused.
+fn auth_type(args: &[String]) -> Support {
     match args {
-        [all, what]
-            if all.eq_ignore_ascii_case("all")
-                && (what.eq_ignore_ascii_case("granted")
-                    || what.eq_ignore_ascii_case("denied")) =>
-        {
+        [t] if t.eq_ignore_ascii_case("basic") || t.eq_ignore_ascii_case("none") => {
             Support::Implemented
         }
-        _ => ACCESS,
+        _ => AUTH,
+    }
+}
+
+/// `AuthBasicProvider file` is implemented; other providers (`wsgi`, `ldap`, `dbm`) are
+/// refused.
+fn auth_basic_provider(args: &[String]) -> Support {
+    if args.iter().all(|p| p.eq_ignore_ascii_case("file")) {
+        Support::Implemented
+    } else {
+        AUTH
     }
 }
 
@@ -192,7 +214,7 @@ pub static RULES: &[Rule] = &[
         section: false,
         support: IMPLEMENTED,
         by_args: Some(require),
-        detail: "`all granted` and `all denied`; other forms refused",
+        detail: "`all`, `ip`, `local`, `host`, `env`, `method`, `valid-user`, `user`, `group` (with `not`); other providers refused",
     },
     // Accepted: they do not change what is served or to whom.
     fixed(
@@ -308,20 +330,32 @@ pub static RULES: &[Rule] = &[
     fixed("SetEnvIfNoCase", IMPLEMENTED),
     fixed("BrowserMatch", IMPLEMENTED),
     fixed("BrowserMatchNoCase", IMPLEMENTED),
-    section("RequireAll", ACCESS),
-    section("RequireAny", ACCESS),
-    section("RequireNone", ACCESS),
-    section("Limit", ACCESS),
-    section("LimitExcept", ACCESS),
-    fixed("Order", ACCESS),
-    fixed("Allow", ACCESS),
-    fixed("Deny", ACCESS),
-    fixed("Satisfy", ACCESS),
-    fixed("AuthType", AUTH),
-    fixed("AuthName", AUTH),
-    fixed("AuthUserFile", AUTH),
-    fixed("AuthGroupFile", AUTH),
-    fixed("AuthBasicProvider", AUTH),
+    section("RequireAll", IMPLEMENTED),
+    section("RequireAny", IMPLEMENTED),
+    section("RequireNone", IMPLEMENTED),
+    section("Limit", LIMIT),
+    section("LimitExcept", LIMIT),
+    fixed("Order", COMPAT),
+    fixed("Allow", COMPAT),
+    fixed("Deny", COMPAT),
+    fixed("Satisfy", COMPAT),
+    Rule {
+        name: "AuthType",
+        section: false,
+        support: IMPLEMENTED,
+        by_args: Some(auth_type),
+        detail: "`Basic` (and `None`); Digest and Form refused",
+    },
+    fixed("AuthName", IMPLEMENTED),
+    fixed("AuthUserFile", IMPLEMENTED),
+    fixed("AuthGroupFile", IMPLEMENTED),
+    Rule {
+        name: "AuthBasicProvider",
+        section: false,
+        support: IMPLEMENTED,
+        by_args: Some(auth_basic_provider),
+        detail: "`file`; `wsgi` (WSGIAuthUserScript) and others refused",
+    },
     fixed("AuthDigestProvider", AUTH),
     Rule {
         name: "CustomLog",
@@ -668,7 +702,7 @@ mod tests {
              KeepAliveTimeout 5\n\
              WSGIScriptAlias / /srv/app.wsgi\n\
              <Location /private>\n\
-             \x20   Require ip 192.0.2.1\n\
+             \x20   Require expr %{REMOTE_ADDR} == '192.0.2.1'\n\
              </Location>\n\
              <Directory /srv>\n\
              \x20   Require all granted\n\
@@ -683,7 +717,7 @@ mod tests {
         let refused: Vec<String> = unserved(&config).iter().map(ToString::to_string).collect();
         assert_eq!(refused.len(), 3, "{refused:#?}");
         assert!(
-            refused[0].starts_with("site.conf:6: `Require ip 192.0.2.1`: access control"),
+            refused[0].starts_with("site.conf:6: `Require expr %{REMOTE_ADDR} == 192.0.2.1`: this access control form is not implemented"),
             "{}",
             refused[0]
         );
@@ -717,9 +751,19 @@ mod tests {
             support(name, false, &args)
         };
         assert_eq!(s("require", &["all", "denied"]), Support::Implemented);
-        assert!(matches!(s("Require", &["valid-user"]), Support::Refused(_)));
-        assert!(matches!(
+        assert_eq!(s("Require", &["valid-user"]), Support::Implemented);
+        assert_eq!(
             s("Require", &["not", "ip", "1.2.3.4"]),
+            Support::Implemented
+        );
+        assert!(matches!(
+            s("Require", &["ldap-group", "x"]),
+            Support::Refused(_)
+        ));
+        assert!(matches!(s("AuthType", &["Digest"]), Support::Refused(_)));
+        assert_eq!(s("AuthBasicProvider", &["file"]), Support::Implemented);
+        assert!(matches!(
+            s("AuthBasicProvider", &["wsgi"]),
             Support::Refused(_)
         ));
         assert!(matches!(s("AllowOverride", &["All"]), Support::Refused(_)));

@@ -475,7 +475,24 @@ Require all denied
 ",
         &p,
     );
-    assert_eq!(route_err(&c, "/").status(), 403);
+    // The route carries its section's rules; the front evaluates them.
+    let authz = route(&c, 80, "/")
+        .settings
+        .authz
+        .expect("the section's Require");
+    let request = wsgi_config::authz::AuthzRequest {
+        client: "127.0.0.1".parse().unwrap(),
+        server: "127.0.0.1".parse().unwrap(),
+        method: "GET",
+        env_set: &|_| false,
+        user: None,
+        groups: &|_| Vec::new(),
+        host_name: &|| None,
+    };
+    assert_eq!(
+        authz.evaluate(&request),
+        wsgi_config::authz::Outcome::Denied
+    );
 }
 
 #[test]

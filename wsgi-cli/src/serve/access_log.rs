@@ -281,6 +281,8 @@ pub struct LogRecord {
     pub env: Vec<(String, String)>,
     /// Whether the connection is closed after the response.
     pub closes: bool,
+    /// The authenticated user (`%u`).
+    pub user: Option<String>,
 }
 
 /// What the routing of a request adds to its log record, carried back to the logging layer
@@ -291,6 +293,8 @@ pub struct LogExtras {
     pub filename: Option<std::path::PathBuf>,
     /// The environment variables of the request.
     pub env: Vec<(String, String)>,
+    /// The authenticated user (`%u`).
+    pub user: Option<String>,
 }
 
 /// Apache's escaping of logged strings: `"` and `\` backslashed, control and non-ASCII bytes as
@@ -341,6 +345,7 @@ impl LogRecord {
             filename: None,
             env: Vec::new(),
             closes: false,
+            user: None,
         }
     }
 
@@ -402,7 +407,10 @@ impl LogRecord {
                     dash_or(&mut out, Self::header_value(&self.request_headers, name))
                 }
                 LogItem::KeepAlives => out.push_str(&self.keepalives.to_string()),
-                LogItem::Dash | LogItem::User | LogItem::LogId => out.push('-'),
+                LogItem::User => {
+                    dash_or(&mut out, self.user.as_ref().map(|u| u.as_bytes().to_vec()))
+                }
+                LogItem::Dash | LogItem::LogId => out.push('-'),
                 LogItem::Method => escape_into(&mut out, self.method.as_bytes()),
                 LogItem::ResponseHeader(name) => {
                     dash_or(&mut out, Self::header_value(&self.response_headers, name))
@@ -597,6 +605,7 @@ mod tests {
             filename: None,
             env: vec![("APP".into(), "one".into())],
             closes: false,
+            user: None,
         }
     }
 

@@ -36,6 +36,7 @@ use wsgi_config::route::{AliasTarget, ProcessGroup, Route, RouteRequest};
 use wsgi_interp::{CallOptions, RequestHead, Scheme, ScriptSpec};
 
 use super::access_log::{AccessLogs, LogExtras, LogJob, LogRecord, LoggedBody};
+use super::auth::{self, Granted, Refusal};
 use super::bridge::{
     BodyFailure, BodyLimits, ChannelBody, Collected, ResponseReceiver, ResponseStart, collect_body,
     request_body, response_channel,
@@ -588,6 +589,7 @@ async fn handle(
         if let Some(extras) = response.extensions_mut().remove::<LogExtras>() {
             record.filename = extras.filename;
             record.env = extras.env;
+            record.user = extras.user;
         }
         Box::new(LogJob {
             writer: logs.writer.clone(),
@@ -621,13 +623,86 @@ fn with_log_extras(
     front: &Front,
     filename: Option<std::path::PathBuf>,
     env: Vec<(String, String)>,
+    user: Option<String>,
 ) -> Response<ResponseBody> {
     if front.logs.is_some() {
-        response
-            .extensions_mut()
-            .insert(LogExtras { filename, env });
+        response.extensions_mut().insert(LogExtras {
+            filename,
+            env,
+            user,
+        });
     }
     response
+}
+
+/// Checks who may see what `settings` covers (its `Require` lines, and Basic
+/// authentication when they ask for a user): `Err` is the answer instead (403, 401 with
+/// `WWW-Authenticate`, or 500 for a configuration that cannot decide), with the user the
+/// credentials named (the access log shows it, as Apache's). Rules that hash a password or
+/// look up a name run on the blocking pool.
+async fn check_access(
+    conn: &ConnInfo,
+    req: &Request<Incoming>,
+    settings: &wsgi_config::WsgiSettings,
+    env: &[(String, String)],
+    what: &std::path::Path,
+) -> Result<Granted, (Response<ResponseBody>, Option<String>)> {
+    let Some(authz) = &settings.authz else {
+        return Ok(Granted::default());
+    };
+    let decided = if authz.needs_user() || authz.needs_host_name() {
+        let (settings, headers, env) = (settings.clone(), req.headers().clone(), env.to_vec());
+        let (client, server, method) = (conn.peer.ip(), conn.local.ip(), req.method().clone());
+        tokio::task::spawn_blocking(move || {
+            auth::authorize(
+                &settings,
+                &auth::RequestFacts {
+                    client,
+                    server,
+                    method: method.as_str(),
+                    headers: &headers,
+                    env: &env,
+                },
+            )
+        })
+        .await
+        .unwrap_or_else(|e| Err(Refusal::Misconfigured(format!("the check failed: {e}"))))
+    } else {
+        auth::authorize(
+            settings,
+            &auth::RequestFacts {
+                client: conn.peer.ip(),
+                server: conn.local.ip(),
+                method: req.method().as_str(),
+                headers: req.headers(),
+                env,
+            },
+        )
+    };
+    decided.map_err(|refusal| {
+        let path = req.uri().path();
+        match refusal {
+            Refusal::Forbidden(why) => {
+                tracing::info!(peer = %conn.peer, path, "403: {why} ({})", what.display());
+                (error_response(StatusCode::FORBIDDEN), None)
+            }
+            Refusal::Unauthorized { realm, why, user } => {
+                tracing::info!(peer = %conn.peer, path, "401: {why} ({})", what.display());
+                let mut response = error_response(StatusCode::UNAUTHORIZED);
+                let challenge = format!("Basic realm=\"{}\"", realm.replace('"', "\\\""));
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    response
+                        .headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, value);
+                }
+                (response, user)
+            }
+            Refusal::Misconfigured(why) => {
+                tracing::error!(path, "500: {why} ({})", what.display());
+                (error_response(StatusCode::INTERNAL_SERVER_ERROR), None)
+            }
+        }
+    })
 }
 
 /// `OPTIONS *`: what the server allows, as Apache answers it.
@@ -726,32 +801,45 @@ async fn dispatch(
         }
         Decision::Alias(Ok(AliasTarget::File {
             path: file,
-            denied,
+            settings,
             env,
         }))
         | Decision::Document(Ok(Some(AliasTarget::File {
             path: file,
-            denied,
+            settings,
             env,
         }))) => {
-            let response = if denied {
-                tracing::info!(method = %req.method(), path, "403: `Require all denied` covers {}", file.display());
-                error_response(StatusCode::FORBIDDEN)
-            } else {
-                serve_file(&file, &req, host.as_deref(), conn).await
+            let (response, user) = match check_access(conn, &req, &settings, &env, &file).await {
+                Ok(granted) => (
+                    serve_file(&file, &req, host.as_deref(), conn).await,
+                    granted.user,
+                ),
+                Err((refused, user)) => (refused, user),
             };
-            with_log_extras(response, front, Some(file), env)
+            with_log_extras(response, front, Some(file), env, user)
         }
         Decision::Alias(Err(e)) => {
             tracing::info!(method = %req.method(), path, "{}: {e}", e.status());
             refuse(e.status())
         }
-        Decision::App(route) if front.logs.is_some() => {
-            let (script, env) = (route.script.clone(), route.env.clone());
-            let response = run_app(front, conn, route, req, target).await;
-            with_log_extras(response, front, Some(script), env)
+        Decision::App(route) => {
+            let granted =
+                match check_access(conn, &req, &route.settings, &route.env, &route.script).await {
+                    Ok(granted) => granted,
+                    Err((refused, user)) => {
+                        let (script, env) = (route.script, route.env);
+                        return with_log_extras(refused, front, Some(script), env, user);
+                    }
+                };
+            if front.logs.is_some() {
+                let (script, env) = (route.script.clone(), route.env.clone());
+                let user = granted.user.clone();
+                let response = run_app(front, conn, route, req, target, granted).await;
+                with_log_extras(response, front, Some(script), env, user)
+            } else {
+                run_app(front, conn, route, req, target, granted).await
+            }
         }
-        Decision::App(route) => run_app(front, conn, route, req, target).await,
         Decision::Document(_) => {
             tracing::info!(method = %req.method(), path, "404: no WSGIScriptAlias, Alias, DocumentRoot or --url-alias covers the path");
             error_response(StatusCode::NOT_FOUND)
@@ -810,6 +898,7 @@ async fn run_app(
     route: Route,
     req: Request<Incoming>,
     target: Bytes,
+    granted: Granted,
 ) -> Response<ResponseBody> {
     let (parts, body) = req.into_parts();
     let is_head = parts.method == Method::HEAD;
@@ -862,6 +951,15 @@ async fn run_app(
         extra: environ_extra(&route, &parts.headers),
     };
     head.apply_trusted_proxies(&route.settings);
+    if let Some(user) = granted.user {
+        // The authenticated user, as Apache sets it: over any SetEnv of the same names.
+        head.extra
+            .retain(|(k, _)| k != "REMOTE_USER" && k != "AUTH_TYPE");
+        head.extra.push(("REMOTE_USER".into(), user.into_bytes()));
+        if let Some(kind) = granted.auth_type {
+            head.extra.push(("AUTH_TYPE".into(), kind.into_bytes()));
+        }
+    }
     let app = AppCall {
         script: ScriptSpec::for_route(&route, false),
         application_group: route.application_group.clone(),
@@ -1315,6 +1413,9 @@ pub fn error_response(status: StatusCode) -> Response<ResponseBody> {
     let reason = status.canonical_reason().unwrap_or("Error");
     let sentence = match status.as_u16() {
         400 => "Your browser sent a request that this server could not understand.",
+        401 => {
+            "This server could not verify that you are authorized to access the document requested. Either you supplied the wrong credentials (e.g., bad password), or your browser doesn't understand how to supply the credentials required."
+        }
         403 => "You don't have permission to access this resource.",
         404 => "The requested URL was not found on this server.",
         405 => "The requested method is not allowed for this URL.",

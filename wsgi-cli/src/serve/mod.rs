@@ -29,6 +29,7 @@
 //!   host's for the lines about its requests.
 
 pub mod access_log;
+pub mod auth;
 pub mod bridge;
 pub mod conn;
 pub mod control;
