@@ -56,6 +56,7 @@ fn front(threads: usize) -> Arc<Front> {
     Arc::new(Front {
         site: Arc::new(site),
         pool: Some(pool),
+        python: None,
         daemons: None,
         logs: None,
         multithread: threads > 1,

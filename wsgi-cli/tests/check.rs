@@ -372,7 +372,7 @@ fn check_reports_what_wsgi_serve_would_refuse_unless_for_apache() {
     let t = text(&out);
     assert!(
         t.contains(&format!(
-            "error: wsgi serve --config refuses {shown}:4: `Require ldap-group cn=admins`: this access control form is not implemented by wsgi serve (Require all, ip, local, host, env, method, valid-user, user and group are): serve this site with Apache and mod_wsgi_rs (`wsgi apache-config` prints the LoadModule line), or remove the line"
+            "error: wsgi serve --config refuses {shown}:4: `Require ldap-group cn=admins`: this access control form is not implemented by wsgi serve (Require all, ip, local, host, env, method, valid-user, user, group and wsgi-group are): serve this site with Apache and mod_wsgi_rs (`wsgi apache-config` prints the LoadModule line), or remove the line"
         )),
         "{t}"
     );

@@ -670,3 +670,142 @@ SetEnvIf X-Trusted "^yes$" TRUSTED
     let got = log_lines(&ours_logs.join("access.log"), cases.len());
     assert_eq!(got, expected);
 }
+
+/// mod_wsgi's scripts beside the application, as Debian's mod_wsgi runs them:
+/// `WSGIAccessScript` (True, False, None), `AuthBasicProvider wsgi` with a
+/// `WSGIAuthUserScript` (right, wrong, unknown, and a renamed user), `Require wsgi-group` with
+/// a `WSGIAuthGroupScript`, and a `WSGIDispatchScript` choosing the application group and
+/// the callable object.
+#[test]
+fn mod_wsgi_hook_scripts_as_mod_wsgi() {
+    if !apache::have_debian_mod_wsgi() {
+        return;
+    }
+    let dir = util::scratch_world_readable("wsgi-oracle-");
+    let root = dir.path();
+    let d = root.display().to_string();
+    let script = |name: &str, text: &str| util::write_world_readable(&root.join(name), text);
+    let app = script(
+        "app.wsgi",
+        "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    # The group only where the dispatch script chose it (the default names differ: the\n    # Apache preamble has a ServerName).\n    group = environ.get('mod_wsgi.application_group') if environ['PATH_INFO'].startswith('/dispatch') else '-'\n    return [('app %s user=%s type=%s group=%r' % (environ['PATH_INFO'], environ.get('REMOTE_USER'), environ.get('AUTH_TYPE'), group)).encode()]\n\ndef other(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'other callable']\n",
+    );
+    script(
+        "access.wsgi",
+        "def allow_access(environ, host):\n    if environ['PATH_INFO'].endswith('/neutral'):\n        return None\n    return environ.get('HTTP_X_LET_IN') == 'yes' and host == environ['REMOTE_ADDR']\n",
+    );
+    script(
+        "auth.wsgi",
+        "def check_password(environ, user, password):\n    if user == 'alice':\n        return password == 'alice-pw'\n    if user == 'renamed':\n        return 'bob' if password == 'x' else False\n    return None\n",
+    );
+    script(
+        "groups.wsgi",
+        "def groups_for_user(environ, user):\n    return ['admins'] if user == 'alice' else ['staff']\n",
+    );
+    script(
+        "dispatch.wsgi",
+        "def application_group(environ):\n    return 'dispatched'\n\ndef callable_object(environ):\n    return 'other' if environ.get('HTTP_X_OTHER') else None\n",
+    );
+    let site = format!(
+        r#"LoadModule authn_core_module /usr/lib/apache2/modules/mod_authn_core.so
+LoadModule authz_user_module /usr/lib/apache2/modules/mod_authz_user.so
+LoadModule auth_basic_module /usr/lib/apache2/modules/mod_auth_basic.so
+WSGIScriptAlias /app {app}
+<Directory {d}>
+    Require all granted
+</Directory>
+<Location /app/access>
+    WSGIAccessScript {d}/access.wsgi
+</Location>
+<Location /app/login>
+    AuthType Basic
+    AuthName "Hooked"
+    AuthBasicProvider wsgi
+    WSGIAuthUserScript {d}/auth.wsgi
+    Require valid-user
+</Location>
+<Location /app/admins>
+    AuthType Basic
+    AuthName "Hooked admins"
+    AuthBasicProvider wsgi
+    WSGIAuthUserScript {d}/auth.wsgi
+    WSGIAuthGroupScript {d}/groups.wsgi
+    Require wsgi-group admins
+</Location>
+<Location /app/dispatch>
+    WSGIDispatchScript {d}/dispatch.wsgi
+</Location>
+"#,
+        app = app.display()
+    );
+    let theirs_root = root.join("apache");
+    std::fs::create_dir(&theirs_root).unwrap();
+    std::fs::set_permissions(
+        &theirs_root,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let theirs = apache::Apache::start_with_module(&theirs_root, &debian_mod_wsgi(), &site);
+    let ours = serve(root, &site);
+    let auth = |user: &str, password: &str| {
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        format!("Basic {token}")
+    };
+    /// A method, a path and extra headers.
+    type Case<'a> = (&'a str, Vec<(&'a str, String)>);
+    let cases: Vec<Case> = vec![
+        ("/app/access", vec![]),
+        ("/app/access", vec![("X-Let-In", "yes".into())]),
+        ("/app/access/neutral", vec![]),
+        ("/app/login", vec![]),
+        (
+            "/app/login",
+            vec![("Authorization", auth("alice", "alice-pw"))],
+        ),
+        ("/app/login", vec![("Authorization", auth("alice", "nope"))]),
+        ("/app/login", vec![("Authorization", auth("stranger", "x"))]),
+        ("/app/login", vec![("Authorization", auth("renamed", "x"))]),
+        (
+            "/app/admins",
+            vec![("Authorization", auth("alice", "alice-pw"))],
+        ),
+        ("/app/admins", vec![("Authorization", auth("renamed", "x"))]),
+        ("/app/dispatch", vec![]),
+        ("/app/dispatch", vec![("X-Other", "1".into())]),
+    ];
+    let summarize = |status: u16, head: &str, body: &[u8]| {
+        let challenge = head
+            .lines()
+            .find_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.trim()
+                    .eq_ignore_ascii_case("www-authenticate")
+                    .then(|| v.trim().to_string())
+            })
+            .unwrap_or_default();
+        let body = if status == 200 {
+            String::from_utf8_lossy(body).into_owned()
+        } else {
+            String::new()
+        };
+        format!("{status} challenge={challenge:?} body={body:?}")
+    };
+    for (path, headers) in &cases {
+        let mut headers: Vec<(&str, &str)> =
+            headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        headers.push(("Host", "localhost"));
+        let (status, head, body) = theirs.request("GET", path, &headers, b"");
+        let expected = summarize(status, &head, &body);
+        let got = ours.request("GET", path, &headers, b"");
+        let got_head: String = got
+            .headers
+            .iter()
+            .map(|(n, v)| format!("{n}: {v}\n"))
+            .collect();
+        assert_eq!(
+            summarize(got.status, &got_head, &got.body),
+            expected,
+            "GET {path} {headers:?}"
+        );
+    }
+}

@@ -987,7 +987,7 @@ fn config_lines_wsgi_serve_does_not_implement_stop_the_start() {
         "{err}"
     );
     assert!(
-        err.contains(&format!("error: {shown}:4: `AuthType Digest`: only AuthType Basic with the file provider is implemented by wsgi serve")),
+        err.contains(&format!("error: {shown}:4: `AuthType Digest`: only AuthType Basic with the file and wsgi providers is implemented by wsgi serve")),
         "{err}"
     );
     assert!(

@@ -34,6 +34,9 @@ pub enum Requirement {
     User(Vec<String>),
     /// `Require group` (mod_authz_groupfile): a user of one of these `AuthGroupFile` groups.
     Group(Vec<String>),
+    /// `Require wsgi-group` (mod_wsgi): a user `groups_for_user()` of the
+    /// `WSGIAuthGroupScript` puts in one of these groups.
+    WsgiGroup(Vec<String>),
 }
 
 impl Requirement {
@@ -41,7 +44,10 @@ impl Requirement {
     pub fn needs_user(&self) -> bool {
         matches!(
             self,
-            Requirement::ValidUser | Requirement::User(_) | Requirement::Group(_)
+            Requirement::ValidUser
+                | Requirement::User(_)
+                | Requirement::Group(_)
+                | Requirement::WsgiGroup(_)
         )
     }
 }
@@ -109,6 +115,8 @@ pub struct AuthzRequest<'a> {
     pub user: Option<&'a str>,
     /// The `AuthGroupFile` groups of the user.
     pub groups: &'a dyn Fn(&str) -> Vec<String>,
+    /// The `WSGIAuthGroupScript` groups of the user.
+    pub wsgi_groups: &'a dyn Fn(&str) -> Vec<String>,
     /// The client's host name, verified forward and back (None: it has none).
     pub host_name: &'a dyn Fn() -> Option<String>,
 }
@@ -155,7 +163,10 @@ impl Requirement {
             Requirement::Method(methods) => {
                 yes(methods.iter().any(|m| m.eq_ignore_ascii_case(req.method)))
             }
-            Requirement::ValidUser | Requirement::User(_) | Requirement::Group(_) => {
+            Requirement::ValidUser
+            | Requirement::User(_)
+            | Requirement::Group(_)
+            | Requirement::WsgiGroup(_) => {
                 let Some(user) = req.user else {
                     return Outcome::DeniedNoUser;
                 };
@@ -163,6 +174,10 @@ impl Requirement {
                     Requirement::User(users) => yes(users.iter().any(|u| u == user)),
                     Requirement::Group(groups) => {
                         let of_user = (req.groups)(user);
+                        yes(groups.iter().any(|g| of_user.contains(g)))
+                    }
+                    Requirement::WsgiGroup(groups) => {
+                        let of_user = (req.wsgi_groups)(user);
                         yes(groups.iter().any(|g| of_user.contains(g)))
                     }
                     _ => Outcome::Granted,
@@ -377,9 +392,13 @@ pub fn parse_require(args: &[String]) -> Result<(bool, Requirement), String> {
             needs_values("group")?;
             Requirement::Group(values)
         }
+        "wsgi-group" => {
+            needs_values("group")?;
+            Requirement::WsgiGroup(values)
+        }
         other => {
             return Err(format!(
-                "the authorization provider `{other}` is not implemented by wsgi serve (all, ip, local, host, env, method, valid-user, user and group are)"
+                "the authorization provider `{other}` is not implemented by wsgi serve (all, ip, local, host, env, method, valid-user, user, group and wsgi-group are)"
             ));
         }
     };
@@ -431,6 +450,7 @@ mod tests {
                 }
             },
             host_name: &|| Some("client.example.com".into()),
+            wsgi_groups: &|_| Vec::new(),
         }
     }
 

@@ -325,6 +325,22 @@ fn is_script_file(path: &Path) -> bool {
 }
 
 impl Config {
+    /// Whether any section names a mod_wsgi access, auth or dispatch script (which run in the
+    /// serving process's embedded Python, never in a daemon process).
+    pub fn names_hook_scripts(&self) -> bool {
+        std::iter::once(&self.main)
+            .chain(&self.virtual_hosts)
+            .flat_map(|h| {
+                std::iter::once(&h.settings).chain(h.sections.iter().map(|s| &s.settings))
+            })
+            .any(|s| {
+                s.access_script.is_some()
+                    || s.auth_user_script.is_some()
+                    || s.auth_group_script.is_some()
+                    || s.dispatch_script.is_some()
+            })
+    }
+
     /// Whether any `SetEnvIf`/`BrowserMatch` line tests requests: without one, routing needs
     /// no [`crate::env::RequestFacts`].
     pub fn tests_requests(&self) -> bool {

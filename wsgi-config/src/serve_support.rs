@@ -68,7 +68,7 @@ const SIZING: Support = Support::NoEffect(
 const KEEPALIVE: Support =
     Support::NoEffect("keep-alive is always on; an idle connection closes after --header-timeout");
 const ACCESS: Support = Support::Refused(
-    "this access control form is not implemented by wsgi serve (Require all, ip, local, host, env, method, valid-user, user and group are)",
+    "this access control form is not implemented by wsgi serve (Require all, ip, local, host, env, method, valid-user, user, group and wsgi-group are)",
 );
 const COMPAT: Support = Support::Refused(
     "mod_access_compat's Order/Allow/Deny/Satisfy are not implemented by wsgi serve: write them as Require lines",
@@ -76,8 +76,9 @@ const COMPAT: Support = Support::Refused(
 const LIMIT: Support = Support::Refused(
     "per-method sections are not implemented by wsgi serve: use `Require method` inside <RequireAll>",
 );
-const AUTH: Support =
-    Support::Refused("only AuthType Basic with the file provider is implemented by wsgi serve");
+const AUTH: Support = Support::Refused(
+    "only AuthType Basic with the file and wsgi providers is implemented by wsgi serve",
+);
 const PIPED_LOG: Support = Support::Refused(
     "piped and syslog logs are not implemented by wsgi serve: log to a file (and rotate it with SIGUSR1)",
 );
@@ -113,10 +114,13 @@ fn auth_type(args: &[String]) -> Support {
     }
 }
 
-/// `AuthBasicProvider file` is implemented; other providers (`wsgi`, `ldap`, `dbm`) are
-/// refused.
+/// `AuthBasicProvider file` and `wsgi` (a `WSGIAuthUserScript`) are implemented; other
+/// providers (`ldap`, `dbm` ...) are refused.
 fn auth_basic_provider(args: &[String]) -> Support {
-    if args.iter().all(|p| p.eq_ignore_ascii_case("file")) {
+    if args
+        .iter()
+        .all(|p| p.eq_ignore_ascii_case("file") || p.eq_ignore_ascii_case("wsgi"))
+    {
         Support::Implemented
     } else {
         AUTH
@@ -354,7 +358,7 @@ pub static RULES: &[Rule] = &[
         section: false,
         support: IMPLEMENTED,
         by_args: Some(auth_basic_provider),
-        detail: "`file`; `wsgi` (WSGIAuthUserScript) and others refused",
+        detail: "`file`, `wsgi` (WSGIAuthUserScript); others refused",
     },
     fixed("AuthDigestProvider", AUTH),
     Rule {
@@ -434,9 +438,9 @@ fn wsgi_support(name: &str, args: &[String]) -> Support {
         "WSGIDispatchScript"
         | "WSGIAccessScript"
         | "WSGIAuthUserScript"
-        | "WSGIAuthGroupScript"
-        | "WSGIHandlerScript" => Support::Refused(
-            "mod_wsgi's access, authentication, dispatch and handler scripts are run by the Apache module only, not by wsgi serve yet",
+        | "WSGIAuthGroupScript" => Support::Implemented,
+        "WSGIHandlerScript" => Support::Refused(
+            "mod_wsgi's handler scripts (for AddHandler/SetHandler) are run by the Apache module only, not by wsgi serve yet",
         ),
         "WSGIDaemonProcess" => {
             let option = |key: &str| {
@@ -711,7 +715,7 @@ mod tests {
              </Directory>\n\
              FrobnicateEverything On\n\
              <Location /x>\n\
-             \x20   WSGIAccessScript /srv/access.py\n\
+             \x20   WSGIHandlerScript pdf /srv/pdf.py\n\
              </Location>\n",
         );
         let refused: Vec<String> = unserved(&config).iter().map(ToString::to_string).collect();
@@ -729,7 +733,7 @@ mod tests {
             refused[1]
         );
         assert!(
-            refused[2].starts_with("site.conf:15: `WSGIAccessScript /srv/access.py`"),
+            refused[2].starts_with("site.conf:15: `WSGIHandlerScript pdf /srv/pdf.py`"),
             "{}",
             refused[2]
         );
@@ -762,8 +766,12 @@ mod tests {
         ));
         assert!(matches!(s("AuthType", &["Digest"]), Support::Refused(_)));
         assert_eq!(s("AuthBasicProvider", &["file"]), Support::Implemented);
+        assert_eq!(
+            s("AuthBasicProvider", &["file", "wsgi"]),
+            Support::Implemented
+        );
         assert!(matches!(
-            s("AuthBasicProvider", &["wsgi"]),
+            s("AuthBasicProvider", &["ldap"]),
             Support::Refused(_)
         ));
         assert!(matches!(s("AllowOverride", &["All"]), Support::Refused(_)));

@@ -488,6 +488,7 @@ Require all denied
         user: None,
         groups: &|_| Vec::new(),
         host_name: &|| None,
+        wsgi_groups: &|_| Vec::new(),
     };
     assert_eq!(
         authz.evaluate(&request),

@@ -981,3 +981,26 @@ fn hook_scripts_reload_when_changed_and_report_load_errors() {
     };
     assert!(matches!(ask(&relative), Err(HookError::NotAbsolute { .. })));
 }
+
+/// One script, two callables in the same interpreter (a `WSGICallableObject` per location,
+/// or a dispatch script's choice): each request gets the one it names, from the module loaded
+/// once; a name the module lacks is reported as missing.
+#[test]
+fn two_callables_of_one_script() {
+    let interp = runtime().interpreter("two-callables").unwrap();
+    let first = script(
+        "two.wsgi",
+        "LOADS = []\nLOADS.append(1)\n\ndef application(e, sr):\n    sr('200 OK', [])\n    return [b'application %d' % len(LOADS)]\n\ndef other(e, sr):\n    sr('200 OK', [])\n    return [b'other %d' % len(LOADS)]\n",
+    );
+    let mut second = first.clone();
+    second.callable = "other".into();
+    assert_eq!(get(&interp, &first).1.body, b"application 1");
+    assert_eq!(get(&interp, &second).1.body, b"other 1");
+    assert_eq!(get(&interp, &first).1.body, b"application 1");
+    let mut missing = first.clone();
+    missing.callable = "nowhere".into();
+    assert!(matches!(
+        interp.load_script(&missing),
+        Err(ScriptError::MissingCallable { callable, .. }) if callable == "nowhere"
+    ));
+}

@@ -6,7 +6,7 @@
 //! `WWW-Authenticate` when credentials are missing, wrong, or not granted.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -14,6 +14,8 @@ use http::HeaderMap;
 use sha1::Digest as _;
 use wsgi_config::WsgiSettings;
 use wsgi_config::authz::{AuthzNode, AuthzRequest, Outcome};
+use wsgi_config::model::AuxScript;
+use wsgi_interp::hooks::{AccessDecision, PasswordDecision};
 
 /// Why a request is not let through.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,22 +82,40 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
 }
 
 /// Whether `password` matches `user`'s line of the htpasswd file `file` (bcrypt `$2y$`,
-/// `$apr1$` MD5, `{SHA}`, crypt); Err when the file cannot be read.
-pub fn check_password(file: &Path, user: &str, password: &str) -> std::io::Result<bool> {
+/// `$apr1$` MD5, `{SHA}`, crypt): None when the file has no such user; Err when it cannot be
+/// read.
+pub fn check_password(file: &Path, user: &str, password: &str) -> std::io::Result<Option<bool>> {
     let text = std::fs::read_to_string(file)?;
     let Some(hash) = text.lines().find_map(|line| {
         let (name, hash) = line.split_once(':')?;
         (name == user).then(|| hash.trim_end())
     }) else {
-        return Ok(false);
+        return Ok(None);
     };
-    Ok(match hash.strip_prefix("{SHA}") {
+    Ok(Some(match hash.strip_prefix("{SHA}") {
         Some(expected) => {
             let digest = sha1::Sha1::digest(password.as_bytes());
             base64::engine::general_purpose::STANDARD.encode(digest) == expected
         }
         None => crypt3_rs::unix::verify(password, hash),
-    })
+    }))
+}
+
+/// The mod_wsgi scripts a decision may call, in the front's embedded Python (as mod_wsgi
+/// runs them in the Apache child, never in a daemon process). Errors are the message to log
+/// (the request gets 500).
+pub trait ScriptHooks {
+    /// `allow_access(environ, host)` of a `WSGIAccessScript`.
+    fn allow_access(&self, script: &AuxScript, host: &str) -> Result<AccessDecision, String>;
+    /// `check_password(environ, user, password)` of a `WSGIAuthUserScript`.
+    fn check_password(
+        &self,
+        script: &AuxScript,
+        user: &str,
+        password: &str,
+    ) -> Result<PasswordDecision, String>;
+    /// `groups_for_user(environ, user)` of a `WSGIAuthGroupScript`.
+    fn groups_for_user(&self, script: &AuxScript, user: &str) -> Result<Vec<String>, String>;
 }
 
 /// The groups `user` belongs to in the `AuthGroupFile` `file` (`group: user user ...`).
@@ -113,28 +133,38 @@ pub fn groups_of(file: &Path, user: &str) -> std::io::Result<Vec<String>> {
         .collect())
 }
 
-/// The password and group files a decision reads, and the tree.
-struct Rules {
-    authz: Arc<AuthzNode>,
-    auth_type: Option<String>,
-    realm: Option<String>,
-    user_file: Option<PathBuf>,
-    group_file: Option<PathBuf>,
-}
-
-/// Decides whether `facts` may see what `settings` covers. Blocking (password hashing, file
-/// reads, DNS): call it off the async threads.
-pub fn authorize(settings: &WsgiSettings, facts: &RequestFacts<'_>) -> Result<Granted, Refusal> {
+/// Decides whether `facts` may see what `settings` covers: the `WSGIAccessScript`, then the
+/// `Require` tree, asking for Basic credentials when it needs a user (checked by the
+/// `AuthBasicProvider`s in order: `file`, `wsgi`). `hooks` runs the mod_wsgi scripts (None
+/// when the configuration names none). Blocking (password hashing, file reads, DNS, Python):
+/// call it off the async threads unless the tree needs none of them.
+pub fn authorize(
+    settings: &WsgiSettings,
+    facts: &RequestFacts<'_>,
+    hooks: Option<&dyn ScriptHooks>,
+) -> Result<Granted, Refusal> {
+    let need_hooks = |directive: &str| {
+        hooks.ok_or_else(|| {
+            Refusal::Misconfigured(format!(
+                "{directive} applies, but this front process started no embedded Python: restart wsgi serve"
+            ))
+        })
+    };
+    if let Some(script) = &settings.access_script {
+        let decision = need_hooks("WSGIAccessScript")?
+            .allow_access(script, &facts.client.to_string())
+            .map_err(Refusal::Misconfigured)?;
+        if decision == AccessDecision::Deny {
+            return Err(Refusal::Forbidden(format!(
+                "allow_access() of the WSGIAccessScript {} returned False",
+                script.path.display()
+            )));
+        }
+    }
     let Some(authz) = settings.authz.clone() else {
         return Ok(Granted::default());
     };
-    let rules = Rules {
-        authz,
-        auth_type: settings.auth_type.clone(),
-        realm: settings.auth_name.clone(),
-        user_file: settings.auth_user_file.clone(),
-        group_file: settings.auth_group_file.clone(),
-    };
+    let authz: Arc<AuthzNode> = authz;
     let host_name = std::cell::OnceCell::new();
     let host_name = || {
         host_name
@@ -142,19 +172,29 @@ pub fn authorize(settings: &WsgiSettings, facts: &RequestFacts<'_>) -> Result<Gr
             .clone()
     };
     let env_set = |var: &str| facts.env.iter().any(|(k, _)| k == var);
-    let group_error = std::cell::RefCell::new(None);
-    let groups = |user: &str| match &rules.group_file {
+    let failure = std::cell::RefCell::new(None);
+    let fail = |why: String| {
+        failure.borrow_mut().get_or_insert(why);
+        Vec::new()
+    };
+    let groups = |user: &str| match &settings.auth_group_file {
         Some(file) => groups_of(file, user).unwrap_or_else(|e| {
-            *group_error.borrow_mut() = Some(format!(
+            fail(format!(
                 "cannot read the AuthGroupFile {}: {e}",
                 file.display()
-            ));
-            Vec::new()
+            ))
         }),
         None => Vec::new(),
     };
+    let wsgi_groups = |user: &str| {
+        match (&settings.auth_group_script, hooks) {
+        (Some(script), Some(hooks)) => hooks.groups_for_user(script, user).unwrap_or_else(fail),
+        (Some(_), None) => fail("a WSGIAuthGroupScript applies, but this front process started no embedded Python: restart wsgi serve".into()),
+        (None, _) => fail("`Require wsgi-group` applies, but no WSGIAuthGroupScript does: add `WSGIAuthGroupScript /path/to/groups.wsgi` to the same section".into()),
+    }
+    };
     let decide = |user: Option<&str>| {
-        rules.authz.evaluate(&AuthzRequest {
+        authz.evaluate(&AuthzRequest {
             client: facts.client,
             server: facts.server,
             method: facts.method,
@@ -162,6 +202,7 @@ pub fn authorize(settings: &WsgiSettings, facts: &RequestFacts<'_>) -> Result<Gr
             user,
             groups: &groups,
             host_name: &host_name,
+            wsgi_groups: &wsgi_groups,
         })
     };
     match decide(None) {
@@ -174,7 +215,7 @@ pub fn authorize(settings: &WsgiSettings, facts: &RequestFacts<'_>) -> Result<Gr
         Outcome::DeniedNoUser => {}
     }
     // A user is needed: mod_auth_basic.
-    let basic = rules
+    let basic = settings
         .auth_type
         .as_deref()
         .is_some_and(|t| t.eq_ignore_ascii_case("basic"));
@@ -183,7 +224,7 @@ pub fn authorize(settings: &WsgiSettings, facts: &RequestFacts<'_>) -> Result<Gr
             "a Require line needs a user, but no `AuthType Basic` covers the request".into(),
         ));
     }
-    let Some(realm) = rules.realm.clone() else {
+    let Some(realm) = settings.auth_name.clone() else {
         return Err(Refusal::Misconfigured(
             "`AuthType Basic` needs an `AuthName`".into(),
         ));
@@ -193,32 +234,18 @@ pub fn authorize(settings: &WsgiSettings, facts: &RequestFacts<'_>) -> Result<Gr
         why,
         user: user.map(str::to_string),
     };
-    let Some((user, password)) = basic_credentials(facts.headers) else {
+    let Some((given, password)) = basic_credentials(facts.headers) else {
         return Err(unauthorized("no Basic credentials".into(), None));
     };
-    let Some(file) = &rules.user_file else {
-        return Err(Refusal::Misconfigured(
-            "`AuthType Basic` needs an `AuthUserFile`".into(),
-        ));
-    };
-    match check_password(file, &user, &password) {
-        Ok(true) => {}
-        Ok(false) => {
-            return Err(unauthorized(
-                format!("user `{user}`: unknown, or a wrong password"),
-                Some(&user),
-            ));
-        }
-        Err(e) => {
-            return Err(Refusal::Misconfigured(format!(
-                "cannot read the AuthUserFile {}: {e}",
-                file.display()
-            )));
-        }
-    }
+    let user = authenticate(settings, hooks, &given, &password)?.ok_or_else(|| {
+        unauthorized(
+            format!("user `{given}`: unknown, or a wrong password"),
+            Some(&given),
+        )
+    })?;
     let outcome = decide(Some(&user));
-    if let Some(e) = group_error.into_inner() {
-        return Err(Refusal::Misconfigured(e));
+    if let Some(why) = failure.into_inner() {
+        return Err(Refusal::Misconfigured(why));
     }
     match outcome {
         Outcome::Granted => Ok(Granted {
@@ -230,6 +257,64 @@ pub fn authorize(settings: &WsgiSettings, facts: &RequestFacts<'_>) -> Result<Gr
             Some(&user),
         )),
     }
+}
+
+/// mod_auth_basic's provider chain: each `AuthBasicProvider` in turn (default `file`) until
+/// one knows the user. `Ok(Some(name))`: the password is right (the name may be the one a
+/// `WSGIAuthUserScript` gave); `Ok(None)`: unknown user or wrong password.
+fn authenticate(
+    settings: &WsgiSettings,
+    hooks: Option<&dyn ScriptHooks>,
+    user: &str,
+    password: &str,
+) -> Result<Option<String>, Refusal> {
+    let default = ["file".to_string()];
+    let providers = settings.auth_basic_provider.as_deref().unwrap_or(&default);
+    for provider in providers {
+        if provider.eq_ignore_ascii_case("file") {
+            let Some(file) = &settings.auth_user_file else {
+                return Err(Refusal::Misconfigured(
+                    "`AuthBasicProvider file` needs an `AuthUserFile`".into(),
+                ));
+            };
+            match check_password(file, user, password) {
+                Ok(Some(true)) => return Ok(Some(user.to_string())),
+                Ok(Some(false)) => return Ok(None),
+                Ok(None) => continue,
+                Err(e) => {
+                    return Err(Refusal::Misconfigured(format!(
+                        "cannot read the AuthUserFile {}: {e}",
+                        file.display()
+                    )));
+                }
+            }
+        } else if provider.eq_ignore_ascii_case("wsgi") {
+            let Some(script) = &settings.auth_user_script else {
+                return Err(Refusal::Misconfigured(
+                    "`AuthBasicProvider wsgi` applies, but no WSGIAuthUserScript does: add `WSGIAuthUserScript /path/to/auth.wsgi` to the same section".into(),
+                ));
+            };
+            let Some(hooks) = hooks else {
+                return Err(Refusal::Misconfigured(
+                    "a WSGIAuthUserScript applies, but this front process started no embedded Python: restart wsgi serve".into(),
+                ));
+            };
+            match hooks
+                .check_password(script, user, password)
+                .map_err(Refusal::Misconfigured)?
+            {
+                PasswordDecision::Granted => return Ok(Some(user.to_string())),
+                PasswordDecision::GrantedAs(name) => return Ok(Some(name)),
+                PasswordDecision::Denied => return Ok(None),
+                PasswordDecision::UnknownUser => continue,
+            }
+        } else {
+            return Err(Refusal::Misconfigured(format!(
+                "the AuthBasicProvider `{provider}` is not implemented by wsgi serve"
+            )));
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -250,10 +335,18 @@ crypt:8lV5Ev.ZdBdUk
         let file = dir.path().join("htpasswd");
         std::fs::write(&file, HTPASSWD).unwrap();
         for user in ["bcrypt", "md5", "sha", "crypt"] {
-            assert!(check_password(&file, user, "secret").unwrap(), "{user}");
-            assert!(!check_password(&file, user, "Secret").unwrap(), "{user}");
+            assert_eq!(
+                check_password(&file, user, "secret").unwrap(),
+                Some(true),
+                "{user}"
+            );
+            assert_eq!(
+                check_password(&file, user, "Secret").unwrap(),
+                Some(false),
+                "{user}"
+            );
         }
-        assert!(!check_password(&file, "nobody", "secret").unwrap());
+        assert_eq!(check_password(&file, "nobody", "secret").unwrap(), None);
         assert!(check_password(&dir.path().join("missing"), "md5", "secret").is_err());
     }
 

@@ -46,6 +46,7 @@ use super::control::FrontControl;
 use super::daemons::DaemonPools;
 use super::error_log::{self, InHost};
 use super::head::{HeadTap, Heads};
+use super::hooks::FrontHooks;
 use super::pool::{AppCall, Job, JobResult, Refused, WorkerPool, error_status};
 use super::sendfile::{SendfileStream, file_bytes};
 use super::site::{Site, UrlAlias};
@@ -112,6 +113,9 @@ pub struct Front {
     /// The embedded Python's workers (None when every mount runs in a daemon process group,
     /// so this process starts no Python).
     pub pool: Option<WorkerPool>,
+    /// The embedded Python, for mod_wsgi's access, auth and dispatch scripts (which always
+    /// run here, never in a daemon process).
+    pub python: Option<Arc<wsgi_interp::Runtime>>,
     /// The daemon process groups' front pools.
     pub daemons: Option<DaemonPools>,
     /// The access logs (`--access-log`, `CustomLog`), if any.
@@ -600,6 +604,86 @@ async fn handle(
     Ok(response.map(|body| LoggedBody::new(body, job)))
 }
 
+/// Where a request's hook scripts see it: the `SCRIPT_NAME`/`PATH_INFO` split, the file, the
+/// request's variables, and the server's name and port.
+struct HookPlace {
+    script_name: String,
+    path_info: String,
+    script: std::path::PathBuf,
+    env: Vec<(String, String)>,
+    server_name: String,
+    port: u16,
+}
+
+/// The virtual host of a request (for names): None is the main server.
+fn vhost_of(front: &Front, conn: &ConnInfo, host: Option<&str>) -> Option<usize> {
+    front
+        .site
+        .config
+        .select_host(Some(conn.local.ip()), conn.route_port, host)
+}
+
+/// What a request's mod_wsgi scripts are called with, when `settings` names any and the
+/// front has its embedded Python (None otherwise: [`auth::authorize`] says what is missing).
+fn front_hooks(
+    front: &Front,
+    conn: &ConnInfo,
+    req: &Request<Incoming>,
+    target: &[u8],
+    host: Option<&str>,
+    settings: &wsgi_config::WsgiSettings,
+    place: HookPlace,
+) -> Option<FrontHooks> {
+    let scripts = settings.access_script.is_some()
+        || settings.auth_user_script.is_some()
+        || settings.auth_group_script.is_some()
+        || settings.dispatch_script.is_some();
+    if !scripts {
+        return None;
+    }
+    let runtime = front.python.clone()?;
+    let mut head = RequestHead {
+        method: req.method().as_str().to_string(),
+        script_name: latin1_bytes(&place.script_name),
+        path_info: latin1_bytes(&place.path_info),
+        query_string: query_of(target).to_vec(),
+        request_uri: target.to_vec(),
+        protocol: protocol(req.version()).to_string(),
+        scheme: Scheme::Http,
+        server_name: place.server_name.clone(),
+        server_port: place.port,
+        remote_addr: conn.peer.ip().to_string(),
+        remote_port: conn.peer.port(),
+        headers: app_headers(req.headers(), req.uri()),
+        extra: environ_extra(&place.env, &place.script, req.headers()),
+    };
+    head.apply_trusted_proxies(settings);
+    let config = &front.site.config;
+    Some(FrontHooks {
+        runtime,
+        site: front.site.clone(),
+        vhost: vhost_of(front, conn, host),
+        server_name: place.server_name,
+        port: place.port,
+        host_header: host.map(wsgi_config::route::host_name),
+        script_name: if config.server.case_sensitive {
+            place.script_name
+        } else {
+            place.script_name.to_lowercase()
+        },
+        env: place.env,
+        head,
+        opts: CallOptions {
+            process_group: String::new(),
+            multithread: front.multithread,
+            multiprocess: false,
+            run_once: false,
+            pass_authorization: settings.pass_authorization == Some(true),
+        },
+        reload: settings.script_reloading != Some(false),
+    })
+}
+
 /// Whether the client asked for its connection to close after this request (HTTP/1.0
 /// without keep-alive, or `Connection: close`).
 fn wants_close<B>(req: &Request<B>) -> bool {
@@ -646,11 +730,17 @@ async fn check_access(
     settings: &wsgi_config::WsgiSettings,
     env: &[(String, String)],
     what: &std::path::Path,
+    hooks: Option<FrontHooks>,
 ) -> Result<Granted, (Response<ResponseBody>, Option<String>)> {
-    let Some(authz) = &settings.authz else {
+    if settings.authz.is_none() && settings.access_script.is_none() {
         return Ok(Granted::default());
-    };
-    let decided = if authz.needs_user() || authz.needs_host_name() {
+    }
+    let blocking = settings.access_script.is_some()
+        || settings
+            .authz
+            .as_ref()
+            .is_some_and(|a| a.needs_user() || a.needs_host_name());
+    let decided = if blocking {
         let (settings, headers, env) = (settings.clone(), req.headers().clone(), env.to_vec());
         let (client, server, method) = (conn.peer.ip(), conn.local.ip(), req.method().clone());
         tokio::task::spawn_blocking(move || {
@@ -663,6 +753,7 @@ async fn check_access(
                     headers: &headers,
                     env: &env,
                 },
+                hooks.as_ref().map(|h| h as &dyn auth::ScriptHooks),
             )
         })
         .await
@@ -677,6 +768,7 @@ async fn check_access(
                 headers: req.headers(),
                 env,
             },
+            None,
         )
     };
     decided.map_err(|refusal| {
@@ -809,28 +901,114 @@ async fn dispatch(
             settings,
             env,
         }))) => {
-            let (response, user) = match check_access(conn, &req, &settings, &env, &file).await {
-                Ok(granted) => (
-                    serve_file(&file, &req, host.as_deref(), conn).await,
-                    granted.user,
-                ),
-                Err((refused, user)) => (refused, user),
+            let place = HookPlace {
+                script_name: String::new(),
+                path_info: path.clone(),
+                script: file.clone(),
+                env: env.clone(),
+                server_name: site
+                    .config
+                    .canonical_name(vhost_of(front, conn, host.as_deref()))
+                    .to_string(),
+                port: conn.route_port,
             };
+            let hooks = front_hooks(
+                front,
+                conn,
+                &req,
+                &target,
+                host.as_deref(),
+                &settings,
+                place,
+            );
+            let (response, user) =
+                match check_access(conn, &req, &settings, &env, &file, hooks).await {
+                    Ok(granted) => (
+                        serve_file(&file, &req, host.as_deref(), conn).await,
+                        granted.user,
+                    ),
+                    Err((refused, user)) => (refused, user),
+                };
             with_log_extras(response, front, Some(file), env, user)
         }
         Decision::Alias(Err(e)) => {
             tracing::info!(method = %req.method(), path, "{}: {e}", e.status());
             refuse(e.status())
         }
-        Decision::App(route) => {
-            let granted =
-                match check_access(conn, &req, &route.settings, &route.env, &route.script).await {
-                    Ok(granted) => granted,
-                    Err((refused, user)) => {
-                        let (script, env) = (route.script, route.env);
-                        return with_log_extras(refused, front, Some(script), env, user);
+        Decision::App(mut route) => {
+            let place = |route: &Route| HookPlace {
+                script_name: route.script_name.clone(),
+                path_info: route.path_info.clone(),
+                script: route.script.clone(),
+                env: route.env.clone(),
+                server_name: route.server_name.clone(),
+                port: route.port,
+            };
+            let hooks = front_hooks(
+                front,
+                conn,
+                &req,
+                &target,
+                host.as_deref(),
+                &route.settings,
+                place(&route),
+            );
+            let checked = check_access(
+                conn,
+                &req,
+                &route.settings,
+                &route.env,
+                &route.script,
+                hooks,
+            )
+            .await;
+            let granted = match checked {
+                Ok(granted) => granted,
+                Err((refused, user)) => {
+                    let (script, env) = (route.script, route.env);
+                    return with_log_extras(refused, front, Some(script), env, user);
+                }
+            };
+            if let Some(script) = route.settings.dispatch_script.clone() {
+                let hooks = front_hooks(
+                    front,
+                    conn,
+                    &req,
+                    &target,
+                    host.as_deref(),
+                    &route.settings,
+                    place(&route),
+                );
+                let Some(mut hooks) = hooks else {
+                    tracing::error!(
+                        path,
+                        "500: a WSGIDispatchScript applies, but this front process started no embedded Python: restart wsgi serve"
+                    );
+                    return error_response(StatusCode::INTERNAL_SERVER_ERROR);
+                };
+                if let Some(user) = &granted.user {
+                    hooks
+                        .head
+                        .extra
+                        .push(("REMOTE_USER".into(), user.clone().into_bytes()));
+                }
+                let dispatched = tokio::task::spawn_blocking(move || {
+                    let result = hooks.dispatch(&script, &mut route);
+                    (result, route)
+                })
+                .await;
+                route = match dispatched {
+                    Ok((Ok(()), route)) => route,
+                    Ok((Err(why), _)) => {
+                        tracing::error!(path, "500: {why}");
+                        return error_response(StatusCode::INTERNAL_SERVER_ERROR);
+                    }
+                    Err(e) => {
+                        tracing::error!(path, "500: the WSGIDispatchScript call failed: {e}");
+                        return error_response(StatusCode::INTERNAL_SERVER_ERROR);
                     }
                 };
+            }
             if front.logs.is_some() {
                 let (script, env) = (route.script.clone(), route.env.clone());
                 let user = granted.user.clone();
@@ -947,8 +1125,8 @@ async fn run_app(
         server_port: route.port,
         remote_addr: conn.peer.ip().to_string(),
         remote_port: conn.peer.port(),
-        headers: app_headers(&parts),
-        extra: environ_extra(&route, &parts.headers),
+        headers: app_headers(&parts.headers, &parts.uri),
+        extra: environ_extra(&route.env, &route.script, &parts.headers),
     };
     head.apply_trusted_proxies(&route.settings);
     if let Some(user) = granted.user {
@@ -1083,7 +1261,11 @@ async fn run_app(
 /// them, but for the names the environ computes itself from the request (which win, as in
 /// Apache, where the CGI variables are added after mod_env ran): its CGI variables, and the
 /// `HTTP_*` of the headers the request has.
-fn environ_extra(route: &Route, headers: &http::HeaderMap) -> Vec<(String, Vec<u8>)> {
+fn environ_extra(
+    env: &[(String, String)],
+    script: &std::path::Path,
+    headers: &http::HeaderMap,
+) -> Vec<(String, Vec<u8>)> {
     const CGI: &[&str] = &[
         "REQUEST_METHOD",
         "SCRIPT_NAME",
@@ -1114,15 +1296,15 @@ fn environ_extra(route: &Route, headers: &http::HeaderMap) -> Vec<(String, Vec<u
                     .all(|(a, b)| a.to_ascii_uppercase() == b || (a == b'-' && b == b'_'))
         })
     };
-    let mut extra = Vec::with_capacity(1 + route.env.len());
-    for (name, value) in &route.env {
+    let mut extra = Vec::with_capacity(1 + env.len());
+    for (name, value) in env {
         if !from_request(name) {
             extra.push((name.clone(), value.as_bytes().to_vec()));
         }
     }
     extra.push((
         "SCRIPT_FILENAME".to_string(),
-        route.script.as_os_str().as_encoded_bytes().to_vec(),
+        script.as_os_str().as_encoded_bytes().to_vec(),
     ));
     extra
 }
@@ -1138,13 +1320,12 @@ fn deadline_after(start: Instant, wait: Duration) -> tokio::time::Instant {
 /// The request headers the application sees: as sent, but for the Host of an absolute-form
 /// target (its authority, as Apache). (hyper itself drops a Content-Length sent beside a
 /// Transfer-Encoding, and closes the connection after such a request.)
-fn app_headers(parts: &http::request::Parts) -> Vec<(String, Vec<u8>)> {
-    let mut headers: Vec<(String, Vec<u8>)> = parts
-        .headers
+fn app_headers(headers: &http::HeaderMap, uri: &http::Uri) -> Vec<(String, Vec<u8>)> {
+    let mut headers: Vec<(String, Vec<u8>)> = headers
         .iter()
         .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
         .collect();
-    if let Some(authority) = parts.uri.authority() {
+    if let Some(authority) = uri.authority() {
         for (name, value) in &mut headers {
             if name == header::HOST.as_str() {
                 *value = authority.as_str().as_bytes().to_vec();

@@ -95,7 +95,9 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
         // Python come below), so nothing reads the environment meanwhile.
         unsafe { std::env::set_var("PYTHON_EGG_CACHE", eggs) };
     }
-    let runtime = if site.needs_embedded() {
+    // Embedded applications, and mod_wsgi's access, auth and dispatch scripts, run in this
+    // process's Python.
+    let runtime = if site.needs_embedded() || site.config.names_hook_scripts() {
         Some(Arc::new(wsgi_interp::Runtime::start_with(
             &wsgi_interp::StartConfig {
                 python_home: site.python_home.clone(),
@@ -123,7 +125,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
     }
     let threads = args.threads.max(1);
     let pool = match &runtime {
-        Some(rt) => {
+        Some(rt) if site.needs_embedded() => {
             let host: Arc<dyn AppHost> = Arc::new(PythonHost::new(
                 rt.clone(),
                 site.config.python.switch_interval,
@@ -139,7 +141,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
                 .map_err(ServeError::Threads)?,
             )
         }
-        None => None,
+        _ => None,
     };
     let io_threads = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
     let tokio = tokio::runtime::Builder::new_multi_thread()
@@ -158,6 +160,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
     let front = Arc::new(Front {
         site: Arc::new(site),
         pool,
+        python: runtime.clone(),
         daemons,
         logs: access_logs,
         multithread: threads > 1,

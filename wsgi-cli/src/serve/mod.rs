@@ -40,6 +40,7 @@ pub mod front;
 #[allow(unsafe_code)]
 pub mod front_process;
 pub mod head;
+pub mod hooks;
 #[allow(unsafe_code)]
 pub mod inherit;
 pub mod master;

@@ -44,8 +44,29 @@ pub(crate) fn load_script(
         if let Some(entry) = table.get(&spec.path) {
             let unchanged = entry.mtime == Some(mtime);
             if unchanged || spec.reload != ReloadMode::Reexecute {
+                let callable = if entry.callable == spec.callable {
+                    Obj::borrowed(entry.app.ptr())
+                } else {
+                    // Another callable of the same module (another WSGICallableObject, or a
+                    // dispatch script's choice): looked up by name, as mod_wsgi does.
+                    let found = new_str(&spec.callable).and_then(|name| {
+                        Obj::own(ffi::PyObject_GetAttr(entry.module.ptr(), name.as_ptr()))
+                    });
+                    match found {
+                        Some(app) if app.as_ptr() != ffi::Py_None() => app,
+                        _ => {
+                            ffi::PyErr_Clear();
+                            let e = ScriptError::MissingCallable {
+                                path: spec.path.clone(),
+                                callable: spec.callable.clone(),
+                            };
+                            tracing::error!(group = %interp.name, "{e}");
+                            return Err(e);
+                        }
+                    }
+                };
                 let app = App {
-                    app: Obj::borrowed(entry.app.ptr()),
+                    app: callable,
                     errors: Obj::borrowed(entry.errors.ptr()),
                 };
                 let status = match (unchanged, spec.reload) {
@@ -91,6 +112,7 @@ pub(crate) fn load_script(
             spec.path.clone(),
             ScriptEntry {
                 module: Stored::new(module),
+                callable: spec.callable.clone(),
                 app: Stored::new(Obj::borrowed(app.as_ptr())),
                 errors: Stored::new(Obj::borrowed(errors.as_ptr())),
                 mtime: Some(mtime),

@@ -159,6 +159,8 @@ impl Objects {
 /// A loaded WSGI script.
 pub(crate) struct ScriptEntry {
     pub module: Stored,
+    /// The callable `app` is (the module's attribute of that name when it was loaded).
+    pub callable: String,
     pub app: Stored,
     pub errors: Stored,
     pub mtime: Option<std::time::SystemTime>,
