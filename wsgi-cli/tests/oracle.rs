@@ -244,6 +244,26 @@ Redirect gone /gone
     }
 }
 
+/// What the access-control tests compare of a response: the status, the `WWW-Authenticate`
+/// challenge, and the body of a 200.
+fn auth_summary(status: u16, head: &str, body: &[u8]) -> String {
+    let challenge = head
+        .lines()
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case("www-authenticate")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    let body = if status == 200 {
+        String::from_utf8_lossy(body).into_owned()
+    } else {
+        String::new()
+    };
+    format!("{status} challenge={challenge:?} body={body:?}")
+}
+
 /// Reads the lines of a log file, waiting (bounded) until it has `count` of them.
 fn log_lines(path: &Path, count: usize) -> Vec<String> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -631,29 +651,12 @@ SetEnvIf X-Trusted "^yes$" TRUSTED
             vec![("Authorization", auth("bob", "bob-pw"))],
         ),
     ];
-    let summarize = |status: u16, head: &str, body: &[u8]| {
-        let challenge = head
-            .lines()
-            .find_map(|l| {
-                let (n, v) = l.split_once(':')?;
-                n.trim()
-                    .eq_ignore_ascii_case("www-authenticate")
-                    .then(|| v.trim().to_string())
-            })
-            .unwrap_or_default();
-        let body = if status == 200 {
-            String::from_utf8_lossy(body).into_owned()
-        } else {
-            String::new()
-        };
-        format!("{status} challenge={challenge:?} body={body:?}")
-    };
     for (method, path, headers) in &cases {
         let mut headers: Vec<(&str, &str)> =
             headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
         headers.push(("Host", "localhost"));
         let (status, head, body) = theirs.request(method, path, &headers, b"");
-        let expected = summarize(status, &head, &body);
+        let expected = auth_summary(status, &head, &body);
         let got = ours.request(method, path, &headers, b"");
         let got_head: String = got
             .headers
@@ -661,7 +664,7 @@ SetEnvIf X-Trusted "^yes$" TRUSTED
             .map(|(n, v)| format!("{n}: {v}\n"))
             .collect();
         assert_eq!(
-            summarize(got.status, &got_head, &got.body),
+            auth_summary(got.status, &got_head, &got.body),
             expected,
             "{method} {path} {headers:?}"
         );
@@ -773,29 +776,12 @@ WSGIScriptAlias /app {app}
         ("/app/dispatch", vec![]),
         ("/app/dispatch", vec![("X-Other", "1".into())]),
     ];
-    let summarize = |status: u16, head: &str, body: &[u8]| {
-        let challenge = head
-            .lines()
-            .find_map(|l| {
-                let (n, v) = l.split_once(':')?;
-                n.trim()
-                    .eq_ignore_ascii_case("www-authenticate")
-                    .then(|| v.trim().to_string())
-            })
-            .unwrap_or_default();
-        let body = if status == 200 {
-            String::from_utf8_lossy(body).into_owned()
-        } else {
-            String::new()
-        };
-        format!("{status} challenge={challenge:?} body={body:?}")
-    };
     for (path, headers) in &cases {
         let mut headers: Vec<(&str, &str)> =
             headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
         headers.push(("Host", "localhost"));
         let (status, head, body) = theirs.request("GET", path, &headers, b"");
-        let expected = summarize(status, &head, &body);
+        let expected = auth_summary(status, &head, &body);
         let got = ours.request("GET", path, &headers, b"");
         let got_head: String = got
             .headers
@@ -803,7 +789,7 @@ WSGIScriptAlias /app {app}
             .map(|(n, v)| format!("{n}: {v}\n"))
             .collect();
         assert_eq!(
-            summarize(got.status, &got_head, &got.body),
+            auth_summary(got.status, &got_head, &got.body),
             expected,
             "GET {path} {headers:?}"
         );

@@ -936,23 +936,26 @@ async fn dispatch(
             refuse(e.status())
         }
         Decision::App(mut route) => {
-            let place = |route: &Route| HookPlace {
-                script_name: route.script_name.clone(),
-                path_info: route.path_info.clone(),
-                script: route.script.clone(),
-                env: route.env.clone(),
-                server_name: route.server_name.clone(),
-                port: route.port,
+            let hooks_for = |route: &Route| {
+                let place = HookPlace {
+                    script_name: route.script_name.clone(),
+                    path_info: route.path_info.clone(),
+                    script: route.script.clone(),
+                    env: route.env.clone(),
+                    server_name: route.server_name.clone(),
+                    port: route.port,
+                };
+                front_hooks(
+                    front,
+                    conn,
+                    &req,
+                    &target,
+                    host.as_deref(),
+                    &route.settings,
+                    place,
+                )
             };
-            let hooks = front_hooks(
-                front,
-                conn,
-                &req,
-                &target,
-                host.as_deref(),
-                &route.settings,
-                place(&route),
-            );
+            let hooks = hooks_for(&route);
             let checked = check_access(
                 conn,
                 &req,
@@ -970,16 +973,7 @@ async fn dispatch(
                 }
             };
             if let Some(script) = route.settings.dispatch_script.clone() {
-                let hooks = front_hooks(
-                    front,
-                    conn,
-                    &req,
-                    &target,
-                    host.as_deref(),
-                    &route.settings,
-                    place(&route),
-                );
-                let Some(mut hooks) = hooks else {
+                let Some(mut hooks) = hooks_for(&route) else {
                     tracing::error!(
                         path,
                         "500: a WSGIDispatchScript applies, but this front process started no embedded Python: restart wsgi serve"

@@ -14,7 +14,7 @@ use wsgi_interp::hooks::{
     AccessDecision, HookArg, HookFunction, HookScript, HookValue, PasswordDecision,
     groups_from_hook, override_from_hook,
 };
-use wsgi_interp::{CallOptions, RequestHead, Runtime};
+use wsgi_interp::{CallOptions, InterpreterHandle, RequestHead, Runtime};
 
 use super::auth::ScriptHooks;
 use super::site::Site;
@@ -67,14 +67,12 @@ impl FrontHooks {
         })
     }
 
-    /// Calls `function(environ, *args)` of `script`.
-    fn call(
+    /// The interpreter `script` runs in, and the script as wsgi-interp names it.
+    fn prepare(
         &self,
         script: &AuxScript,
         directive: &'static str,
-        function: HookFunction,
-        args: &[HookArg],
-    ) -> Result<(HookScript, HookValue), String> {
+    ) -> Result<(InterpreterHandle, HookScript), String> {
         let group = self.with_names(|n| n.script_group(script.application_group.as_ref()));
         let interp = self
             .runtime
@@ -85,6 +83,18 @@ impl FrontHooks {
             directive,
             reload: self.reload,
         };
+        Ok((interp, hook))
+    }
+
+    /// Calls `function(environ, *args)` of `script`.
+    fn call(
+        &self,
+        script: &AuxScript,
+        directive: &'static str,
+        function: HookFunction,
+        args: &[HookArg],
+    ) -> Result<(HookScript, HookValue), String> {
+        let (interp, hook) = self.prepare(script, directive)?;
         let value = interp
             .call_hook(&hook, function, &self.head, &self.opts, args)
             .map_err(|e| e.to_string())?;
@@ -94,17 +104,8 @@ impl FrontHooks {
     /// The `WSGIDispatchScript`'s overrides of `route`'s process group, application group
     /// and callable object (each function is optional). Err is the message to log (500).
     pub fn dispatch(&self, script: &AuxScript, route: &mut Route) -> Result<(), String> {
+        let (interp, hook) = self.prepare(script, "WSGIDispatchScript")?;
         let ask = |function: HookFunction| -> Result<Option<String>, String> {
-            let group = self.with_names(|n| n.script_group(script.application_group.as_ref()));
-            let interp = self
-                .runtime
-                .interpreter(&group)
-                .map_err(|e| format!("WSGIDispatchScript {}: {e}", script.path.display()))?;
-            let hook = HookScript {
-                path: script.path.clone(),
-                directive: "WSGIDispatchScript",
-                reload: self.reload,
-            };
             match interp.call_hook(&hook, function, &self.head, &self.opts, &[]) {
                 Ok(value) => override_from_hook(&hook, function, value).map_err(|e| e.to_string()),
                 Err(e) if e.is_missing_function() => Ok(None),
