@@ -151,9 +151,15 @@ fn apply(
     let builder = builder
         .as_mut()
         .ok_or("mod_wsgi_rs was not initialised before its directives were read")?;
-    builder
-        .directive(&ctx, &directive)
-        .map_err(|e| format!("{}: {}", e.subject, e.kind))
+    builder.directive(&ctx, &directive).map_err(|errors| {
+        // Every problem of the line, in one message (Apache shows a directive's message on one
+        // line, with the line's number once).
+        errors
+            .iter()
+            .map(|e| format!("{}: {}", e.subject, e.kind))
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
 }
 
 /// The `ServerName` and `ServerAlias` of a server (a virtual host when `vhost_file` is set),

@@ -105,7 +105,13 @@ pub unsafe extern "C" fn wsgi_rs_aux_script(
     let found = guard(&name, Err, || {
         let words = wsgi_config::reader::split_arguments(&args)?;
         let parsed = wsgi_config::builder::parse_aux_script(&words, &crate::config::server_root())
-            .map_err(|e| format!("{name}: {e}"))?;
+            .map_err(|errors| {
+                errors
+                    .iter()
+                    .map(|e| format!("{name}: {e}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })?;
         let mut table = scripts();
         let index = match table.iter().position(|s| *s == parsed) {
             Some(i) => i,

@@ -69,8 +69,14 @@ fn line(name: &str, args: &str, file: &str, line: c_int, current: c_int) -> Resu
         args: split_arguments(args)?,
         span: span(file, line),
     };
-    let settings = ConfigBuilder::htaccess_settings(&server_root(), &base, &directive)
-        .map_err(|e| format!("{}: {}", e.subject, e.kind))?;
+    let settings =
+        ConfigBuilder::htaccess_settings(&server_root(), &base, &directive).map_err(|errors| {
+            errors
+                .iter()
+                .map(|e| format!("{}: {}", e.subject, e.kind))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
     let mut table = fragments();
     let table = table.get_or_insert_with(Fragments::default);
     let id = table.add(settings);

@@ -110,15 +110,20 @@ fn an_undefined_process_group_is_refused() {
 
 #[test]
 fn bad_options_and_homes_are_refused() {
-    let (code, text, _) = syntax_check("WSGIDaemonProcess site proceses=2\n");
+    let (code, text, _) = syntax_check("WSGIDaemonProcess site proceses=2 threads=x\n");
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("WSGIDaemonProcess site: unknown option `proceses` (did you mean `processes`?): valid options are processes, threads,"), "{text}");
+    // Every bad option of the line, not only the first.
+    assert!(
+        text.contains("newrelic-environment; WSGIDaemonProcess site: threads=`x` is not valid: use a whole number from 0 to 65533"),
+        "{text}"
+    );
 
     let (code, text, _) =
         syntax_check("WSGIDaemonProcess site python-home=/usr/local/venvs/site/bin/python\n");
     assert_eq!(code, 1, "{text}");
     assert!(
-        text.contains("not its python executable: use /usr/local/venvs/site"),
+        text.contains("WSGIDaemonProcess site: python-home=`/usr/local/venvs/site/bin/python` is the virtual environment's python executable, not its root (the folder holding bin/ and lib/, what `python -c 'import sys; print(sys.prefix)'` prints): use /usr/local/venvs/site"),
         "{text}"
     );
 }

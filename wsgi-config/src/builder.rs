@@ -15,7 +15,9 @@ use crate::directives::{self, Arity, DirectiveDef, Scope, Status};
 use crate::env::{EnvOp, SetEnvIf};
 use crate::error::{ConfigError, ConfigWarning, ErrorKind, closest};
 use crate::model::*;
-use crate::options::{parse_flag, parse_path_list, parse_python_home, split_option};
+use crate::options::{
+    parse_flag, parse_option_flag, parse_path_list, parse_python_home, split_option,
+};
 use crate::reader::{Directive, Span};
 
 /// The `<VirtualHost>` a directive is in.
@@ -59,6 +61,28 @@ struct GroupRef {
     subject: String,
 }
 
+/// Every problem of one directive line: most lines have one, a line of `name=value` options
+/// one per bad option.
+#[derive(Debug)]
+struct Refusals(Vec<ErrorKind>);
+
+impl From<ErrorKind> for Refusals {
+    fn from(kind: ErrorKind) -> Self {
+        Refusals(vec![kind])
+    }
+}
+
+impl Refusals {
+    /// `Ok` when nothing is refused.
+    fn check(refused: Vec<ErrorKind>) -> Result<(), Refusals> {
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(Refusals(refused))
+        }
+    }
+}
+
 /// Builds a [`Config`] from directives.
 #[derive(Debug)]
 pub struct ConfigBuilder {
@@ -98,11 +122,14 @@ impl ConfigBuilder {
         }
     }
 
-    /// Applies one directive. Directives that are not mod_wsgi's are kept where they matter
-    /// (`ServerName`, `ServerAlias`, `Listen`, `ServerRoot`, `User`, `Group`, `SetEnv`,
-    /// `Require all ...`) and never refused.
-    pub fn directive(&mut self, ctx: &Context, d: &Directive) -> Result<(), ConfigError> {
-        let host = self.host_index(ctx)?;
+    /// Applies one directive, or refuses it with every problem it has (each bad option of a
+    /// line of options, not only the first); what can be kept of a refused line is kept (a
+    /// `WSGIDaemonProcess` with a bad option still defines its group, with the options that
+    /// parse, so that lines naming the group are not refused too). Directives that are not
+    /// mod_wsgi's are kept where they matter (`ServerName`, `ServerAlias`, `Listen`,
+    /// `ServerRoot`, `User`, `Group`, `SetEnv`, `Require all ...`) and never refused.
+    pub fn directive(&mut self, ctx: &Context, d: &Directive) -> Result<(), Vec<ConfigError>> {
+        let host = self.host_index(ctx).map_err(|e| vec![e])?;
         match directives::lookup(&d.name) {
             Some(def) => {
                 let subject = match def.name {
@@ -112,23 +139,29 @@ impl ConfigBuilder {
                     },
                     _ => def.name.to_string(),
                 };
-                let err = |kind| ConfigError::new(Some(&d.span), subject.clone(), kind);
+                let err = |kind| vec![ConfigError::new(Some(&d.span), subject.clone(), kind)];
                 check_scope(def, ctx).map_err(err)?;
                 check_arity(def, &d.args).map_err(err)?;
                 if let Status::Ignored(why) = def.status {
                     self.warn(&d.span, def.name, format!("is ignored: {why}"));
                     return Ok(());
                 }
-                self.wsgi_directive(def, ctx, host, d).map_err(err)
+                self.wsgi_directive(def, ctx, host, d).map_err(|refused| {
+                    refused
+                        .0
+                        .into_iter()
+                        .map(|kind| ConfigError::new(Some(&d.span), subject.clone(), kind))
+                        .collect()
+                })
             }
-            None if directives::is_wsgi_name(&d.name) => Err(ConfigError::new(
+            None if directives::is_wsgi_name(&d.name) => Err(vec![ConfigError::new(
                 Some(&d.span),
                 d.name.clone(),
                 ErrorKind::UnknownDirective {
                     suggestion: closest(&d.name, directives::DIRECTIVES.iter().map(|d| d.name)),
                 },
-            )),
-            None => self.context_directive(ctx, host, d),
+            )]),
+            None => self.context_directive(ctx, host, d).map_err(|e| vec![e]),
         }
     }
 
@@ -136,12 +169,12 @@ impl ConfigBuilder {
     /// `WSGICallableObject` or `WSGIPassAuthorization`), laid over `base` (what the earlier
     /// lines of the file set). Apache reads `.htaccess` files per request, so their settings
     /// never enter a [`Config`]: the Apache module keeps them per directory and lays them over
-    /// the routed settings. Errors are the ones the file reader gives.
+    /// the routed settings. Errors are the ones the file reader gives, every one of the line.
     pub fn htaccess_settings(
         server_root: &Path,
         base: &WsgiSettings,
         d: &Directive,
-    ) -> Result<WsgiSettings, ConfigError> {
+    ) -> Result<WsgiSettings, Vec<ConfigError>> {
         let mut builder = ConfigBuilder::new(server_root);
         let ctx = Context {
             htaccess: true,
@@ -646,17 +679,18 @@ impl ConfigBuilder {
         ctx: &Context,
         host: Option<usize>,
         d: &Directive,
-    ) -> Result<(), ErrorKind> {
+    ) -> Result<(), Refusals> {
         let args = &d.args;
         let one = args.first().map(String::as_str).unwrap_or("");
         let flag = || parse_flag(one);
         match def.name {
             "WSGIScriptAlias" | "WSGIScriptAliasMatch" => {
+                let mut refused = Vec::new();
                 let regex = if def.name == "WSGIScriptAliasMatch" {
-                    Some(compile(&args[0])?)
+                    compile(&args[0]).map_err(|e| refused.push(e)).ok()
                 } else {
                     if !args[0].starts_with('/') {
-                        return Err(ErrorKind::BadValue {
+                        refused.push(ErrorKind::BadValue {
                             option: "URL-path".into(),
                             value: args[0].clone(),
                             expected: "a URL path starts with / (for example /myapp)".into(),
@@ -664,7 +698,13 @@ impl ConfigBuilder {
                     }
                     None
                 };
-                let options = parse_alias_options(&args[2..], true)?;
+                let (options, bad_options) = parse_alias_options(&args[2..], true);
+                refused.extend(bad_options);
+                // The group is checked even when the line is refused: it is another problem.
+                if let Some(pg) = &options.process_group {
+                    self.refer(pg, host, &d.span, def.name);
+                }
+                Refusals::check(refused)?;
                 let target = if regex.is_some() && args[1].contains('$') {
                     args[1].clone()
                 } else {
@@ -675,9 +715,6 @@ impl ConfigBuilder {
                         resolved
                     }
                 };
-                if let Some(pg) = &options.process_group {
-                    self.refer(pg, host, &d.span, def.name);
-                }
                 let directory =
                     regex.is_none() && (target.ends_with('/') || Path::new(&target).is_dir());
                 self.host_mut(host).script_aliases.push(ScriptAlias {
@@ -692,30 +729,33 @@ impl ConfigBuilder {
             "WSGIDaemonProcess" => {
                 let name = args[0].clone();
                 if name.is_empty() || name.starts_with('%') {
-                    return Err(ErrorKind::BadValue {
+                    return Err(Refusals::from(ErrorKind::BadValue {
                         option: "name".into(),
                         value: name,
                         expected: "name the daemon process group with a plain word such as myapp"
                             .into(),
-                    });
+                    }));
                 }
                 if let Some(first) = self.config.daemon(&name) {
-                    return Err(ErrorKind::DuplicateDaemonGroup {
+                    return Err(Refusals::from(ErrorKind::DuplicateDaemonGroup {
                         name,
                         first: first.span.clone(),
-                    });
+                    }));
                 }
                 let mut notes = Vec::new();
-                let options = parse_daemon_options(&args[1..], &mut notes)?;
+                let (options, refused) = parse_daemon_options(&args[1..], &mut notes);
                 for note in notes {
                     self.warn(&d.span, &format!("WSGIDaemonProcess {name}"), note.0);
                 }
+                // Defined even with bad options (with the ones that parse), so that the lines
+                // naming the group are not refused too: only the bad options are reported.
                 self.config.daemons.push(DaemonGroup {
                     name,
                     span: d.span.clone(),
                     host,
                     options,
                 });
+                Refusals::check(refused)?;
             }
             "WSGIProcessGroup" => {
                 let spec = GroupSpec::parse(one);
@@ -751,10 +791,10 @@ impl ConfigBuilder {
                         Ok(true) => MapHeadToGet::On,
                         Ok(false) => MapHeadToGet::Off,
                         Err(_) => {
-                            return Err(ErrorKind::BadFlag {
+                            return Err(Refusals::from(ErrorKind::BadFlag {
                                 value: one.to_string(),
                                 allowed: "On, Off or Auto",
-                            });
+                            }));
                         }
                     }
                 };
@@ -763,11 +803,11 @@ impl ConfigBuilder {
             "WSGITrustedProxyHeaders" => {
                 for h in args {
                     if h.is_empty() || !h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-                        return Err(ErrorKind::BadValue {
+                        return Err(Refusals::from(ErrorKind::BadValue {
                             option: "header".into(),
                             value: h.clone(),
                             expected: "a header name holds only letters, digits and `-` (for example X-Forwarded-For)".into(),
-                        });
+                        }));
                     }
                 }
                 self.settings_mut(ctx, host)?
@@ -792,7 +832,7 @@ impl ConfigBuilder {
             | "WSGIAccessScript"
             | "WSGIAuthUserScript"
             | "WSGIAuthGroupScript" => {
-                let script = parse_aux_script(args, &self.config.server_root)?;
+                let script = parse_aux_script(args, &self.config.server_root).map_err(Refusals)?;
                 let s = self.settings_mut(ctx, host)?;
                 match def.name {
                     "WSGIDispatchScript" => s.dispatch_script = Some(script),
@@ -803,10 +843,11 @@ impl ConfigBuilder {
             }
             "WSGIHandlerScript" => {
                 let path = self.resolve(&args[1]);
-                let options = parse_alias_options(&args[2..], true)?;
+                let (options, refused) = parse_alias_options(&args[2..], true);
                 if let Some(pg) = &options.process_group {
                     self.refer(pg, host, &d.span, def.name);
                 }
+                Refusals::check(refused)?;
                 self.settings_mut(ctx, host)?
                     .handler_scripts
                     .push(HandlerScript {
@@ -817,16 +858,34 @@ impl ConfigBuilder {
             }
             "WSGIImportScript" => {
                 let path = self.resolve(one);
-                let options = parse_alias_options(&args[1..], false)?;
-                let process_group = options.process_group.ok_or(ErrorKind::MissingOption {
-                    option: "process-group",
-                    fix: "write `process-group=NAME`, or `process-group=%{GLOBAL}` for embedded mode",
-                })?;
-                let application_group = options.application_group.ok_or(ErrorKind::MissingOption {
-                    option: "application-group",
-                    fix: "write `application-group=NAME`, or `application-group=%{GLOBAL}` for the main interpreter",
-                })?;
-                self.refer(&process_group, host, &d.span, def.name);
+                let (options, mut refused) = parse_alias_options(&args[1..], false);
+                // Missing only when not written at all: a bad value is refused already.
+                let written = |option: &str| {
+                    args[1..].iter().any(|word| {
+                        split_option(word).is_ok_and(|(name, _)| name.eq_ignore_ascii_case(option))
+                    })
+                };
+                if !written("process-group") {
+                    refused.push(ErrorKind::MissingOption {
+                        option: "process-group",
+                        fix: "write `process-group=NAME`, or `process-group=%{GLOBAL}` for embedded mode",
+                    });
+                }
+                if !written("application-group") {
+                    refused.push(ErrorKind::MissingOption {
+                        option: "application-group",
+                        fix: "write `application-group=NAME`, or `application-group=%{GLOBAL}` for the main interpreter",
+                    });
+                }
+                if let Some(pg) = &options.process_group {
+                    self.refer(pg, host, &d.span, def.name);
+                }
+                Refusals::check(refused)?;
+                let (Some(process_group), Some(application_group)) =
+                    (options.process_group, options.application_group)
+                else {
+                    unreachable!("both groups are written and accepted");
+                };
                 self.config.import_scripts.push(ImportScript {
                     span: d.span.clone(),
                     host,
@@ -891,11 +950,11 @@ impl ConfigBuilder {
                     "default", "flock", "fcntl", "sysvsem", "posixsem", "pthread",
                 ];
                 if !MECHANISMS.iter().any(|m| m.eq_ignore_ascii_case(one)) {
-                    return Err(ErrorKind::BadValue {
+                    return Err(Refusals::from(ErrorKind::BadValue {
                         option: "mechanism".into(),
                         value: one.to_string(),
                         expected: format!("use one of {}", MECHANISMS.join(", ")),
-                    });
+                    }));
                 }
                 self.config.server.accept_mutex = Some(one.to_ascii_lowercase());
             }
@@ -940,17 +999,20 @@ fn check_callable(name: &str) -> Result<(), ErrorKind> {
 
 /// The arguments of `WSGIDispatchScript`, `WSGIAccessScript`, `WSGIAuthUserScript` and
 /// `WSGIAuthGroupScript` (`path [application-group=NAME]`), with a relative path resolved
-/// against `server_root`. The Apache module also reads `.htaccess` copies of the auth scripts
-/// with it, at request time.
-pub fn parse_aux_script(args: &[String], server_root: &Path) -> Result<AuxScript, ErrorKind> {
+/// against `server_root`, or every problem of the line. The Apache module also reads
+/// `.htaccess` copies of the auth scripts with it, at request time.
+pub fn parse_aux_script(args: &[String], server_root: &Path) -> Result<AuxScript, Vec<ErrorKind>> {
     let Some(path) = args.first() else {
-        return Err(ErrorKind::BadValue {
+        return Err(vec![ErrorKind::BadValue {
             option: "path".into(),
             value: String::new(),
             expected: "name the script file".into(),
-        });
+        }]);
     };
-    let options = parse_alias_options(&args[1..], false)?;
+    let (options, refused) = parse_alias_options(&args[1..], false);
+    if !refused.is_empty() {
+        return Err(refused);
+    }
     let path = Path::new(path);
     Ok(AuxScript {
         path: if path.is_absolute() {
@@ -963,8 +1025,9 @@ pub fn parse_aux_script(args: &[String], server_root: &Path) -> Result<AuxScript
 }
 
 /// The options of `WSGIScriptAlias`, `WSGIImportScript`, `WSGIHandlerScript` and the auth
-/// scripts. `full` allows `callable-object=` and `pass-authorization=`.
-fn parse_alias_options(words: &[String], full: bool) -> Result<AliasOptions, ErrorKind> {
+/// scripts: those that parse, and every word refused, in order. `full` allows
+/// `callable-object=` and `pass-authorization=`.
+fn parse_alias_options(words: &[String], full: bool) -> (AliasOptions, Vec<ErrorKind>) {
     let valid: &[&'static str] = if full {
         &[
             "process-group",
@@ -976,44 +1039,57 @@ fn parse_alias_options(words: &[String], full: bool) -> Result<AliasOptions, Err
         &["process-group", "application-group"]
     };
     let mut o = AliasOptions::default();
+    let mut refused = Vec::new();
     for word in words {
-        let (name, value) = split_option(word)?;
-        let key = name.to_ascii_lowercase();
-        if !valid.contains(&key.as_str()) {
-            return Err(ErrorKind::UnknownOption {
-                option: name.to_string(),
-                suggestion: closest(name, valid.iter().copied()),
-                valid: valid.to_vec(),
-            });
-        }
-        let nonempty = |what: &str| {
-            if value.is_empty() {
-                Err(ErrorKind::BadValue {
-                    option: key.clone(),
-                    value: String::new(),
-                    expected: format!("give {what}"),
-                })
-            } else {
-                Ok(())
-            }
-        };
-        match key.as_str() {
-            "process-group" => {
-                nonempty("a daemon process group name, or %{GLOBAL} for embedded mode")?;
-                o.process_group = Some(GroupSpec::parse(value));
-            }
-            "application-group" => {
-                nonempty("an application group name, or %{GLOBAL} for the main interpreter")?;
-                o.application_group = Some(GroupSpec::parse(value));
-            }
-            "callable-object" => {
-                check_callable(value)?;
-                o.callable_object = Some(value.to_string());
-            }
-            _ => o.pass_authorization = Some(parse_flag(value)?),
+        if let Err(e) = parse_alias_option(&mut o, word, valid) {
+            refused.push(e);
         }
     }
-    Ok(o)
+    (o, refused)
+}
+
+/// One option of [`parse_alias_options`], applied to `o`.
+fn parse_alias_option(
+    o: &mut AliasOptions,
+    word: &str,
+    valid: &[&'static str],
+) -> Result<(), ErrorKind> {
+    let (name, value) = split_option(word)?;
+    let key = name.to_ascii_lowercase();
+    if !valid.contains(&key.as_str()) {
+        return Err(ErrorKind::UnknownOption {
+            option: name.to_string(),
+            suggestion: closest(name, valid.iter().copied()),
+            valid: valid.to_vec(),
+        });
+    }
+    let nonempty = |what: &str| {
+        if value.is_empty() {
+            Err(ErrorKind::BadValue {
+                option: key.clone(),
+                value: String::new(),
+                expected: format!("give {what}"),
+            })
+        } else {
+            Ok(())
+        }
+    };
+    match key.as_str() {
+        "process-group" => {
+            nonempty("a daemon process group name, or %{GLOBAL} for embedded mode")?;
+            o.process_group = Some(GroupSpec::parse(value));
+        }
+        "application-group" => {
+            nonempty("an application group name, or %{GLOBAL} for the main interpreter")?;
+            o.application_group = Some(GroupSpec::parse(value));
+        }
+        "callable-object" => {
+            check_callable(value)?;
+            o.callable_object = Some(value.to_string());
+        }
+        _ => o.pass_authorization = Some(parse_option_flag(&key, value)?),
+    }
+    Ok(())
 }
 
 /// `Directory`, `DirectoryMatch`, ...: the kind and whether the pattern is a regex.
@@ -1240,11 +1316,16 @@ mod tests {
         ctx
     }
 
+    /// Every error of one line, one a line.
     fn error(ctx: &Context, text: &str) -> String {
         let mut b = ConfigBuilder::new("/etc/apache2");
-        b.directive(ctx, &directive(12, text))
+        let errors: Vec<String> = b
+            .directive(ctx, &directive(12, text))
             .unwrap_err()
-            .to_string()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        errors.join("\n")
     }
 
     #[test]
@@ -1260,9 +1341,7 @@ mod tests {
         let three = line(&two, "WSGITrustedProxyHeaders X-Forwarded-For").unwrap();
         let four = line(&three, "WSGITrustedProxyHeaders X-Real-IP").unwrap();
         assert_eq!(four.trusted_proxy_headers, ["X-Forwarded-For", "X-Real-IP"]);
-        let refused = line(&four, "WSGIProcessGroup shop")
-            .unwrap_err()
-            .to_string();
+        let refused = line(&four, "WSGIProcessGroup shop").unwrap_err()[0].to_string();
         assert!(refused.contains(".htaccess"), "{refused}");
         assert!(line(&four, "WSGIPassAuthorization Maybe").is_err());
     }
@@ -1296,7 +1375,17 @@ mod tests {
         let s = parse_aux_script(&words("/srv/access.wsgi"), root).unwrap();
         assert_eq!(s.path, Path::new("/srv/access.wsgi"));
         assert_eq!(s.application_group, None);
-        assert!(parse_aux_script(&words("/srv/a.wsgi colour=blue"), root).is_err());
+        assert_eq!(
+            parse_aux_script(&words("/srv/a.wsgi colour=blue application-group="), root)
+                .unwrap_err()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            [
+                "unknown option `colour`: valid options are process-group, application-group",
+                "application-group=`` is not valid: give an application group name, or %{GLOBAL} for the main interpreter",
+            ]
+        );
         assert!(parse_aux_script(&[], root).is_err());
     }
 
@@ -1315,7 +1404,7 @@ mod tests {
                 &Context::default(),
                 "WSGIDaemonProcess myapp python-home=/usr/local/venvs/myapp/bin/python"
             ),
-            "site.conf:12: WSGIDaemonProcess myapp: python-home must be the virtual environment's root (the folder holding bin/ and lib/, what `python -c 'import sys; print(sys.prefix)'` prints), not its python executable: use /usr/local/venvs/myapp"
+            "site.conf:12: WSGIDaemonProcess myapp: python-home=`/usr/local/venvs/myapp/bin/python` is the virtual environment's python executable, not its root (the folder holding bin/ and lib/, what `python -c 'import sys; print(sys.prefix)'` prints): use /usr/local/venvs/myapp"
         );
     }
 
@@ -1355,6 +1444,25 @@ mod tests {
             ),
             "site.conf:12: WSGIImportScript: the `application-group=` option is required: write `application-group=NAME`, or `application-group=%{GLOBAL}` for the main interpreter"
         );
+        // Every problem of the line, each once: a bad value is not also a missing option.
+        assert_eq!(
+            error(
+                &Context::default(),
+                "WSGIImportScript /srv/app.wsgi process-group= colour=blue"
+            ),
+            "site.conf:12: WSGIImportScript: process-group=`` is not valid: give a daemon process group name, or %{GLOBAL} for embedded mode\n\
+             site.conf:12: WSGIImportScript: unknown option `colour`: valid options are process-group, application-group\n\
+             site.conf:12: WSGIImportScript: the `application-group=` option is required: write `application-group=NAME`, or `application-group=%{GLOBAL}` for the main interpreter"
+        );
+        assert_eq!(
+            error(
+                &Context::default(),
+                "WSGIScriptAlias app /srv/app.wsgi pass-authorization=yes callable-object=a.b"
+            ),
+            "site.conf:12: WSGIScriptAlias: URL-path=`app` is not valid: a URL path starts with / (for example /myapp)\n\
+             site.conf:12: WSGIScriptAlias: pass-authorization=`yes` is not valid: use On or Off\n\
+             site.conf:12: WSGIScriptAlias: callable-object=`a.b` is not valid: name a module-level callable of the script, such as application (not a dotted path)"
+        );
     }
 
     #[test]
@@ -1366,7 +1474,7 @@ mod tests {
             .directive(&vhost(5), &directive(7, "WSGIDaemonProcess a threads=2"))
             .unwrap_err();
         assert_eq!(
-            e.to_string(),
+            e[0].to_string(),
             "site.conf:7: WSGIDaemonProcess a: a daemon process group named `a` is already defined at site.conf:3: daemon group names are unique across the whole server; rename one of them"
         );
     }

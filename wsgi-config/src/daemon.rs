@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use crate::error::{ErrorKind, closest};
 use crate::options::{
-    parse_absolute, parse_buffer_size, parse_flag, parse_int, parse_path_list, parse_python_home,
-    parse_seconds, parse_signed, split_option,
+    parse_absolute, parse_buffer_size, parse_int, parse_option_flag, parse_path_list,
+    parse_python_home, parse_seconds, parse_signed, split_option,
 };
 
 /// Every option `WSGIDaemonProcess` takes.
@@ -239,48 +239,60 @@ impl DaemonOptions {
 #[derive(Debug, Clone, PartialEq)]
 pub struct OptionNote(pub String);
 
-/// Reads the `option=value` words of `WSGIDaemonProcess`. Warnings for accepted-but-odd options
-/// are pushed to `notes`.
+/// Reads the `option=value` words of `WSGIDaemonProcess`: the options that parse, with
+/// mod_wsgi's defaults for the others, and every word refused, in order (not only the first).
+/// Warnings for accepted-but-odd options are pushed to `notes`.
 pub fn parse_daemon_options(
     words: &[String],
     notes: &mut Vec<OptionNote>,
-) -> Result<DaemonOptions, ErrorKind> {
+) -> (DaemonOptions, Vec<ErrorKind>) {
     let mut o = DaemonOptions::default();
+    let mut refused = Vec::new();
     let mut seen: Vec<(&str, &str)> = Vec::new();
     for word in words {
-        let (name, value) = split_option(word)?;
+        let (name, value) = match split_option(word) {
+            Ok(split) => split,
+            Err(e) => {
+                refused.push(e);
+                continue;
+            }
+        };
         let key = name.to_ascii_lowercase();
         let Some(&canonical) = DAEMON_OPTIONS.iter().find(|k| **k == key) else {
-            return Err(ErrorKind::UnknownOption {
+            refused.push(ErrorKind::UnknownOption {
                 option: name.to_string(),
                 suggestion: closest(name, DAEMON_OPTIONS.iter().copied()),
                 valid: DAEMON_OPTIONS.to_vec(),
             });
+            continue;
         };
         if let Some((_, first)) = seen.iter().find(|(k, _)| *k == canonical) {
             if canonical == "python-home" {
-                return Err(ErrorKind::DuplicateOption {
+                refused.push(ErrorKind::DuplicateOption {
                     option: "python-home",
                     first: first.to_string(),
                     second: value.to_string(),
                     fix: "a daemon process group has one python-home; to give each application its own virtual environment, give each its own WSGIDaemonProcess (recommended), or activate the venv in each .wsgi script (activate_this.py or site.addsitedir) with python-home pointing at an empty venv",
                 });
+                continue;
             }
             notes.push(OptionNote(format!(
                 "{canonical} is given more than once (`{first}` and `{value}`): the last one, `{value}`, is used"
             )));
         }
         seen.push((canonical, value));
-        apply_option(&mut o, canonical, value, notes)?;
+        if let Err(e) = apply_option(&mut o, canonical, value, notes) {
+            refused.push(e);
+        }
     }
-    if o.script_user.is_some() && o.script_group.is_some() {
-        return Err(ErrorKind::BadValue {
+    if let (Some(_), Some(group)) = (&o.script_user, &o.script_group) {
+        refused.push(ErrorKind::BadValue {
             option: "script-group".into(),
-            value: o.script_group.clone().unwrap_or_default(),
+            value: group.clone(),
             expected: "only one of script-user and script-group may be set: keep one".into(),
         });
     }
-    Ok(o)
+    (o, refused)
 }
 
 fn non_empty(option: &str, value: &str, what: &str) -> Result<String, ErrorKind> {
@@ -408,7 +420,7 @@ fn apply_option(
         "cpu-priority" => o.cpu_priority = parse_signed(name, value, -20, 19)? as i32,
         "memory-limit" => o.memory_limit = parse_int(name, value, 0, u64::MAX)?,
         "virtual-memory-limit" => o.virtual_memory_limit = parse_int(name, value, 0, u64::MAX)?,
-        "server-metrics" => o.server_metrics = parse_flag(value)?,
+        "server-metrics" => o.server_metrics = parse_option_flag(name, value)?,
         "newrelic-config-file" | "newrelic-environment" => notes.push(OptionNote(format!(
             "{name} was removed from mod_wsgi and is ignored: load the New Relic agent from the WSGI script instead"
         ))),
@@ -421,9 +433,15 @@ fn apply_option(
 mod tests {
     use super::*;
 
+    /// The options, or the one error of words that hold one bad option at most.
     fn parse(words: &[&str]) -> Result<DaemonOptions, ErrorKind> {
         let words: Vec<String> = words.iter().map(|w| w.to_string()).collect();
-        parse_daemon_options(&words, &mut Vec::new())
+        let (options, mut refused) = parse_daemon_options(&words, &mut Vec::new());
+        assert!(refused.len() <= 1, "{refused:?}");
+        match refused.pop() {
+            None => Ok(options),
+            Some(e) => Err(e),
+        }
     }
 
     #[test]
@@ -466,8 +484,8 @@ mod tests {
         for name in DAEMON_OPTIONS {
             let word = format!("{name}={}", sample(name));
             let mut notes = Vec::new();
-            parse_daemon_options(std::slice::from_ref(&word), &mut notes)
-                .unwrap_or_else(|e| panic!("{word}: {e}"));
+            let (_, refused) = parse_daemon_options(std::slice::from_ref(&word), &mut notes);
+            assert_eq!(refused, [], "{word}");
         }
     }
 
@@ -537,19 +555,58 @@ mod tests {
             parse(&["python-home=/usr/local/venvs/myapp/bin/python"])
                 .unwrap_err()
                 .to_string(),
-            "python-home must be the virtual environment's root (the folder holding bin/ and lib/, what `python -c 'import sys; print(sys.prefix)'` prints), not its python executable: use /usr/local/venvs/myapp"
+            "python-home=`/usr/local/venvs/myapp/bin/python` is the virtual environment's python executable, not its root (the folder holding bin/ and lib/, what `python -c 'import sys; print(sys.prefix)'` prints): use /usr/local/venvs/myapp"
         );
         assert_eq!(
             parse(&["python-home=venvs/x"]).unwrap_err().to_string(),
-            "python-home `venvs/x` must be an absolute path (starting with /): use the virtual environment's root, what `python -c 'import sys; print(sys.prefix)'` prints"
+            "python-home=`venvs/x` must be an absolute path (starting with /): use the virtual environment's root, what `python -c 'import sys; print(sys.prefix)'` prints"
         );
+    }
+
+    #[test]
+    fn every_bad_option_is_refused_and_the_others_kept() {
+        let words: Vec<String> = [
+            "processes=abc",
+            "threads=4",
+            "proceses=2",
+            "display-name",
+            "python-home=/srv/venv/bin/python",
+            "python-path=/srv/app",
+        ]
+        .iter()
+        .map(|w| w.to_string())
+        .collect();
+        let (o, refused) = parse_daemon_options(&words, &mut Vec::new());
+        let refused: Vec<String> = refused.iter().map(ToString::to_string).collect();
+        assert_eq!(refused.len(), 4, "{refused:#?}");
+        assert_eq!(
+            refused[0],
+            "processes=`abc` is not valid: use a whole number from 1 to 1024"
+        );
+        assert!(
+            refused[1].starts_with("unknown option `proceses` (did you mean `processes`?)"),
+            "{}",
+            refused[1]
+        );
+        assert_eq!(
+            refused[2],
+            "`display-name` is not an option: options are written `name=value`, with no spaces around `=`"
+        );
+        assert_eq!(
+            refused[3],
+            "python-home=`/srv/venv/bin/python` is the virtual environment's python executable, not its root (the folder holding bin/ and lib/, what `python -c 'import sys; print(sys.prefix)'` prints): use /srv/venv"
+        );
+        assert_eq!((o.processes, o.processes_given, o.threads), (1, false, 4));
+        assert_eq!(o.python_home, None);
+        assert_eq!(o.python_path, [PathBuf::from("/srv/app")]);
     }
 
     #[test]
     fn repeated_options_warn_and_the_last_wins() {
         let mut notes = Vec::new();
-        let o =
-            parse_daemon_options(&["threads=2".into(), "threads=4".into()], &mut notes).unwrap();
+        let (o, refused) =
+            parse_daemon_options(&["threads=2".into(), "threads=4".into()], &mut notes);
+        assert_eq!(refused, []);
         assert_eq!(o.threads, 4);
         assert_eq!(notes.len(), 1);
     }

@@ -164,17 +164,19 @@ pub enum ErrorKind {
     },
     /// `python-home` names the venv's python executable or another folder inside it.
     #[error(
-        "python-home must be the virtual environment's root (the folder holding bin/ and lib/, what `python -c 'import sys; print(sys.prefix)'` prints), not {what}: use {}",
+        "python-home=`{value}` is {what}, not its root (the folder holding bin/ and lib/, what `python -c 'import sys; print(sys.prefix)'` prints): use {}",
         .root.display()
     )]
     PythonHomeNotRoot {
-        /// "its python executable", "its site-packages folder".
+        /// The value as written.
+        value: String,
+        /// "the virtual environment's python executable", "... site-packages folder".
         what: &'static str,
         /// The venv root to use instead.
         root: PathBuf,
     },
     /// A path that must be absolute is not.
-    #[error("{what} `{value}` must be an absolute path (starting with /): {fix}")]
+    #[error("{what}=`{value}` must be an absolute path (starting with /): {fix}")]
     RelativePath {
         /// What the path is for.
         what: &'static str,

@@ -88,7 +88,7 @@ fn walk(builder: &mut ConfigBuilder, ctx: &Context, items: &[Item], errors: &mut
         match item {
             Item::Directive(d) => {
                 if let Err(e) = builder.directive(ctx, d) {
-                    errors.push(e);
+                    errors.extend(e);
                 }
             }
             Item::Section(s) if s.kind.eq_ignore_ascii_case("VirtualHost") => {

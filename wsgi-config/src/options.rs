@@ -30,6 +30,11 @@ pub(crate) fn parse_flag(value: &str) -> Result<bool, ErrorKind> {
     }
 }
 
+/// `On`/`Off` as the value of a `name=value` option: refused with the option named.
+pub(crate) fn parse_option_flag(option: &str, value: &str) -> Result<bool, ErrorKind> {
+    parse_flag(value).map_err(|_| bad(option, value, "use On or Off"))
+}
+
 fn bad(option: &str, value: &str, expected: impl Into<String>) -> ErrorKind {
     ErrorKind::BadValue {
         option: option.to_string(),
@@ -135,10 +140,11 @@ pub(crate) fn parse_python_home(value: &str) -> Result<PathBuf, ErrorKind> {
         value,
         "use the virtual environment's root, what `python -c 'import sys; print(sys.prefix)'` prints",
     )?;
-    if let Some(root) = venv_root_of_inner_path(&path) {
+    if let Some((root, what)) = venv_root_of_inner_path(&path) {
         return Err(ErrorKind::PythonHomeNotRoot {
-            what: root.1,
-            root: root.0,
+            value: value.to_string(),
+            what,
+            root,
         });
     }
     Ok(path)
@@ -152,19 +158,28 @@ pub fn venv_root_of_inner_path(path: &Path) -> Option<(PathBuf, &'static str)> {
     let parent = normalized.parent()?;
     let parent_name = parent.file_name().and_then(|n| n.to_str());
     if name.starts_with("python") && parent_name == Some("bin") {
-        return Some((parent.parent()?.to_path_buf(), "its python executable"));
+        return Some((
+            parent.parent()?.to_path_buf(),
+            "the virtual environment's python executable",
+        ));
     }
     if name == "bin" && parent.parent().is_some() && normalized.join("python").exists() {
-        return Some((parent.to_path_buf(), "its bin folder"));
+        return Some((parent.to_path_buf(), "the virtual environment's bin folder"));
     }
     if name == "site-packages" {
         let lib = parent.parent()?;
         if lib.file_name().and_then(|n| n.to_str()) == Some("lib") {
-            return Some((lib.parent()?.to_path_buf(), "its site-packages folder"));
+            return Some((
+                lib.parent()?.to_path_buf(),
+                "the virtual environment's site-packages folder",
+            ));
         }
     }
     if name.starts_with("python3") && parent_name == Some("lib") {
-        return Some((parent.parent()?.to_path_buf(), "its lib/pythonX.Y folder"));
+        return Some((
+            parent.parent()?.to_path_buf(),
+            "the virtual environment's lib/pythonX.Y folder",
+        ));
     }
     None
 }

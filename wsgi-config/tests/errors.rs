@@ -35,11 +35,84 @@ fn python_home_is_the_python_executable() {
         error(
             "\n\n\n\n\n\n\n\n\n\n\nWSGIDaemonProcess myapp python-home=/usr/local/venvs/myapp/bin/python\n"
         ),
-        "site.conf:12: WSGIDaemonProcess myapp: python-home must be the virtual environment's root (the folder holding bin/ and lib/, what `python -c 'import sys; print(sys.prefix)'` prints), not its python executable: use /usr/local/venvs/myapp"
+        "site.conf:12: WSGIDaemonProcess myapp: python-home=`/usr/local/venvs/myapp/bin/python` is the virtual environment's python executable, not its root (the folder holding bin/ and lib/, what `python -c 'import sys; print(sys.prefix)'` prints): use /usr/local/venvs/myapp"
     );
     assert_eq!(
         error("WSGIPythonHome /usr/local/venvs/myapp/lib/python3.11/site-packages\n"),
-        "site.conf:1: WSGIPythonHome: python-home must be the virtual environment's root (the folder holding bin/ and lib/, what `python -c 'import sys; print(sys.prefix)'` prints), not its site-packages folder: use /usr/local/venvs/myapp"
+        "site.conf:1: WSGIPythonHome: python-home=`/usr/local/venvs/myapp/lib/python3.11/site-packages` is the virtual environment's site-packages folder, not its root (the folder holding bin/ and lib/, what `python -c 'import sys; print(sys.prefix)'` prints): use /usr/local/venvs/myapp"
+    );
+}
+
+#[test]
+fn python_home_that_is_relative() {
+    assert_eq!(
+        error("WSGIDaemonProcess myapp python-home=venvs/myapp\n"),
+        "site.conf:1: WSGIDaemonProcess myapp: python-home=`venvs/myapp` must be an absolute path (starting with /): use the virtual environment's root, what `python -c 'import sys; print(sys.prefix)'` prints"
+    );
+}
+
+/// A `WSGIDaemonProcess` line with bad options still defines its group: the lines naming it
+/// are not refused too, and every bad option is reported, not only the first.
+#[test]
+fn a_daemon_group_with_bad_options_is_still_defined_and_every_option_reported() {
+    assert_eq!(
+        errors(
+            "WSGIDaemonProcess app processes=abc threads=x python-home=/srv/venv/bin/python\n\
+             WSGIProcessGroup app\n\
+             WSGIScriptAlias / /srv/app.wsgi process-group=app\n\
+             WSGIImportScript /srv/app.wsgi process-group=app application-group=%{GLOBAL}\n"
+        ),
+        [
+            "site.conf:1: WSGIDaemonProcess app: processes=`abc` is not valid: use a whole number from 1 to 1024",
+            "site.conf:1: WSGIDaemonProcess app: threads=`x` is not valid: use a whole number from 0 to 65533",
+            "site.conf:1: WSGIDaemonProcess app: python-home=`/srv/venv/bin/python` is the virtual environment's python executable, not its root (the folder holding bin/ and lib/, what `python -c 'import sys; print(sys.prefix)'` prints): use /srv/venv",
+        ]
+    );
+    // Only a group whose line is refused before its name is read (here, a name that is not a
+    // name) stays undefined.
+    assert_eq!(
+        errors("WSGIDaemonProcess %{GLOBAL} threads=2\nWSGIProcessGroup app\n"),
+        [
+            "site.conf:1: WSGIDaemonProcess %{GLOBAL}: name=`%{GLOBAL}` is not valid: name the daemon process group with a plain word such as myapp",
+            "site.conf:2: WSGIProcessGroup: no daemon process group named `app` is defined (this configuration defines no daemon process groups): add `WSGIDaemonProcess app` at the server level or in this virtual host, or fix the name",
+        ]
+    );
+}
+
+/// Every bad option of a `WSGIScriptAlias` line, and an undefined group it names, in one pass.
+#[test]
+fn every_bad_option_of_a_script_alias_is_reported() {
+    assert_eq!(
+        errors(
+            "WSGIScriptAlias / /srv/app.wsgi application-group= proces-group=x pass-authorization=yes process-group=nothere\n"
+        ),
+        [
+            "site.conf:1: WSGIScriptAlias: application-group=`` is not valid: give an application group name, or %{GLOBAL} for the main interpreter",
+            "site.conf:1: WSGIScriptAlias: unknown option `proces-group` (did you mean `process-group`?): valid options are process-group, application-group, callable-object, pass-authorization",
+            "site.conf:1: WSGIScriptAlias: pass-authorization=`yes` is not valid: use On or Off",
+            "site.conf:1: WSGIScriptAlias: no daemon process group named `nothere` is defined (this configuration defines no daemon process groups): add `WSGIDaemonProcess nothere` at the server level or in this virtual host, or fix the name",
+        ]
+    );
+}
+
+/// `WSGIImportScript`: every bad option and every missing one; a bad value is not also reported
+/// as missing.
+#[test]
+fn every_problem_of_an_import_script_is_reported() {
+    assert_eq!(
+        errors("WSGIImportScript /srv/app.wsgi\n"),
+        [
+            "site.conf:1: WSGIImportScript: the `process-group=` option is required: write `process-group=NAME`, or `process-group=%{GLOBAL}` for embedded mode",
+            "site.conf:1: WSGIImportScript: the `application-group=` option is required: write `application-group=NAME`, or `application-group=%{GLOBAL}` for the main interpreter",
+        ]
+    );
+    assert_eq!(
+        errors("WSGIImportScript /srv/app.wsgi application-group= callable-object=app\n"),
+        [
+            "site.conf:1: WSGIImportScript: application-group=`` is not valid: give an application group name, or %{GLOBAL} for the main interpreter",
+            "site.conf:1: WSGIImportScript: unknown option `callable-object`: valid options are process-group, application-group",
+            "site.conf:1: WSGIImportScript: the `process-group=` option is required: write `process-group=NAME`, or `process-group=%{GLOBAL}` for embedded mode",
+        ]
     );
 }
 
