@@ -1,15 +1,18 @@
 //! `wsgi check` and `wsgi venv`: printing what the libraries find.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use serde::Serialize;
-use wsgi_config::Config;
-use wsgi_config::check::{Mount, python_homes, routing_table};
+use wsgi_config::check::{Mount, alias_daemon, python_homes, routing_table};
 use wsgi_config::reader::ReadOptions;
 use wsgi_config::venv::{self, UserIdentity, VenvKind, VenvReport};
+use wsgi_config::{Config, ScriptAlias};
 use wsgi_interp::embedded::{embedded_python, runtime_version};
+
+use crate::serve::privileges;
 
 /// The `--version` text: the product's version and the Python it embeds.
 pub fn version_text() -> String {
@@ -42,7 +45,9 @@ struct CheckOutput<'a> {
 }
 
 /// `wsgi check CONFIG`. Unless `for_apache`, the configuration is checked for
-/// `wsgi serve --config` too: every line it would refuse is an error.
+/// `wsgi serve --config` too: every line it would refuse is an error. What the applications
+/// read (virtual environments, WSGI scripts) is checked to be readable by `user`, else by the
+/// user who serves ([`serving_reader`]).
 pub fn run_check(
     path: &Path,
     user: Option<&str>,
@@ -56,28 +61,38 @@ pub fn run_check(
         defines: defines.into_iter().map(|d| (d, None)).collect(),
         ..ReadOptions::default()
     };
-    let (mounts, errors, warnings) = match wsgi_config::load_file(path, &opts) {
-        Ok(config) => {
-            let mut errors = Vec::new();
-            let mut warnings: Vec<String> =
-                config.warnings.iter().map(ToString::to_string).collect();
-            check_python_homes(&config, user, &mut errors, &mut warnings)?;
-            check_scripts(&config, &mut warnings);
-            if !for_apache {
-                errors.extend(
-                    wsgi_config::serve_support::unserved(&config)
-                        .iter()
-                        .map(|u| format!("wsgi serve --config refuses {u} (or check it for Apache with --apache)")),
-                );
-            }
-            (routing_table(&config), errors, warnings)
+    // What can be kept of a configuration with errors is checked too: every problem in one
+    // pass, not the next one after each fix.
+    let (config, load_errors) = wsgi_config::load::check_file(path, &opts);
+    let mut errors: Vec<String> = load_errors.iter().map(ToString::to_string).collect();
+    let mut warnings = Vec::new();
+    let mut mounts = Vec::new();
+    if let Some(config) = &config {
+        warnings.extend(config.warnings.iter().map(ToString::to_string));
+        let serving = serving_reader(user, config);
+        let fallback = serving.as_ref().ok().map(|r| r.name.as_str());
+        check_python_homes(config, user, fallback, &mut errors, &mut warnings)?;
+        check_scripts(config, &mut warnings);
+        check_scripts_readable(config, user, &serving, &mut errors, &mut warnings);
+        if !for_apache {
+            // A line refused already is not refused again for wsgi serve.
+            let refused: Vec<_> = load_errors.iter().filter_map(|e| e.span.as_ref()).collect();
+            errors.extend(
+                wsgi_config::serve_support::unserved(config)
+                    .iter()
+                    .filter(|u| !refused.contains(&&u.span))
+                    .map(|u| {
+                        format!(
+                            "wsgi serve --config refuses {u} (or check it for Apache with --apache)"
+                        )
+                    }),
+            );
         }
-        Err(errors) => (
-            Vec::new(),
-            errors.iter().map(ToString::to_string).collect(),
-            Vec::new(),
-        ),
-    };
+        // The routing table of a configuration that does not load would mislead.
+        if load_errors.is_empty() {
+            mounts = routing_table(config);
+        }
+    }
     let out = CheckOutput {
         config: path,
         ok: errors.is_empty(),
@@ -132,11 +147,13 @@ fn print_check(out: &CheckOutput<'_>) {
     }
 }
 
-/// Inspects every venv the configuration names, as the user each one is read by, adding each
-/// problem to `errors` or `warnings` as `wsgi check` reports it.
+/// Inspects every venv the configuration names, as the user each one is read by (`user`, else
+/// the daemon group's `user=`, else `fallback_user`), adding each problem to `errors` or
+/// `warnings` as `wsgi check` reports it.
 pub fn check_python_homes(
     config: &Config,
     user: Option<&str>,
+    fallback_user: Option<&str>,
     errors: &mut Vec<String>,
     warnings: &mut Vec<String>,
 ) -> Result<()> {
@@ -147,14 +164,14 @@ pub fn check_python_homes(
     for (home, at) in python_homes(config) {
         let report = venv::inspect(&home, &embedded);
         for problem in &report.problems {
-            let line = format!("{at}: python-home {}: {problem}", home.display());
+            let line = format!("{at}: python-home=`{}`: {problem}", home.display());
             if problem.is_error() {
                 errors.push(line)
             } else {
                 warnings.push(line)
             }
         }
-        // The user the code runs as: --user, else the daemon group's user=, else Apache's User.
+        // The user the code runs as: --user, else the daemon group's user=, else the fallback.
         let daemon_user = config
             .daemons
             .iter()
@@ -163,12 +180,12 @@ pub fn check_python_homes(
         let reader = user
             .map(str::to_string)
             .or(daemon_user)
-            .or(config.user.clone());
+            .or(fallback_user.map(str::to_string));
         if let (Some(name), true) = (reader, report.is_usable()) {
             match UserIdentity::lookup(&name) {
                 Ok(identity) => {
                     for problem in venv::check_readable(&home, &identity) {
-                        errors.push(format!("{at}: python-home {}: {problem}", home.display()));
+                        errors.push(format!("{at}: python-home=`{}`: {problem}", home.display()));
                     }
                 }
                 Err(e) => warnings.push(format!("{at}: cannot check access for user {name}: {e}")),
@@ -191,6 +208,147 @@ pub fn check_scripts(config: &Config, warnings: &mut Vec<String>) {
                     "{}: WSGIScriptAlias {}: {} does not exist: requests to {} will get 404 until it does",
                     alias.span, alias.url, alias.target, alias.url
                 ));
+            }
+        }
+    }
+}
+
+/// A user whose access `wsgi check` checks, and why that user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reader {
+    /// The user name (or `#uid`).
+    pub name: String,
+    /// Why this user (`--user`, `the configuration's User`, ...).
+    pub why: String,
+}
+
+/// The user who serves `config`'s applications where nothing more precise (a daemon group's
+/// `user=`) names one, as `wsgi serve` decides it ([`privileges::serving_user`]): `--user`,
+/// else the configuration's `User`, else, run as root, `www-data` (or `nobody`); not run as
+/// root with no user named, the user running `wsgi check`.
+pub fn serving_reader(cli_user: Option<&str>, config: &Config) -> Result<Reader, String> {
+    if cli_user.is_none() && config.user.is_none() && !privileges::is_root() {
+        let me = UserIdentity::current().map_err(|e| e.to_string())?;
+        return Ok(Reader {
+            name: me.name,
+            why: "the user running wsgi check".to_string(),
+        });
+    }
+    let (source, name) =
+        privileges::serving_user(cli_user, config.user.as_deref()).map_err(|e| e.to_string())?;
+    Ok(Reader {
+        name,
+        why: source.why(),
+    })
+}
+
+/// The WSGI scripts of `alias` that exist: its file, or its folder and every file in it.
+fn alias_scripts(alias: &ScriptAlias) -> Vec<PathBuf> {
+    let target = PathBuf::from(&alias.target);
+    if alias.is_directory() && target.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&target)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.is_file())
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files.insert(0, target);
+        files
+    } else if target.is_file() {
+        vec![target]
+    } else {
+        Vec::new()
+    }
+}
+
+/// The WSGI scripts (a `WSGIScriptAlias` file; a `WSGIScriptAlias` folder and each file in it)
+/// that the user who runs them cannot read: an error each, naming the script and the user,
+/// with what blocks and the fix. The user is `cli_user` (`--user`), else the `user=` of the
+/// daemon group that runs the script, else `serving`. Scripts that do not exist are
+/// [`check_scripts`]' warnings.
+pub fn check_scripts_readable(
+    config: &Config,
+    cli_user: Option<&str>,
+    serving: &Result<Reader, String>,
+    errors: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) {
+    let mut identities: HashMap<String, Option<UserIdentity>> = HashMap::new();
+    let mut serving_warned = false;
+    let indices = std::iter::once(None).chain((0..config.virtual_hosts.len()).map(Some));
+    for index in indices {
+        for alias in &config.host(index).script_aliases {
+            if alias.regex.is_some() && alias.target.contains('$') {
+                continue;
+            }
+            let scripts = alias_scripts(alias);
+            if scripts.is_empty() {
+                continue;
+            }
+            let daemon_user = alias_daemon(config, index, alias)
+                .filter(|_| cli_user.is_none())
+                .and_then(|d| {
+                    d.options.user.as_ref().map(|user| Reader {
+                        name: user.clone(),
+                        why: format!("the user= of WSGIDaemonProcess {}", d.name),
+                    })
+                });
+            let reader = match (daemon_user, serving) {
+                (Some(reader), _) => reader,
+                (None, Ok(reader)) => reader.clone(),
+                (None, Err(e)) => {
+                    if !serving_warned {
+                        serving_warned = true;
+                        warnings.push(format!(
+                            "cannot tell which user serves, so whether it can read the WSGI scripts is not checked: {e}"
+                        ));
+                    }
+                    continue;
+                }
+            };
+            let identity =
+                identities.entry(reader.name.clone()).or_insert_with(
+                    || match UserIdentity::lookup(&reader.name) {
+                        Ok(identity) => Some(identity),
+                        Err(e) => {
+                            warnings.push(format!(
+                                "{}: cannot check whether user {} can read the WSGI scripts: {e}",
+                                alias.span, reader.name
+                            ));
+                            None
+                        }
+                    },
+                );
+            let Some(identity) = identity else {
+                continue;
+            };
+            let directive = if alias.regex.is_some() {
+                "WSGIScriptAliasMatch"
+            } else {
+                "WSGIScriptAlias"
+            };
+            for script in &scripts {
+                let folder = script.is_dir();
+                let blocked = privileges::unreadable(script, identity);
+                for line in &blocked {
+                    errors.push(format!(
+                        "{}: {directive} {}: the WSGI script{} {} cannot be read by {}, who runs it ({}): {line}",
+                        alias.span,
+                        alias.url,
+                        if folder { " folder" } else { "" },
+                        script.display(),
+                        reader.name,
+                        reader.why,
+                    ));
+                }
+                if folder && !blocked.is_empty() {
+                    // The folder blocks every file in it: one error says it.
+                    break;
+                }
             }
         }
     }

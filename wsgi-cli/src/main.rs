@@ -37,8 +37,10 @@ enum Command {
     Check {
         /// The configuration file (Apache httpd syntax, with its Includes).
         config: PathBuf,
-        /// Also check that this user (the one Apache or the daemons run as) can read the
-        /// virtual environments.
+        /// The user Apache or the daemons run the applications as: the virtual environments and
+        /// the WSGI scripts are checked to be readable by it. Default: a daemon group's `user=`,
+        /// else the configuration's `User`, else (run as root) www-data or nobody, as
+        /// `wsgi serve` picks, else you.
         #[arg(long)]
         user: Option<String>,
         /// The ServerRoot relative paths resolve against (default: the file's folder).

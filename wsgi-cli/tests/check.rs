@@ -42,9 +42,25 @@ fn make_venv(python: &str, path: &Path) {
     assert!(status.success(), "{python} -m venv {}", path.display());
 }
 
+/// Writes a world-readable file (0644, whatever the umask: the scripts are checked to be
+/// readable by the user who serves).
 fn write(path: &Path, text: &str) -> PathBuf {
     std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     path.to_path_buf()
+}
+
+/// The `error: ` lines of a `wsgi check` text output, without the prefix.
+fn error_lines(t: &str) -> Vec<String> {
+    t.lines()
+        .filter_map(|l| l.strip_prefix("error: "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether the tests run as root (the owner of /proc/self is this process's user).
+fn is_root() -> bool {
+    std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0
 }
 
 fn examples() -> PathBuf {
@@ -153,7 +169,7 @@ fn check_refuses_a_venv_from_another_python() {
     let t = text(&out);
     assert!(
         t.contains(&format!(
-            "site.conf:1: WSGIDaemonProcess app: python-home {v}: {v} was created by Python 3.12.1",
+            "site.conf:1: WSGIDaemonProcess app: python-home=`{v}`: {v} was created by Python 3.12.1",
             v = venv.display()
         )),
         "{t}"
@@ -443,4 +459,183 @@ fn check_refuses_the_log_forms_wsgi_serve_does_not_write() {
     }
     assert!(!t.contains(&format!("{shown}:5:")), "{t}");
     assert!(t.contains("5 error(s)"), "{t}");
+}
+
+/// A `WSGIDaemonProcess` line with bad options reports each of them, and still defines its
+/// group: the lines naming the group are not refused too.
+#[test]
+fn check_reports_every_bad_option_and_no_cascade() {
+    let dir = scratch();
+    let conf = write(
+        &dir.path().join("site.conf"),
+        "WSGIDaemonProcess app processes=abc threads=x python-home=/srv/venv/bin/python\n\
+         WSGIProcessGroup app\n\
+         WSGIScriptAlias /app /srv/app.wsgi process-group=app application-group= pass-authorization=yes\n",
+    );
+    let out = wsgi(&["check", conf.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let t = text(&out);
+    let c = conf.display();
+    assert_eq!(
+        error_lines(&t),
+        [
+            format!(
+                "{c}:1: WSGIDaemonProcess app: processes=`abc` is not valid: use a whole number from 1 to 1024"
+            ),
+            format!(
+                "{c}:1: WSGIDaemonProcess app: threads=`x` is not valid: use a whole number from 0 to 65533"
+            ),
+            format!(
+                "{c}:1: WSGIDaemonProcess app: python-home=`/srv/venv/bin/python` is the virtual environment's python executable, not its root (the folder holding bin/ and lib/, what `python -c 'import sys; print(sys.prefix)'` prints): use /srv/venv"
+            ),
+            format!(
+                "{c}:3: WSGIScriptAlias: application-group=`` is not valid: give an application group name, or %{{GLOBAL}} for the main interpreter"
+            ),
+            format!("{c}:3: WSGIScriptAlias: pass-authorization=`yes` is not valid: use On or Off"),
+        ],
+        "{t}"
+    );
+    assert!(t.ends_with(&format!("{c}: 5 error(s)\n")), "{t}");
+}
+
+/// A WSGI script the user who runs it cannot read is an error naming the script and the user:
+/// the configuration's `User`, else (as root) www-data as `wsgi serve` picks, else the daemon
+/// group's `user=`; in a script folder, each file it cannot read.
+#[test]
+fn check_reports_scripts_the_serving_user_cannot_read() {
+    if !is_root() {
+        eprintln!(
+            "skipped: making a script only root can read, and checking it for www-data, needs root"
+        );
+        return;
+    }
+    let dir = scratch();
+    let secret = write(
+        &dir.path().join("secret.wsgi"),
+        "def application(e, s): pass\n",
+    );
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let open = write(
+        &dir.path().join("open.wsgi"),
+        "def application(e, s): pass\n",
+    );
+    let apps = dir.path().join("apps");
+    std::fs::create_dir(&apps).unwrap();
+    std::fs::set_permissions(&apps, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    write(&apps.join("ok.wsgi"), "def application(e, s): pass\n");
+    let hidden = write(&apps.join("hidden.wsgi"), "def application(e, s): pass\n");
+    std::fs::set_permissions(&hidden, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let (s, o, a, h) = (
+        secret.display(),
+        open.display(),
+        apps.display(),
+        hidden.display(),
+    );
+    let unreadable = |user: &str, why: &str, path: &dyn std::fmt::Display| {
+        format!(
+            "the WSGI script {path} cannot be read by {user}, who runs it ({why}): {path} is not readable by {user} (mode 0600, owner root, group root): allow it with `chmod -R a+rX {path}`"
+        )
+    };
+
+    // The configuration's User.
+    let conf = write(
+        &dir.path().join("user.conf"),
+        &format!(
+            "User www-data\nWSGIScriptAlias /secret {s}\nWSGIScriptAlias /open {o}\nWSGIScriptAlias /apps/ {a}/\n"
+        ),
+    );
+    let out = wsgi(&["check", conf.to_str().unwrap()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    let c = conf.display();
+    assert_eq!(
+        error_lines(&t),
+        [
+            format!(
+                "{c}:2: WSGIScriptAlias /secret: {}",
+                unreadable("www-data", "the configuration's User", &s)
+            ),
+            format!(
+                "{c}:4: WSGIScriptAlias /apps/: {}",
+                unreadable("www-data", "the configuration's User", &h)
+            ),
+        ],
+        "{t}"
+    );
+
+    // No User: www-data, as `wsgi serve` started as root picks; --user names another.
+    let conf = write(
+        &dir.path().join("default.conf"),
+        &format!("WSGIScriptAlias / {s}\n"),
+    );
+    let c = conf.display();
+    let out = wsgi(&["check", conf.to_str().unwrap()]);
+    assert_eq!(
+        error_lines(&text(&out)),
+        [format!(
+            "{c}:1: WSGIScriptAlias /: {}",
+            unreadable(
+                "www-data",
+                "the default when started as root: www-data where it exists, else nobody",
+                &s
+            )
+        )],
+        "{}",
+        text(&out)
+    );
+    let out = wsgi(&["check", conf.to_str().unwrap(), "--user", "nobody"]);
+    assert_eq!(
+        error_lines(&text(&out)),
+        [format!(
+            "{c}:1: WSGIScriptAlias /: {}",
+            unreadable("nobody", "--user", &s)
+        )],
+        "{}",
+        text(&out)
+    );
+    let out = wsgi(&["check", conf.to_str().unwrap(), "--user", "root"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // A daemon group's user= runs its scripts.
+    let conf = write(
+        &dir.path().join("daemon.conf"),
+        &format!(
+            "User www-data\nWSGIDaemonProcess app user=nobody\nWSGIScriptAlias / {s} process-group=app\n"
+        ),
+    );
+    let c = conf.display();
+    let out = wsgi(&["check", conf.to_str().unwrap()]);
+    assert_eq!(
+        error_lines(&text(&out)),
+        [format!(
+            "{c}:3: WSGIScriptAlias /: {}",
+            unreadable("nobody", "the user= of WSGIDaemonProcess app", &s)
+        )],
+        "{}",
+        text(&out)
+    );
+
+    // A bad option elsewhere hides neither the script nor the group's user.
+    let conf = write(
+        &dir.path().join("both.conf"),
+        &format!(
+            "User www-data\nWSGIDaemonProcess app user=nobody threads=x\nWSGIScriptAlias / {s} process-group=app\n"
+        ),
+    );
+    let c = conf.display();
+    let out = wsgi(&["check", conf.to_str().unwrap()]);
+    assert_eq!(
+        error_lines(&text(&out)),
+        [
+            format!(
+                "{c}:2: WSGIDaemonProcess app: threads=`x` is not valid: use a whole number from 0 to 65533"
+            ),
+            format!(
+                "{c}:3: WSGIScriptAlias /: {}",
+                unreadable("nobody", "the user= of WSGIDaemonProcess app", &s)
+            )
+        ],
+        "{}",
+        text(&out)
+    );
 }

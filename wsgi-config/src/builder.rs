@@ -189,6 +189,17 @@ impl ConfigBuilder {
     /// Checks what can only be checked once every directive is in (process groups named before
     /// they are defined, and their visibility) and returns the configuration.
     pub fn finish(self) -> Result<Config, Vec<ConfigError>> {
+        let (config, errors) = self.finish_with_errors();
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// [`ConfigBuilder::finish`], returning the configuration even when it has errors, with
+    /// what could be kept of it (`wsgi check` checks the rest of it too, in the same pass).
+    pub fn finish_with_errors(self) -> (Config, Vec<ConfigError>) {
         let mut errors = Vec::new();
         let mut config = self.config;
         for log in self.pending_logs {
@@ -270,11 +281,7 @@ impl ConfigBuilder {
                 }
             }
         }
-        if errors.is_empty() {
-            Ok(config)
-        } else {
-            Err(errors)
-        }
+        (config, errors)
     }
 
     /// Adds a warning.

@@ -77,18 +77,8 @@ pub fn routing_table(config: &Config) -> Vec<Mount> {
         };
         for alias in &host.script_aliases {
             let directory = alias.is_directory();
-            let script_path = if directory {
-                Path::new(&alias.target).join("_.wsgi")
-            } else {
-                PathBuf::from(&alias.target)
-            };
-            let (settings, _) = config.settings_for(index, &script_path, alias.url.as_bytes());
-            let process_spec = alias.options.process_spec(&settings);
-            let process_group = match &process_spec {
-                GroupSpec::Global => ProcessGroup::Embedded,
-                GroupSpec::Named(n) => ProcessGroup::Daemon(n.clone()),
-                other => ProcessGroup::Daemon(other.to_string()),
-            };
+            let settings = alias_settings(config, index, alias);
+            let process_group = process_group_of(alias, &settings);
             let app_spec = alias.options.application_spec(&settings);
             let script_name = if alias.regex.is_some() {
                 "<matched path>".to_string()
@@ -128,6 +118,42 @@ pub fn routing_table(config: &Config) -> Vec<Mount> {
         }
     }
     rows
+}
+
+/// The settings a request to `alias` (of host `index`) runs with; for a folder mount, those of
+/// a script in the folder.
+fn alias_settings(config: &Config, index: Option<usize>, alias: &ScriptAlias) -> WsgiSettings {
+    let script_path = if alias.is_directory() {
+        Path::new(&alias.target).join("_.wsgi")
+    } else {
+        PathBuf::from(&alias.target)
+    };
+    config
+        .settings_for(index, &script_path, alias.url.as_bytes())
+        .0
+}
+
+/// The process group of `alias` with `settings`: a group named at request time (such as
+/// `%{ENV:...}`) is shown as its spec.
+fn process_group_of(alias: &ScriptAlias, settings: &WsgiSettings) -> ProcessGroup {
+    match alias.options.process_spec(settings) {
+        GroupSpec::Global => ProcessGroup::Embedded,
+        GroupSpec::Named(n) => ProcessGroup::Daemon(n),
+        other => ProcessGroup::Daemon(other.to_string()),
+    }
+}
+
+/// The daemon process group that runs the scripts of `alias` (of host `index`): None for
+/// embedded mode, or a group only known at request time (`%{ENV:...}`).
+pub fn alias_daemon<'c>(
+    config: &'c Config,
+    index: Option<usize>,
+    alias: &ScriptAlias,
+) -> Option<&'c DaemonGroup> {
+    match process_group_of(alias, &alias_settings(config, index, alias)) {
+        ProcessGroup::Embedded => None,
+        ProcessGroup::Daemon(name) => config.daemon(&name),
+    }
 }
 
 /// Every venv root the configuration names, with the directive that names it.

@@ -12,6 +12,16 @@ use crate::reader::{self, ConfigTree, Item, ReadOptions};
 /// Without a `server_root` in `opts`, relative paths resolve against the file's folder, made
 /// absolute.
 pub fn load_file(path: &Path, opts: &ReadOptions) -> Result<Config, Vec<ConfigError>> {
+    match check_file(path, opts) {
+        (Some(config), errors) if errors.is_empty() => Ok(config),
+        (_, errors) => Err(errors),
+    }
+}
+
+/// Reads and validates the configuration in `path` as [`load_file`] does, but keeps what can
+/// be kept of a configuration with errors, beside them, so that the rest of it can be checked
+/// in the same pass (`wsgi check`). The configuration is None when the text cannot be read.
+pub fn check_file(path: &Path, opts: &ReadOptions) -> (Option<Config>, Vec<ConfigError>) {
     let mut opts = opts.clone();
     if opts.server_root.is_none() {
         let folder = path.parent().unwrap_or(Path::new("."));
@@ -22,8 +32,13 @@ pub fn load_file(path: &Path, opts: &ReadOptions) -> Result<Config, Vec<ConfigEr
         };
         opts.server_root = std::path::absolute(folder).ok();
     }
-    let tree = reader::read_file(path, &opts).map_err(|e| vec![ConfigError::from(e)])?;
-    build(&tree)
+    match reader::read_file(path, &opts) {
+        Ok(tree) => {
+            let (config, errors) = build_with_errors(&tree);
+            (Some(config), errors)
+        }
+        Err(e) => (None, vec![ConfigError::from(e)]),
+    }
 }
 
 /// Reads and validates configuration text; `file` names it in messages.
@@ -34,30 +49,34 @@ pub fn load_str(text: &str, file: &Path, opts: &ReadOptions) -> Result<Config, V
 
 /// Builds the configuration a reader's tree describes.
 pub fn build(tree: &ConfigTree) -> Result<Config, Vec<ConfigError>> {
+    match build_with_errors(tree) {
+        (config, errors) if errors.is_empty() => Ok(config),
+        (_, errors) => Err(errors),
+    }
+}
+
+/// Builds what can be built of the configuration a reader's tree describes, with every error
+/// (in file and line order).
+fn build_with_errors(tree: &ConfigTree) -> (Config, Vec<ConfigError>) {
     let mut builder = ConfigBuilder::new(tree.server_root.clone());
     let mut errors = Vec::new();
     walk(&mut builder, &Context::default(), &tree.items, &mut errors);
-    match builder.finish() {
-        Ok(mut config) if errors.is_empty() => {
-            record_uses(&tree.items, &mut config.uses);
-            let read_warnings = tree.warnings.iter().map(|w| ConfigWarning {
-                span: Some(w.span.clone()),
-                subject: String::new(),
-                message: w.message.clone(),
-            });
-            config.warnings.splice(0..0, read_warnings);
-            Ok(config)
-        }
-        Ok(_) => Err(errors),
-        Err(more) => {
-            errors.extend(more);
-            errors.sort_by(|a, b| {
-                let key = |e: &ConfigError| e.span.as_ref().map(|s| (s.file.to_path_buf(), s.line));
-                key(a).cmp(&key(b))
-            });
-            Err(errors)
-        }
+    let (mut config, more) = builder.finish_with_errors();
+    if !more.is_empty() {
+        errors.extend(more);
+        errors.sort_by(|a, b| {
+            let key = |e: &ConfigError| e.span.as_ref().map(|s| (s.file.to_path_buf(), s.line));
+            key(a).cmp(&key(b))
+        });
     }
+    record_uses(&tree.items, &mut config.uses);
+    let read_warnings = tree.warnings.iter().map(|w| ConfigWarning {
+        span: Some(w.span.clone()),
+        subject: String::new(),
+        message: w.message.clone(),
+    });
+    config.warnings.splice(0..0, read_warnings);
+    (config, errors)
 }
 
 /// Every directive and section of `items`, depth first, in order.

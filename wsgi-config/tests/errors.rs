@@ -267,3 +267,36 @@ fn removed_directives_warn_and_are_ignored() {
         "site.conf:1: WSGILazyInitialization: is ignored: Python is never started in the root-owned parent process"
     );
 }
+
+/// `check_file` keeps what can be kept of a configuration with errors, beside them: the group
+/// of a `WSGIDaemonProcess` line with a bad option, with the options that parse.
+#[test]
+fn check_file_keeps_the_rest_of_a_configuration_with_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("site.conf");
+    std::fs::write(
+        &path,
+        "User www-data\nWSGIDaemonProcess app threads=4 processes=abc\nWSGIScriptAlias / /srv/app.wsgi process-group=app\n",
+    )
+    .unwrap();
+    let (config, errors) = wsgi_config::load::check_file(&path, &ReadOptions::default());
+    let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        errors,
+        [format!(
+            "{}:2: WSGIDaemonProcess app: processes=`abc` is not valid: use a whole number from 1 to 1024",
+            path.display()
+        )]
+    );
+    let config = config.expect("the text was read");
+    assert_eq!(config.user.as_deref(), Some("www-data"));
+    let app = config.daemon("app").expect("the group is defined");
+    assert_eq!((app.options.threads, app.options.processes), (4, 1));
+    assert_eq!(config.main.script_aliases.len(), 1);
+    assert!(wsgi_config::load_file(&path, &ReadOptions::default()).is_err());
+
+    let missing = dir.path().join("missing.conf");
+    let (config, errors) = wsgi_config::load::check_file(&missing, &ReadOptions::default());
+    assert!(config.is_none());
+    assert_eq!(errors.len(), 1, "{errors:?}");
+}

@@ -63,17 +63,8 @@ fn front_identity(args: &ServeArgs, site: &Site) -> Result<Identity, ServeError>
     )?;
     match &identity {
         Identity::Account(account) => {
-            let why = if args.user.is_some() {
-                "--user".to_string()
-            } else if config.user.is_some() {
-                "the configuration's User".to_string()
-            } else {
-                format!(
-                    "the default when started as root: {} where it exists, else {}",
-                    privileges::DEFAULT_USERS[0],
-                    privileges::DEFAULT_USERS[1]
-                )
-            };
+            let why =
+                privileges::UserSource::of(args.user.as_deref(), config.user.as_deref()).why();
             privileges::check_readable(account, &why, &front_paths(site))?;
             tracing::info!(
                 "started as root: the front process serves as {} (uid {}, gid {}); the master process keeps root only to start and replace the processes that serve",

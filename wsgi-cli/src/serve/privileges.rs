@@ -9,13 +9,75 @@
 //! `nobody` elsewhere. Running the applications as root needs `--allow-root`. Supplementary
 //! groups are dropped; a failed `setgroups`/`setgid`/`setuid` ends the process.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use nix::unistd::{Gid, Group, Uid, User};
 use wsgi_config::venv::{Access, ProblemKind, UserIdentity, check_path_readable};
 
 /// The users tried, in order, when the server starts as root and names none.
 pub const DEFAULT_USERS: [&str; 2] = ["www-data", "nobody"];
+
+/// Where the name of the user who serves clients comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserSource {
+    /// `--user`.
+    Flag,
+    /// The configuration's `User`.
+    Config,
+    /// Nothing names one: the first of [`DEFAULT_USERS`] that exists.
+    Default,
+}
+
+impl UserSource {
+    /// Where the user comes from: `--user`, else the configuration's `User`, else the default.
+    pub fn of(cli_user: Option<&str>, config_user: Option<&str>) -> UserSource {
+        match (cli_user, config_user) {
+            (Some(_), _) => UserSource::Flag,
+            (None, Some(_)) => UserSource::Config,
+            (None, None) => UserSource::Default,
+        }
+    }
+
+    /// How messages name where the user was given: `--user`, `User`, `the default user`.
+    pub fn label(self) -> &'static str {
+        match self {
+            UserSource::Flag => "--user",
+            UserSource::Config => "User",
+            UserSource::Default => "the default user",
+        }
+    }
+
+    /// Why this user, for messages.
+    pub fn why(self) -> String {
+        match self {
+            UserSource::Flag => "--user".to_string(),
+            UserSource::Config => "the configuration's User".to_string(),
+            UserSource::Default => format!(
+                "the default when started as root: {} where it exists, else {}",
+                DEFAULT_USERS[0], DEFAULT_USERS[1]
+            ),
+        }
+    }
+}
+
+/// The name of the user who serves clients when the server starts as root: `--user`, else the
+/// configuration's `User`, else the first of [`DEFAULT_USERS`] that exists. `wsgi check` checks
+/// what this user can read.
+pub fn serving_user(
+    cli_user: Option<&str>,
+    config_user: Option<&str>,
+) -> Result<(UserSource, String), PrivilegeError> {
+    let source = UserSource::of(cli_user, config_user);
+    let name = match cli_user.or(config_user) {
+        Some(name) => name.to_string(),
+        None => DEFAULT_USERS
+            .iter()
+            .find(|u| User::from_name(u).ok().flatten().is_some())
+            .ok_or(PrivilegeError::NoDefaultUser)?
+            .to_string(),
+    };
+    Ok((source, name))
+}
 
 /// An unprivileged account to run as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,19 +203,11 @@ pub fn decide(
         }
         return Ok(Identity::Unchanged);
     }
-    let (what, name) = match (cli_user, config_user) {
-        (Some(u), _) => ("--user", u.to_string()),
-        (None, Some(u)) => ("User", u.to_string()),
-        (None, None) if allow_root => return Ok(Identity::Root),
-        (None, None) => (
-            "the default user",
-            DEFAULT_USERS
-                .iter()
-                .find(|u| User::from_name(u).ok().flatten().is_some())
-                .ok_or(PrivilegeError::NoDefaultUser)?
-                .to_string(),
-        ),
-    };
+    if allow_root && cli_user.is_none() && config_user.is_none() {
+        return Ok(Identity::Root);
+    }
+    let (source, name) = serving_user(cli_user, config_user)?;
+    let what = source.label();
     let user = lookup_user(what, &name)?;
     if user.uid.is_root() {
         if allow_root {
@@ -218,29 +272,7 @@ pub fn check_readable(
     };
     let mut problems = Vec::new();
     for path in paths {
-        for problem in check_path_readable(path, &identity) {
-            let line = match &problem.kind {
-                ProblemKind::AccessDenied {
-                    path: blocked,
-                    denied,
-                    mode,
-                    owner,
-                    group,
-                    fix,
-                    ..
-                } => format!(
-                    "{} (needed for {}) is not {} by {} (mode {:04o}, owner {owner}, group {group}): {fix}",
-                    blocked.display(),
-                    path.display(),
-                    match denied {
-                        Access::Search => "searchable",
-                        Access::Read => "readable",
-                    },
-                    account.name,
-                    mode & 0o7777,
-                ),
-                _ => problem.to_string(),
-            };
+        for line in unreadable(path, &identity) {
             if !problems.contains(&line) {
                 problems.push(line);
             }
@@ -255,6 +287,43 @@ pub fn check_readable(
             problems,
         })
     }
+}
+
+/// What keeps `user` from reading `path` (a file, or a folder to list), from permission bits:
+/// the component that blocks, its mode and owner, and the fix; nothing when `path` is readable.
+/// `wsgi serve` refuses to start with these, `wsgi check` reports them.
+pub fn unreadable(path: &Path, user: &UserIdentity) -> Vec<String> {
+    check_path_readable(path, user)
+        .into_iter()
+        .map(|problem| match &problem.kind {
+            ProblemKind::AccessDenied {
+                path: blocked,
+                denied,
+                mode,
+                owner,
+                group,
+                fix,
+                ..
+            } => {
+                let needed_for = if blocked == path {
+                    String::new()
+                } else {
+                    format!(" (needed for {})", path.display())
+                };
+                format!(
+                    "{}{needed_for} is not {} by {} (mode {:04o}, owner {owner}, group {group}): {fix}",
+                    blocked.display(),
+                    match denied {
+                        Access::Search => "searchable",
+                        Access::Read => "readable",
+                    },
+                    user.name,
+                    mode & 0o7777,
+                )
+            }
+            _ => problem.to_string(),
+        })
+        .collect()
 }
 
 /// Becomes `account` for good: supplementary groups dropped, then the group, then the user.

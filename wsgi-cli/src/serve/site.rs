@@ -160,8 +160,14 @@ impl Site {
                 notes.push(note);
             }
         }
-        crate::check::check_python_homes(&config, None, &mut errors, &mut warnings)
-            .map_err(|e| ServeError::Config(vec![format!("{e:#}")]))?;
+        crate::check::check_python_homes(
+            &config,
+            None,
+            config.user.as_deref(),
+            &mut errors,
+            &mut warnings,
+        )
+        .map_err(|e| ServeError::Config(vec![format!("{e:#}")]))?;
         crate::check::check_scripts(&config, &mut warnings);
         if !errors.is_empty() {
             return Err(ServeError::Config(errors));
