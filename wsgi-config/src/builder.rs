@@ -866,19 +866,22 @@ impl ConfigBuilder {
             "WSGIImportScript" => {
                 let path = self.resolve(one);
                 let (options, mut refused) = parse_alias_options(&args[1..], false);
-                // Missing only when not written at all: a bad value is refused already.
-                let written = |option: &str| {
+                // Missing only when not written at all: a bad value, or a misspelt name whose
+                // suggestion is the option, is refused already.
+                let written = |option: &str, refused: &[ErrorKind]| {
                     args[1..].iter().any(|word| {
                         split_option(word).is_ok_and(|(name, _)| name.eq_ignore_ascii_case(option))
+                    }) || refused.iter().any(|e| {
+                        matches!(e, ErrorKind::UnknownOption { suggestion: Some(s), .. } if *s == option)
                     })
                 };
-                if !written("process-group") {
+                if !written("process-group", &refused) {
                     refused.push(ErrorKind::MissingOption {
                         option: "process-group",
                         fix: "write `process-group=NAME`, or `process-group=%{GLOBAL}` for embedded mode",
                     });
                 }
-                if !written("application-group") {
+                if !written("application-group", &refused) {
                     refused.push(ErrorKind::MissingOption {
                         option: "application-group",
                         fix: "write `application-group=NAME`, or `application-group=%{GLOBAL}` for the main interpreter",

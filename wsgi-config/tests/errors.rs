@@ -114,6 +114,15 @@ fn every_problem_of_an_import_script_is_reported() {
             "site.conf:1: WSGIImportScript: the `process-group=` option is required: write `process-group=NAME`, or `process-group=%{GLOBAL}` for embedded mode",
         ]
     );
+    // A misspelt option is not also missing.
+    assert_eq!(
+        errors(
+            "WSGIImportScript /srv/app.wsgi proces-group=%{GLOBAL} application-group=%{GLOBAL}\n"
+        ),
+        [
+            "site.conf:1: WSGIImportScript: unknown option `proces-group` (did you mean `process-group`?): valid options are process-group, application-group",
+        ]
+    );
 }
 
 #[test]

@@ -411,6 +411,55 @@ mod tests {
     }
 
     #[test]
+    fn wsgi_check_and_wsgi_serve_name_the_same_user() {
+        assert_eq!(
+            serving_user(Some("alice"), Some("bob")).unwrap(),
+            (UserSource::Flag, "alice".to_string())
+        );
+        assert_eq!(
+            serving_user(None, Some("bob")).unwrap(),
+            (UserSource::Config, "bob".to_string())
+        );
+        let (source, name) = serving_user(None, None).unwrap();
+        assert_eq!(source, UserSource::Default);
+        let first_existing = DEFAULT_USERS
+            .iter()
+            .find(|u| User::from_name(u).ok().flatten().is_some())
+            .unwrap();
+        assert_eq!(name, *first_existing);
+        assert_eq!(
+            UserSource::of(None, None).why(),
+            "the default when started as root: www-data where it exists, else nobody"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_file_is_named_once() {
+        if !is_root() {
+            eprintln!("skipped: making a file only root can read needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let script = dir.path().join("app.wsgi");
+        std::fs::write(&script, "").unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let nobody = UserIdentity::lookup("nobody").unwrap();
+        let s = script.display();
+        assert_eq!(
+            unreadable(&script, &nobody),
+            [format!(
+                "{s} is not readable by nobody (mode 0600, owner root, group root): allow it with `chmod -R a+rX {s}`"
+            )]
+        );
+    }
+
+    #[test]
     fn unreadable_paths_are_named_with_the_fix() {
         if !is_root() {
             return;
