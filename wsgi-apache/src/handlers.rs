@@ -18,11 +18,6 @@ use crate::request::{
     request_hook, serve, split_path_info,
 };
 
-/// Bytes as a PEP 3333 native string (latin-1).
-fn latin1(bytes: &[u8]) -> String {
-    bytes.iter().map(|&b| char::from(b)).collect()
-}
-
 /// Whether some `WSGIHandlerScript` registers the handler `name` (asked for every request
 /// that has a handler, so it only scans the configuration).
 ///
@@ -75,7 +70,10 @@ pub unsafe extern "C" fn wsgi_rs_handle_script_handler(
         // As mod_wsgi: the script decides what a missing file means (it may serve
         // content that no file holds).
         let (script_name, path_info) = split_path_info(&info.uri, &info.path_info);
-        let (script_name, path_info) = (latin1(&script_name), latin1(&path_info));
+        let (script_name, path_info) = (
+            wsgi_config::route::latin1(&script_name),
+            wsgi_config::route::latin1(&path_info),
+        );
         // SAFETY: forwarded from the caller's contract.
         let env_pairs = unsafe { request_env(r) };
         let env = |var: &str| env_var(&env_pairs, var);

@@ -15,8 +15,8 @@ use wsgi_config::model::{GroupSpec, MapHeadToGet};
 use wsgi_config::route::{ProcessGroup, Route, RouteRequest};
 use wsgi_daemon::DaemonRequest;
 use wsgi_interp::{
-    CallOptions, InterpreterOptions, Outcome, RequestBody, RequestHead, ResponseSink, Runtime,
-    Scheme, ScriptSpec, StartConfig,
+    CallOptions, HeadSource, InterpreterOptions, Outcome, RequestBody, RequestHead, ResponseSink,
+    Runtime, Scheme, ScriptSpec, StartConfig,
 };
 
 use crate::config::current_config;
@@ -243,13 +243,6 @@ unsafe fn pairs(
     out
 }
 
-/// The latin-1 native string of a route back to bytes.
-fn native_bytes(s: &str) -> Vec<u8> {
-    s.chars()
-        .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
-        .collect()
-}
-
 /// The index of the virtual host Apache chose for the request (None: the main server).
 pub(crate) fn host_index(config: &Config, info: &RequestInfo) -> Option<usize> {
     info.vhost.as_ref().and_then(|(file, line)| {
@@ -286,7 +279,7 @@ pub unsafe extern "C" fn wsgi_rs_translate(r: *mut RequestRec) -> c_int {
         Ok(None) => DECLINED,
         Ok(Some(route)) => {
             let mut filename = route.script.as_os_str().as_encoded_bytes().to_vec();
-            filename.extend(native_bytes(&route.path_info));
+            filename.extend(wsgi_config::route::latin1_bytes(&route.path_info));
             match CString::new(filename) {
                 // SAFETY: `r` is live and the filename a valid C string for the call (the shim
                 // copies it into the request pool).
@@ -829,50 +822,11 @@ pub(crate) unsafe fn request_head(
                 .into_bytes();
         }
     }
-    let mut extra: Vec<(String, Vec<u8>)> = env;
     let script_filename = match handler {
         // A handler script handles the requested file.
         Some(h) => &h.filename[..],
         None => route.script.as_os_str().as_encoded_bytes(),
     };
-    add_server_vars(&mut extra, info, script_filename);
-    extra.push(("CONTEXT_PREFIX".into(), info.context_prefix.clone()));
-    extra.push((
-        "CONTEXT_DOCUMENT_ROOT".into(),
-        info.context_document_root.clone(),
-    ));
-    // The mod_wsgi.* keys apps and middleware read (mod_wsgi 6 names and forms).
-    match handler {
-        Some(h) => {
-            extra.push((
-                "mod_wsgi.request_handler".into(),
-                h.name.clone().into_bytes(),
-            ));
-            extra.push((
-                "mod_wsgi.handler_script".into(),
-                route.script.as_os_str().as_encoded_bytes().to_vec(),
-            ));
-        }
-        None => {
-            extra.push(("mod_wsgi.request_handler".into(), b"wsgi-script".to_vec()));
-            extra.push(("mod_wsgi.handler_script".into(), Vec::new()));
-        }
-    }
-    extra.push((
-        "mod_wsgi.listener_host".into(),
-        info.local_ip.clone().into_bytes(),
-    ));
-    extra.push((
-        "mod_wsgi.listener_port".into(),
-        info.local_port.to_string().into_bytes(),
-    ));
-    if !info.log_id.is_empty() {
-        extra.push(("mod_wsgi.request_id".into(), info.log_id.clone()));
-    }
-    extra.push((
-        "mod_wsgi.request_start".into(),
-        format!("{:.6}", info.request_time_us as f64 / 1e6).into_bytes(),
-    ));
     // WSGIMapHEADToGET: Auto (the default) shows HEAD as GET when an output filter that needs
     // the whole body (mod_deflate, mod_cache, ...) is in the chain, as mod_wsgi does.
     let map_head = match route.settings.map_head_to_get {
@@ -886,12 +840,35 @@ pub(crate) unsafe fn request_head(
     } else {
         info.method.clone()
     };
-    let split = (
-        native_bytes(&route.script_name),
-        native_bytes(&route.path_info),
+    let source = source_of(
+        info,
+        method,
+        (&route.script_name, &route.path_info),
+        headers,
+        env,
+        script_filename,
     );
-    let mut head = head_of(info, method, split, headers, extra);
-    head.apply_trusted_proxies(&route.settings);
+    let mut head = RequestHead::build(source, &route.settings);
+    add_server_vars(&mut head, info);
+    head.set_extra("CONTEXT_PREFIX", info.context_prefix.clone());
+    head.set_extra("CONTEXT_DOCUMENT_ROOT", info.context_document_root.clone());
+    // The mod_wsgi.* keys apps and middleware read (mod_wsgi 6 names and forms).
+    let (handler_name, handler_script) = match handler {
+        Some(h) => (
+            h.name.clone().into_bytes(),
+            route.script.as_os_str().as_encoded_bytes().to_vec(),
+        ),
+        None => (b"wsgi-script".to_vec(), Vec::new()),
+    };
+    head.set_extra("mod_wsgi.request_handler", handler_name);
+    head.set_extra("mod_wsgi.handler_script", handler_script);
+    if !info.log_id.is_empty() {
+        head.set_extra("mod_wsgi.request_id", info.log_id.clone());
+    }
+    head.set_extra(
+        "mod_wsgi.request_start",
+        format!("{:.6}", info.request_time_us as f64 / 1e6).into_bytes(),
+    );
     head
 }
 
@@ -906,59 +883,71 @@ pub(crate) unsafe fn request_head(
 pub(crate) unsafe fn hook_head(r: *mut RequestRec, info: &RequestInfo) -> RequestHead {
     // SAFETY: forwarded from the caller's contract.
     let headers = unsafe { pairs(r, wsgi_rs_request_headers) };
-    let mut extra: Vec<(String, Vec<u8>)> = Vec::new();
-    add_server_vars(&mut extra, info, &info.filename);
+    let (script_name, path_info) = split_path_info(&info.uri, &info.path_info);
+    let (script_name, path_info) = (
+        wsgi_config::route::latin1(&script_name),
+        wsgi_config::route::latin1(&path_info),
+    );
+    let source = source_of(
+        info,
+        info.method.clone(),
+        (&script_name, &path_info),
+        headers,
+        Vec::new(),
+        &info.filename,
+    );
+    // No trusted proxy applies before a handler is chosen.
+    let mut head = RequestHead::build(source, &wsgi_config::WsgiSettings::default());
+    add_server_vars(&mut head, info);
     if !info.log_id.is_empty() {
-        extra.push(("mod_wsgi.request_id".into(), info.log_id.clone()));
+        head.set_extra("mod_wsgi.request_id", info.log_id.clone());
     }
-    let split = split_path_info(&info.uri, &info.path_info);
-    head_of(info, info.method.clone(), split, headers, extra)
+    head
 }
 
-/// The environ's source from the request's fields, with the method, the `SCRIPT_NAME` and
-/// `PATH_INFO`, the headers and the other variables the caller chose.
-fn head_of(
-    info: &RequestInfo,
+/// What [`RequestHead::build`] needs, from the request's fields, with the method, the
+/// `SCRIPT_NAME` and `PATH_INFO`, the headers, the variables and the file the caller chose.
+fn source_of<'a>(
+    info: &'a RequestInfo,
     method: String,
-    (script_name, path_info): (Vec<u8>, Vec<u8>),
+    (script_name, path_info): (&'a str, &'a str),
     headers: Vec<(String, Vec<u8>)>,
-    extra: Vec<(String, Vec<u8>)>,
-) -> RequestHead {
-    RequestHead {
+    env: Vec<(String, Vec<u8>)>,
+    script_filename: &'a [u8],
+) -> HeadSource<'a> {
+    HeadSource {
         method,
+        request_uri: &info.unparsed_uri,
+        query_string: &info.args,
+        protocol: &info.protocol,
+        scheme: scheme(&info.scheme),
         script_name,
         path_info,
-        query_string: info.args.clone(),
-        request_uri: info.unparsed_uri.clone(),
-        protocol: info.protocol.clone(),
-        scheme: scheme(&info.scheme),
         // As Apache gives them to CGI (UseCanonicalName): the application group name stays
         // derived from configuration.
-        server_name: info.server_name.clone(),
+        server_name: &info.server_name,
         server_port: info.server_port,
-        remote_addr: info.remote_ip.clone(),
-        remote_port: info.remote_port,
+        peer: (info.remote_ip.clone(), info.remote_port),
+        local: (info.local_ip.clone(), info.local_port),
         headers,
-        extra,
+        env,
+        script_filename,
     }
 }
 
-/// The variables Apache gives CGI beside the headers, each when it is not empty:
-/// `SCRIPT_FILENAME` as given, then the server's and the authenticated user's.
-fn add_server_vars(extra: &mut Vec<(String, Vec<u8>)>, info: &RequestInfo, script_filename: &[u8]) {
-    let vars: [(&str, &[u8]); 8] = [
-        ("SCRIPT_FILENAME", script_filename),
+/// The variables Apache gives CGI beside the headers that are its own, each when it is not
+/// empty: the server's and the authenticated user's.
+fn add_server_vars(head: &mut RequestHead, info: &RequestInfo) {
+    let vars: [(&str, &[u8]); 5] = [
         ("DOCUMENT_ROOT", &info.document_root),
         ("SERVER_SOFTWARE", &info.server_software),
-        ("SERVER_ADDR", info.local_ip.as_bytes()),
         ("SERVER_ADMIN", &info.server_admin),
-        ("REQUEST_SCHEME", info.scheme.as_bytes()),
         ("REMOTE_USER", &info.user),
         ("AUTH_TYPE", &info.auth_type),
     ];
     for (name, value) in vars {
         if !value.is_empty() {
-            extra.push((name.to_string(), value.to_vec()));
+            head.set_extra(name, value.to_vec());
         }
     }
 }

@@ -87,6 +87,12 @@ pub fn run_check(
                         )
                     }),
             );
+            // Certificates are read, and ports checked, as wsgi serve would.
+            errors.extend(
+                crate::serve::tls::check_site(config)
+                    .iter()
+                    .map(ToString::to_string),
+            );
         }
         // The routing table of a configuration that does not load would mislead.
         if load_errors.is_empty() {

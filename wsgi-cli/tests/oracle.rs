@@ -4,6 +4,8 @@
 
 #[path = "../../wsgi-apache/tests/util/mod.rs"]
 mod apache;
+#[path = "util/tls.rs"]
+mod tls_util;
 mod util;
 
 use std::path::Path;
@@ -26,6 +28,14 @@ fn serve(dir: &Path, site: &str) -> Server {
         &launch,
         &["--config", conf.to_str().unwrap(), "--port", "0"],
     )
+}
+
+/// Serves `site` with Debian's Apache and mod_wsgi, its server root the folder `apache` of `dir`.
+fn start_apache(dir: &Path, site: &str) -> apache::Apache {
+    let root = dir.join("apache");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    apache::Apache::start_with_module(&root, &debian_mod_wsgi(), site)
 }
 
 /// An app answering with the environ's values for `keys`, one `NAME=value` line each.
@@ -58,6 +68,10 @@ fn environment_directives_as_mod_wsgi() {
         "NOT_LOCAL",
         "REQUEST_METHOD",
         "HTTP_X_TOKEN",
+        "wsgi.url_scheme",
+        "HTTPS",
+        "REQUEST_SCHEME",
+        "SERVER_ADDR",
     ];
     let app = environ_app(dir.path(), &keys);
     let site = format!(
@@ -72,6 +86,7 @@ SetEnvIf Remote_Addr "^127\." LOCAL
 SetEnvIf Remote_Addr "!^127\." NOT_LOCAL
 SetEnv REQUEST_METHOD spoofed
 SetEnv HTTP_X_TOKEN from-config
+SetEnvIf X-Forwarded-Proto "^https$" HTTPS=1
 WSGIScriptAlias /app {app}
 <Location /app/inner>
     UnsetEnv REMOVED
@@ -84,21 +99,20 @@ WSGIScriptAlias /app {app}
         app = app.display(),
         dir = dir.path().display()
     );
-    let theirs_root = dir.path().join("apache");
-    std::fs::create_dir(&theirs_root).unwrap();
-    std::fs::set_permissions(
-        &theirs_root,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let theirs = apache::Apache::start_with_module(&theirs_root, &debian_mod_wsgi(), &site);
+    let theirs = start_apache(dir.path(), &site);
     let ours = serve(dir.path(), &site);
     let requests: [(&str, &[(&str, &str)]); 3] = [
         (
             "/app/inner/x",
             &[("User-Agent", "CURL/8.1"), ("X-Token", "from-client")],
         ),
-        ("/app/other", &[("User-Agent", "Mozilla/5.0")]),
+        (
+            "/app/other",
+            &[
+                ("User-Agent", "Mozilla/5.0"),
+                ("X-Forwarded-Proto", "https"),
+            ],
+        ),
         ("/app", &[]),
     ];
     for (path, headers) in requests {
@@ -199,14 +213,7 @@ Redirect gone /gone
 "#,
         app = app.display()
     );
-    let theirs_root = root.join("apache");
-    std::fs::create_dir(&theirs_root).unwrap();
-    std::fs::set_permissions(
-        &theirs_root,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let theirs = apache::Apache::start_with_module(&theirs_root, &debian_mod_wsgi(), &site);
+    let theirs = start_apache(root, &site);
     let ours = serve(root, &site);
     let paths = [
         "/static/site.css",
@@ -740,14 +747,7 @@ WSGIScriptAlias /app {app}
 "#,
         app = app.display()
     );
-    let theirs_root = root.join("apache");
-    std::fs::create_dir(&theirs_root).unwrap();
-    std::fs::set_permissions(
-        &theirs_root,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let theirs = apache::Apache::start_with_module(&theirs_root, &debian_mod_wsgi(), &site);
+    let theirs = start_apache(root, &site);
     let ours = serve(root, &site);
     let auth = |user: &str, password: &str| {
         use base64::Engine as _;
@@ -794,4 +794,82 @@ WSGIScriptAlias /app {app}
             "GET {path} {headers:?}"
         );
     }
+}
+
+/// mod_ssl's `SSLEngine on` site: the application sees HTTPS as under mod_wsgi, redirects and
+/// folder redirects point to https, on the same requests to both servers (the key readable
+/// by root only: both read it before their children give up root).
+#[test]
+fn https_as_apache_with_mod_ssl() {
+    if !apache::have_debian_mod_wsgi() {
+        return;
+    }
+    let dir = util::scratch_world_readable("wsgi-oracle-");
+    let root = dir.path();
+    let issued = tls_util::issue(root, "site", &["localhost"], true);
+    let app = environ_app(
+        root,
+        &[
+            "wsgi.url_scheme",
+            "HTTPS",
+            "REQUEST_SCHEME",
+            "HTTP_HOST",
+            "SSL_PROTOCOL",
+            "SSL_TLS_SNI",
+            "PATH_INFO",
+        ],
+    );
+    std::fs::create_dir(root.join("static")).unwrap();
+    util::write_world_readable(&root.join("static/a.txt"), "static a\n");
+    let site = format!(
+        r#"LoadModule ssl_module /usr/lib/apache2/modules/mod_ssl.so
+LoadModule alias_module /usr/lib/apache2/modules/mod_alias.so
+LoadModule dir_module /usr/lib/apache2/modules/mod_dir.so
+LoadModule mime_module /usr/lib/apache2/modules/mod_mime.so
+TypesConfig /etc/mime.types
+SSLEngine on
+SSLProtocol all -SSLv3 -TLSv1 -TLSv1.1
+SSLCertificateFile {cert}
+SSLCertificateKeyFile {key}
+SSLCertificateChainFile {chain}
+WSGIScriptAlias /app {app}
+Alias /static {d}/static
+Redirect /old /app/new
+<Directory {d}>
+    Require all granted
+</Directory>
+"#,
+        cert = issued.cert.display(),
+        key = issued.key.display(),
+        chain = issued.chain.as_ref().unwrap().display(),
+        app = app.display(),
+        d = root.display(),
+    );
+    let theirs = start_apache(root, &site);
+    let ours = serve(root, &site);
+    let theirs_addr: std::net::SocketAddr = ([127, 0, 0, 1], theirs.port).into();
+    for path in ["/app/x?y=1", "/app", "/old/z", "/static", "/static/a.txt"] {
+        let mut answers = Vec::new();
+        for addr in [theirs_addr, ours.addr] {
+            let request = tls_util::get(&format!("localhost:{}", addr.port()), path);
+            let answer =
+                tls_util::exchange(addr, "localhost", &[&issued.root], tls_util::BOTH, &request)
+                    .unwrap();
+            assert_eq!(answer.presented, issued.leaf);
+            let (status, head, body) = apache::parse(&answer.raw);
+            let text = summary(status, &head, &body, addr.port())
+                .replace(&format!(":{}", addr.port()), ":PORT");
+            answers.push(text);
+        }
+        assert_eq!(answers[1], answers[0], "GET {path}");
+    }
+    // Plain HTTP on the TLS port: 400 from both, saying why.
+    let plain = b"GET /app/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    let (status, _, body) = apache::parse(&theirs.raw(plain));
+    let got = ours.raw(plain);
+    let (ours_status, _, ours_body) = apache::parse(&got);
+    assert_eq!((ours_status, status), (400, 400));
+    let reason = "speaking plain HTTP to an SSL-enabled server port";
+    assert!(util::find(&body, reason.as_bytes()).is_some());
+    assert!(util::find(&ours_body, reason.as_bytes()).is_some());
 }

@@ -242,6 +242,16 @@ impl ConfigBuilder {
                 Err(why) => config.unserved_forms.push((log.span, why)),
             }
         }
+        for host in std::iter::once(None).chain((0..config.virtual_hosts.len()).map(Some)) {
+            let tls = config.tls_for(host);
+            if let (Some((true, span)), None) = (&tls.engine, &tls.certificate_file) {
+                errors.push(ConfigError::new(
+                    Some(span),
+                    "SSLEngine",
+                    ErrorKind::NoCertificate,
+                ));
+            }
+        }
         for r in &self.group_refs {
             let Some(group) = config.daemon(&r.name) else {
                 errors.push(ConfigError::new(
@@ -626,6 +636,46 @@ impl ConfigBuilder {
             "documentroot" if ctx.containers.is_empty() && !first.is_empty() => {
                 let root = self.resolve(first);
                 self.host_mut(host).document_root = Some(root);
+            }
+            "sslengine"
+            | "sslcertificatefile"
+            | "sslcertificatekeyfile"
+            | "sslcertificatechainfile"
+            | "sslprotocol"
+                if !ctx.containers.is_empty() =>
+            {
+                self.config.unserved_forms.push((
+                    d.span.clone(),
+                    format!("{} is read by wsgi serve for the server or a <VirtualHost>, not inside a <Directory>, <Files> or <Location>", d.name),
+                ));
+            }
+            "sslengine" => {
+                // `optional` is refused by the support table.
+                let on = match first.to_ascii_lowercase().as_str() {
+                    "on" => Some(true),
+                    "off" => Some(false),
+                    _ => None,
+                };
+                if let Some(on) = on {
+                    self.host_mut(host).tls.engine = Some((on, d.span.clone()));
+                }
+            }
+            "sslcertificatefile" | "sslcertificatekeyfile" | "sslcertificatechainfile"
+                if !first.is_empty() =>
+            {
+                let path = Some(self.resolve(first));
+                let tls = &mut self.host_mut(host).tls;
+                match name.as_str() {
+                    "sslcertificatefile" => tls.certificate_file = path,
+                    "sslcertificatekeyfile" => tls.key_file = path,
+                    _ => tls.chain_file = path,
+                }
+            }
+            "sslprotocol" => {
+                // A list wsgi serve cannot speak is refused by the support table.
+                if let Ok(protocols) = crate::tls::parse_protocols(&d.args) {
+                    self.host_mut(host).tls.protocols = Some(protocols);
+                }
             }
             "require" => match crate::authz::parse_require(&d.args) {
                 Ok((negated, requirement)) => {

@@ -132,6 +132,11 @@ pub enum ErrorKind {
         /// What is accepted.
         expected: String,
     },
+    /// `SSLEngine on` for a host with no certificate.
+    #[error(
+        "`SSLEngine on` needs a certificate for this host (Apache refuses to start without one): add `SSLCertificateFile /path/to/cert.pem` and `SSLCertificateKeyFile /path/to/key.pem` beside it, or in the main server for every host"
+    )]
+    NoCertificate,
     /// A mandatory option is missing.
     #[error("the `{option}=` option is required: {fix}")]
     MissingOption {

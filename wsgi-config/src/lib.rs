@@ -27,6 +27,7 @@ pub mod proxy;
 pub mod reader;
 pub mod route;
 pub mod serve_support;
+pub mod tls;
 pub mod venv;
 
 pub use builder::{ConfigBuilder, Context};

@@ -78,7 +78,15 @@ impl Config {
         self.daemons.iter().find(|d| d.name == name)
     }
 
-    /// The `ServerName` that applies to a host: its own, else the main server's.
+    /// The mod_ssl settings that apply to a host: its own over the main server's.
+    pub fn tls_for(&self, host: Option<usize>) -> crate::tls::TlsSettings {
+        match host {
+            None => self.main.tls.clone(),
+            Some(_) => self.host(host).tls.over(&self.main.tls),
+        }
+    }
+
+    /// A host's `ServerName`, else the main server's.
     pub fn server_name(&self, host: Option<usize>) -> Option<&str> {
         self.host(host)
             .server_name
@@ -216,6 +224,8 @@ pub struct Host {
     pub custom_logs: Vec<CustomLog>,
     /// A `<VirtualHost>`'s own `ErrorLog` file.
     pub error_log: Option<PathBuf>,
+    /// mod_ssl's settings set at this level (see [`Config::tls_for`]).
+    pub tls: crate::tls::TlsSettings,
     /// `DocumentRoot`: where URLs nothing else maps are served from.
     pub document_root: Option<PathBuf>,
     /// mod_alias's `Redirect`, `RedirectMatch`, `RedirectPermanent`, `RedirectTemp`, in

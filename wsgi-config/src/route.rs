@@ -221,9 +221,16 @@ impl AliasBuckets {
     }
 }
 
-/// Bytes as a PEP 3333 native string.
-fn latin1(bytes: &[u8]) -> String {
+/// Bytes as a PEP 3333 native string: each byte the character of that code point (latin-1).
+pub fn latin1(bytes: &[u8]) -> String {
     bytes.iter().map(|&b| char::from(b)).collect()
+}
+
+/// The bytes of a native string [`latin1`] made (a character beyond latin-1 becomes `?`).
+pub fn latin1_bytes(text: &str) -> Vec<u8> {
+    text.chars()
+        .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
+        .collect()
 }
 
 /// Where `raw` holds a `%` not followed by two hex digits (Apache answers 400 to it).
@@ -841,7 +848,7 @@ fn glob_dir_match(pattern: &str, dir: &Path) -> bool {
 }
 
 /// Shell-style `*` and `?` matching (ServerAlias, `<Files>`).
-pub(crate) fn wildcard_match(pattern: &str, text: &str) -> bool {
+pub fn wildcard_match(pattern: &str, text: &str) -> bool {
     glob::Pattern::new(pattern).is_ok_and(|p| p.matches(text))
 }
 

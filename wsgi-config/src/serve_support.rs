@@ -82,7 +82,9 @@ const AUTH: Support = Support::Refused(
 const PIPED_LOG: Support = Support::Refused(
     "piped and syslog logs are not implemented by wsgi serve: log to a file (and rotate it with SIGUSR1)",
 );
-const TLS: Support = Support::Refused("TLS is not implemented by wsgi serve yet");
+const CIPHERS: Support = Support::NoEffect(
+    "rustls negotiates among its own modern cipher suites (ECDHE with AES-GCM or ChaCha20-Poly1305), never the weak ones a cipher list might allow",
+);
 const REWRITE: Support = Support::Refused("mod_rewrite is not implemented by wsgi serve");
 const PROXY: Support = Support::Refused("mod_proxy is not implemented by wsgi serve");
 const HEADERS: Support = Support::Refused(
@@ -133,6 +135,28 @@ fn log_target(args: &[String]) -> Support {
     match args.first() {
         Some(target) if target.starts_with('|') || target.starts_with("syslog") => PIPED_LOG,
         _ => Support::Implemented,
+    }
+}
+
+/// `SSLEngine on|off` is implemented; `optional` (TLS upgrade) is refused.
+fn ssl_engine(args: &[String]) -> Support {
+    match args {
+        [v] if v.eq_ignore_ascii_case("on") || v.eq_ignore_ascii_case("off") => {
+            Support::Implemented
+        }
+        _ => Support::Refused(
+            "`SSLEngine optional` (RFC 2817 upgrade) is not implemented by wsgi serve",
+        ),
+    }
+}
+
+/// `SSLProtocol` lists that allow TLSv1.2 or TLSv1.3 are implemented.
+fn ssl_protocol(args: &[String]) -> Support {
+    match crate::tls::parse_protocols(args) {
+        Ok(_) => Support::Implemented,
+        Err(_) => Support::Refused(
+            "this SSLProtocol list allows neither TLSv1.2 nor TLSv1.3, the versions wsgi serve speaks",
+        ),
     }
 }
 
@@ -383,12 +407,45 @@ pub static RULES: &[Rule] = &[
         by_args: Some(log_target),
         detail: "to a file; piped and syslog refused",
     },
-    fixed("SSLEngine", TLS),
-    fixed("SSLCertificateFile", TLS),
-    fixed("SSLCertificateKeyFile", TLS),
-    fixed("SSLCertificateChainFile", TLS),
-    fixed("SSLProtocol", TLS),
-    fixed("SSLCipherSuite", TLS),
+    Rule {
+        name: "SSLEngine",
+        section: false,
+        support: IMPLEMENTED,
+        by_args: Some(ssl_engine),
+        detail: "`on`, `off`; `optional` refused",
+    },
+    fixed("SSLCertificateFile", IMPLEMENTED),
+    fixed("SSLCertificateKeyFile", IMPLEMENTED),
+    fixed("SSLCertificateChainFile", IMPLEMENTED),
+    Rule {
+        name: "SSLProtocol",
+        section: false,
+        support: IMPLEMENTED,
+        by_args: Some(ssl_protocol),
+        detail: "lists allowing TLSv1.2 and/or TLSv1.3; older-only lists refused",
+    },
+    fixed("SSLCipherSuite", CIPHERS),
+    fixed("SSLHonorCipherOrder", CIPHERS),
+    fixed(
+        "SSLCompression",
+        Support::NoEffect("TLS compression is never used (as with SSLCompression off)"),
+    ),
+    fixed(
+        "SSLSessionTickets",
+        Support::NoEffect("rustls's session resumption applies"),
+    ),
+    fixed(
+        "SSLSessionCache",
+        Support::NoEffect("rustls's in-memory session cache applies"),
+    ),
+    fixed(
+        "SSLSessionCacheTimeout",
+        Support::NoEffect("rustls's in-memory session cache applies"),
+    ),
+    fixed(
+        "SSLRandomSeed",
+        Support::NoEffect("the operating system's random source is used"),
+    ),
     fixed("RewriteEngine", REWRITE),
     fixed("RewriteRule", REWRITE),
     fixed("RewriteCond", REWRITE),

@@ -21,7 +21,7 @@ pub(crate) const KEYS: &[&str] = &[
     "SERVER_SOFTWARE",
     "CONTENT_TYPE",
     "CONTENT_LENGTH",
-    "HTTPS",
+    "SCRIPT_FILENAME",
     "mod_wsgi.script_name",
     "mod_wsgi.path_info",
     "mod_wsgi.process_group",
@@ -97,7 +97,6 @@ const SERVER_SOFTWARE: &str = concat!("wsgi-rs/", env!("CARGO_PKG_VERSION"));
 pub(crate) const VALUES: &[&str] = &[
     "http",
     "https",
-    "on",
     SERVER_SOFTWARE,
     "0",
     "1",
@@ -114,17 +113,16 @@ pub(crate) const VALUES: &[&str] = &[
 pub(crate) mod v {
     pub const HTTP: usize = 0;
     pub const HTTPS: usize = 1;
-    pub const ON: usize = 2;
-    pub const SERVER_SOFTWARE: usize = 3;
-    pub const ZERO: usize = 4;
-    pub const ONE: usize = 5;
-    pub const APPLICATION: usize = 6;
-    pub const EMPTY: usize = 7;
-    pub const GET: usize = 8;
-    pub const POST: usize = 9;
-    pub const HEAD: usize = 10;
-    pub const HTTP_1_1: usize = 11;
-    pub const HTTP_1_0: usize = 12;
+    pub const SERVER_SOFTWARE: usize = 2;
+    pub const ZERO: usize = 3;
+    pub const ONE: usize = 4;
+    pub const APPLICATION: usize = 5;
+    pub const EMPTY: usize = 6;
+    pub const GET: usize = 7;
+    pub const POST: usize = 8;
+    pub const HEAD: usize = 9;
+    pub const HTTP_1_1: usize = 10;
+    pub const HTTP_1_0: usize = 11;
 }
 
 /// Where the `HTTP_*` keys start in [`KEYS`] (they are last).
@@ -308,9 +306,6 @@ pub(crate) fn for_each_cgi<E>(
     for (i, value) in fixed {
         emit(Key::Known(i), value)?;
     }
-    if req.scheme == Scheme::Https {
-        emit(Key::Known(14), Value::Known(v::ON))?;
-    }
     let pass_auth = opts.pass_authorization;
     for (i, (name, value)) in req.headers.iter().enumerate() {
         if !header_passes(name, pass_auth)
@@ -407,13 +402,12 @@ mod tests {
         assert_eq!(KEYS[k::FILE_WRAPPER], "wsgi.file_wrapper");
         assert_eq!(KEYS[12], "CONTENT_TYPE");
         assert_eq!(KEYS[13], "CONTENT_LENGTH");
-        assert_eq!(KEYS[14], "HTTPS");
+        assert_eq!(KEYS[14], "SCRIPT_FILENAME");
         assert_eq!(KEYS[HTTP_KEYS], "HTTP_HOST");
         assert!(KEYS[HTTP_KEYS..].iter().all(|k| k.starts_with("HTTP_")));
         assert!(KEYS[..HTTP_KEYS].iter().all(|k| !k.starts_with("HTTP_")));
         assert_eq!(VALUES[v::HTTP], "http");
         assert_eq!(VALUES[v::HTTPS], "https");
-        assert_eq!(VALUES[v::ON], "on");
         assert_eq!(VALUES[v::SERVER_SOFTWARE], SERVER_SOFTWARE);
         assert_eq!(VALUES[v::ZERO], "0");
         assert_eq!(VALUES[v::ONE], "1");

@@ -43,6 +43,6 @@ pub use runtime::{
     Attached, DEFAULT_DRAIN, DEFAULT_THREAD_JOIN, InterpreterHandle, Runtime, ShutdownReport,
 };
 pub use wsgi::{
-    AppError, CallOptions, InterpError, LoadStatus, Outcome, PyErrorInfo, ReloadMode, RequestBody,
-    RequestHead, ResponseSink, Scheme, ScriptError, ScriptSpec,
+    AppError, CallOptions, HeadSource, InterpError, LoadStatus, Outcome, PyErrorInfo, ReloadMode,
+    RequestBody, RequestHead, ResponseSink, Scheme, ScriptError, ScriptSpec,
 };

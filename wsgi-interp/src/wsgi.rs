@@ -39,12 +39,157 @@ pub struct RequestHead {
     pub extra: Vec<(String, Vec<u8>)>,
 }
 
+/// What a front knows of a request routed to an application (or to its hook scripts), for
+/// [`RequestHead::build`]: the one place the environ's source is put together, so `wsgi
+/// serve`, its daemon processes and the Apache module give an application the same environ.
+#[derive(Debug, Clone)]
+pub struct HeadSource<'a> {
+    /// `REQUEST_METHOD` (after `WSGIMapHEADToGET`).
+    pub method: String,
+    /// The request target as sent (`REQUEST_URI`).
+    pub request_uri: &'a [u8],
+    /// `QUERY_STRING`, raw.
+    pub query_string: &'a [u8],
+    /// `SERVER_PROTOCOL`.
+    pub protocol: &'a str,
+    /// Whether the connection speaks TLS.
+    pub scheme: Scheme,
+    /// `SCRIPT_NAME` and `PATH_INFO` as the route gives them (native strings).
+    pub script_name: &'a str,
+    /// See `script_name`.
+    pub path_info: &'a str,
+    /// `SERVER_NAME` and `SERVER_PORT`.
+    pub server_name: &'a str,
+    /// See `server_name`.
+    pub server_port: u16,
+    /// The client's address and port (`REMOTE_ADDR`, `REMOTE_PORT`).
+    pub peer: (String, u16),
+    /// The address and port the request came in on (`SERVER_ADDR`,
+    /// `mod_wsgi.listener_host`, `mod_wsgi.listener_port`).
+    pub local: (String, u16),
+    /// The request headers, in arrival order.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The request's environment variables (`SetEnv`, `SetEnvIf`, `PassEnv`, mod_ssl's...):
+    /// none may stand for a variable the request itself gives.
+    pub env: Vec<(String, Vec<u8>)>,
+    /// `SCRIPT_FILENAME`.
+    pub script_filename: &'a [u8],
+}
+
+/// Variables the request itself gives: a configured variable of one of these names is not
+/// passed (Apache adds the CGI variables after mod_env and mod_setenvif ran).
+const FROM_REQUEST: &[&str] = &[
+    "REQUEST_METHOD",
+    "SCRIPT_NAME",
+    "PATH_INFO",
+    "QUERY_STRING",
+    "REQUEST_URI",
+    "CONTENT_TYPE",
+    "CONTENT_LENGTH",
+    "SERVER_NAME",
+    "SERVER_PORT",
+    "SERVER_ADDR",
+    "SERVER_PROTOCOL",
+    "REQUEST_SCHEME",
+    "REMOTE_ADDR",
+    "REMOTE_PORT",
+    "SCRIPT_FILENAME",
+];
+
 impl RequestHead {
+    /// The environ's source for `source`, with `settings`' trusted proxies applied, as mod_wsgi
+    /// builds it: the configured variables but for those the request gives (and its
+    /// `HTTP_*` headers), `HTTPS` turned into `wsgi.url_scheme` (`on` or `1`, set by mod_ssl
+    /// or by `SetEnv`/`SetEnvIf`) and then removed, `SCRIPT_FILENAME`, `SERVER_ADDR` and
+    /// mod_wsgi's listener keys. A front adds only what is its own after this.
+    pub fn build(source: HeadSource<'_>, settings: &wsgi_config::WsgiSettings) -> RequestHead {
+        let HeadSource {
+            method,
+            request_uri,
+            query_string,
+            protocol,
+            mut scheme,
+            script_name,
+            path_info,
+            server_name,
+            server_port,
+            peer,
+            local,
+            headers,
+            env,
+            script_filename,
+        } = source;
+        let is_header = |name: &str| {
+            name.strip_prefix("HTTP_").is_some_and(|header| {
+                headers.iter().any(|(k, _)| {
+                    k.len() == header.len()
+                        && k.bytes()
+                            .zip(header.bytes())
+                            .all(|(a, b)| a.to_ascii_uppercase() == b || (a == b'-' && b == b'_'))
+                })
+            })
+        };
+        let request_scheme = scheme;
+        let mut extra = Vec::with_capacity(env.len() + 5);
+        for (name, value) in env {
+            if name == "HTTPS" {
+                if value.eq_ignore_ascii_case(b"on") || value == b"1" {
+                    scheme = Scheme::Https;
+                }
+                continue;
+            }
+            let ours = FROM_REQUEST.contains(&name.as_str())
+                || name.starts_with("wsgi.")
+                || name.starts_with("mod_wsgi.")
+                || is_header(&name);
+            if !ours {
+                extra.push((name, value));
+            }
+        }
+        // The connection's own scheme, whatever `wsgi.url_scheme` becomes.
+        let request_scheme: &[u8] = match request_scheme {
+            Scheme::Http => b"http",
+            Scheme::Https => b"https",
+        };
+        extra.push(("REQUEST_SCHEME".into(), request_scheme.to_vec()));
+        extra.push(("SCRIPT_FILENAME".into(), script_filename.to_vec()));
+        extra.push(("SERVER_ADDR".into(), local.0.clone().into_bytes()));
+        extra.push(("mod_wsgi.listener_host".into(), local.0.into_bytes()));
+        extra.push((
+            "mod_wsgi.listener_port".into(),
+            local.1.to_string().into_bytes(),
+        ));
+        let mut head = RequestHead {
+            method,
+            script_name: wsgi_config::route::latin1_bytes(script_name),
+            path_info: wsgi_config::route::latin1_bytes(path_info),
+            query_string: query_string.to_vec(),
+            request_uri: request_uri.to_vec(),
+            protocol: protocol.to_string(),
+            scheme,
+            server_name: server_name.to_string(),
+            server_port,
+            remote_addr: peer.0,
+            remote_port: peer.1,
+            headers,
+            extra,
+        };
+        head.apply_trusted_proxies(settings);
+        head
+    }
+
+    /// Sets a variable of the front's own (`REMOTE_USER`, `DOCUMENT_ROOT`...), over any of
+    /// the same name.
+    pub fn set_extra(&mut self, name: &str, value: Vec<u8>) {
+        self.extra.retain(|(k, _)| k != name);
+        self.extra.push((name.to_string(), value));
+    }
+
     /// `WSGITrustedProxyHeaders`/`WSGITrustedProxies` of `settings`: the environ rewrites a
     /// trusted proxy's headers call for (`REMOTE_ADDR`, `HTTP_HOST`, `SERVER_NAME`,
     /// `SERVER_PORT`, `SCRIPT_NAME`, `wsgi.url_scheme`), and the removal of the spoofable
-    /// synonyms (mod_wsgi's rules, [`wsgi_config::proxy`]). Both fronts call it.
-    pub fn apply_trusted_proxies(&mut self, settings: &wsgi_config::WsgiSettings) {
+    /// synonyms (mod_wsgi's rules, [`wsgi_config::proxy`]).
+    fn apply_trusted_proxies(&mut self, settings: &wsgi_config::WsgiSettings) {
         let peer = self.remote_addr.parse().ok();
         let Some(rewrite) = wsgi_config::proxy::proxy_rewrite(settings, peer, &self.headers) else {
             return;
@@ -387,5 +532,105 @@ mod tests {
         let off = route("WSGIScriptReloading Off\n");
         assert_eq!(ScriptSpec::for_route(&off, false).reload, ReloadMode::Off);
         assert_eq!(ScriptSpec::for_route(&off, true).reload, ReloadMode::Off);
+    }
+
+    fn source<'a>(env: &[(&str, &str)], headers: &[(&str, &str)]) -> HeadSource<'a> {
+        HeadSource {
+            method: "GET".into(),
+            request_uri: b"/app/x?q=1",
+            query_string: b"q=1",
+            protocol: "HTTP/1.1",
+            scheme: Scheme::Http,
+            script_name: "/app",
+            path_info: "/x\u{e9}",
+            server_name: "example.com",
+            server_port: 80,
+            peer: ("10.0.0.1".into(), 5555),
+            local: ("10.0.0.2".into(), 8080),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+            script_filename: b"/srv/app.wsgi",
+        }
+    }
+
+    fn extra<'h>(head: &'h RequestHead, name: &str) -> Option<&'h [u8]> {
+        head.extra
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    #[test]
+    fn one_head_from_the_request_and_its_configured_variables() {
+        let settings = wsgi_config::WsgiSettings::default();
+        let env = [
+            ("SITE", "a"),
+            ("REQUEST_METHOD", "POST"),
+            ("HTTP_X_TOKEN", "from-config"),
+            ("HTTP_X_ABSENT", "from-config"),
+            ("mod_wsgi.process_group", "x"),
+            ("SSL_TLS_SNI", "example.com"),
+        ];
+        let head = RequestHead::build(source(&env, &[("X-Token", "client")]), &settings);
+        assert_eq!(head.path_info, b"/x\xe9");
+        assert_eq!(head.scheme, Scheme::Http);
+        assert_eq!(extra(&head, "SITE"), Some(&b"a"[..]));
+        assert_eq!(extra(&head, "SSL_TLS_SNI"), Some(&b"example.com"[..]));
+        // The request's own variables and headers win over configured ones.
+        assert_eq!(extra(&head, "REQUEST_METHOD"), None);
+        assert_eq!(extra(&head, "HTTP_X_TOKEN"), None);
+        assert_eq!(extra(&head, "mod_wsgi.process_group"), None);
+        assert_eq!(extra(&head, "HTTP_X_ABSENT"), Some(&b"from-config"[..]));
+        assert_eq!(extra(&head, "SCRIPT_FILENAME"), Some(&b"/srv/app.wsgi"[..]));
+        assert_eq!(extra(&head, "SERVER_ADDR"), Some(&b"10.0.0.2"[..]));
+        assert_eq!(extra(&head, "REQUEST_SCHEME"), Some(&b"http"[..]));
+        assert_eq!(
+            extra(&head, "mod_wsgi.listener_host"),
+            Some(&b"10.0.0.2"[..])
+        );
+        assert_eq!(extra(&head, "mod_wsgi.listener_port"), Some(&b"8080"[..]));
+    }
+
+    #[test]
+    fn https_from_the_environment_sets_the_url_scheme_and_is_removed() {
+        let settings = wsgi_config::WsgiSettings::default();
+        for (value, scheme) in [
+            ("1", Scheme::Https),
+            ("On", Scheme::Https),
+            ("off", Scheme::Http),
+        ] {
+            let head = RequestHead::build(source(&[("HTTPS", value)], &[]), &settings);
+            assert_eq!(head.scheme, scheme, "HTTPS={value}");
+            assert_eq!(extra(&head, "HTTPS"), None);
+            // The connection's scheme stays REQUEST_SCHEME, as Apache's.
+            assert_eq!(extra(&head, "REQUEST_SCHEME"), Some(&b"http"[..]));
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_apply_once_built() {
+        let trusted = route(
+            "WSGITrustedProxyHeaders X-Forwarded-For X-Forwarded-Proto\nWSGITrustedProxies 10.0.0.1\n",
+        );
+        let headers = [
+            ("X-Forwarded-For", "192.0.2.7"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Real-IP", "6.6.6.6"),
+        ];
+        let head = RequestHead::build(source(&[], &headers), &trusted.settings);
+        assert_eq!(head.remote_addr, "192.0.2.7");
+        assert_eq!(head.scheme, Scheme::Https);
+        assert!(!head.headers.iter().any(|(k, _)| k == "X-Real-IP"));
+        let untrusted =
+            RequestHead::build(source(&[], &headers), &wsgi_config::WsgiSettings::default());
+        assert_eq!(untrusted.remote_addr, "10.0.0.1");
+        assert_eq!(untrusted.scheme, Scheme::Http);
     }
 }

@@ -79,6 +79,9 @@ pub enum ServeError {
     /// The privileges the server was started with do not fit (a user, root, what it can read).
     #[error(transparent)]
     Privileges(#[from] super::privileges::PrivilegeError),
+    /// TLS cannot be set up (a certificate or key, or the hosts of a port).
+    #[error("TLS: {0}")]
+    Tls(#[from] super::tls::TlsError),
     /// The front process could not be started.
     #[error("the front process did not start: {0}")]
     Front(String),

@@ -33,7 +33,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot, watch};
 use wsgi_config::MapHeadToGet;
 use wsgi_config::route::{AliasTarget, ProcessGroup, Route, RouteRequest};
-use wsgi_interp::{CallOptions, RequestHead, Scheme, ScriptSpec};
+use wsgi_interp::{CallOptions, HeadSource, RequestHead, Scheme, ScriptSpec};
 
 use super::access_log::{AccessLogs, LogExtras, LogJob, LogRecord, LoggedBody};
 use super::auth::{self, Granted, Refusal};
@@ -137,23 +137,36 @@ pub struct Listener {
     /// The port `Config::route` sees (the socket's own, unless the configuration's `Listen`
     /// port is served on another one with `--port`).
     pub route_port: u16,
+    /// TLS for its connections (`SSLEngine on` for its hosts, or `--ssl-certificate-file`).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// A connection from an acceptor: the stream, peer and local addresses, the route port, and
 /// its place among `--max-connections`.
-type Accepted = (
-    tokio::net::TcpStream,
-    SocketAddr,
-    SocketAddr,
-    u16,
-    tokio::sync::OwnedSemaphorePermit,
-);
+struct Accepted {
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    route_port: u16,
+    /// The TLS handshake to do first, for a TLS port.
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Its place among --max-connections.
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// What a TLS connection negotiated that the environ shows.
+struct TlsInfo {
+    /// The server name the client asked for (mod_ssl's `SSL_TLS_SNI`).
+    sni: Option<String>,
+}
 
 /// What a connection knows about itself.
 struct ConnInfo {
     peer: SocketAddr,
     local: SocketAddr,
     route_port: u16,
+    /// What the connection negotiated, when it speaks TLS.
+    tls: Option<TlsInfo>,
     shared: Arc<ConnShared>,
     /// The raw request heads, as the client sent them.
     heads: Heads,
@@ -167,9 +180,8 @@ type ConnStream<S> = HeadTap<ConnIo<S>>;
 fn conn_stream<S>(
     stream: S,
     limits: &Limits,
-    peer: SocketAddr,
-    local: SocketAddr,
-    route_port: u16,
+    (peer, local, route_port): (SocketAddr, SocketAddr, u16),
+    tls: Option<TlsInfo>,
 ) -> (ConnStream<S>, Arc<ConnInfo>) {
     let shared = Arc::new(ConnShared::default());
     let io = ConnIo::new(stream, shared.clone(), limits.write);
@@ -178,6 +190,7 @@ fn conn_stream<S>(
         peer,
         local,
         route_port,
+        tls,
         shared,
         heads,
     });
@@ -214,7 +227,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let builder = http1_builder(&front.limits);
-    let (io, info) = conn_stream(stream, &front.limits, peer, local, route_port);
+    let (io, info) = conn_stream(stream, &front.limits, (peer, local, route_port), None);
     let service = service_fn(move |req| handle(front.clone(), info.clone(), req));
     builder.serve_connection(TokioIo::new(io), service).await
 }
@@ -275,15 +288,19 @@ pub async fn serve(
                     accepted = accept_any(&listeners) => accepted,
                 };
                 match accepted {
-                    Ok((stream, peer, route_port)) => {
+                    Ok((stream, peer, route_port, tls)) => {
                         let Ok(local) = stream.local_addr() else {
                             continue;
                         };
-                        if tx
-                            .send((stream, peer, local, route_port, permit))
-                            .await
-                            .is_err()
-                        {
+                        let accepted = Accepted {
+                            stream,
+                            peer,
+                            local,
+                            route_port,
+                            tls,
+                            permit,
+                        };
+                        if tx.send(accepted).await.is_err() {
                             return;
                         }
                     }
@@ -303,24 +320,75 @@ pub async fn serve(
         })
     };
     drop(conn_tx);
-    let start = |(stream, peer, local, route_port, permit): Accepted| {
-        let _ = stream.set_nodelay(true);
-        let (io, info) = conn_stream(
-            SendfileStream::new(stream),
-            &front.limits,
+    let start = |accepted: Accepted| {
+        let Accepted {
+            stream,
             peer,
             local,
             route_port,
-        );
+            tls,
+            permit,
+        } = accepted;
+        let _ = stream.set_nodelay(true);
         let front = front.clone();
-        let service = {
-            let (front, info) = (front.clone(), info.clone());
-            service_fn(move |req| handle(front.clone(), info.clone(), req))
+        let Some(tls) = tls else {
+            let (io, info) = conn_stream(
+                SendfileStream::new(stream),
+                &front.limits,
+                (peer, local, route_port),
+                None,
+            );
+            let service = {
+                let (front, info) = (front.clone(), info.clone());
+                service_fn(move |req| handle(front.clone(), info.clone(), req))
+            };
+            let conn = builder.serve_connection(TokioIo::new(io), service);
+            let conn = shutdown.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    refused_by_hyper(&front, &info, &e);
+                }
+                drop(permit);
+            });
+            return;
         };
-        let conn = builder.serve_connection(TokioIo::new(io), service);
-        let conn = shutdown.watch(conn);
+        // TLS: the handshake first, within the header timeout (a client that stalls it holds
+        // no more than a slow request head would).
+        let builder = builder.clone();
+        let watcher = shutdown.watcher();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let deadline = tokio::time::Instant::now() + front.limits.header_timeout;
+            let mut first = [0u8; 1];
+            let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut first)).await;
+            if matches!(peeked, Ok(Ok(1))) && first[0] != TLS_HANDSHAKE_RECORD {
+                refuse_plain_http(stream, front.limits.header_timeout).await;
+                return;
+            }
+            let handshake = tokio::time::timeout_at(deadline, tls.accept(stream)).await;
+            let stream = match handshake {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::info!(peer = %peer, "TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(peer = %peer, "TLS handshake not done within the header timeout: closed");
+                    return;
+                }
+            };
+            let sni = stream.get_ref().1.server_name().map(str::to_string);
+            let (io, info) = conn_stream(
+                stream,
+                &front.limits,
+                (peer, local, route_port),
+                Some(TlsInfo { sni }),
+            );
+            let service = {
+                let (front, info) = (front.clone(), info.clone());
+                service_fn(move |req| handle(front.clone(), info.clone(), req))
+            };
+            let conn = builder.serve_connection(TokioIo::new(io), service);
+            if let Err(e) = watcher.watch(conn).await {
                 refused_by_hyper(&front, &info, &e);
             }
             drop(permit);
@@ -366,16 +434,46 @@ pub async fn serve(
     }
 }
 
+/// The first byte of a TLS ClientHello (a handshake record).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// mod_ssl's answer to plain HTTP on a TLS port: 400, saying so, and the connection closed.
+async fn refuse_plain_http(mut stream: tokio::net::TcpStream, limit: Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const BODY: &str = "<!DOCTYPE HTML PUBLIC \"-//IETF//DTD HTML 2.0//EN\">\n<html><head>\n<title>400 Bad Request</title>\n</head><body>\n<h1>Bad Request</h1>\n<p>Your browser sent a request that this server could not understand.<br />\nReason: You're speaking plain HTTP to an SSL-enabled server port.<br />\n Instead use the HTTPS scheme to access this URL, please.<br />\n</p>\n</body></html>\n";
+    let response = format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/html; charset=iso-8859-1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    // What the client sent so far is read (and dropped), so closing does not reset the
+    // connection before it reads the answer.
+    let mut sent = [0u8; 8192];
+    let _ = stream.try_read(&mut sent);
+    let _ = tokio::time::timeout(limit, async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await?;
+        // Until the client closes too (bounded by the timeout).
+        while stream.read(&mut sent).await? > 0 {}
+        std::io::Result::Ok(())
+    })
+    .await;
+}
+
 /// The next connection on any of `listeners`, with the port its requests are routed as.
 async fn accept_any(
     listeners: &[Listener],
-) -> std::io::Result<(tokio::net::TcpStream, SocketAddr, u16)> {
+) -> std::io::Result<(
+    tokio::net::TcpStream,
+    SocketAddr,
+    u16,
+    Option<tokio_rustls::TlsAcceptor>,
+)> {
     std::future::poll_fn(|cx| {
         for listener in listeners {
             if let std::task::Poll::Ready(accepted) = listener.socket.poll_accept(cx) {
-                return std::task::Poll::Ready(
-                    accepted.map(|(stream, peer)| (stream, peer, listener.route_port)),
-                );
+                return std::task::Poll::Ready(accepted.map(|(stream, peer)| {
+                    (stream, peer, listener.route_port, listener.tls.clone())
+                }));
             }
         }
         std::task::Poll::Pending
@@ -392,6 +490,7 @@ async fn drain_backlog(
     open: &Arc<Semaphore>,
 ) {
     let route_port = listener.route_port;
+    let tls = listener.tls;
     let Ok(socket) = listener.socket.into_std() else {
         return;
     };
@@ -404,11 +503,15 @@ async fn drain_backlog(
             Ok((tokio::net::TcpStream::from_std(stream)?, local))
         });
         if let Ok((stream, local)) = accepted {
-            if tx
-                .send((stream, peer, local, route_port, permit))
-                .await
-                .is_err()
-            {
+            let accepted = Accepted {
+                stream,
+                peer,
+                local,
+                route_port,
+                tls: tls.clone(),
+                permit,
+            };
+            if tx.send(accepted).await.is_err() {
                 return;
             }
         }
@@ -642,22 +745,21 @@ fn front_hooks(
         return None;
     }
     let runtime = front.python.clone()?;
-    let mut head = RequestHead {
-        method: req.method().as_str().to_string(),
-        script_name: latin1_bytes(&place.script_name),
-        path_info: latin1_bytes(&place.path_info),
-        query_string: query_of(target).to_vec(),
-        request_uri: target.to_vec(),
-        protocol: protocol(req.version()).to_string(),
-        scheme: Scheme::Http,
-        server_name: place.server_name.clone(),
-        server_port: place.port,
-        remote_addr: conn.peer.ip().to_string(),
-        remote_port: conn.peer.port(),
-        headers: app_headers(req.headers(), req.uri()),
-        extra: environ_extra(&place.env, &place.script, req.headers()),
-    };
-    head.apply_trusted_proxies(settings);
+    let head = request_head(
+        conn,
+        req.method().as_str().to_string(),
+        (req.headers(), req.uri(), req.version()),
+        target,
+        Mount {
+            script_name: &place.script_name,
+            path_info: &place.path_info,
+            script: &place.script,
+            env: &place.env,
+            server_name: &place.server_name,
+            port: place.port,
+        },
+        settings,
+    );
     let config = &front.site.config;
     Some(FrontHooks {
         runtime,
@@ -1019,13 +1121,6 @@ async fn dispatch(
     }
 }
 
-/// A PEP 3333 native string (one char per byte) back to its bytes.
-fn latin1_bytes(text: &str) -> Vec<u8> {
-    text.chars()
-        .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
-        .collect()
-}
-
 /// The query string of a raw target (after the first `?`, before any `#`).
 fn query_of(target: &[u8]) -> &[u8] {
     match target.iter().position(|&b| b == b'?') {
@@ -1107,29 +1202,26 @@ async fn run_app(
         Ok(body) => body,
         Err(refused) => return refused,
     };
-    let mut head = RequestHead {
+    let mut head = request_head(
+        conn,
         method,
-        script_name: latin1_bytes(&route.script_name),
-        path_info: latin1_bytes(&route.path_info),
-        query_string: query_of(&target).to_vec(),
-        request_uri: target.to_vec(),
-        protocol: protocol(parts.version).to_string(),
-        scheme: Scheme::Http,
-        server_name: route.server_name.clone(),
-        server_port: route.port,
-        remote_addr: conn.peer.ip().to_string(),
-        remote_port: conn.peer.port(),
-        headers: app_headers(&parts.headers, &parts.uri),
-        extra: environ_extra(&route.env, &route.script, &parts.headers),
-    };
-    head.apply_trusted_proxies(&route.settings);
+        (&parts.headers, &parts.uri, parts.version),
+        &target,
+        Mount {
+            script_name: &route.script_name,
+            path_info: &route.path_info,
+            script: &route.script,
+            env: &route.env,
+            server_name: &route.server_name,
+            port: route.port,
+        },
+        &route.settings,
+    );
     if let Some(user) = granted.user {
         // The authenticated user, as Apache sets it: over any SetEnv of the same names.
-        head.extra
-            .retain(|(k, _)| k != "REMOTE_USER" && k != "AUTH_TYPE");
-        head.extra.push(("REMOTE_USER".into(), user.into_bytes()));
+        head.set_extra("REMOTE_USER", user.into_bytes());
         if let Some(kind) = granted.auth_type {
-            head.extra.push(("AUTH_TYPE".into(), kind.into_bytes()));
+            head.set_extra("AUTH_TYPE", kind.into_bytes());
         }
     }
     let app = AppCall {
@@ -1250,57 +1342,56 @@ async fn run_app(
     }
 }
 
-/// The environ's variables that come from the configuration rather than the request:
-/// `SCRIPT_FILENAME`, and the `SetEnv`/`SetEnvIf`/`PassEnv` variables, as mod_wsgi passes
-/// them, but for the names the environ computes itself from the request (which win, as in
-/// Apache, where the CGI variables are added after mod_env ran): its CGI variables, and the
-/// `HTTP_*` of the headers the request has.
-fn environ_extra(
-    env: &[(String, String)],
-    script: &std::path::Path,
-    headers: &http::HeaderMap,
-) -> Vec<(String, Vec<u8>)> {
-    const CGI: &[&str] = &[
-        "REQUEST_METHOD",
-        "SCRIPT_NAME",
-        "PATH_INFO",
-        "QUERY_STRING",
-        "REQUEST_URI",
-        "CONTENT_TYPE",
-        "CONTENT_LENGTH",
-        "SERVER_NAME",
-        "SERVER_PORT",
-        "SERVER_PROTOCOL",
-        "REMOTE_ADDR",
-        "REMOTE_PORT",
-        "SCRIPT_FILENAME",
-    ];
-    let from_request = |name: &str| {
-        if CGI.contains(&name) || name.starts_with("wsgi.") || name.starts_with("mod_wsgi.") {
-            return true;
-        }
-        let Some(header) = name.strip_prefix("HTTP_") else {
-            return false;
-        };
-        headers.keys().any(|k| {
-            k.as_str().len() == header.len()
-                && k.as_str()
-                    .bytes()
-                    .zip(header.bytes())
-                    .all(|(a, b)| a.to_ascii_uppercase() == b || (a == b'-' && b == b'_'))
-        })
-    };
-    let mut extra = Vec::with_capacity(1 + env.len());
-    for (name, value) in env {
-        if !from_request(name) {
-            extra.push((name.clone(), value.as_bytes().to_vec()));
-        }
+/// Where a request was routed, for [`request_head`]: an application's mount, or the place
+/// of the file its hook scripts guard.
+struct Mount<'a> {
+    script_name: &'a str,
+    path_info: &'a str,
+    script: &'a std::path::Path,
+    env: &'a [(String, String)],
+    server_name: &'a str,
+    port: u16,
+}
+
+/// The environ's source for a request at `mount` ([`RequestHead::build`]), with what the
+/// connection adds: the TLS scheme and mod_ssl's `SSL_TLS_SNI`.
+fn request_head(
+    conn: &ConnInfo,
+    method: String,
+    (headers, uri, version): (&http::HeaderMap, &http::Uri, http::Version),
+    target: &[u8],
+    mount: Mount<'_>,
+    settings: &wsgi_config::WsgiSettings,
+) -> RequestHead {
+    let mut env: Vec<(String, Vec<u8>)> = mount
+        .env
+        .iter()
+        .map(|(name, value)| (name.clone(), value.as_bytes().to_vec()))
+        .collect();
+    if let Some(sni) = conn.tls.as_ref().and_then(|t| t.sni.as_ref()) {
+        env.push(("SSL_TLS_SNI".into(), sni.as_bytes().to_vec()));
     }
-    extra.push((
-        "SCRIPT_FILENAME".to_string(),
-        script.as_os_str().as_encoded_bytes().to_vec(),
-    ));
-    extra
+    let source = HeadSource {
+        method,
+        request_uri: target,
+        query_string: query_of(target),
+        protocol: protocol(version),
+        scheme: if conn.tls.is_some() {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        },
+        script_name: mount.script_name,
+        path_info: mount.path_info,
+        server_name: mount.server_name,
+        server_port: mount.port,
+        peer: (conn.peer.ip().to_string(), conn.peer.port()),
+        local: (conn.local.ip().to_string(), conn.local.port()),
+        headers: app_headers(headers, uri),
+        env,
+        script_filename: mount.script.as_os_str().as_encoded_bytes(),
+    };
+    RequestHead::build(source, settings)
 }
 
 /// `start + wait` as a timer deadline; a wait too long for the clock means a year.
@@ -1349,9 +1440,10 @@ fn absolute_url(target: &str, host: Option<&str>, conn: &ConnInfo) -> String {
     if !target.starts_with('/') {
         return target.to_string();
     }
+    let scheme = if conn.tls.is_some() { "https" } else { "http" };
     match host {
-        Some(host) => format!("http://{host}{target}"),
-        None => format!("http://{}{target}", conn.local),
+        Some(host) => format!("{scheme}://{host}{target}"),
+        None => format!("{scheme}://{}{target}", conn.local),
     }
 }
 

@@ -78,7 +78,9 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
             .set_nonblocking(true)
             .map_err(|source| ServeError::Bind { addr, source })?;
         let port = socket.local_addr().map(|a| a.port()).unwrap_or(addr.port());
-        listeners.push((socket, route_as.unwrap_or(port)));
+        let route_port = route_as.unwrap_or(port);
+        let tls = super::listener_tls(&args, &site, route_port)?;
+        listeners.push((socket, route_port, tls));
     }
     let status_listener = args
         .status_addr
@@ -173,9 +175,12 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
         let signals = Signals::install()?;
         let listeners = listeners
             .into_iter()
-            .map(|(socket, route_port)| {
-                tokio::net::TcpListener::from_std(socket)
-                    .map(|socket| Listener { socket, route_port })
+            .map(|(socket, route_port, tls)| {
+                tokio::net::TcpListener::from_std(socket).map(|socket| Listener {
+                    socket,
+                    route_port,
+                    tls,
+                })
             })
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(ServeError::Threads)?;

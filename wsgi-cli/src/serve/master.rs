@@ -106,6 +106,8 @@ fn front_paths(site: &Site) -> Vec<PathBuf> {
 struct Sockets {
     /// Each address asked for, with its socket.
     bound: Vec<(SocketAddr, TcpListener)>,
+    /// Whether each of `bound` speaks TLS.
+    https: Vec<bool>,
     status: Option<TcpListener>,
 }
 
@@ -117,7 +119,11 @@ impl Sockets {
         previous: Option<&Sockets>,
     ) -> Result<Sockets, ServeError> {
         let mut bound = Vec::new();
-        for (addr, _) in listen_addresses(args, site)? {
+        let mut https = Vec::new();
+        for (addr, route_as) in listen_addresses(args, site)? {
+            // The certificates and their ports are checked here, where errors reach the
+            // operator, before a front process is started with them.
+            https.push(super::listener_tls(args, site, route_as.unwrap_or(addr.port()))?.is_some());
             let reused = previous.and_then(|p| {
                 p.bound
                     .iter()
@@ -134,7 +140,11 @@ impl Sockets {
             Some(s) => Some(s.try_clone().map_err(ServeError::Threads)?),
             None => args.status_addr.map(super::status::bind).transpose()?,
         };
-        Ok(Sockets { bound, status })
+        Ok(Sockets {
+            bound,
+            https,
+            status,
+        })
     }
 
     fn fds(&self) -> Vec<RawFd> {
@@ -145,10 +155,15 @@ impl Sockets {
             .collect()
     }
 
-    fn addresses(&self) -> Vec<SocketAddr> {
+    /// The bound addresses, each with its scheme.
+    fn addresses(&self) -> Vec<(&'static str, SocketAddr)> {
         self.bound
             .iter()
-            .filter_map(|(_, s)| s.local_addr().ok())
+            .zip(&self.https)
+            .filter_map(|((_, s), &tls)| {
+                let scheme = if tls { "https" } else { "http" };
+                s.local_addr().ok().map(|a| (scheme, a))
+            })
             .collect()
     }
 }
@@ -617,8 +632,8 @@ fn banner(args: &ServeArgs, generation: &Generation, sockets: &Sockets) -> Strin
         ));
     }
     let _ = args;
-    for a in sockets.addresses() {
-        out.push_str(&format!("listening on http://{a}/\n"));
+    for (scheme, a) in sockets.addresses() {
+        out.push_str(&format!("listening on {scheme}://{a}/\n"));
     }
     let mounts = site.mounts();
     let show_hosts = !site.config.virtual_hosts.is_empty();

@@ -52,6 +52,7 @@ pub mod sendfile;
 pub mod site;
 pub mod status;
 pub mod strict;
+pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -230,6 +231,21 @@ pub struct ServeArgs {
     /// Write the access log (Apache combined format) to this file, or `-` for standard output.
     #[arg(long, value_name = "FILE|-")]
     pub access_log: Option<PathBuf>,
+    /// Serve HTTPS with this certificate (PEM, optionally followed by its chain), as
+    /// mod_wsgi-express names it; with a configuration, its SSL directives decide instead.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "ssl_certificate_key_file",
+        conflicts_with = "config"
+    )]
+    pub ssl_certificate_file: Option<PathBuf>,
+    /// The private key (PEM, unencrypted) of `--ssl-certificate-file`.
+    #[arg(long, value_name = "FILE", requires = "ssl_certificate_file")]
+    pub ssl_certificate_key_file: Option<PathBuf>,
+    /// Intermediate certificates (PEM) sent after `--ssl-certificate-file`.
+    #[arg(long, value_name = "FILE", requires = "ssl_certificate_file")]
+    pub ssl_certificate_chain_file: Option<PathBuf>,
     /// How much the server logs (to standard error).
     #[arg(long, value_enum, default_value = "info")]
     pub log_level: LogLevel,
@@ -383,6 +399,23 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
         .set_nonblocking(true)
         .map_err(|source| ServeError::Bind { addr, source })?;
     Ok(listener)
+}
+
+/// The TLS acceptor of a listener routed as `route_port`: `--ssl-certificate-file`'s, else
+/// the configuration's `SSLEngine on` hosts of that port's.
+fn listener_tls(
+    args: &ServeArgs,
+    site: &Site,
+    route_port: u16,
+) -> Result<Option<tokio_rustls::TlsAcceptor>, ServeError> {
+    if let Some(certificate) = &args.ssl_certificate_file {
+        return Ok(Some(tls::acceptor_for_files(
+            certificate,
+            args.ssl_certificate_key_file.as_deref(),
+            args.ssl_certificate_chain_file.as_deref(),
+        )?));
+    }
+    Ok(tls::acceptor_for(&site.config, &site.tls, route_port)?)
 }
 
 /// Starts logging to stderr, or to a virtual host's `ErrorLog` for the lines about its

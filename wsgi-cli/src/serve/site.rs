@@ -124,6 +124,9 @@ pub struct Site {
     pub notes: Vec<String>,
     /// Whether routing tests requests (`SetEnvIf`): else no request's facts are gathered.
     pub tests_requests: bool,
+    /// The certificates of the hosts with `SSLEngine on` (`[main, vhost 0, ...]`), read with
+    /// the configuration (so before root is given up).
+    pub tls: Vec<Option<super::tls::HostTls>>,
 }
 
 impl Site {
@@ -175,8 +178,10 @@ impl Site {
         let (python_home, python_path) = process_python(&config);
         let mut aliases = aliases;
         aliases.sort_by_key(|a| std::cmp::Reverse(a.url.len()));
+        let tls = super::tls::load_site(&config)?;
         Ok(Site {
             source,
+            tls,
             tests_requests: config.tests_requests(),
             config,
             aliases,

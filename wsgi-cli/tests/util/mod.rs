@@ -154,7 +154,10 @@ impl Server {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(rest) = line.strip_prefix("listening on http://") {
+                    let rest = line
+                        .strip_prefix("listening on http://")
+                        .or_else(|| line.strip_prefix("listening on https://"));
+                    if let Some(rest) = rest {
                         let addr = rest.trim_end_matches('/').parse().unwrap();
                         return Ok(Server {
                             child,

@@ -1,0 +1,326 @@
+//! TLS for `wsgi serve`, through rustls (with aws-lc-rs): mod_ssl's `SSLEngine on` virtual hosts
+//! of a configuration, and mod_wsgi-express's `--ssl-certificate-file` /
+//! `--ssl-certificate-key-file`. The keys are read when the configuration is (by the master
+//! and by the front, both before they give up root, as Apache reads them); each listening
+//! port that serves TLS gets one rustls configuration, choosing the certificate by the name
+//! the client asks for (SNI) among the virtual hosts of that port, the first one by default.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use wsgi_config::Config;
+use wsgi_config::tls::{Protocols, TlsSettings};
+
+/// Why TLS cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A certificate or key file cannot be read or holds nothing usable.
+    #[error("{what} `{}`: {why}", .path.display())]
+    File {
+        /// What the file is (`SSLCertificateFile`, ...).
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// The key does not fit the certificate, or rustls refuses it.
+    #[error("the key `{}` cannot sign for the certificate `{}`: {why}", .key.display(), .certificate.display())]
+    Key {
+        /// The certificate file.
+        certificate: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// rustls's reason.
+        why: String,
+    },
+    /// A host's certificate cannot be loaded: where its `SSLEngine on` is, and why.
+    #[error("{at}: SSLEngine on: {source}")]
+    Host {
+        /// The `SSLEngine on` line.
+        at: String,
+        /// What is wrong.
+        source: Box<TlsError>,
+    },
+    /// Virtual hosts of one port disagree about TLS.
+    #[error(
+        "{}: {tls} has SSLEngine on but {plain} does not; Apache would answer both in one protocol: give every <VirtualHost> of a port the same SSLEngine",
+        port_name(*.port)
+    )]
+    Mixed {
+        /// The port.
+        port: u16,
+        /// A TLS host.
+        tls: String,
+        /// A plain host.
+        plain: String,
+    },
+}
+
+fn port_name(port: u16) -> String {
+    match port {
+        0 => "every port".to_string(),
+        port => format!("port {port}"),
+    }
+}
+
+/// A host's loaded certificate, and what it allows.
+#[derive(Debug, Clone)]
+pub struct HostTls {
+    /// The chain and key.
+    pub key: Arc<CertifiedKey>,
+    /// `SSLProtocol` (both versions when unset).
+    pub protocols: Protocols,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+fn file_error(what: &'static str, path: &Path, why: impl ToString) -> TlsError {
+    TlsError::File {
+        what,
+        path: path.to_path_buf(),
+        why: why.to_string(),
+    }
+}
+
+/// The certificates of a PEM file, in order.
+fn certificates(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_error(what, path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_error(what, path, e))?;
+    if certs.is_empty() {
+        return Err(file_error(what, path, "no PEM certificate in it"));
+    }
+    Ok(certs)
+}
+
+/// Loads a certificate (with its chain) and key.
+pub fn load_key(
+    certificate: &Path,
+    key: Option<&Path>,
+    chain: Option<&Path>,
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    let mut certs = certificates("SSLCertificateFile", certificate)?;
+    if let Some(chain) = chain {
+        certs.extend(certificates("SSLCertificateChainFile", chain)?);
+    }
+    let key_path = key.unwrap_or(certificate);
+    let der = PrivateKeyDer::from_pem_file(key_path).map_err(|e| {
+        file_error(
+            "SSLCertificateKeyFile",
+            key_path,
+            format!(
+                "{e} (an unencrypted PEM private key is needed: wsgi serve asks no pass phrase)"
+            ),
+        )
+    })?;
+    let certified = CertifiedKey::from_der(certs, der, &provider()).map_err(|e| TlsError::Key {
+        certificate: certificate.to_path_buf(),
+        key: key_path.to_path_buf(),
+        why: match e {
+            rustls::Error::InconsistentKeys(_) => "it is not this certificate's private key: name the key the certificate was issued for in SSLCertificateKeyFile".to_string(),
+            e => e.to_string(),
+        },
+    })?;
+    Ok(Arc::new(certified))
+}
+
+/// Loads the certificate of every host with `SSLEngine on`: `[main, vhost 0, vhost 1, ...]`.
+pub fn load_site(config: &Config) -> Result<Vec<Option<HostTls>>, TlsError> {
+    std::iter::once(None)
+        .chain((0..config.virtual_hosts.len()).map(Some))
+        .map(|host| {
+            let settings: TlsSettings = config.tls_for(host);
+            if !settings.enabled() {
+                return Ok(None);
+            }
+            // The configuration check makes sure a certificate is named.
+            let Some(certificate) = settings.certificate_file.as_deref() else {
+                return Ok(None);
+            };
+            let key = load_key(
+                certificate,
+                settings.key_file.as_deref(),
+                settings.chain_file.as_deref(),
+            )
+            .map_err(|e| match &settings.engine {
+                Some((_, span)) => TlsError::Host {
+                    at: span.to_string(),
+                    source: Box::new(e),
+                },
+                None => e,
+            })?;
+            Ok(Some(HostTls {
+                key,
+                protocols: settings.protocols.unwrap_or(Protocols {
+                    tls12: true,
+                    tls13: true,
+                }),
+            }))
+        })
+        .collect()
+}
+
+/// Every TLS problem `wsgi serve` would refuse `config` for: certificates that do not load,
+/// and ports whose virtual hosts disagree about `SSLEngine` (each explicit port of a
+/// `<VirtualHost>` or `Listen`, and any other port for the hosts without one).
+pub fn check_site(config: &Config) -> Vec<TlsError> {
+    let loaded = match load_site(config) {
+        Ok(loaded) => loaded,
+        Err(e) => return vec![e],
+    };
+    let mut ports: Vec<u16> = config
+        .virtual_hosts
+        .iter()
+        .flat_map(|h| h.addresses.iter().filter_map(|a| a.port))
+        .chain(config.listen.iter().map(|l| l.port))
+        .collect();
+    // No real port is 0: it stands for a port no host names.
+    ports.push(0);
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+        .into_iter()
+        .filter_map(|port| acceptor_for(config, &loaded, port).err())
+        .collect()
+}
+
+/// Chooses the certificate by the client's SNI name: the first host of the port whose
+/// `ServerName` or `ServerAlias` matches, else the port's first host.
+#[derive(Debug)]
+struct ByName {
+    hosts: Vec<(Vec<String>, Arc<CertifiedKey>)>,
+}
+
+impl ResolvesServerCert for ByName {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let wanted = hello.server_name().map(str::to_ascii_lowercase);
+        let found = wanted.and_then(|name| {
+            self.hosts.iter().find(|(names, _)| {
+                names
+                    .iter()
+                    .any(|pattern| wsgi_config::route::wildcard_match(pattern, &name))
+            })
+        });
+        found
+            .or_else(|| self.hosts.first())
+            .map(|(_, key)| key.clone())
+    }
+}
+
+/// The rustls configuration for connections routed as port `route_port`, None when the port
+/// serves plain HTTP. `loaded` is [`load_site`]'s answer.
+pub fn acceptor_for(
+    config: &Config,
+    loaded: &[Option<HostTls>],
+    route_port: u16,
+) -> Result<Option<tokio_rustls::TlsAcceptor>, TlsError> {
+    let on_port: Vec<usize> = config
+        .virtual_hosts
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| {
+            h.addresses
+                .iter()
+                .any(|a| a.port.is_none_or(|p| p == route_port))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    let describe = |i: usize| {
+        let host = &config.virtual_hosts[i];
+        match &host.span {
+            Some(span) => format!("the <VirtualHost> at {span}"),
+            None => "a <VirtualHost>".to_string(),
+        }
+    };
+    // (names, key, protocols) of each TLS host of the port, in configuration order.
+    let mut hosts = Vec::new();
+    if on_port.is_empty() {
+        if let Some(Some(main)) = loaded.first() {
+            hosts.push((Vec::new(), main.clone()));
+        }
+    } else {
+        let tls: Vec<usize> = on_port
+            .iter()
+            .copied()
+            .filter(|&i| loaded.get(i + 1).is_some_and(Option::is_some))
+            .collect();
+        if let (Some(&t), Some(&p)) = (tls.first(), on_port.iter().find(|i| !tls.contains(i))) {
+            return Err(TlsError::Mixed {
+                port: route_port,
+                tls: describe(t),
+                plain: describe(p),
+            });
+        }
+        for i in tls {
+            let host = &config.virtual_hosts[i];
+            let names: Vec<String> = host
+                .server_name
+                .iter()
+                .chain(&host.server_aliases)
+                .map(|n| n.to_ascii_lowercase())
+                .collect();
+            if let Some(Some(loaded)) = loaded.get(i + 1) {
+                hosts.push((names, loaded.clone()));
+            }
+        }
+    }
+    let Some((_, first)) = hosts.first() else {
+        return Ok(None);
+    };
+    // Apache negotiates with the port's first (default) host's SSLProtocol.
+    let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
+    if first.protocols.tls13 {
+        versions.push(&rustls::version::TLS13);
+    }
+    if first.protocols.tls12 {
+        versions.push(&rustls::version::TLS12);
+    }
+    let resolver = ByName {
+        hosts: hosts
+            .iter()
+            .map(|(names, loaded)| (names.clone(), loaded.key.clone()))
+            .collect(),
+    };
+    let mut server = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&versions)
+        .map_err(|e| TlsError::Key {
+            certificate: PathBuf::new(),
+            key: PathBuf::new(),
+            why: e.to_string(),
+        })?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(server))))
+}
+
+/// The rustls configuration of `--ssl-certificate-file` and `--ssl-certificate-key-file`.
+pub fn acceptor_for_files(
+    certificate: &Path,
+    key: Option<&Path>,
+    chain: Option<&Path>,
+) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+    let key = load_key(certificate, key, chain)?;
+    let mut server = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Key {
+            certificate: certificate.to_path_buf(),
+            key: PathBuf::new(),
+            why: e.to_string(),
+        })?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(ByName {
+            hosts: vec![(Vec::new(), key)],
+        }));
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
+}

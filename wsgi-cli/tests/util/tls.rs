@@ -1,0 +1,139 @@
+//! TLS for the `wsgi serve` tests: certificates from a test CA made by rcgen, and HTTP/1.1
+//! exchanges over rustls as the client, bounded by a read timeout.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, RootCertStore, SupportedProtocolVersion};
+
+use super::util;
+
+/// A certificate made by [`issue`], and its files.
+pub struct Issued {
+    /// The test CA's certificate, which the client trusts.
+    pub root: CertificateDer<'static>,
+    /// The server's certificate.
+    pub leaf: CertificateDer<'static>,
+    /// `<stem>.crt`: the server's certificate (PEM).
+    pub cert: PathBuf,
+    /// `<stem>.key`: its private key (PEM, mode 0600).
+    pub key: PathBuf,
+    /// `<stem>.chain`: the intermediate CA (PEM), when chained.
+    pub chain: Option<PathBuf>,
+}
+
+fn ca_params(name: &str) -> CertificateParams {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params
+}
+
+/// A certificate for `names` signed by a new test CA (through an intermediate when `chained`),
+/// written as `<stem>.crt`, `<stem>.key` and (chained) `<stem>.chain` in `dir`.
+pub fn issue(dir: &Path, stem: &str, names: &[&str], chained: bool) -> Issued {
+    let root =
+        CertifiedIssuer::self_signed(ca_params("test root"), KeyPair::generate().unwrap()).unwrap();
+    let intermediate = CertifiedIssuer::signed_by(
+        ca_params("test intermediate"),
+        KeyPair::generate().unwrap(),
+        &root,
+    )
+    .unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let params = CertificateParams::new(names).unwrap();
+    let leaf = if chained {
+        params.signed_by(&leaf_key, &intermediate).unwrap()
+    } else {
+        params.signed_by(&leaf_key, &root).unwrap()
+    };
+    let cert = util::write_world_readable(&dir.join(format!("{stem}.crt")), &leaf.pem());
+    // The key stays private to root: the server reads it before it gives up root.
+    let key = util::write(&dir.join(format!("{stem}.key")), &leaf_key.serialize_pem());
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let chain = chained.then(|| {
+        util::write_world_readable(&dir.join(format!("{stem}.chain")), &intermediate.pem())
+    });
+    Issued {
+        root: root.der().clone(),
+        leaf: leaf.der().clone(),
+        cert,
+        key,
+        chain,
+    }
+}
+
+/// What one TLS exchange gave: the raw response and the certificate the server presented.
+pub struct Exchange {
+    /// Everything read until the server closed.
+    pub raw: Vec<u8>,
+    /// The first certificate the server presented.
+    pub presented: CertificateDer<'static>,
+    /// The TLS version negotiated.
+    pub version: Option<rustls::ProtocolVersion>,
+}
+
+/// Sends `request` over TLS to `addr`, asking for `sni`, trusting `roots`, offering `versions`.
+pub fn exchange(
+    addr: SocketAddr,
+    sni: &str,
+    roots: &[&CertificateDer<'static>],
+    versions: &[&'static SupportedProtocolVersion],
+    request: &[u8],
+) -> Result<Exchange, String> {
+    let mut store = RootCertStore::empty();
+    for root in roots {
+        store.add((*root).clone()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    let name = ServerName::try_from(sni.to_string()).unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(request).map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        match tls.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            // A close without close_notify after the whole response is an end, not an error.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => break,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let presented = tls
+        .conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .cloned()
+        .ok_or("no certificate presented")?;
+    Ok(Exchange {
+        raw,
+        presented,
+        version: tls.conn.protocol_version(),
+    })
+}
+
+/// A GET request for `path` with `Host: host` and `Connection: close`.
+pub fn get(host: &str, path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+/// TLS 1.3 and 1.2.
+pub const BOTH: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
