@@ -231,6 +231,66 @@ fn django_example_serves_its_pages() {
     check_django(&server, "", "(none)");
 }
 
+/// A stock `django-admin startproject` folder served as gunicorn users serve it:
+/// `wsgi serve mysite.wsgi:application` from the project folder, nothing written by hand.
+#[test]
+fn a_startproject_folder_is_served_by_its_module_name() {
+    let home = frameworks_home();
+    let dir = util::scratch_world_readable("wsgi-django-");
+    let made = Command::new(home.join("bin/python"))
+        .args(["-m", "django", "startproject", "mysite"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    for entry in walk(dir.path()) {
+        let mode = if entry.is_dir() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&entry, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .unwrap();
+    }
+    let server = Server::start_with(
+        &FRAMEWORKS,
+        &[
+            "mysite.wsgi:application",
+            "--chdir",
+            dir.path().to_str().unwrap(),
+            "--python-home",
+            home.to_str().unwrap(),
+        ],
+    );
+    // DEBUG is on in a new project: its welcome page, and its technical 404 for the rest.
+    let r = server.request("GET", "/", &[("Host", "localhost")], b"");
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), server.stderr());
+    assert_contains(
+        "Django welcome",
+        &r.text(),
+        &["The install worked successfully!"],
+    );
+    let r = server.request("GET", "/admin/login/", &[("Host", "localhost")], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_contains("Django admin", &r.text(), &["Django administration"]);
+}
+
+/// Every file and folder under `root`.
+fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path.clone());
+            }
+            found.push(path);
+        }
+    }
+    found
+}
+
 /// Reports its application group and whether Flask and Django are loaded in its interpreter.
 const PROBE: &str = r#"
 import sys

@@ -65,6 +65,54 @@ pub struct DirectiveUse {
 }
 
 impl Config {
+    /// What the processes of `group` (`%{GLOBAL}`: embedded mode) load at start, as mod_wsgi
+    /// 5.3/5.4 does: every `WSGIImportScript` with that `process-group=`, and every
+    /// `WSGIScriptAlias` whose options name both that process group and a literal application
+    /// group (`%{GLOBAL}` or a name), with a single-file target. Configuration order when they
+    /// are all in one file; across included files, import scripts first.
+    pub fn preloads(&self, group: &GroupSpec) -> Vec<Preload> {
+        let literal = |g: &GroupSpec| match g {
+            GroupSpec::Global => Some(String::new()),
+            GroupSpec::Named(n) => Some(n.clone()),
+            _ => None,
+        };
+        let mut found = Vec::new();
+        for s in &self.import_scripts {
+            if let (true, Some(app)) = (s.process_group == *group, literal(&s.application_group)) {
+                found.push(Preload {
+                    span: s.span.clone(),
+                    script: s.path.clone(),
+                    application_group: app,
+                    callable: None,
+                });
+            }
+        }
+        let hosts = std::iter::once(&self.main).chain(self.virtual_hosts.iter());
+        for alias in hosts.flat_map(|h| h.script_aliases.iter()) {
+            let o = &alias.options;
+            let (Some(process), Some(app)) = (&o.process_group, &o.application_group) else {
+                continue;
+            };
+            let single_file = alias.regex.is_none() && !alias.is_directory();
+            if let (true, true, Some(app)) = (process == group, single_file, literal(app)) {
+                found.push(Preload {
+                    span: alias.span.clone(),
+                    script: PathBuf::from(&alias.target),
+                    application_group: app,
+                    callable: Some(
+                        o.callable_object
+                            .clone()
+                            .unwrap_or_else(|| "application".into()),
+                    ),
+                });
+            }
+        }
+        if found.iter().all(|p| p.span.file == found[0].span.file) {
+            found.sort_by_key(|p| p.span.line);
+        }
+        found
+    }
+
     /// The host at `index`: `None` is the main server.
     pub fn host(&self, index: Option<usize>) -> &Host {
         match index {
@@ -660,6 +708,20 @@ pub struct ImportScript {
     pub process_group: GroupSpec,
     /// The application group.
     pub application_group: GroupSpec,
+}
+
+/// A script a process loads at start, before it serves ([`Config::preloads`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preload {
+    /// The line that asks for it.
+    pub span: Span,
+    /// The script file.
+    pub script: PathBuf,
+    /// The application group (`""`: the main interpreter).
+    pub application_group: String,
+    /// The WSGI callable it must define (a script alias's), or `None` for an import script,
+    /// which needs none.
+    pub callable: Option<String>,
 }
 
 /// How long a duration reads in `wsgi check` output.

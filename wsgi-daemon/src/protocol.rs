@@ -341,10 +341,15 @@ fn script_error(e: &mut Encoder, err: &ScriptError) {
             e.str(&error.message);
             e.str(&error.traceback);
         }
-        ScriptError::MissingCallable { path, callable } => {
+        ScriptError::MissingCallable {
+            path,
+            callable,
+            found,
+        } => {
             e.u8(3);
             e.bytes(path.as_os_str().as_bytes());
             e.str(callable);
+            e.str(&found.join("\n"));
         }
         ScriptError::Interp(err) => {
             e.u8(4);
@@ -616,6 +621,12 @@ fn decode_script_error(d: &mut Decoder<'_>) -> Result<ScriptError, ProtocolError
         3 => ScriptError::MissingCallable {
             path: d.path()?,
             callable: d.str()?,
+            found: d
+                .str()?
+                .split('\n')
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .collect(),
         },
         4 => ScriptError::Interp(decode_interp_error(d)?),
         _ => return Err(d.bad("unknown script error")),
@@ -823,6 +834,7 @@ mod tests {
             End::Ran(Outcome::Script(ScriptError::MissingCallable {
                 path: "/x.wsgi".into(),
                 callable: "app".into(),
+                found: vec!["make_app".into(), "other".into()],
             })),
             End::Ran(Outcome::Script(ScriptError::Interp(InterpError::Create {
                 group: "g".into(),

@@ -853,53 +853,17 @@ impl Drop for Supervisor {
     }
 }
 
-/// What daemon process group `group` loads at start (mod_wsgi 5.3/5.4): every
-/// `WSGIImportScript` with `process-group=group`, and every `WSGIScriptAlias` whose options
-/// name both this process group and a literal application group (`%{GLOBAL}` or a name), with
-/// a single-file target. Configuration order when they are all in one file; across included
-/// files, import scripts first.
+/// What daemon process group `group` loads at start ([`Config::preloads`]).
 fn preloads(config: &Config, group: &str) -> Vec<Preload> {
-    let literal = |g: &GroupSpec| match g {
-        GroupSpec::Global => Some(String::new()),
-        GroupSpec::Named(n) => Some(n.clone()),
-        _ => None,
-    };
-    let ours = |g: &GroupSpec| matches!(g, GroupSpec::Named(n) if n == group);
-    let mut found = Vec::new();
-    for s in &config.import_scripts {
-        if let (true, Some(app)) = (ours(&s.process_group), literal(&s.application_group)) {
-            let preload = Preload {
-                script: s.path.clone(),
-                application_group: app,
-                callable: None,
-            };
-            found.push((s.span.file.clone(), s.span.line, preload));
-        }
-    }
-    let hosts = std::iter::once(&config.main).chain(config.virtual_hosts.iter());
-    for alias in hosts.flat_map(|h| h.script_aliases.iter()) {
-        let o = &alias.options;
-        let (Some(process), Some(app)) = (&o.process_group, &o.application_group) else {
-            continue;
-        };
-        let single_file = alias.regex.is_none() && !alias.is_directory();
-        if let (true, true, Some(app)) = (ours(process), single_file, literal(app)) {
-            let preload = Preload {
-                script: PathBuf::from(&alias.target),
-                application_group: app,
-                callable: Some(
-                    o.callable_object
-                        .clone()
-                        .unwrap_or_else(|| "application".into()),
-                ),
-            };
-            found.push((alias.span.file.clone(), alias.span.line, preload));
-        }
-    }
-    if found.iter().all(|(file, ..)| *file == found[0].0) {
-        found.sort_by_key(|(_, line, _)| *line);
-    }
-    found.into_iter().map(|(.., p)| p).collect()
+    config
+        .preloads(&GroupSpec::Named(group.to_string()))
+        .into_iter()
+        .map(|p| Preload {
+            script: p.script,
+            application_group: p.application_group,
+            callable: p.callable,
+        })
+        .collect()
 }
 
 fn lookup_user(group: &str, spec: &str) -> Result<(u32, u32, String), SupervisorError> {

@@ -44,5 +44,5 @@ pub use runtime::{
 };
 pub use wsgi::{
     AppError, CallOptions, HeadSource, InterpError, LoadStatus, Outcome, PyErrorInfo, ReloadMode,
-    RequestBody, RequestHead, ResponseSink, Scheme, ScriptError, ScriptSpec,
+    RequestBody, RequestHead, ResponseSink, Scheme, ScriptError, ScriptSpec, callables_found,
 };

@@ -390,16 +390,27 @@ pub enum ScriptError {
         error: PyErrorInfo,
     },
     /// The file ran but defines no callable of that name.
-    #[error("WSGI script `{}` does not contain WSGI application `{callable}`: define it or set WSGICallableObject", .path.display())]
+    #[error("WSGI script `{}` does not contain WSGI application `{callable}`: {}; define it or set WSGICallableObject", .path.display(), callables_found(.found))]
     MissingCallable {
         /// The script.
         path: PathBuf,
         /// The name looked for.
         callable: String,
+        /// The callables the script defines (public names, not classes or modules).
+        found: Vec<String>,
     },
     /// The interpreter could not be entered.
     #[error(transparent)]
     Interp(#[from] InterpError),
+}
+
+/// "it defines `a`, `b`" or "it defines no callable", for [`ScriptError::MissingCallable`].
+pub fn callables_found(found: &[String]) -> String {
+    if found.is_empty() {
+        return "it defines no callable".to_string();
+    }
+    let names: Vec<String> = found.iter().map(|n| format!("`{n}`")).collect();
+    format!("it defines {}", names.join(", "))
 }
 
 /// Why an interpreter could not be used.

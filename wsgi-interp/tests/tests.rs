@@ -712,11 +712,22 @@ fn script_errors_and_reloading() {
         }
         other => panic!("{other:?}"),
     }
-    std::fs::write(&spec.path, "x = 1\n").unwrap();
-    assert!(matches!(
-        interp.load_script(&spec),
-        Err(ScriptError::MissingCallable { .. })
-    ));
+    std::fs::write(
+        &spec.path,
+        "import os\nx = 1\nclass App: pass\ndef make_app(): pass\nhandler = App()\n_hidden = len\n",
+    )
+    .unwrap();
+    // The error names the callables the script does define (not classes or modules).
+    match interp.load_script(&spec) {
+        Err(e @ ScriptError::MissingCallable { .. }) => {
+            let ScriptError::MissingCallable { found, .. } = &e else {
+                unreachable!()
+            };
+            assert_eq!(found, &["make_app".to_string()]);
+            assert!(e.to_string().contains("it defines `make_app`"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
     let mut named = spec.clone();
     named.callable = "app".into();
     std::fs::write(
@@ -1001,6 +1012,7 @@ fn two_callables_of_one_script() {
     missing.callable = "nowhere".into();
     assert!(matches!(
         interp.load_script(&missing),
-        Err(ScriptError::MissingCallable { callable, .. }) if callable == "nowhere"
+        Err(ScriptError::MissingCallable { callable, found, .. })
+            if callable == "nowhere" && found == ["application", "other"]
     ));
 }

@@ -19,9 +19,38 @@ pub enum ServeError {
         /// The OS error.
         reason: String,
     },
+    /// A target is neither a script file nor `MODULE:CALLABLE`.
+    #[error(
+        "`{target}` is not something wsgi serve can serve: {why}; give a WSGI script (app.wsgi, app.wsgi:callable) or a module and its callable as gunicorn takes them (mysite.wsgi:application, pkg.app:create_app())"
+    )]
+    BadTarget {
+        /// The target as given.
+        target: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The folder of generated scripts cannot be used.
+    #[error("the folder of generated scripts `{}` cannot be used: {why}", .dir.display())]
+    GeneratedScripts {
+        /// The folder.
+        dir: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// `--chdir` cannot be entered.
+    #[error("--chdir `{}`: {source}: give an existing folder", .dir.display())]
+    Chdir {
+        /// The folder.
+        dir: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// An application failed to load at start (not with --lazy-apps).
+    #[error("{0}")]
+    AppLoad(String),
     /// A `--mount` value is not `/url=file`.
     #[error(
-        "--mount `{0}` is not of the form /url/path=file.wsgi: for example --mount /api=api.wsgi"
+        "--mount `{0}` is not of the form /url/path=TARGET: for example --mount /api=api.wsgi or --mount /api=api.main:app"
     )]
     BadMount(String),
     /// A `--url-alias` URL does not start with `/`.

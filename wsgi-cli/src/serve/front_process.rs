@@ -123,7 +123,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
         None => wsgi_interp::embedded::BUILD_PYTHON_VERSION.to_string(),
     };
     if let Some(rt) = &runtime {
-        preload_import_scripts(rt, &site);
+        preload(rt, &site, !args.lazy_apps)?;
     }
     let threads = args.threads.max(1);
     let pool = match &runtime {
@@ -248,41 +248,39 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// Runs the `WSGIImportScript`s of the embedded Python (`process-group=%{GLOBAL}`), in
-/// configuration order, each in its application group, as mod_wsgi does in its children.
-fn preload_import_scripts(runtime: &wsgi_interp::Runtime, site: &Site) {
-    use wsgi_config::GroupSpec;
-    for import in &site.config.import_scripts {
-        if import.process_group != GroupSpec::Global {
-            continue;
+/// Loads what the embedded Python loads at start ([`Config::preloads`] of `%{GLOBAL}`: the
+/// `WSGIImportScript`s, and the script aliases naming both groups literally, as the
+/// command-line mounts do), in order, each in its application group. With `strict` (not
+/// `--lazy-apps`), a failure stops the start, explained in the terms of `site`'s source.
+///
+/// [`Config::preloads`]: wsgi_config::Config::preloads
+fn preload(runtime: &wsgi_interp::Runtime, site: &Site, strict: bool) -> Result<(), ServeError> {
+    for p in site.config.preloads(&wsgi_config::GroupSpec::Global) {
+        let mut script = wsgi_interp::ScriptSpec::new(p.script.clone());
+        if let Some(callable) = &p.callable {
+            script.callable = callable.clone();
         }
-        let group = match &import.application_group {
-            GroupSpec::Global => String::new(),
-            GroupSpec::Named(name) => name.clone(),
-            other => {
-                tracing::warn!(script = %import.path.display(), "WSGIImportScript at {}: application-group={other} names no group before a request: not preloaded", import.span);
-                continue;
-            }
-        };
         let loaded = runtime
-            .interpreter(&group)
-            .map_err(|e| e.to_string())
-            .and_then(|interp| {
-                match interp.load_script(&wsgi_interp::ScriptSpec::new(import.path.clone())) {
-                    // An import script needs no WSGI callable: it ran.
-                    Ok(_) | Err(wsgi_interp::ScriptError::MissingCallable { .. }) => Ok(()),
-                    Err(e) => Err(e.to_string()),
+            .interpreter(&p.application_group)
+            .map_err(wsgi_interp::ScriptError::from)
+            .and_then(|interp| match interp.load_script(&script) {
+                // An import script needs no WSGI callable: it ran.
+                Err(wsgi_interp::ScriptError::MissingCallable { .. }) if p.callable.is_none() => {
+                    Ok(())
                 }
+                other => other.map(|_| ()),
             });
         match loaded {
             Ok(()) => {
-                tracing::info!(script = %import.path.display(), application_group = %group, "preloaded")
+                tracing::info!(script = %p.script.display(), application_group = %p.application_group, "preloaded")
             }
+            Err(e) if strict => return Err(ServeError::AppLoad(site.explain_load_failure(&p, &e))),
             Err(e) => {
-                tracing::error!(script = %import.path.display(), "WSGIImportScript at {} failed: {e}", import.span)
+                tracing::error!(script = %p.script.display(), "preloading at {} failed: {e}", p.span)
             }
         }
     }
+    Ok(())
 }
 
 impl Signals {

@@ -647,9 +647,14 @@ fn banner(args: &ServeArgs, generation: &Generation, sockets: &Sockets) -> Strin
             || "(the embedded Python itself)".to_string(),
             |h| h.display().to_string(),
         );
+        // A module target shows as typed, not as the script generated for it.
+        let script = match super::target::generated_target(std::path::Path::new(&m.script)) {
+            Some((target, folder)) => format!("{target} (imported from {folder})"),
+            None => m.script.to_string(),
+        };
         out.push_str(&format!(
-            "  {} -> {}\n      process group: {}   application group: {}   python-home: {}\n",
-            m.mount, m.script, m.process_group, m.application_group, home
+            "  {} -> {script}\n      process group: {}   application group: {}   python-home: {}\n",
+            m.mount, m.process_group, m.application_group, home
         ));
     }
     for a in &site.aliases {

@@ -52,6 +52,7 @@ pub mod sendfile;
 pub mod site;
 pub mod status;
 pub mod strict;
+pub mod target;
 pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
@@ -95,8 +96,21 @@ impl LogLevel {
 /// The flags of `wsgi serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// The WSGI script to serve at `/` (a .wsgi or .py file defining `application`).
+    /// What to serve at `/`: a WSGI script (a .wsgi or .py file defining `application`, or
+    /// `app.wsgi:NAME`), or a module and its callable as gunicorn takes them
+    /// (`mysite.wsgi:application`, `pkg.app:create_app()`), imported with the working
+    /// directory first on sys.path. A script's own folder is on sys.path too.
+    #[arg(value_name = "TARGET")]
     pub app: Option<PathBuf>,
+    /// Change to this folder before anything else (module targets import from it; relative
+    /// paths resolve against it), as gunicorn's --chdir and mod_wsgi-express's
+    /// --working-directory.
+    #[arg(long, visible_alias = "working-directory", value_name = "DIR")]
+    pub chdir: Option<PathBuf>,
+    /// Load the applications at their first request instead of at start (a broken one then
+    /// answers 500 instead of stopping the start).
+    #[arg(long)]
+    pub lazy_apps: bool,
     /// Serve an Apache mod_wsgi configuration instead: its `Listen` ports, virtual hosts,
     /// `WSGIScriptAlias` mounts, application groups and `WSGIDaemonProcess` groups.
     #[arg(long, conflicts_with_all = ["app", "mount", "python_home", "python_path", "application_group", "callable_object", "processes", "user", "group", "trust_proxy_header", "trust_proxy"])]
@@ -275,6 +289,7 @@ impl ServeArgs {
                 callable_object: self.callable_object.clone(),
                 trusted_proxy_headers: self.trust_proxy_header.clone(),
                 trusted_proxies: self.trust_proxy.clone(),
+                lazy: self.lazy_apps,
                 daemon: self.processes.map(|processes| DaemonFlags {
                     processes,
                     threads: u32::try_from(self.threads.max(1)).unwrap_or(u32::MAX),
@@ -461,6 +476,13 @@ impl Signals {
 /// Runs `wsgi serve` until SIGTERM/SIGINT (the master process). Start-up problems are
 /// returned before anything is served; after that the server only stops on a signal.
 pub fn run(args: ServeArgs) -> Result<(), ServeError> {
+    // The front and daemon processes inherit the folder (and do not change it again).
+    if let Some(dir) = &args.chdir {
+        std::env::set_current_dir(dir).map_err(|source| ServeError::Chdir {
+            dir: dir.clone(),
+            source,
+        })?;
+    }
     master::run(args)
 }
 

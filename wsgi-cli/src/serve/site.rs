@@ -10,6 +10,7 @@ use wsgi_config::check::{Mount, routing_table};
 use wsgi_config::reader::ReadOptions;
 
 use super::error::ServeError;
+use super::target::{Target, module_script, write_script};
 
 /// How the site is described: everything needed to build it again on SIGHUP.
 #[derive(Debug, Clone)]
@@ -47,6 +48,8 @@ pub struct AppFlags {
     /// Daemon mode (`--processes N`): the apps run in one generated daemon process group
     /// instead of this process.
     pub daemon: Option<DaemonFlags>,
+    /// `--lazy-apps`: load each application at its first request, not at start.
+    pub lazy: bool,
 }
 
 /// `--processes N --threads M [--user U] [--group G]`: the daemon process group generated
@@ -221,6 +224,50 @@ fn config_errors(errors: Vec<wsgi_config::ConfigError>) -> ServeError {
     ServeError::Config(errors.iter().map(ToString::to_string).collect())
 }
 
+impl Site {
+    /// Why an application that loads at start (`p`) did not, in the terms of what the user
+    /// typed: flags and targets for a command line, the configuration line for a file.
+    pub fn explain_load_failure(
+        &self,
+        p: &wsgi_config::model::Preload,
+        error: &wsgi_interp::ScriptError,
+    ) -> String {
+        use wsgi_interp::ScriptError;
+        const LAZY: &str =
+            "(or start with --lazy-apps to serve anyway: its requests answer 500 until it loads)";
+        if let SiteSource::ConfigFile { .. } = self.source {
+            return format!(
+                "{}: loading {} at start, as mod_wsgi preloads it, failed: {error}\n{LAZY}",
+                p.span,
+                p.script.display()
+            );
+        }
+        if let Some((target, folder)) = super::target::generated_target(&p.script) {
+            let detail = match error {
+                ScriptError::Raised { error, .. } => format!("{error}\n{}", error.traceback),
+                other => other.to_string(),
+            };
+            return format!(
+                "`{target}` cannot be served: importing it failed: {detail}\nThe working directory ({folder}) comes first on sys.path: run wsgi serve from the folder that holds the package, or pass --chdir DIR or --python-path DIR {LAZY}"
+            );
+        }
+        let script = p.script.display();
+        match error {
+            ScriptError::MissingCallable {
+                callable, found, ..
+            } => format!(
+                "{script} has no callable `{callable}`: {}; name the callable as {script}:NAME (or with --callable-object NAME)",
+                wsgi_interp::callables_found(found)
+            ),
+            ScriptError::Raised { error, .. } => format!(
+                "{script} failed to load: {error}\n{}fix the script {LAZY}",
+                error.traceback
+            ),
+            other => format!("{script} failed to load: {other} {LAZY}"),
+        }
+    }
+}
+
 /// The Python of this process (embedded mode), as mod_wsgi's: `WSGIPythonHome` and
 /// `WSGIPythonPath`. Daemon process groups start their own Python with their own
 /// python-home and python-path.
@@ -248,6 +295,43 @@ fn quote_option(key: &str, value: &Path) -> Result<String, ServeError> {
     quote(Path::new(&format!("{key}={}", value.to_string_lossy())))
 }
 
+/// The script and callable a command-line target stands for: the script itself, or the
+/// generated script importing a module target (its callable `application`).
+fn resolve_target(target: &Path) -> Result<(PathBuf, Option<String>), ServeError> {
+    // An existing file is a script whatever its name (even one no string holds).
+    if target.is_file() {
+        return Ok((script_path(target)?, None));
+    }
+    match Target::parse(&target.to_string_lossy())? {
+        Target::Script { path, callable } => Ok((script_path(&path)?, callable)),
+        Target::Module {
+            module,
+            attribute,
+            factory,
+        } => {
+            let folder = std::env::current_dir().map_err(|e| ServeError::GeneratedScripts {
+                dir: PathBuf::from("."),
+                why: format!("the working directory is unknown: {e}"),
+            })?;
+            let script = write_script(&module_script(&module, &attribute, factory, &folder))?;
+            Ok((script, Some("application".to_string())))
+        }
+    }
+}
+
+/// Whether `script` is one [`resolve_target`] generated.
+fn is_generated(script: &Path) -> bool {
+    script
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("module-") && n.ends_with(".wsgi"))
+        && script
+            .parent()
+            .and_then(|d| d.file_name())
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("wsgi-rs"))
+}
+
 /// A script given on the command line, made absolute and checked to be a readable file.
 fn script_path(path: &Path) -> Result<PathBuf, ServeError> {
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
@@ -267,9 +351,10 @@ fn script_path(path: &Path) -> Result<PathBuf, ServeError> {
 /// The mod_wsgi directives the flags stand for, as mod_wsgi-express generates them: every app
 /// in the main interpreter unless `--application-group` says otherwise.
 pub fn generate_config(flags: &AppFlags) -> Result<String, ServeError> {
-    let mut mounts: Vec<(String, PathBuf)> = Vec::new();
+    // (URL, script, callable of that mount)
+    let mut mounts: Vec<(String, PathBuf, Option<String>)> = Vec::new();
     for m in &flags.mounts {
-        let (url, file) = m
+        let (url, target) = m
             .split_once('=')
             .filter(|(u, f)| u.starts_with('/') && !f.is_empty())
             .ok_or_else(|| ServeError::BadMount(m.clone()))?;
@@ -277,26 +362,38 @@ pub fn generate_config(flags: &AppFlags) -> Result<String, ServeError> {
             "" => "/".to_string(),
             u => u.to_string(),
         };
-        mounts.push((url, script_path(Path::new(file))?));
+        let (script, callable) = resolve_target(Path::new(target))?;
+        mounts.push((url, script, callable));
     }
     if let Some(app) = &flags.app {
-        mounts.push(("/".to_string(), script_path(app)?));
+        let (script, callable) = resolve_target(app)?;
+        mounts.push(("/".to_string(), script, callable));
     }
     if mounts.is_empty() {
         return Err(ServeError::NothingToServe);
     }
     // Apache takes the first alias that matches: longest URL first, `/` last.
-    mounts.sort_by_key(|(url, _)| std::cmp::Reverse(url.len()));
+    mounts.sort_by_key(|(url, _, _)| std::cmp::Reverse(url.len()));
     let mut text = String::new();
     let home = flags
         .python_home
         .as_ref()
         .map(|h| std::path::absolute(h).unwrap_or_else(|_| h.clone()));
-    let python_path: Vec<PathBuf> = flags
+    let mut python_path: Vec<PathBuf> = flags
         .python_path
         .iter()
         .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
         .collect();
+    // A script's own folder is on sys.path (after what --python-path names), so it imports
+    // the modules beside it; generated scripts put the working directory first themselves.
+    for (_, script, _) in &mounts {
+        if let Some(folder) = script.parent()
+            && !is_generated(script)
+            && !python_path.iter().any(|p| p == folder)
+        {
+            python_path.push(folder.to_path_buf());
+        }
+    }
     match &flags.daemon {
         None => {
             if let Some(home) = &home {
@@ -356,13 +453,29 @@ pub fn generate_config(flags: &AppFlags) -> Result<String, ServeError> {
             let _ = writeln!(text, "{directive} {}", quoted.join(" "));
         }
     }
-    for (url, script) in &mounts {
-        let _ = writeln!(
-            text,
+    for (url, script, callable) in &mounts {
+        let mut line = format!(
             "WSGIScriptAlias {} {}",
             quote(Path::new(url))?,
             quote(script)?
         );
+        if let Some(callable) = callable {
+            line.push(' ');
+            line.push_str(&quote_option("callable-object", Path::new(callable))?);
+        }
+        // Both groups named literally: loaded at start, as mod_wsgi preloads such aliases.
+        let literal = group == "%{GLOBAL}" || !group.contains("%{");
+        if literal && !flags.lazy {
+            let process = match &flags.daemon {
+                Some(_) => SERVE_GROUP,
+                None => "%{GLOBAL}",
+            };
+            line.push(' ');
+            line.push_str(&quote_option("process-group", Path::new(process))?);
+            line.push(' ');
+            line.push_str(&quote_option("application-group", Path::new(group))?);
+        }
+        let _ = writeln!(text, "{line}");
     }
     Ok(text)
 }
@@ -495,9 +608,14 @@ mod tests {
         let d = config.daemon(SERVE_GROUP).expect("the generated group");
         assert_eq!((d.options.processes, d.options.threads), (3, 7));
         assert_eq!(d.options.python_home, Some(dir.path().join("venv")));
+        // --python-path, then the script's own folder.
         assert_eq!(
             d.options.python_path,
-            vec![dir.path().join("lib one"), dir.path().join("lib2")]
+            vec![
+                dir.path().join("lib one"),
+                dir.path().join("lib2"),
+                dir.path().to_path_buf()
+            ]
         );
         assert_eq!(d.options.user.as_deref(), Some("nobody"));
         let r = route(&config, "/x").unwrap();

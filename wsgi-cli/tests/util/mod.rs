@@ -140,7 +140,7 @@ impl Server {
         let stderr = Arc::new(Mutex::new(String::new()));
         let err = child.stderr.take().unwrap();
         let sink = stderr.clone();
-        std::thread::spawn(move || {
+        let stderr_reader = std::thread::spawn(move || {
             for line in BufReader::new(err).lines() {
                 let Ok(line) = line else { break };
                 let mut s = sink.lock().unwrap();
@@ -173,7 +173,11 @@ impl Server {
                 Err(_) => {
                     let _ = child.kill();
                     let status = child.wait().unwrap();
-                    std::thread::sleep(Duration::from_millis(100));
+                    // Everything it wrote, unless a child of its keeps the pipe open (5 s).
+                    let until = Instant::now() + Duration::from_secs(5);
+                    while !stderr_reader.is_finished() && Instant::now() < until {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
                     return Err(format!(
                         "no banner from wsgi serve {args:?} ({status}); stdout so far {banner:?}; stderr:\n{}",
                         stderr.lock().unwrap()

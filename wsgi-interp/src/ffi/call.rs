@@ -8,7 +8,9 @@ use pyo3::ffi;
 
 use super::host::{CallState, EmitError, call_functions, lock_attached, without_gil};
 use super::interp::{Attached, Objects, ScriptEntry};
-use super::{Obj, Stored, bytes_of, call, fs_str, latin1_str, new_dict, new_str, take_error};
+use super::{
+    Obj, Stored, bytes_of, call, fs_str, latin1_str, new_dict, new_str, str_text, take_error,
+};
 use crate::environ::{Key, Value, for_each_cgi, k, v};
 use crate::wsgi::{
     AppError, CallOptions, LoadStatus, Outcome, PyErrorInfo, ReloadMode, RequestHead, ScriptError,
@@ -19,6 +21,36 @@ use crate::wsgi::{
 pub(crate) struct App {
     pub app: Obj,
     pub errors: Obj,
+}
+
+/// The public callables a script's module defines (not classes, not modules), sorted: what
+/// a missing-callable error lists.
+///
+/// # Safety
+/// Attached to the interpreter owning `module`.
+unsafe fn callables_of(module: *mut ffi::PyObject) -> Vec<String> {
+    // SAFETY: attached (caller's contract); the dict and its items are borrowed while the
+    // module holds them, and nothing runs Python code between.
+    unsafe {
+        let dict = ffi::PyModule_GetDict(module);
+        if dict.is_null() {
+            ffi::PyErr_Clear();
+            return Vec::new();
+        }
+        let mut names = Vec::new();
+        let mut pos: ffi::Py_ssize_t = 0;
+        let (mut key, mut value) = (ptr::null_mut(), ptr::null_mut());
+        while ffi::PyDict_Next(dict, &mut pos, &mut key, &mut value) != 0 {
+            let plain = ffi::PyCallable_Check(value) != 0
+                && ffi::PyType_Check(value) == 0
+                && ffi::PyModule_Check(value) == 0;
+            if let Some(name) = str_text(key).filter(|n| plain && !n.starts_with('_')) {
+                names.push(name);
+            }
+        }
+        names.sort();
+        names
+    }
 }
 
 /// Loads (or reloads, or just checks) a script in the attached interpreter.
@@ -59,6 +91,7 @@ pub(crate) fn load_script(
                             let e = ScriptError::MissingCallable {
                                 path: spec.path.clone(),
                                 callable: spec.callable.clone(),
+                                found: callables_of(entry.module.ptr()),
                             };
                             tracing::error!(group = %interp.name, "{e}");
                             return Err(e);
@@ -98,6 +131,7 @@ pub(crate) fn load_script(
             let e = ScriptError::MissingCallable {
                 path: spec.path.clone(),
                 callable: spec.callable.clone(),
+                found: callables_of(module.as_ptr()),
             };
             tracing::error!(group = %interp.name, "{e}");
             return Err(e);

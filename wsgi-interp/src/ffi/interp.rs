@@ -19,7 +19,7 @@ use parking_lot::{Condvar, Mutex};
 use pyo3::ffi;
 
 use super::{
-    Obj, Stored, call, cstring, fs_str, getattr, new_bytes, new_str, str_text, take_error,
+    Obj, Stored, call, cstring, fs_str, getattr, new_bytes, new_str, str_list, take_error,
 };
 use crate::config::StartError;
 use crate::environ::{KEYS, MOD_WSGI_VERSION, VALUES};
@@ -1192,12 +1192,7 @@ unsafe fn preload_for_own_gil(objects: &Objects) {
         };
         let loaded = getattr(module.as_ptr(), c"preload_for_own_gil")
             .and_then(|f| call(f.as_ptr(), &[]))
-            .map(|list| {
-                let n = ffi::PyList_Size(list.as_ptr()).max(0);
-                (0..n)
-                    .filter_map(|i| str_text(ffi::PyList_GetItem(list.as_ptr(), i)))
-                    .collect::<Vec<_>>()
-            });
+            .map(|list| str_list(list.as_ptr()));
         match loaded {
             Some(names) => tracing::debug!(
                 modules = ?names,
@@ -1229,12 +1224,7 @@ unsafe fn join_threads(objects: &Objects, timeout: Duration, include_daemon: boo
             return Vec::new();
         };
         match call(objects.join_threads.ptr(), &[secs.as_ptr(), flag.as_ptr()]) {
-            Some(list) => {
-                let n = ffi::PyList_Size(list.as_ptr()).max(0);
-                (0..n)
-                    .filter_map(|i| str_text(ffi::PyList_GetItem(list.as_ptr(), i)))
-                    .collect()
-            }
+            Some(list) => str_list(list.as_ptr()),
             None => {
                 let e = take_error(objects.format_exc.ptr());
                 tracing::warn!("joining Python threads at shutdown failed: {}", e.traceback);

@@ -177,6 +177,24 @@ pub(crate) unsafe fn new_bytes(bytes: &[u8]) -> Option<Obj> {
     }
 }
 
+/// The `str` items of a list, as text (other items skipped; empty if `list` is no list).
+///
+/// # Safety
+/// Attached; `list` valid.
+pub(crate) unsafe fn str_list(list: *mut ffi::PyObject) -> Vec<String> {
+    // SAFETY: attached and `list` valid (caller's contract); items are borrowed while the
+    // list holds them.
+    unsafe {
+        if ffi::PyList_Check(list) == 0 {
+            return Vec::new();
+        }
+        let n = ffi::PyList_Size(list).max(0);
+        (0..n)
+            .filter_map(|i| str_text(ffi::PyList_GetItem(list, i)))
+            .collect()
+    }
+}
+
 /// The UTF-8 text of a `str` (lossy for lone surrogates); `None` if `o` is not a `str`.
 ///
 /// # Safety

@@ -1,0 +1,324 @@
+//! What `wsgi serve TARGET` (and `--mount /url=TARGET`) names: a WSGI script file
+//! (`app.wsgi`, or `app.wsgi:name` for another callable), or, in gunicorn's syntax, an
+//! importable module and its callable (`mysite.wsgi:application`, `pkg.app:create_app()`).
+//! A module target is served through a small generated script that imports it, as
+//! mod_wsgi-express serves its module targets, so daemon mode, reloading and the routing
+//! stay those of scripts.
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use sha1::{Digest, Sha1};
+
+use super::ServeError;
+
+/// A parsed `TARGET`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A WSGI script file, with the callable named after `:` if any.
+    Script {
+        /// The file, as given.
+        path: PathBuf,
+        /// `app.wsgi:NAME`.
+        callable: Option<String>,
+    },
+    /// `MODULE[:NAME]` or `MODULE:FACTORY()`.
+    Module {
+        /// The dotted module name.
+        module: String,
+        /// The callable's name in it (`application` when not given, as gunicorn).
+        attribute: String,
+        /// `NAME()`: call it (an application factory) to get the application.
+        factory: bool,
+    },
+}
+
+/// A dotted Python name: `a`, `a.b_c`, each part an identifier.
+fn is_dotted_name(text: &str) -> bool {
+    !text.is_empty() && text.split('.').all(is_identifier)
+}
+
+/// A Python identifier (ASCII letters, digits and `_`, not starting with a digit; other
+/// Unicode letters are allowed too, as Python allows them).
+fn is_identifier(text: &str) -> bool {
+    let mut chars = text.chars();
+    matches!(chars.next(), Some(c) if c == '_' || c.is_alphabetic())
+        && chars.all(|c| c == '_' || c.is_alphanumeric())
+}
+
+impl Target {
+    /// Reads a target: an existing file is a script whatever its name; `FILE:NAME` with an
+    /// existing FILE is that script's callable NAME; otherwise `MODULE[:NAME]` or
+    /// `MODULE:NAME()`. A name ending in `.wsgi` or `.py` that is no file is a script that
+    /// cannot be read.
+    pub fn parse(text: &str) -> Result<Target, ServeError> {
+        let not_a_target = |why: &str| ServeError::BadTarget {
+            target: text.to_string(),
+            why: why.to_string(),
+        };
+        if Path::new(text).exists() {
+            return Ok(Target::Script {
+                path: PathBuf::from(text),
+                callable: None,
+            });
+        }
+        let (left, right) = match text.rsplit_once(':') {
+            Some((left, right)) => (left, Some(right)),
+            None => (text, None),
+        };
+        if let Some(name) = right
+            && Path::new(left).exists()
+        {
+            if !is_identifier(name) {
+                return Err(not_a_target(
+                    "after `:` comes the name of the callable in the script",
+                ));
+            }
+            return Ok(Target::Script {
+                path: PathBuf::from(left),
+                callable: Some(name.to_string()),
+            });
+        }
+        let script_like =
+            [".wsgi", ".py"].iter().any(|ext| left.ends_with(ext)) || left.contains('/');
+        if script_like && (right.is_none() || !is_dotted_name(left)) {
+            // A script path that does not exist: say so as for any script.
+            return Err(ServeError::ScriptUnreadable {
+                path: PathBuf::from(left),
+                reason: "no such file".into(),
+            });
+        }
+        if !is_dotted_name(left) {
+            return Err(not_a_target(
+                "it is neither an existing file nor a module name (`package.module:callable`)",
+            ));
+        }
+        let (attribute, factory) = match right {
+            None => ("application", false),
+            Some(name) => match name.strip_suffix("()") {
+                Some(name) => (name, true),
+                None => (name, false),
+            },
+        };
+        if !is_identifier(attribute) {
+            return Err(not_a_target(
+                "after `:` comes a callable's name, or a factory's name followed by `()` (arguments are not supported)",
+            ));
+        }
+        Ok(Target::Module {
+            module: left.to_string(),
+            attribute: attribute.to_string(),
+            factory,
+        })
+    }
+}
+
+/// A Python string literal for `text` (JSON's escapes are Python's).
+fn py_str(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| "''".into())
+}
+
+/// The generated script that serves a module target, importing it with `folder` first on
+/// `sys.path` (the working directory, as gunicorn does), its callable `application`.
+pub fn module_script(module: &str, attribute: &str, factory: bool, folder: &Path) -> String {
+    let target = format!("{module}:{attribute}{}", if factory { "()" } else { "" });
+    let call = if factory { "()" } else { "" };
+    format!(
+        "# Generated by `wsgi serve {target}`: imports the module, the working directory first
+# on sys.path, and serves its callable.
+import importlib
+import sys
+
+_folder = {folder}
+if _folder not in sys.path:
+    sys.path.insert(0, _folder)
+_module = importlib.import_module({module_lit})
+try:
+    _target = getattr(_module, {attribute_lit})
+except AttributeError:
+    _found = sorted(
+        n for n, v in vars(_module).items()
+        if not n.startswith('_') and callable(v) and not isinstance(v, (type, type(sys)))
+    )
+    raise LookupError(
+        'module %s (%s) has no %r: it defines %s; serve one of them as %s:NAME'
+        % ({module_lit}, getattr(_module, '__file__', '?'), {attribute_lit},
+           ', '.join(_found) or 'no callable', {module_lit})
+    ) from None
+application = _target{call}
+",
+        folder = py_str(&folder.to_string_lossy()),
+        module_lit = py_str(module),
+        attribute_lit = py_str(attribute),
+    )
+}
+
+/// The target and working directory a generated script serves (`None` for any other file).
+pub fn generated_target(script: &Path) -> Option<(String, String)> {
+    let text = std::fs::read_to_string(script).ok()?;
+    let mut lines = text.lines();
+    let target = lines
+        .next()?
+        .strip_prefix("# Generated by `wsgi serve ")?
+        .split_once("`:")?
+        .0
+        .to_string();
+    let folder = lines
+        .find_map(|l| l.strip_prefix("_folder = "))
+        .and_then(|lit| serde_json::from_str::<String>(lit).ok())?;
+    Some((target, folder))
+}
+
+/// Where generated scripts are kept: `/run/wsgi-rs` for root, `$XDG_RUNTIME_DIR/wsgi-rs`
+/// or the temporary folder's `wsgi-rs-UID` for others; created 0755 (the serving user reads
+/// the scripts), and refused when it exists but another user owns it or others may write it.
+fn scripts_dir() -> Result<PathBuf, ServeError> {
+    let uid = nix::unistd::geteuid();
+    let dir = if uid.is_root() && Path::new("/run").is_dir() {
+        PathBuf::from("/run/wsgi-rs")
+    } else if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        PathBuf::from(runtime).join("wsgi-rs")
+    } else {
+        std::env::temp_dir().join(format!("wsgi-rs-{uid}"))
+    };
+    let unsafe_dir = |why: String| ServeError::GeneratedScripts {
+        dir: dir.clone(),
+        why,
+    };
+    match std::fs::DirBuilder::new().mode(0o755).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(unsafe_dir(e.to_string())),
+    }
+    let meta = std::fs::symlink_metadata(&dir).map_err(|e| unsafe_dir(e.to_string()))?;
+    if !meta.is_dir() {
+        return Err(unsafe_dir(
+            "it is not a folder (a symbolic link is refused)".into(),
+        ));
+    }
+    if meta.uid() != uid.as_raw() || meta.mode() & 0o022 != 0 {
+        return Err(unsafe_dir(format!(
+            "it belongs to uid {} with mode {:04o}: it must be this user's, writable by it alone; remove it",
+            meta.uid(),
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(dir)
+}
+
+/// Writes `text` as a generated script named by its content (so the master and the front
+/// process, which both read the flags, name the same file), mode 0644; returns its path.
+pub fn write_script(text: &str) -> Result<PathBuf, ServeError> {
+    let dir = scripts_dir()?;
+    let digest = Sha1::digest(text.as_bytes());
+    let name: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let path = dir.join(format!("module-{name}.wsgi"));
+    if std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
+        return Ok(path);
+    }
+    let failed = |e: std::io::Error| ServeError::GeneratedScripts {
+        dir: dir.clone(),
+        why: e.to_string(),
+    };
+    // Written beside it and renamed over it: a reader never sees half a script.
+    let partial = dir.join(format!(".module-{name}.{}.tmp", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(&partial)
+        .map_err(failed)?;
+    file.write_all(text.as_bytes()).map_err(failed)?;
+    drop(file);
+    std::fs::rename(&partial, &path).map_err(failed)?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn module(module: &str, attribute: &str, factory: bool) -> Target {
+        Target::Module {
+            module: module.into(),
+            attribute: attribute.into(),
+            factory,
+        }
+    }
+
+    #[test]
+    fn targets_as_gunicorn_and_mod_wsgi_express_read_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("app.wsgi");
+        std::fs::write(&script, "").unwrap();
+        let s = script.to_str().unwrap();
+        assert_eq!(
+            Target::parse(s).unwrap(),
+            Target::Script {
+                path: script.clone(),
+                callable: None
+            }
+        );
+        assert_eq!(
+            Target::parse(&format!("{s}:make")).unwrap(),
+            Target::Script {
+                path: script.clone(),
+                callable: Some("make".into())
+            }
+        );
+        assert_eq!(
+            Target::parse("mysite.wsgi:application").unwrap(),
+            module("mysite.wsgi", "application", false)
+        );
+        assert_eq!(
+            Target::parse("hello").unwrap(),
+            module("hello", "application", false)
+        );
+        assert_eq!(
+            Target::parse("pkg.app:create_app()").unwrap(),
+            module("pkg.app", "create_app", true)
+        );
+        // A script that is not there is reported as one.
+        assert!(matches!(
+            Target::parse("missing.wsgi"),
+            Err(ServeError::ScriptUnreadable { .. })
+        ));
+        assert!(matches!(
+            Target::parse("./srv/app.py"),
+            Err(ServeError::ScriptUnreadable { .. })
+        ));
+        for bad in [
+            "pkg.app:create_app(1)",
+            "pkg..app:x",
+            "pkg.app:1x",
+            "my-site:app",
+        ] {
+            assert!(
+                matches!(Target::parse(bad), Err(ServeError::BadTarget { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn generated_scripts_are_named_by_their_content() {
+        let text = module_script("pkg.app", "create_app", true, Path::new("/srv/x"));
+        assert!(text.contains("_module = importlib.import_module(\"pkg.app\")"));
+        assert!(text.contains("application = _target()\n"));
+        assert!(text.contains("_folder = \"/srv/x\""));
+        let first = write_script(&text).unwrap();
+        let second = write_script(&text).unwrap();
+        assert_eq!(first, second);
+        assert_eq!(std::fs::read_to_string(&first).unwrap(), text);
+        assert_eq!(
+            generated_target(&first),
+            Some(("pkg.app:create_app()".to_string(), "/srv/x".to_string()))
+        );
+        let mode = std::fs::metadata(&first).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o644);
+        let other = write_script(&module_script("a", "b", false, Path::new("/"))).unwrap();
+        assert_ne!(other, first);
+    }
+}
