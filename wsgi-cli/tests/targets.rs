@@ -146,6 +146,31 @@ fn a_broken_application_stops_the_start_with_the_fix() {
         "{err}"
     );
 
+    // In daemon mode too: the group's processes report it, and the start stops.
+    let mut daemon = vec![
+        "pkg.app:nothing",
+        "--chdir",
+        folder,
+        "--processes",
+        "1",
+        "--port",
+        "0",
+    ];
+    if util::is_root() {
+        daemon.extend(["--user", "nobody"]);
+    }
+    let err = refused(&daemon);
+    let expected =
+        "failed to load at start in daemon process group `wsgi-serve`: LookupError: module pkg.app";
+    assert!(
+        err.contains("`pkg.app:nothing` (through ") && err.contains(expected),
+        "{err}"
+    );
+    daemon.push("--lazy-apps");
+    let server = Server::start_with(&util::DAEMON, &daemon);
+    assert_eq!(server.get_strict("/").status, 500);
+    drop(server);
+
     // --lazy-apps: it starts, and the broken application answers 500.
     let server = Server::start(&[broken, "--port", "0", "--lazy-apps"]);
     assert_eq!(server.get_strict("/").status, 500);

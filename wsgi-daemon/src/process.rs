@@ -75,6 +75,16 @@ pub enum ProcessError {
         /// The OS error.
         source: io::Error,
     },
+    /// A script it must load at start did not load ([`ProcessSpec::preload_must_succeed`]).
+    #[error("{} failed to load at start in daemon process group `{group}`: {why}", .script.display())]
+    Preload {
+        /// The daemon group.
+        group: String,
+        /// The script.
+        script: std::path::PathBuf,
+        /// The error, on one line (the traceback is in the log).
+        why: String,
+    },
     /// CPython did not start.
     #[error("Python did not start in daemon process group `{group}`: {source}")]
     Python {
@@ -287,7 +297,7 @@ fn start(
         spawn_startup_watch(shared.clone())?;
     }
     // mod_wsgi loads these on the main thread before any request is accepted.
-    shared.preload();
+    shared.preload()?;
     let spawn = |name: String, stack: Option<u64>, f: Box<dyn FnOnce() + Send>| {
         let mut builder = std::thread::Builder::new().name(name);
         if let Some(size) = stack {
@@ -723,12 +733,13 @@ impl Shared {
     }
 
     /// Loads the [`ProcessSpec::preload`] scripts, in order, stopping early if the process
-    /// is told to stop.
-    fn preload(&self) {
+    /// is told to stop. A failure is logged, or, with [`ProcessSpec::preload_must_succeed`],
+    /// returned.
+    fn preload(&self) -> Result<(), ProcessError> {
         let group = &self.spec.group;
         for p in &self.spec.preload {
             if self.draining.load(Ordering::SeqCst) {
-                return;
+                return Ok(());
             }
             let mut script = ScriptSpec::new(p.script.clone());
             if let Some(callable) = &p.callable {
@@ -737,24 +748,36 @@ impl Shared {
             let loaded = self
                 .runtime
                 .interpreter(&p.application_group)
-                .map_err(|e| e.to_string())
+                .map_err(wsgi_interp::ScriptError::from)
                 .and_then(|interp| {
                     self.prepare(&interp);
                     match interp.load_script(&script) {
-                        Ok(_) => Ok(()),
                         // An import script needs no WSGI callable: it ran.
                         Err(wsgi_interp::ScriptError::MissingCallable { .. })
                             if p.callable.is_none() =>
                         {
                             Ok(())
                         }
-                        Err(e) => Err(e.to_string()),
+                        other => other.map(drop),
                     }
                 });
             match loaded {
                 Ok(()) => {
                     self.script_loaded.store(true, Ordering::SeqCst);
                     tracing::info!(%group, script = %p.script.display(), application_group = %p.application_group, "preloaded");
+                }
+                Err(e) if self.spec.preload_must_succeed => {
+                    let why = match &e {
+                        wsgi_interp::ScriptError::Raised { error, .. } => {
+                            format!("{error} (the traceback is above)")
+                        }
+                        other => other.to_string(),
+                    };
+                    return Err(ProcessError::Preload {
+                        group: group.clone(),
+                        script: p.script.clone(),
+                        why,
+                    });
                 }
                 Err(e) => tracing::error!(
                     %group,
@@ -764,6 +787,7 @@ impl Shared {
                 ),
             }
         }
+        Ok(())
     }
 
     /// startup-timeout: if no script has loaded `startup_timeout` after the process started,

@@ -135,6 +135,10 @@ pub struct ProcessSpec {
     /// Scripts loaded at start, in configuration order.
     #[serde(default)]
     pub preload: Vec<Preload>,
+    /// A preload failure is fatal (the process reports it and exits): `wsgi serve` without
+    /// `--lazy-apps`. Otherwise it is logged, as mod_wsgi does.
+    #[serde(default)]
+    pub preload_must_succeed: bool,
 }
 
 /// A one-line report from a daemon process to its supervisor.
@@ -348,12 +352,14 @@ mod tests {
                 application_group: String::new(),
                 callable: Some("application".into()),
             }],
+            preload_must_succeed: true,
         };
         send_spec(&a, &spec, &listener).unwrap();
         let (back, fd) = receive_spec(&b).unwrap();
         assert_eq!(back.group, "site");
         assert_eq!(back.request_timeout, Duration::from_millis(1500));
         assert_eq!(back.switch_interval, Some(0.002));
+        assert!(back.preload_must_succeed);
         assert_eq!(back.preload, spec.preload);
         // The received descriptor is the same listening socket: a client connects through it.
         let received = UnixListener::from(fd);

@@ -119,6 +119,9 @@ pub struct SupervisorOptions {
     pub tick: Duration,
     /// The front's socket timeout when `socket-timeout=` is 0 (Apache's `Timeout`, 60 s).
     pub default_socket_timeout: Duration,
+    /// A script a process loads at start that fails stops that process (see
+    /// [`GroupStatus::failure`]) instead of being logged.
+    pub preload_must_succeed: bool,
 }
 
 impl SupervisorOptions {
@@ -130,6 +133,7 @@ impl SupervisorOptions {
             socket_dir: None,
             tick: Duration::from_millis(20),
             default_socket_timeout: Duration::from_secs(60),
+            preload_must_succeed: false,
         }
     }
 }
@@ -201,6 +205,8 @@ pub struct GroupStatus {
     pub restarts: u64,
     /// Graceful replacements (maximum-requests, script change, timeouts...).
     pub recycles: u64,
+    /// Why its last process that failed to start did (a script that failed to load...).
+    pub failure: Option<String>,
 }
 
 /// Renders a snapshot in the Prometheus text format.
@@ -278,6 +284,8 @@ struct GroupRun {
     served_before: u64,
     restarts: u64,
     recycles: u64,
+    /// The last start-up failure a process reported.
+    failure: Option<String>,
 }
 
 /// The supervisor's state machine, advanced by [`Core::tick`].
@@ -332,6 +340,7 @@ impl Core {
                 served_before: 0,
                 restarts: 0,
                 recycles: 0,
+                failure: None,
             })
             .collect();
         Core {
@@ -356,11 +365,14 @@ impl Core {
                                 cur.in_flight = in_flight;
                             }
                             Report::Recycling(reason) => retire = Some(reason),
-                            Report::Fatal(msg) => tracing::error!(
-                                group = %name,
-                                pid = cur.child.pid(),
-                                "daemon process failed to start: {msg}"
-                            ),
+                            Report::Fatal(msg) => {
+                                tracing::error!(
+                                    group = %name,
+                                    pid = cur.child.pid(),
+                                    "daemon process failed to start: {msg}"
+                                );
+                                g.failure = Some(msg);
+                            }
                         }
                     }
                 }
@@ -520,6 +532,7 @@ impl Core {
                     processes,
                     restarts: g.restarts,
                     recycles: g.recycles,
+                    failure: g.failure.clone(),
                 }
             })
             .collect()
@@ -542,6 +555,9 @@ struct ExecLauncher {
     program: PathBuf,
     args: Vec<OsString>,
     plans: Vec<ExecPlan>,
+    /// The (group, slot)s started once: [`ProcessSpec::preload_must_succeed`] holds for a
+    /// slot's first process only (the start); its replacements log a failure, as mod_wsgi.
+    started: std::collections::HashSet<(usize, u32)>,
 }
 
 impl Launcher for ExecLauncher {
@@ -566,6 +582,7 @@ impl Launcher for ExecLauncher {
         })?;
         let mut spec = plan.spec.clone();
         spec.slot = slot;
+        spec.preload_must_succeed &= self.started.insert((group, slot));
         if let Err(e) = send_spec(&ours, &spec, &plan.listener) {
             let _ = child.kill();
             let _ = child.wait();
@@ -723,6 +740,7 @@ impl Supervisor {
                 eviction_timeout: o.eviction_timeout,
                 startup_timeout: o.startup_timeout,
                 preload: preloads(config, &group.name),
+                preload_must_succeed: options.preload_must_succeed,
             };
             let mut env = Vec::new();
             if let Some(lang) = &o.lang {
@@ -765,6 +783,7 @@ impl Supervisor {
             program: options.program.clone(),
             args: options.args.clone(),
             plans: exec_plans,
+            started: Default::default(),
         };
         let mut sup = Supervisor::with_launcher(plans, Box::new(launcher), options.tick)?;
         sup.endpoints = endpoints;
@@ -1135,6 +1154,22 @@ mod tests {
             .insert(1001, VecDeque::from([Report::Ready]));
         c.tick(t);
         assert_eq!(pids(&c, t), vec![(1001, "ready"), (1002, "starting")]);
+    }
+
+    #[test]
+    fn a_start_up_failure_is_kept_for_the_status() {
+        let (mut c, s, t) = core(1);
+        c.tick(t);
+        assert_eq!(c.status(t)[0].failure, None);
+        s.lock().reports.insert(
+            1001,
+            VecDeque::from([Report::Fatal("app.wsgi failed to load at start".into())]),
+        );
+        c.tick(t);
+        assert_eq!(
+            c.status(t)[0].failure.as_deref(),
+            Some("app.wsgi failed to load at start")
+        );
     }
 
     #[test]

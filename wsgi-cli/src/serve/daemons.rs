@@ -61,6 +61,7 @@ impl DaemonGroups {
     pub fn start(
         site: &Site,
         front_user: Option<&str>,
+        preload_must_succeed: bool,
     ) -> Result<Option<DaemonGroups>, ServeError> {
         let config = &site.config;
         if config.daemons.is_empty() {
@@ -76,7 +77,8 @@ impl DaemonGroups {
             source: wsgi_daemon::SupervisorError::Thread(e),
             hint: " (cannot find the wsgi program to exec for the daemon processes)",
         })?;
-        let options = SupervisorOptions::new(program, &["daemon-process"]);
+        let mut options = SupervisorOptions::new(program, &["daemon-process"]);
+        options.preload_must_succeed = preload_must_succeed;
         let mut config = config.clone();
         if let Some(user) = front_user {
             for group in &mut config.daemons {
@@ -126,12 +128,16 @@ impl DaemonGroups {
             .unwrap_or_default()
     }
 
-    /// Waits until every group runs its `processes` and all report ready, at most `limit`.
-    /// Returns whether they did.
-    pub fn wait_ready(&self, limit: Duration) -> bool {
+    /// Waits up to `limit` for every process of every group to be ready: Ok(false) when some
+    /// were not in time, Err with a group's start-up failure (a script that must load at
+    /// start did not) as soon as one is reported.
+    pub fn wait_ready(&self, limit: Duration) -> Result<bool, String> {
         let deadline = Instant::now() + limit;
         loop {
             let status = self.status();
+            if let Some(failure) = status.iter().find_map(|s| s.failure.clone()) {
+                return Err(failure);
+            }
             let ready = self.groups.iter().all(|g| {
                 status.iter().any(|s| {
                     s.name == g.name
@@ -140,10 +146,10 @@ impl DaemonGroups {
                 })
             });
             if ready {
-                return true;
+                return Ok(true);
             }
             if Instant::now() >= deadline {
-                return false;
+                return Ok(false);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -320,6 +326,7 @@ mod tests {
             in_flight: 1,
             restarts: 2,
             recycles: 0,
+            failure: None,
         };
         let text = status_table(&[g]);
         assert!(

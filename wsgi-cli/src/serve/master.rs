@@ -351,15 +351,21 @@ async fn start_generation(
         _ => None,
     };
     let site = Arc::new(site);
+    let lazy = args.lazy_apps;
     let daemons = {
         let site = site.clone();
         tokio::task::spawn_blocking(move || {
-            let daemons = DaemonGroups::start(&site, front_user.as_deref())?;
+            let daemons = DaemonGroups::start(&site, front_user.as_deref(), !lazy)?;
             if let Some(d) = &daemons {
-                if !d.wait_ready(DAEMON_READY_WAIT) {
-                    tracing::warn!(
+                match d.wait_ready(DAEMON_READY_WAIT) {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(
                         "some daemon processes were not ready within {DAEMON_READY_WAIT:?}: serving anyway (their requests wait for them up to connect-timeout)"
-                    );
+                    ),
+                    Err(failure) => {
+                        d.stop();
+                        return Err(ServeError::AppLoad(site.explain_daemon_failure(&failure)));
+                    }
                 }
             }
             Ok::<_, ServeError>(daemons.map(Arc::new))

@@ -225,6 +225,17 @@ fn config_errors(errors: Vec<wsgi_config::ConfigError>) -> ServeError {
 }
 
 impl Site {
+    /// A daemon group's start-up failure, with a module target named as typed.
+    pub fn explain_daemon_failure(&self, failure: &str) -> String {
+        let mut text = failure.to_string();
+        for m in self.mounts() {
+            if let Some((target, _)) = super::target::generated_target(Path::new(&m.script)) {
+                text = text.replace(&m.script, &format!("`{target}` (through {})", m.script));
+            }
+        }
+        format!("{text}\n{LAZY_HINT}")
+    }
+
     /// Why an application that loads at start (`p`) did not, in the terms of what the user
     /// typed: flags and targets for a command line, the configuration line for a file.
     pub fn explain_load_failure(
@@ -233,11 +244,9 @@ impl Site {
         error: &wsgi_interp::ScriptError,
     ) -> String {
         use wsgi_interp::ScriptError;
-        const LAZY: &str =
-            "(or start with --lazy-apps to serve anyway: its requests answer 500 until it loads)";
         if let SiteSource::ConfigFile { .. } = self.source {
             return format!(
-                "{}: loading {} at start, as mod_wsgi preloads it, failed: {error}\n{LAZY}",
+                "{}: loading {} at start, as mod_wsgi preloads it, failed: {error}\n{LAZY_HINT}",
                 p.span,
                 p.script.display()
             );
@@ -248,7 +257,7 @@ impl Site {
                 other => other.to_string(),
             };
             return format!(
-                "`{target}` cannot be served: importing it failed: {detail}\nThe working directory ({folder}) comes first on sys.path: run wsgi serve from the folder that holds the package, or pass --chdir DIR or --python-path DIR {LAZY}"
+                "`{target}` cannot be served: importing it failed: {detail}\nThe working directory ({folder}) comes first on sys.path: run wsgi serve from the folder that holds the package, or pass --chdir DIR or --python-path DIR {LAZY_HINT}"
             );
         }
         let script = p.script.display();
@@ -260,13 +269,17 @@ impl Site {
                 wsgi_interp::callables_found(found)
             ),
             ScriptError::Raised { error, .. } => format!(
-                "{script} failed to load: {error}\n{}fix the script {LAZY}",
+                "{script} failed to load: {error}\n{}fix the script {LAZY_HINT}",
                 error.traceback
             ),
-            other => format!("{script} failed to load: {other} {LAZY}"),
+            other => format!("{script} failed to load: {other} {LAZY_HINT}"),
         }
     }
 }
+
+/// What `--lazy-apps` changes, for the messages of applications that fail at start.
+const LAZY_HINT: &str =
+    "(or start with --lazy-apps to serve anyway: its requests answer 500 until it loads)";
 
 /// The Python of this process (embedded mode), as mod_wsgi's: `WSGIPythonHome` and
 /// `WSGIPythonPath`. Daemon process groups start their own Python with their own
