@@ -96,6 +96,25 @@ pub enum ServeError {
     /// `--host` is not an IP address.
     #[error("--host `{0}` is not an IP address: use for example 127.0.0.1, 0.0.0.0 or ::1")]
     BadHost(String),
+    /// `--pid-file` cannot be written.
+    #[error("--pid-file `{}`: {source}: give a file in a folder this user can write", .path.display())]
+    PidFile {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// systemd's socket activation passed something unusable.
+    #[error("socket activation: {0}")]
+    Activation(String),
+    /// A `--bind` value cannot be used.
+    #[error("--bind `{value}`: {why}")]
+    BadBind {
+        /// The value as given.
+        value: String,
+        /// Why.
+        why: String,
+    },
     /// A listening socket could not be opened.
     #[error("cannot listen on {addr}: {source}: {}", bind_hint(.source))]
     Bind {

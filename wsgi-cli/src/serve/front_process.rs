@@ -70,7 +70,13 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
     // A front never outlives its master (set after the identity change, which clears it).
     let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
     let mut listeners = Vec::new();
-    for (addr, route_as) in listen_addresses(&args, &site)? {
+    // What the master bound (or systemd passed) and how to route it; computed again only from
+    // a master that does not say.
+    let routes = match inherit::take_routes() {
+        Some(routes) => routes,
+        None => listen_addresses(&args, &site)?,
+    };
+    for (addr, route_as) in routes {
         let socket = inherit::claim(&mut inherited, addr).ok_or_else(|| {
             ServeError::Front(format!("the master handed over no socket for {addr}"))
         })?;

@@ -14,6 +14,9 @@ use nix::sys::stat::{SFlag, fstat};
 
 /// The variable naming the listening sockets: `3,4`.
 pub const LISTEN_FDS: &str = "WSGI_RS_LISTEN_FDS";
+/// The variable saying what each listening socket serves: `ADDR=PORT` (routed as PORT) or
+/// `ADDR=-` (its own port), comma-separated.
+pub const ROUTES: &str = "WSGI_RS_ROUTES";
 /// The variable naming the control socket.
 pub const CONTROL_FD: &str = "WSGI_RS_CONTROL_FD";
 /// The variable naming the log files (`access_log::log_files` order).
@@ -96,6 +99,48 @@ pub fn take_listeners() -> Vec<(SocketAddr, TcpListener)> {
         .collect()
 }
 
+/// Takes a socket systemd passed (socket activation), if it is a listening TCP socket.
+pub fn take_activated(fd: RawFd) -> Option<TcpListener> {
+    let stream = |fd: BorrowedFd<'_>| {
+        getsockopt(&fd, sockopt::SockType).is_ok_and(|t| t == nix::sys::socket::SockType::Stream)
+    };
+    let listener = TcpListener::from(own(fd, |fd| is_listening_socket(fd) && stream(fd))?);
+    // Only an IPv4 or IPv6 socket has an address std reads (not a unix socket).
+    listener.local_addr().is_ok().then_some(listener)
+}
+
+/// [`ROUTES`]'s value for `routes`.
+pub fn routes_text(routes: &[(SocketAddr, Option<u16>)]) -> String {
+    routes
+        .iter()
+        .map(|(addr, route)| match route {
+            Some(port) => format!("{addr}={port}"),
+            None => format!("{addr}=-"),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// What each listening socket serves, as the master said ([`ROUTES`]); None when it did not.
+pub fn take_routes() -> Option<Vec<(SocketAddr, Option<u16>)>> {
+    let value = std::env::var(ROUTES).ok()?;
+    // SAFETY: called at the start of the front process, before it starts any thread, so no
+    // other thread reads the environment meanwhile.
+    unsafe { std::env::remove_var(ROUTES) };
+    value
+        .split(',')
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            let (addr, route) = item.rsplit_once('=')?;
+            let route = match route {
+                "-" => None,
+                port => Some(port.parse().ok()?),
+            };
+            Some((addr.parse().ok()?, route))
+        })
+        .collect()
+}
+
 /// Takes the control socket the master handed over.
 pub fn take_control() -> Option<std::os::unix::net::UnixStream> {
     let fd = named(CONTROL_FD).into_iter().next()?;
@@ -149,6 +194,20 @@ mod tests {
         assert!(!is_listening_socket(client.as_fd()));
         let file = tempfile::tempfile().unwrap();
         assert!(!is_listening_socket(file.as_fd()));
+    }
+
+    #[test]
+    fn routes_round_trip() {
+        let routes = vec![
+            ("127.0.0.1:8000".parse().unwrap(), None),
+            ("[::1]:8443".parse().unwrap(), Some(443)),
+        ];
+        let text = routes_text(&routes);
+        assert_eq!(text, "127.0.0.1:8000=-,[::1]:8443=443");
+        // SAFETY: this test alone uses the variable.
+        unsafe { std::env::set_var(ROUTES, &text) };
+        assert_eq!(take_routes(), Some(routes));
+        assert_eq!(take_routes(), None);
     }
 
     #[test]

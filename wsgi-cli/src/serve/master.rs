@@ -23,13 +23,15 @@ use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, RawFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::BufReader;
 use tokio::process::Child;
 use tokio::sync::oneshot;
+
+use sd_notify::NotifyState;
 
 use super::access_log::log_files;
 use super::control::{self, ToFront, ToMaster};
@@ -102,39 +104,71 @@ fn front_paths(site: &Site) -> Vec<PathBuf> {
     paths
 }
 
-/// The listening sockets, bound by the master and kept across reloads.
+/// The listening sockets, bound by the master (or passed by systemd) and kept across reloads.
 struct Sockets {
     /// Each address asked for, with its socket.
     bound: Vec<(SocketAddr, TcpListener)>,
+    /// The port each of `bound` is routed as, when not its own.
+    routes: Vec<Option<u16>>,
     /// Whether each of `bound` speaks TLS.
     https: Vec<bool>,
+    /// `bound` came from systemd's socket activation: kept whatever the configuration says.
+    activated: bool,
     status: Option<TcpListener>,
 }
 
 impl Sockets {
-    /// Binds what `site` needs, reusing what is already bound for the same address.
+    /// Binds what `site` needs, reusing what is already bound for the same address. At the
+    /// first start, the sockets of systemd's socket activation (`LISTEN_FDS`), if any, are
+    /// served instead of any address.
     fn bind(
         args: &ServeArgs,
         site: &Site,
         previous: Option<&Sockets>,
     ) -> Result<Sockets, ServeError> {
         let mut bound = Vec::new();
+        let mut routes = Vec::new();
+        let activated = match previous {
+            Some(p) => p.activated,
+            None => {
+                let passed = activated_sockets()?;
+                let any = !passed.is_empty();
+                bound = passed;
+                any
+            }
+        };
+        if activated {
+            if let Some(p) = previous {
+                for (addr, socket) in &p.bound {
+                    bound.push((*addr, socket.try_clone().map_err(ServeError::Threads)?));
+                }
+            }
+            routes = bound
+                .iter()
+                .map(|(addr, _)| super::inherited_route(args, site, addr.port()))
+                .collect();
+        } else {
+            for (addr, route_as) in listen_addresses(args, site)? {
+                let reused = previous.and_then(|p| {
+                    p.bound
+                        .iter()
+                        .find(|(a, _)| *a == addr)
+                        .and_then(|(_, s)| s.try_clone().ok())
+                });
+                let socket = match reused {
+                    Some(socket) => socket,
+                    None => bind(addr, args)?,
+                };
+                bound.push((addr, socket));
+                routes.push(route_as);
+            }
+        }
+        // The certificates and their ports are checked here, where errors reach the operator,
+        // before a front process is started with them.
         let mut https = Vec::new();
-        for (addr, route_as) in listen_addresses(args, site)? {
-            // The certificates and their ports are checked here, where errors reach the
-            // operator, before a front process is started with them.
-            https.push(super::listener_tls(args, site, route_as.unwrap_or(addr.port()))?.is_some());
-            let reused = previous.and_then(|p| {
-                p.bound
-                    .iter()
-                    .find(|(a, _)| *a == addr)
-                    .and_then(|(_, s)| s.try_clone().ok())
-            });
-            let socket = match reused {
-                Some(socket) => socket,
-                None => bind(addr)?,
-            };
-            bound.push((addr, socket));
+        for ((addr, _), route_as) in bound.iter().zip(&routes) {
+            let port = route_as.unwrap_or(addr.port());
+            https.push(super::listener_tls(args, site, port)?.is_some());
         }
         let status = match previous.and_then(|p| p.status.as_ref()) {
             Some(s) => Some(s.try_clone().map_err(ServeError::Threads)?),
@@ -142,9 +176,21 @@ impl Sockets {
         };
         Ok(Sockets {
             bound,
+            routes,
             https,
+            activated,
             status,
         })
+    }
+
+    /// What the front process serves on each socket: its address and route port, for
+    /// [`inherit::ROUTES`].
+    fn routes(&self) -> Vec<(SocketAddr, Option<u16>)> {
+        self.bound
+            .iter()
+            .zip(&self.routes)
+            .filter_map(|((_, s), route)| Some((s.local_addr().ok()?, *route)))
+            .collect()
     }
 
     fn fds(&self) -> Vec<RawFd> {
@@ -252,6 +298,9 @@ async fn start_front(
     command.args(std::env::args_os().skip(2));
     let mut keep = sockets.fds();
     command.env(inherit::LISTEN_FDS, inherit::list(&keep));
+    command.env(inherit::ROUTES, inherit::routes_text(&sockets.routes()));
+    // systemd hears from the master only.
+    command.env_remove("NOTIFY_SOCKET");
     command.env(inherit::CONTROL_FD, theirs.as_raw_fd().to_string());
     keep.push(theirs.as_raw_fd());
     if !log_files.is_empty() {
@@ -393,6 +442,25 @@ async fn start_generation(
     }
 }
 
+/// The listening TCP sockets systemd passed (socket activation: `LISTEN_FDS` for this
+/// process: its children see another `LISTEN_PID` and ignore them), each with its address.
+fn activated_sockets() -> Result<Vec<(SocketAddr, TcpListener)>, ServeError> {
+    let fds = sd_notify::listen_fds()
+        .map_err(|e| ServeError::Activation(format!("LISTEN_FDS/LISTEN_PID: {e}")))?;
+    let mut sockets = Vec::new();
+    for fd in fds {
+        let socket = inherit::take_activated(fd).ok_or_else(|| {
+            ServeError::Activation(format!(
+                "descriptor {fd} is not a listening TCP socket: give the unit's ListenStream= TCP addresses only"
+            ))
+        })?;
+        let addr = socket.local_addr().map_err(ServeError::Threads)?;
+        socket.set_nonblocking(true).map_err(ServeError::Threads)?;
+        sockets.push((addr, socket));
+    }
+    Ok(sockets)
+}
+
 /// Stops a replaced generation: its front first (it finishes its requests), then its daemon
 /// groups.
 fn retire(generation: Generation, graceful: Duration) -> tokio::task::JoinHandle<()> {
@@ -404,6 +472,34 @@ fn retire(generation: Generation, graceful: Duration) -> tokio::task::JoinHandle
             tracing::info!("the replaced daemon process groups have stopped");
         }
     })
+}
+
+/// `--pid-file`: the master's pid, written once its sockets are bound, removed when it stops
+/// (if it still names this process).
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn write(path: &Path) -> Result<PidFile, ServeError> {
+        let failed = |source| ServeError::PidFile {
+            path: path.to_path_buf(),
+            source,
+        };
+        // Beside it, then renamed over it: a reader never sees an empty file.
+        let partial = path.with_extension(format!("tmp-{}", std::process::id()));
+        std::fs::write(&partial, format!("{}\n", std::process::id())).map_err(failed)?;
+        std::fs::rename(&partial, path).map_err(failed)?;
+        Ok(PidFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let ours = std::fs::read_to_string(&self.0)
+            .is_ok_and(|text| text.trim() == std::process::id().to_string());
+        if ours {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
 }
 
 /// What woke the master.
@@ -432,6 +528,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
             tracing::info!("{n}");
         }
         let sockets = Sockets::bind(&args, &site, None)?;
+        let _pid_file = args.pid_file.as_deref().map(PidFile::write).transpose()?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -456,6 +553,7 @@ async fn serve(
     let mut signals = Signals::install()?;
     let mut current = start_generation(&args, site, &sockets).await?;
     print!("{}", banner(&args, &current, &sockets));
+    notify_systemd(&[NotifyState::Ready, NotifyState::Status("serving")]);
     let mut watch = args
         .reload_on_changes
         .then(|| super::reload::SourceWatch::new(super::reload::SourceWatch::roots(&current.site)));
@@ -473,9 +571,10 @@ async fn serve(
         match event {
             Event::Stop(signal) => {
                 tracing::info!("{signal}: stopping (in-flight requests finish first)");
+                notify_systemd(&[NotifyState::Stopping]);
                 break;
             }
-            Event::Reload(why) => match next_generation(&args, &aliases, &sockets, &why).await {
+            Event::Reload(why) => match reload(&args, &aliases, &sockets, &why).await {
                 Ok((next, new_sockets)) => {
                     let old = std::mem::replace(&mut current, next);
                     sockets = new_sockets;
@@ -550,6 +649,33 @@ async fn serve(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// [`next_generation`], told to systemd (`RELOADING=1`, then `READY=1` whatever the outcome:
+/// the previous generation serves on when the new one fails).
+async fn reload(
+    args: &ServeArgs,
+    aliases: &[UrlAlias],
+    sockets: &Sockets,
+    why: &str,
+) -> Result<(Generation, Sockets), String> {
+    if let Ok(now) = NotifyState::monotonic_usec_now() {
+        notify_systemd(&[NotifyState::Reloading, now]);
+    }
+    let next = next_generation(args, aliases, sockets, why).await;
+    let status = match &next {
+        Ok(_) => "serving",
+        Err(_) => "serving the previous configuration: the reload failed",
+    };
+    notify_systemd(&[NotifyState::Ready, NotifyState::Status(status)]);
+    next
+}
+
+/// Tells systemd (`NOTIFY_SOCKET`, when it is set) how the service is; a failure is logged.
+fn notify_systemd(states: &[NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!("cannot notify systemd (NOTIFY_SOCKET): {e}");
+    }
 }
 
 /// Reads and checks the configuration again and starts a generation for it beside the
@@ -654,7 +780,7 @@ fn banner(args: &ServeArgs, generation: &Generation, sockets: &Sockets) -> Strin
             |h| h.display().to_string(),
         );
         // A module target shows as typed, not as the script generated for it.
-        let script = match super::target::generated_target(std::path::Path::new(&m.script)) {
+        let script = match super::target::generated_target(Path::new(&m.script)) {
             Some((target, folder)) => format!("{target} (imported from {folder})"),
             None => m.script.to_string(),
         };

@@ -121,6 +121,24 @@ pub struct ServeArgs {
     /// With --config: define a name for <IfDefine>, as `httpd -D NAME`.
     #[arg(short = 'D', value_name = "NAME", requires = "config")]
     pub define: Vec<String>,
+    /// Listen on this address (repeatable): `HOST:PORT`, `[IPv6]:PORT`, a host name (each of
+    /// its addresses), as gunicorn's --bind; with --config, instead of its `Listen` addresses
+    /// (requests are routed as if they came in on the first `Listen` port). Not with --host
+    /// or --port. Under systemd socket activation (`LISTEN_FDS`), the sockets systemd passes
+    /// are served instead.
+    #[arg(long, value_name = "ADDRESS", conflicts_with_all = ["host", "port"])]
+    pub bind: Vec<String>,
+    /// The listen backlog: connections the kernel queues before the server accepts them
+    /// (capped by net.core.somaxconn).
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub backlog: u32,
+    /// Set SO_REUSEPORT on the listening sockets, so other servers (another `wsgi serve`)
+    /// may listen on the same port and share its connections.
+    #[arg(long)]
+    pub reuse_port: bool,
+    /// Write the master process's pid to this file (removed when it stops).
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
     /// The address to listen on (default 127.0.0.1; with --config, the `Listen` addresses).
     #[arg(long)]
     pub host: Option<String>,
@@ -375,30 +393,31 @@ fn listen_addresses(
         .as_deref()
         .map(|h| h.parse().map_err(|_| ServeError::BadHost(h.to_string())))
         .transpose()?;
-    let config = &site.config;
-    let from_config: Vec<(Option<IpAddr>, u16)> = if !config.listen.is_empty() {
-        config.listen.iter().map(|l| (l.ip, l.port)).collect()
-    } else {
-        // No Listen: the virtual hosts' ports.
-        let mut ports: Vec<(Option<IpAddr>, u16)> = config
-            .virtual_hosts
-            .iter()
-            .flat_map(|h| h.addresses.iter().filter_map(|a| a.port.map(|p| (a.ip, p))))
-            .collect();
-        ports.sort();
-        ports.dedup();
-        ports
-    };
+    let from_config = config_ports(&site.config);
     let any = IpAddr::from([0, 0, 0, 0]);
     let local = IpAddr::from([127, 0, 0, 1]);
+    // A command line's addresses are routed as the configuration's first port.
+    let route_as = |given: bool| {
+        (args.config.is_some() && given)
+            .then(|| from_config.first().map(|(_, p)| *p))
+            .flatten()
+    };
+    if !args.bind.is_empty() {
+        let mut addrs = Vec::new();
+        for text in &args.bind {
+            for addr in bind_address(text)? {
+                if !addrs.iter().any(|(a, _)| *a == addr) {
+                    addrs.push((addr, route_as(true)));
+                }
+            }
+        }
+        return Ok(addrs);
+    }
     if args.config.is_none() || from_config.is_empty() || args.port.is_some() {
         let port = args.port.unwrap_or(8000);
-        let route_as = (args.config.is_some() && args.port.is_some())
-            .then(|| from_config.first().map(|(_, p)| *p))
-            .flatten();
         return Ok(vec![(
             SocketAddr::new(host.unwrap_or(local), port),
-            route_as,
+            route_as(args.port.is_some()),
         )]);
     }
     Ok(from_config
@@ -407,13 +426,81 @@ fn listen_addresses(
         .collect())
 }
 
-fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
-    let listener =
-        std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| ServeError::Bind { addr, source })?;
-    Ok(listener)
+/// The configuration's `Listen` addresses, else its virtual hosts' ports.
+fn config_ports(config: &wsgi_config::Config) -> Vec<(Option<IpAddr>, u16)> {
+    if !config.listen.is_empty() {
+        return config.listen.iter().map(|l| (l.ip, l.port)).collect();
+    }
+    let mut ports: Vec<(Option<IpAddr>, u16)> = config
+        .virtual_hosts
+        .iter()
+        .flat_map(|h| h.addresses.iter().filter_map(|a| a.port.map(|p| (a.ip, p))))
+        .collect();
+    ports.sort();
+    ports.dedup();
+    ports
+}
+
+/// The port requests on an inherited socket listening on `port` are routed as: its own when
+/// the configuration listens there (or there is no configuration), else the first one the
+/// configuration listens on.
+fn inherited_route(args: &ServeArgs, site: &Site, port: u16) -> Option<u16> {
+    let ports = config_ports(&site.config);
+    if args.config.is_none() || ports.iter().any(|(_, p)| *p == port) {
+        return None;
+    }
+    ports.first().map(|(_, p)| *p)
+}
+
+/// The addresses of one `--bind` value.
+fn bind_address(text: &str) -> Result<Vec<SocketAddr>, ServeError> {
+    let bad = |why: &str| ServeError::BadBind {
+        value: text.to_string(),
+        why: why.to_string(),
+    };
+    if text.starts_with("unix:") {
+        return Err(bad(
+            "unix sockets are not served yet: bind a TCP address (a loopback one behind a local proxy)",
+        ));
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(vec![addr]);
+    }
+    let Some((_, port)) = text.rsplit_once(':') else {
+        return Err(bad(
+            "give HOST:PORT, for example 127.0.0.1:8000 or [::1]:8000",
+        ));
+    };
+    if port.parse::<u16>().is_err() {
+        return Err(bad("the port must be a number from 0 to 65535"));
+    }
+    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(text)
+        .map_err(|e| bad(&format!("the host name does not resolve: {e}")))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(bad("the host name has no address"));
+    }
+    Ok(addrs)
+}
+
+/// A listening TCP socket for `addr`, non-blocking, with `--backlog`, `--reuse-port`, and
+/// IPv6 sockets for IPv6 only (so `[::]:80` and `0.0.0.0:80` can both be bound).
+fn bind(addr: SocketAddr, args: &ServeArgs) -> Result<std::net::TcpListener, ServeError> {
+    use socket2::{Domain, Socket, Type};
+    let failed = |source| ServeError::Bind { addr, source };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(failed)?;
+    socket.set_reuse_address(true).map_err(failed)?;
+    if args.reuse_port {
+        socket.set_reuse_port(true).map_err(failed)?;
+    }
+    if addr.is_ipv6() {
+        socket.set_only_v6(true).map_err(failed)?;
+    }
+    socket.bind(&addr.into()).map_err(failed)?;
+    let backlog = i32::try_from(args.backlog.max(1)).unwrap_or(i32::MAX);
+    socket.listen(backlog).map_err(failed)?;
+    socket.set_nonblocking(true).map_err(failed)?;
+    Ok(socket.into())
 }
 
 /// The TLS acceptor of a listener routed as `route_port`: `--ssl-certificate-file`'s, else

@@ -1,0 +1,246 @@
+//! `wsgi serve` as operators deploy it: `--bind` (several addresses, IPv6), `--backlog`,
+//! `--reuse-port`, `--pid-file`, and systemd's protocols — readiness, reload and stop
+//! notifications over a real `NOTIFY_SOCKET` datagram socket, and socket activation with
+//! `LISTEN_FDS`/`LISTEN_PID` (set up by a Python launcher exactly as systemd does). Every wait
+//! is bounded; only the processes these tests start are signalled.
+
+mod util;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::net::UnixDatagram;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use util::Server;
+
+const APP: &str = "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [('on %s:%s' % (environ['SERVER_ADDR'], environ['mod_wsgi.listener_port'])).encode()]\n";
+
+/// A free TCP port on 127.0.0.1 (and, with luck, on ::1 too).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The listen backlog `ss` reports for a listening socket on `addr`.
+fn backlog_of(addr: SocketAddr) -> Option<u32> {
+    let out = Command::new("ss")
+        .args(["-Hltn", &format!("sport = :{}", addr.port())])
+        .output()
+        .expect("ss (iproute2) runs: scripts/setup-test-env.sh installs it");
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let fields: Vec<&str> = l.split_whitespace().collect();
+        // State Recv-Q Send-Q Local Peer: Send-Q is the backlog of a listening socket.
+        let local: SocketAddr = fields.get(3)?.parse().ok()?;
+        (local == addr).then(|| fields.get(2)?.parse().ok())?
+    })
+}
+
+#[test]
+fn bind_backlog_reuse_port_and_pid_file() {
+    let dir = util::scratch_world_readable("wsgi-deploy-");
+    let app = util::write_world_readable(&dir.path().join("app.wsgi"), APP);
+    let pid_file = dir.path().join("wsgi.pid");
+    let port = free_port();
+    let v4 = format!("127.0.0.1:{port}");
+    let v6 = format!("[::1]:{port}");
+    let mut server = Server::start(&[
+        app.to_str().unwrap(),
+        "--bind",
+        &v4,
+        "--bind",
+        &v6,
+        "--backlog",
+        "77",
+        "--reuse-port",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+    ]);
+    // The banner names both; the second line comes after the one Server read.
+    let second = server.stdout.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(second, format!("listening on http://{v6}/"));
+    for addr in [&v4, &v6] {
+        let addr: SocketAddr = addr.parse().unwrap();
+        let r = util::get_text(addr, "/");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, format!("on {}:{port}", addr.ip()));
+        assert_eq!(backlog_of(addr), Some(77), "{addr}");
+    }
+    // SO_REUSEPORT: another socket that asks for it may bind the same port.
+    let other = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    other.set_reuse_port(true).unwrap();
+    let addr: SocketAddr = v4.parse().unwrap();
+    other.bind(&addr.into()).unwrap();
+    drop(other);
+    // The pid file names the master, and goes when it stops.
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    assert_eq!(pid.trim(), server.child.id().to_string());
+    server.sigterm();
+    assert!(server.wait_exit(Duration::from_secs(30)).success());
+    assert!(!pid_file.exists());
+}
+
+#[test]
+fn bad_bind_values_are_refused() {
+    let dir = util::scratch_world_readable("wsgi-deploy-");
+    let app = util::write_world_readable(&dir.path().join("app.wsgi"), APP);
+    for (value, says) in [
+        ("127.0.0.1", "give HOST:PORT"),
+        ("127.0.0.1:http", "the port must be a number"),
+        ("unix:/run/app.sock", "unix sockets are not served yet"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_wsgi"))
+            .args(["serve", app.to_str().unwrap(), "--bind", value])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("--bind `{value}`: {says}")),
+            "{value}: {err}"
+        );
+    }
+}
+
+/// A `wsgi serve` started by the test with extra environment, killed (by pid) when dropped.
+struct Started(Child);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits (bounded) for the child to print `listening on` lines: the addresses.
+fn listening(child: &mut Child, count: usize) -> Vec<String> {
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("listening on http://") {
+                let _ = tx.send(addr.trim_end_matches('/').to_string());
+            }
+        }
+    });
+    (0..count)
+        .map(|_| rx.recv_timeout(Duration::from_secs(30)).unwrap())
+        .collect()
+}
+
+fn signal(child: &Child, name: &str) {
+    let ok = Command::new("kill")
+        .args([name, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+/// The next notification, as text.
+fn next_notification(socket: &UnixDatagram) -> String {
+    let mut buf = [0u8; 4096];
+    let n = socket.recv(&mut buf).expect("a notification within 30 s");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn systemd_hears_ready_reloading_and_stopping() {
+    let dir = util::scratch_world_readable("wsgi-deploy-");
+    let app = util::write_world_readable(&dir.path().join("app.wsgi"), APP);
+    let path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wsgi"));
+    command
+        .args(["serve", app.to_str().unwrap(), "--port", "0"])
+        .env("NOTIFY_SOCKET", &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if util::is_root() {
+        command.arg("--allow-root");
+    }
+    let mut child = Started(command.spawn().unwrap());
+    assert_eq!(next_notification(&notify), "READY=1\nSTATUS=serving\n");
+    let addr: SocketAddr = listening(&mut child.0, 1)[0].parse().unwrap();
+    signal(&child.0, "-HUP");
+    let reloading = next_notification(&notify);
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading}"
+    );
+    assert_eq!(next_notification(&notify), "READY=1\nSTATUS=serving\n");
+    assert_eq!(util::get_text(addr, "/").status, 200);
+    signal(&child.0, "-TERM");
+    assert_eq!(next_notification(&notify), "STOPPING=1\n");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "it did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What systemd does for a socket unit: the listening sockets as descriptors 3, 4 ...,
+/// `LISTEN_FDS` their count and `LISTEN_PID` the pid that execs the server.
+const ACTIVATE: &str = r#"
+import fcntl, os, socket, sys
+ports = [int(p) for p in sys.argv[1].split(',')]
+sockets = []
+for port in ports:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(('127.0.0.1', port))
+    s.listen(16)
+    sockets.append(s)
+# Out of the way first (a socket may already sit on 3 or 4), then onto 3, 4 ...
+high = [fcntl.fcntl(s.fileno(), fcntl.F_DUPFD, 100) for s in sockets]
+for s in sockets:
+    s.close()
+for i, fd in enumerate(high):
+    os.dup2(fd, 3 + i)
+    os.close(fd)
+os.environ['LISTEN_FDS'] = str(len(ports))
+os.environ['LISTEN_PID'] = str(os.getpid())
+os.execv(sys.argv[2], sys.argv[2:])
+"#;
+
+#[test]
+fn socket_activation_serves_the_sockets_systemd_passes() {
+    let dir = util::scratch_world_readable("wsgi-deploy-");
+    let app = util::write_world_readable(&dir.path().join("app.wsgi"), APP);
+    let (a, b) = (free_port(), free_port());
+    let mut command = Command::new("/usr/bin/python3.11");
+    command
+        .args([
+            "-c",
+            ACTIVATE,
+            &format!("{a},{b}"),
+            env!("CARGO_BIN_EXE_wsgi"),
+        ])
+        .args(["serve", app.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if util::is_root() {
+        command.arg("--allow-root");
+    }
+    let mut child = Started(command.spawn().unwrap());
+    let mut addrs = listening(&mut child.0, 2);
+    addrs.sort();
+    let mut expected = vec![format!("127.0.0.1:{a}"), format!("127.0.0.1:{b}")];
+    expected.sort();
+    assert_eq!(addrs, expected);
+    for port in [a, b] {
+        let r = util::get_text(SocketAddr::from(([127, 0, 0, 1], port)), "/");
+        assert_eq!(r.body, format!("on 127.0.0.1:{port}"));
+    }
+    // A reload keeps serving them (they are systemd's, not the configuration's).
+    signal(&child.0, "-HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    let r = util::get_text(SocketAddr::from(([127, 0, 0, 1], a)), "/");
+    assert_eq!(r.status, 200);
+}
