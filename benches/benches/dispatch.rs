@@ -37,10 +37,10 @@ fn front(threads: usize) -> Arc<Front> {
     let app = dir.join("hello.wsgi");
     std::fs::write(&app, HELLO).unwrap();
     let site = Site::load(
-        SiteSource::CommandLine(AppFlags {
+        SiteSource::CommandLine(Box::new(AppFlags {
             app: Some(app),
             ..AppFlags::default()
-        }),
+        })),
         Vec::new(),
     )
     .expect("the generated configuration is valid");

@@ -244,3 +244,44 @@ fn socket_activation_serves_the_sockets_systemd_passes() {
     let r = util::get_text(SocketAddr::from(([127, 0, 0, 1], a)), "/");
     assert_eq!(r.status, 200);
 }
+
+/// Every flag can come from the environment (`WSGI_RS_<FLAG>`), and mod_wsgi-express's
+/// knobs work as there: `--setenv`, and in daemon mode `--maximum-requests`.
+#[test]
+fn flags_from_the_environment_and_mod_wsgi_express_knobs() {
+    let dir = util::scratch_world_readable("wsgi-deploy-");
+    let app = util::write_world_readable(
+        &dir.path().join("pid.wsgi"),
+        "import os\n\ndef application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [('%s %s' % (os.getpid(), environ.get('STAGE'))).encode()]\n",
+    );
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wsgi"));
+    command
+        .args(["serve", "--setenv", "STAGE", "prod, eu"])
+        .env("WSGI_RS_APP", &app)
+        .env("WSGI_RS_PORT", "0")
+        .env("WSGI_RS_PROCESSES", "1")
+        .env("WSGI_RS_THREADS", "1")
+        .env("WSGI_RS_MAXIMUM_REQUESTS", "2")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if util::is_root() {
+        command.env("WSGI_RS_USER", "nobody");
+    }
+    let mut child = Started(command.spawn().unwrap());
+    let addr: SocketAddr = listening(&mut child.0, 1)[0].parse().unwrap();
+    let answer = |_| util::get_text(addr, "/").body;
+    let first: Vec<String> = (0..2).map(answer).collect();
+    let (pid, stage) = first[0].split_once(' ').unwrap();
+    assert_eq!(stage, "prod, eu");
+    assert!(first.iter().all(|b| b.starts_with(pid)), "{first:?}");
+    // After two requests, maximum-requests replaced the process.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let body = util::get_text(addr, "/").body;
+        if !body.starts_with(pid) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never replaced: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

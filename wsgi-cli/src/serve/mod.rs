@@ -100,172 +100,247 @@ pub struct ServeArgs {
     /// `app.wsgi:NAME`), or a module and its callable as gunicorn takes them
     /// (`mysite.wsgi:application`, `pkg.app:create_app()`), imported with the working
     /// directory first on sys.path. A script's own folder is on sys.path too.
-    #[arg(value_name = "TARGET")]
+    #[arg(env = "WSGI_RS_APP", value_name = "TARGET")]
     pub app: Option<PathBuf>,
     /// Change to this folder before anything else (module targets import from it; relative
     /// paths resolve against it), as gunicorn's --chdir and mod_wsgi-express's
     /// --working-directory.
-    #[arg(long, visible_alias = "working-directory", value_name = "DIR")]
+    #[arg(
+        env = "WSGI_RS_CHDIR",
+        long,
+        visible_alias = "working-directory",
+        value_name = "DIR"
+    )]
     pub chdir: Option<PathBuf>,
     /// Load the applications at their first request instead of at start (a broken one then
     /// answers 500 instead of stopping the start).
-    #[arg(long)]
+    #[arg(env = "WSGI_RS_LAZY_APPS", long)]
     pub lazy_apps: bool,
     /// Serve an Apache mod_wsgi configuration instead: its `Listen` ports, virtual hosts,
     /// `WSGIScriptAlias` mounts, application groups and `WSGIDaemonProcess` groups.
-    #[arg(long, conflicts_with_all = ["app", "mount", "python_home", "python_path", "application_group", "callable_object", "processes", "user", "group", "trust_proxy_header", "trust_proxy"])]
+    #[arg(env = "WSGI_RS_CONFIG", long, conflicts_with_all = ["app", "mount", "python_home", "python_path", "application_group", "callable_object", "processes", "user", "group", "trust_proxy_header", "trust_proxy", "setenv", "maximum_requests", "request_timeout"])]
     pub config: Option<PathBuf>,
     /// With --config: the ServerRoot relative paths resolve against (default: the file's folder).
-    #[arg(long, requires = "config")]
+    #[arg(env = "WSGI_RS_SERVER_ROOT", long, requires = "config")]
     pub server_root: Option<PathBuf>,
     /// With --config: define a name for <IfDefine>, as `httpd -D NAME`.
-    #[arg(short = 'D', value_name = "NAME", requires = "config")]
+    #[arg(
+        env = "WSGI_RS_DEFINE",
+        value_delimiter = ',',
+        short = 'D',
+        value_name = "NAME",
+        requires = "config"
+    )]
     pub define: Vec<String>,
     /// Listen on this address (repeatable): `HOST:PORT`, `[IPv6]:PORT`, a host name (each of
     /// its addresses), as gunicorn's --bind; with --config, instead of its `Listen` addresses
     /// (requests are routed as if they came in on the first `Listen` port). Not with --host
     /// or --port. Under systemd socket activation (`LISTEN_FDS`), the sockets systemd passes
     /// are served instead.
-    #[arg(long, value_name = "ADDRESS", conflicts_with_all = ["host", "port"])]
+    #[arg(env = "WSGI_RS_BIND", long, value_name = "ADDRESS", conflicts_with_all = ["host", "port"])]
     pub bind: Vec<String>,
     /// The listen backlog: connections the kernel queues before the server accepts them
     /// (capped by net.core.somaxconn).
-    #[arg(long, default_value_t = 1024, value_name = "N")]
+    #[arg(
+        env = "WSGI_RS_BACKLOG",
+        long,
+        default_value_t = 1024,
+        value_name = "N"
+    )]
     pub backlog: u32,
     /// Set SO_REUSEPORT on the listening sockets, so other servers (another `wsgi serve`)
     /// may listen on the same port and share its connections.
-    #[arg(long)]
+    #[arg(env = "WSGI_RS_REUSE_PORT", long)]
     pub reuse_port: bool,
     /// Write the master process's pid to this file (removed when it stops).
-    #[arg(long, value_name = "FILE")]
+    #[arg(env = "WSGI_RS_PID_FILE", long, value_name = "FILE")]
     pub pid_file: Option<PathBuf>,
     /// The address to listen on (default 127.0.0.1; with --config, the `Listen` addresses).
-    #[arg(long)]
+    #[arg(env = "WSGI_RS_HOST", long)]
     pub host: Option<String>,
     /// The port to listen on (default 8000; 0 picks a free one, shown in the banner). With
     /// --config it replaces the `Listen` ports, and requests are routed as if they came in on
     /// the configuration's first `Listen` port.
-    #[arg(long, overrides_with = "port")]
+    #[arg(env = "WSGI_RS_PORT", long, overrides_with = "port")]
     pub port: Option<u16>,
     /// Python worker threads (requests running at once); with --processes, the threads of
     /// each daemon process.
-    #[arg(long, default_value_t = 5)]
+    #[arg(env = "WSGI_RS_THREADS", long, default_value_t = 5)]
     pub threads: usize,
     /// Daemon mode: run the applications in this many daemon processes (a generated
     /// `WSGIDaemonProcess` group with --threads threads each and the --python-home and
     /// --python-path), as mod_wsgi-express does. Without it, they run in this process.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(env = "WSGI_RS_PROCESSES", long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub processes: Option<u32>,
     /// When started as root: the user that serves the clients and runs the applications
     /// (the front process, and the daemon processes of --processes). Default: www-data where
     /// it exists, else nobody. With --config, the configuration's `User` says it.
-    #[arg(long)]
+    #[arg(env = "WSGI_RS_USER", long)]
     pub user: Option<String>,
     /// When started as root: the group to run with (default: the user's own). With
     /// --config, the configuration's `Group` says it.
-    #[arg(long)]
+    #[arg(env = "WSGI_RS_GROUP", long)]
     pub group: Option<String>,
     /// When started as root, serve clients and run the applications as root if no user is
     /// named (or the one named is root). Never do this on a network.
-    #[arg(long)]
+    #[arg(env = "WSGI_RS_ALLOW_ROOT", long)]
     pub allow_root: bool,
     /// Serve the daemon groups' status on this loopback address (`/status`, `/status.json`,
     /// Prometheus `/metrics`), for `wsgi status --status-addr ADDR`. Off by default.
-    #[arg(long, value_name = "IP:PORT")]
+    #[arg(env = "WSGI_RS_STATUS_ADDR", long, value_name = "IP:PORT")]
     pub status_addr: Option<SocketAddr>,
     /// Requests that may wait for a worker thread beyond those running.
-    #[arg(long, default_value_t = 100)]
+    #[arg(env = "WSGI_RS_QUEUE_SIZE", long, default_value_t = 100)]
     pub queue_size: usize,
     /// Seconds a request may wait for a worker thread before it gets 503.
-    #[arg(long, default_value_t = 45.0)]
+    #[arg(env = "WSGI_RS_QUEUE_TIMEOUT", long, default_value_t = 45.0)]
     pub queue_timeout: f64,
     /// Seconds a client may take to send its request headers, in all, however it trickles
     /// them (also how long a keep-alive connection may stay idle between requests).
-    #[arg(long, default_value_t = 15.0)]
+    #[arg(env = "WSGI_RS_HEADER_TIMEOUT", long, default_value_t = 15.0)]
     pub header_timeout: f64,
     /// Request bodies up to this many bytes are read whole by the server before a worker
     /// thread takes the request, so a client sending slowly holds no thread; larger ones
     /// stream to the application as it reads them.
-    #[arg(long, default_value_t = 256 * 1024, value_name = "BYTES")]
+    #[arg(env = "WSGI_RS_REQUEST_BUFFER_SIZE", long, default_value_t = 256 * 1024, value_name = "BYTES")]
     pub request_buffer_size: usize,
     /// Seconds a client may make the server wait for request body bytes, plus one second
     /// per --body-min-rate bytes it sent (Apache's `RequestReadTimeout body=15,MinRate=500`).
     /// Past it: 408, or `OSError` in the application's `wsgi.input.read()`. 0: no limit.
-    #[arg(long, default_value_t = 15.0)]
+    #[arg(env = "WSGI_RS_BODY_TIMEOUT", long, default_value_t = 15.0)]
     pub body_timeout: f64,
     /// Bytes per second a request body must arrive at to earn more time (see --body-timeout);
     /// 0: the body timeout is a total.
-    #[arg(long, default_value_t = 500, value_name = "BYTES")]
+    #[arg(
+        env = "WSGI_RS_BODY_MIN_RATE",
+        long,
+        default_value_t = 500,
+        value_name = "BYTES"
+    )]
     pub body_min_rate: u64,
     /// The largest request body accepted (413 beyond); 0: no limit. Apache's
     /// `LimitRequestBody` default.
-    #[arg(long, default_value_t = 1 << 30, value_name = "BYTES")]
+    #[arg(env = "WSGI_RS_LIMIT_REQUEST_BODY", long, default_value_t = 1 << 30, value_name = "BYTES")]
     pub limit_request_body: u64,
     /// Seconds a client may leave a response unread (its socket full), plus one second per
     /// --response-min-rate bytes it read; past it the connection is dropped and the worker
     /// writing the response is released. 0: no limit.
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(env = "WSGI_RS_SOCKET_TIMEOUT", long, default_value_t = 60.0)]
     pub socket_timeout: f64,
     /// Bytes per second a client must read a response at to earn more time (see
     /// --socket-timeout); 0: only the timeout.
-    #[arg(long, default_value_t = 500, value_name = "BYTES")]
+    #[arg(
+        env = "WSGI_RS_RESPONSE_MIN_RATE",
+        long,
+        default_value_t = 500,
+        value_name = "BYTES"
+    )]
     pub response_min_rate: u64,
     /// The most client connections open at once; beyond it new connections wait in the
     /// listen backlog while the open ones are served. Default: half the open-file limit
     /// (raised to its hard limit at start) less a reserve.
-    #[arg(long)]
+    #[arg(env = "WSGI_RS_MAX_CONNECTIONS", long)]
     pub max_connections: Option<usize>,
     /// The longest request line accepted, in bytes (414 beyond), as Apache's
     /// `LimitRequestLine`.
-    #[arg(long, default_value_t = 8190, value_name = "BYTES")]
+    #[arg(
+        env = "WSGI_RS_LIMIT_REQUEST_LINE",
+        long,
+        default_value_t = 8190,
+        value_name = "BYTES"
+    )]
     pub limit_request_line: usize,
     /// The longest request header field (`Name: value`) accepted, in bytes (400 beyond), as
     /// Apache's `LimitRequestFieldSize`.
-    #[arg(long, default_value_t = 8190, value_name = "BYTES")]
+    #[arg(
+        env = "WSGI_RS_LIMIT_REQUEST_FIELD_SIZE",
+        long,
+        default_value_t = 8190,
+        value_name = "BYTES"
+    )]
     pub limit_request_field_size: usize,
     /// Seconds in-flight requests get to finish on SIGTERM/SIGINT.
-    #[arg(long, default_value_t = 15.0)]
+    #[arg(env = "WSGI_RS_GRACEFUL_TIMEOUT", long, default_value_t = 15.0)]
     pub graceful_timeout: f64,
     /// The most bytes of request line and headers a request may have, in all (431 beyond).
-    #[arg(long, default_value_t = 65536)]
+    #[arg(env = "WSGI_RS_MAX_HEADER_SIZE", long, default_value_t = 65536)]
     pub max_header_size: usize,
     /// The most header fields a request may have (431 beyond).
-    #[arg(long, default_value_t = 100)]
+    #[arg(env = "WSGI_RS_MAX_HEADERS", long, default_value_t = 100)]
     pub max_headers: usize,
     /// The virtual environment to run (its root: what `sys.prefix` prints in it).
-    #[arg(long)]
+    #[arg(env = "WSGI_RS_PYTHON_HOME", long)]
     pub python_home: Option<PathBuf>,
     /// A folder to put at the front of `sys.path` (repeatable).
-    #[arg(long)]
+    #[arg(env = "WSGI_RS_PYTHON_PATH", long)]
     pub python_path: Vec<PathBuf>,
     /// The application group (sub-interpreter) to run the apps in; default `%{GLOBAL}`, the
     /// main interpreter.
-    #[arg(long)]
+    #[arg(env = "WSGI_RS_APPLICATION_GROUP", long)]
     pub application_group: Option<String>,
     /// The name of the WSGI callable in the scripts (default `application`).
-    #[arg(long)]
+    #[arg(env = "WSGI_RS_CALLABLE_OBJECT", long)]
     pub callable_object: Option<String>,
     /// A proxy header to trust, as mod_wsgi-express's flag and `WSGITrustedProxyHeaders`
     /// (repeatable): `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host`, ... Its value
     /// then sets REMOTE_ADDR, wsgi.url_scheme, HTTP_HOST ...; untrusted synonyms are removed.
-    #[arg(long, value_name = "HEADER")]
+    #[arg(
+        env = "WSGI_RS_TRUST_PROXY_HEADER",
+        value_delimiter = ',',
+        long,
+        value_name = "HEADER"
+    )]
     pub trust_proxy_header: Vec<String>,
     /// With --trust-proxy-header: only requests from these addresses (IP or CIDR,
     /// repeatable) may use them, as `WSGITrustedProxies` (default: any peer).
-    #[arg(long, value_name = "IP[/BITS]", requires = "trust_proxy_header")]
+    #[arg(
+        env = "WSGI_RS_TRUST_PROXY",
+        value_delimiter = ',',
+        long,
+        value_name = "IP[/BITS]",
+        requires = "trust_proxy_header"
+    )]
     pub trust_proxy: Vec<String>,
     /// Serve another script under a URL prefix: `/api=api.wsgi` (repeatable).
-    #[arg(long, value_name = "URL=SCRIPT")]
+    #[arg(
+        env = "WSGI_RS_MOUNT",
+        value_delimiter = ',',
+        long,
+        value_name = "URL=SCRIPT"
+    )]
     pub mount: Vec<String>,
     /// Serve a folder of static files under a URL prefix (repeatable): `--url-alias /static ./static`.
     #[arg(long, num_args = 2, value_names = ["URL", "DIR"])]
     pub url_alias: Vec<String>,
+    /// Daemon mode: replace each daemon process after it served this many requests
+    /// (`maximum-requests=`, as mod_wsgi-express's flag).
+    #[arg(
+        env = "WSGI_RS_MAXIMUM_REQUESTS",
+        long,
+        value_name = "N",
+        requires = "processes"
+    )]
+    pub maximum_requests: Option<u64>,
+    /// Daemon mode: a request running longer than this many seconds gets its process replaced
+    /// (`request-timeout=`, as mod_wsgi-express's flag).
+    #[arg(
+        env = "WSGI_RS_REQUEST_TIMEOUT",
+        long,
+        value_name = "SECONDS",
+        requires = "processes"
+    )]
+    pub request_timeout: Option<f64>,
+    /// Add a variable to every request's WSGI environ (repeatable), as mod_wsgi-express's
+    /// --setenv and Apache's `SetEnv`.
+    #[arg(long, num_args = 2, value_names = ["NAME", "VALUE"])]
+    pub setenv: Vec<String>,
     /// Write the access log (Apache combined format) to this file, or `-` for standard output.
-    #[arg(long, value_name = "FILE|-")]
+    #[arg(env = "WSGI_RS_ACCESS_LOG", long, value_name = "FILE|-")]
     pub access_log: Option<PathBuf>,
     /// Serve HTTPS with this certificate (PEM, optionally followed by its chain), as
     /// mod_wsgi-express names it; with a configuration, its SSL directives decide instead.
     #[arg(
+        env = "WSGI_RS_SSL_CERTIFICATE_FILE",
         long,
         value_name = "FILE",
         requires = "ssl_certificate_key_file",
@@ -273,17 +348,27 @@ pub struct ServeArgs {
     )]
     pub ssl_certificate_file: Option<PathBuf>,
     /// The private key (PEM, unencrypted) of `--ssl-certificate-file`.
-    #[arg(long, value_name = "FILE", requires = "ssl_certificate_file")]
+    #[arg(
+        env = "WSGI_RS_SSL_CERTIFICATE_KEY_FILE",
+        long,
+        value_name = "FILE",
+        requires = "ssl_certificate_file"
+    )]
     pub ssl_certificate_key_file: Option<PathBuf>,
     /// Intermediate certificates (PEM) sent after `--ssl-certificate-file`.
-    #[arg(long, value_name = "FILE", requires = "ssl_certificate_file")]
+    #[arg(
+        env = "WSGI_RS_SSL_CERTIFICATE_CHAIN_FILE",
+        long,
+        value_name = "FILE",
+        requires = "ssl_certificate_file"
+    )]
     pub ssl_certificate_chain_file: Option<PathBuf>,
     /// How much the server logs (to standard error).
-    #[arg(long, value_enum, default_value = "info")]
+    #[arg(env = "WSGI_RS_LOG_LEVEL", long, value_enum, default_value = "info")]
     pub log_level: LogLevel,
     /// Restart the server (gracefully) when a .py or .wsgi file below the applications'
     /// folders or python-path changes; for development.
-    #[arg(long)]
+    #[arg(env = "WSGI_RS_RELOAD_ON_CHANGES", long)]
     pub reload_on_changes: bool,
 }
 
@@ -298,7 +383,7 @@ impl ServeArgs {
                     ..ReadOptions::default()
                 },
             },
-            None => SiteSource::CommandLine(AppFlags {
+            None => SiteSource::CommandLine(Box::new(AppFlags {
                 app: self.app.clone(),
                 mounts: self.mount.clone(),
                 python_home: self.python_home.clone(),
@@ -308,13 +393,20 @@ impl ServeArgs {
                 trusted_proxy_headers: self.trust_proxy_header.clone(),
                 trusted_proxies: self.trust_proxy.clone(),
                 lazy: self.lazy_apps,
+                setenv: self
+                    .setenv
+                    .chunks(2)
+                    .map(|pair| (pair[0].clone(), pair[1].clone()))
+                    .collect(),
                 daemon: self.processes.map(|processes| DaemonFlags {
                     processes,
                     threads: u32::try_from(self.threads.max(1)).unwrap_or(u32::MAX),
                     user: self.user.clone(),
                     group: self.group.clone(),
+                    maximum_requests: self.maximum_requests,
+                    request_timeout: self.request_timeout,
                 }),
-            }),
+            })),
         }
     }
 

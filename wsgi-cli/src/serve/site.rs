@@ -23,7 +23,7 @@ pub enum SiteSource {
         options: ReadOptions,
     },
     /// `wsgi serve [APP] [--mount ...]`: a configuration generated from flags.
-    CommandLine(AppFlags),
+    CommandLine(Box<AppFlags>),
 }
 
 /// The flags that describe the applications when there is no configuration file.
@@ -50,6 +50,8 @@ pub struct AppFlags {
     pub daemon: Option<DaemonFlags>,
     /// `--lazy-apps`: load each application at its first request, not at start.
     pub lazy: bool,
+    /// `--setenv NAME VALUE`: `SetEnv` lines.
+    pub setenv: Vec<(String, String)>,
 }
 
 /// `--processes N --threads M [--user U] [--group G]`: the daemon process group generated
@@ -64,6 +66,10 @@ pub struct DaemonFlags {
     pub user: Option<String>,
     /// `group=`.
     pub group: Option<String>,
+    /// `maximum-requests=` (`--maximum-requests`).
+    pub maximum_requests: Option<u64>,
+    /// `request-timeout=` in seconds (`--request-timeout`).
+    pub request_timeout: Option<f64>,
 }
 
 /// The name of the daemon process group `wsgi serve --processes` generates.
@@ -439,10 +445,20 @@ pub fn generate_config(flags: &AppFlags) -> Result<String, ServeError> {
                 line.push(' ');
                 line.push_str(&quote_option("python-path", Path::new(&joined))?);
             }
-            for (key, value) in [("user", &d.user), ("group", &d.group)] {
+            let limits = [
+                (
+                    "maximum-requests",
+                    d.maximum_requests.map(|n| n.to_string()),
+                ),
+                ("request-timeout", d.request_timeout.map(|t| t.to_string())),
+            ];
+            for (key, value) in [("user", d.user.clone()), ("group", d.group.clone())]
+                .into_iter()
+                .chain(limits)
+            {
                 if let Some(v) = value {
                     line.push(' ');
-                    line.push_str(&quote_option(key, Path::new(v))?);
+                    line.push_str(&quote_option(key, Path::new(&v))?);
                 }
             }
             let _ = writeln!(text, "{line}");
@@ -453,6 +469,14 @@ pub fn generate_config(flags: &AppFlags) -> Result<String, ServeError> {
     let _ = writeln!(text, "WSGIApplicationGroup {}", quote(Path::new(group))?);
     if let Some(callable) = &flags.callable_object {
         let _ = writeln!(text, "WSGICallableObject {}", quote(Path::new(callable))?);
+    }
+    for (name, value) in &flags.setenv {
+        let _ = writeln!(
+            text,
+            "SetEnv {} {}",
+            quote(Path::new(name))?,
+            quote(Path::new(value))?
+        );
     }
     for (directive, values) in [
         ("WSGITrustedProxyHeaders", &flags.trusted_proxy_headers),
@@ -523,7 +547,7 @@ mod tests {
             callable_object: Some("app".into()),
             ..AppFlags::default()
         };
-        let site = Site::load(SiteSource::CommandLine(flags), Vec::new()).unwrap();
+        let site = Site::load(SiteSource::CommandLine(Box::new(flags)), Vec::new()).unwrap();
         let r = route(&site.config, "/api/users").unwrap();
         assert_eq!(r.script, api);
         assert_eq!(r.script_name, "/api");
@@ -546,7 +570,7 @@ mod tests {
             application_group: Some("site one".into()),
             ..AppFlags::default()
         };
-        let site = Site::load(SiteSource::CommandLine(flags), Vec::new()).unwrap();
+        let site = Site::load(SiteSource::CommandLine(Box::new(flags)), Vec::new()).unwrap();
         let r = route(&site.config, "/").unwrap();
         assert_eq!(r.script, app);
         assert_eq!(r.application_group, "site one");
@@ -611,11 +635,15 @@ mod tests {
                 threads: 7,
                 user: Some("nobody".into()),
                 group: None,
+                maximum_requests: Some(500),
+                request_timeout: Some(30.5),
             }),
+            setenv: vec![("STAGE".into(), "prod, eu".into())],
             ..AppFlags::default()
         };
         let text = generate_config(&flags).unwrap();
         assert!(!text.contains("WSGIPythonHome"), "{text}");
+        assert!(text.contains("SetEnv \"STAGE\" \"prod, eu\"\n"), "{text}");
         let opts = ReadOptions::default();
         let config = wsgi_config::load_str(&text, Path::new("(command line)"), &opts).unwrap();
         let d = config.daemon(SERVE_GROUP).expect("the generated group");
@@ -631,6 +659,11 @@ mod tests {
             ]
         );
         assert_eq!(d.options.user.as_deref(), Some("nobody"));
+        assert_eq!(d.options.maximum_requests, 500);
+        assert_eq!(
+            d.options.request_timeout,
+            std::time::Duration::from_secs_f64(30.5)
+        );
         let r = route(&config, "/x").unwrap();
         assert_eq!(
             r.process_group,
