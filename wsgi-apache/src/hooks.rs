@@ -78,14 +78,9 @@ pub(crate) fn configured(config: &Config) -> bool {
     if !scripts().is_empty() {
         return true;
     }
-    all_settings(config).any(|s| s.dispatch_script.is_some() || !s.handler_scripts.is_empty())
-}
-
-/// The WSGI settings of every level of the configuration (server, virtual hosts, sections).
-pub(crate) fn all_settings(config: &Config) -> impl Iterator<Item = &WsgiSettings> {
-    std::iter::once(&config.main)
-        .chain(&config.virtual_hosts)
-        .flat_map(|h| std::iter::once(&h.settings).chain(h.sections.iter().map(|s| &s.settings)))
+    config
+        .all_settings()
+        .any(|s| s.dispatch_script.is_some() || !s.handler_scripts.is_empty())
 }
 
 /// `WSGIAccessScript`, `WSGIAuthUserScript` or `WSGIAuthGroupScript`: reads `path
@@ -535,7 +530,7 @@ pub(crate) unsafe fn dispatch(
     let names = group_names(config, info, host, &script_name, &env);
     let group = names.script_group(aux.application_group.as_ref());
     // SAFETY: forwarded from the caller's contract.
-    let head = unsafe { request_head(r, info, route, None) };
+    let head = unsafe { request_head(r, info, route) };
     let opts = call_options(info, route.settings.pass_authorization == Some(true));
     let prepared = Prepared::new(
         config,

@@ -572,15 +572,9 @@ fn has_embedded_mounts(config: &Config) -> bool {
 }
 
 /// Runs a request in its daemon process group, over the group's socket.
-fn in_daemon(
-    r: *mut RequestRec,
-    info: &RequestInfo,
-    route: &Route,
-    group: &str,
-    handler: Option<&HandlerTarget>,
-) -> c_int {
+fn in_daemon(r: *mut RequestRec, info: &RequestInfo, route: &Route, group: &str) -> c_int {
     // SAFETY: `r` is the live request this handler runs for.
-    let head = unsafe { request_head(r, info, route, handler) };
+    let head = unsafe { request_head(r, info, route) };
     // Daemon mode: a changed script restarts the daemon process (mod_wsgi's rule).
     let spec = ScriptSpec::for_route(route, true);
     let mut request = DaemonRequest::new(head, &spec, &route.application_group);
@@ -640,18 +634,10 @@ pub unsafe extern "C" fn wsgi_rs_handle(r: *mut RequestRec) -> c_int {
             Err(e) => return c_int::from(e.status()),
         };
         // SAFETY: forwarded from the caller's contract.
-        unsafe { serve(r, info, config, route, None) }
+        unsafe { serve(r, info, config, route) }
     };
     // SAFETY: the caller's contract.
     unsafe { request_hook(r, "handler", handle) }
-}
-
-/// A request served by a `WSGIHandlerScript` rather than a `WSGIScriptAlias`.
-pub(crate) struct HandlerTarget {
-    /// The Apache handler name.
-    pub(crate) name: String,
-    /// The requested file (`SCRIPT_FILENAME`), which the script handles.
-    pub(crate) filename: Vec<u8>,
 }
 
 /// Runs a routed request: the `WSGIDispatchScript` first, if any, then the application in a
@@ -664,7 +650,6 @@ pub(crate) unsafe fn serve(
     info: &RequestInfo,
     config: &Config,
     mut route: Route,
-    handler: Option<&HandlerTarget>,
 ) -> c_int {
     // SAFETY: forwarded from the caller's contract.
     unsafe { crate::htaccess::apply(r, &mut route) };
@@ -676,7 +661,7 @@ pub(crate) unsafe fn serve(
         }
     }
     if let ProcessGroup::Daemon(name) = &route.process_group {
-        return in_daemon(r, info, &route, name, handler);
+        return in_daemon(r, info, &route, name);
     }
     if config.server.restrict_embedded {
         log(
@@ -694,7 +679,7 @@ pub(crate) unsafe fn serve(
         }
     };
     // SAFETY: forwarded from the caller's contract.
-    let head = unsafe { request_head(r, info, &route, handler) };
+    let head = unsafe { request_head(r, info, &route) };
     let spec = ScriptSpec::for_route(&route, false);
     let options = call_options(info, route.settings.pass_authorization == Some(true));
     let interpreter = match runtime.interpreter(&route.application_group) {
@@ -804,7 +789,6 @@ pub(crate) unsafe fn request_head(
     r: *mut RequestRec,
     info: &RequestInfo,
     route: &Route,
-    handler: Option<&HandlerTarget>,
 ) -> RequestHead {
     // SAFETY: forwarded from the caller's contract.
     let (mut headers, env) = unsafe {
@@ -822,11 +806,6 @@ pub(crate) unsafe fn request_head(
                 .into_bytes();
         }
     }
-    let script_filename = match handler {
-        // A handler script handles the requested file.
-        Some(h) => &h.filename[..],
-        None => route.script.as_os_str().as_encoded_bytes(),
-    };
     // WSGIMapHEADToGET: Auto (the default) shows HEAD as GET when an output filter that needs
     // the whole body (mod_deflate, mod_cache, ...) is in the chain, as mod_wsgi does.
     let map_head = match route.settings.map_head_to_get {
@@ -846,22 +825,17 @@ pub(crate) unsafe fn request_head(
         (&route.script_name, &route.path_info),
         headers,
         env,
-        script_filename,
+        // A handler script handles the requested file.
+        route.script_filename().as_os_str().as_encoded_bytes(),
     );
     let mut head = RequestHead::build(source, &route.settings);
     add_server_vars(&mut head, info);
     head.set_extra("CONTEXT_PREFIX", info.context_prefix.clone());
     head.set_extra("CONTEXT_DOCUMENT_ROOT", info.context_document_root.clone());
     // The mod_wsgi.* keys apps and middleware read (mod_wsgi 6 names and forms).
-    let (handler_name, handler_script) = match handler {
-        Some(h) => (
-            h.name.clone().into_bytes(),
-            route.script.as_os_str().as_encoded_bytes().to_vec(),
-        ),
-        None => (b"wsgi-script".to_vec(), Vec::new()),
-    };
-    head.set_extra("mod_wsgi.request_handler", handler_name);
-    head.set_extra("mod_wsgi.handler_script", handler_script);
+    for (name, value) in route.handler_environ() {
+        head.set_extra(name, value);
+    }
     if !info.log_id.is_empty() {
         head.set_extra("mod_wsgi.request_id", info.log_id.clone());
     }
@@ -883,11 +857,8 @@ pub(crate) unsafe fn request_head(
 pub(crate) unsafe fn hook_head(r: *mut RequestRec, info: &RequestInfo) -> RequestHead {
     // SAFETY: forwarded from the caller's contract.
     let headers = unsafe { pairs(r, wsgi_rs_request_headers) };
-    let (script_name, path_info) = split_path_info(&info.uri, &info.path_info);
-    let (script_name, path_info) = (
-        wsgi_config::route::latin1(&script_name),
-        wsgi_config::route::latin1(&path_info),
-    );
+    let (script_name, path_info) =
+        wsgi_config::handlers::split_path_info(&info.uri, &info.path_info);
     let source = source_of(
         info,
         info.method.clone(),
@@ -958,17 +929,6 @@ fn scheme(name: &str) -> Scheme {
         Scheme::Https
     } else {
         Scheme::Http
-    }
-}
-
-/// `SCRIPT_NAME` and `PATH_INFO` from Apache's `r->uri` and `r->path_info`: the path info is
-/// the tail of the URI (after the file Apache found); without it the whole URI is the script.
-pub(crate) fn split_path_info(uri: &[u8], path_info: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    if !path_info.is_empty() && uri.ends_with(path_info) {
-        let cut = uri.len() - path_info.len();
-        (uri[..cut].to_vec(), path_info.to_vec())
-    } else {
-        (uri.to_vec(), Vec::new())
     }
 }
 

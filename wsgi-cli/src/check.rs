@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use serde::Serialize;
-use wsgi_config::check::{Mount, alias_daemon, python_homes, routing_table};
+use wsgi_config::check::{Mount, alias_daemon, handler_scripts, python_homes, routing_table};
 use wsgi_config::reader::ReadOptions;
 use wsgi_config::venv::{self, UserIdentity, VenvKind, VenvReport};
 use wsgi_config::{Config, ScriptAlias};
@@ -201,7 +201,8 @@ pub fn check_python_homes(
     Ok(())
 }
 
-/// Scripts that do not exist get 404 at request time: adds a warning for each.
+/// Scripts that do not exist get 404 (a `WSGIHandlerScript`, 500) at request time: adds a
+/// warning for each.
 pub fn check_scripts(config: &Config, warnings: &mut Vec<String>) {
     let hosts = std::iter::once(&config.main).chain(&config.virtual_hosts);
     for host in hosts {
@@ -215,6 +216,17 @@ pub fn check_scripts(config: &Config, warnings: &mut Vec<String>) {
                     alias.span, alias.url, alias.target, alias.url
                 ));
             }
+        }
+    }
+    for (_, h, _) in handler_scripts(config) {
+        if !h.path.exists() {
+            warnings.push(format!(
+                "{}: WSGIHandlerScript {}: {} does not exist: requests for files with handler {} will get 500 until it does",
+                h.span,
+                h.handler,
+                h.path.display(),
+                h.handler
+            ));
         }
     }
 }
@@ -271,11 +283,23 @@ fn alias_scripts(alias: &ScriptAlias) -> Vec<PathBuf> {
     }
 }
 
-/// The WSGI scripts (a `WSGIScriptAlias` file; a `WSGIScriptAlias` folder and each file in it)
-/// that the user who runs them cannot read: an error each, naming the script and the user,
-/// with what blocks and the fix. The user is `cli_user` (`--user`), else the `user=` of the
-/// daemon group that runs the script, else `serving`. Scripts that do not exist are
-/// [`check_scripts`]' warnings.
+/// A script (or folder of scripts) `wsgi check` checks the reading of.
+struct Checked<'c> {
+    /// Where it is configured.
+    at: String,
+    /// The directive and what it serves (`WSGIScriptAlias /app`, `WSGIHandlerScript pages`).
+    directive: String,
+    /// The files (a folder first, then the files in it).
+    scripts: Vec<PathBuf>,
+    /// The daemon process group that runs them, if any.
+    daemon: Option<&'c wsgi_config::DaemonGroup>,
+}
+
+/// The WSGI scripts (a `WSGIScriptAlias` file; a `WSGIScriptAlias` folder and each file in it;
+/// a `WSGIHandlerScript`) that the user who runs them cannot read: an error each, naming the
+/// script and the user, with what blocks and the fix. The user is `cli_user` (`--user`), else
+/// the `user=` of the daemon group that runs the script, else `serving`. Scripts that do not
+/// exist are [`check_scripts`]' warnings.
 pub fn check_scripts_readable(
     config: &Config,
     cli_user: Option<&str>,
@@ -283,78 +307,95 @@ pub fn check_scripts_readable(
     errors: &mut Vec<String>,
     warnings: &mut Vec<String>,
 ) {
-    let mut identities: HashMap<String, Option<UserIdentity>> = HashMap::new();
-    let mut serving_warned = false;
+    let mut checked = Vec::new();
     let indices = std::iter::once(None).chain((0..config.virtual_hosts.len()).map(Some));
     for index in indices {
         for alias in &config.host(index).script_aliases {
             if alias.regex.is_some() && alias.target.contains('$') {
                 continue;
             }
-            let scripts = alias_scripts(alias);
-            if scripts.is_empty() {
-                continue;
-            }
-            let daemon_user = alias_daemon(config, index, alias)
-                .filter(|_| cli_user.is_none())
-                .and_then(|d| {
-                    d.options.user.as_ref().map(|user| Reader {
-                        name: user.clone(),
-                        why: format!("the user= of WSGIDaemonProcess {}", d.name),
-                    })
-                });
-            let reader = match (daemon_user, serving) {
-                (Some(reader), _) => reader,
-                (None, Ok(reader)) => reader.clone(),
-                (None, Err(e)) => {
-                    if !serving_warned {
-                        serving_warned = true;
-                        warnings.push(format!(
-                            "cannot tell which user serves, so whether it can read the WSGI scripts is not checked: {e}"
-                        ));
-                    }
-                    continue;
-                }
-            };
-            let identity =
-                identities.entry(reader.name.clone()).or_insert_with(
-                    || match UserIdentity::lookup(&reader.name) {
-                        Ok(identity) => Some(identity),
-                        Err(e) => {
-                            warnings.push(format!(
-                                "{}: cannot check whether user {} can read the WSGI scripts: {e}",
-                                alias.span, reader.name
-                            ));
-                            None
-                        }
-                    },
-                );
-            let Some(identity) = identity else {
-                continue;
-            };
             let directive = if alias.regex.is_some() {
                 "WSGIScriptAliasMatch"
             } else {
                 "WSGIScriptAlias"
             };
-            for script in &scripts {
-                let folder = script.is_dir();
-                let blocked = privileges::unreadable(script, identity);
-                for line in &blocked {
-                    errors.push(format!(
-                        "{}: {directive} {}: the WSGI script{} {} cannot be read by {}, who runs it ({}): {line}",
-                        alias.span,
-                        alias.url,
-                        if folder { " folder" } else { "" },
-                        script.display(),
-                        reader.name,
-                        reader.why,
+            checked.push(Checked {
+                at: alias.span.to_string(),
+                directive: format!("{directive} {}", alias.url),
+                scripts: alias_scripts(alias),
+                daemon: alias_daemon(config, index, alias),
+            });
+        }
+    }
+    for (_, h, daemon) in handler_scripts(config) {
+        checked.push(Checked {
+            at: h.span.to_string(),
+            directive: format!("WSGIHandlerScript {}", h.handler),
+            scripts: if h.path.is_file() {
+                vec![h.path.clone()]
+            } else {
+                Vec::new()
+            },
+            daemon,
+        });
+    }
+    let mut identities: HashMap<String, Option<UserIdentity>> = HashMap::new();
+    let mut serving_warned = false;
+    for c in checked {
+        if c.scripts.is_empty() {
+            continue;
+        }
+        let daemon_user = c.daemon.filter(|_| cli_user.is_none()).and_then(|d| {
+            d.options.user.as_ref().map(|user| Reader {
+                name: user.clone(),
+                why: format!("the user= of WSGIDaemonProcess {}", d.name),
+            })
+        });
+        let reader = match (daemon_user, serving) {
+            (Some(reader), _) => reader,
+            (None, Ok(reader)) => reader.clone(),
+            (None, Err(e)) => {
+                if !serving_warned {
+                    serving_warned = true;
+                    warnings.push(format!(
+                        "cannot tell which user serves, so whether it can read the WSGI scripts is not checked: {e}"
                     ));
                 }
-                if folder && !blocked.is_empty() {
-                    // The folder blocks every file in it: one error says it.
-                    break;
+                continue;
+            }
+        };
+        let identity = identities.entry(reader.name.clone()).or_insert_with(|| {
+            match UserIdentity::lookup(&reader.name) {
+                Ok(identity) => Some(identity),
+                Err(e) => {
+                    warnings.push(format!(
+                        "{}: cannot check whether user {} can read the WSGI scripts: {e}",
+                        c.at, reader.name
+                    ));
+                    None
                 }
+            }
+        });
+        let Some(identity) = identity else {
+            continue;
+        };
+        for script in &c.scripts {
+            let folder = script.is_dir();
+            let blocked = privileges::unreadable(script, identity);
+            for line in &blocked {
+                errors.push(format!(
+                    "{}: {}: the WSGI script{} {} cannot be read by {}, who runs it ({}): {line}",
+                    c.at,
+                    c.directive,
+                    if folder { " folder" } else { "" },
+                    script.display(),
+                    reader.name,
+                    reader.why,
+                ));
+            }
+            if folder && !blocked.is_empty() {
+                // The folder blocks every file in it: one error says it.
+                break;
             }
         }
     }

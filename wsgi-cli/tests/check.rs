@@ -378,7 +378,7 @@ fn check_reports_what_wsgi_serve_would_refuse_unless_for_apache() {
     let conf = write(
         &dir.path().join("site.conf"),
         &format!(
-            "WSGIScriptAlias / {}\nKeepAliveTimeout 5\n<Location /private>\n    Require ldap-group cn=admins\n</Location>\nRewriteEngine On\n",
+            "WSGIScriptAlias / {}\nKeepAliveTimeout 5\n<Location /private>\n    Require ldap-group cn=admins\n</Location>\nRewriteEngine On\nAddHandler cgi-script .cgi\nAddHandler wsgi-script .wsgi\n",
             app.display()
         ),
     );
@@ -398,8 +398,14 @@ fn check_reports_what_wsgi_serve_would_refuse_unless_for_apache() {
         )),
         "{t}"
     );
+    assert!(
+        t.contains(&format!(
+            "{shown}:7: `AddHandler cgi-script .cgi`: Apache handlers (CGI, other modules' handlers) are not implemented by wsgi serve"
+        )),
+        "{t}"
+    );
     assert!(!t.contains("KeepAliveTimeout"), "{t}");
-    assert!(t.contains("2 error(s)"), "{t}");
+    assert!(t.contains("3 error(s)"), "{t}");
     let out = wsgi(&["check", "--apache", conf.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
 }
@@ -610,6 +616,23 @@ fn check_reports_scripts_the_serving_user_cannot_read() {
         [format!(
             "{c}:3: WSGIScriptAlias /: {}",
             unreadable("nobody", "the user= of WSGIDaemonProcess app", &s)
+        )],
+        "{}",
+        text(&out)
+    );
+
+    // A handler script, as the user who runs it.
+    let conf = write(
+        &dir.path().join("handler.conf"),
+        &format!("User www-data\nWSGIHandlerScript pages {s}\nAddHandler pages .page\n"),
+    );
+    let c = conf.display();
+    let out = wsgi(&["check", conf.to_str().unwrap()]);
+    assert_eq!(
+        error_lines(&text(&out)),
+        [format!(
+            "{c}:2: WSGIHandlerScript pages: {}",
+            unreadable("www-data", "the configuration's User", &s)
         )],
         "{}",
         text(&out)

@@ -251,6 +251,134 @@ Redirect gone /gone
     }
 }
 
+/// mod_wsgi's handlers for files mod_alias maps: `AddHandler wsgi-script .wsgi` where
+/// `Options +ExecCGI` allows it (403 where it does not, even for a missing file; 404 for a
+/// missing one; extensions in any position and any case), `SetHandler wsgi-script` in a
+/// `<Location>`, and a `WSGIHandlerScript` named by `AddHandler` and by `SetHandler` in a
+/// `<Files>`, for files that exist and files that do not: the same statuses, `SCRIPT_NAME`,
+/// `PATH_INFO`, `SCRIPT_FILENAME`, application groups and handler keys as Debian's mod_wsgi.
+#[test]
+fn handlers_as_mod_wsgi() {
+    if !apache::have_debian_mod_wsgi() {
+        return;
+    }
+    let dir = util::scratch_world_readable("wsgi-oracle-");
+    let root = dir.path();
+    for sub in ["scripts", "noexec", "located", "pages"] {
+        let p = root.join(sub);
+        std::fs::create_dir(&p).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let keys = [
+        "SCRIPT_NAME",
+        "PATH_INFO",
+        "QUERY_STRING",
+        "SCRIPT_FILENAME",
+        "mod_wsgi.application_group",
+        "mod_wsgi.callable_object",
+        "mod_wsgi.request_handler",
+        "mod_wsgi.handler_script",
+    ];
+    let env = std::fs::read_to_string(environ_app(root, &keys)).unwrap();
+    for file in [
+        "scripts/env.wsgi",
+        "scripts/env.wsgi.bak",
+        "noexec/env.wsgi",
+        "located/env.txt",
+    ] {
+        util::write_world_readable(&root.join(file), &env);
+    }
+    // mod_wsgi 4.9 lowercases the %{RESOURCE} name (6.x only with WSGICaseSensitivity Off):
+    // this one shows only the split.
+    util::write_world_readable(
+        &root.join("scripts/shout.WSGI"),
+        "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [('%s %s' % (environ['SCRIPT_NAME'], environ['PATH_INFO'])).encode()]\n",
+    );
+    util::write_world_readable(&root.join("scripts/notes.txt"), "not a script\n");
+    util::write_world_readable(
+        &root.join("handler.wsgi"),
+        &format!(
+            "import os\n\nKEYS = {keys:?}\n\ndef handle_request(environ, start_response):\n    name = environ['SCRIPT_FILENAME']\n    body = ''.join('%s=%s\\n' % (k, environ.get(k, '<unset>')) for k in KEYS)\n    if os.path.exists(name):\n        body += open(name).read()\n    else:\n        body += 'no such page\\n'\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [body.encode()]\n"
+        ),
+    );
+    util::write_world_readable(&root.join("pages/one.page"), "page one\n");
+    util::write_world_readable(&root.join("pages/special.txt"), "special\n");
+    util::write_world_readable(&root.join("pages/plain.txt"), "plain\n");
+    let site = format!(
+        r#"LoadModule alias_module /usr/lib/apache2/modules/mod_alias.so
+LoadModule mime_module /usr/lib/apache2/modules/mod_mime.so
+TypesConfig /etc/mime.types
+ServerName localhost
+Alias /scripts/ {d}/scripts/
+Alias /noexec/ {d}/noexec/
+Alias /located/ {d}/located/
+Alias /pages/ {d}/pages/
+WSGIHandlerScript page-handler {d}/handler.wsgi
+<Directory {d}>
+    Require all granted
+</Directory>
+<Directory {d}/scripts>
+    Options -Indexes +ExecCGI
+    AddHandler wsgi-script .wsgi
+</Directory>
+<Directory {d}/noexec>
+    AddHandler wsgi-script .wsgi
+</Directory>
+<Location /located>
+    Options +ExecCGI
+    SetHandler wsgi-script
+</Location>
+<Directory {d}/pages>
+    AddHandler Page-Handler .page
+    <Files "special.txt">
+        SetHandler page-handler
+    </Files>
+</Directory>
+"#,
+        d = root.display()
+    );
+    let theirs = start_apache(root, &site);
+    let ours = serve(root, &site);
+    let paths = [
+        "/scripts/env.wsgi",
+        "/scripts/env.wsgi/extra/x?q=1",
+        "/scripts/env.wsgi.bak",
+        "/scripts/shout.WSGI/more",
+        "/scripts/notes.txt",
+        "/scripts/missing.wsgi",
+        "/scripts/missing.wsgi/x",
+        "/noexec/env.wsgi",
+        "/noexec/missing.wsgi",
+        "/located/env.txt/p",
+        "/located/",
+        "/pages/one.page",
+        "/pages/one.page/info",
+        "/pages/missing.page",
+        "/pages/special.txt",
+        "/pages/plain.txt",
+    ];
+    for path in paths {
+        let (status, head, body) = theirs.request(
+            "GET",
+            path,
+            &[("Host", &format!("localhost:{}", theirs.port))],
+            b"",
+        );
+        let expected = summary(status, &head, &body, theirs.port)
+            .replace(&format!(":{}", theirs.port), ":PORT");
+        let port = ours.addr.port();
+        let got = ours.request("GET", path, &[("Host", &format!("localhost:{port}"))], b"");
+        let head: String = got
+            .headers
+            .iter()
+            .map(|(n, v)| format!("{n}: {v}\n"))
+            .collect();
+        let ours_summary =
+            summary(got.status, &head, &got.body, port).replace(&format!(":{port}"), ":PORT");
+        assert_eq!(ours_summary, expected, "GET {path}");
+    }
+}
+
 /// What the access-control tests compare of a response: the status, the `WWW-Authenticate`
 /// challenge, and the body of a 200.
 fn auth_summary(status: u16, head: &str, body: &[u8]) -> String {

@@ -964,6 +964,87 @@ fn python_home_and_python_path() {
 /// `wsgi serve --config` serves a site only when it implements every line: a line it does not
 /// (here access control) stops the start with its file, line and what to do, instead of
 /// serving the protected path to anyone.
+/// Files run by their handler, with no `WSGIScriptAlias` at all: a `wsgi-script` file runs
+/// embedded (the front starts its Python for it), a `WSGIHandlerScript` in the daemon process
+/// group its `process-group=` names, with the file asked for as `SCRIPT_FILENAME`.
+#[test]
+fn handlers_run_files_embedded_and_in_a_daemon_process_group() {
+    // Readable by all: as root, the server and its daemon process run as www-data.
+    let dir = util::scratch_world_readable("wsgi-serve-test-");
+    let d = dir.path();
+    let www = d.join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::set_permissions(&www, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let write = util::write_world_readable;
+    let show = "'pid=%d group=%s file=%s' % (os.getpid(), environ['mod_wsgi.process_group'], environ['SCRIPT_FILENAME'])";
+    write(
+        &www.join("app.wsgi"),
+        &format!(
+            "import os\n\ndef application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [({show}).encode()]\n"
+        ),
+    );
+    write(
+        &d.join("handler.wsgi"),
+        &format!(
+            "import os\n\ndef handle_request(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [({show}).encode()]\n"
+        ),
+    );
+    write(&www.join("doc.page"), "a page\n");
+    let conf = write(
+        &d.join("site.conf"),
+        &format!(
+            "WSGIDaemonProcess pages threads=2\n\
+             WSGIHandlerScript page-handler {d}/handler.wsgi process-group=pages\n\
+             DocumentRoot {w}\n\
+             <Directory {w}>\n\
+             \x20   Options ExecCGI\n\
+             \x20   AddHandler wsgi-script .wsgi\n\
+             \x20   AddHandler page-handler .page\n\
+             </Directory>\n",
+            d = d.display(),
+            w = www.display()
+        ),
+    );
+    let launch = util::Launch {
+        allow_root: false,
+        ..util::PLAIN
+    };
+    let server = Server::start_with(
+        &launch,
+        &[
+            "--config",
+            conf.to_str().unwrap(),
+            "--port",
+            "0",
+            "--log-level",
+            "warn",
+        ],
+    );
+    let field = |text: &str, name: &str| {
+        text.split(' ')
+            .find_map(|f| f.strip_prefix(&format!("{name}=")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let app = server.get("/app.wsgi");
+    assert_eq!(app.status, 200, "{}", server.stderr());
+    let app = app.text();
+    assert_eq!(field(&app, "group"), "", "{app}");
+    assert_eq!(
+        field(&app, "file"),
+        www.join("app.wsgi").display().to_string()
+    );
+    let page = server.get("/doc.page");
+    assert_eq!(page.status, 200, "{}", server.stderr());
+    let page = page.text();
+    assert_eq!(field(&page, "group"), "pages", "{page}");
+    assert_eq!(
+        field(&page, "file"),
+        www.join("doc.page").display().to_string()
+    );
+    assert_ne!(field(&page, "pid"), field(&app, "pid"), "{page} {app}");
+}
+
 #[test]
 fn config_lines_wsgi_serve_does_not_implement_stop_the_start() {
     let dir = scratch();

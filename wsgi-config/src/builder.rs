@@ -711,6 +711,39 @@ impl ConfigBuilder {
                 }
                 Err(why) => self.config.unserved_forms.push((d.span.clone(), why)),
             },
+            "options" => {
+                let exec_cgi = options_exec_cgi(&d.args);
+                if let (Some(on), Ok(settings)) = (exec_cgi, self.settings_mut(ctx, host)) {
+                    settings.exec_cgi = Some(on);
+                }
+            }
+            "addhandler" | "removehandler" | "sethandler" if !first.is_empty() => {
+                let located = |value: &str| Located {
+                    value: value.to_ascii_lowercase(),
+                    span: Some(d.span.clone()),
+                };
+                // mod_mime's extension keys: lowercased, without the leading dot.
+                let extension = |ext: &String| {
+                    let ext = ext.to_ascii_lowercase();
+                    ext.strip_prefix('.').map(str::to_string).unwrap_or(ext)
+                };
+                self.config.maps_handlers = true;
+                let Ok(settings) = self.settings_mut(ctx, host) else {
+                    return Ok(());
+                };
+                match name.as_str() {
+                    "sethandler" => settings.set_handler = Some(located(first)),
+                    "removehandler" => settings
+                        .remove_handlers
+                        .extend(d.args.iter().map(extension)),
+                    _ => {
+                        let handler = located(first);
+                        for ext in d.args[1..].iter().map(extension) {
+                            settings.add_handler(&ext, &handler);
+                        }
+                    }
+                }
+            }
             "authtype" | "authname" | "authuserfile" | "authgroupfile" | "authbasicprovider"
                 if !first.is_empty() =>
             {
@@ -908,6 +941,7 @@ impl ConfigBuilder {
                 self.settings_mut(ctx, host)?
                     .handler_scripts
                     .push(HandlerScript {
+                        span: d.span.clone(),
                         handler: args[0].clone(),
                         path,
                         options,
@@ -1150,6 +1184,30 @@ fn parse_alias_option(
         _ => o.pass_authorization = Some(parse_option_flag(&key, value)?),
     }
     Ok(())
+}
+
+/// What an `Options` line does to `ExecCGI`: a line without `+`/`-` sets every option
+/// (`ExecCGI` on only when it is named, or with `All`); `+ExecCGI`/`-ExecCGI` turn it on or
+/// off; a `+`/`-` line that does not name it leaves it as inherited (None).
+fn options_exec_cgi(args: &[String]) -> Option<bool> {
+    let mut exec_cgi = None;
+    for word in args {
+        let (sign, option) = match word.strip_prefix(['+', '-']) {
+            Some(rest) => (word.chars().next(), rest),
+            None => (None, word.as_str()),
+        };
+        let names_it = ["ExecCGI", "All", "RunScripts"]
+            .iter()
+            .any(|o| option.eq_ignore_ascii_case(o));
+        exec_cgi = match (sign, names_it) {
+            (Some('-'), true) => Some(false),
+            (_, true) => Some(true),
+            // A line without signs sets the options anew: ExecCGI is off unless named.
+            (None, false) => Some(exec_cgi.unwrap_or(false)),
+            (Some(_), false) => exec_cgi,
+        };
+    }
+    exec_cgi
 }
 
 /// `Directory`, `DirectoryMatch`, ...: the kind and whether the pattern is a regex.

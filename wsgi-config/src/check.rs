@@ -61,8 +61,10 @@ fn host_label(config: &Config, index: Option<usize>) -> String {
     }
 }
 
-/// The routing table: every `WSGIScriptAlias`/`WSGIScriptAliasMatch`, with the process group,
-/// application group and venv a request to it gets (for `%{ENV:...}` and the like, the spec).
+/// The routing table: every `WSGIScriptAlias`/`WSGIScriptAliasMatch`, then every
+/// `WSGIHandlerScript` and every `AddHandler`/`SetHandler wsgi-script` line (files run by
+/// their handler), with the process group, application group and venv a request to it gets
+/// (for `%{ENV:...}` and the like, the spec).
 pub fn routing_table(config: &Config) -> Vec<Mount> {
     let mut rows = Vec::new();
     let indices = std::iter::once(None).chain((0..config.virtual_hosts.len()).map(Some));
@@ -75,22 +77,17 @@ pub fn routing_table(config: &Config) -> Vec<Mount> {
         } else {
             format!("{server}:{port}")
         };
-        for alias in &host.script_aliases {
-            let directory = alias.is_directory();
-            let settings = alias_settings(config, index, alias);
-            let process_group = process_group_of(alias, &settings);
-            let app_spec = alias.options.application_spec(&settings);
-            let script_name = if alias.regex.is_some() {
-                "<matched path>".to_string()
-            } else {
-                alias.url.trim_end_matches('/').to_string()
-            };
-            let application_group = match &app_spec {
+        let row = |mount: String,
+                   script: String,
+                   (options, settings): (&AliasOptions, &WsgiSettings),
+                   script_name: &str,
+                   at: String| {
+            let process_group = process_group_of(options, settings);
+            let application_group = match options.application_spec(settings) {
                 GroupSpec::Global => "%{GLOBAL} (main interpreter)".to_string(),
-                GroupSpec::Resource if directory => format!("{server_id}|{script_name}/<script>"),
                 GroupSpec::Resource => format!("{server_id}|{script_name}"),
                 GroupSpec::Server => server_id.clone(),
-                GroupSpec::Named(n) => n.clone(),
+                GroupSpec::Named(n) => n,
                 other => other.to_string(),
             };
             let python_home = match &process_group {
@@ -99,25 +96,149 @@ pub fn routing_table(config: &Config) -> Vec<Mount> {
                     .daemon(name)
                     .and_then(|d| d.python_home(&config.python).cloned()),
             };
-            rows.push(Mount {
+            Mount {
                 host: host_label(config, index),
-                mount: alias.url.clone(),
-                script: if directory {
-                    format!("{}/*.wsgi|*.py", alias.target.trim_end_matches('/'))
-                } else {
-                    alias.target.clone()
-                },
+                mount,
+                script,
                 process_group: match process_group {
                     ProcessGroup::Embedded => "embedded".to_string(),
                     ProcessGroup::Daemon(n) => n,
                 },
                 application_group,
                 python_home,
-                at: alias.span.to_string(),
-            });
+                at,
+            }
+        };
+        for alias in &host.script_aliases {
+            let directory = alias.is_directory();
+            let settings = alias_settings(config, index, alias);
+            let mut script_name = if alias.regex.is_some() {
+                "<matched path>".to_string()
+            } else {
+                alias.url.trim_end_matches('/').to_string()
+            };
+            if directory {
+                script_name.push_str("/<script>");
+            }
+            let script = if directory {
+                format!("{}/*.wsgi|*.py", alias.target.trim_end_matches('/'))
+            } else {
+                alias.target.clone()
+            };
+            rows.push(row(
+                alias.url.clone(),
+                script,
+                (&alias.options, &settings),
+                &script_name,
+                alias.span.to_string(),
+            ));
+        }
+        for (section, own) in levels(host) {
+            if own.handler_scripts.is_empty()
+                && own.add_handlers.is_empty()
+                && own.set_handler.is_none()
+            {
+                continue;
+            }
+            let settings = level_settings(config, index, section);
+            let (label, folder) = match section.map(|i| &host.sections[i]) {
+                Some(s) => (format!("{} ", section_label(s)), section_folder(s)),
+                None => (String::new(), None),
+            };
+            let files = |patterns: &[String]| {
+                let patterns = patterns.join("|");
+                match &folder {
+                    Some(dir) => format!("{}/{patterns}", dir.trim_end_matches('/')),
+                    None => patterns,
+                }
+            };
+            for h in &own.handler_scripts {
+                rows.push(row(
+                    format!("{label}files with handler {}", h.handler),
+                    h.path.display().to_string(),
+                    (&h.options, &settings),
+                    "<file URL>",
+                    h.span.to_string(),
+                ));
+            }
+            let no_options = AliasOptions::default();
+            let mut lines: Vec<(Option<&crate::reader::Span>, Vec<String>)> = Vec::new();
+            if let Some(set) = &own.set_handler {
+                if set.value == crate::handlers::WSGI_SCRIPT {
+                    lines.push((set.span.as_ref(), vec!["*".to_string()]));
+                }
+            }
+            for (ext, handler) in &own.add_handlers {
+                if handler.value != crate::handlers::WSGI_SCRIPT {
+                    continue;
+                }
+                match lines
+                    .iter_mut()
+                    .find(|(at, _)| *at == handler.span.as_ref())
+                {
+                    Some((_, patterns)) => patterns.push(format!("*.{ext}")),
+                    None => lines.push((handler.span.as_ref(), vec![format!("*.{ext}")])),
+                }
+            }
+            for (at, patterns) in lines {
+                rows.push(row(
+                    format!("{label}files with handler wsgi-script"),
+                    files(&patterns),
+                    (&no_options, &settings),
+                    "<file URL>",
+                    at.map(ToString::to_string).unwrap_or_default(),
+                ));
+            }
         }
     }
     rows
+}
+
+/// The levels of a host: its own settings (None), then each section's (its index).
+fn levels(host: &Host) -> impl Iterator<Item = (Option<usize>, &WsgiSettings)> {
+    std::iter::once((None, &host.settings)).chain(
+        host.sections
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (Some(i), &s.settings)),
+    )
+}
+
+/// The settings of a level of host `index`: the main server's, the host's, then the section's
+/// (inside its parents).
+fn level_settings(config: &Config, index: Option<usize>, section: Option<usize>) -> WsgiSettings {
+    let mut settings = config.main.settings.clone();
+    let host = config.host(index);
+    if index.is_some() {
+        settings.merge(&host.settings);
+    }
+    let mut chain = Vec::new();
+    let mut next = section;
+    while let Some(i) = next {
+        chain.push(i);
+        next = host.sections[i].parent;
+    }
+    for i in chain.into_iter().rev() {
+        settings.merge(&host.sections[i].settings);
+    }
+    settings
+}
+
+/// `<Directory /srv/x>`, `<LocationMatch ^/x>`...: a section as written.
+fn section_label(s: &DirSection) -> String {
+    let kind = match s.kind {
+        SectionKind::Directory => "Directory",
+        SectionKind::Location => "Location",
+        SectionKind::Files => "Files",
+    };
+    let regex = if s.regex.is_some() { "Match" } else { "" };
+    format!("<{kind}{regex} {}>", s.pattern)
+}
+
+/// The folder a plain `<Directory>` section names.
+fn section_folder(s: &DirSection) -> Option<String> {
+    (s.kind == SectionKind::Directory && s.regex.is_none() && !s.pattern.contains(['*', '?', '[']))
+        .then(|| s.pattern.clone())
 }
 
 /// The settings a request to `alias` (of host `index`) runs with; for a folder mount, those of
@@ -133,10 +254,10 @@ fn alias_settings(config: &Config, index: Option<usize>, alias: &ScriptAlias) ->
         .0
 }
 
-/// The process group of `alias` with `settings`: a group named at request time (such as
+/// The process group under `options` and `settings`: a group named at request time (such as
 /// `%{ENV:...}`) is shown as its spec.
-fn process_group_of(alias: &ScriptAlias, settings: &WsgiSettings) -> ProcessGroup {
-    match alias.options.process_spec(settings) {
+fn process_group_of(options: &AliasOptions, settings: &WsgiSettings) -> ProcessGroup {
+    match options.process_spec(settings) {
         GroupSpec::Global => ProcessGroup::Embedded,
         GroupSpec::Named(n) => ProcessGroup::Daemon(n),
         other => ProcessGroup::Daemon(other.to_string()),
@@ -150,10 +271,33 @@ pub fn alias_daemon<'c>(
     index: Option<usize>,
     alias: &ScriptAlias,
 ) -> Option<&'c DaemonGroup> {
-    match process_group_of(alias, &alias_settings(config, index, alias)) {
+    match process_group_of(&alias.options, &alias_settings(config, index, alias)) {
         ProcessGroup::Embedded => None,
         ProcessGroup::Daemon(name) => config.daemon(&name),
     }
+}
+
+/// Every `WSGIHandlerScript` of `config`, with its host and the daemon process group that
+/// runs it where it is declared (None: embedded mode, or a group only known at request time).
+pub fn handler_scripts(
+    config: &Config,
+) -> Vec<(Option<usize>, &HandlerScript, Option<&DaemonGroup>)> {
+    let mut found = Vec::new();
+    let indices = std::iter::once(None).chain((0..config.virtual_hosts.len()).map(Some));
+    for index in indices {
+        let host = config.host(index);
+        for (section, own) in levels(host) {
+            for h in &own.handler_scripts {
+                let settings = level_settings(config, index, section);
+                let daemon = match process_group_of(&h.options, &settings) {
+                    ProcessGroup::Embedded => None,
+                    ProcessGroup::Daemon(name) => config.daemon(&name),
+                };
+                found.push((index, h, daemon));
+            }
+        }
+    }
+    found
 }
 
 /// Every venv root the configuration names, with the directive that names it.

@@ -19,6 +19,7 @@ pub mod directives;
 pub mod env;
 pub mod error;
 pub mod groups;
+pub mod handlers;
 pub mod load;
 pub mod logformat;
 pub mod model;

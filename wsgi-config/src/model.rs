@@ -49,6 +49,9 @@ pub struct Config {
     pub log_formats: Vec<(String, String)>,
     /// The main server's `ErrorLog` file.
     pub error_log: Option<PathBuf>,
+    /// Whether some `AddHandler` or `SetHandler` line gives files a handler: only then does
+    /// a request for a file look for one ([`crate::handlers`]).
+    pub maps_handlers: bool,
 }
 
 /// A directive or section as it appears in a configuration file.
@@ -132,6 +135,16 @@ impl Config {
             None => self.main.tls.clone(),
             Some(_) => self.host(host).tls.over(&self.main.tls),
         }
+    }
+
+    /// The settings of every level of the configuration: the main server, the virtual hosts,
+    /// and their sections.
+    pub fn all_settings(&self) -> impl Iterator<Item = &WsgiSettings> {
+        std::iter::once(&self.main)
+            .chain(&self.virtual_hosts)
+            .flat_map(|h| {
+                std::iter::once(&h.settings).chain(h.sections.iter().map(|s| &s.settings))
+            })
     }
 
     /// A host's `ServerName`, else the main server's.
@@ -469,15 +482,38 @@ pub struct WsgiSettings {
     pub auth_group_file: Option<PathBuf>,
     /// `AuthBasicProvider`, in order.
     pub auth_basic_provider: Option<Vec<String>>,
+    /// Whether `Options` allows `ExecCGI` (what a `wsgi-script` file needs): set by an
+    /// `Options` line that names it, or by one without `+`/`-` (which resets every option).
+    pub exec_cgi: Option<bool>,
+    /// core's `SetHandler`, lowercased as Apache stores it (`none` leaves the handler
+    /// `AddHandler` gives).
+    pub set_handler: Option<Located<String>>,
+    /// mod_mime's `AddHandler name .ext`: (extension, handler), both lowercased and the
+    /// extension without its dot; an inner level's entry replaces an outer one's.
+    pub add_handlers: Vec<(String, Located<String>)>,
+    /// mod_mime's `RemoveHandler .ext` of this level (lowercased, without the dot): removes
+    /// the outer levels' mappings, and this one's, when the level is merged over another.
+    pub remove_handlers: Vec<String>,
 }
 
 impl WsgiSettings {
+    /// mod_mime's `AddHandler` for one extension (lowercased, without its dot): it replaces
+    /// the extension's mapping, if any.
+    pub fn add_handler(&mut self, ext: &str, handler: &Located<String>) {
+        match self.add_handlers.iter_mut().find(|(e, _)| e == ext) {
+            Some(entry) => entry.1 = handler.clone(),
+            None => self.add_handlers.push((ext.to_string(), handler.clone())),
+        }
+    }
+
     /// Lays `inner` over `self`: what `inner` sets wins, lists add up.
     pub fn merge(&mut self, inner: &WsgiSettings) {
         macro_rules! over {
             ($($field:ident),*) => { $( if inner.$field.is_some() { self.$field = inner.$field.clone(); } )* };
         }
         over!(
+            exec_cgi,
+            set_handler,
             process_group,
             application_group,
             callable_object,
@@ -507,6 +543,13 @@ impl WsgiSettings {
             .extend(inner.trusted_proxies.iter().cloned());
         self.handler_scripts
             .extend(inner.handler_scripts.iter().cloned());
+        // mod_mime's merge: the inner mappings over the outer ones, then the inner
+        // RemoveHandler extensions taken out (the level's own included).
+        for (ext, handler) in &inner.add_handlers {
+            self.add_handler(ext, handler);
+        }
+        self.add_handlers
+            .retain(|(ext, _)| !inner.remove_handlers.contains(ext));
     }
 }
 
@@ -567,7 +610,11 @@ pub struct AuxScript {
 /// `WSGIHandlerScript name path ...`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HandlerScript {
-    /// The Apache handler name.
+    /// Where it is.
+    #[serde(serialize_with = "serialize_required_span")]
+    pub span: Span,
+    /// The Apache handler name, as written (mod_wsgi compares it with the request's handler,
+    /// which Apache lowercases, so only a lowercase name is ever reached).
     pub handler: String,
     /// The script.
     pub path: PathBuf,

@@ -70,6 +70,84 @@ pub struct Route {
     /// The environment variables the configuration gives the request (`SetEnv`, `SetEnvIf`,
     /// `PassEnv`, `UnsetEnv`), in order: mod_wsgi puts them in the WSGI environ.
     pub env: Vec<(String, String)>,
+    /// The `WSGIHandlerScript` serving the request, when one does (`script` is then the
+    /// handler script, and `callable_object` its `handle_request`).
+    pub handler: Option<RouteHandler>,
+}
+
+/// A request a `WSGIHandlerScript` serves.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RouteHandler {
+    /// The handler name (`AddHandler NAME .ext`, `SetHandler NAME`).
+    pub name: String,
+    /// The file asked for: the request's `SCRIPT_FILENAME`, which the script handles
+    /// (whether or not it exists).
+    pub file: PathBuf,
+}
+
+impl Route {
+    /// `SCRIPT_FILENAME`: the file asked for when a handler script serves it, else the script.
+    pub fn script_filename(&self) -> &Path {
+        match &self.handler {
+            Some(handler) => &handler.file,
+            None => &self.script,
+        }
+    }
+
+    /// `mod_wsgi.request_handler` and `mod_wsgi.handler_script` as mod_wsgi puts them in the
+    /// environ: `wsgi-script` and `""` for a WSGI script, the handler name and the handler
+    /// script for a `WSGIHandlerScript`.
+    pub fn handler_environ(&self) -> [(&'static str, Vec<u8>); 2] {
+        let (name, script) = match &self.handler {
+            Some(handler) => (
+                handler.name.clone().into_bytes(),
+                self.script.as_os_str().as_encoded_bytes().to_vec(),
+            ),
+            None => (b"wsgi-script".to_vec(), Vec::new()),
+        };
+        [
+            ("mod_wsgi.request_handler", name),
+            ("mod_wsgi.handler_script", script),
+        ]
+    }
+}
+
+/// What names a request's groups beside the configuration: its virtual host, the server name
+/// and the port it came in on, the `Host` header's name, and its variables. Each front fills
+/// it from what it knows ([`Config::route`] from a [`RouteRequest`]; the Apache module from
+/// Apache's request).
+pub struct Requester<'a> {
+    /// The virtual host (None: the main server).
+    pub host: Option<usize>,
+    /// `SERVER_NAME`.
+    pub server_name: &'a str,
+    /// The port the request arrived on.
+    pub port: u16,
+    /// The host name of the `Host` header (without port), if any.
+    pub host_header: Option<&'a str>,
+    /// Looks up a variable of the request (`SetEnv`, `SetEnvIf`, ...), then of the process,
+    /// for `%{ENV:NAME}`.
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+/// What a route is made of before its groups are named ([`Config::place`]).
+pub(crate) struct Placement<'o> {
+    /// The script that runs.
+    pub(crate) script: PathBuf,
+    /// `SCRIPT_NAME`, a native string.
+    pub(crate) script_name: String,
+    /// `PATH_INFO`, a native string.
+    pub(crate) path_info: String,
+    /// The settings where the request's file is.
+    pub(crate) settings: WsgiSettings,
+    /// The request's variables.
+    pub(crate) env: Vec<(String, String)>,
+    /// The options of the `WSGIScriptAlias` or `WSGIHandlerScript` (none for a file whose
+    /// handler is `wsgi-script`).
+    pub(crate) options: &'o AliasOptions,
+    /// The `WSGIHandlerScript` serving the request, if one does: its callable is always
+    /// `handle_request`.
+    pub(crate) handler: Option<RouteHandler>,
 }
 
 /// What mod_alias makes of a request ([`Config::map_alias`]).
@@ -83,6 +161,20 @@ pub enum AliasTarget {
         status: u16,
         /// Where to.
         location: Option<String>,
+    },
+    /// Run a file as WSGI: its handler is `wsgi-script` or a `WSGIHandlerScript`'s
+    /// ([`crate::handlers`]). Apache checks access before the handler runs, so `route` (the
+    /// route, or why the handler refuses the request: 403 without `Options ExecCGI`, 404 for a
+    /// missing script...) is the answer once `settings`' access rules grant it.
+    Script {
+        /// The file asked for (Apache's `r->filename`).
+        file: PathBuf,
+        /// Its section's settings: who may see it.
+        settings: Box<WsgiSettings>,
+        /// The request's environment variables.
+        env: Vec<(String, String)>,
+        /// The route, or the refusal.
+        route: Result<Box<Route>, RouteError>,
     },
     /// Serve this file or folder (as Apache's default handler and mod_dir do).
     File {
@@ -335,17 +427,12 @@ impl Config {
     /// Whether any section names a mod_wsgi access, auth or dispatch script (which run in the
     /// serving process's embedded Python, never in a daemon process).
     pub fn names_hook_scripts(&self) -> bool {
-        std::iter::once(&self.main)
-            .chain(&self.virtual_hosts)
-            .flat_map(|h| {
-                std::iter::once(&h.settings).chain(h.sections.iter().map(|s| &s.settings))
-            })
-            .any(|s| {
-                s.access_script.is_some()
-                    || s.auth_user_script.is_some()
-                    || s.auth_group_script.is_some()
-                    || s.dispatch_script.is_some()
-            })
+        self.all_settings().any(|s| {
+            s.access_script.is_some()
+                || s.auth_user_script.is_some()
+                || s.auth_group_script.is_some()
+                || s.dispatch_script.is_some()
+        })
     }
 
     /// Whether any `SetEnvIf`/`BrowserMatch` line tests requests: without one, routing needs
@@ -484,13 +571,7 @@ impl Config {
                         .map(|l| format!("{}{}", a.target, latin1(&uri[l..]))),
                 };
                 if let Some(path) = path {
-                    let path = PathBuf::from(path);
-                    let (settings, levels) = self.settings_for(host, &path, &uri);
-                    return Ok(Some(AliasTarget::File {
-                        path,
-                        settings: Box::new(settings),
-                        env: crate::env::evaluate(&levels, req.facts),
-                    }));
+                    return Ok(Some(self.file_target(req, host, &uri, PathBuf::from(path))));
                 }
             }
         }
@@ -512,13 +593,7 @@ impl Config {
         let uri = normalize_path(req.path)?;
         let mut path = root.clone().into_os_string();
         path.push(OsStr::from_bytes(&uri));
-        let path = PathBuf::from(path);
-        let (settings, levels) = self.settings_for(host, &path, &uri);
-        Ok(Some(AliasTarget::File {
-            path,
-            settings: Box::new(settings),
-            env: crate::env::evaluate(&levels, req.facts),
-        }))
+        Ok(Some(self.file_target(req, host, &uri, PathBuf::from(path))))
     }
 
     /// Routes a request within a virtual host the caller has already chosen (Apache selects
@@ -672,31 +747,82 @@ impl Config {
         let path_info = latin1(&uri[script_name_len..]);
         // Who may see it (`settings.authz`) is the front's to check: Apache checks it before
         // mod_wsgi runs, `wsgi serve` before the request reaches a worker.
-        let (settings, env) = self.settings_for(host, &script, uri);
-        let server_name = self.canonical_name(host).to_string();
-        let group_script_name = if self.server.case_sensitive {
-            script_name.clone()
-        } else {
-            script_name.to_lowercase()
-        };
+        let (settings, levels) = self.settings_for(host, &script, uri);
+        let env = crate::env::evaluate(&levels, req.facts);
+        self.with_requester(req, host, &env, |who| {
+            self.place(
+                who,
+                Placement {
+                    script,
+                    script_name,
+                    path_info,
+                    settings,
+                    env: env.clone(),
+                    options: &alias.options,
+                    handler: None,
+                },
+            )
+        })
+    }
+
+    /// Calls `f` with the [`Requester`] of `req` in `host`, whose variables are `env` (then
+    /// the process's).
+    pub(crate) fn with_requester<R>(
+        &self,
+        req: &RouteRequest<'_>,
+        host: Option<usize>,
+        env: &[(String, String)],
+        f: impl FnOnce(&Requester<'_>) -> R,
+    ) -> R {
         let host_header = req.host.map(host_name);
-        let env = crate::env::evaluate(&env, req.facts);
         let lookup_env = |var: &str| {
             env.iter()
                 .find(|(k, _)| k == var)
                 .map(|(_, v)| v.clone())
                 .or_else(|| std::env::var(var).ok())
         };
-        let names = GroupNames {
-            server_name: &server_name,
+        f(&Requester {
+            host,
+            server_name: self.canonical_name(host),
             port: req.local_port,
-            script_name: &group_script_name,
             host_header: host_header.as_deref(),
-            host: self.host(host),
             env: &lookup_env,
+        })
+    }
+
+    /// The route of a request placed at `mount`, as mod_wsgi's handler sees it: the process
+    /// group (`process-group=`, else `WSGIProcessGroup`; checked to exist, to be allowed by
+    /// `WSGIRestrictProcess`, and embedded mode by `WSGIRestrictEmbedded`), the application
+    /// group and the callable object, named for `who`. Shared by `WSGIScriptAlias` routes,
+    /// `wsgi-script` files and `WSGIHandlerScript`s, in `wsgi serve` and the Apache module.
+    pub(crate) fn place(
+        &self,
+        who: &Requester<'_>,
+        mount: Placement<'_>,
+    ) -> Result<Route, RouteError> {
+        let Placement {
+            script,
+            script_name,
+            path_info,
+            mut settings,
+            env,
+            options,
+            handler,
+        } = mount;
+        let group_script_name = if self.server.case_sensitive {
+            script_name.clone()
+        } else {
+            script_name.to_lowercase()
         };
-        let process_spec = alias.options.process_spec(&settings);
-        let process_group = match names.expand(&process_spec) {
+        let names = GroupNames {
+            server_name: who.server_name,
+            port: who.port,
+            script_name: &group_script_name,
+            host_header: who.host_header,
+            host: self.host(who.host),
+            env: who.env,
+        };
+        let process_group = match names.expand(&options.process_spec(&settings)) {
             name if name.is_empty() => ProcessGroup::Embedded,
             name => ProcessGroup::Daemon(name),
         };
@@ -723,25 +849,26 @@ impl Config {
             }
             ProcessGroup::Embedded => {}
         }
-        let app_spec = alias.options.application_spec(&settings);
-        let application_group = names.expand(&app_spec);
-        let callable_object = match alias
-            .options
-            .callable_object
-            .as_ref()
-            .or(settings.callable_object.as_ref())
-        {
-            Some(c) => names.callable(c),
-            None => "application".to_string(),
+        let application_group = names.expand(&options.application_spec(&settings));
+        let callable_object = match (
+            &handler,
+            options
+                .callable_object
+                .as_ref()
+                .or(settings.callable_object.as_ref()),
+        ) {
+            // mod_wsgi: a handler script's callable is always handle_request.
+            (Some(_), _) => "handle_request".to_string(),
+            (None, Some(c)) => names.callable(c),
+            (None, None) => "application".to_string(),
         };
-        let mut settings = settings;
-        if alias.options.pass_authorization.is_some() {
-            settings.pass_authorization = alias.options.pass_authorization;
+        if options.pass_authorization.is_some() {
+            settings.pass_authorization = options.pass_authorization;
         }
         Ok(Route {
-            host,
-            server_name,
-            port: req.local_port,
+            host: who.host,
+            server_name: who.server_name.to_string(),
+            port: who.port,
             script,
             script_name,
             path_info,
@@ -750,6 +877,7 @@ impl Config {
             callable_object,
             settings,
             env,
+            handler,
         })
     }
 

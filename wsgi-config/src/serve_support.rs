@@ -173,21 +173,65 @@ fn allow_override(args: &[String]) -> Support {
     }
 }
 
-/// `Options`: only what concerns static files matters, and only `Indexes` (directory
-/// listings) and `MultiViews` (content negotiation) change what is served.
+/// `Options`: `ExecCGI` decides where files whose handler is `wsgi-script` may run (a line
+/// without `+`/`-` sets it too: off unless named); turning on `Indexes` (directory listings)
+/// or `MultiViews` (content negotiation) would change what is served; the rest does not
+/// apply.
 fn options(args: &[String]) -> Support {
-    let changes = args.iter().any(|a| {
-        let a = a.trim_start_matches(['+', '-']);
-        a.eq_ignore_ascii_case("Indexes")
-            || a.eq_ignore_ascii_case("MultiViews")
-            || a.eq_ignore_ascii_case("All")
-    }) && !args.iter().all(|a| a.starts_with('-'));
-    if changes {
-        Support::Refused(
+    let enables = |option: &str| {
+        args.iter()
+            .any(|a| !a.starts_with('-') && a.trim_start_matches('+').eq_ignore_ascii_case(option))
+    };
+    if ["Indexes", "MultiViews", "All", "RunScripts"]
+        .iter()
+        .any(|o| enables(o))
+    {
+        return Support::Refused(
             "directory listings (Indexes) and content negotiation (MultiViews) are not implemented by wsgi serve",
-        )
+        );
+    }
+    let sets_exec_cgi = args
+        .iter()
+        .any(|a| !a.starts_with(['+', '-']) || a[1..].eq_ignore_ascii_case("ExecCGI"));
+    if sets_exec_cgi {
+        Support::Implemented
     } else {
-        Support::NoEffect("symbolic links are followed; CGI and includes do not apply")
+        Support::NoEffect("symbolic links are followed; includes do not apply")
+    }
+}
+
+/// `AddHandler NAME .ext...` and `SetHandler NAME`: mod_wsgi's `wsgi-script` handler (and
+/// `SetHandler None`) are implemented; any other name is refused here, unless a
+/// `WSGIHandlerScript` registers it, which [`unserved`] checks with the whole configuration.
+fn handler(args: &[String]) -> Support {
+    match args.first().map(|a| a.to_ascii_lowercase()) {
+        Some(name) if name == crate::handlers::WSGI_SCRIPT || name == "none" => {
+            Support::Implemented
+        }
+        _ => HANDLERS,
+    }
+}
+
+/// Whether `u` is an `AddHandler`/`SetHandler` line whose handler name a `WSGIHandlerScript`
+/// of `config` registers (exactly: Apache lowercases the line's name, mod_wsgi compares it
+/// with the script's as written).
+fn registered_handler(config: &Config, u: &DirectiveUse) -> Result<bool, String> {
+    let is_handler_line =
+        u.name.eq_ignore_ascii_case("AddHandler") || u.name.eq_ignore_ascii_case("SetHandler");
+    let Some(name) = u.args.first().filter(|_| is_handler_line && !u.section) else {
+        return Ok(false);
+    };
+    let name = name.to_ascii_lowercase();
+    let scripts = || config.all_settings().flat_map(|s| &s.handler_scripts);
+    if scripts().any(|h| h.handler == name) {
+        return Ok(true);
+    }
+    match scripts().find(|h| h.handler.eq_ignore_ascii_case(&name)) {
+        Some(h) => Err(format!(
+            "Apache lowercases handler names, so this is the handler `{name}`, and the WSGIHandlerScript `{}` ({}) is never reached by it: write the WSGIHandlerScript's name in lower case",
+            h.handler, h.span
+        )),
+        None => Ok(false),
     }
 }
 
@@ -243,6 +287,29 @@ pub static RULES: &[Rule] = &[
         support: IMPLEMENTED,
         by_args: Some(require),
         detail: "`all`, `ip`, `local`, `host`, `env`, `method`, `valid-user`, `user`, `group` (with `not`); other providers refused",
+    },
+    // Handlers: mod_wsgi's, for the files Alias and DocumentRoot map requests to.
+    Rule {
+        name: "AddHandler",
+        section: false,
+        support: IMPLEMENTED,
+        by_args: Some(handler),
+        detail: "`wsgi-script` (with `Options ExecCGI`) and the names of `WSGIHandlerScript`s; other handlers (`cgi-script`, ...) refused",
+    },
+    Rule {
+        name: "SetHandler",
+        section: false,
+        support: IMPLEMENTED,
+        by_args: Some(handler),
+        detail: "`wsgi-script` (with `Options ExecCGI`), `None` and the names of `WSGIHandlerScript`s; other handlers (`cgi-script`, `server-status`, `proxy:...`, ...) refused",
+    },
+    fixed("RemoveHandler", IMPLEMENTED),
+    Rule {
+        name: "Options",
+        section: false,
+        support: IMPLEMENTED,
+        by_args: Some(options),
+        detail: "`ExecCGI` (where `wsgi-script` files run; a line without `+`/`-` sets it too); `Indexes`, `MultiViews`, `All` refused; the others have no effect (symbolic links are followed)",
     },
     // Accepted: they do not change what is served or to whom.
     fixed(
@@ -314,13 +381,6 @@ pub static RULES: &[Rule] = &[
         support: Support::NoEffect("wsgi serve reads no .htaccess files"),
         by_args: Some(allow_override),
         detail: "`None` accepted; anything else refused (Apache would read .htaccess files)",
-    },
-    Rule {
-        name: "Options",
-        section: false,
-        support: Support::NoEffect("symbolic links are followed; CGI and includes do not apply"),
-        by_args: Some(options),
-        detail: "`Indexes`, `MultiViews`, `All` refused",
     },
     Rule {
         name: "AddDefaultCharset",
@@ -458,8 +518,6 @@ pub static RULES: &[Rule] = &[
     fixed("RequestHeader", HEADERS),
     fixed("ScriptAlias", HANDLERS),
     fixed("ScriptAliasMatch", HANDLERS),
-    fixed("AddHandler", HANDLERS),
-    fixed("SetHandler", HANDLERS),
     fixed("Action", HANDLERS),
     fixed("ErrorDocument", ERRORS),
     fixed(
@@ -495,10 +553,8 @@ fn wsgi_support(name: &str, args: &[String]) -> Support {
         "WSGIDispatchScript"
         | "WSGIAccessScript"
         | "WSGIAuthUserScript"
-        | "WSGIAuthGroupScript" => Support::Implemented,
-        "WSGIHandlerScript" => Support::Refused(
-            "mod_wsgi's handler scripts (for AddHandler/SetHandler) are run by the Apache module only, not by wsgi serve yet",
-        ),
+        | "WSGIAuthGroupScript"
+        | "WSGIHandlerScript" => Support::Implemented,
         "WSGIDaemonProcess" => {
             let option = |key: &str| {
                 args.iter().skip(1).any(|a| {
@@ -660,7 +716,11 @@ pub fn unserved(config: &Config) -> Vec<Unserved> {
         .iter()
         .filter_map(|u| {
             let why = match support(&u.name, u.section, &u.args) {
-                Support::Refused(why) => why.to_string(),
+                Support::Refused(why) => match registered_handler(config, u) {
+                    Ok(true) => return None,
+                    Ok(false) => why.to_string(),
+                    Err(why) => why,
+                },
                 _ => config
                     .unserved_forms
                     .iter()
@@ -755,6 +815,19 @@ mod tests {
         .unwrap()
     }
 
+    /// The refused lines of `config`, checked to start as `expected` say, one each.
+    fn refused_lines(config: &Config, expected: &[&str]) -> Vec<String> {
+        let refused: Vec<String> = unserved(config).iter().map(ToString::to_string).collect();
+        assert_eq!(refused.len(), expected.len(), "{refused:#?}");
+        for (line, start) in refused.iter().zip(expected) {
+            assert!(
+                line.starts_with(start),
+                "{line}\ndoes not start with\n{start}"
+            );
+        }
+        refused
+    }
+
     #[test]
     fn every_line_is_classified_and_unknown_ones_are_refused() {
         let config = load(
@@ -772,37 +845,63 @@ mod tests {
              </Directory>\n\
              FrobnicateEverything On\n\
              <Location /x>\n\
-             \x20   WSGIHandlerScript pdf /srv/pdf.py\n\
+             \x20   SetHandler server-status\n\
              </Location>\n",
         );
-        let refused: Vec<String> = unserved(&config).iter().map(ToString::to_string).collect();
-        assert_eq!(refused.len(), 3, "{refused:#?}");
-        assert!(
-            refused[0].starts_with("site.conf:6: `Require expr %{REMOTE_ADDR} == 192.0.2.1`: this access control form is not implemented"),
-            "{}",
-            refused[0]
-        );
-        assert!(
-            refused[1].starts_with(
-                "site.conf:13: `FrobnicateEverything On`: this directive is not implemented"
-            ),
-            "{}",
-            refused[1]
-        );
-        assert!(
-            refused[2].starts_with("site.conf:15: `WSGIHandlerScript pdf /srv/pdf.py`"),
-            "{}",
-            refused[2]
+        let refused = refused_lines(
+            &config,
+            &[
+                "site.conf:6: `Require expr %{REMOTE_ADDR} == 192.0.2.1`: this access control form is not implemented",
+                "site.conf:13: `FrobnicateEverything On`: this directive is not implemented",
+                "site.conf:15: `SetHandler server-status`: Apache handlers",
+            ],
         );
         assert!(refused[0].ends_with("or remove the line"));
         let accepted: Vec<String> = accepted(&config)
             .iter()
             .map(|a| a.directive.clone())
             .collect();
+        // `Options FollowSymLinks` turns ExecCGI off: it has an effect.
         assert_eq!(
             accepted,
-            ["LoadModule", "KeepAliveTimeout", "AllowOverride", "Options"]
+            ["LoadModule", "KeepAliveTimeout", "AllowOverride"]
         );
+    }
+
+    /// `wsgi-script` and the names of `WSGIHandlerScript`s are served; other handlers (CGI,
+    /// other modules') are refused line by line, and a handler script whose name Apache's
+    /// lowercasing never reaches is named.
+    #[test]
+    fn only_mod_wsgis_handlers_are_served() {
+        let config = load(
+            "WSGIHandlerScript pages /srv/pages.wsgi\n\
+             WSGIHandlerScript Reports /srv/reports.wsgi\n\
+             AddHandler wsgi-script .wsgi .py\n\
+             <Directory /srv/www>\n\
+             \x20   Options -Indexes +ExecCGI\n\
+             \x20   AddHandler cgi-script .cgi\n\
+             \x20   AddHandler pages .page\n\
+             \x20   RemoveHandler .py\n\
+             </Directory>\n\
+             <Location /x>\n\
+             \x20   SetHandler PAGES\n\
+             </Location>\n\
+             <Files *.txt>\n\
+             \x20   SetHandler None\n\
+             \x20   SetHandler WSGI-Script\n\
+             \x20   AddHandler reports .rep\n\
+             \x20   SetHandler default-handler\n\
+             </Files>\n",
+        );
+        refused_lines(
+            &config,
+            &[
+                "site.conf:6: `AddHandler cgi-script .cgi`: Apache handlers (CGI, other modules' handlers) are not implemented by wsgi serve",
+                "site.conf:16: `AddHandler reports .rep`: Apache lowercases handler names, so this is the handler `reports`, and the WSGIHandlerScript `Reports` (site.conf:2) is never reached by it",
+                "site.conf:17: `SetHandler default-handler`: Apache handlers",
+            ],
+        );
+        assert!(accepted(&config).is_empty());
     }
 
     #[test]
@@ -837,6 +936,28 @@ mod tests {
             s("Options", &["-Indexes", "-MultiViews"]),
             Support::NoEffect(_)
         ));
+        assert_eq!(
+            s("Options", &["-Indexes", "+ExecCGI"]),
+            Support::Implemented
+        );
+        assert_eq!(s("Options", &["None"]), Support::Implemented);
+        assert!(matches!(s("Options", &["RunScripts"]), Support::Refused(_)));
+        assert_eq!(
+            s("AddHandler", &["WSGI-Script", ".wsgi"]),
+            Support::Implemented
+        );
+        assert_eq!(s("SetHandler", &["none"]), Support::Implemented);
+        assert!(matches!(
+            s(
+                "SetHandler",
+                &["proxy:unix:/run/app.sock|http://localhost/"]
+            ),
+            Support::Refused(_)
+        ));
+        assert_eq!(
+            s("WSGIHandlerScript", &["x", "/x.wsgi"]),
+            Support::Implemented
+        );
         assert!(matches!(
             s("Options", &["FollowSymLinks", "MultiViews"]),
             Support::Refused(_)

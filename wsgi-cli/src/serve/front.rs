@@ -989,9 +989,10 @@ async fn dispatch(
             },
         }
     };
-    match decision {
+    // A file: served as it is, or refused by its handler (`refusal`), once access is granted.
+    let (file, settings, env, refusal) = match decision {
         Decision::Alias(Ok(AliasTarget::Redirect { status, location })) => {
-            redirect(status, location, host.as_deref(), conn)
+            return redirect(status, location, host.as_deref(), conn);
         }
         Decision::Alias(Ok(AliasTarget::File {
             path: file,
@@ -1002,122 +1003,163 @@ async fn dispatch(
             path: file,
             settings,
             env,
-        }))) => {
-            let place = HookPlace {
-                script_name: String::new(),
-                path_info: path.clone(),
-                script: file.clone(),
-                env: env.clone(),
-                server_name: site
-                    .config
-                    .canonical_name(vhost_of(front, conn, host.as_deref()))
-                    .to_string(),
-                port: conn.route_port,
-            };
-            let hooks = front_hooks(
-                front,
-                conn,
-                &req,
-                &target,
-                host.as_deref(),
-                &settings,
-                place,
-            );
-            let (response, user) =
-                match check_access(conn, &req, &settings, &env, &file, hooks).await {
-                    Ok(granted) => (
-                        serve_file(&file, &req, host.as_deref(), conn).await,
-                        granted.user,
-                    ),
-                    Err((refused, user)) => (refused, user),
-                };
-            with_log_extras(response, front, Some(file), env, user)
-        }
+        }))) => (file, settings, env, None),
+        Decision::Alias(Ok(AliasTarget::Script {
+            route: Ok(route), ..
+        }))
+        | Decision::Document(Ok(Some(AliasTarget::Script {
+            route: Ok(route), ..
+        }))) => return serve_route(front, conn, req, target, host, *route).await,
+        Decision::Alias(Ok(AliasTarget::Script {
+            file,
+            settings,
+            env,
+            route: Err(e),
+        }))
+        | Decision::Document(Ok(Some(AliasTarget::Script {
+            file,
+            settings,
+            env,
+            route: Err(e),
+        }))) => (file, settings, env, Some(e)),
         Decision::Alias(Err(e)) => {
             tracing::info!(method = %req.method(), path, "{}: {e}", e.status());
-            refuse(e.status())
+            return refuse(e.status());
         }
-        Decision::App(mut route) => {
-            let hooks_for = |route: &Route| {
-                let place = HookPlace {
-                    script_name: route.script_name.clone(),
-                    path_info: route.path_info.clone(),
-                    script: route.script.clone(),
-                    env: route.env.clone(),
-                    server_name: route.server_name.clone(),
-                    port: route.port,
-                };
-                front_hooks(
-                    front,
-                    conn,
-                    &req,
-                    &target,
-                    host.as_deref(),
-                    &route.settings,
-                    place,
-                )
-            };
-            let hooks = hooks_for(&route);
-            let checked = check_access(
-                conn,
-                &req,
-                &route.settings,
-                &route.env,
-                &route.script,
-                hooks,
-            )
-            .await;
-            let granted = match checked {
-                Ok(granted) => granted,
-                Err((refused, user)) => {
-                    let (script, env) = (route.script, route.env);
-                    return with_log_extras(refused, front, Some(script), env, user);
-                }
-            };
-            if let Some(script) = route.settings.dispatch_script.clone() {
-                let Some(mut hooks) = hooks_for(&route) else {
-                    tracing::error!(
-                        path,
-                        "500: a WSGIDispatchScript applies, but this front process started no embedded Python: restart wsgi serve"
-                    );
-                    return error_response(StatusCode::INTERNAL_SERVER_ERROR);
-                };
-                if let Some(user) = &granted.user {
-                    hooks
-                        .head
-                        .extra
-                        .push(("REMOTE_USER".into(), user.clone().into_bytes()));
-                }
-                let dispatched = tokio::task::spawn_blocking(move || {
-                    let result = hooks.dispatch(&script, &mut route);
-                    (result, route)
-                })
-                .await;
-                route = match dispatched {
-                    Ok((Ok(()), route)) => route,
-                    Ok((Err(why), _)) => {
-                        tracing::error!(path, "500: {why}");
-                        return error_response(StatusCode::INTERNAL_SERVER_ERROR);
-                    }
-                    Err(e) => {
-                        tracing::error!(path, "500: the WSGIDispatchScript call failed: {e}");
-                        return error_response(StatusCode::INTERNAL_SERVER_ERROR);
-                    }
-                };
-            }
-            if front.logs.is_some() {
-                let (script, env) = (route.script.clone(), route.env.clone());
-                let user = granted.user.clone();
-                let response = run_app(front, conn, route, req, target, granted).await;
-                with_log_extras(response, front, Some(script), env, user)
-            } else {
-                run_app(front, conn, route, req, target, granted).await
-            }
-        }
+        Decision::App(route) => return serve_route(front, conn, req, target, host, route).await,
         Decision::Document(_) => {
             tracing::info!(method = %req.method(), path, "404: no WSGIScriptAlias, Alias, DocumentRoot or --url-alias covers the path");
-            error_response(StatusCode::NOT_FOUND)
+            return error_response(StatusCode::NOT_FOUND);
         }
+    };
+    let place = HookPlace {
+        script_name: String::new(),
+        path_info: path.clone(),
+        script: file.clone(),
+        env: env.clone(),
+        server_name: site
+            .config
+            .canonical_name(vhost_of(front, conn, host.as_deref()))
+            .to_string(),
+        port: conn.route_port,
+    };
+    let hooks = front_hooks(
+        front,
+        conn,
+        &req,
+        &target,
+        host.as_deref(),
+        &settings,
+        place,
+    );
+    // Apache checks who may see the file before its handler runs (or refuses it).
+    let (response, user) = match check_access(conn, &req, &settings, &env, &file, hooks).await {
+        Ok(granted) => match refusal {
+            None => (
+                serve_file(&file, &req, host.as_deref(), conn).await,
+                granted.user,
+            ),
+            Some(e) => {
+                if e.status() == 500 {
+                    tracing::error!(method = %req.method(), path, "500: {e}");
+                } else {
+                    tracing::info!(method = %req.method(), path, "{}: {e}", e.status());
+                }
+                let status =
+                    StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                (error_response(status), granted.user)
+            }
+        },
+        Err((refused, user)) => (refused, user),
+    };
+    with_log_extras(response, front, Some(file), env, user)
+}
+
+/// Runs a routed request (a `WSGIScriptAlias` mount, or a file its handler runs): who may see
+/// it is checked, the `WSGIDispatchScript` runs, then the application.
+async fn serve_route(
+    front: &Front,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+    target: Bytes,
+    host: Option<String>,
+    mut route: Route,
+) -> Response<ResponseBody> {
+    let path = req.uri().path().to_string();
+    let hooks_for = |route: &Route| {
+        let place = HookPlace {
+            script_name: route.script_name.clone(),
+            path_info: route.path_info.clone(),
+            script: route.script_filename().to_path_buf(),
+            env: route.env.clone(),
+            server_name: route.server_name.clone(),
+            port: route.port,
+        };
+        front_hooks(
+            front,
+            conn,
+            &req,
+            &target,
+            host.as_deref(),
+            &route.settings,
+            place,
+        )
+    };
+    let hooks = hooks_for(&route);
+    let checked = check_access(
+        conn,
+        &req,
+        &route.settings,
+        &route.env,
+        route.script_filename(),
+        hooks,
+    )
+    .await;
+    let granted = match checked {
+        Ok(granted) => granted,
+        Err((refused, user)) => {
+            let (script, env) = (route.script_filename().to_path_buf(), route.env);
+            return with_log_extras(refused, front, Some(script), env, user);
+        }
+    };
+    if let Some(script) = route.settings.dispatch_script.clone() {
+        let Some(mut hooks) = hooks_for(&route) else {
+            tracing::error!(
+                path,
+                "500: a WSGIDispatchScript applies, but this front process started no embedded Python: restart wsgi serve"
+            );
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR);
+        };
+        if let Some(user) = &granted.user {
+            hooks
+                .head
+                .extra
+                .push(("REMOTE_USER".into(), user.clone().into_bytes()));
+        }
+        let dispatched = tokio::task::spawn_blocking(move || {
+            let result = hooks.dispatch(&script, &mut route);
+            (result, route)
+        })
+        .await;
+        route = match dispatched {
+            Ok((Ok(()), route)) => route,
+            Ok((Err(why), _)) => {
+                tracing::error!(path, "500: {why}");
+                return error_response(StatusCode::INTERNAL_SERVER_ERROR);
+            }
+            Err(e) => {
+                tracing::error!(path, "500: the WSGIDispatchScript call failed: {e}");
+                return error_response(StatusCode::INTERNAL_SERVER_ERROR);
+            }
+        };
+    }
+    if front.logs.is_some() {
+        let (script, env) = (route.script_filename().to_path_buf(), route.env.clone());
+        let user = granted.user.clone();
+        let response = run_app(front, conn, route, req, target, granted).await;
+        with_log_extras(response, front, Some(script), env, user)
+    } else {
+        run_app(front, conn, route, req, target, granted).await
     }
 }
 
@@ -1210,13 +1252,16 @@ async fn run_app(
         Mount {
             script_name: &route.script_name,
             path_info: &route.path_info,
-            script: &route.script,
+            script: route.script_filename(),
             env: &route.env,
             server_name: &route.server_name,
             port: route.port,
         },
         &route.settings,
     );
+    for (name, value) in route.handler_environ() {
+        head.set_extra(name, value);
+    }
     if let Some(user) = granted.user {
         // The authenticated user, as Apache sets it: over any SetEnv of the same names.
         head.set_extra("REMOTE_USER", user.into_bytes());

@@ -91,9 +91,15 @@ fn front_paths(site: &Site) -> Vec<PathBuf> {
         if mount.process_group != "embedded" && site.config.daemon(&mount.process_group).is_some() {
             continue;
         }
-        match mount.script.strip_suffix("/*.wsgi|*.py") {
-            Some(dir) => paths.push(PathBuf::from(dir)),
-            None => paths.push(PathBuf::from(&mount.script)),
+        // A script; a folder of scripts (`DIR/*.wsgi|*.py`, or the files a handler runs in a
+        // `<Directory>`: `DIR/*`), checked when it is there; files a handler runs anywhere
+        // (`*.wsgi`): no path to check.
+        let script = &mount.script;
+        match (script.strip_suffix("/*.wsgi|*.py"), script.split_once("/*")) {
+            (Some(dir), _) => paths.push(PathBuf::from(dir)),
+            (None, Some((dir, _))) if Path::new(dir).is_dir() => paths.push(PathBuf::from(dir)),
+            (None, None) if Path::new(script).is_absolute() => paths.push(PathBuf::from(script)),
+            _ => {}
         }
     }
     paths.extend(site.python_home.iter().cloned());
