@@ -976,7 +976,7 @@ fn handlers_run_files_embedded_and_in_a_daemon_process_group() {
     std::fs::create_dir(&www).unwrap();
     std::fs::set_permissions(&www, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let write = util::write_world_readable;
-    let show = "'pid=%d group=%s file=%s' % (os.getpid(), environ['mod_wsgi.process_group'], environ['SCRIPT_FILENAME'])";
+    let show = "'pid=%d group=%s file=%s handler=%s script=%s' % (os.getpid(), environ['mod_wsgi.process_group'], environ['SCRIPT_FILENAME'], environ['mod_wsgi.request_handler'], environ['mod_wsgi.handler_script'])";
     write(
         &www.join("app.wsgi"),
         &format!(
@@ -1038,6 +1038,12 @@ fn handlers_run_files_embedded_and_in_a_daemon_process_group() {
     assert_eq!(page.status, 200, "{}", server.stderr());
     let page = page.text();
     assert_eq!(field(&page, "group"), "pages", "{page}");
+    assert_eq!(field(&page, "handler"), "page-handler", "{page}");
+    assert_eq!(
+        field(&page, "script"),
+        d.join("handler.wsgi").display().to_string()
+    );
+    assert_eq!(field(&app, "handler"), "wsgi-script", "{app}");
     assert_eq!(
         field(&page, "file"),
         www.join("doc.page").display().to_string()
