@@ -197,20 +197,26 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Serve(args) => match serve::run(*args) {
-            Ok(()) => Ok(ExitCode::SUCCESS),
-            Err(e) => {
-                eprintln!("wsgi serve: error: {e}");
-                return ExitCode::FAILURE;
+        Command::Serve(args) => {
+            let format = args.log_format;
+            match serve::run(*args) {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) => {
+                    serve::report_error(format, "wsgi serve", &e);
+                    return ExitCode::FAILURE;
+                }
             }
-        },
-        Command::FrontProcess(args) => match serve::run_front(*args) {
-            Ok(()) => Ok(ExitCode::SUCCESS),
-            Err(e) => {
-                eprintln!("wsgi serve: front process: error: {e}");
-                return ExitCode::FAILURE;
+        }
+        Command::FrontProcess(args) => {
+            let format = args.log_format;
+            match serve::run_front(*args) {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) => {
+                    serve::report_error(format, "wsgi serve: front process", &e);
+                    return ExitCode::FAILURE;
+                }
             }
-        },
+        }
     };
     match result {
         Ok(code) => code,

@@ -285,3 +285,87 @@ fn flags_from_the_environment_and_mod_wsgi_express_knobs() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// `--log-format json`: every line of the error log is a JSON record — the start-up, the
+/// banner, the daemon processes' lines, and the error that stops a start.
+#[test]
+fn json_error_log_from_start_to_stop() {
+    let dir = util::scratch_world_readable("wsgi-deploy-");
+    let app = util::write_world_readable(&dir.path().join("app.wsgi"), APP);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wsgi"));
+    command
+        .args(["serve", app.to_str().unwrap(), "--port", "0"])
+        .args(["--log-format", "json", "--processes", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if util::is_root() {
+        command.args(["--user", "nobody"]);
+    }
+    let mut child = Started(command.spawn().unwrap());
+    let err = child.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut records = Vec::new();
+    let addr = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the banner, in JSON");
+        let record: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            record["level"].is_string() && record["timestamp"].is_string(),
+            "{line}"
+        );
+        let message = record["fields"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        records.push(record);
+        if let Some(addr) = message.strip_prefix("listening on http://") {
+            break addr.trim_end_matches('/').parse::<SocketAddr>().unwrap();
+        }
+    };
+    let said = |text: &str| {
+        records.iter().any(|r| {
+            r["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(text))
+        })
+    };
+    assert!(said("daemon process ready"), "{records:?}");
+    assert!(said("serving in daemon mode"), "{records:?}");
+    assert_eq!(util::get_text(addr, "/").status, 200);
+    signal(&child.0, "-TERM");
+    // The rest of the banner, then the stop.
+    loop {
+        let line = rx.recv_timeout(Duration::from_secs(30)).expect("the stop");
+        let record: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if record["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("SIGTERM: stopping"))
+        {
+            break;
+        }
+    }
+
+    // A start that fails says so in JSON too.
+    let out = Command::new(env!("CARGO_BIN_EXE_wsgi"))
+        .args(["serve", "missing.wsgi", "--log-format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let line = String::from_utf8_lossy(&out.stderr);
+    let record: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(record["level"], "ERROR");
+    assert!(
+        record["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("wsgi serve: WSGI script `missing.wsgi` cannot be read")),
+        "{line}"
+    );
+}

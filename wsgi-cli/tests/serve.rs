@@ -627,31 +627,79 @@ fn access_log_in_combined_format() {
     );
     assert_eq!(Response::parse(&raw).status, 200);
     assert_eq!(server.get("/missing").status, 404);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut lines = Vec::new();
-    while lines.len() < 2 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = server
-            .stdout
-            .recv_timeout(left)
-            .expect("an access log line");
-        // The rest of the banner comes first.
-        if line.starts_with("127.0.0.1 ") {
-            lines.push(line);
-        }
-    }
+    let lines = access_lines(&server, 2, "127.0.0.1 ");
     assert!(lines[0].starts_with("127.0.0.1 - - ["), "{}", lines[0]);
+    // Combined, then the duration in microseconds.
+    let (combined, micros) = lines[0].rsplit_once(' ').unwrap();
     assert!(
-        lines[0].ends_with(
+        combined.ends_with(
             "] \"GET /hello?x=1 HTTP/1.1\" 200 14 \"http://ref.example/\" \"test-agent/1.0\""
         ),
         "{}",
         lines[0]
     );
+    assert!(micros.parse::<u64>().is_ok_and(|us| us > 0), "{}", lines[0]);
     assert!(
         lines[1].contains("\"GET /missing HTTP/1.1\" 404 "),
         "{}",
         lines[1]
+    );
+}
+
+/// The next `count` lines the server printed that start with `prefix` (the banner's rest
+/// comes first), waiting at most 10 s.
+fn access_lines(server: &Server, count: usize, prefix: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut lines = Vec::new();
+    while lines.len() < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = server
+            .stdout
+            .recv_timeout(left)
+            .expect("an access log line");
+        if line.starts_with(prefix) {
+            lines.push(line);
+        }
+    }
+    lines
+}
+
+#[test]
+fn access_log_in_a_format_of_ones_own_or_json() {
+    let dir = scratch();
+    let server = serve_app(
+        dir.path(),
+        &["--access-log", "-", "--access-log-format", "%>s %m %U%q"],
+    );
+    assert_eq!(server.get("/hello?x=1").status, 200);
+    assert_eq!(
+        access_lines(&server, 1, "200 "),
+        vec!["200 GET /hello?x=1".to_string()]
+    );
+    drop(server);
+
+    let server = serve_app(
+        dir.path(),
+        &["--access-log", "-", "--access-log-format", "json"],
+    );
+    let raw = server.raw(
+        b"GET /hello?x=1 HTTP/1.1\r\nHost: x\r\nUser-Agent: test-agent/1.0\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(Response::parse(&raw).status, 200);
+    let line = access_lines(&server, 1, "{").remove(0);
+    let record: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(record["method"], "GET");
+    assert_eq!(record["path"], "/hello");
+    assert_eq!(record["query"], "x=1");
+    assert_eq!(record["status"], 200);
+    assert_eq!(record["bytes"], 14);
+    assert_eq!(record["remote_addr"], "127.0.0.1");
+    assert_eq!(record["user_agent"], "test-agent/1.0");
+    assert_eq!(record["referer"], serde_json::Value::Null);
+    assert!(record["duration_us"].as_u64().is_some(), "{line}");
+    assert!(
+        record["time"].as_str().is_some_and(|t| t.contains('T')),
+        "{line}"
     );
 }
 

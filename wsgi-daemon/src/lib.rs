@@ -26,16 +26,25 @@ pub use client::{ClientOptions, DaemonClient, DispatchError, Endpoint};
 pub use protocol::DaemonRequest;
 pub use supervisor::{GroupStatus, ProcessStatus, Supervisor, SupervisorError, SupervisorOptions};
 
+/// The variable that makes daemon processes log JSON lines (`json`), as `wsgi serve
+/// --log-format json` sets it for them.
+pub const LOG_FORMAT_VAR: &str = "WSGI_RS_LOG_FORMAT";
+
 /// Logging for a daemon process or the stand-alone supervisor: `RUST_LOG` (default `info`),
-/// to stderr, each event written under [`forklog`]'s lock. Does nothing if a subscriber is
-/// already set.
+/// to stderr, each event written under [`forklog`]'s lock; JSON lines when
+/// [`LOG_FORMAT_VAR`] is `json`. Does nothing if a subscriber is already set.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(forklog::ForkSafeStderr)
+        .with_writer(forklog::ForkSafeStderr);
+    let _ = if std::env::var(LOG_FORMAT_VAR).is_ok_and(|v| v == "json") {
+        builder.json().with_current_span(false).try_init()
+    } else {
         // Colours only on a terminal: under Apache, stderr is the error log.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init()
+    };
 }

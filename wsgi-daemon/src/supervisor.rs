@@ -122,6 +122,8 @@ pub struct SupervisorOptions {
     /// A script a process loads at start that fails stops that process (see
     /// [`GroupStatus::failure`]) instead of being logged.
     pub preload_must_succeed: bool,
+    /// Environment variables set for every process (after the group's own).
+    pub env: Vec<(String, OsString)>,
 }
 
 impl SupervisorOptions {
@@ -134,6 +136,7 @@ impl SupervisorOptions {
             tick: Duration::from_millis(20),
             default_socket_timeout: Duration::from_secs(60),
             preload_must_succeed: false,
+            env: Vec::new(),
         }
     }
 }
@@ -778,6 +781,9 @@ impl Supervisor {
                 env,
                 stderr,
             });
+        }
+        for plan in &mut exec_plans {
+            plan.env.extend(options.env.iter().cloned());
         }
         let launcher = ExecLauncher {
             program: options.program.clone(),

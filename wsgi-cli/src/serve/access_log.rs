@@ -23,8 +23,36 @@ use wsgi_config::logformat::{DurationUnit, LogItem};
 
 use super::error::ServeError;
 
-/// Apache's combined format, what `--access-log` writes.
+/// Apache's combined format.
 pub const COMBINED: &str = "%h %l %u %t \"%r\" %>s %b \"%{Referer}i\" \"%{User-agent}i\"";
+
+/// What `--access-log` writes unless `--access-log-format` says otherwise: the combined
+/// format, then the request's duration in microseconds (`%D`).
+pub const DEFAULT_FORMAT: &str = "%h %l %u %t \"%r\" %>s %b \"%{Referer}i\" \"%{User-agent}i\" %D";
+
+/// How an access log's lines are written.
+#[derive(Debug, Clone)]
+pub enum LineFormat {
+    /// mod_log_config's `%` format.
+    Apache(Arc<Vec<LogItem>>),
+    /// One JSON object per request (`--access-log-format json`).
+    Json,
+}
+
+impl LineFormat {
+    /// `--access-log-format`'s value: `json`, or an Apache format string.
+    pub fn parse(text: &str) -> Result<LineFormat, ServeError> {
+        if text == "json" {
+            return Ok(LineFormat::Json);
+        }
+        wsgi_config::logformat::parse(text)
+            .map(|items| LineFormat::Apache(Arc::new(items)))
+            .map_err(|why| ServeError::BadAccessLogFormat {
+                format: text.to_string(),
+                why,
+            })
+    }
+}
 
 /// Where a log line goes: a file of the list the writer thread holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,17 +111,17 @@ pub struct AccessLog {
     /// The file.
     pub sink: Sink,
     /// The format.
-    pub format: Arc<Vec<LogItem>>,
+    pub format: LineFormat,
     /// `env=VAR` / `env=!VAR`: (negated, VAR).
     pub condition: Option<(bool, String)>,
 }
 
 impl AccessLog {
     /// A log to file `index` of the writer's list.
-    pub fn new(index: usize, format: Vec<LogItem>, condition: Option<(bool, String)>) -> Self {
+    pub fn new(index: usize, format: LineFormat, condition: Option<(bool, String)>) -> Self {
         AccessLog {
             sink: Sink(index),
-            format: Arc::new(format),
+            format,
             condition,
         }
     }
@@ -171,6 +199,7 @@ impl FrontLogs {
     /// access logs of each host and the virtual hosts' error logs.
     pub fn new(
         access_log: Option<&Path>,
+        access_format: &LineFormat,
         config: &Config,
         files: Vec<File>,
     ) -> Result<FrontLogs, ServeError> {
@@ -199,7 +228,7 @@ impl FrontLogs {
                     .map(|log| {
                         AccessLog::new(
                             sink_of(&log.path),
-                            log.format.clone(),
+                            LineFormat::Apache(Arc::new(log.format.clone())),
                             log.condition.clone(),
                         )
                     })
@@ -210,13 +239,16 @@ impl FrontLogs {
             .into_iter()
             .map(|f| Box::new(f) as Box<dyn Write + Send>)
             .collect();
-        let combined = || wsgi_config::logformat::parse(COMBINED).unwrap_or_default();
         let everywhere = match access_log {
             Some(path) if path.as_os_str() == "-" => {
                 outputs.push(Box::new(io::stdout()));
-                Some(AccessLog::new(outputs.len() - 1, combined(), None))
+                Some(AccessLog::new(
+                    outputs.len() - 1,
+                    access_format.clone(),
+                    None,
+                ))
             }
-            Some(path) => Some(AccessLog::new(sink_of(path), combined(), None)),
+            Some(path) => Some(AccessLog::new(sink_of(path), access_format.clone(), None)),
             None => None,
         };
         if everywhere.is_none() && hosts.iter().all(Vec::is_empty) {
@@ -486,6 +518,33 @@ impl LogRecord {
     }
 }
 
+impl LogRecord {
+    /// The request as one JSON object (with its newline): `--access-log-format json`.
+    pub fn json(&self, bytes: u64) -> String {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let header = |name: &str| Self::header_value(&self.request_headers, name).map(|v| text(&v));
+        let record = serde_json::json!({
+            "time": self.time.to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
+            "remote_addr": self.peer.ip().to_string(),
+            "remote_port": self.peer.port(),
+            "user": self.user,
+            "method": self.method,
+            "path": text(&self.path),
+            "query": self.query.as_deref().map(text),
+            "protocol": self.protocol,
+            "host": self.host,
+            "server_name": self.server_name,
+            "status": self.status,
+            "bytes": bytes,
+            "duration_us": u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "referer": header("referer"),
+            "user_agent": header("user-agent"),
+            "filename": self.filename.as_ref().map(|f| f.to_string_lossy().into_owned()),
+        });
+        format!("{record}\n")
+    }
+}
+
 /// The logs a finished response is written to, with its record.
 pub struct LogJob {
     /// The writer.
@@ -507,8 +566,11 @@ impl LogJob {
                     continue;
                 }
             }
-            self.writer
-                .write_line(log.sink, self.record.line(&log.format, bytes));
+            let line = match &log.format {
+                LineFormat::Apache(items) => self.record.line(items, bytes),
+                LineFormat::Json => self.record.json(bytes),
+            };
+            self.writer.write_line(log.sink, line);
         }
     }
 }

@@ -62,6 +62,7 @@ impl DaemonGroups {
         site: &Site,
         front_user: Option<&str>,
         preload_must_succeed: bool,
+        json_logs: bool,
     ) -> Result<Option<DaemonGroups>, ServeError> {
         let config = &site.config;
         if config.daemons.is_empty() {
@@ -79,6 +80,11 @@ impl DaemonGroups {
         })?;
         let mut options = SupervisorOptions::new(program, &["daemon-process"]);
         options.preload_must_succeed = preload_must_succeed;
+        if json_logs {
+            options
+                .env
+                .push((wsgi_daemon::LOG_FORMAT_VAR.into(), "json".into()));
+        }
         let mut config = config.clone();
         if let Some(user) = front_user {
             for group in &mut config.daemons {

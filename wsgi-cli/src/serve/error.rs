@@ -96,6 +96,16 @@ pub enum ServeError {
     /// `--host` is not an IP address.
     #[error("--host `{0}` is not an IP address: use for example 127.0.0.1, 0.0.0.0 or ::1")]
     BadHost(String),
+    /// `--access-log-format` is no format.
+    #[error(
+        "--access-log-format `{format}`: {why}; give `json` or an Apache LogFormat string such as \"%h %l %u %t \\\"%r\\\" %>s %b %D\""
+    )]
+    BadAccessLogFormat {
+        /// The format as given.
+        format: String,
+        /// Why.
+        why: String,
+    },
     /// `--pid-file` cannot be written.
     #[error("--pid-file `{}`: {source}: give a file in a folder this user can write", .path.display())]
     PidFile {

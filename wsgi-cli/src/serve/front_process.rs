@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use super::access_log::FrontLogs;
+use super::access_log::{FrontLogs, LineFormat};
 use super::control::FrontControl;
 use super::daemons::DaemonPools;
 use super::error::ServeError;
@@ -53,9 +53,14 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
         access: access_logs,
         host_errors,
         thread: log_thread,
-    } = FrontLogs::new(args.access_log.as_deref(), &site.config, log_files)?;
+    } = FrontLogs::new(
+        args.access_log.as_deref(),
+        &LineFormat::parse(&args.access_log_format)?,
+        &site.config,
+        log_files,
+    )?;
     super::error_log::set_host_logs(host_errors);
-    super::init_tracing(args.log_level);
+    super::init_tracing(args.log_level, args.log_format);
     // From here on, never root (unless --allow-root): the configuration is read, nothing else
     // needs the privileges.
     match identity.as_deref() {

@@ -407,10 +407,11 @@ async fn start_generation(
     };
     let site = Arc::new(site);
     let lazy = args.lazy_apps;
+    let json = args.log_format == super::LogFormat::Json;
     let daemons = {
         let site = site.clone();
         tokio::task::spawn_blocking(move || {
-            let daemons = DaemonGroups::start(&site, front_user.as_deref(), !lazy)?;
+            let daemons = DaemonGroups::start(&site, front_user.as_deref(), !lazy, json)?;
             if let Some(d) = &daemons {
                 match d.wait_ready(DAEMON_READY_WAIT) {
                     Ok(true) => {}
@@ -508,6 +509,19 @@ impl Drop for PidFile {
     }
 }
 
+/// The start-up banner: on standard output, or with `--log-format json`, one JSON record per
+/// line in the error log (`"banner": true`), as every other line there.
+fn show_banner(args: &ServeArgs, text: &str) {
+    match args.log_format {
+        super::LogFormat::Text => print!("{text}"),
+        super::LogFormat::Json => {
+            for line in text.lines() {
+                tracing::info!(banner = true, "{}", line.trim_start());
+            }
+        }
+    }
+}
+
 /// What woke the master.
 enum Event {
     Stop(&'static str),
@@ -518,6 +532,7 @@ enum Event {
 /// Runs `wsgi serve`'s master process until SIGTERM/SIGINT.
 pub fn run(args: ServeArgs) -> Result<(), ServeError> {
     let aliases = args.aliases()?;
+    super::access_log::LineFormat::parse(&args.access_log_format)?;
     let site = Site::load(args.source(), aliases.clone())?;
     // The main ErrorLog, opened as Apache opens it (before privileges go): this process's
     // stderr from now on, and its children's.
@@ -525,7 +540,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
         Some(path) => Some(error_log::redirect_stderr(path)?),
         None => None,
     };
-    super::init_tracing(args.log_level);
+    super::init_tracing(args.log_level, args.log_format);
     let started = (|| {
         for w in &site.warnings {
             tracing::warn!("{w}");
@@ -558,7 +573,7 @@ async fn serve(
     // Before the banner: whoever reads it may signal at once.
     let mut signals = Signals::install()?;
     let mut current = start_generation(&args, site, &sockets).await?;
-    print!("{}", banner(&args, &current, &sockets));
+    show_banner(&args, &banner(&args, &current, &sockets));
     notify_systemd(&[NotifyState::Ready, NotifyState::Status("serving")]);
     let mut watch = args
         .reload_on_changes

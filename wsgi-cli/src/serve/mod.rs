@@ -66,6 +66,15 @@ pub use error::ServeError;
 use front::Limits;
 use site::{AppFlags, DaemonFlags, Site, SiteSource, UrlAlias};
 
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// `--log-level`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogLevel {
@@ -337,6 +346,12 @@ pub struct ServeArgs {
     /// Write the access log (Apache combined format) to this file, or `-` for standard output.
     #[arg(env = "WSGI_RS_ACCESS_LOG", long, value_name = "FILE|-")]
     pub access_log: Option<PathBuf>,
+    /// The format of --access-log: an Apache `LogFormat` string (`%h`, `%t`, `%r`, `%>s`,
+    /// `%D`...), or `json` (one object per request: time, remote_addr, method, path, query,
+    /// status, bytes, duration_us, referer, user_agent...). Default: Apache's combined
+    /// format followed by the duration in microseconds.
+    #[arg(env = "WSGI_RS_ACCESS_LOG_FORMAT", long, value_name = "FORMAT|json", default_value = access_log::DEFAULT_FORMAT, requires = "access_log")]
+    pub access_log_format: String,
     /// Serve HTTPS with this certificate (PEM, optionally followed by its chain), as
     /// mod_wsgi-express names it; with a configuration, its SSL directives decide instead.
     #[arg(
@@ -363,9 +378,15 @@ pub struct ServeArgs {
         requires = "ssl_certificate_file"
     )]
     pub ssl_certificate_chain_file: Option<PathBuf>,
-    /// How much the server logs (to standard error).
+    /// How much the server logs (to standard error). `RUST_LOG`, when set, says it instead
+    /// (tracing's syntax: `info,wsgi_cli=debug`).
     #[arg(env = "WSGI_RS_LOG_LEVEL", long, value_enum, default_value = "info")]
     pub log_level: LogLevel,
+    /// How the error log is written: `text` (for people) or `json` (one object per line, for
+    /// log collectors: `timestamp`, `level`, `fields.message` and the event's fields), the
+    /// start-up banner and the daemon processes' lines included.
+    #[arg(env = "WSGI_RS_LOG_FORMAT", long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
     /// Restart the server (gracefully) when a .py or .wsgi file below the applications'
     /// folders or python-path changes; for development.
     #[arg(env = "WSGI_RS_RELOAD_ON_CHANGES", long)]
@@ -615,19 +636,45 @@ fn listener_tls(
 /// Starts logging to stderr, or to a virtual host's `ErrorLog` for the lines about its
 /// requests ([`error_log::Writer`]). Called once the main `ErrorLog` is the process's stderr
 /// and the virtual hosts' logs are known (colours only for a terminal).
-fn init_tracing(level: LogLevel) {
-    let filter = tracing_subscriber::EnvFilter::new(format!(
-        "{level},hyper=warn,hyper_util=warn",
-        level = level.filter()
-    ));
-    let _ = tracing_subscriber::fmt()
+fn init_tracing(level: LogLevel, format: LogFormat) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| {
+            tracing_subscriber::EnvFilter::new(format!(
+                "{level},hyper=warn,hyper_util=warn",
+                level = level.filter()
+            ))
+        });
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(
-            std::io::IsTerminal::is_terminal(&std::io::stderr()) && !error_log::any_host_logs(),
-        )
         .with_writer(error_log::Writer)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Json => builder.json().with_current_span(false).try_init(),
+        LogFormat::Text => builder
+            .with_ansi(
+                std::io::IsTerminal::is_terminal(&std::io::stderr()) && !error_log::any_host_logs(),
+            )
+            .try_init(),
+    };
+}
+
+/// Says why `wsgi serve` (`who`) stopped, on standard error: `who: error: ...`, or with
+/// `--log-format json` an ERROR record like every other line.
+pub fn report_error(format: LogFormat, who: &str, error: &ServeError) {
+    match format {
+        LogFormat::Text => eprintln!("{who}: error: {error}"),
+        LogFormat::Json => {
+            let record = serde_json::json!({
+                "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                "level": "ERROR",
+                "fields": { "message": format!("{who}: {error}") },
+            });
+            eprintln!("{record}");
+        }
+    }
 }
 
 /// A process's signal streams (SIGTERM, SIGINT, SIGHUP, SIGUSR1), installed before anyone
