@@ -369,3 +369,47 @@ fn json_error_log_from_start_to_stop() {
         "{line}"
     );
 }
+
+/// `--status-addr` in embedded mode: the front's request metrics (by group and status class,
+/// durations, in flight, the workers' load) in OpenMetrics text, and `/healthz`.
+#[test]
+fn embedded_metrics_and_health() {
+    let dir = util::scratch_world_readable("wsgi-deploy-");
+    let app = util::write_world_readable(&dir.path().join("app.wsgi"), APP);
+    let status_port = free_port();
+    let status = format!("127.0.0.1:{status_port}");
+    let server = Server::start(&[
+        app.to_str().unwrap(),
+        "--port",
+        "0",
+        "--status-addr",
+        &status,
+    ]);
+    for _ in 0..3 {
+        assert_eq!(server.get_strict("/").status, 200);
+    }
+    // A request no application answers: a bad request refused by the front.
+    let refused = server.raw(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert!(
+        refused.starts_with(b"HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&refused)
+    );
+    let status_addr: SocketAddr = status.parse().unwrap();
+    let metrics = util::get_text(status_addr, "/metrics");
+    assert_eq!(metrics.status, 200);
+    for line in [
+        "wsgi_requests_total{process_group=\"embedded\",application_group=\"%{GLOBAL}\",status=\"2xx\"} 3\n",
+        "wsgi_request_duration_seconds_count{process_group=\"embedded\",application_group=\"%{GLOBAL}\"} 3\n",
+        "wsgi_requests_total{process_group=\"\",application_group=\"\",status=\"4xx\"} 1\n",
+        // This scrape itself is not a request of the site.
+        "wsgi_requests_in_flight 0\n",
+        "wsgi_embedded_busy_threads 0\n",
+        "wsgi_embedded_queued_requests 0\n",
+        "# EOF\n",
+    ] {
+        assert!(metrics.body.contains(line), "{line:?} in\n{}", metrics.body);
+    }
+    let health = util::get_text(status_addr, "/healthz");
+    assert_eq!((health.status, health.body.as_str()), (200, "ready\n"));
+}

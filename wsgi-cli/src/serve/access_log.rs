@@ -575,19 +575,26 @@ impl LogJob {
     }
 }
 
-/// A response body that counts what it yields and logs the request when it is dropped.
+/// A response body that counts what it yields and logs the request when it is dropped (and
+/// counts it in the metrics, when they are kept).
 pub struct LoggedBody<B> {
     inner: B,
     log: Option<Box<LogJob>>,
+    metric: Option<Box<super::metrics::RequestMetric>>,
     bytes: u64,
 }
 
 impl<B> LoggedBody<B> {
-    /// Wraps `inner`; with no log it only passes through.
-    pub fn new(inner: B, log: Option<Box<LogJob>>) -> Self {
+    /// Wraps `inner`; with no log and no metric it only passes through.
+    pub fn new(
+        inner: B,
+        log: Option<Box<LogJob>>,
+        metric: Option<Box<super::metrics::RequestMetric>>,
+    ) -> Self {
         LoggedBody {
             inner,
             log,
+            metric,
             bytes: 0,
         }
     }
@@ -598,6 +605,8 @@ impl<B> Drop for LoggedBody<B> {
         if let Some(job) = self.log.take() {
             job.write(self.bytes);
         }
+        // Counted as answered now (the RequestMetric's drop).
+        self.metric.take();
     }
 }
 

@@ -47,6 +47,7 @@ use super::daemons::DaemonPools;
 use super::error_log::{self, InHost};
 use super::head::{HeadTap, Heads};
 use super::hooks::FrontHooks;
+use super::metrics::{AppLabels, FrontMetrics};
 use super::pool::{AppCall, Job, JobResult, Refused, WorkerPool, error_status};
 use super::sendfile::{SendfileStream, file_bytes};
 use super::site::{Site, UrlAlias};
@@ -128,6 +129,8 @@ pub struct Front {
     pub control: Option<Arc<FrontControl>>,
     /// The front is stopping: every response closes its connection.
     pub draining: AtomicBool,
+    /// The request metrics (kept when the status endpoint is on).
+    pub metrics: Option<Arc<FrontMetrics>>,
 }
 
 /// A listening socket and the port requests on it are routed as.
@@ -587,6 +590,10 @@ async fn handle(
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Result<Response<LoggedBody<ResponseBody>>, Infallible> {
+    let metric = front
+        .metrics
+        .as_ref()
+        .map(|m| Box::new(m.begin(Instant::now())));
     // The raw head as the client sent it (the pre-parse may have percent-encoded bytes of
     // the target that hyper refuses); hyper's own parse when the pre-parse stood aside.
     let uri = req.uri();
@@ -704,7 +711,14 @@ async fn handle(
             record,
         })
     });
-    Ok(response.map(|body| LoggedBody::new(body, job)))
+    let metric = metric.map(|mut metric| {
+        metric.status = response.status().as_u16();
+        if let Some(labels) = response.extensions_mut().remove::<AppLabels>() {
+            metric.labels = labels;
+        }
+        metric
+    });
+    Ok(response.map(|body| LoggedBody::new(body, job, metric)))
 }
 
 /// Where a request's hook scripts see it: the `SCRIPT_NAME`/`PATH_INFO` split, the file, the
@@ -1153,14 +1167,28 @@ async fn serve_route(
             }
         };
     }
-    if front.logs.is_some() {
+    let labels = front.metrics.is_some().then(|| AppLabels {
+        process_group: match &route.process_group {
+            ProcessGroup::Embedded => "embedded".to_string(),
+            ProcessGroup::Daemon(group) => group.clone(),
+        },
+        application_group: match route.application_group.as_str() {
+            "" => "%{GLOBAL}".to_string(),
+            group => group.to_string(),
+        },
+    });
+    let mut response = if front.logs.is_some() {
         let (script, env) = (route.script_filename().to_path_buf(), route.env.clone());
         let user = granted.user.clone();
         let response = run_app(front, conn, route, req, target, granted).await;
         with_log_extras(response, front, Some(script), env, user)
     } else {
         run_app(front, conn, route, req, target, granted).await
+    };
+    if let Some(labels) = labels {
+        response.extensions_mut().insert(labels);
     }
+    response
 }
 
 /// The query string of a raw target (after the first `?`, before any `#`).

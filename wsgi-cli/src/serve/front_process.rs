@@ -180,6 +180,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
         limits: args.limits(),
         control: Some(control.clone()),
         draining: AtomicBool::new(false),
+        metrics: status_listener.is_some().then(Default::default),
     });
     let embedded_threads = front.pool.as_ref().map(|_| threads);
     let finished = tokio.block_on(async {

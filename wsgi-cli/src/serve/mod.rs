@@ -44,6 +44,7 @@ pub mod hooks;
 #[allow(unsafe_code)]
 pub mod inherit;
 pub mod master;
+pub mod metrics;
 pub mod pool;
 pub mod privileges;
 pub mod reload;

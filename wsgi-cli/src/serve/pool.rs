@@ -264,6 +264,14 @@ impl WorkerPool {
         self.threads.lock().len()
     }
 
+    /// (workers running a request, requests waiting for one), now.
+    pub fn load(&self) -> (usize, usize) {
+        let queued = self.jobs.lock().as_ref().map_or(0, |jobs| jobs.len());
+        let capacity = self.threads() + self.queue_size;
+        let taken = capacity.saturating_sub(self.slots.available_permits());
+        (taken.saturating_sub(queued), queued)
+    }
+
     /// How long a request may wait for a worker.
     pub fn queue_timeout(&self) -> Duration {
         self.queue_timeout

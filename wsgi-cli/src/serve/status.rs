@@ -6,8 +6,11 @@
 //! and it needs no file to clean up. It is unauthenticated, so it only binds loopback
 //! addresses. Paths:
 //!
-//! * `/metrics`: [`wsgi_daemon::supervisor::prometheus_text`] (per group: processes,
-//!   requests served, in flight, restarts, recycles);
+//! * `/metrics`: OpenMetrics text ([`super::metrics`]): the front's requests by process
+//!   group, application group and status class, their durations, requests in flight, the
+//!   embedded workers' load, and per daemon group its processes, requests served, in flight,
+//!   restarts and recycles;
+//! * `/healthz`: `ready` (200), or `draining` (503) once the front stops taking requests;
 //! * `/status`: a text table, one block per group with its processes (pid, slot, state,
 //!   requests served, in flight, uptime);
 //! * `/status.json`: the same snapshot as JSON.
@@ -141,16 +144,48 @@ async fn answer(
         ),
     };
     let (status, kind, body) = match req.uri().path() {
-        "/metrics" => answer(
-            "text/plain; version=0.0.4; charset=utf-8",
-            ask("prometheus").await,
-        ),
+        "/metrics" => {
+            // The daemon groups' snapshot from the master, with this front's own counters.
+            let daemons = match &front.daemons {
+                Some(_) => ask("json")
+                    .await
+                    .map(|json| serde_json::from_str(&json).unwrap_or_default()),
+                None => Ok(serde_json::Value::Null),
+            };
+            let pool = front.pool.as_ref().map(|p| p.load());
+            let text = daemons.map(|daemons| {
+                front
+                    .metrics
+                    .as_ref()
+                    .map(|m| m.render(pool, &daemons))
+                    .unwrap_or_default()
+            });
+            answer(
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                text,
+            )
+        }
+        "/healthz" => {
+            if front.draining.load(std::sync::atomic::Ordering::Relaxed) {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain; charset=utf-8",
+                    "draining\n".to_string(),
+                )
+            } else {
+                (
+                    StatusCode::OK,
+                    "text/plain; charset=utf-8",
+                    "ready\n".to_string(),
+                )
+            }
+        }
         "/status" | "/" => answer("text/plain; charset=utf-8", ask("text").await),
         "/status.json" => answer("application/json", ask("json").await),
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",
-            "not found: try /status, /status.json or /metrics\n".to_string(),
+            "not found: try /status, /status.json, /metrics or /healthz\n".to_string(),
         ),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
