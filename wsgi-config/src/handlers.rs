@@ -11,8 +11,10 @@
 //! * anything else is served as a file, as Apache's default handler does (handler names no
 //!   `WSGIHandlerScript` registers anywhere are refused by [`crate::serve_support`]).
 //!
-//! The Apache module applies `AddHandler` and `SetHandler` through Apache itself; it shares
-//! [`Config::handler_script_route`] for `WSGIHandlerScript` names.
+//! The Apache module applies `AddHandler` and `SetHandler` through Apache itself, and routes
+//! what Apache's directory walk found with the same rules: [`Config::wsgi_script_route`] for
+//! `wsgi-script` files (and `WSGIScriptAlias` requests), [`Config::handler_script_route`] for
+//! `WSGIHandlerScript` names.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -20,7 +22,8 @@ use std::path::{Path, PathBuf};
 
 use crate::model::{AliasOptions, Config, HandlerScript, WsgiSettings};
 use crate::route::{
-    AliasTarget, Placement, Requester, Route, RouteError, RouteHandler, RouteRequest, latin1,
+    AliasTarget, Placement, Requester, Route, RouteError, RouteHandler, RouteRequest, ScriptVia,
+    alias_folder, confined_script, latin1,
 };
 
 /// mod_wsgi's handler name: the file is a WSGI script.
@@ -277,7 +280,12 @@ impl Config {
                 settings.clone(),
                 env.clone(),
             ),
-            None => self.run_wsgi_script(who, &file, (uri, &rest), settings.clone(), env.clone()),
+            None => {
+                let via = ScriptVia::Handler {
+                    exec_cgi: settings.exec_cgi == Some(true),
+                };
+                self.wsgi_script_route(who, via, &file, (uri, &rest), env.clone())
+            }
         });
         AliasTarget::Script {
             file,
@@ -287,44 +295,52 @@ impl Config {
         }
     }
 
-    /// The route of a file whose handler is `wsgi-script`, or why mod_wsgi refuses it: 403
-    /// where `Options ExecCGI` is off (before anything else, even for a missing file), 404
-    /// for a missing one, 403 for a folder.
-    fn run_wsgi_script(
+    /// The route of a WSGI script found for a request (`file`, Apache's `r->filename`, after
+    /// its directory walk left `path_info` over from the URI `uri`, `r->uri`), or why mod_wsgi
+    /// refuses it, as mod_wsgi's handler runs it: mapped there by a `WSGIScriptAlias` (which
+    /// [`Config::match_script_alias`] found for the request), or a file whose handler is
+    /// `wsgi-script` ([`ScriptVia::Handler`], with whether `Options ExecCGI` is on there: 403
+    /// before anything else when it is off, even for a missing file). `who` names the
+    /// groups, with the request's variables for `%{ENV:NAME}`; `env` is what the route
+    /// carries as the request's variables (the Apache module passes none: Apache gives them
+    /// itself).
+    pub fn wsgi_script_route(
+        &self,
+        who: &Requester<'_>,
+        via: ScriptVia<'_>,
+        file: &Path,
+        (uri, path_info): (&[u8], &[u8]),
+        env: Vec<(String, String)>,
+    ) -> Result<Route, RouteError> {
+        let (settings, _) = self.settings_for(who.host, file, uri);
+        let default_options = AliasOptions::default();
+        let options = match via {
+            ScriptVia::Handler { exec_cgi: false } => return Err(exec_cgi_off(file)),
+            ScriptVia::Handler { exec_cgi: true } => &default_options,
+            ScriptVia::Alias(alias) => {
+                stat_script(file)?;
+                if let Some(base) = alias_folder(alias) {
+                    confined_script(&base, file)?;
+                }
+                &alias.options
+            }
+        };
+        self.run_script_file(who, file, (uri, path_info), settings, env, options)
+    }
+
+    /// The route of the WSGI script `file`, or why mod_wsgi refuses it ([`stat_script`]).
+    /// `SCRIPT_NAME` is the URI up to where `PATH_INFO` starts; the groups are those
+    /// `options`, else `settings`, name.
+    fn run_script_file(
         &self,
         who: &Requester<'_>,
         file: &Path,
         (uri, path_info): (&[u8], &[u8]),
         settings: WsgiSettings,
         env: Vec<(String, String)>,
+        options: &AliasOptions,
     ) -> Result<Route, RouteError> {
-        if settings.exec_cgi != Some(true) {
-            return Err(RouteError::Forbidden(format!(
-                "Options ExecCGI is off in this directory: {} (its handler is wsgi-script: add `Options +ExecCGI` where it is)",
-                file.display()
-            )));
-        }
-        match std::fs::metadata(file) {
-            Ok(meta) if meta.is_dir() => {
-                return Err(RouteError::Forbidden(format!(
-                    "attempt to invoke directory as WSGI application: {}",
-                    file.display()
-                )));
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                return Err(RouteError::Forbidden(format!(
-                    "{} cannot be read: {e}",
-                    file.display()
-                )));
-            }
-            Err(_) => {
-                return Err(RouteError::NotFound(format!(
-                    "target WSGI script not found or unable to stat: {}",
-                    file.display()
-                )));
-            }
-        }
+        stat_script(file)?;
         let (script_name, path_info) = split_path_info(uri, path_info);
         self.place(
             who,
@@ -334,11 +350,38 @@ impl Config {
                 path_info,
                 settings,
                 env,
-                options: &AliasOptions::default(),
+                options,
                 handler: None,
             },
         )
     }
+}
+
+/// Whether the WSGI script `file` can run, as mod_wsgi's handler checks it: 404 for a missing
+/// file, 403 for a folder or one that cannot be read.
+fn stat_script(file: &Path) -> Result<(), RouteError> {
+    match std::fs::metadata(file) {
+        Ok(meta) if meta.is_dir() => Err(RouteError::Forbidden(format!(
+            "attempt to invoke directory as WSGI application: {}",
+            file.display()
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(RouteError::Forbidden(
+            format!("{} cannot be read: {e}", file.display()),
+        )),
+        Err(_) => Err(RouteError::NotFound(format!(
+            "target WSGI script not found or unable to stat: {}",
+            file.display()
+        ))),
+    }
+}
+
+/// mod_wsgi's refusal of a `wsgi-script` file where `Options ExecCGI` is off.
+fn exec_cgi_off(file: &Path) -> RouteError {
+    RouteError::Forbidden(format!(
+        "Options ExecCGI is off in this directory: {} (its handler is wsgi-script: add `Options +ExecCGI` where it is)",
+        file.display()
+    ))
 }
 
 #[cfg(test)]
@@ -359,6 +402,32 @@ mod tests {
             set_handler: set.map(located),
             ..WsgiSettings::default()
         }
+    }
+
+    /// The configuration `text` (`{d}` standing for the folder) over a scratch folder holding
+    /// `files`, empty (folders where the name ends in `/`).
+    fn site(files: &[&str], text: &str) -> (tempfile::TempDir, Config) {
+        let dir = tempfile::tempdir().unwrap();
+        for file in files {
+            let path = dir.path().join(file);
+            std::fs::create_dir_all(if file.ends_with('/') {
+                &path
+            } else {
+                path.parent().unwrap()
+            })
+            .unwrap();
+            if !file.ends_with('/') {
+                std::fs::write(path, "").unwrap();
+            }
+        }
+        let text = text.replace("{d}", &dir.path().display().to_string());
+        let config = crate::load_str(
+            &text,
+            Path::new("t.conf"),
+            &crate::reader::ReadOptions::default(),
+        )
+        .unwrap();
+        (dir, config)
     }
 
     #[test]
@@ -463,20 +532,13 @@ mod tests {
     /// for its name (missing files included), other files as files.
     #[test]
     fn files_run_by_their_handler_route_as_mod_wsgi() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        for sub in ["scripts", "noexec", "pages"] {
-            std::fs::create_dir(root.join(sub)).unwrap();
-        }
-        for file in [
-            "scripts/app.wsgi",
-            "scripts/notes.txt",
-            "noexec/app.wsgi",
-            "pages/a.page",
-        ] {
-            std::fs::write(root.join(file), "").unwrap();
-        }
-        let text = format!(
+        let (dir, config) = site(
+            &[
+                "scripts/app.wsgi",
+                "scripts/notes.txt",
+                "noexec/app.wsgi",
+                "pages/a.page",
+            ],
             "ServerName example.com\n\
              WSGIDaemonProcess paging\n\
              WSGIHandlerScript pages {d}/handler.wsgi process-group=paging\n\
@@ -495,14 +557,8 @@ mod tests {
              <Directory {d}/pages>\n\
              \x20   AddHandler Pages .page\n\
              </Directory>\n",
-            d = root.display()
         );
-        let config = crate::load_str(
-            &text,
-            Path::new("t.conf"),
-            &crate::reader::ReadOptions::default(),
-        )
-        .unwrap();
+        let root = dir.path();
         let map = |path: &str| {
             let request = RouteRequest {
                 local_ip: None,
@@ -563,6 +619,113 @@ mod tests {
             (missing.script_name.as_str(), missing.path_info.as_str()),
             ("/p/missing.page", "/extra")
         );
+    }
+
+    /// The Apache module's path: mod_wsgi's translate step maps the URI without looking at
+    /// files, then the file Apache's walk found is routed with the alias's options (no
+    /// ExecCGI needed, a directory alias confined to its `.wsgi`/`.py` files) or, for a file
+    /// whose handler is `wsgi-script`, only where ExecCGI is on.
+    #[test]
+    fn script_aliases_map_then_route_what_apache_found() {
+        let (dir, config) = site(
+            &[
+                "scripts/app1.wsgi",
+                "scripts/notes.txt",
+                "scripts/sub/",
+                "one.wsgi",
+                "other.py",
+            ],
+            "ServerName example.com\n\
+             WSGIDaemonProcess d\n\
+             WSGIScriptAlias /dir/ {d}/scripts/ process-group=d application-group=%{GLOBAL}\n\
+             WSGIScriptAliasMatch ^/m/([^/]+) {d}/scripts/$1.wsgi\n\
+             WSGIScriptAlias /one {d}/one.wsgi\n\
+             WSGIScriptAlias / {d}/one.wsgi\n",
+        );
+        let root = dir.path();
+        let map = |uri: &str| {
+            let found = config.match_script_alias(None, uri.as_bytes()).unwrap();
+            (found.alias.url.clone(), found.path)
+        };
+        assert_eq!(
+            map("/dir/app1/x"),
+            ("/dir/".into(), root.join("scripts/app1/x"))
+        );
+        assert_eq!(
+            map("/m/app1/x"),
+            ("^/m/([^/]+)".into(), root.join("scripts/app1.wsgi/x"))
+        );
+        assert_eq!(map("/one/x"), ("/one".into(), root.join("one.wsgi/x")));
+        // An alias of `/` keeps the whole URI.
+        let (url, path) = map("/other/x");
+        assert_eq!(url, "/");
+        assert_eq!(
+            path.as_os_str().as_bytes(),
+            format!("{}/other/x", root.join("one.wsgi").display()).as_bytes()
+        );
+        let no_env = |_: &str| None;
+        let who = Requester {
+            host: None,
+            server_name: "example.com",
+            port: 8080,
+            host_header: None,
+            env: &no_env,
+        };
+        let dir_alias = config.match_script_alias(None, b"/dir/x").unwrap().alias;
+        let route = |via: ScriptVia<'_>, file: &str, uri: &str, path_info: &str| {
+            config.wsgi_script_route(
+                &who,
+                via,
+                &root.join(file),
+                (uri.as_bytes(), path_info.as_bytes()),
+                Vec::new(),
+            )
+        };
+        // What MultiViews found for /dir/app1/x: the URI names the file.
+        let r = route(
+            ScriptVia::Alias(dir_alias),
+            "scripts/app1.wsgi",
+            "/dir/app1.wsgi/x",
+            "/x",
+        )
+        .unwrap();
+        assert_eq!(
+            (r.script_name.as_str(), r.path_info.as_str()),
+            ("/dir/app1.wsgi", "/x")
+        );
+        assert_eq!(
+            r.process_group,
+            crate::route::ProcessGroup::Daemon("d".into())
+        );
+        assert_eq!(r.application_group, "");
+        let status = |r: Result<Route, RouteError>| r.map(|_| 200).unwrap_or_else(|e| e.status());
+        let alias = ScriptVia::Alias(dir_alias);
+        assert_eq!(
+            status(route(alias, "scripts/notes.txt", "/dir/notes.txt", "")),
+            404
+        );
+        assert_eq!(
+            status(route(alias, "scripts/gone.wsgi", "/dir/gone.wsgi", "")),
+            404
+        );
+        assert_eq!(status(route(alias, "scripts/sub", "/dir/sub", "")), 403);
+        assert_eq!(
+            status(route(alias, "other.py", "/dir/../other.py", "")),
+            404
+        );
+        // A wsgi-script file: ExecCGI decides first, even for a missing file.
+        let off = ScriptVia::Handler { exec_cgi: false };
+        let on = ScriptVia::Handler { exec_cgi: true };
+        assert_eq!(status(route(off, "other.py", "/other.py", "")), 403);
+        assert_eq!(status(route(off, "missing.py", "/missing.py", "")), 403);
+        assert_eq!(status(route(on, "missing.py", "/missing.py", "")), 404);
+        let r = route(on, "other.py", "/x/other.py/a", "/a").unwrap();
+        assert_eq!(
+            (r.script_name.as_str(), r.path_info.as_str()),
+            ("/x/other.py", "/a")
+        );
+        assert_eq!(r.application_group, "example.com:8080|/x/other.py");
+        assert_eq!(r.process_group, crate::route::ProcessGroup::Embedded);
     }
 
     #[test]

@@ -188,6 +188,32 @@ pub enum AliasTarget {
     },
 }
 
+/// A `WSGIScriptAlias` or `WSGIScriptAliasMatch` covering a request, and where it maps it
+/// ([`Config::match_script_alias`]).
+#[derive(Debug, Clone)]
+pub struct ScriptAliasMatch<'c> {
+    /// The alias.
+    pub alias: &'c ScriptAlias,
+    /// The path the request's URI maps to: the script, or a folder of scripts, then the rest
+    /// of the URI.
+    pub path: PathBuf,
+}
+
+/// How a file whose handler is `wsgi-script` came to run ([`Config::wsgi_script_route`]).
+#[derive(Debug, Clone, Copy)]
+pub enum ScriptVia<'c> {
+    /// A `WSGIScriptAlias` mapped the request to it: no `Options ExecCGI` is needed (mod_wsgi's
+    /// `alias-forced-type`), the alias's options name the groups, and a directory alias runs
+    /// only `.wsgi`/`.py` files inside its folder.
+    Alias(&'c ScriptAlias),
+    /// Its handler is `wsgi-script` (`AddHandler`, `SetHandler`): it runs only where
+    /// `Options ExecCGI` is on (`exec_cgi`), 403 elsewhere.
+    Handler {
+        /// Whether `Options ExecCGI` is on where the file is.
+        exec_cgi: bool,
+    },
+}
+
 /// Why a request cannot be served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
@@ -416,6 +442,60 @@ fn alias_match(alias: &[u8], uri: &[u8]) -> Option<usize> {
     Some(u)
 }
 
+/// Whether `alias` covers `uri`: the length of the URI it matches and its target (`$N`
+/// substituted for `WSGIScriptAliasMatch`).
+fn alias_covers(alias: &ScriptAlias, uri: &[u8]) -> Option<(usize, String)> {
+    match &alias.regex {
+        Some(regex) => {
+            let text = latin1(uri);
+            let caps = regex.captures(&text)?;
+            let end = caps.get(0).map_or(0, |m| m.end());
+            let mut expanded = String::new();
+            caps.expand(&apache_template(&alias.target), &mut expanded);
+            // Byte length of the matched prefix: `text` maps one char per byte.
+            Some((text[..end].chars().count(), expanded))
+        }
+        None => alias_match(alias.url.as_bytes(), uri).map(|n| (n, alias.target.clone())),
+    }
+}
+
+/// The folder whose scripts a directory alias runs (only `.wsgi`/`.py` files inside it); None
+/// for an alias of one script.
+pub(crate) fn alias_folder(alias: &ScriptAlias) -> Option<PathBuf> {
+    let templated = alias.regex.is_some() && alias.target.contains('$');
+    if templated {
+        let fixed = &alias.target[..alias.target.find('$').unwrap_or(0)];
+        return Some(PathBuf::from(
+            &fixed[..fixed.rfind('/').map_or(0, |i| i + 1)],
+        ));
+    }
+    (alias.is_directory() || (alias.regex.is_some() && Path::new(&alias.target).is_dir()))
+        .then(|| PathBuf::from(&alias.target))
+}
+
+/// Whether a directory alias may run `script`: a `.wsgi` or `.py` file that exists and
+/// resolves inside `base` (404 otherwise).
+pub(crate) fn confined_script(base: &Path, script: &Path) -> Result<(), RouteError> {
+    if !is_script_file(script) {
+        return Err(RouteError::NotFound(format!(
+            "{} is not a .wsgi or .py script",
+            script.display()
+        )));
+    }
+    let real = script
+        .canonicalize()
+        .map_err(|_| RouteError::NotFound(format!("{} does not exist", script.display())))?;
+    let real_base = base.canonicalize().unwrap_or_else(|_| base.to_path_buf());
+    if !real.starts_with(&real_base) {
+        return Err(RouteError::NotFound(format!(
+            "{} resolves outside {}",
+            script.display(),
+            base.display()
+        )));
+    }
+    Ok(())
+}
+
 fn is_script_file(path: &Path) -> bool {
     matches!(
         path.extension().and_then(OsStr::to_str),
@@ -616,6 +696,44 @@ impl Config {
         Ok(None)
     }
 
+    /// The `WSGIScriptAlias` or `WSGIScriptAliasMatch` that covers `uri` (decoded and
+    /// normalized, as Apache's `r->uri`), the first in configuration order of `host`'s, then
+    /// of the main server's, and the path it maps `uri` to, as mod_wsgi's translate hook maps
+    /// it: the target (`$N` substituted), then the rest of the URI (the whole URI for an alias
+    /// of `/`). Nothing here looks at the file system: Apache's directory walk then splits the
+    /// path into the script and `PATH_INFO`, and [`Config::wsgi_script_route`] routes what it
+    /// found.
+    pub fn match_script_alias(
+        &self,
+        host: Option<usize>,
+        uri: &[u8],
+    ) -> Option<ScriptAliasMatch<'_>> {
+        let own = self.host(host);
+        let inherited = host.is_some().then_some(&self.main);
+        for h in std::iter::once(own).chain(inherited) {
+            for alias in h.alias_index.candidates(&h.script_aliases, uri) {
+                let Some((matched, target)) = alias_covers(alias, uri) else {
+                    continue;
+                };
+                let location_is_root = match &alias.regex {
+                    Some(_) => &uri[..matched] == b"/",
+                    None => alias.url == "/",
+                };
+                let mut path = target.into_bytes();
+                path.extend_from_slice(if location_is_root {
+                    uri
+                } else {
+                    &uri[matched..]
+                });
+                return Some(ScriptAliasMatch {
+                    alias,
+                    path: PathBuf::from(OsStr::from_bytes(&path)),
+                });
+            }
+        }
+        None
+    }
+
     /// The script, SCRIPT_NAME length and PATH_INFO start for `uri` under `alias`, if it
     /// matches.
     fn resolve_alias(
@@ -623,35 +741,11 @@ impl Config {
         alias: &ScriptAlias,
         uri: &[u8],
     ) -> Result<Option<(PathBuf, usize)>, RouteError> {
-        let (matched, target) = match &alias.regex {
-            Some(regex) => {
-                let text = latin1(uri);
-                let Some(caps) = regex.captures(&text) else {
-                    return Ok(None);
-                };
-                let end = caps.get(0).map_or(0, |m| m.end());
-                let mut expanded = String::new();
-                caps.expand(&apache_template(&alias.target), &mut expanded);
-                // Byte length of the matched prefix: `text` maps one char per byte.
-                (text[..end].chars().count(), expanded)
-            }
-            None => match alias_match(alias.url.as_bytes(), uri) {
-                Some(n) => (n, alias.target.clone()),
-                None => return Ok(None),
-            },
+        let Some((matched, target)) = alias_covers(alias, uri) else {
+            return Ok(None);
         };
         let rest = &uri[matched..];
-        let templated = alias.regex.is_some() && alias.target.contains('$');
-        if alias.is_directory()
-            || templated
-            || (alias.regex.is_some() && Path::new(&target).is_dir())
-        {
-            let base = if templated {
-                let fixed = &alias.target[..alias.target.find('$').unwrap_or(0)];
-                PathBuf::from(&fixed[..fixed.rfind('/').map_or(0, |i| i + 1)])
-            } else {
-                PathBuf::from(&target)
-            };
+        if let Some(base) = alias_folder(alias) {
             return self
                 .walk_directory(&base, Path::new(&target), uri, matched, rest)
                 .map(Some);
@@ -712,23 +806,7 @@ impl Config {
         script: PathBuf,
         consumed: usize,
     ) -> Result<(PathBuf, usize), RouteError> {
-        if !is_script_file(&script) {
-            return Err(RouteError::NotFound(format!(
-                "{} is not a .wsgi or .py script",
-                script.display()
-            )));
-        }
-        let real = script
-            .canonicalize()
-            .map_err(|_| RouteError::NotFound(format!("{} does not exist", script.display())))?;
-        let real_base = base.canonicalize().unwrap_or_else(|_| base.to_path_buf());
-        if !real.starts_with(&real_base) {
-            return Err(RouteError::NotFound(format!(
-                "{} resolves outside {}",
-                script.display(),
-                base.display()
-            )));
-        }
+        confined_script(base, &script)?;
         Ok((script, consumed))
     }
 
