@@ -8,13 +8,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use wsgi_config::Config;
-use wsgi_config::route::Requester;
 
 use crate::config::{current_config, text};
 use crate::guard::guard;
 use crate::hooks::env_var;
 use crate::request::{
-    APLOG_ERR, DECLINED, RequestInfo, RequestRec, host_index, log, request_env, request_hook, serve,
+    APLOG_ERR, DECLINED, RequestInfo, RequestRec, host_index, log, request_env, request_hook,
+    requester, serve,
 };
 
 /// Whether some `WSGIHandlerScript` registers the handler `name` (asked for every request
@@ -61,16 +61,7 @@ pub unsafe extern "C" fn wsgi_rs_handle_script_handler(
         // SAFETY: forwarded from the caller's contract.
         let env_pairs = unsafe { request_env(r) };
         let env = |var: &str| env_var(&env_pairs, var);
-        let who = Requester {
-            host,
-            server_name: config.server_name(host).unwrap_or(&info.server_name),
-            port: info.local_port,
-            host_header: info
-                .hostname
-                .as_deref()
-                .map(|h| h.split(':').next().unwrap_or(h)),
-            env: &env,
-        };
+        let who = requester(config, info, host, &env);
         // As mod_wsgi: the script decides what a missing file means (it may serve content
         // that no file holds). Apache gives the request its environment itself.
         let uri = (&info.uri[..], &info.path_info[..]);

@@ -3,16 +3,17 @@
 //! on the script's folder), and the handler runs the PEP 3333 call through wsgi-interp,
 //! streaming the body from Apache's input filters and the response into its output filters.
 
-use std::ffi::{CStr, CString, c_char, c_int, c_long, c_void};
+use std::ffi::{CStr, CString, OsStr, c_char, c_int, c_long, c_void};
 use std::io;
 use std::os::fd::RawFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use wsgi_config::Config;
 use wsgi_config::model::{GroupSpec, MapHeadToGet};
-use wsgi_config::route::{ProcessGroup, Route, RouteRequest};
+use wsgi_config::route::{ProcessGroup, Requester, Route, ScriptVia};
 use wsgi_daemon::DaemonRequest;
 use wsgi_interp::{
     CallOptions, HeadSource, InterpreterOptions, Outcome, RequestBody, RequestHead, ResponseSink,
@@ -60,6 +61,8 @@ struct RawRequest {
     uri: *const c_char,
     path_info: *const c_char,
     filename: *const c_char,
+    exec_cgi: c_int,
+    alias_uri: *const c_char,
 }
 
 type PairCallback = unsafe extern "C" fn(*mut c_void, *const c_char, *const c_char);
@@ -158,6 +161,11 @@ pub(crate) struct RequestInfo {
     pub(crate) path_info: Vec<u8>,
     /// `r->filename`.
     pub(crate) filename: Vec<u8>,
+    /// Whether `Options ExecCGI` is on where `r->filename` is.
+    pub(crate) exec_cgi: bool,
+    /// The URI (`r->uri` then) that `translate_name` mapped with a `WSGIScriptAlias`, when it
+    /// did (MultiViews may have changed `r->uri` since).
+    pub(crate) alias_uri: Option<Vec<u8>>,
 }
 
 /// Reads the request's fields.
@@ -205,6 +213,8 @@ pub(crate) unsafe fn request_info(r: *mut RequestRec) -> RequestInfo {
             uri: bytes(raw.uri),
             path_info: bytes(raw.path_info),
             filename: bytes(raw.filename),
+            exec_cgi: raw.exec_cgi != 0,
+            alias_uri: (!raw.alias_uri.is_null()).then(|| bytes(raw.alias_uri)),
         }
     }
 }
@@ -254,47 +264,51 @@ pub(crate) fn host_index(config: &Config, info: &RequestInfo) -> Option<usize> {
     })
 }
 
-fn route(
-    config: &Config,
-    info: &RequestInfo,
-) -> Result<Option<Route>, wsgi_config::route::RouteError> {
-    let host = host_index(config, info);
-    let request = RouteRequest {
-        local_ip: info.local_ip.parse().ok(),
-        local_port: info.local_port,
-        host: info.hostname.as_deref(),
-        path: &info.path,
-        facts: None,
-    };
-    config.route_in(host, &request)
-}
-
-/// The `translate_name` hook: claims `WSGIScriptAlias` URLs.
+/// The `translate_name` hook: claims the URLs a `WSGIScriptAlias` covers, as mod_wsgi's hook
+/// does (after mod_alias's: an `Alias` or `Redirect` of the URL wins), mapping each to the
+/// alias's target and the rest of the URI, which Apache's directory walk then splits.
 ///
 /// # Safety
 /// `r` is the live request Apache is serving on this thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn wsgi_rs_translate(r: *mut RequestRec) -> c_int {
-    let translate = |config: &Config, info: &RequestInfo| match route(config, info) {
-        Ok(None) => DECLINED,
-        Ok(Some(route)) => {
-            let mut filename = route.script.as_os_str().as_encoded_bytes().to_vec();
-            filename.extend(wsgi_config::route::latin1_bytes(&route.path_info));
-            match CString::new(filename) {
-                // SAFETY: `r` is live and the filename a valid C string for the call (the shim
-                // copies it into the request pool).
-                Ok(f) => unsafe { wsgi_rs_set_target(r, f.as_ptr()) },
-                Err(_) => return 404,
-            }
-            OK
+    let translate = |config: &Config, info: &RequestInfo| {
+        if info.uri.first() != Some(&b'/') {
+            return DECLINED;
         }
-        Err(e) => {
-            log(r, APLOG_INFO, &format!("{}: {e}", info.path));
-            c_int::from(e.status())
+        let Some(found) = config.match_script_alias(host_index(config, info), &info.uri) else {
+            return DECLINED;
+        };
+        match CString::new(found.path.into_os_string().into_vec()) {
+            // SAFETY: `r` is live and the filename a valid C string for the call (the shim
+            // copies it into the request pool).
+            Ok(f) => unsafe { wsgi_rs_set_target(r, f.as_ptr()) },
+            Err(_) => return 404,
         }
+        OK
     };
     // SAFETY: the caller's contract.
     unsafe { request_hook(r, "translate_name", translate) }
+}
+
+/// Who a request is, for naming its groups: its virtual host, the server name, the port it
+/// came in on, the `Host` header's name, and its variables (`env`).
+pub(crate) fn requester<'a>(
+    config: &'a Config,
+    info: &'a RequestInfo,
+    host: Option<usize>,
+    env: &'a dyn Fn(&str) -> Option<String>,
+) -> Requester<'a> {
+    Requester {
+        host,
+        server_name: config.server_name(host).unwrap_or(&info.server_name),
+        port: info.local_port,
+        host_header: info
+            .hostname
+            .as_deref()
+            .map(|h| h.split(':').next().unwrap_or(h)),
+        env,
+    }
 }
 
 /// Runs one of the request hooks under [`guard`] (a panic is logged and answered 500) with
@@ -621,20 +635,52 @@ pub extern "C" fn wsgi_rs_child_exit() {
     );
 }
 
-/// The handler: runs the WSGI application of a request `translate_name` claimed.
+/// The handler of `wsgi-script` requests, as mod_wsgi's: a request a `WSGIScriptAlias`
+/// mapped runs the script Apache's directory walk (and MultiViews) found; any other file
+/// whose handler is `wsgi-script` (`AddHandler`, `SetHandler`) runs where `Options ExecCGI`
+/// is on, and gets 403 elsewhere (never its source as a static file). 404 for a missing
+/// script, 403 for a folder.
 ///
 /// # Safety
 /// `r` is the live request Apache is serving on this thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn wsgi_rs_handle(r: *mut RequestRec) -> c_int {
     let handle = |config: &Config, info: &RequestInfo| {
-        let route = match route(config, info) {
-            Ok(Some(route)) => route,
-            Ok(None) => return DECLINED,
-            Err(e) => return c_int::from(e.status()),
+        let host = host_index(config, info);
+        let via = match &info.alias_uri {
+            Some(uri) => match config.match_script_alias(host, uri) {
+                Some(found) => ScriptVia::Alias(found.alias),
+                None => {
+                    log(
+                        r,
+                        APLOG_ERR,
+                        &format!(
+                            "translate_name mapped {} with a WSGIScriptAlias the handler does not find: a mod_wsgi_rs bug, please report it with the configuration",
+                            String::from_utf8_lossy(uri)
+                        ),
+                    );
+                    return 500;
+                }
+            },
+            None => ScriptVia::Handler {
+                exec_cgi: info.exec_cgi,
+            },
         };
         // SAFETY: forwarded from the caller's contract.
-        unsafe { serve(r, info, config, route) }
+        let env_pairs = unsafe { request_env(r) };
+        let env = |var: &str| crate::hooks::env_var(&env_pairs, var);
+        let who = requester(config, info, host, &env);
+        let file = Path::new(OsStr::from_bytes(&info.filename));
+        // Apache gives the request its environment itself.
+        let uri = (&info.uri[..], &info.path_info[..]);
+        match config.wsgi_script_route(&who, via, file, uri, Vec::new()) {
+            // SAFETY: forwarded from the caller's contract.
+            Ok(route) => unsafe { serve(r, info, config, route) },
+            Err(why) => {
+                log(r, APLOG_ERR, &why.to_string());
+                c_int::from(why.status())
+            }
+        }
     };
     // SAFETY: the caller's contract.
     unsafe { request_hook(r, "handler", handle) }

@@ -86,6 +86,11 @@ extern int wsgi_rs_handle_script_handler(request_rec *r, const char *name);
 
 #define WSGI_RS_MAX_DEPTH 64
 
+/* mod_wsgi's handler name for WSGI scripts. */
+#define WSGI_RS_SCRIPT_HANDLER "wsgi-script"
+/* The request note holding the URI a WSGIScriptAlias mapped (see wsgi_rs_set_target). */
+#define WSGI_RS_ALIAS_NOTE "mod_wsgi_rs.alias_uri"
+
 /* Which script each slot of the per-directory configuration holds (the command table passes
  * the slot as cmd->info). */
 enum { WSGI_RS_ACCESS_SCRIPT, WSGI_RS_AUTH_USER_SCRIPT, WSGI_RS_AUTH_GROUP_SCRIPT,
@@ -408,6 +413,8 @@ struct wsgi_rs_request {
     const char *uri;           /* decoded path, as Apache maps it */
     const char *path_info;
     const char *filename;
+    int exec_cgi;              /* Options ExecCGI is on where r->filename is */
+    const char *alias_uri;     /* r->uri when translate_name claimed it for a WSGIScriptAlias */
 };
 
 void wsgi_rs_request_info(request_rec *r, struct wsgi_rs_request *out)
@@ -447,6 +454,8 @@ void wsgi_rs_request_info(request_rec *r, struct wsgi_rs_request *out)
     out->uri = r->uri;
     out->path_info = r->path_info;
     out->filename = r->filename;
+    out->exec_cgi = (ap_allow_options(r) & OPT_EXECCGI) != 0;
+    out->alias_uri = apr_table_get(r->notes, WSGI_RS_ALIAS_NOTE);
 }
 
 typedef void (*wsgi_rs_pair_cb)(void *ctx, const char *key, const char *value);
@@ -576,12 +585,18 @@ int wsgi_rs_has_content_filters(request_rec *r)
     return 0;
 }
 
-/* translate_name found a WSGI script: Apache's directory walk then splits `filename` into the
- * script and PATH_INFO and applies the script folder's <Directory> sections (Require, auth). */
+/* translate_name mapped the request with a WSGIScriptAlias, as mod_wsgi's does: Apache's
+ * directory walk then splits `filename` into the script and PATH_INFO and applies the script
+ * folder's <Directory> sections (Require, auth, Options MultiViews). The handler is mod_wsgi's
+ * `wsgi-script`, which mod_mime's AddHandler or a SetHandler may still replace, as under
+ * mod_wsgi; the notes survive MultiViews' internal redirect and tell the handler the request
+ * is script-aliased (no ExecCGI needed) and which URI the alias mapped. */
 void wsgi_rs_set_target(request_rec *r, const char *filename)
 {
     r->filename = apr_pstrdup(r->pool, filename);
-    r->handler = "wsgi-rs-script";
+    r->handler = WSGI_RS_SCRIPT_HANDLER;
+    apr_table_setn(r->notes, "alias-forced-type", WSGI_RS_SCRIPT_HANDLER);
+    apr_table_setn(r->notes, WSGI_RS_ALIAS_NOTE, apr_pstrdup(r->pool, r->uri));
 }
 
 static int wsgi_rs_translate_name(request_rec *r)
@@ -589,8 +604,9 @@ static int wsgi_rs_translate_name(request_rec *r)
     return wsgi_rs_translate(r);
 }
 
-/* WSGIScriptAlias requests (claimed in translate_name), and the handler names of
- * WSGIHandlerScript (src/handlers.rs). */
+/* mod_wsgi's handler names: `wsgi-script` (WSGIScriptAlias requests, and files that
+ * AddHandler or SetHandler give it, where Options ExecCGI allows), its MIME-type spelling,
+ * and the names of WSGIHandlerScripts (src/handlers.rs). */
 static int wsgi_rs_handler(request_rec *r)
 {
     int status;
@@ -598,7 +614,8 @@ static int wsgi_rs_handler(request_rec *r)
     if (r->handler == NULL) {
         return DECLINED;
     }
-    script_handler = strcmp(r->handler, "wsgi-rs-script") != 0;
+    script_handler = strcmp(r->handler, WSGI_RS_SCRIPT_HANDLER) != 0
+                     && strcmp(r->handler, "application/x-httpd-wsgi") != 0;
     if (script_handler && !wsgi_rs_is_script_handler(r->handler)) {
         return DECLINED;
     }
@@ -623,13 +640,16 @@ static void wsgi_rs_child_init_hook(apr_pool_t *pchild, server_rec *s)
 
 void wsgi_rs_register_hooks(apr_pool_t *p)
 {
-    /* Before mod_alias, as mod_wsgi: a WSGIScriptAlias wins over an Alias of the same URL. */
-    static const char *const after_us[] = { "mod_alias.c", NULL };
+    /* After mod_alias and before mod_userdir and mod_vhost_alias, as mod_wsgi orders its
+     * translate hook: an Alias or Redirect that matches a URL wins over a WSGIScriptAlias
+     * (`Alias /static/ ...` beside `WSGIScriptAlias / app.wsgi` serves the folder). */
+    static const char *const before_us[] = { "mod_alias.c", NULL };
+    static const char *const after_us[] = { "mod_userdir.c", "mod_vhost_alias.c", NULL };
     ap_hook_pre_config(wsgi_rs_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_test_config(wsgi_rs_test_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(wsgi_rs_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(wsgi_rs_child_init_hook, NULL, NULL, APR_HOOK_MIDDLE);
-    ap_hook_translate_name(wsgi_rs_translate_name, NULL, after_us, APR_HOOK_MIDDLE);
+    ap_hook_translate_name(wsgi_rs_translate_name, before_us, after_us, APR_HOOK_MIDDLE);
     ap_hook_handler(wsgi_rs_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_check_access(wsgi_rs_access_checker, NULL, NULL, APR_HOOK_MIDDLE,
                          AP_AUTH_INTERNAL_PER_CONF);
