@@ -268,26 +268,28 @@ unsafe fn run_hook(
         log(r, APLOG_ERR, message);
         error
     };
+    let run = || {
+        let Some(aux) = script(id) else {
+            let Some(what) = required_by else {
+                return DECLINED;
+            };
+            // SAFETY: forwarded from the caller's contract.
+            let path = unsafe { uri(r) };
+            return fail(&format!(
+                "{what} applies to {path} but no {directive} does: add `{directive} /path/to/auth.wsgi` to the same <Directory> or <Location> section"
+            ));
+        };
+        // SAFETY: forwarded from the caller's contract.
+        match unsafe { prepare(r, &aux, directive) } {
+            Ok(prepared) => decide(&prepared).unwrap_or_else(|e| fail(&e.to_string())),
+            Err(message) => fail(&message),
+        }
+    };
+    // The script's output goes to the error log, for this request.
     guard(
         directive,
         |message| fail(&message),
-        || {
-            let Some(aux) = script(id) else {
-                let Some(what) = required_by else {
-                    return DECLINED;
-                };
-                // SAFETY: forwarded from the caller's contract.
-                let path = unsafe { uri(r) };
-                return fail(&format!(
-                    "{what} applies to {path} but no {directive} does: add `{directive} /path/to/auth.wsgi` to the same <Directory> or <Location> section"
-                ));
-            };
-            // SAFETY: forwarded from the caller's contract.
-            match unsafe { prepare(r, &aux, directive) } {
-                Ok(prepared) => decide(&prepared).unwrap_or_else(|e| fail(&e.to_string())),
-                Err(message) => fail(&message),
-            }
-        },
+        || crate::applog::for_request(r, run),
     )
 }
 

@@ -10,6 +10,7 @@
 //! Rust 1.81 a panic escaping an `extern "C"` function aborts the process, which in an Apache
 //! child would kill every request in flight.
 
+mod applog;
 mod config;
 mod daemons;
 mod guard;

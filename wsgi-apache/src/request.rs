@@ -333,7 +333,7 @@ pub(crate) unsafe fn request_hook(
             };
             // SAFETY: forwarded from the caller's contract.
             let info = unsafe { request_info(r) };
-            f(&config, &info)
+            crate::applog::for_request(r, || f(&config, &info))
         },
     )
 }
@@ -482,6 +482,8 @@ pub extern "C" fn wsgi_rs_child_init() {
             let Some(config) = current_config() else {
                 return;
             };
+            // Python's output (application threads, preloading) goes to the error log.
+            crate::applog::install();
             let embedded_imports = config
                 .import_scripts
                 .iter()
@@ -494,7 +496,7 @@ pub extern "C" fn wsgi_rs_child_init() {
                 return;
             }
             if let Ok(runtime) = start_runtime(&config) {
-                preload(&config, runtime);
+                crate::applog::for_request(std::ptr::null_mut(), || preload(&config, runtime));
             }
         },
     );

@@ -572,6 +572,26 @@ void wsgi_rs_log(request_rec *r, int level, const char *message)
     }
 }
 
+/* A line an application wrote (wsgi.errors, sys.stderr, print()), as it is: mod_wsgi adds no
+ * prefix to them. */
+void wsgi_rs_log_text(request_rec *r, int level, const char *text)
+{
+    if (r != NULL) {
+        ap_log_rerror(APLOG_MARK, level, 0, r, "%s", text);
+    } else {
+        ap_log_error(APLOG_MARK, level, 0, ap_server_conf, "%s", text);
+    }
+}
+
+/* Whether a line at `level` for this request (or the server) reaches the error log. */
+int wsgi_rs_log_enabled(request_rec *r, int level)
+{
+    if (r != NULL) {
+        return APLOG_R_IS_LEVEL(r, level);
+    }
+    return ap_server_conf == NULL || APLOG_IS_LEVEL(ap_server_conf, level);
+}
+
 /* Whether an output filter that transforms content (below AP_FTYPE_PROTOCOL: mod_deflate,
  * mod_cache's, ...) is in the chain: then a HEAD must produce the body it would for GET. */
 int wsgi_rs_has_content_filters(request_rec *r)

@@ -1,7 +1,8 @@
-//! How Apache with mod_wsgi_rs maps requests to WSGI scripts, side by side with Debian's
-//! mod_wsgi 4.9.4 in the same Apache on the same site: files whose handler is `wsgi-script`
-//! (`AddHandler`, `SetHandler`), `Alias` beside `WSGIScriptAlias`, MultiViews in a script
-//! folder, `%{ENV:NAME}` application groups, and raw non-ASCII bytes in the request line.
+//! How Apache with mod_wsgi_rs maps requests to WSGI scripts and logs what they write, side
+//! by side with Debian's mod_wsgi 4.9.4 in the same Apache on the same site: files whose
+//! handler is `wsgi-script` (`AddHandler`, `SetHandler`), `Alias` beside `WSGIScriptAlias`,
+//! MultiViews in a script folder, `%{ENV:NAME}` application groups, raw non-ASCII bytes in the
+//! request line, and `wsgi.errors` in embedded mode.
 
 mod util;
 
@@ -379,5 +380,64 @@ WSGIScriptAlias / {d}/app.wsgi
             "",
         );
         assert_eq!(o, (200, expected), "{shown}");
+    }
+}
+
+/// Writes a line to each of `wsgi.errors`, `sys.stderr` and `sys.stdout`, marked with the
+/// query string.
+const LOGGING_APP: &str = r#"
+import sys
+def application(environ, start_response):
+    marker = environ['QUERY_STRING']
+    environ['wsgi.errors'].write('errors-%s\n' % marker)
+    print('stderr-%s' % marker, file=sys.stderr)
+    print('stdout-%s' % marker)
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [marker.encode()]
+"#;
+
+/// Point 5: what an embedded application writes to `wsgi.errors`, `sys.stderr` and
+/// `sys.stdout` is in Apache's error log when the response has arrived, as mod_wsgi writes
+/// it (for the request, at level error, so the default `LogLevel warn` shows it), with a
+/// daemon process group configured or not.
+#[test]
+fn embedded_output_reaches_the_error_log_at_once() {
+    let Some(dir) = folder("wsgi-apache-errors-", &[("app.wsgi", LOGGING_APP)]) else {
+        return;
+    };
+    let d = dir.path();
+    for (name, daemon) in [
+        ("embedded-only", ""),
+        ("with-daemon", "WSGIDaemonProcess unused threads=1\n"),
+    ] {
+        let run = d.join(name);
+        std::fs::create_dir(&run).unwrap();
+        let site = format!(
+            "LogLevel warn
+{daemon}WSGIScriptAlias / {d}/app.wsgi
+<Directory {d}>
+    Require all granted
+</Directory>
+",
+            d = d.display()
+        );
+        let (ours, theirs) = Apache::ours_and_debians(&run, &site);
+        for apache in [&ours, &theirs] {
+            let marker = format!("{name}-{}", apache.port);
+            let (status, _, body) = apache.get(&format!("/?{marker}"));
+            assert_eq!((status, body), (200, marker.clone().into_bytes()));
+            // No wait: the lines must be there by the end of the request.
+            let log = apache.error_log();
+            for stream in ["errors", "stderr", "stdout"] {
+                let line = log
+                    .lines()
+                    .find(|l| l.ends_with(&format!("] {stream}-{marker}")))
+                    .unwrap_or_else(|| panic!("no {stream} line for {marker} in\n{log}"));
+                assert!(
+                    line.contains(":error] ") && line.contains("[client 127.0.0.1:"),
+                    "{line}"
+                );
+            }
+        }
     }
 }
