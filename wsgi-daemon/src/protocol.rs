@@ -185,10 +185,10 @@ impl Encoder {
     fn str(&mut self, v: &str) {
         self.bytes(v.as_bytes());
     }
-    fn pairs<V: AsRef<[u8]>>(&mut self, v: &[(String, V)]) {
+    fn pairs<N: AsRef<str>, V: AsRef<[u8]>>(&mut self, v: &[(N, V)]) {
         self.u32(v.len() as u32);
         for (name, value) in v {
-            self.str(name);
+            self.str(name.as_ref());
             self.bytes(value.as_ref());
         }
     }
@@ -516,7 +516,10 @@ pub fn decode_request(payload: &[u8]) -> Result<DaemonRequest, ProtocolError> {
             remote_addr,
             remote_port,
             headers,
-            extra,
+            extra: extra
+                .into_iter()
+                .map(|(name, value)| (name.into(), value))
+                .collect(),
         },
     })
 }

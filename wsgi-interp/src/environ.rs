@@ -38,6 +38,21 @@ pub(crate) const KEYS: &[&str] = &[
     "wsgi.run_once",
     "wsgi.input_terminated",
     "wsgi.file_wrapper",
+    // Variables fronts add as extras (interned too, so no request makes their keys).
+    "SERVER_ADDR",
+    "REMOTE_USER",
+    "AUTH_TYPE",
+    "SSL_TLS_SNI",
+    "DOCUMENT_ROOT",
+    "SERVER_ADMIN",
+    "CONTEXT_PREFIX",
+    "CONTEXT_DOCUMENT_ROOT",
+    "mod_wsgi.listener_host",
+    "mod_wsgi.listener_port",
+    "mod_wsgi.request_handler",
+    "mod_wsgi.handler_script",
+    "mod_wsgi.request_id",
+    "mod_wsgi.request_start",
     "HTTP_HOST",
     "HTTP_USER_AGENT",
     "HTTP_ACCEPT",
@@ -126,7 +141,12 @@ pub(crate) mod v {
 }
 
 /// Where the `HTTP_*` keys start in [`KEYS`] (they are last).
-const HTTP_KEYS: usize = 31;
+#[cfg(test)]
+const HTTP_KEYS: usize = 45;
+
+/// [`KEYS`] by name (FxHash: these keys are ours, not a client's to collide).
+static KEY_INDEX: std::sync::LazyLock<rustc_hash::FxHashMap<&'static str, usize>> =
+    std::sync::LazyLock::new(|| KEYS.iter().enumerate().map(|(i, k)| (*k, i)).collect());
 
 /// An environ key: one of [`KEYS`] or a computed name (an uncommon `HTTP_*`, an extra).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,12 +157,13 @@ pub(crate) enum Key<'a> {
 
 impl Key<'_> {
     fn named(name: &str) -> Key<'_> {
-        match KEYS.iter().position(|k| *k == name) {
-            Some(i) => Key::Known(i),
+        match KEY_INDEX.get(name) {
+            Some(&i) => Key::Known(i),
             None => Key::Other(name),
         }
     }
 
+    #[cfg(test)]
     fn name(&self) -> &str {
         match self {
             Key::Known(i) => KEYS[*i],
@@ -252,13 +273,11 @@ fn with_header_key<R>(name: &str, f: impl FnOnce(Key<'_>) -> R) -> R {
             c.to_ascii_uppercase()
         };
     }
-    let buf: &[u8] = buf;
-    match KEYS[HTTP_KEYS..].iter().position(|k| k.as_bytes() == buf) {
-        Some(i) => f(Key::Known(HTTP_KEYS + i)),
-        // The name passed `header_passes`: ASCII alphanumerics, `-` and `_` only.
-        None => f(Key::Other(
-            std::str::from_utf8(buf).expect("header keys are ASCII"),
-        )),
+    // The name passed `header_passes`: ASCII alphanumerics, `-` and `_` only.
+    let key = std::str::from_utf8(buf).expect("header keys are ASCII");
+    match KEY_INDEX.get(key) {
+        Some(&i) => f(Key::Known(i)),
+        None => f(Key::Other(key)),
     }
 }
 
@@ -272,8 +291,19 @@ pub(crate) fn for_each_cgi<E>(
     opts: &CallOptions,
     mut f: impl FnMut(Key<'_>, Value<'_>) -> Result<(), E>,
 ) -> Result<(), E> {
-    let shadowed =
-        |key: Key<'_>| !req.extra.is_empty() && req.extra.iter().any(|(n, _)| n == key.name());
+    // Which keys the extras override: known ones as bits, others by name (rare).
+    let mut known_extras: u128 = 0;
+    let mut other_extras = false;
+    for (name, _) in &req.extra {
+        match Key::named(name) {
+            Key::Known(i) => known_extras |= 1 << i,
+            Key::Other(_) => other_extras = true,
+        }
+    }
+    let shadowed = |key: Key<'_>| match key {
+        Key::Known(i) => known_extras & (1 << i) != 0,
+        Key::Other(name) => other_extras && req.extra.iter().any(|(n, _)| n == name),
+    };
     let mut emit = |key: Key<'_>, value: Value<'_>| {
         if shadowed(key) { Ok(()) } else { f(key, value) }
     };
@@ -335,11 +365,21 @@ pub(crate) fn for_each_cgi<E>(
         }
         with_header_key(name, |key| emit(key, Value::Bytes(&joined)))?;
     }
-    for (i, (name, value)) in req.extra.iter().enumerate() {
-        if req.extra[i + 1..].iter().any(|(n, _)| n == name) {
-            continue;
+    // Of repeated extras the last wins: walked from the end, each key once.
+    let mut emitted: u128 = 0;
+    for (i, (name, value)) in req.extra.iter().enumerate().rev() {
+        let key = Key::named(name);
+        let repeated = match key {
+            Key::Known(k) => {
+                let seen = emitted & (1 << k) != 0;
+                emitted |= 1 << k;
+                seen
+            }
+            Key::Other(_) => req.extra[i + 1..].iter().any(|(n, _)| n == name),
+        };
+        if !repeated {
+            f(key, Value::Bytes(value))?;
         }
-        f(Key::named(name), Value::Bytes(value))?;
     }
     Ok(())
 }
@@ -404,6 +444,11 @@ mod tests {
         assert_eq!(KEYS[13], "CONTENT_LENGTH");
         assert_eq!(KEYS[14], "SCRIPT_FILENAME");
         assert_eq!(KEYS[HTTP_KEYS], "HTTP_HOST");
+        assert!(
+            KEYS.len() <= 128,
+            "for_each_cgi keeps the shadowed keys in a u128"
+        );
+        assert_eq!(KEY_INDEX.len(), KEYS.len(), "no key twice");
         assert!(KEYS[HTTP_KEYS..].iter().all(|k| k.starts_with("HTTP_")));
         assert!(KEYS[..HTTP_KEYS].iter().all(|k| !k.starts_with("HTTP_")));
         assert_eq!(VALUES[v::HTTP], "http");

@@ -1,6 +1,7 @@
 //! The boundary between the WSGI call and whatever carries HTTP (the hyper front, the daemon
 //! wire protocol): a request description, a streaming body, a streaming sink and the outcome.
 
+use std::borrow::Cow;
 use std::io;
 use std::os::fd::RawFd;
 use std::path::PathBuf;
@@ -36,7 +37,7 @@ pub struct RequestHead {
     pub headers: Vec<(String, Vec<u8>)>,
     /// Extra CGI variables (e.g. `SCRIPT_FILENAME`, `DOCUMENT_ROOT`, `REMOTE_USER`); they
     /// override computed ones of the same name.
-    pub extra: Vec<(String, Vec<u8>)>,
+    pub extra: Vec<(Cow<'static, str>, Vec<u8>)>,
 }
 
 /// What a front knows of a request routed to an application (or to its hook scripts), for
@@ -143,7 +144,7 @@ impl RequestHead {
                 || name.starts_with("mod_wsgi.")
                 || is_header(&name);
             if !ours {
-                extra.push((name, value));
+                extra.push((Cow::Owned(name), value));
             }
         }
         // The connection's own scheme, whatever `wsgi.url_scheme` becomes.
@@ -151,12 +152,15 @@ impl RequestHead {
             Scheme::Http => b"http",
             Scheme::Https => b"https",
         };
-        extra.push(("REQUEST_SCHEME".into(), request_scheme.to_vec()));
-        extra.push(("SCRIPT_FILENAME".into(), script_filename.to_vec()));
-        extra.push(("SERVER_ADDR".into(), local.0.clone().into_bytes()));
-        extra.push(("mod_wsgi.listener_host".into(), local.0.into_bytes()));
+        extra.push((Cow::Borrowed("REQUEST_SCHEME"), request_scheme.to_vec()));
+        extra.push((Cow::Borrowed("SCRIPT_FILENAME"), script_filename.to_vec()));
+        extra.push((Cow::Borrowed("SERVER_ADDR"), local.0.clone().into_bytes()));
         extra.push((
-            "mod_wsgi.listener_port".into(),
+            Cow::Borrowed("mod_wsgi.listener_host"),
+            local.0.into_bytes(),
+        ));
+        extra.push((
+            Cow::Borrowed("mod_wsgi.listener_port"),
             local.1.to_string().into_bytes(),
         ));
         let mut head = RequestHead {
@@ -180,9 +184,10 @@ impl RequestHead {
 
     /// Sets a variable of the front's own (`REMOTE_USER`, `DOCUMENT_ROOT`...), over any of
     /// the same name.
-    pub fn set_extra(&mut self, name: &str, value: Vec<u8>) {
-        self.extra.retain(|(k, _)| k != name);
-        self.extra.push((name.to_string(), value));
+    pub fn set_extra(&mut self, name: impl Into<Cow<'static, str>>, value: Vec<u8>) {
+        let name = name.into();
+        self.extra.retain(|(k, _)| *k != name);
+        self.extra.push((name, value));
     }
 
     /// `WSGITrustedProxyHeaders`/`WSGITrustedProxies` of `settings`: the environ rewrites a
