@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use util::{DAEMON, Server, get_text};
+use util::{
+    DAEMON, Server, alive, daemon_user_option as user_option, eventually, get_text, wsgi_status,
+};
 
 const APP: &str = r#"
 import os, time
@@ -52,11 +54,6 @@ fn daemon_uid() -> u32 {
     }
 }
 
-/// `user=nobody ` when root (daemons never run as root), else nothing.
-fn user_option() -> &'static str {
-    if root() { "user=nobody " } else { "" }
-}
-
 /// A world-readable scratch folder under /var/tmp.
 fn scratch() -> tempfile::TempDir {
     util::scratch_world_readable("wsgi-daemon-serve-test-")
@@ -75,53 +72,9 @@ fn sh(cmd: &mut Command) {
     );
 }
 
-fn alive(pid: u32) -> bool {
-    // A zombie still has /proc/PID; its state is Z.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let after = &stat[stat.rfind(')').unwrap() + 2..];
-            !after.starts_with('Z')
-        }
-        Err(_) => false,
-    }
-}
-
-fn wsgi_status(addr: &str, format: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_wsgi"))
-        .args(["status", "--status-addr", addr, "--format", format])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "wsgi status: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
 /// `wsgi serve --config CONF EXTRA...` (daemon launch settings, info log).
 fn serve_config(conf: &Path, extra: &[&str]) -> Server {
-    let mut args = vec![
-        "--config",
-        conf.to_str().unwrap(),
-        "--port",
-        "0",
-        "--log-level",
-        "info",
-    ];
-    args.extend_from_slice(extra);
-    Server::start_with(&DAEMON, &args)
+    util::try_serve_config(conf, extra).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `wsgi serve --config` of one daemon group `name` with `options`, serving the app at `/` in

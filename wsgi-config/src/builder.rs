@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use regex::Regex;
 
-use crate::daemon::parse_daemon_options;
+use crate::daemon::{DaemonProgram, memory_limits_too_small, parse_daemon_options};
 use crate::directives::{self, Arity, DirectiveDef, Scope, Status};
 use crate::env::{EnvOp, SetEnvIf};
 use crate::error::{ConfigError, ConfigWarning, ErrorKind, closest};
@@ -836,6 +836,14 @@ impl ConfigBuilder {
                 let (options, refused) = parse_daemon_options(&args[1..], &mut notes);
                 for note in notes {
                     self.warn(&d.span, &format!("WSGIDaemonProcess {name}"), note.0);
+                }
+                // Limits the Apache module's daemons start under, but not wsgi serve's.
+                let too_small = memory_limits_too_small(&options, DaemonProgram::Wsgi);
+                if refused.is_empty() && !too_small.is_empty() {
+                    let why: Vec<String> = too_small.iter().map(ToString::to_string).collect();
+                    self.config
+                        .unserved_forms
+                        .push((d.span.clone(), why.join("; ")));
                 }
                 // Defined even with bad options (with the ones that parse), so that the lines
                 // naming the group are not refused too: only the bad options are reported.

@@ -235,6 +235,99 @@ impl DaemonOptions {
     }
 }
 
+/// The stack of a daemon process's worker thread when `stack-size=` is not given (Rust's
+/// default thread stack).
+pub const WORKER_STACK: usize = 2 * 1024 * 1024;
+
+/// The program a daemon process runs: what it holds before its workers differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DaemonProgram {
+    /// `wsgi-daemon`, which the Apache module execs (the system allocator).
+    WsgiDaemon,
+    /// `wsgi daemon-process`, which `wsgi serve` execs (mimalloc, which reserves its memory
+    /// 64 MiB at a time, and a larger program).
+    Wsgi,
+}
+
+impl DaemonProgram {
+    /// What an idle daemon process of this program holds besides its workers' stacks, in
+    /// bytes of data (`RLIMIT_DATA`) and of address space (`RLIMIT_AS`): measured as the
+    /// least `memory-limit=` and `virtual-memory-limit=` under which a process with
+    /// `threads=1` and with `threads=15` starts and serves (Debian 12, Python 3.11, release
+    /// builds), less its workers' stacks, rounded down.
+    fn idle_without_workers(self) -> (u64, u64) {
+        match self {
+            DaemonProgram::WsgiDaemon => (10_000_000, 24_000_000),
+            DaemonProgram::Wsgi => (18_000_000, 102_000_000),
+        }
+    }
+}
+
+/// The least `memory-limit=` and `virtual-memory-limit=` a daemon process can start under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryFloor {
+    /// For `memory-limit=` (`RLIMIT_DATA`: private writable memory, thread stacks included).
+    pub data: u64,
+    /// For `virtual-memory-limit=` (`RLIMIT_AS`: all the address space).
+    pub address_space: u64,
+}
+
+/// What an idle daemon process of `program` with `threads` workers of `stack-size=`
+/// `stack_size` needs before its application loads anything: under less it cannot start
+/// its threads or Python.
+pub fn memory_floor(program: DaemonProgram, threads: u32, stack_size: Option<u64>) -> MemoryFloor {
+    const PAGE: u64 = 4096;
+    // Each worker's stack, in whole pages, and its guard page.
+    let stack = stack_size.unwrap_or(WORKER_STACK as u64).div_ceil(PAGE) * PAGE + PAGE;
+    let stacks = u64::from(threads.max(1)) * stack;
+    let (data, address_space) = program.idle_without_workers();
+    MemoryFloor {
+        data: data + stacks,
+        address_space: address_space + stacks,
+    }
+}
+
+/// `memory-limit=` and `virtual-memory-limit=` of `o` under what a daemon process of
+/// `program` needs to start ([`memory_floor`]): why, with the least value and what to set,
+/// one entry per limit.
+pub fn memory_limits_too_small(o: &DaemonOptions, program: DaemonProgram) -> Vec<ErrorKind> {
+    let floor = memory_floor(program, o.threads, o.stack_size);
+    let limits = [
+        (
+            "memory-limit",
+            o.memory_limit,
+            floor.data,
+            "data (thread stacks included)",
+        ),
+        (
+            "virtual-memory-limit",
+            o.virtual_memory_limit,
+            floor.address_space,
+            "address space",
+        ),
+    ];
+    let running = match program {
+        DaemonProgram::WsgiDaemon => "a daemon process",
+        DaemonProgram::Wsgi => "a daemon process of wsgi serve (the wsgi program)",
+    };
+    limits
+        .into_iter()
+        .filter(|(_, limit, least, _)| *limit > 0 && limit < least)
+        .map(|(option, limit, least, what)| ErrorKind::BadValue {
+            option: option.into(),
+            value: limit.to_string(),
+            expected: format!(
+                "{running} with threads={} needs {least} bytes ({} MB) of {what} before its application loads anything, so it could not start: set {option}={} or more (with room for the application: a running process's VmData and VmSize in /proc/PID/status show what it uses), or lower threads={}{}",
+                o.threads.max(1),
+                least.div_ceil(1_000_000),
+                least.div_ceil(100_000_000) * 100_000_000,
+                o.threads,
+                if o.stack_size.is_some() { " or stack-size=" } else { "" },
+            ),
+        })
+        .collect()
+}
+
 /// A non-fatal finding while reading the options.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OptionNote(pub String);
@@ -285,6 +378,9 @@ pub fn parse_daemon_options(
             refused.push(e);
         }
     }
+    // The smaller of the programs' needs: under it, no daemon process can start. wsgi serve
+    // refuses what its own program cannot start under (`serve_support::unserved`).
+    refused.extend(memory_limits_too_small(&o, DaemonProgram::WsgiDaemon));
     if let (Some(_), Some(group)) = (&o.script_user, &o.script_group) {
         refused.push(ErrorKind::BadValue {
             option: "script-group".into(),
@@ -479,6 +575,7 @@ mod tests {
             "send-buffer-size" | "receive-buffer-size" | "response-buffer-size" => "65536",
             "header-buffer-size" => "8192",
             "cpu-priority" => "5",
+            "memory-limit" | "virtual-memory-limit" => "1000000000",
             _ => "3",
         };
         for name in DAEMON_OPTIONS {
@@ -599,6 +696,65 @@ mod tests {
         assert_eq!((o.processes, o.processes_given, o.threads), (1, false, 4));
         assert_eq!(o.python_home, None);
         assert_eq!(o.python_path, [PathBuf::from("/srv/app")]);
+    }
+
+    #[test]
+    fn memory_limits_a_daemon_cannot_start_under_are_refused_with_the_least_value() {
+        // threads=15 of 2 MiB stacks (and their guard pages): 31.5 MB, plus the program's own.
+        let floor = memory_floor(DaemonProgram::WsgiDaemon, 15, None);
+        assert_eq!(floor.data, 10_000_000 + 15 * 2_101_248);
+        assert_eq!(floor.address_space, 24_000_000 + 15 * 2_101_248);
+        assert_eq!(
+            parse(&["memory-limit=20000000"]).unwrap_err().to_string(),
+            "memory-limit=`20000000` is not valid: a daemon process with threads=15 needs 41518720 bytes (42 MB) of data (thread stacks included) before its application loads anything, so it could not start: set memory-limit=100000000 or more (with room for the application: a running process's VmData and VmSize in /proc/PID/status show what it uses), or lower threads=15"
+        );
+        let e = parse(&[
+            "threads=4",
+            "stack-size=8388608",
+            "virtual-memory-limit=50000000",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("virtual-memory-limit=`50000000` is not valid: a daemon process with threads=4 needs 57570816 bytes (58 MB) of address space"),
+            "{e}"
+        );
+        assert!(e.ends_with("or lower threads=4 or stack-size="), "{e}");
+        // At the floor, above it, and 0 (no limit): accepted.
+        for ok in [
+            format!("memory-limit={}", floor.data),
+            "memory-limit=300000000".into(),
+            "virtual-memory-limit=300000000".into(),
+            "memory-limit=0".into(),
+        ] {
+            assert!(parse(&[&ok]).is_ok(), "{ok}");
+        }
+        // Fewer threads need less.
+        assert!(parse(&["threads=1", "memory-limit=20000000"]).is_ok());
+        // Both limits too small: both refused.
+        let words: Vec<String> = ["memory-limit=1000", "virtual-memory-limit=1000"]
+            .iter()
+            .map(|w| w.to_string())
+            .collect();
+        let (_, refused) = parse_daemon_options(&words, &mut Vec::new());
+        assert_eq!(refused.len(), 2, "{refused:?}");
+    }
+
+    #[test]
+    fn the_wsgi_program_needs_more_than_wsgi_daemon() {
+        let o = parse(&["virtual-memory-limit=100000000"]).unwrap();
+        assert!(memory_limits_too_small(&o, DaemonProgram::WsgiDaemon).is_empty());
+        let refused = memory_limits_too_small(&o, DaemonProgram::Wsgi);
+        assert_eq!(refused.len(), 1);
+        let e = refused[0].to_string();
+        assert!(
+            e.starts_with("virtual-memory-limit=`100000000` is not valid: a daemon process of wsgi serve (the wsgi program) with threads=15 needs 133518720 bytes (134 MB) of address space"),
+            "{e}"
+        );
+        assert!(
+            e.contains("set virtual-memory-limit=200000000 or more"),
+            "{e}"
+        );
     }
 
     #[test]

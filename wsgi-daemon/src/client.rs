@@ -134,6 +134,14 @@ pub enum DispatchError {
         /// Attempts made.
         attempts: u32,
     },
+    /// The daemon process that took the request could not start (503).
+    #[error("daemon process group `{group}` cannot start its processes: {why}")]
+    StartFailed {
+        /// The group.
+        group: String,
+        /// Why, as the process reported it.
+        why: String,
+    },
     /// The request waited longer than queue-timeout (503).
     #[error(
         "the request waited longer than queue-timeout for a worker in daemon process group `{0}`"
@@ -178,6 +186,7 @@ impl DispatchError {
             DispatchError::UnknownGroup(_) | DispatchError::HeadersTooLarge { .. } => 500,
             DispatchError::Connect { .. }
             | DispatchError::Restarting { .. }
+            | DispatchError::StartFailed { .. }
             | DispatchError::QueueTimeout(_) => 503,
             DispatchError::DaemonGone { .. } => 502,
             DispatchError::Timeout { .. } => 504,
@@ -458,6 +467,10 @@ impl GroupClient {
                         End::Rejected(RejectReason::ScriptChanged | RejectReason::Draining) => {
                             Attempt::Retry { rejected: true }
                         }
+                        End::StartFailed(why) => Attempt::Done(Err(DispatchError::StartFailed {
+                            group: group.clone(),
+                            why,
+                        })),
                     };
                 }
                 Ok(Some((other, _))) => ProtocolError::Unexpected {

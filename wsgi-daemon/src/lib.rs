@@ -8,7 +8,8 @@
 //!   `threads` workers running requests through `wsgi-interp`, and the recycling triggers
 //!   (maximum-requests, restart-interval, inactivity-timeout, request-timeout, script changes,
 //!   SIGUSR1, SIGXCPU from cpu-time-limit); resource limits, CPU priority and the switch
-//!   interval are applied before any request runs.
+//!   interval are applied before any request runs. startup-timeout and inactivity-timeout
+//!   start where mod_wsgi starts them (`timers`): an idle process keeps running.
 //! * [`client`]: the front's side, [`DaemonClient::dispatch`], with the same body, sink and
 //!   outcome types as an embedded call.
 //! * [`protocol`]: the framed wire protocol between the two.
@@ -21,6 +22,7 @@ pub mod process;
 pub mod protocol;
 pub mod spec;
 pub mod supervisor;
+mod timers;
 
 pub use client::{ClientOptions, DaemonClient, DispatchError, Endpoint};
 pub use protocol::DaemonRequest;

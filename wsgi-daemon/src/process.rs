@@ -41,6 +41,7 @@ use crate::protocol::{
     encode_start, kind, write_raw,
 };
 use crate::spec::{HandoverError, Identity, ProcessSpec, Report, receive_spec};
+use crate::timers::{BacklogWatch, InactivityTimer, StartupTimer};
 
 /// Why a daemon process could not start.
 #[derive(Debug, thiserror::Error)]
@@ -86,14 +87,28 @@ pub enum ProcessError {
         why: String,
     },
     /// CPython did not start.
-    #[error("Python did not start in daemon process group `{group}`: {source}")]
+    #[error("Python did not start in daemon process group `{group}`: {source}{hint}")]
     Python {
         /// The daemon group.
         group: String,
         /// Why.
         source: wsgi_interp::StartError,
+        /// What to change when a memory limit is the likely cause (else empty).
+        hint: String,
     },
-    /// A thread or the poller could not be created.
+    /// One of the process's threads could not be created.
+    #[error("daemon process group `{group}` cannot start its {thread} thread: {source}{hint}")]
+    Thread {
+        /// The daemon group.
+        group: String,
+        /// Which thread.
+        thread: String,
+        /// The OS error.
+        source: io::Error,
+        /// What to change when a memory limit is the likely cause (else empty).
+        hint: String,
+    },
+    /// The poller or the listening socket could not be set up.
     #[error("daemon process group `{group}` could not start: {source}")]
     Setup {
         /// The daemon group.
@@ -124,7 +139,9 @@ pub fn main() -> i32 {
 }
 
 /// Runs a daemon process over `control` (the supervisor's end of the control socket must be
-/// on the other side). Returns the exit status.
+/// on the other side). Returns the exit status. Call it on the process's only thread: it sets
+/// the signal mask and malloc's arena count that every later thread gets, and removes
+/// variables from the environment.
 pub fn run(control: UnixStream) -> Result<i32, ProcessError> {
     // Signals first, before any thread exists, so every thread inherits the mask.
     let mut signals = SigSet::empty();
@@ -142,16 +159,187 @@ pub fn run(control: UnixStream) -> Result<i32, ProcessError> {
         .map_err(|e| setup_err("", io::Error::from(e)))?;
 
     let (spec, listener) = receive_spec(&control)?;
+    // Both before the first thread starts.
+    limit_malloc_arenas(&spec);
+    unset_env(&spec.unset_env);
     let report = Reporter::new(control);
     let fatal = report.control.try_clone().ok();
-    match start(&spec, listener, report) {
-        Ok(process) => Ok(process.serve(signals)),
+    // A second descriptor of the group's socket, to answer the requests waiting on it if
+    // this process cannot start.
+    let waiting = listener.try_clone().ok();
+    match start(&spec, listener, report, signals) {
+        Ok(process) => Ok(process.serve()),
         Err(e) => {
             if let Some(control) = fatal {
                 Reporter { control }.send(&Report::Fatal(e.to_string()));
             }
+            if let Some(listener) = waiting {
+                refuse_waiting(listener, &e.to_string());
+            }
             Err(e)
         }
+    }
+}
+
+/// glibc's malloc gives each thread that allocates under contention an arena of its own, up
+/// to 8 per CPU, and reserves 64 MiB of address space for each: over 1 GB for a daemon of 15
+/// threads, which `virtual-memory-limit=` counts. Python's allocations are serialised by
+/// the GIL anyway, so a daemon process keeps two arenas (the main one and one more), and
+/// only the main one under `virtual-memory-limit=`, unless `MALLOC_ARENA_MAX` in its
+/// environment says otherwise (glibc reads that itself).
+fn limit_malloc_arenas(spec: &ProcessSpec) {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
+    let arenas: libc::c_int = if spec.virtual_memory_limit > 0 { 1 } else { 2 };
+    // SAFETY: mallopt only sets a malloc parameter (under malloc's own lock); no memory of
+    // ours is involved. It fails only for an unknown parameter, which M_ARENA_MAX is not.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, arenas) };
+}
+
+/// Removes the variables the supervisor set only for this program's start-up (its
+/// allocator's settings, read before `main`), so the application's `os.environ` does not see
+/// them. Done only while the process has a single thread, when nothing can read the
+/// environment concurrently.
+fn unset_env(names: &[String]) {
+    if names.is_empty() || threads_of_this_process() != Some(1) {
+        return;
+    }
+    for name in names {
+        // SAFETY: this process has one thread (checked just above, and no thread is started
+        // by this loop), so no other thread reads or writes the environment meanwhile.
+        unsafe { std::env::remove_var(name) };
+    }
+}
+
+/// The number of threads of this process (`Threads:` of `/proc/self/status`).
+fn threads_of_this_process() -> Option<u64> {
+    proc_status_field("Threads:")
+}
+
+/// A numeric field of `/proc/self/status` (`VmSize:` and `VmData:` are in kB).
+fn proc_status_field(name: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(name))?;
+    line[name.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// After a failed start: answers the requests already waiting on the group's socket with
+/// why (the front answers 503 with it), instead of leaving them to wait for a process that
+/// cannot start. Bounded: what is queued now, for 2 s at most.
+fn refuse_waiting(listener: OwnedFd, why: &str) {
+    let listener = UnixListener::from(listener);
+    if listener.set_nonblocking(true).is_err() {
+        return;
+    }
+    let end = encode_end(&End::StartFailed(why.to_string()));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        let Ok((conn, _)) = listener.accept() else {
+            break;
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let wait = Some(left.clamp(Duration::from_millis(1), Duration::from_millis(500)));
+        let _ = conn.set_nonblocking(false);
+        let _ = conn.set_read_timeout(wait);
+        let _ = conn.set_write_timeout(wait);
+        // The request first, so the front never writes to a socket closed under it.
+        if let Ok(Some((kind::REQUEST, _))) = FrameReader::new(&conn).next_frame() {
+            let _ = (&conn).write_all(&end);
+        }
+    }
+}
+
+/// The stack of the process's own threads (reactor, signals, GIL probe, startup watch): they
+/// run no application code, so they need far less than a worker.
+const HELPER_STACK: usize = 256 * 1024;
+
+/// What to change when `source` (a thread or Python that could not start) is likely a memory
+/// limit's doing: ENOMEM or EAGAIN while `memory-limit=` or `virtual-memory-limit=` is set.
+/// Empty otherwise.
+fn limit_hint(spec: &ProcessSpec, source: &io::Error) -> String {
+    let by_limit = matches!(
+        source.raw_os_error(),
+        Some(libc::EAGAIN) | Some(libc::ENOMEM)
+    );
+    if !by_limit || (spec.memory_limit == 0 && spec.virtual_memory_limit == 0) {
+        return String::new();
+    }
+    // Enough for either program (wsgi serve's `wsgi` needs the more).
+    let floor = wsgi_config::daemon::memory_floor(
+        wsgi_config::daemon::DaemonProgram::Wsgi,
+        spec.threads,
+        spec.stack_size,
+    );
+    let stacks = u64::from(spec.threads.max(1))
+        * spec
+            .stack_size
+            .unwrap_or(wsgi_config::daemon::WORKER_STACK as u64);
+    let limits = [
+        (
+            "memory-limit",
+            "RLIMIT_DATA",
+            spec.memory_limit,
+            floor.data,
+            "VmData:",
+            "data",
+        ),
+        (
+            "virtual-memory-limit",
+            "RLIMIT_AS",
+            spec.virtual_memory_limit,
+            floor.address_space,
+            "VmSize:",
+            "address space",
+        ),
+    ];
+    let mut advice = Vec::new();
+    for (option, rlimit, limit, least, field, what) in limits {
+        if limit == 0 {
+            continue;
+        }
+        // The kernel's kB are KiB.
+        let had = proc_status_field(field)
+            .map_or("?".to_string(), |kb| (kb * 1024 / 1_000_000).to_string());
+        let fix = if limit < least {
+            format!("set it to at least {least}, plus what the application needs")
+        } else {
+            format!(
+                "the application and its preloaded scripts hold the rest: raise it by at least {stacks} bytes (the worker threads' stacks), or lower threads="
+            )
+        };
+        advice.push(format!(
+            "{option}={limit} ({rlimit}; the process held {had} MB of {what}, {} in /proc/PID/status, when this failed): {fix}",
+            field.trim_end_matches(':')
+        ));
+    }
+    format!(
+        "; its memory limit is too small for it to start (Python and {} worker threads): {}; or remove the limit",
+        spec.threads.max(1),
+        advice.join("; ")
+    )
+}
+
+/// [`limit_hint`] for Python's start-up errors.
+fn python_hint(spec: &ProcessSpec, source: &wsgi_interp::StartError) -> String {
+    match source {
+        wsgi_interp::StartError::Thread(e) => limit_hint(spec, e),
+        wsgi_interp::StartError::Init { message, .. } if message.contains("memory") => {
+            limit_hint(spec, &io::Error::from_raw_os_error(libc::ENOMEM))
+        }
+        wsgi_interp::StartError::Setup(e) if e.type_name == "MemoryError" => {
+            limit_hint(spec, &io::Error::from_raw_os_error(libc::ENOMEM))
+        }
+        _ => String::new(),
+    }
+}
+
+fn thread_err(spec: &ProcessSpec, thread: &str, source: io::Error) -> ProcessError {
+    ProcessError::Thread {
+        group: spec.group.clone(),
+        thread: thread.to_string(),
+        hint: limit_hint(spec, &source),
+        source,
     }
 }
 
@@ -185,14 +373,14 @@ impl Reporter {
 }
 
 /// Process-wide set-up in mod_wsgi's order: process title, CPU priority, groups, user, cwd,
-/// umask, resource limits, then Python.
+/// umask, resource limits, then Python, the preloads and the threads.
 fn start(
     spec: &ProcessSpec,
     listener: OwnedFd,
     report: Reporter,
+    signals: SigSet,
 ) -> Result<Arc<Shared>, ProcessError> {
     let group = spec.group.clone();
-    let born = Instant::now();
     if let Some(title) = &spec.display_name {
         // The kernel keeps 15 bytes; argv[0] already carries the full title (set by exec).
         let short: Vec<u8> = title.bytes().filter(|b| *b != 0).take(15).collect();
@@ -246,6 +434,7 @@ fn start(
     )
     .map_err(|source| ProcessError::Python {
         group: group.clone(),
+        hint: python_hint(spec, &source),
         source,
     })?;
 
@@ -275,55 +464,57 @@ fn start(
         served: AtomicU64::new(0),
         in_flight: AtomicUsize::new(0),
         running: (0..threads).map(|_| Mutex::new(None)).collect(),
-        last_activity: Mutex::new(Instant::now()),
+        inactivity: Mutex::new(InactivityTimer::new(spec.inactivity_timeout)),
+        startup: Mutex::new(StartupTimer::new(spec.startup_timeout)),
         gil_seen: Mutex::new(Instant::now()),
         recycle: Mutex::new(None),
+        signal: Mutex::new(None),
         prepared: Mutex::new(HashSet::new()),
-        script_loaded: AtomicBool::new(false),
         serving: AtomicBool::new(false),
     });
     // The main interpreter exists already: set it up now (the GIL probe uses it).
     if let Ok(main) = shared.runtime.interpreter("") {
         shared.prepare(&main);
     }
-    let spawn_startup_watch = |s: Arc<Shared>| {
+    let spawn = |name: &str, stack: usize, f: Box<dyn FnOnce() + Send>| {
         std::thread::Builder::new()
-            .name("wsgi-startup-watch".into())
-            .spawn(move || s.startup_watch(born))
+            .name(name.to_string())
+            .stack_size(stack)
+            .spawn(f)
             .map(drop)
-            .map_err(|e| setup_err(&group, e))
+            .map_err(|e| thread_err(spec, name, e))
     };
-    if !spec.startup_timeout.is_zero() {
-        spawn_startup_watch(shared.clone())?;
+    let helper = |name: &str, run: fn(Arc<Shared>)| {
+        let s = shared.clone();
+        spawn(name, HELPER_STACK, Box::new(move || run(s)))
+    };
+    if !spec.startup_timeout.is_zero() && !spec.preload.is_empty() {
+        helper("wsgi-startup-watch", Shared::startup_watch)?;
     }
     // mod_wsgi loads these on the main thread before any request is accepted.
     shared.preload()?;
-    let spawn = |name: String, stack: Option<u64>, f: Box<dyn FnOnce() + Send>| {
-        let mut builder = std::thread::Builder::new().name(name);
-        if let Some(size) = stack {
-            builder = builder.stack_size(size as usize);
-        }
-        builder.spawn(f).map(drop).map_err(|e| setup_err(&group, e))
-    };
+    let worker_stack = spec
+        .stack_size
+        .map_or(wsgi_config::daemon::WORKER_STACK, |s| s as usize);
     for i in 0..threads {
         let s = shared.clone();
         let rx = jobs_rx.clone();
         spawn(
-            format!("wsgi-worker-{i}"),
-            spec.stack_size,
+            &format!("wsgi-worker-{i}"),
+            worker_stack,
             Box::new(move || s.worker(i, rx)),
         )?;
     }
-    let s = shared.clone();
-    spawn("wsgi-reactor".into(), None, Box::new(move || s.reactor()))?;
+    helper("wsgi-reactor", Shared::reactor)?;
     if !spec.deadlock_timeout.is_zero() {
-        let s = shared.clone();
-        spawn(
-            "wsgi-gil-probe".into(),
-            None,
-            Box::new(move || s.gil_probe()),
-        )?;
+        helper("wsgi-gil-probe", Shared::gil_probe)?;
     }
+    let s = shared.clone();
+    spawn(
+        "wsgi-signals",
+        HELPER_STACK,
+        Box::new(move || s.wait_signals(signals)),
+    )?;
     shared.serving.store(true, Ordering::SeqCst);
     shared.report.send(&Report::Ready);
     tracing::info!(
@@ -420,13 +611,17 @@ struct Shared {
     in_flight: AtomicUsize,
     /// Per worker: when its current request started.
     running: Vec<Mutex<Option<Running>>>,
-    last_activity: Mutex<Instant>,
+    /// inactivity-timeout: activity is a request starting or ending.
+    inactivity: Mutex<InactivityTimer>,
+    /// startup-timeout: from the first request waiting until a WSGI script has loaded
+    /// (preloaded or for a request).
+    startup: Mutex<StartupTimer>,
     gil_seen: Mutex<Instant>,
     recycle: Mutex<Option<Drain>>,
+    /// The last stop or restart signal received (SIGTERM stands for every stop signal).
+    signal: Mutex<Option<Signal>>,
     /// Interpreters (by application group) already given the per-interpreter settings.
     prepared: Mutex<HashSet<String>>,
-    /// A WSGI script has loaded (preloaded or for a request): startup-timeout is satisfied.
-    script_loaded: AtomicBool,
     /// Preloading is over and the workers are running.
     serving: AtomicBool,
 }
@@ -602,6 +797,7 @@ impl Shared {
             return After::Close;
         }
         let started = Instant::now();
+        self.request_waiting(started);
         *self.running[index].lock() = Some(Running {
             started,
             // SAFETY: pthread_self has no preconditions.
@@ -609,8 +805,8 @@ impl Shared {
             group: request.application_group.clone(),
             interrupted: None,
         });
-        *self.last_activity.lock() = started;
         self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.inactivity.lock().activity(started);
 
         let spec = ScriptSpec {
             path: request.script.clone(),
@@ -646,7 +842,7 @@ impl Shared {
                     let outcome = interp.call(&spec, &request.head, &opts, &mut body, &mut sink);
                     // A missing file (404) says nothing about whether the app can load.
                     if !matches!(outcome, Outcome::Script(_) | Outcome::Unavailable(_)) {
-                        self.script_loaded.store(true, Ordering::SeqCst);
+                        self.script_loaded();
                     }
                     outcome
                 }
@@ -670,7 +866,7 @@ impl Shared {
             }
         };
         *self.running[index].lock() = None;
-        *self.last_activity.lock() = Instant::now();
+        self.inactivity.lock().activity(Instant::now());
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
         let served = self.served.fetch_add(1, Ordering::SeqCst) + 1;
         let max = self.spec.maximum_requests;
@@ -763,7 +959,7 @@ impl Shared {
                 });
             match loaded {
                 Ok(()) => {
-                    self.script_loaded.store(true, Ordering::SeqCst);
+                    self.script_loaded();
                     tracing::info!(%group, script = %p.script.display(), application_group = %p.application_group, "preloaded");
                 }
                 Err(e) if self.spec.preload_must_succeed => {
@@ -790,33 +986,85 @@ impl Shared {
         Ok(())
     }
 
-    /// startup-timeout: if no script has loaded `startup_timeout` after the process started,
-    /// replace it: gracefully once it serves, at once while it is still preloading (a script
-    /// that hangs at import).
-    fn startup_watch(self: Arc<Self>, born: Instant) {
-        let deadline = born + self.spec.startup_timeout;
-        while Instant::now() < deadline {
-            if self.script_loaded.load(Ordering::SeqCst) {
+    /// A request is waiting for this process (since `at`): starts startup-timeout if no
+    /// script has loaded yet.
+    fn request_waiting(&self, at: Instant) {
+        if self.startup.lock().request_waiting(at) {
+            tracing::info!(
+                group = %self.spec.group,
+                pid = std::process::id(),
+                "application startup timer started: a request is waiting and no WSGI script has loaded yet (startup-timeout {:.1}s)",
+                self.spec.startup_timeout.as_secs_f64()
+            );
+        }
+    }
+
+    /// A WSGI script has loaded: startup-timeout never fires in this process.
+    fn script_loaded(&self) {
+        if self.startup.lock().script_loaded() {
+            tracing::info!(group = %self.spec.group, pid = std::process::id(), "application startup timer cancelled: a WSGI script has loaded");
+        }
+    }
+
+    /// startup-timeout while the main thread preloads (the monitor takes over once the
+    /// process serves): the process accepts nothing yet, so a request for it waits on the
+    /// group's socket; once one has waited there ([`BacklogWatch`]) the timer starts, and if
+    /// it expires before a script has loaded, the process is replaced at once (a script that
+    /// hangs at import; no request has been accepted, so none is lost).
+    fn startup_watch(self: Arc<Self>) {
+        let mut backlog = BacklogWatch::default();
+        loop {
+            if self.serving.load(Ordering::SeqCst) || self.startup.lock().done() {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(20).min(deadline - Instant::now()));
+            let now = Instant::now();
+            if let Some(since) = backlog.observe(self.connection_waiting(), now) {
+                self.request_waiting(since);
+            }
+            if self.startup.lock().expired(now) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        if self.script_loaded.load(Ordering::SeqCst) {
-            return;
-        }
-        let group = &self.spec.group;
-        let t = self.spec.startup_timeout.as_secs_f64();
-        if self.serving.load(Ordering::SeqCst) {
-            tracing::error!(%group, pid = std::process::id(), "no WSGI script loaded within startup-timeout ({t:.1}s): restarting this process");
-            self.request_drain("startup-timeout", self.spec.graceful_timeout);
-        } else {
-            tracing::error!(%group, pid = std::process::id(), "preloading did not finish within startup-timeout ({t:.1}s): restarting this process");
-            self.report
-                .send(&Report::Recycling("startup-timeout".into()));
-            // SAFETY: `_exit` ends the process at once without running exit handlers, so
-            // nothing touches Python, which the main thread is still running (no request
-            // has been accepted yet, so none is lost).
-            unsafe { nix::libc::_exit(5) };
+        tracing::error!(
+            group = %self.spec.group,
+            pid = std::process::id(),
+            "a request waited and preloading did not finish within startup-timeout ({:.1}s): restarting this process",
+            self.spec.startup_timeout.as_secs_f64()
+        );
+        self.report
+            .send(&Report::Recycling("startup-timeout".into()));
+        // SAFETY: `_exit` ends the process at once without running exit handlers, so
+        // nothing touches Python, which the main thread is still running (no request has
+        // been accepted yet, so none is lost).
+        unsafe { nix::libc::_exit(5) };
+    }
+
+    /// Whether a connection is waiting to be accepted on the group's socket.
+    fn connection_waiting(&self) -> bool {
+        let guard = self.listener.lock();
+        let Some(listener) = guard.as_ref() else {
+            return false;
+        };
+        let mut fds = [nix::poll::PollFd::new(
+            listener.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(n) if n > 0)
+    }
+
+    /// The signal thread: SIGTERM/SIGINT (and SIGHUP) stop, SIGUSR1 and SIGXCPU restart
+    /// gracefully; the monitor acts on them.
+    fn wait_signals(self: Arc<Self>, signals: SigSet) {
+        while let Ok(sig) = signals.wait() {
+            let mut s = self.signal.lock();
+            // A stop wins over a graceful restart.
+            if *s != Some(Signal::SIGTERM) {
+                *s = Some(match sig {
+                    Signal::SIGUSR1 | Signal::SIGXCPU => sig,
+                    _ => Signal::SIGTERM,
+                });
+            }
         }
     }
 
@@ -834,27 +1082,9 @@ impl Shared {
     }
 
     /// The monitor loop on the main thread; returns the exit status.
-    fn serve(self: Arc<Self>, signals: SigSet) -> i32 {
+    fn serve(self: Arc<Self>) -> i32 {
         let report = &self.report;
         let group = self.spec.group.clone();
-        let sig_state = Arc::new(Mutex::new(None::<Signal>));
-        {
-            let state = sig_state.clone();
-            let _ = std::thread::Builder::new()
-                .name("wsgi-signals".into())
-                .spawn(move || {
-                    while let Ok(sig) = signals.wait() {
-                        let mut s = state.lock();
-                        // A stop wins over a graceful restart.
-                        if *s != Some(Signal::SIGTERM) {
-                            *s = Some(match sig {
-                                Signal::SIGUSR1 | Signal::SIGXCPU => sig,
-                                _ => Signal::SIGTERM,
-                            });
-                        }
-                    }
-                });
-        }
         let born = Instant::now();
         let mut last_stats = (u64::MAX, usize::MAX);
         let drain = loop {
@@ -871,7 +1101,7 @@ impl Shared {
                 });
                 last_stats = stats;
             }
-            match sig_state.lock().take() {
+            match self.signal.lock().take() {
                 Some(Signal::SIGUSR1) => {
                     // eviction-timeout, else graceful-timeout (zero: at once).
                     let grace = if self.spec.eviction_timeout.is_zero() {
@@ -905,8 +1135,22 @@ impl Shared {
             if !t.is_zero() && now.duration_since(born) >= t {
                 self.request_drain("restart-interval expired", self.spec.graceful_timeout);
             }
-            let t = self.spec.inactivity_timeout;
-            if !t.is_zero() && stats.1 == 0 && now.duration_since(*self.last_activity.lock()) >= t {
+            if self.startup.lock().expired(now) {
+                tracing::error!(
+                    %group,
+                    pid = std::process::id(),
+                    "no WSGI script loaded within startup-timeout ({:.1}s) of the first request: restarting this process",
+                    self.spec.startup_timeout.as_secs_f64()
+                );
+                self.request_drain("startup-timeout", self.spec.graceful_timeout);
+            }
+            if self.inactivity.lock().expired(now, stats.1) {
+                tracing::info!(
+                    %group,
+                    pid = std::process::id(),
+                    "no request for inactivity-timeout ({:.1}s): restarting this process",
+                    self.spec.inactivity_timeout.as_secs_f64()
+                );
                 self.request_drain("inactivity-timeout expired", Duration::ZERO);
             }
             let t = self.spec.request_timeout;

@@ -129,6 +129,9 @@ pub enum End {
     Rejected(RejectReason),
     /// The request waited longer than queue-timeout before a worker took it.
     QueueTimeout,
+    /// Nothing ran: the process that took the request could not start, for this reason
+    /// (a memory limit too small for its threads, a user it cannot become...).
+    StartFailed(String),
 }
 
 /// Why a daemon turned a request away without running it.
@@ -259,6 +262,7 @@ const END_SCRIPT: u8 = 5;
 const END_UNAVAILABLE: u8 = 6;
 const END_REJECTED: u8 = 7;
 const END_QUEUE_TIMEOUT: u8 = 8;
+const END_START_FAILED: u8 = 9;
 
 /// Encodes an END frame.
 pub fn encode_end(end: &End) -> Vec<u8> {
@@ -314,6 +318,10 @@ pub fn encode_end(end: &End) -> Vec<u8> {
             e.u8(1);
         }
         End::QueueTimeout => e.u8(END_QUEUE_TIMEOUT),
+        End::StartFailed(why) => {
+            e.u8(END_START_FAILED);
+            e.str(why);
+        }
     }
     e.finish()
 }
@@ -593,6 +601,7 @@ pub fn decode_end(payload: &[u8]) -> Result<End, ProtocolError> {
             _ => return Err(d.bad("unknown reject reason")),
         }),
         END_QUEUE_TIMEOUT => End::QueueTimeout,
+        END_START_FAILED => End::StartFailed(d.str()?),
         _ => return Err(d.bad("unknown outcome")),
     };
     d.done()?;
@@ -847,6 +856,7 @@ mod tests {
             End::Rejected(RejectReason::ScriptChanged),
             End::Rejected(RejectReason::Draining),
             End::QueueTimeout,
+            End::StartFailed("cannot start its wsgi-worker-3 thread".into()),
         ];
         for end in ends {
             let frame = encode_end(&end);

@@ -86,7 +86,8 @@ pub struct ProcessSpec {
     pub graceful_timeout: Duration,
     /// `shutdown-timeout=`.
     pub shutdown_timeout: Duration,
-    /// `inactivity-timeout=` (zero: off).
+    /// `inactivity-timeout=` (zero: off): restart a process idle this long after it last
+    /// served; one that never served stays.
     pub inactivity_timeout: Duration,
     /// `restart-interval=` (zero: off).
     pub restart_interval: Duration,
@@ -128,8 +129,8 @@ pub struct ProcessSpec {
     /// `eviction-timeout=`: drain time on SIGUSR1 (zero: graceful-timeout).
     #[serde(default)]
     pub eviction_timeout: Duration,
-    /// `startup-timeout=`: restart the process if no script has loaded this long after it
-    /// started (zero: off).
+    /// `startup-timeout=`: restart the process if no script has loaded this long after a
+    /// request first waited for it (zero: off). An idle process is never restarted.
     #[serde(default)]
     pub startup_timeout: Duration,
     /// Scripts loaded at start, in configuration order.
@@ -139,6 +140,11 @@ pub struct ProcessSpec {
     /// `--lazy-apps`. Otherwise it is logged, as mod_wsgi does.
     #[serde(default)]
     pub preload_must_succeed: bool,
+    /// Environment variables the supervisor set only for the program's start-up (its
+    /// allocator's settings, [`crate::supervisor::ALLOCATOR_ENV`]): the process removes them
+    /// before Python starts, so applications do not see them.
+    #[serde(default)]
+    pub unset_env: Vec<String>,
 }
 
 /// A one-line report from a daemon process to its supervisor.
@@ -353,6 +359,7 @@ mod tests {
                 callable: Some("application".into()),
             }],
             preload_must_succeed: true,
+            unset_env: vec!["MIMALLOC_ARENA_RESERVE".into()],
         };
         send_spec(&a, &spec, &listener).unwrap();
         let (back, fd) = receive_spec(&b).unwrap();

@@ -105,6 +105,20 @@ pub enum SupervisorError {
     },
 }
 
+/// Settings for the memory allocator of the program a daemon process runs, passed in its
+/// environment because the allocator reads them before `main` (the process removes them
+/// again before Python starts, [`ProcessSpec::unset_env`]). The `wsgi` program allocates
+/// through mimalloc, which otherwise reserves its memory 1 GiB at a time and commits it at
+/// once: a daemon process would start with over 1 GB of data and address space, more than
+/// a `memory-limit=` or `virtual-memory-limit=` of a few hundred MB allows. With these it
+/// reserves 64 MiB (its smallest block) at a time and commits what it uses. Ignored by
+/// programs without mimalloc (`wsgi-daemon`); a variable already in the supervisor's
+/// environment is left as the operator set it.
+pub const ALLOCATOR_ENV: &[(&str, &str)] = &[
+    ("MIMALLOC_ARENA_RESERVE", "64MiB"),
+    ("MIMALLOC_ARENA_EAGER_COMMIT", "0"),
+];
+
 /// How to run the daemon processes.
 #[derive(Debug, Clone)]
 pub struct SupervisorOptions {
@@ -272,6 +286,8 @@ struct Running {
     in_flight: u64,
     kill_at: Option<Instant>,
     killed: bool,
+    /// It reported that it could not start (`fatal`).
+    start_failed: bool,
 }
 
 struct SlotRun {
@@ -375,6 +391,7 @@ impl Core {
                                     "daemon process failed to start: {msg}"
                                 );
                                 g.failure = Some(msg);
+                                cur.start_failed = true;
                             }
                         }
                     }
@@ -393,6 +410,7 @@ impl Core {
                         Ok(Some(status)) => {
                             let lived = now.saturating_duration_since(cur.started);
                             let pid = cur.child.pid();
+                            let start_failed = cur.start_failed;
                             g.served_before += cur.served;
                             slot.current = None;
                             if self.stopping {
@@ -405,13 +423,18 @@ impl Core {
                                 g.restarts += 1;
                                 let delay = backoff(slot.crashes);
                                 slot.next_start = now + delay;
-                                tracing::error!(
-                                    group = %name,
-                                    pid,
-                                    "daemon process {}; its requests failed with 502; restarting{}",
-                                    describe_exit(status),
-                                    if delay.is_zero() { String::new() } else { format!(" in {:.1}s", delay.as_secs_f64()) }
-                                );
+                                let when = if delay.is_zero() {
+                                    String::new()
+                                } else {
+                                    format!(" in {:.1}s", delay.as_secs_f64())
+                                };
+                                if start_failed {
+                                    // Its reason is logged above, and the requests waiting
+                                    // for it were answered 503 with it.
+                                    tracing::error!(group = %name, pid, "daemon process could not start and {}; trying again{when}", describe_exit(status));
+                                } else {
+                                    tracing::error!(group = %name, pid, "daemon process {}; its requests failed with 502; restarting{when}", describe_exit(status));
+                                }
                             }
                         }
                         Ok(None) => {}
@@ -433,6 +456,7 @@ impl Core {
                                 in_flight: 0,
                                 kill_at: None,
                                 killed: false,
+                                start_failed: false,
                             });
                         }
                         Err(e) => {
@@ -706,6 +730,15 @@ impl Supervisor {
             let (dir, socket, listener) =
                 create_socket(config, options, group, index + 1, pid, socket_owner)?;
             dirs.push(dir);
+            let mut env = Vec::new();
+            let mut unset_env = Vec::new();
+            for (name, value) in ALLOCATOR_ENV {
+                // An operator's own setting wins (and stays in the application's environment).
+                if std::env::var_os(name).is_none() {
+                    env.push((name.to_string(), OsString::from(value)));
+                    unset_env.push(name.to_string());
+                }
+            }
             let spec = ProcessSpec {
                 group: group.name.clone(),
                 slot: 0,
@@ -744,8 +777,8 @@ impl Supervisor {
                 startup_timeout: o.startup_timeout,
                 preload: preloads(config, &group.name),
                 preload_must_succeed: options.preload_must_succeed,
+                unset_env,
             };
-            let mut env = Vec::new();
             if let Some(lang) = &o.lang {
                 env.push(("LANG".to_string(), OsString::from(lang)));
             }

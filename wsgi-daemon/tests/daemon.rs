@@ -86,7 +86,8 @@ impl Server {
     }
 
     /// Like [`Server::start_with`], with directives after the group (`{APP}` is the app
-    /// folder) and more files in the app folder.
+    /// folder) and more files in the app folder (a name ending in `/`: a folder anyone may
+    /// write to).
     fn start_full(
         prelude: &str,
         options: &str,
@@ -100,6 +101,13 @@ impl Server {
             .unwrap();
         std::fs::set_permissions(app.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         for (name, text) in [("app.wsgi", APP)].iter().chain(files) {
+            if let Some(dir) = name.strip_suffix('/') {
+                // A folder the daemon user may write to.
+                let dir = app.path().join(dir);
+                std::fs::create_dir(&dir).unwrap();
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+                continue;
+            }
             std::fs::write(app.path().join(name), text).unwrap();
             std::fs::set_permissions(
                 app.path().join(name),
@@ -181,6 +189,18 @@ impl Server {
         query: &str,
         body: &[u8],
     ) -> Result<Response, DispatchError> {
+        self.send_script("app.wsgi", app_group, path, query, body)
+    }
+
+    /// A request for `script` (a file of the app folder) in application group `app_group`.
+    fn send_script(
+        &self,
+        script: &str,
+        app_group: &str,
+        path: &str,
+        query: &str,
+        body: &[u8],
+    ) -> Result<Response, DispatchError> {
         let head = RequestHead {
             method: if body.is_empty() { "GET" } else { "POST" }.into(),
             path_info: path.as_bytes().to_vec(),
@@ -193,7 +213,7 @@ impl Server {
             remote_port: 4000,
             ..Default::default()
         };
-        let script = ScriptSpec::new(self.app.path().join("app.wsgi"));
+        let script = ScriptSpec::new(self.app.path().join(script));
         let request = DaemonRequest::new(head, &script, app_group);
         let mut sink = Response::default();
         let mut body = body;
@@ -207,6 +227,31 @@ impl Server {
     /// The daemon processes: children of the supervisor.
     fn daemon_pids(&self) -> Vec<i32> {
         children_of(self.child.id() as i32)
+    }
+
+    /// Checks that `first` stops 1 s (startup-timeout=1) after `asked`, give or take, and
+    /// that another process takes its place.
+    fn replaced_by_startup_timeout(&self, first: i32, asked: Instant) {
+        assert!(wait_until(Duration::from_secs(4), || !alive(first)));
+        let took = asked.elapsed();
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_millis(3000),
+            "replaced {took:?} after the request"
+        );
+        assert!(wait_until(Duration::from_secs(5), || self
+            .daemon_pids()
+            .iter()
+            .any(|p| *p != first)));
+    }
+
+    /// The one daemon process of a `processes=1` group, once it has started (5 s at most).
+    fn only_pid(&self) -> i32 {
+        assert!(
+            wait_until(Duration::from_secs(5), || self.daemon_pids().len() == 1),
+            "{:?}",
+            self.daemon_pids()
+        );
+        self.daemon_pids()[0]
     }
 }
 
@@ -710,9 +755,15 @@ fn sigusr1_drains_for_eviction_timeout_not_graceful_timeout() {
 }
 
 #[test]
-fn inactivity_timeout_replaces_an_idle_process() {
+fn inactivity_timeout_replaces_a_process_idle_after_serving_but_not_one_that_never_served() {
     let server = Server::start("processes=1 threads=2 inactivity-timeout=1", Duration::ZERO);
+    let idle = server.only_pid();
+    // Never served: no activity, so no inactivity, however long it waits (mod_wsgi).
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(alive(idle));
+    assert_eq!(server.daemon_pids(), vec![idle]);
     let before: i32 = server.get("/", "").unwrap().text().parse().unwrap();
+    assert_eq!(before, idle);
     // A request longer than the timeout is activity, not idleness.
     let r = server.get("/sleep", "1.3").unwrap();
     assert_eq!(r.text(), before.to_string());
@@ -728,9 +779,13 @@ fn inactivity_timeout_replaces_an_idle_process() {
         let pids = server.daemon_pids();
         pids.len() == 1 && pids[0] != before
     }));
+    // The replacement has not served: it stays.
+    let replacement = server.daemon_pids()[0];
+    std::thread::sleep(Duration::from_millis(2000));
+    assert_eq!(server.daemon_pids(), vec![replacement]);
     let after = server.get("/", "").unwrap();
     assert!(after.complete());
-    assert_ne!(after.text(), before.to_string());
+    assert_eq!(after.text(), replacement.to_string());
 }
 
 #[test]
@@ -858,49 +913,115 @@ fn import_scripts_and_script_aliases_with_both_groups_are_preloaded() {
 }
 
 #[test]
-fn startup_timeout_restarts_a_process_whose_script_does_not_load() {
-    // An import script that fails: the process serves, but is replaced at startup-timeout.
+fn startup_timeout_runs_from_the_first_request_until_a_script_loads() {
+    // The import script fails, so no script has loaded; but no request waits for the
+    // process, so startup-timeout never starts (mod_wsgi starts it at the first request).
     let server = Server::start_full(
         "",
         "processes=1 threads=2 startup-timeout=1",
         "WSGIImportScript {APP}/broken.py process-group=site application-group=%{GLOBAL}",
-        &[("broken.py", "raise RuntimeError('not today')\n")],
+        &[
+            ("broken.py", "raise RuntimeError('not today')\n"),
+            ("broken.wsgi", "raise RuntimeError('not loading')\n"),
+        ],
         Duration::ZERO,
     );
-    assert!(wait_until(Duration::from_secs(3), || !server
-        .daemon_pids()
-        .is_empty()));
-    let first = server.daemon_pids()[0];
-    let started = Instant::now();
-    assert!(wait_until(Duration::from_secs(4), || !alive(first)));
+    let first = server.only_pid();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(alive(first), "an idle process was restarted");
+    assert_eq!(server.daemon_pids(), vec![first]);
+    // A request for a script that does not load starts it: replaced about 1 s later.
+    let asked = Instant::now();
+    let r = server.send_script("broken.wsgi", "", "/", "", b"").unwrap();
     assert!(
-        started.elapsed() < Duration::from_millis(2500),
+        matches!(r.outcome, Some(Outcome::Script(_))),
         "{:?}",
-        started.elapsed()
+        r.outcome
     );
-    assert!(wait_until(Duration::from_secs(3), || server
-        .daemon_pids()
-        .iter()
-        .any(|p| *p != first)));
-    drop(server);
+    server.replaced_by_startup_timeout(first, asked);
+    // The replacement loads a script at its first request: the timer stops for good.
+    let second: i32 = server.get("/", "").unwrap().text().parse().unwrap();
+    assert_ne!(second, first);
+    let r = server.send_script("broken.wsgi", "", "/", "", b"").unwrap();
+    assert!(matches!(r.outcome, Some(Outcome::Script(_))));
+    std::thread::sleep(Duration::from_millis(2000));
+    assert!(alive(second));
+    assert_eq!(server.daemon_pids(), vec![second]);
+}
 
-    // An import script that hangs: the process never serves and is replaced all the same.
-    let server = Server::start_full(
+#[test]
+fn startup_timeout_replaces_a_process_stuck_preloading_once_a_request_waits() {
+    // An import script that hangs: the process never serves. Idle, it is left alone...
+    let server = Arc::new(Server::start_full(
         "",
         "processes=1 threads=2 startup-timeout=1",
         "WSGIImportScript {APP}/hang.py process-group=site application-group=%{GLOBAL}",
         &[("hang.py", "import time\ntime.sleep(3600)\n")],
-        Duration::ZERO,
+        Duration::from_secs(6),
+    ));
+    let first = server.only_pid();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(alive(first), "an idle process was restarted");
+    // ...until a request waits for it: replaced about 1 s later (the request itself times
+    // out at the client's 6 s, as every replacement hangs too).
+    let s = server.clone();
+    let waiting = std::thread::spawn(move || s.get("/", "").map(|r| r.text()));
+    let asked = Instant::now();
+    server.replaced_by_startup_timeout(first, asked);
+    let Err(err) = waiting.join().unwrap() else {
+        panic!("a process answered");
+    };
+    assert_eq!(err.status(), 504, "{err}");
+}
+
+/// A process that cannot start its threads (its import script takes most of memory-limit=
+/// in every process after the first, until the file `state/stop` exists) tells the
+/// supervisor why and answers the requests waiting for it with that reason (503), instead of
+/// leaving them to wait for a process that never comes; once the cause is gone, a
+/// replacement serves.
+#[test]
+fn a_process_that_cannot_start_its_threads_answers_waiting_requests_with_why() {
+    const HOG: &str = "import os, sys\n\
+        with open('state/starts', 'a') as f:\n    f.write('x')\n\
+        if os.path.getsize('state/starts') > 1 and not os.path.exists('state/stop'):\n    \
+            sys.hog = bytearray(175000000)\n";
+    let server = Server::start_full(
+        "",
+        "processes=1 threads=15 maximum-requests=1 memory-limit=200000000",
+        "WSGIImportScript {APP}/hog.py process-group=site application-group=%{GLOBAL}",
+        &[("state/", ""), ("hog.py", HOG)],
+        Duration::from_secs(20),
     );
-    assert!(wait_until(Duration::from_secs(3), || !server
-        .daemon_pids()
-        .is_empty()));
-    let first = server.daemon_pids()[0];
-    assert!(wait_until(Duration::from_secs(4), || !alive(first)));
-    assert!(wait_until(Duration::from_secs(3), || server
-        .daemon_pids()
-        .iter()
-        .any(|p| *p != first)));
+    // maximum-requests=1: the first process is replaced after this request, and the
+    // replacements take the memory.
+    let first: i32 = server.get("/", "").unwrap().text().parse().unwrap();
+    assert!(wait_until(Duration::from_secs(5), || !alive(first)));
+    let asked = Instant::now();
+    let Err(err) = server.get("/", "") else {
+        panic!("a process answered");
+    };
+    assert!(
+        asked.elapsed() < Duration::from_secs(8),
+        "answered after {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(err.status(), 503, "{err}");
+    let text = err.to_string();
+    for part in [
+        "daemon process group `site` cannot start its processes",
+        "cannot start its wsgi-worker-",
+        "memory-limit=200000000 (RLIMIT_DATA; the process held ",
+        "the application and its preloaded scripts hold the rest: raise it by at least",
+    ] {
+        assert!(text.contains(part), "{part:?} not in {text}");
+    }
+    std::fs::write(server.app.path().join("state/stop"), "").unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || server
+            .get("/", "")
+            .is_ok_and(|r| r.complete())),
+        "no process served once the memory was back"
+    );
 }
 
 /// `send-buffer-size=`/`receive-buffer-size=` as small as mod_wsgi allows: a 1 MiB body goes

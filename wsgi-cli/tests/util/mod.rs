@@ -18,6 +18,61 @@ pub fn is_root() -> bool {
     std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0
 }
 
+/// `user=nobody ` when the tests run as root (daemon processes never run as root), else
+/// nothing: for a `WSGIDaemonProcess` line.
+pub fn daemon_user_option() -> &'static str {
+    if is_root() { "user=nobody " } else { "" }
+}
+
+/// `wsgi serve --config CONF --port 0 --log-level info EXTRA...` started as `daemon.rs`
+/// does ([`DAEMON`]), or why it did not start (with what it printed).
+pub fn try_serve_config(conf: &Path, extra: &[&str]) -> Result<Server, String> {
+    let mut args = vec![
+        "--config",
+        conf.to_str().unwrap(),
+        "--port",
+        "0",
+        "--log-level",
+        "info",
+    ];
+    args.extend_from_slice(extra);
+    Server::try_start_with(&DAEMON, &args)
+}
+
+/// Whether process `pid` runs (a zombie, still in /proc until reaped, does not).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat[stat.rfind(')').unwrap() + 2..].starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// Whether `f` holds within `limit` (asked every 50 ms).
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// `wsgi status --status-addr ADDR --format FORMAT`'s output (it must succeed).
+pub fn wsgi_status(addr: &str, format: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_wsgi"))
+        .args(["status", "--status-addr", addr, "--format", format])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "wsgi status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// A scratch folder under /var/tmp the server (running as us) can read.
 pub fn scratch(prefix: &str) -> tempfile::TempDir {
     tempfile::Builder::new()
