@@ -87,6 +87,7 @@ unsafe extern "C" {
     fn wsgi_rs_log(r: *mut RequestRec, level: c_int, message: *const c_char);
     fn wsgi_rs_set_target(r: *mut RequestRec, filename: *const c_char);
     fn wsgi_rs_has_content_filters(r: *mut RequestRec) -> c_int;
+    fn wsgi_rs_mpm_limits(processes: *mut c_int, threads: *mut c_int);
 }
 
 pub(crate) const OK: c_int = 0;
@@ -507,11 +508,17 @@ pub extern "C" fn wsgi_rs_child_init() {
 pub(crate) fn start_runtime(config: &Config) -> Result<&'static Runtime, String> {
     RUNTIME
         .get_or_init(|| {
+            let (mut processes, mut threads): (c_int, c_int) = (1, 1);
+            // SAFETY: the shim only asks the MPM (`ap_mpm_query`) and writes both integers.
+            unsafe { wsgi_rs_mpm_limits(&mut processes, &mut threads) };
             let start = StartConfig {
                 python_home: config.python.home.as_ref().map(|h| h.value.clone()),
                 python_path: config.python.path.clone(),
                 optimize: config.python.optimize,
                 dont_write_bytecode: config.python.dont_write_bytecode,
+                // `mod_wsgi` in embedded mode: the MPM's processes and threads per child.
+                maximum_processes: u32::try_from(processes).unwrap_or(1),
+                threads_per_process: u32::try_from(threads).unwrap_or(1),
                 ..StartConfig::default()
             };
             let options = InterpreterOptions {

@@ -678,3 +678,22 @@ void wsgi_rs_register_hooks(apr_pool_t *p)
     ap_register_auth_provider(p, AUTHZ_PROVIDER_GROUP, "wsgi-group", AUTHZ_PROVIDER_VERSION,
                               &wsgi_rs_authz_provider, AP_AUTH_INTERNAL_PER_CONF);
 }
+
+/* The MPM's processes and threads per child, read as mod_wsgi reads them for
+ * mod_wsgi.maximum_processes and threads_per_process in embedded mode: the highest process slot
+ * used so far (else the configured maximum); 1 for what the MPM cannot say. */
+void wsgi_rs_mpm_limits(int *processes, int *threads)
+{
+    int threaded = 0, forked = 0, max_threads = 0, max_processes = 0;
+    ap_mpm_query(AP_MPMQ_IS_THREADED, &threaded);
+    if (threaded != AP_MPMQ_NOT_SUPPORTED)
+        ap_mpm_query(AP_MPMQ_MAX_THREADS, &max_threads);
+    ap_mpm_query(AP_MPMQ_IS_FORKED, &forked);
+    if (forked != AP_MPMQ_NOT_SUPPORTED) {
+        ap_mpm_query(AP_MPMQ_MAX_DAEMON_USED, &max_processes);
+        if (max_processes == -1)
+            ap_mpm_query(AP_MPMQ_MAX_DAEMONS, &max_processes);
+    }
+    *threads = max_threads > 0 ? max_threads : 1;
+    *processes = max_processes > 0 ? max_processes : 1;
+}

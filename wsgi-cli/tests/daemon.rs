@@ -520,3 +520,71 @@ fn sighup_restarts_every_daemon_group_with_fresh_processes() {
         assert!(!alive(pid as u32), "daemon {pid} survived the server");
     }
 }
+
+#[test]
+fn import_mod_wsgi_in_daemon_mode_and_shutdown_callbacks_at_recycle_and_stop() {
+    let dir = scratch();
+    // The daemon process (nobody when the tests run as root) writes stopping.log here.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let app = write(&dir.path().join("app.wsgi"), util::MOD_WSGI_APP);
+    let mut args = vec![
+        app.to_str().unwrap(),
+        "--port",
+        "0",
+        "--processes",
+        "1",
+        "--threads",
+        "3",
+        "--maximum-requests",
+        "3",
+        "--log-level",
+        "info",
+    ];
+    if root() {
+        args.extend(["--user", "nobody"]);
+    }
+    let mut server = Server::start_with(&DAEMON, &args);
+    let first = server.banner_pids(&group_of(&server))[0];
+    let group = group_of(&server);
+    util::check_mod_wsgi_module(&server, &group, 3);
+    // The third request reaches maximum-requests: the process recycles, its shutdown
+    // callbacks told why.
+    assert_eq!(server.get_text("/c").status, 200);
+    let log = dir.path().join("stopping.log");
+    let recycled = format!("{first} process_stopping 'maximum_requests'");
+    assert!(
+        eventually(Duration::from_secs(20), || std::fs::read_to_string(&log)
+            .is_ok_and(|l| l.lines().any(|l| l == recycled))),
+        "{:?}\n{}",
+        std::fs::read_to_string(&log),
+        server.stderr()
+    );
+    // The replacement serves (its callback registered again) and is told of the stop.
+    assert_eq!(util::mod_wsgi_values(&server, "/d")["request_count"], "0");
+    server.sigterm();
+    assert!(server.wait_exit(Duration::from_secs(30)).success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0], recycled);
+    assert!(
+        lines[1].ends_with(" process_stopping 'shutdown_signal'")
+            && !lines[1].starts_with(&format!("{first} ")),
+        "{text}"
+    );
+}
+
+/// The name of the one daemon process group the banner lists.
+fn group_of(server: &Server) -> String {
+    server
+        .banner
+        .iter()
+        .find_map(|l| l.strip_prefix("daemon process group "))
+        .and_then(|rest| rest.split(':').next())
+        .unwrap_or_else(|| panic!("no daemon group in {:?}", server.banner))
+        .to_string()
+}

@@ -1232,3 +1232,28 @@ fn trusted_proxy_headers() {
         r#"{"REMOTE_ADDR": "127.0.0.1", "wsgi.url_scheme": "http", "HTTP_X_FORWARDED_FOR": null, "HTTP_X_REAL_IP": null}"#
     );
 }
+
+#[test]
+fn import_mod_wsgi_in_embedded_mode() {
+    let dir = scratch();
+    let app = write(&dir.path().join("mod_wsgi_app.wsgi"), util::MOD_WSGI_APP);
+    let mut server = Server::start(&[
+        app.to_str().unwrap(),
+        "--port",
+        "0",
+        "--threads",
+        "3",
+        "--log-level",
+        "warn",
+    ]);
+    // Embedded: process group '', one process, --threads threads.
+    util::check_mod_wsgi_module(&server, "", 3);
+    // The shutdown callbacks run when the front process stops (reason '' in embedded mode,
+    // as mod_wsgi gives it in an Apache child).
+    server.sigterm();
+    assert!(server.wait_exit(Duration::from_secs(20)).success());
+    let log = std::fs::read_to_string(dir.path().join("stopping.log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(lines[0].ends_with(" process_stopping ''"), "{log}");
+}

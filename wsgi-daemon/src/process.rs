@@ -427,6 +427,8 @@ fn start(
             optimize: spec.optimize,
             dont_write_bytecode: spec.dont_write_bytecode,
             process_group: group.clone(),
+            maximum_processes: spec.processes,
+            threads_per_process: spec.threads,
         },
         &wsgi_interp::InterpreterOptions {
             per_interpreter_gil: spec.per_interpreter_gil,
@@ -1241,6 +1243,9 @@ impl Shared {
         let group = &self.spec.group;
         let report = &self.report;
         tracing::info!(%group, pid = std::process::id(), reason = %drain.reason, "daemon process stopping");
+        // mod_wsgi's `process_stopping` callbacks run now, before the wait for requests.
+        self.runtime
+            .process_stopping(shutdown_reason(&drain.reason));
         let deadline = Instant::now() + drain.grace;
         let limit = self.spec.request_timeout;
         let stuck = |now: Instant| {
@@ -1274,6 +1279,27 @@ impl Shared {
         tracing::info!(%group, pid = std::process::id(), elapsed = ?r.elapsed, "daemon process stopped");
         0
     }
+}
+
+/// mod_wsgi's `shutdown_reason` code for a drain reason of [`Shared::request_drain`].
+fn shutdown_reason(reason: &str) -> &str {
+    const CODES: [(&str, &str); 11] = [
+        ("maximum-requests", "maximum_requests"),
+        ("restart-interval", "restart_interval"),
+        ("inactivity-timeout", "inactivity_timeout"),
+        ("request-timeout", "request_timeout"),
+        ("startup-timeout", "startup_timeout"),
+        ("deadlock-timeout", "deadlock_timeout"),
+        ("cpu-time-limit", "cpu_time_limit"),
+        ("script changed", "script_reload"),
+        ("SIGUSR1", "graceful_signal"),
+        ("stop requested", "shutdown_signal"),
+        ("the supervisor exited", "shutdown_signal"),
+    ];
+    CODES
+        .iter()
+        .find(|(prefix, _)| reason.starts_with(prefix))
+        .map_or(reason, |(_, code)| code)
 }
 
 fn now_us() -> u64 {

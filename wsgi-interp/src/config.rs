@@ -22,8 +22,16 @@ pub struct StartConfig {
     /// Do not write `.pyc` files (`PYTHONDONTWRITEBYTECODE`; the server environment's
     /// `PYTHON*` variables are ignored, so this is the way to ask for it).
     pub dont_write_bytecode: bool,
-    /// The process group name, shown in `mod_wsgi.process_group` and in log lines.
+    /// The process group name, shown in `mod_wsgi.process_group` and in log lines (`""` in
+    /// embedded mode).
     pub process_group: String,
+    /// `mod_wsgi.maximum_processes`: how many processes serve this process's applications
+    /// (a daemon group's `processes=`, the front's or Apache MPM's process count in embedded
+    /// mode). 0 is taken as 1, as mod_wsgi takes a count it cannot know.
+    pub maximum_processes: u32,
+    /// `mod_wsgi.threads_per_process`: the request threads of this process (a daemon
+    /// group's `threads=`, `--threads`, the MPM's threads per child). 0 is taken as 1.
+    pub threads_per_process: u32,
 }
 
 /// Process-wide choices about the sub-interpreters, given to [`crate::Runtime::start_with`].

@@ -3,7 +3,9 @@
 //! ([`InterpreterHandle`]), venv-aware start-up ([`StartConfig`]), WSGI script loading and
 //! reloading, and the whole PEP 3333 call streamed between a [`RequestBody`] and a
 //! [`ResponseSink`]. [`hooks`] calls the other scripts mod_wsgi runs (access, auth, dispatch)
-//! through [`InterpreterHandle::call_hook`].
+//! through [`InterpreterHandle::call_hook`]. Every interpreter has mod_wsgi's `mod_wsgi`
+//! module (`import mod_wsgi`): the process facts of [`StartConfig`], the shutdown and request
+//! events ([`Runtime::process_stopping`]), `request_data()`, and the process's request counters.
 //!
 //! Threads: any thread may call into any interpreter; each (thread, interpreter) pair gets
 //! its own CPython thread state, and the GIL is held only while Python runs. Everything that
@@ -33,6 +35,7 @@ pub mod embedded;
 mod environ;
 mod ffi;
 pub mod hooks;
+mod metrics;
 mod response;
 mod runtime;
 mod wsgi;

@@ -10,7 +10,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::config::{InterpreterOptions, StartConfig, StartError, choose_home};
 use crate::ffi;
-use crate::ffi::interp::{Core, Interp, StartParams};
+use crate::ffi::interp::{Core, Interp, ProcessFacts, StartParams};
 use crate::hooks::{HookArg, HookError, HookFunction, HookScript, HookValue};
 use crate::wsgi::{
     CallOptions, InterpError, LoadStatus, Outcome, RequestBody, RequestHead, ResponseSink,
@@ -35,6 +35,7 @@ pub struct Runtime {
     version: (u8, u8, u8),
     options: InterpreterOptions,
     shut_down: AtomicBool,
+    stopping: AtomicBool,
 }
 
 /// What [`Runtime::shutdown`] did.
@@ -92,10 +93,16 @@ impl Runtime {
                 .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
                 .collect(),
             own_gil: options.per_interpreter_gil,
+            process: ProcessFacts {
+                group: config.process_group.clone(),
+                processes: config.maximum_processes,
+                threads: config.threads_per_process,
+            },
         };
         if STARTED.swap(true, Ordering::SeqCst) {
             return Err(StartError::AlreadyStarted);
         }
+        crate::metrics::mark_started();
         let core = Core::start(params)?;
         tracing::info!(
             program_name = %choice.program_name.display(),
@@ -113,6 +120,7 @@ impl Runtime {
             version,
             options: *options,
             shut_down: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
         })
     }
 
@@ -157,7 +165,35 @@ impl Runtime {
         ffi::interp::release_current_thread();
     }
 
-    /// Stops running Python and finalises it, bounded in time:
+    /// Publishes mod_wsgi's `process_stopping` event in every interpreter, once: the
+    /// `mod_wsgi.subscribe_events` callbacks, then the `mod_wsgi.subscribe_shutdown` ones,
+    /// each called as `callback('process_stopping', shutdown_reason=reason)` on the calling
+    /// thread (a callback that raises is logged). `reason` is mod_wsgi's code for why
+    /// (`maximum_requests`, `request_timeout`, `shutdown_signal`..., `""` for an embedded
+    /// process). A daemon process calls this when it begins to drain, while requests may
+    /// still run, as mod_wsgi does; [`Runtime::shutdown`] calls it with `""` if nobody did.
+    pub fn process_stopping(&self, reason: &str) {
+        if self.stopping.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let mut interps = vec![InterpreterHandle(self.core.main.clone())];
+        let mut groups: Vec<_> = self
+            .groups
+            .read()
+            .iter()
+            .map(|(name, i)| (name.clone(), i.clone()))
+            .collect();
+        groups.sort_by(|a, b| a.0.cmp(&b.0));
+        interps.extend(groups.into_iter().map(|(_, i)| InterpreterHandle(i)));
+        for interp in interps {
+            if let Err(e) = interp.0.run(|py| ffi::call::publish_stopping(py, reason)) {
+                tracing::warn!(group = %interp.group(), "process_stopping callbacks not run: {e}");
+            }
+        }
+    }
+
+    /// Stops running Python and finalises it, bounded in time: first the
+    /// [`Runtime::process_stopping`] callbacks (unless already run), then it
     /// refuses new calls and waits up to `drain` for running ones; then, on the thread that
     /// started CPython, ends every sub-interpreter (its threads get a share of
     /// `thread_join`, and `threading._shutdown` is made unable to hang: CPython gh-122517) and
@@ -165,6 +201,10 @@ impl Runtime {
     /// (logged with their names) and CPython is then not finalised, so the process can exit.
     /// Calling it again returns an empty report.
     pub fn shutdown(&self, drain: Duration, thread_join: Duration) -> ShutdownReport {
+        if self.shut_down.load(Ordering::SeqCst) {
+            return ShutdownReport::default();
+        }
+        self.process_stopping("");
         if self.shut_down.swap(true, Ordering::SeqCst) {
             return ShutdownReport::default();
         }
@@ -246,6 +286,7 @@ impl InterpreterHandle {
         body: &mut dyn RequestBody,
         sink: &mut dyn ResponseSink,
     ) -> Outcome {
+        let _counted = crate::metrics::begin();
         ffi::host::with_call_state(body, sink, |state| {
             let ran = self.0.run(|py| match ffi::call::load_script(py, spec) {
                 Err(e) => Outcome::Script(e),

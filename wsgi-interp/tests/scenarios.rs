@@ -67,6 +67,8 @@ fn main() {
         ("clean_exit_runs_atexit", check_clean_exit),
         ("own_gil_parallel_and_refusals", check_own_gil),
         ("own_gil_datetime_shutdown", check_own_gil_shutdown),
+        ("mod_wsgi_process_stopping", check_process_stopping),
+        ("mod_wsgi_shutdown_callbacks", check_shutdown_callbacks),
     ] {
         if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
             continue;
@@ -403,6 +405,45 @@ fn child(name: &str) {
             println!("finalized={}", r.finalized);
             println!("ended={}", r.ended.join(","));
         }
+        "mod_wsgi_process_stopping" | "mod_wsgi_shutdown_callbacks" => {
+            let markers = env_path("SC_MARKERS");
+            let rt = Runtime::start(&StartConfig {
+                process_group: "grp".into(),
+                maximum_processes: 3,
+                threads_per_process: 7,
+                ..Default::default()
+            })
+            .expect("CPython starts");
+            for g in ["", "sub"] {
+                let log = markers.join(format!("{name}-{g}")).display().to_string();
+                let values = eval(
+                    &rt,
+                    g,
+                    &format!(
+                        "import mod_wsgi\n\
+                         def record(tag):\n\
+                         \x20   def cb(name, **kw):\n\
+                         \x20       open({log:?}, 'a').write('%s %s %r\\n' % (tag, name, sorted(kw.items())))\n\
+                         \x20   return cb\n\
+                         def broken(name, **kw):\n\
+                         \x20   raise ValueError('callback fails')\n\
+                         mod_wsgi.subscribe_shutdown(broken)\n\
+                         assert mod_wsgi.subscribe_shutdown(record('shutdown')) is not None\n\
+                         mod_wsgi.subscribe_events(record('event'))\n"
+                    ),
+                    "(mod_wsgi.process_group, mod_wsgi.application_group, mod_wsgi.maximum_processes, mod_wsgi.threads_per_process)",
+                );
+                println!("values{g}={values}");
+            }
+            if name == "mod_wsgi_process_stopping" {
+                // A daemon process draining: the callbacks run now, while Python serves.
+                rt.process_stopping("maximum_requests");
+                println!("alive={}", eval(&rt, "sub", "", "1 + 1"));
+                rt.process_stopping("again");
+            }
+            let r = rt.shutdown(Duration::from_secs(1), Duration::from_millis(300));
+            println!("finalized={}", r.finalized);
+        }
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -657,6 +698,42 @@ fn check_prompt_exit(r: &Run, v: &Venvs) {
         v.markers.join("one-atexit").exists(),
         "atexit of an ended group did not run"
     );
+}
+
+/// What a `mod_wsgi_*` scenario shows: the module's values, and its callbacks run once in
+/// each interpreter with `reason`, the event callback first (the broken shutdown callback
+/// logged, the others run all the same).
+fn check_mod_wsgi(r: &Run, v: &Venvs, scenario: &str, reason: &str) {
+    assert_eq!(r.get("values"), "('grp', '', 3, 7)");
+    assert_eq!(r.get("valuessub"), "('grp', 'sub', 3, 7)");
+    assert_eq!(r.get("finalized"), "true");
+    assert!(
+        r.stderr.contains("ValueError: callback fails"),
+        "{}",
+        r.stderr
+    );
+    for g in ["", "sub"] {
+        let log = std::fs::read_to_string(v.markers.join(format!("{scenario}-{g}")))
+            .unwrap_or_else(|e| panic!("no callback ran in {g:?}: {e}"));
+        assert_eq!(
+            log,
+            format!(
+                "event process_stopping [('shutdown_reason', '{reason}')]\n\
+                 shutdown process_stopping [('shutdown_reason', '{reason}')]\n"
+            )
+        );
+    }
+}
+
+fn check_process_stopping(r: &Run, v: &Venvs) {
+    // A daemon's reason; neither the second call nor the shutdown ran them again.
+    check_mod_wsgi(r, v, "mod_wsgi_process_stopping", "maximum_requests");
+    assert_eq!(r.get("alive"), "2");
+}
+
+fn check_shutdown_callbacks(r: &Run, v: &Venvs) {
+    // An embedded process stopping: mod_wsgi's reason is empty there.
+    check_mod_wsgi(r, v, "mod_wsgi_shutdown_callbacks", "");
 }
 
 fn check_clean_exit(r: &Run, v: &Venvs) {

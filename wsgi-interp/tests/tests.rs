@@ -1016,3 +1016,262 @@ fn two_callables_of_one_script() {
             if callable == "nowhere" && found == ["application", "other"]
     ));
 }
+
+/// `dir(mod_wsgi)` of Debian's mod_wsgi 4.9.4 (its public names), plus mod_wsgi 6's
+/// `RequestTimeout`.
+const MOD_WSGI_NAMES: &str = "['FileWrapper', 'RequestTimeout', 'active_requests', 'application_group', 'event_callbacks', 'maximum_processes', 'process_group', 'process_metrics', 'request_data', 'request_metrics', 'server_metrics', 'shutdown_callbacks', 'subscribe_events', 'subscribe_shutdown', 'threads_per_process', 'version']";
+
+/// Evaluates `expr` after `setup` in the interpreter of `group`, panicking with the traceback.
+fn eval_in(group: &str, setup: &str, expr: &str) -> String {
+    runtime()
+        .interpreter(group)
+        .unwrap()
+        .run(|py| {
+            py.exec(setup).unwrap_or_else(|e| panic!("{}", e.traceback));
+            py.eval(expr).unwrap_or_else(|e| panic!("{}", e.traceback))
+        })
+        .unwrap()
+}
+
+#[test]
+fn import_mod_wsgi_in_main_and_sub_interpreters() {
+    let (a, b, c) = wsgi_interp::MOD_WSGI_VERSION;
+    for group in ["", "modwsgi-names"] {
+        let ev = |expr: &str| eval_in(group, "import mod_wsgi, _wsgi_rs", expr);
+        assert_eq!(
+            ev("sorted(n for n in dir(mod_wsgi) if not n.startswith('_'))"),
+            MOD_WSGI_NAMES,
+            "{group:?}"
+        );
+        assert_eq!(ev("repr(mod_wsgi.application_group)"), format!("'{group}'"));
+        // The shared test runtime is started with the defaults: embedded, one of each.
+        assert_eq!(ev("repr(mod_wsgi.process_group)"), "''");
+        assert_eq!(
+            ev("(mod_wsgi.maximum_processes, mod_wsgi.threads_per_process)"),
+            "(1, 1)"
+        );
+        assert_eq!(ev("mod_wsgi.version"), format!("({a}, {b}, {c})"));
+        assert_eq!(
+            ev(
+                "(mod_wsgi.RequestTimeout is _wsgi_rs.RequestTimeout, issubclass(mod_wsgi.RequestTimeout, BaseException), issubclass(mod_wsgi.RequestTimeout, Exception))"
+            ),
+            "(True, True, False)"
+        );
+        assert_eq!(ev("mod_wsgi.FileWrapper is _wsgi_rs.FileWrapper"), "True");
+        assert_eq!(
+            ev(
+                "[type(getattr(mod_wsgi, n)).__name__ for n in ('event_callbacks', 'shutdown_callbacks', 'active_requests', 'version')]"
+            ),
+            "['list', 'list', 'dict', 'tuple']"
+        );
+        assert_eq!(ev("mod_wsgi.server_metrics()"), "None");
+        assert_eq!(
+            ev("__import__('importlib.util').util.find_spec('mod_wsgi').name"),
+            "mod_wsgi"
+        );
+        let outside = runtime()
+            .interpreter(group)
+            .unwrap()
+            .run(|py| py.exec("import mod_wsgi\nmod_wsgi.request_data()"))
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(outside.type_name, "RuntimeError");
+        assert_eq!(outside.message, "no active request for thread");
+        let metrics =
+            ev("sorted((k, type(v).__name__) for k, v in mod_wsgi.process_metrics().items())");
+        assert_eq!(
+            metrics,
+            "[('active_requests', 'int'), ('cpu_system_time', 'float'), ('cpu_user_time', 'float'), ('current_time', 'float'), ('memory_max_rss', 'int'), ('memory_rss', 'int'), ('pid', 'int'), ('request_busy_time', 'float'), ('request_count', 'int'), ('request_threads', 'int'), ('restart_time', 'float'), ('running_time', 'int'), ('threads', 'list')]"
+        );
+        assert_eq!(
+            ev(
+                "(lambda m: (m['pid'] == __import__('os').getpid(), m['memory_rss'] > 1000000, m['restart_time'] <= m['current_time']))(mod_wsgi.process_metrics())"
+            ),
+            "(True, True, True)"
+        );
+    }
+    // Each interpreter has its own module.
+    assert_ne!(
+        eval_in("modwsgi-names", "import mod_wsgi", "id(mod_wsgi)"),
+        eval_in("", "import mod_wsgi", "id(mod_wsgi)")
+    );
+}
+
+#[test]
+fn file_wrapper_is_mod_wsgi_file_wrapper() {
+    let spec = script(
+        "file-wrapper-class.wsgi",
+        r#"
+import mod_wsgi
+def application(environ, start_response):
+    start_response('200 OK', [])
+    return [repr(environ['wsgi.file_wrapper'] is mod_wsgi.FileWrapper).encode()]
+"#,
+    );
+    let (_, sink) = get(&runtime().interpreter("modwsgi-fw").unwrap(), &spec);
+    assert_eq!(sink.body, b"True");
+}
+
+#[test]
+fn process_metrics_count_requests() {
+    let spec = script(
+        "metrics.wsgi",
+        r#"
+import mod_wsgi
+def application(environ, start_response):
+    m = mod_wsgi.process_metrics()
+    start_response('200 OK', [])
+    return [('%d %d %d' % (m['request_count'], m['active_requests'], len(m['threads']))).encode()]
+"#,
+    );
+    let interp = runtime().interpreter("modwsgi-metrics").unwrap();
+    let read = |sink: VecSink| -> Vec<u64> {
+        String::from_utf8(sink.body)
+            .unwrap()
+            .split(' ')
+            .map(|n| n.parse().unwrap())
+            .collect()
+    };
+    let first = read(get(&interp, &spec).1);
+    for _ in 0..3 {
+        get(&interp, &spec);
+    }
+    let last = read(get(&interp, &spec).1);
+    // Other tests of this binary call concurrently: at least these four finished meanwhile.
+    assert!(last[0] >= first[0] + 4, "{first:?} {last:?}");
+    assert!(
+        first[1] >= 1 && last[1] >= 1,
+        "the request itself is active"
+    );
+    assert!(last[2] >= 1);
+    // request_metrics: {} first, then the interval's counts.
+    let rm = eval_in(
+        "modwsgi-metrics",
+        "import mod_wsgi\nfirst = mod_wsgi.request_metrics()",
+        "first",
+    );
+    assert_eq!(rm, "{}");
+    for _ in 0..2 {
+        get(&interp, &spec);
+    }
+    let rm = eval_in(
+        "modwsgi-metrics",
+        "m = mod_wsgi.request_metrics()",
+        "(m['request_count'] >= 2, m['request_threads_maximum'], m['sample_period'] > 0, sum(m['request_threads_buckets']) == m['request_count'], sorted(m))",
+    );
+    assert_eq!(
+        rm,
+        "(True, 1, True, True, ['application_time', 'capacity_utilization', 'cpu_system_time', 'cpu_user_time', 'memory_max_rss', 'memory_rss', 'pid', 'request_count', 'request_threads_active', 'request_threads_buckets', 'request_threads_maximum', 'request_threads_started', 'request_throughput', 'sample_period', 'start_time', 'stop_time'])"
+    );
+}
+
+#[test]
+fn request_data_and_active_requests() {
+    // An interpreter where nothing tracked requests yet: request_data() works in the request
+    // that asks first, and starts tracking for the next ones.
+    let spec = script(
+        "request-data.wsgi",
+        r#"
+import mod_wsgi
+def application(environ, start_response):
+    d = mod_wsgi.request_data()
+    d['path'] = environ['PATH_INFO']
+    same = mod_wsgi.request_data() is d
+    active = [v for v in mod_wsgi.active_requests.values()]
+    start_response('200 OK', [])
+    return [repr((same, len(active), any(v is d for v in active))).encode()]
+"#,
+    );
+    let interp = runtime().interpreter("modwsgi-data").unwrap();
+    let (out, sink) = get(&interp, &spec);
+    assert!(
+        matches!(out, Outcome::Complete { status: 200, .. }),
+        "{out:?}"
+    );
+    // Begun untracked: its own dict, not listed.
+    assert_eq!(sink.body, b"(True, 0, False)");
+    let (_, sink) = get(&interp, &spec);
+    assert_eq!(sink.body, b"(True, 1, True)");
+    // Nothing left active, and no request data outside a request.
+    assert_eq!(
+        eval_in(
+            "modwsgi-data",
+            "import mod_wsgi\ntry:\n    mod_wsgi.request_data()\n    r = 'data'\nexcept RuntimeError as e:\n    r = str(e)",
+            "(mod_wsgi.active_requests, r)"
+        ),
+        "({}, 'no active request for thread')"
+    );
+}
+
+#[test]
+fn request_events_reach_subscribers() {
+    let spec = script(
+        "events.wsgi",
+        r#"
+import mod_wsgi
+events = []
+
+def record(name, **event):
+    events.append((name, event))
+    if name == 'request_started' and event['request_environ']['PATH_INFO'] == '/wrapped':
+        app = event['application_object']
+        def wrapped(environ, start_response):
+            return [b'wrapped:'] + list(app(environ, start_response))
+        return {'application_object': wrapped}
+
+mod_wsgi.subscribe_events(record)
+
+def application(environ, start_response):
+    mod_wsgi.request_data()['seen'] = True
+    if environ['PATH_INFO'] == '/fail':
+        raise ValueError('boom')
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [b'ok']
+"#,
+    );
+    let interp = runtime().interpreter("modwsgi-events").unwrap();
+    let call = |path: &str| {
+        let mut h = head();
+        h.path_info = path.as_bytes().to_vec();
+        let mut sink = VecSink::default();
+        let out = interp.call(
+            &spec,
+            &h,
+            &CallOptions::default(),
+            &mut io::empty(),
+            &mut sink,
+        );
+        (out, sink)
+    };
+    let (out, sink) = call("/x");
+    assert!(
+        matches!(out, Outcome::Complete { status: 200, .. }),
+        "{out:?}"
+    );
+    assert_eq!(sink.body, b"ok");
+    // The script's module, where its callback recorded the events.
+    let setup = "import sys\nm = [v for k, v in sys.modules.items() if k.startswith('_mod_wsgi_') and hasattr(v, 'events')][0]";
+    let ev = |expr: &str| eval_in("modwsgi-events", setup, expr);
+    assert_eq!(
+        ev("[n for n, e in m.events]"),
+        "['request_started', 'response_started', 'request_finished']"
+    );
+    assert_eq!(
+        ev(
+            "(lambda e: (e[0][1]['request_data'], e[0][1]['thread_id'] >= 1, e[0][1]['callable_object'], e[1][1]['response_status'], e[1][1]['response_headers'], e[2][1]['output_length'], e[2][1]['application_time'] >= 0, e[0][1]['request_id'] == e[2][1]['request_id']))(m.events)"
+        ),
+        "({'seen': True}, True, 'application', '200 OK', [('Content-Type', 'text/plain')], 2, True, True)"
+    );
+    ev("m.events.clear()");
+    let (out, _) = call("/fail");
+    assert!(matches!(out, Outcome::Error(_)), "{out:?}");
+    assert_eq!(
+        ev(
+            "[(n, e['exception_info'][0].__name__ if n == 'request_exception' else None) for n, e in m.events]"
+        ),
+        "[('request_started', None), ('request_exception', 'ValueError'), ('request_finished', None)]"
+    );
+    let (_, sink) = call("/wrapped");
+    assert_eq!(sink.body, b"wrapped:ok");
+    assert_eq!(ev("len(__import__('mod_wsgi').active_requests)"), "0");
+}

@@ -117,6 +117,9 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
                 python_path: site.python_path.clone(),
                 optimize: site.config.python.optimize,
                 dont_write_bytecode: site.config.python.dont_write_bytecode,
+                // `mod_wsgi` in embedded mode: this one front process and its workers.
+                maximum_processes: 1,
+                threads_per_process: u32::try_from(args.threads.max(1)).unwrap_or(u32::MAX),
                 ..Default::default()
             },
             &wsgi_interp::InterpreterOptions {

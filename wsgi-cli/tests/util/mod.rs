@@ -616,3 +616,82 @@ fn unchunk(mut rest: &str) -> String {
     }
     out
 }
+
+/// An app that answers what `import mod_wsgi` gives it, one `name=value` line each (values
+/// are Python reprs), and whose `subscribe_shutdown` callback appends
+/// `PID process_stopping 'REASON'` to `stopping.log` beside the script.
+pub const MOD_WSGI_APP: &str = r#"
+import os, mod_wsgi, _wsgi_rs
+
+LOG = os.path.join(os.path.dirname(__file__), 'stopping.log')
+
+def stopping(name, **event):
+    with open(LOG, 'a') as f:
+        f.write('%d %s %r\n' % (os.getpid(), name, event.get('shutdown_reason')))
+
+mod_wsgi.subscribe_shutdown(stopping)
+
+def application(environ, start_response):
+    data = mod_wsgi.request_data()
+    data['path'] = environ['PATH_INFO']
+    m = mod_wsgi.process_metrics()
+    lines = [
+        'names=%r' % sorted(n for n in dir(mod_wsgi) if not n.startswith('_')),
+        'process_group=%r' % mod_wsgi.process_group,
+        'environ_process_group=%r' % environ['mod_wsgi.process_group'],
+        'application_group=%r' % mod_wsgi.application_group,
+        'environ_application_group=%r' % environ['mod_wsgi.application_group'],
+        'maximum_processes=%r' % mod_wsgi.maximum_processes,
+        'threads_per_process=%r' % mod_wsgi.threads_per_process,
+        'version=%r' % (mod_wsgi.version,),
+        'environ_version=%r' % (environ['mod_wsgi.version'],),
+        'request_timeout=%r' % (mod_wsgi.RequestTimeout is _wsgi_rs.RequestTimeout),
+        'file_wrapper=%r' % (environ['wsgi.file_wrapper'] is mod_wsgi.FileWrapper),
+        'server_metrics=%r' % (mod_wsgi.server_metrics(),),
+        'pid=%r' % (m['pid'] == os.getpid()),
+        'request_count=%d' % m['request_count'],
+        'request_data=%r' % (mod_wsgi.request_data() is data),
+        'active=%r' % [v['path'] for v in mod_wsgi.active_requests.values()],
+    ]
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [('\n'.join(lines) + '\n').encode()]
+"#;
+
+/// `MOD_WSGI_NAMES`: Debian's mod_wsgi 4.9.4's public names, plus 6.x's `RequestTimeout`.
+pub const MOD_WSGI_NAMES: &str = "['FileWrapper', 'RequestTimeout', 'active_requests', 'application_group', 'event_callbacks', 'maximum_processes', 'process_group', 'process_metrics', 'request_data', 'request_metrics', 'server_metrics', 'shutdown_callbacks', 'subscribe_events', 'subscribe_shutdown', 'threads_per_process', 'version']";
+
+/// GETs `path` (200 expected) and returns [`MOD_WSGI_APP`]'s lines as a map.
+pub fn mod_wsgi_values(server: &Server, path: &str) -> std::collections::HashMap<String, String> {
+    let r = server.get_text(path);
+    assert_eq!(r.status, 200, "{}\n{}", r.body, server.stderr());
+    r.body
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Checks what [`MOD_WSGI_APP`] answers at `/a` then `/b` in one process whose
+/// `mod_wsgi.process_group` is `process_group`, with `threads` threads; the first request
+/// is the process's first.
+pub fn check_mod_wsgi_module(server: &Server, process_group: &str, threads: u32) {
+    let a = mod_wsgi_values(server, "/a");
+    assert_eq!(a["names"], MOD_WSGI_NAMES);
+    assert_eq!(a["process_group"], format!("'{process_group}'"));
+    assert_eq!(a["process_group"], a["environ_process_group"]);
+    assert_eq!(a["application_group"], a["environ_application_group"]);
+    assert_eq!(a["maximum_processes"], "1");
+    assert_eq!(a["threads_per_process"], threads.to_string());
+    assert_eq!(a["version"], a["environ_version"]);
+    for key in ["request_timeout", "file_wrapper", "pid", "request_data"] {
+        assert_eq!(a[key], "True", "{key}");
+    }
+    assert_eq!(a["server_metrics"], "None");
+    // The first request asked for request_data() before anything tracked requests: it is
+    // not listed; the next one is.
+    assert_eq!(a["request_count"], "0");
+    assert_eq!(a["active"], "[]");
+    let b = mod_wsgi_values(server, "/b");
+    assert_eq!(b["request_count"], "1");
+    assert_eq!(b["active"], "['/b']");
+}

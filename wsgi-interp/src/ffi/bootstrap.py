@@ -1,6 +1,8 @@
 # The `_wsgi_rs` helper module, executed once in every interpreter (main and each
-# sub-interpreter) by wsgi-interp. `_native_log(tag, level, text)` is injected by the host
-# before this runs. Everything here is per interpreter: no object crosses interpreters.
+# sub-interpreter) by wsgi-interp. The host injects before this runs: `_native_log(tag,
+# level, text)`, `_native_metrics()` (the process's request counters and memory, see
+# mod_wsgi.py) and `_native_in_request()` (whether this thread is running a WSGI call).
+# Everything here is per interpreter: no object crosses interpreters.
 
 import os
 import sys
@@ -326,3 +328,171 @@ def run_atexit():
             stream.flush()
         except Exception:
             pass
+
+
+# --- the `mod_wsgi` module and what it needs from the requests -------------------------------
+
+_mod_wsgi = None
+# Non-empty once requests are tracked (request_data(), active_requests, request events):
+# the host reads its length before each call and does nothing more while it is empty.
+tracking = []
+_tracking_lock = threading.Lock()
+_local = threading.local()
+_request_ids = None
+
+
+def install_mod_wsgi(source, version, process_group, application_group, maximum_processes,
+                     threads_per_process):
+    """Makes this interpreter's `mod_wsgi` module and puts it in sys.modules."""
+    global _mod_wsgi, _request_ids
+    import itertools
+    import types
+    _request_ids = itertools.count(1)
+    from importlib.machinery import ModuleSpec
+    module = types.ModuleType('mod_wsgi')
+    # Found by importlib.util.find_spec('mod_wsgi'), as mod_wsgi's own module is.
+    module.__spec__ = ModuleSpec('mod_wsgi', None, origin='built-in')
+    module.__dict__.update(
+        _host=sys.modules[__name__],
+        version=version,
+        process_group=process_group,
+        application_group=application_group,
+        maximum_processes=maximum_processes,
+        threads_per_process=threads_per_process,
+    )
+    exec(compile(source, '<mod_wsgi>', 'exec', dont_inherit=True), module.__dict__)
+    _mod_wsgi = module
+    sys.modules['mod_wsgi'] = module
+
+
+def track_requests():
+    """Starts tracking requests (once); returns `mod_wsgi.active_requests`."""
+    with _tracking_lock:
+        if not tracking:
+            _mod_wsgi.active_requests = {}
+            tracking.append(True)
+    return _mod_wsgi.active_requests
+
+
+def request_data():
+    data = getattr(_local, 'data', None)
+    if data is None:
+        if not _native_in_request():
+            raise RuntimeError('no active request for thread')
+        # A request that began before anything tracked them: its own dict from now on (it is
+        # not listed in active_requests); the host calls end_request for it.
+        track_requests()
+        data = _local.data = {}
+    return data
+
+
+def _log_callback_error(name):
+    for line in traceback.format_exc().rstrip('\n').split('\n'):
+        _native_log('mod_wsgi %s callback' % name, LEVEL_ERROR, line)
+
+
+def _publish(name, event, *lists):
+    """Calls every callback of `lists` as callback(name, **event); a dict returned is merged
+    into the event. A callback that raises an Exception is logged and the others still run."""
+    for callbacks in lists:
+        for callback in list(callbacks):
+            try:
+                result = callback(name, **event)
+            except Exception:
+                _log_callback_error(name)
+                continue
+            if isinstance(result, dict):
+                event.update(result)
+
+
+def publish_stopping(reason):
+    """The 'process_stopping' event, to the event callbacks and then the shutdown callbacks."""
+    if _mod_wsgi is None:
+        return
+    event = {'shutdown_reason': reason}
+    try:
+        _publish('process_stopping', event, _mod_wsgi.event_callbacks,
+                 _mod_wsgi.shutdown_callbacks)
+    except BaseException:
+        _log_callback_error('process_stopping')
+
+
+def begin_request(environ, application, start_response, thread_id):
+    """A tracked request starts: its request_data() dict, its entry in active_requests, the
+    'request_started' event (whose callbacks may replace `application_object`). Returns
+    (state, application, start_response) for the call."""
+    data = {}
+    _local.data = data
+    request_id = environ.get('mod_wsgi.request_id') or str(next(_request_ids))
+    now = time.time()
+    state = (request_id, data, now)
+    _mod_wsgi.active_requests[request_id] = data
+    if not _mod_wsgi.event_callbacks:
+        return (state, application, start_response)
+    try:
+        try:
+            request_start = float(environ.get('mod_wsgi.request_start') or now)
+        except ValueError:
+            request_start = now
+        event = {
+            'request_id': request_id,
+            'thread_id': thread_id,
+            'request_start': request_start,
+            'application_object': application,
+            'callable_object': environ.get('mod_wsgi.callable_object', 'application'),
+            'request_environ': environ,
+            'application_start': now,
+            'request_data': data,
+        }
+        _publish('request_started', event, _mod_wsgi.event_callbacks)
+    except BaseException:
+        # Raised into the request (RequestTimeout): it fails, and is no longer active.
+        end_request(None, 0)
+        _mod_wsgi.active_requests.pop(request_id, None)
+        raise
+    application = event.get('application_object', application)
+    return (state, application, _announcing(state, start_response))
+
+
+def _announcing(state, start_response):
+    """`start_response` publishing 'response_started' first."""
+    def start(status, response_headers, exc_info=None):
+        _publish('response_started', {
+            'request_id': state[0],
+            'response_status': status,
+            'response_headers': response_headers,
+            'exception_info': exc_info,
+            'request_data': state[1],
+        }, _mod_wsgi.event_callbacks)
+        return start_response(status, response_headers, exc_info)
+    return start
+
+
+def request_exception(state, exc):
+    """The application raised `exc` (the request fails): 'request_exception'."""
+    if state is not None and _mod_wsgi.event_callbacks:
+        _publish('request_exception', {
+            'request_id': state[0],
+            'exception_info': (type(exc), exc, exc.__traceback__),
+            'request_data': state[1],
+        }, _mod_wsgi.event_callbacks)
+
+
+def end_request(state, output_length):
+    """A tracked request ended (`state` None: one that began untracked): out of
+    active_requests, and 'request_finished'."""
+    _local.data = None
+    if state is None:
+        return
+    request_id, data, started = state
+    _mod_wsgi.active_requests.pop(request_id, None)
+    if _mod_wsgi.event_callbacks:
+        finished = time.time()
+        _publish('request_finished', {
+            'request_id': request_id,
+            'output_length': output_length,
+            'application_start': started,
+            'application_finish': finished,
+            'application_time': max(0.0, finished - started),
+            'request_data': data,
+        }, _mod_wsgi.event_callbacks)

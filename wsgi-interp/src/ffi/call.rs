@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use pyo3::ffi;
 
-use super::host::{CallState, EmitError, call_functions, lock_attached, without_gil};
+use super::host::{CallState, EmitError, InRequest, call_functions, lock_attached, without_gil};
 use super::interp::{Attached, Objects, ScriptEntry};
 use super::{
     Obj, Stored, bytes_of, call, fs_str, latin1_str, new_dict, new_str, str_text, take_error,
@@ -294,7 +294,8 @@ fn app_error(e: PyErrorInfo) -> AppError {
     }
 }
 
-/// Runs one PEP 3333 call: environ, app, streaming iteration, `close()`.
+/// Runs one PEP 3333 call: environ, app, streaming iteration, `close()`; with `mod_wsgi`'s
+/// request tracking around it once something asked for it (`_wsgi_rs.tracking`).
 pub(crate) fn call_app(
     py: &Attached<'_>,
     app: &App,
@@ -303,10 +304,97 @@ pub(crate) fn call_app(
     opts: &CallOptions,
     state: &Arc<CallState>,
 ) -> Outcome {
-    let interp = py.interp();
-    let Some(objects) = interp.objects() else {
+    let Some(objects) = py.interp().objects() else {
         return Outcome::Unavailable(crate::InterpError::ShuttingDown);
     };
+    let _in_request = InRequest::enter();
+    let mut token = None;
+    let outcome = call_tracked(py, &objects, app, spec, head, opts, state, &mut token);
+    // SAFETY: attached (`py`); no exception is pending (every failure above took its own).
+    unsafe { end_tracking(&objects, token, state) };
+    outcome
+}
+
+/// The `_wsgi_rs.publish_stopping(reason)` of the attached interpreter (errors logged).
+pub(crate) fn publish_stopping(py: &Attached<'_>, reason: &str) {
+    let Some(objects) = py.interp().objects() else {
+        return;
+    };
+    // SAFETY: attached (`py`); the objects belong to this interpreter.
+    unsafe {
+        let called =
+            new_str(reason).and_then(|r| call(objects.publish_stopping.ptr(), &[r.as_ptr()]));
+        if called.is_none() {
+            let e = take_error(objects.format_exc.ptr());
+            tracing::error!(group = %py.group(), "mod_wsgi process_stopping event failed: {}", e.traceback);
+        }
+    }
+}
+
+/// Tells `mod_wsgi` a tracked request ended: `_wsgi_rs.end_request(token, output_length)`,
+/// also for a request that began untracked (`token` None) if tracking started during it.
+///
+/// # Safety
+/// Attached to the interpreter owning `objects`, with no exception pending.
+unsafe fn end_tracking(objects: &Objects, token: Option<Obj>, state: &CallState) {
+    // SAFETY: attached (caller's contract); `tracking` is a list of this interpreter.
+    unsafe {
+        if token.is_none() && ffi::PyList_GET_SIZE(objects.tracking.ptr()) == 0 {
+            return;
+        }
+        let sent = state.resp.lock().sent;
+        let token = token.unwrap_or_else(|| Obj::borrowed(ffi::Py_None()));
+        let ended = Obj::own(ffi::PyLong_FromUnsignedLongLong(sent))
+            .and_then(|n| call(objects.end_request.ptr(), &[token.as_ptr(), n.as_ptr()]));
+        if ended.is_none() {
+            let e = take_error(objects.format_exc.ptr());
+            tracing::error!("mod_wsgi request_finished event failed: {}", e.traceback);
+        }
+    }
+}
+
+/// Gives the pending exception (raised by the application) to the `request_exception`
+/// event of the tracked request `token`, and leaves it pending.
+///
+/// # Safety
+/// Attached to the interpreter owning `objects` and `token`, with an exception pending.
+#[allow(deprecated)] // PyErr_Fetch/Restore: the form every supported Python has.
+unsafe fn notify_exception(objects: &Objects, token: &Obj) {
+    // SAFETY: attached (caller's contract); the fetched references are handed back to
+    // PyErr_Restore, which steals them.
+    unsafe {
+        let (mut t, mut v, mut tb) = (ptr::null_mut(), ptr::null_mut(), ptr::null_mut());
+        ffi::PyErr_Fetch(&mut t, &mut v, &mut tb);
+        if t.is_null() {
+            return;
+        }
+        ffi::PyErr_NormalizeException(&mut t, &mut v, &mut tb);
+        if !v.is_null() {
+            if !tb.is_null() {
+                ffi::PyException_SetTraceback(v, tb);
+            }
+            if call(objects.request_exception.ptr(), &[token.as_ptr(), v]).is_none() {
+                let e = take_error(objects.format_exc.ptr());
+                tracing::error!("mod_wsgi request_exception event failed: {}", e.traceback);
+            }
+        }
+        ffi::PyErr_Restore(t, v, tb);
+    }
+}
+
+/// [`call_app`] itself; `token` receives the tracked request's state when tracking is on.
+#[allow(clippy::too_many_arguments)]
+fn call_tracked(
+    py: &Attached<'_>,
+    objects: &Objects,
+    app: &App,
+    spec: &ScriptSpec,
+    head: &RequestHead,
+    opts: &CallOptions,
+    state: &Arc<CallState>,
+    token: &mut Option<Obj>,
+) -> Outcome {
+    let interp = py.interp();
     let fmt = objects.format_exc.ptr();
     let log_failure = |error: &AppError, after_start: bool| {
         tracing::error!(
@@ -350,7 +438,7 @@ pub(crate) fn call_app(
         };
         let reloading = spec.reload != ReloadMode::Off;
         let Some(environ) = build_environ(
-            &objects,
+            objects,
             head,
             opts,
             Some(&spec.callable),
@@ -360,14 +448,40 @@ pub(crate) fn call_app(
         ) else {
             return failure(app_error(take_error(fmt)));
         };
-        let Some(result) = call(
-            app.app.as_ptr(),
-            &[environ.as_ptr(), start_response.as_ptr()],
-        ) else {
-            return failure(app_error(take_error(fmt)));
+        // mod_wsgi's request tracking: one list length read while nothing asked for it.
+        let (mut callable, mut start) = (app.app.as_ptr(), start_response.as_ptr());
+        // `begin_request`'s answer, which holds `callable` and `start` when it replaced them.
+        let mut _began = None;
+        if ffi::PyList_GET_SIZE(objects.tracking.ptr()) != 0 {
+            let began = Obj::own(ffi::PyLong_FromUnsignedLong(
+                crate::metrics::thread_id().into(),
+            ))
+            .and_then(|thread| {
+                call(
+                    objects.begin_request.ptr(),
+                    &[environ.as_ptr(), callable, start, thread.as_ptr()],
+                )
+            });
+            let Some(began) = began else {
+                return failure(app_error(take_error(fmt)));
+            };
+            *token = Some(Obj::borrowed(ffi::PyTuple_GetItem(began.as_ptr(), 0)));
+            callable = ffi::PyTuple_GetItem(began.as_ptr(), 1);
+            start = ffi::PyTuple_GetItem(began.as_ptr(), 2);
+            _began = Some(began);
+        }
+        // An exception the application raised: to `request_exception`, then the failure.
+        let raised = || {
+            if let Some(token) = token.as_ref() {
+                notify_exception(objects, token);
+            }
+            failure(app_error(take_error(fmt)))
+        };
+        let Some(result) = call(callable, &[environ.as_ptr(), start]) else {
+            return raised();
         };
         drop(environ);
-        let outcome = iterate(&objects, &result, state, &failure);
+        let outcome = iterate(objects, &result, state, &failure, &raised);
         // close() is always called, whatever happened above.
         // A plain list or tuple (the usual hello-world answer) has no `close`, and builtin
         // types cannot gain one: skip the lookup, which raises and clears an AttributeError.
@@ -379,6 +493,9 @@ pub(crate) fn call_app(
             let closed =
                 super::getattr(result.as_ptr(), c"close").and_then(|c| call(c.as_ptr(), &[]));
             if closed.is_none() {
+                if let Some(token) = token.as_ref() {
+                    notify_exception(objects, token);
+                }
                 let e = app_error(take_error(fmt));
                 tracing::error!(group = %interp.name, script = %spec.path.display(), "close() of the response iterable raised: {}\n{}", e.message, e.traceback);
                 if let Outcome::Complete { status, body_bytes } = outcome {
@@ -394,7 +511,8 @@ pub(crate) fn call_app(
     }
 }
 
-/// Streams the response iterable to the sink.
+/// Streams the response iterable to the sink; `raised` turns the pending exception into the
+/// outcome.
 ///
 /// # Safety
 /// Attached to the interpreter owning `objects` and `result`.
@@ -403,8 +521,8 @@ unsafe fn iterate(
     result: &Obj,
     state: &Arc<CallState>,
     failure: &dyn Fn(AppError) -> Outcome,
+    raised: &dyn Fn() -> Outcome,
 ) -> Outcome {
-    let fmt = objects.format_exc.ptr();
     let emit_failed = |e: EmitError| match e {
         EmitError::Sink(error) => Outcome::ClientGone { error },
         EmitError::NotStarted => failure(AppError {
@@ -421,7 +539,7 @@ unsafe fn iterate(
         let mut done = false;
         if ffi::Py_TYPE(result.as_ptr()).cast() == objects.file_wrapper.ptr() {
             let Some(range) = call(objects.file_range.ptr(), &[result.as_ptr()]) else {
-                return failure(app_error(take_error(fmt)));
+                return raised();
             };
             if range.as_ptr() != ffi::Py_None() {
                 let fd = ffi::PyLong_AsLong(ffi::PyTuple_GetItem(range.as_ptr(), 0));
@@ -429,7 +547,7 @@ unsafe fn iterate(
                     ffi::PyLong_AsUnsignedLongLong(ffi::PyTuple_GetItem(range.as_ptr(), 1));
                 let size = ffi::PyLong_AsUnsignedLongLong(ffi::PyTuple_GetItem(range.as_ptr(), 2));
                 if !ffi::PyErr_Occurred().is_null() {
-                    return failure(app_error(take_error(fmt)));
+                    return raised();
                 }
                 // The wrapper (held by `result`) keeps the file, hence the fd, open.
                 match without_gil(|| state.send_file(fd as i32, offset, size)) {
@@ -441,12 +559,12 @@ unsafe fn iterate(
         }
         if !done {
             let Some(iter) = Obj::own(ffi::PyObject_GetIter(result.as_ptr())) else {
-                return failure(app_error(take_error(fmt)));
+                return raised();
             };
             loop {
                 let Some(item) = Obj::own(ffi::PyIter_Next(iter.as_ptr())) else {
                     if !ffi::PyErr_Occurred().is_null() {
-                        return failure(app_error(take_error(fmt)));
+                        return raised();
                     }
                     break;
                 };

@@ -35,6 +35,24 @@ static LOG_DEF: MethodDef = MethodDef(ffi::PyMethodDef {
     ml_doc: c"_native_log(tag, level, text): one line to the host's log".as_ptr(),
 });
 
+static METRICS_DEF: MethodDef = MethodDef(ffi::PyMethodDef {
+    ml_name: c"_native_metrics".as_ptr(),
+    ml_meth: ffi::PyMethodDefPointer {
+        PyCFunction: native_metrics,
+    },
+    ml_flags: ffi::METH_NOARGS,
+    ml_doc: c"_native_metrics(): (requests, busy_seconds, active, [(thread_id, requests)], started, max_rss, rss)".as_ptr(),
+});
+
+static IN_REQUEST_DEF: MethodDef = MethodDef(ffi::PyMethodDef {
+    ml_name: c"_native_in_request".as_ptr(),
+    ml_meth: ffi::PyMethodDefPointer {
+        PyCFunction: native_in_request,
+    },
+    ml_flags: ffi::METH_NOARGS,
+    ml_doc: c"_native_in_request(): whether this thread is running a WSGI call".as_ptr(),
+});
+
 static START_RESPONSE_DEF: MethodDef = MethodDef(ffi::PyMethodDef {
     ml_name: c"start_response".as_ptr(),
     ml_meth: ffi::PyMethodDefPointer {
@@ -129,19 +147,105 @@ pub(crate) unsafe fn without_gil<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// A builtin function object for `_native_log`.
+/// The builtin functions the host gives `_wsgi_rs`, by name: `_native_log`,
+/// `_native_metrics`, `_native_in_request`.
 ///
 /// # Safety
 /// Attached.
-pub(crate) unsafe fn native_log_function() -> Option<Obj> {
-    // SAFETY: attached; the def is static and outlives every function object.
-    unsafe {
-        Obj::own(ffi::PyCFunction_NewEx(
-            ptr::addr_of!(LOG_DEF.0).cast_mut(),
-            ptr::null_mut(),
-            ptr::null_mut(),
-        ))
+pub(crate) unsafe fn native_functions() -> Option<Vec<(&'static std::ffi::CStr, Obj)>> {
+    let mut made = Vec::new();
+    for def in [&LOG_DEF, &METRICS_DEF, &IN_REQUEST_DEF] {
+        // SAFETY: attached; the defs are static and outlive every function object.
+        let f = unsafe {
+            Obj::own(ffi::PyCFunction_NewEx(
+                ptr::addr_of!(def.0).cast_mut(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+            ))
+        }?;
+        // SAFETY: ml_name is one of the static C strings above.
+        made.push((unsafe { std::ffi::CStr::from_ptr(def.0.ml_name) }, f));
     }
+    Some(made)
+}
+
+thread_local! {
+    /// Whether this thread is inside a WSGI call (`call::call_app`).
+    static IN_REQUEST: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread as running a WSGI call until dropped.
+pub(crate) struct InRequest(bool);
+
+impl InRequest {
+    pub(crate) fn enter() -> InRequest {
+        InRequest(IN_REQUEST.try_with(|c| c.replace(true)).unwrap_or(false))
+    }
+}
+
+impl Drop for InRequest {
+    fn drop(&mut self) {
+        let _ = IN_REQUEST.try_with(|c| c.set(self.0));
+    }
+}
+
+unsafe extern "C" fn native_in_request(
+    _slf: *mut ffi::PyObject,
+    _arg: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    trampoline("_native_in_request", || {
+        let inside = IN_REQUEST.try_with(std::cell::Cell::get).unwrap_or(false);
+        // SAFETY: CPython calls us attached; the booleans are immortal singletons.
+        unsafe {
+            Obj::borrowed(if inside {
+                ffi::Py_True()
+            } else {
+                ffi::Py_False()
+            })
+            .into_ptr()
+        }
+    })
+}
+
+unsafe extern "C" fn native_metrics(
+    _slf: *mut ffi::PyObject,
+    _arg: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    trampoline("_native_metrics", || {
+        let m = crate::metrics::snapshot();
+        // SAFETY: CPython calls us attached; every new reference is owned by an Obj and the
+        // tuple/list setters steal the references handed to them.
+        unsafe {
+            let int = |n: u64| Obj::own(ffi::PyLong_FromUnsignedLongLong(n));
+            let float = |x: f64| Obj::own(ffi::PyFloat_FromDouble(x));
+            let pack = |items: Vec<Obj>| -> Option<Obj> {
+                let t = Obj::own(ffi::PyTuple_New(items.len() as ffi::Py_ssize_t))?;
+                for (i, item) in items.into_iter().enumerate() {
+                    ffi::PyTuple_SetItem(t.as_ptr(), i as ffi::Py_ssize_t, item.into_ptr());
+                }
+                Some(t)
+            };
+            let built = (|| {
+                let threads = Obj::own(ffi::PyList_New(0))?;
+                for (id, n) in &m.threads {
+                    let pair = pack(vec![int(u64::from(*id))?, int(*n)?])?;
+                    if ffi::PyList_Append(threads.as_ptr(), pair.as_ptr()) != 0 {
+                        return None;
+                    }
+                }
+                pack(vec![
+                    int(m.requests)?,
+                    float(m.busy_seconds)?,
+                    int(m.active)?,
+                    threads,
+                    float(m.started)?,
+                    int(m.max_rss)?,
+                    int(m.rss)?,
+                ])
+            })();
+            built.map_or(ptr::null_mut(), Obj::into_ptr)
+        }
+    })
 }
 
 unsafe extern "C" fn native_log(

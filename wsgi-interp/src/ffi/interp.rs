@@ -27,6 +27,8 @@ use crate::wsgi::{InterpError, PyErrorInfo};
 
 /// The `_wsgi_rs` helper module's source, run in every interpreter.
 const BOOTSTRAP: &str = concat!(include_str!("bootstrap.py"), "\0");
+/// The `mod_wsgi` module's source, executed by `_wsgi_rs.install_mod_wsgi`.
+const MOD_WSGI: &str = include_str!("mod_wsgi.py");
 
 /// A thread state pointer. CPython owns the memory; the protocol in this module decides
 /// which thread may use it.
@@ -123,6 +125,12 @@ pub(crate) struct Objects {
     pub mod_wsgi_version: Stored,
     pub group_name: Stored,
     pub request_timeout: Stored,
+    /// `_wsgi_rs.tracking`: a list, non-empty once requests are tracked for `mod_wsgi`.
+    pub tracking: Stored,
+    pub begin_request: Stored,
+    pub end_request: Stored,
+    pub request_exception: Stored,
+    pub publish_stopping: Stored,
 }
 
 impl Objects {
@@ -149,6 +157,11 @@ impl Objects {
                 self.mod_wsgi_version,
                 self.group_name,
                 self.request_timeout,
+                self.tracking,
+                self.begin_request,
+                self.end_request,
+                self.request_exception,
+                self.publish_stopping,
             ] {
                 s.release();
             }
@@ -698,6 +711,15 @@ pub(crate) struct StartParams {
     pub environ: Vec<(Vec<u8>, Vec<u8>)>,
     /// Sub-interpreters get their own GIL (checked: only on Python 3.12+).
     pub own_gil: bool,
+    /// What `mod_wsgi` says of the process in every interpreter.
+    pub process: ProcessFacts,
+}
+
+/// `mod_wsgi.process_group`, `maximum_processes` and `threads_per_process`.
+pub(crate) struct ProcessFacts {
+    pub group: String,
+    pub processes: u32,
+    pub threads: u32,
 }
 
 /// The running CPython: its main interpreter and the thread that owns start and finalisation.
@@ -827,7 +849,7 @@ fn python_main(
     // SAFETY: attach the initialising tstate (detached by `initialize`) on its own thread.
     unsafe { ffi::PyEval_RestoreThread(main_ts.0) };
     // SAFETY: attached to the main interpreter.
-    let objects = unsafe { bootstrap("", None, &params.python_path) };
+    let objects = unsafe { bootstrap("", None, &params.python_path, &params.process) };
     if let (Ok(o), true) = (&objects, params.own_gil) {
         // SAFETY: attached to the main interpreter, which owns `o`.
         unsafe { preload_for_own_gil(o) };
@@ -964,7 +986,14 @@ unsafe fn create_sub(
     // SAFETY: ts is the new interpreter's current tstate.
     let raw = RawInterp(unsafe { ffi::PyThreadState_GetInterpreter(ts.0) });
     // SAFETY: attached to the new interpreter.
-    match unsafe { bootstrap(name, Some(&params.environ), &params.python_path) } {
+    match unsafe {
+        bootstrap(
+            name,
+            Some(&params.environ),
+            &params.python_path,
+            &params.process,
+        )
+    } {
         Ok(objects) => {
             // SAFETY: attached; release the (shared) GIL.
             unsafe { ffi::PyEval_SaveThread() };
@@ -1065,6 +1094,7 @@ unsafe fn bootstrap(
     name: &str,
     environ: Option<&[(Vec<u8>, Vec<u8>)]>,
     python_path: &[PathBuf],
+    process: &ProcessFacts,
 ) -> Result<Objects, PyErrorInfo> {
     // SAFETY: attached (caller's contract). Every new reference is owned by an Obj; borrowed
     // ones (module dict, sys.modules, builtins) are only used while their owner lives.
@@ -1076,9 +1106,10 @@ unsafe fn bootstrap(
         {
             return Err(err());
         }
-        let log = super::host::native_log_function().ok_or_else(err)?;
-        if ffi::PyDict_SetItemString(dict, c"_native_log".as_ptr(), log.as_ptr()) != 0 {
-            return Err(err());
+        for (name, f) in super::host::native_functions().ok_or_else(err)? {
+            if ffi::PyDict_SetItemString(dict, name.as_ptr(), f.as_ptr()) != 0 {
+                return Err(err());
+            }
         }
         let src = std::ffi::CStr::from_bytes_with_nul(BOOTSTRAP.as_bytes())
             .expect("bootstrap source has exactly one NUL, at the end");
@@ -1156,6 +1187,30 @@ unsafe fn bootstrap(
                 .ok_or_else(err)?;
         let group_name = new_str(name).ok_or_else(err)?;
         let request_timeout = attr(c"RequestTimeout")?;
+        let tracking = attr(c"tracking")?;
+        let begin_request = attr(c"begin_request")?;
+        let end_request = attr(c"end_request")?;
+        let request_exception = attr(c"request_exception")?;
+        let publish_stopping = attr(c"publish_stopping")?;
+        let source = new_str(MOD_WSGI).ok_or_else(err)?;
+        let process_group = new_str(&process.group).ok_or_else(err)?;
+        let processes =
+            Obj::own(ffi::PyLong_FromLong(process.processes.max(1).into())).ok_or_else(err)?;
+        let threads =
+            Obj::own(ffi::PyLong_FromLong(process.threads.max(1).into())).ok_or_else(err)?;
+        let install = getattr(module.as_ptr(), c"install_mod_wsgi").ok_or_else(err)?;
+        call(
+            install.as_ptr(),
+            &[
+                source.as_ptr(),
+                mod_wsgi_version.as_ptr(),
+                process_group.as_ptr(),
+                group_name.as_ptr(),
+                processes.as_ptr(),
+                threads.as_ptr(),
+            ],
+        )
+        .ok_or_else(err)?;
         Ok(Objects {
             keys,
             values,
@@ -1173,6 +1228,11 @@ unsafe fn bootstrap(
             group_name: Stored::new(group_name),
             format_exc: Stored::new(format_exc),
             request_timeout,
+            tracking,
+            begin_request,
+            end_request,
+            request_exception,
+            publish_stopping,
         })
     }
 }
