@@ -413,3 +413,71 @@ fn embedded_metrics_and_health() {
     let health = util::get_text(status_addr, "/healthz");
     assert_eq!((health.status, health.body.as_str()), (200, "ready\n"));
 }
+
+/// An application's `logging` records reach the error log at their own level (an app's
+/// `logging.info` is not an error); what it prints to stderr stays an error.
+#[test]
+fn application_log_records_keep_their_level() {
+    let dir = util::scratch_world_readable("wsgi-deploy-");
+    let app = util::write_world_readable(
+        &dir.path().join("logs.wsgi"),
+        "import logging, sys\nlogging.basicConfig(level=logging.DEBUG, format='%(levelname)s %(message)s')\nlog = logging.getLogger('app')\n\ndef application(environ, start_response):\n    log.debug('dbg-line')\n    log.info('info-line')\n    log.warning('warn-line')\n    log.error('error-line')\n    print('stderr-line', file=sys.stderr)\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'ok']\n",
+    );
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wsgi"));
+    command
+        .args(["serve", app.to_str().unwrap(), "--port", "0"])
+        .args(["--log-format", "json", "--log-level", "debug"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if util::is_root() {
+        command.arg("--allow-root");
+    }
+    let mut child = Started(command.spawn().unwrap());
+    let err = child.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let message = |record: &serde_json::Value| {
+        record["fields"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    let next = || -> serde_json::Value {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a log line");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    };
+    let addr = loop {
+        let record = next();
+        if let Some(addr) = message(&record).strip_prefix("listening on http://") {
+            break addr.trim_end_matches('/').parse::<SocketAddr>().unwrap();
+        }
+    };
+    assert_eq!(util::get_text(addr, "/").status, 200);
+    let mut seen = std::collections::HashMap::new();
+    while seen.len() < 5 {
+        let record = next();
+        let text = message(&record);
+        for want in [
+            "dbg-line",
+            "info-line",
+            "warn-line",
+            "error-line",
+            "stderr-line",
+        ] {
+            if text.contains(want) {
+                seen.insert(want, record["level"].as_str().unwrap_or("").to_string());
+            }
+        }
+    }
+    assert_eq!(seen["dbg-line"], "DEBUG");
+    assert_eq!(seen["info-line"], "INFO");
+    assert_eq!(seen["warn-line"], "WARN");
+    assert_eq!(seen["error-line"], "ERROR");
+    assert_eq!(seen["stderr-line"], "ERROR");
+}

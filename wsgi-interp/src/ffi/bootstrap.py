@@ -12,6 +12,12 @@ import traceback
 
 LEVEL_INFO = 0
 LEVEL_ERROR = 1
+LEVEL_DEBUG = 2
+LEVEL_WARNING = 3
+
+# The level of the `logging` record a StreamHandler is writing on this thread, if any: its
+# lines are logged at the record's level rather than the stream's.
+_record = threading.local()
 
 
 class LogWriter:
@@ -33,8 +39,11 @@ class LogWriter:
         with self._lock:
             lines = (self._pending + text).split('\n')
             self._pending = lines.pop()
+        level = getattr(_record, 'level', None)
+        if level is None:
+            level = self._level
         for line in lines:
-            _native_log(self._tag, self._level, line)
+            _native_log(self._tag, level, line)
         return len(text)
 
     def writelines(self, lines):
@@ -233,6 +242,39 @@ def setup(tag, environ, python_path):
         sys.path[:] = added + [p for p in sys.path if p not in added]
     sys.stdout = LogWriter(tag + ' stdout', LEVEL_INFO)
     sys.stderr = LogWriter(tag + ' stderr', LEVEL_ERROR)
+    _log_records_at_their_level()
+
+
+def _level_of(levelno):
+    if levelno >= 40:
+        return LEVEL_ERROR
+    if levelno >= 30:
+        return LEVEL_WARNING
+    if levelno >= 20:
+        return LEVEL_INFO
+    return LEVEL_DEBUG
+
+
+def _log_records_at_their_level():
+    """Makes a `logging.StreamHandler` writing to one of our streams (sys.stderr, sys.stdout,
+    wsgi.errors) log its record's lines at the record's level: an app's logging.info is
+    info, not an error (under Apache every line still goes to its error log, as mod_wsgi)."""
+    import logging
+    emit = logging.StreamHandler.emit
+    if getattr(emit, '_wsgi_rs', False):
+        return
+
+    def emit_at_level(self, record):
+        if not isinstance(getattr(self, 'stream', None), LogWriter):
+            return emit(self, record)
+        _record.level = _level_of(record.levelno)
+        try:
+            return emit(self, record)
+        finally:
+            _record.level = None
+
+    emit_at_level._wsgi_rs = True
+    logging.StreamHandler.emit = emit_at_level
 
 
 def _exec_module(path, restore_previous):

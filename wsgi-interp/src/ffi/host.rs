@@ -267,10 +267,12 @@ unsafe extern "C" fn native_log(
             let level = ffi::PyLong_AsLong(*args.add(1));
             ffi::PyErr_Clear();
             let text = str_text(*args.add(2)).unwrap_or_default();
-            if level == 0 {
-                tracing::info!(target: "wsgi_interp::python", app = %tag, "{text}");
-            } else {
-                tracing::error!(target: "wsgi_interp::python", app = %tag, "{text}");
+            // bootstrap.py's LEVEL_INFO, LEVEL_ERROR, LEVEL_DEBUG, LEVEL_WARNING.
+            match level {
+                0 => tracing::info!(target: "wsgi_interp::python", app = %tag, "{text}"),
+                2 => tracing::debug!(target: "wsgi_interp::python", app = %tag, "{text}"),
+                3 => tracing::warn!(target: "wsgi_interp::python", app = %tag, "{text}"),
+                _ => tracing::error!(target: "wsgi_interp::python", app = %tag, "{text}"),
             }
             Obj::borrowed(ffi::Py_None()).into_ptr()
         }
