@@ -404,13 +404,14 @@ fn embedded_metrics_and_health() {
 }
 
 /// An application's `logging` records reach the error log at their own level (an app's
-/// `logging.info` is not an error); what it prints to stderr stays an error.
+/// `logging.info` is not an error); what it prints to stderr stays an error; a partial line
+/// left in `wsgi.errors` is written out when the request ends.
 #[test]
 fn application_log_records_keep_their_level() {
     let dir = util::scratch_world_readable("wsgi-deploy-");
     let app = util::write_world_readable(
         &dir.path().join("logs.wsgi"),
-        "import logging, sys\nlogging.basicConfig(level=logging.DEBUG, format='%(levelname)s %(message)s')\nlog = logging.getLogger('app')\n\ndef application(environ, start_response):\n    log.debug('dbg-line')\n    log.info('info-line')\n    log.warning('warn-line')\n    log.error('error-line')\n    print('stderr-line', file=sys.stderr)\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'ok']\n",
+        "import logging, sys\nlogging.basicConfig(level=logging.DEBUG, format='%(levelname)s %(message)s')\nlog = logging.getLogger('app')\n\ndef application(environ, start_response):\n    log.debug('dbg-line')\n    log.info('info-line')\n    log.warning('warn-line')\n    log.error('error-line')\n    print('stderr-line', file=sys.stderr)\n    environ['wsgi.errors'].write('partial-line')\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'ok']\n",
     );
     let mut command = Command::new(env!("CARGO_BIN_EXE_wsgi"));
     command
@@ -426,7 +427,7 @@ fn application_log_records_keep_their_level() {
     let addr = log.listening();
     assert_eq!(util::get_text(addr, "/").status, 200);
     let mut seen = std::collections::HashMap::new();
-    while seen.len() < 5 {
+    while seen.len() < 6 {
         let record = log.next();
         let text = JsonLog::message(&record);
         for want in [
@@ -435,6 +436,7 @@ fn application_log_records_keep_their_level() {
             "warn-line",
             "error-line",
             "stderr-line",
+            "partial-line",
         ] {
             if text.contains(want) {
                 seen.insert(want, record["level"].as_str().unwrap_or("").to_string());
@@ -446,6 +448,8 @@ fn application_log_records_keep_their_level() {
     assert_eq!(seen["warn-line"], "WARN");
     assert_eq!(seen["error-line"], "ERROR");
     assert_eq!(seen["stderr-line"], "ERROR");
+    // A line without its newline is written out by the end of the request, as mod_wsgi.
+    assert_eq!(seen["partial-line"], "ERROR");
 }
 
 /// The JSON records a child writes to its stderr (`--log-format json`), read on a thread.

@@ -31,6 +31,7 @@ class LogWriter:
         self._tag = tag
         self._level = level
         self._pending = ''
+        self._unflushed = False
         self._lock = threading.Lock()
 
     def write(self, text):
@@ -44,6 +45,10 @@ class LogWriter:
             level = self._level
         for line in lines:
             _native_log(self._tag, level, line)
+        if self._pending and not self._unflushed:
+            # Written out by the end of the request at the latest (flush_streams).
+            self._unflushed = True
+            unflushed.append(self)
         return len(text)
 
     def writelines(self, lines):
@@ -53,6 +58,7 @@ class LogWriter:
     def flush(self):
         with self._lock:
             pending, self._pending = self._pending, ''
+            self._unflushed = False
         if pending:
             _native_log(self._tag, self._level, pending)
 
@@ -67,6 +73,16 @@ class LogWriter:
 
     def seekable(self):
         return False
+
+
+# The LogWriters holding a partial line; the host calls flush_streams() after a request when
+# this is not empty (a list-length check per request otherwise).
+unflushed = []
+
+
+def flush_streams():
+    while unflushed:
+        unflushed.pop().flush()
 
 
 class Input:

@@ -311,8 +311,33 @@ pub(crate) fn call_app(
     let mut token = None;
     let outcome = call_tracked(py, &objects, app, spec, head, opts, state, &mut token);
     // SAFETY: attached (`py`); no exception is pending (every failure above took its own).
-    unsafe { end_tracking(&objects, token, state) };
+    unsafe {
+        end_tracking(&objects, token, state);
+        flush_streams(&objects);
+    }
     outcome
+}
+
+/// Writes out the partial lines the request left in `wsgi.errors`, `sys.stderr` or
+/// `sys.stdout` (as mod_wsgi flushes at the end of a request): one list-length check when
+/// there are none.
+///
+/// # Safety
+/// Attached to the interpreter owning `objects`, with no exception pending.
+unsafe fn flush_streams(objects: &Objects) {
+    // SAFETY: attached (caller's contract); `unflushed` is a list of this interpreter.
+    unsafe {
+        if ffi::PyList_GET_SIZE(objects.unflushed.ptr()) == 0 {
+            return;
+        }
+        if call(objects.flush_streams.ptr(), &[]).is_none() {
+            let e = take_error(objects.format_exc.ptr());
+            tracing::error!(
+                "flushing wsgi.errors after a request failed: {}",
+                e.traceback
+            );
+        }
+    }
 }
 
 /// The `_wsgi_rs.publish_stopping(reason)` of the attached interpreter (errors logged).

@@ -131,6 +131,9 @@ pub(crate) struct Objects {
     pub end_request: Stored,
     pub request_exception: Stored,
     pub publish_stopping: Stored,
+    /// `_wsgi_rs.unflushed`: the streams holding a partial line (flushed after each request).
+    pub unflushed: Stored,
+    pub flush_streams: Stored,
 }
 
 impl Objects {
@@ -162,6 +165,8 @@ impl Objects {
                 self.end_request,
                 self.request_exception,
                 self.publish_stopping,
+                self.unflushed,
+                self.flush_streams,
             ] {
                 s.release();
             }
@@ -1192,6 +1197,8 @@ unsafe fn bootstrap(
         let end_request = attr(c"end_request")?;
         let request_exception = attr(c"request_exception")?;
         let publish_stopping = attr(c"publish_stopping")?;
+        let unflushed = attr(c"unflushed")?;
+        let flush_streams = attr(c"flush_streams")?;
         let source = new_str(MOD_WSGI).ok_or_else(err)?;
         let process_group = new_str(&process.group).ok_or_else(err)?;
         let processes =
@@ -1233,6 +1240,8 @@ unsafe fn bootstrap(
             end_request,
             request_exception,
             publish_stopping,
+            unflushed,
+            flush_streams,
         })
     }
 }
