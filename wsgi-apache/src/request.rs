@@ -524,6 +524,16 @@ pub(crate) fn start_runtime(config: &Config) -> Result<&'static Runtime, String>
             let options = InterpreterOptions {
                 per_interpreter_gil: config.python.per_interpreter_gil,
             };
+            if config.python.free_threading && !wsgi_interp::embedded::FREE_THREADED_BUILD {
+                log(
+                    std::ptr::null_mut(),
+                    APLOG_WARNING,
+                    &format!(
+                        "WSGIFreeThreading On has no effect: mod_wsgi_rs is built against Python {}, which is not a free-threaded build (python3.13t and later), so the GIL stays on; remove the line, or build mod_wsgi_rs against a free-threaded Python",
+                        wsgi_interp::embedded::BUILD_PYTHON_VERSION
+                    ),
+                );
+            }
             Runtime::start_with(&start, &options).map_err(|e| {
                 let message = format!("Python did not start in this Apache child: {e}");
                 log(std::ptr::null_mut(), APLOG_ERR, &message);

@@ -584,3 +584,33 @@ fn htaccess_files_set_wsgi_settings_per_directory() {
         assert_eq!(probe(&ours), probe(&theirs));
     }
 }
+
+/// `WSGIFreeThreading On` (mod_wsgi 6) with a Python that has a GIL: served, and a warning
+/// says the line has no effect.
+#[test]
+fn free_threading_without_a_free_threaded_python_is_explained() {
+    let dir = scratch("wsgi-apache-embedded-");
+    let project = dir.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    write_app(&project, "myapp.wsgi");
+    let site = format!(
+        "WSGIFreeThreading On
+WSGIScriptAlias / {project}/myapp.wsgi
+<Directory {project}>
+    Require all granted
+</Directory>
+",
+        project = project.display()
+    );
+    let mut apache = Apache::start(dir.path(), &site);
+    let (status, _, _) = apache.get("/");
+    assert_eq!(status, 200, "{}", apache.error_log());
+    apache.stop();
+    let log = apache.error_log();
+    assert!(
+        log.contains(
+            "WSGIFreeThreading On has no effect: mod_wsgi_rs is built against Python 3.11, which is not a free-threaded build"
+        ),
+        "{log}"
+    );
+}

@@ -11,6 +11,10 @@ use wsgi_config::venv::{EmbeddedPython, PythonVersion};
 /// The Python executable of the installation this crate was built against (`PYO3_PYTHON`).
 pub const BUILD_PYTHON_EXECUTABLE: &str = env!("WSGI_BUILD_PYTHON_EXECUTABLE");
 
+/// Whether the CPython built against is a free-threaded build (`python3.13t`: no GIL), what
+/// mod_wsgi 6's `WSGIFreeThreading On` asks for.
+pub const FREE_THREADED_BUILD: bool = cfg!(Py_GIL_DISABLED);
+
 /// The `X.Y` version this crate was built against.
 pub const BUILD_PYTHON_VERSION: &str = env!("WSGI_BUILD_PYTHON_VERSION");
 
