@@ -1574,12 +1574,8 @@ async fn serve_file(
     host: Option<&str>,
     conn: &ConnInfo,
 ) -> Response<ResponseBody> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut response = error_response(StatusCode::METHOD_NOT_ALLOWED);
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return response;
+    if let Some(refused) = get_or_head_only(req) {
+        return refused;
     }
     let meta = match tokio::fs::metadata(file).await {
         Ok(meta) => meta,
@@ -1624,20 +1620,27 @@ async fn serve_file(
     serve_static(&alias, &encoded, req).await
 }
 
+/// 405 with `Allow: GET, HEAD` for any other method (static files), else None.
+fn get_or_head_only(req: &Request<Incoming>) -> Option<Response<ResponseBody>> {
+    if req.method() == Method::GET || req.method() == Method::HEAD {
+        return None;
+    }
+    let mut response = error_response(StatusCode::METHOD_NOT_ALLOWED);
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    Some(response)
+}
+
 async fn serve_static(
     alias: &UrlAlias,
     rest: &str,
     req: &Request<Incoming>,
 ) -> Response<ResponseBody> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut response = error_response(StatusCode::METHOD_NOT_ALLOWED);
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return response;
+    if let Some(refused) = get_or_head_only(req) {
+        return refused;
     }
     let resolver = hyper_staticfile::Resolver::new(&alias.dir);
-    let rest = if rest.is_empty() { "" } else { rest };
     let resolved = resolver
         .resolve_path(
             if rest.is_empty() { "." } else { rest },
