@@ -134,6 +134,9 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// A unix socket cannot be listened on (`--bind unix:...`).
+    #[error(transparent)]
+    Unix(#[from] super::listen::UnixSocketError),
     /// The privileges the server was started with do not fit (a user, root, what it can read).
     #[error(transparent)]
     Privileges(#[from] super::privileges::PrivilegeError),

@@ -29,7 +29,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{Semaphore, oneshot, watch};
 use wsgi_config::MapHeadToGet;
 use wsgi_config::route::{AliasTarget, ProcessGroup, Route, RouteRequest};
@@ -49,7 +49,7 @@ use super::head::{HeadTap, Heads};
 use super::hooks::FrontHooks;
 use super::metrics::{AppLabels, FrontMetrics};
 use super::pool::{AppCall, Job, JobResult, Refused, WorkerPool, error_status};
-use super::sendfile::{SendfileStream, file_bytes};
+use super::sendfile::{SendfileSocket, SendfileStream, file_bytes};
 use super::site::{Site, UrlAlias};
 use super::strict::{self, HeadLimits, Verdict};
 
@@ -133,10 +133,34 @@ pub struct Front {
     pub metrics: Option<Arc<FrontMetrics>>,
 }
 
+/// A listening socket of the front: TCP, or a unix socket (for a proxy on this machine).
+pub enum ListenSocket {
+    /// TCP.
+    Tcp(TcpListener),
+    /// A unix stream socket.
+    Unix(UnixListener),
+}
+
+impl ListenSocket {
+    /// The tokio socket for a non-blocking listening socket (inside a tokio runtime).
+    pub fn from_std(socket: super::listen::Listening) -> io::Result<ListenSocket> {
+        Ok(match socket {
+            super::listen::Listening::Tcp(s) => ListenSocket::Tcp(TcpListener::from_std(s)?),
+            super::listen::Listening::Unix(s) => ListenSocket::Unix(UnixListener::from_std(s)?),
+        })
+    }
+}
+
+/// An accepted connection.
+enum Conn {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
 /// A listening socket and the port requests on it are routed as.
 pub struct Listener {
     /// The socket.
-    pub socket: TcpListener,
+    pub socket: ListenSocket,
     /// The port `Config::route` sees (the socket's own, unless the configuration's `Listen`
     /// port is served on another one with `--port`).
     pub route_port: u16,
@@ -147,7 +171,7 @@ pub struct Listener {
 /// A connection from an acceptor: the stream, peer and local addresses, the route port, and
 /// its place among `--max-connections`.
 struct Accepted {
-    stream: tokio::net::TcpStream,
+    stream: Conn,
     peer: SocketAddr,
     local: SocketAddr,
     route_port: u16,
@@ -292,7 +316,7 @@ pub async fn serve(
                 };
                 match accepted {
                     Ok((stream, peer, route_port, tls)) => {
-                        let Ok(local) = stream.local_addr() else {
+                        let Ok(local) = local_addr(&stream, route_port) else {
                             continue;
                         };
                         let accepted = Accepted {
@@ -332,29 +356,22 @@ pub async fn serve(
             tls,
             permit,
         } = accepted;
-        let _ = stream.set_nodelay(true);
         let front = front.clone();
-        let Some(tls) = tls else {
-            let (io, info) = conn_stream(
-                SendfileStream::new(stream),
-                &front.limits,
-                (peer, local, route_port),
-                None,
-            );
-            let service = {
-                let (front, info) = (front.clone(), info.clone());
-                service_fn(move |req| handle(front.clone(), info.clone(), req))
-            };
-            let conn = builder.serve_connection(TokioIo::new(io), service);
-            let conn = shutdown.watch(conn);
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    refused_by_hyper(&front, &info, &e);
-                }
-                drop(permit);
-            });
-            return;
+        let addrs = (peer, local, route_port);
+        let (stream, tls) = match (stream, tls) {
+            (Conn::Unix(stream), _) => {
+                // The master refuses TLS on a unix socket.
+                serve_plain(front, stream, addrs, permit, (&builder, &shutdown));
+                return;
+            }
+            (Conn::Tcp(stream), None) => {
+                let _ = stream.set_nodelay(true);
+                serve_plain(front, stream, addrs, permit, (&builder, &shutdown));
+                return;
+            }
+            (Conn::Tcp(stream), Some(tls)) => (stream, tls),
         };
+        let _ = stream.set_nodelay(true);
         // TLS: the handshake first, within the header timeout (a client that stalls it holds
         // no more than a slow request head would).
         let builder = builder.clone();
@@ -437,6 +454,43 @@ pub async fn serve(
     }
 }
 
+/// Serves a plain (not TLS) connection, watched by `shutdown`, holding its place among
+/// --max-connections (`permit`) until it ends.
+fn serve_plain<S: SendfileSocket>(
+    front: Arc<Front>,
+    stream: S,
+    addrs: (SocketAddr, SocketAddr, u16),
+    permit: tokio::sync::OwnedSemaphorePermit,
+    (builder, shutdown): (&http1::Builder, &GracefulShutdown),
+) {
+    let (io, info) = conn_stream(SendfileStream::new(stream), &front.limits, addrs, None);
+    let service = {
+        let (front, info) = (front.clone(), info.clone());
+        service_fn(move |req| handle(front.clone(), info.clone(), req))
+    };
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    let conn = shutdown.watch(conn);
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            refused_by_hyper(&front, &info, &e);
+        }
+        drop(permit);
+    });
+}
+
+/// The address a connection came in on, as requests see it: a TCP socket's own; for a unix
+/// socket, [`super::listen::UNIX_PEER`] and the port it is routed as.
+fn local_addr(stream: &Conn, route_port: u16) -> io::Result<SocketAddr> {
+    match stream {
+        Conn::Tcp(s) => s.local_addr(),
+        Conn::Unix(_) => Ok(SocketAddr::new(super::listen::UNIX_PEER, route_port)),
+    }
+}
+
+/// A unix-socket peer's address as requests and logs see it: [`super::listen::UNIX_PEER`],
+/// port 0 (a unix socket has no address a proxy header could be checked against otherwise).
+const UNIX_PEER_ADDR: SocketAddr = SocketAddr::new(super::listen::UNIX_PEER, 0);
+
 /// The first byte of a TLS ClientHello (a handshake record).
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
@@ -462,18 +516,22 @@ async fn refuse_plain_http(mut stream: tokio::net::TcpStream, limit: Duration) {
     .await;
 }
 
-/// The next connection on any of `listeners`, with the port its requests are routed as.
+/// The next connection on any of `listeners`, with its peer and the port its requests are
+/// routed as.
 async fn accept_any(
     listeners: &[Listener],
-) -> std::io::Result<(
-    tokio::net::TcpStream,
-    SocketAddr,
-    u16,
-    Option<tokio_rustls::TlsAcceptor>,
-)> {
+) -> io::Result<(Conn, SocketAddr, u16, Option<tokio_rustls::TlsAcceptor>)> {
     std::future::poll_fn(|cx| {
         for listener in listeners {
-            if let std::task::Poll::Ready(accepted) = listener.socket.poll_accept(cx) {
+            let accepted = match &listener.socket {
+                ListenSocket::Tcp(s) => s
+                    .poll_accept(cx)
+                    .map_ok(|(stream, peer)| (Conn::Tcp(stream), peer)),
+                ListenSocket::Unix(s) => s
+                    .poll_accept(cx)
+                    .map_ok(|(stream, _)| (Conn::Unix(stream), UNIX_PEER_ADDR)),
+            };
+            if let std::task::Poll::Ready(accepted) = accepted {
                 return std::task::Poll::Ready(accepted.map(|(stream, peer)| {
                     (stream, peer, listener.route_port, listener.tls.clone())
                 }));
@@ -494,29 +552,41 @@ async fn drain_backlog(
 ) {
     let route_port = listener.route_port;
     let tls = listener.tls;
-    let Ok(socket) = listener.socket.into_std() else {
-        return;
+    let accept: Box<dyn Fn() -> io::Result<(Conn, SocketAddr)> + Send> = match listener.socket {
+        ListenSocket::Tcp(s) => {
+            let Ok(socket) = s.into_std() else { return };
+            Box::new(move || {
+                let (stream, peer) = socket.accept()?;
+                stream.set_nonblocking(true)?;
+                Ok((Conn::Tcp(TcpStream::from_std(stream)?), peer))
+            })
+        }
+        ListenSocket::Unix(s) => {
+            let Ok(socket) = s.into_std() else { return };
+            Box::new(move || {
+                let (stream, _) = socket.accept()?;
+                stream.set_nonblocking(true)?;
+                Ok((Conn::Unix(UnixStream::from_std(stream)?), UNIX_PEER_ADDR))
+            })
+        }
     };
     while let Ok(permit) = open.clone().try_acquire_owned() {
-        let Ok((stream, peer)) = socket.accept() else {
+        let Ok((stream, peer)) = accept() else {
             return;
         };
-        let accepted = stream.set_nonblocking(true).and_then(|()| {
-            let local = stream.local_addr()?;
-            Ok((tokio::net::TcpStream::from_std(stream)?, local))
-        });
-        if let Ok((stream, local)) = accepted {
-            let accepted = Accepted {
-                stream,
-                peer,
-                local,
-                route_port,
-                tls: tls.clone(),
-                permit,
-            };
-            if tx.send(accepted).await.is_err() {
-                return;
-            }
+        let Ok(local) = local_addr(&stream, route_port) else {
+            continue;
+        };
+        let accepted = Accepted {
+            stream,
+            peer,
+            local,
+            route_port,
+            tls: tls.clone(),
+            permit,
+        };
+        if tx.send(accepted).await.is_err() {
+            return;
         }
     }
 }

@@ -19,6 +19,7 @@ use super::control::FrontControl;
 use super::daemons::DaemonPools;
 use super::error::ServeError;
 use super::front::{self, Front, Listener};
+use super::listen::{ListenAddr, Listening};
 use super::master::{DAEMON_SOCKETS, FRONT_IDENTITY};
 use super::pool::{AppHost, PythonHost, WorkerPool};
 use super::privileges::{self, Account};
@@ -82,20 +83,28 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
         None => listen_addresses(&args, &site)?,
     };
     for (addr, route_as) in routes {
-        let socket = inherit::claim(&mut inherited, addr).ok_or_else(|| {
+        let socket = inherit::claim(&mut inherited, &addr).ok_or_else(|| {
             ServeError::Front(format!("the master handed over no socket for {addr}"))
         })?;
-        socket
-            .set_nonblocking(true)
-            .map_err(|source| ServeError::Bind { addr, source })?;
-        let port = socket.local_addr().map(|a| a.port()).unwrap_or(addr.port());
-        let route_port = route_as.unwrap_or(port);
-        let tls = super::listener_tls(&args, &site, route_port)?;
+        socket.set_nonblocking(true).map_err(ServeError::Threads)?;
+        let route_port = match (socket.local_addr(), route_as) {
+            (_, Some(port)) => port,
+            (Some(ListenAddr::Ip(a)), None) => a.port(),
+            _ => super::listen::UNIX_ROUTE_PORT,
+        };
+        let tls = match &addr {
+            ListenAddr::Ip(_) => super::listener_tls(&args, &site, route_port)?,
+            // The master refuses TLS on a unix socket.
+            ListenAddr::Unix(_) => None,
+        };
         listeners.push((socket, route_port, tls));
     }
-    let status_listener = args
-        .status_addr
-        .and_then(|addr| inherit::claim(&mut inherited, addr));
+    let status_listener = args.status_addr.and_then(|addr| {
+        match inherit::claim(&mut inherited, &ListenAddr::Ip(addr))? {
+            Listening::Tcp(listener) => Some(listener),
+            Listening::Unix(_) => None,
+        }
+    });
     let graceful = seconds(args.graceful_timeout);
     let daemons = DaemonPools::start(
         &site.config,
@@ -191,7 +200,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
         let listeners = listeners
             .into_iter()
             .map(|(socket, route_port, tls)| {
-                tokio::net::TcpListener::from_std(socket).map(|socket| Listener {
+                front::ListenSocket::from_std(socket).map(|socket| Listener {
                     socket,
                     route_port,
                     tls,

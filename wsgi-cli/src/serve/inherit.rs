@@ -5,17 +5,22 @@
 //! it starts never inherit them (a listening socket held by a daemon would keep accepting after
 //! the server stopped).
 
-use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::net::TcpListener;
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixListener;
 
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::socket::{getsockopt, sockopt};
 use nix::sys::stat::{SFlag, fstat};
 
+use socket2::Domain;
+
+use super::listen::{ListenAddr, Listening};
+
 /// The variable naming the listening sockets: `3,4`.
 pub const LISTEN_FDS: &str = "WSGI_RS_LISTEN_FDS";
-/// The variable saying what each listening socket serves: `ADDR=PORT` (routed as PORT) or
-/// `ADDR=-` (its own port), comma-separated.
+/// The variable saying what each listening socket serves: a JSON list of `[ADDRESS, PORT]`
+/// (`"127.0.0.1:8000"` or `"unix:/path"`, and the port it is routed as, or `null` for its own).
 pub const ROUTES: &str = "WSGI_RS_ROUTES";
 /// The variable naming the control socket.
 pub const CONTROL_FD: &str = "WSGI_RS_CONTROL_FD";
@@ -87,57 +92,64 @@ fn is_kind(fd: BorrowedFd<'_>, kind: SFlag) -> bool {
     fstat(fd).is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == kind)
 }
 
+/// The address family of a socket.
+fn domain_of(fd: &impl std::os::fd::AsFd) -> std::io::Result<Domain> {
+    socket2::SockRef::from(fd).domain()
+}
+
+/// A listening socket of either family, as [`Listening`] (a unix socket when it is not TCP).
+fn listening(fd: OwnedFd) -> Listening {
+    let is_tcp = domain_of(&fd).is_ok_and(|d| d == Domain::IPV4 || d == Domain::IPV6);
+    if is_tcp {
+        Listening::Tcp(TcpListener::from(fd))
+    } else {
+        Listening::Unix(UnixListener::from(fd))
+    }
+}
+
 /// Takes the listening sockets the master handed over, each with its address.
-pub fn take_listeners() -> Vec<(SocketAddr, TcpListener)> {
+pub fn take_listeners() -> Vec<(ListenAddr, Listening)> {
     named(LISTEN_FDS)
         .into_iter()
         .filter_map(|fd| own(fd, is_listening_socket))
         .filter_map(|fd| {
-            let listener = TcpListener::from(fd);
-            Some((listener.local_addr().ok()?, listener))
+            let listener = listening(fd);
+            Some((listener.local_addr()?, listener))
         })
         .collect()
 }
 
-/// Takes a socket systemd passed (socket activation), if it is a listening TCP socket.
-pub fn take_activated(fd: RawFd) -> Option<TcpListener> {
-    let stream = |fd: BorrowedFd<'_>| {
-        getsockopt(&fd, sockopt::SockType).is_ok_and(|t| t == nix::sys::socket::SockType::Stream)
+/// Takes a socket systemd passed (socket activation), if it is a listening stream socket:
+/// TCP (IPv4, IPv6) or unix.
+pub fn take_activated(fd: RawFd) -> Option<Listening> {
+    let fits = |fd: BorrowedFd<'_>| {
+        let stream = getsockopt(&fd, sockopt::SockType)
+            .is_ok_and(|t| t == nix::sys::socket::SockType::Stream);
+        let family = domain_of(&fd)
+            .is_ok_and(|d| d == Domain::IPV4 || d == Domain::IPV6 || d == Domain::UNIX);
+        is_listening_socket(fd) && stream && family
     };
-    let listener = TcpListener::from(own(fd, |fd| is_listening_socket(fd) && stream(fd))?);
-    // Only an IPv4 or IPv6 socket has an address std reads (not a unix socket).
-    listener.local_addr().is_ok().then_some(listener)
+    Some(listening(own(fd, fits)?))
 }
 
 /// [`ROUTES`]'s value for `routes`.
-pub fn routes_text(routes: &[(SocketAddr, Option<u16>)]) -> String {
-    routes
+pub fn routes_text(routes: &[(ListenAddr, Option<u16>)]) -> String {
+    let list: Vec<(String, Option<u16>)> = routes
         .iter()
-        .map(|(addr, route)| match route {
-            Some(port) => format!("{addr}={port}"),
-            None => format!("{addr}=-"),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
+        .map(|(addr, route)| (addr.to_string(), *route))
+        .collect();
+    serde_json::to_string(&list).unwrap_or_default()
 }
 
 /// What each listening socket serves, as the master said ([`ROUTES`]); None when it did not.
-pub fn take_routes() -> Option<Vec<(SocketAddr, Option<u16>)>> {
+pub fn take_routes() -> Option<Vec<(ListenAddr, Option<u16>)>> {
     let value = std::env::var(ROUTES).ok()?;
     // SAFETY: called at the start of the front process, before it starts any thread, so no
     // other thread reads the environment meanwhile.
     unsafe { std::env::remove_var(ROUTES) };
-    value
-        .split(',')
-        .filter(|item| !item.is_empty())
-        .map(|item| {
-            let (addr, route) = item.rsplit_once('=')?;
-            let route = match route {
-                "-" => None,
-                port => Some(port.parse().ok()?),
-            };
-            Some((addr.parse().ok()?, route))
-        })
+    let list: Vec<(String, Option<u16>)> = serde_json::from_str(&value).ok()?;
+    list.into_iter()
+        .map(|(addr, route)| Some((ListenAddr::parse(&addr)?, route)))
         .collect()
 }
 
@@ -164,27 +176,17 @@ pub fn list(fds: &[RawFd]) -> String {
         .join(",")
 }
 
-/// The raw descriptor of each listener.
-pub fn raw_fds(listeners: &[TcpListener]) -> Vec<RawFd> {
-    listeners.iter().map(AsRawFd::as_raw_fd).collect()
-}
-
 /// The inherited socket for `addr`, if there is one (taken out of `inherited`). A wildcard
 /// port (`0`) matches any inherited socket on the same IP.
-pub fn claim(
-    inherited: &mut Vec<(SocketAddr, TcpListener)>,
-    addr: SocketAddr,
-) -> Option<TcpListener> {
-    let i = inherited
-        .iter()
-        .position(|(a, _)| a.ip() == addr.ip() && (addr.port() == 0 || a.port() == addr.port()))?;
+pub fn claim(inherited: &mut Vec<(ListenAddr, Listening)>, addr: &ListenAddr) -> Option<Listening> {
+    let i = inherited.iter().position(|(a, _)| addr.matches(a))?;
     Some(inherited.swap_remove(i).1)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsFd;
+    use std::os::fd::{AsFd, AsRawFd};
 
     #[test]
     fn only_listening_sockets_qualify() {
@@ -199,11 +201,15 @@ mod tests {
     #[test]
     fn routes_round_trip() {
         let routes = vec![
-            ("127.0.0.1:8000".parse().unwrap(), None),
-            ("[::1]:8443".parse().unwrap(), Some(443)),
+            (ListenAddr::parse("127.0.0.1:8000").unwrap(), None),
+            (ListenAddr::parse("[::1]:8443").unwrap(), Some(443)),
+            (ListenAddr::parse("unix:/run/a=b,c.sock").unwrap(), Some(80)),
         ];
         let text = routes_text(&routes);
-        assert_eq!(text, "127.0.0.1:8000=-,[::1]:8443=443");
+        assert_eq!(
+            text,
+            r#"[["127.0.0.1:8000",null],["[::1]:8443",443],["unix:/run/a=b,c.sock",80]]"#
+        );
         // SAFETY: this test alone uses the variable.
         unsafe { std::env::set_var(ROUTES, &text) };
         assert_eq!(take_routes(), Some(routes));
@@ -213,12 +219,24 @@ mod tests {
     #[test]
     fn claims_by_address() {
         let a = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = a.local_addr().unwrap();
-        let mut inherited = vec![(addr, a)];
-        let other: SocketAddr = "127.0.0.2:80".parse().unwrap();
-        assert!(claim(&mut inherited, other).is_none());
-        assert!(claim(&mut inherited, addr).is_some());
+        let addr = ListenAddr::Ip(a.local_addr().unwrap());
+        let mut inherited = vec![(addr.clone(), Listening::Tcp(a))];
+        let other = ListenAddr::parse("127.0.0.2:80").unwrap();
+        assert!(claim(&mut inherited, &other).is_none());
+        assert!(claim(&mut inherited, &addr).is_some());
         assert!(inherited.is_empty());
+    }
+
+    #[test]
+    fn unix_listeners_are_told_from_tcp_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let unix = UnixListener::bind(&path).unwrap();
+        let listener = listening(OwnedFd::from(unix));
+        assert!(matches!(listener, Listening::Unix(_)));
+        assert_eq!(listener.local_addr(), Some(ListenAddr::Unix(path)));
+        let tcp = listening(OwnedFd::from(TcpListener::bind("127.0.0.1:0").unwrap()));
+        assert!(matches!(tcp, Listening::Tcp(_)));
     }
 
     #[tokio::test]

@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::io::Write as _;
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,9 +38,12 @@ use super::control::{self, ToFront, ToMaster};
 use super::daemons::{DaemonGroups, status_table};
 use super::error::ServeError;
 use super::error_log;
+use super::listen::{ListenAddr, Listening, SocketFile, UnixSocketError};
 use super::privileges::{self, Account, Identity};
 use super::site::{Site, UrlAlias};
-use super::{DAEMON_READY_WAIT, ServeArgs, Signals, bind, inherit, listen_addresses, seconds};
+use super::{
+    DAEMON_READY_WAIT, ServeArgs, Signals, bind_listen, inherit, listen_addresses, seconds,
+};
 
 /// The variable naming the daemon groups' sockets for a front process (JSON object).
 pub const DAEMON_SOCKETS: &str = "WSGI_RS_DAEMON_SOCKETS";
@@ -110,10 +113,18 @@ fn front_paths(site: &Site) -> Vec<PathBuf> {
     paths
 }
 
+/// A listening socket the master holds, for the address asked for.
+struct Bound {
+    addr: ListenAddr,
+    socket: Listening,
+    /// The unix socket file this master made (removed once no generation serves it).
+    file: Option<Arc<SocketFile>>,
+}
+
 /// The listening sockets, bound by the master (or passed by systemd) and kept across reloads.
 struct Sockets {
     /// Each address asked for, with its socket.
-    bound: Vec<(SocketAddr, TcpListener)>,
+    bound: Vec<Bound>,
     /// The port each of `bound` is routed as, when not its own.
     routes: Vec<Option<u16>>,
     /// Whether each of `bound` speaks TLS.
@@ -121,6 +132,27 @@ struct Sockets {
     /// `bound` came from systemd's socket activation: kept whatever the configuration says.
     activated: bool,
     status: Option<TcpListener>,
+}
+
+/// The group a unix socket file gets when `--unix-socket-owner` names none: started as root,
+/// the group of the user who serves (so a proxy running as that user connects); else none
+/// (the file is this user's).
+fn default_socket_group(args: &ServeArgs, site: &Site) -> Result<Option<u32>, ServeError> {
+    if args.unix_socket_owner.is_some() || !privileges::is_root() {
+        return Ok(None);
+    }
+    let config = &site.config;
+    let identity = privileges::decide(
+        args.user.as_deref(),
+        args.group.as_deref(),
+        config.user.as_deref(),
+        config.group.as_deref(),
+        args.allow_root,
+    )?;
+    Ok(match identity {
+        Identity::Account(account) => Some(account.gid),
+        Identity::Root | Identity::Unchanged => None,
+    })
 }
 
 impl Sockets {
@@ -145,36 +177,52 @@ impl Sockets {
         };
         if activated {
             if let Some(p) = previous {
-                for (addr, socket) in &p.bound {
-                    bound.push((*addr, socket.try_clone().map_err(ServeError::Threads)?));
+                for b in &p.bound {
+                    bound.push(Bound {
+                        addr: b.addr.clone(),
+                        socket: b.socket.try_clone().map_err(ServeError::Threads)?,
+                        file: None,
+                    });
                 }
             }
             routes = bound
                 .iter()
-                .map(|(addr, _)| super::inherited_route(args, site, addr.port()))
+                .map(|b| super::inherited_route(args, site, &b.addr))
                 .collect();
         } else {
+            let mut default_group = None;
             for (addr, route_as) in listen_addresses(args, site)? {
                 let reused = previous.and_then(|p| {
-                    p.bound
-                        .iter()
-                        .find(|(a, _)| *a == addr)
-                        .and_then(|(_, s)| s.try_clone().ok())
+                    let b = p.bound.iter().find(|b| b.addr == addr)?;
+                    Some((b.socket.try_clone().ok()?, b.file.clone()))
                 });
-                let socket = match reused {
-                    Some(socket) => socket,
-                    None => bind(addr, args)?,
+                let (socket, file) = match reused {
+                    Some(reused) => reused,
+                    None => {
+                        if matches!(addr, ListenAddr::Unix(_)) && default_group.is_none() {
+                            default_group = Some(default_socket_group(args, site)?);
+                        }
+                        bind_listen(&addr, args, default_group.flatten())?
+                    }
                 };
-                bound.push((addr, socket));
+                bound.push(Bound { addr, socket, file });
                 routes.push(route_as);
             }
         }
         // The certificates and their ports are checked here, where errors reach the operator,
         // before a front process is started with them.
         let mut https = Vec::new();
-        for ((addr, _), route_as) in bound.iter().zip(&routes) {
-            let port = route_as.unwrap_or(addr.port());
-            https.push(super::listener_tls(args, site, port)?.is_some());
+        for (b, route_as) in bound.iter().zip(&routes) {
+            let port = match (&b.addr, route_as) {
+                (_, Some(port)) => *port,
+                (ListenAddr::Ip(addr), None) => addr.port(),
+                (ListenAddr::Unix(_), None) => super::listen::UNIX_ROUTE_PORT,
+            };
+            let tls = super::listener_tls(args, site, port)?.is_some();
+            if let (true, ListenAddr::Unix(path)) = (tls, &b.addr) {
+                return Err(UnixSocketError::Tls(path.clone()).into());
+            }
+            https.push(tls);
         }
         let status = match previous.and_then(|p| p.status.as_ref()) {
             Some(s) => Some(s.try_clone().map_err(ServeError::Threads)?),
@@ -191,30 +239,34 @@ impl Sockets {
 
     /// What the front process serves on each socket: its address and route port, for
     /// [`inherit::ROUTES`].
-    fn routes(&self) -> Vec<(SocketAddr, Option<u16>)> {
+    fn routes(&self) -> Vec<(ListenAddr, Option<u16>)> {
         self.bound
             .iter()
             .zip(&self.routes)
-            .filter_map(|((_, s), route)| Some((s.local_addr().ok()?, *route)))
+            .filter_map(|(b, route)| Some((b.socket.local_addr()?, *route)))
             .collect()
     }
 
     fn fds(&self) -> Vec<RawFd> {
         self.bound
             .iter()
-            .map(|(_, s)| s.as_raw_fd())
+            .map(|b| b.socket.as_raw_fd())
             .chain(self.status.iter().map(AsRawFd::as_raw_fd))
             .collect()
     }
 
-    /// The bound addresses, each with its scheme.
-    fn addresses(&self) -> Vec<(&'static str, SocketAddr)> {
+    /// The bound addresses, as the banner shows them: `http://127.0.0.1:8000/`,
+    /// `https://[::1]:8443/`, `unix:/run/mysite.sock`.
+    fn addresses(&self) -> Vec<String> {
         self.bound
             .iter()
             .zip(&self.https)
-            .filter_map(|((_, s), &tls)| {
-                let scheme = if tls { "https" } else { "http" };
-                s.local_addr().ok().map(|a| (scheme, a))
+            .filter_map(|(b, &tls)| match b.socket.local_addr()? {
+                ListenAddr::Ip(a) => {
+                    let scheme = if tls { "https" } else { "http" };
+                    Some(format!("{scheme}://{a}/"))
+                }
+                unix => Some(unix.to_string()),
             })
             .collect()
     }
@@ -449,21 +501,26 @@ async fn start_generation(
     }
 }
 
-/// The listening TCP sockets systemd passed (socket activation: `LISTEN_FDS` for this
-/// process: its children see another `LISTEN_PID` and ignore them), each with its address.
-fn activated_sockets() -> Result<Vec<(SocketAddr, TcpListener)>, ServeError> {
+/// The listening sockets systemd passed (socket activation: `LISTEN_FDS` for this process:
+/// its children see another `LISTEN_PID` and ignore them), each with its address: TCP, or
+/// unix sockets with a path (systemd removes their files itself).
+fn activated_sockets() -> Result<Vec<Bound>, ServeError> {
     let fds = sd_notify::listen_fds()
         .map_err(|e| ServeError::Activation(format!("LISTEN_FDS/LISTEN_PID: {e}")))?;
     let mut sockets = Vec::new();
     for fd in fds {
         let socket = inherit::take_activated(fd).ok_or_else(|| {
             ServeError::Activation(format!(
-                "descriptor {fd} is not a listening TCP socket: give the unit's ListenStream= TCP addresses only"
+                "descriptor {fd} is not a listening stream socket: give the unit's ListenStream= TCP addresses or socket paths only"
             ))
         })?;
-        let addr = socket.local_addr().map_err(ServeError::Threads)?;
+        let addr = socket.local_addr().ok_or(UnixSocketError::Unnamed(fd))?;
         socket.set_nonblocking(true).map_err(ServeError::Threads)?;
-        sockets.push((addr, socket));
+        sockets.push(Bound {
+            addr,
+            socket,
+            file: None,
+        });
     }
     Ok(sockets)
 }
@@ -785,8 +842,8 @@ fn banner(args: &ServeArgs, generation: &Generation, sockets: &Sockets) -> Strin
         ));
     }
     let _ = args;
-    for (scheme, a) in sockets.addresses() {
-        out.push_str(&format!("listening on {scheme}://{a}/\n"));
+    for a in sockets.addresses() {
+        out.push_str(&format!("listening on {a}\n"));
     }
     let mounts = site.mounts();
     let show_hosts = !site.config.virtual_hosts.is_empty();

@@ -43,6 +43,7 @@ pub mod head;
 pub mod hooks;
 #[allow(unsafe_code)]
 pub mod inherit;
+pub mod listen;
 pub mod master;
 pub mod metrics;
 pub mod pool;
@@ -58,6 +59,7 @@ pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
@@ -65,6 +67,7 @@ use wsgi_config::reader::ReadOptions;
 
 pub use error::ServeError;
 use front::Limits;
+use listen::ListenAddr;
 use site::{AppFlags, DaemonFlags, Site, SiteSource, UrlAlias};
 
 /// `--log-format`.
@@ -143,12 +146,28 @@ pub struct ServeArgs {
     )]
     pub define: Vec<String>,
     /// Listen on this address (repeatable): `HOST:PORT`, `[IPv6]:PORT`, a host name (each of
-    /// its addresses), as gunicorn's --bind; with --config, instead of its `Listen` addresses
-    /// (requests are routed as if they came in on the first `Listen` port). Not with --host
-    /// or --port. Under systemd socket activation (`LISTEN_FDS`), the sockets systemd passes
-    /// are served instead.
+    /// its addresses), or `unix:/path` (a unix socket, for a proxy on this machine), as
+    /// gunicorn's --bind; with --config, instead of its `Listen` addresses (requests are
+    /// routed as if they came in on the first `Listen` port). Not with --host or --port.
+    /// Under systemd socket activation (`LISTEN_FDS`), the sockets systemd passes are served
+    /// instead.
     #[arg(env = "WSGI_RS_BIND", long, value_name = "ADDRESS", conflicts_with_all = ["host", "port"])]
     pub bind: Vec<String>,
+    /// The permission bits of `--bind unix:` socket files (octal): who may connect is who may
+    /// write the file.
+    #[arg(
+        env = "WSGI_RS_UNIX_SOCKET_MODE",
+        long,
+        value_name = "MODE",
+        default_value = "0660",
+        value_parser = listen::parse_mode
+    )]
+    pub unix_socket_mode: u32,
+    /// The owner of `--bind unix:` socket files: `USER`, `USER:GROUP` or `:GROUP`. Default:
+    /// the user who started the server, and, when started as root, the group of the user
+    /// who serves (--user, default www-data), so a proxy running as that user connects.
+    #[arg(env = "WSGI_RS_UNIX_SOCKET_OWNER", long, value_name = "USER[:GROUP]")]
+    pub unix_socket_owner: Option<String>,
     /// The listen backlog: connections the kernel queues before the server accepts them
     /// (capped by net.core.somaxconn).
     #[arg(
@@ -501,7 +520,7 @@ impl ServeArgs {
 fn listen_addresses(
     args: &ServeArgs,
     site: &Site,
-) -> Result<Vec<(SocketAddr, Option<u16>)>, ServeError> {
+) -> Result<Vec<(ListenAddr, Option<u16>)>, ServeError> {
     let host: Option<IpAddr> = args
         .host
         .as_deref()
@@ -521,7 +540,12 @@ fn listen_addresses(
         for text in &args.bind {
             for addr in bind_address(text)? {
                 if !addrs.iter().any(|(a, _)| *a == addr) {
-                    addrs.push((addr, route_as(true)));
+                    // A unix socket has no port of its own.
+                    let route = match addr {
+                        ListenAddr::Ip(_) => route_as(true),
+                        ListenAddr::Unix(_) => route_as(true).or(Some(listen::UNIX_ROUTE_PORT)),
+                    };
+                    addrs.push((addr, route));
                 }
             }
         }
@@ -530,13 +554,18 @@ fn listen_addresses(
     if args.config.is_none() || from_config.is_empty() || args.port.is_some() {
         let port = args.port.unwrap_or(8000);
         return Ok(vec![(
-            SocketAddr::new(host.unwrap_or(local), port),
+            ListenAddr::Ip(SocketAddr::new(host.unwrap_or(local), port)),
             route_as(args.port.is_some()),
         )]);
     }
     Ok(from_config
         .into_iter()
-        .map(|(ip, port)| (SocketAddr::new(host.or(ip).unwrap_or(any), port), None))
+        .map(|(ip, port)| {
+            (
+                ListenAddr::Ip(SocketAddr::new(host.or(ip).unwrap_or(any), port)),
+                None,
+            )
+        })
         .collect())
 }
 
@@ -555,34 +584,44 @@ fn config_ports(config: &wsgi_config::Config) -> Vec<(Option<IpAddr>, u16)> {
     ports
 }
 
-/// The port requests on an inherited socket listening on `port` are routed as: its own when
-/// the configuration listens there (or there is no configuration), else the first one the
-/// configuration listens on.
-fn inherited_route(args: &ServeArgs, site: &Site, port: u16) -> Option<u16> {
+/// The port requests on an inherited socket (`addr`) are routed as: its own when the
+/// configuration listens there (or there is no configuration), else the first one the
+/// configuration listens on; for a unix socket, that one or [`listen::UNIX_ROUTE_PORT`].
+fn inherited_route(args: &ServeArgs, site: &Site, addr: &ListenAddr) -> Option<u16> {
     let ports = config_ports(&site.config);
-    if args.config.is_none() || ports.iter().any(|(_, p)| *p == port) {
-        return None;
+    let first = ports.first().map(|(_, p)| *p);
+    match addr {
+        ListenAddr::Unix(_) => Some(first.unwrap_or(listen::UNIX_ROUTE_PORT)),
+        ListenAddr::Ip(addr) => {
+            if args.config.is_none() || ports.iter().any(|(_, p)| *p == addr.port()) {
+                return None;
+            }
+            first
+        }
     }
-    ports.first().map(|(_, p)| *p)
 }
 
-/// The addresses of one `--bind` value.
-fn bind_address(text: &str) -> Result<Vec<SocketAddr>, ServeError> {
+/// The addresses of one `--bind` value (a relative unix socket path is made absolute).
+fn bind_address(text: &str) -> Result<Vec<ListenAddr>, ServeError> {
     let bad = |why: &str| ServeError::BadBind {
         value: text.to_string(),
         why: why.to_string(),
     };
-    if text.starts_with("unix:") {
-        return Err(bad(
-            "unix sockets are not served yet: bind a TCP address (a loopback one behind a local proxy)",
-        ));
+    if let Some(path) = text.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err(bad(
+                "give the socket's path, for example unix:/run/mysite/wsgi.sock",
+            ));
+        }
+        let path = std::path::absolute(path).map_err(|e| bad(&e.to_string()))?;
+        return Ok(vec![ListenAddr::Unix(path)]);
     }
     if let Ok(addr) = text.parse::<SocketAddr>() {
-        return Ok(vec![addr]);
+        return Ok(vec![ListenAddr::Ip(addr)]);
     }
     let Some((_, port)) = text.rsplit_once(':') else {
         return Err(bad(
-            "give HOST:PORT, for example 127.0.0.1:8000 or [::1]:8000",
+            "give HOST:PORT, for example 127.0.0.1:8000 or [::1]:8000, or unix:/path",
         ));
     };
     if port.parse::<u16>().is_err() {
@@ -594,7 +633,7 @@ fn bind_address(text: &str) -> Result<Vec<SocketAddr>, ServeError> {
     if addrs.is_empty() {
         return Err(bad("the host name has no address"));
     }
-    Ok(addrs)
+    Ok(addrs.into_iter().map(ListenAddr::Ip).collect())
 }
 
 /// A listening TCP socket for `addr`, non-blocking, with `--backlog`, `--reuse-port`, and
@@ -611,10 +650,43 @@ fn bind(addr: SocketAddr, args: &ServeArgs) -> Result<std::net::TcpListener, Ser
         socket.set_only_v6(true).map_err(failed)?;
     }
     socket.bind(&addr.into()).map_err(failed)?;
-    let backlog = i32::try_from(args.backlog.max(1)).unwrap_or(i32::MAX);
-    socket.listen(backlog).map_err(failed)?;
+    socket.listen(backlog(args)).map_err(failed)?;
     socket.set_nonblocking(true).map_err(failed)?;
     Ok(socket.into())
+}
+
+/// `--backlog`, as `listen(2)` takes it.
+fn backlog(args: &ServeArgs) -> i32 {
+    i32::try_from(args.backlog.max(1)).unwrap_or(i32::MAX)
+}
+
+/// A listening socket for `addr`: TCP ([`bind`]), or a unix socket with `--unix-socket-mode`
+/// and `--unix-socket-owner` (`default_group`, the serving user's group when started as root,
+/// when no owner is named), with the file to remove when it is no longer served.
+fn bind_listen(
+    addr: &ListenAddr,
+    args: &ServeArgs,
+    default_group: Option<u32>,
+) -> Result<(listen::Listening, Option<Arc<listen::SocketFile>>), ServeError> {
+    match addr {
+        ListenAddr::Ip(ip) => Ok((listen::Listening::Tcp(bind(*ip, args)?), None)),
+        ListenAddr::Unix(path) => {
+            let owner = match &args.unix_socket_owner {
+                Some(value) => listen::SocketOwner::parse(value)?,
+                None => listen::SocketOwner {
+                    uid: None,
+                    gid: default_group,
+                },
+            };
+            let options = listen::UnixOptions {
+                backlog: backlog(args),
+                mode: args.unix_socket_mode,
+                owner,
+            };
+            let (socket, file) = listen::bind_unix(path, options)?;
+            Ok((listen::Listening::Unix(socket), Some(file)))
+        }
+    }
 }
 
 /// The TLS acceptor of a listener routed as `route_port`: `--ssl-certificate-file`'s, else

@@ -20,7 +20,7 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 /// A live mapping: the address range of its bytes, and where they come from.
 struct Region {
@@ -135,14 +135,43 @@ fn count_sent(id: u64, n: usize) {
     }
 }
 
-/// A TCP connection that writes mapped file bytes with `sendfile`.
-pub struct SendfileStream {
-    tcp: TcpStream,
+/// A connected socket `sendfile` can write to: TCP, or a unix stream socket.
+pub trait SendfileSocket: AsyncRead + AsyncWrite + AsFd + Unpin + Send + 'static {
+    /// Waits until the socket can take bytes (tokio's `poll_write_ready`).
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Runs `f`, a write on the socket's descriptor, clearing readiness on `WouldBlock`
+    /// (tokio's `try_io`).
+    fn try_write_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
 }
 
-impl SendfileStream {
+impl SendfileSocket for TcpStream {
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        TcpStream::poll_write_ready(self, cx)
+    }
+
+    fn try_write_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        self.try_io(Interest::WRITABLE, f)
+    }
+}
+
+impl SendfileSocket for UnixStream {
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        UnixStream::poll_write_ready(self, cx)
+    }
+
+    fn try_write_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        self.try_io(Interest::WRITABLE, f)
+    }
+}
+
+/// A connection that writes mapped file bytes with `sendfile`.
+pub struct SendfileStream<S = TcpStream> {
+    tcp: S,
+}
+
+impl<S: SendfileSocket> SendfileStream<S> {
     /// Wraps an accepted connection.
-    pub fn new(tcp: TcpStream) -> SendfileStream {
+    pub fn new(tcp: S) -> SendfileStream<S> {
         SendfileStream { tcp }
     }
 
@@ -157,7 +186,7 @@ impl SendfileStream {
         let FileRange { id, file, offset } = range;
         loop {
             ready!(self.tcp.poll_write_ready(cx))?;
-            let sent = self.tcp.try_io(Interest::WRITABLE, || {
+            let sent = self.tcp.try_write_io(|| {
                 let mut at = i64::try_from(offset)
                     .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
                 nix::sys::sendfile::sendfile64(self.tcp.as_fd(), file.as_fd(), Some(&mut at), len)
@@ -181,7 +210,7 @@ impl SendfileStream {
     }
 }
 
-impl AsyncRead for SendfileStream {
+impl<S: SendfileSocket> AsyncRead for SendfileStream<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -191,7 +220,7 @@ impl AsyncRead for SendfileStream {
     }
 }
 
-impl AsyncWrite for SendfileStream {
+impl<S: SendfileSocket> AsyncWrite for SendfileStream<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
