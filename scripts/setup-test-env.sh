@@ -3,14 +3,16 @@
 # Debian's python3.11 (the CPython every crate embeds) with venv support and headers, Apache
 # httpd with its development headers (the Apache module is built and loaded by the tests) and
 # Debian's mod_wsgi (to compare with), and a world-readable tools venv with virtualenv and uv
-# (the venv makers the tests use), and iproute2 (`ss`, to read listen backlogs).
+# (the venv makers the tests use), iproute2 (`ss`, to read listen backlogs; `ip netns`, for the
+# scale-out test's hosts) and nginx (the load balancer in front of them; the tests start their
+# own, with their own configuration, and never use the system's service).
 set -euo pipefail
 
 TOOLS_ROOT="${WSGI_RS_TEST_ROOT:-/var/tmp/wsgi-rs-test}"
 PY=/usr/bin/python3.11
 
 need_apt=()
-for pkg in python3.11 python3.11-venv python3.11-dev libpython3.11-dev apache2 apache2-dev libapache2-mod-wsgi-py3 iproute2; do
+for pkg in python3.11 python3.11-venv python3.11-dev libpython3.11-dev apache2 apache2-dev libapache2-mod-wsgi-py3 iproute2 nginx; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then

@@ -1,0 +1,567 @@
+//! Scale-out as the README's deployment section shows it: Debian's nginx in front of two
+//! `wsgi serve` hosts, each in a network namespace of its own made by the test (a veth pair
+//! with private /30 addresses), and a rolling restart of both hosts under steady load that
+//! loses no request; and nginx in front of a `wsgi serve` unix socket, its `X-Forwarded-For`
+//! trusted. Everything runs on this machine (loopback and the test's own veth links); every
+//! loop is bounded; every process is one the test started, stopped by its pid when dropped,
+//! and the namespaces and links are removed when dropped, even on a panic.
+//!
+//! Needs root (network namespaces), nginx and iproute2 (`scripts/setup-test-env.sh`).
+
+mod util;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+/// Answers with the host's name and the client address it sees; `/slow?MS` first sleeps.
+const APP: &str = r#"
+import time
+
+def application(environ, start_response):
+    if environ['PATH_INFO'] == '/slow':
+        time.sleep(int(environ.get('QUERY_STRING') or '0') / 1000.0)
+    body = ('%s %s\n' % (environ['HOST_ID'], environ['REMOTE_ADDR'])).encode()
+    start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])
+    return [body]
+"#;
+
+/// The port every host serves on (each in its own namespace).
+const HOST_PORT: u16 = 8000;
+
+/// Runs an `ip` command, which must succeed.
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("ip (iproute2) runs: scripts/setup-test-env.sh installs it");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Network namespaces and veth links made by a test: removed when dropped.
+struct Net {
+    namespaces: Vec<String>,
+    links: Vec<String>,
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for link in &self.links {
+            let _ = Command::new("ip")
+                .args(["link", "del", link])
+                .stderr(Stdio::null())
+                .status();
+        }
+        for ns in &self.namespaces {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// A host's namespace and the address it serves on.
+struct Place {
+    ns: String,
+    addr: Ipv4Addr,
+}
+
+/// Makes `count` namespaces, each joined to this one by a veth pair: 10.213.X.(4i+1)/30 here,
+/// 10.213.X.(4i+2)/30 there, with X a subnet no interface of this machine uses yet. Names
+/// carry this process's pid, so parallel runs do not collide.
+fn make_net(tag: &str, count: u8) -> (Net, Vec<Place>) {
+    assert!(
+        util::is_root(),
+        "the scale-out tests make network namespaces: run them as root (scripts/test.sh does)"
+    );
+    let pid = std::process::id();
+    let used = Command::new("ip")
+        .args(["-o", "-4", "addr", "show"])
+        .output()
+        .unwrap();
+    let used = String::from_utf8_lossy(&used.stdout).into_owned();
+    let subnet = (0..250u32)
+        .map(|i| (pid + i) % 250)
+        .find(|x| !used.contains(&format!(" 10.213.{x}.")))
+        .expect("a free 10.213.X.0/24 subnet");
+    let mut net = Net {
+        namespaces: Vec::new(),
+        links: Vec::new(),
+    };
+    let mut places = Vec::new();
+    for i in 0..count {
+        let ns = format!("wsgi-rs-{tag}-{pid}-{i}");
+        // Interface names hold at most 15 bytes.
+        let here = format!("wr{}{tag}{i}", pid % 10_000_000);
+        let there = format!("{here}h");
+        ip(&["netns", "add", &ns]);
+        net.namespaces.push(ns.clone());
+        ip(&[
+            "link", "add", &here, "type", "veth", "peer", "name", &there, "netns", &ns,
+        ]);
+        net.links.push(here.clone());
+        let base = 4 * u32::from(i);
+        let local = format!("10.213.{subnet}.{}/30", base + 1);
+        let remote = Ipv4Addr::new(10, 213, subnet as u8, (base + 2) as u8);
+        ip(&["addr", "add", &local, "dev", &here]);
+        ip(&["link", "set", &here, "up"]);
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{remote}/30"),
+            "dev",
+            &there,
+        ]);
+        ip(&["-n", &ns, "link", "set", &there, "up"]);
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        places.push(Place { ns, addr: remote });
+    }
+    (net, places)
+}
+
+/// A `wsgi serve` host started by the test (in a namespace, through `ip netns exec`, which
+/// execs it: the child's pid is the master's). Stopped with SIGTERM, then killed, when dropped.
+struct Host {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Host {
+    /// Starts `wsgi serve` with `args` (in namespace `ns` when given) and waits, at most 60 s,
+    /// for its banner line `listening on WHAT`.
+    fn start(ns: Option<&str>, args: &[&str], listening: &str) -> Host {
+        let mut command = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_wsgi")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_wsgi")),
+        };
+        command
+            .arg("serve")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let err = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let host = Host { child, stderr };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let expected = format!("listening on {listening}");
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line == expected => return host,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "no `{expected}` from wsgi serve {args:?}; stderr:\n{}",
+                    host.stderr.lock().unwrap()
+                ),
+            }
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([name, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {name} {}", self.child.id());
+    }
+
+    /// Waits at most `limit` for the host to exit.
+    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the host did not stop within {limit:?}; stderr:\n{}",
+                self.stderr.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// nginx started by the test with its own configuration, prefix and logs in `dir`, in the
+/// foreground; stopped (SIGTERM to its master, which stops its workers), then killed, when
+/// dropped.
+struct Nginx {
+    child: Child,
+    addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Nginx {
+    /// Starts nginx on 127.0.0.1 (a free port), its workers as `user` (nginx's default,
+    /// nobody, when None), with `http` as the inside of its `http {}` block (`{listen}` stands
+    /// for the `listen` address), and waits until it accepts.
+    fn start(dir: &Path, user: Option<&str>, http: &str) -> Nginx {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let d = dir.display();
+        let conf = format!(
+            "{}worker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\nevents {{ worker_connections 512; }}\nhttp {{\n    access_log {d}/access.log;\n    client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n    fastcgi_temp_path {d}/fastcgi;\n    uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n{}\n}}\n",
+            user.map(|u| format!("user {u};\n")).unwrap_or_default(),
+            http.replace("{listen}", &addr.to_string())
+        );
+        let conf_path = util::write_world_readable(&dir.join("nginx.conf"), &conf);
+        let child = Command::new("/usr/sbin/nginx")
+            .args(["-p", &format!("{d}/"), "-e", &format!("{d}/error.log")])
+            .args(["-c", conf_path.to_str().unwrap(), "-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("nginx runs: scripts/setup-test-env.sh installs it");
+        let nginx = Nginx {
+            child,
+            addr,
+            dir: dir.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nginx does not accept on {addr}: {}",
+                nginx.error_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        nginx
+    }
+
+    fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One GET over a new connection (`Connection: close`), from `from` when given: the status
+/// and body, or what went wrong. Bounded by 30 s timeouts.
+fn get(addr: SocketAddr, path: &str, from: Option<Ipv4Addr>) -> Result<(u16, String), String> {
+    let stream = match from {
+        Some(ip) => {
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                .map_err(|e| e.to_string())?;
+            s.bind(&SocketAddr::from((ip, 0)).into())
+                .map_err(|e| e.to_string())?;
+            s.connect_timeout(&addr.into(), Duration::from_secs(10))
+                .map_err(|e| format!("connect: {e}"))?;
+            TcpStream::from(s)
+        }
+        None => TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+            .map_err(|e| format!("connect: {e}"))?,
+    };
+    let mut stream = stream;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: mysite.example\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("send: {e}"))?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("read: {e}"))?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no head in {text:?}"))?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status in {head:?}"))?;
+    Ok((status, body.to_string()))
+}
+
+/// How long nginx leaves a server that failed out of its rotation (`fail_timeout=`).
+const FAIL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The README's nginx configuration for two hosts (inside `http {}`).
+fn nginx_two_hosts(a: Ipv4Addr, b: Ipv4Addr) -> String {
+    let fail = FAIL_TIMEOUT.as_secs();
+    format!(
+        r#"    upstream mysite {{
+        zone mysite 64k;
+        server {a}:{HOST_PORT} max_fails=1 fail_timeout={fail}s;
+        server {b}:{HOST_PORT} max_fails=1 fail_timeout={fail}s;
+    }}
+    server {{
+        listen {{listen}};
+        location / {{
+            proxy_pass http://mysite;
+            proxy_next_upstream error timeout http_502 http_503;
+            proxy_next_upstream_tries 3;
+            proxy_connect_timeout 2s;
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+        }}
+    }}"#
+    )
+}
+
+/// Requests answered by each host, and the requests that failed.
+#[derive(Default)]
+struct Tally {
+    a: AtomicU64,
+    b: AtomicU64,
+    failures: Mutex<Vec<String>>,
+}
+
+impl Tally {
+    fn served(&self, host: char) -> u64 {
+        match host {
+            'a' => self.a.load(Ordering::SeqCst),
+            _ => self.b.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// Waits, at most 30 s, until `host` has served more than `than` requests through nginx.
+fn until_served(tally: &Tally, host: char, than: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tally.served(host) <= than {
+        assert!(
+            Instant::now() < deadline,
+            "host {host} served no request through nginx within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn rolling_restart_behind_nginx_loses_no_request() {
+    let dir = util::scratch_world_readable("wsgi-scale-");
+    let app = util::write_world_readable(&dir.path().join("app.wsgi"), APP);
+    let (_net, places) = make_net("s", 2);
+    let start_host = |place: &Place, id: &str| {
+        let bind = format!("{}:{HOST_PORT}", place.addr);
+        Host::start(
+            Some(&place.ns),
+            &[
+                app.to_str().unwrap(),
+                "--bind",
+                &bind,
+                "--setenv",
+                "HOST_ID",
+                id,
+                "--threads",
+                "8",
+                "--graceful-timeout",
+                "20",
+            ],
+            &format!("http://{bind}/"),
+        )
+    };
+    let mut a = start_host(&places[0], "a");
+    let mut b = start_host(&places[1], "b");
+    let nginx = Nginx::start(
+        dir.path(),
+        None,
+        &nginx_two_hosts(places[0].addr, places[1].addr),
+    );
+
+    // Steady load: four clients, each a bounded number of requests, some slow.
+    let tally = Arc::new(Tally::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            let (tally, stop, addr) = (tally.clone(), stop.clone(), nginx.addr);
+            std::thread::spawn(move || {
+                for n in 0..20_000u32 {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let path = if n % 4 == c { "/slow?50" } else { "/" };
+                    match get(addr, path, None) {
+                        Ok((200, body)) if body.starts_with("a ") => {
+                            tally.a.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok((200, body)) if body.starts_with("b ") => {
+                            tally.b.fetch_add(1, Ordering::SeqCst);
+                        }
+                        other => tally
+                            .failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("{path}: {other:?}")),
+                    }
+                }
+            })
+        })
+        .collect();
+    until_served(&tally, 'a', 20);
+    until_served(&tally, 'b', 20);
+
+    // One host after the other: SIGTERM while a request is running on it (it finishes there),
+    // then started again; nginx meanwhile sends everything to the other.
+    for (host, id, place) in [(&mut a, 'a', &places[0]), (&mut b, 'b', &places[1])] {
+        let direct = SocketAddr::from((place.addr, HOST_PORT));
+        let in_flight = std::thread::spawn(move || get(direct, "/slow?1500", None));
+        std::thread::sleep(Duration::from_millis(300));
+        host.signal("-TERM");
+        let status = host.wait_exit(Duration::from_secs(30));
+        assert!(status.success(), "host {id}: {status}");
+        let answer = in_flight.join().unwrap();
+        assert!(
+            matches!(&answer, Ok((200, body)) if body.starts_with(&format!("{id} "))),
+            "the request running on host {id} when it was told to stop: {answer:?}"
+        );
+        let before = tally.served(id);
+        *host = start_host(place, &id.to_string());
+        // nginx tries a failed server again only after fail_timeout: until then the other
+        // one is all it has, so the next host must not stop before.
+        std::thread::sleep(FAIL_TIMEOUT + Duration::from_secs(1));
+        until_served(&tally, id, before);
+    }
+
+    // A little more load on both, then the clients stop.
+    let (a_now, b_now) = (tally.served('a'), tally.served('b'));
+    until_served(&tally, 'a', a_now + 20);
+    until_served(&tally, 'b', b_now + 20);
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let failures = tally.failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} request(s) failed through nginx: {:?}\nnginx error log:\n{}",
+        failures.len(),
+        &failures[..failures.len().min(10)],
+        nginx.error_log()
+    );
+    let total = tally.served('a') + tally.served('b');
+    assert!(total > 200, "only {total} requests were made");
+    eprintln!(
+        "rolling restart: {total} requests through nginx, host a {}, host b {}, none failed",
+        tally.served('a'),
+        tally.served('b')
+    );
+}
+
+/// The README's unix-socket variant: nginx proxies to `wsgi serve --bind unix:...`, whose
+/// socket is made for the serving user's group (nginx's workers run as www-data here, as
+/// Debian's nginx runs them), and the application sees the client's address nginx forwards.
+#[test]
+fn nginx_in_front_of_a_unix_socket() {
+    assert!(
+        util::is_root(),
+        "the test starts nginx and wsgi serve as root, as a system would: run it as root"
+    );
+    let dir = util::scratch_world_readable("wsgi-scale-");
+    let app = util::write_world_readable(&dir.path().join("app.wsgi"), APP);
+    let sock = dir.path().join("mysite.sock");
+    let bind = format!("unix:{}", sock.display());
+    // As root: the front process serves as www-data and the socket is root:www-data 0660.
+    let host = Host::start(
+        None,
+        &[
+            app.to_str().unwrap(),
+            "--bind",
+            &bind,
+            "--setenv",
+            "HOST_ID",
+            "u",
+            "--trust-proxy-header",
+            "X-Forwarded-For",
+            "--trust-proxy",
+            "127.0.0.1",
+        ],
+        &bind,
+    );
+    let http = format!(
+        r#"    upstream mysite {{
+        server unix:{};
+    }}
+    server {{
+        listen {{listen}};
+        location / {{
+            proxy_pass http://mysite;
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Forwarded-Proto $scheme;
+        }}
+    }}"#,
+        sock.display()
+    );
+    // nginx's workers run as www-data, as Debian's nginx runs them.
+    let nginx = Nginx::start(dir.path(), Some("www-data"), &http);
+    // A client from 127.0.0.5: nginx forwards that address, the application sees it.
+    let client = Ipv4Addr::new(127, 0, 0, 5);
+    let answer = get(nginx.addr, "/", Some(client));
+    assert_eq!(
+        answer,
+        Ok((200, "u 127.0.0.5\n".to_string())),
+        "{}",
+        nginx.error_log()
+    );
+    drop(host);
+}
