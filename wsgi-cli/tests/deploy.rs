@@ -403,6 +403,65 @@ fn embedded_metrics_and_health() {
     assert_eq!((health.status, health.body.as_str()), (200, "ready\n"));
 }
 
+/// `/healthz` for a load balancer's or an orchestrator's checks: `ready` while serving and
+/// across a reload (the replaced front leaves the endpoint to the new one), `draining` (503)
+/// from SIGTERM until the in-flight requests are done, while new connections are refused.
+#[test]
+fn healthz_is_ready_across_reloads_and_draining_at_stop() {
+    let dir = util::scratch_world_readable("wsgi-deploy-");
+    let app = util::write_world_readable(
+        &dir.path().join("slow.wsgi"),
+        "import time\n\ndef application(environ, start_response):\n    time.sleep(float(environ.get('QUERY_STRING') or 0))\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'done']\n",
+    );
+    let status: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut server = Server::start(&[
+        app.to_str().unwrap(),
+        "--port",
+        "0",
+        "--status-addr",
+        &status.to_string(),
+    ]);
+    let health = || util::get_text(status, "/healthz");
+    assert_eq!(
+        (health().status, health().body),
+        (200, "ready\n".to_string())
+    );
+    // A reload: once the new front serves, the endpoint is its own, and ready.
+    server.sighup();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server
+        .stderr()
+        .contains("reloaded; the previous front process")
+    {
+        assert!(Instant::now() < deadline, "no reload: {}", server.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..10 {
+        assert_eq!(health().body, "ready\n");
+    }
+    // A stop with a request running: draining until it is done, new connections refused.
+    let addr = server.addr;
+    let running = std::thread::spawn(move || util::get_text(addr, "/?2"));
+    std::thread::sleep(Duration::from_millis(300));
+    server.sigterm();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let h = health();
+        if (h.status, h.body.as_str()) == (503, "draining\n") {
+            break;
+        }
+        assert_eq!(h.status, 200, "{}", h.body);
+        assert!(Instant::now() < deadline, "never draining");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(std::net::TcpStream::connect(addr).is_err());
+    let r = running.join().unwrap();
+    assert_eq!((r.status, r.body.as_str()), (200, "done"));
+    assert!(server.wait_exit(Duration::from_secs(30)).success());
+    assert!(std::net::TcpStream::connect(status).is_err());
+}
+
 /// An application's `logging` records reach the error log at their own level (an app's
 /// `logging.info` is not an error); what it prints to stderr stays an error; a partial line
 /// left in `wsgi.errors` is written out when the request ends.

@@ -340,6 +340,30 @@ fn get(addr: SocketAddr, path: &str, from: Option<Ipv4Addr>) -> Result<(u16, Str
     Ok((status, body.to_string()))
 }
 
+/// Each host's `--status-addr`, on the loopback of its own namespace.
+const STATUS_ADDR: &str = "127.0.0.1:9000";
+
+/// `/healthz` of the host in namespace `ns`, as a checker on that host reads it: `STATUS
+/// BODY`, or what went wrong (within 10 s).
+fn healthz(ns: &str) -> String {
+    const READ: &str = "import sys, urllib.request, urllib.error\ntry:\n    r = urllib.request.urlopen(sys.argv[1], timeout=5)\n    print(r.status, r.read().decode().strip())\nexcept urllib.error.HTTPError as e:\n    print(e.code, e.read().decode().strip())\nexcept OSError as e:\n    print('unreachable', e)\n";
+    let out = Command::new("timeout")
+        .args([
+            "10",
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "/usr/bin/python3.11",
+            "-c",
+            READ,
+        ])
+        .arg(format!("http://{STATUS_ADDR}/healthz"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// How long nginx leaves a server that failed out of its rotation (`fail_timeout=`).
 const FAIL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -416,6 +440,8 @@ fn rolling_restart_behind_nginx_loses_no_request() {
                 "8",
                 "--graceful-timeout",
                 "20",
+                "--status-addr",
+                STATUS_ADDR,
             ],
             &format!("http://{bind}/"),
         )
@@ -466,7 +492,21 @@ fn rolling_restart_behind_nginx_loses_no_request() {
         let direct = SocketAddr::from((place.addr, HOST_PORT));
         let in_flight = std::thread::spawn(move || get(direct, "/slow?1500", None));
         std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(healthz(&place.ns), "200 ready");
         host.signal("-TERM");
+        // Draining while the request runs (for a checker on the host: the status endpoint
+        // listens on its loopback only).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let health = healthz(&place.ns);
+            if health == "503 draining" {
+                break;
+            }
+            assert!(
+                health == "200 ready" && Instant::now() < deadline,
+                "host {id}: {health}"
+            );
+        }
         let status = host.wait_exit(Duration::from_secs(30));
         assert!(status.success(), "host {id}: {status}");
         let answer = in_flight.join().unwrap();

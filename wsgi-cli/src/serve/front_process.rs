@@ -197,6 +197,11 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
     let embedded_threads = front.pool.as_ref().map(|_| threads);
     let finished = tokio.block_on(async {
         let signals = Signals::install()?;
+        // SIGUSR2: the master replaced this front (a reload); installed before the master
+        // hears it is ready, as the others.
+        let replaced =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())
+                .map_err(ServeError::Threads)?;
         let listeners = listeners
             .into_iter()
             .map(|(socket, route_port, tls)| {
@@ -209,6 +214,9 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(ServeError::Threads)?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        // The status endpoint outlives the listeners when the server stops (its /healthz
+        // then answers `draining`), not when a newer front replaces this one.
+        let (status_stop_tx, status_stop_rx) = tokio::sync::watch::channel(false);
         if let Some(listener) = status_listener {
             listener
                 .set_nonblocking(true)
@@ -218,7 +226,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
             tokio::spawn(super::status::serve(
                 front.clone(),
                 listener,
-                stop_rx.clone(),
+                status_stop_rx,
             ));
         }
         let serving = tokio::spawn(front::serve(front.clone(), listeners, stop_rx, graceful));
@@ -230,10 +238,18 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
             let control = control.clone();
             async move { control.read_until_closed(control_input).await }
         };
-        let why = signals.wait(master_gone).await;
+        let why = signals.wait(master_gone, replaced).await;
         tracing::debug!("front process: {why}: stopping");
+        if why == REPLACED {
+            let _ = status_stop_tx.send(true);
+        }
+        front
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = stop_tx.send(true);
-        Ok::<_, ServeError>(serving.await.unwrap_or(false))
+        let finished = serving.await.unwrap_or(false);
+        let _ = status_stop_tx.send(true);
+        Ok::<_, ServeError>(finished)
     })?;
     let stop_began = Instant::now();
     // In-flight requests are done (or the graceful time is up): stop the workers, then Python.
@@ -307,16 +323,24 @@ fn preload(runtime: &wsgi_interp::Runtime, site: &Site, strict: bool) -> Result<
     Ok(())
 }
 
+/// Why a front stops when a newer one replaced it (SIGUSR2 from the master).
+const REPLACED: &str = "SIGUSR2 (replaced by a newer front process)";
+
 impl Signals {
-    /// The front's wait: SIGTERM and SIGINT stop it, or `master_gone` resolving; SIGHUP and
-    /// SIGUSR1 are the master's (a terminal hang-up, or a `kill` of the whole process group)
-    /// and are ignored here.
-    async fn wait(mut self, master_gone: impl Future<Output = ()>) -> &'static str {
+    /// The front's wait: SIGTERM and SIGINT stop it, SIGUSR2 (`replaced`) too, or
+    /// `master_gone` resolving; SIGHUP and SIGUSR1 are the master's (a terminal hang-up, or a
+    /// `kill` of the whole process group) and are ignored here.
+    async fn wait(
+        mut self,
+        master_gone: impl Future<Output = ()>,
+        mut replaced: tokio::signal::unix::Signal,
+    ) -> &'static str {
         tokio::pin!(master_gone);
         loop {
             tokio::select! {
                 _ = self.term.recv() => return "SIGTERM",
                 _ = self.int.recv() => return "SIGINT",
+                _ = replaced.recv() => return REPLACED,
                 _ = self.hup.recv() => continue,
                 _ = self.usr1.recv() => continue,
                 () = &mut master_gone => return "the master process is gone",

@@ -415,14 +415,24 @@ async fn start_front(
     }
 }
 
-/// Asks a front process to stop (SIGTERM), waits for it for `graceful` plus a margin, then
-/// kills it.
-async fn stop_front(mut child: Child, graceful: Duration) {
+/// How a front process is asked to stop.
+#[derive(Debug, Clone, Copy)]
+enum FrontStop {
+    /// The server stops (SIGTERM): its `/healthz` answers `draining` until it is done.
+    Server,
+    /// A newer front serves in its place (SIGUSR2): it leaves the status endpoint to that one
+    /// at once.
+    Replaced,
+}
+
+/// Asks a front process to stop, waits for it for `graceful` plus a margin, then kills it.
+async fn stop_front(mut child: Child, graceful: Duration, how: FrontStop) {
     let Some(pid) = child.id() else { return };
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
+    let signal = match how {
+        FrontStop::Server => nix::sys::signal::Signal::SIGTERM,
+        FrontStop::Replaced => nix::sys::signal::Signal::SIGUSR2,
+    };
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
     match tokio::time::timeout(graceful + FRONT_KILL_MARGIN, child.wait()).await {
         Ok(Ok(status)) if !status.success() => {
             tracing::warn!(pid, "the front process ended with {status}")
@@ -530,7 +540,7 @@ fn activated_sockets() -> Result<Vec<Bound>, ServeError> {
 fn retire(generation: Generation, graceful: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let Generation { front, daemons, .. } = generation;
-        stop_front(front, graceful).await;
+        stop_front(front, graceful, FrontStop::Replaced).await;
         if let Some(d) = daemons {
             let _ = tokio::task::spawn_blocking(move || d.stop()).await;
             tracing::info!("the replaced daemon process groups have stopped");
@@ -718,7 +728,7 @@ async fn serve(
     // its own at once and finishes its requests; then the daemon groups stop.
     drop(sockets);
     let Generation { front, daemons, .. } = current;
-    stop_front(front, graceful).await;
+    stop_front(front, graceful, FrontStop::Server).await;
     for r in retiring {
         let _ = r.await;
     }
