@@ -4,15 +4,15 @@
 # httpd with its development headers (the Apache module is built and loaded by the tests) and
 # Debian's mod_wsgi (to compare with), and a world-readable tools venv with virtualenv and uv
 # (the venv makers the tests use), iproute2 (`ss`, to read listen backlogs; `ip netns`, for the
-# scale-out test's hosts) and nginx (the load balancer in front of them; the tests start their
-# own, with their own configuration, and never use the system's service).
+# scale-out test's hosts), nginx and HAProxy (the load balancers in front of them; the tests
+# start their own, with their own configurations, and never use the system's services).
 set -euo pipefail
 
 TOOLS_ROOT="${WSGI_RS_TEST_ROOT:-/var/tmp/wsgi-rs-test}"
 PY=/usr/bin/python3.11
 
 need_apt=()
-for pkg in python3.11 python3.11-venv python3.11-dev libpython3.11-dev apache2 apache2-dev libapache2-mod-wsgi-py3 iproute2 nginx; do
+for pkg in python3.11 python3.11-venv python3.11-dev libpython3.11-dev apache2 apache2-dev libapache2-mod-wsgi-py3 iproute2 nginx haproxy; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then

@@ -1,12 +1,13 @@
-//! Scale-out as the README's deployment section shows it: Debian's nginx in front of two
-//! `wsgi serve` hosts, each in a network namespace of its own made by the test (a veth pair
-//! with private /30 addresses), and a rolling restart of both hosts under steady load that
-//! loses no request; and nginx in front of a `wsgi serve` unix socket, its `X-Forwarded-For`
-//! trusted. Everything runs on this machine (loopback and the test's own veth links); every
+//! Scale-out as the README's deployment section shows it: Debian's nginx, and Debian's
+//! HAProxy, in front of two `wsgi serve` hosts, each in a network namespace of its own made by
+//! the test (a veth pair with private /30 addresses), and a rolling restart of both hosts
+//! under steady load that loses no request; and both in front of a `wsgi serve` unix socket,
+//! their `X-Forwarded-For` trusted. Everything runs on this machine (loopback and the test's own veth links); every
 //! loop is bounded; every process is one the test started, stopped by its pid when dropped,
 //! and the namespaces and links are removed when dropped, even on a panic.
 //!
-//! Needs root (network namespaces), nginx and iproute2 (`scripts/setup-test-env.sh`).
+//! Needs root (network namespaces), nginx, HAProxy and iproute2
+//! (`scripts/setup-test-env.sh`).
 
 mod util;
 
@@ -80,6 +81,9 @@ fn make_net(tag: &str, count: u8) -> (Net, Vec<Place>) {
         util::is_root(),
         "the scale-out tests make network namespaces: run them as root (scripts/test.sh does)"
     );
+    // One test at a time picks a subnet and makes its links, so two do not pick the same.
+    static MAKING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = MAKING.lock().unwrap_or_else(|e| e.into_inner());
     let pid = std::process::id();
     let used = Command::new("ip")
         .args(["-o", "-4", "addr", "show"])
@@ -228,26 +232,31 @@ impl Drop for Host {
     }
 }
 
-/// nginx started by the test with its own configuration, prefix and logs in `dir`, in the
-/// foreground; stopped (SIGTERM to its master, which stops its workers), then killed, when
-/// dropped.
-struct Nginx {
+/// A load balancer started by the test (nginx or HAProxy) with its own configuration and
+/// logs in `dir`, in the foreground; stopped (SIGTERM, which stops nginx's workers too), then
+/// killed, when dropped.
+struct Balancer {
     child: Child,
     addr: SocketAddr,
-    dir: PathBuf,
+    log: PathBuf,
 }
 
-impl Nginx {
-    /// Starts nginx on 127.0.0.1 (a free port), its workers as `user` (nginx's default,
-    /// nobody, when None), with `http` as the inside of its `http {}` block (`{listen}` stands
-    /// for the `listen` address), and waits until it accepts.
-    fn start(dir: &Path, user: Option<&str>, http: &str) -> Nginx {
+impl Balancer {
+    /// A free port on 127.0.0.1.
+    fn free_addr() -> SocketAddr {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// Starts nginx on 127.0.0.1 (a free port), its workers as `user` (nginx's default,
+    /// nobody, when None), with `http` as the inside of its `http {}` block (`{listen}` stands
+    /// for the `listen` address), and waits until it accepts.
+    fn nginx(dir: &Path, user: Option<&str>, http: &str) -> Balancer {
+        let addr = Self::free_addr();
         let d = dir.display();
         let conf = format!(
             "{}worker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\nevents {{ worker_connections 512; }}\nhttp {{\n    access_log {d}/access.log;\n    client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n    fastcgi_temp_path {d}/fastcgi;\n    uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n{}\n}}\n",
@@ -255,37 +264,56 @@ impl Nginx {
             http.replace("{listen}", &addr.to_string())
         );
         let conf_path = util::write_world_readable(&dir.join("nginx.conf"), &conf);
-        let child = Command::new("/usr/sbin/nginx")
+        let mut command = Command::new("/usr/sbin/nginx");
+        command
             .args(["-p", &format!("{d}/"), "-e", &format!("{d}/error.log")])
             .args(["-c", conf_path.to_str().unwrap(), "-g", "daemon off;"])
+            .stderr(Stdio::null());
+        Self::start(command, addr, dir.join("error.log"))
+    }
+
+    /// Starts HAProxy on 127.0.0.1 (a free port) with `backend` as the inside of its
+    /// `backend mysite` section, logging to `dir/haproxy.log`, and waits until it accepts.
+    fn haproxy(dir: &Path, backend: &str) -> Balancer {
+        let addr = Self::free_addr();
+        let d = dir.display();
+        let conf = format!(
+            "global\n    log stderr format raw local0 info\n    pidfile {d}/haproxy.pid\ndefaults\n    mode http\n    log global\n    option httplog\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\nfrontend web\n    bind {addr}\n    default_backend mysite\nbackend mysite\n{backend}\n"
+        );
+        let conf_path = util::write_world_readable(&dir.join("haproxy.cfg"), &conf);
+        let log = dir.join("haproxy.log");
+        let mut command = Command::new("/usr/sbin/haproxy");
+        command
+            .args(["-db", "-f", conf_path.to_str().unwrap()])
+            .stderr(std::fs::File::create(&log).unwrap());
+        Self::start(command, addr, log)
+    }
+
+    fn start(mut command: Command, addr: SocketAddr, log: PathBuf) -> Balancer {
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
             .spawn()
-            .expect("nginx runs: scripts/setup-test-env.sh installs it");
-        let nginx = Nginx {
-            child,
-            addr,
-            dir: dir.to_path_buf(),
-        };
+            .expect("the balancer runs: scripts/setup-test-env.sh installs nginx and haproxy");
+        let balancer = Balancer { child, addr, log };
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(addr).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "nginx does not accept on {addr}: {}",
-                nginx.error_log()
+                "the balancer does not accept on {addr}: {}",
+                balancer.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        nginx
+        balancer
     }
 
-    fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
-impl Drop for Nginx {
+impl Drop for Balancer {
     fn drop(&mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -299,9 +327,14 @@ impl Drop for Nginx {
     }
 }
 
-/// One GET over a new connection (`Connection: close`), from `from` when given: the status
-/// and body, or what went wrong. Bounded by 30 s timeouts.
-fn get(addr: SocketAddr, path: &str, from: Option<Ipv4Addr>) -> Result<(u16, String), String> {
+/// One GET over a new connection (`Connection: close`), from `from` when given, with `extra`
+/// header lines: the status and body, or what went wrong. Bounded by 30 s timeouts.
+fn get(
+    addr: SocketAddr,
+    path: &str,
+    from: Option<Ipv4Addr>,
+    extra: &str,
+) -> Result<(u16, String), String> {
     let stream = match from {
         Some(ip) => {
             let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
@@ -321,7 +354,7 @@ fn get(addr: SocketAddr, path: &str, from: Option<Ipv4Addr>) -> Result<(u16, Str
         .unwrap();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: mysite.example\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: mysite.example\r\n{extra}Connection: close\r\n\r\n"
     )
     .map_err(|e| format!("send: {e}"))?;
     let mut raw = Vec::new();
@@ -391,6 +424,18 @@ fn nginx_two_hosts(a: Ipv4Addr, b: Ipv4Addr) -> String {
     )
 }
 
+/// The README's HAProxy backend for two hosts.
+fn haproxy_two_hosts(a: Ipv4Addr, b: Ipv4Addr) -> String {
+    format!(
+        "    option forwardfor
+    retries 3
+    retry-on conn-failure empty-response response-timeout
+    option redispatch 1
+    server a {a}:{HOST_PORT} check inter 1s fall 1 rise 2
+    server b {b}:{HOST_PORT} check inter 1s fall 1 rise 2"
+    )
+}
+
 /// Requests answered by each host, and the requests that failed.
 #[derive(Default)]
 struct Tally {
@@ -408,13 +453,14 @@ impl Tally {
     }
 }
 
-/// Waits, at most 30 s, until `host` has served more than `than` requests through nginx.
+/// Waits, at most 30 s, until `host` has served more than `than` requests through the
+/// balancer.
 fn until_served(tally: &Tally, host: char, than: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while tally.served(host) <= than {
         assert!(
             Instant::now() < deadline,
-            "host {host} served no request through nginx within 30 s"
+            "host {host} served no request through the balancer within 30 s"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -422,11 +468,31 @@ fn until_served(tally: &Tally, host: char, than: u64) {
 
 #[test]
 fn rolling_restart_behind_nginx_loses_no_request() {
+    rolling_restart("n", |dir, a, b| {
+        Balancer::nginx(dir, None, &nginx_two_hosts(a, b))
+    });
+}
+
+#[test]
+fn rolling_restart_behind_haproxy_loses_no_request() {
+    rolling_restart("h", |dir, a, b| {
+        Balancer::haproxy(dir, &haproxy_two_hosts(a, b))
+    });
+}
+
+/// Two hosts behind the balancer `start` starts (in `dir`, for the hosts' addresses), each
+/// stopped with SIGTERM and started again in turn under steady load: no request fails, the
+/// request running on a stopping host finishes there, and its `/healthz` says `draining`
+/// meanwhile. `tag` makes the namespaces' names this test's own.
+fn rolling_restart(tag: &str, start: impl FnOnce(&Path, Ipv4Addr, Ipv4Addr) -> Balancer) {
     let dir = util::scratch_world_readable("wsgi-scale-");
     let app = util::write_world_readable(&dir.path().join("app.wsgi"), APP);
-    let (_net, places) = make_net("s", 2);
+    let (_net, places) = make_net(tag, 2);
     let start_host = |place: &Place, id: &str| {
         let bind = format!("{}:{HOST_PORT}", place.addr);
+        // The balancer reaches the host from the address before it on the /30.
+        let [a, b, c, d] = place.addr.octets();
+        let balancer = Ipv4Addr::new(a, b, c, d - 1).to_string();
         Host::start(
             Some(&place.ns),
             &[
@@ -442,35 +508,36 @@ fn rolling_restart_behind_nginx_loses_no_request() {
                 "20",
                 "--status-addr",
                 STATUS_ADDR,
+                "--trust-proxy-header",
+                "X-Forwarded-For",
+                "--trust-proxy",
+                &balancer,
             ],
             &format!("http://{bind}/"),
         )
     };
     let mut a = start_host(&places[0], "a");
     let mut b = start_host(&places[1], "b");
-    let nginx = Nginx::start(
-        dir.path(),
-        None,
-        &nginx_two_hosts(places[0].addr, places[1].addr),
-    );
+    let balancer = start(dir.path(), places[0].addr, places[1].addr);
 
     // Steady load: four clients, each a bounded number of requests, some slow.
     let tally = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..4)
         .map(|c| {
-            let (tally, stop, addr) = (tally.clone(), stop.clone(), nginx.addr);
+            let (tally, stop, addr) = (tally.clone(), stop.clone(), balancer.addr);
             std::thread::spawn(move || {
                 for n in 0..20_000u32 {
                     if stop.load(Ordering::SeqCst) {
                         break;
                     }
                     let path = if n % 4 == c { "/slow?50" } else { "/" };
-                    match get(addr, path, None) {
-                        Ok((200, body)) if body.starts_with("a ") => {
+                    // The hosts trust the balancer's X-Forwarded-For: the client is 127.0.0.1.
+                    match get(addr, path, None, "") {
+                        Ok((200, body)) if body == "a 127.0.0.1\n" => {
                             tally.a.fetch_add(1, Ordering::SeqCst);
                         }
-                        Ok((200, body)) if body.starts_with("b ") => {
+                        Ok((200, body)) if body == "b 127.0.0.1\n" => {
                             tally.b.fetch_add(1, Ordering::SeqCst);
                         }
                         other => tally
@@ -487,10 +554,10 @@ fn rolling_restart_behind_nginx_loses_no_request() {
     until_served(&tally, 'b', 20);
 
     // One host after the other: SIGTERM while a request is running on it (it finishes there),
-    // then started again; nginx meanwhile sends everything to the other.
+    // then started again; the balancer meanwhile sends everything to the other.
     for (host, id, place) in [(&mut a, 'a', &places[0]), (&mut b, 'b', &places[1])] {
         let direct = SocketAddr::from((place.addr, HOST_PORT));
-        let in_flight = std::thread::spawn(move || get(direct, "/slow?1500", None));
+        let in_flight = std::thread::spawn(move || get(direct, "/slow?1500", None, ""));
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(healthz(&place.ns), "200 ready");
         host.signal("-TERM");
@@ -516,8 +583,9 @@ fn rolling_restart_behind_nginx_loses_no_request() {
         );
         let before = tally.served(id);
         *host = start_host(place, &id.to_string());
-        // nginx tries a failed server again only after fail_timeout: until then the other
-        // one is all it has, so the next host must not stop before.
+        // nginx tries a failed server again only after fail_timeout (HAProxy after `rise`
+        // good checks): until then the other one is all it has, so the next host must not
+        // stop before.
         std::thread::sleep(FAIL_TIMEOUT + Duration::from_secs(1));
         until_served(&tally, id, before);
     }
@@ -533,15 +601,15 @@ fn rolling_restart_behind_nginx_loses_no_request() {
     let failures = tally.failures.lock().unwrap();
     assert!(
         failures.is_empty(),
-        "{} request(s) failed through nginx: {:?}\nnginx error log:\n{}",
+        "{} request(s) failed through the balancer: {:?}\nits log:\n{}",
         failures.len(),
         &failures[..failures.len().min(10)],
-        nginx.error_log()
+        balancer.log()
     );
     let total = tally.served('a') + tally.served('b');
     assert!(total > 200, "only {total} requests were made");
     eprintln!(
-        "rolling restart: {total} requests through nginx, host a {}, host b {}, none failed",
+        "rolling restart: {total} requests through the balancer, host a {}, host b {}, none failed",
         tally.served('a'),
         tally.served('b')
     );
@@ -549,9 +617,10 @@ fn rolling_restart_behind_nginx_loses_no_request() {
 
 /// The README's unix-socket variant: nginx proxies to `wsgi serve --bind unix:...`, whose
 /// socket is made for the serving user's group (nginx's workers run as www-data here, as
-/// Debian's nginx runs them), and the application sees the client's address nginx forwards.
+/// Debian's nginx runs them), and the application sees the client's address nginx forwards;
+/// then HAProxy does the same.
 #[test]
-fn nginx_in_front_of_a_unix_socket() {
+fn nginx_and_haproxy_in_front_of_a_unix_socket() {
     assert!(
         util::is_root(),
         "the test starts nginx and wsgi serve as root, as a system would: run it as root"
@@ -586,22 +655,50 @@ fn nginx_in_front_of_a_unix_socket() {
         location / {{
             proxy_pass http://mysite;
             proxy_set_header Host $host;
-            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto $scheme;
         }}
     }}"#,
         sock.display()
     );
     // nginx's workers run as www-data, as Debian's nginx runs them.
-    let nginx = Nginx::start(dir.path(), Some("www-data"), &http);
+    let nginx = Balancer::nginx(dir.path(), Some("www-data"), &http);
     // A client from 127.0.0.5: nginx forwards that address, the application sees it.
     let client = Ipv4Addr::new(127, 0, 0, 5);
-    let answer = get(nginx.addr, "/", Some(client));
+    // A client from 127.0.0.5, pretending to be another: the application sees 127.0.0.5
+    // (the forwarded list is read from the right, past the trusted proxy only).
+    let answer = get(
+        nginx.addr,
+        "/",
+        Some(client),
+        "X-Forwarded-For: 198.51.100.66\r\n",
+    );
     assert_eq!(
         answer,
         Ok((200, "u 127.0.0.5\n".to_string())),
         "{}",
-        nginx.error_log()
+        nginx.log()
+    );
+    drop(nginx);
+    // HAProxy (as root here) in front of the same socket.
+    let haproxy = Balancer::haproxy(
+        dir.path(),
+        &format!(
+            "    option forwardfor\n    server local {} check inter 1s",
+            sock.display()
+        ),
+    );
+    let answer = get(
+        haproxy.addr,
+        "/",
+        Some(client),
+        "X-Forwarded-For: 198.51.100.66\r\n",
+    );
+    assert_eq!(
+        answer,
+        Ok((200, "u 127.0.0.5\n".to_string())),
+        "{}",
+        haproxy.log()
     );
     drop(host);
 }
