@@ -216,19 +216,25 @@ impl Host {
     }
 }
 
+/// Stops a child the test started: SIGTERM (by its pid) while it runs, at most `limit` to
+/// exit, then SIGKILL.
+fn stop(child: &mut Child, limit: Duration) {
+    if let Ok(None) = child.try_wait() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 impl Drop for Host {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child, Duration::from_secs(20));
     }
 }
 
@@ -315,15 +321,7 @@ impl Balancer {
 
 impl Drop for Balancer {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child, Duration::from_secs(10));
     }
 }
 
@@ -661,44 +659,32 @@ fn nginx_and_haproxy_in_front_of_a_unix_socket() {
     }}"#,
         sock.display()
     );
-    // nginx's workers run as www-data, as Debian's nginx runs them.
-    let nginx = Balancer::nginx(dir.path(), Some("www-data"), &http);
-    // A client from 127.0.0.5: nginx forwards that address, the application sees it.
-    let client = Ipv4Addr::new(127, 0, 0, 5);
-    // A client from 127.0.0.5, pretending to be another: the application sees 127.0.0.5
-    // (the forwarded list is read from the right, past the trusted proxy only).
-    let answer = get(
-        nginx.addr,
-        "/",
-        Some(client),
-        "X-Forwarded-For: 198.51.100.66\r\n",
+    let haproxy = format!(
+        "    option forwardfor\n    server local {} check inter 1s",
+        sock.display()
     );
-    assert_eq!(
-        answer,
-        Ok((200, "u 127.0.0.5\n".to_string())),
-        "{}",
-        nginx.log()
-    );
-    drop(nginx);
-    // HAProxy (as root here) in front of the same socket.
-    let haproxy = Balancer::haproxy(
-        dir.path(),
-        &format!(
-            "    option forwardfor\n    server local {} check inter 1s",
-            sock.display()
-        ),
-    );
-    let answer = get(
-        haproxy.addr,
-        "/",
-        Some(client),
-        "X-Forwarded-For: 198.51.100.66\r\n",
-    );
-    assert_eq!(
-        answer,
-        Ok((200, "u 127.0.0.5\n".to_string())),
-        "{}",
-        haproxy.log()
-    );
+    let balancers: [&dyn Fn() -> Balancer; 2] = [
+        // nginx's workers run as www-data, as Debian's nginx runs them.
+        &|| Balancer::nginx(dir.path(), Some("www-data"), &http),
+        // HAProxy runs as root here.
+        &|| Balancer::haproxy(dir.path(), &haproxy),
+    ];
+    for start in balancers {
+        let balancer = start();
+        // A client from 127.0.0.5, pretending to be another: the application sees 127.0.0.5
+        // (the forwarded list is read from the right, past the trusted proxy only).
+        let answer = get(
+            balancer.addr,
+            "/",
+            Some(Ipv4Addr::new(127, 0, 0, 5)),
+            "X-Forwarded-For: 198.51.100.66\r\n",
+        );
+        assert_eq!(
+            answer,
+            Ok((200, "u 127.0.0.5\n".to_string())),
+            "{}",
+            balancer.log()
+        );
+    }
     drop(host);
 }

@@ -31,6 +31,41 @@ def application(environ, start_response):
     return [body]
 "#;
 
+/// A test's scratch folder (world-readable) with the application, and a socket path in it.
+struct Site {
+    dir: tempfile::TempDir,
+    app: String,
+    sock: std::path::PathBuf,
+    /// `unix:PATH`, as `--bind` takes it.
+    bind: String,
+}
+
+fn site() -> Site {
+    let dir = util::scratch_world_readable("wsgi-unix-");
+    let app = util::write_world_readable(&dir.path().join("app.wsgi"), APP);
+    let sock = dir.path().join("app.sock");
+    Site {
+        bind: format!("unix:{}", sock.display()),
+        app: app.to_str().unwrap().to_string(),
+        sock,
+        dir,
+    }
+}
+
+/// `wsgi serve` of `site` on its unix socket and a TCP port (whose banner line
+/// `util::Server` waits for), with `extra` flags.
+fn serve(site: &Site, launch: &util::Launch, extra: &[&str]) -> Server {
+    let mut args = vec![
+        site.app.as_str(),
+        "--bind",
+        &site.bind,
+        "--bind",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    Server::start_with(launch, &args)
+}
+
 /// Sends `request` over the unix socket at `path` and reads the answer to its end (the
 /// request asks for `Connection: close`), within 10 s.
 fn exchange(path: &Path, request: &[u8]) -> String {
@@ -104,35 +139,32 @@ fn other_group() -> (String, u32) {
 
 #[test]
 fn unix_socket_beside_tcp_with_mode_owner_environ_and_trusted_proxy() {
-    let dir = util::scratch_world_readable("wsgi-unix-");
-    let app = util::write_world_readable(&dir.path().join("app.wsgi"), APP);
-    let sock = dir.path().join("app.sock");
+    let site = site();
+    let (sock, bind) = (&site.sock, &site.bind);
     let (group, gid) = other_group();
     let owner = format!(":{group}");
-    let bind = format!("unix:{}", sock.display());
-    let server = Server::start(&[
-        app.to_str().unwrap(),
-        "--bind",
-        &bind,
-        "--bind",
-        "127.0.0.1:0",
-        "--unix-socket-mode",
-        "0620",
-        "--unix-socket-owner",
-        &owner,
-        "--trust-proxy-header",
-        "X-Forwarded-For",
-        "--trust-proxy",
-        "127.0.0.1",
-        "--access-log",
-        "-",
-    ]);
+    let server = serve(
+        &site,
+        &util::PLAIN,
+        &[
+            "--unix-socket-mode",
+            "0620",
+            "--unix-socket-owner",
+            &owner,
+            "--trust-proxy-header",
+            "X-Forwarded-For",
+            "--trust-proxy",
+            "127.0.0.1",
+            "--access-log",
+            "-",
+        ],
+    );
     assert!(
         server.banner.contains(&format!("listening on {bind}")),
         "{:?}",
         server.banner
     );
-    let meta = std::fs::metadata(&sock).unwrap();
+    let meta = std::fs::metadata(sock).unwrap();
     assert!(std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()));
     assert_eq!(meta.permissions().mode() & 0o777, 0o620);
     assert_eq!(meta.gid(), gid);
@@ -140,7 +172,7 @@ fn unix_socket_beside_tcp_with_mode_owner_environ_and_trusted_proxy() {
 
     // A unix-socket peer is local: REMOTE_ADDR 127.0.0.1, and SERVER_PORT 80 (gunicorn's).
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-    let r = get(&sock, "/", "");
+    let r = get(sock, "/", "");
     assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
     let expected = format!(
         "REMOTE_ADDR=127.0.0.1\nREMOTE_PORT=0\nSERVER_NAME={}\nSERVER_PORT=80\nSERVER_ADDR=127.0.0.1\nHTTP_HOST=example.org\nwsgi.url_scheme=http\nmod_wsgi.listener_port=80\n",
@@ -154,13 +186,13 @@ fn unix_socket_beside_tcp_with_mode_owner_environ_and_trusted_proxy() {
     );
 
     // A proxy on the unix socket is trusted as 127.0.0.1: its X-Forwarded-For is the client.
-    let r = get(&sock, "/fwd", "X-Forwarded-For: 203.0.113.9\r\n");
+    let r = get(sock, "/fwd", "X-Forwarded-For: 203.0.113.9\r\n");
     assert!(body(&r).starts_with("REMOTE_ADDR=203.0.113.9\n"), "{r}");
     let line = log_line(&server, "\"GET /fwd HTTP/1.1\"");
     assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
 
     // A body, and keep-alive: two requests on one connection.
-    let mut s = UnixStream::connect(&sock).unwrap();
+    let mut s = UnixStream::connect(sock).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET /q HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
     let mut out = String::new();
@@ -183,48 +215,27 @@ fn unix_socket_beside_tcp_with_mode_owner_environ_and_trusted_proxy() {
 /// process, running as www-data, serves it.
 #[test]
 fn as_root_the_socket_is_for_the_serving_users_group() {
+    let site = site();
+    let sock = &site.sock;
     if !util::is_root() {
         // Not root: the socket is this user's (checked by the test above); nothing to change.
-        let dir = util::scratch_world_readable("wsgi-unix-");
-        let app = util::write_world_readable(&dir.path().join("app.wsgi"), APP);
-        let sock = dir.path().join("app.sock");
-        let bind = format!("unix:{}", sock.display());
-        let server = Server::start(&[
-            app.to_str().unwrap(),
-            "--bind",
-            &bind,
-            "--bind",
-            "127.0.0.1:0",
-        ]);
-        let meta = std::fs::metadata(&sock).unwrap();
+        let server = serve(&site, &util::PLAIN, &[]);
+        let meta = std::fs::metadata(sock).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o660);
         assert_eq!(meta.uid(), nix::unistd::Uid::effective().as_raw());
-        assert!(get(&sock, "/", "").starts_with("HTTP/1.1 200 OK"));
+        assert!(get(sock, "/", "").starts_with("HTTP/1.1 200 OK"));
         drop(server);
         return;
     }
     let www = nix::unistd::User::from_name("www-data")
         .unwrap()
         .expect("Debian has www-data");
-    let dir = util::scratch_world_readable("wsgi-unix-");
-    let app = util::write_world_readable(&dir.path().join("app.wsgi"), APP);
-    let sock = dir.path().join("app.sock");
-    let bind = format!("unix:{}", sock.display());
     let launch = util::Launch {
         allow_root: false,
         ..util::PLAIN
     };
-    let server = Server::start_with(
-        &launch,
-        &[
-            app.to_str().unwrap(),
-            "--bind",
-            &bind,
-            "--bind",
-            "127.0.0.1:0",
-        ],
-    );
-    let meta = std::fs::metadata(&sock).unwrap();
+    let server = serve(&site, &launch, &[]);
+    let meta = std::fs::metadata(sock).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
     assert_eq!((meta.uid(), meta.gid()), (0, www.gid.as_raw()));
     // A client running as www-data connects (a child process that drops to it).
@@ -265,14 +276,13 @@ fn as_root_the_socket_is_for_the_serving_users_group() {
 
 #[test]
 fn stale_socket_replaced_live_one_and_other_files_refused() {
-    let dir = util::scratch_world_readable("wsgi-unix-");
-    let app = util::write_world_readable(&dir.path().join("app.wsgi"), APP);
-    let sock = dir.path().join("app.sock");
-    let bind = format!("unix:{}", sock.display());
+    let site = site();
+    let (dir, sock, bind) = (&site.dir, &site.sock, &site.bind);
+    let app = Path::new(&site.app);
 
     // A file that is not a socket is never deleted.
-    std::fs::write(&sock, "precious").unwrap();
-    let (code, err) = refused(&[app.to_str().unwrap(), "--bind", &bind]);
+    std::fs::write(sock, "precious").unwrap();
+    let (code, err) = refused(&[app.to_str().unwrap(), "--bind", bind]);
     assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains(&format!(
@@ -280,23 +290,17 @@ fn stale_socket_replaced_live_one_and_other_files_refused() {
         )),
         "{err}"
     );
-    assert_eq!(std::fs::read_to_string(&sock).unwrap(), "precious");
-    std::fs::remove_file(&sock).unwrap();
+    assert_eq!(std::fs::read_to_string(sock).unwrap(), "precious");
+    std::fs::remove_file(sock).unwrap();
 
     // A socket file nothing accepts on (a server that died) is replaced.
-    drop(UnixListener::bind(&sock).unwrap());
+    drop(UnixListener::bind(sock).unwrap());
     assert!(sock.exists());
-    let server = Server::start(&[
-        app.to_str().unwrap(),
-        "--bind",
-        &bind,
-        "--bind",
-        "127.0.0.1:0",
-    ]);
-    assert!(get(&sock, "/", "").starts_with("HTTP/1.1 200 OK"));
+    let server = serve(&site, &util::PLAIN, &[]);
+    assert!(get(sock, "/", "").starts_with("HTTP/1.1 200 OK"));
 
     // A live one is refused, and left to the server that owns it.
-    let (code, err) = refused(&[app.to_str().unwrap(), "--bind", &bind]);
+    let (code, err) = refused(&[app.to_str().unwrap(), "--bind", bind]);
     assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains(&format!(
@@ -304,7 +308,7 @@ fn stale_socket_replaced_live_one_and_other_files_refused() {
         )),
         "{err}"
     );
-    assert!(get(&sock, "/", "").starts_with("HTTP/1.1 200 OK"));
+    assert!(get(sock, "/", "").starts_with("HTTP/1.1 200 OK"));
 
     // A missing folder, and TLS, are refused with what to do.
     let nowhere = format!("unix:{}/no/such/dir/app.sock", dir.path().display());
@@ -341,27 +345,24 @@ fn stale_socket_replaced_live_one_and_other_files_refused() {
 /// `--body-timeout`.
 #[test]
 fn slow_clients_are_cut_off_as_on_tcp() {
-    let dir = util::scratch_world_readable("wsgi-unix-");
-    let app = util::write_world_readable(&dir.path().join("app.wsgi"), APP);
-    let sock = dir.path().join("app.sock");
-    let bind = format!("unix:{}", sock.display());
-    let server = Server::start(&[
-        app.to_str().unwrap(),
-        "--bind",
-        &bind,
-        "--bind",
-        "127.0.0.1:0",
-        "--header-timeout",
-        "1",
-        "--body-timeout",
-        "1",
-        "--body-min-rate",
-        "0",
-        "--access-log",
-        "-",
-    ]);
+    let site = site();
+    let sock = &site.sock;
+    let server = serve(
+        &site,
+        &util::PLAIN,
+        &[
+            "--header-timeout",
+            "1",
+            "--body-timeout",
+            "1",
+            "--body-min-rate",
+            "0",
+            "--access-log",
+            "-",
+        ],
+    );
     // A head that never ends: closed within the header timeout (with a margin).
-    let mut s = UnixStream::connect(&sock).unwrap();
+    let mut s = UnixStream::connect(sock).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let began = Instant::now();
     s.write_all(b"GET /slow-head HTTP/1.1\r\nHost: a\r\n")
@@ -377,7 +378,7 @@ fn slow_clients_are_cut_off_as_on_tcp() {
     assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
 
     // A body that stops coming: 408 at the body timeout.
-    let mut s = UnixStream::connect(&sock).unwrap();
+    let mut s = UnixStream::connect(sock).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let began = Instant::now();
     s.write_all(b"POST /slow-body HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nonly this")
@@ -470,28 +471,20 @@ fn socket_activation_passes_a_unix_socket() {
 /// stop removes it.
 #[test]
 fn reload_keeps_the_socket_and_a_clean_stop_removes_it() {
-    let dir = util::scratch_world_readable("wsgi-unix-");
-    let app = util::write_world_readable(&dir.path().join("app.wsgi"), APP);
-    let sock = dir.path().join("app.sock");
-    let bind = format!("unix:{}", sock.display());
-    let mut server = Server::start(&[
-        app.to_str().unwrap(),
-        "--bind",
-        &bind,
-        "--bind",
-        "127.0.0.1:0",
-    ]);
-    let ino = std::fs::metadata(&sock).unwrap().ino();
+    let site = site();
+    let sock = &site.sock;
+    let mut server = serve(&site, &util::PLAIN, &[]);
+    let ino = std::fs::metadata(sock).unwrap().ino();
     // Requests go on through the reload.
     for _ in 0..3 {
         server.sighup();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            assert!(get(&sock, "/", "").starts_with("HTTP/1.1 200 OK"));
+            assert!(get(sock, "/", "").starts_with("HTTP/1.1 200 OK"));
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    assert_eq!(std::fs::metadata(&sock).unwrap().ino(), ino);
+    assert_eq!(std::fs::metadata(sock).unwrap().ino(), ino);
     server.sigterm();
     assert!(server.wait_exit(Duration::from_secs(30)).success());
     assert!(!sock.exists());

@@ -181,6 +181,28 @@ struct Accepted {
     permit: tokio::sync::OwnedSemaphorePermit,
 }
 
+impl Accepted {
+    /// An accepted connection with the address it came in on (None when the socket cannot
+    /// say: the connection is dropped).
+    fn new(
+        stream: Conn,
+        peer: SocketAddr,
+        route_port: u16,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Option<Accepted> {
+        let local = local_addr(&stream, route_port).ok()?;
+        Some(Accepted {
+            stream,
+            peer,
+            local,
+            route_port,
+            tls,
+            permit,
+        })
+    }
+}
+
 /// What a TLS connection negotiated that the environ shows.
 struct TlsInfo {
     /// The server name the client asked for (mod_ssl's `SSL_TLS_SNI`).
@@ -316,16 +338,9 @@ pub async fn serve(
                 };
                 match accepted {
                     Ok((stream, peer, route_port, tls)) => {
-                        let Ok(local) = local_addr(&stream, route_port) else {
+                        let Some(accepted) = Accepted::new(stream, peer, route_port, tls, permit)
+                        else {
                             continue;
-                        };
-                        let accepted = Accepted {
-                            stream,
-                            peer,
-                            local,
-                            route_port,
-                            tls,
-                            permit,
                         };
                         if tx.send(accepted).await.is_err() {
                             return;
@@ -574,16 +589,8 @@ async fn drain_backlog(
         let Ok((stream, peer)) = accept() else {
             return;
         };
-        let Ok(local) = local_addr(&stream, route_port) else {
+        let Some(accepted) = Accepted::new(stream, peer, route_port, tls.clone(), permit) else {
             continue;
-        };
-        let accepted = Accepted {
-            stream,
-            peer,
-            local,
-            route_port,
-            tls: tls.clone(),
-            permit,
         };
         if tx.send(accepted).await.is_err() {
             return;

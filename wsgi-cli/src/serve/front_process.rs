@@ -6,7 +6,10 @@
 //!
 //! It stops on SIGTERM/SIGINT, or when the master goes away (the control socket closes):
 //! the listening sockets close at once, in-flight requests finish (up to
-//! `--graceful-timeout`), keep-alive connections close between requests.
+//! `--graceful-timeout`), keep-alive connections close between requests, and the status
+//! endpoint answers `/healthz` with `draining` until then. SIGUSR2, from the master when a
+//! reload replaced this front, stops it the same way but leaves the status endpoint to the
+//! new front at once.
 
 use std::collections::HashMap;
 use std::path::PathBuf;

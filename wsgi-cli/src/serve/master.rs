@@ -8,15 +8,17 @@
 //! * SIGHUP (and `--reload-on-changes`): the configuration is read and checked again; if it
 //!   is valid, a new generation starts *beside* the running one (new daemon groups, then a new
 //!   front process on the same listening sockets) and, once the new front accepts, the old
-//!   front is told to stop: it stops accepting, finishes its in-flight requests and closes its
-//!   keep-alive connections between requests (`Connection: close` on their last response),
-//!   then its daemon groups are stopped. No connection is refused and no request is lost, as
+//!   front is told to stop (SIGUSR2: it leaves the status endpoint to the new one at once): it
+//!   stops accepting, finishes its in-flight requests and closes its keep-alive connections
+//!   between requests (`Connection: close` on their last response), then its daemon groups
+//!   are stopped. No connection is refused and no request is lost, as
 //!   in nginx's and gunicorn's binary upgrade. A configuration that fails the check, or a new
 //!   generation that cannot start, is logged and the running one goes on.
 //! * SIGTERM/SIGINT: the master closes its copies of the listening sockets and stops the front
 //!   processes, which close theirs at once (new connections are refused, so a load balancer
-//!   fails over) and finish their in-flight requests within `--graceful-timeout`; then the
-//!   daemon groups are stopped and the master exits 0.
+//!   fails over) and finish their in-flight requests within `--graceful-timeout` (`/healthz`
+//!   answering `draining` meanwhile); then the daemon groups are stopped, the unix socket
+//!   files it made are removed, and the master exits 0.
 //! * A front process that dies is started again (with back-off), as Apache replaces a child.
 
 use std::collections::HashMap;
@@ -58,18 +60,11 @@ const FRONT_KILL_MARGIN: Duration = Duration::from_secs(5);
 /// Who the front process runs as, decided once per configuration, and checked against what
 /// it must read.
 fn front_identity(args: &ServeArgs, site: &Site) -> Result<Identity, ServeError> {
-    let config = &site.config;
-    let identity = privileges::decide(
-        args.user.as_deref(),
-        args.group.as_deref(),
-        config.user.as_deref(),
-        config.group.as_deref(),
-        args.allow_root,
-    )?;
+    let identity = decide_identity(args, site)?;
     match &identity {
         Identity::Account(account) => {
             let why =
-                privileges::UserSource::of(args.user.as_deref(), config.user.as_deref()).why();
+                privileges::UserSource::of(args.user.as_deref(), site.config.user.as_deref()).why();
             privileges::check_readable(account, &why, &front_paths(site))?;
             tracing::info!(
                 "started as root: the front process serves as {} (uid {}, gid {}); the master process keeps root only to start and replace the processes that serve",
@@ -84,6 +79,18 @@ fn front_identity(args: &ServeArgs, site: &Site) -> Result<Identity, ServeError>
         Identity::Unchanged => {}
     }
     Ok(identity)
+}
+
+/// Who the front process runs as, from the flags and the configuration.
+fn decide_identity(args: &ServeArgs, site: &Site) -> Result<Identity, ServeError> {
+    let config = &site.config;
+    Ok(privileges::decide(
+        args.user.as_deref(),
+        args.group.as_deref(),
+        config.user.as_deref(),
+        config.group.as_deref(),
+        args.allow_root,
+    )?)
 }
 
 /// What the front process must read: the embedded applications' scripts and their folders,
@@ -141,15 +148,7 @@ fn default_socket_group(args: &ServeArgs, site: &Site) -> Result<Option<u32>, Se
     if args.unix_socket_owner.is_some() || !privileges::is_root() {
         return Ok(None);
     }
-    let config = &site.config;
-    let identity = privileges::decide(
-        args.user.as_deref(),
-        args.group.as_deref(),
-        config.user.as_deref(),
-        config.group.as_deref(),
-        args.allow_root,
-    )?;
-    Ok(match identity {
+    Ok(match decide_identity(args, site)? {
         Identity::Account(account) => Some(account.gid),
         Identity::Root | Identity::Unchanged => None,
     })
