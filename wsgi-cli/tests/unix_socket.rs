@@ -121,19 +121,25 @@ fn refused(args: &[&str]) -> (Option<i32>, String) {
     )
 }
 
-/// The primary group of the user running the tests, and another group to give the socket:
-/// `nogroup` as root, else the same one.
-fn other_group() -> (String, u32) {
+/// An owner to give the socket (`--unix-socket-owner`), with the uid and gid it means: as
+/// root, `nobody:nogroup`; else only a group, this user's own.
+fn other_owner() -> (String, u32, u32) {
+    let uid = nix::unistd::Uid::effective().as_raw();
     if util::is_root() {
-        let gid = nix::unistd::Group::from_name("nogroup")
-            .unwrap()
-            .expect("Debian has the group nogroup")
-            .gid
-            .as_raw();
-        ("nogroup".to_string(), gid)
+        let group = nix::unistd::Group::from_name("nogroup").unwrap();
+        let user = nix::unistd::User::from_name("nobody").unwrap();
+        let (group, user) = (
+            group.expect("Debian has nogroup"),
+            user.expect("and nobody"),
+        );
+        (
+            "nobody:nogroup".to_string(),
+            user.uid.as_raw(),
+            group.gid.as_raw(),
+        )
     } else {
         let gid = nix::unistd::Gid::effective().as_raw();
-        (gid.to_string(), gid)
+        (format!(":{gid}"), uid, gid)
     }
 }
 
@@ -141,8 +147,7 @@ fn other_group() -> (String, u32) {
 fn unix_socket_beside_tcp_with_mode_owner_environ_and_trusted_proxy() {
     let site = site();
     let (sock, bind) = (&site.sock, &site.bind);
-    let (group, gid) = other_group();
-    let owner = format!(":{group}");
+    let (owner, uid, gid) = other_owner();
     let server = serve(
         &site,
         &util::PLAIN,
@@ -167,8 +172,7 @@ fn unix_socket_beside_tcp_with_mode_owner_environ_and_trusted_proxy() {
     let meta = std::fs::metadata(sock).unwrap();
     assert!(std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()));
     assert_eq!(meta.permissions().mode() & 0o777, 0o620);
-    assert_eq!(meta.gid(), gid);
-    assert_eq!(meta.uid(), nix::unistd::Uid::effective().as_raw());
+    assert_eq!((meta.uid(), meta.gid()), (uid, gid));
 
     // A unix-socket peer is local: REMOTE_ADDR 127.0.0.1, and SERVER_PORT 80 (gunicorn's).
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();

@@ -367,8 +367,18 @@ fn remove_stale(path: &Path) -> Result<(), UnixSocketError> {
     if !meta.file_type().is_socket() {
         return Err(UnixSocketError::NotASocket(path.to_path_buf()));
     }
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err(UnixSocketError::Live(path.to_path_buf())),
+    // Without waiting: a server whose backlog is full (it is alive) would block a connect.
+    let probe = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)
+        .and_then(|s| s.set_nonblocking(true).map(|()| s))
+        .map_err(io_error)?;
+    let address = socket2::SockAddr::unix(path).map_err(io_error)?;
+    match probe.connect(&address) {
+        Ok(()) => Err(UnixSocketError::Live(path.to_path_buf())),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            Err(UnixSocketError::Live(path.to_path_buf()))
+        }
+        // Removed meanwhile: nothing to replace.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
             tracing::info!(
                 "--bind unix:{}: replacing the socket file a stopped server left",
@@ -393,6 +403,45 @@ mod tests {
         let wild = ListenAddr::parse("127.0.0.1:0").unwrap();
         assert!(wild.matches(&ListenAddr::parse("127.0.0.1:8123").unwrap()));
         assert!(!wild.matches(&ListenAddr::parse("unix:/x").unwrap()));
+    }
+
+    #[test]
+    fn what_is_at_the_path_decides() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        // Nothing there, then a socket nobody accepts on: fine (the latter removed).
+        remove_stale(&path).unwrap();
+        drop(UnixListener::bind(&path).unwrap());
+        remove_stale(&path).unwrap();
+        assert!(!path.exists());
+        // A live one whose backlog is full: refused at once, not waited on.
+        let live =
+            socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+        live.bind(&socket2::SockAddr::unix(&path).unwrap()).unwrap();
+        live.listen(0).unwrap();
+        let mut clients = Vec::new();
+        let mut full = false;
+        for _ in 0..64 {
+            let c =
+                socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+            c.set_nonblocking(true).unwrap();
+            full = c.connect(&socket2::SockAddr::unix(&path).unwrap()).is_err();
+            clients.push(c);
+            if full {
+                break;
+            }
+        }
+        assert!(full, "the backlog never filled");
+        assert!(matches!(remove_stale(&path), Err(UnixSocketError::Live(_))));
+        assert!(path.exists());
+        // Not a socket: left alone.
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        assert!(matches!(
+            remove_stale(&file),
+            Err(UnixSocketError::NotASocket(_))
+        ));
+        assert!(file.exists());
     }
 
     #[test]
