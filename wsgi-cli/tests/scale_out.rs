@@ -398,18 +398,10 @@ fn healthz(ns: &str) -> String {
 /// How long nginx leaves a server that failed out of its rotation (`fail_timeout=`).
 const FAIL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The README's nginx configuration for two hosts (inside `http {}`).
-fn nginx_two_hosts(a: Ipv4Addr, b: Ipv4Addr) -> String {
-    let fail = FAIL_TIMEOUT.as_secs();
-    format!(
-        r#"    upstream mysite {{
-        zone mysite 64k;
-        server {a}:{HOST_PORT} max_fails=1 fail_timeout={fail}s;
-        server {b}:{HOST_PORT} max_fails=1 fail_timeout={fail}s;
-    }}
-    server {{
-        listen {{listen}};
-        location / {{
+/// The README's nginx `server {}` block, in front of the upstream `mysite`.
+const NGINX_SERVER: &str = "    server {
+        listen {listen};
+        location / {
             proxy_pass http://mysite;
             proxy_next_upstream error timeout http_502 http_503;
             proxy_next_upstream_tries 3;
@@ -417,8 +409,19 @@ fn nginx_two_hosts(a: Ipv4Addr, b: Ipv4Addr) -> String {
             proxy_set_header Host $host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto $scheme;
-        }}
-    }}"#
+        }
+    }";
+
+/// The README's nginx configuration for two hosts (inside `http {}`).
+fn nginx_two_hosts(a: Ipv4Addr, b: Ipv4Addr) -> String {
+    let fail = FAIL_TIMEOUT.as_secs();
+    format!(
+        "    upstream mysite {{
+        zone mysite 64k;
+        server {a}:{HOST_PORT} max_fails=1 fail_timeout={fail}s;
+        server {b}:{HOST_PORT} max_fails=1 fail_timeout={fail}s;
+    }}
+{NGINX_SERVER}"
     )
 }
 
@@ -645,18 +648,7 @@ fn nginx_and_haproxy_in_front_of_a_unix_socket() {
         &bind,
     );
     let http = format!(
-        r#"    upstream mysite {{
-        server unix:{};
-    }}
-    server {{
-        listen {{listen}};
-        location / {{
-            proxy_pass http://mysite;
-            proxy_set_header Host $host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-        }}
-    }}"#,
+        "    upstream mysite {{\n        server unix:{};\n    }}\n{NGINX_SERVER}",
         sock.display()
     );
     let haproxy = format!(
