@@ -502,8 +502,8 @@ fn local_addr(stream: &Conn, route_port: u16) -> io::Result<SocketAddr> {
     }
 }
 
-/// A unix-socket peer's address as requests and logs see it: [`super::listen::UNIX_PEER`],
-/// port 0 (a unix socket has no address a proxy header could be checked against otherwise).
+/// A unix-socket peer's address as requests, `Require` and the logs see it:
+/// [`super::listen::UNIX_PEER`], port 0 (a unix peer has no address of its own).
 const UNIX_PEER_ADDR: SocketAddr = SocketAddr::new(super::listen::UNIX_PEER, 0);
 
 /// The first byte of a TLS ClientHello (a handshake record).
