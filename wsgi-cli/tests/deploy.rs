@@ -12,7 +12,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use util::Server;
+use util::{Server, Started, signal};
 
 const APP: &str = "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [('on %s:%s' % (environ['SERVER_ADDR'], environ['mod_wsgi.listener_port'])).encode()]\n";
 
@@ -105,16 +105,6 @@ fn bad_bind_values_are_refused() {
     }
 }
 
-/// A `wsgi serve` started by the test with extra environment, killed (by pid) when dropped.
-struct Started(Child);
-
-impl Drop for Started {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Waits (bounded) for the child to print `listening on` lines: the addresses.
 fn listening(child: &mut Child, count: usize) -> Vec<String> {
     let out = child.stdout.take().unwrap();
@@ -129,15 +119,6 @@ fn listening(child: &mut Child, count: usize) -> Vec<String> {
     (0..count)
         .map(|_| rx.recv_timeout(Duration::from_secs(30)).unwrap())
         .collect()
-}
-
-fn signal(child: &Child, name: &str) {
-    let ok = Command::new("kill")
-        .args([name, &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
 }
 
 /// The next notification, as text.
@@ -185,30 +166,6 @@ fn systemd_hears_ready_reloading_and_stopping() {
     }
 }
 
-/// What systemd does for a socket unit: the listening sockets as descriptors 3, 4 ...,
-/// `LISTEN_FDS` their count and `LISTEN_PID` the pid that execs the server.
-const ACTIVATE: &str = r#"
-import fcntl, os, socket, sys
-ports = [int(p) for p in sys.argv[1].split(',')]
-sockets = []
-for port in ports:
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(('127.0.0.1', port))
-    s.listen(16)
-    sockets.append(s)
-# Out of the way first (a socket may already sit on 3 or 4), then onto 3, 4 ...
-high = [fcntl.fcntl(s.fileno(), fcntl.F_DUPFD, 100) for s in sockets]
-for s in sockets:
-    s.close()
-for i, fd in enumerate(high):
-    os.dup2(fd, 3 + i)
-    os.close(fd)
-os.environ['LISTEN_FDS'] = str(len(ports))
-os.environ['LISTEN_PID'] = str(os.getpid())
-os.execv(sys.argv[2], sys.argv[2:])
-"#;
-
 #[test]
 fn socket_activation_serves_the_sockets_systemd_passes() {
     let dir = util::scratch_world_readable("wsgi-deploy-");
@@ -218,7 +175,7 @@ fn socket_activation_serves_the_sockets_systemd_passes() {
     command
         .args([
             "-c",
-            ACTIVATE,
+            util::ACTIVATE,
             &format!("{a},{b}"),
             env!("CARGO_BIN_EXE_wsgi"),
         ])

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use util::Server;
+use util::{Server, Started, signal};
 
 /// Shows what a proxy in front cares about.
 const APP: &str = r#"
@@ -397,22 +397,6 @@ fn slow_clients_are_cut_off_as_on_tcp() {
     assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
 }
 
-/// What systemd does for a socket unit with `ListenStream=/path`: the bound, listening unix
-/// socket as descriptor 3, `LISTEN_FDS=1`, `LISTEN_PID` the pid that execs the server.
-const ACTIVATE_UNIX: &str = r#"
-import fcntl, os, socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.bind(sys.argv[1])
-s.listen(16)
-high = fcntl.fcntl(s.fileno(), fcntl.F_DUPFD, 100)
-s.close()
-os.dup2(high, 3)
-os.close(high)
-os.environ['LISTEN_FDS'] = '1'
-os.environ['LISTEN_PID'] = str(os.getpid())
-os.execv(sys.argv[2], sys.argv[2:])
-"#;
-
 /// A unix socket passed by socket activation is served (by the front process the master
 /// starts, and again after a reload), and its file is left to systemd at the stop.
 #[test]
@@ -424,7 +408,7 @@ fn socket_activation_passes_a_unix_socket() {
     command
         .args([
             "-c",
-            ACTIVATE_UNIX,
+            util::ACTIVATE,
             sock.to_str().unwrap(),
             env!("CARGO_BIN_EXE_wsgi"),
         ])
@@ -457,11 +441,11 @@ fn socket_activation_passes_a_unix_socket() {
     assert!(r.contains("\nSERVER_PORT=80\n"), "{r}");
     // SIGHUP: a new front serves the same socket.
     let ino = std::fs::metadata(&sock).unwrap().ino();
-    signal(child.0.id(), "-HUP");
+    signal(&child.0, "-HUP");
     std::thread::sleep(Duration::from_millis(500));
     assert!(get(&sock, "/", "").starts_with("HTTP/1.1 200 OK"));
     assert_eq!(std::fs::metadata(&sock).unwrap().ino(), ino);
-    signal(child.0.id(), "-TERM");
+    signal(&child.0, "-TERM");
     let deadline = Instant::now() + Duration::from_secs(30);
     while child.0.try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "it did not stop");
@@ -492,23 +476,4 @@ fn reload_keeps_the_socket_and_a_clean_stop_removes_it() {
     server.sigterm();
     assert!(server.wait_exit(Duration::from_secs(30)).success());
     assert!(!sock.exists());
-}
-
-/// A process started by a test, killed (by pid) when dropped.
-struct Started(std::process::Child);
-
-impl Drop for Started {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn signal(pid: u32, name: &str) {
-    let ok = Command::new("kill")
-        .args([name, &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
 }

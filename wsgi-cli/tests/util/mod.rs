@@ -695,3 +695,54 @@ pub fn check_mod_wsgi_module(server: &Server, process_group: &str, threads: u32)
     assert_eq!(b["request_count"], "1");
     assert_eq!(b["active"], "['/b']");
 }
+
+/// A process a test started (a `wsgi serve` with extra environment, or its launcher), killed
+/// by its pid when dropped.
+pub struct Started(pub Child);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends the signal `name` (`-HUP`, `-TERM`) to a child the test started, with kill(1).
+pub fn signal(child: &Child, name: &str) {
+    let ok = Command::new("kill")
+        .args([name, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {name} {}", child.id());
+}
+
+/// What systemd does for a socket unit, as a Python launcher: `python -c ACTIVATE LIST
+/// PROGRAM ARGS...` binds and listens on each of `LIST` (comma-separated: a port on
+/// 127.0.0.1, as `ListenStream=127.0.0.1:PORT`, or a path, as `ListenStream=/path`), puts the
+/// sockets on descriptors 3, 4 ..., sets `LISTEN_FDS` to their count and `LISTEN_PID` to its
+/// own pid, and execs PROGRAM.
+pub const ACTIVATE: &str = r#"
+import fcntl, os, socket, sys
+sockets = []
+for item in sys.argv[1].split(','):
+    if item.startswith('/'):
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(item)
+    else:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(('127.0.0.1', int(item)))
+    s.listen(16)
+    sockets.append(s)
+# Out of the way first (a socket may already sit on 3 or 4), then onto 3, 4 ...
+high = [fcntl.fcntl(s.fileno(), fcntl.F_DUPFD, 100) for s in sockets]
+for s in sockets:
+    s.close()
+for i, fd in enumerate(high):
+    os.dup2(fd, 3 + i)
+    os.close(fd)
+os.environ['LISTEN_FDS'] = str(len(sockets))
+os.environ['LISTEN_PID'] = str(os.getpid())
+os.execv(sys.argv[2], sys.argv[2:])
+"#;
