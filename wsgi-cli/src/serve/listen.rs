@@ -14,7 +14,7 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -335,12 +335,19 @@ pub fn bind_unix(
         dev: meta.dev(),
         ino: meta.ino(),
     });
-    // Nobody can connect before `listen`: the mode and owner are in place by then.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(options.mode))
-        .map_err(io_error)?;
+    // Nobody can connect before `listen`: the mode and owner are in place by then. Neither
+    // follows a symbolic link put in the socket's place meanwhile (in a folder others may
+    // write), so root never changes another file.
+    nix::sys::stat::fchmodat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        nix::sys::stat::Mode::from_bits_truncate(options.mode),
+        nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+    )
+    .map_err(|e| io_error(e.into()))?;
     let SocketOwner { uid, gid } = options.owner;
     if uid.is_some() || gid.is_some() {
-        std::os::unix::fs::chown(path, uid, gid).map_err(|source| UnixSocketError::Owner {
+        std::os::unix::fs::lchown(path, uid, gid).map_err(|source| UnixSocketError::Owner {
             path: path.to_path_buf(),
             uid: uid.unwrap_or(meta.uid()),
             gid: gid.unwrap_or(meta.gid()),
@@ -442,6 +449,42 @@ mod tests {
             Err(UnixSocketError::NotASocket(_))
         ));
         assert!(file.exists());
+    }
+
+    #[test]
+    fn the_socket_gets_its_mode_and_links_are_never_followed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let options = UnixOptions {
+            backlog: 8,
+            mode: 0o604,
+            owner: SocketOwner::default(),
+        };
+        let (listener, file) = bind_unix(&path, options).unwrap();
+        let mode = std::fs::symlink_metadata(&path)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o604);
+        drop(listener);
+        drop(file);
+        assert!(!path.exists());
+        // What the mode is set with, given a link in the socket's place: refused, the file
+        // it points to untouched.
+        let target = dir.path().join("target");
+        std::fs::write(&target, "x").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let changed = nix::sys::stat::fchmodat(
+            nix::fcntl::AT_FDCWD,
+            &path,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+        );
+        assert!(changed.is_err());
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]
