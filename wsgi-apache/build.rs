@@ -29,7 +29,9 @@ fn c_string(text: &str) -> String {
 }
 
 fn main() {
-    // The module embeds CPython: load the libpython it was built against (interp.md §6.3).
+    // The module embeds CPython: load the libpython it was built against, not whichever
+    // libpython with the same soname the loader finds first (a run path; without one, a build
+    // against a pyenv 3.11.7 ran on Debian's 3.11.2 libpython).
     pyo3_build_config::add_libpython_rpath_link_args();
     println!("cargo:rerun-if-changed=src/shim.c");
     println!("cargo:rerun-if-env-changed=WSGI_APACHE_INCLUDE");

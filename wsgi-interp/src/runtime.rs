@@ -55,9 +55,10 @@ pub struct ShutdownReport {
 }
 
 impl Runtime {
-    /// Starts CPython as mod_wsgi does (interp.md 1.1): a venv python-home becomes
-    /// `program_name = <home>/bin/python`, an installation prefix becomes `home`, and with
-    /// no home `program_name` is the build Python, so `$PATH` is never consulted;
+    /// Starts CPython as mod_wsgi does (ARCHITECTURE.md, "Venvs: what python-home means"): a
+    /// venv python-home becomes `program_name = <home>/bin/python` (CPython fails to start
+    /// with a venv as `home`), an installation prefix becomes `home`, and with no home
+    /// `program_name` is the build Python, so `$PATH` is never consulted;
     /// `sys.argv == ['mod_wsgi']`, no signal handlers, the server's `PYTHON*` variables are
     /// ignored, python-path folders go to the front of `sys.path`. The GIL is released on
     /// return. Sub-interpreters share the main interpreter's GIL (see [`Runtime::start_with`]).

@@ -384,9 +384,10 @@ fn child(name: &str) {
         "own_gil_datetime_shutdown" => {
             let markers = env_path("SC_MARKERS");
             let Some(rt) = start_own_gil() else { return };
-            // interp.md 3.3: several own-GIL interpreters importing datetime (also through
-            // email) corrupted the heap on 3.12.1: `_datetime`'s init ran in the first one, then
-            // was refused, and the next import crashed. The main interpreter imports it last.
+            // Several own-GIL interpreters importing datetime (also through email) corrupted
+            // the heap on 3.12.1 (ARCHITECTURE.md, "Own-GIL interpreters"): `_datetime`'s init
+            // ran in the first one, then was refused, and the next import crashed. The main
+            // interpreter imports it last.
             for g in ["dt-1", "dt-2", "dt-3", ""] {
                 let v = eval(
                     &rt,

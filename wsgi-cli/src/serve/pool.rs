@@ -479,9 +479,10 @@ mod tests {
         )
     }
 
-    /// Cross-group starvation (interp.md 3.2): on Python 3.11/3.12 a CPU-bound request in one
-    /// application group used to hold off a request for another group until it returned,
-    /// because the shared GIL is not handed over between interpreters at the switch interval.
+    /// Cross-group starvation: on Python 3.11/3.12 a CPU-bound request in one application
+    /// group used to hold off a request for another group until it returned, because the
+    /// shared GIL is not handed over between interpreters at the switch interval
+    /// (ARCHITECTURE.md, "Sub-interpreters and the GIL: what CPython does").
     /// Through the real pool and the embedded Python: a 400 ms CPU-bound request in group
     /// `cpu`, then a hello-world request for group `fast` 50 ms later; the hello must not wait
     /// for the CPU-bound one (~350 ms before wsgi-interp's fair `acquire`, ~5-15 ms after).

@@ -222,8 +222,10 @@ def format_exc(exc):
 # or deprecation warnings (nis, ossaudiodev). CPython 3.12 runs such a module's init function
 # *before* refusing it, so its static types get readied in the refusing interpreter's own
 # allocator; a later import elsewhere then uses memory that dies with that interpreter (heap
-# corruption: interp.md 3.3, the datetime crash). Imported first in the main interpreter,
-# the module is cached, and own-GIL interpreters are refused before its init runs.
+# corruption: ending several own-GIL interpreters that had imported datetime aborted the
+# process on 3.12.1 and 3.13.0; CPython gh-136423, gh-119450; ARCHITECTURE.md, "Own-GIL
+# interpreters"). Imported first in the main interpreter, the module is cached, and own-GIL
+# interpreters are refused before its init runs.
 # `hashlib` is here for a measured reason, cause not found: on 3.12.1 an own-GIL interpreter
 # that imports hashlib before the main interpreter did makes `Py_FinalizeEx` abort (free():
 # invalid pointer in the main tuple freelist), in plain CPython too (_xxsubinterpreters).

@@ -2,8 +2,10 @@
 //! `wsgi.input`, and the log sink behind `wsgi.errors`/`sys.stdout`/`sys.stderr`.
 //!
 //! They are static `PyMethodDef`s (process-global but immutable, so safe to share between
-//! interpreters: CPython makes a per-interpreter builtin-function object from them) with a
-//! per-request `PyCapsule` as `self` (interp.md 2.5 (a)). Each runs under [`trampoline`].
+//! interpreters: CPython makes a per-interpreter builtin-function object from them, of the
+//! builtin `PyCFunction` type, so no heap type is shared) with a per-request `PyCapsule` as
+//! `self`, whose destructor frees the call state: a `start_response` the application keeps
+//! after its request cannot dangle. Each runs under [`trampoline`].
 
 use std::io;
 use std::os::fd::RawFd;

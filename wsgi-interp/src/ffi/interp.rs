@@ -1,5 +1,7 @@
 //! CPython start-up and finalisation on a dedicated "python main" thread, sub-interpreters,
-//! per-(thread, interpreter) thread states and attaching (interp.md 1.1, 2.1, 2.2).
+//! per-(thread, interpreter) thread states and attaching. The CPython behaviour this follows
+//! (call sequences, what aborts or deadlocks on which version) is in ARCHITECTURE.md,
+//! "Sub-interpreters and the GIL: what CPython does".
 //!
 //! Lock order, everywhere: a Rust mutex may be held while waiting for the GIL, never the
 //! reverse; code that holds the GIL and needs a contended mutex releases the GIL first.
@@ -274,7 +276,8 @@ impl Interp {
             return Err(InterpError::ShuttingDown);
         }
         // SAFETY: the interpreter is alive (not ended, and ending needs the registry lock we
-        // hold); PyThreadState_New does not need the GIL (interp.md 2.1).
+        // hold); PyThreadState_New does not need the GIL (CPython documents that it need not
+        // be held, and 3.11-3.13 were measured calling it without).
         let ts = unsafe { ffi::PyThreadState_New(self.raw.0) };
         if ts.is_null() {
             return Err(InterpError::ThreadState(self.name.clone()));
@@ -390,11 +393,14 @@ pub(crate) fn before_release(interp: *const Interp) {
 /// Attaches the calling thread with `ts`, its thread state for `interp`: `PyEval_RestoreThread`,
 /// but on Python 3.11/3.12 fair between interpreters that share the GIL.
 ///
-/// There, a thread waiting for the shared GIL posts its "drop the GIL" request to *its own*
-/// interpreter, which a thread running CPU-bound code in another interpreter never looks at:
-/// it keeps the GIL until it blocks or returns, 80-130 ms or more (interp.md 3.2; fixed in
-/// 3.13). So when another shared-GIL interpreter holds it, we wait as a thread of *that*
-/// interpreter (our own thread state for it), which makes its running thread hand over after
+/// There, a thread running CPU-bound code in one interpreter keeps the GIL until it blocks or
+/// returns when the waiter is a thread of another interpreter (measured: the waiter got it
+/// after 79 ms on 3.11 and 129 ms on 3.12, when the call ended, against 5 ms, the switch
+/// interval, when it waited for the same interpreter; 3.13 hands over at the switch interval
+/// either way). The likely cause, not checked in CPython's source: the waiter posts its "drop
+/// the GIL" request to *its own* interpreter, which the running thread never looks at. So
+/// when another shared-GIL interpreter holds it, we wait as a thread of *that* interpreter
+/// (our own thread state for it), which makes its running thread hand over after
 /// the switch interval as between threads of one interpreter, then switch to `ts` with
 /// `PyThreadState_Swap` while holding the shared GIL (the documented way to change
 /// interpreters under one GIL).
@@ -505,7 +511,9 @@ fn tstate_for(interp: &Arc<Interp>) -> Result<TsPtr, InterpError> {
                 return Ok(*ts);
             }
             // The thread's first tstate is a main-interpreter one, so that on 3.11
-            // PyGILState_Ensure (C extensions) finds the main interpreter (interp.md 2.3).
+            // PyGILState_Ensure (C extensions) finds the main interpreter: there it picks the
+            // first tstate ever created on the thread, whatever its interpreter (3.12+ picks
+            // the one most recently attached).
             if let Some(main) = &interp.main {
                 if !states.0.iter().any(|(i, _)| i.is_main) {
                     let ts = main.new_tstate()?;
@@ -826,7 +834,8 @@ fn python_main(
     commands: Receiver<Command>,
 ) {
     // SAFETY: Runtime::start lets this happen once per process, and this thread is the one
-    // that will finalise (interp.md 1.4).
+    // that will finalise (on 3.11, Py_FinalizeEx called from another thread hung, waiting for
+    // this thread's `threading` state).
     let main_ts = match unsafe { initialize(&params) } {
         Ok(ts) => ts,
         Err(e) => {
@@ -983,7 +992,8 @@ unsafe fn create_sub(
     let ts = match unsafe { new_interpreter(params.own_gil) } {
         Ok(ts) => ts,
         Err(reason) => {
-            // SAFETY: on failure the main tstate is current again (interp.md 2.1).
+            // SAFETY: on failure, Py_NewInterpreter(FromConfig) leaves the caller's (main)
+            // tstate current again, with the GIL.
             unsafe { ffi::PyEval_SaveThread() };
             return Err(fail(reason));
         }
@@ -1049,7 +1059,8 @@ unsafe fn new_interpreter(own_gil: bool) -> Result<TsPtr, String> {
 unsafe fn new_interpreter(own_gil: bool) -> Result<TsPtr, String> {
     let mut ts = ptr::null_mut();
     // Own GIL: its own allocator, multi-phase-init extensions that declare support only, no
-    // fork/exec/daemon threads (interp.md 3). Legacy: shares the main GIL, as Py_NewInterpreter.
+    // fork/exec/daemon threads (ARCHITECTURE.md, "Own-GIL interpreters"). Legacy: shares the
+    // main GIL, as Py_NewInterpreter.
     let config = if own_gil {
         ffi::_PyInterpreterConfig_INIT
     } else {
@@ -1080,7 +1091,8 @@ unsafe fn new_interpreter(own_gil: bool) -> Result<TsPtr, String> {
 unsafe fn end_interpreter(ts: TsPtr, main_ts: TsPtr) {
     // SAFETY: caller's contract.
     unsafe { ffi::Py_EndInterpreter(ts.0) };
-    // 3.11: the shared GIL is still held after Py_EndInterpreter (interp.md 2.1).
+    // 3.11: the shared GIL is still held after Py_EndInterpreter, and leaving it held
+    // deadlocks the next PyEval_RestoreThread (3.12+ returns with no GIL held).
     #[cfg(not(Py_3_12))]
     // SAFETY: make our main tstate current (it is ours and detached), then release the GIL.
     unsafe {
@@ -1339,7 +1351,8 @@ unsafe fn finish(
             reg.ended = true;
             for t in reg.worker_tstates.drain(..) {
                 // SAFETY: the gate is closed and drained, so the owning worker threads are not
-                // in Python and never will be again; we hold the GIL (interp.md 2.1 loop).
+                // in Python and never will be again; we hold the GIL. (Py_EndInterpreter aborts
+                // the process, "not the last thread", while any other tstate of it is left.)
                 unsafe {
                     ffi::PyThreadState_Clear(t.0);
                     ffi::PyThreadState_Delete(t.0);
@@ -1422,7 +1435,8 @@ unsafe fn finish(
         return report;
     }
     // SAFETY: attached to main; the objects are main's; then finalise on the initialising
-    // thread with every sub-interpreter ended (interp.md 2.1 shutdown order).
+    // thread with every sub-interpreter ended (Py_FinalizeEx with a live sub-interpreter
+    // aborts on 3.11 and 3.12: "remaining subinterpreters").
     unsafe {
         if let Some(objects) = objects {
             call_helper(

@@ -1,5 +1,6 @@
 //! The only module with `unsafe` code: every call into CPython goes through here, by raw
-//! `pyo3::ffi` (pyo3's safe layer is wrong inside sub-interpreters: interp.md 2.3/2.4).
+//! `pyo3::ffi` (pyo3's safe layer is wrong inside sub-interpreters: ARCHITECTURE.md, "Why raw
+//! `pyo3::ffi`, not pyo3's safe layer").
 //!
 //! # Blanket contract
 //!
@@ -356,7 +357,8 @@ pub(crate) unsafe fn raise(exc: *mut ffi::PyObject, message: &str) {
 /// Major, minor and micro version of the libpython actually loaded (safe before start-up).
 pub(crate) fn runtime_version() -> (u8, u8, u8) {
     // SAFETY: Py_GetVersion returns a static NUL-terminated string and may be called before
-    // initialisation (interp.md 6.2).
+    // initialisation (CPython lists it among the functions safe to call before
+    // Py_Initialize; it reports the libpython actually loaded).
     let text = unsafe { CStr::from_ptr(ffi::Py_GetVersion()) }.to_string_lossy();
     let number = text.split_whitespace().next().unwrap_or("");
     let mut parts = number.split('.').map(|p| {
