@@ -24,6 +24,23 @@ fi
 
 mkdir -p "$TOOLS_ROOT"
 chmod 0755 "$TOOLS_ROOT"
+
+# A second CPython the daemon processes of a group may run on (wsgi-cli/tests/install.rs):
+# pyenv's 3.12.1 copied out of /root, which Apache's www-data and wsgi serve's nobody cannot
+# read, with its build configuration's paths (sysconfig's LIBDIR, which gives the library's
+# run path to what is built against it) pointing at the copy.
+PYENV_312=/root/.pyenv/versions/3.12.1
+PY312_COPY="$TOOLS_ROOT/python3.12"
+if [ ! -x "$PY312_COPY/bin/python3.12" ] && [ -x "$PYENV_312/bin/python3.12" ]; then
+    echo "setup: copying $PYENV_312 to $PY312_COPY (readable by every user)"
+    rm -rf "$PY312_COPY.tmp"
+    cp -a "$PYENV_312" "$PY312_COPY.tmp"
+    rm -rf "$PY312_COPY.tmp/lib/python3.12/test"
+    grep -rlF "$PYENV_312" "$PY312_COPY.tmp/lib/python3.12/"_sysconfigdata*.py \
+        "$PY312_COPY.tmp/bin/python3.12-config" "$PY312_COPY.tmp/lib/pkgconfig" \
+        | xargs sed -i "s#$PYENV_312#$PY312_COPY#g"
+    mv "$PY312_COPY.tmp" "$PY312_COPY"
+fi
 if [ ! -x "$TOOLS_ROOT/tools/bin/uv" ] || [ ! -x "$TOOLS_ROOT/tools/bin/virtualenv" ]; then
     echo "setup: creating the test tools venv in $TOOLS_ROOT/tools"
     rm -rf "$TOOLS_ROOT/tools"

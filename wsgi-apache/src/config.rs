@@ -300,7 +300,22 @@ fn python_home_errors(config: &Config) -> Vec<String> {
         .into_iter()
         .collect();
     for (home, at) in wsgi_config::check::python_homes(config) {
-        let report = wsgi_config::venv::inspect(&home, &embedded);
+        let daemon_home = config
+            .daemons
+            .iter()
+            .any(|d| d.options.python_home.as_ref() == Some(&home));
+        // A daemon group's venv of another Python runs on the wsgi installed in it.
+        let report = if daemon_home {
+            match wsgi_daemon::runtime::inspect_daemon_home(&home, &embedded) {
+                Ok(found) => found.report,
+                Err(e) => {
+                    errors.push(format!("{at}: python-home {}: {e}", home.display()));
+                    continue;
+                }
+            }
+        } else {
+            wsgi_config::venv::inspect(&home, &embedded)
+        };
         for problem in report.errors() {
             errors.push(format!("{at}: python-home {}: {problem}", home.display()));
         }

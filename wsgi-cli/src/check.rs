@@ -17,7 +17,7 @@ use crate::serve::privileges;
 /// The `--version` text: the product's version and the Python it embeds.
 pub fn version_text() -> String {
     let py = embedded_python();
-    format!(
+    let mut text = format!(
         "{}\nembeds CPython {} {}\ninstallation: {} ({})\nlibpython: {}\nvirtual environments must be made by this Python: {} -m venv DIR",
         env!("CARGO_PKG_VERSION"),
         py.version,
@@ -32,7 +32,14 @@ pub fn version_text() -> String {
             .as_ref()
             .map_or("(unknown)".to_string(), |p| p.display().to_string()),
         py.executable.display(),
-    )
+    );
+    if let Some(venv) = wsgi_interp::embedded::installed_venv() {
+        text.push_str(&format!(
+            "\ninstalled in: {} (the default python-home)",
+            venv.display()
+        ));
+    }
+    text
 }
 
 #[derive(Serialize)]
@@ -63,7 +70,10 @@ pub fn run_check(
     };
     // What can be kept of a configuration with errors is checked too: every problem in one
     // pass, not the next one after each fix.
-    let (config, load_errors) = wsgi_config::load::check_file(path, &opts);
+    let (mut config, load_errors) = wsgi_config::load::check_file(path, &opts);
+    if !for_apache && let Some(config) = &mut config {
+        default_python_home(config);
+    }
     let mut errors: Vec<String> = load_errors.iter().map(ToString::to_string).collect();
     let mut warnings = Vec::new();
     let mut mounts = Vec::new();
@@ -168,9 +178,26 @@ pub fn check_python_homes(
         config, &embedded,
     ));
     for (home, at) in python_homes(config) {
-        let report = venv::inspect(&home, &embedded);
+        let daemon = config
+            .daemons
+            .iter()
+            .find(|d| d.options.python_home.as_ref() == Some(&home));
+        // A daemon group's venv of another Python runs on the wsgi installed in it.
+        let report = match daemon {
+            Some(_) => match wsgi_daemon::runtime::inspect_daemon_home(&home, &embedded) {
+                Ok(found) => found.report,
+                Err(e) => {
+                    errors.push(format!("{at}: python-home=`{}`: {e}", home.display()));
+                    continue;
+                }
+            },
+            None => venv::inspect(&home, &embedded),
+        };
         for problem in &report.problems {
-            let line = format!("{at}: python-home=`{}`: {problem}", home.display());
+            let mut line = format!("{at}: python-home=`{}`: {problem}", home.display());
+            if daemon.is_none() {
+                line.push_str(&own_wsgi_hint(&home, &problem.kind));
+            }
             if problem.is_error() {
                 errors.push(line)
             } else {
@@ -178,11 +205,7 @@ pub fn check_python_homes(
             }
         }
         // The user the code runs as: --user, else the daemon group's user=, else the fallback.
-        let daemon_user = config
-            .daemons
-            .iter()
-            .find(|d| d.options.python_home.as_ref() == Some(&home))
-            .and_then(|d| d.options.user.clone());
+        let daemon_user = daemon.and_then(|d| d.options.user.clone());
         let reader = user
             .map(str::to_string)
             .or(daemon_user)
@@ -199,6 +222,39 @@ pub fn check_python_homes(
         }
     }
     Ok(())
+}
+
+/// For a server-wide python-home of another Python with wsgi-rs installed in it: the hint to
+/// run that venv's own `wsgi` (empty otherwise).
+fn own_wsgi_hint(home: &Path, problem: &venv::ProblemKind) -> String {
+    let other_python = matches!(
+        problem,
+        venv::ProblemKind::VersionMismatch { .. } | venv::ProblemKind::OtherInstallation { .. }
+    );
+    let program = home.join("bin").join("wsgi");
+    if other_python && program.is_file() {
+        format!(
+            "; or run the wsgi installed in it ({}), which embeds its Python",
+            program.display()
+        )
+    } else {
+        String::new()
+    }
+}
+
+/// The virtual environment this `wsgi` is installed in (`pip install wsgi-rs`) becomes the
+/// python-home of a configuration that names none, so the program runs applications on the
+/// Python of its venv (with its packages). Returns that venv when it did.
+pub fn default_python_home(config: &mut Config) -> Option<PathBuf> {
+    if config.python.home.is_some() {
+        return None;
+    }
+    let venv = wsgi_interp::embedded::installed_venv()?;
+    config.python.home = Some(wsgi_config::Located {
+        value: venv.clone(),
+        span: None,
+    });
+    Some(venv)
 }
 
 /// Scripts that do not exist get 404 (a `WSGIHandlerScript`, 500) at request time: adds a

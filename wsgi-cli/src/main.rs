@@ -121,6 +121,11 @@ enum Command {
     /// (`wsgi_daemon::Supervisor`), never run by hand: its stdin is the control socket.
     #[command(hide = true)]
     DaemonProcess,
+    /// Prints, as JSON, this build's daemon protocol identity and the Python it embeds: what
+    /// a supervisor of another build asks before it runs a daemon process group on this
+    /// program (a group whose venv is of this program's Python).
+    #[command(hide = true)]
+    DaemonInfo,
     /// The process of `wsgi serve` that serves the clients, started by its master process
     /// with the listening sockets, never run by hand.
     #[command(hide = true)]
@@ -132,6 +137,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::DaemonProcess => {
             return ExitCode::from(wsgi_daemon::process::main().clamp(0, 255) as u8);
+        }
+        Command::DaemonInfo => {
+            let info = wsgi_daemon::runtime::RuntimeInfo::this();
+            println!("{}", serde_json::to_string(&info).unwrap_or_default());
+            return ExitCode::SUCCESS;
         }
         Command::Check {
             config,

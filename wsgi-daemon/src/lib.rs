@@ -20,6 +20,7 @@ pub mod forklog;
 mod limits;
 pub mod process;
 pub mod protocol;
+pub mod runtime;
 pub mod spec;
 pub mod supervisor;
 mod timers;

@@ -103,6 +103,14 @@ pub enum SupervisorError {
         /// The OS error.
         source: io::Error,
     },
+    /// A group's python-home is a venv of another Python that cannot run it.
+    #[error("daemon process group `{group}`: python-home: {source}")]
+    Runtime {
+        /// The daemon group.
+        group: String,
+        /// Why.
+        source: Box<crate::runtime::RuntimeError>,
+    },
 }
 
 /// Settings for the memory allocator of the program a daemon process runs, passed in its
@@ -571,6 +579,8 @@ impl Core {
 
 struct ExecPlan {
     spec: ProcessSpec,
+    /// The program of a group on another Python (its venv's `wsgi`); None: the launcher's.
+    program: Option<PathBuf>,
     listener: UnixListener,
     env: Vec<(String, OsString)>,
     /// The processes' stderr: the `ErrorLog` of the virtual host the group is defined in, as
@@ -591,10 +601,14 @@ impl Launcher for ExecLauncher {
     fn launch(&mut self, group: usize, slot: u32) -> io::Result<Box<dyn ChildProcess>> {
         let plan = &self.plans[group];
         let (ours, theirs) = UnixStream::pair()?;
-        let mut cmd = Command::new(&self.program);
-        cmd.args(&self.args)
-            .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
-            .envs(plan.env.iter().map(|(k, v)| (k, v)));
+        let program = plan.program.as_ref().unwrap_or(&self.program);
+        let mut cmd = Command::new(program);
+        match &plan.program {
+            Some(_) => cmd.arg(crate::runtime::PROCESS_COMMAND),
+            None => cmd.args(&self.args),
+        }
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .envs(plan.env.iter().map(|(k, v)| (k, v)));
         if let Some(log) = &plan.stderr {
             cmd.stderr(log.try_clone()?);
         }
@@ -604,7 +618,7 @@ impl Launcher for ExecLauncher {
         let mut child = cmd.spawn().map_err(|e| {
             io::Error::new(
                 e.kind(),
-                format!("cannot exec `{}`: {e}", self.program.display()),
+                format!("cannot exec `{}`: {e}", program.display()),
             )
         })?;
         let mut spec = plan.spec.clone();
@@ -691,6 +705,7 @@ impl Supervisor {
     ) -> Result<Supervisor, SupervisorError> {
         let root = Uid::effective().is_root();
         let pid = std::process::id();
+        let embedded = wsgi_interp::embedded::embedded_python();
         let mut plans = Vec::new();
         let mut exec_plans = Vec::new();
         let mut endpoints = Vec::new();
@@ -725,6 +740,17 @@ impl Supervisor {
                             source,
                         })?,
                 ),
+                None => None,
+            };
+            // A venv of another Python runs on the wsgi installed in it (checked at start).
+            let program = match &o.python_home {
+                Some(home) => crate::runtime::inspect_daemon_home(home, &embedded)
+                    .map_err(|source| SupervisorError::Runtime {
+                        group: group.name.clone(),
+                        source: Box::new(source),
+                    })?
+                    .runtime
+                    .map(|r| r.program),
                 None => None,
             };
             let (dir, socket, listener) =
@@ -810,6 +836,7 @@ impl Supervisor {
             });
             exec_plans.push(ExecPlan {
                 spec,
+                program,
                 listener,
                 env,
                 stderr,

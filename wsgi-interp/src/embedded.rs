@@ -48,6 +48,21 @@ pub fn loaded_libpython() -> Option<PathBuf> {
     Some(path.canonicalize().unwrap_or(path))
 }
 
+/// The virtual environment this program is installed in, if any: `pip install wsgi-rs` puts
+/// the `wsgi` program in `<venv>/bin/`, and that venv is then the default python-home (the
+/// program runs applications on the Python of the venv it is installed into). A program run
+/// through a symbolic link counts where the link points.
+pub fn installed_venv() -> Option<PathBuf> {
+    venv_of_program(&std::env::current_exe().ok()?)
+}
+
+/// `<root>` when `program` is `<root>/bin/NAME` and `<root>/pyvenv.cfg` exists.
+fn venv_of_program(program: &Path) -> Option<PathBuf> {
+    let bin = program.parent()?;
+    let root = bin.parent()?;
+    (bin.file_name()? == "bin" && root.join("pyvenv.cfg").is_file()).then(|| root.to_path_buf())
+}
+
 /// The embedded Python, as venv inspection needs it.
 pub fn embedded_python() -> EmbeddedPython {
     let executable = PathBuf::from(BUILD_PYTHON_EXECUTABLE);
@@ -70,6 +85,29 @@ pub fn embedded_python() -> EmbeddedPython {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_program_in_a_venv_bin_folder_is_installed_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let venv = dir.path().join("v");
+        std::fs::create_dir_all(venv.join("bin")).unwrap();
+        let program = venv.join("bin/wsgi");
+        assert_eq!(venv_of_program(&program), None, "no pyvenv.cfg yet");
+        std::fs::write(venv.join("pyvenv.cfg"), "home = /usr/bin\n").unwrap();
+        assert_eq!(venv_of_program(&program), Some(venv.clone()));
+        assert_eq!(venv_of_program(&venv.join("sbin/wsgi")), None);
+        // The test binary itself is not in a venv.
+        assert_eq!(installed_venv(), None);
+    }
+
+    #[test]
+    fn the_build_python_is_an_installation_not_a_venv() {
+        let prefix = Path::new(BUILD_PYTHON_EXECUTABLE)
+            .parent()
+            .and_then(Path::parent)
+            .unwrap();
+        assert!(!prefix.join("pyvenv.cfg").exists(), "{}", prefix.display());
+    }
 
     #[test]
     fn knows_the_loaded_python_without_starting_it() {

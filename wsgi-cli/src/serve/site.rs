@@ -163,6 +163,8 @@ impl Site {
                     .map_err(config_errors)?
             }
         };
+        let mut config = config;
+        crate::check::default_python_home(&mut config);
         let mut errors = Vec::new();
         let mut warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
         let mut notes: Vec<String> = Vec::new();

@@ -169,7 +169,17 @@ impl Server {
     }
 
     pub fn try_start_with(launch: &Launch, args: &[&str]) -> Result<Server, String> {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsgi"));
+        Self::try_start_program(Path::new(env!("CARGO_BIN_EXE_wsgi")), launch, args)
+    }
+
+    /// `PROGRAM serve ARGS` (another build of `wsgi`, such as one pip installed in a venv),
+    /// started as [`Server::try_start_with`] starts this one.
+    pub fn try_start_program(
+        program: &Path,
+        launch: &Launch,
+        args: &[&str],
+    ) -> Result<Server, String> {
+        let mut cmd = Command::new(program);
         cmd.arg("serve").args(args).args(launch.extra_args);
         if launch.allow_root && is_root() && !args.contains(&"--user") {
             cmd.arg("--allow-root");

@@ -1,0 +1,32 @@
+//! Bakes in the identity of this daemon protocol: the crate version and a digest of this
+//! crate's sources (the supervisor ↔ daemon process messages are defined here). A supervisor
+//! execs another build's `wsgi` (a daemon group on another Python) only when the two agree.
+
+use sha2::{Digest, Sha256};
+
+fn main() {
+    let mut files: Vec<_> = std::fs::read_dir("src")
+        .expect("the crate's src folder")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+        .collect();
+    files.sort();
+    let mut digest = Sha256::new();
+    for file in &files {
+        println!("cargo:rerun-if-changed={}", file.display());
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        digest.update(name.as_bytes());
+        digest.update([0]);
+        digest.update(std::fs::read(file).expect("a source file"));
+    }
+    let hex: String = digest.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    println!(
+        "cargo:rustc-env=WSGI_DAEMON_BUILD_ID={}+{hex}",
+        std::env::var("CARGO_PKG_VERSION").unwrap_or_default()
+    );
+    println!("cargo:rerun-if-changed=src");
+}
