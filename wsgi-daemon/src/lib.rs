@@ -18,6 +18,7 @@
 pub mod client;
 pub mod forklog;
 mod limits;
+pub mod panics;
 pub mod process;
 pub mod protocol;
 pub mod runtime;

@@ -732,8 +732,12 @@ impl Shared {
             if !reserved {
                 self.free.fetch_sub(1, Ordering::SeqCst);
             }
-            if let After::Keep(conn) = self.serve_connection(index, conn) {
-                self.register(token, conn, false);
+            match crate::panics::catch(|| self.serve_connection(index, conn)) {
+                Ok(After::Keep(conn)) => {
+                    self.register(token, conn, false);
+                }
+                Ok(After::Close) => {}
+                Err(panic) => self.worker_panicked(index, &panic),
             }
             let free = self.free.fetch_add(1, Ordering::SeqCst) + 1;
             if free > 0 && !self.listener_armed.load(Ordering::SeqCst) {
@@ -883,6 +887,21 @@ impl Shared {
         } else {
             After::Close
         }
+    }
+
+    /// After a panic in worker `index`: its request is lost (the front answers 502 for the
+    /// closed connection), its bookkeeping is undone, and the process is replaced gracefully,
+    /// since the panic may have left state shared with the other threads half-updated. The
+    /// thread itself keeps serving until the replacement takes over.
+    fn worker_panicked(&self, index: usize, panic: &str) {
+        tracing::error!(
+            group = %self.spec.group,
+            "a worker thread panicked: {panic}; its request failed, restarting this process"
+        );
+        if self.running[index].lock().take().is_some() {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.request_drain("a worker thread panicked", self.spec.graceful_timeout);
     }
 
     /// Stops taking requests at once (idle connections are closed, new requests on busy

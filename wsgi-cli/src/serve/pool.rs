@@ -200,6 +200,8 @@ pub enum JobResult {
     Expired,
     /// The client left before a worker took the job; nothing ran.
     Abandoned,
+    /// The server's own code panicked while running it (the message): 500.
+    Panicked(String),
 }
 
 /// Why a job was not queued.
@@ -363,11 +365,22 @@ fn worker(host: &dyn AppHost, jobs: crossbeam_channel::Receiver<Queued>, queue_t
         if !ticket.take() {
             continue;
         }
-        let called =
-            super::error_log::in_host(log_host, || host.call(&app, &head, &mut body, &mut sink));
+        let called = wsgi_daemon::panics::catch(|| {
+            super::error_log::in_host(log_host, || host.call(&app, &head, &mut body, &mut sink))
+        });
         let outcome = match called {
-            Ok(outcome) => outcome,
-            Err(e) => {
+            Ok(Ok(outcome)) => outcome,
+            Err(panic) => {
+                // The thread stays: a panic costs its request only (500, or the response
+                // cut short when it had started).
+                tracing::error!(script = %app.script.path.display(), "a worker thread panicked: {panic}; the request failed");
+                sink.abort(format!("the server failed: {panic}"));
+                drop(sink);
+                drop(body);
+                let _ = done.send(JobResult::Panicked(panic));
+                continue;
+            }
+            Ok(Err(e)) => {
                 drop(sink);
                 drop(body);
                 let _ = done.send(JobResult::Daemon(e));
@@ -406,6 +419,7 @@ pub fn error_status(result: &JobResult) -> u16 {
         JobResult::Daemon(e) => e.status(),
         JobResult::Expired => 503,
         JobResult::Abandoned => 503,
+        JobResult::Panicked(_) => 500,
     }
 }
 
@@ -448,6 +462,57 @@ mod tests {
                 body_bytes: all.len() as u64,
             })
         }
+    }
+
+    /// Panics in its first call (a bug of the server's own), echoes afterwards.
+    struct PanicsOnce(std::sync::atomic::AtomicBool);
+
+    impl AppHost for PanicsOnce {
+        fn call(
+            &self,
+            app: &AppCall,
+            head: &RequestHead,
+            body: &mut dyn RequestBody,
+            sink: &mut dyn ResponseSink,
+        ) -> Result<Outcome, DispatchError> {
+            if !self.0.swap(true, Ordering::SeqCst) {
+                panic!("a bug");
+            }
+            Echo(Duration::ZERO).call(app, head, body, sink)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_costs_its_request_only_and_keeps_the_thread() {
+        let pool = WorkerPool::start(
+            Arc::new(PanicsOnce(Default::default())),
+            1,
+            4,
+            Duration::from_secs(5),
+            503,
+        )
+        .unwrap();
+        let (first, first_done, _r1) = job(Instant::now());
+        pool.submit(first).await.unwrap();
+        let result = first_done.await.unwrap();
+        assert!(
+            matches!(&result, JobResult::Panicked(m) if m == "a bug"),
+            "{result:?}"
+        );
+        assert_eq!(error_status(&result), 500);
+        // The pool's one thread is still there for the next request.
+        let (second, second_done, _r2) = job(Instant::now());
+        pool.submit(second).await.unwrap();
+        assert!(matches!(
+            second_done.await.unwrap(),
+            JobResult::Ran(Outcome::Complete { status: 200, .. })
+        ));
+        assert_eq!(pool.threads(), 1);
+        assert!(
+            tokio::task::spawn_blocking(move || pool.stop(Duration::from_secs(5)))
+                .await
+                .unwrap()
+        );
     }
 
     fn job(
