@@ -1,10 +1,14 @@
-//! Bakes in the identity of this daemon protocol: the crate version and a digest of this
-//! crate's sources (the supervisor ↔ daemon process messages are defined here). A supervisor
-//! execs another build's `wsgi` (a daemon group on another Python) only when the two agree.
+//! Links libpython with a run path, as the `wsgi` program does, so the `wsgi-daemon` program
+//! (what the Apache module execs for daemon processes) loads the CPython it was built
+//! against and not another libpython with the same soname; and bakes in the identity of
+//! this daemon protocol: the crate version and a digest of this crate's sources (the
+//! supervisor ↔ daemon process messages are defined here). A supervisor execs another
+//! build's `wsgi` (a daemon group on another Python) only when the two agree.
 
 use sha2::{Digest, Sha256};
 
 fn main() {
+    pyo3_build_config::add_libpython_rpath_link_args();
     let mut files: Vec<_> = std::fs::read_dir("src")
         .expect("the crate's src folder")
         .filter_map(Result::ok)

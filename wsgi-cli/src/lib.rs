@@ -1,7 +1,10 @@
 //! The `wsgi` command's library: `wsgi check` / `wsgi venv` reporting ([`check`]) and the
 //! standalone server `wsgi serve` ([`serve`]). The binary only parses arguments and calls in.
 //!
-//! No unsafe code, but for the one mapping of a file to send in [`serve::sendfile`].
+//! No unsafe code, but in four places, each allowed where it is: the mapping of a file to
+//! send ([`serve::sendfile`]), the environment changed before threads start
+//! ([`serve::front_process`]), descriptors inherited by number ([`serve::inherit`]), and a
+//! request body read into hyper's buffer without zeroing it first ([`serve::head`]).
 #![deny(unsafe_code)]
 
 pub mod apache_config;

@@ -48,4 +48,5 @@ pub use runtime::{
 pub use wsgi::{
     AppError, CallOptions, HeadSource, InterpError, LoadStatus, Outcome, PyErrorInfo, ReloadMode,
     RequestBody, RequestHead, ResponseSink, Scheme, ScriptError, ScriptSpec, callables_found,
+    copy_to_uninit,
 };

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 
@@ -257,6 +258,25 @@ pub struct CallOptions {
 pub trait RequestBody: Send {
     /// Reads up to `buf.len()` bytes, like [`std::io::Read::read`].
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// Reads up to `buf.len()` bytes into `buf`, which need not be initialised, and returns
+    /// how many it wrote at its start (all of them initialised). `wsgi.input` reads straight
+    /// into the new Python `bytes` object this way. The default zeroes `buf` and calls
+    /// [`RequestBody::read`]; a body that copies from memory overrides it to skip the zeroing.
+    fn read_uninit(&mut self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        buf.fill(MaybeUninit::new(0));
+        // SAFETY: every element was initialised just above, and `MaybeUninit<u8>` has the
+        // layout of `u8`.
+        let buf = unsafe { &mut *(buf as *mut [MaybeUninit<u8>] as *mut [u8]) };
+        let n = self.read(buf)?;
+        Ok(n.min(buf.len()))
+    }
+
+    /// How many bytes the next read returns without waiting (held in memory); 0 when it may
+    /// block. A read of held bytes keeps the GIL (releasing it would cost more than the copy).
+    fn held(&self) -> usize {
+        0
+    }
 }
 
 impl RequestBody for io::Empty {
@@ -269,6 +289,26 @@ impl RequestBody for &[u8] {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         io::Read::read(self, buf)
     }
+
+    fn read_uninit(&mut self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        Ok(copy_to_uninit(self, buf))
+    }
+
+    fn held(&self) -> usize {
+        self.len()
+    }
+}
+
+/// Copies the start of `src` into `dst` (as much as fits), advances `src` past it, and
+/// returns how many bytes it copied: the [`RequestBody::read_uninit`] of bodies in memory.
+pub fn copy_to_uninit(src: &mut &[u8], dst: &mut [MaybeUninit<u8>]) -> usize {
+    let n = src.len().min(dst.len());
+    // SAFETY: both ranges are `n` bytes long and valid (`n` is at most either length), and a
+    // shared source cannot overlap an exclusive destination; `MaybeUninit<u8>` has the layout
+    // of `u8`, and writing initialises it.
+    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast::<u8>(), n) };
+    *src = &src[n..];
+    n
 }
 
 /// Where the response goes. Every method is called with the GIL released; an error means the

@@ -15,6 +15,7 @@
 //!   the next `write` fails, and the call ends with the iterable's `close()`. A response that
 //!   must end with an error is flushed to the client first.
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 use std::pin::Pin;
@@ -23,7 +24,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -48,43 +49,56 @@ pub struct ResponseHead {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
-/// The worker side of a request body: blocking reads from the pump's channel.
+/// The worker side of a request body: the bytes the front read already, then blocking reads
+/// from the pump's channel.
 pub struct ChannelBody {
     start: Option<oneshot::Sender<()>>,
     chunks: Option<mpsc::Receiver<io::Result<Bytes>>>,
+    /// The piece being read.
     current: Bytes,
+    /// The pieces after it read already (as hyper gave them: never joined into one copy).
+    held: VecDeque<Bytes>,
 }
 
 impl ChannelBody {
     /// A body with nothing in it (no `Content-Length`, no chunked encoding).
     pub fn empty() -> ChannelBody {
-        ChannelBody::buffered(Bytes::new())
+        ChannelBody::buffered(Pieces::default())
     }
 
     /// A body read whole by the front.
-    pub fn buffered(body: Bytes) -> ChannelBody {
+    pub fn buffered(body: Pieces) -> ChannelBody {
+        ChannelBody::new(None, None, body)
+    }
+
+    fn new(
+        start: Option<oneshot::Sender<()>>,
+        chunks: Option<mpsc::Receiver<io::Result<Bytes>>>,
+        body: Pieces,
+    ) -> ChannelBody {
+        let mut held = body.0;
         ChannelBody {
-            start: None,
-            chunks: None,
-            current: body,
+            start,
+            chunks,
+            current: held.pop_front().unwrap_or_default(),
+            held,
         }
     }
-}
 
-impl RequestBody for ChannelBody {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    /// Makes `current` the next piece with bytes in it, waiting for the pump when nothing is
+    /// held; false at the end of the body.
+    fn next_piece(&mut self) -> io::Result<bool> {
         if let Some(start) = self.start.take() {
             // The pump may be gone already (the client left); the receive below says so.
             let _ = start.send(());
         }
-        loop {
-            if !self.current.is_empty() {
-                let n = buf.len().min(self.current.len());
-                buf[..n].copy_from_slice(&self.current.split_to(n));
-                return Ok(n);
+        while self.current.is_empty() {
+            if let Some(next) = self.held.pop_front() {
+                self.current = next;
+                continue;
             }
             let Some(chunks) = self.chunks.as_mut() else {
-                return Ok(0);
+                return Ok(false);
             };
             match chunks.blocking_recv() {
                 Some(Ok(chunk)) => self.current = chunk,
@@ -94,10 +108,80 @@ impl RequestBody for ChannelBody {
                 }
                 None => {
                     self.chunks = None;
-                    return Ok(0);
+                    return Ok(false);
                 }
             }
         }
+        Ok(true)
+    }
+}
+
+impl RequestBody for ChannelBody {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.next_piece()? {
+            return Ok(0);
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+
+    fn read_uninit(&mut self, buf: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
+        if !self.next_piece()? {
+            return Ok(0);
+        }
+        // As much as fits of the pieces held, without waiting for more.
+        let mut n = 0;
+        loop {
+            let k = wsgi_interp::copy_to_uninit(&mut &self.current[..], &mut buf[n..]);
+            self.current.advance(k);
+            n += k;
+            if n == buf.len() {
+                return Ok(n);
+            }
+            match self.held.pop_front() {
+                Some(next) => self.current = next,
+                None => return Ok(n),
+            }
+        }
+    }
+
+    fn held(&self) -> usize {
+        if self.start.is_some() {
+            // The pump waits for the first read (`100-continue`).
+            return 0;
+        }
+        self.current.len() + self.held.iter().map(Bytes::len).sum::<usize>()
+    }
+}
+
+/// A request body's bytes read so far, in the pieces hyper gave them.
+#[derive(Debug, Default)]
+pub struct Pieces(VecDeque<Bytes>);
+
+impl Pieces {
+    fn push(&mut self, piece: Bytes) {
+        if !piece.is_empty() {
+            self.0.push_back(piece);
+        }
+    }
+
+    /// The number of bytes.
+    pub fn len(&self) -> usize {
+        self.0.iter().map(Bytes::len).sum()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<Bytes> for Pieces {
+    fn from(piece: Bytes) -> Pieces {
+        let mut pieces = Pieces::default();
+        pieces.push(piece);
+        pieces
     }
 }
 
@@ -254,10 +338,10 @@ impl BodyReader {
 /// What [`collect_body`] read.
 pub enum Collected {
     /// The whole body.
-    Whole(Bytes),
+    Whole(Pieces),
     /// More than `--request-buffer-size` (or a `Content-Length` above it, then nothing read
     /// yet): the rest streams to the worker.
-    Streaming(BodyReader, Bytes),
+    Streaming(BodyReader, Pieces),
 }
 
 /// Reads a request body whole when it fits `--request-buffer-size`; a larger one up to the
@@ -274,31 +358,19 @@ pub async fn collect_body(body: Incoming, limits: BodyLimits) -> Result<Collecte
             });
         }
     }
-    if limits.buffer_size == 0 {
-        return Ok(Collected::Streaming(
-            BodyReader::new(body, limits),
-            Bytes::new(),
-        ));
-    }
     let mut reader = BodyReader::new(body, limits);
-    let Some(first) = reader.next().await? else {
-        return Ok(Collected::Whole(Bytes::new()));
-    };
-    if declared == Some(first.len() as u64) {
-        // The common case: the whole body in one piece, kept as it came.
-        return Ok(Collected::Whole(first));
-    }
-    let room = limits.buffer_size.saturating_add(64 * 1024);
-    let capacity = declared.map_or(first.len() * 2, |n| n.min(room as u64) as usize);
-    let mut all = BytesMut::with_capacity(capacity.max(first.len()));
-    all.extend_from_slice(&first);
-    while all.len() < limits.buffer_size {
+    let mut all = Pieces::default();
+    let mut len = 0;
+    while len < limits.buffer_size {
         match reader.next().await? {
-            Some(more) => all.extend_from_slice(&more),
-            None => return Ok(Collected::Whole(all.freeze())),
+            Some(more) => {
+                len += more.len();
+                all.push(more);
+            }
+            None => return Ok(Collected::Whole(all)),
         }
     }
-    Ok(Collected::Streaming(reader, all.freeze()))
+    Ok(Collected::Streaming(reader, all))
 }
 
 /// Makes the two ends of a streamed request body: the worker's [`ChannelBody`] (starting
@@ -306,17 +378,13 @@ pub async fn collect_body(body: Incoming, limits: BodyLimits) -> Result<Collecte
 /// `wait_for_app`, the pump reads nothing until the app first reads (`100-continue`).
 pub fn request_body(
     reader: BodyReader,
-    prefix: Bytes,
+    prefix: Pieces,
     wait_for_app: bool,
     failure: BodyFailure,
 ) -> (ChannelBody, impl Future<Output = ()> + Send + 'static) {
     let (start_tx, start_rx) = oneshot::channel();
     let (tx, rx) = mpsc::channel(REQUEST_CHUNKS);
-    let body = ChannelBody {
-        start: Some(start_tx),
-        chunks: Some(rx),
-        current: prefix,
-    };
+    let body = ChannelBody::new(Some(start_tx), Some(rx), prefix);
     let start = wait_for_app.then_some(start_rx);
     (body, pump_request_body(reader, start, tx, failure))
 }
@@ -691,11 +759,7 @@ mod tests {
     #[test]
     fn body_reads_in_pieces_then_ends() {
         let (tx, rx) = mpsc::channel(4);
-        let mut body = ChannelBody {
-            start: None,
-            chunks: Some(rx),
-            current: Bytes::new(),
-        };
+        let mut body = ChannelBody::new(None, Some(rx), Pieces::default());
         tx.blocking_send(Ok(Bytes::from_static(b"hello"))).unwrap();
         drop(tx);
         let mut buf = [0u8; 3];
@@ -705,5 +769,30 @@ mod tests {
         assert_eq!(&buf[..2], b"lo");
         assert_eq!(body.read(&mut buf).unwrap(), 0);
         assert_eq!(ChannelBody::empty().read(&mut buf).unwrap(), 0);
+    }
+
+    #[test]
+    #[allow(unsafe_code)] // to look at what read_uninit wrote
+    fn held_pieces_are_read_across_their_seams_without_waiting() {
+        use std::mem::MaybeUninit;
+        let (tx, rx) = mpsc::channel(4);
+        let mut held = Pieces::from(Bytes::from_static(b"abc"));
+        held.push(Bytes::from_static(b"defg"));
+        let mut body = ChannelBody::new(None, Some(rx), held);
+        assert_eq!(body.held(), 7);
+        let mut buf = [MaybeUninit::<u8>::uninit(); 5];
+        assert_eq!(body.read_uninit(&mut buf).unwrap(), 5);
+        // SAFETY: read_uninit initialised the 5 bytes it returned.
+        let got: Vec<u8> = buf.iter().map(|b| unsafe { b.assume_init() }).collect();
+        assert_eq!(got, b"abcde");
+        assert_eq!(body.held(), 2);
+        // What is held is returned at once, however much room there is; then the channel.
+        let mut big = [MaybeUninit::<u8>::uninit(); 64];
+        assert_eq!(body.read_uninit(&mut big).unwrap(), 2);
+        assert_eq!(body.held(), 0);
+        tx.blocking_send(Ok(Bytes::from_static(b"hi"))).unwrap();
+        drop(tx);
+        assert_eq!(body.read_uninit(&mut big).unwrap(), 2);
+        assert_eq!(body.read_uninit(&mut big).unwrap(), 0);
     }
 }

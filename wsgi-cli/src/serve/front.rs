@@ -1292,7 +1292,7 @@ async fn read_body(
         return Ok(ChannelBody::empty());
     }
     match collect_body(body, front.limits.body).await {
-        Ok(Collected::Whole(bytes)) => Ok(ChannelBody::buffered(bytes)),
+        Ok(Collected::Whole(pieces)) => Ok(ChannelBody::buffered(pieces)),
         Ok(Collected::Streaming(reader, prefix)) => {
             let wait_for_app = prefix.is_empty();
             let (body, pump) = request_body(reader, prefix, wait_for_app, failure.clone());

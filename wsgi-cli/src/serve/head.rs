@@ -835,6 +835,8 @@ impl<S: AsyncRead + Unpin> HeadTap<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for HeadTap<S> {
+    // One `unsafe`: a body is read into the unfilled part of hyper's buffer without zeroing it.
+    #[allow(unsafe_code)]
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -866,12 +868,20 @@ impl<S: AsyncRead + Unpin> AsyncRead for HeadTap<S> {
                         .unwrap_or(usize::MAX)
                         .min(dst.remaining());
                     let n = if this.buf.is_empty() {
-                        // Straight into the caller's buffer, never past the body's end.
+                        // Straight into the caller's buffer (its unfilled part, not zeroed
+                        // first: a body read is up to a whole buffer), never past the body's end.
                         let got = {
-                            let mut sub = ReadBuf::new(dst.initialize_unfilled_to(max));
+                            let mut sub = dst.take(max);
+                            let start = sub.filled().as_ptr();
                             ready!(Pin::new(&mut this.inner).poll_read(cx, &mut sub))?;
+                            // A reader may not swap the buffer it was given.
+                            assert_eq!(start, sub.filled().as_ptr());
                             sub.filled().len()
                         };
+                        // SAFETY: `sub` was the start of `dst`'s unfilled part, the same
+                        // memory (checked above), and the reader initialised its first `got`
+                        // bytes (what it filled).
+                        unsafe { dst.assume_init(got) };
                         dst.advance(got);
                         got
                     } else {

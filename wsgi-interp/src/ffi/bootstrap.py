@@ -104,25 +104,27 @@ class Input:
         return piece
 
     def read(self, size=-1):
-        if size is None or size < 0:
-            parts = [self._take(-1)]
+        # A read served by one piece returns that piece: b''.join would copy it.
+        if size is None:
+            size = -1
+        parts = [self._take(size)] if self._pos < len(self._buf) else []
+        if size < 0:
             while not self._eof:
                 data = self._raw(self.CHUNK)
                 if not data:
                     self._eof = True
                     break
                 parts.append(data)
-            return b''.join(parts)
-        parts = [self._take(size)]
-        need = size - len(parts[0])
-        while need > 0 and not self._eof:
-            data = self._raw(min(need, self.CHUNK))
-            if not data:
-                self._eof = True
-                break
-            parts.append(data)
-            need -= len(data)
-        return b''.join(parts)
+        else:
+            have = len(parts[0]) if parts else 0
+            while have < size and not self._eof:
+                data = self._raw(min(size - have, self.CHUNK))
+                if not data:
+                    self._eof = True
+                    break
+                parts.append(data)
+                have += len(data)
+        return parts[0] if len(parts) == 1 else b''.join(parts)
 
     def readline(self, size=-1):
         if size is None:

@@ -807,27 +807,51 @@ unsafe extern "C" fn raw_read(
         if n <= 0 {
             return new_bytes(b"").map_or(ptr::null_mut(), Obj::into_ptr);
         }
-        let want = (n as usize).min(MAX_READ);
-        let result: Result<Vec<u8>, Option<io::Error>> = without_gil(|| {
+        // Bytes held in memory are copied with the GIL kept (cheaper than handing it over
+        // and back), and only as many as there are; a read that may wait releases it.
+        // SAFETY (deref): the body is lent for the running call and its mutex is held.
+        let held = state
+            .body
+            .lock()
+            .as_ref()
+            .map_or(0, |body| (*body.0).held());
+        let mut want = (n as usize).min(MAX_READ);
+        if held > 0 {
+            want = want.min(held);
+        }
+        // The bytes object is made first and read into: one copy from the body to Python.
+        let writer = ffi::compat::PyBytesWriter_Create(want as ffi::Py_ssize_t);
+        if writer.is_null() {
+            return ptr::null_mut();
+        }
+        // SAFETY: the writer holds `want` bytes at this address, reachable by nothing else
+        // until it is finished or discarded below (so writing them needs no GIL); as
+        // `MaybeUninit` they make no claim about their content.
+        let buf = std::slice::from_raw_parts_mut(
+            ffi::compat::PyBytesWriter_GetData(writer).cast::<std::mem::MaybeUninit<u8>>(),
+            want,
+        );
+        let mut read = || {
             let mut slot = state.body.lock();
             let Some(body) = slot.as_mut() else {
                 return Err(None);
             };
-            let mut buf = vec![0u8; want];
             loop {
                 // SAFETY: the body is lent for the running call and the mutex is held.
-                match (*body.0).read(&mut buf) {
-                    Ok(k) => {
-                        buf.truncate(k.min(want));
-                        return Ok(buf);
-                    }
+                match (*body.0).read_uninit(buf) {
+                    Ok(k) => return Ok(k.min(want)),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(Some(e)),
                 }
             }
-        });
+        };
+        let result: Result<usize, Option<io::Error>> =
+            if held > 0 { read() } else { without_gil(read) };
+        if result.is_err() {
+            ffi::compat::PyBytesWriter_Discard(writer);
+        }
         match result {
-            Ok(buf) => new_bytes(&buf).map_or(ptr::null_mut(), Obj::into_ptr),
+            Ok(k) => ffi::compat::PyBytesWriter_FinishWithSize(writer, k as ffi::Py_ssize_t),
             Err(None) => {
                 raise(
                     ffi::PyExc_ValueError,
