@@ -131,8 +131,44 @@ fn venv312() -> PathBuf {
     installed(&py312(), "v312", &["django>=5.2,<6"])
 }
 
-/// An app answering with its Python's version and `sys.prefix`.
-const WHICH_PYTHON: &str = "import sys\n\ndef application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [('python=%d.%d\\nprefix=%s\\n' % (sys.version_info[0], sys.version_info[1], sys.prefix)).encode()]\n";
+/// An app answering a GET with its Python's version and `sys.prefix`, and a POST with the
+/// length and SHA-1 of the body it read (`wsgi.input` is made by each Python's own C-API).
+const WHICH_PYTHON: &str = r#"import hashlib, sys
+
+def application(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    if environ['REQUEST_METHOD'] == 'POST':
+        data = environ['wsgi.input'].read(int(environ['CONTENT_LENGTH']))
+        return [('len=%d sha1=%s\n' % (len(data), hashlib.sha1(data).hexdigest())).encode()]
+    return [('python=%d.%d\nprefix=%s\n' % (sys.version_info[0], sys.version_info[1], sys.prefix)).encode()]
+"#;
+
+/// A POST of 300 KiB (more than the front reads before it hands the request over) and the
+/// answer [`WHICH_PYTHON`] must give.
+fn upload() -> (Vec<u8>, String) {
+    use sha1::{Digest, Sha1};
+    let body: Vec<u8> = (0..300 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+    let hex: String = Sha1::digest(&body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let expected = format!("len={} sha1={hex}\n", body.len());
+    (body, expected)
+}
+
+/// GET and POST to `server`: its Python is `version` in the venv `prefix`.
+fn assert_runs_on(server: &Server, version: &str, prefix: &Path) {
+    let body = server.get_text("/").body;
+    assert_eq!(
+        body,
+        format!("python={version}\nprefix={}\n", prefix.display()),
+        "{}",
+        server.stderr()
+    );
+    let (upload, expected) = upload();
+    let answer = server.request("POST", "/", &[], &upload);
+    assert_eq!(answer.text(), expected, "{}", server.stderr());
+}
 
 /// As root: served as the unprivileged user `wsgi serve` switches to, which reads the venvs
 /// only because the setup made them world-readable.
@@ -169,13 +205,31 @@ fn each_venvs_wsgi_runs_applications_on_its_own_python() {
             &[app.to_str().unwrap(), "--port", "0"],
         )
         .unwrap();
-        let body = server.get_text("/").body;
-        assert_eq!(
-            body,
-            format!("python={version}\nprefix={}\n", venv.display()),
-            "{}",
-            server.stderr()
+        assert_runs_on(&server, version, &venv);
+    }
+}
+
+/// pyenv's oldest and newest CPython 3 the project supports (3.9 and 3.13): under /root, so
+/// served as root.
+#[test]
+fn the_oldest_and_the_newest_python_install_and_serve() {
+    let dir = util::scratch_world_readable("wsgi-install-range-");
+    let app = util::write_world_readable(&dir.path().join("which.py"), WHICH_PYTHON);
+    for (version, patch) in [("3.9", "3.9.18"), ("3.13", "3.13.0")] {
+        let python = PathBuf::from(format!("/root/.pyenv/versions/{patch}/bin/python{version}"));
+        assert!(
+            python.exists(),
+            "{} is missing: install it with `PYTHON_CONFIGURE_OPTS=--enable-shared pyenv install {patch}`",
+            python.display()
         );
+        let venv = installed(&python, &format!("v{version}"), &[]);
+        let server = Server::try_start_program(
+            &venv.join("bin/wsgi"),
+            &util::PLAIN,
+            &[app.to_str().unwrap(), "--port", "0"],
+        )
+        .unwrap();
+        assert_runs_on(&server, version, &venv);
     }
 }
 
@@ -263,6 +317,9 @@ fn a_daemon_group_runs_on_the_python_of_its_venv_under_wsgi_serve() {
         "{}",
         server.stderr()
     );
+    let (upload, expected) = upload();
+    let answer = server.request("POST", "/py312", &[], &upload);
+    assert_eq!(answer.text(), expected, "{}", server.stderr());
 }
 
 #[test]
