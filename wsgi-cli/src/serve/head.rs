@@ -100,6 +100,8 @@ pub const MAX_QUEUED: usize = 64;
 const READ_SIZE: usize = 8 * 1024;
 /// The least room a read into the tap's buffer is made with.
 const MIN_READ: usize = 1024;
+/// The most bytes of a connection's first read after a pause, read on the stack.
+const FIRST_READ: usize = 4 * 1024;
 
 /// Header slots on the stack; a larger `max_headers` takes a heap vector per head.
 const STACK_HEADERS: usize = 128;
@@ -825,8 +827,24 @@ impl<S: AsyncRead + Unpin> HeadTap<S> {
     /// Reads into the tap's buffer (its spare capacity, never zeroed first); `Ok(0)` at the
     /// end of the stream.
     fn fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.is_empty() {
+            // Nothing held (a connection between requests): the first bytes are read on the
+            // stack and memory is taken only once some came, so an idle keep-alive
+            // connection holds no buffer of the tap's. Heads handed out keep their share of
+            // the previous allocation.
+            self.buf = BytesMut::new();
+            let mut first = [MaybeUninit::<u8>::uninit(); FIRST_READ];
+            let mut read = ReadBuf::uninit(&mut first);
+            ready!(Pin::new(&mut self.inner).poll_read(cx, &mut read))?;
+            let got = read.filled();
+            if !got.is_empty() {
+                self.buf.reserve(READ_SIZE.max(got.len()));
+                self.buf.extend_from_slice(got);
+            }
+            return Poll::Ready(Ok(got.len()));
+        }
         // Heads handed out keep sharing the buffer's allocation: a new one is made only when
-        // little room is left (about one per 8 KiB of heads, not one per request).
+        // little room is left.
         if self.buf.capacity() - self.buf.len() < MIN_READ {
             self.buf.reserve(READ_SIZE);
         }
@@ -851,6 +869,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for HeadTap<S> {
                 let n = this.out.len().min(dst.remaining());
                 dst.put_slice(&this.out[..n]);
                 this.out.advance(n);
+                if this.out.is_empty() {
+                    // An empty `Bytes` still holds its allocation (the tap's buffer).
+                    this.out = Bytes::new();
+                }
                 return Poll::Ready(Ok(()));
             }
             let step = match this.state {
@@ -1112,6 +1134,52 @@ mod tests {
         fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
             Poll::Ready(Ok(()))
         }
+    }
+
+    /// A client that sent `0` and then waits (reads are pending once it is drained).
+    struct Parked(Vec<u8>);
+
+    impl AsyncRead for Parked {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            dst: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let this = self.get_mut();
+            if this.0.is_empty() {
+                return Poll::Pending;
+            }
+            let n = this.0.len().min(dst.remaining());
+            dst.put_slice(&this.0[..n]);
+            this.0.drain(..n);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn an_idle_connection_holds_no_buffer() {
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let (mut tap, heads) = HeadTap::new(Parked(Vec::new()), 8192, 100);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut storage = vec![MaybeUninit::<u8>::uninit(); 8192];
+        // Before the client sends anything, and between its requests: nothing is held.
+        for round in 0..2 {
+            let mut dst = ReadBuf::uninit(&mut storage);
+            assert!(Pin::new(&mut tap).poll_read(&mut cx, &mut dst).is_pending());
+            assert_eq!(tap.buf.capacity(), 0, "round {round}");
+            tap.inner.0.extend_from_slice(head);
+            let mut dst = ReadBuf::uninit(&mut storage);
+            assert!(matches!(
+                Pin::new(&mut tap).poll_read(&mut cx, &mut dst),
+                Poll::Ready(Ok(()))
+            ));
+            assert_eq!(dst.filled(), head);
+            assert!(heads.next("GET", b"/").is_some());
+        }
+        let mut dst = ReadBuf::uninit(&mut storage);
+        assert!(Pin::new(&mut tap).poll_read(&mut cx, &mut dst).is_pending());
+        assert_eq!(tap.buf.capacity(), 0);
+        assert!(tap.out.is_empty());
     }
 
     /// Reads the tap to its end, with caller buffers of the sizes in `out_sizes` (cycled).
