@@ -2,10 +2,12 @@
 # Installs what the wsgi-rs tests need on a fresh Debian machine, idempotently:
 # Debian's python3.11 (the CPython every crate embeds) with venv support and headers, Apache
 # httpd with its development headers (the Apache module is built and loaded by the tests) and
-# Debian's mod_wsgi (to compare with), and a world-readable tools venv with virtualenv and uv
-# (the venv makers the tests use), iproute2 (`ss`, to read listen backlogs; `ip netns`, for the
-# scale-out test's hosts), nginx and HAProxy (the load balancers in front of them; the tests
-# start their own, with their own configurations, and never use the system's services).
+# Debian's mod_wsgi (to compare with), a world-readable tools venv with virtualenv and uv
+# (the venv makers the tests use), pip's mod_wsgi 6.1.1 (the release whose environ and
+# directives wsgi-rs follows, loaded by the side-by-side tests), iproute2 (`ss`, to read listen
+# backlogs; `ip netns`, for the scale-out test's hosts), nginx and HAProxy (the load balancers in
+# front of them; the tests start their own, with their own configurations, and never use the
+# system's services).
 set -euo pipefail
 
 TOOLS_ROOT="${WSGI_RS_TEST_ROOT:-/var/tmp/wsgi-rs-test}"
@@ -67,3 +69,18 @@ if [ ! -x "$FRAMEWORKS/bin/python" ] || [ "$(cat "$FRAMEWORKS/.wsgi-rs-specs" 2>
     chmod -R a+rX "$FRAMEWORKS"
 fi
 echo "setup: ok ($FRAMEWORKS has $("$FRAMEWORKS/bin/python" -c 'import flask, django; from importlib.metadata import version; print("flask", version("flask"), "django", django.get_version())'))"
+
+# mod_wsgi 6.1.1 from PyPI, built against Debian's python3.11 and apache2-dev: the tests load its
+# module beside ours in the same Apache (wsgi-apache/tests/util/mod.rs: mod_wsgi_61).
+MOD_WSGI_61="$TOOLS_ROOT/mod_wsgi61"
+if [ ! -f "$MOD_WSGI_61/.wsgi-rs-ok" ]; then
+    echo "setup: building mod_wsgi 6.1.1 in $MOD_WSGI_61"
+    rm -rf "$MOD_WSGI_61"
+    "$PY" -m venv "$MOD_WSGI_61"
+    "$MOD_WSGI_61/bin/pip" install -q --disable-pip-version-check mod-wsgi==6.1.1
+    so=$(echo "$MOD_WSGI_61"/lib/python3.11/site-packages/mod_wsgi/server/mod_wsgi-py311*.so)
+    ln -sf "$so" "$MOD_WSGI_61/mod_wsgi.so"
+    touch "$MOD_WSGI_61/.wsgi-rs-ok"
+    chmod -R a+rX "$MOD_WSGI_61"
+fi
+echo "setup: ok ($MOD_WSGI_61/mod_wsgi.so is mod_wsgi 6.1.1)"

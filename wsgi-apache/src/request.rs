@@ -17,7 +17,7 @@ use wsgi_config::route::{ProcessGroup, Requester, Route, ScriptVia};
 use wsgi_daemon::DaemonRequest;
 use wsgi_interp::{
     CallOptions, HeadSource, InterpreterOptions, Outcome, RequestBody, RequestHead, ResponseSink,
-    Runtime, Scheme, ScriptSpec, StartConfig,
+    Runtime, Scheme, ScriptSpec, Stamps, StartConfig,
 };
 
 use crate::config::current_config;
@@ -88,6 +88,7 @@ unsafe extern "C" {
     fn wsgi_rs_set_target(r: *mut RequestRec, filename: *const c_char);
     fn wsgi_rs_has_content_filters(r: *mut RequestRec) -> c_int;
     fn wsgi_rs_mpm_limits(processes: *mut c_int, threads: *mut c_int);
+    fn wsgi_rs_apache_version(major: *mut c_int, minor: *mut c_int, patch: *mut c_int);
 }
 
 pub(crate) const OK: c_int = 0;
@@ -503,6 +504,15 @@ pub extern "C" fn wsgi_rs_child_init() {
     );
 }
 
+/// The httpd release the module is built for: `apache.version` (2.4.x), as mod_wsgi gives it.
+pub(crate) fn apache_version() -> (u16, u16, u16) {
+    let (mut major, mut minor, mut patch): (c_int, c_int, c_int) = (0, 0, 0);
+    // SAFETY: the shim only writes the three integers.
+    unsafe { wsgi_rs_apache_version(&mut major, &mut minor, &mut patch) };
+    let part = |n: c_int| u16::try_from(n).unwrap_or(0);
+    (part(major), part(minor), part(patch))
+}
+
 /// The embedded Python of this child, started on first need: in `child_init` when the
 /// configuration can use it, else by the first hook script of an `.htaccess` file.
 pub(crate) fn start_runtime(config: &Config) -> Result<&'static Runtime, String> {
@@ -511,6 +521,7 @@ pub(crate) fn start_runtime(config: &Config) -> Result<&'static Runtime, String>
             let (mut processes, mut threads): (c_int, c_int) = (1, 1);
             // SAFETY: the shim only asks the MPM (`ap_mpm_query`) and writes both integers.
             unsafe { wsgi_rs_mpm_limits(&mut processes, &mut threads) };
+            wsgi_interp::set_apache_version(apache_version());
             let start = StartConfig {
                 python_home: config.python.home.as_ref().map(|h| h.value.clone()),
                 python_path: config.python.path.clone(),
@@ -892,11 +903,10 @@ pub(crate) unsafe fn request_head(
         env,
         // A handler script handles the requested file.
         route.script_filename().as_os_str().as_encoded_bytes(),
+        Some((&info.context_prefix, &info.context_document_root)),
     );
     let mut head = RequestHead::build(source, &route.settings);
     add_server_vars(&mut head, info);
-    head.set_extra("CONTEXT_PREFIX", info.context_prefix.clone());
-    head.set_extra("CONTEXT_DOCUMENT_ROOT", info.context_document_root.clone());
     // The mod_wsgi.* keys apps and middleware read (mod_wsgi 6 names and forms).
     for (name, value) in route.handler_environ() {
         head.set_extra(name, value);
@@ -904,10 +914,6 @@ pub(crate) unsafe fn request_head(
     if !info.log_id.is_empty() {
         head.set_extra("mod_wsgi.request_id", info.log_id.clone());
     }
-    head.set_extra(
-        "mod_wsgi.request_start",
-        format!("{:.6}", info.request_time_us as f64 / 1e6).into_bytes(),
-    );
     head
 }
 
@@ -931,18 +937,17 @@ pub(crate) unsafe fn hook_head(r: *mut RequestRec, info: &RequestInfo) -> Reques
         headers,
         Vec::new(),
         &info.filename,
+        None,
     );
     // No trusted proxy applies before a handler is chosen.
     let mut head = RequestHead::build(source, &wsgi_config::WsgiSettings::default());
     add_server_vars(&mut head, info);
-    if !info.log_id.is_empty() {
-        head.set_extra("mod_wsgi.request_id", info.log_id.clone());
-    }
     head
 }
 
 /// What [`RequestHead::build`] needs, from the request's fields, with the method, the
-/// `SCRIPT_NAME` and `PATH_INFO`, the headers, the variables and the file the caller chose.
+/// `SCRIPT_NAME` and `PATH_INFO`, the headers, the variables, the file and the `CONTEXT_*`
+/// pair (an application's, not a hook's) the caller chose.
 fn source_of<'a>(
     info: &'a RequestInfo,
     method: String,
@@ -950,6 +955,7 @@ fn source_of<'a>(
     headers: Vec<(String, Vec<u8>)>,
     env: Vec<(String, Vec<u8>)>,
     script_filename: &'a [u8],
+    context: Option<(&'a [u8], &'a [u8])>,
 ) -> HeadSource<'a> {
     HeadSource {
         method,
@@ -968,16 +974,22 @@ fn source_of<'a>(
         headers,
         env,
         script_filename,
+        document_root: &info.document_root,
+        server_admin: &info.server_admin,
+        context,
+        stamps: Stamps {
+            request_start_us: u64::try_from(info.request_time_us).unwrap_or(0),
+            server_pid: std::process::id(),
+            ..Stamps::default()
+        },
     }
 }
 
 /// The variables Apache gives CGI beside the headers that are its own, each when it is not
-/// empty: the server's and the authenticated user's.
+/// empty: the server's software and the authenticated user's.
 fn add_server_vars(head: &mut RequestHead, info: &RequestInfo) {
-    let vars: [(&str, &[u8]); 5] = [
-        ("DOCUMENT_ROOT", &info.document_root),
+    let vars: [(&str, &[u8]); 3] = [
         ("SERVER_SOFTWARE", &info.server_software),
-        ("SERVER_ADMIN", &info.server_admin),
         ("REMOTE_USER", &info.user),
         ("AUTH_TYPE", &info.auth_type),
     ];

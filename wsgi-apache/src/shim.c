@@ -449,6 +449,11 @@ void wsgi_rs_request_info(request_rec *r, struct wsgi_rs_request *out)
     out->server_port = (int)ap_get_server_port(r);
     out->context_prefix = ap_context_prefix(r);
     out->context_document_root = ap_context_document_root(r);
+    if (r->log_id == NULL) {
+        /* mod_wsgi.request_id: as mod_wsgi does, the log id is made when no log format has
+         * asked for one yet. */
+        ap_run_generate_log_id(r->connection, r, &r->log_id);
+    }
     out->log_id = r->log_id;
     out->request_time_us = (long long)r->request_time;
     out->uri = r->uri;
@@ -590,6 +595,14 @@ int wsgi_rs_log_enabled(request_rec *r, int level)
         return APLOG_R_IS_LEVEL(r, level);
     }
     return ap_server_conf == NULL || APLOG_IS_LEVEL(ap_server_conf, level);
+}
+
+/* The httpd release the module is built for (`apache.version`, as mod_wsgi gives it). */
+void wsgi_rs_apache_version(int *major, int *minor, int *patch)
+{
+    *major = AP_SERVER_MAJORVERSION_NUMBER;
+    *minor = AP_SERVER_MINORVERSION_NUMBER;
+    *patch = AP_SERVER_PATCHLEVEL_NUMBER;
 }
 
 /* Whether an output filter that transforms content (below AP_FTYPE_PROTOCOL: mod_deflate,

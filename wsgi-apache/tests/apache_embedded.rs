@@ -274,33 +274,63 @@ def application(environ, start_response):
     return ['\n'.join(lines).encode()]
 "#;
 
-/// Keys that differ by design or by server identity, with the reason.
+/// Keys that differ from Debian's mod_wsgi 4.9.4, with the reason: where 4.9 and 6.1 differ
+/// (wsgi-rs gives 6.1's environ: [`the_environ_keys_and_types_are_mod_wsgi_61s`]), by server
+/// or client identity, or by design.
 const EXPECTED_DIFFERENCES: &[(&str, &str)] = &[
-    ("GATEWAY_INTERFACE", "dropped by mod_wsgi 6.0"),
-    ("PATH_TRANSLATED", "dropped by mod_wsgi 6.0"),
-    ("SERVER_SIGNATURE", "dropped by mod_wsgi 6.0"),
-    ("LD_LIBRARY_PATH", "library paths dropped by mod_wsgi 6.0"),
-    ("PATH", "dropped by mod_wsgi 6.0"),
+    ("GATEWAY_INTERFACE", "dropped by mod_wsgi 6.1"),
+    ("PATH_TRANSLATED", "dropped by mod_wsgi 6.1"),
+    ("SERVER_SIGNATURE", "dropped by mod_wsgi 6.1"),
+    ("LD_LIBRARY_PATH", "library paths dropped by mod_wsgi 6.1"),
+    ("PATH", "dropped by mod_wsgi 6.1"),
+    (
+        "mod_wsgi.enable_sendfile",
+        "6.1 passes it between processes only (x-), not in the environ",
+    ),
+    (
+        "mod_wsgi.ignore_activity",
+        "6.1 passes it between processes only (x-), not in the environ",
+    ),
+    (
+        "mod_wsgi.script_reloading",
+        "6.1 passes it between processes only (x-), not in the environ",
+    ),
+    ("mod_wsgi.thread_requests", "dropped by mod_wsgi 6.1"),
+    ("mod_wsgi.total_requests", "dropped by mod_wsgi 6.1"),
+    (
+        "mod_wsgi.script_start",
+        "6.1 has mod_wsgi.application_start instead",
+    ),
+    (
+        "mod_wsgi.application_start",
+        "added by 6.1 (float seconds since the epoch)",
+    ),
+    (
+        "mod_wsgi.queue_start",
+        "6.1 gives it in embedded mode too (0.0)",
+    ),
+    (
+        "mod_wsgi.daemon_start",
+        "6.1 gives it in embedded mode too (0.0)",
+    ),
+    ("mod_wsgi.server_pid", "added by 6.1 (the pid as a str)"),
+    (
+        "mod_wsgi.request_start",
+        "6.1: float seconds (4.9: a str of microseconds); per request",
+    ),
+    ("mod_wsgi.version", "6.x's (4.9.4 there)"),
+    ("mod_wsgi.request_id", "per request"),
+    (
+        "apache.version",
+        "the httpd headers each module was built with (Debian's: 2.4.55)",
+    ),
     ("HTTP_HOST", "server identity (port)"),
     ("SERVER_PORT", "server identity"),
     ("REMOTE_PORT", "client identity"),
     ("SERVER_SOFTWARE", "names the module"),
-    ("HTTP_COOKIE", "joined with \"; \" (mod_wsgi: \", \")"),
-    ("apache.version", "not provided"),
     ("mod_wsgi.application_group", "server identity (port)"),
     ("mod_wsgi.listener_port", "server identity"),
-    ("mod_wsgi.enable_sendfile", "wire-only (x-) in mod_wsgi 6.0"),
-    ("mod_wsgi.ignore_activity", "wire-only (x-) in mod_wsgi 6.0"),
-    ("mod_wsgi.request_id", "per request"),
-    (
-        "mod_wsgi.request_start",
-        "per request (6.0 form: float seconds)",
-    ),
-    ("mod_wsgi.script_start", "renamed in mod_wsgi 6.0"),
-    ("mod_wsgi.thread_id", "mod_wsgi internals"),
-    ("mod_wsgi.thread_requests", "mod_wsgi internals"),
-    ("mod_wsgi.total_requests", "mod_wsgi internals"),
-    ("mod_wsgi.version", "the module's own version"),
+    ("HTTP_COOKIE", "joined with \"; \" (mod_wsgi: \", \")"),
     ("wsgi.errors", "a log writer of another class"),
 ];
 
@@ -360,6 +390,69 @@ fn the_environ_matches_debians_mod_wsgi() {
         Some("str '1, 2'")
     );
     assert!(lookup(&ours_env, "HTTP_X_UNDER").is_none());
+}
+
+/// The environ's keys and their values' types are mod_wsgi 6.1.1's, in embedded and daemon
+/// mode: the same site served by both modules in the same Apache, the same request.
+#[test]
+fn the_environ_keys_and_types_are_mod_wsgi_61s() {
+    let dir = scratch("wsgi-apache-environ61-");
+    std::fs::write(dir.path().join("env.wsgi"), util::ENVIRON_TYPES_APP).unwrap();
+    std::fs::write(dir.path().join("values.wsgi"), util::ENVIRON_VALUES_APP).unwrap();
+    let site = format!(
+        "WSGIDaemonProcess d processes=2 threads=3
+WSGIScriptAlias /emb {d}/env.wsgi
+WSGIScriptAlias /dae {d}/env.wsgi process-group=d
+WSGIScriptAlias /emb-values {d}/values.wsgi
+WSGIScriptAlias /dae-values {d}/values.wsgi process-group=d
+<Directory {d}>
+    Require all granted
+</Directory>
+",
+        d = dir.path().display()
+    );
+    let (ours, theirs) = Apache::ours_and_mod_wsgi_61(dir.path(), &site);
+    let headers = [("User-Agent", "probe/1"), ("Accept", "*/*")];
+    for path in ["/emb/x?a=1", "/dae/x?a=1"] {
+        let (status, _, body) = theirs.request("GET", path, &headers, b"");
+        assert_eq!(status, 200, "mod_wsgi 6.1: {}", theirs.error_log());
+        let expected = util::environ_types(&body);
+        let (status, _, body) = ours.request("GET", path, &headers, b"");
+        assert_eq!(status, 200, "ours: {}", ours.error_log());
+        let got = util::environ_types(&body);
+        let differences = util::environ_type_differences(&got, &expected);
+        assert!(differences.is_empty(), "GET {path}: {differences:#?}");
+        // What the 6.1 forms are, so the comparison cannot pass on two empty answers.
+        for (key, kind) in [
+            ("apache.version", "tuple"),
+            ("mod_wsgi.request_start", "float"),
+            ("mod_wsgi.queue_start", "float"),
+            ("mod_wsgi.daemon_start", "float"),
+            ("mod_wsgi.application_start", "float"),
+            ("mod_wsgi.server_pid", "str"),
+            ("mod_wsgi.thread_id", "int"),
+            ("mod_wsgi.request_id", "str"),
+        ] {
+            assert_eq!(
+                got.get(key).map(String::as_str),
+                Some(kind),
+                "{key} in {got:#?}"
+            );
+        }
+    }
+    // The values: the server's the same, the times and the pid meaning what 6.1's do.
+    for path in ["/emb-values", "/dae-values"] {
+        let (status, _, expected) = theirs.request("GET", path, &headers, b"");
+        assert_eq!(status, 200, "mod_wsgi 6.1: {}", theirs.error_log());
+        let (status, _, got) = ours.request("GET", path, &headers, b"");
+        assert_eq!(status, 200, "ours: {}", ours.error_log());
+        let (expected, got) = (
+            String::from_utf8_lossy(&expected),
+            String::from_utf8_lossy(&got),
+        );
+        assert_eq!(got, expected, "GET {path}");
+        assert!(got.contains("ordered=True"), "{got}");
+    }
 }
 
 const PROXY_APP: &str = r#"

@@ -637,6 +637,9 @@ impl ConfigBuilder {
                 let root = self.resolve(first);
                 self.host_mut(host).document_root = Some(root);
             }
+            "serveradmin" if ctx.containers.is_empty() && !first.is_empty() => {
+                self.host_mut(host).server_admin = Some(first.to_string());
+            }
             "sslengine"
             | "sslcertificatefile"
             | "sslcertificatekeyfile"

@@ -11,6 +11,13 @@ use crate::daemon::DaemonOptions;
 use crate::error::ConfigWarning;
 use crate::reader::Span;
 
+/// `DocumentRoot` when none is configured: Apache httpd's compiled-in default as Debian (the
+/// Apache these tests and most deployments use) builds it.
+pub const DEFAULT_DOCUMENT_ROOT: &str = "/var/www/html";
+
+/// `ServerAdmin` when none is configured: Apache httpd's placeholder.
+pub const DEFAULT_SERVER_ADMIN: &str = "[no address given]";
+
 /// A whole server's configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
@@ -122,6 +129,27 @@ impl Config {
             None => &self.main,
             Some(i) => &self.virtual_hosts[i],
         }
+    }
+
+    /// `DOCUMENT_ROOT` and `SERVER_ADMIN` of a request to virtual host `host` (None: the main
+    /// server), as Apache gives them to CGI: the host's `DocumentRoot`/`ServerAdmin`, else the
+    /// main server's, else Apache's defaults ([`DEFAULT_DOCUMENT_ROOT`],
+    /// [`DEFAULT_SERVER_ADMIN`]).
+    pub fn server_identity(&self, host: Option<usize>) -> (&std::ffi::OsStr, &str) {
+        let own = self.host(host);
+        let root = own
+            .document_root
+            .as_ref()
+            .or(self.main.document_root.as_ref())
+            .map_or(std::ffi::OsStr::new(DEFAULT_DOCUMENT_ROOT), |p| {
+                p.as_os_str()
+            });
+        let admin = own
+            .server_admin
+            .as_deref()
+            .or(self.main.server_admin.as_deref())
+            .unwrap_or(DEFAULT_SERVER_ADMIN);
+        (root, admin)
     }
 
     /// The daemon group named `name` (names are unique).
@@ -289,6 +317,8 @@ pub struct Host {
     pub tls: crate::tls::TlsSettings,
     /// `DocumentRoot`: where URLs nothing else maps are served from.
     pub document_root: Option<PathBuf>,
+    /// `ServerAdmin` (the environ's `SERVER_ADMIN`).
+    pub server_admin: Option<String>,
     /// mod_alias's `Redirect`, `RedirectMatch`, `RedirectPermanent`, `RedirectTemp`, in
     /// configuration order.
     pub redirects: Vec<Redirect>,

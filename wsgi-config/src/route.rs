@@ -73,6 +73,10 @@ pub struct Route {
     /// The `WSGIHandlerScript` serving the request, when one does (`script` is then the
     /// handler script, and `callable_object` its `handle_request`).
     pub handler: Option<RouteHandler>,
+    /// `CONTEXT_PREFIX` and `CONTEXT_DOCUMENT_ROOT` when mod_alias's `Alias` mapped the URL to
+    /// the script (its URL and folder, as Apache sets them); None: no prefix and the
+    /// `DocumentRoot`, as for a `WSGIScriptAlias`.
+    pub context: Option<(String, String)>,
 }
 
 /// A request a `WSGIHandlerScript` serves.
@@ -651,7 +655,17 @@ impl Config {
                         .map(|l| format!("{}{}", a.target, latin1(&uri[l..]))),
                 };
                 if let Some(path) = path {
-                    return Ok(Some(self.file_target(req, host, &uri, PathBuf::from(path))));
+                    let mut target = self.file_target(req, host, &uri, PathBuf::from(path));
+                    if let (
+                        AliasTarget::Script {
+                            route: Ok(route), ..
+                        },
+                        None,
+                    ) = (&mut target, &a.regex)
+                    {
+                        route.context = Some((a.url.clone(), a.target.clone()));
+                    }
+                    return Ok(Some(target));
                 }
             }
         }
@@ -956,6 +970,7 @@ impl Config {
             settings,
             env,
             handler,
+            context: None,
         })
     }
 

@@ -320,10 +320,6 @@ pub static RULES: &[Rule] = &[
     ),
     fixed("LoadFile", Support::NoEffect("no modules are loaded")),
     fixed(
-        "ServerAdmin",
-        Support::NoEffect("only shown on Apache's own error pages"),
-    ),
-    fixed(
         "ServerTokens",
         Support::NoEffect("no Server header is sent"),
     ),
@@ -400,6 +396,7 @@ pub static RULES: &[Rule] = &[
     fixed("Alias", IMPLEMENTED),
     fixed("AliasMatch", IMPLEMENTED),
     fixed("DocumentRoot", IMPLEMENTED),
+    fixed("ServerAdmin", IMPLEMENTED),
     Rule {
         name: "DirectoryIndex",
         section: false,

@@ -15,7 +15,7 @@ use std::io::{self, BufWriter, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use wsgi_config::daemon::DaemonOptions;
@@ -198,10 +198,7 @@ impl DaemonRequest {
     /// A request for `script` in `application_group`, arrived now.
     pub fn new(head: RequestHead, script: &ScriptSpec, application_group: &str) -> Self {
         DaemonRequest {
-            queued_at_us: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_micros() as u64)
-                .unwrap_or(0),
+            queued_at_us: wsgi_interp::now_us(),
             script: script.path.clone(),
             callable: script.callable.clone(),
             script_reloading: script.reload != wsgi_interp::ReloadMode::Off,

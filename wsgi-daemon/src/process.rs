@@ -25,7 +25,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signal::{SigSet, Signal};
@@ -33,7 +33,7 @@ use nix::unistd::{Gid, Uid};
 use parking_lot::Mutex;
 use wsgi_interp::{
     CallOptions, InterpreterHandle, Outcome, ReloadMode, RequestBody, ResponseSink, Runtime,
-    ScriptSpec, StartConfig,
+    ScriptSpec, StartConfig, now_us,
 };
 
 use crate::protocol::{
@@ -757,7 +757,11 @@ impl Shared {
         let request = match reader.next_frame() {
             Ok(None) => return After::Close,
             Ok(Some((kind::REQUEST, payload))) => match protocol::decode_request(payload) {
-                Ok(r) => r,
+                Ok(mut r) => {
+                    // `mod_wsgi.daemon_start`: when this process took the request.
+                    r.head.stamps.daemon_start_us = now_us();
+                    r
+                }
                 Err(e) => {
                     tracing::warn!(%group, "refusing a request from the front: {e}");
                     return After::Close;
@@ -1319,13 +1323,6 @@ fn shutdown_reason(reason: &str) -> &str {
         .iter()
         .find(|(prefix, _)| reason.starts_with(prefix))
         .map_or(reason, |(_, code)| code)
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
 }
 
 /// The request body, pulled from the front one BODY_WANTED at a time.

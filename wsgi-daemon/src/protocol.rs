@@ -29,7 +29,9 @@ use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use wsgi_interp::{AppError, InterpError, Outcome, PyErrorInfo, RequestHead, Scheme, ScriptError};
+use wsgi_interp::{
+    AppError, InterpError, Outcome, PyErrorInfo, RequestHead, Scheme, ScriptError, Stamps,
+};
 
 /// The largest payload a frame may carry (16 MiB); anything larger is a protocol error.
 pub const MAX_PAYLOAD: usize = 16 << 20;
@@ -232,6 +234,10 @@ pub fn encode_request(req: &DaemonRequest, buf: Vec<u8>) -> Vec<u8> {
     e.u16(h.remote_port);
     e.pairs(&h.headers);
     e.pairs(&h.extra);
+    // queue_start and daemon_start are the daemon side's to set.
+    e.u64(h.stamps.request_start_us);
+    e.u32(h.stamps.server_pid);
+    e.u64(h.stamps.request_id);
     e.finish()
 }
 
@@ -503,6 +509,13 @@ pub fn decode_request(payload: &[u8]) -> Result<DaemonRequest, ProtocolError> {
     let remote_port = d.u16()?;
     let headers = d.pairs()?;
     let extra = d.pairs()?;
+    let stamps = Stamps {
+        request_start_us: d.u64()?,
+        server_pid: d.u32()?,
+        request_id: d.u64()?,
+        queue_start_us: queued_at_us,
+        daemon_start_us: 0,
+    };
     d.done()?;
     Ok(DaemonRequest {
         queued_at_us,
@@ -528,6 +541,7 @@ pub fn decode_request(payload: &[u8]) -> Result<DaemonRequest, ProtocolError> {
                 .into_iter()
                 .map(|(name, value)| (name.into(), value))
                 .collect(),
+            stamps,
         },
     })
 }
@@ -760,6 +774,12 @@ mod tests {
                     ("Cookie".into(), b"b=2".to_vec()),
                 ],
                 extra: vec![("SCRIPT_FILENAME".into(), b"/srv/app/app.wsgi".to_vec())],
+                stamps: Stamps {
+                    request_start_us: 1_700_000_000_100_000,
+                    server_pid: 4321,
+                    request_id: 0x0001_0203_0405_0607,
+                    ..Stamps::default()
+                },
             },
         }
     }
@@ -783,6 +803,14 @@ mod tests {
         assert_eq!(back.head.path_info, req.head.path_info);
         assert_eq!(back.head.headers, req.head.headers);
         assert_eq!(back.head.extra, req.head.extra);
+        assert_eq!(
+            back.head.stamps,
+            Stamps {
+                queue_start_us: req.queued_at_us,
+                ..req.head.stamps
+            },
+            "the queue time is when the front queued it"
+        );
         assert_eq!(back.head.scheme, Scheme::Https);
         assert_eq!(
             (back.head.server_port, back.head.remote_port),

@@ -2,6 +2,7 @@
 //! ffi layer turns it into a dict with per-interpreter interned keys.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::wsgi::{CallOptions, RequestHead, Scheme};
 
@@ -27,7 +28,7 @@ pub(crate) const KEYS: &[&str] = &[
     "mod_wsgi.process_group",
     "mod_wsgi.application_group",
     "mod_wsgi.callable_object",
-    "mod_wsgi.script_reloading",
+    "apache.version",
     "mod_wsgi.version",
     "wsgi.version",
     "wsgi.url_scheme",
@@ -38,6 +39,13 @@ pub(crate) const KEYS: &[&str] = &[
     "wsgi.run_once",
     "wsgi.input_terminated",
     "wsgi.file_wrapper",
+    "mod_wsgi.request_id",
+    "mod_wsgi.request_start",
+    "mod_wsgi.queue_start",
+    "mod_wsgi.daemon_start",
+    "mod_wsgi.application_start",
+    "mod_wsgi.server_pid",
+    "mod_wsgi.thread_id",
     // Variables fronts add as extras (interned too, so no request makes their keys).
     "SERVER_ADDR",
     "REMOTE_USER",
@@ -51,8 +59,6 @@ pub(crate) const KEYS: &[&str] = &[
     "mod_wsgi.listener_port",
     "mod_wsgi.request_handler",
     "mod_wsgi.handler_script",
-    "mod_wsgi.request_id",
-    "mod_wsgi.request_start",
     "HTTP_HOST",
     "HTTP_USER_AGENT",
     "HTTP_ACCEPT",
@@ -88,7 +94,7 @@ pub(crate) mod k {
     pub const PROCESS_GROUP: usize = 17;
     pub const APPLICATION_GROUP: usize = 18;
     pub const CALLABLE_OBJECT: usize = 19;
-    pub const SCRIPT_RELOADING: usize = 20;
+    pub const APACHE_VERSION: usize = 20;
     pub const MOD_WSGI_VERSION: usize = 21;
     pub const WSGI_VERSION: usize = 22;
     pub const URL_SCHEME: usize = 23;
@@ -99,10 +105,53 @@ pub(crate) mod k {
     pub const RUN_ONCE: usize = 28;
     pub const INPUT_TERMINATED: usize = 29;
     pub const FILE_WRAPPER: usize = 30;
+    pub const REQUEST_ID: usize = 31;
+    pub const REQUEST_START: usize = 32;
+    pub const QUEUE_START: usize = 33;
+    pub const DAEMON_START: usize = 34;
+    pub const APPLICATION_START: usize = 35;
+    pub const SERVER_PID: usize = 36;
+    pub const THREAD_ID: usize = 37;
 }
 
 /// `mod_wsgi.version`: the mod_wsgi behaviour this host reproduces.
 pub const MOD_WSGI_VERSION: (u8, u8, u8) = (6, 0, 0);
+
+/// `apache.version` under `wsgi serve`, which is no Apache: the httpd release line (2.4) whose
+/// configuration and request handling it reproduces, with no patch level claimed.
+pub const SERVE_APACHE_VERSION: (u16, u16, u16) = (2, 4, 0);
+
+/// `apache.version` of the interpreters made from now on, packed (see [`set_apache_version`]).
+static APACHE_VERSION: AtomicU64 = AtomicU64::new(pack_version(SERVE_APACHE_VERSION));
+
+const fn pack_version((a, b, c): (u16, u16, u16)) -> u64 {
+    ((a as u64) << 32) | ((b as u64) << 16) | c as u64
+}
+
+/// Sets `apache.version` (mod_wsgi: the httpd headers it was built with) for the interpreters
+/// made after this call: the Apache module gives its httpd's; `wsgi serve` keeps
+/// [`SERVE_APACHE_VERSION`].
+pub fn set_apache_version(version: (u16, u16, u16)) {
+    APACHE_VERSION.store(pack_version(version), Ordering::Relaxed);
+}
+
+/// The `apache.version` an interpreter made now gives.
+pub(crate) fn apache_version() -> (u16, u16, u16) {
+    let v = APACHE_VERSION.load(Ordering::Relaxed);
+    ((v >> 32) as u16, (v >> 16) as u16, v as u16)
+}
+
+/// Writes `id` as Apache writes a request's log id (`%L`, `mod_wsgi.request_id`): its 8 bytes
+/// in base64 without the padding, 11 characters.
+pub fn format_request_id(id: u64, buf: &mut [u8; 11]) -> &str {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    // 64 bits as eleven 6-bit digits, the last padded with two zero bits.
+    let bits = u128::from(id) << 2;
+    for (i, out) in buf.iter_mut().enumerate() {
+        *out = ALPHABET[((bits >> (6 * (10 - i))) & 63) as usize];
+    }
+    std::str::from_utf8(buf).expect("base64 is ASCII")
+}
 
 /// `SERVER_SOFTWARE`.
 const SERVER_SOFTWARE: &str = concat!("wsgi-rs/", env!("CARGO_PKG_VERSION"));
@@ -113,8 +162,6 @@ pub(crate) const VALUES: &[&str] = &[
     "http",
     "https",
     SERVER_SOFTWARE,
-    "0",
-    "1",
     "application",
     "",
     "GET",
@@ -129,20 +176,18 @@ pub(crate) mod v {
     pub const HTTP: usize = 0;
     pub const HTTPS: usize = 1;
     pub const SERVER_SOFTWARE: usize = 2;
-    pub const ZERO: usize = 3;
-    pub const ONE: usize = 4;
-    pub const APPLICATION: usize = 5;
-    pub const EMPTY: usize = 6;
-    pub const GET: usize = 7;
-    pub const POST: usize = 8;
-    pub const HEAD: usize = 9;
-    pub const HTTP_1_1: usize = 10;
-    pub const HTTP_1_0: usize = 11;
+    pub const APPLICATION: usize = 3;
+    pub const EMPTY: usize = 4;
+    pub const GET: usize = 5;
+    pub const POST: usize = 6;
+    pub const HEAD: usize = 7;
+    pub const HTTP_1_1: usize = 8;
+    pub const HTTP_1_0: usize = 9;
 }
 
 /// Where the `HTTP_*` keys start in [`KEYS`] (they are last).
 #[cfg(test)]
-const HTTP_KEYS: usize = 45;
+const HTTP_KEYS: usize = 50;
 
 /// [`KEYS`] by name (FxHash: these keys are ours, not a client's to collide).
 static KEY_INDEX: std::sync::LazyLock<rustc_hash::FxHashMap<&'static str, usize>> =
@@ -209,7 +254,7 @@ fn protocol_value(protocol: &str) -> Value<'_> {
 }
 
 /// Writes `n` in decimal into `buf`, returning the digits.
-fn decimal(n: u16, buf: &mut [u8; 5]) -> &[u8] {
+pub(crate) fn decimal(n: u32, buf: &mut [u8; 10]) -> &[u8] {
     let mut n = n;
     let mut i = buf.len();
     loop {
@@ -309,8 +354,8 @@ pub(crate) fn for_each_cgi<E>(
     };
     let script_name = collapse_slashes(&req.script_name);
     let path_info = collapse_slashes(&req.path_info);
-    let mut server_port = [0u8; 5];
-    let mut remote_port = [0u8; 5];
+    let mut server_port = [0u8; 10];
+    let mut remote_port = [0u8; 10];
     let fixed: [(usize, Value<'_>); 14] = [
         (0, method_value(&req.method)),
         (1, Value::Bytes(&script_name)),
@@ -319,9 +364,15 @@ pub(crate) fn for_each_cgi<E>(
         (4, Value::Bytes(&req.request_uri)),
         (5, protocol_value(&req.protocol)),
         (6, Value::Bytes(req.server_name.as_bytes())),
-        (7, Value::Bytes(decimal(req.server_port, &mut server_port))),
+        (
+            7,
+            Value::Bytes(decimal(req.server_port.into(), &mut server_port)),
+        ),
         (8, Value::Bytes(req.remote_addr.as_bytes())),
-        (9, Value::Bytes(decimal(req.remote_port, &mut remote_port))),
+        (
+            9,
+            Value::Bytes(decimal(req.remote_port.into(), &mut remote_port)),
+        ),
         (
             10,
             Value::Known(match req.scheme {
@@ -429,7 +480,7 @@ mod tests {
         assert_eq!(KEYS[k::PROCESS_GROUP], "mod_wsgi.process_group");
         assert_eq!(KEYS[k::APPLICATION_GROUP], "mod_wsgi.application_group");
         assert_eq!(KEYS[k::CALLABLE_OBJECT], "mod_wsgi.callable_object");
-        assert_eq!(KEYS[k::SCRIPT_RELOADING], "mod_wsgi.script_reloading");
+        assert_eq!(KEYS[k::APACHE_VERSION], "apache.version");
         assert_eq!(KEYS[k::MOD_WSGI_VERSION], "mod_wsgi.version");
         assert_eq!(KEYS[k::WSGI_VERSION], "wsgi.version");
         assert_eq!(KEYS[k::URL_SCHEME], "wsgi.url_scheme");
@@ -440,6 +491,13 @@ mod tests {
         assert_eq!(KEYS[k::RUN_ONCE], "wsgi.run_once");
         assert_eq!(KEYS[k::INPUT_TERMINATED], "wsgi.input_terminated");
         assert_eq!(KEYS[k::FILE_WRAPPER], "wsgi.file_wrapper");
+        assert_eq!(KEYS[k::REQUEST_ID], "mod_wsgi.request_id");
+        assert_eq!(KEYS[k::REQUEST_START], "mod_wsgi.request_start");
+        assert_eq!(KEYS[k::QUEUE_START], "mod_wsgi.queue_start");
+        assert_eq!(KEYS[k::DAEMON_START], "mod_wsgi.daemon_start");
+        assert_eq!(KEYS[k::APPLICATION_START], "mod_wsgi.application_start");
+        assert_eq!(KEYS[k::SERVER_PID], "mod_wsgi.server_pid");
+        assert_eq!(KEYS[k::THREAD_ID], "mod_wsgi.thread_id");
         assert_eq!(KEYS[12], "CONTENT_TYPE");
         assert_eq!(KEYS[13], "CONTENT_LENGTH");
         assert_eq!(KEYS[14], "SCRIPT_FILENAME");
@@ -454,8 +512,6 @@ mod tests {
         assert_eq!(VALUES[v::HTTP], "http");
         assert_eq!(VALUES[v::HTTPS], "https");
         assert_eq!(VALUES[v::SERVER_SOFTWARE], SERVER_SOFTWARE);
-        assert_eq!(VALUES[v::ZERO], "0");
-        assert_eq!(VALUES[v::ONE], "1");
         assert_eq!(VALUES[v::APPLICATION], "application");
         assert_eq!(VALUES[v::EMPTY], "");
         assert_eq!(VALUES[v::GET], "GET");
@@ -464,8 +520,15 @@ mod tests {
         assert_eq!(VALUES[v::HTTP_1_1], "HTTP/1.1");
         assert_eq!(VALUES[v::HTTP_1_0], "HTTP/1.0");
         assert!(VALUES.iter().all(|v| v.is_ascii()));
-        let mut buf = [0u8; 5];
-        for n in [0u16, 7, 10, 443, 8080, 65535] {
+        let mut id = [0u8; 11];
+        // Apache's log id of the bytes 00 01 02 03 04 05 06 07 (apr_base64_encode, `=` cut).
+        assert_eq!(
+            format_request_id(0x0001_0203_0405_0607, &mut id),
+            "AAECAwQFBgc"
+        );
+        assert_eq!(format_request_id(u64::MAX, &mut id), "//////////8");
+        let mut buf = [0u8; 10];
+        for n in [0u32, 7, 10, 443, 8080, 65535, u32::MAX] {
             assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes());
         }
     }

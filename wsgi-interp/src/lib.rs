@@ -41,12 +41,12 @@ mod runtime;
 mod wsgi;
 
 pub use config::{InterpreterOptions, StartConfig, StartError};
-pub use environ::MOD_WSGI_VERSION;
+pub use environ::{MOD_WSGI_VERSION, SERVE_APACHE_VERSION, format_request_id, set_apache_version};
 pub use runtime::{
     Attached, DEFAULT_DRAIN, DEFAULT_THREAD_JOIN, InterpreterHandle, Runtime, ShutdownReport,
 };
 pub use wsgi::{
     AppError, CallOptions, HeadSource, InterpError, LoadStatus, Outcome, PyErrorInfo, ReloadMode,
-    RequestBody, RequestHead, ResponseSink, Scheme, ScriptError, ScriptSpec, callables_found,
-    copy_to_uninit,
+    RequestBody, RequestHead, ResponseSink, Scheme, ScriptError, ScriptSpec, Stamps,
+    callables_found, copy_to_uninit, next_request_id, now_us,
 };

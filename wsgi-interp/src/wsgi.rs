@@ -39,6 +39,69 @@ pub struct RequestHead {
     /// Extra CGI variables (e.g. `SCRIPT_FILENAME`, `DOCUMENT_ROOT`, `REMOTE_USER`); they
     /// override computed ones of the same name.
     pub extra: Vec<(Cow<'static, str>, Vec<u8>)>,
+    /// The request's `mod_wsgi.*` numbers.
+    pub stamps: Stamps,
+}
+
+/// What mod_wsgi 6.1 gives an application of its request beside the CGI variables, in the
+/// forms it gives them: times become floats of seconds since the epoch (`mod_wsgi.*_start`),
+/// the pid a str (`mod_wsgi.server_pid`). Plain numbers, so no request allocates for them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stamps {
+    /// `mod_wsgi.request_start`: when the front read the request, µs since the epoch.
+    pub request_start_us: u64,
+    /// `mod_wsgi.queue_start`: when the front began handing the request to a daemon process
+    /// (0: embedded mode, shown as `0.0` as mod_wsgi 6.1 does).
+    pub queue_start_us: u64,
+    /// `mod_wsgi.daemon_start`: when the daemon process took it (0: embedded mode).
+    pub daemon_start_us: u64,
+    /// `mod_wsgi.server_pid`: the process that accepted the connection (0: this one).
+    pub server_pid: u32,
+    /// `mod_wsgi.request_id` made by `wsgi serve` ([`next_request_id`]), shown as Apache shows
+    /// its log ids; 0: none (the Apache module passes Apache's own log id as that variable).
+    pub request_id: u64,
+}
+
+impl Stamps {
+    /// Stamps for a request read now by this process, with a new request id.
+    pub fn now() -> Stamps {
+        Stamps {
+            request_start_us: now_us(),
+            server_pid: std::process::id(),
+            request_id: next_request_id(),
+            ..Stamps::default()
+        }
+    }
+}
+
+/// Microseconds since the epoch (0 if the clock is before it).
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// A request id no other request of this process had (a bijection of a counter, seeded by the
+/// process's pid and start time so that other processes' ids differ too); never 0.
+pub fn next_request_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNT: AtomicU64 = AtomicU64::new(1);
+    let seed = *SEED.get_or_init(|| now_us() ^ (u64::from(std::process::id()) << 40));
+    loop {
+        // splitmix64's finalizer: a bijection, so distinct counts give distinct ids.
+        let mut z = seed.wrapping_add(
+            COUNT
+                .fetch_add(1, Ordering::Relaxed)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        if z != 0 {
+            return z;
+        }
+    }
 }
 
 /// What a front knows of a request routed to an application (or to its hook scripts), for
@@ -76,6 +139,15 @@ pub struct HeadSource<'a> {
     pub env: Vec<(String, Vec<u8>)>,
     /// `SCRIPT_FILENAME`.
     pub script_filename: &'a [u8],
+    /// `DOCUMENT_ROOT`.
+    pub document_root: &'a [u8],
+    /// `SERVER_ADMIN` (left out when empty, as Apache does).
+    pub server_admin: &'a [u8],
+    /// `CONTEXT_PREFIX` and `CONTEXT_DOCUMENT_ROOT`, which an application's environ has and a
+    /// hook script's does not (None).
+    pub context: Option<(&'a [u8], &'a [u8])>,
+    /// The request's `mod_wsgi.*` numbers ([`Stamps::now`] when the front read it).
+    pub stamps: Stamps,
 }
 
 /// Variables the request itself gives: a configured variable of one of these names is not
@@ -102,8 +174,9 @@ impl RequestHead {
     /// The environ's source for `source`, with `settings`' trusted proxies applied, as mod_wsgi
     /// builds it: the configured variables but for those the request gives (and its
     /// `HTTP_*` headers), `HTTPS` turned into `wsgi.url_scheme` (`on` or `1`, set by mod_ssl
-    /// or by `SetEnv`/`SetEnvIf`) and then removed, `SCRIPT_FILENAME`, `SERVER_ADDR` and
-    /// mod_wsgi's listener keys. A front adds only what is its own after this.
+    /// or by `SetEnv`/`SetEnvIf`) and then removed, `SCRIPT_FILENAME`, `SERVER_ADDR`,
+    /// mod_wsgi's listener keys, the server's `DOCUMENT_ROOT`, `SERVER_ADMIN` and `CONTEXT_*`,
+    /// and the request's [`Stamps`]. A front adds only what is its own after this.
     pub fn build(source: HeadSource<'_>, settings: &wsgi_config::WsgiSettings) -> RequestHead {
         let HeadSource {
             method,
@@ -120,6 +193,10 @@ impl RequestHead {
             headers,
             env,
             script_filename,
+            document_root,
+            server_admin,
+            context,
+            stamps,
         } = source;
         let is_header = |name: &str| {
             name.strip_prefix("HTTP_").is_some_and(|header| {
@@ -132,7 +209,7 @@ impl RequestHead {
             })
         };
         let request_scheme = scheme;
-        let mut extra = Vec::with_capacity(env.len() + 5);
+        let mut extra = Vec::with_capacity(env.len() + 9);
         for (name, value) in env {
             if name == "HTTPS" {
                 if value.eq_ignore_ascii_case(b"on") || value == b"1" {
@@ -164,6 +241,14 @@ impl RequestHead {
             Cow::Borrowed("mod_wsgi.listener_port"),
             local.1.to_string().into_bytes(),
         ));
+        extra.push((Cow::Borrowed("DOCUMENT_ROOT"), document_root.to_vec()));
+        if !server_admin.is_empty() {
+            extra.push((Cow::Borrowed("SERVER_ADMIN"), server_admin.to_vec()));
+        }
+        if let Some((prefix, root)) = context {
+            extra.push((Cow::Borrowed("CONTEXT_PREFIX"), prefix.to_vec()));
+            extra.push((Cow::Borrowed("CONTEXT_DOCUMENT_ROOT"), root.to_vec()));
+        }
         let mut head = RequestHead {
             method,
             script_name: wsgi_config::route::latin1_bytes(script_name),
@@ -178,6 +263,7 @@ impl RequestHead {
             remote_port: peer.1,
             headers,
             extra,
+            stamps,
         };
         head.apply_trusted_proxies(settings);
         head
@@ -612,6 +698,10 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
                 .collect(),
             script_filename: b"/srv/app.wsgi",
+            document_root: b"/var/www/html",
+            server_admin: b"",
+            context: Some((b"", b"/var/www/html")),
+            stamps: Stamps::default(),
         }
     }
 

@@ -112,11 +112,15 @@ def application(environ, start_response):
     keys = ['REQUEST_METHOD', 'SCRIPT_NAME', 'PATH_INFO', 'QUERY_STRING', 'SERVER_NAME', 'SERVER_PORT',
             'SERVER_PROTOCOL', 'REMOTE_ADDR', 'REMOTE_PORT', 'HTTP_HOST', 'HTTP_X_MULTI', 'HTTP_COOKIE',
             'CONTENT_TYPE', 'wsgi.url_scheme', 'mod_wsgi.process_group', 'mod_wsgi.application_group',
-            'mod_wsgi.callable_object', 'mod_wsgi.script_reloading', 'mod_wsgi.path_info']
+            'mod_wsgi.callable_object', 'mod_wsgi.script_reloading', 'mod_wsgi.path_info',
+            'mod_wsgi.queue_start', 'mod_wsgi.daemon_start', 'mod_wsgi.request_id']
     out = ['%s=%s' % (k, environ.get(k)) for k in keys]
     out.append('version=%r' % (environ['wsgi.version'],))
     out.append('mversion=%r' % (environ['mod_wsgi.version'],))
     out.append('flags=%r' % ((environ['wsgi.multithread'], environ['wsgi.multiprocess'], environ['wsgi.run_once'], environ['wsgi.input_terminated']),))
+    out.append('apache=%r' % (environ['apache.version'],))
+    out.append('times=%s' % [type(environ['mod_wsgi.' + k]).__name__ for k in ('request_start', 'application_start')])
+    out.append('pid=%s thread=%s' % (environ['mod_wsgi.server_pid'] == str(__import__('os').getpid()), environ['mod_wsgi.thread_id'] >= 1))
     out.append('types=%s' % sorted(set(type(v).__name__ for k, v in environ.items() if k.isupper())))
     out.append('nounderscore=%s' % ('HTTP_X_BAD' not in environ and 'HTTP_X_BAD_NAME' not in environ))
     environ['wsgi.errors'].write('hello from wsgi.errors\n')
@@ -160,8 +164,14 @@ def application(environ, start_response):
         "mod_wsgi.process_group=pg",
         "mod_wsgi.application_group=environ",
         "mod_wsgi.callable_object=application",
-        "mod_wsgi.script_reloading=1",
+        "mod_wsgi.script_reloading=None",
         "mod_wsgi.path_info=/café",
+        "mod_wsgi.queue_start=0.0",
+        "mod_wsgi.daemon_start=0.0",
+        "mod_wsgi.request_id=None",
+        "apache=(2, 4, 0)",
+        "times=['float', 'float']",
+        "pid=True thread=True",
         "version=(1, 0)",
         "mversion=(6, 0, 0)",
         "flags=(True, False, False, True)",

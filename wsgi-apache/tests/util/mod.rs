@@ -154,6 +154,18 @@ ServerName localhost
 /// Debian's mod_wsgi, which the comparison tests run beside ours.
 pub const DEBIAN_MOD_WSGI: &str = "/usr/lib/apache2/modules/mod_wsgi.so";
 
+/// pip's mod_wsgi 6.1.1 (the release wsgi-rs follows), built by scripts/setup-test-env.sh.
+pub fn mod_wsgi_61() -> String {
+    let root = std::env::var("WSGI_RS_TEST_ROOT").unwrap_or("/var/tmp/wsgi-rs-test".into());
+    let module = Path::new(&root).join("mod_wsgi61/mod_wsgi.so");
+    assert!(
+        module.exists(),
+        "{} is missing: run scripts/setup-test-env.sh (it builds mod_wsgi 6.1.1 with pip)",
+        module.display()
+    );
+    format!("LoadModule wsgi_module {}", module.display())
+}
+
 /// Whether Debian's mod_wsgi is installed; says so when it is not (nothing to compare with).
 pub fn have_debian_mod_wsgi() -> bool {
     let found = Path::new(DEBIAN_MOD_WSGI).exists();
@@ -259,16 +271,25 @@ impl Apache {
     /// Ours and Debian's mod_wsgi serving the same `site`, with their server roots in the
     /// folders `ours` and `theirs` of `dir`.
     pub fn ours_and_debians(dir: &Path, site: &str) -> (Apache, Apache) {
+        let debian = format!("LoadModule wsgi_module {DEBIAN_MOD_WSGI}");
+        Apache::ours_and(dir, ("theirs", &debian), site)
+    }
+
+    /// Ours and mod_wsgi 6.1.1 ([`mod_wsgi_61`]) serving the same `site`, with their server
+    /// roots in the folders `ours` and `theirs61` of `dir`.
+    pub fn ours_and_mod_wsgi_61(dir: &Path, site: &str) -> (Apache, Apache) {
+        Apache::ours_and(dir, ("theirs61", &mod_wsgi_61()), site)
+    }
+
+    /// Ours and the module of the `LoadModule` line `load` serving the same `site`, with their
+    /// server roots in the folders `ours` and `folder` of `dir`.
+    fn ours_and(dir: &Path, (folder, load): (&str, &str), site: &str) -> (Apache, Apache) {
         let ours_root = dir.join("ours");
-        let theirs_root = dir.join("theirs");
+        let theirs_root = dir.join(folder);
         std::fs::create_dir(&ours_root).unwrap();
         std::fs::create_dir(&theirs_root).unwrap();
         let ours = Apache::start(&ours_root, site);
-        let theirs = Apache::start_with_module(
-            &theirs_root,
-            &format!("LoadModule wsgi_module {DEBIAN_MOD_WSGI}"),
-            site,
-        );
+        let theirs = Apache::start_with_module(&theirs_root, load, site);
         (ours, theirs)
     }
 
@@ -441,3 +462,71 @@ pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
         k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
     })
 }
+
+/// An application answering with each environ key and its value's type, one `key=type` line
+/// each: the type's name for str, bool, int, float, tuple and type, `object` for the rest
+/// (`wsgi.input` and `wsgi.errors` are each server's own classes).
+pub const ENVIRON_TYPES_APP: &str = r#"
+PLAIN = (str, bool, int, float, tuple, type)
+
+def application(environ, start_response):
+    lines = ['%s=%s' % (k, type(v).__name__ if type(v) in PLAIN else 'object') for k, v in sorted(environ.items())]
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return ['\n'.join(lines).encode()]
+"#;
+
+/// The `key=type` lines of an [`ENVIRON_TYPES_APP`] answer, by key.
+pub fn environ_types(body: &[u8]) -> std::collections::BTreeMap<String, String> {
+    String::from_utf8_lossy(body)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// How two [`environ_types`] maps differ: keys only one has, and keys whose types differ;
+/// empty when they are the same.
+pub fn environ_type_differences(
+    ours: &std::collections::BTreeMap<String, String>,
+    theirs: &std::collections::BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (k, t) in theirs {
+        match ours.get(k) {
+            None => out.push(format!("{k}: only mod_wsgi 6.1 ({t})")),
+            Some(o) if o != t => out.push(format!("{k}: mod_wsgi 6.1 {t}, ours {o}")),
+            Some(_) => {}
+        }
+    }
+    for (k, t) in ours {
+        if !theirs.contains_key(k) {
+            out.push(format!("{k}: only ours ({t})"));
+        }
+    }
+    out
+}
+
+/// An application answering with the environ values that are the server's (`apache.version`,
+/// `DOCUMENT_ROOT`, `SERVER_ADMIN`, `CONTEXT_*`) and with what mod_wsgi 6.1's per-request
+/// numbers mean: `queue_start`/`daemon_start` 0.0 in embedded mode; in daemon mode, the
+/// request, queue, daemon and application times in that order; `server_pid` the process that
+/// took the connection (in daemon mode, not the one running the application).
+pub const ENVIRON_VALUES_APP: &str = r#"
+import os, time
+
+def application(environ, start_response):
+    keys = ['apache.version', 'DOCUMENT_ROOT', 'SERVER_ADMIN', 'CONTEXT_PREFIX', 'CONTEXT_DOCUMENT_ROOT']
+    lines = ['%s=%r' % (k, environ[k]) for k in keys]
+    times = [environ['mod_wsgi.' + k] for k in ('request_start', 'queue_start', 'daemon_start', 'application_start')]
+    daemon = environ['mod_wsgi.process_group'] != ''
+    if daemon:
+        ordered = times == sorted(times) and abs(time.time() - times[0]) < 60
+    else:
+        ordered = times[1] == times[2] == 0.0 and times[0] <= times[3] and abs(time.time() - times[0]) < 60
+    lines.append('ordered=%s' % ordered)
+    lines.append('server_pid_is_own=%s' % (environ['mod_wsgi.server_pid'] == str(os.getpid())))
+    lines.append('thread_id_positive=%s' % (environ['mod_wsgi.thread_id'] >= 1))
+    lines.append('request_id_length=%d' % len(environ['mod_wsgi.request_id']))
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return ['\n'.join(lines).encode()]
+"#;

@@ -33,7 +33,7 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{Semaphore, oneshot, watch};
 use wsgi_config::MapHeadToGet;
 use wsgi_config::route::{AliasTarget, ProcessGroup, Route, RouteRequest};
-use wsgi_interp::{CallOptions, HeadSource, RequestHead, Scheme, ScriptSpec};
+use wsgi_interp::{CallOptions, HeadSource, RequestHead, Scheme, ScriptSpec, Stamps};
 
 use super::access_log::{AccessLogs, LogExtras, LogJob, LogRecord, LoggedBody};
 use super::auth::{self, Granted, Refusal};
@@ -848,6 +848,12 @@ fn front_hooks(
             env: &place.env,
             server_name: &place.server_name,
             port: place.port,
+            server: front
+                .site
+                .config
+                .server_identity(vhost_of(front, conn, host)),
+            context: None,
+            stamps: Stamps::now(),
         },
         settings,
     );
@@ -1314,6 +1320,8 @@ async fn run_app(
     target: Bytes,
     granted: Granted,
 ) -> Response<ResponseBody> {
+    // `mod_wsgi.request_start`: before the body is read.
+    let stamps = Stamps::now();
     let (parts, body) = req.into_parts();
     let is_head = parts.method == Method::HEAD;
     // mod_wsgi's WSGIMapHEADToGET: Auto (the default) maps HEAD to GET only when an Apache
@@ -1361,6 +1369,14 @@ async fn run_app(
             env: &route.env,
             server_name: &route.server_name,
             port: route.port,
+            server: front.site.config.server_identity(route.host),
+            context: Some(
+                route
+                    .context
+                    .as_ref()
+                    .map(|(p, r)| (p.as_str(), r.as_str())),
+            ),
+            stamps,
         },
         &route.settings,
     );
@@ -1501,6 +1517,12 @@ struct Mount<'a> {
     env: &'a [(String, String)],
     server_name: &'a str,
     port: u16,
+    /// `DOCUMENT_ROOT` and `SERVER_ADMIN` ([`wsgi_config::Config::server_identity`]).
+    server: (&'a std::ffi::OsStr, &'a str),
+    /// An application's environ: its `CONTEXT_PREFIX` and `CONTEXT_DOCUMENT_ROOT` (None: the
+    /// server's); None for a hook script's, which has neither.
+    context: Option<Option<(&'a str, &'a str)>>,
+    stamps: Stamps,
 }
 
 /// The environ's source for a request at `mount` ([`RequestHead::build`]), with what the
@@ -1521,6 +1543,7 @@ fn request_head(
     if let Some(sni) = conn.tls.as_ref().and_then(|t| t.sni.as_ref()) {
         env.push(("SSL_TLS_SNI".into(), sni.as_bytes().to_vec()));
     }
+    let document_root = mount.server.0.as_encoded_bytes();
     let source = HeadSource {
         method,
         request_uri: target,
@@ -1540,6 +1563,13 @@ fn request_head(
         headers: app_headers(headers, uri),
         env,
         script_filename: mount.script.as_os_str().as_encoded_bytes(),
+        document_root,
+        server_admin: mount.server.1.as_bytes(),
+        context: mount.context.map(|context| match context {
+            Some((prefix, root)) => (prefix.as_bytes(), root.as_bytes()),
+            None => (b"".as_slice(), document_root),
+        }),
+        stamps: mount.stamps,
     };
     RequestHead::build(source, settings)
 }

@@ -157,27 +157,26 @@ pub(crate) fn load_script(
     }
 }
 
-/// Builds the environ dict. A hook's environ (`input` None) has no `wsgi.input`,
-/// `wsgi.input_terminated` or `wsgi.file_wrapper`, and no `mod_wsgi.callable_object` when
-/// `callable` is None.
+/// Builds the environ dict: mod_wsgi 6.1's keys, in its forms. A hook's environ (`input`
+/// None) has no `wsgi.input`, `wsgi.input_terminated` or `wsgi.file_wrapper`, none of the
+/// per-request `mod_wsgi.*` numbers (as mod_wsgi's access and auth scripts), and no
+/// `mod_wsgi.callable_object` when `callable` is None.
 ///
 /// # Safety
 /// Attached to the interpreter owning `objects`.
-#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn build_environ(
     objects: &Objects,
     head: &RequestHead,
     opts: &CallOptions,
     callable: Option<&str>,
-    reloading: bool,
     input: Option<&Obj>,
     errors: &Obj,
 ) -> Option<Obj> {
     // SAFETY: attached (caller's contract); keys and cached values are this interpreter's
     // own objects (`objects`), and PyDict_SetItem takes its own references.
     unsafe {
-        // The fixed CGI variables, HTTPS, the headers, the extras and the 14 set below.
-        let size = 15 + head.headers.len() + head.extra.len() + 14;
+        // The fixed CGI variables, HTTPS, the headers, the extras and the 21 set below.
+        let size = 15 + head.headers.len() + head.extra.len() + 21;
         let env = new_dict(size)?;
         let set = |key: *mut ffi::PyObject, value: *mut ffi::PyObject| {
             ffi::PyDict_SetItem(env.as_ptr(), key, value) == 0
@@ -221,7 +220,6 @@ pub(crate) unsafe fn build_environ(
                 callable_owned.as_ptr()
             }
         };
-        let reloading = value(if reloading { v::ONE } else { v::ZERO });
         let input = input.map_or(ptr::null_mut(), Obj::as_ptr);
         let file_wrapper = if input.is_null() {
             ptr::null_mut()
@@ -247,15 +245,79 @@ pub(crate) unsafe fn build_environ(
             (k::PROCESS_GROUP, process_group),
             (k::APPLICATION_GROUP, objects.group_name.ptr()),
             (k::CALLABLE_OBJECT, callable),
-            (k::SCRIPT_RELOADING, reloading),
             (k::MOD_WSGI_VERSION, objects.mod_wsgi_version.ptr()),
+            (k::APACHE_VERSION, objects.apache_version.ptr()),
         ];
         for (i, v) in pairs {
             if !v.is_null() && !set(key(i), v) {
                 return None;
             }
         }
+        if !input.is_null() && !set_stamps(objects, &head.stamps, &set) {
+            return None;
+        }
         Some(env)
+    }
+}
+
+/// Sets mod_wsgi 6.1's per-request numbers with `set`: `request_start`, `queue_start`,
+/// `daemon_start` and `application_start` (now) as floats of seconds since the epoch,
+/// `server_pid` a str, `thread_id` an int, and `request_id` when `wsgi serve` made one. The
+/// embedded-mode values (`0.0`, this process's pid) are the interpreter's cached objects.
+///
+/// # Safety
+/// Attached to the interpreter owning `objects`.
+unsafe fn set_stamps(
+    objects: &Objects,
+    stamps: &crate::Stamps,
+    set: &dyn Fn(*mut ffi::PyObject, *mut ffi::PyObject) -> bool,
+) -> bool {
+    // SAFETY: attached (caller's contract); every object made here is owned by an Obj that
+    // outlives its use, and `set` takes its own reference.
+    unsafe {
+        let seconds = |us: u64| -> Option<Obj> {
+            if us == 0 {
+                Some(Obj::borrowed(objects.zero_seconds.ptr()))
+            } else {
+                Obj::own(ffi::PyFloat_FromDouble(us as f64 / 1e6))
+            }
+        };
+        let pid = if stamps.server_pid == 0 || stamps.server_pid == std::process::id() {
+            Some(Obj::borrowed(objects.own_pid.ptr()))
+        } else {
+            let mut buf = [0u8; 10];
+            latin1_str(crate::environ::decimal(stamps.server_pid, &mut buf))
+        };
+        let values = [
+            (k::REQUEST_START, seconds(stamps.request_start_us)),
+            (k::QUEUE_START, seconds(stamps.queue_start_us)),
+            (k::DAEMON_START, seconds(stamps.daemon_start_us)),
+            (k::APPLICATION_START, seconds(crate::wsgi::now_us())),
+            (k::SERVER_PID, pid),
+            (
+                k::THREAD_ID,
+                Obj::own(ffi::PyLong_FromUnsignedLong(
+                    crate::metrics::thread_id().into(),
+                )),
+            ),
+        ];
+        for (i, v) in values {
+            let Some(v) = v else { return false };
+            if !set(objects.keys[i].ptr(), v.as_ptr()) {
+                return false;
+            }
+        }
+        if stamps.request_id != 0 {
+            let mut buf = [0u8; 11];
+            let id = crate::environ::format_request_id(stamps.request_id, &mut buf);
+            let Some(id) = latin1_str(id.as_bytes()) else {
+                return false;
+            };
+            if !set(objects.keys[k::REQUEST_ID].ptr(), id.as_ptr()) {
+                return false;
+            }
+        }
+        true
     }
 }
 
@@ -273,7 +335,6 @@ pub(crate) fn environ_size(py: &Attached<'_>, head: &RequestHead, opts: &CallOpt
             head,
             opts,
             Some("application"),
-            true,
             Some(&none),
             &none,
         ) {
@@ -461,13 +522,11 @@ fn call_tracked(
         let Some(input) = call(objects.input_type.ptr(), &[raw_read.as_ptr()]) else {
             return failure(app_error(take_error(fmt)));
         };
-        let reloading = spec.reload != ReloadMode::Off;
         let Some(environ) = build_environ(
             objects,
             head,
             opts,
             Some(&spec.callable),
-            reloading,
             Some(&input),
             &app.errors,
         ) else {

@@ -152,10 +152,8 @@ pub(crate) fn call_hook(
             });
         }
         let f = Obj::borrowed(found);
-        let reloading = script.reload;
-        let environ =
-            super::call::build_environ(&objects, head, opts, None, reloading, None, &errors)
-                .ok_or_else(raised)?;
+        let environ = super::call::build_environ(&objects, head, opts, None, None, &errors)
+            .ok_or_else(raised)?;
         let mut owned = Vec::with_capacity(args.len() + 1);
         owned.push(environ);
         for arg in args {

@@ -125,6 +125,12 @@ pub(crate) struct Objects {
     pub run_atexit: Stored,
     pub wsgi_version: Stored,
     pub mod_wsgi_version: Stored,
+    /// `apache.version`.
+    pub apache_version: Stored,
+    /// `0.0`: `mod_wsgi.queue_start` and `daemon_start` in embedded mode.
+    pub zero_seconds: Stored,
+    /// This process's pid as a str: `mod_wsgi.server_pid` in embedded mode.
+    pub own_pid: Stored,
     pub group_name: Stored,
     pub request_timeout: Stored,
     /// `_wsgi_rs.tracking`: a list, non-empty once requests are tracked for `mod_wsgi`.
@@ -160,6 +166,9 @@ impl Objects {
                 self.run_atexit,
                 self.wsgi_version,
                 self.mod_wsgi_version,
+                self.apache_version,
+                self.zero_seconds,
+                self.own_pid,
                 self.group_name,
                 self.request_timeout,
                 self.tracking,
@@ -1195,13 +1204,19 @@ unsafe fn bootstrap(
         let zero = Obj::own(ffi::PyLong_FromLong(0)).ok_or_else(err)?;
         let wsgi_version =
             Obj::own(ffi::PyTuple_Pack(2, one.as_ptr(), zero.as_ptr())).ok_or_else(err)?;
+        // A tuple of three ints (`mod_wsgi.version`, `apache.version`).
+        let version_tuple = |(a, b, c): (u16, u16, u16)| {
+            let items = [a, b, c].map(|n| Obj::own(ffi::PyLong_FromLong(n.into())));
+            let [Some(a), Some(b), Some(c)] = items else {
+                return None;
+            };
+            Obj::own(ffi::PyTuple_Pack(3, a.as_ptr(), b.as_ptr(), c.as_ptr()))
+        };
         let (a, b, c) = MOD_WSGI_VERSION;
-        let va = Obj::own(ffi::PyLong_FromLong(a.into())).ok_or_else(err)?;
-        let vb = Obj::own(ffi::PyLong_FromLong(b.into())).ok_or_else(err)?;
-        let vc = Obj::own(ffi::PyLong_FromLong(c.into())).ok_or_else(err)?;
-        let mod_wsgi_version =
-            Obj::own(ffi::PyTuple_Pack(3, va.as_ptr(), vb.as_ptr(), vc.as_ptr()))
-                .ok_or_else(err)?;
+        let mod_wsgi_version = version_tuple((a.into(), b.into(), c.into())).ok_or_else(err)?;
+        let apache_version = version_tuple(crate::environ::apache_version()).ok_or_else(err)?;
+        let zero_seconds = Obj::own(ffi::PyFloat_FromDouble(0.0)).ok_or_else(err)?;
+        let own_pid = new_str(&std::process::id().to_string()).ok_or_else(err)?;
         let group_name = new_str(name).ok_or_else(err)?;
         let request_timeout = attr(c"RequestTimeout")?;
         let tracking = attr(c"tracking")?;
@@ -1244,6 +1259,9 @@ unsafe fn bootstrap(
             run_atexit: attr(c"run_atexit")?,
             wsgi_version: Stored::new(wsgi_version),
             mod_wsgi_version: Stored::new(mod_wsgi_version),
+            apache_version: Stored::new(apache_version),
+            zero_seconds: Stored::new(zero_seconds),
+            own_pid: Stored::new(own_pid),
             group_name: Stored::new(group_name),
             format_exc: Stored::new(format_exc),
             request_timeout,
