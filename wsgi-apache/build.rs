@@ -120,6 +120,10 @@ fn write_command_table(path: &Path) {
             c_string(d.usage)
         ));
     }
+    // mod_wsgi 6's section: checked by the builder, then its lines read with it around them.
+    text.push_str(
+        "    AP_INIT_RAW_ARGS(\"<WSGIInterpreterOptions\", wsgi_rs_interpreter_options, NULL, RSRC_CONF, \"<WSGIInterpreterOptions process-group=NAME application-group=NAME>: settings for the interpreters it selects\"),\n",
+    );
     text.push_str("    { NULL }\n};\n");
     std::fs::write(path, text).expect("OUT_DIR is writable");
 }

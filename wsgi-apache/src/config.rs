@@ -151,7 +151,12 @@ fn apply(
     let builder = builder
         .as_mut()
         .ok_or("mod_wsgi_rs was not initialised before its directives were read")?;
-    builder.directive(&ctx, &directive).map_err(|errors| {
+    let done = if name.eq_ignore_ascii_case("<WSGIInterpreterOptions") {
+        builder.interpreter_options(&ctx, &directive.args, &directive.span)
+    } else {
+        builder.directive(&ctx, &directive)
+    };
+    done.map_err(|errors| {
         // Every problem of the line, in one message (Apache shows a directive's message on one
         // line, with the line's number once).
         errors

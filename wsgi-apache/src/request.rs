@@ -530,12 +530,19 @@ pub(crate) fn start_runtime(config: &Config) -> Result<&'static Runtime, String>
                 // `mod_wsgi` in embedded mode: the MPM's processes and threads per child.
                 maximum_processes: u32::try_from(processes).unwrap_or(1),
                 threads_per_process: u32::try_from(threads).unwrap_or(1),
+                interpreter_rules: config.python.interpreter_rules(),
                 ..StartConfig::default()
             };
             let options = InterpreterOptions {
                 per_interpreter_gil: config.python.per_interpreter_gil,
             };
-            if config.python.free_threading && !wsgi_interp::embedded::FREE_THREADED_BUILD {
+            let free_threading = config.python.free_threading
+                || config
+                    .python
+                    .interpreter_options
+                    .iter()
+                    .any(|b| b.rule.free_threading == Some(true));
+            if free_threading && !wsgi_interp::embedded::FREE_THREADED_BUILD {
                 log(
                     std::ptr::null_mut(),
                     APLOG_WARNING,
@@ -545,14 +552,40 @@ pub(crate) fn start_runtime(config: &Config) -> Result<&'static Runtime, String>
                     ),
                 );
             }
-            Runtime::start_with(&start, &options).map_err(|e| {
+            let runtime = Runtime::start_with(&start, &options).map_err(|e| {
                 let message = format!("Python did not start in this Apache child: {e}");
                 log(std::ptr::null_mut(), APLOG_ERR, &message);
                 message
-            })
+            })?;
+            if let Some(interval) = config.python.switch_interval_for("") {
+                set_switch_interval(&runtime, interval);
+            }
+            Ok(runtime)
         })
         .as_ref()
         .map_err(Clone::clone)
+}
+
+/// `WSGISwitchInterval` (or a `<WSGIInterpreterOptions process-group=%{GLOBAL}>` section's) in
+/// this child: `sys.setswitchinterval` in the main interpreter, which sets it for every
+/// interpreter sharing its GIL.
+fn set_switch_interval(runtime: &Runtime, interval: f64) {
+    let code = format!("__import__('sys').setswitchinterval({interval:?})");
+    let outcome = runtime
+        .interpreter("")
+        .map_err(|e| e.to_string())
+        .and_then(|main| match main.run(|py| py.exec(&code)) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        });
+    if let Err(e) = outcome {
+        log(
+            std::ptr::null_mut(),
+            APLOG_ERR,
+            &format!("WSGISwitchInterval {interval} was not applied: {e}"),
+        );
+    }
 }
 
 /// `WSGIImportScript path process-group=%{GLOBAL} application-group=NAME`: loaded in every

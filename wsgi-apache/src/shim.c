@@ -104,14 +104,47 @@ struct wsgi_rs_dir_config {
     int settings;
 };
 
-static const char *wsgi_rs_cmd(cmd_parms *cmd, void *mconfig, const char *args)
+/* Feeds the line `d` (directive `name`, arguments `args`) to wsgi-config's builder, with the
+ * sections around it. */
+static const char *wsgi_rs_feed(cmd_parms *cmd, const ap_directive_t *d, const char *name,
+                                const char *args)
 {
     struct wsgi_rs_section sections[WSGI_RS_MAX_DEPTH];
     const ap_directive_t *chain[WSGI_RS_MAX_DEPTH];
-    const ap_directive_t *d = cmd->directive;
     const ap_directive_t *p;
     int depth = 0;
     int i;
+    char *error;
+    const char *copy;
+
+    for (p = d ? d->parent : NULL; p != NULL && depth < WSGI_RS_MAX_DEPTH; p = p->parent) {
+        chain[depth++] = p;
+    }
+    for (i = 0; i < depth; i++) {
+        const ap_directive_t *s = chain[depth - 1 - i];
+        char *section_args = apr_pstrdup(cmd->temp_pool, s->args ? s->args : "");
+        size_t n = strlen(section_args);
+        if (n > 0 && section_args[n - 1] == '>') {
+            section_args[n - 1] = '\0';
+        }
+        sections[i].kind = s->directive[0] == '<' ? s->directive + 1 : s->directive;
+        sections[i].args = section_args;
+        sections[i].file = s->filename;
+        sections[i].line = s->line_num;
+    }
+    error = wsgi_rs_directive(name, args ? args : "", d && d->filename ? d->filename : "",
+                              d ? d->line_num : 0, sections, depth, 0);
+    if (error == NULL) {
+        return NULL;
+    }
+    copy = apr_pstrdup(cmd->pool, error);
+    wsgi_rs_free(error);
+    return copy;
+}
+
+static const char *wsgi_rs_cmd(cmd_parms *cmd, void *mconfig, const char *args)
+{
+    const ap_directive_t *d = cmd->directive;
     int htaccess = (cmd->override & (RSRC_CONF | ACCESS_CONF)) == 0;
     char *error;
     const char *copy;
@@ -131,30 +164,37 @@ static const char *wsgi_rs_cmd(cmd_parms *cmd, void *mconfig, const char *args)
         wsgi_rs_free(error);
         return copy;
     }
-    for (p = d ? d->parent : NULL; p != NULL && depth < WSGI_RS_MAX_DEPTH; p = p->parent) {
-        chain[depth++] = p;
+    return wsgi_rs_feed(cmd, d, cmd->cmd->name, args);
+}
+
+/* <WSGIInterpreterOptions process-group=NAME application-group=NAME> (mod_wsgi 6): the
+ * builder checks the section, then Apache reads the lines inside, each fed to the builder with
+ * the section around it. A line of another module inside is fed too, for the builder to refuse
+ * (Apache would apply it to the whole server). */
+static const char *wsgi_rs_interpreter_options(cmd_parms *cmd, void *mconfig, const char *args)
+{
+    const char *end = ap_strrchr_c(args, '>');
+    const ap_directive_t *child;
+    const char *error;
+
+    if (end == NULL) {
+        return apr_pstrcat(cmd->pool, cmd->cmd->name, "> directive missing closing '>'", NULL);
     }
-    for (i = 0; i < depth; i++) {
-        const ap_directive_t *s = chain[depth - 1 - i];
-        char *section_args = apr_pstrdup(cmd->temp_pool, s->args ? s->args : "");
-        size_t n = strlen(section_args);
-        if (n > 0 && section_args[n - 1] == '>') {
-            section_args[n - 1] = '\0';
+    error = wsgi_rs_feed(cmd, cmd->directive, cmd->cmd->name,
+                         apr_pstrndup(cmd->temp_pool, args, end - args));
+    if (error != NULL) {
+        return error;
+    }
+    for (child = cmd->directive->first_child; child != NULL; child = child->next) {
+        if (strncasecmp(child->directive, "WSGI", 4) != 0) {
+            error = wsgi_rs_feed(cmd, child, child->directive, child->args);
+            if (error != NULL) {
+                return apr_psprintf(cmd->pool, "%s:%d: %s", child->filename, child->line_num,
+                                    error);
+            }
         }
-        sections[i].kind = s->directive[0] == '<' ? s->directive + 1 : s->directive;
-        sections[i].args = section_args;
-        sections[i].file = s->filename;
-        sections[i].line = s->line_num;
     }
-    error = wsgi_rs_directive(cmd->cmd->name, args ? args : "",
-                              d && d->filename ? d->filename : "",
-                              d ? d->line_num : 0, sections, depth, htaccess);
-    if (error == NULL) {
-        return NULL;
-    }
-    copy = apr_pstrdup(cmd->pool, error);
-    wsgi_rs_free(error);
-    return copy;
+    return ap_walk_config(cmd->directive->first_child, cmd, cmd->context);
 }
 
 /* ---- WSGIAccessScript, WSGIAuthUserScript, WSGIAuthGroupScript ---- */

@@ -168,3 +168,74 @@ fn apache_checks_contexts_for_directory_sections() {
         "{text}"
     );
 }
+
+/// `<WSGIInterpreterOptions>` (mod_wsgi 6) as mod_wsgi 6.1.1 applies it, side by side in the
+/// same Apache: each section's `WSGIPythonPath`, `WSGISwitchInterval` and
+/// `WSGIRestrictStdin`/`WSGIRestrictStdout` reach the interpreters it selects (a daemon
+/// group's, one application group in it, embedded mode's main interpreter) and no other, the
+/// most specific section winning.
+#[test]
+fn interpreter_options_apply_to_the_interpreters_they_select() {
+    let dir = util::scratch("wsgi-apache-interp-options-");
+    let site = util::interpreter_options_site(dir.path());
+    let (ours, theirs) = util::Apache::ours_and_mod_wsgi_61(dir.path(), &site);
+    for (path, expected) in util::INTERPRETER_OPTIONS_EXPECTED {
+        let (status, _, body) = theirs.get(path);
+        assert_eq!(status, 200, "mod_wsgi 6.1: {}", theirs.error_log());
+        let theirs_body = util::interpreter_probe_answer(dir.path(), &body);
+        let (status, _, body) = ours.get(path);
+        assert_eq!(status, 200, "ours: {}", ours.error_log());
+        let ours_body = util::interpreter_probe_answer(dir.path(), &body);
+        assert_eq!(ours_body, theirs_body, "GET {path}");
+        assert_eq!(ours_body, expected, "GET {path}");
+    }
+}
+
+/// Inside `<WSGIInterpreterOptions>`, what cannot apply to just the interpreters it selects is
+/// refused with the reason, where mod_wsgi 6 would apply it to the whole server; so are bad
+/// selectors and a section inside `<VirtualHost>`.
+#[test]
+fn interpreter_options_refuse_what_they_cannot_scope() {
+    let cases = [
+        (
+            "<WSGIInterpreterOptions process-group=%{GLOBAL}>\n    WSGIPythonHome /usr\n</WSGIInterpreterOptions>\n",
+            "WSGIPythonHome: cannot be set per interpreter inside <WSGIInterpreterOptions>: mod_wsgi 6 applies only WSGIPythonPath, WSGISwitchInterval",
+        ),
+        (
+            "<WSGIInterpreterOptions process-group=%{GLOBAL}>\n    ServerAdmin a@example.org\n</WSGIInterpreterOptions>\n",
+            "ServerAdmin: cannot be set per interpreter inside <WSGIInterpreterOptions>",
+        ),
+        (
+            "<WSGIInterpreterOptions application-group=a>\n    WSGISwitchInterval 0.01\n</WSGIInterpreterOptions>\n",
+            "WSGISwitchInterval is process-wide, and this section selects one application group",
+        ),
+        (
+            "<WSGIInterpreterOptions process-group=%{GLOBAL}>\n    WSGIRestrictSignal On\n</WSGIInterpreterOptions>\n",
+            "restricting signal.signal() is not implemented by wsgi-rs",
+        ),
+        (
+            "<WSGIInterpreterOptions process-groups=x>\n</WSGIInterpreterOptions>\n",
+            "unknown option `process-groups` (did you mean `process-group`?)",
+        ),
+        (
+            "<WSGIInterpreterOptions process-group=nowhere>\n</WSGIInterpreterOptions>\n",
+            "no daemon process group named `nowhere` is defined",
+        ),
+        (
+            "<VirtualHost *:80>\n<WSGIInterpreterOptions process-group=%{GLOBAL}>\n</WSGIInterpreterOptions>\n</VirtualHost>\n",
+            "<WSGIInterpreterOptions>: cannot occur within <VirtualHost> section",
+        ),
+    ];
+    for (site, message) in cases {
+        let (code, text, _) = syntax_check(site);
+        assert_eq!(code, 1, "{site}\n{text}");
+        assert!(
+            text.contains(message),
+            "{site}\nexpected {message:?} in:\n{text}"
+        );
+    }
+    let (code, text, _) = syntax_check(
+        "<WSGIInterpreterOptions application-group=a>\n    WSGIPythonPath /srv/a\n    WSGIRestrictStdout On\n</WSGIInterpreterOptions>\n",
+    );
+    assert_eq!(code, 0, "{text}");
+}

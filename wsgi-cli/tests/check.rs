@@ -312,6 +312,18 @@ fn per_interpreter_gil_needs_python_3_12() {
         t.contains("error: WSGIPerInterpreterGIL On needs Python 3.12 or newer, and this build embeds Python 3.11."),
         "{t}"
     );
+    // In a <WSGIInterpreterOptions> section too, naming it.
+    let conf = write(
+        &dir.path().join("section.conf"),
+        "<WSGIInterpreterOptions application-group=a>\n    WSGIPerInterpreterGIL On\n</WSGIInterpreterOptions>\n",
+    );
+    let out = wsgi(&["check", conf.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let t = text(&out);
+    assert!(
+        t.contains(&format!("error: WSGIPerInterpreterGIL On (in the <WSGIInterpreterOptions> section at {}:1) needs Python 3.12 or newer, and this build embeds Python 3.11.", conf.display())),
+        "{t}"
+    );
 }
 
 #[test]

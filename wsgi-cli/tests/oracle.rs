@@ -32,10 +32,15 @@ fn serve(dir: &Path, site: &str) -> Server {
 
 /// Serves `site` with Debian's Apache and mod_wsgi, its server root the folder `apache` of `dir`.
 fn start_apache(dir: &Path, site: &str) -> apache::Apache {
+    start_apache_with(dir, &debian_mod_wsgi(), site)
+}
+
+/// [`start_apache`] with another module's `LoadModule` line (mod_wsgi 6.1.1's).
+fn start_apache_with(dir: &Path, load_module: &str, site: &str) -> apache::Apache {
     let root = dir.join("apache");
     std::fs::create_dir(&root).unwrap();
     std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    apache::Apache::start_with_module(&root, &debian_mod_wsgi(), site)
+    apache::Apache::start_with_module(&root, load_module, site)
 }
 
 /// An app answering with the environ's values for `keys`, one `NAME=value` line each.
@@ -172,8 +177,7 @@ Alias /aliased {scripts}
         scripts = scripts.display(),
         docroot = docroot.display(),
     );
-    let theirs =
-        apache::Apache::start_with_module(&folder("apache"), &apache::mod_wsgi_61(), &site);
+    let theirs = start_apache_with(dir.path(), &apache::mod_wsgi_61(), &site);
     let ours = serve(dir.path(), &site);
     let headers = [("User-Agent", "probe/1"), ("Accept", "*/*")];
     for path in ["/emb/x?a=1", "/dae/x?a=1"] {
@@ -210,6 +214,27 @@ Alias /aliased {scripts}
         assert_eq!(version(&got), expected, "GET {path}");
         assert!(expected.contains("ordered=True"), "{expected}");
         assert!(expected.contains("webmaster@example.org"), "{expected}");
+    }
+}
+
+/// `<WSGIInterpreterOptions>` (mod_wsgi 6) under `wsgi serve --config` as under mod_wsgi
+/// 6.1.1 in Apache, the same site: each section reaches the interpreters it selects (a daemon
+/// group's, one application group in it, embedded mode's main interpreter) and no other.
+#[test]
+fn interpreter_options_as_mod_wsgi_61() {
+    let dir = util::scratch_world_readable("wsgi-oracle-interp-options-");
+    let site = apache::interpreter_options_site(dir.path());
+    let theirs = start_apache_with(dir.path(), &apache::mod_wsgi_61(), &site);
+    let ours = serve(dir.path(), &site);
+    for (path, expected) in apache::INTERPRETER_OPTIONS_EXPECTED {
+        let (status, _, body) = theirs.get(path);
+        assert_eq!(status, 200, "mod_wsgi 6.1: {}", theirs.error_log());
+        let theirs_body = apache::interpreter_probe_answer(dir.path(), &body);
+        let got = ours.request("GET", path, &[], b"");
+        assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
+        let ours_body = apache::interpreter_probe_answer(dir.path(), &got.body);
+        assert_eq!(ours_body, theirs_body, "GET {path}");
+        assert_eq!(ours_body, expected, "GET {path}");
     }
 }
 

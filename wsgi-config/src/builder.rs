@@ -129,6 +129,9 @@ impl ConfigBuilder {
     /// mod_wsgi's are kept where they matter (`ServerName`, `ServerAlias`, `Listen`,
     /// `ServerRoot`, `User`, `Group`, `SetEnv`, `Require all ...`) and never refused.
     pub fn directive(&mut self, ctx: &Context, d: &Directive) -> Result<(), Vec<ConfigError>> {
+        if let Some(at) = ctx.containers.iter().position(is_interpreter_options) {
+            return self.interpreter_option(ctx, at, d);
+        }
         let host = self.host_index(ctx).map_err(|e| vec![e])?;
         match directives::lookup(&d.name) {
             Some(def) => {
@@ -163,6 +166,175 @@ impl ConfigBuilder {
             )]),
             None => self.context_directive(ctx, host, d).map_err(|e| vec![e]),
         }
+    }
+
+    /// Opens a `<WSGIInterpreterOptions process-group=NAME application-group=NAME>` section
+    /// (mod_wsgi 6; `args` its words, `span` its line): it must be at the server level, and
+    /// its selectors `name=value` words, each at most once (`%{GLOBAL}` naming embedded mode or
+    /// the main interpreter; none: every interpreter). The directives inside come next, with
+    /// the section in their context ([`ConfigBuilder::directive`]).
+    pub fn interpreter_options(
+        &mut self,
+        ctx: &Context,
+        args: &[String],
+        span: &Span,
+    ) -> Result<(), Vec<ConfigError>> {
+        const SUBJECT: &str = "<WSGIInterpreterOptions>";
+        let err = |kind| vec![ConfigError::new(Some(span), SUBJECT, kind)];
+        if let Some(inside) = ctx
+            .containers
+            .last()
+            .map(|c| format!("<{}> section", c.kind))
+            .or(ctx
+                .virtual_host
+                .as_ref()
+                .map(|_| "<VirtualHost> section".to_string()))
+        {
+            return Err(err(ErrorKind::WrongContext {
+                inside,
+                fix: "<WSGIInterpreterOptions> applies to the whole server: move it to the server-config level, outside any section".into(),
+            }));
+        }
+        let mut rule = InterpreterRule::default();
+        let mut errors = Vec::new();
+        for word in args {
+            let Some((key, value)) = word.split_once('=') else {
+                errors.push(ErrorKind::NotAnOption { word: word.clone() });
+                continue;
+            };
+            let group = if value == "%{GLOBAL}" { "" } else { value };
+            let (slot, option) = match key.to_ascii_lowercase().as_str() {
+                "process-group" => (&mut rule.process_group, "process-group"),
+                "application-group" => (&mut rule.application_group, "application-group"),
+                _ => {
+                    errors.push(ErrorKind::UnknownOption {
+                        option: key.to_string(),
+                        suggestion: closest(key, ["process-group", "application-group"]),
+                        valid: vec!["process-group", "application-group"],
+                    });
+                    continue;
+                }
+            };
+            if group.contains("%{") {
+                errors.push(ErrorKind::BadValue {
+                    option: option.into(),
+                    value: value.to_string(),
+                    expected: "mod_wsgi 6 matches the name as written: give a literal group name, or %{GLOBAL}".into(),
+                });
+                continue;
+            }
+            match slot {
+                Some(first) => errors.push(ErrorKind::DuplicateOption {
+                    option,
+                    first: if first.is_empty() {
+                        "%{GLOBAL}".to_string()
+                    } else {
+                        first.clone()
+                    },
+                    second: value.to_string(),
+                    fix: "a section selects one group of each kind: write one section per group",
+                }),
+                None => *slot = Some(group.to_string()),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors
+                .into_iter()
+                .map(|kind| ConfigError::new(Some(span), SUBJECT, kind))
+                .collect());
+        }
+        self.config
+            .python
+            .interpreter_options
+            .push(InterpreterOptionsBlock {
+                span: span.clone(),
+                rule,
+            });
+        Ok(())
+    }
+
+    /// A directive inside the `<WSGIInterpreterOptions>` section `ctx.containers[at]`: one of
+    /// the settings mod_wsgi 6 scopes to the interpreters the section selects, each with a
+    /// meaning here; anything else is refused (mod_wsgi 6 would apply it to the whole server).
+    fn interpreter_option(
+        &mut self,
+        ctx: &Context,
+        at: usize,
+        d: &Directive,
+    ) -> Result<(), Vec<ConfigError>> {
+        let refuse = |why: String| {
+            Err(vec![ConfigError::new(
+                Some(&d.span),
+                d.name.clone(),
+                ErrorKind::NotPerInterpreter { why },
+            )])
+        };
+        const SCOPED: [&str; 7] = [
+            "WSGIPythonPath",
+            "WSGISwitchInterval",
+            "WSGIPerInterpreterGIL",
+            "WSGIFreeThreading",
+            "WSGIRestrictStdin",
+            "WSGIRestrictStdout",
+            "WSGIRestrictSignal",
+        ];
+        let def = directives::lookup(&d.name).filter(|def| SCOPED.contains(&def.name));
+        let Some(def) = def.filter(|_| at + 1 == ctx.containers.len()) else {
+            return refuse(format!(
+                "mod_wsgi 6 applies only {} there (anything else, to the whole server); move {} out of the section",
+                SCOPED.join(", "),
+                d.name
+            ));
+        };
+        let section = &ctx.containers[at];
+        let Some(block) = self
+            .config
+            .python
+            .interpreter_options
+            .iter_mut()
+            .rev()
+            .find(|b| b.span == section.span)
+        else {
+            // The section itself was refused (and said so).
+            return Ok(());
+        };
+        let err = |kind| vec![ConfigError::new(Some(&d.span), def.name, kind)];
+        check_arity(def, &d.args).map_err(err)?;
+        let one = d.args[0].as_str();
+        let rule = &mut block.rule;
+        let per_application = rule.application_group.is_some();
+        match def.name {
+            "WSGIPythonPath" => rule.python_path.extend(parse_path_list(one)),
+            "WSGISwitchInterval" | "WSGIFreeThreading" if per_application => {
+                return refuse(format!(
+                    "{} is process-wide, and this section selects one application group (mod_wsgi 6 skips it there with a warning): put it in a section with process-group= only{}",
+                    def.name,
+                    if def.name == "WSGISwitchInterval" {
+                        ", or use WSGIDaemonProcess switch-interval="
+                    } else {
+                        ""
+                    }
+                ));
+            }
+            "WSGISwitchInterval" => {
+                rule.switch_interval = Some(parse_switch_interval(one).map_err(err)?)
+            }
+            "WSGIPerInterpreterGIL" => {
+                rule.per_interpreter_gil = Some(parse_flag(one).map_err(err)?)
+            }
+            "WSGIFreeThreading" => rule.free_threading = Some(parse_flag(one).map_err(err)?),
+            "WSGIRestrictStdin" => rule.restrict_stdin = Some(parse_flag(one).map_err(err)?),
+            "WSGIRestrictStdout" => rule.restrict_stdout = Some(parse_flag(one).map_err(err)?),
+            _ => {
+                if parse_flag(one).map_err(err)? {
+                    return refuse(
+                        "restricting signal.signal() is not implemented by wsgi-rs (application signal handlers are installed as asked): remove the line, or write WSGIRestrictSignal Off".into(),
+                    );
+                }
+                rule.restrict_signal = Some(false);
+            }
+        }
+        Ok(())
     }
 
     /// The WSGI settings an `.htaccess` line sets (`AllowOverride FileInfo` directives such as
@@ -252,6 +424,30 @@ impl ConfigBuilder {
                 ));
             }
         }
+        // The groups a name may refer to, for the messages.
+        let defined = || {
+            config
+                .daemons
+                .iter()
+                .map(|d| format!("{} at {}", d.name, d.span))
+                .collect()
+        };
+        // A section selects processes by name, whatever virtual host defines the group.
+        for block in &config.python.interpreter_options {
+            match block.rule.process_group.as_deref() {
+                Some(name) if !name.is_empty() && config.daemon(name).is_none() => {
+                    errors.push(ConfigError::new(
+                        Some(&block.span),
+                        "<WSGIInterpreterOptions>",
+                        ErrorKind::UndefinedProcessGroup {
+                            name: name.to_string(),
+                            defined: defined(),
+                        },
+                    ))
+                }
+                _ => {}
+            }
+        }
         for r in &self.group_refs {
             let Some(group) = config.daemon(&r.name) else {
                 errors.push(ConfigError::new(
@@ -259,11 +455,7 @@ impl ConfigBuilder {
                     r.subject.clone(),
                     ErrorKind::UndefinedProcessGroup {
                         name: r.name.clone(),
-                        defined: config
-                            .daemons
-                            .iter()
-                            .map(|d| format!("{} at {}", d.name, d.span))
-                            .collect(),
+                        defined: defined(),
                     },
                 ));
                 continue;
@@ -1031,16 +1223,7 @@ impl ConfigBuilder {
             "WSGIDontWriteBytecode" => self.config.python.dont_write_bytecode = flag()?,
             "WSGIDestroyInterpreter" => self.config.python.destroy_interpreter = flag()?,
             "WSGISwitchInterval" => {
-                let s: f64 = one
-                    .parse()
-                    .ok()
-                    .filter(|s: &f64| *s > 0.0 && s.is_finite())
-                    .ok_or_else(|| ErrorKind::BadValue {
-                        option: "interval".into(),
-                        value: one.to_string(),
-                        expected: "use a positive number of seconds, such as 0.005".into(),
-                    })?;
-                self.config.python.switch_interval = Some(s);
+                self.config.python.switch_interval = Some(parse_switch_interval(one)?);
             }
             "WSGIPerInterpreterGIL" => self.config.python.per_interpreter_gil = flag()?,
             "WSGIFreeThreading" => self.config.python.free_threading = flag()?,
@@ -1219,6 +1402,24 @@ fn options_exec_cgi(args: &[String]) -> Option<bool> {
         };
     }
     exec_cgi
+}
+
+/// `WSGISwitchInterval`'s seconds.
+fn parse_switch_interval(value: &str) -> Result<f64, ErrorKind> {
+    value
+        .parse()
+        .ok()
+        .filter(|s: &f64| *s > 0.0 && s.is_finite())
+        .ok_or_else(|| ErrorKind::BadValue {
+            option: "interval".into(),
+            value: value.to_string(),
+            expected: "use a positive number of seconds, such as 0.005".into(),
+        })
+}
+
+/// Whether a section is `<WSGIInterpreterOptions>`.
+fn is_interpreter_options(c: &ContainerDecl) -> bool {
+    c.kind.eq_ignore_ascii_case("WSGIInterpreterOptions")
 }
 
 /// `Directory`, `DirectoryMatch`, ...: the kind and whether the pattern is a regex.

@@ -322,18 +322,27 @@ pub fn python_homes(config: &Config) -> Vec<(PathBuf, String)> {
     homes
 }
 
-/// `WSGIPerInterpreterGIL On` needs an embedded Python 3.12 or newer: the error to refuse the
-/// configuration with, if the embedded one is older.
+/// `WSGIPerInterpreterGIL On` (at the top level or in a `<WSGIInterpreterOptions>` section)
+/// needs an embedded Python 3.12 or newer: the error to refuse the configuration with, if the
+/// embedded one is older.
 pub fn per_interpreter_gil_error(
     config: &Config,
     embedded: &crate::venv::EmbeddedPython,
 ) -> Option<String> {
     let v = &embedded.version;
-    if !config.python.per_interpreter_gil || (v.major, v.minor) >= (3, 12) {
+    if !config.python.interpreter_rules().any_own_gil() || (v.major, v.minor) >= (3, 12) {
         return None;
     }
+    let section = config
+        .python
+        .interpreter_options
+        .iter()
+        .find(|b| b.rule.per_interpreter_gil == Some(true))
+        .filter(|_| !config.python.per_interpreter_gil)
+        .map(|b| format!(" (in the <WSGIInterpreterOptions> section at {})", b.span))
+        .unwrap_or_default();
     Some(format!(
-        "WSGIPerInterpreterGIL On needs Python 3.12 or newer, and this build embeds Python {v} ({}): set it Off, or rebuild wsgi-rs against a newer Python with PYO3_PYTHON=/path/to/python3.12",
+        "WSGIPerInterpreterGIL On{section} needs Python 3.12 or newer, and this build embeds Python {v} ({}): set it Off, or rebuild wsgi-rs against a newer Python with PYO3_PYTHON=/path/to/python3.12",
         embedded.executable.display()
     ))
 }

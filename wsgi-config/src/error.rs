@@ -76,6 +76,13 @@ pub enum ErrorKind {
         /// The closest known directive name.
         suggestion: Option<&'static str>,
     },
+    /// A directive inside `<WSGIInterpreterOptions>` that cannot apply to just the
+    /// interpreters the section selects.
+    #[error("cannot be set per interpreter inside <WSGIInterpreterOptions>: {why}")]
+    NotPerInterpreter {
+        /// Why, and what to do instead.
+        why: String,
+    },
     /// A directive used where Apache does not allow it.
     #[error("cannot occur within {inside}: {fix}")]
     WrongContext {

@@ -132,6 +132,13 @@ fn walk(builder: &mut ConfigBuilder, ctx: &Context, items: &[Item], errors: &mut
                 walk(builder, &inner, &s.children, errors);
             }
             Item::Section(s) => {
+                if s.kind.eq_ignore_ascii_case("WSGIInterpreterOptions") {
+                    if let Err(e) = builder.interpreter_options(ctx, &s.args, &s.span) {
+                        // The lines inside belong to no section that exists.
+                        errors.extend(e);
+                        continue;
+                    }
+                }
                 let mut inner = ctx.clone();
                 inner.containers.push(ContainerDecl {
                     kind: s.kind.clone(),

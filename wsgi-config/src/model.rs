@@ -233,6 +233,208 @@ pub struct PythonSettings {
     pub restrict_stdout: bool,
     /// `WSGIRestrictSignal`.
     pub restrict_signal: bool,
+    /// `<WSGIInterpreterOptions>` sections (mod_wsgi 6), in configuration order.
+    pub interpreter_options: Vec<InterpreterOptionsBlock>,
+}
+
+/// `<WSGIInterpreterOptions process-group=NAME application-group=NAME>` (mod_wsgi 6): settings
+/// for the interpreters it selects.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InterpreterOptionsBlock {
+    /// Where the section opens.
+    #[serde(serialize_with = "serialize_span_value")]
+    pub span: Span,
+    /// What it selects and what it sets.
+    pub rule: InterpreterRule,
+}
+
+fn serialize_span_value<S: serde::Serializer>(span: &Span, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&span.to_string())
+}
+
+/// A `<WSGIInterpreterOptions>` section's selectors and settings, as a daemon process is sent
+/// them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct InterpreterRule {
+    /// `process-group=`: the daemon process group whose interpreters it selects (`""`, from
+    /// `%{GLOBAL}`: the serving processes, embedded mode); None: every process.
+    pub process_group: Option<String>,
+    /// `application-group=`: the application group (`""`, from `%{GLOBAL}`: the main
+    /// interpreter), matched exactly, no pattern; None: every interpreter.
+    pub application_group: Option<String>,
+    /// `WSGIPythonPath` folders (with `site.addsitedir`, in front of `sys.path`).
+    pub python_path: Vec<PathBuf>,
+    /// `WSGISwitchInterval` (only in sections without `application-group=`: it is
+    /// process-wide).
+    pub switch_interval: Option<f64>,
+    /// `WSGIPerInterpreterGIL`.
+    pub per_interpreter_gil: Option<bool>,
+    /// `WSGIFreeThreading` (only in sections without `application-group=`).
+    pub free_threading: Option<bool>,
+    /// `WSGIRestrictStdin`.
+    pub restrict_stdin: Option<bool>,
+    /// `WSGIRestrictStdout`.
+    pub restrict_stdout: Option<bool>,
+    /// `WSGIRestrictSignal` (`Off` only: see the builder).
+    pub restrict_signal: Option<bool>,
+}
+
+impl InterpreterRule {
+    /// How many selectors it has if it selects the interpreter `application_group` of process
+    /// group `process_group` (`""`: embedded mode), else None; with `application_group` None,
+    /// whether it selects the process whatever the interpreter (no `application-group=`).
+    fn specificity(&self, process_group: &str, application_group: Option<&str>) -> Option<u8> {
+        let mut n = 0;
+        if let Some(pg) = &self.process_group {
+            if pg != process_group {
+                return None;
+            }
+            n += 1;
+        }
+        if let Some(ag) = &self.application_group {
+            if Some(ag.as_str()) != application_group {
+                return None;
+            }
+            n += 1;
+        }
+        Some(n)
+    }
+}
+
+/// What mod_wsgi 6 gives the interpreters of one process from the top-level directives and
+/// the `<WSGIInterpreterOptions>` sections: [`InterpreterRules::resolve`] per interpreter.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct InterpreterRules {
+    /// `WSGIPerInterpreterGIL` at the top level.
+    pub per_interpreter_gil: bool,
+    /// `WSGIRestrictStdin` at the top level.
+    pub restrict_stdin: bool,
+    /// `WSGIRestrictStdout` at the top level.
+    pub restrict_stdout: bool,
+    /// The sections, in configuration order.
+    pub rules: Vec<InterpreterRule>,
+}
+
+/// One interpreter's settings ([`InterpreterRules::resolve`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InterpreterChoices {
+    /// The sections' `WSGIPythonPath`s in the order mod_wsgi adds them, each in front of the
+    /// ones before: least specific first, then configuration order (the most specific ends up
+    /// first in `sys.path`).
+    pub python_path_layers: Vec<Vec<PathBuf>>,
+    /// Its own GIL.
+    pub per_interpreter_gil: bool,
+    /// `sys.stdin` raises on use.
+    pub restrict_stdin: bool,
+    /// `sys.stdout` raises on use.
+    pub restrict_stdout: bool,
+}
+
+impl InterpreterRules {
+    /// The settings of the interpreter `application_group` (`""`: the main one) in a process
+    /// of `process_group` (`""`: embedded mode), as mod_wsgi 6 resolves them: of the sections
+    /// selecting it, for each setting the most specific one that sets it wins (a section naming
+    /// both groups over one naming either, over one naming neither), the later of equally
+    /// specific ones; without any, the top-level directive's.
+    pub fn resolve(&self, process_group: &str, application_group: &str) -> InterpreterChoices {
+        let mut choices = InterpreterChoices {
+            python_path_layers: Vec::new(),
+            per_interpreter_gil: self.per_interpreter_gil,
+            restrict_stdin: self.restrict_stdin,
+            restrict_stdout: self.restrict_stdout,
+        };
+        let selected: Vec<(u8, &InterpreterRule)> = self
+            .rules
+            .iter()
+            .filter_map(|r| Some((r.specificity(process_group, Some(application_group))?, r)))
+            .collect();
+        let pick = |get: fn(&InterpreterRule) -> Option<bool>, base: bool| {
+            selected
+                .iter()
+                .filter_map(|(n, r)| Some((*n, get(r)?)))
+                .fold((None, base), |(best, value), (n, v)| match best {
+                    Some(b) if n < b => (best, value),
+                    _ => (Some(n), v),
+                })
+                .1
+        };
+        choices.per_interpreter_gil = pick(|r| r.per_interpreter_gil, choices.per_interpreter_gil);
+        choices.restrict_stdin = pick(|r| r.restrict_stdin, choices.restrict_stdin);
+        choices.restrict_stdout = pick(|r| r.restrict_stdout, choices.restrict_stdout);
+        let mut layers: Vec<(u8, &Vec<PathBuf>)> = selected
+            .iter()
+            .filter(|(_, r)| !r.python_path.is_empty())
+            .map(|(n, r)| (*n, &r.python_path))
+            .collect();
+        // Stable: equally specific sections keep their configuration order.
+        layers.sort_by_key(|(n, _)| *n);
+        choices.python_path_layers = layers.into_iter().map(|(_, p)| p.clone()).collect();
+        choices
+    }
+
+    /// The switch interval the sections give every interpreter of a process of
+    /// `process_group` (those without `application-group=`), the most specific (the later of
+    /// equals) winning; None: none does.
+    pub fn switch_interval(&self, process_group: &str) -> Option<f64> {
+        self.for_process(process_group, |r| r.switch_interval)
+    }
+
+    /// Whether a section selecting the process of `process_group` asks for `WSGIFreeThreading
+    /// On` (the most specific, the later of equals, deciding).
+    pub fn free_threading(&self, process_group: &str) -> Option<bool> {
+        self.for_process(process_group, |r| r.free_threading)
+    }
+
+    /// The setting `get` of the most specific section (the later of equals) that selects the
+    /// processes of `process_group` whatever the interpreter and sets it.
+    fn for_process<T: Copy>(
+        &self,
+        process_group: &str,
+        get: fn(&InterpreterRule) -> Option<T>,
+    ) -> Option<T> {
+        self.rules
+            .iter()
+            .filter_map(|r| Some((r.specificity(process_group, None)?, get(r)?)))
+            .fold(None, |best: Option<(u8, T)>, (n, v)| match best {
+                Some((b, _)) if n < b => best,
+                _ => Some((n, v)),
+            })
+            .map(|(_, v)| v)
+    }
+
+    /// Whether some interpreter may get its own GIL (the process then prepares for it).
+    pub fn any_own_gil(&self) -> bool {
+        self.per_interpreter_gil
+            || self
+                .rules
+                .iter()
+                .any(|r| r.per_interpreter_gil == Some(true))
+    }
+}
+
+impl PythonSettings {
+    /// The rules for the interpreters ([`InterpreterRules`]) these settings make.
+    pub fn interpreter_rules(&self) -> InterpreterRules {
+        InterpreterRules {
+            per_interpreter_gil: self.per_interpreter_gil,
+            restrict_stdin: self.restrict_stdin,
+            restrict_stdout: self.restrict_stdout,
+            rules: self
+                .interpreter_options
+                .iter()
+                .map(|b| b.rule.clone())
+                .collect(),
+        }
+    }
+
+    /// The switch interval of the processes of `process_group` (`""`: embedded mode) but for a
+    /// `WSGIDaemonProcess switch-interval=`: a `<WSGIInterpreterOptions>` section's, else
+    /// `WSGISwitchInterval`.
+    pub fn switch_interval_for(&self, process_group: &str) -> Option<f64> {
+        self.interpreter_rules()
+            .switch_interval(process_group)
+            .or(self.switch_interval)
+    }
 }
 
 impl Default for PythonSettings {
@@ -252,6 +454,7 @@ impl Default for PythonSettings {
             restrict_stdin: false,
             restrict_stdout: false,
             restrict_signal: true,
+            interpreter_options: Vec::new(),
         }
     }
 }

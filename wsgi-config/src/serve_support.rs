@@ -276,6 +276,13 @@ pub static RULES: &[Rule] = &[
     fixed("UnDefine", IMPLEMENTED),
     section("VirtualHost", IMPLEMENTED),
     section("Directory", IMPLEMENTED),
+    Rule {
+        name: "WSGIInterpreterOptions",
+        section: true,
+        support: IMPLEMENTED,
+        by_args: None,
+        detail: "inside: `WSGIPythonPath`, `WSGIPerInterpreterGIL`, `WSGIRestrictStdin`, `WSGIRestrictStdout` for the interpreters it selects, `WSGISwitchInterval` and `WSGIFreeThreading` for the processes (refused with `application-group=`), `WSGIRestrictSignal Off`; anything else refused",
+    },
     section("DirectoryMatch", IMPLEMENTED),
     section("Location", IMPLEMENTED),
     section("LocationMatch", IMPLEMENTED),
@@ -582,14 +589,10 @@ fn wsgi_support(name: &str, args: &[String]) -> Support {
         "WSGIDestroyInterpreter" => {
             Support::NoEffect("interpreters are always finalized at exit, without hanging")
         }
-        "WSGIRestrictStdin" | "WSGIRestrictStdout" | "WSGIRestrictSignal" if on(args) => {
-            Support::Refused(
-                "restricting sys.stdin, sys.stdout or signal.signal() is not implemented by wsgi serve yet",
-            )
+        "WSGIRestrictSignal" if on(args) => {
+            Support::Refused("restricting signal.signal() is not implemented by wsgi serve yet")
         }
-        "WSGIRestrictStdin" | "WSGIRestrictStdout" | "WSGIRestrictSignal" => {
-            Support::NoEffect("not restricted, as with Off")
-        }
+        "WSGIRestrictSignal" => Support::NoEffect("not restricted, as with Off"),
         "WSGIIgnoreActivity" if on(args) => Support::Refused(
             "requests that leave inactivity-timeout running are not implemented by wsgi serve yet",
         ),
@@ -620,8 +623,7 @@ fn wsgi_detail(name: &str) -> &'static str {
         "WSGIDaemonProcess" => {
             "`chroot=`, `script-user=`, `script-group=` refused; `response-buffer-size=`, `response-socket-timeout=`, `response-flush-delay=` have no effect"
         }
-        "WSGIRestrictStdin" | "WSGIRestrictStdout" | "WSGIRestrictSignal"
-        | "WSGIIgnoreActivity" | "WSGIServerMetrics" | "WSGIFreeThreading" => {
+        "WSGIRestrictSignal" | "WSGIIgnoreActivity" | "WSGIServerMetrics" | "WSGIFreeThreading" => {
             "`Off` accepted (no effect), `On` refused"
         }
         "WSGIPythonHashSeed" => "`random` accepted (no effect), a number refused",

@@ -309,3 +309,86 @@ fn check_file_keeps_the_rest_of_a_configuration_with_errors() {
     assert!(config.is_none());
     assert_eq!(errors.len(), 1, "{errors:?}");
 }
+
+#[test]
+fn interpreter_options_refuse_what_they_cannot_scope() {
+    assert_eq!(
+        error(
+            "<WSGIInterpreterOptions process-group=%{GLOBAL}>\n  WSGIPythonHome /usr\n</WSGIInterpreterOptions>\n"
+        ),
+        "site.conf:2: WSGIPythonHome: cannot be set per interpreter inside <WSGIInterpreterOptions>: mod_wsgi 6 applies only WSGIPythonPath, WSGISwitchInterval, WSGIPerInterpreterGIL, WSGIFreeThreading, WSGIRestrictStdin, WSGIRestrictStdout, WSGIRestrictSignal there (anything else, to the whole server); move WSGIPythonHome out of the section"
+    );
+    assert_eq!(
+        errors(
+            "<WSGIInterpreterOptions process-group=%{GLOBAL} process-group=x process-groups=y>\n  WSGIPythonPath /srv\n</WSGIInterpreterOptions>\n"
+        ),
+        [
+            "site.conf:1: <WSGIInterpreterOptions>: process-group is given more than once (`%{GLOBAL}` and `x`): a section selects one group of each kind: write one section per group",
+            "site.conf:1: <WSGIInterpreterOptions>: unknown option `process-groups` (did you mean `process-group`?): valid options are process-group, application-group",
+        ]
+    );
+    assert_eq!(
+        errors(
+            "<WSGIInterpreterOptions application-group=%{SERVER} oops>\n</WSGIInterpreterOptions>\n"
+        ),
+        [
+            "site.conf:1: <WSGIInterpreterOptions>: application-group=`%{SERVER}` is not valid: mod_wsgi 6 matches the name as written: give a literal group name, or %{GLOBAL}",
+            "site.conf:1: <WSGIInterpreterOptions>: `oops` is not an option: options are written `name=value`, with no spaces around `=`",
+        ]
+    );
+    assert_eq!(
+        error(
+            "<WSGIInterpreterOptions application-group=a>\n  WSGIFreeThreading On\n</WSGIInterpreterOptions>\n"
+        ),
+        "site.conf:2: WSGIFreeThreading: cannot be set per interpreter inside <WSGIInterpreterOptions>: WSGIFreeThreading is process-wide, and this section selects one application group (mod_wsgi 6 skips it there with a warning): put it in a section with process-group= only"
+    );
+    assert_eq!(
+        error("<WSGIInterpreterOptions process-group=d>\n</WSGIInterpreterOptions>\n"),
+        "site.conf:1: <WSGIInterpreterOptions>: no daemon process group named `d` is defined (this configuration defines no daemon process groups): add `WSGIDaemonProcess d` at the server level or in this virtual host, or fix the name"
+    );
+}
+
+#[test]
+fn interpreter_options_resolve_as_mod_wsgi_6() {
+    let config = load_str(
+        "WSGIRestrictStdout On\n\
+         WSGIDaemonProcess d\n\
+         <VirtualHost *:80>\n  WSGIDaemonProcess v\n</VirtualHost>\n\
+         <WSGIInterpreterOptions>\n  WSGIPythonPath /all\n  WSGISwitchInterval 0.1\n</WSGIInterpreterOptions>\n\
+         <WSGIInterpreterOptions process-group=d application-group=a>\n  WSGIPythonPath /d-a\n  WSGIRestrictStdout Off\n</WSGIInterpreterOptions>\n\
+         <WSGIInterpreterOptions process-group=d>\n  WSGIPythonPath /d:/d2\n  WSGISwitchInterval 0.2\n  WSGIRestrictStdin On\n</WSGIInterpreterOptions>\n\
+         <WSGIInterpreterOptions process-group=v>\n  WSGISwitchInterval 0.3\n</WSGIInterpreterOptions>\n",
+        Path::new("site.conf"),
+        &ReadOptions::default(),
+    )
+    .unwrap();
+    let rules = config.python.interpreter_rules();
+    let paths = |pg: &str, ag: &str| -> Vec<Vec<String>> {
+        rules
+            .resolve(pg, ag)
+            .python_path_layers
+            .iter()
+            .map(|l| l.iter().map(|p| p.display().to_string()).collect())
+            .collect()
+    };
+    // Least specific first: each goes in front of the ones before it.
+    assert_eq!(
+        paths("d", "a"),
+        [vec!["/all"], vec!["/d", "/d2"], vec!["/d-a"]]
+    );
+    assert_eq!(paths("d", "b"), [vec!["/all"], vec!["/d", "/d2"]]);
+    assert_eq!(paths("", "a"), [vec!["/all"]]);
+    let a = rules.resolve("d", "a");
+    assert!(!a.restrict_stdout && a.restrict_stdin, "{a:?}");
+    let b = rules.resolve("d", "b");
+    assert!(b.restrict_stdout && b.restrict_stdin, "{b:?}");
+    let embedded = rules.resolve("", "");
+    assert!(embedded.restrict_stdout && !embedded.restrict_stdin);
+    assert_eq!(config.python.switch_interval_for("d"), Some(0.2));
+    assert_eq!(
+        config.python.switch_interval_for("v"),
+        Some(0.3),
+        "a virtual host's group too"
+    );
+    assert_eq!(config.python.switch_interval_for(""), Some(0.1));
+}

@@ -429,6 +429,7 @@ fn start(
             process_group: group.clone(),
             maximum_processes: spec.processes,
             threads_per_process: spec.threads,
+            interpreter_rules: spec.interpreter_rules.clone(),
         },
         &wsgi_interp::InterpreterOptions {
             per_interpreter_gil: spec.per_interpreter_gil,

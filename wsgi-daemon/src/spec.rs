@@ -70,6 +70,9 @@ pub struct ProcessSpec {
     /// `WSGIPerInterpreterGIL`: sub-interpreters with their own GIL (Python 3.12+).
     #[serde(default)]
     pub per_interpreter_gil: bool,
+    /// What `<WSGIInterpreterOptions>` sections give this group's interpreters.
+    #[serde(default)]
+    pub interpreter_rules: wsgi_config::InterpreterRules,
     /// Who to become, when started as root.
     pub identity: Option<Identity>,
     /// `umask=`.
@@ -122,7 +125,8 @@ pub struct ProcessSpec {
     /// `stack-size=`: the worker threads' stack size in bytes (`None`: the default).
     #[serde(default)]
     pub stack_size: Option<u64>,
-    /// `switch-interval=`, else `WSGISwitchInterval`: `sys.setswitchinterval` in every
+    /// `switch-interval=`, else a `<WSGIInterpreterOptions process-group=...>` section's
+    /// `WSGISwitchInterval`, else the top-level one: `sys.setswitchinterval` in every
     /// interpreter (`None`: Python's default).
     #[serde(default)]
     pub switch_interval: Option<f64>,
@@ -329,6 +333,16 @@ mod tests {
             optimize: 0,
             dont_write_bytecode: false,
             per_interpreter_gil: false,
+            interpreter_rules: wsgi_config::InterpreterRules {
+                restrict_stdout: true,
+                rules: vec![wsgi_config::InterpreterRule {
+                    process_group: Some("site".into()),
+                    application_group: Some(String::new()),
+                    python_path: vec!["/srv/main".into()],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
             identity: None,
             umask: Some(0o007),
             home: None,
@@ -368,6 +382,7 @@ mod tests {
         assert_eq!(back.switch_interval, Some(0.002));
         assert!(back.preload_must_succeed);
         assert_eq!(back.preload, spec.preload);
+        assert_eq!(back.interpreter_rules, spec.interpreter_rules);
         // The received descriptor is the same listening socket: a client connects through it.
         let received = UnixListener::from(fd);
         let _client = UnixStream::connect(&path).unwrap();

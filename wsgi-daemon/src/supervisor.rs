@@ -777,6 +777,7 @@ impl Supervisor {
                 optimize: config.python.optimize,
                 dont_write_bytecode: config.python.dont_write_bytecode,
                 per_interpreter_gil: config.python.per_interpreter_gil,
+                interpreter_rules: config.python.interpreter_rules(),
                 identity,
                 umask: o.umask,
                 home: o.home.clone(),
@@ -798,7 +799,9 @@ impl Supervisor {
                 memory_limit: o.memory_limit,
                 virtual_memory_limit: o.virtual_memory_limit,
                 stack_size: o.stack_size,
-                switch_interval: o.switch_interval.or(config.python.switch_interval),
+                switch_interval: o
+                    .switch_interval
+                    .or(config.python.switch_interval_for(&group.name)),
                 eviction_timeout: o.eviction_timeout,
                 startup_timeout: o.startup_timeout,
                 preload: preloads(config, &group.name),

@@ -32,6 +32,10 @@ pub struct StartConfig {
     /// `mod_wsgi.threads_per_process`: the request threads of this process (a daemon
     /// group's `threads=`, `--threads`, the MPM's threads per child). 0 is taken as 1.
     pub threads_per_process: u32,
+    /// What `<WSGIInterpreterOptions>` sections and the top-level directives give each
+    /// interpreter of this process (`process_group`): `sys.path` layers, own GIL, restricted
+    /// `sys.stdin`/`sys.stdout` (`PythonSettings::interpreter_rules`).
+    pub interpreter_rules: wsgi_config::InterpreterRules,
 }
 
 /// Process-wide choices about the sub-interpreters, given to [`crate::Runtime::start_with`].

@@ -74,7 +74,10 @@ impl Runtime {
         options: &InterpreterOptions,
     ) -> Result<Runtime, StartError> {
         let version = ffi::runtime_version();
-        if options.per_interpreter_gil && !(cfg!(Py_3_12) && version >= (3, 12, 0)) {
+        // `InterpreterOptions::per_interpreter_gil` is the top-level default of the rules.
+        let mut rules = config.interpreter_rules.clone();
+        rules.per_interpreter_gil |= options.per_interpreter_gil;
+        if rules.any_own_gil() && !(cfg!(Py_3_12) && version >= (3, 12, 0)) {
             return Err(StartError::PerInterpreterGilUnsupported {
                 version: format!("{}.{}.{}", version.0, version.1, version.2),
             });
@@ -93,7 +96,8 @@ impl Runtime {
             environ: std::env::vars_os()
                 .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
                 .collect(),
-            own_gil: options.per_interpreter_gil,
+            own_gil: rules.any_own_gil(),
+            rules,
             process: ProcessFacts {
                 group: config.process_group.clone(),
                 processes: config.maximum_processes,

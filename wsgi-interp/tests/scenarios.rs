@@ -67,6 +67,7 @@ fn main() {
         ("clean_exit_runs_atexit", check_clean_exit),
         ("own_gil_parallel_and_refusals", check_own_gil),
         ("own_gil_datetime_shutdown", check_own_gil_shutdown),
+        ("own_gil_for_one_group_by_section", check_own_gil_by_section),
         ("mod_wsgi_process_stopping", check_process_stopping),
         ("mod_wsgi_shutdown_callbacks", check_shutdown_callbacks),
     ] {
@@ -381,6 +382,31 @@ fn child(name: &str) {
             let r = rt.shutdown(Duration::from_secs(1), Duration::from_millis(300));
             println!("finalized={}", r.finalized);
         }
+        "own_gil_for_one_group_by_section" => {
+            // `<WSGIInterpreterOptions application-group=ext> WSGIPerInterpreterGIL On`: the
+            // group `ext` gets its own GIL (and refuses the extension), `other` shares main's.
+            let config = StartConfig {
+                interpreter_rules: wsgi_config::InterpreterRules {
+                    rules: vec![wsgi_config::InterpreterRule {
+                        application_group: Some("ext".into()),
+                        per_interpreter_gil: Some(true),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+                ..StartConfig::default()
+            };
+            let rt = match Runtime::start_with(&config, &InterpreterOptions::default()) {
+                Ok(rt) => rt,
+                Err(e) => {
+                    println!("start_error={e}");
+                    return;
+                }
+            };
+            own_gil_refusal_in(&rt, &[("ext_sub", "ext"), ("ext_other", "other")]);
+            let r = rt.shutdown(Duration::from_secs(1), Duration::from_millis(300));
+            println!("finalized={}", r.finalized);
+        }
         "own_gil_datetime_shutdown" => {
             let markers = env_path("SC_MARKERS");
             let Some(rt) = start_own_gil() else { return };
@@ -520,6 +546,11 @@ fn own_gil_parallel(rt: &Runtime) {
 /// An extension that refuses own-GIL interpreters fails the script with an error naming it
 /// and the remedy; the same script works in the main interpreter.
 fn own_gil_refusal(rt: &Runtime) {
+    own_gil_refusal_in(rt, &[("ext_sub", "ext"), ("ext_main", "")]);
+}
+
+/// [`own_gil_refusal`] in the application groups of `groups` (printed under their keys).
+fn own_gil_refusal_in(rt: &Runtime, groups: &[(&str, &str)]) {
     // `_ctypes` (and `_decimal`) refuse on 3.12 only; `_curses` refuses on 3.12 and 3.13.
     let (stmt, module) = if BUILD_PYTHON_VERSION == "3.12" {
         ("ctypes", "_ctypes")
@@ -535,7 +566,7 @@ fn own_gil_refusal(rt: &Runtime) {
     .unwrap();
     let spec = ScriptSpec::new(path);
     let only = std::env::var("SC_ONLY").unwrap_or_default();
-    for (key, group) in [("ext_sub", "ext"), ("ext_main", "")] {
+    for &(key, group) in groups {
         if !only.is_empty() && only != key {
             continue;
         }
@@ -607,6 +638,26 @@ fn check_own_gil(r: &Run, _: &Venvs) {
         r.stderr
     );
     assert_eq!(r.get("ext_main"), "200");
+    assert_eq!(r.get("finalized"), "true");
+}
+
+fn check_own_gil_by_section(r: &Run, _: &Venvs) {
+    if check_too_old(r) {
+        return;
+    }
+    let module = r.get("module");
+    let e = r.get("ext_sub");
+    assert!(
+        e.contains(&format!(
+            "module {module} does not support loading in subinterpreters"
+        )),
+        "the selected group has its own GIL: {e}"
+    );
+    assert_eq!(
+        r.get("ext_other"),
+        "200",
+        "another group shares the main GIL"
+    );
     assert_eq!(r.get("finalized"), "true");
 }
 

@@ -530,3 +530,108 @@ def application(environ, start_response):
     start_response('200 OK', [('Content-Type', 'text/plain')])
     return ['\n'.join(lines).encode()]
 "#;
+
+/// An application answering with what `<WSGIInterpreterOptions>` can change in its
+/// interpreter: its groups, the `sys.path` folders under `root` (in order), the switch
+/// interval, and whether `sys.stdout` and `sys.stdin` may be used.
+pub fn interpreter_probe_app(root: &Path) -> String {
+    format!(
+        r#"
+import sys
+
+def usable(stream):
+    try:
+        stream.fileno
+        return 'usable'
+    except OSError as e:
+        return 'restricted (%s)' % e
+    except Exception:
+        return 'usable'
+
+def application(environ, start_response):
+    lines = [
+        'groups=%r %r' % (environ['mod_wsgi.process_group'], environ['mod_wsgi.application_group']),
+        'path=%s' % ' '.join(p for p in sys.path if p.startswith({root:?})),
+        'switch_interval=%s' % sys.getswitchinterval(),
+        'stdout=%s' % usable(sys.stdout),
+        'stdin=%s' % usable(sys.stdin),
+    ]
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return ['\n'.join(lines).encode()]
+"#,
+        root = root.display().to_string()
+    )
+}
+
+/// A site with `<WSGIInterpreterOptions>` sections selecting a process group, an application
+/// group in it, and the main interpreter of embedded mode, with the probe at `/emb` (embedded,
+/// its own sub-interpreter), `/embg` (embedded, main interpreter), `/dae` and `/daes` (daemon
+/// group `d`, its own sub-interpreter and the group `special`); folders `p1`..`p3` and `pp`
+/// of `root` for `sys.path`.
+pub fn interpreter_options_site(root: &Path) -> String {
+    for folder in ["p1", "p2", "p3", "pp"] {
+        let path = root.join(folder);
+        std::fs::create_dir_all(&path).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+    let probe = root.join("probe.wsgi");
+    std::fs::write(&probe, interpreter_probe_app(root)).unwrap();
+    std::fs::set_permissions(&probe, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    format!(
+        "WSGIPythonPath {r}/p1
+<WSGIInterpreterOptions process-group=d>
+    WSGIPythonPath {r}/p2
+    WSGISwitchInterval 0.02
+    WSGIRestrictStdin On
+</WSGIInterpreterOptions>
+<WSGIInterpreterOptions process-group=d application-group=special>
+    WSGIPythonPath {r}/p3
+    WSGIRestrictStdout On
+    WSGIRestrictStdin Off
+</WSGIInterpreterOptions>
+<WSGIInterpreterOptions application-group=%{{GLOBAL}}>
+    WSGIPythonPath {r}/p3
+</WSGIInterpreterOptions>
+WSGIDaemonProcess d threads=2 python-path={r}/pp
+WSGIScriptAlias /emb {probe}
+WSGIScriptAlias /embg {probe} application-group=%{{GLOBAL}}
+WSGIScriptAlias /dae {probe} process-group=d
+WSGIScriptAlias /daes {probe} process-group=d application-group=special
+<Directory {r}>
+    Require all granted
+</Directory>
+",
+        r = root.display(),
+        probe = probe.display()
+    )
+}
+
+/// An [`interpreter_probe_app`] answer without its first line (the groups, whose default
+/// names differ by design) and with `root` written `ROOT`.
+pub fn interpreter_probe_answer(root: &Path, body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body).replace(&root.display().to_string(), "ROOT");
+    text.split_once('\n')
+        .map_or(text.clone(), |(_, rest)| rest.to_string())
+}
+
+/// What [`interpreter_options_site`] answers under mod_wsgi 6.1.1, by path: the sections
+/// apply to the interpreters they select and to no other.
+pub const INTERPRETER_OPTIONS_EXPECTED: [(&str, &str); 4] = [
+    (
+        "/emb",
+        "path=ROOT/p1\nswitch_interval=0.005\nstdout=usable\nstdin=usable",
+    ),
+    (
+        "/embg",
+        "path=ROOT/p3 ROOT/p1\nswitch_interval=0.005\nstdout=usable\nstdin=usable",
+    ),
+    (
+        "/dae",
+        "path=ROOT/p2 ROOT/pp\nswitch_interval=0.02\nstdout=usable\nstdin=restricted (sys.stdin access restricted by mod_wsgi)",
+    ),
+    (
+        "/daes",
+        "path=ROOT/p3 ROOT/p2 ROOT/pp\nswitch_interval=0.02\nstdout=restricted (sys.stdout access restricted by mod_wsgi)\nstdin=usable",
+    ),
+];

@@ -132,6 +132,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
                 // `mod_wsgi` in embedded mode: this one front process and its workers.
                 maximum_processes: 1,
                 threads_per_process: u32::try_from(args.threads.max(1)).unwrap_or(u32::MAX),
+                interpreter_rules: site.config.python.interpreter_rules(),
                 ..Default::default()
             },
             &wsgi_interp::InterpreterOptions {
@@ -156,7 +157,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
         Some(rt) if site.needs_embedded() => {
             let host: Arc<dyn AppHost> = Arc::new(PythonHost::new(
                 rt.clone(),
-                site.config.python.switch_interval,
+                site.config.python.switch_interval_for(""),
             ));
             Some(
                 WorkerPool::start(

@@ -247,20 +247,40 @@ def preload_for_own_gil():
     return loaded
 
 
-def setup(tag, environ, python_path):
+class Restricted:
+    """`sys.stdin` or `sys.stdout` under WSGIRestrictStdin/WSGIRestrictStdout On: any use
+    raises OSError, as mod_wsgi's restricted streams do."""
+
+    def __init__(self, name):
+        object.__setattr__(self, '_name', name)
+
+    def __getattr__(self, attr):
+        raise OSError('%s access restricted by mod_wsgi' % object.__getattribute__(self, '_name'))
+
+    def __setattr__(self, attr, value):
+        self.__getattr__(attr)
+
+
+def setup(tag, environ, python_path_layers, restrict_stdin, restrict_stdout):
     if environ is not None:
         # Start from the process's original environment (no putenv: the C environ is shared
         # by all interpreters and is left alone).
         os.environ._data.clear()
         os.environ._data.update(environ)
-    if python_path:
+    # Each layer (python-path, then <WSGIInterpreterOptions>' WSGIPythonPath, least specific
+    # first) goes in front of what is there, as mod_wsgi adds them.
+    for python_path in python_path_layers:
+        if not python_path:
+            continue
         import site
         before = list(sys.path)
         for folder in python_path:
             site.addsitedir(folder)
         added = [p for p in sys.path if p not in before]
         sys.path[:] = added + [p for p in sys.path if p not in added]
-    sys.stdout = LogWriter(tag + ' stdout', LEVEL_INFO)
+    sys.stdout = Restricted('sys.stdout') if restrict_stdout else LogWriter(tag + ' stdout', LEVEL_INFO)
+    if restrict_stdin:
+        sys.stdin = Restricted('sys.stdin')
     sys.stderr = LogWriter(tag + ' stderr', LEVEL_ERROR)
     _log_records_at_their_level()
 

@@ -731,8 +731,11 @@ pub(crate) struct StartParams {
     pub write_bytecode: bool,
     pub python_path: Vec<PathBuf>,
     pub environ: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Sub-interpreters get their own GIL (checked: only on Python 3.12+).
+    /// Some sub-interpreter may get its own GIL (checked: only on Python 3.12+); which do,
+    /// `rules` say.
     pub own_gil: bool,
+    /// Each interpreter's settings, by its application group.
+    pub rules: wsgi_config::InterpreterRules,
     /// What `mod_wsgi` says of the process in every interpreter.
     pub process: ProcessFacts,
 }
@@ -872,7 +875,7 @@ fn python_main(
     // SAFETY: attach the initialising tstate (detached by `initialize`) on its own thread.
     unsafe { ffi::PyEval_RestoreThread(main_ts.0) };
     // SAFETY: attached to the main interpreter.
-    let objects = unsafe { bootstrap("", None, &params.python_path, &params.process) };
+    let objects = unsafe { bootstrap("", None, &params) };
     if let (Ok(o), true) = (&objects, params.own_gil) {
         // SAFETY: attached to the main interpreter, which owns `o`.
         unsafe { preload_for_own_gil(o) };
@@ -997,8 +1000,13 @@ unsafe fn create_sub(
     };
     // SAFETY: main_ts belongs to this thread and is detached (caller's contract).
     unsafe { ffi::PyEval_RestoreThread(main_ts.0) };
+    let own_gil = params.own_gil
+        && params
+            .rules
+            .resolve(&params.process.group, name)
+            .per_interpreter_gil;
     // SAFETY: attached to main, as Py_NewInterpreter* requires.
-    let ts = match unsafe { new_interpreter(params.own_gil) } {
+    let ts = match unsafe { new_interpreter(own_gil) } {
         Ok(ts) => ts,
         Err(reason) => {
             // SAFETY: on failure, Py_NewInterpreter(FromConfig) leaves the caller's (main)
@@ -1010,23 +1018,16 @@ unsafe fn create_sub(
     // SAFETY: ts is the new interpreter's current tstate.
     let raw = RawInterp(unsafe { ffi::PyThreadState_GetInterpreter(ts.0) });
     // SAFETY: attached to the new interpreter.
-    match unsafe {
-        bootstrap(
-            name,
-            Some(&params.environ),
-            &params.python_path,
-            &params.process,
-        )
-    } {
+    match unsafe { bootstrap(name, Some(&params.environ), params) } {
         Ok(objects) => {
             // SAFETY: attached; release the (shared) GIL.
             unsafe { ffi::PyEval_SaveThread() };
-            tracing::debug!(group = name, own_gil = params.own_gil, elapsed = ?started.elapsed(), "sub-interpreter created");
+            tracing::debug!(group = name, own_gil, elapsed = ?started.elapsed(), "sub-interpreter created");
             Ok(Arc::new(Interp {
                 name: name.to_string(),
                 raw,
                 is_main: false,
-                own_gil: params.own_gil,
+                own_gil,
                 main: Some(main.clone()),
                 gate: gate.clone(),
                 registry: Mutex::new(Registry {
@@ -1112,16 +1113,20 @@ unsafe fn end_interpreter(ts: TsPtr, main_ts: TsPtr) {
     let _ = main_ts;
 }
 
-/// Runs `_wsgi_rs` in the current interpreter and collects its objects.
+/// Runs `_wsgi_rs` in the current interpreter (application group `name`) and collects its
+/// objects: `sys.path` gets the process's python-path, then the `<WSGIInterpreterOptions>`
+/// layers for this interpreter, and `sys.stdin`/`sys.stdout` are restricted as they say.
 ///
 /// # Safety
 /// Attached to the interpreter being set up.
 unsafe fn bootstrap(
     name: &str,
     environ: Option<&[(Vec<u8>, Vec<u8>)]>,
-    python_path: &[PathBuf],
-    process: &ProcessFacts,
+    params: &StartParams,
 ) -> Result<Objects, PyErrorInfo> {
+    let process = &params.process;
+    let choices = params.rules.resolve(&process.group, name);
+    let layers = std::iter::once(&params.python_path).chain(&choices.python_path_layers);
     // SAFETY: attached (caller's contract). Every new reference is owned by an Obj; borrowed
     // ones (module dict, sys.modules, builtins) are only used while their owner lives.
     unsafe {
@@ -1172,17 +1177,30 @@ unsafe fn bootstrap(
             }
         };
         let paths = Obj::own(ffi::PyList_New(0)).ok_or_else(err)?;
-        for p in python_path {
-            let s = fs_str(p.as_os_str().as_bytes()).ok_or_else(err)?;
-            if ffi::PyList_Append(paths.as_ptr(), s.as_ptr()) != 0 {
+        for layer in layers {
+            let folders = Obj::own(ffi::PyList_New(0)).ok_or_else(err)?;
+            for p in layer {
+                let s = fs_str(p.as_os_str().as_bytes()).ok_or_else(err)?;
+                if ffi::PyList_Append(folders.as_ptr(), s.as_ptr()) != 0 {
+                    return Err(err());
+                }
+            }
+            if ffi::PyList_Append(paths.as_ptr(), folders.as_ptr()) != 0 {
                 return Err(err());
             }
         }
         let tag = new_str(&display_name(name)).ok_or_else(err)?;
         let setup = getattr(module.as_ptr(), c"setup").ok_or_else(err)?;
+        let flag = |b: bool| Obj::borrowed(if b { ffi::Py_True() } else { ffi::Py_False() });
         call(
             setup.as_ptr(),
-            &[tag.as_ptr(), env_obj.as_ptr(), paths.as_ptr()],
+            &[
+                tag.as_ptr(),
+                env_obj.as_ptr(),
+                paths.as_ptr(),
+                flag(choices.restrict_stdin).as_ptr(),
+                flag(choices.restrict_stdout).as_ptr(),
+            ],
         )
         .ok_or_else(err)?;
         let attr =
