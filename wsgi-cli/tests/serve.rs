@@ -1106,7 +1106,7 @@ fn config_lines_wsgi_serve_does_not_implement_stop_the_start() {
     let conf = write(
         &dir.path().join("site.conf"),
         &format!(
-            "ServerAdmin webmaster@example.com\nWSGIScriptAlias / {}\n<Location /private>\n    AuthType Digest\n    Require expr true\n</Location>\n",
+            "ServerSignature On\nWSGIScriptAlias / {}\n<Location /private>\n    AuthType Digest\n    Require expr true\n</Location>\n",
             app.display()
         ),
     );
@@ -1134,7 +1134,7 @@ fn config_lines_wsgi_serve_does_not_implement_stop_the_start() {
     let conf = write(
         &dir.path().join("site.conf"),
         &format!(
-            "ServerAdmin webmaster@example.com\nWSGIScriptAlias / {}\n",
+            "ServerSignature On\nWSGIScriptAlias / {}\n",
             app.display()
         ),
     );
@@ -1143,7 +1143,7 @@ fn config_lines_wsgi_serve_does_not_implement_stop_the_start() {
     assert!(
         server
             .stderr()
-            .contains("ServerAdmin has no effect under wsgi serve"),
+            .contains("ServerSignature has no effect under wsgi serve"),
         "{}",
         server.stderr()
     );
