@@ -1133,10 +1133,7 @@ fn config_lines_wsgi_serve_does_not_implement_stop_the_start() {
     // Without those lines it serves, and says what it accepted without effect.
     let conf = write(
         &dir.path().join("site.conf"),
-        &format!(
-            "ServerSignature On\nWSGIScriptAlias / {}\n",
-            app.display()
-        ),
+        &format!("ServerSignature On\nWSGIScriptAlias / {}\n", app.display()),
     );
     let server = Server::start(&["--config", conf.to_str().unwrap(), "--port", "0"]);
     assert_eq!(server.get("/hello").status, 200);

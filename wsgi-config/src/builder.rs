@@ -278,6 +278,15 @@ impl ConfigBuilder {
             "WSGIRestrictStdout",
             "WSGIRestrictSignal",
         ];
+        if directives::lookup(&d.name).is_none() && directives::is_wsgi_name(&d.name) {
+            return Err(vec![ConfigError::new(
+                Some(&d.span),
+                d.name.clone(),
+                ErrorKind::UnknownDirective {
+                    suggestion: closest(&d.name, SCOPED),
+                },
+            )]);
+        }
         let def = directives::lookup(&d.name).filter(|def| SCOPED.contains(&def.name));
         let Some(def) = def.filter(|_| at + 1 == ctx.containers.len()) else {
             return refuse(format!(

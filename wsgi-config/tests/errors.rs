@@ -343,6 +343,12 @@ fn interpreter_options_refuse_what_they_cannot_scope() {
         "site.conf:2: WSGIFreeThreading: cannot be set per interpreter inside <WSGIInterpreterOptions>: WSGIFreeThreading is process-wide, and this section selects one application group (mod_wsgi 6 skips it there with a warning): put it in a section with process-group= only"
     );
     assert_eq!(
+        error(
+            "<WSGIInterpreterOptions process-group=%{GLOBAL}>\n  WSGIPythonPth /srv\n</WSGIInterpreterOptions>\n"
+        ),
+        "site.conf:2: WSGIPythonPth: unknown mod_wsgi directive (did you mean `WSGIPythonPath`?)"
+    );
+    assert_eq!(
         error("<WSGIInterpreterOptions process-group=d>\n</WSGIInterpreterOptions>\n"),
         "site.conf:1: <WSGIInterpreterOptions>: no daemon process group named `d` is defined (this configuration defines no daemon process groups): add `WSGIDaemonProcess d` at the server level or in this virtual host, or fix the name"
     );
