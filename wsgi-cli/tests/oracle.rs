@@ -630,6 +630,52 @@ Alias /static/ {d}/static/
     }
 }
 
+/// The access log's `%L` is the id the application saw as `mod_wsgi.request_id`, as in Apache
+/// with mod_wsgi; a request no application served (a static file) has none: `-`.
+#[test]
+fn request_ids_in_the_access_log_as_apache() {
+    let dir = util::scratch_world_readable("wsgi-oracle-ids-");
+    let root = dir.path();
+    let app = util::write_world_readable(
+        &root.join("id.wsgi"),
+        "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [environ['mod_wsgi.request_id'].encode()]\n",
+    );
+    util::write_world_readable(&root.join("page.txt"), "static\n");
+    let site = |logs: &Path| {
+        format!(
+            "LoadModule alias_module /usr/lib/apache2/modules/mod_alias.so\nCustomLog {l}/ids.log \"%L %U\"\nWSGIScriptAlias /app {app}\nAlias /static/ {d}/\n<Directory {d}>\n    Require all granted\n</Directory>\n",
+            l = logs.display(),
+            app = app.display(),
+            d = root.display()
+        )
+    };
+    let folder = |name: &str| {
+        let path = root.join(name);
+        std::fs::create_dir(&path).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        path
+    };
+    let (theirs_logs, ours_logs) = (folder("apache"), folder("ours"));
+    let theirs = apache::Apache::start_with_module(
+        &theirs_logs,
+        &apache::mod_wsgi_61(),
+        &site(&theirs_logs),
+    );
+    let ours = serve(root, &site(&ours_logs));
+    let (_, _, theirs_id) = theirs.get("/app/x");
+    theirs.get("/static/page.txt");
+    let ours_id = ours.get("/app/x").body;
+    ours.get("/static/page.txt");
+    for (logs, id) in [(&theirs_logs, theirs_id), (&ours_logs, ours_id)] {
+        let id = String::from_utf8(id).unwrap();
+        let lines = log_lines(&logs.join("ids.log"), 2);
+        assert_eq!(lines.first(), Some(&format!("{id} /app/x")), "{lines:?}");
+        assert_eq!(id.len(), 11, "{id}");
+        assert_eq!(lines[1], "- /static/page.txt");
+    }
+}
+
 /// `Require` (all, ip, local, host, env, method, valid-user, user, group, with `not`),
 /// `<RequireAll>`/`<RequireAny>`/`<RequireNone>`, `AuthType Basic` with an htpasswd file in
 /// bcrypt, MD5 and SHA1 (made by Apache's own `htpasswd`) and `AuthGroupFile`: the same

@@ -65,7 +65,7 @@ pub enum LogItem {
     BytesIn,
     /// `%O`: bytes sent, head included.
     BytesOut,
-    /// `%L`: the request's log id (none: `-`).
+    /// `%L`: the request's log id, the application's `mod_wsgi.request_id` (none: `-`).
     LogId,
 }
 

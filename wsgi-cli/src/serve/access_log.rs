@@ -315,6 +315,9 @@ pub struct LogRecord {
     pub closes: bool,
     /// The authenticated user (`%u`).
     pub user: Option<String>,
+    /// `%L`: the id the application saw as `mod_wsgi.request_id` (0: no application ran; `-`,
+    /// as Apache shows a request that made no log id).
+    pub request_id: u64,
 }
 
 /// What the routing of a request adds to its log record, carried back to the logging layer
@@ -327,6 +330,8 @@ pub struct LogExtras {
     pub env: Vec<(String, String)>,
     /// The authenticated user (`%u`).
     pub user: Option<String>,
+    /// The application's `mod_wsgi.request_id` (0: no application ran).
+    pub request_id: u64,
 }
 
 /// Apache's escaping of logged strings: `"` and `\` backslashed, control and non-ASCII bytes as
@@ -378,6 +383,7 @@ impl LogRecord {
             env: Vec::new(),
             closes: false,
             user: None,
+            request_id: 0,
         }
     }
 
@@ -442,7 +448,12 @@ impl LogRecord {
                 LogItem::User => {
                     dash_or(&mut out, self.user.as_ref().map(|u| u.as_bytes().to_vec()))
                 }
-                LogItem::Dash | LogItem::LogId => out.push('-'),
+                LogItem::Dash => out.push('-'),
+                LogItem::LogId if self.request_id != 0 => {
+                    let mut id = [0u8; 11];
+                    out.push_str(wsgi_interp::format_request_id(self.request_id, &mut id));
+                }
+                LogItem::LogId => out.push('-'),
                 LogItem::Method => escape_into(&mut out, self.method.as_bytes()),
                 LogItem::ResponseHeader(name) => {
                     dash_or(&mut out, Self::header_value(&self.response_headers, name))
@@ -677,7 +688,19 @@ mod tests {
             env: vec![("APP".into(), "one".into())],
             closes: false,
             user: None,
+            request_id: 0,
         }
+    }
+
+    #[test]
+    fn log_id_is_the_request_id() {
+        let format = wsgi_config::logformat::parse("%L %s").unwrap();
+        assert_eq!(record().line(&format, 0), "- 200\n");
+        let record = LogRecord {
+            request_id: 0x0001_0203_0405_0607,
+            ..record()
+        };
+        assert_eq!(record.line(&format, 0), "AAECAwQFBgc 200\n");
     }
 
     #[test]

@@ -781,6 +781,7 @@ async fn handle(
             record.filename = extras.filename;
             record.env = extras.env;
             record.user = extras.user;
+            record.request_id = extras.request_id;
         }
         Box::new(LogJob {
             writer: logs.writer.clone(),
@@ -900,19 +901,21 @@ fn wants_close<B>(req: &Request<B>) -> bool {
     }
 }
 
-/// Adds what the access log's `%f` and `%{VAR}e` show to a response (when there are logs).
+/// Adds what the access log's `%f`, `%{VAR}e`, `%u` and `%L` show to a response (when there
+/// are logs).
 fn with_log_extras(
     mut response: Response<ResponseBody>,
     front: &Front,
     filename: Option<std::path::PathBuf>,
     env: Vec<(String, String)>,
-    user: Option<String>,
+    (user, request_id): (Option<String>, u64),
 ) -> Response<ResponseBody> {
     if front.logs.is_some() {
         response.extensions_mut().insert(LogExtras {
             filename,
             env,
             user,
+            request_id,
         });
     }
     response
@@ -1169,7 +1172,7 @@ async fn dispatch(
         },
         Err((refused, user)) => (refused, user),
     };
-    with_log_extras(response, front, Some(file), env, user)
+    with_log_extras(response, front, Some(file), env, (user, 0))
 }
 
 /// Runs a routed request (a `WSGIScriptAlias` mount, or a file its handler runs): who may see
@@ -1216,7 +1219,7 @@ async fn serve_route(
         Ok(granted) => granted,
         Err((refused, user)) => {
             let (script, env) = (route.script_filename().to_path_buf(), route.env);
-            return with_log_extras(refused, front, Some(script), env, user);
+            return with_log_extras(refused, front, Some(script), env, (user, 0));
         }
     };
     if let Some(script) = route.settings.dispatch_script.clone() {
@@ -1260,13 +1263,17 @@ async fn serve_route(
             group => group.to_string(),
         },
     });
+    // `mod_wsgi.request_start` (before the body is read) and the request id, which the access
+    // log's `%L` shows too.
+    let stamps = Stamps::now();
     let mut response = if front.logs.is_some() {
         let (script, env) = (route.script_filename().to_path_buf(), route.env.clone());
         let user = granted.user.clone();
-        let response = run_app(front, conn, route, req, target, granted).await;
-        with_log_extras(response, front, Some(script), env, user)
+        let request_id = stamps.request_id;
+        let response = run_app(front, conn, route, req, (target, stamps), granted).await;
+        with_log_extras(response, front, Some(script), env, (user, request_id))
     } else {
-        run_app(front, conn, route, req, target, granted).await
+        run_app(front, conn, route, req, (target, stamps), granted).await
     };
     if let Some(labels) = labels {
         response.extensions_mut().insert(labels);
@@ -1317,11 +1324,9 @@ async fn run_app(
     conn: &ConnInfo,
     route: Route,
     req: Request<Incoming>,
-    target: Bytes,
+    (target, stamps): (Bytes, Stamps),
     granted: Granted,
 ) -> Response<ResponseBody> {
-    // `mod_wsgi.request_start`: before the body is read.
-    let stamps = Stamps::now();
     let (parts, body) = req.into_parts();
     let is_head = parts.method == Method::HEAD;
     // mod_wsgi's WSGIMapHEADToGET: Auto (the default) maps HEAD to GET only when an Apache
