@@ -88,10 +88,9 @@ pub extern "C" fn wsgi_rs_start_daemons() -> *mut c_char {
                     .get_or_insert_with(|| user.clone());
             }
         }
+        let mut options = SupervisorOptions::new(program, &["process"]);
         // `apache.version` in the daemon processes: this httpd's, as in embedded mode.
-        let (major, minor, patch) = crate::request::apache_version();
-        let version = format!("{major}.{minor}.{patch}");
-        let options = SupervisorOptions::new(program, &["process", "--apache-version", &version]);
+        options.apache_version = Some(crate::request::apache_version());
         match Supervisor::start(&config, &options) {
             Ok(supervisor) => {
                 *lock(&ENDPOINTS) = supervisor.endpoints().to_vec();

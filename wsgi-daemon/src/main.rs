@@ -2,9 +2,8 @@
 //! `wsgi` itself (the Apache module), and a stand-alone supervisor for a configuration's
 //! daemon process groups.
 //!
-//! * `wsgi-daemon process [--apache-version X.Y.Z]`: one daemon process (started by a
-//!   supervisor; its stdin is the control socket); the Apache module names its httpd's release,
-//!   the environ's `apache.version`.
+//! * `wsgi-daemon process`: one daemon process (started by a supervisor; its stdin is the
+//!   control socket).
 //! * `wsgi-daemon supervise CONFIG [--socket-dir DIR]`: starts every `WSGIDaemonProcess` of
 //!   CONFIG, prints `group NAME SOCKET` per group on stdout, runs until SIGTERM or SIGINT,
 //!   then stops every process and removes the sockets.
@@ -14,23 +13,12 @@ use std::process::ExitCode;
 
 use nix::sys::signal::{SigSet, Signal};
 
-const USAGE: &str = "usage: wsgi-daemon supervise CONFIG [--socket-dir DIR] | wsgi-daemon process [--apache-version X.Y.Z]";
+const USAGE: &str = "usage: wsgi-daemon supervise CONFIG [--socket-dir DIR] | wsgi-daemon process";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("process") => match apache_version(&args[1..]) {
-            Ok(version) => {
-                if let Some(version) = version {
-                    wsgi_interp::set_apache_version(version);
-                }
-                ExitCode::from(wsgi_daemon::process::main().clamp(0, 255) as u8)
-            }
-            Err(e) => {
-                eprintln!("wsgi-daemon: error: {e}");
-                ExitCode::from(2)
-            }
-        },
+        Some("process") => ExitCode::from(wsgi_daemon::process::main().clamp(0, 255) as u8),
         Some("supervise") => match supervise(&args[1..]) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -42,25 +30,6 @@ fn main() -> ExitCode {
             eprintln!("{USAGE}");
             ExitCode::from(2)
         }
-    }
-}
-
-/// `process`'s arguments: nothing, or `--apache-version X.Y.Z`.
-fn apache_version(args: &[String]) -> Result<Option<(u16, u16, u16)>, String> {
-    match args {
-        [] => Ok(None),
-        [flag, value] if flag == "--apache-version" => {
-            let parts: Vec<u16> = value
-                .split('.')
-                .map(str::parse)
-                .collect::<Result<_, _>>()
-                .map_err(|_| format!("--apache-version {value}: expected X.Y.Z"))?;
-            match parts[..] {
-                [a, b, c] => Ok(Some((a, b, c))),
-                _ => Err(format!("--apache-version {value}: expected X.Y.Z")),
-            }
-        }
-        _ => Err(USAGE.into()),
     }
 }
 

@@ -420,6 +420,9 @@ fn start(
         python_path.push(home.clone());
     }
     python_path.extend(spec.python_path.iter().cloned());
+    if let Some(version) = spec.apache_version {
+        wsgi_interp::set_apache_version(version);
+    }
     let runtime = Runtime::start_with(
         &StartConfig {
             python_home: spec.python_home.clone(),

@@ -73,6 +73,9 @@ pub struct ProcessSpec {
     /// What `<WSGIInterpreterOptions>` sections give this group's interpreters.
     #[serde(default)]
     pub interpreter_rules: wsgi_config::InterpreterRules,
+    /// `apache.version` in the environs (None: `wsgi serve`'s).
+    #[serde(default)]
+    pub apache_version: Option<(u16, u16, u16)>,
     /// Who to become, when started as root.
     pub identity: Option<Identity>,
     /// `umask=`.
@@ -343,6 +346,7 @@ mod tests {
                 }],
                 ..Default::default()
             },
+            apache_version: Some((2, 4, 71)),
             identity: None,
             umask: Some(0o007),
             home: None,
@@ -383,6 +387,7 @@ mod tests {
         assert!(back.preload_must_succeed);
         assert_eq!(back.preload, spec.preload);
         assert_eq!(back.interpreter_rules, spec.interpreter_rules);
+        assert_eq!(back.apache_version, Some((2, 4, 71)));
         // The received descriptor is the same listening socket: a client connects through it.
         let received = UnixListener::from(fd);
         let _client = UnixStream::connect(&path).unwrap();

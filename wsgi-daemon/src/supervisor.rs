@@ -146,6 +146,9 @@ pub struct SupervisorOptions {
     pub preload_must_succeed: bool,
     /// Environment variables set for every process (after the group's own).
     pub env: Vec<(String, OsString)>,
+    /// `apache.version` in the processes' environs: the Apache module's httpd (None: `wsgi
+    /// serve`'s, [`wsgi_interp::SERVE_APACHE_VERSION`]).
+    pub apache_version: Option<(u16, u16, u16)>,
 }
 
 impl SupervisorOptions {
@@ -159,6 +162,7 @@ impl SupervisorOptions {
             default_socket_timeout: Duration::from_secs(60),
             preload_must_succeed: false,
             env: Vec::new(),
+            apache_version: None,
         }
     }
 }
@@ -778,6 +782,7 @@ impl Supervisor {
                 dont_write_bytecode: config.python.dont_write_bytecode,
                 per_interpreter_gil: config.python.per_interpreter_gil,
                 interpreter_rules: config.python.interpreter_rules(),
+                apache_version: options.apache_version,
                 identity,
                 umask: o.umask,
                 home: o.home.clone(),
