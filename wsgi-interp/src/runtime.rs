@@ -10,14 +10,16 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::config::{InterpreterOptions, StartConfig, StartError, choose_home};
 use crate::ffi;
-use crate::ffi::interp::{Core, Interp, ProcessFacts, StartParams};
+use crate::ffi::interp::Interp;
+use crate::ffi::lifecycle::Core;
+use crate::ffi::startup::{ProcessFacts, StartParams};
 use crate::hooks::{HookArg, HookError, HookFunction, HookScript, HookValue};
 use crate::wsgi::{
     CallOptions, InterpError, LoadStatus, Outcome, RequestBody, RequestHead, ResponseSink,
     ScriptError, ScriptSpec,
 };
 
-pub use crate::ffi::interp::Attached;
+pub use crate::ffi::attach::Attached;
 
 static STARTED: AtomicBool = AtomicBool::new(false);
 
@@ -150,7 +152,7 @@ impl Runtime {
             return Ok(InterpreterHandle(i.clone()));
         }
         // Creating needs the GIL on the Python main thread: never wait for it while attached.
-        if let Some(current) = ffi::interp::attached_group() {
+        if let Some(current) = ffi::tstate::attached_group() {
             return Err(InterpError::NestedAttach(current));
         }
         let _one_at_a_time = self.create.lock();
@@ -167,7 +169,7 @@ impl Runtime {
     /// Deletes the calling thread's thread states. Worker pools call this before a worker
     /// exits (a thread-local destructor does it otherwise).
     pub fn release_thread() {
-        ffi::interp::release_current_thread();
+        ffi::tstate::release_current_thread();
     }
 
     /// Publishes mod_wsgi's `process_stopping` event in every interpreter, once: the

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use pyo3::ffi;
 
-use super::host::{CallState, EmitError, InRequest, call_functions, lock_attached, without_gil};
-use super::interp::{Attached, Objects, ScriptEntry};
+use super::attach::{Attached, lock_attached, without_gil};
+use super::host::{CallState, EmitError, InRequest, call_functions};
+use super::interp::{Objects, ScriptEntry};
 use super::{
     Obj, Stored, bytes_of, call, fs_str, latin1_str, new_dict, new_str, str_text, take_error,
 };
@@ -348,7 +349,7 @@ pub(crate) fn environ_size(py: &Attached<'_>, head: &RequestHead, opts: &CallOpt
 }
 
 fn app_error(e: PyErrorInfo) -> AppError {
-    let e = super::interp::explain_attached(e);
+    let e = super::tstate::explain_attached(e);
     AppError {
         message: e.to_string(),
         traceback: e.traceback,
@@ -714,5 +715,14 @@ unsafe fn iterate(
                 }
             }
         }
+    }
+}
+
+impl Attached<'_> {
+    /// Builds and drops the environ of a request; returns its number of keys. A benchmark
+    /// hook, not an API.
+    #[doc(hidden)]
+    pub fn bench_environ(&self, head: &crate::RequestHead, opts: &crate::CallOptions) -> usize {
+        environ_size(self, head, opts)
     }
 }

@@ -5,8 +5,8 @@ use std::os::unix::ffi::OsStrExt;
 
 use pyo3::ffi;
 
-use super::host::lock_attached;
-use super::interp::{Attached, HookEntry};
+use super::attach::{Attached, lock_attached};
+use super::interp::HookEntry;
 use super::{Obj, Stored, bytes_of, call, cstring, fs_str, latin1_str, new_str, str_text};
 use super::{getattr, take_error};
 use crate::hooks::{HookArg, HookError, HookFunction, HookScript, HookValue};

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use pyo3::ffi;
 
+use super::attach::without_gil;
 use super::{Obj, bytes_of, new_bytes, raise, str_text};
 use crate::response::{check_header, parse_content_length, parse_status};
 use crate::wsgi::{RequestBody, ResponseSink};
@@ -103,50 +104,6 @@ fn trampoline(name: &str, body: impl FnOnce() -> *mut ffi::PyObject) -> *mut ffi
             ptr::null_mut()
         }
     }
-}
-
-/// Locks a mutex of the attached interpreter's (its script tables) without ever waiting for it
-/// while holding the GIL: the holder may itself be waiting for the GIL.
-pub(crate) fn lock_attached<'m, T>(
-    _py: &super::interp::Attached<'_>,
-    m: &'m parking_lot::Mutex<T>,
-) -> parking_lot::MutexGuard<'m, T> {
-    match m.try_lock() {
-        Some(guard) => guard,
-        // SAFETY: `_py` proves the calling thread is attached.
-        None => unsafe { without_gil(|| m.lock()) },
-    }
-}
-
-/// Runs `f` with the GIL released (and this thread marked detached), re-attaching after, also
-/// when `f` panics.
-///
-/// # Safety
-/// The calling thread is attached (holds the GIL through its current tstate).
-pub(crate) unsafe fn without_gil<R>(f: impl FnOnce() -> R) -> R {
-    struct Reattach(*mut ffi::PyThreadState, *const super::interp::Interp);
-    impl Drop for Reattach {
-        fn drop(&mut self) {
-            if self.1.is_null() {
-                // SAFETY: self.0 is the tstate this thread saved below.
-                unsafe { ffi::PyEval_RestoreThread(self.0) };
-            } else {
-                // SAFETY: self.1 is the interpreter of the enclosing `run` frame, which keeps
-                // it alive; self.0 is this thread's tstate for it, saved below.
-                unsafe {
-                    let interp = &*self.1;
-                    super::interp::reacquire(interp, self.0);
-                }
-            }
-            super::interp::set_attached(self.1);
-        }
-    }
-    let prev = super::interp::set_attached(ptr::null());
-    super::interp::before_release(prev);
-    // SAFETY: attached (caller's contract).
-    let ts = unsafe { ffi::PyEval_SaveThread() };
-    let _reattach = Reattach(ts, prev);
-    f()
 }
 
 /// The builtin functions the host gives `_wsgi_rs`, by name: `_native_log`,

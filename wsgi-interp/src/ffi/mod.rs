@@ -13,10 +13,17 @@
 //! * Every `extern "C"` function CPython calls runs its body under `catch_unwind` and turns a
 //!   panic into a Python exception (`host::trampoline`).
 
+pub(crate) mod attach;
 pub(crate) mod call;
+mod finalize;
+mod gate;
+mod gil;
 pub(crate) mod hook;
 pub(crate) mod host;
 pub(crate) mod interp;
+pub(crate) mod lifecycle;
+pub(crate) mod startup;
+pub(crate) mod tstate;
 
 use std::ffi::{CStr, CString, c_char};
 use std::ptr::NonNull;
