@@ -1,3 +1,16 @@
+//! The way into an interpreter and out again: `Interp::run` (the only way in: the gate, this
+//! thread's thread state, `acquire`, the `ATTACHED` mark; detached again when `f` returns or
+//! panics), `without_gil` (the GIL let go around blocking work and taken back), and
+//! `lock_attached`; and [`Attached`], the proof of attachment that code touching Python objects
+//! takes, with the public operations on it (`exec`, `eval`, `interrupt_thread`).
+//!
+//! Rules it keeps: attached means the thread restored *its own* thread state for the
+//! interpreter owning the objects and holds the GIL; [`Attached`] is neither `Send` nor `Sync`,
+//! so it cannot reach a thread that holds no GIL; entering a second interpreter from inside
+//! `run` is refused (`NestedAttach`). Lock order, everywhere: a Rust mutex may be held while
+//! waiting for the GIL, never the reverse; code that holds the GIL and needs a contended mutex
+//! releases the GIL first (`lock_attached`).
+
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::ptr;

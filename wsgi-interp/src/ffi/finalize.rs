@@ -1,3 +1,15 @@
+//! Ending interpreters and finalising CPython, on the lifecycle thread: `finish` (for
+//! `Command::Shutdown`) and `end_interpreter` (also for a sub-interpreter whose set-up failed).
+//!
+//! CPython rules it keeps: the order is every sub-interpreter ended, newest first, then the
+//! main thread state restored on the initialising thread and `Py_FinalizeEx` (with a live
+//! sub-interpreter it aborts on 3.11 and 3.12, "remaining subinterpreters").
+//! `Py_EndInterpreter` aborts while another thread state of the interpreter exists, so the
+//! workers' are deleted first (the gate is closed and drained: their threads never use them
+//! again); on 3.11 it returns still holding the shared GIL, which must be let go. An
+//! interpreter whose threads outlive the wait is left running, and CPython is then not
+//! finalised.
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

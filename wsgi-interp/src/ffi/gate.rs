@@ -1,5 +1,16 @@
-use parking_lot::{Condvar, Mutex};
+//! Admission into Python, for shutdown: every way into an interpreter (`Interp::run`, and a
+//! thread deleting its thread states) enters the [`Gate`] first, and `Core::shutdown` closes
+//! it and waits for the calls inside to leave before anything is ended.
+//!
+//! The CPython rule it keeps: a thread that enters Python while or after `Py_FinalizeEx` runs
+//! never returns, and `Py_EndInterpreter` aborts while a thread state of the interpreter other
+//! than the caller's exists. So once ending starts nothing may be inside Python or get in, and
+//! a thread state may be deleted by another thread only while its owner is kept out by the
+//! closed gate.
+
 use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex};
 
 /// Admission of work into Python: shutdown closes it and waits for the calls inside to leave.
 pub(crate) struct Gate {

@@ -1,3 +1,15 @@
+//! Taking the GIL fairly: [`acquire`] attaches the calling thread with its thread state
+//! (`PyEval_RestoreThread`), [`reacquire`] does it again after `without_gil`, and
+//! [`before_release`] runs before the thread lets the GIL go.
+//!
+//! The CPython behaviour it works around: on 3.11 and 3.12 the shared GIL is not handed over
+//! between interpreters at the switch interval (a thread of interpreter B waits until a
+//! CPU-bound call in A ends, not 5 ms). So a waiter for a shared-GIL interpreter waits as a
+//! thread of the interpreter that holds the GIL (`HOLDER`), then switches to its own thread
+//! state with `PyThreadState_Swap` while holding it, the documented way to change
+//! interpreters under one GIL. On 3.13, and for interpreters with their own GIL, it is plain
+//! `PyEval_RestoreThread`.
+
 #[cfg(not(Py_3_13))]
 use std::cell::RefCell;
 use std::sync::Arc;

@@ -1,10 +1,15 @@
-//! CPython start-up and finalisation on a dedicated "python main" thread, sub-interpreters,
-//! per-(thread, interpreter) thread states and attaching. The CPython behaviour this follows
-//! (call sequences, what aborts or deadlocks on which version) is in ARCHITECTURE.md,
-//! "Sub-interpreters and the GIL: what CPython does".
+//! One interpreter and its tables: [`Interp`] (the main interpreter, group `""`, or an
+//! application group's sub-interpreter), the objects its bootstrap made ([`Objects`]), its
+//! loaded WSGI and hook scripts ([`ScriptEntry`], [`HookEntry`]), the registry of the thread
+//! states worker threads made for it, and the hints added to errors of extension modules that
+//! refuse it.
 //!
-//! Lock order, everywhere: a Rust mutex may be held while waiting for the GIL, never the
-//! reverse; code that holds the GIL and needs a contended mutex releases the GIL first.
+//! CPython rules it keeps: objects never cross interpreters, so every entry of these tables
+//! belongs to its interpreter and is released only while attached to it, before it ends.
+//! A worker's thread state is made (`Interp::new_tstate`, `PyThreadState_New`, which needs no
+//! GIL) only while the registry says the interpreter has not ended, under the registry lock
+//! that ending takes to delete them: `Py_EndInterpreter` aborts ("not the last thread") while
+//! another thread state of the interpreter is left.
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -1,3 +1,12 @@
+//! The interpreter lifecycle thread, `wsgi-python-main`: [`Core::start`] starts it and waits
+//! until CPython is up; it then creates each sub-interpreter on request (`Command::Create`,
+//! sent by [`Core::create`]) and, on `Command::Shutdown` (sent by [`Core::shutdown`] once the
+//! gate is closed and drained), ends them and finalises. It never serves a request.
+//!
+//! CPython rules it keeps: finalisation runs on the thread that initialised (on 3.11,
+//! finalising from another thread hung), and creating an interpreter needs a current thread
+//! state to start from, this thread's main one.
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -7,11 +7,26 @@
 //! * A function taking or returning `*mut ffi::PyObject`, an [`Obj`] or a [`Stored`] must run
 //!   on a thread *attached* to the interpreter that owns those objects: the thread restored
 //!   its own thread state for that interpreter (`PyEval_RestoreThread`) and holds the GIL.
-//!   Attachment is tracked by our own thread-local (see `interp::ATTACHED`), never by
+//!   Attachment is tracked by our own thread-local (see `tstate::ATTACHED`), never by
 //!   `PyGILState_Check`, which lies once sub-interpreters exist.
 //! * Objects never cross interpreters: each interpreter has its own [`interp::Objects`] table.
 //! * Every `extern "C"` function CPython calls runs its body under `catch_unwind` and turns a
 //!   panic into a Python exception (`host::trampoline`).
+//!
+//! # Files
+//!
+//! Each file has one job; each uses only the ones listed before it (and this module's
+//! object helpers), so there is no import circle:
+//!
+//! * `gate`: admission into Python, closed by shutdown.
+//! * `interp`: one interpreter ([`interp::Interp`]) and its tables.
+//! * `tstate`: the calling thread's thread states and attachment mark.
+//! * `gil`: taking the GIL, fairly between interpreters that share it.
+//! * `attach`: `Interp::run`, `without_gil`, and the [`attach::Attached`] proof.
+//! * `host`: the Rust functions Python calls (`start_response`, `write`, `wsgi.input`, logs).
+//! * `finalize`, `startup`, `lifecycle`: ending interpreters and finalising; starting CPython
+//!   and making interpreters; the `wsgi-python-main` thread that does both.
+//! * `call`, `hook`: loading scripts and the WSGI call; access, auth and dispatch scripts.
 
 pub(crate) mod attach;
 pub(crate) mod call;

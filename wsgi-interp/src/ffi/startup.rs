@@ -1,3 +1,17 @@
+//! Starting CPython and making interpreters, on the lifecycle thread: `initialize`
+//! (`Py_InitializeFromConfig` with mod_wsgi's settings, from [`StartParams`]), `create_sub`
+//! (`Py_NewInterpreter` on 3.11, `Py_NewInterpreterFromConfig` with a shared or its own GIL on
+//! 3.12+), and `bootstrap`, which runs `bootstrap.py` (`_wsgi_rs`) and `mod_wsgi.py` in each
+//! new interpreter and collects its `Objects`.
+//!
+//! CPython rules it keeps: initialise once per process, on the thread that will finalise,
+//! ignoring the server's `PYTHON*` variables and always setting `program_name` (ARCHITECTURE.md,
+//! "Venvs: what python-home means"); creating an interpreter needs the main thread state
+//! current, and failing leaves it current again; a sub-interpreter whose bootstrap fails is
+//! ended at once. With own-GIL groups, the standard modules such interpreters refuse are first
+//! imported into the main interpreter (`preload_for_own_gil`; ARCHITECTURE.md, "Own-GIL
+//! interpreters").
+
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;

@@ -1,3 +1,16 @@
+//! The calling thread's CPython state: its thread states, one per interpreter it has used
+//! (`STATES`, the thread-state cache), and the interpreter it is attached to through
+//! `Interp::run` (`ATTACHED`; our own mark, since `PyGILState_Check` answers 1 on every thread
+//! once sub-interpreters exist).
+//!
+//! CPython rules it keeps: a thread state is per (thread, interpreter), made on its thread and
+//! only ever attached by it; a thread deletes its own (`PyThreadState_Clear`, then
+//! `PyThreadState_DeleteCurrent`) before it exits (`release_current_thread`, else the
+//! thread-local destructor), through the gate, so never while shutdown ends interpreters. A
+//! thread's first state is a main-interpreter one: on 3.11 `PyGILState_Ensure` (what C
+//! extensions call) takes the first thread state ever made on the thread, whatever its
+//! interpreter.
+
 use std::cell::{Cell, RefCell};
 use std::ptr;
 use std::sync::Arc;
