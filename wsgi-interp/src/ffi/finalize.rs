@@ -146,16 +146,7 @@ pub(super) unsafe fn finish(
                 &objects.guard_shutdown,
                 "guarding threading._shutdown",
             );
-            for (_, entry) in sub.scripts.lock().drain() {
-                entry.release();
-            }
-            for (_, entry) in sub.hooks.lock().drain() {
-                entry.release();
-            }
-            match Arc::try_unwrap(objects) {
-                Ok(o) => o.release(),
-                Err(shared) => std::mem::forget(shared),
-            }
+            sub.release_tables(objects);
             let t0 = Instant::now();
             end_interpreter(ts, main_ts);
             tracing::debug!(group = %sub.name, elapsed = ?t0.elapsed(), "sub-interpreter ended");
@@ -195,16 +186,7 @@ pub(super) unsafe fn finish(
                 &objects.guard_shutdown,
                 "guarding threading._shutdown",
             );
-            for (_, entry) in main.scripts.lock().drain() {
-                entry.release();
-            }
-            for (_, entry) in main.hooks.lock().drain() {
-                entry.release();
-            }
-            match Arc::try_unwrap(objects) {
-                Ok(o) => o.release(),
-                Err(shared) => std::mem::forget(shared),
-            }
+            main.release_tables(objects);
         }
         let rc = ffi::Py_FinalizeEx();
         report.finalized = true;

@@ -79,7 +79,7 @@ pub(crate) struct Objects {
 impl Objects {
     /// # Safety
     /// Attached to the owning interpreter.
-    pub(super) unsafe fn release(self) {
+    unsafe fn release(self) {
         // SAFETY: attached to the owner (caller's contract).
         unsafe {
             for k in self.keys.into_iter().chain(self.values) {
@@ -182,6 +182,57 @@ pub(crate) struct Interp {
 }
 
 impl Interp {
+    /// A new interpreter's entry, its tables empty: the main interpreter when `main` is `None`,
+    /// else a sub-interpreter of it. `creation_ts` is the lifecycle thread's thread state for
+    /// it, which ends it.
+    pub(super) fn new(
+        name: &str,
+        raw: RawInterp,
+        own_gil: bool,
+        main: Option<Arc<Interp>>,
+        gate: Arc<Gate>,
+        objects: Option<Arc<Objects>>,
+        creation_ts: TsPtr,
+    ) -> Arc<Interp> {
+        Arc::new(Interp {
+            name: name.to_string(),
+            raw,
+            is_main: main.is_none(),
+            own_gil,
+            main,
+            gate,
+            registry: Mutex::new(Registry {
+                ended: false,
+                worker_tstates: Vec::new(),
+            }),
+            objects: Mutex::new(objects),
+            scripts: Mutex::new(HashMap::new()),
+            hooks: Mutex::new(HashMap::new()),
+            creation_ts,
+        })
+    }
+
+    /// Releases what its tables hold: the loaded scripts, the hook scripts and the object
+    /// table (unless a reference to it is still out, which is then leaked).
+    ///
+    /// # Safety
+    /// Attached to this interpreter, which owns `objects`.
+    pub(super) unsafe fn release_tables(&self, objects: Arc<Objects>) {
+        // SAFETY: attached to this interpreter, which owns every entry (caller's contract).
+        unsafe {
+            for (_, entry) in self.scripts.lock().drain() {
+                entry.release();
+            }
+            for (_, entry) in self.hooks.lock().drain() {
+                entry.release();
+            }
+            match Arc::try_unwrap(objects) {
+                Ok(o) => o.release(),
+                Err(shared) => std::mem::forget(shared),
+            }
+        }
+    }
+
     /// The log name: "main interpreter" or "application group 'x'".
     pub fn display(&self) -> String {
         display_name(&self.name)

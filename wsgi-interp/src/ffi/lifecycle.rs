@@ -7,7 +7,6 @@
 //! finalising from another thread hung), and creating an interpreter needs a current thread
 //! state to start from, this thread's main one.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +16,7 @@ use pyo3::ffi;
 
 use super::finalize::finish;
 use super::gate::Gate;
-use super::interp::{Interp, RawInterp, Registry};
+use super::interp::{Interp, RawInterp};
 use super::startup::{StartParams, bootstrap, create_sub, initialize, preload_for_own_gil};
 use super::tstate::attached_group;
 use crate::config::StartError;
@@ -143,23 +142,16 @@ fn python_main(
             return;
         }
     };
-    let main = Arc::new(Interp {
-        name: String::new(),
+    let main = Interp::new(
+        "",
         // SAFETY: CPython is initialised.
-        raw: RawInterp(unsafe { ffi::PyInterpreterState_Main() }),
-        is_main: true,
-        own_gil: false,
-        main: None,
-        gate: gate.clone(),
-        registry: Mutex::new(Registry {
-            ended: false,
-            worker_tstates: Vec::new(),
-        }),
-        objects: Mutex::new(None),
-        scripts: Mutex::new(HashMap::new()),
-        hooks: Mutex::new(HashMap::new()),
-        creation_ts: main_ts,
-    });
+        RawInterp(unsafe { ffi::PyInterpreterState_Main() }),
+        false,
+        None,
+        gate.clone(),
+        None,
+        main_ts,
+    );
     // SAFETY: attach the initialising tstate (detached by `initialize`) on its own thread.
     unsafe { ffi::PyEval_RestoreThread(main_ts.0) };
     // SAFETY: attached to the main interpreter.

@@ -12,7 +12,6 @@
 //! imported into the main interpreter (`preload_for_own_gil`; ARCHITECTURE.md, "Own-GIL
 //! interpreters").
 
-use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
@@ -20,12 +19,11 @@ use std::ptr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use parking_lot::Mutex;
 use pyo3::ffi;
 
 use super::finalize::end_interpreter;
 use super::gate::Gate;
-use super::interp::{Interp, Objects, RawInterp, Registry, TsPtr, display_name};
+use super::interp::{Interp, Objects, RawInterp, TsPtr, display_name};
 use super::{
     Obj, Stored, call, cstring, fs_str, getattr, new_bytes, new_str, str_list, take_error,
 };
@@ -169,22 +167,15 @@ pub(super) unsafe fn create_sub(
             // SAFETY: attached; release the (shared) GIL.
             unsafe { ffi::PyEval_SaveThread() };
             tracing::debug!(group = name, own_gil, elapsed = ?started.elapsed(), "sub-interpreter created");
-            Ok(Arc::new(Interp {
-                name: name.to_string(),
+            Ok(Interp::new(
+                name,
                 raw,
-                is_main: false,
                 own_gil,
-                main: Some(main.clone()),
-                gate: gate.clone(),
-                registry: Mutex::new(Registry {
-                    ended: false,
-                    worker_tstates: Vec::new(),
-                }),
-                objects: Mutex::new(Some(Arc::new(objects))),
-                scripts: Mutex::new(HashMap::new()),
-                hooks: Mutex::new(HashMap::new()),
-                creation_ts: ts,
-            }))
+                Some(main.clone()),
+                gate.clone(),
+                Some(Arc::new(objects)),
+                ts,
+            ))
         }
         Err(e) => {
             // SAFETY: attached with ts, the only tstate of the new interpreter.
