@@ -7,9 +7,10 @@
 //! CPython rules it keeps: objects never cross interpreters, so every entry of these tables
 //! belongs to its interpreter and is released only while attached to it, before it ends.
 //! A worker's thread state is made (`Interp::new_tstate`, `PyThreadState_New`, which needs no
-//! GIL) only while the registry says the interpreter has not ended, under the registry lock
-//! that ending takes to delete them: `Py_EndInterpreter` aborts ("not the last thread") while
-//! another thread state of the interpreter is left.
+//! GIL) and deleted by its thread (`Interp::delete_tstate`) only while the registry says the
+//! interpreter has not ended, under the registry lock that ending takes to delete the rest:
+//! `Py_EndInterpreter` aborts ("not the last thread") while another thread state of the
+//! interpreter is left.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -276,6 +277,29 @@ impl Interp {
         }
         reg.worker_tstates.push(TsPtr(ts));
         Ok(TsPtr(ts))
+    }
+
+    /// Deletes `ts`, a thread state the calling thread made for this interpreter with
+    /// `new_tstate`, unless shutdown is under way or done (then finalisation deletes it).
+    ///
+    /// # Safety
+    /// `ts` was made on the calling thread for this interpreter, and the thread is not attached.
+    pub(super) unsafe fn delete_tstate(&self, ts: TsPtr) {
+        let Some(_admitted) = self.gate.enter() else {
+            return;
+        };
+        let mut reg = self.registry.lock();
+        if reg.ended {
+            return;
+        }
+        reg.worker_tstates.retain(|t| *t != ts);
+        // SAFETY: ts was made on this thread for this live interpreter (registry not ended,
+        // and shutdown waits for the gate), and this thread is not attached.
+        unsafe {
+            ffi::PyEval_RestoreThread(ts.0);
+            ffi::PyThreadState_Clear(ts.0);
+            ffi::PyThreadState_DeleteCurrent();
+        }
     }
 }
 

@@ -4,18 +4,15 @@
 //! once sub-interpreters exist).
 //!
 //! CPython rules it keeps: a thread state is per (thread, interpreter), made on its thread and
-//! only ever attached by it; a thread deletes its own (`PyThreadState_Clear`, then
-//! `PyThreadState_DeleteCurrent`) before it exits (`release_current_thread`, else the
-//! thread-local destructor), through the gate, so never while shutdown ends interpreters. A
-//! thread's first state is a main-interpreter one: on 3.11 `PyGILState_Ensure` (what C
-//! extensions call) takes the first thread state ever made on the thread, whatever its
-//! interpreter.
+//! only ever attached by it; a thread deletes its own (`Interp::delete_tstate`) before it
+//! exits (`release_current_thread`, else the thread-local destructor), through the gate, so
+//! never while shutdown ends interpreters. A thread's first state is a main-interpreter one:
+//! on 3.11 `PyGILState_Ensure` (what C extensions call) takes the first thread state ever made
+//! on the thread, whatever its interpreter.
 
 use std::cell::{Cell, RefCell};
 use std::ptr;
 use std::sync::Arc;
-
-use pyo3::ffi;
 
 use super::interp::{Interp, TsPtr};
 use crate::wsgi::{InterpError, PyErrorInfo};
@@ -97,20 +94,8 @@ pub(crate) fn release_current_thread() {
 
 fn release_states(states: Vec<(Arc<Interp>, TsPtr)>) {
     for (interp, ts) in states.into_iter().rev() {
-        let Some(_admitted) = interp.gate.enter() else {
-            continue;
-        };
-        let mut reg = interp.registry.lock();
-        if reg.ended {
-            continue;
-        }
-        reg.worker_tstates.retain(|t| *t != ts);
-        // SAFETY: ts was made on this thread for this live interpreter (registry not ended,
-        // and shutdown waits for the gate), and this thread is not attached.
-        unsafe {
-            ffi::PyEval_RestoreThread(ts.0);
-            ffi::PyThreadState_Clear(ts.0);
-            ffi::PyThreadState_DeleteCurrent();
-        }
+        // SAFETY: every state in STATES was made on this thread for its interpreter, and the
+        // callers run detached (the destructor of a thread, or ATTACHED checked null).
+        unsafe { interp.delete_tstate(ts) };
     }
 }
