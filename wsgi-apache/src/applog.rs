@@ -14,8 +14,11 @@ use tracing::field::{Field, Visit};
 use tracing::subscriber::Interest;
 use tracing::{Dispatch, Event, Level, Metadata, Subscriber, span};
 
-use crate::request::RequestRec;
+use crate::ffi::{Request, RequestRec, log_lines};
 
+// The shim's log calls (`src/shim.c`), for the request of [`CURRENT`]. The request is kept as a
+// raw pointer here because a thread-local cannot carry the `Request`'s lifetime: [`for_request`]
+// sets it for exactly the time it borrows the `Request`.
 unsafe extern "C" {
     fn wsgi_rs_log_text(r: *mut RequestRec, level: c_int, text: *const c_char);
     fn wsgi_rs_log_enabled(r: *mut RequestRec, level: c_int) -> c_int;
@@ -108,7 +111,8 @@ impl Subscriber for ApacheLog {
             // C string for the call.
             unsafe { wsgi_rs_log_text(r, level, text.as_ptr()) };
         } else {
-            crate::request::log(r, level, &format!("{}{}", line.message, line.fields));
+            // SAFETY: `r` is NULL or the live request this thread serves.
+            unsafe { log_lines(r, level, &format!("{}{}", line.message, line.fields)) };
         }
     }
 
@@ -132,8 +136,9 @@ pub(crate) fn install() {
 }
 
 /// Runs `f` with this thread's log lines going to Apache's error log for the request `r`
-/// (NULL: the server).
-pub(crate) fn for_request<R>(r: *mut RequestRec, f: impl FnOnce() -> R) -> R {
+/// (None: the server).
+pub(crate) fn for_request<R>(r: Option<&Request<'_>>, f: impl FnOnce() -> R) -> R {
+    let r = r.map_or(std::ptr::null_mut(), Request::as_ptr);
     struct Restore(*mut RequestRec);
     impl Drop for Restore {
         fn drop(&mut self) {

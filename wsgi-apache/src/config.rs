@@ -1,7 +1,7 @@
 //! Apache's directive callbacks, fed to wsgi-config's builder: the same code, and so the same
 //! messages, as `wsgi check`.
 
-use std::ffi::{CStr, CString, c_char, c_int};
+use std::ffi::{CString, c_char, c_int};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -9,7 +9,7 @@ use wsgi_config::builder::{ContainerDecl, Context, VirtualHostDecl};
 use wsgi_config::reader::{Directive, Span, split_arguments};
 use wsgi_config::{Config, ConfigBuilder};
 
-use crate::guard::guard;
+use crate::ffi::{RawSection, ffi_fn, text, to_c};
 
 /// The configuration being read (between `pre_config` and the end of the read).
 static BUILDER: Mutex<Option<ConfigBuilder>> = Mutex::new(None);
@@ -24,29 +24,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// One enclosing section, as `src/shim.c` passes it.
-#[repr(C)]
-pub struct RawSection {
-    kind: *const c_char,
-    args: *const c_char,
-    file: *const c_char,
-    line: c_int,
-}
-
-/// A C string as text; NULL is empty (invalid UTF-8 replaced).
-///
-/// # Safety
-/// `ptr` is NULL or a NUL-terminated string valid for the call.
-pub(crate) unsafe fn text(ptr: *const c_char) -> String {
-    if ptr.is_null() {
-        return String::new();
-    }
-    // SAFETY: the caller guarantees a valid NUL-terminated string.
-    unsafe { CStr::from_ptr(ptr) }
-        .to_string_lossy()
-        .into_owned()
-}
-
 pub(crate) fn span(file: &str, line: c_int) -> Span {
     Span {
         file: Arc::from(Path::new(file)),
@@ -54,66 +31,54 @@ pub(crate) fn span(file: &str, line: c_int) -> Span {
     }
 }
 
-/// A message as a C string for Apache (freed with `wsgi_rs_free`).
-pub(crate) fn to_c(message: String) -> *mut c_char {
-    CString::new(message.replace('\0', " "))
-        .expect("NULs were replaced")
-        .into_raw()
+ffi_fn! {
+    /// Starts a new configuration read (Apache's `pre_config`).
+    ///
+    /// # Safety
+    /// `server_root` is NULL or a NUL-terminated string.
+    unsafe fn wsgi_rs_reset(server_root: *const c_char) {
+        // SAFETY: the export's contract.
+        let root = unsafe { text(server_root) };
+        *lock(&SERVER_ROOT) = Some(PathBuf::from(&root));
+        *lock(&BUILDER) = Some(ConfigBuilder::new(PathBuf::from(root)));
+    } ?= "pre_config", |_| ()
 }
 
-/// Starts a new configuration read (Apache's `pre_config`).
-///
-/// # Safety
-/// `server_root` is NULL or a NUL-terminated string.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn wsgi_rs_reset(server_root: *const c_char) {
-    // SAFETY: forwarded from the caller's contract.
-    let root = unsafe { text(server_root) };
-    guard(
-        "pre_config",
-        |_| (),
-        || {
-            *lock(&SERVER_ROOT) = Some(PathBuf::from(&root));
-            *lock(&BUILDER) = Some(ConfigBuilder::new(PathBuf::from(root)));
-        },
-    );
-}
-
-/// One mod_wsgi directive. Returns NULL when accepted, else the message (without file:line,
-/// which Apache prints itself), to be freed with [`wsgi_rs_free`].
-///
-/// # Safety
-/// Strings are NULL or NUL-terminated; `sections` points to `count` valid entries.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn wsgi_rs_directive(
-    name: *const c_char,
-    args: *const c_char,
-    file: *const c_char,
-    line: c_int,
-    sections: *const RawSection,
-    count: c_int,
-    htaccess: c_int,
-) -> *mut c_char {
-    // SAFETY: the caller's contract covers every pointer.
-    let (name, args, file) = unsafe { (text(name), text(args), text(file)) };
-    let raw: &[RawSection] = if sections.is_null() || count <= 0 {
-        &[]
-    } else {
-        // SAFETY: `sections` points to `count` initialised entries for the call.
-        unsafe { std::slice::from_raw_parts(sections, count as usize) }
-    };
-    let mut decls = Vec::with_capacity(raw.len());
-    for s in raw {
-        // SAFETY: each entry's strings are valid for the call.
-        let (kind, args, file) = unsafe { (text(s.kind), text(s.args), text(s.file)) };
-        decls.push((kind, args, span(&file, s.line)));
-    }
-    guard(&name, to_c, || {
+ffi_fn! {
+    /// One mod_wsgi directive. Returns NULL when accepted, else the message (without
+    /// file:line, which Apache prints itself), to be freed with [`wsgi_rs_free`].
+    ///
+    /// # Safety
+    /// Strings are NULL or NUL-terminated; `sections` points to `count` valid entries.
+    unsafe fn wsgi_rs_directive(
+        name: *const c_char,
+        args: *const c_char,
+        file: *const c_char,
+        line: c_int,
+        sections: *const RawSection,
+        count: c_int,
+        htaccess: c_int,
+    ) -> *mut c_char {
+        // SAFETY: the export's contract covers every pointer.
+        let (name, args, file) = unsafe { (text(name), text(args), text(file)) };
+        let raw: &[RawSection] = match usize::try_from(count) {
+            Ok(count) if count > 0 && !sections.is_null() => {
+                // SAFETY: `sections` points to `count` initialised entries for the call.
+                unsafe { std::slice::from_raw_parts(sections, count) }
+            }
+            _ => &[],
+        };
+        let mut decls = Vec::with_capacity(raw.len());
+        for s in raw {
+            // SAFETY: each entry's strings are valid for the call (the export's contract).
+            let (kind, args, file) = unsafe { (text(s.kind), text(s.args), text(s.file)) };
+            decls.push((kind, args, span(&file, s.line)));
+        }
         match apply(&name, &args, span(&file, line), decls, htaccess != 0) {
             Ok(()) => std::ptr::null_mut(),
             Err(message) => to_c(message),
         }
-    })
+    } ?= "a directive", to_c
 }
 
 fn apply(
@@ -167,101 +132,98 @@ fn apply(
     })
 }
 
-/// The `ServerName` and `ServerAlias` of a server (a virtual host when `vhost_file` is set),
-/// which Apache's core module reads and wsgi-rs needs for routing and group visibility.
-///
-/// # Safety
-/// Strings are NULL or NUL-terminated; `aliases` points to `alias_count` such strings.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn wsgi_rs_server_name(
-    vhost_file: *const c_char,
-    vhost_line: c_int,
-    name: *const c_char,
-    aliases: *const *const c_char,
-    alias_count: c_int,
-) {
-    // SAFETY: the caller's contract covers every pointer.
-    let (file, name) = unsafe { (text(vhost_file), text(name)) };
-    let mut alias_names = Vec::new();
-    if !aliases.is_null() && alias_count > 0 {
-        // SAFETY: `aliases` points to `alias_count` string pointers.
-        for &a in unsafe { std::slice::from_raw_parts(aliases, alias_count as usize) } {
-            // SAFETY: each is NULL or a valid string.
-            alias_names.push(unsafe { text(a) });
-        }
-    }
-    guard(
-        "server names",
-        |_| (),
-        || {
-            let ctx = Context {
-                virtual_host: (!file.is_empty()).then(|| VirtualHostDecl {
-                    addresses: Vec::new(),
-                    span: span(&file, vhost_line),
-                }),
-                ..Context::default()
-            };
-            let at = ctx
-                .virtual_host
-                .as_ref()
-                .map_or_else(|| span("(server)", 0), |v| v.span.clone());
-            let mut builder = lock(&BUILDER);
-            let Some(builder) = builder.as_mut() else {
-                return;
-            };
-            let mut feed = |directive: &str, args: Vec<String>| {
-                let d = Directive {
-                    name: directive.to_string(),
-                    args,
-                    span: at.clone(),
-                };
-                // Non-mod_wsgi directives are never refused.
-                let _ = builder.directive(&ctx, &d);
-            };
-            feed("ServerName", vec![name.clone()]);
-            if !alias_names.is_empty() {
-                feed("ServerAlias", alias_names.clone());
-            }
-        },
-    );
-}
-
-/// Apache's `User` and `Group` (read by its unixd module, not by us).
-///
-/// # Safety
-/// Strings are NULL or NUL-terminated.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn wsgi_rs_server_user(user: *const c_char, group: *const c_char) {
-    // SAFETY: the caller's contract.
-    let (user, group) = unsafe { (text(user), text(group)) };
-    guard(
-        "server user",
-        |_| (),
-        || {
-            let mut builder = lock(&BUILDER);
-            let Some(builder) = builder.as_mut() else {
-                return;
-            };
-            for (name, value) in [("User", user), ("Group", group)] {
-                if !value.is_empty() && !value.starts_with('#') {
-                    let d = Directive {
-                        name: name.to_string(),
-                        args: vec![value],
-                        span: span("(server)", 0),
-                    };
-                    // Non-mod_wsgi directives are never refused.
-                    let _ = builder.directive(&Context::default(), &d);
+ffi_fn! {
+    /// The `ServerName` and `ServerAlias` of a server (a virtual host when `vhost_file` is
+    /// set), which Apache's core module reads and wsgi-rs needs for routing and group
+    /// visibility.
+    ///
+    /// # Safety
+    /// Strings are NULL or NUL-terminated; `aliases` points to `alias_count` such strings.
+    unsafe fn wsgi_rs_server_name(
+        vhost_file: *const c_char,
+        vhost_line: c_int,
+        name: *const c_char,
+        aliases: *const *const c_char,
+        alias_count: c_int,
+    ) {
+        // SAFETY: the export's contract covers every pointer.
+        let (file, name) = unsafe { (text(vhost_file), text(name)) };
+        let mut alias_names = Vec::new();
+        if let Ok(count) = usize::try_from(alias_count) {
+            if count > 0 && !aliases.is_null() {
+                // SAFETY: `aliases` points to `alias_count` string pointers.
+                for &a in unsafe { std::slice::from_raw_parts(aliases, count) } {
+                    // SAFETY: each is NULL or a valid string.
+                    alias_names.push(unsafe { text(a) });
                 }
             }
-        },
-    );
+        }
+        server_name(&file, vhost_line, name, alias_names);
+    } ?= "server names", |_| ()
 }
 
-/// Ends the configuration read: the checks that need every directive. Returns NULL when the
-/// configuration is accepted, else every error (`file:line: ...`, one per line).
-#[unsafe(no_mangle)]
-pub extern "C" fn wsgi_rs_finish() -> *mut c_char {
-    guard("configuration check", to_c, || {
+/// Feeds a server's `ServerName` and `ServerAlias` to the builder.
+fn server_name(file: &str, vhost_line: c_int, name: String, aliases: Vec<String>) {
+    let ctx = Context {
+        virtual_host: (!file.is_empty()).then(|| VirtualHostDecl {
+            addresses: Vec::new(),
+            span: span(file, vhost_line),
+        }),
+        ..Context::default()
+    };
+    let at = ctx
+        .virtual_host
+        .as_ref()
+        .map_or_else(|| span("(server)", 0), |v| v.span.clone());
+    let mut builder = lock(&BUILDER);
+    let Some(builder) = builder.as_mut() else {
+        return;
+    };
+    let mut feed = |directive: &str, args: Vec<String>| {
+        let d = Directive {
+            name: directive.to_string(),
+            args,
+            span: at.clone(),
+        };
+        // Non-mod_wsgi directives are never refused.
+        let _ = builder.directive(&ctx, &d);
+    };
+    feed("ServerName", vec![name]);
+    if !aliases.is_empty() {
+        feed("ServerAlias", aliases);
+    }
+}
+
+ffi_fn! {
+    /// Apache's `User` and `Group` (read by its unixd module, not by us).
+    ///
+    /// # Safety
+    /// Strings are NULL or NUL-terminated.
+    unsafe fn wsgi_rs_server_user(user: *const c_char, group: *const c_char) {
+        // SAFETY: the export's contract.
+        let (user, group) = unsafe { (text(user), text(group)) };
+        let mut builder = lock(&BUILDER);
+        let Some(builder) = builder.as_mut() else {
+            return;
+        };
+        for (name, value) in [("User", user), ("Group", group)] {
+            if !value.is_empty() && !value.starts_with('#') {
+                let d = Directive {
+                    name: name.to_string(),
+                    args: vec![value],
+                    span: span("(server)", 0),
+                };
+                // Non-mod_wsgi directives are never refused.
+                let _ = builder.directive(&Context::default(), &d);
+            }
+        }
+    } ?= "server user", |_| ()
+}
+
+ffi_fn! {
+    /// Ends the configuration read: the checks that need every directive. Returns NULL when
+    /// the configuration is accepted, else every error (`file:line: ...`, one per line).
+    fn wsgi_rs_finish() -> *mut c_char {
         let Some(builder) = lock(&BUILDER).take() else {
             return std::ptr::null_mut();
         };
@@ -282,7 +244,7 @@ pub extern "C" fn wsgi_rs_finish() -> *mut c_char {
                     .join("\n"),
             ),
         }
-    })
+    } ?= "configuration check", to_c
 }
 
 /// Apache's `ServerRoot`, as the configuration read began.
@@ -328,14 +290,15 @@ fn python_home_errors(config: &Config) -> Vec<String> {
     errors
 }
 
-/// Frees a string returned by this module.
-///
-/// # Safety
-/// `text` is NULL or was returned by this module and not freed yet.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn wsgi_rs_free(text: *mut c_char) {
-    if !text.is_null() {
-        // SAFETY: it came from CString::into_raw in this module.
-        drop(unsafe { CString::from_raw(text) });
-    }
+ffi_fn! {
+    /// Frees a string returned by this module.
+    ///
+    /// # Safety
+    /// `text` is NULL or was returned by this module and not freed yet.
+    unsafe fn wsgi_rs_free(text: *mut c_char) {
+        if !text.is_null() {
+            // SAFETY: it came from CString::into_raw in this module (the export's contract).
+            drop(unsafe { CString::from_raw(text) });
+        }
+    } ?= "freeing a string", |_| ()
 }

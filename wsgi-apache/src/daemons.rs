@@ -11,7 +11,7 @@ use wsgi_daemon::client::{DaemonClient, Endpoint};
 use wsgi_daemon::supervisor::{Supervisor, SupervisorOptions};
 
 use crate::config::current_config;
-use crate::guard::guard;
+use crate::ffi::{ffi_fn, to_c};
 
 /// The supervisor, owned by the Apache parent (the pid that started it).
 static SUPERVISOR: Mutex<Option<(u32, Supervisor)>> = Mutex::new(None);
@@ -55,11 +55,11 @@ fn daemon_program() -> Result<PathBuf, String> {
     }
 }
 
-/// Starts the daemon process groups of the configuration just read (stopping any previous
-/// ones first). Returns NULL, or an error message to free with `wsgi_rs_free`.
-#[unsafe(no_mangle)]
-pub extern "C" fn wsgi_rs_start_daemons() -> *mut c_char {
-    guard("starting daemon processes", crate::config::to_c, || {
+ffi_fn! {
+    /// Starts the daemon process groups of the configuration just read (stopping any previous
+    /// ones first). Returns NULL, or an error message to free with `wsgi_rs_free`.
+    fn wsgi_rs_start_daemons() -> *mut c_char {
+        // Under its own guard, as Apache calls it (a panic there does not stop the start).
         wsgi_rs_stop_daemons();
         let Some(config) = current_config() else {
             return std::ptr::null_mut();
@@ -75,10 +75,10 @@ pub extern "C" fn wsgi_rs_start_daemons() -> *mut c_char {
         wsgi_daemon::forklog::register_fork_handlers();
         let program = match daemon_program() {
             Ok(p) => p,
-            Err(e) => return crate::config::to_c(e),
+            Err(e) => return to_c(e),
         };
-        // The sockets belong to Apache's User (unless socket-user= says otherwise), so that the
-        // children, which run as that user, can connect.
+        // The sockets belong to Apache's User (unless socket-user= says otherwise), so that
+        // the children, which run as that user, can connect.
         let mut config = (*config).clone();
         if let Some(user) = config.user.clone() {
             for group in &mut config.daemons {
@@ -90,37 +90,32 @@ pub extern "C" fn wsgi_rs_start_daemons() -> *mut c_char {
         }
         let mut options = SupervisorOptions::new(program, &["process"]);
         // `apache.version` in the daemon processes: this httpd's, as in embedded mode.
-        options.apache_version = Some(crate::request::apache_version());
+        options.apache_version = Some(crate::ffi::apache_version());
         match Supervisor::start(&config, &options) {
             Ok(supervisor) => {
                 *lock(&ENDPOINTS) = supervisor.endpoints().to_vec();
                 *lock(&SUPERVISOR) = Some((std::process::id(), supervisor));
                 std::ptr::null_mut()
             }
-            Err(e) => crate::config::to_c(format!("daemon processes did not start: {e}")),
+            Err(e) => to_c(format!("daemon processes did not start: {e}")),
         }
-    })
+    } ?= "starting daemon processes", to_c
 }
 
-/// Stops the daemon processes (in the process that started them only: Apache's children
-/// inherit a copy of the parent's memory, never its duty).
-#[unsafe(no_mangle)]
-pub extern "C" fn wsgi_rs_stop_daemons() {
-    guard(
-        "stopping daemon processes",
-        |_| (),
-        || {
-            let mut slot = lock(&SUPERVISOR);
-            if slot
-                .as_ref()
-                .is_some_and(|(pid, _)| *pid == std::process::id())
-            {
-                if let Some((_, supervisor)) = slot.take() {
-                    supervisor.shutdown();
-                }
+ffi_fn! {
+    /// Stops the daemon processes (in the process that started them only: Apache's children
+    /// inherit a copy of the parent's memory, never its duty).
+    fn wsgi_rs_stop_daemons() {
+        let mut slot = lock(&SUPERVISOR);
+        if slot
+            .as_ref()
+            .is_some_and(|(pid, _)| *pid == std::process::id())
+        {
+            if let Some((_, supervisor)) = slot.take() {
+                supervisor.shutdown();
             }
-        },
-    );
+        }
+    } ?= "stopping daemon processes", |_| ()
 }
 
 /// The client a child uses to reach the daemon groups.

@@ -31,16 +31,11 @@ use wsgi_interp::hooks::{
 };
 use wsgi_interp::{CallOptions, InterpreterHandle, RequestHead};
 
-use crate::config::{current_config, text, to_c};
-use crate::guard::guard;
-use crate::request::{
-    APLOG_ERR, APLOG_INFO, DECLINED, OK, RequestInfo, RequestRec, bytes, call_options, hook_head,
-    host_index, log, request_env, request_head, request_info, start_runtime,
+use crate::config::current_config;
+use crate::ffi::{
+    APLOG_ERR, APLOG_INFO, DECLINED, OK, Request, RequestInfo, bytes, ffi_fn, text, to_c, write_out,
 };
-
-unsafe extern "C" {
-    fn wsgi_rs_set_user(r: *mut RequestRec, user: *const c_char);
-}
+use crate::request::{call_options, hook_head, host_index, request_head, start_runtime};
 
 /// `authn_status` of `mod_auth.h` (checked by `src/shim.c`).
 const AUTH_DENIED: c_int = 0;
@@ -83,50 +78,52 @@ pub(crate) fn configured(config: &Config) -> bool {
         .any(|s| s.dispatch_script.is_some() || !s.handler_scripts.is_empty())
 }
 
-/// `WSGIAccessScript`, `WSGIAuthUserScript` or `WSGIAuthGroupScript`: reads `path
-/// [application-group=NAME]` and stores it in [`SCRIPTS`]. Returns NULL and sets `*id`, or the
-/// error message (to free with `wsgi_rs_free`).
-///
-/// # Safety
-/// `name` and `args` are NULL or NUL-terminated; `id` is NULL or writable.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn wsgi_rs_aux_script(
-    name: *const c_char,
-    args: *const c_char,
-    id: *mut c_int,
-) -> *mut c_char {
-    // SAFETY: the caller's contract.
-    let (name, args) = unsafe { (text(name), text(args)) };
-    let found = guard(&name, Err, || {
-        let words = wsgi_config::reader::split_arguments(&args)?;
-        let parsed = wsgi_config::builder::parse_aux_script(&words, &crate::config::server_root())
-            .map_err(|errors| {
-                errors
-                    .iter()
-                    .map(|e| format!("{name}: {e}"))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })?;
-        let mut table = scripts();
-        let index = match table.iter().position(|s| *s == parsed) {
-            Some(i) => i,
-            None => {
-                table.push(parsed);
-                table.len() - 1
+ffi_fn! {
+    /// `WSGIAccessScript`, `WSGIAuthUserScript` or `WSGIAuthGroupScript`: reads `path
+    /// [application-group=NAME]` and stores it in [`SCRIPTS`]. Returns NULL and sets `*id`, or
+    /// the error message (to free with `wsgi_rs_free`).
+    ///
+    /// # Safety
+    /// `name` and `args` are NULL or NUL-terminated; `id` is NULL or writable.
+    unsafe fn wsgi_rs_aux_script(
+        name: *const c_char,
+        args: *const c_char,
+        id: *mut c_int,
+    ) -> *mut c_char {
+        // SAFETY: the export's contract.
+        let (name, args) = unsafe { (text(name), text(args)) };
+        match aux_script(&name, &args) {
+            Ok(index) => {
+                // SAFETY: `id` is NULL or writable (the export's contract).
+                unsafe { write_out(id, index) };
+                std::ptr::null_mut()
             }
-        };
-        c_int::try_from(index).map_err(|_| format!("{name}: too many scripts"))
-    });
-    match found {
-        Ok(index) => {
-            if !id.is_null() {
-                // SAFETY: `id` is writable (caller's contract).
-                unsafe { *id = index };
-            }
-            std::ptr::null_mut()
+            Err(message) => to_c(message),
         }
-        Err(message) => to_c(message),
-    }
+    } ?= "an access or auth script directive", to_c
+}
+
+/// The id of the script `args` of the directive `name` names, added to [`SCRIPTS`] unless an
+/// equal one is there.
+fn aux_script(name: &str, args: &str) -> Result<c_int, String> {
+    let words = wsgi_config::reader::split_arguments(args)?;
+    let parsed = wsgi_config::builder::parse_aux_script(&words, &crate::config::server_root())
+        .map_err(|errors| {
+            errors
+                .iter()
+                .map(|e| format!("{name}: {e}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+    let mut table = scripts();
+    let index = match table.iter().position(|s| *s == parsed) {
+        Some(i) => i,
+        None => {
+            table.push(parsed);
+            table.len() - 1
+        }
+    };
+    c_int::try_from(index).map_err(|_| format!("{name}: too many scripts"))
 }
 
 /// `SCRIPT_NAME` as `%{RESOURCE}` group names see it: lowercased under
@@ -216,48 +213,33 @@ impl Prepared {
 
 /// Everything an access or auth hook needs: the script, its interpreter (Python starts here if
 /// it has not yet), and the environ's source.
-///
-/// # Safety
-/// `r` is the live request Apache is serving on this thread.
-unsafe fn prepare(
-    r: *mut RequestRec,
-    aux: &AuxScript,
-    directive: &'static str,
-) -> Result<Prepared, String> {
+fn prepare(r: &Request<'_>, aux: &AuxScript, directive: &'static str) -> Result<Prepared, String> {
     let config = current_config().ok_or("mod_wsgi_rs has no configuration")?;
-    // SAFETY: forwarded from the caller's contract.
-    let info = unsafe { request_info(r) };
+    let info = r.info();
     let host = host_index(&config, &info);
     let no_env = |_: &str| -> Option<String> { None };
     let group =
         group_names(&config, &info, host, "", &no_env).script_group(aux.application_group.as_ref());
     let filename = std::path::PathBuf::from(String::from_utf8_lossy(&info.filename).as_ref());
     let (settings, _) = config.settings_for(host, &filename, &info.uri);
-    // SAFETY: forwarded from the caller's contract.
-    let head = unsafe { hook_head(r, &info) };
+    let head = hook_head(r, &info);
     let opts = call_options(&info, false);
     Prepared::new(&config, aux, directive, &group, &settings, head, opts)
 }
 
 /// The request path, for messages.
-///
-/// # Safety
-/// `r` is the live request Apache is serving on this thread.
-unsafe fn uri(r: *mut RequestRec) -> String {
-    // SAFETY: forwarded from the caller's contract.
-    String::from_utf8_lossy(&unsafe { request_info(r) }.uri).into_owned()
+fn uri(r: &Request<'_>) -> String {
+    String::from_utf8_lossy(&r.info().uri).into_owned()
 }
 
-/// Runs an access or auth hook under [`guard`]: prepares the script with id `id` and lets
-/// `decide` call it and choose the status. A panic, a script that cannot be prepared and a
-/// [`HookError`] are logged and answered with `error`. Where no script applies, the hook
-/// declines; or, when `required_by` names what needs one here (`AuthBasicProvider wsgi`,
-/// ...), that is logged as a configuration error and answered with `error`.
-///
-/// # Safety
-/// `r` is the live request Apache is serving on this thread.
-unsafe fn run_hook(
-    r: *mut RequestRec,
+/// The body of an access or auth hook (a panic in it is logged and answered `error` by the
+/// export, see [`ffi_fn!`]): prepares the script with id `id` and lets `decide` call it and
+/// choose the status. A script that cannot be prepared and a [`HookError`] are logged and
+/// answered with `error`. Where no script applies, the hook declines; or, when `required_by`
+/// names what needs one here (`AuthBasicProvider wsgi`, ...), that is logged as a
+/// configuration error and answered with `error`.
+fn run_hook(
+    r: &Request<'_>,
     id: c_int,
     directive: &'static str,
     required_by: Option<&str>,
@@ -265,7 +247,7 @@ unsafe fn run_hook(
     decide: impl FnOnce(&Prepared) -> Result<c_int, HookError>,
 ) -> c_int {
     let fail = |message: &str| {
-        log(r, APLOG_ERR, message);
+        r.log(APLOG_ERR, message);
         error
     };
     let run = || {
@@ -273,111 +255,86 @@ unsafe fn run_hook(
             let Some(what) = required_by else {
                 return DECLINED;
             };
-            // SAFETY: forwarded from the caller's contract.
-            let path = unsafe { uri(r) };
+            let path = uri(r);
             return fail(&format!(
                 "{what} applies to {path} but no {directive} does: add `{directive} /path/to/auth.wsgi` to the same <Directory> or <Location> section"
             ));
         };
-        // SAFETY: forwarded from the caller's contract.
-        match unsafe { prepare(r, &aux, directive) } {
+        match prepare(r, &aux, directive) {
             Ok(prepared) => decide(&prepared).unwrap_or_else(|e| fail(&e.to_string())),
             Err(message) => fail(&message),
         }
     };
     // The script's output goes to the error log, for this request.
-    guard(
-        directive,
-        |message| fail(&message),
-        || crate::applog::for_request(r, run),
-    )
+    crate::applog::for_request(Some(r), run)
 }
 
-/// The access checker: `allow_access(environ, host)` of the `WSGIAccessScript` with id
-/// `script`. Returns OK, DECLINED, 403 or 500.
-///
-/// # Safety
-/// `r` is the live request Apache is serving on this thread; `host` is NULL or a
-/// NUL-terminated string.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn wsgi_rs_hook_access(
-    r: *mut RequestRec,
-    script: c_int,
-    host: *const c_char,
-) -> c_int {
-    // SAFETY: the caller's contract.
-    let host = unsafe { text(host) };
-    let decide = |prepared: &Prepared| {
-        let decision = prepared
-            .call(HookFunction::ALLOW_ACCESS, &[HookArg::Str(host.clone())])
-            .and_then(|v| AccessDecision::from_hook(&prepared.script, v))?;
-        Ok(match decision {
-            AccessDecision::Allow => OK,
-            AccessDecision::Decline => DECLINED,
-            AccessDecision::Deny => {
-                // SAFETY: forwarded from the caller's contract.
-                let path = unsafe { uri(r) };
-                log(
-                    r,
-                    APLOG_ERR,
-                    &format!(
-                        "client {host} denied by the WSGIAccessScript {}: allow_access() returned False for {path}",
-                        prepared.script.path.display(),
-                    ),
-                );
-                HTTP_FORBIDDEN
-            }
-        })
-    };
-    // SAFETY: the caller's contract.
-    unsafe {
-        run_hook(
-            r,
-            script,
-            "WSGIAccessScript",
-            None,
-            HTTP_INTERNAL_SERVER_ERROR,
-            decide,
-        )
-    }
+ffi_fn! {
+    /// The access checker: `allow_access(environ, host)` of the `WSGIAccessScript` with id
+    /// `script`. Returns OK, DECLINED, 403 or 500.
+    ///
+    /// # Safety
+    /// `r` is the live request Apache is serving on this thread; `host` is NULL or a
+    /// NUL-terminated string.
+    request fn wsgi_rs_hook_access(r: &Request, script: c_int, host: *const c_char) -> c_int {
+        // SAFETY: the export's contract.
+        let host = unsafe { text(host) };
+        let decide = |prepared: &Prepared| {
+            let decision = prepared
+                .call(HookFunction::ALLOW_ACCESS, &[HookArg::Str(host.clone())])
+                .and_then(|v| AccessDecision::from_hook(&prepared.script, v))?;
+            Ok(match decision {
+                AccessDecision::Allow => OK,
+                AccessDecision::Decline => DECLINED,
+                AccessDecision::Deny => {
+                    let path = uri(r);
+                    r.log(
+                        APLOG_ERR,
+                        &format!(
+                            "client {host} denied by the WSGIAccessScript {}: allow_access() returned False for {path}",
+                            prepared.script.path.display(),
+                        ),
+                    );
+                    HTTP_FORBIDDEN
+                }
+            })
+        };
+        run_hook(r, script, "WSGIAccessScript", None, HTTP_INTERNAL_SERVER_ERROR, decide)
+    } ?= "WSGIAccessScript", HTTP_INTERNAL_SERVER_ERROR
 }
 
-/// The authn provider's Basic check: `check_password(environ, user, password)` of the
-/// `WSGIAuthUserScript` with id `script`. Returns an `authn_status`.
-///
-/// # Safety
-/// `r` is the live request Apache is serving on this thread; `user` and `password` are NULL
-/// or NUL-terminated strings.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn wsgi_rs_hook_password(
-    r: *mut RequestRec,
-    script: c_int,
-    user: *const c_char,
-    password: *const c_char,
-) -> c_int {
-    // SAFETY: the caller's contract.
-    let (user, password) = unsafe { (bytes(user), bytes(password)) };
-    let decide = |prepared: &Prepared| {
-        let decision = prepared
-            .call(
-                HookFunction::CHECK_PASSWORD,
-                &[HookArg::Latin1(user), HookArg::Latin1(password)],
-            )
-            .and_then(|v| PasswordDecision::from_hook(&prepared.script, v))?;
-        Ok(match decision {
-            PasswordDecision::Granted => AUTH_GRANTED,
-            PasswordDecision::GrantedAs(name) => {
-                let name = CString::new(name).expect("names with NUL are refused");
-                // SAFETY: the request is live; the shim copies the name into its pool.
-                unsafe { wsgi_rs_set_user(r, name.as_ptr()) };
-                AUTH_GRANTED
-            }
-            PasswordDecision::Denied => AUTH_DENIED,
-            PasswordDecision::UnknownUser => AUTH_USER_NOT_FOUND,
-        })
-    };
-    // SAFETY: the caller's contract.
-    unsafe {
+ffi_fn! {
+    /// The authn provider's Basic check: `check_password(environ, user, password)` of the
+    /// `WSGIAuthUserScript` with id `script`. Returns an `authn_status`.
+    ///
+    /// # Safety
+    /// `r` is the live request Apache is serving on this thread; `user` and `password` are
+    /// NULL or NUL-terminated strings.
+    request fn wsgi_rs_hook_password(
+        r: &Request,
+        script: c_int,
+        user: *const c_char,
+        password: *const c_char,
+    ) -> c_int {
+        // SAFETY: the export's contract.
+        let (user, password) = unsafe { (bytes(user), bytes(password)) };
+        let decide = |prepared: &Prepared| {
+            let decision = prepared
+                .call(
+                    HookFunction::CHECK_PASSWORD,
+                    &[HookArg::Latin1(user), HookArg::Latin1(password)],
+                )
+                .and_then(|v| PasswordDecision::from_hook(&prepared.script, v))?;
+            Ok(match decision {
+                PasswordDecision::Granted => AUTH_GRANTED,
+                PasswordDecision::GrantedAs(name) => {
+                    r.set_user(&CString::new(name).expect("names with NUL are refused"));
+                    AUTH_GRANTED
+                }
+                PasswordDecision::Denied => AUTH_DENIED,
+                PasswordDecision::UnknownUser => AUTH_USER_NOT_FOUND,
+            })
+        };
         run_hook(
             r,
             script,
@@ -386,46 +343,45 @@ pub unsafe extern "C" fn wsgi_rs_hook_password(
             AUTH_GENERAL_ERROR,
             decide,
         )
-    }
+    } ?= "WSGIAuthUserScript", AUTH_GENERAL_ERROR
 }
 
-/// The authn provider's Digest lookup: `get_realm_hash(environ, user, realm)` of the
-/// `WSGIAuthUserScript` with id `script`. Returns an `authn_status`; on `AUTH_USER_FOUND`,
-/// `*hash` is the hash (to free with `wsgi_rs_free`).
-///
-/// # Safety
-/// `r` is the live request Apache is serving on this thread; `user` and `realm` are NULL or
-/// NUL-terminated strings; `hash` is NULL or writable.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn wsgi_rs_hook_realm_hash(
-    r: *mut RequestRec,
-    script: c_int,
-    user: *const c_char,
-    realm: *const c_char,
-    hash: *mut *mut c_char,
-) -> c_int {
-    // SAFETY: the caller's contract.
-    let (user, realm) = unsafe { (bytes(user), bytes(realm)) };
-    let decide = |prepared: &Prepared| {
-        let found = prepared
-            .call(
-                HookFunction::GET_REALM_HASH,
-                &[HookArg::Latin1(user), HookArg::Latin1(realm)],
-            )
-            .and_then(|v| RealmHash::from_hook(&prepared.script, v))?;
-        Ok(match found {
-            RealmHash::Found(h) => {
-                if !hash.is_null() {
-                    // SAFETY: `hash` is writable (caller's contract); the shim frees it.
-                    unsafe { *hash = to_c(h) };
+ffi_fn! {
+    /// The authn provider's Digest lookup: `get_realm_hash(environ, user, realm)` of the
+    /// `WSGIAuthUserScript` with id `script`. Returns an `authn_status`; on `AUTH_USER_FOUND`,
+    /// `*hash` is the hash (to free with `wsgi_rs_free`).
+    ///
+    /// # Safety
+    /// `r` is the live request Apache is serving on this thread; `user` and `realm` are NULL
+    /// or NUL-terminated strings; `hash` is NULL or writable.
+    request fn wsgi_rs_hook_realm_hash(
+        r: &Request,
+        script: c_int,
+        user: *const c_char,
+        realm: *const c_char,
+        hash: *mut *mut c_char,
+    ) -> c_int {
+        // SAFETY: the export's contract.
+        let (user, realm) = unsafe { (bytes(user), bytes(realm)) };
+        let decide = |prepared: &Prepared| {
+            let found = prepared
+                .call(
+                    HookFunction::GET_REALM_HASH,
+                    &[HookArg::Latin1(user), HookArg::Latin1(realm)],
+                )
+                .and_then(|v| RealmHash::from_hook(&prepared.script, v))?;
+            Ok(match found {
+                RealmHash::Found(h) => {
+                    if !hash.is_null() {
+                        // SAFETY: `hash` is writable (the export's contract); the shim frees
+                        // the string.
+                        unsafe { hash.write(to_c(h)) };
+                    }
+                    AUTH_USER_FOUND
                 }
-                AUTH_USER_FOUND
-            }
-            RealmHash::UnknownUser => AUTH_USER_NOT_FOUND,
-        })
-    };
-    // SAFETY: the caller's contract.
-    unsafe {
+                RealmHash::UnknownUser => AUTH_USER_NOT_FOUND,
+            })
+        };
         run_hook(
             r,
             script,
@@ -434,7 +390,7 @@ pub unsafe extern "C" fn wsgi_rs_hook_realm_hash(
             AUTH_GENERAL_ERROR,
             decide,
         )
-    }
+    } ?= "WSGIAuthUserScript", AUTH_GENERAL_ERROR
 }
 
 /// Whether any of the groups a user is in is one `Require wsgi-group` names.
@@ -443,56 +399,48 @@ fn in_required_group(groups: &[String], require_args: &str) -> Result<bool, Stri
     Ok(required.iter().any(|g| groups.contains(g)))
 }
 
-/// The authz provider `wsgi-group`: `groups_for_user(environ, user)` of the
-/// `WSGIAuthGroupScript` with id `script`, against the groups the `Require` line names.
-/// Returns an `authz_status`.
-///
-/// # Safety
-/// `r` is the live request Apache is serving on this thread; `user` and `require_args` are
-/// NULL or NUL-terminated strings.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn wsgi_rs_hook_groups(
-    r: *mut RequestRec,
-    script: c_int,
-    user: *const c_char,
-    require_args: *const c_char,
-) -> c_int {
-    // SAFETY: the caller's contract.
-    let (user, require_args) = unsafe { (bytes(user), text(require_args)) };
-    let decide = |prepared: &Prepared| {
-        let groups = prepared
-            .call(
-                HookFunction::GROUPS_FOR_USER,
-                &[HookArg::Latin1(user.clone())],
-            )
-            .and_then(|v| groups_from_hook(&prepared.script, v))?;
-        Ok(match in_required_group(&groups, &require_args) {
-            Ok(true) => AUTHZ_GRANTED,
-            Ok(false) => {
-                // SAFETY: forwarded from the caller's contract.
-                let path = unsafe { uri(r) };
-                log(
-                    r,
-                    APLOG_INFO,
-                    &format!(
-                        "user {:?} is in none of the groups `Require wsgi-group {require_args}` names for {path} (groups_for_user() gave {groups:?})",
-                        String::from_utf8_lossy(&user),
-                    ),
-                );
-                AUTHZ_DENIED
-            }
-            Err(e) => {
-                log(
-                    r,
-                    APLOG_ERR,
-                    &format!("Require wsgi-group {require_args}: {e}"),
-                );
-                AUTHZ_GENERAL_ERROR
-            }
-        })
-    };
-    // SAFETY: the caller's contract.
-    unsafe {
+ffi_fn! {
+    /// The authz provider `wsgi-group`: `groups_for_user(environ, user)` of the
+    /// `WSGIAuthGroupScript` with id `script`, against the groups the `Require` line names.
+    /// Returns an `authz_status`.
+    ///
+    /// # Safety
+    /// `r` is the live request Apache is serving on this thread; `user` and `require_args` are
+    /// NULL or NUL-terminated strings.
+    request fn wsgi_rs_hook_groups(
+        r: &Request,
+        script: c_int,
+        user: *const c_char,
+        require_args: *const c_char,
+    ) -> c_int {
+        // SAFETY: the export's contract.
+        let (user, require_args) = unsafe { (bytes(user), text(require_args)) };
+        let decide = |prepared: &Prepared| {
+            let groups = prepared
+                .call(
+                    HookFunction::GROUPS_FOR_USER,
+                    &[HookArg::Latin1(user.clone())],
+                )
+                .and_then(|v| groups_from_hook(&prepared.script, v))?;
+            Ok(match in_required_group(&groups, &require_args) {
+                Ok(true) => AUTHZ_GRANTED,
+                Ok(false) => {
+                    let path = uri(r);
+                    r.log(
+                        APLOG_INFO,
+                        &format!(
+                            "user {:?} is in none of the groups `Require wsgi-group {require_args}` names for {path} (groups_for_user() gave {groups:?})",
+                            String::from_utf8_lossy(&user),
+                        ),
+                    );
+                    AUTHZ_DENIED
+                }
+                Err(e) => {
+                    r.log(APLOG_ERR, &format!("Require wsgi-group {require_args}: {e}"));
+                    AUTHZ_GENERAL_ERROR
+                }
+            })
+        };
         run_hook(
             r,
             script,
@@ -501,18 +449,15 @@ pub unsafe extern "C" fn wsgi_rs_hook_groups(
             AUTHZ_GENERAL_ERROR,
             decide,
         )
-    }
+    } ?= "WSGIAuthGroupScript", AUTHZ_GENERAL_ERROR
 }
 
 /// `WSGIDispatchScript`: calls the script's `process_group(environ)`,
 /// `application_group(environ)` and `callable_object(environ)` (each optional) and applies
 /// what they return to the route, last of all the ways these are chosen. Runs here, before
 /// the request goes to a daemon process. `Err` is the status to answer with (logged).
-///
-/// # Safety
-/// `r` is the live request Apache is serving on this thread.
-pub(crate) unsafe fn dispatch(
-    r: *mut RequestRec,
+pub(crate) fn dispatch(
+    r: &Request<'_>,
     info: &RequestInfo,
     config: &Config,
     host: Option<usize>,
@@ -522,17 +467,15 @@ pub(crate) unsafe fn dispatch(
         return Ok(());
     };
     let fail = |message: String| {
-        log(r, APLOG_ERR, &message);
+        r.log(APLOG_ERR, &message);
         HTTP_INTERNAL_SERVER_ERROR
     };
-    // SAFETY: forwarded from the caller's contract.
-    let env_pairs = unsafe { request_env(r) };
+    let env_pairs = r.env();
     let env = |name: &str| env_var(&env_pairs, name);
     let script_name = resource_name(config, &route.script_name);
     let names = group_names(config, info, host, &script_name, &env);
     let group = names.script_group(aux.application_group.as_ref());
-    // SAFETY: forwarded from the caller's contract.
-    let head = unsafe { request_head(r, info, route) };
+    let head = request_head(r, info, route);
     let opts = call_options(info, route.settings.pass_authorization == Some(true));
     let prepared = Prepared::new(
         config,

@@ -19,9 +19,8 @@ use wsgi_config::model::WsgiSettings;
 use wsgi_config::reader::{Directive, split_arguments};
 use wsgi_config::route::Route;
 
-use crate::config::{server_root, span, text, to_c};
-use crate::guard::guard;
-use crate::request::RequestRec;
+use crate::config::{server_root, span};
+use crate::ffi::{Request, ffi_fn, text, to_c, write_out};
 
 #[derive(Default)]
 struct Fragments {
@@ -84,76 +83,60 @@ fn line(name: &str, args: &str, file: &str, line: c_int, current: c_int) -> Resu
     Ok(id)
 }
 
-/// A mod_wsgi directive read from an `.htaccess` file: sets `*id` to the fragment of the
-/// directory (`current` with this line over it). Returns NULL when accepted, else the message
-/// (Apache adds file:line and answers 500, as for any bad `.htaccess` line), to be freed with
-/// `wsgi_rs_free`.
-///
-/// # Safety
-/// Strings are NULL or NUL-terminated; `id` points to a writable `int`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn wsgi_rs_htaccess_directive(
-    name: *const c_char,
-    args: *const c_char,
-    file: *const c_char,
-    line_number: c_int,
-    current: c_int,
-    id: *mut c_int,
-) -> *mut c_char {
-    // SAFETY: the caller's contract covers the strings.
-    let (name, args, file) = unsafe { (text(name), text(args), text(file)) };
-    guard(&name, to_c, || {
+ffi_fn! {
+    /// A mod_wsgi directive read from an `.htaccess` file: sets `*id` to the fragment of the
+    /// directory (`current` with this line over it). Returns NULL when accepted, else the
+    /// message (Apache adds file:line and answers 500, as for any bad `.htaccess` line), to be
+    /// freed with `wsgi_rs_free`.
+    ///
+    /// # Safety
+    /// Strings are NULL or NUL-terminated; `id` is NULL or points to a writable `int`.
+    unsafe fn wsgi_rs_htaccess_directive(
+        name: *const c_char,
+        args: *const c_char,
+        file: *const c_char,
+        line_number: c_int,
+        current: c_int,
+        id: *mut c_int,
+    ) -> *mut c_char {
+        // SAFETY: the export's contract covers the strings.
+        let (name, args, file) = unsafe { (text(name), text(args), text(file)) };
         match line(&name, &args, &file, line_number, current) {
             Ok(new) => {
-                // SAFETY: the caller's contract: `id` is writable.
-                unsafe { *id = new };
+                // SAFETY: the export's contract: `id` is NULL or writable.
+                unsafe { write_out(id, new) };
                 std::ptr::null_mut()
             }
             Err(message) => to_c(message),
         }
-    })
+    } ?= "an .htaccess directive", to_c
 }
 
-/// Apache's merge of two directory configurations that both hold a fragment: `add` (the
-/// inner directory's) laid over `base`.
-#[unsafe(no_mangle)]
-pub extern "C" fn wsgi_rs_merge_settings(base: c_int, add: c_int) -> c_int {
-    guard(
-        "merging .htaccess settings",
-        |_| add,
-        || {
-            let mut table = fragments();
-            let table = table.get_or_insert_with(Fragments::default);
-            if let Some(&id) = table.merged.get(&(base, add)) {
-                return id;
-            }
-            let (Some(outer), Some(inner)) = (table.get(base), table.get(add)) else {
-                return add;
-            };
-            let mut settings = (*outer).clone();
-            settings.merge(&inner);
-            let id = table.add(settings);
-            table.merged.insert((base, add), id);
-            id
-        },
-    )
-}
-
-unsafe extern "C" {
-    /// `src/shim.c`: the request's merged fragment id, -1 when no `.htaccess` set any.
-    fn wsgi_rs_request_settings(r: *mut RequestRec) -> c_int;
+ffi_fn! {
+    /// Apache's merge of two directory configurations that both hold a fragment: `add` (the
+    /// inner directory's) laid over `base`.
+    fn wsgi_rs_merge_settings(base: c_int, add: c_int) -> c_int {
+        let mut table = fragments();
+        let table = table.get_or_insert_with(Fragments::default);
+        if let Some(&id) = table.merged.get(&(base, add)) {
+            return id;
+        }
+        let (Some(outer), Some(inner)) = (table.get(base), table.get(add)) else {
+            return add;
+        };
+        let mut settings = (*outer).clone();
+        settings.merge(&inner);
+        let id = table.add(settings);
+        table.merged.insert((base, add), id);
+        id
+    } ?= "merging .htaccess settings", |_| add
 }
 
 /// Lays the settings of the request's `.htaccess` files over its route.
-///
-/// # Safety
-/// `r` is the live request Apache is serving on this thread.
-pub(crate) unsafe fn apply(r: *mut RequestRec, route: &mut Route) {
-    // SAFETY: the caller's contract.
-    let id = unsafe { wsgi_rs_request_settings(r) };
-    if id < 0 {
+pub(crate) fn apply(r: &Request<'_>, route: &mut Route) {
+    let Some(id) = r.settings_id() else {
         return;
-    }
+    };
     let Some(fragment) = fragments().as_ref().and_then(|t| t.get(id)) else {
         return;
     };

@@ -6,14 +6,15 @@
 //! directive table and forwards each one to the same builder `wsgi check` uses, so Apache refuses
 //! a bad configuration with the same messages. All logic lives in the other crates.
 //!
-//! Every function Apache calls into Rust goes through [`guard`], which catches panics: since
-//! Rust 1.81 a panic escaping an `extern "C"` function aborts the process, which in an Apache
-//! child would kill every request in flight.
+//! Every function Apache calls into Rust is declared with `ffi::ffi_fn!`, which catches panics
+//! (since Rust 1.81 a panic escaping an `extern "C"` function aborts the process, which in an
+//! Apache child would kill every request in flight), and every request it receives becomes an
+//! `ffi::Request` there: `src/ffi.rs` is the module's whole C boundary.
 
 mod applog;
 mod config;
 mod daemons;
-mod guard;
+mod ffi;
 mod handlers;
 mod hooks;
 mod htaccess;

@@ -3,7 +3,7 @@
 //! on the script's folder), and the handler runs the PEP 3333 call through wsgi-interp,
 //! streaming the body from Apache's input filters and the response into its output filters.
 
-use std::ffi::{CStr, CString, OsStr, c_char, c_int, c_long, c_void};
+use std::ffi::{CString, OsStr, c_char, c_int};
 use std::io;
 use std::os::fd::RawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -21,239 +21,13 @@ use wsgi_interp::{
 };
 
 use crate::config::current_config;
-use crate::guard::guard;
-
-/// Apache's `request_rec`, opaque here.
-#[repr(C)]
-pub struct RequestRec {
-    _private: [u8; 0],
-}
-
-/// `struct wsgi_rs_request` of `src/shim.c`.
-#[repr(C)]
-struct RawRequest {
-    method: *const c_char,
-    path: *const c_char,
-    unparsed_uri: *const c_char,
-    args: *const c_char,
-    protocol: *const c_char,
-    hostname: *const c_char,
-    vhost_file: *const c_char,
-    vhost_line: c_int,
-    local_ip: *const c_char,
-    local_port: c_int,
-    remote_ip: *const c_char,
-    remote_port: c_int,
-    scheme: *const c_char,
-    document_root: *const c_char,
-    server_software: *const c_char,
-    server_admin: *const c_char,
-    user: *const c_char,
-    auth_type: *const c_char,
-    multithread: c_int,
-    multiprocess: c_int,
-    server_name: *const c_char,
-    server_port: c_int,
-    context_prefix: *const c_char,
-    context_document_root: *const c_char,
-    log_id: *const c_char,
-    request_time_us: i64,
-    uri: *const c_char,
-    path_info: *const c_char,
-    filename: *const c_char,
-    exec_cgi: c_int,
-    alias_uri: *const c_char,
-}
-
-type PairCallback = unsafe extern "C" fn(*mut c_void, *const c_char, *const c_char);
-
-unsafe extern "C" {
-    fn wsgi_rs_request_info(r: *mut RequestRec, out: *mut RawRequest);
-    fn wsgi_rs_request_headers(r: *mut RequestRec, cb: PairCallback, ctx: *mut c_void);
-    fn wsgi_rs_request_env(r: *mut RequestRec, cb: PairCallback, ctx: *mut c_void);
-    fn wsgi_rs_read_body(r: *mut RequestRec, buf: *mut c_char, len: usize) -> c_long;
-    fn wsgi_rs_send_head(
-        r: *mut RequestRec,
-        status: c_int,
-        reason: *const c_char,
-        names: *const *const c_char,
-        values: *const *const c_char,
-        value_lens: *const usize,
-        count: c_int,
-    );
-    fn wsgi_rs_write(r: *mut RequestRec, buf: *const c_char, len: usize) -> c_int;
-    fn wsgi_rs_sendfile(r: *mut RequestRec, fd: c_int, offset: i64, len: usize) -> c_int;
-    fn wsgi_rs_abort(r: *mut RequestRec);
-    fn wsgi_rs_log(r: *mut RequestRec, level: c_int, message: *const c_char);
-    fn wsgi_rs_set_target(r: *mut RequestRec, filename: *const c_char);
-    fn wsgi_rs_has_content_filters(r: *mut RequestRec) -> c_int;
-    fn wsgi_rs_mpm_limits(processes: *mut c_int, threads: *mut c_int);
-    fn wsgi_rs_apache_version(major: *mut c_int, minor: *mut c_int, patch: *mut c_int);
-}
-
-pub(crate) const OK: c_int = 0;
-pub(crate) const DECLINED: c_int = -1;
-pub(crate) const APLOG_ERR: c_int = 3;
-pub(crate) const APLOG_WARNING: c_int = 4;
-pub(crate) const APLOG_INFO: c_int = 6;
-pub(crate) const APLOG_DEBUG: c_int = 7;
+use crate::ffi::{
+    APLOG_DEBUG, APLOG_ERR, APLOG_INFO, APLOG_WARNING, DECLINED, OK, Request, RequestInfo, ffi_fn,
+    log_server,
+};
 
 /// The embedded Python of this Apache child, started in `child_init`.
 static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
-
-/// Writes to Apache's error log (for the request, or the server when `r` is NULL), one log
-/// line per line of `message` (Apache would escape the newlines of a traceback).
-pub(crate) fn log(r: *mut RequestRec, level: c_int, message: &str) {
-    for line in message.lines().filter(|l| !l.trim().is_empty()) {
-        let text = CString::new(line.replace('\0', " ")).expect("NULs were replaced");
-        // SAFETY: `r` is NULL or the live request Apache is serving on this thread; the line
-        // is a valid C string for the call.
-        unsafe { wsgi_rs_log(r, level, text.as_ptr()) };
-    }
-}
-
-/// A C string as bytes (NULL: empty).
-///
-/// # Safety
-/// `ptr` is NULL or a NUL-terminated string valid for the call.
-pub(crate) unsafe fn bytes(ptr: *const c_char) -> Vec<u8> {
-    if ptr.is_null() {
-        Vec::new()
-    } else {
-        // SAFETY: guaranteed by the caller.
-        unsafe { CStr::from_ptr(ptr) }.to_bytes().to_vec()
-    }
-}
-
-fn text(bytes: Vec<u8>) -> String {
-    String::from_utf8(bytes)
-        .unwrap_or_else(|e| e.into_bytes().iter().map(|&b| char::from(b)).collect())
-}
-
-/// What Apache knows about a request, copied out of its structures.
-pub(crate) struct RequestInfo {
-    pub(crate) method: String,
-    pub(crate) path: String,
-    pub(crate) unparsed_uri: Vec<u8>,
-    pub(crate) args: Vec<u8>,
-    pub(crate) protocol: String,
-    pub(crate) hostname: Option<String>,
-    pub(crate) vhost: Option<(String, u32)>,
-    pub(crate) local_ip: String,
-    pub(crate) local_port: u16,
-    pub(crate) remote_ip: String,
-    pub(crate) remote_port: u16,
-    pub(crate) scheme: String,
-    pub(crate) document_root: Vec<u8>,
-    pub(crate) server_software: Vec<u8>,
-    pub(crate) server_admin: Vec<u8>,
-    pub(crate) user: Vec<u8>,
-    pub(crate) auth_type: Vec<u8>,
-    pub(crate) multithread: bool,
-    pub(crate) multiprocess: bool,
-    pub(crate) server_name: String,
-    pub(crate) server_port: u16,
-    pub(crate) context_prefix: Vec<u8>,
-    pub(crate) context_document_root: Vec<u8>,
-    pub(crate) log_id: Vec<u8>,
-    pub(crate) request_time_us: i64,
-    /// `r->uri`: the decoded path Apache maps.
-    pub(crate) uri: Vec<u8>,
-    /// `r->path_info`, once Apache has walked the file system.
-    pub(crate) path_info: Vec<u8>,
-    /// `r->filename`.
-    pub(crate) filename: Vec<u8>,
-    /// Whether `Options ExecCGI` is on where `r->filename` is.
-    pub(crate) exec_cgi: bool,
-    /// The URI (`r->uri` then) that `translate_name` mapped with a `WSGIScriptAlias`, when it
-    /// did (MultiViews may have changed `r->uri` since).
-    pub(crate) alias_uri: Option<Vec<u8>>,
-}
-
-/// Reads the request's fields.
-///
-/// # Safety
-/// `r` is the live request Apache is serving on this thread.
-pub(crate) unsafe fn request_info(r: *mut RequestRec) -> RequestInfo {
-    let mut raw = std::mem::MaybeUninit::<RawRequest>::zeroed();
-    // SAFETY: `r` is live; the shim fills every field of `raw` (pointers into the request's
-    // pool, valid while the request lives, or NULL).
-    let raw = unsafe {
-        wsgi_rs_request_info(r, raw.as_mut_ptr());
-        raw.assume_init()
-    };
-    // SAFETY: each pointer is NULL or a NUL-terminated string from the request's pool.
-    unsafe {
-        let vhost_file = text(bytes(raw.vhost_file));
-        RequestInfo {
-            method: text(bytes(raw.method)),
-            path: text(bytes(raw.path)),
-            unparsed_uri: bytes(raw.unparsed_uri),
-            args: bytes(raw.args),
-            protocol: text(bytes(raw.protocol)),
-            hostname: (!raw.hostname.is_null()).then(|| text(bytes(raw.hostname))),
-            vhost: (!vhost_file.is_empty())
-                .then(|| (vhost_file, u32::try_from(raw.vhost_line).unwrap_or(0))),
-            local_ip: text(bytes(raw.local_ip)),
-            local_port: u16::try_from(raw.local_port).unwrap_or(0),
-            remote_ip: text(bytes(raw.remote_ip)),
-            remote_port: u16::try_from(raw.remote_port).unwrap_or(0),
-            scheme: text(bytes(raw.scheme)),
-            document_root: bytes(raw.document_root),
-            server_software: bytes(raw.server_software),
-            server_admin: bytes(raw.server_admin),
-            user: bytes(raw.user),
-            auth_type: bytes(raw.auth_type),
-            multithread: raw.multithread != 0,
-            multiprocess: raw.multiprocess != 0,
-            server_name: text(bytes(raw.server_name)),
-            server_port: u16::try_from(raw.server_port).unwrap_or(0),
-            context_prefix: bytes(raw.context_prefix),
-            context_document_root: bytes(raw.context_document_root),
-            log_id: bytes(raw.log_id),
-            request_time_us: raw.request_time_us,
-            uri: bytes(raw.uri),
-            path_info: bytes(raw.path_info),
-            filename: bytes(raw.filename),
-            exec_cgi: raw.exec_cgi != 0,
-            alias_uri: (!raw.alias_uri.is_null()).then(|| bytes(raw.alias_uri)),
-        }
-    }
-}
-
-unsafe extern "C" fn collect_pair(ctx: *mut c_void, key: *const c_char, value: *const c_char) {
-    // SAFETY: `ctx` is the `Vec` passed by `pairs` below, alive for the iteration; key and value
-    // are strings from the request's tables.
-    let (pairs, key, value) = unsafe {
-        (
-            &mut *(ctx as *mut Vec<(String, Vec<u8>)>),
-            bytes(key),
-            bytes(value),
-        )
-    };
-    pairs.push((text(key), value));
-}
-
-/// A table of the request (headers or environment variables), in order.
-///
-/// # Safety
-/// `r` is the live request Apache is serving on this thread.
-unsafe fn pairs(
-    r: *mut RequestRec,
-    which: unsafe extern "C" fn(*mut RequestRec, PairCallback, *mut c_void),
-) -> Vec<(String, Vec<u8>)> {
-    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
-    // SAFETY: `r` is live; the callback only touches `out`, which outlives the call; a panic
-    // cannot happen in it (push and a UTF-8 check).
-    unsafe {
-        which(
-            r,
-            collect_pair,
-            (&mut out as *mut Vec<(String, Vec<u8>)>).cast(),
-        )
-    };
-    out
-}
 
 /// The index of the virtual host Apache chose for the request (None: the main server).
 pub(crate) fn host_index(config: &Config, info: &RequestInfo) -> Option<usize> {
@@ -266,31 +40,29 @@ pub(crate) fn host_index(config: &Config, info: &RequestInfo) -> Option<usize> {
     })
 }
 
-/// The `translate_name` hook: claims the URLs a `WSGIScriptAlias` covers, as mod_wsgi's hook
-/// does (after mod_alias's: an `Alias` or `Redirect` of the URL wins), mapping each to the
-/// alias's target and the rest of the URI, which Apache's directory walk then splits.
-///
-/// # Safety
-/// `r` is the live request Apache is serving on this thread.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn wsgi_rs_translate(r: *mut RequestRec) -> c_int {
-    let translate = |config: &Config, info: &RequestInfo| {
-        if info.uri.first() != Some(&b'/') {
-            return DECLINED;
-        }
-        let Some(found) = config.match_script_alias(host_index(config, info), &info.uri) else {
-            return DECLINED;
-        };
-        match CString::new(found.path.into_os_string().into_vec()) {
-            // SAFETY: `r` is live and the filename a valid C string for the call (the shim
-            // copies it into the request pool).
-            Ok(f) => unsafe { wsgi_rs_set_target(r, f.as_ptr()) },
-            Err(_) => return 404,
-        }
-        OK
-    };
-    // SAFETY: the caller's contract.
-    unsafe { request_hook(r, "translate_name", translate) }
+ffi_fn! {
+    /// The `translate_name` hook: claims the URLs a `WSGIScriptAlias` covers, as mod_wsgi's
+    /// hook does (after mod_alias's: an `Alias` or `Redirect` of the URL wins), mapping each to
+    /// the alias's target and the rest of the URI, which Apache's directory walk then splits.
+    ///
+    /// # Safety
+    /// `r` is the live request Apache is serving on this thread.
+    request fn wsgi_rs_translate(r: &Request) -> c_int {
+        request_hook(r, |config, info| {
+            if info.uri.first() != Some(&b'/') {
+                return DECLINED;
+            }
+            let Some(found) = config.match_script_alias(host_index(config, info), &info.uri)
+            else {
+                return DECLINED;
+            };
+            match CString::new(found.path.into_os_string().into_vec()) {
+                Ok(f) => r.set_target(&f),
+                Err(_) => return 404,
+            }
+            OK
+        })
+    } ?= "translate_name", 500
 }
 
 /// Who a request is, for naming its groups: its virtual host, the server name, the port it
@@ -313,45 +85,31 @@ pub(crate) fn requester<'a>(
     }
 }
 
-/// Runs one of the request hooks under [`guard`] (a panic is logged and answered 500) with
-/// the configuration and the request's fields. DECLINED when there is no configuration.
-///
-/// # Safety
-/// `r` is the live request Apache is serving on this thread.
-pub(crate) unsafe fn request_hook(
-    r: *mut RequestRec,
-    what: &str,
+/// The body of a request hook (a panic in it is logged and answered by the export, see
+/// [`ffi_fn!`]): runs `f` with the configuration and the request's fields, its log lines going
+/// to the request's error log. DECLINED when there is no configuration.
+pub(crate) fn request_hook(
+    r: &Request<'_>,
     f: impl FnOnce(&Config, &RequestInfo) -> c_int,
 ) -> c_int {
-    guard(
-        what,
-        |message| {
-            log(r, APLOG_ERR, &message);
-            500
-        },
-        || {
-            let Some(config) = current_config() else {
-                return DECLINED;
-            };
-            // SAFETY: forwarded from the caller's contract.
-            let info = unsafe { request_info(r) };
-            crate::applog::for_request(r, || f(&config, &info))
-        },
-    )
+    let Some(config) = current_config() else {
+        return DECLINED;
+    };
+    let info = r.info();
+    crate::applog::for_request(Some(r), || f(&config, &info))
 }
 
 /// The request body, read through Apache's input filters (de-chunked).
-struct ApacheBody(*mut RequestRec);
+struct ApacheBody<'r>(Request<'r>);
 
-// SAFETY: wsgi-interp calls the body only on the thread that called `InterpreterHandle::call`,
-// the Apache thread serving the request, while the request lives.
-unsafe impl Send for ApacheBody {}
+// SAFETY: wsgi-interp calls the body only on the thread that called `InterpreterHandle::call`
+// (or `DaemonClient::dispatch`), the Apache thread serving the request, within the hook call
+// the `Request` borrows: it never reaches another thread while the request lives.
+unsafe impl Send for ApacheBody<'_> {}
 
-impl RequestBody for ApacheBody {
+impl RequestBody for ApacheBody<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: the request is live (see the Send impl) and `buf` is writable for its length.
-        let n = unsafe { wsgi_rs_read_body(self.0, buf.as_mut_ptr().cast(), buf.len()) };
-        usize::try_from(n).map_err(|_| {
+        self.0.read_body(buf).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::ConnectionAborted,
                 "reading the request body failed (client gone or timed out)",
@@ -361,8 +119,8 @@ impl RequestBody for ApacheBody {
 }
 
 /// The response, written into Apache's output filters.
-struct ApacheSink {
-    r: *mut RequestRec,
+struct ApacheSink<'r> {
+    r: Request<'r>,
     started: bool,
     /// `WSGIErrorOverride On` (daemon mode): an error status from the app is answered by
     /// Apache itself (its `ErrorDocument`), and the app's body is dropped.
@@ -371,8 +129,8 @@ struct ApacheSink {
     overridden: Option<u16>,
 }
 
-impl ApacheSink {
-    fn new(r: *mut RequestRec) -> Self {
+impl<'r> ApacheSink<'r> {
+    fn new(r: Request<'r>) -> Self {
         ApacheSink {
             r,
             started: false,
@@ -382,8 +140,8 @@ impl ApacheSink {
     }
 }
 
-// SAFETY: as for ApacheBody: used only on the request's own Apache thread.
-unsafe impl Send for ApacheSink {}
+// SAFETY: as for ApacheBody: used only on the request's own Apache thread, within the hook call.
+unsafe impl Send for ApacheSink<'_> {}
 
 fn gone() -> io::Error {
     io::Error::new(
@@ -392,7 +150,7 @@ fn gone() -> io::Error {
     )
 }
 
-impl ResponseSink for ApacheSink {
+impl ResponseSink for ApacheSink<'_> {
     fn start(
         &mut self,
         status: u16,
@@ -404,29 +162,15 @@ impl ResponseSink for ApacheSink {
             return Ok(());
         }
         let reason = CString::new(reason).map_err(|_| io::Error::other("NUL in reason"))?;
-        let names: Vec<CString> = headers
+        let headers: Vec<(CString, &[u8])> = headers
             .iter()
-            .map(|(n, _)| {
-                CString::new(n.as_str()).map_err(|_| io::Error::other("NUL in header name"))
+            .map(|(n, v)| {
+                CString::new(n.as_str())
+                    .map(|n| (n, &v[..]))
+                    .map_err(|_| io::Error::other("NUL in header name"))
             })
             .collect::<io::Result<_>>()?;
-        let name_ptrs: Vec<*const c_char> = names.iter().map(|n| n.as_ptr()).collect();
-        let value_ptrs: Vec<*const c_char> =
-            headers.iter().map(|(_, v)| v.as_ptr().cast()).collect();
-        let lens: Vec<usize> = headers.iter().map(|(_, v)| v.len()).collect();
-        // SAFETY: the request is live; the arrays hold `headers.len()` entries valid for the
-        // call (the shim copies the values, with their lengths, into the request pool).
-        unsafe {
-            wsgi_rs_send_head(
-                self.r,
-                c_int::from(status),
-                reason.as_ptr(),
-                name_ptrs.as_ptr(),
-                value_ptrs.as_ptr(),
-                lens.as_ptr(),
-                c_int::try_from(headers.len()).unwrap_or(0),
-            )
-        };
+        self.r.send_head(status, &reason, &headers);
         self.started = true;
         Ok(())
     }
@@ -435,10 +179,10 @@ impl ResponseSink for ApacheSink {
         if self.overridden.is_some() {
             return Ok(());
         }
-        // SAFETY: the request is live and `chunk` readable for its length.
-        match unsafe { wsgi_rs_write(self.r, chunk.as_ptr().cast(), chunk.len()) } {
-            0 => Ok(()),
-            _ => Err(gone()),
+        if self.r.write(chunk) {
+            Ok(())
+        } else {
+            Err(gone())
         }
     }
 
@@ -449,68 +193,59 @@ impl ResponseSink for ApacheSink {
         let (Ok(offset), Ok(len)) = (i64::try_from(offset), usize::try_from(len)) else {
             return Ok(false);
         };
-        // SAFETY: the request is live and `fd` open for the call; the shim duplicates it.
-        match unsafe { wsgi_rs_sendfile(self.r, fd, offset, len) } {
-            0 => Ok(true),
-            _ => Err(gone()),
+        if self.r.sendfile(fd, offset, len) {
+            Ok(true)
+        } else {
+            Err(gone())
         }
     }
 }
 
-/// `mod_wsgi_rs/VERSION Python/X.Y` for Apache's `Server` banner and `SERVER_SOFTWARE`.
-#[unsafe(no_mangle)]
-pub extern "C" fn wsgi_rs_version_component() -> *const c_char {
-    static COMPONENT: OnceLock<CString> = OnceLock::new();
-    COMPONENT
-        .get_or_init(|| {
-            CString::new(format!(
-                "mod_wsgi_rs/{} Python/{}",
-                env!("CARGO_PKG_VERSION"),
-                wsgi_interp::embedded::BUILD_PYTHON_VERSION
-            ))
-            .expect("no NUL in versions")
-        })
-        .as_ptr()
+ffi_fn! {
+    /// `mod_wsgi_rs/VERSION Python/X.Y` for Apache's `Server` banner and `SERVER_SOFTWARE`
+    /// (NULL after a panic: the shim then adds nothing).
+    fn wsgi_rs_version_component() -> *const c_char {
+        static COMPONENT: OnceLock<CString> = OnceLock::new();
+        COMPONENT
+            .get_or_init(|| {
+                CString::new(format!(
+                    "mod_wsgi_rs/{} Python/{}",
+                    env!("CARGO_PKG_VERSION"),
+                    wsgi_interp::embedded::BUILD_PYTHON_VERSION
+                ))
+                .expect("no NUL in versions")
+            })
+            .as_ptr()
+    } ?= "the version component", |message| {
+        log_server(APLOG_ERR, &message);
+        std::ptr::null()
+    }
 }
 
-/// Starts the embedded Python of this child, when the configuration can route requests to
-/// embedded mode.
-#[unsafe(no_mangle)]
-pub extern "C" fn wsgi_rs_child_init() {
-    guard(
-        "child_init",
-        |m| log(std::ptr::null_mut(), APLOG_ERR, &m),
-        || {
-            let Some(config) = current_config() else {
-                return;
-            };
-            // Python's output (application threads, preloading) goes to the error log.
-            crate::applog::install();
-            let embedded_imports = config
-                .import_scripts
-                .iter()
-                .any(|i| i.process_group == GroupSpec::Global);
-            let embedded = !config.server.restrict_embedded
-                && (has_embedded_mounts(&config) || embedded_imports);
-            // Access, auth and dispatch scripts always run here, even when every application
-            // runs in a daemon process (or embedded mode is restricted), as in mod_wsgi.
-            if !(embedded || crate::hooks::configured(&config)) {
-                return;
-            }
-            if let Ok(runtime) = start_runtime(&config) {
-                crate::applog::for_request(std::ptr::null_mut(), || preload(&config, runtime));
-            }
-        },
-    );
-}
-
-/// The httpd release the module is built for: `apache.version` (2.4.x), as mod_wsgi gives it.
-pub(crate) fn apache_version() -> (u16, u16, u16) {
-    let (mut major, mut minor, mut patch): (c_int, c_int, c_int) = (0, 0, 0);
-    // SAFETY: the shim only writes the three integers.
-    unsafe { wsgi_rs_apache_version(&mut major, &mut minor, &mut patch) };
-    let part = |n: c_int| u16::try_from(n).unwrap_or(0);
-    (part(major), part(minor), part(patch))
+ffi_fn! {
+    /// Starts the embedded Python of this child, when the configuration can route requests to
+    /// embedded mode.
+    fn wsgi_rs_child_init() {
+        let Some(config) = current_config() else {
+            return;
+        };
+        // Python's output (application threads, preloading) goes to the error log.
+        crate::applog::install();
+        let embedded_imports = config
+            .import_scripts
+            .iter()
+            .any(|i| i.process_group == GroupSpec::Global);
+        let embedded = !config.server.restrict_embedded
+            && (has_embedded_mounts(&config) || embedded_imports);
+        // Access, auth and dispatch scripts always run here, even when every application
+        // runs in a daemon process (or embedded mode is restricted), as in mod_wsgi.
+        if !(embedded || crate::hooks::configured(&config)) {
+            return;
+        }
+        if let Ok(runtime) = start_runtime(&config) {
+            crate::applog::for_request(None, || preload(&config, runtime));
+        }
+    } ?= "child_init", |m| log_server(APLOG_ERR, &m)
 }
 
 /// The embedded Python of this child, started on first need: in `child_init` when the
@@ -518,10 +253,8 @@ pub(crate) fn apache_version() -> (u16, u16, u16) {
 pub(crate) fn start_runtime(config: &Config) -> Result<&'static Runtime, String> {
     RUNTIME
         .get_or_init(|| {
-            let (mut processes, mut threads): (c_int, c_int) = (1, 1);
-            // SAFETY: the shim only asks the MPM (`ap_mpm_query`) and writes both integers.
-            unsafe { wsgi_rs_mpm_limits(&mut processes, &mut threads) };
-            wsgi_interp::set_apache_version(apache_version());
+            let (processes, threads) = crate::ffi::mpm_limits();
+            wsgi_interp::set_apache_version(crate::ffi::apache_version());
             let start = StartConfig {
                 python_home: config.python.home.as_ref().map(|h| h.value.clone()),
                 python_path: config.python.path.clone(),
@@ -543,8 +276,7 @@ pub(crate) fn start_runtime(config: &Config) -> Result<&'static Runtime, String>
                     .iter()
                     .any(|b| b.rule.free_threading == Some(true));
             if free_threading && !wsgi_interp::embedded::FREE_THREADED_BUILD {
-                log(
-                    std::ptr::null_mut(),
+                log_server(
                     APLOG_WARNING,
                     &format!(
                         "WSGIFreeThreading On has no effect: mod_wsgi_rs is built against Python {}, which is not a free-threaded build (python3.13t and later), so the GIL stays on; remove the line, or build mod_wsgi_rs against a free-threaded Python",
@@ -554,7 +286,7 @@ pub(crate) fn start_runtime(config: &Config) -> Result<&'static Runtime, String>
             }
             let runtime = Runtime::start_with(&start, &options).map_err(|e| {
                 let message = format!("Python did not start in this Apache child: {e}");
-                log(std::ptr::null_mut(), APLOG_ERR, &message);
+                log_server(APLOG_ERR, &message);
                 message
             })?;
             if let Some(interval) = config.python.switch_interval_for("") {
@@ -580,8 +312,7 @@ fn set_switch_interval(runtime: &Runtime, interval: f64) {
             Err(e) => Err(e.to_string()),
         });
     if let Err(e) = outcome {
-        log(
-            std::ptr::null_mut(),
+        log_server(
             APLOG_ERR,
             &format!("WSGISwitchInterval {interval} was not applied: {e}"),
         );
@@ -599,8 +330,7 @@ fn preload(config: &Config, runtime: &Runtime) {
             GroupSpec::Global => String::new(),
             GroupSpec::Named(name) => name.clone(),
             other => {
-                log(
-                    std::ptr::null_mut(),
+                log_server(
                     APLOG_WARNING,
                     &format!(
                         "{}: WSGIImportScript application-group={other} depends on the request and cannot be preloaded: use a literal name or %{{GLOBAL}}",
@@ -620,16 +350,14 @@ fn preload(config: &Config, runtime: &Runtime) {
                 Err(e) => Err(e.to_string()),
             });
         match loaded {
-            Ok(()) => log(
-                std::ptr::null_mut(),
+            Ok(()) => log_server(
                 APLOG_INFO,
                 &format!(
                     "preloaded {} into application group {group:?}",
                     import.path.display()
                 ),
             ),
-            Err(e) => log(
-                std::ptr::null_mut(),
+            Err(e) => log_server(
                 APLOG_ERR,
                 &format!(
                     "{}: WSGIImportScript {}: {e}",
@@ -649,15 +377,14 @@ fn has_embedded_mounts(config: &Config) -> bool {
 }
 
 /// Runs a request in its daemon process group, over the group's socket.
-fn in_daemon(r: *mut RequestRec, info: &RequestInfo, route: &Route, group: &str) -> c_int {
-    // SAFETY: `r` is the live request this handler runs for.
-    let head = unsafe { request_head(r, info, route) };
+fn in_daemon(r: &Request<'_>, info: &RequestInfo, route: &Route, group: &str) -> c_int {
+    let head = request_head(r, info, route);
     // Daemon mode: a changed script restarts the daemon process (mod_wsgi's rule).
     let spec = ScriptSpec::for_route(route, true);
     let mut request = DaemonRequest::new(head, &spec, &route.application_group);
     request.pass_authorization = route.settings.pass_authorization == Some(true);
-    let mut body = ApacheBody(r);
-    let mut sink = ApacheSink::new(r);
+    let mut body = ApacheBody(*r);
+    let mut sink = ApacheSink::new(*r);
     sink.override_errors = route.settings.error_override == Some(true);
     match crate::daemons::client().dispatch(group, &request, &mut body, &mut sink) {
         Ok(outcome) => match sink.overridden {
@@ -665,10 +392,9 @@ fn in_daemon(r: *mut RequestRec, info: &RequestInfo, route: &Route, group: &str)
             None => finish(r, route, outcome, sink.started),
         },
         Err(e) => {
-            log(r, APLOG_ERR, &format!("{}: {e}", info.path));
+            r.log(APLOG_ERR, &format!("{}: {e}", info.path));
             if sink.started {
-                // SAFETY: the request is live on this thread.
-                unsafe { wsgi_rs_abort(r) };
+                r.abort();
                 OK
             } else {
                 c_int::from(e.status())
@@ -677,25 +403,19 @@ fn in_daemon(r: *mut RequestRec, info: &RequestInfo, route: &Route, group: &str)
     }
 }
 
-/// Ends the embedded Python when the child exits: interpreters ended, atexit run, promptly.
-#[unsafe(no_mangle)]
-pub extern "C" fn wsgi_rs_child_exit() {
-    guard(
-        "child_exit",
-        |m| log(std::ptr::null_mut(), APLOG_ERR, &m),
-        || {
-            if let Some(Ok(runtime)) = RUNTIME.get() {
-                let report = runtime.shutdown(Duration::from_secs(2), Duration::from_millis(300));
-                if !report.left_running.is_empty() {
-                    log(
-                        std::ptr::null_mut(),
-                        APLOG_WARNING,
-                        &format!("threads still running at exit: {:?}", report.left_running),
-                    );
-                }
+ffi_fn! {
+    /// Ends the embedded Python when the child exits: interpreters ended, atexit run, promptly.
+    fn wsgi_rs_child_exit() {
+        if let Some(Ok(runtime)) = RUNTIME.get() {
+            let report = runtime.shutdown(Duration::from_secs(2), Duration::from_millis(300));
+            if !report.left_running.is_empty() {
+                log_server(
+                    APLOG_WARNING,
+                    &format!("threads still running at exit: {:?}", report.left_running),
+                );
             }
-        },
-    );
+        }
+    } ?= "child_exit", |m| log_server(APLOG_ERR, &m)
 }
 
 /// The handler of `wsgi-script` requests, as mod_wsgi's: a request a `WSGIScriptAlias`
@@ -703,69 +423,62 @@ pub extern "C" fn wsgi_rs_child_exit() {
 /// whose handler is `wsgi-script` (`AddHandler`, `SetHandler`) runs where `Options ExecCGI`
 /// is on, and gets 403 elsewhere (never its source as a static file). 404 for a missing
 /// script, 403 for a folder.
-///
-/// # Safety
-/// `r` is the live request Apache is serving on this thread.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn wsgi_rs_handle(r: *mut RequestRec) -> c_int {
-    let handle = |config: &Config, info: &RequestInfo| {
-        let host = host_index(config, info);
-        let via = match &info.alias_uri {
-            Some(uri) => match config.match_script_alias(host, uri) {
-                Some(found) => ScriptVia::Alias(found.alias),
-                None => {
-                    log(
-                        r,
-                        APLOG_ERR,
-                        &format!(
-                            "translate_name mapped {} with a WSGIScriptAlias the handler does not find: a mod_wsgi_rs bug, please report it with the configuration",
-                            String::from_utf8_lossy(uri)
-                        ),
-                    );
-                    return 500;
-                }
-            },
-            None => ScriptVia::Handler {
-                exec_cgi: info.exec_cgi,
-            },
-        };
-        // SAFETY: forwarded from the caller's contract.
-        let env_pairs = unsafe { request_env(r) };
-        let env = |var: &str| crate::hooks::env_var(&env_pairs, var);
-        let who = requester(config, info, host, &env);
-        let file = Path::new(OsStr::from_bytes(&info.filename));
-        // Apache gives the request its environment itself.
-        let uri = (&info.uri[..], &info.path_info[..]);
-        match config.wsgi_script_route(&who, via, file, uri, Vec::new()) {
-            // SAFETY: forwarded from the caller's contract.
-            Ok(route) => unsafe { serve(r, info, config, route) },
-            Err(why) => {
-                log(r, APLOG_ERR, &why.to_string());
-                c_int::from(why.status())
+fn handle(r: &Request<'_>, config: &Config, info: &RequestInfo) -> c_int {
+    let host = host_index(config, info);
+    let via = match &info.alias_uri {
+        Some(uri) => match config.match_script_alias(host, uri) {
+            Some(found) => ScriptVia::Alias(found.alias),
+            None => {
+                r.log(APLOG_ERR,
+                    &format!(
+                        "translate_name mapped {} with a WSGIScriptAlias the handler does not find: a mod_wsgi_rs bug, please report it with the configuration",
+                        String::from_utf8_lossy(uri)
+                    ),
+                );
+                return 500;
             }
-        }
+        },
+        None => ScriptVia::Handler {
+            exec_cgi: info.exec_cgi,
+        },
     };
-    // SAFETY: the caller's contract.
-    unsafe { request_hook(r, "handler", handle) }
+    let env_pairs = r.env();
+    let env = |var: &str| crate::hooks::env_var(&env_pairs, var);
+    let who = requester(config, info, host, &env);
+    let file = Path::new(OsStr::from_bytes(&info.filename));
+    // Apache gives the request its environment itself.
+    let uri = (&info.uri[..], &info.path_info[..]);
+    match config.wsgi_script_route(&who, via, file, uri, Vec::new()) {
+        Ok(route) => serve(r, info, config, route),
+        Err(why) => {
+            r.log(APLOG_ERR, &why.to_string());
+            c_int::from(why.status())
+        }
+    }
+}
+
+ffi_fn! {
+    /// The `wsgi-script` handler ([`handle`]).
+    ///
+    /// # Safety
+    /// `r` is the live request Apache is serving on this thread.
+    request fn wsgi_rs_handle(r: &Request) -> c_int {
+        request_hook(r, |config, info| handle(r, config, info))
+    } ?= "handler", 500
 }
 
 /// Runs a routed request: the `WSGIDispatchScript` first, if any, then the application in a
 /// daemon process or here.
-///
-/// # Safety
-/// `r` is the live request Apache is serving on this thread.
-pub(crate) unsafe fn serve(
-    r: *mut RequestRec,
+pub(crate) fn serve(
+    r: &Request<'_>,
     info: &RequestInfo,
     config: &Config,
     mut route: Route,
 ) -> c_int {
-    // SAFETY: forwarded from the caller's contract.
-    unsafe { crate::htaccess::apply(r, &mut route) };
+    crate::htaccess::apply(r, &mut route);
     if route.settings.dispatch_script.is_some() {
         let host = host_index(config, info);
-        // SAFETY: forwarded from the caller's contract.
-        if let Err(status) = unsafe { crate::hooks::dispatch(r, info, config, host, &mut route) } {
+        if let Err(status) = crate::hooks::dispatch(r, info, config, host, &mut route) {
             return status;
         }
     }
@@ -773,8 +486,7 @@ pub(crate) unsafe fn serve(
         return in_daemon(r, info, &route, name);
     }
     if config.server.restrict_embedded {
-        log(
-            r,
+        r.log(
             APLOG_ERR,
             "embedded mode is off in this process (WSGIRestrictEmbedded On)",
         );
@@ -783,27 +495,25 @@ pub(crate) unsafe fn serve(
     let runtime = match start_runtime(config) {
         Ok(runtime) => runtime,
         Err(message) => {
-            log(r, APLOG_ERR, &message);
+            r.log(APLOG_ERR, &message);
             return 500;
         }
     };
-    // SAFETY: forwarded from the caller's contract.
-    let head = unsafe { request_head(r, info, &route) };
+    let head = request_head(r, info, &route);
     let spec = ScriptSpec::for_route(&route, false);
     let options = call_options(info, route.settings.pass_authorization == Some(true));
     let interpreter = match runtime.interpreter(&route.application_group) {
         Ok(i) => i,
         Err(e) => {
-            log(
-                r,
+            r.log(
                 APLOG_ERR,
                 &format!("application group {:?}: {e}", route.application_group),
             );
             return 503;
         }
     };
-    let mut body = ApacheBody(r);
-    let mut sink = ApacheSink::new(r);
+    let mut body = ApacheBody(*r);
+    let mut sink = ApacheSink::new(*r);
     let outcome = interpreter.call(&spec, &head, &options, &mut body, &mut sink);
     finish(r, &route, outcome, sink.started)
 }
@@ -819,19 +529,16 @@ pub(crate) fn call_options(info: &RequestInfo, pass_authorization: bool) -> Call
     }
 }
 
-fn finish(r: *mut RequestRec, route: &Route, outcome: Outcome, started: bool) -> c_int {
+fn finish(r: &Request<'_>, route: &Route, outcome: Outcome, started: bool) -> c_int {
     let script = route.script.display();
     let abort = || {
-        // SAFETY: the request is live on this thread.
-        unsafe { wsgi_rs_abort(r) };
+        r.abort();
         OK
     };
     match outcome {
         Outcome::Complete { .. } => OK,
         Outcome::Incomplete { declared, sent, .. } => {
-            log(
-                r,
-                APLOG_ERR,
+            r.log(APLOG_ERR,
                 &format!(
                     "{script}: the response declared Content-Length {declared} but the application sent {sent} bytes: the connection is closed so the client can tell"
                 ),
@@ -839,8 +546,7 @@ fn finish(r: *mut RequestRec, route: &Route, outcome: Outcome, started: bool) ->
             abort()
         }
         Outcome::Error(e) => {
-            log(
-                r,
+            r.log(
                 APLOG_ERR,
                 &format!("{script}: {}\n{}", e.message, e.traceback),
             );
@@ -851,8 +557,7 @@ fn finish(r: *mut RequestRec, route: &Route, outcome: Outcome, started: bool) ->
             }
         }
         Outcome::Aborted { error, sent, .. } => {
-            log(
-                r,
+            r.log(
                 APLOG_ERR,
                 &format!(
                     "{script}: failed after {sent} body bytes: {}\n{}",
@@ -862,11 +567,11 @@ fn finish(r: *mut RequestRec, route: &Route, outcome: Outcome, started: bool) ->
             abort()
         }
         Outcome::ClientGone { error } => {
-            log(r, APLOG_DEBUG, &format!("{script}: client gone: {error}"));
+            r.log(APLOG_DEBUG, &format!("{script}: client gone: {error}"));
             OK
         }
         Outcome::Script(e) => {
-            log(r, APLOG_ERR, &format!("{e}"));
+            r.log(APLOG_ERR, &format!("{e}"));
             if matches!(e, wsgi_interp::ScriptError::NotFound { .. }) {
                 404
             } else {
@@ -874,8 +579,7 @@ fn finish(r: *mut RequestRec, route: &Route, outcome: Outcome, started: bool) ->
             }
         }
         Outcome::ScriptChanged => {
-            log(
-                r,
+            r.log(
                 APLOG_ERR,
                 &format!(
                     "{script} changed and script reloading reports changes only in daemon mode"
@@ -884,28 +588,15 @@ fn finish(r: *mut RequestRec, route: &Route, outcome: Outcome, started: bool) ->
             500
         }
         Outcome::Unavailable(e) => {
-            log(r, APLOG_ERR, &format!("{script}: {e}"));
+            r.log(APLOG_ERR, &format!("{script}: {e}"));
             503
         }
     }
 }
 
 /// The environ's source, from the request and its route.
-///
-/// # Safety
-/// `r` is the live request Apache is serving on this thread.
-pub(crate) unsafe fn request_head(
-    r: *mut RequestRec,
-    info: &RequestInfo,
-    route: &Route,
-) -> RequestHead {
-    // SAFETY: forwarded from the caller's contract.
-    let (mut headers, env) = unsafe {
-        (
-            pairs(r, wsgi_rs_request_headers),
-            pairs(r, wsgi_rs_request_env),
-        )
-    };
+pub(crate) fn request_head(r: &Request<'_>, info: &RequestInfo, route: &Route) -> RequestHead {
+    let (mut headers, env) = (r.headers(), r.env());
     // Apache has already merged repeated headers with ", ". For Cookie that is unsplittable, so
     // it becomes "; " as wsgi-rs gives it elsewhere (a valid cookie value holds no comma).
     for (name, value) in &mut headers {
@@ -920,8 +611,7 @@ pub(crate) unsafe fn request_head(
     let map_head = match route.settings.map_head_to_get {
         Some(MapHeadToGet::On) => true,
         Some(MapHeadToGet::Off) => false,
-        // SAFETY: forwarded from the caller's contract.
-        Some(MapHeadToGet::Auto) | None => unsafe { wsgi_rs_has_content_filters(r) != 0 },
+        Some(MapHeadToGet::Auto) | None => r.has_content_filters(),
     };
     let method = if map_head && info.method == "HEAD" {
         "GET".to_string()
@@ -955,12 +645,8 @@ pub(crate) unsafe fn request_head(
 /// `r->path_info`, `SCRIPT_FILENAME` the mapped file, and, as mod_wsgi does, neither the
 /// `SetEnv` variables (an `.htaccess` file must not be able to feed the script) nor the
 /// `Authorization` header.
-///
-/// # Safety
-/// `r` is the live request Apache is serving on this thread.
-pub(crate) unsafe fn hook_head(r: *mut RequestRec, info: &RequestInfo) -> RequestHead {
-    // SAFETY: forwarded from the caller's contract.
-    let headers = unsafe { pairs(r, wsgi_rs_request_headers) };
+pub(crate) fn hook_head(r: &Request<'_>, info: &RequestInfo) -> RequestHead {
+    let headers = r.headers();
     let (script_name, path_info) =
         wsgi_config::handlers::split_path_info(&info.uri, &info.path_info);
     let source = source_of(
@@ -1040,13 +726,4 @@ fn scheme(name: &str) -> Scheme {
     } else {
         Scheme::Http
     }
-}
-
-/// A request's environment variables (`SetEnv`, `SetEnvIf`, `RewriteRule [E=]`), in order.
-///
-/// # Safety
-/// `r` is the live request Apache is serving on this thread.
-pub(crate) unsafe fn request_env(r: *mut RequestRec) -> Vec<(String, Vec<u8>)> {
-    // SAFETY: forwarded from the caller's contract.
-    unsafe { pairs(r, wsgi_rs_request_env) }
 }

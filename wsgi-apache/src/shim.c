@@ -43,13 +43,19 @@ _Static_assert(OK == 0 && DECLINED == -1, "hook return values");
 /* Defined in Rust (src/module.rs). */
 extern module AP_MODULE_DECLARE_DATA wsgi_rs_module;
 
-/* One enclosing section, outermost first. */
+/* One enclosing section, outermost first. Mirrored by RawSection (src/ffi.rs), which asserts
+ * the same layout. */
 struct wsgi_rs_section {
     const char *kind;
     const char *args;
     const char *file;
     int line;
 };
+_Static_assert(offsetof(struct wsgi_rs_section, kind) == 0, "wsgi_rs_section.kind");
+_Static_assert(offsetof(struct wsgi_rs_section, args) == 8, "wsgi_rs_section.args");
+_Static_assert(offsetof(struct wsgi_rs_section, file) == 16, "wsgi_rs_section.file");
+_Static_assert(offsetof(struct wsgi_rs_section, line) == 24, "wsgi_rs_section.line");
+_Static_assert(sizeof(struct wsgi_rs_section) == 32, "wsgi_rs_section size");
 
 /* Rust (src/config.rs). Returned strings are freed with wsgi_rs_free. */
 extern char *wsgi_rs_directive(const char *name, const char *args, const char *file, int line,
@@ -235,7 +241,7 @@ static int wsgi_rs_dir_script(request_rec *r, int slot)
     return conf != NULL ? conf->scripts[slot] : -1;
 }
 
-/* The request's .htaccess settings id (src/htaccess.rs), -1 when none. */
+/* The request's .htaccess settings id (src/htaccess.rs, through src/ffi.rs), -1 when none. */
 int wsgi_rs_request_settings(request_rec *r)
 {
     const struct wsgi_rs_dir_config *conf =
@@ -399,7 +405,10 @@ static int wsgi_rs_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *
                                server_rec *s)
 {
     char *errors = wsgi_rs_complete(s);
-    ap_add_version_component(pconf, wsgi_rs_version_component());
+    const char *component = wsgi_rs_version_component();
+    if (component != NULL) {
+        ap_add_version_component(pconf, component);
+    }
     if (errors != NULL) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "mod_wsgi_rs: %s", errors);
         wsgi_rs_free(errors);
@@ -420,7 +429,7 @@ static int wsgi_rs_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *
     return OK;
 }
 
-/* ---- Requests: plain accessors for src/request.rs ---- */
+/* ---- Requests: plain accessors for src/ffi.rs's Request ---- */
 
 /* What the environ and the router need from a request. */
 struct wsgi_rs_request {
@@ -456,6 +465,45 @@ struct wsgi_rs_request {
     int exec_cgi;              /* Options ExecCGI is on where r->filename is */
     const char *alias_uri;     /* r->uri when translate_name claimed it for a WSGIScriptAlias */
 };
+
+/* The layout RawRequest (src/ffi.rs) mirrors: the same numbers are asserted there, so a field
+ * changed on one side only fails the build. */
+#define WSGI_RS_REQUEST_AT(field, offset) \
+    _Static_assert(offsetof(struct wsgi_rs_request, field) == (offset), \
+                   "wsgi_rs_request." #field " offset")
+WSGI_RS_REQUEST_AT(method, 0);
+WSGI_RS_REQUEST_AT(path, 8);
+WSGI_RS_REQUEST_AT(unparsed_uri, 16);
+WSGI_RS_REQUEST_AT(args, 24);
+WSGI_RS_REQUEST_AT(protocol, 32);
+WSGI_RS_REQUEST_AT(hostname, 40);
+WSGI_RS_REQUEST_AT(vhost_file, 48);
+WSGI_RS_REQUEST_AT(vhost_line, 56);
+WSGI_RS_REQUEST_AT(local_ip, 64);
+WSGI_RS_REQUEST_AT(local_port, 72);
+WSGI_RS_REQUEST_AT(remote_ip, 80);
+WSGI_RS_REQUEST_AT(remote_port, 88);
+WSGI_RS_REQUEST_AT(scheme, 96);
+WSGI_RS_REQUEST_AT(document_root, 104);
+WSGI_RS_REQUEST_AT(server_software, 112);
+WSGI_RS_REQUEST_AT(server_admin, 120);
+WSGI_RS_REQUEST_AT(user, 128);
+WSGI_RS_REQUEST_AT(auth_type, 136);
+WSGI_RS_REQUEST_AT(multithread, 144);
+WSGI_RS_REQUEST_AT(multiprocess, 148);
+WSGI_RS_REQUEST_AT(server_name, 152);
+WSGI_RS_REQUEST_AT(server_port, 160);
+WSGI_RS_REQUEST_AT(context_prefix, 168);
+WSGI_RS_REQUEST_AT(context_document_root, 176);
+WSGI_RS_REQUEST_AT(log_id, 184);
+WSGI_RS_REQUEST_AT(request_time_us, 192);
+WSGI_RS_REQUEST_AT(uri, 200);
+WSGI_RS_REQUEST_AT(path_info, 208);
+WSGI_RS_REQUEST_AT(filename, 216);
+WSGI_RS_REQUEST_AT(exec_cgi, 224);
+WSGI_RS_REQUEST_AT(alias_uri, 232);
+_Static_assert(sizeof(struct wsgi_rs_request) == 240, "wsgi_rs_request size");
+#undef WSGI_RS_REQUEST_AT
 
 void wsgi_rs_request_info(request_rec *r, struct wsgi_rs_request *out)
 {
