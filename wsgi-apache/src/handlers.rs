@@ -8,9 +8,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::config::current_config;
+use crate::environ::{env_var, host_index, requester};
 use crate::ffi::{APLOG_ERR, DECLINED, ffi_fn, text};
-use crate::hooks::env_var;
-use crate::request::{host_index, request_hook, requester, serve};
+use crate::request::{request_hook, serve};
 
 ffi_fn! {
     /// Whether some `WSGIHandlerScript` registers the handler `name` (asked for every request

@@ -32,10 +32,11 @@ use wsgi_interp::hooks::{
 use wsgi_interp::{CallOptions, InterpreterHandle, RequestHead};
 
 use crate::config::current_config;
+use crate::environ::{call_options, env_var, hook_head, host_index, request_head};
 use crate::ffi::{
     APLOG_ERR, APLOG_INFO, DECLINED, OK, Request, RequestInfo, bytes, ffi_fn, text, to_c, write_out,
 };
-use crate::request::{call_options, hook_head, host_index, request_head, start_runtime};
+use crate::runtime::start_runtime;
 
 /// `authn_status` of `mod_auth.h` (checked by `src/shim.c`).
 const AUTH_DENIED: c_int = 0;
@@ -134,16 +135,6 @@ pub(crate) fn resource_name(config: &Config, script_name: &str) -> String {
     } else {
         script_name.to_lowercase()
     }
-}
-
-/// A variable for `%{ENV:NAME}` in group names: the request's own (`env`, the last one set
-/// wins), else the process's.
-pub(crate) fn env_var(env: &[(String, Vec<u8>)], name: &str) -> Option<String> {
-    env.iter()
-        .rev()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-        .or_else(|| std::env::var(name).ok())
 }
 
 /// The group names of a request.

@@ -12,13 +12,16 @@
 //! `ffi::Request` there: `src/ffi.rs` is the module's whole C boundary.
 
 mod applog;
+mod child;
 mod config;
 mod daemons;
+mod environ;
 mod ffi;
 mod handlers;
 mod hooks;
 mod htaccess;
 mod module;
 mod request;
+mod runtime;
 
 pub use module::wsgi_rs_module;

@@ -3,42 +3,21 @@
 //! on the script's folder), and the handler runs the PEP 3333 call through wsgi-interp,
 //! streaming the body from Apache's input filters and the response into its output filters.
 
-use std::ffi::{CString, OsStr, c_char, c_int};
+use std::ffi::{CString, OsStr, c_int};
 use std::io;
 use std::os::fd::RawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
-use std::sync::OnceLock;
-use std::time::Duration;
 
 use wsgi_config::Config;
-use wsgi_config::model::{GroupSpec, MapHeadToGet};
-use wsgi_config::route::{ProcessGroup, Requester, Route, ScriptVia};
+use wsgi_config::route::{ProcessGroup, Route, ScriptVia};
 use wsgi_daemon::DaemonRequest;
-use wsgi_interp::{
-    CallOptions, HeadSource, InterpreterOptions, Outcome, RequestBody, RequestHead, ResponseSink,
-    Runtime, Scheme, ScriptSpec, Stamps, StartConfig,
-};
+use wsgi_interp::{Outcome, RequestBody, ResponseSink, ScriptSpec};
 
 use crate::config::current_config;
-use crate::ffi::{
-    APLOG_DEBUG, APLOG_ERR, APLOG_INFO, APLOG_WARNING, DECLINED, OK, Request, RequestInfo, ffi_fn,
-    log_server,
-};
-
-/// The embedded Python of this Apache child, started in `child_init`.
-static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
-
-/// The index of the virtual host Apache chose for the request (None: the main server).
-pub(crate) fn host_index(config: &Config, info: &RequestInfo) -> Option<usize> {
-    info.vhost.as_ref().and_then(|(file, line)| {
-        config.virtual_hosts.iter().position(|h| {
-            h.span
-                .as_ref()
-                .is_some_and(|s| s.line == *line && s.file.as_ref() == Path::new(file))
-        })
-    })
-}
+use crate::environ::{call_options, env_var, host_index, request_head, requester};
+use crate::ffi::{APLOG_DEBUG, APLOG_ERR, DECLINED, OK, Request, RequestInfo, ffi_fn};
+use crate::runtime::start_runtime;
 
 ffi_fn! {
     /// The `translate_name` hook: claims the URLs a `WSGIScriptAlias` covers, as mod_wsgi's
@@ -63,26 +42,6 @@ ffi_fn! {
             OK
         })
     } ?= "translate_name", 500
-}
-
-/// Who a request is, for naming its groups: its virtual host, the server name, the port it
-/// came in on, the `Host` header's name, and its variables (`env`).
-pub(crate) fn requester<'a>(
-    config: &'a Config,
-    info: &'a RequestInfo,
-    host: Option<usize>,
-    env: &'a dyn Fn(&str) -> Option<String>,
-) -> Requester<'a> {
-    Requester {
-        host,
-        server_name: config.server_name(host).unwrap_or(&info.server_name),
-        port: info.local_port,
-        host_header: info
-            .hostname
-            .as_deref()
-            .map(|h| h.split(':').next().unwrap_or(h)),
-        env,
-    }
 }
 
 /// The body of a request hook (a panic in it is logged and answered by the export, see
@@ -201,223 +160,6 @@ impl ResponseSink for ApacheSink<'_> {
     }
 }
 
-ffi_fn! {
-    /// `mod_wsgi_rs/VERSION Python/X.Y` for Apache's `Server` banner and `SERVER_SOFTWARE`
-    /// (NULL after a panic: the shim then adds nothing).
-    fn wsgi_rs_version_component() -> *const c_char {
-        static COMPONENT: OnceLock<CString> = OnceLock::new();
-        COMPONENT
-            .get_or_init(|| {
-                CString::new(format!(
-                    "mod_wsgi_rs/{} Python/{}",
-                    env!("CARGO_PKG_VERSION"),
-                    wsgi_interp::embedded::BUILD_PYTHON_VERSION
-                ))
-                .expect("no NUL in versions")
-            })
-            .as_ptr()
-    } ?= "the version component", |message| {
-        log_server(APLOG_ERR, &message);
-        std::ptr::null()
-    }
-}
-
-ffi_fn! {
-    /// Starts the embedded Python of this child, when the configuration can route requests to
-    /// embedded mode.
-    fn wsgi_rs_child_init() {
-        let Some(config) = current_config() else {
-            return;
-        };
-        // Python's output (application threads, preloading) goes to the error log.
-        crate::applog::install();
-        let embedded_imports = config
-            .import_scripts
-            .iter()
-            .any(|i| i.process_group == GroupSpec::Global);
-        let embedded = !config.server.restrict_embedded
-            && (has_embedded_mounts(&config) || embedded_imports);
-        // Access, auth and dispatch scripts always run here, even when every application
-        // runs in a daemon process (or embedded mode is restricted), as in mod_wsgi.
-        if !(embedded || crate::hooks::configured(&config)) {
-            return;
-        }
-        if let Ok(runtime) = start_runtime(&config) {
-            crate::applog::for_request(None, || preload(&config, runtime));
-        }
-    } ?= "child_init", |m| log_server(APLOG_ERR, &m)
-}
-
-/// The embedded Python of this child, started on first need: in `child_init` when the
-/// configuration can use it, else by the first hook script of an `.htaccess` file.
-pub(crate) fn start_runtime(config: &Config) -> Result<&'static Runtime, String> {
-    RUNTIME
-        .get_or_init(|| {
-            let (processes, threads) = crate::ffi::mpm_limits();
-            wsgi_interp::set_apache_version(crate::ffi::apache_version());
-            let start = StartConfig {
-                python_home: config.python.home.as_ref().map(|h| h.value.clone()),
-                python_path: config.python.path.clone(),
-                optimize: config.python.optimize,
-                dont_write_bytecode: config.python.dont_write_bytecode,
-                // `mod_wsgi` in embedded mode: the MPM's processes and threads per child.
-                maximum_processes: u32::try_from(processes).unwrap_or(1),
-                threads_per_process: u32::try_from(threads).unwrap_or(1),
-                interpreter_rules: config.python.interpreter_rules(),
-                ..StartConfig::default()
-            };
-            let options = InterpreterOptions {
-                per_interpreter_gil: config.python.per_interpreter_gil,
-            };
-            let free_threading = config.python.free_threading
-                || config
-                    .python
-                    .interpreter_options
-                    .iter()
-                    .any(|b| b.rule.free_threading == Some(true));
-            if free_threading && !wsgi_interp::embedded::FREE_THREADED_BUILD {
-                log_server(
-                    APLOG_WARNING,
-                    &format!(
-                        "WSGIFreeThreading On has no effect: mod_wsgi_rs is built against Python {}, which is not a free-threaded build (python3.13t and later), so the GIL stays on; remove the line, or build mod_wsgi_rs against a free-threaded Python",
-                        wsgi_interp::embedded::BUILD_PYTHON_VERSION
-                    ),
-                );
-            }
-            let runtime = Runtime::start_with(&start, &options).map_err(|e| {
-                let message = format!("Python did not start in this Apache child: {e}");
-                log_server(APLOG_ERR, &message);
-                message
-            })?;
-            if let Some(interval) = config.python.switch_interval_for("") {
-                set_switch_interval(&runtime, interval);
-            }
-            Ok(runtime)
-        })
-        .as_ref()
-        .map_err(Clone::clone)
-}
-
-/// `WSGISwitchInterval` (or a `<WSGIInterpreterOptions process-group=%{GLOBAL}>` section's) in
-/// this child: `sys.setswitchinterval` in the main interpreter, which sets it for every
-/// interpreter sharing its GIL.
-fn set_switch_interval(runtime: &Runtime, interval: f64) {
-    let code = format!("__import__('sys').setswitchinterval({interval:?})");
-    let outcome = runtime
-        .interpreter("")
-        .map_err(|e| e.to_string())
-        .and_then(|main| match main.run(|py| py.exec(&code)) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(e.to_string()),
-        });
-    if let Err(e) = outcome {
-        log_server(
-            APLOG_ERR,
-            &format!("WSGISwitchInterval {interval} was not applied: {e}"),
-        );
-    }
-}
-
-/// `WSGIImportScript path process-group=%{GLOBAL} application-group=NAME`: loaded in every
-/// Apache child when it starts, before it serves a request (mod_wsgi's embedded preloading).
-fn preload(config: &Config, runtime: &Runtime) {
-    for import in &config.import_scripts {
-        if import.process_group != GroupSpec::Global {
-            continue;
-        }
-        let group = match &import.application_group {
-            GroupSpec::Global => String::new(),
-            GroupSpec::Named(name) => name.clone(),
-            other => {
-                log_server(
-                    APLOG_WARNING,
-                    &format!(
-                        "{}: WSGIImportScript application-group={other} depends on the request and cannot be preloaded: use a literal name or %{{GLOBAL}}",
-                        import.span
-                    ),
-                );
-                continue;
-            }
-        };
-        let spec = ScriptSpec::new(&import.path);
-        let loaded = runtime
-            .interpreter(&group)
-            .map_err(|e| e.to_string())
-            .and_then(|handle| match handle.load_script(&spec) {
-                // An import script need not define an application.
-                Ok(_) | Err(wsgi_interp::ScriptError::MissingCallable { .. }) => Ok(()),
-                Err(e) => Err(e.to_string()),
-            });
-        match loaded {
-            Ok(()) => log_server(
-                APLOG_INFO,
-                &format!(
-                    "preloaded {} into application group {group:?}",
-                    import.path.display()
-                ),
-            ),
-            Err(e) => log_server(
-                APLOG_ERR,
-                &format!(
-                    "{}: WSGIImportScript {}: {e}",
-                    import.span,
-                    import.path.display()
-                ),
-            ),
-        }
-    }
-}
-
-/// Whether a mount can run in embedded mode (else Python never starts in the children).
-fn has_embedded_mounts(config: &Config) -> bool {
-    wsgi_config::check::routing_table(config)
-        .iter()
-        .any(|m| m.process_group == "embedded")
-}
-
-/// Runs a request in its daemon process group, over the group's socket.
-fn in_daemon(r: &Request<'_>, info: &RequestInfo, route: &Route, group: &str) -> c_int {
-    let head = request_head(r, info, route);
-    // Daemon mode: a changed script restarts the daemon process (mod_wsgi's rule).
-    let spec = ScriptSpec::for_route(route, true);
-    let mut request = DaemonRequest::new(head, &spec, &route.application_group);
-    request.pass_authorization = route.settings.pass_authorization == Some(true);
-    let mut body = ApacheBody(*r);
-    let mut sink = ApacheSink::new(*r);
-    sink.override_errors = route.settings.error_override == Some(true);
-    match crate::daemons::client().dispatch(group, &request, &mut body, &mut sink) {
-        Ok(outcome) => match sink.overridden {
-            Some(status) => c_int::from(status),
-            None => finish(r, route, outcome, sink.started),
-        },
-        Err(e) => {
-            r.log(APLOG_ERR, &format!("{}: {e}", info.path));
-            if sink.started {
-                r.abort();
-                OK
-            } else {
-                c_int::from(e.status())
-            }
-        }
-    }
-}
-
-ffi_fn! {
-    /// Ends the embedded Python when the child exits: interpreters ended, atexit run, promptly.
-    fn wsgi_rs_child_exit() {
-        if let Some(Ok(runtime)) = RUNTIME.get() {
-            let report = runtime.shutdown(Duration::from_secs(2), Duration::from_millis(300));
-            if !report.left_running.is_empty() {
-                log_server(
-                    APLOG_WARNING,
-                    &format!("threads still running at exit: {:?}", report.left_running),
-                );
-            }
-        }
-    } ?= "child_exit", |m| log_server(APLOG_ERR, &m)
-}
-
 /// The handler of `wsgi-script` requests, as mod_wsgi's: a request a `WSGIScriptAlias`
 /// mapped runs the script Apache's directory walk (and MultiViews) found; any other file
 /// whose handler is `wsgi-script` (`AddHandler`, `SetHandler`) runs where `Options ExecCGI`
@@ -443,7 +185,7 @@ fn handle(r: &Request<'_>, config: &Config, info: &RequestInfo) -> c_int {
         },
     };
     let env_pairs = r.env();
-    let env = |var: &str| crate::hooks::env_var(&env_pairs, var);
+    let env = |var: &str| env_var(&env_pairs, var);
     let who = requester(config, info, host, &env);
     let file = Path::new(OsStr::from_bytes(&info.filename));
     // Apache gives the request its environment itself.
@@ -518,14 +260,30 @@ pub(crate) fn serve(
     finish(r, &route, outcome, sink.started)
 }
 
-/// The options of a call in this Apache child (embedded mode, or a hook script).
-pub(crate) fn call_options(info: &RequestInfo, pass_authorization: bool) -> CallOptions {
-    CallOptions {
-        process_group: String::new(),
-        multithread: info.multithread,
-        multiprocess: info.multiprocess,
-        run_once: false,
-        pass_authorization,
+/// Runs a request in its daemon process group, over the group's socket.
+fn in_daemon(r: &Request<'_>, info: &RequestInfo, route: &Route, group: &str) -> c_int {
+    let head = request_head(r, info, route);
+    // Daemon mode: a changed script restarts the daemon process (mod_wsgi's rule).
+    let spec = ScriptSpec::for_route(route, true);
+    let mut request = DaemonRequest::new(head, &spec, &route.application_group);
+    request.pass_authorization = route.settings.pass_authorization == Some(true);
+    let mut body = ApacheBody(*r);
+    let mut sink = ApacheSink::new(*r);
+    sink.override_errors = route.settings.error_override == Some(true);
+    match crate::daemons::client().dispatch(group, &request, &mut body, &mut sink) {
+        Ok(outcome) => match sink.overridden {
+            Some(status) => c_int::from(status),
+            None => finish(r, route, outcome, sink.started),
+        },
+        Err(e) => {
+            r.log(APLOG_ERR, &format!("{}: {e}", info.path));
+            if sink.started {
+                r.abort();
+                OK
+            } else {
+                c_int::from(e.status())
+            }
+        }
     }
 }
 
@@ -591,139 +349,5 @@ fn finish(r: &Request<'_>, route: &Route, outcome: Outcome, started: bool) -> c_
             r.log(APLOG_ERR, &format!("{script}: {e}"));
             503
         }
-    }
-}
-
-/// The environ's source, from the request and its route.
-pub(crate) fn request_head(r: &Request<'_>, info: &RequestInfo, route: &Route) -> RequestHead {
-    let (mut headers, env) = (r.headers(), r.env());
-    // Apache has already merged repeated headers with ", ". For Cookie that is unsplittable, so
-    // it becomes "; " as wsgi-rs gives it elsewhere (a valid cookie value holds no comma).
-    for (name, value) in &mut headers {
-        if name.eq_ignore_ascii_case("cookie") {
-            *value = String::from_utf8_lossy(value)
-                .replace(", ", "; ")
-                .into_bytes();
-        }
-    }
-    // WSGIMapHEADToGET: Auto (the default) shows HEAD as GET when an output filter that needs
-    // the whole body (mod_deflate, mod_cache, ...) is in the chain, as mod_wsgi does.
-    let map_head = match route.settings.map_head_to_get {
-        Some(MapHeadToGet::On) => true,
-        Some(MapHeadToGet::Off) => false,
-        Some(MapHeadToGet::Auto) | None => r.has_content_filters(),
-    };
-    let method = if map_head && info.method == "HEAD" {
-        "GET".to_string()
-    } else {
-        info.method.clone()
-    };
-    let source = source_of(
-        info,
-        method,
-        (&route.script_name, &route.path_info),
-        headers,
-        env,
-        // A handler script handles the requested file.
-        route.script_filename().as_os_str().as_encoded_bytes(),
-        Some((&info.context_prefix, &info.context_document_root)),
-    );
-    let mut head = RequestHead::build(source, &route.settings);
-    add_server_vars(&mut head, info);
-    // The mod_wsgi.* keys apps and middleware read (mod_wsgi 6 names and forms).
-    for (name, value) in route.handler_environ() {
-        head.set_extra(name, value);
-    }
-    if !info.log_id.is_empty() {
-        head.set_extra("mod_wsgi.request_id", info.log_id.clone());
-    }
-    head
-}
-
-/// The environ's source for an access or auth script, as the request stands when Apache asks
-/// (before any handler, whatever it will be): `SCRIPT_NAME`/`PATH_INFO` split from `r->uri` at
-/// `r->path_info`, `SCRIPT_FILENAME` the mapped file, and, as mod_wsgi does, neither the
-/// `SetEnv` variables (an `.htaccess` file must not be able to feed the script) nor the
-/// `Authorization` header.
-pub(crate) fn hook_head(r: &Request<'_>, info: &RequestInfo) -> RequestHead {
-    let headers = r.headers();
-    let (script_name, path_info) =
-        wsgi_config::handlers::split_path_info(&info.uri, &info.path_info);
-    let source = source_of(
-        info,
-        info.method.clone(),
-        (&script_name, &path_info),
-        headers,
-        Vec::new(),
-        &info.filename,
-        None,
-    );
-    // No trusted proxy applies before a handler is chosen.
-    let mut head = RequestHead::build(source, &wsgi_config::WsgiSettings::default());
-    add_server_vars(&mut head, info);
-    head
-}
-
-/// What [`RequestHead::build`] needs, from the request's fields, with the method, the
-/// `SCRIPT_NAME` and `PATH_INFO`, the headers, the variables, the file and the `CONTEXT_*`
-/// pair (an application's, not a hook's) the caller chose.
-fn source_of<'a>(
-    info: &'a RequestInfo,
-    method: String,
-    (script_name, path_info): (&'a str, &'a str),
-    headers: Vec<(String, Vec<u8>)>,
-    env: Vec<(String, Vec<u8>)>,
-    script_filename: &'a [u8],
-    context: Option<(&'a [u8], &'a [u8])>,
-) -> HeadSource<'a> {
-    HeadSource {
-        method,
-        request_uri: &info.unparsed_uri,
-        query_string: &info.args,
-        protocol: &info.protocol,
-        scheme: scheme(&info.scheme),
-        script_name,
-        path_info,
-        // As Apache gives them to CGI (UseCanonicalName): the application group name stays
-        // derived from configuration.
-        server_name: &info.server_name,
-        server_port: info.server_port,
-        peer: (info.remote_ip.clone(), info.remote_port),
-        local: (info.local_ip.clone(), info.local_port),
-        headers,
-        env,
-        script_filename,
-        document_root: &info.document_root,
-        server_admin: &info.server_admin,
-        context,
-        stamps: Stamps {
-            request_start_us: u64::try_from(info.request_time_us).unwrap_or(0),
-            server_pid: std::process::id(),
-            ..Stamps::default()
-        },
-    }
-}
-
-/// The variables Apache gives CGI beside the headers that are its own, each when it is not
-/// empty: the server's software and the authenticated user's.
-fn add_server_vars(head: &mut RequestHead, info: &RequestInfo) {
-    let vars: [(&str, &[u8]); 3] = [
-        ("SERVER_SOFTWARE", &info.server_software),
-        ("REMOTE_USER", &info.user),
-        ("AUTH_TYPE", &info.auth_type),
-    ];
-    for (name, value) in vars {
-        if !value.is_empty() {
-            head.set_extra(name, value.to_vec());
-        }
-    }
-}
-
-/// `https`, or else `http`.
-fn scheme(name: &str) -> Scheme {
-    if name == "https" {
-        Scheme::Https
-    } else {
-        Scheme::Http
     }
 }
