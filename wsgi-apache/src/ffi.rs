@@ -7,7 +7,8 @@
 //!   every request in flight.
 //! * [`Request`] is the `request_rec` Apache serves on this thread, borrowed for the hook call
 //!   and built once, where an export receives the pointer; its methods are the shim's
-//!   accessors. Past the exports no function takes a `*mut RequestRec`.
+//!   accessors. Past the exports, only [`Request::from_raw`] and [`log_lines`] (for
+//!   `applog.rs`'s thread-local) take a `*mut RequestRec`, and both are `unsafe`.
 //! * [`RawRequest`] mirrors `struct wsgi_rs_request` of `src/shim.c`, and [`RawSection`]
 //!   `struct wsgi_rs_section`: both sides assert the same sizes and offsets, so a change on one
 //!   side alone fails the build.
@@ -52,8 +53,9 @@ macro_rules! ffi_fn {
         $(#[$attr])*
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $name($r: *mut $crate::ffi::RequestRec $(, $arg: $ty)*) -> $ret {
-            // SAFETY: the export's contract (its `# Safety`): Apache passes the request it is
-            // serving on this thread, live for the call, which is all the `Request` borrows it.
+            // SAFETY: the export's contract (its `# Safety`): Apache passes NULL or the request
+            // it is serving on this thread, live for this call, and the `Request` does not
+            // outlive the call (it is a local of this function).
             let request = unsafe { $crate::ffi::Request::from_raw($r) };
             $crate::ffi::guard(
                 $what,
