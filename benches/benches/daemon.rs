@@ -10,7 +10,7 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use wsgi_daemon::protocol::{self, End, FrameReader, kind};
 use wsgi_daemon::{ClientOptions, DaemonClient, DaemonRequest, Endpoint};
-use wsgi_interp::{Outcome, RequestHead, ResponseSink, ScriptSpec};
+use wsgi_interp::{AppCall, Outcome, RequestHead, ResponseSink, ScriptSpec};
 
 fn request() -> DaemonRequest {
     let head = RequestHead {
@@ -39,7 +39,12 @@ fn request() -> DaemonRequest {
         ],
         ..Default::default()
     };
-    DaemonRequest::new(head, &ScriptSpec::new("/srv/app/app.wsgi"), "")
+    let app = AppCall {
+        script: ScriptSpec::new("/srv/app/app.wsgi"),
+        application_group: String::new(),
+        pass_authorization: false,
+    };
+    DaemonRequest::new(app, head)
 }
 
 fn frames(c: &mut Criterion) {

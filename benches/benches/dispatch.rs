@@ -46,7 +46,7 @@ fn front(threads: usize) -> Arc<Front> {
     .expect("the generated configuration is valid");
     let runtime = Arc::new(Runtime::start(&StartConfig::default()).expect("CPython starts"));
     let pool = WorkerPool::start(
-        Arc::new(PythonHost::new(runtime, None)),
+        Arc::new(PythonHost::new(runtime, None, threads > 1)),
         threads,
         100,
         Duration::from_secs(10),

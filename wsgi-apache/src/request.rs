@@ -12,7 +12,7 @@ use std::path::Path;
 use wsgi_config::Config;
 use wsgi_config::route::{ProcessGroup, Route, ScriptVia};
 use wsgi_daemon::DaemonRequest;
-use wsgi_interp::{Outcome, RequestBody, ResponseSink, ScriptSpec};
+use wsgi_interp::{AppCall, Outcome, RequestBody, ResponseSink, ScriptSpec};
 
 use crate::config::current_config;
 use crate::environ::{call_options, env_var, host_index, request_head, requester};
@@ -264,9 +264,7 @@ pub(crate) fn serve(
 fn in_daemon(r: &Request<'_>, info: &RequestInfo, route: &Route, group: &str) -> c_int {
     let head = request_head(r, info, route);
     // Daemon mode: a changed script restarts the daemon process (mod_wsgi's rule).
-    let spec = ScriptSpec::for_route(route, true);
-    let mut request = DaemonRequest::new(head, &spec, &route.application_group);
-    request.pass_authorization = route.settings.pass_authorization == Some(true);
+    let request = DaemonRequest::new(AppCall::for_route(route, true), head);
     let mut body = ApacheBody(*r);
     let mut sink = ApacheSink::new(*r);
     sink.override_errors = route.settings.error_override == Some(true);

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use wsgi_config::daemon::DaemonOptions;
-use wsgi_interp::{AppError, Outcome, RequestBody, RequestHead, ResponseSink, ScriptSpec};
+use wsgi_interp::{AppCall, AppError, Outcome, RequestBody, RequestHead, ResponseSink};
 
 use crate::protocol::{
     self, CHUNK, DaemonRequest, End, FrameReader, ProtocolError, RejectReason, kind, write_raw,
@@ -195,15 +195,11 @@ impl DispatchError {
 }
 
 impl DaemonRequest {
-    /// A request for `script` in `application_group`, arrived now.
-    pub fn new(head: RequestHead, script: &ScriptSpec, application_group: &str) -> Self {
+    /// A request for `app`, arrived now.
+    pub fn new(app: AppCall, head: RequestHead) -> Self {
         DaemonRequest {
             queued_at_us: wsgi_interp::now_us(),
-            script: script.path.clone(),
-            callable: script.callable.clone(),
-            script_reloading: script.reload != wsgi_interp::ReloadMode::Off,
-            application_group: application_group.to_string(),
-            pass_authorization: false,
+            app,
             head,
         }
     }

@@ -32,8 +32,8 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::{Gid, Uid};
 use parking_lot::Mutex;
 use wsgi_interp::{
-    CallOptions, InterpreterHandle, Outcome, ReloadMode, RequestBody, ResponseSink, Runtime,
-    ScriptSpec, StartConfig, now_us,
+    CallOptions, InterpreterHandle, Outcome, RequestBody, ResponseSink, Runtime, ScriptSpec,
+    StartConfig, now_us,
 };
 
 use crate::protocol::{
@@ -470,6 +470,13 @@ fn start(
         served: AtomicU64::new(0),
         in_flight: AtomicUsize::new(0),
         running: (0..threads).map(|_| Mutex::new(None)).collect(),
+        process_options: CallOptions {
+            process_group: spec.group.clone(),
+            multithread: spec.threads != 1,
+            multiprocess: spec.processes_given,
+            run_once: spec.threads == 1 && spec.maximum_requests == 1,
+            pass_authorization: false,
+        },
         inactivity: Mutex::new(InactivityTimer::new(spec.inactivity_timeout)),
         startup: Mutex::new(StartupTimer::new(spec.startup_timeout)),
         gil_seen: Mutex::new(Instant::now()),
@@ -617,6 +624,9 @@ struct Shared {
     in_flight: AtomicUsize,
     /// Per worker: when its current request started.
     running: Vec<Mutex<Option<Running>>>,
+    /// What every call in this process runs with (`mod_wsgi.process_group`, `wsgi.multithread`
+    /// ...); a request adds its own `WSGIPassAuthorization` ([`wsgi_interp::AppCall::options`]).
+    process_options: CallOptions,
     /// inactivity-timeout: activity is a request starting or ending.
     inactivity: Mutex<InactivityTimer>,
     /// startup-timeout: from the first request waiting until a WSGI script has loaded
@@ -816,28 +826,14 @@ impl Shared {
             started,
             // SAFETY: pthread_self has no preconditions.
             thread: unsafe { libc::pthread_self() } as u64,
-            group: request.application_group.clone(),
+            group: request.app.application_group.clone(),
             interrupted: None,
         });
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         self.inactivity.lock().activity(started);
 
-        let spec = ScriptSpec {
-            path: request.script.clone(),
-            callable: request.callable.clone(),
-            reload: if request.script_reloading {
-                ReloadMode::Report
-            } else {
-                ReloadMode::Off
-            },
-        };
-        let opts = CallOptions {
-            process_group: group.clone(),
-            multithread: self.spec.threads != 1,
-            multiprocess: self.spec.processes_given,
-            run_once: self.spec.threads == 1 && self.spec.maximum_requests == 1,
-            pass_authorization: request.pass_authorization,
-        };
+        let app = &request.app;
+        let opts = app.options(&self.process_options);
         let keep = {
             let mut body = WireBody {
                 conn: &conn,
@@ -850,10 +846,11 @@ impl Shared {
             let mut sink = WireSink {
                 out: BufWriter::with_capacity(CHUNK + 64, &conn),
             };
-            let outcome = match self.runtime.interpreter(&request.application_group) {
+            let outcome = match self.runtime.interpreter(&app.application_group) {
                 Ok(interp) => {
                     self.prepare(&interp);
-                    let outcome = interp.call(&spec, &request.head, &opts, &mut body, &mut sink);
+                    let outcome =
+                        interp.call(&app.script, &request.head, &opts, &mut body, &mut sink);
                     // A missing file (404) says nothing about whether the app can load.
                     if !matches!(outcome, Outcome::Script(_) | Outcome::Unavailable(_)) {
                         self.script_loaded();
@@ -867,7 +864,7 @@ impl Shared {
             match outcome {
                 Outcome::ClientGone { .. } => false,
                 Outcome::ScriptChanged => {
-                    tracing::info!(%group, script = %spec.path.display(), "WSGI script changed: restarting this process");
+                    tracing::info!(%group, script = %app.script.path.display(), "WSGI script changed: restarting this process");
                     self.request_drain("script changed", self.spec.graceful_timeout);
                     let _ = out.write_all(&encode_end(&End::Rejected(RejectReason::ScriptChanged)));
                     let _ = out.flush();

@@ -30,7 +30,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use wsgi_interp::{
-    AppError, InterpError, Outcome, PyErrorInfo, RequestHead, Scheme, ScriptError, Stamps,
+    AppCall, AppError, InterpError, Outcome, PyErrorInfo, ReloadMode, RequestHead, Scheme,
+    ScriptError, ScriptSpec, Stamps,
 };
 
 /// The largest payload a frame may carry (16 MiB); anything larger is a protocol error.
@@ -102,23 +103,29 @@ pub enum ProtocolError {
 }
 
 /// What a front sends to have one request run.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct DaemonRequest {
     /// When the front received the request, microseconds since the Unix epoch (the daemon's
     /// queue-timeout counts from here).
     pub queued_at_us: u64,
-    /// The WSGI script.
-    pub script: PathBuf,
-    /// The callable in it.
-    pub callable: String,
-    /// `WSGIScriptReloading`: when false the daemon never looks at the file again.
-    pub script_reloading: bool,
-    /// The application group (`""`: the main interpreter).
-    pub application_group: String,
-    /// `WSGIPassAuthorization`.
-    pub pass_authorization: bool,
+    /// What to run, as the front routed it.
+    pub app: AppCall,
     /// The request itself.
     pub head: RequestHead,
+}
+
+impl Default for DaemonRequest {
+    fn default() -> Self {
+        DaemonRequest {
+            queued_at_us: 0,
+            app: AppCall {
+                script: ScriptSpec::new(PathBuf::new()),
+                application_group: String::new(),
+                pass_authorization: false,
+            },
+            head: RequestHead::default(),
+        }
+    }
 }
 
 /// How a request ended, as the daemon reports it in the END frame.
@@ -212,11 +219,17 @@ pub fn write_raw(w: &mut impl Write, kind: u8, payload: &[u8]) -> io::Result<()>
 pub fn encode_request(req: &DaemonRequest, buf: Vec<u8>) -> Vec<u8> {
     let mut e = Encoder::frame(kind::REQUEST, buf);
     e.u64(req.queued_at_us);
-    e.bytes(req.script.as_os_str().as_bytes());
-    e.str(&req.callable);
-    e.u8(u8::from(req.script_reloading));
-    e.str(&req.application_group);
-    e.u8(u8::from(req.pass_authorization));
+    let app = &req.app;
+    e.bytes(app.script.path.as_os_str().as_bytes());
+    e.str(&app.script.callable);
+    e.u8(match app.script.reload {
+        ReloadMode::Off => 0,
+        ReloadMode::Report => 1,
+        // A daemon process never re-executes a script in place: it restarts.
+        ReloadMode::Reexecute => 1,
+    });
+    e.str(&app.application_group);
+    e.u8(u8::from(app.pass_authorization));
     let h = &req.head;
     e.str(&h.method);
     e.bytes(&h.script_name);
@@ -487,9 +500,13 @@ impl<'a> Decoder<'a> {
 pub fn decode_request(payload: &[u8]) -> Result<DaemonRequest, ProtocolError> {
     let mut d = Decoder::new("REQUEST", payload);
     let queued_at_us = d.u64()?;
-    let script = d.path()?;
+    let path = d.path()?;
     let callable = d.str()?;
-    let script_reloading = d.bool()?;
+    let reload = match d.u8()? {
+        0 => ReloadMode::Off,
+        1 => ReloadMode::Report,
+        _ => return Err(d.bad("unknown script reloading mode")),
+    };
     let application_group = d.str()?;
     let pass_authorization = d.bool()?;
     let method = d.str()?;
@@ -519,11 +536,15 @@ pub fn decode_request(payload: &[u8]) -> Result<DaemonRequest, ProtocolError> {
     d.done()?;
     Ok(DaemonRequest {
         queued_at_us,
-        script,
-        callable,
-        script_reloading,
-        application_group,
-        pass_authorization,
+        app: AppCall {
+            script: ScriptSpec {
+                path,
+                callable,
+                reload,
+            },
+            application_group,
+            pass_authorization,
+        },
         head: RequestHead {
             method,
             script_name,
@@ -751,11 +772,15 @@ mod tests {
     fn sample_request() -> DaemonRequest {
         DaemonRequest {
             queued_at_us: 1_700_000_000_123_456,
-            script: PathBuf::from("/srv/app/app.wsgi"),
-            callable: "application".into(),
-            script_reloading: true,
-            application_group: "example.com|/app".into(),
-            pass_authorization: true,
+            app: AppCall {
+                script: ScriptSpec {
+                    path: PathBuf::from("/srv/app/app.wsgi"),
+                    callable: "application".into(),
+                    reload: ReloadMode::Report,
+                },
+                application_group: "example.com|/app".into(),
+                pass_authorization: true,
+            },
             head: RequestHead {
                 method: "POST".into(),
                 script_name: b"/app".to_vec(),
@@ -797,9 +822,9 @@ mod tests {
         assert_eq!(k, kind::REQUEST);
         let back = decode_request(&payload).unwrap();
         assert_eq!(back.queued_at_us, req.queued_at_us);
-        assert_eq!(back.script, req.script);
-        assert_eq!(back.application_group, req.application_group);
-        assert!(back.script_reloading && back.pass_authorization);
+        assert_eq!(back.app.script, req.app.script);
+        assert_eq!(back.app.application_group, req.app.application_group);
+        assert!(back.app.pass_authorization);
         assert_eq!(back.head.path_info, req.head.path_info);
         assert_eq!(back.head.headers, req.head.headers);
         assert_eq!(back.head.extra, req.head.extra);

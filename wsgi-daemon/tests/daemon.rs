@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Pid, Uid};
 use wsgi_daemon::{ClientOptions, DaemonClient, DaemonRequest, DispatchError, Endpoint};
-use wsgi_interp::{Outcome, RequestHead, ResponseSink, ScriptSpec};
+use wsgi_interp::{AppCall, Outcome, RequestHead, ResponseSink, ScriptSpec};
 
 const APP: &str = r#"
 import ctypes, os, sys, time
@@ -213,8 +213,12 @@ impl Server {
             remote_port: 4000,
             ..Default::default()
         };
-        let script = ScriptSpec::new(self.app.path().join(script));
-        let request = DaemonRequest::new(head, &script, app_group);
+        let app = AppCall {
+            script: ScriptSpec::new(self.app.path().join(script)),
+            application_group: app_group.to_string(),
+            pass_authorization: false,
+        };
+        let request = DaemonRequest::new(app, head);
         let mut sink = Response::default();
         let mut body = body;
         let outcome = self

@@ -46,7 +46,7 @@ pub use runtime::{
     Attached, DEFAULT_DRAIN, DEFAULT_THREAD_JOIN, InterpreterHandle, Runtime, ShutdownReport,
 };
 pub use wsgi::{
-    AppError, CallOptions, HeadSource, InterpError, LoadStatus, Outcome, PyErrorInfo, ReloadMode,
-    RequestBody, RequestHead, ResponseSink, Scheme, ScriptError, ScriptSpec, Stamps,
+    AppCall, AppError, CallOptions, HeadSource, InterpError, LoadStatus, Outcome, PyErrorInfo,
+    ReloadMode, RequestBody, RequestHead, ResponseSink, Scheme, ScriptError, ScriptSpec, Stamps,
     callables_found, copy_to_uninit, next_request_id, now_us,
 };

@@ -436,7 +436,7 @@ impl std::fmt::Display for PyErrorInfo {
 }
 
 /// A WSGI script file and the callable to take from it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScriptSpec {
     /// Absolute path of the `.wsgi`/`.py` file.
     pub path: PathBuf,
@@ -469,6 +469,40 @@ impl ScriptSpec {
             path: route.script.clone(),
             callable: route.callable_object.clone(),
             reload,
+        }
+    }
+}
+
+/// What a routed request runs, decided once where it is routed: the script and its callable,
+/// the application group, and `WSGIPassAuthorization`. Embedded mode runs it with the
+/// front's [`CallOptions`]; daemon mode sends it as it is to the daemon process, which runs
+/// it with its own.
+#[derive(Debug, Clone)]
+pub struct AppCall {
+    /// The script and callable (and how a changed file is handled).
+    pub script: ScriptSpec,
+    /// The application group (`""`: the main interpreter).
+    pub application_group: String,
+    /// Pass `Authorization` as `HTTP_AUTHORIZATION` (`WSGIPassAuthorization On`).
+    pub pass_authorization: bool,
+}
+
+impl AppCall {
+    /// The call `route` names, run in a daemon process (`daemon`) or in the front's own
+    /// Python; they differ in what a changed script does ([`ScriptSpec::for_route`]).
+    pub fn for_route(route: &wsgi_config::route::Route, daemon: bool) -> Self {
+        AppCall {
+            script: ScriptSpec::for_route(route, daemon),
+            application_group: route.application_group.clone(),
+            pass_authorization: route.settings.pass_authorization == Some(true),
+        }
+    }
+
+    /// The options to run it with in a process whose own settings are `process`.
+    pub fn options(&self, process: &CallOptions) -> CallOptions {
+        CallOptions {
+            pass_authorization: self.pass_authorization,
+            ..process.clone()
         }
     }
 }

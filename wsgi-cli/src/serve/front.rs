@@ -33,7 +33,7 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{Semaphore, oneshot, watch};
 use wsgi_config::MapHeadToGet;
 use wsgi_config::route::{AliasTarget, ProcessGroup, Route, RouteRequest};
-use wsgi_interp::{CallOptions, HeadSource, RequestHead, Scheme, ScriptSpec, Stamps};
+use wsgi_interp::{AppCall, CallOptions, HeadSource, RequestHead, Scheme, Stamps};
 
 use super::access_log::{AccessLogs, LogExtras, LogJob, LogRecord, LoggedBody};
 use super::auth::{self, Granted, Refusal};
@@ -48,7 +48,7 @@ use super::error_log::{self, InHost};
 use super::head::{HeadTap, Heads};
 use super::hooks::FrontHooks;
 use super::metrics::{AppLabels, FrontMetrics};
-use super::pool::{AppCall, Job, JobResult, Refused, WorkerPool, error_status};
+use super::pool::{Job, JobResult, Refused, WorkerPool, error_status};
 use super::sendfile::{SendfileSocket, SendfileStream, file_bytes};
 use super::site::{Site, UrlAlias};
 use super::strict::{self, HeadLimits, Verdict};
@@ -1395,17 +1395,8 @@ async fn run_app(
             head.set_extra("AUTH_TYPE", kind.into_bytes());
         }
     }
-    let app = AppCall {
-        script: ScriptSpec::for_route(&route, false),
-        application_group: route.application_group.clone(),
-        options: CallOptions {
-            process_group: String::new(),
-            multithread: front.multithread,
-            multiprocess: false,
-            run_once: false,
-            pass_authorization: route.settings.pass_authorization == Some(true),
-        },
-    };
+    let daemon = matches!(route.process_group, ProcessGroup::Daemon(_));
+    let app = AppCall::for_route(&route, daemon);
     let (sink, ResponseReceiver { mut start }) = response_channel(is_head, conn.shared.clone());
     let (done, done_rx) = oneshot::channel();
     let arrived = Instant::now();

@@ -158,6 +158,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
             let host: Arc<dyn AppHost> = Arc::new(PythonHost::new(
                 rt.clone(),
                 site.config.python.switch_interval_for(""),
+                threads > 1,
             ));
             Some(
                 WorkerPool::start(

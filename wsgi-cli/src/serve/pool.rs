@@ -22,21 +22,10 @@ use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, oneshot};
 use wsgi_daemon::{DaemonClient, DaemonRequest, DispatchError};
 use wsgi_interp::{
-    CallOptions, InterpError, Outcome, RequestBody, RequestHead, ResponseSink, ScriptSpec,
+    AppCall, CallOptions, InterpError, Outcome, RequestBody, RequestHead, ResponseSink,
 };
 
 use super::bridge::{ChannelBody, ChannelSink};
-
-/// Which application a request runs, and how.
-#[derive(Debug, Clone)]
-pub struct AppCall {
-    /// The script and callable.
-    pub script: ScriptSpec,
-    /// The application group (`""`: the main interpreter).
-    pub application_group: String,
-    /// Per-call settings from configuration.
-    pub options: CallOptions,
-}
 
 /// Whatever runs WSGI calls on a worker thread: the embedded Python or a daemon process
 /// group.
@@ -58,6 +47,8 @@ pub trait AppHost: Send + Sync + 'static {
 /// The embedded CPython as an [`AppHost`].
 pub struct PythonHost {
     runtime: Arc<wsgi_interp::Runtime>,
+    /// What every call runs with here (embedded mode: no process group).
+    process_options: CallOptions,
     /// `WSGISwitchInterval`, applied to each interpreter before its first request.
     switch_interval: Option<f64>,
     /// The application groups it was applied to.
@@ -65,10 +56,19 @@ pub struct PythonHost {
 }
 
 impl PythonHost {
-    /// Runs calls in `runtime`'s interpreters, with `switch_interval` (seconds) applied.
-    pub fn new(runtime: Arc<wsgi_interp::Runtime>, switch_interval: Option<f64>) -> PythonHost {
+    /// Runs calls in `runtime`'s interpreters, with `switch_interval` (seconds) applied;
+    /// `multithread` is `wsgi.multithread` (more than one worker thread).
+    pub fn new(
+        runtime: Arc<wsgi_interp::Runtime>,
+        switch_interval: Option<f64>,
+        multithread: bool,
+    ) -> PythonHost {
         PythonHost {
             runtime,
+            process_options: CallOptions {
+                multithread,
+                ..CallOptions::default()
+            },
             switch_interval,
             prepared: Mutex::new(std::collections::HashSet::new()),
         }
@@ -100,7 +100,8 @@ impl AppHost for PythonHost {
                 if let Some(interval) = self.switch_interval {
                     self.prepare(&interp, interval);
                 }
-                interp.call(&app.script, head, &app.options, body, sink)
+                let options = app.options(&self.process_options);
+                interp.call(&app.script, head, &options, body, sink)
             }
             Err(e) => Outcome::Unavailable(e),
         })
@@ -127,8 +128,7 @@ impl AppHost for DaemonHost {
         body: &mut dyn RequestBody,
         sink: &mut dyn ResponseSink,
     ) -> Result<Outcome, DispatchError> {
-        let mut request = DaemonRequest::new(head.clone(), &app.script, &app.application_group);
-        request.pass_authorization = app.options.pass_authorization;
+        let request = DaemonRequest::new(app.clone(), head.clone());
         self.client.dispatch(&self.group, &request, body, sink)
     }
 }
@@ -427,6 +427,7 @@ pub fn error_status(result: &JobResult) -> u16 {
 mod tests {
     use super::*;
     use crate::serve::bridge::response_channel;
+    use wsgi_interp::ScriptSpec;
 
     /// An app that answers with its request body, after an optional pause.
     struct Echo(Duration);
@@ -529,7 +530,7 @@ mod tests {
                 app: AppCall {
                     script: ScriptSpec::new("/x.wsgi"),
                     application_group: String::new(),
-                    options: CallOptions::default(),
+                    pass_authorization: false,
                 },
                 head: RequestHead::default(),
                 body: ChannelBody::empty(),
@@ -569,7 +570,7 @@ mod tests {
         );
         let runtime = Arc::new(wsgi_interp::Runtime::start(&Default::default()).unwrap());
         let pool = WorkerPool::start(
-            Arc::new(PythonHost::new(runtime.clone(), None)),
+            Arc::new(PythonHost::new(runtime.clone(), None, true)),
             2,
             4,
             Duration::from_secs(10),
@@ -583,7 +584,7 @@ mod tests {
                 app: AppCall {
                     script: script.clone(),
                     application_group: group.to_string(),
-                    options: CallOptions::default(),
+                    pass_authorization: false,
                 },
                 head: RequestHead::default(),
                 body: ChannelBody::empty(),
