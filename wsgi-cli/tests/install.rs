@@ -89,7 +89,7 @@ fn venvs_root() -> &'static Path {
 
 /// A venv of `python` named `name`, with wsgi-rs pip-installed from this source tree (and
 /// `extra` packages from PyPI), made once per test run. The builds share a cargo target
-/// folder under the test root and use the dev profile (pip's build of a user's install is a
+/// folder ([`pip_target`]) and use the dev profile (pip's build of a user's install is a
 /// release build; this one only has to be the same code).
 fn installed(python: &Path, name: &str, extra: &[&str]) -> PathBuf {
     static LOCK: Mutex<()> = Mutex::new(());
@@ -107,7 +107,7 @@ fn installed(python: &Path, name: &str, extra: &[&str]) -> PathBuf {
             .args(["install", "--disable-pip-version-check", "-q"])
             .arg(source_tree())
             .args(extra)
-            .env("CARGO_TARGET_DIR", test_root().join("pip-target"))
+            .env("CARGO_TARGET_DIR", pip_target())
             .env("MATURIN_PEP517_ARGS", "--profile dev")
             .env_remove("PYO3_PYTHON"),
         Duration::from_secs(40 * 60),
@@ -119,6 +119,14 @@ fn installed(python: &Path, name: &str, extra: &[&str]) -> PathBuf {
         Duration::from_secs(60),
     );
     venv
+}
+
+/// The cargo target folder of pip's builds: inside this build's own target folder (cargo's
+/// `CARGO_TARGET_TMPDIR`), so the builds of two source trees never share one. Cargo names a
+/// workspace member's artifacts by the member, not by its folder: two trees building into
+/// one folder would take each other's.
+fn pip_target() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("pip-target")
 }
 
 /// The venv of Debian's 3.11 with wsgi-rs.

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{ErrorKind, closest};
 use crate::options::{
@@ -63,7 +63,7 @@ pub const DAEMON_OPTIONS: &[&str] = &[
 ];
 
 /// The options of one daemon process group, with mod_wsgi's defaults.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DaemonOptions {
     /// Number of processes (`processes=`, default 1).
     pub processes: u32,

@@ -34,35 +34,35 @@ pub fn apply_priority(group: &str, priority: i32) {
 /// kernel kills the process, leaves room for that restart: graceful-timeout plus
 /// shutdown-timeout plus a second of CPU time.
 pub fn apply_rlimits(spec: &ProcessSpec) {
-    if spec.cpu_time_limit > 0 {
-        let hard = spec.cpu_time_limit
-            + spec.graceful_timeout.as_secs()
-            + spec.shutdown_timeout.as_secs()
+    if spec.options.cpu_time_limit > 0 {
+        let hard = spec.options.cpu_time_limit
+            + spec.options.graceful_timeout.as_secs()
+            + spec.options.shutdown_timeout.as_secs()
             + 1;
         set(
             &spec.group,
             Resource::RLIMIT_CPU,
             "cpu-time-limit",
-            spec.cpu_time_limit,
+            spec.options.cpu_time_limit,
             hard,
         );
     }
-    if spec.memory_limit > 0 {
+    if spec.options.memory_limit > 0 {
         set(
             &spec.group,
             Resource::RLIMIT_DATA,
             "memory-limit",
-            spec.memory_limit,
-            spec.memory_limit,
+            spec.options.memory_limit,
+            spec.options.memory_limit,
         );
     }
-    if spec.virtual_memory_limit > 0 {
+    if spec.options.virtual_memory_limit > 0 {
         set(
             &spec.group,
             Resource::RLIMIT_AS,
             "virtual-memory-limit",
-            spec.virtual_memory_limit,
-            spec.virtual_memory_limit,
+            spec.options.virtual_memory_limit,
+            spec.options.virtual_memory_limit,
         );
     }
 }

@@ -191,7 +191,11 @@ fn limit_malloc_arenas(spec: &ProcessSpec) {
     if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
         return;
     }
-    let arenas: libc::c_int = if spec.virtual_memory_limit > 0 { 1 } else { 2 };
+    let arenas: libc::c_int = if spec.options.virtual_memory_limit > 0 {
+        1
+    } else {
+        2
+    };
     // SAFETY: mallopt only sets a malloc parameter (under malloc's own lock); no memory of
     // ours is involved. It fails only for an unknown parameter, which M_ARENA_MAX is not.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, arenas) };
@@ -262,24 +266,25 @@ fn limit_hint(spec: &ProcessSpec, source: &io::Error) -> String {
         source.raw_os_error(),
         Some(libc::EAGAIN) | Some(libc::ENOMEM)
     );
-    if !by_limit || (spec.memory_limit == 0 && spec.virtual_memory_limit == 0) {
+    if !by_limit || (spec.options.memory_limit == 0 && spec.options.virtual_memory_limit == 0) {
         return String::new();
     }
     // Enough for either program (wsgi serve's `wsgi` needs the more).
     let floor = wsgi_config::daemon::memory_floor(
         wsgi_config::daemon::DaemonProgram::Wsgi,
-        spec.threads,
-        spec.stack_size,
+        spec.options.threads,
+        spec.options.stack_size,
     );
-    let stacks = u64::from(spec.threads.max(1))
+    let stacks = u64::from(spec.options.threads.max(1))
         * spec
+            .options
             .stack_size
             .unwrap_or(wsgi_config::daemon::WORKER_STACK as u64);
     let limits = [
         (
             "memory-limit",
             "RLIMIT_DATA",
-            spec.memory_limit,
+            spec.options.memory_limit,
             floor.data,
             "VmData:",
             "data",
@@ -287,7 +292,7 @@ fn limit_hint(spec: &ProcessSpec, source: &io::Error) -> String {
         (
             "virtual-memory-limit",
             "RLIMIT_AS",
-            spec.virtual_memory_limit,
+            spec.options.virtual_memory_limit,
             floor.address_space,
             "VmSize:",
             "address space",
@@ -315,7 +320,7 @@ fn limit_hint(spec: &ProcessSpec, source: &io::Error) -> String {
     }
     format!(
         "; its memory limit is too small for it to start (Python and {} worker threads): {}; or remove the limit",
-        spec.threads.max(1),
+        spec.options.threads.max(1),
         advice.join("; ")
     )
 }
@@ -389,7 +394,7 @@ fn start(
         }
     }
     // Before the identity switch: only root may raise the priority (a negative nice value).
-    crate::limits::apply_priority(&group, spec.cpu_priority);
+    crate::limits::apply_priority(&group, spec.options.cpu_priority);
     if let Some(id) = &spec.identity {
         drop_privileges(&group, id)?;
     }
@@ -404,22 +409,22 @@ fn start(
             io::Error::other("the supervisor exited while this process started"),
         ));
     }
-    if let Some(home) = &spec.home {
+    if let Some(home) = &spec.options.home {
         std::env::set_current_dir(home).map_err(|source| ProcessError::Home {
             group: group.clone(),
             home: home.clone(),
             source,
         })?;
     }
-    if let Some(mask) = spec.umask {
+    if let Some(mask) = spec.options.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
     crate::limits::apply_rlimits(spec);
     let mut python_path = Vec::new();
-    if let Some(home) = &spec.home {
+    if let Some(home) = &spec.options.home {
         python_path.push(home.clone());
     }
-    python_path.extend(spec.python_path.iter().cloned());
+    python_path.extend(spec.options.python_path.iter().cloned());
     if let Some(version) = spec.apache_version {
         wsgi_interp::set_apache_version(version);
     }
@@ -430,8 +435,8 @@ fn start(
             optimize: spec.optimize,
             dont_write_bytecode: spec.dont_write_bytecode,
             process_group: group.clone(),
-            maximum_processes: spec.processes,
-            threads_per_process: spec.threads,
+            maximum_processes: spec.options.processes,
+            threads_per_process: spec.options.threads,
             interpreter_rules: spec.interpreter_rules.clone(),
         },
         &wsgi_interp::InterpreterOptions {
@@ -453,7 +458,7 @@ fn start(
     epoll
         .add(&listener, EpollEvent::new(listener_flags(), LISTENER))
         .map_err(|e| setup_err(&group, e.into()))?;
-    let threads = spec.threads.max(1) as usize;
+    let threads = spec.options.threads.max(1) as usize;
     let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
     let shared = Arc::new(Shared {
         spec: spec.clone(),
@@ -472,13 +477,13 @@ fn start(
         running: (0..threads).map(|_| Mutex::new(None)).collect(),
         process_options: CallOptions {
             process_group: spec.group.clone(),
-            multithread: spec.threads != 1,
-            multiprocess: spec.processes_given,
-            run_once: spec.threads == 1 && spec.maximum_requests == 1,
+            multithread: spec.options.threads != 1,
+            multiprocess: spec.options.processes_given,
+            run_once: spec.options.threads == 1 && spec.options.maximum_requests == 1,
             pass_authorization: false,
         },
-        inactivity: Mutex::new(InactivityTimer::new(spec.inactivity_timeout)),
-        startup: Mutex::new(StartupTimer::new(spec.startup_timeout)),
+        inactivity: Mutex::new(InactivityTimer::new(spec.options.inactivity_timeout)),
+        startup: Mutex::new(StartupTimer::new(spec.options.startup_timeout)),
         gil_seen: Mutex::new(Instant::now()),
         recycle: Mutex::new(None),
         signal: Mutex::new(None),
@@ -501,12 +506,13 @@ fn start(
         let s = shared.clone();
         spawn(name, HELPER_STACK, Box::new(move || run(s)))
     };
-    if !spec.startup_timeout.is_zero() && !spec.preload.is_empty() {
+    if !spec.options.startup_timeout.is_zero() && !spec.preload.is_empty() {
         helper("wsgi-startup-watch", Shared::startup_watch)?;
     }
     // mod_wsgi loads these on the main thread before any request is accepted.
     shared.preload()?;
     let worker_stack = spec
+        .options
         .stack_size
         .map_or(wsgi_config::daemon::WORKER_STACK, |s| s as usize);
     for i in 0..threads {
@@ -519,7 +525,7 @@ fn start(
         )?;
     }
     helper("wsgi-reactor", Shared::reactor)?;
-    if !spec.deadlock_timeout.is_zero() {
+    if !spec.options.deadlock_timeout.is_zero() {
         helper("wsgi-gil-probe", Shared::gil_probe)?;
     }
     let s = shared.clone();
@@ -683,8 +689,8 @@ impl Shared {
                 Ok((conn, _)) => {
                     crate::client::set_buffer_sizes(
                         &conn,
-                        self.spec.send_buffer_size,
-                        self.spec.receive_buffer_size,
+                        self.spec.options.send_buffer_size,
+                        self.spec.options.receive_buffer_size,
                     );
                     // This connection's first request has a worker promised to it.
                     self.free.fetch_sub(1, Ordering::SeqCst);
@@ -765,7 +771,8 @@ impl Shared {
     /// Serves the one request waiting on `conn`.
     fn serve_connection(&self, index: usize, conn: UnixStream) -> After {
         let group = &self.spec.group;
-        let timeout = (!self.spec.socket_timeout.is_zero()).then_some(self.spec.socket_timeout);
+        let timeout = (!self.spec.options.socket_timeout.is_zero())
+            .then_some(self.spec.options.socket_timeout);
         let _ = conn.set_read_timeout(timeout);
         let mut reader = FrameReader::new(&conn);
         let request = match reader.next_frame() {
@@ -802,9 +809,9 @@ impl Shared {
             send_end(&End::Rejected(RejectReason::Draining));
             return After::Close;
         }
-        if !self.spec.queue_timeout.is_zero() {
+        if !self.spec.options.queue_timeout.is_zero() {
             let waited = now_us().saturating_sub(request.queued_at_us);
-            if waited > self.spec.queue_timeout.as_micros() as u64 {
+            if waited > self.spec.options.queue_timeout.as_micros() as u64 {
                 tracing::warn!(
                     %group,
                     "request waited {:.3}s for a worker, more than queue-timeout: 503",
@@ -865,7 +872,7 @@ impl Shared {
                 Outcome::ClientGone { .. } => false,
                 Outcome::ScriptChanged => {
                     tracing::info!(%group, script = %app.script.path.display(), "WSGI script changed: restarting this process");
-                    self.request_drain("script changed", self.spec.graceful_timeout);
+                    self.request_drain("script changed", self.spec.options.graceful_timeout);
                     let _ = out.write_all(&encode_end(&End::Rejected(RejectReason::ScriptChanged)));
                     let _ = out.flush();
                     false
@@ -880,11 +887,11 @@ impl Shared {
         self.inactivity.lock().activity(Instant::now());
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
         let served = self.served.fetch_add(1, Ordering::SeqCst) + 1;
-        let max = self.spec.maximum_requests;
+        let max = self.spec.options.maximum_requests;
         if max > 0 && served >= max {
             self.request_drain(
                 &format!("maximum-requests ({max}) reached"),
-                self.spec.graceful_timeout,
+                self.spec.options.graceful_timeout,
             );
         }
         if keep && !self.draining.load(Ordering::SeqCst) {
@@ -906,7 +913,10 @@ impl Shared {
         if self.running[index].lock().take().is_some() {
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
         }
-        self.request_drain("a worker thread panicked", self.spec.graceful_timeout);
+        self.request_drain(
+            "a worker thread panicked",
+            self.spec.options.graceful_timeout,
+        );
     }
 
     /// Stops taking requests at once (idle connections are closed, new requests on busy
@@ -1020,7 +1030,7 @@ impl Shared {
                 group = %self.spec.group,
                 pid = std::process::id(),
                 "application startup timer started: a request is waiting and no WSGI script has loaded yet (startup-timeout {:.1}s)",
-                self.spec.startup_timeout.as_secs_f64()
+                self.spec.options.startup_timeout.as_secs_f64()
             );
         }
     }
@@ -1056,7 +1066,7 @@ impl Shared {
             group = %self.spec.group,
             pid = std::process::id(),
             "a request waited and preloading did not finish within startup-timeout ({:.1}s): restarting this process",
-            self.spec.startup_timeout.as_secs_f64()
+            self.spec.options.startup_timeout.as_secs_f64()
         );
         self.report
             .send(&Report::Recycling("startup-timeout".into()));
@@ -1130,10 +1140,10 @@ impl Shared {
             match self.signal.lock().take() {
                 Some(Signal::SIGUSR1) => {
                     // eviction-timeout, else graceful-timeout (zero: at once).
-                    let grace = if self.spec.eviction_timeout.is_zero() {
-                        self.spec.graceful_timeout
+                    let grace = if self.spec.options.eviction_timeout.is_zero() {
+                        self.spec.options.graceful_timeout
                     } else {
-                        self.spec.eviction_timeout
+                        self.spec.options.eviction_timeout
                     };
                     self.request_drain("SIGUSR1 (graceful restart)", grace);
                 }
@@ -1142,45 +1152,51 @@ impl Shared {
                         %group,
                         pid = std::process::id(),
                         "cpu-time-limit ({}s of CPU) reached: restarting this process gracefully",
-                        self.spec.cpu_time_limit
+                        self.spec.options.cpu_time_limit
                     );
                     self.request_drain(
                         "cpu-time-limit reached (SIGXCPU)",
-                        self.spec.graceful_timeout,
+                        self.spec.options.graceful_timeout,
                     );
                 }
                 Some(_) => {
-                    self.request_drain("stop requested (SIGTERM)", self.spec.shutdown_timeout);
+                    self.request_drain(
+                        "stop requested (SIGTERM)",
+                        self.spec.options.shutdown_timeout,
+                    );
                 }
                 None => {}
             }
             if report.supervisor_gone() {
-                self.request_drain("the supervisor exited", self.spec.shutdown_timeout);
+                self.request_drain("the supervisor exited", self.spec.options.shutdown_timeout);
             }
-            let t = self.spec.restart_interval;
+            let t = self.spec.options.restart_interval;
             if !t.is_zero() && now.duration_since(born) >= t {
-                self.request_drain("restart-interval expired", self.spec.graceful_timeout);
+                self.request_drain(
+                    "restart-interval expired",
+                    self.spec.options.graceful_timeout,
+                );
             }
             if self.startup.lock().expired(now) {
                 tracing::error!(
                     %group,
                     pid = std::process::id(),
                     "no WSGI script loaded within startup-timeout ({:.1}s) of the first request: restarting this process",
-                    self.spec.startup_timeout.as_secs_f64()
+                    self.spec.options.startup_timeout.as_secs_f64()
                 );
-                self.request_drain("startup-timeout", self.spec.graceful_timeout);
+                self.request_drain("startup-timeout", self.spec.options.graceful_timeout);
             }
             if self.inactivity.lock().expired(now, stats.1) {
                 tracing::info!(
                     %group,
                     pid = std::process::id(),
                     "no request for inactivity-timeout ({:.1}s): restarting this process",
-                    self.spec.inactivity_timeout.as_secs_f64()
+                    self.spec.options.inactivity_timeout.as_secs_f64()
                 );
                 self.request_drain("inactivity-timeout expired", Duration::ZERO);
             }
-            let t = self.spec.request_timeout;
-            let grace = self.spec.interrupt_timeout;
+            let t = self.spec.options.request_timeout;
+            let grace = self.spec.options.interrupt_timeout;
             if !t.is_zero() && !grace.is_zero() {
                 self.interrupt_overdue(now, t);
                 if self.timed_out(now, t + grace) > 0 {
@@ -1191,7 +1207,7 @@ impl Shared {
                         t.as_secs_f64(),
                         grace.as_secs_f64()
                     );
-                    self.request_drain("request-timeout", self.spec.shutdown_timeout);
+                    self.request_drain("request-timeout", self.spec.options.shutdown_timeout);
                 }
             } else if !t.is_zero() && self.timed_out(now, t) > 0 {
                 tracing::error!(
@@ -1200,9 +1216,9 @@ impl Shared {
                     "a request has run longer than request-timeout ({:.1}s): the front answered 504; replacing this process",
                     t.as_secs_f64()
                 );
-                self.request_drain("request-timeout", self.spec.shutdown_timeout);
+                self.request_drain("request-timeout", self.spec.options.shutdown_timeout);
             }
-            let t = self.spec.deadlock_timeout;
+            let t = self.spec.options.deadlock_timeout;
             if !t.is_zero() && now.duration_since(*self.gil_seen.lock()) >= t {
                 tracing::error!(%group, pid = std::process::id(), "the Python GIL could not be acquired for deadlock-timeout ({:.0}s): exiting", t.as_secs_f64());
                 report.send(&Report::Recycling("deadlock-timeout".into()));
@@ -1247,7 +1263,7 @@ impl Shared {
                 raised = ?raised,
                 "a request has run longer than request-timeout ({:.1}s): RequestTimeout raised in it; the process is replaced only if it does not end within interrupt-timeout ({:.1}s)",
                 limit.as_secs_f64(),
-                self.spec.interrupt_timeout.as_secs_f64()
+                self.spec.options.interrupt_timeout.as_secs_f64()
             );
         }
     }
@@ -1271,7 +1287,7 @@ impl Shared {
         self.runtime
             .process_stopping(shutdown_reason(&drain.reason));
         let deadline = Instant::now() + drain.grace;
-        let limit = self.spec.request_timeout;
+        let limit = self.spec.options.request_timeout;
         let stuck = |now: Instant| {
             if limit.is_zero() {
                 0

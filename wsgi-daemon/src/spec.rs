@@ -11,7 +11,6 @@ use std::io::{IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 use serde::{Deserialize, Serialize};
@@ -53,16 +52,12 @@ pub struct ProcessSpec {
     pub slot: u32,
     /// The supervisor's pid: the process exits if its parent is not that process.
     pub supervisor_pid: i32,
-    /// `processes=`.
-    pub processes: u32,
-    /// Whether `processes=` was given (`wsgi.multiprocess`).
-    pub processes_given: bool,
-    /// `threads=` (at least 1 here: service-script mode is not supported).
-    pub threads: u32,
-    /// The venv root or installation prefix.
+    /// The group's `WSGIDaemonProcess` options as written (`processes=`, `threads=`, the
+    /// timeouts and limits...); the fields below hold what the supervisor resolved from them
+    /// and the rest of the configuration.
+    pub options: wsgi_config::daemon::DaemonOptions,
+    /// The venv root or installation prefix: `python-home=`, else `WSGIPythonHome`.
     pub python_home: Option<PathBuf>,
-    /// `python-path=`.
-    pub python_path: Vec<PathBuf>,
     /// `WSGIPythonOptimize`.
     pub optimize: u8,
     /// `WSGIDontWriteBytecode`.
@@ -78,68 +73,13 @@ pub struct ProcessSpec {
     pub apache_version: Option<(u16, u16, u16)>,
     /// Who to become, when started as root.
     pub identity: Option<Identity>,
-    /// `umask=`.
-    pub umask: Option<u32>,
-    /// `home=`: the working directory.
-    pub home: Option<PathBuf>,
     /// The process name (`display-name=`, `%{GROUP}` expanded).
     pub display_name: Option<String>,
-    /// `maximum-requests=` (0: off).
-    pub maximum_requests: u64,
-    /// `request-timeout=` (zero: off).
-    pub request_timeout: Duration,
-    /// `graceful-timeout=`.
-    pub graceful_timeout: Duration,
-    /// `shutdown-timeout=`.
-    pub shutdown_timeout: Duration,
-    /// `inactivity-timeout=` (zero: off): restart a process idle this long after it last
-    /// served; one that never served stays.
-    pub inactivity_timeout: Duration,
-    /// `restart-interval=` (zero: off).
-    pub restart_interval: Duration,
-    /// `queue-timeout=` (zero: off).
-    pub queue_timeout: Duration,
-    /// `deadlock-timeout=` (zero: off).
-    pub deadlock_timeout: Duration,
-    /// `socket-timeout=` for reads of the request body from the front (zero: none).
-    pub socket_timeout: Duration,
-    /// `interrupt-timeout=` (zero: off): a request past request-timeout gets `RequestTimeout`
-    /// raised in it, and the process is replaced only if it does not end within this.
-    #[serde(default)]
-    pub interrupt_timeout: Duration,
-    /// `send-buffer-size=`: `SO_SNDBUF` of each connection from the front (0: the system's).
-    #[serde(default)]
-    pub send_buffer_size: u64,
-    /// `receive-buffer-size=`: `SO_RCVBUF` of each connection from the front (0: the system's).
-    #[serde(default)]
-    pub receive_buffer_size: u64,
-    /// `cpu-time-limit=` seconds (`RLIMIT_CPU`; 0: none). SIGXCPU starts a graceful restart.
-    #[serde(default)]
-    pub cpu_time_limit: u64,
-    /// `cpu-priority=`: the nice value (0: unchanged).
-    #[serde(default)]
-    pub cpu_priority: i32,
-    /// `memory-limit=` bytes (`RLIMIT_DATA`; 0: none).
-    #[serde(default)]
-    pub memory_limit: u64,
-    /// `virtual-memory-limit=` bytes (`RLIMIT_AS`; 0: none).
-    #[serde(default)]
-    pub virtual_memory_limit: u64,
-    /// `stack-size=`: the worker threads' stack size in bytes (`None`: the default).
-    #[serde(default)]
-    pub stack_size: Option<u64>,
     /// `switch-interval=`, else a `<WSGIInterpreterOptions process-group=...>` section's
     /// `WSGISwitchInterval`, else the top-level one: `sys.setswitchinterval` in every
     /// interpreter (`None`: Python's default).
     #[serde(default)]
     pub switch_interval: Option<f64>,
-    /// `eviction-timeout=`: drain time on SIGUSR1 (zero: graceful-timeout).
-    #[serde(default)]
-    pub eviction_timeout: Duration,
-    /// `startup-timeout=`: restart the process if no script has loaded this long after a
-    /// request first waited for it (zero: off). An idle process is never restarted.
-    #[serde(default)]
-    pub startup_timeout: Duration,
     /// Scripts loaded at start, in configuration order.
     #[serde(default)]
     pub preload: Vec<Preload>,
@@ -293,6 +233,7 @@ pub fn receive_spec(control: &UnixStream) -> Result<(ProcessSpec, OwnedFd), Hand
 mod tests {
     use super::*;
     use std::os::unix::net::UnixListener;
+    use std::time::Duration;
 
     #[test]
     fn reports_round_trip_on_one_line() {
@@ -328,11 +269,19 @@ mod tests {
             group: "site".into(),
             slot: 1,
             supervisor_pid: 42,
-            processes: 2,
-            processes_given: true,
-            threads: 4,
+            options: wsgi_config::daemon::DaemonOptions {
+                processes: 2,
+                processes_given: true,
+                threads: 4,
+                python_path: vec!["/srv/lib".into()],
+                umask: Some(0o007),
+                maximum_requests: 5,
+                request_timeout: Duration::from_millis(1500),
+                deadlock_timeout: Duration::from_secs(300),
+                startup_timeout: Duration::from_secs(15),
+                ..Default::default()
+            },
             python_home: None,
-            python_path: vec!["/srv/lib".into()],
             optimize: 0,
             dont_write_bytecode: false,
             per_interpreter_gil: false,
@@ -348,29 +297,8 @@ mod tests {
             },
             apache_version: Some((2, 4, 71)),
             identity: None,
-            umask: Some(0o007),
-            home: None,
             display_name: Some("(wsgi:site)".into()),
-            maximum_requests: 5,
-            request_timeout: Duration::from_millis(1500),
-            graceful_timeout: Duration::from_secs(15),
-            shutdown_timeout: Duration::from_secs(5),
-            inactivity_timeout: Duration::ZERO,
-            restart_interval: Duration::ZERO,
-            queue_timeout: Duration::ZERO,
-            deadlock_timeout: Duration::from_secs(300),
-            socket_timeout: Duration::ZERO,
-            interrupt_timeout: Duration::ZERO,
-            send_buffer_size: 0,
-            receive_buffer_size: 0,
-            cpu_time_limit: 0,
-            cpu_priority: 0,
-            memory_limit: 0,
-            virtual_memory_limit: 0,
-            stack_size: None,
             switch_interval: Some(0.002),
-            eviction_timeout: Duration::ZERO,
-            startup_timeout: Duration::from_secs(15),
             preload: vec![Preload {
                 script: "/srv/app.wsgi".into(),
                 application_group: String::new(),
@@ -382,7 +310,7 @@ mod tests {
         send_spec(&a, &spec, &listener).unwrap();
         let (back, fd) = receive_spec(&b).unwrap();
         assert_eq!(back.group, "site");
-        assert_eq!(back.request_timeout, Duration::from_millis(1500));
+        assert_eq!(back.options, spec.options);
         assert_eq!(back.switch_interval, Some(0.002));
         assert!(back.preload_must_succeed);
         assert_eq!(back.preload, spec.preload);
