@@ -10,14 +10,11 @@ use std::path::{Path, PathBuf};
 
 use regex::Regex;
 
-use crate::daemon::{DaemonProgram, memory_limits_too_small, parse_daemon_options};
-use crate::directives::{self, Arity, DirectiveDef, Scope, Status};
+use crate::directives::{self, Arity, DirectiveDef, Scope};
 use crate::env::{EnvOp, SetEnvIf};
 use crate::error::{ConfigError, ConfigWarning, ErrorKind, closest};
 use crate::model::*;
-use crate::options::{
-    parse_flag, parse_option_flag, parse_path_list, parse_python_home, split_option,
-};
+use crate::options::{parse_flag, parse_option_flag, parse_path_list, split_option};
 use crate::reader::{Directive, Span};
 
 /// The `<VirtualHost>` a directive is in.
@@ -64,7 +61,7 @@ struct GroupRef {
 /// Every problem of one directive line: most lines have one, a line of `name=value` options
 /// one per bad option.
 #[derive(Debug)]
-struct Refusals(Vec<ErrorKind>);
+pub(crate) struct Refusals(pub(crate) Vec<ErrorKind>);
 
 impl From<ErrorKind> for Refusals {
     fn from(kind: ErrorKind) -> Self {
@@ -74,7 +71,7 @@ impl From<ErrorKind> for Refusals {
 
 impl Refusals {
     /// `Ok` when nothing is refused.
-    fn check(refused: Vec<ErrorKind>) -> Result<(), Refusals> {
+    pub(crate) fn check(refused: Vec<ErrorKind>) -> Result<(), Refusals> {
         if refused.is_empty() {
             Ok(())
         } else {
@@ -83,10 +80,37 @@ impl Refusals {
     }
 }
 
+/// One mod_wsgi directive line, as its [`DirectiveDef::apply`] receives it: the definition,
+/// where the line sits and what it says (its scope and arity already checked).
+pub(crate) struct Line<'a> {
+    pub(crate) def: &'static DirectiveDef,
+    pub(crate) ctx: &'a Context,
+    /// The virtual host it is in (an index of [`Config::virtual_hosts`]).
+    pub(crate) host: Option<usize>,
+    pub(crate) d: &'a Directive,
+}
+
+impl Line<'_> {
+    /// The arguments.
+    pub(crate) fn args(&self) -> &[String] {
+        &self.d.args
+    }
+
+    /// The first argument (`""` when there is none).
+    pub(crate) fn one(&self) -> &str {
+        self.d.args.first().map(String::as_str).unwrap_or("")
+    }
+
+    /// The first argument as `On` or `Off`.
+    pub(crate) fn flag(&self) -> Result<bool, ErrorKind> {
+        parse_flag(self.one())
+    }
+}
+
 /// Builds a [`Config`] from directives.
 #[derive(Debug)]
 pub struct ConfigBuilder {
-    config: Config,
+    pub(crate) config: Config,
     hosts: HashMap<Span, usize>,
     sections: HashMap<(Option<usize>, Span), usize>,
     group_refs: Vec<GroupRef>,
@@ -145,11 +169,8 @@ impl ConfigBuilder {
                 let err = |kind| vec![ConfigError::new(Some(&d.span), subject.clone(), kind)];
                 check_scope(def, ctx).map_err(err)?;
                 check_arity(def, &d.args).map_err(err)?;
-                if let Status::Ignored(why) = def.status {
-                    self.warn(&d.span, def.name, format!("is ignored: {why}"));
-                    return Ok(());
-                }
-                self.wsgi_directive(def, ctx, host, d).map_err(|refused| {
+                let line = Line { def, ctx, host, d };
+                (def.apply)(self, &line).map_err(|refused| {
                     refused
                         .0
                         .into_iter()
@@ -496,7 +517,7 @@ impl ConfigBuilder {
     }
 
     /// Adds a warning.
-    fn warn(&mut self, span: &Span, subject: &str, message: String) {
+    pub(crate) fn warn(&mut self, span: &Span, subject: &str, message: String) {
         self.config.warnings.push(ConfigWarning {
             span: Some(span.clone()),
             subject: subject.to_string(),
@@ -536,7 +557,7 @@ impl ConfigBuilder {
         Ok(Some(i))
     }
 
-    fn host_mut(&mut self, host: Option<usize>) -> &mut Host {
+    pub(crate) fn host_mut(&mut self, host: Option<usize>) -> &mut Host {
         match host {
             None => &mut self.config.main,
             Some(i) => &mut self.config.virtual_hosts[i],
@@ -577,6 +598,11 @@ impl ConfigBuilder {
         Ok(current)
     }
 
+    /// The WSGI settings of the level `l` is at (its section, or its host).
+    pub(crate) fn settings(&mut self, l: &Line<'_>) -> Result<&mut WsgiSettings, ErrorKind> {
+        self.settings_mut(l.ctx, l.host)
+    }
+
     fn settings_mut(
         &mut self,
         ctx: &Context,
@@ -590,7 +616,7 @@ impl ConfigBuilder {
         })
     }
 
-    fn resolve(&self, path: &str) -> PathBuf {
+    pub(crate) fn resolve(&self, path: &str) -> PathBuf {
         let p = Path::new(path);
         if p.is_absolute() {
             p.to_path_buf()
@@ -599,7 +625,13 @@ impl ConfigBuilder {
         }
     }
 
-    fn refer(&mut self, spec: &GroupSpec, host: Option<usize>, span: &Span, subject: &str) {
+    pub(crate) fn refer(
+        &mut self,
+        spec: &GroupSpec,
+        host: Option<usize>,
+        span: &Span,
+        subject: &str,
+    ) {
         if let Some(name) = spec.literal() {
             self.group_refs.push(GroupRef {
                 name: name.to_string(),
@@ -966,304 +998,9 @@ impl ConfigBuilder {
         }
         Ok(())
     }
-
-    fn wsgi_directive(
-        &mut self,
-        def: &DirectiveDef,
-        ctx: &Context,
-        host: Option<usize>,
-        d: &Directive,
-    ) -> Result<(), Refusals> {
-        let args = &d.args;
-        let one = args.first().map(String::as_str).unwrap_or("");
-        let flag = || parse_flag(one);
-        match def.name {
-            "WSGIScriptAlias" | "WSGIScriptAliasMatch" => {
-                let mut refused = Vec::new();
-                let regex = if def.name == "WSGIScriptAliasMatch" {
-                    compile(&args[0]).map_err(|e| refused.push(e)).ok()
-                } else {
-                    if !args[0].starts_with('/') {
-                        refused.push(ErrorKind::BadValue {
-                            option: "URL-path".into(),
-                            value: args[0].clone(),
-                            expected: "a URL path starts with / (for example /myapp)".into(),
-                        });
-                    }
-                    None
-                };
-                let (options, bad_options) = parse_alias_options(&args[2..], true);
-                refused.extend(bad_options);
-                // The group is checked even when the line is refused: it is another problem.
-                if let Some(pg) = &options.process_group {
-                    self.refer(pg, host, &d.span, def.name);
-                }
-                Refusals::check(refused)?;
-                let target = if regex.is_some() && args[1].contains('$') {
-                    args[1].clone()
-                } else {
-                    let resolved = self.resolve(&args[1]).to_string_lossy().into_owned();
-                    if args[1].ends_with('/') && !resolved.ends_with('/') {
-                        format!("{resolved}/")
-                    } else {
-                        resolved
-                    }
-                };
-                let directory =
-                    regex.is_none() && (target.ends_with('/') || Path::new(&target).is_dir());
-                self.host_mut(host).script_aliases.push(ScriptAlias {
-                    span: d.span.clone(),
-                    url: args[0].clone(),
-                    regex,
-                    target,
-                    options,
-                    directory,
-                });
-            }
-            "WSGIDaemonProcess" => {
-                let name = args[0].clone();
-                if name.is_empty() || name.starts_with('%') {
-                    return Err(Refusals::from(ErrorKind::BadValue {
-                        option: "name".into(),
-                        value: name,
-                        expected: "name the daemon process group with a plain word such as myapp"
-                            .into(),
-                    }));
-                }
-                if let Some(first) = self.config.daemon(&name) {
-                    return Err(Refusals::from(ErrorKind::DuplicateDaemonGroup {
-                        name,
-                        first: first.span.clone(),
-                    }));
-                }
-                let mut notes = Vec::new();
-                let (options, refused) = parse_daemon_options(&args[1..], &mut notes);
-                for note in notes {
-                    self.warn(&d.span, &format!("WSGIDaemonProcess {name}"), note.0);
-                }
-                // Limits the Apache module's daemons start under, but not wsgi serve's.
-                let too_small = memory_limits_too_small(&options, DaemonProgram::Wsgi);
-                if refused.is_empty() && !too_small.is_empty() {
-                    let why: Vec<String> = too_small.iter().map(ToString::to_string).collect();
-                    self.config
-                        .unserved_forms
-                        .push((d.span.clone(), why.join("; ")));
-                }
-                // Defined even with bad options (with the ones that parse), so that the lines
-                // naming the group are not refused too: only the bad options are reported.
-                self.config.daemons.push(DaemonGroup {
-                    name,
-                    span: d.span.clone(),
-                    host,
-                    options,
-                });
-                Refusals::check(refused)?;
-            }
-            "WSGIProcessGroup" => {
-                let spec = GroupSpec::parse(one);
-                self.refer(&spec, host, &d.span, def.name);
-                self.settings_mut(ctx, host)?.process_group = Some(Located {
-                    value: spec,
-                    span: Some(d.span.clone()),
-                });
-            }
-            "WSGIApplicationGroup" => {
-                self.settings_mut(ctx, host)?.application_group = Some(GroupSpec::parse(one));
-            }
-            "WSGICallableObject" => {
-                check_callable(one)?;
-                self.settings_mut(ctx, host)?.callable_object = Some(one.to_string());
-            }
-            "WSGIPassAuthorization" => {
-                self.settings_mut(ctx, host)?.pass_authorization = Some(flag()?)
-            }
-            "WSGIScriptReloading" => self.settings_mut(ctx, host)?.script_reloading = Some(flag()?),
-            "WSGIErrorOverride" => self.settings_mut(ctx, host)?.error_override = Some(flag()?),
-            "WSGIChunkedRequest" => self.settings_mut(ctx, host)?.chunked_request = Some(flag()?),
-            "WSGIIgnoreActivity" => self.settings_mut(ctx, host)?.ignore_activity = Some(flag()?),
-            "WSGIEnableSendfile" => self.settings_mut(ctx, host)?.enable_sendfile = Some(flag()?),
-            "WSGIPassApacheRequest" => {
-                self.settings_mut(ctx, host)?.pass_apache_request = Some(flag()?)
-            }
-            "WSGIMapHEADToGET" => {
-                let mode = if one.eq_ignore_ascii_case("auto") {
-                    MapHeadToGet::Auto
-                } else {
-                    match parse_flag(one) {
-                        Ok(true) => MapHeadToGet::On,
-                        Ok(false) => MapHeadToGet::Off,
-                        Err(_) => {
-                            return Err(Refusals::from(ErrorKind::BadFlag {
-                                value: one.to_string(),
-                                allowed: "On, Off or Auto",
-                            }));
-                        }
-                    }
-                };
-                self.settings_mut(ctx, host)?.map_head_to_get = Some(mode);
-            }
-            "WSGITrustedProxyHeaders" => {
-                for h in args {
-                    if h.is_empty() || !h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-                        return Err(Refusals::from(ErrorKind::BadValue {
-                            option: "header".into(),
-                            value: h.clone(),
-                            expected: "a header name holds only letters, digits and `-` (for example X-Forwarded-For)".into(),
-                        }));
-                    }
-                }
-                self.settings_mut(ctx, host)?
-                    .trusted_proxy_headers
-                    .extend(args.iter().cloned());
-            }
-            "WSGITrustedProxies" => {
-                let mut nets = Vec::new();
-                for a in args {
-                    nets.push(IpNet::parse(a).ok_or_else(|| ErrorKind::BadValue {
-                        option: "proxy".into(),
-                        value: a.clone(),
-                        expected: "use an IP address or a network such as 10.0.0.0/8 (host names are not accepted)".into(),
-                    })?);
-                }
-                self.settings_mut(ctx, host)?.trusted_proxies.extend(nets);
-            }
-            "WSGIRestrictProcess" => {
-                self.settings_mut(ctx, host)?.restrict_process = Some(args.clone());
-            }
-            "WSGIDispatchScript"
-            | "WSGIAccessScript"
-            | "WSGIAuthUserScript"
-            | "WSGIAuthGroupScript" => {
-                let script = parse_aux_script(args, &self.config.server_root).map_err(Refusals)?;
-                let s = self.settings_mut(ctx, host)?;
-                match def.name {
-                    "WSGIDispatchScript" => s.dispatch_script = Some(script),
-                    "WSGIAccessScript" => s.access_script = Some(script),
-                    "WSGIAuthUserScript" => s.auth_user_script = Some(script),
-                    _ => s.auth_group_script = Some(script),
-                }
-            }
-            "WSGIHandlerScript" => {
-                let path = self.resolve(&args[1]);
-                let (options, refused) = parse_alias_options(&args[2..], true);
-                if let Some(pg) = &options.process_group {
-                    self.refer(pg, host, &d.span, def.name);
-                }
-                Refusals::check(refused)?;
-                self.settings_mut(ctx, host)?
-                    .handler_scripts
-                    .push(HandlerScript {
-                        span: d.span.clone(),
-                        handler: args[0].clone(),
-                        path,
-                        options,
-                    });
-            }
-            "WSGIImportScript" => {
-                let path = self.resolve(one);
-                let (options, mut refused) = parse_alias_options(&args[1..], false);
-                // Missing only when not written at all: a bad value, or a misspelt name whose
-                // suggestion is the option, is refused already.
-                let written = |option: &str, refused: &[ErrorKind]| {
-                    args[1..].iter().any(|word| {
-                        split_option(word).is_ok_and(|(name, _)| name.eq_ignore_ascii_case(option))
-                    }) || refused.iter().any(|e| {
-                        matches!(e, ErrorKind::UnknownOption { suggestion: Some(s), .. } if *s == option)
-                    })
-                };
-                if !written("process-group", &refused) {
-                    refused.push(ErrorKind::MissingOption {
-                        option: "process-group",
-                        fix: "write `process-group=NAME`, or `process-group=%{GLOBAL}` for embedded mode",
-                    });
-                }
-                if !written("application-group", &refused) {
-                    refused.push(ErrorKind::MissingOption {
-                        option: "application-group",
-                        fix: "write `application-group=NAME`, or `application-group=%{GLOBAL}` for the main interpreter",
-                    });
-                }
-                if let Some(pg) = &options.process_group {
-                    self.refer(pg, host, &d.span, def.name);
-                }
-                Refusals::check(refused)?;
-                let (Some(process_group), Some(application_group)) =
-                    (options.process_group, options.application_group)
-                else {
-                    unreachable!("both groups are written and accepted");
-                };
-                self.config.import_scripts.push(ImportScript {
-                    span: d.span.clone(),
-                    host,
-                    path,
-                    process_group,
-                    application_group,
-                });
-            }
-            "WSGIPythonHome" => {
-                let home = parse_python_home(one)?;
-                self.config.python.home = Some(Located {
-                    value: home,
-                    span: Some(d.span.clone()),
-                });
-            }
-            "WSGIPythonPath" => self.config.python.path.extend(parse_path_list(one)),
-            "WSGIPythonOptimize" => {
-                self.config.python.optimize = crate::options::parse_int("level", one, 0, 2)? as u8;
-            }
-            "WSGIPythonHashSeed" => {
-                self.config.python.hash_seed = if one.eq_ignore_ascii_case("random") {
-                    None
-                } else {
-                    Some(
-                        crate::options::parse_int("seed", one, 0, u64::from(u32::MAX)).map_err(
-                            |_| ErrorKind::BadValue {
-                                option: "seed".into(),
-                                value: one.to_string(),
-                                expected: "use `random` or a whole number from 0 to 4294967295"
-                                    .into(),
-                            },
-                        )? as u32,
-                    )
-                };
-            }
-            "WSGIPythonWarnings" => self.config.python.warnings.push(one.to_string()),
-            "WSGIPythonEggs" => self.config.python.eggs = Some(self.resolve(one)),
-            "WSGIDontWriteBytecode" => self.config.python.dont_write_bytecode = flag()?,
-            "WSGIDestroyInterpreter" => self.config.python.destroy_interpreter = flag()?,
-            "WSGISwitchInterval" => {
-                self.config.python.switch_interval = Some(parse_switch_interval(one)?);
-            }
-            "WSGIPerInterpreterGIL" => self.config.python.per_interpreter_gil = flag()?,
-            "WSGIFreeThreading" => self.config.python.free_threading = flag()?,
-            "WSGIRestrictStdin" => self.config.python.restrict_stdin = flag()?,
-            "WSGIRestrictStdout" => self.config.python.restrict_stdout = flag()?,
-            "WSGIRestrictSignal" => self.config.python.restrict_signal = flag()?,
-            "WSGIRestrictEmbedded" => self.config.server.restrict_embedded = flag()?,
-            "WSGISocketPrefix" => self.config.server.socket_prefix = Some(self.resolve(one)),
-            "WSGISocketRotation" => self.config.server.socket_rotation = flag()?,
-            "WSGIAcceptMutex" => {
-                const MECHANISMS: [&str; 6] = [
-                    "default", "flock", "fcntl", "sysvsem", "posixsem", "pthread",
-                ];
-                if !MECHANISMS.iter().any(|m| m.eq_ignore_ascii_case(one)) {
-                    return Err(Refusals::from(ErrorKind::BadValue {
-                        option: "mechanism".into(),
-                        value: one.to_string(),
-                        expected: format!("use one of {}", MECHANISMS.join(", ")),
-                    }));
-                }
-                self.config.server.accept_mutex = Some(one.to_ascii_lowercase());
-            }
-            "WSGICaseSensitivity" => self.config.server.case_sensitive = flag()?,
-            "WSGIServerMetrics" => self.config.server.server_metrics = flag()?,
-            other => unreachable!("directive {other} is in the table but not handled"),
-        }
-        Ok(())
-    }
 }
 
-fn compile(pattern: &str) -> Result<Regex, ErrorKind> {
+pub(crate) fn compile(pattern: &str) -> Result<Regex, ErrorKind> {
     Regex::new(pattern).map_err(|e| ErrorKind::BadRegex {
         regex: pattern.to_string(),
         error: e
@@ -1276,7 +1013,7 @@ fn compile(pattern: &str) -> Result<Regex, ErrorKind> {
     })
 }
 
-fn check_callable(name: &str) -> Result<(), ErrorKind> {
+pub(crate) fn check_callable(name: &str) -> Result<(), ErrorKind> {
     let is_env = name.starts_with("%{ENV:") && name.ends_with('}');
     let is_identifier = name
         .chars()
@@ -1324,7 +1061,7 @@ pub fn parse_aux_script(args: &[String], server_root: &Path) -> Result<AuxScript
 /// The options of `WSGIScriptAlias`, `WSGIImportScript`, `WSGIHandlerScript` and the auth
 /// scripts: those that parse, and every word refused, in order. `full` allows
 /// `callable-object=` and `pass-authorization=`.
-fn parse_alias_options(words: &[String], full: bool) -> (AliasOptions, Vec<ErrorKind>) {
+pub(crate) fn parse_alias_options(words: &[String], full: bool) -> (AliasOptions, Vec<ErrorKind>) {
     let valid: &[&'static str] = if full {
         &[
             "process-group",
@@ -1414,7 +1151,7 @@ fn options_exec_cgi(args: &[String]) -> Option<bool> {
 }
 
 /// `WSGISwitchInterval`'s seconds.
-fn parse_switch_interval(value: &str) -> Result<f64, ErrorKind> {
+pub(crate) fn parse_switch_interval(value: &str) -> Result<f64, ErrorKind> {
     value
         .parse()
         .ok()
