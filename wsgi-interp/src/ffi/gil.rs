@@ -81,6 +81,9 @@ pub(crate) fn before_release(interp: *const Interp) {
 /// `ts` was created on this thread for `interp`, which is alive and admitted by the gate; the
 /// thread holds no GIL.
 pub(crate) unsafe fn acquire(interp: &Arc<Interp>, ts: TsPtr) {
+    // 3.13 hands the GIL over fairly itself: nothing here looks at the interpreter.
+    #[cfg(Py_3_13)]
+    let _ = interp;
     #[cfg(not(Py_3_13))]
     if !interp.own_gil {
         let holder = HOLDER.lock().as_ref().and_then(std::sync::Weak::upgrade);
