@@ -18,7 +18,6 @@ use std::ffi::{CStr, CString, c_char, c_int, c_long, c_void};
 use std::marker::PhantomData;
 use std::mem::offset_of;
 use std::os::fd::RawFd;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr::NonNull;
 
 /// Exports an `extern "C"` function whose body runs under [`guard`]:
@@ -95,19 +94,11 @@ pub(crate) use ffi_fn;
 /// Runs `f`, turning a panic into `fallback` (with the panic's message) so that no panic ever
 /// unwinds into Apache. Only [`ffi_fn!`] calls it.
 pub(crate) fn guard<T>(what: &str, fallback: impl FnOnce(String) -> T, f: impl FnOnce() -> T) -> T {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(value) => value,
-        Err(payload) => {
-            let message = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".to_string());
-            fallback(format!(
-                "wsgi-rs internal error in {what}: {message} (please report it)"
-            ))
-        }
-    }
+    wsgi_daemon::panics::catch(f).unwrap_or_else(|message| {
+        fallback(format!(
+            "wsgi-rs internal error in {what}: {message} (please report it)"
+        ))
+    })
 }
 
 /// A request hook's failure: `message` logged for the request (else the server), answered
