@@ -9,17 +9,14 @@ use sha2::{Digest, Sha256};
 
 fn main() {
     pyo3_build_config::add_libpython_rpath_link_args();
-    let mut files: Vec<_> = std::fs::read_dir("src")
-        .expect("the crate's src folder")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
-        .collect();
+    let mut files = Vec::new();
+    rust_files(std::path::Path::new("src"), &mut files);
     files.sort();
     let mut digest = Sha256::new();
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
-        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        // The path below src/, so a module's files in a folder of their own count too.
+        let name = file.strip_prefix("src").unwrap_or(file).to_string_lossy();
         digest.update(name.as_bytes());
         digest.update([0]);
         digest.update(std::fs::read(file).expect("a source file"));
@@ -33,4 +30,16 @@ fn main() {
         std::env::var("CARGO_PKG_VERSION").unwrap_or_default()
     );
     println!("cargo:rerun-if-changed=src");
+}
+
+/// Every `.rs` file under `dir`, its sub-folders included.
+fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    let entries = std::fs::read_dir(dir).expect("the crate's src folder");
+    for path in entries.filter_map(Result::ok).map(|e| e.path()) {
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
 }
