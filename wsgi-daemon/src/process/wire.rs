@@ -1,0 +1,109 @@
+//! A request's body and response over the front connection's frames: [`WireBody`] asks for
+//! the body one BODY_WANTED at a time, [`WireSink`] writes START and DATA.
+
+use std::io::{self, BufWriter, Write};
+use std::os::unix::net::UnixStream;
+
+use wsgi_interp::{RequestBody, ResponseSink};
+
+use crate::protocol::{
+    CHUNK, FrameReader, ProtocolError, encode_body_wanted, encode_start, kind, write_raw,
+};
+
+/// The request body, pulled from the front one BODY_WANTED at a time.
+pub(super) struct WireBody<'a> {
+    pub(super) conn: &'a UnixStream,
+    pub(super) reader: FrameReader<&'a UnixStream>,
+    pub(super) pending: Vec<u8>,
+    pub(super) pos: usize,
+    pub(super) ended: bool,
+    pub(super) broken: bool,
+}
+
+impl RequestBody for WireBody<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.pos < self.pending.len() {
+            let n = buf.len().min(self.pending.len() - self.pos);
+            buf[..n].copy_from_slice(&self.pending[self.pos..self.pos + n]);
+            self.pos += n;
+            return Ok(n);
+        }
+        if self.ended {
+            return Ok(0);
+        }
+        if self.broken {
+            return Err(io::Error::other("the front connection failed"));
+        }
+        let want = buf.len().min(CHUNK) as u32;
+        let result = (|| {
+            let mut conn = self.conn;
+            conn.write_all(&encode_body_wanted(want))?;
+            match self.reader.next_frame() {
+                Ok(Some((kind::BODY, chunk))) if !chunk.is_empty() => {
+                    let n = buf.len().min(chunk.len());
+                    buf[..n].copy_from_slice(&chunk[..n]);
+                    self.pending.clear();
+                    self.pending.extend_from_slice(&chunk[n..]);
+                    self.pos = 0;
+                    Ok(n)
+                }
+                Ok(Some((kind::BODY_END, _))) => {
+                    self.ended = true;
+                    Ok(0)
+                }
+                Ok(Some((kind::BODY_ERROR, msg))) => {
+                    self.ended = true;
+                    Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        format!(
+                            "reading the request body failed: {}",
+                            String::from_utf8_lossy(msg)
+                        ),
+                    ))
+                }
+                Ok(Some((other, _))) => Err(io::Error::other(ProtocolError::Unexpected {
+                    got: other,
+                    expected: "BODY, BODY_END or BODY_ERROR",
+                })),
+                Ok(None) => Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the front closed the connection during the request body",
+                )),
+                Err(ProtocolError::Io(e)) => Err(e),
+                Err(e) => Err(io::Error::other(e)),
+            }
+        })();
+        if let Err(e) = &result {
+            if e.kind() != io::ErrorKind::ConnectionAborted {
+                self.broken = true;
+            }
+        }
+        result
+    }
+}
+
+/// The response, as START/DATA frames (START is sent with the first DATA or the END).
+pub(super) struct WireSink<'a> {
+    pub(super) out: BufWriter<&'a UnixStream>,
+}
+
+impl ResponseSink for WireSink<'_> {
+    fn start(
+        &mut self,
+        status: u16,
+        reason: &str,
+        headers: Vec<(String, Vec<u8>)>,
+    ) -> io::Result<()> {
+        self.out.write_all(&encode_start(status, reason, &headers))
+    }
+
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        for part in chunk.chunks(CHUNK) {
+            write_raw(&mut self.out, kind::DATA, part)?;
+        }
+        self.out.flush()
+    }
+}

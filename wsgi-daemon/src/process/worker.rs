@@ -1,0 +1,200 @@
+//! The worker threads (`threads=`): each takes a connection with a request waiting, serves
+//! that one request through `wsgi-interp` ([`Shared::serve_connection`]), and gives the
+//! connection back to the reactor; a panic is caught and the process replaced.
+
+use std::io::{BufWriter, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use wsgi_interp::{Outcome, Runtime, now_us};
+
+use super::wire::{WireBody, WireSink};
+use super::{Running, Shared};
+use crate::protocol::{
+    self, CHUNK, End, FrameReader, ProtocolError, RejectReason, encode_end, kind, write_raw,
+};
+
+enum After {
+    Keep(UnixStream),
+    Close,
+}
+
+impl Shared {
+    pub(super) fn worker(
+        self: Arc<Self>,
+        index: usize,
+        jobs: crossbeam_channel::Receiver<(u64, UnixStream, bool)>,
+    ) {
+        while let Ok((token, conn, reserved)) = jobs.recv() {
+            if !reserved {
+                self.free.fetch_sub(1, Ordering::SeqCst);
+            }
+            match crate::panics::catch(|| self.serve_connection(index, conn)) {
+                Ok(After::Keep(conn)) => {
+                    self.register(token, conn, false);
+                }
+                Ok(After::Close) => {}
+                Err(panic) => self.worker_panicked(index, &panic),
+            }
+            let free = self.free.fetch_add(1, Ordering::SeqCst) + 1;
+            if free > 0 && !self.listener_armed.load(Ordering::SeqCst) {
+                let guard = self.listener.lock();
+                self.arm_listener(&guard);
+            }
+        }
+        Runtime::release_thread();
+    }
+
+    /// Serves the one request waiting on `conn`.
+    fn serve_connection(&self, index: usize, conn: UnixStream) -> After {
+        let group = &self.spec.group;
+        let timeout = (!self.spec.options.socket_timeout.is_zero())
+            .then_some(self.spec.options.socket_timeout);
+        let _ = conn.set_read_timeout(timeout);
+        let mut reader = FrameReader::new(&conn);
+        let request = match reader.next_frame() {
+            Ok(None) => return After::Close,
+            Ok(Some((kind::REQUEST, payload))) => match protocol::decode_request(payload) {
+                Ok(mut r) => {
+                    // `mod_wsgi.daemon_start`: when this process took the request.
+                    r.head.stamps.daemon_start_us = now_us();
+                    r
+                }
+                Err(e) => {
+                    tracing::warn!(%group, "refusing a request from the front: {e}");
+                    return After::Close;
+                }
+            },
+            Ok(Some((other, _))) => {
+                tracing::warn!(
+                    %group,
+                    "{}",
+                    ProtocolError::Unexpected {
+                        got: other,
+                        expected: "REQUEST"
+                    }
+                );
+                return After::Close;
+            }
+            Err(e) => {
+                tracing::debug!(%group, "front connection ended: {e}");
+                return After::Close;
+            }
+        };
+        let send_end = |end: &End| (&conn).write_all(&encode_end(end)).is_ok();
+        if self.draining.load(Ordering::SeqCst) {
+            send_end(&End::Rejected(RejectReason::Draining));
+            return After::Close;
+        }
+        if !self.spec.options.queue_timeout.is_zero() {
+            let waited = now_us().saturating_sub(request.queued_at_us);
+            if waited > self.spec.options.queue_timeout.as_micros() as u64 {
+                tracing::warn!(
+                    %group,
+                    "request waited {:.3}s for a worker, more than queue-timeout: 503",
+                    waited as f64 / 1e6
+                );
+                return if send_end(&End::QueueTimeout) {
+                    After::Keep(conn)
+                } else {
+                    After::Close
+                };
+            }
+        }
+        if write_raw(&mut &conn, kind::ACCEPTED, &[]).is_err() {
+            return After::Close;
+        }
+        let started = Instant::now();
+        self.request_waiting(started);
+        *self.running[index].lock() = Some(Running {
+            started,
+            // SAFETY: pthread_self has no preconditions.
+            thread: unsafe { libc::pthread_self() } as u64,
+            group: request.app.application_group.clone(),
+            interrupted: None,
+        });
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.inactivity.lock().activity(started);
+
+        let app = &request.app;
+        let opts = app.options(&self.process_options);
+        let keep = {
+            let mut body = WireBody {
+                conn: &conn,
+                reader: FrameReader::new(&conn),
+                pending: Vec::new(),
+                pos: 0,
+                ended: false,
+                broken: false,
+            };
+            let mut sink = WireSink {
+                out: BufWriter::with_capacity(CHUNK + 64, &conn),
+            };
+            let outcome = match self.runtime.interpreter(&app.application_group) {
+                Ok(interp) => {
+                    self.prepare(&interp);
+                    let outcome =
+                        interp.call(&app.script, &request.head, &opts, &mut body, &mut sink);
+                    // A missing file (404) says nothing about whether the app can load.
+                    if !matches!(outcome, Outcome::Script(_) | Outcome::Unavailable(_)) {
+                        self.script_loaded();
+                    }
+                    outcome
+                }
+                Err(e) => Outcome::Unavailable(e),
+            };
+            let broken = body.broken;
+            let mut out = sink.out;
+            match outcome {
+                Outcome::ClientGone { .. } => false,
+                Outcome::ScriptChanged => {
+                    tracing::info!(%group, script = %app.script.path.display(), "WSGI script changed: restarting this process");
+                    self.request_drain("script changed", self.spec.options.graceful_timeout);
+                    let _ = out.write_all(&encode_end(&End::Rejected(RejectReason::ScriptChanged)));
+                    let _ = out.flush();
+                    false
+                }
+                outcome => {
+                    let end = End::Ran(outcome);
+                    out.write_all(&encode_end(&end)).is_ok() && out.flush().is_ok() && !broken
+                }
+            }
+        };
+        *self.running[index].lock() = None;
+        self.inactivity.lock().activity(Instant::now());
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let served = self.served.fetch_add(1, Ordering::SeqCst) + 1;
+        let max = self.spec.options.maximum_requests;
+        if max > 0 && served >= max {
+            self.request_drain(
+                &format!("maximum-requests ({max}) reached"),
+                self.spec.options.graceful_timeout,
+            );
+        }
+        if keep && !self.draining.load(Ordering::SeqCst) {
+            After::Keep(conn)
+        } else {
+            After::Close
+        }
+    }
+
+    /// After a panic in worker `index`: its request is lost (the front answers 502 for the
+    /// closed connection), its bookkeeping is undone, and the process is replaced gracefully,
+    /// since the panic may have left state shared with the other threads half-updated. The
+    /// thread itself keeps serving until the replacement takes over.
+    fn worker_panicked(&self, index: usize, panic: &str) {
+        tracing::error!(
+            group = %self.spec.group,
+            "a worker thread panicked: {panic}; its request failed, restarting this process"
+        );
+        if self.running[index].lock().take().is_some() {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.request_drain(
+            "a worker thread panicked",
+            self.spec.options.graceful_timeout,
+        );
+    }
+}
