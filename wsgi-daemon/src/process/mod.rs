@@ -19,11 +19,12 @@
 //!   [`Drain`]: stop accepting, tell the supervisor (which starts the replacement at once),
 //!   finish what is running, exit.
 //!
-//! Files: [`start`] (privileges, limits, Python, preloads, threads), [`reactor`] (epoll on
-//! the listener and idle connections), [`worker`] (one request per connection turn),
-//! [`wire`] (the request body and response over the frames), [`monitor`] (the main thread's
-//! triggers and the GIL probe), [`drain`] (stopping and exiting), [`signals`] (the signal
-//! thread). This file holds the entry points and [`Shared`], the state every thread sees.
+//! Files: `start.rs` (privileges, limits, Python, preloads, threads), `reactor.rs` (epoll on
+//! the listener and idle connections), `worker.rs` (one request per connection turn),
+//! `wire.rs` (the request body and response over the frames), `monitor.rs` (the main
+//! thread's triggers and the GIL probe), `drain.rs` (stopping and exiting), `signals.rs`
+//! (the signal thread). This file holds the entry points and `Shared`, the state every
+//! thread sees.
 
 mod drain;
 mod monitor;

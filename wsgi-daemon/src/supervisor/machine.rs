@@ -20,7 +20,7 @@
 //!   shutdown-timeout + 1 s) is killed;
 //! * once stopping, nothing is launched; every process gets SIGTERM, and SIGKILL after
 //!   shutdown-timeout + 1 s; the socket files and their directories are removed when the
-//!   [`Supervisor`] is shut down or dropped.
+//!   [`Supervisor`](super::Supervisor) is shut down or dropped.
 //!
 //! Process spawning, waiting and signalling sit behind [`Launcher`] and [`ChildProcess`],
 //! so this logic is unit-tested with mocks and no processes.

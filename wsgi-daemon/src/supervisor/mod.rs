@@ -3,13 +3,13 @@
 //!
 //! This file is the [`Supervisor`] itself: it turns a configuration into each group's plan,
 //! socket and process spec, and runs the state machine on its own thread until shut down.
-//! * [`machine`]: the state machine, [`Core::tick`] (its module doc draws the process
+//! * `machine.rs`: the state machine, [`Core::tick`] (its module doc draws the process
 //!   lifecycle): restarts, back-off, recycling, stopping;
-//! * [`exec`]: the production [`Launcher`], which execs the daemon program and reads its
+//! * `exec.rs`: the production [`Launcher`], which execs the daemon program and reads its
 //!   reports;
-//! * [`socket`]: each group's listening socket in its private directory;
-//! * [`identity`]: the user and groups a group's processes run as;
-//! * [`snapshot`]: the status snapshot and its Prometheus text.
+//! * `socket.rs`: each group's listening socket in its private directory;
+//! * `identity.rs`: the user and groups a group's processes run as;
+//! * `snapshot.rs`: the status snapshot and its Prometheus text.
 
 mod exec;
 mod identity;
