@@ -42,7 +42,7 @@ use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize};
 use std::time::Instant;
 
 use nix::sys::epoll::Epoll;
-use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signal::Signal;
 use parking_lot::Mutex;
 use wsgi_interp::{CallOptions, Runtime};
 
@@ -152,19 +152,7 @@ pub fn main() -> i32 {
 /// variables from the environment.
 pub fn run(control: UnixStream) -> Result<i32, ProcessError> {
     // Signals first, before any thread exists, so every thread inherits the mask.
-    let mut signals = SigSet::empty();
-    for s in [
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGUSR1,
-        Signal::SIGHUP,
-        Signal::SIGXCPU,
-    ] {
-        signals.add(s);
-    }
-    signals
-        .thread_block()
-        .map_err(|e| setup_err("", io::Error::from(e)))?;
+    let signals = signals::block_signals().map_err(|e| setup_err("", io::Error::from(e)))?;
 
     let (spec, listener) = receive_spec(&control)?;
     // Both before the first thread starts.

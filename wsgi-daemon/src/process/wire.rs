@@ -12,12 +12,26 @@ use crate::protocol::{
 
 /// The request body, pulled from the front one BODY_WANTED at a time.
 pub(super) struct WireBody<'a> {
-    pub(super) conn: &'a UnixStream,
-    pub(super) reader: FrameReader<&'a UnixStream>,
-    pub(super) pending: Vec<u8>,
-    pub(super) pos: usize,
-    pub(super) ended: bool,
+    conn: &'a UnixStream,
+    reader: FrameReader<&'a UnixStream>,
+    pending: Vec<u8>,
+    pos: usize,
+    ended: bool,
     pub(super) broken: bool,
+}
+
+impl<'a> WireBody<'a> {
+    /// The body of the request just read from `conn`.
+    pub(super) fn new(conn: &'a UnixStream) -> Self {
+        WireBody {
+            conn,
+            reader: FrameReader::new(conn),
+            pending: Vec::new(),
+            pos: 0,
+            ended: false,
+            broken: false,
+        }
+    }
 }
 
 impl RequestBody for WireBody<'_> {
@@ -88,6 +102,15 @@ impl RequestBody for WireBody<'_> {
 /// The response, as START/DATA frames (START is sent with the first DATA or the END).
 pub(super) struct WireSink<'a> {
     pub(super) out: BufWriter<&'a UnixStream>,
+}
+
+impl<'a> WireSink<'a> {
+    /// The response to the request just read from `conn`.
+    pub(super) fn new(conn: &'a UnixStream) -> Self {
+        WireSink {
+            out: BufWriter::with_capacity(CHUNK + 64, conn),
+        }
+    }
 }
 
 impl ResponseSink for WireSink<'_> {

@@ -2,7 +2,7 @@
 //! that one request through `wsgi-interp` ([`Shared::serve_connection`]), and gives the
 //! connection back to the reactor; a panic is caught and the process replaced.
 
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,7 +13,7 @@ use wsgi_interp::{Outcome, Runtime, now_us};
 use super::wire::{WireBody, WireSink};
 use super::{Running, Shared};
 use crate::protocol::{
-    self, CHUNK, End, FrameReader, ProtocolError, RejectReason, encode_end, kind, write_raw,
+    self, End, FrameReader, ProtocolError, RejectReason, encode_end, kind, write_raw,
 };
 
 enum After {
@@ -121,17 +121,8 @@ impl Shared {
         let app = &request.app;
         let opts = app.options(&self.process_options);
         let keep = {
-            let mut body = WireBody {
-                conn: &conn,
-                reader: FrameReader::new(&conn),
-                pending: Vec::new(),
-                pos: 0,
-                ended: false,
-                broken: false,
-            };
-            let mut sink = WireSink {
-                out: BufWriter::with_capacity(CHUNK + 64, &conn),
-            };
+            let mut body = WireBody::new(&conn);
+            let mut sink = WireSink::new(&conn);
             let outcome = match self.runtime.interpreter(&app.application_group) {
                 Ok(interp) => {
                     self.prepare(&interp);
