@@ -40,12 +40,25 @@ pub(super) struct ExecPlan {
 }
 
 pub(super) struct ExecLauncher {
-    pub(super) program: PathBuf,
-    pub(super) args: Vec<OsString>,
-    pub(super) plans: Vec<ExecPlan>,
+    program: PathBuf,
+    args: Vec<OsString>,
+    plans: Vec<ExecPlan>,
     /// The (group, slot)s started once: [`ProcessSpec::preload_must_succeed`] holds for a
     /// slot's first process only (the start); its replacements log a failure, as mod_wsgi.
-    pub(super) started: std::collections::HashSet<(usize, u32)>,
+    started: std::collections::HashSet<(usize, u32)>,
+}
+
+impl ExecLauncher {
+    /// Execs `program args...` for the groups of `plans` (in the plan's order), or a group's
+    /// own program.
+    pub(super) fn new(program: PathBuf, args: Vec<OsString>, plans: Vec<ExecPlan>) -> Self {
+        ExecLauncher {
+            program,
+            args,
+            plans,
+            started: Default::default(),
+        }
+    }
 }
 
 impl Launcher for ExecLauncher {

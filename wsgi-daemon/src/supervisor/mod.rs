@@ -283,12 +283,7 @@ impl Supervisor {
         for plan in &mut exec_plans {
             plan.env.extend(options.env.iter().cloned());
         }
-        let launcher = ExecLauncher {
-            program: options.program.clone(),
-            args: options.args.clone(),
-            plans: exec_plans,
-            started: Default::default(),
-        };
+        let launcher = ExecLauncher::new(options.program.clone(), options.args.clone(), exec_plans);
         let mut sup = Supervisor::with_launcher(plans, Box::new(launcher), options.tick)?;
         sup.endpoints = endpoints;
         sup.dirs = dirs;
