@@ -1,6 +1,7 @@
 //! The CGI part of the WSGI environ, computed without Python (so it is unit-tested here); the
 //! ffi layer turns it into a dict with per-interpreter interned keys.
 
+use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -336,11 +337,14 @@ pub(crate) fn for_each_cgi<E>(
     opts: &CallOptions,
     mut f: impl FnMut(Key<'_>, Value<'_>) -> Result<(), E>,
 ) -> Result<(), E> {
-    // Which keys the extras override: known ones as bits, others by name (rare).
+    // The extras' keys, looked up once; which keys they override: known ones as bits, others
+    // by name (rare).
+    let extra_keys: SmallVec<[Key<'_>; 24]> =
+        req.extra.iter().map(|(name, _)| Key::named(name)).collect();
     let mut known_extras: u128 = 0;
     let mut other_extras = false;
-    for (name, _) in &req.extra {
-        match Key::named(name) {
+    for key in &extra_keys {
+        match key {
             Key::Known(i) => known_extras |= 1 << i,
             Key::Other(_) => other_extras = true,
         }
@@ -419,7 +423,7 @@ pub(crate) fn for_each_cgi<E>(
     // Of repeated extras the last wins: walked from the end, each key once.
     let mut emitted: u128 = 0;
     for (i, (name, value)) in req.extra.iter().enumerate().rev() {
-        let key = Key::named(name);
+        let key = extra_keys[i];
         let repeated = match key {
             Key::Known(k) => {
                 let seen = emitted & (1 << k) != 0;
