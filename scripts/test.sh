@@ -9,6 +9,7 @@ export WSGI_RS_TEST_TOOLS="${WSGI_RS_TEST_TOOLS:-/var/tmp/wsgi-rs-test/tools/bin
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 cargo test --workspace
 
 # wsgi-interp again against Python 3.12: own-GIL sub-interpreters (WSGIPerInterpreterGIL On)

@@ -9,7 +9,7 @@ use wsgi_config::Config;
 use wsgi_config::model::GroupSpec;
 use wsgi_interp::{Runtime, ScriptSpec};
 
-use crate::config::current_config;
+use crate::directive_callbacks::current_config;
 use crate::ffi::{APLOG_ERR, APLOG_INFO, APLOG_WARNING, ffi_fn, log_server};
 use crate::runtime::{running, start_runtime};
 
@@ -51,7 +51,7 @@ ffi_fn! {
             && (has_embedded_mounts(&config) || embedded_imports);
         // Access, auth and dispatch scripts always run here, even when every application
         // runs in a daemon process (or embedded mode is restricted), as in mod_wsgi.
-        if !(embedded || crate::hooks::configured(&config)) {
+        if !(embedded || crate::script_hooks::configured(&config)) {
             return;
         }
         if let Ok(runtime) = start_runtime(&config) {
@@ -127,7 +127,7 @@ fn preload(config: &Config, runtime: &Runtime) {
 
 /// Whether a mount can run in embedded mode (else Python never starts in the children).
 fn has_embedded_mounts(config: &Config) -> bool {
-    wsgi_config::check::routing_table(config)
+    wsgi_config::report::routing_table(config)
         .iter()
         .any(|m| m.process_group == "embedded")
 }

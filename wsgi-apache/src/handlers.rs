@@ -7,7 +7,7 @@ use std::ffi::{c_char, c_int};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use crate::config::current_config;
+use crate::directive_callbacks::current_config;
 use crate::environ::{env_var, host_index, requester};
 use crate::ffi::{APLOG_ERR, DECLINED, ffi_fn, text};
 use crate::request::{request_hook, serve};

@@ -19,7 +19,7 @@ use wsgi_config::model::WsgiSettings;
 use wsgi_config::reader::{Directive, split_arguments};
 use wsgi_config::route::Route;
 
-use crate::config::{server_root, span};
+use crate::directive_callbacks::{server_root, span};
 use crate::ffi::{Request, ffi_fn, text, to_c, write_out};
 
 #[derive(Default)]

@@ -13,15 +13,15 @@
 
 mod applog;
 mod child;
-mod config;
-mod daemons;
+mod daemon_mode;
+mod directive_callbacks;
 mod environ;
 mod ffi;
 mod handlers;
-mod hooks;
 mod htaccess;
 mod module;
 mod request;
 mod runtime;
+mod script_hooks;
 
 pub use module::wsgi_rs_module;

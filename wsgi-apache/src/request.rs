@@ -14,7 +14,7 @@ use wsgi_config::route::{ProcessGroup, Route, ScriptVia};
 use wsgi_daemon::DaemonRequest;
 use wsgi_interp::{AppCall, Outcome, RequestBody, ResponseSink, ScriptSpec};
 
-use crate::config::current_config;
+use crate::directive_callbacks::current_config;
 use crate::environ::{call_options, env_var, host_index, request_head, requester};
 use crate::ffi::{APLOG_DEBUG, APLOG_ERR, DECLINED, OK, Request, RequestInfo, ffi_fn};
 use crate::runtime::start_runtime;
@@ -220,7 +220,7 @@ pub(crate) fn serve(
     crate::htaccess::apply(r, &mut route);
     if route.settings.dispatch_script.is_some() {
         let host = host_index(config, info);
-        if let Err(status) = crate::hooks::dispatch(r, info, config, host, &mut route) {
+        if let Err(status) = crate::script_hooks::dispatch(r, info, config, host, &mut route) {
             return status;
         }
     }
@@ -268,7 +268,7 @@ fn in_daemon(r: &Request<'_>, info: &RequestInfo, route: &Route, group: &str) ->
     let mut body = ApacheBody(*r);
     let mut sink = ApacheSink::new(*r);
     sink.override_errors = route.settings.error_override == Some(true);
-    match crate::daemons::client().dispatch(group, &request, &mut body, &mut sink) {
+    match crate::daemon_mode::client().dispatch(group, &request, &mut body, &mut sink) {
         Ok(outcome) => match sink.overridden {
             Some(status) => c_int::from(status),
             None => finish(r, route, outcome, sink.started),

@@ -33,7 +33,7 @@ _Static_assert(offsetof(module, cmds) == 88, "module.cmds offset");
 _Static_assert(offsetof(module, register_hooks) == 96, "module.register_hooks offset");
 _Static_assert(sizeof(module) == 112, "module size");
 
-/* The status values src/hooks.rs returns, as mod_auth.h numbers them. */
+/* The status values src/script_hooks.rs returns, as mod_auth.h numbers them. */
 _Static_assert(AUTH_DENIED == 0 && AUTH_GRANTED == 1 && AUTH_USER_FOUND == 2
                && AUTH_USER_NOT_FOUND == 3 && AUTH_GENERAL_ERROR == 4, "authn_status values");
 _Static_assert(AUTHZ_DENIED == 0 && AUTHZ_GRANTED == 1 && AUTHZ_NEUTRAL == 2
@@ -57,7 +57,7 @@ _Static_assert(offsetof(struct wsgi_rs_section, file) == 16, "wsgi_rs_section.fi
 _Static_assert(offsetof(struct wsgi_rs_section, line) == 24, "wsgi_rs_section.line");
 _Static_assert(sizeof(struct wsgi_rs_section) == 32, "wsgi_rs_section size");
 
-/* Rust (src/config.rs). Returned strings are freed with wsgi_rs_free. */
+/* Rust (src/directive_callbacks.rs). Returned strings are freed with wsgi_rs_free. */
 extern char *wsgi_rs_directive(const char *name, const char *args, const char *file, int line,
                                const struct wsgi_rs_section *sections, int count,
                                int htaccess);
@@ -73,7 +73,7 @@ extern void wsgi_rs_child_exit(void);
 extern void wsgi_rs_server_user(const char *user, const char *group);
 extern char *wsgi_rs_start_daemons(void);
 extern void wsgi_rs_stop_daemons(void);
-/* src/hooks.rs */
+/* src/script_hooks.rs */
 extern char *wsgi_rs_aux_script(const char *name, const char *args, int *id);
 extern int wsgi_rs_hook_access(request_rec *r, int script, const char *host);
 extern int wsgi_rs_hook_password(request_rec *r, int script, const char *user,
@@ -102,7 +102,7 @@ extern int wsgi_rs_handle_script_handler(request_rec *r, const char *name);
 enum { WSGI_RS_ACCESS_SCRIPT, WSGI_RS_AUTH_USER_SCRIPT, WSGI_RS_AUTH_GROUP_SCRIPT,
        WSGI_RS_SCRIPT_SLOTS };
 
-/* Per-directory: the scripts in force, as ids of Rust's script table (src/hooks.rs), -1 unset.
+/* Per-directory: the scripts in force, as ids of Rust's script table (src/script_hooks.rs), -1 unset.
  * Apache merges them like any directory configuration, .htaccess files included. */
 struct wsgi_rs_dir_config {
     int scripts[WSGI_RS_SCRIPT_SLOTS];

@@ -1,4 +1,4 @@
-//! The `wsgi` command's library: `wsgi check` / `wsgi venv` reporting ([`check`]) and the
+//! The `wsgi` command's library: `wsgi check` / `wsgi venv` reporting ([`inspect`]) and the
 //! standalone server `wsgi serve` ([`serve`]). The binary only parses arguments and calls in.
 //!
 //! No unsafe code, but in four places, each allowed where it is: the mapping of a file to
@@ -8,5 +8,5 @@
 #![deny(unsafe_code)]
 
 pub mod apache_config;
-pub mod check;
+pub mod inspect;
 pub mod serve;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use wsgi_cli::{check, serve};
+use wsgi_cli::{inspect, serve};
 
 /// mimalloc for the server's own allocations (many small, short-lived, across threads: the
 /// request and response of every call); Python keeps its own allocators. Built without
@@ -15,7 +15,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// wsgi-rs: Apache mod_wsgi, rebuilt in Rust.
 #[derive(Debug, Parser)]
-#[command(name = "wsgi", version = check::version_text(), about)]
+#[command(name = "wsgi", version = inspect::version_text(), about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -46,7 +46,7 @@ enum Command {
         /// The ServerRoot relative paths resolve against (default: the file's folder).
         #[arg(long)]
         server_root: Option<PathBuf>,
-        /// Define a name for <IfDefine>, as `httpd -D NAME`.
+        /// Define a name for `<IfDefine>`, as `httpd -D NAME`.
         #[arg(short = 'D', value_name = "NAME")]
         define: Vec<String>,
         /// Check the configuration for Apache with mod_wsgi_rs only: Apache's own directives
@@ -150,7 +150,7 @@ fn main() -> ExitCode {
             define,
             apache,
             format,
-        } => check::run_check(
+        } => inspect::run_check(
             &config,
             user.as_deref(),
             server_root,
@@ -159,7 +159,7 @@ fn main() -> ExitCode {
             format == Format::Json,
         ),
         Command::Venv { path, user, format } => {
-            check::run_venv(&path, user.as_deref(), format == Format::Json)
+            inspect::run_venv(&path, user.as_deref(), format == Format::Json)
         }
         Command::Status {
             status_addr,

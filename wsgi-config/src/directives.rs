@@ -1,5 +1,5 @@
 //! One definition per mod_wsgi directive: its name, where Apache allows it, its arguments, its
-//! default, what it does to the configuration ([`DirectiveDef::apply`]) and which Apache callback
+//! default, what it does to the configuration (`DirectiveDef::apply`) and which Apache callback
 //! receives it. The builder, `wsgi check` and the Apache module's command table all read this
 //! table, so they cannot disagree about a directive, and adding a directive is adding an entry.
 
@@ -9,7 +9,7 @@ use crate::builder::{
     ConfigBuilder, Line, Refusals, check_callable, compile, parse_alias_options, parse_aux_script,
     parse_switch_interval,
 };
-use crate::daemon::{DaemonProgram, memory_limits_too_small, parse_daemon_options};
+use crate::daemon_options::{DaemonProgram, memory_limits_too_small, parse_daemon_options};
 use crate::error::ErrorKind;
 use crate::model::*;
 use crate::options::{parse_flag, parse_int, parse_path_list, parse_python_home, split_option};

@@ -13,8 +13,7 @@
 
 pub mod authz;
 pub mod builder;
-pub mod check;
-pub mod daemon;
+pub mod daemon_options;
 pub mod directives;
 pub mod env;
 pub mod error;
@@ -26,6 +25,7 @@ pub mod model;
 pub mod options;
 pub mod proxy;
 pub mod reader;
+pub mod report;
 pub mod route;
 pub mod serve_support;
 pub mod tls;

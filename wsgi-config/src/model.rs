@@ -7,7 +7,7 @@ use std::time::Duration;
 use regex::Regex;
 use serde::Serialize;
 
-use crate::daemon::DaemonOptions;
+use crate::daemon_options::DaemonOptions;
 use crate::error::ConfigWarning;
 use crate::reader::Span;
 

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use wsgi_config::daemon::DaemonOptions;
+use wsgi_config::daemon_options::DaemonOptions;
 use wsgi_interp::{AppCall, AppError, Outcome, RequestBody, RequestHead, ResponseSink};
 
 use crate::protocol::{

@@ -55,7 +55,7 @@ pub struct ProcessSpec {
     /// The group's `WSGIDaemonProcess` options as written (`processes=`, `threads=`, the
     /// timeouts and limits...); the fields below hold what the supervisor resolved from them
     /// and the rest of the configuration.
-    pub options: wsgi_config::daemon::DaemonOptions,
+    pub options: wsgi_config::daemon_options::DaemonOptions,
     /// The venv root or installation prefix: `python-home=`, else `WSGIPythonHome`.
     pub python_home: Option<PathBuf>,
     /// `WSGIPythonOptimize`.
@@ -269,7 +269,7 @@ mod tests {
             group: "site".into(),
             slot: 1,
             supervisor_pid: 42,
-            options: wsgi_config::daemon::DaemonOptions {
+            options: wsgi_config::daemon_options::DaemonOptions {
                 processes: 2,
                 processes_given: true,
                 threads: 4,

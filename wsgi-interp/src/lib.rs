@@ -2,7 +2,7 @@
 //! ([`Runtime`]), a main interpreter plus one sub-interpreter per application group
 //! ([`InterpreterHandle`]), venv-aware start-up ([`StartConfig`]), WSGI script loading and
 //! reloading, and the whole PEP 3333 call streamed between a [`RequestBody`] and a
-//! [`ResponseSink`]. [`hooks`] calls the other scripts mod_wsgi runs (access, auth, dispatch)
+//! [`ResponseSink`]. [`hook_scripts`] calls the other scripts mod_wsgi runs (access, auth, dispatch)
 //! through [`InterpreterHandle::call_hook`]. Every interpreter has mod_wsgi's `mod_wsgi`
 //! module (`import mod_wsgi`): the process facts of [`StartConfig`], the shutdown and request
 //! events ([`Runtime::process_stopping`]), `request_data()`, and the process's request counters.
@@ -30,21 +30,21 @@
 //! `%{GLOBAL}`.
 #![deny(missing_docs)]
 
-mod config;
 pub mod embedded;
 mod environ;
 mod ffi;
-pub mod hooks;
+pub mod hook_scripts;
 mod metrics;
 mod response;
 mod runtime;
+mod start_config;
 mod wsgi;
 
-pub use config::{InterpreterOptions, StartConfig, StartError};
 pub use environ::{MOD_WSGI_VERSION, SERVE_APACHE_VERSION, format_request_id, set_apache_version};
 pub use runtime::{
     Attached, DEFAULT_DRAIN, DEFAULT_THREAD_JOIN, InterpreterHandle, Runtime, ShutdownReport,
 };
+pub use start_config::{InterpreterOptions, StartConfig, StartError};
 pub use wsgi::{
     AppCall, AppError, CallOptions, HeadSource, InterpError, LoadStatus, Outcome, PyErrorInfo,
     ReloadMode, RequestBody, RequestHead, ResponseSink, Scheme, ScriptError, ScriptSpec, Stamps,

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::config::{InterpreterOptions, StartConfig, StartError, choose_home};
 use crate::ffi;
 use crate::ffi::interp::Interp;
 use crate::ffi::lifecycle::Core;
 use crate::ffi::startup::{ProcessFacts, StartParams};
-use crate::hooks::{HookArg, HookError, HookFunction, HookScript, HookValue};
+use crate::hook_scripts::{HookArg, HookError, HookFunction, HookScript, HookValue};
+use crate::start_config::{InterpreterOptions, StartConfig, StartError, choose_home};
 use crate::wsgi::{
     CallOptions, InterpError, LoadStatus, Outcome, RequestBody, RequestHead, ResponseSink,
     ScriptError, ScriptSpec,
@@ -269,7 +269,7 @@ impl InterpreterHandle {
     /// interpreter: loads the script on first use and executes it again when the file changed
     /// (if [`HookScript::reload`]), builds the environ from `head` and `opts` without
     /// `wsgi.input` (the body is not read yet) and returns what the function returned. The
-    /// `*_from_hook` conversions of [`crate::hooks`] give the value mod_wsgi's meaning.
+    /// `*_from_hook` conversions of [`crate::hook_scripts`] give the value mod_wsgi's meaning.
     pub fn call_hook(
         &self,
         script: &HookScript,

@@ -848,7 +848,7 @@ def process_group(environ):
 
 #[test]
 fn hook_scripts_answer_with_typed_values() {
-    use wsgi_interp::hooks::{
+    use wsgi_interp::hook_scripts::{
         AccessDecision, HookArg, HookError, HookFunction, HookScript, HookValue, PasswordDecision,
         RealmHash, groups_from_hook, override_from_hook,
     };
@@ -949,7 +949,7 @@ fn hook_scripts_answer_with_typed_values() {
 
 #[test]
 fn hook_scripts_reload_when_changed_and_report_load_errors() {
-    use wsgi_interp::hooks::{HookArg, HookError, HookFunction, HookScript, HookValue};
+    use wsgi_interp::hook_scripts::{HookArg, HookError, HookFunction, HookScript, HookValue};
     let spec = script(
         "reloading-hooks.wsgi",
         "def allow_access(environ, host):\n    return True\n",

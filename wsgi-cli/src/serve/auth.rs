@@ -15,7 +15,7 @@ use sha1::Digest as _;
 use wsgi_config::WsgiSettings;
 use wsgi_config::authz::{AuthzNode, AuthzRequest, Outcome};
 use wsgi_config::model::AuxScript;
-use wsgi_interp::hooks::{AccessDecision, PasswordDecision};
+use wsgi_interp::hook_scripts::{AccessDecision, PasswordDecision};
 
 /// Why a request is not let through.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //! * request body: a body of up to `--request-buffer-size` bytes is read whole by the front
 //!   ([`collect_body`]) before the request is given to a worker, so a client sending it slowly
 //!   holds no thread; of a larger one that much is read first, and the rest streams: a tokio
-//!   task ([`pump_request_body`]) polls hyper's body and feeds a bounded channel that
+//!   task (`pump_request_body`) polls hyper's body and feeds a bounded channel that
 //!   [`ChannelBody`] reads from, blocking, on the worker thread. Both count the time spent
 //!   waiting for the client against `--body-timeout` plus one second per `--body-min-rate`
 //!   bytes received (Apache's `RequestReadTimeout body=15,MinRate=500`), no single wait longer

@@ -43,10 +43,10 @@ use super::bridge::{
 };
 use super::conn::{ConnIo, ConnShared, WriteLimits};
 use super::control::FrontControl;
-use super::daemons::DaemonPools;
+use super::daemon_groups::DaemonPools;
 use super::error_log::{self, InHost};
+use super::front_hooks::FrontHooks;
 use super::head::{HeadTap, Heads};
-use super::hooks::FrontHooks;
 use super::metrics::{AppLabels, FrontMetrics};
 use super::pool::{Job, JobResult, Refused, WorkerPool, error_status};
 use super::sendfile::{SendfileSocket, SendfileStream, file_bytes};

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::access_log::{FrontLogs, LineFormat};
 use super::control::FrontControl;
-use super::daemons::DaemonPools;
+use super::daemon_groups::DaemonPools;
 use super::error::ServeError;
 use super::front::{self, Front, Listener};
 use super::listen::{ListenAddr, Listening};

@@ -37,7 +37,7 @@ use sd_notify::NotifyState;
 
 use super::access_log::log_files;
 use super::control::{self, ToFront, ToMaster};
-use super::daemons::{DaemonGroups, status_table};
+use super::daemon_groups::{DaemonGroups, status_table};
 use super::error::ServeError;
 use super::error_log;
 use super::listen::{ListenAddr, Listening, SocketFile, UnixSocketError};

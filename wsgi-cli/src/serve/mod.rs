@@ -18,7 +18,7 @@
 //! * [`bridge`]: request bodies up to `--request-buffer-size` are read whole before a worker
 //!   takes the request; larger ones, and responses, stream between the two sides through
 //!   bounded channels, with body and write timeouts so no client holds a worker.
-//! * [`daemons`]: daemon mode. Routes that name a `WSGIDaemonProcess` group go to a front pool
+//! * [`daemon_groups`]: daemon mode. Routes that name a `WSGIDaemonProcess` group go to a front pool
 //!   of that group, whose threads run them in the group's daemon processes through
 //!   `wsgi_daemon::DaemonClient`. The front starts its own Python only when some mount runs
 //!   embedded.
@@ -33,14 +33,14 @@ pub mod auth;
 pub mod bridge;
 pub mod conn;
 pub mod control;
-pub mod daemons;
+pub mod daemon_groups;
 pub mod error;
 pub mod error_log;
 pub mod front;
+pub mod front_hooks;
 #[allow(unsafe_code)]
 pub mod front_process;
 pub mod head;
-pub mod hooks;
 #[allow(unsafe_code)]
 pub mod inherit;
 pub mod listen;
@@ -136,7 +136,7 @@ pub struct ServeArgs {
     /// With --config: the ServerRoot relative paths resolve against (default: the file's folder).
     #[arg(env = "WSGI_RS_SERVER_ROOT", long, requires = "config")]
     pub server_root: Option<PathBuf>,
-    /// With --config: define a name for <IfDefine>, as `httpd -D NAME`.
+    /// With --config: define a name for `<IfDefine>`, as `httpd -D NAME`.
     #[arg(
         env = "WSGI_RS_DEFINE",
         value_delimiter = ',',

@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use wsgi_config::Config;
-use wsgi_config::check::{Mount, routing_table};
 use wsgi_config::reader::ReadOptions;
+use wsgi_config::report::{Mount, routing_table};
 
 use super::error::ServeError;
 use super::target::{Target, module_script, write_script};
@@ -164,7 +164,7 @@ impl Site {
             }
         };
         let mut config = config;
-        crate::check::default_python_home(&mut config);
+        crate::inspect::default_python_home(&mut config);
         let mut errors = Vec::new();
         let mut warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
         let mut notes: Vec<String> = Vec::new();
@@ -174,7 +174,7 @@ impl Site {
                 notes.push(note);
             }
         }
-        crate::check::check_python_homes(
+        crate::inspect::check_python_homes(
             &config,
             None,
             config.user.as_deref(),
@@ -182,7 +182,7 @@ impl Site {
             &mut warnings,
         )
         .map_err(|e| ServeError::Config(vec![format!("{e:#}")]))?;
-        crate::check::check_scripts(&config, &mut warnings);
+        crate::inspect::check_scripts(&config, &mut warnings);
         if !errors.is_empty() {
             return Err(ServeError::Config(errors));
         }

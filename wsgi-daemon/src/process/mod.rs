@@ -16,7 +16,7 @@
 //! * the **GIL probe** enters the main interpreter every second (deadlock-timeout);
 //! * the main thread is the **monitor**: maximum-requests, restart-interval,
 //!   inactivity-timeout, request-timeout, script changes and signals all end in
-//!   [`Drain`]: stop accepting, tell the supervisor (which starts the replacement at once),
+//!   `Drain`: stop accepting, tell the supervisor (which starts the replacement at once),
 //!   finish what is running, exit.
 //!
 //! Files: `start.rs` (privileges, limits, Python, preloads, threads), `reactor.rs` (epoll on

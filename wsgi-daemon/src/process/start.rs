@@ -112,8 +112,8 @@ fn limit_hint(spec: &ProcessSpec, source: &io::Error) -> String {
         return String::new();
     }
     // Enough for either program (wsgi serve's `wsgi` needs the more).
-    let floor = wsgi_config::daemon::memory_floor(
-        wsgi_config::daemon::DaemonProgram::Wsgi,
+    let floor = wsgi_config::daemon_options::memory_floor(
+        wsgi_config::daemon_options::DaemonProgram::Wsgi,
         spec.options.threads,
         spec.options.stack_size,
     );
@@ -121,7 +121,7 @@ fn limit_hint(spec: &ProcessSpec, source: &io::Error) -> String {
         * spec
             .options
             .stack_size
-            .unwrap_or(wsgi_config::daemon::WORKER_STACK as u64);
+            .unwrap_or(wsgi_config::daemon_options::WORKER_STACK as u64);
     let limits = [
         (
             "memory-limit",
@@ -334,7 +334,7 @@ pub(super) fn start(
     let worker_stack = spec
         .options
         .stack_size
-        .map_or(wsgi_config::daemon::WORKER_STACK, |s| s as usize);
+        .map_or(wsgi_config::daemon_options::WORKER_STACK, |s| s as usize);
     for i in 0..threads {
         let s = shared.clone();
         let rx = jobs_rx.clone();

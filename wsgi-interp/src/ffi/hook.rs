@@ -9,7 +9,7 @@ use super::attach::{Attached, lock_attached};
 use super::interp::HookEntry;
 use super::{Obj, Stored, bytes_of, call, cstring, fs_str, latin1_str, new_str, str_text};
 use super::{getattr, take_error};
-use crate::hooks::{HookArg, HookError, HookFunction, HookScript, HookValue};
+use crate::hook_scripts::{HookArg, HookError, HookFunction, HookScript, HookValue};
 use crate::wsgi::{CallOptions, RequestHead};
 
 /// The module and `wsgi.errors` log of a hook script, loaded (or reloaded) as needed.

@@ -19,7 +19,7 @@ use super::gate::Gate;
 use super::interp::{Interp, RawInterp};
 use super::startup::{StartParams, bootstrap, create_sub, initialize, preload_for_own_gil};
 use super::tstate::attached_group;
-use crate::config::StartError;
+use crate::start_config::StartError;
 use crate::wsgi::InterpError;
 
 /// What the Python main thread is asked to do.

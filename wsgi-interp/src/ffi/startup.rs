@@ -27,8 +27,8 @@ use super::interp::{Interp, Objects, RawInterp, TsPtr, display_name};
 use super::{
     Obj, Stored, call, cstring, fs_str, getattr, new_bytes, new_str, str_list, take_error,
 };
-use crate::config::StartError;
 use crate::environ::{KEYS, MOD_WSGI_VERSION, VALUES};
+use crate::start_config::StartError;
 use crate::wsgi::{InterpError, PyErrorInfo};
 
 /// The `_wsgi_rs` helper module's source, run in every interpreter.

@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use wsgi_daemon::client::{DaemonClient, Endpoint};
 use wsgi_daemon::supervisor::{Supervisor, SupervisorOptions};
 
-use crate::config::current_config;
+use crate::directive_callbacks::current_config;
 use crate::ffi::{ffi_fn, to_c};
 
 /// The supervisor, owned by the Apache parent (the pid that started it).

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use serde::Serialize;
-use wsgi_config::check::{Mount, alias_daemon, handler_scripts, python_homes, routing_table};
 use wsgi_config::reader::ReadOptions;
+use wsgi_config::report::{Mount, alias_daemon, handler_scripts, python_homes, routing_table};
 use wsgi_config::venv::{self, UserIdentity, VenvKind, VenvReport};
 use wsgi_config::{Config, ScriptAlias};
 use wsgi_interp::embedded::{embedded_python, runtime_version};
@@ -174,7 +174,7 @@ pub fn check_python_homes(
     warnings: &mut Vec<String>,
 ) -> Result<()> {
     let embedded = embedded_python();
-    errors.extend(wsgi_config::check::per_interpreter_gil_error(
+    errors.extend(wsgi_config::report::per_interpreter_gil_error(
         config, &embedded,
     ));
     for (home, at) in python_homes(config) {

@@ -25,13 +25,13 @@ use wsgi_config::groups::GroupNames;
 use wsgi_config::model::{AuxScript, GroupSpec};
 use wsgi_config::route::{ProcessGroup, Route};
 use wsgi_config::{Config, Host, WsgiSettings};
-use wsgi_interp::hooks::{
+use wsgi_interp::hook_scripts::{
     AccessDecision, HookArg, HookError, HookFunction, HookScript, HookValue, PasswordDecision,
     RealmHash, groups_from_hook, override_from_hook,
 };
 use wsgi_interp::{CallOptions, InterpreterHandle, RequestHead};
 
-use crate::config::current_config;
+use crate::directive_callbacks::current_config;
 use crate::environ::{call_options, env_var, hook_head, host_index, request_head};
 use crate::ffi::{
     APLOG_ERR, APLOG_INFO, DECLINED, OK, Request, RequestInfo, bytes, ffi_fn, text, to_c, write_out,
@@ -108,14 +108,15 @@ ffi_fn! {
 /// equal one is there.
 fn aux_script(name: &str, args: &str) -> Result<c_int, String> {
     let words = wsgi_config::reader::split_arguments(args)?;
-    let parsed = wsgi_config::builder::parse_aux_script(&words, &crate::config::server_root())
-        .map_err(|errors| {
-            errors
-                .iter()
-                .map(|e| format!("{name}: {e}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        })?;
+    let parsed =
+        wsgi_config::builder::parse_aux_script(&words, &crate::directive_callbacks::server_root())
+            .map_err(|errors| {
+                errors
+                    .iter()
+                    .map(|e| format!("{name}: {e}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })?;
     let mut table = scripts();
     let index = match table.iter().position(|s| *s == parsed) {
         Some(i) => i,

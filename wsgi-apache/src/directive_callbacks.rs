@@ -263,10 +263,10 @@ pub(crate) fn current_config() -> Option<Arc<Config>> {
 /// another Python, or `.../bin/python` given as the home, refuses the start, before any request.
 fn python_home_errors(config: &Config) -> Vec<String> {
     let embedded = wsgi_interp::embedded::embedded_python();
-    let mut errors: Vec<String> = wsgi_config::check::per_interpreter_gil_error(config, &embedded)
+    let mut errors: Vec<String> = wsgi_config::report::per_interpreter_gil_error(config, &embedded)
         .into_iter()
         .collect();
-    for (home, at) in wsgi_config::check::python_homes(config) {
+    for (home, at) in wsgi_config::report::python_homes(config) {
         let daemon_home = config
             .daemons
             .iter()

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use wsgi_config::groups::GroupNames;
 use wsgi_config::model::{AuxScript, GroupSpec};
 use wsgi_config::route::{ProcessGroup, Route};
-use wsgi_interp::hooks::{
+use wsgi_interp::hook_scripts::{
     AccessDecision, HookArg, HookFunction, HookScript, HookValue, PasswordDecision,
     groups_from_hook, override_from_hook,
 };
