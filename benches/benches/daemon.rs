@@ -8,8 +8,9 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use wsgi_config::daemon_options::DaemonOptions;
 use wsgi_daemon::protocol::{self, End, FrameReader, kind};
-use wsgi_daemon::{ClientOptions, DaemonClient, DaemonRequest, Endpoint};
+use wsgi_daemon::{DaemonClient, DaemonRequest, Endpoint};
 use wsgi_interp::{AppCall, Outcome, RequestHead, ResponseSink, ScriptSpec};
 
 fn request() -> DaemonRequest {
@@ -133,16 +134,14 @@ fn round_trip(c: &mut Criterion) {
         let client = DaemonClient::new(vec![Endpoint {
             group: "bench".into(),
             socket: path.clone(),
-            options: ClientOptions {
+            options: DaemonOptions {
                 processes: 1,
                 connect_timeout: Duration::from_secs(5),
                 request_timeout: Duration::ZERO,
                 socket_timeout: Duration::from_secs(5),
-                max_idle: 4,
-                send_buffer_size: 0,
-                receive_buffer_size: 0,
-                header_buffer_size: 0,
+                ..DaemonOptions::default()
             },
+            default_socket_timeout: Duration::from_secs(5),
         }]);
         let req = request();
         g.throughput(Throughput::Bytes(size as u64));

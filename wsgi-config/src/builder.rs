@@ -14,7 +14,7 @@ use crate::directives::{self, Arity, DirectiveDef, Scope};
 use crate::env::{EnvOp, SetEnvIf};
 use crate::error::{ConfigError, ConfigWarning, ErrorKind, closest};
 use crate::model::*;
-use crate::options::{parse_flag, parse_option_flag, parse_path_list, split_option};
+use crate::options::{parse_flag, parse_option_flag, split_option};
 use crate::reader::{Directive, Span};
 
 /// The `<VirtualHost>` a directive is in.
@@ -290,29 +290,27 @@ impl ConfigBuilder {
                 ErrorKind::NotPerInterpreter { why },
             )])
         };
-        const SCOPED: [&str; 7] = [
-            "WSGIPythonPath",
-            "WSGISwitchInterval",
-            "WSGIPerInterpreterGIL",
-            "WSGIFreeThreading",
-            "WSGIRestrictStdin",
-            "WSGIRestrictStdout",
-            "WSGIRestrictSignal",
-        ];
+        let scoped = || {
+            directives::DIRECTIVES
+                .iter()
+                .filter(|def| def.per_interpreter.is_some())
+                .map(|def| def.name)
+        };
         if directives::lookup(&d.name).is_none() && directives::is_wsgi_name(&d.name) {
             return Err(vec![ConfigError::new(
                 Some(&d.span),
                 d.name.clone(),
                 ErrorKind::UnknownDirective {
-                    suggestion: closest(&d.name, SCOPED),
+                    suggestion: closest(&d.name, scoped()),
                 },
             )]);
         }
-        let def = directives::lookup(&d.name).filter(|def| SCOPED.contains(&def.name));
-        let Some(def) = def.filter(|_| at + 1 == ctx.containers.len()) else {
+        let def = directives::lookup(&d.name);
+        let found = def.and_then(|def| Some((def, def.per_interpreter?)));
+        let Some((def, apply)) = found.filter(|_| at + 1 == ctx.containers.len()) else {
             return refuse(format!(
                 "mod_wsgi 6 applies only {} there (anything else, to the whole server); move {} out of the section",
-                SCOPED.join(", "),
+                scoped().collect::<Vec<_>>().join(", "),
                 d.name
             ));
         };
@@ -330,40 +328,14 @@ impl ConfigBuilder {
         };
         let err = |kind| vec![ConfigError::new(Some(&d.span), def.name, kind)];
         check_arity(def, &d.args).map_err(err)?;
-        let one = d.args[0].as_str();
-        let rule = &mut block.rule;
-        let per_application = rule.application_group.is_some();
-        match def.name {
-            "WSGIPythonPath" => rule.python_path.extend(parse_path_list(one)),
-            "WSGISwitchInterval" | "WSGIFreeThreading" if per_application => {
-                return refuse(format!(
-                    "{} is process-wide, and this section selects one application group (mod_wsgi 6 skips it there with a warning): put it in a section with process-group= only{}",
-                    def.name,
-                    if def.name == "WSGISwitchInterval" {
-                        ", or use WSGIDaemonProcess switch-interval="
-                    } else {
-                        ""
-                    }
-                ));
+        let per_application = block.rule.application_group.is_some();
+        apply(&mut block.rule, &d.args[0], per_application).map_err(|kind| match kind {
+            // Refused here, as the line is written.
+            ErrorKind::NotPerInterpreter { .. } => {
+                vec![ConfigError::new(Some(&d.span), d.name.clone(), kind)]
             }
-            "WSGISwitchInterval" => {
-                rule.switch_interval = Some(parse_switch_interval(one).map_err(err)?)
-            }
-            "WSGIPerInterpreterGIL" => {
-                rule.per_interpreter_gil = Some(parse_flag(one).map_err(err)?)
-            }
-            "WSGIFreeThreading" => rule.free_threading = Some(parse_flag(one).map_err(err)?),
-            "WSGIRestrictStdin" => rule.restrict_stdin = Some(parse_flag(one).map_err(err)?),
-            "WSGIRestrictStdout" => rule.restrict_stdout = Some(parse_flag(one).map_err(err)?),
-            _ => {
-                if parse_flag(one).map_err(err)? {
-                    return refuse(
-                        "restricting signal.signal() is not implemented by wsgi-rs (application signal handlers are installed as asked): remove the line, or write WSGIRestrictSignal Off".into(),
-                    );
-                }
-                rule.restrict_signal = Some(false);
-            }
-        }
+            kind => err(kind),
+        })?;
         Ok(())
     }
 

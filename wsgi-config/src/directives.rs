@@ -13,6 +13,7 @@ use crate::daemon_options::{DaemonProgram, memory_limits_too_small, parse_daemon
 use crate::error::ErrorKind;
 use crate::model::*;
 use crate::options::{parse_flag, parse_int, parse_path_list, parse_python_home, split_option};
+use crate::serve_support::Support;
 
 /// Where a directive may appear, as mod_wsgi's command table declares it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -84,6 +85,59 @@ pub enum DirScript {
 /// scope and arity: applies the line, or refuses it with every problem it has.
 pub(crate) type Apply = fn(&mut ConfigBuilder, &Line<'_>) -> Result<(), Refusals>;
 
+/// What a directive does inside a `<WSGIInterpreterOptions>` section, where mod_wsgi 6 scopes
+/// it to the interpreters the section selects: sets the section's rule from the argument, or
+/// refuses (`per_application`: the section selects one application group).
+pub(crate) type ApplyPerInterpreter =
+    fn(rule: &mut InterpreterRule, arg: &str, per_application: bool) -> Result<(), ErrorKind>;
+
+/// How `wsgi serve` treats a directive: its [`Support`] for the arguments given, and, when that
+/// depends on them, the README row's detail.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ServeTreatment {
+    /// The support for these arguments.
+    pub(crate) decide: fn(args: &[String]) -> Support,
+    /// What the README's table says beside the common case (`""`: nothing).
+    pub(crate) detail: &'static str,
+}
+
+/// Implemented with mod_wsgi's semantics, whatever the arguments.
+const SERVED: ServeTreatment = ServeTreatment {
+    decide: |_| Support::Implemented,
+    detail: "",
+};
+
+/// Accepted by `wsgi serve` with no effect, with the note.
+macro_rules! no_effect {
+    ($note:literal) => {
+        ServeTreatment {
+            decide: |_| Support::NoEffect($note),
+            detail: "",
+        }
+    };
+}
+
+/// `Off` accepted with no effect (the note), `On` refused (the reason).
+macro_rules! off_only {
+    ($off:literal, $on:literal) => {
+        ServeTreatment {
+            decide: |args| {
+                if flag_on(args) {
+                    Support::Refused($on)
+                } else {
+                    Support::NoEffect($off)
+                }
+            },
+            detail: "`Off` accepted (no effect), `On` refused",
+        }
+    };
+}
+
+/// `On`/`Off` as the first argument.
+fn flag_on(args: &[String]) -> bool {
+    args.first().is_some_and(|a| a.eq_ignore_ascii_case("on"))
+}
+
 /// One mod_wsgi directive.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct DirectiveDef {
@@ -106,11 +160,18 @@ pub struct DirectiveDef {
     pub(crate) apply: Apply,
     /// The Apache callback that receives it.
     pub apache: ApacheCallback,
+    /// How `wsgi serve` treats it.
+    #[serde(skip)]
+    pub(crate) serve: ServeTreatment,
+    /// What it does inside `<WSGIInterpreterOptions>`; None: it may not appear there.
+    #[serde(skip)]
+    pub(crate) per_interpreter: Option<ApplyPerInterpreter>,
 }
 
 macro_rules! directive {
     ($name:literal, $scope:ident, $arity:expr, $usage:literal, $default:literal, $doc:literal,
-        apply: $apply:expr $(, apache: $apache:expr)? $(,)?) => {
+        apply: $apply:expr $(, apache: $apache:expr)? $(, serve: $serve:expr)?
+        $(, per_interpreter: $per:expr)? $(,)?) => {
         DirectiveDef {
             name: $name,
             scope: Scope::$scope,
@@ -120,7 +181,9 @@ macro_rules! directive {
             doc: $doc,
             status: Status::Current,
             apply: $apply,
-            apache: directive!(@apache $($apache)?),
+            apache: directive!(@or ApacheCallback::Builder $(, $apache)?),
+            serve: directive!(@or SERVED $(, $serve)?),
+            per_interpreter: directive!(@or None $(, Some($per))?),
         }
     };
     ($name:literal, $scope:ident, $arity:expr, $usage:literal, $default:literal, $doc:literal, ignored: $why:literal) => {
@@ -134,13 +197,15 @@ macro_rules! directive {
             status: Status::Ignored($why),
             apply: ignored,
             apache: ApacheCallback::Builder,
+            serve: SERVED,
+            per_interpreter: None,
         }
     };
-    (@apache) => {
-        ApacheCallback::Builder
+    (@or $default:expr) => {
+        $default
     };
-    (@apache $apache:expr) => {
-        $apache
+    (@or $default:expr, $given:expr) => {
+        $given
     };
 }
 
@@ -174,6 +239,10 @@ pub static DIRECTIVES: &[DirectiveDef] = &[
         "",
         "Defines a daemon process group",
         apply: daemon_process,
+        serve: ServeTreatment {
+            decide: daemon_process_support,
+            detail: "`chroot=`, `script-user=`, `script-group=` refused; `response-buffer-size=`, `response-socket-timeout=`, `response-flush-delay=` have no effect",
+        },
     ),
     directive!(
         "WSGIProcessGroup",
@@ -240,6 +309,7 @@ pub static DIRECTIVES: &[DirectiveDef] = &[
             b.settings(l)?.error_override = Some(l.flag()?);
             Ok(())
         },
+        serve: no_effect!("there are no Apache error documents"),
     ),
     directive!(
         "WSGIChunkedRequest",
@@ -252,6 +322,9 @@ pub static DIRECTIVES: &[DirectiveDef] = &[
             b.settings(l)?.chunked_request = Some(l.flag()?);
             Ok(())
         },
+        serve: no_effect!(
+            "chunked request bodies are always accepted (mod_wsgi answers 411 without On)"
+        ),
     ),
     directive!(
         "WSGIMapHEADToGET",
@@ -273,6 +346,10 @@ pub static DIRECTIVES: &[DirectiveDef] = &[
             b.settings(l)?.ignore_activity = Some(l.flag()?);
             Ok(())
         },
+        serve: off_only!(
+            "as with Off",
+            "requests that leave inactivity-timeout running are not implemented by wsgi serve yet"
+        ),
     ),
     directive!(
         "WSGITrustedProxyHeaders",
@@ -303,6 +380,7 @@ pub static DIRECTIVES: &[DirectiveDef] = &[
             b.settings(l)?.enable_sendfile = Some(l.flag()?);
             Ok(())
         },
+        serve: no_effect!("files always go out with sendfile(2)"),
     ),
     directive!(
         "WSGIPassApacheRequest",
@@ -315,6 +393,7 @@ pub static DIRECTIVES: &[DirectiveDef] = &[
             b.settings(l)?.pass_apache_request = Some(l.flag()?);
             Ok(())
         },
+        serve: no_effect!("there is no Apache request object to pass"),
     ),
     directive!(
         "WSGIDispatchScript",
@@ -412,42 +491,6 @@ pub static DIRECTIVES: &[DirectiveDef] = &[
         },
     ),
     directive!(
-        "WSGIRestrictStdin",
-        ServerOnly,
-        Flag,
-        "WSGIRestrictStdin On|Off",
-        "Off",
-        "Makes sys.stdin raise on use",
-        apply: |b, l| {
-            b.config.python.restrict_stdin = l.flag()?;
-            Ok(())
-        },
-    ),
-    directive!(
-        "WSGIRestrictStdout",
-        ServerOnly,
-        Flag,
-        "WSGIRestrictStdout On|Off",
-        "Off",
-        "Makes sys.stdout raise on use (Off: it goes to the error log)",
-        apply: |b, l| {
-            b.config.python.restrict_stdout = l.flag()?;
-            Ok(())
-        },
-    ),
-    directive!(
-        "WSGIRestrictSignal",
-        ServerOnly,
-        Flag,
-        "WSGIRestrictSignal On|Off",
-        "On",
-        "Stops applications from installing signal handlers",
-        apply: |b, l| {
-            b.config.python.restrict_signal = l.flag()?;
-            Ok(())
-        },
-    ),
-    directive!(
         "WSGISocketPrefix",
         ServerOnly,
         One,
@@ -470,6 +513,7 @@ pub static DIRECTIVES: &[DirectiveDef] = &[
             b.config.server.socket_rotation = l.flag()?;
             Ok(())
         },
+        serve: no_effect!("daemon sockets are made anew, in a private folder, at each start"),
     ),
     directive!(
         "WSGIAcceptMutex",
@@ -479,6 +523,7 @@ pub static DIRECTIVES: &[DirectiveDef] = &[
         "default",
         "The cross-process accept lock of daemon processes",
         apply: accept_mutex,
+        serve: no_effect!("no Apache accept mutex"),
     ),
     directive!(
         "WSGIPythonHome",
@@ -498,6 +543,10 @@ pub static DIRECTIVES: &[DirectiveDef] = &[
         "Folders put at the front of sys.path in embedded mode",
         apply: |b, l| {
             b.config.python.path.extend(parse_path_list(l.one()));
+            Ok(())
+        },
+        per_interpreter: |rule, arg, _| {
+            rule.python_path.extend(parse_path_list(arg));
             Ok(())
         },
     ),
@@ -521,6 +570,15 @@ pub static DIRECTIVES: &[DirectiveDef] = &[
         "random",
         "Python's hash seed",
         apply: python_hash_seed,
+        serve: ServeTreatment {
+            decide: |args| match args.first() {
+                Some(seed) if seed.eq_ignore_ascii_case("random") => {
+                    Support::NoEffect("the seed is random, as with random")
+                }
+                _ => Support::Refused("a fixed hash seed is not implemented by wsgi serve yet"),
+            },
+            detail: "`random` accepted (no effect), a number refused",
+        },
     ),
     directive!(
         "WSGIPythonWarnings",
@@ -532,6 +590,12 @@ pub static DIRECTIVES: &[DirectiveDef] = &[
         apply: |b, l| {
             b.config.python.warnings.push(l.one().to_string());
             Ok(())
+        },
+        serve: ServeTreatment {
+            decide: |_| {
+                Support::Refused("Python warning options are not implemented by wsgi serve yet")
+            },
+            detail: "",
         },
     ),
     directive!(
@@ -569,6 +633,7 @@ pub static DIRECTIVES: &[DirectiveDef] = &[
             b.config.python.destroy_interpreter = l.flag()?;
             Ok(())
         },
+        serve: no_effect!("interpreters are always finalized at exit, without hanging"),
     ),
     directive!(
         "WSGICaseSensitivity",
@@ -593,6 +658,7 @@ pub static DIRECTIVES: &[DirectiveDef] = &[
             b.config.server.server_metrics = l.flag()?;
             Ok(())
         },
+        serve: off_only!("as with Off", "not implemented by wsgi serve yet"),
     ),
     directive!(
         "WSGISwitchInterval",
@@ -603,6 +669,16 @@ pub static DIRECTIVES: &[DirectiveDef] = &[
         "Python's thread switch interval",
         apply: |b, l| {
             b.config.python.switch_interval = Some(parse_switch_interval(l.one())?);
+            Ok(())
+        },
+        per_interpreter: |rule, arg, per_application| {
+            if per_application {
+                return Err(process_wide(
+                    "WSGISwitchInterval",
+                    ", or use WSGIDaemonProcess switch-interval=",
+                ));
+            }
+            rule.switch_interval = Some(parse_switch_interval(arg)?);
             Ok(())
         },
     ),
@@ -617,6 +693,10 @@ pub static DIRECTIVES: &[DirectiveDef] = &[
             b.config.python.per_interpreter_gil = l.flag()?;
             Ok(())
         },
+        per_interpreter: |rule, arg, _| {
+            rule.per_interpreter_gil = Some(parse_flag(arg)?);
+            Ok(())
+        },
     ),
     directive!(
         "WSGIFreeThreading",
@@ -627,6 +707,71 @@ pub static DIRECTIVES: &[DirectiveDef] = &[
         "Free-threaded Python 3.13+ builds: run without the GIL",
         apply: |b, l| {
             b.config.python.free_threading = l.flag()?;
+            Ok(())
+        },
+        serve: off_only!("as with Off", "not implemented by wsgi serve yet"),
+        per_interpreter: |rule, arg, per_application| {
+            if per_application {
+                return Err(process_wide("WSGIFreeThreading", ""));
+            }
+            rule.free_threading = Some(parse_flag(arg)?);
+            Ok(())
+        },
+    ),
+    directive!(
+        "WSGIRestrictStdin",
+        ServerOnly,
+        Flag,
+        "WSGIRestrictStdin On|Off",
+        "Off",
+        "Makes sys.stdin raise on use",
+        apply: |b, l| {
+            b.config.python.restrict_stdin = l.flag()?;
+            Ok(())
+        },
+        per_interpreter: |rule, arg, _| {
+            rule.restrict_stdin = Some(parse_flag(arg)?);
+            Ok(())
+        },
+    ),
+    directive!(
+        "WSGIRestrictStdout",
+        ServerOnly,
+        Flag,
+        "WSGIRestrictStdout On|Off",
+        "Off",
+        "Makes sys.stdout raise on use (Off: it goes to the error log)",
+        apply: |b, l| {
+            b.config.python.restrict_stdout = l.flag()?;
+            Ok(())
+        },
+        per_interpreter: |rule, arg, _| {
+            rule.restrict_stdout = Some(parse_flag(arg)?);
+            Ok(())
+        },
+    ),
+    directive!(
+        "WSGIRestrictSignal",
+        ServerOnly,
+        Flag,
+        "WSGIRestrictSignal On|Off",
+        "On",
+        "Stops applications from installing signal handlers",
+        apply: |b, l| {
+            b.config.python.restrict_signal = l.flag()?;
+            Ok(())
+        },
+        serve: off_only!(
+            "not restricted, as with Off",
+            "restricting signal.signal() is not implemented by wsgi serve yet"
+        ),
+        per_interpreter: |rule, arg, _| {
+            if parse_flag(arg)? {
+                return Err(ErrorKind::NotPerInterpreter {
+                    why: "restricting signal.signal() is not implemented by wsgi-rs (application signal handlers are installed as asked): remove the line, or write WSGIRestrictSignal Off".into(),
+                });
+            }
+            rule.restrict_signal = Some(false);
             Ok(())
         },
     ),
@@ -944,6 +1089,36 @@ fn python_hash_seed(b: &mut ConfigBuilder, l: &Line<'_>) -> Result<(), Refusals>
     Ok(())
 }
 
+/// `WSGIDaemonProcess` under `wsgi serve`: every option but those that refuse scripts by
+/// owner, and `chroot=`.
+fn daemon_process_support(args: &[String]) -> Support {
+    let option = |key: &str| {
+        args.iter().skip(1).any(|a| {
+            a.split_once('=')
+                .is_some_and(|(k, _)| k.eq_ignore_ascii_case(key))
+        })
+    };
+    if option("script-user") || option("script-group") {
+        Support::Refused(
+            "script-user=/script-group= (refusing scripts other users own) are not checked by wsgi serve yet",
+        )
+    } else if option("chroot") {
+        Support::Refused("chroot= is not applied by wsgi serve's daemon processes")
+    } else {
+        Support::Implemented
+    }
+}
+
+/// A process-wide setting in a `<WSGIInterpreterOptions>` section that selects one application
+/// group (mod_wsgi 6 skips it there with a warning); `instead` adds another way.
+fn process_wide(name: &str, instead: &str) -> ErrorKind {
+    ErrorKind::NotPerInterpreter {
+        why: format!(
+            "{name} is process-wide, and this section selects one application group (mod_wsgi 6 skips it there with a warning): put it in a section with process-group= only{instead}"
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1041,6 +1216,50 @@ mod tests {
             }
         }
         assert_eq!(slots.len(), 3);
+    }
+
+    /// Walks the table for `<WSGIInterpreterOptions>`: a directive with a per-interpreter
+    /// `apply` sets the section's rule from a sample line (`Off` for a flag), and every other
+    /// directive is refused there, naming the ones that may appear.
+    #[test]
+    fn only_per_interpreter_directives_apply_inside_interpreter_options() {
+        for def in DIRECTIVES {
+            let args = match def.arity {
+                Flag => "Off",
+                _ => sample(def),
+            };
+            let text = format!(
+                "<WSGIInterpreterOptions process-group=%{{GLOBAL}}>\n{} {args}\n</WSGIInterpreterOptions>\n",
+                def.name
+            );
+            let loaded = crate::load_str(
+                &text,
+                Path::new("test.conf"),
+                &crate::reader::ReadOptions::default(),
+            );
+            match def.per_interpreter {
+                Some(_) => {
+                    let config = loaded.unwrap_or_else(|e| panic!("{}: {e:?}", def.name));
+                    let rule = &config.python.interpreter_options[0].rule;
+                    let selectors_only = InterpreterRule {
+                        process_group: rule.process_group.clone(),
+                        application_group: rule.application_group.clone(),
+                        ..InterpreterRule::default()
+                    };
+                    assert_ne!(*rule, selectors_only, "{} set nothing", def.name);
+                }
+                None => {
+                    let errors = loaded.expect_err(def.name);
+                    let message = errors[0].to_string();
+                    assert!(
+                        message.contains("cannot be set per interpreter")
+                            && message.contains("WSGIPythonPath, WSGISwitchInterval"),
+                        "{}: {message}",
+                        def.name
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -545,92 +545,6 @@ pub static RULES: &[Rule] = &[
     ),
 ];
 
-/// `On`/`Off` as the first argument.
-fn on(args: &[String]) -> bool {
-    args.first().is_some_and(|a| a.eq_ignore_ascii_case("on"))
-}
-
-/// How `wsgi serve` treats the mod_wsgi directive `name` (every current directive of
-/// [`directives::DIRECTIVES`]) with `args`.
-fn wsgi_support(name: &str, args: &[String]) -> Support {
-    match name {
-        "WSGIDispatchScript"
-        | "WSGIAccessScript"
-        | "WSGIAuthUserScript"
-        | "WSGIAuthGroupScript"
-        | "WSGIHandlerScript" => Support::Implemented,
-        "WSGIDaemonProcess" => {
-            let option = |key: &str| {
-                args.iter().skip(1).any(|a| {
-                    a.split_once('=')
-                        .is_some_and(|(k, _)| k.eq_ignore_ascii_case(key))
-                })
-            };
-            if option("script-user") || option("script-group") {
-                Support::Refused(
-                    "script-user=/script-group= (refusing scripts other users own) are not checked by wsgi serve yet",
-                )
-            } else if option("chroot") {
-                Support::Refused("chroot= is not applied by wsgi serve's daemon processes")
-            } else {
-                Support::Implemented
-            }
-        }
-        "WSGIPassApacheRequest" => Support::NoEffect("there is no Apache request object to pass"),
-        "WSGIErrorOverride" => Support::NoEffect("there are no Apache error documents"),
-        "WSGIChunkedRequest" => Support::NoEffect(
-            "chunked request bodies are always accepted (mod_wsgi answers 411 without On)",
-        ),
-        "WSGIEnableSendfile" => Support::NoEffect("files always go out with sendfile(2)"),
-        "WSGIAcceptMutex" => Support::NoEffect("no Apache accept mutex"),
-        "WSGISocketRotation" => {
-            Support::NoEffect("daemon sockets are made anew, in a private folder, at each start")
-        }
-        "WSGIDestroyInterpreter" => {
-            Support::NoEffect("interpreters are always finalized at exit, without hanging")
-        }
-        "WSGIRestrictSignal" if on(args) => {
-            Support::Refused("restricting signal.signal() is not implemented by wsgi serve yet")
-        }
-        "WSGIRestrictSignal" => Support::NoEffect("not restricted, as with Off"),
-        "WSGIIgnoreActivity" if on(args) => Support::Refused(
-            "requests that leave inactivity-timeout running are not implemented by wsgi serve yet",
-        ),
-        "WSGIServerMetrics" | "WSGIFreeThreading" if on(args) => {
-            Support::Refused("not implemented by wsgi serve yet")
-        }
-        "WSGIIgnoreActivity" | "WSGIServerMetrics" | "WSGIFreeThreading" => {
-            Support::NoEffect("as with Off")
-        }
-        "WSGIPythonHashSeed"
-            if !args
-                .first()
-                .is_some_and(|a| a.eq_ignore_ascii_case("random")) =>
-        {
-            Support::Refused("a fixed hash seed is not implemented by wsgi serve yet")
-        }
-        "WSGIPythonHashSeed" => Support::NoEffect("the seed is random, as with random"),
-        "WSGIPythonWarnings" => {
-            Support::Refused("Python warning options are not implemented by wsgi serve yet")
-        }
-        _ => Support::Implemented,
-    }
-}
-
-/// The README row of a mod_wsgi directive whose treatment depends on its arguments.
-fn wsgi_detail(name: &str) -> &'static str {
-    match name {
-        "WSGIDaemonProcess" => {
-            "`chroot=`, `script-user=`, `script-group=` refused; `response-buffer-size=`, `response-socket-timeout=`, `response-flush-delay=` have no effect"
-        }
-        "WSGIRestrictSignal" | "WSGIIgnoreActivity" | "WSGIServerMetrics" | "WSGIFreeThreading" => {
-            "`Off` accepted (no effect), `On` refused"
-        }
-        "WSGIPythonHashSeed" => "`random` accepted (no effect), a number refused",
-        _ => "",
-    }
-}
-
 /// How `wsgi serve` treats the directive (or section) `name` with `args`.
 pub fn support(name: &str, section: bool, args: &[String]) -> Support {
     if let Some(def) = directives::lookup(name) {
@@ -639,7 +553,7 @@ pub fn support(name: &str, section: bool, args: &[String]) -> Support {
         }
         return match def.status {
             Status::Ignored(why) => Support::NoEffect(why),
-            Status::Current => wsgi_support(def.name, args),
+            Status::Current => (def.serve.decide)(args),
         };
     }
     match RULES
@@ -761,11 +675,11 @@ pub fn markdown_table() -> String {
         Support::Refused(why) => (2, "refused".to_string(), why.to_string()),
     };
     for d in directives::DIRECTIVES {
-        let detail = wsgi_detail(d.name);
+        let detail = d.serve.detail;
         let s = match d.status {
             Status::Ignored(why) => Support::NoEffect(why),
             // The common case: no argument, or `Off`.
-            Status::Current => wsgi_support(d.name, &[]),
+            Status::Current => (d.serve.decide)(&[]),
         };
         let (order, what, note) = cell(s);
         let note = match (detail, note.is_empty()) {

@@ -25,56 +25,8 @@ use crate::protocol::{
     self, CHUNK, DaemonRequest, End, FrameReader, ProtocolError, RejectReason, kind, write_raw,
 };
 
-/// The per-group settings the front needs.
-#[derive(Debug, Clone)]
-pub struct ClientOptions {
-    /// `processes=` (the reject retry cap is `2 × processes + 1`).
-    pub processes: u32,
-    /// `connect-timeout=`: how long to keep retrying a refused connect.
-    pub connect_timeout: Duration,
-    /// `request-timeout=`: the response headers must come within this (zero: no limit).
-    pub request_timeout: Duration,
-    /// Per read on the daemon socket (`socket-timeout=`, or the server's timeout).
-    pub socket_timeout: Duration,
-    /// Idle connections kept per group.
-    pub max_idle: usize,
-    /// `send-buffer-size=`: `SO_SNDBUF` of each connection to the group (0: the system's).
-    pub send_buffer_size: u64,
-    /// `receive-buffer-size=`: `SO_RCVBUF` of each connection to the group (0: the system's).
-    pub receive_buffer_size: u64,
-    /// `header-buffer-size=`: the most bytes of response headers taken from the group (0:
-    /// 32 KiB, mod_wsgi's effective default).
-    pub header_buffer_size: u64,
-}
-
-impl ClientOptions {
-    /// The settings of a `WSGIDaemonProcess`; `default_socket_timeout` applies when
-    /// `socket-timeout=` is 0.
-    pub fn from_daemon(o: &DaemonOptions, default_socket_timeout: Duration) -> Self {
-        ClientOptions {
-            processes: o.processes,
-            connect_timeout: o.connect_timeout,
-            request_timeout: o.request_timeout,
-            socket_timeout: if o.socket_timeout.is_zero() {
-                default_socket_timeout
-            } else {
-                o.socket_timeout
-            },
-            max_idle: 64,
-            send_buffer_size: o.send_buffer_size,
-            receive_buffer_size: o.receive_buffer_size,
-            header_buffer_size: o.header_buffer_size,
-        }
-    }
-
-    /// The response header limit in bytes.
-    fn header_limit(&self) -> usize {
-        match self.header_buffer_size {
-            0 => 32 * 1024,
-            n => usize::try_from(n).unwrap_or(usize::MAX),
-        }
-    }
-}
+/// Idle connections kept per group.
+const MAX_IDLE: usize = 64;
 
 /// Sets a connection's socket buffer sizes (`send-buffer-size=`, `receive-buffer-size=`); 0
 /// leaves the system's. The kernel may round (Linux doubles the value for its bookkeeping); a
@@ -101,8 +53,32 @@ pub struct Endpoint {
     pub group: String,
     /// Its socket.
     pub socket: PathBuf,
-    /// Timeouts and limits.
-    pub options: ClientOptions,
+    /// The group's `WSGIDaemonProcess` options: `processes=` (the reject retry cap is
+    /// `2 × processes + 1`), `connect-timeout=`, `request-timeout=` (the response headers
+    /// must come within it), `socket-timeout=`, and the socket buffer sizes.
+    pub options: DaemonOptions,
+    /// The per-read limit on the group's socket when `socket-timeout=` is 0: the server's
+    /// `Timeout`.
+    pub default_socket_timeout: Duration,
+}
+
+impl Endpoint {
+    /// The limit on each read from the group's socket.
+    fn socket_timeout(&self) -> Duration {
+        match self.options.socket_timeout {
+            t if t.is_zero() => self.default_socket_timeout,
+            t => t,
+        }
+    }
+
+    /// The most bytes of response headers taken from the group (`header-buffer-size=`; 0:
+    /// 32 KiB, mod_wsgi's effective default).
+    fn header_limit(&self) -> usize {
+        match self.options.header_buffer_size {
+            0 => 32 * 1024,
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        }
+    }
 }
 
 /// Why a request could not be run in its daemon process group. [`DispatchError::status`] is
@@ -346,7 +322,7 @@ impl GroupClient {
 
     fn give_back(&self, conn: UnixStream) {
         let mut idle = self.idle.lock();
-        if idle.len() < self.endpoint.options.max_idle {
+        if idle.len() < MAX_IDLE {
             idle.push(conn);
         }
     }
@@ -377,7 +353,7 @@ impl GroupClient {
         let mut chunk = vec![0u8; CHUNK];
         loop {
             // Before the headers, reads are bounded by what is left of request-timeout.
-            let mut limit = o.socket_timeout;
+            let mut limit = self.endpoint.socket_timeout();
             let mut by_deadline = false;
             if let (None, Some(deadline)) = (started, header_deadline) {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -416,7 +392,7 @@ impl GroupClient {
                     continue;
                 }
                 Ok(Some((kind::START, p))) => {
-                    let limit = o.header_limit();
+                    let limit = self.endpoint.header_limit();
                     if p.len() > limit {
                         // Not given back: the daemon is still sending this response.
                         return Attempt::Done(Err(DispatchError::HeadersTooLarge {

@@ -26,7 +26,7 @@ pub mod spec;
 pub mod supervisor;
 mod timers;
 
-pub use client::{ClientOptions, DaemonClient, DispatchError, Endpoint};
+pub use client::{DaemonClient, DispatchError, Endpoint};
 pub use protocol::DaemonRequest;
 pub use supervisor::{GroupStatus, ProcessStatus, Supervisor, SupervisorError, SupervisorOptions};
 

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Pid, Uid};
-use wsgi_daemon::{ClientOptions, DaemonClient, DaemonRequest, DispatchError, Endpoint};
+use wsgi_config::daemon_options::DaemonOptions;
+use wsgi_daemon::{DaemonClient, DaemonRequest, DispatchError, Endpoint};
 use wsgi_interp::{AppCall, Outcome, RequestHead, ResponseSink, ScriptSpec};
 
 const APP: &str = r#"
@@ -154,16 +155,14 @@ impl Server {
         let client = DaemonClient::new(vec![Endpoint {
             group: "site".into(),
             socket: socket.clone(),
-            options: ClientOptions {
+            options: DaemonOptions {
                 processes,
                 connect_timeout: Duration::from_secs(15),
                 request_timeout,
                 socket_timeout: Duration::from_secs(30),
-                max_idle: 16,
-                send_buffer_size: 0,
-                receive_buffer_size: 0,
-                header_buffer_size: 0,
+                ..DaemonOptions::default()
             },
+            default_socket_timeout: Duration::from_secs(30),
         }]);
         Server {
             child,

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use wsgi_config::Config;
-use wsgi_daemon::client::{ClientOptions, DaemonClient, Endpoint};
+use wsgi_daemon::client::{DaemonClient, Endpoint};
 use wsgi_daemon::{GroupStatus, Supervisor, SupervisorOptions};
 
 use super::error::ServeError;
@@ -237,7 +237,8 @@ impl DaemonPools {
                 Some(Endpoint {
                     group: d.name.clone(),
                     socket: sockets.get(&d.name)?.clone(),
-                    options: ClientOptions::from_daemon(&d.options, default_socket_timeout),
+                    options: d.options.clone(),
+                    default_socket_timeout,
                 })
             })
             .collect();

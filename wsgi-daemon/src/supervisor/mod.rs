@@ -32,7 +32,7 @@ pub use exec::ALLOCATOR_ENV;
 pub use machine::{ChildProcess, Core, GroupPlan, Launcher, backoff, describe_exit};
 pub use snapshot::{GroupStatus, ProcessStatus, prometheus_text};
 
-use crate::client::{ClientOptions, DaemonClient, Endpoint};
+use crate::client::{DaemonClient, Endpoint};
 use crate::spec::{Preload, ProcessSpec};
 use exec::{ExecLauncher, ExecPlan};
 use identity::{lookup_user, resolve_identity};
@@ -270,7 +270,8 @@ impl Supervisor {
             endpoints.push(Endpoint {
                 group: group.name.clone(),
                 socket,
-                options: ClientOptions::from_daemon(o, options.default_socket_timeout),
+                options: o.clone(),
+                default_socket_timeout: options.default_socket_timeout,
             });
             exec_plans.push(ExecPlan {
                 spec,
