@@ -90,6 +90,74 @@ pub(crate) const KEYS: &[&str] = &[
     "HTTP_X_REQUESTED_WITH",
 ];
 
+/// The variables whose value is usually the same from one request to the next (the site's,
+/// the listener's, the client's on a keep-alive connection, and the headers browsers repeat):
+/// an interpreter keeps the `str` it made for the last value of each ([`cacheable`]), so a
+/// request that repeats it makes none. Never the request's own (URI, query, cookies,
+/// credentials), which differ or must not linger.
+const CACHEABLE: &[&str] = &[
+    "SCRIPT_NAME",
+    "SERVER_NAME",
+    "SERVER_PORT",
+    "REMOTE_ADDR",
+    "REQUEST_SCHEME",
+    "CONTENT_TYPE",
+    "SCRIPT_FILENAME",
+    "mod_wsgi.script_name",
+    "SERVER_ADDR",
+    "SSL_TLS_SNI",
+    "DOCUMENT_ROOT",
+    "SERVER_ADMIN",
+    "CONTEXT_PREFIX",
+    "CONTEXT_DOCUMENT_ROOT",
+    "mod_wsgi.listener_host",
+    "mod_wsgi.listener_port",
+    "mod_wsgi.request_handler",
+    "mod_wsgi.handler_script",
+    "HTTP_HOST",
+    "HTTP_USER_AGENT",
+    "HTTP_ACCEPT",
+    "HTTP_ACCEPT_ENCODING",
+    "HTTP_ACCEPT_LANGUAGE",
+    "HTTP_CONNECTION",
+    "HTTP_CACHE_CONTROL",
+    "HTTP_UPGRADE_INSECURE_REQUESTS",
+    "HTTP_SEC_FETCH_DEST",
+    "HTTP_SEC_FETCH_MODE",
+    "HTTP_SEC_FETCH_SITE",
+    "HTTP_SEC_FETCH_USER",
+    "HTTP_SEC_CH_UA",
+    "HTTP_SEC_CH_UA_MOBILE",
+    "HTTP_SEC_CH_UA_PLATFORM",
+    "HTTP_ORIGIN",
+    "HTTP_PRAGMA",
+    "HTTP_DNT",
+    "HTTP_X_FORWARDED_PROTO",
+    "HTTP_X_FORWARDED_HOST",
+    "HTTP_X_REQUESTED_WITH",
+];
+
+/// [`CACHEABLE`] as a mask of [`KEYS`] indices.
+static CACHEABLE_MASK: std::sync::LazyLock<u128> = std::sync::LazyLock::new(|| {
+    CACHEABLE.iter().fold(0, |mask, name| {
+        let i = KEYS
+            .iter()
+            .position(|k| k == name)
+            .expect("cacheable keys are known keys");
+        mask | 1 << i
+    })
+});
+
+/// Whether the `str` made for the value of [`KEYS`]`[i]` is kept for the next request.
+pub(crate) fn cacheable(mask: u128, i: usize) -> bool {
+    mask & (1 << i) != 0
+}
+
+/// The mask [`cacheable`] reads, loaded once per environ.
+pub(crate) fn cacheable_mask() -> u128 {
+    *CACHEABLE_MASK
+}
+
 /// Indices into [`KEYS`] for the keys the ffi layer sets itself.
 pub(crate) mod k {
     pub const PROCESS_GROUP: usize = 17;

@@ -1285,3 +1285,76 @@ def application(environ, start_response):
     assert_eq!(sink.body, b"wrapped:ok");
     assert_eq!(ev("len(__import__('mod_wsgi').active_requests)"), "0");
 }
+
+/// The interpreter keeps the `str` of a repeated value (the Host header, the server's name,
+/// the client's address, the extras a front adds): the value an application sees is still each
+/// request's own when it changes, back and forth, and an extra still overrides it.
+#[test]
+fn repeated_environ_values_are_each_requests_own() {
+    let spec = script(
+        "repeat.wsgi",
+        r#"
+def application(environ, start_response):
+    start_response('200 OK', [])
+    keys = ['HTTP_HOST', 'SERVER_NAME', 'REMOTE_ADDR', 'DOCUMENT_ROOT', 'HTTP_USER_AGENT']
+    return [' '.join('%s=%s' % (k, environ.get(k)) for k in keys).encode('utf-8')]
+"#,
+    );
+    let interp = runtime().interpreter("repeat").unwrap();
+    let call = |host: &[u8], server: &str, addr: &str, root: &[u8], agent: Option<&[u8]>| {
+        let mut h = head();
+        h.headers = vec![("Host".into(), host.to_vec())];
+        if let Some(agent) = agent {
+            h.headers.push(("User-Agent".into(), agent.to_vec()));
+        }
+        h.server_name = server.into();
+        h.remote_addr = addr.into();
+        h.set_extra("DOCUMENT_ROOT", root.to_vec());
+        let mut sink = VecSink::default();
+        let out = interp.call(
+            &spec,
+            &h,
+            &CallOptions::default(),
+            &mut io::empty(),
+            &mut sink,
+        );
+        assert!(
+            matches!(out, Outcome::Complete { status: 200, .. }),
+            "{out:?}"
+        );
+        String::from_utf8(sink.body).unwrap()
+    };
+    let a = "HTTP_HOST=a.test SERVER_NAME=a.test REMOTE_ADDR=127.0.0.1 DOCUMENT_ROOT=/srv/a HTTP_USER_AGENT=curl";
+    let b = "HTTP_HOST=b.tést SERVER_NAME=b.test REMOTE_ADDR=127.0.0.2 DOCUMENT_ROOT=/srv/b HTTP_USER_AGENT=None";
+    for _ in 0..3 {
+        assert_eq!(
+            call(b"a.test", "a.test", "127.0.0.1", b"/srv/a", Some(b"curl")),
+            a
+        );
+        assert_eq!(
+            call(b"a.test", "a.test", "127.0.0.1", b"/srv/a", Some(b"curl")),
+            a
+        );
+        assert_eq!(
+            call(b"b.t\xe9st", "b.test", "127.0.0.2", b"/srv/b", None),
+            b
+        );
+    }
+    // An extra named as a header's variable overrides the cached header value.
+    let mut h = head();
+    h.headers = vec![("Host".into(), b"a.test".to_vec())];
+    h.set_extra("HTTP_HOST", b"override.test".to_vec());
+    let mut sink = VecSink::default();
+    interp.call(
+        &spec,
+        &h,
+        &CallOptions::default(),
+        &mut io::empty(),
+        &mut sink,
+    );
+    assert!(
+        String::from_utf8(sink.body)
+            .unwrap()
+            .starts_with("HTTP_HOST=override.test ")
+    );
+}

@@ -184,11 +184,30 @@ pub(crate) unsafe fn build_environ(
         };
         let key = |i: usize| objects.keys[i].ptr();
         let value = |i: usize| objects.values[i].ptr();
+        let cacheable = crate::environ::cacheable_mask();
+        // Nothing below runs Python code (str and dict operations only), so holding the
+        // lock cannot wait on the GIL; try_lock keeps that true even if it changed.
+        let mut last_values = objects.last_values.try_lock();
         for_each_cgi(head, opts, |name, val| {
             let owned;
-            let val = match val {
-                Value::Known(i) => value(i),
-                Value::Bytes(b) => {
+            let val = match (val, name, last_values.as_deref_mut()) {
+                (Value::Known(i), _, _) => value(i),
+                (Value::Bytes(b), Key::Known(i), Some(last))
+                    if crate::environ::cacheable(cacheable, i) =>
+                {
+                    match &mut last[i] {
+                        Some((seen, str)) if **seen == *b => str.ptr(),
+                        slot => {
+                            let made = Stored::new(latin1_str(b).ok_or(())?);
+                            let ptr = made.ptr();
+                            if let Some((_, old)) = slot.replace((b.into(), made)) {
+                                old.release();
+                            }
+                            ptr
+                        }
+                    }
+                }
+                (Value::Bytes(b), _, _) => {
                     owned = latin1_str(b).ok_or(())?;
                     owned.as_ptr()
                 }

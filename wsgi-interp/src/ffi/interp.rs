@@ -41,6 +41,9 @@ unsafe impl Send for RawInterp {}
 // SAFETY: as for Send.
 unsafe impl Sync for RawInterp {}
 
+/// A cacheable environ variable's last value, and the `str` made for it.
+pub(crate) type LastValue = Option<(Box<[u8]>, Stored)>;
+
 /// Objects made in one interpreter by the bootstrap, used on every request there.
 pub(crate) struct Objects {
     pub keys: Vec<Stored>,
@@ -75,6 +78,10 @@ pub(crate) struct Objects {
     /// `_wsgi_rs.unflushed`: the streams holding a partial line (flushed after each request).
     pub unflushed: Stored,
     pub flush_streams: Stored,
+    /// The last value of each cacheable environ variable (`environ::cacheable`), indexed as
+    /// `environ::KEYS`, with the `str` made for it. Locked only while attached, never across
+    /// a call that may run Python code; a thread that finds it taken decodes afresh.
+    pub last_values: parking_lot::Mutex<Vec<LastValue>>,
 }
 
 impl Objects {
@@ -85,6 +92,9 @@ impl Objects {
         unsafe {
             for k in self.keys.into_iter().chain(self.values) {
                 k.release();
+            }
+            for (_, s) in self.last_values.into_inner().into_iter().flatten() {
+                s.release();
             }
             for s in [
                 self.input_type,

@@ -407,6 +407,9 @@ pub(super) unsafe fn bootstrap(
             publish_stopping,
             unflushed,
             flush_streams,
+            last_values: parking_lot::Mutex::new(
+                (0..crate::environ::KEYS.len()).map(|_| None).collect(),
+            ),
         })
     }
 }
