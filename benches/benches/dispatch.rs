@@ -4,6 +4,10 @@
 //! the bounded queue, the PEP 3333 call, the response back to hyper and its serialisation),
 //! over an in-memory pipe (tokio's `duplex`) on a keep-alive connection. Compare with
 //! `interp_hello_call` (the Python call alone) to see what the server adds per request.
+//!
+//! The body path too: a 64 KiB upload read whole through `wsgi.input` (`echo_64k`), and a
+//! 1 MiB response yielded as 16 chunks of 64 KiB (`big_1m`), as `bench/apps/echo.py` and
+//! `big.py` do under `bench/compare`.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -22,7 +26,24 @@ use wsgi_interp::{Runtime, StartConfig};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const HELLO: &str = "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', '12')])\n    return [b'Hello world!']\n";
+/// `/hello`: 12 bytes; `/echo`: the request body read whole, its length answered; `/big`:
+/// 1 MiB in 16 chunks of 64 KiB.
+const APP: &str = r#"
+CHUNK = bytes(range(256)) * 256
+
+def application(environ, start_response):
+    path = environ['PATH_INFO']
+    if path == '/echo':
+        data = environ['wsgi.input'].read()
+        body = b'%d' % len(data)
+        start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])
+        return [body]
+    if path == '/big':
+        start_response('200 OK', [('Content-Type', 'application/octet-stream'), ('Content-Length', str(16 * len(CHUNK)))])
+        return (CHUNK for _ in range(16))
+    start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', '12')])
+    return [b'Hello world!']
+"#;
 
 /// A browser-like request (the same headers as the interp benchmarks' environ).
 const REQUEST: &[u8] = b"GET /hello?x=1 HTTP/1.1\r\nHost: bench.example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101\r\nAccept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\nAccept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate, br\r\nConnection: keep-alive\r\nCookie: session=0123456789abcdef\r\nUpgrade-Insecure-Requests: 1\r\n\r\n";
@@ -35,7 +56,7 @@ fn front(threads: usize) -> Arc<Front> {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let app = dir.join("hello.wsgi");
-    std::fs::write(&app, HELLO).unwrap();
+    std::fs::write(&app, APP).unwrap();
     let site = Site::load(
         SiteSource::CommandLine(Box::new(AppFlags {
             app: Some(app),
@@ -73,7 +94,7 @@ fn front(threads: usize) -> Arc<Front> {
 /// Reads one whole response (head, then `Content-Length` bytes of body) into `buf`.
 async fn read_response(client: &mut DuplexStream, buf: &mut Vec<u8>) {
     buf.clear();
-    let mut chunk = [0u8; 4096];
+    let mut chunk = [0u8; 64 * 1024];
     loop {
         let n = client.read(&mut chunk).await.expect("the server answers");
         assert!(n > 0, "the server closed the connection");
@@ -97,7 +118,12 @@ async fn read_response(client: &mut DuplexStream, buf: &mut Vec<u8>) {
 
 /// One request and its whole response on `client`.
 async fn round_trip(client: &mut DuplexStream, buf: &mut Vec<u8>) {
-    client.write_all(black_box(REQUEST)).await.unwrap();
+    exchange(client, REQUEST, buf).await;
+}
+
+/// `request` and its whole response on `client`.
+async fn exchange(client: &mut DuplexStream, request: &[u8], buf: &mut Vec<u8>) {
+    client.write_all(black_box(request)).await.unwrap();
     read_response(client, buf).await;
 }
 
@@ -164,6 +190,29 @@ fn dispatch(c: &mut Criterion) {
             *clients.lock() = back;
             elapsed
         })
+    });
+    g.finish();
+
+    // The body path, one client at a time: a 64 KiB upload, a 1 MiB streamed response.
+    let mut echo = b"POST /echo HTTP/1.1\r\nHost: bench.example.com\r\nContent-Type: application/octet-stream\r\nContent-Length: 65536\r\n\r\n".to_vec();
+    echo.resize(echo.len() + 65536, b'x');
+    let big = b"GET /big HTTP/1.1\r\nHost: bench.example.com\r\n\r\n";
+    tokio.block_on(exchange(&mut client, &echo, &mut buf));
+    assert!(
+        buf.ends_with(b"\r\n\r\n65536"),
+        "{}",
+        String::from_utf8_lossy(&buf)
+    );
+    tokio.block_on(exchange(&mut client, big, &mut buf));
+    assert!(buf.len() > 1 << 20 && buf.ends_with(&[254, 255]));
+    let mut g = c.benchmark_group("body");
+    g.throughput(criterion::Throughput::Bytes(65536));
+    g.bench_function("echo_64k", |b| {
+        b.iter(|| tokio.block_on(exchange(&mut client, &echo, &mut buf)))
+    });
+    g.throughput(criterion::Throughput::Bytes(1 << 20));
+    g.bench_function("big_1m", |b| {
+        b.iter(|| tokio.block_on(exchange(&mut client, big, &mut buf)))
     });
     g.finish();
 }

@@ -1254,3 +1254,65 @@ fn import_mod_wsgi_in_embedded_mode() {
     assert_eq!(lines.len(), 1, "{log}");
     assert!(lines[0].ends_with(" process_stopping ''"), "{log}");
 }
+
+/// Large `bytes` an app yields go to the connection without a copy (the object itself), and
+/// come out whole and in order; a Content-Length shorter than what is yielded cuts the chunk
+/// it falls in; HEAD sends none of it; and once the front is done with the chunks, their
+/// references are released (the next calls in the interpreter release them): the shared
+/// object's reference count comes back to where it was.
+#[test]
+fn large_chunks_go_out_uncopied_and_are_released() {
+    const SHARED: &str = r#"
+import sys
+
+CHUNK = bytes(range(256)) * 256  # 64 KiB, the same object every time
+
+def application(environ, start_response):
+    path = environ['PATH_INFO']
+    if path == '/refs':
+        body = b'%d' % sys.getrefcount(CHUNK)
+        start_response('200 OK', [('Content-Length', str(len(body)))])
+        return [body]
+    if path == '/cut':
+        start_response('200 OK', [('Content-Length', '100000')])
+        return iter([CHUNK, CHUNK, CHUNK])
+    start_response('200 OK', [('Content-Type', 'application/octet-stream')])
+    return iter([CHUNK, b'small', CHUNK, CHUNK])
+"#;
+    let dir = scratch();
+    let app = write(&dir.path().join("shared.wsgi"), SHARED);
+    let server = Server::start(&[
+        app.to_str().unwrap(),
+        "--port",
+        "0",
+        "--threads",
+        "1",
+        "--log-level",
+        "warn",
+    ]);
+    let chunk: Vec<u8> = (0..=255u8).cycle().take(65536).collect();
+    let refs = |server: &Server| server.get("/refs").text();
+    let before = refs(&server);
+    let mut whole = chunk.clone();
+    whole.extend_from_slice(b"small");
+    whole.extend_from_slice(&chunk);
+    whole.extend_from_slice(&chunk);
+    for _ in 0..5 {
+        let r = server.get("/big");
+        assert_eq!(r.status, 200);
+        assert!(
+            r.body == whole,
+            "{} bytes, not the chunks in order",
+            r.body.len()
+        );
+        let cut = server.get("/cut");
+        assert_eq!(cut.body.len(), 100_000);
+        assert!(cut.body[..65536] == chunk[..] && cut.body[65536..] == chunk[..100_000 - 65536]);
+    }
+    let head = server.raw(b"HEAD /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let head = Response::parse_for(&head, true);
+    assert_eq!((head.status, head.body.len()), (200, 0));
+    // The first call after the responses releases what they left; the second sees the count.
+    refs(&server);
+    assert_eq!(refs(&server), before);
+}

@@ -41,6 +41,7 @@ mod start_config;
 mod wsgi;
 
 pub use environ::{MOD_WSGI_VERSION, SERVE_APACHE_VERSION, format_request_id, set_apache_version};
+pub use ffi::shared::SharedChunk;
 pub use runtime::{
     Attached, DEFAULT_DRAIN, DEFAULT_THREAD_JOIN, InterpreterHandle, Runtime, ShutdownReport,
 };

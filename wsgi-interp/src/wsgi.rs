@@ -410,6 +410,12 @@ pub trait ResponseSink: Send {
     ) -> io::Result<()>;
     /// Sends one body chunk (never empty).
     fn write(&mut self, chunk: &[u8]) -> io::Result<()>;
+    /// Sends one body chunk lent without copying: a large `bytes` object the application
+    /// yielded, which the sink may keep (and drop on any thread) after it returns. By default
+    /// it is written as any chunk.
+    fn write_shared(&mut self, chunk: crate::SharedChunk) -> io::Result<()> {
+        self.write(&chunk)
+    }
     /// Sends `len` bytes of the regular file `fd` from `offset` (sendfile). Return `Ok(false)`
     /// to have the body iterated instead. `fd` stays open for the duration of the call.
     fn file(&mut self, fd: RawFd, offset: u64, len: u64) -> io::Result<bool> {

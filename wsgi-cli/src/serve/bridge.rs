@@ -596,6 +596,14 @@ impl ResponseSink for ChannelSink {
         self.send(Bytes::copy_from_slice(chunk))
     }
 
+    /// The app's `bytes` object itself goes to hyper, which writes it from there: no copy.
+    fn write_shared(&mut self, chunk: wsgi_interp::SharedChunk) -> io::Result<()> {
+        if self.discard_body {
+            return self.write(&chunk);
+        }
+        self.send(Bytes::from_owner(chunk))
+    }
+
     /// The file goes to hyper as one mapped range that the connection sends with
     /// `sendfile(2)` ([`super::sendfile`]), through a descriptor of its own (the app closes its
     /// file when the call ends, before the bytes are out) that leaves the app's offset alone.

@@ -9,6 +9,7 @@ use pyo3::ffi;
 use super::attach::{Attached, lock_attached, without_gil};
 use super::host::{CallState, EmitError, InRequest, call_functions};
 use super::interp::{Objects, ScriptEntry};
+use super::shared::SharedChunk;
 use super::{
     Obj, Stored, bytes_of, call, fs_str, latin1_str, new_dict, new_str, str_text, take_error,
 };
@@ -395,6 +396,8 @@ pub(crate) fn call_app(
     unsafe {
         end_tracking(&objects, token, state);
         flush_streams(&objects);
+        // The chunks of earlier responses (this one's too, once sent) the front is done with.
+        objects.release_queue.release_parked();
     }
     outcome
 }
@@ -671,6 +674,19 @@ unsafe fn iterate(
                         return raised();
                     }
                     break;
+                };
+                // A large bytes object goes out as it is, without a copy.
+                let item = match SharedChunk::of(item, &objects.release_queue) {
+                    Ok(shared) => {
+                        if let Err(e) = without_gil(|| state.emit_shared(shared)) {
+                            return emit_failed(e);
+                        }
+                        if state.length_reached() {
+                            break;
+                        }
+                        continue;
+                    }
+                    Err(item) => item,
                 };
                 let Some(chunk) = bytes_of(item.as_ptr()) else {
                     let name = std::ffi::CStr::from_ptr((*ffi::Py_TYPE(item.as_ptr())).tp_name)

@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 use pyo3::ffi;
 
 use super::attach::without_gil;
+use super::shared::SharedChunk;
 use super::{Obj, bytes_of, new_bytes, raise, str_text};
 use crate::response::{check_header, parse_content_length, parse_status};
 use crate::wsgi::{RequestBody, ResponseSink};
@@ -323,16 +324,39 @@ impl CallState {
     /// Sends the headers if not yet sent, then `chunk` cut to the declared Content-Length.
     /// Call without the GIL.
     pub(crate) fn emit(&self, chunk: &[u8]) -> Result<(), EmitError> {
+        self.emit_with(chunk.len(), |sink, room| sink.write(&chunk[..room]))
+    }
+
+    /// [`CallState::emit`] for a chunk lent without copying: the sink takes it whole, or a
+    /// copy of what fits the declared Content-Length. Call without the GIL.
+    pub(crate) fn emit_shared(&self, chunk: SharedChunk) -> Result<(), EmitError> {
+        let len = chunk.len();
+        self.emit_with(len, move |sink, room| {
+            if room == len {
+                sink.write_shared(chunk)
+            } else {
+                sink.write(&chunk[..room])
+            }
+        })
+    }
+
+    /// Sends the headers if not yet sent, then has `write` send the first `room` bytes of a
+    /// `len`-byte chunk, `room` being what the declared Content-Length leaves.
+    fn emit_with(
+        &self,
+        len: usize,
+        write: impl FnOnce(&mut dyn ResponseSink, usize) -> io::Result<()>,
+    ) -> Result<(), EmitError> {
         let mut r = self.resp.lock();
         self.ensure_headers(&mut r, None)?;
-        if chunk.is_empty() {
+        if len == 0 {
             return Ok(());
         }
         let room = match r.content_length {
-            Some(cl) => cl.saturating_sub(r.sent).min(chunk.len() as u64) as usize,
-            None => chunk.len(),
+            Some(cl) => cl.saturating_sub(r.sent).min(len as u64) as usize,
+            None => len,
         };
-        if room < chunk.len() {
+        if room < len {
             r.truncated = true;
         }
         if room == 0 {
@@ -341,7 +365,7 @@ impl CallState {
         let sink = r.sink.as_ref().ok_or(EmitError::Finished)?.0;
         // SAFETY: the sink is lent for the running call (it is in the slot) and the resp
         // mutex, held, gives exclusive access.
-        match unsafe { (*sink).write(&chunk[..room]) } {
+        match write(unsafe { &mut *sink }, room) {
             Ok(()) => {
                 r.sent += room as u64;
                 Ok(())

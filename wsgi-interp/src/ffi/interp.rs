@@ -82,6 +82,8 @@ pub(crate) struct Objects {
     /// `environ::KEYS`, with the `str` made for it. Locked only while attached, never across
     /// a call that may run Python code; a thread that finds it taken decodes afresh.
     pub last_values: parking_lot::Mutex<Vec<LastValue>>,
+    /// References that response chunks lent to the front dropped off this interpreter.
+    pub release_queue: std::sync::Arc<super::shared::ReleaseQueue>,
 }
 
 impl Objects {
@@ -90,6 +92,7 @@ impl Objects {
     unsafe fn release(self) {
         // SAFETY: attached to the owner (caller's contract).
         unsafe {
+            self.release_queue.close();
             for k in self.keys.into_iter().chain(self.values) {
                 k.release();
             }

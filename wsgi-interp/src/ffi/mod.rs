@@ -23,6 +23,7 @@
 //! * `tstate`: the calling thread's thread states and attachment mark.
 //! * `gil`: taking the GIL, fairly between interpreters that share it.
 //! * `attach`: `Interp::run`, `without_gil`, and the [`attach::Attached`] proof.
+//! * `shared`: large response `bytes` lent to the front without copying ([`shared::SharedChunk`]).
 //! * `host`: the Rust functions Python calls (`start_response`, `write`, `wsgi.input`, logs).
 //! * `finalize`, `startup`, `lifecycle`: ending interpreters and finalising; starting CPython
 //!   and making interpreters; the `wsgi-python-main` thread that does both.
@@ -37,6 +38,7 @@ pub(crate) mod hook;
 pub(crate) mod host;
 pub(crate) mod interp;
 pub(crate) mod lifecycle;
+pub(crate) mod shared;
 pub(crate) mod startup;
 pub(crate) mod tstate;
 

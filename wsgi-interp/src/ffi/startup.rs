@@ -407,6 +407,7 @@ pub(super) unsafe fn bootstrap(
             publish_stopping,
             unflushed,
             flush_streams,
+            release_queue: super::shared::ReleaseQueue::new(),
             last_values: parking_lot::Mutex::new(
                 (0..crate::environ::KEYS.len()).map(|_| None).collect(),
             ),
