@@ -65,9 +65,15 @@ pub struct Stamps {
 impl Stamps {
     /// Stamps for a request read now by this process, with a new request id.
     pub fn now() -> Stamps {
+        Stamps::now_in(std::process::id())
+    }
+
+    /// [`Stamps::now`] for a request read by the process `pid` (a front that knows its pid
+    /// saves the system call).
+    pub fn now_in(pid: u32) -> Stamps {
         Stamps {
             request_start_us: now_us(),
-            server_pid: std::process::id(),
+            server_pid: pid,
             request_id: next_request_id(),
             ..Stamps::default()
         }

@@ -209,6 +209,10 @@ struct TlsInfo {
     sni: Option<String>,
 }
 
+/// This process's pid (`mod_wsgi.server_pid`), read once: a front never forks once it
+/// serves, and getpid(2) is a system call per request otherwise.
+static FRONT_PID: std::sync::LazyLock<u32> = std::sync::LazyLock::new(std::process::id);
+
 /// What a connection knows about itself.
 struct ConnInfo {
     peer: SocketAddr,
@@ -854,7 +858,7 @@ fn front_hooks(
                 .config
                 .server_identity(vhost_of(front, conn, host)),
             context: None,
-            stamps: Stamps::now(),
+            stamps: Stamps::now_in(*FRONT_PID),
         },
         settings,
     );
@@ -1265,7 +1269,7 @@ async fn serve_route(
     });
     // `mod_wsgi.request_start` (before the body is read) and the request id, which the access
     // log's `%L` shows too.
-    let stamps = Stamps::now();
+    let stamps = Stamps::now_in(*FRONT_PID);
     let mut response = if front.logs.is_some() {
         let (script, env) = (route.script_filename().to_path_buf(), route.env.clone());
         let user = granted.user.clone();

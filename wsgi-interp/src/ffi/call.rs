@@ -303,7 +303,7 @@ unsafe fn set_stamps(
                 Obj::own(ffi::PyFloat_FromDouble(us as f64 / 1e6))
             }
         };
-        let pid = if stamps.server_pid == 0 || stamps.server_pid == std::process::id() {
+        let pid = if stamps.server_pid == 0 || stamps.server_pid == objects.own_pid_number {
             Some(Obj::borrowed(objects.own_pid.ptr()))
         } else {
             let mut buf = [0u8; 10];

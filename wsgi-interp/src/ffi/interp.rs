@@ -82,6 +82,8 @@ pub(crate) struct Objects {
     /// `environ::KEYS`, with the `str` made for it. Locked only while attached, never across
     /// a call that may run Python code; a thread that finds it taken decodes afresh.
     pub last_values: parking_lot::Mutex<Vec<LastValue>>,
+    /// This process's pid, as `own_pid` shows it (the interpreter was made in this process).
+    pub own_pid_number: u32,
     /// References that response chunks lent to the front dropped off this interpreter.
     pub release_queue: std::sync::Arc<super::shared::ReleaseQueue>,
 }

@@ -351,7 +351,8 @@ pub(super) unsafe fn bootstrap(
         let mod_wsgi_version = version_tuple((a.into(), b.into(), c.into())).ok_or_else(err)?;
         let apache_version = version_tuple(crate::environ::apache_version()).ok_or_else(err)?;
         let zero_seconds = Obj::own(ffi::PyFloat_FromDouble(0.0)).ok_or_else(err)?;
-        let own_pid = new_str(&std::process::id().to_string()).ok_or_else(err)?;
+        let own_pid_number = std::process::id();
+        let own_pid = new_str(&own_pid_number.to_string()).ok_or_else(err)?;
         let group_name = new_str(name).ok_or_else(err)?;
         let request_timeout = attr(c"RequestTimeout")?;
         let tracking = attr(c"tracking")?;
@@ -407,6 +408,7 @@ pub(super) unsafe fn bootstrap(
             publish_stopping,
             unflushed,
             flush_streams,
+            own_pid_number,
             release_queue: super::shared::ReleaseQueue::new(),
             last_values: parking_lot::Mutex::new(
                 (0..crate::environ::KEYS.len()).map(|_| None).collect(),
