@@ -913,6 +913,68 @@ impl ConfigBuilder {
                     self.host_mut(host).tls.protocols = Some(protocols);
                 }
             }
+            "remoteipproxyprotocol" | "remoteipproxyprotocolexceptions"
+                if !ctx.containers.is_empty() =>
+            {
+                self.config.unserved_forms.push((
+                    d.span.clone(),
+                    format!("{} belongs in the server or a <VirtualHost>, not in a <Directory>, <Files> or <Location> (Apache refuses it there too)", d.name),
+                ));
+            }
+            "remoteipproxyprotocol" => {
+                let on = match d.args.as_slice() {
+                    [v] if v.eq_ignore_ascii_case("on") => true,
+                    [v] if v.eq_ignore_ascii_case("off") => false,
+                    _ => {
+                        return Err(ConfigError::new(
+                            Some(&d.span),
+                            d.name.clone(),
+                            ErrorKind::BadValue {
+                                option: "argument".into(),
+                                value: d.args.join(" "),
+                                expected: "`On` or `Off`".into(),
+                            },
+                        ));
+                    }
+                };
+                let addresses: Vec<crate::remoteip::LocalAddr> = match host {
+                    None => vec![crate::remoteip::LocalAddr::ANY],
+                    Some(i) => self.config.virtual_hosts[i]
+                        .addresses
+                        .iter()
+                        .map(crate::remoteip::LocalAddr::of)
+                        .collect(),
+                };
+                self.config.proxy_protocol.set(&addresses, on);
+            }
+            "remoteipproxyprotocolexceptions" => {
+                let nets = crate::remoteip::parse_exceptions(&d.args).map_err(|bad| {
+                    ConfigError::new(
+                        Some(&d.span),
+                        d.name.clone(),
+                        ErrorKind::BadValue {
+                            option: "address".into(),
+                            value: bad,
+                            expected: "an IP address or range: `10.0.0.1`, `10.0.0.0/8`, `10.0.0.0/255.0.0.0`, `10.1`, `2001:db8::/32`".into(),
+                        },
+                    )
+                })?;
+                if nets.is_empty() {
+                    return Err(ConfigError::new(
+                        Some(&d.span),
+                        d.name.clone(),
+                        ErrorKind::BadValue {
+                            option: "address".into(),
+                            value: String::new(),
+                            expected: "one address or range or more".into(),
+                        },
+                    ));
+                }
+                self.host_mut(host)
+                    .proxy_protocol_exceptions
+                    .get_or_insert_with(Vec::new)
+                    .extend(nets);
+            }
             "require" => match crate::authz::parse_require(&d.args) {
                 Ok((negated, requirement)) => {
                     // The Require containers the line is in, inside its section.
