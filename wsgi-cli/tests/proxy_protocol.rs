@@ -13,7 +13,7 @@ mod util;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use util::Server;
@@ -88,15 +88,23 @@ fn exchange(s: &mut TcpStream, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&util::read_to_close(s)).into_owned()
 }
 
-/// `GET path` (closing), sent after `header` on a new connection from `from` to `addr`: the
-/// whole answer as text (empty when the server closed without one).
-fn send(from: Ipv4Addr, addr: SocketAddr, header: &[u8], path: &str) -> String {
+/// `GET path` (closing, with the `extra` header lines), sent after `header` on a new
+/// connection from `from` to `addr`: the client's own port, and the whole answer as text
+/// (empty when the server closed without one).
+fn ask(from: Ipv4Addr, addr: SocketAddr, header: &[u8], path: &str, extra: &str) -> (u16, String) {
     let mut s = connect_from(from, addr);
+    let port = s.local_addr().unwrap().port();
     let mut bytes = header.to_vec();
     bytes.extend_from_slice(
-        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n")
+            .as_bytes(),
     );
-    exchange(&mut s, &bytes)
+    (port, exchange(&mut s, &bytes))
+}
+
+/// [`ask`] with no extra header lines: the answer.
+fn send(from: Ipv4Addr, addr: SocketAddr, header: &[u8], path: &str) -> String {
+    ask(from, addr, header, path, "").1
 }
 
 /// The body of an answer (chunks joined), or the whole text when it has no head.
@@ -156,9 +164,9 @@ fn free_port() -> u16 {
 
 /// HAProxy started by the test in the foreground, in TCP mode (a layer 4 balancer, as PROXY
 /// protocol users run it) on a free port of 127.0.0.1, with `server` as its one server line
-/// and HTTP health checks of `/check` every 300 ms; stopped and reaped when dropped.
+/// and HTTP health checks of `/check` every 300 ms; killed and reaped when dropped.
 struct Haproxy {
-    child: Child,
+    _child: util::Started,
     addr: SocketAddr,
     log: PathBuf,
 }
@@ -179,7 +187,11 @@ impl Haproxy {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("HAProxy runs: scripts/setup-test-env.sh installs Debian's haproxy");
-        let haproxy = Haproxy { child, addr, log };
+        let haproxy = Haproxy {
+            _child: util::Started(child),
+            addr,
+            log,
+        };
         assert!(
             util::eventually(Duration::from_secs(20), || TcpStream::connect(addr).is_ok()),
             "HAProxy does not accept on {addr}: {}",
@@ -190,20 +202,6 @@ impl Haproxy {
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -218,14 +216,8 @@ fn through_haproxy(site: &Site, server: &Server, tls: bool) {
             site.dir.path(),
             &format!("server wsgi {}{ssl} {send}", server.addr),
         );
-        let mut client = connect_from(Ipv4Addr::new(127, 0, 0, 2), haproxy.addr);
-        let port = client.local_addr().unwrap().port();
         let path = format!("/who-{send}");
-        let answer = exchange(
-            &mut client,
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        );
+        let (port, answer) = ask(Ipv4Addr::new(127, 0, 0, 2), haproxy.addr, b"", &path, "");
         assert!(
             answer.starts_with("HTTP/1.1 200"),
             "{send}: {answer:?}\nHAProxy: {}\nserver: {}",
@@ -385,27 +377,14 @@ fn a_header_from_a_peer_not_allowed_is_refused() {
 fn local_and_unknown_headers_keep_the_socket_address() {
     let site = Site::new();
     let server = site.serve(&[]);
-    let mut s = connect_from(Ipv4Addr::LOCALHOST, server.addr);
-    let port = s.local_addr().unwrap().port();
-    let mut bytes = v2(0, 0x00, &[]);
-    bytes.extend_from_slice(b"GET /local HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    let answer = exchange(&mut s, &bytes);
-    assert_eq!(
-        body(&answer),
-        format!("127.0.0.1 {port} /local\n"),
-        "{answer}"
-    );
-    let mut s = connect_from(Ipv4Addr::LOCALHOST, server.addr);
-    let port = s.local_addr().unwrap().port();
-    let answer = exchange(
-        &mut s,
-        b"PROXY UNKNOWN\r\nGET /unknown HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-    );
-    assert_eq!(
-        body(&answer),
-        format!("127.0.0.1 {port} /unknown\n"),
-        "{answer}"
-    );
+    for (header, path) in [
+        (v2(0, 0x00, &[]), "/local"),
+        (b"PROXY UNKNOWN\r\n".to_vec(), "/unknown"),
+    ] {
+        let (port, answer) = ask(Ipv4Addr::LOCALHOST, server.addr, &header, path, "");
+        let expected = format!("127.0.0.1 {port} {path}\n");
+        assert_eq!(body(&answer), expected, "{answer}");
+    }
     let mut six = "2001:db8::7"
         .parse::<std::net::Ipv6Addr>()
         .unwrap()
@@ -510,24 +489,11 @@ fn remoteip_proxy_protocol_in_a_config_site() {
     assert_eq!(body(&answer), "198.51.100.8 9000 /proxied\n", "{answer}");
     assert_eq!(send(local, at(on), b"", "/no-header"), "");
     // An exception connects without one (its header would not be read).
-    let mut s = connect_from(Ipv4Addr::new(127, 0, 0, 4), at(on));
-    let port = s.local_addr().unwrap().port();
-    let answer = exchange(
-        &mut s,
-        b"GET /exception HTTP/1.1\r\nHost: proxied.example\r\nConnection: close\r\n\r\n",
-    );
-    assert_eq!(
-        body(&answer),
-        format!("127.0.0.4 {port} /exception\n"),
-        "{answer}"
-    );
+    let (port, answer) = ask(Ipv4Addr::new(127, 0, 0, 4), at(on), b"", "/exception", "");
+    let expected = format!("127.0.0.4 {port} /exception\n");
+    assert_eq!(body(&answer), expected, "{answer}");
     // The other port speaks plain HTTP: a header there is no request line.
-    let mut s = connect_from(local, at(off));
-    let port = s.local_addr().unwrap().port();
-    let answer = exchange(
-        &mut s,
-        b"GET /direct HTTP/1.1\r\nHost: direct.example\r\nConnection: close\r\n\r\n",
-    );
+    let (port, answer) = ask(local, at(off), b"", "/direct", "");
     assert_eq!(
         body(&answer),
         format!("127.0.0.1 {port} /direct\n"),
@@ -571,13 +537,8 @@ fn the_header_client_is_the_peer_require_and_trusted_proxies_judge() {
     );
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let ask = |client: &str, path: &str, extra: &str| {
-        let mut s = connect_from(Ipv4Addr::LOCALHOST, addr);
-        let mut bytes = v2_tcp4(client.parse().unwrap());
-        bytes.extend_from_slice(
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n")
-                .as_bytes(),
-        );
-        exchange(&mut s, &bytes)
+        let header = v2_tcp4(client.parse().unwrap());
+        ask(Ipv4Addr::LOCALHOST, addr, &header, path, extra).1
     };
     // Require ip: the header's client, not the socket's 127.0.0.1.
     let answer = ask("192.0.2.9:1000", "/private", "");

@@ -922,20 +922,10 @@ impl ConfigBuilder {
                 ));
             }
             "remoteipproxyprotocol" => {
+                let refuse = |kind| ConfigError::new(Some(&d.span), d.name.clone(), kind);
                 let on = match d.args.as_slice() {
-                    [v] if v.eq_ignore_ascii_case("on") => true,
-                    [v] if v.eq_ignore_ascii_case("off") => false,
-                    _ => {
-                        return Err(ConfigError::new(
-                            Some(&d.span),
-                            d.name.clone(),
-                            ErrorKind::BadValue {
-                                option: "argument".into(),
-                                value: d.args.join(" "),
-                                expected: "`On` or `Off`".into(),
-                            },
-                        ));
-                    }
+                    [value] => crate::options::parse_flag(value).map_err(refuse)?,
+                    _ => return Err(bad_alias(d, "one argument", "RemoteIPProxyProtocol On|Off")),
                 };
                 let addresses: Vec<crate::remoteip::LocalAddr> = match host {
                     None => vec![crate::remoteip::LocalAddr::ANY],
@@ -948,28 +938,17 @@ impl ConfigBuilder {
                 self.config.proxy_protocol.set(&addresses, on);
             }
             "remoteipproxyprotocolexceptions" => {
-                let nets = crate::remoteip::parse_exceptions(&d.args).map_err(|bad| {
-                    ConfigError::new(
-                        Some(&d.span),
-                        d.name.clone(),
-                        ErrorKind::BadValue {
-                            option: "address".into(),
-                            value: bad,
-                            expected: "an IP address or range: `10.0.0.1`, `10.0.0.0/8`, `10.0.0.0/255.0.0.0`, `10.1`, `2001:db8::/32`".into(),
-                        },
-                    )
-                })?;
-                if nets.is_empty() {
-                    return Err(ConfigError::new(
-                        Some(&d.span),
-                        d.name.clone(),
-                        ErrorKind::BadValue {
-                            option: "address".into(),
-                            value: String::new(),
-                            expected: "one address or range or more".into(),
-                        },
-                    ));
-                }
+                let usage = "RemoteIPProxyProtocolExceptions host|range [host|range] ...";
+                let nets = match crate::remoteip::parse_exceptions(&d.args) {
+                    Ok(nets) if !nets.is_empty() => nets,
+                    Ok(_) => return Err(bad_alias(d, "an address or range", usage)),
+                    Err(bad) => {
+                        let expected = format!(
+                            "`{bad}` is no IP address or range (`10.0.0.1`, `10.0.0.0/8`, `10.0.0.0/255.0.0.0`, `10.1`, `2001:db8::/32`)"
+                        );
+                        return Err(bad_alias(d, &expected, usage));
+                    }
+                };
                 self.host_mut(host)
                     .proxy_protocol_exceptions
                     .get_or_insert_with(Vec::new)

@@ -204,7 +204,7 @@ mod tests {
             errors[0]
         );
         assert!(
-            errors[0].to_string().contains("`On` or `Off`"),
+            errors[0].to_string().contains("use On or Off"),
             "{}",
             errors[0]
         );

@@ -411,86 +411,38 @@ pub async fn serve(
             None => Decision::Plain,
             Some(proxy) => proxy.decide(&front.site.config, peer, local, route_port),
         };
-        match (decision, stream, tls) {
-            (Decision::Refuse, _, _) => {
-                tracing::info!(
-                    peer = %peer,
-                    "PROXY protocol: a connection from an address not in --proxy-allow-from: refused"
-                );
-            }
+        if decision == Decision::Refuse {
+            tracing::info!(
+                peer = %peer,
+                "PROXY protocol: a connection from an address not in --proxy-allow-from: refused"
+            );
+            return;
+        }
+        let header = decision == Decision::Header;
+        match (stream, tls) {
             // The master refuses TLS on a unix socket.
-            (Decision::Plain, Conn::Unix(stream), _) => {
-                tokio::spawn(plain_connection(
-                    front,
-                    stream,
-                    addrs,
-                    permit,
-                    (&builder, shutdown.watcher()),
-                ));
+            (Conn::Unix(stream), _) => {
+                let conn = (front, stream, addrs, permit);
+                spawn_plain(conn, header, (&builder, shutdown.watcher()));
             }
-            (Decision::Plain, Conn::Tcp(stream), None) => {
-                tokio::spawn(plain_connection(
-                    front,
-                    stream,
-                    addrs,
-                    permit,
-                    (&builder, shutdown.watcher()),
-                ));
+            (Conn::Tcp(stream), None) => {
+                let conn = (front, stream, addrs, permit);
+                spawn_plain(conn, header, (&builder, shutdown.watcher()));
             }
-            (Decision::Plain, Conn::Tcp(stream), Some(tls)) => {
+            (Conn::Tcp(mut stream), Some(tls)) => {
+                // The PROXY header and the handshake, both within the header timeout.
                 let deadline = tokio::time::Instant::now() + front.limits.header_timeout;
-                tokio::spawn(tls_connection(
-                    front,
-                    stream,
-                    addrs,
-                    (tls, deadline),
-                    permit,
-                    (builder.clone(), shutdown.watcher()),
-                ));
-            }
-            (Decision::Header, stream, tls) => {
-                // The PROXY header first, within the header timeout (with TLS, the same
-                // deadline covers the handshake after it).
-                let deadline = tokio::time::Instant::now() + front.limits.header_timeout;
-                let builder = builder.clone();
-                let watcher = shutdown.watcher();
+                let serving = (builder.clone(), shutdown.watcher());
                 tokio::spawn(async move {
-                    match (stream, tls) {
-                        (Conn::Unix(mut stream), _) => {
-                            let Some(client) = proxied_peer(&mut stream, peer, deadline).await
-                            else {
-                                return;
-                            };
-                            let addrs = addrs.proxied(client);
-                            plain_connection(front, stream, addrs, permit, (&builder, watcher))
-                                .await;
-                        }
-                        (Conn::Tcp(mut stream), None) => {
-                            let Some(client) = proxied_peer(&mut stream, peer, deadline).await
-                            else {
-                                return;
-                            };
-                            let addrs = addrs.proxied(client);
-                            plain_connection(front, stream, addrs, permit, (&builder, watcher))
-                                .await;
-                        }
-                        (Conn::Tcp(mut stream), Some(tls)) => {
-                            let Some(client) = proxied_peer(&mut stream, peer, deadline).await
-                            else {
-                                return;
-                            };
-                            let addrs = addrs.proxied(client);
-                            tls_connection(
-                                front,
-                                stream,
-                                addrs,
-                                (tls, deadline),
-                                permit,
-                                (builder, watcher),
-                            )
-                            .await;
-                        }
-                    }
+                    let addrs = match header {
+                        false => addrs,
+                        true => match proxied(&mut stream, addrs, deadline).await {
+                            Some(addrs) => addrs,
+                            None => return,
+                        },
+                    };
+                    let tls = (tls, deadline);
+                    tls_connection(front, stream, addrs, tls, permit, serving).await;
                 });
             }
         }
@@ -558,6 +510,32 @@ fn plain_connection<S: SendfileSocket>(
     }
 }
 
+/// Starts serving a plain connection: at once, or, with `header`, once its PROXY header is
+/// read (within the header timeout).
+fn spawn_plain<S: SendfileSocket + PeekSocket>(
+    (front, mut stream, addrs, permit): (Arc<Front>, S, Addrs, tokio::sync::OwnedSemaphorePermit),
+    header: bool,
+    (builder, watcher): (&http1::Builder, Watcher),
+) {
+    if !header {
+        tokio::spawn(plain_connection(
+            front,
+            stream,
+            addrs,
+            permit,
+            (builder, watcher),
+        ));
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + front.limits.header_timeout;
+    let builder = builder.clone();
+    tokio::spawn(async move {
+        if let Some(addrs) = proxied(&mut stream, addrs, deadline).await {
+            plain_connection(front, stream, addrs, permit, (&builder, watcher)).await;
+        }
+    });
+}
+
 /// Serves a TLS connection: the handshake, done by `deadline` (a client that stalls it holds
 /// no more than a slow request head would), then as [`plain_connection`]. Plain HTTP gets
 /// mod_ssl's 400.
@@ -615,19 +593,20 @@ impl Addrs {
     }
 }
 
-/// Reads a connection's PROXY header by `deadline`: the peer it names (the socket's own,
-/// `peer`, for a `LOCAL` or `UNKNOWN` header), or None when there is no valid header in time
-/// (logged at info; the caller closes the connection).
-async fn proxied_peer<S: PeekSocket>(
+/// Reads a connection's PROXY header by `deadline`: the connection's addresses with the
+/// client it names (unchanged for a `LOCAL` or `UNKNOWN` header), or None when there is no
+/// valid header in time (logged at info; the caller closes the connection).
+async fn proxied<S: PeekSocket>(
     stream: &mut S,
-    peer: SocketAddr,
+    addrs: Addrs,
     deadline: tokio::time::Instant,
-) -> Option<SocketAddr> {
+) -> Option<Addrs> {
+    let peer = addrs.peer;
     match tokio::time::timeout_at(deadline, proxy_protocol::read_header(stream)).await {
         Ok(Ok(header)) => {
             let client = header.source.unwrap_or(peer);
             tracing::trace!(peer = %peer, client = %client, version = header.version, "PROXY header");
-            Some(client)
+            Some(addrs.proxied(client))
         }
         Ok(Err(HeaderError::Closed(0))) => {
             // A balancer's TCP check, or a port scan: nothing was asked.
