@@ -331,8 +331,9 @@ pub async fn read_header<S: PeekSocket>(stream: &mut S) -> Result<Header, Header
             match parse(&buf[..n]) {
                 Parsed::Complete(header) => Ok(Peek::Done(header)),
                 Parsed::Invalid(why) => Ok(Peek::Invalid(why)),
-                Parsed::Incomplete { .. } if closed => Ok(Peek::Closed(n)),
+                // More bytes may wait beyond the buffer, closed or not.
                 Parsed::Incomplete { need } if need > buf.len() => Ok(Peek::Grow(need)),
+                Parsed::Incomplete { .. } if closed => Ok(Peek::Closed(n)),
                 // A v1 header longer than the buffer is refused by the parser (107 bytes at
                 // most), so a full buffer is never left waiting here.
                 Parsed::Incomplete { .. } if n == buf.len() => {
@@ -616,6 +617,26 @@ mod tests {
         assert_eq!(header.len, 28 + 1003);
         assert_eq!(header.source, Some("192.0.2.9:4000".parse().unwrap()));
         assert_eq!(&rest, b"after");
+    }
+
+    #[tokio::test]
+    async fn a_large_v2_header_sent_whole_before_a_close_is_read() {
+        let (mut client, mut server) = pair().await;
+        let mut tlv = vec![0xE0, 0x03, 0xE8];
+        tlv.extend_from_slice(&[7; 1000]);
+        let mut bytes = v2_tcp4([192, 0, 2, 9], 4000, &tlv);
+        bytes.extend_from_slice(b"GET / HTTP/1.0\r\n\r\n");
+        client.write_all(&bytes).await.unwrap();
+        client.shutdown().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let header = tokio::time::timeout(Duration::from_secs(5), read_header(&mut server))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(header.len, 28 + 1003);
+        let mut rest = Vec::new();
+        server.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"GET / HTTP/1.0\r\n\r\n");
     }
 
     #[tokio::test]
