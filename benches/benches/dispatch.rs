@@ -88,6 +88,7 @@ fn front(threads: usize) -> Arc<Front> {
         control: None,
         draining: std::sync::atomic::AtomicBool::new(false),
         metrics: None,
+        proxy: None,
     })
 }
 

@@ -303,7 +303,7 @@ impl AuthzNode {
 
 /// Reads a `Require ip` argument: an address, a CIDR network, `a.b.c.d/m.m.m.m`, or a
 /// partial IPv4 address (`10.1` is `10.1.0.0/16`).
-fn ip_spec(text: &str) -> Option<IpNet> {
+pub(crate) fn ip_spec(text: &str) -> Option<IpNet> {
     if let Some((addr, mask)) = text.split_once('/') {
         if let (Ok(IpAddr::V4(addr)), Ok(mask)) =
             (addr.parse::<IpAddr>(), mask.parse::<std::net::Ipv4Addr>())

@@ -885,6 +885,47 @@ impl ConfigBuilder {
                     self.host_mut(host).tls.protocols = Some(protocols);
                 }
             }
+            "remoteipproxyprotocol" | "remoteipproxyprotocolexceptions"
+                if !ctx.containers.is_empty() =>
+            {
+                self.config.unserved_forms.push((
+                    d.span.clone(),
+                    format!("{} belongs in the server or a <VirtualHost>, not in a <Directory>, <Files> or <Location> (Apache refuses it there too)", d.name),
+                ));
+            }
+            "remoteipproxyprotocol" => {
+                let refuse = |kind| ConfigError::new(Some(&d.span), d.name.clone(), kind);
+                let on = match d.args.as_slice() {
+                    [value] => crate::options::parse_flag(value).map_err(refuse)?,
+                    _ => return Err(bad_alias(d, "one argument", "RemoteIPProxyProtocol On|Off")),
+                };
+                let addresses: Vec<crate::remoteip::LocalAddr> = match host {
+                    None => vec![crate::remoteip::LocalAddr::ANY],
+                    Some(i) => self.config.virtual_hosts[i]
+                        .addresses
+                        .iter()
+                        .map(crate::remoteip::LocalAddr::of)
+                        .collect(),
+                };
+                self.config.proxy_protocol.set(&addresses, on);
+            }
+            "remoteipproxyprotocolexceptions" => {
+                let usage = "RemoteIPProxyProtocolExceptions host|range [host|range] ...";
+                let nets = match crate::remoteip::parse_exceptions(&d.args) {
+                    Ok(nets) if !nets.is_empty() => nets,
+                    Ok(_) => return Err(bad_alias(d, "an address or range", usage)),
+                    Err(bad) => {
+                        let expected = format!(
+                            "`{bad}` is no IP address or range (`10.0.0.1`, `10.0.0.0/8`, `10.0.0.0/255.0.0.0`, `10.1`, `2001:db8::/32`)"
+                        );
+                        return Err(bad_alias(d, &expected, usage));
+                    }
+                };
+                self.host_mut(host)
+                    .proxy_protocol_exceptions
+                    .get_or_insert_with(Vec::new)
+                    .extend(nets);
+            }
             "require" => match crate::authz::parse_require(&d.args) {
                 Ok((negated, requirement)) => {
                     // The Require containers the line is in, inside its section.

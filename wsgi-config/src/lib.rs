@@ -25,6 +25,7 @@ pub mod model;
 pub mod options;
 pub mod proxy;
 pub mod reader;
+pub mod remoteip;
 pub mod report;
 pub mod route;
 pub mod serve_support;

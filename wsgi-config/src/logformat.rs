@@ -7,8 +7,12 @@
 pub enum LogItem {
     /// Text as written (`\n`, `\t`, `\"` and `\\` unescaped).
     Text(String),
-    /// `%a`, `%h` (no hostname lookups: the address): the client's address.
+    /// `%a`, `%h` (no hostname lookups: the address): the client's address (with the PROXY
+    /// protocol, the one the header names).
     RemoteAddr,
+    /// `%{c}a`: the connection's own peer (with the PROXY protocol, the balancer; else the
+    /// client, as `%a`).
+    ConnAddr,
     /// `%A`: the server's address the request came in on.
     LocalAddr,
     /// `%b`: body bytes sent, `-` for none.
@@ -138,7 +142,8 @@ pub fn parse(format: &str) -> Result<Vec<LogItem>, String> {
                 }
                 let _ = final_status;
                 let item = match (directive, arg.as_deref()) {
-                    ('a', None | Some("c")) | ('h', None) => LogItem::RemoteAddr,
+                    ('a', None) | ('h', None) => LogItem::RemoteAddr,
+                    ('a', Some("c")) => LogItem::ConnAddr,
                     ('A', None) => LogItem::LocalAddr,
                     ('b', None) => LogItem::BytesClf,
                     ('B', None) => LogItem::Bytes,

@@ -38,6 +38,9 @@ pub struct Config {
     pub import_scripts: Vec<ImportScript>,
     /// `Listen` directives.
     pub listen: Vec<Listen>,
+    /// mod_remoteip's `RemoteIPProxyProtocol` lines: the addresses whose connections start
+    /// with a PROXY header.
+    pub proxy_protocol: crate::remoteip::ProxyProtocol,
     /// Apache's `User`, the default user of daemon processes.
     pub user: Option<String>,
     /// Apache's `Group`.
@@ -163,6 +166,20 @@ impl Config {
             None => self.main.tls.clone(),
             Some(_) => self.host(host).tls.over(&self.main.tls),
         }
+    }
+
+    /// The clients that may connect without a PROXY header to a connection whose default
+    /// host is `host` (None: the main server): the host's `RemoteIPProxyProtocolExceptions`,
+    /// else the main server's, as mod_remoteip merges them.
+    pub fn proxy_protocol_exceptions(&self, host: Option<usize>) -> &[IpNet] {
+        let own = host.and_then(|i| {
+            self.virtual_hosts
+                .get(i)?
+                .proxy_protocol_exceptions
+                .as_deref()
+        });
+        own.or(self.main.proxy_protocol_exceptions.as_deref())
+            .unwrap_or_default()
     }
 
     /// The settings of every level of the configuration: the main server, the virtual hosts,
@@ -522,6 +539,9 @@ pub struct Host {
     pub document_root: Option<PathBuf>,
     /// `ServerAdmin` (the environ's `SERVER_ADMIN`).
     pub server_admin: Option<String>,
+    /// mod_remoteip's `RemoteIPProxyProtocolExceptions` set at this level: clients that may
+    /// connect without a PROXY header (see [`Config::proxy_protocol_exceptions`]).
+    pub proxy_protocol_exceptions: Option<Vec<IpNet>>,
     /// mod_alias's `Redirect`, `RedirectMatch`, `RedirectPermanent`, `RedirectTemp`, in
     /// configuration order.
     pub redirects: Vec<Redirect>,

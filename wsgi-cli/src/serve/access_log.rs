@@ -281,6 +281,8 @@ pub struct LogRecord {
     pub time: DateTime<Local>,
     /// The client.
     pub peer: SocketAddr,
+    /// The connection's own peer, when a PROXY header named another client (`%{c}a`).
+    pub via: Option<SocketAddr>,
     /// The address it came in on.
     pub local: SocketAddr,
     /// The request line, as received.
@@ -366,6 +368,7 @@ impl LogRecord {
             start: Instant::now(),
             time: Local::now(),
             peer,
+            via: None,
             local,
             request_line: request_line.to_vec(),
             method: method.to_string(),
@@ -423,6 +426,9 @@ impl LogRecord {
             match item {
                 LogItem::Text(t) => out.push_str(t),
                 LogItem::RemoteAddr => out.push_str(&self.peer.ip().to_string()),
+                LogItem::ConnAddr => {
+                    out.push_str(&self.via.unwrap_or(self.peer).ip().to_string());
+                }
                 LogItem::LocalAddr => out.push_str(&self.local.ip().to_string()),
                 LogItem::BytesClf if bytes == 0 => out.push('-'),
                 LogItem::BytesClf | LogItem::Bytes => out.push_str(&bytes.to_string()),
@@ -671,6 +677,7 @@ mod tests {
             start: Instant::now(),
             time: Local.with_ymd_and_hms(2000, 10, 10, 13, 55, 36).unwrap(),
             peer: "127.0.0.1:50000".parse().unwrap(),
+            via: None,
             local: "127.0.0.1:8080".parse().unwrap(),
             request_line: b"GET /apache_pb.gif?x=1 HTTP/1.0".to_vec(),
             method: "GET".into(),
@@ -701,6 +708,24 @@ mod tests {
             ..record()
         };
         assert_eq!(record.line(&format, 0), "AAECAwQFBgc 200\n");
+    }
+
+    #[test]
+    fn the_connection_peer_is_the_balancer_of_a_proxy_header() {
+        let format = wsgi_config::logformat::parse("%h %a %{c}a %{remote}p").unwrap();
+        assert_eq!(
+            record().line(&format, 0),
+            "127.0.0.1 127.0.0.1 127.0.0.1 50000\n"
+        );
+        let proxied = LogRecord {
+            peer: "192.0.2.7:4000".parse().unwrap(),
+            via: Some("10.0.0.1:50000".parse().unwrap()),
+            ..record()
+        };
+        assert_eq!(
+            proxied.line(&format, 0),
+            "192.0.2.7 192.0.2.7 10.0.0.1 4000\n"
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{Semaphore, oneshot, watch};
 use wsgi_config::MapHeadToGet;
@@ -49,6 +49,7 @@ use super::front_hooks::FrontHooks;
 use super::head::{HeadTap, Heads};
 use super::metrics::{AppLabels, FrontMetrics};
 use super::pool::{Job, JobResult, Refused, WorkerPool, error_status};
+use super::proxy_protocol::{self, Decision, HeaderError, PeekSocket, ProxyPolicy};
 use super::sendfile::{SendfileSocket, SendfileStream, file_bytes};
 use super::site::{Site, UrlAlias};
 use super::strict::{self, HeadLimits, Verdict};
@@ -131,6 +132,8 @@ pub struct Front {
     pub draining: AtomicBool,
     /// The request metrics (kept when the status endpoint is on).
     pub metrics: Option<Arc<FrontMetrics>>,
+    /// Who must start connections with a PROXY protocol header (None: no one).
+    pub proxy: Option<ProxyPolicy>,
 }
 
 /// A listening socket of the front: TCP, or a unix socket (for a proxy on this machine).
@@ -213,11 +216,27 @@ struct TlsInfo {
 /// serves, and getpid(2) is a system call per request otherwise.
 static FRONT_PID: std::sync::LazyLock<u32> = std::sync::LazyLock::new(std::process::id);
 
+/// A connection's addresses.
+#[derive(Debug, Clone, Copy)]
+struct Addrs {
+    /// The client: the socket's peer, or the one its PROXY header names.
+    peer: SocketAddr,
+    /// The address it came in on.
+    local: SocketAddr,
+    /// The port its requests are routed as.
+    route_port: u16,
+    /// The socket's own peer when a PROXY header named another client (the balancer: the
+    /// access log's `%{c}a`).
+    via: Option<SocketAddr>,
+}
+
 /// What a connection knows about itself.
 struct ConnInfo {
     peer: SocketAddr,
     local: SocketAddr,
     route_port: u16,
+    /// The balancer that sent a PROXY header naming `peer`.
+    via: Option<SocketAddr>,
     /// What the connection negotiated, when it speaks TLS.
     tls: Option<TlsInfo>,
     shared: Arc<ConnShared>,
@@ -233,16 +252,17 @@ type ConnStream<S> = HeadTap<ConnIo<S>>;
 fn conn_stream<S>(
     stream: S,
     limits: &Limits,
-    (peer, local, route_port): (SocketAddr, SocketAddr, u16),
+    addrs: Addrs,
     tls: Option<TlsInfo>,
 ) -> (ConnStream<S>, Arc<ConnInfo>) {
     let shared = Arc::new(ConnShared::default());
     let io = ConnIo::new(stream, shared.clone(), limits.write);
     let (tap, heads) = HeadTap::new(io, limits.max_header_size, limits.max_headers);
     let info = Arc::new(ConnInfo {
-        peer,
-        local,
-        route_port,
+        peer: addrs.peer,
+        local: addrs.local,
+        route_port: addrs.route_port,
+        via: addrs.via,
         tls,
         shared,
         heads,
@@ -280,7 +300,13 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let builder = http1_builder(&front.limits);
-    let (io, info) = conn_stream(stream, &front.limits, (peer, local, route_port), None);
+    let addrs = Addrs {
+        peer,
+        local,
+        route_port,
+        via: None,
+    };
+    let (io, info) = conn_stream(stream, &front.limits, addrs, None);
     let service = service_fn(move |req| handle(front.clone(), info.clone(), req));
     builder.serve_connection(TokioIo::new(io), service).await
 }
@@ -376,62 +402,54 @@ pub async fn serve(
             permit,
         } = accepted;
         let front = front.clone();
-        let addrs = (peer, local, route_port);
-        let (stream, tls) = match (stream, tls) {
+        let addrs = Addrs {
+            peer,
+            local,
+            route_port,
+            via: None,
+        };
+        if let Conn::Tcp(stream) = &stream {
+            let _ = stream.set_nodelay(true);
+        }
+        let decision = match &front.proxy {
+            None => Decision::Plain,
+            Some(proxy) => proxy.decide(&front.site.config, peer, local, route_port),
+        };
+        if decision == Decision::Refuse {
+            tracing::info!(
+                peer = %peer,
+                "PROXY protocol: a connection from an address not in --proxy-allow-from: refused"
+            );
+            return;
+        }
+        let header = decision == Decision::Header;
+        match (stream, tls) {
+            // The master refuses TLS on a unix socket.
             (Conn::Unix(stream), _) => {
-                // The master refuses TLS on a unix socket.
-                serve_plain(front, stream, addrs, permit, (&builder, &shutdown));
-                return;
+                let conn = (front, stream, addrs, permit);
+                spawn_plain(conn, header, (&builder, shutdown.watcher()));
             }
             (Conn::Tcp(stream), None) => {
-                let _ = stream.set_nodelay(true);
-                serve_plain(front, stream, addrs, permit, (&builder, &shutdown));
-                return;
+                let conn = (front, stream, addrs, permit);
+                spawn_plain(conn, header, (&builder, shutdown.watcher()));
             }
-            (Conn::Tcp(stream), Some(tls)) => (stream, tls),
-        };
-        let _ = stream.set_nodelay(true);
-        // TLS: the handshake first, within the header timeout (a client that stalls it holds
-        // no more than a slow request head would).
-        let builder = builder.clone();
-        let watcher = shutdown.watcher();
-        tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + front.limits.header_timeout;
-            let mut first = [0u8; 1];
-            let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut first)).await;
-            if matches!(peeked, Ok(Ok(1))) && first[0] != TLS_HANDSHAKE_RECORD {
-                refuse_plain_http(stream, front.limits.header_timeout).await;
-                return;
+            (Conn::Tcp(mut stream), Some(tls)) => {
+                // The PROXY header and the handshake, both within the header timeout.
+                let deadline = tokio::time::Instant::now() + front.limits.header_timeout;
+                let serving = (builder.clone(), shutdown.watcher());
+                tokio::spawn(async move {
+                    let addrs = match header {
+                        false => addrs,
+                        true => match proxied(&mut stream, addrs, deadline).await {
+                            Some(addrs) => addrs,
+                            None => return,
+                        },
+                    };
+                    let tls = (tls, deadline);
+                    tls_connection(front, stream, addrs, tls, permit, serving).await;
+                });
             }
-            let handshake = tokio::time::timeout_at(deadline, tls.accept(stream)).await;
-            let stream = match handshake {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    tracing::info!(peer = %peer, "TLS handshake failed: {e}");
-                    return;
-                }
-                Err(_) => {
-                    tracing::info!(peer = %peer, "TLS handshake not done within the header timeout: closed");
-                    return;
-                }
-            };
-            let sni = stream.get_ref().1.server_name().map(str::to_string);
-            let (io, info) = conn_stream(
-                stream,
-                &front.limits,
-                (peer, local, route_port),
-                Some(TlsInfo { sni }),
-            );
-            let service = {
-                let (front, info) = (front.clone(), info.clone());
-                service_fn(move |req| handle(front.clone(), info.clone(), req))
-            };
-            let conn = builder.serve_connection(TokioIo::new(io), service);
-            if let Err(e) = watcher.watch(conn).await {
-                refused_by_hyper(&front, &info, &e);
-            }
-            drop(permit);
-        });
+        }
     };
     loop {
         tokio::select! {
@@ -473,28 +491,144 @@ pub async fn serve(
     }
 }
 
-/// Serves a plain (not TLS) connection, watched by `shutdown`, holding its place among
-/// --max-connections (`permit`) until it ends.
-fn serve_plain<S: SendfileSocket>(
+/// Serves a plain (not TLS) connection, watched by `watcher` (graceful shutdown), holding
+/// its place among --max-connections (`permit`) until it ends.
+fn plain_connection<S: SendfileSocket>(
     front: Arc<Front>,
     stream: S,
-    addrs: (SocketAddr, SocketAddr, u16),
+    addrs: Addrs,
     permit: tokio::sync::OwnedSemaphorePermit,
-    (builder, shutdown): (&http1::Builder, &GracefulShutdown),
-) {
+    (builder, watcher): (&http1::Builder, Watcher),
+) -> impl Future<Output = ()> + Send + 'static {
     let (io, info) = conn_stream(SendfileStream::new(stream), &front.limits, addrs, None);
     let service = {
         let (front, info) = (front.clone(), info.clone());
         service_fn(move |req| handle(front.clone(), info.clone(), req))
     };
-    let conn = builder.serve_connection(TokioIo::new(io), service);
-    let conn = shutdown.watch(conn);
-    tokio::spawn(async move {
+    let conn = watcher.watch(builder.serve_connection(TokioIo::new(io), service));
+    async move {
         if let Err(e) = conn.await {
             refused_by_hyper(&front, &info, &e);
         }
         drop(permit);
+    }
+}
+
+/// Starts serving a plain connection: at once, or, with `header`, once its PROXY header is
+/// read (within the header timeout).
+fn spawn_plain<S: SendfileSocket + PeekSocket>(
+    (front, mut stream, addrs, permit): (Arc<Front>, S, Addrs, tokio::sync::OwnedSemaphorePermit),
+    header: bool,
+    (builder, watcher): (&http1::Builder, Watcher),
+) {
+    if !header {
+        tokio::spawn(plain_connection(
+            front,
+            stream,
+            addrs,
+            permit,
+            (builder, watcher),
+        ));
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + front.limits.header_timeout;
+    let builder = builder.clone();
+    tokio::spawn(async move {
+        if let Some(addrs) = proxied(&mut stream, addrs, deadline).await {
+            plain_connection(front, stream, addrs, permit, (&builder, watcher)).await;
+        }
     });
+}
+
+/// Serves a TLS connection: the handshake, done by `deadline` (a client that stalls it holds
+/// no more than a slow request head would), then as [`plain_connection`]. Plain HTTP gets
+/// mod_ssl's 400.
+async fn tls_connection(
+    front: Arc<Front>,
+    stream: TcpStream,
+    addrs: Addrs,
+    (tls, deadline): (tokio_rustls::TlsAcceptor, tokio::time::Instant),
+    permit: tokio::sync::OwnedSemaphorePermit,
+    (builder, watcher): (http1::Builder, Watcher),
+) {
+    let mut first = [0u8; 1];
+    let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut first)).await;
+    if matches!(peeked, Ok(Ok(1))) && first[0] != TLS_HANDSHAKE_RECORD {
+        refuse_plain_http(stream, front.limits.header_timeout).await;
+        return;
+    }
+    let handshake = tokio::time::timeout_at(deadline, tls.accept(stream)).await;
+    let stream = match handshake {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::info!(peer = %addrs.peer, "TLS handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(peer = %addrs.peer, "TLS handshake not done within the header timeout: closed");
+            return;
+        }
+    };
+    let sni = stream.get_ref().1.server_name().map(str::to_string);
+    let (io, info) = conn_stream(stream, &front.limits, addrs, Some(TlsInfo { sni }));
+    let service = {
+        let (front, info) = (front.clone(), info.clone());
+        service_fn(move |req| handle(front.clone(), info.clone(), req))
+    };
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn).await {
+        refused_by_hyper(&front, &info, &e);
+    }
+    drop(permit);
+}
+
+impl Addrs {
+    /// The addresses once a PROXY header named `client` (the socket's own peer, for a
+    /// `LOCAL` or `UNKNOWN` header, changes nothing).
+    fn proxied(self, client: SocketAddr) -> Addrs {
+        if client == self.peer {
+            return self;
+        }
+        Addrs {
+            peer: client,
+            via: Some(self.peer),
+            ..self
+        }
+    }
+}
+
+/// Reads a connection's PROXY header by `deadline`: the connection's addresses with the
+/// client it names (unchanged for a `LOCAL` or `UNKNOWN` header), or None when there is no
+/// valid header in time (logged at info; the caller closes the connection).
+async fn proxied<S: PeekSocket>(
+    stream: &mut S,
+    addrs: Addrs,
+    deadline: tokio::time::Instant,
+) -> Option<Addrs> {
+    let peer = addrs.peer;
+    match tokio::time::timeout_at(deadline, proxy_protocol::read_header(stream)).await {
+        Ok(Ok(header)) => {
+            let client = header.source.unwrap_or(peer);
+            tracing::trace!(peer = %peer, client = %client, version = header.version, "PROXY header");
+            Some(addrs.proxied(client))
+        }
+        Ok(Err(HeaderError::Closed(0))) => {
+            // A balancer's TCP check, or a port scan: nothing was asked.
+            tracing::debug!(peer = %peer, "PROXY protocol: closed before sending anything");
+            None
+        }
+        Ok(Err(e)) => {
+            tracing::info!(peer = %peer, "PROXY protocol: {e}: closed");
+            None
+        }
+        Err(_) => {
+            tracing::info!(
+                peer = %peer,
+                "PROXY protocol: no whole PROXY header within the header timeout: closed"
+            );
+            None
+        }
+    }
 }
 
 /// The address a connection came in on, as requests see it: a TCP socket's own; for a unix
@@ -647,13 +781,13 @@ fn refused_by_hyper(front: &Front, conn: &ConnInfo, e: &hyper::Error) {
             .site
             .config
             .select_host(Some(conn.local.ip()), conn.route_port, None);
-        let record = LogRecord::refused(conn.peer, conn.local, &line, status);
         let job = LogJob {
             writer: logs.writer.clone(),
             logs: logs.for_host(host),
             record: LogRecord {
                 server_name: front.site.config.canonical_name(host).to_string(),
-                ..record
+                via: conn.via,
+                ..LogRecord::refused(conn.peer, conn.local, &line, status)
             },
         };
         job.write(0);
@@ -727,6 +861,7 @@ async fn handle(
             keepalives: conn.shared.responses(),
             closes: wants_close(&req),
             request_headers: req.headers().clone(),
+            via: conn.via,
             ..LogRecord::new(
                 conn.peer,
                 conn.local,

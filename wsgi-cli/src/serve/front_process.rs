@@ -187,7 +187,13 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
         let (control, input) = FrontControl::new(stream);
         (Arc::new(control), input)
     };
+    let proxy = super::proxy_protocol::ProxyPolicy::new(
+        args.proxy_protocol,
+        args.proxy_allow_from.clone(),
+        &site.config,
+    );
     let front = Arc::new(Front {
+        proxy,
         site: Arc::new(site),
         pool,
         python: runtime.clone(),

@@ -850,7 +850,13 @@ fn banner(args: &ServeArgs, generation: &Generation, sockets: &Sockets) -> Strin
             "status on http://{a}/status (and /status.json, /metrics): wsgi status --status-addr {a}\n"
         ));
     }
-    let _ = args;
+    if let Some(proxy) = super::proxy_protocol::ProxyPolicy::new(
+        args.proxy_protocol,
+        args.proxy_allow_from.clone(),
+        &site.config,
+    ) {
+        out.push_str(&format!("{}\n", proxy.describe()));
+    }
     for a in sockets.addresses() {
         out.push_str(&format!("listening on {a}\n"));
     }

@@ -13,6 +13,8 @@
 //!   is checked as Apache checks it ([`strict`]), routed by `wsgi_config::Config::route` (one
 //!   code path for `--config site.conf` and for `wsgi serve app.wsgi`, whose flags are turned
 //!   into mod_wsgi directives by [`site`]) or served from a static `--url-alias` folder.
+//!   Where a PROXY protocol header is required (`--proxy-protocol`, `RemoteIPProxyProtocol`),
+//!   [`proxy_protocol`] reads it first and its client becomes the connection's peer.
 //! * [`pool`]: N Python worker threads fed through a bounded crossbeam channel; a request
 //!   waits for one at most the queue timeout, then 503. tokio threads never touch Python.
 //! * [`bridge`]: request bodies up to `--request-buffer-size` are read whole before a worker
@@ -48,6 +50,7 @@ pub mod master;
 pub mod metrics;
 pub mod pool;
 pub mod privileges;
+pub mod proxy_protocol;
 pub mod reload;
 #[allow(unsafe_code)]
 pub mod sendfile;
@@ -330,6 +333,24 @@ pub struct ServeArgs {
         requires = "trust_proxy_header"
     )]
     pub trust_proxy: Vec<String>,
+    /// Every connection, on every listener (TLS ones included: the header comes before the
+    /// handshake), must start with a PROXY protocol header, v1 or v2 (HAProxy's `send-proxy`,
+    /// `send-proxy-v2`; AWS NLB), whose client becomes REMOTE_ADDR/REMOTE_PORT, the access
+    /// log's and `Require`'s address; a connection without one is closed. With --config, the
+    /// site's `RemoteIPProxyProtocol On` does this for its hosts' addresses instead.
+    #[arg(env = "WSGI_RS_PROXY_PROTOCOL", long)]
+    pub proxy_protocol: bool,
+    /// The peers PROXY protocol headers are taken from (IP or CIDR, comma-separated or
+    /// repeated; `*` for any): a connection that needs a header from any other is refused.
+    #[arg(
+        env = "WSGI_RS_PROXY_ALLOW_FROM",
+        long,
+        value_delimiter = ',',
+        default_value = "127.0.0.1,::1",
+        value_name = "IP[/BITS]",
+        value_parser = proxy_protocol::parse_allow_from
+    )]
+    pub proxy_allow_from: Vec<proxy_protocol::AllowFrom>,
     /// Serve another script under a URL prefix: `/api=api.wsgi` (repeatable).
     #[arg(
         env = "WSGI_RS_MOUNT",
