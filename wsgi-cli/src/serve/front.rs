@@ -1693,8 +1693,8 @@ fn request_head(
         path_info: mount.path_info,
         server_name: mount.server_name,
         server_port: mount.port,
-        peer: (conn.peer.ip().to_string(), conn.peer.port()),
-        local: (conn.local.ip().to_string(), conn.local.port()),
+        peer: (ip_text(conn.peer.ip()), conn.peer.port()),
+        local: (ip_text(conn.local.ip()), conn.local.port()),
         headers: app_headers(headers, uri),
         env,
         script_filename: mount.script.as_os_str().as_encoded_bytes(),
@@ -1707,6 +1707,25 @@ fn request_head(
         stamps: mount.stamps,
     };
     RequestHead::build(source, settings)
+}
+
+/// An address as the environ shows it (`REMOTE_ADDR`, `SERVER_ADDR`). Formatting an address
+/// costs more than copying its text, and an I/O thread sees the same few (its clients on
+/// keep-alive connections, the listener's own): each thread keeps the last two it formatted.
+fn ip_text(ip: std::net::IpAddr) -> String {
+    thread_local! {
+        static SEEN: std::cell::RefCell<[Option<(std::net::IpAddr, String)>; 2]> =
+            const { std::cell::RefCell::new([None, None]) };
+    }
+    SEEN.with_borrow_mut(|seen| {
+        if let Some((_, text)) = seen.iter().flatten().find(|(seen, _)| *seen == ip) {
+            return text.clone();
+        }
+        let text = ip.to_string();
+        seen.rotate_right(1);
+        seen[0] = Some((ip, text.clone()));
+        text
+    })
 }
 
 /// `start + wait` as a timer deadline; a wait too long for the clock means a year.
@@ -2027,4 +2046,27 @@ pub fn error_response(status: StatusCode) -> Response<ResponseBody> {
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kept texts never stand for another address, whatever the order they come in.
+    #[test]
+    fn ip_text_is_each_addresss_own() {
+        let addresses: [std::net::IpAddr; 4] = [
+            "127.0.0.1".parse().unwrap(),
+            "::1".parse().unwrap(),
+            "192.0.2.7".parse().unwrap(),
+            "2001:db8::1".parse().unwrap(),
+        ];
+        for round in 0..3 {
+            for (i, ip) in addresses.iter().enumerate() {
+                for _ in 0..=(round + i) % 3 {
+                    assert_eq!(ip_text(*ip), ip.to_string());
+                }
+            }
+        }
+    }
 }
