@@ -1,0 +1,54 @@
+//! Bounded waits: every one gives up at its limit, and says so, rather than hang a test.
+
+use std::path::Path;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+/// Whether `f` holds within `limit` (asked every 50 ms).
+pub fn eventually(limit: Duration, f: impl FnMut() -> bool) -> bool {
+    eventually_every(limit, Duration::from_millis(50), f)
+}
+
+/// Whether `f` holds within `limit`, asked every `every`.
+pub fn eventually_every(limit: Duration, every: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(every);
+    }
+    false
+}
+
+/// The next line from `lines` (a child's output, as [`crate::process::lines`] reads it) for
+/// which `wanted` holds, skipping the others; None when none came within `limit` (or the
+/// output ended).
+pub fn next_line(
+    lines: &Receiver<String>,
+    limit: Duration,
+    mut wanted: impl FnMut(&str) -> bool,
+) -> Option<String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if wanted(&line) => return Some(line),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// The text of the file at `path` once `ready` holds for it, read every 50 ms for at most
+/// `limit`; what it holds then otherwise (empty while it does not exist).
+pub fn file_text_when(path: &Path, limit: Duration, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if ready(&text) || Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
