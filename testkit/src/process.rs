@@ -45,9 +45,8 @@ pub fn children(parent: u32) -> Vec<u32> {
 
 /// The command line of process `pid`, its NUL separators as spaces (empty when it is gone).
 pub fn cmdline(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-        .unwrap_or_default()
-        .replace('\0', " ")
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&raw).replace('\0', " ")
 }
 
 /// Sends the signal `name` (`-HUP`, `-TERM`, `-KILL`) to process `pid` with kill(1), which must

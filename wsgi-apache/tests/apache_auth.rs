@@ -3,11 +3,12 @@
 //! `AuthBasicProvider wsgi`), `WSGIAuthGroupScript` (`Require wsgi-group`) and
 //! `WSGIDispatchScript`, compared with Debian's mod_wsgi where both should agree.
 
-mod util;
-
 use std::path::Path;
 
-use util::{Apache, field, have_debian_mod_wsgi, header, scratch};
+use wsgi_testkit::apache::{Apache, have_debian_mod_wsgi};
+use wsgi_testkit::apps::field;
+use wsgi_testkit::fs::scratch_world_readable;
+use wsgi_testkit::http::{base64, basic_auth, head_header};
 
 /// Apache's auth modules: `AuthType`, Basic auth, `Require valid-user`.
 const AUTH_MODULES: &str = "LoadModule authn_core_module /usr/lib/apache2/modules/mod_authn_core.so
@@ -124,31 +125,6 @@ def callable_object(environ):
     return 'other' if environ['PATH_INFO'] == '/other' else None
 "#;
 
-fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-fn basic(user: &str, password: &str) -> String {
-    format!("Basic {}", base64(format!("{user}:{password}").as_bytes()))
-}
-
 /// The scripts in `dir`, the app in `dir/open` (access checks) and `dir/locked` (auth), and a
 /// folder the scripts can write to.
 fn write_scripts(dir: &Path) {
@@ -213,7 +189,7 @@ fn login(apache: &Apache, path: &str, user: &str, password: &str) -> (u16, Strin
     apache.request(
         "GET",
         path,
-        &[("Authorization", &basic(user, password))],
+        &[("Authorization", &basic_auth(user, password))],
         b"",
     )
 }
@@ -227,7 +203,7 @@ fn base64_encodes_like_the_rfc() {
 
 #[test]
 fn an_access_script_allows_forbids_and_declines() {
-    let dir = scratch("wsgi-apache-access-");
+    let dir = scratch_world_readable("wsgi-apache-access-");
     write_scripts(dir.path());
     let mut apache = Apache::start(dir.path(), &access_site(dir.path()));
     let (status, _, body) = apache.request("GET", "/app/x", &[("X-Access", "allow")], b"");
@@ -269,7 +245,7 @@ fn an_access_script_allows_forbids_and_declines() {
 
 #[test]
 fn an_access_script_in_htaccess_protects_static_files() {
-    let dir = scratch("wsgi-apache-htaccess-");
+    let dir = scratch_world_readable("wsgi-apache-htaccess-");
     write_scripts(dir.path());
     let docs = dir.path().join("docs");
     std::fs::create_dir(&docs).unwrap();
@@ -315,7 +291,7 @@ fn an_access_script_in_htaccess_protects_static_files() {
 
 #[test]
 fn an_access_script_runs_in_the_apache_child_for_a_daemon_application() {
-    let dir = scratch("wsgi-apache-access-daemon-");
+    let dir = scratch_world_readable("wsgi-apache-access-daemon-");
     write_scripts(dir.path());
     let root = dir.path().join("server");
     std::fs::create_dir(&root).unwrap();
@@ -356,13 +332,13 @@ WSGIProcessGroup site
 
 #[test]
 fn basic_auth_through_the_wsgi_provider() {
-    let dir = scratch("wsgi-apache-auth-");
+    let dir = scratch_world_readable("wsgi-apache-auth-");
     write_scripts(dir.path());
     let mut apache = Apache::start(dir.path(), &auth_site(dir.path()));
     let (status, head, _) = apache.get("/members");
     assert_eq!(status, 401, "{}", apache.error_log());
     assert_eq!(
-        header(&head, "WWW-Authenticate"),
+        head_header(&head, "WWW-Authenticate"),
         Some("Basic realm=\"wsgi-rs test\"")
     );
     let (status, _, body) = login(&apache, "/members", "alice", "secret");
@@ -399,7 +375,7 @@ fn digest_auth_through_the_wsgi_provider() {
         eprintln!("curl is missing: it computes the Digest answers");
         return;
     }
-    let dir = scratch("wsgi-apache-digest-");
+    let dir = scratch_world_readable("wsgi-apache-digest-");
     write_scripts(dir.path());
     let site = format!(
         "{AUTH_MODULES}LoadModule auth_digest_module /usr/lib/apache2/modules/mod_auth_digest.so
@@ -442,7 +418,7 @@ WSGIScriptAlias /digest {d}/digest/app.wsgi
 
 #[test]
 fn require_wsgi_group() {
-    let dir = scratch("wsgi-apache-groups-");
+    let dir = scratch_world_readable("wsgi-apache-groups-");
     write_scripts(dir.path());
     let mut apache = Apache::start(dir.path(), &auth_site(dir.path()));
     assert_eq!(apache.get("/admins").0, 401, "{}", apache.error_log());
@@ -467,7 +443,7 @@ fn status_codes_match_debians_mod_wsgi() {
     if !have_debian_mod_wsgi() {
         return;
     }
-    let dir = scratch("wsgi-apache-auth-compare-");
+    let dir = scratch_world_readable("wsgi-apache-auth-compare-");
     write_scripts(dir.path());
     let site = format!("{}{}", auth_site(dir.path()), access_site(dir.path()));
     let (ours, theirs) = Apache::ours_and_debians(dir.path(), &site);
@@ -569,7 +545,7 @@ fn status_codes_match_debians_mod_wsgi() {
 
 #[test]
 fn a_dispatch_script_chooses_the_application_group_and_callable() {
-    let dir = scratch("wsgi-apache-dispatch-");
+    let dir = scratch_world_readable("wsgi-apache-dispatch-");
     write_scripts(dir.path());
     let site = format!(
         "WSGIScriptAlias /app {d}/app.wsgi
@@ -607,7 +583,7 @@ WSGIDispatchScript {d}/dispatch.wsgi
 
 #[test]
 fn a_dispatch_script_chooses_the_daemon_process_group() {
-    let dir = scratch("wsgi-apache-dispatch-daemon-");
+    let dir = scratch_world_readable("wsgi-apache-dispatch-daemon-");
     write_scripts(dir.path());
     let root = dir.path().join("server");
     std::fs::create_dir(&root).unwrap();

@@ -1,12 +1,12 @@
 //! Debian's real Apache httpd loads the built module and checks configurations with it
 //! (`apache2 -t`): wsgi-rs's messages, from the same builder as `wsgi check`.
 
-mod util;
-
 use std::path::PathBuf;
 use std::process::Command;
 
-use util::{apache2, module};
+use wsgi_testkit::apache::{Apache, apache2, module};
+use wsgi_testkit::apps;
+use wsgi_testkit::fs::scratch_world_readable;
 
 /// A server root with `httpd.conf` = the preamble that loads the module, then `site`. The
 /// `Listen` port is never bound: these tests only run `apache2 -t`.
@@ -176,16 +176,16 @@ fn apache_checks_contexts_for_directory_sections() {
 /// most specific section winning.
 #[test]
 fn interpreter_options_apply_to_the_interpreters_they_select() {
-    let dir = util::scratch("wsgi-apache-interp-options-");
-    let site = util::interpreter_options_site(dir.path());
-    let (ours, theirs) = util::Apache::ours_and_mod_wsgi_61(dir.path(), &site);
-    for (path, expected) in util::INTERPRETER_OPTIONS_EXPECTED {
+    let dir = scratch_world_readable("wsgi-apache-interp-options-");
+    let site = apps::interpreter_options_site(dir.path());
+    let (ours, theirs) = Apache::ours_and_mod_wsgi_61(dir.path(), &site);
+    for (path, expected) in apps::INTERPRETER_OPTIONS_EXPECTED {
         let (status, _, body) = theirs.get(path);
         assert_eq!(status, 200, "mod_wsgi 6.1: {}", theirs.error_log());
-        let theirs_body = util::interpreter_probe_answer(dir.path(), &body);
+        let theirs_body = apps::interpreter_probe_answer(dir.path(), &body);
         let (status, _, body) = ours.get(path);
         assert_eq!(status, 200, "ours: {}", ours.error_log());
-        let ours_body = util::interpreter_probe_answer(dir.path(), &body);
+        let ours_body = apps::interpreter_probe_answer(dir.path(), &body);
         assert_eq!(ours_body, theirs_body, "GET {path}");
         assert_eq!(ours_body, expected, "GET {path}");
     }

@@ -1,14 +1,16 @@
 //! Daemon mode under a real Apache: `WSGIDaemonProcess` groups started by the Apache parent,
 //! requests forwarded by the children over the groups' sockets.
 
-mod util;
-
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use util::{Apache, dechunk, field, scratch};
+use wsgi_testkit::apache::Apache;
+use wsgi_testkit::apps::field;
+use wsgi_testkit::fs::scratch_world_readable;
+use wsgi_testkit::http::dechunk;
+use wsgi_testkit::process;
+use wsgi_testkit::venvs::make_venv;
 
 const APP: &str = r#"
 import os, sys, time
@@ -53,7 +55,7 @@ fn alive(pid: u32) -> bool {
 
 #[test]
 fn a_group_of_two_processes_serves_as_the_apache_user() {
-    let dir = scratch("wsgi-apache-daemon-");
+    let dir = scratch_world_readable("wsgi-apache-daemon-");
     let root = dir.path().join("server");
     std::fs::create_dir(&root).unwrap();
     let mut apache = Apache::start(
@@ -110,7 +112,7 @@ fn a_group_of_two_processes_serves_as_the_apache_user() {
 
 #[test]
 fn a_crashed_daemon_costs_its_request_only() {
-    let dir = scratch("wsgi-apache-daemon-");
+    let dir = scratch_world_readable("wsgi-apache-daemon-");
     let root = dir.path().join("server");
     std::fs::create_dir(&root).unwrap();
     let apache = Apache::start(&root, &site(dir.path(), "threads=2"));
@@ -135,16 +137,10 @@ fn a_crashed_daemon_costs_its_request_only() {
 
 #[test]
 fn the_daemon_starts_with_its_python_home() {
-    let dir = scratch("wsgi-apache-daemon-");
+    let dir = scratch_world_readable("wsgi-apache-daemon-");
     let root = dir.path().join("server");
     std::fs::create_dir(&root).unwrap();
-    let venv = dir.path().join("venv");
-    let status = Command::new("/usr/bin/python3.11")
-        .args(["-m", "venv", "--without-pip"])
-        .arg(&venv)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let venv = make_venv("/usr/bin/python3.11", &dir.path().join("venv"));
     let apache = Apache::start(
         &root,
         &site(dir.path(), &format!("python-home={}", venv.display())),
@@ -156,7 +152,7 @@ fn the_daemon_starts_with_its_python_home() {
 
 #[test]
 fn graceful_restarts_under_load_lose_no_request() {
-    let dir = scratch("wsgi-apache-daemon-");
+    let dir = scratch_world_readable("wsgi-apache-daemon-");
     let root = dir.path().join("server");
     std::fs::create_dir(&root).unwrap();
     let apache = Apache::start(&root, &site(dir.path(), "processes=2 threads=4"));
@@ -182,11 +178,7 @@ fn graceful_restarts_under_load_lose_no_request() {
         std::thread::sleep(Duration::from_millis(500));
         for _ in 0..2 {
             // apachectl graceful: SIGUSR1 to the parent this test started.
-            let status = Command::new("kill")
-                .args(["-USR1", &apache.pid().to_string()])
-                .status()
-                .unwrap();
-            assert!(status.success());
+            process::signal(apache.pid(), "-USR1");
             std::thread::sleep(Duration::from_millis(1500));
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -216,7 +208,7 @@ def application(environ, start_response):
 
 #[test]
 fn error_override_lets_apache_answer_errors() {
-    let dir = scratch("wsgi-apache-daemon-");
+    let dir = scratch_world_readable("wsgi-apache-daemon-");
     std::fs::write(dir.path().join("nf.wsgi"), NOT_FOUND_APP).unwrap();
     let site = |override_flag: &str| {
         format!(

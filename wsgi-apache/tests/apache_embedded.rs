@@ -1,12 +1,14 @@
 //! Embedded mode in a real Apache (Debian's apache2, mpm_event, children as www-data): the
 //! user's spec scenarios and PEP 3333 behaviour over real HTTP.
 
-mod util;
-
 use std::path::Path;
 use std::process::Command;
 
-use util::{Apache, apache2, dechunk, field, parse, scratch};
+use wsgi_testkit::apache::{self, Apache, apache2};
+use wsgi_testkit::apps::{self, field};
+use wsgi_testkit::fs::scratch_world_readable;
+use wsgi_testkit::http::{dechunk, split_response};
+use wsgi_testkit::venvs::make_venv;
 
 /// An app that answers with facts about its interpreter and request.
 const INFO_APP: &str = r#"
@@ -44,18 +46,9 @@ fn write_app(dir: &Path, name: &str) {
     std::fs::write(dir.join(name), INFO_APP).unwrap();
 }
 
-fn make_venv(python: &str, path: &Path) {
-    let status = Command::new(python)
-        .args(["-m", "venv", "--without-pip"])
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(status.success(), "{python} -m venv {}", path.display());
-}
-
 #[test]
 fn single_application_in_the_main_interpreter_with_python_home() {
-    let dir = scratch("wsgi-apache-embedded-");
+    let dir = scratch_world_readable("wsgi-apache-embedded-");
     let project = dir.path().join("project");
     std::fs::create_dir(&project).unwrap();
     write_app(&project, "myapp.wsgi");
@@ -86,7 +79,7 @@ WSGIApplicationGroup %{{GLOBAL}}
 
 #[test]
 fn many_applications_each_in_its_own_sub_interpreter() {
-    let dir = scratch("wsgi-apache-embedded-");
+    let dir = scratch_world_readable("wsgi-apache-embedded-");
     let project = dir.path().join("project");
     std::fs::create_dir(&project).unwrap();
     for app in ["myapp1.wsgi", "myapp2.wsgi", "myapp3.wsgi"] {
@@ -113,7 +106,7 @@ WSGIScriptAlias / {p}/myapp1.wsgi
     assert_eq!(field(&body, "group"), format!("localhost:{port}|/myapp2"));
     let (_, _, body) = apache.get("/other");
     assert_eq!(field(&body, "group"), format!("localhost:{port}|"));
-    // Module state is per interpreter (one child process, see util::preamble): the three apps
+    // Module state is per interpreter (one child process, see `wsgi_testkit::apache::preamble`): the three apps
     // run the same code, and each counts only its own requests.
     let count = |path: &str| -> u32 { field(&apache.get(path).2, "count").parse().unwrap() };
     let first = count("/myapp2");
@@ -134,7 +127,7 @@ WSGIScriptAlias / {p}/myapp1.wsgi
 
 #[test]
 fn directory_mounts_run_only_wsgi_scripts() {
-    let dir = scratch("wsgi-apache-embedded-");
+    let dir = scratch_world_readable("wsgi-apache-embedded-");
     let project = dir.path().join("project");
     std::fs::create_dir(&project).unwrap();
     write_app(&project, "app1.wsgi");
@@ -158,7 +151,7 @@ fn directory_mounts_run_only_wsgi_scripts() {
 
 #[test]
 fn request_bodies_errors_and_access() {
-    let dir = scratch("wsgi-apache-embedded-");
+    let dir = scratch_world_readable("wsgi-apache-embedded-");
     let open = dir.path().join("open");
     let closed = dir.path().join("closed");
     std::fs::create_dir(&open).unwrap();
@@ -189,7 +182,7 @@ WSGIScriptAlias /closed {c}/app.wsgi
     )
     .into_bytes();
     request.extend_from_slice(&data);
-    let (status, _, body) = parse(&apache.raw(&request));
+    let (status, _, body) = split_response(&apache.raw(&request));
     assert_eq!(status, 200, "{}", apache.error_log());
     assert_eq!(String::from_utf8_lossy(&body), format!("65536 {checksum}"));
     let mut chunked = b"POST /app HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
@@ -199,7 +192,7 @@ WSGIScriptAlias /closed {c}/app.wsgi
         chunked.extend(b"\r\n");
     }
     chunked.extend(b"0\r\n\r\n");
-    let (status, _, body) = parse(&apache.raw(&chunked));
+    let (status, _, body) = split_response(&apache.raw(&chunked));
     assert_eq!(status, 200);
     assert_eq!(String::from_utf8_lossy(&body), format!("65536 {checksum}"));
 
@@ -232,7 +225,7 @@ WSGIScriptAlias /closed {c}/app.wsgi
 
 #[test]
 fn a_venv_from_another_python_refuses_the_start() {
-    let dir = scratch("wsgi-apache-embedded-");
+    let dir = scratch_world_readable("wsgi-apache-embedded-");
     let venv = dir.path().join("v312");
     make_venv("/root/.pyenv/versions/3.12.1/bin/python3.12", &venv);
     let conf = dir.path().join("httpd.conf");
@@ -240,7 +233,7 @@ fn a_venv_from_another_python_refuses_the_start() {
         &conf,
         format!(
             "{}WSGIPythonHome {}\n",
-            util::preamble(dir.path(), "127.0.0.1:18082"),
+            apache::preamble(dir.path(), "127.0.0.1:18082"),
             venv.display()
         ),
     )
@@ -336,7 +329,7 @@ const EXPECTED_DIFFERENCES: &[(&str, &str)] = &[
 
 #[test]
 fn the_environ_matches_debians_mod_wsgi() {
-    let dir = scratch("wsgi-apache-environ-");
+    let dir = scratch_world_readable("wsgi-apache-environ-");
     std::fs::write(dir.path().join("env.wsgi"), ENVIRON_APP).unwrap();
     let site = format!(
         "WSGIScriptAlias /app {d}/env.wsgi
@@ -349,7 +342,7 @@ fn the_environ_matches_debians_mod_wsgi() {
     let (ours, theirs) = Apache::ours_and_debians(dir.path(), &site);
     let request = "GET /app/p%20x/y?q=1&r=%20 HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: a=1\r\nCookie: b=2\r\nX-Dup: 1\r\nX-Dup: 2\r\nX_Under: dropped\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n";
     let parse_env = |apache: &Apache| -> Vec<(String, String)> {
-        let (status, _, body) = parse(&apache.raw(request.as_bytes()));
+        let (status, _, body) = split_response(&apache.raw(request.as_bytes()));
         assert_eq!(status, 200, "{}", apache.error_log());
         String::from_utf8(body)
             .unwrap()
@@ -396,9 +389,9 @@ fn the_environ_matches_debians_mod_wsgi() {
 /// mode: the same site served by both modules in the same Apache, the same request.
 #[test]
 fn the_environ_keys_and_types_are_mod_wsgi_61s() {
-    let dir = scratch("wsgi-apache-environ61-");
-    std::fs::write(dir.path().join("env.wsgi"), util::ENVIRON_TYPES_APP).unwrap();
-    std::fs::write(dir.path().join("values.wsgi"), util::ENVIRON_VALUES_APP).unwrap();
+    let dir = scratch_world_readable("wsgi-apache-environ61-");
+    std::fs::write(dir.path().join("env.wsgi"), apps::ENVIRON_TYPES_APP).unwrap();
+    std::fs::write(dir.path().join("values.wsgi"), apps::ENVIRON_VALUES_APP).unwrap();
     let site = format!(
         "WSGIDaemonProcess d processes=2 threads=3
 WSGIScriptAlias /emb {d}/env.wsgi
@@ -416,11 +409,11 @@ WSGIScriptAlias /dae-values {d}/values.wsgi process-group=d
     for path in ["/emb/x?a=1", "/dae/x?a=1"] {
         let (status, _, body) = theirs.request("GET", path, &headers, b"");
         assert_eq!(status, 200, "mod_wsgi 6.1: {}", theirs.error_log());
-        let expected = util::environ_types(&body);
+        let expected = apps::environ_types(&body);
         let (status, _, body) = ours.request("GET", path, &headers, b"");
         assert_eq!(status, 200, "ours: {}", ours.error_log());
-        let got = util::environ_types(&body);
-        let differences = util::environ_type_differences(&got, &expected);
+        let got = apps::environ_types(&body);
+        let differences = apps::environ_type_differences(&got, &expected);
         assert!(differences.is_empty(), "GET {path}: {differences:#?}");
         // What the 6.1 forms are, so the comparison cannot pass on two empty answers.
         for (key, kind) in [
@@ -465,7 +458,7 @@ def application(environ, start_response):
 
 #[test]
 fn trusted_proxy_headers_as_mod_wsgi() {
-    let dir = scratch("wsgi-apache-proxy-");
+    let dir = scratch_world_readable("wsgi-apache-proxy-");
     std::fs::write(dir.path().join("proxy.wsgi"), PROXY_APP).unwrap();
     let site = |proxies: &str| {
         format!(
@@ -484,7 +477,7 @@ WSGITrustedProxies {proxies}
     let trusted_root = dir.path().join("trusted");
     std::fs::create_dir(&trusted_root).unwrap();
     let apache = Apache::start(&trusted_root, &site("127.0.0.1"));
-    let (_, _, body) = parse(&apache.raw(request));
+    let (_, _, body) = split_response(&apache.raw(request));
     assert_eq!(field(&body, "REMOTE_ADDR"), "203.0.113.9");
     assert_eq!(field(&body, "wsgi.url_scheme"), "https");
     assert_eq!(field(&body, "HTTP_HOST"), "www.example.com");
@@ -498,7 +491,7 @@ WSGITrustedProxies {proxies}
     let untrusted_root = dir.path().join("untrusted");
     std::fs::create_dir(&untrusted_root).unwrap();
     let apache = Apache::start(&untrusted_root, &site("10.0.0.0/8"));
-    let (_, _, body) = parse(&apache.raw(request));
+    let (_, _, body) = split_response(&apache.raw(request));
     assert_eq!(field(&body, "REMOTE_ADDR"), "127.0.0.1");
     assert_eq!(field(&body, "wsgi.url_scheme"), "http");
     assert_eq!(field(&body, "HTTP_HOST"), "localhost");
@@ -515,7 +508,7 @@ def application(environ, start_response):
 
 #[test]
 fn head_requests_follow_wsgi_map_head_to_get() {
-    let dir = scratch("wsgi-apache-head-");
+    let dir = scratch_world_readable("wsgi-apache-head-");
     std::fs::write(dir.path().join("m.wsgi"), METHOD_APP).unwrap();
     let site = |mode: &str| {
         format!(
@@ -548,7 +541,7 @@ WSGIMapHEADToGET {mode}
 
 #[test]
 fn import_scripts_are_preloaded_before_any_request() {
-    let dir = scratch("wsgi-apache-import-");
+    let dir = scratch_world_readable("wsgi-apache-import-");
     let marks = dir.path().join("marks");
     std::fs::create_dir(&marks).unwrap();
     // The children run as www-data: they must be able to write the marker.
@@ -615,7 +608,7 @@ def other(environ, start_response):
 /// Debian's mod_wsgi, serving the same tree, answers the same.
 #[test]
 fn htaccess_files_set_wsgi_settings_per_directory() {
-    let dir = scratch("wsgi-apache-htaccess-");
+    let dir = scratch_world_readable("wsgi-apache-htaccess-");
     let tree = dir.path().join("tree");
     for sub in ["open", "private", "wrong"] {
         std::fs::create_dir_all(tree.join(sub)).unwrap();
@@ -672,7 +665,7 @@ fn htaccess_files_set_wsgi_settings_per_directory() {
         ours.error_log()
     );
     drop(ours);
-    if util::have_debian_mod_wsgi() {
+    if apache::have_debian_mod_wsgi() {
         let (ours, theirs) = Apache::ours_and_debians(dir.path(), &site);
         assert_eq!(probe(&ours), probe(&theirs));
     }
@@ -682,7 +675,7 @@ fn htaccess_files_set_wsgi_settings_per_directory() {
 /// says the line has no effect.
 #[test]
 fn free_threading_without_a_free_threaded_python_is_explained() {
-    let dir = scratch("wsgi-apache-embedded-");
+    let dir = scratch_world_readable("wsgi-apache-embedded-");
     let project = dir.path().join("project");
     std::fs::create_dir(&project).unwrap();
     write_app(&project, "myapp.wsgi");

@@ -2,11 +2,11 @@
 //! by a script's `handle_request`, embedded or in a daemon process group, compared with
 //! Debian's mod_wsgi.
 
-mod util;
-
 use std::path::Path;
 
-use util::{Apache, field, have_debian_mod_wsgi, scratch};
+use wsgi_testkit::apache::{Apache, have_debian_mod_wsgi};
+use wsgi_testkit::apps::field;
+use wsgi_testkit::fs::scratch_world_readable;
 
 const HANDLER: &str = r#"
 import os
@@ -53,7 +53,7 @@ DocumentRoot {d}/pages
 
 #[test]
 fn a_handler_script_serves_the_files_of_its_handler() {
-    let dir = scratch("wsgi-apache-handler-");
+    let dir = scratch_world_readable("wsgi-apache-handler-");
     let mut apache = Apache::start(dir.path(), &site(dir.path(), ""));
     let port = apache.port;
     let (status, _, body) = apache.get("/hello.page");
@@ -93,7 +93,7 @@ fn a_handler_script_serves_the_files_of_its_handler() {
 
 #[test]
 fn a_handler_script_runs_in_its_daemon_process_group() {
-    let dir = scratch("wsgi-apache-handler-daemon-");
+    let dir = scratch_world_readable("wsgi-apache-handler-daemon-");
     let root = dir.path().join("server");
     std::fs::create_dir(&root).unwrap();
     let site = format!(
@@ -123,7 +123,7 @@ fn handler_scripts_match_debians_mod_wsgi() {
     if !have_debian_mod_wsgi() {
         return;
     }
-    let dir = scratch("wsgi-apache-handler-compare-");
+    let dir = scratch_world_readable("wsgi-apache-handler-compare-");
     let site = site(dir.path(), "");
     let (ours, theirs) = Apache::ours_and_debians(dir.path(), &site);
     for path in ["/hello.page", "/missing.page", "/plain.txt"] {

@@ -3,12 +3,12 @@
 //! `RequestTimeout` too), of the same kinds, with the same values where the value is the
 //! server's (groups, processes, threads) and the same types where it is not.
 
-mod util;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use util::{Apache, field, have_debian_mod_wsgi, scratch};
+use wsgi_testkit::apache::{Apache, have_debian_mod_wsgi};
+use wsgi_testkit::apps::field;
+use wsgi_testkit::fs::scratch_world_readable;
 
 /// Reports what `mod_wsgi` holds, one `key=value` line each.
 const APP: &str = r#"
@@ -84,7 +84,7 @@ fn import_mod_wsgi_matches_debians_mod_wsgi() {
     if !have_debian_mod_wsgi() {
         return;
     }
-    let dir = scratch("wsgi-apache-mod-wsgi-module-");
+    let dir = scratch_world_readable("wsgi-apache-mod-wsgi-module-");
     let (ours, theirs) = Apache::ours_and_debians(dir.path(), &site(dir.path()));
     for (path, process_group, threads) in [("/embedded", "''", "16"), ("/daemon", "'site'", "3")] {
         let get = |apache: &Apache| {

@@ -1,11 +1,11 @@
 //! Embedded mode under the MPMs other than event: mpm_prefork (single-threaded children) and
 //! mpm_worker (threaded children, no event loop), as Debian ships them.
 
-mod util;
-
 use std::collections::BTreeSet;
 
-use util::{Apache, Mpm, field, scratch};
+use wsgi_testkit::apache::{Apache, Mpm};
+use wsgi_testkit::apps::field;
+use wsgi_testkit::fs::scratch_world_readable;
 
 const APP: &str = r#"
 import os, time
@@ -27,7 +27,7 @@ def application(environ, start_response):
 /// Serves the app under `mpm` and checks it answers (GET, a POST body, concurrent slow
 /// requests); returns the GET's body and the pids that answered the concurrent requests.
 fn serve(mpm: Mpm) -> (Vec<u8>, BTreeSet<u32>) {
-    let dir = scratch("wsgi-apache-mpm-");
+    let dir = scratch_world_readable("wsgi-apache-mpm-");
     let project = dir.path().join("project");
     std::fs::create_dir(&project).unwrap();
     std::fs::write(project.join("app.wsgi"), APP).unwrap();

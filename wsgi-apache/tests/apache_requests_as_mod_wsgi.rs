@@ -4,11 +4,11 @@
 //! MultiViews in a script folder, `%{ENV:NAME}` application groups, raw non-ASCII bytes in the
 //! request line, and `wsgi.errors` in embedded mode.
 
-mod util;
-
 use std::path::Path;
 
-use util::{Apache, have_debian_mod_wsgi, parse, scratch};
+use wsgi_testkit::apache::{Apache, have_debian_mod_wsgi};
+use wsgi_testkit::fs::scratch_world_readable;
+use wsgi_testkit::http::split_response;
 
 /// Reports what mod_wsgi's environ says about the request, each value as Python's `ascii()`
 /// shows it (so non-ASCII characters are compared exactly).
@@ -38,7 +38,7 @@ fn folder(prefix: &str, files: &[(&str, &str)]) -> Option<tempfile::TempDir> {
     if !have_debian_mod_wsgi() {
         return None;
     }
-    let dir = scratch(prefix);
+    let dir = scratch_world_readable(prefix);
     for (rel, text) in files {
         let path = dir.path().join(rel);
         let parent = path.parent().unwrap();
@@ -65,7 +65,7 @@ fn get_raw(apache: &Apache, target: &[u8], extra: &str) -> (u16, String) {
         )
         .as_bytes(),
     );
-    let (status, _, body) = parse(&apache.raw(&request));
+    let (status, _, body) = split_response(&apache.raw(&request));
     let body = String::from_utf8(body).expect("the bodies here are ASCII");
     (status, body.replace(&apache.port.to_string(), "PORT"))
 }

@@ -4,8 +4,6 @@
 //! process group whose python-home is the venv of the other Python runs on that Python, under
 //! `wsgi serve` and under the Apache module, both built against Debian's 3.11.
 
-#[path = "../../wsgi-apache/tests/util/mod.rs"]
-mod apache;
 mod util;
 
 use std::path::{Path, PathBuf};
@@ -14,6 +12,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use util::{Launch, Server};
+use wsgi_testkit::apache;
 
 /// Debian's Python, the one this workspace's own builds embed.
 const PY311: &str = "/usr/bin/python3.11";

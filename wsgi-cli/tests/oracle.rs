@@ -2,8 +2,6 @@
 //! Debian's mod_wsgi 4.9.4 (started on 127.0.0.1 by the test, children as www-data), the same
 //! requests, the same answers.
 
-#[path = "../../wsgi-apache/tests/util/mod.rs"]
-mod apache;
 #[path = "util/tls.rs"]
 mod tls_util;
 mod util;
@@ -11,6 +9,7 @@ mod util;
 use std::path::Path;
 
 use util::Server;
+use wsgi_testkit::{apache, apps, http};
 
 /// Debian's mod_wsgi, as a `LoadModule` line.
 fn debian_mod_wsgi() -> String {
@@ -144,7 +143,7 @@ WSGIScriptAlias /app {app}
 #[test]
 fn environ_keys_and_types_as_mod_wsgi_61() {
     let dir = util::scratch_world_readable("wsgi-oracle-environ61-");
-    util::write_world_readable(&dir.path().join("env.wsgi"), apache::ENVIRON_TYPES_APP);
+    util::write_world_readable(&dir.path().join("env.wsgi"), apps::ENVIRON_TYPES_APP);
     let folder = |name: &str| {
         let path = dir.path().join(name);
         std::fs::create_dir(&path).unwrap();
@@ -153,7 +152,7 @@ fn environ_keys_and_types_as_mod_wsgi_61() {
         path
     };
     let scripts = folder("scripts");
-    util::write_world_readable(&scripts.join("values.wsgi"), apache::ENVIRON_VALUES_APP);
+    util::write_world_readable(&scripts.join("values.wsgi"), apps::ENVIRON_VALUES_APP);
     let docroot = folder("docroot");
     let site = format!(
         r#"LoadModule alias_module /usr/lib/apache2/modules/mod_alias.so
@@ -183,11 +182,11 @@ Alias /aliased {scripts}
     for path in ["/emb/x?a=1", "/dae/x?a=1"] {
         let (status, _, body) = theirs.request("GET", path, &headers, b"");
         assert_eq!(status, 200, "mod_wsgi 6.1: {}", theirs.error_log());
-        let expected = apache::environ_types(&body);
+        let expected = apps::environ_types(&body);
         let got = ours.request("GET", path, &headers, b"");
         assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
-        let got = apache::environ_types(&got.body);
-        let differences = apache::environ_type_differences(&got, &expected);
+        let got = apps::environ_types(&got.body);
+        let differences = apps::environ_type_differences(&got, &expected);
         assert!(differences.is_empty(), "GET {path}: {differences:#?}");
         assert_eq!(
             got.get("mod_wsgi.request_start").map(String::as_str),
@@ -223,16 +222,16 @@ Alias /aliased {scripts}
 #[test]
 fn interpreter_options_as_mod_wsgi_61() {
     let dir = util::scratch_world_readable("wsgi-oracle-interp-options-");
-    let site = apache::interpreter_options_site(dir.path());
+    let site = apps::interpreter_options_site(dir.path());
     let theirs = start_apache_with(dir.path(), &apache::mod_wsgi_61(), &site);
     let ours = serve(dir.path(), &site);
-    for (path, expected) in apache::INTERPRETER_OPTIONS_EXPECTED {
+    for (path, expected) in apps::INTERPRETER_OPTIONS_EXPECTED {
         let (status, _, body) = theirs.get(path);
         assert_eq!(status, 200, "mod_wsgi 6.1: {}", theirs.error_log());
-        let theirs_body = apache::interpreter_probe_answer(dir.path(), &body);
+        let theirs_body = apps::interpreter_probe_answer(dir.path(), &body);
         let got = ours.request("GET", path, &[], b"");
         assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
-        let ours_body = apache::interpreter_probe_answer(dir.path(), &got.body);
+        let ours_body = apps::interpreter_probe_answer(dir.path(), &got.body);
         assert_eq!(ours_body, theirs_body, "GET {path}");
         assert_eq!(ours_body, expected, "GET {path}");
     }
@@ -1136,7 +1135,7 @@ Redirect /old /app/new
                 tls_util::exchange(addr, "localhost", &[&issued.root], tls_util::BOTH, &request)
                     .unwrap();
             assert_eq!(answer.presented, issued.leaf);
-            let (status, head, body) = apache::parse(&answer.raw);
+            let (status, head, body) = http::split_response(&answer.raw);
             let text = summary(status, &head, &body, addr.port())
                 .replace(&format!(":{}", addr.port()), ":PORT");
             answers.push(text);
@@ -1145,9 +1144,9 @@ Redirect /old /app/new
     }
     // Plain HTTP on the TLS port: 400 from both, saying why.
     let plain = b"GET /app/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-    let (status, _, body) = apache::parse(&theirs.raw(plain));
+    let (status, _, body) = http::split_response(&theirs.raw(plain));
     let got = ours.raw(plain);
-    let (ours_status, _, ours_body) = apache::parse(&got);
+    let (ours_status, _, ours_body) = http::split_response(&got);
     assert_eq!((ours_status, status), (400, 400));
     let reason = "speaking plain HTTP to an SSL-enabled server port";
     assert!(util::find(&body, reason.as_bytes()).is_some());
