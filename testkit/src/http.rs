@@ -174,9 +174,15 @@ pub fn split_response(raw: &[u8]) -> (u16, String, Vec<u8>) {
 }
 
 /// The value of the response header `name` (case-insensitive) in a head from
-/// [`split_response`].
+/// [`split_response`] (its status line skipped).
 pub fn head_header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().skip(1).find_map(|line| {
+    header_value(head.split_once('\n').map_or("", |(_, fields)| fields), name)
+}
+
+/// The value of the first header `name` (case-insensitive) among the `Name: value` lines of
+/// `lines` (every line read as one: a head with its status line, or the fields alone).
+pub fn header_value<'a>(lines: &'a str, name: &str) -> Option<&'a str> {
+    lines.lines().find_map(|line| {
         let (k, v) = line.split_once(':')?;
         k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
     })

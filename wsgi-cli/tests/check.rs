@@ -4,6 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+// Files written world-readable (0644, whatever the umask): the scripts are checked to be
+// readable by the user who serves.
+use wsgi_testkit::fs::{scratch_world_readable, write_world_readable as write};
+use wsgi_testkit::process::{is_root, output_text as text};
+use wsgi_testkit::venvs::{make_venv, tools_dir};
+
 fn wsgi(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_wsgi"))
         .args(args)
@@ -11,43 +17,9 @@ fn wsgi(args: &[&str]) -> Output {
         .expect("the wsgi binary runs")
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// A world-readable scratch folder under /var/tmp (Apache's user must be able to read it).
 fn scratch() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("wsgi-cli-test-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    dir
-}
-
-fn make_venv(python: &str, path: &Path) {
-    let status = Command::new(python)
-        .args(["-m", "venv", "--without-pip"])
-        .arg(path)
-        .status()
-        .unwrap_or_else(|e| panic!("{python}: {e}"));
-    assert!(status.success(), "{python} -m venv {}", path.display());
-}
-
-/// Writes a world-readable file (0644, whatever the umask: the scripts are checked to be
-/// readable by the user who serves).
-fn write(path: &Path, text: &str) -> PathBuf {
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    path.to_path_buf()
+    scratch_world_readable("wsgi-cli-test-")
 }
 
 /// The `error: ` lines of a `wsgi check` text output, without the prefix.
@@ -56,11 +28,6 @@ fn error_lines(t: &str) -> Vec<String> {
         .filter_map(|l| l.strip_prefix("error: "))
         .map(str::to_string)
         .collect()
-}
-
-/// Whether the tests run as root (the owner of /proc/self is this process's user).
-fn is_root() -> bool {
-    std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0
 }
 
 fn examples() -> PathBuf {
@@ -258,14 +225,7 @@ fn venv_reports_and_gives_the_line_to_use() {
 
 #[test]
 fn venv_knows_uv_and_virtualenv() {
-    let tools = PathBuf::from(
-        std::env::var("WSGI_RS_TEST_TOOLS").unwrap_or("/var/tmp/wsgi-rs-test/tools/bin".into()),
-    );
-    assert!(
-        tools.join("uv").exists() && tools.join("virtualenv").exists(),
-        "uv and virtualenv are missing from {}: run scripts/setup-test-env.sh",
-        tools.display()
-    );
+    let tools = tools_dir();
     let dir = scratch();
     let uv = dir.path().join("uv");
     let status = Command::new(tools.join("uv"))

@@ -13,9 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use util::{
-    DAEMON, Server, alive, daemon_user_option as user_option, eventually, get_text, wsgi_status,
-};
+use util::{DAEMON, Server, daemon_user_option as user_option, wsgi_status};
+use wsgi_testkit::http::get_text;
+use wsgi_testkit::process::{self, alive};
+use wsgi_testkit::wait::eventually;
+use wsgi_testkit::{fs, venvs};
 
 const APP: &str = r#"
 import os, time
@@ -38,16 +40,9 @@ def application(environ, start_response):
     return [body]
 "#;
 
-const TOOLS: &str = "/var/tmp/wsgi-rs-test/tools/bin";
-
-fn root() -> bool {
-    // The owner of /proc/self is this process's effective user.
-    std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0
-}
-
 /// The uid the daemons run as: `nobody` when the tests run as root, else ours.
 fn daemon_uid() -> u32 {
-    if root() {
+    if process::is_root() {
         65534
     } else {
         std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap())
@@ -56,20 +51,11 @@ fn daemon_uid() -> u32 {
 
 /// A world-readable scratch folder under /var/tmp.
 fn scratch() -> tempfile::TempDir {
-    util::scratch_world_readable("wsgi-daemon-serve-test-")
+    fs::scratch_world_readable("wsgi-daemon-serve-test-")
 }
 
 fn write(path: &Path, text: &str) -> PathBuf {
-    util::write_world_readable(path, text)
-}
-
-fn sh(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    fs::write_world_readable(path, text)
 }
 
 /// `wsgi serve --config CONF EXTRA...` (daemon launch settings, info log).
@@ -102,7 +88,7 @@ fn serve_processes(dir: &Path, extra: &[&str]) -> Server {
         "--log-level".into(),
         "info".into(),
     ];
-    if root() {
+    if process::is_root() {
         args.extend(["--user".into(), "nobody".into()]);
     }
     args.extend(extra.iter().map(|s| s.to_string()));
@@ -240,12 +226,7 @@ fn a_crash_answers_502_and_the_next_requests_succeed() {
     let addr = server.addr;
     let hanging = std::thread::spawn(move || get_text(addr, "/hang"));
     std::thread::sleep(Duration::from_millis(400));
-    let ok = Command::new("kill")
-        .args(["-KILL", &second.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    process::signal(second, "-KILL");
     let r = hanging.join().unwrap();
     assert_eq!(r.status, 502, "{r:?}");
     let killed = Instant::now();
@@ -342,17 +323,7 @@ fn response_headers_above_header_buffer_size_are_a_500() {
 /// virtualenv venvs, `site.addsitedir` for a `python -m venv` one).
 #[test]
 fn multi_app_daemon_group_with_a_venv_per_app() {
-    let version = Command::new(env!("CARGO_BIN_EXE_wsgi"))
-        .arg("--version")
-        .output()
-        .unwrap();
-    let version = String::from_utf8_lossy(&version.stdout).to_string();
-    let python = version
-        .lines()
-        .find_map(|l| l.strip_prefix("virtual environments must be made by this Python: "))
-        .and_then(|l| l.split(' ').next())
-        .expect("--version names the venv Python")
-        .to_string();
+    let python = util::venv_python();
     let dir = scratch();
     let d = dir.path();
     let (empty, uv, ve, venv) = (
@@ -361,18 +332,19 @@ fn multi_app_daemon_group_with_a_venv_per_app() {
         d.join("ve-virtualenv"),
         d.join("ve-venv"),
     );
-    sh(Command::new(&python)
-        .args(["-m", "venv", "--without-pip"])
-        .arg(&empty));
-    sh(Command::new(&python)
-        .args(["-m", "venv", "--without-pip"])
-        .arg(&venv));
-    sh(Command::new(format!("{TOOLS}/uv"))
-        .args(["venv", "-q", "-p", &python])
-        .arg(&uv));
-    sh(Command::new(format!("{TOOLS}/virtualenv"))
-        .args(["-q", "--no-seed", "-p", &python])
-        .arg(&ve));
+    venvs::make_venv(&python, &empty);
+    venvs::make_venv(&python, &venv);
+    let tools = venvs::tools_dir();
+    process::run(
+        Command::new(tools.join("uv"))
+            .args(["venv", "-q", "-p", &python])
+            .arg(&uv),
+    );
+    process::run(
+        Command::new(tools.join("virtualenv"))
+            .args(["-q", "--no-seed", "-p", &python])
+            .arg(&ve),
+    );
     let xy = python.rsplit("python").next().unwrap().to_string();
     // A package `vpkg` with a different VERSION in each app's venv (none in the empty one).
     for (v, tag) in [
@@ -400,7 +372,7 @@ fn multi_app_daemon_group_with_a_venv_per_app() {
             venv.display().to_string()
         ),
     );
-    sh(Command::new("chmod").args(["-R", "a+rX"]).arg(d));
+    process::run(Command::new("chmod").args(["-R", "a+rX"]).arg(d));
     let conf = write(
         &d.join("site.conf"),
         &format!(
@@ -544,7 +516,7 @@ fn import_mod_wsgi_in_daemon_mode_and_shutdown_callbacks_at_recycle_and_stop() {
         "--log-level",
         "info",
     ];
-    if root() {
+    if process::is_root() {
         args.extend(["--user", "nobody"]);
     }
     let mut server = Server::start_with(&DAEMON, &args);

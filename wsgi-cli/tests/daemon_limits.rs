@@ -20,7 +20,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use util::{Server, alive, daemon_user_option, eventually, wsgi_status};
+use util::{Server, daemon_user_option, wsgi_status};
+use wsgi_testkit::fs;
+use wsgi_testkit::process::{self, alive};
+use wsgi_testkit::wait::eventually;
 
 const APP: &str = r#"
 import os
@@ -40,9 +43,9 @@ def application(environ, start_response):
 /// line's options after the group name `site` (and `user=` when root), `alias_options` the
 /// WSGIScriptAlias's after `process-group=site`.
 fn site(daemon: &str, alias_options: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = util::scratch_world_readable("wsgi-daemon-limits-test-");
-    let app = util::write_world_readable(&dir.path().join("app.wsgi"), APP);
-    let conf = util::write_world_readable(
+    let dir = fs::scratch_world_readable("wsgi-daemon-limits-test-");
+    let app = fs::write_world_readable(&dir.path().join("app.wsgi"), APP);
+    let conf = fs::write_world_readable(
         &dir.path().join("site.conf"),
         &format!(
             "WSGIDaemonProcess site {}{daemon}\n\
@@ -164,12 +167,7 @@ fn wsgi_check(conf: &Path, extra: &[&str]) -> (Option<i32>, String) {
         .arg(conf)
         .output()
         .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), said)
+    (out.status.code(), process::output_text(&out))
 }
 
 /// Checks that `wsgi serve` refuses `conf` (whose `option=` is `refused`) saying so, then
@@ -198,7 +196,7 @@ fn refused_then_served_with_the_value_given(
     let text = std::fs::read_to_string(conf)
         .unwrap()
         .replace(&format!(" {option}={refused}"), &format!(" {option}={set}"));
-    util::write_world_readable(conf, &text);
+    fs::write_world_readable(conf, &text);
     let server = serve(conf).unwrap_or_else(|e| panic!("{option}={set}: {e}"));
     assert_eq!(server.get_strict("/").status, 200);
 }

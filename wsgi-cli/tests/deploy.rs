@@ -6,24 +6,15 @@
 
 mod util;
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use util::{Server, Started, signal};
+use util::{Server, Started};
+use wsgi_testkit::{fs, http, process, wait};
 
 const APP: &str = "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [('on %s:%s' % (environ['SERVER_ADDR'], environ['mod_wsgi.listener_port'])).encode()]\n";
-
-/// A free TCP port on 127.0.0.1 (and, with luck, on ::1 too).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The listen backlog `ss` reports for a listening socket on `addr`.
 fn backlog_of(addr: SocketAddr) -> Option<u32> {
@@ -41,10 +32,10 @@ fn backlog_of(addr: SocketAddr) -> Option<u32> {
 
 #[test]
 fn bind_backlog_reuse_port_and_pid_file() {
-    let dir = util::scratch_world_readable("wsgi-deploy-");
-    let app = util::write_world_readable(&dir.path().join("app.wsgi"), APP);
+    let dir = fs::scratch_world_readable("wsgi-deploy-");
+    let app = fs::write_world_readable(&dir.path().join("app.wsgi"), APP);
     let pid_file = dir.path().join("wsgi.pid");
-    let port = free_port();
+    let port = http::free_port();
     let v4 = format!("127.0.0.1:{port}");
     let v6 = format!("[::1]:{port}");
     let mut server = Server::start(&[
@@ -64,7 +55,7 @@ fn bind_backlog_reuse_port_and_pid_file() {
     assert_eq!(second, format!("listening on http://{v6}/"));
     for addr in [&v4, &v6] {
         let addr: SocketAddr = addr.parse().unwrap();
-        let r = util::get_text(addr, "/");
+        let r = http::get_text(addr, "/");
         assert_eq!(r.status, 200);
         assert_eq!(r.body, format!("on {}:{port}", addr.ip()));
         assert_eq!(backlog_of(addr), Some(77), "{addr}");
@@ -85,8 +76,8 @@ fn bind_backlog_reuse_port_and_pid_file() {
 
 #[test]
 fn bad_bind_values_are_refused() {
-    let dir = util::scratch_world_readable("wsgi-deploy-");
-    let app = util::write_world_readable(&dir.path().join("app.wsgi"), APP);
+    let dir = fs::scratch_world_readable("wsgi-deploy-");
+    let app = fs::write_world_readable(&dir.path().join("app.wsgi"), APP);
     for (value, says) in [
         ("127.0.0.1", "give HOST:PORT"),
         ("127.0.0.1:http", "the port must be a number"),
@@ -105,19 +96,16 @@ fn bad_bind_values_are_refused() {
     }
 }
 
-/// Waits (bounded) for the child to print `listening on` lines: the addresses.
+/// Waits (bounded: 30 s each) for the child to print `listening on` lines: the addresses.
 fn listening(child: &mut Child, count: usize) -> Vec<String> {
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("listening on http://") {
-                let _ = tx.send(addr.trim_end_matches('/').to_string());
-            }
-        }
-    });
+    let lines = process::lines(child.stdout.take().unwrap());
+    let prefix = "listening on http://";
     (0..count)
-        .map(|_| rx.recv_timeout(Duration::from_secs(30)).unwrap())
+        .map(|_| {
+            let line = wait::next_line(&lines, Duration::from_secs(30), |l| l.starts_with(prefix))
+                .unwrap();
+            line[prefix.len()..].trim_end_matches('/').to_string()
+        })
         .collect()
 }
 
@@ -130,8 +118,8 @@ fn next_notification(socket: &UnixDatagram) -> String {
 
 #[test]
 fn systemd_hears_ready_reloading_and_stopping() {
-    let dir = util::scratch_world_readable("wsgi-deploy-");
-    let app = util::write_world_readable(&dir.path().join("app.wsgi"), APP);
+    let dir = fs::scratch_world_readable("wsgi-deploy-");
+    let app = fs::write_world_readable(&dir.path().join("app.wsgi"), APP);
     let path = dir.path().join("notify.sock");
     let notify = UnixDatagram::bind(&path).unwrap();
     notify
@@ -143,62 +131,47 @@ fn systemd_hears_ready_reloading_and_stopping() {
         .env("NOTIFY_SOCKET", &path)
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    if util::is_root() {
+    if process::is_root() {
         command.arg("--allow-root");
     }
     let mut child = Started(command.spawn().unwrap());
     assert_eq!(next_notification(&notify), "READY=1\nSTATUS=serving\n");
     let addr: SocketAddr = listening(&mut child.0, 1)[0].parse().unwrap();
-    signal(&child.0, "-HUP");
+    process::signal(child.0.id(), "-HUP");
     let reloading = next_notification(&notify);
     assert!(
         reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
         "{reloading}"
     );
     assert_eq!(next_notification(&notify), "READY=1\nSTATUS=serving\n");
-    assert_eq!(util::get_text(addr, "/").status, 200);
-    signal(&child.0, "-TERM");
+    assert_eq!(http::get_text(addr, "/").status, 200);
+    process::signal(child.0.id(), "-TERM");
     assert_eq!(next_notification(&notify), "STOPPING=1\n");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.0.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "it did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        process::wait_exit(&mut child.0, Duration::from_secs(30)).is_some(),
+        "it did not stop"
+    );
 }
 
 #[test]
 fn socket_activation_serves_the_sockets_systemd_passes() {
-    let dir = util::scratch_world_readable("wsgi-deploy-");
-    let app = util::write_world_readable(&dir.path().join("app.wsgi"), APP);
-    let (a, b) = (free_port(), free_port());
-    let mut command = Command::new("/usr/bin/python3.11");
-    command
-        .args([
-            "-c",
-            util::ACTIVATE,
-            &format!("{a},{b}"),
-            env!("CARGO_BIN_EXE_wsgi"),
-        ])
-        .args(["serve", app.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    if util::is_root() {
-        command.arg("--allow-root");
-    }
-    let mut child = Started(command.spawn().unwrap());
+    let dir = fs::scratch_world_readable("wsgi-deploy-");
+    let app = fs::write_world_readable(&dir.path().join("app.wsgi"), APP);
+    let (a, b) = (http::free_port(), http::free_port());
+    let mut child = util::serve_activated(&format!("{a},{b}"), &app);
     let mut addrs = listening(&mut child.0, 2);
     addrs.sort();
     let mut expected = vec![format!("127.0.0.1:{a}"), format!("127.0.0.1:{b}")];
     expected.sort();
     assert_eq!(addrs, expected);
     for port in [a, b] {
-        let r = util::get_text(SocketAddr::from(([127, 0, 0, 1], port)), "/");
+        let r = http::get_text(SocketAddr::from(([127, 0, 0, 1], port)), "/");
         assert_eq!(r.body, format!("on 127.0.0.1:{port}"));
     }
     // A reload keeps serving them (they are systemd's, not the configuration's).
-    signal(&child.0, "-HUP");
+    process::signal(child.0.id(), "-HUP");
     std::thread::sleep(Duration::from_millis(500));
-    let r = util::get_text(SocketAddr::from(([127, 0, 0, 1], a)), "/");
+    let r = http::get_text(SocketAddr::from(([127, 0, 0, 1], a)), "/");
     assert_eq!(r.status, 200);
 }
 
@@ -206,8 +179,8 @@ fn socket_activation_serves_the_sockets_systemd_passes() {
 /// knobs work as there: `--setenv`, and in daemon mode `--maximum-requests`.
 #[test]
 fn flags_from_the_environment_and_mod_wsgi_express_knobs() {
-    let dir = util::scratch_world_readable("wsgi-deploy-");
-    let app = util::write_world_readable(
+    let dir = fs::scratch_world_readable("wsgi-deploy-");
+    let app = fs::write_world_readable(
         &dir.path().join("pid.wsgi"),
         "import os\n\ndef application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [('%s %s' % (os.getpid(), environ.get('STAGE'))).encode()]\n",
     );
@@ -221,12 +194,12 @@ fn flags_from_the_environment_and_mod_wsgi_express_knobs() {
         .env("WSGI_RS_MAXIMUM_REQUESTS", "2")
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    if util::is_root() {
+    if process::is_root() {
         command.env("WSGI_RS_USER", "nobody");
     }
     let mut child = Started(command.spawn().unwrap());
     let addr: SocketAddr = listening(&mut child.0, 1)[0].parse().unwrap();
-    let answer = |_| util::get_text(addr, "/").body;
+    let answer = |_| http::get_text(addr, "/").body;
     let first: Vec<String> = (0..2).map(answer).collect();
     let (pid, stage) = first[0].split_once(' ').unwrap();
     assert_eq!(stage, "prod, eu");
@@ -234,7 +207,7 @@ fn flags_from_the_environment_and_mod_wsgi_express_knobs() {
     // After two requests, maximum-requests replaced the process.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let body = util::get_text(addr, "/").body;
+        let body = http::get_text(addr, "/").body;
         if !body.starts_with(pid) {
             break;
         }
@@ -247,15 +220,15 @@ fn flags_from_the_environment_and_mod_wsgi_express_knobs() {
 /// banner, the daemon processes' lines, and the error that stops a start.
 #[test]
 fn json_error_log_from_start_to_stop() {
-    let dir = util::scratch_world_readable("wsgi-deploy-");
-    let app = util::write_world_readable(&dir.path().join("app.wsgi"), APP);
+    let dir = fs::scratch_world_readable("wsgi-deploy-");
+    let app = fs::write_world_readable(&dir.path().join("app.wsgi"), APP);
     let mut command = Command::new(env!("CARGO_BIN_EXE_wsgi"));
     command
         .args(["serve", app.to_str().unwrap(), "--port", "0"])
         .args(["--log-format", "json", "--processes", "1"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    if util::is_root() {
+    if process::is_root() {
         command.args(["--user", "nobody"]);
     }
     let mut child = Started(command.spawn().unwrap());
@@ -284,8 +257,8 @@ fn json_error_log_from_start_to_stop() {
     };
     assert!(said("daemon process ready"), "{records:?}");
     assert!(said("serving in daemon mode"), "{records:?}");
-    assert_eq!(util::get_text(addr, "/").status, 200);
-    signal(&child.0, "-TERM");
+    assert_eq!(http::get_text(addr, "/").status, 200);
+    process::signal(child.0.id(), "-TERM");
     // The rest of the banner, then the stop.
     while !JsonLog::message(&log.next()).starts_with("SIGTERM: stopping") {}
 
@@ -310,9 +283,9 @@ fn json_error_log_from_start_to_stop() {
 /// durations, in flight, the workers' load) in OpenMetrics text, and `/healthz`.
 #[test]
 fn embedded_metrics_and_health() {
-    let dir = util::scratch_world_readable("wsgi-deploy-");
-    let app = util::write_world_readable(&dir.path().join("app.wsgi"), APP);
-    let status_port = free_port();
+    let dir = fs::scratch_world_readable("wsgi-deploy-");
+    let app = fs::write_world_readable(&dir.path().join("app.wsgi"), APP);
+    let status_port = http::free_port();
     let status = format!("127.0.0.1:{status_port}");
     let server = Server::start(&[
         app.to_str().unwrap(),
@@ -345,7 +318,7 @@ fn embedded_metrics_and_health() {
     // A worker gives its slot back just after its response went out: read until it did.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let metrics = util::get_text(status_addr, "/metrics");
+        let metrics = http::get_text(status_addr, "/metrics");
         assert_eq!(metrics.status, 200);
         let missing = expected.iter().find(|line| !metrics.body.contains(**line));
         match missing {
@@ -356,7 +329,7 @@ fn embedded_metrics_and_health() {
             Some(_) => std::thread::sleep(Duration::from_millis(50)),
         }
     }
-    let health = util::get_text(status_addr, "/healthz");
+    let health = http::get_text(status_addr, "/healthz");
     assert_eq!((health.status, health.body.as_str()), (200, "ready\n"));
 }
 
@@ -365,12 +338,12 @@ fn embedded_metrics_and_health() {
 /// from SIGTERM until the in-flight requests are done, while new connections are refused.
 #[test]
 fn healthz_is_ready_across_reloads_and_draining_at_stop() {
-    let dir = util::scratch_world_readable("wsgi-deploy-");
-    let app = util::write_world_readable(
+    let dir = fs::scratch_world_readable("wsgi-deploy-");
+    let app = fs::write_world_readable(
         &dir.path().join("slow.wsgi"),
         "import time\n\ndef application(environ, start_response):\n    time.sleep(float(environ.get('QUERY_STRING') or 0))\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'done']\n",
     );
-    let status: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let status: SocketAddr = format!("127.0.0.1:{}", http::free_port()).parse().unwrap();
     let mut server = Server::start(&[
         app.to_str().unwrap(),
         "--port",
@@ -378,7 +351,7 @@ fn healthz_is_ready_across_reloads_and_draining_at_stop() {
         "--status-addr",
         &status.to_string(),
     ]);
-    let health = || util::get_text(status, "/healthz");
+    let health = || http::get_text(status, "/healthz");
     assert_eq!(
         (health().status, health().body),
         (200, "ready\n".to_string())
@@ -399,7 +372,7 @@ fn healthz_is_ready_across_reloads_and_draining_at_stop() {
     }
     // A stop with a request running: draining until it is done, new connections refused.
     let addr = server.addr;
-    let running = std::thread::spawn(move || util::get_text(addr, "/?2"));
+    let running = std::thread::spawn(move || http::get_text(addr, "/?2"));
     std::thread::sleep(Duration::from_millis(300));
     server.sigterm();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -424,8 +397,8 @@ fn healthz_is_ready_across_reloads_and_draining_at_stop() {
 /// left in `wsgi.errors` is written out when the request ends.
 #[test]
 fn application_log_records_keep_their_level() {
-    let dir = util::scratch_world_readable("wsgi-deploy-");
-    let app = util::write_world_readable(
+    let dir = fs::scratch_world_readable("wsgi-deploy-");
+    let app = fs::write_world_readable(
         &dir.path().join("logs.wsgi"),
         "import logging, sys\nlogging.basicConfig(level=logging.DEBUG, format='%(levelname)s %(message)s')\nlog = logging.getLogger('app')\n\ndef application(environ, start_response):\n    log.debug('dbg-line')\n    log.info('info-line')\n    log.warning('warn-line')\n    log.error('error-line')\n    print('stderr-line', file=sys.stderr)\n    environ['wsgi.errors'].write('partial-line')\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'ok']\n",
     );
@@ -435,13 +408,13 @@ fn application_log_records_keep_their_level() {
         .args(["--log-format", "json", "--log-level", "debug"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    if util::is_root() {
+    if process::is_root() {
         command.arg("--allow-root");
     }
     let mut child = Started(command.spawn().unwrap());
     let log = JsonLog::of(&mut child.0);
     let addr = log.listening();
-    assert_eq!(util::get_text(addr, "/").status, 200);
+    assert_eq!(http::get_text(addr, "/").status, 200);
     let mut seen = std::collections::HashMap::new();
     while seen.len() < 6 {
         let record = log.next();
@@ -473,14 +446,7 @@ struct JsonLog(std::sync::mpsc::Receiver<String>);
 
 impl JsonLog {
     fn of(child: &mut Child) -> JsonLog {
-        let err = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        JsonLog(rx)
+        JsonLog(process::lines(child.stderr.take().unwrap()))
     }
 
     /// The next record (within 30 s), which must be JSON.

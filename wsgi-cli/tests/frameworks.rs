@@ -10,200 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use util::{FRAMEWORKS, Server};
-
-/// Where `scripts/setup-test-env.sh` puts the venv with Flask and Django.
-const FRAMEWORKS_VENV: &str = "/var/tmp/wsgi-rs-test/frameworks";
-
-/// The frameworks venv, or a failure that says how to make it (never a skip).
-fn frameworks_home() -> PathBuf {
-    let home = std::env::var_os("WSGI_RS_FRAMEWORKS_VENV")
-        .map_or_else(|| PathBuf::from(FRAMEWORKS_VENV), PathBuf::from);
-    let python = home.join("bin/python");
-    assert!(
-        python.is_file(),
-        "the frameworks venv {} is missing: run scripts/setup-test-env.sh (as root) first",
-        home.display()
-    );
-    let import = Command::new(&python)
-        .args(["-c", "import flask, django"])
-        .output()
-        .expect("the frameworks venv's python runs");
-    assert!(
-        import.status.success(),
-        "the frameworks venv {} cannot import flask and django ({}): remove it and run \
-         scripts/setup-test-env.sh again",
-        home.display(),
-        String::from_utf8_lossy(&import.stderr).trim()
-    );
-    home
-}
-
-/// `examples/<name>/app.wsgi` of this repository, as an absolute path.
-fn example(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples")
-        .join(name)
-        .join("app.wsgi");
-    path.canonicalize()
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Asserts that `text` contains every one of `parts`, showing the text when it does not.
-#[track_caller]
-fn assert_contains(what: &str, text: &str, parts: &[&str]) {
-    for part in parts {
-        assert!(text.contains(part), "{what}: no {part:?} in:\n{text}");
-    }
-}
-
-/// The Flask example's pages, with `prefix` its mount ("" at the root).
-fn check_flask(server: &Server, prefix: &str, home: &Path, group: &str) {
-    let r = server.get_strict(&format!("{prefix}/"));
-    assert_eq!(r.status, 200, "{}\n{}", r.text(), server.stderr());
-    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
-    assert_contains(
-        "Flask index",
-        &r.text(),
-        &[
-            "<h1>Flask on wsgi-rs</h1>",
-            "Python 3.11.",
-            &format!("<form method=\"post\" action=\"{prefix}/greet\">"),
-            &format!("href=\"{prefix}/hello/world\""),
-        ],
-    );
-
-    let r = server.get_strict(&format!("{prefix}/hello/wsgi-rs"));
-    assert_eq!(r.status, 200);
-    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
-    assert_eq!(r.text(), "Hello, wsgi-rs!\n");
-
-    // The form POST: urlencoded, the name HTML-escaped by Jinja.
-    let r = server.request(
-        "POST",
-        &format!("{prefix}/greet"),
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        b"name=Ada+%3Cb%3ELovelace",
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_contains(
-        "Flask greet",
-        &r.text(),
-        &[
-            "<p>Hello, Ada &lt;b&gt;Lovelace!</p>",
-            &format!("href=\"{prefix}/\""),
-        ],
-    );
-    // The same form with no name is refused by the view, and GET by Flask's routing.
-    let r = server.request(
-        "POST",
-        &format!("{prefix}/greet"),
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        b"name=",
-    );
-    assert_eq!(r.status, 400);
-    assert_contains("Flask 400", &r.text(), &["the form needs a name"]);
-    let r = server.get_strict(&format!("{prefix}/greet"));
-    assert_eq!(r.status, 405);
-    // Flask lists the methods from a set: their order changes from run to run.
-    let mut allow: Vec<&str> = r.header("allow").unwrap_or("").split(", ").collect();
-    allow.sort_unstable();
-    assert_eq!(allow, ["OPTIONS", "POST"]);
-
-    // JSON out: what Python, venv, mount and application group the app runs in.
-    let r = server.get_strict(&format!("{prefix}/api/info"));
-    assert_eq!(r.status, 200);
-    assert_eq!(r.header("content-type"), Some("application/json"));
-    let text = r.text();
-    let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-    assert_contains(
-        "Flask /api/info",
-        &compact,
-        &[
-            "\"framework\":\"flask\"",
-            "\"python\":\"3.11.",
-            &format!("\"sys_prefix\":\"{}\"", home.display()),
-            &format!("\"script_name\":\"{prefix}\""),
-            &format!("\"application_group\":\"{group}\""),
-        ],
-    );
-
-    // JSON in and out.
-    let json = br#"{"numbers": [1, 2, 3], "text": "h\u00e9"}"#;
-    let r = server.request(
-        "POST",
-        &format!("{prefix}/api/echo"),
-        &[("Content-Type", "application/json")],
-        json,
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    let compact: String = r.text().chars().filter(|c| !c.is_whitespace()).collect();
-    assert_contains(
-        "Flask /api/echo",
-        &compact,
-        &[
-            "\"numbers\":[1,2,3]",
-            "\"text\":\"h\\u00e9\"",
-            &format!("\"length\":{}", json.len()),
-        ],
-    );
-    let r = server.request(
-        "POST",
-        &format!("{prefix}/api/echo"),
-        &[("Content-Type", "text/plain")],
-        b"not json",
-    );
-    assert_eq!(r.status, 415);
-
-    // A path the app does not route: Flask's own 404 page (not the server's).
-    let r = server.get_strict(&format!("{prefix}/no/such/page"));
-    assert_eq!(r.status, 404);
-    assert_contains("Flask 404", &r.text(), &["<h1>Not Found</h1>"]);
-}
-
-/// The Django example's pages, with `prefix` its mount ("" at the root).
-fn check_django(server: &Server, prefix: &str, group: &str) {
-    let r = server.get_strict(&format!("{prefix}/"));
-    assert_eq!(r.status, 200, "{}\n{}", r.text(), server.stderr());
-    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
-    // Middleware ran (clickjacking protection) and reverse() knows the mount (SCRIPT_NAME).
-    assert_eq!(r.header("x-frame-options"), Some("DENY"));
-    assert_contains(
-        "Django index",
-        &r.text(),
-        &[
-            "<h1>Django 5.",
-            " on wsgi-rs</h1>",
-            "Python 3.11.",
-            &format!("application group: {group}</p>"),
-            &format!("<a href=\"{prefix}/\">{prefix}/</a>"),
-            &format!("you asked for {prefix}/."),
-        ],
-    );
-
-    // Django's production 404 page (DEBUG is off).
-    let r = server.get_strict(&format!("{prefix}/no/such/page/"));
-    assert_eq!(r.status, 404);
-    assert_contains(
-        "Django 404",
-        &r.text(),
-        &["<h1>Not Found</h1><p>The requested resource was not found on this server.</p>"],
-    );
-
-    // ALLOWED_HOSTS: a Host outside it is refused by Django with 400.
-    let r = server.request(
-        "GET",
-        &format!("{prefix}/"),
-        &[("Host", "evil.example")],
-        b"",
-    );
-    assert_eq!(r.status, 400);
-    assert_contains("Django DisallowedHost", &r.text(), &["Bad Request (400)"]);
-}
+use wsgi_testkit::frameworks::{assert_contains, check_django, check_flask, example_script};
+use wsgi_testkit::fs;
+use wsgi_testkit::venvs::frameworks_home;
 
 #[test]
 fn flask_example_serves_its_pages() {
     let home = frameworks_home();
-    let app = example("flask");
+    let app = example_script("flask");
     let server = Server::start_with(
         &FRAMEWORKS,
         &[
@@ -219,7 +33,7 @@ fn flask_example_serves_its_pages() {
 #[test]
 fn django_example_serves_its_pages() {
     let home = frameworks_home();
-    let app = example("django");
+    let app = example_script("django");
     let server = Server::start_with(
         &FRAMEWORKS,
         &[
@@ -236,7 +50,7 @@ fn django_example_serves_its_pages() {
 #[test]
 fn a_startproject_folder_is_served_by_its_module_name() {
     let home = frameworks_home();
-    let dir = util::scratch_world_readable("wsgi-django-");
+    let dir = fs::scratch_world_readable("wsgi-django-");
     let made = Command::new(home.join("bin/python"))
         .args(["-m", "django", "startproject", "mysite"])
         .arg(dir.path())
@@ -327,8 +141,8 @@ fn flask_and_django_side_by_side_in_two_sub_interpreters() {
              WSGIScriptAlias /probe-flask {probe} application-group=flask-group\n\
              WSGIScriptAlias /probe-django {probe} application-group=django-group\n",
             home = home.display(),
-            flask = example("flask").display(),
-            django = example("django").display(),
+            flask = example_script("flask").display(),
+            django = example_script("django").display(),
             probe = probe.display(),
         ),
     )

@@ -11,7 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use util::{Response, Server, read_to_close, write};
+use util::Server;
+use wsgi_testkit::fs::{self, write};
+use wsgi_testkit::http::{Response, read_to_close};
+use wsgi_testkit::process;
 
 /// The test app: behaviours chosen by PATH_INFO.
 const APP: &str = r#"
@@ -86,7 +89,7 @@ fn timed_get(addr: SocketAddr, path: &str, limit: Duration) -> Option<u16> {
 /// warn. A longer one: the surplus is dropped (and logged), the response is clean.
 #[test]
 fn content_length_mismatches_are_deterministic() {
-    let dir = util::scratch("wsgi-hardening-");
+    let dir = fs::scratch("wsgi-hardening-");
     let server = serve_app(dir.path(), &[]);
     for _ in 0..40 {
         let raw = server.raw(b"GET /short HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -177,7 +180,7 @@ fn attacker(addr: SocketAddr, attack: SlowClient, stop: Arc<AtomicBool>, rounds:
 /// the body or write timeouts (2 s here), and small bodies are read without one.
 #[test]
 fn slow_clients_never_starve_the_workers() {
-    let dir = util::scratch_world_readable("wsgi-hardening-");
+    let dir = fs::scratch_world_readable("wsgi-hardening-");
     let marker = dir.path().join("oserror.txt");
     let server = serve_app(
         dir.path(),
@@ -240,7 +243,7 @@ fn slow_clients_never_starve_the_workers() {
 /// client gets 408.
 #[test]
 fn a_slow_streamed_body_raises_oserror_in_the_app_and_answers_408() {
-    let dir = util::scratch_world_readable("wsgi-hardening-");
+    let dir = fs::scratch_world_readable("wsgi-hardening-");
     let marker = dir.path().join("oserror.txt");
     let server = serve_app(
         dir.path(),
@@ -285,7 +288,7 @@ fn a_slow_streamed_body_raises_oserror_in_the_app_and_answers_408() {
 /// is still busy (not when it frees up).
 #[test]
 fn queue_timeout_fires_while_waiting() {
-    let dir = util::scratch("wsgi-hardening-");
+    let dir = fs::scratch("wsgi-hardening-");
     let server = serve_app(dir.path(), &["--threads", "1", "--queue-timeout", "1"]);
     let addr = server.addr;
     let marker = dir.path().join("sleeping");
@@ -314,7 +317,7 @@ fn queue_timeout_fires_while_waiting() {
 /// A head sent a byte at a time ends at --header-timeout, however long the trickle goes on.
 #[test]
 fn header_timeout_is_a_total_for_the_head() {
-    let dir = util::scratch("wsgi-hardening-");
+    let dir = fs::scratch("wsgi-hardening-");
     let server = serve_app(dir.path(), &["--header-timeout", "2"]);
     let mut s = server.connect();
     let began = Instant::now();
@@ -363,7 +366,7 @@ fn header_timeout_is_a_total_for_the_head() {
 /// answered) until an open one closes.
 #[test]
 fn max_connections_holds_new_ones_in_the_backlog() {
-    let dir = util::scratch("wsgi-hardening-");
+    let dir = fs::scratch("wsgi-hardening-");
     let server = serve_app(dir.path(), &["--max-connections", "3"]);
     let open: Vec<TcpStream> = (0..3).map(|_| server.connect()).collect();
     std::thread::sleep(Duration::from_millis(300));
@@ -407,7 +410,7 @@ fn probe(server: &Server, request: &[u8]) -> (u16, Option<serde_json::Value>, Ve
 /// latin-1 decoding in PATH_INFO) where it accepts them.
 #[test]
 fn request_heads_are_checked_as_apache_does() {
-    let dir = util::scratch("wsgi-hardening-");
+    let dir = fs::scratch("wsgi-hardening-");
     let log = dir.path().join("access.log");
     let server = serve_app(dir.path(), &["--access-log", log.to_str().unwrap()]);
     let get = |target: &[u8], headers: &[u8]| {
@@ -552,17 +555,8 @@ fn process_tree(pid: u32) -> Vec<u32> {
     let mut tree = vec![pid];
     let mut i = 0;
     while i < tree.len() {
-        let parent = tree[i];
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-                continue;
-            };
-            let after = &stat[stat.rfind(')').unwrap() + 2..];
-            let ppid: u32 = after.split(' ').nth(1).unwrap().parse().unwrap();
-            if ppid == parent && !tree.contains(&child) {
+        for child in process::children(tree[i]) {
+            if !tree.contains(&child) {
                 tree.push(child);
             }
         }
@@ -583,13 +577,12 @@ fn credentials(pid: u32) -> (Vec<u32>, Vec<u32>, Vec<u32>, String) {
             .map(|n| n.parse().unwrap())
             .collect()
     };
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
-        .unwrap_or_default()
-        .split(|&b| b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect::<Vec<_>>()
-        .join(" ");
-    (field("Uid:"), field("Gid:"), field("Groups:"), cmdline)
+    (
+        field("Uid:"),
+        field("Gid:"),
+        field("Groups:"),
+        process::cmdline(pid),
+    )
 }
 
 fn uid_of(name: &str) -> (u32, u32) {
@@ -608,17 +601,17 @@ fn uid_of(name: &str) -> (u32, u32) {
 /// embedded mode (default user, --user, a configuration's User) and daemon mode.
 #[test]
 fn started_as_root_nothing_that_serves_clients_stays_root() {
-    if !util::is_root() {
+    if !process::is_root() {
         eprintln!("skipped: needs root");
         return;
     }
-    let dir = util::scratch_world_readable("wsgi-hardening-");
-    let app = util::write_world_readable(
+    let dir = fs::scratch_world_readable("wsgi-hardening-");
+    let app = fs::write_world_readable(
         &dir.path().join("app.wsgi"),
         "import os\ndef application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'%d %d %d' % (os.getuid(), os.geteuid(), os.getpid())]\n",
     );
     let app = app.to_str().unwrap();
-    let conf = util::write_world_readable(
+    let conf = fs::write_world_readable(
         &dir.path().join("site.conf"),
         &format!("User nobody\nWSGIScriptAlias / {app}\n"),
     );
@@ -690,11 +683,11 @@ fn started_as_root_nothing_that_serves_clients_stays_root() {
 /// --allow-root, or cannot read the application, with what to do.
 #[test]
 fn started_as_root_refuses_what_would_run_as_root_or_cannot_be_read() {
-    if !util::is_root() {
+    if !process::is_root() {
         eprintln!("skipped: needs root");
         return;
     }
-    let private = util::scratch("wsgi-hardening-");
+    let private = fs::scratch("wsgi-hardening-");
     std::fs::set_permissions(
         private.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o700),
@@ -711,9 +704,9 @@ fn started_as_root_refuses_what_would_run_as_root_or_cannot_be_read() {
     assert!(err.contains("www-data cannot read"), "{err}");
     assert!(err.contains("chmod"), "{err}");
     assert!(err.contains("--allow-root"), "{err}");
-    let open = util::scratch_world_readable("wsgi-hardening-");
-    let app = util::write_world_readable(&open.path().join("app.wsgi"), APP);
-    let conf = util::write_world_readable(
+    let open = fs::scratch_world_readable("wsgi-hardening-");
+    let app = fs::write_world_readable(&open.path().join("app.wsgi"), APP);
+    let conf = fs::write_world_readable(
         &open.path().join("site.conf"),
         &format!("User root\nWSGIScriptAlias / {}\n", app.display()),
     );
@@ -806,7 +799,7 @@ fn keep_alive_client(
 /// at once by the new one.
 #[test]
 fn sighup_under_keep_alive_load_loses_nothing() {
-    let dir = util::scratch("wsgi-hardening-");
+    let dir = fs::scratch("wsgi-hardening-");
     let server = serve_app(dir.path(), &["--threads", "8"]);
     let stop = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(Mutex::new(Vec::new()));
@@ -881,7 +874,7 @@ fn sighup_under_keep_alive_load_loses_nothing() {
 /// load balancer fails over) while the request in flight finishes, then the server exits 0.
 #[test]
 fn sigterm_refuses_new_connections_and_finishes_in_flight_ones() {
-    let dir = util::scratch("wsgi-hardening-");
+    let dir = fs::scratch("wsgi-hardening-");
     let mut server = serve_app(dir.path(), &[]);
     let addr = server.addr;
     let long = std::thread::spawn(move || timed_get(addr, "/sleep?2", Duration::from_secs(20)));
@@ -903,8 +896,8 @@ fn sigterm_refuses_new_connections_and_finishes_in_flight_ones() {
 /// every time.
 #[test]
 fn daemon_mode_passes_head_and_short_responses_through() {
-    let dir = util::scratch_world_readable("wsgi-hardening-");
-    let app = util::write_world_readable(
+    let dir = fs::scratch_world_readable("wsgi-hardening-");
+    let app = fs::write_world_readable(
         &dir.path().join("app.wsgi"),
         &APP.replace(
             "def application(environ, start_response):\n    path = environ['PATH_INFO']\n",
@@ -920,7 +913,7 @@ fn daemon_mode_passes_head_and_short_responses_through() {
         "--threads",
         "2",
     ];
-    if util::is_root() {
+    if process::is_root() {
         args.extend(["--user", "nobody"]);
     }
     let server = Server::start_with(&util::DAEMON, &args);

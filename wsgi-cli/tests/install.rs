@@ -12,20 +12,14 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use util::{Launch, Server};
-use wsgi_testkit::apache;
+use wsgi_testkit::{apache, fs, process, venvs};
 
 /// Debian's Python, the one this workspace's own builds embed.
 const PY311: &str = "/usr/bin/python3.11";
 
-/// Where the setup script puts what the tests share.
-fn test_root() -> PathBuf {
-    std::env::var_os("WSGI_RS_TEST_ROOT")
-        .map_or_else(|| "/var/tmp/wsgi-rs-test".into(), PathBuf::from)
-}
-
 /// The world-readable copy of pyenv's 3.12 the setup script makes.
 fn py312() -> PathBuf {
-    test_root().join("python3.12/bin/python3.12")
+    venvs::test_root().join("python3.12/bin/python3.12")
 }
 
 /// The workspace root: what `pip install` is given.
@@ -72,11 +66,11 @@ fn run(cmd: &mut Command, limit: Duration) -> String {
 fn venvs_root() -> &'static Path {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
-        let base = test_root().join("pip-venvs");
+        let base = venvs::test_root().join("pip-venvs");
         std::fs::create_dir_all(&base).unwrap();
         for entry in std::fs::read_dir(&base).unwrap().flatten() {
             let pid = entry.file_name().to_string_lossy().parse::<u32>().ok();
-            if pid.is_some_and(|pid| !util::alive(pid)) {
+            if pid.is_some_and(|pid| !process::alive(pid)) {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }
@@ -114,7 +108,7 @@ fn installed(python: &Path, name: &str, extra: &[&str]) -> PathBuf {
     run(
         Command::new("chmod")
             .args(["-R", "a+rX"])
-            .arg(test_root().join("pip-venvs")),
+            .arg(venvs::test_root().join("pip-venvs")),
         Duration::from_secs(60),
     );
     venv
@@ -187,8 +181,8 @@ const AS_NOBODY: Launch = Launch {
 
 #[test]
 fn each_venvs_wsgi_runs_applications_on_its_own_python() {
-    let dir = util::scratch_world_readable("wsgi-install-");
-    let app = util::write_world_readable(&dir.path().join("which.py"), WHICH_PYTHON);
+    let dir = fs::scratch_world_readable("wsgi-install-");
+    let app = fs::write_world_readable(&dir.path().join("which.py"), WHICH_PYTHON);
     for (venv, version) in [(venv311(), "3.11"), (venv312(), "3.12")] {
         let program = venv.join("bin/wsgi");
         let text = run(
@@ -220,8 +214,8 @@ fn each_venvs_wsgi_runs_applications_on_its_own_python() {
 /// served as root.
 #[test]
 fn the_oldest_and_the_newest_python_install_and_serve() {
-    let dir = util::scratch_world_readable("wsgi-install-range-");
-    let app = util::write_world_readable(&dir.path().join("which.py"), WHICH_PYTHON);
+    let dir = fs::scratch_world_readable("wsgi-install-range-");
+    let app = fs::write_world_readable(&dir.path().join("which.py"), WHICH_PYTHON);
     for (version, patch) in [("3.9", "3.9.18"), ("3.13", "3.13.0")] {
         let python = PathBuf::from(format!("/root/.pyenv/versions/{patch}/bin/python{version}"));
         assert!(
@@ -243,7 +237,7 @@ fn the_oldest_and_the_newest_python_install_and_serve() {
 #[test]
 fn a_stock_django_project_runs_by_module_and_callable() {
     let venv = venv312();
-    let dir = util::scratch_world_readable("wsgi-install-django-");
+    let dir = fs::scratch_world_readable("wsgi-install-django-");
     run(
         Command::new(venv.join("bin/django-admin"))
             .args(["startproject", "mysite"])
@@ -306,9 +300,9 @@ WSGIScriptAlias /py312 {app} process-group=py312 application-group=%{{GLOBAL}}
 
 #[test]
 fn a_daemon_group_runs_on_the_python_of_its_venv_under_wsgi_serve() {
-    let dir = util::scratch_world_readable("wsgi-install-serve-");
-    let app = util::write_world_readable(&dir.path().join("which.wsgi"), WHICH_PYTHON);
-    let conf = util::write_world_readable(
+    let dir = fs::scratch_world_readable("wsgi-install-serve-");
+    let app = fs::write_world_readable(&dir.path().join("which.wsgi"), WHICH_PYTHON);
+    let conf = fs::write_world_readable(
         &dir.path().join("site.conf"),
         &two_python_site(dir.path(), &app, util::daemon_user_option()),
     );
@@ -331,7 +325,7 @@ fn a_daemon_group_runs_on_the_python_of_its_venv_under_wsgi_serve() {
 
 #[test]
 fn a_venv_of_another_python_without_wsgi_rs_is_refused_with_the_fix() {
-    let dir = util::scratch_world_readable("wsgi-install-bare-");
+    let dir = fs::scratch_world_readable("wsgi-install-bare-");
     let bare = dir.path().join("bare312");
     run(
         Command::new(py312())
@@ -339,8 +333,8 @@ fn a_venv_of_another_python_without_wsgi_rs_is_refused_with_the_fix() {
             .arg(&bare),
         Duration::from_secs(60),
     );
-    let app = util::write_world_readable(&dir.path().join("which.wsgi"), WHICH_PYTHON);
-    let conf = util::write_world_readable(
+    let app = fs::write_world_readable(&dir.path().join("which.wsgi"), WHICH_PYTHON);
+    let conf = fs::write_world_readable(
         &dir.path().join("site.conf"),
         &format!(
             "WSGIDaemonProcess bare {}python-home={}\nWSGIScriptAlias / {} process-group=bare\n",
@@ -364,7 +358,7 @@ fn a_venv_of_another_python_without_wsgi_rs_is_refused_with_the_fix() {
     );
     // Embedded mode cannot change Python: the venv's own wsgi is the way.
     let venv = venv312();
-    let conf = util::write_world_readable(
+    let conf = fs::write_world_readable(
         &dir.path().join("embedded.conf"),
         &format!(
             "WSGIPythonHome {}\nWSGIScriptAlias / {}\n",
@@ -385,8 +379,8 @@ fn a_venv_of_another_python_without_wsgi_rs_is_refused_with_the_fix() {
 
 #[test]
 fn a_daemon_group_runs_on_the_python_of_its_venv_under_apache() {
-    let dir = util::scratch_world_readable("wsgi-install-apache-");
-    let app = util::write_world_readable(&dir.path().join("which.wsgi"), WHICH_PYTHON);
+    let dir = fs::scratch_world_readable("wsgi-install-apache-");
+    let app = fs::write_world_readable(&dir.path().join("which.wsgi"), WHICH_PYTHON);
     let root = dir.path().join("apache");
     std::fs::create_dir(&root).unwrap();
     std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -418,7 +412,7 @@ fn sections(file: &Path) -> String {
 
 #[test]
 fn release_artifacts_split_off_their_debug_information() {
-    let dir = util::scratch("wsgi-split-");
+    let dir = fs::scratch("wsgi-split-");
     let program = dir.path().join("wsgi");
     std::fs::copy(env!("CARGO_BIN_EXE_wsgi"), &program).unwrap();
     let before = std::fs::metadata(&program).unwrap().len();

@@ -8,25 +8,19 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use util::Server;
+use wsgi_testkit::{fs, wait};
 
 /// The text of `path` once it contains `needle` (waiting at most 15 s); what it holds
 /// otherwise.
 fn wait_for(path: &Path, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if text.contains(needle) || Instant::now() > deadline {
-            return text;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait::file_text_when(path, Duration::from_secs(15), |text| text.contains(needle))
 }
 
 #[test]
 fn error_logs_per_virtual_host_and_reopened_on_sigusr1() {
-    let dir = util::scratch_world_readable("wsgi-logs-");
+    let dir = fs::scratch_world_readable("wsgi-logs-");
     let d = dir.path().display().to_string();
-    let app = util::write_world_readable(
+    let app = fs::write_world_readable(
         &dir.path().join("app.wsgi"),
         "import sys\n\
          def application(environ, start_response):\n    \
@@ -36,7 +30,7 @@ fn error_logs_per_virtual_host_and_reopened_on_sigusr1() {
              start_response('200 OK', [('Content-Type', 'text/plain')])\n    \
              return [b'ok']\n",
     );
-    let conf = util::write_world_readable(
+    let conf = fs::write_world_readable(
         &dir.path().join("site.conf"),
         &format!(
             "ErrorLog {d}/main-error.log\n\

@@ -9,7 +9,7 @@ mod util;
 use std::path::Path;
 
 use util::Server;
-use wsgi_testkit::{apache, apps, http};
+use wsgi_testkit::{apache, apps, fs, http, wait};
 
 /// Debian's mod_wsgi, as a `LoadModule` line.
 fn debian_mod_wsgi() -> String {
@@ -18,7 +18,7 @@ fn debian_mod_wsgi() -> String {
 
 /// Serves `site` with `wsgi serve --config` (as root: as www-data, like Apache's children).
 fn serve(dir: &Path, site: &str) -> Server {
-    let conf = util::write_world_readable(&dir.join("serve.conf"), site);
+    let conf = fs::write_world_readable(&dir.join("serve.conf"), site);
     let launch = util::Launch {
         allow_root: false,
         ..util::PLAIN
@@ -36,16 +36,14 @@ fn start_apache(dir: &Path, site: &str) -> apache::Apache {
 
 /// [`start_apache`] with another module's `LoadModule` line (mod_wsgi 6.1.1's).
 fn start_apache_with(dir: &Path, load_module: &str, site: &str) -> apache::Apache {
-    let root = dir.join("apache");
-    std::fs::create_dir(&root).unwrap();
-    std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let root = fs::create_dir_world_readable(&dir.join("apache"));
     apache::Apache::start_with_module(&root, load_module, site)
 }
 
 /// An app answering with the environ's values for `keys`, one `NAME=value` line each.
 fn environ_app(dir: &Path, keys: &[&str]) -> std::path::PathBuf {
     let keys: Vec<String> = keys.iter().map(|k| format!("{k:?}")).collect();
-    util::write_world_readable(
+    fs::write_world_readable(
         &dir.join("env.wsgi"),
         &format!(
             "KEYS = [{}]\n\ndef application(environ, start_response):\n    body = ''.join('%s=%s\\n' % (k, environ.get(k, '<unset>')) for k in KEYS).encode()\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [body]\n",
@@ -61,7 +59,7 @@ fn environment_directives_as_mod_wsgi() {
     if !apache::have_debian_mod_wsgi() {
         return;
     }
-    let dir = util::scratch_world_readable("wsgi-oracle-");
+    let dir = fs::scratch_world_readable("wsgi-oracle-");
     let keys = [
         "SITE_NAME",
         "REMOVED",
@@ -142,8 +140,8 @@ WSGIScriptAlias /app {app}
 /// README documents, there being no Apache.
 #[test]
 fn environ_keys_and_types_as_mod_wsgi_61() {
-    let dir = util::scratch_world_readable("wsgi-oracle-environ61-");
-    util::write_world_readable(&dir.path().join("env.wsgi"), apps::ENVIRON_TYPES_APP);
+    let dir = fs::scratch_world_readable("wsgi-oracle-environ61-");
+    fs::write_world_readable(&dir.path().join("env.wsgi"), apps::ENVIRON_TYPES_APP);
     let folder = |name: &str| {
         let path = dir.path().join(name);
         std::fs::create_dir(&path).unwrap();
@@ -152,7 +150,7 @@ fn environ_keys_and_types_as_mod_wsgi_61() {
         path
     };
     let scripts = folder("scripts");
-    util::write_world_readable(&scripts.join("values.wsgi"), apps::ENVIRON_VALUES_APP);
+    fs::write_world_readable(&scripts.join("values.wsgi"), apps::ENVIRON_VALUES_APP);
     let docroot = folder("docroot");
     let site = format!(
         r#"LoadModule alias_module /usr/lib/apache2/modules/mod_alias.so
@@ -221,7 +219,7 @@ Alias /aliased {scripts}
 /// group's, one application group in it, embedded mode's main interpreter) and no other.
 #[test]
 fn interpreter_options_as_mod_wsgi_61() {
-    let dir = util::scratch_world_readable("wsgi-oracle-interp-options-");
+    let dir = fs::scratch_world_readable("wsgi-oracle-interp-options-");
     let site = apps::interpreter_options_site(dir.path());
     let theirs = start_apache_with(dir.path(), &apache::mod_wsgi_61(), &site);
     let ours = serve(dir.path(), &site);
@@ -240,14 +238,7 @@ fn interpreter_options_as_mod_wsgi_61() {
 /// What the test compares of a response: the status, the Location (with the server's own
 /// port written PORT), the Content-Type's type, and the body unless it is an error page.
 fn summary(status: u16, head: &str, body: &[u8], port: u16) -> String {
-    let header = |name: &str| {
-        head.lines().find_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            n.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| v.trim().to_string())
-        })
-    };
+    let header = |name: &str| http::header_value(head, name).map(str::to_string);
     let location = header("location")
         .map(|l| l.replace(&format!(":{port}"), ":PORT"))
         .unwrap_or_default();
@@ -270,7 +261,7 @@ fn aliases_redirects_and_static_files_as_apache() {
     if !apache::have_debian_mod_wsgi() {
         return;
     }
-    let dir = util::scratch_world_readable("wsgi-oracle-");
+    let dir = fs::scratch_world_readable("wsgi-oracle-");
     let root = dir.path();
     let file = |rel: &str, text: &str| {
         let path = root.join(rel);
@@ -279,7 +270,7 @@ fn aliases_redirects_and_static_files_as_apache() {
             std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755))
                 .unwrap();
         }
-        util::write_world_readable(&path, text);
+        fs::write_world_readable(&path, text);
     };
     file("static/site.css", "body { color: red }\n");
     file("static/index.html", "<p>static index</p>\n");
@@ -288,7 +279,7 @@ fn aliases_redirects_and_static_files_as_apache() {
     file("robots.txt", "User-agent: *\n");
     file("files/abc.txt", "abc file\n");
     file("docs/readme.txt", "from the document root\n");
-    let app = util::write_world_readable(
+    let app = fs::write_world_readable(
         &root.join("app.wsgi"),
         "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [('app %s' % environ['PATH_INFO']).encode()]\n",
     );
@@ -367,7 +358,7 @@ fn handlers_as_mod_wsgi() {
     if !apache::have_debian_mod_wsgi() {
         return;
     }
-    let dir = util::scratch_world_readable("wsgi-oracle-");
+    let dir = fs::scratch_world_readable("wsgi-oracle-");
     let root = dir.path();
     for sub in ["scripts", "noexec", "located", "pages"] {
         let p = root.join(sub);
@@ -391,24 +382,24 @@ fn handlers_as_mod_wsgi() {
         "noexec/env.wsgi",
         "located/env.txt",
     ] {
-        util::write_world_readable(&root.join(file), &env);
+        fs::write_world_readable(&root.join(file), &env);
     }
     // mod_wsgi 4.9 lowercases the %{RESOURCE} name (6.x only with WSGICaseSensitivity Off):
     // this one shows only the split.
-    util::write_world_readable(
+    fs::write_world_readable(
         &root.join("scripts/shout.WSGI"),
         "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [('%s %s' % (environ['SCRIPT_NAME'], environ['PATH_INFO'])).encode()]\n",
     );
-    util::write_world_readable(&root.join("scripts/notes.txt"), "not a script\n");
-    util::write_world_readable(
+    fs::write_world_readable(&root.join("scripts/notes.txt"), "not a script\n");
+    fs::write_world_readable(
         &root.join("handler.wsgi"),
         &format!(
             "import os\n\nKEYS = {keys:?}\n\ndef handle_request(environ, start_response):\n    name = environ['SCRIPT_FILENAME']\n    body = ''.join('%s=%s\\n' % (k, environ.get(k, '<unset>')) for k in KEYS)\n    if os.path.exists(name):\n        body += open(name).read()\n    else:\n        body += 'no such page\\n'\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [body.encode()]\n"
         ),
     );
-    util::write_world_readable(&root.join("pages/one.page"), "page one\n");
-    util::write_world_readable(&root.join("pages/special.txt"), "special\n");
-    util::write_world_readable(&root.join("pages/plain.txt"), "plain\n");
+    fs::write_world_readable(&root.join("pages/one.page"), "page one\n");
+    fs::write_world_readable(&root.join("pages/special.txt"), "special\n");
+    fs::write_world_readable(&root.join("pages/plain.txt"), "plain\n");
     let site = format!(
         r#"LoadModule alias_module /usr/lib/apache2/modules/mod_alias.so
 LoadModule mime_module /usr/lib/apache2/modules/mod_mime.so
@@ -487,15 +478,9 @@ WSGIHandlerScript page-handler {d}/handler.wsgi
 /// What the access-control tests compare of a response: the status, the `WWW-Authenticate`
 /// challenge, and the body of a 200.
 fn auth_summary(status: u16, head: &str, body: &[u8]) -> String {
-    let challenge = head
-        .lines()
-        .find_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            n.trim()
-                .eq_ignore_ascii_case("www-authenticate")
-                .then(|| v.trim().to_string())
-        })
-        .unwrap_or_default();
+    let challenge = http::header_value(head, "www-authenticate")
+        .unwrap_or_default()
+        .to_string();
     let body = if status == 200 {
         String::from_utf8_lossy(body).into_owned()
     } else {
@@ -506,15 +491,11 @@ fn auth_summary(status: u16, head: &str, body: &[u8]) -> String {
 
 /// Reads the lines of a log file, waiting (bounded) until it has `count` of them.
 fn log_lines(path: &Path, count: usize) -> Vec<String> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<String> = text.lines().map(str::to_string).collect();
-        if lines.len() >= count || std::time::Instant::now() > deadline {
-            return lines;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let ready = |text: &str| text.lines().count() >= count;
+    wait::file_text_when(path, std::time::Duration::from_secs(10), ready)
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 /// `LogFormat` (with and without a nickname), `CustomLog` with a nickname, an inline format
@@ -525,7 +506,7 @@ fn access_logs_as_apache() {
     if !apache::have_debian_mod_wsgi() {
         return;
     }
-    let dir = util::scratch_world_readable("wsgi-oracle-");
+    let dir = fs::scratch_world_readable("wsgi-oracle-");
     let root = dir.path();
     let static_dir = root.join("static");
     std::fs::create_dir(&static_dir).unwrap();
@@ -534,8 +515,8 @@ fn access_logs_as_apache() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    util::write_world_readable(&static_dir.join("site.css"), "body { color: red }\n");
-    let app = util::write_world_readable(
+    fs::write_world_readable(&static_dir.join("site.css"), "body { color: red }\n");
+    let app = fs::write_world_readable(
         &root.join("app.wsgi"),
         "def application(environ, start_response):\n    body = environ['wsgi.input'].read()\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'app ', environ['PATH_INFO'].encode(), body]\n",
     );
@@ -633,13 +614,13 @@ Alias /static/ {d}/static/
 /// with mod_wsgi; a request no application served (a static file) has none: `-`.
 #[test]
 fn request_ids_in_the_access_log_as_apache() {
-    let dir = util::scratch_world_readable("wsgi-oracle-ids-");
+    let dir = fs::scratch_world_readable("wsgi-oracle-ids-");
     let root = dir.path();
-    let app = util::write_world_readable(
+    let app = fs::write_world_readable(
         &root.join("id.wsgi"),
         "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [environ['mod_wsgi.request_id'].encode()]\n",
     );
-    util::write_world_readable(&root.join("page.txt"), "static\n");
+    fs::write_world_readable(&root.join("page.txt"), "static\n");
     let site = |logs: &Path| {
         format!(
             "LoadModule alias_module /usr/lib/apache2/modules/mod_alias.so\nCustomLog {l}/ids.log \"%L %U\"\nWSGIScriptAlias /app {app}\nAlias /static/ {d}/\n<Directory {d}>\n    Require all granted\n</Directory>\n",
@@ -684,7 +665,7 @@ fn access_control_and_basic_authentication_as_apache() {
     if !apache::have_debian_mod_wsgi() {
         return;
     }
-    let dir = util::scratch_world_readable("wsgi-oracle-");
+    let dir = fs::scratch_world_readable("wsgi-oracle-");
     let root = dir.path();
     let d = root.display().to_string();
     let htpasswd = root.join("htpasswd");
@@ -715,15 +696,15 @@ fn access_control_and_basic_authentication_as_apache() {
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
     )
     .unwrap();
-    util::write_world_readable(&root.join("groups"), "admins: alice dave\nstaff: bob\n");
+    fs::write_world_readable(&root.join("groups"), "admins: alice dave\nstaff: bob\n");
     for sub in ["files", "files/secret"] {
         let p = root.join(sub);
         std::fs::create_dir(&p).unwrap();
         std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     }
-    util::write_world_readable(&root.join("files/open.txt"), "open file\n");
-    util::write_world_readable(&root.join("files/secret/x.txt"), "secret file\n");
-    let app = util::write_world_readable(
+    fs::write_world_readable(&root.join("files/open.txt"), "open file\n");
+    fs::write_world_readable(&root.join("files/secret/x.txt"), "secret file\n");
+    let app = fs::write_world_readable(
         &root.join("app.wsgi"),
         "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [('%s user=%s type=%s' % (environ['PATH_INFO'], environ.get('REMOTE_USER'), environ.get('AUTH_TYPE'))).encode()]\n",
     );
@@ -827,17 +808,12 @@ SetEnvIf X-Trusted "^yes$" TRUSTED
     let theirs_root = root.join("apache");
     let ours_logs = root.join("ours");
     for p in [&theirs_root, &ours_logs] {
-        std::fs::create_dir(p).unwrap();
-        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        fs::create_dir_world_readable(p);
     }
     let theirs =
         apache::Apache::start_with_module(&theirs_root, &debian_mod_wsgi(), &site(&theirs_root));
     let ours = serve(root, &site(&ours_logs));
-    let auth = |user: &str, password: &str| {
-        use base64::Engine as _;
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-        format!("Basic {token}")
-    };
+    let auth = http::basic_auth;
     /// A method, a path and extra headers.
     type Case<'a> = (&'a str, &'a str, Vec<(&'a str, String)>);
     let cases: Vec<Case> = vec![
@@ -970,10 +946,10 @@ fn mod_wsgi_hook_scripts_as_mod_wsgi() {
     if !apache::have_debian_mod_wsgi() {
         return;
     }
-    let dir = util::scratch_world_readable("wsgi-oracle-");
+    let dir = fs::scratch_world_readable("wsgi-oracle-");
     let root = dir.path();
     let d = root.display().to_string();
-    let script = |name: &str, text: &str| util::write_world_readable(&root.join(name), text);
+    let script = |name: &str, text: &str| fs::write_world_readable(&root.join(name), text);
     let app = script(
         "app.wsgi",
         "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    # The group only where the dispatch script chose it (the default names differ: the\n    # Apache preamble has a ServerName).\n    group = environ.get('mod_wsgi.application_group') if environ['PATH_INFO'].startswith('/dispatch') else '-'\n    return [('app %s user=%s type=%s group=%r' % (environ['PATH_INFO'], environ.get('REMOTE_USER'), environ.get('AUTH_TYPE'), group)).encode()]\n\ndef other(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'other callable']\n",
@@ -1028,11 +1004,7 @@ WSGIScriptAlias /app {app}
     );
     let theirs = start_apache(root, &site);
     let ours = serve(root, &site);
-    let auth = |user: &str, password: &str| {
-        use base64::Engine as _;
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-        format!("Basic {token}")
-    };
+    let auth = http::basic_auth;
     /// A method, a path and extra headers.
     type Case<'a> = (&'a str, Vec<(&'a str, String)>);
     let cases: Vec<Case> = vec![
@@ -1083,7 +1055,7 @@ fn https_as_apache_with_mod_ssl() {
     if !apache::have_debian_mod_wsgi() {
         return;
     }
-    let dir = util::scratch_world_readable("wsgi-oracle-");
+    let dir = fs::scratch_world_readable("wsgi-oracle-");
     let root = dir.path();
     let issued = tls_util::issue(root, "site", &["localhost"], true);
     let app = environ_app(
@@ -1099,7 +1071,7 @@ fn https_as_apache_with_mod_ssl() {
         ],
     );
     std::fs::create_dir(root.join("static")).unwrap();
-    util::write_world_readable(&root.join("static/a.txt"), "static a\n");
+    fs::write_world_readable(&root.join("static/a.txt"), "static a\n");
     let site = format!(
         r#"LoadModule ssl_module /usr/lib/apache2/modules/mod_ssl.so
 LoadModule alias_module /usr/lib/apache2/modules/mod_alias.so
@@ -1130,7 +1102,7 @@ Redirect /old /app/new
     for path in ["/app/x?y=1", "/app", "/old/z", "/static", "/static/a.txt"] {
         let mut answers = Vec::new();
         for addr in [theirs_addr, ours.addr] {
-            let request = tls_util::get(&format!("localhost:{}", addr.port()), path);
+            let request = http::get_request(path, &format!("localhost:{}", addr.port()));
             let answer =
                 tls_util::exchange(addr, "localhost", &[&issued.root], tls_util::BOTH, &request)
                     .unwrap();
@@ -1149,6 +1121,6 @@ Redirect /old /app/new
     let (ours_status, _, ours_body) = http::split_response(&got);
     assert_eq!((ours_status, status), (400, 400));
     let reason = "speaking plain HTTP to an SSL-enabled server port";
-    assert!(util::find(&body, reason.as_bytes()).is_some());
-    assert!(util::find(&ours_body, reason.as_bytes()).is_some());
+    assert!(http::find(&body, reason.as_bytes()).is_some());
+    assert!(http::find(&ours_body, reason.as_bytes()).is_some());
 }

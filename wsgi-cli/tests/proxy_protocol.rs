@@ -17,6 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use util::Server;
+use wsgi_testkit::{fs, http, process, wait};
 
 /// Answers `REMOTE_ADDR REMOTE_PORT PATH_INFO`, after appending the same line to the file
 /// `environ['HITS']` names: what reached the application, whichever process ran it.
@@ -31,12 +32,11 @@ struct Site {
 
 impl Site {
     fn new() -> Site {
-        let dir = util::scratch_world_readable("wsgi-proxy-");
-        let app = util::write_world_readable(&dir.path().join("app.wsgi"), APP);
+        let dir = fs::scratch_world_readable("wsgi-proxy-");
+        let app = fs::write_world_readable(&dir.path().join("app.wsgi"), APP);
         let hits = dir.path().join("hits");
-        util::write(&hits, "");
-        std::fs::set_permissions(&hits, std::os::unix::fs::PermissionsExt::from_mode(0o666))
-            .unwrap();
+        fs::write(&hits, "");
+        fs::chmod(&hits, 0o666);
         Site { dir, app, hits }
     }
 
@@ -85,7 +85,7 @@ fn exchange(s: &mut TcpStream, bytes: &[u8]) -> String {
     if s.write_all(bytes).is_err() {
         return String::new();
     }
-    String::from_utf8_lossy(&util::read_to_close(s)).into_owned()
+    String::from_utf8_lossy(&http::read_to_close(s)).into_owned()
 }
 
 /// `GET path` (closing, with the `extra` header lines), sent after `header` on a new
@@ -110,7 +110,7 @@ fn send(from: Ipv4Addr, addr: SocketAddr, header: &[u8], path: &str) -> String {
 /// The body of an answer (chunks joined), or the whole text when it has no head.
 fn body(answer: &str) -> String {
     if answer.contains("\r\n\r\n") {
-        util::Response::parse(answer.as_bytes()).text()
+        http::Response::parse(answer.as_bytes()).text()
     } else {
         answer.to_string()
     }
@@ -153,15 +153,6 @@ fn access_line(server: &Server, needle: &str) -> String {
     panic!("no access log line with {needle:?}; saw {seen:?}");
 }
 
-/// A free TCP port on 127.0.0.1.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// HAProxy started by the test in the foreground, in TCP mode (a layer 4 balancer, as PROXY
 /// protocol users run it) on a free port of 127.0.0.1, with `server` as its one server line
 /// and HTTP health checks of `/check` every 300 ms; killed and reaped when dropped.
@@ -173,12 +164,12 @@ struct Haproxy {
 
 impl Haproxy {
     fn start(dir: &Path, server: &str) -> Haproxy {
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let addr = SocketAddr::from(([127, 0, 0, 1], http::free_port()));
         let d = dir.display();
         let conf = format!(
             "global\n    log stderr format raw local0 info\n    pidfile {d}/haproxy.pid\ndefaults\n    mode tcp\n    log global\n    option tcplog\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\nfrontend lb\n    bind {addr}\n    default_backend site\nbackend site\n    option httpchk\n    http-check send meth GET uri /check ver HTTP/1.1 hdr Host localhost\n    {server} check inter 300ms\n"
         );
-        let conf_path = util::write_world_readable(&dir.join("haproxy.cfg"), &conf);
+        let conf_path = fs::write_world_readable(&dir.join("haproxy.cfg"), &conf);
         let log = dir.join("haproxy.log");
         let child = Command::new("/usr/sbin/haproxy")
             .args(["-db", "-f", conf_path.to_str().unwrap()])
@@ -193,7 +184,7 @@ impl Haproxy {
             log,
         };
         assert!(
-            util::eventually(Duration::from_secs(20), || TcpStream::connect(addr).is_ok()),
+            wait::eventually(Duration::from_secs(20), || TcpStream::connect(addr).is_ok()),
             "HAProxy does not accept on {addr}: {}",
             haproxy.log()
         );
@@ -236,7 +227,7 @@ fn through_haproxy(site: &Site, server: &Server, tls: bool) {
         );
         // The health checks, which carry no client, reached the app from the socket's peer.
         assert!(
-            util::eventually(Duration::from_secs(10), || site
+            wait::eventually(Duration::from_secs(10), || site
                 .hits()
                 .lines()
                 .any(|l| l.starts_with("127.0.0.1 ") && l.ends_with(" /check"))),
@@ -246,7 +237,7 @@ fn through_haproxy(site: &Site, server: &Server, tls: bool) {
             server.stderr()
         );
         drop(haproxy);
-        util::write(&site.hits, "");
+        fs::write(&site.hits, "");
     }
 }
 
@@ -269,7 +260,7 @@ fn haproxy_send_proxy_v1_and_v2_give_the_app_the_client_address() {
 fn haproxy_send_proxy_in_daemon_mode() {
     let site = Site::new();
     // Daemon processes never run as root.
-    let user: &[&str] = if util::is_root() {
+    let user: &[&str] = if process::is_root() {
         &["--user", "nobody"]
     } else {
         &[]
@@ -456,8 +447,8 @@ fn a_header_that_never_ends_is_cut_off_at_the_header_timeout() {
 #[test]
 fn remoteip_proxy_protocol_in_a_config_site() {
     let site = Site::new();
-    let (on, off) = (free_port(), free_port());
-    let conf = util::write_world_readable(
+    let (on, off) = (http::free_port(), http::free_port());
+    let conf = fs::write_world_readable(
         &site.dir.path().join("site.conf"),
         &format!(
             "Listen 127.0.0.1:{on}\nListen 127.0.0.1:{off}\n\
@@ -520,8 +511,8 @@ fn remoteip_proxy_protocol_in_a_config_site() {
 #[test]
 fn the_header_client_is_the_peer_require_and_trusted_proxies_judge() {
     let site = Site::new();
-    let port = free_port();
-    let conf = util::write_world_readable(
+    let port = http::free_port();
+    let conf = fs::write_world_readable(
         &site.dir.path().join("site.conf"),
         &format!(
             "Listen 127.0.0.1:{port}\nRemoteIPProxyProtocol On\nSetEnv HITS {hits}\n\

@@ -9,15 +9,16 @@
 //! Needs root (network namespaces), nginx, HAProxy and iproute2
 //! (`scripts/setup-test-env.sh`).
 
-mod util;
-
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use wsgi_testkit::process::{self, Captured};
+use wsgi_testkit::{fs, http, wait};
 
 /// Answers with the host's name and the client address it sees; `/slow?MS` first sleeps.
 const APP: &str = r#"
@@ -78,7 +79,7 @@ struct Place {
 /// carry this process's pid, so parallel runs do not collide.
 fn make_net(tag: &str, count: u8) -> (Net, Vec<Place>) {
     assert!(
-        util::is_root(),
+        process::is_root(),
         "the scale-out tests make network namespaces: run them as root (scripts/test.sh does)"
     );
     // One test at a time picks a subnet and makes its links, so two do not pick the same.
@@ -135,7 +136,7 @@ fn make_net(tag: &str, count: u8) -> (Net, Vec<Place>) {
 /// execs it: the child's pid is the master's). Stopped with SIGTERM, then killed, when dropped.
 struct Host {
     child: Child,
-    stderr: Arc<Mutex<String>>,
+    stderr: Captured,
 }
 
 impl Host {
@@ -157,84 +158,37 @@ impl Host {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = command.spawn().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let err = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
+        let rx = process::lines(child.stdout.take().unwrap());
+        let stderr = Captured::spawn(child.stderr.take().unwrap());
         let host = Host { child, stderr };
-        let deadline = Instant::now() + Duration::from_secs(60);
         let expected = format!("listening on {listening}");
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) if line == expected => return host,
-                Ok(_) => {}
-                Err(_) => panic!(
-                    "no `{expected}` from wsgi serve {args:?}; stderr:\n{}",
-                    host.stderr.lock().unwrap()
-                ),
-            }
+        if wait::next_line(&rx, Duration::from_secs(60), |l| l == expected).is_none() {
+            panic!(
+                "no `{expected}` from wsgi serve {args:?}; stderr:\n{}",
+                host.stderr.text()
+            );
         }
+        host
     }
 
     fn signal(&self, name: &str) {
-        let ok = Command::new("kill")
-            .args([name, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {name} {}", self.child.id());
+        process::signal(self.child.id(), name);
     }
 
     /// Waits at most `limit` for the host to exit.
     fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
+        process::wait_exit(&mut self.child, limit).unwrap_or_else(|| {
+            panic!(
                 "the host did not stop within {limit:?}; stderr:\n{}",
-                self.stderr.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+                self.stderr.text()
+            )
+        })
     }
-}
-
-/// Stops a child the test started: SIGTERM (by its pid) while it runs, at most `limit` to
-/// exit, then SIGKILL.
-fn stop(child: &mut Child, limit: Duration) {
-    if let Ok(None) = child.try_wait() {
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 impl Drop for Host {
     fn drop(&mut self) {
-        stop(&mut self.child, Duration::from_secs(20));
+        process::stop(&mut self.child, Duration::from_secs(20));
     }
 }
 
@@ -250,12 +204,7 @@ struct Balancer {
 impl Balancer {
     /// A free port on 127.0.0.1.
     fn free_addr() -> SocketAddr {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        SocketAddr::from(([127, 0, 0, 1], port))
+        SocketAddr::from(([127, 0, 0, 1], http::free_port()))
     }
 
     /// Starts nginx on 127.0.0.1 (a free port), its workers as `user` (nginx's default,
@@ -269,7 +218,7 @@ impl Balancer {
             user.map(|u| format!("user {u};\n")).unwrap_or_default(),
             http.replace("{listen}", &addr.to_string())
         );
-        let conf_path = util::write_world_readable(&dir.join("nginx.conf"), &conf);
+        let conf_path = fs::write_world_readable(&dir.join("nginx.conf"), &conf);
         let mut command = Command::new("/usr/sbin/nginx");
         command
             .args(["-p", &format!("{d}/"), "-e", &format!("{d}/error.log")])
@@ -286,7 +235,7 @@ impl Balancer {
         let conf = format!(
             "global\n    log stderr format raw local0 info\n    pidfile {d}/haproxy.pid\ndefaults\n    mode http\n    log global\n    option httplog\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\nfrontend web\n    bind {addr}\n    default_backend mysite\nbackend mysite\n{backend}\n"
         );
-        let conf_path = util::write_world_readable(&dir.join("haproxy.cfg"), &conf);
+        let conf_path = fs::write_world_readable(&dir.join("haproxy.cfg"), &conf);
         let log = dir.join("haproxy.log");
         let mut command = Command::new("/usr/sbin/haproxy");
         command
@@ -321,7 +270,7 @@ impl Balancer {
 
 impl Drop for Balancer {
     fn drop(&mut self) {
-        stop(&mut self.child, Duration::from_secs(10));
+        process::stop(&mut self.child, Duration::from_secs(10));
     }
 }
 
@@ -486,8 +435,8 @@ fn rolling_restart_behind_haproxy_loses_no_request() {
 /// request running on a stopping host finishes there, and its `/healthz` says `draining`
 /// meanwhile. `tag` makes the namespaces' names this test's own.
 fn rolling_restart(tag: &str, start: impl FnOnce(&Path, Ipv4Addr, Ipv4Addr) -> Balancer) {
-    let dir = util::scratch_world_readable("wsgi-scale-");
-    let app = util::write_world_readable(&dir.path().join("app.wsgi"), APP);
+    let dir = fs::scratch_world_readable("wsgi-scale-");
+    let app = fs::write_world_readable(&dir.path().join("app.wsgi"), APP);
     let (_net, places) = make_net(tag, 2);
     let start_host = |place: &Place, id: &str| {
         let bind = format!("{}:{HOST_PORT}", place.addr);
@@ -623,11 +572,11 @@ fn rolling_restart(tag: &str, start: impl FnOnce(&Path, Ipv4Addr, Ipv4Addr) -> B
 #[test]
 fn nginx_and_haproxy_in_front_of_a_unix_socket() {
     assert!(
-        util::is_root(),
+        process::is_root(),
         "the test starts nginx and wsgi serve as root, as a system would: run it as root"
     );
-    let dir = util::scratch_world_readable("wsgi-scale-");
-    let app = util::write_world_readable(&dir.path().join("app.wsgi"), APP);
+    let dir = fs::scratch_world_readable("wsgi-scale-");
+    let app = fs::write_world_readable(&dir.path().join("app.wsgi"), APP);
     let sock = dir.path().join("mysite.sock");
     let bind = format!("unix:{}", sock.display());
     // As root: the front process serves as www-data and the socket is root:www-data 0660.

@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use util::{Response, Server, find, read_to_close, write};
+use util::Server;
+use wsgi_testkit::fs::{self, write};
+use wsgi_testkit::http::{Response, find, read_to_close};
+use wsgi_testkit::{venvs, wait};
 
 /// The test app: one script, behaviours chosen by PATH_INFO.
 const APP: &str = r#"
@@ -78,7 +81,7 @@ def application(environ, start_response):
 
 /// A scratch folder the server (running as us) can read.
 fn scratch() -> tempfile::TempDir {
-    util::scratch("wsgi-serve-test-")
+    fs::scratch("wsgi-serve-test-")
 }
 
 /// The app written to a scratch folder, served with extra flags.
@@ -650,18 +653,13 @@ fn access_log_in_combined_format() {
 /// comes first), waiting at most 10 s.
 fn access_lines(server: &Server, count: usize, prefix: &str) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut lines = Vec::new();
-    while lines.len() < count {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = server
-            .stdout
-            .recv_timeout(left)
-            .expect("an access log line");
-        if line.starts_with(prefix) {
-            lines.push(line);
-        }
-    }
-    lines
+    (0..count)
+        .map(|_| {
+            let left = deadline.saturating_duration_since(Instant::now());
+            wait::next_line(&server.stdout, left, |l| l.starts_with(prefix))
+                .expect("an access log line")
+        })
+        .collect()
 }
 
 #[test]
@@ -716,22 +714,19 @@ fn try_get(addr: SocketAddr, path: &str, host: &str) -> Option<Response> {
     (!raw.is_empty()).then(|| Response::parse(&raw))
 }
 
-/// Polls until `check` holds for the response, at most 30 s.
-fn eventually(
+/// Polls (every 100 ms) until `check` holds for the response, at most 30 s.
+fn eventually_answers(
     addr: SocketAddr,
     path: &str,
     host: &str,
     what: &str,
     check: impl Fn(&Response) -> bool,
 ) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if try_get(addr, path, host).is_some_and(|r| check(&r)) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let answered =
+        wait::eventually_every(Duration::from_secs(30), Duration::from_millis(100), || {
+            try_get(addr, path, host).is_some_and(|r| check(&r))
+        });
+    assert!(answered, "never happened: {what}");
 }
 
 fn touch_later(path: &Path, text: &str) {
@@ -758,21 +753,13 @@ fn sighup_reloads_the_configuration_and_keeps_it_when_broken() {
     ]);
     assert_eq!(server.get("/one/hello").status, 200);
     assert_eq!(server.get("/two/hello").status, 404);
-    let hup = || {
-        assert!(
-            Command::new("kill")
-                .args(["-HUP", &server.child.id().to_string()])
-                .status()
-                .unwrap()
-                .success()
-        )
-    };
+    let hup = || server.sighup();
     write(
         &conf_path,
         &format!("{one}WSGIScriptAlias /two {}\n", app.display()),
     );
     hup();
-    eventually(
+    eventually_answers(
         server.addr,
         "/two/hello",
         "x",
@@ -925,7 +912,7 @@ fn reload_on_changes_restarts_on_the_same_port() {
     // Let the watcher take its first snapshot.
     std::thread::sleep(Duration::from_millis(1500));
     touch_later(&lib.join("helper.py"), "MESSAGE = b'two'\n");
-    eventually(
+    eventually_answers(
         server.addr,
         "/",
         "x",
@@ -945,24 +932,7 @@ fn reload_on_changes_restarts_on_the_same_port() {
 fn python_home_and_python_path() {
     let dir = scratch();
     // The Python that venvs must be made with, as `wsgi --version` names it.
-    let version = Command::new(env!("CARGO_BIN_EXE_wsgi"))
-        .arg("--version")
-        .output()
-        .unwrap();
-    let version = String::from_utf8_lossy(&version.stdout).to_string();
-    let python = version
-        .lines()
-        .find_map(|l| l.strip_prefix("virtual environments must be made by this Python: "))
-        .and_then(|l| l.split(' ').next())
-        .expect("--version names the venv Python")
-        .to_string();
-    let venv = dir.path().join("venv");
-    let made = Command::new(&python)
-        .args(["-m", "venv", "--without-pip"])
-        .arg(&venv)
-        .status()
-        .unwrap();
-    assert!(made.success());
+    let venv = venvs::make_venv(util::venv_python(), &dir.path().join("venv"));
     let lib = dir.path().join("lib");
     std::fs::create_dir_all(&lib).unwrap();
     write(&lib.join("helper.py"), "WHERE = 'lib'\n");
@@ -1018,12 +988,12 @@ fn python_home_and_python_path() {
 #[test]
 fn handlers_run_files_embedded_and_in_a_daemon_process_group() {
     // Readable by all: as root, the server and its daemon process run as www-data.
-    let dir = util::scratch_world_readable("wsgi-serve-test-");
+    let dir = fs::scratch_world_readable("wsgi-serve-test-");
     let d = dir.path();
     let www = d.join("www");
     std::fs::create_dir(&www).unwrap();
     std::fs::set_permissions(&www, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let write = util::write_world_readable;
+    let write = fs::write_world_readable;
     let show = "'pid=%d group=%s file=%s handler=%s script=%s' % (os.getpid(), environ['mod_wsgi.process_group'], environ['SCRIPT_FILENAME'], environ['mod_wsgi.request_handler'], environ['mod_wsgi.handler_script'])";
     write(
         &www.join("app.wsgi"),

@@ -9,19 +9,20 @@ mod util;
 use std::path::Path;
 
 use util::Server;
+use wsgi_testkit::{fs, process};
 
 /// A project folder: a package `pkg` whose `app` module imports a sibling relatively and
 /// defines an application factory, and a script `make.wsgi` importing a module beside it.
 fn project(dir: &Path) {
     std::fs::create_dir(dir.join("pkg")).unwrap();
-    util::write_world_readable(&dir.join("pkg/__init__.py"), "");
-    util::write_world_readable(&dir.join("pkg/helpers.py"), "GREETING = 'hello from pkg'\n");
-    util::write_world_readable(
+    fs::write_world_readable(&dir.join("pkg/__init__.py"), "");
+    fs::write_world_readable(&dir.join("pkg/helpers.py"), "GREETING = 'hello from pkg'\n");
+    fs::write_world_readable(
         &dir.join("pkg/app.py"),
         "from .helpers import GREETING\n\ndef create_app():\n    def app(environ, start_response):\n        start_response('200 OK', [('Content-Type', 'text/plain')])\n        return [('%s %s' % (GREETING, environ['SCRIPT_NAME'])).encode()]\n    return app\n\ndef helper():\n    pass\n\nwsgi = create_app()\n",
     );
-    util::write_world_readable(&dir.join("sibling.py"), "WORD = 'sibling'\n");
-    util::write_world_readable(
+    fs::write_world_readable(&dir.join("sibling.py"), "WORD = 'sibling'\n");
+    fs::write_world_readable(
         &dir.join("make.wsgi"),
         "import sibling\n\ndef make(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [('made with %s' % sibling.WORD).encode()]\n",
     );
@@ -40,7 +41,7 @@ fn refused(args: &[&str]) -> String {
 
 #[test]
 fn module_targets_import_from_the_working_directory() {
-    let dir = util::scratch_world_readable("wsgi-targets-");
+    let dir = fs::scratch_world_readable("wsgi-targets-");
     project(dir.path());
     let folder = dir.path().to_str().unwrap();
     let server = Server::start(&[
@@ -67,7 +68,7 @@ fn module_targets_import_from_the_working_directory() {
 
 #[test]
 fn module_targets_run_in_daemon_processes_too() {
-    let dir = util::scratch_world_readable("wsgi-targets-");
+    let dir = fs::scratch_world_readable("wsgi-targets-");
     project(dir.path());
     let mut args = vec![
         "pkg.app:create_app()",
@@ -81,7 +82,7 @@ fn module_targets_run_in_daemon_processes_too() {
         "0",
     ];
     // Daemons never run as root: as root, the tests run them (and the front) as nobody.
-    if util::is_root() {
+    if process::is_root() {
         args.extend(["--user", "nobody"]);
     }
     let server = Server::start_with(&util::DAEMON, &args);
@@ -92,10 +93,10 @@ fn module_targets_run_in_daemon_processes_too() {
 
 #[test]
 fn a_broken_application_stops_the_start_with_the_fix() {
-    let dir = util::scratch_world_readable("wsgi-targets-");
+    let dir = fs::scratch_world_readable("wsgi-targets-");
     project(dir.path());
     let folder = dir.path().to_str().unwrap();
-    let broken = util::write_world_readable(
+    let broken = fs::write_world_readable(
         &dir.path().join("broken.wsgi"),
         "def application(environ, start_response):\n    pass\ndef broken(:\n",
     );
@@ -156,7 +157,7 @@ fn a_broken_application_stops_the_start_with_the_fix() {
         "--port",
         "0",
     ];
-    if util::is_root() {
+    if process::is_root() {
         daemon.extend(["--user", "nobody"]);
     }
     let err = refused(&daemon);

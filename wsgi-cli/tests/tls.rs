@@ -10,13 +10,15 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tls_util::{BOTH, exchange, get, issue};
-use util::{Response, Server};
+use tls_util::{BOTH, exchange, issue};
+use util::Server;
+use wsgi_testkit::fs;
+use wsgi_testkit::http::{self, Response};
 
 /// An app answering with the environ's values for `keys`, one `NAME=value` line each, then
 /// `site=<tag>`.
 fn environ_app(dir: &Path, name: &str, tag: &str) -> PathBuf {
-    util::write_world_readable(
+    fs::write_world_readable(
         &dir.join(name),
         &format!(
             "KEYS = ['wsgi.url_scheme', 'HTTPS', 'REQUEST_SCHEME', 'SERVER_NAME', 'SERVER_PORT', 'HTTP_HOST', 'SSL_TLS_SNI']\n\ndef application(environ, start_response):\n    body = ''.join('%s=%s\\n' % (k, environ.get(k, '<unset>')) for k in KEYS) + 'site={tag}\\n'\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [body.encode()]\n"
@@ -41,7 +43,7 @@ fn serve_https(app: &Path, issued: &tls_util::Issued, more: &[&str]) -> Server {
 
 #[test]
 fn certificate_flags_serve_https_and_the_app_sees_it() {
-    let dir = util::scratch_world_readable("wsgi-tls-");
+    let dir = fs::scratch_world_readable("wsgi-tls-");
     let app = environ_app(dir.path(), "env.wsgi", "flags");
     let issued = issue(dir.path(), "site", &["localhost"], true);
     let chain = issued.chain.as_ref().unwrap();
@@ -56,7 +58,7 @@ fn certificate_flags_serve_https_and_the_app_sees_it() {
         "localhost",
         &[&issued.root],
         BOTH,
-        &get("localhost", "/"),
+        &http::get_request("/", "localhost"),
     )
     .unwrap();
     assert_eq!(answer.presented, issued.leaf);
@@ -82,7 +84,7 @@ fn certificate_flags_serve_https_and_the_app_sees_it() {
         "localhost",
         &[&issued.root],
         &[&rustls::version::TLS12],
-        &get("localhost", "/"),
+        &http::get_request("/", "localhost"),
     )
     .unwrap();
     assert_eq!(answer.version, Some(rustls::ProtocolVersion::TLSv1_2));
@@ -105,7 +107,7 @@ fn certificate_flags_serve_https_and_the_app_sees_it() {
         "localhost",
         &[&issued.root],
         BOTH,
-        &get("localhost", "/"),
+        &http::get_request("/", "localhost"),
     )
     .unwrap();
     assert_eq!(Response::parse(&answer.raw).status, 200);
@@ -113,7 +115,7 @@ fn certificate_flags_serve_https_and_the_app_sees_it() {
 
 #[test]
 fn a_stalled_handshake_is_closed_at_the_header_timeout_and_holds_up_no_one() {
-    let dir = util::scratch_world_readable("wsgi-tls-");
+    let dir = fs::scratch_world_readable("wsgi-tls-");
     let app = environ_app(dir.path(), "env.wsgi", "slow");
     let issued = issue(dir.path(), "site", &["localhost"], false);
     let server = serve_https(&app, &issued, &["--header-timeout", "1"]);
@@ -125,7 +127,7 @@ fn a_stalled_handshake_is_closed_at_the_header_timeout_and_holds_up_no_one() {
         "localhost",
         &[&issued.root],
         BOTH,
-        &get("localhost", "/"),
+        &http::get_request("/", "localhost"),
     )
     .unwrap();
     assert_eq!(Response::parse(&answer.raw).status, 200);
@@ -147,7 +149,7 @@ fn a_stalled_handshake_is_closed_at_the_header_timeout_and_holds_up_no_one() {
 /// application; `SSLProtocol` of the port's first host decides the versions.
 #[test]
 fn sni_picks_the_virtual_host_certificate_and_ssl_protocol_applies() {
-    let dir = util::scratch_world_readable("wsgi-tls-");
+    let dir = fs::scratch_world_readable("wsgi-tls-");
     let app_a = environ_app(dir.path(), "a.wsgi", "a");
     let app_b = environ_app(dir.path(), "b.wsgi", "b");
     let a = issue(dir.path(), "a", &["a.test", "www.a.test"], false);
@@ -180,7 +182,7 @@ SSLProtocol -all +TLSv1.3
         app_a = app_a.display(),
         app_b = app_b.display(),
     );
-    let conf = util::write_world_readable(&dir.path().join("site.conf"), &site);
+    let conf = fs::write_world_readable(&dir.path().join("site.conf"), &site);
     let server = Server::start(&["--config", conf.to_str().unwrap(), "--port", "0"]);
     let roots = [&a.root, &b.root];
     let port = server.addr.port();
@@ -189,7 +191,14 @@ SSLProtocol -all +TLSv1.3
         ("www.a.test", "www.a.test", &a.leaf, "a"),
         ("b.test", "b.test", &b.leaf, "b"),
     ] {
-        let answer = exchange(server.addr, sni, &roots, BOTH, &get(host, "/")).unwrap();
+        let answer = exchange(
+            server.addr,
+            sni,
+            &roots,
+            BOTH,
+            &http::get_request("/", host),
+        )
+        .unwrap();
         assert_eq!(&answer.presented, leaf, "SNI {sni}");
         let text = Response::parse(&answer.raw).text();
         assert!(
@@ -200,7 +209,13 @@ SSLProtocol -all +TLSv1.3
         );
     }
     // A name neither host has: the first host's certificate (which the client then refuses).
-    let refused = exchange(server.addr, "c.test", &roots, BOTH, &get("c.test", "/"));
+    let refused = exchange(
+        server.addr,
+        "c.test",
+        &roots,
+        BOTH,
+        &http::get_request("/", "c.test"),
+    );
     assert!(
         refused.as_ref().is_err_and(|e| e.contains("certificate")),
         "{:?}",
@@ -212,7 +227,7 @@ SSLProtocol -all +TLSv1.3
         "a.test",
         &roots,
         &[&rustls::version::TLS12],
-        &get("a.test", "/"),
+        &http::get_request("/", "a.test"),
     );
     assert!(old.is_err(), "TLS 1.2 was accepted");
 }
@@ -220,13 +235,13 @@ SSLProtocol -all +TLSv1.3
 /// What cannot work is refused before anything is served, naming the line or the file.
 #[test]
 fn bad_tls_configurations_are_refused_at_start() {
-    let dir = util::scratch_world_readable("wsgi-tls-");
+    let dir = fs::scratch_world_readable("wsgi-tls-");
     let app = environ_app(dir.path(), "env.wsgi", "x");
     let a = issue(dir.path(), "a", &["a.test"], false);
     let b = issue(dir.path(), "b", &["b.test"], false);
     let wsgi = env!("CARGO_BIN_EXE_wsgi");
     let check = |name: &str, site: String| {
-        let conf = util::write_world_readable(&dir.path().join(name), &site);
+        let conf = fs::write_world_readable(&dir.path().join(name), &site);
         let out = std::process::Command::new(wsgi)
             .arg("check")
             .arg(&conf)

@@ -16,7 +16,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use util::{Server, Started, signal};
+use util::Server;
+use wsgi_testkit::{fs, process, wait};
 
 /// Shows what a proxy in front cares about.
 const APP: &str = r#"
@@ -41,8 +42,8 @@ struct Site {
 }
 
 fn site() -> Site {
-    let dir = util::scratch_world_readable("wsgi-unix-");
-    let app = util::write_world_readable(&dir.path().join("app.wsgi"), APP);
+    let dir = fs::scratch_world_readable("wsgi-unix-");
+    let app = fs::write_world_readable(&dir.path().join("app.wsgi"), APP);
     let sock = dir.path().join("app.sock");
     Site {
         bind: format!("unix:{}", sock.display()),
@@ -94,24 +95,17 @@ fn body(response: &str) -> &str {
 /// The next line the server printed (its access log, with `--access-log -`) that holds
 /// `needle`, within 10 s.
 fn log_line(server: &Server, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = server
-            .stdout
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("no access log line with {needle:?}"));
-        if line.contains(needle) {
-            return line;
-        }
-    }
+    wait::next_line(&server.stdout, Duration::from_secs(10), |l| {
+        l.contains(needle)
+    })
+    .unwrap_or_else(|| panic!("no access log line with {needle:?}"))
 }
 
 /// `wsgi serve ARGS` run to its end: exit code and standard error.
 fn refused(args: &[&str]) -> (Option<i32>, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_wsgi"));
     command.arg("serve").args(args).stdin(Stdio::null());
-    if util::is_root() {
+    if process::is_root() {
         command.arg("--allow-root");
     }
     let out = command.output().unwrap();
@@ -125,7 +119,7 @@ fn refused(args: &[&str]) -> (Option<i32>, String) {
 /// root, `nobody:nogroup`; else only a group, this user's own.
 fn other_owner() -> (String, u32, u32) {
     let uid = nix::unistd::Uid::effective().as_raw();
-    if util::is_root() {
+    if process::is_root() {
         let group = nix::unistd::Group::from_name("nogroup").unwrap();
         let user = nix::unistd::User::from_name("nobody").unwrap();
         let (group, user) = (
@@ -221,7 +215,7 @@ fn unix_socket_beside_tcp_with_mode_owner_environ_and_trusted_proxy() {
 fn as_root_the_socket_is_for_the_serving_users_group() {
     let site = site();
     let sock = &site.sock;
-    if !util::is_root() {
+    if !process::is_root() {
         // Not root: the socket is this user's (checked by the test above); nothing to change.
         let server = serve(&site, &util::PLAIN, &[]);
         let meta = std::fs::metadata(sock).unwrap();
@@ -401,56 +395,28 @@ fn slow_clients_are_cut_off_as_on_tcp() {
 /// starts, and again after a reload), and its file is left to systemd at the stop.
 #[test]
 fn socket_activation_passes_a_unix_socket() {
-    let dir = util::scratch_world_readable("wsgi-unix-");
-    let app = util::write_world_readable(&dir.path().join("app.wsgi"), APP);
+    let dir = fs::scratch_world_readable("wsgi-unix-");
+    let app = fs::write_world_readable(&dir.path().join("app.wsgi"), APP);
     let sock = dir.path().join("activated.sock");
-    let mut command = Command::new("/usr/bin/python3.11");
-    command
-        .args([
-            "-c",
-            util::ACTIVATE,
-            sock.to_str().unwrap(),
-            env!("CARGO_BIN_EXE_wsgi"),
-        ])
-        .args(["serve", app.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    if util::is_root() {
-        command.arg("--allow-root");
-    }
-    let mut child = Started(command.spawn().unwrap());
-    let out = child.0.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let mut child = util::serve_activated(sock.to_str().unwrap(), &app);
+    let lines = process::lines(child.0.stdout.take().unwrap());
     let expected = format!("listening on unix:{}", sock.display());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).expect("the banner within 30 s");
-        if line == expected {
-            break;
-        }
-    }
+    wait::next_line(&lines, Duration::from_secs(30), |l| l == expected)
+        .expect("the banner within 30 s");
     let r = get(&sock, "/", "");
     assert!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
     assert!(r.contains("\nSERVER_PORT=80\n"), "{r}");
     // SIGHUP: a new front serves the same socket.
     let ino = std::fs::metadata(&sock).unwrap().ino();
-    signal(&child.0, "-HUP");
+    process::signal(child.0.id(), "-HUP");
     std::thread::sleep(Duration::from_millis(500));
     assert!(get(&sock, "/", "").starts_with("HTTP/1.1 200 OK"));
     assert_eq!(std::fs::metadata(&sock).unwrap().ino(), ino);
-    signal(&child.0, "-TERM");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.0.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "it did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    process::signal(child.0.id(), "-TERM");
+    assert!(
+        process::wait_exit(&mut child.0, Duration::from_secs(30)).is_some(),
+        "it did not stop"
+    );
     // systemd's file: left for systemd to remove.
     assert!(sock.exists());
 }

@@ -1,27 +1,30 @@
-//! Helpers shared by the `wsgi serve` integration tests (`serve.rs`, `daemon.rs`,
-//! `frameworks.rs`): the real `wsgi` binary started with a port it picks (read from its
-//! banner), requests over real TCP sockets, and a minimal HTTP/1.1 response reader.
-//! Every wait is bounded; only the child a test started is signalled or killed.
+//! What the `wsgi serve` integration tests share beyond `wsgi_testkit`: the real `wsgi` binary
+//! started with a port it picks (read from its banner), the `import mod_wsgi` test app, and
+//! systemd's socket activation. Every wait is bounded; only the child a test started is
+//! signalled or killed.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Whether the tests run as root.
-pub fn is_root() -> bool {
-    // The owner of /proc/self is this process's effective user.
-    std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0
-}
+use wsgi_testkit::apps;
+use wsgi_testkit::frameworks::Front;
+use wsgi_testkit::http::{self, Response, TextResponse};
+use wsgi_testkit::process::{self, Captured};
 
 /// `user=nobody ` when the tests run as root (daemon processes never run as root), else
 /// nothing: for a `WSGIDaemonProcess` line.
 pub fn daemon_user_option() -> &'static str {
-    if is_root() { "user=nobody " } else { "" }
+    if process::is_root() {
+        "user=nobody "
+    } else {
+        ""
+    }
 }
 
 /// `wsgi serve --config CONF --port 0 --log-level info EXTRA...` started as `daemon.rs`
@@ -39,26 +42,6 @@ pub fn try_serve_config(conf: &Path, extra: &[&str]) -> Result<Server, String> {
     Server::try_start_with(&DAEMON, &args)
 }
 
-/// Whether process `pid` runs (a zombie, still in /proc until reaped, does not).
-pub fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat[stat.rfind(')').unwrap() + 2..].starts_with('Z'),
-        Err(_) => false,
-    }
-}
-
-/// Whether `f` holds within `limit` (asked every 50 ms).
-pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
 /// `wsgi status --status-addr ADDR --format FORMAT`'s output (it must succeed).
 pub fn wsgi_status(addr: &str, format: &str) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_wsgi"))
@@ -73,31 +56,19 @@ pub fn wsgi_status(addr: &str, format: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// A scratch folder under /var/tmp the server (running as us) can read.
-pub fn scratch(prefix: &str) -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir_in("/var/tmp")
-        .unwrap()
-}
-
-/// A world-readable (0755) scratch folder under /var/tmp.
-pub fn scratch_world_readable(prefix: &str) -> tempfile::TempDir {
-    let dir = scratch(prefix);
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
-}
-
-pub fn write(path: &Path, text: &str) -> PathBuf {
-    std::fs::write(path, text).unwrap();
-    path.to_path_buf()
-}
-
-/// `write`, then the file made world-readable (0644).
-pub fn write_world_readable(path: &Path, text: &str) -> PathBuf {
-    write(path, text);
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    path.to_path_buf()
+/// The Python that virtual environments must be made with, as `wsgi --version` names it.
+pub fn venv_python() -> String {
+    let version = Command::new(env!("CARGO_BIN_EXE_wsgi"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let version = String::from_utf8_lossy(&version.stdout).to_string();
+    version
+        .lines()
+        .find_map(|l| l.strip_prefix("virtual environments must be made by this Python: "))
+        .and_then(|l| l.split(' ').next())
+        .expect("--version names the venv Python")
+        .to_string()
 }
 
 /// How a test file starts its server.
@@ -154,7 +125,7 @@ pub struct Server {
     /// Lines the server printed after its banner (the access log with `--access-log -`).
     /// Read on a thread into this unbounded channel, so the server never blocks on a full pipe.
     pub stdout: mpsc::Receiver<String>,
-    stderr: Arc<Mutex<String>>,
+    stderr: Captured,
     term_on_drop: bool,
 }
 
@@ -181,7 +152,7 @@ impl Server {
     ) -> Result<Server, String> {
         let mut cmd = Command::new(program);
         cmd.arg("serve").args(args).args(launch.extra_args);
-        if launch.allow_root && is_root() && !args.contains(&"--user") {
+        if launch.allow_root && process::is_root() && !args.contains(&"--user") {
             cmd.arg("--allow-root");
         }
         if launch.null_stdin {
@@ -192,27 +163,8 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("the wsgi binary starts");
-        let (tx, rx) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let err = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        let stderr_reader = std::thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
+        let rx = process::lines(child.stdout.take().unwrap());
+        let stderr = Captured::spawn(child.stderr.take().unwrap());
         let deadline = Instant::now() + launch.banner_timeout;
         let mut banner = Vec::new();
         loop {
@@ -239,13 +191,10 @@ impl Server {
                     let _ = child.kill();
                     let status = child.wait().unwrap();
                     // Everything it wrote, unless a child of its keeps the pipe open (5 s).
-                    let until = Instant::now() + Duration::from_secs(5);
-                    while !stderr_reader.is_finished() && Instant::now() < until {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
+                    stderr.settle(Duration::from_secs(5));
                     return Err(format!(
                         "no banner from wsgi serve {args:?} ({status}); stdout so far {banner:?}; stderr:\n{}",
-                        stderr.lock().unwrap()
+                        stderr.text()
                     ));
                 }
             }
@@ -279,35 +228,31 @@ impl Server {
         line.split("--status-addr ").nth(1).unwrap().to_string()
     }
 
+    /// A new connection whose reads time out after 20 s.
     pub fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(self.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        s
+        http::connect(self.addr, Duration::from_secs(20))
     }
 
     /// Sends raw bytes on a new connection and reads until the server closes it.
     pub fn raw(&self, request: &[u8]) -> Vec<u8> {
         let mut s = self.connect();
         s.write_all(request).unwrap();
-        read_to_close(&mut s)
+        http::read_to_close(&mut s)
     }
 
     /// GET on a new connection (`Connection: close`), read to the close, parsed leniently.
     pub fn get(&self, path: &str) -> Response {
-        let raw = self.raw(
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        );
-        Response::parse(&raw)
+        Response::parse(&self.raw(&http::get_request(path, "localhost")))
     }
 
-    /// [`get_text`] to this server.
+    /// [`http::get_text`] to this server.
     pub fn get_text(&self, path: &str) -> TextResponse {
-        get_text(self.addr, path)
+        http::get_text(self.addr, path)
     }
 
-    /// One request on a new connection (`Connection: close`), the whole response read and
-    /// parsed strictly (a cut-short response fails, showing the server's stderr).
+    /// One request on a new connection (`Connection: close`; a Content-Length for a body and
+    /// for any POST), the whole response read and parsed strictly (a cut-short response
+    /// fails, showing the server's stderr).
     pub fn request(
         &self,
         method: &str,
@@ -315,32 +260,17 @@ impl Server {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Response {
-        let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
-        if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
-            head.push_str(&format!("Host: {}\r\n", self.addr));
-        }
-        for (name, value) in headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        if !body.is_empty() || method == "POST" {
-            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        head.push_str("\r\n");
-        let mut s = TcpStream::connect(self.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        s.write_all(head.as_bytes()).unwrap();
-        s.write_all(body).unwrap();
+        let host = self.addr.to_string();
+        let with_length = !body.is_empty() || method == "POST";
+        let request = http::request_bytes(method, path, &host, headers, body, with_length);
+        let mut s = http::connect(self.addr, Duration::from_secs(30));
+        s.write_all(&request).unwrap();
         let mut raw = Vec::new();
-        let mut buf = [0u8; 65536];
-        loop {
-            match s.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => raw.extend_from_slice(&buf[..n]),
-                Err(e) => panic!(
-                    "reading the response to {method} {path}: {e}; server stderr:\n{}",
-                    self.stderr()
-                ),
-            }
+        if let Err(e) = s.read_to_end(&mut raw) {
+            panic!(
+                "reading the response to {method} {path}: {e}; server stderr:\n{}",
+                self.stderr()
+            );
         }
         Response::try_parse(&raw)
             .unwrap_or_else(|e| panic!("{method} {path}: {e}; server stderr:\n{}", self.stderr()))
@@ -351,280 +281,50 @@ impl Server {
         self.request("GET", path, &[], b"")
     }
 
-    fn signal(&self, signal: &str) {
-        let ok = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    }
-
     pub fn sigterm(&self) {
-        self.signal("-TERM");
+        process::signal(self.child.id(), "-TERM");
     }
 
     pub fn sighup(&self) {
-        self.signal("-HUP");
+        process::signal(self.child.id(), "-HUP");
     }
 
     pub fn sigusr1(&self) {
-        self.signal("-USR1");
+        process::signal(self.child.id(), "-USR1");
     }
 
     /// Waits for the process to exit, at most `limit`.
     pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not exit within {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        process::wait_exit(&mut self.child, limit)
+            .unwrap_or_else(|| panic!("the server did not exit within {limit:?}"))
     }
 
     pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.stderr.text()
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if self.term_on_drop
-            && let Ok(None) = self.child.try_wait()
-        {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 65536];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
-            Err(e) => panic!("reading the response: {e}"),
-        }
-    }
-    out
-}
-
-/// One parsed response (the test's own minimal reading of HTTP/1.1, chunked included).
-#[derive(Debug)]
-pub struct Response {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    /// Bytes after this response (pipelined ones).
-    pub rest: Vec<u8>,
-    /// A chunked body ended with its terminating chunk.
-    pub complete: bool,
-}
-
-impl Response {
-    /// Lenient: a cut-short body is kept and marked incomplete.
-    pub fn parse(raw: &[u8]) -> Response {
-        Self::parse_for(raw, false)
-    }
-
-    pub fn parse_for(raw: &[u8], head_request: bool) -> Response {
-        let end = find(raw, b"\r\n\r\n")
-            .unwrap_or_else(|| panic!("no end of headers in {:?}", String::from_utf8_lossy(raw)));
-        let head = String::from_utf8_lossy(&raw[..end]).to_string();
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap();
-        let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        let mut rest = &raw[end + 4..];
-        let header = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
-        let mut body = Vec::new();
-        let mut complete = true;
-        if head_request || status == 304 || status == 100 {
-        } else if header("transfer-encoding").as_deref() == Some("chunked") {
-            complete = false;
-            while let Some(line_end) = find(rest, b"\r\n") {
-                let size_text = String::from_utf8_lossy(&rest[..line_end]).to_string();
-                let Ok(size) = usize::from_str_radix(size_text.trim(), 16) else {
-                    break;
-                };
-                rest = &rest[line_end + 2..];
-                if size == 0 {
-                    if rest.starts_with(b"\r\n") {
-                        rest = &rest[2..];
-                        complete = true;
-                    }
-                    break;
-                }
-                if rest.len() < size + 2 {
-                    body.extend_from_slice(&rest[..size.min(rest.len())]);
-                    rest = &[];
-                    break;
-                }
-                body.extend_from_slice(&rest[..size]);
-                rest = &rest[size + 2..];
-            }
-        } else if let Some(len) = header("content-length") {
-            let len: usize = len.parse().unwrap();
-            let take = len.min(rest.len());
-            body = rest[..take].to_vec();
-            complete = take == len;
-            rest = &rest[take..];
+        if self.term_on_drop {
+            process::stop(&mut self.child, Duration::from_secs(20));
         } else {
-            body = rest.to_vec();
-            rest = &[];
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
-        Response {
-            status,
-            headers,
-            body,
-            rest: rest.to_vec(),
-            complete,
-        }
-    }
-
-    /// Strict: a bad status line, chunk or Content-Length, or a cut-short body, is an error.
-    pub fn try_parse(raw: &[u8]) -> Result<Response, String> {
-        let end = find(raw, b"\r\n\r\n").ok_or_else(|| {
-            format!(
-                "no end of headers in {:?}",
-                String::from_utf8_lossy(&raw[..raw.len().min(2000)])
-            )
-        })?;
-        let head = String::from_utf8_lossy(&raw[..end]).to_string();
-        let mut lines = head.split("\r\n");
-        let status = lines
-            .next()
-            .and_then(|l| l.split(' ').nth(1))
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("bad status line in {head:?}"))?;
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        let mut rest = &raw[end + 4..];
-        let chunked = headers
-            .iter()
-            .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-        let mut body = Vec::new();
-        if chunked {
-            loop {
-                let line_end = find(rest, b"\r\n").ok_or("a chunk size line is cut short")?;
-                let size_text = String::from_utf8_lossy(&rest[..line_end]).to_string();
-                let size = usize::from_str_radix(size_text.trim(), 16)
-                    .map_err(|_| format!("bad chunk size {size_text:?}"))?;
-                rest = &rest[line_end + 2..];
-                if size == 0 {
-                    break;
-                }
-                if rest.len() < size + 2 {
-                    return Err("a chunk is cut short".into());
-                }
-                body.extend_from_slice(&rest[..size]);
-                rest = &rest[size + 2..];
-            }
-        } else if let Some((_, len)) = headers.iter().find(|(n, _)| n == "content-length") {
-            let len: usize = len
-                .parse()
-                .map_err(|_| format!("bad Content-Length {len}"))?;
-            if rest.len() < len {
-                return Err(format!("body cut short: {} of {len} bytes", rest.len()));
-            }
-            body = rest[..len].to_vec();
-            rest = &rest[len..];
-        } else {
-            body = rest.to_vec();
-            rest = &[];
-        }
-        Ok(Response {
-            status,
-            headers,
-            body,
-            rest: rest.to_vec(),
-            complete: true,
-        })
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).to_string()
     }
 }
 
-pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// A response read as text: the status and the body (unchunked), everything after the head.
-#[derive(Debug)]
-pub struct TextResponse {
-    pub status: u16,
-    pub body: String,
-}
-
-/// One GET on a new connection (`Connection: close`); the body is read to the close, read
-/// errors ending the read (a daemon that dies mid-response).
-pub fn get_text(addr: SocketAddr, path: &str) -> TextResponse {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no response head in {text:?}"));
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    let body = if chunked {
-        unchunk(body)
-    } else {
-        body.to_string()
-    };
-    TextResponse { status, body }
-}
-
-fn unchunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || after.len() < n {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = after[n..].trim_start_matches("\r\n");
+/// The pages of `wsgi serve`, for the checks of `wsgi_testkit::frameworks`: each request read
+/// strictly ([`Server::request`]), and the server's stderr.
+impl Front for Server {
+    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+        Server::request(self, method, path, headers, body)
     }
-    out
+
+    fn log(&self) -> String {
+        self.stderr()
+    }
 }
 
 /// An app that answers what `import mod_wsgi` gives it, one `name=value` line each (values
@@ -667,18 +367,11 @@ def application(environ, start_response):
     return [('\n'.join(lines) + '\n').encode()]
 "#;
 
-/// `MOD_WSGI_NAMES`: Debian's mod_wsgi 4.9.4's public names, plus 6.x's `RequestTimeout`.
-pub const MOD_WSGI_NAMES: &str = "['FileWrapper', 'RequestTimeout', 'active_requests', 'application_group', 'event_callbacks', 'maximum_processes', 'process_group', 'process_metrics', 'request_data', 'request_metrics', 'server_metrics', 'shutdown_callbacks', 'subscribe_events', 'subscribe_shutdown', 'threads_per_process', 'version']";
-
 /// GETs `path` (200 expected) and returns [`MOD_WSGI_APP`]'s lines as a map.
-pub fn mod_wsgi_values(server: &Server, path: &str) -> std::collections::HashMap<String, String> {
+pub fn mod_wsgi_values(server: &Server, path: &str) -> BTreeMap<String, String> {
     let r = server.get_text(path);
     assert_eq!(r.status, 200, "{}\n{}", r.body, server.stderr());
-    r.body
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    apps::fields(r.body.as_bytes())
 }
 
 /// Checks what [`MOD_WSGI_APP`] answers at `/a` then `/b` in one process whose
@@ -686,7 +379,7 @@ pub fn mod_wsgi_values(server: &Server, path: &str) -> std::collections::HashMap
 /// is the process's first.
 pub fn check_mod_wsgi_module(server: &Server, process_group: &str, threads: u32) {
     let a = mod_wsgi_values(server, "/a");
-    assert_eq!(a["names"], MOD_WSGI_NAMES);
+    assert_eq!(a["names"], apps::MOD_WSGI_NAMES);
     assert_eq!(a["process_group"], format!("'{process_group}'"));
     assert_eq!(a["process_group"], a["environ_process_group"]);
     assert_eq!(a["application_group"], a["environ_application_group"]);
@@ -715,16 +408,6 @@ impl Drop for Started {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// Sends the signal `name` (`-HUP`, `-TERM`) to a child the test started, with kill(1).
-pub fn signal(child: &Child, name: &str) {
-    let ok = Command::new("kill")
-        .args([name, &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {name} {}", child.id());
 }
 
 /// What systemd does for a socket unit, as a Python launcher: `python -c ACTIVATE LIST
@@ -756,3 +439,19 @@ os.environ['LISTEN_FDS'] = str(len(sockets))
 os.environ['LISTEN_PID'] = str(os.getpid())
 os.execv(sys.argv[2], sys.argv[2:])
 "#;
+
+/// `wsgi serve APP` started by [`ACTIVATE`] with the sockets of `sockets` (its comma-separated
+/// list: ports on 127.0.0.1, socket paths), `--allow-root` when the tests run as root; its
+/// stdout piped, its stderr to /dev/null.
+pub fn serve_activated(sockets: &str, app: &Path) -> Started {
+    let mut command = Command::new("/usr/bin/python3.11");
+    command
+        .args(["-c", ACTIVATE, sockets, env!("CARGO_BIN_EXE_wsgi")])
+        .args(["serve", app.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if process::is_root() {
+        command.arg("--allow-root");
+    }
+    Started(command.spawn().unwrap())
+}

@@ -12,7 +12,7 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair}
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore, SupportedProtocolVersion};
 
-use super::util;
+use wsgi_testkit::fs;
 
 /// A certificate made by [`issue`], and its files.
 pub struct Issued {
@@ -56,13 +56,12 @@ pub fn issue(dir: &Path, stem: &str, names: &[&str], chained: bool) -> Issued {
     } else {
         params.signed_by(&leaf_key, &root).unwrap()
     };
-    let cert = util::write_world_readable(&dir.join(format!("{stem}.crt")), &leaf.pem());
+    let cert = fs::write_world_readable(&dir.join(format!("{stem}.crt")), &leaf.pem());
     // The key stays private to root: the server reads it before it gives up root.
-    let key = util::write(&dir.join(format!("{stem}.key")), &leaf_key.serialize_pem());
-    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let chain = chained.then(|| {
-        util::write_world_readable(&dir.join(format!("{stem}.chain")), &intermediate.pem())
-    });
+    let key = fs::write(&dir.join(format!("{stem}.key")), &leaf_key.serialize_pem());
+    fs::chmod(&key, 0o600);
+    let chain = chained
+        .then(|| fs::write_world_readable(&dir.join(format!("{stem}.chain")), &intermediate.pem()));
     Issued {
         root: root.der().clone(),
         leaf: leaf.der().clone(),
@@ -128,11 +127,6 @@ pub fn exchange(
         presented,
         version: tls.conn.protocol_version(),
     })
-}
-
-/// A GET request for `path` with `Host: host` and `Connection: close`.
-pub fn get(host: &str, path: &str) -> Vec<u8> {
-    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").into_bytes()
 }
 
 /// TLS 1.3 and 1.2.
