@@ -14,6 +14,7 @@ use nix::unistd::{Pid, Uid};
 use wsgi_config::daemon_options::DaemonOptions;
 use wsgi_daemon::{DaemonClient, DaemonRequest, DispatchError, Endpoint};
 use wsgi_interp::{AppCall, Outcome, RequestHead, ResponseSink, ScriptSpec};
+use wsgi_testkit::{fs, process, wait};
 
 const APP: &str = r#"
 import ctypes, os, sys, time
@@ -96,25 +97,16 @@ impl Server {
         files: &[(&str, &str)],
         request_timeout: Duration,
     ) -> Server {
-        let app = tempfile::Builder::new()
-            .prefix("wsgi-daemon-test.")
-            .tempdir_in("/var/tmp")
-            .unwrap();
-        std::fs::set_permissions(app.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let app = fs::scratch_world_readable("wsgi-daemon-test.");
         for (name, text) in [("app.wsgi", APP)].iter().chain(files) {
             if let Some(dir) = name.strip_suffix('/') {
                 // A folder the daemon user may write to.
                 let dir = app.path().join(dir);
                 std::fs::create_dir(&dir).unwrap();
-                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+                fs::chmod(&dir, 0o777);
                 continue;
             }
-            std::fs::write(app.path().join(name), text).unwrap();
-            std::fs::set_permissions(
-                app.path().join(name),
-                std::fs::Permissions::from_mode(0o644),
-            )
-            .unwrap();
+            fs::write_world_readable(&app.path().join(name), text);
         }
         let user = if Uid::effective().is_root() {
             "user=nobody "
@@ -229,7 +221,10 @@ impl Server {
 
     /// The daemon processes: children of the supervisor.
     fn daemon_pids(&self) -> Vec<i32> {
-        children_of(self.child.id() as i32)
+        process::children(self.child.id())
+            .into_iter()
+            .map(|pid| pid as i32)
+            .collect()
     }
 
     /// Checks that `first` stops 1 s (startup-timeout=1) after `asked`, give or take, and
@@ -265,11 +260,10 @@ impl Drop for Server {
     }
 }
 
-/// Whether `pid` is running (not gone, not a zombie waiting for the supervisor).
+/// Whether `pid` is running (not gone, not a zombie waiting for the supervisor): the i32 pids
+/// nix's `kill` takes, given to [`process::alive`].
 fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| !stat[stat.rfind(')').unwrap() + 2..].starts_with('Z'))
-        .unwrap_or(false)
+    process::alive(pid as u32)
 }
 
 /// The nice value of a process or thread, from its `stat` file.
@@ -296,24 +290,6 @@ fn limit_of(pid: i32, name: &str) -> (String, String) {
         values.next().unwrap().to_string(),
         values.next().unwrap().to_string(),
     )
-}
-
-fn children_of(parent: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let after = &stat[stat.rfind(')').unwrap() + 2..];
-        let ppid: i32 = after.split(' ').nth(1).unwrap().parse().unwrap();
-        if ppid == parent {
-            out.push(pid);
-        }
-    }
-    out
 }
 
 #[derive(Default)]
@@ -345,15 +321,9 @@ impl ResponseSink for Response {
     }
 }
 
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
+/// Whether `f` holds within `limit`, asked every 20 ms.
+fn wait_until(limit: Duration, f: impl FnMut() -> bool) -> bool {
+    wait::eventually_every(limit, Duration::from_millis(20), f)
 }
 
 #[test]
