@@ -5,7 +5,7 @@
 //! scenario as a child process, checking the child's output, log and timing. With the
 //! variable set, it is that child.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,15 +17,13 @@ use wsgi_interp::{
     CallOptions, InterpreterOptions, Outcome, RequestHead, Runtime, ScriptError, ScriptSpec,
     StartConfig,
 };
+use wsgi_testkit::{apps, process, venvs};
 
 /// The venvs are made by the Python this build embeds (a venv of another X.Y is refused).
 const PY: &str = BUILD_PYTHON_EXECUTABLE;
-const TOOLS: &str = "/var/tmp/wsgi-rs-test/tools/bin";
 
 fn root() -> PathBuf {
-    PathBuf::from(format!(
-        "/var/tmp/wsgi-rs-test/interp-scenarios-v2-py{BUILD_PYTHON_VERSION}"
-    ))
+    venvs::test_root().join(format!("interp-scenarios-v2-py{BUILD_PYTHON_VERSION}"))
 }
 
 /// `lib/pythonX.Y/site-packages` of a venv of the embedded Python.
@@ -107,15 +105,6 @@ struct Venvs {
     markers: PathBuf,
 }
 
-fn sh(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Writes package `vpkg` saying `who` into a venv's site-packages.
 fn add_pkg(venv: &Path, who: &str) {
     let dir = site_packages(venv).join("vpkg");
@@ -139,16 +128,19 @@ fn prepare_venvs() -> Venvs {
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap();
         for p in [&v.empty, &v.base, &v.venv] {
-            sh(Command::new(PY)
-                .args(["-m", "venv", "--without-pip"])
-                .arg(p));
+            venvs::make_venv(PY, p);
         }
-        sh(Command::new(format!("{TOOLS}/virtualenv"))
-            .args(["-q", "--no-seed", "-p", PY])
-            .arg(&v.virtualenv));
-        sh(Command::new(format!("{TOOLS}/uv"))
-            .args(["venv", "-q", "-p", PY])
-            .arg(&v.uv));
+        let tools = venvs::tools_dir();
+        process::run(
+            Command::new(tools.join("virtualenv"))
+                .args(["-q", "--no-seed", "-p", PY])
+                .arg(&v.virtualenv),
+        );
+        process::run(
+            Command::new(tools.join("uv"))
+                .args(["venv", "-q", "-p", PY])
+                .arg(&v.uv),
+        );
         add_pkg(&v.base, "base");
         add_pkg(&v.virtualenv, "virtualenv");
         add_pkg(&v.uv, "uv");
@@ -157,7 +149,7 @@ fn prepare_venvs() -> Venvs {
             std::fs::create_dir_all(d).unwrap();
             std::fs::write(d.join(format!("{m}.py")), "X = 1\n").unwrap();
         }
-        sh(Command::new("chmod").args(["-R", "a+rX"]).arg(&root));
+        process::run(Command::new("chmod").args(["-R", "a+rX"]).arg(&root));
         std::fs::write(root.join("ready"), "").unwrap();
     }
     std::fs::create_dir_all(&v.markers).unwrap();
@@ -169,7 +161,7 @@ struct Run {
     stdout: String,
     stderr: String,
     elapsed: Duration,
-    values: HashMap<String, String>,
+    values: BTreeMap<String, String>,
 }
 
 impl Run {
@@ -199,11 +191,7 @@ fn spawn(name: &str, v: &Venvs) -> Run {
     let elapsed = started.elapsed();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let values = stdout
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let values = apps::fields(stdout.as_bytes());
     Run {
         ok: out.status.success(),
         stdout,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use util::{Generated, VecSink, get, head, runtime, script};
 use wsgi_interp::{CallOptions, LoadStatus, Outcome, ReloadMode, ScriptError};
+use wsgi_testkit::apps;
 
 const HELLO: &str = r#"
 def application(environ, start_response):
@@ -1027,10 +1028,6 @@ fn two_callables_of_one_script() {
     ));
 }
 
-/// `dir(mod_wsgi)` of Debian's mod_wsgi 4.9.4 (its public names), plus mod_wsgi 6's
-/// `RequestTimeout`.
-const MOD_WSGI_NAMES: &str = "['FileWrapper', 'RequestTimeout', 'active_requests', 'application_group', 'event_callbacks', 'maximum_processes', 'process_group', 'process_metrics', 'request_data', 'request_metrics', 'server_metrics', 'shutdown_callbacks', 'subscribe_events', 'subscribe_shutdown', 'threads_per_process', 'version']";
-
 /// Evaluates `expr` after `setup` in the interpreter of `group`, panicking with the traceback.
 fn eval_in(group: &str, setup: &str, expr: &str) -> String {
     runtime()
@@ -1050,7 +1047,7 @@ fn import_mod_wsgi_in_main_and_sub_interpreters() {
         let ev = |expr: &str| eval_in(group, "import mod_wsgi, _wsgi_rs", expr);
         assert_eq!(
             ev("sorted(n for n in dir(mod_wsgi) if not n.startswith('_'))"),
-            MOD_WSGI_NAMES,
+            apps::MOD_WSGI_NAMES,
             "{group:?}"
         );
         assert_eq!(ev("repr(mod_wsgi.application_group)"), format!("'{group}'"));

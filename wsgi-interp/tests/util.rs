@@ -9,6 +9,7 @@ use wsgi_interp::{
     CallOptions, InterpreterHandle, Outcome, RequestBody, RequestHead, ResponseSink, Runtime,
     ScriptSpec, StartConfig,
 };
+use wsgi_testkit::venvs;
 
 /// The process's one CPython (a process can start it only once).
 pub fn runtime() -> &'static Runtime {
@@ -22,14 +23,13 @@ pub fn runtime() -> &'static Runtime {
     })
 }
 
-/// A fresh folder for this test process's files.
+/// A fresh folder for this test process's files (`interp-tests/PID` in the test root).
 pub fn workdir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let d = PathBuf::from(format!(
-            "/var/tmp/wsgi-rs-test/interp-tests/{}",
-            std::process::id()
-        ));
+        let d = venvs::test_root()
+            .join("interp-tests")
+            .join(std::process::id().to_string());
         std::fs::create_dir_all(&d).unwrap();
         d
     })
