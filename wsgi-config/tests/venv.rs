@@ -11,33 +11,18 @@ use wsgi_config::venv::{
     EmbeddedPython, Problem, ProblemKind, PythonVersion, Severity, UserIdentity, VenvKind,
     VenvReport, check_readable, inspect,
 };
+use wsgi_testkit::fs::{chmod, scratch_world_readable_in};
+use wsgi_testkit::process::run;
+use wsgi_testkit::venvs::{make_venv, tools_dir};
 
 const DEBIAN_PYTHON: &str = "/usr/bin/python3.11";
 const DEBIAN_LIBPYTHON: &str = "/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0";
 const PYENV_311: &str = "/root/.pyenv/versions/3.11.7";
 const PYENV_312: &str = "/root/.pyenv/versions/3.12.1";
-const DEFAULT_TOOLS: &str = "/var/tmp/wsgi-rs-test/tools/bin";
 
 /// The part of the messages that says what python-home must be.
 const ROOT_HINT: &str = "the folder holding bin/ and lib/, which \
     `python -c 'import sys; print(sys.prefix)'` prints inside the activated environment";
-
-/// The folder holding `virtualenv` and `uv`; fails (never skips) when they are missing.
-fn tools() -> PathBuf {
-    let dir = std::env::var_os("WSGI_RS_TEST_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_TOOLS));
-    for tool in ["virtualenv", "uv"] {
-        assert!(
-            dir.join(tool).is_file(),
-            "{} is missing: run scripts/setup-test-env.sh (it creates the tools venv with \
-             virtualenv and uv in /var/tmp/wsgi-rs-test/tools), or set WSGI_RS_TEST_TOOLS to a \
-             bin folder holding both",
-            dir.join(tool).display()
-        );
-    }
-    dir
-}
 
 fn require_python(python: &str) {
     assert!(
@@ -45,20 +30,6 @@ fn require_python(python: &str) {
         "{python} is missing: these tests need Debian's python3.11 (run \
          scripts/setup-test-env.sh) and pyenv's 3.11.7 and 3.12.1 (`pyenv install 3.11.7 3.12.1`)"
     );
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The embedded Python of these tests: Debian's 3.11, its version asked from the interpreter.
@@ -95,25 +66,12 @@ fn scratch() -> TempDir {
 }
 
 fn scratch_in(parent: &str) -> TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("wsgi-rs-venv-")
-        .tempdir_in(parent)
-        .expect("create a temporary folder");
-    chmod(dir.path(), 0o755);
-    dir
-}
-
-fn chmod(path: &Path, mode: u32) {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .unwrap_or_else(|e| panic!("chmod {mode:o} {}: {e}", path.display()));
+    scratch_world_readable_in(parent, "wsgi-rs-venv-")
 }
 
 fn venv_with(python: &str, dest: &Path) -> PathBuf {
     require_python(python);
-    run(Command::new(python)
-        .args(["-m", "venv", "--without-pip"])
-        .arg(dest));
-    dest.to_path_buf()
+    make_venv(python, dest)
 }
 
 fn debian_venv(dest: &Path) -> PathBuf {
@@ -121,14 +79,14 @@ fn debian_venv(dest: &Path) -> PathBuf {
 }
 
 fn virtualenv(dest: &Path) -> PathBuf {
-    run(Command::new(tools().join("virtualenv"))
+    run(Command::new(tools_dir().join("virtualenv"))
         .args(["-q", "-p", DEBIAN_PYTHON])
         .arg(dest));
     dest.to_path_buf()
 }
 
 fn uv_venv(dest: &Path) -> PathBuf {
-    run(Command::new(tools().join("uv"))
+    run(Command::new(tools_dir().join("uv"))
         .args(["venv", "-q", "-p", DEBIAN_PYTHON])
         .arg(dest));
     dest.to_path_buf()
@@ -197,7 +155,7 @@ fn virtualenv_is_detected() {
     let embedded = debian();
     let tmp = scratch();
     let root = virtualenv(&tmp.path().join("app"));
-    let printed = run(Command::new(tools().join("virtualenv")).arg("--version"));
+    let printed = run(Command::new(tools_dir().join("virtualenv")).arg("--version"));
     let tool_version = printed.split_whitespace().nth(1).expect("virtualenv X.Y");
 
     let report = inspect(&root, &embedded);
@@ -224,7 +182,7 @@ fn uv_venv_is_detected() {
     let embedded = debian();
     let tmp = scratch();
     let root = uv_venv(&tmp.path().join("app"));
-    let printed = run(Command::new(tools().join("uv")).arg("--version"));
+    let printed = run(Command::new(tools_dir().join("uv")).arg("--version"));
     let tool_version = printed.split_whitespace().nth(1).expect("uv X.Y.Z");
     let cfg = fs::read_to_string(root.join("pyvenv.cfg")).expect("pyvenv.cfg");
     assert!(
