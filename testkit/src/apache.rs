@@ -84,41 +84,31 @@ pub enum Mpm {
 
 impl Mpm {
     /// The `LoadModule` line and the process/thread settings of this MPM.
-    fn config(self) -> &'static str {
-        match self {
-            // One child process, so per-process state (module globals, sub-interpreters) is
-            // observable.
-            Mpm::Event => {
-                "LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so
-StartServers 1
+    fn config(self) -> String {
+        // The threaded MPMs: one child process, so per-process state (module globals,
+        // sub-interpreters) is observable.
+        const ONE_THREADED_CHILD: &str = "StartServers 1
 ServerLimit 1
 ThreadsPerChild 16
 MaxRequestWorkers 16
 MinSpareThreads 1
 MaxSpareThreads 16
-"
-            }
-            Mpm::Worker => {
-                "LoadModule mpm_worker_module /usr/lib/apache2/modules/mod_mpm_worker.so
-StartServers 1
-ServerLimit 1
-ThreadsPerChild 16
-MaxRequestWorkers 16
-MinSpareThreads 1
-MaxSpareThreads 16
-"
-            }
-            // No threads: concurrency comes from processes, so allow a few.
-            Mpm::Prefork => {
-                "LoadModule mpm_prefork_module /usr/lib/apache2/modules/mod_mpm_prefork.so
-StartServers 2
+";
+        // No threads: concurrency comes from processes, so allow a few.
+        const A_FEW_CHILDREN: &str = "StartServers 2
 MinSpareServers 1
 MaxSpareServers 4
 ServerLimit 4
 MaxRequestWorkers 4
-"
-            }
-        }
+";
+        let (name, settings) = match self {
+            Mpm::Event => ("event", ONE_THREADED_CHILD),
+            Mpm::Worker => ("worker", ONE_THREADED_CHILD),
+            Mpm::Prefork => ("prefork", A_FEW_CHILDREN),
+        };
+        format!(
+            "LoadModule mpm_{name}_module /usr/lib/apache2/modules/mod_mpm_{name}.so\n{settings}"
+        )
     }
 }
 
