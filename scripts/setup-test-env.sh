@@ -71,7 +71,7 @@ fi
 echo "setup: ok ($FRAMEWORKS has $("$FRAMEWORKS/bin/python" -c 'import flask, django; from importlib.metadata import version; print("flask", version("flask"), "django", django.get_version())'))"
 
 # mod_wsgi 6.1.1 from PyPI, built against Debian's python3.11 and apache2-dev: the tests load its
-# module beside ours in the same Apache (wsgi-apache/tests/util/mod.rs: mod_wsgi_61).
+# module beside ours in the same Apache (testkit/src/apache.rs: mod_wsgi_61).
 MOD_WSGI_61="$TOOLS_ROOT/mod_wsgi61"
 if [ ! -f "$MOD_WSGI_61/.wsgi-rs-ok" ]; then
     echo "setup: building mod_wsgi 6.1.1 in $MOD_WSGI_61"
