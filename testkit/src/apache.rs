@@ -60,6 +60,17 @@ pub fn apache2() -> &'static str {
     apache
 }
 
+/// `apache2 -t -f CONF`: Apache's check of the configuration file `conf` (with the modules it
+/// loads), run to its end.
+pub fn config_test(conf: &Path) -> std::process::Output {
+    Command::new(apache2())
+        .arg("-t")
+        .arg("-f")
+        .arg(conf)
+        .output()
+        .unwrap()
+}
+
 /// The lines that load the MPM, mod_authz_core and our module, with logs in `root`.
 pub fn preamble(root: &Path, listen: &str) -> String {
     let load = format!("LoadModule wsgi_rs_module {}", module().display());

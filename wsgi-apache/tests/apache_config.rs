@@ -2,11 +2,11 @@
 //! (`apache2 -t`): wsgi-rs's messages, from the same builder as `wsgi check`.
 
 use std::path::PathBuf;
-use std::process::Command;
 
-use wsgi_testkit::apache::{Apache, apache2, module};
+use wsgi_testkit::apache::{Apache, config_test, module};
 use wsgi_testkit::apps;
 use wsgi_testkit::fs::scratch_world_readable;
+use wsgi_testkit::process;
 
 /// A server root with `httpd.conf` = the preamble that loads the module, then `site`. The
 /// `Listen` port is never bound: these tests only run `apache2 -t`.
@@ -37,17 +37,8 @@ ServerName localhost
 /// `apache2 -t` on a site: (exit code, stdout + stderr).
 fn syntax_check(site: &str) -> (i32, String, PathBuf) {
     let (dir, conf) = server_root(site);
-    let out = Command::new(apache2())
-        .arg("-t")
-        .arg("-f")
-        .arg(&conf)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = config_test(&conf);
+    let text = process::output_text(&out);
     // Keep the folder alive only as long as the check.
     drop(dir);
     (out.status.code().unwrap_or(-1), text, conf)

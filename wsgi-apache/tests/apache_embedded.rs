@@ -2,9 +2,8 @@
 //! user's spec scenarios and PEP 3333 behaviour over real HTTP.
 
 use std::path::Path;
-use std::process::Command;
 
-use wsgi_testkit::apache::{self, Apache, apache2};
+use wsgi_testkit::apache::{self, Apache};
 use wsgi_testkit::apps::{self, field};
 use wsgi_testkit::fs::scratch_world_readable;
 use wsgi_testkit::http::{dechunk, split_response};
@@ -238,12 +237,7 @@ fn a_venv_from_another_python_refuses_the_start() {
         ),
     )
     .unwrap();
-    let out = Command::new(apache2())
-        .arg("-t")
-        .arg("-f")
-        .arg(&conf)
-        .output()
-        .unwrap();
+    let out = apache::config_test(&conf);
     let text = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
