@@ -27,10 +27,6 @@ pub fn fields(body: &[u8]) -> BTreeMap<String, String> {
 /// `RequestTimeout`: what `import mod_wsgi` gives an application under wsgi-rs.
 pub const MOD_WSGI_NAMES: &str = "['FileWrapper', 'RequestTimeout', 'active_requests', 'application_group', 'event_callbacks', 'maximum_processes', 'process_group', 'process_metrics', 'request_data', 'request_metrics', 'server_metrics', 'shutdown_callbacks', 'subscribe_events', 'subscribe_shutdown', 'threads_per_process', 'version']";
 
-/// The hello-world application of the benchmarks: `Hello world!` (12 bytes, with its
-/// Content-Length).
-pub const HELLO_WORLD: &str = "def application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', '12')])\n    return [b'Hello world!']\n";
-
 /// An application answering with each environ key and its value's type, one `key=type` line
 /// each: the type's name for str, bool, int, float, tuple and type, `object` for the rest
 /// (`wsgi.input` and `wsgi.errors` are each server's own classes).

@@ -1,5 +1,5 @@
-//! Helpers shared by the integration tests (and benchmarks) of the wsgi-rs crates, so that each
-//! job has one implementation: a crate's own `tests/util` keeps only what its tests alone use.
+//! Helpers shared by the integration tests of the wsgi-rs crates, so that each job has one
+//! implementation: a crate's own `tests/util` keeps only what its tests alone use.
 //!
 //! Modules by job:
 //!
