@@ -22,20 +22,21 @@ pub fn eventually_every(limit: Duration, every: Duration, mut f: impl FnMut() ->
 }
 
 /// The next line from `lines` (a child's output, as [`crate::process::lines`] reads it) for
-/// which `wanted` holds, skipping the others; None when none came within `limit` (or the
-/// output ended).
+/// which `wanted` holds, skipping the others; when none came within `limit` (or the output
+/// ended), the lines it skipped, for the failure to show.
 pub fn next_line(
     lines: &Receiver<String>,
     limit: Duration,
     mut wanted: impl FnMut(&str) -> bool,
-) -> Option<String> {
+) -> Result<String, Vec<String>> {
     let deadline = Instant::now() + limit;
+    let mut skipped = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match lines.recv_timeout(left) {
-            Ok(line) if wanted(&line) => return Some(line),
-            Ok(_) => {}
-            Err(_) => return None,
+            Ok(line) if wanted(&line) => return Ok(line),
+            Ok(line) => skipped.push(line),
+            Err(_) => return Err(skipped),
         }
     }
 }

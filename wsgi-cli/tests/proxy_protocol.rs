@@ -70,11 +70,7 @@ impl Site {
 
 /// A TCP connection to `addr` from `from` (a loopback address), with 20 s read timeouts.
 fn connect_from(from: Ipv4Addr, addr: SocketAddr) -> TcpStream {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.bind(&SocketAddr::from((from, 0)).into()).unwrap();
-    s.connect_timeout(&addr.into(), Duration::from_secs(10))
-        .unwrap();
-    let s = TcpStream::from(s);
+    let s = util::connect_from(from, addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     s
 }
@@ -137,20 +133,6 @@ fn v2_tcp4(src: SocketAddr) -> Vec<u8> {
     a.extend_from_slice(&src.port().to_be_bytes());
     a.extend_from_slice(&80u16.to_be_bytes());
     v2(1, 0x11, &a)
-}
-
-/// Waits for an access log line (the server's stdout) containing `needle`.
-fn access_line(server: &Server, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut seen = Vec::new();
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match server.stdout.recv_timeout(left) {
-            Ok(line) if line.contains(needle) => return line,
-            Ok(line) => seen.push(line),
-            Err(_) => break,
-        }
-    }
-    panic!("no access log line with {needle:?}; saw {seen:?}");
 }
 
 /// HAProxy started by the test in the foreground, in TCP mode (a layer 4 balancer, as PROXY
@@ -222,7 +204,7 @@ fn through_haproxy(site: &Site, server: &Server, tls: bool) {
         );
         // The client, and the connection's own peer: HAProxy.
         assert_eq!(
-            access_line(server, &path),
+            server.access_line(&path),
             format!("127.0.0.2 127.0.0.1 {path}")
         );
         // The health checks, which carry no client, reached the app from the socket's peer.

@@ -9,6 +9,8 @@
 //! Needs root (network namespaces), nginx, HAProxy and iproute2
 //! (`scripts/setup-test-env.sh`).
 
+mod util;
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -162,7 +164,7 @@ impl Host {
         let stderr = Captured::spawn(child.stderr.take().unwrap());
         let host = Host { child, stderr };
         let expected = format!("listening on {listening}");
-        if wait::next_line(&rx, Duration::from_secs(60), |l| l == expected).is_none() {
+        if wait::next_line(&rx, Duration::from_secs(60), |l| l == expected).is_err() {
             panic!(
                 "no `{expected}` from wsgi serve {args:?}; stderr:\n{}",
                 host.stderr.text()
@@ -283,15 +285,7 @@ fn get(
     extra: &str,
 ) -> Result<(u16, String), String> {
     let stream = match from {
-        Some(ip) => {
-            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-                .map_err(|e| e.to_string())?;
-            s.bind(&SocketAddr::from((ip, 0)).into())
-                .map_err(|e| e.to_string())?;
-            s.connect_timeout(&addr.into(), Duration::from_secs(10))
-                .map_err(|e| format!("connect: {e}"))?;
-            TcpStream::from(s)
-        }
+        Some(ip) => util::connect_from(ip, addr)?,
         None => TcpStream::connect_timeout(&addr, Duration::from_secs(10))
             .map_err(|e| format!("connect: {e}"))?,
     };

@@ -92,15 +92,6 @@ fn body(response: &str) -> &str {
     response.split_once("\r\n\r\n").map_or("", |(_, body)| body)
 }
 
-/// The next line the server printed (its access log, with `--access-log -`) that holds
-/// `needle`, within 10 s.
-fn log_line(server: &Server, needle: &str) -> String {
-    wait::next_line(&server.stdout, Duration::from_secs(10), |l| {
-        l.contains(needle)
-    })
-    .unwrap_or_else(|| panic!("no access log line with {needle:?}"))
-}
-
 /// `wsgi serve ARGS` run to its end: exit code and standard error.
 fn refused(args: &[&str]) -> (Option<i32>, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_wsgi"));
@@ -177,7 +168,7 @@ fn unix_socket_beside_tcp_with_mode_owner_environ_and_trusted_proxy() {
         hostname.trim()
     );
     assert_eq!(body(&r), expected);
-    let line = log_line(&server, "\"GET / HTTP/1.1\"");
+    let line = server.access_line("\"GET / HTTP/1.1\"");
     assert!(
         line.starts_with("127.0.0.1 - - [") && line.contains("\" 200 "),
         "{line}"
@@ -186,7 +177,7 @@ fn unix_socket_beside_tcp_with_mode_owner_environ_and_trusted_proxy() {
     // A proxy on the unix socket is trusted as 127.0.0.1: its X-Forwarded-For is the client.
     let r = get(sock, "/fwd", "X-Forwarded-For: 203.0.113.9\r\n");
     assert!(body(&r).starts_with("REMOTE_ADDR=203.0.113.9\n"), "{r}");
-    let line = log_line(&server, "\"GET /fwd HTTP/1.1\"");
+    let line = server.access_line("\"GET /fwd HTTP/1.1\"");
     assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
 
     // A body, and keep-alive: two requests on one connection.
@@ -372,7 +363,7 @@ fn slow_clients_are_cut_off_as_on_tcp() {
         took >= Duration::from_millis(900) && took < Duration::from_secs(5),
         "{took:?}"
     );
-    let line = log_line(&server, "408");
+    let line = server.access_line("408");
     assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
 
     // A body that stops coming: 408 at the body timeout.
@@ -387,7 +378,7 @@ fn slow_clients_are_cut_off_as_on_tcp() {
     let out = String::from_utf8_lossy(&out);
     assert!(out.starts_with("HTTP/1.1 408 "), "{out}");
     assert!(took < Duration::from_secs(5), "{took:?}");
-    let line = log_line(&server, "\"POST /slow-body HTTP/1.1\" 408");
+    let line = server.access_line("\"POST /slow-body HTTP/1.1\" 408");
     assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
 }
 

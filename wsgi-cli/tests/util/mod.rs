@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -16,6 +16,7 @@ use wsgi_testkit::apps;
 use wsgi_testkit::frameworks::Front;
 use wsgi_testkit::http::{self, Response, TextResponse};
 use wsgi_testkit::process::{self, Captured};
+use wsgi_testkit::wait;
 
 /// `user=nobody ` when the tests run as root (daemon processes never run as root), else
 /// nothing: for a `WSGIDaemonProcess` line.
@@ -302,6 +303,16 @@ impl Server {
     pub fn stderr(&self) -> String {
         self.stderr.text()
     }
+
+    /// The next line the server printed after its banner (its access log, with
+    /// `--access-log -`) that holds `needle`, within 10 s; a failure shows the lines it
+    /// skipped.
+    pub fn access_line(&self, needle: &str) -> String {
+        wait::next_line(&self.stdout, Duration::from_secs(10), |l| {
+            l.contains(needle)
+        })
+        .unwrap_or_else(|seen| panic!("no access log line with {needle:?}; saw {seen:?}"))
+    }
 }
 
 impl Drop for Server {
@@ -397,6 +408,18 @@ pub fn check_mod_wsgi_module(server: &Server, process_group: &str, threads: u32)
     let b = mod_wsgi_values(server, "/b");
     assert_eq!(b["request_count"], "1");
     assert_eq!(b["active"], "['/b']");
+}
+
+/// A TCP connection to `addr` from the local IPv4 address `from` (another loopback address,
+/// or one of the test's own veth links), connected within 10 s: or what went wrong.
+pub fn connect_from(from: Ipv4Addr, addr: SocketAddr) -> Result<TcpStream, String> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .map_err(|e| e.to_string())?;
+    s.bind(&SocketAddr::from((from, 0)).into())
+        .map_err(|e| e.to_string())?;
+    s.connect_timeout(&addr.into(), Duration::from_secs(10))
+        .map_err(|e| format!("connect: {e}"))?;
+    Ok(TcpStream::from(s))
 }
 
 /// A process a test started (a `wsgi serve` with extra environment, or its launcher), killed
