@@ -90,62 +90,38 @@ pub(crate) const KEYS: &[&str] = &[
     "HTTP_X_REQUESTED_WITH",
 ];
 
-/// The variables whose value is usually the same from one request to the next (the site's,
-/// the listener's, the client's on a keep-alive connection, and the headers browsers repeat):
-/// an interpreter keeps the `str` it made for the last value of each ([`cacheable`]), so a
-/// request that repeats it makes none. Never the request's own (URI, query, cookies,
-/// credentials), which differ or must not linger.
-const CACHEABLE: &[&str] = &[
-    "SCRIPT_NAME",
-    "SERVER_NAME",
-    "SERVER_PORT",
-    "REMOTE_ADDR",
-    "REQUEST_SCHEME",
-    "CONTENT_TYPE",
-    "SCRIPT_FILENAME",
-    "mod_wsgi.script_name",
-    "SERVER_ADDR",
-    "SSL_TLS_SNI",
-    "DOCUMENT_ROOT",
-    "SERVER_ADMIN",
-    "CONTEXT_PREFIX",
-    "CONTEXT_DOCUMENT_ROOT",
-    "mod_wsgi.listener_host",
-    "mod_wsgi.listener_port",
-    "mod_wsgi.request_handler",
-    "mod_wsgi.handler_script",
-    "HTTP_HOST",
-    "HTTP_USER_AGENT",
-    "HTTP_ACCEPT",
-    "HTTP_ACCEPT_ENCODING",
-    "HTTP_ACCEPT_LANGUAGE",
-    "HTTP_CONNECTION",
-    "HTTP_CACHE_CONTROL",
-    "HTTP_UPGRADE_INSECURE_REQUESTS",
-    "HTTP_SEC_FETCH_DEST",
-    "HTTP_SEC_FETCH_MODE",
-    "HTTP_SEC_FETCH_SITE",
-    "HTTP_SEC_FETCH_USER",
-    "HTTP_SEC_CH_UA",
-    "HTTP_SEC_CH_UA_MOBILE",
-    "HTTP_SEC_CH_UA_PLATFORM",
-    "HTTP_ORIGIN",
-    "HTTP_PRAGMA",
-    "HTTP_DNT",
-    "HTTP_X_FORWARDED_PROTO",
-    "HTTP_X_FORWARDED_HOST",
-    "HTTP_X_REQUESTED_WITH",
+/// The variables whose value is the request's own (its URI, query, body length, cookies,
+/// credentials, validators): their `str` is made for each request. Every other [`KEYS`] value
+/// (the site's, the listener's, the client's on a keep-alive connection, the headers browsers
+/// repeat) is kept per interpreter for the next request ([`cacheable`]), so a request that
+/// repeats it makes none; what must not linger (credentials) is never kept.
+const NOT_CACHED: &[&str] = &[
+    "PATH_INFO",
+    "QUERY_STRING",
+    "REQUEST_URI",
+    "REMOTE_PORT",
+    "CONTENT_LENGTH",
+    "mod_wsgi.path_info",
+    "REMOTE_USER",
+    "HTTP_COOKIE",
+    "HTTP_REFERER",
+    "HTTP_AUTHORIZATION",
+    "HTTP_X_FORWARDED_FOR",
+    "HTTP_X_REAL_IP",
+    "HTTP_IF_NONE_MATCH",
+    "HTTP_IF_MODIFIED_SINCE",
 ];
 
-/// [`CACHEABLE`] as a mask of [`KEYS`] indices.
+/// The [`KEYS`] not in [`NOT_CACHED`], as a mask of their indices.
 static CACHEABLE_MASK: std::sync::LazyLock<u128> = std::sync::LazyLock::new(|| {
-    CACHEABLE.iter().fold(0, |mask, name| {
+    let not_cached = NOT_CACHED.iter().fold(0u128, |mask, name| {
         let i = KEYS
             .iter()
             .position(|k| k == name)
-            .expect("cacheable keys are known keys");
+            .expect("NOT_CACHED names known keys");
         mask | 1 << i
-    })
+    });
+    !not_cached & (u128::MAX >> (128 - KEYS.len()))
 });
 
 /// Whether the `str` made for the value of [`KEYS`]`[i]` is kept for the next request.

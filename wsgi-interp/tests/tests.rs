@@ -7,7 +7,7 @@ mod util;
 use std::io;
 use std::sync::Arc;
 
-use util::{Generated, VecSink, get, head, runtime, script};
+use util::{Generated, VecSink, call, get, head, runtime, script};
 use wsgi_interp::{CallOptions, LoadStatus, Outcome, ReloadMode, ScriptError};
 use wsgi_testkit::apps;
 
@@ -1307,14 +1307,7 @@ def application(environ, start_response):
         h.server_name = server.into();
         h.remote_addr = addr.into();
         h.set_extra("DOCUMENT_ROOT", root.to_vec());
-        let mut sink = VecSink::default();
-        let out = interp.call(
-            &spec,
-            &h,
-            &CallOptions::default(),
-            &mut io::empty(),
-            &mut sink,
-        );
+        let (out, sink) = call(&interp, &spec, &h);
         assert!(
             matches!(out, Outcome::Complete { status: 200, .. }),
             "{out:?}"

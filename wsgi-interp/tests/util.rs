@@ -129,10 +129,19 @@ pub fn head() -> RequestHead {
 
 /// Calls `spec` in `interp` with an empty body.
 pub fn get(interp: &InterpreterHandle, spec: &ScriptSpec) -> (Outcome, VecSink) {
+    call(interp, spec, &head())
+}
+
+/// Calls `spec` in `interp` for `head`, with an empty body.
+pub fn call(
+    interp: &InterpreterHandle,
+    spec: &ScriptSpec,
+    head: &RequestHead,
+) -> (Outcome, VecSink) {
     let mut sink = VecSink::default();
     let out = interp.call(
         spec,
-        &head(),
+        head,
         &CallOptions::default(),
         &mut io::empty(),
         &mut sink,
