@@ -95,11 +95,11 @@ fn front(threads: usize) -> Arc<Front> {
 /// Reads one whole response (head, then `Content-Length` bytes of body) into `buf`.
 async fn read_response(client: &mut DuplexStream, buf: &mut Vec<u8>) {
     buf.clear();
-    let mut chunk = [0u8; 64 * 1024];
     loop {
-        let n = client.read(&mut chunk).await.expect("the server answers");
+        // Straight into the buffer's spare room (kept from one response to the next).
+        buf.reserve(16 * 1024);
+        let n = client.read_buf(buf).await.expect("the server answers");
         assert!(n > 0, "the server closed the connection");
-        buf.extend_from_slice(&chunk[..n]);
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = std::str::from_utf8(&buf[..end]).expect("an ASCII head");
             let length: usize = head
