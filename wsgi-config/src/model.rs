@@ -155,6 +155,19 @@ impl Config {
         (root, admin)
     }
 
+    /// The protocols a host speaks, in its order of preference: its own `Protocols`, else the
+    /// main server's, else Apache's default, `http/1.1` alone (so HTTP/2 only where `h2`, for
+    /// TLS, or `h2c`, for cleartext, is listed, as with mod_http2).
+    pub fn protocols(&self, host: Option<usize>) -> &[String] {
+        static DEFAULT: std::sync::LazyLock<Vec<String>> =
+            std::sync::LazyLock::new(|| vec!["http/1.1".to_string()]);
+        self.host(host)
+            .protocols
+            .as_deref()
+            .or(self.main.protocols.as_deref())
+            .unwrap_or(&DEFAULT)
+    }
+
     /// The daemon group named `name` (names are unique).
     pub fn daemon(&self, name: &str) -> Option<&DaemonGroup> {
         self.daemons.iter().find(|d| d.name == name)
@@ -539,6 +552,9 @@ pub struct Host {
     pub document_root: Option<PathBuf>,
     /// `ServerAdmin` (the environ's `SERVER_ADMIN`).
     pub server_admin: Option<String>,
+    /// Apache's `Protocols` set at this level, lowercase, in the order written (see
+    /// [`Config::protocols`]).
+    pub protocols: Option<Vec<String>>,
     /// mod_remoteip's `RemoteIPProxyProtocolExceptions` set at this level: clients that may
     /// connect without a PROXY header (see [`Config::proxy_protocol_exceptions`]).
     pub proxy_protocol_exceptions: Option<Vec<IpNet>>,
