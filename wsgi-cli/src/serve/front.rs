@@ -39,7 +39,8 @@ use wsgi_interp::{AppCall, CallOptions, HeadSource, RequestHead, Scheme, Stamps}
 use super::access_log::{AccessLogs, LogExtras, LogJob, LogRecord, LoggedBody};
 use super::auth::{self, Granted, Refusal};
 use super::bridge::{
-    BodyFailure, BodyLimits, ChannelBody, Collected, ResponseReceiver, ResponseStart, collect_body,
+    BodyFailure, BodyLimits, ChannelBody, Collected, ResponseReceiver, ResponseStart, StallLimit,
+    collect_body,
     request_body, response_channel,
 };
 use super::conn::{ConnIo, ConnShared, WriteLimits};
@@ -1675,7 +1676,12 @@ async fn run_app(
     }
     let daemon = matches!(route.process_group, ProcessGroup::Daemon(_));
     let app = AppCall::for_route(&route, daemon);
-    let (sink, ResponseReceiver { mut start }) = response_channel(is_head, conn.shared.clone());
+    let (mut sink, ResponseReceiver { mut start }) =
+        response_channel(is_head, conn.shared.clone());
+    if parts.version == Version::HTTP_2 {
+        let runtime = tokio::runtime::Handle::current();
+        sink = sink.with_stall_limit(StallLimit::new(runtime, front.limits.write));
+    }
     let (done, done_rx) = oneshot::channel();
     let arrived = Instant::now();
     let ticket = Arc::default();
