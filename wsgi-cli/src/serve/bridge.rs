@@ -474,11 +474,7 @@ impl StallLimit {
     }
 
     /// Sends `chunk` on `chunks`, waiting at most the limit when the stream is full.
-    fn send(
-        &mut self,
-        chunks: &mpsc::Sender<io::Result<Bytes>>,
-        chunk: Bytes,
-    ) -> io::Result<()> {
+    fn send(&mut self, chunks: &mpsc::Sender<io::Result<Bytes>>, chunk: Bytes) -> io::Result<()> {
         let len = chunk.len() as u64;
         let waited = match chunks.try_send(Ok(chunk)) {
             Ok(()) => Ok(()),
@@ -492,15 +488,18 @@ impl StallLimit {
                     rate => Duration::from_secs(self.last / rate),
                 };
                 let limit = self.limits.timeout + earned;
+                // The timer is made inside the runtime's context (a worker thread has none).
                 let sent = self
                     .runtime
-                    .block_on(tokio::time::timeout(limit, chunks.send(chunk)));
+                    .block_on(async { tokio::time::timeout(limit, chunks.send(chunk)).await });
                 match sent {
                     Ok(Ok(())) => Ok(()),
                     Ok(Err(_)) => Err(client_gone()),
                     Err(_) => Err(io::Error::new(
                         io::ErrorKind::TimedOut,
-                        format!("the client left its HTTP/2 stream unread for {limit:?}: the response is ended"),
+                        format!(
+                            "the client left its HTTP/2 stream unread for {limit:?}: the response is ended"
+                        ),
                     )),
                 }
             }

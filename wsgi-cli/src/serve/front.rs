@@ -40,8 +40,7 @@ use super::access_log::{AccessLogs, LogExtras, LogJob, LogRecord, LoggedBody};
 use super::auth::{self, Granted, Refusal};
 use super::bridge::{
     BodyFailure, BodyLimits, ChannelBody, Collected, ResponseReceiver, ResponseStart, StallLimit,
-    collect_body,
-    request_body, response_channel,
+    collect_body, request_body, response_channel,
 };
 use super::conn::{ConnIo, ConnShared, WriteLimits};
 use super::control::FrontControl;
@@ -1676,8 +1675,7 @@ async fn run_app(
     }
     let daemon = matches!(route.process_group, ProcessGroup::Daemon(_));
     let app = AppCall::for_route(&route, daemon);
-    let (mut sink, ResponseReceiver { mut start }) =
-        response_channel(is_head, conn.shared.clone());
+    let (mut sink, ResponseReceiver { mut start }) = response_channel(is_head, conn.shared.clone());
     if parts.version == Version::HTTP_2 {
         let runtime = tokio::runtime::Handle::current();
         sink = sink.with_stall_limit(StallLimit::new(runtime, front.limits.write));

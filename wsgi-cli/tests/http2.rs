@@ -1,0 +1,618 @@
+//! HTTP/2 in `wsgi serve`: curl with prior knowledge (h2c) and over TLS (ALPN), in embedded
+//! and daemon mode; `--http 1|2`; a `--config` site's `Protocols` per virtual host; a PROXY
+//! header before h2c; and abuse (streams beyond the limit with h2load, rapid reset and a
+//! stream nobody reads with the `h2` crate as the client). Every server is the real `wsgi`
+//! binary on loopback, started and stopped by its test.
+
+#[path = "util/tls.rs"]
+mod tls_util;
+mod util;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use sha1::{Digest, Sha1};
+use util::Server;
+
+/// The test application: `/env` answers environ values, `/upload` the length and SHA-1 of
+/// the body it read, `/stream` 1 MiB in 16 yielded chunks, `/slow?ms=N` after N ms.
+const APP: &str = r#"
+import hashlib, time
+
+KEYS = ['SERVER_PROTOCOL', 'REQUEST_METHOD', 'HTTP_HOST', 'REQUEST_URI', 'SCRIPT_NAME',
+        'PATH_INFO', 'QUERY_STRING', 'HTTP_X_TEST', 'CONTENT_LENGTH', 'wsgi.url_scheme',
+        'REMOTE_ADDR']
+
+def application(environ, start_response):
+    path = environ['PATH_INFO']
+    if path == '/upload':
+        digest, size = hashlib.sha1(), 0
+        while True:
+            block = environ['wsgi.input'].read(65536)
+            if not block:
+                break
+            digest.update(block)
+            size += len(block)
+        body = ('%d %s' % (size, digest.hexdigest())).encode()
+    elif path == '/stream':
+        start_response('200 OK', [('Content-Type', 'application/octet-stream')])
+        return (bytes([i]) * 65536 for i in range(16))
+    elif path == '/slow':
+        time.sleep(int(environ['QUERY_STRING'].split('=')[1]) / 1000)
+        body = b'slept'
+    else:
+        body = ''.join('%s=%s\n' % (k, environ.get(k, '<unset>')) for k in KEYS).encode()
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [body]
+"#;
+
+/// A scratch folder with the app and the two upload bodies.
+struct Site {
+    dir: tempfile::TempDir,
+    app: PathBuf,
+}
+
+impl Site {
+    fn new() -> Site {
+        let dir = util::scratch_world_readable("wsgi-http2-");
+        let app = util::write_world_readable(&dir.path().join("app.wsgi"), APP);
+        Site { dir, app }
+    }
+
+    /// A file of `len` bytes (a pattern that is not all one byte), and its SHA-1.
+    fn body(&self, name: &str, len: usize) -> (PathBuf, String) {
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, &data).unwrap();
+        (path, sha1_hex(&data))
+    }
+}
+
+fn sha1_hex(data: &[u8]) -> String {
+    Sha1::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What curl got: whether it succeeded, the body, and the HTTP version it spoke.
+struct Curl {
+    ok: bool,
+    body: Vec<u8>,
+    version: String,
+    stderr: String,
+}
+
+impl Curl {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Runs curl with `args` (at most 60 s), the HTTP version it spoke in the last line of its
+/// output.
+fn curl(args: &[&str]) -> Curl {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "60", "-w", "\n%{http_version}"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    let mut body = out.stdout;
+    let at = body.iter().rposition(|&b| b == b'\n').unwrap_or(0);
+    let version = String::from_utf8_lossy(&body[at..]).trim().to_string();
+    body.truncate(at);
+    Curl {
+        ok: out.status.success(),
+        body,
+        version,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn url(addr: SocketAddr, path: &str) -> String {
+    format!("http://{addr}{path}")
+}
+
+/// The requests every HTTP/2 test makes on `base` (`http://...` or `https://...`) with
+/// curl's `how` flags: the environ, both uploads, the streamed response.
+fn check_http2(site: &Site, base: &str, how: &[&str], host: &str) {
+    let get = |path: &str, more: &[&str]| {
+        let target = format!("{base}{path}");
+        let mut args: Vec<&str> = how.to_vec();
+        args.extend_from_slice(more);
+        args.push(&target);
+        curl(&args)
+    };
+    let env = get("/env/caf%C3%A9?x=1&y=%20", &["-H", "X-Test: yes"]);
+    assert!(env.ok, "{}", env.stderr);
+    assert_eq!(env.version, "2");
+    let text = env.text();
+    for line in [
+        "SERVER_PROTOCOL=HTTP/2.0\n".to_string(),
+        "REQUEST_METHOD=GET\n".to_string(),
+        format!("HTTP_HOST={host}\n"),
+        "REQUEST_URI=/env/caf%C3%A9?x=1&y=%20\n".to_string(),
+        "SCRIPT_NAME=\n".to_string(),
+        "PATH_INFO=/env/caf\u{c3}\u{a9}\n".to_string(),
+        "QUERY_STRING=x=1&y=%20\n".to_string(),
+        "HTTP_X_TEST=yes\n".to_string(),
+    ] {
+        assert!(text.contains(&line), "{line:?} in {text}");
+    }
+    for (name, len) in [("64k", 64 * 1024), ("10m", 10 * 1024 * 1024)] {
+        let (file, digest) = site.body(name, len);
+        let data = format!("@{}", file.display());
+        let up = get("/upload", &["--data-binary", &data]);
+        assert!(up.ok, "{}", up.stderr);
+        assert_eq!(up.version, "2");
+        assert_eq!(up.text(), format!("{len} {digest}"));
+    }
+    let stream = get("/stream", &[]);
+    assert!(stream.ok, "{}", stream.stderr);
+    assert_eq!(stream.version, "2");
+    let expected: Vec<u8> = (0..16u8).flat_map(|i| vec![i; 65536]).collect();
+    assert_eq!(stream.body.len(), expected.len());
+    assert!(stream.body == expected, "the streamed body differs");
+}
+
+fn serve(site: &Site, more: &[&str]) -> Server {
+    let mut args = vec![
+        site.app.to_str().unwrap(),
+        "--port",
+        "0",
+        "--access-log",
+        "-",
+    ];
+    args.extend_from_slice(more);
+    if more.contains(&"--processes") && util::is_root() {
+        // Daemon processes never run as root.
+        args.extend_from_slice(&["--user", "nobody"]);
+    }
+    Server::start_with(&util::DAEMON, &args)
+}
+
+/// The next access log line containing `needle`, within 10 s.
+fn log_line(server: &Server, needle: &str) -> String {
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        match server.stdout.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    panic!("no access log line with {needle:?}; saw {seen:?}");
+}
+
+#[test]
+fn h2c_beside_http1_in_embedded_mode() {
+    let site = Site::new();
+    let server = serve(&site, &["--threads", "4"]);
+    let base = format!("http://{}", server.addr);
+    check_http2(
+        &site,
+        &base,
+        &["--http2-prior-knowledge"],
+        &server.addr.to_string(),
+    );
+    let line = log_line(&server, "GET /env/caf%C3%A9?x=1&y=%20 HTTP/2.0\" 200");
+    assert!(line.contains("\"curl/"), "{line}");
+    // HTTP/1.1 on the same port.
+    let one = curl(&["--http1.1", &url(server.addr, "/env")]);
+    assert!(one.ok, "{}", one.stderr);
+    assert_eq!(one.version, "1.1");
+    assert!(
+        one.text().contains("SERVER_PROTOCOL=HTTP/1.1\n"),
+        "{}",
+        one.text()
+    );
+    // h2load: many streams on a few connections, every one answered.
+    let h2load = h2load(
+        &["-n", "400", "-c", "4", "-m", "10"],
+        &url(server.addr, "/env"),
+    );
+    assert!(h2load.contains("400 succeeded"), "{h2load}");
+}
+
+#[test]
+fn h2c_in_daemon_mode() {
+    let site = Site::new();
+    let server = serve(&site, &["--processes", "1", "--threads", "4"]);
+    let base = format!("http://{}", server.addr);
+    check_http2(
+        &site,
+        &base,
+        &["--http2-prior-knowledge"],
+        &server.addr.to_string(),
+    );
+    log_line(&server, "POST /upload HTTP/2.0\" 200");
+}
+
+/// `wsgi serve` with a certificate for `localhost`, and curl's flags to reach it.
+fn serve_tls(site: &Site, more: &[&str]) -> (Server, Vec<String>) {
+    let issued = tls_util::issue(site.dir.path(), "site", &["localhost"], false);
+    if more.contains(&"--processes") {
+        // The front reads the key as the user it serves as (`--user nobody`, as root).
+        std::fs::set_permissions(
+            &issued.key,
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )
+        .unwrap();
+    }
+    let mut args = vec![
+        "--ssl-certificate-file",
+        issued.cert.to_str().unwrap(),
+        "--ssl-certificate-key-file",
+        issued.key.to_str().unwrap(),
+    ];
+    args.extend_from_slice(more);
+    let server = serve(site, &args);
+    let resolve = format!("localhost:{}:127.0.0.1", server.addr.port());
+    (
+        server,
+        vec!["-k".to_string(), "--resolve".to_string(), resolve],
+    )
+}
+
+#[test]
+fn tls_alpn_offers_h2_and_http1_in_embedded_and_daemon_mode() {
+    let site = Site::new();
+    for mode in [
+        &["--threads", "4"][..],
+        &["--processes", "1", "--threads", "4"],
+    ] {
+        let (server, flags) = serve_tls(&site, mode);
+        let base = format!("https://localhost:{}", server.addr.port());
+        let mut how: Vec<&str> = flags.iter().map(String::as_str).collect();
+        how.push("--http2");
+        check_http2(
+            &site,
+            &base,
+            &how,
+            &format!("localhost:{}", server.addr.port()),
+        );
+        let env = curl(&[
+            &flags[0],
+            &flags[1],
+            &flags[2],
+            "--http1.1",
+            &format!("{base}/env"),
+        ]);
+        assert!(env.ok, "{}", env.stderr);
+        assert_eq!(env.version, "1.1");
+        assert!(
+            env.text().contains("wsgi.url_scheme=https\n"),
+            "{}",
+            env.text()
+        );
+        assert!(
+            env.text().contains("SERVER_PROTOCOL=HTTP/1.1\n"),
+            "{}",
+            env.text()
+        );
+    }
+}
+
+#[test]
+fn http_1_never_speaks_http2_and_http_2_only_http2() {
+    let site = Site::new();
+    let one = serve(&site, &["--http", "1"]);
+    let h2c = curl(&["--http2-prior-knowledge", &url(one.addr, "/env")]);
+    assert!(!(h2c.ok && h2c.version == "2"), "h2c served with --http 1");
+    let plain = curl(&[&url(one.addr, "/env")]);
+    assert!(plain.ok && plain.version == "1.1", "{}", plain.stderr);
+    let (tls_one, flags) = serve_tls(&site, &["--http", "1"]);
+    let base = format!("https://localhost:{}/env", tls_one.addr.port());
+    let alpn = curl(&[&flags[0], &flags[1], &flags[2], "--http2", &base]);
+    assert!(alpn.ok, "{}", alpn.stderr);
+    assert_eq!(alpn.version, "1.1", "ALPN chose h2 with --http 1");
+
+    let two = serve(&site, &["--http", "2"]);
+    let h2c = curl(&["--http2-prior-knowledge", &url(two.addr, "/env")]);
+    assert!(h2c.ok && h2c.version == "2", "{}", h2c.stderr);
+    let plain = curl(&["--http1.1", &url(two.addr, "/env")]);
+    assert!(
+        !plain.ok,
+        "HTTP/1.1 answered with --http 2: {}",
+        plain.text()
+    );
+    let (tls_two, flags) = serve_tls(&site, &["--http", "2"]);
+    let base = format!("https://localhost:{}/env", tls_two.addr.port());
+    let h2 = curl(&[&flags[0], &flags[1], &flags[2], "--http2", &base]);
+    assert!(h2.ok && h2.version == "2", "{}", h2.stderr);
+    let h1 = curl(&[&flags[0], &flags[1], &flags[2], "--http1.1", &base]);
+    assert!(
+        !(h1.ok && h1.version == "1.1"),
+        "HTTP/1.1 over TLS with --http 2"
+    );
+}
+
+/// A free TCP port on 127.0.0.1.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn protocols_decide_per_virtual_host() {
+    let site = Site::new();
+    let (h2c, plain) = (free_port(), free_port());
+    let conf = util::write_world_readable(
+        &site.dir.path().join("site.conf"),
+        &format!(
+            "Listen 127.0.0.1:{h2c}\nListen 127.0.0.1:{plain}\n\
+             <VirtualHost *:{h2c}>\n    ServerName h2c.example\n    Protocols h2c http/1.1\n    ProtocolsHonorOrder On\n    WSGIScriptAlias / {app}\n</VirtualHost>\n\
+             <VirtualHost *:{h2c}>\n    ServerName old.example\n    Protocols http/1.1\n    WSGIScriptAlias / {app}\n</VirtualHost>\n\
+             <VirtualHost *:{plain}>\n    ServerName plain.example\n    WSGIScriptAlias / {app}\n</VirtualHost>\n",
+            app = site.app.display()
+        ),
+    );
+    let check = Command::new(env!("CARGO_BIN_EXE_wsgi"))
+        .args(["check", conf.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let _server = Server::start_with(
+        &util::DAEMON,
+        &["--config", conf.to_str().unwrap(), "--log-level", "info"],
+    );
+    let at = |port: u16, path: &str| format!("http://127.0.0.1:{port}{path}");
+    // The host that lists h2c speaks HTTP/2 with prior knowledge.
+    let env = curl(&[
+        "--http2-prior-knowledge",
+        "-H",
+        "Host: h2c.example",
+        &at(h2c, "/env"),
+    ]);
+    assert!(env.ok && env.version == "2", "{}", env.stderr);
+    assert!(
+        env.text()
+            .contains("SERVER_PROTOCOL=HTTP/2.0\nREQUEST_METHOD=GET\nHTTP_HOST=h2c.example\n"),
+        "{}",
+        env.text()
+    );
+    // A host of the same port without it: 421 over HTTP/2, served over HTTP/1.1.
+    let old = curl(&[
+        "--http2-prior-knowledge",
+        "-i",
+        "-H",
+        "Host: old.example",
+        &at(h2c, "/env"),
+    ]);
+    assert!(old.text().starts_with("HTTP/2 421"), "{}", old.text());
+    let old = curl(&["-H", "Host: old.example", &at(h2c, "/env")]);
+    assert!(old.ok && old.version == "1.1", "{}", old.stderr);
+    // A port whose host has Apache's default (`Protocols http/1.1`): no HTTP/2.
+    let none = curl(&["--http2-prior-knowledge", &at(plain, "/env")]);
+    assert!(
+        !(none.ok && none.version == "2"),
+        "h2c without Protocols h2c"
+    );
+    let none = curl(&[&at(plain, "/env")]);
+    assert!(none.ok && none.version == "1.1", "{}", none.stderr);
+}
+
+#[test]
+fn protocols_honor_order_off_is_refused() {
+    let site = Site::new();
+    let conf = util::write_world_readable(
+        &site.dir.path().join("site.conf"),
+        &format!(
+            "Listen 127.0.0.1:{}\nProtocols h2 http/1.1\nProtocolsHonorOrder Off\nWSGIScriptAlias / {}\n",
+            free_port(),
+            site.app.display()
+        ),
+    );
+    let check = Command::new(env!("CARGO_BIN_EXE_wsgi"))
+        .args(["check", conf.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout).into_owned()
+        + &String::from_utf8_lossy(&check.stderr);
+    assert!(!check.status.success(), "{said}");
+    assert!(said.contains("ProtocolsHonorOrder"), "{said}");
+}
+
+#[test]
+fn proxy_header_then_h2c() {
+    let site = Site::new();
+    let server = serve(&site, &["--proxy-protocol"]);
+    let answer = curl(&[
+        "--haproxy-protocol",
+        "--http2-prior-knowledge",
+        &url(server.addr, "/env"),
+    ]);
+    assert!(answer.ok && answer.version == "2", "{}", answer.stderr);
+    assert!(
+        answer.text().contains("SERVER_PROTOCOL=HTTP/2.0\n"),
+        "{}",
+        answer.text()
+    );
+    assert!(
+        answer.text().contains("REMOTE_ADDR=127.0.0.1\n"),
+        "{}",
+        answer.text()
+    );
+}
+
+/// Runs h2load with `args` against `target` (at most 120 s): its output.
+fn h2load(args: &[&str], target: &str) -> String {
+    let out = Command::new("h2load")
+        .args(args)
+        .arg(target)
+        .output()
+        .expect("h2load runs (Debian's nghttp2-client)");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// How long one HTTP/1.1 request takes to be answered 200.
+fn answered_within(addr: SocketAddr, path: &str) -> Duration {
+    let began = Instant::now();
+    let got = curl(&["--http1.1", &url(addr, path)]);
+    assert!(got.ok, "{}", got.stderr);
+    began.elapsed()
+}
+
+#[test]
+fn streams_beyond_the_limit_wait_and_others_are_served() {
+    let site = Site::new();
+    let server = serve(
+        &site,
+        &["--threads", "8", "--http2-max-concurrent-streams", "10"],
+    );
+    // The limit is what the server announces.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let announced = runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let (mut client, mut conn) = h2::client::handshake(tcp).await.unwrap();
+        // A request first, so the server's SETTINGS have arrived.
+        let request = http::Request::get(format!("http://{}/env", server.addr))
+            .body(())
+            .unwrap();
+        let (response, _) = client.send_request(request, true).unwrap();
+        let response = tokio::select! {
+            r = response => r.unwrap(),
+            _ = &mut conn => panic!("the connection ended"),
+        };
+        assert_eq!(response.status(), 200);
+        conn.max_concurrent_send_streams()
+    });
+    assert_eq!(announced, 10);
+    // 200 streams at once on one connection, each 200 ms of work: h2load opens them before
+    // the server's SETTINGS arrive, the server refuses those beyond the limit
+    // (REFUSED_STREAM, which h2load counts as failed) and answers the others, and another
+    // client is answered meanwhile.
+    let target = url(server.addr, "/slow?ms=200");
+    let load = std::thread::spawn(move || h2load(&["-n", "200", "-c", "1", "-m", "200"], &target));
+    std::thread::sleep(Duration::from_millis(500));
+    let waited = answered_within(server.addr, "/env");
+    assert!(
+        waited < Duration::from_secs(5),
+        "another client waited {waited:?}"
+    );
+    let out = load.join().unwrap();
+    assert!(out.contains("200 done"), "{out}");
+    assert!(out.contains(" 0 5xx"), "{out}");
+    let succeeded: u32 = out
+        .split(" succeeded")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!((10..200).contains(&succeeded), "{out}");
+}
+
+#[test]
+fn rapid_reset_closes_that_connection_and_others_are_served() {
+    let site = Site::new();
+    let server = serve(&site, &["--threads", "4"]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (opened, ended) = runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+        let driver = tokio::spawn(conn);
+        let mut opened = 0;
+        let mut client = client;
+        for _ in 0..5000 {
+            let ready = tokio::time::timeout(Duration::from_secs(5), client.ready()).await;
+            let Ok(Ok(ready)) = ready else { break };
+            client = ready;
+            let request = http::Request::post(format!("http://{}/slow?ms=1000", server.addr))
+                .body(())
+                .unwrap();
+            let Ok((_, mut stream)) = client.send_request(request, false) else {
+                break;
+            };
+            stream.send_reset(h2::Reason::CANCEL);
+            opened += 1;
+        }
+        let ended = tokio::time::timeout(Duration::from_secs(10), driver).await;
+        (opened, ended)
+    });
+    // The server ends the connection: its GOAWAY (ENHANCE_YOUR_CALM) reaches the client, or
+    // the close finds the client still writing its resets.
+    let ended = format!("{ended:?}");
+    assert!(
+        ["ENHANCE_YOUR_CALM", "BrokenPipe", "ConnectionReset"]
+            .iter()
+            .any(|e| ended.contains(e)),
+        "{opened} streams opened and reset: {ended}"
+    );
+    // Other clients are served.
+    let waited = answered_within(server.addr, "/env");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    let h2c = curl(&["--http2-prior-knowledge", &url(server.addr, "/env")]);
+    assert!(h2c.ok && h2c.version == "2", "{}", h2c.stderr);
+}
+
+#[test]
+fn a_stream_nobody_reads_holds_no_worker_for_long() {
+    let site = Site::new();
+    // One worker: the unread stream holds it until the write timeout ends that response.
+    let server = serve(
+        &site,
+        &[
+            "--threads",
+            "1",
+            "--socket-timeout",
+            "2",
+            "--response-min-rate",
+            "0",
+        ],
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = server.addr;
+    runtime.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(conn);
+        let mut client = client.ready().await.unwrap();
+        let request = http::Request::get(format!("http://{addr}/stream"))
+            .body(())
+            .unwrap();
+        let (response, _) = client.send_request(request, true).unwrap();
+        // The head arrives; the body is never read, so its window never opens again.
+        let response = response.await.unwrap();
+        assert_eq!(response.status(), 200);
+        let _unread = response.into_body();
+        // Another client is answered once the stalled response is ended (the write timeout,
+        // 2 s, plus a little), though the only worker was writing it.
+        let waited = tokio::task::spawn_blocking(move || answered_within(addr, "/env"))
+            .await
+            .unwrap();
+        assert!(waited < Duration::from_secs(8), "waited {waited:?}");
+        // And a second stream on the same connection is answered too.
+        let mut client = client.ready().await.unwrap();
+        let request = http::Request::get(format!("http://{addr}/env"))
+            .body(())
+            .unwrap();
+        let (response, _) = client.send_request(request, true).unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(10), response)
+            .await
+            .expect("answered in time")
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    });
+    let _ = server.stderr();
+}
