@@ -1,4 +1,5 @@
-//! The HTTP/1.1 front: hyper connections on tokio, each request checked ([`super::strict`]),
+//! The HTTP front: hyper connections on tokio (HTTP/1.1, and HTTP/2 where [`super::http2`]
+//! allows it), each request checked ([`super::strict`]),
 //! routed by `Config::route` and handed to the worker pool, or served from a static
 //! `--url-alias` folder.
 //!

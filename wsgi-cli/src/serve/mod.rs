@@ -8,8 +8,9 @@
 //!
 //! In the front process:
 //!
-//! * [`front`]: hyper 1 HTTP/1.1 connections on a small tokio runtime, behind [`head`] (raw
-//!   request targets Apache accepts) and [`conn`] (the response write timeout). Each request
+//! * [`front`]: hyper 1 HTTP/1.1 and HTTP/2 ([`http2`]: `--http`, `Protocols`) connections
+//!   on a small tokio runtime, behind [`head`] (raw request targets Apache accepts) and
+//!   [`conn`] (the response write timeout). Each request
 //!   is checked as Apache checks it ([`strict`]), routed by `wsgi_config::Config::route` (one
 //!   code path for `--config site.conf` and for `wsgi serve app.wsgi`, whose flags are turned
 //!   into mod_wsgi directives by [`site`]) or served from a static `--url-alias` folder.
