@@ -29,7 +29,6 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{Semaphore, oneshot, watch};
@@ -279,30 +278,12 @@ fn conn_stream<S>(
     (tap, info)
 }
 
-/// hyper's HTTP/1.1 settings, on hyper's own HTTP/1 builder and on the HTTP/1 side of
-/// hyper-util's auto builder (the same methods on two types).
-macro_rules! http1_settings {
-    ($builder:expr, $limits:expr) => {
-        $builder
-            .timer(TokioTimer::new())
-            .header_read_timeout($limits.header_timeout)
-            .max_buf_size($limits.max_header_size.max(8192) + 64 * 1024)
-            .max_headers($limits.max_headers)
-            // Body buffers are queued as they are, never copied: what `SendfileStream` needs
-            // to recognise a mapped file range.
-            .writev(true)
-            .keep_alive(true)
-    };
-}
-
-/// hyper's servers for every connection: HTTP/1 alone (as before HTTP/2 was added), HTTP/1
-/// and HTTP/2 told apart by the preface (hyper-util's auto builder), HTTP/2 alone.
+/// hyper's servers for every connection.
 struct Servers {
     http1: http1::Builder,
-    both: auto::Builder<TokioExecutor>,
-    h2: auto::Builder<TokioExecutor>,
-    /// Turns true when the front's graceful shutdown begins (the connections hyper's own
-    /// HTTP/1 server serves hear it through their `Watcher`).
+    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    /// Turns true when the front's graceful shutdown begins (the HTTP/1 connections hear it
+    /// through their `Watcher`).
     graceful: watch::Receiver<bool>,
 }
 
@@ -312,13 +293,9 @@ impl Servers {
             max_concurrent_streams: limits.http2_max_streams,
             max_header_list_size: u32::try_from(limits.max_header_size).unwrap_or(u32::MAX),
         };
-        let http1 = |b: &mut auto::Http1Builder<'_, TokioExecutor>| {
-            http1_settings!(b, limits);
-        };
         Servers {
             http1: http1_builder(limits),
-            both: http2::auto_builder(http1, h2, false),
-            h2: http2::auto_builder(http1, h2, true),
+            http2: http2::builder(h2),
             graceful,
         }
     }
@@ -352,7 +329,16 @@ fn cleartext_versions(front: &Front, addrs: &Addrs) -> Versions {
 /// hyper's HTTP/1.1 settings for every connection.
 fn http1_builder(limits: &Limits) -> http1::Builder {
     let mut builder = http1::Builder::new();
-    http1_settings!(builder, limits);
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_header_size(limits.max_header_size)
+        .max_buf_size(limits.max_header_size.max(8192) + 64 * 1024)
+        .max_headers(limits.max_headers)
+        // Body buffers are queued as they are, never copied: what `SendfileStream` needs to
+        // recognise a mapped file range.
+        .writev(true)
+        .keep_alive(true);
     builder
 }
 
@@ -564,22 +550,40 @@ pub async fn serve(
 }
 
 /// Serves a plain (not TLS) connection, watched by `watcher` (graceful shutdown), holding
-/// its place among --max-connections (`permit`) until it ends.
-fn plain_connection<S: SendfileSocket>(
+/// its place among --max-connections (`permit`) until it ends. One that may speak either
+/// version is first looked at for the HTTP/2 preface, within the header timeout.
+async fn plain_connection<S: SendfileSocket + PeekSocket + Sync>(
     front: Arc<Front>,
     stream: S,
     addrs: Addrs,
     permit: tokio::sync::OwnedSemaphorePermit,
-    (servers, watcher): (&Arc<Servers>, Watcher),
-) -> impl Future<Output = ()> + Send + 'static {
-    let versions = cleartext_versions(&front, &addrs);
+    (servers, watcher): (Arc<Servers>, Watcher),
+) {
+    let versions = match cleartext_versions(&front, &addrs) {
+        Versions::Both => {
+            let limit = front.limits.header_timeout;
+            match tokio::time::timeout(limit, http2::starts_with_preface(&stream)).await {
+                Ok(Ok(true)) => Versions::Http2,
+                Ok(Ok(false)) => Versions::Http1,
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %addrs.peer, "connection ended: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %addrs.peer, "idle connection closed: nothing sent within the header timeout");
+                    return;
+                }
+            }
+        }
+        versions => versions,
+    };
     let conn = conn_stream(SendfileStream::new(stream), &front.limits, addrs, None);
-    serve_connection(front, conn, versions, (servers.clone(), watcher), permit)
+    serve_connection(front, conn, versions, (servers, watcher), permit).await;
 }
 
-/// Serves a connection's stream as hyper's HTTP/1 server (`versions` HTTP/1 only: as before
-/// HTTP/2 was added), or hyper-util's auto one (HTTP/2 alone, or either by the preface, with
-/// the [`Idle`] timeout), watched by `watcher`, holding `permit` until it ends.
+/// Serves a connection's stream as hyper's HTTP/1 server (as before HTTP/2 was added), or its
+/// HTTP/2 one (with the idle timeout of [`http2::until_idle`]), watched by `watcher`, holding
+/// `permit` until it ends.
 async fn serve_connection<S>(
     front: Arc<Front>,
     (io, info): (ConnStream<S>, Arc<ConnInfo>),
@@ -595,34 +599,29 @@ async fn serve_connection<S>(
     };
     let io = TokioIo::new(io);
     let ended = match versions {
-        Versions::Http1 => watcher
-            .watch(servers.http1.serve_connection(io, service))
-            .await
-            .map_err(Into::into),
-        Versions::Both | Versions::Http2 => {
-            let builder = match versions {
-                Versions::Both => &servers.both,
-                _ => &servers.h2,
-            };
-            let conn = builder.serve_connection(io, service);
+        Versions::Http1 | Versions::Both => {
+            let conn = servers.http1.serve_connection(io, service);
+            watcher.watch(conn).await
+        }
+        Versions::Http2 => {
+            let conn = servers.http2.serve_connection(io, service);
             let idle = front.limits.header_timeout;
-            let ended = http2::until_idle(conn, &info.shared, idle, servers.graceful.clone()).await;
+            let stop = servers.graceful.clone();
+            let ended = http2::until_idle(conn, &info.shared, idle, stop).await;
+            // Held until here: the front's shutdown waits for this connection too.
             drop(watcher);
             ended
         }
     };
     if let Err(e) = ended {
-        match e.downcast_ref::<hyper::Error>() {
-            Some(e) => refused_by_hyper(&front, &info, e),
-            None => tracing::debug!(peer = %info.peer, "connection ended: {e}"),
-        }
+        refused_by_hyper(&front, &info, &e);
     }
     drop(permit);
 }
 
 /// Starts serving a plain connection: at once, or, with `header`, once its PROXY header is
 /// read (within the header timeout).
-fn spawn_plain<S: SendfileSocket + PeekSocket>(
+fn spawn_plain<S: SendfileSocket + PeekSocket + Sync>(
     (front, mut stream, addrs, permit): (Arc<Front>, S, Addrs, tokio::sync::OwnedSemaphorePermit),
     header: bool,
     (servers, watcher): (&Arc<Servers>, Watcher),
@@ -633,7 +632,7 @@ fn spawn_plain<S: SendfileSocket + PeekSocket>(
             stream,
             addrs,
             permit,
-            (servers, watcher),
+            (servers.clone(), watcher),
         ));
         return;
     }
@@ -641,7 +640,7 @@ fn spawn_plain<S: SendfileSocket + PeekSocket>(
     let servers = servers.clone();
     tokio::spawn(async move {
         if let Some(addrs) = proxied(&mut stream, addrs, deadline).await {
-            plain_connection(front, stream, addrs, permit, (&servers, watcher)).await;
+            plain_connection(front, stream, addrs, permit, (servers, watcher)).await;
         }
     });
 }

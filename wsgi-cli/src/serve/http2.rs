@@ -1,10 +1,14 @@
 //! HTTP/2 in `wsgi serve`: which connections may speak it (`--http`, a `--config` site's
-//! `Protocols`), hyper's HTTP/2 settings (the per-connection and per-stream protections), and
-//! the idle timeout of connections served by hyper-util's auto builder ([`until_idle`]).
+//! `Protocols`), how a cleartext one is told apart ([`starts_with_preface`]), hyper's HTTP/2
+//! settings (the per-connection and per-stream protections), and the idle timeout of HTTP/2
+//! connections ([`until_idle`]).
 //!
-//! hyper does the protocol (hyper's own HTTP/2 server on the `h2` crate; hyper-util's auto
-//! builder tells the HTTP/2 preface from an HTTP/1 request on cleartext connections). What
-//! is set here:
+//! hyper does the protocol (hyper's own HTTP/2 server on the `h2` crate). A cleartext
+//! connection that may speak either is looked at, without taking a byte, until its first bytes
+//! are the HTTP/2 preface or are not: then hyper's HTTP/2 server, or its HTTP/1 server with
+//! every setting of HTTP/1.1 as before (hyper-util's auto builder does the same by reading and
+//! replaying the bytes, but its HTTP/1 side cannot set hyper's `max_header_size`, the 431
+//! limit). What is set here:
 //!
 //! * at most `--http2-max-concurrent-streams` streams at once on a connection (Apache's
 //!   `H2MaxSessionStreams`, 100), more are refused with `REFUSED_STREAM`;
@@ -23,10 +27,15 @@
 
 use std::time::Duration;
 
+use std::io;
+
+use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
+use nix::sys::socket::{MsgFlags, recv};
 use tokio::sync::watch;
+
+use super::proxy_protocol::PeekSocket;
 
 use super::conn::ConnShared;
 
@@ -52,7 +61,7 @@ pub enum Versions {
     Http1,
     /// HTTP/2 only.
     Http2,
-    /// Either, told apart by the HTTP/2 preface.
+    /// Either, told apart by the HTTP/2 preface ([`starts_with_preface`]).
     Both,
 }
 
@@ -117,7 +126,7 @@ pub fn host_speaks_h2(protocols: Option<&[String]>, tls: bool) -> bool {
     lists(protocols, if tls { "h2" } else { "h2c" })
 }
 
-/// What hyper's HTTP/2 server is given: the limits of [`super::front::Limits`].
+/// What hyper's HTTP/2 server is given from [`super::front::Limits`].
 #[derive(Debug, Clone, Copy)]
 pub struct Http2Limits {
     /// Streams open at once per connection.
@@ -126,18 +135,10 @@ pub struct Http2Limits {
     pub max_header_list_size: u32,
 }
 
-/// hyper-util's auto builder (HTTP/1 and HTTP/2 on one connection), its HTTP/1 side set by
-/// `http1` as hyper's own HTTP/1 builder is, its HTTP/2 side by `limits`; `only_h2`: HTTP/2
-/// only.
-pub fn auto_builder(
-    http1: impl FnOnce(&mut auto::Http1Builder<'_, TokioExecutor>),
-    limits: Http2Limits,
-    only_h2: bool,
-) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    http1(&mut builder.http1());
+/// hyper's HTTP/2 server with `limits` and the settings above.
+pub fn builder(limits: Http2Limits) -> http2::Builder<TokioExecutor> {
+    let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
-        .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_header_list_size(limits.max_header_list_size)
@@ -146,18 +147,43 @@ pub fn auto_builder(
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_send_buf_size(SEND_BUFFER);
-    if only_h2 {
-        builder.http2_only()
-    } else {
-        builder
+    builder
+}
+
+/// What an HTTP/2 client with prior knowledge sends first (RFC 9113, 3.4).
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether a cleartext connection starts with the HTTP/2 preface, looked at with `MSG_PEEK`
+/// (nothing is taken: hyper's HTTP/1 or HTTP/2 server reads the bytes as they came): false as
+/// soon as a byte differs or the client closes. The caller bounds the wait.
+pub async fn starts_with_preface<S: PeekSocket>(stream: &S) -> io::Result<bool> {
+    let fd = stream.as_raw_fd();
+    let mut buf = [0u8; PREFACE.len()];
+    loop {
+        // Once the client has closed its side, what is there is all there will be.
+        let closed = stream.read_ready().await?.is_read_closed();
+        let peeked = stream.try_read_io(|| {
+            let n = recv(fd, &mut buf, MsgFlags::MSG_PEEK).map_err(io::Error::from)?;
+            match n {
+                0 => Ok(false),
+                n if buf[..n] != PREFACE[..n] => Ok(false),
+                n if n == PREFACE.len() => Ok(true),
+                _ if closed => Ok(false),
+                // The start of the preface: wait for more bytes (WouldBlock clears the
+                // readiness this look saw).
+                _ => Err(io::ErrorKind::WouldBlock.into()),
+            }
+        });
+        match peeked {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            done => return done,
+        }
     }
 }
 
-/// Drives `conn` to its end, shutting it down gracefully once no request started on it for
-/// `idle` (HTTP/1.1's keep-alive idle time, and a bound on a client that sends part of the
-/// HTTP/2 preface and stops, before hyper's header timeout applies), or once `stop` turns true
-/// (the front's graceful shutdown): an HTTP/2 connection then sends `GOAWAY` and finishes its
-/// open streams, an HTTP/1 one its request in flight.
+/// Drives an HTTP/2 connection to its end, shutting it down gracefully (`GOAWAY`, then its
+/// open streams finish) once no response started on it for `idle` (HTTP/1.1's keep-alive idle
+/// time), or once `stop` turns true (the front's graceful shutdown).
 pub async fn until_idle<C: GracefulConnection>(
     conn: C,
     shared: &ConnShared,
