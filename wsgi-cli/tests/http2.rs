@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use sha1::{Digest, Sha1};
 use util::Server;
+use wsgi_testkit::{fs, http as kit_http, process};
 
 /// The test application: `/env` answers environ values, `/upload` the length and SHA-1 of
 /// the body it read, `/stream` 1 MiB in 16 yielded chunks, `/slow?ms=N` after N ms.
@@ -56,8 +57,8 @@ struct Site {
 
 impl Site {
     fn new() -> Site {
-        let dir = util::scratch_world_readable("wsgi-http2-");
-        let app = util::write_world_readable(&dir.path().join("app.wsgi"), APP);
+        let dir = fs::scratch_world_readable("wsgi-http2-");
+        let app = fs::write_world_readable(&dir.path().join("app.wsgi"), APP);
         Site { dir, app }
     }
 
@@ -108,6 +109,13 @@ fn curl(args: &[&str]) -> Curl {
         body,
         version,
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Fails unless `text` holds each of `lines`.
+fn assert_holds(text: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(text.contains(line), "{line:?} in {text}");
     }
 }
 
@@ -166,69 +174,39 @@ fn serve(site: &Site, more: &[&str]) -> Server {
         "-",
     ];
     args.extend_from_slice(more);
-    if more.contains(&"--processes") && util::is_root() {
+    if more.contains(&"--processes") && process::is_root() {
         // Daemon processes never run as root.
         args.extend_from_slice(&["--user", "nobody"]);
     }
     Server::start_with(&util::DAEMON, &args)
 }
 
-/// The next access log line containing `needle`, within 10 s.
-fn log_line(server: &Server, needle: &str) -> String {
-    let until = Instant::now() + Duration::from_secs(10);
-    let mut seen = Vec::new();
-    while let Some(left) = until.checked_duration_since(Instant::now()) {
-        match server.stdout.recv_timeout(left) {
-            Ok(line) if line.contains(needle) => return line,
-            Ok(line) => seen.push(line),
-            Err(_) => break,
-        }
+#[test]
+fn h2c_beside_http1_in_embedded_and_daemon_mode() {
+    let site = Site::new();
+    for mode in [
+        &["--threads", "4"][..],
+        &["--processes", "1", "--threads", "4"],
+    ] {
+        let server = serve(&site, mode);
+        let base = format!("http://{}", server.addr);
+        let host = server.addr.to_string();
+        check_http2(&site, &base, &["--http2-prior-knowledge"], &host);
+        let line = server.access_line("GET /env/caf%C3%A9?x=1&y=%20 HTTP/2.0\" 200");
+        assert!(line.contains("\"curl/"), "{line}");
+        server.access_line("POST /upload HTTP/2.0\" 200");
+        // HTTP/1.1 on the same port.
+        let one = curl(&["--http1.1", &url(server.addr, "/env")]);
+        assert!(one.ok, "{}", one.stderr);
+        assert_eq!(one.version, "1.1");
+        assert_holds(&one.text(), &["SERVER_PROTOCOL=HTTP/1.1\n"]);
+        // h2load: many streams on a few connections, every one answered.
+        let h2load = h2load(
+            &["-n", "400", "-c", "4", "-m", "10"],
+            &url(server.addr, "/env"),
+        );
+        assert!(h2load.contains("400 succeeded"), "{h2load}");
     }
-    panic!("no access log line with {needle:?}; saw {seen:?}");
-}
-
-#[test]
-fn h2c_beside_http1_in_embedded_mode() {
-    let site = Site::new();
-    let server = serve(&site, &["--threads", "4"]);
-    let base = format!("http://{}", server.addr);
-    check_http2(
-        &site,
-        &base,
-        &["--http2-prior-knowledge"],
-        &server.addr.to_string(),
-    );
-    let line = log_line(&server, "GET /env/caf%C3%A9?x=1&y=%20 HTTP/2.0\" 200");
-    assert!(line.contains("\"curl/"), "{line}");
-    // HTTP/1.1 on the same port.
-    let one = curl(&["--http1.1", &url(server.addr, "/env")]);
-    assert!(one.ok, "{}", one.stderr);
-    assert_eq!(one.version, "1.1");
-    assert!(
-        one.text().contains("SERVER_PROTOCOL=HTTP/1.1\n"),
-        "{}",
-        one.text()
-    );
-    // h2load: many streams on a few connections, every one answered.
-    let h2load = h2load(
-        &["-n", "400", "-c", "4", "-m", "10"],
-        &url(server.addr, "/env"),
-    );
-    assert!(h2load.contains("400 succeeded"), "{h2load}");
-}
-
-#[test]
-fn h2c_in_daemon_mode() {
-    let site = Site::new();
-    let server = serve(&site, &["--processes", "1", "--threads", "4"]);
-    let base = format!("http://{}", server.addr);
-    check_http2(
-        &site,
-        &base,
-        &["--http2-prior-knowledge"],
-        &server.addr.to_string(),
-    );
-    log_line(&server, "POST /upload HTTP/2.0\" 200");
 }
 
 /// `wsgi serve` with a certificate for `localhost`, and curl's flags to reach it.
@@ -236,11 +214,7 @@ fn serve_tls(site: &Site, more: &[&str]) -> (Server, Vec<String>) {
     let issued = tls_util::issue(site.dir.path(), "site", &["localhost"], false);
     if more.contains(&"--processes") {
         // The front reads the key as the user it serves as (`--user nobody`, as root).
-        std::fs::set_permissions(
-            &issued.key,
-            std::os::unix::fs::PermissionsExt::from_mode(0o644),
-        )
-        .unwrap();
+        fs::chmod(&issued.key, 0o644);
     }
     let mut args = vec![
         "--ssl-certificate-file",
@@ -283,15 +257,9 @@ fn tls_alpn_offers_h2_and_http1_in_embedded_and_daemon_mode() {
         ]);
         assert!(env.ok, "{}", env.stderr);
         assert_eq!(env.version, "1.1");
-        assert!(
-            env.text().contains("wsgi.url_scheme=https\n"),
-            "{}",
-            env.text()
-        );
-        assert!(
-            env.text().contains("SERVER_PROTOCOL=HTTP/1.1\n"),
-            "{}",
-            env.text()
+        assert_holds(
+            &env.text(),
+            &["wsgi.url_scheme=https\n", "SERVER_PROTOCOL=HTTP/1.1\n"],
         );
     }
 }
@@ -330,20 +298,11 @@ fn http_1_never_speaks_http2_and_http_2_only_http2() {
     );
 }
 
-/// A free TCP port on 127.0.0.1.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn protocols_decide_per_virtual_host() {
     let site = Site::new();
-    let (h2c, plain) = (free_port(), free_port());
-    let conf = util::write_world_readable(
+    let (h2c, plain) = (kit_http::free_port(), kit_http::free_port());
+    let conf = fs::write_world_readable(
         &site.dir.path().join("site.conf"),
         &format!(
             "Listen 127.0.0.1:{h2c}\nListen 127.0.0.1:{plain}\n\
@@ -353,20 +312,7 @@ fn protocols_decide_per_virtual_host() {
             app = site.app.display()
         ),
     );
-    let check = Command::new(env!("CARGO_BIN_EXE_wsgi"))
-        .args(["check", conf.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
-    let _server = Server::start_with(
-        &util::DAEMON,
-        &["--config", conf.to_str().unwrap(), "--log-level", "info"],
-    );
+    let _server = util::serve_checked_config(&conf);
     let at = |port: u16, path: &str| format!("http://127.0.0.1:{port}{path}");
     // The host that lists h2c speaks HTTP/2 with prior knowledge.
     let env = curl(&[
@@ -406,11 +352,11 @@ fn protocols_decide_per_virtual_host() {
 #[test]
 fn protocols_honor_order_off_is_refused() {
     let site = Site::new();
-    let conf = util::write_world_readable(
+    let conf = fs::write_world_readable(
         &site.dir.path().join("site.conf"),
         &format!(
             "Listen 127.0.0.1:{}\nProtocols h2 http/1.1\nProtocolsHonorOrder Off\nWSGIScriptAlias / {}\n",
-            free_port(),
+            kit_http::free_port(),
             site.app.display()
         ),
     );
@@ -434,15 +380,9 @@ fn proxy_header_then_h2c() {
         &url(server.addr, "/env"),
     ]);
     assert!(answer.ok && answer.version == "2", "{}", answer.stderr);
-    assert!(
-        answer.text().contains("SERVER_PROTOCOL=HTTP/2.0\n"),
-        "{}",
-        answer.text()
-    );
-    assert!(
-        answer.text().contains("REMOTE_ADDR=127.0.0.1\n"),
-        "{}",
-        answer.text()
+    assert_holds(
+        &answer.text(),
+        &["SERVER_PROTOCOL=HTTP/2.0\n", "REMOTE_ADDR=127.0.0.1\n"],
     );
 }
 
