@@ -13,43 +13,12 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sha1::{Digest, Sha1};
 use util::Server;
+use wsgi_testkit::apps::PROTOCOL_APP;
+use wsgi_testkit::curl::{assert_holds, check_bodies, curl};
 use wsgi_testkit::{fs, http as kit_http, process};
 
-/// The test application: `/env` answers environ values, `/upload` the length and SHA-1 of
-/// the body it read, `/stream` 1 MiB in 16 yielded chunks, `/slow?ms=N` after N ms.
-const APP: &str = r#"
-import hashlib, time
-
-KEYS = ['SERVER_PROTOCOL', 'REQUEST_METHOD', 'HTTP_HOST', 'REQUEST_URI', 'SCRIPT_NAME',
-        'PATH_INFO', 'QUERY_STRING', 'HTTP_X_TEST', 'CONTENT_LENGTH', 'wsgi.url_scheme',
-        'REMOTE_ADDR']
-
-def application(environ, start_response):
-    path = environ['PATH_INFO']
-    if path == '/upload':
-        digest, size = hashlib.sha1(), 0
-        while True:
-            block = environ['wsgi.input'].read(65536)
-            if not block:
-                break
-            digest.update(block)
-            size += len(block)
-        body = ('%d %s' % (size, digest.hexdigest())).encode()
-    elif path == '/stream':
-        start_response('200 OK', [('Content-Type', 'application/octet-stream')])
-        return (bytes([i]) * 65536 for i in range(16))
-    elif path == '/slow':
-        time.sleep(int(environ['QUERY_STRING'].split('=')[1]) / 1000)
-        body = b'slept'
-    else:
-        body = ''.join('%s=%s\n' % (k, environ.get(k, '<unset>')) for k in KEYS).encode()
-    start_response('200 OK', [('Content-Type', 'text/plain')])
-    return [body]
-"#;
-
-/// A scratch folder with the app and the two upload bodies.
+/// A scratch folder with the app (and, once written, the upload bodies).
 struct Site {
     dir: tempfile::TempDir,
     app: PathBuf,
@@ -58,64 +27,8 @@ struct Site {
 impl Site {
     fn new() -> Site {
         let dir = fs::scratch_world_readable("wsgi-http2-");
-        let app = fs::write_world_readable(&dir.path().join("app.wsgi"), APP);
+        let app = fs::write_world_readable(&dir.path().join("app.wsgi"), PROTOCOL_APP);
         Site { dir, app }
-    }
-
-    /// A file of `len` bytes (a pattern that is not all one byte), and its SHA-1.
-    fn body(&self, name: &str, len: usize) -> (PathBuf, String) {
-        let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, &data).unwrap();
-        (path, sha1_hex(&data))
-    }
-}
-
-fn sha1_hex(data: &[u8]) -> String {
-    Sha1::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// What curl got: whether it succeeded, the body, and the HTTP version it spoke.
-struct Curl {
-    ok: bool,
-    body: Vec<u8>,
-    version: String,
-    stderr: String,
-}
-
-impl Curl {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// Runs curl with `args` (at most 60 s), the HTTP version it spoke in the last line of its
-/// output.
-fn curl(args: &[&str]) -> Curl {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "60", "-w", "\n%{http_version}"])
-        .args(args)
-        .output()
-        .expect("curl runs");
-    let mut body = out.stdout;
-    let at = body.iter().rposition(|&b| b == b'\n').unwrap_or(0);
-    let version = String::from_utf8_lossy(&body[at..]).trim().to_string();
-    body.truncate(at);
-    Curl {
-        ok: out.status.success(),
-        body,
-        version,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// Fails unless `text` holds each of `lines`.
-fn assert_holds(text: &str, lines: &[&str]) {
-    for line in lines {
-        assert!(text.contains(line), "{line:?} in {text}");
     }
 }
 
@@ -126,43 +39,27 @@ fn url(addr: SocketAddr, path: &str) -> String {
 /// The requests every HTTP/2 test makes on `base` (`http://...` or `https://...`) with
 /// curl's `how` flags: the environ, both uploads, the streamed response.
 fn check_http2(site: &Site, base: &str, how: &[&str], host: &str) {
-    let get = |path: &str, more: &[&str]| {
-        let target = format!("{base}{path}");
-        let mut args: Vec<&str> = how.to_vec();
-        args.extend_from_slice(more);
-        args.push(&target);
-        curl(&args)
-    };
-    let env = get("/env/caf%C3%A9?x=1&y=%20", &["-H", "X-Test: yes"]);
+    let mut args: Vec<&str> = how.to_vec();
+    let target = format!("{base}/env/caf%C3%A9?x=1&y=%20");
+    args.extend_from_slice(&["-H", "X-Test: yes", &target]);
+    let env = curl(&args);
     assert!(env.ok, "{}", env.stderr);
     assert_eq!(env.version, "2");
-    let text = env.text();
-    for line in [
-        "SERVER_PROTOCOL=HTTP/2.0\n".to_string(),
-        "REQUEST_METHOD=GET\n".to_string(),
-        format!("HTTP_HOST={host}\n"),
-        "REQUEST_URI=/env/caf%C3%A9?x=1&y=%20\n".to_string(),
-        "SCRIPT_NAME=\n".to_string(),
-        "PATH_INFO=/env/caf\u{c3}\u{a9}\n".to_string(),
-        "QUERY_STRING=x=1&y=%20\n".to_string(),
-        "HTTP_X_TEST=yes\n".to_string(),
-    ] {
-        assert!(text.contains(&line), "{line:?} in {text}");
-    }
-    for (name, len) in [("64k", 64 * 1024), ("10m", 10 * 1024 * 1024)] {
-        let (file, digest) = site.body(name, len);
-        let data = format!("@{}", file.display());
-        let up = get("/upload", &["--data-binary", &data]);
-        assert!(up.ok, "{}", up.stderr);
-        assert_eq!(up.version, "2");
-        assert_eq!(up.text(), format!("{len} {digest}"));
-    }
-    let stream = get("/stream", &[]);
-    assert!(stream.ok, "{}", stream.stderr);
-    assert_eq!(stream.version, "2");
-    let expected: Vec<u8> = (0..16u8).flat_map(|i| vec![i; 65536]).collect();
-    assert_eq!(stream.body.len(), expected.len());
-    assert!(stream.body == expected, "the streamed body differs");
+    let host = format!("HTTP_HOST={host}\n");
+    assert_holds(
+        &env.text(),
+        &[
+            "SERVER_PROTOCOL=HTTP/2.0\n",
+            "REQUEST_METHOD=GET\n",
+            &host,
+            "REQUEST_URI=/env/caf%C3%A9?x=1&y=%20\n",
+            "SCRIPT_NAME=\n",
+            "PATH_INFO=/env/caf\u{c3}\u{a9}\n",
+            "QUERY_STRING=x=1&y=%20\n",
+            "HTTP_X_TEST=yes\n",
+        ],
+    );
+    check_bodies(site.dir.path(), base, how, "2");
 }
 
 fn serve(site: &Site, more: &[&str]) -> Server {
