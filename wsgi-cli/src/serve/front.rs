@@ -607,7 +607,9 @@ async fn serve_connection<S>(
             let conn = servers.http2.serve_connection(io, service);
             let idle = front.limits.header_timeout;
             let stop = servers.graceful.clone();
-            let ended = http2::until_idle(conn, &info.shared, idle, stop).await;
+            // On the heap: the task of every connection is as large as its largest state, and
+            // HTTP/1.1 connections (most, and the idle ones) need not carry HTTP/2's.
+            let ended = Box::pin(http2::until_idle(conn, &info.shared, idle, stop)).await;
             // Held until here: the front's shutdown waits for this connection too.
             drop(watcher);
             ended
