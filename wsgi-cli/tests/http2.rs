@@ -268,19 +268,45 @@ fn protocols_honor_order_off_is_refused() {
 }
 
 #[test]
-fn proxy_header_then_h2c() {
+fn proxy_header_then_h2c_or_tls_h2() {
     let site = Site::new();
     let server = serve(&site, &["--proxy-protocol"]);
-    let answer = curl(&[
-        "--haproxy-protocol",
+    let (tls, flags) = serve_tls(&site, &["--proxy-protocol"]);
+    let https = format!("https://localhost:{}/env", tls.addr.port());
+    let h2c = ["--http2-prior-knowledge", &url(server.addr, "/env")];
+    let h2 = [&flags[0], &flags[1], &flags[2], "--http2", &https];
+    for how in [&h2c[..], &h2[..]] {
+        let mut args = vec!["--haproxy-protocol"];
+        args.extend_from_slice(how);
+        let answer = curl(&args);
+        assert!(answer.ok && answer.version == "2", "{}", answer.stderr);
+        assert_holds(
+            &answer.text(),
+            &["SERVER_PROTOCOL=HTTP/2.0\n", "REMOTE_ADDR=127.0.0.1\n"],
+        );
+    }
+}
+
+#[test]
+fn a_header_list_over_max_header_size_is_refused_and_the_server_goes_on() {
+    let site = Site::new();
+    let server = serve(&site, &["--max-header-size", "8192"]);
+    let big = format!("X-Big: {}", "a".repeat(20000));
+    let refused = curl(&[
         "--http2-prior-knowledge",
+        "-i",
+        "-H",
+        &big,
         &url(server.addr, "/env"),
     ]);
-    assert!(answer.ok && answer.version == "2", "{}", answer.stderr);
-    assert_holds(
-        &answer.text(),
-        &["SERVER_PROTOCOL=HTTP/2.0\n", "REMOTE_ADDR=127.0.0.1\n"],
+    assert!(
+        refused.text().starts_with("HTTP/2 431"),
+        "{} {}",
+        refused.text(),
+        refused.stderr
     );
+    let fine = curl(&["--http2-prior-knowledge", &url(server.addr, "/env")]);
+    assert!(fine.ok && fine.version == "2", "{}", fine.stderr);
 }
 
 /// Runs h2load with `args` against `target` (at most 120 s): its output.
