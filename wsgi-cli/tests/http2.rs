@@ -479,3 +479,33 @@ fn a_stream_nobody_reads_holds_no_worker_for_long() {
     });
     let _ = server.stderr();
 }
+
+#[test]
+fn an_idle_http2_connection_is_closed_after_the_header_timeout() {
+    let site = Site::new();
+    let server = serve(&site, &["--header-timeout", "1"]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = server.addr;
+    let lasted = runtime.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut client, mut conn) = h2::client::handshake(tcp).await.unwrap();
+        let request = http::Request::get(format!("http://{addr}/env"))
+            .body(())
+            .unwrap();
+        let (response, _) = client.send_request(request, true).unwrap();
+        let response = tokio::select! {
+            r = response => r.unwrap(),
+            _ = &mut conn => panic!("the connection ended"),
+        };
+        assert_eq!(response.status(), 200);
+        // Nothing more is asked: the server says GOAWAY and closes, within a few ticks.
+        let began = Instant::now();
+        let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
+        assert!(matches!(ended, Ok(Ok(()))), "{ended:?}");
+        began.elapsed()
+    });
+    assert!(lasted < Duration::from_secs(5), "{lasted:?}");
+}

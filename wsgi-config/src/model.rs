@@ -1055,6 +1055,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn protocols_per_host_fall_back_to_the_server_then_apache_default() {
+        let load = |text: &str| {
+            crate::load_str(
+                text,
+                std::path::Path::new("/srv/site.conf"),
+                &crate::reader::ReadOptions::default(),
+            )
+        };
+        let config = load(
+            "Listen 80\nProtocols H2C http/1.1\n\
+             <VirtualHost *:80>\n  Protocols h2 http/1.1\n  ProtocolsHonorOrder On\n</VirtualHost>\n\
+             <VirtualHost *:80>\n  ServerName other\n</VirtualHost>\n",
+        )
+        .unwrap();
+        assert_eq!(config.protocols(Some(0)), ["h2", "http/1.1"]);
+        assert_eq!(config.protocols(Some(1)), ["h2c", "http/1.1"]);
+        assert_eq!(config.protocols(None), ["h2c", "http/1.1"]);
+        assert!(crate::serve_support::unserved(&config).is_empty());
+        let plain = load("Listen 80\n").unwrap();
+        assert_eq!(plain.protocols(None), ["http/1.1"]);
+        // Not in a section; `ProtocolsHonorOrder Off` is refused by wsgi serve.
+        let inside = load("Listen 80\n<Location />\n  Protocols h2c\n</Location>\n").unwrap();
+        assert_eq!(crate::serve_support::unserved(&inside).len(), 1);
+        let off = load("Listen 80\nProtocolsHonorOrder Off\n").unwrap();
+        assert_eq!(crate::serve_support::unserved(&off).len(), 1);
+        assert!(load("Listen 80\nProtocols\n").is_err());
+    }
+
+    #[test]
     fn group_specs() {
         assert_eq!(GroupSpec::parse("%{GLOBAL}"), GroupSpec::Global);
         assert_eq!(GroupSpec::parse("%{ENV:APP}"), GroupSpec::Env("APP".into()));
