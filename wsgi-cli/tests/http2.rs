@@ -32,6 +32,14 @@ impl Site {
     }
 }
 
+/// curl with `args` succeeds over HTTP `version`, its body holding each of `lines`.
+fn answered(args: &[&str], version: &str, lines: &[&str]) {
+    let got = curl(args);
+    assert!(got.ok, "{}", got.stderr);
+    assert_eq!(got.version, version);
+    assert_holds(&got.text(), lines);
+}
+
 fn url(addr: SocketAddr, path: &str) -> String {
     format!("http://{addr}{path}")
 }
@@ -145,19 +153,10 @@ fn tls_alpn_offers_h2_and_http1_in_embedded_and_daemon_mode() {
             &how,
             &format!("localhost:{}", server.addr.port()),
         );
-        let env = curl(&[
-            &flags[0],
-            &flags[1],
-            &flags[2],
-            "--http1.1",
-            &format!("{base}/env"),
-        ]);
-        assert!(env.ok, "{}", env.stderr);
-        assert_eq!(env.version, "1.1");
-        assert_holds(
-            &env.text(),
-            &["wsgi.url_scheme=https\n", "SERVER_PROTOCOL=HTTP/1.1\n"],
-        );
+        let env = format!("{base}/env");
+        let lines = ["wsgi.url_scheme=https\n", "SERVER_PROTOCOL=HTTP/1.1\n"];
+        let how = [&flags[0], &flags[1], &flags[2], "--http1.1", &env];
+        answered(&how, "1.1", &lines);
     }
 }
 
@@ -278,12 +277,8 @@ fn proxy_header_then_h2c_or_tls_h2() {
     for how in [&h2c[..], &h2[..]] {
         let mut args = vec!["--haproxy-protocol"];
         args.extend_from_slice(how);
-        let answer = curl(&args);
-        assert!(answer.ok && answer.version == "2", "{}", answer.stderr);
-        assert_holds(
-            &answer.text(),
-            &["SERVER_PROTOCOL=HTTP/2.0\n", "REMOTE_ADDR=127.0.0.1\n"],
-        );
+        let lines = ["SERVER_PROTOCOL=HTTP/2.0\n", "REMOTE_ADDR=127.0.0.1\n"];
+        answered(&args, "2", &lines);
     }
 }
 
@@ -319,6 +314,28 @@ fn h2load(args: &[&str], target: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
+/// An HTTP/2 connection (the `h2` crate as the client) to `addr` that has had one `GET /env`
+/// answered 200: its request handle, and the connection to drive.
+async fn h2_after_one_get(
+    addr: SocketAddr,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    h2::client::Connection<tokio::net::TcpStream>,
+) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut client, mut conn) = h2::client::handshake(tcp).await.unwrap();
+    let request = http::Request::get(format!("http://{addr}/env"))
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    let response = tokio::select! {
+        r = response => r.unwrap(),
+        _ = &mut conn => panic!("the connection ended"),
+    };
+    assert_eq!(response.status(), 200);
+    (client, conn)
+}
+
 /// How long one HTTP/1.1 request takes to be answered 200.
 fn answered_within(addr: SocketAddr, path: &str) -> Duration {
     let began = Instant::now();
@@ -340,18 +357,8 @@ fn streams_beyond_the_limit_wait_and_others_are_served() {
         .build()
         .unwrap();
     let announced = runtime.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-        let (mut client, mut conn) = h2::client::handshake(tcp).await.unwrap();
-        // A request first, so the server's SETTINGS have arrived.
-        let request = http::Request::get(format!("http://{}/env", server.addr))
-            .body(())
-            .unwrap();
-        let (response, _) = client.send_request(request, true).unwrap();
-        let response = tokio::select! {
-            r = response => r.unwrap(),
-            _ = &mut conn => panic!("the connection ended"),
-        };
-        assert_eq!(response.status(), 200);
+        // After a request, the server's SETTINGS have arrived.
+        let (_client, conn) = h2_after_one_get(server.addr).await;
         conn.max_concurrent_send_streams()
     });
     assert_eq!(announced, 10);
@@ -490,17 +497,7 @@ fn an_idle_http2_connection_is_closed_after_the_header_timeout() {
         .unwrap();
     let addr = server.addr;
     let lasted = runtime.block_on(async move {
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut client, mut conn) = h2::client::handshake(tcp).await.unwrap();
-        let request = http::Request::get(format!("http://{addr}/env"))
-            .body(())
-            .unwrap();
-        let (response, _) = client.send_request(request, true).unwrap();
-        let response = tokio::select! {
-            r = response => r.unwrap(),
-            _ = &mut conn => panic!("the connection ended"),
-        };
-        assert_eq!(response.status(), 200);
+        let (_client, conn) = h2_after_one_get(addr).await;
         // Nothing more is asked: the server says GOAWAY and closes, within a few ticks.
         let began = Instant::now();
         let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
