@@ -14,7 +14,7 @@ TOOLS_ROOT="${WSGI_RS_TEST_ROOT:-/var/tmp/wsgi-rs-test}"
 PY=/usr/bin/python3.11
 
 need_apt=()
-for pkg in python3.11 python3.11-venv python3.11-dev libpython3.11-dev apache2 apache2-dev libapache2-mod-wsgi-py3 iproute2 nginx haproxy; do
+for pkg in python3.11 python3.11-venv python3.11-dev libpython3.11-dev apache2 apache2-dev libapache2-mod-wsgi-py3 iproute2 nginx haproxy nghttp2-client; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then

@@ -191,3 +191,36 @@ pub const INTERPRETER_OPTIONS_EXPECTED: [(&str, &str); 4] = [
         "path=ROOT/p3 ROOT/p2 ROOT/pp\nswitch_interval=0.02\nstdout=restricted (sys.stdout access restricted by mod_wsgi)\nstdin=usable",
     ),
 ];
+
+/// The application of the HTTP/2 tests (both fronts): `/env` answers environ values as
+/// `KEY=value` lines, `/upload` the length and SHA-1 of the body it read, `/stream` 1 MiB in 16
+/// yielded chunks of 64 KiB (chunk `i` all bytes `i`), `/slow?ms=N` after N ms.
+pub const PROTOCOL_APP: &str = r#"
+import hashlib, time
+
+KEYS = ['SERVER_PROTOCOL', 'REQUEST_METHOD', 'HTTP_HOST', 'REQUEST_URI', 'SCRIPT_NAME',
+        'PATH_INFO', 'QUERY_STRING', 'HTTP_X_TEST', 'CONTENT_LENGTH', 'wsgi.url_scheme',
+        'REMOTE_ADDR']
+
+def application(environ, start_response):
+    path = environ['PATH_INFO']
+    if path == '/upload':
+        digest, size = hashlib.sha1(), 0
+        while True:
+            block = environ['wsgi.input'].read(65536)
+            if not block:
+                break
+            digest.update(block)
+            size += len(block)
+        body = ('%d %s' % (size, digest.hexdigest())).encode()
+    elif path == '/stream':
+        start_response('200 OK', [('Content-Type', 'application/octet-stream')])
+        return (bytes([i]) * 65536 for i in range(16))
+    elif path == '/slow':
+        time.sleep(int(environ['QUERY_STRING'].split('=')[1]) / 1000)
+        body = b'slept'
+    else:
+        body = ''.join('%s=%s\n' % (k, environ.get(k, '<unset>')) for k in KEYS).encode()
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [body]
+"#;

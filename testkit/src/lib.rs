@@ -9,6 +9,7 @@
 //! * [`http`]: a raw HTTP/1.1 client over real sockets and its response parsers.
 //! * [`apache`]: Debian's Apache httpd with the built module (or mod_wsgi) on 127.0.0.1.
 //! * [`apps`]: WSGI test applications shared by several crates, and readers of their answers.
+//! * [`curl`]: curl as the HTTP/2 tests' client, and their checks of uploads and streams.
 //! * [`frameworks`]: the Flask and Django examples' pages, checked through any front.
 //! * [`venvs`]: where `scripts/setup-test-env.sh` puts the test environment, and venvs.
 //!
@@ -18,6 +19,7 @@
 
 pub mod apache;
 pub mod apps;
+pub mod curl;
 pub mod frameworks;
 pub mod fs;
 pub mod http;

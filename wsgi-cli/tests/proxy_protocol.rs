@@ -442,20 +442,7 @@ fn remoteip_proxy_protocol_in_a_config_site() {
             app = site.app.display()
         ),
     );
-    let check = Command::new(env!("CARGO_BIN_EXE_wsgi"))
-        .args(["check", conf.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
-    let server = Server::start_with(
-        &util::DAEMON,
-        &["--config", conf.to_str().unwrap(), "--log-level", "info"],
-    );
+    let server = util::serve_checked_config(&conf);
     let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
     let header = b"PROXY TCP4 198.51.100.8 127.0.0.1 9000 80\r\n";
     let local = Ipv4Addr::LOCALHOST;

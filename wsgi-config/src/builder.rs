@@ -885,6 +885,33 @@ impl ConfigBuilder {
                     self.host_mut(host).tls.protocols = Some(protocols);
                 }
             }
+            "protocols" | "protocolshonororder" if !ctx.containers.is_empty() => {
+                self.config.unserved_forms.push((
+                    d.span.clone(),
+                    format!("{} belongs in the server or a <VirtualHost>, not in a <Directory>, <Files> or <Location> (Apache refuses it there too)", d.name),
+                ));
+            }
+            "protocols" => {
+                if d.args.is_empty() {
+                    return Err(bad_alias(
+                        d,
+                        "one protocol or more",
+                        "Protocols h2 h2c http/1.1",
+                    ));
+                }
+                self.host_mut(host).protocols =
+                    Some(d.args.iter().map(|p| p.to_ascii_lowercase()).collect());
+            }
+            "protocolshonororder" => {
+                // `Off` is refused by the support table; `On` is what rustls does.
+                let refuse = |kind| ConfigError::new(Some(&d.span), d.name.clone(), kind);
+                match d.args.as_slice() {
+                    [value] => {
+                        crate::options::parse_flag(value).map_err(refuse)?;
+                    }
+                    _ => return Err(bad_alias(d, "one argument", "ProtocolsHonorOrder On|Off")),
+                }
+            }
             "remoteipproxyprotocol" | "remoteipproxyprotocolexceptions"
                 if !ctx.containers.is_empty() =>
             {

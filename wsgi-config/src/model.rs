@@ -155,6 +155,19 @@ impl Config {
         (root, admin)
     }
 
+    /// The protocols a host speaks, in its order of preference: its own `Protocols`, else the
+    /// main server's, else Apache's default, `http/1.1` alone (so HTTP/2 only where `h2`, for
+    /// TLS, or `h2c`, for cleartext, is listed, as with mod_http2).
+    pub fn protocols(&self, host: Option<usize>) -> &[String] {
+        static DEFAULT: std::sync::LazyLock<Vec<String>> =
+            std::sync::LazyLock::new(|| vec!["http/1.1".to_string()]);
+        self.host(host)
+            .protocols
+            .as_deref()
+            .or(self.main.protocols.as_deref())
+            .unwrap_or(&DEFAULT)
+    }
+
     /// The daemon group named `name` (names are unique).
     pub fn daemon(&self, name: &str) -> Option<&DaemonGroup> {
         self.daemons.iter().find(|d| d.name == name)
@@ -539,6 +552,9 @@ pub struct Host {
     pub document_root: Option<PathBuf>,
     /// `ServerAdmin` (the environ's `SERVER_ADMIN`).
     pub server_admin: Option<String>,
+    /// Apache's `Protocols` set at this level, lowercase, in the order written (see
+    /// [`Config::protocols`]).
+    pub protocols: Option<Vec<String>>,
     /// mod_remoteip's `RemoteIPProxyProtocolExceptions` set at this level: clients that may
     /// connect without a PROXY header (see [`Config::proxy_protocol_exceptions`]).
     pub proxy_protocol_exceptions: Option<Vec<IpNet>>,
@@ -1037,6 +1053,35 @@ pub fn seconds(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn protocols_per_host_fall_back_to_the_server_then_apache_default() {
+        let load = |text: &str| {
+            crate::load_str(
+                text,
+                std::path::Path::new("/srv/site.conf"),
+                &crate::reader::ReadOptions::default(),
+            )
+        };
+        let config = load(
+            "Listen 80\nProtocols H2C http/1.1\n\
+             <VirtualHost *:80>\n  Protocols h2 http/1.1\n  ProtocolsHonorOrder On\n</VirtualHost>\n\
+             <VirtualHost *:80>\n  ServerName other\n</VirtualHost>\n",
+        )
+        .unwrap();
+        assert_eq!(config.protocols(Some(0)), ["h2", "http/1.1"]);
+        assert_eq!(config.protocols(Some(1)), ["h2c", "http/1.1"]);
+        assert_eq!(config.protocols(None), ["h2c", "http/1.1"]);
+        assert!(crate::serve_support::unserved(&config).is_empty());
+        let plain = load("Listen 80\n").unwrap();
+        assert_eq!(plain.protocols(None), ["http/1.1"]);
+        // Not in a section; `ProtocolsHonorOrder Off` is refused by wsgi serve.
+        let inside = load("Listen 80\n<Location />\n  Protocols h2c\n</Location>\n").unwrap();
+        assert_eq!(crate::serve_support::unserved(&inside).len(), 1);
+        let off = load("Listen 80\nProtocolsHonorOrder Off\n").unwrap();
+        assert_eq!(crate::serve_support::unserved(&off).len(), 1);
+        assert!(load("Listen 80\nProtocols\n").is_err());
+    }
 
     #[test]
     fn group_specs() {

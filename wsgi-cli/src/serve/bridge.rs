@@ -445,6 +445,68 @@ pub struct ChannelSink {
     content_length: Option<u64>,
     chunks: Option<mpsc::Sender<io::Result<Bytes>>>,
     discard_body: bool,
+    /// For an HTTP/2 stream: how long a chunk may wait for the stream to take it.
+    stall: Option<Box<StallLimit>>,
+}
+
+/// A bound on how long an HTTP/2 response may stall. A stream whose client opens no flow-control
+/// window stops taking chunks while its connection's socket stays writable, so the
+/// connection's write timeout ([`super::conn`]) never sees it: a chunk that waits longer than
+/// the write timeout, plus a second per `min_rate` bytes of the chunk before it, ends the
+/// response (the worker is released, the stream reset).
+pub struct StallLimit {
+    /// The runtime whose timer bounds the wait.
+    pub runtime: tokio::runtime::Handle,
+    /// The response write limits.
+    pub limits: super::conn::WriteLimits,
+    /// The size of the chunk sent before.
+    last: u64,
+}
+
+impl StallLimit {
+    /// A bound for the responses of `runtime` under `limits`.
+    pub fn new(runtime: tokio::runtime::Handle, limits: super::conn::WriteLimits) -> StallLimit {
+        StallLimit {
+            runtime,
+            limits,
+            last: 0,
+        }
+    }
+
+    /// Sends `chunk` on `chunks`, waiting at most the limit when the stream is full.
+    fn send(&mut self, chunks: &mpsc::Sender<io::Result<Bytes>>, chunk: Bytes) -> io::Result<()> {
+        let len = chunk.len() as u64;
+        let waited = match chunks.try_send(Ok(chunk)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(client_gone()),
+            Err(mpsc::error::TrySendError::Full(chunk)) if self.limits.timeout.is_zero() => {
+                chunks.blocking_send(chunk).map_err(|_| client_gone())
+            }
+            Err(mpsc::error::TrySendError::Full(chunk)) => {
+                let earned = match self.limits.min_rate {
+                    0 => Duration::ZERO,
+                    rate => Duration::from_secs(self.last / rate),
+                };
+                let limit = self.limits.timeout + earned;
+                // The timer is made inside the runtime's context (a worker thread has none).
+                let sent = self
+                    .runtime
+                    .block_on(async { tokio::time::timeout(limit, chunks.send(chunk)).await });
+                match sent {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(_)) => Err(client_gone()),
+                    Err(_) => Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "the client left its HTTP/2 stream unread for {limit:?}: the response is ended"
+                        ),
+                    )),
+                }
+            }
+        };
+        self.last = len;
+        waited
+    }
 }
 
 /// The tokio side of a response: how it starts (dropped unsent when the call ends before
@@ -469,6 +531,7 @@ pub fn response_channel(
             content_length: None,
             chunks: None,
             discard_body,
+            stall: None,
         },
         ResponseReceiver { start: start_rx },
     )
@@ -482,6 +545,12 @@ fn client_gone() -> io::Error {
 }
 
 impl ChannelSink {
+    /// Bounds how long each chunk may wait for the client ([`StallLimit`]: HTTP/2 streams).
+    pub fn with_stall_limit(mut self, stall: StallLimit) -> ChannelSink {
+        self.stall = Some(Box::new(stall));
+        self
+    }
+
     /// Whether the client is already gone (the request was dropped while queued).
     pub fn client_gone(&self) -> bool {
         match (&self.start, &self.chunks) {
@@ -540,9 +609,10 @@ impl ChannelSink {
             return self.send_whole(chunk);
         }
         self.open_stream()?;
-        match &self.chunks {
-            Some(chunks) => chunks.blocking_send(Ok(chunk)).map_err(|_| client_gone()),
-            None => Err(client_gone()),
+        match (&self.chunks, &mut self.stall) {
+            (Some(chunks), Some(stall)) => stall.send(chunks, chunk),
+            (Some(chunks), None) => chunks.blocking_send(Ok(chunk)).map_err(|_| client_gone()),
+            (None, _) => Err(client_gone()),
         }
     }
 }

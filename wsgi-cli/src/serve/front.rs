@@ -1,4 +1,5 @@
-//! The HTTP/1.1 front: hyper connections on tokio, each request checked ([`super::strict`]),
+//! The HTTP front: hyper connections on tokio (HTTP/1.1, and HTTP/2 where [`super::http2`]
+//! allows it), each request checked ([`super::strict`]),
 //! routed by `Config::route` and handed to the worker pool, or served from a static
 //! `--url-alias` folder.
 //!
@@ -27,7 +28,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{Semaphore, oneshot, watch};
@@ -38,8 +39,8 @@ use wsgi_interp::{AppCall, CallOptions, HeadSource, RequestHead, Scheme, Stamps}
 use super::access_log::{AccessLogs, LogExtras, LogJob, LogRecord, LoggedBody};
 use super::auth::{self, Granted, Refusal};
 use super::bridge::{
-    BodyFailure, BodyLimits, ChannelBody, Collected, ResponseReceiver, ResponseStart, collect_body,
-    request_body, response_channel,
+    BodyFailure, BodyLimits, ChannelBody, Collected, ResponseReceiver, ResponseStart, StallLimit,
+    collect_body, request_body, response_channel,
 };
 use super::conn::{ConnIo, ConnShared, WriteLimits};
 use super::control::FrontControl;
@@ -47,6 +48,7 @@ use super::daemon_groups::DaemonPools;
 use super::error_log::{self, InHost};
 use super::front_hooks::FrontHooks;
 use super::head::{HeadTap, Heads};
+use super::http2::{self, HttpMode, Versions};
 use super::metrics::{AppLabels, FrontMetrics};
 use super::pool::{Job, JobResult, Refused, WorkerPool, error_status};
 use super::proxy_protocol::{self, Decision, HeaderError, PeekSocket, ProxyPolicy};
@@ -80,6 +82,10 @@ pub struct Limits {
     pub write: WriteLimits,
     /// The most connections open at once.
     pub max_connections: usize,
+    /// Which HTTP versions are spoken (`--http`).
+    pub http: HttpMode,
+    /// The most streams open at once on an HTTP/2 connection.
+    pub http2_max_streams: u32,
 }
 
 impl Default for Limits {
@@ -104,6 +110,8 @@ impl Default for Limits {
                 min_rate: 500,
             },
             max_connections: 1024,
+            http: HttpMode::Auto,
+            http2_max_streams: 100,
         }
     }
 }
@@ -270,6 +278,54 @@ fn conn_stream<S>(
     (tap, info)
 }
 
+/// hyper's servers for every connection.
+struct Servers {
+    http1: http1::Builder,
+    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    /// Turns true when the front's graceful shutdown begins (the HTTP/1 connections hear it
+    /// through their `Watcher`).
+    graceful: watch::Receiver<bool>,
+}
+
+impl Servers {
+    fn new(limits: &Limits, graceful: watch::Receiver<bool>) -> Servers {
+        let h2 = http2::Http2Limits {
+            max_concurrent_streams: limits.http2_max_streams,
+            max_header_list_size: u32::try_from(limits.max_header_size).unwrap_or(u32::MAX),
+        };
+        Servers {
+            http1: http1_builder(limits),
+            http2: http2::builder(h2),
+            graceful,
+        }
+    }
+}
+
+/// The `Protocols` of the host `host` (None: the main server), when the site is a `--config`
+/// one (else None: every protocol).
+fn site_protocols(front: &Front, host: Option<usize>) -> Option<&[String]> {
+    match front.site.source {
+        super::site::SiteSource::ConfigFile { .. } => Some(front.site.config.protocols(host)),
+        super::site::SiteSource::CommandLine(_) => None,
+    }
+}
+
+/// The versions a cleartext connection on `addrs` may speak (its default host's `Protocols`
+/// decide in a `--config` site).
+fn cleartext_versions(front: &Front, addrs: &Addrs) -> Versions {
+    let protocols = match front.limits.http {
+        HttpMode::Auto => {
+            let config = &front.site.config;
+            site_protocols(
+                front,
+                config.select_host(Some(addrs.local.ip()), addrs.route_port, None),
+            )
+        }
+        _ => None,
+    };
+    http2::cleartext(front.limits.http, protocols)
+}
+
 /// hyper's HTTP/1.1 settings for every connection.
 fn http1_builder(limits: &Limits) -> http1::Builder {
     let mut builder = http1::Builder::new();
@@ -322,7 +378,8 @@ pub async fn serve(
     graceful: Duration,
 ) -> bool {
     let shutdown = GracefulShutdown::new();
-    let builder = http1_builder(&front.limits);
+    let (graceful_tx, graceful_rx) = watch::channel(false);
+    let servers = Arc::new(Servers::new(&front.limits, graceful_rx));
     let open = Arc::new(Semaphore::new(front.limits.max_connections.max(1)));
     // One acceptor over every listener hands its connections to this one loop, which owns
     // the builder and the graceful-shutdown tracker. It takes a place among
@@ -427,16 +484,16 @@ pub async fn serve(
             // The master refuses TLS on a unix socket.
             (Conn::Unix(stream), _) => {
                 let conn = (front, stream, addrs, permit);
-                spawn_plain(conn, header, (&builder, shutdown.watcher()));
+                spawn_plain(conn, header, (&servers, shutdown.watcher()));
             }
             (Conn::Tcp(stream), None) => {
                 let conn = (front, stream, addrs, permit);
-                spawn_plain(conn, header, (&builder, shutdown.watcher()));
+                spawn_plain(conn, header, (&servers, shutdown.watcher()));
             }
             (Conn::Tcp(mut stream), Some(tls)) => {
                 // The PROXY header and the handshake, both within the header timeout.
                 let deadline = tokio::time::Instant::now() + front.limits.header_timeout;
-                let serving = (builder.clone(), shutdown.watcher());
+                let serving = (servers.clone(), shutdown.watcher());
                 tokio::spawn(async move {
                     let addrs = match header {
                         false => addrs,
@@ -479,12 +536,13 @@ pub async fn serve(
     if open > 0 {
         tracing::info!("waiting up to {graceful:?} for {open} open connection(s) to finish");
     }
-    let graceful = graceful.saturating_sub(began.elapsed());
-    match tokio::time::timeout(graceful, shutdown.shutdown()).await {
+    let graceful_left = graceful.saturating_sub(began.elapsed());
+    let _ = graceful_tx.send(true);
+    match tokio::time::timeout(graceful_left, shutdown.shutdown()).await {
         Ok(()) => true,
         Err(_) => {
             tracing::warn!(
-                "graceful timeout ({graceful:?}) reached with requests still running: closing their connections"
+                "graceful timeout ({graceful_left:?}) reached with requests still running: closing their connections"
             );
             false
         }
@@ -492,34 +550,83 @@ pub async fn serve(
 }
 
 /// Serves a plain (not TLS) connection, watched by `watcher` (graceful shutdown), holding
-/// its place among --max-connections (`permit`) until it ends.
-fn plain_connection<S: SendfileSocket>(
+/// its place among --max-connections (`permit`) until it ends. One that may speak either
+/// version is first looked at for the HTTP/2 preface, within the header timeout.
+async fn plain_connection<S: SendfileSocket + PeekSocket + Sync>(
     front: Arc<Front>,
     stream: S,
     addrs: Addrs,
     permit: tokio::sync::OwnedSemaphorePermit,
-    (builder, watcher): (&http1::Builder, Watcher),
-) -> impl Future<Output = ()> + Send + 'static {
-    let (io, info) = conn_stream(SendfileStream::new(stream), &front.limits, addrs, None);
+    (servers, watcher): (Arc<Servers>, Watcher),
+) {
+    let versions = match cleartext_versions(&front, &addrs) {
+        Versions::Both => {
+            let limit = front.limits.header_timeout;
+            match tokio::time::timeout(limit, http2::starts_with_preface(&stream)).await {
+                Ok(Ok(true)) => Versions::Http2,
+                Ok(Ok(false)) => Versions::Http1,
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %addrs.peer, "connection ended: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %addrs.peer, "idle connection closed: nothing sent within the header timeout");
+                    return;
+                }
+            }
+        }
+        versions => versions,
+    };
+    let conn = conn_stream(SendfileStream::new(stream), &front.limits, addrs, None);
+    serve_connection(front, conn, versions, (servers, watcher), permit).await;
+}
+
+/// Serves a connection's stream as hyper's HTTP/1 server (as before HTTP/2 was added), or its
+/// HTTP/2 one (with the idle timeout of [`http2::until_idle`]), watched by `watcher`, holding
+/// `permit` until it ends.
+async fn serve_connection<S>(
+    front: Arc<Front>,
+    (io, info): (ConnStream<S>, Arc<ConnInfo>),
+    versions: Versions,
+    (servers, watcher): (Arc<Servers>, Watcher),
+    permit: tokio::sync::OwnedSemaphorePermit,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = {
         let (front, info) = (front.clone(), info.clone());
         service_fn(move |req| handle(front.clone(), info.clone(), req))
     };
-    let conn = watcher.watch(builder.serve_connection(TokioIo::new(io), service));
-    async move {
-        if let Err(e) = conn.await {
-            refused_by_hyper(&front, &info, &e);
+    let io = TokioIo::new(io);
+    let ended = match versions {
+        Versions::Http1 | Versions::Both => {
+            let conn = servers.http1.serve_connection(io, service);
+            watcher.watch(conn).await
         }
-        drop(permit);
+        Versions::Http2 => {
+            let conn = servers.http2.serve_connection(io, service);
+            let idle = front.limits.header_timeout;
+            let stop = servers.graceful.clone();
+            // On the heap: the task of every connection is as large as its largest state, and
+            // HTTP/1.1 connections (most, and the idle ones) need not carry HTTP/2's.
+            let ended = Box::pin(http2::until_idle(conn, &info.shared, idle, stop)).await;
+            // Held until here: the front's shutdown waits for this connection too.
+            drop(watcher);
+            ended
+        }
+    };
+    if let Err(e) = ended {
+        refused_by_hyper(&front, &info, &e);
     }
+    drop(permit);
 }
 
 /// Starts serving a plain connection: at once, or, with `header`, once its PROXY header is
 /// read (within the header timeout).
-fn spawn_plain<S: SendfileSocket + PeekSocket>(
+fn spawn_plain<S: SendfileSocket + PeekSocket + Sync>(
     (front, mut stream, addrs, permit): (Arc<Front>, S, Addrs, tokio::sync::OwnedSemaphorePermit),
     header: bool,
-    (builder, watcher): (&http1::Builder, Watcher),
+    (servers, watcher): (&Arc<Servers>, Watcher),
 ) {
     if !header {
         tokio::spawn(plain_connection(
@@ -527,15 +634,15 @@ fn spawn_plain<S: SendfileSocket + PeekSocket>(
             stream,
             addrs,
             permit,
-            (builder, watcher),
+            (servers.clone(), watcher),
         ));
         return;
     }
     let deadline = tokio::time::Instant::now() + front.limits.header_timeout;
-    let builder = builder.clone();
+    let servers = servers.clone();
     tokio::spawn(async move {
         if let Some(addrs) = proxied(&mut stream, addrs, deadline).await {
-            plain_connection(front, stream, addrs, permit, (&builder, watcher)).await;
+            plain_connection(front, stream, addrs, permit, (servers, watcher)).await;
         }
     });
 }
@@ -549,7 +656,7 @@ async fn tls_connection(
     addrs: Addrs,
     (tls, deadline): (tokio_rustls::TlsAcceptor, tokio::time::Instant),
     permit: tokio::sync::OwnedSemaphorePermit,
-    (builder, watcher): (http1::Builder, Watcher),
+    serving: (Arc<Servers>, Watcher),
 ) {
     let mut first = [0u8; 1];
     let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut first)).await;
@@ -569,17 +676,17 @@ async fn tls_connection(
             return;
         }
     };
-    let sni = stream.get_ref().1.server_name().map(str::to_string);
-    let (io, info) = conn_stream(stream, &front.limits, addrs, Some(TlsInfo { sni }));
-    let service = {
-        let (front, info) = (front.clone(), info.clone());
-        service_fn(move |req| handle(front.clone(), info.clone(), req))
+    let tls_state = stream.get_ref().1;
+    let sni = tls_state.server_name().map(str::to_string);
+    // ALPN decides; a client that negotiated nothing speaks HTTP/1.1 (or, with `--http 2`,
+    // HTTP/2 with prior knowledge).
+    let versions = match tls_state.alpn_protocol() {
+        Some(b"h2") => Versions::Http2,
+        _ if front.limits.http == HttpMode::Http2 => Versions::Http2,
+        _ => Versions::Http1,
     };
-    let conn = builder.serve_connection(TokioIo::new(io), service);
-    if let Err(e) = watcher.watch(conn).await {
-        refused_by_hyper(&front, &info, &e);
-    }
-    drop(permit);
+    let conn = conn_stream(stream, &front.limits, addrs, Some(TlsInfo { sni }));
+    serve_connection(front, conn, versions, serving, permit).await;
 }
 
 impl Addrs {
@@ -803,24 +910,39 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 async fn handle(
     front: Arc<Front>,
     conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<LoggedBody<ResponseBody>>, Infallible> {
     let metric = front
         .metrics
         .as_ref()
         .map(|m| Box::new(m.begin(Instant::now())));
+    let h2 = req.version() == Version::HTTP_2;
+    if h2 {
+        // mod_http2 makes the Host header of `:authority`.
+        if let Some(authority) = req.uri().authority() {
+            if !req.headers().contains_key(header::HOST) {
+                if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                    req.headers_mut().insert(header::HOST, host);
+                }
+            }
+        }
+    }
     // The raw head as the client sent it (the pre-parse may have percent-encoded bytes of
-    // the target that hyper refuses); hyper's own parse when the pre-parse stood aside.
+    // the target that hyper refuses); hyper's own parse when the pre-parse stood aside. An
+    // HTTP/2 request's target is its `:path`, as sent.
     let uri = req.uri();
     let absolute;
     let seen: &[u8] = match uri.path_and_query() {
-        Some(pq) if uri.scheme().is_none() => pq.as_str().as_bytes(),
+        Some(pq) if uri.scheme().is_none() || h2 => pq.as_str().as_bytes(),
         _ => {
             absolute = uri.to_string();
             absolute.as_bytes()
         }
     };
-    let raw = conn.heads.next(req.method().as_str(), seen);
+    let raw = match h2 {
+        false => conn.heads.next(req.method().as_str(), seen),
+        true => None,
+    };
     let (target, request_line, head_len) = match raw {
         Some(raw) => (raw.target(), raw.request_line(), Some(raw.len())),
         None => {
@@ -833,7 +955,8 @@ async fn handle(
             (Bytes::copy_from_slice(seen), Bytes::from(line), None)
         }
     };
-    // An absolute-form target's authority replaces the Host header, as in Apache.
+    // An absolute-form target's authority replaces the Host header, as in Apache (an HTTP/2
+    // request's `:authority` is its Host).
     let host = req.uri().authority().map(|a| a.to_string()).or_else(|| {
         req.headers()
             .get(header::HOST)
@@ -885,7 +1008,24 @@ async fn handle(
         },
         &front.limits.head,
     );
+    let misdirected = h2 && front.limits.http == HttpMode::Auto && {
+        let tls = conn.tls.is_some();
+        let host =
+            front
+                .site
+                .config
+                .select_host(Some(conn.local.ip()), conn.route_port, host.as_deref());
+        !http2::host_speaks_h2(site_protocols(&front, host), tls)
+    };
     let mut response = match verdict {
+        Verdict::Pass if misdirected => {
+            tracing::info!(
+                peer = %conn.peer,
+                host = host.as_deref().unwrap_or_default(),
+                "421: an HTTP/2 request for a host whose Protocols do not list h2 (TLS) or h2c (cleartext)"
+            );
+            error_response(StatusCode::MISDIRECTED_REQUEST)
+        }
         Verdict::Pass if host_logs => {
             InHost::new(vhost, Box::pin(dispatch(&front, &conn, req, target, host))).await
         }
@@ -902,7 +1042,7 @@ async fn handle(
             refuse(refusal.status)
         }
     };
-    if front.draining.load(Ordering::Relaxed) {
+    if front.draining.load(Ordering::Relaxed) && !h2 {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -1152,7 +1292,8 @@ fn protocol(version: Version) -> &'static str {
     match version {
         Version::HTTP_09 => "HTTP/0.9",
         Version::HTTP_10 => "HTTP/1.0",
-        Version::HTTP_2 => "HTTP/2",
+        // As mod_http2 names it (`SERVER_PROTOCOL`, the access log's `%H` and `%r`).
+        Version::HTTP_2 => "HTTP/2.0",
         Version::HTTP_3 => "HTTP/3",
         _ => "HTTP/1.1",
     }
@@ -1536,7 +1677,11 @@ async fn run_app(
     }
     let daemon = matches!(route.process_group, ProcessGroup::Daemon(_));
     let app = AppCall::for_route(&route, daemon);
-    let (sink, ResponseReceiver { mut start }) = response_channel(is_head, conn.shared.clone());
+    let (mut sink, ResponseReceiver { mut start }) = response_channel(is_head, conn.shared.clone());
+    if parts.version == Version::HTTP_2 {
+        let runtime = tokio::runtime::Handle::current();
+        sink = sink.with_stall_limit(StallLimit::new(runtime, front.limits.write));
+    }
     let (done, done_rx) = oneshot::channel();
     let arrived = Instant::now();
     let ticket = Arc::default();

@@ -8,8 +8,9 @@
 //!
 //! In the front process:
 //!
-//! * [`front`]: hyper 1 HTTP/1.1 connections on a small tokio runtime, behind [`head`] (raw
-//!   request targets Apache accepts) and [`conn`] (the response write timeout). Each request
+//! * [`front`]: hyper 1 HTTP/1.1 and HTTP/2 ([`http2`]: `--http`, `Protocols`) connections
+//!   on a small tokio runtime, behind [`head`] (raw request targets Apache accepts) and
+//!   [`conn`] (the response write timeout). Each request
 //!   is checked as Apache checks it ([`strict`]), routed by `wsgi_config::Config::route` (one
 //!   code path for `--config site.conf` and for `wsgi serve app.wsgi`, whose flags are turned
 //!   into mod_wsgi directives by [`site`]) or served from a static `--url-alias` folder.
@@ -43,6 +44,7 @@ pub mod front_hooks;
 #[allow(unsafe_code)]
 pub mod front_process;
 pub mod head;
+pub mod http2;
 #[allow(unsafe_code)]
 pub mod inherit;
 pub mod listen;
@@ -273,6 +275,21 @@ pub struct ServeArgs {
     /// (raised to its hard limit at start) less a reserve.
     #[arg(env = "WSGI_RS_MAX_CONNECTIONS", long)]
     pub max_connections: Option<usize>,
+    /// Which HTTP versions to speak: `auto` serves HTTP/1.1 and HTTP/2 with prior knowledge
+    /// (h2c) on cleartext ports and offers `h2` and `http/1.1` through TLS ALPN (a `--config`
+    /// site's `Protocols` decide per host, Apache's default being HTTP/1.1 only); `1` only
+    /// HTTP/1.1; `2` only HTTP/2.
+    #[arg(env = "WSGI_RS_HTTP", long, value_enum, default_value_t = http2::HttpMode::Auto)]
+    pub http: http2::HttpMode,
+    /// The most streams open at once on an HTTP/2 connection (more are refused with
+    /// REFUSED_STREAM), as Apache's `H2MaxSessionStreams`.
+    #[arg(
+        env = "WSGI_RS_HTTP2_MAX_CONCURRENT_STREAMS",
+        long,
+        default_value_t = 100,
+        value_name = "STREAMS"
+    )]
+    pub http2_max_concurrent_streams: u32,
     /// The longest request line accepted, in bytes (414 beyond), as Apache's
     /// `LimitRequestLine`.
     #[arg(
@@ -533,6 +550,8 @@ impl ServeArgs {
                 .max_connections
                 .unwrap_or_else(default_max_connections)
                 .max(1),
+            http: self.http,
+            http2_max_streams: self.http2_max_concurrent_streams.max(1),
         }
     }
 }
@@ -717,14 +736,29 @@ fn listener_tls(
     site: &Site,
     route_port: u16,
 ) -> Result<Option<tokio_rustls::TlsAcceptor>, ServeError> {
+    // ALPN offers what `--http` and the `Protocols` of the port's first host allow.
+    let protocols = match site.source {
+        SiteSource::ConfigFile { .. } => Some(
+            site.config
+                .protocols(site.config.select_host(None, route_port, None)),
+        ),
+        SiteSource::CommandLine(_) => None,
+    };
+    let alpn = http2::alpn(args.http, protocols);
     if let Some(certificate) = &args.ssl_certificate_file {
         return Ok(Some(tls::acceptor_for_files(
             certificate,
             args.ssl_certificate_key_file.as_deref(),
             args.ssl_certificate_chain_file.as_deref(),
+            alpn,
         )?));
     }
-    Ok(tls::acceptor_for(&site.config, &site.tls, route_port)?)
+    Ok(tls::acceptor_for(
+        &site.config,
+        &site.tls,
+        route_port,
+        alpn,
+    )?)
 }
 
 /// Starts logging to stderr, or to a virtual host's `ErrorLog` for the lines about its

@@ -189,7 +189,7 @@ pub fn check_site(config: &Config) -> Vec<TlsError> {
     ports.dedup();
     ports
         .into_iter()
-        .filter_map(|port| acceptor_for(config, &loaded, port).err())
+        .filter_map(|port| acceptor_for(config, &loaded, port, Vec::new()).err())
         .collect()
 }
 
@@ -217,11 +217,13 @@ impl ResolvesServerCert for ByName {
 }
 
 /// The rustls configuration for connections routed as port `route_port`, None when the port
-/// serves plain HTTP. `loaded` is [`load_site`]'s answer.
+/// serves plain HTTP. `loaded` is [`load_site`]'s answer; `alpn` the protocols offered, in
+/// the order of preference.
 pub fn acceptor_for(
     config: &Config,
     loaded: &[Option<HostTls>],
     route_port: u16,
+    alpn: Vec<Vec<u8>>,
 ) -> Result<Option<tokio_rustls::TlsAcceptor>, TlsError> {
     let on_port: Vec<usize> = config
         .virtual_hosts
@@ -299,7 +301,7 @@ pub fn acceptor_for(
         })?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
-    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    server.alpn_protocols = alpn;
     Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(server))))
 }
 
@@ -308,6 +310,7 @@ pub fn acceptor_for_files(
     certificate: &Path,
     key: Option<&Path>,
     chain: Option<&Path>,
+    alpn: Vec<Vec<u8>>,
 ) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
     let key = load_key(certificate, key, chain)?;
     let mut server = rustls::ServerConfig::builder_with_provider(provider())
@@ -321,6 +324,6 @@ pub fn acceptor_for_files(
         .with_cert_resolver(Arc::new(ByName {
             hosts: vec![(Vec::new(), key)],
         }));
-    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    server.alpn_protocols = alpn;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
 }

@@ -28,6 +28,25 @@ pub fn daemon_user_option() -> &'static str {
     }
 }
 
+/// `wsgi check CONF` accepts the site, then `wsgi serve --config CONF --log-level info` on
+/// the site's own `Listen` ports, started as `daemon.rs` does ([`DAEMON`]).
+pub fn serve_checked_config(conf: &Path) -> Server {
+    let check = Command::new(env!("CARGO_BIN_EXE_wsgi"))
+        .args(["check", conf.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    Server::start_with(
+        &DAEMON,
+        &["--config", conf.to_str().unwrap(), "--log-level", "info"],
+    )
+}
+
 /// `wsgi serve --config CONF --port 0 --log-level info EXTRA...` started as `daemon.rs`
 /// does ([`DAEMON`]), or why it did not start (with what it printed).
 pub fn try_serve_config(conf: &Path, extra: &[&str]) -> Result<Server, String> {
