@@ -224,3 +224,68 @@ def application(environ, start_response):
     start_response('200 OK', [('Content-Type', 'text/plain')])
     return [body]
 "#;
+
+/// The daemon tests' app (wsgi-daemon's and `wsgi serve`'s daemon mode), one behaviour per
+/// `PATH_INFO`; the body is the process's pid unless the path says otherwise: `/sleep?S`,
+/// `/exit` (the process dies), `/hang`, `/spin?S` (CPU), `/alloc?N` (N bytes, answers N),
+/// `/loaded` (when the script and the preload ran), `/switch` (`sys.getswitchinterval()`),
+/// `/stack` (the worker thread's stack size), `/echo`, `/whoami` (`uid cwd process_group`),
+/// `/headers` (repeated headers), `/fail-mid`, `/big-headers?N` (N 100-byte headers),
+/// `/environ` (the allocator variables in `os.environ`).
+pub const DAEMON_APP: &str = r#"
+import ctypes, os, sys, time
+
+LOADED_AT = time.time()
+
+def application(environ, start_response):
+    path = environ['PATH_INFO']
+    body = str(os.getpid()).encode()
+    if path == '/sleep':
+        time.sleep(float(environ['QUERY_STRING'] or '0.5'))
+    elif path == '/exit':
+        os._exit(1)
+    elif path == '/hang':
+        time.sleep(3600)
+    elif path == '/spin':
+        start = time.process_time()
+        while time.process_time() - start < float(environ['QUERY_STRING']):
+            pass
+    elif path == '/alloc':
+        block = bytearray(int(environ['QUERY_STRING']))
+        body = str(len(block)).encode()
+    elif path == '/loaded':
+        body = ('%r %r' % (LOADED_AT, getattr(sys, 'preloaded_at', None))).encode()
+    elif path == '/switch':
+        body = repr(sys.getswitchinterval()).encode()
+    elif path == '/stack':
+        # This worker thread's stack size, as the C library sees it.
+        libc = ctypes.CDLL(None)
+        attr = ctypes.create_string_buffer(256)
+        size = ctypes.c_size_t()
+        libc.pthread_self.restype = ctypes.c_ulong
+        assert libc.pthread_getattr_np(ctypes.c_ulong(libc.pthread_self()), attr) == 0
+        assert libc.pthread_attr_getstacksize(attr, ctypes.byref(size)) == 0
+        libc.pthread_attr_destroy(attr)
+        body = str(size.value).encode()
+    elif path == '/echo':
+        body = environ['wsgi.input'].read()
+    elif path == '/whoami':
+        body = ('%d %s %s' % (os.getuid(), os.getcwd(), environ['mod_wsgi.process_group'])).encode()
+    elif path == '/headers':
+        start_response('201 Created', [('X-Many', 'one'), ('Set-Cookie', 'a=1'),
+                                       ('X-Many', 'two'), ('Set-Cookie', 'b=2')])
+        return [b'ok']
+    elif path == '/fail-mid':
+        start_response('200 OK', [('Content-Type', 'text/plain')])
+        def gen():
+            yield b'partial'
+            raise RuntimeError('failed mid-body')
+        return gen()
+    elif path == '/big-headers':
+        start_response('200 OK', [('X-Filler-%d' % i, 'x' * 100) for i in range(int(environ['QUERY_STRING']))])
+        return [body]
+    elif path == '/environ':
+        body = ' '.join(sorted(k for k in os.environ if k.startswith(('MIMALLOC_', 'MALLOC_')))).encode()
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [body]
+"#;

@@ -14,31 +14,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use util::{DAEMON, Server, daemon_user_option as user_option, wsgi_status};
+use wsgi_testkit::apps::DAEMON_APP as APP;
 use wsgi_testkit::http::get_text;
 use wsgi_testkit::process::{self, alive};
 use wsgi_testkit::wait::eventually;
 use wsgi_testkit::{fs, venvs};
-
-const APP: &str = r#"
-import os, time
-
-def application(environ, start_response):
-    path = environ['PATH_INFO']
-    body = str(os.getpid()).encode()
-    if path == '/sleep':
-        time.sleep(float(environ['QUERY_STRING'] or '0.5'))
-    elif path == '/exit':
-        os._exit(1)
-    elif path == '/hang':
-        time.sleep(3600)
-    elif path == '/whoami':
-        body = ('%d %d %s' % (os.getpid(), os.getuid(), environ['mod_wsgi.process_group'])).encode()
-    elif path == '/big-headers':
-        start_response('200 OK', [('X-Filler-%d' % i, 'x' * 100) for i in range(int(environ['QUERY_STRING']))])
-        return [body]
-    start_response('200 OK', [('Content-Type', 'text/plain')])
-    return [body]
-"#;
 
 /// The uid the daemons run as: `nobody` when the tests run as root, else ours.
 fn daemon_uid() -> u32 {
@@ -142,8 +122,9 @@ fn processes_2_threads_4_two_pids_answer_status_and_sigterm_leaves_nothing() {
     );
     assert!(elapsed < Duration::from_millis(2500), "{elapsed:?}");
     let who = server.get_text("/whoami").body;
+    // `uid cwd process_group`.
     let fields: Vec<&str> = who.split(' ').collect();
-    assert_eq!(fields[1], daemon_uid().to_string(), "{who}");
+    assert_eq!(fields[0], daemon_uid().to_string(), "{who}");
     assert_eq!(fields[2], "wsgi-serve", "{who}");
 
     // `wsgi status`: the table, JSON and Prometheus text.

@@ -21,23 +21,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use util::{Server, daemon_user_option, wsgi_status};
+use wsgi_testkit::apps::DAEMON_APP as APP;
 use wsgi_testkit::fs;
 use wsgi_testkit::process::{self, alive};
 use wsgi_testkit::wait::eventually;
-
-const APP: &str = r#"
-import os
-
-def application(environ, start_response):
-    body = str(os.getpid()).encode()
-    if environ['PATH_INFO'] == '/alloc':
-        block = bytearray(int(environ['QUERY_STRING']))
-        body = str(len(block)).encode()
-    elif environ['PATH_INFO'] == '/environ':
-        body = ' '.join(sorted(k for k in os.environ if k.startswith(('MIMALLOC_', 'MALLOC_')))).encode()
-    start_response('200 OK', [('Content-Type', 'text/plain')])
-    return [body]
-"#;
 
 /// A world-readable folder with the app and `site.conf`: `daemon` is the WSGIDaemonProcess
 /// line's options after the group name `site` (and `user=` when root), `alias_options` the

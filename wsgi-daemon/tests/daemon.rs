@@ -14,60 +14,8 @@ use nix::unistd::{Pid, Uid};
 use wsgi_config::daemon_options::DaemonOptions;
 use wsgi_daemon::{DaemonClient, DaemonRequest, DispatchError, Endpoint};
 use wsgi_interp::{AppCall, Outcome, RequestHead, ResponseSink, ScriptSpec};
+use wsgi_testkit::apps::DAEMON_APP as APP;
 use wsgi_testkit::{fs, process, wait};
-
-const APP: &str = r#"
-import ctypes, os, sys, time
-
-LOADED_AT = time.time()
-
-def application(environ, start_response):
-    path = environ['PATH_INFO']
-    body = str(os.getpid()).encode()
-    if path == '/sleep':
-        time.sleep(float(environ['QUERY_STRING'] or '0.5'))
-    elif path == '/exit':
-        os._exit(1)
-    elif path == '/hang':
-        time.sleep(3600)
-    elif path == '/spin':
-        start = time.process_time()
-        while time.process_time() - start < float(environ['QUERY_STRING']):
-            pass
-    elif path == '/alloc':
-        block = bytearray(int(environ['QUERY_STRING']))
-        body = str(len(block)).encode()
-    elif path == '/loaded':
-        body = ('%r %r' % (LOADED_AT, getattr(sys, 'preloaded_at', None))).encode()
-    elif path == '/switch':
-        body = repr(sys.getswitchinterval()).encode()
-    elif path == '/stack':
-        # This worker thread's stack size, as the C library sees it.
-        libc = ctypes.CDLL(None)
-        attr = ctypes.create_string_buffer(256)
-        size = ctypes.c_size_t()
-        libc.pthread_self.restype = ctypes.c_ulong
-        assert libc.pthread_getattr_np(ctypes.c_ulong(libc.pthread_self()), attr) == 0
-        assert libc.pthread_attr_getstacksize(attr, ctypes.byref(size)) == 0
-        libc.pthread_attr_destroy(attr)
-        body = str(size.value).encode()
-    elif path == '/echo':
-        body = environ['wsgi.input'].read()
-    elif path == '/whoami':
-        body = ('%d %s %s' % (os.getuid(), os.getcwd(), environ['mod_wsgi.process_group'])).encode()
-    elif path == '/headers':
-        start_response('201 Created', [('X-Many', 'one'), ('Set-Cookie', 'a=1'),
-                                       ('X-Many', 'two'), ('Set-Cookie', 'b=2')])
-        return [b'ok']
-    elif path == '/fail-mid':
-        start_response('200 OK', [('Content-Type', 'text/plain')])
-        def gen():
-            yield b'partial'
-            raise RuntimeError('failed mid-body')
-        return gen()
-    start_response('200 OK', [('Content-Type', 'text/plain')])
-    return [body]
-"#;
 
 /// A supervisor process running one group `site`, and a client for it.
 struct Server {
