@@ -1,13 +1,15 @@
 //! HTTP/2 in `wsgi serve`: curl with prior knowledge (h2c) and over TLS (ALPN), in embedded
 //! and daemon mode; `--http 1|2`; a `--config` site's `Protocols` per virtual host; a PROXY
 //! header before h2c; and abuse (streams beyond the limit with h2load, rapid reset and a
-//! stream nobody reads with the `h2` crate as the client). Every server is the real `wsgi`
-//! binary on loopback, started and stopped by its test.
+//! stream nobody reads with the `h2` crate as the client; SETTINGS, PING and CONTINUATION
+//! floods as raw frames, the front's memory watched). Every server is the real `wsgi` binary
+//! on loopback, started and stopped by its test.
 
 #[path = "util/tls.rs"]
 mod tls_util;
 mod util;
 
+use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
@@ -505,4 +507,183 @@ fn an_idle_http2_connection_is_closed_after_the_header_timeout() {
         began.elapsed()
     });
     assert!(lasted < Duration::from_secs(5), "{lasted:?}");
+}
+
+/// The client's side of an HTTP/2 connection: the preface and an empty SETTINGS frame.
+const CLIENT_PREFACE: &[u8] =
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+/// An HTTP/2 frame of `kind` with `flags` on `stream`, carrying `payload`.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = (payload.len() as u32).to_be_bytes();
+    let mut frame = vec![len[1], len[2], len[3], kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// The resident memory of process `pid`, in bytes (`VmRSS`).
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+/// The front process of `server` (`wsgi front-process`, the child of `wsgi serve` that holds
+/// the connections).
+fn front_pid(server: &Server) -> u32 {
+    let fronts: Vec<u32> = process::children(server.child.id())
+        .into_iter()
+        .filter(|pid| process::cmdline(*pid).contains(" front-process "))
+        .collect();
+    assert_eq!(fronts.len(), 1, "front processes: {fronts:?}");
+    fronts[0]
+}
+
+/// How a flood ([`flood`]) ended.
+#[derive(Debug, PartialEq)]
+enum Flooded {
+    /// A write waited 2 s: the server stopped reading (its answers are not read, so it
+    /// cannot write them: backpressure).
+    Blocked,
+    /// The server closed the connection (the write failed).
+    Closed,
+    /// Every byte was taken: the server kept reading without bound.
+    AllTaken,
+}
+
+/// What a flood did: how it ended, the bytes written, and the front's largest `VmRSS`
+/// seen meanwhile.
+#[derive(Debug)]
+struct Flood {
+    ended: Flooded,
+    sent: usize,
+    peak_rss: u64,
+}
+
+/// Opens an HTTP/2 connection to `addr`, writes `start`, then `unit` again and again (up to
+/// `max` bytes, in 64 KiB writes, for at most 30 s) without ever reading; `pid`'s `VmRSS` is
+/// looked at after each write.
+fn flood(addr: SocketAddr, pid: u32, start: &[u8], unit: &[u8], max: usize) -> Flood {
+    use std::io::Write;
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    tcp.write_all(CLIENT_PREFACE).unwrap();
+    tcp.write_all(start).unwrap();
+    let batch = unit.repeat((64 * 1024 / unit.len()).max(1));
+    let (mut sent, mut peak_rss) = (0, rss(pid));
+    let began = Instant::now();
+    let ended = loop {
+        if sent >= max || began.elapsed() > Duration::from_secs(30) {
+            break Flooded::AllTaken;
+        }
+        match tcp.write_all(&batch) {
+            Ok(()) => sent += batch.len(),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                break Flooded::Blocked;
+            }
+            Err(_) => break Flooded::Closed,
+        }
+        peak_rss = peak_rss.max(rss(pid));
+    };
+    peak_rss = peak_rss.max(rss(pid));
+    Flood {
+        ended,
+        sent,
+        peak_rss,
+    }
+}
+
+/// The front's memory may grow by this much during a flood, at most.
+const FLOOD_RSS_BOUND: u64 = 50 * 1024 * 1024;
+
+/// Runs [`flood`] against a new server (embedded mode, `more` flags) while another client
+/// asks for `/env` over HTTP/1.1 and h2c: both are answered within 5 s, and the front's
+/// memory stays within [`FLOOD_RSS_BOUND`]. The flood's outcome.
+fn flood_while_others_are_served(more: &[&str], start: &[u8], unit: &[u8], max: usize) -> Flood {
+    let site = Site::new();
+    let mut args = vec!["--threads", "4"];
+    args.extend_from_slice(more);
+    let server = serve(&site, &args);
+    let pid = front_pid(&server);
+    // The front has served once (its buffers and the app are in place).
+    answered_within(server.addr, "/env");
+    let before = rss(pid);
+    let addr = server.addr;
+    let (start, unit) = (start.to_vec(), unit.to_vec());
+    let flooding = std::thread::spawn(move || flood(addr, pid, &start, &unit, max));
+    std::thread::sleep(Duration::from_millis(300));
+    let waited = answered_within(server.addr, "/env");
+    assert!(
+        waited < Duration::from_secs(5),
+        "another client waited {waited:?}"
+    );
+    let began = Instant::now();
+    let h2c = curl(&["--http2-prior-knowledge", &url(server.addr, "/env")]);
+    assert!(h2c.ok && h2c.version == "2", "{}", h2c.stderr);
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+    let flood = flooding.join().unwrap();
+    let grown = flood.peak_rss.saturating_sub(before);
+    assert!(
+        grown < FLOOD_RSS_BOUND,
+        "the front grew by {} MiB: {flood:?}",
+        grown >> 20
+    );
+    // Still served after the flood.
+    let waited = answered_within(server.addr, "/env");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    flood
+}
+
+#[test]
+fn a_settings_flood_is_not_buffered_and_others_are_served() {
+    // Empty SETTINGS frames, each asking for an ACK nobody reads: the server stops reading
+    // once its ACKs cannot be written (or closes). 64 MiB of frames (7 million) is far more
+    // than the sockets' buffers hold, so taking them all would mean buffering without bound.
+    let settings = frame(0x4, 0, 0, &[]);
+    let flood = flood_while_others_are_served(&[], &[], &settings, 64 << 20);
+    assert_ne!(flood.ended, Flooded::AllTaken, "{flood:?}");
+}
+
+#[test]
+fn a_ping_flood_is_not_buffered_and_others_are_served() {
+    let ping = frame(0x6, 0, 0, b"flooding");
+    let flood = flood_while_others_are_served(&[], &[], &ping, 64 << 20);
+    assert_ne!(flood.ended, Flooded::AllTaken, "{flood:?}");
+}
+
+#[test]
+fn a_continuation_flood_is_closed_at_the_header_limit_and_others_are_served() {
+    // HEADERS on stream 1 without END_HEADERS (GET / over http, indexed), then CONTINUATION
+    // frames of literal headers (`x-flood`, 1000 bytes each, 16 a frame) forever: the header
+    // list passes --max-header-size within a frame, and the server closes the connection.
+    let headers = frame(0x1, 0x1, 1, &[0x82, 0x86, 0x84]);
+    let mut field = vec![0x00, 0x07];
+    field.extend_from_slice(b"x-flood");
+    // 1000 as an HPACK integer with a 7-bit prefix.
+    field.extend_from_slice(&[0x7f, 0xe9, 0x06]);
+    field.extend_from_slice(&[b'a'; 1000]);
+    let continuation = frame(0x9, 0, 1, &field.repeat(16));
+    let flood = flood_while_others_are_served(
+        &["--max-header-size", "8192"],
+        &headers,
+        &continuation,
+        256 << 20,
+    );
+    assert_eq!(flood.ended, Flooded::Closed, "{flood:?}");
+    // Closed long before the 256 MiB: what the sockets' buffers held, at most.
+    assert!(flood.sent < 64 << 20, "{flood:?}");
 }

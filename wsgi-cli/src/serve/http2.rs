@@ -13,7 +13,10 @@
 //! * at most `--http2-max-concurrent-streams` streams at once on a connection (Apache's
 //!   `H2MaxSessionStreams`, 100), more are refused with `REFUSED_STREAM`;
 //! * a header list no larger than `--max-header-size` (hyper counts the decoded list, so a
-//!   CONTINUATION flood ends there too);
+//!   CONTINUATION flood ends there too: `GOAWAY` and the connection closed);
+//! * SETTINGS and PING floods need no setting: the `h2` crate writes each ACK before it reads
+//!   the next frame, so a client that does not read its ACKs is no longer read (nothing
+//!   queues in the front);
 //! * rapid reset (CVE-2023-44487): at most [`MAX_PENDING_RESETS`] streams reset by the client
 //!   before the server took them, and [`MAX_LOCAL_RESETS`] streams reset by the server for the
 //!   client's errors, after which the connection gets `GOAWAY` and is closed;
