@@ -273,7 +273,7 @@ fn python_home_errors(config: &Config) -> Vec<String> {
             .any(|d| d.options.python_home.as_ref() == Some(&home));
         // A daemon group's venv of another Python runs on the wsgi installed in it.
         let report = if daemon_home {
-            match wsgi_daemon::runtime::inspect_daemon_home(&home, &embedded) {
+            match wsgi_daemon::program::inspect_daemon_home(&home, &embedded) {
                 Ok(found) => found.report,
                 Err(e) => {
                     errors.push(format!("{at}: python-home {}: {e}", home.display()));

@@ -184,7 +184,7 @@ pub fn check_python_homes(
             .find(|d| d.options.python_home.as_ref() == Some(&home));
         // A daemon group's venv of another Python runs on the wsgi installed in it.
         let report = match daemon {
-            Some(_) => match wsgi_daemon::runtime::inspect_daemon_home(&home, &embedded) {
+            Some(_) => match wsgi_daemon::program::inspect_daemon_home(&home, &embedded) {
                 Ok(found) => found.report,
                 Err(e) => {
                     errors.push(format!("{at}: python-home=`{}`: {e}", home.display()));

@@ -139,7 +139,7 @@ fn main() -> ExitCode {
             return ExitCode::from(wsgi_daemon::process::main().clamp(0, 255) as u8);
         }
         Command::DaemonInfo => {
-            let info = wsgi_daemon::runtime::RuntimeInfo::this();
+            let info = wsgi_daemon::program::RuntimeInfo::this();
             println!("{}", serde_json::to_string(&info).unwrap_or_default());
             return ExitCode::SUCCESS;
         }

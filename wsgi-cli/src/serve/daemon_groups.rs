@@ -78,7 +78,7 @@ impl DaemonGroups {
             source: wsgi_daemon::SupervisorError::Thread(e),
             hint: " (cannot find the wsgi program to exec for the daemon processes)",
         })?;
-        let mut options = SupervisorOptions::new(program, &[wsgi_daemon::runtime::PROCESS_COMMAND]);
+        let mut options = SupervisorOptions::new(program, &[wsgi_daemon::program::PROCESS_COMMAND]);
         options.preload_must_succeed = preload_must_succeed;
         if json_logs {
             options

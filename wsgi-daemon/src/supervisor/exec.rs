@@ -68,7 +68,7 @@ impl Launcher for ExecLauncher {
         let program = plan.program.as_ref().unwrap_or(&self.program);
         let mut cmd = Command::new(program);
         match &plan.program {
-            Some(_) => cmd.arg(crate::runtime::PROCESS_COMMAND),
+            Some(_) => cmd.arg(crate::program::PROCESS_COMMAND),
             None => cmd.args(&self.args),
         }
         .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))

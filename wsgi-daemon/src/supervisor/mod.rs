@@ -100,7 +100,7 @@ pub enum SupervisorError {
         /// The daemon group.
         group: String,
         /// Why.
-        source: Box<crate::runtime::RuntimeError>,
+        source: Box<crate::program::RuntimeError>,
     },
 }
 
@@ -202,7 +202,7 @@ impl Supervisor {
             };
             // A venv of another Python runs on the wsgi installed in it (checked at start).
             let program = match &o.python_home {
-                Some(home) => crate::runtime::inspect_daemon_home(home, &embedded)
+                Some(home) => crate::program::inspect_daemon_home(home, &embedded)
                     .map_err(|source| SupervisorError::Runtime {
                         group: group.name.clone(),
                         source: Box::new(source),

@@ -1,4 +1,5 @@
-//! Daemon process groups on other Pythons.
+//! Which program runs a daemon process group: this build's own, or, for a group on another
+//! Python, that venv's `wsgi` of the same build (`BUILD_ID`, `wsgi daemon-info`).
 //!
 //! A process embeds one libpython, fixed when it is built, so mod_wsgi cannot run two Python
 //! versions under one Apache. A wsgi-rs daemon process is a program of its own, exec'd by the
