@@ -593,17 +593,22 @@ async fn serve_connection<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = {
-        let (front, info) = (front.clone(), info.clone());
-        service_fn(move |req| handle(front.clone(), info.clone(), req))
-    };
     let io = TokioIo::new(io);
     let ended = match versions {
         Versions::Http1 | Versions::Both => {
+            let (front, info) = (front.clone(), info.clone());
+            let service = service_fn(move |req| handle(front.clone(), info.clone(), req));
             let conn = servers.http1.serve_connection(io, service);
             watcher.watch(conn).await
         }
         Versions::Http2 => {
+            // hyper runs each stream's request as a task of its own, and moves the request's
+            // future as it spawns it: on the heap, a move is a pointer's, not the future's
+            // kilobytes (HTTP/1.1 polls it in place, in the connection's task).
+            let service = {
+                let (front, info) = (front.clone(), info.clone());
+                service_fn(move |req| Box::pin(handle(front.clone(), info.clone(), req)))
+            };
             let conn = servers.http2.serve_connection(io, service);
             let idle = front.limits.header_timeout;
             let stop = servers.graceful.clone();
