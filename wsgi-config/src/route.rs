@@ -991,6 +991,9 @@ impl Config {
             env.push(&self.virtual_hosts[i].env);
             hosts.push(&self.virtual_hosts[i]);
         }
+        if hosts.iter().all(|h| h.sections.is_empty()) {
+            return (settings, env);
+        }
         let dir = script.parent().unwrap_or(Path::new("/"));
         let file_name = script
             .file_name()

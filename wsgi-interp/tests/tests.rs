@@ -8,7 +8,9 @@ use std::io;
 use std::sync::Arc;
 
 use util::{Generated, VecSink, call, get, head, runtime, script};
-use wsgi_interp::{CallOptions, LoadStatus, Outcome, ReloadMode, ScriptError};
+use wsgi_interp::{
+    CallOptions, LoadStatus, Outcome, ReloadMode, RequestHead, ScriptError, ScriptSpec,
+};
 use wsgi_testkit::apps;
 
 const HELLO: &str = r#"
@@ -1347,4 +1349,101 @@ def application(environ, start_response):
             .unwrap()
             .starts_with("HTTP_HOST=override.test ")
     );
+}
+
+/// The constant part of an application call's environ is copied from one dict per
+/// interpreter: each call still sees its own options, stamps and callable, an application
+/// that changes its environ changes no later request's, and extras never override those keys.
+#[test]
+fn environ_constants_follow_each_call() {
+    let source = r#"
+import os
+def show(environ):
+    keys = ['mod_wsgi.process_group', 'mod_wsgi.callable_object', 'wsgi.multithread',
+            'wsgi.run_once', 'mod_wsgi.queue_start', 'mod_wsgi.daemon_start', 'mod_wsgi.version']
+    out = ['%s=%r' % (k, environ.get(k)) for k in keys]
+    out.append('own_pid=%s' % (environ['mod_wsgi.server_pid'] == str(os.getpid())))
+    out.append('server_pid=%s' % environ['mod_wsgi.server_pid'])
+    return '\n'.join(out)
+
+def application(environ, start_response):
+    body = show(environ)
+    # Nothing of this may reach a later request.
+    environ['wsgi.multithread'] = 'changed'
+    environ['mod_wsgi.version'] = None
+    del environ['mod_wsgi.queue_start']
+    start_response('200 OK', [])
+    return [body.encode()]
+
+other = application
+"#;
+    let plain = script("constants.wsgi", source);
+    let mut renamed = script("constants.wsgi", source);
+    renamed.callable = "other".into();
+    let interp = runtime().interpreter("environ-constants").unwrap();
+    let run = |spec: &ScriptSpec, h: &RequestHead, opts: &CallOptions| {
+        let mut sink = VecSink::default();
+        let out = interp.call(spec, h, opts, &mut io::empty(), &mut sink);
+        assert!(
+            matches!(out, Outcome::Complete { status: 200, .. }),
+            "{out:?}"
+        );
+        String::from_utf8(sink.body).unwrap()
+    };
+    let threaded = CallOptions {
+        process_group: "pg".into(),
+        multithread: true,
+        ..Default::default()
+    };
+    let first = run(&plain, &head(), &threaded);
+    for expected in [
+        "mod_wsgi.process_group='pg'",
+        "mod_wsgi.callable_object='application'",
+        "wsgi.multithread=True",
+        "wsgi.run_once=False",
+        "mod_wsgi.queue_start=0.0",
+        "mod_wsgi.version=(6, 0, 0)",
+        "own_pid=True",
+    ] {
+        assert!(first.contains(expected), "{expected} not in\n{first}");
+    }
+    // The same call again: the first one's changes to its environ are not seen.
+    assert_eq!(run(&plain, &head(), &threaded), first);
+    // Other options, another callable.
+    let once = CallOptions {
+        run_once: true,
+        ..Default::default()
+    };
+    let second = run(&renamed, &head(), &once);
+    for expected in [
+        "mod_wsgi.process_group=''",
+        "mod_wsgi.callable_object='other'",
+        "wsgi.multithread=False",
+        "wsgi.run_once=True",
+    ] {
+        assert!(second.contains(expected), "{expected} not in\n{second}");
+    }
+    // A request handed over by another process: its own stamps, not embedded mode's.
+    let mut handed = head();
+    handed.stamps.queue_start_us = 5_000_000;
+    handed.stamps.daemon_start_us = 7_500_000;
+    handed.stamps.server_pid = 1;
+    let third = run(&plain, &handed, &threaded);
+    for expected in [
+        "mod_wsgi.queue_start=5.0",
+        "mod_wsgi.daemon_start=7.5",
+        "server_pid=1",
+    ] {
+        assert!(third.contains(expected), "{expected} not in\n{third}");
+    }
+    assert_eq!(run(&plain, &head(), &threaded), first);
+    // Extras naming these keys do not override them.
+    let mut shadowing = head();
+    shadowing.extra.extend([
+        ("mod_wsgi.process_group".into(), b"from-extra".to_vec()),
+        ("wsgi.run_once".into(), b"from-extra".to_vec()),
+    ]);
+    let fourth = run(&plain, &shadowing, &threaded);
+    assert!(!fourth.contains("from-extra"), "{fourth}");
+    assert_eq!(fourth, first);
 }

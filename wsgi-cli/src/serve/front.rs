@@ -334,13 +334,20 @@ fn http1_builder(limits: &Limits) -> http1::Builder {
         .header_read_timeout(limits.header_timeout)
         .max_header_size(limits.max_header_size)
         .max_buf_size(limits.max_header_size.max(8192) + 64 * 1024)
-        .max_headers(limits.max_headers)
         // Body buffers are queued as they are, never copied: what `SendfileStream` needs to
         // recognise a mapped file range.
         .writev(true)
         .keep_alive(true);
+    // hyper's own limit is 100 headers, parsed into arrays on the stack; a limit set, even
+    // to the same 100, makes it fill a new array of that size for every request.
+    if limits.max_headers != HYPER_MAX_HEADERS {
+        builder.max_headers(limits.max_headers);
+    }
     builder
 }
+
+/// The number of request headers hyper accepts when not told otherwise.
+const HYPER_MAX_HEADERS: usize = 100;
 
 /// Serves one connection over any byte stream (a socket, or an in-memory pipe for the
 /// benchmarks of the whole dispatch path), until the client closes it. `peer` and `local`

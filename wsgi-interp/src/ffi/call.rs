@@ -10,6 +10,7 @@ use super::attach::{Attached, lock_attached, without_gil};
 use super::host::{CallState, EmitError, InRequest, call_functions};
 use super::interp::{Objects, ScriptEntry};
 use super::shared::SharedChunk;
+use super::template::{self, TemplateCall};
 use super::{
     Obj, Stored, bytes_of, call, fs_str, latin1_str, new_dict, new_str, str_text, take_error,
 };
@@ -177,9 +178,30 @@ pub(crate) unsafe fn build_environ(
     // SAFETY: attached (caller's contract); keys and cached values are this interpreter's
     // own objects (`objects`), and PyDict_SetItem takes its own references.
     unsafe {
-        // The fixed CGI variables, HTTPS, the headers, the extras and the 21 set below.
-        let size = 15 + head.headers.len() + head.extra.len() + 21;
-        let env = new_dict(size)?;
+        // An application call starts from a copy of its constant keys (`template`), unless
+        // its extras name one of them (they must then override it, as below).
+        let template = match (input, callable) {
+            (Some(_), Some(callable)) if !template::extras_shadow_template(head) => {
+                let call = TemplateCall {
+                    opts,
+                    callable,
+                    errors: errors.as_ptr(),
+                    local_stamps: template::local_stamps(objects, head),
+                };
+                template::copy_for(objects, &call)
+                    .ok()?
+                    .map(|env| (env, call.local_stamps))
+            }
+            _ => None,
+        };
+        let (env, templated) = match template {
+            Some((env, local_stamps)) => (env, Some(local_stamps)),
+            // The fixed CGI variables, HTTPS, the headers, the extras and the 21 set below.
+            None => (
+                new_dict(15 + head.headers.len() + head.extra.len() + 21)?,
+                None,
+            ),
+        };
         let set = |key: *mut ffi::PyObject, value: *mut ffi::PyObject| {
             ffi::PyDict_SetItem(env.as_ptr(), key, value) == 0
         };
@@ -220,61 +242,59 @@ pub(crate) unsafe fn build_environ(
             if ok { Ok(()) } else { Err(()) }
         })
         .ok()?;
-        let boolean = |b: bool| if b { ffi::Py_True() } else { ffi::Py_False() };
         let scheme = value(match head.scheme {
             crate::Scheme::Http => v::HTTP,
             crate::Scheme::Https => v::HTTPS,
         });
-        let process_group_owned;
-        let process_group = if opts.process_group.is_empty() {
-            value(v::EMPTY)
-        } else {
-            process_group_owned = new_str(&opts.process_group)?;
-            process_group_owned.as_ptr()
-        };
-        let callable_owned;
-        let callable = match callable {
-            None => ptr::null_mut(),
-            Some("application") => value(v::APPLICATION),
-            Some(name) => {
-                callable_owned = new_str(name)?;
-                callable_owned.as_ptr()
+        let input = input.map_or(ptr::null_mut(), Obj::as_ptr);
+        // A NULL value leaves the key out.
+        let per_request = [(k::URL_SCHEME, scheme), (k::INPUT, input)];
+        let (process_group_owned, callable_owned);
+        let constants = match templated {
+            Some(_) => None,
+            None => {
+                let process_group = if opts.process_group.is_empty() {
+                    value(v::EMPTY)
+                } else {
+                    process_group_owned = new_str(&opts.process_group)?;
+                    process_group_owned.as_ptr()
+                };
+                let callable = match callable {
+                    None => ptr::null_mut(),
+                    Some("application") => value(v::APPLICATION),
+                    Some(name) => {
+                        callable_owned = new_str(name)?;
+                        callable_owned.as_ptr()
+                    }
+                };
+                let mut pairs = template::constant_pairs(
+                    objects,
+                    opts,
+                    callable,
+                    process_group,
+                    errors.as_ptr(),
+                );
+                // A hook's environ has no input, so nothing to read to its end or to wrap.
+                if input.is_null() {
+                    for (i, v) in &mut pairs {
+                        if *i == k::INPUT_TERMINATED || *i == k::FILE_WRAPPER {
+                            *v = ptr::null_mut();
+                        }
+                    }
+                }
+                Some(pairs)
             }
         };
-        let input = input.map_or(ptr::null_mut(), Obj::as_ptr);
-        let file_wrapper = if input.is_null() {
-            ptr::null_mut()
-        } else {
-            objects.file_wrapper.ptr()
-        };
-        let terminated = if input.is_null() {
-            ptr::null_mut()
-        } else {
-            ffi::Py_True()
-        };
-        // A NULL value leaves the key out.
-        let pairs: [(usize, *mut ffi::PyObject); 14] = [
-            (k::WSGI_VERSION, objects.wsgi_version.ptr()),
-            (k::URL_SCHEME, scheme),
-            (k::INPUT, input),
-            (k::ERRORS, errors.as_ptr()),
-            (k::MULTITHREAD, boolean(opts.multithread)),
-            (k::MULTIPROCESS, boolean(opts.multiprocess)),
-            (k::RUN_ONCE, boolean(opts.run_once)),
-            (k::INPUT_TERMINATED, terminated),
-            (k::FILE_WRAPPER, file_wrapper),
-            (k::PROCESS_GROUP, process_group),
-            (k::APPLICATION_GROUP, objects.group_name.ptr()),
-            (k::CALLABLE_OBJECT, callable),
-            (k::MOD_WSGI_VERSION, objects.mod_wsgi_version.ptr()),
-            (k::APACHE_VERSION, objects.apache_version.ptr()),
-        ];
-        for (i, v) in pairs {
+        for (i, v) in per_request
+            .into_iter()
+            .chain(constants.into_iter().flatten())
+        {
             if !v.is_null() && !set(key(i), v) {
                 return None;
             }
         }
-        if !input.is_null() && !set_stamps(objects, &head.stamps, &set) {
+        let stamps_in_template = templated == Some(true);
+        if !input.is_null() && !set_stamps(objects, &head.stamps, &set, stamps_in_template) {
             return None;
         }
         Some(env)
@@ -284,7 +304,8 @@ pub(crate) unsafe fn build_environ(
 /// Sets mod_wsgi 6.1's per-request numbers with `set`: `request_start`, `queue_start`,
 /// `daemon_start` and `application_start` (now) as floats of seconds since the epoch,
 /// `server_pid` a str, `thread_id` an int, and `request_id` when `wsgi serve` made one. The
-/// embedded-mode values (`0.0`, this process's pid) are the interpreter's cached objects.
+/// embedded-mode values (`0.0`, this process's pid) are the interpreter's cached objects;
+/// `constants_set`: the environ has them already (copied from its template).
 ///
 /// # Safety
 /// Attached to the interpreter owning `objects`.
@@ -292,6 +313,7 @@ unsafe fn set_stamps(
     objects: &Objects,
     stamps: &crate::Stamps,
     set: &dyn Fn(*mut ffi::PyObject, *mut ffi::PyObject) -> bool,
+    constants_set: bool,
 ) -> bool {
     // SAFETY: attached (caller's contract); every object made here is owned by an Obj that
     // outlives its use, and `set` takes its own reference.
@@ -303,18 +325,9 @@ unsafe fn set_stamps(
                 Obj::own(ffi::PyFloat_FromDouble(us as f64 / 1e6))
             }
         };
-        let pid = if stamps.server_pid == 0 || stamps.server_pid == objects.own_pid_number {
-            Some(Obj::borrowed(objects.own_pid.ptr()))
-        } else {
-            let mut buf = [0u8; 10];
-            latin1_str(crate::environ::decimal(stamps.server_pid, &mut buf))
-        };
-        let values = [
+        let per_request = [
             (k::REQUEST_START, seconds(stamps.request_start_us)),
-            (k::QUEUE_START, seconds(stamps.queue_start_us)),
-            (k::DAEMON_START, seconds(stamps.daemon_start_us)),
             (k::APPLICATION_START, seconds(crate::wsgi::now_us())),
-            (k::SERVER_PID, pid),
             (
                 k::THREAD_ID,
                 Obj::own(ffi::PyLong_FromUnsignedLong(
@@ -322,7 +335,23 @@ unsafe fn set_stamps(
                 )),
             ),
         ];
-        for (i, v) in values {
+        let constants = (!constants_set).then(|| {
+            let pid = if stamps.server_pid == 0 || stamps.server_pid == objects.own_pid_number {
+                Some(Obj::borrowed(objects.own_pid.ptr()))
+            } else {
+                let mut buf = [0u8; 10];
+                latin1_str(crate::environ::decimal(stamps.server_pid, &mut buf))
+            };
+            [
+                (k::QUEUE_START, seconds(stamps.queue_start_us)),
+                (k::DAEMON_START, seconds(stamps.daemon_start_us)),
+                (k::SERVER_PID, pid),
+            ]
+        });
+        for (i, v) in per_request
+            .into_iter()
+            .chain(constants.into_iter().flatten())
+        {
             let Some(v) = v else { return false };
             if !set(objects.keys[i].ptr(), v.as_ptr()) {
                 return false;

@@ -40,6 +40,7 @@ pub(crate) mod interp;
 pub(crate) mod lifecycle;
 pub(crate) mod shared;
 pub(crate) mod startup;
+pub(crate) mod template;
 pub(crate) mod tstate;
 
 use std::ffi::{CStr, CString, c_char};

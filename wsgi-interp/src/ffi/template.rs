@@ -1,0 +1,215 @@
+//! The part of an application call's environ that is the same on every call: built once per
+//! interpreter as a dict, and copied for each request (`PyDict_Copy` of a dict copies its
+//! table at once, where each `PyDict_SetItem` hashes and probes). About a third of the keys
+//! of a plain GET are these.
+
+use pyo3::ffi;
+
+use super::interp::Objects;
+use super::{Obj, Stored, new_dict, new_str};
+use crate::environ::{k, v};
+use crate::wsgi::{CallOptions, RequestHead};
+
+/// Room for the keys a request adds to the copy, so that adding them never grows its table.
+const PRESIZE: usize = 64;
+
+/// The `mod_wsgi.*` keys a template holds (without the prefix). A request whose extra
+/// variables name one of them, or any `wsgi.*` or `apache.*` key, is built without the
+/// template, so its extras keep the precedence they have over the computed keys.
+const MOD_WSGI_KEYS: [&str; 7] = [
+    "process_group",
+    "application_group",
+    "callable_object",
+    "version",
+    "queue_start",
+    "daemon_start",
+    "server_pid",
+];
+
+/// One interpreter's template: the dict and what it was built for.
+pub(crate) struct EnvironTemplate {
+    built_for: Signature,
+    dict: Stored,
+}
+
+/// What a template's values depend on.
+#[derive(PartialEq, Eq)]
+struct Signature {
+    callable: Box<str>,
+    /// The application's `wsgi.errors` (the template holds a reference, so the address
+    /// cannot be reused while it lives).
+    errors: usize,
+    multithread: bool,
+    multiprocess: bool,
+    run_once: bool,
+    process_group: Box<str>,
+    /// `mod_wsgi.queue_start`, `daemon_start` and `server_pid` are embedded mode's constant
+    /// values, and in the template.
+    local_stamps: bool,
+}
+
+impl Signature {
+    fn matches(&self, call: &TemplateCall<'_>) -> bool {
+        *self.callable == *call.callable
+            && self.errors == call.errors as usize
+            && self.multithread == call.opts.multithread
+            && self.multiprocess == call.opts.multiprocess
+            && self.run_once == call.opts.run_once
+            && *self.process_group == *call.opts.process_group
+            && self.local_stamps == call.local_stamps
+    }
+}
+
+/// An application call's inputs to its template.
+pub(crate) struct TemplateCall<'a> {
+    pub opts: &'a CallOptions,
+    pub callable: &'a str,
+    pub errors: *mut ffi::PyObject,
+    /// Whether the request's stamps are embedded mode's constants ([`local_stamps`]).
+    pub local_stamps: bool,
+}
+
+/// Whether `head`'s `mod_wsgi.queue_start`, `daemon_start` and `server_pid` are the constant
+/// ones of a request this process accepted and runs itself.
+pub(crate) fn local_stamps(objects: &Objects, head: &RequestHead) -> bool {
+    let s = &head.stamps;
+    s.queue_start_us == 0
+        && s.daemon_start_us == 0
+        && (s.server_pid == 0 || s.server_pid == objects.own_pid_number)
+}
+
+/// Whether an extra variable of `head` names a key a template would hold.
+pub(crate) fn extras_shadow_template(head: &RequestHead) -> bool {
+    head.extra.iter().any(|(name, _)| {
+        name.starts_with("wsgi.")
+            || name.starts_with("apache.")
+            || name
+                .strip_prefix("mod_wsgi.")
+                .is_some_and(|rest| MOD_WSGI_KEYS.contains(&rest))
+    })
+}
+
+/// The constant keys of an application call and their values, in the environ's order.
+///
+/// # Safety
+/// Attached to the interpreter owning `objects`.
+pub(crate) unsafe fn constant_pairs(
+    objects: &Objects,
+    opts: &CallOptions,
+    callable: *mut ffi::PyObject,
+    process_group: *mut ffi::PyObject,
+    errors: *mut ffi::PyObject,
+) -> [(usize, *mut ffi::PyObject); 12] {
+    // SAFETY: attached (caller's contract); only borrowed pointers of immortal or
+    // interpreter-owned objects are read.
+    unsafe {
+        let boolean = |b: bool| if b { ffi::Py_True() } else { ffi::Py_False() };
+        [
+            (k::WSGI_VERSION, objects.wsgi_version.ptr()),
+            (k::ERRORS, errors),
+            (k::MULTITHREAD, boolean(opts.multithread)),
+            (k::MULTIPROCESS, boolean(opts.multiprocess)),
+            (k::RUN_ONCE, boolean(opts.run_once)),
+            (k::INPUT_TERMINATED, ffi::Py_True()),
+            (k::FILE_WRAPPER, objects.file_wrapper.ptr()),
+            (k::PROCESS_GROUP, process_group),
+            (k::APPLICATION_GROUP, objects.group_name.ptr()),
+            (k::CALLABLE_OBJECT, callable),
+            (k::MOD_WSGI_VERSION, objects.mod_wsgi_version.ptr()),
+            (k::APACHE_VERSION, objects.apache_version.ptr()),
+        ]
+    }
+}
+
+/// A new environ holding `call`'s constant keys: a copy of the interpreter's template, made
+/// (or remade, when `call` differs from what it was made for) first. `Ok(None)` when the
+/// template is in use by another thread at this moment (the caller builds the environ key by
+/// key); `Err` with a Python error set when CPython failed.
+///
+/// # Safety
+/// Attached to the interpreter owning `objects`.
+pub(crate) unsafe fn copy_for(
+    objects: &Objects,
+    call: &TemplateCall<'_>,
+) -> Result<Option<Obj>, ()> {
+    // Nothing below runs Python code (dict and str operations on exact types only), so
+    // holding the lock never waits on the GIL; try_lock keeps that true even if it changed.
+    let Some(mut slot) = objects.environ_template.try_lock() else {
+        return Ok(None);
+    };
+    // SAFETY: attached (caller's contract); the template's dict is this interpreter's.
+    unsafe {
+        if !slot.as_ref().is_some_and(|t| t.built_for.matches(call)) {
+            let dict = build(objects, call).ok_or(())?;
+            if let Some(old) = slot.replace(EnvironTemplate {
+                built_for: Signature {
+                    callable: call.callable.into(),
+                    errors: call.errors as usize,
+                    multithread: call.opts.multithread,
+                    multiprocess: call.opts.multiprocess,
+                    run_once: call.opts.run_once,
+                    process_group: call.opts.process_group.as_str().into(),
+                    local_stamps: call.local_stamps,
+                },
+                dict: Stored::new(dict),
+            }) {
+                old.release();
+            }
+        }
+        let template = slot.as_ref().expect("made above");
+        Obj::own(ffi::PyDict_Copy(template.dict.ptr()))
+            .map(Some)
+            .ok_or(())
+    }
+}
+
+/// Makes the template dict for `call`.
+///
+/// # Safety
+/// Attached to the interpreter owning `objects`.
+unsafe fn build(objects: &Objects, call: &TemplateCall<'_>) -> Option<Obj> {
+    // SAFETY: attached (caller's contract); PyDict_SetItem takes its own references.
+    unsafe {
+        let dict = new_dict(PRESIZE)?;
+        let owned_group;
+        let process_group = if call.opts.process_group.is_empty() {
+            objects.values[v::EMPTY].ptr()
+        } else {
+            owned_group = new_str(&call.opts.process_group)?;
+            owned_group.as_ptr()
+        };
+        let owned_callable;
+        let callable = if call.callable == "application" {
+            objects.values[v::APPLICATION].ptr()
+        } else {
+            owned_callable = new_str(call.callable)?;
+            owned_callable.as_ptr()
+        };
+        let mut pairs =
+            constant_pairs(objects, call.opts, callable, process_group, call.errors).to_vec();
+        if call.local_stamps {
+            pairs.extend([
+                (k::QUEUE_START, objects.zero_seconds.ptr()),
+                (k::DAEMON_START, objects.zero_seconds.ptr()),
+                (k::SERVER_PID, objects.own_pid.ptr()),
+            ]);
+        }
+        for (i, value) in pairs {
+            if ffi::PyDict_SetItem(dict.as_ptr(), objects.keys[i].ptr(), value) != 0 {
+                return None;
+            }
+        }
+        Some(dict)
+    }
+}
+
+impl EnvironTemplate {
+    /// Drops the template's dict.
+    ///
+    /// # Safety
+    /// Attached to the interpreter that owns it.
+    pub(crate) unsafe fn release(self) {
+        // SAFETY: attached to the owner (caller's contract).
+        unsafe { self.dict.release() }
+    }
+}
