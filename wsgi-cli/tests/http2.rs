@@ -247,25 +247,125 @@ fn protocols_decide_per_virtual_host() {
     assert!(none.ok && none.version == "1.1", "{}", none.stderr);
 }
 
-#[test]
-fn protocols_honor_order_off_is_refused() {
-    let site = Site::new();
-    let conf = fs::write_world_readable(
-        &site.dir.path().join("site.conf"),
-        &format!(
-            "Listen 127.0.0.1:{}\nProtocols h2 http/1.1\nProtocolsHonorOrder Off\nWSGIScriptAlias / {}\n",
-            kit_http::free_port(),
-            site.app.display()
-        ),
+/// A `--config` site of TLS virtual hosts on one port ([`tls_util::tls_site`]): `hosts` are
+/// each host's `ServerName` and its further lines, after the server's `main` lines. Served
+/// (once `wsgi check` accepts it) on the port returned.
+fn serve_tls_hosts(site: &Site, main: &str, hosts: &[(&str, &str)]) -> (Server, u16) {
+    let port = kit_http::free_port();
+    let main = format!("Listen 127.0.0.1:{port}\n{main}");
+    let conf = tls_util::tls_site(site.dir.path(), &site.app, &main, hosts);
+    let conf = fs::write_world_readable(&site.dir.path().join("site.conf"), &conf);
+    (util::serve_checked_config(&conf), port)
+}
+
+/// curl offering `h2` then `http/1.1` (`--http2`) to `name` (its SNI name and Host) at
+/// 127.0.0.1:`port`: the version it spoke, which the application's `SERVER_PROTOCOL` says too.
+fn curl_h2_version(name: &str, port: u16) -> String {
+    let resolve = format!("{name}:{port}:127.0.0.1");
+    let got = curl(&[
+        "-k",
+        "--resolve",
+        &resolve,
+        "--http2",
+        &format!("https://{name}:{port}/env"),
+    ]);
+    assert!(got.ok, "{name}: {}", got.stderr);
+    let protocol = match got.version.as_str() {
+        "2" => "HTTP/2.0",
+        _ => "HTTP/1.1",
+    };
+    assert_holds(
+        &got.text(),
+        &[
+            &format!("SERVER_PROTOCOL={protocol}\n"),
+            &format!("HTTP_HOST={name}:{port}\n"),
+        ],
     );
-    let check = Command::new(env!("CARGO_BIN_EXE_wsgi"))
-        .args(["check", conf.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&check.stdout).into_owned()
-        + &String::from_utf8_lossy(&check.stderr);
-    assert!(!check.status.success(), "{said}");
-    assert!(said.contains("ProtocolsHonorOrder"), "{said}");
+    got.version
+}
+
+/// Two TLS virtual hosts on one port: ALPN answers with the `Protocols` of the host the
+/// client's SNI name selects, whichever of them comes first in the file.
+#[test]
+fn alpn_follows_the_virtual_host_sni_selects() {
+    let site = Site::new();
+    for h2_first in [true, false] {
+        let mut hosts = vec![
+            ("h2.example", "Protocols h2 http/1.1\n"),
+            ("old.example", "Protocols http/1.1\n"),
+        ];
+        if !h2_first {
+            hosts.reverse();
+        }
+        let (_server, port) = serve_tls_hosts(&site, "", &hosts);
+        assert_eq!(
+            curl_h2_version("h2.example", port),
+            "2",
+            "h2 host first: {h2_first}"
+        );
+        assert_eq!(
+            curl_h2_version("old.example", port),
+            "1.1",
+            "h2 host first: {h2_first}"
+        );
+        // openssl: the other order of preference; only `h2`, which the HTTP/1.1 host refuses;
+        // a name no host has (the port's first host answers).
+        assert_eq!(
+            tls_util::openssl_alpn("h2.example", port, "http/1.1,h2").as_deref(),
+            Ok("h2")
+        );
+        let refused = tls_util::openssl_alpn("old.example", port, "h2").unwrap_err();
+        assert!(refused.contains("no application protocol"), "{refused}");
+        let default = tls_util::openssl_alpn("unknown.example", port, "h2,http/1.1");
+        let expected = if h2_first { "h2" } else { "http/1.1" };
+        assert_eq!(
+            default.as_deref(),
+            Ok(expected),
+            "h2 host first: {h2_first}"
+        );
+    }
+}
+
+/// `ProtocolsHonorOrder` per virtual host, inherited from the server: On, the host's order of
+/// `Protocols` wins; Off, the client's.
+#[test]
+fn protocols_honor_order_decides_whose_order_wins() {
+    let site = Site::new();
+    let (_server, port) = serve_tls_hosts(
+        &site,
+        "Protocols http/1.1 h2\nProtocolsHonorOrder Off\n",
+        &[
+            ("on.example", "ProtocolsHonorOrder On\n"),
+            ("off.example", ""),
+            (
+                "h2-on.example",
+                "Protocols h2 http/1.1\nProtocolsHonorOrder on\n",
+            ),
+            ("h2-off.example", "Protocols h2 http/1.1\n"),
+        ],
+    );
+    // curl offers h2 first.
+    assert_eq!(curl_h2_version("on.example", port), "1.1");
+    assert_eq!(curl_h2_version("off.example", port), "2");
+    assert_eq!(curl_h2_version("h2-on.example", port), "2");
+    assert_eq!(curl_h2_version("h2-off.example", port), "2");
+    // openssl offering http/1.1 first.
+    for (name, chosen) in [
+        ("on.example", "http/1.1"),
+        ("off.example", "http/1.1"),
+        ("h2-on.example", "h2"),
+        ("h2-off.example", "http/1.1"),
+    ] {
+        assert_eq!(
+            tls_util::openssl_alpn(name, port, "http/1.1,h2").as_deref(),
+            Ok(chosen),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        tls_util::openssl_alpn("on.example", port, "h2,http/1.1").as_deref(),
+        Ok("http/1.1")
+    );
 }
 
 #[test]

@@ -1047,6 +1047,47 @@ WSGIScriptAlias /app {app}
     }
 }
 
+/// TLS ALPN as mod_ssl with mod_http2 answer it: per virtual host the client's SNI name
+/// selects (the first for a name none has), with its `Protocols` and `ProtocolsHonorOrder`
+/// inherited from the server; openssl offering each order of `h2` and `http/1.1`, to both.
+#[test]
+fn alpn_per_sni_host_as_apache_with_mod_http2() {
+    if !apache::have_debian_mod_wsgi() {
+        return;
+    }
+    let dir = fs::scratch_world_readable("wsgi-oracle-");
+    let root = dir.path();
+    let app = environ_app(root, &["SERVER_PROTOCOL"]);
+    let hosts = [
+        ("first.test", "Protocols http/1.1\n"),
+        ("on.test", "ProtocolsHonorOrder On\n"),
+        ("off.test", ""),
+        ("h2only.test", "Protocols h2\n"),
+        ("h2first.test", "Protocols h2 http/1.1\n"),
+    ];
+    let main = "LoadModule http2_module /usr/lib/apache2/modules/mod_http2.so\n\
+                Protocols http/1.1 h2\nProtocolsHonorOrder Off\n";
+    let site = tls_util::tls_site(root, &app, main, &hosts);
+    let theirs = start_apache(root, &site);
+    let ours = serve(root, &site);
+    for name in hosts.iter().map(|(name, _)| *name).chain(["unknown.test"]) {
+        for offer in ["h2,http/1.1", "http/1.1,h2", "http/1.1", "h2"] {
+            let apache = tls_util::openssl_alpn(name, theirs.port, offer).ok();
+            let wsgi = tls_util::openssl_alpn(name, ours.addr.port(), offer).ok();
+            // Every host accepts `http/1.1`; `first.test` (and so a name no host has) cannot
+            // speak `h2` and fails a client offering only that (Apache names `http/1.1`
+            // anyway, which openssl refuses; rustls sends `no_application_protocol`).
+            let refused = offer == "h2" && matches!(name, "first.test" | "unknown.test");
+            assert_eq!(
+                apache.is_none(),
+                refused,
+                "Apache: SNI {name}, offering {offer}"
+            );
+            assert_eq!(wsgi, apache, "SNI {name}, offering {offer}");
+        }
+    }
+}
+
 /// mod_ssl's `SSLEngine on` site: the application sees HTTPS as under mod_wsgi, redirects and
 /// folder redirects point to https, on the same requests to both servers (the key readable
 /// by root only: both read it before their children give up root).

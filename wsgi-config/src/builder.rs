@@ -903,14 +903,12 @@ impl ConfigBuilder {
                     Some(d.args.iter().map(|p| p.to_ascii_lowercase()).collect());
             }
             "protocolshonororder" => {
-                // `Off` is refused by the support table; `On` is what rustls does.
                 let refuse = |kind| ConfigError::new(Some(&d.span), d.name.clone(), kind);
-                match d.args.as_slice() {
-                    [value] => {
-                        crate::options::parse_flag(value).map_err(refuse)?;
-                    }
+                let honor = match d.args.as_slice() {
+                    [value] => crate::options::parse_flag(value).map_err(refuse)?,
                     _ => return Err(bad_alias(d, "one argument", "ProtocolsHonorOrder On|Off")),
-                }
+                };
+                self.host_mut(host).protocols_honor_order = Some(honor);
             }
             "remoteipproxyprotocol" | "remoteipproxyprotocolexceptions"
                 if !ctx.containers.is_empty() =>

@@ -168,6 +168,16 @@ impl Config {
             .unwrap_or(&DEFAULT)
     }
 
+    /// Whether a host's own order of [`Config::protocols`] wins over the client's when they
+    /// negotiate one (TLS ALPN): its own `ProtocolsHonorOrder`, else the main server's, else
+    /// Apache's default, `On`. `Off`: the client's order of preference wins.
+    pub fn protocols_honor_order(&self, host: Option<usize>) -> bool {
+        self.host(host)
+            .protocols_honor_order
+            .or(self.main.protocols_honor_order)
+            .unwrap_or(true)
+    }
+
     /// The daemon group named `name` (names are unique).
     pub fn daemon(&self, name: &str) -> Option<&DaemonGroup> {
         self.daemons.iter().find(|d| d.name == name)
@@ -555,6 +565,8 @@ pub struct Host {
     /// Apache's `Protocols` set at this level, lowercase, in the order written (see
     /// [`Config::protocols`]).
     pub protocols: Option<Vec<String>>,
+    /// Apache's `ProtocolsHonorOrder` set at this level (see [`Config::protocols_honor_order`]).
+    pub protocols_honor_order: Option<bool>,
     /// mod_remoteip's `RemoteIPProxyProtocolExceptions` set at this level: clients that may
     /// connect without a PROXY header (see [`Config::proxy_protocol_exceptions`]).
     pub proxy_protocol_exceptions: Option<Vec<IpNet>>,
@@ -1054,15 +1066,17 @@ pub fn seconds(d: Duration) -> String {
 mod tests {
     use super::*;
 
+    /// `text` read as `/srv/site.conf`.
+    fn load(text: &str) -> Result<Config, Vec<crate::ConfigError>> {
+        crate::load_str(
+            text,
+            std::path::Path::new("/srv/site.conf"),
+            &crate::reader::ReadOptions::default(),
+        )
+    }
+
     #[test]
     fn protocols_per_host_fall_back_to_the_server_then_apache_default() {
-        let load = |text: &str| {
-            crate::load_str(
-                text,
-                std::path::Path::new("/srv/site.conf"),
-                &crate::reader::ReadOptions::default(),
-            )
-        };
         let config = load(
             "Listen 80\nProtocols H2C http/1.1\n\
              <VirtualHost *:80>\n  Protocols h2 http/1.1\n  ProtocolsHonorOrder On\n</VirtualHost>\n\
@@ -1075,12 +1089,37 @@ mod tests {
         assert!(crate::serve_support::unserved(&config).is_empty());
         let plain = load("Listen 80\n").unwrap();
         assert_eq!(plain.protocols(None), ["http/1.1"]);
-        // Not in a section; `ProtocolsHonorOrder Off` is refused by wsgi serve.
+        assert!(plain.protocols_honor_order(None));
+        // Not in a section.
         let inside = load("Listen 80\n<Location />\n  Protocols h2c\n</Location>\n").unwrap();
         assert_eq!(crate::serve_support::unserved(&inside).len(), 1);
-        let off = load("Listen 80\nProtocolsHonorOrder Off\n").unwrap();
-        assert_eq!(crate::serve_support::unserved(&off).len(), 1);
+        let inside = load("Listen 80\n<Directory />\n  ProtocolsHonorOrder Off\n</Directory>\n");
+        assert_eq!(crate::serve_support::unserved(&inside.unwrap()).len(), 1);
         assert!(load("Listen 80\nProtocols\n").is_err());
+    }
+
+    #[test]
+    fn protocols_honor_order_per_host_falls_back_to_the_server_then_on() {
+        let config = load(
+            "Listen 80\nProtocolsHonorOrder off\n\
+             <VirtualHost *:80>\n  ProtocolsHonorOrder On\n</VirtualHost>\n\
+             <VirtualHost *:80>\n  ServerName other\n</VirtualHost>\n",
+        )
+        .unwrap();
+        assert!(crate::serve_support::unserved(&config).is_empty());
+        assert!(config.protocols_honor_order(Some(0)));
+        assert!(!config.protocols_honor_order(Some(1)));
+        assert!(!config.protocols_honor_order(None));
+        let host_off =
+            load("Listen 80\n<VirtualHost *:80>\n  ProtocolsHonorOrder Off\n</VirtualHost>\n")
+                .unwrap();
+        assert!(!host_off.protocols_honor_order(Some(0)));
+        assert!(host_off.protocols_honor_order(None));
+        for bad in ["ProtocolsHonorOrder maybe", "ProtocolsHonorOrder On Off"] {
+            let errors = load(&format!("Listen 80\n{bad}\n")).unwrap_err();
+            let said: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            assert!(said.iter().any(|e| e.contains("site.conf:2")), "{said:?}");
+        }
     }
 
     #[test]

@@ -150,17 +150,6 @@ fn ssl_engine(args: &[String]) -> Support {
     }
 }
 
-/// `ProtocolsHonorOrder On` (Apache's default) is what rustls does: the first protocol of the
-/// host's `Protocols` the client offers is chosen. `Off` (the client's preference) is refused.
-fn protocols_honor_order(args: &[String]) -> Support {
-    match args {
-        [on] if on.eq_ignore_ascii_case("on") => Support::Implemented,
-        _ => Support::Refused(
-            "choosing by the client's order of preference is not implemented by wsgi serve: the first of `Protocols` the client offers is chosen",
-        ),
-    }
-}
-
 /// `SSLProtocol` lists that allow TLSv1.2 or TLSv1.3 are implemented.
 fn ssl_protocol(args: &[String]) -> Support {
     match crate::tls::parse_protocols(args) {
@@ -420,14 +409,14 @@ pub static RULES: &[Rule] = &[
         section: false,
         support: IMPLEMENTED,
         by_args: None,
-        detail: "per `<VirtualHost>`, as mod_http2: `h2c` lets cleartext connections speak HTTP/2 with prior knowledge, `h2` offers HTTP/2 through TLS ALPN (the port's first host decides the offer); no `Upgrade: h2c`",
+        detail: "per `<VirtualHost>`, as mod_http2: `h2c` lets cleartext connections speak HTTP/2 with prior knowledge, `h2` offers HTTP/2 through TLS ALPN (the host the client's SNI name selects decides the offer); no `Upgrade: h2c`",
     },
     Rule {
         name: "ProtocolsHonorOrder",
         section: false,
         support: IMPLEMENTED,
-        by_args: Some(protocols_honor_order),
-        detail: "`On` implemented, `Off` refused",
+        by_args: None,
+        detail: "per `<VirtualHost>`, for TLS ALPN: `On` (the default), the first of the host's `Protocols` the client offers; `Off`, the first the client offers that the host lists",
     },
     Rule {
         name: "DirectoryIndex",

@@ -32,6 +32,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{Semaphore, oneshot, watch};
+use tokio_rustls::LazyConfigAcceptor;
 use wsgi_config::MapHeadToGet;
 use wsgi_config::route::{AliasTarget, ProcessGroup, Route, RouteRequest};
 use wsgi_interp::{AppCall, CallOptions, HeadSource, RequestHead, Scheme, Stamps};
@@ -55,6 +56,7 @@ use super::proxy_protocol::{self, Decision, HeaderError, PeekSocket, ProxyPolicy
 use super::sendfile::{SendfileSocket, SendfileStream, file_bytes};
 use super::site::{Site, UrlAlias};
 use super::strict::{self, HeadLimits, Verdict};
+use super::tls::PortTls;
 
 /// At a stop, how long open connections get to send their next request (answered with
 /// `Connection: close`) before the idle ones are closed: a keep-alive client is then told to
@@ -176,7 +178,7 @@ pub struct Listener {
     /// port is served on another one with `--port`).
     pub route_port: u16,
     /// TLS for its connections (`SSLEngine on` for its hosts, or `--ssl-certificate-file`).
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub tls: Option<PortTls>,
 }
 
 /// A connection from an acceptor: the stream, peer and local addresses, the route port, and
@@ -187,7 +189,7 @@ struct Accepted {
     local: SocketAddr,
     route_port: u16,
     /// The TLS handshake to do first, for a TLS port.
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<PortTls>,
     /// Its place among --max-connections.
     permit: tokio::sync::OwnedSemaphorePermit,
 }
@@ -199,7 +201,7 @@ impl Accepted {
         stream: Conn,
         peer: SocketAddr,
         route_port: u16,
-        tls: Option<tokio_rustls::TlsAcceptor>,
+        tls: Option<PortTls>,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Option<Accepted> {
         let local = local_addr(&stream, route_port).ok()?;
@@ -660,13 +662,14 @@ fn spawn_plain<S: SendfileSocket + PeekSocket + Sync>(
 }
 
 /// Serves a TLS connection: the handshake, done by `deadline` (a client that stalls it holds
-/// no more than a slow request head would), then as [`plain_connection`]. Plain HTTP gets
-/// mod_ssl's 400.
+/// no more than a slow request head would) with the configuration of the virtual host its
+/// ClientHello selects ([`PortTls::config_for`]), then as [`plain_connection`]. Plain HTTP
+/// gets mod_ssl's 400.
 async fn tls_connection(
     front: Arc<Front>,
     stream: TcpStream,
     addrs: Addrs,
-    (tls, deadline): (tokio_rustls::TlsAcceptor, tokio::time::Instant),
+    (tls, deadline): (PortTls, tokio::time::Instant),
     permit: tokio::sync::OwnedSemaphorePermit,
     serving: (Arc<Servers>, Watcher),
 ) {
@@ -676,7 +679,14 @@ async fn tls_connection(
         refuse_plain_http(stream, front.limits.header_timeout).await;
         return;
     }
-    let handshake = tokio::time::timeout_at(deadline, tls.accept(stream)).await;
+    // The ClientHello first: its SNI name selects the virtual host, whose configuration (its
+    // certificate, its ALPN answer) finishes the handshake, as with mod_ssl.
+    let handshake = tokio::time::timeout_at(deadline, async {
+        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+        let config = tls.config_for(&start.client_hello());
+        start.into_stream(config).await
+    })
+    .await;
     let stream = match handshake {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
@@ -792,7 +802,7 @@ async fn refuse_plain_http(mut stream: tokio::net::TcpStream, limit: Duration) {
 /// routed as.
 async fn accept_any(
     listeners: &[Listener],
-) -> io::Result<(Conn, SocketAddr, u16, Option<tokio_rustls::TlsAcceptor>)> {
+) -> io::Result<(Conn, SocketAddr, u16, Option<PortTls>)> {
     std::future::poll_fn(|cx| {
         for listener in listeners {
             let accepted = match &listener.socket {

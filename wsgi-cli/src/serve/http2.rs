@@ -97,28 +97,88 @@ pub fn cleartext(mode: HttpMode, protocols: Option<&[String]>) -> Versions {
     }
 }
 
-/// The ALPN protocols a TLS port offers, in the order of preference, for `--http` and the
-/// `Protocols` of the port's first host (None: not a `--config` site): `h2` where listed,
-/// `http/1.1` always (a client that does not negotiate speaks HTTP/1.1, as with Apache).
-pub fn alpn(mode: HttpMode, protocols: Option<&[String]>) -> Vec<Vec<u8>> {
-    const H2: &[u8] = b"h2";
-    const HTTP1: &[u8] = b"http/1.1";
-    match (mode, protocols) {
-        (HttpMode::Http1, _) => vec![HTTP1.to_vec()],
-        (HttpMode::Http2, _) => vec![H2.to_vec()],
-        (HttpMode::Auto, None) => vec![H2.to_vec(), HTTP1.to_vec()],
-        (HttpMode::Auto, Some(listed)) => {
-            let mut offered: Vec<Vec<u8>> = listed
-                .iter()
-                .map(|p| p.as_bytes())
-                .filter(|p| *p == H2 || *p == HTTP1)
-                .map(<[u8]>::to_vec)
-                .collect();
-            if !offered.iter().any(|p| p == HTTP1) {
-                offered.push(HTTP1.to_vec());
+/// ALPN's name of HTTP/2 over TLS.
+const H2: &[u8] = b"h2";
+/// ALPN's name of HTTP/1.1.
+const HTTP1: &[u8] = b"http/1.1";
+
+/// How a TLS virtual host answers a client's ALPN offer, as mod_ssl with mod_http2: the
+/// protocols its `Protocols` list (only `h2` and `http/1.1` are TLS's), as `--http` allows,
+/// and whose order of preference wins (`ProtocolsHonorOrder`). `http/1.1` is always accepted
+/// (a client that negotiates nothing speaks it): last, when the host does not list it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alpn {
+    /// `h2` and `http/1.1` as the host lists them, in its order, each once.
+    listed: Vec<&'static [u8]>,
+    /// Whether `http/1.1` is accepted after them though not listed.
+    fallback: bool,
+    /// `ProtocolsHonorOrder`: the host's order wins (else the client's).
+    honor_order: bool,
+}
+
+impl Alpn {
+    /// A host's answer for `--http`, its `Protocols` (None: not a `--config` site, so `h2` then
+    /// `http/1.1`) and its `ProtocolsHonorOrder`. `--http 1` offers `http/1.1` only, `--http 2`
+    /// `h2` only, whatever the host lists.
+    pub fn new(mode: HttpMode, protocols: Option<&[String]>, honor_order: bool) -> Alpn {
+        let listed = match (mode, protocols) {
+            (HttpMode::Http1, _) => vec![HTTP1],
+            (HttpMode::Http2, _) => vec![H2],
+            (HttpMode::Auto, None) => vec![H2, HTTP1],
+            (HttpMode::Auto, Some(protocols)) => {
+                let mut listed = Vec::new();
+                for name in protocols {
+                    let known = [H2, HTTP1].into_iter().find(|k| name.as_bytes() == *k);
+                    if let Some(known) = known.filter(|k| !listed.contains(k)) {
+                        listed.push(known);
+                    }
+                }
+                listed
             }
-            offered
+        };
+        let fallback = mode == HttpMode::Auto && !listed.contains(&HTTP1);
+        Alpn {
+            listed,
+            fallback,
+            honor_order,
         }
+    }
+
+    /// Every ALPN list a handshake with this host may be given to rustls (which chooses the
+    /// first of it the client offers), to be built once: the host's order; with
+    /// `ProtocolsHonorOrder Off` and both protocols listed, also the reverse, for a client
+    /// that prefers the host's second ([`Alpn::order_for`]).
+    pub fn orders(&self) -> Vec<Vec<Vec<u8>>> {
+        let list = |listed: &mut dyn Iterator<Item = &&'static [u8]>| -> Vec<Vec<u8>> {
+            listed
+                .map(|p| p.to_vec())
+                .chain(self.fallback.then(|| HTTP1.to_vec()))
+                .collect()
+        };
+        let mut orders = vec![list(&mut self.listed.iter())];
+        if self.client_decides() {
+            orders.push(list(&mut self.listed.iter().rev()));
+        }
+        orders
+    }
+
+    /// Which of [`Alpn::orders`] answers a client whose ALPN list is `offered` (in its order
+    /// of preference): the host's own, unless `ProtocolsHonorOrder Off` and the client names
+    /// the host's second listed protocol before its first.
+    pub fn order_for<'a>(&self, offered: impl IntoIterator<Item = &'a [u8]>) -> usize {
+        match self.listed[..] {
+            [first, second] if self.client_decides() => {
+                let preferred = offered.into_iter().find(|p| *p == first || *p == second);
+                usize::from(preferred == Some(second))
+            }
+            _ => 0,
+        }
+    }
+
+    /// Whether the client's order of preference may change the choice: `ProtocolsHonorOrder
+    /// Off` and two protocols listed.
+    fn client_decides(&self) -> bool {
+        !self.honor_order && self.listed.len() == 2
     }
 }
 
@@ -238,24 +298,103 @@ mod tests {
         assert_eq!(cleartext(HttpMode::Http1, Some(&h2c)), Versions::Http1);
     }
 
+    /// What a handshake negotiates with `alpn` for a client offering `offered`: the first of
+    /// the list [`Alpn::order_for`] chooses that the client offers, as rustls picks.
+    fn negotiated(alpn: &Alpn, offered: &[&str]) -> Option<String> {
+        let offered: Vec<&[u8]> = offered.iter().map(|p| p.as_bytes()).collect();
+        let list = &alpn.orders()[alpn.order_for(offered.iter().copied())];
+        list.iter()
+            .find(|p| offered.contains(&p.as_slice()))
+            .map(|p| String::from_utf8(p.clone()).unwrap())
+    }
+
     #[test]
     fn alpn_keeps_the_order_of_protocols() {
+        let first = |mode, protocols: Option<&[&str]>| {
+            let protocols = protocols.map(owned);
+            Alpn::new(mode, protocols.as_deref(), true)
+                .orders()
+                .remove(0)
+        };
         let both: Vec<Vec<u8>> = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        assert_eq!(alpn(HttpMode::Auto, None), both);
+        assert_eq!(first(HttpMode::Auto, None), both);
+        assert_eq!(first(HttpMode::Auto, Some(&["h2", "http/1.1"])), both);
         assert_eq!(
-            alpn(HttpMode::Auto, Some(&owned(&["h2", "http/1.1"]))),
-            both
-        );
-        assert_eq!(
-            alpn(HttpMode::Auto, Some(&owned(&["http/1.1", "h2"]))),
+            first(HttpMode::Auto, Some(&["http/1.1", "h2"])),
             vec![b"http/1.1".to_vec(), b"h2".to_vec()]
         );
         assert_eq!(
-            alpn(HttpMode::Auto, Some(&owned(&["h2c", "http/1.1"]))),
+            first(HttpMode::Auto, Some(&["h2c", "http/1.1"])),
             vec![b"http/1.1".to_vec()]
         );
-        assert_eq!(alpn(HttpMode::Auto, Some(&owned(&["h2"]))), both);
-        assert_eq!(alpn(HttpMode::Http2, None), vec![b"h2".to_vec()]);
-        assert_eq!(alpn(HttpMode::Http1, None), vec![b"http/1.1".to_vec()]);
+        assert_eq!(first(HttpMode::Auto, Some(&["h2"])), both);
+        assert_eq!(first(HttpMode::Auto, Some(&["h2", "h2", "h2c"])), both);
+        assert_eq!(first(HttpMode::Http2, None), vec![b"h2".to_vec()]);
+        assert_eq!(first(HttpMode::Http1, None), vec![b"http/1.1".to_vec()]);
+    }
+
+    #[test]
+    fn alpn_choice_follows_protocols_honor_order_and_http_mode() {
+        use HttpMode::{Auto, Http1, Http2};
+        const CURL: &[&str] = &["h2", "http/1.1"];
+        const OPENSSL: &[&str] = &["http/1.1", "h2"];
+        const H1_FIRST: &[&str] = &["http/1.1", "h2"];
+        const H2_FIRST: &[&str] = &["h2", "http/1.1"];
+        /// `--http`, `Protocols`, `ProtocolsHonorOrder`, the client's offer, what is negotiated.
+        type Case<'a> = (
+            HttpMode,
+            Option<&'a [&'a str]>,
+            bool,
+            &'a [&'a str],
+            Option<&'a str>,
+        );
+        let cases: &[Case] = &[
+            // On: the host's order wins, whatever the client prefers.
+            (Auto, Some(H1_FIRST), true, CURL, Some("http/1.1")),
+            (Auto, Some(H2_FIRST), true, OPENSSL, Some("h2")),
+            // Off: the client's order wins among what the host lists.
+            (Auto, Some(H1_FIRST), false, CURL, Some("h2")),
+            (Auto, Some(H1_FIRST), false, OPENSSL, Some("http/1.1")),
+            (Auto, Some(H2_FIRST), false, OPENSSL, Some("http/1.1")),
+            (Auto, Some(H2_FIRST), false, CURL, Some("h2")),
+            (Auto, Some(H1_FIRST), false, &["h2"], Some("h2")),
+            // Off, one protocol listed: `http/1.1` unlisted is taken only when nothing is.
+            (Auto, Some(&["h2"]), false, OPENSSL, Some("h2")),
+            (Auto, Some(&["h2"]), false, &["http/1.1"], Some("http/1.1")),
+            // A host without `h2` (Apache's default, or only `h2c`) never negotiates it.
+            (Auto, Some(&["http/1.1"]), false, CURL, Some("http/1.1")),
+            (
+                Auto,
+                Some(&["h2c", "http/1.1"]),
+                true,
+                CURL,
+                Some("http/1.1"),
+            ),
+            (Auto, Some(&["http/1.1"]), true, &["h2"], None),
+            // `--http 1` and `--http 2` decide over `Protocols` and the order.
+            (Http1, Some(H2_FIRST), false, CURL, Some("http/1.1")),
+            (Http1, Some(H2_FIRST), true, &["h2"], None),
+            (Http2, Some(&["http/1.1"]), false, OPENSSL, Some("h2")),
+            (Http2, Some(H1_FIRST), false, &["http/1.1"], None),
+            // Not a `--config` site: `h2` first.
+            (Auto, None, true, OPENSSL, Some("h2")),
+        ];
+        for &(mode, protocols, honor, offered, chosen) in cases {
+            let protocols = protocols.map(owned);
+            let alpn = Alpn::new(mode, protocols.as_deref(), honor);
+            let case = format!("{mode:?} {protocols:?} honor {honor}, offered {offered:?}");
+            assert_eq!(negotiated(&alpn, offered).as_deref(), chosen, "{case}");
+        }
+        // Two orders are built only where the client's order can change the choice.
+        let orders = |protocols: &[&str], honor| {
+            Alpn::new(Auto, Some(&owned(protocols)), honor)
+                .orders()
+                .len()
+        };
+        assert_eq!(orders(H2_FIRST, false), 2);
+        assert_eq!(orders(H2_FIRST, true), 1);
+        assert_eq!(orders(&["h2"], false), 1);
+        let off = Alpn::new(Auto, Some(&owned(H1_FIRST)), false);
+        assert_eq!(off.order_for(std::iter::empty()), 0);
     }
 }

@@ -729,35 +729,27 @@ fn bind_listen(
     }
 }
 
-/// The TLS acceptor of a listener routed as `route_port`: `--ssl-certificate-file`'s, else
-/// the configuration's `SSLEngine on` hosts of that port's.
+/// The TLS of a listener routed as `route_port`: `--ssl-certificate-file`'s, else the
+/// configuration's `SSLEngine on` hosts of that port's (each with its own ALPN answer, for
+/// `--http` and its `Protocols` and `ProtocolsHonorOrder`).
 fn listener_tls(
     args: &ServeArgs,
     site: &Site,
     route_port: u16,
-) -> Result<Option<tokio_rustls::TlsAcceptor>, ServeError> {
-    // ALPN offers what `--http` and the `Protocols` of the port's first host allow.
-    let protocols = match site.source {
-        SiteSource::ConfigFile { .. } => Some(
-            site.config
-                .protocols(site.config.select_host(None, route_port, None)),
-        ),
-        SiteSource::CommandLine(_) => None,
-    };
-    let alpn = http2::alpn(args.http, protocols);
+) -> Result<Option<tls::PortTls>, ServeError> {
     if let Some(certificate) = &args.ssl_certificate_file {
         return Ok(Some(tls::acceptor_for_files(
             certificate,
             args.ssl_certificate_key_file.as_deref(),
             args.ssl_certificate_chain_file.as_deref(),
-            alpn,
+            args.http,
         )?));
     }
     Ok(tls::acceptor_for(
         &site.config,
         &site.tls,
         route_port,
-        alpn,
+        args.http,
     )?)
 }
 

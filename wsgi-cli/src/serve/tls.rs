@@ -1,20 +1,26 @@
 //! TLS for `wsgi serve`, through rustls (with aws-lc-rs): mod_ssl's `SSLEngine on` virtual hosts
 //! of a configuration, and mod_wsgi-express's `--ssl-certificate-file` /
 //! `--ssl-certificate-key-file`. The keys are read when the configuration is (by the master
-//! and by the front, both before they give up root, as Apache reads them); each listening
-//! port that serves TLS gets one rustls configuration, choosing the certificate by the name
-//! the client asks for (SNI) among the virtual hosts of that port, the first one by default.
+//! and by the front, both before they give up root, as Apache reads them). Each listening
+//! port that serves TLS gets a [`PortTls`]: rustls configurations built at start for each of
+//! its virtual hosts, one of which finishes a handshake once the client's ClientHello is read,
+//! as mod_ssl switches to the virtual host the name the client asks for (SNI) selects (the
+//! port's first by default): that host's certificate, and its `Protocols` and
+//! `ProtocolsHonorOrder` for ALPN ([`Alpn`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
-use rustls::server::{ClientHello, ResolvesServerCert};
-use rustls::sign::CertifiedKey;
+use rustls::server::{ClientHello, ServerSessionMemoryCache, StoresServerSessions};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::{ServerConfig, SupportedProtocolVersion};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use wsgi_config::Config;
 use wsgi_config::tls::{Protocols, TlsSettings};
+
+use super::http2::{Alpn, HttpMode};
 
 /// Why TLS cannot be set up.
 #[derive(Debug, thiserror::Error)]
@@ -189,42 +195,104 @@ pub fn check_site(config: &Config) -> Vec<TlsError> {
     ports.dedup();
     ports
         .into_iter()
-        .filter_map(|port| acceptor_for(config, &loaded, port, Vec::new()).err())
+        .filter_map(|port| acceptor_for(config, &loaded, port, HttpMode::Auto).err())
         .collect()
 }
 
-/// Chooses the certificate by the client's SNI name: the first host of the port whose
-/// `ServerName` or `ServerAlias` matches, else the port's first host.
+/// One virtual host of a TLS port: the names the client's SNI name is matched against, its
+/// ALPN answer, and its rustls configurations, one for each of [`Alpn::orders`].
 #[derive(Debug)]
-struct ByName {
-    hosts: Vec<(Vec<String>, Arc<CertifiedKey>)>,
+struct PortHost {
+    /// `ServerName` and `ServerAlias` (lowercase; may hold wildcards).
+    names: Vec<String>,
+    /// How it answers the client's ALPN offer.
+    alpn: Alpn,
+    /// Its certificate and `alpn.orders()[i]`, for each `i`.
+    configs: Vec<Arc<ServerConfig>>,
 }
 
-impl ResolvesServerCert for ByName {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let wanted = hello.server_name().map(str::to_ascii_lowercase);
+/// The TLS of a listening port: its virtual hosts' rustls configurations, built at start, one
+/// of which is chosen for each connection once its ClientHello is read
+/// ([`PortTls::config_for`]).
+#[derive(Debug, Clone)]
+pub struct PortTls {
+    /// The port's TLS hosts in configuration order (never empty: the first is the default).
+    hosts: Arc<[PortHost]>,
+}
+
+impl PortTls {
+    /// The configuration to finish the handshake of `hello` with: the certificate of the host
+    /// its SNI name selects (`PortTls::host`), and that host's ALPN list in the order that
+    /// makes rustls choose what Apache would for the client's offer ([`Alpn::order_for`]).
+    pub fn config_for(&self, hello: &ClientHello<'_>) -> Arc<ServerConfig> {
+        let host = self.host(hello.server_name());
+        let order = host.alpn.order_for(hello.alpn().into_iter().flatten());
+        host.configs[order].clone()
+    }
+
+    /// The host a client's SNI name selects, as mod_ssl: the first of the port whose
+    /// `ServerName` or `ServerAlias` matches, else (no name, or no match) the port's first.
+    fn host(&self, sni: Option<&str>) -> &PortHost {
+        let wanted = sni.map(str::to_ascii_lowercase);
         let found = wanted.and_then(|name| {
-            self.hosts.iter().find(|(names, _)| {
-                names
+            self.hosts.iter().find(|host| {
+                host.names
                     .iter()
                     .any(|pattern| wsgi_config::route::wildcard_match(pattern, &name))
             })
         });
-        found
-            .or_else(|| self.hosts.first())
-            .map(|(_, key)| key.clone())
+        found.unwrap_or(&self.hosts[0])
     }
 }
 
-/// The rustls configuration for connections routed as port `route_port`, None when the port
-/// serves plain HTTP. `loaded` is [`load_site`]'s answer; `alpn` the protocols offered, in
-/// the order of preference.
+/// A host's rustls configurations, one for each of `alpn`'s orders: its certificate, the TLS
+/// `versions`, and the port's session cache (rustls resumes a session only for its SNI name).
+fn port_host(
+    names: Vec<String>,
+    key: &Arc<CertifiedKey>,
+    versions: &[&'static SupportedProtocolVersion],
+    alpn: Alpn,
+    sessions: &Arc<dyn StoresServerSessions>,
+) -> Result<PortHost, TlsError> {
+    let configs = alpn
+        .orders()
+        .into_iter()
+        .map(|order| {
+            let mut server = ServerConfig::builder_with_provider(provider())
+                .with_protocol_versions(versions)
+                .map_err(|e| TlsError::Key {
+                    certificate: PathBuf::new(),
+                    key: PathBuf::new(),
+                    why: e.to_string(),
+                })?
+                .with_no_client_auth()
+                .with_cert_resolver(Arc::new(SingleCertAndKey::from(key.clone())));
+            server.alpn_protocols = order;
+            server.session_storage = sessions.clone();
+            Ok(Arc::new(server))
+        })
+        .collect::<Result<_, TlsError>>()?;
+    Ok(PortHost {
+        names,
+        alpn,
+        configs,
+    })
+}
+
+/// The session cache of a port's configurations (rustls's default size).
+fn session_cache() -> Arc<dyn StoresServerSessions> {
+    ServerSessionMemoryCache::new(256)
+}
+
+/// The TLS of connections routed as port `route_port`, None when the port serves plain HTTP.
+/// `loaded` is [`load_site`]'s answer; `mode` is `--http`, which with each host's `Protocols`
+/// and `ProtocolsHonorOrder` decides its ALPN answer ([`Alpn::new`]).
 pub fn acceptor_for(
     config: &Config,
     loaded: &[Option<HostTls>],
     route_port: u16,
-    alpn: Vec<Vec<u8>>,
-) -> Result<Option<tokio_rustls::TlsAcceptor>, TlsError> {
+    mode: HttpMode,
+) -> Result<Option<PortTls>, TlsError> {
     let on_port: Vec<usize> = config
         .virtual_hosts
         .iter()
@@ -243,11 +311,12 @@ pub fn acceptor_for(
             None => "a <VirtualHost>".to_string(),
         }
     };
-    // (names, key, protocols) of each TLS host of the port, in configuration order.
+    // (host, names, loaded) of each TLS host of the port, in configuration order (the main
+    // server's, None, when no <VirtualHost> is on the port).
     let mut hosts = Vec::new();
     if on_port.is_empty() {
         if let Some(Some(main)) = loaded.first() {
-            hosts.push((Vec::new(), main.clone()));
+            hosts.push((None, Vec::new(), main));
         }
     } else {
         let tls: Vec<usize> = on_port
@@ -271,59 +340,54 @@ pub fn acceptor_for(
                 .map(|n| n.to_ascii_lowercase())
                 .collect();
             if let Some(Some(loaded)) = loaded.get(i + 1) {
-                hosts.push((names, loaded.clone()));
+                hosts.push((Some(i), names, loaded));
             }
         }
     }
-    let Some((_, first)) = hosts.first() else {
+    let Some((_, _, first)) = hosts.first() else {
         return Ok(None);
     };
     // Apache negotiates with the port's first (default) host's SSLProtocol.
-    let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
+    let mut versions: Vec<&'static SupportedProtocolVersion> = Vec::new();
     if first.protocols.tls13 {
         versions.push(&rustls::version::TLS13);
     }
     if first.protocols.tls12 {
         versions.push(&rustls::version::TLS12);
     }
-    let resolver = ByName {
-        hosts: hosts
-            .iter()
-            .map(|(names, loaded)| (names.clone(), loaded.key.clone()))
-            .collect(),
-    };
-    let mut server = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&versions)
-        .map_err(|e| TlsError::Key {
-            certificate: PathBuf::new(),
-            key: PathBuf::new(),
-            why: e.to_string(),
-        })?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
-    server.alpn_protocols = alpn;
-    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(server))))
+    let sessions = session_cache();
+    let hosts = hosts
+        .into_iter()
+        .map(|(host, names, loaded)| {
+            let alpn = Alpn::new(
+                mode,
+                Some(config.protocols(host)),
+                config.protocols_honor_order(host),
+            );
+            port_host(names, &loaded.key, &versions, alpn, &sessions)
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Some(PortTls { hosts }))
 }
 
-/// The rustls configuration of `--ssl-certificate-file` and `--ssl-certificate-key-file`.
+/// The TLS of `--ssl-certificate-file` and `--ssl-certificate-key-file`: one certificate,
+/// ALPN as `--http` allows (`h2` first), TLS 1.2 and 1.3.
 pub fn acceptor_for_files(
     certificate: &Path,
     key: Option<&Path>,
     chain: Option<&Path>,
-    alpn: Vec<Vec<u8>>,
-) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+    mode: HttpMode,
+) -> Result<PortTls, TlsError> {
     let key = load_key(certificate, key, chain)?;
-    let mut server = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Key {
-            certificate: certificate.to_path_buf(),
-            key: PathBuf::new(),
-            why: e.to_string(),
-        })?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(ByName {
-            hosts: vec![(Vec::new(), key)],
-        }));
-    server.alpn_protocols = alpn;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
+    let alpn = Alpn::new(mode, None, true);
+    let host = port_host(
+        Vec::new(),
+        &key,
+        rustls::DEFAULT_VERSIONS,
+        alpn,
+        &session_cache(),
+    )?;
+    Ok(PortTls {
+        hosts: Arc::new([host]),
+    })
 }

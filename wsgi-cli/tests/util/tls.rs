@@ -1,5 +1,6 @@
 //! TLS for the `wsgi serve` tests: certificates from a test CA made by rcgen, and HTTP/1.1
-//! exchanges over rustls as the client, bounded by a read timeout.
+//! exchanges over rustls as the client, bounded by a read timeout; the protocol openssl
+//! negotiates through ALPN.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -131,3 +132,49 @@ pub fn exchange(
 
 /// TLS 1.3 and 1.2.
 pub const BOTH: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+/// The protocol `openssl s_client` negotiates with SNI `name` at 127.0.0.1:`port`, offering
+/// `alpn` (comma-separated, in its order of preference), or what it said when none was (a
+/// server that accepts none of the client's protocols refuses the handshake, RFC 7301).
+pub fn openssl_alpn(name: &str, port: u16, alpn: &str) -> Result<String, String> {
+    let connect = format!("127.0.0.1:{port}");
+    let out = std::process::Command::new("timeout")
+        .args([
+            "30",
+            "openssl",
+            "s_client",
+            "-connect",
+            &connect,
+            "-servername",
+            name,
+            "-alpn",
+            alpn,
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let said = wsgi_testkit::process::output_text(&out);
+    said.lines()
+        .find_map(|l| l.strip_prefix("ALPN protocol: "))
+        .map(str::to_string)
+        .ok_or(said)
+}
+
+/// A site of name-based TLS virtual hosts (`<VirtualHost *>`) sharing one new certificate for
+/// their names (written in `dir`): mod_ssl's `LoadModule` line and the server's `main` lines,
+/// then for each of `hosts` (its `ServerName` and further lines) `SSLEngine on` with that
+/// certificate, serving `app` at `/`.
+pub fn tls_site(dir: &Path, app: &Path, main: &str, hosts: &[(&str, &str)]) -> String {
+    let names: Vec<&str> = hosts.iter().map(|(name, _)| *name).collect();
+    let issued = issue(dir, "hosts", &names, false);
+    let mut site = format!("LoadModule ssl_module /usr/lib/apache2/modules/mod_ssl.so\n{main}");
+    for (name, lines) in hosts {
+        site += &format!(
+            "<VirtualHost *>\nServerName {name}\n{lines}SSLEngine on\nSSLCertificateFile {cert}\nSSLCertificateKeyFile {key}\nWSGIScriptAlias / {app}\n</VirtualHost>\n",
+            cert = issued.cert.display(),
+            key = issued.key.display(),
+            app = app.display(),
+        );
+    }
+    site
+}
