@@ -1088,6 +1088,66 @@ fn alpn_per_sni_host_as_apache_with_mod_http2() {
     }
 }
 
+/// TLS versions as mod_ssl allows them: those of the `SSLProtocol` of the virtual host the
+/// client's SNI name selects (the first for a name none has), its own or the server's, whether
+/// it is the port's first host or not, and for a host with neither, the port's first host's;
+/// openssl offering only TLS 1.2, then only TLS 1.3, to both.
+#[test]
+fn ssl_protocol_per_sni_host_as_apache_with_mod_ssl() {
+    if !apache::have_debian_mod_wsgi() {
+        return;
+    }
+    let all = "SSLProtocol all\n";
+    let only12 = "SSLProtocol all -TLSv1.3\n";
+    let only13 = "SSLProtocol -all +TLSv1.3\n";
+    let both = "TLSv1.2 TLSv1.3";
+    // (the server's lines, [(host, its lines, the versions it allows)]).
+    let cases: [(&str, &[tls_util::VersionsHost]); 4] = [
+        (
+            "",
+            &[("first.test", "", both), ("second.test", only13, "TLSv1.3")],
+        ),
+        (
+            "",
+            &[
+                ("first.test", only13, "TLSv1.3"),
+                ("second.test", "", "TLSv1.3"),
+                ("third.test", all, both),
+            ],
+        ),
+        (
+            only13,
+            &[
+                ("first.test", "", "TLSv1.3"),
+                ("second.test", only12, "TLSv1.2"),
+            ],
+        ),
+        (
+            all,
+            &[("first.test", only13, "TLSv1.3"), ("second.test", "", both)],
+        ),
+    ];
+    for (main, hosts) in cases {
+        let dir = fs::scratch_world_readable("wsgi-oracle-");
+        let root = dir.path();
+        let app = environ_app(root, &["SSL_PROTOCOL"]);
+        let lines: Vec<(&str, &str)> = hosts
+            .iter()
+            .map(|&(name, lines, _)| (name, lines))
+            .collect();
+        let site = tls_util::tls_site(root, &app, main, &lines);
+        let theirs = start_apache(root, &site);
+        let ours = serve(root, &site);
+        let unknown = ("unknown.test", "", hosts[0].2);
+        for &(name, _, allowed) in hosts.iter().chain([&unknown]) {
+            let apache = tls_util::openssl_versions(name, theirs.port);
+            assert_eq!(apache, allowed, "Apache: {main:?}{lines:?}: SNI {name}");
+            let wsgi = tls_util::openssl_versions(name, ours.addr.port());
+            assert_eq!(wsgi, apache, "{main:?}{lines:?}: SNI {name}");
+        }
+    }
+}
+
 /// mod_ssl's `SSLEngine on` site: the application sees HTTPS as under mod_wsgi, redirects and
 /// folder redirects point to https, on the same requests to both servers (the key readable
 /// by root only: both read it before their children give up root).

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tls_util::{BOTH, exchange, issue};
+use tls_util::{BOTH, exchange, issue, openssl_version, openssl_versions};
 use util::Server;
 use wsgi_testkit::fs;
 use wsgi_testkit::http::{self, Response};
@@ -146,7 +146,7 @@ fn a_stalled_handshake_is_closed_at_the_header_timeout_and_holds_up_no_one() {
 
 /// Two name-based virtual hosts on one port, each with its own certificate: the client's SNI
 /// name picks the certificate (the first host's when it names neither), the Host header the
-/// application; `SSLProtocol` of the port's first host decides the versions.
+/// application; the server's `SSLProtocol`, which both inherit, decides the versions.
 #[test]
 fn sni_picks_the_virtual_host_certificate_and_ssl_protocol_applies() {
     let dir = fs::scratch_world_readable("wsgi-tls-");
@@ -230,6 +230,57 @@ SSLProtocol -all +TLSv1.3
         &http::get_request("/", "a.test"),
     );
     assert!(old.is_err(), "TLS 1.2 was accepted");
+}
+
+/// Each virtual host of a port speaks the TLS versions of its own `SSLProtocol`, as mod_ssl:
+/// the host the client's SNI name selects decides (the first for a name no host has), whether
+/// it is the port's first or not; a host with no `SSLProtocol` (nor the server) speaks what the
+/// port's first host does. openssl offering only TLS 1.2 to a host that allows only TLS 1.3
+/// gets a `protocol_version` alert at once, and the port goes on serving.
+#[test]
+fn each_sni_host_speaks_the_tls_versions_of_its_own_ssl_protocol() {
+    let dir = fs::scratch_world_readable("wsgi-tls-");
+    let app = environ_app(dir.path(), "env.wsgi", "x");
+    let all = "SSLProtocol all\n";
+    let only13 = "SSLProtocol -all +TLSv1.3\n";
+    let both = "TLSv1.2 TLSv1.3";
+    // [(host, its lines, the versions it allows)].
+    let cases: [&[tls_util::VersionsHost]; 2] = [
+        &[("first.test", "", both), ("second.test", only13, "TLSv1.3")],
+        &[
+            ("first.test", only13, "TLSv1.3"),
+            ("second.test", all, both),
+            ("third.test", "", "TLSv1.3"),
+        ],
+    ];
+    for hosts in cases {
+        let lines: Vec<(&str, &str)> = hosts
+            .iter()
+            .map(|&(name, lines, _)| (name, lines))
+            .collect();
+        let site = tls_util::tls_site(dir.path(), &app, "", &lines);
+        let conf = fs::write_world_readable(&dir.path().join("site.conf"), &site);
+        let server = Server::start(&["--config", conf.to_str().unwrap(), "--port", "0"]);
+        let port = server.addr.port();
+        let (strict, _, _) = hosts.iter().find(|(_, lines, _)| *lines == only13).unwrap();
+        let started = Instant::now();
+        let refused = openssl_version(strict, port, "-tls1_2");
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|said| said.contains("alert protocol version")),
+            "{lines:?}: SNI {strict} offering TLS 1.2: {refused:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10), "{lines:?}");
+        let other = ("other.test", "", hosts[0].2);
+        for &(name, _, allowed) in hosts.iter().chain([&other]) {
+            assert_eq!(
+                openssl_versions(name, port),
+                allowed,
+                "{lines:?}: SNI {name}"
+            );
+        }
+    }
 }
 
 /// What cannot work is refused before anything is served, naming the line or the file.
@@ -335,4 +386,20 @@ fn bad_tls_configurations_are_refused_at_start() {
         checked.contains("optional.conf:2") && checked.contains("optional.conf:3"),
         "{checked}"
     );
+
+    // A second host's own SSLProtocol that wsgi serve cannot speak (the first's can).
+    let site = tls_util::tls_site(
+        dir.path(),
+        &app,
+        "",
+        &[("a.test", ""), ("b.test", "SSLProtocol -all +TLSv1.1\n")],
+    );
+    let (code, checked, served) = check("hostproto.conf", site);
+    assert_eq!(code, Some(1), "{checked}");
+    let line = "hostproto.conf:11";
+    assert!(
+        checked.contains(line) && checked.contains("SSLProtocol"),
+        "{checked}"
+    );
+    assert!(served.contains(line), "{served}");
 }

@@ -683,7 +683,8 @@ async fn tls_connection(
         return;
     }
     // The ClientHello first: its SNI name selects the virtual host, whose configuration (its
-    // certificate, its ALPN answer) finishes the handshake, as with mod_ssl.
+    // certificate, its SSLProtocol versions, its ALPN answer) finishes the handshake, as with
+    // mod_ssl; a client offering none of its versions gets a protocol_version alert.
     let handshake = tokio::time::timeout_at(deadline, async {
         let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
         let config = tls.config_for(&start.client_hello());

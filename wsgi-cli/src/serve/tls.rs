@@ -5,7 +5,8 @@
 //! port that serves TLS gets a [`PortTls`]: rustls configurations built at start for each of
 //! its virtual hosts, one of which finishes a handshake once the client's ClientHello is read,
 //! as mod_ssl switches to the virtual host the name the client asks for (SNI) selects (the
-//! port's first by default): that host's certificate, and its `Protocols` and
+//! port's first by default): that host's certificate, its `SSLProtocol` for the TLS versions
+//! (the port's first host's when neither it nor the server sets one), and its `Protocols` and
 //! `ProtocolsHonorOrder` for ALPN ([`Alpn`]).
 
 use std::path::{Path, PathBuf};
@@ -80,8 +81,9 @@ fn port_name(port: u16) -> String {
 pub struct HostTls {
     /// The chain and key.
     pub key: Arc<CertifiedKey>,
-    /// `SSLProtocol` (both versions when unset).
-    pub protocols: Protocols,
+    /// The host's `SSLProtocol`, inherited from the server when it sets none; None when
+    /// neither sets one (the host then speaks what the port's first host does, as mod_ssl).
+    pub protocols: Option<Protocols>,
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -166,10 +168,7 @@ pub fn load_site(config: &Config) -> Result<Vec<Option<HostTls>>, TlsError> {
             })?;
             Ok(Some(HostTls {
                 key,
-                protocols: settings.protocols.unwrap_or(Protocols {
-                    tls12: true,
-                    tls13: true,
-                }),
+                protocols: settings.protocols,
             }))
         })
         .collect()
@@ -200,7 +199,8 @@ pub fn check_site(config: &Config) -> Vec<TlsError> {
 }
 
 /// One virtual host of a TLS port: the names the client's SNI name is matched against, its
-/// ALPN answer, and its rustls configurations, one for each of [`Alpn::orders`].
+/// ALPN answer, and its rustls configurations (its certificate and `SSLProtocol` versions),
+/// one for each of [`Alpn::orders`].
 #[derive(Debug)]
 struct PortHost {
     /// `ServerName` and `ServerAlias` (lowercase; may hold wildcards).
@@ -221,9 +221,11 @@ pub struct PortTls {
 }
 
 impl PortTls {
-    /// The configuration to finish the handshake of `hello` with: the certificate of the host
-    /// its SNI name selects (`PortTls::host`), and that host's ALPN list in the order that
-    /// makes rustls choose what Apache would for the client's offer ([`Alpn::order_for`]).
+    /// The configuration to finish the handshake of `hello` with: the certificate and TLS
+    /// versions of the host its SNI name selects (`PortTls::host`), and that host's ALPN list
+    /// in the order that makes rustls choose what Apache would for the client's offer
+    /// ([`Alpn::order_for`]). A client that offers none of that host's versions gets a
+    /// `protocol_version` alert from rustls when the handshake goes on with it.
     pub fn config_for(&self, hello: &ClientHello<'_>) -> Arc<ServerConfig> {
         let host = self.host(hello.server_name());
         let order = host.alpn.order_for(hello.alpn().into_iter().flatten());
@@ -277,6 +279,18 @@ fn port_host(
         alpn,
         configs,
     })
+}
+
+/// The rustls versions `protocols` allows, TLS 1.3 first.
+fn versions(protocols: Protocols) -> Vec<&'static SupportedProtocolVersion> {
+    let mut versions: Vec<&'static SupportedProtocolVersion> = Vec::new();
+    if protocols.tls13 {
+        versions.push(&rustls::version::TLS13);
+    }
+    if protocols.tls12 {
+        versions.push(&rustls::version::TLS12);
+    }
+    versions
 }
 
 /// The session cache of a port's configurations (rustls's default size).
@@ -347,14 +361,13 @@ pub fn acceptor_for(
     let Some((_, _, first)) = hosts.first() else {
         return Ok(None);
     };
-    // Apache negotiates with the port's first (default) host's SSLProtocol.
-    let mut versions: Vec<&'static SupportedProtocolVersion> = Vec::new();
-    if first.protocols.tls13 {
-        versions.push(&rustls::version::TLS13);
-    }
-    if first.protocols.tls12 {
-        versions.push(&rustls::version::TLS12);
-    }
+    // As mod_ssl, which switches to the host the SNI name selects: that host's SSLProtocol,
+    // its own or the server's, and when neither sets one, the port's first (default) host's,
+    // with which the handshake began.
+    let default = first.protocols.unwrap_or(Protocols {
+        tls12: true,
+        tls13: true,
+    });
     let sessions = session_cache();
     let hosts = hosts
         .into_iter()
@@ -364,6 +377,7 @@ pub fn acceptor_for(
                 Some(config.protocols(host)),
                 config.protocols_honor_order(host),
             );
+            let versions = versions(loaded.protocols.unwrap_or(default));
             port_host(names, &loaded.key, &versions, alpn, &sessions)
         })
         .collect::<Result<_, _>>()?;

@@ -133,10 +133,9 @@ pub fn exchange(
 /// TLS 1.3 and 1.2.
 pub const BOTH: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
 
-/// The protocol `openssl s_client` negotiates with SNI `name` at 127.0.0.1:`port`, offering
-/// `alpn` (comma-separated, in its order of preference), or what it said when none was (a
-/// server that accepts none of the client's protocols refuses the handshake, RFC 7301).
-pub fn openssl_alpn(name: &str, port: u16, alpn: &str) -> Result<String, String> {
+/// What `openssl s_client` says connecting to 127.0.0.1:`port` with SNI `name` and the
+/// further arguments `more` (its input closed, within 30 s).
+pub fn openssl_s_client(name: &str, port: u16, more: &[&str]) -> String {
     let connect = format!("127.0.0.1:{port}");
     let out = std::process::Command::new("timeout")
         .args([
@@ -147,17 +146,51 @@ pub fn openssl_alpn(name: &str, port: u16, alpn: &str) -> Result<String, String>
             &connect,
             "-servername",
             name,
-            "-alpn",
-            alpn,
         ])
+        .args(more)
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
-    let said = wsgi_testkit::process::output_text(&out);
+    wsgi_testkit::process::output_text(&out)
+}
+
+/// The protocol `openssl s_client` negotiates with SNI `name` at 127.0.0.1:`port`, offering
+/// `alpn` (comma-separated, in its order of preference), or what it said when none was (a
+/// server that accepts none of the client's protocols refuses the handshake, RFC 7301).
+pub fn openssl_alpn(name: &str, port: u16, alpn: &str) -> Result<String, String> {
+    let said = openssl_s_client(name, port, &["-alpn", alpn]);
     said.lines()
         .find_map(|l| l.strip_prefix("ALPN protocol: "))
         .map(str::to_string)
         .ok_or(said)
+}
+
+/// The TLS version (`TLSv1.3`...) `openssl s_client` negotiates with SNI `name` at
+/// 127.0.0.1:`port` when it offers only the one `version` names (`-tls1_2`, `-tls1_3`), or
+/// what it said when the handshake failed.
+pub fn openssl_version(name: &str, port: u16, version: &str) -> Result<String, String> {
+    let said = openssl_s_client(name, port, &[version]);
+    // `New, TLSv1.3, Cipher is ...`, or `New, (NONE), Cipher is (NONE)` after a failure.
+    said.lines()
+        .find_map(|l| l.strip_prefix("New, ")?.split_once(", Cipher is "))
+        .map(|(version, _)| version)
+        .filter(|v| *v != "(NONE)")
+        .map(str::to_string)
+        .ok_or(said)
+}
+
+/// A virtual host of a [`tls_site`] and what a test expects of it: its `ServerName`, its
+/// further lines, and the TLS versions it allows (as [`openssl_versions`] says them).
+pub type VersionsHost<'a> = (&'a str, &'a str, &'a str);
+
+/// The TLS versions `openssl s_client` negotiates with SNI `name` at 127.0.0.1:`port`
+/// offering one at a time: `TLSv1.2 TLSv1.3`, `TLSv1.2`, `TLSv1.3` or nothing.
+pub fn openssl_versions(name: &str, port: u16) -> String {
+    ["-tls1_2", "-tls1_3"]
+        .into_iter()
+        .filter_map(|version| openssl_version(name, port, version).ok())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A site of name-based TLS virtual hosts (`<VirtualHost *>`) sharing one new certificate for
