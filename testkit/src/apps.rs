@@ -231,7 +231,8 @@ def application(environ, start_response):
 /// `/loaded` (when the script and the preload ran), `/switch` (`sys.getswitchinterval()`),
 /// `/stack` (the worker thread's stack size), `/echo`, `/whoami` (`uid cwd process_group`),
 /// `/headers` (repeated headers), `/fail-mid`, `/big-headers?N` (N 100-byte headers),
-/// `/environ` (the allocator variables in `os.environ`).
+/// `/environ` (the allocator variables in `os.environ`), `/file?PATH` (`wsgi.file_wrapper`
+/// of the file from its byte 10).
 pub const DAEMON_APP: &str = r#"
 import ctypes, os, sys, time
 
@@ -286,6 +287,11 @@ def application(environ, start_response):
         return [body]
     elif path == '/environ':
         body = ' '.join(sorted(k for k in os.environ if k.startswith(('MIMALLOC_', 'MALLOC_')))).encode()
+    elif path == '/file':
+        f = open(environ['QUERY_STRING'], 'rb')
+        f.seek(10)
+        start_response('200 OK', [('Content-Type', 'application/octet-stream')])
+        return environ['wsgi.file_wrapper'](f)
     start_response('200 OK', [('Content-Type', 'text/plain')])
     return [body]
 "#;

@@ -21,6 +21,11 @@ def application(environ, start_response):
         os._exit(1)
     if path == '/slow':
         time.sleep(0.5)
+    if path == '/file':
+        f = open(environ['QUERY_STRING'], 'rb')
+        f.seek(10)
+        start_response('200 OK', [('Content-Type', 'application/octet-stream')])
+        return environ['wsgi.file_wrapper'](f)
     if path == '/midway':
         start_response('200 OK', [('Content-Type', 'text/plain')])
         def body():
@@ -133,6 +138,32 @@ fn a_crashed_daemon_costs_its_request_only() {
     assert_ne!(before, after);
     let log = apache.error_log();
     assert!(log.contains("daemon process exited with status 1"), "{log}");
+}
+
+/// A `wsgi.file_wrapper` file reaches the Apache child as a descriptor from the daemon
+/// process, and Apache sends it from the file.
+#[test]
+fn a_file_wrapper_file_goes_out_through_the_apache_child() {
+    let dir = scratch_world_readable("wsgi-apache-daemon-");
+    let root = dir.path().join("server");
+    std::fs::create_dir(&root).unwrap();
+    let content: Vec<u8> = (0..500_000u32).map(|i| (i % 251) as u8).collect();
+    let file = dir.path().join("data.bin");
+    std::fs::write(&file, &content).unwrap();
+    let apache = Apache::start(&root, &site(dir.path(), "threads=2"));
+    let (status, head, body) = apache.get(&format!("/file?{}", file.display()));
+    assert_eq!(status, 200, "{head}");
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(&body).expect("a complete chunked body")
+    } else {
+        body
+    };
+    assert!(body == content[10..], "body differs ({} bytes)", body.len());
+    // The child's connection to the daemon process goes on serving.
+    assert_eq!(apache.get("/x").0, 200);
 }
 
 #[test]

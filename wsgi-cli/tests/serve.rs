@@ -63,6 +63,11 @@ def application(environ, start_response):
         f.seek(1000)
         start_response('200 OK', [('Content-Type', 'application/octet-stream')] + method)
         return environ['wsgi.file_wrapper'](f)
+    if path == '/file-unlinked':
+        f = open(query, 'rb')
+        os.unlink(query)
+        start_response('200 OK', [('Content-Type', 'application/octet-stream')] + method)
+        return environ['wsgi.file_wrapper'](f)
     if path == '/endless':
         marker = query
         class Endless:
@@ -512,6 +517,66 @@ fn file_wrapper_and_static_files_go_out_with_sendfile() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// In daemon mode a `wsgi.file_wrapper` file crosses to the front as its descriptor, not its
+/// bytes: the front sends it with `sendfile(2)` as in embedded mode, even once the app has
+/// removed the file's name, and a HEAD response sends nothing.
+#[test]
+fn daemon_file_wrapper_goes_to_the_front_as_a_descriptor() {
+    let dir = scratch();
+    let content: Vec<u8> = (0..2 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, &content).unwrap();
+    let app = write(&dir.path().join("app.wsgi"), APP);
+    let mut args = vec![app.to_str().unwrap(), "--port", "0", "--log-level", "debug"];
+    args.extend(["--processes", "1", "--threads", "2"]);
+    if wsgi_testkit::process::is_root() {
+        // The daemon process opens the file as another user than the front runs as.
+        args.extend(["--user", "nobody"]);
+    }
+    let server = Server::start(&args);
+    let r = server.get(&format!("/file-from?{}", big.display()));
+    assert_eq!(r.status, 200);
+    assert!(r.complete);
+    assert_eq!(r.header("content-length"), Some("2096152"));
+    assert!(r.body == content[1000..], "file_wrapper body differs");
+
+    // HEAD: the headers only, nothing sent from the file.
+    let head = format!(
+        "HEAD /file-from?{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        big.display()
+    );
+    let r = Response::parse_for(&server.raw(head.as_bytes()), true);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some("2096152"));
+
+    // The name is gone before the front sends a byte; the descriptor still reads the file.
+    let writable = dir.path().join("writable");
+    std::fs::create_dir(&writable).unwrap();
+    let anyone = std::os::unix::fs::PermissionsExt::from_mode(0o777);
+    std::fs::set_permissions(&writable, anyone).unwrap();
+    let gone = writable.join("gone.bin");
+    std::fs::write(&gone, &content[..300_000]).unwrap();
+    let r = server.get(&format!("/file-unlinked?{}", gone.display()));
+    assert_eq!(r.status, 200);
+    assert!(r.body == content[..300_000], "unlinked file body differs");
+    assert!(!gone.exists());
+
+    // Both bodies left the front through sendfile, the HEAD response's not at all.
+    let wanted = [
+        "sendfile: sent 2096152 of 2096152 bytes from offset 1000",
+        "sendfile: sent 300000 of 300000 bytes from offset 0",
+    ];
+    let sent = wait::eventually(Duration::from_secs(10), || {
+        let log = server.stderr();
+        wanted.iter().all(|w| log.contains(w))
+    });
+    let log = server.stderr();
+    assert!(sent, "missing {wanted:?} in the log:\n{log}");
+    assert_eq!(log.matches("sendfile: sent").count(), 2, "{log}");
+    // The connection to the daemon process goes on serving.
+    assert_eq!(server.get("/hello").text(), "Hello, world!\n");
 }
 
 #[test]

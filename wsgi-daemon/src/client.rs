@@ -21,6 +21,7 @@ use parking_lot::Mutex;
 use wsgi_config::daemon_options::DaemonOptions;
 use wsgi_interp::{AppCall, AppError, Outcome, RequestBody, RequestHead, ResponseSink};
 
+use crate::fd_passing::FdReader;
 use crate::protocol::{
     self, CHUNK, DaemonRequest, End, FrameReader, ProtocolError, RejectReason, kind, write_raw,
 };
@@ -345,7 +346,7 @@ impl GroupClient {
             // fresh one that a process stopping for replacement accepted and closed.
             return Attempt::Retry { rejected: false };
         }
-        let mut reader = FrameReader::new(&conn);
+        let mut reader = FrameReader::new(FdReader::new(&conn));
         let mut out = BufWriter::with_capacity(CHUNK + 16, &conn);
         let mut accepted = false;
         let mut started: Option<u16> = None;
@@ -414,6 +415,21 @@ impl GroupClient {
                 Ok(Some((kind::DATA, p))) => {
                     sent += p.len() as u64;
                     if let Err(error) = sink.write(p) {
+                        return Attempt::Done(Ok(Outcome::ClientGone { error }));
+                    }
+                    continue;
+                }
+                Ok(Some((kind::FILE, p))) => {
+                    let (offset, len) = match protocol::decode_file(p) {
+                        Ok(range) => range,
+                        Err(e) => return self.broken(started, sent, e.to_string()),
+                    };
+                    let Some(fd) = reader.get_mut().take_fd() else {
+                        let why = "a FILE frame came without its file descriptor";
+                        return self.broken(started, sent, why.to_string());
+                    };
+                    sent += len;
+                    if let Err(error) = send_file(sink, std::fs::File::from(fd), offset, len) {
                         return Attempt::Done(Ok(Outcome::ClientGone { error }));
                     }
                     continue;
@@ -499,6 +515,38 @@ impl GroupClient {
             }),
         })
     }
+}
+
+/// Sends `len` bytes of `file` from `offset` to `sink`: from the file where the sink can
+/// (`sendfile`), else read and written in chunks. A file shorter than said ends the body
+/// early with an error, as the front cannot send what the headers promised.
+fn send_file(
+    sink: &mut dyn ResponseSink,
+    file: std::fs::File,
+    offset: u64,
+    len: u64,
+) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let Some(file) = sink.owned_file(file, offset, len)? else {
+        return Ok(());
+    };
+    let mut chunk = vec![0u8; CHUNK.min(usize::try_from(len).unwrap_or(CHUNK))];
+    let mut done = 0;
+    while done < len {
+        let want = chunk
+            .len()
+            .min(usize::try_from(len - done).unwrap_or(usize::MAX));
+        let n = file.read_at(&mut chunk[..want], offset + done)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file the daemon process sent is shorter than its response says",
+            ));
+        }
+        sink.write(&chunk[..n])?;
+        done += n as u64;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 //! * [`spec`]: the start-up hand-over from supervisor to daemon process.
 
 pub mod client;
+pub mod fd_passing;
 pub mod forklog;
 mod limits;
 pub mod panics;

@@ -63,6 +63,9 @@ pub mod kind {
     pub const DATA: u8 = 0x13;
     /// Daemon → front: how the request ended ([`super::End`]).
     pub const END: u8 = 0x14;
+    /// Daemon → front: the body is `len` bytes of a file from `offset` (two `u64`), whose
+    /// descriptor is attached to this frame (`SCM_RIGHTS`, [`crate::fd_passing`]).
+    pub const FILE: u8 = 0x15;
 }
 
 /// Why bytes could not be read as protocol frames.
@@ -213,6 +216,24 @@ pub fn write_raw(w: &mut impl Write, kind: u8, payload: &[u8]) -> io::Result<()>
     header[1..].copy_from_slice(&(payload.len() as u32).to_le_bytes());
     w.write_all(&header)?;
     w.write_all(payload)
+}
+
+/// A FILE frame: `len` bytes of the attached file from `offset`.
+pub fn encode_file(offset: u64, len: u64) -> [u8; HEADER_LEN + 16] {
+    let mut frame = [0u8; HEADER_LEN + 16];
+    frame[0] = kind::FILE;
+    frame[1..HEADER_LEN].copy_from_slice(&16u32.to_le_bytes());
+    frame[HEADER_LEN..HEADER_LEN + 8].copy_from_slice(&offset.to_le_bytes());
+    frame[HEADER_LEN + 8..].copy_from_slice(&len.to_le_bytes());
+    frame
+}
+
+/// A FILE frame's payload: (offset, len).
+pub fn decode_file(payload: &[u8]) -> Result<(u64, u64), ProtocolError> {
+    let mut d = Decoder::new("FILE", payload);
+    let range = (d.u64()?, d.u64()?);
+    d.done()?;
+    Ok(range)
 }
 
 /// Encodes a REQUEST frame.
@@ -748,6 +769,7 @@ impl<R: Read> FrameReader<R> {
                 | kind::START
                 | kind::DATA
                 | kind::END
+                | kind::FILE
         ) {
             return Err(ProtocolError::UnknownKind(kind));
         }

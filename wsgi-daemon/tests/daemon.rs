@@ -366,6 +366,26 @@ fn two_processes_four_threads_serve_concurrently_and_pass_responses_unchanged() 
     );
 }
 
+/// A `wsgi.file_wrapper` file reaches the front as a descriptor (FILE frame); a sink that
+/// cannot send from a file gets its bytes, read by the client from that descriptor.
+#[test]
+fn a_file_wrapper_file_is_read_from_its_descriptor_when_the_sink_wants_bytes() {
+    let server = Server::start("processes=1 threads=2", Duration::ZERO);
+    let dir = wsgi_testkit::fs::scratch_world_readable("wsgi-daemon-file-");
+    let content: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let file = dir.path().join("data.bin");
+    std::fs::write(&file, &content).unwrap();
+    let r = server.get("/file", file.to_str().unwrap()).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body == content[10..], "body differs");
+    match &r.outcome {
+        Some(Outcome::Complete { body_bytes, .. }) => assert_eq!(*body_bytes, 199_990),
+        other => panic!("expected Complete, got {other:?}"),
+    }
+    // The connection serves the next request.
+    assert!(server.get("/", "").unwrap().complete());
+}
+
 #[test]
 fn a_crash_fails_only_its_request_with_502_and_the_next_succeed_within_a_second() {
     let server = Arc::new(Server::start("processes=1 threads=2", Duration::ZERO));

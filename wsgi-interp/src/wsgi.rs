@@ -428,6 +428,20 @@ pub trait ResponseSink: Send {
         let _ = (fd, offset, len);
         Ok(false)
     }
+    /// Sends `len` bytes of `file` from `offset`, keeping the file as long as the sink needs
+    /// it: a file another process opened (a daemon process's `wsgi.file_wrapper`). Give the
+    /// file back (`Ok(Some)`) to have the caller read and write it instead. By default as
+    /// [`ResponseSink::file`].
+    fn owned_file(
+        &mut self,
+        file: std::fs::File,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<Option<std::fs::File>> {
+        use std::os::fd::AsRawFd;
+        let sent = self.file(file.as_raw_fd(), offset, len)?;
+        Ok((!sent).then_some(file))
+    }
 }
 
 /// A Python exception, rendered for logs and error pages.

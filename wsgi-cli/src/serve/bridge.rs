@@ -686,11 +686,25 @@ impl ResponseSink for ChannelSink {
         let Ok(file) = std::fs::File::open(format!("/proc/self/fd/{fd}")) else {
             return Ok(false);
         };
+        self.owned_file(file, offset, len)
+            .map(|declined| declined.is_none())
+    }
+
+    /// A file a daemon process handed over: sent from as it is.
+    fn owned_file(
+        &mut self,
+        file: std::fs::File,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<Option<std::fs::File>> {
+        if self.discard_body {
+            return Ok(None);
+        }
         let bytes = super::sendfile::file_bytes(file, offset, len)?;
         if !bytes.is_empty() {
             self.send(bytes)?;
         }
-        Ok(true)
+        Ok(None)
     }
 }
 

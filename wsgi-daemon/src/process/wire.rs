@@ -1,13 +1,17 @@
 //! A request's body and response over the front connection's frames: [`WireBody`] asks for
-//! the body one BODY_WANTED at a time, [`WireSink`] writes START and DATA.
+//! the body one BODY_WANTED at a time, [`WireSink`] writes START and DATA (and FILE, with the
+//! file's descriptor, for a `wsgi.file_wrapper` response).
 
 use std::io::{self, BufWriter, Write};
+use std::os::fd::RawFd;
 use std::os::unix::net::UnixStream;
 
 use wsgi_interp::{RequestBody, ResponseSink};
 
+use crate::fd_passing::send_with_fd;
 use crate::protocol::{
-    CHUNK, FrameReader, ProtocolError, encode_body_wanted, encode_start, kind, write_raw,
+    CHUNK, FrameReader, ProtocolError, encode_body_wanted, encode_file, encode_start, kind,
+    write_raw,
 };
 
 /// The request body, pulled from the front one BODY_WANTED at a time.
@@ -128,5 +132,13 @@ impl ResponseSink for WireSink<'_> {
             write_raw(&mut self.out, kind::DATA, part)?;
         }
         self.out.flush()
+    }
+
+    /// The file's descriptor goes to the front with a FILE frame, and the front sends it
+    /// from the file: its bytes never cross the socket.
+    fn file(&mut self, fd: RawFd, offset: u64, len: u64) -> io::Result<bool> {
+        self.out.flush()?;
+        send_with_fd(self.out.get_ref(), &encode_file(offset, len), fd)?;
+        Ok(true)
     }
 }
