@@ -521,7 +521,7 @@ fn file_wrapper_and_static_files_go_out_with_sendfile() {
 
 /// In daemon mode a `wsgi.file_wrapper` file crosses to the front as its descriptor, not its
 /// bytes: the front sends it with `sendfile(2)` as in embedded mode, even once the app has
-/// removed the file's name, and a HEAD response sends nothing.
+/// removed the file's name, and a HEAD response sends nothing. Streamed bodies arrive whole.
 #[test]
 fn daemon_file_wrapper_goes_to_the_front_as_a_descriptor() {
     let dir = scratch();
@@ -575,6 +575,18 @@ fn daemon_file_wrapper_goes_to_the_front_as_a_descriptor() {
     let log = server.stderr();
     assert!(sent, "missing {wanted:?} in the log:\n{log}");
     assert_eq!(log.matches("sendfile: sent").count(), 2, "{log}");
+    // A streamed body: its large chunks reach hyper as the front read them.
+    let r = server.get("/stream?64");
+    assert_eq!(r.status, 200);
+    assert!(r.complete);
+    assert_eq!(r.body.len(), 64 * 65536);
+    assert!(
+        r.body
+            .chunks(65536)
+            .enumerate()
+            .all(|(i, chunk)| chunk.iter().all(|&b| b == 65 + (i % 26) as u8)),
+        "streamed body differs"
+    );
     // The connection to the daemon process goes on serving.
     assert_eq!(server.get("/hello").text(), "Hello, world!\n");
 }

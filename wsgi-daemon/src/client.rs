@@ -29,6 +29,9 @@ use crate::protocol::{
 /// Idle connections kept per group.
 const MAX_IDLE: usize = 64;
 
+/// Response chunks of at least this size go to the sink as read ([`ResponseSink::write_owned`]).
+const OWNED_CHUNK: usize = 16 * 1024;
+
 /// Sets a connection's socket buffer sizes (`send-buffer-size=`, `receive-buffer-size=`); 0
 /// leaves the system's. The kernel may round (Linux doubles the value for its bookkeeping); a
 /// refusal is logged, never fatal.
@@ -414,7 +417,14 @@ impl GroupClient {
                 }
                 Ok(Some((kind::DATA, p))) => {
                     sent += p.len() as u64;
-                    if let Err(error) = sink.write(p) {
+                    // A large chunk is handed over as read; a small one is copied, so the
+                    // reader keeps its buffer.
+                    let written = if p.len() >= OWNED_CHUNK {
+                        sink.write_owned(reader.take_payload())
+                    } else {
+                        sink.write(p)
+                    };
+                    if let Err(error) = written {
                         return Attempt::Done(Ok(Outcome::ClientGone { error }));
                     }
                     continue;

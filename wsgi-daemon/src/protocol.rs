@@ -211,18 +211,22 @@ impl Encoder {
 
 /// Writes a frame with a raw payload (BODY, DATA, BODY_END...).
 pub fn write_raw(w: &mut impl Write, kind: u8, payload: &[u8]) -> io::Result<()> {
+    w.write_all(&frame_header(kind, payload.len()))?;
+    w.write_all(payload)
+}
+
+/// The header of a frame of `kind` with `len` bytes of payload.
+pub fn frame_header(kind: u8, len: usize) -> [u8; HEADER_LEN] {
     let mut header = [0u8; HEADER_LEN];
     header[0] = kind;
-    header[1..].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-    w.write_all(&header)?;
-    w.write_all(payload)
+    header[1..].copy_from_slice(&(len as u32).to_le_bytes());
+    header
 }
 
 /// A FILE frame: `len` bytes of the attached file from `offset`.
 pub fn encode_file(offset: u64, len: u64) -> [u8; HEADER_LEN + 16] {
     let mut frame = [0u8; HEADER_LEN + 16];
-    frame[0] = kind::FILE;
-    frame[1..HEADER_LEN].copy_from_slice(&16u32.to_le_bytes());
+    frame[..HEADER_LEN].copy_from_slice(&frame_header(kind::FILE, 16));
     frame[HEADER_LEN..HEADER_LEN + 8].copy_from_slice(&offset.to_le_bytes());
     frame[HEADER_LEN + 8..].copy_from_slice(&len.to_le_bytes());
     frame
@@ -778,12 +782,28 @@ impl<R: Read> FrameReader<R> {
             return Err(ProtocolError::TooLarge(len));
         }
         self.buf.clear();
-        self.buf.resize(len, 0);
-        match self.inner.read_exact(&mut self.buf) {
-            Ok(()) => Ok(Some((kind, &self.buf))),
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(ProtocolError::Truncated),
-            Err(e) => Err(e.into()),
+        // Read into the buffer's spare room as it is (not zeroed first).
+        self.buf.reserve(len);
+        loop {
+            let left = len - self.buf.len();
+            if left == 0 {
+                return Ok(Some((kind, &self.buf)));
+            }
+            match (&mut self.inner)
+                .take(left as u64)
+                .read_to_end(&mut self.buf)
+            {
+                Ok(0) => return Err(ProtocolError::Truncated),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
         }
+    }
+
+    /// The payload of the frame just read, to keep: the reader starts a new buffer.
+    pub fn take_payload(&mut self) -> Vec<u8> {
+        std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK))
     }
 }
 
@@ -960,6 +980,37 @@ mod tests {
             (kind::BODY_WANTED, 65536)
         );
         assert!(r.next_frame().unwrap().is_none());
+    }
+
+    /// A reader that hands out at most a few bytes per read.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.0.len()).min(7);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn frames_arriving_in_pieces_are_whole_and_a_payload_can_be_kept() {
+        let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let mut bytes = Vec::new();
+        write_raw(&mut bytes, kind::DATA, &big).unwrap();
+        write_raw(&mut bytes, kind::DATA, b"small").unwrap();
+        bytes.extend_from_slice(&encode_file(7, 1 << 40));
+        let mut r = FrameReader::new(Trickle(&bytes));
+        assert!(matches!(r.next_frame(), Ok(Some((kind::DATA, p))) if p == big.as_slice()));
+        assert_eq!(r.take_payload(), big);
+        assert!(matches!(r.next_frame(), Ok(Some((kind::DATA, b"small")))));
+        match r.next_frame() {
+            Ok(Some((kind::FILE, p))) => assert_eq!(decode_file(p).unwrap(), (7, 1 << 40)),
+            other => panic!("expected FILE, got {other:?}"),
+        }
+        assert!(matches!(r.next_frame(), Ok(None)));
+        assert!(decode_file(&[0; 15]).is_err());
     }
 
     #[test]

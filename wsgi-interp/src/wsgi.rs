@@ -422,6 +422,11 @@ pub trait ResponseSink: Send {
     fn write_shared(&mut self, chunk: crate::SharedChunk) -> io::Result<()> {
         self.write(&chunk)
     }
+    /// Sends one body chunk the sink may keep (a daemon process's, read off its socket). By
+    /// default it is written as any chunk.
+    fn write_owned(&mut self, chunk: Vec<u8>) -> io::Result<()> {
+        self.write(&chunk)
+    }
     /// Sends `len` bytes of the regular file `fd` from `offset` (sendfile). Return `Ok(false)`
     /// to have the body iterated instead. `fd` stays open for the duration of the call.
     fn file(&mut self, fd: RawFd, offset: u64, len: u64) -> io::Result<bool> {

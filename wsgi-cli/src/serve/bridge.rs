@@ -666,6 +666,14 @@ impl ResponseSink for ChannelSink {
         self.send(Bytes::copy_from_slice(chunk))
     }
 
+    /// A daemon process's chunk goes to hyper as it was read: no copy.
+    fn write_owned(&mut self, chunk: Vec<u8>) -> io::Result<()> {
+        if self.discard_body {
+            return self.write(&chunk);
+        }
+        self.send(Bytes::from(chunk))
+    }
+
     /// The app's `bytes` object itself goes to hyper, which writes it from there: no copy.
     fn write_shared(&mut self, chunk: wsgi_interp::SharedChunk) -> io::Result<()> {
         if self.discard_body {

@@ -2,7 +2,7 @@
 //! the body one BODY_WANTED at a time, [`WireSink`] writes START and DATA (and FILE, with the
 //! file's descriptor, for a `wsgi.file_wrapper` response).
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, IoSlice, Write};
 use std::os::fd::RawFd;
 use std::os::unix::net::UnixStream;
 
@@ -10,8 +10,8 @@ use wsgi_interp::{RequestBody, ResponseSink};
 
 use crate::fd_passing::send_with_fd;
 use crate::protocol::{
-    CHUNK, FrameReader, ProtocolError, encode_body_wanted, encode_file, encode_start, kind,
-    write_raw,
+    CHUNK, FrameReader, ProtocolError, encode_body_wanted, encode_file, encode_start, frame_header,
+    kind, write_raw,
 };
 
 /// The request body, pulled from the front one BODY_WANTED at a time.
@@ -103,6 +103,22 @@ impl RequestBody for WireBody<'_> {
     }
 }
 
+/// Response chunks of at least this size are written without going through the buffer.
+const DIRECT: usize = 16 * 1024;
+
+/// Writes all of `slices` to `out`.
+fn write_all_vectored(mut out: &UnixStream, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+    while !slices.is_empty() {
+        match out.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// The response, as START/DATA frames (START is sent with the first DATA or the END).
 pub(super) struct WireSink<'a> {
     pub(super) out: BufWriter<&'a UnixStream>,
@@ -128,10 +144,21 @@ impl ResponseSink for WireSink<'_> {
     }
 
     fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
-        for part in chunk.chunks(CHUNK) {
-            write_raw(&mut self.out, kind::DATA, part)?;
+        if chunk.len() < DIRECT {
+            write_raw(&mut self.out, kind::DATA, chunk)?;
+            return self.out.flush();
         }
-        self.out.flush()
+        // Large chunks go from where they are, each frame's header beside its payload in one
+        // vectored write: not copied into the buffer first.
+        self.out.flush()?;
+        for part in chunk.chunks(CHUNK) {
+            let header = frame_header(kind::DATA, part.len());
+            write_all_vectored(
+                self.out.get_ref(),
+                &mut [IoSlice::new(&header), IoSlice::new(part)],
+            )?;
+        }
+        Ok(())
     }
 
     /// The file's descriptor goes to the front with a FILE frame, and the front sends it
