@@ -1,6 +1,7 @@
 //! The worker threads (`threads=`): each takes a connection with a request waiting, serves
-//! that one request through `wsgi-interp` ([`Shared::serve_connection`]), and gives the
-//! connection back to the reactor; a panic is caught and the process replaced.
+//! that one request through `wsgi-interp` ([`Shared::serve_connection`]), serves the next
+//! one there too if it comes within a moment ([`LINGER`]), and gives the connection back to
+//! the reactor; a panic is caught and the process replaced.
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -21,6 +22,21 @@ enum After {
     Close,
 }
 
+/// How long a worker waits on the connection it just answered for the next request there,
+/// before it gives the connection back to the reactor.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Whether `conn` has something to read (a request, or its end) within [`LINGER`].
+fn request_soon(conn: &UnixStream) -> bool {
+    use std::os::fd::AsFd;
+    let mut fds = [nix::poll::PollFd::new(
+        conn.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let wait = nix::poll::PollTimeout::try_from(LINGER).unwrap_or(nix::poll::PollTimeout::ZERO);
+    matches!(nix::poll::poll(&mut fds, wait), Ok(n) if n > 0)
+}
+
 impl Shared {
     pub(super) fn worker(
         self: Arc<Self>,
@@ -31,12 +47,23 @@ impl Shared {
             if !reserved {
                 self.free.fetch_sub(1, Ordering::SeqCst);
             }
-            match crate::panics::catch(|| self.serve_connection(index, conn)) {
-                Ok(After::Keep(conn)) => {
-                    self.register(token, conn, false);
+            let mut conn = conn;
+            loop {
+                match crate::panics::catch(|| self.serve_connection(index, conn)) {
+                    Ok(After::Keep(kept)) => {
+                        // A busy front sends a connection's next request as soon as it has
+                        // the answer: served here when it comes within a moment, it skips
+                        // the reactor (a wake-up and a hand-over to a worker).
+                        if !self.draining.load(Ordering::SeqCst) && request_soon(&kept) {
+                            conn = kept;
+                            continue;
+                        }
+                        self.register(token, kept, false);
+                    }
+                    Ok(After::Close) => {}
+                    Err(panic) => self.worker_panicked(index, &panic),
                 }
-                Ok(After::Close) => {}
-                Err(panic) => self.worker_panicked(index, &panic),
+                break;
             }
             let free = self.free.fetch_add(1, Ordering::SeqCst) + 1;
             if free > 0 && !self.listener_armed.load(Ordering::SeqCst) {
