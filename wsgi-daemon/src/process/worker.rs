@@ -1,7 +1,7 @@
 //! The worker threads (`threads=`): each takes a connection with a request waiting, serves
 //! that one request through `wsgi-interp` ([`Shared::serve_connection`]), serves the next
-//! one there too if it comes within a moment ([`LINGER`]), and gives the connection back to
-//! the reactor; a panic is caught and the process replaced.
+//! one there too if it comes within a moment ([`LINGER`], for `wsgi serve`'s groups), and
+//! gives the connection back to the reactor; a panic is caught and the process replaced.
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -54,7 +54,10 @@ impl Shared {
                         // A busy front sends a connection's next request as soon as it has
                         // the answer: served here when it comes within a moment, it skips
                         // the reactor (a wake-up and a hand-over to a worker).
-                        if !self.draining.load(Ordering::SeqCst) && request_soon(&kept) {
+                        if self.spec.linger
+                            && !self.draining.load(Ordering::SeqCst)
+                            && request_soon(&kept)
+                        {
                             conn = kept;
                             continue;
                         }
