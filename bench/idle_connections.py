@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Memory of idle keep-alive connections: starts `wsgi serve bench/apps/hello.py`, opens N
-connections that each make one request and then stay open, and prints how much the front
-process's resident memory grew per connection (VmRSS before and after).
+connections that each make one request and then stay open, waits 4 s (a connection quiet for
+1 to 2 s is parked: hyper's buffers are let go), and prints how much the front process's
+resident memory grew per connection (VmRSS before and after).
 
     bench/idle_connections.py [-b BIN] [-n N] [--no-request]
 
@@ -69,7 +70,7 @@ def main():
                 while b"Hello, World!" not in buf:
                     buf += s.recv(4096)
             socks.append(s)
-        time.sleep(2)
+        time.sleep(4)
         after = rss_kib(front)
         mode = "connected" if args.no_request else "after one request"
         print(f"{args.n} idle connections ({mode}): front RSS {before} KiB -> {after} KiB, "

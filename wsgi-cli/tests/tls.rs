@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tls_util::{BOTH, exchange, issue, openssl_version, openssl_versions};
+use tls_util::{BOTH, connect, exchange, issue, openssl_version, openssl_versions};
 use util::Server;
 use wsgi_testkit::fs;
 use wsgi_testkit::http::{self, Response};
@@ -111,6 +111,44 @@ fn certificate_flags_serve_https_and_the_app_sees_it() {
     )
     .unwrap();
     assert_eq!(Response::parse(&answer.raw).status, 200);
+}
+
+/// A TLS keep-alive connection left idle is parked like a plain one (hyper's buffers let
+/// go, the TLS session kept) and serves the next request on the same session.
+#[test]
+fn an_idle_tls_connection_is_parked_and_serves_on() {
+    let dir = fs::scratch_world_readable("wsgi-tls-");
+    let app = environ_app(dir.path(), "env.wsgi", "parked");
+    let issued = issue(dir.path(), "site", &["localhost"], false);
+    let server = serve_https(&app, &issued, &["--log-level", "debug"]);
+    let mut tls = connect(server.addr, "localhost", &[&issued.root], BOTH).unwrap();
+    let request = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let answer = |tls: &mut rustls::StreamOwned<_, _>| {
+        tls.write_all(request).unwrap();
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = tls.read(&mut buf).unwrap();
+            assert!(n > 0, "closed after {} bytes", raw.len());
+            raw.extend_from_slice(&buf[..n]);
+            if let Ok(r) = Response::try_parse(&raw) {
+                return r;
+            }
+        }
+    };
+    assert_eq!(answer(&mut tls).status, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.stderr().contains("idle connection parked") {
+        assert!(
+            Instant::now() < deadline,
+            "never parked: {}",
+            server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let again = answer(&mut tls);
+    assert_eq!(again.status, 200);
+    assert!(again.text().contains("site=parked\n"), "{}", again.text());
 }
 
 #[test]

@@ -19,7 +19,7 @@
 use std::future::Future as _;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -49,6 +49,12 @@ pub struct ConnShared {
     /// [`FLUSH_IDLE`], [`FLUSH_WAITING`] (a body waits for the next flush), [`FLUSH_DONE`].
     flush_state: AtomicU8,
     flush_waker: Mutex<Option<Waker>>,
+    /// Requests handed to the service, and those whose response body hyper let go of (sent,
+    /// or dropped with the connection): equal when none is in flight.
+    requests_begun: AtomicU64,
+    requests_ended: AtomicU64,
+    /// Whether the socket's last write found it full (hyper still holds bytes to send).
+    write_waiting: AtomicBool,
 }
 
 impl ConnShared {
@@ -78,6 +84,27 @@ impl ConnShared {
         }
     }
 
+    /// Marks a request handed to the service; its [`RequestGuard`], dropped with the
+    /// response body, marks its end.
+    pub fn request_begun(self: &std::sync::Arc<Self>) -> RequestGuard {
+        self.requests_begun.fetch_add(1, Ordering::Relaxed);
+        RequestGuard {
+            shared: self.clone(),
+        }
+    }
+
+    /// Requests begun and ended so far, summed: changes whenever a request begins or ends.
+    pub fn request_events(&self) -> u64 {
+        self.requests_begun.load(Ordering::Relaxed) + self.requests_ended.load(Ordering::Relaxed)
+    }
+
+    /// Whether nothing is under way on the connection: no request in flight, and no response
+    /// bytes waiting for the client to make room.
+    pub fn is_quiet(&self) -> bool {
+        self.requests_begun.load(Ordering::Relaxed) == self.requests_ended.load(Ordering::Relaxed)
+            && !self.write_waiting.load(Ordering::Relaxed)
+    }
+
     /// Called by the socket wrapper when a flush completed.
     fn flushed(&self) {
         if self.flush_state.load(Ordering::Acquire) == FLUSH_WAITING {
@@ -86,6 +113,19 @@ impl ConnShared {
                 waker.wake();
             }
         }
+    }
+}
+
+/// A request in flight on its connection (see [`ConnShared::request_begun`]); dropping it
+/// marks the request's end.
+#[derive(Debug)]
+pub struct RequestGuard {
+    shared: std::sync::Arc<ConnShared>,
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.shared.requests_ended.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -124,6 +164,11 @@ impl<S> ConnIo<S> {
         }
     }
 
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
     /// The stall the client is allowed in all, given what it accepted.
     fn allowance(&self) -> Duration {
         let earned = match self.limits.min_rate {
@@ -150,6 +195,9 @@ impl<S> ConnIo<S> {
         cx: &mut Context<'_>,
         result: Poll<io::Result<usize>>,
     ) -> Poll<io::Result<usize>> {
+        self.shared
+            .write_waiting
+            .store(result.is_pending(), Ordering::Relaxed);
         match result {
             Poll::Ready(Ok(n)) => {
                 if let Some(began) = self.clock.stall_began.take() {
@@ -240,6 +288,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ConnIo<S> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let result = Pin::new(&mut self.inner).poll_flush(cx);
+        self.shared
+            .write_waiting
+            .store(result.is_pending(), Ordering::Relaxed);
         if let Poll::Ready(Ok(())) = result {
             self.shared.flushed();
         }

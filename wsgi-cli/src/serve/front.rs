@@ -49,6 +49,7 @@ use super::daemon_groups::DaemonPools;
 use super::error_log::{self, InHost};
 use super::front_hooks::FrontHooks;
 use super::head::{HeadTap, Heads};
+use super::http1::ConnError;
 use super::http2::{self, HttpMode, Versions};
 use super::metrics::{AppLabels, FrontMetrics};
 use super::pool::{Job, JobResult, Refused, WorkerPool, error_status};
@@ -600,20 +601,30 @@ async fn serve_connection<S>(
     (servers, watcher): (Arc<Servers>, Watcher),
     permit: tokio::sync::OwnedSemaphorePermit,
 ) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + super::http1::WaitReadable
+        + Unpin
+        + Send
+        + 'static,
 {
-    let io = TokioIo::new(io);
     let ended = match versions {
         Versions::Http1 | Versions::Both => {
+            let (timeout, shared) = (front.limits.header_timeout, info.shared.clone());
             let (front, info) = (front.clone(), info.clone());
             // hyper allocates room for the request future when the connection starts and
             // keeps it to the end: boxed, an idle keep-alive connection holds a pointer, not
             // the future's kilobytes (the box lives only while a request is served).
             let service = service_fn(move |req| Box::pin(handle(front.clone(), info.clone(), req)));
-            let conn = servers.http1.serve_connection(io, service);
-            watcher.watch(conn).await
+            let stop = servers.graceful.clone();
+            let ended =
+                super::http1::serve(&servers.http1, io, shared, service, timeout, stop).await;
+            // Held until here: the front's shutdown waits for this connection too.
+            drop(watcher);
+            ended
         }
         Versions::Http2 => {
+            let io = TokioIo::new(io);
             // hyper runs each stream's request as a task of its own, and moves the request's
             // future as it spawns it: on the heap, a move is a pointer's, not the future's
             // kilobytes (HTTP/1.1 polls it in place, in the connection's task).
@@ -629,11 +640,15 @@ async fn serve_connection<S>(
             let ended = Box::pin(http2::until_idle(conn, &info.shared, idle, stop)).await;
             // Held until here: the front's shutdown waits for this connection too.
             drop(watcher);
-            ended
+            ended.map_err(ConnError::Hyper)
         }
     };
-    if let Err(e) = ended {
-        refused_by_hyper(&front, &info, &e);
+    match ended {
+        Ok(()) => {}
+        Err(ConnError::Hyper(e)) => refused_by_hyper(&front, &info, &e),
+        Err(ConnError::HeadTimeout) => {
+            head_timed_out(&front, &info, &"read header from client timeout")
+        }
     }
     drop(permit);
 }
@@ -882,15 +897,8 @@ fn refused_by_hyper(front: &Front, conn: &ConnInfo, e: &hyper::Error) {
             return;
         }
     }
-    let line = conn.heads.last_request_line();
     let status = if e.is_timeout() {
-        // A header timeout on an idle keep-alive connection is no refusal: only a head that
-        // had begun to arrive is.
-        if line.is_none() {
-            tracing::debug!(peer = %conn.peer, "idle connection closed: {e}");
-            return;
-        }
-        408
+        return head_timed_out(front, conn, e);
     } else if e.is_parse_too_large() {
         if e.to_string().contains("URI") {
             414
@@ -903,10 +911,31 @@ fn refused_by_hyper(front: &Front, conn: &ConnInfo, e: &hyper::Error) {
         tracing::debug!(peer = %conn.peer, "connection ended: {e}");
         return;
     };
-    let line = line.unwrap_or_default();
+    let line = conn.heads.last_request_line().unwrap_or_default();
+    log_refusal(front, conn, (&line, status), e);
+}
+
+/// A head not complete within the header timeout: 408 in the logs, as Apache's
+/// mod_reqtimeout; on an idle keep-alive connection it is no refusal, only a head that had
+/// begun to arrive is.
+fn head_timed_out(front: &Front, conn: &ConnInfo, e: &dyn std::fmt::Display) {
+    match conn.heads.last_request_line() {
+        None => tracing::debug!(peer = %conn.peer, "idle connection closed: {e}"),
+        Some(line) => log_refusal(front, conn, (&line, 408), e),
+    }
+}
+
+/// Logs a refused head (`line`, its request line as far as it came) with its `status`, to
+/// the error log and the host's access logs.
+fn log_refusal(
+    front: &Front,
+    conn: &ConnInfo,
+    (line, status): (&[u8], u16),
+    e: &dyn std::fmt::Display,
+) {
     tracing::info!(
         peer = %conn.peer,
-        request = %String::from_utf8_lossy(&line).escape_debug(),
+        request = %String::from_utf8_lossy(line).escape_debug(),
         "{status}: {e}"
     );
     if let Some(logs) = &front.logs {
@@ -920,7 +949,7 @@ fn refused_by_hyper(front: &Front, conn: &ConnInfo, e: &hyper::Error) {
             record: LogRecord {
                 server_name: front.site.config.canonical_name(host).to_string(),
                 via: conn.via,
-                ..LogRecord::refused(conn.peer, conn.local, &line, status)
+                ..LogRecord::refused(conn.peer, conn.local, line, status)
             },
         };
         job.write(0);
@@ -928,7 +957,7 @@ fn refused_by_hyper(front: &Front, conn: &ConnInfo, e: &hyper::Error) {
 }
 
 /// Resolves once `stop` turns true (or its sender is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
+pub(super) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await.map(|_| ());
 }
 

@@ -177,6 +177,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(io_threads)
         .thread_name("wsgi-io")
+        .on_thread_park(super::memory::on_thread_idle)
         .enable_all()
         .build()
         .map_err(ServeError::Threads)?;

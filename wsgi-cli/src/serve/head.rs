@@ -646,6 +646,30 @@ impl<S> HeadTap<S> {
         self.state == State::Passthrough
     }
 
+    /// Whether the tap holds nothing of a request: no part of a head (nor of a body) read and
+    /// not handed out, and none expected.
+    pub fn between_requests(&self) -> bool {
+        matches!(self.state, State::Head | State::Passthrough)
+            && self.buf.is_empty()
+            && self.out.is_empty()
+    }
+
+    /// Puts back `bytes` that were handed out but not used (what hyper had read and not
+    /// parsed when it let the stream go): they are handed out again, first.
+    pub fn unread(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.out = if self.out.is_empty() {
+            bytes
+        } else {
+            let mut both = BytesMut::with_capacity(bytes.len() + self.out.len());
+            both.extend_from_slice(&bytes);
+            both.extend_from_slice(&self.out);
+            both.freeze()
+        };
+    }
+
     /// The wrapped stream, and the bytes read from it that were not handed out yet.
     pub fn into_parts(self) -> (S, Bytes) {
         let rest = if self.out.is_empty() {

@@ -44,11 +44,13 @@ pub mod front_hooks;
 #[allow(unsafe_code)]
 pub mod front_process;
 pub mod head;
+pub mod http1;
 pub mod http2;
 #[allow(unsafe_code)]
 pub mod inherit;
 pub mod listen;
 pub mod master;
+pub mod memory;
 pub mod metrics;
 pub mod pool;
 pub mod privileges;

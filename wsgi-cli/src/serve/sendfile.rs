@@ -175,6 +175,11 @@ impl<S: SendfileSocket> SendfileStream<S> {
         SendfileStream { tcp }
     }
 
+    /// The connection.
+    pub fn get_ref(&self) -> &S {
+        &self.tcp
+    }
+
     /// One `sendfile` of up to `len` bytes of `file` from `offset`, once the socket can take
     /// them.
     fn poll_sendfile(

@@ -82,14 +82,14 @@ pub struct Exchange {
     pub version: Option<rustls::ProtocolVersion>,
 }
 
-/// Sends `request` over TLS to `addr`, asking for `sni`, trusting `roots`, offering `versions`.
-pub fn exchange(
+/// A TLS connection to `addr`, asking for `sni`, trusting `roots`, offering `versions`
+/// (the handshake is done as the first bytes are written), its reads bounded by 20 s.
+pub fn connect(
     addr: SocketAddr,
     sni: &str,
     roots: &[&CertificateDer<'static>],
     versions: &[&'static SupportedProtocolVersion],
-    request: &[u8],
-) -> Result<Exchange, String> {
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, String> {
     let mut store = RootCertStore::empty();
     for root in roots {
         store.add((*root).clone()).unwrap();
@@ -104,7 +104,18 @@ pub fn exchange(
     let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
     let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
     tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    Ok(rustls::StreamOwned::new(conn, tcp))
+}
+
+/// Sends `request` over TLS to `addr`, asking for `sni`, trusting `roots`, offering `versions`.
+pub fn exchange(
+    addr: SocketAddr,
+    sni: &str,
+    roots: &[&CertificateDer<'static>],
+    versions: &[&'static SupportedProtocolVersion],
+    request: &[u8],
+) -> Result<Exchange, String> {
+    let mut tls = connect(addr, sni, roots, versions)?;
     tls.write_all(request).map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
     let mut buf = [0u8; 16384];
