@@ -26,6 +26,11 @@ def application(environ, start_response):
         f.seek(10)
         start_response('200 OK', [('Content-Type', 'application/octet-stream')])
         return environ['wsgi.file_wrapper'](f)
+    if path == '/echo':
+        data = environ['wsgi.input'].read()
+        body = b'%d %d' % (len(data), sum(data) % 65521)
+        start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))])
+        return [body]
     if path == '/midway':
         start_response('200 OK', [('Content-Type', 'text/plain')])
         def body():
@@ -164,6 +169,58 @@ fn a_file_wrapper_file_goes_out_through_the_apache_child() {
     assert!(body == content[10..], "body differs ({} bytes)", body.len());
     // The child's connection to the daemon process goes on serving.
     assert_eq!(apache.get("/x").0, 200);
+}
+
+/// Request bodies reach the daemon whole and in order, however they arrive: a 1 MiB body
+/// with Content-Length, a chunked one in odd-sized chunks, and one sent in pieces with
+/// pauses between them (each read takes what has arrived, then waits for more).
+#[test]
+fn request_bodies_cross_to_the_daemon_whole() {
+    use std::io::{Read, Write};
+    let dir = scratch_world_readable("wsgi-apache-daemon-");
+    let root = dir.path().join("server");
+    std::fs::create_dir(&root).unwrap();
+    let apache = Apache::start(&root, &site(dir.path(), "threads=2"));
+    let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i * 7 % 251) as u8).collect();
+    let expected = format!(
+        "{} {}",
+        data.len(),
+        data.iter().map(|&b| u32::from(b)).sum::<u32>() % 65521
+    );
+    let head = |framing: &str| {
+        format!("POST /echo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{framing}\r\n\r\n")
+            .into_bytes()
+    };
+    let mut request = head(&format!("Content-Length: {}", data.len()));
+    request.extend_from_slice(&data);
+    let (status, _, body) = wsgi_testkit::http::split_response(&apache.raw(&request));
+    assert_eq!(status, 200, "{}", apache.error_log());
+    assert_eq!(String::from_utf8_lossy(&body), expected);
+
+    let mut chunked = head("Transfer-Encoding: chunked");
+    for part in data.chunks(12_345) {
+        chunked.extend(format!("{:x}\r\n", part.len()).bytes());
+        chunked.extend_from_slice(part);
+        chunked.extend(b"\r\n");
+    }
+    chunked.extend(b"0\r\n\r\n");
+    let (status, _, body) = wsgi_testkit::http::split_response(&apache.raw(&chunked));
+    assert_eq!(status, 200, "{}", apache.error_log());
+    assert_eq!(String::from_utf8_lossy(&body), expected);
+
+    let mut s = std::net::TcpStream::connect(apache.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(&head(&format!("Content-Length: {}", data.len())))
+        .unwrap();
+    for piece in data.chunks(300_000) {
+        s.write_all(piece).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let (status, _, body) = wsgi_testkit::http::split_response(&raw);
+    assert_eq!(status, 200, "{}", apache.error_log());
+    assert_eq!(String::from_utf8_lossy(&body), expected);
 }
 
 #[test]
