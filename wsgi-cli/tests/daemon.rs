@@ -9,6 +9,7 @@
 mod util;
 
 use std::collections::BTreeSet;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -60,7 +61,12 @@ fn serve_one_group(dir: &Path, name: &str, options: &str) -> Server {
 }
 
 fn serve_processes(dir: &Path, extra: &[&str]) -> Server {
-    let app = write(&dir.join("app.wsgi"), APP);
+    serve_script(dir, APP, extra)
+}
+
+/// `wsgi serve` of the script `text` (written to DIR/app.wsgi) with `extra` options.
+fn serve_script(dir: &Path, text: &str, extra: &[&str]) -> Server {
+    let app = write(&dir.join("app.wsgi"), text);
     let mut args = vec![
         app.to_str().unwrap().to_string(),
         "--port".into(),
@@ -540,4 +546,172 @@ fn group_of(server: &Server) -> String {
         .and_then(|rest| rest.split(':').next())
         .unwrap_or_else(|| panic!("no daemon group in {:?}", server.banner))
         .to_string()
+}
+
+/// The responses that stream from a daemon process: a body read after `start_response`, a
+/// `wsgi.file_wrapper` file, an endless body, a process that dies mid-body.
+const STREAM_APP: &str = r#"
+import os
+
+def application(environ, start_response):
+    path = environ['PATH_INFO']
+    if path == '/echo-after-start':
+        # The response starts first; each piece of the body goes out as it is read.
+        start_response('200 OK', [('Content-Type', 'application/octet-stream')])
+        def echo():
+            while True:
+                piece = environ['wsgi.input'].read(50000)
+                if not piece:
+                    return
+                yield piece
+        return echo()
+    if path == '/file':
+        start_response('200 OK', [('Content-Type', 'application/octet-stream')])
+        return environ['wsgi.file_wrapper'](open(environ['QUERY_STRING'], 'rb'))
+    if path == '/endless':
+        marker = environ['QUERY_STRING']
+        class Endless:
+            def __iter__(self):
+                while True:
+                    yield b'x' * 65536
+            def close(self):
+                with open(marker, 'w') as f:
+                    f.write('closed')
+        start_response('200 OK', [('Content-Type', 'application/octet-stream')])
+        return Endless()
+    if path == '/die-mid':
+        start_response('200 OK', [('Content-Length', '100000')])
+        def die():
+            yield b'partial'
+            os._exit(1)
+        return die()
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [str(os.getpid()).encode()]
+"#;
+
+#[test]
+fn a_body_read_after_start_response_streams_both_ways_in_daemon_mode() {
+    let dir = scratch();
+    // A body larger than the request buffer streams to the app as it reads it.
+    let server = serve_script(
+        dir.path(),
+        STREAM_APP,
+        &[
+            "--processes",
+            "1",
+            "--threads",
+            "2",
+            "--request-buffer-size",
+            "1000",
+        ],
+    );
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let mut s = server.connect();
+    let head = format!(
+        "POST /echo-after-start HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    // The client writes while it reads: the app answers as it reads.
+    let mut writer = s.try_clone().unwrap();
+    let sent = body.clone();
+    let writing = std::thread::spawn(move || writer.write_all(&sent));
+    let raw = wsgi_testkit::http::read_to_close(&mut s);
+    writing.join().unwrap().unwrap();
+    let r = wsgi_testkit::http::Response::parse(&raw);
+    assert_eq!(r.status, 200, "{}", server.stderr());
+    assert!(r.complete, "{}", server.stderr());
+    assert_eq!(r.body.len(), body.len());
+    assert!(r.body == body, "the echo differs from the body sent");
+    // A small body, whole before the request goes, too; and the connection is reused.
+    let r = server.request("POST", "/echo-after-start", &[], b"hello daemon");
+    assert_eq!((r.status, &r.body[..]), (200, &b"hello daemon"[..]));
+}
+
+#[test]
+fn a_file_wrapper_response_crosses_as_a_descriptor_in_daemon_mode() {
+    let dir = scratch();
+    let server = serve_script(
+        dir.path(),
+        STREAM_APP,
+        &["--processes", "1", "--threads", "2"],
+    );
+    let content: Vec<u8> = (0..700_000u32).map(|i| (i % 253) as u8).collect();
+    let file = dir.path().join("data.bin");
+    std::fs::write(&file, &content).unwrap();
+    fs::chmod(&file, 0o644);
+    let target = format!("/file?{}", file.display());
+    let r = server.get_strict(&target);
+    assert_eq!(r.status, 200, "{}", server.stderr());
+    assert!(r.body == content, "{} bytes, not the file's", r.body.len());
+    // HEAD runs the app and sends no body.
+    let raw = server.raw(&wsgi_testkit::http::request_bytes(
+        "HEAD",
+        &target,
+        "x",
+        &[],
+        b"",
+        false,
+    ));
+    let r = wsgi_testkit::http::Response::parse_for(&raw, true);
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
+    // Both exchanges ended cleanly: the same process answers on.
+    assert_eq!(server.get_text("/").status, 200);
+}
+
+#[test]
+fn a_client_that_leaves_mid_response_frees_the_daemon_thread() {
+    let dir = scratch();
+    // The one daemon thread is the endless response's until the client leaves.
+    let server = serve_script(
+        dir.path(),
+        STREAM_APP,
+        &["--processes", "1", "--threads", "1"],
+    );
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    fs::chmod(&shared, 0o777);
+    let marker = shared.join("closed");
+    let mut s = server.connect();
+    s.write_all(
+        format!(
+            "GET /endless?{} HTTP/1.1\r\nHost: x\r\n\r\n",
+            marker.display()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut got = vec![0u8; 300_000];
+    s.read_exact(&mut got).unwrap();
+    assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    drop(s);
+    // The app's iterable is closed (its write to the front failed), and the thread serves.
+    assert!(
+        eventually(Duration::from_secs(30), || marker.exists()),
+        "{}",
+        server.stderr()
+    );
+    let r = server.get_text("/");
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+#[test]
+fn a_daemon_that_dies_mid_response_cuts_it_short_and_the_next_request_succeeds() {
+    let dir = scratch();
+    let server = serve_script(
+        dir.path(),
+        STREAM_APP,
+        &["--processes", "1", "--threads", "2"],
+    );
+    let first = server.banner_pids("wsgi-serve")[0];
+    let raw = server.raw(&wsgi_testkit::http::get_request("/die-mid", "x"));
+    let r = wsgi_testkit::http::Response::parse(&raw);
+    // The head went out; the body stops where the process died, and the connection closes.
+    assert_eq!(r.status, 200, "{}", server.stderr());
+    assert_eq!(r.body, b"partial");
+    assert!(!r.complete);
+    let r = server.get_text("/");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_ne!(r.body, first.to_string(), "a new process answers");
 }
