@@ -24,7 +24,7 @@ use wsgi_interp::{Runtime, StartConfig};
 
 /// The allocator the `wsgi` program runs with.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: wsgi_cli::allocator::Mimalloc = wsgi_cli::allocator::Mimalloc;
 
 /// `/hello`: 12 bytes; `/echo`: the request body read whole, its length answered; `/big`:
 /// 1 MiB in 16 chunks of 64 KiB.

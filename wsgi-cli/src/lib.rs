@@ -7,6 +7,7 @@
 //! request body read into hyper's buffer without zeroing it first ([`serve::head`]).
 #![deny(unsafe_code)]
 
+pub mod allocator;
 pub mod apache_config;
 pub mod inspect;
 pub mod serve;

@@ -11,7 +11,7 @@ use wsgi_cli::{inspect, serve};
 /// transparent huge pages (`no_thp`): with them, each thread's heap would hold 2 MiB pages and
 /// a 16-thread server's resident memory would grow by half.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: wsgi_cli::allocator::Mimalloc = wsgi_cli::allocator::Mimalloc;
 
 /// wsgi-rs: Apache mod_wsgi, rebuilt in Rust.
 #[derive(Debug, Parser)]

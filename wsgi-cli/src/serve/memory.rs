@@ -31,14 +31,5 @@ pub fn on_thread_idle() {
         return;
     }
     COLLECTED_AT.set(parked);
-    collect();
-}
-
-/// Asks mimalloc to free this thread's empty pages and return unused memory to the system.
-#[allow(unsafe_code)]
-fn collect() {
-    // SAFETY: `mi_collect` takes no pointers and may be called from any thread at any time:
-    // it only walks the calling thread's own heap (with `force = false`, without waiting on
-    // other threads).
-    unsafe { libmimalloc_sys::mi_collect(false) };
+    crate::allocator::collect();
 }
