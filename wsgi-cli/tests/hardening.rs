@@ -364,22 +364,6 @@ fn read_response(s: &mut TcpStream) -> Result<Response, String> {
     }
 }
 
-/// Waits (up to `limit`) until the server's log holds `needle` at least `count` times.
-fn wait_for_log(server: &Server, needle: &str, count: usize, limit: Duration) -> String {
-    let deadline = Instant::now() + limit;
-    loop {
-        let log = server.stderr();
-        if log.matches(needle).count() >= count {
-            return log;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {count} x `{needle}` in the log: {log}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// An idle keep-alive connection is parked (hyper's buffers let go) and serves the client's
 /// next request as if nothing happened; so does one parked while the client was in the
 /// middle of a head, which is served whole once the rest comes. A parked connection does
@@ -396,12 +380,7 @@ fn idle_keep_alive_connections_are_parked_and_serve_on() {
     s.write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     assert_eq!(read_response(&mut s).unwrap().status, 200);
-    wait_for_log(
-        &server,
-        "idle connection parked",
-        1,
-        Duration::from_secs(10),
-    );
+    server.wait_for_log("idle connection parked", 1, Duration::from_secs(10));
     s.write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     let r = read_response(&mut s).unwrap();
@@ -409,7 +388,7 @@ fn idle_keep_alive_connections_are_parked_and_serve_on() {
 
     // Half a head, then quiet until the connection is parked, then the rest.
     s.write_all(b"GET /environ/a?b=c HTTP/1.1\r\nHo").unwrap();
-    wait_for_log(&server, mid_head_line(), 1, Duration::from_secs(10));
+    server.wait_for_log(mid_head_line(), 1, Duration::from_secs(10));
     s.write_all(b"st: parked.example\r\n\r\n").unwrap();
     let r = read_response(&mut s).unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
@@ -419,12 +398,7 @@ fn idle_keep_alive_connections_are_parked_and_serve_on() {
     assert_eq!(environ["QUERY_STRING"], "b=c");
 
     // Parked again; a graceful stop closes it at once.
-    wait_for_log(
-        &server,
-        "idle connection parked",
-        2,
-        Duration::from_secs(10),
-    );
+    server.wait_for_log("idle connection parked", 2, Duration::from_secs(10));
     server.sigterm();
     let status = server.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "{status}");

@@ -137,15 +137,7 @@ fn an_idle_tls_connection_is_parked_and_serves_on() {
         }
     };
     assert_eq!(answer(&mut tls).status, 200);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !server.stderr().contains("idle connection parked") {
-        assert!(
-            Instant::now() < deadline,
-            "never parked: {}",
-            server.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    server.wait_for_log("idle connection parked", 1, Duration::from_secs(10));
     let again = answer(&mut tls);
     assert_eq!(again.status, 200);
     assert!(again.text().contains("site=parked\n"), "{}", again.text());

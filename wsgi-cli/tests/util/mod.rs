@@ -323,6 +323,23 @@ impl Server {
         self.stderr.text()
     }
 
+    /// Waits (up to `limit`) until the server's log holds `needle` at least `count` times;
+    /// returns the log.
+    pub fn wait_for_log(&self, needle: &str, count: usize, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let log = self.stderr();
+            if log.matches(needle).count() >= count {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {count} x `{needle}` in the log: {log}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The next line the server printed after its banner (its access log, with
     /// `--access-log -`) that holds `needle`, within 10 s; a failure shows the lines it
     /// skipped.
