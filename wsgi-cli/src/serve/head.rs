@@ -67,8 +67,12 @@
 //!   tap parses the size line with `httparse::parse_chunk_size`, after checking it starts with
 //!   a hex digit and has no extension, so that it agrees with the decoder byte for byte.
 //!
-//! Body bytes are read straight into the caller's buffer, never past the end of the body, so
-//! every head goes through the tap's own buffer and can be rewritten.
+//! Whenever the tap holds no bytes, it reads straight into the caller's (hyper's) buffer: body
+//! bytes never past the end of the body; at the start of a head, whatever the socket has. Those
+//! stay where they are when they are one whole head the tap records without a rewrite, followed
+//! by no more than its body (the common case, which costs no copy); anything else (a partial
+//! head, a target to rewrite, a head to refuse, a pipelined request, chunk framing) moves to the
+//! tap's own buffer before hyper sees it. So every head hyper reads went through the tap.
 //!
 //! # Limits and assumptions
 //!
@@ -596,6 +600,18 @@ enum Step {
     More,
 }
 
+/// How a complete head is recorded (see [`HeadTap::plan_head`]).
+struct HeadPlan {
+    /// The request line, without its line end.
+    line: std::ops::Range<usize>,
+    /// The target.
+    target: std::ops::Range<usize>,
+    /// The head as hyper gets it and the target in it, when the target is rewritten.
+    rewritten: Option<(Bytes, std::ops::Range<usize>)>,
+    /// The state after the head.
+    next: State,
+}
+
 /// A byte stream wrapper that rewrites request targets hyper would refuse and records them
 /// (see the module documentation). Writes go through untouched.
 pub struct HeadTap<S> {
@@ -728,66 +744,116 @@ impl<S> HeadTap<S> {
     fn take_head(&mut self, start: usize, line_end: usize, end: usize) -> Step {
         self.line_noted = false;
         self.scan = 0;
-        if end > self.max_head {
+        let Some(plan) = self.plan_head(&self.buf, (start, line_end, end), true) else {
             return self.refuse_head(start, line_end);
+        };
+        let raw = self.buf.split_to(end).freeze();
+        let out = match &plan.rewritten {
+            Some((head, _)) => head.clone(),
+            None => raw.clone(),
+        };
+        self.record_head(raw, plan);
+        self.out = out;
+        Step::Go
+    }
+
+    /// Whether the complete head `bytes[..end]` (request line `start..line_end`) can be
+    /// recorded, and how: its target, its rewrite (when `rewrite` allows one and the target
+    /// needs it) and the state after it. `None`: the tap must refuse it (or, for `rewrite`
+    /// false, let its own buffer take it).
+    fn plan_head(
+        &self,
+        bytes: &[u8],
+        (start, line_end, end): (usize, usize, usize),
+        rewrite: bool,
+    ) -> Option<HeadPlan> {
+        if end > self.max_head {
+            return None;
         }
-        let split =
-            split_request_line(&self.buf[start..line_end]).map(|(a, b)| (start + a, start + b));
+        // httparse takes the line only as METHOD SP TARGET SP VERSION; kept as a guard.
+        let (target_start, target_end) =
+            split_request_line(&bytes[start..line_end]).map(|(a, b)| (start + a, start + b))?;
         // The rewritten head and where its target ends, if the target needs rewriting.
         let mut rewritten = None;
-        if let Some((target_start, target_end)) = split {
-            let target = &self.buf[target_start..target_end];
-            if let Some(from) = rewritable_start(target) {
-                let count = count_encoded(&target[from..]);
-                if count > 0 {
-                    let mut head = BytesMut::with_capacity(end + 2 * count);
-                    head.extend_from_slice(&self.buf[..target_start + from]);
-                    encode_into(&target[from..], &mut head);
-                    let new_target_end = head.len();
-                    head.extend_from_slice(&self.buf[target_end..end]);
-                    rewritten = Some((head, new_target_end));
+        let target = &bytes[target_start..target_end];
+        if let Some(from) = rewritable_start(target) {
+            let count = count_encoded(&target[from..]);
+            if count > 0 {
+                if !rewrite {
+                    return None;
                 }
+                let mut head = BytesMut::with_capacity(end + 2 * count);
+                head.extend_from_slice(&bytes[..target_start + from]);
+                encode_into(&target[from..], &mut head);
+                let new_target_end = head.len();
+                head.extend_from_slice(&bytes[target_end..end]);
+                rewritten = Some((head.freeze(), target_start..new_target_end));
             }
         }
         let seen: &[u8] = match &rewritten {
             Some((head, _)) => head,
-            None => &self.buf[..end],
+            None => &bytes[..end],
         };
-        let Some(next) = analyze(seen, self.max_headers) else {
-            return self.refuse_head(start, line_end);
-        };
-        // httparse took the line, so it is METHOD SP TARGET SP VERSION; kept as a guard.
-        let Some((target_start, target_end)) = split else {
-            return self.refuse_head(start, line_end);
-        };
-        let mut shared = self.heads.shared.lock();
+        let next = analyze(seen, self.max_headers)?;
+        let shared = self.heads.shared.lock();
         if shared.queue.len() >= MAX_QUEUED || shared.passthrough {
-            drop(shared);
-            return self.refuse_head(start, line_end);
+            return None;
         }
-        let raw = self.buf.split_to(end).freeze();
-        let (out, rewritten) = match rewritten {
-            Some((head, new_target_end)) => {
-                let head = head.freeze();
-                (head.clone(), Some((head, target_start..new_target_end)))
-            }
-            None => (raw.clone(), None),
-        };
+        Some(HeadPlan {
+            line: start..line_end,
+            target: target_start..target_end,
+            rewritten,
+            next,
+        })
+    }
+
+    /// Records the head `raw` as `plan` says and moves on to the state after it.
+    fn record_head(&mut self, raw: Bytes, plan: HeadPlan) {
+        let mut shared = self.heads.shared.lock();
         // The record stands for this head from now on (a partial line noted is superseded).
         shared.has_line = false;
         shared.queue.push_back(RawHead {
             head: raw,
-            line: start..line_end,
-            target: target_start..target_end,
-            rewritten,
+            line: plan.line,
+            target: plan.target,
+            rewritten: plan.rewritten,
         });
-        if next == State::Passthrough {
+        if plan.next == State::Passthrough {
             shared.passthrough = true;
         }
         drop(shared);
-        self.out = out;
-        self.state = next;
-        Step::Go
+        self.state = plan.next;
+    }
+
+    /// In [`State::Head`], with nothing held, for the `fresh` bytes just read into the
+    /// caller's buffer: when they are one whole head that needs no rewrite, followed by no
+    /// more than its body's bytes (or anything, before passthrough), records it and moves on
+    /// past them, so they go to hyper as they are. Returns whether it did; if not, the tap's
+    /// own steps must take the bytes.
+    fn take_fresh(&mut self, fresh: &[u8]) -> bool {
+        let HeadScan::Found {
+            start,
+            line_end,
+            end,
+        } = find_head(fresh, 0)
+        else {
+            return false;
+        };
+        let Some(mut plan) = self.plan_head(fresh, (start, line_end, end), false) else {
+            return false;
+        };
+        let rest = (fresh.len() - end) as u64;
+        plan.next = match plan.next {
+            State::Body(n) if rest < n => State::Body(n - rest),
+            State::Body(n) if rest == n => State::Head,
+            State::Passthrough => State::Passthrough,
+            next if rest == 0 => next,
+            _ => return false,
+        };
+        self.line_noted = false;
+        self.scan = 0;
+        self.record_head(Bytes::copy_from_slice(&fresh[..end]), plan);
+        true
     }
 
     /// A complete head the tap will not record: its line is noted (for the log, should hyper
@@ -876,9 +942,32 @@ impl<S: AsyncRead + Unpin> HeadTap<S> {
     }
 }
 
+/// Reads up to `max` bytes from `inner` straight into `dst`'s unfilled part, which is not
+/// zeroed first (a read is up to a whole buffer); returns how many came (`Ok(0)`: the end of
+/// the stream).
+#[allow(unsafe_code)]
+fn read_into<S: AsyncRead + Unpin>(
+    inner: &mut S,
+    cx: &mut Context<'_>,
+    dst: &mut ReadBuf<'_>,
+    max: usize,
+) -> Poll<io::Result<usize>> {
+    let got = {
+        let mut sub = dst.take(max);
+        let start = sub.filled().as_ptr();
+        ready!(Pin::new(inner).poll_read(cx, &mut sub))?;
+        // A reader may not swap the buffer it was given.
+        assert_eq!(start, sub.filled().as_ptr());
+        sub.filled().len()
+    };
+    // SAFETY: `sub` was the start of `dst`'s unfilled part, the same memory (checked above),
+    // and the reader initialised its first `got` bytes (what it filled).
+    unsafe { dst.assume_init(got) };
+    dst.advance(got);
+    Poll::Ready(Ok(got))
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for HeadTap<S> {
-    // One `unsafe`: a body is read into the unfilled part of hyper's buffer without zeroing it.
-    #[allow(unsafe_code)]
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -914,22 +1003,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for HeadTap<S> {
                         .unwrap_or(usize::MAX)
                         .min(dst.remaining());
                     let n = if this.buf.is_empty() {
-                        // Straight into the caller's buffer (its unfilled part, not zeroed
-                        // first: a body read is up to a whole buffer), never past the body's end.
-                        let got = {
-                            let mut sub = dst.take(max);
-                            let start = sub.filled().as_ptr();
-                            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut sub))?;
-                            // A reader may not swap the buffer it was given.
-                            assert_eq!(start, sub.filled().as_ptr());
-                            sub.filled().len()
-                        };
-                        // SAFETY: `sub` was the start of `dst`'s unfilled part, the same
-                        // memory (checked above), and the reader initialised its first `got`
-                        // bytes (what it filled).
-                        unsafe { dst.assume_init(got) };
-                        dst.advance(got);
-                        got
+                        // Straight into the caller's buffer, never past the body's end.
+                        ready!(read_into(&mut this.inner, cx, dst, max))?
                     } else {
                         let n = max.min(this.buf.len());
                         dst.put_slice(&this.buf[..n]);
@@ -945,6 +1020,23 @@ impl<S: AsyncRead + Unpin> AsyncRead for HeadTap<S> {
                         (_, left) => State::ChunkData(left),
                     };
                     return Poll::Ready(Ok(()));
+                }
+                State::Head if this.buf.is_empty() => {
+                    // Nothing held: the bytes go straight into the caller's buffer, and stay
+                    // there when they are a head the tap lets through as it is (with its
+                    // body's first bytes); otherwise they move to the tap's buffer.
+                    let before = dst.filled().len();
+                    if ready!(read_into(&mut this.inner, cx, dst, usize::MAX))? == 0 {
+                        return Poll::Ready(Ok(()));
+                    }
+                    if this.take_fresh(&dst.filled()[before..]) {
+                        return Poll::Ready(Ok(()));
+                    }
+                    let fresh = &dst.filled()[before..];
+                    this.buf = BytesMut::with_capacity(READ_SIZE.max(fresh.len()));
+                    this.buf.extend_from_slice(fresh);
+                    dst.set_filled(before);
+                    Step::Go
                 }
                 State::Head => this.head_step(),
                 State::ChunkLine => this.chunk_line_step(),
@@ -1387,6 +1479,75 @@ mod tests {
             head("GET", b"/after\xe9", H),
         ];
         check(&msgs, 8192, 100, false);
+    }
+
+    #[test]
+    fn plain_heads_and_bodies_that_look_like_heads_every_way() {
+        // Heads that need no rewrite stay in the caller's buffer when they arrive whole; the
+        // bodies after them (here shaped like heads) must never be taken for one.
+        let looks_like_a_head = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+        let cl = format!(
+            "HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            looks_like_a_head.len()
+        );
+        let msgs = [
+            head("POST", b"/p", cl.as_bytes()),
+            raw(looks_like_a_head),
+            head("GET", b"/next?x=1", H),
+            head(
+                "POST",
+                b"/c",
+                b"HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            ),
+            raw(&chunk(looks_like_a_head)),
+            raw(b"0\r\n\r\n"),
+            head("POST", b"/p2", cl.as_bytes()),
+            raw(looks_like_a_head),
+            head("GET", b"/after\xe9", H),
+            head("GET", b"/last", H),
+        ];
+        check(&msgs, 8192, 100, false);
+        let expect = [
+            head("GET", b"/first", H),
+            head(
+                "POST",
+                b"/e",
+                b"HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+            ),
+            raw(b"helloGET /x HTTP/1.1\r\n\r\n"),
+        ];
+        check(&expect, 8192, 100, true);
+    }
+
+    #[test]
+    fn a_whole_plain_head_is_handed_out_in_place() {
+        let request = b"POST /p HTTP/1.1\r\nContent-Length: 5\r\n\r\nhel";
+        let (mut tap, heads) = HeadTap::new(Parked(request.to_vec()), 8192, 100);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut storage = vec![MaybeUninit::<u8>::uninit(); 1 << 16];
+        let mut dst = ReadBuf::uninit(&mut storage);
+        assert!(matches!(
+            Pin::new(&mut tap).poll_read(&mut cx, &mut dst),
+            Poll::Ready(Ok(()))
+        ));
+        // One read, handed out as it came: nothing went through the tap's buffer.
+        assert_eq!(dst.filled(), request);
+        assert_eq!(tap.buf.capacity(), 0);
+        assert_eq!(tap.state, State::Body(2));
+        let record = heads.next("POST", b"/p").expect("the head is recorded");
+        assert_eq!(&record.request_line()[..], b"POST /p HTTP/1.1");
+        // The body's end, then the next head: the body is not scanned as a head.
+        tap.inner
+            .0
+            .extend_from_slice(b"loGET /\xe9 HTTP/1.1\r\n\r\n");
+        let mut dst = ReadBuf::uninit(&mut storage);
+        assert!(Pin::new(&mut tap).poll_read(&mut cx, &mut dst).is_ready());
+        assert_eq!(dst.filled(), b"lo");
+        let mut dst = ReadBuf::uninit(&mut storage);
+        assert!(Pin::new(&mut tap).poll_read(&mut cx, &mut dst).is_ready());
+        // A target to rewrite goes through the tap's buffer.
+        assert_eq!(dst.filled(), b"GET /%E9 HTTP/1.1\r\n\r\n");
+        assert!(heads.next("GET", b"/%E9").is_some());
     }
 
     /// `unusual` after a good request, then a request that would need rewriting: from the
