@@ -11,7 +11,7 @@
 //! times, as mod_wsgi does.
 
 use std::collections::HashMap;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufReader, BufWriter, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -349,12 +349,18 @@ impl GroupClient {
             // fresh one that a process stopping for replacement accepted and closed.
             return Attempt::Retry { rejected: false };
         }
-        let mut reader = FrameReader::new(FdReader::new(&conn));
-        let mut out = BufWriter::with_capacity(CHUNK + 16, &conn);
+        let mut reader = FrameReader::new(BufReader::with_capacity(
+            protocol::READ_AHEAD,
+            FdReader::new(&conn),
+        ));
+        // The request body's buffers, made at the first BODY_WANTED (most requests have none).
+        let mut out = None;
+        let mut chunk = Vec::new();
         let mut accepted = false;
         let mut started: Option<u16> = None;
         let mut sent: u64 = 0;
-        let mut chunk = vec![0u8; CHUNK];
+        // The socket's read timeout as last set here (a system call each time it is set).
+        let mut read_timeout = None;
         loop {
             // Before the headers, reads are bounded by what is left of request-timeout.
             let mut limit = self.endpoint.socket_timeout();
@@ -372,7 +378,11 @@ impl GroupClient {
                     after: o.request_timeout,
                 }));
             }
-            let _ = conn.set_read_timeout((!limit.is_zero()).then_some(limit));
+            let timeout = (!limit.is_zero()).then_some(limit);
+            if read_timeout != Some(timeout) {
+                let _ = conn.set_read_timeout(timeout);
+                read_timeout = Some(timeout);
+            }
             let frame = reader.next_frame();
             let failure = match frame {
                 Ok(Some((kind::ACCEPTED, _))) => {
@@ -384,10 +394,15 @@ impl GroupClient {
                         Ok(n) => (n as usize).min(CHUNK),
                         Err(e) => return self.broken(started, sent, e.to_string()),
                     };
+                    if chunk.is_empty() {
+                        chunk = vec![0u8; CHUNK];
+                    }
+                    let out =
+                        out.get_or_insert_with(|| BufWriter::with_capacity(CHUNK + 16, &conn));
                     let sent_ok = match read_available(body, &mut chunk[..want]) {
-                        Ok(0) => write_raw(&mut out, kind::BODY_END, &[]),
-                        Ok(n) => write_raw(&mut out, kind::BODY, &chunk[..n]),
-                        Err(e) => write_raw(&mut out, kind::BODY_ERROR, e.to_string().as_bytes()),
+                        Ok(0) => write_raw(out, kind::BODY_END, &[]),
+                        Ok(n) => write_raw(out, kind::BODY, &chunk[..n]),
+                        Err(e) => write_raw(out, kind::BODY_ERROR, e.to_string().as_bytes()),
                     }
                     .and_then(|()| out.flush());
                     if let Err(e) = sent_ok {
@@ -434,7 +449,7 @@ impl GroupClient {
                         Ok(range) => range,
                         Err(e) => return self.broken(started, sent, e.to_string()),
                     };
-                    let Some(fd) = reader.get_mut().take_fd() else {
+                    let Some(fd) = reader.get_mut().get_mut().take_fd() else {
                         let why = "a FILE frame came without its file descriptor";
                         return self.broken(started, sent, why.to_string());
                     };

@@ -721,7 +721,16 @@ fn decode_interp_error(d: &mut Decoder<'_>) -> Result<InterpError, ProtocolError
 // ---------------------------------------------------------------------------------------------
 // Frame reading
 
+/// How many bytes a [`FrameReader`]'s `BufReader` asks the socket for at once: a frame's
+/// header and a small payload (and the frames sent with them) come in one read.
+pub const READ_AHEAD: usize = 8 * 1024;
+
 /// Reads frames from a byte stream into one reused buffer.
+///
+/// Over a socket it reads through a `BufReader` of [`READ_AHEAD`] bytes, which may read past
+/// the frame returned. That loses nothing when a reader is dropped where the protocol has the
+/// peer wait for its turn: the front's after END, the daemon's after a REQUEST (the front
+/// sends a body only when asked) and after each BODY, BODY_END or BODY_ERROR.
 #[derive(Debug)]
 pub struct FrameReader<R> {
     inner: R,
@@ -733,7 +742,7 @@ impl<R: Read> FrameReader<R> {
     pub fn new(inner: R) -> Self {
         FrameReader {
             inner,
-            buf: Vec::with_capacity(CHUNK),
+            buf: Vec::new(),
         }
     }
 
@@ -803,7 +812,7 @@ impl<R: Read> FrameReader<R> {
 
     /// The payload of the frame just read, to keep: the reader starts a new buffer.
     pub fn take_payload(&mut self) -> Vec<u8> {
-        std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK))
+        std::mem::take(&mut self.buf)
     }
 }
 
@@ -1011,6 +1020,42 @@ mod tests {
         }
         assert!(matches!(r.next_frame(), Ok(None)));
         assert!(decode_file(&[0; 15]).is_err());
+    }
+
+    #[test]
+    fn frames_read_ahead_through_a_buf_reader_come_out_whole_and_in_order() {
+        // As the front reads a daemon's answer: several frames in one read, a payload larger
+        // than the read-ahead (kept), small ones after it; through pieces as well.
+        let big: Vec<u8> = (0..3 * READ_AHEAD as u32)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let mut bytes = Vec::new();
+        write_raw(&mut bytes, kind::ACCEPTED, &[]).unwrap();
+        bytes.extend_from_slice(&encode_start(200, "OK", &[("A".into(), b"b".to_vec())]));
+        write_raw(&mut bytes, kind::DATA, b"first").unwrap();
+        write_raw(&mut bytes, kind::DATA, &big).unwrap();
+        write_raw(&mut bytes, kind::DATA, b"last").unwrap();
+        bytes.extend_from_slice(&encode_end(&End::QueueTimeout));
+        let sources: [Box<dyn Read + '_>; 2] = [Box::new(&bytes[..]), Box::new(Trickle(&bytes))];
+        for source in sources {
+            let mut r = FrameReader::new(std::io::BufReader::with_capacity(READ_AHEAD, source));
+            assert!(matches!(r.next_frame(), Ok(Some((kind::ACCEPTED, b"")))));
+            match r.next_frame() {
+                Ok(Some((kind::START, p))) => assert_eq!(decode_start(p).unwrap().status, 200),
+                other => panic!("expected START, got {other:?}"),
+            }
+            assert!(matches!(r.next_frame(), Ok(Some((kind::DATA, b"first")))));
+            assert!(matches!(r.next_frame(), Ok(Some((kind::DATA, p))) if p == big.as_slice()));
+            assert_eq!(r.take_payload(), big);
+            assert!(matches!(r.next_frame(), Ok(Some((kind::DATA, b"last")))));
+            match r.next_frame() {
+                Ok(Some((kind::END, p))) => {
+                    assert!(matches!(decode_end(p).unwrap(), End::QueueTimeout))
+                }
+                other => panic!("expected END, got {other:?}"),
+            }
+            assert!(matches!(r.next_frame(), Ok(None)));
+        }
     }
 
     #[test]

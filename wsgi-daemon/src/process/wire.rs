@@ -2,7 +2,7 @@
 //! the body one BODY_WANTED at a time, [`WireSink`] writes START and DATA (and FILE, with the
 //! file's descriptor, for a `wsgi.file_wrapper` response).
 
-use std::io::{self, BufWriter, IoSlice, Write};
+use std::io::{self, BufReader, BufWriter, IoSlice, Write};
 use std::os::fd::RawFd;
 use std::os::unix::net::UnixStream;
 
@@ -10,14 +10,14 @@ use wsgi_interp::{RequestBody, ResponseSink};
 
 use crate::fd_passing::send_with_fd;
 use crate::protocol::{
-    CHUNK, FrameReader, ProtocolError, encode_body_wanted, encode_file, encode_start, frame_header,
-    kind, write_raw,
+    CHUNK, FrameReader, ProtocolError, READ_AHEAD, encode_body_wanted, encode_file, encode_start,
+    frame_header, kind, write_raw,
 };
 
 /// The request body, pulled from the front one BODY_WANTED at a time.
 pub(super) struct WireBody<'a> {
     conn: &'a UnixStream,
-    reader: FrameReader<&'a UnixStream>,
+    reader: FrameReader<BufReader<&'a UnixStream>>,
     pending: Vec<u8>,
     pos: usize,
     ended: bool,
@@ -29,7 +29,7 @@ impl<'a> WireBody<'a> {
     pub(super) fn new(conn: &'a UnixStream) -> Self {
         WireBody {
             conn,
-            reader: FrameReader::new(conn),
+            reader: FrameReader::new(BufReader::with_capacity(READ_AHEAD, conn)),
             pending: Vec::new(),
             pos: 0,
             ended: false,

@@ -3,7 +3,7 @@
 //! one there too if it comes within a moment ([`LINGER`], for `wsgi serve`'s groups), and
 //! gives the connection back to the reactor; a panic is caught and the process replaced.
 
-use std::io::Write;
+use std::io::{BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,7 +14,7 @@ use wsgi_interp::{Outcome, Runtime, now_us};
 use super::wire::{WireBody, WireSink};
 use super::{Running, Shared};
 use crate::protocol::{
-    self, End, FrameReader, ProtocolError, RejectReason, encode_end, kind, write_raw,
+    self, End, FrameReader, ProtocolError, READ_AHEAD, RejectReason, encode_end, kind, write_raw,
 };
 
 enum After {
@@ -83,7 +83,7 @@ impl Shared {
         let timeout = (!self.spec.options.socket_timeout.is_zero())
             .then_some(self.spec.options.socket_timeout);
         let _ = conn.set_read_timeout(timeout);
-        let mut reader = FrameReader::new(&conn);
+        let mut reader = FrameReader::new(BufReader::with_capacity(READ_AHEAD, &conn));
         let request = match reader.next_frame() {
             Ok(None) => return After::Close,
             Ok(Some((kind::REQUEST, payload))) => match protocol::decode_request(payload) {
