@@ -715,3 +715,67 @@ fn a_daemon_that_dies_mid_response_cuts_it_short_and_the_next_request_succeeds()
     assert_eq!(r.status, 200, "{r:?}");
     assert_ne!(r.body, first.to_string(), "a new process answers");
 }
+
+/// Echoes the body read in three ways (a sized read, a line, the rest), or ignores it.
+const BODY_APP: &str = r#"
+import os
+
+def application(environ, start_response):
+    stream = environ['wsgi.input']
+    if environ['PATH_INFO'] == '/ignore':
+        body = b'ignored'
+    else:
+        body = stream.read(1000)
+        body += stream.readline()
+        body += stream.read()
+    start_response('200 OK', [('Content-Type', 'application/octet-stream'),
+                              ('X-Pid', str(os.getpid()))])
+    return [body]
+"#;
+
+#[test]
+fn request_bodies_of_every_size_reach_the_daemon_app_whole() {
+    let dir = scratch();
+    // One thread: every request takes the same daemon connection after the one before, so a
+    // body left unread would show in the next request.
+    let server = serve_script(
+        dir.path(),
+        BODY_APP,
+        &["--processes", "1", "--threads", "1"],
+    );
+    let pattern = |n: usize| -> Vec<u8> { (0..n).map(|i| ((i * 7 + 3) % 251) as u8).collect() };
+    let mut pids = BTreeSet::new();
+    // Around the size sent inside the request (64 KiB) and well past it (asked for in pieces).
+    for n in [0, 1, 999, 1000, 65_535, 65_536, 65_537, 200_000] {
+        let body = pattern(n);
+        let r = server.request("POST", "/echo", &[], &body);
+        assert_eq!(r.status, 200, "{n} bytes: {}", server.stderr());
+        assert!(
+            r.body == body,
+            "{n} bytes: the echo differs ({} bytes back)",
+            r.body.len()
+        );
+        pids.insert(r.header("x-pid").unwrap_or_default().to_string());
+        let r = server.request("POST", "/ignore", &[], &body);
+        assert_eq!((r.status, &r.body[..]), (200, &b"ignored"[..]), "{n} bytes");
+    }
+    // A chunked body, whole before the request goes (small) and not (large).
+    for n in [10, 150_000] {
+        let body = pattern(n);
+        let mut raw = format!(
+            "POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+            body.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(&body);
+        raw.extend_from_slice(b"\r\n0\r\n\r\n");
+        let r = wsgi_testkit::http::Response::parse(&server.raw(&raw));
+        assert_eq!(r.status, 200, "chunked {n}: {}", server.stderr());
+        assert!(r.body == body, "chunked {n}: the echo differs");
+    }
+    assert_eq!(
+        pids.len(),
+        1,
+        "one daemon process served them all: {pids:?}"
+    );
+}

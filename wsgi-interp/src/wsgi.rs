@@ -369,11 +369,23 @@ pub trait RequestBody: Send {
     fn held(&self) -> usize {
         0
     }
+
+    /// `Some(n)` when the rest of the body is `n` bytes all held in memory, which reads return
+    /// without waiting or failing, with nothing more to come from the client (a daemon-mode
+    /// front then sends them with the request); `None` when more may have to be waited for,
+    /// or it cannot tell.
+    fn held_whole(&self) -> Option<usize> {
+        None
+    }
 }
 
 impl RequestBody for io::Empty {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         io::Read::read(self, buf)
+    }
+
+    fn held_whole(&self) -> Option<usize> {
+        Some(0)
     }
 }
 
@@ -388,6 +400,10 @@ impl RequestBody for &[u8] {
 
     fn held(&self) -> usize {
         self.len()
+    }
+
+    fn held_whole(&self) -> Option<usize> {
+        Some(self.len())
     }
 }
 

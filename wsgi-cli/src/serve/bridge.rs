@@ -153,6 +153,11 @@ impl RequestBody for ChannelBody {
         }
         self.current.len() + self.held.iter().map(Bytes::len).sum::<usize>()
     }
+
+    fn held_whole(&self) -> Option<usize> {
+        // A body the front read whole: no pump, nothing still to come.
+        (self.start.is_none() && self.chunks.is_none()).then(|| self.held())
+    }
 }
 
 /// A request body's bytes read so far, in the pieces hyper gave them.

@@ -3,10 +3,11 @@
 //! file's descriptor, for a `wsgi.file_wrapper` response).
 
 use std::io::{self, BufReader, BufWriter, IoSlice, Write};
+use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
 use std::os::unix::net::UnixStream;
 
-use wsgi_interp::{RequestBody, ResponseSink};
+use wsgi_interp::{RequestBody, ResponseSink, copy_to_uninit};
 
 use crate::fd_passing::send_with_fd;
 use crate::protocol::{
@@ -25,52 +26,47 @@ pub(super) struct WireBody<'a> {
 }
 
 impl<'a> WireBody<'a> {
-    /// The body of the request just read from `conn`.
-    pub(super) fn new(conn: &'a UnixStream) -> Self {
+    /// The body of the request just read from `conn`: `inline`, when it came whole in the
+    /// REQUEST frame; else asked for from the front as the app reads it.
+    pub(super) fn new(conn: &'a UnixStream, inline: Option<Vec<u8>>) -> Self {
         WireBody {
             conn,
             reader: FrameReader::new(BufReader::with_capacity(READ_AHEAD, conn)),
-            pending: Vec::new(),
+            ended: inline.is_some(),
+            pending: inline.unwrap_or_default(),
             pos: 0,
-            ended: false,
             broken: false,
         }
     }
 }
 
-impl RequestBody for WireBody<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
+impl WireBody<'_> {
+    /// Makes sure bytes are pending, asking the front for up to `want` more if none are:
+    /// `Ok(false)` at the body's end.
+    fn fill(&mut self, want: usize) -> io::Result<bool> {
         if self.pos < self.pending.len() {
-            let n = buf.len().min(self.pending.len() - self.pos);
-            buf[..n].copy_from_slice(&self.pending[self.pos..self.pos + n]);
-            self.pos += n;
-            return Ok(n);
+            return Ok(true);
         }
         if self.ended {
-            return Ok(0);
+            return Ok(false);
         }
         if self.broken {
             return Err(io::Error::other("the front connection failed"));
         }
-        let want = buf.len().min(CHUNK) as u32;
+        let want = want.min(CHUNK) as u32;
         let result = (|| {
             let mut conn = self.conn;
             conn.write_all(&encode_body_wanted(want))?;
             match self.reader.next_frame() {
                 Ok(Some((kind::BODY, chunk))) if !chunk.is_empty() => {
-                    let n = buf.len().min(chunk.len());
-                    buf[..n].copy_from_slice(&chunk[..n]);
-                    self.pending.clear();
-                    self.pending.extend_from_slice(&chunk[n..]);
+                    // The chunk's buffer becomes the pending bytes, as it is.
+                    self.pending = self.reader.take_payload();
                     self.pos = 0;
-                    Ok(n)
+                    Ok(true)
                 }
                 Ok(Some((kind::BODY_END, _))) => {
                     self.ended = true;
-                    Ok(0)
+                    Ok(false)
                 }
                 Ok(Some((kind::BODY_ERROR, msg))) => {
                     self.ended = true;
@@ -100,6 +96,35 @@ impl RequestBody for WireBody<'_> {
             }
         }
         result
+    }
+}
+
+impl RequestBody for WireBody<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() || !self.fill(buf.len())? {
+            return Ok(0);
+        }
+        let n = buf.len().min(self.pending.len() - self.pos);
+        buf[..n].copy_from_slice(&self.pending[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+
+    fn read_uninit(&mut self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        if buf.is_empty() || !self.fill(buf.len())? {
+            return Ok(0);
+        }
+        let n = copy_to_uninit(&mut &self.pending[self.pos..], buf);
+        self.pos += n;
+        Ok(n)
+    }
+
+    fn held(&self) -> usize {
+        self.pending.len() - self.pos
+    }
+
+    fn held_whole(&self) -> Option<usize> {
+        self.ended.then(|| self.held())
     }
 }
 

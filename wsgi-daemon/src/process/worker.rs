@@ -84,13 +84,13 @@ impl Shared {
             .then_some(self.spec.options.socket_timeout);
         let _ = conn.set_read_timeout(timeout);
         let mut reader = FrameReader::new(BufReader::with_capacity(READ_AHEAD, &conn));
-        let request = match reader.next_frame() {
+        let (request, inline_body) = match reader.next_frame() {
             Ok(None) => return After::Close,
             Ok(Some((kind::REQUEST, payload))) => match protocol::decode_request(payload) {
-                Ok(mut r) => {
+                Ok((mut r, body)) => {
                     // `mod_wsgi.daemon_start`: when this process took the request.
                     r.head.stamps.daemon_start_us = now_us();
-                    r
+                    (r, body.map(<[u8]>::to_vec))
                 }
                 Err(e) => {
                     tracing::warn!(%group, "refusing a request from the front: {e}");
@@ -151,7 +151,7 @@ impl Shared {
         let app = &request.app;
         let opts = app.options(&self.process_options);
         let keep = {
-            let mut body = WireBody::new(&conn);
+            let mut body = WireBody::new(&conn, inline_body);
             let mut sink = WireSink::new(&conn);
             let outcome = match self.runtime.interpreter(&app.application_group) {
                 Ok(interp) => {
