@@ -54,11 +54,12 @@ fn frames(c: &mut Criterion) {
     g.bench_function("encode_request", |b| {
         let mut buf = Vec::with_capacity(1024);
         b.iter(|| {
-            buf = protocol::encode_request(black_box(&req), None, std::mem::take(&mut buf));
+            buf =
+                protocol::encode_request(black_box(&req), None, std::mem::take(&mut buf)).unwrap();
             black_box(buf.len())
         })
     });
-    let frame = protocol::encode_request(&req, None, Vec::new());
+    let frame = protocol::encode_request(&req, None, Vec::new()).unwrap();
     g.bench_function("decode_request", |b| {
         b.iter(|| protocol::decode_request(black_box(&frame[protocol::HEADER_LEN..])).unwrap())
     });

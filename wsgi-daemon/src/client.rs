@@ -244,28 +244,22 @@ impl DaemonClient {
         let mut fresh_retries = 0;
         // A small body the front holds whole rides in the REQUEST frame: the daemon then asks
         // for nothing (one round trip between the processes less).
-        let mut failed = FailedBody(None);
-        let inline = match body.held_whole() {
-            Some(n) if n <= protocol::INLINE_BODY => match read_whole(body, n) {
-                Ok(bytes) => Some(bytes),
-                Err(e) => {
-                    // Not expected of bytes in memory; the app hears of it at its first read.
-                    failed.0 = Some(e);
-                    None
-                }
-            },
-            _ => None,
-        };
-        let body: &mut dyn RequestBody = if failed.0.is_some() {
-            &mut failed
-        } else {
-            body
-        };
-        let frame = protocol::encode_request(
+        let inline = matches!(body.held_whole(), Some(n) if n <= protocol::INLINE_BODY);
+        let encoded = protocol::encode_request(
             request,
-            inline.as_deref(),
-            Vec::with_capacity(1024 + inline.as_ref().map_or(0, Vec::len)),
+            inline.then_some(&mut *body),
+            Vec::with_capacity(1024),
         );
+        let mut failed = FailedBody(None);
+        let (frame, body): (Vec<u8>, &mut dyn RequestBody) = match encoded {
+            Ok(frame) => (frame, body),
+            Err(e) => {
+                // Not expected of bytes in memory; the app hears of it at its first read.
+                failed.0 = Some(e);
+                let frame = protocol::encode_request(request, None, Vec::with_capacity(1024));
+                (frame.expect("only reading a body fails"), &mut failed)
+            }
+        };
         loop {
             // After a failed attempt only fresh connections: pooled ones may all lead to the
             // process that is going away.
@@ -572,20 +566,6 @@ impl RequestBody for FailedBody {
     fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
         self.0.take().map_or(Ok(0), Err)
     }
-}
-
-/// The `n` bytes `body` holds (its whole rest), read out of it.
-fn read_whole(body: &mut dyn RequestBody, n: usize) -> io::Result<Vec<u8>> {
-    let mut bytes = vec![0u8; n];
-    let mut got = 0;
-    while got < n {
-        match body.read(&mut bytes[got..])? {
-            0 => break,
-            k => got += k,
-        }
-    }
-    bytes.truncate(got);
-    Ok(bytes)
 }
 
 /// Reads into `buf` what the first read gives (waiting for it), then whatever more `body`

@@ -34,8 +34,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use wsgi_interp::{
-    AppCall, AppError, InterpError, Outcome, PyErrorInfo, ReloadMode, RequestHead, Scheme,
-    ScriptError, ScriptSpec, Stamps,
+    AppCall, AppError, InterpError, Outcome, PyErrorInfo, ReloadMode, RequestBody, RequestHead,
+    Scheme, ScriptError, ScriptSpec, Stamps,
 };
 
 /// The largest payload a frame may carry (16 MiB); anything larger is a protocol error.
@@ -247,9 +247,14 @@ pub fn decode_file(payload: &[u8]) -> Result<(u64, u64), ProtocolError> {
     Ok(range)
 }
 
-/// Encodes a REQUEST frame, with the whole request `body` in it if given (at most
-/// [`INLINE_BODY`] bytes; `None`: the daemon asks for the body as the app reads it).
-pub fn encode_request(req: &DaemonRequest, body: Option<&[u8]>, buf: Vec<u8>) -> Vec<u8> {
+/// Encodes a REQUEST frame, with the request body in it if given: what `body` gives up to its
+/// end or [`INLINE_BODY`] bytes, so only a body it holds whole belongs here (`None`: the
+/// daemon asks for the body as the app reads it). Fails only if reading `body` fails.
+pub fn encode_request(
+    req: &DaemonRequest,
+    body: Option<&mut dyn RequestBody>,
+    buf: Vec<u8>,
+) -> io::Result<Vec<u8>> {
     let mut e = Encoder::frame(kind::REQUEST, buf);
     e.u64(req.queued_at_us);
     let app = &req.app;
@@ -288,10 +293,14 @@ pub fn encode_request(req: &DaemonRequest, body: Option<&[u8]>, buf: Vec<u8>) ->
         None => e.u8(0),
         Some(body) => {
             e.u8(1);
-            e.bytes(body);
+            // The length, then the bytes read straight into the frame.
+            let at = e.buf.len();
+            e.u32(0);
+            let n = wsgi_interp::read_body_into(body, &mut e.buf, INLINE_BODY)?;
+            e.buf[at..at + 4].copy_from_slice(&(n as u32).to_le_bytes());
         }
     }
-    e.finish()
+    Ok(e.finish())
 }
 
 /// Encodes a START frame: the headers stay separate entries, in the app's order.
@@ -536,8 +545,11 @@ impl<'a> Decoder<'a> {
     }
 }
 
-/// Decodes the payload of a REQUEST frame: the request, and its body when it came inline.
-pub fn decode_request(payload: &[u8]) -> Result<(DaemonRequest, Option<&[u8]>), ProtocolError> {
+/// Decodes the payload of a REQUEST frame: the request, and where its body is in `payload`
+/// when it came inline (the last field: the range ends at the payload's end).
+pub fn decode_request(
+    payload: &[u8],
+) -> Result<(DaemonRequest, Option<std::ops::Range<usize>>), ProtocolError> {
     let mut d = Decoder::new("REQUEST", payload);
     let queued_at_us = d.u64()?;
     let path = d.path()?;
@@ -578,7 +590,8 @@ pub fn decode_request(payload: &[u8]) -> Result<(DaemonRequest, Option<&[u8]>), 
         if body.len() > INLINE_BODY {
             return Err(d.bad("an inline body larger than INLINE_BODY"));
         }
-        Some(body)
+        let end = payload.len() - d.buf.len();
+        Some(end - body.len()..end)
     } else {
         None
     };
@@ -895,22 +908,34 @@ mod tests {
     #[test]
     fn request_round_trips() {
         let req = sample_request();
-        let frame = encode_request(&req, None, Vec::new());
+        let frame = encode_request(&req, None, Vec::new()).unwrap();
         let (k, payload) = read_one(&frame).unwrap().unwrap();
         assert_eq!(k, kind::REQUEST);
         let (back, body) = decode_request(&payload).unwrap();
         assert_eq!(body, None, "no inline body: the daemon asks for it");
         for inline in [&b""[..], b"a=1&b=2", &[7u8; INLINE_BODY]] {
-            let frame = encode_request(&req, Some(inline), Vec::new());
+            let frame = encode_request(&req, Some(&mut &inline[..]), Vec::new()).unwrap();
             let (_, payload) = read_one(&frame).unwrap().unwrap();
             let (again, body) = decode_request(&payload).unwrap();
-            assert_eq!(body, Some(inline));
+            assert_eq!(body.map(|range| &payload[range]), Some(inline));
             assert_eq!(again.head.extra, req.head.extra);
         }
-        // More than INLINE_BODY is a protocol error, not a body.
-        let frame = encode_request(&req, Some(&[7u8; INLINE_BODY + 1]), Vec::new());
+        // At most INLINE_BODY bytes are taken from the body.
+        let long = [7u8; INLINE_BODY + 1];
+        let mut rest = &long[..];
+        let frame = encode_request(&req, Some(&mut rest), Vec::new()).unwrap();
+        assert_eq!(rest.len(), 1);
         let (_, payload) = read_one(&frame).unwrap().unwrap();
-        assert!(decode_request(&payload).is_err());
+        assert_eq!(
+            decode_request(&payload).unwrap().1.unwrap().len(),
+            INLINE_BODY
+        );
+        // More than INLINE_BODY inline is a protocol error, not a body.
+        let mut too_long = payload.clone();
+        too_long.push(7);
+        let at = too_long.len() - INLINE_BODY - 5;
+        too_long[at..at + 4].copy_from_slice(&(INLINE_BODY as u32 + 1).to_le_bytes());
+        assert!(decode_request(&too_long).is_err());
         assert_eq!(back.queued_at_us, req.queued_at_us);
         assert_eq!(back.app.script, req.app.script);
         assert_eq!(back.app.application_group, req.app.application_group);
@@ -1099,7 +1124,7 @@ mod tests {
 
     #[test]
     fn truncated_frames_are_errors_not_eof() {
-        let frame = encode_request(&sample_request(), None, Vec::new());
+        let frame = encode_request(&sample_request(), None, Vec::new()).unwrap();
         for cut in 1..frame.len() {
             let err = read_one(&frame[..cut]).unwrap_err();
             assert!(matches!(err, ProtocolError::Truncated), "cut {cut}: {err}");

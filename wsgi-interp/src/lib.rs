@@ -49,5 +49,5 @@ pub use start_config::{InterpreterOptions, StartConfig, StartError};
 pub use wsgi::{
     AppCall, AppError, CallOptions, HeadSource, InterpError, LoadStatus, Outcome, PyErrorInfo,
     ReloadMode, RequestBody, RequestHead, ResponseSink, Scheme, ScriptError, ScriptSpec, Stamps,
-    callables_found, copy_to_uninit, next_request_id, now_us,
+    callables_found, copy_to_uninit, next_request_id, now_us, read_body_into,
 };

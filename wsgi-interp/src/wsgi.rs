@@ -419,6 +419,29 @@ pub fn copy_to_uninit(src: &mut &[u8], dst: &mut [MaybeUninit<u8>]) -> usize {
     n
 }
 
+/// Appends to `out` what `body` gives until its end or `max` bytes, read straight into
+/// `out`'s spare room (not zeroed first); returns how many bytes it appended.
+pub fn read_body_into(
+    body: &mut dyn RequestBody,
+    out: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<usize> {
+    let start = out.len();
+    while out.len() - start < max {
+        let want = max - (out.len() - start);
+        out.reserve(want);
+        let got = body.read_uninit(&mut out.spare_capacity_mut()[..want])?;
+        if got == 0 {
+            break;
+        }
+        let len = out.len() + got.min(want);
+        // SAFETY: read_uninit initialised the first `got` bytes of the spare room it was
+        // given (its contract), and `len` stays within the capacity reserved above.
+        unsafe { out.set_len(len) };
+    }
+    Ok(out.len() - start)
+}
+
 /// Where the response goes. Every method is called with the GIL released; an error means the
 /// client is gone, and the call stops, calls the iterable's `close()` and reports it.
 pub trait ResponseSink: Send {

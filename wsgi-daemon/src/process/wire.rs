@@ -26,15 +26,18 @@ pub(super) struct WireBody<'a> {
 }
 
 impl<'a> WireBody<'a> {
-    /// The body of the request just read from `conn`: `inline`, when it came whole in the
-    /// REQUEST frame; else asked for from the front as the app reads it.
-    pub(super) fn new(conn: &'a UnixStream, inline: Option<Vec<u8>>) -> Self {
+    /// The body of the request just read from `conn`: when it came whole in the REQUEST
+    /// frame, `inline` is that frame's payload and where the body starts in it (it runs to
+    /// the end); else it is asked for from the front as the app reads it.
+    pub(super) fn new(conn: &'a UnixStream, inline: Option<(Vec<u8>, usize)>) -> Self {
+        let ended = inline.is_some();
+        let (pending, pos) = inline.unwrap_or_default();
         WireBody {
             conn,
             reader: FrameReader::new(BufReader::with_capacity(READ_AHEAD, conn)),
-            ended: inline.is_some(),
-            pending: inline.unwrap_or_default(),
-            pos: 0,
+            pending,
+            pos,
+            ended,
             broken: false,
         }
     }

@@ -90,7 +90,7 @@ impl Shared {
                 Ok((mut r, body)) => {
                     // `mod_wsgi.daemon_start`: when this process took the request.
                     r.head.stamps.daemon_start_us = now_us();
-                    (r, body.map(<[u8]>::to_vec))
+                    (r, body)
                 }
                 Err(e) => {
                     tracing::warn!(%group, "refusing a request from the front: {e}");
@@ -151,6 +151,8 @@ impl Shared {
         let app = &request.app;
         let opts = app.options(&self.process_options);
         let keep = {
+            // An inline body is read from the frame's own buffer, where it came.
+            let inline_body = inline_body.map(|at| (reader.take_payload(), at.start));
             let mut body = WireBody::new(&conn, inline_body);
             let mut sink = WireSink::new(&conn);
             let outcome = match self.runtime.interpreter(&app.application_group) {
