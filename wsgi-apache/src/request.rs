@@ -77,6 +77,80 @@ impl RequestBody for ApacheBody<'_> {
     }
 }
 
+/// The `Content-Length` of a request body that may be read ahead: at most
+/// [`INLINE_BODY`](wsgi_daemon::protocol::INLINE_BODY) bytes, not chunked, no `Expect`.
+fn small_body_length(headers: &[(String, Vec<u8>)]) -> Option<usize> {
+    let named = |name: &'static str| {
+        headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+    };
+    if named("Transfer-Encoding").next().is_some() || named("Expect").next().is_some() {
+        return None;
+    }
+    let mut lengths = named("Content-Length");
+    let (_, value) = lengths.next()?;
+    if lengths.next().is_some() {
+        return None;
+    }
+    let len: usize = std::str::from_utf8(value).ok()?.trim().parse().ok()?;
+    (len <= wsgi_daemon::protocol::INLINE_BODY).then_some(len)
+}
+
+/// A request body read before the call: its bytes, then the error that stopped the reading,
+/// if one did (the app meets it where it would have, after the bytes that came).
+struct ReadAhead {
+    bytes: Vec<u8>,
+    pos: usize,
+    failed: Option<io::Error>,
+}
+
+impl ReadAhead {
+    /// Reads up to `len` bytes of `r`'s body.
+    fn read(r: &Request<'_>, len: usize) -> ReadAhead {
+        let mut bytes = vec![0u8; len];
+        let mut got = 0;
+        let mut failed = None;
+        while got < len {
+            match ApacheBody(*r).read(&mut bytes[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        bytes.truncate(got);
+        ReadAhead {
+            bytes,
+            pos: 0,
+            failed,
+        }
+    }
+}
+
+impl RequestBody for ReadAhead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let rest = &self.bytes[self.pos..];
+        if rest.is_empty() && !buf.is_empty() {
+            return self.failed.take().map_or(Ok(0), Err);
+        }
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.pos += n;
+        Ok(n)
+    }
+
+    fn held(&self) -> usize {
+        self.bytes.len() - self.pos
+    }
+
+    fn held_whole(&self) -> Option<usize> {
+        self.failed.is_none().then(|| self.held())
+    }
+}
+
 /// The response, written into Apache's output filters.
 struct ApacheSink<'r> {
     r: Request<'r>,
@@ -263,12 +337,20 @@ pub(crate) fn serve(
 /// Runs a request in its daemon process group, over the group's socket.
 fn in_daemon(r: &Request<'_>, info: &RequestInfo, route: &Route, group: &str) -> c_int {
     let head = request_head(r, info, route);
+    // A small body with a Content-Length is read before the request goes, and crosses with
+    // it (no round trip between the processes, and no daemon thread waits on the client).
+    // Not with `Expect: 100-continue`: that is sent only if the app reads the body.
+    let mut read_ahead = small_body_length(&head.headers).map(|len| ReadAhead::read(r, len));
+    let mut streamed = ApacheBody(*r);
+    let body: &mut dyn RequestBody = match &mut read_ahead {
+        Some(read) => read,
+        None => &mut streamed,
+    };
     // Daemon mode: a changed script restarts the daemon process (mod_wsgi's rule).
     let request = DaemonRequest::new(AppCall::for_route(route, true), head);
-    let mut body = ApacheBody(*r);
     let mut sink = ApacheSink::new(*r);
     sink.override_errors = route.settings.error_override == Some(true);
-    match crate::daemon_mode::client().dispatch(group, &request, &mut body, &mut sink) {
+    match crate::daemon_mode::client().dispatch(group, &request, body, &mut sink) {
         Ok(outcome) => match sink.overridden {
             Some(status) => c_int::from(status),
             None => finish(r, route, outcome, sink.started),

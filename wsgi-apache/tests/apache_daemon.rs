@@ -223,6 +223,84 @@ fn request_bodies_cross_to_the_daemon_whole() {
     assert_eq!(String::from_utf8_lossy(&body), expected);
 }
 
+/// Small bodies (read by the Apache child before the request goes, and sent with it) reach
+/// the app whole; one the app ignores leaves nothing behind on the daemon connection; with
+/// `Expect: 100-continue` the body is asked for only when the app reads it.
+#[test]
+fn small_request_bodies_cross_with_the_request() {
+    use std::io::{Read, Write};
+    let dir = scratch_world_readable("wsgi-apache-daemon-");
+    let root = dir.path().join("server");
+    std::fs::create_dir(&root).unwrap();
+    // One daemon thread: each request takes the daemon connection the one before used.
+    let apache = Apache::start(&root, &site(dir.path(), "threads=1"));
+    let request = |path: &str, data: &[u8], more: &str| {
+        let mut request = format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n{more}\r\n",
+            data.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(data);
+        request
+    };
+    let digest = |data: &[u8]| {
+        format!(
+            "{} {}",
+            data.len(),
+            data.iter().map(|&b| u32::from(b)).sum::<u32>() % 65521
+        )
+    };
+    for n in [1usize, 1000, 65_536, 65_537] {
+        let data: Vec<u8> = (0..n).map(|i| (i * 13 % 251) as u8).collect();
+        let (status, _, body) =
+            wsgi_testkit::http::split_response(&apache.raw(&request("/echo", &data, "")));
+        assert_eq!(status, 200, "{n} bytes: {}", apache.error_log());
+        assert_eq!(String::from_utf8_lossy(&body), digest(&data), "{n} bytes");
+        let (status, _, body) =
+            wsgi_testkit::http::split_response(&apache.raw(&request("/x", &data, "")));
+        assert_eq!(status, 200, "{n} bytes ignored: {}", apache.error_log());
+        assert!(field(&body, "pid").parse::<u32>().is_ok());
+    }
+    // A body that arrives in two pieces, a pause between them, is waited for.
+    let data = vec![b'z'; 40_000];
+    let mut s = std::net::TcpStream::connect(apache.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let whole = request("/echo", &data, "");
+    let (first, second) = whole.split_at(whole.len() - 20_000);
+    s.write_all(first).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    s.write_all(second).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let (status, _, body) = wsgi_testkit::http::split_response(&raw);
+    assert_eq!(
+        (status, String::from_utf8_lossy(&body)),
+        (200, digest(&data).into())
+    );
+    // Expect: 100-continue: the interim answer comes, then the body is read.
+    let data = b"continued".to_vec();
+    let whole = request("/echo", &data, "Expect: 100-continue\r\n");
+    let (head, _) = whole.split_at(whole.len() - data.len());
+    let mut s = std::net::TcpStream::connect(apache.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(head).unwrap();
+    let mut interim = [0u8; 25];
+    s.read_exact(&mut interim).unwrap();
+    assert!(
+        interim.starts_with(b"HTTP/1.1 100 Continue"),
+        "{}",
+        String::from_utf8_lossy(&interim)
+    );
+    s.write_all(&data).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let (status, _, body) = wsgi_testkit::http::split_response(&raw);
+    assert_eq!(
+        (status, String::from_utf8_lossy(&body)),
+        (200, digest(&data).into())
+    );
+}
+
 #[test]
 fn the_daemon_starts_with_its_python_home() {
     let dir = scratch_world_readable("wsgi-apache-daemon-");
