@@ -63,6 +63,9 @@ impl Shared {
                         self.spec.options.send_buffer_size,
                         self.spec.options.receive_buffer_size,
                     );
+                    // Reads wait at most socket-timeout, on every request of the connection.
+                    let timeout = self.spec.options.socket_timeout;
+                    let _ = conn.set_read_timeout((!timeout.is_zero()).then_some(timeout));
                     // This connection's first request has a worker promised to it.
                     self.free.fetch_sub(1, Ordering::SeqCst);
                     let token = self.next_token.fetch_add(1, Ordering::Relaxed);

@@ -18,7 +18,8 @@ use crate::protocol::{
 /// The request body, pulled from the front one BODY_WANTED at a time.
 pub(super) struct WireBody<'a> {
     conn: &'a UnixStream,
-    reader: FrameReader<BufReader<&'a UnixStream>>,
+    /// Made at the first BODY_WANTED (an inline body needs none).
+    reader: Option<FrameReader<BufReader<&'a UnixStream>>>,
     pending: Vec<u8>,
     pos: usize,
     ended: bool,
@@ -34,7 +35,7 @@ impl<'a> WireBody<'a> {
         let (pending, pos) = inline.unwrap_or_default();
         WireBody {
             conn,
-            reader: FrameReader::new(BufReader::with_capacity(READ_AHEAD, conn)),
+            reader: None,
             pending,
             pos,
             ended,
@@ -57,13 +58,17 @@ impl WireBody<'_> {
             return Err(io::Error::other("the front connection failed"));
         }
         let want = want.min(CHUNK) as u32;
+        let conn = self.conn;
+        let reader = self
+            .reader
+            .get_or_insert_with(|| FrameReader::new(BufReader::with_capacity(READ_AHEAD, conn)));
         let result = (|| {
-            let mut conn = self.conn;
+            let mut conn = conn;
             conn.write_all(&encode_body_wanted(want))?;
-            match self.reader.next_frame() {
+            match reader.next_frame() {
                 Ok(Some((kind::BODY, chunk))) if !chunk.is_empty() => {
                     // The chunk's buffer becomes the pending bytes, as it is.
-                    self.pending = self.reader.take_payload();
+                    self.pending = reader.take_payload();
                     self.pos = 0;
                     Ok(true)
                 }
@@ -156,7 +161,8 @@ impl<'a> WireSink<'a> {
     /// The response to the request just read from `conn`.
     pub(super) fn new(conn: &'a UnixStream) -> Self {
         WireSink {
-            out: BufWriter::with_capacity(CHUNK + 64, conn),
+            // Chunks of DIRECT bytes and more bypass the buffer.
+            out: BufWriter::with_capacity(DIRECT + 1024, conn),
         }
     }
 }

@@ -80,9 +80,6 @@ impl Shared {
     /// Serves the one request waiting on `conn`.
     fn serve_connection(&self, index: usize, conn: UnixStream) -> After {
         let group = &self.spec.group;
-        let timeout = (!self.spec.options.socket_timeout.is_zero())
-            .then_some(self.spec.options.socket_timeout);
-        let _ = conn.set_read_timeout(timeout);
         let mut reader = FrameReader::new(BufReader::with_capacity(READ_AHEAD, &conn));
         let (request, inline_body) = match reader.next_frame() {
             Ok(None) => return After::Close,
