@@ -171,6 +171,15 @@ fn a_file_wrapper_file_goes_out_through_the_apache_child() {
     assert_eq!(apache.get("/x").0, 200);
 }
 
+/// What the app's `/echo` answers for a body: its length and its bytes' sum modulo 65521.
+fn digest(data: &[u8]) -> String {
+    format!(
+        "{} {}",
+        data.len(),
+        data.iter().map(|&b| u32::from(b)).sum::<u32>() % 65521
+    )
+}
+
 /// Request bodies reach the daemon whole and in order, however they arrive: a 1 MiB body
 /// with Content-Length, a chunked one in odd-sized chunks, and one sent in pieces with
 /// pauses between them (each read takes what has arrived, then waits for more).
@@ -182,11 +191,7 @@ fn request_bodies_cross_to_the_daemon_whole() {
     std::fs::create_dir(&root).unwrap();
     let apache = Apache::start(&root, &site(dir.path(), "threads=2"));
     let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i * 7 % 251) as u8).collect();
-    let expected = format!(
-        "{} {}",
-        data.len(),
-        data.iter().map(|&b| u32::from(b)).sum::<u32>() % 65521
-    );
+    let expected = digest(&data);
     let head = |framing: &str| {
         format!("POST /echo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{framing}\r\n\r\n")
             .into_bytes()
@@ -243,21 +248,12 @@ fn small_request_bodies_cross_with_the_request() {
         request.extend_from_slice(data);
         request
     };
-    let digest = |data: &[u8]| {
-        format!(
-            "{} {}",
-            data.len(),
-            data.iter().map(|&b| u32::from(b)).sum::<u32>() % 65521
-        )
-    };
     for n in [1usize, 1000, 65_536, 65_537] {
         let data: Vec<u8> = (0..n).map(|i| (i * 13 % 251) as u8).collect();
-        let (status, _, body) =
-            wsgi_testkit::http::split_response(&apache.raw(&request("/echo", &data, "")));
+        let (status, _, body) = apache.request("POST", "/echo", &[], &data);
         assert_eq!(status, 200, "{n} bytes: {}", apache.error_log());
         assert_eq!(String::from_utf8_lossy(&body), digest(&data), "{n} bytes");
-        let (status, _, body) =
-            wsgi_testkit::http::split_response(&apache.raw(&request("/x", &data, "")));
+        let (status, _, body) = apache.request("POST", "/x", &[], &data);
         assert_eq!(status, 200, "{n} bytes ignored: {}", apache.error_log());
         assert!(field(&body, "pid").parse::<u32>().is_ok());
     }
