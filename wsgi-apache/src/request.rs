@@ -98,7 +98,8 @@ fn small_body_length(headers: &[(String, Vec<u8>)]) -> Option<usize> {
 }
 
 /// A request body read before the call: its bytes, then the error that stopped the reading,
-/// if one did (the app meets it where it would have, after the bytes that came).
+/// if one did, or a short body's end (the app meets it where it would have, after the bytes
+/// that came).
 struct ReadAhead {
     bytes: Vec<u8>,
     pos: usize,
@@ -120,6 +121,12 @@ impl ReadAhead {
                     break;
                 }
             }
+        }
+        if got < len && failed.is_none() {
+            failed = Some(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the request body ended before its Content-Length",
+            ));
         }
         bytes.truncate(got);
         ReadAhead {

@@ -273,6 +273,24 @@ fn small_request_bodies_cross_with_the_request() {
         (status, String::from_utf8_lossy(&body)),
         (200, digest(&data).into())
     );
+    // A body cut short (the client stops sending halfway): never a shorter body served as
+    // whole.
+    let data = vec![b'c'; 1000];
+    let whole = request("/echo", &data, "");
+    let mut s = std::net::TcpStream::connect(apache.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(&whole[..whole.len() - 500]).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    if !raw.is_empty() {
+        let (status, _, body) = wsgi_testkit::http::split_response(&raw);
+        assert!(
+            status != 200 || String::from_utf8_lossy(&body) != digest(&data[..500]),
+            "a truncated body reached the app as whole: {}",
+            apache.error_log()
+        );
+    }
     // Expect: 100-continue: the interim answer comes, then the body is read.
     let data = b"continued".to_vec();
     let whole = request("/echo", &data, "Expect: 100-continue\r\n");
