@@ -59,19 +59,23 @@ WSGIScriptAlias / {d}/app.wsgi
     )
 }
 
+/// Apache serving [`APP`] in daemon process group `site` with `options`, in a fresh
+/// world-readable scratch folder (returned: it must outlive the server).
+fn start_site(options: &str) -> (tempfile::TempDir, Apache) {
+    let dir = scratch_world_readable("wsgi-apache-daemon-");
+    let root = dir.path().join("server");
+    std::fs::create_dir(&root).unwrap();
+    let apache = Apache::start(&root, &site(dir.path(), options));
+    (dir, apache)
+}
+
 fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
 #[test]
 fn a_group_of_two_processes_serves_as_the_apache_user() {
-    let dir = scratch_world_readable("wsgi-apache-daemon-");
-    let root = dir.path().join("server");
-    std::fs::create_dir(&root).unwrap();
-    let mut apache = Apache::start(
-        &root,
-        &site(dir.path(), "processes=2 threads=4 display-name=%{GROUP}"),
-    );
+    let (_dir, mut apache) = start_site("processes=2 threads=4 display-name=%{GROUP}");
     // Slow requests in parallel: both processes answer.
     let pids: BTreeSet<u32> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..8)
@@ -122,10 +126,7 @@ fn a_group_of_two_processes_serves_as_the_apache_user() {
 
 #[test]
 fn a_crashed_daemon_costs_its_request_only() {
-    let dir = scratch_world_readable("wsgi-apache-daemon-");
-    let root = dir.path().join("server");
-    std::fs::create_dir(&root).unwrap();
-    let apache = Apache::start(&root, &site(dir.path(), "threads=2"));
+    let (_dir, apache) = start_site("threads=2");
     let before = field(&apache.get("/x").2, "pid");
     assert_eq!(apache.get("/exit").0, 502);
     let deadline = Instant::now() + Duration::from_secs(1);
@@ -186,10 +187,7 @@ fn digest(data: &[u8]) -> String {
 #[test]
 fn request_bodies_cross_to_the_daemon_whole() {
     use std::io::{Read, Write};
-    let dir = scratch_world_readable("wsgi-apache-daemon-");
-    let root = dir.path().join("server");
-    std::fs::create_dir(&root).unwrap();
-    let apache = Apache::start(&root, &site(dir.path(), "threads=2"));
+    let (_dir, apache) = start_site("threads=2");
     let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i * 7 % 251) as u8).collect();
     let expected = digest(&data);
     let head = |framing: &str| {
@@ -234,11 +232,8 @@ fn request_bodies_cross_to_the_daemon_whole() {
 #[test]
 fn small_request_bodies_cross_with_the_request() {
     use std::io::{Read, Write};
-    let dir = scratch_world_readable("wsgi-apache-daemon-");
-    let root = dir.path().join("server");
-    std::fs::create_dir(&root).unwrap();
     // One daemon thread: each request takes the daemon connection the one before used.
-    let apache = Apache::start(&root, &site(dir.path(), "threads=1"));
+    let (_dir, apache) = start_site("threads=1");
     let request = |path: &str, data: &[u8], more: &str| {
         let mut request = format!(
             "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n{more}\r\n",
@@ -332,10 +327,7 @@ fn the_daemon_starts_with_its_python_home() {
 
 #[test]
 fn graceful_restarts_under_load_lose_no_request() {
-    let dir = scratch_world_readable("wsgi-apache-daemon-");
-    let root = dir.path().join("server");
-    std::fs::create_dir(&root).unwrap();
-    let apache = Apache::start(&root, &site(dir.path(), "processes=2 threads=4"));
+    let (_dir, apache) = start_site("processes=2 threads=4");
     let stop = std::sync::atomic::AtomicBool::new(false);
     let (ok, failed) = std::thread::scope(|s| {
         let workers: Vec<_> = (0..4)
