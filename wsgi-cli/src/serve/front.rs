@@ -1035,6 +1035,7 @@ async fn handle(
     } else {
         None
     };
+    // The access log's entry, boxed at once (its future stays small; it is sent boxed).
     let record = front.logs.as_ref().map(|logs| {
         let server_name = front.site.config.canonical_name(vhost).to_string();
         let record = LogRecord {
@@ -1057,7 +1058,11 @@ async fn handle(
                 &target,
             )
         };
-        (logs, record)
+        Box::new(LogJob {
+            writer: logs.writer.clone(),
+            logs: logs.for_host(vhost),
+            record,
+        })
     });
     let verdict = strict::check(
         &strict::Head {
@@ -1111,7 +1116,8 @@ async fn handle(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     conn.shared.response_started();
-    let job = record.map(|(logs, mut record)| {
+    let job = record.map(|mut job| {
+        let record = &mut job.record;
         record.status = response.status().as_u16();
         record.response_headers = response.headers().clone();
         record.closes = record.closes
@@ -1125,11 +1131,7 @@ async fn handle(
             record.user = extras.user;
             record.request_id = extras.request_id;
         }
-        Box::new(LogJob {
-            writer: logs.writer.clone(),
-            logs: logs.for_host(vhost),
-            record,
-        })
+        job
     });
     let metric = metric.map(|mut metric| {
         metric.status = response.status().as_u16();
@@ -1374,16 +1376,16 @@ async fn dispatch(
     let site = &front.site;
     let path = req.uri().path().to_string();
     if let Some((alias, rest)) = site.alias_for(&path) {
-        return serve_static(alias, rest, &req).await;
+        // Boxed, as every path below but the application's: this future stays small.
+        return Box::pin(serve_static(alias, rest, &req)).await;
     }
-    /// Where a request goes, decided before anything is awaited. (A stack temporary,
-    /// consumed at once: boxing the route would cost an allocation per request.)
-    #[allow(clippy::large_enum_variant)]
+    /// Where a request goes, decided before anything is awaited.
     enum Decision {
         /// mod_alias's `Redirect`, `Alias` (or a refusal of the path).
         Alias(Result<AliasTarget, wsgi_config::route::RouteError>),
-        /// A `WSGIScriptAlias`.
-        App(Route),
+        /// A `WSGIScriptAlias` (boxed: the route goes on to [`serve_route`], whose future
+        /// holds it across its awaits).
+        App(Box<Route>),
         /// The `DocumentRoot`, if any.
         Document(Result<Option<AliasTarget>, wsgi_config::route::RouteError>),
     }
@@ -1426,7 +1428,7 @@ async fn dispatch(
             Ok(Some(target)) => Decision::Alias(Ok(target)),
             Err(e) => Decision::Alias(Err(e)),
             Ok(None) => match site.config.route(&request) {
-                Ok(Some(route)) => Decision::App(route),
+                Ok(Some(route)) => Decision::App(Box::new(route)),
                 Ok(None) => Decision::Document(site.config.document_file(&request)),
                 Err(e) => Decision::Alias(Err(e)),
             },
@@ -1452,7 +1454,7 @@ async fn dispatch(
         }))
         | Decision::Document(Ok(Some(AliasTarget::Script {
             route: Ok(route), ..
-        }))) => return Box::pin(serve_route(front, conn, req, target, host, *route)).await,
+        }))) => return Box::pin(serve_route(front, conn, req, target, host, route)).await,
         Decision::Alias(Ok(AliasTarget::Script {
             file,
             settings,
@@ -1469,9 +1471,9 @@ async fn dispatch(
             tracing::info!(method = %req.method(), path, "{}: {e}", e.status());
             return refuse(e.status());
         }
-        // An application's route future is boxed (as above): the request future stays a few
-        // kilobytes, which allocates fast (mimalloc's larger size classes, from about 8 KiB, cost
-        // thousands of instructions more per request).
+        // An application's route future is boxed (as above), and so are the file paths'
+        // below: each future stays small, copied into its box and allocated fast (mimalloc's
+        // size classes from about 8 KiB cost thousands of instructions more per request).
         Decision::App(route) => {
             return Box::pin(serve_route(front, conn, req, target, host, route)).await;
         }
@@ -1501,10 +1503,11 @@ async fn dispatch(
         place,
     );
     // Apache checks who may see the file before its handler runs (or refuses it).
-    let (response, user) = match check_access(conn, &req, &settings, &env, &file, hooks).await {
+    let checked = Box::pin(check_access(conn, &req, &settings, &env, &file, hooks)).await;
+    let (response, user) = match checked {
         Ok(granted) => match refusal {
             None => (
-                serve_file(&file, &req, host.as_deref(), conn).await,
+                Box::pin(serve_file(&file, &req, host.as_deref(), conn)).await,
                 granted.user,
             ),
             Some(e) => {
@@ -1531,7 +1534,7 @@ async fn serve_route(
     req: Request<Incoming>,
     target: Bytes,
     host: Option<String>,
-    mut route: Route,
+    mut route: Box<Route>,
 ) -> Response<ResponseBody> {
     let path = req.uri().path().to_string();
     let hooks_for = |route: &Route| {
@@ -1670,7 +1673,7 @@ async fn read_body(
 async fn run_app(
     front: &Front,
     conn: &ConnInfo,
-    route: Route,
+    route: Box<Route>,
     req: Request<Incoming>,
     (target, stamps): (Bytes, Stamps),
     granted: Granted,
@@ -1763,7 +1766,13 @@ async fn run_app(
         done,
         host: route.host,
     };
-    let may_wait = match pool.submit(job).await {
+    // A full pool's wait is boxed: this future stays small for the usual case.
+    let submitted = match pool.try_submit(job) {
+        Err((None, job)) => Box::pin(pool.submit(job)).await,
+        Err((Some(refused), job)) => Err((refused, job)),
+        Ok(may_wait) => Ok(may_wait),
+    };
+    let may_wait = match submitted {
         Ok(may_wait) => may_wait,
         Err((refused, _job)) => {
             return match refused {

@@ -288,19 +288,40 @@ impl WorkerPool {
     /// `Ok(true)`: it may have to wait for a worker (every one was taken when it was queued),
     /// so the caller should keep the queue timer; `Ok(false)`: a worker is free for it.
     pub async fn submit(&self, job: Job) -> Result<bool, (Refused, Job)> {
-        // A free slot is taken at once; only a full pool sets up the timed wait.
-        let slot = match self.slots.clone().try_acquire_owned() {
-            Ok(slot) => slot,
-            Err(TryAcquireError::Closed) => return Err((Refused::Stopping, job)),
-            Err(TryAcquireError::NoPermits) => {
+        match self.try_submit(job) {
+            Err((None, job)) => {
                 let wait = self.queue_timeout.saturating_sub(job.arrived.elapsed());
-                match tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await {
-                    Ok(Ok(slot)) => slot,
-                    Ok(Err(_)) => return Err((Refused::Stopping, job)),
-                    Err(_) => return Err((Refused::Busy, job)),
-                }
+                let slot =
+                    match tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await {
+                        Ok(Ok(slot)) => slot,
+                        Ok(Err(_)) => return Err((Refused::Stopping, job)),
+                        Err(_) => return Err((Refused::Busy, job)),
+                    };
+                self.queue(job, slot)
             }
-        };
+            Err((Some(refused), job)) => Err((refused, job)),
+            Ok(may_wait) => Ok(may_wait),
+        }
+    }
+
+    /// [`WorkerPool::submit`] without the wait: a job finds a free slot at once, or comes
+    /// back with `None` (every slot is taken: `submit` waits for one) or why it is refused.
+    /// A caller whose future must stay small awaits `submit` boxed, on that path only.
+    // The job comes back whole on refusal, as crossbeam's `TrySendError` gives back its value.
+    #[allow(clippy::result_large_err)]
+    pub fn try_submit(&self, job: Job) -> Result<bool, (Option<Refused>, Job)> {
+        match self.slots.clone().try_acquire_owned() {
+            Ok(slot) => self
+                .queue(job, slot)
+                .map_err(|(refused, job)| (Some(refused), job)),
+            Err(TryAcquireError::Closed) => Err((Some(Refused::Stopping), job)),
+            Err(TryAcquireError::NoPermits) => Err((None, job)),
+        }
+    }
+
+    /// Hands a job holding `slot` to the workers.
+    #[allow(clippy::result_large_err)]
+    fn queue(&self, job: Job, slot: OwnedSemaphorePermit) -> Result<bool, (Refused, Job)> {
         // Slots in use (this one included) beyond the thread count are jobs waiting.
         let may_wait = self.slots.available_permits() < self.queue_size;
         let jobs = self.jobs.lock();
