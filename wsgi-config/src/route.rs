@@ -547,6 +547,10 @@ impl Config {
         local_port: u16,
         host: Option<&str>,
     ) -> Option<usize> {
+        // The common case, asked several times per request: no virtual hosts at all.
+        if self.virtual_hosts.is_empty() {
+            return None;
+        }
         let matches = |exact: bool| -> Vec<usize> {
             self.virtual_hosts
                 .iter()

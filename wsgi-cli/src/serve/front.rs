@@ -1171,7 +1171,7 @@ fn front_hooks(
     target: &[u8],
     host: Option<&str>,
     settings: &wsgi_config::WsgiSettings,
-    place: HookPlace,
+    place: impl FnOnce() -> HookPlace,
 ) -> Option<FrontHooks> {
     let scripts = settings.access_script.is_some()
         || settings.auth_user_script.is_some()
@@ -1181,6 +1181,7 @@ fn front_hooks(
         return None;
     }
     let runtime = front.python.clone()?;
+    let place = place();
     let head = request_head(
         conn,
         req.method().as_str().to_string(),
@@ -1482,7 +1483,7 @@ async fn dispatch(
             return error_response(StatusCode::NOT_FOUND);
         }
     };
-    let place = HookPlace {
+    let place = || HookPlace {
         script_name: String::new(),
         path_info: path.clone(),
         script: file.clone(),
@@ -1538,7 +1539,7 @@ async fn serve_route(
 ) -> Response<ResponseBody> {
     let path = req.uri().path().to_string();
     let hooks_for = |route: &Route| {
-        let place = HookPlace {
+        let place = || HookPlace {
             script_name: route.script_name.clone(),
             path_info: route.path_info.clone(),
             script: route.script_filename().to_path_buf(),
