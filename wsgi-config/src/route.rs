@@ -1075,8 +1075,12 @@ fn glob_dir_match(pattern: &str, dir: &Path) -> bool {
     glob::Pattern::new(pattern.trim_end_matches('/')).is_ok_and(|p| p.matches_path(&prefix))
 }
 
-/// Shell-style `*` and `?` matching (ServerAlias, `<Files>`).
+/// Shell-style `*` and `?` matching (ServerAlias, `<Files>`). A pattern without `*`, `?`
+/// or `[` (most `ServerAlias` names, asked on every request) is compared as it is.
 pub fn wildcard_match(pattern: &str, text: &str) -> bool {
+    if !pattern.contains(['*', '?', '[']) {
+        return pattern == text;
+    }
     glob::Pattern::new(pattern).is_ok_and(|p| p.matches(text))
 }
 
@@ -1098,6 +1102,25 @@ pub fn host_name(header: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wildcards_and_plain_names_match_as_globs_do() {
+        for (pattern, text) in [
+            ("www.example.org", "www.example.org"),
+            ("www.example.org", "www.example.org."),
+            ("www.example.org", "wwwxexample.org"),
+            ("*.example.org", "a.example.org"),
+            ("*.example.org", "example.org"),
+            ("a?c.py", "abc.py"),
+            ("[ab].py", "b.py"),
+            ("index.wsgi", "Index.wsgi"),
+            ("", ""),
+            ("", "x"),
+        ] {
+            let by_glob = glob::Pattern::new(pattern).is_ok_and(|p| p.matches(text));
+            assert_eq!(wildcard_match(pattern, text), by_glob, "{pattern} / {text}");
+        }
+    }
 
     #[test]
     fn paths_are_normalized() {
