@@ -23,7 +23,8 @@ use wsgi_interp::{AppCall, AppError, Outcome, RequestBody, RequestHead, Response
 
 use crate::fd_passing::FdReader;
 use crate::protocol::{
-    self, CHUNK, DaemonRequest, End, FrameReader, ProtocolError, RejectReason, kind, write_raw,
+    self, CHUNK, DaemonRequest, End, FrameReader, ProtocolError, RejectReason, RequestRef, kind,
+    write_raw,
 };
 
 /// Idle connections kept per group.
@@ -185,6 +186,17 @@ impl DaemonRequest {
     }
 }
 
+impl<'a> RequestRef<'a> {
+    /// A request for `app`, arrived now, borrowed from where the caller keeps it.
+    pub fn new(app: &'a AppCall, head: &'a RequestHead) -> Self {
+        RequestRef {
+            queued_at_us: wsgi_interp::now_us(),
+            app,
+            head,
+        }
+    }
+}
+
 struct GroupClient {
     endpoint: Endpoint,
     idle: Mutex<Vec<UnixStream>>,
@@ -228,10 +240,20 @@ impl DaemonClient {
     /// `Ok` outcomes are handled as in embedded mode (`Aborted`: reset the client
     /// connection). A daemon that dies after the headers gives `Ok(Outcome::Aborted)`; before
     /// them, [`DispatchError::DaemonGone`] (502).
-    pub fn dispatch(
+    pub fn dispatch<'r>(
         &self,
         group: &str,
-        request: &DaemonRequest,
+        request: impl Into<RequestRef<'r>>,
+        body: &mut dyn RequestBody,
+        sink: &mut dyn ResponseSink,
+    ) -> Result<Outcome, DispatchError> {
+        self.dispatch_ref(group, request.into(), body, sink)
+    }
+
+    fn dispatch_ref(
+        &self,
+        group: &str,
+        request: RequestRef<'_>,
         body: &mut dyn RequestBody,
         sink: &mut dyn ResponseSink,
     ) -> Result<Outcome, DispatchError> {

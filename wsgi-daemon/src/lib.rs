@@ -28,7 +28,7 @@ pub mod supervisor;
 mod timers;
 
 pub use client::{DaemonClient, DispatchError, Endpoint};
-pub use protocol::DaemonRequest;
+pub use protocol::{DaemonRequest, RequestRef};
 pub use supervisor::{GroupStatus, ProcessStatus, Supervisor, SupervisorError, SupervisorOptions};
 
 /// The variable that makes daemon processes log JSON lines (`json`), as `wsgi serve

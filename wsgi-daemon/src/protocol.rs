@@ -124,6 +124,28 @@ pub struct DaemonRequest {
     pub head: RequestHead,
 }
 
+/// A request to send, borrowed from wherever the front keeps it: what [`encode_request`] and
+/// [`crate::DaemonClient::dispatch`] read. A `&DaemonRequest` converts into one.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestRef<'a> {
+    /// As [`DaemonRequest::queued_at_us`].
+    pub queued_at_us: u64,
+    /// What to run.
+    pub app: &'a AppCall,
+    /// The request itself.
+    pub head: &'a RequestHead,
+}
+
+impl<'a> From<&'a DaemonRequest> for RequestRef<'a> {
+    fn from(request: &'a DaemonRequest) -> Self {
+        RequestRef {
+            queued_at_us: request.queued_at_us,
+            app: &request.app,
+            head: &request.head,
+        }
+    }
+}
+
 impl Default for DaemonRequest {
     fn default() -> Self {
         DaemonRequest {
@@ -250,14 +272,15 @@ pub fn decode_file(payload: &[u8]) -> Result<(u64, u64), ProtocolError> {
 /// Encodes a REQUEST frame, with the request body in it if given: what `body` gives up to its
 /// end or [`INLINE_BODY`] bytes, so only a body it holds whole belongs here (`None`: the
 /// daemon asks for the body as the app reads it). Fails only if reading `body` fails.
-pub fn encode_request(
-    req: &DaemonRequest,
+pub fn encode_request<'a>(
+    req: impl Into<RequestRef<'a>>,
     body: Option<&mut dyn RequestBody>,
     buf: Vec<u8>,
 ) -> io::Result<Vec<u8>> {
+    let req = req.into();
     let mut e = Encoder::frame(kind::REQUEST, buf);
     e.u64(req.queued_at_us);
-    let app = &req.app;
+    let app = req.app;
     e.bytes(app.script.path.as_os_str().as_bytes());
     e.str(&app.script.callable);
     e.u8(match app.script.reload {
@@ -268,7 +291,7 @@ pub fn encode_request(
     });
     e.str(&app.application_group);
     e.u8(u8::from(app.pass_authorization));
-    let h = &req.head;
+    let h = req.head;
     e.str(&h.method);
     e.bytes(&h.script_name);
     e.bytes(&h.path_info);

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, oneshot};
-use wsgi_daemon::{DaemonClient, DaemonRequest, DispatchError};
+use wsgi_daemon::{DaemonClient, DispatchError, RequestRef};
 use wsgi_interp::{
     AppCall, CallOptions, InterpError, Outcome, RequestBody, RequestHead, ResponseSink,
 };
@@ -128,8 +128,8 @@ impl AppHost for DaemonHost {
         body: &mut dyn RequestBody,
         sink: &mut dyn ResponseSink,
     ) -> Result<Outcome, DispatchError> {
-        let request = DaemonRequest::new(app.clone(), head.clone());
-        self.client.dispatch(&self.group, &request, body, sink)
+        let request = RequestRef::new(app, head);
+        self.client.dispatch(&self.group, request, body, sink)
     }
 }
 
