@@ -1076,12 +1076,23 @@ fn glob_dir_match(pattern: &str, dir: &Path) -> bool {
 }
 
 /// Shell-style `*` and `?` matching (ServerAlias, `<Files>`). A pattern without `*`, `?`
-/// or `[` (most `ServerAlias` names, asked on every request) is compared as it is.
+/// or `[` (most `ServerAlias` names, asked on every request) is compared as it is; one with
+/// them is compiled once per thread (patterns come from the configuration, never from a
+/// request, so the cache stays as small as the configurations loaded).
 pub fn wildcard_match(pattern: &str, text: &str) -> bool {
     if !pattern.contains(['*', '?', '[']) {
         return pattern == text;
     }
-    glob::Pattern::new(pattern).is_ok_and(|p| p.matches(text))
+    thread_local! {
+        static COMPILED: std::cell::RefCell<std::collections::HashMap<String, Option<glob::Pattern>>> =
+            std::cell::RefCell::new(std::collections::HashMap::new());
+    }
+    COMPILED.with_borrow_mut(|compiled| {
+        if !compiled.contains_key(pattern) {
+            compiled.insert(pattern.to_string(), glob::Pattern::new(pattern).ok());
+        }
+        compiled[pattern].as_ref().is_some_and(|p| p.matches(text))
+    })
 }
 
 /// The host name of a Host header (without port, lowercased).
@@ -1113,12 +1124,17 @@ mod tests {
             ("*.example.org", "example.org"),
             ("a?c.py", "abc.py"),
             ("[ab].py", "b.py"),
+            ("[ab].py", "c.py"),
+            ("*.example.org", "a.example.com"),
+            ("[", "["),
             ("index.wsgi", "Index.wsgi"),
             ("", ""),
             ("", "x"),
         ] {
             let by_glob = glob::Pattern::new(pattern).is_ok_and(|p| p.matches(text));
+            // Twice: compiled, then from this thread's cache.
             assert_eq!(wildcard_match(pattern, text), by_glob, "{pattern} / {text}");
+            assert_eq!(wildcard_match(pattern, text), by_glob, "{pattern} / {text} (cached)");
         }
     }
 
