@@ -156,6 +156,10 @@ impl RequestBody for ReadAhead {
     fn held_whole(&self) -> Option<usize> {
         self.failed.is_none().then(|| self.held())
     }
+
+    fn held_slices(&self) -> Option<Vec<&[u8]>> {
+        self.failed.is_none().then(|| vec![&self.bytes[self.pos..]])
+    }
 }
 
 /// The response, written into Apache's output filters.

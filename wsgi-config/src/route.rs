@@ -1134,7 +1134,11 @@ mod tests {
             let by_glob = glob::Pattern::new(pattern).is_ok_and(|p| p.matches(text));
             // Twice: compiled, then from this thread's cache.
             assert_eq!(wildcard_match(pattern, text), by_glob, "{pattern} / {text}");
-            assert_eq!(wildcard_match(pattern, text), by_glob, "{pattern} / {text} (cached)");
+            assert_eq!(
+                wildcard_match(pattern, text),
+                by_glob,
+                "{pattern} / {text} (cached)"
+            );
         }
     }
 

@@ -11,7 +11,7 @@
 //! times, as mod_wsgi does.
 
 use std::collections::HashMap;
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufReader, BufWriter, IoSlice, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -261,12 +261,20 @@ impl DaemonClient {
             .groups
             .get(group)
             .ok_or_else(|| DispatchError::UnknownGroup(group.to_string()))?;
-        let max_rejects = 2 * g.endpoint.options.processes + 1;
-        let mut rejects = 0;
-        let mut fresh_retries = 0;
         // A small body the front holds whole rides in the REQUEST frame: the daemon then asks
-        // for nothing (one round trip between the processes less).
+        // for nothing (one round trip between the processes less). Held in slices, it is
+        // written beside the frame's head instead of copied into it, and nothing of it is
+        // left to ask for.
         let inline = matches!(body.held_whole(), Some(n) if n <= protocol::INLINE_BODY);
+        if inline {
+            if let Some(slices) = body.held_slices() {
+                let len = slices.iter().map(|s| s.len()).sum();
+                let head =
+                    protocol::encode_request_before_body(request, len, Vec::with_capacity(1024));
+                let frame = [&head[..]].into_iter().chain(slices).collect::<Vec<_>>();
+                return self.run(g, group, &frame, &mut io::empty(), sink);
+            }
+        }
         let encoded = protocol::encode_request(
             request,
             inline.then_some(&mut *body),
@@ -282,6 +290,22 @@ impl DaemonClient {
                 (frame.expect("only reading a body fails"), &mut failed)
             }
         };
+        self.run(g, group, &[&frame], body, sink)
+    }
+
+    /// Runs the request whose REQUEST frame is `frame` (its parts, in order) on a pooled or new
+    /// connection to `g`, again on fresh ones while the daemon took nothing.
+    fn run(
+        &self,
+        g: &GroupClient,
+        group: &str,
+        frame: &[&[u8]],
+        body: &mut dyn RequestBody,
+        sink: &mut dyn ResponseSink,
+    ) -> Result<Outcome, DispatchError> {
+        let max_rejects = 2 * g.endpoint.options.processes + 1;
+        let mut rejects = 0;
+        let mut fresh_retries = 0;
         loop {
             // After a failed attempt only fresh connections: pooled ones may all lead to the
             // process that is going away.
@@ -294,7 +318,7 @@ impl DaemonClient {
                 Some(c) => (c, true),
                 None => (g.connect()?, false),
             };
-            match g.attempt(conn, reused, &frame, body, sink) {
+            match g.attempt(conn, reused, frame, body, sink) {
                 Attempt::Done(r) => return r,
                 Attempt::Retry { rejected: true } => {
                     rejects += 1;
@@ -374,7 +398,7 @@ impl GroupClient {
         &self,
         conn: UnixStream,
         reused: bool,
-        frame: &[u8],
+        frame: &[&[u8]],
         body: &mut dyn RequestBody,
         sink: &mut dyn ResponseSink,
     ) -> Attempt {
@@ -382,7 +406,8 @@ impl GroupClient {
         let o = &self.endpoint.options;
         let sent_at = Instant::now();
         let header_deadline = (!o.request_timeout.is_zero()).then(|| sent_at + o.request_timeout);
-        if (&conn).write_all(frame).is_err() {
+        let mut parts: Vec<IoSlice<'_>> = frame.iter().map(|part| IoSlice::new(part)).collect();
+        if protocol::write_all_vectored(&conn, &mut parts).is_err() {
             // Nothing of the request was taken (its body is not read yet), so another
             // connection may carry it: a pooled one to a process that has since gone, or a
             // fresh one that a process stopping for replacement accepted and closed.

@@ -238,6 +238,22 @@ impl Encoder {
     }
 }
 
+/// Writes all of `slices` to `out` (`write_vectored` until done).
+pub(crate) fn write_all_vectored(
+    mut out: &std::os::unix::net::UnixStream,
+    mut slices: &mut [io::IoSlice<'_>],
+) -> io::Result<()> {
+    while !slices.is_empty() {
+        match out.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Writes a frame with a raw payload (BODY, DATA, BODY_END...).
 pub fn write_raw(w: &mut impl Write, kind: u8, payload: &[u8]) -> io::Result<()> {
     w.write_all(&frame_header(kind, payload.len()))?;
@@ -277,8 +293,45 @@ pub fn encode_request<'a>(
     body: Option<&mut dyn RequestBody>,
     buf: Vec<u8>,
 ) -> io::Result<Vec<u8>> {
-    let req = req.into();
     let mut e = Encoder::frame(kind::REQUEST, buf);
+    request_fields(&mut e, req.into());
+    match body {
+        None => e.u8(0),
+        Some(body) => {
+            e.u8(1);
+            // The length, then the bytes read straight into the frame.
+            let at = e.buf.len();
+            e.u32(0);
+            let n = wsgi_interp::read_body_into(body, &mut e.buf, INLINE_BODY)?;
+            e.buf[at..at + 4].copy_from_slice(&(n as u32).to_le_bytes());
+        }
+    }
+    Ok(e.finish())
+}
+
+/// Encodes a REQUEST frame whose inline body of `body_len` bytes (at most [`INLINE_BODY`]) the
+/// caller writes right after it, from where it is held: the frame's length counts them.
+pub fn encode_request_before_body<'a>(
+    req: impl Into<RequestRef<'a>>,
+    body_len: usize,
+    buf: Vec<u8>,
+) -> Vec<u8> {
+    assert!(
+        body_len <= INLINE_BODY,
+        "an inline body is at most INLINE_BODY bytes"
+    );
+    let mut e = Encoder::frame(kind::REQUEST, buf);
+    request_fields(&mut e, req.into());
+    e.u8(1);
+    e.u32(body_len as u32);
+    let mut frame = e.finish();
+    let len = (frame.len() - HEADER_LEN + body_len) as u32;
+    frame[1..HEADER_LEN].copy_from_slice(&len.to_le_bytes());
+    frame
+}
+
+/// A REQUEST frame's fields before its inline body.
+fn request_fields(e: &mut Encoder, req: RequestRef<'_>) {
     e.u64(req.queued_at_us);
     let app = req.app;
     e.bytes(app.script.path.as_os_str().as_bytes());
@@ -312,18 +365,6 @@ pub fn encode_request<'a>(
     e.u64(h.stamps.request_start_us);
     e.u32(h.stamps.server_pid);
     e.u64(h.stamps.request_id);
-    match body {
-        None => e.u8(0),
-        Some(body) => {
-            e.u8(1);
-            // The length, then the bytes read straight into the frame.
-            let at = e.buf.len();
-            e.u32(0);
-            let n = wsgi_interp::read_body_into(body, &mut e.buf, INLINE_BODY)?;
-            e.buf[at..at + 4].copy_from_slice(&(n as u32).to_le_bytes());
-        }
-    }
-    Ok(e.finish())
 }
 
 /// Encodes a START frame: the headers stay separate entries, in the app's order.
@@ -938,6 +979,15 @@ mod tests {
         assert_eq!(body, None, "no inline body: the daemon asks for it");
         for inline in [&b""[..], b"a=1&b=2", &[7u8; INLINE_BODY]] {
             let frame = encode_request(&req, Some(&mut &inline[..]), Vec::new()).unwrap();
+            // The same frame when the body is written after its head, from where it is held.
+            let mut head = encode_request_before_body(&req, inline.len(), Vec::new());
+            head.extend_from_slice(inline);
+            assert_eq!(
+                head,
+                frame,
+                "{} bytes written beside the head",
+                inline.len()
+            );
             let (_, payload) = read_one(&frame).unwrap().unwrap();
             let (again, body) = decode_request(&payload).unwrap();
             assert_eq!(body.map(|range| &payload[range]), Some(inline));

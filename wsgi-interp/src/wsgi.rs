@@ -377,6 +377,13 @@ pub trait RequestBody: Send {
     fn held_whole(&self) -> Option<usize> {
         None
     }
+
+    /// The rest of a body held whole ([`RequestBody::held_whole`]), as the slices it keeps
+    /// it in, without reading it: a daemon-mode front writes them beside the request instead
+    /// of copying them into it. `None`: read it instead (the default).
+    fn held_slices(&self) -> Option<Vec<&[u8]>> {
+        None
+    }
 }
 
 impl RequestBody for io::Empty {
@@ -386,6 +393,10 @@ impl RequestBody for io::Empty {
 
     fn held_whole(&self) -> Option<usize> {
         Some(0)
+    }
+
+    fn held_slices(&self) -> Option<Vec<&[u8]>> {
+        Some(Vec::new())
     }
 }
 
@@ -404,6 +415,10 @@ impl RequestBody for &[u8] {
 
     fn held_whole(&self) -> Option<usize> {
         Some(self.len())
+    }
+
+    fn held_slices(&self) -> Option<Vec<&[u8]>> {
+        Some(vec![self])
     }
 }
 

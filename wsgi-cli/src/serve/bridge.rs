@@ -158,6 +158,12 @@ impl RequestBody for ChannelBody {
         // A body the front read whole: no pump, nothing still to come.
         (self.start.is_none() && self.chunks.is_none()).then(|| self.held())
     }
+
+    fn held_slices(&self) -> Option<Vec<&[u8]>> {
+        self.held_whole()?;
+        let pieces = std::iter::once(&self.current).chain(&self.held);
+        Some(pieces.filter(|p| !p.is_empty()).map(|p| &p[..]).collect())
+    }
 }
 
 /// A request body's bytes read so far, in the pieces hyper gave them.
@@ -769,6 +775,32 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
         let err = sink.write(b"x").unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+    }
+
+    #[test]
+    fn a_body_held_whole_lends_its_pieces_as_they_are_left() {
+        let mut pieces = Pieces::default();
+        for piece in [&b"abc"[..], b"", b"defg", b"h"] {
+            pieces.push(Bytes::copy_from_slice(piece));
+        }
+        let mut body = ChannelBody::buffered(pieces);
+        let joined = |body: &ChannelBody| body.held_slices().unwrap().concat();
+        assert_eq!(joined(&body), b"abcdefgh");
+        assert_eq!(body.held_whole(), Some(8));
+        let mut two = [0u8; 2];
+        assert_eq!(body.read(&mut two).unwrap(), 2);
+        assert_eq!(joined(&body), b"cdefgh", "what was read is not lent again");
+        assert!(body.held_slices().unwrap().iter().all(|s| !s.is_empty()));
+        let mut rest = Vec::new();
+        while let n @ 1.. = body.read(&mut two).unwrap() {
+            rest.extend_from_slice(&two[..n]);
+        }
+        assert_eq!(rest, b"cdefgh");
+        assert_eq!(body.held_slices(), Some(Vec::new()));
+        // A body still arriving lends nothing: it is read instead.
+        let (_tx, rx) = mpsc::channel(1);
+        let streaming = ChannelBody::new(None, Some(rx), Pieces::default());
+        assert_eq!(streaming.held_slices(), None);
     }
 
     fn cl(n: usize) -> Vec<(String, Vec<u8>)> {

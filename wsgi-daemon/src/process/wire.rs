@@ -12,7 +12,7 @@ use wsgi_interp::{RequestBody, ResponseSink, copy_to_uninit};
 use crate::fd_passing::send_with_fd;
 use crate::protocol::{
     CHUNK, FrameReader, ProtocolError, READ_AHEAD, encode_body_wanted, encode_file, encode_start,
-    frame_header, kind, write_raw,
+    frame_header, kind, write_all_vectored, write_raw,
 };
 
 /// The request body, pulled from the front one BODY_WANTED at a time.
@@ -138,19 +138,6 @@ impl RequestBody for WireBody<'_> {
 
 /// Response chunks of at least this size are written without going through the buffer.
 const DIRECT: usize = 16 * 1024;
-
-/// Writes all of `slices` to `out`.
-fn write_all_vectored(mut out: &UnixStream, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
-    while !slices.is_empty() {
-        match out.write_vectored(slices) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut slices, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
 
 /// The response, as START/DATA frames (START is sent with the first DATA or the END).
 pub(super) struct WireSink<'a> {
