@@ -16,7 +16,7 @@
 
 use std::ffi::{CStr, CString, c_char, c_int, c_long, c_void};
 use std::marker::PhantomData;
-use std::mem::offset_of;
+use std::mem::{MaybeUninit, offset_of};
 use std::os::fd::RawFd;
 use std::ptr::NonNull;
 
@@ -488,6 +488,16 @@ impl Request<'_> {
                 c_int::try_from(headers.len()).unwrap_or(0),
             )
         };
+    }
+
+    /// [`Request::read_body`] into memory that need not be initialised; the count it returns
+    /// is of bytes written at its start.
+    pub(crate) fn read_body_uninit(&self, buf: &mut [MaybeUninit<u8>]) -> Option<usize> {
+        // SAFETY: the request is live and `buf` writable for its length; the shim's
+        // `ap_get_client_block` only writes into it (flattening a brigade), never reads it,
+        // and returns how many bytes it wrote, at most `buf.len()`.
+        let n = unsafe { wsgi_rs_read_body(self.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        usize::try_from(n).ok().map(|n| n.min(buf.len()))
     }
 
     /// Writes and flushes a body chunk; false when the client is gone.

@@ -68,13 +68,20 @@ unsafe impl Send for ApacheBody<'_> {}
 
 impl RequestBody for ApacheBody<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read_body(buf).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                "reading the request body failed (client gone or timed out)",
-            )
-        })
+        self.0.read_body(buf).ok_or_else(body_failed)
     }
+
+    /// Straight into `wsgi.input`'s new `bytes` (or the read-ahead buffer), not zeroed first.
+    fn read_uninit(&mut self, buf: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
+        self.0.read_body_uninit(buf).ok_or_else(body_failed)
+    }
+}
+
+fn body_failed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "reading the request body failed (client gone or timed out)",
+    )
 }
 
 /// The `Content-Length` of a request body that may be read ahead: at most
@@ -109,26 +116,15 @@ struct ReadAhead {
 impl ReadAhead {
     /// Reads up to `len` bytes of `r`'s body.
     fn read(r: &Request<'_>, len: usize) -> ReadAhead {
-        let mut bytes = vec![0u8; len];
-        let mut got = 0;
-        let mut failed = None;
-        while got < len {
-            match ApacheBody(*r).read(&mut bytes[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
-        if got < len && failed.is_none() {
+        let mut bytes = Vec::with_capacity(len);
+        // On failure `bytes` keeps what came before it.
+        let mut failed = wsgi_interp::read_body_into(&mut ApacheBody(*r), &mut bytes, len).err();
+        if bytes.len() < len && failed.is_none() {
             failed = Some(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "the request body ended before its Content-Length",
             ));
         }
-        bytes.truncate(got);
         ReadAhead {
             bytes,
             pos: 0,

@@ -435,7 +435,8 @@ pub fn copy_to_uninit(src: &mut &[u8], dst: &mut [MaybeUninit<u8>]) -> usize {
 }
 
 /// Appends to `out` what `body` gives until its end or `max` bytes, read straight into
-/// `out`'s spare room (not zeroed first); returns how many bytes it appended.
+/// `out`'s spare room (not zeroed first); returns how many bytes it appended. When a read
+/// fails, `out` keeps what the reads before it appended.
 pub fn read_body_into(
     body: &mut dyn RequestBody,
     out: &mut Vec<u8>,
