@@ -466,10 +466,16 @@ fn maximum_requests_recycles_with_zero_failed_requests() {
         &failures[..failures.len().min(5)]
     );
     assert_eq!(pids.len(), 160);
-    pids.sort();
-    pids.dedup();
-    // 160 requests at 10 per process: at least 16 processes served.
-    assert!(pids.len() >= 16, "only {} distinct pids", pids.len());
+    // A process counts a request when it ends (as mod_wsgi does) and stops taking new ones at
+    // the tenth: the other thread's request, begun before that, ends there too. So a process
+    // serves 10 or 11 requests (more only if the limit did nothing), and 160 take 15 or more.
+    let mut served = std::collections::HashMap::<String, usize>::new();
+    for pid in &pids {
+        *served.entry(pid.clone()).or_default() += 1;
+    }
+    let most = served.values().max().copied().unwrap_or(0);
+    assert!(most <= 11, "a process served {most} requests: {served:?}");
+    assert!(served.len() >= 15, "only {} distinct pids", served.len());
 }
 
 #[test]
