@@ -447,7 +447,7 @@ impl GroupClient {
                 let _ = conn.set_read_timeout(timeout);
                 read_timeout = Some(timeout);
             }
-            let frame = reader.next_frame();
+            let frame = reader.next_frame_with(crate::fd_passing::append_payload);
             let failure = match frame {
                 Ok(Some((kind::ACCEPTED, _))) => {
                     accepted = true;
