@@ -266,9 +266,9 @@ impl DaemonClient {
         // written beside the frame's head instead of copied into it, and nothing of it is
         // left to ask for.
         let inline = matches!(body.held_whole(), Some(n) if n <= protocol::INLINE_BODY);
-        if inline {
-            if let Some(slices) = body.held_slices() {
-                let len = slices.iter().map(|s| s.len()).sum();
+        if let Some(slices) = inline.then(|| body.held_slices()).flatten() {
+            let len: usize = slices.iter().map(|s| s.len()).sum();
+            if len <= protocol::INLINE_BODY {
                 let head =
                     protocol::encode_request_before_body(request, len, Vec::with_capacity(1024));
                 let frame = [&head[..]].into_iter().chain(slices).collect::<Vec<_>>();
