@@ -243,6 +243,18 @@ fn small_request_bodies_cross_with_the_request() {
         request.extend_from_slice(data);
         request
     };
+    // A raw connection, and the (status, body) it answers until it closes.
+    let connect = || {
+        let s = std::net::TcpStream::connect(apache.addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s
+    };
+    let answer = |s: &mut std::net::TcpStream| {
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let (status, _, body) = wsgi_testkit::http::split_response(&raw);
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
     for n in [1usize, 1000, 65_536, 65_537] {
         let data: Vec<u8> = (0..n).map(|i| (i * 13 % 251) as u8).collect();
         let (status, _, body) = apache.request("POST", "/echo", &[], &data);
@@ -254,26 +266,18 @@ fn small_request_bodies_cross_with_the_request() {
     }
     // A body that arrives in two pieces, a pause between them, is waited for.
     let data = vec![b'z'; 40_000];
-    let mut s = std::net::TcpStream::connect(apache.addr()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut s = connect();
     let whole = request("/echo", &data, "");
     let (first, second) = whole.split_at(whole.len() - 20_000);
     s.write_all(first).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     s.write_all(second).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let (status, _, body) = wsgi_testkit::http::split_response(&raw);
-    assert_eq!(
-        (status, String::from_utf8_lossy(&body)),
-        (200, digest(&data).into())
-    );
+    assert_eq!(answer(&mut s), (200, digest(&data)));
     // A body cut short (the client stops sending halfway): never a shorter body served as
     // whole.
     let data = vec![b'c'; 1000];
     let whole = request("/echo", &data, "");
-    let mut s = std::net::TcpStream::connect(apache.addr()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut s = connect();
     s.write_all(&whole[..whole.len() - 500]).unwrap();
     s.shutdown(std::net::Shutdown::Write).unwrap();
     let mut raw = Vec::new();
@@ -290,8 +294,7 @@ fn small_request_bodies_cross_with_the_request() {
     let data = b"continued".to_vec();
     let whole = request("/echo", &data, "Expect: 100-continue\r\n");
     let (head, _) = whole.split_at(whole.len() - data.len());
-    let mut s = std::net::TcpStream::connect(apache.addr()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut s = connect();
     s.write_all(head).unwrap();
     let mut interim = [0u8; 25];
     s.read_exact(&mut interim).unwrap();
@@ -301,13 +304,7 @@ fn small_request_bodies_cross_with_the_request() {
         String::from_utf8_lossy(&interim)
     );
     s.write_all(&data).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let (status, _, body) = wsgi_testkit::http::split_response(&raw);
-    assert_eq!(
-        (status, String::from_utf8_lossy(&body)),
-        (200, digest(&data).into())
-    );
+    assert_eq!(answer(&mut s), (200, digest(&data)));
 }
 
 #[test]
