@@ -1363,3 +1363,62 @@ def application(environ, start_response):
     refs(&server);
     assert_eq!(refs(&server), before);
 }
+
+/// A script served at `current/app.wsgi`, as a deployment lays it out: `current` links to the
+/// release being served. Each change is seen by the very next request, as mod_wsgi's `stat`
+/// per request sees it (here the modification time is kept between changes, watched by
+/// inotify): a switched link, an edit in place, a removed script (404) and a restored one.
+#[test]
+fn the_request_after_a_change_to_the_script_runs_the_changed_script() {
+    let dir = scratch();
+    let root = dir.path();
+    let release = |name: &str, secs: u64| {
+        let folder = fs::create_dir_world_readable(&root.join("releases").join(name));
+        let script = fs::write_world_readable(
+            &folder.join("app.wsgi"),
+            &format!(
+                "def application(environ, start_response):\n    \
+                 start_response('200 OK', [('Content-Type', 'text/plain')])\n    \
+                 return [b'release {name}']\n"
+            ),
+        );
+        let f = std::fs::File::options().write(true).open(&script).unwrap();
+        f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(secs))
+            .unwrap();
+        script
+    };
+    release("1", 1_000);
+    let two = release("2", 2_000);
+    std::os::unix::fs::symlink("releases/1", root.join("current")).unwrap();
+    let script = root.join("current/app.wsgi");
+    let server = Server::start(&[
+        script.to_str().unwrap(),
+        "--port",
+        "0",
+        "--log-level",
+        "warn",
+    ]);
+    let body = |server: &Server| {
+        let r = server.get("/");
+        (r.status, r.text())
+    };
+    assert_eq!(body(&server), (200, "release 1".to_string()));
+    assert_eq!(body(&server), (200, "release 1".to_string()));
+
+    std::os::unix::fs::symlink("releases/2", root.join("current.next")).unwrap();
+    std::fs::rename(root.join("current.next"), root.join("current")).unwrap();
+    assert_eq!(body(&server), (200, "release 2".to_string()));
+
+    touch_later(
+        &two,
+        "def application(environ, start_response):\n    \
+         start_response('200 OK', [('Content-Type', 'text/plain')])\n    \
+         return [b'release 2, edited']\n",
+    );
+    assert_eq!(body(&server), (200, "release 2, edited".to_string()));
+
+    std::fs::rename(&two, root.join("app.wsgi.away")).unwrap();
+    assert_eq!(body(&server).0, 404);
+    std::fs::rename(root.join("app.wsgi.away"), &two).unwrap();
+    assert_eq!(body(&server), (200, "release 2, edited".to_string()));
+}

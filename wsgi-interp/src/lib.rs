@@ -37,6 +37,7 @@ pub mod hook_scripts;
 mod metrics;
 mod response;
 mod runtime;
+mod script_mtime;
 mod start_config;
 mod wsgi;
 

@@ -65,12 +65,10 @@ pub(crate) fn load_script(
     if !spec.path.is_absolute() {
         return Err(ScriptError::NotAbsolute(spec.path.clone()));
     }
-    let mtime = std::fs::metadata(&spec.path)
-        .and_then(|m| m.modified())
-        .map_err(|e| ScriptError::NotFound {
-            path: spec.path.clone(),
-            reason: e.to_string(),
-        })?;
+    let mtime = crate::script_mtime::modified(&spec.path).map_err(|e| ScriptError::NotFound {
+        path: spec.path.clone(),
+        reason: e.to_string(),
+    })?;
     let objects = interp.objects().ok_or(crate::InterpError::ShuttingDown)?;
     let mut table = lock_attached(py, &interp.scripts);
     // SAFETY: attached (`py`); every object touched belongs to this interpreter.

@@ -21,13 +21,11 @@ fn load(py: &Attached<'_>, script: &HookScript) -> Result<(Obj, Obj), HookError>
             path: script.path.clone(),
         });
     }
-    let mtime = std::fs::metadata(&script.path)
-        .and_then(|m| m.modified())
-        .map_err(|e| HookError::NotFound {
-            directive: script.directive,
-            path: script.path.clone(),
-            reason: e.to_string(),
-        })?;
+    let mtime = crate::script_mtime::modified(&script.path).map_err(|e| HookError::NotFound {
+        directive: script.directive,
+        path: script.path.clone(),
+        reason: e.to_string(),
+    })?;
     let objects = interp.objects().ok_or(crate::InterpError::ShuttingDown)?;
     let mut table = lock_attached(py, &interp.hooks);
     // SAFETY: attached (`py`); every object touched belongs to this interpreter.
