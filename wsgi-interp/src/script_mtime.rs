@@ -18,7 +18,6 @@
 //! `stat`ed on every question, as before. A forked child makes its own watch: it must not
 //! share its parent's event queue.
 
-use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -28,6 +27,7 @@ use std::time::SystemTime;
 
 use inotify::{EventMask, Inotify, WatchMask};
 use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
 
 /// The modification time of `path` (following symbolic links), as `stat` gives it now.
 ///
@@ -116,8 +116,8 @@ pub(crate) struct Watch {
     /// Per watched directory (by watch descriptor), the entries looked up in it on the way to
     /// a kept path: events about other entries change nothing kept. A watched file's own
     /// events name no entry and always count.
-    entries: HashMap<i32, Vec<OsString>>,
-    known: HashMap<PathBuf, Known>,
+    entries: FxHashMap<i32, Vec<OsString>>,
+    known: FxHashMap<PathBuf, Known>,
     /// Room for events read from the queue.
     buffer: Box<[u8]>,
     /// [`FORKS`] when this watch was made.
@@ -140,8 +140,8 @@ impl Watch {
         });
         Ok(Watch {
             inotify: Inotify::init()?,
-            entries: HashMap::new(),
-            known: HashMap::new(),
+            entries: FxHashMap::default(),
+            known: FxHashMap::default(),
             buffer: vec![0; 4096].into_boxed_slice(),
             forks: FORKS.load(Ordering::Relaxed),
             stats: 0,
