@@ -585,6 +585,42 @@ def application(e, sr):
 }
 
 #[test]
+fn status_and_headers_reach_the_sink_as_their_latin1_bytes() {
+    // ASCII text is copied straight from the str; other latin-1 text and str subclasses take
+    // the encoding path: both must give the same bytes.
+    let interp = runtime().interpreter("latin1").unwrap();
+    let spec = script(
+        "latin1.wsgi",
+        r#"
+class S(str):
+    pass
+
+def application(e, sr):
+    sr(S('203 Non-Authoritative'), [('X-Ascii', 'plain text'), ('X-Latin', 'caf\xe9 \xff'),
+        (S('X-Sub'), S('sub value')), ('X-Empty', ''), ('X-Sub-Latin', S('na\xefve'))])
+    return [b'ok']
+"#,
+    );
+    let (out, sink) = get(&interp, &spec);
+    assert!(
+        matches!(out, Outcome::Complete { status: 203, .. }),
+        "{out:?}"
+    );
+    assert_eq!(sink.status, Some((203, "Non-Authoritative".to_string())));
+    let expected: Vec<(String, Vec<u8>)> = [
+        ("X-Ascii", b"plain text".to_vec()),
+        ("X-Latin", b"caf\xe9 \xff".to_vec()),
+        ("X-Sub", b"sub value".to_vec()),
+        ("X-Empty", Vec::new()),
+        ("X-Sub-Latin", b"na\xefve".to_vec()),
+    ]
+    .into_iter()
+    .map(|(n, v)| (n.to_string(), v))
+    .collect();
+    assert_eq!(sink.headers, expected);
+}
+
+#[test]
 fn content_length_is_enforced() {
     let interp = runtime().interpreter("cl").unwrap();
     let long = script(

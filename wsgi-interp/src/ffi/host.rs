@@ -524,6 +524,15 @@ unsafe fn latin1_of(o: *mut ffi::PyObject, what: &str) -> Option<Vec<u8>> {
             );
             return None;
         }
+        // ASCII text (nearly every status and header) is its own latin-1 encoding: copied
+        // straight from the object, without an intermediate `bytes`.
+        #[cfg(not(Py_3_14))]
+        if ffi::PyUnicode_IS_ASCII(o) != 0 {
+            let len = ffi::PyUnicode_GET_LENGTH(o) as usize;
+            return Some(
+                std::slice::from_raw_parts(ffi::PyUnicode_DATA(o).cast::<u8>(), len).to_vec(),
+            );
+        }
         let Some(b) = Obj::own(ffi::PyUnicode_AsLatin1String(o)) else {
             ffi::PyErr_Clear();
             raise(
@@ -705,8 +714,10 @@ unsafe fn start_response_impl(
                     }
                 }
             }
-            // Names are tokens, so ASCII.
-            parsed.push((String::from_utf8_lossy(&name).into_owned(), value));
+            // Names are tokens (`check_header`), so ASCII: the bytes become the String.
+            let name = String::from_utf8(name)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            parsed.push((name, value));
         }
         state.resp.lock().started = Some(Started {
             status: code,
