@@ -477,6 +477,13 @@ pub trait ResponseSink: Send {
     fn write_shared(&mut self, chunk: crate::SharedChunk) -> io::Result<()> {
         self.write(&chunk)
     }
+    /// Sends the body's last chunk: the response ends right after it, and no application
+    /// code runs in between (the last item of a plain list or tuple, with no request events
+    /// to publish). A sink may hold it to send it with the end (one write, one wake-up of
+    /// the reader, instead of two). By default it is written as any chunk.
+    fn write_last(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.write(chunk)
+    }
     /// Sends one body chunk the sink may keep (a daemon process's, read off its socket). By
     /// default it is written as any chunk.
     fn write_owned(&mut self, chunk: Vec<u8>) -> io::Result<()> {

@@ -621,6 +621,51 @@ def application(e, sr):
 }
 
 #[test]
+fn only_a_plain_sequence_s_last_item_is_sent_as_the_last_chunk() {
+    // write_last promises that no application code runs before the response ends: true after
+    // the last item of a list or tuple, not for a generator (its close() and finally run
+    // after), nor while someone tracks requests (the request_finished event runs after).
+    let interp = runtime().interpreter("last").unwrap();
+    for (name, body, expected) in [
+        ("list", "[b'a', b'b', b'c']", Some(3)),
+        ("tuple", "(b'only',)", Some(1)),
+        ("big-then-small", "[b'x' * 70000, b'tail']", Some(2)),
+        ("trailing-empty", "[b'a', b'']", None),
+        ("generator", "(c for c in [b'a', b'b'])", None),
+        ("empty", "[]", None),
+    ] {
+        let spec = script(
+            &format!("last-{name}.wsgi"),
+            &format!("def application(e, sr):\n    sr('200 OK', [])\n    return {body}\n"),
+        );
+        let (out, sink) = get(&interp, &spec);
+        assert!(
+            matches!(out, Outcome::Complete { status: 200, .. }),
+            "{name}: {out:?}"
+        );
+        assert_eq!(sink.last_write, expected, "{name}");
+    }
+    let tracked = script(
+        "last-tracked.wsgi",
+        r#"
+import mod_wsgi
+finished = []
+mod_wsgi.subscribe_events(lambda name, **kw: finished.append(name))
+def application(e, sr):
+    sr('200 OK', [])
+    return [b'a', b'b']
+"#,
+    );
+    let (out, sink) = get(&interp, &tracked);
+    assert!(
+        matches!(out, Outcome::Complete { status: 200, .. }),
+        "{out:?}"
+    );
+    assert_eq!(sink.body, b"ab");
+    assert_eq!(sink.last_write, None, "events subscribed");
+}
+
+#[test]
 fn content_length_is_enforced() {
     let interp = runtime().interpreter("cl").unwrap();
     let long = script(

@@ -50,6 +50,8 @@ pub struct VecSink {
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: Vec<u8>,
     pub writes: usize,
+    /// Which write (1-based) came through `write_last`, if one did.
+    pub last_write: Option<usize>,
     pub fail_on_write: Option<usize>,
     pub sendfile: bool,
     pub files: Vec<(u64, u64)>,
@@ -87,6 +89,12 @@ impl ResponseSink for VecSink {
             ));
         }
         self.body.extend_from_slice(chunk);
+        Ok(())
+    }
+    fn write_last(&mut self, chunk: &[u8]) -> io::Result<()> {
+        assert!(self.last_write.is_none(), "two last chunks");
+        self.write(chunk)?;
+        self.last_write = Some(self.writes);
         Ok(())
     }
     fn file(&mut self, fd: RawFd, offset: u64, len: u64) -> io::Result<bool> {

@@ -182,11 +182,77 @@ impl ResponseSink for WireSink<'_> {
         Ok(())
     }
 
+    /// Held in the buffer: the END frame follows at once, and both go out in one write.
+    fn write_last(&mut self, chunk: &[u8]) -> io::Result<()> {
+        if chunk.len() < DIRECT {
+            return write_raw(&mut self.out, kind::DATA, chunk);
+        }
+        self.write(chunk)
+    }
+
     /// The file's descriptor goes to the front with a FILE frame, and the front sends it
     /// from the file: its bytes never cross the socket.
     fn file(&mut self, fd: RawFd, offset: u64, len: u64) -> io::Result<bool> {
         self.out.flush()?;
         send_with_fd(self.out.get_ref(), &encode_file(offset, len), fd)?;
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// What `peer` has to read now, without waiting.
+    fn available(peer: &mut UnixStream) -> Vec<u8> {
+        peer.set_nonblocking(true).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match peer.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn chunks_go_out_at_once_and_the_last_waits_for_the_end() {
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        let mut sink = WireSink::new(&ours);
+        sink.start(200, "OK", vec![("X".into(), b"1".to_vec())])
+            .unwrap();
+        sink.write(b"first").unwrap();
+        let mut expected = encode_start(200, "OK", &[("X".into(), b"1".to_vec())]);
+        expected.extend_from_slice(&frame_header(kind::DATA, 5));
+        expected.extend_from_slice(b"first");
+        assert_eq!(
+            available(&mut peer),
+            expected,
+            "a chunk is sent as it comes"
+        );
+
+        sink.write_last(b"last").unwrap();
+        assert_eq!(
+            available(&mut peer),
+            b"",
+            "the last chunk waits for the end"
+        );
+        sink.out.write_all(b"END").unwrap();
+        sink.out.flush().unwrap();
+        let mut expected = frame_header(kind::DATA, 4).to_vec();
+        expected.extend_from_slice(b"last");
+        expected.extend_from_slice(b"END");
+        assert_eq!(available(&mut peer), expected, "then both go out together");
+
+        // A large last chunk is not held: it goes from where it is.
+        let big = vec![7u8; DIRECT];
+        sink.write_last(&big).unwrap();
+        let got = available(&mut peer);
+        assert_eq!(got.len(), big.len() + frame_header(kind::DATA, 0).len());
     }
 }

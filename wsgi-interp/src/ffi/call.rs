@@ -695,6 +695,14 @@ unsafe fn iterate(
             let Some(iter) = Obj::own(ffi::PyObject_GetIter(result.as_ptr())) else {
                 return raised();
             };
+            // A plain list or tuple runs no code of the application's while it is iterated
+            // or after (it has no `close`): its last item ends the body.
+            let r = result.as_ptr();
+            let mut left = if ffi::PyList_CheckExact(r) != 0 || ffi::PyTuple_CheckExact(r) != 0 {
+                ffi::PyObject_Size(r)
+            } else {
+                -1
+            };
             loop {
                 let Some(item) = Obj::own(ffi::PyIter_Next(iter.as_ptr())) else {
                     if !ffi::PyErr_Occurred().is_null() {
@@ -702,6 +710,7 @@ unsafe fn iterate(
                     }
                     break;
                 };
+                left -= 1;
                 // A large bytes object goes out as it is, without a copy.
                 let item = match SharedChunk::of(item, &objects.release_queue) {
                     Ok(shared) => {
@@ -729,8 +738,15 @@ unsafe fn iterate(
                 if chunk.is_empty() {
                     continue;
                 }
+                // Nor does publishing the request's end when no one tracks requests.
+                let last = left == 0 && ffi::PyList_GET_SIZE(objects.tracking.ptr()) == 0;
                 // `item` keeps the bytes alive while the GIL is released.
-                if let Err(e) = without_gil(|| state.emit(chunk)) {
+                let emitted = if last {
+                    without_gil(|| state.emit_last(chunk))
+                } else {
+                    without_gil(|| state.emit(chunk))
+                };
+                if let Err(e) = emitted {
                     return emit_failed(e);
                 }
                 if state.length_reached() {

@@ -327,6 +327,11 @@ impl CallState {
         self.emit_with(chunk.len(), |sink, room| sink.write(&chunk[..room]))
     }
 
+    /// [`CallState::emit`] for the body's last chunk ([`ResponseSink::write_last`]).
+    pub(crate) fn emit_last(&self, chunk: &[u8]) -> Result<(), EmitError> {
+        self.emit_with(chunk.len(), |sink, room| sink.write_last(&chunk[..room]))
+    }
+
     /// [`CallState::emit`] for a chunk lent without copying: the sink takes it whole, or a
     /// copy of what fits the declared Content-Length. Call without the GIL.
     pub(crate) fn emit_shared(&self, chunk: SharedChunk) -> Result<(), EmitError> {
