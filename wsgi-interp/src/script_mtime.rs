@@ -34,23 +34,30 @@ use rustc_hash::FxHashMap;
 /// Answers from the process's [`Watch`]; while another thread holds it, or where inotify is
 /// unavailable, with a `stat`.
 pub(crate) fn modified(path: &Path) -> io::Result<SystemTime> {
-    static WATCH: Mutex<Option<Watch>> = Mutex::new(None);
+    /// The process's watch, or the fork count at which making one failed (no inotify
+    /// instance left for this user, say): not tried again until the next fork.
+    static WATCH: Mutex<Option<Result<Watch, u64>>> = Mutex::new(None);
     let Some(mut slot) = WATCH.try_lock() else {
         return stat(path);
     };
-    if slot
-        .as_ref()
-        .is_some_and(|watch| watch.forks != FORKS.load(Ordering::Relaxed))
-    {
-        // Made by the process this one was forked from, whose queue it shares.
-        *slot = None;
-    }
-    if slot.is_none() {
-        *slot = Watch::new().ok();
+    let forks = FORKS.load(Ordering::Relaxed);
+    if !tried_since_fork(slot.as_ref(), forks) {
+        *slot = Some(Watch::new().map_err(|_| forks));
     }
     match slot.as_mut() {
-        Some(watch) => watch.modified(path),
-        None => stat(path),
+        Some(Ok(watch)) => watch.modified(path),
+        _ => stat(path),
+    }
+}
+
+/// Whether `slot` holds this process's own attempt at a watch, `forks` being [`FORKS`] now:
+/// a watch made before the last fork shares its queue with the parent, and a failure before
+/// it may not happen again.
+fn tried_since_fork(slot: Option<&Result<Watch, u64>>, forks: u64) -> bool {
+    match slot {
+        Some(Ok(watch)) => watch.forks == forks,
+        Some(Err(failed_at)) => *failed_at == forks,
+        None => false,
     }
 }
 
@@ -468,6 +475,27 @@ mod tests {
         symlink("loop", root.join("loop")).unwrap();
         assert!(lookups(&root.join("loop")).is_err());
         assert!(lookups(Path::new("relative/path")).is_err());
+    }
+
+    #[test]
+    fn a_watch_is_made_once_per_process_and_a_failure_is_not_retried_until_a_fork() {
+        assert!(!tried_since_fork(None, 0));
+        assert!(
+            tried_since_fork(Some(&Err(2)), 2),
+            "failed here: stat, no new try"
+        );
+        assert!(
+            !tried_since_fork(Some(&Err(2)), 3),
+            "failed in the parent: try again"
+        );
+        let watch = Watch::new().unwrap();
+        let forks = watch.forks;
+        let made = Ok(watch);
+        assert!(tried_since_fork(Some(&made), forks));
+        assert!(
+            !tried_since_fork(Some(&made), forks + 1),
+            "the parent's queue"
+        );
     }
 
     #[test]
