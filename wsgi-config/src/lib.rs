@@ -23,6 +23,7 @@ pub mod load;
 pub mod logformat;
 pub mod model;
 pub mod options;
+pub mod path_walk;
 pub mod proxy;
 pub mod reader;
 pub mod remoteip;

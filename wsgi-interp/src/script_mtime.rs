@@ -18,9 +18,9 @@
 //! `stat`ed on every question, as before. A forked child makes its own watch: it must not
 //! share its parent's event queue.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
@@ -28,6 +28,7 @@ use std::time::SystemTime;
 use inotify::{EventMask, Inotify, WatchMask};
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
+use wsgi_config::path_walk::WalkError;
 
 /// The modification time of `path` (following symbolic links), as `stat` gives it now.
 ///
@@ -256,61 +257,20 @@ impl Watch {
     }
 }
 
-/// Most symbolic links resolving one path may go through (Linux's `MAXSYMLINKS`).
-const MAX_LINKS: usize = 40;
-
 /// The lookups resolving absolute `path` makes, in order: each directory (itself resolved,
-/// with no symbolic link in it) with the entry looked up in it. Symbolic links are followed,
-/// the last component's too, as `stat` follows them.
+/// with no symbolic link in it) with the entry looked up in it, through symbolic links as
+/// `stat` follows them ([`wsgi_config::path_walk`]).
 fn lookups(path: &Path) -> io::Result<Vec<(PathBuf, OsString)>> {
-    if !path.is_absolute() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not an absolute path",
-        ));
-    }
-    // Components still to resolve, the next one last.
-    let mut pending: Vec<OsString> = Vec::new();
-    push_components(&mut pending, path);
-    let mut dir = PathBuf::from("/");
     let mut lookups = Vec::new();
-    let mut links = 0;
-    while let Some(name) = pending.pop() {
-        if name == ".." {
-            // `dir` holds no symbolic link, so its parent is the real one.
-            dir.pop();
-            continue;
-        }
-        let here = dir.join(&name);
-        lookups.push((dir.clone(), name));
-        if std::fs::symlink_metadata(&here)?.file_type().is_symlink() {
-            links += 1;
-            if links > MAX_LINKS {
-                return Err(io::Error::other("too many levels of symbolic links"));
-            }
-            let target = std::fs::read_link(&here)?;
-            if target.is_absolute() {
-                dir = PathBuf::from("/");
-            }
-            push_components(&mut pending, &target);
-        } else {
-            dir = here;
-        }
-    }
+    wsgi_config::path_walk::walk(path, |step| {
+        lookups.push((step.dir.to_path_buf(), step.name.to_os_string()));
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .map_err(|e| match e {
+        WalkError::Io { error, .. } => error,
+        WalkError::Visit(never) => match never {},
+    })?;
     Ok(lookups)
-}
-
-/// Pushes `path`'s components (names and `..`) onto `pending` so the first is popped first.
-fn push_components(pending: &mut Vec<OsString>, path: &Path) {
-    let parts: Vec<&OsStr> = path
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(name) => Some(name),
-            Component::ParentDir => Some(OsStr::new("..")),
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
-        })
-        .collect();
-    pending.extend(parts.into_iter().rev().map(OsStr::to_os_string));
 }
 
 #[cfg(test)]
@@ -445,36 +405,6 @@ mod tests {
         set_mtime(&two.join("app.wsgi"), 9_000);
         agrees(&mut watch, &direct).unwrap();
         agrees(&mut watch, &dotted).unwrap();
-    }
-
-    #[test]
-    fn lookups_follow_links_as_the_kernel_does() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
-        std::fs::create_dir_all(root.join("a/b")).unwrap();
-        write(&root.join("a/b/f"), "");
-        symlink("a/b", root.join("l")).unwrap();
-        symlink("../b/f", root.join("a/b/rel")).unwrap();
-        let looked = lookups(&root.join("l/rel")).unwrap();
-        let names: Vec<(PathBuf, &str)> = looked
-            .iter()
-            .skip(root.components().count() - 1)
-            .map(|(d, n)| (d.clone(), n.to_str().unwrap()))
-            .collect();
-        assert_eq!(
-            names,
-            [
-                (root.clone(), "l"),
-                (root.clone(), "a"),
-                (root.join("a"), "b"),
-                (root.join("a/b"), "rel"),
-                (root.join("a"), "b"),
-                (root.join("a/b"), "f"),
-            ]
-        );
-        symlink("loop", root.join("loop")).unwrap();
-        assert!(lookups(&root.join("loop")).is_err());
-        assert!(lookups(Path::new("relative/path")).is_err());
     }
 
     #[test]

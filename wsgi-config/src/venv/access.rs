@@ -6,8 +6,7 @@
 //! decides, even if a later class would allow more). uid 0 may read everything. POSIX ACLs and
 //! capabilities other than root's are not taken into account.
 
-use std::collections::VecDeque;
-use std::ffi::{CString, OsString};
+use std::ffi::CString;
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -18,9 +17,7 @@ use serde::Serialize;
 
 use super::absolute_path;
 use super::problem::{Access, AccessFix, Problem, ProblemKind};
-
-/// The most symbolic links followed in one path, as Linux's `MAXSYMLINKS`.
-const MAX_SYMLINKS: u32 = 40;
+use crate::path_walk::{self, WalkError};
 
 /// A user as the kernel sees it for permission checks: uid, primary gid and every group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -226,99 +223,50 @@ enum Blocked {
 /// Walks `path` (absolute) from `/` as the kernel would for `user`: search permission on every
 /// directory on the way (through symbolic links), `last` on the final object.
 fn walk(user: &UserIdentity, path: &Path, last: Want) -> Result<(), Blocked> {
-    let mut pending: VecDeque<OsString> = components(path);
-    let mut cur = PathBuf::from("/");
-    let root_meta = fs::metadata(&cur).map_err(|error| Blocked::Failed {
-        path: cur.clone(),
+    let check = |path: &Path, meta: &fs::Metadata, want: Want| match user.lacks(meta, want) {
+        Some(denied) => Err(Blocked::Denied {
+            path: path.to_path_buf(),
+            owner: Owner::of(meta),
+            want,
+            denied,
+        }),
+        None => Ok(()),
+    };
+    let root = Path::new("/");
+    let root_meta = fs::metadata(root).map_err(|error| Blocked::Failed {
+        path: root.to_path_buf(),
         error,
     })?;
-    let want_root = if pending.is_empty() { last } else { SEARCH };
-    if let Some(denied) = user.lacks(&root_meta, want_root) {
-        return Err(Blocked::Denied {
-            path: cur,
-            owner: Owner::of(&root_meta),
-            want: want_root,
-            denied,
-        });
-    }
-    let mut links = 0;
-    while let Some(comp) = pending.pop_front() {
-        if comp == ".." {
-            cur.pop();
-            continue;
+    let is_root = path.components().all(|c| matches!(c, Component::RootDir));
+    check(root, &root_meta, if is_root { last } else { SEARCH })?;
+    // Symbolic links have no permissions of their own: only what they lead to is checked.
+    let mut final_checked = is_root;
+    let resolved = path_walk::walk(path, |step| {
+        if step.meta.file_type().is_symlink() || (step.more && !step.meta.is_dir()) {
+            // (Going on through a file: the walk stops with ENOTDIR, as the kernel would.)
+            return Ok(());
         }
-        let next = cur.join(&comp);
-        let meta = fs::symlink_metadata(&next).map_err(|error| Blocked::Failed {
-            path: next.clone(),
+        final_checked = !step.more;
+        check(
+            &step.path(),
+            step.meta,
+            if step.more { SEARCH } else { last },
+        )
+    })
+    .map_err(|e| match e {
+        WalkError::Io { path, error } => Blocked::Failed { path, error },
+        WalkError::Visit(blocked) => blocked,
+    })?;
+    if !final_checked {
+        // The final object was reached without a lookup of its own (a link to `/`, or a path
+        // ending in `..`): it needs `last` too.
+        let meta = fs::metadata(&resolved).map_err(|error| Blocked::Failed {
+            path: resolved.clone(),
             error,
         })?;
-        if meta.file_type().is_symlink() {
-            links += 1;
-            if links > MAX_SYMLINKS {
-                return Err(Blocked::Failed {
-                    path: next,
-                    error: io::Error::from_raw_os_error(nix::libc::ELOOP),
-                });
-            }
-            let target = fs::read_link(&next).map_err(|error| Blocked::Failed {
-                path: next.clone(),
-                error,
-            })?;
-            if target.is_absolute() {
-                cur = PathBuf::from("/");
-            }
-            let mut expanded = components(&target);
-            expanded.extend(pending);
-            pending = expanded;
-            if pending.is_empty() {
-                // A link to `/` itself: the final object is the root directory.
-                let meta = fs::metadata(&cur).map_err(|error| Blocked::Failed {
-                    path: cur.clone(),
-                    error,
-                })?;
-                if let Some(denied) = user.lacks(&meta, last) {
-                    return Err(Blocked::Denied {
-                        path: cur,
-                        owner: Owner::of(&meta),
-                        want: last,
-                        denied,
-                    });
-                }
-            }
-            continue;
-        }
-        let want = if pending.is_empty() {
-            last
-        } else {
-            if !meta.is_dir() {
-                return Err(Blocked::Failed {
-                    path: next,
-                    error: io::Error::from_raw_os_error(nix::libc::ENOTDIR),
-                });
-            }
-            SEARCH
-        };
-        if let Some(denied) = user.lacks(&meta, want) {
-            return Err(Blocked::Denied {
-                path: next,
-                owner: Owner::of(&meta),
-                want,
-                denied,
-            });
-        }
-        cur = next;
+        check(&resolved, &meta, last)?;
     }
     Ok(())
-}
-
-fn components(path: &Path) -> VecDeque<OsString> {
-    path.components()
-        .filter_map(|c| match c {
-            Component::Normal(s) => Some(s.to_owned()),
-            Component::ParentDir => Some(OsString::from("..")),
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
-        })
-        .collect()
 }
 
 fn owner_name(uid: u32) -> String {
