@@ -8,6 +8,7 @@
 //! * a directory mount runs only `.wsgi` and `.py` files (404 for anything else), and never
 //!   resolves outside its directory (`..`, `%2e%2e`, symlinks out).
 
+use std::borrow::Cow;
 use std::ffi::OsStr;
 use std::net::IpAddr;
 use std::os::unix::ffi::OsStrExt;
@@ -551,45 +552,38 @@ impl Config {
         if self.virtual_hosts.is_empty() {
             return None;
         }
-        let matches = |exact: bool| -> Vec<usize> {
-            self.virtual_hosts
-                .iter()
-                .enumerate()
-                .filter(|(_, h)| {
-                    h.addresses.iter().any(|a| {
-                        let port_ok = a.port.is_none_or(|p| p == local_port);
-                        let ip_ok = match (a.ip, exact) {
-                            (Some(ip), true) => local_ip == Some(ip),
-                            (Some(_), false) => false,
-                            (None, true) => false,
-                            (None, false) => true,
-                        };
-                        port_ok && ip_ok
-                    })
-                })
-                .map(|(i, _)| i)
-                .collect()
+        // Whether `h` serves the connection: by its address (`exact`) or by `*`.
+        let serves = |h: &Host, exact: bool| {
+            h.addresses.iter().any(|a| {
+                let port_ok = a.port.is_none_or(|p| p == local_port);
+                let ip_ok = match (a.ip, exact) {
+                    (Some(ip), true) => local_ip == Some(ip),
+                    (None, false) => true,
+                    _ => false,
+                };
+                port_ok && ip_ok
+            })
         };
-        let mut candidates = matches(true);
-        if candidates.is_empty() {
-            candidates = matches(false);
-        }
-        let first = *candidates.first()?;
-        let Some(name) = host.map(host_name) else {
+        // Hosts naming the connection's address come before `*` ones, which then do not count.
+        let exact = self.virtual_hosts.iter().any(|h| serves(h, true));
+        let mut candidates = self
+            .virtual_hosts
+            .iter()
+            .enumerate()
+            .filter(move |(_, h)| serves(h, exact));
+        let (first, _) = candidates.clone().next()?;
+        let Some(name) = host.map(host_key) else {
             return Some(first);
         };
-        candidates
-            .into_iter()
-            .find(|&i| {
-                let h = &self.virtual_hosts[i];
-                h.server_name
-                    .as_deref()
-                    .is_some_and(|n| n.eq_ignore_ascii_case(&name))
-                    || h.server_aliases
-                        .iter()
-                        .any(|a| wildcard_match(&a.to_ascii_lowercase(), &name))
-            })
-            .or(Some(first))
+        let named = |h: &Host| {
+            h.server_name
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(&name))
+                || h.server_aliases
+                    .iter()
+                    .any(|a| wildcard_match_ignoring_case(a, &name))
+        };
+        Some(candidates.find(|(_, h)| named(h)).map_or(first, |(i, _)| i))
     }
 
     /// Routes a request. `Ok(None)`: no `WSGIScriptAlias` covers the path (the caller serves it
@@ -1080,34 +1074,61 @@ fn glob_dir_match(pattern: &str, dir: &Path) -> bool {
 /// them is compiled once per thread (patterns come from the configuration, never from a
 /// request, so the cache stays as small as the configurations loaded).
 pub fn wildcard_match(pattern: &str, text: &str) -> bool {
+    glob_match(pattern, text, true)
+}
+
+/// [`wildcard_match`] ignoring ASCII case, as host names compare (`ServerAlias`).
+pub fn wildcard_match_ignoring_case(pattern: &str, text: &str) -> bool {
+    glob_match(pattern, text, false)
+}
+
+fn glob_match(pattern: &str, text: &str, case_sensitive: bool) -> bool {
     if !pattern.contains(['*', '?', '[']) {
-        return pattern == text;
+        return if case_sensitive {
+            pattern == text
+        } else {
+            pattern.eq_ignore_ascii_case(text)
+        };
     }
     thread_local! {
         static COMPILED: std::cell::RefCell<std::collections::HashMap<String, Option<glob::Pattern>>> =
             std::cell::RefCell::new(std::collections::HashMap::new());
     }
+    let options = glob::MatchOptions {
+        case_sensitive,
+        ..glob::MatchOptions::new()
+    };
     COMPILED.with_borrow_mut(|compiled| {
         if !compiled.contains_key(pattern) {
             compiled.insert(pattern.to_string(), glob::Pattern::new(pattern).ok());
         }
-        compiled[pattern].as_ref().is_some_and(|p| p.matches(text))
+        compiled[pattern]
+            .as_ref()
+            .is_some_and(|p| p.matches_with(text, options))
     })
 }
 
 /// The host name of a Host header (without port, lowercased).
 pub fn host_name(header: &str) -> String {
+    host_key(header).into_owned()
+}
+
+/// [`host_name`], borrowed from the header when it is lowercase already (as clients send it).
+fn host_key(header: &str) -> Cow<'_, str> {
     let h = header.trim();
-    let name = if let Some(stripped) = h.strip_prefix('[') {
-        stripped
-            .split(']')
-            .next()
-            .map(|ip| format!("[{ip}]"))
-            .unwrap_or_default()
-    } else {
-        h.split(':').next().unwrap_or("").to_string()
+    let name = match h.strip_prefix('[') {
+        Some(stripped) => {
+            let ip = stripped.split(']').next().unwrap_or("");
+            return Cow::Owned(format!("[{}]", ip.to_ascii_lowercase()));
+        }
+        None => h.split(':').next().unwrap_or(""),
     };
-    name.trim_end_matches('.').to_ascii_lowercase()
+    let name = name.trim_end_matches('.');
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    }
 }
 
 #[cfg(test)]
@@ -1139,6 +1160,15 @@ mod tests {
                 by_glob,
                 "{pattern} / {text} (cached)"
             );
+            // Host names compare as the lowercased pattern against the lowercased name.
+            let lower = glob::Pattern::new(&pattern.to_ascii_lowercase())
+                .is_ok_and(|p| p.matches(&text.to_ascii_lowercase()));
+            for (p, t) in [
+                (pattern.to_string(), text.to_ascii_uppercase()),
+                (pattern.to_ascii_uppercase(), text.to_string()),
+            ] {
+                assert_eq!(wildcard_match_ignoring_case(&p, &t), lower, "{p} / {t}");
+            }
         }
     }
 
@@ -1236,5 +1266,13 @@ mod tests {
     fn host_names() {
         assert_eq!(host_name("Example.COM:8080"), "example.com");
         assert_eq!(host_name("[::1]:80"), "[::1]");
+        assert_eq!(host_name("[FE80::1]:80"), "[fe80::1]");
+        assert_eq!(host_name(" www.example.org.:443 "), "www.example.org");
+        // A lowercase name, as clients send it, is not copied.
+        assert!(matches!(
+            host_key("www.example.org:8080"),
+            Cow::Borrowed("www.example.org")
+        ));
+        assert!(matches!(host_key("WWW.example.org"), Cow::Owned(_)));
     }
 }

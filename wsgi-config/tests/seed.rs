@@ -414,7 +414,7 @@ WSGIScriptAlias / /some/path/project/myapp1.wsgi
 </VirtualHost>
 <VirtualHost *:80>
 ServerName b.example.com
-ServerAlias *.b.example.com
+ServerAlias *.b.example.com Plain.B.Example.org
 WSGIScriptAlias / /some/path/project/myapp2.wsgi
 </VirtualHost>
 <VirtualHost 127.0.0.1:8080>
@@ -439,6 +439,11 @@ WSGIScriptAlias / /some/path/project/myapp3.wsgi
     assert_eq!(
         script(req(80, Some("x.B.example.com:80"), "/")),
         p.path.join("myapp2.wsgi")
+    );
+    assert_eq!(
+        script(req(80, Some("plain.b.example.org."), "/")),
+        p.path.join("myapp2.wsgi"),
+        "a plain alias compares without case"
     );
     assert_eq!(
         script(req(80, Some("unknown"), "/")),
