@@ -1083,12 +1083,23 @@ pub fn wildcard_match_ignoring_case(pattern: &str, text: &str) -> bool {
 }
 
 fn glob_match(pattern: &str, text: &str, case_sensitive: bool) -> bool {
-    if !pattern.contains(['*', '?', '[']) {
-        return if case_sensitive {
-            pattern == text
+    let literal_eq = |a: &[u8], b: &[u8]| {
+        if case_sensitive {
+            a == b
         } else {
-            pattern.eq_ignore_ascii_case(text)
-        };
+            a.eq_ignore_ascii_case(b)
+        }
+    };
+    if !pattern.contains(['*', '?', '[']) {
+        return literal_eq(pattern.as_bytes(), text.as_bytes());
+    }
+    // `*` then a literal (`*.example.org`, `*.py`: the usual wildcard) is a suffix.
+    if let Some(suffix) = pattern.strip_prefix('*') {
+        if !suffix.contains(['*', '?', '[']) {
+            let (text, suffix) = (text.as_bytes(), suffix.as_bytes());
+            return text.len() >= suffix.len()
+                && literal_eq(&text[text.len() - suffix.len()..], suffix);
+        }
     }
     thread_local! {
         static COMPILED: std::cell::RefCell<std::collections::HashMap<String, Option<glob::Pattern>>> =
@@ -1147,6 +1158,13 @@ mod tests {
             ("[ab].py", "b.py"),
             ("[ab].py", "c.py"),
             ("*.example.org", "a.example.com"),
+            ("*.example.org", "b.a.example.org"),
+            ("*.example.org", ".example.org"),
+            ("*", ""),
+            ("*.py", "app.PY"),
+            ("*.py", "py"),
+            ("*é", "café"),
+            ("a*.py", "ab.py"),
             ("[", "["),
             ("index.wsgi", "Index.wsgi"),
             ("", ""),
