@@ -1070,9 +1070,10 @@ fn glob_dir_match(pattern: &str, dir: &Path) -> bool {
 }
 
 /// Shell-style `*` and `?` matching (ServerAlias, `<Files>`). A pattern without `*`, `?`
-/// or `[` (most `ServerAlias` names, asked on every request) is compared as it is; one with
-/// them is compiled once per thread (patterns come from the configuration, never from a
-/// request, so the cache stays as small as the configurations loaded).
+/// or `[` (most `ServerAlias` names, asked on every request) is compared as it is, and `*`
+/// then such a literal (`*.example.org`) as a suffix; any other is compiled once per thread
+/// (patterns come from the configuration, never from a request, so the cache stays as small
+/// as the configurations loaded).
 pub fn wildcard_match(pattern: &str, text: &str) -> bool {
     glob_match(pattern, text, true)
 }
