@@ -620,9 +620,8 @@ fn call_tracked(
         // A plain list or tuple (the usual hello-world answer) has no `close`, and builtin
         // types cannot gain one: skip the lookup, which raises and clears an AttributeError.
         let r = result.as_ptr();
-        let has_close = ffi::PyList_CheckExact(r) == 0
-            && ffi::PyTuple_CheckExact(r) == 0
-            && ffi::PyObject_HasAttrString(r, c"close".as_ptr()) == 1;
+        let has_close =
+            !is_plain_sequence(r) && ffi::PyObject_HasAttrString(r, c"close".as_ptr()) == 1;
         if has_close {
             let closed =
                 super::getattr(result.as_ptr(), c"close").and_then(|c| call(c.as_ptr(), &[]));
@@ -643,6 +642,16 @@ fn call_tracked(
         }
         outcome
     }
+}
+
+/// Whether `r` is exactly a list or a tuple: iterating it runs no application code, and it
+/// has no `close` (builtin types cannot gain one).
+///
+/// # Safety
+/// Attached; `r` valid.
+unsafe fn is_plain_sequence(r: *mut ffi::PyObject) -> bool {
+    // SAFETY: attached, `r` valid (caller's contract); type checks only.
+    unsafe { ffi::PyList_CheckExact(r) != 0 || ffi::PyTuple_CheckExact(r) != 0 }
 }
 
 /// Streams the response iterable to the sink; `raised` turns the pending exception into the
@@ -698,7 +707,7 @@ unsafe fn iterate(
             // A plain list or tuple runs no code of the application's while it is iterated
             // or after (it has no `close`): its last item ends the body.
             let r = result.as_ptr();
-            let mut left = if ffi::PyList_CheckExact(r) != 0 || ffi::PyTuple_CheckExact(r) != 0 {
+            let mut left = if is_plain_sequence(r) {
                 ffi::PyObject_Size(r)
             } else {
                 -1
