@@ -89,8 +89,6 @@ fn stand_in(conn: UnixStream, body: Vec<u8>) {
     while let Ok(Some((k, payload))) = reader.next_frame() {
         assert_eq!(k, kind::REQUEST);
         protocol::decode_request(payload).unwrap();
-        protocol::write_raw(&mut out, kind::ACCEPTED, &[]).unwrap();
-        out.flush().unwrap();
         out.write_all(&protocol::encode_start(
             200,
             "OK",

@@ -3,10 +3,11 @@
 //! front treats both modes alike; what only daemon mode can produce is a [`DispatchError`]
 //! with its HTTP status.
 //!
-//! Connections are pooled per group and reused. A reused connection that turns out closed
-//! before the daemon said ACCEPTED is retried on a fresh one (the daemon closes idle
-//! connections when it stops), and so is any connection the request head could not even be
-//! written to (a process stopping for replacement may accept a connection and close it); a
+//! Connections are pooled per group and reused. A request the daemon closed its connection
+//! on without reading it (the daemon closes idle connections when it stops; the front's read
+//! then fails with `ECONNRESET`: see [`crate::protocol`]) is retried on a fresh connection,
+//! and so is one whose head could not even be written (a process stopping for replacement
+//! may accept a connection and close it); a
 //! request a daemon rejected (script changed, draining) is retried up to `2 × processes + 1`
 //! times, as mod_wsgi does.
 
@@ -314,11 +315,11 @@ impl DaemonClient {
             } else {
                 None
             };
-            let (conn, reused) = match pooled {
-                Some(c) => (c, true),
-                None => (g.connect()?, false),
+            let conn = match pooled {
+                Some(c) => c,
+                None => g.connect()?,
             };
-            match g.attempt(conn, reused, frame, body, sink) {
+            match g.attempt(conn, frame, body, sink) {
                 Attempt::Done(r) => return r,
                 Attempt::Retry { rejected: true } => {
                     rejects += 1;
@@ -397,7 +398,6 @@ impl GroupClient {
     fn attempt(
         &self,
         conn: UnixStream,
-        reused: bool,
         frame: &[&[u8]],
         body: &mut dyn RequestBody,
         sink: &mut dyn ResponseSink,
@@ -420,7 +420,8 @@ impl GroupClient {
         // The request body's buffers, made at the first BODY_WANTED (most requests have none).
         let mut out = None;
         let mut chunk = Vec::new();
-        let mut accepted = false;
+        // Whether the daemon asked for the body: it runs the request.
+        let mut asked = false;
         let mut started: Option<u16> = None;
         let mut sent: u64 = 0;
         // The socket's read timeout as last set here (a system call each time it is set).
@@ -448,12 +449,11 @@ impl GroupClient {
                 read_timeout = Some(timeout);
             }
             let frame = reader.next_frame_with(crate::fd_passing::append_payload);
+            // The daemon closed the connection with the request unread: nothing ran.
+            let unread = matches!(&frame, Err(ProtocolError::Io(e)) if e.kind() == io::ErrorKind::ConnectionReset);
             let failure = match frame {
-                Ok(Some((kind::ACCEPTED, _))) => {
-                    accepted = true;
-                    continue;
-                }
                 Ok(Some((kind::BODY_WANTED, p))) => {
+                    asked = true;
                     let want = match protocol::decode_body_wanted(p) {
                         Ok(n) => (n as usize).min(CHUNK),
                         Err(e) => return self.broken(started, sent, e.to_string()),
@@ -573,7 +573,7 @@ impl GroupClient {
                 }
                 Err(e) => e.to_string(),
             };
-            if !accepted && reused && started.is_none() {
+            if unread && !asked && started.is_none() {
                 return Attempt::Retry { rejected: false };
             }
             if started.is_none()
@@ -664,6 +664,117 @@ fn send_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::net::UnixListener;
+    use wsgi_interp::ScriptSpec;
+
+    /// A response sink that keeps the status.
+    #[derive(Default)]
+    struct Status(Option<u16>);
+
+    impl ResponseSink for Status {
+        fn start(&mut self, status: u16, _: &str, _: Vec<(String, Vec<u8>)>) -> io::Result<()> {
+            self.0 = Some(status);
+            Ok(())
+        }
+
+        fn write(&mut self, _: &[u8]) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A client of one group whose socket is `listener`'s, at `socket`.
+    fn client_of(socket: &std::path::Path) -> DaemonClient {
+        DaemonClient::new(vec![Endpoint {
+            group: "g".into(),
+            socket: socket.to_path_buf(),
+            options: DaemonOptions::default(),
+            default_socket_timeout: Duration::from_secs(5),
+        }])
+    }
+
+    /// Sends one GET through `client`: the status, or the error's.
+    fn get(client: &DaemonClient) -> u16 {
+        let app = AppCall {
+            script: ScriptSpec::new("/srv/app.wsgi"),
+            application_group: String::new(),
+            pass_authorization: false,
+        };
+        let head = RequestHead {
+            method: "GET".into(),
+            ..Default::default()
+        };
+        let mut sink = Status::default();
+        match client.dispatch(
+            "g",
+            RequestRef::new(&app, &head),
+            &mut io::empty(),
+            &mut sink,
+        ) {
+            Ok(_) => sink.0.expect("a status"),
+            Err(e) => e.status(),
+        }
+    }
+
+    /// Plays the daemon on `conn` for one request: reads it, answers 200.
+    fn answer(conn: &UnixStream) {
+        let mut frames = FrameReader::new(BufReader::new(conn));
+        assert!(matches!(frames.next_frame(), Ok(Some((kind::REQUEST, _)))));
+        let mut out = conn;
+        out.write_all(&protocol::encode_start(200, "OK", &[]))
+            .unwrap();
+        let done = Outcome::Complete {
+            status: 200,
+            body_bytes: 0,
+        };
+        out.write_all(&protocol::encode_end(&End::Ran(done)))
+            .unwrap();
+    }
+
+    /// Waits until the front has written its next request on `conn` (not reading it).
+    fn request_waits(conn: &UnixStream) {
+        let mut fds = [nix::poll::PollFd::new(
+            conn.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(5000u16));
+        assert!(matches!(ready, Ok(1)), "no request came");
+    }
+
+    /// A pooled connection that its daemon closes with the next request unread (as a stopping
+    /// process closes its idle ones) has the request retried on a fresh connection; one whose
+    /// daemon read the request and then went away (it died running it) is not retried: the
+    /// app must not run twice.
+    #[test]
+    fn only_a_request_the_daemon_left_unread_is_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("g.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let client = client_of(&socket);
+
+        let daemon = std::thread::spawn(move || {
+            let (first, _) = listener.accept().unwrap();
+            answer(&first);
+            request_waits(&first);
+            drop(first); // unread: the front's end is reset
+            let (second, _) = listener.accept().unwrap();
+            answer(&second);
+            // The next request is read, then the connection ends without an answer.
+            let mut frames = FrameReader::new(BufReader::new(&second));
+            assert!(matches!(frames.next_frame(), Ok(Some((kind::REQUEST, _)))));
+            drop(frames);
+            drop(second);
+            listener.set_nonblocking(true).unwrap();
+            listener
+        });
+        assert_eq!(get(&client), 200, "the first request");
+        assert_eq!(get(&client), 200, "retried on a fresh connection");
+        assert_eq!(get(&client), 502, "read, then the daemon went away");
+        let listener = daemon.join().unwrap();
+        assert!(
+            listener.accept().is_err(),
+            "a request the daemon read was sent again"
+        );
+    }
 
     #[test]
     fn buffer_sizes_are_set_when_given() {

@@ -11,7 +11,6 @@
 //! ```text
 //! front                                   daemon
 //! REQUEST (head, script, app group)  -->
-//!                                    <--  ACCEPTED            (a worker took it: no retry now)
 //!                                    <--  BODY_WANTED max     (the app reads wsgi.input)
 //! BODY chunk | BODY_END | BODY_ERROR -->
 //!                                    <--  START status, reason, headers (repeats kept apart)
@@ -25,9 +24,15 @@
 //!
 //! After END both sides are at a frame boundary and the connection carries the next request.
 //! A daemon may answer REQUEST with END `Rejected` (script changed, draining) or
-//! `QueueTimeout` *instead of* ACCEPTED: nothing ran, the front may retry elsewhere. A front
-//! that sees the connection close before ACCEPTED on a reused connection may retry too (the
-//! daemon closes idle connections when it stops); after ACCEPTED it never retries.
+//! `QueueTimeout` before running it: nothing ran, and the front may retry elsewhere.
+//!
+//! Whether a daemon took a request needs no frame of its own: the kernel tells. A daemon
+//! reads the whole REQUEST frame before it runs anything, and the front sends nothing more
+//! until asked. So a connection that the daemon closed with the request still unread (a
+//! stopping process closing its idle connections) makes the front's read fail with
+//! `ECONNRESET` (Linux resets a unix stream socket closed with bytes queued for it), and the
+//! front retries the request elsewhere; a connection that ends any other way (end of stream:
+//! the process died running it) is never retried.
 
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -60,8 +65,6 @@ pub mod kind {
     pub const BODY_END: u8 = 0x03;
     /// Front → daemon: reading the request body from the client failed (message).
     pub const BODY_ERROR: u8 = 0x04;
-    /// Daemon → front: a worker took the request; from here on it must not be retried.
-    pub const ACCEPTED: u8 = 0x10;
     /// Daemon → front: send at most this many body bytes (`u32`).
     pub const BODY_WANTED: u8 = 0x11;
     /// Daemon → front: status line and headers.
@@ -891,7 +894,6 @@ impl<R: Read> FrameReader<R> {
                 | kind::BODY
                 | kind::BODY_END
                 | kind::BODY_ERROR
-                | kind::ACCEPTED
                 | kind::BODY_WANTED
                 | kind::START
                 | kind::DATA
@@ -1174,7 +1176,7 @@ mod tests {
             .map(|i| (i % 253) as u8)
             .collect();
         let mut bytes = Vec::new();
-        write_raw(&mut bytes, kind::ACCEPTED, &[]).unwrap();
+        write_raw(&mut bytes, kind::BODY_WANTED, &65536u32.to_le_bytes()).unwrap();
         bytes.extend_from_slice(&encode_start(200, "OK", &[("A".into(), b"b".to_vec())]));
         write_raw(&mut bytes, kind::DATA, b"first").unwrap();
         write_raw(&mut bytes, kind::DATA, &big).unwrap();
@@ -1183,7 +1185,9 @@ mod tests {
         let sources: [Box<dyn Read + '_>; 2] = [Box::new(&bytes[..]), Box::new(Trickle(&bytes))];
         for source in sources {
             let mut r = FrameReader::new(std::io::BufReader::with_capacity(READ_AHEAD, source));
-            assert!(matches!(r.next_frame(), Ok(Some((kind::ACCEPTED, b"")))));
+            assert!(
+                matches!(r.next_frame(), Ok(Some((kind::BODY_WANTED, p))) if decode_body_wanted(p).unwrap() == 65536)
+            );
             match r.next_frame() {
                 Ok(Some((kind::START, p))) => assert_eq!(decode_start(p).unwrap().status, 200),
                 other => panic!("expected START, got {other:?}"),

@@ -34,7 +34,8 @@ impl Shared {
             let _ = self.epoll.delete(&listener);
         }
         self.report.send(&Report::Recycling(reason.to_string()));
-        // Idle front connections are closed; a front retries them elsewhere (no ACCEPTED).
+        // Idle front connections are closed; a front retries elsewhere a request it had sent
+        // on one (unread, it resets the front's end: see the protocol's doc).
         self.idle.lock().clear();
     }
 

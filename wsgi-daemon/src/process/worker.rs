@@ -14,7 +14,7 @@ use wsgi_interp::{Outcome, Runtime, now_us};
 use super::wire::{WireBody, WireSink};
 use super::{Running, Shared};
 use crate::protocol::{
-    self, End, FrameReader, ProtocolError, READ_AHEAD, RejectReason, encode_end, kind, write_raw,
+    self, End, FrameReader, ProtocolError, READ_AHEAD, RejectReason, encode_end, kind,
 };
 
 enum After {
@@ -129,9 +129,6 @@ impl Shared {
                     After::Close
                 };
             }
-        }
-        if write_raw(&mut &conn, kind::ACCEPTED, &[]).is_err() {
-            return After::Close;
         }
         let started = Instant::now();
         self.request_waiting(started);
