@@ -900,9 +900,9 @@ impl Config {
             handler,
         } = mount;
         let group_script_name = if self.server.case_sensitive {
-            script_name.clone()
+            Cow::Borrowed(script_name.as_str())
         } else {
-            script_name.to_lowercase()
+            Cow::Owned(script_name.to_lowercase())
         };
         let names = GroupNames {
             server_name: who.server_name,
@@ -982,14 +982,15 @@ impl Config {
         uri: &[u8],
     ) -> (WsgiSettings, Vec<&[EnvOp]>) {
         let mut settings = self.main.settings.clone();
-        let mut env: Vec<&[EnvOp]> = vec![&self.main.env];
-        let mut hosts = vec![&self.main];
-        if let Some(i) = host {
-            settings.merge(&self.virtual_hosts[i].settings);
-            env.push(&self.virtual_hosts[i].env);
-            hosts.push(&self.virtual_hosts[i]);
+        let mut env: Vec<&[EnvOp]> = Vec::with_capacity(4);
+        env.push(&self.main.env);
+        let vhost = host.map(|i| &self.virtual_hosts[i]);
+        if let Some(vhost) = vhost {
+            settings.merge(&vhost.settings);
+            env.push(&vhost.env);
         }
-        if hosts.iter().all(|h| h.sections.is_empty()) {
+        let hosts = std::iter::once(&self.main).chain(vhost);
+        if hosts.clone().all(|h| h.sections.is_empty()) {
             return (settings, env);
         }
         let dir = script.parent().unwrap_or(Path::new("/"));
@@ -999,7 +1000,7 @@ impl Config {
             .unwrap_or_default();
         let uri_text = latin1(uri);
         let mut matching: Vec<(u8, usize, &DirSection)> = Vec::new();
-        for h in &hosts {
+        for h in hosts {
             for s in &h.sections {
                 let applies = match (s.kind, &s.regex) {
                     (SectionKind::Directory, None) => {

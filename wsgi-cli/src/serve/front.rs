@@ -1537,7 +1537,6 @@ async fn serve_route(
     host: Option<String>,
     mut route: Box<Route>,
 ) -> Response<ResponseBody> {
-    let path = req.uri().path().to_string();
     let hooks_for = |route: &Route| {
         let place = || HookPlace {
             script_name: route.script_name.clone(),
@@ -1577,7 +1576,7 @@ async fn serve_route(
     if let Some(script) = route.settings.dispatch_script.clone() {
         let Some(mut hooks) = hooks_for(&route) else {
             tracing::error!(
-                path,
+                path = req.uri().path(),
                 "500: a WSGIDispatchScript applies, but this front process started no embedded Python: restart wsgi serve"
             );
             return error_response(StatusCode::INTERNAL_SERVER_ERROR);
@@ -1596,11 +1595,14 @@ async fn serve_route(
         route = match dispatched {
             Ok((Ok(()), route)) => route,
             Ok((Err(why), _)) => {
-                tracing::error!(path, "500: {why}");
+                tracing::error!(path = req.uri().path(), "500: {why}");
                 return error_response(StatusCode::INTERNAL_SERVER_ERROR);
             }
             Err(e) => {
-                tracing::error!(path, "500: the WSGIDispatchScript call failed: {e}");
+                tracing::error!(
+                    path = req.uri().path(),
+                    "500: the WSGIDispatchScript call failed: {e}"
+                );
                 return error_response(StatusCode::INTERNAL_SERVER_ERROR);
             }
         };
@@ -1705,7 +1707,8 @@ async fn run_app(
             }
         },
     };
-    let group_label = match &route.process_group {
+    // For the log lines of a refused request only.
+    let group_label = || match &route.process_group {
         ProcessGroup::Embedded => "embedded".to_string(),
         ProcessGroup::Daemon(g) => format!("daemon process group `{g}`"),
     };
@@ -1778,7 +1781,7 @@ async fn run_app(
         Err((refused, _job)) => {
             return match refused {
                 Refused::Busy => {
-                    tracing::warn!(script = %route.script.display(), "503: every worker thread ({group_label}) stayed busy for the whole queue timeout");
+                    tracing::warn!(script = %route.script.display(), "503: every worker thread ({}) stayed busy for the whole queue timeout", group_label());
                     error_response(StatusCode::SERVICE_UNAVAILABLE)
                 }
                 Refused::Stopping => error_response(StatusCode::SERVICE_UNAVAILABLE),
@@ -1795,7 +1798,7 @@ async fn run_app(
             () = tokio::time::sleep_until(deadline_after(arrived, pool.queue_timeout())) => {
                 if ticket.withdraw() {
                     let status = pool.expired_status();
-                    tracing::warn!(script = %route.script.display(), "{status}: the request waited longer than the queue timeout ({:?}) for a worker thread ({group_label})", pool.queue_timeout());
+                    tracing::warn!(script = %route.script.display(), "{status}: the request waited longer than the queue timeout ({:?}) for a worker thread ({})", pool.queue_timeout(), group_label());
                     return error_response(StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE));
                 }
                 // A worker took it just in time.
@@ -1849,7 +1852,7 @@ async fn run_app(
             let status = error_status(&result);
             match &result {
                 JobResult::Expired => {
-                    tracing::warn!(script = %route.script.display(), "{status}: the request waited longer than the queue timeout for a worker thread ({group_label})");
+                    tracing::warn!(script = %route.script.display(), "{status}: the request waited longer than the queue timeout for a worker thread ({})", group_label());
                 }
                 JobResult::Daemon(e) if e.status() == 502 => {
                     tracing::error!(script = %route.script.display(), "{status}: {e}");
