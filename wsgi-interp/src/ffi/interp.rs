@@ -12,7 +12,7 @@
 //! `Py_EndInterpreter` aborts ("not the last thread") while another thread state of the
 //! interpreter is left.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -197,9 +197,9 @@ pub(crate) struct Interp {
     pub(super) gate: Arc<Gate>,
     pub(super) registry: Mutex<Registry>,
     pub(super) objects: Mutex<Option<Arc<Objects>>>,
-    pub scripts: Mutex<HashMap<PathBuf, ScriptEntry>>,
+    pub scripts: Mutex<FxHashMap<PathBuf, ScriptEntry>>,
     /// Hook scripts, apart from WSGI scripts: one file may be both, with other functions.
-    pub hooks: Mutex<HashMap<PathBuf, HookEntry>>,
+    pub hooks: Mutex<FxHashMap<PathBuf, HookEntry>>,
     pub(super) creation_ts: TsPtr,
 }
 
@@ -228,8 +228,8 @@ impl Interp {
                 worker_tstates: Vec::new(),
             }),
             objects: Mutex::new(objects),
-            scripts: Mutex::new(HashMap::new()),
-            hooks: Mutex::new(HashMap::new()),
+            scripts: Mutex::new(FxHashMap::default()),
+            hooks: Mutex::new(FxHashMap::default()),
             creation_ts,
         })
     }
