@@ -450,7 +450,10 @@ impl GroupClient {
             }
             let frame = reader.next_frame_with(crate::fd_passing::append_payload);
             // The daemon closed the connection with the request unread: nothing ran.
-            let unread = matches!(&frame, Err(ProtocolError::Io(e)) if e.kind() == io::ErrorKind::ConnectionReset);
+            let unread = match &frame {
+                Err(ProtocolError::Io(e)) => e.kind() == io::ErrorKind::ConnectionReset,
+                _ => false,
+            };
             let failure = match frame {
                 Ok(Some((kind::BODY_WANTED, p))) => {
                     asked = true;
@@ -682,7 +685,7 @@ mod tests {
         }
     }
 
-    /// A client of one group whose socket is `listener`'s, at `socket`.
+    /// A client of one group, `g`, whose daemons listen on `socket`.
     fn client_of(socket: &std::path::Path) -> DaemonClient {
         DaemonClient::new(vec![Endpoint {
             group: "g".into(),
