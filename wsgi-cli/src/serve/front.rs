@@ -85,6 +85,9 @@ pub struct Limits {
     pub write: WriteLimits,
     /// The most connections open at once.
     pub max_connections: usize,
+    /// The most unsent response bytes the kernel holds per TCP connection
+    /// (`TCP_NOTSENT_LOWAT`); 0: the system's setting.
+    pub tcp_notsent_lowat: u32,
     /// Which HTTP versions are spoken (`--http`).
     pub http: HttpMode,
     /// The most streams open at once on an HTTP/2 connection.
@@ -113,6 +116,7 @@ impl Default for Limits {
                 min_rate: 500,
             },
             max_connections: 1024,
+            tcp_notsent_lowat: 128 * 1024,
             http: HttpMode::Auto,
             http2_max_streams: 100,
         }
@@ -385,6 +389,19 @@ where
     builder.serve_connection(TokioIo::new(io), service).await
 }
 
+/// Caps the response bytes the kernel holds unsent for `stream` at `lowat`
+/// (`TCP_NOTSENT_LOWAT`; 0 leaves the system's setting): hyper writes more as the client takes
+/// them. Without it a whole response (a file sent with `sendfile`) can wait in the socket,
+/// and the client's acknowledgements send it: on loopback, on the client's CPU.
+fn limit_unsent(stream: &tokio::net::TcpStream, lowat: u32) {
+    if lowat == 0 {
+        return;
+    }
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_notsent_lowat(lowat) {
+        tracing::debug!("TCP_NOTSENT_LOWAT not set: {e}");
+    }
+}
+
 /// Accepts on every listener until `stop` turns true, then stops accepting and lets open
 /// connections finish their in-flight request for up to `graceful` (idle ones close at once).
 /// At most `--max-connections` are open: beyond it the acceptors wait, and new connections
@@ -485,6 +502,7 @@ pub async fn serve(
         };
         if let Conn::Tcp(stream) = &stream {
             let _ = stream.set_nodelay(true);
+            limit_unsent(stream, front.limits.tcp_notsent_lowat);
         }
         let decision = match &front.proxy {
             None => Decision::Plain,
@@ -2277,6 +2295,26 @@ pub fn error_response(status: StatusCode) -> Response<ResponseBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--tcp-notsent-lowat` reaches the accepted socket; 0 leaves the system's setting.
+    #[tokio::test]
+    async fn unsent_bytes_are_capped_as_asked() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let lowat = || {
+            socket2::SockRef::from(&accepted)
+                .tcp_notsent_lowat()
+                .unwrap()
+        };
+        let system = lowat();
+        limit_unsent(&accepted, 0);
+        assert_eq!(lowat(), system);
+        limit_unsent(&accepted, 131_072);
+        assert_eq!(lowat(), 131_072);
+        assert_eq!(Limits::default().tcp_notsent_lowat, 131_072);
+    }
 
     /// The kept texts never stand for another address, whatever the order they come in.
     #[test]

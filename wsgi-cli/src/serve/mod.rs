@@ -272,6 +272,18 @@ pub struct ServeArgs {
         value_name = "BYTES"
     )]
     pub response_min_rate: u64,
+    /// At most this many bytes of a response wait unsent in the kernel per TCP connection
+    /// (`TCP_NOTSENT_LOWAT`): the server writes more as the client takes it, so a large
+    /// response does not sit in socket buffers (nor is it sent from the client's side of a
+    /// loopback connection, as its acknowledgements open the window); 0: the system's setting
+    /// (`net.ipv4.tcp_notsent_lowat`, unlimited by default).
+    #[arg(
+        env = "WSGI_RS_TCP_NOTSENT_LOWAT",
+        long,
+        default_value_t = 131072,
+        value_name = "BYTES"
+    )]
+    pub tcp_notsent_lowat: u32,
     /// The most client connections open at once; beyond it new connections wait in the
     /// listen backlog while the open ones are served. Default: half the open-file limit
     /// (raised to its hard limit at start) less a reserve.
@@ -552,6 +564,7 @@ impl ServeArgs {
                 .max_connections
                 .unwrap_or_else(default_max_connections)
                 .max(1),
+            tcp_notsent_lowat: self.tcp_notsent_lowat,
             http: self.http,
             http2_max_streams: self.http2_max_concurrent_streams.max(1),
         }
