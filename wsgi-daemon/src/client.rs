@@ -200,7 +200,9 @@ impl<'a> RequestRef<'a> {
 
 struct GroupClient {
     endpoint: Endpoint,
-    idle: Mutex<Vec<UnixStream>>,
+    /// Idle connections, each with the read timeout set on it when known (set again only
+    /// when it changes: a system call).
+    idle: Mutex<Vec<(UnixStream, Option<Option<Duration>>)>>,
 }
 
 /// Sends requests to daemon process groups. Cheap to share between threads.
@@ -316,8 +318,8 @@ impl DaemonClient {
                 None
             };
             let conn = match pooled {
-                Some(c) => c,
-                None => g.connect()?,
+                Some(pooled) => pooled,
+                None => (g.connect()?, None),
             };
             match g.attempt(conn, frame, body, sink) {
                 Attempt::Done(r) => return r,
@@ -388,16 +390,18 @@ impl GroupClient {
         }
     }
 
-    fn give_back(&self, conn: UnixStream) {
+    /// Keeps `conn`, whose read timeout is `timeout` when known, for the next request.
+    fn give_back(&self, conn: UnixStream, timeout: Option<Option<Duration>>) {
         let mut idle = self.idle.lock();
         if idle.len() < MAX_IDLE {
-            idle.push(conn);
+            idle.push((conn, timeout));
         }
     }
 
+    /// Runs the request on `conn`, whose read timeout is `read_timeout` when known.
     fn attempt(
         &self,
-        conn: UnixStream,
+        (conn, mut read_timeout): (UnixStream, Option<Option<Duration>>),
         frame: &[&[u8]],
         body: &mut dyn RequestBody,
         sink: &mut dyn ResponseSink,
@@ -424,8 +428,6 @@ impl GroupClient {
         let mut asked = false;
         let mut started: Option<u16> = None;
         let mut sent: u64 = 0;
-        // The socket's read timeout as last set here (a system call each time it is set).
-        let mut read_timeout = None;
         loop {
             // Before the headers, reads are bounded by what is left of request-timeout.
             let mut limit = self.endpoint.socket_timeout();
@@ -534,11 +536,11 @@ impl GroupClient {
                     drop(out);
                     return match end {
                         End::Ran(outcome) => {
-                            self.give_back(conn);
+                            self.give_back(conn, read_timeout);
                             Attempt::Done(Ok(outcome))
                         }
                         End::QueueTimeout => {
-                            self.give_back(conn);
+                            self.give_back(conn, read_timeout);
                             Attempt::Done(Err(DispatchError::QueueTimeout(group.clone())))
                         }
                         End::Rejected(RejectReason::ScriptChanged | RejectReason::Draining) => {
@@ -741,6 +743,31 @@ mod tests {
         )];
         let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(5000u16));
         assert!(matches!(ready, Ok(1)), "no request came");
+    }
+
+    /// A pooled connection keeps the read timeout set on it, as it is on the socket, so the
+    /// next request on it need not set it again.
+    #[test]
+    fn a_pooled_connection_remembers_its_read_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("g.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let client = client_of(&socket);
+        let daemon = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            answer(&conn);
+            answer(&conn);
+        });
+        for _ in 0..2 {
+            assert_eq!(get(&client), 200);
+            let idle = client.groups["g"].idle.lock();
+            let [(conn, recorded)] = idle.as_slice() else {
+                panic!("one pooled connection");
+            };
+            assert_eq!(*recorded, Some(Some(Duration::from_secs(5))));
+            assert_eq!(conn.read_timeout().unwrap(), Some(Duration::from_secs(5)));
+        }
+        daemon.join().unwrap();
     }
 
     /// A pooled connection that its daemon closes with the next request unread (as a stopping
