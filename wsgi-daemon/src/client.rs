@@ -687,14 +687,19 @@ mod tests {
         }
     }
 
-    /// A client of one group, `g`, whose daemons listen on `socket`.
-    fn client_of(socket: &std::path::Path) -> DaemonClient {
-        DaemonClient::new(vec![Endpoint {
+    /// A group `g` played by the test: its socket (in a folder kept while the test runs) and
+    /// a client of it, whose reads wait at most 5 s.
+    fn fake_group() -> (tempfile::TempDir, UnixListener, DaemonClient) {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("g.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let client = DaemonClient::new(vec![Endpoint {
             group: "g".into(),
-            socket: socket.to_path_buf(),
+            socket,
             options: DaemonOptions::default(),
             default_socket_timeout: Duration::from_secs(5),
-        }])
+        }]);
+        (dir, listener, client)
     }
 
     /// Sends one GET through `client`: the status, or the error's.
@@ -749,10 +754,7 @@ mod tests {
     /// next request on it need not set it again.
     #[test]
     fn a_pooled_connection_remembers_its_read_timeout() {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("g.sock");
-        let listener = UnixListener::bind(&socket).unwrap();
-        let client = client_of(&socket);
+        let (_dir, listener, client) = fake_group();
         let daemon = std::thread::spawn(move || {
             let (conn, _) = listener.accept().unwrap();
             answer(&conn);
@@ -776,11 +778,7 @@ mod tests {
     /// app must not run twice.
     #[test]
     fn only_a_request_the_daemon_left_unread_is_retried() {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("g.sock");
-        let listener = UnixListener::bind(&socket).unwrap();
-        let client = client_of(&socket);
-
+        let (_dir, listener, client) = fake_group();
         let daemon = std::thread::spawn(move || {
             let (first, _) = listener.accept().unwrap();
             answer(&first);
