@@ -27,6 +27,26 @@ pub fn apply_priority(group: &str, priority: i32) {
     }
 }
 
+/// Makes the calling thread (a worker that runs the application) `SCHED_BATCH`: the kernel
+/// no longer lets it preempt the running thread when it wakes up for a request, and gives it
+/// its fair share as before (its nice value, `cpu-priority=`, is kept). On a CPU it shares
+/// with the front, the front then finishes what it is doing (reading the other requests
+/// that came in, sending the answers that are ready) before the worker runs, instead of the
+/// two taking turns at every request; on a CPU with nothing else to run nothing changes.
+pub fn batch_scheduling(group: &str) {
+    let param = nix::libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler reads the `sched_param` passed by reference, which lives
+    // until it returns, and touches no other memory of ours; `0` is the calling thread.
+    let rc = unsafe { nix::libc::sched_setscheduler(0, nix::libc::SCHED_BATCH, &param) };
+    if rc == -1 {
+        tracing::warn!(
+            %group,
+            "cannot make a worker thread SCHED_BATCH: {}; it keeps the default policy",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// `cpu-time-limit=` (`RLIMIT_CPU`), `memory-limit=` (`RLIMIT_DATA`) and
 /// `virtual-memory-limit=` (`RLIMIT_AS`).
 ///

@@ -43,6 +43,7 @@ impl Shared {
         index: usize,
         jobs: crossbeam_channel::Receiver<(u64, UnixStream, bool)>,
     ) {
+        crate::limits::batch_scheduling(&self.spec.group);
         while let Ok((token, conn, reserved)) = jobs.recv() {
             if !reserved {
                 self.free.fetch_sub(1, Ordering::SeqCst);
