@@ -12,7 +12,7 @@
 //! times, as mod_wsgi does.
 
 use std::collections::HashMap;
-use std::io::{self, BufReader, BufWriter, IoSlice, Write};
+use std::io::{self, BufReader, IoSlice};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -25,14 +25,13 @@ use wsgi_interp::{AppCall, AppError, Outcome, RequestBody, RequestHead, Response
 use crate::fd_passing::FdReader;
 use crate::protocol::{
     self, CHUNK, DaemonRequest, End, FrameReader, ProtocolError, RejectReason, RequestRef, kind,
-    write_raw,
 };
 
 /// Idle connections kept per group.
-const MAX_IDLE: usize = 64;
+pub(crate) const MAX_IDLE: usize = 64;
 
 /// Response chunks of at least this size go to the sink as read ([`ResponseSink::write_owned`]).
-const OWNED_CHUNK: usize = 16 * 1024;
+pub(crate) const OWNED_CHUNK: usize = 16 * 1024;
 
 /// Sets a connection's socket buffer sizes (`send-buffer-size=`, `receive-buffer-size=`); 0
 /// leaves the system's. The kernel may round (Linux doubles the value for its bookkeeping); a
@@ -210,7 +209,7 @@ pub struct DaemonClient {
     groups: HashMap<String, GroupClient>,
 }
 
-enum Attempt {
+pub(crate) enum Attempt {
     Done(Result<Outcome, DispatchError>),
     /// Nothing ran: try again on a fresh connection.
     Retry {
@@ -264,20 +263,11 @@ impl DaemonClient {
             .groups
             .get(group)
             .ok_or_else(|| DispatchError::UnknownGroup(group.to_string()))?;
-        // A small body the front holds whole rides in the REQUEST frame: the daemon then asks
-        // for nothing (one round trip between the processes less). Held in slices, it is
-        // written beside the frame's head instead of copied into it, and nothing of it is
-        // left to ask for.
-        let inline = matches!(body.held_whole(), Some(n) if n <= protocol::INLINE_BODY);
-        if let Some(slices) = inline.then(|| body.held_slices()).flatten() {
-            let len: usize = slices.iter().map(|s| s.len()).sum();
-            if len <= protocol::INLINE_BODY {
-                let head =
-                    protocol::encode_request_before_body(request, len, Vec::with_capacity(1024));
-                let frame = [&head[..]].into_iter().chain(slices).collect::<Vec<_>>();
-                return self.run(g, group, &frame, &mut io::empty(), sink);
-            }
+        if let Some((head, slices)) = inline_request(request, body) {
+            let frame = [&head[..]].into_iter().chain(slices).collect::<Vec<_>>();
+            return self.run(g, &frame, &mut io::empty(), sink);
         }
+        let inline = matches!(body.held_whole(), Some(n) if n <= protocol::INLINE_BODY);
         let encoded = protocol::encode_request(
             request,
             inline.then_some(&mut *body),
@@ -293,7 +283,7 @@ impl DaemonClient {
                 (frame.expect("only reading a body fails"), &mut failed)
             }
         };
-        self.run(g, group, &[&frame], body, sink)
+        self.run(g, &[&frame], body, sink)
     }
 
     /// Runs the request whose REQUEST frame is `frame` (its parts, in order) on a pooled or new
@@ -301,18 +291,13 @@ impl DaemonClient {
     fn run(
         &self,
         g: &GroupClient,
-        group: &str,
         frame: &[&[u8]],
         body: &mut dyn RequestBody,
         sink: &mut dyn ResponseSink,
     ) -> Result<Outcome, DispatchError> {
-        let max_rejects = 2 * g.endpoint.options.processes + 1;
-        let mut rejects = 0;
-        let mut fresh_retries = 0;
+        let mut retries = Retries::new(&g.endpoint);
         loop {
-            // After a failed attempt only fresh connections: pooled ones may all lead to the
-            // process that is going away.
-            let pooled = if fresh_retries == 0 && rejects == 0 {
+            let pooled = if retries.may_reuse() {
                 g.idle.lock().pop()
             } else {
                 None
@@ -323,25 +308,7 @@ impl DaemonClient {
             };
             match g.attempt(conn, frame, body, sink) {
                 Attempt::Done(r) => return r,
-                Attempt::Retry { rejected: true } => {
-                    rejects += 1;
-                    if rejects >= max_rejects {
-                        return Err(DispatchError::Restarting {
-                            group: group.to_string(),
-                            attempts: rejects,
-                        });
-                    }
-                }
-                Attempt::Retry { rejected: false } => {
-                    fresh_retries += 1;
-                    if fresh_retries > 2 {
-                        return Err(DispatchError::DaemonGone {
-                            group: group.to_string(),
-                            detail: "fresh connections were closed before the request was taken"
-                                .into(),
-                        });
-                    }
-                }
+                Attempt::Retry { rejected } => retries.another(rejected)?,
             }
         }
     }
@@ -352,40 +319,384 @@ impl DaemonClient {
     }
 }
 
+/// A small body the front holds whole rides in the REQUEST frame: the daemon then asks for
+/// nothing (one round trip between the processes less). Held in slices, it is written beside
+/// the frame's head instead of copied into it: the frame's head and the slices, when that is
+/// so.
+pub(crate) fn inline_request<'b>(
+    request: RequestRef<'_>,
+    body: &'b (impl RequestBody + ?Sized),
+) -> Option<(Vec<u8>, Vec<&'b [u8]>)> {
+    if !matches!(body.held_whole(), Some(n) if n <= protocol::INLINE_BODY) {
+        return None;
+    }
+    let slices = body.held_slices()?;
+    let len: usize = slices.iter().map(|s| s.len()).sum();
+    (len <= protocol::INLINE_BODY).then(|| {
+        let head = protocol::encode_request_before_body(request, len, Vec::with_capacity(1024));
+        (head, slices)
+    })
+}
+
+/// How many more attempts a request gets: up to `2 × processes + 1` rejections (mod_wsgi's
+/// cap), and two fresh connections closed before the request was taken.
+pub(crate) struct Retries<'e> {
+    endpoint: &'e Endpoint,
+    rejects: u32,
+    fresh: u32,
+}
+
+impl<'e> Retries<'e> {
+    pub(crate) fn new(endpoint: &'e Endpoint) -> Self {
+        Retries {
+            endpoint,
+            rejects: 0,
+            fresh: 0,
+        }
+    }
+
+    /// Whether the next attempt may take a pooled connection: only the first. After a
+    /// failed attempt only fresh ones: pooled ones may all lead to the process that is going
+    /// away.
+    pub(crate) fn may_reuse(&self) -> bool {
+        self.rejects == 0 && self.fresh == 0
+    }
+
+    /// Counts a failed attempt (`rejected`: a daemon turned it away); `Err` when no attempt
+    /// is left.
+    pub(crate) fn another(&mut self, rejected: bool) -> Result<(), DispatchError> {
+        let group = || self.endpoint.group.clone();
+        if rejected {
+            self.rejects += 1;
+            let cap = 2 * self.endpoint.options.processes + 1;
+            if self.rejects >= cap {
+                return Err(DispatchError::Restarting {
+                    group: group(),
+                    attempts: self.rejects,
+                });
+            }
+        } else {
+            self.fresh += 1;
+            if self.fresh > 2 {
+                return Err(DispatchError::DaemonGone {
+                    group: group(),
+                    detail: "fresh connections were closed before the request was taken".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Endpoint {
+    /// How long to wait before connecting again after `error`, `waited` after the first
+    /// try: refusals (backlog full) every 0.125 s for 2 s, then every second, until
+    /// connect-timeout; `Err` for anything else, or when the time is up.
+    pub(crate) fn connect_pause(
+        &self,
+        waited: Duration,
+        error: io::Error,
+    ) -> Result<Duration, DispatchError> {
+        let limit = self.options.connect_timeout;
+        let retryable = matches!(
+            error.kind(),
+            io::ErrorKind::ConnectionRefused | io::ErrorKind::WouldBlock
+        );
+        if !retryable || waited >= limit {
+            return Err(DispatchError::Connect {
+                group: self.group.clone(),
+                socket: self.socket.clone(),
+                waited,
+                source: error,
+            });
+        }
+        let pause = if waited < Duration::from_secs(2) {
+            Duration::from_millis(125)
+        } else {
+            Duration::from_secs(1)
+        };
+        Ok(pause.min(limit - waited))
+    }
+
+    /// Sets a new connection's socket buffer sizes.
+    pub(crate) fn prepare(&self, conn: &impl AsFd) {
+        let o = &self.options;
+        set_buffer_sizes(conn, o.send_buffer_size, o.receive_buffer_size);
+    }
+}
+
+/// The limit on one read from a daemon connection ([`Exchange::read_limit`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReadLimit {
+    /// The time the read may wait (0: no limit).
+    limit: Duration,
+    /// Whether it is what is left of request-timeout (else socket-timeout).
+    by_deadline: bool,
+}
+
+impl ReadLimit {
+    /// The socket's read timeout for it (None: none).
+    pub(crate) fn timeout(&self) -> Option<Duration> {
+        (!self.limit.is_zero()).then_some(self.limit)
+    }
+}
+
+/// One attempt's progress through the daemon's answer, whatever does the I/O (the blocking
+/// [`DaemonClient`] or the front's async client): what each frame means, what ends the
+/// attempt, and with which outcome.
+pub(crate) struct Exchange<'e> {
+    endpoint: &'e Endpoint,
+    /// The response headers must come by then (request-timeout).
+    header_deadline: Option<Instant>,
+    /// Whether the daemon asked for the body: it runs the request.
+    asked: bool,
+    /// The response's status, once started.
+    started: Option<u16>,
+    /// The body bytes sent on.
+    sent: u64,
+}
+
+/// What to do after a frame ([`Exchange::on_frame`]).
+pub(crate) enum Step<'p> {
+    /// Send the daemon up to this many bytes of the body (a BODY, BODY_END or BODY_ERROR).
+    SendBody(usize),
+    /// Start the response.
+    Start(protocol::Start),
+    /// Send this chunk of the body on.
+    Data(&'p [u8]),
+    /// Send `len` bytes from `offset` of the file that came with the frame.
+    File {
+        /// Where in the file.
+        offset: u64,
+        /// How much.
+        len: u64,
+    },
+    /// The attempt is over; `reuse`: the connection may carry another request.
+    Done {
+        /// How it ended.
+        attempt: Attempt,
+        /// Whether to pool the connection.
+        reuse: bool,
+    },
+}
+
+impl<'e> Exchange<'e> {
+    /// An attempt whose request was sent to `endpoint`'s group now.
+    pub(crate) fn new(endpoint: &'e Endpoint) -> Self {
+        let timeout = endpoint.options.request_timeout;
+        Exchange {
+            endpoint,
+            header_deadline: (!timeout.is_zero()).then(|| Instant::now() + timeout),
+            asked: false,
+            started: None,
+            sent: 0,
+        }
+    }
+
+    /// The limit on the next read: socket-timeout, or before the headers what is left of
+    /// request-timeout when that is sooner. `Err` when request-timeout has run out.
+    pub(crate) fn read_limit(&self) -> Result<ReadLimit, Attempt> {
+        let mut read = ReadLimit {
+            limit: self.endpoint.socket_timeout(),
+            by_deadline: false,
+        };
+        if let (None, Some(deadline)) = (self.started, self.header_deadline) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left <= read.limit || read.limit.is_zero() {
+                read = ReadLimit {
+                    limit: left,
+                    by_deadline: true,
+                };
+            }
+        }
+        if read.limit.is_zero() && read.by_deadline {
+            return Err(self.timed_out(self.endpoint.options.request_timeout));
+        }
+        Ok(read)
+    }
+
+    /// What the frame read under `read` (or the failure to read one) means.
+    pub(crate) fn on_frame<'p>(
+        &mut self,
+        frame: Result<Option<(u8, &'p [u8])>, ProtocolError>,
+        read: ReadLimit,
+    ) -> Step<'p> {
+        let failure = match frame {
+            Ok(Some((kind::BODY_WANTED, p))) => {
+                self.asked = true;
+                return match protocol::decode_body_wanted(p) {
+                    Ok(n) => Step::SendBody((n as usize).min(CHUNK)),
+                    Err(e) => ending(self.broken(e.to_string())),
+                };
+            }
+            Ok(Some((kind::START, p))) => {
+                let limit = self.endpoint.header_limit();
+                if p.len() > limit {
+                    // Not reused: the daemon is still sending this response.
+                    return ending(Attempt::Done(Err(DispatchError::HeadersTooLarge {
+                        group: self.endpoint.group.clone(),
+                        size: p.len(),
+                        limit,
+                    })));
+                }
+                return match protocol::decode_start(p) {
+                    Ok(s) => {
+                        self.started = Some(s.status);
+                        Step::Start(s)
+                    }
+                    Err(e) => ending(self.broken(e.to_string())),
+                };
+            }
+            Ok(Some((kind::DATA, p))) => {
+                self.sent += p.len() as u64;
+                return Step::Data(p);
+            }
+            Ok(Some((kind::FILE, p))) => {
+                return match protocol::decode_file(p) {
+                    Ok((offset, len)) => {
+                        self.sent += len;
+                        Step::File { offset, len }
+                    }
+                    Err(e) => ending(self.broken(e.to_string())),
+                };
+            }
+            Ok(Some((kind::END, p))) => {
+                let end = match protocol::decode_end(p) {
+                    Ok(e) => e,
+                    Err(e) => return ending(self.broken(e.to_string())),
+                };
+                let group = || self.endpoint.group.clone();
+                return match end {
+                    End::Ran(outcome) => Step::Done {
+                        attempt: Attempt::Done(Ok(outcome)),
+                        reuse: true,
+                    },
+                    End::QueueTimeout => Step::Done {
+                        attempt: Attempt::Done(Err(DispatchError::QueueTimeout(group()))),
+                        reuse: true,
+                    },
+                    End::Rejected(RejectReason::ScriptChanged | RejectReason::Draining) => {
+                        Step::Done {
+                            attempt: Attempt::Retry { rejected: true },
+                            reuse: false,
+                        }
+                    }
+                    End::StartFailed(why) => {
+                        ending(Attempt::Done(Err(DispatchError::StartFailed {
+                            group: group(),
+                            why,
+                        })))
+                    }
+                };
+            }
+            Ok(Some((other, _))) => ProtocolError::Unexpected {
+                got: other,
+                expected: "a daemon frame",
+            }
+            .to_string(),
+            Ok(None) => "end of stream".to_string(),
+            Err(ProtocolError::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                if self.started.is_none() {
+                    let after = if read.by_deadline {
+                        self.endpoint.options.request_timeout
+                    } else {
+                        read.limit
+                    };
+                    return ending(self.timed_out(after));
+                }
+                format!(
+                    "no data for {:.1}s (socket-timeout)",
+                    read.limit.as_secs_f64()
+                )
+            }
+            Err(ProtocolError::Io(e))
+                if e.kind() == io::ErrorKind::ConnectionReset
+                    && !self.asked
+                    && self.started.is_none() =>
+            {
+                // The daemon closed the connection with the request unread: nothing ran.
+                return ending(Attempt::Retry { rejected: false });
+            }
+            Err(e) => e.to_string(),
+        };
+        if self.started.is_none()
+            && self
+                .header_deadline
+                .is_some_and(|d| Instant::now() + Duration::from_millis(50) >= d)
+        {
+            return ending(self.timed_out(self.endpoint.options.request_timeout));
+        }
+        ending(self.broken(failure))
+    }
+
+    /// The attempt ends because the daemon broke off: before the headers a 502, after them
+    /// the response cut short.
+    pub(crate) fn broken(&self, detail: String) -> Attempt {
+        let group = self.endpoint.group.clone();
+        Attempt::Done(match self.started {
+            None => Err(DispatchError::DaemonGone { group, detail }),
+            Some(status) => Ok(Outcome::Aborted {
+                status,
+                sent: self.sent,
+                error: AppError {
+                    message: format!(
+                        "daemon process group `{group}` ended the response early ({detail}): the process probably crashed"
+                    ),
+                    traceback: String::new(),
+                },
+            }),
+        })
+    }
+
+    /// The attempt ends because a FILE frame came without its descriptor.
+    pub(crate) fn missing_fd(&self) -> Attempt {
+        self.broken("a FILE frame came without its file descriptor".to_string())
+    }
+
+    fn timed_out(&self, after: Duration) -> Attempt {
+        Attempt::Done(Err(DispatchError::Timeout {
+            group: self.endpoint.group.clone(),
+            after,
+        }))
+    }
+}
+
+/// The attempt ends as `attempt` says; the connection is not reused.
+fn ending(attempt: Attempt) -> Step<'static> {
+    Step::Done {
+        attempt,
+        reuse: false,
+    }
+}
+
+/// The frame that answers a BODY_WANTED, from what reading the body gave into `chunk`.
+pub(crate) fn body_frame(
+    read: io::Result<usize>,
+    chunk: &[u8],
+) -> (u8, std::borrow::Cow<'_, [u8]>) {
+    match read {
+        Ok(0) => (kind::BODY_END, (&[][..]).into()),
+        Ok(n) => (kind::BODY, chunk[..n].into()),
+        Err(e) => (kind::BODY_ERROR, e.to_string().into_bytes().into()),
+    }
+}
+
 impl GroupClient {
-    /// Connects, retrying refusals (backlog full) every 0.125 s for 2 s, then every second,
-    /// until connect-timeout; other errors fail at once.
+    /// Connects, retrying refusals ([`Endpoint::connect_pause`]).
     fn connect(&self) -> Result<UnixStream, DispatchError> {
         let start = Instant::now();
-        let limit = self.endpoint.options.connect_timeout;
         loop {
             match UnixStream::connect(&self.endpoint.socket) {
                 Ok(c) => {
-                    let o = &self.endpoint.options;
-                    set_buffer_sizes(&c, o.send_buffer_size, o.receive_buffer_size);
+                    self.endpoint.prepare(&c);
                     return Ok(c);
                 }
-                Err(e) => {
-                    let waited = start.elapsed();
-                    let retryable = matches!(
-                        e.kind(),
-                        io::ErrorKind::ConnectionRefused | io::ErrorKind::WouldBlock
-                    );
-                    if !retryable || waited >= limit {
-                        return Err(DispatchError::Connect {
-                            group: self.endpoint.group.clone(),
-                            socket: self.endpoint.socket.clone(),
-                            waited,
-                            source: e,
-                        });
-                    }
-                    let pause = if waited < Duration::from_secs(2) {
-                        Duration::from_millis(125)
-                    } else {
-                        Duration::from_secs(1)
-                    };
-                    std::thread::sleep(pause.min(limit - waited));
-                }
+                Err(e) => std::thread::sleep(self.endpoint.connect_pause(start.elapsed(), e)?),
             }
         }
     }
@@ -406,10 +717,6 @@ impl GroupClient {
         body: &mut dyn RequestBody,
         sink: &mut dyn ResponseSink,
     ) -> Attempt {
-        let group = &self.endpoint.group;
-        let o = &self.endpoint.options;
-        let sent_at = Instant::now();
-        let header_deadline = (!o.request_timeout.is_zero()).then(|| sent_at + o.request_timeout);
         let mut parts: Vec<IoSlice<'_>> = frame.iter().map(|part| IoSlice::new(part)).collect();
         if protocol::write_all_vectored(&conn, &mut parts).is_err() {
             // Nothing of the request was taken (its body is not read yet), so another
@@ -417,90 +724,42 @@ impl GroupClient {
             // fresh one that a process stopping for replacement accepted and closed.
             return Attempt::Retry { rejected: false };
         }
+        let mut exchange = Exchange::new(&self.endpoint);
         let mut reader = FrameReader::new(BufReader::with_capacity(
             protocol::READ_AHEAD,
             FdReader::new(&conn),
         ));
-        // The request body's buffers, made at the first BODY_WANTED (most requests have none).
-        let mut out = None;
+        // The request body's buffer, made at the first BODY_WANTED (most requests have none).
         let mut chunk = Vec::new();
-        // Whether the daemon asked for the body: it runs the request.
-        let mut asked = false;
-        let mut started: Option<u16> = None;
-        let mut sent: u64 = 0;
         loop {
-            // Before the headers, reads are bounded by what is left of request-timeout.
-            let mut limit = self.endpoint.socket_timeout();
-            let mut by_deadline = false;
-            if let (None, Some(deadline)) = (started, header_deadline) {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left <= limit || limit.is_zero() {
-                    limit = left;
-                    by_deadline = true;
-                }
-            }
-            if limit.is_zero() && by_deadline {
-                return Attempt::Done(Err(DispatchError::Timeout {
-                    group: group.clone(),
-                    after: o.request_timeout,
-                }));
-            }
-            let timeout = (!limit.is_zero()).then_some(limit);
-            if read_timeout != Some(timeout) {
-                let _ = conn.set_read_timeout(timeout);
-                read_timeout = Some(timeout);
+            let read = match exchange.read_limit() {
+                Ok(read) => read,
+                Err(attempt) => return attempt,
+            };
+            if read_timeout != Some(read.timeout()) {
+                let _ = conn.set_read_timeout(read.timeout());
+                read_timeout = Some(read.timeout());
             }
             let frame = reader.next_frame_with(crate::fd_passing::append_payload);
-            // The daemon closed the connection with the request unread: nothing ran.
-            let unread = match &frame {
-                Err(ProtocolError::Io(e)) => e.kind() == io::ErrorKind::ConnectionReset,
-                _ => false,
-            };
-            let failure = match frame {
-                Ok(Some((kind::BODY_WANTED, p))) => {
-                    asked = true;
-                    let want = match protocol::decode_body_wanted(p) {
-                        Ok(n) => (n as usize).min(CHUNK),
-                        Err(e) => return self.broken(started, sent, e.to_string()),
-                    };
+            match exchange.on_frame(frame, read) {
+                Step::SendBody(want) => {
                     if chunk.is_empty() {
                         chunk = vec![0u8; CHUNK];
                     }
-                    let out =
-                        out.get_or_insert_with(|| BufWriter::with_capacity(CHUNK + 16, &conn));
-                    let sent_ok = match read_available(body, &mut chunk[..want]) {
-                        Ok(0) => write_raw(out, kind::BODY_END, &[]),
-                        Ok(n) => write_raw(out, kind::BODY, &chunk[..n]),
-                        Err(e) => write_raw(out, kind::BODY_ERROR, e.to_string().as_bytes()),
+                    let got = read_available(body, &mut chunk[..want]);
+                    let (kind, payload) = body_frame(got, &chunk);
+                    let header = protocol::frame_header(kind, payload.len());
+                    let mut parts = [IoSlice::new(&header), IoSlice::new(&payload)];
+                    if let Err(e) = protocol::write_all_vectored(&conn, &mut parts) {
+                        return exchange.broken(format!("sending the body failed: {e}"));
                     }
-                    .and_then(|()| out.flush());
-                    if let Err(e) = sent_ok {
-                        return self.broken(started, sent, format!("sending the body failed: {e}"));
-                    }
-                    continue;
                 }
-                Ok(Some((kind::START, p))) => {
-                    let limit = self.endpoint.header_limit();
-                    if p.len() > limit {
-                        // Not given back: the daemon is still sending this response.
-                        return Attempt::Done(Err(DispatchError::HeadersTooLarge {
-                            group: group.clone(),
-                            size: p.len(),
-                            limit,
-                        }));
-                    }
-                    let s = match protocol::decode_start(p) {
-                        Ok(s) => s,
-                        Err(e) => return self.broken(started, sent, e.to_string()),
-                    };
-                    started = Some(s.status);
+                Step::Start(s) => {
                     if let Err(error) = sink.start(s.status, &s.reason, s.headers) {
                         return Attempt::Done(Ok(Outcome::ClientGone { error }));
                     }
-                    continue;
                 }
-                Ok(Some((kind::DATA, p))) => {
-                    sent += p.len() as u64;
+                Step::Data(p) => {
                     // A large chunk is handed over as read; a small one is copied, so the
                     // reader keeps its buffer.
                     let written = if p.len() >= OWNED_CHUNK {
@@ -511,103 +770,24 @@ impl GroupClient {
                     if let Err(error) = written {
                         return Attempt::Done(Ok(Outcome::ClientGone { error }));
                     }
-                    continue;
                 }
-                Ok(Some((kind::FILE, p))) => {
-                    let (offset, len) = match protocol::decode_file(p) {
-                        Ok(range) => range,
-                        Err(e) => return self.broken(started, sent, e.to_string()),
-                    };
+                Step::File { offset, len } => {
                     let Some(fd) = reader.get_mut().get_mut().take_fd() else {
-                        let why = "a FILE frame came without its file descriptor";
-                        return self.broken(started, sent, why.to_string());
+                        return exchange.missing_fd();
                     };
-                    sent += len;
                     if let Err(error) = send_file(sink, std::fs::File::from(fd), offset, len) {
                         return Attempt::Done(Ok(Outcome::ClientGone { error }));
                     }
-                    continue;
                 }
-                Ok(Some((kind::END, p))) => {
-                    let end = match protocol::decode_end(p) {
-                        Ok(e) => e,
-                        Err(e) => return self.broken(started, sent, e.to_string()),
-                    };
-                    drop(out);
-                    return match end {
-                        End::Ran(outcome) => {
-                            self.give_back(conn, read_timeout);
-                            Attempt::Done(Ok(outcome))
-                        }
-                        End::QueueTimeout => {
-                            self.give_back(conn, read_timeout);
-                            Attempt::Done(Err(DispatchError::QueueTimeout(group.clone())))
-                        }
-                        End::Rejected(RejectReason::ScriptChanged | RejectReason::Draining) => {
-                            Attempt::Retry { rejected: true }
-                        }
-                        End::StartFailed(why) => Attempt::Done(Err(DispatchError::StartFailed {
-                            group: group.clone(),
-                            why,
-                        })),
-                    };
-                }
-                Ok(Some((other, _))) => ProtocolError::Unexpected {
-                    got: other,
-                    expected: "a daemon frame",
-                }
-                .to_string(),
-                Ok(None) => "end of stream".to_string(),
-                Err(ProtocolError::Io(e))
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    if started.is_none() {
-                        return Attempt::Done(Err(DispatchError::Timeout {
-                            group: group.clone(),
-                            after: if by_deadline {
-                                o.request_timeout
-                            } else {
-                                limit
-                            },
-                        }));
+                Step::Done { attempt, reuse } => {
+                    drop(reader);
+                    if reuse {
+                        self.give_back(conn, read_timeout);
                     }
-                    format!("no data for {:.1}s (socket-timeout)", limit.as_secs_f64())
+                    return attempt;
                 }
-                Err(e) => e.to_string(),
-            };
-            if unread && !asked && started.is_none() {
-                return Attempt::Retry { rejected: false };
             }
-            if started.is_none()
-                && header_deadline.is_some_and(|d| Instant::now() + Duration::from_millis(50) >= d)
-            {
-                return Attempt::Done(Err(DispatchError::Timeout {
-                    group: group.clone(),
-                    after: o.request_timeout,
-                }));
-            }
-            return self.broken(started, sent, failure);
         }
-    }
-
-    fn broken(&self, started: Option<u16>, sent: u64, detail: String) -> Attempt {
-        let group = self.endpoint.group.clone();
-        Attempt::Done(match started {
-            None => Err(DispatchError::DaemonGone { group, detail }),
-            Some(status) => Ok(Outcome::Aborted {
-                status,
-                sent,
-                error: AppError {
-                    message: format!(
-                        "daemon process group `{group}` ended the response early ({detail}): the process probably crashed"
-                    ),
-                    traceback: String::new(),
-                },
-            }),
-        })
     }
 }
 
@@ -624,7 +804,16 @@ impl RequestBody for FailedBody {
 /// holds without waiting: a BODY frame as full as the body allows at once, so a body the
 /// front holds whole crosses in as few round trips as its size allows.
 fn read_available(body: &mut dyn RequestBody, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = body.read(buf)?;
+    let n = body.read(buf)?;
+    top_up(body, buf, n)
+}
+
+/// Adds to the `n` bytes read into `buf` what more `body` holds, without waiting.
+pub(crate) fn top_up(
+    body: &mut dyn RequestBody,
+    buf: &mut [u8],
+    mut n: usize,
+) -> io::Result<usize> {
     while n > 0 && n < buf.len() && body.held() > 0 {
         match body.read(&mut buf[n..])? {
             0 => break,
@@ -667,8 +856,9 @@ fn send_file(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use std::io::Write;
     use std::os::unix::net::UnixListener;
     use wsgi_interp::ScriptSpec;
 
@@ -687,19 +877,25 @@ mod tests {
         }
     }
 
-    /// A group `g` played by the test: its socket (in a folder kept while the test runs) and
-    /// a client of it, whose reads wait at most 5 s.
-    fn fake_group() -> (tempfile::TempDir, UnixListener, DaemonClient) {
+    /// A group `g` played by the test: its socket (in a folder kept while the test runs), and
+    /// its endpoint, whose reads wait at most 5 s.
+    pub(crate) fn fake_endpoint() -> (tempfile::TempDir, UnixListener, Endpoint) {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("g.sock");
         let listener = UnixListener::bind(&socket).unwrap();
-        let client = DaemonClient::new(vec![Endpoint {
+        let endpoint = Endpoint {
             group: "g".into(),
             socket,
             options: DaemonOptions::default(),
             default_socket_timeout: Duration::from_secs(5),
-        }]);
-        (dir, listener, client)
+        };
+        (dir, listener, endpoint)
+    }
+
+    /// [`fake_endpoint`] with a client of it.
+    fn fake_group() -> (tempfile::TempDir, UnixListener, DaemonClient) {
+        let (dir, listener, endpoint) = fake_endpoint();
+        (dir, listener, DaemonClient::new(vec![endpoint]))
     }
 
     /// Sends one GET through `client`: the status, or the error's.

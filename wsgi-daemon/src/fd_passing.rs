@@ -59,18 +59,49 @@ impl FdReader<'_> {
     /// payload only: a plain `recv` drops a descriptor sent with the bytes it reads, and only
     /// a FILE frame's first bytes carry one, which go through [`Read::read`].
     pub fn append(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-        buf.reserve(max);
-        let spare = &mut buf.spare_capacity_mut()[..max];
-        // SAFETY: `spare` is `max` writable bytes of `buf`'s allocation; `recv` only writes
-        // into them and returns how many it wrote (at most `max`), or -1.
-        let got = unsafe { libc::recv(self.conn.as_raw_fd(), spare.as_mut_ptr().cast(), max, 0) };
-        let got = usize::try_from(got).map_err(|_| io::Error::last_os_error())?;
-        let len = buf.len() + got.min(max);
-        // SAFETY: `recv` initialised the first `got` bytes of the spare room, within the
-        // capacity reserved above.
-        unsafe { buf.set_len(len) };
-        Ok(got)
+        recv_appending(self.conn.as_raw_fd(), buf, max)
     }
+}
+
+/// Appends up to `max` bytes received on socket `fd` to `buf`, straight into its spare room
+/// (not zeroed first). A descriptor sent with these bytes is dropped: for a frame's payload
+/// only ([`FdReader::append`]).
+pub(crate) fn recv_appending(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    buf.reserve(max);
+    let spare = &mut buf.spare_capacity_mut()[..max];
+    // SAFETY: `spare` is `max` writable bytes of `buf`'s allocation; `recv` only writes
+    // into them and returns how many it wrote (at most `max`), or -1.
+    let got = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), max, 0) };
+    let got = usize::try_from(got).map_err(|_| io::Error::last_os_error())?;
+    let len = buf.len() + got.min(max);
+    // SAFETY: `recv` initialised the first `got` bytes of the spare room, within the
+    // capacity reserved above.
+    unsafe { buf.set_len(len) };
+    Ok(got)
+}
+
+/// Receives into `buf` from socket `fd`, keeping the descriptors that arrive with the bytes
+/// (in order, at the back of `fds`).
+pub(crate) fn recv_keeping_fds(
+    fd: RawFd,
+    buf: &mut [u8],
+    fds: &mut VecDeque<OwnedFd>,
+) -> io::Result<usize> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let msg = recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(io::Error::from)?;
+    let n = msg.bytes;
+    for cmsg in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(received) = cmsg {
+            for fd in received {
+                // SAFETY: the kernel just installed `fd` in this process for this message;
+                // nothing else knows it, so this is its only owner.
+                fds.push_back(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Ok(n)
 }
 
 /// [`FrameReader::next_frame_with`]'s payload reader for a daemon connection: what the
@@ -95,26 +126,7 @@ pub fn append_payload(
 
 impl Read for FdReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut iov = [IoSliceMut::new(buf)];
-        let mut space = nix::cmsg_space!([RawFd; 4]);
-        let msg = recvmsg::<()>(
-            self.conn.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )
-        .map_err(io::Error::from)?;
-        let n = msg.bytes;
-        for cmsg in msg.cmsgs().map_err(io::Error::from)? {
-            if let ControlMessageOwned::ScmRights(fds) = cmsg {
-                for fd in fds {
-                    // SAFETY: the kernel just installed `fd` in this process for this message;
-                    // nothing else knows it, so this is its only owner.
-                    self.fds.push_back(unsafe { OwnedFd::from_raw_fd(fd) });
-                }
-            }
-        }
-        Ok(n)
+        recv_keeping_fds(self.conn.as_raw_fd(), buf, &mut self.fds)
     }
 }
 

@@ -11,10 +11,13 @@
 //!   interval are applied before any request runs. startup-timeout and inactivity-timeout
 //!   start where mod_wsgi starts them (`timers`): an idle process keeps running.
 //! * [`client`]: the front's side, [`DaemonClient::dispatch`], with the same body, sink and
-//!   outcome types as an embedded call.
+//!   outcome types as an embedded call; with the `tokio` feature, `async_client` is the same
+//!   as a future, for a front on a tokio runtime (`wsgi serve`'s).
 //! * [`protocol`]: the framed wire protocol between the two.
 //! * [`spec`]: the start-up hand-over from supervisor to daemon process.
 
+#[cfg(feature = "tokio")]
+pub mod async_client;
 pub mod client;
 pub mod fd_passing;
 pub mod forklog;
@@ -27,6 +30,8 @@ pub mod spec;
 pub mod supervisor;
 mod timers;
 
+#[cfg(feature = "tokio")]
+pub use async_client::{AsyncDaemonClient, AsyncRequestBody, AsyncResponseSink};
 pub use client::{DaemonClient, DispatchError, Endpoint};
 pub use protocol::{DaemonRequest, RequestRef};
 pub use supervisor::{GroupStatus, ProcessStatus, Supervisor, SupervisorError, SupervisorOptions};

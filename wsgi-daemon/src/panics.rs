@@ -16,7 +16,7 @@ pub fn catch<T>(job: impl FnOnce() -> T) -> Result<T, String> {
 }
 
 /// The message of a panic payload (`panic!` with a literal or a formatted string).
-fn message(payload: &(dyn Any + Send)) -> String {
+pub fn message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {

@@ -832,6 +832,30 @@ fn decode_interp_error(d: &mut Decoder<'_>) -> Result<InterpError, ProtocolError
 /// header and a small payload (and the frames sent with them) come in one read.
 pub const READ_AHEAD: usize = 8 * 1024;
 
+/// A frame header's kind and payload length, checked: a known kind, at most [`MAX_PAYLOAD`].
+pub fn parse_header(header: &[u8; HEADER_LEN]) -> Result<(u8, usize), ProtocolError> {
+    let kind = header[0];
+    if !matches!(
+        kind,
+        kind::REQUEST
+            | kind::BODY
+            | kind::BODY_END
+            | kind::BODY_ERROR
+            | kind::BODY_WANTED
+            | kind::START
+            | kind::DATA
+            | kind::END
+            | kind::FILE
+    ) {
+        return Err(ProtocolError::UnknownKind(kind));
+    }
+    let len = u32::from_le_bytes(header[1..].try_into().expect("4 bytes")) as usize;
+    if len > MAX_PAYLOAD {
+        return Err(ProtocolError::TooLarge(len));
+    }
+    Ok((kind, len))
+}
+
 /// Reads frames from a byte stream into one reused buffer.
 ///
 /// Over a socket it reads through a `BufReader` of [`READ_AHEAD`] bytes, which may read past
@@ -887,25 +911,7 @@ impl<R: Read> FrameReader<R> {
                 Err(e) => return Err(e.into()),
             }
         }
-        let kind = header[0];
-        if !matches!(
-            kind,
-            kind::REQUEST
-                | kind::BODY
-                | kind::BODY_END
-                | kind::BODY_ERROR
-                | kind::BODY_WANTED
-                | kind::START
-                | kind::DATA
-                | kind::END
-                | kind::FILE
-        ) {
-            return Err(ProtocolError::UnknownKind(kind));
-        }
-        let len = u32::from_le_bytes(header[1..].try_into().expect("4 bytes")) as usize;
-        if len > MAX_PAYLOAD {
-            return Err(ProtocolError::TooLarge(len));
-        }
+        let (kind, len) = parse_header(&header)?;
         self.buf.clear();
         // Read into the buffer's spare room as it is (not zeroed first).
         self.buf.reserve(len);

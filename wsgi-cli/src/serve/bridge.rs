@@ -88,8 +88,38 @@ impl ChannelBody {
     /// Makes `current` the next piece with bytes in it, waiting for the pump when nothing is
     /// held; false at the end of the body.
     fn next_piece(&mut self) -> io::Result<bool> {
+        loop {
+            if let Some(settled) = self.next_held() {
+                return settled;
+            }
+            let received = self.chunks.as_mut().and_then(|c| c.blocking_recv());
+            if let Some(settled) = self.receive(received) {
+                return settled;
+            }
+        }
+    }
+
+    /// [`ChannelBody::next_piece`], awaiting the pump (on the tokio side).
+    async fn next_piece_async(&mut self) -> io::Result<bool> {
+        loop {
+            if let Some(settled) = self.next_held() {
+                return settled;
+            }
+            let received = match self.chunks.as_mut() {
+                Some(chunks) => chunks.recv().await,
+                None => None,
+            };
+            if let Some(settled) = self.receive(received) {
+                return settled;
+            }
+        }
+    }
+
+    /// [`ChannelBody::next_piece`] as far as it goes without waiting: None when the pump must
+    /// be waited for.
+    fn next_held(&mut self) -> Option<io::Result<bool>> {
         if let Some(start) = self.start.take() {
-            // The pump may be gone already (the client left); the receive below says so.
+            // The pump may be gone already (the client left); the receive says so.
             let _ = start.send(());
         }
         while self.current.is_empty() {
@@ -97,22 +127,36 @@ impl ChannelBody {
                 self.current = next;
                 continue;
             }
-            let Some(chunks) = self.chunks.as_mut() else {
-                return Ok(false);
-            };
-            match chunks.blocking_recv() {
-                Some(Ok(chunk)) => self.current = chunk,
-                Some(Err(e)) => {
-                    self.chunks = None;
-                    return Err(e);
-                }
-                None => {
-                    self.chunks = None;
-                    return Ok(false);
-                }
+            // Nothing held: the pump has more, or the body ended.
+            return self.chunks.is_none().then_some(Ok(false));
+        }
+        Some(Ok(true))
+    }
+
+    /// Moves what fits of the current piece into `buf`.
+    fn copy_current(&mut self, buf: &mut [u8]) -> usize {
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        n
+    }
+
+    /// Takes what the pump gave (None: it ended); what `next_piece` returns when that
+    /// settles it.
+    fn receive(&mut self, received: Option<io::Result<Bytes>>) -> Option<io::Result<bool>> {
+        match received {
+            Some(Ok(chunk)) => {
+                self.current = chunk;
+                None
+            }
+            Some(Err(e)) => {
+                self.chunks = None;
+                Some(Err(e))
+            }
+            None => {
+                self.chunks = None;
+                Some(Ok(false))
             }
         }
-        Ok(true)
     }
 }
 
@@ -121,9 +165,7 @@ impl RequestBody for ChannelBody {
         if !self.next_piece()? {
             return Ok(0);
         }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
+        Ok(self.copy_current(buf))
     }
 
     fn read_uninit(&mut self, buf: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
@@ -163,6 +205,15 @@ impl RequestBody for ChannelBody {
         self.held_whole()?;
         let pieces = std::iter::once(&self.current).chain(&self.held);
         Some(pieces.filter(|p| !p.is_empty()).map(|p| &p[..]).collect())
+    }
+}
+
+impl wsgi_daemon::AsyncRequestBody for ChannelBody {
+    async fn read_async(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.next_piece_async().await? {
+            return Ok(0);
+        }
+        Ok(self.copy_current(buf))
     }
 }
 
@@ -484,39 +535,51 @@ impl StallLimit {
         }
     }
 
-    /// Sends `chunk` on `chunks`, waiting at most the limit when the stream is full.
+    /// Sends `chunk` on `chunks`, waiting at most the limit when the stream is full (from a
+    /// worker thread).
     fn send(&mut self, chunks: &mpsc::Sender<io::Result<Bytes>>, chunk: Bytes) -> io::Result<()> {
         let len = chunk.len() as u64;
-        let waited = match chunks.try_send(Ok(chunk)) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(client_gone()),
-            Err(mpsc::error::TrySendError::Full(chunk)) if self.limits.timeout.is_zero() => {
-                chunks.blocking_send(chunk).map_err(|_| client_gone())
+        match chunks.try_send(Ok(chunk)) {
+            Ok(()) => {
+                self.last = len;
+                Ok(())
             }
-            Err(mpsc::error::TrySendError::Full(chunk)) => {
-                let earned = match self.limits.min_rate {
-                    0 => Duration::ZERO,
-                    rate => Duration::from_secs(self.last / rate),
-                };
-                let limit = self.limits.timeout + earned;
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(client_gone()),
+            Err(mpsc::error::TrySendError::Full(Ok(chunk))) => {
                 // The timer is made inside the runtime's context (a worker thread has none).
-                let sent = self
-                    .runtime
-                    .block_on(async { tokio::time::timeout(limit, chunks.send(chunk)).await });
-                match sent {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(_)) => Err(client_gone()),
-                    Err(_) => Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "the client left its HTTP/2 stream unread for {limit:?}: the response is ended"
-                        ),
-                    )),
-                }
+                let runtime = self.runtime.clone();
+                runtime.block_on(self.send_async(chunks, chunk))
             }
+            Err(mpsc::error::TrySendError::Full(Err(_))) => unreachable!("a chunk was sent"),
+        }
+    }
+
+    /// [`StallLimit::send`] on the tokio side.
+    async fn send_async(
+        &mut self,
+        chunks: &mpsc::Sender<io::Result<Bytes>>,
+        chunk: Bytes,
+    ) -> io::Result<()> {
+        let len = chunk.len() as u64;
+        let limit = match self.limits.min_rate {
+            _ if self.limits.timeout.is_zero() => None,
+            0 => Some(self.limits.timeout),
+            rate => Some(self.limits.timeout + Duration::from_secs(self.last / rate)),
         };
         self.last = len;
-        waited
+        let Some(limit) = limit else {
+            return chunks.send(Ok(chunk)).await.map_err(|_| client_gone());
+        };
+        match tokio::time::timeout(limit, chunks.send(Ok(chunk))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(client_gone()),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the client left its HTTP/2 stream unread for {limit:?}: the response is ended"
+                ),
+            )),
+        }
     }
 }
 
@@ -614,9 +677,14 @@ impl ChannelSink {
             .map_err(|_| client_gone())
     }
 
+    /// Whether `chunk` completes the response with the head still held: it goes with it.
+    fn completes(&self, chunk: &Bytes) -> bool {
+        self.pending.is_some() && self.content_length == Some(chunk.len() as u64)
+    }
+
     /// Sends a body chunk: with the head when it completes the response, else on the stream.
     fn send(&mut self, chunk: Bytes) -> io::Result<()> {
-        if self.pending.is_some() && self.content_length == Some(chunk.len() as u64) {
+        if self.completes(&chunk) {
             return self.send_whole(chunk);
         }
         self.open_stream()?;
@@ -625,6 +693,61 @@ impl ChannelSink {
             (Some(chunks), None) => chunks.blocking_send(Ok(chunk)).map_err(|_| client_gone()),
             (None, _) => Err(client_gone()),
         }
+    }
+
+    /// [`ChannelSink::send`] on the tokio side (a daemon process's response).
+    async fn send_async(&mut self, chunk: Bytes) -> io::Result<()> {
+        if self.completes(&chunk) {
+            return self.send_whole(chunk);
+        }
+        self.open_stream()?;
+        match (&self.chunks, &mut self.stall) {
+            (Some(chunks), Some(stall)) => stall.send_async(chunks, chunk).await,
+            (Some(chunks), None) => chunks.send(Ok(chunk)).await.map_err(|_| client_gone()),
+            (None, _) => Err(client_gone()),
+        }
+    }
+
+    /// [`ChannelSink::abort`] on the tokio side.
+    pub async fn abort_async(&mut self, why: String) {
+        if self.open_stream().is_ok() {
+            if let Some(chunks) = &self.chunks {
+                let _ = chunks
+                    .send(Err(io::Error::new(io::ErrorKind::Interrupted, why)))
+                    .await;
+            }
+        }
+    }
+}
+
+/// A daemon process's response, sent on from the tokio side: as [`ResponseSink`] does from a
+/// worker thread.
+impl wsgi_daemon::AsyncResponseSink for ChannelSink {
+    fn begin(
+        &mut self,
+        status: u16,
+        reason: &str,
+        headers: Vec<(String, Vec<u8>)>,
+    ) -> io::Result<()> {
+        self.start(status, reason, headers)
+    }
+
+    async fn send_chunk(&mut self, chunk: Vec<u8>) -> io::Result<()> {
+        if self.discard_body {
+            return self.write(&chunk);
+        }
+        self.send_async(Bytes::from(chunk)).await
+    }
+
+    async fn send_file(&mut self, file: std::fs::File, offset: u64, len: u64) -> io::Result<()> {
+        if self.discard_body {
+            return Ok(());
+        }
+        let bytes = super::sendfile::file_bytes(file, offset, len)?;
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.send_async(bytes).await
     }
 }
 

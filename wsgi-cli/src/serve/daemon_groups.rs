@@ -6,10 +6,11 @@
 //!   processes exec'd as `wsgi daemon-process`, each becoming its group's user), their sockets
 //!   owned by the front's user so it can connect. [`DaemonGroups::wait_ready`] waits (bounded)
 //!   for every process to report ready, so the banner shows the pids that will answer.
-//! * [`DaemonPools`], in the front process (never root): one [`WorkerPool`] per group whose
-//!   threads block in `DaemonClient::dispatch`, `processes × threads` of them, one per daemon
-//!   worker thread; requests beyond that queue for `queue-timeout` (the group's, else
-//!   `--queue-timeout`), then get 504 (the group's, as mod_wsgi answers) or 503.
+//! * [`DaemonPools`], in the front process (never root): one [`WorkerPool`] per group, whose
+//!   jobs are tokio tasks sending their requests with `AsyncDaemonClient::dispatch`, at most
+//!   `processes × threads` at once, one per daemon worker thread; requests beyond that queue
+//!   for `queue-timeout` (the group's, else `--queue-timeout`), then get 504 (the group's, as
+//!   mod_wsgi answers) or 503.
 //!
 //! A reload starts a new set of groups beside the old one; the old set is stopped once the
 //! front that used it has finished its requests (see `master.rs`).
@@ -21,11 +22,12 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use wsgi_config::Config;
-use wsgi_daemon::client::{DaemonClient, Endpoint};
+use wsgi_daemon::AsyncDaemonClient;
+use wsgi_daemon::client::Endpoint;
 use wsgi_daemon::{GroupStatus, Supervisor, SupervisorOptions};
 
 use super::error::ServeError;
-use super::pool::{AppHost, DaemonHost, WorkerPool};
+use super::pool::WorkerPool;
 use super::site::{Site, SiteSource};
 
 /// What the banner says about one group.
@@ -245,14 +247,10 @@ impl DaemonPools {
                 })
             })
             .collect();
-        let client = Arc::new(DaemonClient::new(endpoints));
+        let client = Arc::new(AsyncDaemonClient::new(endpoints));
         let mut pools = HashMap::new();
         for d in &config.daemons {
             let o = &d.options;
-            let host: Arc<dyn AppHost> = Arc::new(DaemonHost {
-                client: client.clone(),
-                group: d.name.clone(),
-            });
             let threads = (o.processes.max(1) as usize).saturating_mul(o.threads.max(1) as usize);
             // The group's own queue-timeout= answers 504, as mod_wsgi's; the server's 503.
             let (wait, expired_status) = if o.queue_timeout.is_zero() {
@@ -260,8 +258,14 @@ impl DaemonPools {
             } else {
                 (o.queue_timeout, 504)
             };
-            let pool = WorkerPool::start(host, threads, queue_size, wait, expired_status)
-                .map_err(ServeError::Threads)?;
+            let pool = WorkerPool::for_daemon_group(
+                client.clone(),
+                d.name.clone(),
+                threads,
+                queue_size,
+                wait,
+                expired_status,
+            );
             pools.insert(d.name.clone(), pool);
         }
         Ok(Some(DaemonPools { pools }))
@@ -270,11 +274,6 @@ impl DaemonPools {
     /// The front pool of group `name`.
     pub fn pool(&self, name: &str) -> Option<&WorkerPool> {
         self.pools.get(name)
-    }
-
-    /// Front threads across all groups.
-    pub fn front_threads(&self) -> usize {
-        self.pools.values().map(WorkerPool::threads).sum()
     }
 
     /// Stops the pools, waiting up to `graceful` for the requests they run.

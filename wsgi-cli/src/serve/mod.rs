@@ -22,9 +22,9 @@
 //!   takes the request; larger ones, and responses, stream between the two sides through
 //!   bounded channels, with body and write timeouts so no client holds a worker.
 //! * [`daemon_groups`]: daemon mode. Routes that name a `WSGIDaemonProcess` group go to a front pool
-//!   of that group, whose threads run them in the group's daemon processes through
-//!   `wsgi_daemon::DaemonClient`. The front starts its own Python only when some mount runs
-//!   embedded.
+//!   of that group, whose tokio tasks run them in the group's daemon processes through
+//!   `wsgi_daemon::AsyncDaemonClient`. The front starts its own Python only when some mount
+//!   runs embedded.
 //! * [`status`]: the opt-in `--status-addr` endpoint `wsgi status` reads (the state comes
 //!   from the master over [`control`]).
 //! * [`access_log`]: `--access-log` (Apache's combined format) and `CustomLog`, from a thread

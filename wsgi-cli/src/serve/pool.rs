@@ -1,10 +1,13 @@
-//! The Python worker threads: N OS threads fed through a bounded crossbeam channel. The tokio
-//! threads never touch Python; they hand a [`Job`] over and await its [`JobResult`].
+//! The pools that run requests: the tokio side hands a [`Job`] over and awaits its
+//! [`JobResult`]. Two kinds of workers run the jobs:
 //!
-//! Two hosts run the calls: [`PythonHost`] (embedded mode, this process's CPython) and
-//! [`DaemonHost`] (one pool per `WSGIDaemonProcess` group, whose threads block in
-//! `DaemonClient::dispatch` while a daemon process runs the request). A pool per daemon group
-//! keeps a stuck group from taking the threads of the others.
+//! * embedded mode: N OS threads fed through a bounded crossbeam channel, calling this
+//!   process's CPython ([`PythonHost`]). The tokio threads never touch Python.
+//! * daemon mode: one pool per `WSGIDaemonProcess` group whose jobs are tokio tasks, at most
+//!   `processes × threads` running at once, each sending its request to the group with
+//!   [`AsyncDaemonClient::dispatch`]: a request waits on the group's socket without a thread
+//!   of its own, and the daemon's answer wakes the I/O thread directly. A pool per group keeps
+//!   a stuck group from taking the others' turns.
 //!
 //! Admission: a request takes one of `threads + queue_size` slots (a tokio semaphore, awaited
 //! for at most the queue timeout, so a full queue never blocks an I/O thread). Once queued,
@@ -13,19 +16,22 @@
 //! doing: 503, or 504 for a daemon process group with its own `queue-timeout=` (mod_wsgi's
 //! answer for it).
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use parking_lot::Mutex;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, oneshot};
-use wsgi_daemon::{DaemonClient, DispatchError, RequestRef};
+use wsgi_daemon::{AsyncDaemonClient, DispatchError, RequestRef};
 use wsgi_interp::{
     AppCall, CallOptions, InterpError, Outcome, RequestBody, RequestHead, ResponseSink,
 };
 
 use super::bridge::{ChannelBody, ChannelSink};
+use super::error_log::InHost;
 
 /// Whatever runs WSGI calls on a worker thread: the embedded Python or a daemon process
 /// group.
@@ -109,27 +115,6 @@ impl AppHost for PythonHost {
 
     fn release_thread(&self) {
         wsgi_interp::Runtime::release_thread();
-    }
-}
-
-/// A daemon process group as an [`AppHost`]: each call is sent to the group's processes.
-pub struct DaemonHost {
-    /// The client of every group of the running supervisor.
-    pub client: Arc<DaemonClient>,
-    /// The group this host's pool serves.
-    pub group: String,
-}
-
-impl AppHost for DaemonHost {
-    fn call(
-        &self,
-        app: &AppCall,
-        head: &RequestHead,
-        body: &mut dyn RequestBody,
-        sink: &mut dyn ResponseSink,
-    ) -> Result<Outcome, DispatchError> {
-        let request = RequestRef::new(app, head);
-        self.client.dispatch(&self.group, request, body, sink)
     }
 }
 
@@ -218,15 +203,36 @@ struct Queued {
     _slot: OwnedSemaphorePermit,
 }
 
-/// The worker threads and their queue.
+/// The workers of a pool and their queue.
 pub struct WorkerPool {
-    jobs: Mutex<Option<crossbeam_channel::Sender<Queued>>>,
+    workers: Workers,
+    /// How many jobs run at once: the threads, or the daemon group's `processes × threads`.
+    concurrency: usize,
     slots: Arc<Semaphore>,
     /// How many jobs may wait beyond those running.
     queue_size: usize,
     queue_timeout: Duration,
     expired_status: u16,
-    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+/// What runs a pool's jobs.
+enum Workers {
+    /// OS threads fed through a channel: calls into the embedded Python, which hold them.
+    Threads {
+        jobs: Mutex<Option<crossbeam_channel::Sender<Queued>>>,
+        handles: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    },
+    /// tokio tasks: calls to a daemon process group, which wait on its socket.
+    Tasks(Arc<DaemonRunner>),
+}
+
+/// Runs a daemon process group's jobs as tasks, as many at once as the group has threads.
+struct DaemonRunner {
+    client: Arc<AsyncDaemonClient>,
+    group: String,
+    /// A permit per job running (`processes × threads`); the others wait for one, queued.
+    running: Arc<Semaphore>,
+    queue_timeout: Duration,
 }
 
 impl WorkerPool {
@@ -251,26 +257,80 @@ impl WorkerPool {
                 .spawn(move || worker(&*host, rx, queue_timeout))?;
             handles.push(handle);
         }
-        Ok(WorkerPool {
+        let workers = Workers::Threads {
             jobs: Mutex::new(Some(tx)),
-            slots: Arc::new(Semaphore::new(capacity)),
+            handles: Mutex::new(handles),
+        };
+        Ok(WorkerPool::with(
+            workers,
+            threads,
             queue_size,
             queue_timeout,
             expired_status,
-            threads: Mutex::new(handles),
-        })
+        ))
     }
 
-    /// The number of worker threads.
+    /// A pool for daemon process group `group` reached through `client`: at most
+    /// `concurrency` (its `processes × threads`, at least 1) requests sent to it at once, with
+    /// room for `queue_size` more waiting, each for at most `queue_timeout`, then answered
+    /// `expired_status`. Its jobs are tasks of the tokio runtime they are submitted on.
+    pub fn for_daemon_group(
+        client: Arc<AsyncDaemonClient>,
+        group: String,
+        concurrency: usize,
+        queue_size: usize,
+        queue_timeout: Duration,
+        expired_status: u16,
+    ) -> WorkerPool {
+        let concurrency = concurrency.max(1);
+        let runner = DaemonRunner {
+            client,
+            group,
+            running: Arc::new(Semaphore::new(concurrency)),
+            queue_timeout,
+        };
+        WorkerPool::with(
+            Workers::Tasks(Arc::new(runner)),
+            concurrency,
+            queue_size,
+            queue_timeout,
+            expired_status,
+        )
+    }
+
+    fn with(
+        workers: Workers,
+        concurrency: usize,
+        queue_size: usize,
+        queue_timeout: Duration,
+        expired_status: u16,
+    ) -> WorkerPool {
+        WorkerPool {
+            workers,
+            concurrency,
+            slots: Arc::new(Semaphore::new(concurrency + queue_size)),
+            queue_size,
+            queue_timeout,
+            expired_status,
+        }
+    }
+
+    /// How many jobs run at once (the worker threads in embedded mode).
     pub fn threads(&self) -> usize {
-        self.threads.lock().len()
+        self.concurrency
     }
 
     /// (workers running a request, requests waiting for one), now.
     pub fn load(&self) -> (usize, usize) {
-        let queued = self.jobs.lock().as_ref().map_or(0, |jobs| jobs.len());
-        let capacity = self.threads() + self.queue_size;
+        let capacity = self.concurrency + self.queue_size;
         let taken = capacity.saturating_sub(self.slots.available_permits());
+        let queued = match &self.workers {
+            Workers::Threads { jobs, .. } => jobs.lock().as_ref().map_or(0, |jobs| jobs.len()),
+            Workers::Tasks(runner) => {
+                let running = self.concurrency - runner.running.available_permits();
+                taken.saturating_sub(running)
+            }
+        };
         (taken.saturating_sub(queued), queued)
     }
 
@@ -319,108 +379,200 @@ impl WorkerPool {
         }
     }
 
-    /// Hands a job holding `slot` to the workers.
+    /// Hands a job holding `slot` to the workers (a daemon group's: as a task of the current
+    /// runtime).
     #[allow(clippy::result_large_err)]
     fn queue(&self, job: Job, slot: OwnedSemaphorePermit) -> Result<bool, (Refused, Job)> {
-        // Slots in use (this one included) beyond the thread count are jobs waiting.
+        // Slots in use (this one included) beyond the worker count are jobs waiting.
         let may_wait = self.slots.available_permits() < self.queue_size;
-        let jobs = self.jobs.lock();
-        let Some(jobs) = jobs.as_ref() else {
-            return Err((Refused::Stopping, job));
+        let queued = Queued { job, _slot: slot };
+        let jobs = match &self.workers {
+            Workers::Threads { jobs, .. } => jobs.lock(),
+            Workers::Tasks(runner) => {
+                tokio::spawn(runner.clone().run(queued));
+                return Ok(may_wait);
+            }
         };
-        jobs.try_send(Queued { job, _slot: slot })
-            .map(|()| may_wait)
-            .map_err(|e| {
-                let refused = match &e {
-                    crossbeam_channel::TrySendError::Full(_) => Refused::Busy,
-                    crossbeam_channel::TrySendError::Disconnected(_) => Refused::Stopping,
-                };
-                (refused, e.into_inner().job)
-            })
+        let Some(jobs) = jobs.as_ref() else {
+            return Err((Refused::Stopping, queued.job));
+        };
+        jobs.try_send(queued).map(|()| may_wait).map_err(|e| {
+            let refused = match &e {
+                crossbeam_channel::TrySendError::Full(_) => Refused::Busy,
+                crossbeam_channel::TrySendError::Disconnected(_) => Refused::Stopping,
+            };
+            (refused, e.into_inner().job)
+        })
     }
 
     /// Stops taking jobs, lets the workers finish what is queued, and waits for them (up to
     /// `timeout`; workers still busy after it are left to the process exit). Returns whether
     /// every worker finished.
     pub fn stop(&self, timeout: Duration) -> bool {
-        self.jobs.lock().take();
         self.slots.close();
-        let mut threads = self.threads.lock();
         let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline && threads.iter().any(|t| !t.is_finished()) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let all = threads.iter().all(|t| t.is_finished());
-        if all {
-            for t in threads.drain(..) {
-                let _ = t.join();
+        let wait = |finished: &dyn Fn() -> bool| {
+            while Instant::now() < deadline && !finished() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            finished()
+        };
+        match &self.workers {
+            Workers::Threads { jobs, handles } => {
+                jobs.lock().take();
+                let mut threads = handles.lock();
+                let all = wait(&|| threads.iter().all(|t| t.is_finished()));
+                if all {
+                    for t in threads.drain(..) {
+                        let _ = t.join();
+                    }
+                }
+                all
+            }
+            // Every job gives its slot back when it ends.
+            Workers::Tasks(_) => {
+                let capacity = self.concurrency + self.queue_size;
+                wait(&|| self.slots.available_permits() == capacity)
             }
         }
-        all
     }
 }
 
-fn worker(host: &dyn AppHost, jobs: crossbeam_channel::Receiver<Queued>, queue_timeout: Duration) {
-    for Queued { job, _slot } in jobs.iter() {
+impl DaemonRunner {
+    /// Runs a queued job once one of the group's turns is free.
+    async fn run(self: Arc<Self>, Queued { job, _slot }: Queued) {
+        let Ok(_running) = self.running.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(mut job) = job.admit(self.queue_timeout) else {
+            return;
+        };
+        let request = RequestRef::new(&job.app, &job.head);
+        let call = self
+            .client
+            .dispatch(&self.group, request, &mut job.body, &mut job.sink);
+        let called = InHost::new(
+            job.host,
+            std::pin::pin!(AssertUnwindSafe(call).catch_unwind()),
+        )
+        .await
+        .map_err(|panic| wsgi_daemon::panics::message(panic.as_ref()));
+        let (result, abort) = conclude(&job.app, called);
+        if let Some(why) = abort {
+            job.sink.abort_async(why).await;
+        }
+        job.finish(result);
+    }
+}
+
+/// A job a worker runs, once admitted ([`Job::admit`]).
+struct Admitted {
+    app: AppCall,
+    head: RequestHead,
+    body: ChannelBody,
+    sink: ChannelSink,
+    done: oneshot::Sender<JobResult>,
+    host: Option<usize>,
+}
+
+impl Job {
+    /// The checks before a job runs: its client is still there, it has not waited past the
+    /// queue timeout (answered at once), and the front has not withdrawn it. None: it is not
+    /// run (and answered, if anyone still waits).
+    fn admit(self, queue_timeout: Duration) -> Option<Admitted> {
         let Job {
             app,
             head,
-            mut body,
-            mut sink,
+            body,
+            sink,
             arrived,
             ticket,
             done,
-            host: log_host,
-        } = job;
+            host,
+        } = self;
         if sink.client_gone() || done.is_closed() {
             let _ = done.send(JobResult::Abandoned);
-            continue;
+            return None;
         }
         if arrived.elapsed() > queue_timeout {
             // The front's timer should have withdrawn it; whoever is first answers.
             if ticket.withdraw() {
                 let _ = done.send(JobResult::Expired);
             }
-            continue;
+            return None;
         }
-        if !ticket.take() {
-            continue;
+        ticket.take().then_some(Admitted {
+            app,
+            head,
+            body,
+            sink,
+            done,
+            host,
+        })
+    }
+}
+
+impl Admitted {
+    /// Reports how the job ended, once its response and body are let go.
+    fn finish(self, result: JobResult) {
+        drop(self.sink);
+        drop(self.body);
+        let _ = self.done.send(result);
+    }
+}
+
+/// What a job's call comes to (`Err`: it panicked, with the message): its result, and why
+/// the response must be cut short, if it must (the client's connection is then reset).
+fn conclude(
+    app: &AppCall,
+    called: Result<Result<Outcome, DispatchError>, String>,
+) -> (JobResult, Option<String>) {
+    match called {
+        Err(panic) => {
+            // The worker stays: a panic costs its request only (500, or the response cut
+            // short when it had started).
+            tracing::error!(script = %app.script.path.display(), "a worker panicked: {panic}; the request failed");
+            let why = format!("the server failed: {panic}");
+            (JobResult::Panicked(panic), Some(why))
         }
-        let called = wsgi_daemon::panics::catch(|| {
-            super::error_log::in_host(log_host, || host.call(&app, &head, &mut body, &mut sink))
-        });
-        let outcome = match called {
-            Ok(Ok(outcome)) => outcome,
-            Err(panic) => {
-                // The thread stays: a panic costs its request only (500, or the response
-                // cut short when it had started).
-                tracing::error!(script = %app.script.path.display(), "a worker thread panicked: {panic}; the request failed");
-                sink.abort(format!("the server failed: {panic}"));
-                drop(sink);
-                drop(body);
-                let _ = done.send(JobResult::Panicked(panic));
-                continue;
-            }
-            Ok(Err(e)) => {
-                drop(sink);
-                drop(body);
-                let _ = done.send(JobResult::Daemon(e));
-                continue;
-            }
+        Ok(Err(e)) => (JobResult::Daemon(e), None),
+        Ok(Ok(outcome)) => {
+            let why = match &outcome {
+                Outcome::Aborted { error, .. } => Some(format!(
+                    "the application failed after the response started: {}",
+                    error.message
+                )),
+                Outcome::Incomplete { declared, sent, .. } => Some(format!(
+                    "the application sent {sent} of the {declared} bytes its Content-Length declared"
+                )),
+                _ => None,
+            };
+            (JobResult::Ran(outcome), why)
+        }
+    }
+}
+
+fn worker(host: &dyn AppHost, jobs: crossbeam_channel::Receiver<Queued>, queue_timeout: Duration) {
+    for Queued { job, _slot } in jobs.iter() {
+        let Some(mut job) = job.admit(queue_timeout) else {
+            continue;
         };
-        match &outcome {
-            Outcome::Aborted { error, .. } => sink.abort(format!(
-                "the application failed after the response started: {}",
-                error.message
-            )),
-            Outcome::Incomplete { declared, sent, .. } => sink.abort(format!(
-                "the application sent {sent} of the {declared} bytes its Content-Length declared"
-            )),
-            _ => {}
+        let Admitted {
+            app,
+            head,
+            body,
+            sink,
+            host: log_host,
+            ..
+        } = &mut job;
+        let called = wsgi_daemon::panics::catch(|| {
+            super::error_log::in_host(*log_host, || host.call(app, head, body, sink))
+        });
+        let (result, abort) = conclude(&job.app, called);
+        if let Some(why) = abort {
+            job.sink.abort(why);
         }
-        drop(sink);
-        drop(body);
-        let _ = done.send(JobResult::Ran(outcome));
+        job.finish(result);
     }
     host.release_thread();
 }

@@ -1,0 +1,620 @@
+//! The front's side on a tokio runtime: [`AsyncDaemonClient::dispatch`] runs one request in a
+//! daemon process group as [`DaemonClient::dispatch`](crate::DaemonClient::dispatch) does, with
+//! the same protocol, retries, timeouts and outcomes, but as a future: the request waits on
+//! the daemon's socket without holding a thread, and the daemon's answer wakes the runtime's
+//! I/O thread directly instead of a thread of its own that then hands each part over.
+//!
+//! What each frame means is decided by the same code as the blocking client's
+//! (`client::Exchange`); only the I/O differs. Reads go through `Frames`, the non-blocking
+//! counterpart of the blocking client's buffered reader, which keeps the file descriptors a
+//! FILE frame brings.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::io::Interest;
+use tokio::net::UnixStream;
+use wsgi_interp::{Outcome, RequestBody};
+
+use crate::client::{
+    Attempt, DispatchError, Endpoint, Exchange, MAX_IDLE, OWNED_CHUNK, Retries, Step, body_frame,
+    inline_request, top_up,
+};
+use crate::fd_passing::{recv_appending, recv_keeping_fds};
+use crate::protocol::{self, CHUNK, HEADER_LEN, ProtocolError, READ_AHEAD, RequestRef};
+
+/// A request body the async client can read. Its [`RequestBody::read`] is called only while
+/// [`RequestBody::held`] says bytes are held, so that it never blocks; the wait for more is
+/// [`AsyncRequestBody::read_async`].
+pub trait AsyncRequestBody: RequestBody + Send {
+    /// Reads into `buf`, waiting for the body's next bytes when none are held; 0 at its end.
+    fn read_async(&mut self, buf: &mut [u8]) -> impl Future<Output = io::Result<usize>> + Send;
+}
+
+/// Where the async client sends the response: the counterpart of
+/// [`ResponseSink`](wsgi_interp::ResponseSink) whose writes wait without blocking a thread.
+pub trait AsyncResponseSink: Send {
+    /// The response starts (it must not block).
+    fn begin(
+        &mut self,
+        status: u16,
+        reason: &str,
+        headers: Vec<(String, Vec<u8>)>,
+    ) -> io::Result<()>;
+
+    /// A chunk of the body, owned; waits while the client is behind. `Err`: the client left.
+    fn send_chunk(&mut self, chunk: Vec<u8>) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// `len` bytes of `file` from `offset`, which the daemon process handed over.
+    fn send_file(
+        &mut self,
+        file: std::fs::File,
+        offset: u64,
+        len: u64,
+    ) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+/// A connection to a daemon process, with its read-ahead (kept with it in the pool).
+struct Conn {
+    stream: UnixStream,
+    frames: Frames,
+}
+
+struct AsyncGroup {
+    endpoint: Endpoint,
+    idle: Mutex<Vec<Conn>>,
+}
+
+/// Sends requests to daemon process groups from tasks of a tokio runtime (whose reactor the
+/// connections are registered with). Cheap to share between tasks.
+pub struct AsyncDaemonClient {
+    groups: HashMap<String, AsyncGroup>,
+}
+
+impl AsyncDaemonClient {
+    /// A client for these groups.
+    pub fn new(endpoints: Vec<Endpoint>) -> Self {
+        AsyncDaemonClient {
+            groups: endpoints
+                .into_iter()
+                .map(|endpoint| {
+                    let group = AsyncGroup {
+                        endpoint,
+                        idle: Mutex::new(Vec::new()),
+                    };
+                    (group.endpoint.group.clone(), group)
+                })
+                .collect(),
+        }
+    }
+
+    /// The groups this client knows.
+    pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        self.groups.values().map(|g| &g.endpoint)
+    }
+
+    /// Runs `request` in daemon process group `group`: sends `body` to it as the app reads
+    /// it and the response to `sink`. As [`DaemonClient::dispatch`](crate::DaemonClient::dispatch):
+    /// `Ok` outcomes are handled as in embedded mode, and a daemon that dies before the
+    /// response headers gives [`DispatchError::DaemonGone`] (502).
+    pub async fn dispatch<B: AsyncRequestBody, S: AsyncResponseSink>(
+        &self,
+        group: &str,
+        request: RequestRef<'_>,
+        body: &mut B,
+        sink: &mut S,
+    ) -> Result<Outcome, DispatchError> {
+        let g = self
+            .groups
+            .get(group)
+            .ok_or_else(|| DispatchError::UnknownGroup(group.to_string()))?;
+        if let Some((head, slices)) = inline_request(request, body) {
+            let frame = [&head[..]].into_iter().chain(slices).collect::<Vec<_>>();
+            return g.run(&frame, None::<&mut B>, sink).await;
+        }
+        let frame = protocol::encode_request(request, None, Vec::with_capacity(1024))
+            .expect("only reading a body fails");
+        g.run(&[&frame], Some(body), sink).await
+    }
+}
+
+impl AsyncGroup {
+    /// Runs the request whose REQUEST frame is `frame` (its parts, in order) on a pooled or new
+    /// connection, again on fresh ones while the daemon took nothing. `body` None: the frame
+    /// holds it.
+    async fn run<B: AsyncRequestBody, S: AsyncResponseSink>(
+        &self,
+        frame: &[&[u8]],
+        mut body: Option<&mut B>,
+        sink: &mut S,
+    ) -> Result<Outcome, DispatchError> {
+        let mut retries = Retries::new(&self.endpoint);
+        loop {
+            let pooled = if retries.may_reuse() {
+                self.idle.lock().pop()
+            } else {
+                None
+            };
+            let conn = match pooled {
+                Some(conn) => conn,
+                None => self.connect().await?,
+            };
+            match self.attempt(conn, frame, body.as_deref_mut(), sink).await {
+                Attempt::Done(r) => return r,
+                Attempt::Retry { rejected } => retries.another(rejected)?,
+            }
+        }
+    }
+
+    /// Connects, retrying refusals ([`Endpoint::connect_pause`]).
+    async fn connect(&self) -> Result<Conn, DispatchError> {
+        let start = Instant::now();
+        loop {
+            match UnixStream::connect(&self.endpoint.socket).await {
+                Ok(stream) => {
+                    self.endpoint.prepare(&stream);
+                    return Ok(Conn {
+                        stream,
+                        frames: Frames::new(),
+                    });
+                }
+                Err(e) => {
+                    tokio::time::sleep(self.endpoint.connect_pause(start.elapsed(), e)?).await
+                }
+            }
+        }
+    }
+
+    /// Runs the request on `conn`.
+    async fn attempt<B: AsyncRequestBody, S: AsyncResponseSink>(
+        &self,
+        mut conn: Conn,
+        frame: &[&[u8]],
+        mut body: Option<&mut B>,
+        sink: &mut S,
+    ) -> Attempt {
+        // A pooled connection has nothing to read until the daemon answers this request, but
+        // the runtime may still take it for readable from the last answer's bytes (it learns
+        // otherwise from a read that finds nothing: a system call). Forgetting that before the
+        // request goes out loses nothing: the answer's arrival comes after it, and tells the
+        // runtime again. The first read then waits for the runtime to see the answer, which
+        // it does after the other tasks ready to run: answers that come together are sent on
+        // together, not each as it comes while the daemon and the front take turns.
+        let _ = conn.stream.try_io(Interest::READABLE, || {
+            Err::<(), _>(io::ErrorKind::WouldBlock.into())
+        });
+        let mut parts: Vec<IoSlice<'_>> = frame.iter().map(|part| IoSlice::new(part)).collect();
+        if write_all(&conn.stream, &mut parts).await.is_err() {
+            // Nothing of the request was taken: another connection may carry it (see the
+            // blocking client).
+            return Attempt::Retry { rejected: false };
+        }
+        let mut exchange = Exchange::new(&self.endpoint);
+        // The request body's buffer, made at the first BODY_WANTED (most requests have none).
+        let mut chunk = Vec::new();
+        loop {
+            let read = match exchange.read_limit() {
+                Ok(read) => read,
+                Err(attempt) => return attempt,
+            };
+            let frame = conn.frames.next(&conn.stream, read.timeout()).await;
+            match exchange.on_frame(frame, read) {
+                Step::SendBody(want) => {
+                    if chunk.is_empty() {
+                        chunk = vec![0u8; CHUNK];
+                    }
+                    let got = match body.as_deref_mut() {
+                        Some(body) => read_available(body, &mut chunk[..want]).await,
+                        None => Ok(0),
+                    };
+                    let (kind, payload) = body_frame(got, &chunk);
+                    let header = protocol::frame_header(kind, payload.len());
+                    let mut parts = [IoSlice::new(&header), IoSlice::new(&payload)];
+                    if let Err(e) = write_all(&conn.stream, &mut parts).await {
+                        return exchange.broken(format!("sending the body failed: {e}"));
+                    }
+                }
+                Step::Start(s) => {
+                    if let Err(error) = sink.begin(s.status, &s.reason, s.headers) {
+                        return Attempt::Done(Ok(Outcome::ClientGone { error }));
+                    }
+                }
+                Step::Data(p) => {
+                    // A large chunk is handed over as read; a small one is copied out of the
+                    // read-ahead.
+                    let chunk = if p.len() >= OWNED_CHUNK {
+                        conn.frames.take_payload()
+                    } else {
+                        p.to_vec()
+                    };
+                    if let Err(error) = sink.send_chunk(chunk).await {
+                        return Attempt::Done(Ok(Outcome::ClientGone { error }));
+                    }
+                }
+                Step::File { offset, len } => {
+                    let Some(fd) = conn.frames.fds.pop_front() else {
+                        return exchange.missing_fd();
+                    };
+                    let file = std::fs::File::from(fd);
+                    if let Err(error) = sink.send_file(file, offset, len).await {
+                        return Attempt::Done(Ok(Outcome::ClientGone { error }));
+                    }
+                }
+                Step::Done { attempt, reuse } => {
+                    if reuse {
+                        let mut idle = self.idle.lock();
+                        if idle.len() < MAX_IDLE {
+                            idle.push(conn);
+                        }
+                    }
+                    return attempt;
+                }
+            }
+        }
+    }
+}
+
+/// Reads into `buf` what the first read gives (waiting for it), then whatever more `body`
+/// holds without waiting (as the blocking client does).
+async fn read_available<B: AsyncRequestBody>(body: &mut B, buf: &mut [u8]) -> io::Result<usize> {
+    let n = body.read_async(buf).await?;
+    top_up(body, buf, n)
+}
+
+/// Writes all of `parts` on `conn`.
+async fn write_all(conn: &UnixStream, mut parts: &mut [IoSlice<'_>]) -> io::Result<()> {
+    while !parts.is_empty() {
+        let n = conn
+            .async_io(Interest::WRITABLE, || {
+                retrying_interrupts(|| conn.try_write_vectored(parts))
+            })
+            .await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut parts, n);
+    }
+    Ok(())
+}
+
+/// `op` again while it is interrupted by a signal.
+fn retrying_interrupts<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match op() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+/// Waits until `conn` is readable and reads with `read` (a non-blocking system call on it),
+/// for at most `limit`: then `TimedOut`.
+async fn read_with<T>(
+    conn: &UnixStream,
+    limit: Option<Duration>,
+    mut read: impl FnMut() -> io::Result<T>,
+) -> io::Result<T> {
+    let io = conn.async_io(Interest::READABLE, || retrying_interrupts(&mut read));
+    match limit {
+        None => io.await,
+        Some(limit) => tokio::time::timeout(limit, io)
+            .await
+            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
+    }
+}
+
+/// Frames read from a daemon connection without blocking: the async counterpart of the
+/// blocking client's `FrameReader<BufReader<FdReader>>`, with the same read-ahead of
+/// [`READ_AHEAD`] bytes and the same rule for descriptors: read-ahead reads keep the ones
+/// that come with their bytes, in order; a payload of the read-ahead's size or more is
+/// received straight into its own buffer, limited to its own length (a descriptor comes only
+/// with a FILE frame's first bytes, never inside a payload).
+struct Frames {
+    ahead: Box<[u8]>,
+    /// The unread bytes of `ahead`: `at..end`.
+    at: usize,
+    end: usize,
+    /// The payload of the frame just read, when larger than the read-ahead held of it.
+    payload: Vec<u8>,
+    /// Descriptors received and not taken yet.
+    fds: VecDeque<OwnedFd>,
+}
+
+impl Frames {
+    fn new() -> Frames {
+        Frames {
+            ahead: vec![0u8; READ_AHEAD].into_boxed_slice(),
+            at: 0,
+            end: 0,
+            payload: Vec::new(),
+            fds: VecDeque::new(),
+        }
+    }
+
+    /// The next frame's kind and payload; `Ok(None)` when the stream ends cleanly between
+    /// frames. Each read waits at most `limit`.
+    async fn next(
+        &mut self,
+        conn: &UnixStream,
+        limit: Option<Duration>,
+    ) -> Result<Option<(u8, &[u8])>, ProtocolError> {
+        while self.end - self.at < HEADER_LEN {
+            self.ahead.copy_within(self.at..self.end, 0);
+            self.end -= self.at;
+            self.at = 0;
+            if self.fill(conn, limit).await? == 0 {
+                return match self.end {
+                    0 => Ok(None),
+                    _ => Err(ProtocolError::Truncated),
+                };
+            }
+        }
+        let header = self.ahead[self.at..self.at + HEADER_LEN]
+            .try_into()
+            .expect("a header's length");
+        let (kind, len) = protocol::parse_header(&header)?;
+        self.at += HEADER_LEN;
+        if len <= self.end - self.at {
+            let at = self.at;
+            self.at += len;
+            return Ok(Some((kind, &self.ahead[at..at + len])));
+        }
+        // More payload than the read-ahead holds: it goes to a buffer of its own.
+        self.payload.clear();
+        self.payload.reserve(len);
+        self.payload
+            .extend_from_slice(&self.ahead[self.at..self.end]);
+        (self.at, self.end) = (0, 0);
+        let fd = conn.as_raw_fd();
+        while self.payload.len() < len {
+            let left = len - self.payload.len();
+            let got = if left >= READ_AHEAD {
+                read_with(conn, limit, || recv_appending(fd, &mut self.payload, left)).await?
+            } else {
+                (self.at, self.end) = (0, 0);
+                let got = self.fill(conn, limit).await?;
+                self.at = got.min(left);
+                self.payload.extend_from_slice(&self.ahead[..self.at]);
+                got
+            };
+            if got == 0 {
+                return Err(ProtocolError::Truncated);
+            }
+        }
+        Ok(Some((kind, &self.payload)))
+    }
+
+    /// Reads into the read-ahead's free room: the bytes read (0 at the end of the stream).
+    async fn fill(&mut self, conn: &UnixStream, limit: Option<Duration>) -> io::Result<usize> {
+        let fd = conn.as_raw_fd();
+        let (room, fds) = (&mut self.ahead[self.end..], &mut self.fds);
+        let got = read_with(conn, limit, || recv_keeping_fds(fd, room, fds)).await?;
+        self.end += got;
+        Ok(got)
+    }
+
+    /// The payload of the frame just read, when it came in a buffer of its own (a payload of
+    /// at least [`READ_AHEAD`] bytes), to keep.
+    fn take_payload(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.payload)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{End, FrameReader, encode_end, encode_start, kind, write_raw};
+    use std::io::{BufReader, Write};
+    use std::os::unix::net::{UnixListener, UnixStream as StdStream};
+    use wsgi_interp::{AppCall, RequestHead, ScriptSpec};
+
+    /// A body held whole (or none).
+    struct Held(io::Cursor<Vec<u8>>);
+
+    impl RequestBody for Held {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            io::Read::read(&mut self.0, buf)
+        }
+
+        fn held(&self) -> usize {
+            self.0.get_ref().len() - self.0.position() as usize
+        }
+    }
+
+    impl AsyncRequestBody for Held {
+        async fn read_async(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.read(buf)
+        }
+    }
+
+    /// A sink that keeps what it is given.
+    #[derive(Default)]
+    struct Kept {
+        status: Option<u16>,
+        body: Vec<u8>,
+    }
+
+    impl AsyncResponseSink for Kept {
+        fn begin(&mut self, status: u16, _: &str, _: Vec<(String, Vec<u8>)>) -> io::Result<()> {
+            self.status = Some(status);
+            Ok(())
+        }
+
+        async fn send_chunk(&mut self, chunk: Vec<u8>) -> io::Result<()> {
+            self.body.extend_from_slice(&chunk);
+            Ok(())
+        }
+
+        async fn send_file(
+            &mut self,
+            file: std::fs::File,
+            offset: u64,
+            len: u64,
+        ) -> io::Result<()> {
+            let mut bytes = vec![0u8; len as usize];
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, offset)?;
+            self.body.extend_from_slice(&bytes);
+            Ok(())
+        }
+    }
+
+    /// A group `g` played by the test, and a client of it whose reads wait at most 5 s.
+    fn fake_group() -> (tempfile::TempDir, UnixListener, AsyncDaemonClient) {
+        let (dir, listener, endpoint) = crate::client::tests::fake_endpoint();
+        (dir, listener, AsyncDaemonClient::new(vec![endpoint]))
+    }
+
+    /// Sends a POST of `body` through `client`: the status (or the error's) and the body.
+    async fn post(client: &AsyncDaemonClient, body: Vec<u8>) -> (u16, Vec<u8>) {
+        let app = AppCall {
+            script: ScriptSpec::new("/srv/app.wsgi"),
+            application_group: String::new(),
+            pass_authorization: false,
+        };
+        let head = RequestHead {
+            method: "POST".into(),
+            ..Default::default()
+        };
+        let mut sink = Kept::default();
+        let request = RequestRef::new(&app, &head);
+        let mut body = Held(io::Cursor::new(body));
+        match client.dispatch("g", request, &mut body, &mut sink).await {
+            Ok(_) => (sink.status.expect("a status"), sink.body),
+            Err(e) => (e.status(), sink.body),
+        }
+    }
+
+    /// Reads the next frame of `conn` (as a daemon does): its kind and payload.
+    fn frame(conn: &StdStream) -> (u8, Vec<u8>) {
+        let mut frames = FrameReader::new(BufReader::with_capacity(1, conn));
+        let (kind, payload) = frames.next_frame().unwrap().expect("a frame");
+        (kind, payload.to_vec())
+    }
+
+    fn complete(body_bytes: u64) -> Vec<u8> {
+        encode_end(&End::Ran(Outcome::Complete {
+            status: 200,
+            body_bytes,
+        }))
+    }
+
+    /// A body too large to ride in the request is asked for and sent; a response in small
+    /// frames, a payload larger than the read-ahead and a file handed over with its
+    /// descriptor all arrive whole and in order; the connection is pooled at the end.
+    #[tokio::test]
+    async fn a_request_body_and_every_kind_of_response_part_cross() {
+        let (_dir, listener, client) = fake_group();
+        let body: Vec<u8> = (0..protocol::INLINE_BODY as u32 + 10)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let expected_body = body.clone();
+        let big: Vec<u8> = (0..3 * READ_AHEAD as u32)
+            .map(|i| (i % 241) as u8)
+            .collect();
+        let daemon_big = big.clone();
+        let daemon = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            assert_eq!(frame(&conn).0, kind::REQUEST);
+            let mut received = Vec::new();
+            loop {
+                (&conn)
+                    .write_all(&protocol::encode_body_wanted(CHUNK as u32))
+                    .unwrap();
+                match frame(&conn) {
+                    (kind::BODY, part) => received.extend(part),
+                    (kind::BODY_END, _) => break,
+                    other => panic!("unexpected frame {other:?}"),
+                }
+            }
+            let mut out = &conn;
+            out.write_all(&encode_start(200, "OK", &[])).unwrap();
+            write_raw(&mut out, kind::DATA, b"small ").unwrap();
+            write_raw(&mut out, kind::DATA, &daemon_big).unwrap();
+            let mut file = tempfile::tempfile().unwrap();
+            file.write_all(b"..file..").unwrap();
+            let frame = protocol::encode_file(2, 4);
+            crate::fd_passing::send_with_fd(&conn, &frame, file.as_raw_fd()).unwrap();
+            out.write_all(&complete(0)).unwrap();
+            (received, conn)
+        });
+        let (status, got) = post(&client, body).await;
+        let (received, _conn) = daemon.join().unwrap();
+        assert_eq!(status, 200);
+        assert!(received == expected_body, "the request body changed");
+        let mut want = b"small ".to_vec();
+        want.extend(&big);
+        want.extend(b"file");
+        assert!(got == want, "the response body changed");
+        assert_eq!(client.groups["g"].idle.lock().len(), 1, "pooled");
+    }
+
+    /// As the blocking client: a pooled connection its daemon closes with the next request
+    /// unread is retried on a fresh one; a request the daemon read before going away is not.
+    #[tokio::test]
+    async fn only_a_request_the_daemon_left_unread_is_retried() {
+        let (_dir, listener, client) = fake_group();
+        let answer = |conn: &StdStream| {
+            assert_eq!(frame(conn).0, kind::REQUEST);
+            let mut out = conn;
+            out.write_all(&encode_start(200, "OK", &[])).unwrap();
+            out.write_all(&complete(0)).unwrap();
+        };
+        let daemon = std::thread::spawn(move || {
+            let (first, _) = listener.accept().unwrap();
+            answer(&first);
+            let mut fds = [nix::poll::PollFd::new(
+                std::os::fd::AsFd::as_fd(&first),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(5000u16));
+            assert!(matches!(ready, Ok(1)), "no second request came");
+            drop(first); // unread: the front's end is reset
+            let (second, _) = listener.accept().unwrap();
+            answer(&second);
+            assert_eq!(frame(&second).0, kind::REQUEST);
+            drop(second); // read, then gone
+            listener.set_nonblocking(true).unwrap();
+            listener
+        });
+        assert_eq!(post(&client, Vec::new()).await.0, 200, "the first request");
+        assert_eq!(
+            post(&client, Vec::new()).await.0,
+            200,
+            "retried on a fresh connection"
+        );
+        assert_eq!(
+            post(&client, Vec::new()).await.0,
+            502,
+            "read, then the daemon went away"
+        );
+        let listener = tokio::task::spawn_blocking(move || daemon.join().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            listener.accept().is_err(),
+            "a request the daemon read was sent again"
+        );
+    }
+
+    /// No response headers within request-timeout: 504, without waiting for the daemon.
+    #[tokio::test]
+    async fn a_silent_daemon_times_out_at_the_request_timeout() {
+        let (_dir, listener, mut client) = fake_group();
+        let g = client.groups.get_mut("g").unwrap();
+        g.endpoint.options.request_timeout = Duration::from_millis(200);
+        let daemon = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            assert_eq!(frame(&conn).0, kind::REQUEST);
+            std::thread::sleep(Duration::from_secs(1));
+        });
+        let started = Instant::now();
+        assert_eq!(post(&client, Vec::new()).await.0, 504);
+        assert!(started.elapsed() < Duration::from_millis(900));
+        tokio::task::spawn_blocking(move || daemon.join().unwrap())
+            .await
+            .unwrap();
+    }
+}
