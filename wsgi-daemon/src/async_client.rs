@@ -20,7 +20,7 @@ use tokio::net::UnixStream;
 use wsgi_interp::{Outcome, RequestBody};
 
 use crate::client::{
-    Attempt, DispatchError, Endpoint, Exchange, MAX_IDLE, OWNED_CHUNK, Retries, Step, body_frame,
+    Attempt, DispatchError, Endpoint, Exchange, MAX_IDLE, Retries, Step, body_frame,
     inline_request, top_up,
 };
 use crate::fd_passing::{recv_appending, recv_keeping_fds};
@@ -223,9 +223,9 @@ impl AsyncGroup {
                     }
                 }
                 Step::Data(p) => {
-                    // A large chunk is handed over as read; a small one is copied out of the
-                    // read-ahead.
-                    let chunk = if p.len() >= OWNED_CHUNK {
+                    // A chunk too large for the read-ahead came in a buffer of its own, handed
+                    // over as read; a smaller one is copied out.
+                    let chunk = if p.len() > READ_AHEAD - HEADER_LEN {
                         conn.frames.take_payload()
                     } else {
                         p.to_vec()
@@ -236,7 +236,7 @@ impl AsyncGroup {
                 }
                 Step::File { offset, len } => {
                     let Some(fd) = conn.frames.fds.pop_front() else {
-                        return exchange.missing_fd();
+                        return exchange.missing_fd(len);
                     };
                     let file = std::fs::File::from(fd);
                     if let Err(error) = sink.send_file(file, offset, len).await {
@@ -396,8 +396,8 @@ impl Frames {
         Ok(got)
     }
 
-    /// The payload of the frame just read, when it came in a buffer of its own (a payload of
-    /// at least [`READ_AHEAD`] bytes), to keep.
+    /// The payload of the frame just read, when it came in a buffer of its own (always so for
+    /// one larger than the read-ahead less a header), to keep.
     fn take_payload(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.payload)
     }

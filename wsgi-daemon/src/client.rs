@@ -390,8 +390,9 @@ impl<'e> Retries<'e> {
 
 impl Endpoint {
     /// How long to wait before connecting again after `error`, `waited` after the first
-    /// try: refusals (backlog full) every 0.125 s for 2 s, then every second, until
-    /// connect-timeout; `Err` for anything else, or when the time is up.
+    /// try: refusals every 0.125 s for 2 s (a full backlog, which only a non-blocking connect
+    /// reports, every 5 ms), then every second, until connect-timeout; `Err` for anything
+    /// else, or when the time is up.
     pub(crate) fn connect_pause(
         &self,
         waited: Duration,
@@ -410,10 +411,13 @@ impl Endpoint {
                 source: error,
             });
         }
-        let pause = if waited < Duration::from_secs(2) {
-            Duration::from_millis(125)
-        } else {
-            Duration::from_secs(1)
+        let pause = match error.kind() {
+            // A full backlog (a non-blocking connect): the daemon is accepting, only behind.
+            io::ErrorKind::WouldBlock if waited < Duration::from_secs(2) => {
+                Duration::from_millis(5)
+            }
+            _ if waited < Duration::from_secs(2) => Duration::from_millis(125),
+            _ => Duration::from_secs(1),
         };
         Ok(pause.min(limit - waited))
     }
@@ -653,8 +657,10 @@ impl<'e> Exchange<'e> {
         })
     }
 
-    /// The attempt ends because a FILE frame came without its descriptor.
-    pub(crate) fn missing_fd(&self) -> Attempt {
+    /// The attempt ends because a FILE frame of `len` bytes came without its descriptor (its
+    /// bytes were not sent).
+    pub(crate) fn missing_fd(&mut self, len: u64) -> Attempt {
+        self.sent -= len;
         self.broken("a FILE frame came without its file descriptor".to_string())
     }
 
@@ -773,7 +779,7 @@ impl GroupClient {
                 }
                 Step::File { offset, len } => {
                     let Some(fd) = reader.get_mut().get_mut().take_fd() else {
-                        return exchange.missing_fd();
+                        return exchange.missing_fd(len);
                     };
                     if let Err(error) = send_file(sink, std::fs::File::from(fd), offset, len) {
                         return Attempt::Done(Ok(Outcome::ClientGone { error }));
@@ -998,6 +1004,24 @@ pub(crate) mod tests {
             listener.accept().is_err(),
             "a request the daemon read was sent again"
         );
+    }
+
+    /// A refused connection is tried again every 0.125 s, a full backlog (which a
+    /// non-blocking connect reports) every 5 ms; after 2 s every second, until
+    /// connect-timeout; any other error fails at once.
+    #[test]
+    fn connecting_again_waits_as_the_error_says() {
+        let (_dir, _listener, endpoint) = fake_endpoint();
+        let pause = |waited: u64, kind: io::ErrorKind| {
+            endpoint.connect_pause(Duration::from_millis(waited), kind.into())
+        };
+        let ms = Duration::from_millis;
+        assert_eq!(pause(0, io::ErrorKind::ConnectionRefused).unwrap(), ms(125));
+        assert_eq!(pause(0, io::ErrorKind::WouldBlock).unwrap(), ms(5));
+        assert_eq!(pause(3000, io::ErrorKind::WouldBlock).unwrap(), ms(1000));
+        let limit = endpoint.options.connect_timeout.as_millis() as u64;
+        assert!(pause(limit, io::ErrorKind::WouldBlock).is_err());
+        assert!(pause(0, io::ErrorKind::PermissionDenied).is_err());
     }
 
     #[test]

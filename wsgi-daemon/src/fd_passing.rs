@@ -80,6 +80,14 @@ pub(crate) fn recv_appending(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Re
     Ok(got)
 }
 
+/// Room for the control message of up to four descriptors (`cmsg_space!([RawFd; 4])`, 32
+/// bytes on Linux, with room to spare), aligned as the kernel's `cmsghdr`: on the stack, not
+/// allocated for every receive.
+const CONTROL_SPACE: usize = 64;
+
+#[repr(C, align(8))]
+struct ControlSpace([u8; CONTROL_SPACE]);
+
 /// Receives into `buf` from socket `fd`, keeping the descriptors that arrive with the bytes
 /// (in order, at the back of `fds`).
 pub(crate) fn recv_keeping_fds(
@@ -88,8 +96,8 @@ pub(crate) fn recv_keeping_fds(
     fds: &mut VecDeque<OwnedFd>,
 ) -> io::Result<usize> {
     let mut iov = [IoSliceMut::new(buf)];
-    let mut space = nix::cmsg_space!([RawFd; 4]);
-    let msg = recvmsg::<()>(fd, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+    let mut space = ControlSpace([0; CONTROL_SPACE]);
+    let msg = recvmsg::<()>(fd, &mut iov, Some(&mut space.0), MsgFlags::MSG_CMSG_CLOEXEC)
         .map_err(io::Error::from)?;
     let n = msg.bytes;
     for cmsg in msg.cmsgs().map_err(io::Error::from)? {
@@ -133,6 +141,11 @@ impl Read for FdReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_control_space_holds_four_descriptors() {
+        assert!(nix::cmsg_space!([RawFd; 4]).len() <= CONTROL_SPACE);
+    }
     use std::io::{Seek, Write};
     use std::os::unix::fs::FileExt;
 

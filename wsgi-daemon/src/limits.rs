@@ -27,13 +27,21 @@ pub fn apply_priority(group: &str, priority: i32) {
     }
 }
 
+/// The variable that, set to `0`, keeps worker threads on the default scheduling policy.
+pub const SCHED_BATCH_VAR: &str = "WSGI_RS_SCHED_BATCH";
+
 /// Makes the calling thread (a worker that runs the application) `SCHED_BATCH`: the kernel
 /// no longer lets it preempt the running thread when it wakes up for a request, and gives it
 /// its fair share as before (its nice value, `cpu-priority=`, is kept). On a CPU it shares
 /// with the front, the front then finishes what it is doing (reading the other requests
 /// that came in, sending the answers that are ready) before the worker runs, instead of the
 /// two taking turns at every request; on a CPU with nothing else to run nothing changes.
+///
+/// `WSGI_RS_SCHED_BATCH=0` in the daemon's environment leaves the default policy.
 pub fn batch_scheduling(group: &str) {
+    if std::env::var_os(SCHED_BATCH_VAR).is_some_and(|v| v == "0") {
+        return;
+    }
     let param = nix::libc::sched_param { sched_priority: 0 };
     // SAFETY: sched_setscheduler reads the `sched_param` passed by reference, which lives
     // until it returns, and touches no other memory of ours; `0` is the calling thread.
@@ -95,5 +103,28 @@ fn set(group: &str, resource: Resource, option: &str, soft: u64, hard: u64) {
     };
     if let Err(e) = setrlimit(resource, soft, hard) {
         tracing::error!(%group, "cannot set {option}={soft} on the daemon process: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The scheduling policy of the calling thread, as `/proc` shows it (field 41).
+    fn policy() -> u32 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        after_name.split(' ').nth(38).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn a_worker_thread_becomes_batch_and_others_do_not() {
+        let before = policy();
+        let worker = std::thread::spawn(|| {
+            batch_scheduling("g");
+            policy()
+        });
+        assert_eq!(worker.join().unwrap(), nix::libc::SCHED_BATCH as u32);
+        assert_eq!(policy(), before, "only the calling thread");
     }
 }

@@ -545,22 +545,21 @@ impl StallLimit {
                 Ok(())
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(client_gone()),
-            Err(mpsc::error::TrySendError::Full(Ok(chunk))) => {
+            Err(mpsc::error::TrySendError::Full(item)) => {
                 // The timer is made inside the runtime's context (a worker thread has none).
                 let runtime = self.runtime.clone();
-                runtime.block_on(self.send_async(chunks, chunk))
+                runtime.block_on(self.send_async(chunks, item))
             }
-            Err(mpsc::error::TrySendError::Full(Err(_))) => unreachable!("a chunk was sent"),
         }
     }
 
-    /// [`StallLimit::send`] on the tokio side.
+    /// [`StallLimit::send`] on the tokio side, of a chunk or of the error that ends the body.
     async fn send_async(
         &mut self,
         chunks: &mpsc::Sender<io::Result<Bytes>>,
-        chunk: Bytes,
+        item: io::Result<Bytes>,
     ) -> io::Result<()> {
-        let len = chunk.len() as u64;
+        let len = item.as_ref().map_or(0, |chunk| chunk.len() as u64);
         let limit = match self.limits.min_rate {
             _ if self.limits.timeout.is_zero() => None,
             0 => Some(self.limits.timeout),
@@ -568,9 +567,9 @@ impl StallLimit {
         };
         self.last = len;
         let Some(limit) = limit else {
-            return chunks.send(Ok(chunk)).await.map_err(|_| client_gone());
+            return chunks.send(item).await.map_err(|_| client_gone());
         };
-        match tokio::time::timeout(limit, chunks.send(Ok(chunk))).await {
+        match tokio::time::timeout(limit, chunks.send(item)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(client_gone()),
             Err(_) => Err(io::Error::new(
@@ -702,21 +701,24 @@ impl ChannelSink {
         }
         self.open_stream()?;
         match (&self.chunks, &mut self.stall) {
-            (Some(chunks), Some(stall)) => stall.send_async(chunks, chunk).await,
+            (Some(chunks), Some(stall)) => stall.send_async(chunks, Ok(chunk)).await,
             (Some(chunks), None) => chunks.send(Ok(chunk)).await.map_err(|_| client_gone()),
             (None, _) => Err(client_gone()),
         }
     }
 
-    /// [`ChannelSink::abort`] on the tokio side.
+    /// [`ChannelSink::abort`] on the tokio side; an HTTP/2 stream gets as long as for a chunk
+    /// ([`StallLimit`]) to take it (HTTP/1's write timeout bounds the wait there).
     pub async fn abort_async(&mut self, why: String) {
-        if self.open_stream().is_ok() {
-            if let Some(chunks) = &self.chunks {
-                let _ = chunks
-                    .send(Err(io::Error::new(io::ErrorKind::Interrupted, why)))
-                    .await;
-            }
+        if self.open_stream().is_err() {
+            return;
         }
+        let error = Err(io::Error::new(io::ErrorKind::Interrupted, why));
+        let _ = match (&self.chunks, &mut self.stall) {
+            (Some(chunks), Some(stall)) => stall.send_async(chunks, error).await,
+            (Some(chunks), None) => chunks.send(error).await.map_err(|_| client_gone()),
+            (None, _) => Ok(()),
+        };
     }
 }
 

@@ -440,8 +440,14 @@ impl WorkerPool {
 
 impl DaemonRunner {
     /// Runs a queued job once one of the group's turns is free.
-    async fn run(self: Arc<Self>, Queued { job, _slot }: Queued) {
-        let Ok(_running) = self.running.clone().acquire_owned().await else {
+    async fn run(self: Arc<Self>, Queued { mut job, _slot }: Queued) {
+        // A job the front gave up on (withdrawn at the queue timeout, or its client gone)
+        // gives its slot back at once instead of when its turn comes.
+        let turn = tokio::select! {
+            turn = self.running.clone().acquire_owned() => turn,
+            () = job.done.closed() => return,
+        };
+        let Ok(_running) = turn else {
             return;
         };
         let Some(mut job) = job.admit(self.queue_timeout) else {
@@ -882,6 +888,40 @@ mod tests {
                 .await
                 .unwrap()
         );
+    }
+
+    /// A daemon group's queued job that the front gives up on (its client left, or the queue
+    /// timeout withdrew it) gives its slot back at once, not when a turn frees up.
+    #[tokio::test]
+    async fn a_daemon_job_given_up_on_leaves_the_queue_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("g.sock");
+        // A daemon that takes connections and never answers: the one turn stays taken.
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let endpoint = wsgi_daemon::Endpoint {
+            group: "g".into(),
+            socket,
+            options: Default::default(),
+            default_socket_timeout: Duration::from_secs(30),
+        };
+        let client = Arc::new(AsyncDaemonClient::new(vec![endpoint]));
+        let pool =
+            WorkerPool::for_daemon_group(client, "g".into(), 1, 4, Duration::from_secs(30), 503);
+        let (running, _running_done, _r1) = job(Instant::now());
+        pool.submit(running).await.unwrap();
+        let (queued, queued_done, _r2) = job(Instant::now());
+        assert!(pool.submit(queued).await.unwrap(), "it may wait");
+        let waited = Instant::now();
+        while pool.load() != (1, 1) && waited.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(pool.load(), (1, 1), "one running, one queued");
+        drop(queued_done);
+        while pool.load() != (1, 0) && waited.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(pool.load(), (1, 0), "the queued job left");
+        drop(listener);
     }
 
     #[tokio::test]
