@@ -534,21 +534,20 @@ fn rapid_reset_closes_that_connection_and_others_are_served() {
     assert!(h2c.ok && h2c.version == "2", "{}", h2c.stderr);
 }
 
+/// In embedded mode the one worker thread, in daemon mode the group's one turn (the front's
+/// task writing the daemon's answer on): an unread stream holds it only until the write
+/// timeout ends that response.
 #[test]
 fn a_stream_nobody_reads_holds_no_worker_for_long() {
+    unread_stream_is_ended(&["--threads", "1"]);
+    unread_stream_is_ended(&["--processes", "1", "--threads", "1"]);
+}
+
+fn unread_stream_is_ended(workers: &[&str]) {
     let site = Site::new();
-    // One worker: the unread stream holds it until the write timeout ends that response.
-    let server = serve(
-        &site,
-        &[
-            "--threads",
-            "1",
-            "--socket-timeout",
-            "2",
-            "--response-min-rate",
-            "0",
-        ],
-    );
+    let mut args = workers.to_vec();
+    args.extend(["--socket-timeout", "2", "--response-min-rate", "0"]);
+    let server = serve(&site, &args);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -573,7 +572,10 @@ fn a_stream_nobody_reads_holds_no_worker_for_long() {
         let waited = tokio::task::spawn_blocking(move || answered_within(addr, "/env"))
             .await
             .unwrap();
-        assert!(waited < Duration::from_secs(8), "waited {waited:?}");
+        assert!(
+            waited < Duration::from_secs(8),
+            "{workers:?}: waited {waited:?}"
+        );
         // And a second stream on the same connection is answered too.
         let mut client = client.ready().await.unwrap();
         let request = http::Request::get(format!("http://{addr}/env"))
