@@ -255,9 +255,8 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
         if why == REPLACED {
             let _ = status_stop_tx.send(true);
         }
-        front
-            .draining
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        // `front::serve` marks the front draining once its listeners are closed: /healthz
+        // never says `draining` while a new connection could still be taken.
         let _ = stop_tx.send(true);
         let finished = serving.await.unwrap_or(false);
         let _ = status_stop_tx.send(true);
