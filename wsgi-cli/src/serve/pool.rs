@@ -33,18 +33,17 @@ use wsgi_interp::{
 use super::bridge::{ChannelBody, ChannelSink};
 use super::error_log::InHost;
 
-/// Whatever runs WSGI calls on a worker thread: the embedded Python or a daemon process
-/// group.
+/// Whatever runs WSGI calls on a worker thread: the embedded Python (a daemon group's calls
+/// are tasks, not threads: [`WorkerPool::for_daemon_group`]).
 pub trait AppHost: Send + Sync + 'static {
-    /// Runs one request to the end (blocking). `Err` only in daemon mode, when the request
-    /// could not be run in its daemon process group (its status is the answer).
+    /// Runs one request to the end (blocking).
     fn call(
         &self,
         app: &AppCall,
         head: &RequestHead,
         body: &mut dyn RequestBody,
         sink: &mut dyn ResponseSink,
-    ) -> Result<Outcome, DispatchError>;
+    ) -> Outcome;
 
     /// Called by each worker thread just before it exits.
     fn release_thread(&self) {}
@@ -100,8 +99,8 @@ impl AppHost for PythonHost {
         head: &RequestHead,
         body: &mut dyn RequestBody,
         sink: &mut dyn ResponseSink,
-    ) -> Result<Outcome, DispatchError> {
-        Ok(match self.runtime.interpreter(&app.application_group) {
+    ) -> Outcome {
+        match self.runtime.interpreter(&app.application_group) {
             Ok(interp) => {
                 if let Some(interval) = self.switch_interval {
                     self.prepare(&interp, interval);
@@ -110,7 +109,7 @@ impl AppHost for PythonHost {
                 interp.call(&app.script, head, &options, body, sink)
             }
             Err(e) => Outcome::Unavailable(e),
-        })
+        }
     }
 
     fn release_thread(&self) {
@@ -572,7 +571,7 @@ fn worker(host: &dyn AppHost, jobs: crossbeam_channel::Receiver<Queued>, queue_t
             ..
         } = &mut job;
         let called = wsgi_daemon::panics::catch(|| {
-            super::error_log::in_host(*log_host, || host.call(app, head, body, sink))
+            super::error_log::in_host(*log_host, || Ok(host.call(app, head, body, sink)))
         });
         let (result, abort) = conclude(&job.app, called);
         if let Some(why) = abort {
@@ -618,7 +617,7 @@ mod tests {
             _head: &RequestHead,
             body: &mut dyn RequestBody,
             sink: &mut dyn ResponseSink,
-        ) -> Result<Outcome, DispatchError> {
+        ) -> Outcome {
             std::thread::sleep(self.0);
             let mut all = Vec::new();
             let mut buf = [0u8; 16];
@@ -626,21 +625,21 @@ mod tests {
                 match body.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => all.extend_from_slice(&buf[..n]),
-                    Err(e) => return Ok(Outcome::ClientGone { error: e }),
+                    Err(e) => return Outcome::ClientGone { error: e },
                 }
             }
             if let Err(error) = sink.start(200, "OK", Vec::new()) {
-                return Ok(Outcome::ClientGone { error });
+                return Outcome::ClientGone { error };
             }
             if !all.is_empty() {
                 if let Err(error) = sink.write(&all) {
-                    return Ok(Outcome::ClientGone { error });
+                    return Outcome::ClientGone { error };
                 }
             }
-            Ok(Outcome::Complete {
+            Outcome::Complete {
                 status: 200,
                 body_bytes: all.len() as u64,
-            })
+            }
         }
     }
 
@@ -654,7 +653,7 @@ mod tests {
             head: &RequestHead,
             body: &mut dyn RequestBody,
             sink: &mut dyn ResponseSink,
-        ) -> Result<Outcome, DispatchError> {
+        ) -> Outcome {
             if !self.0.swap(true, Ordering::SeqCst) {
                 panic!("a bug");
             }
