@@ -54,8 +54,12 @@ impl Shared {
                     Ok(After::Keep(kept)) => {
                         // A busy front sends a connection's next request as soon as it has
                         // the answer: served here when it comes within a moment, it skips
-                        // the reactor (a wake-up and a hand-over to a worker).
+                        // the reactor (a wake-up and a hand-over to a worker). Not while
+                        // other connections wait for a worker: a connection the front keeps
+                        // busy would hold this worker for as long as it does, and theirs
+                        // would wait behind it.
                         if self.spec.linger
+                            && jobs.is_empty()
                             && !self.draining.load(Ordering::SeqCst)
                             && request_soon(&kept)
                         {
