@@ -26,6 +26,11 @@ enum After {
 /// before it gives the connection back to the reactor.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
 
+/// How many requests in a row a worker serves on the connection it lingers on while other
+/// connections wait for a worker: a wait of a few requests, not of the whole time the front
+/// keeps that connection busy.
+const LINGER_STREAK: u32 = 4;
+
 /// Whether `conn` has something to read (a request, or its end) within [`LINGER`].
 fn request_soon(conn: &UnixStream) -> bool {
     use std::os::fd::AsFd;
@@ -49,20 +54,24 @@ impl Shared {
                 self.free.fetch_sub(1, Ordering::SeqCst);
             }
             let mut conn = conn;
+            // Requests served here in a row while other connections waited for a worker.
+            let mut streak = 0;
             loop {
                 match crate::panics::catch(|| self.serve_connection(index, conn)) {
                     Ok(After::Keep(kept)) => {
                         // A busy front sends a connection's next request as soon as it has
                         // the answer: served here when it comes within a moment, it skips
-                        // the reactor (a wake-up and a hand-over to a worker). Not while
-                        // other connections wait for a worker: a connection the front keeps
-                        // busy would hold this worker for as long as it does, and theirs
-                        // would wait behind it.
+                        // the reactor (a wake-up and a hand-over to a worker). While other
+                        // connections wait for a worker, only a few times in a row: a
+                        // connection the front keeps busy would otherwise hold this worker
+                        // for as long as it does, and theirs would wait behind it.
+                        let others_wait = !jobs.is_empty();
                         if self.spec.linger
-                            && jobs.is_empty()
+                            && (!others_wait || streak < LINGER_STREAK)
                             && !self.draining.load(Ordering::SeqCst)
                             && request_soon(&kept)
                         {
+                            streak = if others_wait { streak + 1 } else { 0 };
                             conn = kept;
                             continue;
                         }
