@@ -14,14 +14,13 @@ use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use tokio::io::Interest;
 use tokio::net::UnixStream;
 use wsgi_interp::{Outcome, RequestBody};
 
 use crate::client::{
-    Attempt, DispatchError, Endpoint, Exchange, MAX_IDLE, Retries, Step, body_frame,
-    inline_request, top_up,
+    Attempt, DispatchError, Endpoint, Exchange, Idle, Retries, Step, body_frame, inline_request,
+    top_up,
 };
 use crate::fd_passing::{recv_appending, recv_keeping_fds};
 use crate::protocol::{self, CHUNK, HEADER_LEN, ProtocolError, READ_AHEAD, RequestRef};
@@ -65,7 +64,7 @@ struct Conn {
 
 struct AsyncGroup {
     endpoint: Endpoint,
-    idle: Mutex<Vec<Conn>>,
+    idle: Idle<Conn>,
 }
 
 /// Sends requests to daemon process groups from tasks of a tokio runtime (whose reactor the
@@ -83,7 +82,7 @@ impl AsyncDaemonClient {
                 .map(|endpoint| {
                     let group = AsyncGroup {
                         endpoint,
-                        idle: Mutex::new(Vec::new()),
+                        idle: Idle::default(),
                     };
                     (group.endpoint.group.clone(), group)
                 })
@@ -133,12 +132,7 @@ impl AsyncGroup {
     ) -> Result<Outcome, DispatchError> {
         let mut retries = Retries::new(&self.endpoint);
         loop {
-            let pooled = if retries.may_reuse() {
-                self.idle.lock().pop()
-            } else {
-                None
-            };
-            let conn = match pooled {
+            let conn = match self.idle.take(&retries) {
                 Some(conn) => conn,
                 None => self.connect().await?,
             };
@@ -245,10 +239,7 @@ impl AsyncGroup {
                 }
                 Step::Done { attempt, reuse } => {
                     if reuse {
-                        let mut idle = self.idle.lock();
-                        if idle.len() < MAX_IDLE {
-                            idle.push(conn);
-                        }
+                        self.idle.give_back(conn);
                     }
                     return attempt;
                 }

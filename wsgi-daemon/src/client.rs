@@ -28,7 +28,7 @@ use crate::protocol::{
 };
 
 /// Idle connections kept per group.
-pub(crate) const MAX_IDLE: usize = 64;
+const MAX_IDLE: usize = 64;
 
 /// Response chunks of at least this size go to the sink as read ([`ResponseSink::write_owned`]).
 pub(crate) const OWNED_CHUNK: usize = 16 * 1024;
@@ -197,11 +197,45 @@ impl<'a> RequestRef<'a> {
     }
 }
 
+/// A group's idle connections, most recently used on top; at most [`MAX_IDLE`] are kept.
+pub(crate) struct Idle<C>(Mutex<Vec<C>>);
+
+impl<C> Default for Idle<C> {
+    fn default() -> Self {
+        Idle(Mutex::new(Vec::new()))
+    }
+}
+
+impl<C> Idle<C> {
+    /// The connection used last, when `retries` lets the attempt take a pooled one.
+    pub(crate) fn take(&self, retries: &Retries<'_>) -> Option<C> {
+        if retries.may_reuse() {
+            self.0.lock().pop()
+        } else {
+            None
+        }
+    }
+
+    /// Keeps `conn` for the next request, unless the pool is full.
+    pub(crate) fn give_back(&self, conn: C) {
+        let mut idle = self.0.lock();
+        if idle.len() < MAX_IDLE {
+            idle.push(conn);
+        }
+    }
+
+    /// The idle connections, for tests.
+    #[cfg(test)]
+    pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, Vec<C>> {
+        self.0.lock()
+    }
+}
+
 struct GroupClient {
     endpoint: Endpoint,
     /// Idle connections, each with the read timeout set on it when known (set again only
     /// when it changes: a system call).
-    idle: Mutex<Vec<(UnixStream, Option<Option<Duration>>)>>,
+    idle: Idle<(UnixStream, Option<Option<Duration>>)>,
 }
 
 /// Sends requests to daemon process groups. Cheap to share between threads.
@@ -228,7 +262,7 @@ impl DaemonClient {
                         e.group.clone(),
                         GroupClient {
                             endpoint: e,
-                            idle: Mutex::new(Vec::new()),
+                            idle: Idle::default(),
                         },
                     )
                 })
@@ -297,12 +331,7 @@ impl DaemonClient {
     ) -> Result<Outcome, DispatchError> {
         let mut retries = Retries::new(&g.endpoint);
         loop {
-            let pooled = if retries.may_reuse() {
-                g.idle.lock().pop()
-            } else {
-                None
-            };
-            let conn = match pooled {
+            let conn = match g.idle.take(&retries) {
                 Some(pooled) => pooled,
                 None => (g.connect()?, None),
             };
@@ -709,10 +738,7 @@ impl GroupClient {
 
     /// Keeps `conn`, whose read timeout is `timeout` when known, for the next request.
     fn give_back(&self, conn: UnixStream, timeout: Option<Option<Duration>>) {
-        let mut idle = self.idle.lock();
-        if idle.len() < MAX_IDLE {
-            idle.push((conn, timeout));
-        }
+        self.idle.give_back((conn, timeout));
     }
 
     /// Runs the request on `conn`, whose read timeout is `read_timeout` when known.
