@@ -22,7 +22,7 @@ use crate::client::{
     Attempt, DispatchError, Endpoint, Exchange, Idle, Retries, Step, body_frame, inline_request,
     top_up,
 };
-use crate::fd_passing::{recv_appending, recv_keeping_fds};
+use crate::fd_passing::{recv_appending_then, recv_keeping_fds};
 use crate::protocol::{self, CHUNK, HEADER_LEN, ProtocolError, READ_AHEAD, RequestRef};
 
 /// A request body the async client can read. Its [`RequestBody::read`] is called only while
@@ -299,10 +299,10 @@ async fn read_with<T>(
 
 /// Frames read from a daemon connection without blocking: the async counterpart of the
 /// blocking client's `FrameReader<BufReader<FdReader>>`, with the same read-ahead of
-/// [`READ_AHEAD`] bytes and the same rule for descriptors: read-ahead reads keep the ones
-/// that come with their bytes, in order; a payload of the read-ahead's size or more is
-/// received straight into its own buffer, limited to its own length (a descriptor comes only
-/// with a FILE frame's first bytes, never inside a payload).
+/// [`READ_AHEAD`] bytes, keeping the descriptors that come with the bytes, in order. A payload
+/// the read-ahead does not hold whole is received straight into its own buffer, each read
+/// taking the rest of it and then the next frames' first bytes into the read-ahead: one
+/// system call per large frame when the daemon is ahead.
 struct Frames {
     ahead: Box<[u8]>,
     /// The unread bytes of `ahead`: `at..end`.
@@ -353,7 +353,8 @@ impl Frames {
             self.at += len;
             return Ok(Some((kind, &self.ahead[at..at + len])));
         }
-        // More payload than the read-ahead holds: it goes to a buffer of its own.
+        // More payload than the read-ahead holds: it goes to a buffer of its own, and each
+        // read takes the rest of it and then the next frames' first bytes into the read-ahead.
         self.payload.clear();
         self.payload.reserve(len);
         self.payload
@@ -362,18 +363,15 @@ impl Frames {
         let fd = conn.as_raw_fd();
         while self.payload.len() < len {
             let left = len - self.payload.len();
-            let got = if left >= READ_AHEAD {
-                read_with(conn, limit, || recv_appending(fd, &mut self.payload, left)).await?
-            } else {
-                (self.at, self.end) = (0, 0);
-                let got = self.fill(conn, limit).await?;
-                self.at = got.min(left);
-                self.payload.extend_from_slice(&self.ahead[..self.at]);
-                got
-            };
-            if got == 0 {
+            let (payload, ahead, fds) = (&mut self.payload, &mut self.ahead[..], &mut self.fds);
+            let (appended, beyond) = read_with(conn, limit, || {
+                recv_appending_then(fd, payload, left, ahead, fds)
+            })
+            .await?;
+            if appended == 0 {
                 return Err(ProtocolError::Truncated);
             }
+            self.end = beyond;
         }
         Ok(Some((kind, &self.payload)))
     }
