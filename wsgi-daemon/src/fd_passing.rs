@@ -108,6 +108,7 @@ pub(crate) fn recv_keeping_fds(
 /// frame's payload and the next frames' first bytes in one system call. Descriptors that
 /// arrive with the bytes are kept, in order, at the back of `fds`. Returns how many bytes
 /// went to `buf` and how many to `then`.
+#[cfg(feature = "tokio")]
 pub(crate) fn recv_appending_then(
     fd: RawFd,
     buf: &mut Vec<u8>,
@@ -221,6 +222,7 @@ mod tests {
     use std::os::unix::fs::FileExt;
 
     #[test]
+    #[cfg(feature = "tokio")]
     fn one_receive_ends_a_payload_and_reads_on_with_the_descriptor() {
         let (a, b) = UnixStream::pair().unwrap();
         let mut file = tempfile::tempfile().unwrap();
