@@ -167,7 +167,7 @@ fn source_of<'a>(
         context,
         stamps: Stamps {
             request_start_us: u64::try_from(info.request_time_us).unwrap_or(0),
-            server_pid: std::process::id(),
+            server_pid: wsgi_interp::process_id(),
             ..Stamps::default()
         },
     }

@@ -20,6 +20,8 @@ use std::mem::{MaybeUninit, offset_of};
 use std::os::fd::RawFd;
 use std::ptr::NonNull;
 
+use wsgi_config::route::Found;
+
 /// Exports an `extern "C"` function whose body runs under [`guard`]:
 ///
 /// ```text
@@ -206,8 +208,14 @@ struct RawRequest {
     path_info: *const c_char,
     filename: *const c_char,
     exec_cgi: c_int,
+    filetype: c_int,
     alias_uri: *const c_char,
 }
+
+/// `apr_filetype_e`'s `APR_NOFILE`: no file found at the path, or none looked for.
+const APR_NOFILE: c_int = 0;
+/// `apr_filetype_e`'s `APR_DIR`: a folder.
+const APR_DIR: c_int = 2;
 
 // The same numbers as `src/shim.c`'s `_Static_assert`s on `struct wsgi_rs_request` (LP64).
 const _: () = {
@@ -241,6 +249,7 @@ const _: () = {
     assert!(offset_of!(RawRequest, path_info) == 208);
     assert!(offset_of!(RawRequest, filename) == 216);
     assert!(offset_of!(RawRequest, exec_cgi) == 224);
+    assert!(offset_of!(RawRequest, filetype) == 228);
     assert!(offset_of!(RawRequest, alias_uri) == 232);
     assert!(size_of::<RawRequest>() == 240);
 };
@@ -336,6 +345,9 @@ pub(crate) struct RequestInfo {
     pub(crate) filename: Vec<u8>,
     /// Whether `Options ExecCGI` is on where `r->filename` is.
     pub(crate) exec_cgi: bool,
+    /// What Apache's directory walk found at `r->filename` (`r->finfo.filetype`), which
+    /// mod_wsgi's handler reads instead of looking again.
+    pub(crate) found: Found,
     /// The URI (`r->uri` then) that `translate_name` mapped with a `WSGIScriptAlias`, when it
     /// did (MultiViews may have changed `r->uri` since).
     pub(crate) alias_uri: Option<Vec<u8>>,
@@ -412,6 +424,11 @@ impl Request<'_> {
                 path_info: bytes(raw.path_info),
                 filename: bytes(raw.filename),
                 exec_cgi: raw.exec_cgi != 0,
+                found: match raw.filetype {
+                    APR_NOFILE => Found::Unknown,
+                    APR_DIR => Found::Folder,
+                    _ => Found::File,
+                },
                 alias_uri: (!raw.alias_uri.is_null()).then(|| bytes(raw.alias_uri)),
             }
         }

@@ -271,7 +271,7 @@ fn handle(r: &Request<'_>, config: &Config, info: &RequestInfo) -> c_int {
     let file = Path::new(OsStr::from_bytes(&info.filename));
     // Apache gives the request its environment itself.
     let uri = (&info.uri[..], &info.path_info[..]);
-    match config.wsgi_script_route(&who, via, file, uri, Vec::new()) {
+    match config.wsgi_script_route(&who, via, (file, info.found), uri, Vec::new()) {
         Ok(route) => serve(r, info, config, route),
         Err(why) => {
             r.log(APLOG_ERR, &why.to_string());

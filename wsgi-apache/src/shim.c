@@ -463,6 +463,7 @@ struct wsgi_rs_request {
     const char *path_info;
     const char *filename;
     int exec_cgi;              /* Options ExecCGI is on where r->filename is */
+    int filetype;              /* r->finfo.filetype: what the directory walk found there */
     const char *alias_uri;     /* r->uri when translate_name claimed it for a WSGIScriptAlias */
 };
 
@@ -501,6 +502,7 @@ WSGI_RS_REQUEST_AT(uri, 200);
 WSGI_RS_REQUEST_AT(path_info, 208);
 WSGI_RS_REQUEST_AT(filename, 216);
 WSGI_RS_REQUEST_AT(exec_cgi, 224);
+WSGI_RS_REQUEST_AT(filetype, 228);
 WSGI_RS_REQUEST_AT(alias_uri, 232);
 _Static_assert(sizeof(struct wsgi_rs_request) == 240, "wsgi_rs_request size");
 #undef WSGI_RS_REQUEST_AT
@@ -548,6 +550,7 @@ void wsgi_rs_request_info(request_rec *r, struct wsgi_rs_request *out)
     out->path_info = r->path_info;
     out->filename = r->filename;
     out->exec_cgi = (ap_allow_options(r) & OPT_EXECCGI) != 0;
+    out->filetype = (int)r->finfo.filetype;
     out->alias_uri = apr_table_get(r->notes, WSGI_RS_ALIAS_NOTE);
 }
 

@@ -179,12 +179,14 @@ DocumentRoot {d}/docs
         "/files/page.py",
         "/y",
     );
-    // ExecCGI off: 403, even for a missing file; a missing script where it is on: 404.
+    // ExecCGI off: 403, even for a missing file; a missing script where it is on: 404; a
+    // folder the handler is asked to run: 403 (what Apache's directory walk found there).
     for (path, status) in [
         ("/n/app.wsgi", 403),
         ("/n/missing.wsgi", 403),
         ("/s/missing.wsgi", 404),
         ("/loc/missing.py", 404),
+        ("/loc/", 403),
     ] {
         let (o, ob) = get(&ours, path);
         let (t, _) = get(&theirs, path);

@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 
 use crate::model::{AliasOptions, Config, HandlerScript, WsgiSettings};
 use crate::route::{
-    AliasTarget, Placement, Requester, Route, RouteError, RouteHandler, RouteRequest, ScriptVia,
-    alias_folder, confined_script, latin1,
+    AliasTarget, Found, Placement, Requester, Route, RouteError, RouteHandler, RouteRequest,
+    ScriptVia, alias_folder, confined_script, latin1,
 };
 
 /// mod_wsgi's handler name: the file is a WSGI script.
@@ -284,7 +284,7 @@ impl Config {
                 let via = ScriptVia::Handler {
                     exec_cgi: settings.exec_cgi == Some(true),
                 };
-                self.wsgi_script_route(who, via, &file, (uri, &rest), env.clone())
+                self.wsgi_script_route(who, via, (&file, Found::Unknown), (uri, &rest), env.clone())
             }
         });
         AliasTarget::Script {
@@ -308,7 +308,7 @@ impl Config {
         &self,
         who: &Requester<'_>,
         via: ScriptVia<'_>,
-        file: &Path,
+        (file, found): (&Path, Found),
         (uri, path_info): (&[u8], &[u8]),
         env: Vec<(String, String)>,
     ) -> Result<Route, RouteError> {
@@ -316,9 +316,12 @@ impl Config {
         let default_options = AliasOptions::default();
         let options = match via {
             ScriptVia::Handler { exec_cgi: false } => return Err(exec_cgi_off(file)),
-            ScriptVia::Handler { exec_cgi: true } => &default_options,
+            ScriptVia::Handler { exec_cgi: true } => {
+                stat_script(file, found)?;
+                &default_options
+            }
             ScriptVia::Alias(alias) => {
-                stat_script(file)?;
+                stat_script(file, found)?;
                 if let Some(base) = alias_folder(alias) {
                     confined_script(&base, file)?;
                 }
@@ -328,9 +331,9 @@ impl Config {
         self.run_script_file(who, file, (uri, path_info), settings, env, options)
     }
 
-    /// The route of the WSGI script `file`, or why mod_wsgi refuses it ([`stat_script`]).
-    /// `SCRIPT_NAME` is the URI up to where `PATH_INFO` starts; the groups are those
-    /// `options`, else `settings`, name.
+    /// The route of the WSGI script `file`, found runnable ([`stat_script`]). `SCRIPT_NAME`
+    /// is the URI up to where `PATH_INFO` starts; the groups are those `options`, else
+    /// `settings`, name.
     fn run_script_file(
         &self,
         who: &Requester<'_>,
@@ -340,7 +343,6 @@ impl Config {
         env: Vec<(String, String)>,
         options: &AliasOptions,
     ) -> Result<Route, RouteError> {
-        stat_script(file)?;
         let (script_name, path_info) = split_path_info(uri, path_info);
         self.place(
             who,
@@ -358,22 +360,35 @@ impl Config {
 }
 
 /// Whether the WSGI script `file` can run, as mod_wsgi's handler checks it: 404 for a missing
-/// file, 403 for a folder or one that cannot be read.
-fn stat_script(file: &Path) -> Result<(), RouteError> {
-    match std::fs::metadata(file) {
-        Ok(meta) if meta.is_dir() => Err(RouteError::Forbidden(format!(
+/// file, 403 for a folder or one that cannot be read. What a directory walk `found` there is
+/// taken as it is; [`Found::Unknown`] `stat`s the path.
+fn stat_script(file: &Path, found: Found) -> Result<(), RouteError> {
+    let is_dir = match found {
+        Found::File => false,
+        Found::Folder => true,
+        Found::Unknown => match std::fs::metadata(file) {
+            Ok(meta) => meta.is_dir(),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(RouteError::Forbidden(format!(
+                    "{} cannot be read: {e}",
+                    file.display()
+                )));
+            }
+            Err(_) => {
+                return Err(RouteError::NotFound(format!(
+                    "target WSGI script not found or unable to stat: {}",
+                    file.display()
+                )));
+            }
+        },
+    };
+    if is_dir {
+        return Err(RouteError::Forbidden(format!(
             "attempt to invoke directory as WSGI application: {}",
             file.display()
-        ))),
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(RouteError::Forbidden(
-            format!("{} cannot be read: {e}", file.display()),
-        )),
-        Err(_) => Err(RouteError::NotFound(format!(
-            "target WSGI script not found or unable to stat: {}",
-            file.display()
-        ))),
+        )));
     }
+    Ok(())
 }
 
 /// mod_wsgi's refusal of a `wsgi-script` file where `Options ExecCGI` is off.
@@ -676,7 +691,7 @@ mod tests {
             config.wsgi_script_route(
                 &who,
                 via,
-                &root.join(file),
+                (&root.join(file), Found::Unknown),
                 (uri.as_bytes(), path_info.as_bytes()),
                 Vec::new(),
             )
@@ -726,6 +741,22 @@ mod tests {
         );
         assert_eq!(r.application_group, "example.com:8080|/x/other.py");
         assert_eq!(r.process_group, crate::route::ProcessGroup::Embedded);
+        // What Apache's directory walk found is taken as it is, as mod_wsgi's handler takes
+        // `r->finfo`: no second look at the path.
+        let found = |via: ScriptVia<'_>, file: &str, found: Found| {
+            status(config.wsgi_script_route(
+                &who,
+                via,
+                (&root.join(file), found),
+                (b"/x", b""),
+                Vec::new(),
+            ))
+        };
+        assert_eq!(found(on, "other.py", Found::Folder), 403);
+        assert_eq!(found(on, "vanished.py", Found::File), 200);
+        assert_eq!(found(alias, "scripts/app1.wsgi", Found::Folder), 403);
+        assert_eq!(found(off, "other.py", Found::File), 403, "ExecCGI first");
+        assert_eq!(found(on, "missing.py", Found::Unknown), 404);
     }
 
     #[test]

@@ -219,6 +219,20 @@ pub enum ScriptVia<'c> {
     },
 }
 
+/// What a directory walk already found at a WSGI script's path, so that routing does not
+/// `stat` it again: the Apache module passes the type of Apache's `r->finfo`, as mod_wsgi's
+/// handler reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// Not looked at yet, or nothing found: routing `stat`s the path (404 when there is
+    /// nothing there).
+    Unknown,
+    /// A folder: 403.
+    Folder,
+    /// Something else there (a file): it may run.
+    File,
+}
+
 /// Why a request cannot be served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {

@@ -33,6 +33,7 @@
 pub mod embedded;
 mod environ;
 mod ffi;
+mod forks;
 pub mod hook_scripts;
 mod metrics;
 mod response;
@@ -43,6 +44,7 @@ mod wsgi;
 
 pub use environ::{MOD_WSGI_VERSION, SERVE_APACHE_VERSION, format_request_id, set_apache_version};
 pub use ffi::shared::SharedChunk;
+pub use forks::process_id;
 pub use runtime::{
     Attached, DEFAULT_DRAIN, DEFAULT_THREAD_JOIN, InterpreterHandle, Runtime, ShutdownReport,
 };

@@ -21,8 +21,6 @@
 use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Once;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use inotify::{EventMask, Inotify, WatchMask};
@@ -38,10 +36,12 @@ pub(crate) fn modified(path: &Path) -> io::Result<SystemTime> {
     /// The process's watch, or the fork count at which making one failed (no inotify
     /// instance left for this user, say): not tried again until the next fork.
     static WATCH: Mutex<Option<Result<Watch, u64>>> = Mutex::new(None);
+    let Some(forks) = crate::forks::forks() else {
+        return stat(path);
+    };
     let Some(mut slot) = WATCH.try_lock() else {
         return stat(path);
     };
-    let forks = FORKS.load(Ordering::Relaxed);
     if !tried_since_fork(slot.as_ref(), forks) {
         *slot = Some(Watch::new().map_err(|_| forks));
     }
@@ -51,22 +51,15 @@ pub(crate) fn modified(path: &Path) -> io::Result<SystemTime> {
     }
 }
 
-/// Whether `slot` holds this process's own attempt at a watch, `forks` being [`FORKS`] now:
-/// a watch made before the last fork shares its queue with the parent, and a failure before
-/// it may not happen again.
+/// Whether `slot` holds this process's own attempt at a watch, `forks` being
+/// [`crate::forks::forks`] now: a watch made before the last fork shares its queue with the
+/// parent, and a failure before it may not happen again.
 fn tried_since_fork(slot: Option<&Result<Watch, u64>>, forks: u64) -> bool {
     match slot {
         Some(Ok(watch)) => watch.forks == forks,
         Some(Err(failed_at)) => *failed_at == forks,
         None => false,
     }
-}
-
-/// Forks of this process so far (counted in the child by a `pthread_atfork` handler).
-static FORKS: AtomicU64 = AtomicU64::new(0);
-
-extern "C" fn forked() {
-    FORKS.fetch_add(1, Ordering::Relaxed);
 }
 
 /// What inotify reports on a watched directory or file: everything that can change what
@@ -128,7 +121,7 @@ pub(crate) struct Watch {
     known: FxHashMap<PathBuf, Known>,
     /// Room for events read from the queue.
     buffer: Box<[u8]>,
-    /// [`FORKS`] when this watch was made.
+    /// [`crate::forks::forks`] when this watch was made.
     forks: u64,
     /// `stat` calls made (for tests).
     stats: u64,
@@ -137,21 +130,12 @@ pub(crate) struct Watch {
 impl Watch {
     /// A watch with nothing kept yet.
     pub(crate) fn new() -> io::Result<Watch> {
-        static HANDLER: Once = Once::new();
-        HANDLER.call_once(|| {
-            // SAFETY: `forked` only increments an atomic, which is safe in a child between
-            // `fork` and `exec`; pthread_atfork merely records the function.
-            let rc = unsafe { libc::pthread_atfork(None, None, Some(forked)) };
-            if rc != 0 {
-                tracing::warn!("pthread_atfork failed ({rc}): scripts are stat'ed per request");
-            }
-        });
         Ok(Watch {
             inotify: Inotify::init()?,
             entries: FxHashMap::default(),
             known: FxHashMap::default(),
             buffer: vec![0; 4096].into_boxed_slice(),
-            forks: FORKS.load(Ordering::Relaxed),
+            forks: crate::forks::forks().unwrap_or(0),
             stats: 0,
         })
     }

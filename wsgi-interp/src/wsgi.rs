@@ -65,7 +65,7 @@ pub struct Stamps {
 impl Stamps {
     /// Stamps for a request read now by this process, with a new request id.
     pub fn now() -> Stamps {
-        Stamps::now_in(std::process::id())
+        Stamps::now_in(crate::forks::process_id())
     }
 
     /// [`Stamps::now`] for a request read by the process `pid` (a front that knows its pid
