@@ -622,23 +622,37 @@ static apr_status_t wsgi_rs_close_fd(void *data)
     return apr_file_close((apr_file_t *)data);
 }
 
-/* len bytes of the file `fd` from `offset`, through Apache's sendfile path. The descriptor is
- * duplicated: Apache may send the file bucket after the handler has returned. */
+/* len bytes of the file `fd` from `offset`, sent as Apache sends a static file: with
+ * sendfile where `EnableSendfile On` says so, else from memory (mmap unless `EnableMMAP Off`),
+ * as the default handler does. The descriptor is duplicated: Apache may send the file bucket
+ * after the handler has returned. */
 int wsgi_rs_sendfile(request_rec *r, int fd, apr_off_t offset, apr_size_t len)
 {
+    core_dir_config *d = ap_get_core_module_config(r->per_dir_config);
+    apr_int32_t flags = APR_FOPEN_READ;
     apr_file_t *file = NULL;
-    apr_size_t sent = 0;
+    apr_bucket_brigade *bb;
+    apr_bucket *e;
     int copy = dup(fd);
     if (copy < 0) {
         return -1;
     }
-    if (apr_os_file_put(&file, &copy, APR_FOPEN_READ | APR_FOPEN_SENDFILE_ENABLED, r->pool)
-        != APR_SUCCESS) {
+    if (d->enable_sendfile == ENABLE_SENDFILE_ON) {
+        flags |= APR_FOPEN_SENDFILE_ENABLED;
+    }
+    if (apr_os_file_put(&file, &copy, flags, r->pool) != APR_SUCCESS) {
         close(copy);
         return -1;
     }
     apr_pool_cleanup_register(r->pool, file, wsgi_rs_close_fd, apr_pool_cleanup_null);
-    if (ap_send_fd(file, r, offset, len, &sent) != APR_SUCCESS || r->connection->aborted) {
+    bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    e = apr_brigade_insert_file(bb, file, offset, len, r->pool);
+#if APR_HAS_MMAP
+    if (d->enable_mmap == ENABLE_MMAP_OFF) {
+        (void)apr_bucket_file_enable_mmap(e, 0);
+    }
+#endif
+    if (ap_pass_brigade(r->output_filters, bb) != APR_SUCCESS || r->connection->aborted) {
         return -1;
     }
     return 0;

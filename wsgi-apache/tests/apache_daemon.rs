@@ -147,29 +147,40 @@ fn a_crashed_daemon_costs_its_request_only() {
 }
 
 /// A `wsgi.file_wrapper` file reaches the Apache child as a descriptor from the daemon
-/// process, and Apache sends it from the file.
+/// process, and Apache sends it from the file as it sends a static file: from memory by
+/// default, with sendfile under `EnableSendfile On`, read into buffers under `EnableMMAP Off`.
 #[test]
 fn a_file_wrapper_file_goes_out_through_the_apache_child() {
     let dir = scratch_world_readable("wsgi-apache-daemon-");
-    let root = dir.path().join("server");
-    std::fs::create_dir(&root).unwrap();
     let content: Vec<u8> = (0..500_000u32).map(|i| (i % 251) as u8).collect();
     let file = dir.path().join("data.bin");
     std::fs::write(&file, &content).unwrap();
-    let apache = Apache::start(&root, &site(dir.path(), "threads=2"));
-    let (status, head, body) = apache.get(&format!("/file?{}", file.display()));
-    assert_eq!(status, 200, "{head}");
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(&body).expect("a complete chunked body")
-    } else {
-        body
-    };
-    assert!(body == content[10..], "body differs ({} bytes)", body.len());
-    // The child's connection to the daemon process goes on serving.
-    assert_eq!(apache.get("/x").0, 200);
+    for (name, how) in [
+        ("default", ""),
+        ("sendfile", "EnableSendfile On\n"),
+        ("no-mmap", "EnableMMAP Off\n"),
+    ] {
+        let root = dir.path().join(name);
+        std::fs::create_dir(&root).unwrap();
+        let apache = Apache::start(&root, &format!("{how}{}", site(dir.path(), "threads=2")));
+        let (status, head, body) = apache.get(&format!("/file?{}", file.display()));
+        assert_eq!(status, 200, "{name}: {head}");
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(&body).expect("a complete chunked body")
+        } else {
+            body
+        };
+        assert!(
+            body == content[10..],
+            "{name}: body differs ({} bytes)",
+            body.len()
+        );
+        // The child's connection to the daemon process goes on serving.
+        assert_eq!(apache.get("/x").0, 200, "{name}");
+    }
 }
 
 /// What the app's `/echo` answers for a body: its length and its bytes' sum modulo 65521.
