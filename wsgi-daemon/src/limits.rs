@@ -39,7 +39,17 @@ pub const SCHED_BATCH_VAR: &str = "WSGI_RS_SCHED_BATCH";
 ///
 /// `WSGI_RS_SCHED_BATCH=0` in the daemon's environment leaves the default policy.
 pub fn batch_scheduling(group: &str) {
-    if std::env::var_os(SCHED_BATCH_VAR).is_some_and(|v| v == "0") {
+    static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let wanted = *WANTED.get_or_init(|| {
+        batch_wanted(std::env::var_os(SCHED_BATCH_VAR).as_deref()).unwrap_or_else(|value| {
+            tracing::warn!(
+                "{SCHED_BATCH_VAR}={value:?} is neither 0 nor 1 (nor off/on, no/yes, \
+                 false/true): worker threads are SCHED_BATCH, as by default"
+            );
+            true
+        })
+    });
+    if !wanted {
         return;
     }
     let param = nix::libc::sched_param { sched_priority: 0 };
@@ -52,6 +62,20 @@ pub fn batch_scheduling(group: &str) {
             "cannot make a worker thread SCHED_BATCH: {}; it keeps the default policy",
             std::io::Error::last_os_error()
         );
+    }
+}
+
+/// Whether [`SCHED_BATCH_VAR`]'s value asks for batch workers: unset or empty, `1`, `on`,
+/// `yes`, `true` do, `0`, `off`, `no`, `false` do not (any case); anything else is returned.
+fn batch_wanted(value: Option<&std::ffi::OsStr>) -> Result<bool, String> {
+    let Some(value) = value else {
+        return Ok(true);
+    };
+    let text = value.to_string_lossy();
+    match text.trim().to_ascii_lowercase().as_str() {
+        "" | "1" | "on" | "yes" | "true" => Ok(true),
+        "0" | "off" | "no" | "false" => Ok(false),
+        _ => Err(text.into_owned()),
     }
 }
 
@@ -126,5 +150,19 @@ mod tests {
         });
         assert_eq!(worker.join().unwrap(), nix::libc::SCHED_BATCH as u32);
         assert_eq!(policy(), before, "only the calling thread");
+    }
+
+    #[test]
+    fn the_batch_switch_reads_the_usual_spellings_and_names_others() {
+        use std::ffi::OsStr;
+        let wanted = |v: &str| batch_wanted(Some(OsStr::new(v)));
+        assert_eq!(batch_wanted(None), Ok(true));
+        for on in ["", "1", "on", "Yes", "TRUE"] {
+            assert_eq!(wanted(on), Ok(true), "{on:?}");
+        }
+        for off in ["0", "off", "No", "false", " 0 "] {
+            assert_eq!(wanted(off), Ok(false), "{off:?}");
+        }
+        assert_eq!(wanted("maybe"), Err("maybe".to_owned()));
     }
 }
