@@ -5,13 +5,12 @@
 //! I/O thread directly instead of a thread of its own that then hands each part over.
 //!
 //! What each frame means is decided by the same code as the blocking client's
-//! (`client::Exchange`); only the I/O differs. Reads go through `Frames`, the non-blocking
-//! counterpart of the blocking client's buffered reader, which keeps the file descriptors a
-//! FILE frame brings.
+//! (`client::Exchange`), and frames are parsed out of the same read-ahead (`frames::Frames`,
+//! which keeps the file descriptors a FILE frame brings); only the waiting differs.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io::{self, IoSlice};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use tokio::io::Interest;
@@ -22,8 +21,8 @@ use crate::client::{
     Attempt, DispatchError, Endpoint, Exchange, Idle, Retries, Step, body_frame, inline_request,
     top_up,
 };
-use crate::fd_passing::{recv_appending_then, recv_keeping_fds};
-use crate::protocol::{self, CHUNK, HEADER_LEN, ProtocolError, READ_AHEAD, RequestRef};
+use crate::frames::{Frames, Parsed, retrying_interrupts};
+use crate::protocol::{self, CHUNK, ProtocolError, RequestRef};
 
 /// A request body the async client can read. Its [`RequestBody::read`] is called only while
 /// [`RequestBody::held`] says bytes are held, so that it never blocks; the wait for more is
@@ -216,15 +215,10 @@ impl AsyncGroup {
                         return Attempt::Done(Ok(Outcome::ClientGone { error }));
                     }
                 }
-                Step::Data(p) => {
-                    // A chunk too large for the read-ahead came in a buffer of its own, handed
-                    // over as read; a smaller one is copied out.
-                    let chunk = if p.len() > READ_AHEAD - HEADER_LEN {
-                        conn.frames.take_payload()
-                    } else {
-                        p.to_vec()
-                    };
-                    if let Err(error) = sink.send_chunk(chunk).await {
+                Step::Data(_) => {
+                    // A chunk the read-ahead did not hold whole came in a buffer of its own,
+                    // handed over as read; a smaller one is copied out.
+                    if let Err(error) = sink.send_chunk(conn.frames.take_payload()).await {
                         return Attempt::Done(Ok(Outcome::ClientGone { error }));
                     }
                 }
@@ -271,16 +265,6 @@ async fn write_all(conn: &UnixStream, mut parts: &mut [IoSlice<'_>]) -> io::Resu
     Ok(())
 }
 
-/// `op` again while it is interrupted by a signal.
-fn retrying_interrupts<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
-    loop {
-        match op() {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            other => return other,
-        }
-    }
-}
-
 /// Waits until `conn` is readable and reads with `read` (a non-blocking system call on it),
 /// for at most `limit`: then `TimedOut`.
 async fn read_with<T>(
@@ -297,105 +281,33 @@ async fn read_with<T>(
     }
 }
 
-/// Frames read from a daemon connection without blocking: the async counterpart of the
-/// blocking client's `FrameReader<BufReader<FdReader>>`, with the same read-ahead of
-/// [`READ_AHEAD`] bytes, keeping the descriptors that come with the bytes, in order. A payload
-/// the read-ahead does not hold whole is received straight into its own buffer, each read
-/// taking the rest of it and then the next frames' first bytes into the read-ahead: one
-/// system call per large frame when the daemon is ahead.
-struct Frames {
-    ahead: Box<[u8]>,
-    /// The unread bytes of `ahead`: `at..end`.
-    at: usize,
-    end: usize,
-    /// The payload of the frame just read, when larger than the read-ahead held of it.
-    payload: Vec<u8>,
-    /// Descriptors received and not taken yet.
-    fds: VecDeque<OwnedFd>,
-}
-
 impl Frames {
-    fn new() -> Frames {
-        Frames {
-            ahead: vec![0u8; READ_AHEAD].into_boxed_slice(),
-            at: 0,
-            end: 0,
-            payload: Vec::new(),
-            fds: VecDeque::new(),
-        }
-    }
-
-    /// The next frame's kind and payload; `Ok(None)` when the stream ends cleanly between
-    /// frames. Each read waits at most `limit`.
+    /// The next frame of `conn`, each receive waiting at most `limit` for its bytes;
+    /// `Ok(None)` when the stream ends cleanly between frames.
     async fn next(
         &mut self,
         conn: &UnixStream,
         limit: Option<Duration>,
     ) -> Result<Option<(u8, &[u8])>, ProtocolError> {
-        while self.end - self.at < HEADER_LEN {
-            self.ahead.copy_within(self.at..self.end, 0);
-            self.end -= self.at;
-            self.at = 0;
-            if self.fill(conn, limit).await? == 0 {
-                return match self.end {
-                    0 => Ok(None),
-                    _ => Err(ProtocolError::Truncated),
-                };
+        let fd = conn.as_raw_fd();
+        loop {
+            match self.parse()? {
+                Parsed::Frame(kind) => return Ok(Some((kind, self.payload()))),
+                Parsed::End => return Ok(None),
+                Parsed::More => {
+                    read_with(conn, limit, || self.receive(fd)).await?;
+                }
             }
         }
-        let header = self.ahead[self.at..self.at + HEADER_LEN]
-            .try_into()
-            .expect("a header's length");
-        let (kind, len) = protocol::parse_header(&header)?;
-        self.at += HEADER_LEN;
-        if len <= self.end - self.at {
-            let at = self.at;
-            self.at += len;
-            return Ok(Some((kind, &self.ahead[at..at + len])));
-        }
-        // More payload than the read-ahead holds: it goes to a buffer of its own, and each
-        // read takes the rest of it and then the next frames' first bytes into the read-ahead.
-        self.payload.clear();
-        self.payload.reserve(len);
-        self.payload
-            .extend_from_slice(&self.ahead[self.at..self.end]);
-        (self.at, self.end) = (0, 0);
-        let fd = conn.as_raw_fd();
-        while self.payload.len() < len {
-            let left = len - self.payload.len();
-            let (payload, ahead, fds) = (&mut self.payload, &mut self.ahead[..], &mut self.fds);
-            let (appended, beyond) = read_with(conn, limit, || {
-                recv_appending_then(fd, payload, left, ahead, fds)
-            })
-            .await?;
-            if appended == 0 {
-                return Err(ProtocolError::Truncated);
-            }
-            self.end = beyond;
-        }
-        Ok(Some((kind, &self.payload)))
-    }
-
-    /// Reads into the read-ahead's free room: the bytes read (0 at the end of the stream).
-    async fn fill(&mut self, conn: &UnixStream, limit: Option<Duration>) -> io::Result<usize> {
-        let fd = conn.as_raw_fd();
-        let (room, fds) = (&mut self.ahead[self.end..], &mut self.fds);
-        let got = read_with(conn, limit, || recv_keeping_fds(fd, room, fds)).await?;
-        self.end += got;
-        Ok(got)
-    }
-
-    /// The payload of the frame just read, when it came in a buffer of its own (always so for
-    /// one larger than the read-ahead less a header), to keep.
-    fn take_payload(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.payload)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{End, FrameReader, encode_end, encode_start, kind, write_raw};
+    use crate::protocol::{
+        End, FrameReader, HEADER_LEN, READ_AHEAD, encode_end, encode_start, kind, write_raw,
+    };
     use std::io::{BufReader, Write};
     use std::os::unix::net::{UnixListener, UnixStream as StdStream};
     use wsgi_interp::{AppCall, RequestHead, ScriptSpec};

@@ -12,7 +12,7 @@
 //! times, as mod_wsgi does.
 
 use std::collections::HashMap;
-use std::io::{self, BufReader, IoSlice};
+use std::io::{self, IoSlice};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -22,9 +22,9 @@ use parking_lot::Mutex;
 use wsgi_config::daemon_options::DaemonOptions;
 use wsgi_interp::{AppCall, AppError, Outcome, RequestBody, RequestHead, ResponseSink};
 
-use crate::fd_passing::FdReader;
+use crate::frames::Frames;
 use crate::protocol::{
-    self, CHUNK, DaemonRequest, End, FrameReader, ProtocolError, RejectReason, RequestRef, kind,
+    self, CHUNK, DaemonRequest, End, ProtocolError, RejectReason, RequestRef, kind,
 };
 
 /// Idle connections kept per group.
@@ -233,9 +233,15 @@ impl<C> Idle<C> {
 
 struct GroupClient {
     endpoint: Endpoint,
-    /// Idle connections, each with the read timeout set on it when known (set again only
-    /// when it changes: a system call).
-    idle: Idle<(UnixStream, Option<Option<Duration>>)>,
+    idle: Idle<Conn>,
+}
+
+/// A connection to a daemon process, with its read-ahead and the read timeout set on it when
+/// known (set again only when it changes: a system call); kept so in the pool.
+struct Conn {
+    stream: UnixStream,
+    frames: Frames,
+    read_timeout: Option<Option<Duration>>,
 }
 
 /// Sends requests to daemon process groups. Cheap to share between threads.
@@ -333,7 +339,7 @@ impl DaemonClient {
         loop {
             let conn = match g.idle.take(&retries) {
                 Some(pooled) => pooled,
-                None => (g.connect()?, None),
+                None => g.connect()?,
             };
             match g.attempt(conn, frame, body, sink) {
                 Attempt::Done(r) => return r,
@@ -723,44 +729,39 @@ pub(crate) fn body_frame(
 
 impl GroupClient {
     /// Connects, retrying refusals ([`Endpoint::connect_pause`]).
-    fn connect(&self) -> Result<UnixStream, DispatchError> {
+    fn connect(&self) -> Result<Conn, DispatchError> {
         let start = Instant::now();
         loop {
             match UnixStream::connect(&self.endpoint.socket) {
-                Ok(c) => {
-                    self.endpoint.prepare(&c);
-                    return Ok(c);
+                Ok(stream) => {
+                    self.endpoint.prepare(&stream);
+                    return Ok(Conn {
+                        stream,
+                        frames: Frames::new(),
+                        read_timeout: None,
+                    });
                 }
                 Err(e) => std::thread::sleep(self.endpoint.connect_pause(start.elapsed(), e)?),
             }
         }
     }
 
-    /// Keeps `conn`, whose read timeout is `timeout` when known, for the next request.
-    fn give_back(&self, conn: UnixStream, timeout: Option<Option<Duration>>) {
-        self.idle.give_back((conn, timeout));
-    }
-
-    /// Runs the request on `conn`, whose read timeout is `read_timeout` when known.
+    /// Runs the request on `conn`.
     fn attempt(
         &self,
-        (conn, mut read_timeout): (UnixStream, Option<Option<Duration>>),
+        mut conn: Conn,
         frame: &[&[u8]],
         body: &mut dyn RequestBody,
         sink: &mut dyn ResponseSink,
     ) -> Attempt {
         let mut parts: Vec<IoSlice<'_>> = frame.iter().map(|part| IoSlice::new(part)).collect();
-        if protocol::write_all_vectored(&conn, &mut parts).is_err() {
+        if protocol::write_all_vectored(&conn.stream, &mut parts).is_err() {
             // Nothing of the request was taken (its body is not read yet), so another
             // connection may carry it: a pooled one to a process that has since gone, or a
             // fresh one that a process stopping for replacement accepted and closed.
             return Attempt::Retry { rejected: false };
         }
         let mut exchange = Exchange::new(&self.endpoint);
-        let mut reader = FrameReader::new(BufReader::with_capacity(
-            protocol::READ_AHEAD,
-            FdReader::new(&conn),
-        ));
         // The request body's buffer, made at the first BODY_WANTED (most requests have none).
         let mut chunk = Vec::new();
         loop {
@@ -768,11 +769,11 @@ impl GroupClient {
                 Ok(read) => read,
                 Err(attempt) => return attempt,
             };
-            if read_timeout != Some(read.timeout()) {
-                let _ = conn.set_read_timeout(read.timeout());
-                read_timeout = Some(read.timeout());
+            if conn.read_timeout != Some(read.timeout()) {
+                let _ = conn.stream.set_read_timeout(read.timeout());
+                conn.read_timeout = Some(read.timeout());
             }
-            let frame = reader.next_frame_with(crate::fd_passing::append_payload);
+            let frame = conn.frames.next_blocking(&conn.stream);
             match exchange.on_frame(frame, read) {
                 Step::SendBody(want) => {
                     if chunk.is_empty() {
@@ -782,7 +783,7 @@ impl GroupClient {
                     let (kind, payload) = body_frame(got, &chunk);
                     let header = protocol::frame_header(kind, payload.len());
                     let mut parts = [IoSlice::new(&header), IoSlice::new(&payload)];
-                    if let Err(e) = protocol::write_all_vectored(&conn, &mut parts) {
+                    if let Err(e) = protocol::write_all_vectored(&conn.stream, &mut parts) {
                         return exchange.broken(format!("sending the body failed: {e}"));
                     }
                 }
@@ -795,7 +796,7 @@ impl GroupClient {
                     // A large chunk is handed over as read; a small one is copied, so the
                     // reader keeps its buffer.
                     let written = if p.len() >= OWNED_CHUNK {
-                        sink.write_owned(reader.take_payload())
+                        sink.write_owned(conn.frames.take_payload())
                     } else {
                         sink.write(p)
                     };
@@ -804,7 +805,7 @@ impl GroupClient {
                     }
                 }
                 Step::File { offset, len } => {
-                    let Some(fd) = reader.get_mut().get_mut().take_fd() else {
+                    let Some(fd) = conn.frames.fds.pop_front() else {
                         return exchange.missing_fd(len);
                     };
                     if let Err(error) = send_file(sink, std::fs::File::from(fd), offset, len) {
@@ -812,9 +813,8 @@ impl GroupClient {
                     }
                 }
                 Step::Done { attempt, reuse } => {
-                    drop(reader);
                     if reuse {
-                        self.give_back(conn, read_timeout);
+                        self.idle.give_back(conn);
                     }
                     return attempt;
                 }
@@ -890,6 +890,8 @@ fn send_file(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::protocol::FrameReader;
+    use std::io::BufReader;
     use std::io::Write;
     use std::os::unix::net::UnixListener;
     use wsgi_interp::ScriptSpec;
@@ -991,11 +993,14 @@ pub(crate) mod tests {
         for _ in 0..2 {
             assert_eq!(get(&client), 200);
             let idle = client.groups["g"].idle.lock();
-            let [(conn, recorded)] = idle.as_slice() else {
+            let [conn] = idle.as_slice() else {
                 panic!("one pooled connection");
             };
-            assert_eq!(*recorded, Some(Some(Duration::from_secs(5))));
-            assert_eq!(conn.read_timeout().unwrap(), Some(Duration::from_secs(5)));
+            assert_eq!(conn.read_timeout, Some(Some(Duration::from_secs(5))));
+            assert_eq!(
+                conn.stream.read_timeout().unwrap(),
+                Some(Duration::from_secs(5))
+            );
         }
         daemon.join().unwrap();
     }

@@ -21,6 +21,7 @@ pub mod async_client;
 pub mod client;
 pub mod fd_passing;
 pub mod forklog;
+mod frames;
 mod limits;
 pub mod panics;
 pub mod process;
