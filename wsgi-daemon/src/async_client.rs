@@ -306,7 +306,7 @@ impl Frames {
 mod tests {
     use super::*;
     use crate::protocol::{
-        End, FrameReader, HEADER_LEN, READ_AHEAD, encode_end, encode_start, kind, write_raw,
+        End, FrameReader, READ_AHEAD, encode_end, encode_start, kind, write_raw,
     };
     use std::io::{BufReader, Write};
     use std::os::unix::net::{UnixListener, UnixStream as StdStream};
@@ -500,67 +500,34 @@ mod tests {
         );
     }
 
-    /// Frames that arrive in pieces, cut anywhere (inside a header, inside a small payload,
-    /// inside a payload larger than the read-ahead, several frames in one piece), with a
-    /// descriptor beside one of them, come out whole, in order, each with its own bytes.
+    /// Frames that arrive in pieces, cut anywhere, with descriptors beside two of them, come
+    /// out whole and in order through the async reads too (`frames.rs`' test reads them
+    /// blocking), then a clean end.
     #[tokio::test]
     async fn frames_cut_anywhere_come_out_whole() {
         let (a, b) = StdStream::pair().unwrap();
         b.set_nonblocking(true).unwrap();
         let b = UnixStream::from_std(b).unwrap();
-        let big: Vec<u8> = (0..READ_AHEAD as u32 * 2 + 77)
-            .map(|i| (i % 239) as u8)
-            .collect();
-        let mut wire = Vec::new();
-        write_raw(&mut wire, kind::DATA, b"first").unwrap();
-        write_raw(&mut wire, kind::DATA, &[7u8; 300]).unwrap();
-        write_raw(&mut wire, kind::DATA, &big).unwrap();
-        write_raw(&mut wire, kind::DATA, b"").unwrap();
-        write_raw(&mut wire, kind::DATA, &big[..READ_AHEAD - 3]).unwrap();
-        let expected: Vec<Vec<u8>> = vec![
-            b"first".to_vec(),
-            vec![7u8; 300],
-            big.clone(),
-            Vec::new(),
-            big[..READ_AHEAD - 3].to_vec(),
-            b"file frame".to_vec(),
-        ];
-        let writer = std::thread::spawn(move || {
-            // Cuts: inside the first header, inside the second payload, in the big payload's
-            // header, deep inside it, then the rest, then a frame sent with a descriptor.
-            let cuts = [2, 11, 200, HEADER_LEN + 310 + 3, 5000, wire.len()];
-            let mut from = 0;
-            for to in cuts {
-                (&a).write_all(&wire[from..to]).unwrap();
-                from = to;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let file = tempfile::tempfile().unwrap();
-            let mut frame = protocol::frame_header(kind::DATA, 10).to_vec();
-            frame.extend(b"file frame");
-            crate::fd_passing::send_with_fd(&a, &frame, file.as_raw_fd()).unwrap();
-            a
-        });
+        let (expected, writer) = crate::frames::tests::write_cut_frames(a);
         let mut frames = Frames::new();
-        for want in &expected {
+        for (i, (want_kind, want)) in expected.iter().enumerate() {
             let limit = Some(Duration::from_secs(5));
             let (kind, payload) = frames.next(&b, limit).await.unwrap().expect("a frame");
-            assert_eq!(kind, kind::DATA);
+            assert_eq!(kind, *want_kind, "frame {i}");
             assert!(
                 payload == &want[..],
-                "a payload of {} bytes changed",
+                "frame {i}: a payload of {} bytes changed",
                 want.len()
             );
         }
-        assert!(frames.fds.pop_front().is_some(), "the descriptor came");
         drop(tokio::task::spawn_blocking(move || writer.join().unwrap()).await);
+        crate::frames::tests::check_descriptors(&mut frames.fds);
         assert!(
             matches!(frames.next(&b, None).await, Ok(None)),
             "a clean end"
         );
     }
 
-    /// No response headers within request-timeout: 504, without waiting for the daemon.
     #[tokio::test]
     async fn a_silent_daemon_times_out_at_the_request_timeout() {
         let (_dir, listener, mut client) = fake_group();

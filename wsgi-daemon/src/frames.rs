@@ -184,20 +184,20 @@ pub(crate) fn retrying_interrupts<T>(mut op: impl FnMut() -> io::Result<T>) -> i
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::fd_passing::send_with_fd;
     use crate::protocol::{encode_file, kind, write_raw};
     use std::io::Write;
     use std::os::unix::fs::FileExt;
     use std::os::unix::net::UnixStream;
+    use std::thread::JoinHandle;
     use std::time::Duration;
 
-    /// Frames of every size, cut anywhere on the wire, with descriptors beside two of them:
-    /// each comes out whole and in order, the descriptors with their frames, then a clean end.
-    #[test]
-    fn frames_cut_anywhere_come_out_whole_with_their_descriptors() {
-        let (a, b) = UnixStream::pair().unwrap();
+    /// Writes frames of every size on `a` from a thread, cut anywhere on the wire, with
+    /// descriptors beside two FILE frames, then closes it: the frames that must come out, in
+    /// order, and the thread. Each descriptor is of a file that reads `file` at offset 4.
+    pub(crate) fn write_cut_frames(a: UnixStream) -> (Vec<(u8, Vec<u8>)>, JoinHandle<()>) {
         let big: Vec<u8> = (0..READ_AHEAD as u32 * 25 + 77)
             .map(|i| (i % 239) as u8)
             .collect();
@@ -236,6 +236,26 @@ mod tests {
             write_raw(&mut &a, kind::DATA, &after).unwrap();
             send_with_fd(&a, &file_frame, file.as_raw_fd()).unwrap();
         });
+        (expected, writer)
+    }
+
+    /// The two descriptors [`write_cut_frames`] sends came, in order, and nothing else.
+    pub(crate) fn check_descriptors(fds: &mut VecDeque<OwnedFd>) {
+        for _ in 0..2 {
+            let fd = fds.pop_front().expect("each FILE frame's descriptor");
+            let mut text = [0u8; 4];
+            std::fs::File::from(fd).read_exact_at(&mut text, 4).unwrap();
+            assert_eq!(&text, b"file");
+        }
+        assert!(fds.is_empty());
+    }
+
+    /// Frames of every size, cut anywhere on the wire, with descriptors beside two of them:
+    /// each comes out whole and in order, the descriptors with their frames, then a clean end.
+    #[test]
+    fn frames_cut_anywhere_come_out_whole_with_their_descriptors() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (expected, writer) = write_cut_frames(a);
         let mut frames = Frames::new();
         for (i, (want_kind, want)) in expected.iter().enumerate() {
             let (kind, payload) = frames.next_blocking(&b).unwrap().expect("a frame");
@@ -247,16 +267,7 @@ mod tests {
             );
         }
         writer.join().unwrap();
-        for _ in 0..2 {
-            let fd = frames
-                .fds
-                .pop_front()
-                .expect("each FILE frame's descriptor");
-            let mut text = [0u8; 4];
-            std::fs::File::from(fd).read_exact_at(&mut text, 4).unwrap();
-            assert_eq!(&text, b"file");
-        }
-        assert!(frames.fds.is_empty());
+        check_descriptors(&mut frames.fds);
         assert!(matches!(frames.next_blocking(&b), Ok(None)), "a clean end");
     }
 
