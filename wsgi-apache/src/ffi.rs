@@ -293,7 +293,7 @@ unsafe extern "C" {
     fn wsgi_rs_sendfile(r: *mut RequestRec, fd: c_int, offset: i64, len: usize) -> c_int;
     fn wsgi_rs_abort(r: *mut RequestRec);
     fn wsgi_rs_log(r: *mut RequestRec, level: c_int, message: *const c_char);
-    fn wsgi_rs_set_target(r: *mut RequestRec, filename: *const c_char);
+    fn wsgi_rs_set_target(r: *mut RequestRec, filename: *const c_char, path_info: *const c_char);
     fn wsgi_rs_set_user(r: *mut RequestRec, user: *const c_char);
     fn wsgi_rs_request_settings(r: *mut RequestRec) -> c_int;
     fn wsgi_rs_has_content_filters(r: *mut RequestRec) -> c_int;
@@ -543,10 +543,13 @@ impl Request<'_> {
         unsafe { log_lines(self.as_ptr(), level, message) };
     }
 
-    /// `translate_name` mapped the request with a `WSGIScriptAlias` to `filename`.
-    pub(crate) fn set_target(&self, filename: &CStr) {
-        // SAFETY: the request is live; the shim copies the filename into its pool.
-        unsafe { wsgi_rs_set_target(self.as_ptr(), filename.as_ptr()) };
+    /// `translate_name` mapped the request with a `WSGIScriptAlias` to `filename`, with
+    /// `path_info` after it when the split is known (an alias of a script file).
+    pub(crate) fn set_target(&self, filename: &CStr, path_info: Option<&CStr>) {
+        let path_info = path_info.map_or(std::ptr::null(), CStr::as_ptr);
+        // SAFETY: the request is live; the shim copies both strings into its pool, and
+        // takes a null `path_info` as none.
+        unsafe { wsgi_rs_set_target(self.as_ptr(), filename.as_ptr(), path_info) };
     }
 
     /// The user is `user` from now on (`check_password` returned another name).

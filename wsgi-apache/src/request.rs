@@ -6,7 +6,7 @@
 use std::ffi::{CString, OsStr, c_int};
 use std::io;
 use std::os::fd::RawFd;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use wsgi_config::Config;
@@ -35,8 +35,15 @@ ffi_fn! {
             else {
                 return DECLINED;
             };
-            match CString::new(found.path.into_os_string().into_vec()) {
-                Ok(f) => r.set_target(&f),
+            let (file, path_info) = match found.script_and_path_info() {
+                Some((file, path_info)) => (file.as_os_str().as_bytes(), Some(path_info)),
+                None => (found.path.as_os_str().as_bytes(), None),
+            };
+            let Ok(file) = CString::new(file) else {
+                return 404;
+            };
+            match path_info.map(CString::new).transpose() {
+                Ok(path_info) => r.set_target(&file, path_info.as_deref()),
                 Err(_) => return 404,
             }
             OK

@@ -206,6 +206,63 @@ DocumentRoot {d}/docs
     assert_eq!(get(&theirs, "/files/other.py"), (o, ob));
 }
 
+/// An alias of a script file hands Apache the script and `PATH_INFO` already split (the walk
+/// then stats the script alone, not each folder on the way): what the application sees is
+/// mod_wsgi's for every shape of URL, and a symbolic link on the way is still refused where
+/// `Options -FollowSymLinks` forbids it, as the walk checks each folder there.
+#[test]
+fn script_file_aliases_split_as_mod_wsgi_and_still_check_links() {
+    let files = [("real/app.wsgi", REPORT), ("locked/app.wsgi", REPORT)];
+    let Some(dir) = folder("wsgi-apache-file-alias-", &files) else {
+        return;
+    };
+    let d = dir.path();
+    std::os::unix::fs::symlink(d.join("real/app.wsgi"), d.join("linked.wsgi")).unwrap();
+    std::os::unix::fs::symlink(d.join("locked/app.wsgi"), d.join("locked/link.wsgi")).unwrap();
+    let site = format!(
+        "{MODULES}WSGIScriptAlias /app {d}/real/app.wsgi
+WSGIScriptAlias /linked {d}/linked.wsgi
+WSGIScriptAlias /locked {d}/locked/link.wsgi
+WSGIScriptAlias /missing {d}/real/missing.wsgi
+WSGIScriptAlias / {d}/real/app.wsgi
+<Directory {d}>
+    Require all granted
+</Directory>
+<Directory {d}/locked>
+    Options -FollowSymLinks
+</Directory>
+",
+        d = d.display()
+    );
+    let (ours, theirs) = Apache::ours_and_debians(d, &site);
+    let app = d.join("real/app.wsgi");
+    let group = |script_name: &str| format!("localhost:PORT|{script_name}");
+    for (path, script_name, path_info) in [
+        ("/app", "/app", ""),
+        ("/app/", "/app", "/"),
+        ("/app/x/y", "/app", "/x/y"),
+        ("/", "", "/"),
+        ("/other/x", "", "/other/x"),
+    ] {
+        let expected = report(script_name, path_info, path, &app, &group(script_name), "");
+        both_answer(&ours, &theirs, path, 200, &expected);
+    }
+    let expected = report(
+        "/linked",
+        "/x",
+        "/linked/x",
+        &d.join("linked.wsgi"),
+        &group("/linked"),
+        "",
+    );
+    both_answer(&ours, &theirs, "/linked/x", 200, &expected);
+    for (path, status) in [("/locked/x", 403), ("/missing/x", 404)] {
+        let (o, _) = get(&ours, path);
+        let (t, _) = get(&theirs, path);
+        assert_eq!((o, t), (status, status), "{path}\n{}", ours.error_log());
+    }
+}
+
 /// Point 1: an `Alias` wins over a `WSGIScriptAlias` of `/`, whichever comes first, as
 /// mod_wsgi yields to mod_alias.
 #[test]

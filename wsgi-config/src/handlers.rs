@@ -678,6 +678,21 @@ mod tests {
             path.as_os_str().as_bytes(),
             format!("{}/other/x", root.join("one.wsgi").display()).as_bytes()
         );
+        // An alias of a script file knows its split; a folder or a regular expression leaves
+        // it to the directory walk.
+        let split = |uri: &str| {
+            let found = config.match_script_alias(None, uri.as_bytes()).unwrap();
+            found
+                .script_and_path_info()
+                .map(|(file, path_info)| (file.to_path_buf(), path_info.to_vec()))
+        };
+        let one = root.join("one.wsgi");
+        assert_eq!(split("/one/x/y"), Some((one.clone(), b"/x/y".to_vec())));
+        assert_eq!(split("/one"), Some((one.clone(), Vec::new())));
+        assert_eq!(split("/"), Some((one.clone(), b"/".to_vec())));
+        assert_eq!(split("/other/x"), Some((one, b"/other/x".to_vec())));
+        assert_eq!(split("/dir/app1/x"), None);
+        assert_eq!(split("/m/app1/x"), None);
         let no_env = |_: &str| None;
         let who = Requester {
             host: None,

@@ -202,6 +202,26 @@ pub struct ScriptAliasMatch<'c> {
     /// The path the request's URI maps to: the script, or a folder of scripts, then the rest
     /// of the URI.
     pub path: PathBuf,
+    /// Where the target ends in `path`.
+    target_len: usize,
+}
+
+impl ScriptAliasMatch<'_> {
+    /// For a `WSGIScriptAlias` of a script file, `path` split where the directory walk would
+    /// split it (the file, then `PATH_INFO`: the rest of the URI, empty or from a `/`), so a
+    /// front that hands over both spares the walk its look at each folder on the way. None
+    /// for a folder of scripts or a `WSGIScriptAliasMatch`, which only the walk can split.
+    pub fn script_and_path_info(&self) -> Option<(&Path, &[u8])> {
+        if self.alias.regex.is_some() || self.alias.is_directory() {
+            return None;
+        }
+        let bytes = self.path.as_os_str().as_bytes();
+        let (file, rest) = bytes.split_at(self.target_len);
+        if file.is_empty() || file.ends_with(b"/") || !(rest.is_empty() || rest[0] == b'/') {
+            return None;
+        }
+        Some((Path::new(OsStr::from_bytes(file)), rest))
+    }
 }
 
 /// How a file whose handler is `wsgi-script` came to run ([`Config::wsgi_script_route`]).
@@ -746,6 +766,7 @@ impl Config {
                     None => alias.url == "/",
                 };
                 let mut path = target.into_bytes();
+                let target_len = path.len();
                 path.extend_from_slice(if location_is_root {
                     uri
                 } else {
@@ -754,6 +775,7 @@ impl Config {
                 return Some(ScriptAliasMatch {
                     alias,
                     path: PathBuf::from(OsStr::from_bytes(&path)),
+                    target_len,
                 });
             }
         }
