@@ -293,7 +293,13 @@ unsafe extern "C" {
     fn wsgi_rs_sendfile(r: *mut RequestRec, fd: c_int, offset: i64, len: usize) -> c_int;
     fn wsgi_rs_abort(r: *mut RequestRec);
     fn wsgi_rs_log(r: *mut RequestRec, level: c_int, message: *const c_char);
-    fn wsgi_rs_set_target(r: *mut RequestRec, filename: *const c_char, path_info: *const c_char);
+    fn wsgi_rs_set_target(
+        r: *mut RequestRec,
+        filename: *const c_char,
+        filename_len: usize,
+        path_info: *const c_char,
+        path_info_len: usize,
+    );
     fn wsgi_rs_set_user(r: *mut RequestRec, user: *const c_char);
     fn wsgi_rs_request_settings(r: *mut RequestRec) -> c_int;
     fn wsgi_rs_has_content_filters(r: *mut RequestRec) -> c_int;
@@ -544,12 +550,24 @@ impl Request<'_> {
     }
 
     /// `translate_name` mapped the request with a `WSGIScriptAlias` to `filename`, with
-    /// `path_info` after it when the split is known (an alias of a script file).
-    pub(crate) fn set_target(&self, filename: &CStr, path_info: Option<&CStr>) {
-        let path_info = path_info.map_or(std::ptr::null(), CStr::as_ptr);
-        // SAFETY: the request is live; the shim copies both strings into its pool, and
-        // takes a null `path_info` as none.
-        unsafe { wsgi_rs_set_target(self.as_ptr(), filename.as_ptr(), path_info) };
+    /// `path_info` after it when the split is known (an alias of a script file; empty: none).
+    /// Neither may hold a NUL byte (C strings on Apache's side): false, and nothing is set.
+    pub(crate) fn set_target(&self, filename: &[u8], path_info: &[u8]) -> bool {
+        if filename.contains(&0) || path_info.contains(&0) {
+            return false;
+        }
+        // SAFETY: the request is live; the shim copies both byte ranges, of the lengths
+        // given, into its pool as C strings.
+        unsafe {
+            wsgi_rs_set_target(
+                self.as_ptr(),
+                filename.as_ptr().cast(),
+                filename.len(),
+                path_info.as_ptr().cast(),
+                path_info.len(),
+            )
+        };
+        true
     }
 
     /// The user is `user` from now on (`check_password` returned another name).

@@ -36,17 +36,10 @@ ffi_fn! {
                 return DECLINED;
             };
             let (file, path_info) = match found.script_and_path_info() {
-                Some((file, path_info)) => (file.as_os_str().as_bytes(), Some(path_info)),
-                None => (found.path.as_os_str().as_bytes(), None),
+                Some((file, path_info)) => (file.as_os_str().as_bytes(), path_info),
+                None => (found.path.as_os_str().as_bytes(), &b""[..]),
             };
-            let Ok(file) = CString::new(file) else {
-                return 404;
-            };
-            match path_info.map(CString::new).transpose() {
-                Ok(path_info) => r.set_target(&file, path_info.as_deref()),
-                Err(_) => return 404,
-            }
-            OK
+            if r.set_target(file, path_info) { OK } else { 404 }
         })
     } ?= "translate_name", 500
 }

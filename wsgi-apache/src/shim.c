@@ -726,18 +726,19 @@ int wsgi_rs_has_content_filters(request_rec *r)
 /* translate_name mapped the request with a WSGIScriptAlias, as mod_wsgi's does: Apache's
  * directory walk then splits `filename` into the script and PATH_INFO and applies the script
  * folder's <Directory> sections (Require, auth, Options MultiViews). For an alias of a script
- * file the split is known: `filename` is the script and `path_info` (not NULL) the rest, which
+ * file the split is known: `filename` is the script and `path_info` (not empty) the rest, which
  * the walk keeps and appends to whatever it finds, as for any preset PATH_INFO. It then finds
  * the script with one stat instead of a stat of every folder on the way (with FollowSymLinks;
  * otherwise it still checks each). The handler is mod_wsgi's `wsgi-script`, which mod_mime's
  * AddHandler or a SetHandler may still replace, as under mod_wsgi; the notes survive
  * MultiViews' internal redirect and tell the handler the request is script-aliased (no
  * ExecCGI needed) and which URI the alias mapped. */
-void wsgi_rs_set_target(request_rec *r, const char *filename, const char *path_info)
+void wsgi_rs_set_target(request_rec *r, const char *filename, apr_size_t filename_len,
+                        const char *path_info, apr_size_t path_info_len)
 {
-    r->filename = apr_pstrdup(r->pool, filename);
-    if (path_info != NULL && *path_info != '\0') {
-        r->path_info = apr_pstrdup(r->pool, path_info);
+    r->filename = apr_pstrmemdup(r->pool, filename, filename_len);
+    if (path_info_len > 0) {
+        r->path_info = apr_pstrmemdup(r->pool, path_info, path_info_len);
     }
     r->handler = WSGI_RS_SCRIPT_HANDLER;
     apr_table_setn(r->notes, "alias-forced-type", WSGI_RS_SCRIPT_HANDLER);
