@@ -528,6 +528,7 @@ mod tests {
         );
     }
 
+    /// No response headers within request-timeout: 504, without waiting for the daemon.
     #[tokio::test]
     async fn a_silent_daemon_times_out_at_the_request_timeout() {
         let (_dir, listener, mut client) = fake_group();

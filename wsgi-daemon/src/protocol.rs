@@ -890,16 +890,6 @@ impl<R: Read> FrameReader<R> {
     /// The next frame's kind and payload; `Ok(None)` when the stream ends cleanly between
     /// frames.
     pub fn next_frame(&mut self) -> Result<Option<(u8, &[u8])>, ProtocolError> {
-        self.next_frame_with(|inner, buf, max| inner.by_ref().take(max as u64).read_to_end(buf))
-    }
-
-    /// [`FrameReader::next_frame`], its payload read by `append`, which appends up to `max`
-    /// bytes of the reader to the buffer (`Ok(0)`: the stream ended): a reader that can fill
-    /// the buffer's spare room without zeroing it first brings its own.
-    pub fn next_frame_with(
-        &mut self,
-        mut append: impl FnMut(&mut R, &mut Vec<u8>, usize) -> io::Result<usize>,
-    ) -> Result<Option<(u8, &[u8])>, ProtocolError> {
         let mut header = [0u8; HEADER_LEN];
         let mut got = 0;
         while got < HEADER_LEN {
@@ -913,14 +903,19 @@ impl<R: Read> FrameReader<R> {
         }
         let (kind, len) = parse_header(&header)?;
         self.buf.clear();
-        // Read into the buffer's spare room as it is (not zeroed first).
+        // The payload's room, reserved once.
         self.buf.reserve(len);
         loop {
             let left = len - self.buf.len();
             if left == 0 {
                 return Ok(Some((kind, &self.buf)));
             }
-            match append(&mut self.inner, &mut self.buf, left) {
+            match self
+                .inner
+                .by_ref()
+                .take(left as u64)
+                .read_to_end(&mut self.buf)
+            {
                 Ok(0) => return Err(ProtocolError::Truncated),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

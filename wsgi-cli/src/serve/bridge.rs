@@ -700,25 +700,26 @@ impl ChannelSink {
             return self.send_whole(chunk);
         }
         self.open_stream()?;
-        match (&self.chunks, &mut self.stall) {
-            (Some(chunks), Some(stall)) => stall.send_async(chunks, Ok(chunk)).await,
-            (Some(chunks), None) => chunks.send(Ok(chunk)).await.map_err(|_| client_gone()),
-            (None, _) => Err(client_gone()),
-        }
+        self.send_item_async(Ok(chunk)).await
     }
 
     /// [`ChannelSink::abort`] on the tokio side; an HTTP/2 stream gets as long as for a chunk
     /// ([`StallLimit`]) to take it (HTTP/1's write timeout bounds the wait there).
     pub async fn abort_async(&mut self, why: String) {
-        if self.open_stream().is_err() {
-            return;
+        if self.open_stream().is_ok() {
+            let error = Err(io::Error::new(io::ErrorKind::Interrupted, why));
+            let _ = self.send_item_async(error).await;
         }
-        let error = Err(io::Error::new(io::ErrorKind::Interrupted, why));
-        let _ = match (&self.chunks, &mut self.stall) {
-            (Some(chunks), Some(stall)) => stall.send_async(chunks, error).await,
-            (Some(chunks), None) => chunks.send(error).await.map_err(|_| client_gone()),
-            (None, _) => Ok(()),
-        };
+    }
+
+    /// Sends a chunk, or the error that ends the body, on the open stream, within the stall
+    /// limit where there is one.
+    async fn send_item_async(&mut self, item: io::Result<Bytes>) -> io::Result<()> {
+        match (&self.chunks, &mut self.stall) {
+            (Some(chunks), Some(stall)) => stall.send_async(chunks, item).await,
+            (Some(chunks), None) => chunks.send(item).await.map_err(|_| client_gone()),
+            (None, _) => Err(client_gone()),
+        }
     }
 }
 
