@@ -168,6 +168,8 @@ fn source_of<'a>(
         stamps: Stamps {
             request_start_us: u64::try_from(info.request_time_us).unwrap_or(0),
             server_pid: wsgi_interp::process_id(),
+            // The handler runs after Apache read the request.
+            received: Some(std::time::Instant::now()),
             ..Stamps::default()
         },
     }

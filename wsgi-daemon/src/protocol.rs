@@ -651,6 +651,7 @@ pub fn decode_request(
         request_id: d.u64()?,
         queue_start_us: queued_at_us,
         daemon_start_us: 0,
+        received: None,
     };
     let body = if d.bool()? {
         let body = d.bytes()?;

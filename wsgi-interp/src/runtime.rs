@@ -262,7 +262,7 @@ impl InterpreterHandle {
     /// with the traceback and the next call tries again.
     pub fn load_script(&self, spec: &ScriptSpec) -> Result<LoadStatus, ScriptError> {
         self.0
-            .run(|py| ffi::call::load_script(py, spec).map(|(status, _)| status))?
+            .run(|py| ffi::call::load_script(py, spec, None).map(|(status, _)| status))?
     }
 
     /// Calls `function(environ, *args)` of a hook script (access, auth or dispatch) in this
@@ -295,11 +295,14 @@ impl InterpreterHandle {
     ) -> Outcome {
         let _counted = crate::metrics::begin();
         ffi::host::with_call_state(body, sink, |state| {
-            let ran = self.0.run(|py| match ffi::call::load_script(py, spec) {
-                Err(e) => Outcome::Script(e),
-                Ok((LoadStatus::Changed, _)) => Outcome::ScriptChanged,
-                Ok((_, app)) => ffi::call::call_app(py, &app, spec, head, opts, state),
-            });
+            let ran =
+                self.0.run(
+                    |py| match ffi::call::load_script(py, spec, head.stamps.received) {
+                        Err(e) => Outcome::Script(e),
+                        Ok((LoadStatus::Changed, _)) => Outcome::ScriptChanged,
+                        Ok((_, app)) => ffi::call::call_app(py, &app, spec, head, opts, state),
+                    },
+                );
             ran.unwrap_or_else(Outcome::Unavailable)
         })
     }

@@ -9,9 +9,12 @@
 //! anything that decides what `stat` would return (the file written, touched, replaced,
 //! renamed or removed, a directory or symbolic link on the way swapped, as deployments that
 //! switch a `current` link do) queues an event inside the system call that makes the change;
-//! each question first reads the queue without blocking (one cheap system call), and a
-//! pertinent event drops every kept answer. So the answer is always the one a `stat` at that
-//! moment would give, as in mod_wsgi.
+//! a question first reads the queue without blocking (one cheap system call), and a pertinent
+//! event drops every kept answer. So the answer is always the one a `stat` would give at some
+//! moment after the request arrived, as in mod_wsgi (where Apache's `stat` is made as it maps
+//! the request). A read that began after a request arrived answers for it too: a change its
+//! client made, or could have known of, before sending it was queued before then. Under load
+//! one read serves the requests that came in together.
 //!
 //! Where inotify cannot see every change (a network or FUSE file system, whose files another
 //! machine may change; an unreadable directory; no inotify watches left), the path is
@@ -21,18 +24,19 @@
 use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use inotify::{EventMask, Inotify, WatchMask};
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use wsgi_config::path_walk::WalkError;
 
-/// The modification time of `path` (following symbolic links), as `stat` gives it now.
+/// The modification time of `path` (following symbolic links), as `stat` gives it now, or gave
+/// it at some moment after `received` (when this process had read the request asking).
 ///
 /// Answers from the process's [`Watch`]; while another thread holds it, or where inotify is
 /// unavailable, with a `stat`.
-pub(crate) fn modified(path: &Path) -> io::Result<SystemTime> {
+pub(crate) fn modified(path: &Path, received: Option<Instant>) -> io::Result<SystemTime> {
     /// The process's watch, or the fork count at which making one failed (no inotify
     /// instance left for this user, say): not tried again until the next fork.
     static WATCH: Mutex<Option<Result<Watch, u64>>> = Mutex::new(None);
@@ -46,7 +50,7 @@ pub(crate) fn modified(path: &Path) -> io::Result<SystemTime> {
         *slot = Some(Watch::new().map_err(|_| forks));
     }
     match slot.as_mut() {
-        Some(Ok(watch)) => watch.modified(path),
+        Some(Ok(watch)) => watch.modified(path, received),
         _ => stat(path),
     }
 }
@@ -123,8 +127,12 @@ pub(crate) struct Watch {
     buffer: Box<[u8]>,
     /// [`crate::forks::forks`] when this watch was made.
     forks: u64,
+    /// When the last read of the queue began: it saw every event queued before then.
+    read_at: Option<Instant>,
     /// `stat` calls made (for tests).
     stats: u64,
+    /// Reads of the queue (for tests).
+    reads: u64,
 }
 
 impl Watch {
@@ -136,13 +144,25 @@ impl Watch {
             known: FxHashMap::default(),
             buffer: vec![0; 4096].into_boxed_slice(),
             forks: crate::forks::forks().unwrap_or(0),
+            read_at: None,
             stats: 0,
+            reads: 0,
         })
     }
 
-    /// The modification time of `path`, as `stat` gives it now.
-    pub(crate) fn modified(&mut self, path: &Path) -> io::Result<SystemTime> {
-        self.read_events();
+    /// The modification time of `path`, as `stat` gives it now, or gave it at some moment
+    /// after `received`: a read of the queue that began later saw every change made before.
+    pub(crate) fn modified(
+        &mut self,
+        path: &Path,
+        received: Option<Instant>,
+    ) -> io::Result<SystemTime> {
+        let covered = matches!((received, self.read_at), (Some(r), Some(read)) if read > r);
+        if !covered {
+            let began = Instant::now();
+            self.read_events();
+            self.read_at = Some(began);
+        }
         match self.known.get(path) {
             Some(Known::Modified(mtime)) => return Ok(*mtime),
             Some(Known::Unwatched) => return self.stat(path),
@@ -170,6 +190,7 @@ impl Watch {
     /// (a kept path's entry or file, a watched directory itself, a lost event or a removed
     /// watch).
     fn read_events(&mut self) {
+        self.reads += 1;
         let mut pertinent = false;
         loop {
             let events = match self.inotify.read_events(&mut self.buffer) {
@@ -276,7 +297,7 @@ mod tests {
 
     /// Asks `watch` about `path` and checks the answer against a fresh `stat`.
     fn agrees(watch: &mut Watch, path: &Path) -> io::Result<SystemTime> {
-        let answer = watch.modified(path);
+        let answer = watch.modified(path, None);
         match (&answer, stat(path)) {
             (Ok(a), Ok(b)) => assert_eq!(*a, b, "{}", path.display()),
             (Err(a), Err(b)) => assert_eq!(a.kind(), b.kind()),
@@ -285,12 +306,18 @@ mod tests {
         answer
     }
 
+    /// `app.wsgi` in `dir`, modified at 1,000 s after the epoch.
+    fn script_in(dir: &Path) -> PathBuf {
+        let script = dir.join("app.wsgi");
+        write(&script, "one");
+        set_mtime(&script, 1_000);
+        script
+    }
+
     #[test]
     fn answers_are_kept_until_the_script_changes() {
         let dir = tempfile::tempdir().unwrap();
-        let script = dir.path().join("app.wsgi");
-        write(&script, "one");
-        set_mtime(&script, 1_000);
+        let script = script_in(dir.path());
         let mut watch = Watch::new().unwrap();
         agrees(&mut watch, &script).unwrap();
         let stats = watch.stats;
@@ -413,12 +440,54 @@ mod tests {
     }
 
     #[test]
+    fn a_read_after_a_request_arrived_answers_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = script_in(dir.path());
+        let at = |secs| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        let mut watch = Watch::new().unwrap();
+        let first = Instant::now();
+        assert_eq!(watch.modified(&script, Some(first)).unwrap(), at(1_000));
+        let reads = watch.reads;
+        // Another request that arrived before that read: answered without one.
+        assert_eq!(watch.modified(&script, Some(first)).unwrap(), at(1_000));
+        assert_eq!(watch.reads, reads);
+
+        // A request that arrives after a change reads the queue and sees it.
+        set_mtime(&script, 2_000);
+        let after_change = Instant::now();
+        assert_eq!(
+            watch.modified(&script, Some(after_change)).unwrap(),
+            at(2_000)
+        );
+        assert_eq!(watch.reads, reads + 1);
+
+        // A change after that read is not seen by requests that arrived before it: they get
+        // the file as it was at a moment after they arrived, as a `stat` in mod_wsgi's
+        // request mapping would have. A request arriving after it, and a question for no
+        // request, read again.
+        set_mtime(&script, 3_000);
+        assert_eq!(
+            watch.modified(&script, Some(after_change)).unwrap(),
+            at(2_000)
+        );
+        assert_eq!(watch.reads, reads + 1);
+        assert_eq!(
+            watch.modified(&script, Some(Instant::now())).unwrap(),
+            at(3_000)
+        );
+        assert_eq!(watch.reads, reads + 2);
+        set_mtime(&script, 4_000);
+        assert_eq!(watch.modified(&script, None).unwrap(), at(4_000));
+        assert_eq!(watch.reads, reads + 3);
+    }
+
+    #[test]
     fn paths_inotify_cannot_follow_are_stat_ed_each_time() {
         // /proc is not a local file system in this sense: its files change unreported.
         let path = Path::new("/proc/self/stat");
         let mut watch = Watch::new().unwrap();
-        watch.modified(path).unwrap();
-        watch.modified(path).unwrap();
+        watch.modified(path, None).unwrap();
+        watch.modified(path, None).unwrap();
         assert_eq!(watch.stats, 2);
         assert!(matches!(watch.known.get(path), Some(Known::Unwatched)));
     }

@@ -6,6 +6,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
 use std::path::PathBuf;
+use std::time::Instant;
 
 /// Everything the environ is built from, as the front parsed it.
 ///
@@ -45,7 +46,8 @@ pub struct RequestHead {
 
 /// What mod_wsgi 6.1 gives an application of its request beside the CGI variables, in the
 /// forms it gives them: times become floats of seconds since the epoch (`mod_wsgi.*_start`),
-/// the pid a str (`mod_wsgi.server_pid`). Plain numbers, so no request allocates for them.
+/// the pid a str (`mod_wsgi.server_pid`); and when this process received the request. Plain
+/// numbers, so no request allocates for them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stamps {
     /// `mod_wsgi.request_start`: when the front read the request, µs since the epoch.
@@ -60,6 +62,12 @@ pub struct Stamps {
     /// `mod_wsgi.request_id` made by `wsgi serve` ([`next_request_id`]), shown as Apache shows
     /// its log ids; 0: none (the Apache module passes Apache's own log id as that variable).
     pub request_id: u64,
+    /// When this process had read the request (None: not known), never shown to the
+    /// application: a look at the script's modification time that began later saw every
+    /// change the client could have made or known of before sending it, so it answers for
+    /// this request too, without looking again. Each process sets its own (an `Instant` means
+    /// nothing in another process): the daemon protocol does not carry it.
+    pub received: Option<Instant>,
 }
 
 impl Stamps {
@@ -75,6 +83,7 @@ impl Stamps {
             request_start_us: now_us(),
             server_pid: pid,
             request_id: next_request_id(),
+            received: Some(Instant::now()),
             ..Stamps::default()
         }
     }

@@ -101,6 +101,7 @@ impl Shared {
                 Ok((mut r, body)) => {
                     // `mod_wsgi.daemon_start`: when this process took the request.
                     r.head.stamps.daemon_start_us = now_us();
+                    r.head.stamps.received = Some(Instant::now());
                     (r, body)
                 }
                 Err(e) => {

@@ -56,19 +56,22 @@ unsafe fn callables_of(module: *mut ffi::PyObject) -> Vec<String> {
     }
 }
 
-/// Loads (or reloads, or just checks) a script in the attached interpreter.
+/// Loads (or reloads, or just checks) a script in the attached interpreter, for a request
+/// this process `received` then (None: no request, or not known).
 pub(crate) fn load_script(
     py: &Attached<'_>,
     spec: &ScriptSpec,
+    received: Option<std::time::Instant>,
 ) -> Result<(LoadStatus, App), ScriptError> {
     let interp = py.interp();
     if !spec.path.is_absolute() {
         return Err(ScriptError::NotAbsolute(spec.path.clone()));
     }
-    let mtime = crate::script_mtime::modified(&spec.path).map_err(|e| ScriptError::NotFound {
-        path: spec.path.clone(),
-        reason: e.to_string(),
-    })?;
+    let mtime =
+        crate::script_mtime::modified(&spec.path, received).map_err(|e| ScriptError::NotFound {
+            path: spec.path.clone(),
+            reason: e.to_string(),
+        })?;
     let objects = interp.objects().ok_or(crate::InterpError::ShuttingDown)?;
     let mut table = lock_attached(py, &interp.scripts);
     // SAFETY: attached (`py`); every object touched belongs to this interpreter.

@@ -13,7 +13,11 @@ use crate::hook_scripts::{HookArg, HookError, HookFunction, HookScript, HookValu
 use crate::wsgi::{CallOptions, RequestHead};
 
 /// The module and `wsgi.errors` log of a hook script, loaded (or reloaded) as needed.
-fn load(py: &Attached<'_>, script: &HookScript) -> Result<(Obj, Obj), HookError> {
+fn load(
+    py: &Attached<'_>,
+    script: &HookScript,
+    received: Option<std::time::Instant>,
+) -> Result<(Obj, Obj), HookError> {
     let interp = py.interp();
     if !script.path.is_absolute() {
         return Err(HookError::NotAbsolute {
@@ -21,11 +25,12 @@ fn load(py: &Attached<'_>, script: &HookScript) -> Result<(Obj, Obj), HookError>
             path: script.path.clone(),
         });
     }
-    let mtime = crate::script_mtime::modified(&script.path).map_err(|e| HookError::NotFound {
-        directive: script.directive,
-        path: script.path.clone(),
-        reason: e.to_string(),
-    })?;
+    let mtime =
+        crate::script_mtime::modified(&script.path, received).map_err(|e| HookError::NotFound {
+            directive: script.directive,
+            path: script.path.clone(),
+            reason: e.to_string(),
+        })?;
     let objects = interp.objects().ok_or(crate::InterpError::ShuttingDown)?;
     let mut table = lock_attached(py, &interp.hooks);
     // SAFETY: attached (`py`); every object touched belongs to this interpreter.
@@ -121,7 +126,7 @@ pub(crate) fn call_hook(
     args: &[HookArg],
 ) -> Result<HookValue, HookError> {
     let interp = py.interp();
-    let (module, errors) = load(py, script)?;
+    let (module, errors) = load(py, script, head.stamps.received)?;
     let objects = interp.objects().ok_or(crate::InterpError::ShuttingDown)?;
     let raised = || HookError::Raised {
         directive: script.directive,
