@@ -295,14 +295,14 @@ impl InterpreterHandle {
     ) -> Outcome {
         let _counted = crate::metrics::begin();
         ffi::host::with_call_state(body, sink, |state| {
-            let ran =
-                self.0.run(
-                    |py| match ffi::call::load_script(py, spec, head.stamps.received) {
-                        Err(e) => Outcome::Script(e),
-                        Ok((LoadStatus::Changed, _)) => Outcome::ScriptChanged,
-                        Ok((_, app)) => ffi::call::call_app(py, &app, spec, head, opts, state),
-                    },
-                );
+            let ran = self.0.run(|py| {
+                let loaded = ffi::call::load_script(py, spec, head.stamps.received);
+                match loaded {
+                    Err(e) => Outcome::Script(e),
+                    Ok((LoadStatus::Changed, _)) => Outcome::ScriptChanged,
+                    Ok((_, app)) => ffi::call::call_app(py, &app, spec, head, opts, state),
+                }
+            });
             ran.unwrap_or_else(Outcome::Unavailable)
         })
     }
