@@ -21,7 +21,9 @@ Needs perf (Debian's linux-perf), wrk and root (system-wide tracepoints).
 
 import argparse
 import collections
+import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -67,6 +69,11 @@ def main():
     ap.add_argument("--tick-ms", type=float, default=4.0)
     ap.add_argument("command", nargs="+", help="the server to run (after --)")
     args = ap.parse_args()
+    missing = [tool for tool in ("perf", "wrk", "taskset") if shutil.which(tool) is None]
+    if missing:
+        sys.exit(f"missing: {', '.join(missing)} (apt-get install linux-perf wrk util-linux)")
+    if os.geteuid() != 0:
+        sys.exit("run as root: perf watches CPU 0's tracepoints system-wide")
     if args.lua:
         args.lua = str((APPS / args.lua).resolve()) if not Path(args.lua).is_absolute() else args.lua
 

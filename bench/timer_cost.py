@@ -15,6 +15,7 @@ Needs a C compiler (`cc`) and `taskset`; builds the probe in a temporary directo
 """
 
 import argparse
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -100,6 +101,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--cpu", type=int, default=0)
     args = ap.parse_args()
+    missing = [tool for tool in ("cc", "taskset") if shutil.which(tool) is None]
+    if missing:
+        sys.exit(f"missing: {', '.join(missing)} (apt-get install gcc util-linux)")
     with tempfile.TemporaryDirectory(prefix="wsgi-timer-cost-") as tmp:
         src, exe = Path(tmp) / "probe.c", Path(tmp) / "probe"
         src.write_text(PROBE)
