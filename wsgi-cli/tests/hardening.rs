@@ -121,6 +121,40 @@ fn content_length_mismatches_are_deterministic() {
     assert!(log.contains("longer than its Content-Length"), "{log}");
 }
 
+/// Runs `attackers` threads of `attack` (given the server's address, the stop flag and a
+/// counter of its rounds) against the server at `addr` while an ordinary client sends a GET
+/// every 200 ms for `lasting`, each on a new connection: each GET's status (None: no answer in
+/// 15 s) and latency, and the attackers' rounds.
+fn under_attack(
+    addr: SocketAddr,
+    attackers: usize,
+    lasting: Duration,
+    attack: impl Fn(SocketAddr, Arc<AtomicBool>, Arc<AtomicUsize>) + Clone + Send + 'static,
+) -> (Vec<(Option<u16>, Duration)>, usize) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let rounds = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..attackers)
+        .map(|_| {
+            let (stop, rounds, attack) = (stop.clone(), rounds.clone(), attack.clone());
+            std::thread::spawn(move || attack(addr, stop, rounds))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut latencies = Vec::new();
+    let began = Instant::now();
+    while began.elapsed() < lasting {
+        let sent = Instant::now();
+        let status = timed_get(addr, "/hello", Duration::from_secs(15));
+        latencies.push((status, sent.elapsed()));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    (latencies, rounds.load(Ordering::Relaxed))
+}
+
 /// What one attacker does to hold the server.
 #[derive(Clone, Copy, Debug)]
 enum SlowClient {
@@ -205,34 +239,16 @@ fn slow_clients_never_starve_the_workers() {
         SlowClient::LargeBody,
         SlowClient::Reader,
     ] {
-        let stop = Arc::new(AtomicBool::new(false));
-        let rounds = Arc::new(AtomicUsize::new(0));
-        let attackers: Vec<_> = (0..6)
-            .map(|_| {
-                let (stop, rounds) = (stop.clone(), rounds.clone());
-                let addr = server.addr;
-                std::thread::spawn(move || attacker(addr, attack, stop, rounds))
-            })
-            .collect();
-        std::thread::sleep(Duration::from_millis(500));
-        let mut latencies = Vec::new();
-        let began = Instant::now();
-        while began.elapsed() < Duration::from_secs(8) {
-            let sent = Instant::now();
-            let status = timed_get(server.addr, "/hello", Duration::from_secs(15));
-            latencies.push((status, sent.elapsed()));
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        stop.store(true, Ordering::Relaxed);
-        for a in attackers {
-            a.join().unwrap();
-        }
+        let (latencies, rounds) =
+            under_attack(server.addr, 6, Duration::from_secs(8), move |a, s, r| {
+                attacker(a, attack, s, r)
+            });
         let answered = latencies.iter().filter(|(s, _)| *s == Some(200)).count();
         let worst = latencies.iter().map(|(_, d)| *d).max().unwrap();
         eprintln!(
             "{attack:?}: {answered}/{} ordinary requests answered, worst {worst:?}, {} attack rounds",
             latencies.len(),
-            rounds.load(Ordering::Relaxed)
+            rounds
         );
         assert_eq!(answered, latencies.len(), "{attack:?}: {latencies:?}");
         assert!(worst < Duration::from_secs(6), "{attack:?}: {latencies:?}");
@@ -240,6 +256,92 @@ fn slow_clients_never_starve_the_workers() {
     let _ = marker;
     let log = server.stderr();
     assert!(log.contains("too slowly"), "{log}");
+}
+
+/// A client that asks for a large streamed response and never reads it (a byte now and then):
+/// on a fresh connection each time the server drops it, until `stop` (or a minute). Counts
+/// the drops in `dropped`: it also sends a byte now and then, which the server does not read,
+/// so its close resets the connection, and the client sees the drop at once (not after what
+/// its socket holds).
+fn unread_response(addr: SocketAddr, stop: Arc<AtomicBool>, dropped: Arc<AtomicUsize>) {
+    let began = Instant::now();
+    while !stop.load(Ordering::Relaxed) && began.elapsed() < Duration::from_secs(60) {
+        let Ok(mut s) = TcpStream::connect(addr) else {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
+        if s.write_all(b"GET /big?1024 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .is_err()
+        {
+            continue;
+        }
+        let mut byte = [0u8; 1];
+        while !stop.load(Ordering::Relaxed) && began.elapsed() < Duration::from_secs(60) {
+            let alive = s.write_all(b"\r\n").is_ok()
+                && match s.read(&mut byte) {
+                    Ok(n) => n == 1,
+                    Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+                };
+            if !alive {
+                dropped.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+/// More clients that do not read a streamed response than there are workers, with the
+/// default --socket-timeout (60 s): each holds a worker while ordinary requests wait for one,
+/// so each is dropped after --busy-socket-timeout (1 s here), and the ordinary requests are
+/// answered, each within a bound.
+#[test]
+fn slow_readers_are_dropped_first_while_requests_wait() {
+    let dir = fs::scratch_world_readable("wsgi-hardening-");
+    let server = serve_app(
+        dir.path(),
+        &["--threads", "2", "--busy-socket-timeout", "1"],
+    );
+    let (latencies, dropped) =
+        under_attack(server.addr, 4, Duration::from_secs(6), unread_response);
+    let answered = latencies.iter().filter(|(s, _)| *s == Some(200)).count();
+    assert_eq!(answered, latencies.len(), "{latencies:?}");
+    // 1 s of stall, and up to a second more before a stall that began unloaded looks again.
+    let worst = latencies.iter().map(|(_, d)| *d).max().unwrap();
+    assert!(worst < Duration::from_secs(5), "{latencies:?}");
+    assert!(dropped >= 4, "{dropped}");
+    let log = server.stderr();
+    assert!(
+        log.contains("too slowly") && log.contains("--busy-socket-timeout 1s"),
+        "{log}"
+    );
+}
+
+/// A client that does not read while a worker is free (no request waits) keeps its
+/// connection past --busy-socket-timeout: the shorter limit is for load only. Read later, the
+/// whole response comes.
+#[test]
+fn a_slow_reader_keeps_its_connection_while_no_request_waits() {
+    let dir = fs::scratch_world_readable("wsgi-hardening-");
+    let server = serve_app(
+        dir.path(),
+        &["--threads", "2", "--busy-socket-timeout", "1"],
+    );
+    // A small receive buffer: the 16 MiB response fills the socket at once.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let mut s: TcpStream = socket.into();
+    s.write_all(b"GET /big?256 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(3500));
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let r = Response::parse(&read_to_close(&mut s));
+    assert_eq!(r.status, 200);
+    assert!(r.complete, "the response was cut short");
+    assert_eq!(r.body.len(), 256 * 65536);
+    assert!(!server.stderr().contains("too slowly"));
 }
 
 /// A streamed request body sent too slowly: the application's read raises OSError, and the

@@ -539,14 +539,25 @@ fn rapid_reset_closes_that_connection_and_others_are_served() {
 /// timeout ends that response.
 #[test]
 fn a_stream_nobody_reads_holds_no_worker_for_long() {
-    unread_stream_is_ended(&["--threads", "1"]);
-    unread_stream_is_ended(&["--processes", "1", "--threads", "1"]);
+    let limits = ["--socket-timeout", "2", "--busy-socket-timeout", "0"];
+    unread_stream_is_ended(&["--threads", "1"], &limits);
+    unread_stream_is_ended(&["--processes", "1", "--threads", "1"], &limits);
 }
 
-fn unread_stream_is_ended(workers: &[&str]) {
+/// The same with the default --socket-timeout (60 s): the other client's request waits for
+/// the worker, so the unread stream gets only --busy-socket-timeout (2 s here).
+#[test]
+fn while_requests_wait_a_stream_nobody_reads_is_ended_after_the_busy_timeout() {
+    let limits = ["--busy-socket-timeout", "2"];
+    unread_stream_is_ended(&["--threads", "1"], &limits);
+    unread_stream_is_ended(&["--processes", "1", "--threads", "1"], &limits);
+}
+
+fn unread_stream_is_ended(workers: &[&str], limits: &[&str]) {
     let site = Site::new();
     let mut args = workers.to_vec();
-    args.extend(["--socket-timeout", "2", "--response-min-rate", "0"]);
+    args.extend(limits);
+    args.extend(["--response-min-rate", "0"]);
     let server = serve(&site, &args);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -568,7 +579,7 @@ fn unread_stream_is_ended(workers: &[&str]) {
         assert_eq!(response.status(), 200);
         let _unread = response.into_body();
         // Another client is answered once the stalled response is ended (the write timeout,
-        // 2 s, plus a little), though the only worker was writing it.
+        // or the busy one, 2 s, plus a little), though the only worker was writing it.
         let waited = tokio::task::spawn_blocking(move || answered_within(addr, "/env"))
             .await
             .unwrap();

@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use wsgi_interp::{RequestBody, ResponseSink};
 
 use super::conn::ConnShared;
+use super::pool::Waiting;
 
 /// Request body chunks in flight between hyper and the app, per request.
 const REQUEST_CHUNKS: usize = 4;
@@ -515,22 +516,30 @@ pub struct ChannelSink {
 /// window stops taking chunks while its connection's socket stays writable, so the
 /// connection's write timeout ([`super::conn`]) never sees it: a chunk that waits longer than
 /// the write timeout, plus a second per `min_rate` bytes of the chunk before it, ends the
-/// response (the worker is released, the stream reset).
+/// response (the worker is released, the stream reset). While requests wait for a worker of
+/// the response's pool, the busy timeout replaces the write timeout, as for HTTP/1.1.
 pub struct StallLimit {
     /// The runtime whose timer bounds the wait.
     pub runtime: tokio::runtime::Handle,
     /// The response write limits.
     pub limits: super::conn::WriteLimits,
+    /// The pool the response comes from.
+    pool: Waiting,
     /// The size of the chunk sent before.
     last: u64,
 }
 
 impl StallLimit {
-    /// A bound for the responses of `runtime` under `limits`.
-    pub fn new(runtime: tokio::runtime::Handle, limits: super::conn::WriteLimits) -> StallLimit {
+    /// A bound for the responses of `runtime` under `limits`, produced by a worker of `pool`.
+    pub fn new(
+        runtime: tokio::runtime::Handle,
+        limits: super::conn::WriteLimits,
+        pool: Waiting,
+    ) -> StallLimit {
         StallLimit {
             runtime,
             limits,
+            pool,
             last: 0,
         }
     }
@@ -559,25 +568,43 @@ impl StallLimit {
         chunks: &mpsc::Sender<io::Result<Bytes>>,
         item: io::Result<Bytes>,
     ) -> io::Result<()> {
-        let len = item.as_ref().map_or(0, |chunk| chunk.len() as u64);
-        let limit = match self.limits.min_rate {
-            _ if self.limits.timeout.is_zero() => None,
-            0 => Some(self.limits.timeout),
-            rate => Some(self.limits.timeout + Duration::from_secs(self.last / rate)),
+        let earned = match self.limits.min_rate {
+            0 => Duration::ZERO,
+            rate => Duration::from_secs(self.last / rate),
         };
-        self.last = len;
-        let Some(limit) = limit else {
-            return chunks.send(item).await.map_err(|_| client_gone());
-        };
-        match tokio::time::timeout(limit, chunks.send(item)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(client_gone()),
-            Err(_) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "the client left its HTTP/2 stream unread for {limit:?}: the response is ended"
-                ),
-            )),
+        self.last = item.as_ref().map_or(0, |chunk| chunk.len() as u64);
+        let watch = self.limits.watches_load();
+        let send = chunks.send(item);
+        tokio::pin!(send);
+        let began = Instant::now();
+        loop {
+            let busy = watch && self.pool.now();
+            let limit = self.limits.base(busy).map(|base| base + earned);
+            let waited = began.elapsed();
+            if let Some(limit) = limit.filter(|limit| waited >= *limit) {
+                let why = if busy {
+                    " while requests waited for a worker"
+                } else {
+                    ""
+                };
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the client left its HTTP/2 stream unread for {limit:?}{why}: the response is ended"
+                    ),
+                ));
+            }
+            // Until the limit, or sooner to look at the pool again (load would shorten it).
+            let left = limit.map(|limit| limit - waited);
+            let wait = match (left, watch && !busy) {
+                (Some(left), true) => left.min(super::conn::PRESSURE_CHECK),
+                (None, true) => super::conn::PRESSURE_CHECK,
+                (Some(left), false) => left,
+                (None, false) => return send.await.map_err(|_| client_gone()),
+            };
+            if let Ok(sent) = tokio::time::timeout(wait, &mut send).await {
+                return sent.map_err(|_| client_gone());
+            }
         }
     }
 }

@@ -11,6 +11,13 @@
 //!   fails, hyper closes the connection, the response body is dropped, and the worker thread
 //!   writing it gets an error at its next write, so it is released instead of being held by
 //!   the client. The allowance starts again with each response.
+//! * **Slow readers go first under load**: while requests wait for a worker of the pool the
+//!   response came from ([`ConnShared::serving_from`]), the allowance is
+//!   `busy-timeout + bytes it read / min-rate` instead, a few seconds: a thread-per-request
+//!   server cannot buffer a streamed response away, so a client that does not read it keeps a
+//!   worker from the requests waiting, and is dropped before it starves them. A stalled
+//!   response looks at its pool at least once a second, so load that comes during a stall
+//!   is seen.
 //! * **Flush before an abort**: a response that must end with an error (shorter than its
 //!   `Content-Length`, or the app failed mid-body) first lets hyper write out everything it
 //!   holds (status line, headers, the bytes the app did send), then fails: the body asks
@@ -26,6 +33,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::pool::Waiting;
+
 /// How slowly a client may read a response.
 #[derive(Debug, Clone, Copy)]
 pub struct WriteLimits {
@@ -35,7 +44,30 @@ pub struct WriteLimits {
     /// Bytes per second: each `min_rate` bytes the client reads earns it one more second
     /// (`--response-min-rate`; 0: no rate, the timeout applies to each stall alone).
     pub min_rate: u64,
+    /// What replaces `timeout` while requests wait for a worker of the response's pool
+    /// (`--busy-socket-timeout`; zero: `timeout` always).
+    pub busy_timeout: Duration,
 }
+
+impl WriteLimits {
+    /// The stall allowed before anything is read, under load (`busy`) or not; None: no limit.
+    pub(super) fn base(&self, busy: bool) -> Option<Duration> {
+        let busy = (busy && !self.busy_timeout.is_zero()).then_some(self.busy_timeout);
+        match (self.timeout.is_zero(), busy) {
+            (true, busy) => busy,
+            (false, Some(busy)) => Some(busy.min(self.timeout)),
+            (false, None) => Some(self.timeout),
+        }
+    }
+
+    /// Whether load can shorten the allowance: then a stall looks at the pool again.
+    pub(super) fn watches_load(&self) -> bool {
+        !self.busy_timeout.is_zero() && (self.timeout.is_zero() || self.busy_timeout < self.timeout)
+    }
+}
+
+/// How often a stalled response looks at its pool for requests waiting (see the module docs).
+pub(super) const PRESSURE_CHECK: Duration = Duration::from_secs(1);
 
 const FLUSH_IDLE: u8 = 0;
 const FLUSH_WAITING: u8 = 1;
@@ -55,6 +87,8 @@ pub struct ConnShared {
     requests_ended: AtomicU64,
     /// Whether the socket's last write found it full (hyper still holds bytes to send).
     write_waiting: AtomicBool,
+    /// The pool of the request answered last, asked whether requests wait for a worker.
+    pool: Mutex<Option<Waiting>>,
 }
 
 impl ConnShared {
@@ -103,6 +137,17 @@ impl ConnShared {
     pub fn is_quiet(&self) -> bool {
         self.requests_begun.load(Ordering::Relaxed) == self.requests_ended.load(Ordering::Relaxed)
             && !self.write_waiting.load(Ordering::Relaxed)
+    }
+
+    /// Marks the pool whose worker produces the response being sent: while requests wait
+    /// for one of its workers, a client that stalls the response gets less time.
+    pub fn serving_from(&self, pool: Waiting) {
+        *self.pool.lock() = Some(pool);
+    }
+
+    /// Whether requests wait for a worker of the pool the response came from.
+    fn pool_busy(&self) -> bool {
+        self.pool.lock().as_ref().is_some_and(Waiting::now)
     }
 
     /// Called by the socket wrapper when a flush completed.
@@ -169,13 +214,14 @@ impl<S> ConnIo<S> {
         &self.inner
     }
 
-    /// The stall the client is allowed in all, given what it accepted.
-    fn allowance(&self) -> Duration {
+    /// The stall the client is allowed in all, given what it accepted, under load (`busy`)
+    /// or not; None: no limit.
+    fn allowance(&self, busy: bool) -> Option<Duration> {
         let earned = match self.limits.min_rate {
             0 => Duration::ZERO,
             rate => Duration::from_secs_f64(self.clock.accepted as f64 / rate as f64),
         };
-        self.limits.timeout.saturating_add(earned)
+        Some(self.limits.base(busy)?.saturating_add(earned))
     }
 
     /// Before a write: a new response resets the clock.
@@ -212,28 +258,52 @@ impl<S> ConnIo<S> {
                 }
                 Poll::Ready(Ok(n))
             }
-            Poll::Pending if self.limits.timeout.is_zero() => Poll::Pending,
+            Poll::Pending
+                if self.limits.timeout.is_zero() && self.limits.busy_timeout.is_zero() =>
+            {
+                Poll::Pending
+            }
             Poll::Pending => {
                 self.clock.filled = true;
                 let now = Instant::now();
                 let began = *self.clock.stall_began.get_or_insert(now);
                 let stalled = self.clock.stalled + now.saturating_duration_since(began);
-                let allowance = self.allowance();
-                if stalled >= allowance {
+                let watch = self.limits.watches_load();
+                let busy = watch && self.shared.pool_busy();
+                let allowance = self.allowance(busy);
+                if let Some(allowance) = allowance.filter(|a| stalled >= *a) {
                     self.clock.stall_began = None;
+                    let limit = match busy {
+                        true => format!(
+                            "while requests wait for a worker, the limit is --busy-socket-timeout {}s",
+                            self.limits.busy_timeout.as_secs_f64()
+                        ),
+                        false => format!(
+                            "the limit is --socket-timeout {}s",
+                            self.limits.timeout.as_secs_f64()
+                        ),
+                    };
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         format!(
-                            "the client read the response too slowly ({} bytes in {:.1}s of waiting; the limit is --socket-timeout {}s plus 1s per {} bytes): connection dropped",
+                            "the client read the response too slowly ({} bytes in {:.1}s of waiting, {:.1}s allowed; {limit} plus 1s per {} bytes): connection dropped",
                             self.clock.accepted,
                             stalled.as_secs_f64(),
-                            self.limits.timeout.as_secs(),
+                            allowance.as_secs_f64(),
                             self.limits.min_rate
                         ),
                     )));
                 }
+                // Not past it yet: come back at its end, or sooner to look at the pool again
+                // (load would shorten it).
+                let left = allowance.map(|a| a - stalled);
+                let left = match (left, watch && !busy) {
+                    (Some(left), true) => left.min(PRESSURE_CHECK),
+                    (None, true) => PRESSURE_CHECK,
+                    (left, false) => left.unwrap_or(Duration::from_secs(365 * 24 * 3600)),
+                };
                 let deadline = now
-                    .checked_add(allowance - stalled)
+                    .checked_add(left)
                     .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
                 let deadline = tokio::time::Instant::from_std(deadline);
                 let timer = self
@@ -312,7 +382,108 @@ mod tests {
         WriteLimits {
             timeout: Duration::from_millis(timeout_ms),
             min_rate,
+            busy_timeout: Duration::ZERO,
         }
+    }
+
+    /// Reads `total` bytes of `client`, at most `chunk` every 100 ms; how many it read.
+    fn read_slowly(
+        mut client: tokio::io::DuplexStream,
+        chunk: usize,
+        total: usize,
+    ) -> tokio::task::JoinHandle<usize> {
+        tokio::spawn(async move {
+            let (mut read, mut buf) = (0, vec![0u8; chunk]);
+            while read < total {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                read += client.read(&mut buf).await.unwrap();
+            }
+            read
+        })
+    }
+
+    /// A pool of one worker and a queue of one, and its slots (take one: the worker runs a
+    /// request; take both: a request waits).
+    fn pool() -> (Waiting, Arc<tokio::sync::Semaphore>) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(2));
+        (Waiting::new(slots.clone(), 1), slots)
+    }
+
+    /// A connection under `limits` with a 200 ms busy timeout, whose response comes from
+    /// `pool`, and the client's end of it (a 1 KiB pipe).
+    fn busy_connection(
+        limits: WriteLimits,
+        pool: Waiting,
+    ) -> (ConnIo<tokio::io::DuplexStream>, tokio::io::DuplexStream) {
+        let (server, client) = tokio::io::duplex(1024);
+        let shared = Arc::new(ConnShared::default());
+        shared.serving_from(pool);
+        shared.response_started();
+        let limits = WriteLimits {
+            busy_timeout: Duration::from_millis(200),
+            ..limits
+        };
+        (ConnIo::new(server, shared, limits), client)
+    }
+
+    /// Writes until the write fails: the error and how long it took.
+    async fn write_until_dropped<S: AsyncWrite + Unpin>(
+        io: &mut ConnIo<S>,
+    ) -> (io::Error, Duration) {
+        let began = Instant::now();
+        loop {
+            if let Err(e) = io.write(&[b'x'; 512]).await {
+                return (e, began.elapsed());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn while_requests_wait_a_client_that_never_reads_is_dropped_after_the_busy_timeout() {
+        let (waiting, slots) = pool();
+        let _taken = slots.try_acquire_many(2).unwrap();
+        let (mut io, _client) = busy_connection(limits(60_000, 500), waiting);
+        let (err, waited) = write_until_dropped(&mut io).await;
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert!(
+            err.to_string().contains("--busy-socket-timeout 0.2s"),
+            "{err}"
+        );
+        assert!(
+            waited >= Duration::from_millis(200) && waited < Duration::from_secs(3),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stall_gets_the_busy_timeout_only_once_requests_wait() {
+        let (waiting, slots) = pool();
+        // The one worker runs this response's request; nobody waits.
+        let running = slots.try_acquire().unwrap();
+        let (mut io, _client) = busy_connection(limits(60_000, 500), waiting);
+        let unloaded =
+            tokio::time::timeout(Duration::from_millis(1500), write_until_dropped(&mut io));
+        assert!(unloaded.await.is_err(), "dropped while no request waited");
+        // A request comes and waits: the stall, already past 200 ms, ends at the next look.
+        let _waiter = slots.try_acquire().unwrap();
+        let (err, waited) = write_until_dropped(&mut io).await;
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert!(
+            waited < PRESSURE_CHECK + Duration::from_secs(2),
+            "{waited:?}"
+        );
+        drop(running);
+    }
+
+    #[tokio::test]
+    async fn while_requests_wait_a_client_reading_at_the_minimum_rate_keeps_its_connection() {
+        let (waiting, slots) = pool();
+        let _taken = slots.try_acquire_many(2).unwrap();
+        let (mut io, client) = busy_connection(limits(60_000, 1_000), waiting);
+        // 512 bytes every 100 ms: 5,120 B/s, above the 1,000 B/s minimum, from the start.
+        let reader = read_slowly(client, 512, 16 * 1024);
+        io.write_all(&[b'y'; 16 * 1024]).await.unwrap();
+        assert_eq!(reader.await.unwrap(), 16 * 1024);
     }
 
     #[tokio::test]
@@ -341,20 +512,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_reading_at_the_minimum_rate_keeps_its_connection() {
-        let (server, mut client) = tokio::io::duplex(256);
+        let (server, client) = tokio::io::duplex(256);
         let shared = Arc::new(ConnShared::default());
         let mut io = ConnIo::new(server, shared.clone(), limits(300, 1_000));
         shared.response_started();
         // The client reads 256 bytes every 100 ms: 2,560 B/s, above the 1,000 B/s minimum.
-        let reader = tokio::spawn(async move {
-            let mut total = 0;
-            let mut buf = [0u8; 256];
-            while total < 8 * 1024 {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                total += client.read(&mut buf).await.unwrap();
-            }
-            total
-        });
+        let reader = read_slowly(client, 256, 8 * 1024);
         io.write_all(&[b'y'; 8 * 1024]).await.unwrap();
         assert_eq!(reader.await.unwrap(), 8 * 1024);
     }

@@ -114,6 +114,7 @@ impl Default for Limits {
             write: WriteLimits {
                 timeout: Duration::from_secs(60),
                 min_rate: 500,
+                busy_timeout: Duration::from_secs(5),
             },
             max_connections: 1024,
             tcp_notsent_lowat: 128 * 1024,
@@ -1725,6 +1726,8 @@ async fn run_app(
             }
         },
     };
+    // A client that stalls this response gets less time while the pool has requests waiting.
+    conn.shared.serving_from(pool.waiting());
     // For the log lines of a refused request only.
     let group_label = || match &route.process_group {
         ProcessGroup::Embedded => "embedded".to_string(),
@@ -1773,7 +1776,7 @@ async fn run_app(
     let (mut sink, ResponseReceiver { mut start }) = response_channel(is_head, conn.shared.clone());
     if parts.version == Version::HTTP_2 {
         let runtime = tokio::runtime::Handle::current();
-        sink = sink.with_stall_limit(StallLimit::new(runtime, front.limits.write));
+        sink = sink.with_stall_limit(StallLimit::new(runtime, front.limits.write, pool.waiting()));
     }
     let (done, done_rx) = oneshot::channel();
     let arrived = Instant::now();

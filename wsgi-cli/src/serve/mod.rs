@@ -263,6 +263,12 @@ pub struct ServeArgs {
     /// writing the response is released. 0: no limit.
     #[arg(env = "WSGI_RS_SOCKET_TIMEOUT", long, default_value_t = 60.0)]
     pub socket_timeout: f64,
+    /// What --socket-timeout is while requests wait for a worker of the pool a response came
+    /// from (its worker threads, or its daemon process group's): a client that does not read
+    /// a streamed response keeps that worker from them, so it gets only these seconds (plus 1 s
+    /// per --response-min-rate bytes it read) before it is dropped. 0: --socket-timeout always.
+    #[arg(env = "WSGI_RS_BUSY_SOCKET_TIMEOUT", long, default_value_t = 5.0)]
+    pub busy_socket_timeout: f64,
     /// Bytes per second a client must read a response at to earn more time (see
     /// --socket-timeout); 0: only the timeout.
     #[arg(
@@ -559,6 +565,7 @@ impl ServeArgs {
             write: conn::WriteLimits {
                 timeout: seconds(self.socket_timeout),
                 min_rate: self.response_min_rate,
+                busy_timeout: seconds(self.busy_socket_timeout),
             },
             max_connections: self
                 .max_connections

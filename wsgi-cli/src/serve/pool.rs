@@ -214,6 +214,30 @@ pub struct WorkerPool {
     expired_status: u16,
 }
 
+/// Whether a pool keeps requests waiting for a worker, asked by the connections whose
+/// responses came from it (the slow-reader rule under load, [`super::conn`]): a handle on the
+/// pool's slots, cheap to clone and to ask.
+#[derive(Debug, Clone)]
+pub struct Waiting {
+    slots: Arc<Semaphore>,
+    queue_size: usize,
+}
+
+impl Waiting {
+    /// The handle of a pool whose `slots` are its workers' and then `queue_size` more.
+    pub(super) fn new(slots: Arc<Semaphore>, queue_size: usize) -> Waiting {
+        Waiting { slots, queue_size }
+    }
+
+    /// Whether a request waits for a worker now. Slots taken beyond the workers are requests
+    /// waiting; without a queue (`--queue-size 0`), every worker taken is the sign (requests
+    /// then wait for a slot, which the semaphore does not count).
+    pub fn now(&self) -> bool {
+        let free = self.slots.available_permits();
+        free < self.queue_size || free == 0
+    }
+}
+
 /// What runs a pool's jobs.
 enum Workers {
     /// OS threads fed through a channel: calls into the embedded Python, which hold them.
@@ -312,6 +336,11 @@ impl WorkerPool {
             queue_timeout,
             expired_status,
         }
+    }
+
+    /// A handle that tells whether requests wait for a worker of this pool.
+    pub fn waiting(&self) -> Waiting {
+        Waiting::new(self.slots.clone(), self.queue_size)
     }
 
     /// How many jobs run at once (the worker threads in embedded mode).
