@@ -531,7 +531,8 @@ pub async fn serve(
                 // The PROXY header and the handshake, both within the header timeout.
                 let deadline = tokio::time::Instant::now() + front.limits.header_timeout;
                 let serving = (servers.clone(), shutdown.watcher());
-                tokio::spawn(async move {
+                // Boxed, as in `spawn_plain`.
+                tokio::spawn(Box::pin(async move {
                     let addrs = match header {
                         false => addrs,
                         true => match proxied(&mut stream, addrs, deadline).await {
@@ -541,7 +542,7 @@ pub async fn serve(
                     };
                     let tls = (tls, deadline);
                     tls_connection(front, stream, addrs, tls, permit, serving).await;
-                });
+                }));
             }
         }
     };
@@ -687,23 +688,25 @@ fn spawn_plain<S: SendfileSocket + PeekSocket + Sync>(
     header: bool,
     (servers, watcher): (&Arc<Servers>, Watcher),
 ) {
+    // Each task's future boxed: a connection's is large (hyper's state and the request
+    // being served), and the spawn and each change of the task's stage would copy it whole.
     if !header {
-        tokio::spawn(plain_connection(
+        tokio::spawn(Box::pin(plain_connection(
             front,
             stream,
             addrs,
             permit,
             (servers.clone(), watcher),
-        ));
+        )));
         return;
     }
     let deadline = tokio::time::Instant::now() + front.limits.header_timeout;
     let servers = servers.clone();
-    tokio::spawn(async move {
+    tokio::spawn(Box::pin(async move {
         if let Some(addrs) = proxied(&mut stream, addrs, deadline).await {
             plain_connection(front, stream, addrs, permit, (servers, watcher)).await;
         }
-    });
+    }));
 }
 
 /// Serves a TLS connection: the handshake, done by `deadline` (a client that stalls it holds

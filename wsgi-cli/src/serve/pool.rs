@@ -417,7 +417,10 @@ impl WorkerPool {
         let jobs = match &self.workers {
             Workers::Threads { jobs, .. } => jobs.lock(),
             Workers::Tasks(runner) => {
-                tokio::spawn(runner.clone().run(queued));
+                // Boxed: the task's future (3.6 KiB: the job and the daemon call) is then
+                // made in its box once, not copied whole by each step of the spawn and by
+                // each change of the task's stage.
+                tokio::spawn(Box::pin(runner.clone().run(queued)));
                 return Ok(may_wait);
             }
         };
