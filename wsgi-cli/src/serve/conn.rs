@@ -69,6 +69,9 @@ impl WriteLimits {
 /// How often a stalled response looks at its pool for requests waiting (see the module docs).
 pub(super) const PRESSURE_CHECK: Duration = Duration::from_secs(1);
 
+/// A deadline that never comes, for a stall without a limit.
+const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
 const FLUSH_IDLE: u8 = 0;
 const FLUSH_WAITING: u8 = 1;
 const FLUSH_DONE: u8 = 2;
@@ -300,11 +303,9 @@ impl<S> ConnIo<S> {
                 let left = match (left, watch && !busy) {
                     (Some(left), true) => left.min(PRESSURE_CHECK),
                     (None, true) => PRESSURE_CHECK,
-                    (left, false) => left.unwrap_or(Duration::from_secs(365 * 24 * 3600)),
+                    (left, false) => left.unwrap_or(NEVER),
                 };
-                let deadline = now
-                    .checked_add(left)
-                    .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
+                let deadline = now.checked_add(left).unwrap_or_else(|| now + NEVER);
                 let deadline = tokio::time::Instant::from_std(deadline);
                 let timer = self
                     .timer
