@@ -594,13 +594,9 @@ impl StallLimit {
                     ),
                 ));
             }
-            // Until the limit, or sooner to look at the pool again (load would shorten it).
-            let left = limit.map(|limit| limit - waited);
-            let wait = match (left, watch && !busy) {
-                (Some(left), true) => left.min(super::conn::PRESSURE_CHECK),
-                (None, true) => super::conn::PRESSURE_CHECK,
-                (Some(left), false) => left,
-                (None, false) => return send.await.map_err(|_| client_gone()),
+            // Until the limit, or sooner to look at the pool again.
+            let Some(wait) = self.limits.next_look(limit, waited, busy) else {
+                return send.await.map_err(|_| client_gone());
             };
             if let Ok(sent) = tokio::time::timeout(wait, &mut send).await {
                 return sent.map_err(|_| client_gone());

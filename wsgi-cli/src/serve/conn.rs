@@ -64,10 +64,27 @@ impl WriteLimits {
     pub(super) fn watches_load(&self) -> bool {
         !self.busy_timeout.is_zero() && (self.timeout.is_zero() || self.busy_timeout < self.timeout)
     }
+
+    /// How long a stall that has lasted `stalled`, of `allowance` in all (None: no limit),
+    /// waits before it is looked at again: until its end, or less while load (not there now,
+    /// `busy` false) could come and shorten it. None: nothing to look at again.
+    pub(super) fn next_look(
+        &self,
+        allowance: Option<Duration>,
+        stalled: Duration,
+        busy: bool,
+    ) -> Option<Duration> {
+        let left = allowance.map(|a| a.saturating_sub(stalled));
+        if self.watches_load() && !busy {
+            Some(left.map_or(PRESSURE_CHECK, |left| left.min(PRESSURE_CHECK)))
+        } else {
+            left
+        }
+    }
 }
 
 /// How often a stalled response looks at its pool for requests waiting (see the module docs).
-pub(super) const PRESSURE_CHECK: Duration = Duration::from_secs(1);
+const PRESSURE_CHECK: Duration = Duration::from_secs(1);
 
 /// A deadline that never comes, for a stall without a limit.
 const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -297,14 +314,11 @@ impl<S> ConnIo<S> {
                         ),
                     )));
                 }
-                // Not past it yet: come back at its end, or sooner to look at the pool again
-                // (load would shorten it).
-                let left = allowance.map(|a| a - stalled);
-                let left = match (left, watch && !busy) {
-                    (Some(left), true) => left.min(PRESSURE_CHECK),
-                    (None, true) => PRESSURE_CHECK,
-                    (left, false) => left.unwrap_or(NEVER),
-                };
+                // Not past it yet: come back at its end, or sooner to look at the pool again.
+                let left = self
+                    .limits
+                    .next_look(allowance, stalled, busy)
+                    .unwrap_or(NEVER);
                 let deadline = now.checked_add(left).unwrap_or_else(|| now + NEVER);
                 let deadline = tokio::time::Instant::from_std(deadline);
                 let timer = self
