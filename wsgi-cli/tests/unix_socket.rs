@@ -434,3 +434,86 @@ fn reload_keeps_the_socket_and_a_clean_stop_removes_it() {
     assert!(server.wait_exit(Duration::from_secs(30)).success());
     assert!(!sock.exists());
 }
+
+/// Streams one body, in pieces of every size (two beyond the daemon protocol's 64 KiB frame),
+/// with a `Content-Length` at `/length` and without one (chunked) elsewhere.
+const STREAM_APP: &str = r#"
+SIZES = [7, 40000, 200000, 65536, 1, 100000, 30000]
+BODY = bytes(i % 251 for i in range(sum(SIZES)))
+
+def application(environ, start_response):
+    headers = [('Content-Type', 'application/octet-stream')]
+    if environ['PATH_INFO'] == '/length':
+        headers.append(('Content-Length', str(len(BODY))))
+    start_response('200 OK', headers)
+    at = 0
+    for size in SIZES:
+        yield BODY[at:at + size]
+        at += size
+"#;
+
+/// A daemon process's large streamed responses reach a unix-socket client whole, with and
+/// without a `Content-Length`, several on one connection and a HEAD between them (there the
+/// front sends them on from pipes, never copying them), and a TCP client too.
+#[test]
+fn a_daemons_streamed_responses_arrive_whole() {
+    let dir = fs::scratch_world_readable("wsgi-unix-");
+    let app = fs::write_world_readable(&dir.path().join("stream.wsgi"), STREAM_APP);
+    let sock = dir.path().join("app.sock");
+    let bind = format!("unix:{}", sock.display());
+    let mut args = vec![
+        app.to_str().unwrap(),
+        "--bind",
+        &bind,
+        "--bind",
+        "127.0.0.1:0",
+    ];
+    args.extend(["--processes", "1", "--threads", "2"]);
+    if process::is_root() {
+        args.extend(["--user", "nobody"]);
+    }
+    let server = Server::start_with(&util::DAEMON, &args);
+    let want: Vec<u8> = (0..435_544u32).map(|i| (i % 251) as u8).collect();
+    let request = |method: &str, target: &str, last: bool| {
+        let close = if last { "Connection: close\r\n" } else { "" };
+        format!("{method} {target} HTTP/1.1\r\nHost: example.org\r\n{close}\r\n")
+    };
+    let pipelined = [
+        request("GET", "/length", false),
+        request("GET", "/chunked", false),
+        request("HEAD", "/length", false),
+        request("GET", "/length", true),
+    ]
+    .concat();
+    let mut s = UnixStream::connect(&sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(pipelined.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("the answers within 20 s");
+    for (i, (head, chunked)) in [(false, false), (false, true), (true, false), (false, false)]
+        .into_iter()
+        .enumerate()
+    {
+        let response = wsgi_testkit::http::Response::parse_for(&raw, head);
+        assert_eq!(response.status, 200, "response {i}");
+        assert!(response.complete, "response {i} was cut short");
+        assert_eq!(
+            response.header("transfer-encoding") == Some("chunked"),
+            chunked,
+            "response {i}"
+        );
+        if head {
+            assert_eq!(response.header("content-length"), Some("435544"));
+            assert!(response.body.is_empty());
+        } else {
+            assert_eq!(response.body.len(), want.len(), "response {i}");
+            assert!(response.body == want, "response {i}: the body changed");
+        }
+        raw = response.rest;
+    }
+    assert!(raw.is_empty(), "nothing after the last answer");
+    for target in ["/length", "/chunked"] {
+        let response = server.get(target);
+        assert!(response.complete && response.body == want, "TCP {target}");
+    }
+}

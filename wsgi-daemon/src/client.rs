@@ -692,6 +692,13 @@ impl<'e> Exchange<'e> {
         })
     }
 
+    /// A DATA frame of `len` bytes whose payload the client moves on itself (the async
+    /// client's pipes).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn data_unread(&mut self, len: usize) {
+        self.sent += len as u64;
+    }
+
     /// The attempt ends because a FILE frame of `len` bytes came without its descriptor (its
     /// bytes were not sent).
     pub(crate) fn missing_fd(&mut self, len: u64) -> Attempt {

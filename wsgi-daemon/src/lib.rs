@@ -14,6 +14,8 @@
 //!   outcome types as an embedded call; with the `tokio` feature, `async_client` is the same
 //!   as a future, for a front on a tokio runtime (`wsgi serve`'s).
 //! * [`protocol`]: the framed wire protocol between the two.
+//! * [`splice`]: response bytes moved from a daemon's socket into a pipe, for the front to
+//!   send on without copying them.
 //! * [`spec`]: the start-up hand-over from supervisor to daemon process.
 
 #[cfg(feature = "tokio")]
@@ -28,6 +30,7 @@ pub mod process;
 pub mod program;
 pub mod protocol;
 pub mod spec;
+pub mod splice;
 pub mod supervisor;
 mod timers;
 
@@ -35,6 +38,7 @@ mod timers;
 pub use async_client::{AsyncDaemonClient, AsyncRequestBody, AsyncResponseSink};
 pub use client::{DaemonClient, DispatchError, Endpoint};
 pub use protocol::{DaemonRequest, RequestRef};
+pub use splice::PipeChunk;
 pub use supervisor::{GroupStatus, ProcessStatus, Supervisor, SupervisorError, SupervisorOptions};
 
 /// The variable that makes daemon processes log JSON lines (`json`), as `wsgi serve

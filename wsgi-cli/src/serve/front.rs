@@ -255,6 +255,9 @@ struct ConnInfo {
     via: Option<SocketAddr>,
     /// What the connection negotiated, when it speaks TLS.
     tls: Option<TlsInfo>,
+    /// Whether a [`SendfileStream`] writes its bytes: a daemon's large response chunks may
+    /// then go out from pipes ([`ChannelSink::with_pipes`]).
+    splices: bool,
     shared: Arc<ConnShared>,
     /// The raw request heads, as the client sent them.
     heads: Heads,
@@ -264,12 +267,13 @@ struct ConnInfo {
 /// ([`ConnIo`]), under the pre-parse that lets raw request targets through ([`HeadTap`]).
 type ConnStream<S> = HeadTap<ConnIo<S>>;
 
-/// Wraps a connection's byte stream for hyper, with what its requests share.
+/// Wraps a connection's byte stream for hyper, with what its requests share; `splices`: as
+/// [`ConnInfo::splices`].
 fn conn_stream<S>(
     stream: S,
     limits: &Limits,
     addrs: Addrs,
-    tls: Option<TlsInfo>,
+    (tls, splices): (Option<TlsInfo>, bool),
 ) -> (ConnStream<S>, Arc<ConnInfo>) {
     let shared = Arc::new(ConnShared::default());
     let io = ConnIo::new(stream, shared.clone(), limits.write);
@@ -280,6 +284,7 @@ fn conn_stream<S>(
         route_port: addrs.route_port,
         via: addrs.via,
         tls,
+        splices,
         shared,
         heads,
     });
@@ -385,7 +390,7 @@ where
         route_port,
         via: None,
     };
-    let (io, info) = conn_stream(stream, &front.limits, addrs, None);
+    let (io, info) = conn_stream(stream, &front.limits, addrs, (None, false));
     let service = service_fn(move |req| Box::pin(handle(front.clone(), info.clone(), req)));
     builder.serve_connection(TokioIo::new(io), service).await
 }
@@ -615,7 +620,15 @@ async fn plain_connection<S: SendfileSocket + PeekSocket + Sync>(
         }
         versions => versions,
     };
-    let conn = conn_stream(SendfileStream::new(stream), &front.limits, addrs, None);
+    // A daemon's large response chunks go out from pipes, unless the kernel paces the
+    // socket itself (one system call, only where daemon processes answer).
+    let splices = front.daemons.is_some() && !stream.paces_itself();
+    let conn = conn_stream(
+        SendfileStream::new(stream),
+        &front.limits,
+        addrs,
+        (None, splices),
+    );
     serve_connection(front, conn, versions, (servers, watcher), permit).await;
 }
 
@@ -756,7 +769,7 @@ async fn tls_connection(
         _ if front.limits.http == HttpMode::Http2 => Versions::Http2,
         _ => Versions::Http1,
     };
-    let conn = conn_stream(stream, &front.limits, addrs, Some(TlsInfo { sni }));
+    let conn = conn_stream(stream, &front.limits, addrs, (Some(TlsInfo { sni }), false));
     serve_connection(front, conn, versions, serving, permit).await;
 }
 
@@ -1780,6 +1793,8 @@ async fn run_app(
     if parts.version == Version::HTTP_2 {
         let runtime = tokio::runtime::Handle::current();
         sink = sink.with_stall_limit(StallLimit::new(runtime, front.limits.write, pool.waiting()));
+    } else if conn.splices {
+        sink = sink.with_pipes();
     }
     let (done, done_rx) = oneshot::channel();
     let arrived = Instant::now();
