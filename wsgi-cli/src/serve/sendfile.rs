@@ -251,7 +251,7 @@ pub trait SendfileSocket: AsyncRead + AsyncWrite + AsFd + Unpin + Send + 'static
     /// a socket cannot tell). Bytes spliced from pipes leave faster than copied ones, and
     /// each pause costs a timer: in a virtual machine, where programming one is dear, more
     /// than the copies saved. Measured on 2 vCPUs (1 MiB streamed from a daemon process,
-    /// pinned): under CUBIC, pipes made it 23-40 % faster; under BBR, 12-31 % slower, with
+    /// pinned): under CUBIC, pipes made it 23-40 % faster; under BBR, up to 31 % slower, with
     /// 14 pacing timers a response against 5.
     fn paces_itself(&self) -> bool;
 }
