@@ -34,6 +34,7 @@
 //! front retries the request elsewhere; a connection that ends any other way (end of stream:
 //! the process died running it) is never retried.
 
+use std::borrow::Cow;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
@@ -582,14 +583,36 @@ impl<'a> Decoder<'a> {
     }
     fn str(&mut self) -> Result<String, ProtocolError> {
         let b = self.bytes()?;
-        std::str::from_utf8(b)
-            .map(str::to_string)
-            .map_err(|_| self.bad("a string is not UTF-8"))
+        self.utf8(b).map(str::to_string)
+    }
+    fn utf8(&self, b: &'a [u8]) -> Result<&'a str, ProtocolError> {
+        std::str::from_utf8(b).map_err(|_| self.bad("a string is not UTF-8"))
     }
     fn path(&mut self) -> Result<PathBuf, ProtocolError> {
         Ok(PathBuf::from(std::ffi::OsStr::from_bytes(self.bytes()?)))
     }
     fn pairs(&mut self) -> Result<Vec<(String, Vec<u8>)>, ProtocolError> {
+        self.pairs_named(|d, name| d.utf8(name).map(str::to_string))
+    }
+    /// The extra variables: the names the front sends with every request
+    /// ([`COMMON_EXTRA_NAMES`]) as the static strings they are, without an allocation and a
+    /// UTF-8 check each.
+    fn extra_pairs(&mut self) -> Result<Vec<ExtraVar>, ProtocolError> {
+        self.pairs_named(|d, name| {
+            match COMMON_EXTRA_NAMES
+                .iter()
+                .find(|known| known.as_bytes() == name)
+            {
+                Some(known) => Ok(Cow::Borrowed(*known)),
+                None => d.utf8(name).map(|name| Cow::Owned(name.to_string())),
+            }
+        })
+    }
+    /// A list of (name, value) pairs, each name made by `name`.
+    fn pairs_named<N>(
+        &mut self,
+        name: impl Fn(&Self, &'a [u8]) -> Result<N, ProtocolError>,
+    ) -> Result<Vec<(N, Vec<u8>)>, ProtocolError> {
         let n = self.u32()? as usize;
         // Each pair takes at least 8 bytes: never allocate for more than could be there.
         if n > self.buf.len() / 8 {
@@ -597,7 +620,8 @@ impl<'a> Decoder<'a> {
         }
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
-            let name = self.str()?;
+            let raw = self.bytes()?;
+            let name = name(self, raw)?;
             let value = self.bytes()?.to_vec();
             out.push((name, value));
         }
@@ -611,6 +635,23 @@ impl<'a> Decoder<'a> {
         }
     }
 }
+
+/// An extra variable of a request: its name and value ([`RequestHead::extra`]).
+type ExtraVar = (Cow<'static, str>, Vec<u8>);
+
+/// The names of the extra variables `wsgi serve`'s front sends with every request
+/// (`wsgi_interp::RequestHead::build`'s): decoded as these static strings.
+const COMMON_EXTRA_NAMES: &[&str] = &[
+    "REQUEST_SCHEME",
+    "SCRIPT_FILENAME",
+    "SERVER_ADDR",
+    "mod_wsgi.listener_host",
+    "mod_wsgi.listener_port",
+    "DOCUMENT_ROOT",
+    "SERVER_ADMIN",
+    "CONTEXT_PREFIX",
+    "CONTEXT_DOCUMENT_ROOT",
+];
 
 /// Decodes the payload of a REQUEST frame: the request, and where its body is in `payload`
 /// when it came inline (the last field: the range ends at the payload's end).
@@ -644,7 +685,7 @@ pub fn decode_request(
     let remote_addr = d.str()?;
     let remote_port = d.u16()?;
     let headers = d.pairs()?;
-    let extra = d.pairs()?;
+    let extra = d.extra_pairs()?;
     let stamps = Stamps {
         request_start_us: d.u64()?,
         server_pid: d.u32()?,
@@ -689,10 +730,7 @@ pub fn decode_request(
                 remote_addr,
                 remote_port,
                 headers,
-                extra: extra
-                    .into_iter()
-                    .map(|(name, value)| (name.into(), value))
-                    .collect(),
+                extra,
                 stamps,
             },
         },
@@ -1215,6 +1253,39 @@ mod tests {
             let err = read_one(&frame[..cut]).unwrap_err();
             assert!(matches!(err, ProtocolError::Truncated), "cut {cut}: {err}");
         }
+    }
+
+    /// The extra variables' common names come back as static strings, others as their own;
+    /// a name that is not UTF-8 is refused.
+    #[test]
+    fn extra_names_come_back_static_when_common() {
+        let mut req = sample_request();
+        req.head.extra = vec![
+            ("SCRIPT_FILENAME".into(), b"/srv/app/app.wsgi".to_vec()),
+            ("MY_SETENV".into(), b"1".to_vec()),
+            ("CONTEXT_DOCUMENT_ROOT".into(), b"/srv".to_vec()),
+        ];
+        let frame = encode_request(&req, None, Vec::new()).unwrap();
+        let (_, payload) = read_one(&frame).unwrap().unwrap();
+        let (back, _) = decode_request(&payload).unwrap();
+        assert_eq!(back.head.extra, req.head.extra);
+        let borrowed: Vec<bool> = back
+            .head
+            .extra
+            .iter()
+            .map(|(name, _)| matches!(name, Cow::Borrowed(_)))
+            .collect();
+        assert_eq!(borrowed, [true, false, true]);
+        req.head.extra = vec![("MY_\u{e9}".into(), b"1".to_vec())];
+        let mut frame = encode_request(&req, None, Vec::new()).unwrap();
+        let name = "MY_\u{e9}".as_bytes();
+        let at = frame.windows(name.len()).position(|w| w == name).unwrap();
+        frame[at + 3] = 0xff;
+        let (_, payload) = read_one(&frame).unwrap().unwrap();
+        assert!(matches!(
+            decode_request(&payload),
+            Err(ProtocolError::Malformed { .. })
+        ));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Response bytes moved out of a daemon's socket into a pipe with `splice(2)`, never copied
 //! into the front's memory: a [`PipeChunk`]. The front sends them on to the client's socket
 //! with `splice` again. Each move hands the kernel's pages on by reference, where a read and
-//! a write would copy every byte twice (the async client takes this path for a large DATA
-//! frame when its sink [takes pipes](crate::AsyncResponseSink::takes_pipes)).
+//! a write would copy every byte twice (the async client, with the `tokio` feature, takes
+//! this path for a large DATA frame when its sink says `AsyncResponseSink::takes_pipes`).
 //!
 //! Pipes are reused once emptied (an idle few are kept), and at most [`MAX_LIVE`] exist at
 //! a time: past that, or where the kernel refuses one, the client reads the bytes as before.
