@@ -512,6 +512,16 @@ fn a_daemons_streamed_responses_arrive_whole() {
         raw = response.rest;
     }
     assert!(raw.is_empty(), "nothing after the last answer");
+    // HTTP/1.0: no chunks, the body ends with the connection.
+    let mut s = UnixStream::connect(&sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"GET /chunked HTTP/1.0\r\nHost: example.org\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("the answer within 20 s");
+    let response = wsgi_testkit::http::Response::parse(&raw);
+    assert_eq!(response.header("transfer-encoding"), None, "HTTP/1.0");
+    assert!(response.body == want, "HTTP/1.0: the body changed");
     for target in ["/length", "/chunked"] {
         let response = server.get(target);
         assert!(response.complete && response.body == want, "TCP {target}");

@@ -295,9 +295,10 @@ pub struct SendfileStream<S = TcpStream> {
     gather: Option<Gather>,
 }
 
-/// A connection's pipe for runs of pipe chunks: each send to the socket costs far more than
-/// moving a chunk's pages from pipe to pipe, so a run of them costs one send, as a `writev`
-/// of buffers would.
+/// A pipe for a run of pipe chunks: each send to the socket costs far more than moving a
+/// chunk's pages from pipe to pipe, so a run of them costs one send, as a `writev` of buffers
+/// would. A connection holds one only while it has bytes in it (then it goes back to
+/// [`IDLE_GATHERS`]): thousands of idle connections hold no descriptors for it.
 struct Gather {
     read: OwnedFd,
     write: OwnedFd,
@@ -311,7 +312,31 @@ struct Gather {
 /// (`front::WRITE_QUEUE`, 384 KiB) and then some.
 const GATHER_CAPACITY: usize = 512 * 1024;
 
+/// Emptied gather pipes, for the next run on any connection.
+static IDLE_GATHERS: Mutex<Vec<Gather>> = Mutex::new(Vec::new());
+
+/// How many emptied gather pipes are kept.
+const MAX_IDLE_GATHERS: usize = 64;
+
+/// Runs gathered so far (for tests).
+#[cfg(test)]
+static GATHERED: AtomicUsize = AtomicUsize::new(0);
+
 impl Gather {
+    /// An emptied one, or a new one (None if the kernel gives no pipe).
+    fn take() -> Option<Gather> {
+        IDLE_GATHERS.lock().pop().or_else(Gather::new)
+    }
+
+    /// Keeps this emptied one for the next run (or closes it, with enough kept).
+    fn give_back(self) {
+        debug_assert_eq!(self.held, 0);
+        let mut idle = IDLE_GATHERS.lock();
+        if idle.len() < MAX_IDLE_GATHERS {
+            idle.push(self);
+        }
+    }
+
     fn new() -> Option<Gather> {
         let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).ok()?;
         // A user past its share of pipe pages keeps the default capacity.
@@ -427,7 +452,7 @@ impl<S: SendfileSocket> SendfileStream<S> {
     /// others written. The bytes moved (0 if there is no gather pipe to be had).
     fn gather_run(&mut self, bufs: &[IoSlice<'_>]) -> usize {
         if self.gather.is_none() {
-            self.gather = Gather::new();
+            self.gather = Gather::take();
         }
         let Some(gather) = self.gather.as_mut() else {
             return 0;
@@ -454,7 +479,20 @@ impl<S: SendfileSocket> SendfileStream<S> {
                 break;
             }
         }
-        gather.held
+        let held = gather.held;
+        if held == 0 {
+            self.give_back_gather();
+        }
+        #[cfg(test)]
+        GATHERED.fetch_add(usize::from(held > 0), Ordering::Relaxed);
+        held
+    }
+
+    /// Gives the connection's gather pipe back, once empty.
+    fn give_back_gather(&mut self) {
+        if let Some(gather) = self.gather.take() {
+            gather.give_back();
+        }
     }
 
     /// Sends what the gather pipe holds: the first bytes of `bufs`.
@@ -479,7 +517,11 @@ impl<S: SendfileSocket> SendfileStream<S> {
         let sent = ready!(self.poll_write_with(cx, write_zero, |socket| {
             splice(read, None, socket, None, held, flags).map_err(io::Error::from)
         }))?;
-        self.gather.as_mut().expect("a gather pipe").held -= sent;
+        let gather = self.gather.as_mut().expect("a gather pipe");
+        gather.held -= sent;
+        if gather.held == 0 {
+            self.give_back_gather();
+        }
         Poll::Ready(Ok(sent))
     }
 }
@@ -744,13 +786,17 @@ mod tests {
             .unwrap();
         let mut stream = SendfileStream::new(tcp);
         let alone = pipe_bytes(pipe_chunk(b"alone:")).unwrap();
+        let gathered = || GATHERED.load(Ordering::Relaxed);
+        let before = gathered();
         write_all_parts(&mut stream, &[alone]).await;
-        assert!(stream.gather.is_none(), "a chunk alone is spliced straight");
+        assert_eq!(gathered(), before, "a chunk alone is spliced straight");
         write_all_parts(&mut stream, &parts()).await;
+        assert!(gathered() > before, "a run went through a gather pipe");
         assert!(
-            stream.gather.is_some(),
-            "a run went through the gather pipe"
+            stream.gather.is_none(),
+            "an emptied gather pipe is given back"
         );
+        assert!(!IDLE_GATHERS.lock().is_empty(), "and kept");
         stream.shutdown().await.unwrap();
         drop(stream);
         let got = reader.join().unwrap();
