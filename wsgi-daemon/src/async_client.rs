@@ -233,7 +233,6 @@ impl AsyncGroup {
                 Ok(Next::Frame(kind)) => Ok(Some((kind, conn.frames.payload()))),
                 Ok(Next::End) => Ok(None),
                 Ok(Next::Unread(len)) => {
-                    exchange.data_unread(len);
                     header_only = true;
                     let held = conn.frames.payload().len();
                     if held > 0 {
@@ -242,7 +241,10 @@ impl AsyncGroup {
                         }
                     }
                     match splice_payload(&conn.stream, len - held, read.timeout(), sink).await {
-                        Ok(()) => continue,
+                        Ok(()) => {
+                            exchange.data_unread(len);
+                            continue;
+                        }
                         Err(Moved::ClientGone(error)) => {
                             return Attempt::Done(Ok(Outcome::ClientGone { error }));
                         }

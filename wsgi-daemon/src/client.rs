@@ -692,7 +692,7 @@ impl<'e> Exchange<'e> {
         })
     }
 
-    /// A DATA frame of `len` bytes whose payload the client moves on itself (the async
+    /// A DATA frame of `len` bytes whose payload the client moved on itself (the async
     /// client's pipes).
     #[cfg(feature = "tokio")]
     pub(crate) fn data_unread(&mut self, len: usize) {

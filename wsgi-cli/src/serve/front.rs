@@ -255,8 +255,9 @@ struct ConnInfo {
     via: Option<SocketAddr>,
     /// What the connection negotiated, when it speaks TLS.
     tls: Option<TlsInfo>,
-    /// Whether a [`SendfileStream`] writes its bytes: a daemon's large response chunks may
-    /// then go out from pipes ([`ChannelSink::with_pipes`]).
+    /// Whether a daemon's large response chunks may go out from pipes
+    /// ([`ChannelSink::with_pipes`]): a [`SendfileStream`] writes the connection's bytes, and
+    /// its socket does not pace itself ([`SendfileSocket::paces_itself`]).
     splices: bool,
     shared: Arc<ConnShared>,
     /// The raw request heads, as the client sent them.
