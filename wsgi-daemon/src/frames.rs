@@ -155,7 +155,9 @@ impl Frames {
     }
 
     /// As [`Frames::receive`], but at a frame's start never past its header: the bytes after
-    /// it stay in the socket, for a payload the caller may take from there itself.
+    /// it stay in the socket, for a payload the caller may take from there itself (the async
+    /// client's pipes).
+    #[cfg(feature = "tokio")]
     pub(crate) fn receive_header(&mut self, fd: RawFd) -> io::Result<usize> {
         let header_end = self.at + HEADER_LEN;
         if self.large.is_some() || self.end >= header_end || header_end > self.ahead.len() {
@@ -343,6 +345,7 @@ pub(crate) mod tests {
     /// Splicing, a DATA payload of at least the minimum beyond what was received is left in
     /// the socket (the received part is its `payload`); a smaller one, or another kind, is
     /// read as before; a header-only receive stops at the next header.
+    #[cfg(feature = "tokio")]
     #[test]
     fn large_data_payloads_are_left_unread_when_splicing() {
         let (a, b) = UnixStream::pair().unwrap();
@@ -386,6 +389,7 @@ pub(crate) mod tests {
     }
 
     /// At a frame's start, a header-only receive takes the header and nothing after it.
+    #[cfg(feature = "tokio")]
     #[test]
     fn a_header_only_receive_stops_at_the_header() {
         let (a, b) = UnixStream::pair().unwrap();
