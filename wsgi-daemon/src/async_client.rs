@@ -738,6 +738,7 @@ mod tests {
     /// is pooled after.
     #[tokio::test]
     async fn large_payloads_come_in_pipes_between_the_other_parts() {
+        let _pipes = crate::splice::tests::PIPES.read().await;
         let (_dir, listener, client) = fake_group();
         let sizes = [3 * MAX_CHUNK + 100, 10, SPLICE_MIN + 1, 1000, MAX_CHUNK];
         let daemon = std::thread::spawn(move || {
@@ -807,6 +808,7 @@ mod tests {
     /// being moved to pipes: the response is aborted (its start was sent on), not pooled.
     #[tokio::test]
     async fn a_payload_cut_short_aborts_the_response() {
+        let _pipes = crate::splice::tests::PIPES.read().await;
         for silent in [false, true] {
             let (_dir, listener, mut client) = fake_group();
             let g = client.groups.get_mut("g").unwrap();
@@ -841,5 +843,37 @@ mod tests {
                 .await
                 .unwrap();
         }
+    }
+
+    /// With no pipe to be had, large payloads are read into memory instead, whole and in
+    /// order.
+    #[tokio::test]
+    async fn without_a_pipe_to_be_had_large_payloads_are_read() {
+        let _all = crate::splice::tests::PIPES.write().await;
+        let in_use = crate::splice::tests::AllInUse::new();
+        let (_dir, listener, client) = fake_group();
+        let size = 2 * MAX_CHUNK + 3;
+        let daemon = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            assert_eq!(frame(&conn).0, kind::REQUEST);
+            let mut out = &conn;
+            out.write_all(&encode_start(200, "OK", &[])).unwrap();
+            write_raw(&mut out, kind::DATA, &pattern(0, size)).unwrap();
+            write_raw(&mut out, kind::DATA, &pattern(size, size)).unwrap();
+            out.write_all(&complete(2 * size as u64)).unwrap();
+            conn
+        });
+        let (outcome, sink) = get_piped(&client).await;
+        drop(in_use);
+        drop(tokio::task::spawn_blocking(move || daemon.join().unwrap()).await);
+        assert!(
+            matches!(outcome, Ok(Outcome::Complete { .. })),
+            "{outcome:?}"
+        );
+        assert_eq!(sink.piped, 0);
+        assert!(
+            sink.body == pattern(0, 2 * size),
+            "the response body changed"
+        );
     }
 }

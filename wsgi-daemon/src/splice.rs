@@ -166,6 +166,26 @@ pub(crate) mod tests {
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
 
+    /// Read by the tests that need pipes, written by those that take them all away
+    /// ([`AllInUse`]).
+    pub(crate) static PIPES: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+    /// Every pipe counted as in use while it lives: [`PipeChunk::new`] gives none.
+    pub(crate) struct AllInUse;
+
+    impl AllInUse {
+        pub(crate) fn new() -> AllInUse {
+            LIVE.fetch_add(MAX_LIVE, Ordering::Relaxed);
+            AllInUse
+        }
+    }
+
+    impl Drop for AllInUse {
+        fn drop(&mut self) {
+            LIVE.fetch_sub(MAX_LIVE, Ordering::Relaxed);
+        }
+    }
+
     /// A chunk holding `bytes`, moved in from a socket.
     pub(crate) fn chunk_of(bytes: &[u8]) -> PipeChunk {
         let (mut a, b) = UnixStream::pair().unwrap();
@@ -182,6 +202,7 @@ pub(crate) mod tests {
 
     #[test]
     fn bytes_moved_in_go_out_in_order_to_a_socket() {
+        let _pipes = PIPES.blocking_read();
         let bytes: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
         let mut chunk = chunk_of(&bytes);
         assert_eq!(chunk.len(), bytes.len());
@@ -204,6 +225,7 @@ pub(crate) mod tests {
 
     #[test]
     fn what_was_not_sent_reads_back() {
+        let _pipes = PIPES.blocking_read();
         let mut chunk = chunk_of(b"0123456789");
         let (out, mut peer) = UnixStream::pair().unwrap();
         assert_eq!(chunk.send_to(out.as_fd(), 4, false).unwrap(), 4);
@@ -215,6 +237,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_chunk_takes_at_most_max_chunk_and_says_when_nothing_is_there() {
+        let _pipes = PIPES.blocking_read();
         let (mut a, b) = UnixStream::pair().unwrap();
         b.set_nonblocking(true).unwrap();
         let mut chunk = PipeChunk::new().expect("a pipe");
@@ -245,6 +268,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_closed_socket_moves_nothing() {
+        let _pipes = PIPES.blocking_read();
         let (a, b) = UnixStream::pair().unwrap();
         drop(a);
         let mut chunk = PipeChunk::new().expect("a pipe");
@@ -255,6 +279,7 @@ pub(crate) mod tests {
     /// A chunk dropped with bytes left closes its pipe: the next chunk starts empty.
     #[test]
     fn bytes_left_in_a_dropped_chunk_never_reach_another() {
+        let _pipes = PIPES.blocking_read();
         for _ in 0..MAX_IDLE + 2 {
             drop(chunk_of(b"left behind"));
             let mut fresh = chunk_of(b"mine");
@@ -266,5 +291,14 @@ pub(crate) mod tests {
             peer.read_to_end(&mut got).unwrap();
             assert_eq!(got, b"mine");
         }
+    }
+
+    #[test]
+    fn no_chunk_while_all_are_in_use() {
+        let _all = PIPES.blocking_write();
+        let in_use = AllInUse::new();
+        assert!(PipeChunk::new().is_none());
+        drop(in_use);
+        assert!(PipeChunk::new().is_some());
     }
 }
