@@ -157,6 +157,10 @@ static PIPE_SLOTS: [Mutex<Option<PipeChunk>>; MAX_LIVE] = [const { Mutex::new(No
 /// Slots given back, and the first never used.
 static FREE_SLOTS: Mutex<(Vec<usize>, usize)> = Mutex::new((Vec::new(), 0));
 
+/// How many slots hold a chunk (read on every write: a server sending no pipe chunk and no
+/// file pays two atomic loads, not a look at each buffer).
+static PIPES_LIVE: AtomicUsize = AtomicUsize::new(0);
+
 /// The owner of a slot: gives it back (and drops its chunk) when its `Bytes` go.
 struct PipeSlot {
     slot: usize,
@@ -174,6 +178,7 @@ impl Drop for PipeSlot {
         let chunk = PIPE_SLOTS[self.slot].lock().take();
         drop(chunk);
         FREE_SLOTS.lock().0.push(self.slot);
+        PIPES_LIVE.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -204,6 +209,7 @@ pub fn pipe_bytes(chunk: PipeChunk) -> io::Result<Bytes> {
         return chunk.into_vec().map(Bytes::from);
     };
     *PIPE_SLOTS[slot].lock() = Some(chunk);
+    PIPES_LIVE.fetch_add(1, Ordering::Release);
     Ok(Bytes::from_owner(PipeSlot { slot, len }))
 }
 
@@ -557,6 +563,9 @@ impl<S: SendfileSocket> AsyncWrite for SendfileStream<S> {
     ) -> Poll<io::Result<usize>> {
         if self.gather.as_ref().is_some_and(|g| g.held > 0) {
             return self.poll_gathered(cx, bufs);
+        }
+        if PIPES_LIVE.load(Ordering::Acquire) == 0 && LIVE.load(Ordering::Acquire) == 0 {
+            return Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
         }
         // Plain slices before the first one sent from elsewhere go out with writev, that one
         // (when it is first) with sendfile or splice; the caller comes back for the rest. When
