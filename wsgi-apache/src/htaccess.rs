@@ -140,7 +140,7 @@ pub(crate) fn apply(r: &Request<'_>, route: &mut Route) {
     let Some(fragment) = fragments().as_ref().and_then(|t| t.get(id)) else {
         return;
     };
-    route.settings.merge(&fragment);
+    std::sync::Arc::make_mut(&mut route.settings).merge(&fragment);
     if let Some(callable) = &fragment.callable_object {
         route.callable_object = match callable
             .strip_prefix("%{ENV:")

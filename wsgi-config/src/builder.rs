@@ -584,7 +584,7 @@ impl ConfigBuilder {
         let h = self.host_mut(host);
         Ok(match section {
             Some(i) => &mut h.sections[i].settings,
-            None => &mut h.settings,
+            None => std::sync::Arc::make_mut(&mut h.settings),
         })
     }
 

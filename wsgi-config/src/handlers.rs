@@ -19,6 +19,7 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::model::{AliasOptions, Config, HandlerScript, WsgiSettings};
 use crate::route::{
@@ -203,7 +204,7 @@ impl Config {
         script: &HandlerScript,
         file: &Path,
         (uri, path_info): (&[u8], &[u8]),
-        settings: WsgiSettings,
+        settings: Arc<WsgiSettings>,
         env: Vec<(String, String)>,
     ) -> Result<Route, RouteError> {
         let (script_name, path_info) = split_path_info(uri, path_info);
@@ -239,7 +240,7 @@ impl Config {
             let (settings, levels) = self.settings_for(host, file, uri);
             AliasTarget::File {
                 path,
-                settings: Box::new(settings),
+                settings,
                 env: crate::env::evaluate(&levels, req.facts),
             }
         };
@@ -289,7 +290,7 @@ impl Config {
         });
         AliasTarget::Script {
             file,
-            settings: Box::new(settings),
+            settings,
             env,
             route: route.map(Box::new),
         }
@@ -339,7 +340,7 @@ impl Config {
         who: &Requester<'_>,
         file: &Path,
         (uri, path_info): (&[u8], &[u8]),
-        settings: WsgiSettings,
+        settings: Arc<WsgiSettings>,
         env: Vec<(String, String)>,
         options: &AliasOptions,
     ) -> Result<Route, RouteError> {

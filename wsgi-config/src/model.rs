@@ -211,7 +211,7 @@ impl Config {
         std::iter::once(&self.main)
             .chain(&self.virtual_hosts)
             .flat_map(|h| {
-                std::iter::once(&h.settings).chain(h.sections.iter().map(|s| &s.settings))
+                std::iter::once(&*h.settings).chain(h.sections.iter().map(|s| &s.settings))
             })
     }
 
@@ -544,8 +544,9 @@ pub struct Host {
     pub server_aliases: Vec<String>,
     /// `WSGIScriptAlias` and `WSGIScriptAliasMatch`, in configuration order.
     pub script_aliases: Vec<ScriptAlias>,
-    /// WSGI settings at this host's level (outside any `<Directory>`/`<Location>`).
-    pub settings: WsgiSettings,
+    /// WSGI settings at this host's level (outside any `<Directory>`/`<Location>`); shared
+    /// with the routes of requests that no other level's settings touch.
+    pub settings: std::sync::Arc<WsgiSettings>,
     /// `<Directory>`, `<Location>` and `<Files>` sections with WSGI settings or access rules.
     pub sections: Vec<DirSection>,
     /// `SetEnv`, `UnsetEnv`, `PassEnv`, `SetEnvIf`... at this host's level, in order.

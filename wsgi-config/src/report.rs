@@ -196,7 +196,7 @@ pub fn routing_table(config: &Config) -> Vec<Mount> {
 
 /// The levels of a host: its own settings (None), then each section's (its index).
 fn levels(host: &Host) -> impl Iterator<Item = (Option<usize>, &WsgiSettings)> {
-    std::iter::once((None, &host.settings)).chain(
+    std::iter::once((None, &*host.settings)).chain(
         host.sections
             .iter()
             .enumerate()
@@ -207,7 +207,7 @@ fn levels(host: &Host) -> impl Iterator<Item = (Option<usize>, &WsgiSettings)> {
 /// The settings of a level of host `index`: the main server's, the host's, then the section's
 /// (inside its parents).
 fn level_settings(config: &Config, index: Option<usize>, section: Option<usize>) -> WsgiSettings {
-    let mut settings = config.main.settings.clone();
+    let mut settings = WsgiSettings::clone(&config.main.settings);
     let host = config.host(index);
     if index.is_some() {
         settings.merge(&host.settings);
@@ -249,9 +249,8 @@ fn alias_settings(config: &Config, index: Option<usize>, alias: &ScriptAlias) ->
     } else {
         PathBuf::from(&alias.target)
     };
-    config
-        .settings_for(index, &script_path, alias.url.as_bytes())
-        .0
+    let (settings, _) = config.settings_for(index, &script_path, alias.url.as_bytes());
+    std::sync::Arc::unwrap_or_clone(settings)
 }
 
 /// The process group under `options` and `settings`: a group named at request time (such as

@@ -13,6 +13,7 @@ use std::ffi::OsStr;
 use std::net::IpAddr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -66,8 +67,9 @@ pub struct Route {
     pub application_group: String,
     /// The name of the WSGI callable in the script.
     pub callable_object: String,
-    /// The effective WSGI settings for the request.
-    pub settings: WsgiSettings,
+    /// The effective WSGI settings for the request (shared with the configuration where no
+    /// section or virtual host changes them).
+    pub settings: Arc<WsgiSettings>,
     /// The environment variables the configuration gives the request (`SetEnv`, `SetEnvIf`,
     /// `PassEnv`, `UnsetEnv`), in order: mod_wsgi puts them in the WSGI environ.
     pub env: Vec<(String, String)>,
@@ -144,7 +146,7 @@ pub(crate) struct Placement<'o> {
     /// `PATH_INFO`, a native string.
     pub(crate) path_info: String,
     /// The settings where the request's file is.
-    pub(crate) settings: WsgiSettings,
+    pub(crate) settings: Arc<WsgiSettings>,
     /// The request's variables.
     pub(crate) env: Vec<(String, String)>,
     /// The options of the `WSGIScriptAlias` or `WSGIHandlerScript` (none for a file whose
@@ -175,7 +177,7 @@ pub enum AliasTarget {
         /// The file asked for (Apache's `r->filename`).
         file: PathBuf,
         /// Its section's settings: who may see it.
-        settings: Box<WsgiSettings>,
+        settings: Arc<WsgiSettings>,
         /// The request's environment variables.
         env: Vec<(String, String)>,
         /// The route, or the refusal.
@@ -186,7 +188,7 @@ pub enum AliasTarget {
         /// The path.
         path: PathBuf,
         /// Its section's settings: who may see it (`authz`, `auth_*`).
-        settings: Box<WsgiSettings>,
+        settings: Arc<WsgiSettings>,
         /// The request's environment variables (`SetEnv`, and `SetEnvIf` when the request's
         /// facts were given), for the access log's `%{VAR}e` and `env=` conditions.
         env: Vec<(String, String)>,
@@ -380,11 +382,20 @@ impl AliasBuckets {
 
 /// Bytes as a PEP 3333 native string: each byte the character of that code point (latin-1).
 pub fn latin1(bytes: &[u8]) -> String {
+    // ASCII (nearly every path) is its own UTF-8: copied whole, not char by char.
+    if bytes.is_ascii() {
+        if let Ok(text) = std::str::from_utf8(bytes) {
+            return text.to_owned();
+        }
+    }
     bytes.iter().map(|&b| char::from(b)).collect()
 }
 
 /// The bytes of a native string [`latin1`] made (a character beyond latin-1 becomes `?`).
 pub fn latin1_bytes(text: &str) -> Vec<u8> {
+    if text.is_ascii() {
+        return text.as_bytes().to_vec();
+    }
     text.chars()
         .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
         .collect()
@@ -407,6 +418,14 @@ pub fn normalize_path(raw: &str) -> Result<Vec<u8>, RouteError> {
             "the path `{raw}` does not start with /"
         )));
     }
+    if is_normal(raw.as_bytes()) {
+        return Ok(raw.as_bytes().to_vec());
+    }
+    normalize_fully(raw)
+}
+
+/// [`normalize_path`] of a path starting with `/` that is not [`is_normal`].
+fn normalize_fully(raw: &str) -> Result<Vec<u8>, RouteError> {
     if let Some(at) = bad_percent_escape(raw.as_bytes()) {
         return Err(RouteError::BadRequest(format!(
             "the path holds a bad percent-escape `{}`",
@@ -449,6 +468,25 @@ pub fn normalize_path(raw: &str) -> Result<Vec<u8>, RouteError> {
         out.push(b'/');
     }
     Ok(out)
+}
+
+/// Whether `path` (starting with `/`) is what [`normalize_path`] would make of it: nothing
+/// percent-encoded, no NUL, no empty, `.` or `..` segment (a trailing `/` is kept as it is).
+/// Nearly every request's path is, and is then taken as it is.
+fn is_normal(path: &[u8]) -> bool {
+    let mut segments = path[1..].split(|&b| b == b'/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        let bad = match segment {
+            b"" => !last,
+            b"." | b".." => true,
+            s => s.iter().any(|&b| b == b'%' || b == 0),
+        };
+        if bad {
+            return false;
+        }
+    }
+    true
 }
 
 /// The length of the URI prefix that `alias` matches, mod_alias style: runs of `/` in the alias
@@ -988,8 +1026,10 @@ impl Config {
             (None, Some(c)) => names.callable(c),
             (None, None) => "application".to_string(),
         };
-        if options.pass_authorization.is_some() {
-            settings.pass_authorization = options.pass_authorization;
+        if options.pass_authorization.is_some()
+            && settings.pass_authorization != options.pass_authorization
+        {
+            Arc::make_mut(&mut settings).pass_authorization = options.pass_authorization;
         }
         Ok(Route {
             host: who.host,
@@ -1010,19 +1050,20 @@ impl Config {
 
     /// The WSGI settings and `SetEnv` variables for a script: server level, then the virtual
     /// host, then `<Directory>` sections (shortest first), `<DirectoryMatch>`, `<Files>`, and
-    /// `<Location>` last, as Apache merges them.
+    /// `<Location>` last, as Apache merges them. Where only the main server's level applies,
+    /// its settings are shared, not copied.
     pub fn settings_for(
         &self,
         host: Option<usize>,
         script: &Path,
         uri: &[u8],
-    ) -> (WsgiSettings, Vec<&[EnvOp]>) {
-        let mut settings = self.main.settings.clone();
+    ) -> (Arc<WsgiSettings>, Vec<&[EnvOp]>) {
+        let mut settings = Arc::clone(&self.main.settings);
         let mut env: Vec<&[EnvOp]> = Vec::with_capacity(4);
         env.push(&self.main.env);
         let vhost = host.map(|i| &self.virtual_hosts[i]);
         if let Some(vhost) = vhost {
-            settings.merge(&vhost.settings);
+            Arc::make_mut(&mut settings).merge(&vhost.settings);
             env.push(&vhost.env);
         }
         let hosts = std::iter::once(&self.main).chain(vhost);
@@ -1070,7 +1111,7 @@ impl Config {
         }
         matching.sort_by_key(|(order, depth, _)| (*order, *depth));
         for (_, _, s) in matching {
-            settings.merge(&s.settings);
+            Arc::make_mut(&mut settings).merge(&s.settings);
             if !s.env.is_empty() {
                 env.push(&s.env);
             }
@@ -1253,6 +1294,37 @@ mod tests {
     }
 
     #[test]
+    fn normal_paths_are_taken_as_they_are() {
+        // Every path of up to three segments from these: those the quick look takes as they
+        // are come out of the full normalization unchanged, and the others do not.
+        let parts = ["", ".", "..", "a", "b.c", "%41", "d%2fe", "f\0", "..g"];
+        let mut paths = vec!["/".to_string()];
+        for a in parts {
+            paths.push(format!("/{a}"));
+            for b in parts {
+                paths.push(format!("/{a}/{b}"));
+                for c in parts {
+                    paths.push(format!("/{a}/{b}/{c}"));
+                }
+            }
+        }
+        let mut quick = 0;
+        for p in &paths {
+            let full = normalize_fully(p);
+            if is_normal(p.as_bytes()) {
+                quick += 1;
+                assert_eq!(full.as_deref().ok(), Some(p.as_bytes()), "{p:?}");
+                assert_eq!(normalize_path(p).unwrap(), p.as_bytes(), "{p:?}");
+            } else {
+                assert_ne!(full.as_deref().ok(), Some(p.as_bytes()), "{p:?}");
+            }
+        }
+        assert!(quick > 20, "{quick}");
+        assert!(is_normal(b"/app/x.py/rest/"));
+        assert!(!is_normal(b"/app//x"));
+    }
+
+    #[test]
     fn aliases_match_on_segment_boundaries() {
         assert_eq!(alias_match(b"/myapp", b"/myapp/x"), Some(6));
         assert_eq!(alias_match(b"/myapp", b"/myapp"), Some(6));
@@ -1330,5 +1402,17 @@ mod tests {
             Cow::Borrowed("www.example.org")
         ));
         assert!(matches!(host_key("WWW.example.org"), Cow::Owned(_)));
+    }
+
+    #[test]
+    fn native_strings_are_latin1() {
+        assert_eq!(latin1(b"/app/x y"), "/app/x y");
+        assert_eq!(latin1(b""), "");
+        // Each byte past ASCII is the character of its code point, not UTF-8 decoded.
+        assert_eq!(latin1(b"/caf\xc3\xa9"), "/caf\u{c3}\u{a9}");
+        assert_eq!(latin1(b"\xff/a"), "\u{ff}/a");
+        assert_eq!(latin1_bytes("/caf\u{c3}\u{a9}"), b"/caf\xc3\xa9");
+        assert_eq!(latin1_bytes("/plain"), b"/plain");
+        assert_eq!(latin1_bytes("\u{20ac}"), b"?");
     }
 }

@@ -484,6 +484,7 @@ Require all denied
     let authz = route(&c, 80, "/")
         .settings
         .authz
+        .clone()
         .expect("the section's Require");
     let request = wsgi_config::authz::AuthzRequest {
         client: "127.0.0.1".parse().unwrap(),
