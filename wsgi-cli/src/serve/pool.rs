@@ -1,7 +1,7 @@
 //! The pools that run requests: the tokio side hands a [`Job`] over and awaits its
 //! [`JobResult`]. Two kinds of workers run the jobs:
 //!
-//! * embedded mode: N OS threads fed through a bounded crossbeam channel, calling this
+//! * embedded mode: N OS threads fed through a bounded [`JobQueue`], calling this
 //!   process's CPython ([`PythonHost`]). The tokio threads never touch Python.
 //! * daemon mode: one pool per `WSGIDaemonProcess` group whose jobs are tokio tasks, at most
 //!   `processes × threads` running at once, each sending its request to the group with
@@ -32,6 +32,7 @@ use wsgi_interp::{
 
 use super::bridge::{ChannelBody, ChannelSink};
 use super::error_log::InHost;
+use super::job_queue::{JobQueue, Refusal, Taker};
 
 /// Whatever runs WSGI calls on a worker thread: the embedded Python (a daemon group's calls
 /// are tasks, not threads: [`WorkerPool::for_daemon_group`]).
@@ -242,7 +243,7 @@ impl Waiting {
 enum Workers {
     /// OS threads fed through a channel: calls into the embedded Python, which hold them.
     Threads {
-        jobs: Mutex<Option<crossbeam_channel::Sender<Queued>>>,
+        jobs: Arc<JobQueue<Queued>>,
         handles: Mutex<Vec<std::thread::JoinHandle<()>>>,
     },
     /// tokio tasks: calls to a daemon process group, which wait on its socket.
@@ -270,18 +271,24 @@ impl WorkerPool {
     ) -> std::io::Result<WorkerPool> {
         let threads = threads.max(1);
         let capacity = threads + queue_size;
-        let (tx, rx) = crossbeam_channel::bounded::<Queued>(capacity);
+        let jobs = JobQueue::new(capacity);
         let mut handles = Vec::with_capacity(threads);
         for i in 0..threads {
-            let rx = rx.clone();
-            let host = host.clone();
-            let handle = std::thread::Builder::new()
+            let (queue, host) = (jobs.clone(), host.clone());
+            let spawned = std::thread::Builder::new()
                 .name(format!("wsgi-worker-{i}"))
-                .spawn(move || worker(&*host, rx, queue_timeout))?;
-            handles.push(handle);
+                .spawn(move || worker(&*host, &queue.taker(), queue_timeout));
+            match spawned {
+                Ok(handle) => handles.push(handle),
+                Err(e) => {
+                    // The workers started so far end with the queue.
+                    jobs.close();
+                    return Err(e);
+                }
+            }
         }
         let workers = Workers::Threads {
-            jobs: Mutex::new(Some(tx)),
+            jobs,
             handles: Mutex::new(handles),
         };
         Ok(WorkerPool::with(
@@ -353,7 +360,7 @@ impl WorkerPool {
         let capacity = self.concurrency + self.queue_size;
         let taken = capacity.saturating_sub(self.slots.available_permits());
         let queued = match &self.workers {
-            Workers::Threads { jobs, .. } => jobs.lock().as_ref().map_or(0, |jobs| jobs.len()),
+            Workers::Threads { jobs, .. } => jobs.len(),
             Workers::Tasks(runner) => {
                 let running = self.concurrency - runner.running.available_permits();
                 taken.saturating_sub(running)
@@ -395,7 +402,7 @@ impl WorkerPool {
     /// [`WorkerPool::submit`] without the wait: a job finds a free slot at once, or comes
     /// back with `None` (every slot is taken: `submit` waits for one) or why it is refused.
     /// A caller whose future must stay small awaits `submit` boxed, on that path only.
-    // The job comes back whole on refusal, as crossbeam's `TrySendError` gives back its value.
+    // The job comes back whole on refusal, as a channel's `try_send` gives back its value.
     #[allow(clippy::result_large_err)]
     pub fn try_submit(&self, job: Job) -> Result<bool, (Option<Refused>, Job)> {
         match self.slots.clone().try_acquire_owned() {
@@ -415,7 +422,7 @@ impl WorkerPool {
         let may_wait = self.slots.available_permits() < self.queue_size;
         let queued = Queued { job, _slot: slot };
         let jobs = match &self.workers {
-            Workers::Threads { jobs, .. } => jobs.lock(),
+            Workers::Threads { jobs, .. } => jobs,
             Workers::Tasks(runner) => {
                 // Boxed: the task's future (3.6 KiB: the job and the daemon call) is then
                 // made in its box once, not copied whole by each step of the spawn and by
@@ -424,16 +431,15 @@ impl WorkerPool {
                 return Ok(may_wait);
             }
         };
-        let Some(jobs) = jobs.as_ref() else {
-            return Err((Refused::Stopping, queued.job));
-        };
-        jobs.try_send(queued).map(|()| may_wait).map_err(|e| {
-            let refused = match &e {
-                crossbeam_channel::TrySendError::Full(_) => Refused::Busy,
-                crossbeam_channel::TrySendError::Disconnected(_) => Refused::Stopping,
-            };
-            (refused, e.into_inner().job)
-        })
+        jobs.push(queued)
+            .map(|()| may_wait)
+            .map_err(|(refusal, queued)| {
+                let refused = match refusal {
+                    Refusal::Full => Refused::Busy,
+                    Refusal::Closed => Refused::Stopping,
+                };
+                (refused, queued.job)
+            })
     }
 
     /// Stops taking jobs, lets the workers finish what is queued, and waits for them (up to
@@ -450,7 +456,7 @@ impl WorkerPool {
         };
         match &self.workers {
             Workers::Threads { jobs, handles } => {
-                jobs.lock().take();
+                jobs.close();
                 let mut threads = handles.lock();
                 let all = wait(&|| threads.iter().all(|t| t.is_finished()));
                 if all {
@@ -589,8 +595,8 @@ fn conclude(
     }
 }
 
-fn worker(host: &dyn AppHost, jobs: crossbeam_channel::Receiver<Queued>, queue_timeout: Duration) {
-    for Queued { job, _slot } in jobs.iter() {
+fn worker(host: &dyn AppHost, jobs: &Taker<Queued>, queue_timeout: Duration) {
+    while let Some(Queued { job, _slot }) = jobs.next() {
         let Some(mut job) = job.admit(queue_timeout) else {
             continue;
         };
