@@ -38,6 +38,7 @@ use std::borrow::Cow;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use wsgi_interp::{
     AppCall, AppError, InterpError, Outcome, PyErrorInfo, ReloadMode, RequestBody, RequestHead,
@@ -369,6 +370,31 @@ fn request_fields(e: &mut Encoder, req: RequestRef<'_>) {
     e.u64(h.stamps.request_start_us);
     e.u32(h.stamps.server_pid);
     e.u64(h.stamps.request_id);
+    e.u64(h.stamps.received.map_or(0, monotonic_us));
+}
+
+/// Microseconds of the machine's monotonic clock (`CLOCK_MONOTONIC`, the clock an `Instant`
+/// reads on Linux) now; 0 where it cannot be read.
+fn monotonic_now_us() -> u64 {
+    use nix::time::{ClockId, clock_gettime};
+    clock_gettime(ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        let us = i128::from(t.tv_sec()) * 1_000_000 + i128::from(t.tv_nsec()) / 1_000;
+        u64::try_from(us).unwrap_or(0)
+    })
+}
+
+/// `at` as microseconds of the machine's monotonic clock: one clock for every process of the
+/// machine (of one time namespace, as a front and the daemon processes it talks to, forked
+/// from one master, are), so another process can tell what `at` was ([`instant_at`]).
+fn monotonic_us(at: Instant) -> u64 {
+    monotonic_now_us().saturating_sub(u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX))
+}
+
+/// The `Instant` of this process at `us` of the monotonic clock ([`monotonic_us`] in the
+/// front); None for 0 (not known) or a time not before now.
+pub(crate) fn instant_at(us: u64) -> Option<Instant> {
+    let ago = monotonic_now_us().checked_sub(us).filter(|_| us != 0)?;
+    Instant::now().checked_sub(Duration::from_micros(ago))
 }
 
 /// Encodes a START frame: the headers stay separate entries, in the app's order.
@@ -692,7 +718,7 @@ pub fn decode_request(
         request_id: d.u64()?,
         queue_start_us: queued_at_us,
         daemon_start_us: 0,
-        received: None,
+        received: instant_at(d.u64()?),
     };
     let body = if d.bool()? {
         let body = d.bytes()?;
@@ -1078,6 +1104,28 @@ mod tests {
             (back.head.server_port, back.head.remote_port),
             (8443, 51234)
         );
+    }
+
+    #[test]
+    fn when_the_front_read_the_request_crosses_as_the_monotonic_clock() {
+        let mut req = sample_request();
+        let decoded = |req: &DaemonRequest| {
+            let frame = encode_request(req, None, Vec::new()).unwrap();
+            let (_, payload) = read_one(&frame).unwrap().unwrap();
+            decode_request(&payload).unwrap().0.head.stamps.received
+        };
+        assert_eq!(decoded(&req), None, "not known: not made up");
+        let read = Instant::now().checked_sub(Duration::from_millis(250)).unwrap();
+        req.head.stamps.received = Some(read);
+        let back = decoded(&req).expect("a time the front knew");
+        // The same moment, to the microseconds the frame carries and those the two reads of
+        // each clock take apart.
+        let apart = back.max(read) - back.min(read);
+        assert!(apart < Duration::from_millis(5), "{apart:?}");
+        assert!(back < Instant::now());
+        // Nothing not yet come, nor the clock's own zero.
+        assert_eq!(instant_at(0), None);
+        assert_eq!(instant_at(monotonic_now_us() + 1_000_000), None);
     }
 
     #[test]

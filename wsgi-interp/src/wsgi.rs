@@ -65,8 +65,9 @@ pub struct Stamps {
     /// When this process had read the request (None: not known), never shown to the
     /// application: a look at the script's modification time that began later saw every
     /// change the client could have made or known of before sending it, so it answers for
-    /// this request too, without looking again. Each process sets its own (an `Instant` means
-    /// nothing in another process): the daemon protocol does not carry it.
+    /// this request too, without looking again. The daemon protocol carries it as a time of
+    /// the machine's monotonic clock, which a daemon process turns back into an `Instant` of
+    /// its own.
     pub received: Option<Instant>,
 }
 

@@ -105,7 +105,10 @@ impl Shared {
                 Ok((mut r, body)) => {
                     // `mod_wsgi.daemon_start`: when this process took the request.
                     r.head.stamps.daemon_start_us = now_us();
-                    r.head.stamps.received = Some(Instant::now());
+                    // When the front read it, where the front says (a look at the script
+                    // that began after that, in this process, answers for it); else now.
+                    r.head.stamps.received =
+                        r.head.stamps.received.or_else(|| Some(Instant::now()));
                     (r, body)
                 }
                 Err(e) => {
