@@ -24,6 +24,7 @@ pub mod client;
 pub mod fd_passing;
 pub mod forklog;
 mod frames;
+pub mod job_queue;
 mod limits;
 pub mod panics;
 pub mod process;

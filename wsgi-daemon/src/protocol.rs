@@ -1115,7 +1115,9 @@ mod tests {
             decode_request(&payload).unwrap().0.head.stamps.received
         };
         assert_eq!(decoded(&req), None, "not known: not made up");
-        let read = Instant::now().checked_sub(Duration::from_millis(250)).unwrap();
+        let read = Instant::now()
+            .checked_sub(Duration::from_millis(250))
+            .unwrap();
         req.head.stamps.received = Some(read);
         let back = decoded(&req).expect("a time the front knew");
         // The same moment, to the microseconds the frame carries and those the two reads of

@@ -16,7 +16,7 @@
 //!   into mod_wsgi directives by [`site`]) or served from a static `--url-alias` folder.
 //!   Where a PROXY protocol header is required (`--proxy-protocol`, `RemoteIPProxyProtocol`),
 //!   [`proxy_protocol`] reads it first and its client becomes the connection's peer.
-//! * [`pool`]: N Python worker threads fed through a bounded [`job_queue`]; a request
+//! * [`pool`]: N Python worker threads fed through a bounded `wsgi_daemon::job_queue`; a request
 //!   waits for one at most the queue timeout, then 503. tokio threads never touch Python.
 //! * [`bridge`]: request bodies up to `--request-buffer-size` are read whole before a worker
 //!   takes the request; larger ones, and responses, stream between the two sides through
@@ -48,7 +48,6 @@ pub mod http1;
 pub mod http2;
 #[allow(unsafe_code)]
 pub mod inherit;
-pub mod job_queue;
 pub mod listen;
 pub mod master;
 pub mod memory;

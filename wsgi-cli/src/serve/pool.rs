@@ -32,7 +32,7 @@ use wsgi_interp::{
 
 use super::bridge::{ChannelBody, ChannelSink};
 use super::error_log::InHost;
-use super::job_queue::{JobQueue, Refusal, Taker};
+use wsgi_daemon::job_queue::{JobQueue, Refusal, Taker};
 
 /// Whatever runs WSGI calls on a worker thread: the embedded Python (a daemon group's calls
 /// are tasks, not threads: [`WorkerPool::for_daemon_group`]).

@@ -218,7 +218,7 @@ struct Shared {
     /// Idle connections, registered (one-shot) with the poller, by token.
     idle: Mutex<HashMap<u64, (UnixStream, bool)>>,
     next_token: AtomicU64,
-    jobs: crossbeam_channel::Sender<(u64, UnixStream, bool)>,
+    jobs: std::sync::Arc<crate::job_queue::JobQueue<(u64, UnixStream, bool)>>,
     /// Workers not busy and not promised to a freshly accepted connection (negative: work
     /// is queued). The listener is polled only while this is positive.
     free: AtomicIsize,

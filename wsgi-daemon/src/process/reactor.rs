@@ -42,7 +42,7 @@ impl Shared {
                     self.accept_ready();
                 } else if let Some((conn, reserved)) = self.idle.lock().remove(&ev.data()) {
                     // A worker picks it up (a closed connection reads as end of stream).
-                    let _ = self.jobs.send((ev.data(), conn, reserved));
+                    let _ = self.jobs.push((ev.data(), conn, reserved));
                 }
             }
         }

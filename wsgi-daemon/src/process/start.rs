@@ -279,7 +279,7 @@ pub(super) fn start(
         .add(&listener, EpollEvent::new(listener_flags(), LISTENER))
         .map_err(|e| setup_err(&group, e.into()))?;
     let threads = spec.options.threads.max(1) as usize;
-    let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
+    let jobs = crate::job_queue::JobQueue::new(usize::MAX);
     let shared = Arc::new(Shared {
         spec: spec.clone(),
         runtime,
@@ -288,7 +288,7 @@ pub(super) fn start(
         listener_armed: AtomicBool::new(true),
         idle: Mutex::new(HashMap::new()),
         next_token: AtomicU64::new(FIRST_CONN),
-        jobs: jobs_tx,
+        jobs: jobs.clone(),
         free: AtomicIsize::new(threads as isize),
         report,
         draining: AtomicBool::new(false),
@@ -337,11 +337,11 @@ pub(super) fn start(
         .map_or(wsgi_config::daemon_options::WORKER_STACK, |s| s as usize);
     for i in 0..threads {
         let s = shared.clone();
-        let rx = jobs_rx.clone();
+        let queue = jobs.clone();
         spawn(
             &format!("wsgi-worker-{i}"),
             worker_stack,
-            Box::new(move || s.worker(i, rx)),
+            Box::new(move || s.worker(i, &queue.taker())),
         )?;
     }
     helper("wsgi-reactor", Shared::reactor)?;

@@ -1,5 +1,5 @@
-//! The embedded pool's queue of jobs ([`JobQueue`]): bounded, first in first out, whose idle
-//! workers sleep at once and are woken last-idle-first.
+//! A queue of jobs for Python worker threads ([`JobQueue`]): bounded, first in first out,
+//! whose idle workers sleep without spinning and are woken last-idle-first.
 //!
 //! A channel such as crossbeam's spins (`pause` loops, then `sched_yield`) before a receiver
 //! sleeps, which pays on a machine with cores to spare. The workers here call into Python,
@@ -31,7 +31,8 @@ pub enum Refusal {
     Closed,
 }
 
-/// A bounded queue from the front's I/O threads to the worker threads.
+/// A bounded queue to worker threads (from `wsgi serve`'s I/O threads, from a daemon
+/// process's reactor).
 pub struct JobQueue<T> {
     state: Mutex<State<T>>,
     capacity: usize,
@@ -55,7 +56,7 @@ impl<T> JobQueue<T> {
     pub fn new(capacity: usize) -> Arc<JobQueue<T>> {
         Arc::new(JobQueue {
             state: Mutex::new(State {
-                items: VecDeque::with_capacity(capacity),
+                items: VecDeque::with_capacity(capacity.min(64)),
                 idle: Vec::new(),
                 closed: false,
             }),
@@ -232,6 +233,39 @@ mod tests {
             assert_eq!(worker, 2, "item {item}");
             wait_for(|| queue.state.lock().idle.len() == 3);
         }
+        queue.close();
+        for h in handles {
+            h.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn items_reach_sleeping_workers_while_others_are_held() {
+        use std::sync::atomic::AtomicUsize;
+        // Each item holds its worker until released (a request blocked in the application):
+        // the items after it must still be taken, each by another worker, at once.
+        let queue = JobQueue::new(8);
+        let holding = Arc::new(AtomicUsize::new(0));
+        let release = Arc::new(AtomicBool::new(false));
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                let (queue, holding, release) = (queue.clone(), holding.clone(), release.clone());
+                std::thread::spawn(move || {
+                    let taker = queue.taker();
+                    while taker.next().is_some() {
+                        holding.fetch_add(1, Ordering::SeqCst);
+                        wait_for(|| release.load(Ordering::SeqCst));
+                    }
+                })
+            })
+            .collect();
+        wait_for(|| queue.state.lock().idle.len() == 3);
+        for item in 0..3 {
+            queue.push(item).unwrap();
+        }
+        wait_for(|| holding.load(Ordering::SeqCst) == 3);
+        assert_eq!(queue.len(), 0);
+        release.store(true, Ordering::SeqCst);
         queue.close();
         for h in handles {
             h.join().unwrap();
