@@ -19,8 +19,12 @@ use parking_lot::Mutex;
 /// before it goes to sleep. On a core the front shares, a job often comes within those turns
 /// (the I/O thread runs in them), and the worker takes it without being woken: a wake-up costs
 /// a system call and a switch of threads, a turn given up costs neither when no other thread
-/// waits for the core. (A spin, by contrast, only keeps that thread from running.)
-const YIELDS_BEFORE_SLEEP: u32 = 4;
+/// waits for the core. (A spin, by contrast, only keeps that thread from running.) Measured
+/// with the server on one core (`bench/kernel_costs.py`, 1 MiB streamed embedded, 16 threads):
+/// with 4 turns, runs came out at 7,500-20,000 requests in 5 s, the slow ones with 7.7 context
+/// switches and 5.6 `futex` calls a request; with 16, 18,800-20,400 every time (4.1-4.3 and
+/// 3.2-3.3). Hello and echo do not move between the two.
+const YIELDS_BEFORE_SLEEP: u32 = 16;
 
 /// Why [`JobQueue::push`] gave its item back.
 #[derive(Debug, PartialEq, Eq)]
