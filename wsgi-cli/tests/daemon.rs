@@ -779,3 +779,94 @@ fn request_bodies_of_every_size_reach_the_daemon_app_whole() {
         "one daemon process served them all: {pids:?}"
     );
 }
+
+/// Reads from `conn` into `buf` until `done(buf)`.
+fn read_until(conn: &mut std::net::TcpStream, buf: &mut Vec<u8>, done: impl Fn(&[u8]) -> bool) {
+    while !done(buf) {
+        let mut chunk = [0u8; 4096];
+        let n = conn.read(&mut chunk).unwrap();
+        assert!(n > 0, "the connection closed in a response");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// One request after another on a keep-alive connection to `addr`: each response's status
+/// and body.
+fn keep_alive_gets(addr: std::net::SocketAddr, path: &str, count: usize) -> Vec<(u16, String)> {
+    let mut conn = wsgi_testkit::http::connect(addr, Duration::from_secs(10));
+    let mut answers = Vec::new();
+    let mut buf = Vec::new();
+    for _ in 0..count {
+        conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        let head_of = |b: &[u8]| wsgi_testkit::http::find(b, b"\r\n\r\n");
+        read_until(&mut conn, &mut buf, |b| head_of(b).is_some());
+        let head_end = head_of(&buf).unwrap() + 4;
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        let status = head[9..12].parse().unwrap();
+        // A Content-Length body, or a chunked one (up to its last chunk).
+        let (body, end) = match wsgi_testkit::http::header_value(&head, "content-length") {
+            Some(length) => {
+                let end = head_end + length.parse::<usize>().unwrap();
+                read_until(&mut conn, &mut buf, |b| b.len() >= end);
+                (buf[head_end..end].to_vec(), end)
+            }
+            None => {
+                let found = |b: &[u8]| wsgi_testkit::http::find(&b[head_end..], b"0\r\n\r\n");
+                read_until(&mut conn, &mut buf, |b| found(b).is_some());
+                let end = head_end + found(&buf).unwrap() + 5;
+                let body = wsgi_testkit::http::dechunk(&buf[head_end..end]).expect("chunked");
+                (body, end)
+            }
+        };
+        buf.drain(..end);
+        let body = String::from_utf8_lossy(&body).to_string();
+        answers.push((status, body));
+    }
+    answers
+}
+
+#[test]
+fn on_one_cpu_workers_hand_connections_back_and_still_serve_concurrently() {
+    use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+    use nix::unistd::Pid;
+    // The server, and the daemon processes it forks, inherit this thread's CPU: one, where a
+    // worker gives its connection back to the reactor at once instead of waiting on it.
+    let before = sched_getaffinity(Pid::from_raw(0)).unwrap();
+    let mut one = CpuSet::new();
+    one.set(
+        (0..CpuSet::count())
+            .find(|&c| before.is_set(c).unwrap_or(false))
+            .unwrap(),
+    )
+    .unwrap();
+    sched_setaffinity(Pid::from_raw(0), &one).unwrap();
+    let dir = scratch();
+    let server = serve_one_group(dir.path(), "one-cpu", "processes=1 threads=4");
+    sched_setaffinity(Pid::from_raw(0), &before).unwrap();
+    let addr = server.addr;
+    // Six keep-alive connections at once, 40 requests each: every one answered, by the one
+    // daemon process, on its connection.
+    let clients: Vec<_> = (0..6)
+        .map(|_| std::thread::spawn(move || keep_alive_gets(addr, "/", 40)))
+        .collect();
+    let mut pids = BTreeSet::new();
+    for c in clients {
+        for (status, body) in c.join().unwrap() {
+            assert_eq!(status, 200, "{body}");
+            pids.insert(body);
+        }
+    }
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    // Four slow requests at once still run at once: a request that waits in the application
+    // does not keep the next one from a sleeping worker.
+    let start = Instant::now();
+    let slow: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(move || get_text(addr, "/sleep?0.8")))
+        .collect();
+    for h in slow {
+        assert_eq!(h.join().unwrap().status, 200);
+    }
+    let elapsed = start.elapsed();
+    assert!(elapsed < Duration::from_millis(2400), "{elapsed:?}");
+}

@@ -12,19 +12,29 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::Thread;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-/// How many times a worker that finds no job lets other threads run, looking again after each,
-/// before it goes to sleep. On a core the front shares, a job often comes within those turns
-/// (the I/O thread runs in them), and the worker takes it without being woken: a wake-up costs
-/// a system call and a switch of threads, a turn given up costs neither when no other thread
-/// waits for the core. (A spin, by contrast, only keeps that thread from running.) Measured
-/// with the server on one core (`bench/kernel_costs.py`, 1 MiB streamed embedded, 16 threads):
-/// with 4 turns, runs came out at 7,500-20,000 requests in 5 s, the slow ones with 7.7 context
-/// switches and 5.6 `futex` calls a request; with 16, 18,800-20,400 every time (4.1-4.3 and
-/// 3.2-3.3). Hello and echo do not move between the two.
-const YIELDS_BEFORE_SLEEP: u32 = 16;
+/// How many times at most a worker that finds no job lets other threads run, looking again
+/// after each, before it goes to sleep. On a core the front shares, a job often comes within
+/// those turns (the I/O thread runs in them), and the worker takes it without being woken: a
+/// wake-up costs a system call and a switch of threads, a turn given up costs neither when no
+/// other thread waits for the core. (A spin, by contrast, only keeps that thread from
+/// running.) Measured with the server on one core (`bench/kernel_costs.py`, 1 MiB streamed
+/// embedded, 16 threads): with 4 turns, runs came out at 7,500-20,000 requests in 5 s, the
+/// slow ones with 7.7 context switches and 5.6 `futex` calls a request; with 16,
+/// 18,800-20,400 every time (4.1-4.3 and 3.2-3.3).
+const MAX_TURNS: u32 = 16;
+
+/// How many of those turns may come back at once (nothing else wanted the core: the worker
+/// only burned it) before the worker sleeps. With cores to spare every turn is one of those,
+/// and 16 of them cost hello a sixth of its throughput with the server unpinned on 2 cores.
+const IDLE_TURNS: u32 = 4;
+
+/// A turn shorter than this gave the core to no other thread (a `sched_yield` that returns at
+/// once takes a fraction of a microsecond; a switch to another thread and back, several).
+const IDLE_TURN: Duration = Duration::from_micros(2);
 
 /// Why [`JobQueue::push`] gave its item back.
 #[derive(Debug, PartialEq, Eq)]
@@ -130,10 +140,15 @@ pub struct Taker<T> {
 }
 
 impl<T> Taker<T> {
+    /// Whether no item waits in the queue.
+    pub fn queue_is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
     /// The next item, oldest first, sleeping until there is one; None once the queue is
     /// closed and empty.
     pub fn next(&self) -> Option<T> {
-        let mut yields = 0;
+        let (mut turns, mut idle_turns) = (0, 0);
         loop {
             let mut state = self.queue.state.lock();
             if let Some(item) = state.items.pop_front() {
@@ -142,13 +157,17 @@ impl<T> Taker<T> {
             if state.closed {
                 return None;
             }
-            if yields < YIELDS_BEFORE_SLEEP {
+            if turns < MAX_TURNS && idle_turns < IDLE_TURNS {
                 drop(state);
-                yields += 1;
+                let before = Instant::now();
                 std::thread::yield_now();
+                turns += 1;
+                if before.elapsed() < IDLE_TURN {
+                    idle_turns += 1;
+                }
                 continue;
             }
-            yields = 0;
+            (turns, idle_turns) = (0, 0);
             // On the stack under the lock that [`JobQueue::push`] takes: an item pushed after
             // this look finds this worker there and wakes it.
             self.me.woken.store(false, Ordering::Relaxed);
@@ -166,7 +185,6 @@ impl<T> Taker<T> {
 mod tests {
     use super::*;
     use std::sync::mpsc;
-    use std::time::Duration;
 
     #[test]
     fn items_come_out_in_order_up_to_the_capacity() {

@@ -92,6 +92,12 @@ pub struct ProcessSpec {
     /// before Python starts, so applications do not see them.
     #[serde(default)]
     pub unset_env: Vec<String>,
+    /// A worker that answered a request waits a moment on that connection for the next one
+    /// (`wsgi serve`, whose one front process hands out its most recent idle connection
+    /// first). Off for the Apache module, whose children each keep their own connections: a
+    /// worker waiting there would mostly keep other requests waiting.
+    #[serde(default)]
+    pub linger: bool,
 }
 
 /// A one-line report from a daemon process to its supervisor.
@@ -306,6 +312,7 @@ mod tests {
             }],
             preload_must_succeed: true,
             unset_env: vec!["MIMALLOC_ARENA_RESERVE".into()],
+            linger: true,
         };
         send_spec(&a, &spec, &listener).unwrap();
         let (back, fd) = receive_spec(&b).unwrap();
@@ -316,6 +323,7 @@ mod tests {
         assert_eq!(back.preload, spec.preload);
         assert_eq!(back.interpreter_rules, spec.interpreter_rules);
         assert_eq!(back.apache_version, Some((2, 4, 71)));
+        assert!(back.linger);
         // The received descriptor is the same listening socket: a client connects through it.
         let received = UnixListener::from(fd);
         let _client = UnixStream::connect(&path).unwrap();

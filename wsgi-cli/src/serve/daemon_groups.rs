@@ -82,6 +82,9 @@ impl DaemonGroups {
         })?;
         let mut options = SupervisorOptions::new(program, &[wsgi_daemon::program::PROCESS_COMMAND]);
         options.preload_must_succeed = preload_must_succeed;
+        // This front process is the groups' only client, and its pool reuses the connection
+        // it used last first.
+        options.linger = true;
         if json_logs {
             options
                 .env

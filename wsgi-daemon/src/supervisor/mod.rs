@@ -126,6 +126,9 @@ pub struct SupervisorOptions {
     /// `apache.version` in the processes' environs: the Apache module's httpd (None: `wsgi
     /// serve`'s, [`wsgi_interp::SERVE_APACHE_VERSION`]).
     pub apache_version: Option<(u16, u16, u16)>,
+    /// [`ProcessSpec::linger`] for every process: set when this front process is the groups'
+    /// only client.
+    pub linger: bool,
 }
 
 impl SupervisorOptions {
@@ -140,6 +143,7 @@ impl SupervisorOptions {
             preload_must_succeed: false,
             env: Vec::new(),
             apache_version: None,
+            linger: false,
         }
     }
 }
@@ -242,6 +246,7 @@ impl Supervisor {
                 preload: preloads(config, &group.name),
                 preload_must_succeed: options.preload_must_succeed,
                 unset_env,
+                linger: options.linger,
             };
             if let Some(lang) = &o.lang {
                 env.push(("LANG".to_string(), OsString::from(lang)));
