@@ -209,7 +209,27 @@ mod tests {
     }
 
     /// Starts `n` workers, one after the other so each is asleep before the next starts; each
-    /// sends (its index, the item) for every item it takes.
+    /// calls `on_item(its index, the item)` for every item it takes.
+    fn spawn_sleeping(
+        queue: &Arc<JobQueue<u32>>,
+        n: usize,
+        on_item: impl Fn(usize, u32) + Clone + Send + 'static,
+    ) -> Vec<std::thread::JoinHandle<()>> {
+        let mut handles = Vec::new();
+        for i in 0..n {
+            let (shared, on_item) = (queue.clone(), on_item.clone());
+            handles.push(std::thread::spawn(move || {
+                let taker = shared.taker();
+                while let Some(item) = taker.next() {
+                    on_item(i, item);
+                }
+            }));
+            wait_for(|| queue.state.lock().idle.len() == i + 1);
+        }
+        handles
+    }
+
+    /// [`spawn_sleeping`] workers that send (their index, the item) for every item taken.
     fn sleeping_workers(
         queue: &Arc<JobQueue<u32>>,
         n: usize,
@@ -218,17 +238,7 @@ mod tests {
         Vec<std::thread::JoinHandle<()>>,
     ) {
         let (tx, rx) = mpsc::channel();
-        let mut handles = Vec::new();
-        for i in 0..n {
-            let (shared, tx) = (queue.clone(), tx.clone());
-            handles.push(std::thread::spawn(move || {
-                let taker = shared.taker();
-                while let Some(item) = taker.next() {
-                    tx.send((i, item)).unwrap();
-                }
-            }));
-            wait_for(|| queue.state.lock().idle.len() == i + 1);
-        }
+        let handles = spawn_sleeping(queue, n, move |i, item| tx.send((i, item)).unwrap());
         (rx, handles)
     }
 
@@ -269,19 +279,13 @@ mod tests {
         let queue = JobQueue::new(8);
         let holding = Arc::new(AtomicUsize::new(0));
         let release = Arc::new(AtomicBool::new(false));
-        let handles: Vec<_> = (0..3)
-            .map(|_| {
-                let (queue, holding, release) = (queue.clone(), holding.clone(), release.clone());
-                std::thread::spawn(move || {
-                    let taker = queue.taker();
-                    while taker.next().is_some() {
-                        holding.fetch_add(1, Ordering::SeqCst);
-                        wait_for(|| release.load(Ordering::SeqCst));
-                    }
-                })
+        let handles = {
+            let (holding, release) = (holding.clone(), release.clone());
+            spawn_sleeping(&queue, 3, move |_, _| {
+                holding.fetch_add(1, Ordering::SeqCst);
+                wait_for(|| release.load(Ordering::SeqCst));
             })
-            .collect();
-        wait_for(|| queue.state.lock().idle.len() == 3);
+        };
         for item in 0..3 {
             queue.push(item).unwrap();
         }

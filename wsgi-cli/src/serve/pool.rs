@@ -241,7 +241,7 @@ impl Waiting {
 
 /// What runs a pool's jobs.
 enum Workers {
-    /// OS threads fed through a channel: calls into the embedded Python, which hold them.
+    /// OS threads fed through a [`JobQueue`]: calls into the embedded Python, which hold them.
     Threads {
         jobs: Arc<JobQueue<Queued>>,
         handles: Mutex<Vec<std::thread::JoinHandle<()>>>,
