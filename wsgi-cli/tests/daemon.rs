@@ -549,7 +549,8 @@ fn group_of(server: &Server) -> String {
 }
 
 /// The responses that stream from a daemon process: a body read after `start_response`, a
-/// `wsgi.file_wrapper` file, an endless body, a process that dies mid-body.
+/// `wsgi.file_wrapper` file, an endless body, chunks of many sizes, a process that dies
+/// mid-body.
 const STREAM_APP: &str = r#"
 import os
 
@@ -579,6 +580,13 @@ def application(environ, start_response):
                     f.write('closed')
         start_response('200 OK', [('Content-Type', 'application/octet-stream')])
         return Endless()
+    if path == '/chunks':
+        # Chunks of 16 KiB to 200 KiB, each of its own bytes: whatever crosses in the
+        # response buffer's slots and whatever through the socket must come out in order.
+        sizes = [16384 + (i * 37_001) % 190_000 for i in range(int(environ['QUERY_STRING']))]
+        start_response('200 OK', [('Content-Type', 'application/octet-stream'),
+                                  ('Content-Length', str(sum(sizes)))])
+        return (bytes([i % 251]) * size for i, size in enumerate(sizes))
     if path == '/die-mid':
         start_response('200 OK', [('Content-Length', '100000')])
         def die():
@@ -645,9 +653,16 @@ fn a_file_wrapper_response_crosses_as_a_descriptor_in_daemon_mode() {
     assert_eq!(r.status, 200, "{}", server.stderr());
     assert!(r.body == content, "{} bytes, not the file's", r.body.len());
     // HEAD runs the app and sends no body.
+    assert_head_sends_no_body(&server, &target);
+    // Both exchanges ended cleanly: the same process answers on.
+    assert_eq!(server.get_text("/").status, 200);
+}
+
+/// A HEAD of `target` answers 200 with no body.
+fn assert_head_sends_no_body(server: &Server, target: &str) {
     let raw = server.raw(&wsgi_testkit::http::request_bytes(
         "HEAD",
-        &target,
+        target,
         "x",
         &[],
         b"",
@@ -656,8 +671,45 @@ fn a_file_wrapper_response_crosses_as_a_descriptor_in_daemon_mode() {
     let r = wsgi_testkit::http::Response::parse_for(&raw, true);
     assert_eq!(r.status, 200);
     assert!(r.body.is_empty());
-    // Both exchanges ended cleanly: the same process answers on.
-    assert_eq!(server.get_text("/").status, 200);
+}
+
+/// The body `/chunks?n` sends.
+fn chunks_body(n: usize) -> Vec<u8> {
+    (0..n)
+        .flat_map(|i| vec![(i % 251) as u8; 16384 + (i * 37_001) % 190_000])
+        .collect()
+}
+
+#[test]
+fn large_chunks_arrive_whole_and_in_order_however_fast_the_client_reads() {
+    let dir = scratch();
+    let server = serve_script(
+        dir.path(),
+        STREAM_APP,
+        &["--processes", "1", "--threads", "2"],
+    );
+    // Read at once: most chunks cross in the daemon connection's response buffer. Again on
+    // the same connections, which keep their buffers.
+    for _ in 0..3 {
+        let r = server.get_strict("/chunks?40");
+        assert_eq!(r.status, 200, "{}", server.stderr());
+        assert!(r.body == chunks_body(40), "{} bytes differ", r.body.len());
+    }
+    // A client that reads nothing for a while holds every slot it was sent: the daemon sends
+    // the rest through the socket meanwhile; all of it comes out in order.
+    let mut s = server.connect();
+    s.write_all(b"GET /chunks?60 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let raw = wsgi_testkit::http::read_to_close(&mut s);
+    let r = wsgi_testkit::http::Response::parse(&raw);
+    assert_eq!(r.status, 200, "{}", server.stderr());
+    assert!(r.complete);
+    assert!(r.body == chunks_body(60), "{} bytes differ", r.body.len());
+    // HEAD runs the app and sends none of it.
+    assert_head_sends_no_body(&server, "/chunks?10");
+    let r = server.get_strict("/chunks?5");
+    assert!(r.body == chunks_body(5));
 }
 
 #[test]

@@ -23,6 +23,7 @@ use crate::client::{
 };
 use crate::frames::{Frames, Parsed, retrying_interrupts};
 use crate::protocol::{self, CHUNK, ProtocolError, RequestRef};
+use crate::shared_buffer::{BufferChunk, FrontBuffer};
 use crate::splice::{MAX_CHUNK, PipeChunk};
 
 /// The fewest payload bytes of a DATA frame, beyond what the read-ahead already holds, that
@@ -67,6 +68,18 @@ pub trait AsyncResponseSink: Send {
         false
     }
 
+    /// A chunk of the body in the daemon connection's response buffer; waits while the
+    /// client is behind. Its slot is free again once the chunk is dropped, so a sink that
+    /// keeps it only until its bytes are written lets the daemon use the slot again soon.
+    /// By default copied out and sent as [`AsyncResponseSink::send_chunk`] sends a chunk.
+    fn send_shared(&mut self, chunk: BufferChunk) -> impl Future<Output = io::Result<()>> + Send {
+        async move {
+            let bytes = chunk.as_ref().to_vec();
+            drop(chunk);
+            self.send_chunk(bytes).await
+        }
+    }
+
     /// A chunk of the body held in a pipe (only when [`AsyncResponseSink::takes_pipes`]);
     /// waits while the client is behind. By default read out of the pipe and sent as
     /// [`AsyncResponseSink::send_chunk`] sends a chunk.
@@ -78,10 +91,12 @@ pub trait AsyncResponseSink: Send {
     }
 }
 
-/// A connection to a daemon process, with its read-ahead (kept with it in the pool).
+/// A connection to a daemon process, with its read-ahead and the response buffer the daemon
+/// handed over on it, if any (kept with it in the pool).
 struct Conn {
     stream: UnixStream,
     frames: Frames,
+    shared: Option<FrontBuffer>,
 }
 
 struct AsyncGroup {
@@ -132,6 +147,11 @@ impl AsyncDaemonClient {
             .groups
             .get(group)
             .ok_or_else(|| DispatchError::UnknownGroup(group.to_string()))?;
+        // Large response chunks may come in the connection's response buffer.
+        let request = RequestRef {
+            shared_buffers: true,
+            ..request
+        };
         if let Some((head, slices)) = inline_request(request, body) {
             let frame = [&head[..]].into_iter().chain(slices).collect::<Vec<_>>();
             return g.run(&frame, None::<&mut B>, sink).await;
@@ -175,6 +195,7 @@ impl AsyncGroup {
                     return Ok(Conn {
                         stream,
                         frames: Frames::new(),
+                        shared: None,
                     });
                 }
                 Err(e) => {
@@ -278,6 +299,31 @@ impl AsyncGroup {
                     // A chunk the read-ahead did not hold whole came in a buffer of its own,
                     // handed over as read; a smaller one is copied out.
                     if let Err(error) = sink.send_chunk(conn.frames.take_payload()).await {
+                        return Attempt::Done(Ok(Outcome::ClientGone { error }));
+                    }
+                }
+                Step::SharedBuffer => {
+                    let Some(fd) = conn.frames.fds.pop_front() else {
+                        return exchange.bad_shared(
+                            0,
+                            "a SHARED_BUFFER frame came without its descriptor".to_string(),
+                        );
+                    };
+                    match FrontBuffer::open(fd) {
+                        Ok(buffer) => conn.shared = Some(buffer),
+                        Err(e) => return exchange.bad_shared(0, e.to_string()),
+                    }
+                }
+                Step::SharedData { slot, len } => {
+                    let chunk = match &conn.shared {
+                        Some(buffer) => buffer.take(slot, len).map_err(|e| e.to_string()),
+                        None => Err("a SHARED_DATA frame came before any SHARED_BUFFER".into()),
+                    };
+                    let chunk = match chunk {
+                        Ok(chunk) => chunk,
+                        Err(why) => return exchange.bad_shared(len, why),
+                    };
+                    if let Err(error) = sink.send_shared(chunk).await {
                         return Attempt::Done(Ok(Outcome::ClientGone { error }));
                     }
                 }
@@ -623,6 +669,120 @@ mod tests {
         want.extend(b"file");
         assert!(got == want, "the response body changed");
         assert_eq!(client.groups["g"].idle.lock().len(), 1, "pooled");
+    }
+
+    /// Plays a daemon that hands its response buffer over: reads the request (which says the
+    /// front takes buffers), then sends START, the buffer, and `parts` (slot chunks and DATA
+    /// frames, in order; a slot chunk goes as DATA while every slot is held), then END. The
+    /// buffer, for a look at its slots afterwards.
+    fn answer_in_slots(
+        listener: UnixListener,
+        parts: Vec<Result<Vec<u8>, Vec<u8>>>,
+    ) -> std::thread::JoinHandle<(crate::shared_buffer::ResponseBuffer, StdStream)> {
+        std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            let (k, payload) = frame(&conn);
+            assert_eq!(k, kind::REQUEST);
+            let (request, _) = protocol::decode_request(&payload).unwrap();
+            assert!(request.shared_buffers, "the async client takes buffers");
+            let mut buffer = crate::shared_buffer::ResponseBuffer::create().unwrap();
+            let mut out = &conn;
+            out.write_all(&encode_start(200, "OK", &[])).unwrap();
+            let handed = protocol::frame_header(kind::SHARED_BUFFER, 0);
+            crate::fd_passing::send_with_fd(&conn, &handed, buffer.fd().as_raw_fd()).unwrap();
+            for part in parts {
+                match part {
+                    // As a daemon does: through the socket while the front holds every slot.
+                    Ok(slotted) => match buffer.fill(&slotted) {
+                        Some(slot) => out
+                            .write_all(&protocol::encode_shared_data(slot, slotted.len() as u32))
+                            .unwrap(),
+                        None => write_raw(&mut out, kind::DATA, &slotted).unwrap(),
+                    },
+                    Err(data) => write_raw(&mut out, kind::DATA, &data).unwrap(),
+                }
+            }
+            out.write_all(&complete(0)).unwrap();
+            (buffer, conn)
+        })
+    }
+
+    /// Chunks the daemon put in its response buffer arrive in order with those it sent
+    /// through the socket, and their slots are free again once sent.
+    #[tokio::test]
+    async fn chunks_in_the_response_buffer_cross_in_order_with_the_others() {
+        let (_dir, listener, client) = fake_group();
+        let part = |i: u8| vec![i; 20_000 + usize::from(i)];
+        let parts = (0..20u8)
+            .map(|i| {
+                if i % 3 == 2 {
+                    Err(part(i))
+                } else {
+                    Ok(part(i))
+                }
+            })
+            .collect();
+        let daemon = answer_in_slots(listener, parts);
+        let (outcome, sink) = get_piped(&client).await;
+        let (mut buffer, _conn) = daemon.join().unwrap();
+        assert!(outcome.is_ok());
+        assert_eq!(sink.status, Some(200));
+        let want: Vec<u8> = (0..20u8).flat_map(part).collect();
+        assert!(sink.body == want, "the response body changed");
+        for _ in 0..crate::shared_buffer::SLOTS {
+            assert!(buffer.fill(b"again").is_some(), "every slot was given back");
+        }
+        let conn = client.groups["g"].idle.lock().pop().expect("pooled");
+        assert!(
+            conn.shared.is_some(),
+            "the buffer stays with its connection"
+        );
+    }
+
+    /// A daemon's SHARED_DATA naming bytes outside its buffer, or coming before any buffer,
+    /// and a buffer that is not a sealed memfd: 502, nothing sent, the connection dropped.
+    #[tokio::test]
+    async fn a_response_buffer_the_front_cannot_trust_is_a_bad_gateway() {
+        let cases: [fn(&StdStream); 3] = [
+            |conn| {
+                let buffer = crate::shared_buffer::ResponseBuffer::create().unwrap();
+                let handed = protocol::frame_header(kind::SHARED_BUFFER, 0);
+                crate::fd_passing::send_with_fd(conn, &handed, buffer.fd().as_raw_fd()).unwrap();
+                let slots = crate::shared_buffer::SLOTS as u32;
+                (&mut &*conn)
+                    .write_all(&protocol::encode_shared_data(slots, 1))
+                    .unwrap();
+            },
+            |conn| {
+                (&mut &*conn)
+                    .write_all(&protocol::encode_shared_data(0, 1))
+                    .unwrap();
+            },
+            |conn| {
+                let file = tempfile::tempfile().unwrap();
+                file.set_len(crate::shared_buffer::BUFFER_LEN as u64)
+                    .unwrap();
+                let handed = protocol::frame_header(kind::SHARED_BUFFER, 0);
+                crate::fd_passing::send_with_fd(conn, &handed, file.as_raw_fd()).unwrap();
+                (&mut &*conn)
+                    .write_all(&protocol::encode_shared_data(0, 1))
+                    .unwrap();
+            },
+        ];
+        for (i, case) in cases.into_iter().enumerate() {
+            let (_dir, listener, client) = fake_group();
+            let daemon = std::thread::spawn(move || {
+                let (conn, _) = listener.accept().unwrap();
+                assert_eq!(frame(&conn).0, kind::REQUEST);
+                case(&conn);
+                conn
+            });
+            let (outcome, sink) = get_piped(&client).await;
+            let _conn = daemon.join().unwrap();
+            assert_eq!(outcome.map(|_| 200), Err(502), "case {i}");
+            assert!(sink.body.is_empty(), "case {i}");
+            assert!(client.groups["g"].idle.lock().is_empty(), "case {i}");
+        }
     }
 
     /// As the blocking client: a pooled connection its daemon closes with the next request

@@ -182,6 +182,7 @@ impl DaemonRequest {
             queued_at_us: wsgi_interp::now_us(),
             app,
             head,
+            shared_buffers: false,
         }
     }
 }
@@ -193,6 +194,7 @@ impl<'a> RequestRef<'a> {
             queued_at_us: wsgi_interp::now_us(),
             app,
             head,
+            shared_buffers: false,
         }
     }
 }
@@ -503,6 +505,15 @@ pub(crate) enum Step<'p> {
     Start(protocol::Start),
     /// Send this chunk of the body on.
     Data(&'p [u8]),
+    /// Map the response buffer whose descriptor came with the frame (SHARED_BUFFER).
+    SharedBuffer,
+    /// Send `len` bytes of slot `slot` of the connection's response buffer (SHARED_DATA).
+    SharedData {
+        /// Which slot.
+        slot: u32,
+        /// How many of its bytes.
+        len: u32,
+    },
     /// Send `len` bytes from `offset` of the file that came with the frame.
     File {
         /// Where in the file.
@@ -589,6 +600,22 @@ impl<'e> Exchange<'e> {
             Ok(Some((kind::DATA, p))) => {
                 self.sent += p.len() as u64;
                 return Step::Data(p);
+            }
+            Ok(Some((kind::SHARED_BUFFER, p))) => {
+                return if p.is_empty() {
+                    Step::SharedBuffer
+                } else {
+                    ending(self.broken("malformed SHARED_BUFFER frame: a payload".to_string()))
+                };
+            }
+            Ok(Some((kind::SHARED_DATA, p))) => {
+                return match protocol::decode_shared_data(p) {
+                    Ok((slot, len)) => {
+                        self.sent += u64::from(len);
+                        Step::SharedData { slot, len }
+                    }
+                    Err(e) => ending(self.broken(e.to_string())),
+                };
             }
             Ok(Some((kind::FILE, p))) => {
                 return match protocol::decode_file(p) {
@@ -697,6 +724,13 @@ impl<'e> Exchange<'e> {
     #[cfg(feature = "tokio")]
     pub(crate) fn data_unread(&mut self, len: usize) {
         self.sent += len as u64;
+    }
+
+    /// The attempt ends because the response buffer is unusable (`why`), or a SHARED_DATA
+    /// frame of `len` bytes named bytes outside it, or came before it (not sent).
+    pub(crate) fn bad_shared(&mut self, len: u32, why: String) -> Attempt {
+        self.sent -= u64::from(len);
+        self.broken(why)
     }
 
     /// The attempt ends because a FILE frame of `len` bytes came without its descriptor (its
@@ -810,6 +844,12 @@ impl GroupClient {
                     if let Err(error) = written {
                         return Attempt::Done(Ok(Outcome::ClientGone { error }));
                     }
+                }
+                Step::SharedBuffer | Step::SharedData { .. } => {
+                    // This client never offers them (its requests say so).
+                    return exchange.broken(
+                        "the daemon sent a response buffer this front did not offer".to_string(),
+                    );
                 }
                 Step::File { offset, len } => {
                     let Some(fd) = conn.frames.fds.pop_front() else {
@@ -960,6 +1000,28 @@ pub(crate) mod tests {
             Ok(_) => sink.0.expect("a status"),
             Err(e) => e.status(),
         }
+    }
+
+    /// This client offers no response buffer: a daemon that names one anyway gets a 502,
+    /// not a response built from bytes it did not send.
+    #[test]
+    fn a_response_buffer_the_blocking_client_did_not_offer_is_a_bad_gateway() {
+        let (_dir, listener, client) = fake_group();
+        let daemon = std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            let mut frames = FrameReader::new(BufReader::new(&conn));
+            let Ok(Some((kind::REQUEST, payload))) = frames.next_frame() else {
+                panic!("no request");
+            };
+            let (request, _) = protocol::decode_request(payload).unwrap();
+            assert!(!request.shared_buffers);
+            (&conn)
+                .write_all(&protocol::encode_shared_data(0, 10))
+                .unwrap();
+            conn
+        });
+        assert_eq!(get(&client), 502);
+        let _conn = daemon.join().unwrap();
     }
 
     /// Plays the daemon on `conn` for one request: reads it, answers 200.

@@ -14,6 +14,8 @@
 //!   outcome types as an embedded call; with the `tokio` feature, `async_client` is the same
 //!   as a future, for a front on a tokio runtime (`wsgi serve`'s).
 //! * [`protocol`]: the framed wire protocol between the two.
+//! * [`shared_buffer`]: response bytes a daemon hands the front in memory both map, for
+//!   the front to send on without their crossing the socket.
 //! * [`splice`]: response bytes moved from a daemon's socket into a pipe, for the front to
 //!   send on without copying them.
 //! * [`spec`]: the start-up hand-over from supervisor to daemon process.
@@ -30,6 +32,7 @@ pub mod panics;
 pub mod process;
 pub mod program;
 pub mod protocol;
+pub mod shared_buffer;
 pub mod spec;
 pub mod splice;
 pub mod supervisor;
@@ -39,6 +42,7 @@ mod timers;
 pub use async_client::{AsyncDaemonClient, AsyncRequestBody, AsyncResponseSink};
 pub use client::{DaemonClient, DispatchError, Endpoint};
 pub use protocol::{DaemonRequest, RequestRef};
+pub use shared_buffer::BufferChunk;
 pub use splice::PipeChunk;
 pub use supervisor::{GroupStatus, ProcessStatus, Supervisor, SupervisorError, SupervisorOptions};
 

@@ -78,6 +78,13 @@ pub mod kind {
     /// Daemon → front: the body is `len` bytes of a file from `offset` (two `u64`), whose
     /// descriptor is attached to this frame (`SCM_RIGHTS`, [`crate::fd_passing`]).
     pub const FILE: u8 = 0x15;
+    /// Daemon → front: the connection's response buffer (a memfd, attached as for FILE;
+    /// [`crate::shared_buffer`]), sent before the first SHARED_DATA; no payload. Only to a
+    /// front whose REQUEST said it takes them.
+    pub const SHARED_BUFFER: u8 = 0x16;
+    /// Daemon → front: one response body chunk, in slot `slot` of the connection's response
+    /// buffer: `slot` and `len` (two `u32`).
+    pub const SHARED_DATA: u8 = 0x17;
 }
 
 /// Why bytes could not be read as protocol frames.
@@ -127,6 +134,9 @@ pub struct DaemonRequest {
     pub app: AppCall,
     /// The request itself.
     pub head: RequestHead,
+    /// Whether the front takes response chunks in a shared buffer (SHARED_BUFFER and
+    /// SHARED_DATA frames, [`crate::shared_buffer`]); `wsgi serve`'s async client does.
+    pub shared_buffers: bool,
 }
 
 /// A request to send, borrowed from wherever the front keeps it: what [`encode_request`] and
@@ -139,6 +149,8 @@ pub struct RequestRef<'a> {
     pub app: &'a AppCall,
     /// The request itself.
     pub head: &'a RequestHead,
+    /// As [`DaemonRequest::shared_buffers`].
+    pub shared_buffers: bool,
 }
 
 impl<'a> From<&'a DaemonRequest> for RequestRef<'a> {
@@ -147,6 +159,7 @@ impl<'a> From<&'a DaemonRequest> for RequestRef<'a> {
             queued_at_us: request.queued_at_us,
             app: &request.app,
             head: &request.head,
+            shared_buffers: request.shared_buffers,
         }
     }
 }
@@ -161,6 +174,7 @@ impl Default for DaemonRequest {
                 pass_authorization: false,
             },
             head: RequestHead::default(),
+            shared_buffers: false,
         }
     }
 }
@@ -290,6 +304,23 @@ pub fn decode_file(payload: &[u8]) -> Result<(u64, u64), ProtocolError> {
     Ok(range)
 }
 
+/// A SHARED_DATA frame: `len` bytes in slot `slot` of the connection's response buffer.
+pub fn encode_shared_data(slot: u32, len: u32) -> [u8; HEADER_LEN + 8] {
+    let mut frame = [0u8; HEADER_LEN + 8];
+    frame[..HEADER_LEN].copy_from_slice(&frame_header(kind::SHARED_DATA, 8));
+    frame[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&slot.to_le_bytes());
+    frame[HEADER_LEN + 4..].copy_from_slice(&len.to_le_bytes());
+    frame
+}
+
+/// A SHARED_DATA frame's payload: (slot, len).
+pub fn decode_shared_data(payload: &[u8]) -> Result<(u32, u32), ProtocolError> {
+    let mut d = Decoder::new("SHARED_DATA", payload);
+    let named = (d.u32()?, d.u32()?);
+    d.done()?;
+    Ok(named)
+}
+
 /// Encodes a REQUEST frame, with the request body in it if given: what `body` gives up to its
 /// end or [`INLINE_BODY`] bytes, so only a body it holds whole belongs here (`None`: the
 /// daemon asks for the body as the app reads it). Fails only if reading `body` fails.
@@ -298,12 +329,13 @@ pub fn encode_request<'a>(
     body: Option<&mut dyn RequestBody>,
     buf: Vec<u8>,
 ) -> io::Result<Vec<u8>> {
+    let req = req.into();
     let mut e = Encoder::frame(kind::REQUEST, buf);
-    request_fields(&mut e, req.into());
+    request_fields(&mut e, req);
     match body {
-        None => e.u8(0),
+        None => e.u8(request_flags(req, false)),
         Some(body) => {
-            e.u8(1);
+            e.u8(request_flags(req, true));
             // The length, then the bytes read straight into the frame.
             let at = e.buf.len();
             e.u32(0);
@@ -325,15 +357,32 @@ pub fn encode_request_before_body<'a>(
         body_len <= INLINE_BODY,
         "an inline body is at most INLINE_BODY bytes"
     );
+    let req = req.into();
     let mut e = Encoder::frame(kind::REQUEST, buf);
-    request_fields(&mut e, req.into());
-    e.u8(1);
+    request_fields(&mut e, req);
+    e.u8(request_flags(req, true));
     e.u32(body_len as u32);
     let mut frame = e.finish();
     let len = (frame.len() - HEADER_LEN + body_len) as u32;
     frame[1..HEADER_LEN].copy_from_slice(&len.to_le_bytes());
     frame
 }
+
+/// A REQUEST frame's flags byte, before its inline body: which of [`INLINE`] and
+/// [`SHARED_BUFFERS`] it has.
+fn request_flags(req: RequestRef<'_>, inline: bool) -> u8 {
+    (if inline { INLINE } else { 0 })
+        | (if req.shared_buffers {
+            SHARED_BUFFERS
+        } else {
+            0
+        })
+}
+
+/// REQUEST flag: the body follows, inline.
+const INLINE: u8 = 1;
+/// REQUEST flag: the front takes response chunks in a shared buffer.
+const SHARED_BUFFERS: u8 = 2;
 
 /// A REQUEST frame's fields before its inline body.
 fn request_fields(e: &mut Encoder, req: RequestRef<'_>) {
@@ -720,7 +769,11 @@ pub fn decode_request(
         daemon_start_us: 0,
         received: instant_at(d.u64()?),
     };
-    let body = if d.bool()? {
+    let flags = d.u8()?;
+    if flags & !(INLINE | SHARED_BUFFERS) != 0 {
+        return Err(d.bad("unknown request flags"));
+    }
+    let body = if flags & INLINE != 0 {
         let body = d.bytes()?;
         if body.len() > INLINE_BODY {
             return Err(d.bad("an inline body larger than INLINE_BODY"));
@@ -759,6 +812,7 @@ pub fn decode_request(
                 extra,
                 stamps,
             },
+            shared_buffers: flags & SHARED_BUFFERS != 0,
         },
         body,
     ))
@@ -911,6 +965,8 @@ pub fn parse_header(header: &[u8; HEADER_LEN]) -> Result<(u8, usize), ProtocolEr
             | kind::DATA
             | kind::END
             | kind::FILE
+            | kind::SHARED_BUFFER
+            | kind::SHARED_DATA
     ) {
         return Err(ProtocolError::UnknownKind(kind));
     }
@@ -1036,6 +1092,7 @@ mod tests {
                     ..Stamps::default()
                 },
             },
+            shared_buffers: false,
         }
     }
 
@@ -1104,6 +1161,48 @@ mod tests {
             (back.head.server_port, back.head.remote_port),
             (8443, 51234)
         );
+    }
+
+    #[test]
+    fn whether_the_front_takes_shared_buffers_crosses_beside_the_inline_body() {
+        let mut req = sample_request();
+        for shared_buffers in [false, true] {
+            req.shared_buffers = shared_buffers;
+            let decoded = |frame: Vec<u8>| {
+                let (_, payload) = read_one(&frame).unwrap().unwrap();
+                let (back, body) = decode_request(&payload).unwrap();
+                (
+                    back.shared_buffers,
+                    body.map(|range| payload[range].to_vec()),
+                )
+            };
+            let frame = encode_request(&req, None, Vec::new()).unwrap();
+            assert_eq!(decoded(frame), (shared_buffers, None));
+            let frame = encode_request(&req, Some(&mut &b"a=1"[..]), Vec::new()).unwrap();
+            assert_eq!(decoded(frame), (shared_buffers, Some(b"a=1".to_vec())));
+            let mut frame = encode_request_before_body(&req, 3, Vec::new());
+            frame.extend_from_slice(b"a=1");
+            assert_eq!(decoded(frame), (shared_buffers, Some(b"a=1".to_vec())));
+        }
+        // A flag this build does not know is refused, not ignored.
+        let frame = encode_request(&req, None, Vec::new()).unwrap();
+        let (_, mut payload) = read_one(&frame).unwrap().unwrap();
+        *payload.last_mut().unwrap() |= 4;
+        let err = decode_request(&payload).unwrap_err();
+        assert!(err.to_string().contains("unknown request flags"), "{err}");
+    }
+
+    #[test]
+    fn shared_data_names_a_slot_and_a_length() {
+        let frame = encode_shared_data(7, 65536);
+        let (k, payload) = read_one(&frame).unwrap().unwrap();
+        assert_eq!(k, kind::SHARED_DATA);
+        assert_eq!(decode_shared_data(&payload).unwrap(), (7, 65536));
+        assert!(decode_shared_data(&payload[..7]).is_err());
+        let (k, payload) = read_one(&frame_header(kind::SHARED_BUFFER, 0))
+            .unwrap()
+            .unwrap();
+        assert_eq!((k, payload.len()), (kind::SHARED_BUFFER, 0));
     }
 
     #[test]

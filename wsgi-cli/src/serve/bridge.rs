@@ -787,6 +787,15 @@ impl wsgi_daemon::AsyncResponseSink for ChannelSink {
         self.send_async(bytes).await
     }
 
+    /// The slot's bytes go on as they are, unread; the slot is free once hyper has written
+    /// them (or dropped them) and lets the chunk go.
+    async fn send_shared(&mut self, chunk: wsgi_daemon::BufferChunk) -> io::Result<()> {
+        if self.discard_body {
+            return self.write(chunk.as_ref());
+        }
+        self.send_async(Bytes::from_owner(chunk)).await
+    }
+
     fn takes_pipes(&self) -> bool {
         self.pipes && !self.discard_body
     }

@@ -209,6 +209,32 @@ struct Running {
     interrupted: Option<Instant>,
 }
 
+/// A connection from the front, with the response buffer made for it
+/// ([`crate::shared_buffer`]), if any.
+struct FrontConn {
+    stream: UnixStream,
+    buffer: BufferState,
+}
+
+/// Whether a front connection has a response buffer.
+enum BufferState {
+    /// None made yet.
+    None,
+    /// Made, and handed to the front.
+    Made(crate::shared_buffer::ResponseBuffer),
+    /// Making one failed: chunks go through the socket.
+    Failed,
+}
+
+impl FrontConn {
+    fn new(stream: UnixStream) -> Self {
+        FrontConn {
+            stream,
+            buffer: BufferState::None,
+        }
+    }
+}
+
 struct Shared {
     spec: ProcessSpec,
     runtime: Runtime,
@@ -216,9 +242,9 @@ struct Shared {
     listener: Mutex<Option<UnixListener>>,
     listener_armed: AtomicBool,
     /// Idle connections, registered (one-shot) with the poller, by token.
-    idle: Mutex<HashMap<u64, (UnixStream, bool)>>,
+    idle: Mutex<HashMap<u64, (FrontConn, bool)>>,
     next_token: AtomicU64,
-    jobs: std::sync::Arc<crate::job_queue::JobQueue<(u64, UnixStream, bool)>>,
+    jobs: std::sync::Arc<crate::job_queue::JobQueue<(u64, FrontConn, bool)>>,
     /// Workers not busy and not promised to a freshly accepted connection (negative: work
     /// is queued). The listener is polled only while this is positive.
     free: AtomicIsize,

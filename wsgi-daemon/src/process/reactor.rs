@@ -4,14 +4,14 @@
 //! to its siblings.
 
 use std::io;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use nix::sys::epoll::{EpollEvent, EpollFlags, EpollTimeout};
 
-use super::Shared;
+use super::{FrontConn, Shared};
 
 pub(super) const LISTENER: u64 = 0;
 pub(super) const FIRST_CONN: u64 = 1;
@@ -69,7 +69,7 @@ impl Shared {
                     // This connection's first request has a worker promised to it.
                     self.free.fetch_sub(1, Ordering::SeqCst);
                     let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-                    if !self.register(token, conn, true) {
+                    if !self.register(token, FrontConn::new(conn), true) {
                         self.free.fetch_add(1, Ordering::SeqCst);
                     }
                 }
@@ -100,16 +100,16 @@ impl Shared {
     }
 
     /// Hands `conn` to the poller; false if it was dropped instead.
-    pub(super) fn register(&self, token: u64, conn: UnixStream, new: bool) -> bool {
+    pub(super) fn register(&self, token: u64, conn: FrontConn, new: bool) -> bool {
         if self.draining.load(Ordering::SeqCst) {
             return false;
         }
         let mut idle = self.idle.lock();
         let mut ev = EpollEvent::new(conn_flags(), token);
         let ok = if new {
-            self.epoll.add(&conn, ev).is_ok()
+            self.epoll.add(&conn.stream, ev).is_ok()
         } else {
-            self.epoll.modify(&conn, &mut ev).is_ok()
+            self.epoll.modify(&conn.stream, &mut ev).is_ok()
         };
         if ok {
             idle.insert(token, (conn, new));

@@ -13,13 +13,13 @@ use std::time::Instant;
 use wsgi_interp::{Outcome, Runtime, now_us};
 
 use super::wire::{WireBody, WireSink};
-use super::{Running, Shared};
+use super::{FrontConn, Running, Shared};
 use crate::protocol::{
     self, End, FrameReader, ProtocolError, READ_AHEAD, RejectReason, encode_end, kind,
 };
 
 enum After {
-    Keep(UnixStream),
+    Keep(FrontConn),
     Close,
 }
 
@@ -61,7 +61,7 @@ impl Shared {
     pub(super) fn worker(
         self: Arc<Self>,
         index: usize,
-        jobs: &crate::job_queue::Taker<(u64, UnixStream, bool)>,
+        jobs: &crate::job_queue::Taker<(u64, FrontConn, bool)>,
     ) {
         crate::limits::batch_scheduling(&self.spec.group);
         let linger = self.spec.linger && more_than_one_cpu();
@@ -85,7 +85,7 @@ impl Shared {
                         if linger
                             && (!others_wait || streak < LINGER_STREAK)
                             && !self.draining.load(Ordering::SeqCst)
-                            && request_soon(&kept)
+                            && request_soon(&kept.stream)
                         {
                             streak = if others_wait { streak + 1 } else { 0 };
                             conn = kept;
@@ -110,9 +110,13 @@ impl Shared {
         Runtime::release_thread();
     }
 
-    /// Serves the one request waiting on `conn`.
-    fn serve_connection(&self, index: usize, conn: UnixStream) -> After {
+    /// Serves the one request waiting on `front`.
+    fn serve_connection(&self, index: usize, front: FrontConn) -> After {
         let group = &self.spec.group;
+        let FrontConn {
+            stream: conn,
+            mut buffer,
+        } = front;
         let mut reader = FrameReader::new(BufReader::with_capacity(READ_AHEAD, &conn));
         let (request, inline_body) = match reader.next_frame() {
             Ok(None) => return After::Close,
@@ -161,7 +165,10 @@ impl Shared {
                     waited as f64 / 1e6
                 );
                 return if send_end(&End::QueueTimeout) {
-                    After::Keep(conn)
+                    After::Keep(FrontConn {
+                        stream: conn,
+                        buffer,
+                    })
                 } else {
                     After::Close
                 };
@@ -185,7 +192,10 @@ impl Shared {
             // An inline body is read from the frame's own buffer, where it came.
             let inline_body = inline_body.map(|at| (reader.take_payload(), at.start));
             let mut body = WireBody::new(&conn, inline_body);
-            let mut sink = WireSink::new(&conn);
+            // Large chunks go through the connection's response buffer where the front takes
+            // them.
+            let buffer = request.shared_buffers.then_some(&mut buffer);
+            let mut sink = WireSink::new(&conn, buffer);
             let outcome = match self.runtime.interpreter(&app.application_group) {
                 Ok(interp) => {
                     self.prepare(&interp);
@@ -228,7 +238,10 @@ impl Shared {
             );
         }
         if keep && !self.draining.load(Ordering::SeqCst) {
-            After::Keep(conn)
+            After::Keep(FrontConn {
+                stream: conn,
+                buffer,
+            })
         } else {
             After::Close
         }
