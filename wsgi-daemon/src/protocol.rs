@@ -14,9 +14,14 @@
 //!                                    <--  BODY_WANTED max     (the app reads wsgi.input)
 //! BODY chunk | BODY_END | BODY_ERROR -->
 //!                                    <--  START status, reason, headers (repeats kept apart)
-//!                                    <--  DATA chunk ...
+//!                                    <--  DATA chunk | SHARED_DATA slot ...
 //!                                    <--  END outcome          (complete, aborted, error, ...)
 //! ```
+//!
+//! Where the REQUEST says the front takes them (`wsgi serve`'s async client), a DATA chunk
+//! may come as SHARED_DATA instead: the bytes are in a slot of the connection's response
+//! buffer, a memfd both processes map, handed over once with a SHARED_BUFFER frame
+//! ([`crate::shared_buffer`]).
 //!
 //! A body the front already holds whole, of at most [`INLINE_BODY`] bytes, rides in the
 //! REQUEST frame instead (its last field): the daemon then asks for nothing, which saves a
