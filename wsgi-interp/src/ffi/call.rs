@@ -220,11 +220,12 @@ pub(crate) unsafe fn build_environ(
                     if crate::environ::cacheable(cacheable, i) =>
                 {
                     match &mut last[i] {
-                        Some((seen, str)) if **seen == *b => str.ptr(),
+                        Some((seen, str)) if crate::environ::same_bytes(seen, b) => str.ptr(),
                         slot => {
                             let made = Stored::new(latin1_str(b).ok_or(())?);
                             let ptr = made.ptr();
-                            if let Some((_, old)) = slot.replace((b.into(), made)) {
+                            let seen = smallvec::SmallVec::from_slice(b);
+                            if let Some((_, old)) = slot.replace((seen, made)) {
                                 old.release();
                             }
                             ptr

@@ -50,12 +50,16 @@ struct Signature {
 
 impl Signature {
     fn matches(&self, call: &TemplateCall<'_>) -> bool {
-        *self.callable == *call.callable
+        use crate::environ::same_bytes;
+        same_bytes(self.callable.as_bytes(), call.callable.as_bytes())
             && self.errors == call.errors as usize
             && self.multithread == call.opts.multithread
             && self.multiprocess == call.opts.multiprocess
             && self.run_once == call.opts.run_once
-            && *self.process_group == *call.opts.process_group
+            && same_bytes(
+                self.process_group.as_bytes(),
+                call.opts.process_group.as_bytes(),
+            )
             && self.local_stamps == call.local_stamps
     }
 }
@@ -81,11 +85,13 @@ pub(crate) fn local_stamps(objects: &Objects, head: &RequestHead) -> bool {
 /// Whether an extra variable of `head` names a key a template would hold.
 pub(crate) fn extras_shadow_template(head: &RequestHead) -> bool {
     head.extra.iter().any(|(name, _)| {
-        name.starts_with("wsgi.")
-            || name.starts_with("apache.")
-            || name
-                .strip_prefix("mod_wsgi.")
-                .is_some_and(|rest| MOD_WSGI_KEYS.contains(&rest))
+        // Most extras are CGI names in capitals: one byte tells (no `memcmp` for each).
+        matches!(name.as_bytes().first(), Some(b'w' | b'a' | b'm'))
+            && (name.starts_with("wsgi.")
+                || name.starts_with("apache.")
+                || name
+                    .strip_prefix("mod_wsgi.")
+                    .is_some_and(|rest| MOD_WSGI_KEYS.contains(&rest)))
     })
 }
 
