@@ -194,8 +194,8 @@ impl Shared {
             let mut body = WireBody::new(&conn, inline_body);
             // Large chunks go through the connection's response buffer where the front takes
             // them.
-            let buffer = request.shared_buffers.then_some(&mut buffer);
-            let mut sink = WireSink::new(&conn, buffer);
+            let shared = request.shared_buffers.then_some(&mut buffer);
+            let mut sink = WireSink::new(&conn, shared);
             let outcome = match self.runtime.interpreter(&app.application_group) {
                 Ok(interp) => {
                     self.prepare(&interp);
