@@ -728,6 +728,7 @@ impl<'e> Exchange<'e> {
 
     /// The attempt ends because the response buffer is unusable (`why`), or a SHARED_DATA
     /// frame of `len` bytes named bytes outside it, or came before it (not sent).
+    #[cfg(feature = "tokio")]
     pub(crate) fn bad_shared(&mut self, len: u32, why: String) -> Attempt {
         self.sent -= u64::from(len);
         self.broken(why)
@@ -845,11 +846,17 @@ impl GroupClient {
                         return Attempt::Done(Ok(Outcome::ClientGone { error }));
                     }
                 }
-                Step::SharedBuffer | Step::SharedData { .. } => {
-                    // This client never offers them (its requests say so).
+                // This client never offers response buffers (its requests say so).
+                Step::SharedBuffer => {
                     return exchange.broken(
                         "the daemon sent a response buffer this front did not offer".to_string(),
                     );
+                }
+                Step::SharedData { slot, len } => {
+                    return exchange.broken(format!(
+                        "the daemon named {len} bytes in slot {slot} of a response buffer this \
+                         front did not offer"
+                    ));
                 }
                 Step::File { offset, len } => {
                     let Some(fd) = conn.frames.fds.pop_front() else {
