@@ -83,9 +83,9 @@ pub(crate) fn request_head(r: &Request<'_>, info: &RequestInfo, route: &Route) -
         Some(MapHeadToGet::Auto) | None => r.has_content_filters(),
     };
     let method = if map_head && info.method == "HEAD" {
-        "GET".to_string()
+        "GET".into()
     } else {
-        info.method.clone()
+        wsgi_interp::method_text(&info.method)
     };
     let source = source_of(
         info,
@@ -120,7 +120,7 @@ pub(crate) fn hook_head(r: &Request<'_>, info: &RequestInfo) -> RequestHead {
         wsgi_config::handlers::split_path_info(&info.uri, &info.path_info);
     let source = source_of(
         info,
-        info.method.clone(),
+        wsgi_interp::method_text(&info.method),
         (&script_name, &path_info),
         headers,
         Vec::new(),
@@ -138,7 +138,7 @@ pub(crate) fn hook_head(r: &Request<'_>, info: &RequestInfo) -> RequestHead {
 /// pair (an application's, not a hook's) the caller chose.
 fn source_of<'a>(
     info: &'a RequestInfo,
-    method: String,
+    method: std::borrow::Cow<'static, str>,
     (script_name, path_info): (&'a str, &'a str),
     headers: Vec<(String, Vec<u8>)>,
     env: Vec<(String, Vec<u8>)>,

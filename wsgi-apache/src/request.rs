@@ -201,7 +201,9 @@ impl ResponseSink for ApacheSink<'_> {
             self.overridden = Some(status);
             return Ok(());
         }
-        let reason = CString::new(reason).map_err(|_| io::Error::other("NUL in reason"))?;
+        // Latin-1, as the app wrote it (mod_wsgi hands Apache those bytes).
+        let reason = CString::new(wsgi_config::route::latin1_bytes(reason))
+            .map_err(|_| io::Error::other("NUL in reason"))?;
         let headers: Vec<(CString, &[u8])> = headers
             .iter()
             .map(|(n, v)| {

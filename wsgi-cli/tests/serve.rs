@@ -29,6 +29,10 @@ def application(environ, start_response):
         body = b'Hello, world!\n'
         start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', str(len(body)))] + method)
         return [body]
+    if path == '/status':
+        from urllib.parse import unquote
+        start_response(unquote(query, 'latin-1'), [('Content-Type', 'text/plain'), ('Content-Length', '2')])
+        return [b'ok']
     if path == '/environ':
         keys = ['REQUEST_METHOD', 'SCRIPT_NAME', 'PATH_INFO', 'QUERY_STRING', 'SERVER_PORT',
                 'SERVER_NAME', 'HTTP_HOST', 'CONTENT_LENGTH', 'wsgi.input_terminated',
@@ -142,6 +146,38 @@ fn hello_keep_alive_and_pipelining() {
     let third = Response::parse(&second.rest);
     assert_eq!(third.text(), "Hello, world!\n");
     assert!(third.rest.is_empty());
+}
+
+/// The status line carries the application's reason phrase as it wrote it (latin-1 and all),
+/// its code's usual one or not, in embedded and daemon mode.
+#[test]
+fn status_lines_keep_the_apps_reason_phrase() {
+    let dir = scratch();
+    let mut daemon = vec!["--processes", "1", "--threads", "2"];
+    if wsgi_testkit::process::is_root() {
+        daemon.extend(["--user", "nobody"]);
+    }
+    for extra in [&[][..], &daemon[..]] {
+        let server = serve_app(dir.path(), extra);
+        for (status, line) in [
+            ("200%20OK", &b"HTTP/1.1 200 OK\r\n"[..]),
+            ("404%20Not%20Found", b"HTTP/1.1 404 Not Found\r\n"),
+            ("200%20Fine%20Thanks", b"HTTP/1.1 200 Fine Thanks\r\n"),
+            ("200%20ok", b"HTTP/1.1 200 ok\r\n"),
+            ("299%20Odd%20One", b"HTTP/1.1 299 Odd One\r\n"),
+            ("200%20Caf%E9", b"HTTP/1.1 200 Caf\xe9\r\n"),
+        ] {
+            let raw = server.raw(
+                format!("GET /status?{status} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            );
+            assert!(
+                raw.starts_with(line),
+                "{status} {extra:?}: {}",
+                String::from_utf8_lossy(&raw)
+            );
+        }
+    }
 }
 
 #[test]

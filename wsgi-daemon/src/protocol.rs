@@ -437,18 +437,38 @@ fn monotonic_now_us() -> u64 {
     })
 }
 
+/// This process's `Instant` and the monotonic clock's microseconds read together, once: an
+/// `Instant` *is* a reading of `CLOCK_MONOTONIC` on Linux, so the pair converts any other
+/// without reading a clock again (a request's conversions cost four clock reads before).
+fn clock_anchor() -> (Instant, u64) {
+    static ANCHOR: std::sync::OnceLock<(Instant, u64)> = std::sync::OnceLock::new();
+    *ANCHOR.get_or_init(|| (Instant::now(), monotonic_now_us()))
+}
+
 /// `at` as microseconds of the machine's monotonic clock: one clock for every process of the
 /// machine (of one time namespace, as a front and the daemon processes it talks to, forked
 /// from one master, are), so another process can tell what `at` was ([`instant_at`]).
 fn monotonic_us(at: Instant) -> u64 {
-    monotonic_now_us().saturating_sub(u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX))
+    let (anchor, anchor_us) = clock_anchor();
+    let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    match at.checked_duration_since(anchor) {
+        Some(after) => anchor_us.saturating_add(micros(after)),
+        None => anchor_us.saturating_sub(micros(anchor - at)),
+    }
 }
 
 /// The `Instant` of this process at `us` of the monotonic clock ([`monotonic_us`] in the
 /// front); None for 0 (not known) or a time not before now.
 pub(crate) fn instant_at(us: u64) -> Option<Instant> {
-    let ago = monotonic_now_us().checked_sub(us).filter(|_| us != 0)?;
-    Instant::now().checked_sub(Duration::from_micros(ago))
+    if us == 0 {
+        return None;
+    }
+    let (anchor, anchor_us) = clock_anchor();
+    let at = match us.checked_sub(anchor_us) {
+        Some(after) => anchor.checked_add(Duration::from_micros(after)),
+        None => anchor.checked_sub(Duration::from_micros(anchor_us - us)),
+    }?;
+    (at < Instant::now()).then_some(at)
 }
 
 /// Encodes a START frame: the headers stay separate entries, in the app's order.
@@ -662,8 +682,11 @@ impl<'a> Decoder<'a> {
         self.take(n)
     }
     fn str(&mut self) -> Result<String, ProtocolError> {
+        self.str_ref().map(str::to_string)
+    }
+    fn str_ref(&mut self) -> Result<&'a str, ProtocolError> {
         let b = self.bytes()?;
-        self.utf8(b).map(str::to_string)
+        self.utf8(b)
     }
     fn utf8(&self, b: &'a [u8]) -> Result<&'a str, ProtocolError> {
         std::str::from_utf8(b).map_err(|_| self.bad("a string is not UTF-8"))
@@ -749,12 +772,12 @@ pub fn decode_request(
     };
     let application_group = d.str()?;
     let pass_authorization = d.bool()?;
-    let method = d.str()?;
+    let method = wsgi_interp::method_text(d.str_ref()?);
     let script_name = d.bytes()?.to_vec();
     let path_info = d.bytes()?.to_vec();
     let query_string = d.bytes()?.to_vec();
     let request_uri = d.bytes()?.to_vec();
-    let protocol = d.str()?;
+    let protocol = wsgi_interp::protocol_text(d.str_ref()?);
     let scheme = match d.u8()? {
         0 => Scheme::Http,
         1 => Scheme::Https,
@@ -1232,6 +1255,26 @@ mod tests {
         // Nothing not yet come, nor the clock's own zero.
         assert_eq!(instant_at(0), None);
         assert_eq!(instant_at(monotonic_now_us() + 1_000_000), None);
+    }
+
+    #[test]
+    fn instants_convert_to_the_monotonic_clock_without_reading_it() {
+        let (anchor, anchor_us) = clock_anchor();
+        // Either side of the anchor (both past), to the microsecond.
+        std::thread::sleep(Duration::from_millis(10));
+        for at in [
+            anchor - Duration::from_millis(7),
+            anchor + Duration::from_millis(7),
+        ] {
+            let us = monotonic_us(at);
+            assert_eq!(us.abs_diff(anchor_us), 7_000, "{at:?}");
+            assert_eq!(instant_at(us), Some(at));
+        }
+        // And what the clock itself reads now.
+        let (now, read) = (Instant::now(), monotonic_now_us());
+        assert!(monotonic_us(now).abs_diff(read) < 5_000);
+        // A time still to come is refused as before.
+        assert_eq!(instant_at(monotonic_us(now + Duration::from_secs(1))), None);
     }
 
     #[test]

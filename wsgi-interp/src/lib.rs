@@ -52,5 +52,6 @@ pub use start_config::{InterpreterOptions, StartConfig, StartError};
 pub use wsgi::{
     AppCall, AppError, CallOptions, HeadSource, InterpError, LoadStatus, Outcome, PyErrorInfo,
     ReloadMode, RequestBody, RequestHead, ResponseSink, Scheme, ScriptError, ScriptSpec, Stamps,
-    callables_found, copy_to_uninit, next_request_id, now_us, read_body_into,
+    callables_found, copy_to_uninit, method_text, next_request_id, now_us, protocol_text,
+    read_body_into,
 };

@@ -1,8 +1,10 @@
 //! Validation of what the app hands to `start_response` (latin-1 bytes, already encoded).
 
+use std::borrow::Cow;
+
 /// Checks a status line: three digits, a space, then a reason without control characters.
 /// Returns the code and the reason.
-pub(crate) fn parse_status(status: &[u8]) -> Result<(u16, String), String> {
+pub(crate) fn parse_status(status: &[u8]) -> Result<(u16, Cow<'static, str>), String> {
     let shown = String::from_utf8_lossy(status);
     if status.len() < 4
         || !status[..3].iter().all(u8::is_ascii_digit)
@@ -19,8 +21,19 @@ pub(crate) fn parse_status(status: &[u8]) -> Result<(u16, String), String> {
     let code = (status[0] - b'0') as u16 * 100
         + (status[1] - b'0') as u16 * 10
         + (status[2] - b'0') as u16;
-    let reason: String = status[4..].iter().map(|&b| b as char).collect();
-    Ok((code, reason))
+    let reason = &status[4..];
+    // The usual phrase of a code (`200 OK`) as static text: no copy for nearly every response.
+    let canonical = http::StatusCode::from_u16(code)
+        .ok()
+        .and_then(|code| code.canonical_reason())
+        .filter(|canonical| canonical.as_bytes() == reason);
+    Ok(match canonical {
+        Some(canonical) => (code, Cow::Borrowed(canonical)),
+        None => (
+            code,
+            Cow::Owned(reason.iter().map(|&b| b as char).collect()),
+        ),
+    })
 }
 
 /// Checks a header: the name an RFC 9110 token, the value free of CR, LF and other control
@@ -65,11 +78,19 @@ mod tests {
 
     #[test]
     fn status_rules() {
-        assert_eq!(parse_status(b"200 OK").unwrap(), (200, "OK".to_string()));
+        assert_eq!(parse_status(b"200 OK").unwrap(), (200, "OK".into()));
+        assert!(matches!(
+            parse_status(b"404 Not Found").unwrap(),
+            (404, Cow::Borrowed("Not Found"))
+        ));
+        // Another phrase, or another case of the usual one, is kept as the app wrote it.
         assert_eq!(
             parse_status(b"404 Not \xe9").unwrap(),
-            (404, "Not \u{e9}".to_string())
+            (404, "Not \u{e9}".into())
         );
+        assert!(matches!(parse_status(b"200 ok").unwrap(), (200, Cow::Owned(r)) if r == "ok"));
+        assert!(matches!(parse_status(b"299 OK").unwrap(), (299, Cow::Owned(r)) if r == "OK"));
+        assert!(matches!(parse_status(b"200 ").unwrap(), (200, Cow::Owned(r)) if r.is_empty()));
         assert!(parse_status(b"200").is_err());
         assert!(parse_status(b"20 OK").is_err());
         assert!(parse_status(b"2000 OK").is_err());

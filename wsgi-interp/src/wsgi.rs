@@ -13,8 +13,8 @@ use std::time::Instant;
 /// Path-like fields are raw bytes: PEP 3333 hands them to the app decoded as latin-1.
 #[derive(Debug, Clone, Default)]
 pub struct RequestHead {
-    /// `REQUEST_METHOD`.
-    pub method: String,
+    /// `REQUEST_METHOD` (the usual ones without an allocation: [`method_text`]).
+    pub method: Cow<'static, str>,
     /// `SCRIPT_NAME` (the mount point; `""` at `/`).
     pub script_name: Vec<u8>,
     /// `PATH_INFO` (the rest of the path, percent-decoded).
@@ -23,8 +23,8 @@ pub struct RequestHead {
     pub query_string: Vec<u8>,
     /// `REQUEST_URI`, raw as on the request line.
     pub request_uri: Vec<u8>,
-    /// `SERVER_PROTOCOL`, e.g. `HTTP/1.1`.
-    pub protocol: String,
+    /// `SERVER_PROTOCOL`, e.g. `HTTP/1.1` ([`protocol_text`]).
+    pub protocol: Cow<'static, str>,
     /// `wsgi.url_scheme`.
     pub scheme: Scheme,
     /// `SERVER_NAME` (from configuration, not the Host header).
@@ -90,6 +90,28 @@ impl Stamps {
     }
 }
 
+/// `method` as [`RequestHead::method`] keeps it: the methods of RFC 9110 and PATCH as static
+/// text, any other copied.
+pub fn method_text(method: &str) -> Cow<'static, str> {
+    const KNOWN: [&str; 9] = [
+        "GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+    ];
+    match KNOWN.iter().find(|known| **known == method) {
+        Some(known) => Cow::Borrowed(known),
+        None => Cow::Owned(method.to_string()),
+    }
+}
+
+/// `protocol` as [`RequestHead::protocol`] keeps it: the versions HTTP has as static text,
+/// any other copied.
+pub fn protocol_text(protocol: &str) -> Cow<'static, str> {
+    const KNOWN: [&str; 5] = ["HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "HTTP/0.9", "HTTP/3.0"];
+    match KNOWN.iter().find(|known| **known == protocol) {
+        Some(known) => Cow::Borrowed(known),
+        None => Cow::Owned(protocol.to_string()),
+    }
+}
+
 /// Microseconds since the epoch (0 if the clock is before it).
 pub fn now_us() -> u64 {
     std::time::SystemTime::now()
@@ -126,7 +148,7 @@ pub fn next_request_id() -> u64 {
 #[derive(Debug, Clone)]
 pub struct HeadSource<'a> {
     /// `REQUEST_METHOD` (after `WSGIMapHEADToGET`).
-    pub method: String,
+    pub method: Cow<'static, str>,
     /// The request target as sent (`REQUEST_URI`).
     pub request_uri: &'a [u8],
     /// `QUERY_STRING`, raw.
@@ -271,7 +293,7 @@ impl RequestHead {
             path_info: wsgi_config::route::latin1_bytes(path_info),
             query_string: query_string.to_vec(),
             request_uri: request_uri.to_vec(),
-            protocol: protocol.to_string(),
+            protocol: protocol_text(protocol),
             scheme,
             server_name: server_name.to_string(),
             server_port,
@@ -798,6 +820,21 @@ mod tests {
             facts: None,
         };
         config.route(&request).unwrap().unwrap()
+    }
+
+    #[test]
+    fn usual_methods_and_protocols_are_kept_without_a_copy() {
+        for method in ["GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"] {
+            assert!(matches!(method_text(method), Cow::Borrowed(m) if m == method));
+        }
+        for protocol in ["HTTP/1.1", "HTTP/1.0", "HTTP/2.0"] {
+            assert!(matches!(protocol_text(protocol), Cow::Borrowed(p) if p == protocol));
+        }
+        // Anything else is kept as it came, case and all.
+        for method in ["PROPFIND", "get", "GETX", ""] {
+            assert!(matches!(method_text(method), Cow::Owned(m) if m == method));
+        }
+        assert!(matches!(protocol_text("HTTP/1.2"), Cow::Owned(p) if p == "HTTP/1.2"));
     }
 
     #[test]

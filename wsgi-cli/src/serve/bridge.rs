@@ -44,10 +44,19 @@ const RESPONSE_CHUNKS: usize = 8;
 pub struct ResponseHead {
     /// The status code.
     pub status: u16,
-    /// The reason phrase the app gave.
-    pub reason: String,
+    /// The reason phrase the app gave, if not its code's usual one (`OK` of `200`): hyper
+    /// writes that one itself.
+    pub reason: Option<String>,
     /// The headers, as the app gave them (validated by the WSGI layer).
     pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Whether `reason` is the phrase hyper writes for `status` by itself.
+fn usual_reason(status: u16, reason: &str) -> bool {
+    http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|status| status.canonical_reason())
+        == Some(reason)
 }
 
 /// The worker side of a request body: the bytes the front read already, then blocking reads
@@ -841,7 +850,7 @@ impl ResponseSink for ChannelSink {
             .and_then(|(_, value)| std::str::from_utf8(value).ok()?.trim().parse().ok());
         self.pending = Some(ResponseHead {
             status,
-            reason: reason.to_string(),
+            reason: (!usual_reason(status, reason)).then(|| reason.to_string()),
             headers,
         });
         Ok(())

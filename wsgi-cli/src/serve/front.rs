@@ -1220,7 +1220,7 @@ fn front_hooks(
     let place = place();
     let head = request_head(
         conn,
-        req.method().as_str().to_string(),
+        wsgi_interp::method_text(req.method().as_str()),
         (req.headers(), req.uri(), req.version()),
         target,
         Mount {
@@ -1722,9 +1722,9 @@ async fn run_app(
     // mod_wsgi's WSGIMapHEADToGET: Auto (the default) maps HEAD to GET only when an Apache
     // output filter needs the body; `wsgi serve` has none, so the app sees HEAD unless On.
     let method = if is_head && route.settings.map_head_to_get == Some(MapHeadToGet::On) {
-        "GET".to_string()
+        "GET".into()
     } else {
-        parts.method.as_str().to_string()
+        wsgi_interp::method_text(parts.method.as_str())
     };
     // The pool that runs the request: the embedded workers, or the daemon group's front pool.
     let pool = match &route.process_group {
@@ -1857,8 +1857,10 @@ async fn run_app(
             let mut response = Response::new(body);
             *response.status_mut() =
                 StatusCode::from_u16(head.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            if response.status().canonical_reason() != Some(head.reason.as_str()) {
-                if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(head.reason.into_bytes()) {
+            if let Some(reason) = head.reason {
+                // Sent as the app wrote it: latin-1, as mod_wsgi gives Apache the status line.
+                let reason = wsgi_config::route::latin1_bytes(&reason);
+                if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason) {
                     response.extensions_mut().insert(reason);
                 }
             }
@@ -1870,9 +1872,10 @@ async fn run_app(
                 {
                     continue;
                 }
+                // The value's bytes become the header's, not a copy of them.
                 match (
                     HeaderName::from_bytes(name.as_bytes()),
-                    HeaderValue::from_bytes(&value),
+                    HeaderValue::from_maybe_shared(Bytes::from(value)),
                 ) {
                     (Ok(n), Ok(v)) => {
                         headers.append(n, v);
@@ -1930,7 +1933,7 @@ struct Mount<'a> {
 /// connection adds: the TLS scheme and mod_ssl's `SSL_TLS_SNI`.
 fn request_head(
     conn: &ConnInfo,
-    method: String,
+    method: std::borrow::Cow<'static, str>,
     (headers, uri, version): (&http::HeaderMap, &http::Uri, http::Version),
     target: &[u8],
     mount: Mount<'_>,

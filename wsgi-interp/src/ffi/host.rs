@@ -7,6 +7,7 @@
 //! `self`, whose destructor frees the call state: a `start_response` the application keeps
 //! after its request cannot dangle. Each runs under [`trampoline`].
 
+use std::borrow::Cow;
 use std::io;
 use std::os::fd::RawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -251,7 +252,7 @@ unsafe impl Send for SinkPtr {}
 /// What `start_response` recorded.
 struct Started {
     status: u16,
-    reason: String,
+    reason: Cow<'static, str>,
     headers: Vec<(String, Vec<u8>)>,
     content_length: Option<u64>,
 }
@@ -515,11 +516,13 @@ unsafe fn type_name(o: *mut ffi::PyObject) -> String {
     }
 }
 
-/// The latin-1 bytes of a `str`, or a raised TypeError/ValueError naming `what`.
+/// The latin-1 bytes of a `str`, or a raised TypeError/ValueError naming `what`: ASCII text
+/// (nearly every status and header) is its own latin-1 encoding, lent straight from the
+/// object; other text is encoded into a copy.
 ///
 /// # Safety
-/// Attached; `o` valid.
-unsafe fn latin1_of(o: *mut ffi::PyObject, what: &str) -> Option<Vec<u8>> {
+/// Attached; `o` valid, and alive and attached to for `'a` (a `str` never changes).
+unsafe fn latin1_of<'a>(o: *mut ffi::PyObject, what: &str) -> Option<Cow<'a, [u8]>> {
     // SAFETY: attached (caller's contract).
     unsafe {
         if ffi::PyUnicode_Check(o) == 0 {
@@ -529,14 +532,13 @@ unsafe fn latin1_of(o: *mut ffi::PyObject, what: &str) -> Option<Vec<u8>> {
             );
             return None;
         }
-        // ASCII text (nearly every status and header) is its own latin-1 encoding: copied
-        // straight from the object, without an intermediate `bytes`.
         #[cfg(not(Py_3_14))]
         if ffi::PyUnicode_IS_ASCII(o) != 0 {
             let len = ffi::PyUnicode_GET_LENGTH(o) as usize;
-            return Some(
-                std::slice::from_raw_parts(ffi::PyUnicode_DATA(o).cast::<u8>(), len).to_vec(),
-            );
+            return Some(Cow::Borrowed(std::slice::from_raw_parts(
+                ffi::PyUnicode_DATA(o).cast::<u8>(),
+                len,
+            )));
         }
         let Some(b) = Obj::own(ffi::PyUnicode_AsLatin1String(o)) else {
             ffi::PyErr_Clear();
@@ -546,7 +548,7 @@ unsafe fn latin1_of(o: *mut ffi::PyObject, what: &str) -> Option<Vec<u8>> {
             );
             return None;
         };
-        bytes_of(b.as_ptr()).map(<[u8]>::to_vec)
+        bytes_of(b.as_ptr()).map(|b| Cow::Owned(b.to_vec()))
     }
 }
 
@@ -702,6 +704,7 @@ unsafe fn start_response_impl(
             let Some(value) = latin1_of(ffi::PyTuple_GetItem(item, 1), "header value") else {
                 return ptr::null_mut();
             };
+            let (name, value) = (name.into_owned(), value.into_owned());
             if let Err(e) = check_header(&name, &value) {
                 raise(ffi::PyExc_ValueError, &e);
                 return ptr::null_mut();
