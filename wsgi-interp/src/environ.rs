@@ -396,6 +396,17 @@ fn with_header_key<R>(name: &str, f: impl FnOnce(Key<'_>) -> R) -> R {
     }
 }
 
+/// The known keys (bits of their indices) `req`'s extras name.
+pub(crate) fn known_keys_named(req: &RequestHead) -> u128 {
+    req.extra
+        .iter()
+        .filter_map(|(name, _)| match Key::named(name) {
+            Key::Known(i) => Some(1u128 << i),
+            Key::Other(_) => None,
+        })
+        .fold(0, |bits, bit| bits | bit)
+}
+
 /// Feeds the CGI variables of the environ to `f`, in a stable order, without collecting them.
 /// Values are bytes (the ffi layer decodes them as latin-1) or known constants. Repeated
 /// headers are joined with `", "`, except `Cookie`, joined with `"; "` so cookie parsers can

@@ -1432,6 +1432,79 @@ def application(environ, start_response):
     );
 }
 
+/// A template also holds the request variables of the first request it served (the CGI
+/// variables every request has), so that later requests with the same values set fewer keys:
+/// every request still sees its own values, in the order it would have without them, an app
+/// that changes its environ changes no later request's, and an extra naming one of them wins.
+#[test]
+fn environ_with_request_variables_held_by_the_template_is_each_requests_own() {
+    let source = r#"
+VOLATILE = {'mod_wsgi.request_start', 'mod_wsgi.application_start', 'mod_wsgi.request_id',
+            'mod_wsgi.application_group'}
+def application(environ, start_response):
+    body = '\n'.join('%s=%r' % (k, v) for k, v in environ.items()
+                     if isinstance(v, str) and k not in VOLATILE)
+    environ['PATH_INFO'] = 'changed'
+    environ['REMOTE_PORT'] = 'changed'
+    del environ['SERVER_NAME']
+    start_response('200 OK', [])
+    return [body.encode()]
+"#;
+    let spec = script("held.wsgi", source);
+    let run = |interp: &wsgi_interp::InterpreterHandle, h: &RequestHead| {
+        let mut sink = VecSink::default();
+        let out = interp.call(
+            &spec,
+            h,
+            &CallOptions::default(),
+            &mut io::empty(),
+            &mut sink,
+        );
+        assert!(
+            matches!(out, Outcome::Complete { status: 200, .. }),
+            "{out:?}"
+        );
+        String::from_utf8(sink.body).unwrap()
+    };
+    let first = head();
+    let mut other = head();
+    other.method = "POST".into();
+    other.path_info = b"/y".to_vec();
+    other.query_string = b"".to_vec();
+    other.request_uri = b"/app/y".to_vec();
+    other.server_name = "other.test".into();
+    other.remote_port = 41000;
+    other
+        .extra
+        .push(("SCRIPT_FILENAME".into(), b"/srv/held.wsgi".to_vec()));
+    let mut shadowing = head();
+    shadowing
+        .extra
+        .push(("SERVER_NAME".into(), b"from-extra".to_vec()));
+    // Each request's environ as an interpreter that never served another shows it.
+    let fresh = |name: &str, h: &RequestHead| run(&runtime().interpreter(name).unwrap(), h);
+    let (first_alone, other_alone) = (fresh("held-a", &first), fresh("held-b", &other));
+    let shadowing_alone = fresh("held-c", &shadowing);
+    assert!(other_alone.contains("PATH_INFO='/y'"), "{other_alone}");
+    assert!(
+        shadowing_alone.contains("SERVER_NAME='from-extra'"),
+        "{shadowing_alone}"
+    );
+
+    let interp = runtime().interpreter("held").unwrap();
+    for _ in 0..2 {
+        assert_eq!(run(&interp, &first), first_alone);
+        assert_eq!(run(&interp, &other), other_alone);
+        assert_eq!(run(&interp, &first), first_alone);
+        // The extra's value, whatever the key's place.
+        let mut got: Vec<_> = run(&interp, &shadowing).lines().map(String::from).collect();
+        let mut want: Vec<_> = shadowing_alone.lines().map(String::from).collect();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want);
+    }
+}
+
 /// The constant part of an application call's environ is copied from one dict per
 /// interpreter: each call still sees its own options, stamps and callable, an application
 /// that changes its environ changes no later request's, and extras never override those keys.

@@ -191,21 +191,26 @@ pub(crate) unsafe fn build_environ(
                 };
                 template::copy_for(objects, &call)
                     .ok()?
-                    .map(|env| (env, call.local_stamps))
+                    .map(|(env, generation, fixed)| (env, call.local_stamps, generation, fixed))
             }
             _ => None,
         };
-        let (env, templated) = match template {
-            Some((env, local_stamps)) => (env, Some(local_stamps)),
+        let (env, templated, fixed) = match template {
+            Some((env, local_stamps, generation, fixed)) => {
+                (env, Some(local_stamps), Some((generation, fixed)))
+            }
             // The fixed CGI variables, HTTPS, the headers, the extras and the 21 set below.
             None => (
                 new_dict(15 + head.headers.len() + head.extra.len() + 21)?,
+                None,
                 None,
             ),
         };
         let set = |key: *mut ffi::PyObject, value: *mut ffi::PyObject| {
             ffi::PyDict_SetItem(env.as_ptr(), key, value) == 0
         };
+        // A key the copy holds with this very value already (the template's) is left as it is.
+        let held = fixed.map(|(_, fixed)| fixed).unwrap_or_default();
         let key = |i: usize| objects.keys[i].ptr();
         let value = |i: usize| objects.values[i].ptr();
         let cacheable = crate::environ::cacheable_mask();
@@ -238,12 +243,19 @@ pub(crate) unsafe fn build_environ(
                 }
             };
             let ok = match name {
+                Key::Known(i) if held.holds(i, val) => true,
                 Key::Known(i) => set(key(i), val),
                 Key::Other(s) => set(new_str(s).ok_or(())?.as_ptr(), val),
             };
             if ok { Ok(()) } else { Err(()) }
         })
         .ok()?;
+        drop(last_values);
+        if let Some((generation, fixed)) = fixed {
+            if !fixed.adopted {
+                template::adopt(objects, generation, &env, head).ok()?;
+            }
+        }
         let scheme = value(match head.scheme {
             crate::Scheme::Http => v::HTTP,
             crate::Scheme::Https => v::HTTPS,

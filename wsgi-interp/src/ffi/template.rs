@@ -30,6 +30,36 @@ const MOD_WSGI_KEYS: [&str; 7] = [
 pub(crate) struct EnvironTemplate {
     built_for: Signature,
     dict: Stored,
+    /// Which dict this is (a count of the interpreter's templates), for [`adopt`].
+    generation: u64,
+    /// The request CGI variables the dict holds too ([`adopt`]).
+    fixed: FixedValues,
+}
+
+/// The CGI variables every request's environ has, in the order `for_each_cgi` gives them:
+/// a template may hold them with one request's values ([`adopt`]), so that a copy for
+/// another request with the same values needs no `PyDict_SetItem` for them (the same key
+/// set again keeps its place, so the environ's order is the one it has without them).
+pub(crate) const FIXED_KEYS: [usize; 14] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 15, 16];
+
+/// The values of [`FIXED_KEYS`] a template holds, as the copy made of it holds them.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct FixedValues {
+    /// Whether the template took a request's values yet.
+    pub adopted: bool,
+    /// The addresses of its values by key index (0: not held). Only compared, never read: a
+    /// copy of the template holds a reference to each, so while the copy lives no other
+    /// object can have that address.
+    pub values: [usize; 17],
+}
+
+impl FixedValues {
+    /// Whether a copy holds exactly `value` for key `i` already.
+    pub(crate) fn holds(&self, i: usize, value: *mut ffi::PyObject) -> bool {
+        self.values
+            .get(i)
+            .is_some_and(|&held| held == value as usize)
+    }
 }
 
 /// What a template's values depend on.
@@ -137,7 +167,7 @@ pub(crate) unsafe fn constant_pairs(
 pub(crate) unsafe fn copy_for(
     objects: &Objects,
     call: &TemplateCall<'_>,
-) -> Result<Option<Obj>, ()> {
+) -> Result<Option<(Obj, u64, FixedValues)>, ()> {
     // Nothing below runs Python code (dict and str operations on exact types only), so
     // holding the lock never waits on the GIL; try_lock keeps that true even if it changed.
     let Some(mut slot) = objects.environ_template.try_lock() else {
@@ -147,6 +177,7 @@ pub(crate) unsafe fn copy_for(
     unsafe {
         if !slot.as_ref().is_some_and(|t| t.built_for.matches(call)) {
             let dict = build(objects, call).ok_or(())?;
+            let generation = slot.as_ref().map_or(1, |t| t.generation + 1);
             if let Some(old) = slot.replace(EnvironTemplate {
                 built_for: Signature {
                     callable: call.callable.into(),
@@ -158,15 +189,66 @@ pub(crate) unsafe fn copy_for(
                     local_stamps: call.local_stamps,
                 },
                 dict: Stored::new(dict),
+                generation,
+                fixed: FixedValues::default(),
             }) {
                 old.release();
             }
         }
         let template = slot.as_ref().expect("made above");
         Obj::own(ffi::PyDict_Copy(template.dict.ptr()))
-            .map(Some)
+            .map(|copy| Some((copy, template.generation, template.fixed)))
             .ok_or(())
     }
+}
+
+/// Makes the template of generation `generation` hold the [`FIXED_KEYS`] that `environ` (the
+/// environ of a request built from a copy of it) has, with its values, unless it holds them
+/// already: those `head`'s extras name are left out (an extra's value is not a request's own).
+/// Does nothing if the template is in use or was replaced meanwhile. `Err` with a Python
+/// error set when CPython failed.
+///
+/// # Safety
+/// Attached to the interpreter owning `objects`; `environ` a dict of it.
+pub(crate) unsafe fn adopt(
+    objects: &Objects,
+    generation: u64,
+    environ: &Obj,
+    head: &RequestHead,
+) -> Result<(), ()> {
+    let Some(mut slot) = objects.environ_template.try_lock() else {
+        return Ok(());
+    };
+    let Some(template) = slot.as_mut() else {
+        return Ok(());
+    };
+    if template.generation != generation || template.fixed.adopted {
+        return Ok(());
+    }
+    template.fixed.adopted = true;
+    let named = crate::environ::known_keys_named(head);
+    // SAFETY: attached (caller's contract); the values are borrowed from `environ`, which
+    // lives across the loop, and PyDict_SetItem takes its own references.
+    unsafe {
+        for i in FIXED_KEYS {
+            if named & (1 << i) != 0 {
+                continue;
+            }
+            let key = objects.keys[i].ptr();
+            let value = ffi::PyDict_GetItemWithError(environ.as_ptr(), key);
+            if value.is_null() {
+                if !ffi::PyErr_Occurred().is_null() {
+                    return Err(());
+                }
+                continue;
+            }
+            if ffi::PyDict_SetItem(template.dict.ptr(), key, value) != 0 {
+                return Err(());
+            }
+            template.fixed.values[i] = value as usize;
+        }
+    }
+    Ok(())
 }
 
 /// Makes the template dict for `call`.
