@@ -442,6 +442,57 @@ WSGIScriptAlias / {d}/app.wsgi
     }
 }
 
+/// Answers with the status line its query string spells (percent-decoded as latin-1).
+const STATUS_APP: &str = r#"
+from urllib.parse import unquote
+def application(environ, start_response):
+    start_response(unquote(environ['QUERY_STRING'], 'latin-1'), [('Content-Type', 'text/plain')])
+    return [b'ok']
+"#;
+
+/// The status line carries the reason phrase the application wrote, byte for byte (a latin-1
+/// one too), its code's usual phrase or not, as mod_wsgi's does.
+#[test]
+fn status_lines_keep_the_apps_reason_phrase_as_mod_wsgi() {
+    let Some(dir) = folder("wsgi-apache-status-", &[("status.wsgi", STATUS_APP)]) else {
+        return;
+    };
+    let d = dir.path();
+    let site = format!(
+        "{MODULES}WSGIScriptAlias / {d}/status.wsgi
+<Directory {d}>
+    Require all granted
+</Directory>
+",
+        d = d.display()
+    );
+    let (ours, theirs) = Apache::ours_and_debians(d, &site);
+    for (status, line) in [
+        ("200%20OK", &b"HTTP/1.1 200 OK\r\n"[..]),
+        ("200%20Fine%20Thanks", b"HTTP/1.1 200 Fine Thanks\r\n"),
+        ("200%20Caf%E9", b"HTTP/1.1 200 Caf\xe9\r\n"),
+    ] {
+        let request =
+            format!("GET /?{status} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let o = ours.raw(request.as_bytes());
+        let t = theirs.raw(request.as_bytes());
+        let first_line = |raw: &[u8]| {
+            raw[..raw
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(raw.len(), |i| i + 1)]
+                .to_vec()
+        };
+        assert_eq!(
+            first_line(&o),
+            first_line(&t),
+            "{status}\n{}",
+            ours.error_log()
+        );
+        assert_eq!(first_line(&o), line, "{status}");
+    }
+}
+
 /// Writes a line to each of `wsgi.errors`, `sys.stderr` and `sys.stdout`, marked with the
 /// query string.
 const LOGGING_APP: &str = r#"

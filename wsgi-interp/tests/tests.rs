@@ -1452,14 +1452,7 @@ def application(environ, start_response):
 "#;
     let spec = script("held.wsgi", source);
     let run = |interp: &wsgi_interp::InterpreterHandle, h: &RequestHead| {
-        let mut sink = VecSink::default();
-        let out = interp.call(
-            &spec,
-            h,
-            &CallOptions::default(),
-            &mut io::empty(),
-            &mut sink,
-        );
+        let (out, sink) = call(interp, &spec, h);
         assert!(
             matches!(out, Outcome::Complete { status: 200, .. }),
             "{out:?}"
