@@ -442,7 +442,21 @@ fn monotonic_now_us() -> u64 {
 /// without reading a clock again (a request's conversions cost four clock reads before).
 fn clock_anchor() -> (Instant, u64) {
     static ANCHOR: std::sync::OnceLock<(Instant, u64)> = std::sync::OnceLock::new();
-    *ANCHOR.get_or_init(|| (Instant::now(), monotonic_now_us()))
+    *ANCHOR.get_or_init(|| {
+        // The clock read between two `Instant`s, the pair taken at their middle: of a few
+        // tries the closest, so that a thread preempted between two reads does not skew every
+        // conversion of the process.
+        (0..5)
+            .map(|_| {
+                let before = Instant::now();
+                let us = monotonic_now_us();
+                let after = Instant::now();
+                (after - before, before + (after - before) / 2, us)
+            })
+            .min_by_key(|(gap, _, _)| *gap)
+            .map(|(_, at, us)| (at, us))
+            .expect("five tries")
+    })
 }
 
 /// `at` as microseconds of the machine's monotonic clock: one clock for every process of the
@@ -450,6 +464,10 @@ fn clock_anchor() -> (Instant, u64) {
 /// from one master, are), so another process can tell what `at` was ([`instant_at`]).
 fn monotonic_us(at: Instant) -> u64 {
     let (anchor, anchor_us) = clock_anchor();
+    if anchor_us == 0 {
+        // The clock could not be read: not known.
+        return 0;
+    }
     let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
     match at.checked_duration_since(anchor) {
         Some(after) => anchor_us.saturating_add(micros(after)),
@@ -460,10 +478,10 @@ fn monotonic_us(at: Instant) -> u64 {
 /// The `Instant` of this process at `us` of the monotonic clock ([`monotonic_us`] in the
 /// front); None for 0 (not known) or a time not before now.
 pub(crate) fn instant_at(us: u64) -> Option<Instant> {
-    if us == 0 {
+    let (anchor, anchor_us) = clock_anchor();
+    if us == 0 || anchor_us == 0 {
         return None;
     }
-    let (anchor, anchor_us) = clock_anchor();
     let at = match us.checked_sub(anchor_us) {
         Some(after) => anchor.checked_add(Duration::from_micros(after)),
         None => anchor.checked_sub(Duration::from_micros(anchor_us - us)),

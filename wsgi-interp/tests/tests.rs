@@ -1484,6 +1484,24 @@ def application(environ, start_response):
         "{shadowing_alone}"
     );
 
+    // A template whose first request had an extra naming one of the keys holds them all the
+    // same: the next request's environ keeps its order.
+    let shadowed_first = runtime().interpreter("held-shadowed-first").unwrap();
+    assert_eq!(run(&shadowed_first, &shadowing), shadowing_alone);
+    assert_eq!(run(&shadowed_first, &first), first_alone);
+    assert_eq!(run(&shadowed_first, &other), other_alone);
+    // Two scripts taking turns in one interpreter: its template is made again at each turn.
+    let twin = script("held-twin.wsgi", source);
+    let turns = runtime().interpreter("held-turns").unwrap();
+    for _ in 0..2 {
+        assert_eq!(run(&turns, &other), other_alone);
+        let (out, sink) = call(&turns, &twin, &first);
+        assert!(
+            matches!(out, Outcome::Complete { status: 200, .. }),
+            "{out:?}"
+        );
+        assert_eq!(String::from_utf8(sink.body).unwrap(), first_alone);
+    }
     let interp = runtime().interpreter("held").unwrap();
     for _ in 0..2 {
         assert_eq!(run(&interp, &first), first_alone);

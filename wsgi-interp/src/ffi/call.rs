@@ -253,7 +253,7 @@ pub(crate) unsafe fn build_environ(
         drop(last_values);
         if let Some((generation, fixed)) = fixed {
             if !fixed.adopted {
-                template::adopt(objects, generation, &env, head).ok()?;
+                template::adopt(objects, generation, &env, head);
             }
         }
         let scheme = value(match head.scheme {

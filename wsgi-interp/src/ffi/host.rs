@@ -698,13 +698,15 @@ unsafe fn start_response_impl(
                 );
                 return ptr::null_mut();
             }
+            // Each copied at once: nothing borrowed outlives the next call into CPython.
             let Some(name) = latin1_of(ffi::PyTuple_GetItem(item, 0), "header name") else {
                 return ptr::null_mut();
             };
+            let name = name.into_owned();
             let Some(value) = latin1_of(ffi::PyTuple_GetItem(item, 1), "header value") else {
                 return ptr::null_mut();
             };
-            let (name, value) = (name.into_owned(), value.into_owned());
+            let value = value.into_owned();
             if let Err(e) = check_header(&name, &value) {
                 raise(ffi::PyExc_ValueError, &e);
                 return ptr::null_mut();

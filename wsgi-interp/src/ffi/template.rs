@@ -3,6 +3,8 @@
 //! table at once, where each `PyDict_SetItem` hashes and probes). About a third of the keys
 //! of a plain GET are these.
 
+use std::ptr;
+
 use pyo3::ffi;
 
 use super::interp::Objects;
@@ -202,53 +204,56 @@ pub(crate) unsafe fn copy_for(
     }
 }
 
-/// Makes the template of generation `generation` hold the [`FIXED_KEYS`] that `environ` (the
-/// environ of a request built from a copy of it) has, with its values, unless it holds them
-/// already: those `head`'s extras name are left out (an extra's value is not a request's own).
-/// Does nothing if the template is in use or was replaced meanwhile. `Err` with a Python
-/// error set when CPython failed.
+/// Makes the template of generation `generation` hold the [`FIXED_KEYS`], each with the
+/// value `environ` (the environ of a request built from a copy of it) has, unless it holds
+/// them already. A key `head`'s extras name (an extra's value is not a request's own), or
+/// whose value is made anew for each request (`PATH_INFO`, `REMOTE_PORT`...: never the same
+/// object again, and not to be kept past its request), is held with an empty string that
+/// every request replaces: all fourteen keep their place in every copy. Does nothing if the
+/// template is in use or was replaced meanwhile; a failure (no memory) leaves the template
+/// holding what it took so far, and the request's environ, complete already, as it is.
 ///
 /// # Safety
 /// Attached to the interpreter owning `objects`; `environ` a dict of it.
-pub(crate) unsafe fn adopt(
-    objects: &Objects,
-    generation: u64,
-    environ: &Obj,
-    head: &RequestHead,
-) -> Result<(), ()> {
+pub(crate) unsafe fn adopt(objects: &Objects, generation: u64, environ: &Obj, head: &RequestHead) {
     let Some(mut slot) = objects.environ_template.try_lock() else {
-        return Ok(());
+        return;
     };
     let Some(template) = slot.as_mut() else {
-        return Ok(());
+        return;
     };
     if template.generation != generation || template.fixed.adopted {
-        return Ok(());
+        return;
     }
     template.fixed.adopted = true;
     let named = crate::environ::known_keys_named(head);
+    let cacheable = crate::environ::cacheable_mask();
     // SAFETY: attached (caller's contract); the values are borrowed from `environ`, which
-    // lives across the loop, and PyDict_SetItem takes its own references.
+    // lives across the loop, or interpreter-owned, and PyDict_SetItem takes its own
+    // references.
     unsafe {
+        let placeholder = objects.values[v::EMPTY].ptr();
         for i in FIXED_KEYS {
-            if named & (1 << i) != 0 {
-                continue;
-            }
             let key = objects.keys[i].ptr();
-            let value = ffi::PyDict_GetItemWithError(environ.as_ptr(), key);
-            if value.is_null() {
-                if !ffi::PyErr_Occurred().is_null() {
-                    return Err(());
-                }
-                continue;
+            let own = named & (1 << i) == 0 && crate::environ::cacheable(cacheable, i);
+            let found = match own {
+                true => ffi::PyDict_GetItemWithError(environ.as_ptr(), key),
+                false => ptr::null_mut(),
+            };
+            if own && found.is_null() {
+                // Not there (it always is): held empty, replaced as any placeholder.
+                ffi::PyErr_Clear();
             }
+            let value = if found.is_null() { placeholder } else { found };
             if ffi::PyDict_SetItem(template.dict.ptr(), key, value) != 0 {
-                return Err(());
+                ffi::PyErr_Clear();
+                return;
             }
-            template.fixed.values[i] = value as usize;
+            if !found.is_null() {
+                template.fixed.values[i] = found as usize;
+            }
         }
     }
-    Ok(())
 }
 
 /// Makes the template dict for `call`.
