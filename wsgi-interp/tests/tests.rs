@@ -1490,17 +1490,22 @@ def application(environ, start_response):
     assert_eq!(run(&shadowed_first, &shadowing), shadowing_alone);
     assert_eq!(run(&shadowed_first, &first), first_alone);
     assert_eq!(run(&shadowed_first, &other), other_alone);
-    // Two scripts taking turns in one interpreter: its template is made again at each turn.
-    let twin = script("held-twin.wsgi", source);
+    // Scripts taking turns in one interpreter, each with a template of its own: more of them
+    // than it keeps, so that templates are let go and made again.
+    let twins: Vec<_> = (0..5)
+        .map(|i| script(&format!("held-twin-{i}.wsgi"), source))
+        .collect();
     let turns = runtime().interpreter("held-turns").unwrap();
     for _ in 0..2 {
-        assert_eq!(run(&turns, &other), other_alone);
-        let (out, sink) = call(&turns, &twin, &first);
-        assert!(
-            matches!(out, Outcome::Complete { status: 200, .. }),
-            "{out:?}"
-        );
-        assert_eq!(String::from_utf8(sink.body).unwrap(), first_alone);
+        for twin in &twins {
+            assert_eq!(run(&turns, &other), other_alone);
+            let (out, sink) = call(&turns, twin, &first);
+            assert!(
+                matches!(out, Outcome::Complete { status: 200, .. }),
+                "{out:?}"
+            );
+            assert_eq!(String::from_utf8(sink.body).unwrap(), first_alone);
+        }
     }
     let interp = runtime().interpreter("held").unwrap();
     for _ in 0..2 {

@@ -86,9 +86,9 @@ pub(crate) struct Objects {
     /// `environ::KEYS`, with the `str` made for it. Locked only while attached, never across
     /// a call that may run Python code; a thread that finds it taken decodes afresh.
     pub last_values: parking_lot::Mutex<Vec<LastValue>>,
-    /// The constant keys of an application call's environ (`template`), locked as
-    /// `last_values` is.
-    pub environ_template: parking_lot::Mutex<Option<super::template::EnvironTemplate>>,
+    /// The constant keys of an application call's environ (`template`), one dict for each
+    /// application recently served, locked as `last_values` is.
+    pub environ_template: parking_lot::Mutex<Vec<super::template::EnvironTemplate>>,
     /// This process's pid, as `own_pid` shows it (the interpreter was made in this process).
     pub own_pid_number: u32,
     /// References that response chunks lent to the front dropped off this interpreter.
@@ -108,7 +108,7 @@ impl Objects {
             for (_, s) in self.last_values.into_inner().into_iter().flatten() {
                 s.release();
             }
-            if let Some(template) = self.environ_template.into_inner() {
+            for template in self.environ_template.into_inner() {
                 template.release();
             }
             for s in [

@@ -413,7 +413,7 @@ pub(super) unsafe fn bootstrap(
             last_values: parking_lot::Mutex::new(
                 (0..crate::environ::KEYS.len()).map(|_| None).collect(),
             ),
-            environ_template: parking_lot::Mutex::new(None),
+            environ_template: parking_lot::Mutex::new(Vec::new()),
         })
     }
 }

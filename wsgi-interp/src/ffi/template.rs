@@ -32,7 +32,7 @@ const MOD_WSGI_KEYS: [&str; 7] = [
 pub(crate) struct EnvironTemplate {
     built_for: Signature,
     dict: Stored,
-    /// Which dict this is (a count of the interpreter's templates), for [`adopt`].
+    /// Which dict this is ([`next_generation`]), for [`adopt`].
     generation: u64,
     /// The request CGI variables the dict holds too ([`adopt`]).
     fixed: FixedValues,
@@ -159,10 +159,11 @@ pub(crate) unsafe fn constant_pairs(
     }
 }
 
-/// A new environ holding `call`'s constant keys: a copy of the interpreter's template, made
-/// (or remade, when `call` differs from what it was made for) first. `Ok(None)` when the
-/// template is in use by another thread at this moment (the caller builds the environ key by
-/// key); `Err` with a Python error set when CPython failed.
+/// A new environ holding `call`'s constant keys: a copy of the interpreter's template for
+/// `call`, made first if it has none ([`TEMPLATES`]); with the template's generation and
+/// what it holds of the request variables. `Ok(None)` when the templates are in use by
+/// another thread at this moment (the caller builds the environ key by key); `Err` with a
+/// Python error set when CPython failed.
 ///
 /// # Safety
 /// Attached to the interpreter owning `objects`.
@@ -172,36 +173,52 @@ pub(crate) unsafe fn copy_for(
 ) -> Result<Option<(Obj, u64, FixedValues)>, ()> {
     // Nothing below runs Python code (dict and str operations on exact types only), so
     // holding the lock never waits on the GIL; try_lock keeps that true even if it changed.
-    let Some(mut slot) = objects.environ_template.try_lock() else {
+    let Some(mut templates) = objects.environ_template.try_lock() else {
         return Ok(None);
     };
     // SAFETY: attached (caller's contract); the template's dict is this interpreter's.
     unsafe {
-        if !slot.as_ref().is_some_and(|t| t.built_for.matches(call)) {
-            let dict = build(objects, call).ok_or(())?;
-            let generation = slot.as_ref().map_or(1, |t| t.generation + 1);
-            if let Some(old) = slot.replace(EnvironTemplate {
-                built_for: Signature {
-                    callable: call.callable.into(),
-                    errors: call.errors as usize,
-                    multithread: call.opts.multithread,
-                    multiprocess: call.opts.multiprocess,
-                    run_once: call.opts.run_once,
-                    process_group: call.opts.process_group.as_str().into(),
-                    local_stamps: call.local_stamps,
-                },
-                dict: Stored::new(dict),
-                generation,
-                fixed: FixedValues::default(),
-            }) {
-                old.release();
+        let at = match templates.iter().position(|t| t.built_for.matches(call)) {
+            Some(at) => at,
+            None => {
+                let dict = build(objects, call).ok_or(())?;
+                if templates.len() == TEMPLATES {
+                    templates.remove(0).release();
+                }
+                templates.push(EnvironTemplate {
+                    built_for: Signature {
+                        callable: call.callable.into(),
+                        errors: call.errors as usize,
+                        multithread: call.opts.multithread,
+                        multiprocess: call.opts.multiprocess,
+                        run_once: call.opts.run_once,
+                        process_group: call.opts.process_group.as_str().into(),
+                        local_stamps: call.local_stamps,
+                    },
+                    dict: Stored::new(dict),
+                    generation: next_generation(),
+                    fixed: FixedValues::default(),
+                });
+                templates.len() - 1
             }
-        }
-        let template = slot.as_ref().expect("made above");
+        };
+        let template = &templates[at];
         Obj::own(ffi::PyDict_Copy(template.dict.ptr()))
             .map(|copy| Some((copy, template.generation, template.fixed)))
             .ok_or(())
     }
+}
+
+/// How many templates an interpreter keeps: one for each application it serves (each has
+/// its own `wsgi.errors`), up to this many, the oldest made going first beyond it. With one
+/// alone, two applications taking turns in one interpreter (`wsgi serve --mount`'s default,
+/// `%{GLOBAL}`) made a template again for every request.
+const TEMPLATES: usize = 4;
+
+/// A number no other template of the process had ([`adopt`] finds its template by it).
+fn next_generation() -> u64 {
+    static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
 }
 
 /// Makes the template of generation `generation` hold the [`FIXED_KEYS`], each with the
@@ -210,19 +227,19 @@ pub(crate) unsafe fn copy_for(
 /// whose value is made anew for each request (`PATH_INFO`, `REMOTE_PORT`...: never the same
 /// object again, and not to be kept past its request), is held with an empty string that
 /// every request replaces: all fourteen keep their place in every copy. Does nothing if the
-/// template is in use or was replaced meanwhile; a failure (no memory) leaves the template
+/// template is in use or was let go meanwhile; a failure (no memory) leaves the template
 /// holding what it took so far, and the request's environ, complete already, as it is.
 ///
 /// # Safety
 /// Attached to the interpreter owning `objects`; `environ` a dict of it.
 pub(crate) unsafe fn adopt(objects: &Objects, generation: u64, environ: &Obj, head: &RequestHead) {
-    let Some(mut slot) = objects.environ_template.try_lock() else {
+    let Some(mut templates) = objects.environ_template.try_lock() else {
         return;
     };
-    let Some(template) = slot.as_mut() else {
+    let Some(template) = templates.iter_mut().find(|t| t.generation == generation) else {
         return;
     };
-    if template.generation != generation || template.fixed.adopted {
+    if template.fixed.adopted {
         return;
     }
     template.fixed.adopted = true;
