@@ -37,6 +37,7 @@ mod forks;
 pub mod hook_scripts;
 mod metrics;
 mod response;
+pub use response::usual_reason;
 mod runtime;
 mod script_mtime;
 mod start_config;

@@ -23,10 +23,7 @@ pub(crate) fn parse_status(status: &[u8]) -> Result<(u16, Cow<'static, str>), St
         + (status[2] - b'0') as u16;
     let reason = &status[4..];
     // The usual phrase of a code (`200 OK`) as static text: no copy for nearly every response.
-    let canonical = http::StatusCode::from_u16(code)
-        .ok()
-        .and_then(|code| code.canonical_reason())
-        .filter(|canonical| canonical.as_bytes() == reason);
+    let canonical = usual_reason(code).filter(|canonical| canonical.as_bytes() == reason);
     Ok(match canonical {
         Some(canonical) => (code, Cow::Borrowed(canonical)),
         None => (
@@ -34,6 +31,14 @@ pub(crate) fn parse_status(status: &[u8]) -> Result<(u16, Cow<'static, str>), St
             Cow::Owned(reason.iter().map(|&b| b as char).collect()),
         ),
     })
+}
+
+/// The reason phrase HTTP gives `status` (`OK` for 200), which hyper and Apache write when
+/// they are given none; None for a code without one.
+pub fn usual_reason(status: u16) -> Option<&'static str> {
+    http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|status| status.canonical_reason())
 }
 
 /// Checks a header: the name an RFC 9110 token, the value free of CR, LF and other control

@@ -93,22 +93,28 @@ impl Stamps {
 /// `method` as [`RequestHead::method`] keeps it: the methods of RFC 9110 and PATCH as static
 /// text, any other copied.
 pub fn method_text(method: &str) -> Cow<'static, str> {
-    const KNOWN: [&str; 9] = [
-        "GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE",
-    ];
-    match KNOWN.iter().find(|known| **known == method) {
-        Some(known) => Cow::Borrowed(known),
-        None => Cow::Owned(method.to_string()),
-    }
+    static_or_copied(
+        &[
+            "GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+        ],
+        method,
+    )
 }
 
 /// `protocol` as [`RequestHead::protocol`] keeps it: the versions HTTP has as static text,
 /// any other copied.
 pub fn protocol_text(protocol: &str) -> Cow<'static, str> {
-    const KNOWN: [&str; 5] = ["HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "HTTP/0.9", "HTTP/3.0"];
-    match KNOWN.iter().find(|known| **known == protocol) {
+    static_or_copied(
+        &["HTTP/1.1", "HTTP/1.0", "HTTP/2.0", "HTTP/0.9", "HTTP/3.0"],
+        protocol,
+    )
+}
+
+/// `text` as the `known` text equal to it, or copied.
+fn static_or_copied(known: &[&'static str], text: &str) -> Cow<'static, str> {
+    match known.iter().find(|known| **known == text) {
         Some(known) => Cow::Borrowed(known),
-        None => Cow::Owned(protocol.to_string()),
+        None => Cow::Owned(text.to_string()),
     }
 }
 

@@ -51,14 +51,6 @@ pub struct ResponseHead {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
-/// Whether `reason` is the phrase hyper writes for `status` by itself.
-fn usual_reason(status: u16, reason: &str) -> bool {
-    http::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|status| status.canonical_reason())
-        == Some(reason)
-}
-
 /// The worker side of a request body: the bytes the front read already, then blocking reads
 /// from the pump's channel.
 pub struct ChannelBody {
@@ -850,7 +842,7 @@ impl ResponseSink for ChannelSink {
             .and_then(|(_, value)| std::str::from_utf8(value).ok()?.trim().parse().ok());
         self.pending = Some(ResponseHead {
             status,
-            reason: (!usual_reason(status, reason)).then(|| reason.to_string()),
+            reason: (wsgi_interp::usual_reason(status) != Some(reason)).then(|| reason.to_string()),
             headers,
         });
         Ok(())
