@@ -156,13 +156,14 @@ pub fn mod_wsgi_61() -> String {
     format!("LoadModule wsgi_module {}", module.display())
 }
 
-/// Whether Debian's mod_wsgi is installed; says so when it is not (nothing to compare with).
-pub fn have_debian_mod_wsgi() -> bool {
-    let found = Path::new(DEBIAN_MOD_WSGI).exists();
-    if !found {
-        eprintln!("Debian's mod_wsgi is not installed: nothing to compare with");
-    }
-    found
+/// Asserts that Debian's mod_wsgi, which the comparison tests run beside ours, is installed
+/// (scripts/setup-test-env.sh installs it): a comparison with nothing to compare with fails
+/// rather than passing unrun.
+pub fn require_debian_mod_wsgi() {
+    assert!(
+        Path::new(DEBIAN_MOD_WSGI).exists(),
+        "{DEBIAN_MOD_WSGI} is missing: run scripts/setup-test-env.sh (it installs libapache2-mod-wsgi-py3)"
+    );
 }
 
 /// A running Apache, stopped (SIGTERM to the parent we started) when dropped.

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use wsgi_testkit::apache::{Apache, have_debian_mod_wsgi};
+use wsgi_testkit::apache::{Apache, require_debian_mod_wsgi};
 use wsgi_testkit::apps::field;
 use wsgi_testkit::fs::scratch_world_readable;
 use wsgi_testkit::http::{base64, basic_auth, head_header};
@@ -440,9 +440,7 @@ fn require_wsgi_group() {
 
 #[test]
 fn status_codes_match_debians_mod_wsgi() {
-    if !have_debian_mod_wsgi() {
-        return;
-    }
+    require_debian_mod_wsgi();
     let dir = scratch_world_readable("wsgi-apache-auth-compare-");
     write_scripts(dir.path());
     let site = format!("{}{}", auth_site(dir.path()), access_site(dir.path()));

@@ -659,10 +659,9 @@ fn htaccess_files_set_wsgi_settings_per_directory() {
         ours.error_log()
     );
     drop(ours);
-    if apache::have_debian_mod_wsgi() {
-        let (ours, theirs) = Apache::ours_and_debians(dir.path(), &site);
-        assert_eq!(probe(&ours), probe(&theirs));
-    }
+    apache::require_debian_mod_wsgi();
+    let (ours, theirs) = Apache::ours_and_debians(dir.path(), &site);
+    assert_eq!(probe(&ours), probe(&theirs));
 }
 
 /// `WSGIFreeThreading On` (mod_wsgi 6) with a Python that has a GIL: served, and a warning

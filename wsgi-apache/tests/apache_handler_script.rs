@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use wsgi_testkit::apache::{Apache, have_debian_mod_wsgi};
+use wsgi_testkit::apache::{Apache, require_debian_mod_wsgi};
 use wsgi_testkit::apps::field;
 use wsgi_testkit::fs::scratch_world_readable;
 
@@ -120,9 +120,7 @@ fn a_handler_script_runs_in_its_daemon_process_group() {
 
 #[test]
 fn handler_scripts_match_debians_mod_wsgi() {
-    if !have_debian_mod_wsgi() {
-        return;
-    }
+    require_debian_mod_wsgi();
     let dir = scratch_world_readable("wsgi-apache-handler-compare-");
     let site = site(dir.path(), "");
     let (ours, theirs) = Apache::ours_and_debians(dir.path(), &site);

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use wsgi_testkit::apache::{Apache, have_debian_mod_wsgi};
+use wsgi_testkit::apache::{Apache, require_debian_mod_wsgi};
 use wsgi_testkit::apps::{PROTOCOL_APP, fields};
 use wsgi_testkit::curl::{check_bodies, curl};
 use wsgi_testkit::fs::scratch_world_readable;
@@ -67,9 +67,7 @@ fn h2c_through_mod_http2_in_embedded_and_daemon_mode_as_mod_wsgi() {
         let one = curl(&["--http1.1", &format!("{base}/env")]);
         assert!(one.ok && one.version == "1.1", "{}", one.stderr);
     }
-    if !have_debian_mod_wsgi() {
-        return;
-    }
+    require_debian_mod_wsgi();
     let theirs_root = dir.path().join("theirs");
     std::fs::create_dir(&theirs_root).unwrap();
     let load = format!(

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use wsgi_testkit::apache::{Apache, have_debian_mod_wsgi};
+use wsgi_testkit::apache::{Apache, require_debian_mod_wsgi};
 use wsgi_testkit::apps::field;
 use wsgi_testkit::fs::scratch_world_readable;
 
@@ -81,9 +81,7 @@ fn list(text: &str) -> BTreeSet<String> {
 
 #[test]
 fn import_mod_wsgi_matches_debians_mod_wsgi() {
-    if !have_debian_mod_wsgi() {
-        return;
-    }
+    require_debian_mod_wsgi();
     let dir = scratch_world_readable("wsgi-apache-mod-wsgi-module-");
     let (ours, theirs) = Apache::ours_and_debians(dir.path(), &site(dir.path()));
     for (path, process_group, threads) in [("/embedded", "''", "16"), ("/daemon", "'site'", "3")] {

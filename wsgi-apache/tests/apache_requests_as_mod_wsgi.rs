@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use wsgi_testkit::apache::{Apache, have_debian_mod_wsgi};
+use wsgi_testkit::apache::{Apache, require_debian_mod_wsgi};
 use wsgi_testkit::fs::scratch_world_readable;
 use wsgi_testkit::http::split_response;
 
@@ -32,12 +32,9 @@ TypesConfig /etc/mime.types
 ";
 
 /// A scratch folder for a comparison with Debian's mod_wsgi, holding `files` (path, text),
-/// world-readable as the whole tree (Apache's children run as www-data); None when mod_wsgi
-/// is not installed (nothing to compare with).
-fn folder(prefix: &str, files: &[(&str, &str)]) -> Option<tempfile::TempDir> {
-    if !have_debian_mod_wsgi() {
-        return None;
-    }
+/// world-readable as the whole tree (Apache's children run as www-data).
+fn folder(prefix: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
+    require_debian_mod_wsgi();
     let dir = scratch_world_readable(prefix);
     for (rel, text) in files {
         let path = dir.path().join(rel);
@@ -49,7 +46,7 @@ fn folder(prefix: &str, files: &[(&str, &str)]) -> Option<tempfile::TempDir> {
         }
         std::fs::write(&path, text).unwrap();
     }
-    Some(dir)
+    dir
 }
 
 /// A raw GET of `target` (bytes as they go on the wire) with `Host: localhost:PORT` and
@@ -121,9 +118,7 @@ fn wsgi_script_handler_files_run_as_under_mod_wsgi() {
         "docs/files/other.py",
     ]
     .map(|rel| (rel, REPORT));
-    let Some(dir) = folder("wsgi-apache-handler-files-", &files) else {
-        return;
-    };
+    let dir = folder("wsgi-apache-handler-files-", &files);
     let d = dir.path();
     let site = format!(
         "{MODULES}Alias /s/ {d}/scripts/
@@ -213,9 +208,7 @@ DocumentRoot {d}/docs
 #[test]
 fn script_file_aliases_split_as_mod_wsgi_and_still_check_links() {
     let files = [("real/app.wsgi", REPORT), ("locked/app.wsgi", REPORT)];
-    let Some(dir) = folder("wsgi-apache-file-alias-", &files) else {
-        return;
-    };
+    let dir = folder("wsgi-apache-file-alias-", &files);
     let d = dir.path();
     std::os::unix::fs::symlink(d.join("real/app.wsgi"), d.join("linked.wsgi")).unwrap();
     std::os::unix::fs::symlink(d.join("locked/app.wsgi"), d.join("locked/link.wsgi")).unwrap();
@@ -271,9 +264,7 @@ fn alias_beside_a_root_script_alias_serves_its_folder() {
         ("app.wsgi", REPORT),
         ("static/site.css", "body { color: black }\n"),
     ];
-    let Some(dir) = folder("wsgi-apache-alias-order-", &files) else {
-        return;
-    };
+    let dir = folder("wsgi-apache-alias-order-", &files);
     let d = dir.path();
     let alias = format!("Alias /static/ {}/static/\n", d.display());
     let script_alias = format!("WSGIScriptAlias / {}/app.wsgi\n", d.display());
@@ -318,9 +309,7 @@ fn alias_beside_a_root_script_alias_serves_its_folder() {
 /// gives it.
 #[test]
 fn multiviews_finds_scripts_without_their_extension() {
-    let Some(dir) = folder("wsgi-apache-multiviews-", &[("scripts/app1.wsgi", REPORT)]) else {
-        return;
-    };
+    let dir = folder("wsgi-apache-multiviews-", &[("scripts/app1.wsgi", REPORT)]);
     let d = dir.path();
     let site = format!(
         "{MODULES}WSGIScriptAlias / {d}/scripts/
@@ -354,9 +343,7 @@ fn multiviews_finds_scripts_without_their_extension() {
 /// gives the request, when the request is handled; an unset one is the literal name.
 #[test]
 fn env_application_groups_take_the_request_variables() {
-    let Some(dir) = folder("wsgi-apache-env-group-", &[("app.wsgi", REPORT)]) else {
-        return;
-    };
+    let dir = folder("wsgi-apache-env-group-", &[("app.wsgi", REPORT)]);
     let d = dir.path();
     let site = format!(
         "{MODULES}WSGIScriptAlias / {d}/app.wsgi
@@ -395,9 +382,7 @@ WSGIApplicationGroup %{{ENV:TENANT}}
 #[test]
 fn raw_request_line_bytes_decode_as_latin1() {
     let files = [("app.wsgi", REPORT), ("scripts/app.wsgi", REPORT)];
-    let Some(dir) = folder("wsgi-apache-raw-bytes-", &files) else {
-        return;
-    };
+    let dir = folder("wsgi-apache-raw-bytes-", &files);
     let d = dir.path();
     let site = format!(
         "{MODULES}WSGIScriptAlias /s/ {d}/scripts/
@@ -454,9 +439,7 @@ def application(environ, start_response):
 /// one too), its code's usual phrase or not, as mod_wsgi's does.
 #[test]
 fn status_lines_keep_the_apps_reason_phrase_as_mod_wsgi() {
-    let Some(dir) = folder("wsgi-apache-status-", &[("status.wsgi", STATUS_APP)]) else {
-        return;
-    };
+    let dir = folder("wsgi-apache-status-", &[("status.wsgi", STATUS_APP)]);
     let d = dir.path();
     let site = format!(
         "{MODULES}WSGIScriptAlias / {d}/status.wsgi
@@ -512,9 +495,7 @@ def application(environ, start_response):
 /// daemon process group configured or not.
 #[test]
 fn embedded_output_reaches_the_error_log_at_once() {
-    let Some(dir) = folder("wsgi-apache-errors-", &[("app.wsgi", LOGGING_APP)]) else {
-        return;
-    };
+    let dir = folder("wsgi-apache-errors-", &[("app.wsgi", LOGGING_APP)]);
     let d = dir.path();
     for (name, daemon) in [
         ("embedded-only", ""),

@@ -56,9 +56,7 @@ fn environ_app(dir: &Path, keys: &[&str]) -> std::path::PathBuf {
 /// mod_wsgi passes them, per location, and the request's own CGI variables win over them.
 #[test]
 fn environment_directives_as_mod_wsgi() {
-    if !apache::have_debian_mod_wsgi() {
-        return;
-    }
+    apache::require_debian_mod_wsgi();
     let dir = fs::scratch_world_readable("wsgi-oracle-");
     let keys = [
         "SITE_NAME",
@@ -258,9 +256,7 @@ fn summary(status: u16, head: &str, body: &[u8], port: u16) -> String {
 /// types and mod_dir's folder rules, as Apache serves them.
 #[test]
 fn aliases_redirects_and_static_files_as_apache() {
-    if !apache::have_debian_mod_wsgi() {
-        return;
-    }
+    apache::require_debian_mod_wsgi();
     let dir = fs::scratch_world_readable("wsgi-oracle-");
     let root = dir.path();
     let file = |rel: &str, text: &str| {
@@ -355,9 +351,7 @@ Redirect gone /gone
 /// `PATH_INFO`, `SCRIPT_FILENAME`, application groups and handler keys as Debian's mod_wsgi.
 #[test]
 fn handlers_as_mod_wsgi() {
-    if !apache::have_debian_mod_wsgi() {
-        return;
-    }
+    apache::require_debian_mod_wsgi();
     let dir = fs::scratch_world_readable("wsgi-oracle-");
     let root = dir.path();
     for sub in ["scripts", "noexec", "located", "pages"] {
@@ -503,9 +497,7 @@ fn log_lines(path: &Path, count: usize) -> Vec<String> {
 /// durations compared by their shape).
 #[test]
 fn access_logs_as_apache() {
-    if !apache::have_debian_mod_wsgi() {
-        return;
-    }
+    apache::require_debian_mod_wsgi();
     let dir = fs::scratch_world_readable("wsgi-oracle-");
     let root = dir.path();
     let static_dir = root.join("static");
@@ -662,9 +654,7 @@ fn request_ids_in_the_access_log_as_apache() {
 /// statuses, challenges, `REMOTE_USER`/`AUTH_TYPE` and access log users as Apache.
 #[test]
 fn access_control_and_basic_authentication_as_apache() {
-    if !apache::have_debian_mod_wsgi() {
-        return;
-    }
+    apache::require_debian_mod_wsgi();
     let dir = fs::scratch_world_readable("wsgi-oracle-");
     let root = dir.path();
     let d = root.display().to_string();
@@ -943,9 +933,7 @@ SetEnvIf X-Trusted "^yes$" TRUSTED
 /// the callable object.
 #[test]
 fn mod_wsgi_hook_scripts_as_mod_wsgi() {
-    if !apache::have_debian_mod_wsgi() {
-        return;
-    }
+    apache::require_debian_mod_wsgi();
     let dir = fs::scratch_world_readable("wsgi-oracle-");
     let root = dir.path();
     let d = root.display().to_string();
@@ -1052,9 +1040,7 @@ WSGIScriptAlias /app {app}
 /// inherited from the server; openssl offering each order of `h2` and `http/1.1`, to both.
 #[test]
 fn alpn_per_sni_host_as_apache_with_mod_http2() {
-    if !apache::have_debian_mod_wsgi() {
-        return;
-    }
+    apache::require_debian_mod_wsgi();
     let dir = fs::scratch_world_readable("wsgi-oracle-");
     let root = dir.path();
     let app = environ_app(root, &["SERVER_PROTOCOL"]);
@@ -1094,9 +1080,7 @@ fn alpn_per_sni_host_as_apache_with_mod_http2() {
 /// openssl offering only TLS 1.2, then only TLS 1.3, to both.
 #[test]
 fn ssl_protocol_per_sni_host_as_apache_with_mod_ssl() {
-    if !apache::have_debian_mod_wsgi() {
-        return;
-    }
+    apache::require_debian_mod_wsgi();
     let all = "SSLProtocol all\n";
     let only12 = "SSLProtocol all -TLSv1.3\n";
     let only13 = "SSLProtocol -all +TLSv1.3\n";
@@ -1153,9 +1137,7 @@ fn ssl_protocol_per_sni_host_as_apache_with_mod_ssl() {
 /// by root only: both read it before their children give up root).
 #[test]
 fn https_as_apache_with_mod_ssl() {
-    if !apache::have_debian_mod_wsgi() {
-        return;
-    }
+    apache::require_debian_mod_wsgi();
     let dir = fs::scratch_world_readable("wsgi-oracle-");
     let root = dir.path();
     let issued = tls_util::issue(root, "site", &["localhost"], true);
