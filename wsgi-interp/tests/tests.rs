@@ -1433,9 +1433,10 @@ def application(environ, start_response):
 }
 
 /// A template also holds the request variables of the first request it served (the CGI
-/// variables every request has), so that later requests with the same values set fewer keys:
-/// every request still sees its own values, in the order it would have without them, an app
-/// that changes its environ changes no later request's, and an extra naming one of them wins.
+/// variables every request has, and its other headers and extras), so that later requests
+/// with the same values set fewer keys: every request still sees its own values and only its
+/// own keys, in the order it would have without them, an app that changes its environ
+/// changes no later request's, and an extra naming one of them wins.
 #[test]
 fn environ_with_request_variables_held_by_the_template_is_each_requests_own() {
     let source = r#"
@@ -1490,6 +1491,14 @@ def application(environ, start_response):
     assert_eq!(run(&shadowed_first, &shadowing), shadowing_alone);
     assert_eq!(run(&shadowed_first, &first), first_alone);
     assert_eq!(run(&shadowed_first, &other), other_alone);
+    // A template whose first request had an extra the next has not (`SCRIPT_FILENAME`) holds
+    // it: the next request's environ goes without it.
+    let extra_first = runtime().interpreter("held-extra-first").unwrap();
+    assert_eq!(run(&extra_first, &other), other_alone);
+    let without = run(&extra_first, &first);
+    assert!(!without.contains("SCRIPT_FILENAME"), "{without}");
+    assert_eq!(without, first_alone);
+    assert_eq!(run(&extra_first, &other), other_alone);
     // Scripts taking turns in one interpreter, each with a template of its own: more of them
     // than it keeps, so that templates are let go and made again.
     let twins: Vec<_> = (0..5)

@@ -195,9 +195,9 @@ pub(crate) unsafe fn build_environ(
             }
             _ => None,
         };
-        let (env, templated, fixed) = match template {
-            Some((env, local_stamps, generation, fixed)) => {
-                (env, Some(local_stamps), Some((generation, fixed)))
+        let (env, templated, held) = match template {
+            Some((env, local_stamps, generation, held)) => {
+                (env, Some(local_stamps), Some((generation, held)))
             }
             // The fixed CGI variables, HTTPS, the headers, the extras and the 21 set below.
             None => (
@@ -210,7 +210,9 @@ pub(crate) unsafe fn build_environ(
             ffi::PyDict_SetItem(env.as_ptr(), key, value) == 0
         };
         // A key the copy holds with this very value already (the template's) is left as it is.
-        let held = fixed.map(|(_, fixed)| fixed).unwrap_or_default();
+        let holding = held.as_ref().map(|(_, held)| &**held);
+        // The known keys the request has (a held one it has not goes, below).
+        let mut emitted: u128 = 0;
         let key = |i: usize| objects.keys[i].ptr();
         let value = |i: usize| objects.values[i].ptr();
         let cacheable = crate::environ::cacheable_mask();
@@ -242,8 +244,11 @@ pub(crate) unsafe fn build_environ(
                     owned.as_ptr()
                 }
             };
+            if let Key::Known(i) = name {
+                emitted |= 1 << i;
+            }
             let ok = match name {
-                Key::Known(i) if held.holds(i, val) => true,
+                Key::Known(i) if holding.is_some_and(|held| held.holds(i, val)) => true,
                 Key::Known(i) => set(key(i), val),
                 Key::Other(s) => set(new_str(s).ok_or(())?.as_ptr(), val),
             };
@@ -251,9 +256,19 @@ pub(crate) unsafe fn build_environ(
         })
         .ok()?;
         drop(last_values);
-        if let Some((generation, fixed)) = fixed {
-            if !fixed.adopted {
-                template::adopt(objects, generation, &env, head);
+        // Held variables of the template's first request that this one has not (a header it
+        // did not send, an extra of another route).
+        let mut stale = holding.map_or(0, |held| held.optional) & !emitted;
+        while stale != 0 {
+            let i = stale.trailing_zeros() as usize;
+            stale &= stale - 1;
+            if ffi::PyDict_DelItem(env.as_ptr(), key(i)) != 0 {
+                return None;
+            }
+        }
+        if let Some((generation, held)) = held {
+            if !held.adopted {
+                template::adopt(objects, generation, &env, head, opts);
             }
         }
         let scheme = value(match head.scheme {

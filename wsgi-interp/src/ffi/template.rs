@@ -4,12 +4,13 @@
 //! of a plain GET are these.
 
 use std::ptr;
+use std::sync::Arc;
 
 use pyo3::ffi;
 
 use super::interp::Objects;
 use super::{Obj, Stored, new_dict, new_str};
-use crate::environ::{k, v};
+use crate::environ::{KEYS, Key, for_each_cgi, k, v};
 use crate::wsgi::{CallOptions, RequestHead};
 
 /// Room for the keys a request adds to the copy, so that adding them never grows its table.
@@ -34,8 +35,8 @@ pub(crate) struct EnvironTemplate {
     dict: Stored,
     /// Which dict this is ([`next_generation`]), for [`adopt`].
     generation: u64,
-    /// The request CGI variables the dict holds too ([`adopt`]).
-    fixed: FixedValues,
+    /// The request variables the dict holds too ([`adopt`]).
+    held: Arc<HeldValues>,
 }
 
 /// The CGI variables every request's environ has, in the order `for_each_cgi` gives them:
@@ -44,18 +45,35 @@ pub(crate) struct EnvironTemplate {
 /// set again keeps its place, so the environ's order is the one it has without them).
 pub(crate) const FIXED_KEYS: [usize; 14] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 15, 16];
 
-/// The values of [`FIXED_KEYS`] a template holds, as the copy made of it holds them.
-#[derive(Clone, Copy, Default)]
-pub(crate) struct FixedValues {
+/// The request variables a template holds ([`adopt`]), as the copy made of it holds them: the
+/// [`FIXED_KEYS`], and the other known variables of the request it adopted (its headers, the
+/// front's extras: `SCRIPT_FILENAME`, `DOCUMENT_ROOT`, `SERVER_ADDR`...), which a later
+/// request may lack. Shared with the requests built from copies of the template (`Arc`: a
+/// request takes a reference, not a copy of its 600-odd bytes).
+#[derive(Clone)]
+pub(crate) struct HeldValues {
     /// Whether the template took a request's values yet.
     pub adopted: bool,
+    /// The keys (bits of their indices) the template holds besides the [`FIXED_KEYS`]: a
+    /// copy for a request that has not one of them must lose it.
+    pub optional: u128,
     /// The addresses of its values by key index (0: not held). Only compared, never read: a
     /// copy of the template holds a reference to each, so while the copy lives no other
     /// object can have that address.
-    pub values: [usize; 17],
+    pub values: [usize; KEYS.len()],
 }
 
-impl FixedValues {
+impl Default for HeldValues {
+    fn default() -> Self {
+        HeldValues {
+            adopted: false,
+            optional: 0,
+            values: [0; KEYS.len()],
+        }
+    }
+}
+
+impl HeldValues {
     /// Whether a copy holds exactly `value` for key `i` already.
     pub(crate) fn holds(&self, i: usize, value: *mut ffi::PyObject) -> bool {
         self.values
@@ -170,7 +188,7 @@ pub(crate) unsafe fn constant_pairs(
 pub(crate) unsafe fn copy_for(
     objects: &Objects,
     call: &TemplateCall<'_>,
-) -> Result<Option<(Obj, u64, FixedValues)>, ()> {
+) -> Result<Option<(Obj, u64, Arc<HeldValues>)>, ()> {
     // Nothing below runs Python code (dict and str operations on exact types only), so
     // holding the lock never waits on the GIL; try_lock keeps that true even if it changed.
     let Some(mut templates) = objects.environ_template.try_lock() else {
@@ -197,14 +215,14 @@ pub(crate) unsafe fn copy_for(
                     },
                     dict: Stored::new(dict),
                     generation: next_generation(),
-                    fixed: FixedValues::default(),
+                    held: Arc::default(),
                 });
                 templates.len() - 1
             }
         };
         let template = &templates[at];
         Obj::own(ffi::PyDict_Copy(template.dict.ptr()))
-            .map(|copy| Some((copy, template.generation, template.fixed)))
+            .map(|copy| Some((copy, template.generation, Arc::clone(&template.held))))
             .ok_or(())
     }
 }
@@ -221,32 +239,57 @@ fn next_generation() -> u64 {
     MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
 }
 
-/// Makes the template of generation `generation` hold the [`FIXED_KEYS`], each with the
-/// value `environ` (the environ of a request built from a copy of it) has, unless it holds
-/// them already. A key `head`'s extras name (an extra's value is not a request's own), or
-/// whose value is made anew for each request (`PATH_INFO`, `REMOTE_PORT`...: never the same
-/// object again, and not to be kept past its request), is held with an empty string that
-/// every request replaces: all fourteen keep their place in every copy. Does nothing if the
-/// template is in use or was let go meanwhile; a failure (no memory) leaves the template
-/// holding what it took so far, and the request's environ, complete already, as it is.
+/// Makes the template of generation `generation` hold the request variables of `environ`
+/// (the environ of a request built from a copy of it, for `head` with `opts`), unless it
+/// holds them already: first the [`FIXED_KEYS`], then the other known variables the request
+/// had, in the environ's order, each with the value `environ` has. A fixed key `head`'s
+/// extras name (an extra's value is not a request's own), or whose value is made anew for
+/// each request (`PATH_INFO`, `REMOTE_PORT`...: never the same object again, and not to be
+/// kept past its request), is held with an empty string that every request replaces: all
+/// fourteen keep their place in every copy. Of the others, only those whose values are kept
+/// from request to request ([`crate::environ::cacheable`]) are held, and a copy for a request
+/// without one loses it ([`HeldValues::optional`]). Does nothing if the template is in use or
+/// was let go meanwhile; a failure (no memory) leaves the template holding what it took so
+/// far, and the request's environ, complete already, as it is.
 ///
 /// # Safety
 /// Attached to the interpreter owning `objects`; `environ` a dict of it.
-pub(crate) unsafe fn adopt(objects: &Objects, generation: u64, environ: &Obj, head: &RequestHead) {
+pub(crate) unsafe fn adopt(
+    objects: &Objects,
+    generation: u64,
+    environ: &Obj,
+    head: &RequestHead,
+    opts: &CallOptions,
+) {
     let Some(mut templates) = objects.environ_template.try_lock() else {
         return;
     };
     let Some(template) = templates.iter_mut().find(|t| t.generation == generation) else {
         return;
     };
-    if template.fixed.adopted {
+    if template.held.adopted {
         return;
     }
-    template.fixed.adopted = true;
+    // Requests built from the template before keep what they were given.
+    let held = Arc::make_mut(&mut template.held);
+    held.adopted = true;
     let named = crate::environ::known_keys_named(head);
     let cacheable = crate::environ::cacheable_mask();
+    let fixed = FIXED_KEYS.iter().fold(0u128, |mask, &i| mask | 1 << i);
+    // The other known keys, in the order the request gave them (each once).
+    let mut others: smallvec::SmallVec<[usize; 32]> = smallvec::SmallVec::new();
+    let mut seen = fixed;
+    let _ = for_each_cgi::<()>(head, opts, |key, _| {
+        if let Key::Known(i) = key {
+            if seen & (1 << i) == 0 && crate::environ::cacheable(cacheable, i) {
+                others.push(i);
+            }
+            seen |= 1 << i;
+        }
+        Ok(())
+    });
     // SAFETY: attached (caller's contract); the values are borrowed from `environ`, which
-    // lives across the loop, or interpreter-owned, and PyDict_SetItem takes its own
+    // lives across the loops, or interpreter-owned, and PyDict_SetItem takes its own
     // references.
     unsafe {
         let placeholder = objects.values[v::EMPTY].ptr();
@@ -267,8 +310,23 @@ pub(crate) unsafe fn adopt(objects: &Objects, generation: u64, environ: &Obj, he
                 return;
             }
             if !found.is_null() {
-                template.fixed.values[i] = found as usize;
+                held.values[i] = found as usize;
             }
+        }
+        for i in others {
+            let key = objects.keys[i].ptr();
+            let found = ffi::PyDict_GetItemWithError(environ.as_ptr(), key);
+            if found.is_null() {
+                // Not there (it always is): not held.
+                ffi::PyErr_Clear();
+                continue;
+            }
+            if ffi::PyDict_SetItem(template.dict.ptr(), key, found) != 0 {
+                ffi::PyErr_Clear();
+                return;
+            }
+            held.optional |= 1 << i;
+            held.values[i] = found as usize;
         }
     }
 }
