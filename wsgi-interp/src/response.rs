@@ -5,18 +5,19 @@ use std::borrow::Cow;
 /// Checks a status line: three digits, a space, then a reason without control characters.
 /// Returns the code and the reason.
 pub(crate) fn parse_status(status: &[u8]) -> Result<(u16, Cow<'static, str>), String> {
-    let shown = String::from_utf8_lossy(status);
+    let shown = || String::from_utf8_lossy(status);
     if status.len() < 4
         || !status[..3].iter().all(u8::is_ascii_digit)
         || status[3] != b' '
         || status[0] == b'0'
     {
         return Err(format!(
-            "status {shown:?} must be a 3-digit code, a space and a reason phrase, like '200 OK'"
+            "status {:?} must be a 3-digit code, a space and a reason phrase, like '200 OK'",
+            shown()
         ));
     }
     if status.iter().any(|&b| b < 0x20 || b == 0x7f) {
-        return Err(format!("status {shown:?} contains a control character"));
+        return Err(format!("status {:?} contains a control character", shown()));
     }
     let code = (status[0] - b'0') as u16 * 100
         + (status[1] - b'0') as u16 * 10
@@ -64,17 +65,26 @@ pub(crate) fn check_header(name: &[u8], value: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses a Content-Length value.
+/// Parses a Content-Length value: decimal digits, with spaces or tabs around them.
 pub(crate) fn parse_content_length(value: &[u8]) -> Result<u64, String> {
-    let text = std::str::from_utf8(value).unwrap_or("").trim();
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return Err(format!(
             "Content-Length {:?} is not a number",
             String::from_utf8_lossy(value)
         ));
     }
-    text.parse::<u64>()
-        .map_err(|_| format!("Content-Length {text:?} is too large"))
+    digits
+        .iter()
+        .try_fold(0u64, |n, &d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
+        .ok_or_else(|| {
+            format!(
+                "Content-Length {:?} is too large",
+                String::from_utf8_lossy(digits)
+            )
+        })
 }
 
 #[cfg(test)]
@@ -119,5 +129,17 @@ mod tests {
         assert!(parse_content_length(b"-1").is_err());
         assert!(parse_content_length(b"1e3").is_err());
         assert!(parse_content_length(b"").is_err());
+        assert!(parse_content_length(b"  ").is_err());
+        assert!(parse_content_length(b"+5").is_err());
+        assert!(parse_content_length(b"1 2").is_err());
+        assert!(parse_content_length("\u{663}".as_bytes()).is_err());
+        assert_eq!(parse_content_length(b"\t5\t").unwrap(), 5);
+        assert_eq!(parse_content_length(b"007").unwrap(), 7);
+        assert_eq!(
+            parse_content_length(b"18446744073709551615").unwrap(),
+            u64::MAX
+        );
+        let too_large = parse_content_length(b"18446744073709551616").unwrap_err();
+        assert!(too_large.contains("too large"), "{too_large}");
     }
 }

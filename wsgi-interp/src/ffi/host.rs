@@ -684,9 +684,10 @@ unsafe fn start_response_impl(
             );
             return ptr::null_mut();
         }
-        let mut parsed = Vec::new();
+        let count = ffi::PyList_Size(headers);
+        let mut parsed = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
         let mut content_length = None;
-        for i in 0..ffi::PyList_Size(headers) {
+        for i in 0..count {
             let item = ffi::PyList_GetItem(headers, i);
             if ffi::PyTuple_Check(item) == 0 || ffi::PyTuple_Size(item) != 2 {
                 raise(
