@@ -509,6 +509,13 @@ pub trait ResponseSink: Send {
     ) -> io::Result<()>;
     /// Sends one body chunk (never empty).
     fn write(&mut self, chunk: &[u8]) -> io::Result<()>;
+    /// Whether `start`, or the next write, could wait: for the client, the network, or room
+    /// in a full buffer. The caller lets the GIL go around those that could, so that other
+    /// Python threads run meanwhile; around one that cannot, letting it go and taking it back
+    /// would only cost time. True by default.
+    fn may_wait(&self) -> bool {
+        true
+    }
     /// Sends one body chunk lent without copying: a large `bytes` object the application
     /// yielded, which the sink may keep (and drop on any thread) after it returns. By default
     /// it is written as any chunk.

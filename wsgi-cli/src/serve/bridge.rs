@@ -859,6 +859,13 @@ impl ResponseSink for ChannelSink {
         self.send(Bytes::copy_from_slice(chunk))
     }
 
+    /// Until a stream is open, nothing here waits: `start` keeps the head, and the first chunk
+    /// goes with it (the whole response) or opens the stream, whose buffer is empty then. A
+    /// HEAD response's body is dropped.
+    fn may_wait(&self) -> bool {
+        self.chunks.is_some() && !self.discard_body
+    }
+
     /// A daemon process's chunk goes to hyper as it was read: no copy.
     fn write_owned(&mut self, chunk: Vec<u8>) -> io::Result<()> {
         if self.discard_body {
@@ -1023,6 +1030,43 @@ mod tests {
         assert_eq!((head.status, &body[..]), (200, &b"hello"[..]));
         // The response is complete: a further write finds no one to take it.
         assert!(sink.write(b"more").is_err());
+    }
+
+    /// The worker keeps the GIL around what cannot wait (`may_wait` false): the head, a whole
+    /// body, a first chunk, a HEAD response's body. Those return with no one reading.
+    #[test]
+    fn a_sink_may_wait_only_once_its_stream_is_open() {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let worker = std::thread::spawn(move || {
+            let (mut whole_sink, whole_rx) = response_channel(false, Arc::default());
+            assert!(!whole_sink.may_wait());
+            whole_sink.start(200, "OK", cl(5)).unwrap();
+            assert!(!whole_sink.may_wait());
+            whole_sink.write(b"hello").unwrap();
+            let (mut sink, streamed_rx) = response_channel(false, Arc::default());
+            sink.start(200, "OK", Vec::new()).unwrap();
+            assert!(!sink.may_wait());
+            sink.write(b"one").unwrap();
+            // Open now: a later chunk waits when the stream is full.
+            assert!(sink.may_wait());
+            let (mut head_sink, head_rx) = response_channel(true, Arc::default());
+            head_sink.start(200, "OK", Vec::new()).unwrap();
+            for _ in 0..2 * RESPONSE_CHUNKS {
+                head_sink.write(b"dropped").unwrap();
+                assert!(!head_sink.may_wait());
+            }
+            done_tx
+                .send((whole_rx, (sink, streamed_rx), head_rx))
+                .unwrap();
+        });
+        let (whole_rx, (_sink, streamed_rx), head_rx) = done_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("nothing waited");
+        worker.join().unwrap();
+        assert_eq!(&whole(whole_rx).1[..], b"hello");
+        let (_, mut body) = streamed(streamed_rx);
+        assert_eq!(&body.chunks.blocking_recv().unwrap().unwrap()[..], b"one");
+        drop(head_rx);
     }
 
     #[test]

@@ -26,6 +26,21 @@ pub(crate) struct App {
     pub errors: Obj,
 }
 
+/// Runs `emit` (a [`CallState`] emission) attached when the sink cannot wait
+/// ([`CallState::sink_may_wait`]: a whole response handed to the front, a first chunk), else
+/// with the GIL let go around it, as any wait on the client must be.
+///
+/// # Safety
+/// Attached, as for [`without_gil`].
+unsafe fn unless_waiting<R>(state: &CallState, emit: impl FnOnce() -> R) -> R {
+    if state.sink_may_wait() {
+        // SAFETY: attached (caller's contract).
+        unsafe { without_gil(emit) }
+    } else {
+        emit()
+    }
+}
+
 /// The public callables a script's module defines (not classes, not modules), sorted: what
 /// a missing-callable error lists.
 ///
@@ -754,7 +769,7 @@ unsafe fn iterate(
                 // A large bytes object goes out as it is, without a copy.
                 let item = match SharedChunk::of(item, &objects.release_queue) {
                     Ok(shared) => {
-                        if let Err(e) = without_gil(|| state.emit_shared(shared)) {
+                        if let Err(e) = unless_waiting(state, || state.emit_shared(shared)) {
                             return emit_failed(e);
                         }
                         if state.length_reached() {
@@ -782,9 +797,9 @@ unsafe fn iterate(
                 let last = left == 0 && ffi::PyList_GET_SIZE(objects.tracking.ptr()) == 0;
                 // `item` keeps the bytes alive while the GIL is released.
                 let emitted = if last {
-                    without_gil(|| state.emit_last(chunk))
+                    unless_waiting(state, || state.emit_last(chunk))
                 } else {
-                    without_gil(|| state.emit(chunk))
+                    unless_waiting(state, || state.emit(chunk))
                 };
                 if let Err(e) = emitted {
                     return emit_failed(e);
@@ -794,7 +809,7 @@ unsafe fn iterate(
                 }
             }
         }
-        if let Err(e) = without_gil(|| state.emit(&[])) {
+        if let Err(e) = unless_waiting(state, || state.emit(&[])) {
             return match e {
                 EmitError::NotStarted => failure(AppError {
                     message: "the application returned without calling start_response()".into(),

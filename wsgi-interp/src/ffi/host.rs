@@ -441,6 +441,17 @@ impl CallState {
         Ok(())
     }
 
+    /// Whether emitting now could wait on the sink ([`ResponseSink::may_wait`]): then call
+    /// [`CallState::emit`] and its kin without the GIL; else with it, saving a release.
+    pub(crate) fn sink_may_wait(&self) -> bool {
+        let r = self.resp.lock();
+        // SAFETY: as in `emit`: the sink is lent for the running call while it is in the
+        // slot, and the resp mutex, held, gives exclusive access.
+        r.sink
+            .as_ref()
+            .is_none_or(|sink| unsafe { (*sink.0).may_wait() })
+    }
+
     /// True once the declared Content-Length has been sent in full.
     pub(crate) fn length_reached(&self) -> bool {
         let r = self.resp.lock();
