@@ -509,11 +509,13 @@ pub trait ResponseSink: Send {
     ) -> io::Result<()>;
     /// Sends one body chunk (never empty).
     fn write(&mut self, chunk: &[u8]) -> io::Result<()>;
-    /// Whether `start`, or the next write, could wait: for the client, the network, or room
-    /// in a full buffer. The caller lets the GIL go around those that could, so that other
-    /// Python threads run meanwhile; around one that cannot, letting it go and taking it back
+    /// Whether `start` (when the response has not started) and then a write of `len` bytes
+    /// (none when 0; with `write_last` when `last`) could wait: for the client, the network,
+    /// or room in a full buffer. The caller lets the GIL go around what could, so that other
+    /// Python threads run meanwhile; around what cannot, letting it go and taking it back
     /// would only cost time. True by default.
-    fn may_wait(&self) -> bool {
+    fn may_wait(&self, len: usize, last: bool) -> bool {
+        let _ = (len, last);
         true
     }
     /// Sends one body chunk lent without copying: a large `bytes` object the application

@@ -862,7 +862,7 @@ impl ResponseSink for ChannelSink {
     /// Until a stream is open, nothing here waits: `start` keeps the head, and the first chunk
     /// goes with it (the whole response) or opens the stream, whose buffer is empty then. A
     /// HEAD response's body is dropped.
-    fn may_wait(&self) -> bool {
+    fn may_wait(&self, _len: usize, _last: bool) -> bool {
         self.chunks.is_some() && !self.discard_body
     }
 
@@ -1039,21 +1039,21 @@ mod tests {
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let worker = std::thread::spawn(move || {
             let (mut whole_sink, whole_rx) = response_channel(false, Arc::default());
-            assert!(!whole_sink.may_wait());
+            assert!(!whole_sink.may_wait(5, false));
             whole_sink.start(200, "OK", cl(5)).unwrap();
-            assert!(!whole_sink.may_wait());
+            assert!(!whole_sink.may_wait(5, false));
             whole_sink.write(b"hello").unwrap();
             let (mut sink, streamed_rx) = response_channel(false, Arc::default());
             sink.start(200, "OK", Vec::new()).unwrap();
-            assert!(!sink.may_wait());
+            assert!(!sink.may_wait(5, false));
             sink.write(b"one").unwrap();
             // Open now: a later chunk waits when the stream is full.
-            assert!(sink.may_wait());
+            assert!(sink.may_wait(5, false));
             let (mut head_sink, head_rx) = response_channel(true, Arc::default());
             head_sink.start(200, "OK", Vec::new()).unwrap();
             for _ in 0..2 * RESPONSE_CHUNKS {
                 head_sink.write(b"dropped").unwrap();
-                assert!(!head_sink.may_wait());
+                assert!(!head_sink.may_wait(5, false));
             }
             done_tx
                 .send((whole_rx, (sink, streamed_rx), head_rx))

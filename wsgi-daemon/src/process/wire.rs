@@ -231,6 +231,13 @@ impl ResponseSink for WireSink<'_> {
         self.write_large(chunk, false)
     }
 
+    /// What goes into the buffer only, never waits: the head (`start`, which comes first on a
+    /// connection the front has read to its last END, so its socket has room even when the
+    /// head fills the buffer), and a last chunk below [`DIRECT`] (`write_last`).
+    fn may_wait(&self, len: usize, last: bool) -> bool {
+        len > 0 && !(last && len < DIRECT)
+    }
+
     /// Held in the buffer: the END frame follows at once, and both go out in one write.
     fn write_last(&mut self, chunk: &[u8]) -> io::Result<()> {
         if chunk.len() < DIRECT {
@@ -267,6 +274,27 @@ mod tests {
             }
         }
         got
+    }
+
+    /// What `may_wait` says never waits goes into the buffer, not the socket: with no one
+    /// reading, a head and a last chunk below DIRECT are held; a chunk sent at once, or a
+    /// large last one, may wait.
+    #[test]
+    fn only_what_stays_in_the_buffer_never_waits() {
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        let mut sink = WireSink::new(&ours, None);
+        assert!(!sink.may_wait(0, false));
+        assert!(!sink.may_wait(DIRECT - 1, true));
+        assert!(sink.may_wait(1, false));
+        assert!(sink.may_wait(DIRECT, true));
+        sink.start(200, "OK", Vec::new()).unwrap();
+        sink.write_last(&[b'x'; DIRECT - 1]).unwrap();
+        assert_eq!(available(&mut peer), b"", "held in the buffer");
+        sink.out.flush().unwrap();
+        assert_eq!(
+            available(&mut peer).len(),
+            encode_start(200, "OK", &[]).len() + frame_header(kind::DATA, 0).len() + DIRECT - 1
+        );
     }
 
     #[test]

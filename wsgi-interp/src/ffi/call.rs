@@ -26,14 +26,19 @@ pub(crate) struct App {
     pub errors: Obj,
 }
 
-/// Runs `emit` (a [`CallState`] emission) attached when the sink cannot wait
+/// Runs `emit` (a [`CallState`] emission of `len` bytes, `last` or not) attached when the
+/// sink cannot wait
 /// ([`CallState::sink_may_wait`]: a whole response handed to the front, a first chunk), else
 /// with the GIL let go around it, as any wait on the client must be.
 ///
 /// # Safety
 /// Attached, as for [`without_gil`].
-unsafe fn unless_waiting<R>(state: &CallState, emit: impl FnOnce() -> R) -> R {
-    if state.sink_may_wait() {
+unsafe fn unless_waiting<R>(
+    state: &CallState,
+    (len, last): (usize, bool),
+    emit: impl FnOnce() -> R,
+) -> R {
+    if state.sink_may_wait(len, last) {
         // SAFETY: attached (caller's contract).
         unsafe { without_gil(emit) }
     } else {
@@ -769,7 +774,9 @@ unsafe fn iterate(
                 // A large bytes object goes out as it is, without a copy.
                 let item = match SharedChunk::of(item, &objects.release_queue) {
                     Ok(shared) => {
-                        if let Err(e) = unless_waiting(state, || state.emit_shared(shared)) {
+                        if let Err(e) = unless_waiting(state, (shared.len(), false), || {
+                            state.emit_shared(shared)
+                        }) {
                             return emit_failed(e);
                         }
                         if state.length_reached() {
@@ -797,9 +804,9 @@ unsafe fn iterate(
                 let last = left == 0 && ffi::PyList_GET_SIZE(objects.tracking.ptr()) == 0;
                 // `item` keeps the bytes alive while the GIL is released.
                 let emitted = if last {
-                    unless_waiting(state, || state.emit_last(chunk))
+                    unless_waiting(state, (chunk.len(), true), || state.emit_last(chunk))
                 } else {
-                    unless_waiting(state, || state.emit(chunk))
+                    unless_waiting(state, (chunk.len(), false), || state.emit(chunk))
                 };
                 if let Err(e) = emitted {
                     return emit_failed(e);
@@ -809,7 +816,7 @@ unsafe fn iterate(
                 }
             }
         }
-        if let Err(e) = unless_waiting(state, || state.emit(&[])) {
+        if let Err(e) = unless_waiting(state, (0, false), || state.emit(&[])) {
             return match e {
                 EmitError::NotStarted => failure(AppError {
                     message: "the application returned without calling start_response()".into(),

@@ -441,15 +441,16 @@ impl CallState {
         Ok(())
     }
 
-    /// Whether emitting now could wait on the sink ([`ResponseSink::may_wait`]): then call
-    /// [`CallState::emit`] and its kin without the GIL; else with it, saving a release.
-    pub(crate) fn sink_may_wait(&self) -> bool {
+    /// Whether emitting `len` bytes now (`last`: with [`CallState::emit_last`]) could wait on
+    /// the sink ([`ResponseSink::may_wait`]): then call [`CallState::emit`] and its kin
+    /// without the GIL; else with it, saving a release.
+    pub(crate) fn sink_may_wait(&self, len: usize, last: bool) -> bool {
         let r = self.resp.lock();
         // SAFETY: as in `emit`: the sink is lent for the running call while it is in the
         // slot, and the resp mutex, held, gives exclusive access.
         r.sink
             .as_ref()
-            .is_none_or(|sink| unsafe { (*sink.0).may_wait() })
+            .is_none_or(|sink| unsafe { (*sink.0).may_wait(len, last) })
     }
 
     /// True once the declared Content-Length has been sent in full.
