@@ -859,11 +859,11 @@ impl ResponseSink for ChannelSink {
         self.send(Bytes::copy_from_slice(chunk))
     }
 
-    /// Until a stream is open, nothing here waits: `start` keeps the head, and the first chunk
-    /// goes with it (the whole response) or opens the stream, whose buffer is empty then. A
-    /// HEAD response's body is dropped.
-    fn may_wait(&self, _len: usize, _last: bool) -> bool {
-        self.chunks.is_some() && !self.discard_body
+    /// Only a chunk sent on an open stream may wait (for room in it): `start` keeps the head,
+    /// and the first chunk goes with it (the whole response) or opens the stream, whose buffer
+    /// is empty then. A HEAD response's body is dropped.
+    fn may_wait(&self, len: usize, _last: bool) -> bool {
+        len > 0 && self.chunks.is_some() && !self.discard_body
     }
 
     /// A daemon process's chunk goes to hyper as it was read: no copy.
@@ -1047,8 +1047,10 @@ mod tests {
             sink.start(200, "OK", Vec::new()).unwrap();
             assert!(!sink.may_wait(5, false));
             sink.write(b"one").unwrap();
-            // Open now: a later chunk waits when the stream is full.
+            // Open now: a later chunk waits when the stream is full (nothing to send, nothing
+            // to wait for).
             assert!(sink.may_wait(5, false));
+            assert!(!sink.may_wait(0, false));
             let (mut head_sink, head_rx) = response_channel(true, Arc::default());
             head_sink.start(200, "OK", Vec::new()).unwrap();
             for _ in 0..2 * RESPONSE_CHUNKS {
