@@ -253,7 +253,9 @@ impl RequestHead {
             })
         };
         let request_scheme = scheme;
-        let mut extra = Vec::with_capacity(env.len() + 9);
+        // The configured variables, the nine below, and the two of mod_wsgi's handler that
+        // a front adds after (`mod_wsgi.request_handler`, `mod_wsgi.handler_script`).
+        let mut extra = Vec::with_capacity(env.len() + 11);
         for (name, value) in env {
             if name == "HTTPS" {
                 if value.eq_ignore_ascii_case(b"on") || value == b"1" {
@@ -326,6 +328,10 @@ impl RequestHead {
     /// `SERVER_PORT`, `SCRIPT_NAME`, `wsgi.url_scheme`), and the removal of the spoofable
     /// synonyms (mod_wsgi's rules, [`wsgi_config::proxy`]).
     fn apply_trusted_proxies(&mut self, settings: &wsgi_config::WsgiSettings) {
+        if settings.trusted_proxy_headers.is_empty() {
+            // Nothing to rewrite (the usual case): the peer's address is not even parsed.
+            return;
+        }
         let peer = self.remote_addr.parse().ok();
         let Some(rewrite) = wsgi_config::proxy::proxy_rewrite(settings, peer, &self.headers) else {
             return;

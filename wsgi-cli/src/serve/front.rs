@@ -1778,8 +1778,10 @@ async fn run_app(
         },
         &route.settings,
     );
+    // No configured variable has a `mod_wsgi.*` name (`RequestHead::build` leaves them out),
+    // so these two are new: no need to look for them first, as `set_extra` does.
     for (name, value) in route.handler_environ() {
-        head.set_extra(name, value);
+        head.extra.push((name.into(), value));
     }
     if let Some(user) = granted.user {
         // The authenticated user, as Apache sets it: over any SetEnv of the same names.
