@@ -27,9 +27,9 @@ pub(crate) struct App {
 }
 
 /// Runs `emit` (a [`CallState`] emission of `len` bytes, `last` or not) attached when the
-/// sink cannot wait
-/// ([`CallState::sink_may_wait`]: a whole response handed to the front, a first chunk), else
-/// with the GIL let go around it, as any wait on the client must be.
+/// sink cannot wait ([`CallState::sink_may_wait`]: a whole response handed to the front, a
+/// first chunk, a short last one held in a buffer), else with the GIL let go around it, as any
+/// wait on the client must be.
 ///
 /// # Safety
 /// Attached, as for [`without_gil`].
