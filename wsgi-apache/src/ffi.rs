@@ -289,7 +289,7 @@ unsafe extern "C" {
         value_lens: *const usize,
         count: c_int,
     );
-    fn wsgi_rs_write(r: *mut RequestRec, buf: *const c_char, len: usize) -> c_int;
+    fn wsgi_rs_write(r: *mut RequestRec, buf: *const c_char, len: usize, flush: c_int) -> c_int;
     fn wsgi_rs_sendfile(r: *mut RequestRec, fd: c_int, offset: i64, len: usize) -> c_int;
     fn wsgi_rs_abort(r: *mut RequestRec);
     fn wsgi_rs_log(r: *mut RequestRec, level: c_int, message: *const c_char);
@@ -526,7 +526,15 @@ impl Request<'_> {
     /// Writes and flushes a body chunk; false when the client is gone.
     pub(crate) fn write(&self, chunk: &[u8]) -> bool {
         // SAFETY: the request is live and `chunk` readable for its length.
-        unsafe { wsgi_rs_write(self.as_ptr(), chunk.as_ptr().cast(), chunk.len()) == 0 }
+        unsafe { wsgi_rs_write(self.as_ptr(), chunk.as_ptr().cast(), chunk.len(), 1) == 0 }
+    }
+
+    /// Writes a body chunk into the request's output buffer without flushing it: Apache sends
+    /// it with the response's end (or the next flush). A chunk shorter than the buffer (8,000
+    /// bytes) written after a flush stays there, with no I/O. False when the client is gone.
+    pub(crate) fn write_held(&self, chunk: &[u8]) -> bool {
+        // SAFETY: the request is live and `chunk` readable for its length.
+        unsafe { wsgi_rs_write(self.as_ptr(), chunk.as_ptr().cast(), chunk.len(), 0) == 0 }
     }
 
     /// Sends `len` bytes of the file `fd` from `offset` (the shim duplicates the descriptor);

@@ -159,6 +159,11 @@ impl RequestBody for ReadAhead {
 }
 
 /// The response, written into Apache's output filters.
+/// A last chunk shorter than this is held in the request's output buffer (Apache's is 8,000
+/// bytes: one this short, written after a flush, stays there without I/O) until the response
+/// ends.
+const HELD_LAST: usize = 4096;
+
 struct ApacheSink<'r> {
     r: Request<'r>,
     started: bool,
@@ -222,6 +227,27 @@ impl ResponseSink for ApacheSink<'_> {
             return Ok(());
         }
         if self.r.write(chunk) {
+            Ok(())
+        } else {
+            Err(gone())
+        }
+    }
+
+    /// What needs no I/O never waits: the head (Apache keeps it until the first flush), a
+    /// body taken over by `WSGIErrorOverride`, and a last chunk shorter than [`HELD_LAST`],
+    /// held in the request's buffer (`write_last`).
+    fn may_wait(&self, len: usize, last: bool) -> bool {
+        len > 0 && self.overridden.is_none() && !(last && len < HELD_LAST)
+    }
+
+    /// A short last chunk is left in the request's buffer, and goes out with the response's
+    /// end, right after (no application code runs in between): one write to the client, not
+    /// a flush of its own. A longer one is written and flushed as any chunk.
+    fn write_last(&mut self, chunk: &[u8]) -> io::Result<()> {
+        if self.overridden.is_some() || chunk.len() >= HELD_LAST {
+            return self.write(chunk);
+        }
+        if self.r.write_held(chunk) {
             Ok(())
         } else {
             Err(gone())

@@ -608,10 +608,12 @@ void wsgi_rs_send_head(request_rec *r, int status, const char *reason,
     }
 }
 
-/* One body chunk, flushed so responses stream: 0, or -1 when the client is gone. */
-int wsgi_rs_write(request_rec *r, const char *buf, apr_size_t len)
+/* One body chunk: 0, or -1 when the client is gone. Flushed when `flush` is non-zero, so
+ * responses stream; else left in the request's buffer (a short chunk the response ends with),
+ * which Apache sends with the response's end. */
+int wsgi_rs_write(request_rec *r, const char *buf, apr_size_t len, int flush)
 {
-    if (ap_rwrite(buf, (int)len, r) < 0 || ap_rflush(r) < 0) {
+    if (ap_rwrite(buf, (int)len, r) < 0 || (flush && ap_rflush(r) < 0)) {
         return -1;
     }
     return r->connection->aborted ? -1 : 0;
