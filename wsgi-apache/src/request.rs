@@ -158,12 +158,12 @@ impl RequestBody for ReadAhead {
     }
 }
 
-/// The response, written into Apache's output filters.
 /// A last chunk shorter than this is held in the request's output buffer (Apache's is 8,000
 /// bytes: one this short, written after a flush, stays there without I/O) until the response
 /// ends.
 const HELD_LAST: usize = 4096;
 
+/// The response, written into Apache's output filters.
 struct ApacheSink<'r> {
     r: Request<'r>,
     started: bool,

@@ -37,7 +37,7 @@ mod forks;
 pub mod hook_scripts;
 mod metrics;
 mod response;
-pub use response::usual_reason;
+pub use response::{parse_content_length, usual_reason};
 mod runtime;
 mod script_mtime;
 mod start_config;

@@ -65,8 +65,9 @@ pub(crate) fn check_header(name: &[u8], value: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses a Content-Length value: decimal digits, with spaces or tabs around them.
-pub(crate) fn parse_content_length(value: &[u8]) -> Result<u64, String> {
+/// Parses a Content-Length value: decimal digits, with spaces or tabs around them (what
+/// `start_response` accepts from an application, and so what a sink's `start` is given).
+pub fn parse_content_length(value: &[u8]) -> Result<u64, String> {
     let digits = value.trim_ascii();
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return Err(format!(

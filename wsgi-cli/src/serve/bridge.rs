@@ -839,7 +839,7 @@ impl ResponseSink for ChannelSink {
         self.content_length = headers
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, value)| std::str::from_utf8(value).ok()?.trim().parse().ok());
+            .and_then(|(_, value)| wsgi_interp::parse_content_length(value).ok());
         self.pending = Some(ResponseHead {
             status,
             reason: (wsgi_interp::usual_reason(status) != Some(reason)).then(|| reason.to_string()),
