@@ -149,6 +149,8 @@ impl<T> Taker<T> {
     /// closed and empty.
     pub fn next(&self) -> Option<T> {
         let (mut turns, mut idle_turns) = (0, 0);
+        // When the last turn ended (the next one's start: one clock read a turn).
+        let mut turn_ended = None;
         loop {
             let mut state = self.queue.state.lock();
             if let Some(item) = state.items.pop_front() {
@@ -159,15 +161,17 @@ impl<T> Taker<T> {
             }
             if turns < MAX_TURNS && idle_turns < IDLE_TURNS {
                 drop(state);
-                let before = Instant::now();
+                let before = turn_ended.unwrap_or_else(Instant::now);
                 std::thread::yield_now();
                 turns += 1;
-                if before.elapsed() < IDLE_TURN {
+                let now = Instant::now();
+                if now.duration_since(before) < IDLE_TURN {
                     idle_turns += 1;
                 }
+                turn_ended = Some(now);
                 continue;
             }
-            (turns, idle_turns) = (0, 0);
+            (turns, idle_turns, turn_ended) = (0, 0, None);
             // On the stack under the lock that [`JobQueue::push`] takes: an item pushed after
             // this look finds this worker there and wakes it.
             self.me.woken.store(false, Ordering::Relaxed);
