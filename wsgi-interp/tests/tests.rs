@@ -1499,6 +1499,16 @@ def application(environ, start_response):
     assert!(!without.contains("SCRIPT_FILENAME"), "{without}");
     assert_eq!(without, first_alone);
     assert_eq!(run(&extra_first, &other), other_alone);
+    // A run of requests without it, longer than a template keeps losing a held key before it
+    // is made anew from the request after: each environ is still the request's own, across
+    // the new template and after it, with the key and without.
+    let readopting = runtime().interpreter("held-readopting").unwrap();
+    assert_eq!(run(&readopting, &other), other_alone);
+    for _ in 0..40 {
+        assert_eq!(run(&readopting, &first), first_alone);
+    }
+    assert_eq!(run(&readopting, &other), other_alone);
+    assert_eq!(run(&readopting, &first), first_alone);
     // Scripts taking turns in one interpreter, each with a template of its own: more of them
     // than it keeps, so that templates are let go and made again.
     let twins: Vec<_> = (0..5)

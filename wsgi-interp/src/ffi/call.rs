@@ -279,6 +279,7 @@ pub(crate) unsafe fn build_environ(
         // Held variables of the template's first request that this one has not (a header it
         // did not send, an extra of another route).
         let mut stale = holding.map_or(0, |held| held.optional) & !emitted;
+        let lost = stale != 0;
         while stale != 0 {
             let i = stale.trailing_zeros() as usize;
             stale &= stale - 1;
@@ -289,6 +290,8 @@ pub(crate) unsafe fn build_environ(
         if let Some((generation, held)) = held {
             if !held.adopted {
                 template::adopt(objects, generation, &env, head, opts);
+            } else {
+                template::note_loss(objects, generation, &held, lost);
             }
         }
         let scheme = value(match head.scheme {

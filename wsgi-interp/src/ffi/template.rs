@@ -5,6 +5,7 @@
 
 use std::ptr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use pyo3::ffi;
 
@@ -50,10 +51,11 @@ pub(crate) const FIXED_KEYS: [usize; 14] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
 /// front's extras: `SCRIPT_FILENAME`, `DOCUMENT_ROOT`, `SERVER_ADDR`...), which a later
 /// request may lack. Shared with the requests built from copies of the template (`Arc`: a
 /// request takes a reference, not a copy of its 600-odd bytes).
-#[derive(Clone)]
 pub(crate) struct HeldValues {
     /// Whether the template took a request's values yet.
     pub adopted: bool,
+    /// How many requests in a row had to lose a held key ([`note_loss`]).
+    pub losses: AtomicU32,
     /// The keys (bits of their indices) the template holds besides the [`FIXED_KEYS`]: a
     /// copy for a request that has not one of them must lose it.
     pub optional: u128,
@@ -67,8 +69,20 @@ impl Default for HeldValues {
     fn default() -> Self {
         HeldValues {
             adopted: false,
+            losses: AtomicU32::new(0),
             optional: 0,
             values: [0; KEYS.len()],
+        }
+    }
+}
+
+impl Clone for HeldValues {
+    fn clone(&self) -> Self {
+        HeldValues {
+            adopted: self.adopted,
+            losses: AtomicU32::new(self.losses.load(Ordering::Relaxed)),
+            optional: self.optional,
+            values: self.values,
         }
     }
 }
@@ -328,6 +342,40 @@ pub(crate) unsafe fn adopt(
             held.optional |= 1 << i;
             held.values[i] = found as usize;
         }
+    }
+}
+
+/// How many requests in a row may lose a key their template holds before the template is
+/// made anew, to adopt the request after ([`note_loss`]).
+const LOSSES_BEFORE_READOPTING: u32 = 16;
+
+/// Counts a request built from a copy of the template of generation `generation` (holding
+/// `held`) that had to lose `lost` of its held keys: the template adopted a request unlike
+/// those that came after it (a health check's `User-Agent` and `Accept` that a load balancer's
+/// requests never send, say), and each deletion costs what the template saves. After
+/// [`LOSSES_BEFORE_READOPTING`] such requests in a row, the template is let go, and the next
+/// request makes it anew and is adopted. A request that lost nothing ends the run.
+///
+/// # Safety
+/// Attached to the interpreter owning `objects`.
+pub(crate) unsafe fn note_loss(objects: &Objects, generation: u64, held: &HeldValues, lost: bool) {
+    if !lost {
+        // Written only when a run was under way: a template that fits writes nothing.
+        if held.losses.load(Ordering::Relaxed) != 0 {
+            held.losses.store(0, Ordering::Relaxed);
+        }
+        return;
+    }
+    if held.losses.fetch_add(1, Ordering::Relaxed) + 1 < LOSSES_BEFORE_READOPTING {
+        return;
+    }
+    let Some(mut templates) = objects.environ_template.try_lock() else {
+        return;
+    };
+    if let Some(at) = templates.iter().position(|t| t.generation == generation) {
+        // SAFETY: attached (caller's contract); the template's dict is this interpreter's,
+        // and the copies made of it hold their own references to its values.
+        unsafe { templates.remove(at).release() };
     }
 }
 
