@@ -761,7 +761,8 @@ impl<'a> Decoder<'a> {
 type ExtraVar = (Cow<'static, str>, Vec<u8>);
 
 /// The names of the extra variables `wsgi serve`'s front sends with every request
-/// (`wsgi_interp::RequestHead::build`'s): decoded as these static strings.
+/// (`wsgi_interp::RequestHead::build`'s, and the two of mod_wsgi's handler the front adds):
+/// decoded as these static strings.
 const COMMON_EXTRA_NAMES: &[&str] = &[
     "REQUEST_SCHEME",
     "SCRIPT_FILENAME",
@@ -772,6 +773,8 @@ const COMMON_EXTRA_NAMES: &[&str] = &[
     "SERVER_ADMIN",
     "CONTEXT_PREFIX",
     "CONTEXT_DOCUMENT_ROOT",
+    "mod_wsgi.request_handler",
+    "mod_wsgi.handler_script",
 ];
 
 /// Decodes the payload of a REQUEST frame: the request, and where its body is in `payload`
@@ -1479,6 +1482,8 @@ mod tests {
             ("SCRIPT_FILENAME".into(), b"/srv/app/app.wsgi".to_vec()),
             ("MY_SETENV".into(), b"1".to_vec()),
             ("CONTEXT_DOCUMENT_ROOT".into(), b"/srv".to_vec()),
+            ("mod_wsgi.request_handler".into(), b"wsgi-script".to_vec()),
+            ("mod_wsgi.handler_script".into(), Vec::new()),
         ];
         let frame = encode_request(&req, None, Vec::new()).unwrap();
         let (_, payload) = read_one(&frame).unwrap().unwrap();
@@ -1490,7 +1495,7 @@ mod tests {
             .iter()
             .map(|(name, _)| matches!(name, Cow::Borrowed(_)))
             .collect();
-        assert_eq!(borrowed, [true, false, true]);
+        assert_eq!(borrowed, [true, false, true, true, true]);
         req.head.extra = vec![("MY_\u{e9}".into(), b"1".to_vec())];
         let mut frame = encode_request(&req, None, Vec::new()).unwrap();
         let name = "MY_\u{e9}".as_bytes();
