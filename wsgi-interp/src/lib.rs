@@ -36,6 +36,7 @@ mod ffi;
 mod forks;
 pub mod hook_scripts;
 mod metrics;
+mod path_map;
 mod response;
 pub use response::{parse_content_length, usual_reason};
 mod runtime;

@@ -31,6 +31,8 @@ use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use wsgi_config::path_walk::WalkError;
 
+use crate::path_map::PathMap;
+
 /// The modification time of `path` (following symbolic links), as `stat` gives it now, or gave
 /// it at some moment after `received` (when this process had read the request asking).
 ///
@@ -122,7 +124,7 @@ pub(crate) struct Watch {
     /// a kept path: events about other entries change nothing kept. A watched file's own
     /// events name no entry and always count.
     entries: FxHashMap<i32, Vec<OsString>>,
-    known: FxHashMap<PathBuf, Known>,
+    known: PathMap<Known>,
     /// Room for events read from the queue.
     buffer: Box<[u8]>,
     /// [`crate::forks::forks`] when this watch was made.
@@ -141,7 +143,7 @@ impl Watch {
         Ok(Watch {
             inotify: Inotify::init()?,
             entries: FxHashMap::default(),
-            known: FxHashMap::default(),
+            known: PathMap::default(),
             buffer: vec![0; 4096].into_boxed_slice(),
             forks: crate::forks::forks().unwrap_or(0),
             read_at: None,

@@ -12,9 +12,9 @@
 //! `Py_EndInterpreter` aborts ("not the last thread") while another thread state of the
 //! interpreter is left.
 
-use rustc_hash::FxHashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
+
+use crate::path_map::PathMap;
 
 use parking_lot::Mutex;
 use pyo3::ffi;
@@ -201,9 +201,9 @@ pub(crate) struct Interp {
     pub(super) gate: Arc<Gate>,
     pub(super) registry: Mutex<Registry>,
     pub(super) objects: Mutex<Option<Arc<Objects>>>,
-    pub scripts: Mutex<FxHashMap<PathBuf, ScriptEntry>>,
+    pub scripts: Mutex<PathMap<ScriptEntry>>,
     /// Hook scripts, apart from WSGI scripts: one file may be both, with other functions.
-    pub hooks: Mutex<FxHashMap<PathBuf, HookEntry>>,
+    pub hooks: Mutex<PathMap<HookEntry>>,
     pub(super) creation_ts: TsPtr,
 }
 
@@ -232,8 +232,8 @@ impl Interp {
                 worker_tstates: Vec::new(),
             }),
             objects: Mutex::new(objects),
-            scripts: Mutex::new(FxHashMap::default()),
-            hooks: Mutex::new(FxHashMap::default()),
+            scripts: Mutex::new(PathMap::default()),
+            hooks: Mutex::new(PathMap::default()),
             creation_ts,
         })
     }
