@@ -158,7 +158,7 @@ fn source_of<'a>(
         server_name: &info.server_name,
         server_port: info.server_port,
         peer: (info.remote_ip.clone(), info.remote_port),
-        local: (info.local_ip.clone(), info.local_port),
+        local: (&info.local_ip, info.local_port),
         headers,
         env,
         script_filename,

@@ -175,7 +175,7 @@ pub struct HeadSource<'a> {
     pub peer: (String, u16),
     /// The address and port the request came in on (`SERVER_ADDR`,
     /// `mod_wsgi.listener_host`, `mod_wsgi.listener_port`).
-    pub local: (String, u16),
+    pub local: (&'a str, u16),
     /// The request headers, in arrival order.
     pub headers: Vec<(String, Vec<u8>)>,
     /// The request's environment variables (`SetEnv`, `SetEnvIf`, `PassEnv`, mod_ssl's...):
@@ -222,6 +222,17 @@ impl RequestHead {
     /// mod_wsgi's listener keys, the server's `DOCUMENT_ROOT`, `SERVER_ADMIN` and `CONTEXT_*`,
     /// and the request's [`Stamps`]. A front adds only what is its own after this.
     pub fn build(source: HeadSource<'_>, settings: &wsgi_config::WsgiSettings) -> RequestHead {
+        let mut head = RequestHead::default();
+        head.rebuild(source, settings);
+        head
+    }
+
+    /// [`RequestHead::build`] in this head, reusing its buffers: a head kept from an earlier
+    /// request takes the next one's without allocating (but for what outgrows them). Every
+    /// field is `source`'s after, as `build` makes it; a front that gives `source` the
+    /// `headers` and `peer` buffers it took from this head first (`std::mem::take`) reuses
+    /// those too.
+    pub fn rebuild(&mut self, source: HeadSource<'_>, settings: &wsgi_config::WsgiSettings) {
         let HeadSource {
             method,
             request_uri,
@@ -255,7 +266,7 @@ impl RequestHead {
         let request_scheme = scheme;
         // The configured variables, the nine below, and the two of mod_wsgi's handler that
         // a front adds after (`mod_wsgi.request_handler`, `mod_wsgi.handler_script`).
-        let mut extra = Vec::with_capacity(env.len() + 11);
+        let mut extra = Refill::new(&mut self.extra, env.len() + 11);
         for (name, value) in env {
             if name == "HTTPS" {
                 if value.eq_ignore_ascii_case(b"on") || value == b"1" {
@@ -268,7 +279,7 @@ impl RequestHead {
                 || name.starts_with("mod_wsgi.")
                 || is_header(&name);
             if !ours {
-                extra.push((Cow::Owned(name), value));
+                extra.put_owned(Cow::Owned(name), value);
             }
         }
         // The connection's own scheme, whatever `wsgi.url_scheme` becomes.
@@ -276,43 +287,38 @@ impl RequestHead {
             Scheme::Http => b"http",
             Scheme::Https => b"https",
         };
-        extra.push((Cow::Borrowed("REQUEST_SCHEME"), request_scheme.to_vec()));
-        extra.push((Cow::Borrowed("SCRIPT_FILENAME"), script_filename.to_vec()));
-        extra.push((Cow::Borrowed("SERVER_ADDR"), local.0.clone().into_bytes()));
-        extra.push((
-            Cow::Borrowed("mod_wsgi.listener_host"),
-            local.0.into_bytes(),
-        ));
-        extra.push((
-            Cow::Borrowed("mod_wsgi.listener_port"),
-            local.1.to_string().into_bytes(),
-        ));
-        extra.push((Cow::Borrowed("DOCUMENT_ROOT"), document_root.to_vec()));
+        extra.put("REQUEST_SCHEME", request_scheme);
+        extra.put("SCRIPT_FILENAME", script_filename);
+        extra.put("SERVER_ADDR", local.0.as_bytes());
+        extra.put("mod_wsgi.listener_host", local.0.as_bytes());
+        let mut port = [0; 10];
+        extra.put(
+            "mod_wsgi.listener_port",
+            crate::environ::decimal(u32::from(local.1), &mut port),
+        );
+        extra.put("DOCUMENT_ROOT", document_root);
         if !server_admin.is_empty() {
-            extra.push((Cow::Borrowed("SERVER_ADMIN"), server_admin.to_vec()));
+            extra.put("SERVER_ADMIN", server_admin);
         }
         if let Some((prefix, root)) = context {
-            extra.push((Cow::Borrowed("CONTEXT_PREFIX"), prefix.to_vec()));
-            extra.push((Cow::Borrowed("CONTEXT_DOCUMENT_ROOT"), root.to_vec()));
+            extra.put("CONTEXT_PREFIX", prefix);
+            extra.put("CONTEXT_DOCUMENT_ROOT", root);
         }
-        let mut head = RequestHead {
-            method,
-            script_name: wsgi_config::route::latin1_bytes(script_name),
-            path_info: wsgi_config::route::latin1_bytes(path_info),
-            query_string: query_string.to_vec(),
-            request_uri: request_uri.to_vec(),
-            protocol: protocol_text(protocol),
-            scheme,
-            server_name: server_name.to_string(),
-            server_port,
-            remote_addr: peer.0,
-            remote_port: peer.1,
-            headers,
-            extra,
-            stamps,
-        };
-        head.apply_trusted_proxies(settings);
-        head
+        extra.finish();
+        self.method = method;
+        latin1_into(&mut self.script_name, script_name);
+        latin1_into(&mut self.path_info, path_info);
+        refill(&mut self.query_string, query_string);
+        refill(&mut self.request_uri, request_uri);
+        self.protocol = protocol_text(protocol);
+        self.scheme = scheme;
+        self.server_name.clear();
+        self.server_name.push_str(server_name);
+        self.server_port = server_port;
+        (self.remote_addr, self.remote_port) = peer;
+        self.headers = headers;
+        self.stamps = stamps;
+        self.apply_trusted_proxies(settings);
     }
 
     /// Sets a variable of the front's own (`REMOTE_USER`, `DOCUMENT_ROOT`...), over any of
@@ -361,6 +367,67 @@ impl RequestHead {
                 Scheme::Http
             };
         }
+    }
+}
+
+/// `bytes` in `buffer`, in the room it has.
+fn refill(buffer: &mut Vec<u8>, bytes: &[u8]) {
+    buffer.clear();
+    buffer.extend_from_slice(bytes);
+}
+
+/// `text` (a native string: each char one latin-1 byte, `?` for any other) in `buffer`, as
+/// [`wsgi_config::route::latin1_bytes`] makes it.
+fn latin1_into(buffer: &mut Vec<u8>, text: &str) {
+    if text.is_ascii() {
+        refill(buffer, text.as_bytes());
+    } else {
+        buffer.clear();
+        buffer.extend(
+            text.chars()
+                .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?')),
+        );
+    }
+}
+
+/// A list of variables filled anew from its start, each value written in the buffer the one
+/// at its place had ([`RequestHead::rebuild`]); what is left past the last is dropped.
+struct Refill<'a> {
+    list: &'a mut Vec<(Cow<'static, str>, Vec<u8>)>,
+    len: usize,
+}
+
+impl<'a> Refill<'a> {
+    /// Starts over on `list`, with room for `capacity` variables.
+    fn new(list: &'a mut Vec<(Cow<'static, str>, Vec<u8>)>, capacity: usize) -> Self {
+        list.reserve(capacity.saturating_sub(list.len()));
+        Refill { list, len: 0 }
+    }
+
+    /// The next variable: `name` with a copy of `value`.
+    fn put(&mut self, name: &'static str, value: &[u8]) {
+        match self.list.get_mut(self.len) {
+            Some((old_name, old_value)) => {
+                *old_name = Cow::Borrowed(name);
+                refill(old_value, value);
+            }
+            None => self.list.push((Cow::Borrowed(name), value.to_vec())),
+        }
+        self.len += 1;
+    }
+
+    /// The next variable, given whole.
+    fn put_owned(&mut self, name: Cow<'static, str>, value: Vec<u8>) {
+        match self.list.get_mut(self.len) {
+            Some(slot) => *slot = (name, value),
+            None => self.list.push((name, value)),
+        }
+        self.len += 1;
+    }
+
+    /// Drops what is left of the earlier list.
+    fn finish(self) {
+        self.list.truncate(self.len);
     }
 }
 
@@ -883,7 +950,7 @@ mod tests {
             server_name: "example.com",
             server_port: 80,
             peer: ("10.0.0.1".into(), 5555),
-            local: ("10.0.0.2".into(), 8080),
+            local: ("10.0.0.2", 8080),
             headers: headers
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
@@ -973,5 +1040,68 @@ mod tests {
             RequestHead::build(source(&[], &headers), &wsgi_config::WsgiSettings::default());
         assert_eq!(untrusted.remote_addr, "10.0.0.1");
         assert_eq!(untrusted.scheme, Scheme::Http);
+    }
+
+    /// A head rebuilt for another request is that request's as a new one would be, whatever
+    /// the request it held before had more or less of.
+    #[test]
+    fn a_rebuilt_head_is_the_new_requests_alone() {
+        let trusted =
+            route("WSGITrustedProxyHeaders X-Forwarded-For\nWSGITrustedProxies 10.0.0.1\n");
+        let plain = wsgi_config::WsgiSettings::default();
+        let large = || {
+            let mut s = source(
+                &[
+                    ("SITE", "a"),
+                    ("HTTPS", "on"),
+                    ("LONG", "x".repeat(300).as_str()),
+                ],
+                &[
+                    ("X-Token", "client"),
+                    ("X-Forwarded-For", "192.0.2.7"),
+                    ("Accept", "*/*"),
+                ],
+            );
+            s.method = "PROPFIND".into();
+            s.protocol = "HTTP/1.0";
+            s.server_admin = b"admin@example.com";
+            s.stamps.request_id = 7;
+            s
+        };
+        let small = || {
+            let mut s = source(&[], &[("Host", "example.com")]);
+            s.path_info = "/";
+            s.request_uri = b"/app/";
+            s.query_string = b"";
+            s.context = None;
+            s.peer = ("10.0.0.9".into(), 4);
+            s.local = ("::1", 65535);
+            s
+        };
+        let cases: [(&dyn Fn() -> HeadSource<'static>, &wsgi_config::WsgiSettings); 4] = [
+            (&large, &trusted.settings),
+            (&small, &plain),
+            (&large, &plain),
+            (&small, &trusted.settings),
+        ];
+        for (before, before_settings) in &cases {
+            for (after, after_settings) in &cases {
+                let mut head = RequestHead::build(before(), before_settings);
+                head.rebuild(after(), after_settings);
+                let fresh = RequestHead::build(after(), after_settings);
+                assert_eq!(format!("{head:?}"), format!("{fresh:?}"));
+            }
+        }
+        let small_head = RequestHead::build(small(), &plain);
+        assert_eq!(
+            extra(&small_head, "mod_wsgi.listener_port"),
+            Some(&b"65535"[..])
+        );
+        assert_eq!(extra(&small_head, "SERVER_ADDR"), Some(&b"::1"[..]));
+        assert_eq!(extra(&small_head, "CONTEXT_PREFIX"), None);
+        let mut zero = small();
+        zero.local.1 = 0;
+        let zero_head = RequestHead::build(zero, &plain);
+        assert_eq!(extra(&zero_head, "mod_wsgi.listener_port"), Some(&b"0"[..]));
     }
 }

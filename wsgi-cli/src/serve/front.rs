@@ -250,6 +250,10 @@ struct Addrs {
 struct ConnInfo {
     peer: SocketAddr,
     local: SocketAddr,
+    /// `peer`'s address as the environ shows it (`REMOTE_ADDR`), written once.
+    peer_text: String,
+    /// `local`'s (`SERVER_ADDR`, `mod_wsgi.listener_host`).
+    local_text: String,
     route_port: u16,
     /// The balancer that sent a PROXY header naming `peer`.
     via: Option<SocketAddr>,
@@ -282,6 +286,8 @@ fn conn_stream<S>(
     let info = Arc::new(ConnInfo {
         peer: addrs.peer,
         local: addrs.local,
+        peer_text: ip_text(addrs.peer.ip()),
+        local_text: ip_text(addrs.local.ip()),
         route_port: addrs.route_port,
         via: addrs.via,
         tls,
@@ -1949,6 +1955,13 @@ fn request_head(
     if let Some(sni) = conn.tls.as_ref().and_then(|t| t.sni.as_ref()) {
         env.push(("SSL_TLS_SNI".into(), sni.as_bytes().to_vec()));
     }
+    // A head kept from an earlier request: its buffers take this one's.
+    let mut head = super::spare_heads::take();
+    let mut app_headers = std::mem::take(&mut head.headers);
+    fill_app_headers(&mut app_headers, headers, uri);
+    let mut peer = std::mem::take(&mut head.remote_addr);
+    peer.clear();
+    peer.push_str(&conn.peer_text);
     let document_root = mount.server.0.as_encoded_bytes();
     let source = HeadSource {
         method,
@@ -1964,9 +1977,9 @@ fn request_head(
         path_info: mount.path_info,
         server_name: mount.server_name,
         server_port: mount.port,
-        peer: (ip_text(conn.peer.ip()), conn.peer.port()),
-        local: (ip_text(conn.local.ip()), conn.local.port()),
-        headers: app_headers(headers, uri),
+        peer: (peer, conn.peer.port()),
+        local: (&conn.local_text, conn.local.port()),
+        headers: app_headers,
         env,
         script_filename: mount.script.as_os_str().as_encoded_bytes(),
         document_root,
@@ -1977,7 +1990,8 @@ fn request_head(
         }),
         stamps: mount.stamps,
     };
-    RequestHead::build(source, settings)
+    head.rebuild(source, settings);
+    head
 }
 
 /// An address as the environ shows it (`REMOTE_ADDR`, `SERVER_ADDR`). Formatting an address
@@ -2007,22 +2021,30 @@ fn deadline_after(start: Instant, wait: Duration) -> tokio::time::Instant {
     tokio::time::Instant::from_std(at)
 }
 
-/// The request headers the application sees: as sent, but for the Host of an absolute-form
-/// target (its authority, as Apache). (hyper itself drops a Content-Length sent beside a
-/// Transfer-Encoding, and closes the connection after such a request.)
-fn app_headers(headers: &http::HeaderMap, uri: &http::Uri) -> Vec<(String, Vec<u8>)> {
-    let mut headers: Vec<(String, Vec<u8>)> = headers
-        .iter()
-        .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
-        .collect();
-    if let Some(authority) = uri.authority() {
-        for (name, value) in &mut headers {
-            if name == header::HOST.as_str() {
-                *value = authority.as_str().as_bytes().to_vec();
+/// The request headers the application sees, in `list` (each in the buffers the one at its
+/// place had): as sent, but for the Host of an absolute-form target (its authority, as
+/// Apache). (hyper itself drops a Content-Length sent beside a Transfer-Encoding, and closes
+/// the connection after such a request.)
+fn fill_app_headers(list: &mut Vec<(String, Vec<u8>)>, headers: &http::HeaderMap, uri: &http::Uri) {
+    let authority = uri.authority();
+    let mut len = 0;
+    for (name, value) in headers {
+        let value = match authority {
+            Some(authority) if name == header::HOST => authority.as_str().as_bytes(),
+            _ => value.as_bytes(),
+        };
+        match list.get_mut(len) {
+            Some((old_name, old_value)) => {
+                old_name.clear();
+                old_name.push_str(name.as_str());
+                old_value.clear();
+                old_value.extend_from_slice(value);
             }
+            None => list.push((name.as_str().to_string(), value.to_vec())),
         }
+        len += 1;
     }
-    headers
+    list.truncate(len);
 }
 
 /// The answer to a request refused for what the client sent: the error page, and the
@@ -2359,5 +2381,34 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Headers written over a list kept from a request with more of them are the new
+    /// request's alone, in order, the Host of an absolute-form target its authority.
+    #[test]
+    fn app_headers_fill_a_kept_list_with_the_requests_alone() {
+        let mut first = http::HeaderMap::new();
+        for (name, value) in [("accept", "*/*"), ("x-a", "1"), ("x-b", "2"), ("x-a", "3")] {
+            first.append(
+                http::HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        let origin: http::Uri = "/app/x".parse().unwrap();
+        let mut list = Vec::new();
+        fill_app_headers(&mut list, &first, &origin);
+        let named = |list: &[(String, Vec<u8>)]| {
+            list.iter()
+                .map(|(n, v)| format!("{n}={}", String::from_utf8_lossy(v)))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(named(&list), ["accept=*/*", "x-a=1", "x-a=3", "x-b=2"]);
+        let mut next = http::HeaderMap::new();
+        next.insert(header::HOST, HeaderValue::from_static("spoofed.test"));
+        let absolute: http::Uri = "http://example.com:8080/app/x".parse().unwrap();
+        fill_app_headers(&mut list, &next, &absolute);
+        assert_eq!(named(&list), ["host=example.com:8080"]);
+        fill_app_headers(&mut list, &http::HeaderMap::new(), &origin);
+        assert!(list.is_empty());
     }
 }
