@@ -673,15 +673,29 @@ impl ScriptSpec {
     /// script is re-executed in embedded mode and reported (to restart the process) in daemon
     /// mode, unless reloading is Off.
     pub fn for_route(route: &wsgi_config::route::Route, daemon: bool) -> Self {
-        let reload = match (route.settings.script_reloading, daemon) {
-            (Some(false), _) => ReloadMode::Off,
-            (_, true) => ReloadMode::Report,
-            (_, false) => ReloadMode::Reexecute,
-        };
         ScriptSpec {
             path: route.script.clone(),
             callable: route.callable_object.clone(),
-            reload,
+            reload: Self::reload_for(route, daemon),
+        }
+    }
+
+    /// [`ScriptSpec::for_route`] in this spec, reusing its buffers.
+    pub fn refill_for_route(&mut self, route: &wsgi_config::route::Route, daemon: bool) {
+        let path = self.path.as_mut_os_string();
+        path.clear();
+        path.push(route.script.as_os_str());
+        self.callable.clear();
+        self.callable.push_str(&route.callable_object);
+        self.reload = Self::reload_for(route, daemon);
+    }
+
+    /// The `WSGIScriptReloading` rule ([`ScriptSpec::for_route`]).
+    fn reload_for(route: &wsgi_config::route::Route, daemon: bool) -> ReloadMode {
+        match (route.settings.script_reloading, daemon) {
+            (Some(false), _) => ReloadMode::Off,
+            (_, true) => ReloadMode::Report,
+            (_, false) => ReloadMode::Reexecute,
         }
     }
 }
@@ -709,6 +723,15 @@ impl AppCall {
             application_group: route.application_group.clone(),
             pass_authorization: route.settings.pass_authorization == Some(true),
         }
+    }
+
+    /// [`AppCall::for_route`] in this call, reusing its buffers (a call kept from an earlier
+    /// request).
+    pub fn refill_for_route(&mut self, route: &wsgi_config::route::Route, daemon: bool) {
+        self.script.refill_for_route(route, daemon);
+        self.application_group.clear();
+        self.application_group.push_str(&route.application_group);
+        self.pass_authorization = route.settings.pass_authorization == Some(true);
     }
 
     /// The options to run it with in a process whose own settings are `process`.
@@ -936,6 +959,23 @@ mod tests {
         let off = route("WSGIScriptReloading Off\n");
         assert_eq!(ScriptSpec::for_route(&off, false).reload, ReloadMode::Off);
         assert_eq!(ScriptSpec::for_route(&off, true).reload, ReloadMode::Off);
+    }
+
+    /// A call refilled for another route is what that route's own would be.
+    #[test]
+    fn a_refilled_call_is_the_new_routes_alone() {
+        let plain = route("");
+        let other = route(
+            "WSGIScriptReloading Off\nWSGIPassAuthorization On\nWSGIApplicationGroup a-much-longer-group-name\n",
+        );
+        for (before, after) in [(&plain, &other), (&other, &plain), (&other, &other)] {
+            for daemon in [false, true] {
+                let mut call = AppCall::for_route(before, !daemon);
+                call.refill_for_route(after, daemon);
+                let fresh = AppCall::for_route(after, daemon);
+                assert_eq!(format!("{call:?}"), format!("{fresh:?}"));
+            }
+        }
     }
 
     fn source<'a>(env: &[(&str, &str)], headers: &[(&str, &str)]) -> HeadSource<'a> {

@@ -35,7 +35,7 @@ use tokio::sync::{Semaphore, oneshot, watch};
 use tokio_rustls::LazyConfigAcceptor;
 use wsgi_config::MapHeadToGet;
 use wsgi_config::route::{AliasTarget, ProcessGroup, Route, RouteRequest};
-use wsgi_interp::{AppCall, CallOptions, HeadSource, RequestHead, Scheme, Stamps};
+use wsgi_interp::{CallOptions, HeadSource, RequestHead, Scheme, Stamps};
 
 use super::access_log::{AccessLogs, LogExtras, LogJob, LogRecord, LoggedBody};
 use super::auth::{self, Granted, Refusal};
@@ -1797,7 +1797,7 @@ async fn run_app(
         }
     }
     let daemon = matches!(route.process_group, ProcessGroup::Daemon(_));
-    let app = AppCall::for_route(&route, daemon);
+    let app = super::spares::call_for(&route, daemon);
     let (mut sink, ResponseReceiver { mut start }) = response_channel(is_head, conn.shared.clone());
     if parts.version == Version::HTTP_2 {
         let runtime = tokio::runtime::Handle::current();
@@ -1956,7 +1956,7 @@ fn request_head(
         env.push(("SSL_TLS_SNI".into(), sni.as_bytes().to_vec()));
     }
     // A head kept from an earlier request: its buffers take this one's.
-    let mut head = super::spare_heads::take();
+    let mut head = super::spares::take_head();
     let mut app_headers = std::mem::take(&mut head.headers);
     fill_app_headers(&mut app_headers, headers, uri);
     let mut peer = std::mem::take(&mut head.remote_addr);

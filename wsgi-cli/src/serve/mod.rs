@@ -59,7 +59,7 @@ pub mod reload;
 #[allow(unsafe_code)]
 pub mod sendfile;
 pub mod site;
-mod spare_heads;
+mod spares;
 pub mod status;
 pub mod strict;
 pub mod target;

@@ -561,7 +561,7 @@ impl Admitted {
         drop(self.sink);
         drop(self.body);
         let _ = self.done.send(result);
-        super::spare_heads::give_back(self.head);
+        super::spares::give_back(self.head, self.app);
     }
 }
 
