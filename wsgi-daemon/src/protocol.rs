@@ -144,6 +144,26 @@ pub struct DaemonRequest {
     pub shared_buffers: bool,
 }
 
+impl DaemonRequest {
+    /// A request with every field empty, to decode one into ([`decode_request_into`]).
+    pub fn blank() -> DaemonRequest {
+        DaemonRequest {
+            queued_at_us: 0,
+            app: AppCall {
+                script: ScriptSpec {
+                    path: PathBuf::new(),
+                    callable: String::new(),
+                    reload: ReloadMode::Off,
+                },
+                application_group: String::new(),
+                pass_authorization: false,
+            },
+            head: RequestHead::default(),
+            shared_buffers: false,
+        }
+    }
+}
+
 /// A request to send, borrowed from wherever the front keeps it: what [`encode_request`] and
 /// [`crate::DaemonClient::dispatch`] read. A `&DaemonRequest` converts into one.
 #[derive(Debug, Clone, Copy)]
@@ -702,6 +722,18 @@ impl<'a> Decoder<'a> {
     fn str(&mut self) -> Result<String, ProtocolError> {
         self.str_ref().map(str::to_string)
     }
+    fn str_into(&mut self, out: &mut String) -> Result<(), ProtocolError> {
+        let text = self.str_ref()?;
+        out.clear();
+        out.push_str(text);
+        Ok(())
+    }
+    fn bytes_into(&mut self, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
+        let bytes = self.bytes()?;
+        out.clear();
+        out.extend_from_slice(bytes);
+        Ok(())
+    }
     fn str_ref(&mut self) -> Result<&'a str, ProtocolError> {
         let b = self.bytes()?;
         self.utf8(b)
@@ -712,41 +744,68 @@ impl<'a> Decoder<'a> {
     fn path(&mut self) -> Result<PathBuf, ProtocolError> {
         Ok(PathBuf::from(std::ffi::OsStr::from_bytes(self.bytes()?)))
     }
+    fn path_into(&mut self, out: &mut PathBuf) -> Result<(), ProtocolError> {
+        let bytes = self.bytes()?;
+        let text = out.as_mut_os_string();
+        text.clear();
+        text.push(std::ffi::OsStr::from_bytes(bytes));
+        Ok(())
+    }
     fn pairs(&mut self) -> Result<Vec<(String, Vec<u8>)>, ProtocolError> {
-        self.pairs_named(|d, name| d.utf8(name).map(str::to_string))
+        let mut out = Vec::new();
+        self.pairs_into(&mut out)?;
+        Ok(out)
+    }
+    /// A list of (name, value) pairs in `list`, each in the buffers of the pair at its place.
+    fn pairs_into(&mut self, list: &mut Vec<(String, Vec<u8>)>) -> Result<(), ProtocolError> {
+        self.pairs_named_into(list, |d, name, slot| {
+            let name = d.utf8(name)?;
+            slot.clear();
+            slot.push_str(name);
+            Ok(())
+        })
     }
     /// The extra variables: the names the front sends with every request
     /// ([`COMMON_EXTRA_NAMES`]) as the static strings they are, without an allocation and a
     /// UTF-8 check each.
-    fn extra_pairs(&mut self) -> Result<Vec<ExtraVar>, ProtocolError> {
-        self.pairs_named(|d, name| {
-            match COMMON_EXTRA_NAMES
+    fn extra_pairs_into(&mut self, list: &mut Vec<ExtraVar>) -> Result<(), ProtocolError> {
+        self.pairs_named_into(list, |d, name, slot| {
+            *slot = match COMMON_EXTRA_NAMES
                 .iter()
                 .find(|known| known.as_bytes() == name)
             {
-                Some(known) => Ok(Cow::Borrowed(*known)),
-                None => d.utf8(name).map(|name| Cow::Owned(name.to_string())),
-            }
+                Some(known) => Cow::Borrowed(*known),
+                None => Cow::Owned(d.utf8(name)?.to_string()),
+            };
+            Ok(())
         })
     }
-    /// A list of (name, value) pairs, each name made by `name`.
-    fn pairs_named<N>(
+    /// A list of (name, value) pairs in `list` (each in the buffers of the pair at its
+    /// place), each name written by `name`.
+    fn pairs_named_into<N: Default>(
         &mut self,
-        name: impl Fn(&Self, &'a [u8]) -> Result<N, ProtocolError>,
-    ) -> Result<Vec<(N, Vec<u8>)>, ProtocolError> {
+        list: &mut Vec<(N, Vec<u8>)>,
+        name: impl Fn(&Self, &'a [u8], &mut N) -> Result<(), ProtocolError>,
+    ) -> Result<(), ProtocolError> {
         let n = self.u32()? as usize;
         // Each pair takes at least 8 bytes: never allocate for more than could be there.
         if n > self.buf.len() / 8 {
             return Err(self.bad("a list is longer than its frame"));
         }
-        let mut out = Vec::with_capacity(n);
-        for _ in 0..n {
+        list.truncate(n);
+        list.reserve(n - list.len());
+        for at in 0..n {
             let raw = self.bytes()?;
-            let name = name(self, raw)?;
-            let value = self.bytes()?.to_vec();
-            out.push((name, value));
+            let value = self.bytes()?;
+            if at == list.len() {
+                list.push((N::default(), Vec::new()));
+            }
+            let (slot_name, slot_value) = &mut list[at];
+            name(self, raw, slot_name)?;
+            slot_value.clear();
+            slot_value.extend_from_slice(value);
         }
-        Ok(out)
+        Ok(())
     }
     fn done(&self) -> Result<(), ProtocolError> {
         if self.buf.is_empty() {
@@ -782,39 +841,55 @@ const COMMON_EXTRA_NAMES: &[&str] = &[
 pub fn decode_request(
     payload: &[u8],
 ) -> Result<(DaemonRequest, Option<std::ops::Range<usize>>), ProtocolError> {
+    let mut request = DaemonRequest::blank();
+    decode_request_into(payload, &mut request).map(|body| (request, body))
+}
+
+/// [`decode_request`] into `request`, reusing its buffers (a request kept from an earlier
+/// frame): every field is the frame's after; on an error, `request` holds part of it.
+pub fn decode_request_into(
+    payload: &[u8],
+    request: &mut DaemonRequest,
+) -> Result<Option<std::ops::Range<usize>>, ProtocolError> {
     let mut d = Decoder::new("REQUEST", payload);
-    let queued_at_us = d.u64()?;
-    let path = d.path()?;
-    let callable = d.str()?;
-    let reload = match d.u8()? {
+    let DaemonRequest {
+        queued_at_us,
+        app,
+        head,
+        shared_buffers,
+    } = request;
+    *queued_at_us = d.u64()?;
+    d.path_into(&mut app.script.path)?;
+    d.str_into(&mut app.script.callable)?;
+    app.script.reload = match d.u8()? {
         0 => ReloadMode::Off,
         1 => ReloadMode::Report,
         _ => return Err(d.bad("unknown script reloading mode")),
     };
-    let application_group = d.str()?;
-    let pass_authorization = d.bool()?;
-    let method = wsgi_interp::method_text(d.str_ref()?);
-    let script_name = d.bytes()?.to_vec();
-    let path_info = d.bytes()?.to_vec();
-    let query_string = d.bytes()?.to_vec();
-    let request_uri = d.bytes()?.to_vec();
-    let protocol = wsgi_interp::protocol_text(d.str_ref()?);
-    let scheme = match d.u8()? {
+    d.str_into(&mut app.application_group)?;
+    app.pass_authorization = d.bool()?;
+    head.method = wsgi_interp::method_text(d.str_ref()?);
+    d.bytes_into(&mut head.script_name)?;
+    d.bytes_into(&mut head.path_info)?;
+    d.bytes_into(&mut head.query_string)?;
+    d.bytes_into(&mut head.request_uri)?;
+    head.protocol = wsgi_interp::protocol_text(d.str_ref()?);
+    head.scheme = match d.u8()? {
         0 => Scheme::Http,
         1 => Scheme::Https,
         _ => return Err(d.bad("unknown URL scheme")),
     };
-    let server_name = d.str()?;
-    let server_port = d.u16()?;
-    let remote_addr = d.str()?;
-    let remote_port = d.u16()?;
-    let headers = d.pairs()?;
-    let extra = d.extra_pairs()?;
-    let stamps = Stamps {
+    d.str_into(&mut head.server_name)?;
+    head.server_port = d.u16()?;
+    d.str_into(&mut head.remote_addr)?;
+    head.remote_port = d.u16()?;
+    d.pairs_into(&mut head.headers)?;
+    d.extra_pairs_into(&mut head.extra)?;
+    head.stamps = Stamps {
         request_start_us: d.u64()?,
         server_pid: d.u32()?,
         request_id: d.u64()?,
-        queue_start_us: queued_at_us,
+        queue_start_us: *queued_at_us,
         daemon_start_us: 0,
         received: instant_at(d.u64()?),
     };
@@ -822,6 +897,7 @@ pub fn decode_request(
     if flags & !(INLINE | SHARED_BUFFERS) != 0 {
         return Err(d.bad("unknown request flags"));
     }
+    *shared_buffers = flags & SHARED_BUFFERS != 0;
     let body = if flags & INLINE != 0 {
         let body = d.bytes()?;
         if body.len() > INLINE_BODY {
@@ -833,38 +909,7 @@ pub fn decode_request(
         None
     };
     d.done()?;
-    Ok((
-        DaemonRequest {
-            queued_at_us,
-            app: AppCall {
-                script: ScriptSpec {
-                    path,
-                    callable,
-                    reload,
-                },
-                application_group,
-                pass_authorization,
-            },
-            head: RequestHead {
-                method,
-                script_name,
-                path_info,
-                query_string,
-                request_uri,
-                protocol,
-                scheme,
-                server_name,
-                server_port,
-                remote_addr,
-                remote_port,
-                headers,
-                extra,
-                stamps,
-            },
-            shared_buffers: flags & SHARED_BUFFERS != 0,
-        },
-        body,
-    ))
+    Ok(body)
 }
 
 /// A decoded START frame.
@@ -1470,6 +1515,45 @@ mod tests {
         for cut in 1..frame.len() {
             let err = read_one(&frame[..cut]).unwrap_err();
             assert!(matches!(err, ProtocolError::Truncated), "cut {cut}: {err}");
+        }
+    }
+
+    /// A request decoded in the buffers of another is the frame's alone, whatever the other
+    /// had more or less of.
+    #[test]
+    fn a_request_decoded_into_another_is_the_frames_alone() {
+        let large = sample_request();
+        let mut small = sample_request();
+        small.app.script.path = PathBuf::from("/a.wsgi");
+        small.app.script.callable = "app".into();
+        small.app.script.reload = ReloadMode::Off;
+        small.app.application_group = String::new();
+        small.app.pass_authorization = false;
+        small.head.method = "MKCOL".into();
+        small.head.query_string.clear();
+        small.head.protocol = "HTTP/1.0".into();
+        small.head.scheme = Scheme::Http;
+        small.head.headers = vec![("Host".into(), b"x".to_vec())];
+        small.head.extra = vec![
+            ("MY_VAR".into(), b"1".to_vec()),
+            ("DOCUMENT_ROOT".into(), b"/srv".to_vec()),
+        ];
+        small.shared_buffers = true;
+        let payload_of = |request: &DaemonRequest, body: Option<&[u8]>| {
+            let mut body = body;
+            let body = body.as_mut().map(|b| b as &mut dyn RequestBody);
+            let frame = encode_request(request, body, Vec::new()).unwrap();
+            read_one(&frame).unwrap().unwrap().1
+        };
+        for (before, after) in [(&large, &small), (&small, &large), (&large, &large)] {
+            for body in [None, Some(&b"hi"[..])] {
+                let mut into = decode_request(&payload_of(before, None)).unwrap().0;
+                let payload = payload_of(after, body);
+                let range = decode_request_into(&payload, &mut into).unwrap();
+                let (fresh, fresh_range) = decode_request(&payload).unwrap();
+                assert_eq!(format!("{into:?}"), format!("{fresh:?}"));
+                assert_eq!(range, fresh_range);
+            }
         }
     }
 

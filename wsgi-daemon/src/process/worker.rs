@@ -15,7 +15,8 @@ use wsgi_interp::{Outcome, Runtime, now_us};
 use super::wire::{WireBody, WireSink};
 use super::{FrontConn, Running, Shared};
 use crate::protocol::{
-    self, End, FrameReader, ProtocolError, READ_AHEAD, RejectReason, encode_end, kind,
+    self, DaemonRequest, End, FrameReader, ProtocolError, READ_AHEAD, RejectReason, encode_end,
+    kind,
 };
 
 enum After {
@@ -65,6 +66,8 @@ impl Shared {
     ) {
         crate::limits::batch_scheduling(&self.spec.group);
         let linger = self.spec.linger && more_than_one_cpu();
+        // The last request served, kept to decode the next one in its buffers.
+        let mut spare = None;
         while let Some((token, conn, reserved)) = jobs.next() {
             if !reserved {
                 self.free.fetch_sub(1, Ordering::SeqCst);
@@ -73,7 +76,7 @@ impl Shared {
             // Requests served here in a row while other connections waited for a worker.
             let mut streak = 0;
             loop {
-                match crate::panics::catch(|| self.serve_connection(index, conn)) {
+                match crate::panics::catch(|| self.serve_connection(index, conn, &mut spare)) {
                     Ok(After::Keep(kept)) => {
                         // With more than one CPU, a busy front sends a connection's next
                         // request while this worker is still here: served here when it comes
@@ -110,8 +113,14 @@ impl Shared {
         Runtime::release_thread();
     }
 
-    /// Serves the one request waiting on `front`.
-    fn serve_connection(&self, index: usize, front: FrontConn) -> After {
+    /// Serves the one request waiting on `front`, decoded in the buffers of `spare` (the last
+    /// request served, which this one then replaces there).
+    fn serve_connection(
+        &self,
+        index: usize,
+        front: FrontConn,
+        spare: &mut Option<DaemonRequest>,
+    ) -> After {
         let group = &self.spec.group;
         let FrontConn {
             stream: conn,
@@ -120,21 +129,24 @@ impl Shared {
         let mut reader = FrameReader::new(BufReader::with_capacity(READ_AHEAD, &conn));
         let (request, inline_body) = match reader.next_frame() {
             Ok(None) => return After::Close,
-            Ok(Some((kind::REQUEST, payload))) => match protocol::decode_request(payload) {
-                Ok((mut r, body)) => {
-                    // `mod_wsgi.daemon_start`: when this process took the request.
-                    r.head.stamps.daemon_start_us = now_us();
-                    // When the front read it, where the front says (a look at the script
-                    // that began after that, in this process, answers for it); else now.
-                    r.head.stamps.received =
-                        r.head.stamps.received.or_else(|| Some(Instant::now()));
-                    (r, body)
+            Ok(Some((kind::REQUEST, payload))) => {
+                let mut r = spare.take().unwrap_or_else(DaemonRequest::blank);
+                match protocol::decode_request_into(payload, &mut r) {
+                    Ok(body) => {
+                        // `mod_wsgi.daemon_start`: when this process took the request.
+                        r.head.stamps.daemon_start_us = now_us();
+                        // When the front read it, where the front says (a look at the script
+                        // that began after that, in this process, answers for it); else now.
+                        r.head.stamps.received =
+                            r.head.stamps.received.or_else(|| Some(Instant::now()));
+                        (r, body)
+                    }
+                    Err(e) => {
+                        tracing::warn!(%group, "refusing a request from the front: {e}");
+                        return After::Close;
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(%group, "refusing a request from the front: {e}");
-                    return After::Close;
-                }
-            },
+            }
             Ok(Some((other, _))) => {
                 tracing::warn!(
                     %group,
@@ -226,6 +238,7 @@ impl Shared {
                 }
             }
         };
+        *spare = Some(request);
         *self.running[index].lock() = None;
         self.inactivity.lock().activity(Instant::now());
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
