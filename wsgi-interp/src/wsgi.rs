@@ -376,17 +376,13 @@ fn refill(buffer: &mut Vec<u8>, bytes: &[u8]) {
     buffer.extend_from_slice(bytes);
 }
 
-/// `text` (a native string: each char one latin-1 byte, `?` for any other) in `buffer`, as
-/// [`wsgi_config::route::latin1_bytes`] makes it.
+/// `text` (a native string) in `buffer` as [`wsgi_config::route::latin1_bytes`] makes it: in
+/// the room it has when it is ASCII (the usual path), else made anew.
 fn latin1_into(buffer: &mut Vec<u8>, text: &str) {
     if text.is_ascii() {
         refill(buffer, text.as_bytes());
     } else {
-        buffer.clear();
-        buffer.extend(
-            text.chars()
-                .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?')),
-        );
+        *buffer = wsgi_config::route::latin1_bytes(text);
     }
 }
 
