@@ -419,8 +419,7 @@ pub(crate) fn for_each_cgi<E>(
 ) -> Result<(), E> {
     // The extras' keys, looked up once; which keys they override: known ones as bits, others
     // by name (rare).
-    let extra_keys: SmallVec<[Key<'_>; 24]> =
-        req.extra.iter().map(|(name, _)| Key::named(name)).collect();
+    let extra_keys = extra_keys(&req.extra);
     let mut known_extras: u128 = 0;
     let mut other_extras = false;
     for key in &extra_keys {
@@ -517,6 +516,45 @@ pub(crate) fn for_each_cgi<E>(
         }
     }
     Ok(())
+}
+
+thread_local! {
+    /// The keys of the extra variables of the last request this thread built an environ
+    /// for, by place: each name a static string's address and length, and its key's index
+    /// (`usize::MAX`: not one of [`KEYS`]). A front sends the same names in the same order
+    /// with every request of a route.
+    static LAST_EXTRA_KEYS: std::cell::RefCell<SmallVec<[(usize, usize, usize); 24]>> =
+        std::cell::RefCell::new(SmallVec::new());
+}
+
+/// The keys of `extra`'s names. A static name (the front's own) at the place the last
+/// request on this thread had it is not looked up again: static text at one address never
+/// changes, so the same address and length are the same name.
+fn extra_keys<'a>(extra: &'a [(Cow<'static, str>, Vec<u8>)]) -> SmallVec<[Key<'a>; 24]> {
+    LAST_EXTRA_KEYS.with_borrow_mut(|last| {
+        last.resize(extra.len(), (0, 0, 0));
+        extra
+            .iter()
+            .zip(last.iter_mut())
+            .map(|((name, _), seen)| match name {
+                Cow::Borrowed(name) => {
+                    let id = (name.as_ptr() as usize, name.len());
+                    if (seen.0, seen.1) != id {
+                        let index = match Key::named(name) {
+                            Key::Known(i) => i,
+                            Key::Other(_) => usize::MAX,
+                        };
+                        *seen = (id.0, id.1, index);
+                    }
+                    match seen.2 {
+                        usize::MAX => Key::Other(name),
+                        i => Key::Known(i),
+                    }
+                }
+                Cow::Owned(name) => Key::named(name),
+            })
+            .collect()
+    })
 }
 
 /// The CGI variables collected (for tests).
@@ -694,5 +732,48 @@ mod tests {
         assert_eq!(get(&vars, "SERVER_NAME"), Some(b"other".as_slice()));
         assert_eq!(vars.iter().filter(|(k, _)| k == "SERVER_NAME").count(), 1);
         assert_eq!(get(&vars, "REMOTE_USER"), Some(b"bob".as_slice()));
+    }
+
+    /// The extras' keys are each request's own, whatever the request before on the thread
+    /// had at the same places: other static names, the same, or names of its own.
+    #[test]
+    fn extras_keys_are_each_requests_own() {
+        let requests: Vec<Vec<(Cow<'static, str>, Vec<u8>)>> = vec![
+            vec![
+                ("SCRIPT_FILENAME".into(), b"/a.wsgi".to_vec()),
+                ("MY_VAR".into(), b"1".to_vec()),
+            ],
+            vec![
+                ("DOCUMENT_ROOT".into(), b"/srv".to_vec()),
+                ("SCRIPT_FILENAME".into(), b"/b.wsgi".to_vec()),
+                ("REMOTE_USER".into(), b"bob".to_vec()),
+            ],
+            vec![
+                (Cow::Owned("DOCUMENT_ROOT".to_string()), b"/own".to_vec()),
+                (Cow::Owned("MINE".to_string()), b"2".to_vec()),
+            ],
+            vec![("SCRIPT_FILENAME".into(), b"/c.wsgi".to_vec())],
+        ];
+        for _ in 0..2 {
+            for extra in &requests {
+                let mut req = head(&[]);
+                req.extra = extra.clone();
+                let vars = cgi_variables(&req, &CallOptions::default());
+                let got: Vec<_> = vars
+                    .iter()
+                    .filter(|(k, _)| extra.iter().any(|(name, _)| name == k))
+                    .cloned()
+                    .collect();
+                let mut want: Vec<_> = extra
+                    .iter()
+                    .rev()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect();
+                want.sort();
+                let mut got_sorted = got.clone();
+                got_sorted.sort();
+                assert_eq!(got_sorted, want, "{extra:?}");
+            }
+        }
     }
 }
