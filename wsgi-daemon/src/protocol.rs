@@ -792,19 +792,15 @@ impl<'a> Decoder<'a> {
         if n > self.buf.len() / 8 {
             return Err(self.bad("a list is longer than its frame"));
         }
-        list.truncate(n);
-        list.reserve(n - list.len());
-        for at in 0..n {
+        let mut list = wsgi_interp::PairRefill::new(list, n);
+        for _ in 0..n {
             let raw = self.bytes()?;
             let value = self.bytes()?;
-            if at == list.len() {
-                list.push((N::default(), Vec::new()));
-            }
-            let (slot_name, slot_value) = &mut list[at];
+            let (slot_name, slot_value) = list.next_pair();
             name(self, raw, slot_name)?;
-            slot_value.clear();
             slot_value.extend_from_slice(value);
         }
+        list.finish();
         Ok(())
     }
     fn done(&self) -> Result<(), ProtocolError> {

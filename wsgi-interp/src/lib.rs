@@ -52,8 +52,8 @@ pub use runtime::{
 };
 pub use start_config::{InterpreterOptions, StartConfig, StartError};
 pub use wsgi::{
-    AppCall, AppError, CallOptions, HeadSource, InterpError, LoadStatus, Outcome, PyErrorInfo,
-    ReloadMode, RequestBody, RequestHead, ResponseSink, Scheme, ScriptError, ScriptSpec, Stamps,
-    callables_found, copy_to_uninit, method_text, next_request_id, now_us, protocol_text,
-    read_body_into,
+    AppCall, AppError, CallOptions, HeadSource, InterpError, LoadStatus, Outcome, PairRefill,
+    PyErrorInfo, ReloadMode, RequestBody, RequestHead, ResponseSink, Scheme, ScriptError,
+    ScriptSpec, Stamps, callables_found, copy_to_uninit, method_text, next_request_id, now_us,
+    protocol_text, read_body_into,
 };

@@ -266,7 +266,7 @@ impl RequestHead {
         let request_scheme = scheme;
         // The configured variables, the nine below, and the two of mod_wsgi's handler that
         // a front adds after (`mod_wsgi.request_handler`, `mod_wsgi.handler_script`).
-        let mut extra = Refill::new(&mut self.extra, env.len() + 11);
+        let mut extra = PairRefill::new(&mut self.extra, env.len() + 11);
         for (name, value) in env {
             if name == "HTTPS" {
                 if value.eq_ignore_ascii_case(b"on") || value == b"1" {
@@ -386,44 +386,53 @@ fn latin1_into(buffer: &mut Vec<u8>, text: &str) {
     }
 }
 
-/// A list of variables filled anew from its start, each value written in the buffer the one
-/// at its place had ([`RequestHead::rebuild`]); what is left past the last is dropped.
-struct Refill<'a> {
-    list: &'a mut Vec<(Cow<'static, str>, Vec<u8>)>,
+/// A list of (name, value) pairs written anew from its start, each pair in the buffers of the
+/// one at its place: a list kept from an earlier request (the extras of
+/// [`RequestHead::rebuild`], a front's header list, a daemon's decode). [`PairRefill::finish`]
+/// drops the pairs left past the last one written.
+pub struct PairRefill<'a, N> {
+    list: &'a mut Vec<(N, Vec<u8>)>,
     len: usize,
 }
 
-impl<'a> Refill<'a> {
-    /// Starts over on `list`, with room for `capacity` variables.
-    fn new(list: &'a mut Vec<(Cow<'static, str>, Vec<u8>)>, capacity: usize) -> Self {
+impl<'a, N: Default> PairRefill<'a, N> {
+    /// Starts over on `list`, with room for `capacity` pairs.
+    pub fn new(list: &'a mut Vec<(N, Vec<u8>)>, capacity: usize) -> Self {
         list.reserve(capacity.saturating_sub(list.len()));
-        Refill { list, len: 0 }
+        PairRefill { list, len: 0 }
     }
 
+    /// The next pair: its name as the list had it at this place (`N::default()` past the
+    /// end), to write over, and its value emptied, to write in.
+    pub fn next_pair(&mut self) -> (&mut N, &mut Vec<u8>) {
+        if self.len == self.list.len() {
+            self.list.push((N::default(), Vec::new()));
+        }
+        let (name, value) = &mut self.list[self.len];
+        self.len += 1;
+        value.clear();
+        (name, value)
+    }
+
+    /// Drops what is left of the earlier list.
+    pub fn finish(self) {
+        self.list.truncate(self.len);
+    }
+}
+
+impl PairRefill<'_, Cow<'static, str>> {
     /// The next variable: `name` with a copy of `value`.
     fn put(&mut self, name: &'static str, value: &[u8]) {
-        match self.list.get_mut(self.len) {
-            Some((old_name, old_value)) => {
-                *old_name = Cow::Borrowed(name);
-                refill(old_value, value);
-            }
-            None => self.list.push((Cow::Borrowed(name), value.to_vec())),
-        }
-        self.len += 1;
+        let (slot_name, slot_value) = self.next_pair();
+        *slot_name = Cow::Borrowed(name);
+        slot_value.extend_from_slice(value);
     }
 
     /// The next variable, given whole.
     fn put_owned(&mut self, name: Cow<'static, str>, value: Vec<u8>) {
-        match self.list.get_mut(self.len) {
-            Some(slot) => *slot = (name, value),
-            None => self.list.push((name, value)),
-        }
-        self.len += 1;
-    }
-
-    /// Drops what is left of the earlier list.
-    fn finish(self) {
-        self.list.truncate(self.len);
+        let (slot_name, slot_value) = self.next_pair();
+        *slot_name = name;
+        *slot_value = value;
     }
 }
 

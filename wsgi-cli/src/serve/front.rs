@@ -2027,24 +2027,18 @@ fn deadline_after(start: Instant, wait: Duration) -> tokio::time::Instant {
 /// the connection after such a request.)
 fn fill_app_headers(list: &mut Vec<(String, Vec<u8>)>, headers: &http::HeaderMap, uri: &http::Uri) {
     let authority = uri.authority();
-    let mut len = 0;
+    let mut list = wsgi_interp::PairRefill::new(list, headers.len());
     for (name, value) in headers {
         let value = match authority {
             Some(authority) if name == header::HOST => authority.as_str().as_bytes(),
             _ => value.as_bytes(),
         };
-        match list.get_mut(len) {
-            Some((old_name, old_value)) => {
-                old_name.clear();
-                old_name.push_str(name.as_str());
-                old_value.clear();
-                old_value.extend_from_slice(value);
-            }
-            None => list.push((name.as_str().to_string(), value.to_vec())),
-        }
-        len += 1;
+        let (slot_name, slot_value) = list.next_pair();
+        slot_name.clear();
+        slot_name.push_str(name.as_str());
+        slot_value.extend_from_slice(value);
     }
-    list.truncate(len);
+    list.finish();
 }
 
 /// The answer to a request refused for what the client sent: the error page, and the
