@@ -41,6 +41,54 @@ fn serve_https(app: &Path, issued: &tls_util::Issued, more: &[&str]) -> Server {
     Server::start(&args)
 }
 
+/// Started as root without `--allow-root`, the server serves as www-data, but reads its key
+/// first, as Apache does: a key only root may read (mode 0600, as `issue` writes it) serves.
+#[test]
+fn a_key_only_root_reads_serves_once_the_server_gives_up_root() {
+    if !wsgi_testkit::process::is_root() {
+        eprintln!("skipped: a key only root may read, and a server that gives up root, need root");
+        return;
+    }
+    let dir = fs::scratch_world_readable("wsgi-tls-");
+    let app = fs::write_world_readable(
+        &dir.path().join("uid.wsgi"),
+        "import os\ndef application(environ, start_response):\n    start_response('200 OK', [('Content-Type', 'text/plain')])\n    return [b'uid=%d' % os.getuid()]\n",
+    );
+    let issued = issue(dir.path(), "site", &["localhost"], false);
+    let as_www_data = util::Launch {
+        allow_root: false,
+        ..util::PLAIN
+    };
+    let server = Server::start_with(
+        &as_www_data,
+        &[
+            app.to_str().unwrap(),
+            "--port",
+            "0",
+            "--ssl-certificate-file",
+            issued.cert.to_str().unwrap(),
+            "--ssl-certificate-key-file",
+            issued.key.to_str().unwrap(),
+        ],
+    );
+    let answer = exchange(
+        server.addr,
+        "localhost",
+        &[&issued.root],
+        BOTH,
+        &http::get_request("/", "localhost"),
+    )
+    .unwrap();
+    assert_eq!(answer.presented, issued.leaf);
+    let response = Response::parse(&answer.raw);
+    assert_eq!(response.status, 200, "{}", response.text());
+    let uid = response.text();
+    assert!(
+        uid.starts_with("uid=") && uid != "uid=0",
+        "served as root: {uid}"
+    );
+}
+
 #[test]
 fn certificate_flags_serve_https_and_the_app_sees_it() {
     let dir = fs::scratch_world_readable("wsgi-tls-");

@@ -65,19 +65,6 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
     )?;
     super::error_log::set_host_logs(host_errors);
     super::init_tracing(args.log_level, args.log_format);
-    // From here on, never root (unless --allow-root): the configuration is read, nothing else
-    // needs the privileges.
-    match identity.as_deref() {
-        Some("root") | None => {}
-        Some(encoded) => {
-            let account = Account::decode(encoded).ok_or_else(|| {
-                ServeError::Front(format!("{FRONT_IDENTITY} is not name:uid:gid: {encoded}"))
-            })?;
-            privileges::become_account(&account)?;
-        }
-    }
-    // A front never outlives its master (set after the identity change, which clears it).
-    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
     let mut listeners = Vec::new();
     // What the master bound (or systemd passed) and how to route it; computed again only from
     // a master that does not say.
@@ -102,6 +89,20 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
         };
         listeners.push((socket, route_port, tls));
     }
+    // From here on, never root (unless --allow-root): the configuration and the TLS keys are
+    // read (a key only root may read is usual, as Apache reads it before it gives up root),
+    // nothing else needs the privileges.
+    match identity.as_deref() {
+        Some("root") | None => {}
+        Some(encoded) => {
+            let account = Account::decode(encoded).ok_or_else(|| {
+                ServeError::Front(format!("{FRONT_IDENTITY} is not name:uid:gid: {encoded}"))
+            })?;
+            privileges::become_account(&account)?;
+        }
+    }
+    // A front never outlives its master (set after the identity change, which clears it).
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
     let status_listener = args.status_addr.and_then(|addr| {
         match inherit::claim(&mut inherited, &ListenAddr::Ip(addr))? {
             Listening::Tcp(listener) => Some(listener),
