@@ -410,6 +410,14 @@ fn sections(file: &Path) -> String {
     )
 }
 
+/// The size of section `name` in `readelf -S -W` output.
+fn section_size(table: &str, name: &str) -> Option<u64> {
+    table.lines().find_map(|line| {
+        let rest = line.split_once(&format!(" {name} "))?.1;
+        u64::from_str_radix(rest.split_whitespace().nth(3)?, 16).ok()
+    })
+}
+
 #[test]
 fn release_artifacts_split_off_their_debug_information() {
     let dir = fs::scratch("wsgi-split-");
@@ -427,6 +435,10 @@ fn release_artifacts_split_off_their_debug_information() {
     assert!(sections(&dir.path().join("wsgi.debug")).contains(".debug_info"));
     let after = std::fs::metadata(&program).unwrap().len();
     assert!(after * 3 < before, "{before} bytes, {after} stripped");
+    // No block of zeroes in the program's file: the room of pipe chunks' bytes (32 MiB of
+    // address space) is mapped when the server runs, not carried as read-only data.
+    let rodata = section_size(&stripped, ".rodata").expect("the program has .rodata");
+    assert!(rodata < 16 << 20, "{rodata} bytes of .rodata:\n{stripped}");
     let text = run(
         Command::new(&program).arg("--version"),
         Duration::from_secs(30),

@@ -21,8 +21,8 @@ use std::fs::File;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -147,9 +147,24 @@ fn count_sent(id: u64, n: usize) {
 }
 
 /// The room of every pipe chunk's `Bytes`: slot `i` is `MAX_CHUNK` bytes from
-/// `i * MAX_CHUNK`. Never written (all zeroes, in the zero-filled part of the program's image),
-/// it costs address space, not memory.
-static PIPE_ROOM: [u8; MAX_LIVE * MAX_CHUNK] = [0; MAX_LIVE * MAX_CHUNK];
+/// `i * MAX_CHUNK`, mapped when the first chunk needs it ([`pipe_room`]). Anonymous memory,
+/// read-only and never read: its pages are never touched, so it costs address space, not
+/// memory. (A `static` array of zeroes would be in the program's file, 32 MiB of it: the
+/// compiler puts immutable statics in the read-only data, zeroes and all.)
+static PIPE_ROOM: OnceLock<&'static [u8]> = OnceLock::new();
+
+/// [`PIPE_ROOM`], mapped on the first call.
+fn pipe_room() -> io::Result<&'static [u8]> {
+    if let Some(room) = PIPE_ROOM.get() {
+        return Ok(room);
+    }
+    let map = memmap2::MmapOptions::new()
+        .len(MAX_LIVE * MAX_CHUNK)
+        .map_anon()?
+        .make_read_only()?;
+    // A thread that mapped it too drops its own mapping (unmapped) and takes the first one.
+    Ok(PIPE_ROOM.get_or_init(move || &**Box::leak(Box::new(map))))
+}
 
 /// The chunk whose bytes slot `i` stands for, while its `Bytes` live.
 static PIPE_SLOTS: [Mutex<Option<PipeChunk>>; MAX_LIVE] = [const { Mutex::new(None) }; MAX_LIVE];
@@ -164,12 +179,13 @@ static PIPES_LIVE: AtomicUsize = AtomicUsize::new(0);
 /// The owner of a slot: gives it back (and drops its chunk) when its `Bytes` go.
 struct PipeSlot {
     slot: usize,
-    len: usize,
+    /// The chunk's length of the slot's room.
+    room: &'static [u8],
 }
 
 impl AsRef<[u8]> for PipeSlot {
     fn as_ref(&self) -> &[u8] {
-        &PIPE_ROOM[self.slot * MAX_CHUNK..][..self.len]
+        self.room
     }
 }
 
@@ -208,9 +224,19 @@ pub fn pipe_bytes(chunk: PipeChunk) -> io::Result<Bytes> {
     let Some(slot) = slot else {
         return chunk.into_vec().map(Bytes::from);
     };
+    let room = match pipe_room() {
+        Ok(room) => &room[slot * MAX_CHUNK..][..len],
+        Err(e) => {
+            FREE_SLOTS.lock().0.push(slot);
+            tracing::warn!(
+                "mapping the room of pipe chunks failed ({e}): the chunk is read into memory instead"
+            );
+            return chunk.into_vec().map(Bytes::from);
+        }
+    };
     *PIPE_SLOTS[slot].lock() = Some(chunk);
     PIPES_LIVE.fetch_add(1, Ordering::Release);
-    Ok(Bytes::from_owner(PipeSlot { slot, len }))
+    Ok(Bytes::from_owner(PipeSlot { slot, room }))
 }
 
 /// Where a slice of a pipe chunk's `Bytes` stands: its slot, and how far into the chunk it
@@ -222,8 +248,9 @@ struct PipeRange {
 }
 
 fn pipe_range_of(slice: &[u8]) -> Option<PipeRange> {
-    let at = (slice.as_ptr() as usize).checked_sub(PIPE_ROOM.as_ptr() as usize)?;
-    (at < PIPE_ROOM.len()).then_some(PipeRange {
+    let room = PIPE_ROOM.get()?;
+    let at = (slice.as_ptr() as usize).checked_sub(room.as_ptr() as usize)?;
+    (at < room.len()).then_some(PipeRange {
         slot: at / MAX_CHUNK,
         offset: at % MAX_CHUNK,
     })
