@@ -1808,7 +1808,7 @@ async fn run_app(
     let (done, done_rx) = oneshot::channel();
     let arrived = Instant::now();
     let ticket = Arc::default();
-    let job = Job {
+    let job = Box::new(Job {
         app,
         head,
         body,
@@ -1817,7 +1817,7 @@ async fn run_app(
         ticket: Arc::clone(&ticket),
         done,
         host: route.host,
-    };
+    });
     // A full pool's wait is boxed: this future stays small for the usual case.
     let submitted = match pool.try_submit(job) {
         Err((None, job)) => Box::pin(pool.submit(job)).await,

@@ -198,8 +198,11 @@ pub enum Refused {
     Stopping,
 }
 
+/// A job on its way to a worker: boxed once by the front, so the queue, the worker and the
+/// checks before it runs move a pointer, not the job (648 bytes, each move a copy into
+/// memory the cache does not hold).
 struct Queued {
-    job: Job,
+    job: Box<Job>,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -382,7 +385,7 @@ impl WorkerPool {
     /// Queues a job, waiting up to the queue timeout for room. On refusal the job is given back.
     /// `Ok(true)`: it may have to wait for a worker (every one was taken when it was queued),
     /// so the caller should keep the queue timer; `Ok(false)`: a worker is free for it.
-    pub async fn submit(&self, job: Job) -> Result<bool, (Refused, Job)> {
+    pub async fn submit(&self, job: Box<Job>) -> Result<bool, (Refused, Box<Job>)> {
         match self.try_submit(job) {
             Err((None, job)) => {
                 let wait = self.queue_timeout.saturating_sub(job.arrived.elapsed());
@@ -401,10 +404,9 @@ impl WorkerPool {
 
     /// [`WorkerPool::submit`] without the wait: a job finds a free slot at once, or comes
     /// back with `None` (every slot is taken: `submit` waits for one) or why it is refused.
-    /// A caller whose future must stay small awaits `submit` boxed, on that path only.
-    // The job comes back whole on refusal, as a channel's `try_send` gives back its value.
-    #[allow(clippy::result_large_err)]
-    pub fn try_submit(&self, job: Job) -> Result<bool, (Option<Refused>, Job)> {
+    /// A caller whose future must stay small awaits `submit` boxed, on that path only. The
+    /// job comes back on refusal, as a channel's `try_send` gives back its value.
+    pub fn try_submit(&self, job: Box<Job>) -> Result<bool, (Option<Refused>, Box<Job>)> {
         match self.slots.clone().try_acquire_owned() {
             Ok(slot) => self
                 .queue(job, slot)
@@ -416,8 +418,11 @@ impl WorkerPool {
 
     /// Hands a job holding `slot` to the workers (a daemon group's: as a task of the current
     /// runtime).
-    #[allow(clippy::result_large_err)]
-    fn queue(&self, job: Job, slot: OwnedSemaphorePermit) -> Result<bool, (Refused, Job)> {
+    fn queue(
+        &self,
+        job: Box<Job>,
+        slot: OwnedSemaphorePermit,
+    ) -> Result<bool, (Refused, Box<Job>)> {
         // Slots in use (this one included) beyond the worker count are jobs waiting.
         let may_wait = self.slots.available_permits() < self.queue_size;
         let queued = Queued { job, _slot: slot };
@@ -508,60 +513,39 @@ impl DaemonRunner {
     }
 }
 
-/// A job a worker runs, once admitted ([`Job::admit`]).
-struct Admitted {
-    app: AppCall,
-    head: RequestHead,
-    body: ChannelBody,
-    sink: ChannelSink,
-    done: oneshot::Sender<JobResult>,
-    host: Option<usize>,
-}
-
 impl Job {
     /// The checks before a job runs: its client is still there, it has not waited past the
     /// queue timeout (answered at once), and the front has not withdrawn it. None: it is not
     /// run (and answered, if anyone still waits).
-    fn admit(self, queue_timeout: Duration) -> Option<Admitted> {
+    fn admit(self: Box<Self>, queue_timeout: Duration) -> Option<Box<Job>> {
+        if self.sink.client_gone() || self.done.is_closed() {
+            let _ = self.done.send(JobResult::Abandoned);
+            return None;
+        }
+        if self.arrived.elapsed() > queue_timeout {
+            // The front's timer should have withdrawn it; whoever is first answers.
+            if self.ticket.withdraw() {
+                let _ = self.done.send(JobResult::Expired);
+            }
+            return None;
+        }
+        self.ticket.take().then_some(self)
+    }
+
+    /// Reports how the job ended, once its response and body are let go.
+    fn finish(self: Box<Self>, result: JobResult) {
         let Job {
             app,
             head,
             body,
             sink,
-            arrived,
-            ticket,
             done,
-            host,
-        } = self;
-        if sink.client_gone() || done.is_closed() {
-            let _ = done.send(JobResult::Abandoned);
-            return None;
-        }
-        if arrived.elapsed() > queue_timeout {
-            // The front's timer should have withdrawn it; whoever is first answers.
-            if ticket.withdraw() {
-                let _ = done.send(JobResult::Expired);
-            }
-            return None;
-        }
-        ticket.take().then_some(Admitted {
-            app,
-            head,
-            body,
-            sink,
-            done,
-            host,
-        })
-    }
-}
-
-impl Admitted {
-    /// Reports how the job ended, once its response and body are let go.
-    fn finish(self, result: JobResult) {
-        drop(self.sink);
-        drop(self.body);
-        let _ = self.done.send(result);
-        super::spares::give_back(self.head, self.app);
+            ..
+        } = *self;
+        drop(sink);
+        drop(body);
+        let _ = done.send(result);
+        super::spares::give_back(head, app);
     }
 }
 
@@ -601,14 +585,14 @@ fn worker(host: &dyn AppHost, jobs: &Taker<Queued>, queue_timeout: Duration) {
         let Some(mut job) = job.admit(queue_timeout) else {
             continue;
         };
-        let Admitted {
+        let Job {
             app,
             head,
             body,
             sink,
             host: log_host,
             ..
-        } = &mut job;
+        } = &mut *job;
         let called = wsgi_daemon::panics::catch(|| {
             super::error_log::in_host(*log_host, || Ok(host.call(app, head, body, sink)))
         });
@@ -736,14 +720,14 @@ mod tests {
     fn job(
         arrived: Instant,
     ) -> (
-        Job,
+        Box<Job>,
         oneshot::Receiver<JobResult>,
         super::super::bridge::ResponseReceiver,
     ) {
         let (sink, receiver) = response_channel(false, Arc::default());
         let (done, done_rx) = oneshot::channel();
         (
-            Job {
+            Box::new(Job {
                 app: AppCall {
                     script: ScriptSpec::new("/x.wsgi"),
                     application_group: String::new(),
@@ -756,7 +740,7 @@ mod tests {
                 ticket: Arc::default(),
                 done,
                 host: None,
-            },
+            }),
             done_rx,
             receiver,
         )
@@ -797,7 +781,7 @@ mod tests {
         let submit = |script: &ScriptSpec, group: &str| {
             let (sink, receiver) = response_channel(false, Arc::default());
             let (done, done_rx) = oneshot::channel();
-            let job = Job {
+            let job = Box::new(Job {
                 app: AppCall {
                     script: script.clone(),
                     application_group: group.to_string(),
@@ -810,7 +794,7 @@ mod tests {
                 ticket: Arc::default(),
                 done,
                 host: None,
-            };
+            });
             (job, done_rx, receiver)
         };
         let complete = |r: JobResult| {
