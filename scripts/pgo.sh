@@ -5,11 +5,11 @@
 #
 # builds an instrumented `wsgi` (in its own target folder, pgo-gen, beside the usual one), runs
 # scripts/pgo_train.py against it (every phase must succeed: hello, request bodies, large
-# responses, daemon mode, HTTP/2, TLS), and merges what it wrote into PROFDATA with the
-# llvm-profdata of rustc's own LLVM (`rustup component add llvm-tools`; or set LLVM_PROFDATA).
-# Then build with it:
+# responses, HTTP/2, a --config site, daemon mode, TLS), and merges what it wrote into
+# PROFDATA with the llvm-profdata of rustc's own LLVM (`rustup component add llvm-tools`; or
+# set LLVM_PROFDATA). Then build with it:
 #
-#   RUSTFLAGS="-Cprofile-use=$PWD/target/pgo/wsgi.profdata" cargo build --release -p wsgi-cli
+#   RUSTFLAGS="-Cprofile-use=$PWD/target/pgo/wsgi.profdata" cargo build --release -p wsgi-cli -p wsgi-daemon
 #
 # (scripts/dist.sh --pgo does both). The profile fits the source and the compiler it was made
 # with: make it again after either changes.
@@ -46,4 +46,5 @@ python3 scripts/pgo_train.py "$gen/release/wsgi"
 mkdir -p "$(dirname "$out")"
 "$profdata" merge -o "$out" "$raw"/*.profraw
 echo "pgo.sh: profile written to $out; build with" >&2
-echo "    RUSTFLAGS=\"-Cprofile-use=$(realpath "$out")\" cargo build --release -p wsgi-cli -p wsgi-daemon -p wsgi-apache" >&2
+echo "    RUSTFLAGS=\"-Cprofile-use=$(realpath "$out")\" cargo build --release -p wsgi-cli -p wsgi-daemon" >&2
+echo "(not the Apache module: the training runs no Apache, see scripts/dist.sh)" >&2
