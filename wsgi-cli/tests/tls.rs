@@ -28,6 +28,16 @@ fn environ_app(dir: &Path, name: &str, tag: &str) -> PathBuf {
 
 /// `wsgi serve app` with the certificate flags for `issued`, and `more` arguments.
 fn serve_https(app: &Path, issued: &tls_util::Issued, more: &[&str]) -> Server {
+    serve_https_as(&util::PLAIN, app, issued, more)
+}
+
+/// [`serve_https`], started as `launch` says.
+fn serve_https_as(
+    launch: &util::Launch,
+    app: &Path,
+    issued: &tls_util::Issued,
+    more: &[&str],
+) -> Server {
     let mut args = vec![
         app.to_str().unwrap(),
         "--port",
@@ -38,7 +48,19 @@ fn serve_https(app: &Path, issued: &tls_util::Issued, more: &[&str]) -> Server {
         issued.key.to_str().unwrap(),
     ];
     args.extend_from_slice(more);
-    Server::start(&args)
+    Server::start_with(launch, &args)
+}
+
+/// `GET /` from `server` for `localhost`, over TLS 1.2 or 1.3, trusting `issued`'s root.
+fn get_localhost(server: &Server, issued: &tls_util::Issued) -> tls_util::Exchange {
+    exchange(
+        server.addr,
+        "localhost",
+        &[&issued.root],
+        BOTH,
+        &http::get_request("/", "localhost"),
+    )
+    .unwrap()
 }
 
 /// Started as root without `--allow-root`, the server serves as www-data, but reads its key
@@ -59,26 +81,8 @@ fn a_key_only_root_reads_serves_once_the_server_gives_up_root() {
         allow_root: false,
         ..util::PLAIN
     };
-    let server = Server::start_with(
-        &as_www_data,
-        &[
-            app.to_str().unwrap(),
-            "--port",
-            "0",
-            "--ssl-certificate-file",
-            issued.cert.to_str().unwrap(),
-            "--ssl-certificate-key-file",
-            issued.key.to_str().unwrap(),
-        ],
-    );
-    let answer = exchange(
-        server.addr,
-        "localhost",
-        &[&issued.root],
-        BOTH,
-        &http::get_request("/", "localhost"),
-    )
-    .unwrap();
+    let server = serve_https_as(&as_www_data, &app, &issued, &[]);
+    let answer = get_localhost(&server, &issued);
     assert_eq!(answer.presented, issued.leaf);
     let response = Response::parse(&answer.raw);
     assert_eq!(response.status, 200, "{}", response.text());
@@ -101,14 +105,7 @@ fn certificate_flags_serve_https_and_the_app_sees_it() {
         &["--ssl-certificate-chain-file", chain.to_str().unwrap()],
     );
     // Trusting only the root: the intermediate comes from the chain file.
-    let answer = exchange(
-        server.addr,
-        "localhost",
-        &[&issued.root],
-        BOTH,
-        &http::get_request("/", "localhost"),
-    )
-    .unwrap();
+    let answer = get_localhost(&server, &issued);
     assert_eq!(answer.presented, issued.leaf);
     assert_eq!(answer.version, Some(rustls::ProtocolVersion::TLSv1_3));
     let response = Response::parse(&answer.raw);
@@ -150,14 +147,7 @@ fn certificate_flags_serve_https_and_the_app_sees_it() {
         refused.text()
     );
     // Still serving.
-    let answer = exchange(
-        server.addr,
-        "localhost",
-        &[&issued.root],
-        BOTH,
-        &http::get_request("/", "localhost"),
-    )
-    .unwrap();
+    let answer = get_localhost(&server, &issued);
     assert_eq!(Response::parse(&answer.raw).status, 200);
 }
 
@@ -200,14 +190,7 @@ fn a_stalled_handshake_is_closed_at_the_header_timeout_and_holds_up_no_one() {
     // Half a ClientHello record header, then nothing.
     let mut stalled = server.connect();
     stalled.write_all(&[0x16, 0x03, 0x01]).unwrap();
-    let answer = exchange(
-        server.addr,
-        "localhost",
-        &[&issued.root],
-        BOTH,
-        &http::get_request("/", "localhost"),
-    )
-    .unwrap();
+    let answer = get_localhost(&server, &issued);
     assert_eq!(Response::parse(&answer.raw).status, 200);
     stalled
         .set_read_timeout(Some(Duration::from_secs(20)))
