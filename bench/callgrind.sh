@@ -3,7 +3,7 @@
 # hot path can be measured on a busy machine (wall-clock numbers need the pinned comparison,
 # bench/compare).
 #
-#   bench/callgrind.sh [-b BIN] [-g] [-c | -p | -2] APP [N1 N2]
+#   bench/callgrind.sh [-b BIN] [-g] [-m] [-c | -p | -2] APP [N1 N2]
 #
 # Serves bench/apps/APP.py (hello, echo: a 64 KiB POST, big: a 1 MiB streamed response) with
 # --threads 4 under callgrind, sends N1 and then, in a second run, N2 requests over one
@@ -13,7 +13,12 @@
 # --proxy-protocol (what the header costs: -p's count less -c's); -2: HTTP/2 with prior
 # knowledge, h2load on one connection with 10 streams at a time (hello only). -g: granian
 # instead (`--workers 1 --blocking-threads 4`, from $WSGI_RS_BENCH_ROOT/venv as bench/compare
-# installs it), driven the same way, for the same count of a peer. Defaults: BIN
+# installs it), driven the same way, for the same count of a peer. -m: callgrind simulates
+# the caches too (`--cache-sim=yes`; all threads on one simulated cache, as the pinned runs
+# put them on one core) and the first-level misses a request are printed beside the
+# instructions: instruction fetches, data reads, data writes, and the instructions plus ten
+# for each miss (a rough cost: between two servers it tracked the ratio of user-space time
+# `perf` measured). Defaults: BIN
 # target/release/wsgi, N1 200, N2 1200 (hello) or 50, 250 (echo, big). Needs valgrind. The
 # profile counted is the serving process's (the front; granian's worker); its paths are
 # printed for callgrind_annotate.
@@ -25,17 +30,19 @@ granian=${WSGI_RS_BENCH_ROOT:-/var/tmp/wsgi-rs-bench}/venv/bin/granian
 server=wsgi
 mode=keepalive
 flags=()
+cache=()
 while [ $# -gt 0 ]; do
     case "$1" in
         -b) bin=$2; shift 2 ;;
         -g) server=granian; shift ;;
+        -m) cache=(--cache-sim=yes); shift ;;
         -c) mode=close; shift ;;
         -p) mode=proxy; flags=(--proxy-protocol); shift ;;
         -2) mode=h2; shift ;;
         *) break ;;
     esac
 done
-app=${1:?usage: bench/callgrind.sh [-b BIN] [-g] [-c | -p | -2] hello|echo|big [N1 N2]}
+app=${1:?usage: bench/callgrind.sh [-b BIN] [-g] [-m] [-c | -p | -2] hello|echo|big [N1 N2]}
 case "$app" in
     hello) n1=${2:-200}; n2=${3:-1200} ;;
     echo | big) n1=${2:-50}; n2=${3:-250} ;;
@@ -54,9 +61,20 @@ fi
 command -v valgrind >/dev/null || { echo "valgrind is missing: apt-get install valgrind" >&2; exit 1; }
 out=$(mktemp -d /tmp/wsgi-callgrind.XXXXXX)
 
+# A profile's count of EVENT (callgrind's name: Ir, I1mr, D1mr, D1mw...). awk reads to the
+# end: callgrind_annotate must not die of a closed pipe (pipefail).
+event() {
+    callgrind_annotate "$1" 2>/dev/null | awk -v want="$2" '
+        /^Events recorded:/ { for (i = 3; i <= NF; i++) if ($i == want) col = i - 2 }
+        /PROGRAM TOTALS/ && !done {
+            line = $0; gsub(/\([0-9.]+%\)/, "", line); split(line, f, " ")
+            v = f[col]; gsub(",", "", v); print v; done = 1
+        }'
+}
+
 # A profile's instruction count.
 total() {
-    callgrind_annotate "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }'
+    event "$1" Ir
 }
 
 # Serves APP under callgrind for $1 requests; prints the serving process's profile file.
@@ -72,7 +90,7 @@ run() {
     else
         cmd=("$bin" serve "bench/apps/$app.py" --threads 4 --port "$port" --allow-root "${flags[@]}")
     fi
-    valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$out/$n.%p" \
+    valgrind --tool=callgrind "${cache[@]}" --trace-children=yes --callgrind-out-file="$out/$n.%p" \
         "${cmd[@]}" >"$out/$n.log" 2>&1 &
     local pid=$!
     if [ "$mode" = h2 ]; then
@@ -141,5 +159,12 @@ PY
 
 a=$(run "$n1")
 b=$(run "$n2")
-echo "$app ($mode): $(( ($(total "$b") - $(total "$a")) / (n2 - n1) )) instructions per request ($label)"
+per_request() { echo $(( ($(event "$b" "$1") - $(event "$a" "$1")) / (n2 - n1) )); }
+instructions=$(( ($(total "$b") - $(total "$a")) / (n2 - n1) ))
+echo "$app ($mode): $instructions instructions per request ($label)"
+if [ ${#cache[@]} -gt 0 ]; then
+    i1=$(per_request I1mr) d1r=$(per_request D1mr) d1w=$(per_request D1mw)
+    echo "first-level misses per request: $i1 instruction, $d1r data read, $d1w data write;" \
+        "instructions + 10 x misses: $(( instructions + 10 * (i1 + d1r + d1w) ))"
+fi
 echo "profiles: $a $b"
