@@ -21,7 +21,7 @@ use std::fs::File;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 
@@ -179,7 +179,7 @@ static PIPES_LIVE: AtomicUsize = AtomicUsize::new(0);
 /// The owner of a slot: gives it back (and drops its chunk) when its `Bytes` go.
 struct PipeSlot {
     slot: usize,
-    /// The chunk's length of the slot's room.
+    /// The slot's room, as long as its chunk.
     room: &'static [u8],
 }
 
@@ -209,6 +209,18 @@ pub fn pipe_bytes(chunk: PipeChunk) -> io::Result<Bytes> {
     if chunk.taken() > 0 || len > MAX_CHUNK {
         return chunk.into_vec().map(Bytes::from);
     }
+    let room = match pipe_room() {
+        Ok(room) => room,
+        Err(e) => {
+            static SAID: AtomicBool = AtomicBool::new(false);
+            if !SAID.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "mapping the room of pipe chunks failed ({e}): their bytes are read into memory instead"
+                );
+            }
+            return chunk.into_vec().map(Bytes::from);
+        }
+    };
     let slot = {
         let mut free = FREE_SLOTS.lock();
         let (given_back, unused) = &mut *free;
@@ -224,16 +236,7 @@ pub fn pipe_bytes(chunk: PipeChunk) -> io::Result<Bytes> {
     let Some(slot) = slot else {
         return chunk.into_vec().map(Bytes::from);
     };
-    let room = match pipe_room() {
-        Ok(room) => &room[slot * MAX_CHUNK..][..len],
-        Err(e) => {
-            FREE_SLOTS.lock().0.push(slot);
-            tracing::warn!(
-                "mapping the room of pipe chunks failed ({e}): the chunk is read into memory instead"
-            );
-            return chunk.into_vec().map(Bytes::from);
-        }
-    };
+    let room = &room[slot * MAX_CHUNK..][..len];
     *PIPE_SLOTS[slot].lock() = Some(chunk);
     PIPES_LIVE.fetch_add(1, Ordering::Release);
     Ok(Bytes::from_owner(PipeSlot { slot, room }))
