@@ -435,8 +435,8 @@ fn release_artifacts_split_off_their_debug_information() {
     assert!(sections(&dir.path().join("wsgi.debug")).contains(".debug_info"));
     let after = std::fs::metadata(&program).unwrap().len();
     assert!(after * 3 < before, "{before} bytes, {after} stripped");
-    // No block of zeroes in the program's file: the room of pipe chunks' bytes (32 MiB of
-    // address space) is mapped when the server runs, not carried as read-only data.
+    // No block of zeroes in the program's file (a large immutable static array lands in the
+    // read-only data, zeroes and all: a 32 MiB one once did).
     let rodata = section_size(&stripped, ".rodata").expect("the program has .rodata");
     assert!(rodata < 16 << 20, "{rodata} bytes of .rodata:\n{stripped}");
     let text = run(

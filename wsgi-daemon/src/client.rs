@@ -719,13 +719,6 @@ impl<'e> Exchange<'e> {
         })
     }
 
-    /// A DATA frame of `len` bytes whose payload the client moved on itself (the async
-    /// client's pipes).
-    #[cfg(feature = "tokio")]
-    pub(crate) fn data_unread(&mut self, len: usize) {
-        self.sent += len as u64;
-    }
-
     /// The attempt ends because the response buffer is unusable (`why`), or a SHARED_DATA
     /// frame of `len` bytes named bytes outside it, or came before it (not sent).
     #[cfg(feature = "tokio")]

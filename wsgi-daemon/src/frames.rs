@@ -26,10 +26,6 @@ pub(crate) enum Parsed {
     More,
     /// The stream ended cleanly between frames.
     End,
-    /// A DATA frame of this many payload bytes, most of them still unread
-    /// ([`Frames::parse_splicing`]): its first bytes, if the read-ahead holds any, are
-    /// [`Frames::payload`], and the rest come next in the socket.
-    Unread(usize),
 }
 
 /// A daemon connection's read-ahead and the frames parsed out of it. Kept with a pooled
@@ -68,13 +64,6 @@ impl Frames {
 
     /// The next frame, if what was received holds it whole.
     pub(crate) fn parse(&mut self) -> Result<Parsed, ProtocolError> {
-        self.parse_splicing(usize::MAX)
-    }
-
-    /// As [`Frames::parse`], except that a DATA frame with at least `min` payload bytes not
-    /// received yet is [`Parsed::Unread`]: the caller takes those bytes from the socket
-    /// itself, before anything else is received here.
-    pub(crate) fn parse_splicing(&mut self, min: usize) -> Result<Parsed, ProtocolError> {
         if let Some((kind, len)) = self.large {
             if self.payload.len() < len {
                 return self.more();
@@ -104,11 +93,6 @@ impl Frames {
             self.last = Some(self.at..self.at + len);
             self.at += len;
             return Ok(Parsed::Frame(kind));
-        }
-        if kind == protocol::kind::DATA && len - held >= min {
-            self.last = Some(self.at..self.end);
-            (self.at, self.end) = (0, 0);
-            return Ok(Parsed::Unread(len));
         }
         self.payload.clear();
         self.payload.reserve(len);
@@ -154,23 +138,7 @@ impl Frames {
         Ok(got)
     }
 
-    /// As [`Frames::receive`], but at a frame's start never past its header: the bytes after
-    /// it stay in the socket, for a payload the caller may take from there itself (the async
-    /// client's pipes).
-    #[cfg(feature = "tokio")]
-    pub(crate) fn receive_header(&mut self, fd: RawFd) -> io::Result<usize> {
-        let header_end = self.at + HEADER_LEN;
-        if self.large.is_some() || self.end >= header_end || header_end > self.ahead.len() {
-            return self.receive(fd);
-        }
-        let got = recv_keeping_fds(fd, &mut self.ahead[self.end..header_end], &mut self.fds)?;
-        self.end += got;
-        self.ended = got == 0;
-        Ok(got)
-    }
-
-    /// The payload of the frame parsed last (of a [`Parsed::Unread`] one, what the
-    /// read-ahead held of it).
+    /// The payload of the frame parsed last.
     pub(crate) fn payload(&self) -> &[u8] {
         match &self.last {
             Some(range) => &self.ahead[range.clone()],
@@ -198,7 +166,6 @@ impl Frames {
             match self.parse()? {
                 Parsed::Frame(kind) => return Ok(Some((kind, self.payload()))),
                 Parsed::End => return Ok(None),
-                Parsed::Unread(_) => unreachable!("`parse` reads every payload"),
                 Parsed::More => {
                     retrying_interrupts(|| self.receive(fd))?;
                 }
@@ -340,70 +307,5 @@ pub(crate) mod tests {
                 "cut at {cut}: {got:?}"
             );
         }
-    }
-
-    /// Splicing, a DATA payload of at least the minimum beyond what was received is left in
-    /// the socket (the received part is its `payload`); a smaller one, or another kind, is
-    /// read as before; a header-only receive stops at the next header.
-    #[cfg(feature = "tokio")]
-    #[test]
-    fn large_data_payloads_are_left_unread_when_splicing() {
-        let (a, b) = UnixStream::pair().unwrap();
-        let mut wire = Vec::new();
-        write_raw(&mut wire, kind::DATA, &[1u8; 20]).unwrap();
-        write_raw(&mut wire, kind::DATA, &[2u8; 30_000]).unwrap();
-        write_raw(&mut wire, kind::START, &[3u8; 30_000]).unwrap();
-        write_raw(&mut wire, kind::DATA, &[4u8; 30_000]).unwrap();
-        (&a).write_all(&wire).unwrap();
-        drop(a);
-        let fd = b.as_raw_fd();
-        let mut frames = Frames::new();
-        let next = |frames: &mut Frames, header_only: bool| loop {
-            match frames.parse_splicing(10_000).unwrap() {
-                Parsed::More if header_only => frames.receive_header(fd).unwrap(),
-                Parsed::More => frames.receive(fd).unwrap(),
-                parsed => return parsed,
-            };
-        };
-        assert_eq!(next(&mut frames, false), Parsed::Frame(kind::DATA), "small");
-        assert_eq!(frames.payload(), &[1u8; 20]);
-        assert_eq!(next(&mut frames, false), Parsed::Unread(30_000));
-        let held = frames.payload().len();
-        assert!(held > 0 && held < 30_000 && frames.payload().iter().all(|&b| b == 2));
-        let mut rest = vec![0u8; 30_000 - held];
-        std::io::Read::read_exact(&mut &b, &mut rest).unwrap();
-        assert!(rest.iter().all(|&b| b == 2));
-        assert_eq!(
-            next(&mut frames, true),
-            Parsed::Frame(kind::START),
-            "not DATA"
-        );
-        assert_eq!(frames.payload(), &[3u8; 30_000]);
-        // The START payload's receive may have taken the next header and more: a header-only
-        // receive matters at a frame's start.
-        let parsed = next(&mut frames, true);
-        assert_eq!(parsed, Parsed::Unread(30_000));
-        let mut rest = vec![0u8; 30_000 - frames.payload().len()];
-        std::io::Read::read_exact(&mut &b, &mut rest).unwrap();
-        assert_eq!(next(&mut frames, true), Parsed::End);
-    }
-
-    /// At a frame's start, a header-only receive takes the header and nothing after it.
-    #[cfg(feature = "tokio")]
-    #[test]
-    fn a_header_only_receive_stops_at_the_header() {
-        let (a, b) = UnixStream::pair().unwrap();
-        write_raw(&mut &a, kind::DATA, &[9u8; 50_000]).unwrap();
-        let mut frames = Frames::new();
-        assert_eq!(frames.parse_splicing(1).unwrap(), Parsed::More);
-        assert_eq!(frames.receive_header(b.as_raw_fd()).unwrap(), HEADER_LEN);
-        assert_eq!(frames.parse_splicing(1).unwrap(), Parsed::Unread(50_000));
-        assert!(
-            frames.payload().is_empty(),
-            "nothing of the payload was received"
-        );
-        let mut rest = vec![0u8; 50_000];
-        std::io::Read::read_exact(&mut &b, &mut rest).unwrap();
-        drop(a);
     }
 }

@@ -16,8 +16,6 @@
 //! * [`protocol`]: the framed wire protocol between the two.
 //! * [`shared_buffer`]: response bytes a daemon hands the front in memory both map, for
 //!   the front to send on without their crossing the socket.
-//! * [`splice`]: response bytes moved from a daemon's socket into a pipe, for the front to
-//!   send on without copying them.
 //! * [`spec`]: the start-up hand-over from supervisor to daemon process.
 
 #[cfg(feature = "tokio")]
@@ -34,7 +32,6 @@ pub mod program;
 pub mod protocol;
 pub mod shared_buffer;
 pub mod spec;
-pub mod splice;
 pub mod supervisor;
 mod timers;
 
@@ -43,7 +40,6 @@ pub use async_client::{AsyncDaemonClient, AsyncRequestBody, AsyncResponseSink};
 pub use client::{DaemonClient, DispatchError, Endpoint};
 pub use protocol::{DaemonRequest, RequestRef};
 pub use shared_buffer::BufferChunk;
-pub use splice::PipeChunk;
 pub use supervisor::{GroupStatus, ProcessStatus, Supervisor, SupervisorError, SupervisorOptions};
 
 /// The variable that makes daemon processes log JSON lines (`json`), as `wsgi serve

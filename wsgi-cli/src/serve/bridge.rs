@@ -511,8 +511,6 @@ pub struct ChannelSink {
     discard_body: bool,
     /// For an HTTP/2 stream: how long a chunk may wait for the stream to take it.
     stall: Option<Box<StallLimit>>,
-    /// Whether a daemon's large chunks may come in pipes ([`ChannelSink::with_pipes`]).
-    pipes: bool,
 }
 
 /// A bound on how long an HTTP/2 response may stall. A stream whose client opens no flow-control
@@ -631,7 +629,6 @@ pub fn response_channel(
             chunks: None,
             discard_body,
             stall: None,
-            pipes: false,
         },
         ResponseReceiver { start: start_rx },
     )
@@ -648,14 +645,6 @@ impl ChannelSink {
     /// Bounds how long each chunk may wait for the client ([`StallLimit`]: HTTP/2 streams).
     pub fn with_stall_limit(mut self, stall: StallLimit) -> ChannelSink {
         self.stall = Some(Box::new(stall));
-        self
-    }
-
-    /// Lets a daemon process's large chunks come in pipes, sent on with `splice`: only for a
-    /// connection whose bytes a [`super::sendfile::SendfileStream`] writes, where hyper passes
-    /// body buffers on unread (plain HTTP/1.x).
-    pub fn with_pipes(mut self) -> ChannelSink {
-        self.pipes = true;
         self
     }
 
@@ -795,18 +784,6 @@ impl wsgi_daemon::AsyncResponseSink for ChannelSink {
             return self.write(chunk.as_ref());
         }
         self.send_async(Bytes::from_owner(chunk)).await
-    }
-
-    fn takes_pipes(&self) -> bool {
-        self.pipes && !self.discard_body
-    }
-
-    async fn send_pipe(&mut self, chunk: wsgi_daemon::PipeChunk) -> io::Result<()> {
-        let bytes = super::sendfile::pipe_bytes(chunk)?;
-        if bytes.is_empty() {
-            return Ok(());
-        }
-        self.send_async(bytes).await
     }
 }
 

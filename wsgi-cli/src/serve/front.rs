@@ -259,10 +259,6 @@ struct ConnInfo {
     via: Option<SocketAddr>,
     /// What the connection negotiated, when it speaks TLS.
     tls: Option<TlsInfo>,
-    /// Whether a daemon's large response chunks may go out from pipes
-    /// ([`ChannelSink::with_pipes`]): a [`SendfileStream`] writes the connection's bytes, and
-    /// its socket does not pace itself ([`SendfileSocket::paces_itself`]).
-    splices: bool,
     shared: Arc<ConnShared>,
     /// The raw request heads, as the client sent them.
     heads: Heads,
@@ -272,13 +268,12 @@ struct ConnInfo {
 /// ([`ConnIo`]), under the pre-parse that lets raw request targets through ([`HeadTap`]).
 type ConnStream<S> = HeadTap<ConnIo<S>>;
 
-/// Wraps a connection's byte stream for hyper, with what its requests share; `splices`: as
-/// [`ConnInfo::splices`].
+/// Wraps a connection's byte stream for hyper, with what its requests share.
 fn conn_stream<S>(
     stream: S,
     limits: &Limits,
     addrs: Addrs,
-    (tls, splices): (Option<TlsInfo>, bool),
+    tls: Option<TlsInfo>,
 ) -> (ConnStream<S>, Arc<ConnInfo>) {
     let shared = Arc::new(ConnShared::default());
     let io = ConnIo::new(stream, shared.clone(), limits.write);
@@ -291,7 +286,6 @@ fn conn_stream<S>(
         route_port: addrs.route_port,
         via: addrs.via,
         tls,
-        splices,
         shared,
         heads,
     });
@@ -397,7 +391,7 @@ where
         route_port,
         via: None,
     };
-    let (io, info) = conn_stream(stream, &front.limits, addrs, (None, false));
+    let (io, info) = conn_stream(stream, &front.limits, addrs, None);
     let service = service_fn(move |req| Box::pin(handle(front.clone(), info.clone(), req)));
     builder.serve_connection(TokioIo::new(io), service).await
 }
@@ -627,15 +621,7 @@ async fn plain_connection<S: SendfileSocket + PeekSocket + Sync>(
         }
         versions => versions,
     };
-    // A daemon's large response chunks go out from pipes, unless the kernel paces the
-    // socket itself (one system call, only where daemon processes answer).
-    let splices = front.daemons.is_some() && !stream.paces_itself();
-    let conn = conn_stream(
-        SendfileStream::new(stream),
-        &front.limits,
-        addrs,
-        (None, splices),
-    );
+    let conn = conn_stream(SendfileStream::new(stream), &front.limits, addrs, None);
     serve_connection(front, conn, versions, (servers, watcher), permit).await;
 }
 
@@ -776,7 +762,7 @@ async fn tls_connection(
         _ if front.limits.http == HttpMode::Http2 => Versions::Http2,
         _ => Versions::Http1,
     };
-    let conn = conn_stream(stream, &front.limits, addrs, (Some(TlsInfo { sni }), false));
+    let conn = conn_stream(stream, &front.limits, addrs, Some(TlsInfo { sni }));
     serve_connection(front, conn, versions, serving, permit).await;
 }
 
@@ -1802,8 +1788,6 @@ async fn run_app(
     if parts.version == Version::HTTP_2 {
         let runtime = tokio::runtime::Handle::current();
         sink = sink.with_stall_limit(StallLimit::new(runtime, front.limits.write, pool.waiting()));
-    } else if conn.splices {
-        sink = sink.with_pipes();
     }
     let (done, done_rx) = oneshot::channel();
     let arrived = Instant::now();

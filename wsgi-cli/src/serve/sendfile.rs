@@ -8,30 +8,19 @@
 //! pages are never read by this process on that path: the kernel copies from the page cache,
 //! exactly as with Apache's `EnableSendfile`. Were anything to read the bytes instead, they are
 //! still the file's (the mapping makes the fallback correct, not just the fast path).
-//!
-//! A daemon process's large response chunks come the same way, held in pipes
-//! ([`PipeChunk`], moved there from the daemon's socket without a copy): [`pipe_bytes`]
-//! gives each a slot of a static, never-written room of zeroes, and the stream that finds a
-//! slice of a slot sends the bytes of its pipe instead, with `splice`. Here nothing can make
-//! the fallback correct (a pipe's bytes can be read only once), so a sink makes pipe chunks
-//! only for a connection whose bytes this stream writes (plain HTTP/1.x, where hyper passes
-//! body buffers on unread).
 
 use std::fs::File;
 use std::io::{self, IoSlice};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
-use wsgi_daemon::PipeChunk;
-use wsgi_daemon::splice::{MAX_CHUNK, MAX_LIVE};
 
 /// A live mapping: the address range of its bytes, and where they come from.
 struct Region {
@@ -146,135 +135,6 @@ fn count_sent(id: u64, n: usize) {
     }
 }
 
-/// The room of every pipe chunk's `Bytes`: slot `i` is `MAX_CHUNK` bytes from
-/// `i * MAX_CHUNK`, mapped when the first chunk needs it ([`pipe_room`]). Anonymous memory,
-/// read-only and never read: its pages are never touched, so it costs address space, not
-/// memory. (A `static` array of zeroes would be in the program's file, 32 MiB of it: the
-/// compiler puts immutable statics in the read-only data, zeroes and all.)
-static PIPE_ROOM: OnceLock<&'static [u8]> = OnceLock::new();
-
-/// [`PIPE_ROOM`], mapped on the first call.
-fn pipe_room() -> io::Result<&'static [u8]> {
-    if let Some(room) = PIPE_ROOM.get() {
-        return Ok(room);
-    }
-    let map = memmap2::MmapOptions::new()
-        .len(MAX_LIVE * MAX_CHUNK)
-        .map_anon()?
-        .make_read_only()?;
-    // A thread that mapped it too drops its own mapping (unmapped) and takes the first one.
-    Ok(PIPE_ROOM.get_or_init(move || &**Box::leak(Box::new(map))))
-}
-
-/// The chunk whose bytes slot `i` stands for, while its `Bytes` live.
-static PIPE_SLOTS: [Mutex<Option<PipeChunk>>; MAX_LIVE] = [const { Mutex::new(None) }; MAX_LIVE];
-
-/// Slots given back, and the first never used.
-static FREE_SLOTS: Mutex<(Vec<usize>, usize)> = Mutex::new((Vec::new(), 0));
-
-/// How many slots hold a chunk (read on every write: a server sending no pipe chunk and no
-/// file pays two atomic loads, not a look at each buffer).
-static PIPES_LIVE: AtomicUsize = AtomicUsize::new(0);
-
-/// The owner of a slot: gives it back (and drops its chunk) when its `Bytes` go.
-struct PipeSlot {
-    slot: usize,
-    /// The slot's room, as long as its chunk.
-    room: &'static [u8],
-}
-
-impl AsRef<[u8]> for PipeSlot {
-    fn as_ref(&self) -> &[u8] {
-        self.room
-    }
-}
-
-impl Drop for PipeSlot {
-    fn drop(&mut self) {
-        let chunk = PIPE_SLOTS[self.slot].lock().take();
-        drop(chunk);
-        FREE_SLOTS.lock().0.push(self.slot);
-        PIPES_LIVE.fetch_sub(1, Ordering::Release);
-    }
-}
-
-/// The bytes of `chunk` as `Bytes` a [`SendfileStream`] sends from the pipe with `splice`:
-/// they must go nowhere else (read, they are zeroes). Read into memory instead when no slot
-/// is free.
-pub fn pipe_bytes(chunk: PipeChunk) -> io::Result<Bytes> {
-    let len = chunk.len();
-    if len == 0 {
-        return Ok(Bytes::new());
-    }
-    if chunk.taken() > 0 || len > MAX_CHUNK {
-        return chunk.into_vec().map(Bytes::from);
-    }
-    let room = match pipe_room() {
-        Ok(room) => room,
-        Err(e) => {
-            static SAID: AtomicBool = AtomicBool::new(false);
-            if !SAID.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    "mapping the room of pipe chunks failed ({e}): their bytes are read into memory instead"
-                );
-            }
-            return chunk.into_vec().map(Bytes::from);
-        }
-    };
-    let slot = {
-        let mut free = FREE_SLOTS.lock();
-        let (given_back, unused) = &mut *free;
-        match given_back.pop() {
-            Some(slot) => Some(slot),
-            None if *unused < MAX_LIVE => {
-                *unused += 1;
-                Some(*unused - 1)
-            }
-            None => None,
-        }
-    };
-    let Some(slot) = slot else {
-        return chunk.into_vec().map(Bytes::from);
-    };
-    let room = &room[slot * MAX_CHUNK..][..len];
-    *PIPE_SLOTS[slot].lock() = Some(chunk);
-    PIPES_LIVE.fetch_add(1, Ordering::Release);
-    Ok(Bytes::from_owner(PipeSlot { slot, room }))
-}
-
-/// Where a slice of a pipe chunk's `Bytes` stands: its slot, and how far into the chunk it
-/// starts.
-#[derive(Debug, Clone, Copy)]
-struct PipeRange {
-    slot: usize,
-    offset: usize,
-}
-
-fn pipe_range_of(slice: &[u8]) -> Option<PipeRange> {
-    let room = PIPE_ROOM.get()?;
-    let at = (slice.as_ptr() as usize).checked_sub(room.as_ptr() as usize)?;
-    (at < room.len()).then_some(PipeRange {
-        slot: at / MAX_CHUNK,
-        offset: at % MAX_CHUNK,
-    })
-}
-
-/// A slice to send from elsewhere than memory.
-enum Source {
-    File(FileRange),
-    Pipe(PipeRange),
-}
-
-fn source_of(slice: &[u8]) -> Option<Source> {
-    if let Some(range) = pipe_range_of(slice) {
-        return Some(Source::Pipe(range));
-    }
-    if LIVE.load(Ordering::Acquire) > 0 {
-        return region_of(slice).map(Source::File);
-    }
-    None
-}
-
 /// A connected socket `sendfile` can write to: TCP, or a unix stream socket.
 pub trait SendfileSocket: AsyncRead + AsyncWrite + AsFd + Unpin + Send + 'static {
     /// Waits until the socket can take bytes (tokio's `poll_write_ready`).
@@ -282,14 +142,6 @@ pub trait SendfileSocket: AsyncRead + AsyncWrite + AsFd + Unpin + Send + 'static
     /// Runs `f`, a write on the socket's descriptor, clearing readiness on `WouldBlock`
     /// (tokio's `try_io`).
     fn try_write_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
-    /// Whether the kernel may pace what is sent, with a timer each time the sender runs
-    /// ahead: TCP under BBR (which paces by itself unless an `fq` queue does it for it, which
-    /// a socket cannot tell). Bytes spliced from pipes leave faster than copied ones, and
-    /// each pause costs a timer: in a virtual machine, where programming one is dear, more
-    /// than the copies saved. Measured on 2 vCPUs (1 MiB streamed from a daemon process,
-    /// pinned): under CUBIC, pipes made it 23-40 % faster; under BBR, up to 31 % slower, with
-    /// 14 pacing timers a response against 5.
-    fn paces_itself(&self) -> bool;
 }
 
 impl SendfileSocket for TcpStream {
@@ -299,12 +151,6 @@ impl SendfileSocket for TcpStream {
 
     fn try_write_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
         self.try_io(Interest::WRITABLE, f)
-    }
-
-    fn paces_itself(&self) -> bool {
-        socket2::SockRef::from(self)
-            .tcp_congestion()
-            .is_ok_and(|name| name.starts_with(b"bbr"))
     }
 }
 
@@ -316,84 +162,17 @@ impl SendfileSocket for UnixStream {
     fn try_write_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
         self.try_io(Interest::WRITABLE, f)
     }
-
-    fn paces_itself(&self) -> bool {
-        false
-    }
 }
 
-/// A connection that writes mapped file bytes with `sendfile`, and pipe chunks' bytes with
-/// `splice`.
+/// A connection that writes mapped file bytes with `sendfile`.
 pub struct SendfileStream<S = TcpStream> {
     tcp: S,
-    /// Where pipe chunks queued back to back are moved together, to go out in one `splice`
-    /// (made at the first such run).
-    gather: Option<Gather>,
-}
-
-/// A pipe for a run of pipe chunks: each send to the socket costs far more than moving a
-/// chunk's pages from pipe to pipe, so a run of them costs one send, as a `writev` of buffers
-/// would. A connection holds one only while it has bytes in it (then it goes back to
-/// [`IDLE_GATHERS`]): thousands of idle connections hold no descriptors for it.
-struct Gather {
-    read: OwnedFd,
-    write: OwnedFd,
-    /// How many bytes it takes at most.
-    capacity: usize,
-    /// Bytes in it: the next ones the caller writes (it was told of none of them yet).
-    held: usize,
-}
-
-/// The capacity asked for a gather pipe: a run as long as hyper queues
-/// (`front::WRITE_QUEUE`, 384 KiB) and then some.
-const GATHER_CAPACITY: usize = 512 * 1024;
-
-/// Emptied gather pipes, for the next run on any connection.
-static IDLE_GATHERS: Mutex<Vec<Gather>> = Mutex::new(Vec::new());
-
-/// How many emptied gather pipes are kept.
-const MAX_IDLE_GATHERS: usize = 64;
-
-/// Runs gathered so far (for tests).
-#[cfg(test)]
-static GATHERED: AtomicUsize = AtomicUsize::new(0);
-
-impl Gather {
-    /// An emptied one, or a new one (None if the kernel gives no pipe).
-    fn take() -> Option<Gather> {
-        IDLE_GATHERS.lock().pop().or_else(Gather::new)
-    }
-
-    /// Keeps this emptied one for the next run (or closes it, with enough kept).
-    fn give_back(self) {
-        debug_assert_eq!(self.held, 0);
-        let mut idle = IDLE_GATHERS.lock();
-        if idle.len() < MAX_IDLE_GATHERS {
-            idle.push(self);
-        }
-    }
-
-    fn new() -> Option<Gather> {
-        let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).ok()?;
-        // A user past its share of pipe pages keeps the default capacity.
-        let _ = fcntl(
-            &write,
-            FcntlArg::F_SETPIPE_SZ(GATHER_CAPACITY as libc::c_int),
-        );
-        let capacity = usize::try_from(fcntl(&write, FcntlArg::F_GETPIPE_SZ).ok()?).ok()?;
-        Some(Gather {
-            read,
-            write,
-            capacity,
-            held: 0,
-        })
-    }
 }
 
 impl<S: SendfileSocket> SendfileStream<S> {
     /// Wraps an accepted connection.
     pub fn new(tcp: S) -> SendfileStream<S> {
-        SendfileStream { tcp, gather: None }
+        SendfileStream { tcp }
     }
 
     /// The connection.
@@ -445,126 +224,6 @@ impl<S: SendfileSocket> SendfileStream<S> {
         count_sent(id, sent);
         Poll::Ready(Ok(sent))
     }
-
-    /// Sends `len` bytes from `source`; `more`: other bytes follow at once.
-    fn poll_send(
-        &self,
-        cx: &mut Context<'_>,
-        source: Source,
-        len: usize,
-        more: bool,
-    ) -> Poll<io::Result<usize>> {
-        match source {
-            Source::File(range) => self.poll_sendfile(cx, range, len),
-            Source::Pipe(range) => self.poll_splice(cx, range, len, more),
-        }
-    }
-
-    /// Sends `len` bytes of the pipe chunk in `range`'s slot with `splice`, which must be
-    /// the next ones it holds.
-    fn poll_splice(
-        &self,
-        cx: &mut Context<'_>,
-        range: PipeRange,
-        len: usize,
-        more: bool,
-    ) -> Poll<io::Result<usize>> {
-        self.poll_write_with(cx, write_zero, |socket| {
-            let mut slot = PIPE_SLOTS[range.slot].lock();
-            let chunk = slot.as_mut().ok_or_else(|| {
-                io::Error::other("a response chunk's pipe is gone before its bytes were sent")
-            })?;
-            if chunk.taken() != range.offset {
-                return Err(io::Error::other(
-                    "a response chunk's bytes would go out of order from its pipe",
-                ));
-            }
-            chunk.send_to(socket, len, more)
-        })
-    }
-
-    /// Moves the first bytes of `bufs` (the next ones to write), up to the first mapped file
-    /// range, into the gather pipe, as many as it takes: pipe chunks' from their pipes, the
-    /// others written. The bytes moved (0 if there is no gather pipe to be had).
-    fn gather_run(&mut self, bufs: &[IoSlice<'_>]) -> usize {
-        if self.gather.is_none() {
-            self.gather = Gather::take();
-        }
-        let Some(gather) = self.gather.as_mut() else {
-            return 0;
-        };
-        for slice in bufs.iter().filter(|b| !b.is_empty()) {
-            let room = gather.capacity - gather.held;
-            let want = slice.len().min(room);
-            // A full pipe (by its buffers, which may fill before its bytes do) takes none.
-            let moved = match source_of(slice) {
-                None => nix::unistd::write(&gather.write, &slice[..want]).unwrap_or(0),
-                Some(Source::Pipe(range)) => {
-                    let mut slot = PIPE_SLOTS[range.slot].lock();
-                    match slot.as_mut().filter(|c| c.taken() == range.offset) {
-                        Some(chunk) => chunk
-                            .send_to(gather.write.as_fd(), want, false)
-                            .unwrap_or(0),
-                        None => 0,
-                    }
-                }
-                Some(Source::File(_)) => 0,
-            };
-            gather.held += moved;
-            if moved < slice.len() {
-                break;
-            }
-        }
-        let held = gather.held;
-        if held == 0 {
-            self.give_back_gather();
-        }
-        #[cfg(test)]
-        GATHERED.fetch_add(usize::from(held > 0), Ordering::Relaxed);
-        held
-    }
-
-    /// Gives the connection's gather pipe back, once empty.
-    fn give_back_gather(&mut self) {
-        if let Some(gather) = self.gather.take() {
-            gather.give_back();
-        }
-    }
-
-    /// Sends what the gather pipe holds: the first bytes of `bufs`.
-    fn poll_gathered(
-        &mut self,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let gather = self.gather.as_ref().expect("a gather pipe holds bytes");
-        let queued = bufs.iter().map(|b| b.len()).sum::<usize>();
-        if queued < gather.held {
-            return Poll::Ready(Err(io::Error::other(
-                "the bytes to write are fewer than those gathered for them",
-            )));
-        }
-        let more = queued > gather.held;
-        let mut flags = SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE;
-        if more {
-            flags |= SpliceFFlags::SPLICE_F_MORE;
-        }
-        let (read, held) = (gather.read.as_fd(), gather.held);
-        let sent = ready!(self.poll_write_with(cx, write_zero, |socket| {
-            splice(read, None, socket, None, held, flags).map_err(io::Error::from)
-        }))?;
-        let gather = self.gather.as_mut().expect("a gather pipe");
-        gather.held -= sent;
-        if gather.held == 0 {
-            self.give_back_gather();
-        }
-        Poll::Ready(Ok(sent))
-    }
-}
-
-/// The error of a write that took nothing.
-fn write_zero() -> io::Error {
-    io::ErrorKind::WriteZero.into()
 }
 
 impl<S: SendfileSocket> AsyncRead for SendfileStream<S> {
@@ -591,34 +250,22 @@ impl<S: SendfileSocket> AsyncWrite for SendfileStream<S> {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        if self.gather.as_ref().is_some_and(|g| g.held > 0) {
-            return self.poll_gathered(cx, bufs);
-        }
-        if PIPES_LIVE.load(Ordering::Acquire) == 0 && LIVE.load(Ordering::Acquire) == 0 {
+        if LIVE.load(Ordering::Acquire) == 0 {
             return Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
         }
-        // Plain slices before the first one sent from elsewhere go out with writev, that one
-        // (when it is first) with sendfile or splice; the caller comes back for the rest. When
-        // that one is a pipe chunk's, with more bytes around it, they all go out together
-        // from the gather pipe instead.
+        // Plain slices before the first one in a mapped file go out with writev, that one
+        // (when it is first) with sendfile; the caller comes back for the rest.
         for (i, slice) in bufs.iter().enumerate() {
             if slice.is_empty() {
                 continue;
             }
-            let Some(source) = source_of(slice) else {
+            let Some(range) = region_of(slice) else {
                 continue;
             };
-            let more = bufs[i + 1..].iter().any(|b| !b.is_empty());
-            let first = bufs[..i].iter().all(|b| b.is_empty());
-            if let Source::Pipe(_) = source {
-                if (more || !first) && self.gather_run(bufs) > 0 {
-                    return self.poll_gathered(cx, bufs);
-                }
-            }
-            if !first {
+            if bufs[..i].iter().any(|b| !b.is_empty()) {
                 return Pin::new(&mut self.tcp).poll_write_vectored(cx, &bufs[..i]);
             }
-            return self.poll_send(cx, source, slice.len(), more);
+            return self.poll_sendfile(cx, range, slice.len());
         }
         Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
     }
@@ -740,23 +387,6 @@ mod tests {
         drop(peer);
     }
 
-    /// Held by the tests that look at pipe slots, which another test would reuse.
-    static PIPE_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-    /// A pipe chunk holding `bytes`, moved in from a socket as the daemon client does.
-    fn pipe_chunk(bytes: &[u8]) -> PipeChunk {
-        let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-        b.set_nonblocking(true).unwrap();
-        a.write_all(bytes).unwrap();
-        let mut chunk = PipeChunk::new().expect("a pipe");
-        while chunk.len() < bytes.len() {
-            chunk
-                .fill_from(b.as_fd(), bytes.len() - chunk.len())
-                .unwrap();
-        }
-        chunk
-    }
-
     /// Writes `parts` through `stream` as hyper does (vectored, coming back for what is left).
     async fn write_all_parts<S: SendfileSocket>(stream: &mut SendfileStream<S>, parts: &[Bytes]) {
         let mut parts: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
@@ -780,28 +410,25 @@ mod tests {
         (from..from + n).map(|i| (i % 251) as u8).collect()
     }
 
-    /// Plain bytes and pipe chunks (alone, and back to back, gathered) arrive in order, over
-    /// TCP with a small send buffer (so that sends are partial) and over a unix socket.
+    /// Plain bytes and file ranges, back to back, arrive in order over TCP with a small send
+    /// buffer (so that sends are partial) and over a unix socket.
     #[tokio::test]
-    async fn writes_mix_plain_bytes_and_pipe_chunks() {
-        let _serial = PIPE_TESTS.lock().await;
-        let sizes = [19, 60_000, MAX_CHUNK, 2, 10_000, 5];
-        let piped = |i: usize| i % 2 == 1;
+    async fn writes_mix_plain_bytes_and_file_ranges_in_partial_sends() {
+        let sizes = [19, 60_000, 65_536, 2, 10_000, 5];
+        let want = pattern(0, sizes.iter().sum());
+        let file = temp_file(&want);
         let parts = || {
             let mut at = 0;
             let mut parts = Vec::new();
             for (i, size) in sizes.into_iter().enumerate() {
-                let bytes = pattern(at, size);
-                at += size;
-                parts.push(if piped(i) {
-                    pipe_bytes(pipe_chunk(&bytes)).unwrap()
-                } else {
-                    Bytes::from(bytes)
+                parts.push(match i % 2 {
+                    1 => file_bytes(file.try_clone().unwrap(), at as u64, size as u64).unwrap(),
+                    _ => Bytes::from(pattern(at, size)),
                 });
+                at += size;
             }
             parts
         };
-        let want = pattern(0, sizes.iter().sum());
         let read_all = |mut peer: Box<dyn Read + Send>| {
             std::thread::spawn(move || {
                 let mut got = Vec::new();
@@ -815,7 +442,6 @@ mod tests {
                 }
             })
         };
-        // Over TCP: a single pipe chunk first, then the mix.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let reader = read_all(Box::new(peer));
@@ -824,27 +450,10 @@ mod tests {
             .set_send_buffer_size(8192)
             .unwrap();
         let mut stream = SendfileStream::new(tcp);
-        let alone = pipe_bytes(pipe_chunk(b"alone:")).unwrap();
-        let gathered = || GATHERED.load(Ordering::Relaxed);
-        let before = gathered();
-        write_all_parts(&mut stream, &[alone]).await;
-        assert_eq!(gathered(), before, "a chunk alone is spliced straight");
         write_all_parts(&mut stream, &parts()).await;
-        assert!(gathered() > before, "a run went through a gather pipe");
-        assert!(
-            stream.gather.is_none(),
-            "an emptied gather pipe is given back"
-        );
-        assert!(!IDLE_GATHERS.lock().is_empty(), "and kept");
         stream.shutdown().await.unwrap();
         drop(stream);
-        let got = reader.join().unwrap();
-        assert_eq!(got.len(), want.len() + 6);
-        assert!(
-            got[..6] == b"alone:"[..] && got[6..] == want[..],
-            "TCP: the bytes changed"
-        );
-        // Over a unix socket.
+        assert!(reader.join().unwrap() == want, "TCP: the bytes changed");
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
         ours.set_nonblocking(true).unwrap();
         let reader = read_all(Box::new(theirs));
@@ -853,49 +462,5 @@ mod tests {
         stream.shutdown().await.unwrap();
         drop(stream);
         assert!(reader.join().unwrap() == want, "unix: the bytes changed");
-    }
-
-    /// A chunk whose bytes went partly elsewhere is read into memory; a pipe chunk's slot is
-    /// given back when the last of its `Bytes` goes.
-    #[test]
-    fn pipe_bytes_hold_a_slot_while_they_live() {
-        let _serial = PIPE_TESTS.blocking_lock();
-        let mut chunk = pipe_chunk(b"0123456789");
-        let (out, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
-        chunk.send_to(out.as_fd(), 3, false).unwrap();
-        let read = pipe_bytes(chunk).unwrap();
-        assert_eq!(&read[..], b"3456789");
-        assert!(pipe_range_of(&read).is_none(), "in memory");
-        let bytes = pipe_bytes(pipe_chunk(b"abc")).unwrap();
-        let range = pipe_range_of(&bytes[1..]).expect("a pipe chunk's slice");
-        assert_eq!(range.offset, 1);
-        assert!(PIPE_SLOTS[range.slot].lock().is_some());
-        let clone = bytes.slice(2..);
-        drop(bytes);
-        assert!(
-            PIPE_SLOTS[range.slot].lock().is_some(),
-            "a clone keeps the slot"
-        );
-        drop(clone);
-        assert!(PIPE_SLOTS[range.slot].lock().is_none());
-        assert!(pipe_range_of(b"elsewhere").is_none());
-    }
-
-    /// A TCP socket under BBR paces itself (pipes are not worth it there); under CUBIC, or a
-    /// unix socket, not.
-    #[tokio::test]
-    async fn only_bbr_paces_itself() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let _peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (tcp, _) = listener.accept().await.unwrap();
-        let socket = socket2::SockRef::from(&tcp);
-        socket.set_tcp_congestion(b"cubic").unwrap();
-        assert!(!tcp.paces_itself());
-        // Where BBR is available to this user (the default on some machines).
-        if socket.set_tcp_congestion(b"bbr").is_ok() {
-            assert!(tcp.paces_itself());
-        }
-        let (a, _b) = UnixStream::pair().unwrap();
-        assert!(!a.paces_itself());
     }
 }
