@@ -415,11 +415,11 @@ impl DaemonProgram {
     /// `threads=1` and with `threads=15` starts and serves (Debian 12, Python 3.11, release
     /// builds), less its workers' stacks, rounded down.
     ///
-    /// `wsgi` measured again without its 32 MiB of zeroes in the image (`wsgi-cli`'s pipe
-    /// room, now mapped at run time), release and debug builds, `threads=` 1, 8, 15 and 30:
-    /// 105, 120, 135 MB of address space (the debug build 18 MB more), 21, 37, 54 and 90 MB
-    /// of data: the address space grows by the stack alone, the data by about 2.38 MB a
-    /// worker, 0.28 MB beside its stack (its Python thread state and its allocator heap).
+    /// `wsgi` measured again once its image lost 32 MiB of zeroes (release and debug builds):
+    /// 105, 120 and 135 MB of address space at `threads=` 1, 8 and 15 (the debug build 18 MB
+    /// more), 21, 37, 54 and 90 MB of data at 1, 8, 15 and 30: the address space grows by the
+    /// stack alone, the data by about 2.38 MB a worker, 0.28 MB beside its stack (its Python
+    /// thread state and its allocator heap).
     fn idle_without_workers(self) -> (u64, u64) {
         match self {
             DaemonProgram::WsgiDaemon => (10_000_000, 24_000_000),
