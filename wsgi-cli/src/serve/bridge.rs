@@ -866,9 +866,10 @@ impl ResponseSink for ChannelSink {
         if self.discard_body {
             return Ok(true);
         }
-        // A new open file description for the same file: no unsafe code, and the app's
-        // descriptor (and its offset) is left alone. Where /proc is missing, iterate instead.
-        let Ok(file) = std::fs::File::open(format!("/proc/self/fd/{fd}")) else {
+        // A duplicate of the app's descriptor (not a reopening through /proc: a system call
+        // instead of a path walk and a new open file, and no /proc needed); on failure (out
+        // of descriptors), the body is iterated instead.
+        let Ok(file) = super::sendfile::own_descriptor(fd) else {
             return Ok(false);
         };
         self.owned_file(file, offset, len)

@@ -11,7 +11,7 @@
 
 use std::fs::File;
 use std::io::{self, IoSlice};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -104,6 +104,25 @@ pub fn file_bytes(file: File, offset: u64, len: u64) -> io::Result<Bytes> {
         LIVE.fetch_add(1, Ordering::Release);
     }
     Ok(Bytes::from_owner(Mapping { id, map }))
+}
+
+/// A descriptor of this process's own for the file open on `fd`: a duplicate (`fcntl`
+/// `F_DUPFD_CLOEXEC`), so the same open file, whose offset nothing here reads or moves
+/// ([`file_bytes`] maps a range and `sendfile` is given its offset). `fd` must stay open
+/// for the call (an app's file, open while the server holds it): a closed one is `EBADF`.
+pub fn own_descriptor(fd: RawFd) -> io::Result<File> {
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: `fd` is open for the duration of this call (the caller's contract: the app's
+    // file object holds it and cannot close it meanwhile); it is only borrowed to duplicate
+    // it, and the duplicate is a new descriptor that the returned `File` owns alone.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let owned = nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(0))
+        // SAFETY: a successful F_DUPFD_CLOEXEC returns a new descriptor nothing else owns.
+        .map(|new| unsafe { OwnedFd::from_raw_fd(new) })
+        .map_err(io::Error::from)?;
+    Ok(File::from(owned))
 }
 
 /// A part of a live mapping to send: its region's id, the file, and the offset in it.
@@ -323,6 +342,50 @@ mod tests {
         drop(clone);
         assert!(!registered(id));
         assert!(file_bytes(temp_file(b""), 0, 0).unwrap().is_empty());
+    }
+
+    /// A duplicate of an app's descriptor sends the file from the range asked, whatever the
+    /// app's offset, leaves that offset alone, and outlives the app's close.
+    #[tokio::test]
+    async fn an_own_descriptor_sends_the_range_and_leaves_the_apps_offset() {
+        use std::io::{Seek, SeekFrom};
+        use std::os::fd::AsRawFd;
+        let content = pattern(0, 100_000);
+        let mut app_file = temp_file(&content);
+        app_file.seek(SeekFrom::Start(7)).unwrap();
+        let own = own_descriptor(app_file.as_raw_fd()).unwrap();
+        assert_ne!(own.as_raw_fd(), app_file.as_raw_fd());
+        let bytes = file_bytes(own, 10, 90_000).unwrap();
+        // The app closes its file before the bytes are out; a clone (the same open file)
+        // keeps its offset to look at.
+        let mut offset_of_app = app_file.try_clone().unwrap();
+        drop(app_file);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            (&peer).read_to_end(&mut got).unwrap();
+            got
+        });
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut stream = SendfileStream::new(tcp);
+        write_all_parts(&mut stream, std::slice::from_ref(&bytes)).await;
+        let sent = REGIONS
+            .lock()
+            .iter()
+            .find(|r| r.start == bytes.as_ptr() as usize)
+            .map(|r| r.sent);
+        assert_eq!(sent, Some(90_000), "sent with sendfile");
+        assert_eq!(
+            offset_of_app.stream_position().unwrap(),
+            7,
+            "the app's offset"
+        );
+        drop(bytes);
+        stream.shutdown().await.unwrap();
+        drop(stream);
+        assert!(reader.join().unwrap() == content[10..90_010]);
+        assert!(own_descriptor(-1).is_err());
     }
 
     /// Plain and mapped slices written together arrive in order, the mapped part through
