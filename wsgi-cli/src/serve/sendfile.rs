@@ -318,6 +318,15 @@ mod tests {
         REGIONS.lock().iter().any(|r| r.id == id)
     }
 
+    /// The bytes sent with `sendfile` from the mapping `bytes` starts, while it lives.
+    fn sent_from(bytes: &Bytes) -> Option<u64> {
+        REGIONS
+            .lock()
+            .iter()
+            .find(|r| r.start == bytes.as_ptr() as usize)
+            .map(|r| r.sent)
+    }
+
     #[test]
     fn mapped_bytes_are_the_files_and_unregister_when_dropped() {
         let id = NEXT_ID.load(Ordering::Relaxed);
@@ -370,12 +379,7 @@ mod tests {
         let (tcp, _) = listener.accept().await.unwrap();
         let mut stream = SendfileStream::new(tcp);
         write_all_parts(&mut stream, std::slice::from_ref(&bytes)).await;
-        let sent = REGIONS
-            .lock()
-            .iter()
-            .find(|r| r.start == bytes.as_ptr() as usize)
-            .map(|r| r.sent);
-        assert_eq!(sent, Some(90_000), "sent with sendfile");
+        assert_eq!(sent_from(&bytes), Some(90_000), "sent with sendfile");
         assert_eq!(
             offset_of_app.stream_position().unwrap(),
             7,
@@ -412,12 +416,11 @@ mod tests {
         ];
         write_all_parts(&mut stream, &parts).await;
         drop(parts);
-        let sent = REGIONS
-            .lock()
-            .iter()
-            .find(|r| r.start == mapped.as_ptr() as usize)
-            .map(|r| r.sent);
-        assert_eq!(sent, Some(200_000), "the file range went out with sendfile");
+        assert_eq!(
+            sent_from(&mapped),
+            Some(200_000),
+            "the file range went out with sendfile"
+        );
         stream.shutdown().await.unwrap();
         drop(stream);
         let got = reader.join().unwrap();
