@@ -108,8 +108,10 @@ pub fn file_bytes(file: File, offset: u64, len: u64) -> io::Result<Bytes> {
 
 /// A descriptor of this process's own for the file open on `fd`: a duplicate (`fcntl`
 /// `F_DUPFD_CLOEXEC`), so the same open file, whose offset nothing here reads or moves
-/// ([`file_bytes`] maps a range and `sendfile` is given its offset). `fd` must stay open
-/// for the call (an app's file, open while the server holds it): a closed one is `EBADF`.
+/// ([`file_bytes`] maps a range and `sendfile` is given its offset); for a file opened with
+/// `O_DIRECT`, which `sendfile` reads only in aligned blocks (any other length is `EINVAL`),
+/// a new open of it without the flag (through `/proc/self/fd`). `fd` must stay open for the
+/// call (an app's file, open while the server holds it): a closed one is `EBADF`.
 pub fn own_descriptor(fd: RawFd) -> io::Result<File> {
     if fd < 0 {
         return Err(io::Error::from_raw_os_error(libc::EBADF));
@@ -122,6 +124,10 @@ pub fn own_descriptor(fd: RawFd) -> io::Result<File> {
         // SAFETY: a successful F_DUPFD_CLOEXEC returns a new descriptor nothing else owns.
         .map(|new| unsafe { OwnedFd::from_raw_fd(new) })
         .map_err(io::Error::from)?;
+    let flags = nix::fcntl::fcntl(&owned, nix::fcntl::FcntlArg::F_GETFL)?;
+    if nix::fcntl::OFlag::from_bits_retain(flags).contains(nix::fcntl::OFlag::O_DIRECT) {
+        return File::open(format!("/proc/self/fd/{fd}"));
+    }
     Ok(File::from(owned))
 }
 
@@ -390,6 +396,44 @@ mod tests {
         drop(stream);
         assert!(reader.join().unwrap() == content[10..90_010]);
         assert!(own_descriptor(-1).is_err());
+    }
+
+    /// A file the app opened with `O_DIRECT` is sent whole all the same (its own descriptor
+    /// is a new open without the flag: `sendfile` would refuse the unaligned length).
+    #[tokio::test]
+    async fn a_file_opened_with_o_direct_is_sent_whole() {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        let content = pattern(0, 1027);
+        // The temporary folder, or the source tree where that is a tmpfs (no O_DIRECT).
+        let opened = [std::env::temp_dir(), env!("CARGO_MANIFEST_DIR").into()]
+            .into_iter()
+            .find_map(|dir| {
+                let named = tempfile::NamedTempFile::new_in(dir).unwrap();
+                std::fs::write(named.path(), &content).unwrap();
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_DIRECT)
+                    .open(named.path())
+                    .ok()?;
+                Some((named, file))
+            });
+        let (_named, app_file) = opened.expect("a file system that takes O_DIRECT");
+        let own = own_descriptor(app_file.as_raw_fd()).unwrap();
+        let flags = nix::fcntl::fcntl(&own, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+        assert_eq!(flags & libc::O_DIRECT, 0);
+        let bytes = file_bytes(own, 0, content.len() as u64).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut stream = SendfileStream::new(tcp);
+        write_all_parts(&mut stream, std::slice::from_ref(&bytes)).await;
+        assert_eq!(sent_from(&bytes), Some(1027), "sent with sendfile");
+        stream.shutdown().await.unwrap();
+        drop(stream);
+        let mut got = Vec::new();
+        (&peer).read_to_end(&mut got).unwrap();
+        assert!(got == content);
     }
 
     /// Plain and mapped slices written together arrive in order, the mapped part through
