@@ -205,28 +205,8 @@ impl<S: SendfileSocket> SendfileStream<S> {
         &self.tcp
     }
 
-    /// Runs `send` (a non-blocking write of the socket's descriptor, the bytes written)
-    /// once the socket can take bytes, and again while it finds the socket full. Nothing
-    /// written is `on_zero`'s error.
-    fn poll_write_with(
-        &self,
-        cx: &mut Context<'_>,
-        on_zero: fn() -> io::Error,
-        mut send: impl FnMut(BorrowedFd<'_>) -> io::Result<usize>,
-    ) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.tcp.poll_write_ready(cx))?;
-            match self.tcp.try_write_io(|| send(self.tcp.as_fd())) {
-                Ok(0) => return Poll::Ready(Err(on_zero())),
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-    }
-
     /// One `sendfile` of up to `len` bytes of `file` from `offset`, once the socket can take
-    /// them.
+    /// them (again while it finds the socket full).
     fn poll_sendfile(
         &self,
         cx: &mut Context<'_>,
@@ -234,20 +214,29 @@ impl<S: SendfileSocket> SendfileStream<S> {
         len: usize,
     ) -> Poll<io::Result<usize>> {
         let FileRange { id, file, offset } = range;
-        let shorter = || {
-            io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the file being sent got shorter than the response says",
-            )
-        };
-        let sent = ready!(self.poll_write_with(cx, shorter, |socket| {
-            let mut at = i64::try_from(offset)
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
-            nix::sys::sendfile::sendfile64(socket, file.as_fd(), Some(&mut at), len)
-                .map_err(io::Error::from)
-        }))?;
-        count_sent(id, sent);
-        Poll::Ready(Ok(sent))
+        let mut at = i64::try_from(offset)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+        loop {
+            ready!(self.tcp.poll_write_ready(cx))?;
+            let sent = self.tcp.try_write_io(|| {
+                nix::sys::sendfile::sendfile64(self.tcp.as_fd(), file.as_fd(), Some(&mut at), len)
+                    .map_err(io::Error::from)
+            });
+            match sent {
+                Ok(0) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the file being sent got shorter than the response says",
+                    )));
+                }
+                Ok(n) => {
+                    count_sent(id, n);
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
     }
 }
 
