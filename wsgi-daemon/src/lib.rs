@@ -38,6 +38,7 @@ mod timers;
 #[cfg(feature = "tokio")]
 pub use async_client::{AsyncDaemonClient, AsyncRequestBody, AsyncResponseSink};
 pub use client::{DaemonClient, DispatchError, Endpoint};
+pub use limits::{SCHED_BATCH_VAR, batch_scheduling};
 pub use protocol::{DaemonRequest, RequestRef};
 pub use shared_buffer::BufferChunk;
 pub use supervisor::{GroupStatus, ProcessStatus, Supervisor, SupervisorError, SupervisorOptions};

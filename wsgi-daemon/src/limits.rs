@@ -36,9 +36,13 @@ pub const SCHED_BATCH_VAR: &str = "WSGI_RS_SCHED_BATCH";
 /// with the front, the front then finishes what it is doing (reading the other requests
 /// that came in, sending the answers that are ready) before the worker runs, instead of the
 /// two taking turns at every request; on a CPU with nothing else to run nothing changes.
+/// Between workers too: one woken for the GIL waits for the running one's time slice instead
+/// of preempting it (busy workers otherwise convoy, each release of the GIL a switch).
 ///
-/// `WSGI_RS_SCHED_BATCH=0` in the daemon's environment leaves the default policy.
-pub fn batch_scheduling(group: &str) {
+/// `pool` names the workers in the warning when the policy cannot be set: a daemon group's
+/// name, or `embedded` for `wsgi serve`'s own workers. `WSGI_RS_SCHED_BATCH=0` in the
+/// server's (or Apache's) environment leaves the default policy.
+pub fn batch_scheduling(pool: &str) {
     static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let wanted = *WANTED.get_or_init(|| {
         batch_wanted(std::env::var_os(SCHED_BATCH_VAR).as_deref()).unwrap_or_else(|value| {
@@ -58,7 +62,7 @@ pub fn batch_scheduling(group: &str) {
     let rc = unsafe { nix::libc::sched_setscheduler(0, nix::libc::SCHED_BATCH, &param) };
     if rc == -1 {
         tracing::warn!(
-            %group,
+            %pool,
             "cannot make a worker thread SCHED_BATCH: {}; it keeps the default policy",
             std::io::Error::last_os_error()
         );

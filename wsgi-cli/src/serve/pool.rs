@@ -581,6 +581,8 @@ fn conclude(
 }
 
 fn worker(host: &dyn AppHost, jobs: &Taker<Queued>, queue_timeout: Duration) {
+    // Woken for a job or for the GIL, a worker lets the running thread finish its time slice.
+    wsgi_daemon::batch_scheduling("embedded");
     while let Some(Queued { job, _slot }) = jobs.next() {
         let Some(mut job) = job.admit(queue_timeout) else {
             continue;
@@ -682,6 +684,54 @@ mod tests {
             }
             Echo(Duration::ZERO).call(app, head, body, sink)
         }
+    }
+
+    /// Answers 200 and notes the scheduling policy of the thread that called it (field 41
+    /// of `/proc/thread-self/stat`).
+    #[derive(Default)]
+    struct NotesPolicy(Mutex<Vec<u32>>);
+
+    impl AppHost for NotesPolicy {
+        fn call(
+            &self,
+            app: &AppCall,
+            head: &RequestHead,
+            body: &mut dyn RequestBody,
+            sink: &mut dyn ResponseSink,
+        ) -> Outcome {
+            let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+            let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+            let policy = after_name.split(' ').nth(38).unwrap().parse().unwrap();
+            self.0.lock().push(policy);
+            Echo(Duration::ZERO).call(app, head, body, sink)
+        }
+    }
+
+    /// The workers run Python as `SCHED_BATCH` threads (`WSGI_RS_SCHED_BATCH` unset), and the
+    /// thread that started the pool keeps its policy.
+    #[tokio::test]
+    async fn the_workers_are_batch_threads() {
+        let host = Arc::new(NotesPolicy::default());
+        let pool = WorkerPool::start(host.clone(), 2, 4, Duration::from_secs(5), 503).unwrap();
+        for _ in 0..2 {
+            let (job, done, _response) = job(Instant::now());
+            pool.submit(job).await.unwrap();
+            assert!(matches!(
+                done.await.unwrap(),
+                JobResult::Ran(Outcome::Complete { status: 200, .. })
+            ));
+        }
+        assert_eq!(*host.0.lock(), [3, 3], "SCHED_BATCH is policy 3");
+        let here = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        assert_eq!(
+            here[here.rfind(')').unwrap() + 2..].split(' ').nth(38),
+            Some("0")
+        );
+        assert!(
+            tokio::task::spawn_blocking(move || pool.stop(Duration::from_secs(5)))
+                .await
+                .unwrap()
+        );
     }
 
     #[tokio::test]
