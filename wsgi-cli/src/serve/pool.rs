@@ -686,8 +686,14 @@ mod tests {
         }
     }
 
-    /// Answers 200 and notes the scheduling policy of the thread that called it (field 41
-    /// of `/proc/thread-self/stat`).
+    /// The scheduling policy of the calling thread (field 41 of `/proc/thread-self/stat`).
+    fn thread_policy() -> u32 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        after_name.split(' ').nth(38).unwrap().parse().unwrap()
+    }
+
+    /// Answers 200 and notes the scheduling policy of the thread that called it.
     #[derive(Default)]
     struct NotesPolicy(Mutex<Vec<u32>>);
 
@@ -699,10 +705,7 @@ mod tests {
             body: &mut dyn RequestBody,
             sink: &mut dyn ResponseSink,
         ) -> Outcome {
-            let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
-            let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-            let policy = after_name.split(' ').nth(38).unwrap().parse().unwrap();
-            self.0.lock().push(policy);
+            self.0.lock().push(thread_policy());
             Echo(Duration::ZERO).call(app, head, body, sink)
         }
     }
@@ -711,6 +714,7 @@ mod tests {
     /// thread that started the pool keeps its policy.
     #[tokio::test]
     async fn the_workers_are_batch_threads() {
+        let before = thread_policy();
         let host = Arc::new(NotesPolicy::default());
         let pool = WorkerPool::start(host.clone(), 2, 4, Duration::from_secs(5), 503).unwrap();
         for _ in 0..2 {
@@ -722,10 +726,10 @@ mod tests {
             ));
         }
         assert_eq!(*host.0.lock(), [3, 3], "SCHED_BATCH is policy 3");
-        let here = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
         assert_eq!(
-            here[here.rfind(')').unwrap() + 2..].split(' ').nth(38),
-            Some("0")
+            thread_policy(),
+            before,
+            "the starting thread keeps its policy"
         );
         assert!(
             tokio::task::spawn_blocking(move || pool.stop(Duration::from_secs(5)))
