@@ -298,11 +298,23 @@ fn unread_response(addr: SocketAddr, stop: Arc<AtomicBool>, dropped: Arc<AtomicU
 /// answered, each within a bound.
 #[test]
 fn slow_readers_are_dropped_first_while_requests_wait() {
+    slow_readers_are_dropped_first(&[]);
+}
+
+/// The same under a small cap on unsent bytes: the socket reports full before the client's
+/// receive buffer is, which then fills without the client reading a byte; the bytes the
+/// socket takes meanwhile must not count as read (as they did, for a minute's allowance,
+/// until the clock looked at the client's window).
+#[test]
+fn slow_readers_are_dropped_first_under_a_small_unsent_cap() {
+    slow_readers_are_dropped_first(&["--tcp-notsent-lowat", "16384"]);
+}
+
+fn slow_readers_are_dropped_first(extra: &[&str]) {
     let dir = fs::scratch_world_readable("wsgi-hardening-");
-    let server = serve_app(
-        dir.path(),
-        &["--threads", "2", "--busy-socket-timeout", "1"],
-    );
+    let mut args = vec!["--threads", "2", "--busy-socket-timeout", "1"];
+    args.extend_from_slice(extra);
+    let server = serve_app(dir.path(), &args);
     let (latencies, dropped) =
         under_attack(server.addr, 4, Duration::from_secs(6), unread_response);
     let answered = latencies.iter().filter(|(s, _)| *s == Some(200)).count();
@@ -318,6 +330,18 @@ fn slow_readers_are_dropped_first_while_requests_wait() {
     );
 }
 
+/// A GET of `path` (the connection closed after it) from a client whose receive buffer is
+/// 16 KiB: a large response fills the server's socket at once.
+fn ask_with_small_buffer(addr: SocketAddr, path: &str) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut s: TcpStream = socket.into();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    s
+}
+
 /// A client that does not read while a worker is free (no request waits) keeps its
 /// connection past --busy-socket-timeout: the shorter limit is for load only. Read later, the
 /// whole response comes.
@@ -329,12 +353,7 @@ fn a_slow_reader_keeps_its_connection_while_no_request_waits() {
         &["--threads", "2", "--busy-socket-timeout", "1"],
     );
     // A small receive buffer: the 16 MiB response fills the socket at once.
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(16 * 1024).unwrap();
-    socket.connect(&server.addr.into()).unwrap();
-    let mut s: TcpStream = socket.into();
-    s.write_all(b"GET /big?256 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    let mut s = ask_with_small_buffer(server.addr, "/big?256");
     std::thread::sleep(Duration::from_millis(3500));
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let r = Response::parse(&read_to_close(&mut s));
@@ -342,6 +361,62 @@ fn a_slow_reader_keeps_its_connection_while_no_request_waits() {
     assert!(r.complete, "the response was cut short");
     assert_eq!(r.body.len(), 256 * 65536);
     assert!(!server.stderr().contains("too slowly"));
+}
+
+/// A client that reads slowly but steadily, above --response-min-rate, keeps its connection
+/// while requests wait for a worker: once its window closes, what it reads (its window's
+/// edge moving) earns it time, and it gets the whole response.
+#[test]
+fn a_steady_slow_reader_keeps_its_connection_under_load() {
+    let dir = fs::scratch_world_readable("wsgi-hardening-");
+    let server = serve_app(
+        dir.path(),
+        &[
+            "--threads",
+            "1",
+            "--busy-socket-timeout",
+            "1",
+            "--response-min-rate",
+            "1000",
+        ],
+    );
+    let mut s = ask_with_small_buffer(server.addr, "/big?16");
+    // Requests wait for the one worker the whole time (each gets its answer once the
+    // response is done).
+    let addr = server.addr;
+    let waiting = std::thread::spawn(move || timed_get(addr, "/hello", Duration::from_secs(60)));
+    // 8 KiB every 50 ms: about 160 KB/s, above the minimum rate, below what the server sends.
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let began = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("read failed after {} bytes: {e}", got.len()),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(began.elapsed() < Duration::from_secs(60), "bounded");
+    }
+    let r = Response::parse(&got);
+    assert_eq!(r.status, 200);
+    assert!(
+        r.complete,
+        "the response was cut short after {} bytes",
+        got.len()
+    );
+    assert_eq!(r.body.len(), 16 * 65536);
+    assert!(
+        began.elapsed() > Duration::from_secs(3),
+        "it did stall the worker"
+    );
+    assert_eq!(waiting.join().unwrap(), Some(200));
+    assert!(
+        !server.stderr().contains("too slowly"),
+        "{}",
+        server.stderr()
+    );
 }
 
 /// A streamed request body sent too slowly: the application's read raises OSError, and the

@@ -6,7 +6,11 @@
 //!   (writes pending) is counted, and a client may keep it full for at most
 //!   `socket-timeout + bytes it read / min-rate`, where the bytes it read are those the socket
 //!   took after it first filled up (what the kernel buffered at once earns nothing: a client
-//!   that reads nothing must not be paid for the size of the socket buffers). A client that
+//!   that reads nothing must not be paid for the size of the socket buffers). Over TCP a
+//!   stall of a tenth of a second asks the kernel where the client's receive window stands: the
+//!   first look that finds it closed starts the response's clock again, and from then on
+//!   only its window's edge moving (its application reading) earns time, since a client's
+//!   buffer takes bytes without its reading them while its window grows into it. A client that
 //!   reads slower than the minimum rate is dropped once it is past that allowance: the write
 //!   fails, hyper closes the connection, the response body is dropped, and the worker thread
 //!   writing it gets an error at its next write, so it is released instead of being held by
@@ -25,6 +29,7 @@
 
 use std::future::Future as _;
 use std::io::{self, IoSlice};
+use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
@@ -85,6 +90,10 @@ impl WriteLimits {
 
 /// How often a stalled response looks at its pool for requests waiting (see the module docs).
 const PRESSURE_CHECK: Duration = Duration::from_secs(1);
+
+/// How long a response must have stalled before the clock asks where the peer's window
+/// stands (a system call; a fast client's stalls never last this long).
+const WINDOW_LOOK: Duration = Duration::from_millis(100);
 
 /// A deadline that never comes, for a stall without a limit.
 const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -202,6 +211,12 @@ struct WriteClock {
     filled: bool,
     /// Bytes the socket took during this response since it first filled up.
     accepted: u64,
+    /// The right edge of the TCP peer's receive window when a look first found the window
+    /// closed during this response (see [`ConnIo::look_at_window`]).
+    closed_edge: Option<u64>,
+    /// How far that edge has moved on since, at the last look: what the peer's application
+    /// read.
+    read_since_closed: u64,
     /// Time the socket stayed full during this response, stalls that ended.
     stalled: Duration,
     /// When the current stall began.
@@ -211,6 +226,8 @@ struct WriteClock {
 /// A client connection's socket, with the response write timeout (see the module docs).
 pub struct ConnIo<S> {
     inner: S,
+    /// The TCP socket under `inner`, whose peer's receive window the clock looks at.
+    peer: Option<RawFd>,
     shared: std::sync::Arc<ConnShared>,
     limits: WriteLimits,
     clock: WriteClock,
@@ -222,11 +239,19 @@ impl<S> ConnIo<S> {
     pub fn new(inner: S, shared: std::sync::Arc<ConnShared>, limits: WriteLimits) -> Self {
         ConnIo {
             inner,
+            peer: None,
             shared,
             limits,
             clock: WriteClock::default(),
             timer: None,
         }
+    }
+
+    /// Has the clock look at the receive window of the TCP peer on `socket`, the descriptor
+    /// under the wrapped stream (which keeps it open as long as this lives).
+    pub fn with_peer_window(mut self, socket: RawFd) -> Self {
+        self.peer = Some(socket);
+        self
     }
 
     /// The wrapped stream.
@@ -239,9 +264,56 @@ impl<S> ConnIo<S> {
     fn allowance(&self, busy: bool) -> Option<Duration> {
         let earned = match self.limits.min_rate {
             0 => Duration::ZERO,
-            rate => Duration::from_secs_f64(self.clock.accepted as f64 / rate as f64),
+            rate => Duration::from_secs_f64(self.credited() as f64 / rate as f64),
         };
         Some(self.limits.base(busy)?.saturating_add(earned))
+    }
+
+    /// The bytes the client is credited with having read: those the socket took since it
+    /// first filled up, until a look found the peer's window closed; from then on, how far
+    /// the window's edge moved.
+    fn credited(&self) -> u64 {
+        match self.clock.closed_edge {
+            Some(_) => self.clock.read_since_closed,
+            None => self.clock.accepted,
+        }
+    }
+
+    /// On a stall of [`WINDOW_LOOK`] or more: asks the kernel where the TCP peer's receive
+    /// window stands. A peer whose buffer grows as bytes arrive (up to what it set with
+    /// `SO_RCVBUF`) takes bytes without reading any, and the socket's taking them looked like
+    /// reading: so the first look that finds the window closed (its buffer full) starts the
+    /// response's clock again, stall and credit at zero (the time before went to bytes the
+    /// network carried), and from then on only the window's edge moving, which it does as
+    /// the peer's application reads, earns time. Returns whether the clock started again.
+    fn look_at_window(&mut self, stalled: Duration) -> bool {
+        let Some(socket) = self.peer else {
+            return false;
+        };
+        if stalled < WINDOW_LOOK {
+            return false;
+        }
+        let Some(window) = super::peer_window::peer_window(socket) else {
+            return false;
+        };
+        match self.clock.closed_edge {
+            Some(edge) => {
+                self.clock.read_since_closed = window.edge.saturating_sub(edge);
+                false
+            }
+            None if window.is_closed() => {
+                tracing::debug!(
+                    ?window,
+                    "a stalled response found the client's window closed: its clock starts again, and only what it reads earns time"
+                );
+                self.clock.closed_edge = Some(window.edge);
+                self.clock.read_since_closed = 0;
+                self.clock.stalled = Duration::ZERO;
+                self.clock.stall_began = None;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Before a write: a new response resets the clock.
@@ -287,7 +359,11 @@ impl<S> ConnIo<S> {
                 self.clock.filled = true;
                 let now = Instant::now();
                 let began = *self.clock.stall_began.get_or_insert(now);
-                let stalled = self.clock.stalled + now.saturating_duration_since(began);
+                let mut stalled = self.clock.stalled + now.saturating_duration_since(began);
+                if self.look_at_window(stalled) {
+                    self.clock.stall_began = Some(now);
+                    stalled = Duration::ZERO;
+                }
                 let watch = self.limits.watches_load();
                 let busy = watch && self.shared.pool_busy();
                 let allowance = self.allowance(busy);
@@ -307,7 +383,7 @@ impl<S> ConnIo<S> {
                         io::ErrorKind::TimedOut,
                         format!(
                             "the client read the response too slowly ({} bytes in {:.1}s of waiting, {:.1}s allowed; {limit} plus 1s per {} bytes): connection dropped",
-                            self.clock.accepted,
+                            self.credited(),
                             stalled.as_secs_f64(),
                             allowance.as_secs_f64(),
                             self.limits.min_rate
@@ -315,10 +391,14 @@ impl<S> ConnIo<S> {
                     )));
                 }
                 // Not past it yet: come back at its end, or sooner to look at the pool again.
-                let left = self
+                let mut left = self
                     .limits
                     .next_look(allowance, stalled, busy)
                     .unwrap_or(NEVER);
+                if self.peer.is_some() && self.clock.closed_edge.is_none() {
+                    // Until the peer's window is seen closed, look at it each second.
+                    left = left.min(PRESSURE_CHECK);
+                }
                 let deadline = now.checked_add(left).unwrap_or_else(|| now + NEVER);
                 let deadline = tokio::time::Instant::from_std(deadline);
                 let timer = self

@@ -15,6 +15,7 @@
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -274,9 +275,13 @@ fn conn_stream<S>(
     limits: &Limits,
     addrs: Addrs,
     tls: Option<TlsInfo>,
+    socket: Option<RawFd>,
 ) -> (ConnStream<S>, Arc<ConnInfo>) {
     let shared = Arc::new(ConnShared::default());
-    let io = ConnIo::new(stream, shared.clone(), limits.write);
+    let mut io = ConnIo::new(stream, shared.clone(), limits.write);
+    if let Some(socket) = socket {
+        io = io.with_peer_window(socket);
+    }
     let (tap, heads) = HeadTap::new(io, limits.max_header_size, limits.max_headers);
     let info = Arc::new(ConnInfo {
         peer: addrs.peer,
@@ -391,7 +396,7 @@ where
         route_port,
         via: None,
     };
-    let (io, info) = conn_stream(stream, &front.limits, addrs, None);
+    let (io, info) = conn_stream(stream, &front.limits, addrs, None, None);
     let service = service_fn(move |req| Box::pin(handle(front.clone(), info.clone(), req)));
     builder.serve_connection(TokioIo::new(io), service).await
 }
@@ -621,7 +626,14 @@ async fn plain_connection<S: SendfileSocket + PeekSocket + Sync>(
         }
         versions => versions,
     };
-    let conn = conn_stream(SendfileStream::new(stream), &front.limits, addrs, None);
+    let socket = stream.as_fd().as_raw_fd();
+    let conn = conn_stream(
+        SendfileStream::new(stream),
+        &front.limits,
+        addrs,
+        None,
+        Some(socket),
+    );
     serve_connection(front, conn, versions, (servers, watcher), permit).await;
 }
 
@@ -727,6 +739,7 @@ async fn tls_connection(
     permit: tokio::sync::OwnedSemaphorePermit,
     serving: (Arc<Servers>, Watcher),
 ) {
+    let socket = stream.as_raw_fd();
     let mut first = [0u8; 1];
     let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut first)).await;
     if matches!(peeked, Ok(Ok(1))) && first[0] != TLS_HANDSHAKE_RECORD {
@@ -762,7 +775,13 @@ async fn tls_connection(
         _ if front.limits.http == HttpMode::Http2 => Versions::Http2,
         _ => Versions::Http1,
     };
-    let conn = conn_stream(stream, &front.limits, addrs, Some(TlsInfo { sni }));
+    let conn = conn_stream(
+        stream,
+        &front.limits,
+        addrs,
+        Some(TlsInfo { sni }),
+        Some(socket),
+    );
     serve_connection(front, conn, versions, serving, permit).await;
 }
 

@@ -52,6 +52,7 @@ pub mod listen;
 pub mod master;
 pub mod memory;
 pub mod metrics;
+pub mod peer_window;
 pub mod pool;
 pub mod privileges;
 pub mod proxy_protocol;
