@@ -118,7 +118,7 @@ impl Default for Limits {
                 busy_timeout: Duration::from_secs(5),
             },
             max_connections: 1024,
-            tcp_notsent_lowat: 128 * 1024,
+            tcp_notsent_lowat: 32 * 1024,
             http: HttpMode::Auto,
             http2_max_streams: 100,
         }
@@ -2359,7 +2359,7 @@ mod tests {
         assert_eq!(lowat(), system);
         limit_unsent(&accepted, 131_072);
         assert_eq!(lowat(), 131_072);
-        assert_eq!(Limits::default().tcp_notsent_lowat, 131_072);
+        assert_eq!(Limits::default().tcp_notsent_lowat, 32_768);
     }
 
     /// The kept texts never stand for another address, whatever the order they come in.

@@ -284,11 +284,13 @@ pub struct ServeArgs {
     /// (`TCP_NOTSENT_LOWAT`): the server writes more as the client takes it, so a large
     /// response does not sit in socket buffers (nor is it sent from the client's side of a
     /// loopback connection, as its acknowledgements open the window); 0: the system's setting
-    /// (`net.ipv4.tcp_notsent_lowat`, unlimited by default).
+    /// (`net.ipv4.tcp_notsent_lowat`, unlimited by default). With 128 KiB a loopback client
+    /// (a proxy, a benchmark) often kept a small receive window for a file sent with
+    /// `sendfile`, and took it at half the speed.
     #[arg(
         env = "WSGI_RS_TCP_NOTSENT_LOWAT",
         long,
-        default_value_t = 131072,
+        default_value_t = 32768,
         value_name = "BYTES"
     )]
     pub tcp_notsent_lowat: u32,
