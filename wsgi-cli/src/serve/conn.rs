@@ -285,8 +285,9 @@ impl<S> ConnIo<S> {
     /// reading: so the first look that finds the window closed (its buffer full) starts the
     /// response's clock again, stall and credit at zero (the time before went to bytes the
     /// network carried), and from then on only the window's edge moving, which it does as
-    /// the peer's application reads, earns time. Returns whether the clock started again.
-    fn look_at_window(&mut self, stalled: Duration) -> bool {
+    /// the peer's application reads, earns time. Returns whether the clock started again (at
+    /// `now`).
+    fn look_at_window(&mut self, now: Instant, stalled: Duration) -> bool {
         let Some(socket) = self.peer else {
             return false;
         };
@@ -309,7 +310,7 @@ impl<S> ConnIo<S> {
                 self.clock.closed_edge = Some(window.edge);
                 self.clock.read_since_closed = 0;
                 self.clock.stalled = Duration::ZERO;
-                self.clock.stall_began = None;
+                self.clock.stall_began = Some(now);
                 true
             }
             None => false,
@@ -360,8 +361,7 @@ impl<S> ConnIo<S> {
                 let now = Instant::now();
                 let began = *self.clock.stall_began.get_or_insert(now);
                 let mut stalled = self.clock.stalled + now.saturating_duration_since(began);
-                if self.look_at_window(stalled) {
-                    self.clock.stall_began = Some(now);
+                if self.look_at_window(now, stalled) {
                     stalled = Duration::ZERO;
                 }
                 let watch = self.limits.watches_load();
