@@ -25,35 +25,16 @@ started is stopped, by its pid (SIGTERM, then SIGKILL after 10 s).
 
 import argparse
 import collections
-import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
-APPS = Path(__file__).resolve().parent / "apps"
+from kernel_costs import add_load_arguments, check_tools, pinned_server, requests_of, resolve_lua, wrk
 
 # Samples per second of CPU 0.
 FREQUENCY = 4000
-
-
-def wrk(args, seconds):
-    cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{args.conns}", f"-d{seconds}"]
-    if args.lua:
-        cmd += ["-s", args.lua]
-    return cmd + [f"http://127.0.0.1:{args.port}/"]
-
-
-def requests_of(wrk_output):
-    m = re.search(r"^\s*(\d+) requests in", wrk_output, re.M)
-    if not m:
-        sys.exit(f"wrk did not report its requests:\n{wrk_output}")
-    return int(m.group(1))
 
 
 def samples_by_object(data):
@@ -74,53 +55,22 @@ def samples_by_object(data):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--lua", help="a wrk script (path from bench/apps, or absolute)")
-    ap.add_argument("--conns", type=int, default=16)
-    ap.add_argument("--seconds", type=int, default=5)
-    ap.add_argument("--port", type=int, default=18080)
+    add_load_arguments(ap)
     ap.add_argument("--top", type=int, default=12, help="objects listed (the rest summed)")
     ap.add_argument("command", nargs="+", help="the server to run (after --)")
     args = ap.parse_args()
-    missing = [tool for tool in ("perf", "wrk", "taskset") if shutil.which(tool) is None]
-    if missing:
-        sys.exit(f"missing: {', '.join(missing)} (apt-get install linux-perf wrk util-linux)")
-    if os.geteuid() != 0:
-        sys.exit("run as root: perf samples CPU 0 system-wide")
-    if args.lua and not Path(args.lua).is_absolute():
-        args.lua = str((APPS / args.lua).resolve())
+    check_tools("perf samples CPU 0 system-wide")
+    resolve_lua(args)
 
-    server = subprocess.Popen(
-        ["taskset", "-c", "0", *args.command], cwd=APPS,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(150):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{args.port}/", timeout=1).read()
-                break
-            except OSError:
-                if server.poll() is not None:
-                    sys.exit(f"the server exited with status {server.returncode}")
-                time.sleep(0.2)
-        else:
-            sys.exit("the server did not answer within 30 s")
-        subprocess.run(wrk(args, 2), check=True, capture_output=True)
-        with tempfile.TemporaryDirectory(prefix="wsgi-cpu-split-") as tmp:
-            data = Path(tmp) / "cpu.data"
-            run = subprocess.run(
-                ["perf", "record", "-q", "-a", "-C", "0", "-e", "cpu-clock", "-F", str(FREQUENCY),
-                 "-o", str(data), "--", *wrk(args, args.seconds)],
-                check=True, capture_output=True, text=True,
-            )
-            n = requests_of(run.stdout)
-            counts = samples_by_object(data)
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    with pinned_server(args), tempfile.TemporaryDirectory(prefix="wsgi-cpu-split-") as tmp:
+        data = Path(tmp) / "cpu.data"
+        run = subprocess.run(
+            ["perf", "record", "-q", "-a", "-C", "0", "-e", "cpu-clock", "-F", str(FREQUENCY),
+             "-o", str(data), "--", *wrk(args, args.seconds)],
+            check=True, capture_output=True, text=True,
+        )
+        n = requests_of(run.stdout)
+        counts = samples_by_object(data)
 
     total = sum(counts.values())
     if total == 0 or n == 0:

@@ -21,6 +21,7 @@ Needs perf (Debian's linux-perf), wrk and root (system-wide tracepoints).
 
 import argparse
 import collections
+import contextlib
 import os
 import re
 import shutil
@@ -60,23 +61,35 @@ def tracepoint_exists(event):
     return Path(f"/sys/kernel/tracing/events/{group}/{name}").exists()
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--lua", help="a wrk script (path from bench/apps, or absolute)")
-    ap.add_argument("--conns", type=int, default=16)
-    ap.add_argument("--seconds", type=int, default=5)
-    ap.add_argument("--port", type=int, default=18080)
-    ap.add_argument("--tick-ms", type=float, default=4.0)
-    ap.add_argument("command", nargs="+", help="the server to run (after --)")
-    args = ap.parse_args()
+def check_tools(why):
+    """Exits with what to install unless perf, wrk and taskset are here and this runs as root
+    (`why` says what root is needed for)."""
     missing = [tool for tool in ("perf", "wrk", "taskset") if shutil.which(tool) is None]
     if missing:
         sys.exit(f"missing: {', '.join(missing)} (apt-get install linux-perf wrk util-linux)")
     if os.geteuid() != 0:
-        sys.exit("run as root: perf watches CPU 0's tracepoints system-wide")
-    if args.lua:
-        args.lua = str((APPS / args.lua).resolve()) if not Path(args.lua).is_absolute() else args.lua
+        sys.exit(f"run as root: {why}")
 
+
+def add_load_arguments(ap):
+    """The options of the load: wrk's script, connections and seconds, the server's port."""
+    ap.add_argument("--lua", help="a wrk script (path from bench/apps, or absolute)")
+    ap.add_argument("--conns", type=int, default=16)
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--port", type=int, default=18080)
+
+
+def resolve_lua(args):
+    """Makes `args.lua`, given from bench/apps, absolute (wrk runs elsewhere)."""
+    if args.lua and not Path(args.lua).is_absolute():
+        args.lua = str((APPS / args.lua).resolve())
+
+
+@contextlib.contextmanager
+def pinned_server(args):
+    """Runs `args.command` from bench/apps pinned to CPU 0 until it answers on `args.port`,
+    warms it up with 2 s of wrk pinned to CPU 1, and stops it on leaving (SIGTERM, then
+    SIGKILL after 10 s): only the process it started."""
     server = subprocess.Popen(
         ["taskset", "-c", "0", *args.command], cwd=APPS,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -93,7 +106,26 @@ def main():
         else:
             sys.exit("the server did not answer within 30 s")
         subprocess.run(wrk(args, 2), check=True, capture_output=True)
+        yield server
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_load_arguments(ap)
+    ap.add_argument("--tick-ms", type=float, default=4.0)
+    ap.add_argument("command", nargs="+", help="the server to run (after --)")
+    args = ap.parse_args()
+    check_tools("perf watches CPU 0's tracepoints system-wide")
+    resolve_lua(args)
+
+    with pinned_server(args):
         events = ["raw_syscalls:sys_enter", "context-switches", "timer:hrtimer_start"]
         events += [e for e in (f"syscalls:sys_enter_{s}" for s in SYSCALLS) if tracepoint_exists(e)]
         with tempfile.TemporaryDirectory(prefix="wsgi-kernel-costs-") as tmp:
@@ -123,13 +155,6 @@ def main():
                 ["perf", "script", "-i", str(data), "-F", "comm,time,trace"],
                 check=True, capture_output=True, text=True,
             ).stdout
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
     short = collections.Counter()
     total = 0
