@@ -91,6 +91,10 @@ def main():
     ap.add_argument("--ns", default="wsgidelay", help="the client's network namespace")
     ap.add_argument("--mtu", type=int, default=1500)
     args = ap.parse_args()
+    if not 0 <= args.rtt_ms <= 60_000:
+        sys.exit(f"a round trip of {args.rtt_ms} ms: give one from 0 to 60000")
+    if not 576 <= args.mtu <= 65535:
+        sys.exit(f"--mtu {args.mtu}: IPv4 needs 576 to 65535")
     if os.geteuid() != 0:
         sys.exit("run as root: it makes a network namespace and TUN devices")
     if subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split().count(args.ns):
